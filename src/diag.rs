@@ -1,0 +1,61 @@
+//! Diagnostics: an error that points at `path:line:column` in a job file or daemon config.
+//!
+//! Every parser and validator in the crate reports problems as [`Diagnostic`]s and collects all of
+//! them for a file instead of stopping at the first, so an operator fixes a file in one pass.
+
+use std::fmt;
+
+/// One problem found in a file, with the place it was found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Diagnostic {
+    /// The file as the operator knows it (`jobs/team-a/clicks.yaml`).
+    pub path: String,
+    /// 1-based line; 0 when the problem concerns the whole file.
+    pub line: usize,
+    /// 1-based column; 0 when the problem concerns the whole file.
+    pub column: usize,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl Diagnostic {
+    /// A problem at a place in a file.
+    pub fn new(
+        path: impl Into<String>,
+        line: usize,
+        column: usize,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            path: path.into(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    /// A problem with the whole file (reported at `1:1`).
+    pub fn file(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(path, 1, 1, message)
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.path, self.line, self.column, self.message
+        )
+    }
+}
+
+/// Renders diagnostics one per line, as `validate` prints them.
+pub fn render(diags: &[Diagnostic]) -> String {
+    let mut out = String::new();
+    for d in diags {
+        out.push_str(&d.to_string());
+        out.push('\n');
+    }
+    out
+}

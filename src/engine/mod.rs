@@ -1,0 +1,102 @@
+//! Engines: where runs happen. One trait, [`Engine`], one file per implementation.
+//!
+//! The reconciler hands an engine a fully resolved [`SubmitRequest`] (secrets already read) and
+//! keeps the [`RunHandle`] it gets back in the store; everything the engine needs to find the run
+//! again after a daemon restart lives in that handle.
+
+pub mod local;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::spec::Params;
+
+/// One submission, ready to go.
+#[derive(Debug, Clone)]
+pub struct SubmitRequest {
+    /// Job name.
+    pub job: String,
+    /// The store's run id.
+    pub run_id: i64,
+    /// Params with `${secret:..}` already replaced (never log these).
+    pub params: Params,
+    /// The built artifact (file, or the checkout folder when nothing is built).
+    pub artifact: Option<PathBuf>,
+    /// The project checkout folder, when the job has a project.
+    pub checkout: Option<PathBuf>,
+    /// Where the run's output goes.
+    pub log_path: PathBuf,
+}
+
+/// What identifies a run to its engine; stored as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunHandle {
+    /// The store's run id.
+    pub run_id: i64,
+    /// Engine's id of the run (local: the pid).
+    pub engine_id: String,
+    /// local: the process start time in clock ticks since boot (`/proc/<pid>/stat` field 22),
+    /// so a recycled pid is never mistaken for the run.
+    pub start_ticks: Option<u64>,
+}
+
+/// What an engine says about a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunStatus {
+    /// Still going.
+    Running,
+    /// Ended with success (local: exit 0).
+    Succeeded,
+    /// Ended with failure; the reason (exit code, signal, last log lines).
+    Failed(String),
+    /// The engine no longer knows it.
+    Vanished,
+}
+
+/// A run that ended, reported as soon as the engine sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunExit {
+    /// Job name.
+    pub job: String,
+    /// The store's run id.
+    pub run_id: i64,
+    /// How it ended.
+    pub status: RunStatus,
+}
+
+/// Errors of an engine, classed by what happens next.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine refused the run (bad params, missing file): stalled until a new commit.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The engine could not be reached: wait and retry.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// An engine. Implementations must be cheap to call concurrently for different runs.
+#[async_trait::async_trait]
+pub trait Engine: Send + Sync {
+    /// `local`, `flink` or `spark`.
+    fn kind(&self) -> &'static str;
+
+    /// Starts a run.
+    async fn submit(&self, req: SubmitRequest) -> Result<RunHandle, EngineError>;
+
+    /// Status of many runs in one go (one request per cluster where the engine allows it).
+    async fn status(&self, handles: &[RunHandle]) -> Result<Vec<RunStatus>, EngineError>;
+
+    /// Stops a run gracefully, forcefully after `grace`. Stopping a run that already ended is Ok.
+    async fn stop(&self, handle: &RunHandle, grace: Duration) -> Result<(), EngineError>;
+
+    /// Takes over the exit notifications of this engine (local: child exits are seen at once).
+    /// Returns `None` after the first call and for engines that only answer `status`.
+    fn take_exits(&self) -> Option<mpsc::UnboundedReceiver<RunExit>>;
+}

@@ -1,0 +1,36 @@
+//! jobkeeper keeps a fleet of batch and streaming jobs exactly as a git config repository says.
+//!
+//! # Layout
+//! The flow reads left to right: trigger → repo → spec → plan → reconcile → build → engine, with
+//! every step recording events in the store.
+//!
+//! - [`diag`]: `path:line:column` diagnostics shared by every parser.
+//! - [`yaml`]: a located YAML tree with limits (duplicate keys, aliases, depth).
+//! - [`spec`]: job files: types, parsing, validation, `${var:..}` and `${secret:..}`.
+//! - [`settings`]: the daemon config.
+//! - [`schedule`]: crontab-meaning cron expressions in a time zone.
+//! - [`repo`]: git: config-repo mirror, reading job files at a commit, tree diffs, project
+//!   mirrors and checkouts, watch and poll triggers.
+//! - [`plan`]: applied specs vs new specs → actions per job (pure).
+//! - [`build`]: project builds, artifact cache, build queue.
+//! - [`engine`]: the [`engine::Engine`] trait and its implementations.
+//! - [`store`]: SQLite: applied commit, jobs, runs, events.
+//! - [`reconcile`]: one actor per job converging what runs to what the store says is desired.
+//! - [`daemon`]: wiring: tasks, triggers, shutdown, HTTP.
+//! - [`http`]: the HTTP API.
+//! - [`cli`]: the command line.
+
+pub mod build;
+pub mod cli;
+pub mod daemon;
+pub mod diag;
+pub mod engine;
+pub mod http;
+pub mod plan;
+pub mod reconcile;
+pub mod repo;
+pub mod schedule;
+pub mod settings;
+pub mod spec;
+pub mod store;
+pub mod yaml;
