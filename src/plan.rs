@@ -1,1 +1,551 @@
-//! plan (to be written)
+//! The plan: what applying a new set of job specs does, per job. Pure functions over plain data.
+//!
+//! [`diff_specs`] classes the change between two versions of one job (SPEC reconcile rule 3);
+//! [`plan`] does it for every changed job file of a commit, and the `render_*` functions print
+//! the result for people (text, a merge-request comment in markdown) and programs (JSON).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::diag::Diagnostic;
+use crate::spec::JobSpec;
+
+/// What happens to one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// A new job: build if needed, then submit.
+    Add,
+    /// Project fields changed: build, then redeploy.
+    Rebuild,
+    /// Params, env, schedule or suspension changed: redeploy the same artifact.
+    Redeploy,
+    /// Only alerts, restart policy or batch settings changed: applied without touching the run.
+    InPlace,
+    /// The job file is gone: stop the job, keep its history.
+    Remove,
+    /// The job file is invalid: the previous version keeps running untouched.
+    Invalid,
+    /// The file changed but the job did not (comments, formatting).
+    Unchanged,
+}
+
+impl Action {
+    /// The word used in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Add => "add",
+            Action::Rebuild => "rebuild",
+            Action::Redeploy => "redeploy",
+            Action::InPlace => "in-place",
+            Action::Remove => "remove",
+            Action::Invalid => "invalid",
+            Action::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// One changed job file, as read at the new commit.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// The file exists at the new commit (added or modified).
+    Upsert {
+        /// Job name.
+        name: String,
+        /// Path of the file in the repo.
+        path: String,
+        /// The parsed spec, or every problem of the file.
+        spec: Result<JobSpec, Vec<Diagnostic>>,
+    },
+    /// The file is gone at the new commit.
+    Remove {
+        /// Job name.
+        name: String,
+        /// Path the file had.
+        path: String,
+    },
+}
+
+impl Change {
+    /// The job this change is about.
+    pub fn name(&self) -> &str {
+        match self {
+            Change::Upsert { name, .. } | Change::Remove { name, .. } => name,
+        }
+    }
+}
+
+/// The plan for one job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Item {
+    /// Job name.
+    pub job: String,
+    /// Path of its file in the repo.
+    pub path: String,
+    /// What happens.
+    pub action: Action,
+    /// Why, one line each (`params.args changed`).
+    pub reasons: Vec<String>,
+    /// For `invalid`: every problem of the file.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<Diagnostic>,
+}
+
+/// The plan for a whole commit, sorted by job name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Plan {
+    /// One item per changed job.
+    pub items: Vec<Item>,
+}
+
+impl Plan {
+    /// True when some job file is invalid.
+    pub fn has_invalid(&self) -> bool {
+        self.items.iter().any(|i| i.action == Action::Invalid)
+    }
+
+    /// Number of items with this action.
+    pub fn count(&self, action: Action) -> usize {
+        self.items.iter().filter(|i| i.action == action).count()
+    }
+}
+
+fn changed<T: PartialEq + std::fmt::Debug>(out: &mut Vec<String>, field: &str, old: &T, new: &T) {
+    if old != new {
+        out.push(format!("{field} changed"));
+    }
+}
+
+fn changed_shown(out: &mut Vec<String>, field: &str, old: Option<&str>, new: Option<&str>) {
+    if old != new {
+        let show = |v: Option<&str>| v.map_or_else(|| "(none)".to_string(), |s| format!("`{s}`"));
+        out.push(format!("{field}: {} → {}", show(old), show(new)));
+    }
+}
+
+/// Classes the change from `old` to `new` of one job (SPEC reconcile rule 3), with reasons.
+pub fn diff_specs(old: &JobSpec, new: &JobSpec) -> (Action, Vec<String>) {
+    let mut rebuild = Vec::new();
+    match (&old.project, &new.project) {
+        (Some(o), Some(n)) => {
+            changed_shown(&mut rebuild, "project.repo", Some(&o.repo), Some(&n.repo));
+            changed_shown(
+                &mut rebuild,
+                "project.branch",
+                Some(&o.branch),
+                Some(&n.branch),
+            );
+            changed_shown(&mut rebuild, "project.dir", Some(&o.dir), Some(&n.dir));
+            changed_shown(
+                &mut rebuild,
+                "project.build",
+                o.build.as_deref(),
+                n.build.as_deref(),
+            );
+            changed_shown(
+                &mut rebuild,
+                "project.artifact",
+                o.artifact.as_deref(),
+                n.artifact.as_deref(),
+            );
+            if o.follow != n.follow {
+                rebuild.push(format!("project.follow: {} → {}", o.follow, n.follow));
+            }
+        }
+        (None, Some(_)) => rebuild.push("project added".into()),
+        (Some(_), None) => rebuild.push("project removed".into()),
+        (None, None) => {}
+    }
+
+    let mut redeploy = Vec::new();
+    changed_shown(&mut redeploy, "env", Some(&old.env), Some(&new.env));
+    changed(
+        &mut redeploy,
+        "params.main_class",
+        &old.params.main_class,
+        &new.params.main_class,
+    );
+    changed(
+        &mut redeploy,
+        "params.args",
+        &old.params.args,
+        &new.params.args,
+    );
+    changed(
+        &mut redeploy,
+        "params.parallelism",
+        &old.params.parallelism,
+        &new.params.parallelism,
+    );
+    changed(
+        &mut redeploy,
+        "params.conf",
+        &old.params.conf,
+        &new.params.conf,
+    );
+    changed(
+        &mut redeploy,
+        "params.command",
+        &old.params.command,
+        &new.params.command,
+    );
+    changed(
+        &mut redeploy,
+        "params.environment",
+        &old.params.environment,
+        &new.params.environment,
+    );
+    changed(
+        &mut redeploy,
+        "params.workdir",
+        &old.params.workdir,
+        &new.params.workdir,
+    );
+    changed_shown(
+        &mut redeploy,
+        "schedule",
+        old.schedule.as_deref(),
+        new.schedule.as_deref(),
+    );
+    if old.suspend != new.suspend {
+        redeploy.push(if new.suspend {
+            "suspend: false → true (the job is stopped)".to_string()
+        } else {
+            "suspend: true → false (the job is started)".to_string()
+        });
+    }
+
+    let mut in_place = Vec::new();
+    changed(&mut in_place, "alerts", &old.alerts, &new.alerts);
+    changed(&mut in_place, "restart", &old.restart, &new.restart);
+    changed(&mut in_place, "overlap", &old.overlap, &new.overlap);
+    changed(&mut in_place, "timeout", &old.timeout, &new.timeout);
+    changed(&mut in_place, "upgrade", &old.upgrade, &new.upgrade);
+
+    let action = if !rebuild.is_empty() {
+        Action::Rebuild
+    } else if !redeploy.is_empty() {
+        Action::Redeploy
+    } else if !in_place.is_empty() {
+        Action::InPlace
+    } else {
+        Action::Unchanged
+    };
+    let mut reasons = rebuild;
+    reasons.extend(redeploy);
+    reasons.extend(in_place);
+    (action, reasons)
+}
+
+/// The plan for a set of changed job files against the specs applied before them.
+///
+/// `applied` needs to hold only the jobs named by `changes` (a job absent from it is new).
+pub fn plan(applied: &BTreeMap<String, JobSpec>, changes: &[Change]) -> Plan {
+    let mut items: Vec<Item> = changes
+        .iter()
+        .map(|change| match change {
+            Change::Remove { name, path } => Item {
+                job: name.clone(),
+                path: path.clone(),
+                action: Action::Remove,
+                reasons: vec![if applied.contains_key(name) {
+                    "job file removed: the job is stopped, its history kept".into()
+                } else {
+                    "job file removed (it was not running)".into()
+                }],
+                errors: Vec::new(),
+            },
+            Change::Upsert {
+                name,
+                path,
+                spec: Err(errors),
+            } => Item {
+                job: name.clone(),
+                path: path.clone(),
+                action: Action::Invalid,
+                reasons: vec![if applied.contains_key(name) {
+                    "job file is invalid: the previous version keeps running untouched".into()
+                } else {
+                    "job file is invalid: the job is not started".into()
+                }],
+                errors: errors.clone(),
+            },
+            Change::Upsert {
+                name,
+                path,
+                spec: Ok(new),
+            } => {
+                let (action, reasons) = match applied.get(name) {
+                    None => (Action::Add, vec![add_reason(new)]),
+                    Some(old) => diff_specs(old, new),
+                };
+                Item {
+                    job: name.clone(),
+                    path: path.clone(),
+                    action,
+                    reasons,
+                    errors: Vec::new(),
+                }
+            }
+        })
+        .collect();
+    items.sort_by(|a, b| a.job.cmp(&b.job).then(a.action.cmp(&b.action)));
+    Plan { items }
+}
+
+fn add_reason(spec: &JobSpec) -> String {
+    let what = if spec.schedule.is_some() {
+        "batch job"
+    } else {
+        "service job"
+    };
+    let build = match &spec.project {
+        Some(p) if p.build.is_some() => ", built from its project",
+        _ => "",
+    };
+    let suspended = if spec.suspend {
+        " (suspended: not started)"
+    } else {
+        ""
+    };
+    format!("new {what} in env `{}`{build}{suspended}", spec.env)
+}
+
+fn summary(plan: &Plan) -> String {
+    let order = [
+        Action::Add,
+        Action::Rebuild,
+        Action::Redeploy,
+        Action::InPlace,
+        Action::Remove,
+        Action::Invalid,
+        Action::Unchanged,
+    ];
+    let parts: Vec<String> = order
+        .iter()
+        .filter_map(|a| match plan.count(*a) {
+            0 => None,
+            n => Some(format!("{n} {}", a.as_str())),
+        })
+        .collect();
+    if parts.is_empty() {
+        "no job changes".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Plain text: one block per job, then a summary line.
+pub fn render_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    for item in &plan.items {
+        let _ = writeln!(
+            out,
+            "{:<9} {}  ({})",
+            item.action.as_str(),
+            item.job,
+            item.path
+        );
+        for r in &item.reasons {
+            let _ = writeln!(out, "          - {r}");
+        }
+        for e in &item.errors {
+            let _ = writeln!(out, "          {e}");
+        }
+    }
+    let _ = writeln!(out, "plan: {}", summary(plan));
+    out
+}
+
+fn md_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '|' => out.push_str("\\|"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\n' => out.push(' '),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Markdown for a merge-request comment: a summary, a table, and the errors in a code block.
+pub fn render_markdown(plan: &Plan, from: &str, to: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### jobkeeper plan `{}` → `{}`\n",
+        md_escape(from),
+        md_escape(to)
+    );
+    let _ = writeln!(out, "**{}**\n", summary(plan));
+    if plan.items.is_empty() {
+        return out;
+    }
+    out.push_str("| action | job | why |\n|---|---|---|\n");
+    for item in &plan.items {
+        let icon = match item.action {
+            Action::Invalid => "❌ ",
+            Action::Remove => "🗑 ",
+            _ => "",
+        };
+        let _ = writeln!(
+            out,
+            "| {icon}{} | `{}` | {} |",
+            item.action.as_str(),
+            md_escape(&item.job),
+            md_escape(&item.reasons.join("; "))
+        );
+    }
+    let errors: Vec<&Diagnostic> = plan.items.iter().flat_map(|i| &i.errors).collect();
+    if !errors.is_empty() {
+        out.push_str("\n**Invalid job files** (these jobs keep their previous version):\n\n```\n");
+        for e in errors {
+            let _ = writeln!(out, "{e}");
+        }
+        out.push_str("```\n");
+    }
+    out
+}
+
+/// JSON for programs: `{"from", "to", "items": [...], "invalid": bool}`.
+pub fn render_json(plan: &Plan, from: &str, to: &str) -> String {
+    let v = serde_json::json!({
+        "from": from,
+        "to": to,
+        "items": plan.items,
+        "invalid": plan.has_invalid(),
+    });
+    serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Overlap, Params, Project, RestartOverride, Upgrade};
+
+    fn spec() -> JobSpec {
+        JobSpec {
+            project: Some(Project {
+                repo: "/src/clicks.git".into(),
+                branch: "main".into(),
+                dir: String::new(),
+                build: Some("make".into()),
+                artifact: Some("out/*.jar".into()),
+                follow: false,
+            }),
+            env: "dev".into(),
+            params: Params {
+                command: vec!["run".into()],
+                ..Params::default()
+            },
+            schedule: None,
+            overlap: Overlap::Forbid,
+            timeout: None,
+            restart: RestartOverride::default(),
+            upgrade: Upgrade::Savepoint,
+            alerts: None,
+            suspend: false,
+        }
+    }
+
+    #[test]
+    fn project_change_is_a_rebuild_with_reason() {
+        let mut new = spec();
+        new.project.as_mut().unwrap().branch = "dev".into();
+        let (a, r) = diff_specs(&spec(), &new);
+        assert_eq!(a, Action::Rebuild);
+        assert_eq!(r, vec!["project.branch: `main` → `dev`".to_string()]);
+    }
+
+    #[test]
+    fn params_env_schedule_suspend_are_redeploys() {
+        let mut new = spec();
+        new.params.args = vec!["--x".into()];
+        assert_eq!(diff_specs(&spec(), &new).0, Action::Redeploy);
+        let mut new = spec();
+        new.env = "prod".into();
+        assert_eq!(
+            diff_specs(&spec(), &new),
+            (Action::Redeploy, vec!["env: `dev` → `prod`".into()])
+        );
+        let mut new = spec();
+        new.schedule = Some("* * * * *".into());
+        assert_eq!(diff_specs(&spec(), &new).0, Action::Redeploy);
+        let mut new = spec();
+        new.suspend = true;
+        assert_eq!(diff_specs(&spec(), &new).0, Action::Redeploy);
+    }
+
+    #[test]
+    fn alerts_and_restart_apply_in_place() {
+        let mut new = spec();
+        new.alerts = Some(vec!["oncall".into()]);
+        new.restart.attempts = Some(9);
+        let (a, r) = diff_specs(&spec(), &new);
+        assert_eq!(a, Action::InPlace);
+        assert_eq!(
+            r,
+            vec!["alerts changed".to_string(), "restart changed".to_string()]
+        );
+    }
+
+    #[test]
+    fn same_spec_is_unchanged() {
+        assert_eq!(diff_specs(&spec(), &spec()), (Action::Unchanged, vec![]));
+    }
+
+    #[test]
+    fn plan_covers_add_remove_invalid_sorted() {
+        let mut applied = BTreeMap::new();
+        applied.insert("b".to_string(), spec());
+        applied.insert("c".to_string(), spec());
+        let changes = vec![
+            Change::Remove {
+                name: "c".into(),
+                path: "jobs/c.yaml".into(),
+            },
+            Change::Upsert {
+                name: "a".into(),
+                path: "jobs/a.yaml".into(),
+                spec: Ok(spec()),
+            },
+            Change::Upsert {
+                name: "b".into(),
+                path: "jobs/b.yaml".into(),
+                spec: Err(vec![Diagnostic::new("jobs/b.yaml", 2, 1, "bad")]),
+            },
+        ];
+        let p = plan(&applied, &changes);
+        let got: Vec<(&str, Action)> = p.items.iter().map(|i| (i.job.as_str(), i.action)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", Action::Add),
+                ("b", Action::Invalid),
+                ("c", Action::Remove)
+            ]
+        );
+        assert!(p.has_invalid());
+        let text = render_text(&p);
+        assert!(text.contains("jobs/b.yaml:2:1: bad"), "{text}");
+        assert!(
+            text.ends_with("plan: 1 add, 1 remove, 1 invalid\n"),
+            "{text}"
+        );
+        let md = render_markdown(&p, "main", "HEAD");
+        assert!(md.contains("| ❌ invalid | `b` |"), "{md}");
+        let json: serde_json::Value = serde_json::from_str(&render_json(&p, "a", "b")).unwrap();
+        assert_eq!(json["items"][1]["errors"][0]["line"], 2);
+        assert_eq!(json["invalid"], true);
+    }
+
+    #[test]
+    fn markdown_escapes_table_breakers() {
+        assert_eq!(md_escape("a|b<c>\nd"), "a\\|b&lt;c&gt; d");
+    }
+}
