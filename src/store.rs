@@ -1,1 +1,693 @@
-//! store (to be written)
+//! The store: one SQLite file (WAL) under `state_dir` holding the applied commit, each job's
+//! desired and applied spec, artifacts, runs with their engine handles, and the event history.
+//!
+//! Every write that must be atomic (a whole commit's desired specs and the applied commit) is one
+//! transaction, so a crash at any point leaves either the old or the new state. Calls are short
+//! and synchronous; the connection sits behind a mutex.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored JSON value did not parse.
+    #[error("store: bad stored value: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The file could not be created.
+    #[error("store: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// States of a job (SPEC "Health loop").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Known, not yet acted on.
+    Pending,
+    /// Its project is being built.
+    Building,
+    /// Being submitted.
+    Deploying,
+    /// A run is live.
+    Running,
+    /// The last batch run succeeded.
+    Succeeded,
+    /// The last run failed, or the job could not be built or deployed.
+    Failed,
+    /// Waiting to be restarted.
+    Backoff,
+    /// Too many restarts: waits for a new commit or `jobkeeper restart`.
+    GaveUp,
+    /// `suspend: true`.
+    Suspended,
+    /// Stopped (removed from the repo).
+    Stopped,
+    /// Its file is invalid and it never had a valid version.
+    Invalid,
+}
+
+impl JobState {
+    /// Every state, in SPEC's order.
+    pub const ALL: [JobState; 11] = [
+        JobState::Pending,
+        JobState::Building,
+        JobState::Deploying,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Backoff,
+        JobState::GaveUp,
+        JobState::Suspended,
+        JobState::Stopped,
+        JobState::Invalid,
+    ];
+
+    /// The word used in the store, the API and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Building => "building",
+            JobState::Deploying => "deploying",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Backoff => "backoff",
+            JobState::GaveUp => "gave_up",
+            JobState::Suspended => "suspended",
+            JobState::Stopped => "stopped",
+            JobState::Invalid => "invalid",
+        }
+    }
+
+    /// Parses what [`JobState::as_str`] wrote.
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// A config-repo commit, as recorded with events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CommitRecord {
+    /// Full id.
+    pub id: String,
+    /// Author, `Name <email>`.
+    pub author: String,
+    /// First line of the message.
+    pub subject: String,
+}
+
+/// A job's row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRow {
+    /// Job name.
+    pub name: String,
+    /// Path of its file in the config repo.
+    pub path: String,
+    /// The spec the config repo wants (JSON), `None` once removed.
+    pub desired: Option<String>,
+    /// Hash of `desired`.
+    pub desired_hash: Option<String>,
+    /// Config commit that last changed `desired`.
+    pub desired_commit: Option<String>,
+    /// The spec of the deployed version (JSON).
+    pub applied: Option<String>,
+    /// Hash of `applied`.
+    pub applied_hash: Option<String>,
+    /// The deployed artifact (JSON).
+    pub artifact: Option<String>,
+    /// Current state.
+    pub state: String,
+    /// Why it is in that state.
+    pub reason: Option<String>,
+    /// Problems of the latest version of its file, when invalid.
+    pub invalid: Option<String>,
+    /// Unix time of the last change.
+    pub updated_at: i64,
+}
+
+/// A run's row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRow {
+    /// Run id.
+    pub id: i64,
+    /// Job name.
+    pub job: String,
+    /// Config commit the run was made for.
+    pub commit_id: Option<String>,
+    /// Hash of the spec it runs.
+    pub spec_hash: String,
+    /// Engine kind.
+    pub engine: String,
+    /// Engine handle (JSON), once submitted.
+    pub handle: Option<String>,
+    /// starting | running | succeeded | failed | stopped | lost.
+    pub state: String,
+    /// How it ended.
+    pub reason: Option<String>,
+    /// Its log file.
+    pub log_path: String,
+    /// Unix time (ms) it started.
+    pub started_at: i64,
+    /// Unix time (ms) it ended.
+    pub ended_at: Option<i64>,
+}
+
+/// An event in the history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRow {
+    /// Event id.
+    pub id: i64,
+    /// Unix time (ms).
+    pub time: i64,
+    /// Job, for job events.
+    pub job: Option<String>,
+    /// Run, when about one.
+    pub run_id: Option<i64>,
+    /// What happened (`deployed`, `failed`, ...).
+    pub kind: String,
+    /// Config commit it happened under.
+    pub commit_id: Option<String>,
+    /// That commit's author.
+    pub author: Option<String>,
+    /// That commit's subject.
+    pub subject: Option<String>,
+    /// Details.
+    pub message: String,
+}
+
+/// A new event.
+#[derive(Debug, Clone, Default)]
+pub struct NewEvent<'a> {
+    /// Job, for job events.
+    pub job: Option<&'a str>,
+    /// Run, when about one.
+    pub run_id: Option<i64>,
+    /// What happened.
+    pub kind: &'a str,
+    /// Config commit it happened under.
+    pub commit_id: Option<&'a str>,
+    /// Details.
+    pub message: &'a str,
+}
+
+/// What a commit sets for one job.
+#[derive(Debug, Clone)]
+pub enum DesiredUpdate {
+    /// A valid spec: the new desired state.
+    Spec {
+        /// Job name.
+        name: String,
+        /// File path.
+        path: String,
+        /// Spec JSON.
+        spec: String,
+        /// Its hash.
+        hash: String,
+    },
+    /// An invalid file: desired state unchanged, problems recorded.
+    Invalid {
+        /// Job name.
+        name: String,
+        /// File path.
+        path: String,
+        /// Rendered diagnostics.
+        errors: String,
+    },
+    /// The file is gone.
+    Removed {
+        /// Job name.
+        name: String,
+    },
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = r"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS commits (
+    id TEXT PRIMARY KEY, author TEXT NOT NULL, subject TEXT NOT NULL, seen_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    name TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    desired TEXT, desired_hash TEXT, desired_commit TEXT,
+    applied TEXT, applied_hash TEXT, artifact TEXT,
+    state TEXT NOT NULL, reason TEXT, invalid TEXT,
+    updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT NOT NULL, commit_id TEXT, spec_hash TEXT NOT NULL, engine TEXT NOT NULL,
+    handle TEXT, state TEXT NOT NULL, reason TEXT, log_path TEXT NOT NULL,
+    started_at INTEGER NOT NULL, ended_at INTEGER);
+CREATE INDEX IF NOT EXISTS runs_job ON runs(job, id);
+CREATE INDEX IF NOT EXISTS runs_live ON runs(state) WHERE state IN ('starting', 'running');
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time INTEGER NOT NULL, job TEXT, run_id INTEGER, kind TEXT NOT NULL,
+    commit_id TEXT, message TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_job ON events(job, id);
+";
+
+/// Now as Unix milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Store {
+    /// Opens (creating) the store file, in WAL mode.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// An in-memory store, for tests.
+    pub fn in_memory() -> Result<Store> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent: keep going.
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The config commit last applied.
+    pub fn applied_commit(&self) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'applied_commit'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Records a commit's desired specs and makes it the applied commit, in one transaction.
+    /// Also records one event per update (`commit` with the plan line given in `notes`).
+    pub fn apply_commit(
+        &self,
+        commit: &CommitRecord,
+        updates: &[DesiredUpdate],
+        notes: &[(String, String, String)],
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let now = now_ms();
+        tx.execute(
+            "INSERT OR IGNORE INTO commits (id, author, subject, seen_at) VALUES (?1, ?2, ?3, ?4)",
+            params![commit.id, commit.author, commit.subject, now],
+        )?;
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO jobs (name, path, desired, desired_hash, desired_commit, state, invalid, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', NULL, ?6)
+                 ON CONFLICT(name) DO UPDATE SET path = ?2, desired = ?3, desired_hash = ?4,
+                     desired_commit = ?5, invalid = NULL, updated_at = ?6",
+            )?;
+            let mut invalid = tx.prepare_cached(
+                "INSERT INTO jobs (name, path, state, invalid, reason, updated_at)
+                 VALUES (?1, ?2, 'invalid', ?3, 'job file is invalid', ?4)
+                 ON CONFLICT(name) DO UPDATE SET invalid = ?3, updated_at = ?4",
+            )?;
+            let mut removed = tx.prepare_cached(
+                "UPDATE jobs SET desired = NULL, desired_hash = NULL, desired_commit = ?2,
+                     invalid = NULL, updated_at = ?3 WHERE name = ?1",
+            )?;
+            for u in updates {
+                match u {
+                    DesiredUpdate::Spec {
+                        name,
+                        path,
+                        spec,
+                        hash,
+                    } => {
+                        upsert.execute(params![name, path, spec, hash, commit.id, now])?;
+                    }
+                    DesiredUpdate::Invalid { name, path, errors } => {
+                        invalid.execute(params![name, path, errors, now])?;
+                    }
+                    DesiredUpdate::Removed { name } => {
+                        removed.execute(params![name, commit.id, now])?;
+                    }
+                }
+            }
+            let mut ev = tx.prepare_cached(
+                "INSERT INTO events (time, job, kind, commit_id, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (job, kind, message) in notes {
+                ev.execute(params![now, job, kind, commit.id, message])?;
+            }
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('applied_commit', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = ?1",
+            params![commit.id],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every job row, sorted by name.
+    pub fn jobs(&self) -> Result<Vec<JobRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!("{JOB_SELECT} ORDER BY name"))?;
+        let rows = st
+            .query_map([], job_row)?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// One job row.
+    pub fn job(&self, name: &str) -> Result<Option<JobRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!("{JOB_SELECT} WHERE name = ?1"))?;
+        Ok(st.query_row([name], job_row).optional()?)
+    }
+
+    /// The applied specs (JSON) of the named jobs that have one.
+    pub fn applied_specs(&self, names: &[&str]) -> Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT name, COALESCE(desired, applied) FROM jobs WHERE name = ?1
+             AND COALESCE(desired, applied) IS NOT NULL",
+        )?;
+        let mut out = Vec::new();
+        for n in names {
+            if let Some(row) = st
+                .query_row([n], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+            {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets a job's state and the reason for it.
+    pub fn set_state(&self, name: &str, state: JobState, reason: Option<&str>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE jobs SET state = ?2, reason = ?3, updated_at = ?4 WHERE name = ?1",
+            params![name, state.as_str(), reason, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Records the version now deployed.
+    pub fn set_applied(
+        &self,
+        name: &str,
+        spec: Option<&str>,
+        hash: Option<&str>,
+        artifact: Option<&str>,
+    ) -> Result<()> {
+        self.conn().execute(
+            "UPDATE jobs SET applied = ?2, applied_hash = ?3, artifact = ?4, updated_at = ?5
+             WHERE name = ?1",
+            params![name, spec, hash, artifact, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Records a run about to be submitted; returns its id.
+    pub fn insert_run(
+        &self,
+        job: &str,
+        commit: Option<&str>,
+        spec_hash: &str,
+        engine: &str,
+        log_dir: &Path,
+    ) -> Result<i64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO runs (job, commit_id, spec_hash, engine, state, log_path, started_at)
+             VALUES (?1, ?2, ?3, ?4, 'starting', '', ?5)",
+            params![job, commit, spec_hash, engine, now_ms()],
+        )?;
+        let id = tx.last_insert_rowid();
+        let log = log_dir.join(format!("{id}.log"));
+        tx.execute(
+            "UPDATE runs SET log_path = ?2 WHERE id = ?1",
+            params![id, log.to_string_lossy()],
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Records the engine's handle of a submitted run.
+    pub fn set_run_running(&self, id: i64, handle: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE runs SET handle = ?2, state = 'running' WHERE id = ?1",
+            params![id, handle],
+        )?;
+        Ok(())
+    }
+
+    /// Records how a run ended (only the first end counts).
+    pub fn finish_run(&self, id: i64, state: &str, reason: Option<&str>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE runs SET state = ?2, reason = ?3, ended_at = ?4
+             WHERE id = ?1 AND ended_at IS NULL",
+            params![id, state, reason, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Runs not known to have ended (starting or running), oldest first.
+    pub fn live_runs(&self) -> Result<Vec<RunRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!(
+            "{RUN_SELECT} WHERE state IN ('starting', 'running') ORDER BY id"
+        ))?;
+        let rows = st
+            .query_map([], run_row)?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The latest runs of a job, newest first.
+    pub fn runs(&self, job: &str, limit: usize) -> Result<Vec<RunRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!(
+            "{RUN_SELECT} WHERE job = ?1 ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = st
+            .query_map(params![job, limit as i64], run_row)?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Records an event; returns its id.
+    pub fn event(&self, e: &NewEvent<'_>) -> Result<i64> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO events (time, job, run_id, kind, commit_id, message)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![now_ms(), e.job, e.run_id, e.kind, e.commit_id, e.message],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// The latest events (of one job, or all), newest first.
+    pub fn events(&self, job: Option<&str>, limit: usize) -> Result<Vec<EventRow>> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT e.id, e.time, e.job, e.run_id, e.kind, e.commit_id, c.author, c.subject, e.message
+             FROM events e LEFT JOIN commits c ON c.id = e.commit_id
+             {} ORDER BY e.id DESC LIMIT ?2",
+            if job.is_some() { "WHERE e.job = ?1" } else { "WHERE ?1 IS NULL" }
+        );
+        let mut st = conn.prepare_cached(&sql)?;
+        let rows = st
+            .query_map(params![job, limit as i64], |r| {
+                Ok(EventRow {
+                    id: r.get(0)?,
+                    time: r.get(1)?,
+                    job: r.get(2)?,
+                    run_id: r.get(3)?,
+                    kind: r.get(4)?,
+                    commit_id: r.get(5)?,
+                    author: r.get(6)?,
+                    subject: r.get(7)?,
+                    message: r.get(8)?,
+                })
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// A commit's author and subject, when seen.
+    pub fn commit(&self, id: &str) -> Result<Option<CommitRecord>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id, author, subject FROM commits WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(CommitRecord {
+                        id: r.get(0)?,
+                        author: r.get(1)?,
+                        subject: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// SQLite's `PRAGMA integrity_check` answer (`ok` when fine).
+    pub fn integrity_check(&self) -> Result<String> {
+        Ok(self
+            .conn()
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+}
+
+const JOB_SELECT: &str = "SELECT name, path, desired, desired_hash, desired_commit, applied,
+    applied_hash, artifact, state, reason, invalid, updated_at FROM jobs";
+
+fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        name: r.get(0)?,
+        path: r.get(1)?,
+        desired: r.get(2)?,
+        desired_hash: r.get(3)?,
+        desired_commit: r.get(4)?,
+        applied: r.get(5)?,
+        applied_hash: r.get(6)?,
+        artifact: r.get(7)?,
+        state: r.get(8)?,
+        reason: r.get(9)?,
+        invalid: r.get(10)?,
+        updated_at: r.get(11)?,
+    })
+}
+
+const RUN_SELECT: &str = "SELECT id, job, commit_id, spec_hash, engine, handle, state, reason,
+    log_path, started_at, ended_at FROM runs";
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        id: r.get(0)?,
+        job: r.get(1)?,
+        commit_id: r.get(2)?,
+        spec_hash: r.get(3)?,
+        engine: r.get(4)?,
+        handle: r.get(5)?,
+        state: r.get(6)?,
+        reason: r.get(7)?,
+        log_path: r.get(8)?,
+        started_at: r.get(9)?,
+        ended_at: r.get(10)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(id: &str) -> CommitRecord {
+        CommitRecord {
+            id: id.into(),
+            author: "Ann <ann@example.com>".into(),
+            subject: "s".into(),
+        }
+    }
+
+    #[test]
+    fn apply_commit_is_atomic_and_keeps_desired_of_invalid_jobs() {
+        let s = Store::in_memory().unwrap();
+        assert_eq!(s.applied_commit().unwrap(), None);
+        s.apply_commit(
+            &commit("c1"),
+            &[DesiredUpdate::Spec {
+                name: "a".into(),
+                path: "jobs/a.yaml".into(),
+                spec: "{}".into(),
+                hash: "h1".into(),
+            }],
+            &[("a".into(), "planned".into(), "add".into())],
+        )
+        .unwrap();
+        s.apply_commit(
+            &commit("c2"),
+            &[DesiredUpdate::Invalid {
+                name: "a".into(),
+                path: "jobs/a.yaml".into(),
+                errors: "jobs/a.yaml:1:1: bad".into(),
+            }],
+            &[],
+        )
+        .unwrap();
+        let a = s.job("a").unwrap().unwrap();
+        assert_eq!(a.desired_hash.as_deref(), Some("h1"));
+        assert_eq!(a.desired_commit.as_deref(), Some("c1"));
+        assert_eq!(a.invalid.as_deref(), Some("jobs/a.yaml:1:1: bad"));
+        assert_eq!(s.applied_commit().unwrap().as_deref(), Some("c2"));
+        let ev = s.events(Some("a"), 10).unwrap();
+        assert_eq!(ev[0].author.as_deref(), Some("Ann <ann@example.com>"));
+        s.apply_commit(
+            &commit("c3"),
+            &[DesiredUpdate::Removed { name: "a".into() }],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.job("a").unwrap().unwrap().desired, None);
+    }
+
+    #[test]
+    fn runs_live_until_finished_once() {
+        let s = Store::in_memory().unwrap();
+        let id = s
+            .insert_run("a", Some("c1"), "h", "local", Path::new("/logs/a"))
+            .unwrap();
+        assert_eq!(
+            s.live_runs().unwrap()[0].log_path,
+            format!("/logs/a/{id}.log")
+        );
+        s.set_run_running(id, "{}").unwrap();
+        s.finish_run(id, "failed", Some("exit 3")).unwrap();
+        s.finish_run(id, "stopped", None).unwrap();
+        assert!(s.live_runs().unwrap().is_empty());
+        let r = &s.runs("a", 5).unwrap()[0];
+        assert_eq!(
+            (r.state.as_str(), r.reason.as_deref()),
+            ("failed", Some("exit 3"))
+        );
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn job_states_round_trip() {
+        for st in JobState::ALL {
+            assert_eq!(JobState::parse(st.as_str()), Some(st));
+        }
+    }
+}
