@@ -1,8 +1,243 @@
-//! The command line: parses arguments and calls into the library.
+//! The command line: parses arguments, sets up logging, and calls into the library.
+//!
+//! Exit codes (SPEC): 0 ok, 1 errors found (invalid job files, a bad config, a failed daemon),
+//! 2 usage error (clap's own), 3 daemon unreachable.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::diag::{self, Diagnostic};
+use crate::settings::{self, Settings};
+use crate::spec;
+
+/// jobkeeper: runs batch and streaming jobs exactly as a git config repository says.
+#[derive(Debug, Parser)]
+#[command(name = "jobkeeper", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format of the daemon.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Output format of `plan`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PlanFormat {
+    /// Plain text.
+    Text,
+    /// A merge-request comment.
+    Markdown,
+    /// For programs.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Run {
+        /// The daemon config.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value = "human")]
+        log_format: LogFormat,
+    },
+    /// Check every job file in DIR; one `path:line:col: message` per error.
+    Validate {
+        /// Folder of job files.
+        #[arg(default_value = "jobs")]
+        dir: PathBuf,
+        /// Also check envs, vars and alert channels against this daemon config.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Show what applying commit `to` after commit `from` does, per job.
+    Plan {
+        /// The config repo (a work tree or bare repo).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        repo: PathBuf,
+        /// The commit applied now (branch, tag, commit id).
+        #[arg(long, value_name = "REV")]
+        from: String,
+        /// The commit to apply.
+        #[arg(long, value_name = "REV")]
+        to: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: PlanFormat,
+        /// Folder of job files in the repo (default: the config's `repo.path`, else `jobs`).
+        #[arg(long, value_name = "PATH")]
+        path: Option<String>,
+        /// Also check envs, vars and alert channels against this daemon config.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Print the JSON Schema of the job file.
+    Schema,
+}
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    ExitCode::SUCCESS
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { config, log_format } => run(&config, log_format),
+        Command::Validate { dir, config } => validate(&dir, config.as_deref()),
+        Command::Plan { repo, from, to, format, path, config } => {
+            plan(&repo, &from, &to, format, path, config.as_deref())
+        }
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&spec::json_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Loads a daemon config, printing every problem on failure.
+fn load_settings(path: &Path) -> anyhow::Result<Result<Settings, ExitCode>> {
+    match settings::load(path) {
+        Ok(s) => Ok(Ok(s)),
+        Err(diags) => {
+            eprint!("{}", diag::render(&diags));
+            eprintln!("error: the daemon config {} has {} problem(s)", path.display(), diags.len());
+            Ok(Err(ExitCode::from(1)))
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JOBKEEPER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn run(config: &Path, log_format: LogFormat) -> anyhow::Result<ExitCode> {
+    let settings = match load_settings(config)? {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    init_tracing(log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let cancel = tokio_util::sync::CancellationToken::new();
+        crate::daemon::spawn_signal_handler(cancel.clone());
+        crate::daemon::run(settings, listener, cancel).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Every `.yaml`/`.yml` file under `dir`, as paths relative to it, sorted.
+fn job_files(dir: &Path) -> anyhow::Result<Vec<String>> {
+    fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(root.join(rel))? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let rel = rel.join(entry.file_name());
+            if kind.is_dir() {
+                walk(root, &rel, out)?;
+            } else if kind.is_file() {
+                let s = rel.to_string_lossy().replace('\\', "/");
+                if spec::job_name_of(&s).is_some() {
+                    out.push(s);
+                }
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, Path::new(""), &mut out)
+        .with_context(|| format!("cannot read the folder {}", dir.display()))?;
+    out.sort();
+    Ok(out)
+}
+
+fn validate(dir: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let settings = match config.map(load_settings).transpose()? {
+        Some(Ok(s)) => Some(s),
+        Some(Err(code)) => return Ok(code),
+        None => None,
+    };
+    let ctx = spec::Context { settings: settings.as_ref() };
+    let files = job_files(dir)?;
+    let mut errors: Vec<Diagnostic> = Vec::new();
+    for rel in &files {
+        let display = dir.join(rel).to_string_lossy().into_owned();
+        let name = spec::job_name_of(rel).unwrap_or(rel);
+        if let Err(msg) = spec::check_name(name) {
+            errors.push(Diagnostic::file(&display, msg));
+            continue;
+        }
+        match std::fs::read(dir.join(rel)) {
+            Ok(bytes) => {
+                if let Err(d) = spec::parse_job(&display, &bytes, ctx) {
+                    errors.extend(d);
+                }
+            }
+            Err(e) => errors.push(Diagnostic::file(&display, format!("cannot read the file: {e}"))),
+        }
+    }
+    print!("{}", diag::render(&errors));
+    let bad: std::collections::BTreeSet<&str> = errors.iter().map(|d| d.path.as_str()).collect();
+    eprintln!(
+        "{} job file(s) checked: {} invalid, {} error(s)",
+        files.len(),
+        bad.len(),
+        errors.len()
+    );
+    Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn plan(
+    repo: &Path,
+    from: &str,
+    to: &str,
+    format: PlanFormat,
+    path: Option<String>,
+    config: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let settings = match config.map(load_settings).transpose()? {
+        Some(Ok(s)) => Some(s),
+        Some(Err(code)) => return Ok(code),
+        None => None,
+    };
+    let path = path
+        .or_else(|| settings.as_ref().map(|s| s.repo.path.clone()))
+        .unwrap_or_else(|| "jobs".to_string());
+    let ctx = spec::Context { settings: settings.as_ref() };
+    let plan = crate::changes::plan_between(repo, from, to, &path, ctx)?;
+    let out = match format {
+        PlanFormat::Text => crate::plan::render_text(&plan),
+        PlanFormat::Markdown => crate::plan::render_markdown(&plan, from, to),
+        PlanFormat::Json => crate::plan::render_json(&plan, from, to),
+    };
+    print!("{out}");
+    Ok(if plan.has_invalid() { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

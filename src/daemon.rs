@@ -1,1 +1,343 @@
-//! daemon (to be written)
+//! The daemon: wires the store, engines, builder, reconciler, triggers and HTTP server together,
+//! applies new config commits, and shuts everything down in order.
+//!
+//! [`run`] takes its settings, listener and shutdown token, so tests run the whole daemon
+//! in-process on port 0 against a temporary git repo.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::build::{BuildConfig, Builder};
+use crate::changes::changes_of;
+use crate::diag;
+use crate::engine::Engine;
+use crate::engine::local::LocalEngine;
+use crate::http::{self, ApiState};
+use crate::plan::{self, Change};
+use crate::reconcile::{self, Context, Reconciler, spec_hash};
+use crate::repo::{ConfigRepo, JobFileChange, Oid, ProjectRepos, RepoError, spawn_trigger};
+use crate::settings::{EngineKind, Settings};
+use crate::spec::{self, JobSpec};
+use crate::store::{CommitRecord, DesiredUpdate, NewEvent, Store, StoreError};
+
+/// Errors that stop the daemon from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The config repo mirror could not be set up.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// A folder under `state_dir` could not be made.
+    #[error("cannot create {path}: {source}")]
+    StateDir {
+        /// The folder.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP server failed.
+    #[error("http server: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// The tip is the applied commit.
+    UpToDate,
+    /// A new commit was applied; the jobs it changed.
+    Applied {
+        /// The commit.
+        commit: String,
+        /// Changed jobs.
+        jobs: usize,
+    },
+}
+
+/// Runs the daemon until `cancel` fires; returns after local runs are stopped.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> Result<(), DaemonError> {
+    let settings = Arc::new(settings);
+    let state_dir = settings.state_dir.clone();
+    for sub in ["logs", "repos", "builds", "artifacts"] {
+        let dir = state_dir.join(sub);
+        std::fs::create_dir_all(&dir)
+            .map_err(|source| DaemonError::StateDir { path: dir.display().to_string(), source })?;
+    }
+    let store = Store::open(&state_dir.join("jobkeeper.db"))?;
+    let local = Arc::new(LocalEngine::new());
+    let mut engines: HashMap<EngineKind, Arc<dyn Engine>> = HashMap::new();
+    engines.insert(EngineKind::Local, local.clone());
+    let projects = Arc::new(ProjectRepos::new(&state_dir, crate::repo::Credentials::from_settings(&settings.repo)));
+    let builder = Builder::new(
+        BuildConfig {
+            state_dir: state_dir.clone(),
+            max_concurrent: settings.build.max_concurrent,
+            timeout: settings.build.timeout,
+            max_log_bytes: crate::build::DEFAULT_MAX_LOG_BYTES,
+        },
+        projects.clone(),
+    );
+    let ctx = Arc::new(Context {
+        settings: settings.clone(),
+        store: store.clone(),
+        builder,
+        projects,
+        engines,
+        logs_dir: state_dir.join("logs"),
+    });
+
+    // Before anything starts: runs a previous daemon left behind are found and stopped.
+    let recovered = reconcile::recover_live_runs(&ctx).await?;
+    if recovered > 0 {
+        tracing::info!(runs = recovered, "stopped runs left by a previous daemon before starting");
+    }
+
+    let tasks = TaskTracker::new();
+    let reconciler = Reconciler::new(ctx.clone(), cancel.clone());
+    if let Some(mut exits) = local.take_exits() {
+        let r = reconciler.clone();
+        tasks.spawn(async move {
+            while let Some(exit) = exits.recv().await {
+                r.exited(exit);
+            }
+        });
+    }
+    for row in store.jobs()? {
+        if row.desired.is_some() {
+            reconciler.poke(&row.name);
+        }
+    }
+
+    let api = Arc::new(ApiState::default());
+    let server = {
+        let (api, cancel) = (api.clone(), cancel.clone());
+        tasks.spawn(async move { http::serve(listener, api, cancel).await })
+    };
+
+    let repo_settings = settings.repo.clone();
+    let repo = {
+        let state_dir = state_dir.clone();
+        tokio::task::spawn_blocking(move || ConfigRepo::open(&repo_settings, &state_dir))
+            .await
+            .map_err(|e| DaemonError::StateDir { path: "repos".into(), source: std::io::Error::other(e) })??
+    };
+    let repo = Arc::new(repo);
+    let (mut triggers, control) = spawn_trigger(&settings.repo, cancel.clone());
+    let mut unreachable = false;
+    loop {
+        let reason = tokio::select! {
+            () = cancel.cancelled() => break,
+            r = triggers.recv() => match r { Some(r) => r, None => break },
+        };
+        let started = Instant::now();
+        match sync(&repo, &ctx, &reconciler).await {
+            Ok(outcome) => {
+                control.fetch_ok();
+                if unreachable {
+                    unreachable = false;
+                    record(&store, "repo_reachable", "the config repo answers again");
+                }
+                if let SyncOutcome::Applied { commit, jobs } = &outcome {
+                    tracing::info!(%commit, jobs, trigger = %reason, took = ?started.elapsed(), "applied config commit");
+                }
+                api.ready.store(true, Ordering::Release);
+            }
+            Err(err) => {
+                control.fetch_failed();
+                if err.is_unreachable() {
+                    if !unreachable {
+                        unreachable = true;
+                        record(&store, "repo_unreachable", &err.to_string());
+                    }
+                    tracing::warn!(trigger = %reason, retry_in = ?control.poll_interval(), "config repo unreachable: {err}");
+                } else {
+                    tracing::error!(trigger = %reason, "cannot apply the config repo: {err}");
+                }
+            }
+        }
+    }
+
+    tracing::info!("shutting down: stopping local runs");
+    reconciler.wait().await;
+    tasks.close();
+    tasks.wait().await;
+    match server.await {
+        Ok(Err(e)) => return Err(DaemonError::Http(e)),
+        Ok(Ok(())) | Err(_) => {}
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn record(store: &Store, kind: &str, message: &str) {
+    tracing::warn!(event = kind, "{message}");
+    let _ = store.event(&NewEvent { kind, message, ..NewEvent::default() });
+}
+
+/// Errors of one sync.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// Git said no.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// The store said no.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The blocking task died.
+    #[error("sync task failed: {0}")]
+    Task(String),
+}
+
+impl SyncError {
+    /// True when the repo could not be reached (retry with backoff).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, SyncError::Repo(e) if e.is_unreachable())
+    }
+}
+
+/// Fetches the config repo and applies its tip if it is new (SPEC reconcile rules 1–4, 7).
+pub async fn sync(
+    repo: &Arc<ConfigRepo>,
+    ctx: &Arc<Context>,
+    reconciler: &Arc<Reconciler>,
+) -> Result<SyncOutcome, SyncError> {
+    let (repo, ctx2) = (repo.clone(), ctx.clone());
+    let applied = tokio::task::spawn_blocking(move || apply_tip(&repo, &ctx2))
+        .await
+        .map_err(|e| SyncError::Task(e.to_string()))??;
+    match applied {
+        None => Ok(SyncOutcome::UpToDate),
+        Some((commit, jobs)) => {
+            for job in &jobs {
+                reconciler.poke(job);
+            }
+            Ok(SyncOutcome::Applied { commit, jobs: jobs.len() })
+        }
+    }
+}
+
+/// Blocking part of a sync: fetch, diff against the applied commit, parse the changed files,
+/// and record the new desired state in one transaction. Returns the jobs to poke.
+fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Option<(String, Vec<String>)>, SyncError> {
+    let tip = repo.fetch()?;
+    let applied = ctx.store.applied_commit()?;
+    if applied.as_deref() == Some(tip.to_string().as_str()) {
+        return Ok(None); // rule 7: the same commit twice does nothing
+    }
+    let path = &ctx.settings.repo.path;
+    let sctx = spec::Context { settings: Some(&ctx.settings) };
+    let tree = repo.tree();
+    let from = applied.as_deref().and_then(|a| Oid::from_str(a).ok()).filter(|id| tree.repository().find_commit(*id).is_ok());
+    let diff = tree.diff_job_files(from, tip, path)?;
+    let mut changes = changes_of(&tree, &diff, sctx);
+    if from.is_none() {
+        // Nothing applied yet, or the applied commit is unknown to this mirror: every job the
+        // store knows that the tip does not have is removed.
+        let present: std::collections::HashSet<String> = diff
+            .iter()
+            .filter_map(|c| match c {
+                JobFileChange::Added(f) => spec::job_name_of(&f.rel_path).map(str::to_string),
+                _ => None,
+            })
+            .collect();
+        for row in ctx.store.jobs()? {
+            if row.desired.is_some() && !present.contains(&row.name) {
+                changes.push(Change::Remove { name: row.name, path: row.path });
+            }
+        }
+    }
+    let info = tree.commit_info(tip)?;
+    drop(tree);
+
+    let names: Vec<&str> = changes.iter().map(Change::name).collect();
+    let applied_specs: std::collections::BTreeMap<String, JobSpec> = ctx
+        .store
+        .applied_specs(&names)?
+        .into_iter()
+        .filter_map(|(n, json)| serde_json::from_str(&json).ok().map(|s| (n, s)))
+        .collect();
+    let the_plan = plan::plan(&applied_specs, &changes);
+
+    let mut updates = Vec::with_capacity(changes.len());
+    for change in &changes {
+        updates.push(match change {
+            Change::Upsert { name, path, spec: Ok(spec) } => {
+                let json = serde_json::to_string(spec).unwrap_or_default();
+                let hash = spec_hash(&json);
+                DesiredUpdate::Spec { name: name.clone(), path: path.clone(), spec: json, hash }
+            }
+            Change::Upsert { name, path, spec: Err(errors) } => {
+                DesiredUpdate::Invalid { name: name.clone(), path: path.clone(), errors: diag::render(errors) }
+            }
+            Change::Remove { name, .. } => DesiredUpdate::Removed { name: name.clone() },
+        });
+    }
+    let mut notes = Vec::with_capacity(the_plan.items.len());
+    for item in &the_plan.items {
+        let (kind, message) = match item.action {
+            plan::Action::Invalid => {
+                let msg = format!("{}\n{}", item.reasons.join("; "), diag::render(&item.errors));
+                tracing::warn!(job = %item.job, commit = %info.short, "invalid job file:\n{}", diag::render(&item.errors));
+                ("invalid", msg)
+            }
+            action => ("planned", format!("{}: {}", action.as_str(), item.reasons.join("; "))),
+        };
+        notes.push((item.job.clone(), kind.to_string(), message));
+    }
+    let commit = CommitRecord { id: info.id.clone(), author: info.author.clone(), subject: info.subject.clone() };
+    ctx.store.apply_commit(&commit, &updates, &notes)?;
+    let poke = the_plan
+        .items
+        .iter()
+        .filter(|i| i.action != plan::Action::Invalid)
+        .map(|i| i.job.clone())
+        .collect();
+    Ok(Some((info.short, poke)))
+}
+
+/// SIGTERM or SIGINT cancels `cancel` (a graceful stop); a second one exits at once.
+/// SIGHUP is logged (config reload needs a restart for now) instead of killing the daemon.
+pub fn spawn_signal_handler(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+                _ = hup.recv() => {
+                    tracing::warn!("SIGHUP: config reload is not supported by this version; restart the service to apply a new config");
+                    continue;
+                }
+            }
+            if stopping {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            }
+            stopping = true;
+            tracing::info!("signal received: stopping gracefully (send again to force)");
+            cancel.cancel();
+        }
+    });
+}

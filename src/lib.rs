@@ -21,6 +21,7 @@
 //! - [`cli`]: the command line.
 
 pub mod build;
+pub mod changes;
 pub mod cli;
 pub mod daemon;
 pub mod diag;

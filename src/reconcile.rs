@@ -1,1 +1,777 @@
-//! reconcile (to be written)
+//! Reconcile: one actor per job converges what runs to what the store says is desired.
+//!
+//! The store is the source of truth: a commit writes each changed job's desired spec there
+//! (see [`crate::daemon`]), then pokes the job's actor. The actor is the only place that builds,
+//! submits, stops or restarts that job, one thing at a time, so a job is never submitted twice
+//! whatever races between a commit, a child's exit and a timer. Failures are classed by what
+//! happens next (STYLE habit 4): an invalid spec or failed build is *stalled* until the desired
+//! spec changes; a failed run is retried after a backoff by the restart policy.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::build::{Artifact, BuildRequest, Builder};
+use crate::engine::{Engine, EngineError, RunExit, RunHandle, RunStatus, SubmitRequest};
+use crate::plan::{Action, diff_specs};
+use crate::repo::ProjectRepos;
+use crate::schedule::Schedule;
+use crate::settings::{EngineKind, Settings};
+use crate::spec::{self, JobSpec, Overlap};
+use crate::store::{JobRow, JobState, NewEvent, Store};
+
+/// How long a stopped local run gets between SIGTERM and SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// How late a missed batch run may still start (SPEC: at most one, within 10 minutes).
+pub const LATE_RUN_WINDOW: Duration = Duration::from_secs(600);
+
+/// The hash the store keeps of a spec: sha256 of its JSON.
+pub fn spec_hash(json: &str) -> String {
+    hex::encode(Sha256::digest(json.as_bytes()))
+}
+
+/// Everything an actor needs, shared.
+pub struct Context {
+    /// The daemon config.
+    pub settings: Arc<Settings>,
+    /// The store.
+    pub store: Store,
+    /// The build queue and artifact cache.
+    pub builder: Arc<Builder>,
+    /// Project mirrors.
+    pub projects: Arc<ProjectRepos>,
+    /// Engines by kind; a kind missing here refuses its jobs with `deploy_failed`.
+    pub engines: HashMap<EngineKind, Arc<dyn Engine>>,
+    /// `state_dir/logs`.
+    pub logs_dir: PathBuf,
+}
+
+enum Msg {
+    /// The desired spec may have changed: look at the store again.
+    Desired,
+    /// A run ended.
+    Exit(RunExit),
+}
+
+/// Routes work to the job actors, creating them on first use.
+pub struct Reconciler {
+    ctx: Arc<Context>,
+    actors: Mutex<HashMap<String, mpsc::UnboundedSender<Msg>>>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Reconciler {
+    /// A reconciler whose actors stop (and stop their local runs) when `cancel` fires.
+    pub fn new(ctx: Arc<Context>, cancel: CancellationToken) -> Arc<Reconciler> {
+        Arc::new(Reconciler {
+            ctx,
+            actors: Mutex::new(HashMap::new()),
+            tracker: TaskTracker::new(),
+            cancel,
+        })
+    }
+
+    /// The shared context.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    fn send(&self, job: &str, msg: Msg) {
+        let mut actors = self.actors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let msg = match actors.get(job).map(|tx| tx.send(msg)) {
+            Some(Ok(())) => return,
+            Some(Err(mpsc::error::SendError(m))) => m,
+            None => msg,
+        };
+        if self.cancel.is_cancelled() {
+            return;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(msg);
+        actors.insert(job.to_string(), tx);
+        let actor = Actor::new(job.to_string(), self.ctx.clone(), self.cancel.clone());
+        self.tracker.spawn(actor.run(rx));
+    }
+
+    /// The job's desired spec may have changed.
+    pub fn poke(&self, job: &str) {
+        self.send(job, Msg::Desired);
+    }
+
+    /// A run ended.
+    pub fn exited(&self, exit: RunExit) {
+        let job = exit.job.clone();
+        self.send(&job, Msg::Exit(exit));
+    }
+
+    /// Waits until every actor has stopped (after the cancel token fired).
+    pub async fn wait(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// A live run of the job.
+struct Live {
+    run_id: i64,
+    handle: RunHandle,
+    engine: Arc<dyn Engine>,
+    /// For masking secrets out of failure reasons.
+    secrets: Vec<String>,
+    /// Batch runs: when the run is stopped as failed.
+    deadline: Option<Instant>,
+}
+
+struct Actor {
+    name: String,
+    ctx: Arc<Context>,
+    cancel: CancellationToken,
+    live: Vec<Live>,
+    /// The desired hash whose build or submit failed: not retried until the spec changes.
+    stalled: Option<String>,
+    /// Next cron time of a batch job.
+    next_fire: Option<(Instant, chrono::DateTime<chrono_tz::Tz>)>,
+    /// When a failed run is resubmitted.
+    restart_at: Option<Instant>,
+    /// Restart times within the policy window.
+    restarts: VecDeque<Instant>,
+    /// The next backoff delay.
+    backoff: Option<Duration>,
+    gave_up: bool,
+    /// Spec of the deployed version, with its hash and artifact.
+    applied: Option<(JobSpec, String, Option<Artifact>)>,
+    commit: Option<String>,
+}
+
+enum Step {
+    Continue,
+    Done,
+}
+
+impl Actor {
+    fn new(name: String, ctx: Arc<Context>, cancel: CancellationToken) -> Actor {
+        Actor {
+            name,
+            ctx,
+            cancel,
+            live: Vec::new(),
+            stalled: None,
+            next_fire: None,
+            restart_at: None,
+            restarts: VecDeque::new(),
+            backoff: None,
+            gave_up: false,
+            applied: None,
+            commit: None,
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        loop {
+            let deadline = self.next_deadline();
+            let step = tokio::select! {
+                () = self.cancel.cancelled() => {
+                    self.shutdown().await;
+                    return;
+                }
+                msg = rx.recv() => match msg {
+                    None => return,
+                    Some(Msg::Desired) => self.converge().await,
+                    Some(Msg::Exit(exit)) => { self.on_exit(exit).await; Step::Continue }
+                },
+                () = sleep_until_opt(deadline) => { self.on_timer().await; Step::Continue }
+            };
+            if let Step::Done = step {
+                return;
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let timeouts = self.live.iter().filter_map(|l| l.deadline);
+        [self.next_fire.map(|(i, _)| i), self.restart_at]
+            .into_iter()
+            .flatten()
+            .chain(timeouts)
+            .min()
+    }
+
+    fn event(&self, kind: &str, run_id: Option<i64>, message: &str) {
+        match kind {
+            "failed" | "build_failed" | "deploy_failed" | "gave_up" | "invalid" => {
+                tracing::warn!(job = %self.name, run = ?run_id, event = kind, "{message}");
+            }
+            _ => tracing::info!(job = %self.name, run = ?run_id, event = kind, "{message}"),
+        }
+        let e = NewEvent {
+            job: Some(&self.name),
+            run_id,
+            kind,
+            commit_id: self.commit.as_deref(),
+            message,
+        };
+        if let Err(err) = self.ctx.store.event(&e) {
+            tracing::error!(job = %self.name, "could not record event: {err}");
+        }
+    }
+
+    fn set_state(&self, state: JobState, reason: Option<&str>) {
+        if let Err(err) = self.ctx.store.set_state(&self.name, state, reason) {
+            tracing::error!(job = %self.name, "could not record state: {err}");
+        }
+    }
+
+    fn load(&self) -> Option<JobRow> {
+        match self.ctx.store.job(&self.name) {
+            Ok(row) => row,
+            Err(err) => {
+                tracing::error!(job = %self.name, "could not read the store: {err}");
+                None
+            }
+        }
+    }
+
+    /// Brings the job to its desired state.
+    async fn converge(&mut self) -> Step {
+        let Some(row) = self.load() else { return Step::Done };
+        self.commit = row.desired_commit.clone();
+        if self.applied.is_none() {
+            self.applied = applied_of(&row);
+        }
+        let Some(desired_json) = row.desired.as_deref() else {
+            self.stop_all("job removed from the config repo").await;
+            self.applied = None;
+            let _ = self.ctx.store.set_applied(&self.name, None, None, None);
+            self.set_state(JobState::Stopped, Some("job file removed"));
+            self.event("stopped", None, "job file removed: stopped, history kept");
+            return Step::Done;
+        };
+        let desired: JobSpec = match serde_json::from_str(desired_json) {
+            Ok(s) => s,
+            Err(err) => {
+                self.set_state(JobState::Failed, Some("stored spec unreadable"));
+                tracing::error!(job = %self.name, "stored spec unreadable: {err}");
+                return Step::Continue;
+            }
+        };
+        let desired_hash = row.desired_hash.clone().unwrap_or_else(|| spec_hash(desired_json));
+        let changed = self.applied.as_ref().map(|(_, h, _)| h) != Some(&desired_hash);
+
+        if changed {
+            // A new version cancels a pending retry and clears `gave_up`.
+            self.gave_up = false;
+            self.restart_at = None;
+            self.restarts.clear();
+            self.backoff = None;
+        }
+        if desired.suspend {
+            if !self.live.is_empty() {
+                self.stop_all("suspended").await;
+            }
+            self.next_fire = None;
+            self.applied = Some((desired, desired_hash.clone(), self.applied_artifact()));
+            self.record_applied();
+            if changed || row.state != JobState::Suspended.as_str() {
+                self.set_state(JobState::Suspended, Some("suspend: true"));
+                if changed {
+                    self.event("suspended", None, "suspend: true: stopped, history kept");
+                }
+            }
+            return Step::Continue;
+        }
+        if changed {
+            if self.stalled.as_deref() == Some(desired_hash.as_str()) {
+                return Step::Continue;
+            }
+            self.deploy(desired, desired_hash).await;
+        } else if !desired.is_batch() && self.live.is_empty() && !self.gave_up {
+            // Same version, nothing live: after a daemon restart, or the run ended.
+            if self.restart_at.is_none() {
+                self.start_service("started").await;
+            }
+        } else if desired.is_batch() && self.next_fire.is_none() {
+            self.schedule_next(true);
+            if self.live.is_empty() && row.state == JobState::Pending.as_str() {
+                self.set_state(JobState::Pending, Some("waiting for its schedule"));
+            }
+        }
+        Step::Continue
+    }
+
+    fn applied_artifact(&self) -> Option<Artifact> {
+        self.applied.as_ref().and_then(|(_, _, a)| a.clone())
+    }
+
+    fn record_applied(&self) {
+        let Some((spec, hash, artifact)) = &self.applied else { return };
+        let spec_json = serde_json::to_string(spec).unwrap_or_default();
+        let art = artifact.as_ref().and_then(|a| serde_json::to_string(a).ok());
+        if let Err(err) =
+            self.ctx.store.set_applied(&self.name, Some(&spec_json), Some(hash), art.as_deref())
+        {
+            tracing::error!(job = %self.name, "could not record applied spec: {err}");
+        }
+    }
+
+    /// Deploys a new desired version: build if needed, then redeploy or apply in place.
+    async fn deploy(&mut self, desired: JobSpec, hash: String) {
+        let (action, reasons) = match &self.applied {
+            Some((old, _, _)) => diff_specs(old, &desired),
+            None => (Action::Add, vec!["new job".to_string()]),
+        };
+
+        let artifact = if desired.project.is_some() {
+            let reuse = matches!(action, Action::Redeploy | Action::InPlace | Action::Unchanged);
+            match self.artifact_for(&desired, reuse).await {
+                Ok(a) => a,
+                Err(reason) => {
+                    self.stalled = Some(hash);
+                    self.event("build_failed", None, &reason);
+                    self.set_state(self.idle_or_running(JobState::Failed), Some("build failed"));
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+
+        let same_artifact = self.applied_artifact().map(|a| a.digest) == artifact.as_ref().map(|a| a.digest.clone());
+        if matches!(action, Action::InPlace | Action::Unchanged) && same_artifact {
+            self.applied = Some((desired, hash, artifact));
+            self.record_applied();
+            self.event("updated", None, &format!("applied in place: {}", reasons.join("; ")));
+            if let Some((spec, _, _)) = &self.applied
+                && spec.is_batch()
+                && self.next_fire.is_none()
+            {
+                self.schedule_next(false);
+            }
+            return;
+        }
+
+        if desired.is_batch() {
+            // The next tick runs the new version; a run in progress finishes as it started.
+            self.applied = Some((desired, hash, artifact));
+            self.record_applied();
+            self.next_fire = None;
+            self.schedule_next(false);
+            let next = self.next_fire.map(|(_, t)| t.to_rfc3339()).unwrap_or_else(|| "never".into());
+            self.event("deployed", None, &format!("{}; next run at {next}", reasons.join("; ")));
+            if self.live.is_empty() {
+                self.set_state(JobState::Pending, Some("waiting for its schedule"));
+            }
+            return;
+        }
+
+        // Service job: check the new version can start, stop the old, start the new.
+        let previous = self.applied.clone();
+        self.set_state(JobState::Deploying, Some(&reasons.join("; ")));
+        if let Err(reason) = self.preflight(&desired, artifact.as_ref()).await {
+            self.stalled = Some(hash);
+            self.event("deploy_failed", None, &reason);
+            self.set_state(self.idle_or_running(JobState::Failed), Some("deploy failed"));
+            return;
+        }
+        self.stop_all("replaced by a new version").await;
+        self.applied = Some((desired, hash.clone(), artifact));
+        match self.submit(false).await {
+            Ok(run_id) => {
+                self.record_applied();
+                self.event("deployed", Some(run_id), &reasons.join("; "));
+            }
+            Err(reason) => {
+                self.stalled = Some(hash);
+                self.event("deploy_failed", None, &reason);
+                self.applied = previous;
+                if self.applied.is_some() {
+                    match self.submit(false).await {
+                        Ok(run_id) => self.event(
+                            "restarted",
+                            Some(run_id),
+                            "previous version started again after the failed deploy",
+                        ),
+                        Err(again) => self.event("failed", None, &again),
+                    }
+                }
+                self.set_state(self.idle_or_running(JobState::Failed), Some("deploy failed"));
+            }
+        }
+    }
+
+    fn idle_or_running(&self, idle: JobState) -> JobState {
+        if self.live.is_empty() { idle } else { JobState::Running }
+    }
+
+    /// The artifact for `spec`: the deployed one when the project did not change and it is
+    /// still on disk, else a build (cached by key).
+    async fn artifact_for(&self, spec: &JobSpec, reuse: bool) -> Result<Option<Artifact>, String> {
+        let Some(project) = &spec.project else { return Ok(None) };
+        if reuse
+            && let Some(a) = self.applied_artifact()
+            && a.path.exists()
+        {
+            return Ok(Some(a));
+        }
+        self.set_state(self.idle_or_running(JobState::Building), Some("building"));
+        let projects = self.ctx.projects.clone();
+        let url = project_url(&self.ctx.settings.repo.url, &project.repo);
+        let rev = project.branch.clone();
+        let url2 = url.clone();
+        let commit = tokio::task::spawn_blocking(move || projects.resolve(&url2, &rev))
+            .await
+            .map_err(|e| format!("project fetch panicked: {e}"))?
+            .map_err(|e| format!("project {}: {e}", project.repo))?;
+        let req = BuildRequest {
+            job: self.name.clone(),
+            repo: url,
+            commit: commit.to_string(),
+            dir: project.dir.clone(),
+            command: project.build.clone(),
+            artifact_glob: project.artifact.clone(),
+        };
+        let artifact = self.ctx.builder.build(req).await.map_err(|e| e.to_string())?;
+        self.event("built", None, &format!("artifact {}", artifact.path.display()));
+        Ok(Some(artifact))
+    }
+
+    fn engine_for(&self, spec: &JobSpec) -> Result<Arc<dyn Engine>, String> {
+        let env = self
+            .ctx
+            .settings
+            .envs
+            .get(&spec.env)
+            .ok_or_else(|| format!("env `{}` is not in the daemon config", spec.env))?;
+        self.ctx
+            .engines
+            .get(&env.engine)
+            .cloned()
+            .ok_or_else(|| format!("engine `{}` is not available", env.engine.as_str()))
+    }
+
+    fn request(
+        &self,
+        spec: &JobSpec,
+        artifact: Option<&Artifact>,
+        run_id: i64,
+        log_path: PathBuf,
+    ) -> Result<(SubmitRequest, Vec<String>), String> {
+        let secrets_dir = self.ctx.settings.secrets_dir.as_deref();
+        let params = spec::resolve_secrets(&spec.params, secrets_dir).map_err(|e| e.to_string())?;
+        let secrets = spec::secret_values(&spec.params, secrets_dir);
+        let checkout = artifact.map(|a| a.checkout.clone());
+        Ok((
+            SubmitRequest {
+                job: self.name.clone(),
+                run_id,
+                params,
+                artifact: artifact.map(|a| a.path.clone()),
+                checkout,
+                log_path,
+            },
+            secrets,
+        ))
+    }
+
+    /// Checks what can be checked before stopping the running version.
+    async fn preflight(&self, spec: &JobSpec, artifact: Option<&Artifact>) -> Result<(), String> {
+        let engine = self.engine_for(spec)?;
+        let (req, _) = self.request(spec, artifact, 0, self.ctx.logs_dir.join("preflight.log"))?;
+        engine.preflight(&req).await.map_err(|e| e.to_string())
+    }
+
+    /// Submits the applied version; returns the run id.
+    async fn submit(&mut self, batch: bool) -> Result<i64, String> {
+        let Some((spec, hash, artifact)) = self.applied.clone() else {
+            return Err("nothing to submit".into());
+        };
+        let engine = self.engine_for(&spec)?;
+        let log_dir = self.ctx.logs_dir.join(&self.name);
+        let run_id = self
+            .ctx
+            .store
+            .insert_run(&self.name, self.commit.as_deref(), &hash, engine.kind(), &log_dir)
+            .map_err(|e| e.to_string())?;
+        let log_path = log_dir.join(format!("{run_id}.log"));
+        let (req, secrets) = match self.request(&spec, artifact.as_ref(), run_id, log_path) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.ctx.store.finish_run(run_id, "failed", Some(&e));
+                return Err(e);
+            }
+        };
+        match engine.submit(req).await {
+            Ok(handle) => {
+                let json = serde_json::to_string(&handle).unwrap_or_default();
+                if let Err(e) = self.ctx.store.set_run_running(run_id, &json) {
+                    tracing::error!(job = %self.name, "could not record run handle: {e}");
+                }
+                let deadline = if batch { spec.timeout.map(|t| Instant::now() + t) } else { None };
+                self.live.push(Live { run_id, handle, engine, secrets, deadline });
+                self.set_state(JobState::Running, None);
+                Ok(run_id)
+            }
+            Err(e) => {
+                let reason = spec::mask_secrets(&e.to_string(), &secrets);
+                let _ = self.ctx.store.finish_run(run_id, "failed", Some(&reason));
+                Err(reason)
+            }
+        }
+    }
+
+    async fn start_service(&mut self, why: &str) {
+        match self.submit(false).await {
+            Ok(run_id) => self.event(why, Some(run_id), "run submitted"),
+            Err(reason) => {
+                self.event("deploy_failed", None, &reason);
+                self.schedule_restart(&reason);
+            }
+        }
+    }
+
+    async fn stop_all(&mut self, why: &str) {
+        for live in std::mem::take(&mut self.live) {
+            self.stop_run(live, why).await;
+        }
+    }
+
+    async fn stop_run(&self, live: Live, why: &str) {
+        let _ = self.ctx.store.finish_run(live.run_id, "stopped", Some(why));
+        match live.engine.stop(&live.handle, STOP_GRACE).await {
+            Ok(()) => tracing::info!(job = %self.name, run = live.run_id, "stopped: {why}"),
+            Err(err) => {
+                self.event("failed", Some(live.run_id), &format!("could not stop run: {err}"));
+            }
+        }
+    }
+
+    /// A run ended.
+    async fn on_exit(&mut self, exit: RunExit) {
+        let Some(pos) = self.live.iter().position(|l| l.run_id == exit.run_id) else {
+            return; // a run this actor stopped itself
+        };
+        let live = self.live.remove(pos);
+        let batch = self.applied.as_ref().is_some_and(|(s, _, _)| s.is_batch());
+        match exit.status {
+            RunStatus::Running => self.live.push(live),
+            RunStatus::Succeeded if batch => {
+                let _ = self.ctx.store.finish_run(live.run_id, "succeeded", None);
+                self.restarts.clear();
+                self.backoff = None;
+                self.event("succeeded", Some(live.run_id), "run finished with exit 0");
+                if self.live.is_empty() {
+                    self.set_state(JobState::Succeeded, None);
+                }
+            }
+            status => {
+                let reason = match status {
+                    RunStatus::Failed(r) => spec::mask_secrets(&r, &live.secrets),
+                    RunStatus::Vanished => "the run vanished".to_string(),
+                    _ => "a service job finished (exit 0); it must always run".to_string(),
+                };
+                let state = if matches!(status, RunStatus::Succeeded) { "succeeded" } else { "failed" };
+                let _ = self.ctx.store.finish_run(live.run_id, state, Some(&reason));
+                self.event("failed", Some(live.run_id), &reason);
+                self.schedule_restart(&reason);
+            }
+        }
+    }
+
+    /// Restart policy: backoff doubling up to `max_backoff`; more than `attempts` restarts
+    /// within `window` gives up.
+    fn schedule_restart(&mut self, reason: &str) {
+        let Some((spec, _, _)) = &self.applied else { return };
+        let policy = self.ctx.settings.restart_policy(&spec.env, &spec.restart);
+        let now = Instant::now();
+        while self.restarts.front().is_some_and(|t| now.duration_since(*t) > policy.window) {
+            self.restarts.pop_front();
+        }
+        if self.restarts.len() >= policy.attempts as usize {
+            self.gave_up = true;
+            self.restart_at = None;
+            let msg = format!(
+                "gave up after {} restarts within {}: {reason}",
+                self.restarts.len(),
+                humantime::format_duration(policy.window)
+            );
+            self.event("gave_up", None, &msg);
+            self.set_state(JobState::GaveUp, Some(&msg));
+            return;
+        }
+        let delay = self.backoff.unwrap_or(policy.backoff).min(policy.max_backoff);
+        self.backoff = Some((delay * 2).min(policy.max_backoff).max(delay));
+        self.restart_at = Some(now + delay);
+        if self.live.is_empty() {
+            let msg = format!("restart in {}", humantime::format_duration(delay));
+            self.set_state(JobState::Backoff, Some(&msg));
+        }
+    }
+
+    fn schedule_next(&mut self, allow_late: bool) {
+        let Some((spec, _, _)) = &self.applied else { return };
+        let Some(expr) = spec.schedule.as_deref() else { return };
+        let Ok(schedule) = Schedule::parse(expr) else { return };
+        let tz = self.ctx.settings.timezone;
+        let now = Utc::now().with_timezone(&tz);
+        if allow_late {
+            // A tick missed while the daemon was down starts now, once, if recent enough.
+            let since = now - chrono::Duration::from_std(LATE_RUN_WINDOW).unwrap_or_default();
+            if let Some(missed) = schedule.next_after(since)
+                && missed <= now
+                && !self.ran_since(missed.timestamp_millis())
+            {
+                self.next_fire = Some((Instant::now(), missed));
+                return;
+            }
+        }
+        self.next_fire = schedule.next_after(now).map(|t| {
+            let wait = (t.with_timezone(&Utc) - Utc::now()).to_std().unwrap_or_default();
+            (Instant::now() + wait, t)
+        });
+    }
+
+    fn ran_since(&self, ms: i64) -> bool {
+        match self.ctx.store.runs(&self.name, 1) {
+            Ok(runs) => runs.first().is_some_and(|r| r.started_at >= ms),
+            Err(_) => true,
+        }
+    }
+
+    async fn on_timer(&mut self) {
+        let now = Instant::now();
+        // Batch runs over their timeout.
+        let (expired, keep): (Vec<Live>, Vec<Live>) =
+            std::mem::take(&mut self.live).into_iter().partition(|l| l.deadline.is_some_and(|d| d <= now));
+        self.live = keep;
+        for live in expired {
+            let run_id = live.run_id;
+            let timeout = self.applied.as_ref().and_then(|(s, _, _)| s.timeout).unwrap_or_default();
+            let reason = format!("timed out after {}", humantime::format_duration(timeout));
+            self.stop_run(live, &reason).await;
+            let _ = self.ctx.store.finish_run(run_id, "failed", Some(&reason));
+            self.event("failed", Some(run_id), &reason);
+            self.schedule_restart(&reason);
+        }
+        if self.restart_at.is_some_and(|t| t <= now) {
+            self.restart_at = None;
+            let policy = self
+                .applied
+                .as_ref()
+                .map(|(s, _, _)| self.ctx.settings.restart_policy(&s.env, &s.restart));
+            if policy.is_some() && self.live.is_empty() {
+                self.restarts.push_back(now);
+                let attempt = self.restarts.len();
+                let of = policy.map_or(0, |p| p.attempts);
+                self.start_service(&format!("restarted (attempt {attempt}/{of})")).await;
+                // The event kind stays stable for alerts; the attempt is in the message.
+            }
+        }
+        if self.next_fire.is_some_and(|(t, _)| t <= now) {
+            self.next_fire = None;
+            self.fire().await;
+            self.schedule_next(false);
+        }
+    }
+
+    /// A cron tick of a batch job.
+    async fn fire(&mut self) {
+        let overlap = self.applied.as_ref().map_or(Overlap::Forbid, |(s, _, _)| s.overlap);
+        if !self.live.is_empty() {
+            match overlap {
+                Overlap::Forbid => {
+                    self.event("skipped", None, "previous run still live (overlap: forbid)");
+                    return;
+                }
+                Overlap::Replace => self.stop_all("replaced by the next scheduled run").await,
+                Overlap::Allow => {}
+            }
+        }
+        match self.submit(true).await {
+            Ok(run_id) => self.event("started", Some(run_id), "scheduled run started"),
+            Err(reason) => {
+                self.event("deploy_failed", None, &reason);
+                self.set_state(self.idle_or_running(JobState::Failed), Some("deploy failed"));
+            }
+        }
+    }
+
+    /// Daemon shutdown: local runs stop with the daemon; cluster runs keep running.
+    async fn shutdown(&mut self) {
+        for live in std::mem::take(&mut self.live) {
+            if live.engine.kind() == EngineKind::Local.as_str() {
+                self.stop_run(live, "daemon shutdown").await;
+            }
+        }
+    }
+}
+
+/// A project's repo as the daemon fetches it: a relative path is relative to the config repo
+/// when that is local (`repo: .` is the config repo itself).
+pub fn project_url(config_repo: &str, project_repo: &str) -> String {
+    let path = std::path::Path::new(project_repo);
+    if crate::repo::is_local(project_repo) && path.is_relative() && crate::repo::is_local(config_repo) {
+        let joined = std::path::Path::new(config_repo).join(path);
+        return joined.canonicalize().unwrap_or(joined).to_string_lossy().into_owned();
+    }
+    project_repo.to_string()
+}
+
+fn applied_of(row: &JobRow) -> Option<(JobSpec, String, Option<Artifact>)> {
+    let spec: JobSpec = serde_json::from_str(row.applied.as_deref()?).ok()?;
+    let artifact = row.artifact.as_deref().and_then(|a| serde_json::from_str(a).ok());
+    Some((spec, row.applied_hash.clone()?, artifact))
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// After a daemon restart: every run the store thinks is live is found and stopped (local
+/// runs are children of the daemon and are started again by their actors), before anything new
+/// starts, so no job ever runs twice.
+pub async fn recover_live_runs(ctx: &Context) -> Result<usize, crate::store::StoreError> {
+    let mut n = 0;
+    for run in ctx.store.live_runs()? {
+        let handle: Option<RunHandle> = run.handle.as_deref().and_then(|h| serde_json::from_str(h).ok());
+        let engine = match run.engine.as_str() {
+            "local" => ctx.engines.get(&EngineKind::Local),
+            "flink" => ctx.engines.get(&EngineKind::Flink),
+            "spark" => ctx.engines.get(&EngineKind::Spark),
+            _ => None,
+        };
+        let outcome = match (handle, engine) {
+            (Some(h), Some(e)) if e.kind() == EngineKind::Local.as_str() => {
+                match e.stop(&h, STOP_GRACE).await {
+                    Ok(()) => "stopped after a daemon restart (found by pid and start time)".to_string(),
+                    Err(EngineError::Refused(m) | EngineError::Unreachable(m) | EngineError::Other(m)) => {
+                        format!("could not be stopped after a daemon restart: {m}")
+                    }
+                }
+            }
+            (None, _) => "never started: the daemon stopped while submitting it".to_string(),
+            _ => "lost: its engine is not available".to_string(),
+        };
+        ctx.store.finish_run(run.id, "stopped", Some(&outcome))?;
+        ctx.store.event(&NewEvent {
+            job: Some(&run.job),
+            run_id: Some(run.id),
+            kind: "stopped",
+            commit_id: run.commit_id.as_deref(),
+            message: &outcome,
+        })?;
+        n += 1;
+    }
+    Ok(n)
+}

@@ -87,6 +87,12 @@ pub trait Engine: Send + Sync {
     /// `local`, `flink` or `spark`.
     fn kind(&self) -> &'static str;
 
+    /// Checks what can be checked before the running version is stopped for this one
+    /// (local: the program exists, the working folder exists). The default checks nothing.
+    async fn preflight(&self, _req: &SubmitRequest) -> Result<(), EngineError> {
+        Ok(())
+    }
+
     /// Starts a run.
     async fn submit(&self, req: SubmitRequest) -> Result<RunHandle, EngineError>;
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every test of jobkeeper on a fresh machine: installs what the tests need, checks
+# formatting and lints, then runs unit and end-to-end tests. Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+need() { command -v "$1" >/dev/null 2>&1; }
+
+log "checking tools"
+missing=()
+need git || missing+=(git)
+need javac || missing+=(openjdk-17-jdk-headless)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" </dev/null
+fi
+git --version; javac -version; cargo --version
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+log "cargo test"
+cargo test --all-targets --locked 2>&1

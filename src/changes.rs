@@ -1,0 +1,107 @@
+//! Reading what a commit changed: the job files that differ between two commits of a config
+//! repo, parsed into [`Change`]s for [`crate::plan`]. Shared by the daemon (on its mirror) and by
+//! `jobkeeper plan` (on the user's own clone). Only changed files are read, so the cost grows with
+//! the change, not with the number of jobs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::diag::Diagnostic;
+use crate::plan::{Change, Plan, plan};
+use crate::repo::{GitTree, JobFile, JobFileChange, Oid, RepoError, open_existing};
+use crate::spec::{self, Context, JobSpec, MAX_JOB_FILE_BYTES};
+
+/// Parses one job file of a commit (name rules, size, content).
+pub fn read_job(tree: &GitTree, file: &JobFile, ctx: Context<'_>) -> Result<JobSpec, Vec<Diagnostic>> {
+    let name = spec::job_name_of(&file.rel_path).unwrap_or(&file.rel_path);
+    if let Err(msg) = spec::check_name(name) {
+        return Err(vec![Diagnostic::file(&file.repo_path, msg)]);
+    }
+    match tree.blob_size(file.blob) {
+        Ok(size) if size > MAX_JOB_FILE_BYTES => {
+            return Err(vec![Diagnostic::file(
+                &file.repo_path,
+                format!("job file is {size} bytes; at most {MAX_JOB_FILE_BYTES} (1 MiB) are allowed"),
+            )]);
+        }
+        Ok(_) => {}
+        Err(e) => return Err(vec![Diagnostic::file(&file.repo_path, format!("cannot read: {e}"))]),
+    }
+    match tree.read_blob(file.blob) {
+        Ok(bytes) => spec::parse_job(&file.repo_path, &bytes, ctx),
+        Err(e) => Err(vec![Diagnostic::file(&file.repo_path, format!("cannot read: {e}"))]),
+    }
+}
+
+/// The changed jobs between `from` (`None`: nothing applied yet) and `to`, under `path`.
+///
+/// A job whose file was renamed within its name (`a.yml` → `a.yaml`) is one upsert; two files
+/// for one job name make that job invalid.
+pub fn read_changes(
+    tree: &GitTree,
+    from: Option<Oid>,
+    to: Oid,
+    path: &str,
+    ctx: Context<'_>,
+) -> Result<Vec<Change>, RepoError> {
+    let diff = tree.diff_job_files(from, to, path)?;
+    Ok(changes_of(tree, &diff, ctx))
+}
+
+/// Parses the new versions of the files of a diff into changes.
+pub fn changes_of(tree: &GitTree, diff: &[JobFileChange], ctx: Context<'_>) -> Vec<Change> {
+    let mut upserts: BTreeMap<String, Change> = BTreeMap::new();
+    let mut removes: BTreeMap<String, Change> = BTreeMap::new();
+    for change in diff {
+        match change {
+            JobFileChange::Added(f) | JobFileChange::Modified { new: f, .. } => {
+                let name = spec::job_name_of(&f.rel_path).unwrap_or(&f.rel_path).to_string();
+                let spec = read_job(tree, f, ctx);
+                let spec = if upserts.contains_key(&name) {
+                    Err(vec![Diagnostic::file(
+                        &f.repo_path,
+                        format!("two files define the job `{name}`: keep one of `{name}.yaml` and `{name}.yml`"),
+                    )])
+                } else {
+                    spec
+                };
+                upserts.insert(name.clone(), Change::Upsert { name, path: f.repo_path.clone(), spec });
+            }
+            JobFileChange::Deleted(f) => {
+                let name = spec::job_name_of(&f.rel_path).unwrap_or(&f.rel_path).to_string();
+                removes.insert(name.clone(), Change::Remove { name, path: f.repo_path.clone() });
+            }
+        }
+    }
+    let mut out: Vec<Change> = removes.into_values().filter(|r| !upserts.contains_key(r.name())).collect();
+    out.extend(upserts.into_values());
+    out
+}
+
+/// `jobkeeper plan`: what applying `to` after `from` does, read from the repo at `dir`.
+pub fn plan_between(
+    dir: &Path,
+    from: &str,
+    to: &str,
+    path: &str,
+    ctx: Context<'_>,
+) -> Result<Plan, RepoError> {
+    let tree = open_existing(dir)?;
+    let from = tree.resolve_rev(from)?;
+    let to = tree.resolve_rev(to)?;
+    let diff = tree.diff_job_files(Some(from), to, path)?;
+    let changes = changes_of(&tree, &diff, ctx);
+    // The old versions of the changed files only: read from the diff, not the whole tree.
+    let mut applied = BTreeMap::new();
+    for change in &diff {
+        let old = match change {
+            JobFileChange::Modified { old, .. } | JobFileChange::Deleted(old) => old,
+            JobFileChange::Added(_) => continue,
+        };
+        if let Ok(spec) = read_job(&tree, old, ctx) {
+            let name = spec::job_name_of(&old.rel_path).unwrap_or(&old.rel_path).to_string();
+            applied.insert(name, spec);
+        }
+    }
+    Ok(plan(&applied, &changes))
+}
