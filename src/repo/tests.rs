@@ -660,3 +660,60 @@ fn repo_types_can_be_shared_with_blocking_tasks() {
     fn send<T: Send>() {}
     send::<GitTree>();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watcher_sees_a_commit_in_a_work_tree() {
+    let fx = Fixture::new();
+    fx.commit(&[("jobs/a.yaml", Some("a\n"))], "a");
+    let cancel = CancellationToken::new();
+    let (mut rx, _control) = spawn_trigger(&settings(fx.work.to_str().unwrap()), cancel.clone());
+    assert_eq!(rx.recv().await, Some(TriggerReason::Startup));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Editing files is not a change of the branch.
+    std::fs::write(fx.work.join("jobs/a.yaml"), "edited\n").unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await;
+    assert!(quiet.is_err(), "an edit triggered {quiet:?}");
+
+    let work = fx.work.clone();
+    tokio::task::spawn_blocking(move || {
+        git(&work, &["commit", "-q", "-am", "b"]);
+    })
+    .await
+    .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+    assert_eq!(got.unwrap(), Some(TriggerReason::Watch));
+    cancel.cancel();
+}
+
+#[test]
+fn ref_events_are_told_apart_from_other_events() {
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+    use notify::{Event, EventKind};
+    let root = Path::new("/srv/jobs.git");
+    let ev = |kind, path: &str| Event::new(kind).add_path(root.join(path));
+    let rename = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+    assert!(trigger::is_ref_change(root, &ev(rename, "refs/heads/main")));
+    assert!(trigger::is_ref_change(root, &ev(rename, "packed-refs")));
+    assert!(!trigger::is_ref_change(
+        root,
+        &ev(rename, "refs/heads/main.lock")
+    ));
+    assert!(!trigger::is_ref_change(
+        root,
+        &ev(EventKind::Create(CreateKind::File), "objects/ab/cdef")
+    ));
+    assert!(!trigger::is_ref_change(
+        root,
+        &ev(
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            "refs/heads/main"
+        )
+    ));
+    assert!(trigger::is_ref_change(
+        root,
+        &ev(
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            "refs/tags/v1"
+        )
+    ));
+}
