@@ -39,7 +39,7 @@ impl ConfigRepo {
         if !git2::Reference::is_valid_name(&branch_ref) {
             return Err(RepoError::NotFound {
                 url: redact_url(&settings.url),
-                what: format!("valid branch name `{}`", settings.branch),
+                what: format!("branch `{}` (not a valid branch name)", settings.branch),
             });
         }
         // Keep the mirror's HEAD on the branch, so plain `git log` in it shows the right thing.
