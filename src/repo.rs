@@ -1,1 +1,0 @@
-//! repo (to be written)

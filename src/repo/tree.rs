@@ -1,0 +1,340 @@
+//! [`GitTree`]: read-only access to one repository (a mirror or the user's own clone): resolve
+//! revisions, describe commits, list and diff the job files below a folder, read blobs.
+
+use std::path::Path;
+
+use git2::{Delta, DiffOptions, FileMode, ObjectType, Oid, Repository, Tree};
+use serde::Serialize;
+
+use super::{RepoError, normalize_dir};
+
+/// Who made a commit and why, for events, alerts and the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommitInfo {
+    /// Full hex id.
+    pub id: String,
+    /// First 8 hex digits.
+    pub short: String,
+    /// `Name <email>` of the author.
+    pub author: String,
+    /// First line of the message.
+    pub subject: String,
+    /// Commit (committer) time, seconds since the Unix epoch.
+    pub time: i64,
+}
+
+/// A job file at some commit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobFile {
+    /// Path below the jobs folder, `/`-separated (`team-a/x.yaml`).
+    pub rel_path: String,
+    /// Path in the repository (`jobs/team-a/x.yaml`).
+    pub repo_path: String,
+    /// The file's blob.
+    pub blob: Oid,
+}
+
+/// How one job file changed between two commits. A rename is a `Deleted` and an `Added`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobFileChange {
+    /// A new job file.
+    Added(JobFile),
+    /// A job file whose content changed.
+    Modified {
+        /// The file before.
+        old: JobFile,
+        /// The file after.
+        new: JobFile,
+    },
+    /// A job file that is gone.
+    Deleted(JobFile),
+}
+
+impl JobFileChange {
+    /// The path below the jobs folder of the file this change is about.
+    pub fn rel_path(&self) -> &str {
+        match self {
+            JobFileChange::Added(f) | JobFileChange::Deleted(f) => &f.rel_path,
+            JobFileChange::Modified { new, .. } => &new.rel_path,
+        }
+    }
+}
+
+/// A repository opened for reading. Not `Sync`: use one per thread, or behind a `Mutex`.
+pub struct GitTree {
+    repo: Repository,
+    label: String,
+}
+
+impl std::fmt::Debug for GitTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitTree")
+            .field("repo", &self.label)
+            .finish()
+    }
+}
+
+/// Opens an existing repository (bare, a work tree, or a folder inside one) for reading, as
+/// `jobkeeper plan --repo DIR` does.
+pub fn open_existing(dir: &Path) -> Result<GitTree, RepoError> {
+    GitTree::open(dir)
+}
+
+impl GitTree {
+    /// Opens an existing repository (bare, a work tree, or a folder inside one).
+    pub fn open(dir: &Path) -> Result<GitTree, RepoError> {
+        let label = dir.display().to_string();
+        let repo = Repository::discover(dir).map_err(|e| {
+            if e.code() == git2::ErrorCode::NotFound {
+                RepoError::NotFound {
+                    url: label.clone(),
+                    what: "git repository".to_string(),
+                }
+            } else {
+                RepoError::Git {
+                    context: format!("cannot open git repository {label}"),
+                    source: e,
+                }
+            }
+        })?;
+        Ok(GitTree { repo, label })
+    }
+
+    pub(crate) fn from_repo(repo: Repository, label: String) -> GitTree {
+        GitTree { repo, label }
+    }
+
+    /// The underlying repository.
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    fn not_found(&self, what: String) -> RepoError {
+        RepoError::NotFound {
+            url: self.label.clone(),
+            what,
+        }
+    }
+
+    /// The commit a revision names: a branch, tag, `HEAD`, a (short) id, `origin/main`, or any
+    /// other git revspec (`main~2`).
+    pub fn resolve_rev(&self, rev: &str) -> Result<Oid, RepoError> {
+        let object = self
+            .repo
+            .revparse_single(rev)
+            .map_err(|_| self.not_found(format!("revision `{rev}`")))?;
+        let commit = object
+            .peel_to_commit()
+            .map_err(|_| self.not_found(format!("commit for revision `{rev}`")))?;
+        Ok(commit.id())
+    }
+
+    fn commit(&self, id: Oid) -> Result<git2::Commit<'_>, RepoError> {
+        self.repo
+            .find_commit(id)
+            .map_err(|_| self.not_found(format!("commit {id}")))
+    }
+
+    /// Id, author, subject and time of a commit.
+    pub fn commit_info(&self, id: Oid) -> Result<CommitInfo, RepoError> {
+        let commit = self.commit(id)?;
+        let author = commit.author();
+        let hex = id.to_string();
+        Ok(CommitInfo {
+            short: hex[..8].to_string(),
+            id: hex,
+            author: format!(
+                "{} <{}>",
+                String::from_utf8_lossy(author.name_bytes()),
+                String::from_utf8_lossy(author.email_bytes())
+            ),
+            subject: commit
+                .message_bytes()
+                .split(|b| *b == b'\n')
+                .map(|l| String::from_utf8_lossy(l).trim().to_string())
+                .find(|l| !l.is_empty())
+                .unwrap_or_default(),
+            time: commit.time().seconds(),
+        })
+    }
+
+    /// The tree of folder `dir` at `commit`; `None` when the folder is not there.
+    fn subtree(&self, commit: Oid, dir: &str) -> Result<Option<Tree<'_>>, RepoError> {
+        let root = self.commit(commit)?.tree().map_err(RepoError::git(format!(
+            "cannot read the tree of commit {commit}"
+        )))?;
+        if dir.is_empty() {
+            return Ok(Some(root));
+        }
+        let entry = match root.get_path(Path::new(dir)) {
+            Ok(entry) => entry,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(RepoError::Git {
+                    context: format!("cannot look up `{dir}` in commit {commit}"),
+                    source: e,
+                });
+            }
+        };
+        if entry.kind() != Some(ObjectType::Tree) {
+            return Ok(None);
+        }
+        let tree = self
+            .repo
+            .find_tree(entry.id())
+            .map_err(RepoError::git(format!(
+                "cannot read `{dir}` in commit {commit}"
+            )))?;
+        Ok(Some(tree))
+    }
+
+    /// Every `.yaml`/`.yml` file below folder `path` (recursively) at `commit`, sorted by
+    /// path. A commit without that folder has no job files.
+    pub fn list_job_files(&self, commit: Oid, path: &str) -> Result<Vec<JobFile>, RepoError> {
+        let dir = normalize_dir(path);
+        let Some(tree) = self.subtree(commit, &dir)? else {
+            return Ok(Vec::new());
+        };
+        let mut files = Vec::new();
+        self.collect(&tree, &dir, "", &mut files)?;
+        files.sort();
+        Ok(files)
+    }
+
+    fn collect(
+        &self,
+        tree: &Tree<'_>,
+        dir: &str,
+        prefix: &str,
+        out: &mut Vec<JobFile>,
+    ) -> Result<(), RepoError> {
+        for entry in tree.iter() {
+            let Ok(name) = std::str::from_utf8(entry.name_bytes()) else {
+                tracing::warn!(dir, prefix, "skipping a file whose name is not UTF-8");
+                continue;
+            };
+            let rel = format!("{prefix}{name}");
+            match entry.filemode() {
+                m if m == i32::from(FileMode::Tree) => {
+                    let sub = self
+                        .repo
+                        .find_tree(entry.id())
+                        .map_err(RepoError::git(format!("cannot read folder `{rel}`")))?;
+                    self.collect(&sub, dir, &format!("{rel}/"), out)?;
+                }
+                m if is_blob_mode(m) && is_job_path(&rel) => {
+                    out.push(job_file(dir, rel, entry.id()));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The job files below folder `path` that differ between commit `from` (`None`: an empty
+    /// tree) and commit `to`, by a tree-to-tree diff of the two folders: the cost grows with the
+    /// change, and `from` need not be an ancestor of `to`. No rename detection.
+    pub fn diff_job_files(
+        &self,
+        from: Option<Oid>,
+        to: Oid,
+        path: &str,
+    ) -> Result<Vec<JobFileChange>, RepoError> {
+        let dir = normalize_dir(path);
+        let old = match from {
+            Some(id) => self.subtree(id, &dir)?,
+            None => None,
+        };
+        let new = self.subtree(to, &dir)?;
+        if let (Some(a), Some(b)) = (&old, &new)
+            && a.id() == b.id()
+        {
+            return Ok(Vec::new());
+        }
+        let mut opts = DiffOptions::new();
+        opts.include_typechange(true).ignore_submodules(true);
+        let diff = self
+            .repo
+            .diff_tree_to_tree(old.as_ref(), new.as_ref(), Some(&mut opts))
+            .map_err(RepoError::git(format!(
+                "cannot diff `{dir}` between {} and {to}",
+                from.map_or("nothing".to_string(), |f| f.to_string())
+            )))?;
+        let mut changes = Vec::new();
+        for delta in diff.deltas() {
+            let side = |file: git2::DiffFile<'_>, present: bool| -> Option<JobFile> {
+                if !present || !is_blob_mode(i32::from(file.mode())) {
+                    return None;
+                }
+                let rel = std::str::from_utf8(file.path_bytes()?).ok()?;
+                is_job_path(rel).then(|| job_file(&dir, rel.to_string(), file.id()))
+            };
+            let status = delta.status();
+            let old_present = matches!(
+                status,
+                Delta::Modified | Delta::Deleted | Delta::Typechange | Delta::Renamed
+            );
+            let new_present = matches!(
+                status,
+                Delta::Added | Delta::Modified | Delta::Typechange | Delta::Renamed | Delta::Copied
+            );
+            match (
+                side(delta.old_file(), old_present),
+                side(delta.new_file(), new_present),
+            ) {
+                (Some(old), Some(new)) if old.blob != new.blob => {
+                    changes.push(JobFileChange::Modified { old, new });
+                }
+                (Some(_), Some(_)) | (None, None) => {}
+                (Some(old), None) => changes.push(JobFileChange::Deleted(old)),
+                (None, Some(new)) => changes.push(JobFileChange::Added(new)),
+            }
+        }
+        changes.sort_by(|a, b| a.rel_path().cmp(b.rel_path()));
+        Ok(changes)
+    }
+
+    /// The content of a blob.
+    pub fn read_blob(&self, id: Oid) -> Result<Vec<u8>, RepoError> {
+        let blob = self
+            .repo
+            .find_blob(id)
+            .map_err(|_| self.not_found(format!("blob {id}")))?;
+        Ok(blob.content().to_vec())
+    }
+
+    /// The size of a blob in bytes, without reading it (to refuse huge files cheaply).
+    pub fn blob_size(&self, id: Oid) -> Result<usize, RepoError> {
+        let odb = self.repo.odb().map_err(RepoError::git(format!(
+            "cannot open the objects of {}",
+            self.label
+        )))?;
+        let (size, _) = odb
+            .read_header(id)
+            .map_err(|_| self.not_found(format!("blob {id}")))?;
+        Ok(size)
+    }
+}
+
+fn is_blob_mode(mode: i32) -> bool {
+    mode == i32::from(FileMode::Blob)
+        || mode == i32::from(FileMode::BlobExecutable)
+        || mode == i32::from(FileMode::BlobGroupWritable)
+}
+
+fn is_job_path(rel: &str) -> bool {
+    crate::spec::job_name_of(rel).is_some()
+}
+
+fn job_file(dir: &str, rel_path: String, blob: Oid) -> JobFile {
+    let repo_path = if dir.is_empty() {
+        rel_path.clone()
+    } else {
+        format!("{dir}/{rel_path}")
+    };
+    JobFile {
+        rel_path,
+        repo_path,
+        blob,
+    }
+}
