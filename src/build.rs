@@ -1466,6 +1466,33 @@ mod tests {
         assert!(pwd.trim_end().ends_with("/src/app"), "{pwd}");
     }
 
+    #[tokio::test]
+    async fn the_capped_log_keeps_bounded_memory_and_the_last_lines() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("log");
+        let mut file = tokio::fs::File::create(&path).await.unwrap();
+        let cap = 200_000;
+        let mut log = CappedLog::new(cap);
+        let chunk = b"0123456789abcdef\n".repeat(1000);
+        for i in 0..2_000 {
+            log.write(&mut file, &chunk).await;
+            // Odd-sized pieces too.
+            log.write(&mut file, format!("piece {i}\n").as_bytes())
+                .await;
+            assert!(
+                log.tail.capacity() <= 4 * CHUNK,
+                "tail grew to {}",
+                log.tail.capacity()
+            );
+        }
+        log.write(&mut file, b"the end\n").await;
+        log.finish(&mut file).await;
+        drop(file);
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size <= cap, "{size}");
+        assert_eq!(log_tail(&path, 2), "piece 1999\nthe end");
+    }
+
     #[test]
     fn the_key_covers_every_input() {
         let k = |repo, commit, dir, cmd, glob| build_key(repo, commit, dir, cmd, glob);

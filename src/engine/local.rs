@@ -66,6 +66,8 @@ struct Children {
 
 /// One child of this instance.
 struct Child {
+    /// The store's run id.
+    run_id: i64,
     /// Its start time in ticks since boot (0 if `/proc` could not be read at spawn).
     start_ticks: u64,
     /// `None` while running; how it ended once it has.
@@ -100,7 +102,7 @@ impl LocalEngine {
             .iter()
             .filter(|(_, c)| c.ended.borrow().is_none())
             .map(|(pid, c)| RunHandle {
-                run_id: 0,
+                run_id: c.run_id,
                 engine_id: pid.to_string(),
                 start_ticks: Some(c.start_ticks),
             })
@@ -343,6 +345,9 @@ impl Engine for LocalEngine {
             std::io::ErrorKind::PermissionDenied => EngineError::Refused(format!(
                 "program {program:?} (params.command[0]) is not executable: {e}"
             )),
+            std::io::ErrorKind::InvalidInput => EngineError::Refused(format!(
+                "params.command or params.environment cannot be passed to a process: {e}"
+            )),
             _ => EngineError::Other(format!("cannot start {program:?}: {e}")),
         })?;
         let Some(pid) = child.id() else {
@@ -359,6 +364,7 @@ impl Engine for LocalEngine {
             children.by_pid.insert(
                 pid,
                 Child {
+                    run_id: req.run_id,
                     start_ticks,
                     ended: ended_rx,
                     stopping: false,
@@ -695,6 +701,26 @@ mod tests {
         assert_eq!(exit.status, RunStatus::Failed(STOPPED.into()));
         // Stopping again, or a run that already ended, is fine.
         engine.stop(&h, Duration::from_secs(1)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn what_a_run_leaves_behind_goes_with_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pidfile = tmp.path().join("left.pid");
+        let engine = LocalEngine::new();
+        let mut rx = engine.take_exits().unwrap();
+        let script = format!("sleep 100 & echo $! > {}", pidfile.display());
+        let h = engine
+            .submit(request(tmp.path(), 12, argv(&["sh", "-c", &script])))
+            .await
+            .unwrap();
+        let _reaper = Reaper(vec![pid_of(&h)]);
+        assert_eq!(engine.running().len(), 1);
+        assert_eq!(engine.running()[0].run_id, 12);
+        assert_eq!(next_exit(&mut rx).await.status, RunStatus::Succeeded);
+        let left: u32 = wait_line(&pidfile).await.parse().unwrap();
+        assert!(wait_gone(left).await, "pid {left} outlived its run");
+        assert!(engine.running().is_empty());
     }
 
     #[tokio::test]
