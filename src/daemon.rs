@@ -81,15 +81,12 @@ pub async fn run(
     let mut engines: HashMap<EngineKind, Arc<dyn Engine>> = HashMap::new();
     engines.insert(EngineKind::Local, local.clone());
     let projects = Arc::new(ProjectRepos::new(&state_dir, crate::repo::Credentials::from_settings(&settings.repo)));
-    let builder = Builder::new(
-        BuildConfig {
-            state_dir: state_dir.clone(),
-            max_concurrent: settings.build.max_concurrent,
-            timeout: settings.build.timeout,
-            max_log_bytes: crate::build::DEFAULT_MAX_LOG_BYTES,
-        },
-        projects.clone(),
-    );
+    let builder = Builder::new(BuildConfig {
+        state_dir: state_dir.clone(),
+        max_concurrent: settings.build.max_concurrent,
+        timeout: settings.build.timeout,
+        max_log_bytes: crate::build::DEFAULT_MAX_LOG_BYTES,
+    });
     let ctx = Arc::new(Context {
         settings: settings.clone(),
         store: store.clone(),

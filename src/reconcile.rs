@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::build::{Artifact, BuildRequest, Builder};
+use crate::build::{Artifact, BuildRequest, Builder, SourceCheckout};
 use crate::engine::{Engine, EngineError, RunExit, RunHandle, RunStatus, SubmitRequest};
 use crate::plan::{Action, diff_specs};
 use crate::repo::ProjectRepos;
@@ -438,6 +438,7 @@ impl Actor {
             dir: project.dir.clone(),
             command: project.build.clone(),
             artifact_glob: project.artifact.clone(),
+            source: self.ctx.projects.clone(),
         };
         let artifact = self.ctx.builder.build(req).await.map_err(|e| e.to_string())?;
         self.event("built", None, &format!("artifact {}", artifact.path.display()));
@@ -468,7 +469,11 @@ impl Actor {
         let secrets_dir = self.ctx.settings.secrets_dir.as_deref();
         let params = spec::resolve_secrets(&spec.params, secrets_dir).map_err(|e| e.to_string())?;
         let secrets = spec::secret_values(&spec.params, secrets_dir);
-        let checkout = artifact.map(|a| a.checkout.clone());
+        // The working folder of a run with a project: the artifact when it is a folder, else the
+        // folder holding it.
+        let checkout = artifact.map(|a| {
+            if a.path.is_dir() { a.path.clone() } else { a.path.parent().unwrap_or(&a.path).to_path_buf() }
+        });
         Ok((
             SubmitRequest {
                 job: self.name.clone(),
@@ -723,6 +728,13 @@ pub fn project_url(config_repo: &str, project_repo: &str) -> String {
         return joined.canonicalize().unwrap_or(joined).to_string_lossy().into_owned();
     }
     project_repo.to_string()
+}
+
+impl SourceCheckout for ProjectRepos {
+    fn checkout(&self, repo: &str, commit: &str, dest: &std::path::Path) -> Result<(), String> {
+        let id = crate::repo::Oid::from_str(commit).map_err(|e| format!("bad commit id {commit}: {e}"))?;
+        ProjectRepos::checkout(self, repo, id, dest).map_err(|e| e.to_string())
+    }
 }
 
 fn applied_of(row: &JobRow) -> Option<(JobSpec, String, Option<Artifact>)> {

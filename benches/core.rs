@@ -1,0 +1,266 @@
+//! Benchmarks of the main path (`cargo bench --bench core`), each against a baseline measured in
+//! the same run where one exists. Prints a markdown table for docs/BENCHMARKS.md.
+//!
+//! - push → local job running: p50/p99 over N pushes, the daemon in-process;
+//! - `jobkeeper plan` for a one-file change in a 10,000-job repo vs `git diff-tree -r`;
+//! - cold start over 10,000 suspended jobs: time to `/readyz` 200 and peak RSS, first start
+//!   (empty state) and restart (state present).
+//!
+//! Environment: `BENCH_PUSHES` (default 30), `BENCH_JOBS` (default 10000), `BENCH_ONLY`
+//! (`push`, `plan`, `start`: run one).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use jobkeeper::store::Store;
+use tokio_util::sync::CancellationToken;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@example.com")
+        .env("GIT_COMMITTER_NAME", "Bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@example.com")
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| !r.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// A bare config repo with `jobs` job files made by `job(i)`, written with `git fast-import`.
+fn make_repo(root: &Path, jobs: usize, job: impl Fn(usize) -> String) -> (PathBuf, PathBuf) {
+    let bare = root.join("config.git");
+    let work = root.join("config");
+    std::fs::create_dir_all(&bare).unwrap();
+    git(&bare, &["init", "-q", "--bare", "-b", "main"]);
+    let mut fi = Command::new("git")
+        .args(["fast-import", "--quiet"])
+        .current_dir(&bare)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let stdin = fi.stdin.as_mut().unwrap();
+        let mut buf = Vec::new();
+        let msg = "many jobs";
+        write!(buf, "commit refs/heads/main\ncommitter Bench <bench@example.com> 1700000000 +0000\ndata {}\n{msg}\n", msg.len()).unwrap();
+        for i in 0..jobs {
+            let body = job(i);
+            write!(buf, "M 100644 inline jobs/team-{}/job-{i:05}.yaml\ndata {}\n{body}\n", i % 50, body.len()).unwrap();
+        }
+        stdin.write_all(&buf).unwrap();
+    }
+    assert!(fi.wait().unwrap().success());
+    git(root, &["clone", "-q", bare.to_str().unwrap(), work.to_str().unwrap()]);
+    (bare, work)
+}
+
+fn config(root: &Path, bare: &Path, listen: &str) -> PathBuf {
+    let text = format!(
+        "repo: {{url: {}, branch: main, path: jobs, poll: 60s}}\nstate_dir: {}\nlisten: {listen}\n\
+         envs:\n  dev: {{engine: local}}\n",
+        bare.display(),
+        root.join("state").display()
+    );
+    let p = root.join("config.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn bench_push(pushes: usize) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (bare, work) = make_repo(root, 1, |_| "env: dev\nparams: {command: [sleep, \"1000\"]}".into());
+    let cfg = config(root, &bare, "127.0.0.1:0");
+    let settings = jobkeeper::settings::load(&cfg).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let job = "team-0/job-00000";
+    let path = work.join("jobs/team-0/job-00000.yaml");
+    let (samples, with_push) = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cancel = CancellationToken::new();
+        let daemon = tokio::spawn(jobkeeper::daemon::run(settings, listener, cancel.clone()));
+        let db = root.join("state/jobkeeper.db");
+        while !db.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let store = Store::open(&db).unwrap();
+        let live_pid = |store: &Store| -> Option<(i64, u32)> {
+            let runs = store.runs(job, 1).ok()?;
+            let r = runs.first().filter(|r| r.state == "running")?;
+            let v: serde_json::Value = serde_json::from_str(r.handle.as_deref()?).ok()?;
+            let pid = v["engine_id"].as_str()?.parse().ok()?;
+            alive(pid).then_some((r.id, pid))
+        };
+        let wait_new = |store: &Store, after: i64| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Some((id, _)) = live_pid(store).filter(|(id, _)| *id > after) {
+                    return id;
+                }
+                assert!(Instant::now() < deadline, "job did not start");
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        };
+        let mut last = wait_new(&store, 0);
+        let mut samples = Vec::new();
+        let mut with_push = Vec::new();
+        for i in 0..pushes {
+            std::fs::write(&path, format!("env: dev\nparams: {{command: [sleep, \"{}\"]}}\n", 2000 + i)).unwrap();
+            git(&work, &["commit", "-qam", "change"]);
+            let t0 = Instant::now();
+            git(&work, &["push", "-q", "origin", "main"]);
+            let pushed = Instant::now();
+            last = tokio::task::block_in_place(|| wait_new(&store, last));
+            samples.push(pushed.elapsed());
+            with_push.push(t0.elapsed());
+        }
+        cancel.cancel();
+        daemon.await.unwrap().unwrap();
+        (samples, with_push)
+    });
+    let mut s = samples;
+    s.sort();
+    let mut w = with_push;
+    w.sort();
+    vec![
+        format!(
+            "| push → local job running (from `git push` returning), {pushes} pushes | p50 {} · p99 {} | p50 ≤ 100 ms |",
+            ms(percentile(&s, 0.5)),
+            ms(percentile(&s, 0.99))
+        ),
+        format!(
+            "| same, including the `git push` command itself | p50 {} · p99 {} | |",
+            ms(percentile(&w, 0.5)),
+            ms(percentile(&w, 0.99))
+        ),
+    ]
+}
+
+fn time_cmd(mut cmd: Command) -> Duration {
+    let t = Instant::now();
+    let out = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+    assert!(out.code().is_some());
+    t.elapsed()
+}
+
+fn bench_plan(jobs: usize) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_bare, work) = make_repo(tmp.path(), jobs, |i| {
+        format!("env: dev\nparams: {{command: [sleep, \"{i}\"]}}\nrestart: {{attempts: 3}}")
+    });
+    std::fs::write(work.join("jobs/team-7/job-00007.yaml"), "env: dev\nparams: {command: [sleep, \"8\"]}\n").unwrap();
+    git(&work, &["commit", "-qam", "one change"]);
+    let runs = 30;
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_jobkeeper"));
+        c.args(["plan", "--repo", work.to_str().unwrap(), "--from", "HEAD~1", "--to", "HEAD"]);
+        ours.push(time_cmd(c));
+        let mut g = Command::new("git");
+        g.args(["diff-tree", "-r", "HEAD~1", "HEAD"]).current_dir(&work);
+        base.push(time_cmd(g));
+    }
+    ours.sort();
+    base.sort();
+    let (o, b) = (percentile(&ours, 0.5), percentile(&base, 0.5));
+    vec![format!(
+        "| `jobkeeper plan` one-file change, {jobs}-job repo vs `git diff-tree -r` (medians of {runs}) | {} vs {} = **{:.2}×** | ≤ 2× |",
+        ms(o),
+        ms(b),
+        o.as_secs_f64() / b.as_secs_f64()
+    )]
+}
+
+fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn ready(port: u16) -> bool {
+    use std::io::Read;
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.1 200")
+}
+
+fn bench_start(jobs: usize) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bare, _work) = make_repo(tmp.path(), jobs, |i| {
+        format!("env: dev\nsuspend: true\nparams: {{command: [sleep, \"{i}\"]}}")
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = config(tmp.path(), &bare, &format!("127.0.0.1:{port}"));
+    let mut out = Vec::new();
+    for label in ["first start (empty state: fetch, parse, store)", "restart (state present)"] {
+        let t = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        while !ready(port) {
+            assert!(t.elapsed() < Duration::from_secs(120), "not ready");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let took = t.elapsed();
+        std::thread::sleep(Duration::from_millis(300));
+        let rss = peak_rss_kb(child.id());
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = child.wait();
+        out.push(format!(
+            "| cold start over {jobs} suspended jobs, {label} | ready in {} · peak RSS {:.1} MB | ≤ 1 s, ≤ 100 MB |",
+            ms(took),
+            rss as f64 / 1024.0
+        ));
+    }
+    out
+}
+
+fn main() {
+    let only = std::env::var("BENCH_ONLY").ok();
+    let want = |k: &str| only.as_deref().is_none_or(|o| o == k);
+    let pushes = std::env::var("BENCH_PUSHES").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let jobs = std::env::var("BENCH_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let mut rows = Vec::new();
+    if want("push") {
+        rows.extend(bench_push(pushes));
+    }
+    if want("plan") {
+        rows.extend(bench_plan(jobs));
+    }
+    if want("start") {
+        rows.extend(bench_start(jobs));
+    }
+    println!("| what | measured | goal |\n|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+}

@@ -1,0 +1,236 @@
+//! Helpers for end-to-end tests: real git repos (bare + work tree) with real commits and pushes,
+//! the daemon run in-process on a free loopback port, and bounded waits.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use jobkeeper::store::{EventRow, JobRow, RunRow, Store};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A bare repo and a work tree cloned from it.
+pub struct Git {
+    pub bare: PathBuf,
+    pub work: PathBuf,
+}
+
+pub fn git_in(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Ann Operator")
+        .env("GIT_AUTHOR_EMAIL", "ann@example.com")
+        .env("GIT_COMMITTER_NAME", "Ann Operator")
+        .env("GIT_COMMITTER_EMAIL", "ann@example.com")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Git {
+    /// A new bare repo `name.git` under `root` and its clone `name`.
+    pub fn new(root: &Path, name: &str) -> Git {
+        let bare = root.join(format!("{name}.git"));
+        let work = root.join(name);
+        std::fs::create_dir_all(&bare).unwrap();
+        git_in(&bare, &["init", "-q", "--bare", "-b", "main"]);
+        git_in(root, &["clone", "-q", bare.to_str().unwrap(), work.to_str().unwrap()]);
+        git_in(&work, &["checkout", "-q", "-b", "main"]);
+        Git { bare, work }
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        git_in(&self.work, args)
+    }
+
+    pub fn write(&self, rel: &str, content: &str) -> &Self {
+        let p = self.work.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+        self
+    }
+
+    pub fn remove(&self, rel: &str) -> &Self {
+        std::fs::remove_file(self.work.join(rel)).unwrap();
+        self
+    }
+
+    /// Commits everything; returns the commit id.
+    pub fn commit(&self, msg: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", msg]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    pub fn push(&self) {
+        self.git(&["push", "-q", "origin", "HEAD:main"]);
+    }
+
+    pub fn force_push(&self) {
+        self.git(&["push", "-q", "--force", "origin", "HEAD:main"]);
+    }
+
+    /// Commits and pushes; returns the commit id.
+    pub fn commit_push(&self, msg: &str) -> String {
+        let id = self.commit(msg);
+        self.push();
+        id
+    }
+}
+
+/// A daemon running in-process.
+pub struct Daemon {
+    pub cancel: CancellationToken,
+    pub handle: Option<JoinHandle<Result<(), jobkeeper::daemon::DaemonError>>>,
+    pub state_dir: PathBuf,
+    pub addr: std::net::SocketAddr,
+    pub store: Store,
+}
+
+/// A daemon config for tests: the bare repo as config repo, state under `root/state`.
+pub fn config(root: &Path, git: &Git, extra: &str) -> String {
+    format!(
+        "repo:\n  url: {}\n  branch: main\n  path: jobs\n  poll: 1s\nstate_dir: {}\nlisten: 127.0.0.1:0\n\
+         restart: {{attempts: 3, window: 1h, backoff: 1s, max_backoff: 2s}}\n\
+         envs:\n  dev: {{engine: local, vars: {{WHO: world}}}}\n{extra}",
+        git.bare.display(),
+        root.join("state").display()
+    )
+}
+
+pub async fn start(root: &Path, config_text: &str) -> Daemon {
+    let path = root.join("config.yaml");
+    std::fs::write(&path, config_text).unwrap();
+    let settings = jobkeeper::settings::load(&path).unwrap_or_else(|d| {
+        panic!("config: {}", jobkeeper::diag::render(&d));
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state_dir = settings.state_dir.clone();
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn(jobkeeper::daemon::run(settings, listener, cancel.clone()));
+    let db = state_dir.join("jobkeeper.db");
+    wait_for("the store file", Duration::from_secs(10), || db.exists()).await;
+    let store = Store::open(&db).unwrap();
+    Daemon { cancel, handle: Some(handle), state_dir, addr, store }
+}
+
+impl Daemon {
+    /// Graceful stop: local runs are stopped with the daemon.
+    pub async fn stop(&mut self) {
+        self.cancel.cancel();
+        if let Some(h) = self.handle.take() {
+            tokio::time::timeout(Duration::from_secs(30), h)
+                .await
+                .expect("daemon stops within 30 s")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    pub fn job(&self, name: &str) -> Option<JobRow> {
+        self.store.job(name).unwrap()
+    }
+
+    pub fn runs(&self, name: &str) -> Vec<RunRow> {
+        self.store.runs(name, 100).unwrap()
+    }
+
+    pub fn live_runs(&self, name: &str) -> Vec<RunRow> {
+        self.runs(name).into_iter().filter(|r| r.state == "running").collect()
+    }
+
+    pub fn events(&self, name: &str) -> Vec<EventRow> {
+        self.store.events(Some(name), 100).unwrap()
+    }
+
+    pub fn has_event(&self, name: &str, kind: &str) -> bool {
+        self.events(name).iter().any(|e| e.kind == kind)
+    }
+
+    /// Waits until the job has exactly one live run and returns its pid.
+    pub async fn running_pid(&self, name: &str) -> u32 {
+        let mut pid = 0;
+        wait_for(&format!("{name} running"), Duration::from_secs(20), || {
+            let live = self.live_runs(name);
+            if live.len() == 1 {
+                pid = pid_of(&live[0]);
+                pid != 0 && alive(pid)
+            } else {
+                false
+            }
+        })
+        .await;
+        pid
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr, path).await
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+pub fn pid_of(run: &RunRow) -> u32 {
+    run.handle
+        .as_deref()
+        .and_then(|h| serde_json::from_str::<serde_json::Value>(h).ok())
+        .and_then(|v| v["engine_id"].as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// True while a process with this pid exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+pub fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " ").trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Polls `cond` every 20 ms until it holds; panics after `limit`.
+pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A minimal HTTP/1.1 GET over loopback.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
+}
+
+/// A service job running `sleep SECS`.
+pub fn sleeper(secs: u32) -> String {
+    format!("env: dev\nparams:\n  command: [\"sleep\", \"{secs}\"]\n")
+}

@@ -1,0 +1,168 @@
+//! End to end on the local engine: real git repos and pushes, the daemon in-process, real child
+//! processes checked by PID.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_becomes_a_running_job_and_changes_redeploy_only_what_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = Git::new(tmp.path(), "config");
+    git.write("jobs/a.yaml", &sleeper(300)).write("jobs/team/b.yaml", &sleeper(301));
+    let c1 = git.commit_push("add a and b");
+    let d = start(tmp.path(), &config(tmp.path(), &git, "")).await;
+
+    let pid_a = d.running_pid("a").await;
+    let pid_b = d.running_pid("team/b").await;
+    assert!(cmdline(pid_a).contains("sleep 300"), "{}", cmdline(pid_a));
+    assert!(cmdline(pid_b).contains("sleep 301"));
+    wait_for("ready", Duration::from_secs(5), || d.store.applied_commit().unwrap() == Some(c1.clone())).await;
+    assert_eq!(d.get("/readyz").await.0, 200);
+    assert_eq!(d.get("/healthz").await.0, 200);
+    let ev = d.events("a");
+    let deployed = ev.iter().find(|e| e.kind == "deployed").expect("deployed event");
+    assert_eq!(deployed.author.as_deref(), Some("Ann Operator <ann@example.com>"));
+    assert_eq!(deployed.subject.as_deref(), Some("add a and b"));
+
+    // Change a's params: a is redeployed, b is untouched.
+    git.write("jobs/a.yaml", &sleeper(302));
+    git.commit_push("a sleeps longer");
+    wait_for("old a stopped", Duration::from_secs(15), || !alive(pid_a)).await;
+    let new_a = d.running_pid("a").await;
+    assert_ne!(new_a, pid_a);
+    assert!(cmdline(new_a).contains("sleep 302"));
+    assert!(alive(pid_b), "b must not be touched by a change to a");
+    assert_eq!(d.runs("team/b").len(), 1);
+
+    // A change only to `restart` applies in place: same process.
+    git.write("jobs/a.yaml", &format!("{}restart: {{attempts: 7}}\n", sleeper(302)));
+    let c3 = git.commit_push("more attempts for a");
+    wait_for("c3 applied", Duration::from_secs(10), || d.store.applied_commit().unwrap() == Some(c3.clone())).await;
+    wait_for("in-place event", Duration::from_secs(10), || d.has_event("a", "updated")).await;
+    assert!(alive(new_a));
+    assert_eq!(d.live_runs("a").len(), 1);
+
+    // Removal stops the job and keeps its history.
+    git.remove("jobs/team/b.yaml");
+    git.commit_push("remove b");
+    wait_for("b stopped", Duration::from_secs(15), || !alive(pid_b)).await;
+    wait_for("b state stopped", Duration::from_secs(5), || d.job("team/b").unwrap().state == "stopped").await;
+    assert_eq!(d.runs("team/b").len(), 1, "history kept");
+    assert!(alive(new_a));
+    let mut d = d;
+    d.stop().await;
+    assert!(!alive(new_a), "local runs stop with the daemon");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_with_one_broken_and_one_good_change_applies_the_good_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = Git::new(tmp.path(), "config");
+    git.write("jobs/a.yaml", &sleeper(300)).write("jobs/b.yaml", &sleeper(301));
+    git.commit_push("two jobs");
+    let d = start(tmp.path(), &config(tmp.path(), &git, "")).await;
+    let pid_a = d.running_pid("a").await;
+    let pid_b = d.running_pid("b").await;
+
+    git.write("jobs/a.yaml", "env: dev\nparams:\n  command: [\"sleep\", \"303\"]\nrestrat: {}\n");
+    git.write("jobs/b.yaml", &sleeper(304));
+    git.write("jobs/c.yaml", "env: nowhere\nparams: {command: [\"true\"]}\n");
+    let c2 = git.commit_push("break a, change b, add a bad c");
+    wait_for("b redeployed", Duration::from_secs(15), || !alive(pid_b)).await;
+    let new_b = d.running_pid("b").await;
+    assert!(cmdline(new_b).contains("sleep 304"));
+    assert!(alive(pid_a), "the previous version of an invalid job keeps running");
+    assert_eq!(d.runs("a").len(), 1);
+
+    let a = d.job("a").unwrap();
+    let invalid = a.invalid.expect("a's problems recorded");
+    assert!(invalid.contains("jobs/a.yaml:4:1: unknown field `restrat`"), "{invalid}");
+    assert_eq!(a.state, "running");
+    let ev = d.events("a");
+    let inv = ev.iter().find(|e| e.kind == "invalid").expect("invalid event");
+    assert_eq!(inv.commit_id.as_deref(), Some(c2.as_str()));
+    assert!(inv.message.contains("jobs/a.yaml:4:1"), "{}", inv.message);
+
+    let c = d.job("c").unwrap();
+    assert_eq!(c.state, "invalid");
+    assert!(c.invalid.unwrap().contains("jobs/c.yaml:1:6"));
+    assert!(d.runs("c").is_empty());
+
+    // Fixing the file applies it.
+    git.write("jobs/a.yaml", &sleeper(305));
+    git.commit_push("fix a");
+    wait_for("a redeployed", Duration::from_secs(15), || !alive(pid_a)).await;
+    assert!(cmdline(d.running_pid("a").await).contains("sleep 305"));
+    assert!(d.job("a").unwrap().invalid.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_push_and_rename_converge_to_the_new_tip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = Git::new(tmp.path(), "config");
+    git.write("jobs/a.yaml", &sleeper(300));
+    let base = git.commit_push("a");
+    git.write("jobs/b.yaml", &sleeper(301));
+    git.commit_push("b");
+    let d = start(tmp.path(), &config(tmp.path(), &git, "")).await;
+    let pid_a = d.running_pid("a").await;
+    let pid_b = d.running_pid("b").await;
+
+    // Rewrite history: drop the commit that added b, rename a to c.
+    git.git(&["reset", "-q", "--hard", &base]);
+    git.git(&["mv", "jobs/a.yaml", "jobs/c.yaml"]);
+    let tip = git.commit("rename a to c");
+    git.force_push();
+    wait_for("applied", Duration::from_secs(10), || d.store.applied_commit().unwrap() == Some(tip.clone())).await;
+    wait_for("a and b stopped", Duration::from_secs(15), || !alive(pid_a) && !alive(pid_b)).await;
+    let pid_c = d.running_pid("c").await;
+    assert!(cmdline(pid_c).contains("sleep 300"));
+    wait_for("states", Duration::from_secs(5), || {
+        d.job("a").unwrap().state == "stopped" && d.job("b").unwrap().state == "stopped"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_that_fail_time_out_or_match_wrong_artifacts_leave_the_running_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = Git::new(tmp.path(), "app");
+    project.write("app/run.sh", "echo started; exec sleep 300\n");
+    project.commit_push("app");
+    let git = Git::new(tmp.path(), "config");
+    let job = |build: &str, artifact: &str| {
+        format!(
+            "project:\n  repo: {}\n  dir: app\n  build: {build}\n  artifact: \"{artifact}\"\nenv: dev\nparams:\n  command: [\"sh\", \"{{artifact}}\"]\n",
+            project.bare.display()
+        )
+    };
+    git.write("jobs/app.yaml", &job("mkdir -p out && cp run.sh out/app-1.sh", "out/app-*.sh"));
+    git.commit_push("app job");
+    let extra = "build: {max_concurrent: 1, timeout: 2s}\n";
+    let d = start(tmp.path(), &config(tmp.path(), &git, extra)).await;
+    let pid = d.running_pid("app").await;
+    assert!(cmdline(pid).contains("artifacts/"), "runs the cached artifact: {}", cmdline(pid));
+
+    let cases = [
+        (job("echo compiling; exit 7", "out/*.sh"), "compiling"),
+        (job("sleep 30", "out/*.sh"), "timed out"),
+        (job("mkdir -p out", "out/*.jar"), "out/*.jar"),
+        (job("mkdir -p out && touch out/x.sh out/y.sh", "out/*.sh"), "out/x.sh"),
+    ];
+    for (i, (spec, expect)) in cases.iter().enumerate() {
+        let before = d.events("app").iter().filter(|e| e.kind == "build_failed").count();
+        git.write("jobs/app.yaml", spec);
+        git.commit_push(&format!("case {i}"));
+        wait_for(&format!("build_failed {i}"), Duration::from_secs(20), || {
+            d.events("app").iter().filter(|e| e.kind == "build_failed").count() > before
+        })
+        .await;
+        let ev = d.events("app").into_iter().find(|e| e.kind == "build_failed").unwrap();
+        assert!(ev.message.contains(expect), "case {i}: {}", ev.message);
+        assert!(alive(pid), "case {i}: the running version is untouched");
+        assert_eq!(d.live_runs("app").len(), 1);
+    }
+}
