@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+#[allow(unused_imports)]
 use crate::diag::Diagnostic;
 use crate::settings::Settings;
 
