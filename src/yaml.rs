@@ -496,7 +496,14 @@ impl Checker {
     }
 
     fn type_error(&mut self, node: &Node, name: &str, expected: &str) {
-        let msg = format!("`{name}`: expected {expected}, found {}", node.kind_name());
+        let msg = if name.is_empty() {
+            format!(
+                "expected {expected} of fields at the top level, found {}",
+                node.kind_name()
+            )
+        } else {
+            format!("`{name}`: expected {expected}, found {}", node.kind_name())
+        };
         self.error(node, msg);
     }
 
@@ -545,8 +552,16 @@ impl Checker {
         }
     }
 
-    /// Reports a missing required field of a mapping.
+    /// Reports a missing required field of a mapping, unless an unknown key of the mapping
+    /// was already reported as a likely misspelling of it.
     pub fn missing(&mut self, fields: &Fields<'_>, name: &str, hint: &str) {
+        if fields
+            .entries
+            .iter()
+            .any(|(k, _)| *k != name && did_you_mean(k, &[name]).is_some())
+        {
+            return;
+        }
         let msg = format!("missing required field `{name}` ({hint})");
         self.error(fields.node, msg);
     }
