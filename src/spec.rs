@@ -2,6 +2,12 @@
 //!
 //! Parsing goes through [`crate::yaml`]'s located tree so that every problem names
 //! `path:line:column`, and all problems of a file are reported at once.
+//!
+//! Strings of `params` and `project` may hold placeholders: `${var:NAME}` is replaced from the
+//! env's `vars` when a daemon config is given ([`Context`]), and `${secret:NAME}` stays as
+//! written until [`resolve_secrets`] reads it at submit time; any other `${...}` is an error.
+//! This module also owns job names ([`check_name`]), secret masking ([`mask_secrets`]) and the
+//! job file's JSON Schema ([`json_schema`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

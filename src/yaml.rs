@@ -755,9 +755,28 @@ mod tests {
 
     #[test]
     fn syntax_error_at_marker() {
-        let out = err("a: [1, 2\nb: 3\n");
-        assert!(out.starts_with("f.yaml:"), "{out}");
-        assert!(out.contains("invalid YAML"), "{out}");
+        assert_eq!(
+            err("a: b: c\n"),
+            "f.yaml:1:5: invalid YAML: mapping values are not allowed in this context\n"
+        );
+        assert_eq!(
+            err("a:\n\t- x\n"),
+            "f.yaml:2:2: invalid YAML: tabs disallowed within this context (block indentation)\n"
+        );
+        assert_eq!(
+            err("a: *nope\n"),
+            "f.yaml:1:4: invalid YAML: while parsing node, found unknown anchor\n"
+        );
+    }
+
+    #[test]
+    fn tags_and_bom() {
+        let root = parse("f.yaml", "\u{feff}a: !!str 5\n").expect("valid");
+        let Value::Map(e) = &root.value else {
+            panic!("mapping")
+        };
+        assert_eq!(e[0].1.scalar().map(|s| s.kind), Some(ScalarKind::String));
+        assert_eq!((e[0].1.line, e[0].1.column), (1, 4));
     }
 
     #[test]
