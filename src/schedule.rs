@@ -140,10 +140,20 @@ impl Schedule {
         let cron = parser
             .parse(&pattern)
             .map_err(|e| format!("invalid cron expression: {e}"))?;
-        Ok(Schedule {
+        let schedule = Schedule {
             expr: expr.to_string(),
             cron,
-        })
+        };
+        // A pattern such as `0 0 30 2 *` is valid syntax but never fires; say so now.
+        let probe = chrono::TimeZone::with_ymd_and_hms(&Tz::UTC, 2024, 1, 1, 0, 0, 0).single();
+        if let Some(t) = probe
+            && schedule.next_after(t).is_none()
+        {
+            return Err(format!(
+                "`{trimmed}` never matches a date (check day-of-month against month)"
+            ));
+        }
+        Ok(schedule)
     }
 
     /// The expression as written.
@@ -393,8 +403,13 @@ mod tests {
     }
 
     #[test]
-    fn impossible_date_has_no_next() {
-        let s = Schedule::parse("0 0 30 2 *").expect("syntactically valid");
-        assert_eq!(s.next_after(at(Tz::UTC, 2024, 1, 1, 0, 0, 0)), None);
+    fn impossible_date_is_refused_and_leap_day_is_not() {
+        let err = Schedule::parse("0 0 30 2 *").expect_err("never fires");
+        assert_eq!(
+            err,
+            "`0 0 30 2 *` never matches a date (check day-of-month against month)"
+        );
+        let t = at(Tz::UTC, 2025, 1, 1, 0, 0, 0);
+        assert_eq!(next("0 0 29 2 *", t), at(Tz::UTC, 2028, 2, 29, 0, 0, 0));
     }
 }
