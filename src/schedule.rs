@@ -1,1 +1,415 @@
-//! schedule (to be written)
+//! Cron schedules of batch jobs, with crontab's meaning, evaluated in a time zone.
+//!
+//! An expression has crontab's five fields (minute hour day-of-month month day-of-week), or six
+//! with a leading seconds field, or is one of the macros `@yearly`, `@annually`, `@monthly`,
+//! `@weekly`, `@daily`, `@midnight`, `@hourly`. Fields take numbers, `*`, ranges `a-b`, steps
+//! `/n` and lists `a,b`; months and weekdays also take names (`JAN`, `MON`). Weekday 0 and 7 are
+//! Sunday. As in crontab, when both day-of-month and day-of-week are restricted (neither starts
+//! with `*`), a day matching either one matches; otherwise both must match.
+//!
+//! Matching is done by the `croner` crate; this module checks the expression against crontab's
+//! syntax first (croner accepts extensions such as `L`, `W`, `#` and `?` that crontab does not)
+//! and sets croner's day-of-month/day-of-week combination to crontab's rule.
+
+use chrono::DateTime;
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+
+/// A parsed cron expression.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// The expression as written.
+    expr: String,
+    /// The croner pattern it was translated to.
+    cron: Cron,
+}
+
+/// Month names, 1-based.
+const MONTHS: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+/// Weekday names, Sunday = 0.
+const WEEKDAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+/// One field's name, range and names.
+struct Field {
+    name: &'static str,
+    min: u32,
+    max: u32,
+    names: &'static [&'static str],
+    /// Value of the first name (1 for months, 0 for weekdays).
+    name_base: u32,
+}
+
+const SECOND: Field = Field {
+    name: "second",
+    min: 0,
+    max: 59,
+    names: &[],
+    name_base: 0,
+};
+const MINUTE: Field = Field {
+    name: "minute",
+    min: 0,
+    max: 59,
+    names: &[],
+    name_base: 0,
+};
+const HOUR: Field = Field {
+    name: "hour",
+    min: 0,
+    max: 23,
+    names: &[],
+    name_base: 0,
+};
+const DOM: Field = Field {
+    name: "day-of-month",
+    min: 1,
+    max: 31,
+    names: &[],
+    name_base: 0,
+};
+const MONTH: Field = Field {
+    name: "month",
+    min: 1,
+    max: 12,
+    names: &MONTHS,
+    name_base: 1,
+};
+const DOW: Field = Field {
+    name: "day-of-week",
+    min: 0,
+    max: 7,
+    names: &WEEKDAYS,
+    name_base: 0,
+};
+
+impl Schedule {
+    /// Parses a crontab expression; the error says what is wrong and what is allowed.
+    pub fn parse(expr: &str) -> Result<Schedule, String> {
+        let trimmed = expr.trim();
+        if trimmed.is_empty() {
+            return Err("empty schedule; expected five cron fields like `30 2 * * *`".into());
+        }
+        let expanded = if let Some(mac) = trimmed.strip_prefix('@') {
+            match mac.to_ascii_lowercase().as_str() {
+                "yearly" | "annually" => "0 0 1 1 *",
+                "monthly" => "0 0 1 * *",
+                "weekly" => "0 0 * * 0",
+                "daily" | "midnight" => "0 0 * * *",
+                "hourly" => "0 * * * *",
+                _ => {
+                    return Err(format!(
+                        "unknown macro `{trimmed}`; expected one of @yearly, @annually, \
+                         @monthly, @weekly, @daily, @midnight, @hourly"
+                    ));
+                }
+            }
+        } else {
+            trimmed
+        };
+        let parts: Vec<&str> = expanded.split_whitespace().collect();
+        let fields: &[Field] = match parts.len() {
+            5 => &[MINUTE, HOUR, DOM, MONTH, DOW],
+            6 => &[SECOND, MINUTE, HOUR, DOM, MONTH, DOW],
+            n => {
+                return Err(format!(
+                    "expected 5 fields (minute hour day-of-month month day-of-week) or 6 with \
+                     a leading seconds field, found {n}"
+                ));
+            }
+        };
+        let mut numeric = Vec::with_capacity(parts.len());
+        for (part, field) in parts.iter().zip(fields) {
+            numeric.push(check_field(part, field)?);
+        }
+        if numeric.len() == 5 {
+            numeric.insert(0, "0".to_string());
+        }
+        // crontab: a field starting with `*` counts as unrestricted; with one unrestricted the
+        // other decides (AND), with both restricted either matches (OR).
+        let dom_star = parts[parts.len() - 3].starts_with('*');
+        let dow_star = parts[parts.len() - 1].starts_with('*');
+        let parser = CronParser::builder()
+            .seconds(Seconds::Required)
+            .year(Year::Disallowed)
+            .dom_and_dow(dom_star || dow_star)
+            .build();
+        let pattern = numeric.join(" ");
+        let cron = parser
+            .parse(&pattern)
+            .map_err(|e| format!("invalid cron expression: {e}"))?;
+        let schedule = Schedule {
+            expr: expr.to_string(),
+            cron,
+        };
+        // A pattern such as `0 0 30 2 *` is valid syntax but never fires; say so now.
+        let probe = chrono::TimeZone::with_ymd_and_hms(&Tz::UTC, 2024, 1, 1, 0, 0, 0).single();
+        if let Some(t) = probe
+            && schedule.next_after(t).is_none()
+        {
+            return Err(format!(
+                "`{trimmed}` never matches a date (check day-of-month against month)"
+            ));
+        }
+        Ok(schedule)
+    }
+
+    /// The expression as written.
+    pub fn as_str(&self) -> &str {
+        &self.expr
+    }
+
+    /// The first time strictly after `after` that matches, or `None` when there is none
+    /// (e.g. `0 0 31 2 *`).
+    pub fn next_after(&self, after: DateTime<Tz>) -> Option<DateTime<Tz>> {
+        self.cron.find_next_occurrence(&after, false).ok()
+    }
+}
+
+/// Checks one field against crontab's syntax and returns it with names replaced by numbers.
+fn check_field(part: &str, field: &Field) -> Result<String, String> {
+    let mut out_items = Vec::new();
+    for item in part.split(',') {
+        if item.is_empty() {
+            return Err(format!("empty list item in {} field `{part}`", field.name));
+        }
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => (r, Some(s)),
+            None => (item, None),
+        };
+        let mut out = String::new();
+        if range == "*" {
+            out.push('*');
+        } else {
+            let (lo, hi) = match range.split_once('-') {
+                Some((a, b)) => (a, Some(b)),
+                None => (range, None),
+            };
+            let lo_v = value(lo, field, part)?;
+            out.push_str(&lo_v.to_string());
+            if let Some(hi) = hi {
+                let hi_v = value(hi, field, part)?;
+                if hi_v < lo_v {
+                    return Err(format!(
+                        "range `{range}` in {} field goes backwards",
+                        field.name
+                    ));
+                }
+                out.push('-');
+                out.push_str(&hi_v.to_string());
+            } else if step.is_some() {
+                // crontab: `a/n` means `a-max/n`.
+                out.push('-');
+                out.push_str(&field.max.to_string());
+            }
+        }
+        if let Some(step) = step {
+            let n: u32 = step
+                .parse()
+                .map_err(|_| format!("step `/{step}` in {} field is not a number", field.name))?;
+            if n == 0 || n > field.max.max(1) {
+                return Err(format!(
+                    "step `/{step}` in {} field must be between 1 and {}",
+                    field.name,
+                    field.max.max(1)
+                ));
+            }
+            out.push('/');
+            out.push_str(&n.to_string());
+        }
+        out_items.push(out);
+    }
+    Ok(out_items.join(","))
+}
+
+/// One number or name of a field.
+fn value(s: &str, field: &Field, part: &str) -> Result<u32, String> {
+    if let Ok(v) = s.parse::<u32>() {
+        if v < field.min || v > field.max {
+            return Err(format!(
+                "{} `{v}` out of range in `{part}`; expected {}-{}",
+                field.name, field.min, field.max
+            ));
+        }
+        return Ok(v);
+    }
+    let upper = s.to_ascii_uppercase();
+    if let Some(i) = field.names.iter().position(|n| *n == upper) {
+        return Ok(field.name_base + i as u32);
+    }
+    let names = if field.names.is_empty() {
+        String::new()
+    } else {
+        format!(" or a name ({})", field.names.join(", "))
+    };
+    Err(format!(
+        "invalid {} `{s}` in `{part}`; expected a number {}-{}{names}, `*`, a range `a-b`, a \
+         step `/n` or a list `a,b`",
+        field.name, field.min, field.max
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Datelike, TimeZone, Timelike, Weekday};
+
+    fn at(tz: Tz, y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Tz> {
+        tz.with_ymd_and_hms(y, mo, d, h, mi, s)
+            .single()
+            .expect("valid test time")
+    }
+
+    fn next(expr: &str, after: DateTime<Tz>) -> DateTime<Tz> {
+        Schedule::parse(expr)
+            .expect("valid expression")
+            .next_after(after)
+            .expect("has a next time")
+    }
+
+    #[test]
+    fn every_two_seconds() {
+        let t = at(Tz::UTC, 2024, 1, 1, 0, 0, 0);
+        let n1 = next("*/2 * * * * *", t);
+        assert_eq!(n1, at(Tz::UTC, 2024, 1, 1, 0, 0, 2));
+        let n2 = next("*/2 * * * * *", n1);
+        assert_eq!(n2, at(Tz::UTC, 2024, 1, 1, 0, 0, 4));
+        let odd = at(Tz::UTC, 2024, 1, 1, 0, 0, 3);
+        assert_eq!(next("*/2 * * * * *", odd), at(Tz::UTC, 2024, 1, 1, 0, 0, 4));
+    }
+
+    #[test]
+    fn daily_at_half_past_two_strictly_after() {
+        let t = at(Tz::UTC, 2024, 3, 10, 1, 0, 0);
+        assert_eq!(next("30 2 * * *", t), at(Tz::UTC, 2024, 3, 10, 2, 30, 0));
+        let exact = at(Tz::UTC, 2024, 3, 10, 2, 30, 0);
+        assert_eq!(
+            next("30 2 * * *", exact),
+            at(Tz::UTC, 2024, 3, 11, 2, 30, 0)
+        );
+    }
+
+    #[test]
+    fn weekdays_only() {
+        // 2024-03-08 is a Friday.
+        let fri = at(Tz::UTC, 2024, 3, 8, 10, 0, 0);
+        let n = next("0 9 * * 1-5", fri);
+        assert_eq!(n, at(Tz::UTC, 2024, 3, 11, 9, 0, 0));
+        assert_eq!(n.weekday(), Weekday::Mon);
+        let mut t = at(Tz::UTC, 2024, 3, 1, 0, 0, 0);
+        for _ in 0..20 {
+            t = next("0 9 * * MON-FRI", t);
+            assert!(!matches!(t.weekday(), Weekday::Sat | Weekday::Sun));
+            assert_eq!((t.hour(), t.minute()), (9, 0));
+        }
+    }
+
+    #[test]
+    fn zero_and_seven_are_sunday() {
+        let t = at(Tz::UTC, 2024, 3, 6, 12, 0, 0); // Wednesday
+        let a = next("0 0 * * 0", t);
+        let b = next("0 0 * * 7", t);
+        let c = next("0 0 * * sun", t);
+        assert_eq!(a, at(Tz::UTC, 2024, 3, 10, 0, 0, 0));
+        assert_eq!(a.weekday(), Weekday::Sun);
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert_eq!(next("0 0 * * 1", t).weekday(), Weekday::Mon);
+    }
+
+    #[test]
+    fn macros() {
+        let t = at(Tz::UTC, 2024, 3, 6, 12, 0, 0);
+        assert_eq!(next("@daily", t), at(Tz::UTC, 2024, 3, 7, 0, 0, 0));
+        assert_eq!(next("@midnight", t), at(Tz::UTC, 2024, 3, 7, 0, 0, 0));
+        assert_eq!(next("@hourly", t), at(Tz::UTC, 2024, 3, 6, 13, 0, 0));
+        assert_eq!(next("@weekly", t), at(Tz::UTC, 2024, 3, 10, 0, 0, 0));
+        assert_eq!(next("@monthly", t), at(Tz::UTC, 2024, 4, 1, 0, 0, 0));
+        assert_eq!(next("@yearly", t), at(Tz::UTC, 2025, 1, 1, 0, 0, 0));
+        assert_eq!(next("@annually", t), at(Tz::UTC, 2025, 1, 1, 0, 0, 0));
+    }
+
+    #[test]
+    fn month_names() {
+        let t = at(Tz::UTC, 2024, 3, 6, 12, 0, 0);
+        assert_eq!(next("0 0 1 jan *", t), at(Tz::UTC, 2025, 1, 1, 0, 0, 0));
+        assert_eq!(next("0 0 1 JUN-AUG *", t), at(Tz::UTC, 2024, 6, 1, 0, 0, 0));
+    }
+
+    #[test]
+    fn dom_and_dow_follow_crontab() {
+        // Both restricted: OR. From Wednesday 2024-03-06 the next Monday (11th) comes
+        // before the 15th; from the 12th the 15th comes first.
+        let t = at(Tz::UTC, 2024, 3, 6, 12, 0, 0);
+        assert_eq!(next("0 0 15 * 1", t), at(Tz::UTC, 2024, 3, 11, 0, 0, 0));
+        let t2 = at(Tz::UTC, 2024, 3, 12, 0, 0, 0);
+        assert_eq!(next("0 0 15 * 1", t2), at(Tz::UTC, 2024, 3, 15, 0, 0, 0));
+        // Day-of-month starting with `*`: AND, as vixie cron does.
+        let n = next("0 0 */2 * 1", t);
+        assert_eq!(n.weekday(), Weekday::Mon);
+        assert_eq!(n.day() % 2, 1);
+        // Only one restricted: that one decides.
+        assert_eq!(next("0 0 15 * *", t), at(Tz::UTC, 2024, 3, 15, 0, 0, 0));
+    }
+
+    #[test]
+    fn dst_gap_and_overlap() {
+        let tz: Tz = "Europe/Berlin".parse().expect("zone");
+        // 2024-03-31: 02:00 → 03:00 in Berlin; a 02:30 job still runs that day.
+        let before = at(tz, 2024, 3, 30, 12, 0, 0);
+        let n = next("30 2 * * *", before);
+        assert!(n > before);
+        assert_eq!(n.date_naive().day(), 31);
+        let after = next("30 2 * * *", n);
+        assert_eq!(after, at(tz, 2024, 4, 1, 2, 30, 0));
+        // Hourly across the gap: consecutive times are one real hour apart.
+        let a = at(tz, 2024, 3, 31, 1, 0, 0);
+        let b = next("0 * * * *", a);
+        assert_eq!((b - a).num_hours(), 1);
+        assert_eq!(b.hour(), 3);
+        // 2024-10-27: 03:00 → 02:00; a 02:30 job runs once that day.
+        let o = at(tz, 2024, 10, 26, 12, 0, 0);
+        let first = next("30 2 * * *", o);
+        let second = next("30 2 * * *", first);
+        assert_eq!(first.date_naive().day(), 27);
+        assert_eq!(second.date_naive().day(), 28);
+    }
+
+    #[test]
+    fn invalid_expressions() {
+        for (expr, want) in [
+            ("", "empty schedule"),
+            ("* * * *", "expected 5 fields"),
+            ("* * * * * * *", "found 7"),
+            ("60 * * * *", "minute `60` out of range"),
+            ("* 24 * * *", "hour `24` out of range"),
+            ("* * 0 * *", "day-of-month `0` out of range"),
+            ("* * * 13 *", "month `13` out of range"),
+            ("* * * * 8", "day-of-week `8` out of range"),
+            ("* * * * MOO", "invalid day-of-week `MOO`"),
+            ("*/0 * * * *", "step `/0`"),
+            ("5-1 * * * *", "goes backwards"),
+            ("@often", "unknown macro"),
+            ("* * L * *", "invalid day-of-month `L`"),
+            ("* * * * 5#2", "invalid day-of-week `5#2`"),
+            ("* * ? * *", "invalid day-of-month `?`"),
+            ("1,,2 * * * *", "empty list item"),
+        ] {
+            let err = Schedule::parse(expr).expect_err(expr);
+            assert!(err.contains(want), "{expr}: {err}");
+        }
+    }
+
+    #[test]
+    fn impossible_date_is_refused_and_leap_day_is_not() {
+        let err = Schedule::parse("0 0 30 2 *").expect_err("never fires");
+        assert_eq!(
+            err,
+            "`0 0 30 2 *` never matches a date (check day-of-month against month)"
+        );
+        let t = at(Tz::UTC, 2025, 1, 1, 0, 0, 0);
+        assert_eq!(next("0 0 29 2 *", t), at(Tz::UTC, 2028, 2, 29, 0, 0, 0));
+    }
+}
