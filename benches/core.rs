@@ -27,7 +27,11 @@ fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_EMAIL", "bench@example.com")
         .output()
         .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -42,7 +46,10 @@ fn ms(d: Duration) -> String {
 
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| !r.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 
@@ -65,12 +72,26 @@ fn make_repo(root: &Path, jobs: usize, job: impl Fn(usize) -> String) -> (PathBu
         write!(buf, "commit refs/heads/main\ncommitter Bench <bench@example.com> 1700000000 +0000\ndata {}\n{msg}\n", msg.len()).unwrap();
         for i in 0..jobs {
             let body = job(i);
-            write!(buf, "M 100644 inline jobs/team-{}/job-{i:05}.yaml\ndata {}\n{body}\n", i % 50, body.len()).unwrap();
+            write!(
+                buf,
+                "M 100644 inline jobs/team-{}/job-{i:05}.yaml\ndata {}\n{body}\n",
+                i % 50,
+                body.len()
+            )
+            .unwrap();
         }
         stdin.write_all(&buf).unwrap();
     }
     assert!(fi.wait().unwrap().success());
-    git(root, &["clone", "-q", bare.to_str().unwrap(), work.to_str().unwrap()]);
+    git(
+        root,
+        &[
+            "clone",
+            "-q",
+            bare.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
     (bare, work)
 }
 
@@ -89,10 +110,16 @@ fn config(root: &Path, bare: &Path, listen: &str) -> PathBuf {
 fn bench_push(pushes: usize) -> Vec<String> {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let (bare, work) = make_repo(root, 1, |_| "env: dev\nparams: {command: [sleep, \"1000\"]}".into());
+    let (bare, work) = make_repo(root, 1, |_| {
+        "env: dev\nparams: {command: [sleep, \"1000\"]}".into()
+    });
     let cfg = config(root, &bare, "127.0.0.1:0");
     let settings = jobkeeper::settings::load(&cfg).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let job = "team-0/job-00000";
     let path = work.join("jobs/team-0/job-00000.yaml");
     let (samples, with_push) = rt.block_on(async {
@@ -125,7 +152,11 @@ fn bench_push(pushes: usize) -> Vec<String> {
         let mut samples = Vec::new();
         let mut with_push = Vec::new();
         for i in 0..pushes {
-            std::fs::write(&path, format!("env: dev\nparams: {{command: [sleep, \"{}\"]}}\n", 2000 + i)).unwrap();
+            std::fs::write(
+                &path,
+                format!("env: dev\nparams: {{command: [sleep, \"{}\"]}}\n", 2000 + i),
+            )
+            .unwrap();
             git(&work, &["commit", "-qam", "change"]);
             let t0 = Instant::now();
             git(&work, &["push", "-q", "origin", "main"]);
@@ -158,7 +189,11 @@ fn bench_push(pushes: usize) -> Vec<String> {
 
 fn time_cmd(mut cmd: Command) -> Duration {
     let t = Instant::now();
-    let out = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+    let out = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
     assert!(out.code().is_some());
     t.elapsed()
 }
@@ -168,16 +203,29 @@ fn bench_plan(jobs: usize) -> Vec<String> {
     let (_bare, work) = make_repo(tmp.path(), jobs, |i| {
         format!("env: dev\nparams: {{command: [sleep, \"{i}\"]}}\nrestart: {{attempts: 3}}")
     });
-    std::fs::write(work.join("jobs/team-7/job-00007.yaml"), "env: dev\nparams: {command: [sleep, \"8\"]}\n").unwrap();
+    std::fs::write(
+        work.join("jobs/team-7/job-00007.yaml"),
+        "env: dev\nparams: {command: [sleep, \"8\"]}\n",
+    )
+    .unwrap();
     git(&work, &["commit", "-qam", "one change"]);
     let runs = 30;
     let (mut ours, mut base) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let mut c = Command::new(env!("CARGO_BIN_EXE_jobkeeper"));
-        c.args(["plan", "--repo", work.to_str().unwrap(), "--from", "HEAD~1", "--to", "HEAD"]);
+        c.args([
+            "plan",
+            "--repo",
+            work.to_str().unwrap(),
+            "--from",
+            "HEAD~1",
+            "--to",
+            "HEAD",
+        ]);
         ours.push(time_cmd(c));
         let mut g = Command::new("git");
-        g.args(["diff-tree", "-r", "HEAD~1", "HEAD"]).current_dir(&work);
+        g.args(["diff-tree", "-r", "HEAD~1", "HEAD"])
+            .current_dir(&work);
         base.push(time_cmd(g));
     }
     ours.sort();
@@ -204,7 +252,9 @@ fn peak_rss_kb(pid: u32) -> u64 {
 
 fn ready(port: u16) -> bool {
     use std::io::Read;
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf);
@@ -216,10 +266,17 @@ fn bench_start(jobs: usize) -> Vec<String> {
     let (bare, _work) = make_repo(tmp.path(), jobs, |i| {
         format!("env: dev\nsuspend: true\nparams: {{command: [sleep, \"{i}\"]}}")
     });
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let cfg = config(tmp.path(), &bare, &format!("127.0.0.1:{port}"));
     let mut out = Vec::new();
-    for label in ["first start (empty state: fetch, parse, store)", "restart (state present)"] {
+    for label in [
+        "first start (empty state: fetch, parse, store)",
+        "restart (state present)",
+    ] {
         let t = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
             .args(["run", "--config", cfg.to_str().unwrap()])
@@ -233,7 +290,9 @@ fn bench_start(jobs: usize) -> Vec<String> {
         let took = t.elapsed();
         std::thread::sleep(Duration::from_millis(300));
         let rss = peak_rss_kb(child.id());
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let _ = child.wait();
         out.push(format!(
             "| cold start over {jobs} suspended jobs, {label} | ready in {} · peak RSS {:.1} MB | ≤ 1 s, ≤ 100 MB |",
@@ -247,8 +306,14 @@ fn bench_start(jobs: usize) -> Vec<String> {
 fn main() {
     let only = std::env::var("BENCH_ONLY").ok();
     let want = |k: &str| only.as_deref().is_none_or(|o| o == k);
-    let pushes = std::env::var("BENCH_PUSHES").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
-    let jobs = std::env::var("BENCH_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let pushes = std::env::var("BENCH_PUSHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let jobs = std::env::var("BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let mut rows = Vec::new();
     if want("push") {
         rows.extend(bench_push(pushes));

@@ -12,7 +12,11 @@ use crate::repo::{GitTree, JobFile, JobFileChange, Oid, RepoError, open_existing
 use crate::spec::{self, Context, JobSpec, MAX_JOB_FILE_BYTES};
 
 /// Parses one job file of a commit (name rules, size, content).
-pub fn read_job(tree: &GitTree, file: &JobFile, ctx: Context<'_>) -> Result<JobSpec, Vec<Diagnostic>> {
+pub fn read_job(
+    tree: &GitTree,
+    file: &JobFile,
+    ctx: Context<'_>,
+) -> Result<JobSpec, Vec<Diagnostic>> {
     let name = spec::job_name_of(&file.rel_path).unwrap_or(&file.rel_path);
     if let Err(msg) = spec::check_name(name) {
         return Err(vec![Diagnostic::file(&file.repo_path, msg)]);
@@ -21,15 +25,25 @@ pub fn read_job(tree: &GitTree, file: &JobFile, ctx: Context<'_>) -> Result<JobS
         Ok(size) if size > MAX_JOB_FILE_BYTES => {
             return Err(vec![Diagnostic::file(
                 &file.repo_path,
-                format!("job file is {size} bytes; at most {MAX_JOB_FILE_BYTES} (1 MiB) are allowed"),
+                format!(
+                    "job file is {size} bytes; at most {MAX_JOB_FILE_BYTES} (1 MiB) are allowed"
+                ),
             )]);
         }
         Ok(_) => {}
-        Err(e) => return Err(vec![Diagnostic::file(&file.repo_path, format!("cannot read: {e}"))]),
+        Err(e) => {
+            return Err(vec![Diagnostic::file(
+                &file.repo_path,
+                format!("cannot read: {e}"),
+            )]);
+        }
     }
     match tree.read_blob(file.blob) {
         Ok(bytes) => spec::parse_job(&file.repo_path, &bytes, ctx),
-        Err(e) => Err(vec![Diagnostic::file(&file.repo_path, format!("cannot read: {e}"))]),
+        Err(e) => Err(vec![Diagnostic::file(
+            &file.repo_path,
+            format!("cannot read: {e}"),
+        )]),
     }
 }
 
@@ -55,25 +69,47 @@ pub fn changes_of(tree: &GitTree, diff: &[JobFileChange], ctx: Context<'_>) -> V
     for change in diff {
         match change {
             JobFileChange::Added(f) | JobFileChange::Modified { new: f, .. } => {
-                let name = spec::job_name_of(&f.rel_path).unwrap_or(&f.rel_path).to_string();
+                let name = spec::job_name_of(&f.rel_path)
+                    .unwrap_or(&f.rel_path)
+                    .to_string();
                 let spec = read_job(tree, f, ctx);
                 let spec = if upserts.contains_key(&name) {
                     Err(vec![Diagnostic::file(
                         &f.repo_path,
-                        format!("two files define the job `{name}`: keep one of `{name}.yaml` and `{name}.yml`"),
+                        format!(
+                            "two files define the job `{name}`: keep one of `{name}.yaml` and `{name}.yml`"
+                        ),
                     )])
                 } else {
                     spec
                 };
-                upserts.insert(name.clone(), Change::Upsert { name, path: f.repo_path.clone(), spec });
+                upserts.insert(
+                    name.clone(),
+                    Change::Upsert {
+                        name,
+                        path: f.repo_path.clone(),
+                        spec,
+                    },
+                );
             }
             JobFileChange::Deleted(f) => {
-                let name = spec::job_name_of(&f.rel_path).unwrap_or(&f.rel_path).to_string();
-                removes.insert(name.clone(), Change::Remove { name, path: f.repo_path.clone() });
+                let name = spec::job_name_of(&f.rel_path)
+                    .unwrap_or(&f.rel_path)
+                    .to_string();
+                removes.insert(
+                    name.clone(),
+                    Change::Remove {
+                        name,
+                        path: f.repo_path.clone(),
+                    },
+                );
             }
         }
     }
-    let mut out: Vec<Change> = removes.into_values().filter(|r| !upserts.contains_key(r.name())).collect();
+    let mut out: Vec<Change> = removes
+        .into_values()
+        .filter(|r| !upserts.contains_key(r.name()))
+        .collect();
     out.extend(upserts.into_values());
     out
 }
@@ -99,7 +135,9 @@ pub fn plan_between(
             JobFileChange::Added(_) => continue,
         };
         if let Ok(spec) = read_job(&tree, old, ctx) {
-            let name = spec::job_name_of(&old.rel_path).unwrap_or(&old.rel_path).to_string();
+            let name = spec::job_name_of(&old.rel_path)
+                .unwrap_or(&old.rel_path)
+                .to_string();
             applied.insert(name, spec);
         }
     }

@@ -104,9 +104,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config, log_format } => run(&config, log_format),
         Command::Validate { dir, config } => validate(&dir, config.as_deref()),
-        Command::Plan { repo, from, to, format, path, config } => {
-            plan(&repo, &from, &to, format, path, config.as_deref())
-        }
+        Command::Plan {
+            repo,
+            from,
+            to,
+            format,
+            path,
+            config,
+        } => plan(&repo, &from, &to, format, path, config.as_deref()),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&spec::json_schema())?);
             Ok(ExitCode::SUCCESS)
@@ -120,7 +125,11 @@ fn load_settings(path: &Path) -> anyhow::Result<Result<Settings, ExitCode>> {
         Ok(s) => Ok(Ok(s)),
         Err(diags) => {
             eprint!("{}", diag::render(&diags));
-            eprintln!("error: the daemon config {} has {} problem(s)", path.display(), diags.len());
+            eprintln!(
+                "error: the daemon config {} has {} problem(s)",
+                path.display(),
+                diags.len()
+            );
             Ok(Err(ExitCode::from(1)))
         }
     }
@@ -129,7 +138,9 @@ fn load_settings(path: &Path) -> anyhow::Result<Result<Settings, ExitCode>> {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("JOBKEEPER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -142,7 +153,9 @@ fn run(config: &Path, log_format: LogFormat) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     init_tracing(log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
@@ -185,7 +198,9 @@ fn validate(dir: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
         Some(Err(code)) => return Ok(code),
         None => None,
     };
-    let ctx = spec::Context { settings: settings.as_ref() };
+    let ctx = spec::Context {
+        settings: settings.as_ref(),
+    };
     let files = job_files(dir)?;
     let mut errors: Vec<Diagnostic> = Vec::new();
     for rel in &files {
@@ -201,7 +216,10 @@ fn validate(dir: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
                     errors.extend(d);
                 }
             }
-            Err(e) => errors.push(Diagnostic::file(&display, format!("cannot read the file: {e}"))),
+            Err(e) => errors.push(Diagnostic::file(
+                &display,
+                format!("cannot read the file: {e}"),
+            )),
         }
     }
     print!("{}", diag::render(&errors));
@@ -212,7 +230,11 @@ fn validate(dir: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
         bad.len(),
         errors.len()
     );
-    Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn plan(
@@ -231,7 +253,9 @@ fn plan(
     let path = path
         .or_else(|| settings.as_ref().map(|s| s.repo.path.clone()))
         .unwrap_or_else(|| "jobs".to_string());
-    let ctx = spec::Context { settings: settings.as_ref() };
+    let ctx = spec::Context {
+        settings: settings.as_ref(),
+    };
     let plan = crate::changes::plan_between(repo, from, to, &path, ctx)?;
     let out = match format {
         PlanFormat::Text => crate::plan::render_text(&plan),
@@ -239,5 +263,9 @@ fn plan(
         PlanFormat::Json => crate::plan::render_json(&plan, from, to),
     };
     print!("{out}");
-    Ok(if plan.has_invalid() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if plan.has_invalid() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

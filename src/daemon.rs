@@ -73,14 +73,19 @@ pub async fn run(
     let state_dir = settings.state_dir.clone();
     for sub in ["logs", "repos", "builds", "artifacts"] {
         let dir = state_dir.join(sub);
-        std::fs::create_dir_all(&dir)
-            .map_err(|source| DaemonError::StateDir { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| DaemonError::StateDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
     }
     let store = Store::open(&state_dir.join("jobkeeper.db"))?;
     let local = Arc::new(LocalEngine::new());
     let mut engines: HashMap<EngineKind, Arc<dyn Engine>> = HashMap::new();
     engines.insert(EngineKind::Local, local.clone());
-    let projects = Arc::new(ProjectRepos::new(&state_dir, crate::repo::Credentials::from_settings(&settings.repo)));
+    let projects = Arc::new(ProjectRepos::new(
+        &state_dir,
+        crate::repo::Credentials::from_settings(&settings.repo),
+    ));
     let builder = Builder::new(BuildConfig {
         state_dir: state_dir.clone(),
         max_concurrent: settings.build.max_concurrent,
@@ -99,16 +104,25 @@ pub async fn run(
     // Before anything starts: runs a previous daemon left behind are found and stopped.
     let recovered = reconcile::recover_live_runs(&ctx).await?;
     if recovered > 0 {
-        tracing::info!(runs = recovered, "stopped runs left by a previous daemon before starting");
+        tracing::info!(
+            runs = recovered,
+            "stopped runs left by a previous daemon before starting"
+        );
     }
 
     let tasks = TaskTracker::new();
     let reconciler = Reconciler::new(ctx.clone(), cancel.clone());
     if let Some(mut exits) = local.take_exits() {
-        let r = reconciler.clone();
+        let (r, cancel) = (reconciler.clone(), cancel.clone());
         tasks.spawn(async move {
-            while let Some(exit) = exits.recv().await {
-                r.exited(exit);
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    exit = exits.recv() => match exit {
+                        Some(exit) => r.exited(exit),
+                        None => break,
+                    },
+                }
             }
         });
     }
@@ -129,7 +143,10 @@ pub async fn run(
         let state_dir = state_dir.clone();
         tokio::task::spawn_blocking(move || ConfigRepo::open(&repo_settings, &state_dir))
             .await
-            .map_err(|e| DaemonError::StateDir { path: "repos".into(), source: std::io::Error::other(e) })??
+            .map_err(|e| DaemonError::StateDir {
+                path: "repos".into(),
+                source: std::io::Error::other(e),
+            })??
     };
     let repo = Arc::new(repo);
     let (mut triggers, control) = spawn_trigger(&settings.repo, cancel.clone());
@@ -171,9 +188,8 @@ pub async fn run(
     reconciler.wait().await;
     tasks.close();
     tasks.wait().await;
-    match server.await {
-        Ok(Err(e)) => return Err(DaemonError::Http(e)),
-        Ok(Ok(())) | Err(_) => {}
+    if let Ok(Err(e)) = server.await {
+        return Err(DaemonError::Http(e));
     }
     tracing::info!("stopped");
     Ok(())
@@ -181,7 +197,11 @@ pub async fn run(
 
 fn record(store: &Store, kind: &str, message: &str) {
     tracing::warn!(event = kind, "{message}");
-    let _ = store.event(&NewEvent { kind, message, ..NewEvent::default() });
+    let _ = store.event(&NewEvent {
+        kind,
+        message,
+        ..NewEvent::default()
+    });
 }
 
 /// Errors of one sync.
@@ -221,7 +241,10 @@ pub async fn sync(
             for job in &jobs {
                 reconciler.poke(job);
             }
-            Ok(SyncOutcome::Applied { commit, jobs: jobs.len() })
+            Ok(SyncOutcome::Applied {
+                commit,
+                jobs: jobs.len(),
+            })
         }
     }
 }
@@ -235,9 +258,14 @@ fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Option<(String, Vec<Str
         return Ok(None); // rule 7: the same commit twice does nothing
     }
     let path = &ctx.settings.repo.path;
-    let sctx = spec::Context { settings: Some(&ctx.settings) };
+    let sctx = spec::Context {
+        settings: Some(&ctx.settings),
+    };
     let tree = repo.tree();
-    let from = applied.as_deref().and_then(|a| Oid::from_str(a).ok()).filter(|id| tree.repository().find_commit(*id).is_ok());
+    let from = applied
+        .as_deref()
+        .and_then(|a| Oid::from_str(a).ok())
+        .filter(|id| tree.repository().find_commit(*id).is_ok());
     let diff = tree.diff_job_files(from, tip, path)?;
     let mut changes = changes_of(&tree, &diff, sctx);
     if from.is_none() {
@@ -252,7 +280,10 @@ fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Option<(String, Vec<Str
             .collect();
         for row in ctx.store.jobs()? {
             if row.desired.is_some() && !present.contains(&row.name) {
-                changes.push(Change::Remove { name: row.name, path: row.path });
+                changes.push(Change::Remove {
+                    name: row.name,
+                    path: row.path,
+                });
             }
         }
     }
@@ -271,14 +302,29 @@ fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Option<(String, Vec<Str
     let mut updates = Vec::with_capacity(changes.len());
     for change in &changes {
         updates.push(match change {
-            Change::Upsert { name, path, spec: Ok(spec) } => {
+            Change::Upsert {
+                name,
+                path,
+                spec: Ok(spec),
+            } => {
                 let json = serde_json::to_string(spec).unwrap_or_default();
                 let hash = spec_hash(&json);
-                DesiredUpdate::Spec { name: name.clone(), path: path.clone(), spec: json, hash }
+                DesiredUpdate::Spec {
+                    name: name.clone(),
+                    path: path.clone(),
+                    spec: json,
+                    hash,
+                }
             }
-            Change::Upsert { name, path, spec: Err(errors) } => {
-                DesiredUpdate::Invalid { name: name.clone(), path: path.clone(), errors: diag::render(errors) }
-            }
+            Change::Upsert {
+                name,
+                path,
+                spec: Err(errors),
+            } => DesiredUpdate::Invalid {
+                name: name.clone(),
+                path: path.clone(),
+                errors: diag::render(errors),
+            },
             Change::Remove { name, .. } => DesiredUpdate::Removed { name: name.clone() },
         });
     }
@@ -286,15 +332,26 @@ fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Option<(String, Vec<Str
     for item in &the_plan.items {
         let (kind, message) = match item.action {
             plan::Action::Invalid => {
-                let msg = format!("{}\n{}", item.reasons.join("; "), diag::render(&item.errors));
+                let msg = format!(
+                    "{}\n{}",
+                    item.reasons.join("; "),
+                    diag::render(&item.errors)
+                );
                 tracing::warn!(job = %item.job, commit = %info.short, "invalid job file:\n{}", diag::render(&item.errors));
                 ("invalid", msg)
             }
-            action => ("planned", format!("{}: {}", action.as_str(), item.reasons.join("; "))),
+            action => (
+                "planned",
+                format!("{}: {}", action.as_str(), item.reasons.join("; ")),
+            ),
         };
         notes.push((item.job.clone(), kind.to_string(), message));
     }
-    let commit = CommitRecord { id: info.id.clone(), author: info.author.clone(), subject: info.subject.clone() };
+    let commit = CommitRecord {
+        id: info.id.clone(),
+        author: info.author.clone(),
+        subject: info.subject.clone(),
+    };
     ctx.store.apply_commit(&commit, &updates, &notes)?;
     let poke = the_plan
         .items

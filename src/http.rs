@@ -29,7 +29,10 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, &'static str
     if state.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: first reconcile not done\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: first reconcile not done\n",
+        )
     }
 }
 

@@ -49,6 +49,7 @@ impl Action {
 
 /// One changed job file, as read at the new commit.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // built once per changed file; boxing buys nothing
 pub enum Change {
     /// The file exists at the new commit (added or modified).
     Upsert {

@@ -87,10 +87,15 @@ impl Reconciler {
     }
 
     fn send(&self, job: &str, msg: Msg) {
-        let mut actors = self.actors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let msg = match actors.get(job).map(|tx| tx.send(msg)) {
-            Some(Ok(())) => return,
-            Some(Err(mpsc::error::SendError(m))) => m,
+        let mut actors = self
+            .actors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let msg = match actors.get(job) {
+            Some(tx) => match tx.send(msg) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(m)) => m,
+            },
             None => msg,
         };
         if self.cancel.is_cancelled() {
@@ -243,7 +248,9 @@ impl Actor {
 
     /// Brings the job to its desired state.
     async fn converge(&mut self) -> Step {
-        let Some(row) = self.load() else { return Step::Done };
+        let Some(row) = self.load() else {
+            return Step::Done;
+        };
         self.commit = row.desired_commit.clone();
         if self.applied.is_none() {
             self.applied = applied_of(&row);
@@ -264,7 +271,10 @@ impl Actor {
                 return Step::Continue;
             }
         };
-        let desired_hash = row.desired_hash.clone().unwrap_or_else(|| spec_hash(desired_json));
+        let desired_hash = row
+            .desired_hash
+            .clone()
+            .unwrap_or_else(|| spec_hash(desired_json));
         let changed = self.applied.as_ref().map(|(_, h, _)| h) != Some(&desired_hash);
 
         if changed {
@@ -313,11 +323,17 @@ impl Actor {
     }
 
     fn record_applied(&self) {
-        let Some((spec, hash, artifact)) = &self.applied else { return };
+        let Some((spec, hash, artifact)) = &self.applied else {
+            return;
+        };
         let spec_json = serde_json::to_string(spec).unwrap_or_default();
-        let art = artifact.as_ref().and_then(|a| serde_json::to_string(a).ok());
+        let art = artifact
+            .as_ref()
+            .and_then(|a| serde_json::to_string(a).ok());
         if let Err(err) =
-            self.ctx.store.set_applied(&self.name, Some(&spec_json), Some(hash), art.as_deref())
+            self.ctx
+                .store
+                .set_applied(&self.name, Some(&spec_json), Some(hash), art.as_deref())
         {
             tracing::error!(job = %self.name, "could not record applied spec: {err}");
         }
@@ -331,7 +347,10 @@ impl Actor {
         };
 
         let artifact = if desired.project.is_some() {
-            let reuse = matches!(action, Action::Redeploy | Action::InPlace | Action::Unchanged);
+            let reuse = matches!(
+                action,
+                Action::Redeploy | Action::InPlace | Action::Unchanged
+            );
             match self.artifact_for(&desired, reuse).await {
                 Ok(a) => a,
                 Err(reason) => {
@@ -345,11 +364,16 @@ impl Actor {
             None
         };
 
-        let same_artifact = self.applied_artifact().map(|a| a.digest) == artifact.as_ref().map(|a| a.digest.clone());
+        let same_artifact = self.applied_artifact().map(|a| a.digest)
+            == artifact.as_ref().map(|a| a.digest.clone());
         if matches!(action, Action::InPlace | Action::Unchanged) && same_artifact {
             self.applied = Some((desired, hash, artifact));
             self.record_applied();
-            self.event("updated", None, &format!("applied in place: {}", reasons.join("; ")));
+            self.event(
+                "updated",
+                None,
+                &format!("applied in place: {}", reasons.join("; ")),
+            );
             if let Some((spec, _, _)) = &self.applied
                 && spec.is_batch()
                 && self.next_fire.is_none()
@@ -365,8 +389,15 @@ impl Actor {
             self.record_applied();
             self.next_fire = None;
             self.schedule_next(false);
-            let next = self.next_fire.map(|(_, t)| t.to_rfc3339()).unwrap_or_else(|| "never".into());
-            self.event("deployed", None, &format!("{}; next run at {next}", reasons.join("; ")));
+            let next = self
+                .next_fire
+                .map(|(_, t)| t.to_rfc3339())
+                .unwrap_or_else(|| "never".into());
+            self.event(
+                "deployed",
+                None,
+                &format!("{}; next run at {next}", reasons.join("; ")),
+            );
             if self.live.is_empty() {
                 self.set_state(JobState::Pending, Some("waiting for its schedule"));
             }
@@ -379,7 +410,10 @@ impl Actor {
         if let Err(reason) = self.preflight(&desired, artifact.as_ref()).await {
             self.stalled = Some(hash);
             self.event("deploy_failed", None, &reason);
-            self.set_state(self.idle_or_running(JobState::Failed), Some("deploy failed"));
+            self.set_state(
+                self.idle_or_running(JobState::Failed),
+                Some("deploy failed"),
+            );
             return;
         }
         self.stop_all("replaced by a new version").await;
@@ -403,19 +437,28 @@ impl Actor {
                         Err(again) => self.event("failed", None, &again),
                     }
                 }
-                self.set_state(self.idle_or_running(JobState::Failed), Some("deploy failed"));
+                self.set_state(
+                    self.idle_or_running(JobState::Failed),
+                    Some("deploy failed"),
+                );
             }
         }
     }
 
     fn idle_or_running(&self, idle: JobState) -> JobState {
-        if self.live.is_empty() { idle } else { JobState::Running }
+        if self.live.is_empty() {
+            idle
+        } else {
+            JobState::Running
+        }
     }
 
     /// The artifact for `spec`: the deployed one when the project did not change and it is
     /// still on disk, else a build (cached by key).
     async fn artifact_for(&self, spec: &JobSpec, reuse: bool) -> Result<Option<Artifact>, String> {
-        let Some(project) = &spec.project else { return Ok(None) };
+        let Some(project) = &spec.project else {
+            return Ok(None);
+        };
         if reuse
             && let Some(a) = self.applied_artifact()
             && a.path.exists()
@@ -440,8 +483,17 @@ impl Actor {
             artifact_glob: project.artifact.clone(),
             source: self.ctx.projects.clone(),
         };
-        let artifact = self.ctx.builder.build(req).await.map_err(|e| e.to_string())?;
-        self.event("built", None, &format!("artifact {}", artifact.path.display()));
+        let artifact = self
+            .ctx
+            .builder
+            .build(req)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.event(
+            "built",
+            None,
+            &format!("artifact {}", artifact.path.display()),
+        );
         Ok(Some(artifact))
     }
 
@@ -467,12 +519,16 @@ impl Actor {
         log_path: PathBuf,
     ) -> Result<(SubmitRequest, Vec<String>), String> {
         let secrets_dir = self.ctx.settings.secrets_dir.as_deref();
-        let params = spec::resolve_secrets(&spec.params, secrets_dir).map_err(|e| e.to_string())?;
-        let secrets = spec::secret_values(&spec.params, secrets_dir);
+        let (params, secrets) = spec::resolve_secrets_with_values(&spec.params, secrets_dir)
+            .map_err(|e| e.to_string())?;
         // The working folder of a run with a project: the artifact when it is a folder, else the
         // folder holding it.
         let checkout = artifact.map(|a| {
-            if a.path.is_dir() { a.path.clone() } else { a.path.parent().unwrap_or(&a.path).to_path_buf() }
+            if a.path.is_dir() {
+                a.path.clone()
+            } else {
+                a.path.parent().unwrap_or(&a.path).to_path_buf()
+            }
         });
         Ok((
             SubmitRequest {
@@ -504,7 +560,13 @@ impl Actor {
         let run_id = self
             .ctx
             .store
-            .insert_run(&self.name, self.commit.as_deref(), &hash, engine.kind(), &log_dir)
+            .insert_run(
+                &self.name,
+                self.commit.as_deref(),
+                &hash,
+                engine.kind(),
+                &log_dir,
+            )
             .map_err(|e| e.to_string())?;
         let log_path = log_dir.join(format!("{run_id}.log"));
         let (req, secrets) = match self.request(&spec, artifact.as_ref(), run_id, log_path) {
@@ -520,8 +582,18 @@ impl Actor {
                 if let Err(e) = self.ctx.store.set_run_running(run_id, &json) {
                     tracing::error!(job = %self.name, "could not record run handle: {e}");
                 }
-                let deadline = if batch { spec.timeout.map(|t| Instant::now() + t) } else { None };
-                self.live.push(Live { run_id, handle, engine, secrets, deadline });
+                let deadline = if batch {
+                    spec.timeout.map(|t| Instant::now() + t)
+                } else {
+                    None
+                };
+                self.live.push(Live {
+                    run_id,
+                    handle,
+                    engine,
+                    secrets,
+                    deadline,
+                });
                 self.set_state(JobState::Running, None);
                 Ok(run_id)
             }
@@ -554,7 +626,11 @@ impl Actor {
         match live.engine.stop(&live.handle, STOP_GRACE).await {
             Ok(()) => tracing::info!(job = %self.name, run = live.run_id, "stopped: {why}"),
             Err(err) => {
-                self.event("failed", Some(live.run_id), &format!("could not stop run: {err}"));
+                self.event(
+                    "failed",
+                    Some(live.run_id),
+                    &format!("could not stop run: {err}"),
+                );
             }
         }
     }
@@ -578,12 +654,16 @@ impl Actor {
                 }
             }
             status => {
+                let state = if matches!(status, RunStatus::Succeeded) {
+                    "succeeded"
+                } else {
+                    "failed"
+                };
                 let reason = match status {
                     RunStatus::Failed(r) => spec::mask_secrets(&r, &live.secrets),
                     RunStatus::Vanished => "the run vanished".to_string(),
                     _ => "a service job finished (exit 0); it must always run".to_string(),
                 };
-                let state = if matches!(status, RunStatus::Succeeded) { "succeeded" } else { "failed" };
                 let _ = self.ctx.store.finish_run(live.run_id, state, Some(&reason));
                 self.event("failed", Some(live.run_id), &reason);
                 self.schedule_restart(&reason);
@@ -594,10 +674,16 @@ impl Actor {
     /// Restart policy: backoff doubling up to `max_backoff`; more than `attempts` restarts
     /// within `window` gives up.
     fn schedule_restart(&mut self, reason: &str) {
-        let Some((spec, _, _)) = &self.applied else { return };
+        let Some((spec, _, _)) = &self.applied else {
+            return;
+        };
         let policy = self.ctx.settings.restart_policy(&spec.env, &spec.restart);
         let now = Instant::now();
-        while self.restarts.front().is_some_and(|t| now.duration_since(*t) > policy.window) {
+        while self
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > policy.window)
+        {
             self.restarts.pop_front();
         }
         if self.restarts.len() >= policy.attempts as usize {
@@ -612,7 +698,10 @@ impl Actor {
             self.set_state(JobState::GaveUp, Some(&msg));
             return;
         }
-        let delay = self.backoff.unwrap_or(policy.backoff).min(policy.max_backoff);
+        let delay = self
+            .backoff
+            .unwrap_or(policy.backoff)
+            .min(policy.max_backoff);
         self.backoff = Some((delay * 2).min(policy.max_backoff).max(delay));
         self.restart_at = Some(now + delay);
         if self.live.is_empty() {
@@ -622,9 +711,15 @@ impl Actor {
     }
 
     fn schedule_next(&mut self, allow_late: bool) {
-        let Some((spec, _, _)) = &self.applied else { return };
-        let Some(expr) = spec.schedule.as_deref() else { return };
-        let Ok(schedule) = Schedule::parse(expr) else { return };
+        let Some((spec, _, _)) = &self.applied else {
+            return;
+        };
+        let Some(expr) = spec.schedule.as_deref() else {
+            return;
+        };
+        let Ok(schedule) = Schedule::parse(expr) else {
+            return;
+        };
         let tz = self.ctx.settings.timezone;
         let now = Utc::now().with_timezone(&tz);
         if allow_late {
@@ -639,7 +734,9 @@ impl Actor {
             }
         }
         self.next_fire = schedule.next_after(now).map(|t| {
-            let wait = (t.with_timezone(&Utc) - Utc::now()).to_std().unwrap_or_default();
+            let wait = (t.with_timezone(&Utc) - Utc::now())
+                .to_std()
+                .unwrap_or_default();
             (Instant::now() + wait, t)
         });
     }
@@ -654,12 +751,17 @@ impl Actor {
     async fn on_timer(&mut self) {
         let now = Instant::now();
         // Batch runs over their timeout.
-        let (expired, keep): (Vec<Live>, Vec<Live>) =
-            std::mem::take(&mut self.live).into_iter().partition(|l| l.deadline.is_some_and(|d| d <= now));
+        let (expired, keep): (Vec<Live>, Vec<Live>) = std::mem::take(&mut self.live)
+            .into_iter()
+            .partition(|l| l.deadline.is_some_and(|d| d <= now));
         self.live = keep;
         for live in expired {
             let run_id = live.run_id;
-            let timeout = self.applied.as_ref().and_then(|(s, _, _)| s.timeout).unwrap_or_default();
+            let timeout = self
+                .applied
+                .as_ref()
+                .and_then(|(s, _, _)| s.timeout)
+                .unwrap_or_default();
             let reason = format!("timed out after {}", humantime::format_duration(timeout));
             self.stop_run(live, &reason).await;
             let _ = self.ctx.store.finish_run(run_id, "failed", Some(&reason));
@@ -676,7 +778,8 @@ impl Actor {
                 self.restarts.push_back(now);
                 let attempt = self.restarts.len();
                 let of = policy.map_or(0, |p| p.attempts);
-                self.start_service(&format!("restarted (attempt {attempt}/{of})")).await;
+                self.start_service(&format!("restarted (attempt {attempt}/{of})"))
+                    .await;
                 // The event kind stays stable for alerts; the attempt is in the message.
             }
         }
@@ -689,7 +792,10 @@ impl Actor {
 
     /// A cron tick of a batch job.
     async fn fire(&mut self) {
-        let overlap = self.applied.as_ref().map_or(Overlap::Forbid, |(s, _, _)| s.overlap);
+        let overlap = self
+            .applied
+            .as_ref()
+            .map_or(Overlap::Forbid, |(s, _, _)| s.overlap);
         if !self.live.is_empty() {
             match overlap {
                 Overlap::Forbid => {
@@ -704,7 +810,10 @@ impl Actor {
             Ok(run_id) => self.event("started", Some(run_id), "scheduled run started"),
             Err(reason) => {
                 self.event("deploy_failed", None, &reason);
-                self.set_state(self.idle_or_running(JobState::Failed), Some("deploy failed"));
+                self.set_state(
+                    self.idle_or_running(JobState::Failed),
+                    Some("deploy failed"),
+                );
             }
         }
     }
@@ -723,23 +832,34 @@ impl Actor {
 /// when that is local (`repo: .` is the config repo itself).
 pub fn project_url(config_repo: &str, project_repo: &str) -> String {
     let path = std::path::Path::new(project_repo);
-    if crate::repo::is_local(project_repo) && path.is_relative() && crate::repo::is_local(config_repo) {
+    if crate::repo::is_local(project_repo)
+        && path.is_relative()
+        && crate::repo::is_local(config_repo)
+    {
         let joined = std::path::Path::new(config_repo).join(path);
-        return joined.canonicalize().unwrap_or(joined).to_string_lossy().into_owned();
+        return joined
+            .canonicalize()
+            .unwrap_or(joined)
+            .to_string_lossy()
+            .into_owned();
     }
     project_repo.to_string()
 }
 
 impl SourceCheckout for ProjectRepos {
     fn checkout(&self, repo: &str, commit: &str, dest: &std::path::Path) -> Result<(), String> {
-        let id = crate::repo::Oid::from_str(commit).map_err(|e| format!("bad commit id {commit}: {e}"))?;
+        let id = crate::repo::Oid::from_str(commit)
+            .map_err(|e| format!("bad commit id {commit}: {e}"))?;
         ProjectRepos::checkout(self, repo, id, dest).map_err(|e| e.to_string())
     }
 }
 
 fn applied_of(row: &JobRow) -> Option<(JobSpec, String, Option<Artifact>)> {
     let spec: JobSpec = serde_json::from_str(row.applied.as_deref()?).ok()?;
-    let artifact = row.artifact.as_deref().and_then(|a| serde_json::from_str(a).ok());
+    let artifact = row
+        .artifact
+        .as_deref()
+        .and_then(|a| serde_json::from_str(a).ok());
     Some((spec, row.applied_hash.clone()?, artifact))
 }
 
@@ -756,7 +876,10 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 pub async fn recover_live_runs(ctx: &Context) -> Result<usize, crate::store::StoreError> {
     let mut n = 0;
     for run in ctx.store.live_runs()? {
-        let handle: Option<RunHandle> = run.handle.as_deref().and_then(|h| serde_json::from_str(h).ok());
+        let handle: Option<RunHandle> = run
+            .handle
+            .as_deref()
+            .and_then(|h| serde_json::from_str(h).ok());
         let engine = match run.engine.as_str() {
             "local" => ctx.engines.get(&EngineKind::Local),
             "flink" => ctx.engines.get(&EngineKind::Flink),
@@ -766,8 +889,14 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, crate::store::Sto
         let outcome = match (handle, engine) {
             (Some(h), Some(e)) if e.kind() == EngineKind::Local.as_str() => {
                 match e.stop(&h, STOP_GRACE).await {
-                    Ok(()) => "stopped after a daemon restart (found by pid and start time)".to_string(),
-                    Err(EngineError::Refused(m) | EngineError::Unreachable(m) | EngineError::Other(m)) => {
+                    Ok(()) => {
+                        "stopped after a daemon restart (found by pid and start time)".to_string()
+                    }
+                    Err(
+                        EngineError::Refused(m)
+                        | EngineError::Unreachable(m)
+                        | EngineError::Other(m),
+                    ) => {
                         format!("could not be stopped after a daemon restart: {m}")
                     }
                 }

@@ -889,9 +889,18 @@ pub fn secret_names(params: &Params) -> Vec<String> {
 /// Params with every `${secret:NAME}` replaced by the content of `secrets_dir/NAME`
 /// (one trailing newline trimmed). Meant for the moment of submission only.
 pub fn resolve_secrets(params: &Params, secrets_dir: Option<&Path>) -> Result<Params, SecretError> {
+    resolve_secrets_with_values(params, secrets_dir).map(|(p, _)| p)
+}
+
+/// Like [`resolve_secrets`], also returning the secret values, so whatever the run later
+/// prints can be masked with [`mask_secrets`].
+pub fn resolve_secrets_with_values(
+    params: &Params,
+    secrets_dir: Option<&Path>,
+) -> Result<(Params, Vec<String>), SecretError> {
     let names = secret_names(params);
     if names.is_empty() {
-        return Ok(params.clone());
+        return Ok((params.clone(), Vec::new()));
     }
     let mut values = Vec::with_capacity(names.len());
     for name in names {
@@ -917,7 +926,7 @@ pub fn resolve_secrets(params: &Params, secrets_dir: Option<&Path>) -> Result<Pa
         }
         values.push((format!("${{secret:{name}}}"), text));
     }
-    Ok(map_param_strings(params, |s| {
+    let resolved = map_param_strings(params, |s| {
         let mut out = s.to_string();
         for (placeholder, value) in &values {
             if out.contains(placeholder.as_str()) {
@@ -925,7 +934,8 @@ pub fn resolve_secrets(params: &Params, secrets_dir: Option<&Path>) -> Result<Pa
             }
         }
         out
-    }))
+    });
+    Ok((resolved, values.into_iter().map(|(_, v)| v).collect()))
 }
 
 /// `text` with every occurrence of each (non-empty) secret value replaced by `***`.

@@ -10,7 +10,11 @@ use common::*;
 use jobkeeper::store::Store;
 
 fn spawn_daemon(config: &std::path::Path, log: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
         .args(["run", "--config", config.to_str().unwrap()])
         .stdin(Stdio::null())
@@ -21,7 +25,11 @@ fn spawn_daemon(config: &std::path::Path, log: &std::path::Path) -> Child {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,7 +39,8 @@ async fn sigkill_then_restart_stops_the_orphan_and_runs_the_job_once() {
     git.write("jobs/svc.yaml", &sleeper(311));
     git.commit_push("svc");
     let port = free_port();
-    let cfg = config(tmp.path(), &git, "").replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
+    let cfg = config(tmp.path(), &git, "")
+        .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
     let cfg_path = tmp.path().join("config.yaml");
     std::fs::write(&cfg_path, cfg).unwrap();
     let log = tmp.path().join("daemon.log");
@@ -41,7 +50,13 @@ async fn sigkill_then_restart_stops_the_orphan_and_runs_the_job_once() {
     wait_for("store", Duration::from_secs(20), || db.exists()).await;
     let store = Store::open(&db).unwrap();
     let live = |store: &Store| -> Vec<u32> {
-        store.runs("svc", 50).unwrap().iter().filter(|r| r.state == "running").map(pid_of).collect()
+        store
+            .runs("svc", 50)
+            .unwrap()
+            .iter()
+            .filter(|r| r.state == "running")
+            .map(pid_of)
+            .collect()
     };
     let mut first = 0;
     wait_for("svc running", Duration::from_secs(20), || {
@@ -53,7 +68,10 @@ async fn sigkill_then_restart_stops_the_orphan_and_runs_the_job_once() {
 
     daemon.kill().unwrap(); // SIGKILL: no chance to stop its children
     daemon.wait().unwrap();
-    assert!(alive(first), "the orphan survives the daemon in its own process group");
+    assert!(
+        alive(first),
+        "the orphan survives the daemon in its own process group"
+    );
 
     let mut daemon = spawn_daemon(&cfg_path, &log);
     wait_for("orphan stopped", Duration::from_secs(20), || !alive(first)).await;
@@ -69,12 +87,29 @@ async fn sigkill_then_restart_stops_the_orphan_and_runs_the_job_once() {
     assert_eq!(live(&store), vec![second]);
     let runs = store.runs("svc", 50).unwrap();
     assert_eq!(runs.len(), 2, "one run per daemon life: {runs:?}");
-    assert!(runs[1].reason.as_deref().unwrap_or("").contains("pid and start time"), "{runs:?}");
+    assert!(
+        runs[1]
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("pid and start time"),
+        "{runs:?}"
+    );
 
     // SIGTERM: graceful, exit 0, the run stopped with it.
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = tokio::task::spawn_blocking(move || daemon.wait().unwrap()).await.unwrap();
-    assert!(status.success(), "exit 0 after SIGTERM: {status:?}; log: {}", std::fs::read_to_string(&log).unwrap());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::task::spawn_blocking(move || daemon.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        status.success(),
+        "exit 0 after SIGTERM: {status:?}; log: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     assert!(!alive(second));
     assert_eq!(store.integrity_check().unwrap(), "ok");
 
@@ -87,10 +122,18 @@ async fn sigkill_then_restart_stops_the_orphan_and_runs_the_job_once() {
         l.len() == 1 && third != second && alive(third)
     })
     .await;
-    let planned = store.events(Some("svc"), 100).unwrap().iter().filter(|e| e.kind == "planned").count();
+    let planned = store
+        .events(Some("svc"), 100)
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == "planned")
+        .count();
     assert_eq!(planned, 1, "the same commit is planned once");
     daemon.kill().unwrap();
     daemon.wait().unwrap();
     // Clean up the orphan this test made on purpose.
-    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(third as i32), nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(third as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }

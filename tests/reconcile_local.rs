@@ -11,7 +11,8 @@ use common::*;
 async fn a_push_becomes_a_running_job_and_changes_redeploy_only_what_changed() {
     let tmp = tempfile::tempdir().unwrap();
     let git = Git::new(tmp.path(), "config");
-    git.write("jobs/a.yaml", &sleeper(300)).write("jobs/team/b.yaml", &sleeper(301));
+    git.write("jobs/a.yaml", &sleeper(300))
+        .write("jobs/team/b.yaml", &sleeper(301));
     let c1 = git.commit_push("add a and b");
     let d = start(tmp.path(), &config(tmp.path(), &git, "")).await;
 
@@ -19,12 +20,21 @@ async fn a_push_becomes_a_running_job_and_changes_redeploy_only_what_changed() {
     let pid_b = d.running_pid("team/b").await;
     assert!(cmdline(pid_a).contains("sleep 300"), "{}", cmdline(pid_a));
     assert!(cmdline(pid_b).contains("sleep 301"));
-    wait_for("ready", Duration::from_secs(5), || d.store.applied_commit().unwrap() == Some(c1.clone())).await;
+    wait_for("ready", Duration::from_secs(5), || {
+        d.store.applied_commit().unwrap() == Some(c1.clone())
+    })
+    .await;
     assert_eq!(d.get("/readyz").await.0, 200);
     assert_eq!(d.get("/healthz").await.0, 200);
     let ev = d.events("a");
-    let deployed = ev.iter().find(|e| e.kind == "deployed").expect("deployed event");
-    assert_eq!(deployed.author.as_deref(), Some("Ann Operator <ann@example.com>"));
+    let deployed = ev
+        .iter()
+        .find(|e| e.kind == "deployed")
+        .expect("deployed event");
+    assert_eq!(
+        deployed.author.as_deref(),
+        Some("Ann Operator <ann@example.com>")
+    );
     assert_eq!(deployed.subject.as_deref(), Some("add a and b"));
 
     // Change a's params: a is redeployed, b is untouched.
@@ -38,10 +48,19 @@ async fn a_push_becomes_a_running_job_and_changes_redeploy_only_what_changed() {
     assert_eq!(d.runs("team/b").len(), 1);
 
     // A change only to `restart` applies in place: same process.
-    git.write("jobs/a.yaml", &format!("{}restart: {{attempts: 7}}\n", sleeper(302)));
+    git.write(
+        "jobs/a.yaml",
+        &format!("{}restart: {{attempts: 7}}\n", sleeper(302)),
+    );
     let c3 = git.commit_push("more attempts for a");
-    wait_for("c3 applied", Duration::from_secs(10), || d.store.applied_commit().unwrap() == Some(c3.clone())).await;
-    wait_for("in-place event", Duration::from_secs(10), || d.has_event("a", "updated")).await;
+    wait_for("c3 applied", Duration::from_secs(10), || {
+        d.store.applied_commit().unwrap() == Some(c3.clone())
+    })
+    .await;
+    wait_for("in-place event", Duration::from_secs(10), || {
+        d.has_event("a", "updated")
+    })
+    .await;
     assert!(alive(new_a));
     assert_eq!(d.live_runs("a").len(), 1);
 
@@ -49,7 +68,10 @@ async fn a_push_becomes_a_running_job_and_changes_redeploy_only_what_changed() {
     git.remove("jobs/team/b.yaml");
     git.commit_push("remove b");
     wait_for("b stopped", Duration::from_secs(15), || !alive(pid_b)).await;
-    wait_for("b state stopped", Duration::from_secs(5), || d.job("team/b").unwrap().state == "stopped").await;
+    wait_for("b state stopped", Duration::from_secs(5), || {
+        d.job("team/b").unwrap().state == "stopped"
+    })
+    .await;
     assert_eq!(d.runs("team/b").len(), 1, "history kept");
     assert!(alive(new_a));
     let mut d = d;
@@ -61,28 +83,44 @@ async fn a_push_becomes_a_running_job_and_changes_redeploy_only_what_changed() {
 async fn a_commit_with_one_broken_and_one_good_change_applies_the_good_one() {
     let tmp = tempfile::tempdir().unwrap();
     let git = Git::new(tmp.path(), "config");
-    git.write("jobs/a.yaml", &sleeper(300)).write("jobs/b.yaml", &sleeper(301));
+    git.write("jobs/a.yaml", &sleeper(300))
+        .write("jobs/b.yaml", &sleeper(301));
     git.commit_push("two jobs");
     let d = start(tmp.path(), &config(tmp.path(), &git, "")).await;
     let pid_a = d.running_pid("a").await;
     let pid_b = d.running_pid("b").await;
 
-    git.write("jobs/a.yaml", "env: dev\nparams:\n  command: [\"sleep\", \"303\"]\nrestrat: {}\n");
+    git.write(
+        "jobs/a.yaml",
+        "env: dev\nparams:\n  command: [\"sleep\", \"303\"]\nrestrat: {}\n",
+    );
     git.write("jobs/b.yaml", &sleeper(304));
-    git.write("jobs/c.yaml", "env: nowhere\nparams: {command: [\"true\"]}\n");
+    git.write(
+        "jobs/c.yaml",
+        "env: nowhere\nparams: {command: [\"true\"]}\n",
+    );
     let c2 = git.commit_push("break a, change b, add a bad c");
     wait_for("b redeployed", Duration::from_secs(15), || !alive(pid_b)).await;
     let new_b = d.running_pid("b").await;
     assert!(cmdline(new_b).contains("sleep 304"));
-    assert!(alive(pid_a), "the previous version of an invalid job keeps running");
+    assert!(
+        alive(pid_a),
+        "the previous version of an invalid job keeps running"
+    );
     assert_eq!(d.runs("a").len(), 1);
 
     let a = d.job("a").unwrap();
     let invalid = a.invalid.expect("a's problems recorded");
-    assert!(invalid.contains("jobs/a.yaml:4:1: unknown field `restrat`"), "{invalid}");
+    assert!(
+        invalid.contains("jobs/a.yaml:4:1: unknown field `restrat`"),
+        "{invalid}"
+    );
     assert_eq!(a.state, "running");
     let ev = d.events("a");
-    let inv = ev.iter().find(|e| e.kind == "invalid").expect("invalid event");
+    let inv = ev
+        .iter()
+        .find(|e| e.kind == "invalid")
+        .expect("invalid event");
     assert_eq!(inv.commit_id.as_deref(), Some(c2.as_str()));
     assert!(inv.message.contains("jobs/a.yaml:4:1"), "{}", inv.message);
 
@@ -116,8 +154,14 @@ async fn force_push_and_rename_converge_to_the_new_tip() {
     git.git(&["mv", "jobs/a.yaml", "jobs/c.yaml"]);
     let tip = git.commit("rename a to c");
     git.force_push();
-    wait_for("applied", Duration::from_secs(10), || d.store.applied_commit().unwrap() == Some(tip.clone())).await;
-    wait_for("a and b stopped", Duration::from_secs(15), || !alive(pid_a) && !alive(pid_b)).await;
+    wait_for("applied", Duration::from_secs(10), || {
+        d.store.applied_commit().unwrap() == Some(tip.clone())
+    })
+    .await;
+    wait_for("a and b stopped", Duration::from_secs(15), || {
+        !alive(pid_a) && !alive(pid_b)
+    })
+    .await;
     let pid_c = d.running_pid("c").await;
     assert!(cmdline(pid_c).contains("sleep 300"));
     wait_for("states", Duration::from_secs(5), || {
@@ -139,28 +183,55 @@ async fn builds_that_fail_time_out_or_match_wrong_artifacts_leave_the_running_ve
             project.bare.display()
         )
     };
-    git.write("jobs/app.yaml", &job("mkdir -p out && cp run.sh out/app-1.sh", "out/app-*.sh"));
+    git.write(
+        "jobs/app.yaml",
+        &job("mkdir -p out && cp run.sh out/app-1.sh", "out/app-*.sh"),
+    );
     git.commit_push("app job");
     let extra = "build: {max_concurrent: 1, timeout: 2s}\n";
     let d = start(tmp.path(), &config(tmp.path(), &git, extra)).await;
     let pid = d.running_pid("app").await;
-    assert!(cmdline(pid).contains("artifacts/"), "runs the cached artifact: {}", cmdline(pid));
+    assert!(cmdline(pid).contains("sleep 300"), "{}", cmdline(pid));
+    let artifact = d.job("app").unwrap().artifact.expect("artifact recorded");
+    assert!(
+        artifact.contains("/artifacts/") && artifact.contains("app-1.sh"),
+        "{artifact}"
+    );
 
     let cases = [
         (job("echo compiling; exit 7", "out/*.sh"), "compiling"),
         (job("sleep 30", "out/*.sh"), "timed out"),
         (job("mkdir -p out", "out/*.jar"), "out/*.jar"),
-        (job("mkdir -p out && touch out/x.sh out/y.sh", "out/*.sh"), "out/x.sh"),
+        (
+            job("mkdir -p out && touch out/x.sh out/y.sh", "out/*.sh"),
+            "out/x.sh",
+        ),
     ];
     for (i, (spec, expect)) in cases.iter().enumerate() {
-        let before = d.events("app").iter().filter(|e| e.kind == "build_failed").count();
+        let before = d
+            .events("app")
+            .iter()
+            .filter(|e| e.kind == "build_failed")
+            .count();
         git.write("jobs/app.yaml", spec);
         git.commit_push(&format!("case {i}"));
-        wait_for(&format!("build_failed {i}"), Duration::from_secs(20), || {
-            d.events("app").iter().filter(|e| e.kind == "build_failed").count() > before
-        })
+        wait_for(
+            &format!("build_failed {i}"),
+            Duration::from_secs(20),
+            || {
+                d.events("app")
+                    .iter()
+                    .filter(|e| e.kind == "build_failed")
+                    .count()
+                    > before
+            },
+        )
         .await;
-        let ev = d.events("app").into_iter().find(|e| e.kind == "build_failed").unwrap();
+        let ev = d
+            .events("app")
+            .into_iter()
+            .find(|e| e.kind == "build_failed")
+            .unwrap();
         assert!(ev.message.contains(expect), "case {i}: {}", ev.message);
         assert!(alive(pid), "case {i}: the running version is untouched");
         assert_eq!(d.live_runs("app").len(), 1);

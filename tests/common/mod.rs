@@ -44,7 +44,15 @@ impl Git {
         let work = root.join(name);
         std::fs::create_dir_all(&bare).unwrap();
         git_in(&bare, &["init", "-q", "--bare", "-b", "main"]);
-        git_in(root, &["clone", "-q", bare.to_str().unwrap(), work.to_str().unwrap()]);
+        git_in(
+            root,
+            &[
+                "clone",
+                "-q",
+                bare.to_str().unwrap(),
+                work.to_str().unwrap(),
+            ],
+        );
         git_in(&work, &["checkout", "-q", "-b", "main"]);
         Git { bare, work }
     }
@@ -122,7 +130,13 @@ pub async fn start(root: &Path, config_text: &str) -> Daemon {
     let db = state_dir.join("jobkeeper.db");
     wait_for("the store file", Duration::from_secs(10), || db.exists()).await;
     let store = Store::open(&db).unwrap();
-    Daemon { cancel, handle: Some(handle), state_dir, addr, store }
+    Daemon {
+        cancel,
+        handle: Some(handle),
+        state_dir,
+        addr,
+        store,
+    }
 }
 
 impl Daemon {
@@ -147,7 +161,10 @@ impl Daemon {
     }
 
     pub fn live_runs(&self, name: &str) -> Vec<RunRow> {
-        self.runs(name).into_iter().filter(|r| r.state == "running").collect()
+        self.runs(name)
+            .into_iter()
+            .filter(|r| r.state == "running")
+            .collect()
     }
 
     pub fn events(&self, name: &str) -> Vec<EventRow> {
@@ -196,14 +213,21 @@ pub fn pid_of(run: &RunRow) -> u32 {
 /// True while a process with this pid exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
 
 pub fn cmdline(pid: u32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " ").trim().to_string())
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .replace('\0', " ")
+                .trim()
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
@@ -211,7 +235,10 @@ pub fn cmdline(pid: u32) -> String {
 pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -225,8 +252,15 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
     let text = String::from_utf8_lossy(&buf).to_string();
-    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (code, body)
 }
 
