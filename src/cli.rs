@@ -94,10 +94,27 @@ pub fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_chain(&err));
             ExitCode::from(1)
         }
     }
+}
+
+/// An error and its causes on one line, `a: b: c`, leaving out a cause whose text the line
+/// already holds (errors that print their source themselves would otherwise show it twice).
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
