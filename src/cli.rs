@@ -220,11 +220,22 @@ fn validate(dir: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     };
     let files = job_files(dir)?;
     let mut errors: Vec<Diagnostic> = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
     for rel in &files {
         let display = dir.join(rel).to_string_lossy().into_owned();
         let name = spec::job_name_of(rel).unwrap_or(rel);
         if let Err(msg) = spec::check_name(name) {
             errors.push(Diagnostic::file(&display, msg));
+            continue;
+        }
+        // As the daemon does (`changes::changes_of`): one job, one file.
+        if !names.insert(name) {
+            errors.push(Diagnostic::file(
+                &display,
+                format!(
+                    "two files define the job `{name}`: keep one of `{name}.yaml` and `{name}.yml`"
+                ),
+            ));
             continue;
         }
         match std::fs::read(dir.join(rel)) {
