@@ -168,6 +168,7 @@ pub async fn run(
                     tracing::info!(%commit, jobs, trigger = %reason, took = ?started.elapsed(), "applied config commit");
                 }
                 api.ready.store(true, Ordering::Release);
+                reconciler.follow_all();
             }
             Err(err) => {
                 control.fetch_failed();

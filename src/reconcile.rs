@@ -60,6 +60,8 @@ enum Msg {
     Desired,
     /// A run ended.
     Exit(RunExit),
+    /// Check whether a `follow: true` project's branch moved.
+    Follow,
 }
 
 /// Routes work to the job actors, creating them on first use.
@@ -113,6 +115,18 @@ impl Reconciler {
         self.send(job, Msg::Desired);
     }
 
+    /// Asks every job with `project.follow: true` to check whether its branch moved
+    /// (the others ignore it).
+    pub fn follow_all(&self) {
+        let actors = self
+            .actors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for tx in actors.values() {
+            let _ = tx.send(Msg::Follow);
+        }
+    }
+
     /// A run ended.
     pub fn exited(&self, exit: RunExit) {
         let job = exit.job.clone();
@@ -144,6 +158,8 @@ struct Actor {
     live: Vec<Live>,
     /// The desired hash whose build or submit failed: not retried until the spec changes.
     stalled: Option<String>,
+    /// A followed project commit whose build failed: not retried until the branch moves again.
+    follow_failed: Option<String>,
     /// Next cron time of a batch job.
     next_fire: Option<(Instant, chrono::DateTime<chrono_tz::Tz>)>,
     /// When a failed run is resubmitted.
@@ -171,6 +187,7 @@ impl Actor {
             cancel,
             live: Vec::new(),
             stalled: None,
+            follow_failed: None,
             next_fire: None,
             restart_at: None,
             restarts: VecDeque::new(),
@@ -193,6 +210,7 @@ impl Actor {
                     None => return,
                     Some(Msg::Desired) => self.converge().await,
                     Some(Msg::Exit(exit)) => { self.on_exit(exit).await; Step::Continue }
+                    Some(Msg::Follow) => { self.follow().await; Step::Continue }
                 },
                 () = sleep_until_opt(deadline) => { self.on_timer().await; Step::Continue }
             };
@@ -341,6 +359,7 @@ impl Actor {
 
     /// Deploys a new desired version: build if needed, then redeploy or apply in place.
     async fn deploy(&mut self, desired: JobSpec, hash: String) {
+        self.stalled = None;
         let (action, reasons) = match &self.applied {
             Some((old, _, _)) => diff_specs(old, &desired),
             None => (Action::Add, vec!["new job".to_string()]),
@@ -466,18 +485,33 @@ impl Actor {
             return Ok(Some(a));
         }
         self.set_state(self.idle_or_running(JobState::Building), Some("building"));
+        let commit = self.resolve_project(project).await?;
+        self.build_at(project, commit).await.map(Some)
+    }
+
+    /// The commit a project's branch (tag, commit id) points at now, fetched.
+    async fn resolve_project(&self, project: &crate::spec::Project) -> Result<String, String> {
         let projects = self.ctx.projects.clone();
         let url = project_url(&self.ctx.settings.repo.url, &project.repo);
         let rev = project.branch.clone();
-        let url2 = url.clone();
-        let commit = tokio::task::spawn_blocking(move || projects.resolve(&url2, &rev))
+        let commit = tokio::task::spawn_blocking(move || projects.resolve(&url, &rev))
             .await
             .map_err(|e| format!("project fetch panicked: {e}"))?
             .map_err(|e| format!("project {}: {e}", project.repo))?;
+        Ok(commit.to_string())
+    }
+
+    /// Builds a project at a commit (or takes the cached artifact of that build key).
+    async fn build_at(
+        &self,
+        project: &crate::spec::Project,
+        commit: String,
+    ) -> Result<Artifact, String> {
+        let url = project_url(&self.ctx.settings.repo.url, &project.repo);
         let req = BuildRequest {
             job: self.name.clone(),
             repo: url,
-            commit: commit.to_string(),
+            commit,
             dir: project.dir.clone(),
             command: project.build.clone(),
             artifact_glob: project.artifact.clone(),
@@ -494,7 +528,74 @@ impl Actor {
             None,
             &format!("artifact {}", artifact.path.display()),
         );
-        Ok(Some(artifact))
+        Ok(artifact)
+    }
+
+    /// `project.follow: true`: a new commit on the branch rebuilds and redeploys.
+    async fn follow(&mut self) {
+        let Some((spec, hash, Some(current))) = self.applied.clone() else {
+            return;
+        };
+        let Some(project) = spec.project.clone().filter(|p| p.follow) else {
+            return;
+        };
+        if spec.suspend || self.stalled.is_some() {
+            return;
+        }
+        let commit = match self.resolve_project(&project).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(job = %self.name, "follow: cannot fetch the project: {e}");
+                return;
+            }
+        };
+        if commit == current.commit || self.follow_failed.as_deref() == Some(commit.as_str()) {
+            return;
+        }
+        let short = |c: &str| c.chars().take(8).collect::<String>();
+        let why = format!(
+            "project.branch `{}` moved: {} → {}",
+            project.branch,
+            short(&current.commit),
+            short(&commit)
+        );
+        let artifact = match self.build_at(&project, commit.clone()).await {
+            Ok(a) => a,
+            Err(reason) => {
+                self.follow_failed = Some(commit);
+                self.event("build_failed", None, &format!("{why}\n{reason}"));
+                return;
+            }
+        };
+        self.follow_failed = None;
+        if !spec.is_batch() {
+            if let Err(reason) = self.preflight(&spec, Some(&artifact)).await {
+                self.event("deploy_failed", None, &reason);
+                return;
+            }
+            self.stop_all("replaced by a new project commit").await;
+        }
+        let previous = self.applied.replace((spec.clone(), hash, Some(artifact)));
+        self.record_applied();
+        if spec.is_batch() {
+            self.event("deployed", None, &format!("{why}; the next run uses it"));
+            return;
+        }
+        match self.submit(false).await {
+            Ok(run_id) => self.event("deployed", Some(run_id), &why),
+            Err(reason) => {
+                self.event("deploy_failed", None, &reason);
+                self.applied = previous;
+                self.record_applied();
+                if let Ok(run_id) = self.submit(false).await {
+                    self.event(
+                        "restarted",
+                        Some(run_id),
+                        "previous version started again after the failed deploy",
+                    );
+                }
+            }
+        }
     }
 
     fn engine_for(&self, spec: &JobSpec) -> Result<Arc<dyn Engine>, String> {

@@ -237,3 +237,47 @@ async fn builds_that_fail_time_out_or_match_wrong_artifacts_leave_the_running_ve
         assert_eq!(d.live_runs("app").len(), 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_rebuilds_and_redeploys_when_the_project_branch_moves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = Git::new(tmp.path(), "app");
+    project.write("run.sh", "exec sleep 321\n");
+    project.commit_push("v1");
+    let git = Git::new(tmp.path(), "config");
+    let job = |follow: bool| {
+        format!(
+            "project:\n  repo: {}\n  build: cp run.sh app.sh\n  artifact: app.sh\n  follow: {follow}\nenv: dev\nparams:\n  command: [\"sh\", \"{{artifact}}\"]\n",
+            project.bare.display()
+        )
+    };
+    git.write("jobs/followed.yaml", &job(true));
+    git.write("jobs/pinned.yaml", &job(false));
+    git.commit_push("two jobs on one project");
+    let d = start(tmp.path(), &config(tmp.path(), &git, "")).await;
+    let followed = d.running_pid("followed").await;
+    let pinned = d.running_pid("pinned").await;
+    assert!(cmdline(followed).contains("sleep 321"));
+
+    project.write("run.sh", "exec sleep 322\n");
+    let v2 = project.commit_push("v2");
+    // The config repo is polled every second; each poll checks followed branches.
+    wait_for("followed redeployed", Duration::from_secs(20), || {
+        !alive(followed)
+    })
+    .await;
+    let new = d.running_pid("followed").await;
+    assert!(cmdline(new).contains("sleep 322"), "{}", cmdline(new));
+    let ev = d
+        .events("followed")
+        .into_iter()
+        .find(|e| e.kind == "deployed")
+        .unwrap();
+    assert!(
+        ev.message.contains(&format!("→ {}", &v2[..8])),
+        "{}",
+        ev.message
+    );
+    assert!(alive(pinned), "a job without follow keeps its build");
+    assert_eq!(d.runs("pinned").len(), 1);
+}
