@@ -281,3 +281,78 @@ async fn follow_rebuilds_and_redeploys_when_the_project_branch_moves() {
     assert!(alive(pinned), "a job without follow keeps its build");
     assert_eq!(d.runs("pinned").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_job_files_never_touch_the_running_version_nor_the_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = Git::new(tmp.path(), "config");
+    git.write("jobs/a.yaml", &sleeper(331));
+    git.commit_push("a");
+    let d = start(tmp.path(), &config(tmp.path(), &git, "")).await;
+    let pid = d.running_pid("a").await;
+
+    let bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n\
+                c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n\
+                e: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n";
+    let huge = format!("env: dev\n# {}\n", "x".repeat(1024 * 1024));
+    let deep = format!("env: dev\nparams: {}{}\n", "[".repeat(500), "]".repeat(500));
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("syntax", b"env: [dev\n".to_vec()),
+        ("binary", vec![0xff, 0xfe, 0x00, 0x01, 0x80]),
+        ("empty", Vec::new()),
+        ("bomb", bomb.as_bytes().to_vec()),
+        ("huge", huge.into_bytes()),
+        ("deep", deep.into_bytes()),
+        (
+            "dupkey",
+            b"env: dev\nenv: dev\nparams: {command: [x]}\n".to_vec(),
+        ),
+        (
+            "types",
+            b"env: 42\nparams: {command: sleep}\nrestart: {attempts: -1, backoff: soon}\n".to_vec(),
+        ),
+        (
+            "secret",
+            b"env: dev\nparams: {command: [\"${secret:../../etc/passwd}\"]}\n".to_vec(),
+        ),
+        (
+            "var",
+            b"env: dev\nparams: {command: [\"${var:NOPE}\"]}\n".to_vec(),
+        ),
+        (
+            "cron",
+            b"env: dev\nschedule: \"61 * * * *\"\nparams: {command: [x]}\n".to_vec(),
+        ),
+    ];
+    for (i, (what, bytes)) in bad.iter().enumerate() {
+        std::fs::write(git.work.join("jobs/a.yaml"), bytes).unwrap();
+        let id = git.commit_push(&format!("break a: {what}"));
+        wait_for(&format!("{what} applied"), Duration::from_secs(10), || {
+            d.store.applied_commit().unwrap() == Some(id.clone())
+        })
+        .await;
+        let a = d.job("a").unwrap();
+        let problems = a.invalid.unwrap_or_default();
+        assert!(problems.starts_with("jobs/a.yaml:"), "{what}: {problems}");
+        assert!(alive(pid), "{what}: the running version is untouched");
+        assert_eq!(d.runs("a").len(), 1, "{what}");
+        assert_eq!(
+            d.get("/healthz").await.0,
+            200,
+            "{what}: daemon still serving"
+        );
+        let invalid = d.events("a").iter().filter(|e| e.kind == "invalid").count();
+        assert_eq!(invalid, i + 1, "{what}: one invalid event per commit");
+    }
+    // Names that cannot be job names are refused without touching anything.
+    git.write("jobs/Bad Name.yaml", &sleeper(332));
+    let id = git.commit_push("a bad name");
+    wait_for("bad name applied", Duration::from_secs(10), || {
+        d.store.applied_commit().unwrap() == Some(id.clone())
+    })
+    .await;
+    let bad = d.job("Bad Name").unwrap();
+    assert_eq!(bad.state, "invalid");
+    assert!(d.runs("Bad Name").is_empty());
+    assert!(alive(pid));
+}
