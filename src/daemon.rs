@@ -126,6 +126,11 @@ pub async fn run(
             }
         });
     }
+    {
+        let (ctx, r, cancel) = (ctx.clone(), reconciler.clone(), cancel.clone());
+        let interval = settings.health.interval;
+        tasks.spawn(crate::health::sweep_loop(ctx, r, interval, cancel));
+    }
     for row in store.jobs()? {
         if row.desired.is_some() {
             reconciler.poke(&row.name);

@@ -11,6 +11,7 @@
 //! - [`schedule`]: crontab-meaning cron expressions in a time zone.
 //! - [`repo`]: git: config-repo mirror, reading job files at a commit, tree diffs, project
 //!   mirrors and checkouts, watch and poll triggers.
+//! - [`health`]: restart policy, batch schedule arithmetic, the engine status sweep.
 //! - [`plan`]: applied specs vs new specs → actions per job (pure).
 //! - [`build`]: project builds, artifact cache, build queue.
 //! - [`engine`]: the [`engine::Engine`] trait and its implementations.
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod daemon;
 pub mod diag;
 pub mod engine;
+pub mod health;
 pub mod http;
 pub mod plan;
 pub mod reconcile;

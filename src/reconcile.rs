@@ -7,7 +7,7 @@
 //! happens next (STYLE habit 4): an invalid spec or failed build is *stalled* until the desired
 //! spec changes; a failed run is retried after a backoff by the restart policy.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::build::{Artifact, BuildRequest, Builder, SourceCheckout};
 use crate::engine::{Engine, EngineError, RunExit, RunHandle, RunStatus, SubmitRequest};
+use crate::health::{Decision, RestartTracker, first_fire};
 use crate::plan::{Action, diff_specs};
 use crate::repo::ProjectRepos;
 use crate::schedule::Schedule;
@@ -30,9 +31,6 @@ use crate::store::{JobRow, JobState, NewEvent, Store};
 
 /// How long a stopped local run gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
-
-/// How late a missed batch run may still start (SPEC: at most one, within 10 minutes).
-pub const LATE_RUN_WINDOW: Duration = Duration::from_secs(600);
 
 /// The hash the store keeps of a spec: sha256 of its JSON.
 pub fn spec_hash(json: &str) -> String {
@@ -149,6 +147,8 @@ struct Live {
     secrets: Vec<String>,
     /// Batch runs: when the run is stopped as failed.
     deadline: Option<Instant>,
+    /// When it was submitted.
+    started: Instant,
 }
 
 struct Actor {
@@ -164,11 +164,11 @@ struct Actor {
     next_fire: Option<(Instant, chrono::DateTime<chrono_tz::Tz>)>,
     /// When a failed run is resubmitted.
     restart_at: Option<Instant>,
-    /// Restart times within the policy window.
-    restarts: VecDeque<Instant>,
-    /// The next backoff delay.
-    backoff: Option<Duration>,
+    /// Restarts within the policy window and the next backoff.
+    restarts: RestartTracker,
     gave_up: bool,
+    /// The attempt the pending restart will be, of how many.
+    pending_attempt: (u32, u32),
     /// Spec of the deployed version, with its hash and artifact.
     applied: Option<(JobSpec, String, Option<Artifact>)>,
     commit: Option<String>,
@@ -190,9 +190,9 @@ impl Actor {
             follow_failed: None,
             next_fire: None,
             restart_at: None,
-            restarts: VecDeque::new(),
-            backoff: None,
+            restarts: RestartTracker::default(),
             gave_up: false,
+            pending_attempt: (0, 0),
             applied: None,
             commit: None,
         }
@@ -299,8 +299,7 @@ impl Actor {
             // A new version cancels a pending retry and clears `gave_up`.
             self.gave_up = false;
             self.restart_at = None;
-            self.restarts.clear();
-            self.backoff = None;
+            self.restarts.reset();
         }
         if desired.suspend {
             if !self.live.is_empty() {
@@ -325,7 +324,7 @@ impl Actor {
         } else if !desired.is_batch() && self.live.is_empty() && !self.gave_up {
             // Same version, nothing live: after a daemon restart, or the run ended.
             if self.restart_at.is_none() {
-                self.start_service("started").await;
+                self.start("started", "run submitted", false).await;
             }
         } else if desired.is_batch() && self.next_fire.is_none() {
             self.schedule_next(true);
@@ -694,6 +693,7 @@ impl Actor {
                     engine,
                     secrets,
                     deadline,
+                    started: Instant::now(),
                 });
                 self.set_state(JobState::Running, None);
                 Ok(run_id)
@@ -706,24 +706,28 @@ impl Actor {
         }
     }
 
-    async fn start_service(&mut self, why: &str) {
-        match self.submit(false).await {
-            Ok(run_id) => self.event(why, Some(run_id), "run submitted"),
+    /// Submits the applied version and records `kind` (`started`, `restarted`); a refused
+    /// submit counts as a failed run for the restart policy.
+    async fn start(&mut self, kind: &str, message: &str, batch: bool) {
+        match self.submit(batch).await {
+            Ok(run_id) => self.event(kind, Some(run_id), message),
             Err(reason) => {
                 self.event("deploy_failed", None, &reason);
-                self.schedule_restart(&reason);
+                self.schedule_restart(&reason, Duration::ZERO);
             }
         }
     }
 
     async fn stop_all(&mut self, why: &str) {
         for live in std::mem::take(&mut self.live) {
-            self.stop_run(live, why).await;
+            self.stop_run(live, "stopped", why).await;
         }
     }
 
-    async fn stop_run(&self, live: Live, why: &str) {
-        let _ = self.ctx.store.finish_run(live.run_id, "stopped", Some(why));
+    /// Stops a run, recording it as ended in `state` (`stopped`, or `failed` for a timeout)
+    /// before the engine is asked, so its exit is not mistaken for a failure.
+    async fn stop_run(&self, live: Live, state: &str, why: &str) {
+        let _ = self.ctx.store.finish_run(live.run_id, state, Some(why));
         match live.engine.stop(&live.handle, STOP_GRACE).await {
             Ok(()) => tracing::info!(job = %self.name, run = live.run_id, "stopped: {why}"),
             Err(err) => {
@@ -747,8 +751,7 @@ impl Actor {
             RunStatus::Running => self.live.push(live),
             RunStatus::Succeeded if batch => {
                 let _ = self.ctx.store.finish_run(live.run_id, "succeeded", None);
-                self.restarts.clear();
-                self.backoff = None;
+                self.restarts.succeeded();
                 self.event("succeeded", Some(live.run_id), "run finished with exit 0");
                 if self.live.is_empty() {
                     self.set_state(JobState::Succeeded, None);
@@ -767,51 +770,47 @@ impl Actor {
                 };
                 let _ = self.ctx.store.finish_run(live.run_id, state, Some(&reason));
                 self.event("failed", Some(live.run_id), &reason);
-                self.schedule_restart(&reason);
+                self.schedule_restart(&reason, live.started.elapsed());
             }
         }
     }
 
-    /// Restart policy: backoff doubling up to `max_backoff`; more than `attempts` restarts
-    /// within `window` gives up.
-    fn schedule_restart(&mut self, reason: &str) {
+    /// Restart policy (see [`RestartTracker`]): backoff doubling up to `max_backoff`; more than
+    /// `attempts` restarts within `window` gives up until a new commit or an operator's restart.
+    fn schedule_restart(&mut self, reason: &str, ran_for: Duration) {
         let Some((spec, _, _)) = &self.applied else {
             return;
         };
         let policy = self.ctx.settings.restart_policy(&spec.env, &spec.restart);
-        let now = Instant::now();
-        while self
-            .restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > policy.window)
-        {
-            self.restarts.pop_front();
-        }
-        if self.restarts.len() >= policy.attempts as usize {
-            self.gave_up = true;
-            self.restart_at = None;
-            let msg = format!(
-                "gave up after {} restarts within {}: {reason}",
-                self.restarts.len(),
-                humantime::format_duration(policy.window)
-            );
-            self.event("gave_up", None, &msg);
-            self.set_state(JobState::GaveUp, Some(&msg));
-            return;
-        }
-        let delay = self
-            .backoff
-            .unwrap_or(policy.backoff)
-            .min(policy.max_backoff);
-        self.backoff = Some((delay * 2).min(policy.max_backoff).max(delay));
-        self.restart_at = Some(now + delay);
-        if self.live.is_empty() {
-            let msg = format!("restart in {}", humantime::format_duration(delay));
-            self.set_state(JobState::Backoff, Some(&msg));
+        match self.restarts.on_failure(Instant::now(), &policy, ran_for) {
+            Decision::GiveUp { restarts } => {
+                self.gave_up = true;
+                self.restart_at = None;
+                let msg = format!(
+                    "gave up after {restarts} restarts within {}: {reason}",
+                    humantime::format_duration(policy.window)
+                );
+                self.event("gave_up", None, &msg);
+                if self.live.is_empty() {
+                    self.set_state(JobState::GaveUp, Some(&msg));
+                }
+            }
+            Decision::RestartAfter { delay, attempt, of } => {
+                self.restart_at = Some(Instant::now() + delay);
+                self.pending_attempt = (attempt, of);
+                if self.live.is_empty() {
+                    let msg = format!(
+                        "restart {attempt}/{of} in {}",
+                        humantime::format_duration(delay)
+                    );
+                    self.set_state(JobState::Backoff, Some(&msg));
+                }
+            }
         }
     }
 
     fn schedule_next(&mut self, allow_late: bool) {
+        self.next_fire = None;
         let Some((spec, _, _)) = &self.applied else {
             return;
         };
@@ -823,18 +822,13 @@ impl Actor {
         };
         let tz = self.ctx.settings.timezone;
         let now = Utc::now().with_timezone(&tz);
-        if allow_late {
+        let fire = if allow_late {
             // A tick missed while the daemon was down starts now, once, if recent enough.
-            let since = now - chrono::Duration::from_std(LATE_RUN_WINDOW).unwrap_or_default();
-            if let Some(missed) = schedule.next_after(since)
-                && missed <= now
-                && !self.ran_since(missed.timestamp_millis())
-            {
-                self.next_fire = Some((Instant::now(), missed));
-                return;
-            }
-        }
-        self.next_fire = schedule.next_after(now).map(|t| {
+            first_fire(&schedule, now, self.last_start())
+        } else {
+            schedule.next_after(now).map(|t| (t, false))
+        };
+        self.next_fire = fire.map(|(t, _)| {
             let wait = (t.with_timezone(&Utc) - Utc::now())
                 .to_std()
                 .unwrap_or_default();
@@ -842,11 +836,9 @@ impl Actor {
         });
     }
 
-    fn ran_since(&self, ms: i64) -> bool {
-        match self.ctx.store.runs(&self.name, 1) {
-            Ok(runs) => runs.first().is_some_and(|r| r.started_at >= ms),
-            Err(_) => true,
-        }
+    fn last_start(&self) -> Option<chrono::DateTime<Utc>> {
+        let runs = self.ctx.store.runs(&self.name, 1).ok()?;
+        chrono::DateTime::from_timestamp_millis(runs.first()?.started_at)
     }
 
     async fn on_timer(&mut self) {
@@ -864,10 +856,9 @@ impl Actor {
                 .and_then(|(s, _, _)| s.timeout)
                 .unwrap_or_default();
             let reason = format!("timed out after {}", humantime::format_duration(timeout));
-            self.stop_run(live, &reason).await;
-            let _ = self.ctx.store.finish_run(run_id, "failed", Some(&reason));
+            self.stop_run(live, "failed", &reason).await;
             self.event("failed", Some(run_id), &reason);
-            self.schedule_restart(&reason);
+            self.schedule_restart(&reason, timeout);
         }
         if self.restart_at.is_some_and(|t| t <= now) {
             self.restart_at = None;
@@ -875,13 +866,21 @@ impl Actor {
                 .applied
                 .as_ref()
                 .map(|(s, _, _)| self.ctx.settings.restart_policy(&s.env, &s.restart));
-            if policy.is_some() && self.live.is_empty() {
-                self.restarts.push_back(now);
-                let attempt = self.restarts.len();
-                let of = policy.map_or(0, |p| p.attempts);
-                self.start_service(&format!("restarted (attempt {attempt}/{of})"))
-                    .await;
-                // The event kind stays stable for alerts; the attempt is in the message.
+            let batch = self.applied.as_ref().is_some_and(|(s, _, _)| s.is_batch());
+            if policy.is_some() && (self.live.is_empty() || batch) {
+                self.restarts.restarted(now);
+                let (attempt, of) = self.pending_attempt;
+                let what = if batch {
+                    "failed run retried"
+                } else {
+                    "resubmitted"
+                };
+                self.start(
+                    "restarted",
+                    &format!("{what} (attempt {attempt}/{of})"),
+                    batch,
+                )
+                .await;
             }
         }
         if self.next_fire.is_some_and(|(t, _)| t <= now) {
@@ -923,7 +922,7 @@ impl Actor {
     async fn shutdown(&mut self) {
         for live in std::mem::take(&mut self.live) {
             if live.engine.kind() == EngineKind::Local.as_str() {
-                self.stop_run(live, "daemon shutdown").await;
+                self.stop_run(live, "stopped", "daemon shutdown").await;
             }
         }
     }

@@ -163,8 +163,13 @@ impl Schedule {
 
     /// The first time strictly after `after` that matches, or `None` when there is none
     /// (e.g. `0 0 31 2 *`).
+    /// Cron times are whole seconds: the fraction of `after` is dropped first, so the same
+    /// tick is found whatever the sub-second time it is asked at.
     pub fn next_after(&self, after: DateTime<Tz>) -> Option<DateTime<Tz>> {
-        self.cron.find_next_occurrence(&after, false).ok()
+        use chrono::SubsecRound;
+        let whole = after.trunc_subsecs(0);
+        let next = self.cron.find_next_occurrence(&whole, false).ok()?;
+        Some(next.trunc_subsecs(0))
     }
 }
 
@@ -253,6 +258,20 @@ fn value(s: &str, field: &Field, part: &str) -> Result<u32, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ticks_are_whole_seconds_whatever_the_fraction_asked_at() {
+        use chrono::TimeZone;
+        let s = super::Schedule::parse("*/2 * * * * *").unwrap();
+        let utc = chrono_tz::UTC;
+        let at = utc.timestamp_millis_opt(1_795_617_347_126).unwrap();
+        let next = s.next_after(at).unwrap();
+        assert_eq!(next.timestamp_millis(), 1_795_617_348_000);
+        let again = s
+            .next_after(utc.timestamp_millis_opt(1_795_617_347_999).unwrap())
+            .unwrap();
+        assert_eq!(again, next);
+    }
+
     use super::*;
     use chrono::{Datelike, TimeZone, Timelike, Weekday};
 
