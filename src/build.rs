@@ -432,7 +432,7 @@ impl Inner {
             Ok(a) => {
                 tracing::info!(job = %req.job, key, artifact = %a.path.display(), "build done")
             }
-            Err(e) => tracing::warn!(job = %req.job, key, error = %e, "build failed"),
+            Err(_) => tracing::debug!(job = %req.job, key, "build failed (reported by the job)"),
         }
         result.map_err(|e| e.with_log(&log))
     }

@@ -114,6 +114,22 @@ pub fn changes_of(tree: &GitTree, diff: &[JobFileChange], ctx: Context<'_>) -> V
     out
 }
 
+/// True when `path` is a folder in the tree of `commit`.
+pub fn path_exists(tree: &GitTree, commit: Oid, path: &str) -> bool {
+    let repo = tree.repository();
+    let Ok(commit) = repo.find_commit(commit) else {
+        return false;
+    };
+    let Ok(root) = commit.tree() else {
+        return false;
+    };
+    let path = path.trim_matches('/');
+    path.is_empty()
+        || root
+            .get_path(std::path::Path::new(path))
+            .is_ok_and(|e| e.kind() == Some(git2::ObjectType::Tree))
+}
+
 /// `jobkeeper plan`: what applying `to` after `from` does, read from the repo at `dir`.
 pub fn plan_between(
     dir: &Path,
@@ -123,9 +139,20 @@ pub fn plan_between(
     ctx: Context<'_>,
 ) -> Result<Plan, RepoError> {
     let tree = open_existing(dir)?;
+    let (from_rev, to_rev) = (from, to);
     let from = tree.resolve_rev(from)?;
     let to = tree.resolve_rev(to)?;
+
     let diff = tree.diff_job_files(Some(from), to, path)?;
+    if diff.is_empty() && !path_exists(&tree, from, path) && !path_exists(&tree, to, path) {
+        // A wrong folder would otherwise read as "no job changes" and pass review.
+        return Err(RepoError::NotFound {
+            url: dir.display().to_string(),
+            what: format!(
+                "the job folder `{path}` (at `{from_rev}` and at `{to_rev}`; give the right one with --path)"
+            ),
+        });
+    }
     let changes = changes_of(&tree, &diff, ctx);
     // The old versions of the changed files only: read from the diff, not the whole tree.
     let mut applied = BTreeMap::new();

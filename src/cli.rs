@@ -130,9 +130,22 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
         } => plan(&repo, &from, &to, format, path, config.as_deref()),
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&spec::json_schema())?);
+            stdout(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&spec::json_schema())?
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Writes to stdout; a reader that went away (`jobkeeper schema | head`) is not an error.
+fn stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
@@ -155,8 +168,10 @@ fn load_settings(path: &Path) -> anyhow::Result<Result<Settings, ExitCode>> {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("JOBKEEPER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
@@ -250,7 +265,7 @@ fn validate(dir: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
             )),
         }
     }
-    print!("{}", diag::render(&errors));
+    stdout(&diag::render(&errors))?;
     let bad: std::collections::BTreeSet<&str> = errors.iter().map(|d| d.path.as_str()).collect();
     eprintln!(
         "{} job file(s) checked: {} invalid, {} error(s)",
@@ -290,7 +305,7 @@ fn plan(
         PlanFormat::Markdown => crate::plan::render_markdown(&plan, from, to),
         PlanFormat::Json => crate::plan::render_json(&plan, from, to),
     };
-    print!("{out}");
+    stdout(&out)?;
     Ok(if plan.has_invalid() {
         ExitCode::from(1)
     } else {

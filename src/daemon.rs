@@ -44,6 +44,16 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// Another daemon holds the state folder.
+    #[error(
+        "another jobkeeper daemon (pid {pid}) uses the state folder {path}; stop it first, or give this one its own `state_dir`"
+    )]
+    Locked {
+        /// The state folder.
+        path: String,
+        /// The pid written by the daemon holding it.
+        pid: String,
+    },
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Http(#[source] std::io::Error),
@@ -78,6 +88,16 @@ pub async fn run(
             source,
         })?;
     }
+    let _lock = lock_state_dir(&state_dir)?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string()),
+        state_dir = %state_dir.display(),
+        repo = %settings.repo.url,
+        branch = %settings.repo.branch,
+        path = %settings.repo.path,
+        "jobkeeper starting"
+    );
     let store = Store::open(&state_dir.join("jobkeeper.db"))?;
     let local = Arc::new(LocalEngine::new());
     let mut engines: HashMap<EngineKind, Arc<dyn Engine>> = HashMap::new();
@@ -131,12 +151,6 @@ pub async fn run(
         let interval = settings.health.interval;
         tasks.spawn(crate::health::sweep_loop(ctx, r, interval, cancel));
     }
-    for row in store.jobs()? {
-        if row.desired.is_some() {
-            reconciler.poke(&row.name);
-        }
-    }
-
     let api = Arc::new(ApiState::default());
     let server = {
         let (api, cancel) = (api.clone(), cancel.clone());
@@ -156,13 +170,28 @@ pub async fn run(
     let repo = Arc::new(repo);
     let (mut triggers, control) = spawn_trigger(&settings.repo, cancel.clone());
     let mut unreachable = false;
+    let mut started_jobs = false;
     loop {
         let reason = tokio::select! {
             () = cancel.cancelled() => break,
             r = triggers.recv() => match r { Some(r) => r, None => break },
         };
         let started = Instant::now();
-        match sync(&repo, &ctx, &reconciler).await {
+        // At start, the tip is applied before stored jobs start, so a commit made while the
+        // daemon was down is not preceded by a run of the old version; a repo that does not
+        // answer in time does not keep the stored jobs from starting.
+        let result = if started_jobs {
+            sync(&repo, &ctx, &reconciler).await
+        } else {
+            match tokio::time::timeout(STARTUP_SYNC_WAIT, sync(&repo, &ctx, &reconciler)).await {
+                Ok(r) => r,
+                Err(_) => Err(SyncError::Task(format!(
+                    "no answer within {}s at start; starting the stored jobs, still trying",
+                    STARTUP_SYNC_WAIT.as_secs()
+                ))),
+            }
+        };
+        match result {
             Ok(outcome) => {
                 control.fetch_ok();
                 if unreachable {
@@ -172,7 +201,10 @@ pub async fn run(
                 if let SyncOutcome::Applied { commit, jobs } = &outcome {
                     tracing::info!(%commit, jobs, trigger = %reason, took = ?started.elapsed(), "applied config commit");
                 }
-                api.ready.store(true, Ordering::Release);
+                if !api.ready.swap(true, Ordering::AcqRel) {
+                    let applied = store.applied_commit().ok().flatten().unwrap_or_default();
+                    tracing::info!(commit = %applied.get(..8).unwrap_or(""), "ready");
+                }
                 reconciler.follow_all();
             }
             Err(err) => {
@@ -188,6 +220,14 @@ pub async fn run(
                 }
             }
         }
+        if !started_jobs {
+            started_jobs = true;
+            for row in store.jobs()? {
+                if row.desired.is_some() {
+                    reconciler.poke(&row.name);
+                }
+            }
+        }
     }
 
     tracing::info!("shutting down: stopping local runs");
@@ -199,6 +239,44 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long the first sync may take before the stored jobs start anyway.
+pub const STARTUP_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Takes an exclusive lock on `state_dir/jobkeeper.lock` for the daemon's life, so two daemons
+/// never share a state folder (they would stop each other's runs and start every job twice).
+fn lock_state_dir(
+    state_dir: &std::path::Path,
+) -> Result<nix::fcntl::Flock<std::fs::File>, DaemonError> {
+    use std::io::{Read, Seek, Write};
+    let path = state_dir.join("jobkeeper.lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| DaemonError::StateDir {
+            path: path.display().to_string(),
+            source,
+        })?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            let _ = lock.set_len(0);
+            let _ = lock.rewind();
+            let _ = writeln!(lock, "{}", std::process::id());
+            Ok(lock)
+        }
+        Err((mut file, _)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Err(DaemonError::Locked {
+                path: state_dir.display().to_string(),
+                pid: pid.trim().to_string(),
+            })
+        }
+    }
 }
 
 fn record(store: &Store, kind: &str, message: &str) {
@@ -293,6 +371,9 @@ fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Option<(String, Vec<Str
             }
         }
     }
+    if !crate::changes::path_exists(&tree, tip, path) {
+        tracing::warn!(path = %path, "the config repo has no folder `{path}` at its tip: no jobs (check `repo.path`)");
+    }
     let info = tree.commit_info(tip)?;
     drop(tree);
 
@@ -343,13 +424,16 @@ fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Option<(String, Vec<Str
                     item.reasons.join("; "),
                     diag::render(&item.errors)
                 );
-                tracing::warn!(job = %item.job, commit = %info.short, "invalid job file:\n{}", diag::render(&item.errors));
+                for e in &item.errors {
+                    tracing::warn!(job = %item.job, commit = %info.short, event = "invalid", "{e}");
+                }
                 ("invalid", msg)
             }
-            action => (
-                "planned",
-                format!("{}: {}", action.as_str(), item.reasons.join("; ")),
-            ),
+            action => {
+                let msg = format!("{}: {}", action.as_str(), item.reasons.join("; "));
+                tracing::info!(job = %item.job, commit = %info.short, author = %info.author, "plan: {msg}");
+                ("planned", msg)
+            }
         };
         notes.push((item.job.clone(), kind.to_string(), message));
     }

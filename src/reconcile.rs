@@ -32,6 +32,11 @@ use crate::store::{JobRow, JobState, NewEvent, Store};
 /// How long a stopped local run gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// The state reason of a job whose new version did not build (stalled until a new commit).
+const BUILD_FAILED: &str = "build failed";
+/// The state reason of a job whose new version was refused (stalled until a new commit).
+const DEPLOY_FAILED: &str = "deploy failed";
+
 /// The hash the store keeps of a spec: sha256 of its JSON.
 pub fn spec_hash(json: &str) -> String {
     hex::encode(Sha256::digest(json.as_bytes()))
@@ -167,6 +172,8 @@ struct Actor {
     /// Restarts within the policy window and the next backoff.
     restarts: RestartTracker,
     gave_up: bool,
+    /// The store's row has been read once (state carried over from a previous daemon).
+    loaded: bool,
     /// The attempt the pending restart will be, of how many.
     pending_attempt: (u32, u32),
     /// Spec of the deployed version, with its hash and artifact.
@@ -192,6 +199,7 @@ impl Actor {
             restart_at: None,
             restarts: RestartTracker::default(),
             gave_up: false,
+            loaded: false,
             pending_attempt: (0, 0),
             applied: None,
             commit: None,
@@ -230,11 +238,15 @@ impl Actor {
     }
 
     fn event(&self, kind: &str, run_id: Option<i64>, message: &str) {
+        // One line per record in the log; the whole message (log tails, every diagnostic) is
+        // kept in the store's event.
+        let line = one_line(message);
+        let run = run_id.map_or_else(String::new, |r| r.to_string());
         match kind {
             "failed" | "build_failed" | "deploy_failed" | "gave_up" | "invalid" => {
-                tracing::warn!(job = %self.name, run = ?run_id, event = kind, "{message}");
+                tracing::warn!(job = %self.name, run = %run, event = kind, "{line}");
             }
-            _ => tracing::info!(job = %self.name, run = ?run_id, event = kind, "{message}"),
+            _ => tracing::info!(job = %self.name, run = %run, event = kind, "{line}"),
         }
         let e = NewEvent {
             job: Some(&self.name),
@@ -270,7 +282,9 @@ impl Actor {
             return Step::Done;
         };
         self.commit = row.desired_commit.clone();
-        if self.applied.is_none() {
+        let first_load = !self.loaded;
+        if first_load {
+            self.loaded = true;
             self.applied = applied_of(&row);
         }
         let Some(desired_json) = row.desired.as_deref() else {
@@ -294,6 +308,17 @@ impl Actor {
             .clone()
             .unwrap_or_else(|| spec_hash(desired_json));
         let changed = self.applied.as_ref().map(|(_, h, _)| h) != Some(&desired_hash);
+        if first_load {
+            // What the previous daemon decided still holds: a job that gave up waits for a new
+            // commit or an operator; a version whose build or deploy failed is not retried.
+            self.gave_up = !changed && row.state == JobState::GaveUp.as_str();
+            if changed && matches!(row.reason.as_deref(), Some(BUILD_FAILED | DEPLOY_FAILED)) {
+                self.stalled = Some(desired_hash.clone());
+            }
+            if self.gave_up {
+                return Step::Continue;
+            }
+        }
 
         if changed {
             // A new version cancels a pending retry and clears `gave_up`.
@@ -318,6 +343,23 @@ impl Actor {
         }
         if changed {
             if self.stalled.as_deref() == Some(desired_hash.as_str()) {
+                // The new version is stalled; the previous one keeps (or, after a daemon
+                // restart, starts) running.
+                let previous_is_service = self
+                    .applied
+                    .as_ref()
+                    .is_some_and(|(s, _, _)| !s.is_batch() && !s.suspend);
+                if previous_is_service && self.live.is_empty() && self.restart_at.is_none() {
+                    self.start(
+                        "started",
+                        "previous version (the new one is stalled)",
+                        false,
+                    )
+                    .await;
+                    if !self.live.is_empty() {
+                        self.set_state(JobState::Running, row.reason.as_deref());
+                    }
+                }
                 return Step::Continue;
             }
             self.deploy(desired, desired_hash).await;
@@ -374,7 +416,7 @@ impl Actor {
                 Err(reason) => {
                     self.stalled = Some(hash);
                     self.event("build_failed", None, &reason);
-                    self.set_state(self.idle_or_running(JobState::Failed), Some("build failed"));
+                    self.set_state(self.idle_or_running(JobState::Failed), Some(BUILD_FAILED));
                     return;
                 }
             }
@@ -428,10 +470,7 @@ impl Actor {
         if let Err(reason) = self.preflight(&desired, artifact.as_ref()).await {
             self.stalled = Some(hash);
             self.event("deploy_failed", None, &reason);
-            self.set_state(
-                self.idle_or_running(JobState::Failed),
-                Some("deploy failed"),
-            );
+            self.set_state(self.idle_or_running(JobState::Failed), Some(DEPLOY_FAILED));
             return;
         }
         self.stop_all("replaced by a new version").await;
@@ -455,10 +494,7 @@ impl Actor {
                         Err(again) => self.event("failed", None, &again),
                     }
                 }
-                self.set_state(
-                    self.idle_or_running(JobState::Failed),
-                    Some("deploy failed"),
-                );
+                self.set_state(self.idle_or_running(JobState::Failed), Some(DEPLOY_FAILED));
             }
         }
     }
@@ -910,10 +946,7 @@ impl Actor {
             Ok(run_id) => self.event("started", Some(run_id), "scheduled run started"),
             Err(reason) => {
                 self.event("deploy_failed", None, &reason);
-                self.set_state(
-                    self.idle_or_running(JobState::Failed),
-                    Some("deploy failed"),
-                );
+                self.set_state(self.idle_or_running(JobState::Failed), Some(DEPLOY_FAILED));
             }
         }
     }
@@ -951,6 +984,17 @@ impl SourceCheckout for ProjectRepos {
         let id = crate::repo::Oid::from_str(commit)
             .map_err(|e| format!("bad commit id {commit}: {e}"))?;
         ProjectRepos::checkout(self, repo, id, dest).map_err(|e| e.to_string())
+    }
+}
+
+/// The first line of a message, with a hint when more lines are in the store.
+pub fn one_line(message: &str) -> String {
+    match message.split_once('\n') {
+        Some((first, rest)) => {
+            let more = rest.lines().filter(|l| !l.trim().is_empty()).count();
+            format!("{first} [+{more} lines in the event]")
+        }
+        None => message.to_string(),
     }
 }
 

@@ -655,7 +655,11 @@ fn plan_exits_zero_without_invalid_jobs() {
             "elsewhere",
         ],
     )
-    .expect(0, "plan: no job changes\n", "");
+    .expect(
+        1,
+        "",
+        "error: the job folder `elsewhere` (at `HEAD~1` and at `HEAD`; give the right one with --path) not found in .\n",
+    );
     // Backwards works too: the tree-to-tree diff needs no ancestry.
     let back = jobkeeper(
         &repo,

@@ -411,7 +411,7 @@ impl Engine for LocalEngine {
                 }
                 status
             };
-            tracing::info!(job = %job, run = run_id, pid, ?status, "local run ended");
+            tracing::debug!(job = %job, run = run_id, pid, "local run ended");
             let _ = ended_tx.send(Some(status.clone()));
             let _ = exits.send(RunExit {
                 job,
