@@ -291,18 +291,23 @@ fn fetched_heads(
     Ok(heads)
 }
 
-/// Objects received, from git's progress lines (`Receiving objects: 100% (52/52), done.`).
+/// Objects received, from git's progress lines (`Receiving objects: 100% (52/52), done.`) or
+/// the server's pack summary (`remote: Total 52 (delta 3), reused ...`).
 fn received_objects(stderr: &str) -> usize {
+    let leading_number = |s: &str| {
+        s.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+    };
     stderr
         .split(['\r', '\n'])
-        .filter(|l| l.starts_with("Receiving objects:") || l.starts_with("Unpacking objects:"))
+        .map(|l| l.strip_prefix("remote: ").unwrap_or(l).trim_start())
         .filter_map(|l| {
-            let total = l.split_once('/')?.1;
-            total
-                .split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse::<usize>()
-                .ok()
+            if l.starts_with("Receiving objects:") || l.starts_with("Unpacking objects:") {
+                leading_number(l.split_once('/')?.1)
+            } else {
+                leading_number(l.strip_prefix("Total ")?)
+            }
         })
         .max()
         .unwrap_or(0)
@@ -381,10 +386,14 @@ pub(crate) fn classify(stderr: &str, url: &str, secrets: &[String]) -> RepoError
     }
 }
 
-/// Progress output, not worth showing in an error.
+/// Progress output and boilerplate, not worth showing in an error.
 fn is_progress(line: &str) -> bool {
     let line = line.strip_prefix("remote: ").unwrap_or(line);
-    line.contains("objects:") || line.contains("deltas:") || line.starts_with("Total ")
+    line.contains("objects:")
+        || line.contains("deltas:")
+        || line.starts_with("Total ")
+        || line.starts_with("Please make sure you have the correct access rights")
+        || line == "and the repository exists."
 }
 
 /// Removes the URL's password and every secret from a message.
