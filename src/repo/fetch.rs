@@ -1,13 +1,13 @@
-//! Fetching into a bare mirror with credentials (an SSH key, or an HTTPS token sent as user
-//! `oauth2`), classifying failures and keeping secrets out of every message.
+//! Fetching into a bare mirror: local sources with libgit2, remote URLs with the `git` program
+//! and credentials (an SSH key, or an HTTPS token sent as user `oauth2`), classifying failures
+//! and keeping secrets out of every message.
 
 use std::path::{Path, PathBuf};
 
-use git2::{
-    AutotagOption, Cred, CredentialType, FetchOptions, FetchPrune, Oid, RemoteCallbacks, Repository,
-};
+use git2::{AutotagOption, FetchOptions, FetchPrune, Oid, Repository};
 
-use super::{RepoError, redact_url, url_host};
+use super::remote::{FETCH_TIMEOUT, fetch_remote, scrub};
+use super::{RepoError, local_path, redact_url, url_host};
 use crate::settings::RepoSettings;
 
 /// How to authenticate a fetch.
@@ -56,8 +56,10 @@ pub(crate) struct Fetched {
     pub received_objects: usize,
 }
 
-/// Fetches `refspecs` from `url` into `repo` (through its remote `origin`). Any transport
-/// failure is [`RepoError::Unreachable`].
+/// Fetches `refspecs` from `url` into `repo` (through its remote `origin`): a local source
+/// (a path or `file://`) with libgit2, a remote URL with the `git` program (see
+/// [`super::remote`]), stopped after [`FETCH_TIMEOUT`]. Any transport failure is
+/// [`RepoError::Unreachable`].
 pub(crate) fn fetch_into(
     repo: &Repository,
     url: &str,
@@ -65,66 +67,43 @@ pub(crate) fn fetch_into(
     creds: &Credentials,
     prune: bool,
 ) -> Result<Fetched, RepoError> {
+    if local_path(url).is_some() {
+        fetch_local(repo, url, refspecs, prune)
+    } else {
+        fetch_remote(repo, url, refspecs, creds, prune, FETCH_TIMEOUT)
+    }
+}
+
+/// Fetches from a local source with libgit2's local transport (no credentials, no TLS).
+fn fetch_local(
+    repo: &Repository,
+    url: &str,
+    refspecs: &[String],
+    prune: bool,
+) -> Result<Fetched, RepoError> {
     let mut remote = repo.find_remote("origin").map_err(RepoError::git(format!(
         "mirror {} has no remote `origin`",
         repo.path().display()
     )))?;
-    // A token read for redaction only; the callback reads it again, so a rotated token is used.
-    let token = creds.token_for(url).and_then(Result::ok);
-    let mut attempts = 0u32;
-    let mut callbacks = RemoteCallbacks::new();
-    let key = creds.ssh_key.clone();
-    let creds_cb = creds.clone();
-    callbacks.credentials(move |cb_url, user_from_url, allowed| {
-        attempts += 1;
-        if attempts > 3 {
-            return Err(git2::Error::from_str(
-                "authentication failed (credentials were refused)",
-            ));
-        }
-        let user = user_from_url.unwrap_or("git");
-        if allowed.contains(CredentialType::SSH_KEY)
-            && let Some(key) = &key
-        {
-            return Cred::ssh_key(user, None, key, None);
-        }
-        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
-            match creds_cb.token_for(cb_url) {
-                Some(Ok(token)) => return Cred::userpass_plaintext("oauth2", &token),
-                Some(Err(e)) => return Err(git2::Error::from_str(&e)),
-                None => {}
-            }
-        }
-        if allowed.contains(CredentialType::USERNAME) {
-            return Cred::username(user);
-        }
-        Err(git2::Error::from_str(
-            "the server asks for credentials and none are configured (ssh_key or token_file)",
-        ))
-    });
     let mut opts = FetchOptions::new();
-    opts.remote_callbacks(callbacks)
-        .download_tags(AutotagOption::None)
+    opts.download_tags(AutotagOption::None)
         .update_fetchhead(false)
         .prune(if prune {
             FetchPrune::On
         } else {
             FetchPrune::Off
         });
-    let shown_url = redact_url(url);
+    let unreachable = |e: git2::Error| RepoError::Unreachable {
+        url: redact_url(url),
+        message: scrub(e.message(), url, &[]),
+    };
     remote
         .fetch(refspecs, Some(&mut opts), Some("jobkeeper fetch"))
-        .map_err(|e| RepoError::Unreachable {
-            url: shown_url.clone(),
-            message: scrub(e.message(), url, token.as_deref()),
-        })?;
+        .map_err(unreachable)?;
     let received_objects = remote.stats().received_objects();
     let heads = remote
         .list()
-        .map_err(|e| RepoError::Unreachable {
-            url: shown_url,
-            message: scrub(e.message(), url, token.as_deref()),
-        })?
+        .map_err(unreachable)?
         .iter()
         .map(|h| (h.name().to_string(), h.oid()))
         .collect();
@@ -132,15 +111,6 @@ pub(crate) fn fetch_into(
         heads,
         received_objects,
     })
-}
-
-/// Removes the URL's password and the token from a transport message.
-fn scrub(message: &str, url: &str, token: Option<&str>) -> String {
-    let mut out = message.replace(url, &redact_url(url));
-    if let Some(token) = token.filter(|t| !t.is_empty()) {
-        out = out.replace(token, "***");
-    }
-    out
 }
 
 /// The configured fetch refspec of a mirror's `origin` (fetches name their refspecs anyway).

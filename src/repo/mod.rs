@@ -7,7 +7,9 @@
 //! - [`mirror`]: [`ConfigRepo`], the bare mirror of the config repo under `state_dir/repos`.
 //! - [`projects`]: [`ProjectRepos`], one bare mirror per project URL and checkouts of commits.
 //! - [`trigger`]: [`spawn_trigger`], a task that says "fetch now" on ref changes and polls.
-//! - `fetch` (private): fetching with credentials, shared by both kinds of mirror.
+//! - `fetch` (private): fetching into a mirror, shared by both kinds of mirror: local sources
+//!   with libgit2, remote URLs through `remote` (private), which runs the `git` program with
+//!   credentials, a timeout and no prompts.
 //!
 //! Nothing here holds a `git2::Repository` across threads without a lock: every type is
 //! `Send + Sync`, and every blocking method is meant to run in `tokio::task::spawn_blocking`.
@@ -15,6 +17,7 @@
 mod fetch;
 pub mod mirror;
 pub mod projects;
+mod remote;
 pub mod tree;
 pub mod trigger;
 

@@ -717,3 +717,359 @@ fn ref_events_are_told_apart_from_other_events() {
         )
     ));
 }
+
+/// A port on 127.0.0.1 that nothing listens on (right after this returns).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `git daemon` serving every repository below a folder over `git://127.0.0.1:<port>/`;
+/// killed when dropped.
+struct GitDaemon {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn start(base: &Path) -> GitDaemon {
+        let port = free_port();
+        let child = Command::new("git")
+            .arg("daemon")
+            .arg("--reuseaddr")
+            .arg(format!("--base-path={}", base.display()))
+            .arg("--export-all")
+            .arg(format!("--port={port}"))
+            .arg("--listen=127.0.0.1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("git daemon runs");
+        let daemon = GitDaemon { child, port };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "git daemon did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        daemon
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("git://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn remote_urls_are_fetched_with_the_git_program() {
+    let fx = Fixture::new();
+    let first = fx.commit(&[("jobs/a.yaml", Some("a\n"))], "first");
+    fx.push();
+    let daemon = GitDaemon::start(fx.tmp.path());
+    let url = daemon.url("origin.git");
+    let repo = ConfigRepo::open(&settings(&url), &fx.state()).unwrap();
+    let (tip, received) = repo.fetch_counted().unwrap();
+    assert_eq!(tip, first);
+    assert!(received >= 3, "first fetch received {received} objects");
+    assert_eq!(rels(&repo.list_job_files(tip, "jobs").unwrap()), ["a.yaml"]);
+    assert_eq!(repo.fetch_counted().unwrap(), (first, 0));
+
+    // A force-push (a rewrite) is followed.
+    git(&fx.work, &["reset", "-q", "--hard", "HEAD"]);
+    let second = fx.commit(&[("jobs/b.yaml", Some("b\n"))], "second");
+    fx.push();
+    assert_eq!(repo.fetch().unwrap(), second);
+    let changes = repo.diff_job_files(Some(first), second, "jobs").unwrap();
+    assert_eq!(summary(&changes), ["+b.yaml"]);
+    git(&fx.work, &["reset", "-q", "--hard", &first.to_string()]);
+    let rewritten = fx.commit(&[("jobs/c.yaml", Some("c\n"))], "rewritten");
+    fx.push();
+    assert_eq!(repo.fetch().unwrap(), rewritten);
+    assert_eq!(repo.tip(), Some(rewritten));
+
+    // A branch the server does not have.
+    let mut s = settings(&url);
+    s.branch = "release".to_string();
+    let missing = ConfigRepo::open(&s, &fx.tmp.path().join("other")).unwrap();
+    let err = missing.fetch().unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("branch `release`") && msg.contains(&url),
+        "{msg}"
+    );
+
+    // A repository the server does not have.
+    let gone = ConfigRepo::open(
+        &settings(&daemon.url("nowhere.git")),
+        &fx.tmp.path().join("gone"),
+    )
+    .unwrap();
+    let err = gone.fetch().unwrap_err();
+    assert!(err.is_unreachable(), "{err:?}");
+}
+
+#[test]
+fn remote_projects_fetch_branches_and_tags_and_prune() {
+    let fx = Fixture::new();
+    let v1 = fx.commit(&[("run.sh", Some("echo 1\n"))], "v1");
+    fx.push();
+    git(&fx.work, &["tag", "-a", "-m", "v1", "v1"]);
+    git(
+        &fx.work,
+        &["push", "-q", "origin", "v1", "HEAD:refs/heads/topic"],
+    );
+    let daemon = GitDaemon::start(fx.tmp.path());
+    let url = daemon.url("origin.git");
+    let projects = ProjectRepos::new(&fx.state(), Credentials::default());
+    assert_eq!(projects.resolve(&url, "main").unwrap(), v1);
+    assert_eq!(projects.resolve(&url, "v1").unwrap(), v1);
+    assert_eq!(projects.resolve(&url, "topic").unwrap(), v1);
+    let dest = fx.tmp.path().join("checkout");
+    projects.checkout(&url, v1, &dest).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dest.join("run.sh")).unwrap(),
+        "echo 1\n"
+    );
+
+    git(&fx.work, &["push", "-q", "origin", ":refs/heads/topic"]);
+    let err = projects.resolve(&url, "topic").unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+    assert!(err.to_string().contains("`topic`"), "{err}");
+}
+
+#[test]
+fn a_closed_port_is_unreachable_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("git://127.0.0.1:{}/x.git", free_port());
+    let repo = ConfigRepo::open(&settings(&url), tmp.path()).unwrap();
+    let started = std::time::Instant::now();
+    let err = repo.fetch().unwrap_err();
+    assert!(err.is_unreachable(), "{err:?}");
+    assert!(err.to_string().contains(&url), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{err}");
+}
+
+#[test]
+fn a_server_that_never_answers_times_out_and_git_is_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "git://127.0.0.1:{}/x.git",
+        listener.local_addr().unwrap().port()
+    );
+    let accepted = std::thread::spawn(move || listener.accept().unwrap().0);
+    let dir = tmp.path().join("mirror.git");
+    let repo = fetch::open_or_init_mirror(&dir, &url).unwrap();
+    let started = std::time::Instant::now();
+    let err = remote::fetch_remote(
+        &repo,
+        &url,
+        &["+refs/heads/main:refs/heads/main".to_string()],
+        &Credentials::default(),
+        false,
+        Duration::from_secs(1),
+    )
+    .unwrap_err();
+    let took = started.elapsed();
+    assert!(err.is_unreachable(), "{err:?}");
+    assert!(err.to_string().contains("timed out after 1s"), "{err}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+
+    // git was killed: its end of the connection is closed.
+    let mut stream = accepted.join().unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = Vec::new();
+    use std::io::Read;
+    let read = stream.read_to_end(&mut buf);
+    assert!(read.is_ok(), "the connection is still open: {read:?}");
+}
+
+/// Answers every HTTP request with 401 and hands back what was asked.
+fn http_401_server() -> (u16, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut request = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            request.push_str(&line);
+        }
+        let _ = (&stream).write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        request
+    });
+    (port, handle)
+}
+
+#[test]
+fn the_token_is_sent_as_a_header_and_never_shown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, "tok-123\n").unwrap();
+    let (port, server) = http_401_server();
+    let mut s = settings(&format!(
+        "http://deploy:s3cret@127.0.0.1:{port}/ops/jobs.git"
+    ));
+    s.token_file = Some(token_file.clone());
+    let repo = ConfigRepo::open(&s, tmp.path()).unwrap();
+    let err = repo.fetch().unwrap_err();
+    assert!(err.is_unreachable(), "{err:?}");
+    let msg = format!("{err} {err:?}");
+    assert!(!msg.contains("s3cret") && !msg.contains("tok-123"), "{msg}");
+    assert!(msg.contains("authentication failed"), "{msg}");
+    let request = server.join().unwrap();
+    let expected = format!("Authorization: Basic {}", remote::base64(b"oauth2:tok-123"));
+    assert!(request.contains(&expected), "{request}");
+
+    // A rotated token is used at the next fetch.
+    std::fs::write(&token_file, "tok-456\n").unwrap();
+    let (port, server) = http_401_server();
+    let mut s = settings(&format!("http://127.0.0.1:{port}/ops/jobs.git"));
+    s.token_file = Some(token_file);
+    let repo = ConfigRepo::open(&s, &tmp.path().join("b")).unwrap();
+    assert!(repo.fetch().unwrap_err().is_unreachable());
+    let expected = format!("Authorization: Basic {}", remote::base64(b"oauth2:tok-456"));
+    assert!(server.join().unwrap().contains(&expected));
+}
+
+#[test]
+fn credentials_stay_off_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, "tok-123\n").unwrap();
+    let key = tmp.path().join("it's a key");
+    let creds = Credentials {
+        ssh_key: Some(key.clone()),
+        token_file: Some(token_file),
+        token_host: Some("git.example.com".to_string()),
+    };
+    let url = "https://deploy:s3cret@git.example.com/ops/jobs.git";
+    let refspecs = ["+refs/heads/main:refs/heads/main".to_string()];
+    let built = remote::fetch_command(tmp.path(), url, &refspecs, &creds, true).unwrap();
+    let basic = remote::base64(b"oauth2:tok-123");
+    let args: Vec<String> = built
+        .command
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    for arg in &args {
+        assert!(
+            !arg.contains("tok-123") && !arg.contains(&basic) && !arg.contains("s3cret"),
+            "{args:?}"
+        );
+    }
+    assert!(args.contains(&"--prune".to_string()), "{args:?}");
+    assert!(args.ends_with(&["origin".to_string(), refspecs[0].clone()]));
+    let env = |name: &str| {
+        built
+            .command
+            .get_envs()
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+    };
+    assert_eq!(env("GIT_CONFIG_KEY_0").as_deref(), Some("http.extraHeader"));
+    assert_eq!(
+        env("GIT_CONFIG_VALUE_0"),
+        Some(format!("Authorization: Basic {basic}"))
+    );
+    assert_eq!(env("GIT_TERMINAL_PROMPT").as_deref(), Some("0"));
+    assert_eq!(
+        env("GIT_SSH_COMMAND"),
+        Some(format!(
+            "ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes",
+            key.display().to_string().replace('\'', r"'\''")
+        ))
+    );
+
+    // Errors that echo a secret are scrubbed.
+    let err = remote::classify(
+        &format!("fatal: unable to access '{url}/': header Authorization: Basic {basic} tok-123"),
+        url,
+        &built.secrets,
+    );
+    let msg = format!("{err} {err:?}");
+    assert!(err.is_unreachable(), "{msg}");
+    assert!(
+        !msg.contains("tok-123") && !msg.contains(&basic) && !msg.contains("s3cret"),
+        "{msg}"
+    );
+
+    // Another host never gets the token.
+    let other = remote::fetch_command(
+        tmp.path(),
+        "https://evil.example.net/x.git",
+        &refspecs,
+        &creds,
+        false,
+    )
+    .unwrap();
+    assert!(
+        other
+            .command
+            .get_envs()
+            .all(|(k, _)| k != "GIT_CONFIG_VALUE_0")
+    );
+    assert!(other.command.get_args().all(|a| a != "--prune"));
+}
+
+#[test]
+fn fetch_errors_are_classified() {
+    let url = "ssh://git@git.example.com/ops/jobs.git";
+    let not_found = remote::classify(
+        "fatal: couldn't find remote ref refs/heads/release\n",
+        url,
+        &[],
+    );
+    assert!(not_found.is_not_found(), "{not_found:?}");
+    assert!(not_found.to_string().contains("branch `release`"));
+    for stderr in [
+        "ssh: Could not resolve hostname git.example.com: Name or service not known\nfatal: Could not read from remote repository.\n",
+        "git@git.example.com: Permission denied (publickey).\n",
+        "fatal: unable to access 'https://h/x/': Failed to connect to h port 443: Connection refused\n",
+        "",
+    ] {
+        assert!(
+            remote::classify(stderr, url, &[]).is_unreachable(),
+            "{stderr}"
+        );
+    }
+    let auth = remote::classify("git@h: Permission denied (publickey).\n", url, &[]);
+    assert!(auth.to_string().contains("ssh_key"), "{auth}");
+    let local = remote::classify(
+        "remote: Counting objects: 100% (3/3)\rerror: cannot lock ref 'refs/heads/main': unable to create lock\n",
+        url,
+        &[],
+    );
+    assert!(matches!(local, RepoError::Git { .. }), "{local:?}");
+    assert!(!local.to_string().contains("Counting"), "{local}");
+
+    assert_eq!(remote::base64(b""), "");
+    assert_eq!(remote::base64(b"f"), "Zg==");
+    assert_eq!(remote::base64(b"fo"), "Zm8=");
+    assert_eq!(remote::base64(b"foo"), "Zm9v");
+    assert_eq!(remote::base64(b"oauth2:tok"), "b2F1dGgyOnRvaw==");
+    assert_eq!(remote::shell_quote("/a b/it's"), r"'/a b/it'\''s'");
+}
