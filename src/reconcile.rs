@@ -37,6 +37,9 @@ const BUILD_FAILED: &str = "build failed";
 /// The state reason of a job whose new version was refused (stalled until a new commit).
 const DEPLOY_FAILED: &str = "deploy failed";
 
+/// Why a step was abandoned at shutdown (not a failure of the job).
+const SHUTTING_DOWN: &str = "daemon shutting down";
+
 /// The hash the store keeps of a spec: sha256 of its JSON.
 pub fn spec_hash(json: &str) -> String {
     hex::encode(Sha256::digest(json.as_bytes()))
@@ -413,6 +416,7 @@ impl Actor {
             );
             match self.artifact_for(&desired, reuse).await {
                 Ok(a) => a,
+                Err(reason) if reason == SHUTTING_DOWN => return,
                 Err(reason) => {
                     self.stalled = Some(hash);
                     self.event("build_failed", None, &reason);
@@ -529,10 +533,13 @@ impl Actor {
         let projects = self.ctx.projects.clone();
         let url = project_url(&self.ctx.settings.repo.url, &project.repo);
         let rev = project.branch.clone();
-        let commit = tokio::task::spawn_blocking(move || projects.resolve(&url, &rev))
-            .await
-            .map_err(|e| format!("project fetch panicked: {e}"))?
-            .map_err(|e| format!("project {}: {e}", project.repo))?;
+        let fetch = tokio::task::spawn_blocking(move || projects.resolve(&url, &rev));
+        let commit = tokio::select! {
+            r = fetch => r
+                .map_err(|e| format!("project fetch panicked: {e}"))?
+                .map_err(|e| format!("project {}: {e}", project.repo))?,
+            () = self.cancel.cancelled() => return Err(SHUTTING_DOWN.to_string()),
+        };
         Ok(commit.to_string())
     }
 
@@ -552,12 +559,11 @@ impl Actor {
             artifact_glob: project.artifact.clone(),
             source: self.ctx.projects.clone(),
         };
-        let artifact = self
-            .ctx
-            .builder
-            .build(req)
-            .await
-            .map_err(|e| e.to_string())?;
+        // A build can take long: a daemon shutdown does not wait for it.
+        let artifact = tokio::select! {
+            r = self.ctx.builder.build(req) => r.map_err(|e| e.to_string())?,
+            () = self.cancel.cancelled() => return Err(SHUTTING_DOWN.to_string()),
+        };
         self.event(
             "built",
             None,
@@ -596,6 +602,7 @@ impl Actor {
         );
         let artifact = match self.build_at(&project, commit.clone()).await {
             Ok(a) => a,
+            Err(reason) if reason == SHUTTING_DOWN => return,
             Err(reason) => {
                 self.follow_failed = Some(commit);
                 self.event("build_failed", None, &format!("{why}\n{reason}"));

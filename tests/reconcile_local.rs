@@ -356,3 +356,40 @@ async fn malformed_job_files_never_touch_the_running_version_nor_the_daemon() {
     assert!(d.runs("Bad Name").is_empty());
     assert!(alive(pid));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_stop_does_not_wait_for_a_long_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = Git::new(tmp.path(), "slow");
+    project.write("README", "slow build\n");
+    project.commit_push("slow");
+    let git = Git::new(tmp.path(), "config");
+    git.write(
+        "jobs/slow.yaml",
+        &format!(
+            "project:\n  repo: {}\n  build: sleep 60\nenv: dev\nparams:\n  command: [\"true\"]\n",
+            project.bare.display()
+        ),
+    );
+    git.commit_push("slow build");
+    let mut d = start(
+        tmp.path(),
+        &config(tmp.path(), &git, "build: {timeout: 10m}\n"),
+    )
+    .await;
+    wait_for("building", Duration::from_secs(10), || {
+        d.job("slow").is_some_and(|j| j.state == "building")
+    })
+    .await;
+    let t = std::time::Instant::now();
+    d.stop().await;
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "stopped in {:?}",
+        t.elapsed()
+    );
+    assert!(
+        !d.has_event("slow", "build_failed"),
+        "a shutdown is not a build failure"
+    );
+}
