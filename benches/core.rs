@@ -4,7 +4,10 @@
 //! - push → local job running: p50/p99 over N pushes, the daemon in-process;
 //! - `jobkeeper plan` for a one-file change in a 10,000-job repo vs `git diff-tree -r`;
 //! - cold start over 10,000 suspended jobs: time to `/readyz` 200 and peak RSS, first start
-//!   (empty state) and restart (state present).
+//!   (empty state) and restart (state present);
+//! - kill → restarted on the local engine with backoff 0: p50/p99;
+//! - CPU used by the daemon (health sweep included) with 1,000 running local jobs at a 1 s
+//!   `health.interval`, against the same daemon with no jobs.
 //!
 //! Environment: `BENCH_PUSHES` (default 30), `BENCH_JOBS` (default 10000), `BENCH_ONLY`
 //! (`push`, `plan`, `start`: run one).
@@ -303,6 +306,152 @@ fn bench_start(jobs: usize) -> Vec<String> {
     out
 }
 
+fn live_pid(store: &Store, job: &str) -> Option<(i64, u32)> {
+    let runs = store.runs(job, 1).ok()?;
+    let r = runs.first().filter(|r| r.state == "running")?;
+    let v: serde_json::Value = serde_json::from_str(r.handle.as_deref()?).ok()?;
+    let pid = v["engine_id"].as_str()?.parse().ok()?;
+    alive(pid).then_some((r.id, pid))
+}
+
+fn bench_restart(kills: usize) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (bare, _work) = make_repo(root, 1, |_| {
+        "env: dev\nparams: {command: [sleep, \"1000\"]}\nrestart: {attempts: 100000, backoff: 0s, max_backoff: 0s}".into()
+    });
+    let cfg = config(root, &bare, "127.0.0.1:0");
+    let settings = jobkeeper::settings::load(&cfg).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let job = "team-0/job-00000";
+    let samples = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cancel = CancellationToken::new();
+        let daemon = tokio::spawn(jobkeeper::daemon::run(settings, listener, cancel.clone()));
+        let db = root.join("state/jobkeeper.db");
+        while !db.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let store = Store::open(&db).unwrap();
+        let mut samples = Vec::new();
+        for _ in 0..kills + 1 {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let (id, pid) = loop {
+                if let Some(x) = live_pid(&store, job) {
+                    break x;
+                }
+                assert!(Instant::now() < deadline, "job did not start");
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            };
+            if samples.len() + 1 > kills {
+                break;
+            }
+            let t = Instant::now();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            loop {
+                if live_pid(&store, job).is_some_and(|(new, _)| new > id) {
+                    break;
+                }
+                assert!(t.elapsed() < Duration::from_secs(20), "not restarted");
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
+            samples.push(t.elapsed());
+        }
+        cancel.cancel();
+        daemon.await.unwrap().unwrap();
+        samples
+    });
+    let mut s = samples;
+    s.sort();
+    vec![format!(
+        "| kill -9 → restarted and running, local engine, backoff 0 ({} kills; includes `kill`) | p50 {} · p99 {} | p99 ≤ 200 ms |",
+        s.len(),
+        ms(percentile(&s, 0.5)),
+        ms(percentile(&s, 0.99))
+    )]
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn bench_health(jobs: usize, secs: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut baseline = 0.0;
+    for n in [0, jobs] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (bare, _work) = make_repo(tmp.path(), n.max(1), |i| {
+            if n == 0 {
+                "env: dev\nsuspend: true\nparams: {command: [sleep, \"100000\"]}".into()
+            } else {
+                format!(
+                    "env: dev\nparams: {{command: [sleep, \"{}\"]}}",
+                    100_000 + i
+                )
+            }
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = config(tmp.path(), &bare, &format!("127.0.0.1:{port}"));
+        let text = std::fs::read_to_string(&cfg).unwrap() + "health: {interval: 1s}\n";
+        std::fs::write(&cfg, text).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let db = tmp.path().join("state/jobkeeper.db");
+        let t = Instant::now();
+        while !db.exists() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let store = Store::open(&db).unwrap();
+        let want = n;
+        while store
+            .live_runs()
+            .map(|r| r.iter().filter(|r| r.state == "running").count())
+            .unwrap_or(0)
+            < want
+        {
+            assert!(t.elapsed() < Duration::from_secs(120), "jobs did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let hz = 100.0; // USER_HZ
+        let before = cpu_ticks(child.id());
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_secs(secs));
+        let used = (cpu_ticks(child.id()) - before) as f64 / hz;
+        let pct = 100.0 * used / t0.elapsed().as_secs_f64();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+        if n == 0 {
+            baseline = pct;
+        } else {
+            out.push(format!(
+                "| daemon CPU with {n} running local jobs, `health.interval` 1s, over {secs} s (same daemon with no jobs: {baseline:.2}%) | {pct:.2}% of a core | ≤ 2% |"
+            ));
+        }
+    }
+    out
+}
+
 fn main() {
     let only = std::env::var("BENCH_ONLY").ok();
     let want = |k: &str| only.as_deref().is_none_or(|o| o == k);
@@ -323,6 +472,16 @@ fn main() {
     }
     if want("start") {
         rows.extend(bench_start(jobs));
+    }
+    if want("restart") {
+        rows.extend(bench_restart(pushes));
+    }
+    if want("health") {
+        let running = std::env::var("BENCH_RUNNING")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        rows.extend(bench_health(running, 30));
     }
     println!("| what | measured | goal |\n|---|---|---|");
     for r in rows {

@@ -212,18 +212,20 @@ impl Actor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         loop {
             let deadline = self.next_deadline();
+            // The work futures are boxed: an idle actor (most of them, most of the time) then
+            // holds only this small loop, not the state of its largest step.
             let step = tokio::select! {
                 () = self.cancel.cancelled() => {
-                    self.shutdown().await;
+                    Box::pin(self.shutdown()).await;
                     return;
                 }
                 msg = rx.recv() => match msg {
                     None => return,
-                    Some(Msg::Desired) => self.converge().await,
-                    Some(Msg::Exit(exit)) => { self.on_exit(exit).await; Step::Continue }
-                    Some(Msg::Follow) => { self.follow().await; Step::Continue }
+                    Some(Msg::Desired) => Box::pin(self.converge()).await,
+                    Some(Msg::Exit(exit)) => { Box::pin(self.on_exit(exit)).await; Step::Continue }
+                    Some(Msg::Follow) => { Box::pin(self.follow()).await; Step::Continue }
                 },
-                () = sleep_until_opt(deadline) => { self.on_timer().await; Step::Continue }
+                () = sleep_until_opt(deadline) => { Box::pin(self.on_timer()).await; Step::Continue }
             };
             if let Step::Done = step {
                 return;

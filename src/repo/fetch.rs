@@ -119,6 +119,7 @@ const MIRROR_REFSPEC: &str = "+refs/heads/*:refs/heads/*";
 /// Opens the bare mirror at `dir`, creating it (atomically, through a temporary folder) when
 /// missing, and points its remote `origin` at `url`.
 pub(crate) fn open_or_init_mirror(dir: &Path, url: &str) -> Result<Repository, RepoError> {
+    super::init_libgit2();
     let shown = dir.display().to_string();
     if !dir.exists() {
         let parent = dir.parent().unwrap_or(Path::new("."));

@@ -31,6 +31,14 @@ pub use projects::ProjectRepos;
 pub use tree::{CommitInfo, GitTree, JobFile, JobFileChange, open_existing};
 pub use trigger::{PollBackoff, TriggerControl, TriggerReason, spawn_trigger};
 
+/// Process-wide libgit2 settings, set once before the first repository is opened: objects are
+/// not re-hashed on every read (as git itself does not; `git fsck` checks a repository's
+/// integrity). Reading a commit's trees is then bound by decompression, not SHA-1.
+pub fn init_libgit2() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| git2::opts::strict_hash_verification(false));
+}
+
 /// What went wrong with git, classed by what the caller does next.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {

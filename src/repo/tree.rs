@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use git2::{Delta, DiffOptions, FileMode, ObjectType, Oid, Repository, Tree};
+use git2::{FileMode, ObjectType, Oid, Repository, Tree};
 use serde::Serialize;
 
 use super::{RepoError, normalize_dir};
@@ -83,6 +83,7 @@ pub fn open_existing(dir: &Path) -> Result<GitTree, RepoError> {
 impl GitTree {
     /// Opens an existing repository (bare, a work tree, or a folder inside one).
     pub fn open(dir: &Path) -> Result<GitTree, RepoError> {
+        super::init_libgit2();
         let label = dir.display().to_string();
         let repo = Repository::discover(dir).map_err(|e| {
             if e.code() == git2::ErrorCode::NotFound {
@@ -251,47 +252,89 @@ impl GitTree {
         {
             return Ok(Vec::new());
         }
-        let mut opts = DiffOptions::new();
-        opts.include_typechange(true).ignore_submodules(true);
-        let diff = self
-            .repo
-            .diff_tree_to_tree(old.as_ref(), new.as_ref(), Some(&mut opts))
-            .map_err(RepoError::git(format!(
-                "cannot diff `{dir}` between {} and {to}",
-                from.map_or("nothing".to_string(), |f| f.to_string())
-            )))?;
+        // A tree walk that descends only into subtrees whose ids differ: the cost grows with
+        // the change, not with the number of job files.
         let mut changes = Vec::new();
-        for delta in diff.deltas() {
-            let side = |file: git2::DiffFile<'_>, present: bool| -> Option<JobFile> {
-                if !present || !is_blob_mode(i32::from(file.mode())) {
-                    return None;
-                }
-                let rel = std::str::from_utf8(file.path_bytes()?).ok()?;
-                is_job_path(rel).then(|| job_file(&dir, rel.to_string(), file.id()))
-            };
-            let status = delta.status();
-            let old_present = matches!(
-                status,
-                Delta::Modified | Delta::Deleted | Delta::Typechange | Delta::Renamed
-            );
-            let new_present = matches!(
-                status,
-                Delta::Added | Delta::Modified | Delta::Typechange | Delta::Renamed | Delta::Copied
-            );
-            match (
-                side(delta.old_file(), old_present),
-                side(delta.new_file(), new_present),
-            ) {
-                (Some(old), Some(new)) if old.blob != new.blob => {
-                    changes.push(JobFileChange::Modified { old, new });
-                }
-                (Some(_), Some(_)) | (None, None) => {}
-                (Some(old), None) => changes.push(JobFileChange::Deleted(old)),
-                (None, Some(new)) => changes.push(JobFileChange::Added(new)),
-            }
-        }
+        self.walk_diff(old.as_ref(), new.as_ref(), "", &dir, &mut changes)?;
         changes.sort_by(|a, b| a.rel_path().cmp(b.rel_path()));
         Ok(changes)
+    }
+
+    /// Appends the job-file changes between two trees (either may be absent) below `prefix`.
+    fn walk_diff(
+        &self,
+        old: Option<&Tree<'_>>,
+        new: Option<&Tree<'_>>,
+        prefix: &str,
+        dir: &str,
+        out: &mut Vec<JobFileChange>,
+    ) -> Result<(), RepoError> {
+        use std::collections::BTreeMap;
+        type Entry = (Oid, i32);
+        fn entries(t: Option<&Tree<'_>>) -> BTreeMap<Vec<u8>, Entry> {
+            t.map(|t| {
+                t.iter()
+                    .map(|e| (e.name_bytes().to_vec(), (e.id(), e.filemode())))
+                    .collect()
+            })
+            .unwrap_or_default()
+        }
+        let (olds, news) = (entries(old), entries(new));
+        let mut names: Vec<&Vec<u8>> = olds.keys().chain(news.keys()).collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let (o, n) = (olds.get(name), news.get(name));
+            if let (Some(o), Some(n)) = (o, n)
+                && o == n
+            {
+                continue; // same object, same mode: nothing below changed
+            }
+            let Ok(name) = std::str::from_utf8(name) else {
+                continue;
+            };
+            let rel = if prefix.is_empty() {
+                name.to_string()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let is_tree =
+                |e: Option<&Entry>| e.is_some_and(|(_, m)| *m == i32::from(FileMode::Tree));
+            let blob = |e: Option<&Entry>| e.filter(|(_, m)| is_blob_mode(*m)).map(|(id, _)| *id);
+            if is_tree(o) || is_tree(n) {
+                let o_tree = if is_tree(o) {
+                    Some(self.find_tree(o.map(|e| e.0))?)
+                } else {
+                    None
+                };
+                let n_tree = if is_tree(n) {
+                    Some(self.find_tree(n.map(|e| e.0))?)
+                } else {
+                    None
+                };
+                self.walk_diff(o_tree.as_ref(), n_tree.as_ref(), &rel, dir, out)?;
+            }
+            if !is_job_path(&rel) {
+                continue;
+            }
+            match (blob(o), blob(n)) {
+                (Some(a), Some(b)) if a != b => out.push(JobFileChange::Modified {
+                    old: job_file(dir, rel.clone(), a),
+                    new: job_file(dir, rel, b),
+                }),
+                (Some(a), None) => out.push(JobFileChange::Deleted(job_file(dir, rel, a))),
+                (None, Some(b)) => out.push(JobFileChange::Added(job_file(dir, rel, b))),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn find_tree(&self, id: Option<Oid>) -> Result<Tree<'_>, RepoError> {
+        let id = id.unwrap_or_else(Oid::zero);
+        self.repo
+            .find_tree(id)
+            .map_err(RepoError::git(format!("cannot read tree {id}")))
     }
 
     /// The content of a blob.
