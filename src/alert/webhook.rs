@@ -224,6 +224,8 @@ impl Notifier for WebhookNotifier {
             .send()
             .await
             .map_err(|e| {
+                // The URL often holds the robot's access token: keep it out of logs and the store.
+                let e = e.without_url();
                 let mut msg = format!("webhook: {e}");
                 let mut src = std::error::Error::source(&e);
                 while let Some(s) = src {

@@ -152,6 +152,8 @@ pub struct Received {
     pub body: String,
     /// When it arrived.
     pub at: Instant,
+    /// When it arrived, wall clock.
+    pub wall: SystemTime,
 }
 
 impl Received {
@@ -192,6 +194,7 @@ impl HttpReceiver {
                     uri: uri.to_string(),
                     body,
                     at: Instant::now(),
+                    wall: SystemTime::now(),
                 });
                 let (code, text) = if s.answers.len() > 1 {
                     s.answers.remove(0)
