@@ -49,7 +49,7 @@ async fn a_failing_job_alerts_once_by_email_and_webhook_then_folds_its_crash_loo
     let git = Git::new(tmp.path(), "config");
     git.write("jobs/clicks.yaml", FAILING);
     let c1 = git.commit_push("add clicks");
-    let extra = alerts_config("8s", &smtp.url(), &hook.url(), "failed, gave_up, invalid");
+    let extra = alerts_config("10s", &smtp.url(), &hook.url(), "failed, gave_up, invalid");
     let mut d = start(tmp.path(), &config(tmp.path(), &git, &extra)).await;
 
     // The first failure: one email and one webhook, naming the job, the commit and the reason.
