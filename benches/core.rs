@@ -110,6 +110,31 @@ fn config(root: &Path, bare: &Path, listen: &str) -> PathBuf {
     p
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+type DaemonTask = tokio::task::JoinHandle<Result<(), jobkeeper::daemon::DaemonError>>;
+
+/// The daemon in-process on a free port, once its store exists.
+async fn start_in_process(
+    root: &Path,
+    settings: jobkeeper::settings::Settings,
+) -> (CancellationToken, DaemonTask, Store) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cancel = CancellationToken::new();
+    let daemon = tokio::spawn(jobkeeper::daemon::run(settings, listener, cancel.clone()));
+    let db = root.join("state/jobkeeper.db");
+    while !db.exists() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (cancel, daemon, Store::open(&db).unwrap())
+}
+
 fn bench_push(pushes: usize) -> Vec<String> {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
@@ -118,22 +143,11 @@ fn bench_push(pushes: usize) -> Vec<String> {
     });
     let cfg = config(root, &bare, "127.0.0.1:0");
     let settings = jobkeeper::settings::load(&cfg).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let job = "team-0/job-00000";
     let path = work.join("jobs/team-0/job-00000.yaml");
     let (samples, with_push) = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let cancel = CancellationToken::new();
-        let daemon = tokio::spawn(jobkeeper::daemon::run(settings, listener, cancel.clone()));
-        let db = root.join("state/jobkeeper.db");
-        while !db.exists() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let store = Store::open(&db).unwrap();
+        let (cancel, daemon, store) = start_in_process(root, settings).await;
         let live_pid = |store: &Store| -> Option<(i64, u32)> {
             let runs = store.runs(job, 1).ok()?;
             let r = runs.first().filter(|r| r.state == "running")?;
@@ -322,21 +336,10 @@ fn bench_restart(kills: usize) -> Vec<String> {
     });
     let cfg = config(root, &bare, "127.0.0.1:0");
     let settings = jobkeeper::settings::load(&cfg).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let job = "team-0/job-00000";
     let samples = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let cancel = CancellationToken::new();
-        let daemon = tokio::spawn(jobkeeper::daemon::run(settings, listener, cancel.clone()));
-        let db = root.join("state/jobkeeper.db");
-        while !db.exists() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let store = Store::open(&db).unwrap();
+        let (cancel, daemon, store) = start_in_process(root, settings).await;
         let mut samples = Vec::new();
         for _ in 0..kills + 1 {
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -453,16 +456,18 @@ fn bench_health(jobs: usize, secs: u64) -> Vec<String> {
 }
 
 fn main() {
+    // `cargo test --benches` runs this without `--bench`: a small smoke run keeps it working.
+    let smoke = !std::env::args().any(|a| a == "--bench");
     let only = std::env::var("BENCH_ONLY").ok();
     let want = |k: &str| only.as_deref().is_none_or(|o| o == k);
     let pushes = std::env::var("BENCH_PUSHES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
+        .unwrap_or(if smoke { 3 } else { 30 });
     let jobs = std::env::var("BENCH_JOBS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+        .unwrap_or(if smoke { 200 } else { 10_000 });
     let mut rows = Vec::new();
     if want("push") {
         rows.extend(bench_push(pushes));
@@ -480,8 +485,8 @@ fn main() {
         let running = std::env::var("BENCH_RUNNING")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(1000);
-        rows.extend(bench_health(running, 30));
+            .unwrap_or(if smoke { 20 } else { 1000 });
+        rows.extend(bench_health(running, if smoke { 2 } else { 30 }));
     }
     println!("| what | measured | goal |\n|---|---|---|");
     for r in rows {

@@ -19,6 +19,19 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 git --version; javac -version; cargo --version
 
+log "python venv with aiosmtpd (a real SMTP server for the alert tests)"
+if [ ! -x .venv/bin/python ]; then
+  need python3 || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq python3 python3-venv </dev/null; }
+  python3 -m venv .venv 2>/dev/null || {
+    rm -rf .venv
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq python3-venv </dev/null
+    python3 -m venv .venv
+  }
+fi
+.venv/bin/python -c "import aiosmtpd" 2>/dev/null || .venv/bin/pip install -q --disable-pip-version-check aiosmtpd
+export JOBKEEPER_TEST_PYTHON="$PWD/.venv/bin/python"
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 

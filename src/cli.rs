@@ -86,6 +86,14 @@ pub enum Command {
     },
     /// Print the JSON Schema of the job file.
     Schema,
+    /// Send a test alert through one channel and say what the far end answered.
+    TestAlert {
+        /// The channel (a key of the config's `alerts:`).
+        channel: String,
+        /// The daemon config.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 /// Entry point of the binary.
@@ -136,6 +144,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             ))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::TestAlert { channel, config } => test_alert(&channel, &config),
     }
 }
 
@@ -147,6 +156,53 @@ fn stdout(text: &str) -> anyhow::Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }
+}
+
+/// `jobkeeper test-alert CHANNEL --config FILE`: one try per medium of the channel, no retry;
+/// prints each far end's answer. 0 when every medium accepted it, 1 otherwise.
+fn test_alert(channel: &str, config: &Path) -> anyhow::Result<ExitCode> {
+    let settings = match load_settings(config)? {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let Some(ch) = settings.alerts.get(channel) else {
+        let known: Vec<&str> = settings.alerts.keys().map(String::as_str).collect();
+        eprintln!(
+            "error: unknown alert channel `{channel}`; known channels: {}",
+            if known.is_empty() {
+                "none (the config has no `alerts:`)".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+        return Ok(ExitCode::from(1));
+    };
+    let alert = crate::alert::Alert::test(&settings, channel);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut ok = true;
+    rt.block_on(async {
+        for (target, notifier) in crate::alert::notifiers(channel, ch) {
+            let limit = std::time::Duration::from_secs(20);
+            match tokio::time::timeout(limit, notifier.send(&alert)).await {
+                Ok(Ok(d)) => println!("{target}: sent: {}", d.answer),
+                Ok(Err(e)) => {
+                    ok = false;
+                    println!("{target}: failed: {e}");
+                }
+                Err(_) => {
+                    ok = false;
+                    println!("{target}: failed: no answer within 20s");
+                }
+            }
+        }
+    });
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Loads a daemon config, printing every problem on failure.

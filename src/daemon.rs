@@ -99,6 +99,8 @@ pub async fn run(
         "jobkeeper starting"
     );
     let store = Store::open(&state_dir.join("jobkeeper.db"))?;
+    let _alerter = crate::alert::Alerter::spawn(settings.clone(), store.clone(), cancel.clone())
+        .attach(&store);
     let local = Arc::new(LocalEngine::new());
     let mut engines: HashMap<EngineKind, Arc<dyn Engine>> = HashMap::new();
     engines.insert(EngineKind::Local, local.clone());

@@ -15,12 +15,14 @@
 //! - [`plan`]: applied specs vs new specs → actions per job (pure).
 //! - [`build`]: project builds, artifact cache, build queue.
 //! - [`engine`]: the [`engine::Engine`] trait and its implementations.
-//! - [`store`]: SQLite: applied commit, jobs, runs, events.
+//! - [`store`]: SQLite: applied commit, jobs, runs, events, alerts sent.
+//! - [`alert`]: events → email and chat-webhook alerts: routing, throttle, delivery.
 //! - [`reconcile`]: one actor per job converging what runs to what the store says is desired.
 //! - [`daemon`]: wiring: tasks, triggers, shutdown, HTTP.
 //! - [`http`]: the HTTP API.
 //! - [`cli`]: the command line.
 
+pub mod alert;
 pub mod build;
 pub mod changes;
 pub mod cli;

@@ -233,6 +233,8 @@ pub enum DesiredUpdate {
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// Where recorded events are forwarded (alerts); see [`Store::set_event_sink`].
+    sink: Arc<Mutex<Option<EventSink>>>,
 }
 
 const SCHEMA: &str = r"
@@ -277,8 +279,10 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(ALERT_SCHEMA)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
+            sink: Arc::default(),
         })
     }
 
@@ -286,8 +290,10 @@ impl Store {
     pub fn in_memory() -> Result<Store> {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(ALERT_SCHEMA)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
+            sink: Arc::default(),
         })
     }
 
@@ -318,6 +324,7 @@ impl Store {
         updates: &[DesiredUpdate],
         notes: &[(String, String, String)],
     ) -> Result<()> {
+        let mut recorded = Vec::with_capacity(notes.len());
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let now = now_ms();
@@ -364,6 +371,17 @@ impl Store {
             )?;
             for (job, kind, message) in notes {
                 ev.execute(params![now, job, kind, commit.id, message])?;
+                recorded.push(EventRow {
+                    id: tx.last_insert_rowid(),
+                    time: now,
+                    job: Some(job.clone()),
+                    run_id: None,
+                    kind: kind.clone(),
+                    commit_id: Some(commit.id.clone()),
+                    author: Some(commit.author.clone()),
+                    subject: Some(commit.subject.clone()),
+                    message: message.clone(),
+                });
             }
         }
         tx.execute(
@@ -372,6 +390,8 @@ impl Store {
             params![commit.id],
         )?;
         tx.commit()?;
+        drop(conn);
+        self.forward(&recorded);
         Ok(())
     }
 
@@ -507,13 +527,27 @@ impl Store {
 
     /// Records an event; returns its id.
     pub fn event(&self, e: &NewEvent<'_>) -> Result<i64> {
+        let time = now_ms();
         let conn = self.conn();
         conn.execute(
             "INSERT INTO events (time, job, run_id, kind, commit_id, message)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![now_ms(), e.job, e.run_id, e.kind, e.commit_id, e.message],
+            params![time, e.job, e.run_id, e.kind, e.commit_id, e.message],
         )?;
-        Ok(conn.last_insert_rowid())
+        let id = conn.last_insert_rowid();
+        drop(conn);
+        self.forward(&[EventRow {
+            id,
+            time,
+            job: e.job.map(str::to_string),
+            run_id: e.run_id,
+            kind: e.kind.to_string(),
+            commit_id: e.commit_id.map(str::to_string),
+            author: None,
+            subject: None,
+            message: e.message.to_string(),
+        }]);
+        Ok(id)
     }
 
     /// The latest events (of one job, or all), newest first.
@@ -569,6 +603,199 @@ impl Store {
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
     }
 }
+
+// ───── Alerts: the event sink and what was sent (used by `crate::alert`) ─────
+
+/// A callback every recorded event is forwarded to, after its transaction committed. It must
+/// not block (the alerter only queues).
+pub type EventSink = Arc<dyn Fn(&EventRow) + Send + Sync>;
+
+const ALERT_SCHEMA: &str = r"
+CREATE TABLE IF NOT EXISTS alerts_sent (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id INTEGER NOT NULL, job TEXT, event TEXT NOT NULL, commit_id TEXT,
+    target TEXT NOT NULL, folded INTEGER NOT NULL, status TEXT NOT NULL,
+    answer TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0,
+    sent_at INTEGER NOT NULL,
+    UNIQUE (event_id, target));
+CREATE INDEX IF NOT EXISTS alerts_sent_key ON alerts_sent(job, event, commit_id, sent_at);
+";
+
+/// One alert delivery, as kept in the store.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertSentRow {
+    /// Row id.
+    pub id: i64,
+    /// The event that fired it (the latest one, for a folded alert).
+    pub event_id: i64,
+    /// Job, for job events.
+    pub job: Option<String>,
+    /// Alert event (`failed`, ...).
+    pub event: String,
+    /// Config commit of the event.
+    pub commit_id: Option<String>,
+    /// `channel/email` or `channel/webhook`.
+    pub target: String,
+    /// How many repeats this alert folded in (0: none).
+    pub folded: i64,
+    /// `sending`, `sent`, `failed` or `dropped`.
+    pub status: String,
+    /// What the far end answered last (or why it could not be reached).
+    pub answer: String,
+    /// Delivery tries made.
+    pub attempts: i64,
+    /// Unix time (ms) it was fired.
+    pub sent_at: i64,
+}
+
+/// A new alert delivery, claimed before it is sent.
+#[derive(Debug, Clone, Default)]
+pub struct NewAlertSent<'a> {
+    /// The event that fired it.
+    pub event_id: i64,
+    /// Job, for job events.
+    pub job: Option<&'a str>,
+    /// Alert event.
+    pub event: &'a str,
+    /// Config commit of the event.
+    pub commit_id: Option<&'a str>,
+    /// `channel/email` or `channel/webhook`.
+    pub target: &'a str,
+    /// Repeats folded in.
+    pub folded: i64,
+}
+
+impl Store {
+    /// Sets the callback every later [`Store::event`] and [`Store::apply_commit`] note is
+    /// forwarded to (on every clone of this store).
+    pub fn set_event_sink(&self, sink: EventSink) {
+        *self
+            .sink
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sink);
+    }
+
+    fn forward(&self, events: &[EventRow]) {
+        let sink = self
+            .sink
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(sink) = sink {
+            for e in events {
+                sink(e);
+            }
+        }
+    }
+
+    /// The highest event id recorded so far (0 when none).
+    pub fn last_event_id(&self) -> Result<i64> {
+        Ok(self
+            .conn()
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
+    }
+
+    /// One run.
+    pub fn run(&self, id: i64) -> Result<Option<RunRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!("{RUN_SELECT} WHERE id = ?1"))?;
+        Ok(st.query_row([id], run_row).optional()?)
+    }
+
+    /// The events recorded about one run as `kind message`, oldest first.
+    pub fn run_event_kinds(&self, run_id: i64) -> Result<Vec<String>> {
+        // Each as "kind message": the message of `restarted` names the attempt.
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT kind || ' ' || message FROM events WHERE run_id = ?1 ORDER BY id",
+        )?;
+        let rows = st
+            .query_map([run_id], |r| r.get(0))?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Claims the delivery of an alert to one target; false when that event was already
+    /// claimed for it (so nothing is ever sent twice, across restarts too).
+    pub fn claim_alert(&self, a: &NewAlertSent<'_>) -> Result<bool> {
+        let n = self.conn().execute(
+            "INSERT OR IGNORE INTO alerts_sent
+                 (event_id, job, event, commit_id, target, folded, status, sent_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'sending', ?7)",
+            params![
+                a.event_id,
+                a.job,
+                a.event,
+                a.commit_id,
+                a.target,
+                a.folded,
+                now_ms()
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Records how a claimed delivery ended.
+    pub fn finish_alert(
+        &self,
+        event_id: i64,
+        target: &str,
+        status: &str,
+        answer: &str,
+        attempts: u32,
+    ) -> Result<()> {
+        self.conn().execute(
+            "UPDATE alerts_sent SET status = ?3, answer = ?4, attempts = ?5
+             WHERE event_id = ?1 AND target = ?2",
+            params![event_id, target, status, answer, attempts],
+        )?;
+        Ok(())
+    }
+
+    /// When an alert for (job, event, commit) was last fired, to any target.
+    pub fn alert_last_fired(
+        &self,
+        job: Option<&str>,
+        event: &str,
+        commit_id: Option<&str>,
+    ) -> Result<Option<i64>> {
+        Ok(self.conn().query_row(
+            "SELECT MAX(sent_at) FROM alerts_sent
+             WHERE job IS ?1 AND event = ?2 AND commit_id IS ?3",
+            params![job, event, commit_id],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The latest alert deliveries, newest first.
+    pub fn alerts_sent(&self, limit: usize) -> Result<Vec<AlertSentRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT id, event_id, job, event, commit_id, target, folded, status, answer, attempts,
+                 sent_at FROM alerts_sent ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = st
+            .query_map([limit as i64], |r| {
+                Ok(AlertSentRow {
+                    id: r.get(0)?,
+                    event_id: r.get(1)?,
+                    job: r.get(2)?,
+                    event: r.get(3)?,
+                    commit_id: r.get(4)?,
+                    target: r.get(5)?,
+                    folded: r.get(6)?,
+                    status: r.get(7)?,
+                    answer: r.get(8)?,
+                    attempts: r.get(9)?,
+                    sent_at: r.get(10)?,
+                })
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
+
+// ───── end of the alerts block ─────
 
 const JOB_SELECT: &str = "SELECT name, path, desired, desired_hash, desired_commit, applied,
     applied_hash, artifact, state, reason, invalid, updated_at FROM jobs";
@@ -682,6 +909,54 @@ mod tests {
             ("failed", Some("exit 3"))
         );
         assert_eq!(s.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn alert_claims_are_unique_and_events_reach_the_sink() {
+        let s = Store::in_memory().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        s.set_event_sink(Arc::new(move |e: &EventRow| {
+            seen2.lock().unwrap().push((e.id, e.kind.clone()));
+        }));
+        s.apply_commit(
+            &commit("c1"),
+            &[],
+            &[("a".into(), "invalid".into(), "jobs/a.yaml:1:1: bad".into())],
+        )
+        .unwrap();
+        let id = s
+            .event(&NewEvent {
+                job: Some("a"),
+                kind: "failed",
+                commit_id: Some("c1"),
+                message: "exit 1",
+                ..NewEvent::default()
+            })
+            .unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[1], (id, "failed".to_string()));
+        assert_eq!(s.last_event_id().unwrap(), id);
+        let claim = NewAlertSent {
+            event_id: id,
+            job: Some("a"),
+            event: "failed",
+            commit_id: Some("c1"),
+            target: "oncall/email",
+            folded: 0,
+        };
+        assert!(s.claim_alert(&claim).unwrap());
+        assert!(!s.claim_alert(&claim).unwrap(), "claimed once");
+        s.finish_alert(id, "oncall/email", "sent", "250 ok", 1)
+            .unwrap();
+        assert!(
+            s.alert_last_fired(Some("a"), "failed", Some("c1"))
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(s.alert_last_fired(Some("a"), "failed", None).unwrap(), None);
+        assert_eq!(s.alerts_sent(5).unwrap()[0].status, "sent");
     }
 
     #[test]

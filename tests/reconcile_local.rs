@@ -191,7 +191,10 @@ async fn builds_that_fail_time_out_or_match_wrong_artifacts_leave_the_running_ve
     let extra = "build: {max_concurrent: 1, timeout: 2s}\n";
     let d = start(tmp.path(), &config(tmp.path(), &git, extra)).await;
     let pid = d.running_pid("app").await;
-    assert!(cmdline(pid).contains("sleep 300"), "{}", cmdline(pid));
+    wait_for("sh execs sleep", Duration::from_secs(5), || {
+        cmdline(pid).contains("sleep 300")
+    })
+    .await;
     let artifact = d.job("app").unwrap().artifact.expect("artifact recorded");
     assert!(
         artifact.contains("/artifacts/") && artifact.contains("app-1.sh"),
@@ -257,7 +260,10 @@ async fn follow_rebuilds_and_redeploys_when_the_project_branch_moves() {
     let d = start(tmp.path(), &config(tmp.path(), &git, "")).await;
     let followed = d.running_pid("followed").await;
     let pinned = d.running_pid("pinned").await;
-    assert!(cmdline(followed).contains("sleep 321"));
+    wait_for("sh execs sleep", Duration::from_secs(5), || {
+        cmdline(followed).contains("sleep 321")
+    })
+    .await;
 
     project.write("run.sh", "exec sleep 322\n");
     let v2 = project.commit_push("v2");
@@ -267,7 +273,11 @@ async fn follow_rebuilds_and_redeploys_when_the_project_branch_moves() {
     })
     .await;
     let new = d.running_pid("followed").await;
-    assert!(cmdline(new).contains("sleep 322"), "{}", cmdline(new));
+    // `sh app.sh` execs `sleep`: give it a moment.
+    wait_for("the new version runs", Duration::from_secs(5), || {
+        cmdline(new).contains("sleep 322")
+    })
+    .await;
     let ev = d
         .events("followed")
         .into_iter()

@@ -1,0 +1,854 @@
+//! Alerts: recorded events → alert channels (SPEC "Alerts").
+//!
+//! - [`Notifier`] is the boundary: one implementation per medium, [`email::EmailNotifier`]
+//!   (SMTP via lettre) and [`webhook::WebhookNotifier`] (chat robots via reqwest).
+//! - [`Alert`] is what a notifier sends: job, env, engine, event, time, config commit, engine
+//!   job id, attempt n/m, reason and a status-page link. It never carries params or secrets.
+//! - [`route`] picks the channels of an event: the job's `alerts`, else its env's, filtered by
+//!   each channel's `on:`; daemon-wide events go to every channel that wants them.
+//! - [`Alerter`] delivers: the store forwards every recorded event to [`Alerter::notify`],
+//!   which only queues (bounded; when full the event is dropped and counted). A dispatcher
+//!   task keys alerts by (job, event, config commit) and folds repeats within
+//!   `alerts_throttle` into one later alert with a count; one task per target (channel ×
+//!   medium) sends with timeouts, retries and backoff, so a dead channel never slows
+//!   reconcile, health or the other channels. What was sent is kept in the store, so a
+//!   restart re-sends nothing.
+
+pub mod email;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::{AlertChannel, EVENTS, Settings};
+use crate::store::{EventRow, NewAlertSent, Store};
+
+/// Events sent about the whole daemon rather than one job.
+pub const DAEMON_EVENTS: &[&str] = &["repo_unreachable", "engine_unreachable"];
+
+/// Longest reason put in an alert, in characters (the end is kept: it holds the error).
+pub const MAX_REASON_CHARS: usize = 4000;
+
+/// Alert errors.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    /// The channel's settings cannot work (bad URL, unreadable password or secret file).
+    #[error("{0}")]
+    Config(String),
+    /// The far end could not be reached or the exchange broke (worth retrying).
+    #[error("{0}")]
+    Transport(String),
+    /// The far end answered with a failure.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl AlertError {
+    /// Whether another try may succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, AlertError::Config(_))
+    }
+}
+
+/// What the far end answered to a delivered alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The SMTP reply (`250 ...`) or the HTTP status and an excerpt of the body.
+    pub answer: String,
+}
+
+/// One way of sending alerts (SMTP, a chat webhook).
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// Sends one alert; `Ok` only when the far end accepted it.
+    async fn send(&self, alert: &Alert) -> Result<Delivery, AlertError>;
+}
+
+/// A config commit as shown in an alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlertCommit {
+    /// Full id.
+    pub id: String,
+    /// Short id (8 hex digits).
+    pub short: String,
+    /// Author, `Name <email>`.
+    pub author: String,
+    /// First line of the message.
+    pub subject: String,
+}
+
+/// What an alert says. Built from a recorded event by [`alert_for`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    /// Job name, for job events.
+    pub job: Option<String>,
+    /// The job's env, when known.
+    pub env: Option<String>,
+    /// The env's engine, when known.
+    pub engine: Option<String>,
+    /// Alert event (`failed`, `gave_up`, ...; `test` from `jobkeeper test-alert`).
+    pub event: String,
+    /// When it happened.
+    pub time: DateTime<Utc>,
+    /// The config commit it happened under.
+    pub commit: Option<AlertCommit>,
+    /// jobkeeper's run id, when about one run.
+    pub run_id: Option<i64>,
+    /// The engine's id of the run (pid, Flink job id, Spark submission id).
+    pub engine_job_id: Option<String>,
+    /// Restart attempt n of m, when known.
+    pub attempt: Option<(u32, u32)>,
+    /// Why: the last lines of the log, the engine's exception, the file's problems.
+    pub reason: String,
+    /// The status page of the job (or of the daemon).
+    pub link: String,
+    /// Repeats folded into this alert.
+    pub repeats: u32,
+    /// When the first folded repeat happened.
+    pub repeats_since: Option<DateTime<Utc>>,
+    /// The event id in the store.
+    pub event_id: i64,
+}
+
+impl Alert {
+    /// `prod/clicks failed (attempt 2/5)`, with the folded repeats.
+    pub fn title(&self) -> String {
+        let mut t = match (&self.env, &self.job) {
+            (Some(env), Some(job)) => format!("{env}/{job} {}", self.event),
+            (None, Some(job)) => format!("{job} {}", self.event),
+            _ => self.event.clone(),
+        };
+        if let Some((n, m)) = self.attempt {
+            t.push_str(&format!(" (attempt {n}/{m})"));
+        }
+        if let Some(more) = self.repeats_line() {
+            t.push_str(&format!(", {more}"));
+        }
+        t
+    }
+
+    /// The email subject: `[jobkeeper] <title>`.
+    pub fn subject(&self) -> String {
+        format!("[jobkeeper] {}", self.title())
+    }
+
+    /// `3 more times since 10:02:03 UTC`, when repeats were folded in.
+    pub fn repeats_line(&self) -> Option<String> {
+        if self.repeats == 0 {
+            return None;
+        }
+        let times = if self.repeats == 1 { "time" } else { "times" };
+        Some(match self.repeats_since {
+            Some(t) => format!(
+                "{} more {times} since {}",
+                self.repeats,
+                t.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            None => format!("{} more {times}", self.repeats),
+        })
+    }
+
+    /// The facts as `(label, value)` pairs, in display order (only the known ones).
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut f = Vec::new();
+        if let Some(job) = &self.job {
+            f.push(("job", job.clone()));
+        }
+        if let Some(env) = &self.env {
+            f.push(("env", env.clone()));
+        }
+        if let Some(engine) = &self.engine {
+            f.push(("engine", engine.clone()));
+        }
+        f.push(("event", self.event.clone()));
+        f.push((
+            "time",
+            self.time.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string(),
+        ));
+        if let Some(c) = &self.commit {
+            f.push((
+                "commit",
+                format!("{} {} ({})", c.short, c.subject, c.author),
+            ));
+        }
+        match (&self.engine_job_id, self.run_id) {
+            (Some(id), Some(run)) => f.push(("engine job", format!("{id} (run {run})"))),
+            (None, Some(run)) => f.push(("engine job", format!("run {run}"))),
+            (Some(id), None) => f.push(("engine job", id.clone())),
+            (None, None) => {}
+        }
+        if let Some((n, m)) = self.attempt {
+            f.push(("attempt", format!("{n}/{m}")));
+        }
+        if let Some(more) = self.repeats_line() {
+            f.push(("repeats", more));
+        }
+        f.push(("status", self.link.clone()));
+        f
+    }
+
+    /// The plain-text body (email, Slack, Feishu).
+    pub fn text(&self) -> String {
+        let mut out = format!("{}\n\n", self.title());
+        for (k, v) in self.fields() {
+            out.push_str(&format!("{:<11} {v}\n", format!("{k}:")));
+        }
+        if !self.reason.is_empty() {
+            out.push_str("\nreason:\n");
+            out.push_str(&self.reason);
+            if !self.reason.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// A markdown body (DingTalk, WeCom).
+    pub fn markdown(&self) -> String {
+        let mut out = format!("### [jobkeeper] {}\n\n", self.title());
+        for (k, v) in self.fields() {
+            if k == "status" {
+                out.push_str(&format!("- **{k}**: [{v}]({v})\n"));
+            } else {
+                out.push_str(&format!("- **{k}**: {v}\n"));
+            }
+        }
+        if !self.reason.is_empty() {
+            out.push_str("\n**reason**:\n\n```\n");
+            out.push_str(self.reason.trim_end());
+            out.push_str("\n```\n");
+        }
+        out
+    }
+
+    /// The alert `jobkeeper test-alert` sends.
+    pub fn test(settings: &Settings, channel: &str) -> Alert {
+        Alert {
+            job: None,
+            env: None,
+            engine: None,
+            event: "test".into(),
+            time: Utc::now(),
+            commit: None,
+            run_id: None,
+            engine_job_id: None,
+            attempt: None,
+            reason: format!(
+                "A test alert from `jobkeeper test-alert {channel}`: this channel works."
+            ),
+            link: status_link(settings.listen, None),
+            repeats: 0,
+            repeats_since: None,
+            event_id: 0,
+        }
+    }
+}
+
+/// The status-page link of a job (`http://<listen>/#<job>`), or of the daemon. An unspecified
+/// listen address (`0.0.0.0`) is replaced by the host's name.
+pub fn status_link(listen: SocketAddr, job: Option<&str>) -> String {
+    let host = if listen.ip().is_unspecified() {
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        match name.trim() {
+            "" => "localhost".to_string(),
+            n => n.to_string(),
+        }
+    } else if listen.is_ipv6() {
+        format!("[{}]", listen.ip())
+    } else {
+        listen.ip().to_string()
+    };
+    let mut link = format!("http://{host}:{}/", listen.port());
+    if let Some(job) = job {
+        link.push('#');
+        link.push_str(&job.replace('/', "%2F"));
+    }
+    link
+}
+
+/// The alert event of a recorded event kind, with the attempt it names:
+/// `restarted (attempt 2/5)` is `restarted` with attempt 2/5. `None` for events that are not
+/// alerts (`planned`, `started`, ...).
+pub fn alert_event(kind: &str) -> Option<(&'static str, Option<(u32, u32)>)> {
+    let (word, rest) = match kind.split_once(' ') {
+        Some((w, r)) => (w, r),
+        None => (kind, ""),
+    };
+    let event = EVENTS.iter().find(|e| **e == word)?;
+    Some((event, parse_attempt(rest)))
+}
+
+fn parse_attempt(s: &str) -> Option<(u32, u32)> {
+    let i = s.find("attempt ")?;
+    let rest = &s[i + "attempt ".len()..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit() && c != '/')
+        .unwrap_or(rest.len());
+    let (n, m) = rest[..end].split_once('/')?;
+    Some((n.parse().ok()?, m.parse().ok()?))
+}
+
+/// The spec (JSON) the job runs or is to run.
+fn job_spec(store: &Store, job: &str) -> Option<serde_json::Value> {
+    let row = store.job(job).ok()??;
+    let json = row.desired.or(row.applied)?;
+    serde_json::from_str(&json).ok()
+}
+
+/// The channels an event goes to: the job's `alerts`, else its env's, each filtered by its
+/// `on:`. Daemon-wide events, and jobs whose channels cannot be known (an invalid file that
+/// never had a valid version), go to every channel that wants the event.
+pub fn route(settings: &Settings, job_alerts: Option<&[String]>, event: &str) -> Vec<String> {
+    let wanted = |ch: &&String| settings.channel_wants(ch, event);
+    match job_alerts {
+        Some(list) => list.iter().filter(wanted).cloned().collect(),
+        None => settings.alerts.keys().filter(wanted).cloned().collect(),
+    }
+}
+
+/// The job's channels: its own `alerts`, else its env's; `None` when it has no known spec.
+fn job_channels(settings: &Settings, spec: Option<&serde_json::Value>) -> Option<Vec<String>> {
+    let spec = spec?;
+    if let Some(list) = spec.get("alerts").and_then(|a| a.as_array()) {
+        return Some(
+            list.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+        );
+    }
+    let env = spec.get("env").and_then(|e| e.as_str())?;
+    Some(
+        settings
+            .env(env)
+            .map(|e| e.alerts.clone())
+            .unwrap_or_default(),
+    )
+}
+
+/// Keeps the last [`MAX_REASON_CHARS`] characters of a reason.
+fn clip_reason(reason: &str) -> String {
+    let count = reason.chars().count();
+    if count <= MAX_REASON_CHARS {
+        return reason.to_string();
+    }
+    let tail: String = reason.chars().skip(count - MAX_REASON_CHARS).collect();
+    format!("…{tail}")
+}
+
+/// An alert for a recorded event, with the channels it goes to; `None` when the event is not
+/// an alert event or no channel wants it. Reads the job, run and commit from the store.
+pub fn alert_for(
+    settings: &Settings,
+    store: &Store,
+    ev: &EventRow,
+) -> Option<(Alert, Vec<String>)> {
+    let (event, attempt) = alert_event(&ev.kind)?;
+    // `restarted` events say "… (attempt n/m)" in their message.
+    let mut attempt = attempt.or_else(|| parse_attempt(&ev.message));
+    let spec = ev.job.as_deref().and_then(|j| job_spec(store, j));
+    let channels = if DAEMON_EVENTS.contains(&event) || ev.job.is_none() {
+        route(settings, None, event)
+    } else {
+        route(
+            settings,
+            job_channels(settings, spec.as_ref()).as_deref(),
+            event,
+        )
+    };
+    if channels.is_empty() {
+        return None;
+    }
+    let env = spec
+        .as_ref()
+        .and_then(|s| s.get("env"))
+        .and_then(|e| e.as_str())
+        .map(str::to_string);
+    let mut engine = env
+        .as_deref()
+        .and_then(|e| settings.env(e))
+        .map(|e| e.engine.as_str().to_string());
+    let mut engine_job_id = None;
+    if let Some(run_id) = ev.run_id {
+        if let Ok(Some(run)) = store.run(run_id) {
+            engine = Some(run.engine.clone());
+            engine_job_id = run
+                .handle
+                .as_deref()
+                .and_then(|h| serde_json::from_str::<serde_json::Value>(h).ok())
+                .and_then(|h| {
+                    h.get("engine_id")
+                        .and_then(|i| i.as_str())
+                        .map(String::from)
+                });
+        }
+        if attempt.is_none() {
+            // A failed run: the attempt is the one that started it.
+            attempt = store
+                .run_event_kinds(run_id)
+                .unwrap_or_default()
+                .iter()
+                .find_map(|k| alert_event(k).and_then(|(_, a)| a));
+        }
+    }
+    let commit = ev.commit_id.as_deref().map(|id| {
+        let (author, subject) = match (&ev.author, &ev.subject) {
+            (Some(a), Some(s)) => (a.clone(), s.clone()),
+            _ => store
+                .commit(id)
+                .ok()
+                .flatten()
+                .map(|c| (c.author, c.subject))
+                .unwrap_or_default(),
+        };
+        AlertCommit {
+            id: id.to_string(),
+            short: id.chars().take(8).collect(),
+            author,
+            subject,
+        }
+    });
+    let alert = Alert {
+        job: ev.job.clone(),
+        env,
+        engine,
+        event: event.to_string(),
+        time: Utc
+            .timestamp_millis_opt(ev.time)
+            .single()
+            .unwrap_or_else(Utc::now),
+        commit,
+        run_id: ev.run_id,
+        engine_job_id,
+        attempt,
+        reason: clip_reason(&ev.message),
+        link: status_link(settings.listen, ev.job.as_deref()),
+        repeats: 0,
+        repeats_since: None,
+        event_id: ev.id,
+    };
+    Some((alert, channels))
+}
+
+/// The notifiers of one channel, named `channel/email` and `channel/webhook`. A medium whose
+/// settings cannot work gets a notifier that fails with the reason, so it is counted and
+/// reported instead of silently missing.
+pub fn notifiers(name: &str, channel: &AlertChannel) -> Vec<(String, Arc<dyn Notifier>)> {
+    let mut out: Vec<(String, Arc<dyn Notifier>)> = Vec::new();
+    if let Some(e) = &channel.email {
+        let n: Arc<dyn Notifier> = match email::EmailNotifier::new(e) {
+            Ok(n) => Arc::new(n),
+            Err(err) => Arc::new(Broken(err.to_string())),
+        };
+        out.push((format!("{name}/email"), n));
+    }
+    if let Some(w) = &channel.webhook {
+        let n: Arc<dyn Notifier> = match webhook::WebhookNotifier::new(w) {
+            Ok(n) => Arc::new(n),
+            Err(err) => Arc::new(Broken(err.to_string())),
+        };
+        out.push((format!("{name}/webhook"), n));
+    }
+    out
+}
+
+/// A medium whose settings cannot work.
+struct Broken(String);
+
+#[async_trait]
+impl Notifier for Broken {
+    async fn send(&self, _: &Alert) -> Result<Delivery, AlertError> {
+        Err(AlertError::Config(self.0.clone()))
+    }
+}
+
+/// Counters of the alerter, for metrics.
+#[derive(Debug, Default)]
+pub struct AlertCounters {
+    sent: AtomicU64,
+    failed: AtomicU64,
+    failed_tries: AtomicU64,
+    dropped: AtomicU64,
+    folded: AtomicU64,
+}
+
+/// A snapshot of [`AlertCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct AlertStats {
+    /// Alerts the far end accepted.
+    pub sent: u64,
+    /// Alerts given up on after every try.
+    pub failed: u64,
+    /// Tries that failed (each retry counts).
+    pub failed_tries: u64,
+    /// Events or alerts dropped because a queue was full.
+    pub dropped: u64,
+    /// Repeats folded into a later alert.
+    pub folded: u64,
+}
+
+/// How the alerter delivers.
+#[derive(Debug, Clone)]
+pub struct AlerterOptions {
+    /// Events waiting for the dispatcher; more are dropped (and counted).
+    pub queue: usize,
+    /// Alerts waiting per target; more are dropped (and counted).
+    pub target_queue: usize,
+    /// Tries per alert.
+    pub tries: u32,
+    /// Wait after the first failed try, doubled after each.
+    pub backoff: Duration,
+    /// Bound of one try.
+    pub try_timeout: Duration,
+}
+
+impl Default for AlerterOptions {
+    fn default() -> Self {
+        AlerterOptions {
+            queue: 1024,
+            target_queue: 256,
+            tries: 5,
+            backoff: Duration::from_secs(1),
+            try_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Delivers alerts for recorded events; cheap to clone. See the module docs.
+#[derive(Clone)]
+pub struct Alerter {
+    tx: mpsc::Sender<EventRow>,
+    counters: Arc<AlertCounters>,
+}
+
+impl Alerter {
+    /// Starts the dispatcher and one sender task per target; they stop when `cancel` fires.
+    /// Events recorded before this call are never alerted.
+    pub fn spawn(settings: Arc<Settings>, store: Store, cancel: CancellationToken) -> Alerter {
+        Alerter::spawn_with(settings, store, cancel, AlerterOptions::default())
+    }
+
+    /// [`Alerter::spawn`] with explicit options.
+    pub fn spawn_with(
+        settings: Arc<Settings>,
+        store: Store,
+        cancel: CancellationToken,
+        opts: AlerterOptions,
+    ) -> Alerter {
+        let (tx, rx) = mpsc::channel(opts.queue.max(1));
+        let counters = Arc::new(AlertCounters::default());
+        let mut targets = HashMap::new();
+        for (name, channel) in &settings.alerts {
+            let mut list = Vec::new();
+            for (target, notifier) in notifiers(name, channel) {
+                let (ttx, trx) = mpsc::channel(opts.target_queue.max(1));
+                tokio::spawn(deliver(
+                    target.clone(),
+                    notifier,
+                    trx,
+                    store.clone(),
+                    counters.clone(),
+                    opts.clone(),
+                    cancel.clone(),
+                ));
+                list.push((target, ttx));
+            }
+            targets.insert(name.clone(), list);
+        }
+        let first_new = store.last_event_id().unwrap_or(0);
+        let dispatcher = Dispatcher {
+            settings,
+            store,
+            targets,
+            counters: counters.clone(),
+            first_new,
+            keys: HashMap::new(),
+        };
+        tokio::spawn(dispatcher.run(rx, cancel));
+        Alerter { tx, counters }
+    }
+
+    /// Makes `store` (and its clones) forward every event it records from now on to this
+    /// alerter; returns the alerter, so the daemon wires alerts in one line.
+    pub fn attach(self, store: &Store) -> Alerter {
+        let me = self.clone();
+        store.set_event_sink(Arc::new(move |e: &EventRow| me.notify(e)));
+        self
+    }
+
+    /// Queues a recorded event; never blocks. When the queue is full the event is dropped,
+    /// counted and logged.
+    pub fn notify(&self, event: &EventRow) {
+        if alert_event(&event.kind).is_none() {
+            return;
+        }
+        if let Err(e) = self.tx.try_send(event.clone()) {
+            let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let why = match e {
+                mpsc::error::TrySendError::Full(_) => "alert queue full",
+                mpsc::error::TrySendError::Closed(_) => "alerter stopped",
+            };
+            tracing::warn!(event = %event.kind, job = ?event.job, dropped = n, "{why}: event not alerted");
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> AlertStats {
+        let c = &self.counters;
+        AlertStats {
+            sent: c.sent.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            failed_tries: c.failed_tries.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            folded: c.folded.load(Ordering::Relaxed),
+        }
+    }
+}
+
+type Key = (Option<String>, String, Option<String>);
+
+/// Throttle state of one (job, event, commit).
+#[derive(Default)]
+struct KeyState {
+    /// Unix ms of the last alert fired for the key.
+    last_fired: Option<i64>,
+    /// Repeats waiting to be folded into one alert.
+    pending: Option<Pending>,
+    /// The latest event id seen for the key (an event handed over twice counts once).
+    last_event: i64,
+}
+
+struct Pending {
+    latest: Alert,
+    channels: Vec<String>,
+    count: u32,
+    since: DateTime<Utc>,
+    due: Instant,
+}
+
+struct Dispatcher {
+    settings: Arc<Settings>,
+    store: Store,
+    targets: HashMap<String, Vec<(String, mpsc::Sender<Alert>)>>,
+    counters: Arc<AlertCounters>,
+    first_new: i64,
+    keys: HashMap<Key, KeyState>,
+}
+
+impl Dispatcher {
+    async fn run(mut self, mut rx: mpsc::Receiver<EventRow>, cancel: CancellationToken) {
+        loop {
+            let next_due = self
+                .keys
+                .values()
+                .filter_map(|k| k.pending.as_ref().map(|p| p.due))
+                .min();
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.on_event(&ev),
+                    None => break,
+                },
+                () = sleep_until_opt(next_due) => self.flush_due(),
+            }
+        }
+        let waiting: u32 = self
+            .keys
+            .values()
+            .filter_map(|k| k.pending.as_ref().map(|p| p.count))
+            .sum();
+        if waiting > 0 {
+            tracing::info!(
+                repeats = waiting,
+                "alerter stopping: folded repeats not sent"
+            );
+        }
+    }
+
+    fn on_event(&mut self, ev: &EventRow) {
+        if ev.id <= self.first_new {
+            return; // recorded before this alerter started
+        }
+        let Some((alert, channels)) = alert_for(&self.settings, &self.store, ev) else {
+            return;
+        };
+        let key: Key = (ev.job.clone(), alert.event.clone(), ev.commit_id.clone());
+        let throttle = i64::try_from(self.settings.alerts_throttle.as_millis()).unwrap_or(i64::MAX);
+        let now = crate::store::now_ms();
+        let state = self.keys.entry(key.clone()).or_default();
+        if ev.id <= state.last_event {
+            return;
+        }
+        state.last_event = ev.id;
+        if state.last_fired.is_none() {
+            state.last_fired = self
+                .store
+                .alert_last_fired(key.0.as_deref(), &key.1, key.2.as_deref())
+                .ok()
+                .flatten();
+        }
+        match state.last_fired {
+            Some(last) if now - last < throttle => {
+                self.counters.folded.fetch_add(1, Ordering::Relaxed);
+                let wait = Duration::from_millis(u64::try_from(last + throttle - now).unwrap_or(0));
+                match &mut state.pending {
+                    Some(p) => {
+                        p.count += 1;
+                        p.latest = alert;
+                        p.channels = channels;
+                    }
+                    None => {
+                        state.pending = Some(Pending {
+                            since: alert.time,
+                            latest: alert,
+                            channels,
+                            count: 1,
+                            due: Instant::now() + wait,
+                        });
+                    }
+                }
+            }
+            _ => {
+                state.last_fired = Some(now);
+                self.fire(&alert, &channels);
+            }
+        }
+    }
+
+    fn flush_due(&mut self) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for state in self.keys.values_mut() {
+            if state.pending.as_ref().is_some_and(|p| p.due <= now) {
+                let p = state.pending.take().expect("checked above");
+                state.last_fired = Some(crate::store::now_ms());
+                due.push(p);
+            }
+        }
+        for p in due {
+            let mut alert = p.latest;
+            // The folded alert is about the latest repeat and says how many happened since
+            // the last alert.
+            alert.repeats = p.count;
+            alert.repeats_since = Some(p.since);
+            self.fire(&alert, &p.channels);
+        }
+        // Forget keys with nothing pending whose throttle has passed.
+        let throttle = i64::try_from(self.settings.alerts_throttle.as_millis()).unwrap_or(i64::MAX);
+        let now_ms = crate::store::now_ms();
+        self.keys.retain(|_, s| {
+            s.pending.is_some() || s.last_fired.is_some_and(|t| now_ms - t < throttle)
+        });
+    }
+
+    fn fire(&self, alert: &Alert, channels: &[String]) {
+        for ch in channels {
+            for (target, tx) in self.targets.get(ch).map(Vec::as_slice).unwrap_or_default() {
+                let claim = NewAlertSent {
+                    event_id: alert.event_id,
+                    job: alert.job.as_deref(),
+                    event: &alert.event,
+                    commit_id: alert.commit.as_ref().map(|c| c.id.as_str()),
+                    target,
+                    folded: i64::from(alert.repeats),
+                };
+                match self.store.claim_alert(&claim) {
+                    Ok(true) => {}
+                    Ok(false) => continue, // already sent (or being sent) for this event
+                    Err(e) => {
+                        tracing::error!(%target, "cannot record alert: {e}");
+                        continue;
+                    }
+                }
+                if tx.try_send(alert.clone()).is_err() {
+                    let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(%target, event = %alert.event, job = ?alert.job, dropped = n, "alert dropped: the channel's queue is full");
+                    let _ =
+                        self.store
+                            .finish_alert(alert.event_id, target, "dropped", "queue full", 0);
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One target's sender: tries each alert with a timeout, retries with doubling backoff.
+async fn deliver(
+    target: String,
+    notifier: Arc<dyn Notifier>,
+    mut rx: mpsc::Receiver<Alert>,
+    store: Store,
+    counters: Arc<AlertCounters>,
+    opts: AlerterOptions,
+    cancel: CancellationToken,
+) {
+    loop {
+        let alert = tokio::select! {
+            () = cancel.cancelled() => return,
+            a = rx.recv() => match a { Some(a) => a, None => return },
+        };
+        let mut backoff = opts.backoff;
+        let mut tries = 0;
+        let outcome = loop {
+            tries += 1;
+            let result = tokio::select! {
+                () = cancel.cancelled() => return,
+                r = tokio::time::timeout(opts.try_timeout, notifier.send(&alert)) => match r {
+                    Ok(r) => r,
+                    Err(_) => Err(AlertError::Transport(format!(
+                        "no answer within {}", humantime::format_duration(opts.try_timeout)
+                    ))),
+                },
+            };
+            match result {
+                Ok(d) => break Ok(d),
+                Err(e) => {
+                    counters.failed_tries.fetch_add(1, Ordering::Relaxed);
+                    if tries >= opts.tries || !e.is_retryable() {
+                        break Err(e);
+                    }
+                    tracing::warn!(%target, event = %alert.event, job = ?alert.job, try_ = tries, retry_in = ?backoff, "alert not delivered: {e}");
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff *= 2;
+                }
+            }
+        };
+        let (status, answer) = match &outcome {
+            Ok(d) => {
+                counters.sent.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%target, event = %alert.event, job = ?alert.job, tries, "alert sent: {}", d.answer);
+                ("sent", d.answer.clone())
+            }
+            Err(e) => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%target, event = %alert.event, job = ?alert.job, tries, "alert failed: {e}");
+                ("failed", e.to_string())
+            }
+        };
+        if let Err(e) = store.finish_alert(alert.event_id, &target, status, &answer, tries) {
+            tracing::error!(%target, "cannot record alert delivery: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,403 @@
+//! Unit tests of alerts: content, routing, bodies and signatures of every webhook format, and
+//! the dispatcher's folding, against in-process notifiers where no network is needed.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use super::webhook::{self, Format, check_answer, dingtalk_sign, feishu_sign};
+use super::*;
+use crate::store::{CommitRecord, NewEvent};
+
+const CONFIG: &str = r#"
+repo: {url: /tmp/none}
+state_dir: /tmp/state
+listen: 127.0.0.1:7070
+alerts_throttle: 1m
+envs:
+  prod: {engine: local, alerts: [oncall]}
+  dev: {engine: local}
+alerts:
+  oncall:
+    webhook: {url: "http://127.0.0.1:9/hook", format: json}
+  chat:
+    webhook: {url: "http://127.0.0.1:9/chat", format: slack}
+    on: [failed, deployed]
+"#;
+
+fn settings() -> Settings {
+    crate::settings::parse("config.yaml", CONFIG.as_bytes(), Path::new("/tmp")).unwrap()
+}
+
+fn sample() -> Alert {
+    Alert {
+        job: Some("clicks".into()),
+        env: Some("prod".into()),
+        engine: Some("local".into()),
+        event: "failed".into(),
+        time: Utc.timestamp_millis_opt(1_700_000_000_000).unwrap(),
+        commit: Some(AlertCommit {
+            id: "0123456789abcdef0123456789abcdef01234567".into(),
+            short: "01234567".into(),
+            author: "Ann Operator <ann@example.com>".into(),
+            subject: "raise parallelism".into(),
+        }),
+        run_id: Some(17),
+        engine_job_id: Some("4242".into()),
+        attempt: Some((2, 5)),
+        reason: "exit code 3; last lines:\nboom: topic missing".into(),
+        link: status_link("127.0.0.1:7070".parse().unwrap(), Some("team/clicks")),
+        repeats: 0,
+        repeats_since: None,
+        event_id: 9,
+    }
+}
+
+#[test]
+fn subject_and_text_carry_every_fact() {
+    let a = sample();
+    assert_eq!(a.subject(), "[jobkeeper] prod/clicks failed (attempt 2/5)");
+    let t = a.text();
+    for want in [
+        "job:        clicks",
+        "env:        prod",
+        "engine:     local",
+        "event:      failed",
+        "time:       2023-11-14 22:13:20.000 UTC",
+        "commit:     01234567 raise parallelism (Ann Operator <ann@example.com>)",
+        "engine job: 4242 (run 17)",
+        "attempt:    2/5",
+        "status:     http://127.0.0.1:7070/#team%2Fclicks",
+        "reason:\nexit code 3; last lines:\nboom: topic missing\n",
+    ] {
+        assert!(t.contains(want), "missing {want:?} in:\n{t}");
+    }
+    let mut folded = a.clone();
+    folded.repeats = 3;
+    folded.repeats_since = Some(Utc.timestamp_millis_opt(1_700_000_001_000).unwrap());
+    assert_eq!(
+        folded.subject(),
+        "[jobkeeper] prod/clicks failed (attempt 2/5), 3 more times since 2023-11-14 22:13:21 UTC"
+    );
+}
+
+#[test]
+fn event_kinds_map_to_alert_events() {
+    assert_eq!(
+        alert_event("restarted (attempt 2/3)"),
+        Some(("restarted", Some((2, 3))))
+    );
+    assert_eq!(alert_event("failed"), Some(("failed", None)));
+    assert_eq!(alert_event("planned"), None);
+    assert_eq!(alert_event("started"), None);
+    assert_eq!(alert_event("restartedx"), None);
+}
+
+#[test]
+fn status_links() {
+    assert_eq!(
+        status_link("[::1]:7070".parse().unwrap(), None),
+        "http://[::1]:7070/"
+    );
+    assert!(!status_link("0.0.0.0:7070".parse().unwrap(), None).contains("0.0.0.0"));
+}
+
+#[test]
+fn routing_uses_the_job_then_the_env_then_the_on_filter() {
+    let s = settings();
+    let store = Store::in_memory().unwrap();
+    let commit = CommitRecord {
+        id: "c1".into(),
+        author: "Ann <a@x>".into(),
+        subject: "s".into(),
+    };
+    let spec = |env: &str, alerts: Option<&str>| {
+        let mut v = serde_json::json!({"env": env});
+        if let Some(a) = alerts {
+            v["alerts"] = serde_json::json!([a]);
+        }
+        crate::store::DesiredUpdate::Spec {
+            name: String::new(),
+            path: String::new(),
+            spec: v.to_string(),
+            hash: "h".into(),
+        }
+    };
+    let mut updates = Vec::new();
+    for (name, env, alerts) in [
+        ("p", "prod", None),
+        ("d", "dev", None),
+        ("own", "dev", Some("chat")),
+    ] {
+        let crate::store::DesiredUpdate::Spec { spec, hash, .. } = spec(env, alerts) else {
+            unreachable!()
+        };
+        updates.push(crate::store::DesiredUpdate::Spec {
+            name: name.into(),
+            path: format!("jobs/{name}.yaml"),
+            spec,
+            hash,
+        });
+    }
+    store.apply_commit(&commit, &updates, &[]).unwrap();
+    let ev = |job: Option<&str>, kind: &str| {
+        let id = store
+            .event(&NewEvent {
+                job,
+                kind,
+                commit_id: Some("c1"),
+                message: "why",
+                ..NewEvent::default()
+            })
+            .unwrap();
+        store
+            .events(None, 1)
+            .unwrap()
+            .into_iter()
+            .find(|e| e.id == id)
+            .unwrap()
+    };
+    let chans =
+        |job: Option<&str>, kind: &str| alert_for(&s, &store, &ev(job, kind)).map(|(_, c)| c);
+    assert_eq!(chans(Some("p"), "failed"), Some(vec!["oncall".to_string()]));
+    assert_eq!(
+        chans(Some("p"), "deployed"),
+        None,
+        "info events only when listed"
+    );
+    assert_eq!(chans(Some("d"), "failed"), None, "dev has no channels");
+    assert_eq!(chans(Some("own"), "failed"), Some(vec!["chat".to_string()]));
+    assert_eq!(
+        chans(Some("own"), "deployed"),
+        Some(vec!["chat".to_string()])
+    );
+    assert_eq!(
+        chans(Some("own"), "gave_up"),
+        None,
+        "chat's on: leaves it out"
+    );
+    assert_eq!(chans(Some("p"), "planned"), None);
+    assert_eq!(
+        chans(None, "repo_unreachable"),
+        Some(vec!["oncall".to_string()]),
+        "daemon-wide: every channel that wants it"
+    );
+    assert_eq!(
+        chans(Some("never-valid"), "invalid"),
+        Some(vec!["oncall".to_string()]),
+        "a job with no known spec: every channel that wants the event"
+    );
+    let (a, _) = alert_for(&s, &store, &ev(Some("p"), "failed")).unwrap();
+    assert_eq!(a.env.as_deref(), Some("prod"));
+    assert_eq!(a.engine.as_deref(), Some("local"));
+    let c = a.commit.unwrap();
+    assert_eq!((c.author.as_str(), c.subject.as_str()), ("Ann <a@x>", "s"));
+}
+
+fn notifier(format: &str, secret: Option<&str>) -> webhook::WebhookNotifier {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = secret.map(|s| {
+        let p = dir.path().join("secret");
+        std::fs::write(&p, format!("{s}\n")).unwrap();
+        p
+    });
+    webhook::WebhookNotifier::new(&crate::settings::WebhookSettings {
+        url: "https://robot.example.com/send?access_token=abc".into(),
+        format: format.into(),
+        secret_file,
+    })
+    .unwrap()
+}
+
+// Signature vectors computed independently with Python's hmac:
+//   base64(hmac.new(b"SEC0123456789abcdef", b"1700000000123\nSEC0123456789abcdef", sha256))
+//   base64(hmac.new(b"1700000000\nSEC0123456789abcdef", b"", sha256))
+const SECRET: &str = "SEC0123456789abcdef";
+const DINGTALK_SIGN: &str = "V9VP5gL2WDsEZvZQHnbd9k4n+p56ibcLMh+WKMZRQas=";
+const FEISHU_SIGN: &str = "PiO7POLlSx/DM2qf8Dy/XCWeJK3exVnevp5G99LEN2M=";
+
+#[test]
+fn signatures_match_independent_vectors() {
+    assert_eq!(dingtalk_sign(1_700_000_000_123, SECRET), DINGTALK_SIGN);
+    assert_eq!(feishu_sign(1_700_000_000, SECRET), FEISHU_SIGN);
+}
+
+#[test]
+fn dingtalk_body_is_markdown_and_signed_in_the_query() {
+    let (url, body) = notifier("dingtalk", Some(SECRET)).request(&sample(), 1_700_000_000_123);
+    assert_eq!(
+        url.as_str(),
+        "https://robot.example.com/send?access_token=abc&timestamp=1700000000123\
+         &sign=V9VP5gL2WDsEZvZQHnbd9k4n%2Bp56ibcLMh%2BWKMZRQas%3D"
+    );
+    assert_eq!(body["msgtype"], "markdown");
+    assert_eq!(
+        body["markdown"]["title"],
+        "[jobkeeper] prod/clicks failed (attempt 2/5)"
+    );
+    let text = body["markdown"]["text"].as_str().unwrap();
+    assert!(text.starts_with("### [jobkeeper] prod/clicks failed (attempt 2/5)\n"));
+    assert!(
+        text.contains("- **commit**: 01234567 raise parallelism"),
+        "{text}"
+    );
+    assert!(text.contains("```\nexit code 3; last lines:\nboom: topic missing\n```"));
+    let (url, _) = notifier("dingtalk", None).request(&sample(), 1);
+    assert_eq!(
+        url.query(),
+        Some("access_token=abc"),
+        "unsigned without a secret"
+    );
+}
+
+#[test]
+fn feishu_body_is_text_and_signed_in_the_body() {
+    let (url, body) = notifier("feishu", Some(SECRET)).request(&sample(), 1_700_000_000_999);
+    assert_eq!(url.query(), Some("access_token=abc"));
+    assert_eq!(body["msg_type"], "text");
+    assert_eq!(body["timestamp"], "1700000000");
+    assert_eq!(body["sign"], FEISHU_SIGN);
+    assert_eq!(body["content"]["text"], sample().text());
+}
+
+#[test]
+fn slack_wecom_and_json_bodies() {
+    let (_, slack) = notifier("slack", None).request(&sample(), 0);
+    assert_eq!(slack, serde_json::json!({"text": sample().text()}));
+    let (_, wecom) = notifier("wecom", None).request(&sample(), 0);
+    assert_eq!(wecom["msgtype"], "markdown");
+    assert_eq!(wecom["markdown"]["content"], sample().markdown());
+    let (_, j) = notifier("json", Some("ignored")).request(&sample(), 0);
+    assert_eq!(j["job"], "clicks");
+    assert_eq!(j["event"], "failed");
+    assert_eq!(j["attempt"], serde_json::json!([2, 5]));
+    assert_eq!(j["engine_job_id"], "4242");
+    assert_eq!(j["commit"]["short"], "01234567");
+    assert_eq!(j["reason"], "exit code 3; last lines:\nboom: topic missing");
+    assert!(j.get("sign").is_none() && j.get("params").is_none());
+}
+
+#[test]
+fn robot_error_codes_are_failures() {
+    assert!(check_answer(Format::Slack, 200, "ok").is_ok());
+    assert!(check_answer(Format::Slack, 200, "invalid_token").is_err());
+    assert!(check_answer(Format::DingTalk, 200, r#"{"errcode":0,"errmsg":"ok"}"#).is_ok());
+    let e = check_answer(
+        Format::DingTalk,
+        200,
+        r#"{"errcode":310000,"errmsg":"sign not match"}"#,
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("errcode 310000") && e.contains("sign not match"),
+        "{e}"
+    );
+    assert!(check_answer(Format::WeCom, 200, r#"{"errcode":93000}"#).is_err());
+    assert!(check_answer(Format::Feishu, 200, r#"{"code":0,"msg":"success"}"#).is_ok());
+    assert!(check_answer(Format::Feishu, 200, r#"{"StatusCode":0}"#).is_ok());
+    assert!(
+        check_answer(
+            Format::Feishu,
+            200,
+            r#"{"code":19021,"msg":"sign match fail"}"#
+        )
+        .is_err()
+    );
+    assert!(check_answer(Format::Json, 204, "").is_ok());
+    assert!(
+        check_answer(Format::Json, 500, "oops")
+            .unwrap_err()
+            .contains("HTTP 500")
+    );
+}
+
+/// Records what it is asked to send (an in-process notifier: the dispatcher's folding and
+/// claims are what is tested here; real SMTP and HTTP are in tests/alerts.rs).
+struct Recorder(Arc<Mutex<Vec<Alert>>>);
+
+#[async_trait]
+impl Notifier for Recorder {
+    async fn send(&self, alert: &Alert) -> Result<Delivery, AlertError> {
+        self.0.lock().unwrap().push(alert.clone());
+        Ok(Delivery {
+            answer: "ok".into(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn repeats_within_the_throttle_fold_into_one_later_alert() {
+    let mut s = settings();
+    s.alerts_throttle = Duration::from_millis(300);
+    let s = Arc::new(s);
+    let store = Store::in_memory().unwrap();
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let (tx, trx) = mpsc::channel(16);
+    let counters = Arc::new(AlertCounters::default());
+    let cancel = CancellationToken::new();
+    tokio::spawn(deliver(
+        "oncall/webhook".into(),
+        Arc::new(Recorder(sent.clone())),
+        trx,
+        store.clone(),
+        counters.clone(),
+        AlerterOptions::default(),
+        cancel.clone(),
+    ));
+    let mut d = Dispatcher {
+        settings: s.clone(),
+        store: store.clone(),
+        targets: HashMap::from([(
+            "oncall".to_string(),
+            vec![("oncall/webhook".to_string(), tx)],
+        )]),
+        counters: counters.clone(),
+        first_new: 0,
+        keys: HashMap::new(),
+    };
+    let failed = |msg: &str| {
+        let id = store
+            .event(&NewEvent {
+                job: None,
+                kind: "repo_unreachable",
+                message: msg,
+                ..NewEvent::default()
+            })
+            .unwrap();
+        store
+            .events(None, 1)
+            .unwrap()
+            .into_iter()
+            .find(|e| e.id == id)
+            .unwrap()
+    };
+    let first = failed("first");
+    d.on_event(&first);
+    d.on_event(&first); // the same event twice is claimed once
+    for i in 0..3 {
+        d.on_event(&failed(&format!("again {i}")));
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        sent.lock().unwrap().len(),
+        1,
+        "repeats wait for the throttle"
+    );
+    assert_eq!(counters.folded.load(Ordering::Relaxed), 3);
+    d.flush_due();
+    assert_eq!(sent.lock().unwrap().len(), 1, "not due yet");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    d.flush_due();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let sent = sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].reason, "first");
+    assert_eq!(sent[1].reason, "again 2");
+    assert_eq!(sent[1].repeats, 3);
+    assert!(
+        sent[1].title().contains("3 more times since"),
+        "{}",
+        sent[1].title()
+    );
+    assert_eq!(store.alerts_sent(10).unwrap().len(), 2);
+    cancel.cancel();
+}
