@@ -37,6 +37,9 @@ const BUILD_FAILED: &str = "build failed";
 /// The state reason of a job whose new version was refused (stalled until a new commit).
 const DEPLOY_FAILED: &str = "deploy failed";
 
+/// A restarted service run that stays up this long raises `recovered`.
+pub const RECOVERED_AFTER: Duration = Duration::from_secs(10);
+
 /// Why a step was abandoned at shutdown (not a failure of the job).
 const SHUTTING_DOWN: &str = "daemon shutting down";
 
@@ -172,6 +175,10 @@ struct Actor {
     next_fire: Option<(Instant, chrono::DateTime<chrono_tz::Tz>)>,
     /// When a failed run is resubmitted.
     restart_at: Option<Instant>,
+    /// A restarted service run that stays up until then has `recovered`.
+    recover_at: Option<Instant>,
+    /// The job failed and has not recovered yet.
+    failing: bool,
     /// Restarts within the policy window and the next backoff.
     restarts: RestartTracker,
     gave_up: bool,
@@ -200,6 +207,8 @@ impl Actor {
             follow_failed: None,
             next_fire: None,
             restart_at: None,
+            recover_at: None,
+            failing: false,
             restarts: RestartTracker::default(),
             gave_up: false,
             loaded: false,
@@ -235,11 +244,15 @@ impl Actor {
 
     fn next_deadline(&self) -> Option<Instant> {
         let timeouts = self.live.iter().filter_map(|l| l.deadline);
-        [self.next_fire.map(|(i, _)| i), self.restart_at]
-            .into_iter()
-            .flatten()
-            .chain(timeouts)
-            .min()
+        [
+            self.next_fire.map(|(i, _)| i),
+            self.restart_at,
+            self.recover_at,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(timeouts)
+        .min()
     }
 
     fn event(&self, kind: &str, run_id: Option<i64>, message: &str) {
@@ -330,6 +343,8 @@ impl Actor {
             self.gave_up = false;
             self.restart_at = None;
             self.restarts.reset();
+            self.recover_at = None;
+            self.failing = false;
         }
         if desired.suspend {
             if !self.live.is_empty() {
@@ -798,6 +813,13 @@ impl Actor {
                 let _ = self.ctx.store.finish_run(live.run_id, "succeeded", None);
                 self.restarts.succeeded();
                 self.event("succeeded", Some(live.run_id), "run finished with exit 0");
+                if std::mem::take(&mut self.failing) {
+                    self.event(
+                        "recovered",
+                        Some(live.run_id),
+                        "a run succeeded after failures",
+                    );
+                }
                 if self.live.is_empty() {
                     self.set_state(JobState::Succeeded, None);
                 }
@@ -815,6 +837,8 @@ impl Actor {
                 };
                 let _ = self.ctx.store.finish_run(live.run_id, state, Some(&reason));
                 self.event("failed", Some(live.run_id), &reason);
+                self.failing = true;
+                self.recover_at = None;
                 self.schedule_restart(&reason, live.started.elapsed());
             }
         }
@@ -905,6 +929,18 @@ impl Actor {
             self.event("failed", Some(run_id), &reason);
             self.schedule_restart(&reason, timeout);
         }
+        if self.recover_at.is_some_and(|t| t <= now) {
+            self.recover_at = None;
+            if self.failing && !self.live.is_empty() {
+                self.failing = false;
+                let run = self.live.first().map(|l| l.run_id);
+                let msg = format!(
+                    "running again for {} after failures",
+                    humantime::format_duration(RECOVERED_AFTER)
+                );
+                self.event("recovered", run, &msg);
+            }
+        }
         if self.restart_at.is_some_and(|t| t <= now) {
             self.restart_at = None;
             let policy = self
@@ -920,6 +956,9 @@ impl Actor {
                 } else {
                     "resubmitted"
                 };
+                if !batch {
+                    self.recover_at = Some(now + RECOVERED_AFTER);
+                }
                 self.start(
                     "restarted",
                     &format!("{what} (attempt {attempt}/{of})"),

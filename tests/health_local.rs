@@ -116,6 +116,12 @@ async fn a_killed_service_job_is_back_after_its_backoff_and_exit_0_is_restarted_
         .find(|e| e.kind == "failed")
         .unwrap();
     assert!(failed.message.contains("SIGKILL"), "{}", failed.message);
+    // Up again for a while: `recovered`.
+    wait_for("recovered", Duration::from_secs(15), || {
+        d.has_event("svc", "recovered")
+    })
+    .await;
+    assert!(alive(new));
 
     // A service job that exits 0 is a failure to stay up: restarted, then gave_up.
     wait_for("oneshot gave up", Duration::from_secs(15), || {
