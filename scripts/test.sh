@@ -39,4 +39,11 @@ log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
 log "cargo test"
-cargo test --all-targets --locked 2>&1
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+status=0
+cargo test --all-targets --locked 2>&1 | tee "$out" || status=$?
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\ntests: %d passed, %d failed\n", p, f }' "$out"
+exit "$status"
