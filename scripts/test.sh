@@ -12,6 +12,7 @@ log "checking tools"
 missing=()
 need git || missing+=(git)
 need javac || missing+=(openjdk-17-jdk-headless)
+need systemd-analyze || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

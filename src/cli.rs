@@ -230,8 +230,18 @@ fn init_tracing(format: LogFormat) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
+        // Under systemd, journald stamps each line and reads its priority from `<N>`.
+        LogFormat::Human if crate::systemd::logging_to_journal() => {
+            let inner = tracing_subscriber::fmt::format()
+                .without_time()
+                .with_level(false);
+            builder
+                .with_ansi(false)
+                .event_format(crate::systemd::JournalFormat(inner))
+                .init();
+        }
+        LogFormat::Human => builder.init(),
     }
 }
 

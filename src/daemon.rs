@@ -153,11 +153,24 @@ pub async fn run(
         let interval = settings.health.interval;
         tasks.spawn(crate::health::sweep_loop(ctx, r, interval, cancel));
     }
+    let notifier = Arc::new(crate::systemd::Notifier::from_env());
     let api = Arc::new(ApiState::default());
     let server = {
         let (api, cancel) = (api.clone(), cancel.clone());
         tasks.spawn(async move { http::serve(listener, api, cancel).await })
     };
+
+    // The store is open and the listener serves: systemd may consider the service started.
+    notifier.ready("started: applying the config repo");
+    if let Some(interval) = crate::systemd::watchdog_interval() {
+        tasks.spawn(watchdog_loop(
+            store.clone(),
+            notifier.clone(),
+            interval,
+            cancel.clone(),
+        ));
+    }
+    tasks.spawn(status_loop(store.clone(), notifier.clone(), cancel.clone()));
 
     let repo_settings = settings.repo.clone();
     let repo = {
@@ -232,6 +245,7 @@ pub async fn run(
         }
     }
 
+    notifier.stopping();
     tracing::info!("shutting down: stopping local runs");
     reconciler.wait().await;
     tasks.close();
@@ -241,6 +255,71 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Sends `WATCHDOG=1` every half interval while the store takes writes within that time; a
+/// stuck store (hung disk, a lock held elsewhere) stops the pings, and systemd restarts the
+/// service after `WatchdogSec`.
+async fn watchdog_loop(
+    store: Store,
+    notifier: Arc<crate::systemd::Notifier>,
+    interval: std::time::Duration,
+    cancel: CancellationToken,
+) {
+    let period = interval / 2;
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let s = store.clone();
+        let beat = tokio::time::timeout(period, tokio::task::spawn_blocking(move || s.heartbeat()));
+        match beat.await {
+            Ok(Ok(Ok(()))) => notifier.watchdog(),
+            Ok(Ok(Err(e))) => tracing::error!("watchdog: the store takes no writes: {e}"),
+            Ok(Err(e)) => tracing::error!("watchdog: heartbeat task failed: {e}"),
+            Err(_) => tracing::error!("watchdog: the store did not answer within {period:?}"),
+        }
+    }
+}
+
+/// Keeps systemd's `STATUS=` line current: applied commit and jobs by state.
+async fn status_loop(
+    store: Store,
+    notifier: Arc<crate::systemd::Notifier>,
+    cancel: CancellationToken,
+) {
+    if !notifier.enabled() {
+        return;
+    }
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let s = store.clone();
+        let Ok(Ok((commit, counts))) = tokio::task::spawn_blocking(move || {
+            Ok::<_, StoreError>((s.applied_commit()?, s.state_counts()?))
+        })
+        .await
+        else {
+            continue;
+        };
+        let commit = commit
+            .as_deref()
+            .and_then(|c| c.get(..8))
+            .unwrap_or("none")
+            .to_string();
+        let total: i64 = counts.iter().map(|(_, n)| n).sum();
+        let by_state: Vec<String> = counts.iter().map(|(st, n)| format!("{n} {st}")).collect();
+        notifier.status(&format!(
+            "applied {commit}; {total} jobs: {}",
+            by_state.join(", ")
+        ));
+    }
 }
 
 /// How long the first sync may take before the stored jobs start anyway.

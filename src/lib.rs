@@ -19,6 +19,7 @@
 //! - [`alert`]: events → email and chat-webhook alerts: routing, throttle, delivery.
 //! - [`reconcile`]: one actor per job converging what runs to what the store says is desired.
 //! - [`daemon`]: wiring: tasks, triggers, shutdown, HTTP.
+//! - [`systemd`]: sd_notify (ready, status, watchdog, reload, stop) and journald log lines.
 //! - [`http`]: the HTTP API.
 //! - [`cli`]: the command line.
 
@@ -38,4 +39,5 @@ pub mod schedule;
 pub mod settings;
 pub mod spec;
 pub mod store;
+pub mod systemd;
 pub mod yaml;

@@ -596,6 +596,29 @@ impl Store {
             .optional()?)
     }
 
+    /// Number of jobs in each state (jobs whose file is gone and that are stopped left out).
+    pub fn state_counts(&self) -> Result<Vec<(String, i64)>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT state, count(*) FROM jobs WHERE desired IS NOT NULL OR state != 'stopped'
+             GROUP BY state ORDER BY state",
+        )?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// A small write that proves the store takes writes (for the watchdog).
+    pub fn heartbeat(&self) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO meta (key, value) VALUES ('heartbeat', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = ?1",
+            params![now_ms().to_string()],
+        )?;
+        Ok(())
+    }
+
     /// SQLite's `PRAGMA integrity_check` answer (`ok` when fine).
     pub fn integrity_check(&self) -> Result<String> {
         Ok(self

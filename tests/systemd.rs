@@ -1,0 +1,143 @@
+//! The daemon under systemd: the unit file verifies, and a test playing systemd receives READY,
+//! STATUS, periodic WATCHDOG (stopping while the store is stuck) and STOPPING over a real
+//! `NOTIFY_SOCKET`, and sees local runs get SIGTERM before the daemon exits 0.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn the_unit_file_passes_systemd_analyze_verify() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/jobkeeper.service"
+    ))
+    .unwrap();
+    // verify checks that ExecStart exists: point it at the binary under test.
+    let unit = unit.replace("/usr/local/bin/jobkeeper", env!("CARGO_BIN_EXE_jobkeeper"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobkeeper.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", path.to_str().unwrap()])
+        .output()
+        .expect("systemd-analyze runs (Debian's systemd package; scripts/test.sh installs it)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("jobkeeper.service"),
+        "warnings about the unit: {stderr}"
+    );
+}
+
+/// Messages received on the socket until `limit`, or until `stop` says so.
+fn receive(
+    sock: &UnixDatagram,
+    limit: Duration,
+    mut stop: impl FnMut(&str) -> bool,
+) -> Vec<String> {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < limit {
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+            let done = stop(&msg);
+            got.push(msg);
+            if done {
+                break;
+            }
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_status_watchdog_and_a_graceful_stop_under_a_notify_socket() {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = Git::new(tmp.path(), "config");
+    git.write(
+        "jobs/svc.yaml",
+        "env: dev\nparams:\n  command: [\"sh\", \"-c\", \"trap 'echo got TERM; exit 0' TERM; while true; do sleep 0.1; done\"]\n",
+    );
+    git.commit_push("svc");
+    let cfg = tmp.path().join("config.yaml");
+    std::fs::write(&cfg, config(tmp.path(), &git, "")).unwrap();
+    let sock_path = tmp.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let got = receive(&sock, Duration::from_secs(20), |m| m.starts_with("READY=1"));
+    assert!(
+        got.last()
+            .is_some_and(|m| m.starts_with("READY=1\nSTATUS=")),
+        "{got:?}"
+    );
+    // Watchdog pings every half interval; the status line says what the daemon does.
+    let mut pings = 0;
+    let got = receive(&sock, Duration::from_secs(8), |m| {
+        pings += usize::from(m == "WATCHDOG=1");
+        m.starts_with("STATUS=applied ") && m.contains("1 running") && pings >= 3
+    });
+    assert!(pings >= 3, "{got:?}");
+    assert!(
+        got.iter()
+            .any(|m| m.starts_with("STATUS=applied ") && m.contains("1 jobs: 1 running")),
+        "{got:?}"
+    );
+
+    // A stuck store (another process holds its write lock): no more pings.
+    let db = rusqlite::Connection::open(tmp.path().join("state/jobkeeper.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let _ = receive(&sock, Duration::from_millis(600), |_| false); // pings already on their way
+    let stuck = receive(&sock, Duration::from_millis(1500), |_| false);
+    assert!(
+        !stuck.iter().any(|m| m == "WATCHDOG=1"),
+        "pings while the store is stuck: {stuck:?}"
+    );
+    db.execute_batch("ROLLBACK").unwrap();
+    let again = receive(&sock, Duration::from_secs(10), |m| m == "WATCHDOG=1");
+    assert!(
+        again.iter().any(|m| m == "WATCHDOG=1"),
+        "pings again once the store answers: {again:?}"
+    );
+
+    // SIGTERM: STOPPING=1, the run gets SIGTERM from the daemon, exit 0.
+    let store = jobkeeper::store::Store::open(&tmp.path().join("state/jobkeeper.db")).unwrap();
+    let run = store.runs("svc", 1).unwrap().remove(0);
+    let t = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let got = receive(&sock, Duration::from_secs(10), |m| {
+        m.starts_with("STOPPING=1")
+    });
+    assert!(got.iter().any(|m| m.starts_with("STOPPING=1")), "{got:?}");
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "within the unit's stop timeout"
+    );
+    let log = std::fs::read_to_string(&run.log_path).unwrap();
+    assert!(
+        log.contains("got TERM"),
+        "the run was stopped with SIGTERM first: {log}"
+    );
+    assert!(!alive(pid_of(&run)));
+}
