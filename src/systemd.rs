@@ -136,6 +136,27 @@ pub fn priority(level: &tracing::Level) -> u8 {
     }
 }
 
+/// A log line format for journald: the `<N>` priority prefix, then the wrapped format (which
+/// should leave out the time; journald records it).
+pub struct JournalFormat<F>(pub F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for JournalFormat<F>
+where
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        write!(writer, "<{}>", priority(event.metadata().level()))?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,26 +190,5 @@ mod tests {
     fn priorities_follow_syslog() {
         assert_eq!(priority(&tracing::Level::ERROR), 3);
         assert_eq!(priority(&tracing::Level::INFO), 6);
-    }
-}
-
-/// A log line format for journald: the `<N>` priority prefix, then the wrapped format (which
-/// should leave out the time; journald records it).
-pub struct JournalFormat<F>(pub F);
-
-impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for JournalFormat<F>
-where
-    F: tracing_subscriber::fmt::FormatEvent<S, N>,
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
-        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
-        event: &tracing::Event<'_>,
-    ) -> std::fmt::Result {
-        write!(writer, "<{}>", priority(event.metadata().level()))?;
-        self.0.format_event(ctx, writer, event)
     }
 }
