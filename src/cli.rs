@@ -260,7 +260,7 @@ fn run(config: &Path, log_format: LogFormat) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let cancel = tokio_util::sync::CancellationToken::new();
         crate::daemon::spawn_signal_handler(cancel.clone());
-        crate::daemon::run(settings, listener, cancel).await?;
+        crate::daemon::run_with(settings, listener, cancel, Some(config.to_path_buf())).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

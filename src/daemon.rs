@@ -79,6 +79,19 @@ pub async fn run(
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> Result<(), DaemonError> {
+    run_with(settings, listener, cancel, None).await
+}
+
+/// [`run`], and with `config_path`, SIGHUP reads that file again: a valid config replaces the
+/// running one (fields only taken at start are named in a warning), an invalid one is refused
+/// with its errors and the running config stays.
+pub async fn run_with(
+    settings: Settings,
+    listener: TcpListener,
+    cancel: CancellationToken,
+    config_path: Option<std::path::PathBuf>,
+) -> Result<(), DaemonError> {
+    let live = crate::settings::Live::new(settings.clone());
     let settings = Arc::new(settings);
     let state_dir = settings.state_dir.clone();
     for sub in ["logs", "repos", "builds", "artifacts"] {
@@ -115,7 +128,7 @@ pub async fn run(
         max_log_bytes: crate::build::DEFAULT_MAX_LOG_BYTES,
     });
     let ctx = Arc::new(Context {
-        settings: settings.clone(),
+        settings: live.clone(),
         store: store.clone(),
         builder,
         projects,
@@ -171,6 +184,15 @@ pub async fn run(
         ));
     }
     tasks.spawn(status_loop(store.clone(), notifier.clone(), cancel.clone()));
+    if let Some(path) = config_path {
+        tasks.spawn(reload_loop(
+            path,
+            live.clone(),
+            store.clone(),
+            notifier.clone(),
+            cancel.clone(),
+        ));
+    }
 
     let repo_settings = settings.repo.clone();
     let repo = {
@@ -322,6 +344,70 @@ async fn status_loop(
     }
 }
 
+/// SIGHUP: reload the config (see [`run_with`]).
+async fn reload_loop(
+    path: std::path::PathBuf,
+    live: crate::settings::Live,
+    store: Store,
+    notifier: Arc<crate::systemd::Notifier>,
+    cancel: CancellationToken,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler: reload needs a restart");
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = hup.recv() => {}
+        }
+        notifier.reloading();
+        let p = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || crate::settings::load(&p)).await;
+        match loaded {
+            Ok(Ok(new)) => {
+                let old = live.get();
+                let later = crate::settings::needs_restart(&old, &new);
+                live.replace(new);
+                let msg = if later.is_empty() {
+                    format!("config {} reloaded", path.display())
+                } else {
+                    format!(
+                        "config {} reloaded; changes to {} take effect at the next start",
+                        path.display(),
+                        later.join(", ")
+                    )
+                };
+                tracing::info!(event = "config_reloaded", "{msg}");
+                let _ = store.event(&NewEvent {
+                    kind: "config_reloaded",
+                    message: &msg,
+                    ..NewEvent::default()
+                });
+                notifier.ready(&msg);
+            }
+            Ok(Err(diags)) => {
+                for d in &diags {
+                    tracing::error!(event = "config_reload_refused", "{d}");
+                }
+                let msg = format!(
+                    "config reload refused ({} problem(s)); the running config stays:\n{}",
+                    diags.len(),
+                    diag::render(&diags)
+                );
+                let _ = store.event(&NewEvent {
+                    kind: "config_reload_refused",
+                    message: &msg,
+                    ..NewEvent::default()
+                });
+                notifier.ready("config reload refused; the running config stays");
+            }
+            Err(e) => tracing::error!("config reload failed: {e}"),
+        }
+    }
+}
+
 /// How long the first sync may take before the stored jobs start anyway.
 pub const STARTUP_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -422,9 +508,10 @@ fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Option<(String, Vec<Str
     if applied.as_deref() == Some(tip.to_string().as_str()) {
         return Ok(None); // rule 7: the same commit twice does nothing
     }
-    let path = &ctx.settings.repo.path;
+    let settings = ctx.settings.get();
+    let path = &settings.repo.path;
     let sctx = spec::Context {
-        settings: Some(&ctx.settings),
+        settings: Some(&settings),
     };
     let tree = repo.tree();
     let from = applied
@@ -534,14 +621,12 @@ fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Option<(String, Vec<Str
 }
 
 /// SIGTERM or SIGINT cancels `cancel` (a graceful stop); a second one exits at once.
-/// SIGHUP is logged (config reload needs a restart for now) instead of killing the daemon.
 pub fn spawn_signal_handler(cancel: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        let (Ok(mut term), Ok(mut int)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
-            signal(SignalKind::hangup()),
         ) else {
             tracing::error!("cannot install signal handlers");
             return;
@@ -551,10 +636,6 @@ pub fn spawn_signal_handler(cancel: CancellationToken) {
             tokio::select! {
                 _ = term.recv() => {},
                 _ = int.recv() => {},
-                _ = hup.recv() => {
-                    tracing::warn!("SIGHUP: config reload is not supported by this version; restart the service to apply a new config");
-                    continue;
-                }
             }
             if stopping {
                 tracing::warn!("second signal: exiting now");

@@ -25,7 +25,7 @@ use crate::health::{Decision, RestartTracker, first_fire};
 use crate::plan::{Action, diff_specs};
 use crate::repo::ProjectRepos;
 use crate::schedule::Schedule;
-use crate::settings::{EngineKind, Settings};
+use crate::settings::EngineKind;
 use crate::spec::{self, JobSpec, Overlap};
 use crate::store::{JobRow, JobState, NewEvent, Store};
 
@@ -51,7 +51,7 @@ pub fn spec_hash(json: &str) -> String {
 /// Everything an actor needs, shared.
 pub struct Context {
     /// The daemon config.
-    pub settings: Arc<Settings>,
+    pub settings: crate::settings::Live,
     /// The store.
     pub store: Store,
     /// The build queue and artifact cache.
@@ -548,7 +548,7 @@ impl Actor {
     /// The commit a project's branch (tag, commit id) points at now, fetched.
     async fn resolve_project(&self, project: &crate::spec::Project) -> Result<String, String> {
         let projects = self.ctx.projects.clone();
-        let url = project_url(&self.ctx.settings.repo.url, &project.repo);
+        let url = project_url(&self.ctx.settings.get().repo.url, &project.repo);
         let rev = project.branch.clone();
         let fetch = tokio::task::spawn_blocking(move || projects.resolve(&url, &rev));
         let commit = tokio::select! {
@@ -566,7 +566,7 @@ impl Actor {
         project: &crate::spec::Project,
         commit: String,
     ) -> Result<Artifact, String> {
-        let url = project_url(&self.ctx.settings.repo.url, &project.repo);
+        let url = project_url(&self.ctx.settings.get().repo.url, &project.repo);
         let req = BuildRequest {
             job: self.name.clone(),
             repo: url,
@@ -658,9 +658,8 @@ impl Actor {
     }
 
     fn engine_for(&self, spec: &JobSpec) -> Result<Arc<dyn Engine>, String> {
-        let env = self
-            .ctx
-            .settings
+        let settings = self.ctx.settings.get();
+        let env = settings
             .envs
             .get(&spec.env)
             .ok_or_else(|| format!("env `{}` is not in the daemon config", spec.env))?;
@@ -678,9 +677,10 @@ impl Actor {
         run_id: i64,
         log_path: PathBuf,
     ) -> Result<(SubmitRequest, Vec<String>), String> {
-        let secrets_dir = self.ctx.settings.secrets_dir.as_deref();
-        let (params, secrets) = spec::resolve_secrets_with_values(&spec.params, secrets_dir)
-            .map_err(|e| e.to_string())?;
+        let secrets_dir = self.ctx.settings.get().secrets_dir.clone();
+        let (params, secrets) =
+            spec::resolve_secrets_with_values(&spec.params, secrets_dir.as_deref())
+                .map_err(|e| e.to_string())?;
         // The working folder of a run with a project: the artifact when it is a folder, else the
         // folder holding it.
         let checkout = artifact.map(|a| {
@@ -850,7 +850,11 @@ impl Actor {
         let Some((spec, _, _)) = &self.applied else {
             return;
         };
-        let policy = self.ctx.settings.restart_policy(&spec.env, &spec.restart);
+        let policy = self
+            .ctx
+            .settings
+            .get()
+            .restart_policy(&spec.env, &spec.restart);
         match self.restarts.on_failure(Instant::now(), &policy, ran_for) {
             Decision::GiveUp { restarts } => {
                 self.gave_up = true;
@@ -889,7 +893,7 @@ impl Actor {
         let Ok(schedule) = Schedule::parse(expr) else {
             return;
         };
-        let tz = self.ctx.settings.timezone;
+        let tz = self.ctx.settings.get().timezone;
         let now = Utc::now().with_timezone(&tz);
         let fire = if allow_late {
             // A tick missed while the daemon was down starts now, once, if recent enough.
@@ -946,7 +950,7 @@ impl Actor {
             let policy = self
                 .applied
                 .as_ref()
-                .map(|(s, _, _)| self.ctx.settings.restart_policy(&s.env, &s.restart));
+                .map(|(s, _, _)| self.ctx.settings.get().restart_policy(&s.env, &s.restart));
             let batch = self.applied.as_ref().is_some_and(|(s, _, _)| s.is_batch());
             if policy.is_some() && (self.live.is_empty() || batch) {
                 self.restarts.restarted(now);

@@ -175,6 +175,66 @@ pub struct WebhookSettings {
     pub secret_file: Option<PathBuf>,
 }
 
+/// The daemon config as the running daemon sees it: replaced whole by a reload (SIGHUP), read
+/// whole by each step, so no step ever sees half of an old and half of a new config.
+#[derive(Debug, Clone)]
+pub struct Live(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Settings>>>);
+
+impl Live {
+    /// The config at start.
+    pub fn new(settings: Settings) -> Live {
+        Live(std::sync::Arc::new(std::sync::RwLock::new(
+            std::sync::Arc::new(settings),
+        )))
+    }
+
+    /// The current config.
+    pub fn get(&self) -> std::sync::Arc<Settings> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts a new config in place.
+    pub fn replace(&self, settings: Settings) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(settings);
+    }
+}
+
+/// The fields of `new` that differ from `old` and that the running daemon only takes at its
+/// next start (where it listens, its state, its repo, build and health loops, alert channels).
+pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.repo != new.repo {
+        out.push("repo");
+    }
+    if old.state_dir != new.state_dir {
+        out.push("state_dir");
+    }
+    if old.listen != new.listen {
+        out.push("listen");
+    }
+    if old.api_token_file != new.api_token_file
+        || old.webhook_secret_file != new.webhook_secret_file
+    {
+        out.push("api_token_file/webhook_secret_file");
+    }
+    if old.build != new.build {
+        out.push("build");
+    }
+    if old.health != new.health {
+        out.push("health");
+    }
+    if old.alerts != new.alerts || old.alerts_throttle != new.alerts_throttle {
+        out.push("alerts");
+    }
+    out
+}
+
 impl Settings {
     /// The restart policy of a job in `env` with its own override.
     pub fn restart_policy(&self, env: &str, job: &RestartOverride) -> RestartPolicy {

@@ -141,3 +141,110 @@ async fn ready_status_watchdog_and_a_graceful_stop_under_a_notify_socket() {
     );
     assert!(!alive(pid_of(&run)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = Git::new(tmp.path(), "config");
+    git.write("jobs/a.yaml", &sleeper(351));
+    git.commit_push("a");
+    let cfg = tmp.path().join("config.yaml");
+    let text = config(tmp.path(), &git, "");
+    std::fs::write(&cfg, &text).unwrap();
+    let sock_path = tmp.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let hup = |pid: u32| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap()
+    };
+    receive(&sock, Duration::from_secs(20), |m| m.starts_with("READY=1"));
+    let db = tmp.path().join("state/jobkeeper.db");
+    let store = jobkeeper::store::Store::open(&db).unwrap();
+    let running = |store: &jobkeeper::store::Store, job: &str| {
+        store
+            .runs(job, 5)
+            .unwrap()
+            .iter()
+            .filter(|r| r.state == "running")
+            .map(pid_of)
+            .collect::<Vec<_>>()
+    };
+    let mut pid_a = 0;
+    wait_for("a running", Duration::from_secs(20), || {
+        pid_a = running(&store, "a").first().copied().unwrap_or(0);
+        pid_a != 0
+    })
+    .await;
+
+    // A good config adds the env `prod`: after the reload a job in `prod` is valid and runs.
+    std::fs::write(
+        &cfg,
+        text.replace("envs:\n", "envs:\n  prod: {engine: local}\n"),
+    )
+    .unwrap();
+    hup(daemon.id());
+    let got = receive(&sock, Duration::from_secs(10), |m| m.starts_with("READY=1"));
+    assert!(
+        got.iter()
+            .any(|m| m.starts_with("RELOADING=1\nMONOTONIC_USEC=")),
+        "{got:?}"
+    );
+    assert!(got.last().unwrap().contains("reloaded"), "{got:?}");
+    git.write(
+        "jobs/p.yaml",
+        &sleeper(352).replace("env: dev", "env: prod"),
+    );
+    git.commit_push("a job in prod");
+    wait_for("p running", Duration::from_secs(20), || {
+        !running(&store, "p").is_empty()
+    })
+    .await;
+
+    // A bad config is refused: the running config and jobs stay.
+    std::fs::write(&cfg, "repo: {url: 42}\nstate_dir: [x]\n").unwrap();
+    hup(daemon.id());
+    let got = receive(&sock, Duration::from_secs(10), |m| m.starts_with("READY=1"));
+    assert!(got.last().unwrap().contains("refused"), "{got:?}");
+    let refused = store
+        .events(None, 50)
+        .unwrap()
+        .into_iter()
+        .find(|e| e.kind == "config_reload_refused")
+        .unwrap();
+    assert!(
+        refused.message.contains("config.yaml:1:"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(
+        running(&store, "a"),
+        vec![pid_a],
+        "jobs untouched by a refused reload"
+    );
+    git.write(
+        "jobs/q.yaml",
+        &sleeper(353).replace("env: dev", "env: prod"),
+    );
+    git.commit_push("another job in prod, under the kept config");
+    wait_for("q running", Duration::from_secs(20), || {
+        !running(&store, "q").is_empty()
+    })
+    .await;
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(daemon.wait().unwrap().success());
+}
