@@ -248,3 +248,54 @@ async fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
     .unwrap();
     assert!(daemon.wait().unwrap().success());
 }
+
+#[test]
+fn under_journald_lines_have_a_priority_prefix_and_no_timestamp() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let log_path = tmp.path().join("journal.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let meta = log.metadata().unwrap();
+    // A config whose repo does not exist: the daemon logs a warning and keeps going.
+    let cfg = tmp.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "repo: {{url: {}/nope.git}}\nstate_dir: {}/state\nlisten: 127.0.0.1:0\nenvs: {{dev: {{engine: local}}}}\n",
+            tmp.path().display(),
+            tmp.path().display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdin(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let mut text = String::new();
+    while start.elapsed() < Duration::from_secs(15) {
+        text = std::fs::read_to_string(&log_path).unwrap();
+        if text.contains("<4>") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(
+        text.lines().next().is_some_and(|l| l.starts_with("<6>")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("<4>") && l.contains("unreachable")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("2026-") && !text.contains('\u{1b}'),
+        "no timestamps, no colours: {text}"
+    );
+}
