@@ -351,7 +351,18 @@ impl Actor {
                 self.stop_all("suspended").await;
             }
             self.next_fire = None;
-            self.applied = Some((desired, desired_hash.clone(), self.applied_artifact()));
+            // The build of a project that changed while suspended is not this version's: it is
+            // built when the job is resumed.
+            let rebuilt = self
+                .applied
+                .as_ref()
+                .is_some_and(|(old, _, _)| diff_specs(old, &desired).0 == Action::Rebuild);
+            let artifact = if rebuilt {
+                None
+            } else {
+                self.applied_artifact()
+            };
+            self.applied = Some((desired, desired_hash.clone(), artifact));
             self.record_applied();
             if changed || row.state != JobState::Suspended.as_str() {
                 self.set_state(JobState::Suspended, Some("suspend: true"));
@@ -455,11 +466,13 @@ impl Actor {
                 None,
                 &format!("applied in place: {}", reasons.join("; ")),
             );
-            if let Some((spec, _, _)) = &self.applied
-                && spec.is_batch()
-                && self.next_fire.is_none()
-            {
+            let batch = self.applied.as_ref().is_some_and(|(s, _, _)| s.is_batch());
+            if batch && self.next_fire.is_none() {
                 self.schedule_next(false);
+            } else if !batch && self.live.is_empty() {
+                // A new commit clears `gave_up` and a pending retry: the job runs again.
+                self.start("started", "run submitted after a new commit", false)
+                    .await;
             }
             return;
         }

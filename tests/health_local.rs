@@ -302,3 +302,33 @@ async fn a_daemon_restart_neither_replays_old_ticks_nor_duplicates_live_runs() {
     assert!(d.live_runs("tick").len() <= 1);
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_place_commit_to_a_job_that_gave_up_starts_it_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = Git::new(tmp.path(), "config");
+    let cmd = r#"["sh", "-c", "exit 3"]"#;
+    git.write(
+        "jobs/c.yaml",
+        &job(cmd, "restart: {attempts: 1, backoff: 100ms}\n"),
+    );
+    git.commit_push("crashes");
+    let d = start(tmp.path(), &config(tmp.path(), &git, "")).await;
+    wait_for("gave_up", Duration::from_secs(15), || {
+        d.job("c").is_some_and(|j| j.state == "gave_up")
+    })
+    .await;
+    assert_eq!(d.runs("c").len(), 2);
+    // Only the restart policy changes (in place): gave_up is cleared and the job runs again.
+    git.write(
+        "jobs/c.yaml",
+        &job(cmd, "restart: {attempts: 2, backoff: 100ms}\n"),
+    );
+    git.commit_push("more attempts");
+    wait_for(
+        "runs again, then gives up again",
+        Duration::from_secs(15),
+        || d.runs("c").len() == 5 && d.job("c").is_some_and(|j| j.state == "gave_up"),
+    )
+    .await;
+}
