@@ -602,6 +602,25 @@ impl Actor {
         Ok(artifact)
     }
 
+    /// True when `project.dir` has the same tree at both commits.
+    async fn same_dir_content(&self, project: &crate::spec::Project, a: &str, b: &str) -> bool {
+        let projects = self.ctx.projects.clone();
+        let url = project_url(&self.ctx.settings.get().repo.url, &project.repo);
+        let dir = project.dir.clone();
+        let (Ok(a), Ok(b)) = (crate::repo::Oid::from_str(a), crate::repo::Oid::from_str(b)) else {
+            return false;
+        };
+        tokio::task::spawn_blocking(move || {
+            let ta = projects.dir_tree_id(&url, a, &dir).ok()??;
+            let tb = projects.dir_tree_id(&url, b, &dir).ok()??;
+            Some(ta == tb)
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+    }
+
     /// `project.follow: true`: a new commit on the branch rebuilds and redeploys.
     async fn follow(&mut self) {
         let Some((spec, hash, Some(current))) = self.applied.clone() else {
@@ -621,6 +640,14 @@ impl Actor {
             }
         };
         if commit == current.commit || self.follow_failed.as_deref() == Some(commit.as_str()) {
+            return;
+        }
+        // A commit that leaves the project's folder as it was (a monorepo, or a config repo
+        // that is its own project) needs no new build.
+        if self
+            .same_dir_content(&project, &current.commit, &commit)
+            .await
+        {
             return;
         }
         let short = |c: &str| c.chars().take(8).collect::<String>();

@@ -403,3 +403,42 @@ async fn a_daemon_stop_does_not_wait_for_a_long_build() {
         "a shutdown is not a build failure"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_ignores_commits_outside_the_project_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mono = Git::new(tmp.path(), "mono");
+    mono.write("app/run.sh", "exec sleep 323\n")
+        .write("other/README", "v1\n");
+    mono.commit_push("v1");
+    let git = Git::new(tmp.path(), "config");
+    git.write(
+        "jobs/app.yaml",
+        &format!(
+            "project:\n  repo: {}\n  dir: app\n  build: cp run.sh app.sh\n  artifact: app.sh\n  follow: true\nenv: dev\nparams:\n  command: [\"sh\", \"{{artifact}}\"]\n",
+            mono.bare.display()
+        ),
+    );
+    git.commit_push("app from a monorepo");
+    let d = start(tmp.path(), &config(tmp.path(), &git, "")).await;
+    let pid = d.running_pid("app").await;
+    // A commit elsewhere in the monorepo: no build, no redeploy (the config repo polls every 1 s).
+    mono.write("other/README", "v2\n");
+    mono.commit_push("elsewhere");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(alive(pid));
+    assert_eq!(d.runs("app").len(), 1);
+    assert_eq!(
+        d.events("app").iter().filter(|e| e.kind == "built").count(),
+        1
+    );
+    // A commit in the folder: rebuilt and redeployed.
+    mono.write("app/run.sh", "exec sleep 324\n");
+    mono.commit_push("app v2");
+    wait_for("redeployed", Duration::from_secs(20), || !alive(pid)).await;
+    let new = d.running_pid("app").await;
+    wait_for("v2 runs", Duration::from_secs(5), || {
+        cmdline(new).contains("sleep 324")
+    })
+    .await;
+}

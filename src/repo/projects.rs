@@ -103,6 +103,29 @@ impl ProjectRepos {
         Err(not_found(format!("branch or tag `{rev}`")))
     }
 
+    /// The id of the tree at `dir` (the root when empty) in `commit` of the project's mirror,
+    /// `None` when the folder does not exist there. Two commits with the same id here have the
+    /// same content in that folder.
+    pub fn dir_tree_id(&self, url: &str, commit: Oid, dir: &str) -> Result<Option<Oid>, RepoError> {
+        let repo = Repository::open_bare(self.mirror_dir(url)).map_err(RepoError::git(format!(
+            "cannot open the mirror of {}",
+            redact_url(url)
+        )))?;
+        let tree = repo
+            .find_commit(commit)
+            .and_then(|c| c.tree())
+            .map_err(RepoError::git(format!("cannot read commit {commit}")))?;
+        let dir = super::normalize_dir(dir);
+        if dir.is_empty() {
+            return Ok(Some(tree.id()));
+        }
+        Ok(tree
+            .get_path(Path::new(&dir))
+            .ok()
+            .filter(|e| e.kind() == Some(git2::ObjectType::Tree))
+            .map(|e| e.id()))
+    }
+
     /// Writes the files of `commit` into `dest`, which must not exist or be empty. The files
     /// are written into a temporary sibling first and moved into place at the end, so `dest`
     /// is complete or absent. Fetches once if the commit is not in the mirror yet.
