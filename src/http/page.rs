@@ -48,7 +48,7 @@ main{max-width:1200px;margin:0 auto;padding-bottom:24px}
 .chip{border:1px solid var(--line);background:var(--card);border-radius:999px;padding:2px 10px;font-size:13px}
 table{width:calc(100% - 32px);margin:0 16px;border-collapse:collapse;background:var(--card);
 border:1px solid var(--line);border-radius:8px;overflow:hidden}
-th,td{text-align:left;padding:8px 10px;border-bottom:1px solid var(--line);vertical-align:top}
+th,td{text-align:left;padding:8px 10px;border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:anywhere}
 th{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}
 tr:last-child td{border-bottom:0}
 td.name{font-weight:600;word-break:break-all}
@@ -70,7 +70,8 @@ ul.events li:last-child{border-bottom:0}
  thead{display:none}
  tr{background:var(--card);border:1px solid var(--line);border-radius:8px;margin-bottom:10px;padding:6px 0}
  td{border:0;padding:3px 12px;display:flex;gap:10px}
- td::before{content:attr(data-label);flex:0 0 78px;color:var(--muted);font-size:12px;text-transform:uppercase;padding-top:2px}
+ td>div{flex:1;min-width:0}
+ td::before{content:attr(data-label);flex:0 0 84px;color:var(--muted);font-size:12px;text-transform:uppercase;padding-top:2px}
  td.name{font-size:16px}
  td.name::before{display:none}
  ul.events{margin:0 12px}
@@ -155,8 +156,8 @@ pub fn render(view: &JobsView, events: &[EventView]) -> String {
         for j in &view.jobs {
             let _ = write!(
                 h,
-                "<tr data-job=\"{name}\"><td class=\"name\" data-label=\"Job\">{name}</td>\
-                 <td data-label=\"State\"><span class=\"state s-{state}\">{state}</span>",
+                "<tr data-job=\"{name}\"><td class=\"name\" data-label=\"Job\"><div>{name}</div></td>\
+                 <td data-label=\"State\"><div><span class=\"state s-{state}\">{state}</span>",
                 name = escape(&j.name),
                 state = escape(&j.state)
             );
@@ -177,9 +178,11 @@ pub fn render(view: &JobsView, events: &[EventView]) -> String {
                 .map_or(dash.clone(), |e| event_html(e, false));
             let _ = write!(
                 h,
-                "</td><td data-label=\"Env\">{}</td><td data-label=\"Engine\">{}</td>\
-                 <td data-label=\"Commit\">{commit}</td><td data-label=\"Restarts\">{}</td>\
-                 <td class=\"ev\" data-label=\"Last\">{last}</td></tr>",
+                "</div></td><td data-label=\"Env\"><div>{}</div></td>\
+                 <td data-label=\"Engine\"><div>{}</div></td>\
+                 <td data-label=\"Commit\"><div>{commit}</div></td>\
+                 <td data-label=\"Restarts\"><div>{}</div></td>\
+                 <td class=\"ev\" data-label=\"Last event\"><div>{last}</div></td></tr>",
                 escape(j.env.as_deref().unwrap_or("–")),
                 escape(j.engine.as_deref().unwrap_or("–")),
                 j.restarts,
