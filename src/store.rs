@@ -134,6 +134,46 @@ pub struct JobRow {
     pub updated_at: i64,
 }
 
+/// A job as lists show it (see [`Store::job_list`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobListRow {
+    /// Job name.
+    pub name: String,
+    /// Path of its file in the config repo.
+    pub path: String,
+    /// Current state.
+    pub state: String,
+    /// Why it is in that state.
+    pub reason: Option<String>,
+    /// Config commit that last changed its desired spec.
+    pub desired_commit: Option<String>,
+    /// The `env` of its desired (else applied) spec.
+    pub env: Option<String>,
+    /// True when the latest version of its file is invalid.
+    pub invalid: bool,
+}
+
+impl JobListRow {
+    /// The list view of a full row.
+    pub fn of(row: &JobRow) -> JobListRow {
+        let env = row
+            .desired
+            .as_deref()
+            .or(row.applied.as_deref())
+            .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+            .and_then(|v| v["env"].as_str().map(str::to_string));
+        JobListRow {
+            name: row.name.clone(),
+            path: row.path.clone(),
+            state: row.state.clone(),
+            reason: row.reason.clone(),
+            desired_commit: row.desired_commit.clone(),
+            env,
+            invalid: row.invalid.is_some(),
+        }
+    }
+}
+
 /// A run's row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunRow {
@@ -582,6 +622,30 @@ impl Store {
                 },
             )
             .optional()?)
+    }
+
+    /// Every job as lists show it, sorted by name: no specs are read, only their `env`.
+    pub fn job_list(&self) -> Result<Vec<JobListRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT name, path, state, reason, desired_commit,
+                 json_extract(COALESCE(desired, applied), '$.env'), invalid IS NOT NULL
+             FROM jobs ORDER BY name",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(JobListRow {
+                    name: r.get(0)?,
+                    path: r.get(1)?,
+                    state: r.get(2)?,
+                    reason: r.get(3)?,
+                    desired_commit: r.get(4)?,
+                    env: r.get(5).ok(),
+                    invalid: r.get(6)?,
+                })
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     /// How many jobs are in each state (every state, zeros included).

@@ -21,7 +21,7 @@ use super::ApiState;
 use crate::repo::TriggerReason;
 use crate::settings::Settings;
 use crate::spec::{self, JobSpec};
-use crate::store::{CommitRecord, EventRow, JobRow, NewEvent, RunRow, Store};
+use crate::store::{CommitRecord, EventRow, JobListRow, JobRow, NewEvent, RunRow, Store};
 
 /// Runs listed for one job.
 pub const RUNS_SHOWN: usize = 20;
@@ -217,25 +217,14 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// Only what a view needs from a stored spec.
-#[derive(Deserialize)]
-struct EnvOnly {
-    env: String,
-}
-
 fn job_view(
     settings: &Settings,
-    row: &JobRow,
+    row: &JobListRow,
     commits: &HashMap<String, CommitRecord>,
     restarts: u64,
     last: Option<&EventRow>,
 ) -> JobView {
-    let env = row
-        .desired
-        .as_deref()
-        .or(row.applied.as_deref())
-        .and_then(|j| serde_json::from_str::<EnvOnly>(j).ok())
-        .map(|e| e.env);
+    let env = row.env.clone();
     let engine = env
         .as_deref()
         .and_then(|e| settings.envs.get(e))
@@ -254,7 +243,7 @@ fn job_view(
             .map(CommitView::of),
         restarts,
         last_event: last.map(EventView::of),
-        invalid: row.invalid.is_some(),
+        invalid: row.invalid,
     }
 }
 
@@ -265,7 +254,7 @@ pub fn jobs_view(state: &ApiState) -> Result<JobsView, crate::store::StoreError>
     let restarts = store.restart_counts()?;
     let last = store.last_events()?;
     let jobs = store
-        .jobs()?
+        .job_list()?
         .iter()
         .map(|row| {
             job_view(
@@ -328,7 +317,13 @@ pub async fn job(State(state): State<Arc<ApiState>>, UrlPath(name): UrlPath<Stri
             .unwrap_or(0);
         let runs = store.runs(&name, RUNS_SHOWN).map_err(internal)?;
         Ok(JobDetail {
-            job: job_view(&state.settings, &row, &commits, restarts, events.first()),
+            job: job_view(
+                &state.settings,
+                &JobListRow::of(&row),
+                &commits,
+                restarts,
+                events.first(),
+            ),
             errors: row.invalid.clone(),
             runs: runs.iter().map(RunView::of).collect(),
             events: events.iter().map(EventView::of).collect(),

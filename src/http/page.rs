@@ -156,7 +156,7 @@ pub fn render(view: &JobsView, events: &[EventView]) -> String {
         for j in &view.jobs {
             let _ = write!(
                 h,
-                "<tr data-job=\"{name}\"><td class=\"name\" data-label=\"Job\"><div>{name}</div></td>\
+                "<tr id=\"{name}\" data-job=\"{name}\"><td class=\"name\" data-label=\"Job\"><div>{name}</div></td>\
                  <td data-label=\"State\"><div><span class=\"state s-{state}\">{state}</span>",
                 name = escape(&j.name),
                 state = escape(&j.state)
