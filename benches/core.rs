@@ -9,8 +9,12 @@
 //! - CPU used by the daemon (health sweep included) with 1,000 running local jobs at a 1 s
 //!   `health.interval`, against the same daemon with no jobs.
 //!
+//! - `GET /api/v1/jobs`, `GET /metrics` and `GET /` with 10,000 suspended jobs: p50/p99;
+//! - git webhook received → fetch started, and → commit applied, with the config repo served by
+//!   `git daemon` (not watched) and `poll: 1h`: p50/p99.
+//!
 //! Environment: `BENCH_PUSHES` (default 30), `BENCH_JOBS` (default 10000), `BENCH_ONLY`
-//! (`push`, `plan`, `start`: run one).
+//! (`push`, `plan`, `start`, `restart`, `health`, `api`, `hook`: run one).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -455,6 +459,234 @@ fn bench_health(jobs: usize, secs: u64) -> Vec<String> {
     out
 }
 
+/// One HTTP/1.1 request over a new loopback connection: (status, body).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let code = std::str::from_utf8(&buf[..12.min(buf.len())])
+        .ok()
+        .and_then(|h| h.get(9..12))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(buf.len(), |i| i + 4);
+    (code, buf[split..].to_vec())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The daemon binary on `cfg`, once `/readyz` answers 200.
+fn spawn_daemon(cfg: &Path, port: u16) -> std::process::Child {
+    let t = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while !ready(port) {
+        assert!(t.elapsed() < Duration::from_secs(120), "not ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
+fn stop_daemon(mut child: std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+/// `GET /api/v1/jobs`, `/metrics` and `/` over a daemon with `jobs` suspended jobs.
+fn bench_api(jobs: usize, samples: usize) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bare, _work) = make_repo(tmp.path(), jobs, |i| {
+        format!("env: dev\nsuspend: true\nparams: {{command: [sleep, \"{i}\"]}}")
+    });
+    let port = free_port();
+    let cfg = config(tmp.path(), &bare, &format!("127.0.0.1:{port}"));
+    let child = spawn_daemon(&cfg, port);
+    // Every job has reached its state (suspended) before anything is timed.
+    let want = format!("jobkeeper_jobs{{state=\"suspended\"}} {jobs}\n");
+    let t = Instant::now();
+    while !String::from_utf8_lossy(&http(port, "GET", "/metrics", &[], b"").1).contains(&want) {
+        assert!(t.elapsed() < Duration::from_secs(120), "jobs not suspended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut out = Vec::new();
+    for (path, what) in [
+        ("/api/v1/jobs", "`GET /api/v1/jobs`"),
+        ("/metrics", "`GET /metrics`"),
+        ("/", "`GET /` (status page)"),
+    ] {
+        let mut times = Vec::with_capacity(samples);
+        let mut size = 0;
+        for _ in 0..samples {
+            let t = Instant::now();
+            let (code, body) = http(port, "GET", path, &[], b"");
+            times.push(t.elapsed());
+            assert_eq!(code, 200, "{path}");
+            size = body.len();
+        }
+        times.sort();
+        out.push(format!(
+            "| {what} with {jobs} jobs ({:.0} KB), {samples} requests | p50 {} · p99 {} | ≤ 50 ms |",
+            size as f64 / 1024.0,
+            ms(percentile(&times, 0.5)),
+            ms(percentile(&times, 0.99))
+        ));
+    }
+    stop_daemon(child);
+    out
+}
+
+/// The value of one sample line of a metrics text.
+fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A signed GitHub push webhook → the daemon's fetch started (its webhook-triggered fetch
+/// counter moved) and → the pushed commit applied.
+fn bench_hook(samples: usize) -> Vec<String> {
+    use hmac::Mac;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (bare, work) = make_repo(root, 1, |_| {
+        "env: dev\nsuspend: true\nparams: {command: [sleep, \"1\"]}".into()
+    });
+    let git_port = free_port();
+    let mut git_daemon = Command::new("git")
+        .arg("daemon")
+        .arg("--reuseaddr")
+        .arg(format!("--base-path={}", root.display()))
+        .arg("--export-all")
+        .arg(format!("--port={git_port}"))
+        .arg("--listen=127.0.0.1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while std::net::TcpStream::connect(("127.0.0.1", git_port)).is_err() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = bare;
+    let secret = "bench-secret";
+    std::fs::write(root.join("hook_secret"), secret).unwrap();
+    let port = free_port();
+    let cfg = root.join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "repo: {{url: \"git://127.0.0.1:{git_port}/config.git\", branch: main, path: jobs, poll: 1h}}\n\
+             state_dir: {}\nlisten: 127.0.0.1:{port}\nwebhook_secret_file: {}\nenvs:\n  dev: {{engine: local}}\n",
+            root.join("state").display(),
+            root.join("hook_secret").display()
+        ),
+    )
+    .unwrap();
+    let child = spawn_daemon(&cfg, port);
+    let metrics =
+        || String::from_utf8_lossy(&http(port, "GET", "/metrics", &[], b"").1).into_owned();
+    let trigger = "jobkeeper_fetch_triggers_total{trigger=\"webhook\"}";
+    let (mut started, mut applied) = (Vec::new(), Vec::new());
+    for i in 0..samples {
+        let file = work.join("jobs/team-0/job-00000.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "env: dev\nsuspend: true\nparams: {{command: [sleep, \"{}\"]}}\n",
+                i + 2
+            ),
+        )
+        .unwrap();
+        git(&work, &["commit", "-qam", &format!("change {i}")]);
+        git(&work, &["push", "-q", "origin", "HEAD:main"]);
+        let commit = git(&work, &["rev-parse", "HEAD"]);
+        let body = format!(
+            "{{\"ref\":\"refs/heads/main\",\"before\":\"0\",\"after\":\"{commit}\",\"commits\":[]}}"
+        );
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let before = metric_value(&metrics(), trigger);
+        let applied_line = format!("jobkeeper_applied_commit_info{{commit=\"{commit}\"}} 1");
+        let t = Instant::now();
+        let (code, _) = http(
+            port,
+            "POST",
+            "/hooks/github",
+            &[
+                ("X-GitHub-Event", "push"),
+                ("X-Hub-Signature-256", &sig),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        );
+        assert_eq!(code, 202);
+        let mut seen_start = None;
+        loop {
+            let text = metrics();
+            if seen_start.is_none() && metric_value(&text, trigger) > before {
+                seen_start = Some(t.elapsed());
+            }
+            if text.contains(&applied_line) {
+                let done = t.elapsed();
+                started.push(seen_start.unwrap_or(done));
+                applied.push(done);
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "commit not applied");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    stop_daemon(child);
+    let _ = git_daemon.kill();
+    let _ = git_daemon.wait();
+    started.sort();
+    applied.sort();
+    vec![
+        format!(
+            "| GitHub push webhook → fetch started (from sending the POST), {samples} pushes | p50 {} · p99 {} | ≤ 50 ms |",
+            ms(percentile(&started, 0.5)),
+            ms(percentile(&started, 0.99))
+        ),
+        format!(
+            "| same → pushed commit applied (fetch over `git://`, diff, store) | p50 {} · p99 {} | |",
+            ms(percentile(&applied, 0.5)),
+            ms(percentile(&applied, 0.99))
+        ),
+    ]
+}
+
 fn main() {
     // `cargo test --benches` runs this without `--bench`: a small smoke run keeps it working.
     let smoke = !std::env::args().any(|a| a == "--bench");
@@ -487,6 +719,12 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(if smoke { 20 } else { 1000 });
         rows.extend(bench_health(running, if smoke { 2 } else { 30 }));
+    }
+    if want("api") {
+        rows.extend(bench_api(jobs, if smoke { 3 } else { 30 }));
+    }
+    if want("hook") {
+        rows.extend(bench_hook(pushes));
     }
     println!("| what | measured | goal |\n|---|---|---|");
     for r in rows {

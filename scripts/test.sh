@@ -13,12 +13,15 @@ missing=()
 need git || missing+=(git)
 need javac || missing+=(openjdk-17-jdk-headless)
 need systemd-analyze || missing+=(systemd)
+# The status page is tested in a real browser; /metrics is checked with promtool.
+need chromium || missing+=(chromium)
+need promtool || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" </dev/null
 fi
-git --version; javac -version; cargo --version
+git --version; javac -version; cargo --version; chromium --version; promtool --version 2>&1 | sed -n 1p
 
 log "python venv with aiosmtpd (a real SMTP server for the alert tests)"
 if [ ! -x .venv/bin/python ]; then

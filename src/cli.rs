@@ -42,6 +42,21 @@ pub enum PlanFormat {
     Json,
 }
 
+/// How to reach a running daemon.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Remote {
+    /// The daemon's base URL (default: the config's `listen`, else http://127.0.0.1:7070).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// The daemon config, to find `listen` (and `api_token_file`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A file holding the API token for `sync` and `restart` (else `JOBKEEPER_TOKEN`, else the
+    /// config's `api_token_file`).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -86,6 +101,46 @@ pub enum Command {
     },
     /// Print the JSON Schema of the job file.
     Schema,
+    /// The jobs of a running daemon: state, env, engine, commit, restarts, last event.
+    Status {
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+        /// Where the daemon is.
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Ask a running daemon to fetch the config repo and reconcile now.
+    Sync {
+        /// Where the daemon is.
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Redeploy one job now (audited), clearing `gave_up`.
+    Restart {
+        /// The job's name (`team-a/clicks`).
+        job: String,
+        /// Where the daemon is.
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print a run's log (default: the latest run) or the latest build's log.
+    Logs {
+        /// The job's name.
+        job: String,
+        /// A run id.
+        #[arg(long, value_name = "ID", conflicts_with = "build")]
+        run: Option<i64>,
+        /// The latest build's log.
+        #[arg(long)]
+        build: bool,
+        /// How many last lines.
+        #[arg(long, value_name = "N", default_value_t = 200)]
+        tail: usize,
+        /// Where the daemon is.
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Send a test alert through one channel and say what the far end answered.
     TestAlert {
         /// The channel (a key of the config's `alerts:`).
@@ -145,11 +200,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::TestAlert { channel, config } => test_alert(&channel, &config),
+        Command::Status { json, remote } => crate::client::status(&remote, json),
+        Command::Sync { remote } => crate::client::sync(&remote),
+        Command::Restart { job, remote } => crate::client::restart(&remote, &job),
+        Command::Logs {
+            job,
+            run,
+            build,
+            tail,
+            remote,
+        } => crate::client::logs(&remote, &job, run, build, tail),
     }
 }
 
 /// Writes to stdout; a reader that went away (`jobkeeper schema | head`) is not an error.
-fn stdout(text: &str) -> anyhow::Result<()> {
+pub(crate) fn stdout(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
@@ -206,7 +271,7 @@ fn test_alert(channel: &str, config: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// Loads a daemon config, printing every problem on failure.
-fn load_settings(path: &Path) -> anyhow::Result<Result<Settings, ExitCode>> {
+pub(crate) fn load_settings(path: &Path) -> anyhow::Result<Result<Settings, ExitCode>> {
     match settings::load(path) {
         Ok(s) => Ok(Ok(s)),
         Err(diags) => {

@@ -112,8 +112,9 @@ pub async fn run_with(
         "jobkeeper starting"
     );
     let store = Store::open(&state_dir.join("jobkeeper.db"))?;
-    let _alerter = crate::alert::Alerter::spawn(settings.clone(), store.clone(), cancel.clone())
+    let alerter = crate::alert::Alerter::spawn(settings.clone(), store.clone(), cancel.clone())
         .attach(&store);
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let local = Arc::new(LocalEngine::new());
     let mut engines: HashMap<EngineKind, Arc<dyn Engine>> = HashMap::new();
     engines.insert(EngineKind::Local, local.clone());
@@ -134,6 +135,7 @@ pub async fn run_with(
         projects,
         engines,
         logs_dir: state_dir.join("logs"),
+        metrics: metrics.clone(),
     });
 
     // Before anything starts: runs a previous daemon left behind are found and stopped.
@@ -167,7 +169,15 @@ pub async fn run_with(
         tasks.spawn(crate::health::sweep_loop(ctx, r, interval, cancel));
     }
     let notifier = Arc::new(crate::systemd::Notifier::from_env());
-    let api = Arc::new(ApiState::default());
+    let api = Arc::new(ApiState {
+        ready: std::sync::atomic::AtomicBool::new(false),
+        settings: settings.clone(),
+        store: store.clone(),
+        metrics: metrics.clone(),
+        reconciler: reconciler.clone(),
+        alerter: Some(alerter),
+        trigger: std::sync::OnceLock::new(),
+    });
     let server = {
         let (api, cancel) = (api.clone(), cancel.clone());
         tasks.spawn(async move { http::serve(listener, api, cancel).await })
@@ -206,6 +216,7 @@ pub async fn run_with(
     };
     let repo = Arc::new(repo);
     let (mut triggers, control) = spawn_trigger(&settings.repo, cancel.clone());
+    let _ = api.trigger.set(control.clone());
     let mut unreachable = false;
     let mut started_jobs = false;
     loop {
@@ -214,6 +225,7 @@ pub async fn run_with(
             r = triggers.recv() => match r { Some(r) => r, None => break },
         };
         let started = Instant::now();
+        metrics.fetch_started(reason.as_str());
         // At start, the tip is applied before stored jobs start, so a commit made while the
         // daemon was down is not preceded by a run of the old version; a repo that does not
         // answer in time does not keep the stored jobs from starting.
@@ -228,6 +240,7 @@ pub async fn run_with(
                 ))),
             }
         };
+        metrics.fetch_done(result.is_ok(), started.elapsed());
         match result {
             Ok(outcome) => {
                 control.fetch_ok();

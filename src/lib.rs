@@ -21,17 +21,22 @@
 //! - [`daemon`]: wiring: tasks, triggers, shutdown, HTTP.
 //! - [`systemd`]: sd_notify (ready, status, watchdog, reload, stop) and journald log lines.
 //! - [`http`]: the HTTP API.
+//! - [`metrics`]: counters and the Prometheus text format.
+//! - [`http`]: the HTTP API, git webhooks, `/metrics` and the status page.
 //! - [`cli`]: the command line.
+//! - [`client`]: the commands that talk to a running daemon (`status`, `sync`, `restart`, `logs`).
 
 pub mod alert;
 pub mod build;
 pub mod changes;
 pub mod cli;
+pub mod client;
 pub mod daemon;
 pub mod diag;
 pub mod engine;
 pub mod health;
 pub mod http;
+pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod repo;

@@ -62,6 +62,8 @@ pub struct Context {
     pub engines: HashMap<EngineKind, Arc<dyn Engine>>,
     /// `state_dir/logs`.
     pub logs_dir: PathBuf,
+    /// The daemon's metrics (job events are counted in [`Actor::event`]).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 enum Msg {
@@ -71,6 +73,8 @@ enum Msg {
     Exit(RunExit),
     /// Check whether a `follow: true` project's branch moved.
     Follow,
+    /// An operator asked for a restart (who asked).
+    Restart(String),
 }
 
 /// Routes work to the job actors, creating them on first use.
@@ -134,6 +138,13 @@ impl Reconciler {
         for tx in actors.values() {
             let _ = tx.send(Msg::Follow);
         }
+    }
+
+    /// Redeploys the job now (an operator's `jobkeeper restart`): resets its restart policy,
+    /// clears `gave_up` and a stalled version, stops the live run and submits again. `who` is
+    /// recorded with the `restarted` event.
+    pub fn restart(&self, job: &str, who: &str) {
+        self.send(job, Msg::Restart(who.to_string()));
     }
 
     /// A run ended.
@@ -233,6 +244,7 @@ impl Actor {
                     Some(Msg::Desired) => Box::pin(self.converge()).await,
                     Some(Msg::Exit(exit)) => { Box::pin(self.on_exit(exit)).await; Step::Continue }
                     Some(Msg::Follow) => { Box::pin(self.follow()).await; Step::Continue }
+                    Some(Msg::Restart(who)) => Box::pin(self.restart(who)).await,
                 },
                 () = sleep_until_opt(deadline) => { Box::pin(self.on_timer()).await; Step::Continue }
             };
@@ -266,6 +278,7 @@ impl Actor {
             }
             _ => tracing::info!(job = %self.name, run = %run, event = kind, "{line}"),
         }
+        self.ctx.metrics.job_event(&self.name, kind);
         let e = NewEvent {
             job: Some(&self.name),
             run_id,
@@ -406,6 +419,35 @@ impl Actor {
             }
         }
         Step::Continue
+    }
+
+    /// An operator's restart (see [`Reconciler::restart`]).
+    async fn restart(&mut self, who: String) -> Step {
+        if !self.loaded
+            && let Step::Done = self.converge().await
+        {
+            return Step::Done;
+        }
+        self.gave_up = false;
+        self.stalled = None;
+        self.follow_failed = None;
+        self.restart_at = None;
+        self.restarts.reset();
+        let desired = self.load().and_then(|r| r.desired_hash);
+        let applied = self
+            .applied
+            .as_ref()
+            .map(|(s, h, _)| (s.suspend, s.is_batch(), h));
+        match applied {
+            Some((false, batch, hash)) if desired.as_ref() == Some(hash) => {
+                self.stop_all(&format!("restart asked for by {who}")).await;
+                self.start("restarted", &format!("restart asked for by {who}"), batch)
+                    .await;
+                Step::Continue
+            }
+            // A new version that did not build or deploy is tried again; a suspended job stays so.
+            _ => self.converge().await,
+        }
     }
 
     fn applied_artifact(&self) -> Option<Artifact> {

@@ -134,6 +134,46 @@ pub struct JobRow {
     pub updated_at: i64,
 }
 
+/// A job as lists show it (see [`Store::job_list`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobListRow {
+    /// Job name.
+    pub name: String,
+    /// Path of its file in the config repo.
+    pub path: String,
+    /// Current state.
+    pub state: String,
+    /// Why it is in that state.
+    pub reason: Option<String>,
+    /// Config commit that last changed its desired spec.
+    pub desired_commit: Option<String>,
+    /// The `env` of its desired (else applied) spec.
+    pub env: Option<String>,
+    /// True when the latest version of its file is invalid.
+    pub invalid: bool,
+}
+
+impl JobListRow {
+    /// The list view of a full row.
+    pub fn of(row: &JobRow) -> JobListRow {
+        let env = row
+            .desired
+            .as_deref()
+            .or(row.applied.as_deref())
+            .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+            .and_then(|v| v["env"].as_str().map(str::to_string));
+        JobListRow {
+            name: row.name.clone(),
+            path: row.path.clone(),
+            state: row.state.clone(),
+            reason: row.reason.clone(),
+            desired_commit: row.desired_commit.clone(),
+            env,
+            invalid: row.invalid.is_some(),
+        }
+    }
+}
+
 /// A run's row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunRow {
@@ -561,19 +601,7 @@ impl Store {
         );
         let mut st = conn.prepare_cached(&sql)?;
         let rows = st
-            .query_map(params![job, limit as i64], |r| {
-                Ok(EventRow {
-                    id: r.get(0)?,
-                    time: r.get(1)?,
-                    job: r.get(2)?,
-                    run_id: r.get(3)?,
-                    kind: r.get(4)?,
-                    commit_id: r.get(5)?,
-                    author: r.get(6)?,
-                    subject: r.get(7)?,
-                    message: r.get(8)?,
-                })
-            })?
+            .query_map(params![job, limit as i64], event_row)?
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(rows)
     }
@@ -594,6 +622,97 @@ impl Store {
                 },
             )
             .optional()?)
+    }
+
+    /// Every job as lists show it, sorted by name: no specs are read, only their `env`.
+    pub fn job_list(&self) -> Result<Vec<JobListRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT name, path, state, reason, desired_commit,
+                 json_extract(COALESCE(desired, applied), '$.env'), invalid IS NOT NULL
+             FROM jobs ORDER BY name",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(JobListRow {
+                    name: r.get(0)?,
+                    path: r.get(1)?,
+                    state: r.get(2)?,
+                    reason: r.get(3)?,
+                    desired_commit: r.get(4)?,
+                    env: r.get(5).ok(),
+                    invalid: r.get(6)?,
+                })
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// How many jobs are in each state (every state, zeros included).
+    pub fn job_state_counts(&self) -> Result<Vec<(JobState, u64)>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
+        let mut counts: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (state, n) = row?;
+            counts.insert(state, n);
+        }
+        Ok(JobState::ALL
+            .into_iter()
+            .map(|s| (s, counts.get(s.as_str()).copied().unwrap_or(0) as u64))
+            .collect())
+    }
+
+    /// The latest event of each job that has one, by job.
+    pub fn last_events(&self) -> Result<std::collections::HashMap<String, EventRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT e.id, e.time, e.job, e.run_id, e.kind, e.commit_id, c.author, c.subject, e.message
+             FROM (SELECT MAX(id) AS id FROM events WHERE job IS NOT NULL GROUP BY job) m
+             JOIN events e ON e.id = m.id LEFT JOIN commits c ON c.id = e.commit_id",
+        )?;
+        let mut out = std::collections::HashMap::new();
+        for row in st.query_map([], event_row)? {
+            let e = row?;
+            if let Some(job) = e.job.clone() {
+                out.insert(job, e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many times each job was restarted (its `restarted` events), by job.
+    pub fn restart_counts(&self) -> Result<std::collections::HashMap<String, u64>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT job, COUNT(*) FROM events WHERE kind = 'restarted' AND job IS NOT NULL
+             GROUP BY job",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })?
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Every config commit seen, by id.
+    pub fn commits(&self) -> Result<std::collections::HashMap<String, CommitRecord>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached("SELECT id, author, subject FROM commits")?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    CommitRecord {
+                        id: r.get(0)?,
+                        author: r.get(1)?,
+                        subject: r.get(2)?,
+                    },
+                ))
+            })?
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(rows)
     }
 
     /// Number of jobs in each state (jobs whose file is gone and that are stopped left out).
@@ -837,6 +956,20 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         reason: r.get(9)?,
         invalid: r.get(10)?,
         updated_at: r.get(11)?,
+    })
+}
+
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok(EventRow {
+        id: r.get(0)?,
+        time: r.get(1)?,
+        job: r.get(2)?,
+        run_id: r.get(3)?,
+        kind: r.get(4)?,
+        commit_id: r.get(5)?,
+        author: r.get(6)?,
+        subject: r.get(7)?,
+        message: r.get(8)?,
     })
 }
 

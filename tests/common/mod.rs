@@ -107,11 +107,15 @@ pub struct Daemon {
 
 /// A daemon config for tests: the bare repo as config repo, state under `root/state`.
 pub fn config(root: &Path, git: &Git, extra: &str) -> String {
+    config_with(root, &git.bare.display().to_string(), "1s", extra)
+}
+
+/// [`config`] with any repo URL and poll interval.
+pub fn config_with(root: &Path, url: &str, poll: &str, extra: &str) -> String {
     format!(
-        "repo:\n  url: {}\n  branch: main\n  path: jobs\n  poll: 1s\nstate_dir: {}\nlisten: 127.0.0.1:0\n\
+        "repo:\n  url: {url}\n  branch: main\n  path: jobs\n  poll: {poll}\nstate_dir: {}\nlisten: 127.0.0.1:0\n\
          restart: {{attempts: 3, window: 1h, backoff: 1s, max_backoff: 2s}}\n\
          envs:\n  dev: {{engine: local, vars: {{WHO: world}}}}\n{extra}",
-        git.bare.display(),
         root.join("state").display()
     )
 }

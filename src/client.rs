@@ -1,0 +1,280 @@
+//! The commands that talk to a running daemon over its HTTP API: `status`, `sync`, `restart`,
+//! `logs`. Exit codes (SPEC): 0 ok, 1 the daemon answered with an error, 3 the daemon could not
+//! be reached (connection refused, timeout).
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::cli::Remote;
+use crate::http::api::JobsView;
+
+/// How long one request may take.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// The URL when neither `--url` nor `--config` says.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:7070";
+
+/// Exit code for "the daemon is unreachable".
+const UNREACHABLE: u8 = 3;
+
+struct Target {
+    base: String,
+    token: Option<String>,
+}
+
+fn target(remote: &Remote) -> anyhow::Result<Result<Target, ExitCode>> {
+    let settings = match remote.config.as_deref() {
+        Some(path) => match crate::cli::load_settings(path)? {
+            Ok(s) => Some(s),
+            Err(code) => return Ok(Err(code)),
+        },
+        None => None,
+    };
+    let base = match (&remote.url, &settings) {
+        (Some(u), _) => u.clone(),
+        (None, Some(s)) => {
+            let mut addr = s.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{addr}")
+        }
+        (None, None) => DEFAULT_URL.to_string(),
+    };
+    let base = base.trim_end_matches('/').to_string();
+    let token_file = remote.token_file.clone().or_else(|| {
+        std::env::var_os("JOBKEEPER_TOKEN")
+            .is_none()
+            .then(|| settings.as_ref().and_then(|s| s.api_token_file.clone()))
+            .flatten()
+    });
+    let token = match token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(&f)
+                .with_context(|| format!("cannot read the token file {}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("JOBKEEPER_TOKEN")
+            .ok()
+            .map(|t| t.trim().to_string()),
+    };
+    Ok(Ok(Target { base, token }))
+}
+
+/// A request's outcome: the body, or the exit code after an error was printed.
+fn request(
+    t: &Target,
+    method: reqwest::Method,
+    path: &str,
+) -> anyhow::Result<Result<String, ExitCode>> {
+    let url = format!("{}{path}", t.base);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .connect_timeout(Duration::from_secs(3))
+            .build()?;
+        let mut req = client.request(method, &url);
+        if let Some(token) = &t.token {
+            req = req.bearer_auth(token);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let why = if e.is_timeout() {
+                    "no answer in time".to_string()
+                } else if e.is_connect() {
+                    "connection refused or failed".to_string()
+                } else {
+                    e.to_string()
+                };
+                eprintln!(
+                    "error: cannot reach the jobkeeper daemon at {}: {why} (is it running? see --url)",
+                    t.base
+                );
+                return Ok(Err(ExitCode::from(UNREACHABLE)));
+            }
+        };
+        let status = resp.status();
+        let body = match resp.text().await {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: the daemon at {} did not finish its answer: {e}", t.base);
+                return Ok(Err(ExitCode::from(UNREACHABLE)));
+            }
+        };
+        if status.is_success() {
+            return Ok(Ok(body));
+        }
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| body.trim().to_string());
+        eprintln!("error: {status}: {message}");
+        Ok(Err(ExitCode::from(1)))
+    })
+}
+
+/// The path segment of a job name (`team-a/clicks` → `team-a%2Fclicks`).
+pub fn encode_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+macro_rules! ok_or_exit {
+    ($e:expr) => {
+        match $e? {
+            Ok(v) => v,
+            Err(code) => return Ok(code),
+        }
+    };
+}
+
+/// `jobkeeper status [--json]`.
+pub fn status(remote: &Remote, json: bool) -> anyhow::Result<ExitCode> {
+    let t = ok_or_exit!(target(remote));
+    let body = ok_or_exit!(request(&t, reqwest::Method::GET, "/api/v1/jobs"));
+    let view: JobsView = serde_json::from_str(&body)
+        .with_context(|| format!("the daemon at {} answered something unexpected", t.base))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", status_table(&view));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The table `jobkeeper status` prints.
+pub fn status_table(view: &JobsView) -> String {
+    let mut out = String::new();
+    match &view.applied_commit {
+        Some(c) => {
+            let _ = writeln!(
+                out,
+                "applied commit {} {} ({})",
+                c.short, c.subject, c.author
+            );
+        }
+        None => out.push_str("no config commit applied yet\n"),
+    }
+    if !view.ready {
+        out.push_str("the daemon is starting (not ready)\n");
+    }
+    let header = [
+        "JOB",
+        "STATE",
+        "ENV",
+        "ENGINE",
+        "COMMIT",
+        "RESTARTS",
+        "LAST EVENT",
+    ];
+    let rows: Vec<[String; 7]> = view
+        .jobs
+        .iter()
+        .map(|j| {
+            let last = j.last_event.as_ref().map_or("-".to_string(), |e| {
+                let msg = e.message.lines().next().unwrap_or("");
+                let msg: String = if msg.chars().count() > 60 {
+                    format!("{}…", msg.chars().take(60).collect::<String>())
+                } else {
+                    msg.to_string()
+                };
+                format!("{} {} {msg}", e.time.get(..19).unwrap_or(&e.time), e.kind)
+            });
+            [
+                j.name.clone(),
+                j.state.clone(),
+                j.env.clone().unwrap_or_else(|| "-".into()),
+                j.engine.clone().unwrap_or_else(|| "-".into()),
+                j.commit.as_ref().map_or("-".into(), |c| c.short.clone()),
+                j.restarts.to_string(),
+                last,
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r.iter()).take(6) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: [&str; 7]| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i < 6 {
+                let _ = write!(l, "{c:<w$}  ", w = widths[i]);
+            } else {
+                l.push_str(c);
+            }
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    out.push_str(&line(header));
+    for r in &rows {
+        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]]));
+    }
+    if rows.is_empty() {
+        out.push_str("(no jobs)\n");
+    }
+    out
+}
+
+/// `jobkeeper sync`.
+pub fn sync(remote: &Remote) -> anyhow::Result<ExitCode> {
+    let t = ok_or_exit!(target(remote));
+    ok_or_exit!(request(&t, reqwest::Method::POST, "/api/v1/sync"));
+    println!("sync requested: the daemon fetches the config repo now");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `jobkeeper restart JOB`.
+pub fn restart(remote: &Remote, job: &str) -> anyhow::Result<ExitCode> {
+    let t = ok_or_exit!(target(remote));
+    let path = format!("/api/v1/jobs/{}/restart", encode_name(job));
+    ok_or_exit!(request(&t, reqwest::Method::POST, &path));
+    println!("restart of `{job}` requested");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `jobkeeper logs JOB [--run ID | --build] [--tail N]`.
+pub fn logs(
+    remote: &Remote,
+    job: &str,
+    run: Option<i64>,
+    build: bool,
+    tail: usize,
+) -> anyhow::Result<ExitCode> {
+    let t = ok_or_exit!(target(remote));
+    let mut path = format!("/api/v1/jobs/{}/logs?tail={tail}", encode_name(job));
+    if build {
+        path.push_str("&build=latest");
+    } else if let Some(id) = run {
+        let _ = write!(path, "&run={id}");
+    }
+    let body = ok_or_exit!(request(&t, reqwest::Method::GET, &path));
+    crate::cli::stdout(&body)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_with_folders_are_encoded() {
+        assert_eq!(encode_name("team-a/clicks.v2"), "team-a%2Fclicks.v2");
+    }
+}

@@ -1,0 +1,653 @@
+//! The JSON API: jobs, one job with its runs and events, logs (secrets masked), and the two
+//! POST endpoints behind `Authorization: Bearer <token>`: sync and restart.
+//!
+//! Every POST is recorded as an event (`api_sync`, `restart_requested`) naming the peer address.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::ApiState;
+use crate::repo::TriggerReason;
+use crate::settings::Settings;
+use crate::spec::{self, JobSpec};
+use crate::store::{CommitRecord, EventRow, JobListRow, JobRow, NewEvent, RunRow, Store};
+
+/// Runs listed for one job.
+pub const RUNS_SHOWN: usize = 20;
+/// Events listed for one job.
+pub const EVENTS_SHOWN: usize = 50;
+/// Log lines returned when `tail` is not given.
+pub const DEFAULT_TAIL: usize = 200;
+/// The most log lines one request returns.
+pub const MAX_TAIL: usize = 10_000;
+/// The most bytes read from the end of a log file.
+pub const MAX_LOG_READ: u64 = 4 * 1024 * 1024;
+
+/// An error answer: a status and a JSON body `{"error": message}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// What went wrong, for the client.
+    pub message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+/// An [`ApiError`].
+pub fn error(status: StatusCode, message: &str) -> ApiError {
+    ApiError {
+        status,
+        message: message.to_string(),
+    }
+}
+
+fn internal(err: impl std::fmt::Display) -> ApiError {
+    tracing::error!("api: {err}");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error; see the daemon log",
+    )
+}
+
+/// A config commit as shown.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CommitView {
+    /// Full id.
+    pub id: String,
+    /// First 8 characters.
+    pub short: String,
+    /// `Name <email>`.
+    pub author: String,
+    /// First line of the message.
+    pub subject: String,
+}
+
+impl CommitView {
+    fn of(c: &CommitRecord) -> CommitView {
+        CommitView {
+            id: c.id.clone(),
+            short: c.id.chars().take(8).collect(),
+            author: c.author.clone(),
+            subject: c.subject.clone(),
+        }
+    }
+}
+
+/// An event as shown.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventView {
+    /// Event id.
+    pub id: i64,
+    /// RFC 3339 time.
+    pub time: String,
+    /// Job, for job events.
+    pub job: Option<String>,
+    /// Run, when about one.
+    pub run_id: Option<i64>,
+    /// What happened.
+    pub kind: String,
+    /// Short id of the config commit it happened under.
+    pub commit: Option<String>,
+    /// Details.
+    pub message: String,
+}
+
+impl EventView {
+    /// The view of a stored event.
+    pub fn of(e: &EventRow) -> EventView {
+        EventView {
+            id: e.id,
+            time: rfc3339(e.time),
+            job: e.job.clone(),
+            run_id: e.run_id,
+            kind: e.kind.clone(),
+            commit: e.commit_id.as_ref().map(|c| c.chars().take(8).collect()),
+            message: e.message.clone(),
+        }
+    }
+}
+
+/// A run as shown.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunView {
+    /// Run id.
+    pub id: i64,
+    /// starting | running | succeeded | failed | stopped | lost.
+    pub state: String,
+    /// How it ended.
+    pub reason: Option<String>,
+    /// Engine kind.
+    pub engine: String,
+    /// Short id of the config commit it was made for.
+    pub commit: Option<String>,
+    /// RFC 3339 start time.
+    pub started_at: String,
+    /// RFC 3339 end time.
+    pub ended_at: Option<String>,
+}
+
+impl RunView {
+    fn of(r: &RunRow) -> RunView {
+        RunView {
+            id: r.id,
+            state: r.state.clone(),
+            reason: r.reason.clone(),
+            engine: r.engine.clone(),
+            commit: r.commit_id.as_ref().map(|c| c.chars().take(8).collect()),
+            started_at: rfc3339(r.started_at),
+            ended_at: r.ended_at.map(rfc3339),
+        }
+    }
+}
+
+/// One job in `GET /api/v1/jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobView {
+    /// Job name.
+    pub name: String,
+    /// Its state (`running`, `gave_up`, ...).
+    pub state: String,
+    /// Why it is in that state.
+    pub reason: Option<String>,
+    /// Its env; `None` for a job that never had a valid file.
+    pub env: Option<String>,
+    /// The env's engine.
+    pub engine: Option<String>,
+    /// Path of its file in the config repo.
+    pub path: String,
+    /// The config commit that last changed it.
+    pub commit: Option<CommitView>,
+    /// Restarts recorded.
+    pub restarts: u64,
+    /// Its latest event.
+    pub last_event: Option<EventView>,
+    /// True when the latest version of its file is invalid.
+    pub invalid: bool,
+}
+
+/// `GET /api/v1/jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobsView {
+    /// True once the first config commit is applied.
+    pub ready: bool,
+    /// The applied config commit.
+    pub applied_commit: Option<CommitView>,
+    /// Every job, by name.
+    pub jobs: Vec<JobView>,
+}
+
+/// `GET /api/v1/jobs/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobDetail {
+    /// What the list shows.
+    #[serde(flatten)]
+    pub job: JobView,
+    /// Problems of the latest version of its file, when invalid.
+    pub errors: Option<String>,
+    /// Latest runs first (at most [`RUNS_SHOWN`]).
+    pub runs: Vec<RunView>,
+    /// Latest events first (at most [`EVENTS_SHOWN`]).
+    pub events: Vec<EventView>,
+}
+
+/// RFC 3339 (UTC, milliseconds) of Unix milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+fn job_view(
+    settings: &Settings,
+    row: &JobListRow,
+    commits: &HashMap<String, CommitRecord>,
+    restarts: u64,
+    last: Option<&EventRow>,
+) -> JobView {
+    let env = row.env.clone();
+    let engine = env
+        .as_deref()
+        .and_then(|e| settings.envs.get(e))
+        .map(|e| e.engine.as_str().to_string());
+    JobView {
+        name: row.name.clone(),
+        state: row.state.clone(),
+        reason: row.reason.clone(),
+        env,
+        engine,
+        path: row.path.clone(),
+        commit: row
+            .desired_commit
+            .as_deref()
+            .and_then(|c| commits.get(c))
+            .map(CommitView::of),
+        restarts,
+        last_event: last.map(EventView::of),
+        invalid: row.invalid,
+    }
+}
+
+/// Every job, as the list and the status page show them.
+pub fn jobs_view(state: &ApiState) -> Result<JobsView, crate::store::StoreError> {
+    let store = &state.store;
+    let commits = store.commits()?;
+    let restarts = store.restart_counts()?;
+    let last = store.last_events()?;
+    let jobs = store
+        .job_list()?
+        .iter()
+        .map(|row| {
+            job_view(
+                &state.settings,
+                row,
+                &commits,
+                restarts.get(&row.name).copied().unwrap_or(0),
+                last.get(&row.name),
+            )
+        })
+        .collect();
+    Ok(JobsView {
+        ready: state.ready.load(std::sync::atomic::Ordering::Acquire),
+        applied_commit: store
+            .applied_commit()?
+            .and_then(|c| commits.get(&c))
+            .map(CommitView::of),
+        jobs,
+    })
+}
+
+/// Runs a store read off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(internal)?
+}
+
+/// `GET /api/v1/jobs`.
+pub async fn jobs(State(state): State<Arc<ApiState>>) -> Response {
+    match blocking(move || jobs_view(&state).map_err(internal)).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+fn unknown_job(name: &str) -> ApiError {
+    error(StatusCode::NOT_FOUND, &format!("no job named `{name}`"))
+}
+
+/// `GET /api/v1/jobs/{name}`: the job with its latest runs and events.
+pub async fn job(State(state): State<Arc<ApiState>>, UrlPath(name): UrlPath<String>) -> Response {
+    let result = blocking(move || {
+        let store = &state.store;
+        let Some(row) = store.job(&name).map_err(internal)? else {
+            return Err(unknown_job(&name));
+        };
+        let commits = row
+            .desired_commit
+            .as_deref()
+            .and_then(|c| store.commit(c).ok().flatten())
+            .map(|c| HashMap::from([(c.id.clone(), c)]))
+            .unwrap_or_default();
+        let events = store.events(Some(&name), EVENTS_SHOWN).map_err(internal)?;
+        let restarts = store
+            .restart_counts()
+            .map_err(internal)?
+            .get(&name)
+            .copied()
+            .unwrap_or(0);
+        let runs = store.runs(&name, RUNS_SHOWN).map_err(internal)?;
+        Ok(JobDetail {
+            job: job_view(
+                &state.settings,
+                &JobListRow::of(&row),
+                &commits,
+                restarts,
+                events.first(),
+            ),
+            errors: row.invalid.clone(),
+            runs: runs.iter().map(RunView::of).collect(),
+            events: events.iter().map(EventView::of).collect(),
+        })
+    })
+    .await;
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+/// The query of `GET /api/v1/jobs/{name}/logs`.
+#[derive(Debug, Deserialize)]
+pub struct LogQuery {
+    /// A run id (default: the latest run).
+    pub run: Option<String>,
+    /// `latest`: the latest build's log instead of a run's.
+    pub build: Option<String>,
+    /// Last lines to return (default [`DEFAULT_TAIL`], at most [`MAX_TAIL`]).
+    pub tail: Option<String>,
+}
+
+/// `GET /api/v1/jobs/{name}/logs?run=ID|build=latest&tail=N`: the end of a log as text, with
+/// the job's secret values masked.
+pub async fn logs(
+    State(state): State<Arc<ApiState>>,
+    UrlPath(name): UrlPath<String>,
+    Query(q): Query<LogQuery>,
+) -> Response {
+    let tail = match q.tail.as_deref().map(str::parse::<usize>) {
+        None => DEFAULT_TAIL,
+        Some(Ok(n)) => n.min(MAX_TAIL),
+        Some(Err(_)) => {
+            return error(StatusCode::BAD_REQUEST, "`tail` must be a number").into_response();
+        }
+    };
+    let result = blocking(move || {
+        let store = &state.store;
+        let Some(row) = store.job(&name).map_err(internal)? else {
+            return Err(unknown_job(&name));
+        };
+        let path = match (q.build.as_deref(), q.run.as_deref()) {
+            (Some(_), Some(_)) => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "ask for `run` or `build`, not both",
+                ));
+            }
+            (Some("latest"), None) => state
+                .settings
+                .state_dir
+                .join("logs")
+                .join(&name)
+                .join("build-latest.log"),
+            (Some(_), None) => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "`build` takes `latest` only",
+                ));
+            }
+            (None, run) => {
+                let run = match run {
+                    Some(id) => {
+                        let id: i64 = id.parse().map_err(|_| {
+                            error(StatusCode::BAD_REQUEST, "`run` must be a run id (a number)")
+                        })?;
+                        store
+                            .run(id)
+                            .map_err(internal)?
+                            .filter(|r| r.job == name)
+                            .ok_or_else(|| {
+                                error(
+                                    StatusCode::NOT_FOUND,
+                                    &format!("job `{name}` has no run {id}"),
+                                )
+                            })?
+                    }
+                    None => store
+                        .runs(&name, 1)
+                        .map_err(internal)?
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| {
+                            error(
+                                StatusCode::NOT_FOUND,
+                                &format!("job `{name}` has no runs yet"),
+                            )
+                        })?,
+                };
+                run.log_path.into()
+            }
+        };
+        let text = match read_tail(&path, tail) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(error(
+                    StatusCode::NOT_FOUND,
+                    &format!("job `{name}` has no such log (yet)"),
+                ));
+            }
+            Err(e) => return Err(internal(e)),
+        };
+        Ok(spec::mask_secrets(
+            &text,
+            &secret_values(&state.settings, &row),
+        ))
+    })
+    .await;
+    match result {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+/// The secret values the job's specs (desired and applied) refer to, as they are now.
+fn secret_values(settings: &Settings, row: &JobRow) -> Vec<String> {
+    let mut values = Vec::new();
+    for json in [row.desired.as_deref(), row.applied.as_deref()]
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(spec) = serde_json::from_str::<JobSpec>(json)
+            && let Ok((_, v)) =
+                spec::resolve_secrets_with_values(&spec.params, settings.secrets_dir.as_deref())
+        {
+            values.extend(v);
+        }
+    }
+    values
+}
+
+/// The last `lines` lines of a file, reading at most [`MAX_LOG_READ`] bytes from its end.
+pub fn read_tail(path: &Path, lines: usize) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let start = len.saturating_sub(MAX_LOG_READ);
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::with_capacity((len - start) as usize);
+    f.take(MAX_LOG_READ).read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let mut body: &str = &text;
+    if start > 0 {
+        // The read began inside a line: drop that piece.
+        body = body.split_once('\n').map_or("", |(_, rest)| rest);
+    }
+    let trimmed = body.strip_suffix('\n').unwrap_or(body);
+    if lines == 0 || trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    let cut = trimmed
+        .rmatch_indices('\n')
+        .nth(lines - 1)
+        .map_or(0, |(i, _)| i + 1);
+    let mut out = trimmed[cut..].to_string();
+    out.push('\n');
+    Ok(out)
+}
+
+/// Why a POST is refused, or `None` when its bearer token is the configured one. The token
+/// file is read on each request (so it can be rotated); tokens are compared in constant time
+/// (over their SHA-256, which also hides their lengths).
+pub fn authorize(settings: &Settings, headers: &HeaderMap) -> Option<Response> {
+    let unauthorized = |msg: &str| {
+        let mut r = error(StatusCode::UNAUTHORIZED, msg).into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        Some(r)
+    };
+    let Some(file) = settings.api_token_file.as_deref() else {
+        return unauthorized(
+            "POST endpoints are disabled: the daemon config has no `api_token_file`",
+        );
+    };
+    let expected = match std::fs::read_to_string(file) {
+        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+        Ok(_) => return unauthorized("POST endpoints are disabled: the API token file is empty"),
+        Err(e) => {
+            tracing::error!(file = %file.display(), "cannot read the API token file: {e}");
+            return unauthorized("POST endpoints are disabled: the API token file cannot be read");
+        }
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(given) = given else {
+        return unauthorized("missing `Authorization: Bearer <token>`");
+    };
+    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        None
+    } else {
+        unauthorized("wrong token")
+    }
+}
+
+/// Equality of two secrets in time that depends on neither (compares their SHA-256).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let (ha, hb) = (Sha256::digest(a), Sha256::digest(b));
+    bool::from(ha.as_slice().ct_eq(hb.as_slice()))
+}
+
+fn record(store: &Store, job: Option<&str>, kind: &str, message: &str) {
+    tracing::info!(job = job.unwrap_or(""), event = kind, "{message}");
+    if let Err(e) = store.event(&NewEvent {
+        job,
+        kind,
+        message,
+        ..NewEvent::default()
+    }) {
+        tracing::error!("could not record event: {e}");
+    }
+}
+
+/// `POST /api/v1/sync`: fetch the config repo and apply its tip now.
+pub async fn sync(
+    State(state): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = authorize(&state.settings, &headers) {
+        tracing::warn!(%peer, "refused POST /api/v1/sync: unauthorized");
+        return refused;
+    }
+    let Some(trigger) = state.trigger.get() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is still starting",
+        )
+        .into_response();
+    };
+    let queued = trigger.trigger(TriggerReason::Manual);
+    let st = state.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        record(
+            &st.store,
+            None,
+            "api_sync",
+            &format!("sync asked for through the API from {peer}"),
+        );
+    })
+    .await;
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({
+            "status": "sync requested",
+            "queued": queued,
+            "note": if queued { "a fetch starts now" } else { "a fetch was already pending; this request joins it" },
+        })),
+    )
+        .into_response()
+}
+
+/// `POST /api/v1/jobs/{name}/restart`: redeploy one job now, clearing `gave_up`.
+pub async fn restart(
+    State(state): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = authorize(&state.settings, &headers) {
+        tracing::warn!(%peer, job = %name, "refused POST restart: unauthorized");
+        return refused;
+    }
+    let st = state.clone();
+    let result = blocking(move || {
+        let Some(row) = st.store.job(&name).map_err(internal)? else {
+            return Err(unknown_job(&name));
+        };
+        if row.desired.is_none() {
+            return Err(error(
+                StatusCode::CONFLICT,
+                &format!(
+                    "job `{name}` has no valid version to run (removed, or its file is invalid)"
+                ),
+            ));
+        }
+        let who = format!("the API from {peer}");
+        record(
+            &st.store,
+            Some(&name),
+            "restart_requested",
+            &format!("restart asked for through {who}"),
+        );
+        st.reconciler.restart(&name, &who);
+        Ok(name)
+    })
+    .await;
+    match result {
+        Ok(name) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "status": "restart requested", "job": name })),
+        )
+            .into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_tail_gives_the_last_lines() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("log");
+        std::fs::write(&p, "a\nb\nc\n").unwrap();
+        assert_eq!(read_tail(&p, 2).unwrap(), "b\nc\n");
+        assert_eq!(read_tail(&p, 10).unwrap(), "a\nb\nc\n");
+        assert_eq!(read_tail(&p, 0).unwrap(), "");
+        std::fs::write(&p, "a\nno newline").unwrap();
+        assert_eq!(read_tail(&p, 1).unwrap(), "no newline\n");
+        let big: String = (0..1_000_000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&p, big).unwrap();
+        assert_eq!(read_tail(&p, 2).unwrap(), "line 999998\nline 999999\n");
+    }
+
+    #[test]
+    fn secrets_compare_by_value() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

@@ -1,0 +1,224 @@
+//! Git webhooks: `POST /hooks/github` (verified by `X-Hub-Signature-256`, the HMAC-SHA256 of the
+//! raw body keyed with the webhook secret) and `POST /hooks/gitlab` (`X-Gitlab-Token`, the secret
+//! itself). Both compare in constant time; a bad or missing proof is 401, a body over 1 MiB 413.
+//!
+//! A push to the config repo's branch asks for one fetch at once (202); the trigger channel holds
+//! one pending fetch, so a burst of hooks becomes one fetch. Other events (ping, other branches,
+//! tags) are answered 200 and ignored.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+
+use super::ApiState;
+use super::api::{ApiError, constant_time_eq, error};
+use crate::repo::TriggerReason;
+use crate::settings::Settings;
+
+/// The fields of a push payload that matter (GitHub and GitLab share them).
+#[derive(Debug, Deserialize)]
+struct Push {
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+    /// GitLab: `push`, `tag_push`, ...
+    object_kind: Option<String>,
+}
+
+/// The webhook secret, or why webhooks are refused.
+fn secret(settings: &Settings) -> Result<Vec<u8>, ApiError> {
+    let unauthorized = |m: &str| error(StatusCode::UNAUTHORIZED, m);
+    let Some(file) = settings.webhook_secret_file.as_deref() else {
+        return Err(unauthorized(
+            "webhooks are disabled: the daemon config has no `webhook_secret_file`",
+        ));
+    };
+    match std::fs::read_to_string(file) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().as_bytes().to_vec()),
+        Ok(_) => Err(unauthorized(
+            "webhooks are disabled: the webhook secret file is empty",
+        )),
+        Err(e) => {
+            tracing::error!(file = %file.display(), "cannot read the webhook secret file: {e}");
+            Err(unauthorized(
+                "webhooks are disabled: the webhook secret file cannot be read",
+            ))
+        }
+    }
+}
+
+fn fail(status: StatusCode, message: &str) -> Response {
+    error(status, message).into_response()
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// True when `signature` (`sha256=<hex>`) is the HMAC-SHA256 of `body` keyed with `secret`.
+pub fn github_signature_ok(secret: &[u8], body: &[u8], signature: &str) -> bool {
+    let Some(given) = signature
+        .strip_prefix("sha256=")
+        .and_then(|h| hex::decode(h.trim()).ok())
+    else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    // `verify_slice` compares in constant time.
+    mac.verify_slice(&given).is_ok()
+}
+
+/// `POST /hooks/github`.
+pub async fn github(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let secret = match secret(&state.settings) {
+        Ok(s) => s,
+        Err(r) => {
+            state.metrics.webhook("github", "unauthorized");
+            return r.into_response();
+        }
+    };
+    let Some(sig) = header(&headers, "x-hub-signature-256") else {
+        state.metrics.webhook("github", "unauthorized");
+        return fail(StatusCode::UNAUTHORIZED, "missing X-Hub-Signature-256");
+    };
+    if !github_signature_ok(&secret, &body, sig) {
+        state.metrics.webhook("github", "unauthorized");
+        tracing::warn!("refused a GitHub webhook: bad signature");
+        return fail(StatusCode::UNAUTHORIZED, "bad X-Hub-Signature-256");
+    }
+    match header(&headers, "x-github-event") {
+        Some("push") => {}
+        Some(event) => return ignored(&state, "github", &format!("event `{event}`")),
+        None => {
+            state.metrics.webhook("github", "malformed");
+            return fail(StatusCode::BAD_REQUEST, "missing X-GitHub-Event");
+        }
+    }
+    // GitHub sends JSON, or `payload=<json>` as a form when so configured.
+    let json = if header(&headers, "content-type")
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
+    {
+        serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+            .ok()
+            .and_then(|f| f.into_iter().find(|(k, _)| k == "payload"))
+            .map(|(_, v)| v.into_bytes())
+            .unwrap_or_default()
+    } else {
+        body.to_vec()
+    };
+    push(&state, "github", &json)
+}
+
+/// `POST /hooks/gitlab`.
+pub async fn gitlab(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let secret = match secret(&state.settings) {
+        Ok(s) => s,
+        Err(r) => {
+            state.metrics.webhook("gitlab", "unauthorized");
+            return r.into_response();
+        }
+    };
+    let Some(token) = header(&headers, "x-gitlab-token") else {
+        state.metrics.webhook("gitlab", "unauthorized");
+        return fail(StatusCode::UNAUTHORIZED, "missing X-Gitlab-Token");
+    };
+    if !constant_time_eq(token.trim().as_bytes(), &secret) {
+        state.metrics.webhook("gitlab", "unauthorized");
+        tracing::warn!("refused a GitLab webhook: wrong token");
+        return fail(StatusCode::UNAUTHORIZED, "wrong X-Gitlab-Token");
+    }
+    match header(&headers, "x-gitlab-event") {
+        Some("Push Hook" | "System Hook") | None => {}
+        Some(event) => return ignored(&state, "gitlab", &format!("event `{event}`")),
+    }
+    push(&state, "gitlab", &body)
+}
+
+fn ignored(state: &ApiState, source: &'static str, what: &str) -> Response {
+    state.metrics.webhook(source, "ignored");
+    tracing::debug!(source, "webhook ignored: {what}");
+    (
+        StatusCode::OK,
+        Json(serde_json::json!({ "status": "ignored", "reason": format!("{what} does not change the config branch") })),
+    )
+        .into_response()
+}
+
+/// A verified push payload: a fetch when it moved the config branch.
+fn push(state: &ApiState, source: &'static str, body: &[u8]) -> Response {
+    let push: Push = match serde_json::from_slice(body) {
+        Ok(p) => p,
+        Err(e) => {
+            state.metrics.webhook(source, "malformed");
+            return fail(
+                StatusCode::BAD_REQUEST,
+                &format!("the body is not a push event: {e}"),
+            );
+        }
+    };
+    if let Some(kind) = push.object_kind.as_deref().filter(|k| *k != "push") {
+        return ignored(state, source, &format!("a `{kind}` event"));
+    }
+    let want = format!("refs/heads/{}", state.settings.repo.branch);
+    let Some(git_ref) = push.git_ref else {
+        state.metrics.webhook(source, "malformed");
+        return fail(StatusCode::BAD_REQUEST, "the push event has no `ref`");
+    };
+    if git_ref != want {
+        return ignored(state, source, &format!("a push to `{git_ref}`"));
+    }
+    let Some(trigger) = state.trigger.get() else {
+        return fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is still starting",
+        );
+    };
+    let queued = trigger.trigger(TriggerReason::Webhook);
+    state.metrics.webhook(source, "fetch");
+    tracing::debug!(source, queued, "webhook: push to {git_ref}: fetch");
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "status": "fetch", "ref": git_ref, "queued": queued })),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn github_signature_is_hmac_sha256_of_the_body() {
+        // GitHub's documented example: secret "It's a Secret to Everybody", body "Hello, World!".
+        let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert!(github_signature_ok(
+            b"It's a Secret to Everybody",
+            b"Hello, World!",
+            sig
+        ));
+        assert!(!github_signature_ok(b"other", b"Hello, World!", sig));
+        assert!(!github_signature_ok(
+            b"It's a Secret to Everybody",
+            b"Hello, World?",
+            sig
+        ));
+        assert!(!github_signature_ok(b"k", b"b", "sha1=00"));
+        assert!(!github_signature_ok(b"k", b"b", "sha256=zz"));
+    }
+}

@@ -1,0 +1,114 @@
+//! The HTTP server on `listen` (SPEC "HTTP API"): health and readiness, `/metrics`, the JSON API
+//! ([`api`]), git webhooks ([`hooks`]) and the status page ([`page`]).
+//!
+//! Every request body is limited to [`MAX_BODY`] (413 above it). POST endpoints need the API
+//! token ([`api::authorize`]); webhooks are verified with the webhook secret. Neither secret is
+//! ever logged or echoed.
+
+pub mod api;
+pub mod hooks;
+pub mod page;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::alert::Alerter;
+use crate::metrics::{Metrics, Snapshot};
+use crate::reconcile::Reconciler;
+use crate::repo::TriggerControl;
+use crate::settings::Settings;
+use crate::store::Store;
+
+/// The largest request body accepted: 1 MiB.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// What the handlers read and act on.
+pub struct ApiState {
+    /// Set after the first reconcile.
+    pub ready: AtomicBool,
+    /// The daemon config (token and secret file paths, branch, envs).
+    pub settings: Arc<Settings>,
+    /// The store: jobs, runs, events.
+    pub store: Store,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// The job actors, for restarts.
+    pub reconciler: Arc<Reconciler>,
+    /// The alerter, for its counters.
+    pub alerter: Option<Alerter>,
+    /// Asks the daemon loop for a fetch; set once the trigger task runs.
+    pub trigger: OnceLock<TriggerControl>,
+}
+
+/// The router.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/", get(page::status_page))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/jobs", get(api::jobs))
+        .route("/api/v1/jobs/{name}", get(api::job))
+        .route("/api/v1/jobs/{name}/logs", get(api::logs))
+        .route("/api/v1/jobs/{name}/restart", post(api::restart))
+        .route("/api/v1/sync", post(api::sync))
+        .route("/hooks/github", post(hooks::github))
+        .route("/hooks/gitlab", post(hooks::gitlab))
+        .fallback(|| async { api::error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, &'static str) {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: first reconcile not done\n",
+        )
+    }
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let st = state.clone();
+    let snap = tokio::task::spawn_blocking(move || Snapshot {
+        jobs_by_state: st.store.job_state_counts().unwrap_or_default(),
+        applied_commit: st.store.applied_commit().ok().flatten(),
+        alerts: st.alerter.as_ref().map(Alerter::stats).unwrap_or_default(),
+        ready: st.ready.load(Ordering::Acquire),
+    })
+    .await
+    .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(&snap),
+    )
+        .into_response()
+}
+
+/// Serves until `cancel` fires.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ApiState>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { cancel.cancelled().await })
+    .await
+}

@@ -1,0 +1,250 @@
+//! `GET /`: the read-only status page for people. One server-rendered HTML document with inline
+//! CSS and no scripts or external assets; every value from the store or the config repo is
+//! HTML-escaped. On a narrow screen the jobs table becomes one card per job.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::ApiState;
+use super::api::{EventView, JobsView, jobs_view};
+
+/// Recent events shown at the bottom of the page.
+pub const RECENT_EVENTS: usize = 30;
+
+/// `s` with `& < > " '` escaped, safe in HTML text and quoted attributes.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const CSS: &str = r#"
+:root{--bg:#f6f7f9;--card:#fff;--fg:#1d2330;--muted:#5c6675;--line:#e2e5ea;
+--ok:#1a7f37;--bad:#c62828;--warn:#b26a00;--idle:#59636e;--info:#0a5bb5}
+@media (prefers-color-scheme:dark){:root{--bg:#0f1216;--card:#171b21;--fg:#e6e9ee;--muted:#9aa4b2;
+--line:#2a313a;--ok:#3fb950;--bad:#f0605d;--warn:#e3a33b;--idle:#8b949e;--info:#58a6ff}}
+*{box-sizing:border-box}
+body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:var(--bg);color:var(--fg)}
+header{padding:14px 16px;border-bottom:1px solid var(--line);background:var(--card)}
+h1{font-size:20px;margin:0 0 4px}
+h2{font-size:16px;margin:22px 16px 8px}
+.muted{color:var(--muted)}
+.commit code{font-size:13px}
+main{max-width:1200px;margin:0 auto;padding-bottom:24px}
+.summary{display:flex;flex-wrap:wrap;gap:6px;padding:10px 16px 0}
+.chip{border:1px solid var(--line);background:var(--card);border-radius:999px;padding:2px 10px;font-size:13px}
+table{width:calc(100% - 32px);margin:0 16px;border-collapse:collapse;background:var(--card);
+border:1px solid var(--line);border-radius:8px;overflow:hidden}
+th,td{text-align:left;padding:8px 10px;border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:anywhere}
+th{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}
+tr:last-child td{border-bottom:0}
+td.name{font-weight:600;word-break:break-all}
+.state{font-weight:600;white-space:nowrap}
+.s-running,.s-succeeded{color:var(--ok)}
+.s-failed,.s-gave_up,.s-invalid{color:var(--bad)}
+.s-backoff,.s-building,.s-deploying{color:var(--warn)}
+.s-pending,.s-suspended,.s-stopped{color:var(--idle)}
+.ev{font-size:13px}
+.ev .k{font-weight:600}
+.reason{display:block;font-size:12px;color:var(--muted);font-weight:400}
+ul.events{list-style:none;margin:0 16px;padding:0;background:var(--card);border:1px solid var(--line);border-radius:8px}
+ul.events li{padding:8px 10px;border-bottom:1px solid var(--line);font-size:13px;word-break:break-word}
+ul.events li:last-child{border-bottom:0}
+.empty{margin:0 16px}
+@media (max-width:700px){
+ table,thead,tbody,tr,td{display:block;width:auto}
+ table{border:0;background:none;margin:0 12px}
+ thead{display:none}
+ tr{background:var(--card);border:1px solid var(--line);border-radius:8px;margin-bottom:10px;padding:6px 0}
+ td{border:0;padding:3px 12px;display:flex;gap:10px}
+ td>div{flex:1;min-width:0}
+ td::before{content:attr(data-label);flex:0 0 84px;color:var(--muted);font-size:12px;text-transform:uppercase;padding-top:2px}
+ td.name{font-size:16px}
+ td.name::before{display:none}
+ ul.events{margin:0 12px}
+ h2{margin-left:12px}
+}
+"#;
+
+fn one_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+fn event_html(e: &EventView, with_job: bool) -> String {
+    let mut s = String::new();
+    let time = e.time.get(..19).unwrap_or(&e.time).replace('T', " ");
+    let _ = write!(
+        s,
+        "<span class=\"muted\">{}</span> <span class=\"k\">{}</span>",
+        escape(&time),
+        escape(&e.kind)
+    );
+    if with_job && let Some(job) = &e.job {
+        let _ = write!(s, " <b>{}</b>", escape(job));
+    }
+    let msg = one_line(&e.message);
+    if !msg.is_empty() {
+        let _ = write!(s, " · {}", escape(msg));
+    }
+    s
+}
+
+/// The page's HTML for a view of the jobs and the recent events.
+pub fn render(view: &JobsView, events: &[EventView]) -> String {
+    let mut h = String::with_capacity(4096 + view.jobs.len() * 600);
+    h.push_str("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">");
+    h.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">");
+    h.push_str("<meta http-equiv=\"refresh\" content=\"15\">");
+    h.push_str("<title>jobkeeper</title><style>");
+    h.push_str(CSS);
+    h.push_str("</style></head><body><header><h1>jobkeeper</h1><div class=\"commit\">");
+    match &view.applied_commit {
+        Some(c) => {
+            let _ = write!(
+                h,
+                "applied commit <code>{}</code> {} <span class=\"muted\">by {}</span>",
+                escape(&c.short),
+                escape(&c.subject),
+                escape(&c.author)
+            );
+        }
+        None => h.push_str("<span class=\"muted\">no config commit applied yet</span>"),
+    }
+    if !view.ready {
+        h.push_str(" <span class=\"chip\">starting</span>");
+    }
+    h.push_str("</div></header><main>");
+
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for j in &view.jobs {
+        *counts.entry(j.state.as_str()).or_default() += 1;
+    }
+    let _ = write!(
+        h,
+        "<div class=\"summary\"><span class=\"chip\"><b>{}</b> jobs</span>",
+        view.jobs.len()
+    );
+    for (state, n) in &counts {
+        let _ = write!(
+            h,
+            "<span class=\"chip s-{0}\">{1} {0}</span>",
+            escape(state),
+            n
+        );
+    }
+    h.push_str("</div><h2>Jobs</h2>");
+    if view.jobs.is_empty() {
+        h.push_str("<p class=\"empty muted\">No jobs.</p>");
+    } else {
+        h.push_str(
+            "<table id=\"jobs\"><thead><tr><th>Job</th><th>State</th><th>Env</th><th>Engine</th>\
+             <th>Commit</th><th>Restarts</th><th>Last event</th></tr></thead><tbody>",
+        );
+        for j in &view.jobs {
+            let _ = write!(
+                h,
+                "<tr id=\"{name}\" data-job=\"{name}\"><td class=\"name\" data-label=\"Job\"><div>{name}</div></td>\
+                 <td data-label=\"State\"><div><span class=\"state s-{state}\">{state}</span>",
+                name = escape(&j.name),
+                state = escape(&j.state)
+            );
+            if let Some(r) = j.reason.as_deref().map(one_line).filter(|r| !r.is_empty()) {
+                let _ = write!(h, "<span class=\"reason\">{}</span>", escape(r));
+            }
+            let dash = "–".to_string();
+            let commit = j.commit.as_ref().map_or(dash.clone(), |c| {
+                format!(
+                    "<code>{}</code> <span class=\"muted\">{}</span>",
+                    escape(&c.short),
+                    escape(&c.subject)
+                )
+            });
+            let last = j
+                .last_event
+                .as_ref()
+                .map_or(dash.clone(), |e| event_html(e, false));
+            let _ = write!(
+                h,
+                "</div></td><td data-label=\"Env\"><div>{}</div></td>\
+                 <td data-label=\"Engine\"><div>{}</div></td>\
+                 <td data-label=\"Commit\"><div>{commit}</div></td>\
+                 <td data-label=\"Restarts\"><div>{}</div></td>\
+                 <td class=\"ev\" data-label=\"Last event\"><div>{last}</div></td></tr>",
+                escape(j.env.as_deref().unwrap_or("–")),
+                escape(j.engine.as_deref().unwrap_or("–")),
+                j.restarts,
+            );
+        }
+        h.push_str("</tbody></table>");
+    }
+    h.push_str("<h2>Recent events</h2>");
+    if events.is_empty() {
+        h.push_str("<p class=\"empty muted\">No events yet.</p>");
+    } else {
+        h.push_str("<ul class=\"events\" id=\"events\">");
+        for e in events {
+            let _ = write!(h, "<li>{}</li>", event_html(e, true));
+        }
+        h.push_str("</ul>");
+    }
+    h.push_str("</main></body></html>\n");
+    h
+}
+
+/// `GET /`.
+pub async fn status_page(State(state): State<Arc<ApiState>>) -> Response {
+    let result = tokio::task::spawn_blocking(move || {
+        let view = jobs_view(&state)?;
+        let events = state.store.events(None, RECENT_EVENTS)?;
+        let events: Vec<EventView> = events.iter().map(EventView::of).collect();
+        Ok::<_, crate::store::StoreError>(render(&view, &events))
+    })
+    .await;
+    match result {
+        Ok(Ok(html)) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'unsafe-inline'",
+                ),
+            ],
+            html,
+        )
+            .into_response(),
+        Ok(Err(e)) => {
+            tracing::error!("status page: {e}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+        }
+        Err(e) => {
+            tracing::error!("status page: {e}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            escape("<script>alert('x')</script> & \"q\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
+        );
+    }
+}

@@ -1,0 +1,346 @@
+//! The daemon's metrics: one [`Metrics`] per daemon, bumped through typed functions from one
+//! place each (the daemon loop, a job actor's event, the HTTP handlers), rendered in the
+//! Prometheus text format (version 0.0.4) with `HELP` and `TYPE` lines, names prefixed
+//! `jobkeeper_`.
+//!
+//! Values that the store or the alerter already keep (jobs by state, the applied commit, alerts
+//! sent and failed) are read when `/metrics` is scraped, not counted twice.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::alert::AlertStats;
+use crate::store::JobState;
+
+/// Upper bounds (seconds) of the reconcile duration histogram's buckets.
+pub const DURATION_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A histogram with the fixed [`DURATION_BUCKETS`].
+#[derive(Debug, Default)]
+struct Histogram {
+    /// Non-cumulative counts per bucket, then one for `+Inf`.
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    /// Sum of observed values, in microseconds.
+    sum_micros: AtomicU64,
+    /// Observations.
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = DURATION_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The daemon's counters. Create one with [`Metrics::default`] and share it in an `Arc`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Config-repo fetches that succeeded.
+    fetches_ok: AtomicU64,
+    /// Config-repo fetches that failed.
+    fetches_failed: AtomicU64,
+    /// Fetches started, by trigger reason.
+    triggers: Mutex<BTreeMap<&'static str, u64>>,
+    /// Time of one sync (fetch, diff, parse, store) of the config repo.
+    reconcile: Histogram,
+    /// Builds that gave an artifact (cached ones included).
+    builds_ok: AtomicU64,
+    /// Builds that failed.
+    builds_failed: AtomicU64,
+    /// Restarts by job (automatic and asked for).
+    restarts: Mutex<BTreeMap<String, u64>>,
+    /// Job events by kind.
+    events: Mutex<BTreeMap<String, u64>>,
+    /// Webhooks received, by (source, outcome).
+    webhooks: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+/// What `/metrics` reads from elsewhere when scraped.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Jobs per state.
+    pub jobs_by_state: Vec<(JobState, u64)>,
+    /// The applied config commit (full id), once there is one.
+    pub applied_commit: Option<String>,
+    /// The alerter's counters.
+    pub alerts: AlertStats,
+    /// 1 once the first reconcile is done.
+    pub ready: bool,
+}
+
+fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
+    let mut m = map
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    *m.entry(key).or_insert(0) += 1;
+}
+
+impl Metrics {
+    /// A fetch of the config repo starts, for this reason (`webhook`, `poll`, ...).
+    pub fn fetch_started(&self, reason: &'static str) {
+        bump(&self.triggers, reason);
+    }
+
+    /// A fetch of the config repo ended; `took` is the whole sync (fetch and apply).
+    pub fn fetch_done(&self, ok: bool, took: Duration) {
+        if ok {
+            self.fetches_ok.fetch_add(1, Ordering::Relaxed);
+            self.reconcile.observe(took);
+        } else {
+            self.fetches_failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A job recorded an event: counted by kind; `built`, `build_failed` and `restarted` also
+    /// count as builds and restarts.
+    pub fn job_event(&self, job: &str, kind: &str) {
+        match kind {
+            "built" => {
+                self.builds_ok.fetch_add(1, Ordering::Relaxed);
+            }
+            "build_failed" => {
+                self.builds_failed.fetch_add(1, Ordering::Relaxed);
+            }
+            "restarted" => bump(&self.restarts, job.to_string()),
+            _ => {}
+        }
+        bump(&self.events, kind.to_string());
+    }
+
+    /// A webhook arrived from `source` (`github`, `gitlab`) with this outcome (`fetch`,
+    /// `ignored`, `unauthorized`, `malformed`).
+    pub fn webhook(&self, source: &'static str, outcome: &'static str) {
+        bump(&self.webhooks, (source, outcome));
+    }
+
+    /// Config-repo fetches so far, `(ok, failed)`.
+    pub fn fetches(&self) -> (u64, u64) {
+        (
+            self.fetches_ok.load(Ordering::Relaxed),
+            self.fetches_failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Everything in the Prometheus text format.
+    pub fn render(&self, snap: &Snapshot) -> String {
+        let mut out = String::with_capacity(4096);
+        let o = &mut out;
+        family(
+            o,
+            "up",
+            "gauge",
+            "1 once the first config commit is applied, else 0",
+        );
+        sample(o, "up", &[], u64::from(snap.ready));
+
+        family(o, "jobs", "gauge", "Jobs by state.");
+        for (state, n) in &snap.jobs_by_state {
+            sample(o, "jobs", &[("state", state.as_str())], *n);
+        }
+
+        family(
+            o,
+            "applied_commit_info",
+            "gauge",
+            "The config commit applied last (value always 1).",
+        );
+        if let Some(c) = &snap.applied_commit {
+            sample(o, "applied_commit_info", &[("commit", c)], 1);
+        }
+
+        let (ok, failed) = self.fetches();
+        family(
+            o,
+            "git_fetches_total",
+            "counter",
+            "Config-repo fetches, by result.",
+        );
+        sample(o, "git_fetches_total", &[("result", "ok")], ok);
+        sample(o, "git_fetches_total", &[("result", "failed")], failed);
+
+        family(
+            o,
+            "fetch_triggers_total",
+            "counter",
+            "Config-repo fetches started, by what asked for them.",
+        );
+        for (reason, n) in lock(&self.triggers).iter() {
+            sample(o, "fetch_triggers_total", &[("trigger", reason)], *n);
+        }
+
+        self.render_histogram(o);
+
+        family(o, "builds_total", "counter", "Project builds, by result.");
+        let b_ok = self.builds_ok.load(Ordering::Relaxed);
+        let b_failed = self.builds_failed.load(Ordering::Relaxed);
+        sample(o, "builds_total", &[("result", "ok")], b_ok);
+        sample(o, "builds_total", &[("result", "failed")], b_failed);
+
+        family(
+            o,
+            "restarts_total",
+            "counter",
+            "Job restarts (after failures, and asked for), by job.",
+        );
+        for (job, n) in lock(&self.restarts).iter() {
+            sample(o, "restarts_total", &[("job", job)], *n);
+        }
+
+        family(o, "job_events_total", "counter", "Job events, by kind.");
+        for (kind, n) in lock(&self.events).iter() {
+            sample(o, "job_events_total", &[("event", kind)], *n);
+        }
+
+        let a = snap.alerts;
+        for (name, help, v) in [
+            ("alerts_sent_total", "Alerts a channel accepted.", a.sent),
+            (
+                "alerts_failed_total",
+                "Alerts given up on after every try.",
+                a.failed,
+            ),
+            (
+                "alerts_dropped_total",
+                "Events or alerts dropped because a queue was full.",
+                a.dropped,
+            ),
+            (
+                "alerts_folded_total",
+                "Repeats folded into a later alert.",
+                a.folded,
+            ),
+        ] {
+            family(o, name, "counter", help);
+            sample(o, name, &[], v);
+        }
+
+        family(
+            o,
+            "webhooks_total",
+            "counter",
+            "Git webhooks received, by source and outcome.",
+        );
+        for ((source, outcome), n) in lock(&self.webhooks).iter() {
+            sample(
+                o,
+                "webhooks_total",
+                &[("source", source), ("outcome", outcome)],
+                *n,
+            );
+        }
+        out
+    }
+
+    fn render_histogram(&self, o: &mut String) {
+        let name = "reconcile_duration_seconds";
+        family(
+            o,
+            name,
+            "histogram",
+            "Time to fetch the config repo and apply its tip (successful syncs).",
+        );
+        let h = &self.reconcile;
+        let mut cumulative = 0;
+        for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
+            cumulative += h.buckets[i].load(Ordering::Relaxed);
+            let le = bound.to_string();
+            sample(o, &format!("{name}_bucket"), &[("le", &le)], cumulative);
+        }
+        cumulative += h.buckets[DURATION_BUCKETS.len()].load(Ordering::Relaxed);
+        sample(o, &format!("{name}_bucket"), &[("le", "+Inf")], cumulative);
+        let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(o, "jobkeeper_{name}_sum {sum}");
+        sample(o, &format!("{name}_count"), &[], cumulative);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn family(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP jobkeeper_{name} {help}");
+    let _ = writeln!(o, "# TYPE jobkeeper_{name} {kind}");
+}
+
+fn sample(o: &mut String, name: &str, labels: &[(&str, &str)], value: u64) {
+    let _ = write!(o, "jobkeeper_{name}");
+    if !labels.is_empty() {
+        o.push('{');
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                o.push(',');
+            }
+            let _ = write!(o, "{k}=\"{}\"", escape_label(v));
+        }
+        o.push('}');
+    }
+    let _ = writeln!(o, " {value}");
+}
+
+/// A label value as the text format wants it: `\`, `"` and newlines escaped.
+pub fn escape_label(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histogram_and_escaped_labels() {
+        let m = Metrics::default();
+        m.fetch_started("webhook");
+        m.fetch_done(true, Duration::from_millis(3));
+        m.fetch_done(false, Duration::ZERO);
+        m.job_event("a\"b", "restarted");
+        m.job_event("a", "built");
+        let text = m.render(&Snapshot {
+            jobs_by_state: vec![(JobState::Running, 2)],
+            applied_commit: Some("abc".into()),
+            alerts: AlertStats {
+                sent: 4,
+                ..AlertStats::default()
+            },
+            ready: true,
+        });
+        for line in [
+            "jobkeeper_jobs{state=\"running\"} 2",
+            "jobkeeper_applied_commit_info{commit=\"abc\"} 1",
+            "jobkeeper_git_fetches_total{result=\"ok\"} 1",
+            "jobkeeper_git_fetches_total{result=\"failed\"} 1",
+            "jobkeeper_fetch_triggers_total{trigger=\"webhook\"} 1",
+            "jobkeeper_restarts_total{job=\"a\\\"b\"} 1",
+            "jobkeeper_builds_total{result=\"ok\"} 1",
+            "jobkeeper_alerts_sent_total 4",
+            "jobkeeper_reconcile_duration_seconds_bucket{le=\"0.001\"} 0",
+            "jobkeeper_reconcile_duration_seconds_bucket{le=\"0.005\"} 1",
+            "jobkeeper_reconcile_duration_seconds_bucket{le=\"+Inf\"} 1",
+            "jobkeeper_reconcile_duration_seconds_count 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
+}
