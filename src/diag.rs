@@ -42,13 +42,20 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.path, self.line, self.column, self.message
-        )
+        write!(f, "{}:{}:{}: ", self.path, self.line, self.column)?;
+        // A message quoting a huge value (a 200 KB string) is cut, so one line stays readable.
+        match self.message.char_indices().nth(MAX_MESSAGE_CHARS) {
+            Some((cut, _)) => {
+                let more = self.message[cut..].chars().count();
+                write!(f, "{}… ({more} more characters)", &self.message[..cut])
+            }
+            None => f.write_str(&self.message),
+        }
     }
 }
+
+/// Longest message shown in one diagnostic line, in characters.
+const MAX_MESSAGE_CHARS: usize = 500;
 
 /// Renders diagnostics one per line, as `validate` prints them.
 pub fn render(diags: &[Diagnostic]) -> String {

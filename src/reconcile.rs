@@ -1179,6 +1179,24 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, crate::store::Sto
                     }
                 }
             }
+            // Killed between spawning the run and recording its pid: found by its log file.
+            (None, Some(e)) if e.kind() == EngineKind::Local.as_str() => {
+                let found = crate::engine::local::find_unrecorded(
+                    run.id,
+                    std::path::Path::new(&run.log_path),
+                );
+                let mut outcome =
+                    "never started: the daemon stopped while submitting it".to_string();
+                for h in &found {
+                    outcome = match e.stop(h, STOP_GRACE).await {
+                        Ok(()) => "stopped after a daemon restart (its pid was not recorded yet; \
+                                   found by its log file)"
+                            .to_string(),
+                        Err(err) => format!("could not be stopped after a daemon restart: {err}"),
+                    };
+                }
+                outcome
+            }
             (None, _) => "never started: the daemon stopped while submitting it".to_string(),
             _ => "lost: its engine is not available".to_string(),
         };

@@ -658,6 +658,14 @@ fn read_env(
                     &format!("{fs}.url"),
                     "the JobManager's REST URL, e.g. `http://flink-jm:8081`",
                 );
+                if let (Some(u), Some(uv)) = (&url, ff.get("url"))
+                    && !(u.starts_with("http://") || u.starts_with("https://"))
+                {
+                    c.error(
+                        uv,
+                        format!("`{fs}.url`: `{u}` must start with `http://` or `https://`"),
+                    );
+                }
                 let savepoint_dir = ff
                     .get("savepoint_dir")
                     .and_then(|s| c.string(s, &format!("{fs}.savepoint_dir")));

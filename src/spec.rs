@@ -662,9 +662,26 @@ fn read_project(c: &mut Checker, n: &Node, ex: &Expand<'_>) -> Option<Project> {
     let build = f
         .get("build")
         .and_then(|v| expanded_string(c, v, "project.build", ex));
-    let artifact = f
-        .get("artifact")
-        .and_then(|v| expanded_string(c, v, "project.artifact", ex));
+    let artifact = f.get("artifact").and_then(|v| {
+        let a = expanded_string(c, v, "project.artifact", ex)?;
+        // The artifact is found in the build folder; it may not name a file outside it.
+        if a.starts_with('/') {
+            c.error(
+                v,
+                format!(
+                    "`project.artifact`: `{a}` is absolute; expected a glob inside `project.dir`"
+                ),
+            );
+        } else if a.split(['/', '\\']).any(|seg| seg == "..") {
+            c.error(
+                v,
+                format!(
+                    "`project.artifact`: `{a}` contains `..`; expected a glob inside `project.dir`"
+                ),
+            );
+        }
+        Some(a)
+    });
     let follow = f
         .get("follow")
         .and_then(|v| c.boolean(v, "project.follow"))

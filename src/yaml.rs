@@ -609,6 +609,14 @@ impl Checker {
                 self.error(node, msg);
                 None
             }
+            // A number that is not whole, or too large for a whole number: say which.
+            Some(ScalarKind::Float(_)) => {
+                let text = node.scalar().map(|s| s.text.as_str()).unwrap_or_default();
+                let msg =
+                    format!("`{name}`: expected a whole number from {min} to {max}, found {text}");
+                self.error(node, msg);
+                None
+            }
             _ => {
                 self.type_error(node, name, "a whole number");
                 None

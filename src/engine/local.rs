@@ -163,6 +163,52 @@ fn parse_stat(text: &str) -> Option<ProcInfo> {
     Some(ProcInfo { state, start_ticks })
 }
 
+/// The live processes a previous daemon spawned for run `run_id` but was killed before it could
+/// record their pid: the process-group leaders whose stdout or stderr is the run's log file
+/// (unique to the state folder, the job and the run). Their start times are read now, so they
+/// can be stopped like recorded runs.
+pub fn find_unrecorded(run_id: i64, log_path: &Path) -> Vec<RunHandle> {
+    let log = std::fs::canonicalize(log_path).unwrap_or_else(|_| log_path.to_path_buf());
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(info) = parse_stat(&text) else {
+            continue;
+        };
+        // Field 5 (the process group) is the third after the last `)`.
+        let pgrp = text
+            .rfind(')')
+            .and_then(|i| text[i + 1..].split_whitespace().nth(2))
+            .and_then(|g| g.parse::<u32>().ok());
+        if !info.alive() || pgrp != Some(pid) {
+            continue;
+        }
+        let writes_log = [1, 2]
+            .iter()
+            .any(|fd| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).is_ok_and(|p| p == log));
+        if writes_log {
+            out.push(RunHandle {
+                run_id,
+                engine_id: pid.to_string(),
+                start_ticks: Some(info.start_ticks),
+            });
+        }
+    }
+    out
+}
+
 /// Whether the process `pid` is alive and is the one that started at `start_ticks`.
 fn is_same_live(pid: u32, start_ticks: u64) -> bool {
     proc_info(pid).is_some_and(|p| p.alive() && p.start_ticks == start_ticks)
