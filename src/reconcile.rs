@@ -866,10 +866,12 @@ impl Actor {
         }
     }
 
-    /// Stops a run, recording it as ended in `state` (`stopped`, or `failed` for a timeout)
-    /// before the engine is asked, so its exit is not mistaken for a failure.
+    /// Stops a run and records it as ended in `state` (`stopped`, or `failed` for a timeout)
+    /// once the engine says it is gone.
     async fn stop_run(&self, live: Live, state: &str, why: &str) {
-        let _ = self.ctx.store.finish_run(live.run_id, state, Some(why));
+        // The run stays live in the store until the engine says it is gone: a daemon killed
+        // during the grace period finds it at its next start and stops it then. Its exit is
+        // not taken for a failure: the actor no longer counts it as live.
         match live.engine.stop(&live.handle, STOP_GRACE).await {
             Ok(()) => tracing::info!(job = %self.name, run = live.run_id, "stopped: {why}"),
             Err(err) => {
@@ -880,6 +882,7 @@ impl Actor {
                 );
             }
         }
+        let _ = self.ctx.store.finish_run(live.run_id, state, Some(why));
     }
 
     /// A run ended.
