@@ -320,6 +320,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(ALERT_SCHEMA)?;
+        migrate_job_summary(&conn)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             sink: Arc::default(),
@@ -331,6 +332,7 @@ impl Store {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(ALERT_SCHEMA)?;
+        migrate_job_summary(&conn)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             sink: Arc::default(),
@@ -666,10 +668,11 @@ impl Store {
     /// The latest event of each job that has one, by job.
     pub fn last_events(&self) -> Result<std::collections::HashMap<String, EventRow>> {
         let conn = self.conn();
+        // `jobs.last_event_id` is kept by a trigger: one indexed lookup per job.
         let mut st = conn.prepare_cached(
             "SELECT e.id, e.time, e.job, e.run_id, e.kind, e.commit_id, c.author, c.subject, e.message
-             FROM (SELECT MAX(id) AS id FROM events WHERE job IS NOT NULL GROUP BY job) m
-             JOIN events e ON e.id = m.id LEFT JOIN commits c ON c.id = e.commit_id",
+             FROM jobs j JOIN events e ON e.id = j.last_event_id
+             LEFT JOIN commits c ON c.id = e.commit_id",
         )?;
         let mut out = std::collections::HashMap::new();
         for row in st.query_map([], event_row)? {
@@ -684,10 +687,8 @@ impl Store {
     /// How many times each job was restarted (its `restarted` events), by job.
     pub fn restart_counts(&self) -> Result<std::collections::HashMap<String, u64>> {
         let conn = self.conn();
-        let mut st = conn.prepare_cached(
-            "SELECT job, COUNT(*) FROM events WHERE kind = 'restarted' AND job IS NOT NULL
-             GROUP BY job",
-        )?;
+        // `jobs.restarts` is kept by a trigger.
+        let mut st = conn.prepare_cached("SELECT name, restarts FROM jobs WHERE restarts > 0")?;
         let rows = st
             .query_map([], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
@@ -939,6 +940,32 @@ impl Store {
 
 // ───── end of the alerts block ─────
 
+/// Adds each job's latest event id and restart count, kept by a trigger on `events`, so lists
+/// of jobs need no scan of the event history. Existing stores are filled in once.
+fn migrate_job_summary(conn: &Connection) -> rusqlite::Result<()> {
+    let has: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'last_event_id'")?
+        .exists([])?;
+    if !has {
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE jobs ADD COLUMN last_event_id INTEGER;
+             ALTER TABLE jobs ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;
+             UPDATE jobs SET
+                 last_event_id = (SELECT MAX(id) FROM events WHERE job = jobs.name),
+                 restarts = (SELECT COUNT(*) FROM events WHERE job = jobs.name AND kind = 'restarted');
+             COMMIT;",
+        )?;
+    }
+    conn.execute_batch(
+        "CREATE TRIGGER IF NOT EXISTS jobs_event_summary AFTER INSERT ON events
+         WHEN NEW.job IS NOT NULL BEGIN
+             UPDATE jobs SET last_event_id = NEW.id, restarts = restarts + (NEW.kind = 'restarted')
+             WHERE name = NEW.job;
+         END;",
+    )
+}
+
 const JOB_SELECT: &str = "SELECT name, path, desired, desired_hash, desired_commit, applied,
     applied_hash, artifact, state, reason, invalid, updated_at FROM jobs";
 
@@ -1113,6 +1140,58 @@ mod tests {
         );
         assert_eq!(s.alert_last_fired(Some("a"), "failed", None).unwrap(), None);
         assert_eq!(s.alerts_sent(5).unwrap()[0].status, "sent");
+    }
+
+    #[test]
+    fn each_job_keeps_its_latest_event_and_restart_count() {
+        let s = Store::in_memory().unwrap();
+        s.apply_commit(
+            &commit("c1"),
+            &[DesiredUpdate::Spec {
+                name: "a".into(),
+                path: "jobs/a.yaml".into(),
+                spec: "{}".into(),
+                hash: "h".into(),
+            }],
+            &[("a".into(), "planned".into(), "add".into())],
+        )
+        .unwrap();
+        for kind in ["restarted", "failed", "restarted"] {
+            s.event(&NewEvent {
+                job: Some("a"),
+                kind,
+                message: "m",
+                ..NewEvent::default()
+            })
+            .unwrap();
+        }
+        s.event(&NewEvent {
+            kind: "repo_unreachable",
+            message: "x",
+            ..NewEvent::default()
+        })
+        .unwrap();
+        assert_eq!(s.restart_counts().unwrap().get("a"), Some(&2));
+        assert_eq!(s.last_events().unwrap()["a"].kind, "restarted");
+        assert_eq!(s.last_events().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_store_from_before_the_job_summary_is_filled_in_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(
+                "INSERT INTO jobs (name, path, state, updated_at) VALUES ('a', 'jobs/a.yaml', 'running', 0);
+                 INSERT INTO events (time, job, kind, message) VALUES (1, 'a', 'restarted', ''), (2, 'a', 'failed', '');",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.restart_counts().unwrap().get("a"), Some(&1));
+        assert_eq!(s.last_events().unwrap()["a"].kind, "failed");
     }
 
     #[test]
