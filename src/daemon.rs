@@ -17,6 +17,7 @@ use crate::build::{BuildConfig, Builder};
 use crate::changes::changes_of;
 use crate::diag;
 use crate::engine::Engine;
+use crate::engine::flink::FlinkEngine;
 use crate::engine::local::LocalEngine;
 use crate::http::{self, ApiState};
 use crate::plan::{self, Change};
@@ -102,8 +103,7 @@ pub async fn run(
     let _alerter = crate::alert::Alerter::spawn(settings.clone(), store.clone(), cancel.clone())
         .attach(&store);
     let local = Arc::new(LocalEngine::new());
-    let mut engines: HashMap<EngineKind, Arc<dyn Engine>> = HashMap::new();
-    engines.insert(EngineKind::Local, local.clone());
+    let engines = engines_by_env(&settings, &local);
     let projects = Arc::new(ProjectRepos::new(
         &state_dir,
         crate::repo::Credentials::from_settings(&settings.repo),
@@ -121,9 +121,11 @@ pub async fn run(
         projects,
         engines,
         logs_dir: state_dir.join("logs"),
+        outages: reconcile::Outages::default(),
     });
 
-    // Before anything starts: runs a previous daemon left behind are found and stopped.
+    // Before anything starts: local runs a previous daemon left behind are found and stopped;
+    // cluster runs are kept for their actors to adopt.
     let recovered = reconcile::recover_live_runs(&ctx).await?;
     if recovered > 0 {
         tracing::info!(
@@ -241,6 +243,42 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The engine of each env: the local engine is shared; each flink cluster (URL and savepoint
+/// folder) gets one engine, shared by the envs naming it. Spark envs have none yet (their jobs
+/// are refused with `deploy_failed`).
+fn engines_by_env(
+    settings: &Settings,
+    local: &Arc<LocalEngine>,
+) -> HashMap<String, Arc<dyn Engine>> {
+    let salt = settings.state_dir.display().to_string();
+    let mut clusters: HashMap<(String, Option<String>), Arc<dyn Engine>> = HashMap::new();
+    let mut engines: HashMap<String, Arc<dyn Engine>> = HashMap::new();
+    for (name, env) in &settings.envs {
+        match (env.engine, &env.flink) {
+            (EngineKind::Local, _) => {
+                engines.insert(name.clone(), local.clone());
+            }
+            (EngineKind::Flink, Some(f)) => {
+                let key = (f.url.clone(), f.savepoint_dir.clone());
+                if let Some(e) = clusters.get(&key) {
+                    engines.insert(name.clone(), e.clone());
+                    continue;
+                }
+                match FlinkEngine::new(f, &salt) {
+                    Ok(e) => {
+                        let e: Arc<dyn Engine> = Arc::new(e);
+                        clusters.insert(key, e.clone());
+                        engines.insert(name.clone(), e);
+                    }
+                    Err(err) => tracing::error!(env = %name, "flink engine unavailable: {err}"),
+                }
+            }
+            _ => {}
+        }
+    }
+    engines
 }
 
 /// How long the first sync may take before the stored jobs start anyway.
