@@ -501,6 +501,12 @@ impl Engine for FlinkEngine {
     }
 
     async fn restore_point(&self, handle: &RunHandle) -> Result<Option<String>, EngineError> {
+        // Only a FAILED job's checkpoints are kept (see RETENTION_DEFAULT); a cancelled job's
+        // are deleted with it.
+        let state = self.jobs().await?.remove(&handle.engine_id);
+        if state.as_deref() != Some("FAILED") {
+            return Ok(None);
+        }
         let path = format!("/jobs/{}/checkpoints", handle.engine_id);
         let (status, body) = self.call(self.http.get(self.url(&path))).await?;
         if !status.is_success() {
