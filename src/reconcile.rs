@@ -1527,3 +1527,50 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, crate::store::Sto
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(store: &Store) -> Vec<String> {
+        let mut k: Vec<String> = store
+            .events(None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        k.reverse();
+        k
+    }
+
+    #[test]
+    fn an_outage_is_one_engine_unreachable_and_one_engine_reachable_per_cluster() {
+        let store = Store::in_memory().unwrap();
+        let outages = Outages::default();
+        outages.up(&store, "flink cluster a"); // answering: nothing to say
+        for _ in 0..5 {
+            outages.down(&store, "flink cluster a", "connection refused");
+        }
+        outages.down(&store, "flink cluster b", "timeout");
+        assert!(outages.is_down("flink cluster a"));
+        outages.up(&store, "flink cluster a");
+        outages.up(&store, "flink cluster a");
+        assert!(!outages.is_down("flink cluster a"));
+        outages.down(&store, "flink cluster a", "again");
+        assert_eq!(
+            kinds(&store),
+            [
+                "engine_unreachable",
+                "engine_unreachable",
+                "engine_reachable",
+                "engine_unreachable"
+            ]
+        );
+        let first = &store.events(None, 100).unwrap()[3];
+        assert!(first.job.is_none(), "a daemon-wide event");
+        assert!(
+            first.message.contains("flink cluster a") && first.message.contains("refused"),
+            "{first:?}"
+        );
+    }
+}

@@ -218,6 +218,48 @@ async fn deploy_then_a_savepoint_upgrade_restores_the_new_run_and_removal_keeps_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_stops_with_a_savepoint_and_resuming_starts_from_it() {
+    let url = flink_url();
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = Cleanup {
+        url: url.clone(),
+        db: tmp.path().join("state/jobkeeper.db"),
+    };
+    git.write("jobs/pause.yaml", &counter(&["--tag", "p"], ""));
+    git.commit_push("a flink job");
+    let d = start(tmp.path(), &cfg).await;
+    let (run1, jid1) = running(&d, &url, "pause", &[]).await;
+
+    git.write(
+        "jobs/pause.yaml",
+        &counter(&["--tag", "p"], "suspend: true\n"),
+    );
+    git.commit_push("suspend it");
+    wait_for("suspended", LIMIT, || {
+        d.job("pause").is_some_and(|j| j.state == "suspended")
+    })
+    .await;
+    assert_eq!(flink_state(&url, &jid1).await.as_deref(), Some("FINISHED"));
+    let sps = d.store.savepoints("pause", 10).unwrap();
+    assert_eq!(sps.len(), 1, "{sps:?}");
+    assert_eq!(
+        (sps[0].kind.as_str(), sps[0].run_id),
+        ("savepoint", Some(run1))
+    );
+
+    git.write("jobs/pause.yaml", &counter(&["--tag", "p"], ""));
+    git.commit_push("resume it");
+    let (_, jid2) = running(&d, &url, "pause", std::slice::from_ref(&jid1)).await;
+    let restored = restored_from(&url, &jid2).await;
+    assert_eq!(
+        restored["external_path"].as_str(),
+        Some(sps[0].location.as_str()),
+        "{restored}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_job_restarts_from_its_checkpoint_then_gives_up_with_the_flink_reason() {
     let url = flink_url();
     let tmp = tempfile::tempdir().unwrap();
