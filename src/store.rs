@@ -855,6 +855,15 @@ CREATE INDEX IF NOT EXISTS savepoints_job ON savepoints(job, id);
 /// `ALTER TABLE ... ADD COLUMN` only when `PRAGMA table_info` lacks them.
 fn migrate(conn: &Connection) -> Result<()> {
     conn.execute_batch(SAVEPOINT_SCHEMA)?;
+    // Two processes may open one store at once (the daemon and a reader): the look and the
+    // change are one write transaction, so only one of them adds a column.
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = add_missing_columns(conn);
+    conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+    result
+}
+
+fn add_missing_columns(conn: &Connection) -> Result<()> {
     let has_env = {
         let mut st = conn.prepare("PRAGMA table_info(runs)")?;
         st.query_map([], |r| r.get::<_, String>(1))?
@@ -929,6 +938,39 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_processes_opening_one_old_store_at_once_add_the_env_column_once() {
+        // Regression: both saw no `env` column and the second ALTER failed with
+        // "duplicate column name: env".
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("old.db");
+            Connection::open(&path)
+                .unwrap()
+                .execute_batch(
+                    "PRAGMA journal_mode = WAL;
+                     CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL,
+                     commit_id TEXT, spec_hash TEXT NOT NULL, engine TEXT NOT NULL, handle TEXT,
+                     state TEXT NOT NULL, reason TEXT, log_path TEXT NOT NULL,
+                     started_at INTEGER NOT NULL, ended_at INTEGER);",
+                )
+                .unwrap();
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let opens: Vec<_> = (0..2)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Store::open(&path).map(|_| ())
+                    })
+                })
+                .collect();
+            for o in opens {
+                o.join().unwrap().unwrap();
+            }
+        }
+    }
 
     #[test]
     fn an_old_store_gains_the_env_column_and_the_savepoints_table() {
