@@ -11,10 +11,14 @@
 //!
 //! - `GET /api/v1/jobs`, `GET /metrics` and `GET /` with 10,000 suspended jobs: p50/p99;
 //! - git webhook received → fetch started, and → commit applied, with the config repo served by
-//!   `git daemon` (not watched) and `poll: 1h`: p50/p99.
+//!   `git daemon` (not watched) and `poll: 1h`: p50/p99;
+//! - flink (needs a cluster: `JOBKEEPER_FLINK_URL`, `JOBKEEPER_FLINK_LIB`; skipped with a note
+//!   when unset): commit → job RUNNING (build excluded), failure → resubmitted → RUNNING with a
+//!   1 s `health.interval`, savepoint upgrade end to end.
 //!
-//! Environment: `BENCH_PUSHES` (default 30), `BENCH_JOBS` (default 10000), `BENCH_ONLY`
-//! (`push`, `plan`, `start`, `restart`, `health`, `api`, `hook`: run one).
+//! Environment: `BENCH_PUSHES` (default 30), `BENCH_JOBS` (default 10000), `BENCH_FLINK`
+//! (default 10), `BENCH_ONLY` (`push`, `plan`, `start`, `restart`, `health`, `api`, `hook`,
+//! `flink`: run one).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -687,6 +691,195 @@ fn bench_hook(samples: usize) -> Vec<String> {
     ]
 }
 
+/// Flink state of each job the cluster knows (`DEPLOYING` for a RUNNING job whose tasks are
+/// not all running yet).
+async fn flink_jobs(http: &reqwest::Client, url: &str) -> Vec<(String, String)> {
+    let Ok(resp) = http.get(format!("{url}/jobs/overview")).send().await else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = resp.json().await.unwrap_or_default();
+    v["jobs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|j| {
+            let s = |k: &str| j[k].as_str().unwrap_or_default().to_string();
+            // RUNNING only once every task runs (the job turns RUNNING while they deploy).
+            let all = j["tasks"]["running"] == j["tasks"]["total"];
+            let state = if s("state") == "RUNNING" && !all {
+                "DEPLOYING".into()
+            } else {
+                s("state")
+            };
+            (s("jid"), state)
+        })
+        .collect()
+}
+
+/// On a real Flink cluster: commit → RUNNING (artifact already built), external cancel →
+/// resubmitted → RUNNING, and a savepoint upgrade, each `n` times.
+fn bench_flink(url: &str, lib: &str, n: usize) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // The project in a repo of its own, so config commits do not change its build key.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/flink-counter");
+    let project = root.join("project");
+    std::fs::create_dir_all(project.join("src/example")).unwrap();
+    std::fs::copy(src.join("build.sh"), project.join("build.sh")).unwrap();
+    std::fs::copy(
+        src.join("src/example/Counter.java"),
+        project.join("src/example/Counter.java"),
+    )
+    .unwrap();
+    git(&project, &["init", "-q", "-b", "main"]);
+    git(&project, &["add", "-A"]);
+    git(&project, &["commit", "-qm", "project"]);
+    let (bare, work) = make_repo(root, 0, |_| String::new());
+    let job = |tag: &str| {
+        format!(
+            "project: {{repo: {}, branch: main, build: sh build.sh \"{lib}\", artifact: out/flink-counter.jar}}\n\
+             env: flink\nrestart: {{attempts: 1000, window: 1h, backoff: 0s, max_backoff: 0s}}\n\
+             params:\n  main_class: example.Counter\n  args: [\"--tag\", \"{tag}\"]\n  parallelism: 1\n\
+             \x20 conf: {{execution.checkpointing.interval: \"1s\"}}\n",
+            project.display()
+        )
+    };
+    let text = format!(
+        "repo: {{url: {}, branch: main, path: jobs, poll: 60s}}\nstate_dir: {}\nlisten: 127.0.0.1:0\n\
+         health: {{interval: 1s}}\nenvs:\n  flink: {{engine: flink, flink: {{url: \"{url}\"}}}}\n",
+        bare.display(),
+        root.join("state").display()
+    );
+    let cfg = root.join("config.yaml");
+    std::fs::write(&cfg, text).unwrap();
+    let settings = jobkeeper::settings::load(&cfg).unwrap();
+    let path = work.join("jobs/counter.yaml");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let push = |msg: &str| {
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-qm", msg]);
+        git(&work, &["push", "-q", "origin", "main"]);
+    };
+    let rt = runtime();
+    let (deploy, restart, upgrade) = rt.block_on(async {
+        let (cancel, daemon, store) = start_in_process(root, settings).await;
+        let http = reqwest::Client::new();
+        // The job id of the live run, once RUNNING on the cluster and not in `old`.
+        let running = |store: Store, old: Vec<String>| {
+            let http = http.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                loop {
+                    let live = store.runs("counter", 1).unwrap_or_default();
+                    if let Some(jid) = live
+                        .first()
+                        .filter(|r| r.state == "running")
+                        .and_then(|r| r.handle.as_deref())
+                        .and_then(|h| serde_json::from_str::<serde_json::Value>(h).ok())
+                        .and_then(|v| v["engine_id"].as_str().map(str::to_string))
+                        .filter(|j| !old.contains(j))
+                        && flink_jobs(&http, url)
+                            .await
+                            .iter()
+                            .any(|(id, st)| *id == jid && st == "RUNNING")
+                    {
+                        return jid;
+                    }
+                    assert!(Instant::now() < deadline, "flink job did not start");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        // Warm-up: the one build, and the jar upload.
+        std::fs::write(&path, job("warm-up")).unwrap();
+        push("warm-up");
+        let mut jid = running(store.clone(), vec![]).await;
+        let (mut deploy, mut restart, mut upgrade) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..n {
+            // Removal (stop with savepoint), then a fresh deploy of the built artifact.
+            std::fs::remove_file(&path).unwrap();
+            push("remove");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while store
+                .job("counter")
+                .unwrap()
+                .is_none_or(|j| j.state != "stopped")
+            {
+                assert!(Instant::now() < deadline, "job did not stop");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            std::fs::write(&path, job(&format!("d{i}"))).unwrap();
+            let t0 = Instant::now();
+            push("deploy");
+            jid = running(store.clone(), vec![jid]).await;
+            deploy.push(t0.elapsed());
+
+            // A failure seen by the health sweep: cancelled outside jobkeeper.
+            let t0 = Instant::now();
+            http.patch(format!("{url}/jobs/{jid}?mode=cancel"))
+                .send()
+                .await
+                .unwrap();
+            jid = running(store.clone(), vec![jid]).await;
+            restart.push(t0.elapsed());
+
+            // A savepoint upgrade: new args, stop with savepoint, start from it.
+            std::fs::write(&path, job(&format!("u{i}"))).unwrap();
+            let t0 = Instant::now();
+            push("upgrade");
+            jid = running(store.clone(), vec![jid]).await;
+            upgrade.push(t0.elapsed());
+        }
+        std::fs::remove_file(&path).unwrap();
+        push("remove");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while store
+            .job("counter")
+            .unwrap()
+            .is_none_or(|j| j.state != "stopped")
+        {
+            if Instant::now() > deadline {
+                let _ = http
+                    .patch(format!("{url}/jobs/{jid}?mode=cancel"))
+                    .send()
+                    .await;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        cancel.cancel();
+        daemon.await.unwrap().unwrap();
+        (deploy, restart, upgrade)
+    });
+    let row = |what: &str, mut v: Vec<Duration>, goal: &str| {
+        v.sort();
+        format!(
+            "| {what}, {} times | p50 {} · max {} | {goal} |",
+            v.len(),
+            ms(percentile(&v, 0.5)),
+            ms(*v.last().unwrap())
+        )
+    };
+    vec![
+        row(
+            "flink: commit → job and all its tasks RUNNING (artifact built, jar uploaded)",
+            deploy,
+            "",
+        ),
+        row(
+            "flink: job cancelled outside jobkeeper → resubmitted → RUNNING, `health.interval` 1s, backoff 0",
+            restart,
+            "≤ 5 s",
+        ),
+        row(
+            "flink: commit changing args → stop with savepoint → new run RUNNING from it",
+            upgrade,
+            "",
+        ),
+    ]
+}
+
 fn main() {
     // `cargo test --benches` runs this without `--bench`: a small smoke run keeps it working.
     let smoke = !std::env::args().any(|a| a == "--bench");
@@ -725,6 +918,28 @@ fn main() {
     }
     if want("hook") {
         rows.extend(bench_hook(pushes));
+    }
+    if want("flink") {
+        match (
+            std::env::var("JOBKEEPER_FLINK_URL"),
+            std::env::var("JOBKEEPER_FLINK_LIB"),
+        ) {
+            (Ok(url), Ok(lib)) => {
+                let n = std::env::var("BENCH_FLINK")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(if smoke { 1 } else { 10 });
+                rows.extend(bench_flink(&url, &lib, n));
+            }
+            _ if only.as_deref() == Some("flink") && !smoke => {
+                panic!(
+                    "BENCH_ONLY=flink needs JOBKEEPER_FLINK_URL and JOBKEEPER_FLINK_LIB (see docs/BENCHMARKS.md)"
+                )
+            }
+            _ => println!(
+                "note: flink bench skipped: JOBKEEPER_FLINK_URL and JOBKEEPER_FLINK_LIB are not set"
+            ),
+        }
     }
     println!("| what | measured | goal |\n|---|---|---|");
     for r in rows {

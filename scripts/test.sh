@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of jobkeeper on a fresh machine: installs what the tests need, checks
-# formatting and lints, then runs unit and end-to-end tests. Usage: scripts/test.sh
+# formatting and lints, starts a local Flink cluster (stopped again on exit, whatever happens),
+# then runs unit and end-to-end tests. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,7 @@ need systemd-analyze || missing+=(systemd)
 # The status page is tested in a real browser; /metrics is checked with promtool.
 need chromium || missing+=(chromium)
 need promtool || missing+=(prometheus)
+need curl || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -42,9 +44,18 @@ cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
+log "Flink 2.3.0 session cluster for tests/flink.rs (scripts/flink.sh)"
+flink_dir="$(mktemp -d /tmp/jobkeeper-flink.XXXXXX)"
+flink_port="${JOBKEEPER_FLINK_PORT:-$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')}"
+trap 'scripts/flink.sh stop "$flink_dir" || true; rm -rf "$flink_dir"' EXIT
+scripts/flink.sh start "$flink_dir" "$flink_port"
+export JOBKEEPER_FLINK_URL="http://127.0.0.1:$flink_port"
+JOBKEEPER_FLINK_LIB="$(scripts/flink.sh lib)"
+export JOBKEEPER_FLINK_LIB
+
 log "cargo test"
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+trap 'rm -f "$out"; scripts/flink.sh stop "$flink_dir" || true; rm -rf "$flink_dir"' EXIT
 status=0
 cargo test --all-targets --locked 2>&1 | tee "$out" || status=$?
 # One closing line for the whole run, summed over every test binary.

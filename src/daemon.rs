@@ -17,6 +17,7 @@ use crate::build::{BuildConfig, Builder};
 use crate::changes::changes_of;
 use crate::diag;
 use crate::engine::Engine;
+use crate::engine::flink::FlinkEngine;
 use crate::engine::local::LocalEngine;
 use crate::http::{self, ApiState};
 use crate::plan::{self, Change};
@@ -116,8 +117,7 @@ pub async fn run_with(
         .attach(&store);
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let local = Arc::new(LocalEngine::new());
-    let mut engines: HashMap<EngineKind, Arc<dyn Engine>> = HashMap::new();
-    engines.insert(EngineKind::Local, local.clone());
+    let engines = engines_by_env(&settings, &local);
     let projects = Arc::new(ProjectRepos::new(
         &state_dir,
         crate::repo::Credentials::from_settings(&settings.repo),
@@ -136,9 +136,11 @@ pub async fn run_with(
         engines,
         logs_dir: state_dir.join("logs"),
         metrics: metrics.clone(),
+        outages: reconcile::Outages::default(),
     });
 
-    // Before anything starts: runs a previous daemon left behind are found and stopped.
+    // Before anything starts: local runs a previous daemon left behind are found and stopped;
+    // cluster runs are kept for their actors to adopt.
     let recovered = reconcile::recover_live_runs(&ctx).await?;
     if recovered > 0 {
         tracing::info!(
@@ -419,6 +421,42 @@ async fn reload_loop(
             Err(e) => tracing::error!("config reload failed: {e}"),
         }
     }
+}
+
+/// The engine of each env: the local engine is shared; each flink cluster (URL and savepoint
+/// folder) gets one engine, shared by the envs naming it. Spark envs have none yet (their jobs
+/// are refused with `deploy_failed`).
+fn engines_by_env(
+    settings: &Settings,
+    local: &Arc<LocalEngine>,
+) -> HashMap<String, Arc<dyn Engine>> {
+    let salt = settings.state_dir.display().to_string();
+    let mut clusters: HashMap<(String, Option<String>), Arc<dyn Engine>> = HashMap::new();
+    let mut engines: HashMap<String, Arc<dyn Engine>> = HashMap::new();
+    for (name, env) in &settings.envs {
+        match (env.engine, &env.flink) {
+            (EngineKind::Local, _) => {
+                engines.insert(name.clone(), local.clone());
+            }
+            (EngineKind::Flink, Some(f)) => {
+                let key = (f.url.clone(), f.savepoint_dir.clone());
+                if let Some(e) = clusters.get(&key) {
+                    engines.insert(name.clone(), e.clone());
+                    continue;
+                }
+                match FlinkEngine::new(f, &salt) {
+                    Ok(e) => {
+                        let e: Arc<dyn Engine> = Arc::new(e);
+                        clusters.insert(key, e.clone());
+                        engines.insert(name.clone(), e);
+                    }
+                    Err(err) => tracing::error!(env = %name, "flink engine unavailable: {err}"),
+                }
+            }
+            _ => {}
+        }
+    }
+    engines
 }
 
 /// How long the first sync may take before the stored jobs start anyway.

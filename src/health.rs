@@ -5,7 +5,7 @@
 //! [`crate::reconcile`]), which alone decides what happens next, so a job is never restarted
 //! twice whatever races between the sweep, a child's exit and a commit.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use chrono_tz::Tz;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{RunExit, RunHandle, RunStatus};
+use crate::engine::{Engine, EngineError, RunExit, RunHandle, RunStatus};
 use crate::reconcile::{Context, Reconciler};
 use crate::schedule::Schedule;
 use crate::spec::RestartPolicy;
@@ -146,7 +146,12 @@ pub async fn sweep_loop(
     }
 }
 
-/// One sweep.
+/// Runs of one engine: (job, handle).
+type JobRuns = Vec<(String, RunHandle)>;
+
+/// One sweep: one batched status call per engine instance (per cluster), all clusters at
+/// once. A cluster that does not answer reports nothing (its runs are not failed): it raises
+/// one `engine_unreachable` per outage (see [`crate::reconcile::Outages`]).
 pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
     let runs = match ctx.store.live_runs() {
         Ok(r) => r,
@@ -155,26 +160,38 @@ pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
             return;
         }
     };
-    let mut by_engine: HashMap<String, Vec<(String, RunHandle)>> = HashMap::new();
+    let mut groups: Vec<(Arc<dyn Engine>, JobRuns)> = Vec::new();
     for run in runs {
-        if let Some(handle) = run
+        let Some(handle) = run
             .handle
             .as_deref()
-            .and_then(|h| serde_json::from_str(h).ok())
-        {
-            by_engine
-                .entry(run.engine.clone())
-                .or_default()
-                .push((run.job, handle));
-        }
-    }
-    for (kind, runs) in by_engine {
-        let Some(engine) = ctx.engines.values().find(|e| e.kind() == kind) else {
+            .and_then(|h| serde_json::from_str::<RunHandle>(h).ok())
+        else {
             continue;
         };
-        let handles: Vec<RunHandle> = runs.iter().map(|(_, h)| h.clone()).collect();
-        match engine.status(&handles).await {
+        let Some(engine) = ctx.engine_of_run(&run) else {
+            continue;
+        };
+        match groups.iter_mut().find(|(e, _)| Arc::ptr_eq(e, engine)) {
+            Some((_, g)) => g.push((run.job, handle)),
+            None => groups.push((engine.clone(), vec![(run.job, handle)])),
+        }
+    }
+    let mut calls = tokio::task::JoinSet::new();
+    for (engine, runs) in groups {
+        calls.spawn(async move {
+            let handles: Vec<RunHandle> = runs.iter().map(|(_, h)| h.clone()).collect();
+            let result = engine.status(&handles).await;
+            (engine, runs, result)
+        });
+    }
+    while let Some(done) = calls.join_next().await {
+        let Ok((engine, runs, result)) = done else {
+            continue;
+        };
+        match result {
             Ok(statuses) => {
+                ctx.outages.up(&ctx.store, &engine.location());
                 for ((job, handle), status) in runs.into_iter().zip(statuses) {
                     if status != RunStatus::Running {
                         reconciler.exited(RunExit {
@@ -185,7 +202,10 @@ pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
                     }
                 }
             }
-            Err(e) => tracing::warn!(engine = %kind, "health: status failed: {e}"),
+            Err(EngineError::Unreachable(e)) => {
+                ctx.outages.down(&ctx.store, &engine.location(), &e);
+            }
+            Err(e) => tracing::warn!(engine = %engine.location(), "health: status failed: {e}"),
         }
     }
 }

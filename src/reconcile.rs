@@ -6,8 +6,17 @@
 //! whatever races between a commit, a child's exit and a timer. Failures are classed by what
 //! happens next (STYLE habit 4): an invalid spec or failed build is *stalled* until the desired
 //! spec changes; a failed run is retried after a backoff by the restart policy.
+//!
+//! Cluster engines (flink) add three things. Their runs outlive the daemon: a new daemon's actor
+//! *adopts* the run its job had (by the recorded engine id) instead of submitting it again. Their
+//! stops keep state: a savepoint upgrade, a suspend and a removal stop with a savepoint (kept in
+//! the store's savepoint history), and the next run starts from the latest savepoint or retained
+//! checkpoint. And their cluster may not answer: that is *waiting*, never a failure — the actor
+//! keeps the run it is unsure about, looks again with a backoff, raises one `engine_unreachable`
+//! per outage (see [`Outages`]), and submits again only once the cluster says the run is not
+//! there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,8 +35,9 @@ use crate::plan::{Action, diff_specs};
 use crate::repo::ProjectRepos;
 use crate::schedule::Schedule;
 use crate::settings::EngineKind;
+use crate::spec::Upgrade;
 use crate::spec::{self, JobSpec, Overlap};
-use crate::store::{JobRow, JobState, NewEvent, Store};
+use crate::store::{JobRow, JobState, NewEvent, RunRow, Store};
 
 /// How long a stopped local run gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -42,6 +52,9 @@ pub const RECOVERED_AFTER: Duration = Duration::from_secs(10);
 
 /// Why a step was abandoned at shutdown (not a failure of the job).
 const SHUTTING_DOWN: &str = "daemon shutting down";
+
+/// First and longest wait before looking again at a cluster that did not answer.
+const ENGINE_WAIT: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
 
 /// The hash the store keeps of a spec: sha256 of its JSON.
 pub fn spec_hash(json: &str) -> String {
@@ -58,12 +71,82 @@ pub struct Context {
     pub builder: Arc<Builder>,
     /// Project mirrors.
     pub projects: Arc<ProjectRepos>,
-    /// Engines by kind; a kind missing here refuses its jobs with `deploy_failed`.
-    pub engines: HashMap<EngineKind, Arc<dyn Engine>>,
+    /// Engines by env name: the local engine is shared by every local env; each cluster
+    /// (flink URL) has its own engine, shared by the envs that name it. An env missing here
+    /// refuses its jobs with `deploy_failed`.
+    pub engines: HashMap<String, Arc<dyn Engine>>,
     /// `state_dir/logs`.
     pub logs_dir: PathBuf,
     /// The daemon's metrics (job events are counted in [`Actor::event`]).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Clusters that do not answer right now.
+    pub outages: Outages,
+}
+
+impl Context {
+    /// The engine a recorded run lives on: its env's, when that env still uses the run's
+    /// engine kind; for runs recorded without an env, the first engine of that kind.
+    pub fn engine_of_run(&self, run: &RunRow) -> Option<&Arc<dyn Engine>> {
+        match run.env.as_deref().and_then(|env| self.engines.get(env)) {
+            Some(e) if e.kind() == run.engine => Some(e),
+            Some(_) => None,
+            None if run.env.is_none() => self.engines.values().find(|e| e.kind() == run.engine),
+            None => None,
+        }
+    }
+}
+
+/// Engines (clusters) that do not answer: one `engine_unreachable` event per outage, whoever
+/// notices it first (the health sweep or an actor), and an `engine_reachable` when it is over.
+#[derive(Default)]
+pub struct Outages {
+    down: Mutex<HashSet<String>>,
+}
+
+impl Outages {
+    /// `engine` (its [`Engine::location`]) did not answer.
+    pub fn down(&self, store: &Store, engine: &str, why: &str) {
+        let new = self
+            .down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(engine.to_string());
+        if new {
+            let message = format!("{engine} does not answer; waiting for it: {why}");
+            tracing::warn!(event = "engine_unreachable", "{message}");
+            let _ = store.event(&NewEvent {
+                kind: "engine_unreachable",
+                message: &message,
+                ..NewEvent::default()
+            });
+        }
+    }
+
+    /// `engine` answered.
+    pub fn up(&self, store: &Store, engine: &str) {
+        let was_down = self
+            .down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(engine);
+        if was_down {
+            let message = format!("{engine} answers again");
+            tracing::info!(event = "engine_reachable", "{message}");
+            let _ = store.event(&NewEvent {
+                kind: "engine_reachable",
+                message: &message,
+                ..NewEvent::default()
+            });
+        }
+    }
+
+    /// Whether `engine` is in an outage.
+    pub fn is_down(&self, engine: &str) -> bool {
+        self.down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(engine)
+    }
 }
 
 enum Msg {
@@ -171,6 +254,8 @@ struct Live {
     deadline: Option<Instant>,
     /// When it was submitted.
     started: Instant,
+    /// False while a cluster's answer to its submit was lost: the run may or may not exist.
+    confirmed: bool,
 }
 
 struct Actor {
@@ -200,6 +285,16 @@ struct Actor {
     /// Spec of the deployed version, with its hash and artifact.
     applied: Option<(JobSpec, String, Option<Artifact>)>,
     commit: Option<String>,
+    /// The runs a previous daemon left on cluster engines have been taken over.
+    adopted: bool,
+    /// flink: the savepoint or checkpoint the next run starts from.
+    restore: Option<String>,
+    /// When to look again at a cluster that did not answer (unconfirmed runs, a stop that
+    /// could not be made), and the wait after that.
+    retry_at: Option<Instant>,
+    retry_wait: Duration,
+    /// A converge gave up on a cluster that did not answer: converge again at `retry_at`.
+    retry_converge: bool,
 }
 
 enum Step {
@@ -226,6 +321,11 @@ impl Actor {
             pending_attempt: (0, 0),
             applied: None,
             commit: None,
+            adopted: false,
+            restore: None,
+            retry_at: None,
+            retry_wait: ENGINE_WAIT.0,
+            retry_converge: false,
         }
     }
 
@@ -242,11 +342,11 @@ impl Actor {
                 msg = rx.recv() => match msg {
                     None => return,
                     Some(Msg::Desired) => Box::pin(self.converge()).await,
-                    Some(Msg::Exit(exit)) => { Box::pin(self.on_exit(exit)).await; Step::Continue }
+                    Some(Msg::Exit(exit)) => Box::pin(self.on_exit(exit)).await,
                     Some(Msg::Follow) => { Box::pin(self.follow()).await; Step::Continue }
                     Some(Msg::Restart(who)) => Box::pin(self.restart(who)).await,
                 },
-                () = sleep_until_opt(deadline) => { Box::pin(self.on_timer()).await; Step::Continue }
+                () = sleep_until_opt(deadline) => Box::pin(self.on_timer()).await,
             };
             if let Step::Done = step {
                 return;
@@ -260,6 +360,7 @@ impl Actor {
             self.next_fire.map(|(i, _)| i),
             self.restart_at,
             self.recover_at,
+            self.retry_at,
         ]
         .into_iter()
         .flatten()
@@ -318,8 +419,14 @@ impl Actor {
             self.loaded = true;
             self.applied = applied_of(&row);
         }
+        self.adopt_once();
         let Some(desired_json) = row.desired.as_deref() else {
-            self.stop_all("job removed from the config repo").await;
+            if !self
+                .stop_all("job removed from the config repo", true)
+                .await
+            {
+                return self.wait_for_engine();
+            }
             self.applied = None;
             let _ = self.ctx.store.set_applied(&self.name, None, None, None);
             self.set_state(JobState::Stopped, Some("job file removed"));
@@ -360,8 +467,8 @@ impl Actor {
             self.failing = false;
         }
         if desired.suspend {
-            if !self.live.is_empty() {
-                self.stop_all("suspended").await;
+            if !self.live.is_empty() && !self.stop_all("suspended", true).await {
+                return self.wait_for_engine();
             }
             self.next_fire = None;
             // The build of a project that changed while suspended is not this version's: it is
@@ -440,7 +547,16 @@ impl Actor {
             .map(|(s, h, _)| (s.suspend, s.is_batch(), h));
         match applied {
             Some((false, batch, hash)) if desired.as_ref() == Some(hash) => {
-                self.stop_all(&format!("restart asked for by {who}")).await;
+                let keep_state = self
+                    .applied
+                    .as_ref()
+                    .is_some_and(|(s, _, _)| s.upgrade == Upgrade::Savepoint);
+                if !self
+                    .stop_all(&format!("restart asked for by {who}"), keep_state)
+                    .await
+                {
+                    return self.wait_for_engine();
+                }
                 self.start("restarted", &format!("restart asked for by {who}"), batch)
                     .await;
                 Step::Continue
@@ -549,7 +665,18 @@ impl Actor {
             self.set_state(self.idle_or_running(JobState::Failed), Some(DEPLOY_FAILED));
             return;
         }
-        self.stop_all("replaced by a new version").await;
+        let keep_state = desired.upgrade == Upgrade::Savepoint;
+        if !self.stop_all("replaced by a new version", keep_state).await {
+            self.set_state(
+                JobState::Deploying,
+                Some("waiting for the cluster to stop the running version"),
+            );
+            self.wait_for_engine();
+            return;
+        }
+        if !keep_state {
+            self.restore = None; // `upgrade: stateless`: the new version starts fresh
+        }
         self.applied = Some((desired, hash.clone(), artifact));
         match self.submit(false).await {
             Ok(run_id) => {
@@ -714,7 +841,16 @@ impl Actor {
                 self.event("deploy_failed", None, &reason);
                 return;
             }
-            self.stop_all("replaced by a new project commit").await;
+            let keep_state = spec.upgrade == Upgrade::Savepoint;
+            if !self
+                .stop_all("replaced by a new project commit", keep_state)
+                .await
+            {
+                return; // the cluster did not answer: the next follow tick tries again
+            }
+            if !keep_state {
+                self.restore = None;
+            }
         }
         let previous = self.applied.replace((spec.clone(), hash, Some(artifact)));
         self.record_applied();
@@ -745,11 +881,26 @@ impl Actor {
             .envs
             .get(&spec.env)
             .ok_or_else(|| format!("env `{}` is not in the daemon config", spec.env))?;
-        self.ctx
-            .engines
-            .get(&env.engine)
-            .cloned()
-            .ok_or_else(|| format!("engine `{}` is not available", env.engine.as_str()))
+        let engine = self.ctx.engines.get(&spec.env).cloned().or_else(|| {
+            // An env added by a config reload: the local engine serves it; a new cluster
+            // needs a restart of the daemon.
+            (env.engine == EngineKind::Local)
+                .then(|| {
+                    self.ctx
+                        .engines
+                        .values()
+                        .find(|e| e.kind() == "local")
+                        .cloned()
+                })
+                .flatten()
+        });
+        engine.ok_or_else(|| {
+            format!(
+                "engine `{}` of env `{}` is not available",
+                env.engine.as_str(),
+                spec.env
+            )
+        })
     }
 
     fn request(
@@ -780,6 +931,8 @@ impl Actor {
                 artifact: artifact.map(|a| a.path.clone()),
                 checkout,
                 log_path,
+                digest: artifact.map(|a| a.digest.clone()),
+                restore: self.restore.clone(),
             },
             secrets,
         ))
@@ -806,7 +959,7 @@ impl Actor {
                 &self.name,
                 self.commit.as_deref(),
                 &hash,
-                engine.kind(),
+                (engine.kind(), &spec.env),
                 &log_dir,
             )
             .map_err(|e| e.to_string())?;
@@ -818,7 +971,35 @@ impl Actor {
                 return Err(e);
             }
         };
+        // A cluster that lets jobkeeper choose the run's id: a lost answer is looked up later.
+        let chosen_id = engine.engine_id_for(&self.name, run_id);
         match engine.submit(req).await {
+            Err(EngineError::Unreachable(why)) if chosen_id.is_some() => {
+                let handle = RunHandle {
+                    run_id,
+                    engine_id: chosen_id.unwrap_or_default(),
+                    start_ticks: None,
+                };
+                let json = serde_json::to_string(&handle).unwrap_or_default();
+                if let Err(e) = self.ctx.store.set_run_running(run_id, &json) {
+                    tracing::error!(job = %self.name, "could not record run handle: {e}");
+                }
+                let location = engine.location();
+                self.ctx.outages.down(&self.ctx.store, &location, &why);
+                self.live.push(Live {
+                    run_id,
+                    handle,
+                    engine,
+                    secrets,
+                    deadline: None,
+                    started: Instant::now(),
+                    confirmed: false,
+                });
+                let why = format!("waiting for {location}, which did not answer the submit");
+                self.set_state(JobState::Deploying, Some(&why));
+                self.schedule_retry();
+                Ok(run_id)
+            }
             Ok(handle) => {
                 let json = serde_json::to_string(&handle).unwrap_or_default();
                 if let Err(e) = self.ctx.store.set_run_running(run_id, &json) {
@@ -836,6 +1017,7 @@ impl Actor {
                     secrets,
                     deadline,
                     started: Instant::now(),
+                    confirmed: true,
                 });
                 self.set_state(JobState::Running, None);
                 Ok(run_id)
@@ -860,18 +1042,36 @@ impl Actor {
         }
     }
 
-    async fn stop_all(&mut self, why: &str) {
+    /// Stops every live run (cluster runs with a savepoint when `keep_state`). False when a
+    /// cluster run could not be stopped: it stays live, and nothing new may start.
+    async fn stop_all(&mut self, why: &str, keep_state: bool) -> bool {
+        let mut kept = Vec::new();
         for live in std::mem::take(&mut self.live) {
-            self.stop_run(live, "stopped", why).await;
+            if let Err(live) = self.stop_run(live, "stopped", why, keep_state).await {
+                kept.push(live);
+            }
         }
+        let stopped = kept.is_empty();
+        self.live.extend(kept);
+        stopped
     }
 
-    /// Stops a run and records it as ended in `state` (`stopped`, or `failed` for a timeout)
-    /// once the engine says it is gone.
-    async fn stop_run(&self, live: Live, state: &str, why: &str) {
-        // The run stays live in the store until the engine says it is gone: a daemon killed
-        // during the grace period finds it at its next start and stops it then. Its exit is
-        // not taken for a failure: the actor no longer counts it as live.
+    /// Stops a run, recording it as ended in `state` (`stopped`, or `failed` for a timeout).
+    /// A local run stays live in the store until the engine says it is gone, so a daemon killed
+    /// during the grace period finds it at its next start and stops it then (its exit is not
+    /// taken for a failure: the actor no longer counts it as live). A cluster run is recorded once the cluster stopped it (with a savepoint when
+    /// `keep_state`, kept in the store and used by the next run); when the cluster does not
+    /// answer or refuses, the run is handed back: it may still be running.
+    async fn stop_run(
+        &mut self,
+        live: Live,
+        state: &str,
+        why: &str,
+        keep_state: bool,
+    ) -> Result<(), Live> {
+        if live.engine.kind() != EngineKind::Local.as_str() {
+            return self.stop_cluster_run(live, state, why, keep_state).await;
+        }
         match live.engine.stop(&live.handle, STOP_GRACE).await {
             Ok(()) => tracing::info!(job = %self.name, run = live.run_id, "stopped: {why}"),
             Err(err) => {
@@ -883,14 +1083,222 @@ impl Actor {
             }
         }
         let _ = self.ctx.store.finish_run(live.run_id, state, Some(why));
+        Ok(())
+    }
+
+    async fn stop_cluster_run(
+        &mut self,
+        live: Live,
+        state: &str,
+        why: &str,
+        keep_state: bool,
+    ) -> Result<(), Live> {
+        let location = live.engine.location();
+        let result = if keep_state {
+            match live
+                .engine
+                .stop_with_savepoint(&live.handle, STOP_GRACE)
+                .await
+            {
+                Err(EngineError::Refused(e) | EngineError::Other(e)) => {
+                    self.event(
+                        "failed",
+                        Some(live.run_id),
+                        &format!("could not stop with a savepoint ({e}); cancelling instead"),
+                    );
+                    live.engine
+                        .stop(&live.handle, STOP_GRACE)
+                        .await
+                        .map(|()| None)
+                }
+                r => r.map(|o| o.savepoint),
+            }
+        } else {
+            live.engine
+                .stop(&live.handle, STOP_GRACE)
+                .await
+                .map(|()| None)
+        };
+        match result {
+            Ok(savepoint) => {
+                self.ctx.outages.up(&self.ctx.store, &location);
+                let _ = self.ctx.store.finish_run(live.run_id, state, Some(why));
+                match savepoint {
+                    Some(sp) => {
+                        let kind = "savepoint";
+                        if let Err(e) =
+                            self.ctx
+                                .store
+                                .add_savepoint(&self.name, Some(live.run_id), &sp, kind)
+                        {
+                            tracing::error!(job = %self.name, "could not record savepoint: {e}");
+                        }
+                        self.event(
+                            "stopped",
+                            Some(live.run_id),
+                            &format!("stopped with savepoint {sp}: {why}"),
+                        );
+                        self.restore = Some(sp);
+                    }
+                    None => tracing::info!(job = %self.name, run = live.run_id, "stopped: {why}"),
+                }
+                Ok(())
+            }
+            Err(EngineError::Unreachable(e)) => {
+                self.ctx.outages.down(&self.ctx.store, &location, &e);
+                Err(live)
+            }
+            Err(e) => {
+                self.event(
+                    "failed",
+                    Some(live.run_id),
+                    &format!("could not stop run: {e}"),
+                );
+                Err(live)
+            }
+        }
+    }
+
+    /// A converge could not finish because a cluster did not answer: converge again later.
+    fn wait_for_engine(&mut self) -> Step {
+        self.retry_converge = true;
+        if self.retry_at.is_none() {
+            self.schedule_retry();
+        }
+        Step::Continue
+    }
+
+    fn schedule_retry(&mut self) {
+        self.retry_at = Some(Instant::now() + self.retry_wait);
+        self.retry_wait = (self.retry_wait * 2).min(ENGINE_WAIT.1);
+    }
+
+    /// Looks again at runs whose submit was not confirmed, then converges again if a cluster
+    /// kept a converge from finishing.
+    async fn retry(&mut self) -> Step {
+        let mut waiting = false;
+        for i in (0..self.live.len()).rev() {
+            if self.live[i].confirmed {
+                continue;
+            }
+            let (engine, handle) = (self.live[i].engine.clone(), self.live[i].handle.clone());
+            match engine.status(std::slice::from_ref(&handle)).await {
+                Ok(status) => {
+                    self.ctx.outages.up(&self.ctx.store, &engine.location());
+                    if status.first() == Some(&RunStatus::Vanished) {
+                        let live = self.live.remove(i);
+                        self.not_submitted(live).await;
+                    } else {
+                        self.live[i].confirmed = true;
+                        self.set_state(JobState::Running, None);
+                        tracing::info!(job = %self.name, run = handle.run_id, "the cluster has the run");
+                    }
+                }
+                Err(e) => {
+                    if let EngineError::Unreachable(m) = &e {
+                        self.ctx
+                            .outages
+                            .down(&self.ctx.store, &engine.location(), m);
+                    }
+                    waiting = true;
+                }
+            }
+        }
+        if std::mem::take(&mut self.retry_converge) {
+            let step = self.converge().await;
+            if let Step::Done = step {
+                return step;
+            }
+        }
+        if waiting || self.retry_converge {
+            if self.retry_at.is_none() {
+                self.schedule_retry();
+            }
+        } else {
+            self.retry_wait = ENGINE_WAIT.0;
+        }
+        Step::Continue
+    }
+
+    /// A run whose submit never reached its cluster: recorded as such and submitted again
+    /// (not a failure: the restart policy does not count it).
+    async fn not_submitted(&mut self, live: Live) {
+        let why = "never reached the cluster (its answer to the submit was lost)";
+        let _ = self.ctx.store.finish_run(live.run_id, "stopped", Some(why));
+        let batch = self.applied.as_ref().is_some_and(|(s, _, _)| s.is_batch());
+        if self.applied.is_some() && !self.gave_up {
+            self.start(
+                "started",
+                &format!("submitted again: run {} {why}", live.run_id),
+                batch,
+            )
+            .await;
+        }
+    }
+
+    /// Takes over, once, the cluster runs a previous daemon left for this job (by their
+    /// recorded engine ids), and the latest savepoint to start from.
+    fn adopt_once(&mut self) {
+        if std::mem::replace(&mut self.adopted, true) {
+            return;
+        }
+        self.restore = match self.ctx.store.savepoints(&self.name, 1) {
+            Ok(s) => s.into_iter().next().map(|s| s.location),
+            Err(_) => None,
+        };
+        let Ok(runs) = self.ctx.store.runs(&self.name, 16) else {
+            return;
+        };
+        let secrets = self
+            .applied
+            .as_ref()
+            .and_then(|(s, _, _)| {
+                let dir = self.ctx.settings.get().secrets_dir.clone();
+                spec::resolve_secrets_with_values(&s.params, dir.as_deref()).ok()
+            })
+            .map(|(_, secrets)| secrets)
+            .unwrap_or_default();
+        for run in runs.into_iter().rev() {
+            if run.state != "running" || run.engine == EngineKind::Local.as_str() {
+                continue;
+            }
+            let (Some(handle), Some(engine)) = (
+                run.handle
+                    .as_deref()
+                    .and_then(|h| serde_json::from_str::<RunHandle>(h).ok()),
+                self.ctx.engine_of_run(&run).cloned(),
+            ) else {
+                continue;
+            };
+            let msg = format!(
+                "{} job {} adopted after a daemon restart",
+                engine.location(),
+                handle.engine_id
+            );
+            self.live.push(Live {
+                run_id: run.id,
+                handle,
+                engine,
+                secrets: secrets.clone(),
+                deadline: None,
+                started: Instant::now(),
+                confirmed: true,
+            });
+            self.event("adopted", Some(run.id), &msg);
+        }
     }
 
     /// A run ended.
-    async fn on_exit(&mut self, exit: RunExit) {
+    async fn on_exit(&mut self, exit: RunExit) -> Step {
+        self.adopt_once();
         let Some(pos) = self.live.iter().position(|l| l.run_id == exit.run_id) else {
-            return; // a run this actor stopped itself
+            return Step::Continue; // a run this actor stopped itself
         };
         let live = self.live.remove(pos);
+        if !live.confirmed && exit.status == RunStatus::Vanished {
+            self.not_submitted(live).await;
+            return Step::Continue;
+        }
         let batch = self.applied.as_ref().is_some_and(|(s, _, _)| s.is_batch());
         match exit.status {
             RunStatus::Running => self.live.push(live),
@@ -924,8 +1332,34 @@ impl Actor {
                 self.event("failed", Some(live.run_id), &reason);
                 self.failing = true;
                 self.recover_at = None;
+                self.keep_checkpoint(&live).await;
+                if std::mem::take(&mut self.retry_converge) {
+                    // A new version was waiting for this run to stop: it is what starts now.
+                    self.retry_at = None;
+                    return self.converge().await;
+                }
                 self.schedule_restart(&reason, live.started.elapsed());
             }
+        }
+        Step::Continue
+    }
+
+    /// A cluster run that ended: its latest retained checkpoint (if any) is where the next run
+    /// starts from, and goes into the savepoint history.
+    async fn keep_checkpoint(&mut self, live: &Live) {
+        if live.engine.kind() == EngineKind::Local.as_str() {
+            return;
+        }
+        match live.engine.restore_point(&live.handle).await {
+            Ok(Some(cp)) => {
+                let _ =
+                    self.ctx
+                        .store
+                        .add_savepoint(&self.name, Some(live.run_id), &cp, "checkpoint");
+                self.restore = Some(cp);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(job = %self.name, "no checkpoint to restart from: {e}"),
         }
     }
 
@@ -999,8 +1433,14 @@ impl Actor {
         chrono::DateTime::from_timestamp_millis(runs.first()?.started_at)
     }
 
-    async fn on_timer(&mut self) {
+    async fn on_timer(&mut self) -> Step {
         let now = Instant::now();
+        if self.retry_at.is_some_and(|t| t <= now) {
+            self.retry_at = None;
+            if let Step::Done = self.retry().await {
+                return Step::Done;
+            }
+        }
         // Batch runs over their timeout.
         let (expired, keep): (Vec<Live>, Vec<Live>) = std::mem::take(&mut self.live)
             .into_iter()
@@ -1014,7 +1454,11 @@ impl Actor {
                 .and_then(|(s, _, _)| s.timeout)
                 .unwrap_or_default();
             let reason = format!("timed out after {}", humantime::format_duration(timeout));
-            self.stop_run(live, "failed", &reason).await;
+            if let Err(mut live) = self.stop_run(live, "failed", &reason, false).await {
+                live.deadline = Some(now + ENGINE_WAIT.1); // the cluster did not answer
+                self.live.push(live);
+                continue;
+            }
             self.event("failed", Some(run_id), &reason);
             self.schedule_restart(&reason, timeout);
         }
@@ -1061,6 +1505,7 @@ impl Actor {
             self.fire().await;
             self.schedule_next(false);
         }
+        Step::Continue
     }
 
     /// A cron tick of a batch job.
@@ -1075,7 +1520,15 @@ impl Actor {
                     self.event("skipped", None, "previous run still live (overlap: forbid)");
                     return;
                 }
-                Overlap::Replace => self.stop_all("replaced by the next scheduled run").await,
+                Overlap::Replace => {
+                    if !self
+                        .stop_all("replaced by the next scheduled run", false)
+                        .await
+                    {
+                        self.event("skipped", None, "the previous run could not be stopped");
+                        return;
+                    }
+                }
                 Overlap::Allow => {}
             }
         }
@@ -1092,7 +1545,9 @@ impl Actor {
     async fn shutdown(&mut self) {
         for live in std::mem::take(&mut self.live) {
             if live.engine.kind() == EngineKind::Local.as_str() {
-                self.stop_run(live, "stopped", "daemon shutdown").await;
+                let _ = self
+                    .stop_run(live, "stopped", "daemon shutdown", false)
+                    .await;
             }
         }
     }
@@ -1151,9 +1606,12 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// After a daemon restart: every run the store thinks is live is found and stopped (local
-/// runs are children of the daemon and are started again by their actors), before anything new
-/// starts, so no job ever runs twice.
+/// After a daemon restart, before anything new starts: every local run the store thinks is live
+/// is found and stopped (local runs are children of the daemon and are started again by their
+/// actors), so no job ever runs twice. Cluster runs stay live: their actors adopt them by their
+/// recorded ids. A cluster run whose submit was in flight when the daemon stopped is looked up
+/// by the id the engine was asked to give it; it stays live only if the cluster has it.
+/// Returns the number of runs recorded as ended.
 pub async fn recover_live_runs(ctx: &Context) -> Result<usize, crate::store::StoreError> {
     let mut n = 0;
     for run in ctx.store.live_runs()? {
@@ -1161,12 +1619,7 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, crate::store::Sto
             .handle
             .as_deref()
             .and_then(|h| serde_json::from_str(h).ok());
-        let engine = match run.engine.as_str() {
-            "local" => ctx.engines.get(&EngineKind::Local),
-            "flink" => ctx.engines.get(&EngineKind::Flink),
-            "spark" => ctx.engines.get(&EngineKind::Spark),
-            _ => None,
-        };
+        let engine = ctx.engine_of_run(&run);
         let outcome = match (handle, engine) {
             (Some(h), Some(e)) if e.kind() == EngineKind::Local.as_str() => {
                 match e.stop(&h, STOP_GRACE).await {
@@ -1200,6 +1653,28 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, crate::store::Sto
                 }
                 outcome
             }
+            (Some(h), Some(_)) => {
+                tracing::info!(job = %run.job, run = run.id, id = %h.engine_id, "cluster run left running for its job to adopt");
+                continue;
+            }
+            (None, Some(e)) if e.engine_id_for(&run.job, run.id).is_some() => {
+                let h = RunHandle {
+                    run_id: run.id,
+                    engine_id: e.engine_id_for(&run.job, run.id).unwrap_or_default(),
+                    start_ticks: None,
+                };
+                match e.status(std::slice::from_ref(&h)).await {
+                    Ok(st) if st.first() == Some(&RunStatus::Vanished) => {
+                        "never started: the daemon stopped while submitting it".to_string()
+                    }
+                    // The cluster has it, or cannot say: keep it for the actor (never twice).
+                    _ => {
+                        let json = serde_json::to_string(&h).unwrap_or_default();
+                        ctx.store.set_run_running(run.id, &json)?;
+                        continue;
+                    }
+                }
+            }
             (None, _) => "never started: the daemon stopped while submitting it".to_string(),
             _ => "lost: its engine is not available".to_string(),
         };
@@ -1214,4 +1689,51 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, crate::store::Sto
         n += 1;
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(store: &Store) -> Vec<String> {
+        let mut k: Vec<String> = store
+            .events(None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        k.reverse();
+        k
+    }
+
+    #[test]
+    fn an_outage_is_one_engine_unreachable_and_one_engine_reachable_per_cluster() {
+        let store = Store::in_memory().unwrap();
+        let outages = Outages::default();
+        outages.up(&store, "flink cluster a"); // answering: nothing to say
+        for _ in 0..5 {
+            outages.down(&store, "flink cluster a", "connection refused");
+        }
+        outages.down(&store, "flink cluster b", "timeout");
+        assert!(outages.is_down("flink cluster a"));
+        outages.up(&store, "flink cluster a");
+        outages.up(&store, "flink cluster a");
+        assert!(!outages.is_down("flink cluster a"));
+        outages.down(&store, "flink cluster a", "again");
+        assert_eq!(
+            kinds(&store),
+            [
+                "engine_unreachable",
+                "engine_unreachable",
+                "engine_reachable",
+                "engine_unreachable"
+            ]
+        );
+        let first = &store.events(None, 100).unwrap()[3];
+        assert!(first.job.is_none(), "a daemon-wide event");
+        assert!(
+            first.message.contains("flink cluster a") && first.message.contains("refused"),
+            "{first:?}"
+        );
+    }
 }

@@ -187,6 +187,8 @@ pub struct RunRow {
     pub spec_hash: String,
     /// Engine kind.
     pub engine: String,
+    /// The env it runs in (which cluster); `None` for runs recorded before envs were kept.
+    pub env: Option<String>,
     /// Engine handle (JSON), once submitted.
     pub handle: Option<String>,
     /// starting | running | succeeded | failed | stopped | lost.
@@ -323,6 +325,7 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(ALERT_SCHEMA)?;
         migrate_job_summary(&conn)?;
+        migrate(&conn)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             sink: Arc::default(),
@@ -335,6 +338,7 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(ALERT_SCHEMA)?;
         migrate_job_summary(&conn)?;
+        migrate(&conn)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             sink: Arc::default(),
@@ -500,21 +504,21 @@ impl Store {
         Ok(())
     }
 
-    /// Records a run about to be submitted; returns its id.
+    /// Records a run about to be submitted to `engine` in `env`; returns its id.
     pub fn insert_run(
         &self,
         job: &str,
         commit: Option<&str>,
         spec_hash: &str,
-        engine: &str,
+        (engine, env): (&str, &str),
         log_dir: &Path,
     ) -> Result<i64> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO runs (job, commit_id, spec_hash, engine, state, log_path, started_at)
-             VALUES (?1, ?2, ?3, ?4, 'starting', '', ?5)",
-            params![job, commit, spec_hash, engine, now_ms()],
+            "INSERT INTO runs (job, commit_id, spec_hash, engine, env, state, log_path, started_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'starting', '', ?6)",
+            params![job, commit, spec_hash, engine, env, now_ms()],
         )?;
         let id = tx.last_insert_rowid();
         let log = log_dir.join(format!("{id}.log"));
@@ -1003,7 +1007,7 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
 }
 
 const RUN_SELECT: &str = "SELECT id, job, commit_id, spec_hash, engine, handle, state, reason,
-    log_path, started_at, ended_at FROM runs";
+    log_path, started_at, ended_at, env FROM runs";
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     Ok(RunRow {
@@ -1018,12 +1022,179 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         log_path: r.get(8)?,
         started_at: r.get(9)?,
         ended_at: r.get(10)?,
+        env: r.get(11)?,
     })
+}
+
+// ───── Savepoints, and columns added after the first release ─────
+
+const SAVEPOINT_SCHEMA: &str = r"
+CREATE TABLE IF NOT EXISTS savepoints (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT NOT NULL, run_id INTEGER, location TEXT NOT NULL, kind TEXT NOT NULL,
+    time INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS savepoints_job ON savepoints(job, id);
+";
+
+/// Brings a store made by an older version up to date: new tables, and new columns added with
+/// `ALTER TABLE ... ADD COLUMN` only when `PRAGMA table_info` lacks them.
+fn migrate(conn: &Connection) -> Result<()> {
+    conn.execute_batch(SAVEPOINT_SCHEMA)?;
+    // Two processes may open one store at once (the daemon and a reader): the look and the
+    // change are one write transaction, so only one of them adds a column.
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = add_missing_columns(conn);
+    conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+    result
+}
+
+fn add_missing_columns(conn: &Connection) -> Result<()> {
+    let has_env = {
+        let mut st = conn.prepare("PRAGMA table_info(runs)")?;
+        st.query_map([], |r| r.get::<_, String>(1))?
+            .collect::<std::result::Result<Vec<_>, _>>()?
+            .iter()
+            .any(|c| c == "env")
+    };
+    if !has_env {
+        conn.execute_batch("ALTER TABLE runs ADD COLUMN env TEXT")?;
+    }
+    Ok(())
+}
+
+/// A savepoint or retained checkpoint of a job, as kept in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SavepointRow {
+    /// Row id.
+    pub id: i64,
+    /// Job name.
+    pub job: String,
+    /// The run it was taken from.
+    pub run_id: Option<i64>,
+    /// Where it is (`file:/...`, `s3://...`).
+    pub location: String,
+    /// `savepoint` (taken when stopping: upgrade, suspend, removal) or `checkpoint` (the latest
+    /// retained checkpoint of a run that failed).
+    pub kind: String,
+    /// Unix time (ms) it was recorded.
+    pub time: i64,
+}
+
+impl Store {
+    /// Records a savepoint (or retained checkpoint) of a job.
+    pub fn add_savepoint(
+        &self,
+        job: &str,
+        run_id: Option<i64>,
+        location: &str,
+        kind: &str,
+    ) -> Result<i64> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO savepoints (job, run_id, location, kind, time) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![job, run_id, location, kind, now_ms()],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// A job's savepoints and retained checkpoints, newest first.
+    pub fn savepoints(&self, job: &str, limit: usize) -> Result<Vec<SavepointRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT id, job, run_id, location, kind, time FROM savepoints WHERE job = ?1
+             ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = st
+            .query_map(params![job, limit as i64], |r| {
+                Ok(SavepointRow {
+                    id: r.get(0)?,
+                    job: r.get(1)?,
+                    run_id: r.get(2)?,
+                    location: r.get(3)?,
+                    kind: r.get(4)?,
+                    time: r.get(5)?,
+                })
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_processes_opening_one_old_store_at_once_add_the_env_column_once() {
+        // Regression: both saw no `env` column and the second ALTER failed with
+        // "duplicate column name: env".
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("old.db");
+            Connection::open(&path)
+                .unwrap()
+                .execute_batch(
+                    "PRAGMA journal_mode = WAL;
+                     CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL,
+                     commit_id TEXT, spec_hash TEXT NOT NULL, engine TEXT NOT NULL, handle TEXT,
+                     state TEXT NOT NULL, reason TEXT, log_path TEXT NOT NULL,
+                     started_at INTEGER NOT NULL, ended_at INTEGER);",
+                )
+                .unwrap();
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let opens: Vec<_> = (0..2)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Store::open(&path).map(|_| ())
+                    })
+                })
+                .collect();
+            for o in opens {
+                o.join().unwrap().unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn an_old_store_gains_the_env_column_and_the_savepoints_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL,
+                 commit_id TEXT, spec_hash TEXT NOT NULL, engine TEXT NOT NULL, handle TEXT,
+                 state TEXT NOT NULL, reason TEXT, log_path TEXT NOT NULL,
+                 started_at INTEGER NOT NULL, ended_at INTEGER);
+                 INSERT INTO runs (job, spec_hash, engine, state, log_path, started_at)
+                 VALUES ('a', 'h', 'flink', 'running', '', 1);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let runs = store.live_runs().unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].env, None);
+        drop(store);
+        let store = Store::open(&path).unwrap(); // a second open adds nothing twice
+        let id = store
+            .insert_run("a", None, "h", ("flink", "prod"), Path::new("/l"))
+            .unwrap();
+        assert_eq!(store.run(id).unwrap().unwrap().env.as_deref(), Some("prod"));
+        store
+            .add_savepoint("a", Some(id), "file:/sp/1", "savepoint")
+            .unwrap();
+        store
+            .add_savepoint("a", Some(id), "file:/cp/2", "checkpoint")
+            .unwrap();
+        let sps = store.savepoints("a", 10).unwrap();
+        assert_eq!(sps.len(), 2);
+        assert_eq!(sps[0].location, "file:/cp/2");
+        assert_eq!(sps[1].kind, "savepoint");
+        assert!(store.savepoints("b", 10).unwrap().is_empty());
+    }
 
     fn commit(id: &str) -> CommitRecord {
         CommitRecord {
@@ -1078,7 +1249,7 @@ mod tests {
     fn runs_live_until_finished_once() {
         let s = Store::in_memory().unwrap();
         let id = s
-            .insert_run("a", Some("c1"), "h", "local", Path::new("/logs/a"))
+            .insert_run("a", Some("c1"), "h", ("local", "dev"), Path::new("/logs/a"))
             .unwrap();
         assert_eq!(
             s.live_runs().unwrap()[0].log_path,

@@ -606,6 +606,8 @@ mod tests {
             artifact: None,
             checkout: None,
             log_path: dir.join("logs/team-a/clicks").join(format!("{run_id}.log")),
+            digest: None,
+            restore: None,
         }
     }
 

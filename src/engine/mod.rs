@@ -3,7 +3,12 @@
 //! The reconciler hands an engine a fully resolved [`SubmitRequest`] (secrets already read) and
 //! keeps the [`RunHandle`] it gets back in the store; everything the engine needs to find the run
 //! again after a daemon restart lives in that handle.
+//!
+//! Cluster engines ([`flink`]) keep their runs when the daemon stops: their handles are adopted
+//! by the next daemon. Their stops may take a savepoint ([`Engine::stop_with_savepoint`]), and a
+//! failed run may leave a checkpoint to resume from ([`Engine::restore_point`]).
 
+pub mod flink;
 pub mod local;
 
 use std::path::PathBuf;
@@ -29,6 +34,11 @@ pub struct SubmitRequest {
     pub checkout: Option<PathBuf>,
     /// Where the run's output goes.
     pub log_path: PathBuf,
+    /// The artifact's content digest (sha256), when there is one: cluster engines upload it
+    /// once per digest.
+    pub digest: Option<String>,
+    /// flink: the savepoint or checkpoint to start from.
+    pub restore: Option<String>,
 }
 
 /// What identifies a run to its engine; stored as JSON.
@@ -67,6 +77,13 @@ pub struct RunExit {
     pub status: RunStatus,
 }
 
+/// What a stop left behind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StopOutcome {
+    /// The savepoint taken while stopping, when one was.
+    pub savepoint: Option<String>,
+}
+
 /// Errors of an engine, classed by what happens next.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -101,6 +118,35 @@ pub trait Engine: Send + Sync {
 
     /// Stops a run gracefully, forcefully after `grace`. Stopping a run that already ended is Ok.
     async fn stop(&self, handle: &RunHandle, grace: Duration) -> Result<(), EngineError>;
+
+    /// Stops a run after taking a savepoint (flink: stop-with-savepoint), so its next version
+    /// can start from it. Engines without savepoints just stop it (the default).
+    async fn stop_with_savepoint(
+        &self,
+        handle: &RunHandle,
+        grace: Duration,
+    ) -> Result<StopOutcome, EngineError> {
+        self.stop(handle, grace)
+            .await
+            .map(|()| StopOutcome::default())
+    }
+
+    /// Where a run that ended can be resumed from (flink: its latest completed, retained
+    /// checkpoint). The default: nowhere.
+    async fn restore_point(&self, _handle: &RunHandle) -> Result<Option<String>, EngineError> {
+        Ok(None)
+    }
+
+    /// The id the engine will give run `run_id` of `job`, when the engine lets the caller choose
+    /// it (flink: the job id). A submit whose answer was lost can then be found, never repeated.
+    fn engine_id_for(&self, _job: &str, _run_id: i64) -> Option<String> {
+        None
+    }
+
+    /// Where the engine is, for messages (flink: its REST URL).
+    fn location(&self) -> String {
+        self.kind().to_string()
+    }
 
     /// Takes over the exit notifications of this engine (local: child exits are seen at once).
     /// Returns `None` after the first call and for engines that only answer `status`.

@@ -1,0 +1,96 @@
+package example;
+
+import org.apache.flink.api.common.eventtime.WatermarkStrategy;
+import org.apache.flink.api.common.functions.RichMapFunction;
+import org.apache.flink.api.common.state.ValueState;
+import org.apache.flink.api.common.state.ValueStateDescriptor;
+import org.apache.flink.api.common.typeinfo.Types;
+import org.apache.flink.api.connector.source.util.ratelimit.RateLimiterStrategy;
+import org.apache.flink.connector.datagen.source.DataGeneratorSource;
+import org.apache.flink.runtime.state.FunctionInitializationContext;
+import org.apache.flink.runtime.state.FunctionSnapshotContext;
+import org.apache.flink.streaming.api.checkpoint.CheckpointedFunction;
+import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
+import org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink;
+
+/**
+ * A small stateful streaming job: generated numbers, keyed by {@code n % 4}, counted per key in
+ * keyed state, discarded. Arguments:
+ *
+ * <ul>
+ *   <li>{@code --rate N}: records per second (default 20);
+ *   <li>{@code --tag T}: a label printed at start (change it to make a new version);
+ *   <li>{@code --mode fail --failAfter N}: throw after N records of this attempt.
+ * </ul>
+ *
+ * <p>At start each counter prints whether it was restored from a checkpoint or savepoint
+ * ({@code restored=true}) to the TaskManager's stdout; over REST, {@code GET
+ * /jobs/ID/checkpoints} shows it as {@code latest.restored}.
+ */
+public class Counter {
+    public static void main(String[] args) throws Exception {
+        long rate = 20;
+        long failAfter = -1;
+        String mode = "run";
+        String tag = "";
+        for (int i = 0; i + 1 < args.length; i += 2) {
+            switch (args[i]) {
+                case "--rate": rate = Long.parseLong(args[i + 1]); break;
+                case "--failAfter": failAfter = Long.parseLong(args[i + 1]); break;
+                case "--mode": mode = args[i + 1]; break;
+                case "--tag": tag = args[i + 1]; break;
+                default: throw new IllegalArgumentException("unknown argument " + args[i]);
+            }
+        }
+        if (!mode.equals("run") && !mode.equals("fail")) {
+            throw new IllegalArgumentException("--mode must be run or fail, not " + mode);
+        }
+        final long limit = mode.equals("fail") ? Math.max(failAfter, 0) : -1;
+
+        StreamExecutionEnvironment env = StreamExecutionEnvironment.getExecutionEnvironment();
+        DataGeneratorSource<Long> source =
+                new DataGeneratorSource<>(
+                        n -> n, Long.MAX_VALUE, RateLimiterStrategy.perSecond(rate), Types.LONG);
+        env.fromSource(source, WatermarkStrategy.noWatermarks(), "numbers")
+                .keyBy(n -> n % 4)
+                .map(new CountPerKey(limit, tag))
+                .name("count")
+                .uid("count")
+                .sinkTo(new DiscardingSink<>());
+        env.execute("flink-counter" + (tag.isEmpty() ? "" : " " + tag));
+    }
+
+    /** Counts records per key; throws after {@code limit} records of this attempt when >= 0. */
+    static class CountPerKey extends RichMapFunction<Long, Long> implements CheckpointedFunction {
+        private final long limit;
+        private final String tag;
+        private transient ValueState<Long> count;
+        private transient long seen;
+
+        CountPerKey(long limit, String tag) {
+            this.limit = limit;
+            this.tag = tag;
+        }
+
+        @Override
+        public void initializeState(FunctionInitializationContext ctx) {
+            count = ctx.getKeyedStateStore().getState(new ValueStateDescriptor<>("count", Types.LONG));
+            System.out.println("flink-counter tag=" + tag + " restored=" + ctx.isRestored());
+        }
+
+        @Override
+        public void snapshotState(FunctionSnapshotContext ctx) {}
+
+        @Override
+        public Long map(Long n) throws Exception {
+            seen++;
+            if (limit >= 0 && seen > limit) {
+                throw new IllegalStateException(
+                        "failing on purpose after " + limit + " records (--mode fail)");
+            }
+            long c = count.value() == null ? 1 : count.value() + 1;
+            count.update(c);
+            return c;
+        }
+    }
+}

@@ -1,0 +1,588 @@
+//! The `flink` engine: runs are jobs of one Apache Flink session cluster, driven over its REST
+//! API (tested against Flink 2.3.0).
+//!
+//! Owns the cluster's jars (uploaded once per artifact digest, found again by name after a
+//! daemon restart, uploaded again when the cluster lost them), job submission, the batched
+//! status of all runs (one `GET /jobs/overview` per call), failure reasons from
+//! `/jobs/{id}/exceptions`, stop-with-savepoint, cancel, and the latest retained checkpoint of a
+//! failed job.
+//!
+//! Job ids are chosen by jobkeeper ([`job_id`]): a hash of the daemon's state folder, the job
+//! name and the store's run id. A submit whose answer was lost (timeout, cluster gone) can then
+//! be looked up by that id instead of being sent again, so a run is never submitted twice.
+//!
+//! Every request has a short timeout; a cluster that does not answer is
+//! [`EngineError::Unreachable`], which callers treat as "wait and retry", never as a failed run.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::{Engine, EngineError, RunExit, RunHandle, RunStatus, StopOutcome, SubmitRequest};
+use crate::settings::FlinkSettings;
+
+/// Connect timeout of every request.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Timeout of a plain REST call.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Timeout of a jar upload.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+/// Timeout of `POST /jars/{id}/run` (the job's `main()` runs inside it).
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a savepoint may take.
+pub const SAVEPOINT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How often a savepoint or a stopping job is looked at.
+const POLL: Duration = Duration::from_millis(100);
+/// At most this many lines of a Flink stack trace go into a reason.
+const REASON_LINES: usize = 20;
+/// Flink's own name for `allowNonRestoredState`, accepted in `params.conf`.
+pub const IGNORE_UNCLAIMED_STATE: &str = "execution.savepoint.ignore-unclaimed-state";
+/// Checkpoint retention, set to [`RETENTION_DEFAULT`] unless `params.conf` says otherwise.
+pub const RETENTION_KEY: &str = "execution.checkpointing.externalized-checkpoint-retention";
+/// Checkpoints are kept when a job fails (to restart from) and deleted when it is cancelled.
+pub const RETENTION_DEFAULT: &str = "DELETE_ON_CANCELLATION";
+
+/// Flink states in which a job is still alive (or about to be).
+const LIVE_STATES: &[&str] = &[
+    "INITIALIZING",
+    "CREATED",
+    "RUNNING",
+    "RESTARTING",
+    "RECONCILING",
+    "FAILING",
+    "CANCELLING",
+    "SUSPENDED",
+];
+
+/// The Flink job id of run `run_id` of `job` for the daemon whose state folder is `salt`:
+/// 32 hex digits.
+pub fn job_id(salt: &str, job: &str, run_id: i64) -> String {
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    h.update([0]);
+    h.update(job.as_bytes());
+    h.update([0]);
+    h.update(run_id.to_string().as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+/// The first line of each Flink stack trace and its `Caused by:` lines, trimmed, at most
+/// [`REASON_LINES`] lines.
+pub fn summarize_trace(trace: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for (i, line) in trace.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with("at ") || line.starts_with("...") {
+            continue;
+        }
+        if (i == 0 || line.starts_with("Caused by:")) && !out.contains(&line) {
+            out.push(line);
+        }
+    }
+    if out.len() > REASON_LINES {
+        out.drain(1..out.len() - (REASON_LINES - 1));
+    }
+    out.join("\n")
+}
+
+/// The `errors` of a Flink error answer, summarized; the body itself when it has none.
+fn error_text(body: &Value, raw: &str) -> String {
+    match body.get("errors").and_then(Value::as_array) {
+        Some(errors) if !errors.is_empty() => errors
+            .iter()
+            .filter_map(Value::as_str)
+            .map(summarize_trace)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => raw.chars().take(500).collect(),
+    }
+}
+
+/// An Apache Flink session cluster.
+pub struct FlinkEngine {
+    /// REST base URL, without a trailing `/`.
+    base: String,
+    /// `targetDirectory` of savepoints (else the cluster's `execution.checkpointing.savepoint-dir`).
+    savepoint_dir: Option<String>,
+    /// Makes job ids unique to one daemon (its state folder).
+    salt: String,
+    /// The HTTP client.
+    http: reqwest::Client,
+    /// Artifact digest → jar id on this cluster.
+    jars: Mutex<HashMap<String, String>>,
+    /// One upload at a time, so jobs sharing an artifact upload it once.
+    upload: tokio::sync::Mutex<()>,
+}
+
+impl FlinkEngine {
+    /// An engine for the cluster of `settings`; `salt` makes its job ids unique to this daemon
+    /// (the state folder is a good one).
+    pub fn new(settings: &FlinkSettings, salt: &str) -> Result<FlinkEngine, EngineError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| EngineError::Other(format!("http client: {e}")))?;
+        Ok(FlinkEngine {
+            base: settings.url.trim_end_matches('/').to_string(),
+            savepoint_dir: settings.savepoint_dir.clone(),
+            salt: salt.to_string(),
+            http,
+            jars: Mutex::new(HashMap::new()),
+            upload: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request; returns the status and the JSON body (`Null` when not JSON).
+    async fn call(&self, req: reqwest::RequestBuilder) -> Result<(StatusCode, Value), EngineError> {
+        let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| self.unreachable(&e))?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, body))
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> EngineError {
+        let what = if e.is_timeout() {
+            "no answer in time"
+        } else if e.is_connect() {
+            "cannot connect"
+        } else {
+            "request failed"
+        };
+        EngineError::Unreachable(format!("flink {}: {what} ({e})", self.base))
+    }
+
+    /// GET that must answer 200.
+    async fn get(&self, path: &str) -> Result<Value, EngineError> {
+        let (status, body) = self.call(self.http.get(self.url(path))).await?;
+        if status.is_success() {
+            Ok(body)
+        } else if status.is_server_error() && status != StatusCode::INTERNAL_SERVER_ERROR {
+            // 502/503/504: a proxy or a JobManager still starting.
+            Err(EngineError::Unreachable(format!(
+                "flink {}: GET {path} answered {status}",
+                self.base
+            )))
+        } else {
+            Err(EngineError::Other(format!(
+                "flink GET {path} answered {status}: {}",
+                error_text(&body, &body.to_string())
+            )))
+        }
+    }
+
+    /// Every job the cluster knows: id → state.
+    pub async fn jobs(&self) -> Result<HashMap<String, String>, EngineError> {
+        let body = self.get("/jobs/overview").await?;
+        let mut out = HashMap::new();
+        for j in body["jobs"].as_array().into_iter().flatten() {
+            if let (Some(id), Some(state)) = (j["jid"].as_str(), j["state"].as_str()) {
+                out.insert(id.to_string(), state.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The jar id of an artifact on this cluster, uploading it when the cluster lacks it.
+    async fn jar_for(&self, artifact: &Path, digest: &str) -> Result<String, EngineError> {
+        let _one = self.upload.lock().await;
+        let stem = artifact
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "job".into());
+        let short = digest.get(..12).unwrap_or(digest);
+        let name = format!("{stem}-{short}.jar");
+        let listed = self.get("/jars").await?;
+        let files: Vec<(String, String)> = listed["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| Some((f["id"].as_str()?.into(), f["name"].as_str()?.into())))
+            .collect();
+        let remembered = lock(&self.jars).get(digest).cloned();
+        if let Some(id) = remembered
+            && files.iter().any(|(i, _)| *i == id)
+        {
+            return Ok(id);
+        }
+        // Uploaded by a previous daemon: its name carries the digest.
+        if let Some((id, _)) = files.iter().find(|(_, n)| *n == name) {
+            lock(&self.jars).insert(digest.to_string(), id.clone());
+            return Ok(id.clone());
+        }
+        let bytes = tokio::fs::read(artifact).await.map_err(|e| {
+            EngineError::Refused(format!("cannot read the jar {}: {e}", artifact.display()))
+        })?;
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name(name)
+            .mime_str("application/x-java-archive")
+            .map_err(|e| EngineError::Other(e.to_string()))?;
+        let form = reqwest::multipart::Form::new().part("jarfile", part);
+        // reqwest sends no `Expect: 100-continue`, which Flink's upload handler rejects.
+        let req = self
+            .http
+            .post(self.url("/jars/upload"))
+            .timeout(UPLOAD_TIMEOUT)
+            .multipart(form);
+        let (status, body) = self.call(req).await?;
+        let filename = body["filename"].as_str().unwrap_or_default();
+        if !status.is_success() || filename.is_empty() {
+            return Err(EngineError::Refused(format!(
+                "flink refused the jar upload ({status}): {}",
+                error_text(&body, &body.to_string())
+            )));
+        }
+        let id = filename.rsplit('/').next().unwrap_or(filename).to_string();
+        tracing::info!(cluster = %self.base, jar = %id, "uploaded jar");
+        lock(&self.jars).insert(digest.to_string(), id.clone());
+        Ok(id)
+    }
+
+    /// Why a FAILED job failed: its latest exception's first line and `Caused by:` lines.
+    async fn failure_reason(&self, jid: &str) -> String {
+        let body = match self.get(&format!("/jobs/{jid}/exceptions")).await {
+            Ok(b) => b,
+            Err(e) => return format!("flink job {jid} FAILED (no exception: {e})"),
+        };
+        let entry = &body["exceptionHistory"]["entries"][0];
+        let trace = entry["stacktrace"]
+            .as_str()
+            .or_else(|| body["root-exception"].as_str());
+        match trace {
+            Some(t) => format!("flink job {jid} FAILED:\n{}", summarize_trace(t)),
+            None => match entry["exceptionName"].as_str() {
+                Some(name) => format!(
+                    "flink job {jid} FAILED: {name}: {}",
+                    entry["exceptionMessage"].as_str().unwrap_or_default()
+                ),
+                None => format!("flink job {jid} FAILED"),
+            },
+        }
+    }
+
+    /// Waits until the job is no longer live (or unknown), at most `limit`.
+    async fn wait_ended(&self, jid: &str, limit: Duration) -> Result<(), EngineError> {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            let state = self.jobs().await?.remove(jid);
+            if state
+                .as_ref()
+                .is_none_or(|s| !LIVE_STATES.contains(&s.as_str()))
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= until {
+                return Err(EngineError::Other(format!(
+                    "flink job {jid} still {} after {}",
+                    state.unwrap_or_default(),
+                    humantime::format_duration(limit)
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// True when the cluster does not know the job or it has ended.
+    async fn ended(&self, jid: &str) -> Result<bool, EngineError> {
+        Ok(self
+            .jobs()
+            .await?
+            .get(jid)
+            .is_none_or(|s| !LIVE_STATES.contains(&s.as_str())))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[async_trait::async_trait]
+impl Engine for FlinkEngine {
+    fn kind(&self) -> &'static str {
+        "flink"
+    }
+
+    fn location(&self) -> String {
+        format!("flink cluster {}", self.base)
+    }
+
+    async fn preflight(&self, req: &SubmitRequest) -> Result<(), EngineError> {
+        match &req.artifact {
+            Some(a) if a.is_file() => Ok(()),
+            Some(a) => Err(EngineError::Refused(format!(
+                "flink runs a jar: the artifact {} is not a file (set `project.artifact` to the jar)",
+                a.display()
+            ))),
+            None => Err(EngineError::Refused(
+                "flink runs a jar: the job needs a `project` whose build makes one".into(),
+            )),
+        }
+    }
+
+    async fn submit(&self, req: SubmitRequest) -> Result<RunHandle, EngineError> {
+        self.preflight(&req).await?;
+        let artifact = req.artifact.clone().unwrap_or_default();
+        let digest = match &req.digest {
+            Some(d) => d.clone(),
+            None => {
+                let bytes = tokio::fs::read(&artifact)
+                    .await
+                    .map_err(|e| EngineError::Refused(format!("cannot read the jar: {e}")))?;
+                hex::encode(Sha256::digest(&bytes))
+            }
+        };
+        let jar = self.jar_for(&artifact, &digest).await?;
+        let jid = job_id(&self.salt, &req.job, req.run_id);
+        let mut conf: serde_json::Map<String, Value> = req
+            .params
+            .conf
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        conf.entry(RETENTION_KEY)
+            .or_insert_with(|| Value::String(RETENTION_DEFAULT.into()));
+        let mut body = json!({
+            "programArgsList": req.params.args,
+            "jobId": jid,
+            "allowNonRestoredState": req.params.conf.get(IGNORE_UNCLAIMED_STATE).is_some_and(|v| v == "true"),
+            "flinkConfiguration": conf,
+        });
+        if let Some(c) = &req.params.main_class {
+            body["entryClass"] = json!(c);
+        }
+        if let Some(p) = req.params.parallelism {
+            body["parallelism"] = json!(p);
+        }
+        if let Some(sp) = &req.restore {
+            body["savepointPath"] = json!(sp);
+        }
+        let post = self
+            .http
+            .post(self.url(&format!("/jars/{jar}/run")))
+            .timeout(RUN_TIMEOUT)
+            .json(&body);
+        let (status, answer) = self.call(post).await?;
+        let note = match (&req.restore, status.is_success()) {
+            (Some(sp), true) => format!("submitted to {} as job {jid} from {sp}\n", self.base),
+            (None, true) => format!("submitted to {} as job {jid}\n", self.base),
+            (_, false) => format!(
+                "{} refused the job ({status}):\n{}\n",
+                self.base,
+                error_text(&answer, &answer.to_string())
+            ),
+        };
+        write_log(&req.log_path, &note).await;
+        if status == StatusCode::BAD_REQUEST || status == StatusCode::INTERNAL_SERVER_ERROR {
+            return Err(EngineError::Refused(format!(
+                "flink refused the job ({status}): {}",
+                error_text(&answer, &answer.to_string())
+            )));
+        }
+        if !status.is_success() {
+            // 502/503/504 and the like: the job may or may not exist; the caller looks it up.
+            return Err(EngineError::Unreachable(format!(
+                "flink {}: run answered {status}",
+                self.base
+            )));
+        }
+        let id = answer["jobid"].as_str().unwrap_or(&jid).to_string();
+        Ok(RunHandle {
+            run_id: req.run_id,
+            engine_id: id,
+            start_ticks: None,
+        })
+    }
+
+    async fn status(&self, handles: &[RunHandle]) -> Result<Vec<RunStatus>, EngineError> {
+        if handles.is_empty() {
+            return Ok(Vec::new());
+        }
+        let jobs = self.jobs().await?;
+        let mut out = Vec::with_capacity(handles.len());
+        for h in handles {
+            out.push(match jobs.get(&h.engine_id).map(String::as_str) {
+                None => RunStatus::Vanished,
+                Some("FINISHED") => RunStatus::Succeeded,
+                Some("FAILED") => RunStatus::Failed(self.failure_reason(&h.engine_id).await),
+                Some("CANCELED") => RunStatus::Failed(format!(
+                    "flink job {} canceled outside jobkeeper",
+                    h.engine_id
+                )),
+                // Alive, or on its way to an end the next sweep sees.
+                Some(_) => RunStatus::Running,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn stop(&self, handle: &RunHandle, grace: Duration) -> Result<(), EngineError> {
+        let jid = &handle.engine_id;
+        let req = self
+            .http
+            .patch(self.url(&format!("/jobs/{jid}")))
+            .query(&[("mode", "cancel")]);
+        let (status, body) = self.call(req).await?;
+        if !status.is_success() && status != StatusCode::NOT_FOUND && !self.ended(jid).await? {
+            return Err(EngineError::Other(format!(
+                "flink could not cancel job {jid} ({status}): {}",
+                error_text(&body, &body.to_string())
+            )));
+        }
+        self.wait_ended(jid, grace.max(Duration::from_secs(30)))
+            .await
+    }
+
+    async fn stop_with_savepoint(
+        &self,
+        handle: &RunHandle,
+        _grace: Duration,
+    ) -> Result<StopOutcome, EngineError> {
+        let jid = &handle.engine_id;
+        let mut body = json!({"drain": false});
+        if let Some(dir) = &self.savepoint_dir {
+            body["targetDirectory"] = json!(dir);
+        }
+        let post = self
+            .http
+            .post(self.url(&format!("/jobs/{jid}/stop")))
+            .json(&body);
+        let (status, answer) = self.call(post).await?;
+        let Some(request) = answer["request-id"]
+            .as_str()
+            .filter(|_| status.is_success())
+        else {
+            if self.ended(jid).await? {
+                return Ok(StopOutcome::default()); // nothing left to stop
+            }
+            return Err(EngineError::Other(format!(
+                "flink refused to stop job {jid} with a savepoint ({status}): {}",
+                error_text(&answer, &answer.to_string())
+            )));
+        };
+        let until = tokio::time::Instant::now() + SAVEPOINT_TIMEOUT;
+        loop {
+            let op = self
+                .get(&format!("/jobs/{jid}/savepoints/{request}"))
+                .await?;
+            if op["status"]["id"] == "COMPLETED" {
+                if let Some(location) = op["operation"]["location"].as_str() {
+                    self.wait_ended(jid, Duration::from_secs(30)).await?;
+                    return Ok(StopOutcome {
+                        savepoint: Some(location.to_string()),
+                    });
+                }
+                let cause = op["operation"]["failure-cause"]["stack-trace"]
+                    .as_str()
+                    .map(summarize_trace)
+                    .unwrap_or_else(|| op["operation"].to_string());
+                return Err(EngineError::Other(format!(
+                    "savepoint of flink job {jid} failed: {cause}"
+                )));
+            }
+            if tokio::time::Instant::now() >= until {
+                return Err(EngineError::Other(format!(
+                    "savepoint of flink job {jid} not done after {}",
+                    humantime::format_duration(SAVEPOINT_TIMEOUT)
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn restore_point(&self, handle: &RunHandle) -> Result<Option<String>, EngineError> {
+        // Only a FAILED job's checkpoints are kept (see RETENTION_DEFAULT); a cancelled job's
+        // are deleted with it.
+        let state = self.jobs().await?.remove(&handle.engine_id);
+        if state.as_deref() != Some("FAILED") {
+            return Ok(None);
+        }
+        let path = format!("/jobs/{}/checkpoints", handle.engine_id);
+        let (status, body) = self.call(self.http.get(self.url(&path))).await?;
+        if !status.is_success() {
+            return Ok(None);
+        }
+        Ok(body["latest"]["completed"]["external_path"]
+            .as_str()
+            .filter(|p| !p.is_empty() && *p != "<checkpoint-not-externally-addressable>")
+            .map(str::to_string))
+    }
+
+    fn engine_id_for(&self, job: &str, run_id: i64) -> Option<String> {
+        Some(job_id(&self.salt, job, run_id))
+    }
+
+    fn take_exits(&self) -> Option<mpsc::UnboundedReceiver<RunExit>> {
+        None
+    }
+}
+
+/// Appends a note to a run's log (what was submitted where, or why it was refused).
+async fn write_log(path: &Path, note: &str) {
+    use tokio::io::AsyncWriteExt;
+    if let Some(dir) = path.parent() {
+        let _ = tokio::fs::create_dir_all(dir).await;
+    }
+    if let Ok(mut f) = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+    {
+        let _ = f.write_all(note.as_bytes()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_are_32_hex_digits_and_differ_by_daemon_job_and_run() {
+        let a = job_id("/var/lib/jobkeeper", "clicks", 7);
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(a, job_id("/var/lib/jobkeeper", "clicks", 7));
+        assert_ne!(a, job_id("/var/lib/jobkeeper", "clicks", 8));
+        assert_ne!(a, job_id("/var/lib/jobkeeper", "views", 7));
+        assert_ne!(a, job_id("/srv/jobkeeper", "clicks", 7));
+    }
+
+    #[test]
+    fn a_trace_is_summarized_to_its_first_and_caused_by_lines() {
+        let trace = "org.apache.flink.runtime.JobException: Recovery is suppressed\n\
+                     \tat org.apache.flink.Foo.bar(Foo.java:1)\n\
+                     \t... 3 more\n\
+                     Caused by: java.lang.IllegalStateException: failing on purpose\n\
+                     \tat example.Counter.map(Counter.java:9)\n";
+        assert_eq!(
+            summarize_trace(trace),
+            "org.apache.flink.runtime.JobException: Recovery is suppressed\n\
+             Caused by: java.lang.IllegalStateException: failing on purpose"
+        );
+        let long: String = (0..50).map(|i| format!("Caused by: E{i}\n")).collect();
+        let s = summarize_trace(&format!("top\n{long}"));
+        assert_eq!(s.lines().count(), REASON_LINES);
+        assert!(s.starts_with("top\n") && s.ends_with("E49"), "{s}");
+    }
+
+    #[test]
+    fn error_answers_keep_their_errors_text() {
+        let body = json!({"errors": ["org.apache.flink.X: Could not run\n\tat a.b(C.java:1)\nCaused by: java.lang.ClassNotFoundException: nope"]});
+        assert_eq!(
+            error_text(&body, ""),
+            "org.apache.flink.X: Could not run\nCaused by: java.lang.ClassNotFoundException: nope"
+        );
+        assert_eq!(error_text(&Value::Null, "plain"), "plain");
+    }
+}

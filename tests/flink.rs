@@ -1,0 +1,494 @@
+//! The flink engine end to end against a real Apache Flink 2.3.0 session cluster, with a small
+//! stateful job (example-repo/projects/flink-counter) built from its Java source by the daemon.
+//!
+//! `scripts/test.sh` starts the cluster with `scripts/flink.sh` and exports
+//! `JOBKEEPER_FLINK_URL` and `JOBKEEPER_FLINK_LIB`; without them these tests fail (they do not
+//! skip). The outage test starts and stops a second cluster of its own. Every test cancels the
+//! Flink jobs it started, even when it fails.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+fn need(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: the flink tests need a running Flink cluster. Run scripts/test.sh, \
+             or: scripts/flink.sh start /tmp/jk-flink 18081 && export \
+             JOBKEEPER_FLINK_URL=http://127.0.0.1:18081 JOBKEEPER_FLINK_LIB=$(scripts/flink.sh lib)"
+        )
+    })
+}
+
+fn flink_url() -> String {
+    need("JOBKEEPER_FLINK_URL")
+}
+
+fn flink_lib() -> String {
+    need("JOBKEEPER_FLINK_LIB")
+}
+
+async fn rest(url: &str, path: &str) -> Value {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    match client.get(format!("{url}{path}")).send().await {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+/// Flink state of a job (`None` when the cluster does not know it).
+async fn flink_state(url: &str, jid: &str) -> Option<String> {
+    let o = rest(url, "/jobs/overview").await;
+    o["jobs"]
+        .as_array()?
+        .iter()
+        .find(|j| j["jid"] == jid)
+        .and_then(|j| j["state"].as_str().map(str::to_string))
+}
+
+fn engine_id(run: &jobkeeper::store::RunRow) -> String {
+    run.handle
+        .as_deref()
+        .and_then(|h| serde_json::from_str::<Value>(h).ok())
+        .and_then(|v| v["engine_id"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Cancels, on drop, every Flink job the test's store knows (the test may have failed).
+struct Cleanup {
+    url: String,
+    db: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let Ok(store) = jobkeeper::store::Store::open(&self.db) else {
+            return;
+        };
+        for job in store.jobs().unwrap_or_default() {
+            for run in store.runs(&job.name, 100).unwrap_or_default() {
+                let id = engine_id(&run);
+                if !id.is_empty() {
+                    let _ = std::process::Command::new("curl")
+                        .args(["-s", "-m", "5", "-o", "/dev/null", "-X", "PATCH"])
+                        .arg(format!("{}/jobs/{id}?mode=cancel", self.url))
+                        .status();
+                }
+            }
+        }
+    }
+}
+
+/// A config repo holding the flink-counter project (copied from example-repo) and a daemon
+/// config with a `flink` env on `url`.
+fn setup(root: &Path, url: &str) -> (Git, String) {
+    let git = Git::new(root, "config");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/flink-counter");
+    git.write(
+        "projects/flink-counter/build.sh",
+        &std::fs::read_to_string(src.join("build.sh")).unwrap(),
+    );
+    git.write(
+        "projects/flink-counter/src/example/Counter.java",
+        &std::fs::read_to_string(src.join("src/example/Counter.java")).unwrap(),
+    );
+    let savepoints = root.join("savepoints");
+    let extra = format!(
+        "  flink: {{engine: flink, flink: {{url: \"{url}\", savepoint_dir: \"file://{}\"}}}}\nhealth: {{interval: 1s}}\n",
+        savepoints.display()
+    );
+    let cfg = config(root, &git, &extra);
+    (git, cfg)
+}
+
+/// A flink-counter job file.
+fn counter(args: &[&str], extra: &str) -> String {
+    let args: Vec<String> = args.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "project:\n  repo: .\n  dir: projects/flink-counter\n  build: sh build.sh \"{}\"\n  artifact: out/flink-counter.jar\n\
+         env: flink\nparams:\n  main_class: example.Counter\n  args: [{}]\n  parallelism: 1\n\
+         \x20 conf: {{execution.checkpointing.interval: \"500ms\"}}\n{extra}",
+        flink_lib(),
+        args.join(", ")
+    )
+}
+
+/// Waits for the job's only live run to be RUNNING on the cluster (and not one of `not`);
+/// returns (run id, job id).
+async fn running(d: &Daemon, url: &str, name: &str, not: &[String]) -> (i64, String) {
+    let start = std::time::Instant::now();
+    loop {
+        if let [run] = d.live_runs(name).as_slice() {
+            let jid = engine_id(run);
+            if !not.contains(&jid) && flink_state(url, &jid).await.as_deref() == Some("RUNNING") {
+                return (run.id, jid);
+            }
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "timed out after {LIMIT:?} waiting for {name} RUNNING on flink; events: {:#?}",
+            d.events(name)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `latest.restored` of a job's checkpoint statistics, once there is one.
+async fn restored_from(url: &str, jid: &str) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let c = rest(url, &format!("/jobs/{jid}/checkpoints")).await;
+        let r = &c["latest"]["restored"];
+        if r.is_object() {
+            return r.clone();
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "timed out waiting for job {jid} to report its restore: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_then_a_savepoint_upgrade_restores_the_new_run_and_removal_keeps_a_savepoint() {
+    let url = flink_url();
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = Cleanup {
+        url: url.clone(),
+        db: tmp.path().join("state/jobkeeper.db"),
+    };
+    git.write("jobs/counter.yaml", &counter(&["--tag", "v1"], ""));
+    git.commit_push("a flink job");
+    let d = start(tmp.path(), &cfg).await;
+    let (run1, jid1) = running(&d, &url, "counter", &[]).await;
+    assert_eq!(d.job("counter").unwrap().state, "running");
+
+    // Change the args: stop with a savepoint, start the new version from it.
+    git.write("jobs/counter.yaml", &counter(&["--tag", "v2"], ""));
+    git.commit_push("new args");
+    let (run2, jid2) = running(&d, &url, "counter", std::slice::from_ref(&jid1)).await;
+    assert_ne!(run1, run2);
+    assert_eq!(flink_state(&url, &jid1).await.as_deref(), Some("FINISHED"));
+    let sps = d.store.savepoints("counter", 10).unwrap();
+    assert_eq!(sps.len(), 1, "{sps:?}");
+    assert_eq!(
+        (sps[0].kind.as_str(), sps[0].run_id),
+        ("savepoint", Some(run1))
+    );
+    let restored = restored_from(&url, &jid2).await;
+    assert_eq!(restored["is_savepoint"], true, "{restored}");
+    assert_eq!(
+        restored["external_path"].as_str(),
+        Some(sps[0].location.as_str()),
+        "{restored}"
+    );
+    assert!(
+        d.events("counter")
+            .iter()
+            .any(|e| e.kind == "stopped" && e.message.contains(&sps[0].location)),
+        "the upgrade's stop names its savepoint"
+    );
+
+    // Removal: stopped with a savepoint, history kept.
+    git.remove("jobs/counter.yaml");
+    git.commit_push("remove it");
+    wait_for("counter stopped", LIMIT, || {
+        d.job("counter").is_some_and(|j| j.state == "stopped")
+    })
+    .await;
+    assert_eq!(flink_state(&url, &jid2).await.as_deref(), Some("FINISHED"));
+    let sps = d.store.savepoints("counter", 10).unwrap();
+    assert_eq!(sps.len(), 2, "{sps:?}");
+    assert_eq!(
+        (sps[0].kind.as_str(), sps[0].run_id),
+        ("savepoint", Some(run2))
+    );
+    assert!(d.live_runs("counter").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_stops_with_a_savepoint_and_resuming_starts_from_it() {
+    let url = flink_url();
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = Cleanup {
+        url: url.clone(),
+        db: tmp.path().join("state/jobkeeper.db"),
+    };
+    git.write("jobs/pause.yaml", &counter(&["--tag", "p"], ""));
+    git.commit_push("a flink job");
+    let d = start(tmp.path(), &cfg).await;
+    let (run1, jid1) = running(&d, &url, "pause", &[]).await;
+
+    git.write(
+        "jobs/pause.yaml",
+        &counter(&["--tag", "p"], "suspend: true\n"),
+    );
+    git.commit_push("suspend it");
+    wait_for("suspended", LIMIT, || {
+        d.job("pause").is_some_and(|j| j.state == "suspended")
+    })
+    .await;
+    assert_eq!(flink_state(&url, &jid1).await.as_deref(), Some("FINISHED"));
+    let sps = d.store.savepoints("pause", 10).unwrap();
+    assert_eq!(sps.len(), 1, "{sps:?}");
+    assert_eq!(
+        (sps[0].kind.as_str(), sps[0].run_id),
+        ("savepoint", Some(run1))
+    );
+
+    git.write("jobs/pause.yaml", &counter(&["--tag", "p"], ""));
+    git.commit_push("resume it");
+    let (_, jid2) = running(&d, &url, "pause", std::slice::from_ref(&jid1)).await;
+    let restored = restored_from(&url, &jid2).await;
+    assert_eq!(
+        restored["external_path"].as_str(),
+        Some(sps[0].location.as_str()),
+        "{restored}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_job_restarts_from_its_checkpoint_then_gives_up_with_the_flink_reason() {
+    let url = flink_url();
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = Cleanup {
+        url: url.clone(),
+        db: tmp.path().join("state/jobkeeper.db"),
+    };
+    let restart = "restart: {attempts: 2, window: 1h, backoff: 1s, max_backoff: 1s}\n";
+    git.write(
+        "jobs/crash.yaml",
+        &counter(
+            &["--mode", "fail", "--failAfter", "60", "--rate", "20"],
+            restart,
+        ),
+    );
+    git.commit_push("a job that throws");
+    let d = start(tmp.path(), &cfg).await;
+    wait_for("gave_up", Duration::from_secs(150), || {
+        d.job("crash").is_some_and(|j| j.state == "gave_up")
+    })
+    .await;
+    let runs = d.runs("crash");
+    assert_eq!(runs.len(), 3, "the first run and 2 restarts: {runs:#?}");
+    assert!(runs.iter().all(|r| r.state == "failed"), "{runs:#?}");
+    let reason = runs[0].reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("Caused by:") && reason.contains("failing on purpose after 60 records"),
+        "{reason}"
+    );
+    let gave_up = d
+        .events("crash")
+        .into_iter()
+        .find(|e| e.kind == "gave_up")
+        .unwrap();
+    assert!(
+        gave_up.message.contains("failing on purpose"),
+        "{gave_up:?}"
+    );
+
+    // Each restart started from the checkpoint the failed run left.
+    let cps = d.store.savepoints("crash", 10).unwrap();
+    assert_eq!(cps.len(), 3, "one checkpoint per failed run: {cps:#?}");
+    assert!(cps.iter().all(|c| c.kind == "checkpoint"));
+    let first_cp = cps
+        .iter()
+        .find(|c| c.run_id == Some(runs[2].id))
+        .unwrap()
+        .location
+        .clone();
+    let restored = restored_from(&url, &engine_id(&runs[1])).await;
+    // (Flink counts a checkpoint given as `savepointPath` as a savepoint: the path tells.)
+    assert_eq!(
+        restored["external_path"].as_str(),
+        Some(first_cp.as_str()),
+        "{restored}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_the_cluster_refuses_is_deploy_failed_with_its_error_text() {
+    let url = flink_url();
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = Cleanup {
+        url: url.clone(),
+        db: tmp.path().join("state/jobkeeper.db"),
+    };
+    git.write("jobs/bad.yaml", &counter(&["--mode", "explode"], ""));
+    git.commit_push("main() throws");
+    let d = start(tmp.path(), &cfg).await;
+    wait_for("deploy_failed", LIMIT, || {
+        d.has_event("bad", "deploy_failed")
+    })
+    .await;
+    let e = d
+        .events("bad")
+        .into_iter()
+        .find(|e| e.kind == "deploy_failed")
+        .unwrap();
+    assert!(e.message.contains("--mode must be run or fail"), "{e:?}");
+    let overview = rest(&url, "/jobs/overview").await;
+    let ours = d.runs("bad").iter().map(engine_id).collect::<Vec<_>>();
+    assert!(
+        !overview["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| ours.iter().any(|o| j["jid"] == o.as_str())),
+        "a refused run creates no job"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_restart_adopts_the_running_job_and_submits_nothing() {
+    let url = flink_url();
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = Cleanup {
+        url: url.clone(),
+        db: tmp.path().join("state/jobkeeper.db"),
+    };
+    git.write("jobs/adopt.yaml", &counter(&["--tag", "adopt"], ""));
+    git.commit_push("a flink job");
+    let mut d = start(tmp.path(), &cfg).await;
+    let (run, jid) = running(&d, &url, "adopt", &[]).await;
+    d.stop().await;
+    assert_eq!(
+        flink_state(&url, &jid).await.as_deref(),
+        Some("RUNNING"),
+        "a daemon stop leaves cluster jobs running"
+    );
+
+    let d = start(tmp.path(), &cfg).await;
+    wait_for("adopted", LIMIT, || d.has_event("adopt", "adopted")).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // a few health sweeps
+    let runs = d.runs("adopt");
+    assert_eq!(runs.len(), 1, "no new run: {runs:#?}");
+    assert_eq!((runs[0].id, runs[0].state.as_str()), (run, "running"));
+    assert_eq!(flink_state(&url, &jid).await.as_deref(), Some("RUNNING"));
+    assert_eq!(d.job("adopt").unwrap().state, "running");
+
+    // The adopted run is the job's live run: a change upgrades it with a savepoint.
+    git.write("jobs/adopt.yaml", &counter(&["--tag", "adopt2"], ""));
+    git.commit_push("new args");
+    let (_, jid2) = running(&d, &url, "adopt", std::slice::from_ref(&jid)).await;
+    assert_eq!(flink_state(&url, &jid).await.as_deref(), Some("FINISHED"));
+    assert_eq!(restored_from(&url, &jid2).await["is_savepoint"], true);
+}
+
+/// Starts (or stops) a cluster of this test's own with scripts/flink.sh.
+fn own_cluster(action: &str, dir: &Path, port: u16) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/flink.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg(action)
+        .arg(dir)
+        .arg(port.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "flink.sh {action}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct StopCluster(PathBuf);
+
+impl Drop for StopCluster {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/flink.sh");
+        let _ = std::process::Command::new("bash")
+            .arg(script)
+            .arg("stop")
+            .arg(&self.0)
+            .output();
+    }
+}
+
+async fn overview_jobs(url: &str) -> Vec<(String, String, String)> {
+    rest(url, "/jobs/overview").await["jobs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|j| {
+            let s = |k: &str| j[k].as_str().unwrap_or_default().to_string();
+            (s("jid"), s("name"), s("state"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_outage_is_one_alert_no_failure_and_no_duplicate_submission() {
+    let _ = flink_lib();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let cluster = tmp.path().join("cluster");
+    own_cluster("start", &cluster, port);
+    let _stop = StopCluster(cluster.clone());
+    let (git, cfg) = setup(tmp.path(), &url);
+    git.write("jobs/svc.yaml", &counter(&["--tag", "before"], ""));
+    git.commit_push("a flink job");
+    let d = start(tmp.path(), &cfg).await;
+    let (_, jid1) = running(&d, &url, "svc", &[]).await;
+
+    own_cluster("stop", &cluster, port);
+    let unreachable = || {
+        d.store
+            .events(None, 500)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "engine_unreachable")
+            .count()
+    };
+    wait_for("engine_unreachable", LIMIT, || unreachable() == 1).await;
+    // A change while the cluster is down waits for it: nothing is stopped or started.
+    git.write("jobs/svc.yaml", &counter(&["--tag", "after"], ""));
+    git.commit_push("new args while the cluster is down");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(unreachable(), 1, "one engine_unreachable per outage");
+    assert!(!d.has_event("svc", "failed"), "{:#?}", d.events("svc"));
+    assert!(!d.has_event("svc", "gave_up"));
+
+    own_cluster("start", &cluster, port);
+    let (_, jid2) = running(&d, &url, "svc", std::slice::from_ref(&jid1)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // a few sweeps after the outage
+    let jobs = overview_jobs(&url).await;
+    assert_eq!(jobs.len(), 1, "submitted once after the outage: {jobs:?}");
+    assert_eq!(jobs[0].0, jid2);
+    assert_eq!(jobs[0].1, "flink-counter after");
+    assert_eq!(d.live_runs("svc").len(), 1);
+    assert_eq!(unreachable(), 1);
+    let reachable = d
+        .store
+        .events(None, 500)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "engine_reachable")
+        .count();
+    assert_eq!(reachable, 1);
+}
