@@ -949,27 +949,32 @@ impl Store {
 /// Adds each job's latest event id and restart count, kept by a trigger on `events`, so lists
 /// of jobs need no scan of the event history. Existing stores are filled in once.
 fn migrate_job_summary(conn: &Connection) -> rusqlite::Result<()> {
-    let has: bool = conn
-        .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'last_event_id'")?
-        .exists([])?;
-    if !has {
+    // The look and the change are one write transaction: two processes opening one store at
+    // once (the daemon and a reader) add the columns once.
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        let has: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'last_event_id'")?
+            .exists([])?;
+        if !has {
+            conn.execute_batch(
+                "ALTER TABLE jobs ADD COLUMN last_event_id INTEGER;
+                 ALTER TABLE jobs ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;
+                 UPDATE jobs SET
+                     last_event_id = (SELECT MAX(id) FROM events WHERE job = jobs.name),
+                     restarts = (SELECT COUNT(*) FROM events WHERE job = jobs.name AND kind = 'restarted');",
+            )?;
+        }
         conn.execute_batch(
-            "BEGIN;
-             ALTER TABLE jobs ADD COLUMN last_event_id INTEGER;
-             ALTER TABLE jobs ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;
-             UPDATE jobs SET
-                 last_event_id = (SELECT MAX(id) FROM events WHERE job = jobs.name),
-                 restarts = (SELECT COUNT(*) FROM events WHERE job = jobs.name AND kind = 'restarted');
-             COMMIT;",
-        )?;
-    }
-    conn.execute_batch(
-        "CREATE TRIGGER IF NOT EXISTS jobs_event_summary AFTER INSERT ON events
-         WHEN NEW.job IS NOT NULL BEGIN
-             UPDATE jobs SET last_event_id = NEW.id, restarts = restarts + (NEW.kind = 'restarted')
-             WHERE name = NEW.job;
-         END;",
-    )
+            "CREATE TRIGGER IF NOT EXISTS jobs_event_summary AFTER INSERT ON events
+             WHEN NEW.job IS NOT NULL BEGIN
+                 UPDATE jobs SET last_event_id = NEW.id, restarts = restarts + (NEW.kind = 'restarted')
+                 WHERE name = NEW.job;
+             END;",
+        )
+    })();
+    conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+    result
 }
 
 const JOB_SELECT: &str = "SELECT name, path, desired, desired_hash, desired_commit, applied,

@@ -132,8 +132,14 @@ pub async fn start(root: &Path, config_text: &str) -> Daemon {
     let cancel = CancellationToken::new();
     let handle = tokio::spawn(jobkeeper::daemon::run(settings, listener, cancel.clone()));
     let db = state_dir.join("jobkeeper.db");
-    wait_for("the store file", Duration::from_secs(10), || db.exists()).await;
-    let store = Store::open(&db).unwrap();
+    // The daemon may still be setting the store up (WAL mode, migrations): retry briefly.
+    let mut store = None;
+    wait_for("the store", Duration::from_secs(10), || {
+        store = db.exists().then(|| Store::open(&db).ok()).flatten();
+        store.is_some()
+    })
+    .await;
+    let store = store.unwrap();
     Daemon {
         cancel,
         handle: Some(handle),
