@@ -37,6 +37,10 @@ const UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a savepoint may take.
 pub const SAVEPOINT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How many times a stop-with-savepoint is tried before the caller is told it failed.
+const SAVEPOINT_ATTEMPTS: u32 = 3;
+/// How long a stop-with-savepoint waits for a deploying job's tasks to run.
+const TASKS_WAIT: Duration = Duration::from_secs(60);
 /// How often a savepoint or a stopping job is looked at.
 const POLL: Duration = Duration::from_millis(100);
 /// At most this many lines of a Flink stack trace go into a reason.
@@ -301,6 +305,78 @@ impl FlinkEngine {
             .get(jid)
             .is_none_or(|s| !LIVE_STATES.contains(&s.as_str())))
     }
+    /// Waits until every task of a live job runs, at most `limit` (then goes on: the savepoint
+    /// will say what is wrong).
+    async fn wait_tasks_running(&self, jid: &str, limit: Duration) -> Result<(), EngineError> {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            let body = self.get("/jobs/overview").await?;
+            let job = body["jobs"]
+                .as_array()
+                .and_then(|jobs| jobs.iter().find(|j| j["jid"] == jid).cloned());
+            let ready = job.is_none_or(|j| {
+                !LIVE_STATES.contains(&j["state"].as_str().unwrap_or_default())
+                    || (j["state"] == "RUNNING" && j["tasks"]["running"] == j["tasks"]["total"])
+            });
+            if ready || tokio::time::Instant::now() >= until {
+                return Ok(());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// One stop-with-savepoint: trigger, then poll until the savepoint is done.
+    async fn savepoint_and_stop(&self, jid: &str) -> Result<StopOutcome, EngineError> {
+        let mut body = json!({"drain": false});
+        if let Some(dir) = &self.savepoint_dir {
+            body["targetDirectory"] = json!(dir);
+        }
+        let post = self
+            .http
+            .post(self.url(&format!("/jobs/{jid}/stop")))
+            .json(&body);
+        let (status, answer) = self.call(post).await?;
+        let Some(request) = answer["request-id"]
+            .as_str()
+            .filter(|_| status.is_success())
+        else {
+            if self.ended(jid).await? {
+                return Ok(StopOutcome::default()); // nothing left to stop
+            }
+            return Err(EngineError::Other(format!(
+                "flink refused to stop job {jid} with a savepoint ({status}): {}",
+                error_text(&answer, &answer.to_string())
+            )));
+        };
+        let until = tokio::time::Instant::now() + SAVEPOINT_TIMEOUT;
+        loop {
+            let op = self
+                .get(&format!("/jobs/{jid}/savepoints/{request}"))
+                .await?;
+            if op["status"]["id"] == "COMPLETED" {
+                if let Some(location) = op["operation"]["location"].as_str() {
+                    self.wait_ended(jid, Duration::from_secs(30)).await?;
+                    return Ok(StopOutcome {
+                        savepoint: Some(location.to_string()),
+                    });
+                }
+                let cause = op["operation"]["failure-cause"]["stack-trace"]
+                    .as_str()
+                    .map(summarize_trace)
+                    .unwrap_or_else(|| op["operation"].to_string());
+                return Err(EngineError::Other(format!(
+                    "savepoint of flink job {jid} failed: {cause}"
+                )));
+            }
+            if tokio::time::Instant::now() >= until {
+                return Err(EngineError::Other(format!(
+                    "savepoint of flink job {jid} not done after {}",
+                    humantime::format_duration(SAVEPOINT_TIMEOUT)
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -449,54 +525,22 @@ impl Engine for FlinkEngine {
         _grace: Duration,
     ) -> Result<StopOutcome, EngineError> {
         let jid = &handle.engine_id;
-        let mut body = json!({"drain": false});
-        if let Some(dir) = &self.savepoint_dir {
-            body["targetDirectory"] = json!(dir);
-        }
-        let post = self
-            .http
-            .post(self.url(&format!("/jobs/{jid}/stop")))
-            .json(&body);
-        let (status, answer) = self.call(post).await?;
-        let Some(request) = answer["request-id"]
-            .as_str()
-            .filter(|_| status.is_success())
-        else {
-            if self.ended(jid).await? {
-                return Ok(StopOutcome::default()); // nothing left to stop
-            }
-            return Err(EngineError::Other(format!(
-                "flink refused to stop job {jid} with a savepoint ({status}): {}",
-                error_text(&answer, &answer.to_string())
-            )));
-        };
-        let until = tokio::time::Instant::now() + SAVEPOINT_TIMEOUT;
+        // A savepoint needs every task running: a job just (re)started may still be deploying.
+        self.wait_tasks_running(jid, TASKS_WAIT).await?;
+        let mut attempt = 1;
         loop {
-            let op = self
-                .get(&format!("/jobs/{jid}/savepoints/{request}"))
-                .await?;
-            if op["status"]["id"] == "COMPLETED" {
-                if let Some(location) = op["operation"]["location"].as_str() {
-                    self.wait_ended(jid, Duration::from_secs(30)).await?;
-                    return Ok(StopOutcome {
-                        savepoint: Some(location.to_string()),
-                    });
+            match self.savepoint_and_stop(jid).await {
+                Err(EngineError::Other(e)) if attempt < SAVEPOINT_ATTEMPTS => {
+                    if self.ended(jid).await? {
+                        return Ok(StopOutcome::default());
+                    }
+                    tracing::warn!(job = %jid, attempt, "savepoint failed, trying again: {e}");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    self.wait_tasks_running(jid, TASKS_WAIT).await?;
                 }
-                let cause = op["operation"]["failure-cause"]["stack-trace"]
-                    .as_str()
-                    .map(summarize_trace)
-                    .unwrap_or_else(|| op["operation"].to_string());
-                return Err(EngineError::Other(format!(
-                    "savepoint of flink job {jid} failed: {cause}"
-                )));
+                r => return r,
             }
-            if tokio::time::Instant::now() >= until {
-                return Err(EngineError::Other(format!(
-                    "savepoint of flink job {jid} not done after {}",
-                    humantime::format_duration(SAVEPOINT_TIMEOUT)
-                )));
-            }
-            tokio::time::sleep(POLL).await;
         }
     }
 
