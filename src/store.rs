@@ -1068,7 +1068,7 @@ fn add_missing_columns(conn: &Connection) -> Result<()> {
 }
 
 /// A savepoint or retained checkpoint of a job, as kept in the store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SavepointRow {
     /// Row id.
     pub id: i64,

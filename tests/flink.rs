@@ -186,6 +186,15 @@ async fn deploy_then_a_savepoint_upgrade_restores_the_new_run_and_removal_keeps_
         (sps[0].kind.as_str(), sps[0].run_id),
         ("savepoint", Some(run1))
     );
+    // The savepoint history is in the API.
+    let (code, body) = d.get("/api/v1/jobs/counter").await;
+    assert_eq!(code, 200);
+    let job: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        job["savepoints"][0]["location"],
+        sps[0].location.as_str(),
+        "{body}"
+    );
     let restored = restored_from(&url, &jid2).await;
     assert_eq!(restored["is_savepoint"], true, "{restored}");
     assert_eq!(

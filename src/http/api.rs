@@ -208,7 +208,14 @@ pub struct JobDetail {
     pub runs: Vec<RunView>,
     /// Latest events first (at most [`EVENTS_SHOWN`]).
     pub events: Vec<EventView>,
+    /// Flink savepoints and the checkpoints restarts used, newest first (at most
+    /// [`SAVEPOINTS_SHOWN`]).
+    #[serde(default)]
+    pub savepoints: Vec<crate::store::SavepointRow>,
 }
+
+/// Savepoints shown with a job.
+pub const SAVEPOINTS_SHOWN: usize = 20;
 
 /// RFC 3339 (UTC, milliseconds) of Unix milliseconds.
 pub fn rfc3339(ms: i64) -> String {
@@ -316,6 +323,9 @@ pub async fn job(State(state): State<Arc<ApiState>>, UrlPath(name): UrlPath<Stri
             .copied()
             .unwrap_or(0);
         let runs = store.runs(&name, RUNS_SHOWN).map_err(internal)?;
+        let savepoints = store
+            .savepoints(&name, SAVEPOINTS_SHOWN)
+            .map_err(internal)?;
         Ok(JobDetail {
             job: job_view(
                 &state.settings,
@@ -327,6 +337,7 @@ pub async fn job(State(state): State<Arc<ApiState>>, UrlPath(name): UrlPath<Stri
             errors: row.invalid.clone(),
             runs: runs.iter().map(RunView::of).collect(),
             events: events.iter().map(EventView::of).collect(),
+            savepoints,
         })
     })
     .await;
