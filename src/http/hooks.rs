@@ -82,21 +82,16 @@ pub async fn github(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let secret = match secret(&state.settings) {
-        Ok(s) => s,
-        Err(r) => {
-            state.metrics.webhook("github", "unauthorized");
-            return r.into_response();
-        }
-    };
-    let Some(sig) = header(&headers, "x-hub-signature-256") else {
-        state.metrics.webhook("github", "unauthorized");
-        return fail(StatusCode::UNAUTHORIZED, "missing X-Hub-Signature-256");
-    };
-    if !github_signature_ok(&secret, &body, sig) {
-        state.metrics.webhook("github", "unauthorized");
-        tracing::warn!("refused a GitHub webhook: bad signature");
-        return fail(StatusCode::UNAUTHORIZED, "bad X-Hub-Signature-256");
+    let check = |secret: &[u8], sig: &str| github_signature_ok(secret, &body, sig);
+    if let Some(refused) = authenticate(
+        &state,
+        "github",
+        &headers,
+        "X-Hub-Signature-256",
+        "bad",
+        check,
+    ) {
+        return refused;
     }
     match header(&headers, "x-github-event") {
         Some("push") => {}
@@ -127,27 +122,51 @@ pub async fn gitlab(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let secret = match secret(&state.settings) {
-        Ok(s) => s,
-        Err(r) => {
-            state.metrics.webhook("gitlab", "unauthorized");
-            return r.into_response();
-        }
-    };
-    let Some(token) = header(&headers, "x-gitlab-token") else {
-        state.metrics.webhook("gitlab", "unauthorized");
-        return fail(StatusCode::UNAUTHORIZED, "missing X-Gitlab-Token");
-    };
-    if !constant_time_eq(token.trim().as_bytes(), &secret) {
-        state.metrics.webhook("gitlab", "unauthorized");
-        tracing::warn!("refused a GitLab webhook: wrong token");
-        return fail(StatusCode::UNAUTHORIZED, "wrong X-Gitlab-Token");
+    let check = |secret: &[u8], token: &str| constant_time_eq(token.trim().as_bytes(), secret);
+    if let Some(refused) =
+        authenticate(&state, "gitlab", &headers, "X-Gitlab-Token", "wrong", check)
+    {
+        return refused;
     }
     match header(&headers, "x-gitlab-event") {
         Some("Push Hook" | "System Hook") | None => {}
         Some(event) => return ignored(&state, "gitlab", &format!("event `{event}`")),
     }
     push(&state, "gitlab", &body)
+}
+
+/// Checks a hook's credential header (`name`) against the webhook secret with `valid`; every
+/// refusal (`Some`) is a 401 saying what was missing or `bad`, and is counted.
+fn authenticate(
+    state: &ApiState,
+    source: &'static str,
+    headers: &HeaderMap,
+    name: &str,
+    bad: &str,
+    valid: impl FnOnce(&[u8], &str) -> bool,
+) -> Option<Response> {
+    let refuse = |r: Response| {
+        state.metrics.webhook(source, "unauthorized");
+        r
+    };
+    let secret = match secret(&state.settings) {
+        Ok(s) => s,
+        Err(e) => return Some(refuse(e.into_response())),
+    };
+    let Some(given) = header(headers, &name.to_ascii_lowercase()) else {
+        return Some(refuse(fail(
+            StatusCode::UNAUTHORIZED,
+            &format!("missing {name}"),
+        )));
+    };
+    if !valid(&secret, given) {
+        tracing::warn!(source, "refused a webhook: {bad} {name}");
+        return Some(refuse(fail(
+            StatusCode::UNAUTHORIZED,
+            &format!("{bad} {name}"),
+        )));
+    }
+    None
 }
 
 fn ignored(state: &ApiState, source: &'static str, what: &str) -> Response {
