@@ -51,6 +51,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+/// `p50 … · p99 …` of sorted samples.
+fn p50_p99(sorted: &[Duration]) -> String {
+    format!(
+        "p50 {} · p99 {}",
+        ms(percentile(sorted, 0.5)),
+        ms(percentile(sorted, 0.99))
+    )
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -200,14 +209,12 @@ fn bench_push(pushes: usize) -> Vec<String> {
     w.sort();
     vec![
         format!(
-            "| push → local job running (from `git push` returning), {pushes} pushes | p50 {} · p99 {} | p50 ≤ 100 ms |",
-            ms(percentile(&s, 0.5)),
-            ms(percentile(&s, 0.99))
+            "| push → local job running (from `git push` returning), {pushes} pushes | {} | p50 ≤ 100 ms |",
+            p50_p99(&s)
         ),
         format!(
-            "| same, including the `git push` command itself | p50 {} · p99 {} | |",
-            ms(percentile(&w, 0.5)),
-            ms(percentile(&w, 0.99))
+            "| same, including the `git push` command itself | {} | |",
+            p50_p99(&w)
         ),
     ]
 }
@@ -381,10 +388,9 @@ fn bench_restart(kills: usize) -> Vec<String> {
     let mut s = samples;
     s.sort();
     vec![format!(
-        "| kill -9 → restarted and running, local engine, backoff 0 ({} kills; includes `kill`) | p50 {} · p99 {} | p99 ≤ 200 ms |",
+        "| kill -9 → restarted and running, local engine, backoff 0 ({} kills; includes `kill`) | {} | p99 ≤ 200 ms |",
         s.len(),
-        ms(percentile(&s, 0.5)),
-        ms(percentile(&s, 0.99))
+        p50_p99(&s)
     )]
 }
 
@@ -560,10 +566,9 @@ fn bench_api(jobs: usize, samples: usize) -> Vec<String> {
         }
         times.sort();
         out.push(format!(
-            "| {what} with {jobs} jobs ({:.0} KB), {samples} requests | p50 {} · p99 {} | ≤ 50 ms |",
+            "| {what} with {jobs} jobs ({:.0} KB), {samples} requests | {} | ≤ 50 ms |",
             size as f64 / 1024.0,
-            ms(percentile(&times, 0.5)),
-            ms(percentile(&times, 0.99))
+            p50_p99(&times)
         ));
     }
     stop_daemon(child);
@@ -679,14 +684,12 @@ fn bench_hook(samples: usize) -> Vec<String> {
     applied.sort();
     vec![
         format!(
-            "| GitHub push webhook → fetch started (from sending the POST), {samples} pushes | p50 {} · p99 {} | ≤ 50 ms |",
-            ms(percentile(&started, 0.5)),
-            ms(percentile(&started, 0.99))
+            "| GitHub push webhook → fetch started (from sending the POST), {samples} pushes | {} | ≤ 50 ms |",
+            p50_p99(&started)
         ),
         format!(
-            "| same → pushed commit applied (fetch over `git://`, diff, store) | p50 {} · p99 {} | |",
-            ms(percentile(&applied, 0.5)),
-            ms(percentile(&applied, 0.99))
+            "| same → pushed commit applied (fetch over `git://`, diff, store) | {} | |",
+            p50_p99(&applied)
         ),
     ]
 }
