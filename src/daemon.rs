@@ -19,6 +19,7 @@ use crate::diag;
 use crate::engine::Engine;
 use crate::engine::flink::FlinkEngine;
 use crate::engine::local::LocalEngine;
+use crate::engine::spark::SparkEngine;
 use crate::http::{self, ApiState};
 use crate::plan::{self, Change};
 use crate::reconcile::{self, Context, Reconciler, spec_hash};
@@ -424,36 +425,42 @@ async fn reload_loop(
 }
 
 /// The engine of each env: the local engine is shared; each flink cluster (URL and savepoint
-/// folder) gets one engine, shared by the envs naming it. Spark envs have none yet (their jobs
-/// are refused with `deploy_failed`).
+/// folder) and each spark master (REST URL, master URL and UI) gets one engine, shared by the
+/// envs naming it.
 fn engines_by_env(
     settings: &Settings,
     local: &Arc<LocalEngine>,
 ) -> HashMap<String, Arc<dyn Engine>> {
     let salt = settings.state_dir.display().to_string();
-    let mut clusters: HashMap<(String, Option<String>), Arc<dyn Engine>> = HashMap::new();
+    let mut clusters: HashMap<String, Arc<dyn Engine>> = HashMap::new();
     let mut engines: HashMap<String, Arc<dyn Engine>> = HashMap::new();
+    type Make<'a> = Box<dyn Fn() -> Result<Arc<dyn Engine>, crate::engine::EngineError> + 'a>;
     for (name, env) in &settings.envs {
-        match (env.engine, &env.flink) {
-            (EngineKind::Local, _) => {
+        let (key, made): (String, Make) = match (env.engine, &env.flink, &env.spark) {
+            (EngineKind::Local, _, _) => {
                 engines.insert(name.clone(), local.clone());
+                continue;
             }
-            (EngineKind::Flink, Some(f)) => {
-                let key = (f.url.clone(), f.savepoint_dir.clone());
-                if let Some(e) = clusters.get(&key) {
-                    engines.insert(name.clone(), e.clone());
-                    continue;
-                }
-                match FlinkEngine::new(f, &salt) {
-                    Ok(e) => {
-                        let e: Arc<dyn Engine> = Arc::new(e);
-                        clusters.insert(key, e.clone());
-                        engines.insert(name.clone(), e);
-                    }
-                    Err(err) => tracing::error!(env = %name, "flink engine unavailable: {err}"),
-                }
+            (EngineKind::Flink, Some(f), _) => (
+                format!("flink {} {:?}", f.url, f.savepoint_dir),
+                Box::new(|| FlinkEngine::new(f, &salt).map(|e| Arc::new(e) as Arc<dyn Engine>)),
+            ),
+            (EngineKind::Spark, _, Some(s)) => (
+                format!("spark {} {} {:?}", s.url, s.master, s.ui),
+                Box::new(|| SparkEngine::new(s).map(|e| Arc::new(e) as Arc<dyn Engine>)),
+            ),
+            _ => continue,
+        };
+        if let Some(e) = clusters.get(&key) {
+            engines.insert(name.clone(), e.clone());
+            continue;
+        }
+        match made() {
+            Ok(e) => {
+                clusters.insert(key, e.clone());
+                engines.insert(name.clone(), e);
             }
-            _ => {}
+            Err(err) => tracing::error!(env = %name, "engine unavailable: {err}"),
         }
     }
     engines

@@ -7,11 +7,11 @@
 //! happens next (STYLE habit 4): an invalid spec or failed build is *stalled* until the desired
 //! spec changes; a failed run is retried after a backoff by the restart policy.
 //!
-//! Cluster engines (flink) add three things. Their runs outlive the daemon: a new daemon's actor
+//! Cluster engines (flink, spark) add three things. Their runs outlive the daemon: a new daemon's actor
 //! *adopts* the run its job had (by the recorded engine id) instead of submitting it again. Their
-//! stops keep state: a savepoint upgrade, a suspend and a removal stop with a savepoint (kept in
-//! the store's savepoint history), and the next run starts from the latest savepoint or retained
-//! checkpoint. And their cluster may not answer: that is *waiting*, never a failure — the actor
+//! stops may keep state (flink): a savepoint upgrade, a suspend and a removal stop with a
+//! savepoint (kept in the store's savepoint history), and the next run starts from the latest
+//! savepoint or retained checkpoint; spark drivers are killed. And their cluster may not answer: that is *waiting*, never a failure — the actor
 //! keeps the run it is unsure about, looks again with a backoff, raises one `engine_unreachable`
 //! per outage (see [`Outages`]), and submits again only once the cluster says the run is not
 //! there.
@@ -72,7 +72,7 @@ pub struct Context {
     /// Project mirrors.
     pub projects: Arc<ProjectRepos>,
     /// Engines by env name: the local engine is shared by every local env; each cluster
-    /// (flink URL) has its own engine, shared by the envs that name it. An env missing here
+    /// (flink URL, spark master) has its own engine, shared by the envs that name it. An env missing here
     /// refuses its jobs with `deploy_failed`.
     pub engines: HashMap<String, Arc<dyn Engine>>,
     /// `state_dir/logs`.
@@ -971,10 +971,13 @@ impl Actor {
                 return Err(e);
             }
         };
-        // A cluster that lets jobkeeper choose the run's id: a lost answer is looked up later.
+        // A cluster that did not answer: the run is looked up later by the id jobkeeper chose
+        // for it (flink), or, when the cluster chooses ids (spark: its engine already looked for
+        // a driver the lost answer made), by no id at all: once the cluster answers again it is
+        // not found and is submitted again.
         let chosen_id = engine.engine_id_for(&self.name, run_id);
         match engine.submit(req).await {
-            Err(EngineError::Unreachable(why)) if chosen_id.is_some() => {
+            Err(EngineError::Unreachable(why)) => {
                 let handle = RunHandle {
                     run_id,
                     engine_id: chosen_id.unwrap_or_default(),

@@ -1,0 +1,689 @@
+//! The `spark` engine: runs are drivers of one Apache Spark standalone cluster, submitted in
+//! cluster mode through the master's REST submission server (tested against Spark 4.3.0).
+//!
+//! Owns submission (`POST /v1/submissions/create` with the artifact jar, main class, args,
+//! `params.conf` as Spark properties and `params.environment` as the driver's environment),
+//! status (one `GET /json/` of the master's web UI per call when `spark.ui` is set, else
+//! `GET /v1/submissions/status/{id}` per driver), stop (`POST /v1/submissions/kill/{id}`, then
+//! waiting until the driver ended) and failure reasons: the state the API gives, its message,
+//! and the exception lines of the driver's stderr, read from the worker's web UI (`/log/`) when
+//! `spark.ui` is set and the worker's UI answers.
+//!
+//! Spark chooses submission ids itself, so a create whose answer was lost (timeout, connection
+//! cut after sending) is looked up in the master's `/json/`: a driver of the same main class
+//! submitted since, that no run of this engine knows, is taken as that run's. Without
+//! `spark.ui` (or when the master does not answer) such a create is reported unreachable.
+//!
+//! Every request has a short timeout; a master that does not answer is
+//! [`EngineError::Unreachable`], which callers treat as "wait and retry", never as a failed run.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::{Engine, EngineError, RunExit, RunHandle, RunStatus, SubmitRequest};
+use crate::settings::SparkSettings;
+
+/// Connect timeout of every request.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Timeout of a plain REST call.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a stopping driver is looked at.
+const POLL: Duration = Duration::from_millis(200);
+/// How long a killed driver may take to end.
+const KILL_WAIT: Duration = Duration::from_secs(30);
+/// At most this many lines of the driver's stderr go into a reason.
+const REASON_LINES: usize = 20;
+/// How much of the end of the driver's stderr is read.
+const STDERR_TAIL: u64 = 64 * 1024;
+/// Slack allowed between the daemon's and the master's clocks when a lost create is looked up.
+const CLOCK_SLACK_MS: u64 = 5_000;
+/// The `clientSparkVersion` sent with a create (the master accepts any).
+const CLIENT_VERSION: &str = "4.3.0";
+
+/// Driver states of a driver still alive (or about to be).
+const LIVE_STATES: &[&str] = &["SUBMITTED", "RUNNING", "RELAUNCHING", "UNKNOWN"];
+
+/// What the master's `/json/` says about one driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverInfo {
+    /// Driver state (`RUNNING`, `FINISHED`, ...).
+    pub state: String,
+    /// The worker it runs on, when placed.
+    pub worker: Option<String>,
+    /// Its main class.
+    pub main_class: String,
+    /// When it started (ms since the epoch, master's clock).
+    pub start_ms: u64,
+}
+
+/// The master's `/json/`: drivers by id, and workers' web UI addresses by worker id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MasterView {
+    /// Active and completed drivers.
+    pub drivers: HashMap<String, DriverInfo>,
+    /// Worker id → web UI URL.
+    pub worker_uis: HashMap<String, String>,
+}
+
+impl MasterView {
+    /// Reads a `/json/` answer.
+    pub fn parse(body: &Value) -> MasterView {
+        let mut view = MasterView::default();
+        for w in body["workers"].as_array().into_iter().flatten() {
+            if let (Some(id), Some(ui)) = (w["id"].as_str(), w["webuiaddress"].as_str()) {
+                view.worker_uis
+                    .insert(id.into(), ui.trim_end_matches('/').into());
+            }
+        }
+        let drivers = body["activedrivers"]
+            .as_array()
+            .into_iter()
+            .chain(body["completeddrivers"].as_array())
+            .flatten();
+        for d in drivers {
+            let (Some(id), Some(state)) = (d["id"].as_str(), d["state"].as_str()) else {
+                continue;
+            };
+            let start_ms = match &d["starttime"] {
+                Value::String(s) => s.parse().unwrap_or(0),
+                v => v.as_u64().unwrap_or(0),
+            };
+            view.drivers.insert(
+                id.into(),
+                DriverInfo {
+                    state: state.into(),
+                    worker: d["worker"]
+                        .as_str()
+                        .filter(|w| *w != "None")
+                        .map(Into::into),
+                    main_class: d["mainclass"].as_str().unwrap_or_default().into(),
+                    start_ms,
+                },
+            );
+        }
+        view
+    }
+}
+
+/// The exception lines of a driver's stderr (`Exception in thread`, `Caused by:`, ERROR log
+/// lines); its last lines when it has none. At most [`REASON_LINES`] lines.
+pub fn summarize_stderr(stderr: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for line in stderr.lines() {
+        let t = line.trim();
+        let wanted = t.starts_with("Exception in thread")
+            || t.starts_with("Caused by:")
+            || t.contains(" ERROR ");
+        if wanted && !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    if out.is_empty() {
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        out = lines[lines.len().saturating_sub(5)..].to_vec();
+    }
+    if out.len() > REASON_LINES {
+        out.drain(..out.len() - REASON_LINES);
+    }
+    out.join("\n")
+}
+
+/// The run's status for a driver state.
+fn status_of(state: &str) -> Option<RunStatus> {
+    match state {
+        s if LIVE_STATES.contains(&s) => Some(RunStatus::Running),
+        "FINISHED" => Some(RunStatus::Succeeded),
+        // FAILED, ERROR, KILLED: a reason is looked up by the caller.
+        _ => None,
+    }
+}
+
+/// A Spark standalone cluster.
+pub struct SparkEngine {
+    /// REST submission server, without a trailing `/`.
+    rest: String,
+    /// The `spark://` master URL.
+    master: String,
+    /// The master's web UI, without a trailing `/`.
+    ui: Option<String>,
+    /// The HTTP client.
+    http: reqwest::Client,
+    /// Submission ids this engine created or was asked about: a lost create is never taken
+    /// for one of them.
+    known: Mutex<HashSet<String>>,
+    /// One create at a time, so a lost create's driver is told apart from the next one's.
+    create: tokio::sync::Mutex<()>,
+}
+
+impl SparkEngine {
+    /// An engine for the cluster of `settings`.
+    pub fn new(settings: &SparkSettings) -> Result<SparkEngine, EngineError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| EngineError::Other(format!("http client: {e}")))?;
+        Ok(SparkEngine {
+            rest: settings.url.trim_end_matches('/').to_string(),
+            master: settings.master.clone(),
+            ui: settings
+                .ui
+                .as_deref()
+                .map(|u| u.trim_end_matches('/').to_string()),
+            http,
+            known: Mutex::new(HashSet::new()),
+            create: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn unreachable(&self, base: &str, e: &reqwest::Error) -> EngineError {
+        let what = if e.is_timeout() {
+            "no answer in time"
+        } else if e.is_connect() {
+            "cannot connect"
+        } else {
+            "request failed"
+        };
+        EngineError::Unreachable(format!("spark {base}: {what} ({e})"))
+    }
+
+    /// Sends a request to `base`; returns the status and the JSON body (`Null` when not JSON).
+    async fn call(
+        &self,
+        base: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, Value), EngineError> {
+        let resp = req.send().await.map_err(|e| self.unreachable(base, &e))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| self.unreachable(base, &e))?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status.is_server_error() && status != StatusCode::INTERNAL_SERVER_ERROR {
+            return Err(EngineError::Unreachable(format!(
+                "spark {base}: answered {status}"
+            )));
+        }
+        Ok((status, body))
+    }
+
+    /// The master's view of its drivers and workers (needs `spark.ui`).
+    pub async fn master_view(&self) -> Result<Option<MasterView>, EngineError> {
+        let Some(ui) = &self.ui else {
+            return Ok(None);
+        };
+        let (status, body) = self.call(ui, self.http.get(format!("{ui}/json/"))).await?;
+        if !status.is_success() {
+            return Err(EngineError::Other(format!(
+                "spark master UI {ui}/json/ answered {status}"
+            )));
+        }
+        Ok(Some(MasterView::parse(&body)))
+    }
+
+    /// One driver's state and worker from the REST server; `None` when it does not know it.
+    async fn driver_status(
+        &self,
+        id: &str,
+    ) -> Result<Option<(String, Option<String>, String)>, EngineError> {
+        let url = format!("{}/v1/submissions/status/{id}", self.rest);
+        let (_, body) = self.call(&self.rest, self.http.get(url)).await?;
+        if body["success"] != json!(true) {
+            return Ok(None);
+        }
+        let state = body["driverState"]
+            .as_str()
+            .unwrap_or("UNKNOWN")
+            .to_string();
+        let worker = body["workerId"].as_str().map(str::to_string);
+        let message = body["message"].as_str().unwrap_or_default().to_string();
+        Ok(Some((state, worker, message)))
+    }
+
+    /// The end of a driver's stderr, from its worker's web UI.
+    async fn driver_stderr(&self, id: &str, worker_ui: &str) -> Option<String> {
+        let url = format!("{worker_ui}/log/");
+        let req = self.http.get(url).query(&[
+            ("driverId", id),
+            ("logType", "stderr"),
+            ("byteLength", &STDERR_TAIL.to_string()),
+        ]);
+        let resp = req.send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        let text = resp.text().await.ok()?;
+        // The worker puts a `==== Bytes a-b of n of <file> ====` line first.
+        let body = match text.split_once('\n') {
+            Some((first, rest)) if first.starts_with("====") => rest,
+            _ => text.as_str(),
+        };
+        Some(body.to_string())
+    }
+
+    /// Why a driver ended in `state`: the state, the API's message, and its stderr's exception
+    /// lines when its worker's UI can be read.
+    async fn failure_reason(
+        &self,
+        id: &str,
+        state: &str,
+        worker: Option<&str>,
+        message: &str,
+        view: Option<&MasterView>,
+    ) -> String {
+        let mut reason = if state == "KILLED" {
+            format!("spark driver {id} KILLED outside jobkeeper")
+        } else {
+            format!("spark driver {id} {state}")
+        };
+        if !message.trim().is_empty() {
+            reason.push_str(": ");
+            reason.push_str(message.trim());
+        }
+        let worker_ui = worker.and_then(|w| view.and_then(|v| v.worker_uis.get(w)));
+        match worker_ui {
+            Some(ui) => match self.driver_stderr(id, ui).await {
+                Some(stderr) if !stderr.trim().is_empty() => {
+                    reason.push('\n');
+                    reason.push_str(&summarize_stderr(&stderr));
+                }
+                _ => reason.push_str(&format!(" (its stderr could not be read from {ui})")),
+            },
+            None if self.ui.is_none() => {
+                reason.push_str(" (set `spark.ui` to read the driver's stderr from its worker)")
+            }
+            None => {}
+        }
+        reason
+    }
+
+    /// A driver of `main_class` that started at or after `since` and no run knows: the one a
+    /// create whose answer was lost made.
+    async fn find_lost_create(&self, main_class: &str, since: SystemTime) -> Option<String> {
+        let view = self.master_view().await.ok()??;
+        let since_ms = since
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+            .saturating_sub(CLOCK_SLACK_MS);
+        let known = lock(&self.known);
+        let mut found: Vec<&String> = view
+            .drivers
+            .iter()
+            .filter(|(id, d)| {
+                d.main_class == main_class && d.start_ms >= since_ms && !known.contains(*id)
+            })
+            .map(|(id, _)| id)
+            .collect();
+        found.sort();
+        // Driver ids grow with time: the newest is the create that was just sent.
+        found.last().map(|id| (*id).clone())
+    }
+
+    /// The create request's body.
+    fn create_body(&self, req: &SubmitRequest, jar: &str) -> Value {
+        let mut props: serde_json::Map<String, Value> = req
+            .params
+            .conf
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        props.insert("spark.master".into(), json!(self.master));
+        props.insert("spark.submit.deployMode".into(), json!("cluster"));
+        props.insert("spark.jars".into(), json!(jar));
+        props
+            .entry("spark.app.name")
+            .or_insert_with(|| json!(req.job));
+        props
+            .entry("spark.driver.supervise")
+            .or_insert_with(|| json!("false"));
+        json!({
+            "action": "CreateSubmissionRequest",
+            "appResource": jar,
+            "mainClass": req.params.main_class.clone().unwrap_or_default(),
+            "appArgs": req.params.args,
+            "clientSparkVersion": CLIENT_VERSION,
+            "environmentVariables": req.params.environment,
+            "sparkProperties": props,
+        })
+    }
+
+    /// Waits until the driver is no longer live (or unknown), at most `limit`.
+    async fn wait_ended(&self, id: &str, limit: Duration) -> Result<(), EngineError> {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            let state = self.driver_status(id).await?.map(|(s, _, _)| s);
+            if state.as_deref().is_none_or(|s| !LIVE_STATES.contains(&s)) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= until {
+                return Err(EngineError::Other(format!(
+                    "spark driver {id} still {} after {}",
+                    state.unwrap_or_default(),
+                    humantime::format_duration(limit)
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[async_trait::async_trait]
+impl Engine for SparkEngine {
+    fn kind(&self) -> &'static str {
+        "spark"
+    }
+
+    fn location(&self) -> String {
+        format!("spark master {}", self.rest)
+    }
+
+    async fn preflight(&self, req: &SubmitRequest) -> Result<(), EngineError> {
+        if req.params.main_class.as_deref().is_none_or(str::is_empty) {
+            return Err(EngineError::Refused(
+                "spark runs a jar's main class: set `params.main_class`".into(),
+            ));
+        }
+        match &req.artifact {
+            Some(a) if a.is_file() => Ok(()),
+            Some(a) => Err(EngineError::Refused(format!(
+                "spark runs a jar: the artifact {} is not a file (set `project.artifact` to the jar)",
+                a.display()
+            ))),
+            None => Err(EngineError::Refused(
+                "spark runs a jar: the job needs a `project` whose build makes one".into(),
+            )),
+        }
+    }
+
+    async fn submit(&self, req: SubmitRequest) -> Result<RunHandle, EngineError> {
+        self.preflight(&req).await?;
+        let artifact = req.artifact.clone().unwrap_or_default();
+        let artifact = std::fs::canonicalize(&artifact).unwrap_or(artifact);
+        let jar = format!("file://{}", artifact.display());
+        let body = self.create_body(&req, &jar);
+        let _one = self.create.lock().await;
+        let sent_at = SystemTime::now();
+        let url = format!("{}/v1/submissions/create", self.rest);
+        let answer = self
+            .http
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| (e.is_connect(), self.unreachable(&self.rest, &e)));
+        let (status, answer) = match answer {
+            Ok(resp) => {
+                let status = resp.status();
+                let text = resp.text().await.unwrap_or_default();
+                (
+                    status,
+                    serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                )
+            }
+            // Nothing reached the master.
+            Err((true, e)) => return Err(e),
+            // Sent, but the answer was lost: the master may have made the driver.
+            Err((false, e)) => {
+                let main_class = req.params.main_class.as_deref().unwrap_or_default();
+                return match self.find_lost_create(main_class, sent_at).await {
+                    Some(id) => {
+                        lock(&self.known).insert(id.clone());
+                        write_log(
+                            &req.log_path,
+                            &format!(
+                                "submitted to {} as driver {id} (its answer was lost)\n",
+                                self.rest
+                            ),
+                        )
+                        .await;
+                        Ok(RunHandle {
+                            run_id: req.run_id,
+                            engine_id: id,
+                            start_ticks: None,
+                        })
+                    }
+                    None => Err(e),
+                };
+            }
+        };
+        let id = answer["submissionId"].as_str().unwrap_or_default();
+        let ok = status.is_success() && answer["success"] == json!(true) && !id.is_empty();
+        let message = answer["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| answer.to_string());
+        if !ok {
+            write_log(
+                &req.log_path,
+                &format!("{} refused the driver ({status}): {message}\n", self.rest),
+            )
+            .await;
+            if status.is_server_error() && status != StatusCode::INTERNAL_SERVER_ERROR {
+                return Err(EngineError::Unreachable(format!(
+                    "spark {}: create answered {status}",
+                    self.rest
+                )));
+            }
+            return Err(EngineError::Refused(format!(
+                "spark refused the driver ({status}): {message}"
+            )));
+        }
+        lock(&self.known).insert(id.to_string());
+        write_log(
+            &req.log_path,
+            &format!("submitted to {} as driver {id}\n", self.rest),
+        )
+        .await;
+        Ok(RunHandle {
+            run_id: req.run_id,
+            engine_id: id.to_string(),
+            start_ticks: None,
+        })
+    }
+
+    async fn status(&self, handles: &[RunHandle]) -> Result<Vec<RunStatus>, EngineError> {
+        if handles.is_empty() {
+            return Ok(Vec::new());
+        }
+        lock(&self.known).extend(handles.iter().map(|h| h.engine_id.clone()));
+        let view = self.master_view().await?;
+        let mut out = Vec::with_capacity(handles.len());
+        for h in handles {
+            let id = &h.engine_id;
+            // The master's `/json/` keeps only its latest completed drivers: ask the REST
+            // server about the others.
+            let found = match view.as_ref().and_then(|v| v.drivers.get(id)) {
+                Some(d) => Some((d.state.clone(), d.worker.clone(), String::new())),
+                None => self.driver_status(id).await?,
+            };
+            let Some((state, worker, message)) = found else {
+                out.push(RunStatus::Vanished);
+                continue;
+            };
+            out.push(match status_of(&state) {
+                Some(s) => s,
+                None => {
+                    // The REST answer carries the exception of an ERROR driver.
+                    let message = if message.is_empty() && state == "ERROR" {
+                        self.driver_status(id)
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|(_, _, m)| m)
+                            .unwrap_or_default()
+                    } else {
+                        message
+                    };
+                    RunStatus::Failed(
+                        self.failure_reason(id, &state, worker.as_deref(), &message, view.as_ref())
+                            .await,
+                    )
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    async fn stop(&self, handle: &RunHandle, grace: Duration) -> Result<(), EngineError> {
+        let id = &handle.engine_id;
+        let url = format!("{}/v1/submissions/kill/{id}", self.rest);
+        let (status, body) = self.call(&self.rest, self.http.post(url)).await?;
+        if !(status.is_success() && body["success"] == json!(true)) {
+            // "has already finished or does not exist": nothing left to stop.
+            let state = self.driver_status(id).await?.map(|(s, _, _)| s);
+            if state.as_deref().is_some_and(|s| LIVE_STATES.contains(&s)) {
+                return Err(EngineError::Other(format!(
+                    "spark could not kill driver {id} ({status}): {}",
+                    body["message"].as_str().unwrap_or_default()
+                )));
+            }
+            return Ok(());
+        }
+        self.wait_ended(id, grace.max(KILL_WAIT)).await
+    }
+
+    fn take_exits(&self) -> Option<mpsc::UnboundedReceiver<RunExit>> {
+        None
+    }
+}
+
+/// Appends a note to a run's log (where it was submitted, or why it was refused).
+async fn write_log(path: &Path, note: &str) {
+    use tokio::io::AsyncWriteExt;
+    if let Some(dir) = path.parent() {
+        let _ = tokio::fs::create_dir_all(dir).await;
+    }
+    if let Ok(mut f) = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+    {
+        let _ = f.write_all(note.as_bytes()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Params;
+
+    /// A `/json/` answer as Spark 4.3.0's master gives it (trimmed).
+    const MASTER_JSON: &str = r#"{
+      "url" : "spark://127.0.0.1:7077",
+      "workers" : [ { "id" : "worker-1", "host" : "127.0.0.1", "port" : 41477,
+                      "webuiaddress" : "http://127.0.0.1:8091", "state" : "ALIVE" } ],
+      "aliveworkers" : 1,
+      "activedrivers" : [ { "id" : "driver-20261125162057-0000", "starttime" : "1795623657141",
+                            "state" : "RUNNING", "worker" : "worker-1", "mainclass" : "example.Totals" } ],
+      "completeddrivers" : [ { "id" : "driver-20261125162134-0001", "starttime" : "1795623694000",
+                               "state" : "FAILED", "worker" : "worker-1", "mainclass" : "example.Totals" },
+                             { "id" : "driver-20261125162134-0002", "starttime" : "0",
+                               "state" : "ERROR", "worker" : "None", "mainclass" : "example.Other" } ],
+      "status" : "ALIVE"
+    }"#;
+
+    #[test]
+    fn the_masters_json_gives_drivers_and_worker_uis() {
+        let view = MasterView::parse(&serde_json::from_str(MASTER_JSON).unwrap());
+        assert_eq!(view.drivers.len(), 3);
+        let d = &view.drivers["driver-20261125162057-0000"];
+        assert_eq!(d.state, "RUNNING");
+        assert_eq!(d.worker.as_deref(), Some("worker-1"));
+        assert_eq!(d.main_class, "example.Totals");
+        assert_eq!(d.start_ms, 1_795_623_657_141);
+        assert_eq!(view.drivers["driver-20261125162134-0002"].worker, None);
+        assert_eq!(view.worker_uis["worker-1"], "http://127.0.0.1:8091");
+        assert_eq!(MasterView::parse(&Value::Null), MasterView::default());
+    }
+
+    #[test]
+    fn driver_states_map_to_run_statuses() {
+        for s in ["SUBMITTED", "RUNNING", "RELAUNCHING", "UNKNOWN"] {
+            assert_eq!(status_of(s), Some(RunStatus::Running), "{s}");
+        }
+        assert_eq!(status_of("FINISHED"), Some(RunStatus::Succeeded));
+        for s in ["FAILED", "ERROR", "KILLED"] {
+            assert_eq!(status_of(s), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn stderr_is_summarized_to_its_exception_lines() {
+        let stderr = "26/11/25 16:21:40 INFO SparkContext: Running Spark version 4.3.0\n\
+                      Exception in thread \"main\" java.lang.reflect.InvocationTargetException\n\
+                      \tat java.base/jdk.internal.reflect.DirectMethodHandleAccessor.invoke(Unknown Source)\n\
+                      Caused by: java.lang.IllegalStateException: failing on purpose after total 3\n\
+                      \tat example.Totals.main(Totals.java:49)\n\
+                      26/11/25 16:21:41 INFO ShutdownHookManager: Shutdown hook called\n";
+        assert_eq!(
+            summarize_stderr(stderr),
+            "Exception in thread \"main\" java.lang.reflect.InvocationTargetException\n\
+             Caused by: java.lang.IllegalStateException: failing on purpose after total 3"
+        );
+        let plain: String = (0..9).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(
+            summarize_stderr(&plain),
+            "line 4\nline 5\nline 6\nline 7\nline 8"
+        );
+        let many: String = (0..40).map(|i| format!("Caused by: E{i}\n")).collect();
+        let s = summarize_stderr(&many);
+        assert_eq!(s.lines().count(), REASON_LINES);
+        assert!(s.ends_with("E39"), "{s}");
+    }
+
+    #[test]
+    fn the_create_body_carries_params_and_cluster_mode() {
+        let engine = SparkEngine::new(&SparkSettings {
+            url: "http://127.0.0.1:6066/".into(),
+            master: "spark://127.0.0.1:7077".into(),
+            ui: None,
+        })
+        .unwrap();
+        let mut params = Params {
+            main_class: Some("example.Totals".into()),
+            args: vec!["--n".into(), "$(touch pwned)".into()],
+            ..Params::default()
+        };
+        params
+            .conf
+            .insert("spark.driver.memory".into(), "512m".into());
+        params
+            .conf
+            .insert("spark.submit.deployMode".into(), "client".into());
+        params.environment.insert("TZ".into(), "UTC".into());
+        let req = SubmitRequest {
+            job: "reports/totals".into(),
+            run_id: 7,
+            params,
+            artifact: None,
+            checkout: None,
+            log_path: "/tmp/x.log".into(),
+            digest: None,
+            restore: None,
+        };
+        let body = engine.create_body(&req, "file:///a/b.jar");
+        assert_eq!(body["action"], "CreateSubmissionRequest");
+        assert_eq!(body["appResource"], "file:///a/b.jar");
+        assert_eq!(body["mainClass"], "example.Totals");
+        assert_eq!(body["appArgs"], json!(["--n", "$(touch pwned)"]));
+        assert_eq!(body["environmentVariables"], json!({"TZ": "UTC"}));
+        let props = &body["sparkProperties"];
+        assert_eq!(props["spark.master"], "spark://127.0.0.1:7077");
+        // Cluster mode always: the daemon's host is not where drivers run.
+        assert_eq!(props["spark.submit.deployMode"], "cluster");
+        assert_eq!(props["spark.jars"], "file:///a/b.jar");
+        assert_eq!(props["spark.driver.memory"], "512m");
+        assert_eq!(props["spark.app.name"], "reports/totals");
+        assert_eq!(engine.rest, "http://127.0.0.1:6066");
+    }
+}

@@ -1,0 +1,384 @@
+//! The spark engine end to end against a real Apache Spark 4.3.0 standalone cluster (a master
+//! with its REST submission server and one worker), with a small batch job
+//! (example-repo/projects/spark-totals) built from its Java source by the daemon.
+//!
+//! `scripts/test.sh` starts the cluster with `scripts/spark.sh` and exports
+//! `JOBKEEPER_SPARK_URL` (REST, 6066), `JOBKEEPER_SPARK_MASTER` (`spark://`),
+//! `JOBKEEPER_SPARK_UI` (the master's web UI) and `JOBKEEPER_SPARK_JARS`; without them these
+//! tests fail (they do not skip). Every test kills the drivers it started, even when it fails.
+
+mod common;
+#[path = "support/receivers.rs"]
+mod receivers;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use receivers::HttpReceiver;
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn need(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: the spark tests need a running Spark cluster. Run scripts/test.sh, \
+             or: scripts/spark.sh start /tmp/jk-spark 17077 16066 18080 18091 && export \
+             JOBKEEPER_SPARK_URL=http://127.0.0.1:16066 JOBKEEPER_SPARK_MASTER=spark://127.0.0.1:17077 \
+             JOBKEEPER_SPARK_UI=http://127.0.0.1:18080 JOBKEEPER_SPARK_JARS=$(scripts/spark.sh jars)"
+        )
+    })
+}
+
+struct Cluster {
+    rest: String,
+    master: String,
+    ui: String,
+    jars: String,
+}
+
+fn cluster() -> Cluster {
+    Cluster {
+        rest: need("JOBKEEPER_SPARK_URL"),
+        master: need("JOBKEEPER_SPARK_MASTER"),
+        ui: need("JOBKEEPER_SPARK_UI"),
+        jars: need("JOBKEEPER_SPARK_JARS"),
+    }
+}
+
+async fn get_json(url: &str) -> Value {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    match client.get(url).send().await {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+/// A driver's state, from the REST server (`None` when it does not know it).
+async fn driver_state(c: &Cluster, id: &str) -> Option<String> {
+    let s = get_json(&format!("{}/v1/submissions/status/{id}", c.rest)).await;
+    s["driverState"].as_str().map(str::to_string)
+}
+
+fn engine_id(run: &jobkeeper::store::RunRow) -> String {
+    run.handle
+        .as_deref()
+        .and_then(|h| serde_json::from_str::<Value>(h).ok())
+        .and_then(|v| v["engine_id"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Kills, on drop, every driver the test's store knows (the test may have failed).
+struct Cleanup {
+    rest: String,
+    db: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let Ok(store) = jobkeeper::store::Store::open(&self.db) else {
+            return;
+        };
+        for job in store.jobs().unwrap_or_default() {
+            for run in store.runs(&job.name, 100).unwrap_or_default() {
+                let id = engine_id(&run);
+                if !id.is_empty() {
+                    let _ = std::process::Command::new("curl")
+                        .args(["-s", "-m", "5", "-o", "/dev/null", "-X", "POST"])
+                        .arg(format!("{}/v1/submissions/kill/{id}", self.rest))
+                        .status();
+                }
+            }
+        }
+    }
+}
+
+/// A config repo holding the spark-totals project (copied from example-repo) and a daemon
+/// config with a `spark` env on the test cluster; `extra` is appended to the config.
+fn setup(root: &Path, c: &Cluster, extra: &str) -> (Git, String, Cleanup) {
+    let git = Git::new(root, "config");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/spark-totals");
+    for f in ["build.sh", "src/example/Totals.java"] {
+        git.write(
+            &format!("projects/spark-totals/{f}"),
+            &std::fs::read_to_string(src.join(f)).unwrap(),
+        );
+    }
+    let extra = format!(
+        "  spark: {{engine: spark, spark: {{url: \"{}\", master: \"{}\", ui: \"{}\"}}}}\nhealth: {{interval: 1s}}\n{extra}",
+        c.rest, c.master, c.ui
+    );
+    let cfg = config(root, &git, &extra);
+    let cleanup = Cleanup {
+        rest: c.rest.clone(),
+        db: root.join("state/jobkeeper.db"),
+    };
+    (git, cfg, cleanup)
+}
+
+/// A spark-totals job file: `args`, then `extra` fields.
+fn totals(c: &Cluster, args: &[&str], extra: &str) -> String {
+    let args: Vec<String> = args.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "project:\n  repo: .\n  dir: projects/spark-totals\n  build: sh build.sh \"{}\"\n  artifact: out/spark-totals.jar\n\
+         env: spark\nparams:\n  main_class: example.Totals\n  args: [{}]\n\
+         \x20 conf: {{spark.driver.memory: 512m, spark.executor.memory: 512m, spark.cores.max: \"1\", spark.driver.cores: \"1\"}}\n{extra}",
+        c.jars,
+        args.join(", ")
+    )
+}
+
+/// Waits for the job's only live run to be a RUNNING driver (and not one of `not`); returns
+/// (run id, driver id).
+async fn running(d: &Daemon, c: &Cluster, name: &str, not: &[String]) -> (i64, String) {
+    let start = std::time::Instant::now();
+    loop {
+        if let [run] = d.live_runs(name).as_slice() {
+            let id = engine_id(run);
+            if !id.is_empty()
+                && !not.contains(&id)
+                && driver_state(c, &id).await.as_deref() == Some("RUNNING")
+            {
+                return (run.id, id);
+            }
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "timed out after {LIMIT:?} waiting for {name}'s driver RUNNING; events: {:#?}",
+            d.events(name)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_job_runs_on_its_ticks_and_succeeds() {
+    let c = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg, _cleanup) = setup(tmp.path(), &c, "");
+    git.write(
+        "jobs/reports/totals.yaml",
+        &totals(&c, &["--n", "5000"], "schedule: \"*/15 * * * * *\"\n"),
+    );
+    git.commit_push("a scheduled spark job");
+    let d = start(tmp.path(), &cfg).await;
+    wait_for("a succeeded run", LIMIT, || {
+        d.runs("reports/totals")
+            .iter()
+            .any(|r| r.state == "succeeded")
+    })
+    .await;
+    let runs = d.runs("reports/totals");
+    let done = runs.iter().find(|r| r.state == "succeeded").unwrap();
+    let id = engine_id(done);
+    assert!(id.starts_with("driver-"), "{done:?}");
+    assert_eq!(driver_state(&c, &id).await.as_deref(), Some("FINISHED"));
+    assert!(d.has_event("reports/totals", "succeeded"));
+    // Scheduled runs only: each started on a tick, none while another was live (forbid).
+    assert!(
+        d.events("reports/totals")
+            .iter()
+            .filter(|e| e.kind == "started")
+            .all(|e| e.message.contains("scheduled")),
+        "{:#?}",
+        d.events("reports/totals")
+    );
+    let job = d.job("reports/totals").unwrap();
+    assert!(
+        ["succeeded", "running", "pending"].contains(&job.state.as_str()),
+        "{job:?}"
+    );
+    // The run's log names the driver.
+    let (code, log) = d
+        .get(&format!(
+            "/api/v1/jobs/reports%2Ftotals/logs?run={}",
+            done.id
+        ))
+        .await;
+    assert_eq!(code, 200);
+    assert!(log.contains(&id), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_job_is_retried_alerted_with_the_driver_exception_then_gives_up() {
+    let c = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let hook = HttpReceiver::start().await;
+    let alerts = format!(
+        "alerts:\n  oncall:\n    webhook: {{url: \"{}\", format: json}}\n    on: [failed, gave_up]\n",
+        hook.url()
+    );
+    let (git, cfg, _cleanup) = setup(tmp.path(), &c, &alerts);
+    git.write(
+        "jobs/crash.yaml",
+        &totals(
+            &c,
+            &["--n", "100", "--fail"],
+            "alerts: [oncall]\nrestart: {attempts: 1, window: 1h, backoff: 1s, max_backoff: 1s}\n",
+        ),
+    );
+    git.commit_push("a spark job that throws");
+    let d = start(tmp.path(), &cfg).await;
+    wait_for("gave_up", Duration::from_secs(180), || {
+        d.job("crash").is_some_and(|j| j.state == "gave_up")
+    })
+    .await;
+    let runs = d.runs("crash");
+    assert_eq!(runs.len(), 2, "the first run and 1 retry: {runs:#?}");
+    assert!(runs.iter().all(|r| r.state == "failed"), "{runs:#?}");
+    for run in &runs {
+        let id = engine_id(run);
+        assert_eq!(driver_state(&c, &id).await.as_deref(), Some("FAILED"));
+        let reason = run.reason.clone().unwrap_or_default();
+        assert!(
+            reason.contains(&format!("spark driver {id} FAILED"))
+                && reason
+                    .contains("Caused by: java.lang.IllegalStateException: failing on purpose"),
+            "the reason carries the driver's exception from its stderr: {reason}"
+        );
+    }
+    wait_for("the alerts", Duration::from_secs(20), || {
+        let got: Vec<Value> = hook.received().iter().map(|r| r.json()).collect();
+        got.iter().any(|j| j["event"] == "failed") && got.iter().any(|j| j["event"] == "gave_up")
+    })
+    .await;
+    let failed: Vec<Value> = hook
+        .received()
+        .iter()
+        .map(|r| r.json())
+        .filter(|j| j["event"] == "failed")
+        .collect();
+    let text = failed[0].to_string();
+    assert!(
+        text.contains("crash") && text.contains("failing on purpose") && text.contains("spark"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_adopts_the_driver_and_removal_kills_it() {
+    let c = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg, _cleanup) = setup(tmp.path(), &c, "");
+    // A service job (no schedule) that stays up.
+    git.write(
+        "jobs/stream.yaml",
+        &totals(&c, &["--n", "100", "--sleep", "600"], ""),
+    );
+    git.commit_push("a long spark driver");
+    let mut d = start(tmp.path(), &cfg).await;
+    let (run, id) = running(&d, &c, "stream", &[]).await;
+    d.stop().await;
+    assert_eq!(
+        driver_state(&c, &id).await.as_deref(),
+        Some("RUNNING"),
+        "a daemon stop leaves drivers running"
+    );
+
+    let mut d = start(tmp.path(), &cfg).await;
+    wait_for("adopted", LIMIT, || d.has_event("stream", "adopted")).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // a few health sweeps
+    let runs = d.runs("stream");
+    assert_eq!(runs.len(), 1, "no new run: {runs:#?}");
+    assert_eq!((runs[0].id, runs[0].state.as_str()), (run, "running"));
+    assert_eq!(driver_state(&c, &id).await.as_deref(), Some("RUNNING"));
+    assert_eq!(d.job("stream").unwrap().state, "running");
+
+    // A driver killed outside jobkeeper: failed, resubmitted as a new driver.
+    let killed = reqwest::Client::new()
+        .post(format!("{}/v1/submissions/kill/{id}", c.rest))
+        .send()
+        .await
+        .unwrap();
+    assert!(killed.status().is_success());
+    let (run2, id2) = running(&d, &c, "stream", std::slice::from_ref(&id)).await;
+    assert_ne!(run, run2);
+    let first = d.runs("stream").into_iter().find(|r| r.id == run).unwrap();
+    assert_eq!(first.state, "failed");
+    assert!(
+        first
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("KILLED outside jobkeeper")),
+        "{first:?}"
+    );
+
+    // Removal: the driver is killed, the job stopped, its history kept.
+    git.remove("jobs/stream.yaml");
+    git.commit_push("remove it");
+    wait_for("stream stopped", LIMIT, || {
+        d.job("stream").is_some_and(|j| j.state == "stopped")
+    })
+    .await;
+    assert_eq!(driver_state(&c, &id2).await.as_deref(), Some("KILLED"));
+    assert!(d.live_runs("stream").is_empty());
+    assert_eq!(d.runs("stream").len(), 2);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_driver_is_deploy_failed_and_an_unreachable_master_is_waiting() {
+    let c = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    // A second env on a closed port: the master is down.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let extra = format!(
+        "  down: {{engine: spark, spark: {{url: \"{down}\", master: \"spark://127.0.0.1:1\"}}}}\n"
+    );
+    let (git, cfg, _cleanup) = setup(tmp.path(), &c, "");
+    let cfg = cfg.replace(
+        "health:",
+        &format!("{}health:", extra.trim_start_matches('\n')),
+    );
+    // No main class: refused before anything reaches the cluster.
+    git.write(
+        "jobs/nomain.yaml",
+        &totals(&c, &[], "").replace("  main_class: example.Totals\n", ""),
+    );
+    git.write(
+        "jobs/waiting.yaml",
+        &totals(&c, &["--sleep", "600"], "").replace("env: spark", "env: down"),
+    );
+    git.commit_push("a refused job and one on a master that is down");
+    let d = start(tmp.path(), &cfg).await;
+    wait_for("deploy_failed", LIMIT, || {
+        d.has_event("nomain", "deploy_failed")
+    })
+    .await;
+    let ev = d
+        .events("nomain")
+        .into_iter()
+        .find(|e| e.kind == "deploy_failed")
+        .unwrap();
+    assert!(ev.message.contains("params.main_class"), "{ev:?}");
+    wait_for("engine_unreachable", LIMIT, || {
+        d.store
+            .events(None, 100)
+            .unwrap_or_default()
+            .iter()
+            .any(|e| e.kind == "engine_unreachable")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let job = d.job("waiting").unwrap();
+    assert_eq!(job.state, "deploying", "{job:?}");
+    assert!(
+        !d.has_event("waiting", "deploy_failed") && !d.has_event("waiting", "gave_up"),
+        "an unreachable master is waiting, not a failure: {:#?}",
+        d.events("waiting")
+    );
+    let unreachable = d
+        .store
+        .events(None, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "engine_unreachable")
+        .count();
+    assert_eq!(unreachable, 1, "one alert per outage");
+}
