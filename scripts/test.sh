@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of jobkeeper on a fresh machine: installs what the tests need, checks
-# formatting and lints, starts a local Flink cluster (stopped again on exit, whatever happens),
-# then runs unit and end-to-end tests. Usage: scripts/test.sh
+# formatting and lints, starts a local Flink cluster and a Spark standalone cluster (both stopped
+# again on exit, whatever happens), then runs unit and end-to-end tests. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,9 +53,25 @@ export JOBKEEPER_FLINK_URL="http://127.0.0.1:$flink_port"
 JOBKEEPER_FLINK_LIB="$(scripts/flink.sh lib)"
 export JOBKEEPER_FLINK_LIB
 
+log "Spark 4.3.0 standalone cluster for tests/spark.rs (scripts/spark.sh)"
+spark_dir="$(mktemp -d /tmp/jobkeeper-spark.XXXXXX)"
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+spark_master_port="$(free_port)" spark_rest_port="$(free_port)" spark_ui_port="$(free_port)" spark_worker_ui_port="$(free_port)"
+stop_clusters() {
+  scripts/flink.sh stop "$flink_dir" || true; rm -rf "$flink_dir"
+  scripts/spark.sh stop "$spark_dir" || true; rm -rf "$spark_dir"
+}
+trap stop_clusters EXIT
+scripts/spark.sh start "$spark_dir" "$spark_master_port" "$spark_rest_port" "$spark_ui_port" "$spark_worker_ui_port"
+export JOBKEEPER_SPARK_URL="http://127.0.0.1:$spark_rest_port"
+export JOBKEEPER_SPARK_MASTER="spark://127.0.0.1:$spark_master_port"
+export JOBKEEPER_SPARK_UI="http://127.0.0.1:$spark_ui_port"
+JOBKEEPER_SPARK_JARS="$(scripts/spark.sh jars)"
+export JOBKEEPER_SPARK_JARS
+
 log "cargo test"
 out=$(mktemp)
-trap 'rm -f "$out"; scripts/flink.sh stop "$flink_dir" || true; rm -rf "$flink_dir"' EXIT
+trap 'rm -f "$out"; stop_clusters' EXIT
 status=0
 cargo test --all-targets --locked 2>&1 | tee "$out" || status=$?
 # One closing line for the whole run, summed over every test binary.
