@@ -14,11 +14,14 @@
 //!   `git daemon` (not watched) and `poll: 1h`: p50/p99;
 //! - flink (needs a cluster: `JOBKEEPER_FLINK_URL`, `JOBKEEPER_FLINK_LIB`; skipped with a note
 //!   when unset): commit → job RUNNING (build excluded), failure → resubmitted → RUNNING with a
-//!   1 s `health.interval`, savepoint upgrade end to end.
+//!   1 s `health.interval`, savepoint upgrade end to end;
+//! - spark (needs a cluster: `JOBKEEPER_SPARK_URL`, `_MASTER`, `_UI`, `_JARS`; skipped with a
+//!   note when unset): commit → driver RUNNING against the same create sent straight to the
+//!   REST server, and schedule tick → driver RUNNING.
 //!
 //! Environment: `BENCH_PUSHES` (default 30), `BENCH_JOBS` (default 10000), `BENCH_FLINK`
-//! (default 10), `BENCH_ONLY` (`push`, `plan`, `start`, `restart`, `health`, `api`, `hook`,
-//! `flink`: run one).
+//! and `BENCH_SPARK` (default 10), `BENCH_ONLY` (`push`, `plan`, `start`, `restart`, `health`,
+//! `api`, `hook`, `flink`, `spark`: run one).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -883,6 +886,239 @@ fn bench_flink(url: &str, lib: &str, n: usize) -> Vec<String> {
     ]
 }
 
+/// Spark cluster addresses for the spark bench.
+struct SparkCluster {
+    rest: String,
+    master: String,
+    ui: String,
+    jars: String,
+}
+
+/// A driver's state from the REST server (empty when unknown).
+async fn spark_state(http: &reqwest::Client, rest: &str, id: &str) -> String {
+    let url = format!("{rest}/v1/submissions/status/{id}");
+    match http.get(url).send().await {
+        Ok(r) => r.json::<serde_json::Value>().await.unwrap_or_default()["driverState"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Waits (≤ 120 s) until driver `id` is RUNNING; returns when it was first seen so.
+async fn spark_running(http: &reqwest::Client, rest: &str, id: &str) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if spark_state(http, rest, id).await == "RUNNING" {
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "driver {id} did not run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The driver id of the newest run of `job` not in `old`, once recorded.
+async fn spark_new_driver(store: &Store, job: &str, old: &[String]) -> (i64, String) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let found = store
+            .runs(job, 1)
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .and_then(|r| {
+                let h: serde_json::Value = serde_json::from_str(r.handle.as_deref()?).ok()?;
+                let id = h["engine_id"].as_str()?.to_string();
+                (!id.is_empty() && !old.contains(&id)).then_some((r.id, id))
+            });
+        if let Some(f) = found {
+            return f;
+        }
+        assert!(Instant::now() < deadline, "no new driver for {job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn bench_spark(c: &SparkCluster, n: usize) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // The project in a repo of its own, so config commits do not change its build key.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/spark-totals");
+    let project = root.join("project");
+    std::fs::create_dir_all(project.join("src/example")).unwrap();
+    std::fs::copy(src.join("build.sh"), project.join("build.sh")).unwrap();
+    std::fs::copy(
+        src.join("src/example/Totals.java"),
+        project.join("src/example/Totals.java"),
+    )
+    .unwrap();
+    git(&project, &["init", "-q", "-b", "main"]);
+    git(&project, &["add", "-A"]);
+    git(&project, &["commit", "-qm", "project"]);
+    let (bare, work) = make_repo(root, 0, |_| String::new());
+    let conf = "{spark.driver.memory: 512m, spark.executor.memory: 512m, spark.cores.max: \"1\"}";
+    let job = |args: &str, schedule: &str| {
+        format!(
+            "project: {{repo: {}, branch: main, build: sh build.sh \"{}\", artifact: out/spark-totals.jar}}\n\
+             env: spark\n{schedule}params:\n  main_class: example.Totals\n  args: [{args}]\n  conf: {conf}\n",
+            project.display(),
+            c.jars
+        )
+    };
+    let text = format!(
+        "repo: {{url: {}, branch: main, path: jobs, poll: 60s}}\nstate_dir: {}\nlisten: 127.0.0.1:0\n\
+         health: {{interval: 1s}}\nenvs:\n  spark: {{engine: spark, spark: {{url: \"{}\", master: \"{}\", ui: \"{}\"}}}}\n",
+        bare.display(),
+        root.join("state").display(),
+        c.rest,
+        c.master,
+        c.ui
+    );
+    let cfg = root.join("config.yaml");
+    std::fs::write(&cfg, text).unwrap();
+    let settings = jobkeeper::settings::load(&cfg).unwrap();
+    std::fs::create_dir_all(work.join("jobs")).unwrap();
+    let push = |msg: &str| {
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-qm", msg]);
+        git(&work, &["push", "-q", "origin", "main"]);
+    };
+    let jar = project.join("out/spark-totals.jar");
+    let rt = runtime();
+    let (direct, deploy, tick) = rt.block_on(async {
+        let (cancel, daemon, store) = start_in_process(root, settings).await;
+        let http = reqwest::Client::new();
+        let kill = |id: String| {
+            let http = http.clone();
+            async move {
+                let _ = http
+                    .post(format!("{}/v1/submissions/kill/{id}", c.rest))
+                    .send()
+                    .await;
+            }
+        };
+        let path = work.join("jobs/totals.yaml");
+        // Warm-up: the one build, and a first driver.
+        std::fs::write(&path, job("\"--sleep\", \"600\"", "")).unwrap();
+        push("warm-up");
+        let (_, mut id) = spark_new_driver(&store, "totals", &[]).await;
+        spark_running(&http, &c.rest, &id).await;
+        let stopped = |store: Store| async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while store
+                .job("totals")
+                .unwrap()
+                .is_none_or(|j| j.state != "stopped")
+            {
+                assert!(Instant::now() < deadline, "job did not stop");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let (mut direct, mut deploy, mut tick) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..n {
+            std::fs::remove_file(&path).unwrap();
+            push("remove");
+            stopped(store.clone()).await;
+
+            // Baseline: the same create sent straight to the REST server.
+            let body = serde_json::json!({
+                "action": "CreateSubmissionRequest",
+                "appResource": format!("file://{}", jar.display()),
+                "mainClass": "example.Totals",
+                "appArgs": ["--sleep", "600"],
+                "clientSparkVersion": "4.3.0",
+                "environmentVariables": {},
+                "sparkProperties": {
+                    "spark.master": c.master, "spark.submit.deployMode": "cluster",
+                    "spark.jars": format!("file://{}", jar.display()), "spark.app.name": "baseline",
+                    "spark.driver.memory": "512m", "spark.executor.memory": "512m", "spark.cores.max": "1"
+                }
+            });
+            let t0 = Instant::now();
+            let answer: serde_json::Value = http
+                .post(format!("{}/v1/submissions/create", c.rest))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let base_id = answer["submissionId"].as_str().unwrap().to_string();
+            direct.push(spark_running(&http, &c.rest, &base_id).await - t0);
+            kill(base_id).await;
+
+            // commit → driver RUNNING (artifact cached).
+            std::fs::write(&path, job(&format!("\"--sleep\", \"600\", \"--n\", \"{i}\""), "")).unwrap();
+            let t0 = Instant::now();
+            push("deploy");
+            let (_, new) = spark_new_driver(&store, "totals", std::slice::from_ref(&id)).await;
+            id = new;
+            deploy.push(spark_running(&http, &c.rest, &id).await - t0);
+        }
+        std::fs::remove_file(&path).unwrap();
+        push("remove");
+        stopped(store.clone()).await;
+
+        // Schedule tick → driver RUNNING: every 10 s, overlap allowed.
+        std::fs::write(
+            &path,
+            job("\"--n\", \"10\"", "schedule: \"*/10 * * * * *\"\noverlap: allow\n"),
+        )
+        .unwrap();
+        push("scheduled");
+        let mut seen = vec![id.clone()];
+        for _ in 0..n {
+            let (_, new) = spark_new_driver(&store, "totals", &seen).await;
+            let at = spark_running(&http, &c.rest, &new).await;
+            // The tick: the last whole 10 s of wall-clock time before the driver ran (the
+            // latency is well under 10 s).
+            let ran = std::time::SystemTime::now() - at.elapsed();
+            let ran_ms = ran
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis();
+            let since_tick = Duration::from_millis((ran_ms % 10_000) as u64);
+            tick.push(since_tick);
+            seen.push(new);
+        }
+        std::fs::remove_file(&path).unwrap();
+        push("remove");
+        stopped(store.clone()).await;
+        cancel.cancel();
+        daemon.await.unwrap().unwrap();
+        (direct, deploy, tick)
+    });
+    let mut direct = direct;
+    let mut deploy = deploy;
+    let mut tick = tick;
+    direct.sort();
+    deploy.sort();
+    tick.sort();
+    let ratio = percentile(&deploy, 0.5).as_secs_f64() / percentile(&direct, 0.5).as_secs_f64();
+    vec![
+        format!(
+            "| spark: commit → driver RUNNING (artifact built), {} times | p50 {} · max {} · {ratio:.2}× the baseline | |",
+            deploy.len(),
+            ms(percentile(&deploy, 0.5)),
+            ms(*deploy.last().unwrap())
+        ),
+        format!(
+            "| spark baseline: the same create sent straight to the REST server → driver RUNNING, {} times | p50 {} · max {} | |",
+            direct.len(),
+            ms(percentile(&direct, 0.5)),
+            ms(*direct.last().unwrap())
+        ),
+        format!(
+            "| spark: schedule tick (`*/10` seconds) → driver RUNNING, {} ticks | p50 {} · max {} | |",
+            tick.len(),
+            ms(percentile(&tick, 0.5)),
+            ms(*tick.last().unwrap())
+        ),
+    ]
+}
+
 fn main() {
     // `cargo test --benches` runs this without `--bench`: a small smoke run keeps it working.
     let smoke = !std::env::args().any(|a| a == "--bench");
@@ -941,6 +1177,34 @@ fn main() {
             }
             _ => println!(
                 "note: flink bench skipped: JOBKEEPER_FLINK_URL and JOBKEEPER_FLINK_LIB are not set"
+            ),
+        }
+    }
+    if want("spark") {
+        let var = |k: &str| std::env::var(k).ok();
+        match (
+            var("JOBKEEPER_SPARK_URL"),
+            var("JOBKEEPER_SPARK_MASTER"),
+            var("JOBKEEPER_SPARK_UI"),
+            var("JOBKEEPER_SPARK_JARS"),
+        ) {
+            (Some(rest), Some(master), Some(ui), Some(jars)) => {
+                let n = var("BENCH_SPARK")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(if smoke { 1 } else { 10 });
+                let c = SparkCluster {
+                    rest,
+                    master,
+                    ui,
+                    jars,
+                };
+                rows.extend(bench_spark(&c, n));
+            }
+            _ if only.as_deref() == Some("spark") && !smoke => panic!(
+                "BENCH_ONLY=spark needs JOBKEEPER_SPARK_URL, _MASTER, _UI and _JARS (see docs/BENCHMARKS.md)"
+            ),
+            _ => println!(
+                "note: spark bench skipped: JOBKEEPER_SPARK_URL, _MASTER, _UI and _JARS are not set"
             ),
         }
     }

@@ -1308,7 +1308,12 @@ impl Actor {
             RunStatus::Succeeded if batch => {
                 let _ = self.ctx.store.finish_run(live.run_id, "succeeded", None);
                 self.restarts.succeeded();
-                self.event("succeeded", Some(live.run_id), "run finished with exit 0");
+                let how = if live.engine.kind() == EngineKind::Local.as_str() {
+                    "run finished with exit 0"
+                } else {
+                    "run finished with success on the cluster"
+                };
+                self.event("succeeded", Some(live.run_id), how);
                 if std::mem::take(&mut self.failing) {
                     self.event(
                         "recovered",
@@ -1329,7 +1334,7 @@ impl Actor {
                 let reason = match status {
                     RunStatus::Failed(r) => spec::mask_secrets(&r, &live.secrets),
                     RunStatus::Vanished => "the run vanished".to_string(),
-                    _ => "a service job finished (exit 0); it must always run".to_string(),
+                    _ => "a service job finished with success; it must always run".to_string(),
                 };
                 let _ = self.ctx.store.finish_run(live.run_id, state, Some(&reason));
                 self.event("failed", Some(live.run_id), &reason);

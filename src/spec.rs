@@ -79,7 +79,7 @@ pub struct Params {
     pub conf: BTreeMap<String, String>,
     /// local: the argv to run (`{artifact}` is replaced by the artifact's path).
     pub command: Vec<String>,
-    /// local: environment variables of the child.
+    /// local: environment variables of the child; spark: of the driver.
     pub environment: BTreeMap<String, String>,
     /// local: working directory (relative to the project checkout when there is one).
     pub workdir: Option<String>,
@@ -1011,7 +1011,7 @@ pub fn json_schema() -> serde_json::Value {
                     "parallelism": {"type": "integer", "minimum": 1, "description": "flink: parallelism."},
                     "conf": {"type": "object", "additionalProperties": text, "description": "flink/spark: configuration properties."},
                     "command": {"type": "array", "items": text, "minItems": 1, "description": "local: the argv to run (never a shell); `{artifact}` is replaced by the artifact's path."},
-                    "environment": {"type": "object", "additionalProperties": text, "description": "local: environment variables of the child."},
+                    "environment": {"type": "object", "additionalProperties": text, "description": "local: environment variables of the child; spark: of the driver."},
                     "workdir": {"type": "string", "description": "local: working directory."}
                 }
             },
