@@ -382,3 +382,104 @@ async fn a_refused_driver_is_deploy_failed_and_an_unreachable_master_is_waiting(
         .count();
     assert_eq!(unreachable, 1, "one alert per outage");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_whose_id_a_crashed_daemon_never_recorded_is_adopted_not_doubled() {
+    let c = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg, _cleanup) = setup(tmp.path(), &c, "");
+    git.write(
+        "jobs/lost.yaml",
+        &totals(&c, &["--n", "100", "--sleep", "600"], ""),
+    );
+    git.commit_push("a long spark driver");
+    let mut d = start(tmp.path(), &cfg).await;
+    let (first, first_id) = running(&d, &c, "lost", &[]).await;
+    d.stop().await;
+
+    // What a daemon killed between the master's answer to a create and the store's write of
+    // the submission id leaves: a run recorded without a handle, and a driver of its jar
+    // running on the cluster that no run records.
+    let http = reqwest::Client::new();
+    http.post(format!("{}/v1/submissions/kill/{first_id}", c.rest))
+        .send()
+        .await
+        .unwrap();
+    d.store
+        .finish_run(first, "stopped", Some("test: replaced"))
+        .unwrap();
+    let job = d.job("lost").unwrap();
+    let jar = serde_json::from_str::<Value>(job.artifact.as_deref().unwrap()).unwrap()["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lost_run = d
+        .store
+        .insert_run(
+            "lost",
+            job.desired_commit.as_deref(),
+            job.applied_hash.as_deref().unwrap(),
+            ("spark", "spark"),
+            &d.state_dir.join("logs/lost"),
+        )
+        .unwrap();
+    let jar = format!("file://{jar}");
+    let body = serde_json::json!({
+        "action": "CreateSubmissionRequest", "appResource": jar, "mainClass": "example.Totals",
+        "appArgs": ["--n", "100", "--sleep", "600"], "clientSparkVersion": "4.3.0",
+        "environmentVariables": {},
+        "sparkProperties": {"spark.master": c.master, "spark.submit.deployMode": "cluster",
+            "spark.jars": jar, "spark.app.name": "lost", "spark.driver.memory": "512m",
+            "spark.executor.memory": "512m", "spark.cores.max": "1"}
+    });
+    let made: Value = http
+        .post(format!("{}/v1/submissions/create", c.rest))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let orphan = made["submissionId"].as_str().unwrap().to_string();
+    let _kill_orphan = KillOnDrop(c.rest.clone(), orphan.clone());
+    wait_for("the orphan driver running", LIMIT, || {
+        std::process::Command::new("curl")
+            .args(["-s", "-m", "5"])
+            .arg(format!("{}/v1/submissions/status/{orphan}", c.rest))
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("\"RUNNING\""))
+    })
+    .await;
+
+    let d = start(tmp.path(), &cfg).await;
+    let (run, id) = running(&d, &c, "lost", std::slice::from_ref(&first_id)).await;
+    assert_eq!(
+        (run, id.as_str()),
+        (lost_run, orphan.as_str()),
+        "the unrecorded driver is the job's run"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await; // a few health sweeps
+    let runs = d.runs("lost");
+    assert_eq!(runs.len(), 2, "nothing submitted again: {runs:#?}");
+    assert_eq!(driver_state(&c, &orphan).await.as_deref(), Some("RUNNING"));
+    git.remove("jobs/lost.yaml");
+    git.commit_push("remove it");
+    wait_for("lost stopped", LIMIT, || {
+        d.job("lost").is_some_and(|j| j.state == "stopped")
+    })
+    .await;
+    assert_eq!(driver_state(&c, &orphan).await.as_deref(), Some("KILLED"));
+}
+
+/// Kills one driver on drop.
+struct KillOnDrop(String, String);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("curl")
+            .args(["-s", "-m", "5", "-o", "/dev/null", "-X", "POST"])
+            .arg(format!("{}/v1/submissions/kill/{}", self.0, self.1))
+            .status();
+    }
+}

@@ -144,6 +144,18 @@ pub trait Engine: Send + Sync {
         None
     }
 
+    /// A run whose submit was in flight when the daemon stopped, before the id the cluster
+    /// chose for it was recorded (spark): the id of a live run of `main_class` that started at
+    /// or after `since_ms` (ms since the epoch) and is not in `known`. The default: none.
+    async fn find_unrecorded(
+        &self,
+        _main_class: &str,
+        _since_ms: u64,
+        _known: &std::collections::HashSet<String>,
+    ) -> Result<Option<String>, EngineError> {
+        Ok(None)
+    }
+
     /// Where the engine is, for messages (flink: its REST URL).
     fn location(&self) -> String {
         self.kind().to_string()

@@ -10,9 +10,10 @@
 //! `spark.ui` is set and the worker's UI answers.
 //!
 //! Spark chooses submission ids itself, so a create whose answer was lost (timeout, connection
-//! cut after sending) is looked up in the master's `/json/`: a driver of the same main class
-//! submitted since, that no run of this engine knows, is taken as that run's. Without
-//! `spark.ui` (or when the master does not answer) such a create is reported unreachable.
+//! cut after sending), or whose id a daemon killed at that moment never recorded, is looked up
+//! in the master's `/json/`: a live driver of the same main class started since, that no run
+//! knows, is taken as that run's. Without `spark.ui` (or when the master does not answer) such
+//! a create is reported unreachable (and a crashed daemon's is not found).
 //!
 //! Every request has a short timeout; a master that does not answer is
 //! [`EngineError::Unreachable`], which callers treat as "wait and retry", never as a failed run.
@@ -301,27 +302,46 @@ impl SparkEngine {
         reason
     }
 
-    /// A driver of `main_class` that started at or after `since` and no run knows: the one a
-    /// create whose answer was lost made.
-    async fn find_lost_create(&self, main_class: &str, since: SystemTime) -> Option<String> {
-        let view = self.master_view().await.ok()??;
-        let since_ms = since
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
-            .saturating_sub(CLOCK_SLACK_MS);
-        let known = lock(&self.known);
-        let mut found: Vec<&String> = view
+    /// Live drivers of `main_class` that started at or after `since_ms` (less
+    /// [`CLOCK_SLACK_MS`]) and are not in `known`, oldest first. `None` without `spark.ui`.
+    async fn unknown_drivers(
+        &self,
+        main_class: &str,
+        since_ms: u64,
+        known: &HashSet<String>,
+    ) -> Result<Option<Vec<String>>, EngineError> {
+        let Some(view) = self.master_view().await? else {
+            return Ok(None);
+        };
+        let since = since_ms.saturating_sub(CLOCK_SLACK_MS);
+        let mut found: Vec<(&u64, &String)> = view
             .drivers
             .iter()
             .filter(|(id, d)| {
-                d.main_class == main_class && d.start_ms >= since_ms && !known.contains(*id)
+                d.main_class == main_class
+                    && d.start_ms >= since
+                    && LIVE_STATES.contains(&d.state.as_str())
+                    && !known.contains(*id)
             })
-            .map(|(id, _)| id)
+            .map(|(id, d)| (&d.start_ms, id))
             .collect();
         found.sort();
-        // Driver ids grow with time: the newest is the create that was just sent.
-        found.last().map(|id| (*id).clone())
+        Ok(Some(found.into_iter().map(|(_, id)| id.clone()).collect()))
+    }
+
+    /// The driver a create whose answer was lost made: the newest unknown driver of its main
+    /// class started since the create was sent.
+    async fn find_lost_create(&self, main_class: &str, sent: SystemTime) -> Option<String> {
+        let since = sent
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let known = lock(&self.known).clone();
+        let found = self
+            .unknown_drivers(main_class, since, &known)
+            .await
+            .ok()??;
+        found.last().cloned()
     }
 
     /// The create request's body.
@@ -549,6 +569,20 @@ impl Engine for SparkEngine {
             return Ok(());
         }
         self.wait_ended(id, grace.max(KILL_WAIT)).await
+    }
+
+    async fn find_unrecorded(
+        &self,
+        main_class: &str,
+        since_ms: u64,
+        known: &HashSet<String>,
+    ) -> Result<Option<String>, EngineError> {
+        let found = self.unknown_drivers(main_class, since_ms, known).await?;
+        let id = found.and_then(|f| f.into_iter().next());
+        if let Some(id) = &id {
+            lock(&self.known).insert(id.clone());
+        }
+        Ok(id)
     }
 
     fn take_exits(&self) -> Option<mpsc::UnboundedReceiver<RunExit>> {
