@@ -956,3 +956,18 @@ fn malformed_input_never_panics() {
         assert_eq!(out.stderr, "", "{out:?}");
     }
 }
+
+#[test]
+fn the_bundled_examples_validate_against_their_configs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo");
+    jobkeeper(&root, &["validate", "jobs", "--config", "jobkeeper.yaml"]).expect(
+        0,
+        "3 job file(s) checked: 0 invalid, 0 error(s)\n",
+        "",
+    );
+    jobkeeper(
+        &root,
+        &["validate", "jobs-flink", "--config", "jobkeeper-flink.yaml"],
+    )
+    .expect(0, "", "2 job file(s) checked: 0 invalid, 0 error(s)\n");
+}
