@@ -962,8 +962,8 @@ fn the_bundled_examples_validate_against_their_configs() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo");
     jobkeeper(&root, &["validate", "jobs", "--config", "jobkeeper.yaml"]).expect(
         0,
-        "3 job file(s) checked: 0 invalid, 0 error(s)\n",
         "",
+        "3 job file(s) checked: 0 invalid, 0 error(s)\n",
     );
     jobkeeper(
         &root,
