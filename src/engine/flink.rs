@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use super::cluster::{lock, require_jar, unreachable, write_log};
 use super::{Engine, EngineError, RunExit, RunHandle, RunStatus, StopOutcome, SubmitRequest};
 use crate::settings::FlinkSettings;
 
@@ -157,14 +158,7 @@ impl FlinkEngine {
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> EngineError {
-        let what = if e.is_timeout() {
-            "no answer in time"
-        } else if e.is_connect() {
-            "cannot connect"
-        } else {
-            "request failed"
-        };
-        EngineError::Unreachable(format!("flink {}: {what} ({e})", self.base))
+        unreachable(&format!("flink {}", self.base), e)
     }
 
     /// GET that must answer 200.
@@ -379,10 +373,6 @@ impl FlinkEngine {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 #[async_trait::async_trait]
 impl Engine for FlinkEngine {
     fn kind(&self) -> &'static str {
@@ -394,16 +384,7 @@ impl Engine for FlinkEngine {
     }
 
     async fn preflight(&self, req: &SubmitRequest) -> Result<(), EngineError> {
-        match &req.artifact {
-            Some(a) if a.is_file() => Ok(()),
-            Some(a) => Err(EngineError::Refused(format!(
-                "flink runs a jar: the artifact {} is not a file (set `project.artifact` to the jar)",
-                a.display()
-            ))),
-            None => Err(EngineError::Refused(
-                "flink runs a jar: the job needs a `project` whose build makes one".into(),
-            )),
-        }
+        require_jar("flink", req)
     }
 
     async fn submit(&self, req: SubmitRequest) -> Result<RunHandle, EngineError> {
@@ -568,22 +549,6 @@ impl Engine for FlinkEngine {
 
     fn take_exits(&self) -> Option<mpsc::UnboundedReceiver<RunExit>> {
         None
-    }
-}
-
-/// Appends a note to a run's log (what was submitted where, or why it was refused).
-async fn write_log(path: &Path, note: &str) {
-    use tokio::io::AsyncWriteExt;
-    if let Some(dir) = path.parent() {
-        let _ = tokio::fs::create_dir_all(dir).await;
-    }
-    if let Ok(mut f) = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .await
-    {
-        let _ = f.write_all(note.as_bytes()).await;
     }
 }
 

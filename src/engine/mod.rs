@@ -8,6 +8,7 @@
 //! by the next daemon. Their stops may take a savepoint ([`Engine::stop_with_savepoint`]), and a
 //! failed run may leave a checkpoint to resume from ([`Engine::restore_point`]).
 
+pub mod cluster;
 pub mod flink;
 pub mod local;
 pub mod spark;

@@ -19,7 +19,6 @@
 //! [`EngineError::Unreachable`], which callers treat as "wait and retry", never as a failed run.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -27,6 +26,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::cluster::{lock, require_jar, unreachable, write_log};
 use super::{Engine, EngineError, RunExit, RunHandle, RunStatus, SubmitRequest};
 use crate::settings::SparkSettings;
 
@@ -184,14 +184,7 @@ impl SparkEngine {
     }
 
     fn unreachable(&self, base: &str, e: &reqwest::Error) -> EngineError {
-        let what = if e.is_timeout() {
-            "no answer in time"
-        } else if e.is_connect() {
-            "cannot connect"
-        } else {
-            "request failed"
-        };
-        EngineError::Unreachable(format!("spark {base}: {what} ({e})"))
+        unreachable(&format!("spark {base}"), e)
     }
 
     /// Sends a request to `base`; returns the status and the JSON body (`Null` when not JSON).
@@ -392,10 +385,6 @@ impl SparkEngine {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 #[async_trait::async_trait]
 impl Engine for SparkEngine {
     fn kind(&self) -> &'static str {
@@ -412,16 +401,7 @@ impl Engine for SparkEngine {
                 "spark runs a jar's main class: set `params.main_class`".into(),
             ));
         }
-        match &req.artifact {
-            Some(a) if a.is_file() => Ok(()),
-            Some(a) => Err(EngineError::Refused(format!(
-                "spark runs a jar: the artifact {} is not a file (set `project.artifact` to the jar)",
-                a.display()
-            ))),
-            None => Err(EngineError::Refused(
-                "spark runs a jar: the job needs a `project` whose build makes one".into(),
-            )),
-        }
+        require_jar("spark", req)
     }
 
     async fn submit(&self, req: SubmitRequest) -> Result<RunHandle, EngineError> {
@@ -587,22 +567,6 @@ impl Engine for SparkEngine {
 
     fn take_exits(&self) -> Option<mpsc::UnboundedReceiver<RunExit>> {
         None
-    }
-}
-
-/// Appends a note to a run's log (where it was submitted, or why it was refused).
-async fn write_log(path: &Path, note: &str) {
-    use tokio::io::AsyncWriteExt;
-    if let Some(dir) = path.parent() {
-        let _ = tokio::fs::create_dir_all(dir).await;
-    }
-    if let Ok(mut f) = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .await
-    {
-        let _ = f.write_all(note.as_bytes()).await;
     }
 }
 
