@@ -447,7 +447,7 @@ fn engines_by_env(
             ),
             (EngineKind::Spark, _, Some(s)) => (
                 format!("spark {} {} {:?}", s.url, s.master, s.ui),
-                Box::new(|| SparkEngine::new(s).map(|e| Arc::new(e) as Arc<dyn Engine>)),
+                Box::new(|| SparkEngine::new(s, &salt).map(|e| Arc::new(e) as Arc<dyn Engine>)),
             ),
             _ => continue,
         };

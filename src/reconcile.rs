@@ -1634,7 +1634,6 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 /// Returns the number of runs recorded as ended.
 pub async fn recover_live_runs(ctx: &Context) -> Result<usize, crate::store::StoreError> {
     let mut n = 0;
-    let mut adopted: HashSet<String> = HashSet::new();
     for run in ctx.store.live_runs()? {
         let handle: Option<RunHandle> = run
             .handle
@@ -1696,44 +1695,31 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, crate::store::Sto
                     }
                 }
             }
-            // A cluster that chose the run's id (spark): a live driver of the run's main class
-            // that started since and that no run records.
+            // A cluster that chose the run's id (spark): the engine finds the run by the token
+            // its submit carried.
             (None, Some(e)) => {
-                let main_class = run_main_class(ctx, &run);
-                let mut known: HashSet<String> = ctx
-                    .store
-                    .live_runs()?
-                    .iter()
-                    .chain(ctx.store.runs(&run.job, 64)?.iter())
-                    .filter_map(|r| r.handle.as_deref())
-                    .filter_map(|h| serde_json::from_str::<RunHandle>(h).ok())
-                    .map(|h| h.engine_id)
-                    .collect();
-                known.extend(adopted.iter().cloned());
                 let since = u64::try_from(run.started_at).unwrap_or(0);
-                match main_class {
-                    Some(mc) => match e.find_unrecorded(&mc, since, &known).await {
-                        Ok(Some(id)) => {
-                            let h = RunHandle {
-                                run_id: run.id,
-                                engine_id: id.clone(),
-                                start_ticks: None,
-                            };
-                            let json = serde_json::to_string(&h).unwrap_or_default();
-                            ctx.store.set_run_running(run.id, &json)?;
-                            tracing::info!(job = %run.job, run = run.id, id = %id, "found the run's unrecorded driver on the cluster; its job adopts it");
-                            adopted.insert(id);
-                            continue;
-                        }
-                        Ok(None) => {
-                            "never started: the daemon stopped while submitting it".to_string()
-                        }
-                        Err(err) => format!(
-                            "the daemon stopped while submitting it; the cluster could not be asked \
-                             whether it has it ({err})"
-                        ),
-                    },
-                    None => "never started: the daemon stopped while submitting it".to_string(),
+                let found = match run_main_class(ctx, &run) {
+                    Some(mc) => e.find_unrecorded(&run.job, run.id, &mc, since).await,
+                    None => Ok(None),
+                };
+                match found {
+                    Ok(Some(id)) => {
+                        let h = RunHandle {
+                            run_id: run.id,
+                            engine_id: id.clone(),
+                            start_ticks: None,
+                        };
+                        let json = serde_json::to_string(&h).unwrap_or_default();
+                        ctx.store.set_run_running(run.id, &json)?;
+                        tracing::info!(job = %run.job, run = run.id, id = %id, "found the run's unrecorded driver on the cluster; its job adopts it");
+                        continue;
+                    }
+                    Ok(None) => "never started: the daemon stopped while submitting it".to_string(),
+                    Err(err) => format!(
+                        "the daemon stopped while submitting it; the cluster could not be asked \
+                         whether it has it ({err})"
+                    ),
                 }
             }
             (None, None) => "never started: the daemon stopped while submitting it".to_string(),

@@ -424,33 +424,48 @@ async fn a_driver_whose_id_a_crashed_daemon_never_recorded_is_adopted_not_double
         )
         .unwrap();
     let jar = format!("file://{jar}");
-    let body = serde_json::json!({
-        "action": "CreateSubmissionRequest", "appResource": jar, "mainClass": "example.Totals",
-        "appArgs": ["--n", "100", "--sleep", "600"], "clientSparkVersion": "4.3.0",
-        "environmentVariables": {},
-        "sparkProperties": {"spark.master": c.master, "spark.submit.deployMode": "cluster",
-            "spark.jars": jar, "spark.app.name": "lost", "spark.driver.memory": "512m",
-            "spark.executor.memory": "512m", "spark.cores.max": "1"}
-    });
-    let made: Value = http
-        .post(format!("{}/v1/submissions/create", c.rest))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let orphan = made["submissionId"].as_str().unwrap().to_string();
+    // The create the lost run sent carried its token; another daemon's driver of the same jar
+    // and main class, started at the same time, carries another.
+    let token =
+        jobkeeper::engine::cluster::run_token(&d.state_dir.display().to_string(), "lost", lost_run);
+    let create = |token: String| {
+        let (http, jar, c) = (http.clone(), jar.clone(), &c);
+        async move {
+            let body = serde_json::json!({
+                "action": "CreateSubmissionRequest", "appResource": jar, "mainClass": "example.Totals",
+                "appArgs": ["--n", "100", "--sleep", "600"], "clientSparkVersion": "4.3.0",
+                "environmentVariables": {},
+                "sparkProperties": {"spark.master": c.master, "spark.submit.deployMode": "cluster",
+                    "spark.jars": jar, "spark.app.name": "lost", "spark.driver.memory": "512m",
+                    "spark.executor.memory": "512m", "spark.cores.max": "1",
+                    "spark.jobkeeper.run": token}
+            });
+            let made: Value = http
+                .post(format!("{}/v1/submissions/create", c.rest))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            made["submissionId"].as_str().unwrap().to_string()
+        }
+    };
+    let other = create("0123456789abcdef0123456789abcdef".into()).await;
+    let _kill_other = KillOnDrop(c.rest.clone(), other.clone());
+    let orphan = create(token).await;
     let _kill_orphan = KillOnDrop(c.rest.clone(), orphan.clone());
-    wait_for("the orphan driver running", LIMIT, || {
-        std::process::Command::new("curl")
-            .args(["-s", "-m", "5"])
-            .arg(format!("{}/v1/submissions/status/{orphan}", c.rest))
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("\"RUNNING\""))
-    })
-    .await;
+    for id in [&orphan, &other] {
+        wait_for("the orphan drivers running", LIMIT, || {
+            std::process::Command::new("curl")
+                .args(["-s", "-m", "5"])
+                .arg(format!("{}/v1/submissions/status/{id}", c.rest))
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("\"RUNNING\""))
+        })
+        .await;
+    }
 
     let d = start(tmp.path(), &cfg).await;
     let (run, id) = running(&d, &c, "lost", std::slice::from_ref(&first_id)).await;
@@ -463,6 +478,11 @@ async fn a_driver_whose_id_a_crashed_daemon_never_recorded_is_adopted_not_double
     let runs = d.runs("lost");
     assert_eq!(runs.len(), 2, "nothing submitted again: {runs:#?}");
     assert_eq!(driver_state(&c, &orphan).await.as_deref(), Some("RUNNING"));
+    assert_eq!(
+        driver_state(&c, &other).await.as_deref(),
+        Some("RUNNING"),
+        "another daemon's driver is left alone"
+    );
     git.remove("jobs/lost.yaml");
     git.commit_push("remove it");
     wait_for("lost stopped", LIMIT, || {
@@ -470,6 +490,7 @@ async fn a_driver_whose_id_a_crashed_daemon_never_recorded_is_adopted_not_double
     })
     .await;
     assert_eq!(driver_state(&c, &orphan).await.as_deref(), Some("KILLED"));
+    assert_eq!(driver_state(&c, &other).await.as_deref(), Some("RUNNING"));
 }
 
 /// Kills one driver on drop.

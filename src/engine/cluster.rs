@@ -1,10 +1,25 @@
-//! What the cluster engines ([`super::flink`], [`super::spark`]) share: the jar a run needs,
-//! how a failed request is told, and the note a submit leaves in the run's log.
+//! What the cluster engines ([`super::flink`], [`super::spark`]) share: the token that names a
+//! run on a cluster, the jar a run needs, how a failed request is told, and the note a submit
+//! leaves in the run's log.
 
 use std::path::Path;
 use std::sync::Mutex;
 
+use sha2::{Digest, Sha256};
+
 use super::{EngineError, SubmitRequest};
+
+/// A token unique to run `run_id` of `job` of the daemon whose state folder is `salt`: 32 hex
+/// digits (flink: the job id; spark: the `spark.jobkeeper.run` property).
+pub fn run_token(salt: &str, job: &str, run_id: i64) -> String {
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    h.update([0]);
+    h.update(job.as_bytes());
+    h.update([0]);
+    h.update(run_id.to_string().as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
 
 /// Checks that the run has a jar to submit (`engine` names the engine in the message).
 pub fn require_jar(engine: &str, req: &SubmitRequest) -> Result<(), EngineError> {

@@ -68,13 +68,7 @@ const LIVE_STATES: &[&str] = &[
 /// The Flink job id of run `run_id` of `job` for the daemon whose state folder is `salt`:
 /// 32 hex digits.
 pub fn job_id(salt: &str, job: &str, run_id: i64) -> String {
-    let mut h = Sha256::new();
-    h.update(salt.as_bytes());
-    h.update([0]);
-    h.update(job.as_bytes());
-    h.update([0]);
-    h.update(run_id.to_string().as_bytes());
-    hex::encode(&h.finalize()[..16])
+    super::cluster::run_token(salt, job, run_id)
 }
 
 /// The first line of each Flink stack trace and its `Caused by:` lines, trimmed, at most

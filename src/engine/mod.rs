@@ -146,13 +146,14 @@ pub trait Engine: Send + Sync {
     }
 
     /// A run whose submit was in flight when the daemon stopped, before the id the cluster
-    /// chose for it was recorded (spark): the id of a live run of `main_class` that started at
-    /// or after `since_ms` (ms since the epoch) and is not in `known`. The default: none.
+    /// chose for it was recorded (spark): the engine id of run `run_id` of `job`, a live run of
+    /// `main_class` that started at or after `since_ms` (ms since the epoch). The default: none.
     async fn find_unrecorded(
         &self,
+        _job: &str,
+        _run_id: i64,
         _main_class: &str,
         _since_ms: u64,
-        _known: &std::collections::HashSet<String>,
     ) -> Result<Option<String>, EngineError> {
         Ok(None)
     }

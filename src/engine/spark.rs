@@ -9,24 +9,28 @@
 //! and the exception lines of the driver's stderr, read from the worker's web UI (`/log/`) when
 //! `spark.ui` is set and the worker's UI answers.
 //!
-//! Spark chooses submission ids itself, so a create whose answer was lost (timeout, connection
-//! cut after sending), or whose id a daemon killed at that moment never recorded, is looked up
-//! in the master's `/json/`: a live driver of the same main class started since, that no run
-//! knows, is taken as that run's. Without `spark.ui` (or when the master does not answer) such
-//! a create is reported unreachable (and a crashed daemon's is not found).
+//! Spark chooses submission ids itself, so each create carries a Spark property of jobkeeper's,
+//! `spark.jobkeeper.run`, set to a token unique to the daemon (its state folder), the job and
+//! the run ([`run_token`]). The worker writes every property into the first line of the
+//! driver's stderr (`Launch Command: ... -Dspark.jobkeeper.run=<token>`), so a create whose
+//! answer was lost (timeout, connection cut after sending), or whose id a daemon killed at that
+//! moment never recorded, is found exactly: among the master's live drivers of the run's main
+//! class started since, the one whose stderr names the run's token. This needs `spark.ui` and
+//! the workers' web UIs; without them such a create is reported unreachable (and a crashed
+//! daemon's is not found).
 //!
 //! Every request has a short timeout; a master that does not answer is
 //! [`EngineError::Unreachable`], which callers treat as "wait and retry", never as a failed run.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::cluster::{lock, require_jar, unreachable, write_log};
+use super::cluster::run_token;
+use super::cluster::{require_jar, unreachable, write_log};
 use super::{Engine, EngineError, RunExit, RunHandle, RunStatus, SubmitRequest};
 use crate::settings::SparkSettings;
 
@@ -44,6 +48,12 @@ const REASON_LINES: usize = 20;
 const STDERR_TAIL: u64 = 64 * 1024;
 /// Slack allowed between the daemon's and the master's clocks when a lost create is looked up.
 const CLOCK_SLACK_MS: u64 = 5_000;
+/// The Spark property carrying a run's token.
+pub const TOKEN_PROPERTY: &str = "spark.jobkeeper.run";
+/// How long a lost create's driver may take to be launched (and so to have a stderr to read).
+const LAUNCH_WAIT: Duration = Duration::from_secs(10);
+/// How much of the start of a driver's stderr is read for its launch command.
+const LAUNCH_HEAD: u64 = 32 * 1024;
 /// The `clientSparkVersion` sent with a create (the master accepts any).
 const CLIENT_VERSION: &str = "4.3.0";
 
@@ -155,16 +165,14 @@ pub struct SparkEngine {
     ui: Option<String>,
     /// The HTTP client.
     http: reqwest::Client,
-    /// Submission ids this engine created or was asked about: a lost create is never taken
-    /// for one of them.
-    known: Mutex<HashSet<String>>,
-    /// One create at a time, so a lost create's driver is told apart from the next one's.
-    create: tokio::sync::Mutex<()>,
+    /// Makes run tokens unique to one daemon (its state folder).
+    salt: String,
 }
 
 impl SparkEngine {
-    /// An engine for the cluster of `settings`.
-    pub fn new(settings: &SparkSettings) -> Result<SparkEngine, EngineError> {
+    /// An engine for the cluster of `settings`; `salt` makes its run tokens unique to this
+    /// daemon (the state folder is a good one).
+    pub fn new(settings: &SparkSettings, salt: &str) -> Result<SparkEngine, EngineError> {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
@@ -178,8 +186,7 @@ impl SparkEngine {
                 .as_deref()
                 .map(|u| u.trim_end_matches('/').to_string()),
             http,
-            known: Mutex::new(HashSet::new()),
-            create: tokio::sync::Mutex::new(()),
+            salt: salt.to_string(),
         })
     }
 
@@ -238,14 +245,26 @@ impl SparkEngine {
         Ok(Some((state, worker, message)))
     }
 
-    /// The end of a driver's stderr, from its worker's web UI.
-    async fn driver_stderr(&self, id: &str, worker_ui: &str) -> Option<String> {
+    /// A driver's stderr from its worker's web UI: its last `len` bytes, or with `head` its
+    /// first.
+    async fn driver_stderr(
+        &self,
+        id: &str,
+        worker_ui: &str,
+        len: u64,
+        head: bool,
+    ) -> Option<String> {
         let url = format!("{worker_ui}/log/");
-        let req = self.http.get(url).query(&[
+        let len = len.to_string();
+        let mut query = vec![
             ("driverId", id),
             ("logType", "stderr"),
-            ("byteLength", &STDERR_TAIL.to_string()),
-        ]);
+            ("byteLength", &len),
+        ];
+        if head {
+            query.push(("offset", "0"));
+        }
+        let req = self.http.get(url).query(&query);
         let resp = req.send().await.ok()?;
         if !resp.status().is_success() {
             return None;
@@ -280,7 +299,7 @@ impl SparkEngine {
         }
         let worker_ui = worker.and_then(|w| view.and_then(|v| v.worker_uis.get(w)));
         match worker_ui {
-            Some(ui) => match self.driver_stderr(id, ui).await {
+            Some(ui) => match self.driver_stderr(id, ui, STDERR_TAIL, false).await {
                 Some(stderr) if !stderr.trim().is_empty() => {
                     reason.push('\n');
                     reason.push_str(&summarize_stderr(&stderr));
@@ -295,46 +314,47 @@ impl SparkEngine {
         reason
     }
 
-    /// Live drivers of `main_class` that started at or after `since_ms` (less
-    /// [`CLOCK_SLACK_MS`]) and are not in `known`, oldest first. `None` without `spark.ui`.
-    async fn unknown_drivers(
+    /// The live driver of `main_class`, started at or after `since_ms` (less
+    /// [`CLOCK_SLACK_MS`]), whose launch command carries `token`; waits up to `wait` for
+    /// drivers not yet launched. `None` without `spark.ui`.
+    async fn find_by_token(
         &self,
         main_class: &str,
         since_ms: u64,
-        known: &HashSet<String>,
-    ) -> Result<Option<Vec<String>>, EngineError> {
-        let Some(view) = self.master_view().await? else {
-            return Ok(None);
-        };
+        token: &str,
+        wait: Duration,
+    ) -> Result<Option<String>, EngineError> {
+        let marker = format!("-D{TOKEN_PROPERTY}={token}");
         let since = since_ms.saturating_sub(CLOCK_SLACK_MS);
-        let mut found: Vec<(&u64, &String)> = view
-            .drivers
-            .iter()
-            .filter(|(id, d)| {
-                d.main_class == main_class
-                    && d.start_ms >= since
-                    && LIVE_STATES.contains(&d.state.as_str())
-                    && !known.contains(*id)
-            })
-            .map(|(id, d)| (&d.start_ms, id))
-            .collect();
-        found.sort();
-        Ok(Some(found.into_iter().map(|(_, id)| id.clone()).collect()))
-    }
-
-    /// The driver a create whose answer was lost made: the newest unknown driver of its main
-    /// class started since the create was sent.
-    async fn find_lost_create(&self, main_class: &str, sent: SystemTime) -> Option<String> {
-        let since = sent
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let known = lock(&self.known).clone();
-        let found = self
-            .unknown_drivers(main_class, since, &known)
-            .await
-            .ok()??;
-        found.last().cloned()
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let Some(view) = self.master_view().await? else {
+                return Ok(None);
+            };
+            let mut unlaunched = false;
+            for (id, d) in &view.drivers {
+                if d.main_class != main_class
+                    || d.start_ms < since
+                    || !LIVE_STATES.contains(&d.state.as_str())
+                {
+                    continue;
+                }
+                let ui = d.worker.as_ref().and_then(|w| view.worker_uis.get(w));
+                let head = match ui {
+                    Some(ui) => self.driver_stderr(id, ui, LAUNCH_HEAD, true).await,
+                    None => None,
+                };
+                match head {
+                    Some(h) if h.contains(&marker) => return Ok(Some(id.clone())),
+                    Some(h) if h.contains("Launch Command") => {}
+                    _ => unlaunched = true,
+                }
+            }
+            if !unlaunched || tokio::time::Instant::now() >= until {
+                return Ok(None);
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// The create request's body.
@@ -354,6 +374,10 @@ impl SparkEngine {
         props
             .entry("spark.driver.supervise")
             .or_insert_with(|| json!("false"));
+        props.insert(
+            TOKEN_PROPERTY.into(),
+            json!(run_token(&self.salt, &req.job, req.run_id)),
+        );
         json!({
             "action": "CreateSubmissionRequest",
             "appResource": jar,
@@ -410,7 +434,6 @@ impl Engine for SparkEngine {
         let artifact = std::fs::canonicalize(&artifact).unwrap_or(artifact);
         let jar = format!("file://{}", artifact.display());
         let body = self.create_body(&req, &jar);
-        let _one = self.create.lock().await;
         let sent_at = SystemTime::now();
         let url = format!("{}/v1/submissions/create", self.rest);
         let answer = self
@@ -434,9 +457,16 @@ impl Engine for SparkEngine {
             // Sent, but the answer was lost: the master may have made the driver.
             Err((false, e)) => {
                 let main_class = req.params.main_class.as_deref().unwrap_or_default();
-                return match self.find_lost_create(main_class, sent_at).await {
-                    Some(id) => {
-                        lock(&self.known).insert(id.clone());
+                let since = sent_at
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                let token = run_token(&self.salt, &req.job, req.run_id);
+                return match self
+                    .find_by_token(main_class, since, &token, LAUNCH_WAIT)
+                    .await
+                {
+                    Ok(Some(id)) => {
                         write_log(
                             &req.log_path,
                             &format!(
@@ -451,7 +481,7 @@ impl Engine for SparkEngine {
                             start_ticks: None,
                         })
                     }
-                    None => Err(e),
+                    _ => Err(e),
                 };
             }
         };
@@ -477,7 +507,6 @@ impl Engine for SparkEngine {
                 "spark refused the driver ({status}): {message}"
             )));
         }
-        lock(&self.known).insert(id.to_string());
         write_log(
             &req.log_path,
             &format!("submitted to {} as driver {id}\n", self.rest),
@@ -494,7 +523,6 @@ impl Engine for SparkEngine {
         if handles.is_empty() {
             return Ok(Vec::new());
         }
-        lock(&self.known).extend(handles.iter().map(|h| h.engine_id.clone()));
         let view = self.master_view().await?;
         let mut out = Vec::with_capacity(handles.len());
         for h in handles {
@@ -553,16 +581,14 @@ impl Engine for SparkEngine {
 
     async fn find_unrecorded(
         &self,
+        job: &str,
+        run_id: i64,
         main_class: &str,
         since_ms: u64,
-        known: &HashSet<String>,
     ) -> Result<Option<String>, EngineError> {
-        let found = self.unknown_drivers(main_class, since_ms, known).await?;
-        let id = found.and_then(|f| f.into_iter().next());
-        if let Some(id) = &id {
-            lock(&self.known).insert(id.clone());
-        }
-        Ok(id)
+        let token = run_token(&self.salt, job, run_id);
+        self.find_by_token(main_class, since_ms, &token, LAUNCH_WAIT)
+            .await
     }
 
     fn take_exits(&self) -> Option<mpsc::UnboundedReceiver<RunExit>> {
@@ -641,11 +667,14 @@ mod tests {
 
     #[test]
     fn the_create_body_carries_params_and_cluster_mode() {
-        let engine = SparkEngine::new(&SparkSettings {
-            url: "http://127.0.0.1:6066/".into(),
-            master: "spark://127.0.0.1:7077".into(),
-            ui: None,
-        })
+        let engine = SparkEngine::new(
+            &SparkSettings {
+                url: "http://127.0.0.1:6066/".into(),
+                master: "spark://127.0.0.1:7077".into(),
+                ui: None,
+            },
+            "/var/lib/jobkeeper",
+        )
         .unwrap();
         let mut params = Params {
             main_class: Some("example.Totals".into()),
@@ -682,6 +711,11 @@ mod tests {
         assert_eq!(props["spark.jars"], "file:///a/b.jar");
         assert_eq!(props["spark.driver.memory"], "512m");
         assert_eq!(props["spark.app.name"], "reports/totals");
+        // The run's token, by which a lost create is found again.
+        assert_eq!(
+            props[TOKEN_PROPERTY],
+            run_token("/var/lib/jobkeeper", "reports/totals", 7)
+        );
         assert_eq!(engine.rest, "http://127.0.0.1:6066");
     }
 }
