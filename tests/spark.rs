@@ -504,3 +504,39 @@ impl Drop for KillOnDrop {
             .status();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_master_ui_each_driver_is_asked_about_by_id() {
+    let c = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg, _cleanup) = setup(tmp.path(), &c, "");
+    let cfg = cfg.replace(&format!(", ui: \"{}\"", c.ui), "");
+    assert!(!cfg.contains("ui:"), "{cfg}");
+    git.write(
+        "jobs/once.yaml",
+        &totals(
+            &c,
+            &["--n", "100", "--fail"],
+            "restart: {attempts: 0, window: 1h, backoff: 1s, max_backoff: 1s}\n",
+        ),
+    );
+    git.commit_push("a failing job on an env without the master UI");
+    let d = start(tmp.path(), &cfg).await;
+    wait_for("gave_up", LIMIT, || {
+        d.job("once").is_some_and(|j| j.state == "gave_up")
+    })
+    .await;
+    let runs = d.runs("once");
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    let id = engine_id(&runs[0]);
+    assert_eq!(driver_state(&c, &id).await.as_deref(), Some("FAILED"));
+    assert_eq!(
+        runs[0].reason.as_deref(),
+        Some(
+            format!(
+                "spark driver {id} FAILED (set `spark.ui` to read the driver's stderr from its worker)"
+            )
+            .as_str()
+        )
+    );
+}
