@@ -21,6 +21,7 @@
 //! `flink`: run one).
 
 use std::io::Write as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -592,7 +593,10 @@ fn bench_hook(samples: usize) -> Vec<String> {
         "env: dev\nsuspend: true\nparams: {command: [sleep, \"1\"]}".into()
     });
     let git_port = free_port();
+    // Its own process group: `git daemon` runs `git-daemon` as a child (which forks one process
+    // per connection), so the whole group is killed at the end.
     let mut git_daemon = Command::new("git")
+        .process_group(0)
         .arg("daemon")
         .arg("--reuseaddr")
         .arg(format!("--base-path={}", root.display()))
@@ -678,7 +682,10 @@ fn bench_hook(samples: usize) -> Vec<String> {
         }
     }
     stop_daemon(child);
-    let _ = git_daemon.kill();
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(git_daemon.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
     let _ = git_daemon.wait();
     started.sort();
     applied.sort();
