@@ -19,11 +19,15 @@
 //!   note when unset): commit → driver RUNNING against the same create sent straight to the
 //!   REST server, and schedule tick → driver RUNNING.
 //!
+//! - a fleet of 2,000 running local jobs and a commit changing 500 of them: commit → every new
+//!   run up, p50/p99 over 5 commits.
+//!
 //! Environment: `BENCH_PUSHES` (default 30), `BENCH_JOBS` (default 10000), `BENCH_FLINK`
-//! and `BENCH_SPARK` (default 10), `BENCH_ONLY` (`push`, `plan`, `start`, `restart`, `health`,
-//! `api`, `hook`, `flink`, `spark`: run one).
+//! and `BENCH_SPARK` (default 10), `BENCH_FLEET` (default 2000), `BENCH_ONLY` (`push`, `plan`,
+//! `start`, `restart`, `health`, `api`, `hook`, `fleet`, `flink`, `spark`: run one).
 
 use std::io::Write as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -472,6 +476,119 @@ fn bench_health(jobs: usize, secs: u64) -> Vec<String> {
     out
 }
 
+/// A commit on `main` of `bare` changing `files` (path, content), written with `git fast-import`.
+fn fast_commit(bare: &Path, msg: &str, files: &[(String, String)]) {
+    let parent = git(bare, &["rev-parse", "refs/heads/main"]);
+    let mut fi = Command::new("git")
+        .args(["fast-import", "--quiet"])
+        .current_dir(bare)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut buf = Vec::new();
+        write!(buf, "commit refs/heads/main\ncommitter Bench <bench@example.com> 1700000001 +0000\ndata {}\n{msg}\nfrom {parent}\n", msg.len()).unwrap();
+        for (path, body) in files {
+            write!(buf, "M 100644 inline {path}\ndata {}\n{body}\n", body.len()).unwrap();
+        }
+        fi.stdin.as_mut().unwrap().write_all(&buf).unwrap();
+    }
+    assert!(fi.wait().unwrap().success());
+}
+
+/// `jobs` running local jobs, then one commit changing a quarter of them: time from the commit
+/// landing in the bare repo (watched) to every changed job's new run up, over `samples` commits.
+fn bench_fleet(jobs: usize, samples: usize) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = |version: usize, i: usize| 1_000_000 * version + i;
+    let body = |version: usize, i: usize| {
+        format!(
+            "env: dev\nparams: {{command: [sleep, \"{}\"]}}",
+            marker(version, i)
+        )
+    };
+    let (bare, _work) = make_repo(tmp.path(), jobs, |i| body(1, i));
+    let port = free_port();
+    let cfg = config(tmp.path(), &bare, &format!("127.0.0.1:{port}"));
+    let daemon = spawn_daemon(&cfg, port);
+    let store = Store::open(&tmp.path().join("state/jobkeeper.db")).unwrap();
+    let running = |store: &Store| {
+        store
+            .live_runs()
+            .map(|r| r.iter().filter(|r| r.state == "running").count())
+            .unwrap_or(0)
+    };
+    let t = Instant::now();
+    while running(&store) < jobs {
+        assert!(t.elapsed() < Duration::from_secs(300), "jobs did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let all_up = t.elapsed();
+    let changed: Vec<usize> = (0..jobs).filter(|i| i % 4 == 0).collect();
+    let mut times = Vec::new();
+    for version in 2..2 + samples {
+        let files: Vec<(String, String)> = changed
+            .iter()
+            .map(|&i| {
+                (
+                    format!("jobs/team-{}/job-{i:05}.yaml", i % 50),
+                    body(version, i),
+                )
+            })
+            .collect();
+        let t = Instant::now();
+        fast_commit(&bare, &format!("version {version}"), &files);
+        let up = |store: &Store| {
+            let Ok(runs) = store.live_runs() else {
+                return 0;
+            };
+            runs.iter()
+                .filter(|r| r.state == "running")
+                .filter(|r| {
+                    r.job
+                        .rsplit_once("job-")
+                        .and_then(|(_, n)| n.parse::<usize>().ok())
+                        .is_some_and(|i| i % 4 == 0)
+                })
+                .filter_map(|r| {
+                    let v: serde_json::Value = serde_json::from_str(r.handle.as_deref()?).ok()?;
+                    v["engine_id"].as_str()?.parse::<u32>().ok()
+                })
+                .filter(|pid| {
+                    // `sleep <marker>`: the marker's millions are the version.
+                    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                        String::from_utf8_lossy(&c)
+                            .split('\0')
+                            .nth(1)
+                            .and_then(|a| a.parse::<usize>().ok())
+                            .is_some_and(|m| m / 1_000_000 == version)
+                    })
+                })
+                .count()
+        };
+        while up(&store) < changed.len() {
+            assert!(t.elapsed() < Duration::from_secs(300), "no convergence");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        times.push(t.elapsed());
+    }
+    let hwm = peak_rss_kb(daemon.id());
+    stop_daemon(daemon);
+    times.sort();
+    vec![
+        format!(
+            "| {jobs} running local jobs, one commit changing {} of them: commit → every new run up ({samples} commits) | {} | |",
+            changed.len(),
+            p50_p99(&times)
+        ),
+        format!(
+            "| same: {jobs} jobs from an empty state to all running; daemon peak RSS | {:.1} s · {:.1} MB | |",
+            all_up.as_secs_f64(),
+            hwm as f64 / 1024.0
+        ),
+    ]
+}
+
 /// One HTTP/1.1 request over a new loopback connection: (status, body).
 fn http(
     port: u16,
@@ -595,7 +712,10 @@ fn bench_hook(samples: usize) -> Vec<String> {
         "env: dev\nsuspend: true\nparams: {command: [sleep, \"1\"]}".into()
     });
     let git_port = free_port();
+    // Its own process group: `git daemon` runs `git-daemon` as a child (which forks one process
+    // per connection), so the whole group is killed at the end.
     let mut git_daemon = Command::new("git")
+        .process_group(0)
         .arg("daemon")
         .arg("--reuseaddr")
         .arg(format!("--base-path={}", root.display()))
@@ -681,7 +801,10 @@ fn bench_hook(samples: usize) -> Vec<String> {
         }
     }
     stop_daemon(child);
-    let _ = git_daemon.kill();
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(git_daemon.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
     let _ = git_daemon.wait();
     started.sort();
     applied.sort();
@@ -1157,6 +1280,13 @@ fn main() {
     }
     if want("hook") {
         rows.extend(bench_hook(pushes));
+    }
+    if want("fleet") {
+        let fleet = std::env::var("BENCH_FLEET")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if smoke { 40 } else { 2000 });
+        rows.extend(bench_fleet(fleet, if smoke { 1 } else { 5 }));
     }
     if want("flink") {
         match (

@@ -213,6 +213,11 @@ impl Metrics {
                 a.failed,
             ),
             (
+                "alert_tries_failed_total",
+                "Alert delivery tries that failed (each retry counts).",
+                a.failed_tries,
+            ),
+            (
                 "alerts_dropped_total",
                 "Events or alerts dropped because a queue was full.",
                 a.dropped,

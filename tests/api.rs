@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Daemon, Git, config, config_with, start, wait_for};
+use common::{Daemon, Git, GitDaemon, config, config_with, metric, start, wait_for};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 
@@ -297,13 +297,6 @@ async fn promtool_check(text: &str) {
     );
 }
 
-/// The value of the sample `name{labels}` in a metrics text (0 when absent).
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn sign(body: &[u8]) -> String {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
     mac.update(body);
@@ -354,47 +347,6 @@ async fn restart_clears_gave_up() {
     );
     assert_eq!(events.iter().filter(|e| e.kind == "gave_up").count(), 2);
     d.stop().await;
-}
-
-/// `git daemon` serving the folders below `base` over `git://127.0.0.1:<port>/`; a repo fetched
-/// this way is not watched, so only webhooks (and polls) make the daemon fetch.
-struct GitDaemon {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl GitDaemon {
-    async fn start(base: &Path) -> GitDaemon {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("git")
-            .arg("daemon")
-            .arg("--reuseaddr")
-            .arg(format!("--base-path={}", base.display()))
-            .arg("--export-all")
-            .arg(format!("--port={port}"))
-            .arg("--listen=127.0.0.1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("git daemon runs");
-        wait_for("git daemon", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .await;
-        GitDaemon { child, port }
-    }
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A GitHub `push` event as GitHub sends it (fields trimmed to the usual set).

@@ -1,7 +1,8 @@
 //! The HTTP server on `listen` (SPEC "HTTP API"): health and readiness, `/metrics`, the JSON API
 //! ([`api`]), git webhooks ([`hooks`]) and the status page ([`page`]).
 //!
-//! Every request body is limited to [`MAX_BODY`] (413 above it). POST endpoints need the API
+//! Every request body is limited to [`MAX_BODY`] (413 above it), whether or not its handler reads
+//! it ([`limit_body`]). POST endpoints need the API
 //! token ([`api::authorize`]); webhooks are verified with the webhook secret. Neither secret is
 //! ever logged or echoed.
 
@@ -14,8 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
@@ -65,7 +68,38 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/hooks/gitlab", post(hooks::gitlab))
         .fallback(|| async { api::error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(limit_body))
         .with_state(state)
+}
+
+/// Refuses a request whose body is over [`MAX_BODY`] with 413: at once when its
+/// `Content-Length` says so, else (chunked) once that much was read. Handlers that never read
+/// the body (`POST /api/v1/sync`, restarts) are covered too, so no endpoint takes a body of any
+/// size.
+pub async fn limit_body(req: Request, next: Next) -> Response {
+    let too_large = || {
+        api::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the request body is over {} bytes", MAX_BODY),
+        )
+        .into_response()
+    };
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return too_large();
+    }
+    match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(_) => too_large(),
+    }
 }
 
 async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, &'static str) {

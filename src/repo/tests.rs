@@ -736,8 +736,12 @@ struct GitDaemon {
 
 impl GitDaemon {
     fn start(base: &Path) -> GitDaemon {
+        use std::os::unix::process::CommandExt as _;
         let port = free_port();
+        // Its own process group: `git daemon` runs `git-daemon` as a child, which forks one
+        // process per connection; killing `git` alone would leave them serving.
         let child = Command::new("git")
+            .process_group(0)
             .arg("daemon")
             .arg("--reuseaddr")
             .arg(format!("--base-path={}", base.display()))
@@ -768,7 +772,8 @@ impl GitDaemon {
 
 impl Drop for GitDaemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let pgid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }

@@ -278,3 +278,94 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 pub fn sleeper(secs: u32) -> String {
     format!("env: dev\nparams:\n  command: [\"sleep\", \"{secs}\"]\n")
 }
+
+/// `git daemon` serving the folders below `base` over `git://127.0.0.1:<port>/`; a repo fetched
+/// this way is not watched, so only webhooks and polls make the daemon fetch. Killed on drop.
+pub struct GitDaemon {
+    child: Option<std::process::Child>,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    base: PathBuf,
+}
+
+impl GitDaemon {
+    /// Starts it on a free port.
+    pub async fn start(base: &Path) -> GitDaemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut d = GitDaemon {
+            child: None,
+            port,
+            base: base.to_path_buf(),
+        };
+        d.resume().await;
+        d
+    }
+
+    /// `git://127.0.0.1:<port>/<name>`.
+    pub fn url(&self, name: &str) -> String {
+        format!("git://127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Stops serving (connections are refused until [`GitDaemon::resume`]). `git daemon`
+    /// runs `git-daemon` as its child, which forks one process per connection: the whole
+    /// process group is killed.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pgid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+
+    /// Serves again on the same port.
+    pub async fn resume(&mut self) {
+        self.stop();
+        use std::os::unix::process::CommandExt as _;
+        let child = Command::new("git")
+            .process_group(0)
+            .arg("daemon")
+            .arg("--reuseaddr")
+            .arg(format!("--base-path={}", self.base.display()))
+            .arg("--export-all")
+            .arg(format!("--port={}", self.port))
+            .arg("--listen=127.0.0.1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("git daemon runs");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("git daemon", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .await;
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text (0 when absent).
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Every event of the daemon (all jobs and none) of this kind.
+pub fn events_of(store: &Store, kind: &str) -> Vec<EventRow> {
+    store
+        .events(None, 100_000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == kind)
+        .collect()
+}

@@ -181,6 +181,12 @@ pub struct HttpReceiver {
 impl HttpReceiver {
     /// Starts it; it answers 200 `ok` until told otherwise.
     pub async fn start() -> HttpReceiver {
+        HttpReceiver::start_on(0).await
+    }
+
+    /// [`HttpReceiver::start`] on a given port (0: any free one), e.g. one a daemon was
+    /// already told about while nothing listened there.
+    pub async fn start_on(port: u16) -> HttpReceiver {
         let shared = Arc::new(Mutex::new(Shared {
             got: Vec::new(),
             answers: vec![(200, "ok".into())],
@@ -204,7 +210,9 @@ impl HttpReceiver {
                 (axum::http::StatusCode::from_u16(code).unwrap(), text)
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
