@@ -137,3 +137,75 @@ async fn sigkill_then_restart_stops_the_orphan_and_runs_the_job_once() {
         nix::sys::signal::Signal::SIGKILL,
     );
 }
+
+/// A service job whose processes ignore SIGTERM (the shell's ignored disposition is inherited
+/// by `sleep`), with a marker in its argv.
+fn stubborn(marker: &str) -> String {
+    format!(
+        "env: dev\nparams:\n  command: [\"sh\", \"-c\", \"trap '' TERM; sleep 600; echo {marker}\"]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_while_a_stubborn_run_is_stopping_stops_it_at_its_next_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = Git::new(tmp.path(), "config");
+    git.write("jobs/stubborn.yaml", &stubborn("v1"));
+    git.commit_push("v1");
+    let port = free_port();
+    let cfg = config(tmp.path(), &git, "")
+        .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
+    let cfg_path = tmp.path().join("config.yaml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let log = tmp.path().join("daemon.log");
+    let db = tmp.path().join("state/jobkeeper.db");
+
+    let mut daemon = spawn_daemon(&cfg_path, &log);
+    wait_for("store", Duration::from_secs(20), || db.exists()).await;
+    let store = Store::open(&db).unwrap();
+    let mut first = 0;
+    wait_for("v1 running", Duration::from_secs(20), || {
+        let runs = store.runs("stubborn", 10).unwrap();
+        first = runs
+            .iter()
+            .find(|r| r.state == "running")
+            .map(pid_of)
+            .unwrap_or(0);
+        first != 0 && alive(first)
+    })
+    .await;
+
+    // A new version: the daemon sends v1 SIGTERM, which it ignores, and waits out its grace
+    // period (10 s) before SIGKILL; the daemon is killed inside it.
+    git.write("jobs/stubborn.yaml", &stubborn("v2"));
+    git.commit_push("v2");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(alive(first), "v1 ignores SIGTERM");
+    let first_run = store.runs("stubborn", 10).unwrap().last().unwrap().clone();
+    assert_eq!(
+        first_run.state, "running",
+        "a run is not recorded ended while its process lives: {first_run:?}"
+    );
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    assert!(alive(first), "v1 outlives the killed daemon");
+
+    // The next daemon finds v1 by its recorded pid, stops it (SIGKILL after the grace period),
+    // then runs v2 alone.
+    let mut daemon = spawn_daemon(&cfg_path, &log);
+    wait_for("v1 stopped", Duration::from_secs(40), || !alive(first)).await;
+    let mut second = 0;
+    wait_for("v2 running", Duration::from_secs(40), || {
+        let runs = store.runs("stubborn", 10).unwrap();
+        let live: Vec<_> = runs.iter().filter(|r| r.state == "running").collect();
+        second = live.first().map(|r| pid_of(r)).unwrap_or(0);
+        live.len() == 1 && second != first && alive(second) && cmdline(second).contains("v2")
+    })
+    .await;
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(second as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
