@@ -197,6 +197,11 @@ pub async fn run_with(
         ));
     }
     tasks.spawn(status_loop(store.clone(), notifier.clone(), cancel.clone()));
+    tasks.spawn(crate::runlogs::rotate_loop(
+        store.clone(),
+        live.clone(),
+        cancel.clone(),
+    ));
     if let Some(path) = config_path {
         tasks.spawn(reload_loop(
             path,

@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod repo;
+pub mod runlogs;
 pub mod schedule;
 pub mod settings;
 pub mod spec;

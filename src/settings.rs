@@ -33,6 +33,8 @@ pub struct Settings {
     pub build: BuildSettings,
     /// Health loop.
     pub health: HealthSettings,
+    /// Local runs' logs.
+    pub logs: LogSettings,
     /// Daemon-wide restart policy.
     pub restart: RestartPolicy,
     /// Same job + same event is not sent twice within this.
@@ -68,6 +70,17 @@ pub struct BuildSettings {
     /// A build running longer is killed (default 30m).
     pub timeout: Duration,
 }
+
+/// `logs:` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSettings {
+    /// A live local run's log is rotated past this size (default 64 MiB); one older part is
+    /// kept, so a run's output takes at most twice this.
+    pub max_size: u64,
+}
+
+/// The default `logs.max_size`.
+pub const DEFAULT_LOG_MAX_SIZE: u64 = 64 * 1024 * 1024;
 
 /// `health:` section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,6 +293,7 @@ const TOP_FIELDS: &[&str] = &[
     "timezone",
     "build",
     "health",
+    "logs",
     "restart",
     "alerts_throttle",
     "envs",
@@ -492,6 +506,16 @@ fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option<Settings> 
     {
         health.interval = d;
     }
+    let mut logs = LogSettings {
+        max_size: DEFAULT_LOG_MAX_SIZE,
+    };
+    if let Some(n) = f.get("logs")
+        && let Some(l) = c.mapping(n, "logs", &["max_size"])
+        && let Some(v) = l.get("max_size")
+        && let Some(b) = c.size(v, "logs.max_size", 64 * 1024, 1 << 40)
+    {
+        logs.max_size = b;
+    }
     let restart = match f.get("restart") {
         Some(n) => RestartPolicy::default().with(&read_restart(c, n, "restart")),
         None => RestartPolicy::default(),
@@ -537,6 +561,7 @@ fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option<Settings> 
         timezone,
         build,
         health,
+        logs,
         restart,
         alerts_throttle,
         envs,
@@ -1042,9 +1067,36 @@ alerts:
         assert_eq!(s.build.max_concurrent, 2);
         assert_eq!(s.build.timeout, Duration::from_secs(1800));
         assert_eq!(s.health.interval, Duration::from_secs(5));
+        assert_eq!(s.logs.max_size, DEFAULT_LOG_MAX_SIZE);
         assert_eq!(s.restart, RestartPolicy::default());
         assert_eq!(s.alerts_throttle, Duration::from_secs(300));
         assert!(s.envs.is_empty() && s.alerts.is_empty());
+    }
+
+    #[test]
+    fn log_sizes_take_units_or_bytes_within_range() {
+        let base = "repo: {url: r}\nstate_dir: s\n";
+        for (text, bytes) in [
+            ("16MiB", 16 << 20),
+            ("\"500 MB\"", 500_000_000),
+            ("1GiB", 1 << 30),
+            ("1048576", 1 << 20),
+        ] {
+            let s = ok(&format!("{base}logs: {{max_size: {text}}}\n"));
+            assert_eq!(s.logs.max_size, bytes, "{text}");
+        }
+        assert_eq!(
+            errors(&format!("{base}logs: {{max_size: 1KiB}}\n")),
+            "config.yaml:3:18: `logs.max_size`: `1KiB` is out of range; expected from 64.0 KiB to 1.0 TiB\n"
+        );
+        assert_eq!(
+            errors(&format!("{base}logs: {{max_size: lots}}\n")),
+            "config.yaml:3:18: `logs.max_size`: invalid size `lots`; expected a size like `64MiB`, `500MB` or `1GiB`\n"
+        );
+        assert_eq!(
+            errors(&format!("{base}logs: {{max_sise: 1MiB}}\n")),
+            "config.yaml:3:8: unknown field `max_sise` in `logs`, did you mean `max_size`?\n"
+        );
     }
 
     #[test]

@@ -624,6 +624,47 @@ impl Checker {
         }
     }
 
+    /// A size in bytes: a whole number, or text such as `64MiB`, `500 MB` or `1GiB`, in
+    /// `min..=max` bytes.
+    pub fn size(&mut self, node: &Node, name: &str, min: u64, max: u64) -> Option<u64> {
+        let expected = "a size like `64MiB`, `500MB` or `1GiB`";
+        let bytes = match node.scalar() {
+            Some(s) => match s.kind {
+                ScalarKind::Int(i) => u64::try_from(i).ok(),
+                ScalarKind::String => s
+                    .text
+                    .trim()
+                    .parse::<bytesize::ByteSize>()
+                    .ok()
+                    .map(|b| b.as_u64()),
+                _ => None,
+            },
+            None => None,
+        };
+        let text = node.scalar().map(|s| s.text.clone()).unwrap_or_default();
+        match bytes {
+            Some(b) if (min..=max).contains(&b) => Some(b),
+            Some(_) => {
+                let msg = format!(
+                    "`{name}`: `{text}` is out of range; expected from {} to {}",
+                    bytesize::ByteSize::b(min).display().iec(),
+                    bytesize::ByteSize::b(max).display().iec()
+                );
+                self.error(node, msg);
+                None
+            }
+            None if node.scalar().is_some() => {
+                let msg = format!("`{name}`: invalid size `{text}`; expected {expected}");
+                self.error(node, msg);
+                None
+            }
+            None => {
+                self.type_error(node, name, expected);
+                None
+            }
+        }
+    }
+
     /// A humantime duration such as `90s`, `5m` or `2h`.
     pub fn duration(&mut self, node: &Node, name: &str) -> Option<Duration> {
         let s = match node.scalar() {

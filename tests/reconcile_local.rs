@@ -442,3 +442,39 @@ async fn follow_ignores_commits_outside_the_project_folder() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chatty_runs_log_is_rotated_past_logs_max_size_while_it_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = Git::new(tmp.path(), "config");
+    // 300 KB of output, then quiet: past a 64 KiB limit.
+    git.write(
+        "jobs/chatty.yaml",
+        "env: dev\nparams:\n  command: [\"sh\", \"-c\", \"head -c 300000 /dev/zero | tr '\\\\0' x; echo; echo tail-line; sleep 600\"]\n",
+    );
+    git.commit_push("a chatty job");
+    let d = start(
+        tmp.path(),
+        &config(tmp.path(), &git, "logs: {max_size: 64KiB}\n"),
+    )
+    .await;
+    let pid = d.running_pid("chatty").await;
+    let run = d.live_runs("chatty").remove(0);
+    let log = std::path::PathBuf::from(&run.log_path);
+    let old = jobkeeper::runlogs::rotated_path(&log);
+    wait_for(
+        "the log rotated",
+        jobkeeper::runlogs::CHECK_INTERVAL * 3,
+        || old.exists(),
+    )
+    .await;
+    let kept = std::fs::read_to_string(&old).unwrap();
+    assert!(
+        kept.len() > 300_000 && kept.ends_with("tail-line\n"),
+        "the older part keeps all that was written: {} bytes",
+        kept.len()
+    );
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), 0);
+    assert!(alive(pid), "the run goes on, untouched");
+    assert_eq!(d.running_pid("chatty").await, pid);
+}

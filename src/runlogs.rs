@@ -1,0 +1,116 @@
+//! Local runs' log files: each live run's output (`state_dir/logs/<job>/<run>.log`) is kept
+//! under `logs.max_size` by copy-and-truncate, the way logrotate's `copytruncate` does it. The
+//! child holds the file open with `O_APPEND`, so after the truncation its next write lands at
+//! the start of the emptied file; the part before is kept as `<run>.log.1` (replacing an older
+//! one), so a run's output never takes more than twice `max_size`. Lines a run writes between
+//! the copy and the truncation (microseconds) are lost.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::Live;
+use crate::store::Store;
+
+/// How often live runs' logs are looked at.
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The rotated part of `log`: `<run>.log.1`.
+pub fn rotated_path(log: &Path) -> PathBuf {
+    let mut name = log.file_name().unwrap_or_default().to_os_string();
+    name.push(".1");
+    log.with_file_name(name)
+}
+
+/// Rotates `log` when it is larger than `max_size`; returns whether it did.
+pub fn rotate_if_large(log: &Path, max_size: u64) -> io::Result<bool> {
+    let size = match std::fs::metadata(log) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if size <= max_size {
+        return Ok(false);
+    }
+    let old = rotated_path(log);
+    let tmp = old.with_extension("1.tmp");
+    std::fs::copy(log, &tmp)?;
+    std::fs::rename(&tmp, &old)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(log)?
+        .set_len(0)?;
+    Ok(true)
+}
+
+/// Every [`CHECK_INTERVAL`], rotates the logs of the store's live local runs that grew past
+/// `logs.max_size`, until `cancel`.
+pub async fn rotate_loop(store: Store, settings: Live, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(CHECK_INTERVAL) => {}
+        }
+        let max = settings.get().logs.max_size;
+        let runs = match store.live_runs() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("log rotation: cannot list live runs: {e}");
+                continue;
+            }
+        };
+        let logs: Vec<(String, i64, PathBuf)> = runs
+            .into_iter()
+            .filter(|r| r.engine == "local" && !r.log_path.is_empty())
+            .map(|r| (r.job, r.id, PathBuf::from(r.log_path)))
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for (job, run, log) in logs {
+                match rotate_if_large(&log, max) {
+                    Ok(true) => tracing::info!(job = %job, run, "log rotated past {max} bytes"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(job = %job, run, "log rotation of {}: {e}", log.display())
+                    }
+                }
+            }
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_log_past_its_size_is_copied_aside_and_emptied_and_appends_go_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("7.log");
+        // The writer holds the file open with O_APPEND, as a run's child does.
+        let mut child = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        child.write_all(&[b'a'; 100]).unwrap();
+        assert!(!rotate_if_large(&log, 100).unwrap(), "at the limit: kept");
+        child.write_all(b"b\n").unwrap();
+        assert!(rotate_if_large(&log, 100).unwrap());
+        let old = rotated_path(&log);
+        assert_eq!(old, tmp.path().join("7.log.1"));
+        assert_eq!(std::fs::metadata(&old).unwrap().len(), 102);
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), 0);
+        child.write_all(b"after\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "after\n");
+        // A second rotation replaces the older part.
+        child.write_all(&[b'c'; 200]).unwrap();
+        assert!(rotate_if_large(&log, 100).unwrap());
+        let kept = std::fs::read(&old).unwrap();
+        assert!(kept.starts_with(b"after\n") && kept.len() == 206);
+        assert!(!rotate_if_large(&tmp.path().join("none.log"), 1).unwrap());
+    }
+}
