@@ -280,6 +280,29 @@ impl Builder<'_> {
 /// duplicate keys, non-scalar keys, nesting deeper than [`MAX_DEPTH`], alias expansion beyond
 /// [`MAX_ALIAS_NODES`], an alias to an unknown anchor.
 pub fn parse(path: &str, src: &str) -> Result<Node, Vec<Diagnostic>> {
+    build(path, src).map_err(|mut diags| {
+        for d in &mut diags {
+            (d.line, d.column) = within(src, d.line, d.column);
+        }
+        diags
+    })
+}
+
+/// A position moved back into `src` when it lies past the end: the scanner reports the end of
+/// a text that does not end in a line break as the start of the line after it.
+fn within(src: &str, line: usize, column: usize) -> (usize, usize) {
+    // YAML's line breaks: `\n`, `\r\n` and a lone `\r`.
+    let breaks =
+        src.matches('\n').count() + src.matches('\r').count() - src.matches("\r\n").count();
+    if line <= breaks + 1 {
+        return (line, column);
+    }
+    let last = src.rsplit(['\n', '\r']).next().unwrap_or_default();
+    (breaks + 1, last.chars().count() + 1)
+}
+
+/// [`parse`], with positions as the scanner reports them.
+fn build(path: &str, src: &str) -> Result<Node, Vec<Diagnostic>> {
     let mut b = Builder {
         path,
         stack: Vec::new(),
@@ -685,6 +708,24 @@ mod tests {
 
     fn err(src: &str) -> String {
         render(&parse("f.yaml", src).expect_err("should fail"))
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `job_file`): a syntax error at the end of a file with
+    /// no final line break was reported on a line past the end (`5:1` in a file of 4 lines).
+    #[test]
+    fn an_error_at_the_end_of_the_file_points_into_the_file() {
+        assert_eq!(
+            err("env: dev\nparams:\n  command: {command}\n{extra}"),
+            "f.yaml:4:8: invalid YAML: simple key expected\n"
+        );
+        assert_eq!(
+            err("a: [1,"),
+            "f.yaml:1:7: invalid YAML: while parsing a node, did not find expected node content\n"
+        );
+        assert_eq!(
+            err("a: [1,\r"),
+            "f.yaml:2:1: invalid YAML: while parsing a node, did not find expected node content\n"
+        );
     }
 
     #[test]
