@@ -167,9 +167,48 @@ impl Schedule {
     /// tick is found whatever the sub-second time it is asked at.
     pub fn next_after(&self, after: DateTime<Tz>) -> Option<DateTime<Tz>> {
         use chrono::SubsecRound;
-        let whole = after.trunc_subsecs(0);
-        let next = self.cron.find_next_occurrence(&whole, false).ok()?;
-        Some(next.trunc_subsecs(0))
+        let mut t = after.trunc_subsecs(0);
+        // croner moves a time-of-day job that falls in a DST gap to the end of the gap, but it
+        // also does so when its search merely steps into the gap (`0 1 * * *` in Berlin after
+        // 01:00 on the day clocks go 02:00 → 03:00 gave 03:00): such a time is not one, and
+        // the search goes on from it. Each round moves past one gap, so a few rounds suffice.
+        for _ in 0..8 {
+            let next = self
+                .cron
+                .find_next_occurrence(&t, false)
+                .ok()?
+                .trunc_subsecs(0);
+            if self.fires_at(next) {
+                return Some(next);
+            }
+            t = next;
+        }
+        None
+    }
+
+    /// True when the schedule fires at `t`: its wall-clock time matches, or `t` is the first
+    /// instant after a DST gap and a wall-clock time the gap skipped matches (crontab runs such
+    /// a job when the gap ends).
+    fn fires_at(&self, t: DateTime<Tz>) -> bool {
+        if self.cron.is_time_matching(&t).unwrap_or(false) {
+            return true;
+        }
+        let second = chrono::Duration::seconds(1);
+        let Some(mut wall) = (t - second).naive_local().checked_add_signed(second) else {
+            return false;
+        };
+        let end = t.naive_local();
+        // A gap is an hour or two; a day at most (Samoa, 2011): a bounded walk.
+        let mut steps = 0;
+        while wall < end && steps <= 2 * 86_400 {
+            let as_wall = chrono::TimeZone::from_utc_datetime(&chrono::Utc, &wall);
+            if self.cron.is_time_matching(&as_wall).unwrap_or(false) {
+                return true;
+            }
+            wall += second;
+            steps += 1;
+        }
+        false
     }
 }
 
@@ -394,6 +433,24 @@ mod tests {
         let second = next("30 2 * * *", first);
         assert_eq!(first.date_naive().day(), 27);
         assert_eq!(second.date_naive().day(), 28);
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `cron`): on the day clocks spring forward, a job at
+    /// the hour before the gap fired a second time when the gap ended (`0 1 * * *` in Berlin:
+    /// 01:00 and 03:00; `0 2 31 * *` in EET on 2080-03-31: 02:00 and 04:00).
+    #[test]
+    fn a_job_before_a_dst_gap_fires_once() {
+        let berlin: Tz = "Europe/Berlin".parse().expect("zone");
+        let one = at(berlin, 2024, 3, 31, 1, 0, 0);
+        assert_eq!(next("0 1 * * *", one), at(berlin, 2024, 4, 1, 1, 0, 0));
+        let eet: Tz = "EET".parse().expect("zone");
+        let two = at(eet, 2080, 3, 31, 2, 0, 0);
+        assert_eq!(next("0 2 31 * *", two), at(eet, 2080, 5, 31, 2, 0, 0));
+        // A job inside the gap still runs when it ends, once.
+        let before = at(berlin, 2024, 3, 31, 1, 59, 59);
+        let in_gap = next("30 2 * * *", before);
+        assert_eq!(in_gap, at(berlin, 2024, 3, 31, 3, 0, 0));
+        assert_eq!(next("30 2 * * *", in_gap), at(berlin, 2024, 4, 1, 2, 30, 0));
     }
 
     #[test]
