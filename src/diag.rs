@@ -57,6 +57,15 @@ impl fmt::Display for Diagnostic {
 /// Longest message shown in one diagnostic line, in characters.
 const MAX_MESSAGE_CHARS: usize = 500;
 
+/// The 1-based line and column just past the end of `text`: lines end at YAML's line breaks
+/// (`\n`, `\r\n`, a lone `\r`), columns count characters.
+pub fn end_of(text: &str) -> (usize, usize) {
+    let breaks =
+        text.matches('\n').count() + text.matches('\r').count() - text.matches("\r\n").count();
+    let last = text.rsplit(['\n', '\r']).next().unwrap_or_default();
+    (breaks + 1, last.chars().count() + 1)
+}
+
 /// Renders diagnostics one per line, as `validate` prints them.
 pub fn render(diags: &[Diagnostic]) -> String {
     let mut out = String::new();

@@ -291,14 +291,8 @@ pub fn parse(path: &str, src: &str) -> Result<Node, Vec<Diagnostic>> {
 /// A position moved back into `src` when it lies past the end: the scanner reports the end of
 /// a text that does not end in a line break as the start of the line after it.
 fn within(src: &str, line: usize, column: usize) -> (usize, usize) {
-    // YAML's line breaks: `\n`, `\r\n` and a lone `\r`.
-    let breaks =
-        src.matches('\n').count() + src.matches('\r').count() - src.matches("\r\n").count();
-    if line <= breaks + 1 {
-        return (line, column);
-    }
-    let last = src.rsplit(['\n', '\r']).next().unwrap_or_default();
-    (breaks + 1, last.chars().count() + 1)
+    let end = crate::diag::end_of(src);
+    if line <= end.0 { (line, column) } else { end }
 }
 
 /// [`parse`], with positions as the scanner reports them.
