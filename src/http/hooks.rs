@@ -202,6 +202,13 @@ pub enum PushVerdict {
 /// `object_kind`), and decides whether it moved `refs/heads/<branch>`. Pure: the credential is
 /// checked before, the fetch is asked for after.
 pub fn read_push(body: &[u8], branch: &str) -> PushVerdict {
+    // serde reads a struct from a JSON list too (fields in order): `["refs/heads/main"]` was
+    // taken for a push.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return PushVerdict::Malformed(
+            "the body is not a push event: expected a JSON object".to_string(),
+        );
+    }
     let push: Push = match serde_json::from_slice(body) {
         Ok(p) => p,
         Err(e) => return PushVerdict::Malformed(format!("the body is not a push event: {e}")),
@@ -291,6 +298,11 @@ mod tests {
             PushVerdict::Malformed("the push event has no `ref`".into())
         );
         assert!(matches!(v("{"), PushVerdict::Malformed(m) if m.starts_with("the body is not")));
+        // Found while writing the fuzz target's properties (`fuzz/`, target `webhook`).
+        assert_eq!(
+            v(r#"["refs/heads/main"]"#),
+            PushVerdict::Malformed("the body is not a push event: expected a JSON object".into())
+        );
     }
 
     #[test]
