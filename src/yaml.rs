@@ -280,23 +280,24 @@ impl Builder<'_> {
 /// duplicate keys, non-scalar keys, nesting deeper than [`MAX_DEPTH`], alias expansion beyond
 /// [`MAX_ALIAS_NODES`], an alias to an unknown anchor.
 pub fn parse(path: &str, src: &str) -> Result<Node, Vec<Diagnostic>> {
-    build(path, src).map_err(|mut diags| {
+    let end = crate::diag::end_of(src);
+    build(path, src, end).map_err(|mut diags| {
         for d in &mut diags {
-            (d.line, d.column) = within(src, d.line, d.column);
+            (d.line, d.column) = within(end, (d.line, d.column));
         }
         diags
     })
 }
 
-/// A position moved back into `src` when it lies past the end: the scanner reports the end of
-/// a text that does not end in a line break as the start of the line after it.
-fn within(src: &str, line: usize, column: usize) -> (usize, usize) {
-    let end = crate::diag::end_of(src);
-    if line <= end.0 { (line, column) } else { end }
+/// A position moved back into the text (which ends at `end`) when it lies past the end: the
+/// scanner reports the end of a text that does not end in a line break as the start of the
+/// line after it.
+fn within(end: (usize, usize), at: (usize, usize)) -> (usize, usize) {
+    if at.0 <= end.0 { at } else { end }
 }
 
-/// [`parse`], with positions as the scanner reports them.
-fn build(path: &str, src: &str) -> Result<Node, Vec<Diagnostic>> {
+/// [`parse`]; `end` is the position just past the text.
+fn build(path: &str, src: &str, end: (usize, usize)) -> Result<Node, Vec<Diagnostic>> {
     let mut b = Builder {
         path,
         stack: Vec::new(),
@@ -315,7 +316,7 @@ fn build(path: &str, src: &str) -> Result<Node, Vec<Diagnostic>> {
                 format!("invalid YAML: {}", e.info()),
             )]
         })?;
-        let (line, column) = pos(&span);
+        let (line, column) = within(end, pos(&span));
         match event {
             Event::DocumentStart(_) => {
                 documents += 1;
@@ -716,6 +717,12 @@ mod tests {
             err("a: [1,"),
             "f.yaml:1:7: invalid YAML: while parsing a node, did not find expected node content\n"
         );
+        // A node there too: an explicit key with nothing after it.
+        let root = parse("f.yaml", "? ").expect("a mapping with a null key");
+        let Value::Map(entries) = &root.value else {
+            panic!("root is a mapping")
+        };
+        assert_eq!((entries[0].0.line, entries[0].0.column), (1, 3));
         assert_eq!(
             err("a: [1,\r"),
             "f.yaml:2:1: invalid YAML: while parsing a node, did not find expected node content\n"
