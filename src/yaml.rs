@@ -282,8 +282,10 @@ impl Builder<'_> {
 pub fn parse(path: &str, src: &str) -> Result<Node, Vec<Diagnostic>> {
     let end = crate::diag::end_of(src);
     build(path, src, end).map_err(|mut diags| {
+        // The scanner counts some columns in bytes (a directive line with non-ASCII text):
+        // a column past its line's end is moved to the end.
         for d in &mut diags {
-            (d.line, d.column) = within(end, (d.line, d.column));
+            (d.line, d.column) = crate::diag::clamp(src, d.line, d.column);
         }
         diags
     })
@@ -727,6 +729,14 @@ mod tests {
             err("a: [1,\r"),
             "f.yaml:2:1: invalid YAML: while parsing a node, did not find expected node content\n"
         );
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `daemon_config`): the scanner counts the columns of a
+    /// directive line in bytes, so an error in one with non-ASCII text pointed past the line.
+    #[test]
+    fn an_error_in_a_directive_line_points_into_it() {
+        let diags = parse("f.yaml", "%ϝϝϝϝϝ\0\nx: 1\n").expect_err("unprintable");
+        assert_eq!((diags[0].line, diags[0].column), (1, 8));
     }
 
     #[test]
