@@ -13,8 +13,8 @@
 
 use chrono::DateTime;
 use chrono_tz::Tz;
-use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
+use croner::{Cron, JobType};
 
 /// A parsed cron expression.
 #[derive(Debug, Clone)]
@@ -166,18 +166,34 @@ impl Schedule {
     /// Cron times are whole seconds: the fraction of `after` is dropped first, so the same
     /// tick is found whatever the sub-second time it is asked at.
     pub fn next_after(&self, after: DateTime<Tz>) -> Option<DateTime<Tz>> {
-        use chrono::SubsecRound;
+        use chrono::{SubsecRound, TimeZone};
         let mut t = after.trunc_subsecs(0);
         // croner moves a time-of-day job that falls in a DST gap to the end of the gap, but it
         // also does so when its search merely steps into the gap (`0 1 * * *` in Berlin after
         // 01:00 on the day clocks go 02:00 → 03:00 gave 03:00): such a time is not one, and
-        // the search goes on from it. Each round moves past one gap, so a few rounds suffice.
+        // the search goes on from it. Each round moves past one gap or repeated hour, so a few
+        // rounds suffice.
         for _ in 0..8 {
             let next = self
                 .cron
                 .find_next_occurrence(&t, false)
                 .ok()?
                 .trunc_subsecs(0);
+            if next <= t {
+                // `t` is in the second pass of a repeated hour (clocks went back): croner
+                // searches wall-clock times and answers with their first pass, which is past.
+                // An interval job fires in the second pass too; a time-of-day job ran in the
+                // first, and its next time is found from the end of the second.
+                let second = next
+                    .timezone()
+                    .from_local_datetime(&next.naive_local())
+                    .latest()?;
+                if second > t && self.cron.determine_job_type() == JobType::IntervalWildcard {
+                    return Some(second);
+                }
+                t = second;
+                continue;
+            }
             if self.fires_at(next) {
                 return Some(next);
             }
@@ -451,6 +467,26 @@ mod tests {
         let in_gap = next("30 2 * * *", before);
         assert_eq!(in_gap, at(berlin, 2024, 3, 31, 3, 0, 0));
         assert_eq!(next("30 2 * * *", in_gap), at(berlin, 2024, 4, 1, 2, 30, 0));
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `cron`): asked in the second pass of the hour repeated
+    /// when clocks go back, the next time was the first pass's, an hour in the past
+    /// (`* * * * *` at 02:29:36 CET gave 02:30 CEST).
+    #[test]
+    fn the_next_time_in_a_repeated_hour_is_not_in_the_past() {
+        let berlin: Tz = "Europe/Berlin".parse().expect("zone");
+        let second_pass = |h, mi, s| {
+            berlin
+                .with_ymd_and_hms(2024, 10, 27, h, mi, s)
+                .latest()
+                .expect("a time")
+        };
+        let t = second_pass(2, 29, 36);
+        assert_eq!(next("* * * * *", t), second_pass(2, 30, 0));
+        assert_eq!(next("*/10 * * * *", t), second_pass(2, 30, 0));
+        // A time-of-day job ran in the first pass: its next time is the next day's.
+        let t = second_pass(2, 10, 0);
+        assert_eq!(next("30 2 * * *", t), at(berlin, 2024, 10, 28, 2, 30, 0));
     }
 
     #[test]
