@@ -52,7 +52,7 @@ for t in "${targets[@]}"; do
   else
     failed=$((failed + 1))
     echo "$t: CRASH"
-    grep -v -E '^#[0-9]+' "$work/$t.log" | tail -n 40
+    grep -v -E '^#[0-9]+' "$work/$t.log" | tail -n 40 || true
   fi
 done
 echo
