@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of jobkeeper on a fresh machine: installs what the tests need, checks
 # formatting and lints, starts a local Flink cluster and a Spark standalone cluster (both stopped
-# again on exit, whatever happens), then runs unit and end-to-end tests. Usage: scripts/test.sh
+# again on exit, whatever happens), runs unit and end-to-end tests, then fuzzes each parser for
+# 15 s (scripts/fuzz.sh). Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -74,7 +75,14 @@ out=$(mktemp)
 trap 'rm -f "$out"; stop_clusters' EXIT
 status=0
 cargo test --all-targets --locked 2>&1 | tee "$out" || status=$?
-# One closing line for the whole run, summed over every test binary.
+
+log "fuzzing: each target of fuzz/ for 15 s (scripts/fuzz.sh)"
+fuzz_status=0
+scripts/fuzz.sh 15 2>&1 | tee -a "$out" || fuzz_status=$?
+[ "$status" -ne 0 ] || status=$fuzz_status
+
+# One closing line for the whole run, summed over every test binary (a fuzz target counts as one).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     /^fuzz: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
      END { printf "\ntests: %d passed, %d failed\n", p, f }' "$out"
 exit "$status"

@@ -57,6 +57,35 @@ impl fmt::Display for Diagnostic {
 /// Longest message shown in one diagnostic line, in characters.
 const MAX_MESSAGE_CHARS: usize = 500;
 
+/// The 1-based line and column just past the end of `text`: lines end at YAML's line breaks
+/// (`\n`, `\r\n`, a lone `\r`), columns count characters.
+pub fn end_of(text: &str) -> (usize, usize) {
+    let breaks =
+        text.matches('\n').count() + text.matches('\r').count() - text.matches("\r\n").count();
+    let last = text.rsplit(['\n', '\r']).next().unwrap_or_default();
+    (breaks + 1, last.chars().count() + 1)
+}
+
+/// `(line, column)` moved onto `text`: a line past the end becomes the end of the text, a
+/// column past the end of its line the end of that line (lines and columns as in [`end_of`]).
+pub fn clamp(text: &str, line: usize, column: usize) -> (usize, usize) {
+    let pieces: Vec<&str> = text.split('\n').collect();
+    let last = pieces.len() - 1;
+    let mut lines = pieces.iter().enumerate().flat_map(|(i, p)| {
+        // `\r\n` is one break: the `\r` before a `\n` ends no line of its own.
+        let p = if i < last {
+            p.strip_suffix('\r').unwrap_or(p)
+        } else {
+            p
+        };
+        p.split('\r')
+    });
+    match lines.nth(line.saturating_sub(1)) {
+        Some(l) => (line, column.min(l.chars().count() + 1)),
+        None => end_of(text),
+    }
+}
+
 /// Renders diagnostics one per line, as `validate` prints them.
 pub fn render(diags: &[Diagnostic]) -> String {
     let mut out = String::new();
@@ -65,4 +94,19 @@ pub fn render(diags: &[Diagnostic]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_clamped_onto_the_text() {
+        assert_eq!(end_of("a\r\nbc"), (2, 3));
+        assert_eq!(end_of("a\r"), (2, 1));
+        assert_eq!(clamp("ab\ncd", 1, 9), (1, 3));
+        assert_eq!(clamp("ab\r\ncd", 2, 2), (2, 2));
+        assert_eq!(clamp("ab\rcd", 3, 1), (2, 3));
+        assert_eq!(clamp("ab\r", 2, 5), (2, 1));
+    }
 }

@@ -13,8 +13,8 @@
 
 use chrono::DateTime;
 use chrono_tz::Tz;
-use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
+use croner::{Cron, JobType};
 
 /// A parsed cron expression.
 #[derive(Debug, Clone)]
@@ -166,10 +166,65 @@ impl Schedule {
     /// Cron times are whole seconds: the fraction of `after` is dropped first, so the same
     /// tick is found whatever the sub-second time it is asked at.
     pub fn next_after(&self, after: DateTime<Tz>) -> Option<DateTime<Tz>> {
-        use chrono::SubsecRound;
-        let whole = after.trunc_subsecs(0);
-        let next = self.cron.find_next_occurrence(&whole, false).ok()?;
-        Some(next.trunc_subsecs(0))
+        use chrono::{SubsecRound, TimeZone};
+        let mut t = after.trunc_subsecs(0);
+        // croner moves a time-of-day job that falls in a DST gap to the end of the gap, but it
+        // also does so when its search merely steps into the gap (`0 1 * * *` in Berlin after
+        // 01:00 on the day clocks go 02:00 → 03:00 gave 03:00): such a time is not one, and
+        // the search goes on from it. Each round moves past one gap or repeated hour, so a few
+        // rounds suffice.
+        for _ in 0..8 {
+            let next = self
+                .cron
+                .find_next_occurrence(&t, false)
+                .ok()?
+                .trunc_subsecs(0);
+            if next <= t {
+                // `t` is in the second pass of a repeated hour (clocks went back): croner
+                // searches wall-clock times and answers with their first pass, which is past.
+                // An interval job fires in the second pass too; a time-of-day job ran in the
+                // first, and its next time is found from the end of the second.
+                let second = next
+                    .timezone()
+                    .from_local_datetime(&next.naive_local())
+                    .latest()?;
+                if second > t && self.cron.determine_job_type() == JobType::IntervalWildcard {
+                    return Some(second);
+                }
+                t = second;
+                continue;
+            }
+            if self.fires_at(next) {
+                return Some(next);
+            }
+            t = next;
+        }
+        None
+    }
+
+    /// True when the schedule fires at `t`: its wall-clock time matches, or `t` is the first
+    /// instant after a DST gap and a wall-clock time the gap skipped matches (crontab runs such
+    /// a job when the gap ends).
+    fn fires_at(&self, t: DateTime<Tz>) -> bool {
+        if self.cron.is_time_matching(&t).unwrap_or(false) {
+            return true;
+        }
+        let second = chrono::Duration::seconds(1);
+        let Some(mut wall) = (t - second).naive_local().checked_add_signed(second) else {
+            return false;
+        };
+        let end = t.naive_local();
+        // A gap is an hour or two; a day at most (Samoa, 2011): a bounded walk.
+        let mut steps = 0;
+        while wall < end && steps <= 2 * 86_400 {
+            let as_wall = chrono::TimeZone::from_utc_datetime(&chrono::Utc, &wall);
+            if self.cron.is_time_matching(&as_wall).unwrap_or(false) {
+                return true;
+            }
+            wall += second;
+            steps += 1;
+        }
+        false
     }
 }
 
@@ -394,6 +449,44 @@ mod tests {
         let second = next("30 2 * * *", first);
         assert_eq!(first.date_naive().day(), 27);
         assert_eq!(second.date_naive().day(), 28);
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `cron`): on the day clocks spring forward, a job at
+    /// the hour before the gap fired a second time when the gap ended (`0 1 * * *` in Berlin:
+    /// 01:00 and 03:00; `0 2 31 * *` in EET on 2080-03-31: 02:00 and 04:00).
+    #[test]
+    fn a_job_before_a_dst_gap_fires_once() {
+        let berlin: Tz = "Europe/Berlin".parse().expect("zone");
+        let one = at(berlin, 2024, 3, 31, 1, 0, 0);
+        assert_eq!(next("0 1 * * *", one), at(berlin, 2024, 4, 1, 1, 0, 0));
+        let eet: Tz = "EET".parse().expect("zone");
+        let two = at(eet, 2080, 3, 31, 2, 0, 0);
+        assert_eq!(next("0 2 31 * *", two), at(eet, 2080, 5, 31, 2, 0, 0));
+        // A job inside the gap still runs when it ends, once.
+        let before = at(berlin, 2024, 3, 31, 1, 59, 59);
+        let in_gap = next("30 2 * * *", before);
+        assert_eq!(in_gap, at(berlin, 2024, 3, 31, 3, 0, 0));
+        assert_eq!(next("30 2 * * *", in_gap), at(berlin, 2024, 4, 1, 2, 30, 0));
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `cron`): asked in the second pass of the hour repeated
+    /// when clocks go back, the next time was the first pass's, an hour in the past
+    /// (`* * * * *` at 02:29:36 CET gave 02:30 CEST).
+    #[test]
+    fn the_next_time_in_a_repeated_hour_is_not_in_the_past() {
+        let berlin: Tz = "Europe/Berlin".parse().expect("zone");
+        let second_pass = |h, mi, s| {
+            berlin
+                .with_ymd_and_hms(2024, 10, 27, h, mi, s)
+                .latest()
+                .expect("a time")
+        };
+        let t = second_pass(2, 29, 36);
+        assert_eq!(next("* * * * *", t), second_pass(2, 30, 0));
+        assert_eq!(next("*/10 * * * *", t), second_pass(2, 30, 0));
+        // A time-of-day job ran in the first pass: its next time is the next day's.
+        let t = second_pass(2, 10, 0);
+        assert_eq!(next("30 2 * * *", t), at(berlin, 2024, 10, 28, 2, 30, 0));
     }
 
     #[test]

@@ -300,9 +300,7 @@ pub(crate) fn utf8<'a>(path: &str, bytes: &'a [u8]) -> Result<&'a str, Vec<Diagn
     std::str::from_utf8(bytes).map_err(|e| {
         let good = &bytes[..e.valid_up_to()];
         let good = std::str::from_utf8(good).unwrap_or_default();
-        let line = good.matches('\n').count() + 1;
-        let last = good.rsplit('\n').next().unwrap_or_default();
-        let column = last.chars().count() + 1;
+        let (line, column) = crate::diag::end_of(good);
         let byte = bytes.get(e.valid_up_to()).copied().unwrap_or_default();
         vec![Diagnostic::new(
             path,
@@ -1077,6 +1075,16 @@ alerts:
             Ok(s) => s,
             Err(d) => panic!("{}", render(&d)),
         }
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `job_file`): invalid UTF-8 after a lone `\r` (a line
+    /// break to YAML) was reported on the line before it, at a column past that line's end.
+    #[test]
+    fn invalid_utf8_after_a_carriage_return_is_on_the_next_line() {
+        let d = utf8("f.yaml", b"env: dev\r\xe0").expect_err("not UTF-8");
+        assert_eq!((d[0].line, d[0].column), (2, 1));
+        let d = utf8("f.yaml", b"a\r\nb: \xff").expect_err("not UTF-8");
+        assert_eq!((d[0].line, d[0].column), (2, 4));
     }
 
     #[test]

@@ -280,6 +280,26 @@ impl Builder<'_> {
 /// duplicate keys, non-scalar keys, nesting deeper than [`MAX_DEPTH`], alias expansion beyond
 /// [`MAX_ALIAS_NODES`], an alias to an unknown anchor.
 pub fn parse(path: &str, src: &str) -> Result<Node, Vec<Diagnostic>> {
+    let end = crate::diag::end_of(src);
+    build(path, src, end).map_err(|mut diags| {
+        // The scanner counts some columns in bytes (a directive line with non-ASCII text):
+        // a column past its line's end is moved to the end.
+        for d in &mut diags {
+            (d.line, d.column) = crate::diag::clamp(src, d.line, d.column);
+        }
+        diags
+    })
+}
+
+/// A position moved back into the text (which ends at `end`) when it lies past the end: the
+/// scanner reports the end of a text that does not end in a line break as the start of the
+/// line after it.
+fn within(end: (usize, usize), at: (usize, usize)) -> (usize, usize) {
+    if at.0 <= end.0 { at } else { end }
+}
+
+/// [`parse`]; `end` is the position just past the text.
+fn build(path: &str, src: &str, end: (usize, usize)) -> Result<Node, Vec<Diagnostic>> {
     let mut b = Builder {
         path,
         stack: Vec::new(),
@@ -298,7 +318,7 @@ pub fn parse(path: &str, src: &str) -> Result<Node, Vec<Diagnostic>> {
                 format!("invalid YAML: {}", e.info()),
             )]
         })?;
-        let (line, column) = pos(&span);
+        let (line, column) = within(end, pos(&span));
         match event {
             Event::DocumentStart(_) => {
                 documents += 1;
@@ -726,6 +746,38 @@ mod tests {
 
     fn err(src: &str) -> String {
         render(&parse("f.yaml", src).expect_err("should fail"))
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `job_file`): a syntax error at the end of a file with
+    /// no final line break was reported on a line past the end (`5:1` in a file of 4 lines).
+    #[test]
+    fn an_error_at_the_end_of_the_file_points_into_the_file() {
+        assert_eq!(
+            err("env: dev\nparams:\n  command: {command}\n{extra}"),
+            "f.yaml:4:8: invalid YAML: simple key expected\n"
+        );
+        assert_eq!(
+            err("a: [1,"),
+            "f.yaml:1:7: invalid YAML: while parsing a node, did not find expected node content\n"
+        );
+        // A node there too: an explicit key with nothing after it.
+        let root = parse("f.yaml", "? ").expect("a mapping with a null key");
+        let Value::Map(entries) = &root.value else {
+            panic!("root is a mapping")
+        };
+        assert_eq!((entries[0].0.line, entries[0].0.column), (1, 3));
+        assert_eq!(
+            err("a: [1,\r"),
+            "f.yaml:2:1: invalid YAML: while parsing a node, did not find expected node content\n"
+        );
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `daemon_config`): the scanner counts the columns of a
+    /// directive line in bytes, so an error in one with non-ASCII text pointed past the line.
+    #[test]
+    fn an_error_in_a_directive_line_points_into_it() {
+        let diags = parse("f.yaml", "%ϝϝϝϝϝ\0\nx: 1\n").expect_err("unprintable");
+        assert_eq!((diags[0].line, diags[0].column), (1, 8));
     }
 
     #[test]

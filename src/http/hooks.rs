@@ -4,7 +4,8 @@
 //!
 //! A push to the config repo's branch asks for one fetch at once (202); the trigger channel holds
 //! one pending fetch, so a burst of hooks becomes one fetch. Other events (ping, other branches,
-//! tags) are answered 200 and ignored.
+//! tags) are answered 200 and ignored. That decision is [`read_push`], a pure function of the
+//! payload's bytes.
 
 use std::sync::Arc;
 
@@ -105,11 +106,7 @@ pub async fn github(
     let json = if header(&headers, "content-type")
         .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
     {
-        serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
-            .ok()
-            .and_then(|f| f.into_iter().find(|(k, _)| k == "payload"))
-            .map(|(_, v)| v.into_bytes())
-            .unwrap_or_default()
+        github_form_payload(&body)
     } else {
         body.to_vec()
     };
@@ -179,29 +176,65 @@ fn ignored(state: &ApiState, source: &'static str, what: &str) -> Response {
         .into_response()
 }
 
-/// A verified push payload: a fetch when it moved the config branch.
-fn push(state: &ApiState, source: &'static str, body: &[u8]) -> Response {
+/// The JSON of a GitHub hook sent as a form (`payload=<json>`, GitHub's
+/// `application/x-www-form-urlencoded` content type); empty when the form has no `payload`.
+pub fn github_form_payload(body: &[u8]) -> Vec<u8> {
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+        .ok()
+        .and_then(|f| f.into_iter().find(|(k, _)| k == "payload"))
+        .map(|(_, v)| v.into_bytes())
+        .unwrap_or_default()
+}
+
+/// What a verified push payload asks of the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushVerdict {
+    /// A push to the config branch (this ref): fetch at once.
+    Fetch(String),
+    /// Another kind of event or a push to another ref: acknowledged, nothing to do; says what
+    /// the payload was (`a push to `refs/heads/dev``).
+    Ignore(String),
+    /// Not a push event; says why.
+    Malformed(String),
+}
+
+/// Reads a push payload, GitHub's or GitLab's JSON (they share `ref`; GitLab adds
+/// `object_kind`), and decides whether it moved `refs/heads/<branch>`. Pure: the credential is
+/// checked before, the fetch is asked for after.
+pub fn read_push(body: &[u8], branch: &str) -> PushVerdict {
+    // serde reads a struct from a JSON list too (fields in order): `["refs/heads/main"]` was
+    // taken for a push.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return PushVerdict::Malformed(
+            "the body is not a push event: expected a JSON object".to_string(),
+        );
+    }
     let push: Push = match serde_json::from_slice(body) {
         Ok(p) => p,
-        Err(e) => {
+        Err(e) => return PushVerdict::Malformed(format!("the body is not a push event: {e}")),
+    };
+    if let Some(kind) = push.object_kind.filter(|k| k != "push") {
+        return PushVerdict::Ignore(format!("a `{kind}` event"));
+    }
+    let Some(git_ref) = push.git_ref else {
+        return PushVerdict::Malformed("the push event has no `ref`".to_string());
+    };
+    if git_ref != format!("refs/heads/{branch}") {
+        return PushVerdict::Ignore(format!("a push to `{git_ref}`"));
+    }
+    PushVerdict::Fetch(git_ref)
+}
+
+/// A verified push payload: a fetch when it moved the config branch.
+fn push(state: &ApiState, source: &'static str, body: &[u8]) -> Response {
+    let git_ref = match read_push(body, &state.settings.repo.branch) {
+        PushVerdict::Fetch(git_ref) => git_ref,
+        PushVerdict::Ignore(what) => return ignored(state, source, &what),
+        PushVerdict::Malformed(why) => {
             state.metrics.webhook(source, "malformed");
-            return fail(
-                StatusCode::BAD_REQUEST,
-                &format!("the body is not a push event: {e}"),
-            );
+            return fail(StatusCode::BAD_REQUEST, &why);
         }
     };
-    if let Some(kind) = push.object_kind.as_deref().filter(|k| *k != "push") {
-        return ignored(state, source, &format!("a `{kind}` event"));
-    }
-    let want = format!("refs/heads/{}", state.settings.repo.branch);
-    let Some(git_ref) = push.git_ref else {
-        state.metrics.webhook(source, "malformed");
-        return fail(StatusCode::BAD_REQUEST, "the push event has no `ref`");
-    };
-    if git_ref != want {
-        return ignored(state, source, &format!("a push to `{git_ref}`"));
-    }
     let Some(trigger) = state.trigger.get() else {
         return fail(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -239,5 +272,45 @@ mod tests {
         ));
         assert!(!github_signature_ok(b"k", b"b", "sha1=00"));
         assert!(!github_signature_ok(b"k", b"b", "sha256=zz"));
+    }
+
+    #[test]
+    fn read_push_fetches_only_for_the_config_branch() {
+        let v = |body: &str| read_push(body.as_bytes(), "main");
+        assert_eq!(
+            v(r#"{"ref":"refs/heads/main"}"#),
+            PushVerdict::Fetch("refs/heads/main".into())
+        );
+        assert_eq!(
+            v(r#"{"object_kind":"push","ref":"refs/heads/main"}"#),
+            PushVerdict::Fetch("refs/heads/main".into())
+        );
+        assert_eq!(
+            v(r#"{"ref":"refs/heads/dev"}"#),
+            PushVerdict::Ignore("a push to `refs/heads/dev`".into())
+        );
+        assert_eq!(
+            v(r#"{"object_kind":"tag_push","ref":"refs/tags/v1"}"#),
+            PushVerdict::Ignore("a `tag_push` event".into())
+        );
+        assert_eq!(
+            v(r#"{"before":"0"}"#),
+            PushVerdict::Malformed("the push event has no `ref`".into())
+        );
+        assert!(matches!(v("{"), PushVerdict::Malformed(m) if m.starts_with("the body is not")));
+        // Found while writing the fuzz target's properties (`fuzz/`, target `webhook`).
+        assert_eq!(
+            v(r#"["refs/heads/main"]"#),
+            PushVerdict::Malformed("the body is not a push event: expected a JSON object".into())
+        );
+    }
+
+    #[test]
+    fn github_form_payload_is_the_payload_field() {
+        assert_eq!(
+            github_form_payload(b"a=1&payload=%7B%22ref%22%3A1%7D"),
+            br#"{"ref":1}"#
+        );
+        assert!(github_form_payload(b"a=1").is_empty());
     }
 }
