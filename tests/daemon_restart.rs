@@ -24,14 +24,6 @@ fn spawn_daemon(config: &std::path::Path, log: &std::path::Path) -> Child {
         .unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_then_restart_stops_the_orphan_and_runs_the_job_once() {
     let tmp = tempfile::tempdir().unwrap();

@@ -55,14 +55,6 @@ async fn flink_state(url: &str, jid: &str) -> Option<String> {
         .and_then(|j| j["state"].as_str().map(str::to_string))
 }
 
-fn engine_id(run: &jobkeeper::store::RunRow) -> String {
-    run.handle
-        .as_deref()
-        .and_then(|h| serde_json::from_str::<Value>(h).ok())
-        .and_then(|v| v["engine_id"].as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 /// Cancels, on drop, every Flink job the test's store knows (the test may have failed).
 struct Cleanup {
     url: String,
@@ -414,14 +406,6 @@ fn own_cluster(action: &str, dir: &Path, port: u16) {
         "flink.sh {action}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct StopCluster(PathBuf);

@@ -30,14 +30,6 @@ fn env_or(var: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The `jobkeeper` binary on a config, its log in a file; killed on drop.
 struct Binary {
     child: Child,

@@ -64,14 +64,6 @@ async fn driver_state(c: &Cluster, id: &str) -> Option<String> {
     s["driverState"].as_str().map(str::to_string)
 }
 
-fn engine_id(run: &jobkeeper::store::RunRow) -> String {
-    run.handle
-        .as_deref()
-        .and_then(|h| serde_json::from_str::<Value>(h).ok())
-        .and_then(|v| v["engine_id"].as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 /// Kills, on drop, every driver the test's store knows (the test may have failed).
 struct Cleanup {
     rest: String,

@@ -369,3 +369,21 @@ pub fn events_of(store: &Store, kind: &str) -> Vec<EventRow> {
         .filter(|e| e.kind == kind)
         .collect()
 }
+
+/// A free loopback TCP port (bound and released; the caller binds it again soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The engine id (cluster job or driver id) in a run's recorded handle; empty when none.
+pub fn engine_id(run: &RunRow) -> String {
+    run.handle
+        .as_deref()
+        .and_then(|h| serde_json::from_str::<serde_json::Value>(h).ok())
+        .and_then(|v| v["engine_id"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
