@@ -48,7 +48,7 @@ for t in "${targets[@]}"; do
     passed=$((passed + 1))
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$t.log")
     corpus=$(find "fuzz/corpus/$t" -type f | wc -l)
-    echo "$t: ok, ${execs:-?} inputs run, $(find "$work/$t" -type f | wc -l) new (corpus: $corpus)"
+    echo "$t: ok, ${execs:-?} inputs run (committed corpus: $corpus files)"
   else
     failed=$((failed + 1))
     echo "$t: CRASH"
