@@ -846,24 +846,36 @@ async fn flink_jobs(http: &reqwest::Client, url: &str) -> Vec<(String, String)> 
         .collect()
 }
 
+/// A copy of `example-repo/projects/<name>` (its `build.sh` and Java source) committed to a
+/// repo of its own under `root/project`.
+fn example_project(root: &Path, name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("example-repo/projects")
+        .join(name);
+    let project = root.join("project");
+    std::fs::create_dir_all(project.join("src/example")).unwrap();
+    std::fs::copy(src.join("build.sh"), project.join("build.sh")).unwrap();
+    for entry in std::fs::read_dir(src.join("src/example")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(
+            &path,
+            project.join("src/example").join(path.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    git(&project, &["init", "-q", "-b", "main"]);
+    git(&project, &["add", "-A"]);
+    git(&project, &["commit", "-qm", "project"]);
+    project
+}
+
 /// On a real Flink cluster: commit → RUNNING (artifact already built), external cancel →
 /// resubmitted → RUNNING, and a savepoint upgrade, each `n` times.
 fn bench_flink(url: &str, lib: &str, n: usize) -> Vec<String> {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     // The project in a repo of its own, so config commits do not change its build key.
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/flink-counter");
-    let project = root.join("project");
-    std::fs::create_dir_all(project.join("src/example")).unwrap();
-    std::fs::copy(src.join("build.sh"), project.join("build.sh")).unwrap();
-    std::fs::copy(
-        src.join("src/example/Counter.java"),
-        project.join("src/example/Counter.java"),
-    )
-    .unwrap();
-    git(&project, &["init", "-q", "-b", "main"]);
-    git(&project, &["add", "-A"]);
-    git(&project, &["commit", "-qm", "project"]);
+    let project = example_project(root, "flink-counter");
     let (bare, work) = make_repo(root, 0, |_| String::new());
     let job = |tag: &str| {
         format!(
@@ -1067,18 +1079,7 @@ fn bench_spark(c: &SparkCluster, n: usize) -> Vec<String> {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     // The project in a repo of its own, so config commits do not change its build key.
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/spark-totals");
-    let project = root.join("project");
-    std::fs::create_dir_all(project.join("src/example")).unwrap();
-    std::fs::copy(src.join("build.sh"), project.join("build.sh")).unwrap();
-    std::fs::copy(
-        src.join("src/example/Totals.java"),
-        project.join("src/example/Totals.java"),
-    )
-    .unwrap();
-    git(&project, &["init", "-q", "-b", "main"]);
-    git(&project, &["add", "-A"]);
-    git(&project, &["commit", "-qm", "project"]);
+    let project = example_project(root, "spark-totals");
     let (bare, work) = make_repo(root, 0, |_| String::new());
     let conf = "{spark.driver.memory: 512m, spark.executor.memory: 512m, spark.cores.max: \"1\"}";
     let job = |args: &str, schedule: &str| {

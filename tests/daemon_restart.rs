@@ -9,6 +9,23 @@ use std::time::Duration;
 use common::*;
 use jobkeeper::store::Store;
 
+/// The daemon config (on a free port) and the daemon's log path, under `root`.
+fn write_config(root: &std::path::Path, git: &Git) -> (std::path::PathBuf, std::path::PathBuf) {
+    let port = free_port();
+    let cfg =
+        config(root, git, "").replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
+    let cfg_path = root.join("config.yaml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    (cfg_path, root.join("daemon.log"))
+}
+
+/// The store of the daemon under `root`, once it exists.
+async fn open_store(root: &std::path::Path) -> Store {
+    let db = root.join("state/jobkeeper.db");
+    wait_for("store", Duration::from_secs(20), || db.exists()).await;
+    Store::open(&db).unwrap()
+}
+
 fn spawn_daemon(config: &std::path::Path, log: &std::path::Path) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -30,17 +47,9 @@ async fn sigkill_then_restart_stops_the_orphan_and_runs_the_job_once() {
     let git = Git::new(tmp.path(), "config");
     git.write("jobs/svc.yaml", &sleeper(311));
     git.commit_push("svc");
-    let port = free_port();
-    let cfg = config(tmp.path(), &git, "")
-        .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
-    let cfg_path = tmp.path().join("config.yaml");
-    std::fs::write(&cfg_path, cfg).unwrap();
-    let log = tmp.path().join("daemon.log");
-    let db = tmp.path().join("state/jobkeeper.db");
-
+    let (cfg_path, log) = write_config(tmp.path(), &git);
     let mut daemon = spawn_daemon(&cfg_path, &log);
-    wait_for("store", Duration::from_secs(20), || db.exists()).await;
-    let store = Store::open(&db).unwrap();
+    let store = open_store(tmp.path()).await;
     let live = |store: &Store| -> Vec<u32> {
         store
             .runs("svc", 50)
@@ -144,17 +153,9 @@ async fn a_daemon_killed_while_a_stubborn_run_is_stopping_stops_it_at_its_next_s
     let git = Git::new(tmp.path(), "config");
     git.write("jobs/stubborn.yaml", &stubborn("v1"));
     git.commit_push("v1");
-    let port = free_port();
-    let cfg = config(tmp.path(), &git, "")
-        .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
-    let cfg_path = tmp.path().join("config.yaml");
-    std::fs::write(&cfg_path, cfg).unwrap();
-    let log = tmp.path().join("daemon.log");
-    let db = tmp.path().join("state/jobkeeper.db");
-
+    let (cfg_path, log) = write_config(tmp.path(), &git);
     let mut daemon = spawn_daemon(&cfg_path, &log);
-    wait_for("store", Duration::from_secs(20), || db.exists()).await;
-    let store = Store::open(&db).unwrap();
+    let store = open_store(tmp.path()).await;
     let mut first = 0;
     wait_for("v1 running", Duration::from_secs(20), || {
         let runs = store.runs("stubborn", 10).unwrap();

@@ -55,28 +55,12 @@ async fn flink_state(url: &str, jid: &str) -> Option<String> {
         .and_then(|j| j["state"].as_str().map(str::to_string))
 }
 
-/// Cancels, on drop, every Flink job the test's store knows (the test may have failed).
-struct Cleanup {
-    url: String,
-    db: PathBuf,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let Ok(store) = jobkeeper::store::Store::open(&self.db) else {
-            return;
-        };
-        for job in store.jobs().unwrap_or_default() {
-            for run in store.runs(&job.name, 100).unwrap_or_default() {
-                let id = engine_id(&run);
-                if !id.is_empty() {
-                    let _ = std::process::Command::new("curl")
-                        .args(["-s", "-m", "5", "-o", "/dev/null", "-X", "PATCH"])
-                        .arg(format!("{}/jobs/{id}?mode=cancel", self.url))
-                        .status();
-                }
-            }
-        }
+/// Cancels, on drop, every Flink job the test's store (under `root`) knows.
+fn cleanup(url: &str, root: &Path) -> StopRunsOnDrop {
+    StopRunsOnDrop {
+        db: root.join("state/jobkeeper.db"),
+        method: "PATCH",
+        url: format!("{url}/jobs/{{id}}?mode=cancel"),
     }
 }
 
@@ -156,10 +140,7 @@ async fn deploy_then_a_savepoint_upgrade_restores_the_new_run_and_removal_keeps_
     let url = flink_url();
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg) = setup(tmp.path(), &url);
-    let _cleanup = Cleanup {
-        url: url.clone(),
-        db: tmp.path().join("state/jobkeeper.db"),
-    };
+    let _cleanup = cleanup(&url, tmp.path());
     git.write("jobs/counter.yaml", &counter(&["--tag", "v1"], ""));
     git.commit_push("a flink job");
     let d = start(tmp.path(), &cfg).await;
@@ -223,10 +204,7 @@ async fn suspend_stops_with_a_savepoint_and_resuming_starts_from_it() {
     let url = flink_url();
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg) = setup(tmp.path(), &url);
-    let _cleanup = Cleanup {
-        url: url.clone(),
-        db: tmp.path().join("state/jobkeeper.db"),
-    };
+    let _cleanup = cleanup(&url, tmp.path());
     git.write("jobs/pause.yaml", &counter(&["--tag", "p"], ""));
     git.commit_push("a flink job");
     let d = start(tmp.path(), &cfg).await;
@@ -265,10 +243,7 @@ async fn a_failing_job_restarts_from_its_checkpoint_then_gives_up_with_the_flink
     let url = flink_url();
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg) = setup(tmp.path(), &url);
-    let _cleanup = Cleanup {
-        url: url.clone(),
-        db: tmp.path().join("state/jobkeeper.db"),
-    };
+    let _cleanup = cleanup(&url, tmp.path());
     let restart = "restart: {attempts: 2, window: 1h, backoff: 1s, max_backoff: 1s}\n";
     git.write(
         "jobs/crash.yaml",
@@ -325,10 +300,7 @@ async fn a_run_the_cluster_refuses_is_deploy_failed_with_its_error_text() {
     let url = flink_url();
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg) = setup(tmp.path(), &url);
-    let _cleanup = Cleanup {
-        url: url.clone(),
-        db: tmp.path().join("state/jobkeeper.db"),
-    };
+    let _cleanup = cleanup(&url, tmp.path());
     git.write("jobs/bad.yaml", &counter(&["--mode", "explode"], ""));
     git.commit_push("main() throws");
     let d = start(tmp.path(), &cfg).await;
@@ -359,10 +331,7 @@ async fn a_daemon_restart_adopts_the_running_job_and_submits_nothing() {
     let url = flink_url();
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg) = setup(tmp.path(), &url);
-    let _cleanup = Cleanup {
-        url: url.clone(),
-        db: tmp.path().join("state/jobkeeper.db"),
-    };
+    let _cleanup = cleanup(&url, tmp.path());
     git.write("jobs/adopt.yaml", &counter(&["--tag", "adopt"], ""));
     git.commit_push("a flink job");
     let mut d = start(tmp.path(), &cfg).await;

@@ -11,7 +11,7 @@ mod common;
 #[path = "support/receivers.rs"]
 mod receivers;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -64,34 +64,9 @@ async fn driver_state(c: &Cluster, id: &str) -> Option<String> {
     s["driverState"].as_str().map(str::to_string)
 }
 
-/// Kills, on drop, every driver the test's store knows (the test may have failed).
-struct Cleanup {
-    rest: String,
-    db: PathBuf,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let Ok(store) = jobkeeper::store::Store::open(&self.db) else {
-            return;
-        };
-        for job in store.jobs().unwrap_or_default() {
-            for run in store.runs(&job.name, 100).unwrap_or_default() {
-                let id = engine_id(&run);
-                if !id.is_empty() {
-                    let _ = std::process::Command::new("curl")
-                        .args(["-s", "-m", "5", "-o", "/dev/null", "-X", "POST"])
-                        .arg(format!("{}/v1/submissions/kill/{id}", self.rest))
-                        .status();
-                }
-            }
-        }
-    }
-}
-
 /// A config repo holding the spark-totals project (copied from example-repo) and a daemon
 /// config with a `spark` env on the test cluster; `extra` is appended to the config.
-fn setup(root: &Path, c: &Cluster, extra: &str) -> (Git, String, Cleanup) {
+fn setup(root: &Path, c: &Cluster, extra: &str) -> (Git, String, StopRunsOnDrop) {
     let git = Git::new(root, "config");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/spark-totals");
     for f in ["build.sh", "src/example/Totals.java"] {
@@ -105,9 +80,11 @@ fn setup(root: &Path, c: &Cluster, extra: &str) -> (Git, String, Cleanup) {
         c.rest, c.master, c.ui
     );
     let cfg = config(root, &git, &extra);
-    let cleanup = Cleanup {
-        rest: c.rest.clone(),
+    // Kills, on drop, every driver the test's store knows (the test may have failed).
+    let cleanup = StopRunsOnDrop {
         db: root.join("state/jobkeeper.db"),
+        method: "POST",
+        url: format!("{}/v1/submissions/kill/{{id}}", c.rest),
     };
     (git, cfg, cleanup)
 }

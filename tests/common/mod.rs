@@ -387,3 +387,31 @@ pub fn engine_id(run: &RunRow) -> String {
         .and_then(|v| v["engine_id"].as_str().map(str::to_string))
         .unwrap_or_default()
 }
+
+/// On drop, sends an HTTP `method` request to `url` (its `{id}` replaced by the engine id) for
+/// every run the store at `db` records: the cluster jobs or drivers a test started are stopped
+/// even when it fails.
+pub struct StopRunsOnDrop {
+    pub db: PathBuf,
+    pub method: &'static str,
+    pub url: String,
+}
+
+impl Drop for StopRunsOnDrop {
+    fn drop(&mut self) {
+        let Ok(store) = Store::open(&self.db) else {
+            return;
+        };
+        for job in store.jobs().unwrap_or_default() {
+            for run in store.runs(&job.name, 100).unwrap_or_default() {
+                let id = engine_id(&run);
+                if !id.is_empty() {
+                    let _ = Command::new("curl")
+                        .args(["-s", "-m", "5", "-o", "/dev/null", "-X", self.method])
+                        .arg(self.url.replace("{id}", &id))
+                        .status();
+                }
+            }
+        }
+    }
+}
