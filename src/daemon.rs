@@ -132,6 +132,7 @@ pub async fn run_with(
     let ctx = Arc::new(Context {
         settings: live.clone(),
         store: store.clone(),
+        events: reconcile::Emitter::new(store.clone(), metrics.clone()),
         builder,
         projects,
         engines,
@@ -169,7 +170,7 @@ pub async fn run_with(
     {
         let (ctx, r, cancel) = (ctx.clone(), reconciler.clone(), cancel.clone());
         let interval = settings.health.interval;
-        tasks.spawn(crate::health::sweep_loop(ctx, r, interval, cancel));
+        tasks.spawn(crate::reconcile::sweep_loop(ctx, r, interval, cancel));
     }
     let notifier = Arc::new(crate::systemd::Notifier::from_env());
     let api = Arc::new(ApiState {

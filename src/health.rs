@@ -1,21 +1,15 @@
-//! Health: the restart policy as a pure tracker, the batch schedule arithmetic, and the sweep
-//! that asks every engine about its live runs once per `health.interval`.
-//!
-//! The sweep only *reports*: a run an engine says ended is handed to its job's actor (see
-//! [`crate::reconcile`]), which alone decides what happens next, so a job is never restarted
-//! twice whatever races between the sweep, a child's exit and a commit.
+//! Health rules as pure arithmetic: the restart policy's tracker (backoff, attempts within a
+//! window, giving up) and when a batch job's first run starts after a daemon restart. The
+//! status sweep that feeds them is [`crate::reconcile::sweep`]; the actor that applies them is
+//! [`crate::reconcile::actor`].
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, EngineError, RunExit, RunHandle, RunStatus};
-use crate::reconcile::{Context, Reconciler};
 use crate::schedule::Schedule;
 use crate::spec::RestartPolicy;
 
@@ -126,88 +120,6 @@ pub fn first_fire(
         return Some((m, true));
     }
     schedule.next_after(now).map(|t| (t, false))
-}
-
-/// Asks each engine about every run the store thinks is live, once per `interval` (one batched
-/// call per engine), and hands runs that ended or vanished to their actors.
-pub async fn sweep_loop(
-    ctx: Arc<Context>,
-    reconciler: Arc<Reconciler>,
-    interval: Duration,
-    cancel: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = tick.tick() => sweep(&ctx, &reconciler).await,
-        }
-    }
-}
-
-/// Runs of one engine: (job, handle).
-type JobRuns = Vec<(String, RunHandle)>;
-
-/// One sweep: one batched status call per engine instance (per cluster), all clusters at
-/// once. A cluster that does not answer reports nothing (its runs are not failed): it raises
-/// one `engine_unreachable` per outage (see [`crate::reconcile::Outages`]).
-pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
-    let runs = match ctx.store.live_runs() {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!("health: cannot read live runs: {e}");
-            return;
-        }
-    };
-    let mut groups: Vec<(Arc<dyn Engine>, JobRuns)> = Vec::new();
-    for run in runs {
-        let Some(handle) = run
-            .handle
-            .as_deref()
-            .and_then(|h| serde_json::from_str::<RunHandle>(h).ok())
-        else {
-            continue;
-        };
-        let Some(engine) = ctx.engine_of_run(&run) else {
-            continue;
-        };
-        match groups.iter_mut().find(|(e, _)| Arc::ptr_eq(e, engine)) {
-            Some((_, g)) => g.push((run.job, handle)),
-            None => groups.push((engine.clone(), vec![(run.job, handle)])),
-        }
-    }
-    let mut calls = tokio::task::JoinSet::new();
-    for (engine, runs) in groups {
-        calls.spawn(async move {
-            let handles: Vec<RunHandle> = runs.iter().map(|(_, h)| h.clone()).collect();
-            let result = engine.status(&handles).await;
-            (engine, runs, result)
-        });
-    }
-    while let Some(done) = calls.join_next().await {
-        let Ok((engine, runs, result)) = done else {
-            continue;
-        };
-        match result {
-            Ok(statuses) => {
-                ctx.outages.up(&ctx.store, &engine.location());
-                for ((job, handle), status) in runs.into_iter().zip(statuses) {
-                    if status != RunStatus::Running {
-                        reconciler.exited(RunExit {
-                            job,
-                            run_id: handle.run_id,
-                            status,
-                        });
-                    }
-                }
-            }
-            Err(EngineError::Unreachable(e)) => {
-                ctx.outages.down(&ctx.store, &engine.location(), &e);
-            }
-            Err(e) => tracing::warn!(engine = %engine.location(), "health: status failed: {e}"),
-        }
-    }
 }
 
 #[cfg(test)]

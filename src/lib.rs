@@ -34,6 +34,7 @@ pub mod client;
 pub mod daemon;
 pub mod diag;
 pub mod engine;
+pub mod event;
 pub mod health;
 pub mod http;
 pub mod metrics;

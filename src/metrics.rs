@@ -6,6 +6,7 @@
 //! Values that the store or the alerter already keep (jobs by state, the applied commit, alerts
 //! sent and failed) are read when `/metrics` is scraped, not counted twice.
 
+use crate::event::EventKind;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -106,18 +107,18 @@ impl Metrics {
 
     /// A job recorded an event: counted by kind; `built`, `build_failed` and `restarted` also
     /// count as builds and restarts.
-    pub fn job_event(&self, job: &str, kind: &str) {
+    pub fn job_event(&self, job: &str, kind: EventKind) {
         match kind {
-            "built" => {
+            EventKind::Built => {
                 self.builds_ok.fetch_add(1, Ordering::Relaxed);
             }
-            "build_failed" => {
+            EventKind::BuildFailed => {
                 self.builds_failed.fetch_add(1, Ordering::Relaxed);
             }
-            "restarted" => bump(&self.restarts, job.to_string()),
+            EventKind::Restarted => bump(&self.restarts, job.to_string()),
             _ => {}
         }
-        bump(&self.events, kind.to_string());
+        bump(&self.events, kind.as_str().to_string());
     }
 
     /// A webhook arrived from `source` (`github`, `gitlab`) with this outcome (`fetch`,
@@ -320,8 +321,8 @@ mod tests {
         m.fetch_started("webhook");
         m.fetch_done(true, Duration::from_millis(3));
         m.fetch_done(false, Duration::ZERO);
-        m.job_event("a\"b", "restarted");
-        m.job_event("a", "built");
+        m.job_event("a\"b", EventKind::Restarted);
+        m.job_event("a", EventKind::Built);
         let text = m.render(&Snapshot {
             jobs_by_state: vec![(JobState::Running, 2)],
             applied_commit: Some("abc".into()),

@@ -25,7 +25,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::cluster::{lock, require_jar, unreachable, write_log};
-use super::{Engine, EngineError, RunExit, RunHandle, RunStatus, StopOutcome, SubmitRequest};
+use super::{
+    Engine, EngineError, NEVER_STARTED, RecordedRun, Recovery, RunExit, RunHandle, RunStatus,
+    StopOutcome, SubmitRequest,
+};
 use crate::settings::FlinkSettings;
 
 /// Connect timeout of every request.
@@ -539,6 +542,31 @@ impl Engine for FlinkEngine {
 
     fn engine_id_for(&self, job: &str, run_id: i64) -> Option<String> {
         Some(job_id(&self.salt, job, run_id))
+    }
+
+    fn runs_survive_daemon(&self) -> bool {
+        true
+    }
+
+    /// A recorded job is adopted. A run whose submit was in flight when the daemon stopped is
+    /// looked up by the job id jobkeeper chose for it: adopted when the cluster has it or cannot
+    /// say (never submitted twice), never started when the cluster does not know it.
+    async fn recover(&self, run: &RecordedRun<'_>) -> Recovery {
+        if let Some(h) = run.handle {
+            tracing::info!(job = %run.job, run = run.run_id, id = %h.engine_id, "cluster run left running for its job to adopt");
+            return Recovery::Adopt(h.clone());
+        }
+        let h = RunHandle {
+            run_id: run.run_id,
+            engine_id: job_id(&self.salt, run.job, run.run_id),
+            start_ticks: None,
+        };
+        match self.status(std::slice::from_ref(&h)).await {
+            Ok(st) if st.first() == Some(&RunStatus::Vanished) => {
+                Recovery::NeverStarted(NEVER_STARTED.to_string())
+            }
+            _ => Recovery::Adopt(h),
+        }
     }
 
     fn take_exits(&self) -> Option<mpsc::UnboundedReceiver<RunExit>> {

@@ -28,7 +28,10 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::sync::{mpsc, watch};
 
-use super::{Engine, EngineError, RunExit, RunHandle, RunStatus, SubmitRequest};
+use super::{
+    Engine, EngineError, NEVER_STARTED, RecordedRun, Recovery, RunExit, RunHandle, RunStatus,
+    STOP_GRACE, SubmitRequest,
+};
 
 /// The reason given for a run that ended because [`Engine::stop`] stopped it.
 pub const STOPPED: &str = "stopped";
@@ -567,6 +570,37 @@ impl Engine for LocalEngine {
             tokio::time::sleep(POLL).await;
         }
         Ok(())
+    }
+
+    fn runs_survive_daemon(&self) -> bool {
+        false
+    }
+
+    /// Local runs are children of the daemon: a run a previous daemon left is found by its pid
+    /// and start time (or, when its pid was never recorded, by its log file) and stopped; its
+    /// job's actor starts it again.
+    async fn recover(&self, run: &RecordedRun<'_>) -> Recovery {
+        if let Some(h) = run.handle {
+            return match self.stop(h, STOP_GRACE).await {
+                Ok(()) => Recovery::Stopped(
+                    "stopped after a daemon restart (found by pid and start time)".to_string(),
+                ),
+                Err(
+                    EngineError::Refused(m) | EngineError::Unreachable(m) | EngineError::Other(m),
+                ) => Recovery::Stopped(format!("could not be stopped after a daemon restart: {m}")),
+            };
+        }
+        // Killed between spawning the run and recording its pid: found by its log file.
+        let mut outcome = Recovery::NeverStarted(NEVER_STARTED.to_string());
+        for h in &find_unrecorded(run.run_id, run.log_path) {
+            outcome = Recovery::Stopped(match self.stop(h, STOP_GRACE).await {
+                Ok(()) => "stopped after a daemon restart (its pid was not recorded yet; \
+                           found by its log file)"
+                    .to_string(),
+                Err(err) => format!("could not be stopped after a daemon restart: {err}"),
+            });
+        }
+        outcome
     }
 
     fn take_exits(&self) -> Option<mpsc::UnboundedReceiver<RunExit>> {

@@ -13,7 +13,7 @@ pub mod flink;
 pub mod local;
 pub mod spark;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -86,6 +86,40 @@ pub struct StopOutcome {
     pub savepoint: Option<String>,
 }
 
+/// How long a stopped run gets between SIGTERM and SIGKILL (local), or to stop (clusters).
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// A run the store recorded as live, as a new daemon finds it.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordedRun<'a> {
+    /// Job name.
+    pub job: &'a str,
+    /// The store's run id.
+    pub run_id: i64,
+    /// Its handle, when the daemon recorded one before it stopped.
+    pub handle: Option<&'a RunHandle>,
+    /// Its log file.
+    pub log_path: &'a Path,
+    /// When it was recorded (ms since the epoch).
+    pub started_at_ms: i64,
+    /// `params.main_class` of the version it runs, when it has one.
+    pub main_class: Option<&'a str>,
+}
+
+/// What becomes of a recorded run when a new daemon starts (see [`Engine::recover`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// It is live on the engine: its job's actor adopts it with this handle.
+    Adopt(RunHandle),
+    /// It was found and stopped (or could not be): the note says which.
+    Stopped(String),
+    /// It never started: the daemon stopped while submitting it.
+    NeverStarted(String),
+}
+
+/// The note of a run that never started because the daemon stopped while submitting it.
+pub const NEVER_STARTED: &str = "never started: the daemon stopped while submitting it";
+
 /// Errors of an engine, classed by what happens next.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -145,18 +179,15 @@ pub trait Engine: Send + Sync {
         None
     }
 
-    /// A run whose submit was in flight when the daemon stopped, before the id the cluster
-    /// chose for it was recorded (spark): the engine id of run `run_id` of `job`, a live run of
-    /// `main_class` that started at or after `since_ms` (ms since the epoch). The default: none.
-    async fn find_unrecorded(
-        &self,
-        _job: &str,
-        _run_id: i64,
-        _main_class: &str,
-        _since_ms: u64,
-    ) -> Result<Option<String>, EngineError> {
-        Ok(None)
-    }
+    /// Whether runs keep going when the daemon stops (cluster engines). Such runs are adopted by
+    /// the next daemon, and a stop that does not reach the engine leaves the run live. Runs that
+    /// do not survive (local children) stop with the daemon and are started again after it.
+    fn runs_survive_daemon(&self) -> bool;
+
+    /// What to do with a run the store recorded as live when a new daemon starts, before
+    /// anything new is submitted: adopt it (it is live on the engine), or record it as stopped
+    /// or never started. Never submits anything; a run is never left running twice.
+    async fn recover(&self, run: &RecordedRun<'_>) -> Recovery;
 
     /// Where the engine is, for messages (flink: its REST URL).
     fn location(&self) -> String {

@@ -31,7 +31,10 @@ use tokio::sync::mpsc;
 
 use super::cluster::run_token;
 use super::cluster::{require_jar, unreachable, write_log};
-use super::{Engine, EngineError, RunExit, RunHandle, RunStatus, SubmitRequest};
+use super::{
+    Engine, EngineError, NEVER_STARTED, RecordedRun, Recovery, RunExit, RunHandle, RunStatus,
+    SubmitRequest,
+};
 use crate::settings::SparkSettings;
 
 /// Connect timeout of every request.
@@ -579,16 +582,39 @@ impl Engine for SparkEngine {
         self.wait_ended(id, grace.max(KILL_WAIT)).await
     }
 
-    async fn find_unrecorded(
-        &self,
-        job: &str,
-        run_id: i64,
-        main_class: &str,
-        since_ms: u64,
-    ) -> Result<Option<String>, EngineError> {
-        let token = run_token(&self.salt, job, run_id);
-        self.find_by_token(main_class, since_ms, &token, LAUNCH_WAIT)
+    fn runs_survive_daemon(&self) -> bool {
+        true
+    }
+
+    /// A recorded driver is adopted. A run whose submit was in flight when the daemon stopped
+    /// (the id spark chose was never recorded) is found by the token its submit carried.
+    async fn recover(&self, run: &RecordedRun<'_>) -> Recovery {
+        if let Some(h) = run.handle {
+            return Recovery::Adopt(h.clone());
+        }
+        let Some(main_class) = run.main_class else {
+            return Recovery::NeverStarted(NEVER_STARTED.to_string());
+        };
+        let token = run_token(&self.salt, run.job, run.run_id);
+        let since = u64::try_from(run.started_at_ms).unwrap_or(0);
+        match self
+            .find_by_token(main_class, since, &token, LAUNCH_WAIT)
             .await
+        {
+            Ok(Some(id)) => {
+                tracing::info!(job = %run.job, run = run.run_id, id = %id, "found the run's unrecorded driver on the cluster; its job adopts it");
+                Recovery::Adopt(RunHandle {
+                    run_id: run.run_id,
+                    engine_id: id,
+                    start_ticks: None,
+                })
+            }
+            Ok(None) => Recovery::NeverStarted(NEVER_STARTED.to_string()),
+            Err(err) => Recovery::Stopped(format!(
+                "the daemon stopped while submitting it; the cluster could not be asked \
+                 whether it has it ({err})"
+            )),
+        }
     }
 
     fn take_exits(&self) -> Option<mpsc::UnboundedReceiver<RunExit>> {

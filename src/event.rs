@@ -1,0 +1,503 @@
+//! Events: one typed value per thing that happens to a job or to the daemon.
+//!
+//! [`EventKind`] is the closed list of event words the store, the API, the metrics and the alert
+//! routing know; it is the only place those words are spelled. [`JobEvent`] carries an event's
+//! typed fields (the restart attempt, the engine id, the reason) and renders its message; the
+//! alerter reads the fields, never the message text. Recording an event (log line, metric,
+//! store row, alert) is one call: [`crate::reconcile::Emitter::emit`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// What happened, as one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A new version runs (or, for a batch job, is scheduled).
+    Deployed,
+    /// A run was started (first start, after a daemon restart, a scheduled run).
+    Started,
+    /// A run was started again after a failure, or by an operator.
+    Restarted,
+    /// A run failed, or could not be stopped.
+    Failed,
+    /// Too many restarts: no more until a new commit or an operator's restart.
+    GaveUp,
+    /// A job that failed runs again.
+    Recovered,
+    /// A batch run succeeded.
+    Succeeded,
+    /// A new version did not build.
+    BuildFailed,
+    /// A new version was refused by its engine.
+    DeployFailed,
+    /// A job file is invalid.
+    Invalid,
+    /// The config repo could not be fetched.
+    RepoUnreachable,
+    /// The config repo answers again.
+    RepoReachable,
+    /// A cluster does not answer.
+    EngineUnreachable,
+    /// A cluster answers again.
+    EngineReachable,
+    /// A run left by a previous daemon was taken over.
+    Adopted,
+    /// A scheduled run was not started.
+    Skipped,
+    /// A project was built.
+    Built,
+    /// A change applied in place, with no new run.
+    Updated,
+    /// `suspend: true`: the job was stopped, its history kept.
+    Suspended,
+    /// The job or one of its runs was stopped.
+    Stopped,
+    /// A commit changed the job: the plan line.
+    Commit,
+    /// The daemon config was reloaded.
+    ConfigReloaded,
+    /// A daemon config reload was refused; the old config stays.
+    ConfigReloadRefused,
+}
+
+impl EventKind {
+    /// Every kind.
+    pub const ALL: [EventKind; 23] = [
+        EventKind::Deployed,
+        EventKind::Started,
+        EventKind::Restarted,
+        EventKind::Failed,
+        EventKind::GaveUp,
+        EventKind::Recovered,
+        EventKind::Succeeded,
+        EventKind::BuildFailed,
+        EventKind::DeployFailed,
+        EventKind::Invalid,
+        EventKind::RepoUnreachable,
+        EventKind::RepoReachable,
+        EventKind::EngineUnreachable,
+        EventKind::EngineReachable,
+        EventKind::Adopted,
+        EventKind::Skipped,
+        EventKind::Built,
+        EventKind::Updated,
+        EventKind::Suspended,
+        EventKind::Stopped,
+        EventKind::Commit,
+        EventKind::ConfigReloaded,
+        EventKind::ConfigReloadRefused,
+    ];
+
+    /// The kinds an alert channel can ask for (SPEC "Alerts"), in SPEC's order.
+    pub const ALERTS: [EventKind; 11] = [
+        EventKind::Failed,
+        EventKind::Restarted,
+        EventKind::GaveUp,
+        EventKind::Recovered,
+        EventKind::BuildFailed,
+        EventKind::DeployFailed,
+        EventKind::Invalid,
+        EventKind::RepoUnreachable,
+        EventKind::EngineUnreachable,
+        EventKind::Deployed,
+        EventKind::Succeeded,
+    ];
+
+    /// Alert kinds a channel does not get unless it names them in `on:`.
+    pub const INFO: [EventKind; 2] = [EventKind::Deployed, EventKind::Succeeded];
+
+    /// The word used in the store, the API, metrics, logs and alerts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Deployed => "deployed",
+            EventKind::Started => "started",
+            EventKind::Restarted => "restarted",
+            EventKind::Failed => "failed",
+            EventKind::GaveUp => "gave_up",
+            EventKind::Recovered => "recovered",
+            EventKind::Succeeded => "succeeded",
+            EventKind::BuildFailed => "build_failed",
+            EventKind::DeployFailed => "deploy_failed",
+            EventKind::Invalid => "invalid",
+            EventKind::RepoUnreachable => "repo_unreachable",
+            EventKind::RepoReachable => "repo_reachable",
+            EventKind::EngineUnreachable => "engine_unreachable",
+            EventKind::EngineReachable => "engine_reachable",
+            EventKind::Adopted => "adopted",
+            EventKind::Skipped => "skipped",
+            EventKind::Built => "built",
+            EventKind::Updated => "updated",
+            EventKind::Suspended => "suspended",
+            EventKind::Stopped => "stopped",
+            EventKind::Commit => "commit",
+            EventKind::ConfigReloaded => "config_reloaded",
+            EventKind::ConfigReloadRefused => "config_reload_refused",
+        }
+    }
+
+    /// Parses what [`EventKind::as_str`] wrote.
+    pub fn parse(word: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == word)
+    }
+
+    /// True for the kinds alerts are sent for.
+    pub fn is_alert(self) -> bool {
+        EventKind::ALERTS.contains(&self)
+    }
+
+    /// True for the alert kinds a channel gets only when it names them.
+    pub fn is_info(self) -> bool {
+        EventKind::INFO.contains(&self)
+    }
+
+    /// True for the kinds logged as warnings: something needs a look.
+    pub fn is_warning(self) -> bool {
+        matches!(
+            self,
+            EventKind::Failed
+                | EventKind::BuildFailed
+                | EventKind::DeployFailed
+                | EventKind::GaveUp
+                | EventKind::Invalid
+                | EventKind::RepoUnreachable
+                | EventKind::EngineUnreachable
+                | EventKind::ConfigReloadRefused
+        )
+    }
+
+    /// True for the kinds a job's restart count counts.
+    pub fn counts_as_restart(self) -> bool {
+        self == EventKind::Restarted
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Restart attempt `n` of at most `of` within the restart window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    /// This attempt, from 1.
+    pub n: u32,
+    /// The most the policy allows within its window.
+    pub of: u32,
+}
+
+/// One thing that happened, with its typed fields. [`JobEvent::message`] renders the text kept
+/// in the store and shown in logs, the API and alerts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobEvent {
+    /// A new version runs or is scheduled; why (the plan's reasons).
+    Deployed {
+        /// The plan's reasons, or what moved.
+        why: String,
+    },
+    /// A run was started.
+    Started {
+        /// Why it started.
+        why: String,
+    },
+    /// A run was started again: after a failure (with the attempt) or by an operator.
+    Restarted {
+        /// The restart-policy attempt, when the restart is the policy's.
+        attempt: Option<Attempt>,
+        /// What was restarted and why (`resubmitted`, `restart asked for by ...`).
+        why: String,
+    },
+    /// A run failed, or could not be stopped.
+    Failed {
+        /// Exit status, engine exception, last log lines.
+        reason: String,
+    },
+    /// The restart policy gave up.
+    GaveUp {
+        /// Restarts made within the window.
+        restarts: u32,
+        /// The policy's window.
+        window: Duration,
+        /// The last failure.
+        reason: String,
+    },
+    /// The job runs again after failures.
+    Recovered {
+        /// How it showed.
+        why: String,
+    },
+    /// A batch run succeeded.
+    Succeeded {
+        /// How it ended.
+        how: String,
+    },
+    /// A new version did not build.
+    BuildFailed {
+        /// The build's error and log tail.
+        reason: String,
+    },
+    /// A new version was refused.
+    DeployFailed {
+        /// The engine's reason.
+        reason: String,
+    },
+    /// A job file is invalid.
+    Invalid {
+        /// Its diagnostics, one `path:line:column: message` per line.
+        errors: String,
+    },
+    /// A run left by a previous daemon was taken over.
+    Adopted {
+        /// Where it runs ([`crate::engine::Engine::location`]).
+        location: String,
+        /// The engine's id of the run.
+        engine_id: String,
+    },
+    /// A scheduled run was not started.
+    Skipped {
+        /// Why.
+        why: String,
+    },
+    /// A project was built.
+    Built {
+        /// The artifact.
+        artifact: PathBuf,
+    },
+    /// A change applied with no new run.
+    Updated {
+        /// What changed.
+        why: String,
+    },
+    /// `suspend: true`.
+    Suspended,
+    /// The job or a run was stopped.
+    Stopped {
+        /// Why, and what was kept (a savepoint).
+        why: String,
+    },
+    /// A cluster does not answer.
+    EngineUnreachable {
+        /// Which ([`crate::engine::Engine::location`]).
+        engine: String,
+        /// The error.
+        why: String,
+    },
+    /// A cluster answers again.
+    EngineReachable {
+        /// Which.
+        engine: String,
+    },
+    /// The config repo could not be fetched.
+    RepoUnreachable {
+        /// The error.
+        why: String,
+    },
+    /// The config repo answers again.
+    RepoReachable {
+        /// What it says now.
+        message: String,
+    },
+    /// A commit's plan line for a job.
+    Commit {
+        /// The plan line.
+        line: String,
+    },
+    /// The daemon config was reloaded.
+    ConfigReloaded {
+        /// What changed.
+        message: String,
+    },
+    /// A reload was refused.
+    ConfigReloadRefused {
+        /// The config's errors.
+        errors: String,
+    },
+}
+
+impl JobEvent {
+    /// The event's word.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            JobEvent::Deployed { .. } => EventKind::Deployed,
+            JobEvent::Started { .. } => EventKind::Started,
+            JobEvent::Restarted { .. } => EventKind::Restarted,
+            JobEvent::Failed { .. } => EventKind::Failed,
+            JobEvent::GaveUp { .. } => EventKind::GaveUp,
+            JobEvent::Recovered { .. } => EventKind::Recovered,
+            JobEvent::Succeeded { .. } => EventKind::Succeeded,
+            JobEvent::BuildFailed { .. } => EventKind::BuildFailed,
+            JobEvent::DeployFailed { .. } => EventKind::DeployFailed,
+            JobEvent::Invalid { .. } => EventKind::Invalid,
+            JobEvent::Adopted { .. } => EventKind::Adopted,
+            JobEvent::Skipped { .. } => EventKind::Skipped,
+            JobEvent::Built { .. } => EventKind::Built,
+            JobEvent::Updated { .. } => EventKind::Updated,
+            JobEvent::Suspended => EventKind::Suspended,
+            JobEvent::Stopped { .. } => EventKind::Stopped,
+            JobEvent::EngineUnreachable { .. } => EventKind::EngineUnreachable,
+            JobEvent::EngineReachable { .. } => EventKind::EngineReachable,
+            JobEvent::RepoUnreachable { .. } => EventKind::RepoUnreachable,
+            JobEvent::RepoReachable { .. } => EventKind::RepoReachable,
+            JobEvent::Commit { .. } => EventKind::Commit,
+            JobEvent::ConfigReloaded { .. } => EventKind::ConfigReloaded,
+            JobEvent::ConfigReloadRefused { .. } => EventKind::ConfigReloadRefused,
+        }
+    }
+
+    /// The restart attempt the event names, when it names one.
+    pub fn attempt(&self) -> Option<Attempt> {
+        match self {
+            JobEvent::Restarted { attempt, .. } => *attempt,
+            _ => None,
+        }
+    }
+
+    /// The engine's id of the run the event is about, when the event carries it.
+    pub fn engine_id(&self) -> Option<&str> {
+        match self {
+            JobEvent::Adopted { engine_id, .. } => Some(engine_id),
+            _ => None,
+        }
+    }
+
+    /// The text kept in the store and shown in logs, the API and alerts.
+    pub fn message(&self) -> String {
+        match self {
+            JobEvent::Deployed { why }
+            | JobEvent::Started { why }
+            | JobEvent::Recovered { why }
+            | JobEvent::Skipped { why }
+            | JobEvent::Updated { why }
+            | JobEvent::Stopped { why } => why.clone(),
+            JobEvent::Restarted { attempt, why } => match attempt {
+                Some(a) => format!("{why} (attempt {}/{})", a.n, a.of),
+                None => why.clone(),
+            },
+            JobEvent::Failed { reason }
+            | JobEvent::BuildFailed { reason }
+            | JobEvent::DeployFailed { reason } => reason.clone(),
+            JobEvent::GaveUp {
+                restarts,
+                window,
+                reason,
+            } => format!(
+                "gave up after {restarts} restarts within {}: {reason}",
+                humantime::format_duration(*window)
+            ),
+            JobEvent::Succeeded { how } => how.clone(),
+            JobEvent::Invalid { errors } => errors.clone(),
+            JobEvent::Adopted {
+                location,
+                engine_id,
+            } => format!("{location} job {engine_id} adopted after a daemon restart"),
+            JobEvent::Built { artifact } => format!("artifact {}", artifact.display()),
+            JobEvent::Suspended => "suspend: true: stopped, history kept".to_string(),
+            JobEvent::EngineUnreachable { engine, why } => {
+                format!("{engine} does not answer; waiting for it: {why}")
+            }
+            JobEvent::EngineReachable { engine } => format!("{engine} answers again"),
+            JobEvent::RepoUnreachable { why } => why.clone(),
+            JobEvent::RepoReachable { message } | JobEvent::ConfigReloaded { message } => {
+                message.clone()
+            }
+            JobEvent::Commit { line } => line.clone(),
+            JobEvent::ConfigReloadRefused { errors } => errors.clone(),
+        }
+    }
+}
+
+/// The first line of a message, with a hint when more lines are in the store.
+pub fn one_line(message: &str) -> String {
+    match message.split_once('\n') {
+        Some((first, rest)) => {
+            let more = rest.lines().filter(|l| !l.trim().is_empty()).count();
+            format!("{first} [+{more} lines in the event]")
+        }
+        None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_round_trips_through_its_word() {
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+            assert_eq!(
+                serde_json::to_value(k).unwrap(),
+                serde_json::Value::String(k.as_str().into())
+            );
+        }
+        assert_eq!(EventKind::parse("nope"), None);
+    }
+
+    #[test]
+    fn alert_kinds_are_spec_s_list_and_info_ones_are_among_them() {
+        let words: Vec<&str> = EventKind::ALERTS.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            words,
+            [
+                "failed",
+                "restarted",
+                "gave_up",
+                "recovered",
+                "build_failed",
+                "deploy_failed",
+                "invalid",
+                "repo_unreachable",
+                "engine_unreachable",
+                "deployed",
+                "succeeded"
+            ]
+        );
+        assert!(EventKind::INFO.iter().all(|k| k.is_alert()));
+        assert!(!EventKind::Started.is_alert());
+    }
+
+    #[test]
+    fn a_restart_names_its_attempt_in_its_message_and_its_fields() {
+        let e = JobEvent::Restarted {
+            attempt: Some(Attempt { n: 2, of: 5 }),
+            why: "resubmitted".into(),
+        };
+        assert_eq!(e.kind(), EventKind::Restarted);
+        assert_eq!(e.attempt(), Some(Attempt { n: 2, of: 5 }));
+        assert_eq!(e.message(), "resubmitted (attempt 2/5)");
+        let by_hand = JobEvent::Restarted {
+            attempt: None,
+            why: "restart asked for by ops".into(),
+        };
+        assert_eq!(by_hand.attempt(), None);
+        assert_eq!(by_hand.message(), "restart asked for by ops");
+    }
+
+    #[test]
+    fn give_up_and_adoption_messages() {
+        let g = JobEvent::GaveUp {
+            restarts: 3,
+            window: Duration::from_secs(3600),
+            reason: "exit 1".into(),
+        };
+        assert_eq!(g.message(), "gave up after 3 restarts within 1h: exit 1");
+        let a = JobEvent::Adopted {
+            location: "flink http://x".into(),
+            engine_id: "abc".into(),
+        };
+        assert_eq!(a.engine_id(), Some("abc"));
+        assert_eq!(
+            a.message(),
+            "flink http://x job abc adopted after a daemon restart"
+        );
+    }
+
+    #[test]
+    fn one_line_says_how_many_lines_the_store_has() {
+        assert_eq!(one_line("a"), "a");
+        assert_eq!(one_line("a\nb\n\nc\n"), "a [+2 lines in the event]");
+    }
+}

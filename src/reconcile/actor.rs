@@ -1,0 +1,528 @@
+//! The actor of one job: its state, its message loop, and the converge that carries out what
+//! [`decide`] says. Steps live beside it: `deploy` (new versions, `follow`), `runs` (submit,
+//! stop, exits, adoption) and `timers` (schedules, restarts, timeouts, outages).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+use super::decide::{
+    self, Action, BUILD_FAILED, DEPLOY_FAILED, Deployed, Desired, Observed, StepError, Then,
+    Timers, error_policy,
+};
+use super::emit::Scope;
+use crate::engine::{Engine, RunExit, RunHandle};
+use crate::event::{Attempt, EventKind, JobEvent};
+use crate::health::RestartTracker;
+use crate::spec::{JobSpec, Upgrade};
+use crate::store::{JobRow, JobState};
+
+/// First and longest wait before looking again at a cluster that did not answer.
+pub const ENGINE_WAIT: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+
+/// What an actor is asked to do.
+pub enum Msg {
+    /// The desired spec may have changed: look at the store again.
+    Desired,
+    /// A run ended.
+    Exit(RunExit),
+    /// Check whether a `follow: true` project's branch moved.
+    Follow,
+    /// An operator asked for a restart (who asked).
+    Restart(String),
+}
+
+/// Whether the job keeps its runs up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Standing {
+    /// Nothing failed since the last version or recovery.
+    Ok,
+    /// A run failed; the job has not recovered yet.
+    Failing,
+    /// The restart policy gave up: nothing restarts until a new commit or an operator.
+    GaveUp,
+}
+
+/// A live run of the job.
+pub(super) struct Live {
+    pub run_id: i64,
+    pub handle: RunHandle,
+    pub engine: Arc<dyn Engine>,
+    /// For masking secrets out of failure reasons.
+    pub secrets: Vec<String>,
+    /// Batch runs: when the run is stopped as failed.
+    pub deadline: Option<Instant>,
+    /// When it was submitted.
+    pub started: Instant,
+    /// False while a cluster's answer to its submit was lost: the run may or may not exist.
+    pub confirmed: bool,
+}
+
+/// Looking again at a cluster that did not answer.
+pub(super) struct EngineRetry {
+    /// The wait after the next one.
+    pub wait: Duration,
+    /// A converge could not finish: converge again when looking.
+    pub converge: bool,
+}
+
+/// One job's actor (see the module doc).
+pub struct Actor {
+    pub(super) name: String,
+    pub(super) ctx: Arc<Context>,
+    pub(super) cancel: CancellationToken,
+    pub(super) live: Vec<Live>,
+    /// The deployed version.
+    pub(super) applied: Option<Deployed>,
+    /// The config commit of the desired version (events are recorded under it).
+    pub(super) commit: Option<String>,
+    /// The desired hash whose build or submit failed: not retried until the spec changes.
+    pub(super) stalled: Option<String>,
+    /// A followed project commit whose build failed: not retried until the branch moves again.
+    pub(super) follow_failed: Option<String>,
+    pub(super) standing: Standing,
+    /// Restarts within the policy window and the next backoff.
+    pub(super) restarts: RestartTracker,
+    /// The attempt the pending restart will be.
+    pub(super) pending_attempt: Attempt,
+    /// flink: the savepoint or checkpoint the next run starts from.
+    pub(super) restore: Option<String>,
+    /// When the actor wakes up next, and why.
+    pub(super) timers: Timers,
+    /// The wall-clock time of the next cron tick (for messages).
+    pub(super) fire_at: Option<chrono::DateTime<chrono_tz::Tz>>,
+    pub(super) engine_retry: EngineRetry,
+}
+
+impl Actor {
+    /// An actor for job `name`; it does nothing until [`Actor::run`].
+    pub fn new(name: String, ctx: Arc<Context>, cancel: CancellationToken) -> Actor {
+        Actor {
+            name,
+            ctx,
+            cancel,
+            live: Vec::new(),
+            applied: None,
+            commit: None,
+            stalled: None,
+            follow_failed: None,
+            standing: Standing::Ok,
+            restarts: RestartTracker::default(),
+            pending_attempt: Attempt { n: 0, of: 0 },
+            restore: None,
+            timers: Timers::default(),
+            fire_at: None,
+            engine_retry: EngineRetry {
+                wait: ENGINE_WAIT.0,
+                converge: false,
+            },
+        }
+    }
+
+    /// Takes over what the store and a previous daemon left, then handles messages and timers
+    /// one at a time until the daemon stops or the job is removed.
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        if !self.init() {
+            return;
+        }
+        loop {
+            let deadline = self.next_deadline();
+            // The work futures are boxed: an idle actor (most of them, most of the time) then
+            // holds only this small loop, not the state of its largest step.
+            let done = tokio::select! {
+                () = self.cancel.cancelled() => {
+                    Box::pin(self.shutdown()).await;
+                    return;
+                }
+                msg = rx.recv() => match msg {
+                    None => return,
+                    Some(Msg::Desired) => Box::pin(self.converge()).await,
+                    Some(Msg::Exit(exit)) => Box::pin(self.on_exit(exit)).await,
+                    Some(Msg::Follow) => { Box::pin(self.follow()).await; false }
+                    Some(Msg::Restart(who)) => Box::pin(self.restart(who)).await,
+                },
+                () = sleep_until_opt(deadline) => Box::pin(self.on_timer()).await,
+            };
+            if done {
+                return;
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let timeout = self.live.iter().filter_map(|l| l.deadline).min();
+        Timers {
+            timeout,
+            ..self.timers
+        }
+        .next()
+    }
+
+    /// Reads the job's row once: the deployed version, what the previous daemon decided (a job
+    /// that gave up waits for a new commit or an operator; a version whose build or deploy
+    /// failed is not retried), the latest savepoint, and the cluster runs it left. False when
+    /// the store has no such job.
+    fn init(&mut self) -> bool {
+        let Some(row) = self.load() else {
+            return false;
+        };
+        self.commit = row.desired_commit.clone();
+        self.applied = deployed_of(&row);
+        let applied_hash = self.applied.as_ref().map(|a| a.hash.as_str());
+        let changed = row.desired_hash.is_some() && row.desired_hash.as_deref() != applied_hash;
+        if !changed && state_of(&row) == JobState::GaveUp {
+            self.standing = Standing::GaveUp;
+        }
+        if changed && matches!(row.reason.as_deref(), Some(BUILD_FAILED | DEPLOY_FAILED)) {
+            self.stalled = row.desired_hash.clone();
+        }
+        self.adopt();
+        true
+    }
+
+    pub(super) fn scope(&self) -> Scope<'_> {
+        Scope::job(&self.name, self.commit.as_deref())
+    }
+
+    /// Records an event of this job (see [`super::Emitter::emit`]).
+    pub(super) fn event(&self, run_id: Option<i64>, event: &JobEvent) {
+        self.ctx.events.emit(self.scope().run(run_id), event);
+    }
+
+    pub(super) fn set_state(&self, state: JobState, reason: Option<&str>) {
+        if let Err(err) = self.ctx.store.set_state(&self.name, state, reason) {
+            tracing::error!(job = %self.name, "could not record state: {err}");
+        }
+    }
+
+    pub(super) fn idle_or_running(&self, idle: JobState) -> JobState {
+        if self.live.is_empty() {
+            idle
+        } else {
+            JobState::Running
+        }
+    }
+
+    fn load(&self) -> Option<JobRow> {
+        match self.ctx.store.job(&self.name) {
+            Ok(row) => row,
+            Err(err) => {
+                tracing::error!(job = %self.name, "could not read the store: {err}");
+                None
+            }
+        }
+    }
+
+    /// Brings the job to its desired state; true when the actor is done (job removed).
+    pub(super) async fn converge(&mut self) -> bool {
+        let Some(row) = self.load() else {
+            return true;
+        };
+        self.commit = row.desired_commit.clone();
+        let desired = match desired_of(&row) {
+            Ok(d) => d,
+            Err(err) => {
+                self.set_state(JobState::Failed, Some("stored spec unreadable"));
+                tracing::error!(job = %self.name, "stored spec unreadable: {err}");
+                return false;
+            }
+        };
+        let want = match &desired {
+            Some((spec, hash)) => Desired::Spec { spec, hash },
+            None => Desired::Removed,
+        };
+        if let Desired::Spec { hash, .. } = want
+            && self.applied.as_ref().map(|a| a.hash.as_str()) != Some(hash)
+        {
+            // A new version cancels a pending retry and clears `gave_up`.
+            self.standing = Standing::Ok;
+            self.timers.restart = None;
+            self.timers.recover = None;
+            self.restarts.reset();
+        }
+        let action = decide::decide(want, self.observed(state_of(&row)));
+        let hash = desired.as_ref().map(|(_, h)| h.clone()).unwrap_or_default();
+        let result = match (action, desired) {
+            (Action::Remove, _) => return self.remove().await,
+            (Action::Suspend { .. }, None) | (Action::Deploy, None) => Ok(()),
+            (
+                Action::Suspend {
+                    drop_artifact,
+                    changed,
+                    set_state,
+                },
+                Some((spec, hash)),
+            ) => {
+                self.suspend(spec, hash, drop_artifact, changed, set_state)
+                    .await
+            }
+            (Action::Deploy, Some((spec, hash))) => self.deploy(spec, hash).await,
+            (Action::StartPrevious, _) => {
+                let why = "previous version (the new one is stalled)";
+                self.start(JobEvent::Started { why: why.into() }, false)
+                    .await;
+                if !self.live.is_empty() {
+                    self.set_state(JobState::Running, row.reason.as_deref());
+                }
+                Ok(())
+            }
+            (Action::Start, _) => {
+                let why = "run submitted";
+                self.start(JobEvent::Started { why: why.into() }, false)
+                    .await;
+                Ok(())
+            }
+            (Action::Schedule { show_pending }, _) => {
+                self.schedule_next(true);
+                if show_pending {
+                    self.set_state(JobState::Pending, Some("waiting for its schedule"));
+                }
+                Ok(())
+            }
+            (Action::Nothing, _) => Ok(()),
+        };
+        if let Err(err) = result {
+            self.on_error(Stall::Version(hash), err);
+        }
+        false
+    }
+
+    pub(super) fn observed(&self, state: JobState) -> Observed<'_> {
+        Observed {
+            applied: self.applied.as_ref(),
+            live: self.live.len(),
+            stalled: self.stalled.as_deref(),
+            gave_up: self.standing == Standing::GaveUp,
+            restart_pending: self.timers.restart.is_some(),
+            scheduled: self.timers.fire.is_some(),
+            state,
+        }
+    }
+
+    /// Carries out what [`error_policy`] says of a failed step. `stall` names what a stalled
+    /// step holds back: a version (its hash) or a followed project commit.
+    pub(super) fn on_error(&mut self, stall: Stall, err: StepError) {
+        match (error_policy(&err), err) {
+            (Then::Stall { state_reason, .. }, StepError::Stalled { kind, reason }) => {
+                let event = if kind == EventKind::BuildFailed {
+                    JobEvent::BuildFailed { reason }
+                } else {
+                    JobEvent::DeployFailed { reason }
+                };
+                self.event(None, &event);
+                match stall {
+                    Stall::Version(hash) => {
+                        self.stalled = Some(hash);
+                        let state = self.idle_or_running(JobState::Failed);
+                        self.set_state(state, Some(state_reason));
+                    }
+                    Stall::Follow(commit) => self.follow_failed = Some(commit),
+                    Stall::Nothing => {}
+                }
+            }
+            (Then::RetryAfter(_), _) => {
+                self.engine_retry.converge = true;
+                if self.timers.retry.is_none() {
+                    self.schedule_retry();
+                }
+            }
+            (Then::Backoff, StepError::Transient { reason, ran_for }) => {
+                self.schedule_restart(&reason, ran_for);
+            }
+            _ => {}
+        }
+    }
+
+    /// The job file was removed: stop every run (keeping state), keep the history.
+    async fn remove(&mut self) -> bool {
+        if let Err(err) = self
+            .stop_all("job removed from the config repo", true)
+            .await
+        {
+            self.on_error(Stall::Nothing, err);
+            return false;
+        }
+        self.applied = None;
+        if let Err(err) = self.ctx.store.set_applied(&self.name, None, None, None) {
+            tracing::error!(job = %self.name, "could not record the removal: {err}");
+        }
+        self.set_state(JobState::Stopped, Some("job file removed"));
+        self.event(
+            None,
+            &JobEvent::Stopped {
+                why: "job file removed: stopped, history kept".into(),
+            },
+        );
+        true
+    }
+
+    /// `suspend: true`: stop every run (keeping state) and record the version.
+    async fn suspend(
+        &mut self,
+        spec: JobSpec,
+        hash: String,
+        drop_artifact: bool,
+        changed: bool,
+        set_state: bool,
+    ) -> Result<(), StepError> {
+        if !self.live.is_empty() {
+            self.stop_all("suspended", true).await?;
+        }
+        self.timers.fire = None;
+        // The build of a project that changed while suspended is not this version's: it is
+        // built when the job is resumed.
+        let artifact = if drop_artifact {
+            None
+        } else {
+            self.applied.as_ref().and_then(|a| a.artifact.clone())
+        };
+        self.applied = Some(Deployed {
+            spec,
+            hash,
+            artifact,
+        });
+        self.record_applied();
+        if set_state {
+            self.set_state(JobState::Suspended, Some("suspend: true"));
+            if changed {
+                self.event(None, &JobEvent::Suspended);
+            }
+        }
+        Ok(())
+    }
+
+    /// An operator's restart (see [`super::Reconciler::restart`]); true when the actor is done.
+    async fn restart(&mut self, who: String) -> bool {
+        if self.standing == Standing::GaveUp {
+            self.standing = Standing::Failing;
+        }
+        self.stalled = None;
+        self.follow_failed = None;
+        self.timers.restart = None;
+        self.restarts.reset();
+        let desired = self.load().and_then(|r| r.desired_hash);
+        let same = self
+            .applied
+            .as_ref()
+            .filter(|a| !a.spec.suspend && desired.as_ref() == Some(&a.hash));
+        let Some(applied) = same else {
+            // A new version that did not build or deploy is tried again; a suspended job stays so.
+            return self.converge().await;
+        };
+        let (batch, keep_state) = (
+            applied.is_batch(),
+            applied.spec.upgrade == Upgrade::Savepoint,
+        );
+        let why = format!("restart asked for by {who}");
+        if let Err(err) = self.stop_all(&why, keep_state).await {
+            self.on_error(Stall::Nothing, err);
+            return false;
+        }
+        let event = JobEvent::Restarted { attempt: None, why };
+        self.start(event, batch).await;
+        false
+    }
+
+    /// Records the deployed version in the store.
+    pub(super) fn record_applied(&self) {
+        let Some(d) = &self.applied else {
+            return;
+        };
+        let spec_json = serde_json::to_string(&d.spec).unwrap_or_default();
+        let art = d
+            .artifact
+            .as_ref()
+            .and_then(|a| serde_json::to_string(a).ok());
+        if let Err(err) =
+            self.ctx
+                .store
+                .set_applied(&self.name, Some(&spec_json), Some(&d.hash), art.as_deref())
+        {
+            tracing::error!(job = %self.name, "could not record applied spec: {err}");
+        }
+    }
+
+    /// Daemon shutdown: runs that do not outlive the daemon stop with it; the others keep
+    /// running for the next daemon to adopt.
+    async fn shutdown(&mut self) {
+        for live in std::mem::take(&mut self.live) {
+            if !live.engine.runs_survive_daemon() {
+                // A local stop always ends the run's record: nothing is handed back.
+                let _ = self
+                    .stop_run(live, RunEnd::Stopped, "daemon shutdown", false)
+                    .await;
+            }
+        }
+    }
+}
+
+/// What a stalled step holds back.
+pub(super) enum Stall {
+    /// The desired version with this hash.
+    Version(String),
+    /// A followed project commit.
+    Follow(String),
+    /// Nothing (the step cannot stall).
+    Nothing,
+}
+
+/// How a stopped run is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RunEnd {
+    /// Stopped on purpose.
+    Stopped,
+    /// Stopped as failed (a timeout).
+    Failed,
+}
+
+impl RunEnd {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            RunEnd::Stopped => "stopped",
+            RunEnd::Failed => "failed",
+        }
+    }
+}
+
+/// The state a job row shows.
+pub(super) fn state_of(row: &JobRow) -> JobState {
+    JobState::parse(&row.state).unwrap_or(JobState::Pending)
+}
+
+/// The desired version of a row: `None` once its file was removed.
+fn desired_of(row: &JobRow) -> Result<Option<(JobSpec, String)>, serde_json::Error> {
+    let Some(json) = row.desired.as_deref() else {
+        return Ok(None);
+    };
+    let spec = serde_json::from_str(json)?;
+    let hash = row
+        .desired_hash
+        .clone()
+        .unwrap_or_else(|| super::spec_hash(json));
+    Ok(Some((spec, hash)))
+}
+
+/// The deployed version of a row.
+fn deployed_of(row: &JobRow) -> Option<Deployed> {
+    let spec: JobSpec = serde_json::from_str(row.applied.as_deref()?).ok()?;
+    let artifact = row
+        .artifact
+        .as_deref()
+        .and_then(|a| serde_json::from_str(a).ok());
+    Some(Deployed {
+        spec,
+        hash: row.applied_hash.clone()?,
+        artifact,
+    })
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

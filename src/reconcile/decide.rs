@@ -1,0 +1,580 @@
+//! The decisions of a job's actor, as pure functions over plain data.
+//!
+//! [`decide`] looks at what the config repo wants ([`Desired`]) and what the actor knows
+//! ([`Observed`]) and names the one [`Action`] to carry out; [`error_policy`] says what follows
+//! when a step of that action fails ([`StepError`], classed by what happens next, as flux's
+//! source-controller does); [`Timers::due`] says which of the actor's timers fired. None of them
+//! touches git, an engine or the store: the actor (see [`super::actor`]) carries out what they
+//! say, and the tables in this file's tests pin every situation.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::build::Artifact;
+use crate::event::EventKind;
+use crate::plan;
+use crate::spec::JobSpec;
+use crate::store::JobState;
+
+/// The state reason of a job whose new version did not build (stalled until a new commit).
+pub const BUILD_FAILED: &str = "build failed";
+/// The state reason of a job whose new version was refused (stalled until a new commit).
+pub const DEPLOY_FAILED: &str = "deploy failed";
+
+/// The version of a job that was deployed: its spec, the spec's hash and its artifact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployed {
+    /// The job file's spec.
+    pub spec: JobSpec,
+    /// [`super::spec_hash`] of the spec.
+    pub hash: String,
+    /// The built artifact, for jobs with a project.
+    pub artifact: Option<Artifact>,
+}
+
+impl Deployed {
+    /// A batch job (it has a `schedule`).
+    pub fn is_batch(&self) -> bool {
+        self.spec.is_batch()
+    }
+
+    /// A service job that is not suspended: it must always run.
+    pub fn is_live_service(&self) -> bool {
+        !self.spec.is_batch() && !self.spec.suspend
+    }
+}
+
+/// What the config repo wants for the job (the store's desired row).
+#[derive(Debug, Clone, Copy)]
+pub enum Desired<'a> {
+    /// A valid version of the job file.
+    Spec {
+        /// Its spec.
+        spec: &'a JobSpec,
+        /// Its hash.
+        hash: &'a str,
+    },
+    /// The job file was removed.
+    Removed,
+}
+
+/// What the job's actor knows.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    /// The deployed version.
+    pub applied: Option<&'a Deployed>,
+    /// How many runs are live.
+    pub live: usize,
+    /// The hash of a version whose build or deploy failed (not tried again until it changes).
+    pub stalled: Option<&'a str>,
+    /// The restart policy gave up.
+    pub gave_up: bool,
+    /// A restart is scheduled.
+    pub restart_pending: bool,
+    /// A batch job's next cron time is known.
+    pub scheduled: bool,
+    /// The state the store shows.
+    pub state: JobState,
+}
+
+/// What the actor does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Stop every run (with a savepoint where the engine keeps state) and forget the job.
+    Remove,
+    /// `suspend: true`: stop every run and record the version.
+    Suspend {
+        /// The project changed while suspended: the deployed artifact is not this version's.
+        drop_artifact: bool,
+        /// The version changed (the `suspended` event is raised once).
+        changed: bool,
+        /// The store does not show `suspended` yet.
+        set_state: bool,
+    },
+    /// The new version is stalled; the previous service version is not running: start it.
+    StartPrevious,
+    /// Build (if needed) and deploy the new version.
+    Deploy,
+    /// The same version with nothing live: start it (after a daemon restart, or the run ended).
+    Start,
+    /// A batch job without its next cron time: schedule it.
+    Schedule {
+        /// Show `pending` with "waiting for its schedule".
+        show_pending: bool,
+    },
+    /// Nothing to do.
+    Nothing,
+}
+
+/// Why a step could not finish, classed by what happens next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    /// The new version cannot work as it is (invalid, did not build, refused): nothing is tried
+    /// again until the job file (or, with `follow`, the branch) changes.
+    #[error("{reason}")]
+    Stalled {
+        /// `build_failed` or `deploy_failed`.
+        kind: EventKind,
+        /// What went wrong, with the log tail.
+        reason: String,
+    },
+    /// A cluster did not answer: the step is tried again after `after`.
+    #[error("waiting {after:?}")]
+    Waiting {
+        /// When to look again.
+        after: Duration,
+    },
+    /// A run could not start or ended badly: the restart policy decides.
+    #[error("{reason}")]
+    Transient {
+        /// Why.
+        reason: String,
+        /// How long the run was up (zero when it never started).
+        ran_for: Duration,
+    },
+    /// The daemon is shutting down: the step is abandoned, nothing is recorded.
+    #[error("daemon shutting down")]
+    Cancelled,
+}
+
+/// What follows a failed step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Then {
+    /// Raise `kind`, mark the version stalled and show `reason` as the state's reason.
+    Stall {
+        /// The event to raise.
+        kind: EventKind,
+        /// The state's reason ([`BUILD_FAILED`], [`DEPLOY_FAILED`]).
+        state_reason: &'static str,
+    },
+    /// Converge again at this time.
+    RetryAfter(Duration),
+    /// Hand the failure to the restart policy.
+    Backoff,
+    /// Nothing: the daemon is stopping.
+    Nothing,
+}
+
+/// The one place a failed step's consequence is decided.
+pub fn error_policy(err: &StepError) -> Then {
+    match err {
+        StepError::Stalled { kind, .. } => Then::Stall {
+            kind: *kind,
+            state_reason: if *kind == EventKind::BuildFailed {
+                BUILD_FAILED
+            } else {
+                DEPLOY_FAILED
+            },
+        },
+        StepError::Waiting { after } => Then::RetryAfter(*after),
+        StepError::Transient { .. } => Then::Backoff,
+        StepError::Cancelled => Then::Nothing,
+    }
+}
+
+/// The one action that brings the job closer to what the config repo wants.
+pub fn decide(desired: Desired<'_>, seen: Observed<'_>) -> Action {
+    let Desired::Spec { spec, hash } = desired else {
+        return Action::Remove;
+    };
+    let changed = seen.applied.map(|a| a.hash.as_str()) != Some(hash);
+    if spec.suspend {
+        return Action::Suspend {
+            drop_artifact: seen
+                .applied
+                .is_some_and(|a| plan::diff_specs(&a.spec, spec).0 == plan::Action::Rebuild),
+            changed,
+            set_state: changed || seen.state != JobState::Suspended,
+        };
+    }
+    if changed {
+        if seen.stalled == Some(hash) {
+            let previous_service = seen.applied.is_some_and(Deployed::is_live_service);
+            return if previous_service && seen.live == 0 && !seen.restart_pending {
+                Action::StartPrevious
+            } else {
+                Action::Nothing
+            };
+        }
+        return Action::Deploy;
+    }
+    if !spec.is_batch() {
+        return if seen.live == 0 && !seen.gave_up && !seen.restart_pending {
+            Action::Start
+        } else {
+            Action::Nothing
+        };
+    }
+    if seen.scheduled {
+        return Action::Nothing;
+    }
+    Action::Schedule {
+        show_pending: seen.live == 0 && seen.state == JobState::Pending,
+    }
+}
+
+/// The times an actor waits for; the earliest is its next wake-up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timers {
+    /// Look again at a cluster that did not answer.
+    pub retry: Option<Instant>,
+    /// A failed run is started again.
+    pub restart: Option<Instant>,
+    /// A restarted service run that is still up then has `recovered`.
+    pub recover: Option<Instant>,
+    /// A batch job's next cron time.
+    pub fire: Option<Instant>,
+    /// The earliest timeout of a live batch run.
+    pub timeout: Option<Instant>,
+}
+
+/// The timers that fired, in the order the actor handles them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Due {
+    /// Look again at the cluster.
+    pub retry: bool,
+    /// Some batch run is over its timeout.
+    pub timeout: bool,
+    /// Check the restarted run recovered.
+    pub recover: bool,
+    /// Start the failed run again.
+    pub restart: bool,
+    /// Start the scheduled run.
+    pub fire: bool,
+}
+
+impl Timers {
+    /// The earliest time set.
+    pub fn next(&self) -> Option<Instant> {
+        [
+            self.retry,
+            self.restart,
+            self.recover,
+            self.fire,
+            self.timeout,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Which timers have fired at `now`.
+    pub fn due(&self, now: Instant) -> Due {
+        let fired = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        Due {
+            retry: fired(self.retry),
+            timeout: fired(self.timeout),
+            recover: fired(self.recover),
+            restart: fired(self.restart),
+            fire: fired(self.fire),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::JobSpec;
+
+    fn spec(yaml: &str) -> JobSpec {
+        crate::spec::parse_job("t.yaml", yaml.as_bytes(), crate::spec::Context::default()).unwrap()
+    }
+
+    fn deployed(s: &JobSpec, hash: &str) -> Deployed {
+        Deployed {
+            spec: s.clone(),
+            hash: hash.into(),
+            artifact: None,
+        }
+    }
+
+    fn seen(applied: Option<&Deployed>) -> Observed<'_> {
+        Observed {
+            applied,
+            live: 0,
+            stalled: None,
+            gave_up: false,
+            restart_pending: false,
+            scheduled: false,
+            state: JobState::Pending,
+        }
+    }
+
+    #[test]
+    fn the_action_of_each_situation() {
+        let service = spec("env: dev\nparams: {command: [sleep, '9']}\n");
+        let batch = spec("env: dev\nschedule: '* * * * *'\nparams: {command: [true]}\n");
+        let suspended = spec("env: dev\nsuspend: true\nparams: {command: [sleep, '9']}\n");
+        let v1 = deployed(&service, "h1");
+        let b1 = deployed(&batch, "b1");
+        let s1 = deployed(&suspended, "s1");
+        let want = |spec, hash| Desired::Spec { spec, hash };
+
+        let rows: Vec<(&str, Desired<'_>, Observed<'_>, Action)> = vec![
+            (
+                "file removed",
+                Desired::Removed,
+                seen(Some(&v1)),
+                Action::Remove,
+            ),
+            ("new job", want(&service, "h1"), seen(None), Action::Deploy),
+            (
+                "changed job",
+                want(&service, "h2"),
+                seen(Some(&v1)),
+                Action::Deploy,
+            ),
+            (
+                "same version, nothing live",
+                want(&service, "h1"),
+                seen(Some(&v1)),
+                Action::Start,
+            ),
+            (
+                "same version, running",
+                want(&service, "h1"),
+                Observed {
+                    live: 1,
+                    ..seen(Some(&v1))
+                },
+                Action::Nothing,
+            ),
+            (
+                "same version, gave up",
+                want(&service, "h1"),
+                Observed {
+                    gave_up: true,
+                    ..seen(Some(&v1))
+                },
+                Action::Nothing,
+            ),
+            (
+                "same version, restart pending",
+                want(&service, "h1"),
+                Observed {
+                    restart_pending: true,
+                    ..seen(Some(&v1))
+                },
+                Action::Nothing,
+            ),
+            (
+                "stalled new version, previous down",
+                want(&service, "h2"),
+                Observed {
+                    stalled: Some("h2"),
+                    ..seen(Some(&v1))
+                },
+                Action::StartPrevious,
+            ),
+            (
+                "stalled new version, previous running",
+                want(&service, "h2"),
+                Observed {
+                    stalled: Some("h2"),
+                    live: 1,
+                    ..seen(Some(&v1))
+                },
+                Action::Nothing,
+            ),
+            (
+                "stalled new version, previous waits for a restart",
+                want(&service, "h2"),
+                Observed {
+                    stalled: Some("h2"),
+                    restart_pending: true,
+                    ..seen(Some(&v1))
+                },
+                Action::Nothing,
+            ),
+            (
+                "stalled new job, nothing before",
+                want(&service, "h2"),
+                Observed {
+                    stalled: Some("h2"),
+                    ..seen(None)
+                },
+                Action::Nothing,
+            ),
+            (
+                "stalled new version, previous was a batch job",
+                want(&service, "h2"),
+                Observed {
+                    stalled: Some("h2"),
+                    ..seen(Some(&b1))
+                },
+                Action::Nothing,
+            ),
+            (
+                "a stall of an older version does not hold a newer one",
+                want(&service, "h3"),
+                Observed {
+                    stalled: Some("h2"),
+                    ..seen(Some(&v1))
+                },
+                Action::Deploy,
+            ),
+            (
+                "batch job without its next time",
+                want(&batch, "b1"),
+                seen(Some(&b1)),
+                Action::Schedule { show_pending: true },
+            ),
+            (
+                "batch job without its next time, a run live",
+                want(&batch, "b1"),
+                Observed {
+                    live: 1,
+                    state: JobState::Running,
+                    ..seen(Some(&b1))
+                },
+                Action::Schedule {
+                    show_pending: false,
+                },
+            ),
+            (
+                "batch job scheduled",
+                want(&batch, "b1"),
+                Observed {
+                    scheduled: true,
+                    ..seen(Some(&b1))
+                },
+                Action::Nothing,
+            ),
+            (
+                "suspended",
+                want(&suspended, "s1"),
+                Observed {
+                    live: 1,
+                    ..seen(Some(&v1))
+                },
+                Action::Suspend {
+                    drop_artifact: false,
+                    changed: true,
+                    set_state: true,
+                },
+            ),
+            (
+                "suspended, seen again",
+                want(&suspended, "s1"),
+                Observed {
+                    state: JobState::Suspended,
+                    ..seen(Some(&s1))
+                },
+                Action::Suspend {
+                    drop_artifact: false,
+                    changed: false,
+                    set_state: false,
+                },
+            ),
+        ];
+        for (situation, desired, observed, action) in rows {
+            assert_eq!(decide(desired, observed), action, "{situation}");
+        }
+    }
+
+    #[test]
+    fn a_project_change_while_suspended_drops_the_artifact() {
+        let v1 = spec(
+            "env: dev\nproject: {repo: ., build: make, artifact: a.jar}\nparams: {command: [x]}\n",
+        );
+        let v2 = spec(
+            "env: dev\nsuspend: true\nproject: {repo: ., build: make -j2, artifact: a.jar}\n\
+             params: {command: [x]}\n",
+        );
+        let d = deployed(&v1, "h1");
+        assert_eq!(
+            decide(
+                Desired::Spec {
+                    spec: &v2,
+                    hash: "h2"
+                },
+                seen(Some(&d))
+            ),
+            Action::Suspend {
+                drop_artifact: true,
+                changed: true,
+                set_state: true
+            }
+        );
+    }
+
+    #[test]
+    fn each_step_error_has_one_consequence() {
+        let rows = [
+            (
+                StepError::Stalled {
+                    kind: EventKind::BuildFailed,
+                    reason: "exit 2".into(),
+                },
+                Then::Stall {
+                    kind: EventKind::BuildFailed,
+                    state_reason: BUILD_FAILED,
+                },
+            ),
+            (
+                StepError::Stalled {
+                    kind: EventKind::DeployFailed,
+                    reason: "refused".into(),
+                },
+                Then::Stall {
+                    kind: EventKind::DeployFailed,
+                    state_reason: DEPLOY_FAILED,
+                },
+            ),
+            (
+                StepError::Waiting {
+                    after: Duration::from_secs(4),
+                },
+                Then::RetryAfter(Duration::from_secs(4)),
+            ),
+            (
+                StepError::Transient {
+                    reason: "exit 1".into(),
+                    ran_for: Duration::ZERO,
+                },
+                Then::Backoff,
+            ),
+            (StepError::Cancelled, Then::Nothing),
+        ];
+        for (err, then) in rows {
+            assert_eq!(error_policy(&err), then, "{err:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timers_fire_in_order_as_time_passes() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let timers = Timers {
+            retry: Some(t0 + s(1)),
+            restart: Some(t0 + s(10)),
+            recover: Some(t0 + s(20)),
+            fire: Some(t0 + s(60)),
+            timeout: None,
+        };
+        assert_eq!(timers.next(), Some(t0 + s(1)));
+        assert_eq!(timers.due(Instant::now()), Due::default());
+        tokio::time::advance(s(1)).await;
+        assert_eq!(
+            timers.due(Instant::now()),
+            Due {
+                retry: true,
+                ..Due::default()
+            }
+        );
+        tokio::time::advance(s(19)).await;
+        assert_eq!(
+            timers.due(Instant::now()),
+            Due {
+                retry: true,
+                restart: true,
+                recover: true,
+                ..Due::default()
+            }
+        );
+        tokio::time::advance(s(40)).await;
+        assert!(timers.due(Instant::now()).fire);
+        assert_eq!(Timers::default().next(), None);
+    }
+}

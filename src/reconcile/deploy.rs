@@ -1,0 +1,388 @@
+//! New versions of a job: a commit's desired spec (build if needed, then redeploy or apply in
+//! place) and, with `project.follow`, a new commit on the project's branch. A new version that
+//! cannot start leaves the previous one running (started again, from its savepoint, when it had
+//! to be stopped first).
+
+use std::sync::Arc;
+
+use super::actor::{Actor, Stall};
+use super::decide::{Deployed, StepError};
+use super::project_url;
+use crate::build::{Artifact, BuildRequest};
+use crate::engine::{Engine, SubmitRequest};
+use crate::event::{EventKind, JobEvent};
+use crate::plan::{Action, diff_specs};
+use crate::spec::{self, JobSpec, Project, Upgrade};
+use crate::store::JobState;
+
+fn stalled(kind: EventKind, reason: String) -> StepError {
+    StepError::Stalled { kind, reason }
+}
+
+impl Actor {
+    /// Deploys a new desired version: build if needed, then redeploy or apply in place.
+    pub(super) async fn deploy(&mut self, desired: JobSpec, hash: String) -> Result<(), StepError> {
+        self.stalled = None;
+        let (action, reasons) = match &self.applied {
+            Some(old) => diff_specs(&old.spec, &desired),
+            None => (Action::Add, vec!["new job".to_string()]),
+        };
+        let reasons = reasons.join("; ");
+        let reuse = matches!(
+            action,
+            Action::Redeploy | Action::InPlace | Action::Unchanged
+        );
+        let artifact = self.artifact_for(&desired, reuse).await?;
+        let same_artifact = self
+            .applied
+            .as_ref()
+            .and_then(|a| a.artifact.as_ref())
+            .map(|a| &a.digest)
+            == artifact.as_ref().map(|a| &a.digest);
+        let new = Deployed {
+            spec: desired,
+            hash,
+            artifact,
+        };
+        if matches!(action, Action::InPlace | Action::Unchanged) && same_artifact {
+            return self.apply_in_place(new, &reasons).await;
+        }
+        if new.is_batch() {
+            self.deploy_batch(new, &reasons);
+            return Ok(());
+        }
+        self.deploy_service(new, &reasons).await
+    }
+
+    /// A change that needs no new run (alerts, restart policy).
+    async fn apply_in_place(&mut self, new: Deployed, reasons: &str) -> Result<(), StepError> {
+        let batch = new.is_batch();
+        self.applied = Some(new);
+        self.record_applied();
+        let why = format!("applied in place: {reasons}");
+        self.event(None, &JobEvent::Updated { why });
+        if batch && self.timers.fire.is_none() {
+            self.schedule_next(false);
+        } else if !batch && self.live.is_empty() {
+            // A new commit clears `gave_up` and a pending retry: the job runs again.
+            let why = "run submitted after a new commit".to_string();
+            self.start(JobEvent::Started { why }, false).await;
+        }
+        Ok(())
+    }
+
+    /// A batch job's new version: the next tick runs it; a run in progress finishes as it
+    /// started.
+    fn deploy_batch(&mut self, new: Deployed, reasons: &str) {
+        self.applied = Some(new);
+        self.record_applied();
+        self.timers.fire = None;
+        self.schedule_next(false);
+        let next = self
+            .fire_at
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "never".into());
+        let why = format!("{reasons}; next run at {next}");
+        self.event(None, &JobEvent::Deployed { why });
+        if self.live.is_empty() {
+            self.set_state(JobState::Pending, Some("waiting for its schedule"));
+        }
+    }
+
+    /// A service job's new version: check it can start, stop the old one, start the new one;
+    /// when the new one is refused, the old one starts again.
+    async fn deploy_service(&mut self, new: Deployed, reasons: &str) -> Result<(), StepError> {
+        self.set_state(JobState::Deploying, Some(reasons));
+        self.preflight(&new.spec, new.artifact.as_ref())
+            .await
+            .map_err(|reason| stalled(EventKind::DeployFailed, reason))?;
+        let keep_state = new.spec.upgrade == Upgrade::Savepoint;
+        if let Err(err) = self.stop_all("replaced by a new version", keep_state).await {
+            let why = "waiting for the cluster to stop the running version";
+            self.set_state(JobState::Deploying, Some(why));
+            return Err(err);
+        }
+        if !keep_state {
+            self.restore = None; // `upgrade: stateless`: the new version starts fresh
+        }
+        let previous = self.applied.replace(new);
+        match self.submit(false).await {
+            Ok(run_id) => {
+                self.record_applied();
+                let why = reasons.to_string();
+                self.event(Some(run_id), &JobEvent::Deployed { why });
+                Ok(())
+            }
+            Err(reason) => {
+                self.restore_previous(previous).await;
+                Err(stalled(EventKind::DeployFailed, reason))
+            }
+        }
+    }
+
+    /// A new version could not start after the previous one was stopped: the previous one
+    /// starts again (from the savepoint its stop took).
+    async fn restore_previous(&mut self, previous: Option<Deployed>) {
+        self.applied = previous;
+        if self.applied.is_none() {
+            return;
+        }
+        self.record_applied();
+        match self.submit(false).await {
+            Ok(run_id) => {
+                let why = "previous version started again after the failed deploy".to_string();
+                self.event(Some(run_id), &JobEvent::Restarted { attempt: None, why });
+            }
+            Err(reason) => self.event(None, &JobEvent::Failed { reason }),
+        }
+    }
+
+    /// The artifact for `spec`: the deployed one when the project did not change and it is
+    /// still on disk, else a build (cached by key).
+    async fn artifact_for(
+        &self,
+        spec: &JobSpec,
+        reuse: bool,
+    ) -> Result<Option<Artifact>, StepError> {
+        let Some(project) = &spec.project else {
+            return Ok(None);
+        };
+        if reuse
+            && let Some(a) = self.applied.as_ref().and_then(|a| a.artifact.as_ref())
+            && a.path.exists()
+        {
+            return Ok(Some(a.clone()));
+        }
+        self.set_state(self.idle_or_running(JobState::Building), Some("building"));
+        let commit = self.resolve_project(project).await?;
+        self.build_at(project, commit).await.map(Some)
+    }
+
+    /// The commit a project's branch (tag, commit id) points at now, fetched.
+    async fn resolve_project(&self, project: &Project) -> Result<String, StepError> {
+        let projects = self.ctx.projects.clone();
+        let url = project_url(&self.ctx.settings.get().repo.url, &project.repo);
+        let rev = project.branch.clone();
+        let fetch = tokio::task::spawn_blocking(move || projects.resolve(&url, &rev));
+        let commit = tokio::select! {
+            r = fetch => r
+                .map_err(|e| stalled(EventKind::BuildFailed, format!("project fetch panicked: {e}")))?
+                .map_err(|e| stalled(EventKind::BuildFailed, format!("project {}: {e}", project.repo)))?,
+            () = self.cancel.cancelled() => return Err(StepError::Cancelled),
+        };
+        Ok(commit.to_string())
+    }
+
+    /// Builds a project at a commit (or takes the cached artifact of that build key).
+    async fn build_at(&self, project: &Project, commit: String) -> Result<Artifact, StepError> {
+        let req = BuildRequest {
+            job: self.name.clone(),
+            repo: project_url(&self.ctx.settings.get().repo.url, &project.repo),
+            commit,
+            dir: project.dir.clone(),
+            command: project.build.clone(),
+            artifact_glob: project.artifact.clone(),
+            source: self.ctx.projects.clone(),
+        };
+        // A build can take long: a daemon shutdown does not wait for it.
+        let artifact = tokio::select! {
+            r = self.ctx.builder.build(req) => {
+                r.map_err(|e| stalled(EventKind::BuildFailed, e.to_string()))?
+            }
+            () = self.cancel.cancelled() => return Err(StepError::Cancelled),
+        };
+        let built = JobEvent::Built {
+            artifact: artifact.path.clone(),
+        };
+        self.event(None, &built);
+        Ok(artifact)
+    }
+
+    /// True when `project.dir` has the same tree at both commits.
+    async fn same_dir_content(&self, project: &Project, a: &str, b: &str) -> bool {
+        let projects = self.ctx.projects.clone();
+        let url = project_url(&self.ctx.settings.get().repo.url, &project.repo);
+        let dir = project.dir.clone();
+        let (Ok(a), Ok(b)) = (crate::repo::Oid::from_str(a), crate::repo::Oid::from_str(b)) else {
+            return false;
+        };
+        tokio::task::spawn_blocking(move || {
+            let ta = projects.dir_tree_id(&url, a, &dir).ok()??;
+            let tb = projects.dir_tree_id(&url, b, &dir).ok()??;
+            Some(ta == tb)
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+    }
+
+    /// `project.follow: true`: a new commit on the branch rebuilds and redeploys. A commit whose
+    /// build or deploy fails is not tried again until the branch moves on.
+    pub(super) async fn follow(&mut self) {
+        let Some(current) = self.applied.clone() else {
+            return;
+        };
+        let (Some(built), Some(project)) = (
+            current.artifact.clone(),
+            current.spec.project.clone().filter(|p| p.follow),
+        ) else {
+            return;
+        };
+        if current.spec.suspend || self.stalled.is_some() {
+            return;
+        }
+        let commit = match self.resolve_project(&project).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(job = %self.name, "follow: cannot fetch the project: {e}");
+                return;
+            }
+        };
+        if commit == built.commit || self.follow_failed.as_deref() == Some(commit.as_str()) {
+            return;
+        }
+        // A commit that leaves the project's folder as it was (a monorepo, or a config repo
+        // that is its own project) needs no new build.
+        if self
+            .same_dir_content(&project, &built.commit, &commit)
+            .await
+        {
+            return;
+        }
+        let short = |c: &str| c.chars().take(8).collect::<String>();
+        let why = format!(
+            "project.branch `{}` moved: {} → {}",
+            project.branch,
+            short(&built.commit),
+            short(&commit)
+        );
+        let result = match self.build_at(&project, commit.clone()).await {
+            Ok(artifact) => self.deploy_followed(current, artifact, &why).await,
+            Err(StepError::Stalled { kind, reason }) => Err(StepError::Stalled {
+                kind,
+                reason: format!("{why}\n{reason}"),
+            }),
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(()) => self.follow_failed = None,
+            Err(err) => self.on_error(Stall::Follow(commit), err),
+        }
+    }
+
+    /// Deploys a followed project commit's artifact.
+    async fn deploy_followed(
+        &mut self,
+        current: Deployed,
+        artifact: Artifact,
+        why: &str,
+    ) -> Result<(), StepError> {
+        let batch = current.is_batch();
+        if !batch {
+            self.preflight(&current.spec, Some(&artifact))
+                .await
+                .map_err(|reason| stalled(EventKind::DeployFailed, reason))?;
+            let keep_state = current.spec.upgrade == Upgrade::Savepoint;
+            if self
+                .stop_all("replaced by a new project commit", keep_state)
+                .await
+                .is_err()
+            {
+                return Ok(()); // the cluster did not answer: the next follow tick tries again
+            }
+            if !keep_state {
+                self.restore = None;
+            }
+        }
+        let previous = self.applied.replace(Deployed {
+            artifact: Some(artifact),
+            ..current
+        });
+        self.record_applied();
+        if batch {
+            let why = format!("{why}; the next run uses it");
+            self.event(None, &JobEvent::Deployed { why });
+            return Ok(());
+        }
+        match self.submit(false).await {
+            Ok(run_id) => {
+                let why = why.to_string();
+                self.event(Some(run_id), &JobEvent::Deployed { why });
+                Ok(())
+            }
+            Err(reason) => {
+                self.restore_previous(previous).await;
+                Err(stalled(EventKind::DeployFailed, reason))
+            }
+        }
+    }
+
+    /// The engine of a spec's env.
+    pub(super) fn engine_for(&self, spec: &JobSpec) -> Result<Arc<dyn Engine>, String> {
+        let settings = self.ctx.settings.get();
+        let env = settings
+            .envs
+            .get(&spec.env)
+            .ok_or_else(|| format!("env `{}` is not in the daemon config", spec.env))?;
+        let engine = self.ctx.engines.get(&spec.env).cloned().or_else(|| {
+            // An env added by a config reload: the local engine serves it; a new cluster
+            // needs a restart of the daemon.
+            self.ctx
+                .engines
+                .values()
+                .find(|e| e.kind() == env.engine.as_str() && !e.runs_survive_daemon())
+                .cloned()
+        });
+        engine.ok_or_else(|| {
+            format!(
+                "engine `{}` of env `{}` is not available",
+                env.engine.as_str(),
+                spec.env
+            )
+        })
+    }
+
+    /// The submit request of `spec` with `artifact`, and the secret values to mask.
+    pub(super) fn request(
+        &self,
+        spec: &JobSpec,
+        artifact: Option<&Artifact>,
+        run_id: i64,
+        log_path: std::path::PathBuf,
+    ) -> Result<(SubmitRequest, Vec<String>), String> {
+        let secrets_dir = self.ctx.settings.get().secrets_dir.clone();
+        let (params, secrets) =
+            spec::resolve_secrets_with_values(&spec.params, secrets_dir.as_deref())
+                .map_err(|e| e.to_string())?;
+        // The working folder of a run with a project: the artifact when it is a folder, else the
+        // folder holding it.
+        let checkout = artifact.map(|a| {
+            if a.path.is_dir() {
+                a.path.clone()
+            } else {
+                a.path.parent().unwrap_or(&a.path).to_path_buf()
+            }
+        });
+        Ok((
+            SubmitRequest {
+                job: self.name.clone(),
+                run_id,
+                params,
+                artifact: artifact.map(|a| a.path.clone()),
+                checkout,
+                log_path,
+                digest: artifact.map(|a| a.digest.clone()),
+                restore: self.restore.clone(),
+            },
+            secrets,
+        ))
+    }
+
+    /// Checks what can be checked before stopping the running version.
+    async fn preflight(&self, spec: &JobSpec, artifact: Option<&Artifact>) -> Result<(), String> {
+        let engine = self.engine_for(spec)?;
+        let (req, _) = self.request(spec, artifact, 0, self.ctx.logs_dir.join("preflight.log"))?;
+        engine.preflight(&req).await.map_err(|e| e.to_string())
+    }
+}

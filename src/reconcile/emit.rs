@@ -1,0 +1,88 @@
+//! Recording an event: the one call that logs it, counts it, stores it and (through the store's
+//! event sink) hands it to the alerter.
+
+use std::sync::Arc;
+
+use crate::event::{JobEvent, one_line};
+use crate::metrics::Metrics;
+use crate::store::{NewEvent, Store};
+
+/// Who an event is about.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope<'a> {
+    /// The job; `None` for daemon-wide events (a cluster outage, a reload).
+    pub job: Option<&'a str>,
+    /// The run, when about one.
+    pub run_id: Option<i64>,
+    /// The config commit it happened under.
+    pub commit: Option<&'a str>,
+}
+
+impl<'a> Scope<'a> {
+    /// A daemon-wide event.
+    pub fn daemon() -> Scope<'a> {
+        Scope::default()
+    }
+
+    /// An event of `job` under `commit`.
+    pub fn job(job: &'a str, commit: Option<&'a str>) -> Scope<'a> {
+        Scope {
+            job: Some(job),
+            run_id: None,
+            commit,
+        }
+    }
+
+    /// The same scope, about run `run_id`.
+    #[must_use]
+    pub fn run(self, run_id: Option<i64>) -> Scope<'a> {
+        Scope { run_id, ..self }
+    }
+}
+
+/// Records events (see the module doc). Cheap to clone.
+#[derive(Clone)]
+pub struct Emitter {
+    store: Store,
+    metrics: Arc<Metrics>,
+}
+
+impl Emitter {
+    /// An emitter writing to `store` and counting in `metrics`.
+    pub fn new(store: Store, metrics: Arc<Metrics>) -> Emitter {
+        Emitter { store, metrics }
+    }
+
+    /// Logs `event` (one line; the whole message goes to the store), counts it, stores it and
+    /// hands it to the alerter. Returns the stored event's id; a failed store write is logged
+    /// and counted (see docs/operations.md, "When a store write fails") and gives `None`.
+    pub fn emit(&self, scope: Scope<'_>, event: &JobEvent) -> Option<i64> {
+        let kind = event.kind();
+        let message = event.message();
+        let line = one_line(&message);
+        let job = scope.job.unwrap_or_default();
+        let run = scope.run_id.map_or_else(String::new, |r| r.to_string());
+        if kind.is_warning() {
+            tracing::warn!(job = %job, run = %run, event = kind.as_str(), "{line}");
+        } else {
+            tracing::info!(job = %job, run = %run, event = kind.as_str(), "{line}");
+        }
+        if let Some(job) = scope.job {
+            self.metrics.job_event(job, kind);
+        }
+        let stored = self.store.event(&NewEvent {
+            job: scope.job,
+            run_id: scope.run_id,
+            kind: kind.as_str(),
+            commit_id: scope.commit,
+            message: &message,
+        });
+        match stored {
+            Ok(id) => Some(id),
+            Err(err) => {
+                tracing::error!(job = %job, event = kind.as_str(), "could not record event: {err}");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Reconcile: one actor per job converges what runs to what the store says is desired.
+//!
+//! The store is the source of truth: a commit writes each changed job's desired spec there
+//! (see [`crate::daemon`]), then pokes the job's actor. The actor is the only place that builds,
+//! submits, stops or restarts that job, one thing at a time, so a job is never submitted twice
+//! whatever races between a commit, a run's exit and a timer.
+//!
+//! The decisions are pure ([`decide`]): what the config repo wants and what the actor knows
+//! give one [`decide::Action`]; a step that fails gives a [`StepError`] classed by what happens
+//! next, and [`error_policy`] alone says what follows (STYLE habit 4): an invalid spec, a failed
+//! build or a refused deploy is *stalled* until the desired spec changes; a cluster that does
+//! not answer is *waiting* (look again with a backoff, one `engine_unreachable` per outage, see
+//! [`Outages`]); a failed run is *transient*: the restart policy restarts it after a backoff or
+//! gives up. The actor ([`actor`]) only carries out actions.
+//!
+//! Engines say what is theirs ([`crate::engine::Engine::runs_survive_daemon`],
+//! [`crate::engine::Engine::recover`]): runs that outlive the daemon are adopted by the next
+//! one by their recorded ids, their stops may keep state (a savepoint, kept in the store's
+//! savepoint history, that the next run starts from), and a stop that does not reach the
+//! cluster leaves the run live. Reconcile never names an engine.
+//!
+//! Files: [`decide`] (pure decisions), [`actor`] (the actor and its messages), `deploy` (new
+//! versions and `follow`), `runs` (submit, stop, exits, adoption), `timers` (schedules,
+//! restarts, timeouts), [`recover`] (runs a previous daemon left), [`sweep`] (the health
+//! loop's status sweep), [`emit`] (recording events), [`outages`].
+
+pub mod actor;
+pub mod decide;
+mod deploy;
+pub mod emit;
+pub mod outages;
+pub mod recover;
+mod runs;
+pub mod sweep;
+mod timers;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::build::{Builder, SourceCheckout};
+use crate::engine::{Engine, RunExit};
+use crate::repo::ProjectRepos;
+use crate::store::{RunRow, Store};
+
+pub use actor::Msg;
+pub use decide::{Deployed, StepError, error_policy};
+pub use emit::{Emitter, Scope};
+pub use outages::Outages;
+pub use recover::recover_live_runs;
+pub use sweep::{sweep, sweep_loop};
+
+/// The hash the store keeps of a spec: sha256 of its JSON.
+pub fn spec_hash(json: &str) -> String {
+    hex::encode(Sha256::digest(json.as_bytes()))
+}
+
+/// Everything an actor needs, shared.
+pub struct Context {
+    /// The daemon config.
+    pub settings: crate::settings::Live,
+    /// The store.
+    pub store: Store,
+    /// Records events: log, metric, store, alert.
+    pub events: Emitter,
+    /// The build queue and artifact cache.
+    pub builder: Arc<Builder>,
+    /// Project mirrors.
+    pub projects: Arc<ProjectRepos>,
+    /// Engines by env name: the local engine is shared by every local env; each cluster
+    /// (flink URL, spark master) has its own engine, shared by the envs that name it. An env missing here
+    /// refuses its jobs with `deploy_failed`.
+    pub engines: HashMap<String, Arc<dyn Engine>>,
+    /// `state_dir/logs`.
+    pub logs_dir: PathBuf,
+    /// The daemon's metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Clusters that do not answer right now.
+    pub outages: Outages,
+}
+
+impl Context {
+    /// The engine a recorded run lives on: its env's, when that env still uses the run's
+    /// engine kind; for runs recorded without an env, the first engine of that kind.
+    pub fn engine_of_run(&self, run: &RunRow) -> Option<&Arc<dyn Engine>> {
+        match run.env.as_deref().and_then(|env| self.engines.get(env)) {
+            Some(e) if e.kind() == run.engine => Some(e),
+            Some(_) => None,
+            None if run.env.is_none() => self.engines.values().find(|e| e.kind() == run.engine),
+            None => None,
+        }
+    }
+}
+
+/// Routes work to the job actors, creating them on first use.
+pub struct Reconciler {
+    ctx: Arc<Context>,
+    actors: Mutex<HashMap<String, mpsc::UnboundedSender<Msg>>>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Reconciler {
+    /// A reconciler whose actors stop (and stop their local runs) when `cancel` fires.
+    pub fn new(ctx: Arc<Context>, cancel: CancellationToken) -> Arc<Reconciler> {
+        Arc::new(Reconciler {
+            ctx,
+            actors: Mutex::new(HashMap::new()),
+            tracker: TaskTracker::new(),
+            cancel,
+        })
+    }
+
+    /// The shared context.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    fn send(&self, job: &str, msg: Msg) {
+        let mut actors = self
+            .actors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let msg = match actors.get(job) {
+            Some(tx) => match tx.send(msg) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(m)) => m,
+            },
+            None => msg,
+        };
+        if self.cancel.is_cancelled() {
+            return;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        // The receiver is alive: it was just made.
+        let _ = tx.send(msg);
+        actors.insert(job.to_string(), tx);
+        let actor = actor::Actor::new(job.to_string(), self.ctx.clone(), self.cancel.clone());
+        self.tracker.spawn(actor.run(rx));
+    }
+
+    /// The job's desired spec may have changed.
+    pub fn poke(&self, job: &str) {
+        self.send(job, Msg::Desired);
+    }
+
+    /// Asks every job with `project.follow: true` to check whether its branch moved
+    /// (the others ignore it).
+    pub fn follow_all(&self) {
+        let actors = self
+            .actors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for tx in actors.values() {
+            // An actor that ended has nothing to follow.
+            let _ = tx.send(Msg::Follow);
+        }
+    }
+
+    /// Redeploys the job now (an operator's `jobkeeper restart`): resets its restart policy,
+    /// clears `gave_up` and a stalled version, stops the live run and submits again. `who` is
+    /// recorded with the `restarted` event.
+    pub fn restart(&self, job: &str, who: &str) {
+        self.send(job, Msg::Restart(who.to_string()));
+    }
+
+    /// A run ended.
+    pub fn exited(&self, exit: RunExit) {
+        let job = exit.job.clone();
+        self.send(&job, Msg::Exit(exit));
+    }
+
+    /// Waits until every actor has stopped (after the cancel token fired).
+    pub async fn wait(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// A project's repo as the daemon fetches it: a relative path is relative to the config repo
+/// when that is local (`repo: .` is the config repo itself).
+pub fn project_url(config_repo: &str, project_repo: &str) -> String {
+    let path = std::path::Path::new(project_repo);
+    if crate::repo::is_local(project_repo)
+        && path.is_relative()
+        && crate::repo::is_local(config_repo)
+    {
+        let joined = std::path::Path::new(config_repo).join(path);
+        return joined
+            .canonicalize()
+            .unwrap_or(joined)
+            .to_string_lossy()
+            .into_owned();
+    }
+    project_repo.to_string()
+}
+
+impl SourceCheckout for ProjectRepos {
+    fn checkout(&self, repo: &str, commit: &str, dest: &std::path::Path) -> Result<(), String> {
+        let id = crate::repo::Oid::from_str(commit)
+            .map_err(|e| format!("bad commit id {commit}: {e}"))?;
+        ProjectRepos::checkout(self, repo, id, dest).map_err(|e| e.to_string())
+    }
+}

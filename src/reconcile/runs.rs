@@ -1,0 +1,438 @@
+//! The runs of a job: submitting the deployed version, stopping runs (with a savepoint where
+//! the engine keeps state), a run's end, a submit whose answer was lost, and the runs a previous
+//! daemon left on engines whose runs outlive it.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::actor::{Actor, ENGINE_WAIT, Live, RunEnd, Stall, Standing};
+use super::decide::StepError;
+use crate::engine::{EngineError, RunExit, RunHandle, RunStatus, STOP_GRACE};
+use crate::event::JobEvent;
+use crate::spec;
+use crate::store::JobState;
+
+impl Actor {
+    /// Submits the deployed version; returns the run id, or why it was refused (secrets masked).
+    pub(super) async fn submit(&mut self, batch: bool) -> Result<i64, String> {
+        let Some(deployed) = self.applied.clone() else {
+            return Err("nothing to submit".into());
+        };
+        let engine = self.engine_for(&deployed.spec)?;
+        let log_dir = self.ctx.logs_dir.join(&self.name);
+        let run_id = self
+            .ctx
+            .store
+            .insert_run(
+                &self.name,
+                self.commit.as_deref(),
+                &deployed.hash,
+                (engine.kind(), &deployed.spec.env),
+                &log_dir,
+            )
+            .map_err(|e| e.to_string())?;
+        let log_path = log_dir.join(format!("{run_id}.log"));
+        let request = self.request(&deployed.spec, deployed.artifact.as_ref(), run_id, log_path);
+        let (req, secrets) = match request {
+            Ok(r) => r,
+            Err(e) => {
+                self.finish_run(run_id, "failed", Some(&e));
+                return Err(e);
+            }
+        };
+        // A cluster that did not answer: the run is looked up later by the id jobkeeper chose
+        // for it (flink), or, when the cluster chooses ids (spark: its engine already looked for
+        // a driver the lost answer made), by no id at all: once the cluster answers again it is
+        // not found and is submitted again.
+        let chosen_id = engine.engine_id_for(&self.name, run_id);
+        let (handle, confirmed) = match engine.submit(req).await {
+            Ok(handle) => (handle, true),
+            Err(EngineError::Unreachable(why)) => {
+                let location = engine.location();
+                self.ctx.outages.down(&self.ctx.events, &location, &why);
+                let why = format!("waiting for {location}, which did not answer the submit");
+                self.set_state(JobState::Deploying, Some(&why));
+                let handle = RunHandle {
+                    run_id,
+                    engine_id: chosen_id.unwrap_or_default(),
+                    start_ticks: None,
+                };
+                (handle, false)
+            }
+            Err(e) => {
+                let reason = spec::mask_secrets(&e.to_string(), &secrets);
+                self.finish_run(run_id, "failed", Some(&reason));
+                return Err(reason);
+            }
+        };
+        let json = serde_json::to_string(&handle).unwrap_or_default();
+        if let Err(e) = self.ctx.store.set_run_running(run_id, &json) {
+            tracing::error!(job = %self.name, "could not record run handle: {e}");
+        }
+        let deadline = deployed
+            .spec
+            .timeout
+            .filter(|_| batch && confirmed)
+            .map(|t| Instant::now() + t);
+        self.live.push(Live {
+            run_id,
+            handle,
+            engine,
+            secrets,
+            deadline,
+            started: Instant::now(),
+            confirmed,
+        });
+        if confirmed {
+            self.set_state(JobState::Running, None);
+        } else {
+            self.schedule_retry();
+        }
+        Ok(run_id)
+    }
+
+    /// Submits the deployed version and records `event` with the run; a refused submit is
+    /// `deploy_failed` and counts as a failed run for the restart policy.
+    pub(super) async fn start(&mut self, event: JobEvent, batch: bool) {
+        match self.submit(batch).await {
+            Ok(run_id) => self.event(Some(run_id), &event),
+            Err(reason) => {
+                self.event(
+                    None,
+                    &JobEvent::DeployFailed {
+                        reason: reason.clone(),
+                    },
+                );
+                let ran_for = Duration::ZERO;
+                self.on_error(Stall::Nothing, StepError::Transient { reason, ran_for });
+            }
+        }
+    }
+
+    /// Records how a run ended (a failed write is logged: the run is over either way).
+    pub(super) fn finish_run(&self, run_id: i64, state: &str, reason: Option<&str>) {
+        if let Err(e) = self.ctx.store.finish_run(run_id, state, reason) {
+            tracing::error!(job = %self.name, run = run_id, "could not record the run's end: {e}");
+        }
+    }
+
+    /// Stops every live run (with a savepoint where the engine keeps state and `keep_state`).
+    /// A run that could not be stopped stays live, and nothing new may start: waiting.
+    pub(super) async fn stop_all(&mut self, why: &str, keep_state: bool) -> Result<(), StepError> {
+        let mut kept = Vec::new();
+        for live in std::mem::take(&mut self.live) {
+            if let Err(live) = self.stop_run(live, RunEnd::Stopped, why, keep_state).await {
+                kept.push(live);
+            }
+        }
+        if kept.is_empty() {
+            return Ok(());
+        }
+        self.live.extend(kept);
+        Err(StepError::Waiting {
+            after: self.engine_retry.wait,
+        })
+    }
+
+    /// Stops a run, recording it as ended as `end`.
+    ///
+    /// A run that does not outlive the daemon (local) stays live in the store until the engine
+    /// says it is gone, so a daemon killed during the grace period finds it at its next start
+    /// and stops it then (its exit is not taken for a failure: the actor no longer counts it as
+    /// live). A run that outlives the daemon is recorded once its engine stopped it (with a
+    /// savepoint when `keep_state`, kept in the store and used by the next run); when the engine
+    /// does not answer or refuses, the run is handed back: it may still be running.
+    pub(super) async fn stop_run(
+        &mut self,
+        live: Live,
+        end: RunEnd,
+        why: &str,
+        keep_state: bool,
+    ) -> Result<(), Live> {
+        if live.engine.runs_survive_daemon() {
+            return self.stop_kept_run(live, end, why, keep_state).await;
+        }
+        match live.engine.stop(&live.handle, STOP_GRACE).await {
+            Ok(()) => tracing::info!(job = %self.name, run = live.run_id, "stopped: {why}"),
+            Err(err) => {
+                let reason = format!("could not stop run: {err}");
+                self.event(Some(live.run_id), &JobEvent::Failed { reason });
+            }
+        }
+        self.finish_run(live.run_id, end.as_str(), Some(why));
+        Ok(())
+    }
+
+    /// Stops a run that outlives the daemon (see [`Actor::stop_run`]).
+    async fn stop_kept_run(
+        &mut self,
+        live: Live,
+        end: RunEnd,
+        why: &str,
+        keep_state: bool,
+    ) -> Result<(), Live> {
+        let location = live.engine.location();
+        let result = if keep_state {
+            match live
+                .engine
+                .stop_with_savepoint(&live.handle, STOP_GRACE)
+                .await
+            {
+                Err(EngineError::Refused(e) | EngineError::Other(e)) => {
+                    let reason =
+                        format!("could not stop with a savepoint ({e}); cancelling instead");
+                    self.event(Some(live.run_id), &JobEvent::Failed { reason });
+                    live.engine
+                        .stop(&live.handle, STOP_GRACE)
+                        .await
+                        .map(|()| None)
+                }
+                r => r.map(|o| o.savepoint),
+            }
+        } else {
+            live.engine
+                .stop(&live.handle, STOP_GRACE)
+                .await
+                .map(|()| None)
+        };
+        match result {
+            Ok(savepoint) => {
+                self.ctx.outages.up(&self.ctx.events, &location);
+                self.finish_run(live.run_id, end.as_str(), Some(why));
+                match savepoint {
+                    Some(sp) => {
+                        self.keep_savepoint(live.run_id, &sp, "savepoint");
+                        let why = format!("stopped with savepoint {sp}: {why}");
+                        self.event(Some(live.run_id), &JobEvent::Stopped { why });
+                        self.restore = Some(sp);
+                    }
+                    None => tracing::info!(job = %self.name, run = live.run_id, "stopped: {why}"),
+                }
+                Ok(())
+            }
+            Err(EngineError::Unreachable(e)) => {
+                self.ctx.outages.down(&self.ctx.events, &location, &e);
+                Err(live)
+            }
+            Err(e) => {
+                let reason = format!("could not stop run: {e}");
+                self.event(Some(live.run_id), &JobEvent::Failed { reason });
+                Err(live)
+            }
+        }
+    }
+
+    fn keep_savepoint(&self, run_id: i64, location: &str, kind: &str) {
+        if let Err(e) = self
+            .ctx
+            .store
+            .add_savepoint(&self.name, Some(run_id), location, kind)
+        {
+            tracing::error!(job = %self.name, "could not record {kind} {location}: {e}");
+        }
+    }
+
+    /// Looks at the cluster again after `engine_retry.wait`.
+    pub(super) fn schedule_retry(&mut self) {
+        self.timers.retry = Some(Instant::now() + self.engine_retry.wait);
+        self.engine_retry.wait = (self.engine_retry.wait * 2).min(ENGINE_WAIT.1);
+    }
+
+    /// Looks again at runs whose submit was not confirmed, then converges again if a cluster
+    /// kept a converge from finishing; true when the actor is done.
+    pub(super) async fn retry(&mut self) -> bool {
+        let mut waiting = false;
+        for i in (0..self.live.len()).rev() {
+            if self.live[i].confirmed {
+                continue;
+            }
+            let (engine, handle) = (self.live[i].engine.clone(), self.live[i].handle.clone());
+            match engine.status(std::slice::from_ref(&handle)).await {
+                Ok(status) => {
+                    self.ctx.outages.up(&self.ctx.events, &engine.location());
+                    if status.first() == Some(&RunStatus::Vanished) {
+                        let live = self.live.remove(i);
+                        self.not_submitted(live).await;
+                    } else {
+                        self.live[i].confirmed = true;
+                        self.set_state(JobState::Running, None);
+                        tracing::info!(job = %self.name, run = handle.run_id, "the cluster has the run");
+                    }
+                }
+                Err(e) => {
+                    if let EngineError::Unreachable(m) = &e {
+                        self.ctx
+                            .outages
+                            .down(&self.ctx.events, &engine.location(), m);
+                    }
+                    waiting = true;
+                }
+            }
+        }
+        if std::mem::take(&mut self.engine_retry.converge) && self.converge().await {
+            return true;
+        }
+        if waiting || self.engine_retry.converge {
+            if self.timers.retry.is_none() {
+                self.schedule_retry();
+            }
+        } else {
+            self.engine_retry.wait = ENGINE_WAIT.0;
+        }
+        false
+    }
+
+    /// A run whose submit never reached its cluster: recorded as such and submitted again
+    /// (not a failure: the restart policy does not count it).
+    async fn not_submitted(&mut self, live: Live) {
+        let why = "never reached the cluster (its answer to the submit was lost)";
+        self.finish_run(live.run_id, "stopped", Some(why));
+        let batch = self.applied.as_ref().is_some_and(|a| a.is_batch());
+        if self.applied.is_some() && self.standing != Standing::GaveUp {
+            let why = format!("submitted again: run {} {why}", live.run_id);
+            self.start(JobEvent::Started { why }, batch).await;
+        }
+    }
+
+    /// Takes over the runs a previous daemon left on engines whose runs outlive it (by their
+    /// recorded engine ids), and the latest savepoint to start from.
+    pub(super) fn adopt(&mut self) {
+        self.restore = match self.ctx.store.savepoints(&self.name, 1) {
+            Ok(s) => s.into_iter().next().map(|s| s.location),
+            Err(e) => {
+                tracing::error!(job = %self.name, "could not read savepoints: {e}");
+                None
+            }
+        };
+        let runs = match self.ctx.store.runs(&self.name, 16) {
+            Ok(runs) => runs,
+            Err(e) => {
+                tracing::error!(job = %self.name, "could not read runs: {e}");
+                return;
+            }
+        };
+        let secrets = self
+            .applied
+            .as_ref()
+            .and_then(|a| {
+                let dir = self.ctx.settings.get().secrets_dir.clone();
+                spec::resolve_secrets_with_values(&a.spec.params, dir.as_deref()).ok()
+            })
+            .map(|(_, secrets)| secrets)
+            .unwrap_or_default();
+        for run in runs.into_iter().rev() {
+            if run.state != "running" {
+                continue;
+            }
+            let Some(engine) = self.ctx.engine_of_run(&run).cloned() else {
+                continue;
+            };
+            let handle = run
+                .handle
+                .as_deref()
+                .and_then(|h| serde_json::from_str::<RunHandle>(h).ok());
+            let Some(handle) = handle.filter(|_| engine.runs_survive_daemon()) else {
+                continue;
+            };
+            let event = JobEvent::Adopted {
+                location: engine.location(),
+                engine_id: handle.engine_id.clone(),
+            };
+            self.live.push(Live {
+                run_id: run.id,
+                handle,
+                engine,
+                secrets: secrets.clone(),
+                deadline: None,
+                started: Instant::now(),
+                confirmed: true,
+            });
+            self.event(Some(run.id), &event);
+        }
+    }
+
+    /// A run ended; true when the actor is done.
+    pub(super) async fn on_exit(&mut self, exit: RunExit) -> bool {
+        let Some(pos) = self.live.iter().position(|l| l.run_id == exit.run_id) else {
+            return false; // a run this actor stopped itself
+        };
+        let live = self.live.remove(pos);
+        if !live.confirmed && exit.status == RunStatus::Vanished {
+            self.not_submitted(live).await;
+            return false;
+        }
+        let batch = self.applied.as_ref().is_some_and(|a| a.is_batch());
+        match exit.status {
+            RunStatus::Running => self.live.push(live),
+            RunStatus::Succeeded if batch => self.succeeded(&live),
+            status => return self.failed(live, status).await,
+        }
+        false
+    }
+
+    /// A batch run succeeded.
+    fn succeeded(&mut self, live: &Live) {
+        self.finish_run(live.run_id, "succeeded", None);
+        self.restarts.succeeded();
+        let how = if live.engine.runs_survive_daemon() {
+            "run finished with success on the cluster"
+        } else {
+            "run finished with exit 0"
+        };
+        let how = how.to_string();
+        self.event(Some(live.run_id), &JobEvent::Succeeded { how });
+        if std::mem::replace(&mut self.standing, Standing::Ok) != Standing::Ok {
+            let why = "a run succeeded after failures".to_string();
+            self.event(Some(live.run_id), &JobEvent::Recovered { why });
+        }
+        if self.live.is_empty() {
+            self.set_state(JobState::Succeeded, None);
+        }
+    }
+
+    /// A run failed, vanished, or (a service job) finished; true when the actor is done.
+    async fn failed(&mut self, live: Live, status: RunStatus) -> bool {
+        let state = if matches!(status, RunStatus::Succeeded) {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        let reason = match status {
+            RunStatus::Failed(r) => spec::mask_secrets(&r, &live.secrets),
+            RunStatus::Vanished => "the run vanished".to_string(),
+            _ => "a service job finished with success; it must always run".to_string(),
+        };
+        self.finish_run(live.run_id, state, Some(&reason));
+        let failed = JobEvent::Failed {
+            reason: reason.clone(),
+        };
+        self.event(Some(live.run_id), &failed);
+        if self.standing == Standing::Ok {
+            self.standing = Standing::Failing;
+        }
+        self.timers.recover = None;
+        self.keep_checkpoint(&live).await;
+        if std::mem::take(&mut self.engine_retry.converge) {
+            // A new version was waiting for this run to stop: it is what starts now.
+            self.timers.retry = None;
+            return self.converge().await;
+        }
+        let ran_for = live.started.elapsed();
+        self.on_error(Stall::Nothing, StepError::Transient { reason, ran_for });
+        false
+    }
+
+    /// A run that ended: its latest retained checkpoint (if its engine keeps one) is where the
+    /// next run starts from, and goes into the savepoint history.
+    async fn keep_checkpoint(&mut self, live: &Live) {
+        match live.engine.restore_point(&live.handle).await {
+            Ok(Some(cp)) => {
+                self.keep_savepoint(live.run_id, &cp, "checkpoint");
+                self.restore = Some(cp);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(job = %self.name, "no checkpoint to restart from: {e}"),
+        }
+    }
+}
