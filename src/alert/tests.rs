@@ -344,15 +344,18 @@ async fn repeats_within_the_throttle_fold_into_one_later_alert() {
         cancel.clone(),
     ));
     let mut d = Dispatcher {
-        settings: s.clone(),
+        settings: Live::new((*s).clone()),
         store: store.clone(),
         targets: HashMap::from([(
             "oncall".to_string(),
             vec![("oncall/webhook".to_string(), tx)],
         )]),
+        channels: Some(s.alerts.clone()),
         counters: counters.clone(),
         first_new: 0,
         keys: HashMap::new(),
+        opts: AlerterOptions::default(),
+        cancel: cancel.clone(),
     };
     let failed = |msg: &str| {
         let id = store
