@@ -40,6 +40,7 @@ pub fn cluster_changes(old: &Settings, new: &Settings) -> Vec<String> {
 }
 
 /// The log line and event of an accepted reload; `true` when a cluster change needs a restart.
+/// `old` is the config the daemon started with: what it took at start is still in use.
 fn reloaded_message(path: &std::path::Path, old: &Settings, new: &Settings) -> (String, bool) {
     let later = crate::settings::needs_restart(old, new);
     let clusters = cluster_changes(old, new);
@@ -60,14 +61,21 @@ fn reloaded_message(path: &std::path::Path, old: &Settings, new: &Settings) -> (
     (msg, !clusters.is_empty())
 }
 
-/// Reads `path` again and puts a valid config in place; records what happened.
-async fn reload_once(path: &std::path::Path, live: &Live, store: &Store, notifier: &Notifier) {
+/// Reads `path` again and puts a valid config in place; records what happened. `started` is
+/// the config at start, against which fields taken only at start are compared.
+async fn reload_once(
+    path: &std::path::Path,
+    started: &Settings,
+    live: &Live,
+    store: &Store,
+    notifier: &Notifier,
+) {
     notifier.reloading();
     let p = path.to_path_buf();
     let loaded = tokio::task::spawn_blocking(move || crate::settings::load(&p)).await;
     match loaded {
         Ok(Ok(new)) => {
-            let (msg, restart) = reloaded_message(path, &live.get(), &new);
+            let (msg, restart) = reloaded_message(path, started, &new);
             live.replace(new);
             if restart {
                 tracing::error!(event = "config_reloaded", "{msg}");
@@ -103,7 +111,9 @@ fn record(store: &Store, kind: &str, message: &str) {
     }
 }
 
-/// Reloads the config at `path` on each SIGHUP until `cancel` fires.
+/// Reloads the config at `path` on each SIGHUP until `cancel` fires. Call it with `live` as
+/// it was at start: fields taken only at start are compared with that config, so a reload
+/// names them for as long as they differ from what runs.
 pub async fn reload_loop(
     path: PathBuf,
     live: Live,
@@ -112,6 +122,7 @@ pub async fn reload_loop(
     cancel: CancellationToken,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
+    let started = live.get();
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::error!("cannot install the SIGHUP handler: reload needs a restart");
         return;
@@ -121,7 +132,7 @@ pub async fn reload_loop(
             () = cancel.cancelled() => return,
             _ = hup.recv() => {}
         }
-        reload_once(&path, &live, &store, &notifier).await;
+        reload_once(&path, &started, &live, &store, &notifier).await;
     }
 }
 
