@@ -714,10 +714,10 @@ impl Dispatcher {
     }
 
     fn on_event(&mut self, ev: &EventRow) {
+        self.refresh_targets();
         if ev.id <= self.first_new {
             return; // recorded before this alerter started
         }
-        self.refresh_targets();
         let Some((alert, channels)) = alert_for(&self.settings.get(), &self.store, ev) else {
             return;
         };
