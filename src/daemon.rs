@@ -1,5 +1,8 @@
-//! The daemon: wires the store, engines, builder, reconciler, triggers and HTTP server together,
-//! applies new config commits, and shuts everything down in order.
+//! The daemon: wiring only. [`run_with`] reads as its steps: make and lock the state folder,
+//! open the store and build the shared parts ([`Core`]), stop runs a previous daemon left,
+//! start the job loops (local exits, health sweep), serve HTTP, start the service loops
+//! (watchdog, status, log rotation, reloads), follow the config repo ([`Follower`], one
+//! [`crate::sync`] per trigger) and shut everything down in order.
 //!
 //! [`run`] takes its settings, listener and shutdown token, so tests run the whole daemon
 //! in-process on port 0 against a temporary git repo.
@@ -87,16 +90,18 @@ pub async fn run_with(
     let _lock = lock_state_dir(&state_dir)?;
     log_start(&settings, &listener);
     let live = Live::new(settings);
+    // The config at start: the fields taken only at start are read from it.
+    let started = live.get();
     let core = Core::open(&live, &cancel)?;
     recover(&core.ctx).await?;
 
     let tasks = TaskTracker::new();
     let reconciler = Reconciler::new(core.ctx.clone(), cancel.clone());
-    start_job_loops(&tasks, &core, &reconciler, &live, &cancel);
+    start_job_loops(&tasks, &core, &reconciler, &started, &cancel);
     let api = Arc::new(ApiState {
         ready: AtomicBool::new(false),
         settings: live.clone(),
-        started: live.get(),
+        started: started.clone(),
         store: core.store.clone(),
         metrics: core.metrics.clone(),
         reconciler: reconciler.clone(),
@@ -111,9 +116,10 @@ pub async fn run_with(
     // The store is open and the listener serves: systemd may consider the service started.
     let notifier = Arc::new(Notifier::from_env());
     notifier.ready("started: applying the config repo");
-    start_service_loops(&tasks, &core.store, &live, &notifier, config_path, &cancel);
+    let reload = config_path.map(|path| (path, started.clone()));
+    start_service_loops(&tasks, &core.store, &live, &notifier, reload, &cancel);
 
-    let repo = open_config_repo(&live.get(), &state_dir).await?;
+    let repo = open_config_repo(&started, &state_dir).await?;
     let follower = Follower {
         repo,
         ctx: core.ctx.clone(),
@@ -122,7 +128,7 @@ pub async fn run_with(
         unreachable: false,
         started_jobs: false,
     };
-    follower.run(&live.get(), &cancel).await?;
+    follower.run(&started, &cancel).await?;
     shut_down(&notifier, &reconciler, tasks, server).await
 }
 
@@ -222,7 +228,7 @@ fn start_job_loops(
     tasks: &TaskTracker,
     core: &Core,
     reconciler: &Arc<Reconciler>,
-    live: &Live,
+    started: &Settings,
     cancel: &CancellationToken,
 ) {
     if let Some(mut exits) = core.local.take_exits() {
@@ -240,17 +246,18 @@ fn start_job_loops(
         });
     }
     let (ctx, r, cancel) = (core.ctx.clone(), reconciler.clone(), cancel.clone());
-    let interval = live.get().health.interval;
+    let interval = started.health.interval;
     tasks.spawn(crate::health::sweep_loop(ctx, r, interval, cancel));
 }
 
-/// systemd's watchdog and status line, log rotation and, with a config file, SIGHUP reloads.
+/// systemd's watchdog and status line, log rotation and, with a config file and the config
+/// read from it at start, SIGHUP reloads.
 fn start_service_loops(
     tasks: &TaskTracker,
     store: &Store,
     live: &Live,
     notifier: &Arc<Notifier>,
-    config_path: Option<PathBuf>,
+    reload: Option<(PathBuf, Arc<Settings>)>,
     cancel: &CancellationToken,
 ) {
     if let Some(interval) = crate::systemd::watchdog_interval() {
@@ -267,9 +274,10 @@ fn start_service_loops(
         live.clone(),
         cancel.clone(),
     ));
-    if let Some(path) = config_path {
+    if let Some((path, started)) = reload {
         tasks.spawn(crate::reload::reload_loop(
             path,
+            started,
             live.clone(),
             store.clone(),
             notifier.clone(),
@@ -295,9 +303,13 @@ async fn open_config_repo(
 
 /// The daemon's main loop: one sync per trigger (push, webhook, poll, `POST /api/v1/sync`).
 struct Follower {
+    /// The config repo mirror.
     repo: Arc<ConfigRepo>,
+    /// The store, settings and metrics the sync uses.
     ctx: Arc<Context>,
+    /// The actors poked by each applied commit.
     reconciler: Arc<Reconciler>,
+    /// Marked ready after the first sync; given the trigger control.
     api: Arc<ApiState>,
     /// The last sync found the repo unreachable (one event per outage).
     unreachable: bool,

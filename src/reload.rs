@@ -111,18 +111,18 @@ fn record(store: &Store, kind: &str, message: &str) {
     }
 }
 
-/// Reloads the config at `path` on each SIGHUP until `cancel` fires. Call it with `live` as
-/// it was at start: fields taken only at start are compared with that config, so a reload
-/// names them for as long as they differ from what runs.
+/// Reloads the config at `path` on each SIGHUP until `cancel` fires. Fields taken only at
+/// start are compared with `started`, the config the daemon started with, so a reload names
+/// them for as long as they differ from what runs.
 pub async fn reload_loop(
     path: PathBuf,
+    started: Arc<Settings>,
     live: Live,
     store: Store,
     notifier: Arc<Notifier>,
     cancel: CancellationToken,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
-    let started = live.get();
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::error!("cannot install the SIGHUP handler: reload needs a restart");
         return;
