@@ -1,32 +1,38 @@
-//! The daemon: wires the store, engines, builder, reconciler, triggers and HTTP server together,
-//! applies new config commits, and shuts everything down in order.
+//! The daemon: wiring only. [`run_with`] reads as its steps: make and lock the state folder,
+//! open the store and build the shared parts ([`Core`]), stop runs a previous daemon left,
+//! start the job loops (local exits, health sweep), serve HTTP, start the service loops
+//! (watchdog, status, log rotation, reloads), follow the config repo ([`Follower`], one
+//! [`crate::sync`] per trigger) and shut everything down in order.
 //!
 //! [`run`] takes its settings, listener and shutdown token, so tests run the whole daemon
 //! in-process on port 0 against a temporary git repo.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::alert::Alerter;
 use crate::build::{BuildConfig, Builder};
-use crate::changes::changes_of;
-use crate::diag;
 use crate::engine::Engine;
 use crate::engine::flink::FlinkEngine;
 use crate::engine::local::LocalEngine;
 use crate::engine::spark::SparkEngine;
 use crate::http::{self, ApiState};
-use crate::plan::{self, Change};
-use crate::reconcile::{self, Context, Reconciler, spec_hash};
-use crate::repo::{ConfigRepo, JobFileChange, Oid, ProjectRepos, RepoError, spawn_trigger};
-use crate::settings::{EngineKind, Settings};
-use crate::spec::{self, JobSpec};
-use crate::store::{CommitRecord, DesiredUpdate, NewEvent, Store, StoreError};
+use crate::metrics::Metrics;
+use crate::reconcile::{self, Context, Reconciler};
+use crate::repo::{
+    ConfigRepo, ProjectRepos, RepoError, TriggerControl, TriggerReason, spawn_trigger,
+};
+use crate::settings::{EngineKind, Live, Settings};
+use crate::store::{NewEvent, Store, StoreError};
+use crate::sync::{self, SyncError, SyncOutcome};
+use crate::systemd::Notifier;
 
 /// Errors that stop the daemon from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -61,20 +67,6 @@ pub enum DaemonError {
     Http(#[source] std::io::Error),
 }
 
-/// What one sync did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SyncOutcome {
-    /// The tip is the applied commit.
-    UpToDate,
-    /// A new commit was applied; the jobs it changed.
-    Applied {
-        /// The commit.
-        commit: String,
-        /// Changed jobs.
-        jobs: usize,
-    },
-}
-
 /// Runs the daemon until `cancel` fires; returns after local runs are stopped.
 pub async fn run(
     settings: Settings,
@@ -84,18 +76,64 @@ pub async fn run(
     run_with(settings, listener, cancel, None).await
 }
 
-/// [`run`], and with `config_path`, SIGHUP reads that file again: a valid config replaces the
-/// running one (fields only taken at start are named in a warning), an invalid one is refused
-/// with its errors and the running config stays.
+/// [`run`], and with `config_path`, SIGHUP reads that file again (see [`crate::reload`]): a
+/// valid config replaces the running one and every part reads it at its next use, an invalid
+/// one is refused with its errors and the running config stays.
 pub async fn run_with(
     settings: Settings,
     listener: TcpListener,
     cancel: CancellationToken,
-    config_path: Option<std::path::PathBuf>,
+    config_path: Option<PathBuf>,
 ) -> Result<(), DaemonError> {
-    let live = crate::settings::Live::new(settings.clone());
-    let settings = Arc::new(settings);
     let state_dir = settings.state_dir.clone();
+    make_state_dirs(&state_dir)?;
+    let _lock = lock_state_dir(&state_dir)?;
+    log_start(&settings, &listener);
+    let live = Live::new(settings);
+    // The config at start: the fields taken only at start are read from it.
+    let started = live.get();
+    let core = Core::open(&live, &cancel)?;
+    recover(&core.ctx).await?;
+
+    let tasks = TaskTracker::new();
+    let reconciler = Reconciler::new(core.ctx.clone(), cancel.clone());
+    start_job_loops(&tasks, &core, &reconciler, &started, &cancel);
+    let api = Arc::new(ApiState {
+        ready: AtomicBool::new(false),
+        settings: live.clone(),
+        started: started.clone(),
+        store: core.store.clone(),
+        metrics: core.metrics.clone(),
+        reconciler: reconciler.clone(),
+        alerter: Some(core.alerter.clone()),
+        trigger: OnceLock::new(),
+    });
+    let server = {
+        let (api, cancel) = (api.clone(), cancel.clone());
+        tasks.spawn(async move { http::serve(listener, api, cancel).await })
+    };
+
+    // The store is open and the listener serves: systemd may consider the service started.
+    let notifier = Arc::new(Notifier::from_env());
+    notifier.ready("started: applying the config repo");
+    let reload = config_path.map(|path| (path, started.clone()));
+    start_service_loops(&tasks, &core.store, &live, &notifier, reload, &cancel);
+
+    let repo = open_config_repo(&started, &state_dir).await?;
+    let follower = Follower {
+        repo,
+        ctx: core.ctx.clone(),
+        reconciler: reconciler.clone(),
+        api,
+        unreachable: false,
+        started_jobs: false,
+    };
+    follower.run(&started, &cancel).await?;
+    shut_down(&notifier, &reconciler, tasks, server).await
+}
+
+/// Makes the folders under `state_dir`.
+fn make_state_dirs(state_dir: &Path) -> Result<(), DaemonError> {
     for sub in ["logs", "repos", "builds", "artifacts"] {
         let dir = state_dir.join(sub);
         std::fs::create_dir_all(&dir).map_err(|source| DaemonError::StateDir {
@@ -103,57 +141,98 @@ pub async fn run_with(
             source,
         })?;
     }
-    let _lock = lock_state_dir(&state_dir)?;
+    Ok(())
+}
+
+fn log_start(settings: &Settings, listener: &TcpListener) {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         listen = %listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string()),
-        state_dir = %state_dir.display(),
+        state_dir = %settings.state_dir.display(),
         repo = %settings.repo.url,
         branch = %settings.repo.branch,
         path = %settings.repo.path,
         "jobkeeper starting"
     );
-    let store = Store::open(&state_dir.join("jobkeeper.db"))?;
-    let alerter = crate::alert::Alerter::spawn(settings.clone(), store.clone(), cancel.clone())
-        .attach(&store);
-    let metrics = Arc::new(crate::metrics::Metrics::default());
-    let local = Arc::new(LocalEngine::new());
-    let engines = engines_by_env(&settings, &local);
-    let projects = Arc::new(ProjectRepos::new(
-        &state_dir,
-        crate::repo::Credentials::from_settings(&settings.repo),
-    ));
-    let builder = Builder::new(BuildConfig {
-        state_dir: state_dir.clone(),
-        max_concurrent: settings.build.max_concurrent,
-        timeout: settings.build.timeout,
-        max_log_bytes: crate::build::DEFAULT_MAX_LOG_BYTES,
-    });
-    let ctx = Arc::new(Context {
-        settings: live.clone(),
-        store: store.clone(),
-        events: reconcile::Emitter::new(store.clone(), metrics.clone()),
-        builder,
-        projects,
-        engines,
-        logs_dir: state_dir.join("logs"),
-        metrics: metrics.clone(),
-        outages: reconcile::Outages::default(),
-    });
+}
 
-    // Before anything starts: local runs a previous daemon left behind are found and stopped;
-    // cluster runs are kept for their actors to adopt.
-    let recovered = reconcile::recover_live_runs(&ctx).await?;
+/// The shared parts every loop uses.
+struct Core {
+    /// The store, forwarding events to the alerter.
+    store: Store,
+    /// Alert delivery.
+    alerter: Alerter,
+    /// Counters.
+    metrics: Arc<Metrics>,
+    /// The local engine, whose exits feed the reconciler.
+    local: Arc<LocalEngine>,
+    /// What each job's actor needs.
+    ctx: Arc<Context>,
+}
+
+impl Core {
+    /// Opens the store and builds the alerter, engines, builder and reconcile context.
+    fn open(live: &Live, cancel: &CancellationToken) -> Result<Core, DaemonError> {
+        let settings = live.get();
+        let state_dir = &settings.state_dir;
+        let store = Store::open(&state_dir.join("jobkeeper.db"))?;
+        let alerter = Alerter::spawn(live.clone(), store.clone(), cancel.clone()).attach(&store);
+        let metrics = Arc::new(Metrics::default());
+        let local = Arc::new(LocalEngine::new());
+        let engines = engines_by_env(&settings, &local);
+        let projects = Arc::new(ProjectRepos::new(
+            state_dir,
+            crate::repo::Credentials::from_settings(&settings.repo),
+        ));
+        let builder = Builder::new(BuildConfig {
+            state_dir: state_dir.clone(),
+            max_concurrent: settings.build.max_concurrent,
+            timeout: settings.build.timeout,
+            max_log_bytes: crate::build::DEFAULT_MAX_LOG_BYTES,
+        });
+        let ctx = Arc::new(Context {
+            settings: live.clone(),
+            store: store.clone(),
+            events: reconcile::Emitter::new(store.clone(), metrics.clone()),
+            builder,
+            projects,
+            engines,
+            logs_dir: state_dir.join("logs"),
+            metrics: metrics.clone(),
+            outages: reconcile::Outages::default(),
+        });
+        Ok(Core {
+            store,
+            alerter,
+            metrics,
+            local,
+            ctx,
+        })
+    }
+}
+
+/// Before anything starts: local runs a previous daemon left behind are found and stopped;
+/// cluster runs are kept for their actors to adopt.
+async fn recover(ctx: &Arc<Context>) -> Result<(), DaemonError> {
+    let recovered = reconcile::recover_live_runs(ctx).await?;
     if recovered > 0 {
         tracing::info!(
             runs = recovered,
             "stopped runs left by a previous daemon before starting"
         );
     }
+    Ok(())
+}
 
-    let tasks = TaskTracker::new();
-    let reconciler = Reconciler::new(ctx.clone(), cancel.clone());
-    if let Some(mut exits) = local.take_exits() {
+/// Local run exits go to their actors; the health sweep looks at every live run.
+fn start_job_loops(
+    tasks: &TaskTracker,
+    core: &Core,
+    reconciler: &Arc<Reconciler>,
+    started: &Settings,
+    cancel: &CancellationToken,
+) {
+    if let Some(mut exits) = core.local.take_exits() {
         let (r, cancel) = (reconciler.clone(), cancel.clone());
         tasks.spawn(async move {
             loop {
@@ -167,28 +246,21 @@ pub async fn run_with(
             }
         });
     }
-    {
-        let (ctx, r, cancel) = (ctx.clone(), reconciler.clone(), cancel.clone());
-        let interval = settings.health.interval;
-        tasks.spawn(crate::reconcile::sweep_loop(ctx, r, interval, cancel));
-    }
-    let notifier = Arc::new(crate::systemd::Notifier::from_env());
-    let api = Arc::new(ApiState {
-        ready: std::sync::atomic::AtomicBool::new(false),
-        settings: settings.clone(),
-        store: store.clone(),
-        metrics: metrics.clone(),
-        reconciler: reconciler.clone(),
-        alerter: Some(alerter),
-        trigger: std::sync::OnceLock::new(),
-    });
-    let server = {
-        let (api, cancel) = (api.clone(), cancel.clone());
-        tasks.spawn(async move { http::serve(listener, api, cancel).await })
-    };
+    let (ctx, r, cancel) = (core.ctx.clone(), reconciler.clone(), cancel.clone());
+    let interval = started.health.interval;
+    tasks.spawn(crate::reconcile::sweep_loop(ctx, r, interval, cancel));
+}
 
-    // The store is open and the listener serves: systemd may consider the service started.
-    notifier.ready("started: applying the config repo");
+/// systemd's watchdog and status line, log rotation and, with a config file and the config
+/// read from it at start, SIGHUP reloads.
+fn start_service_loops(
+    tasks: &TaskTracker,
+    store: &Store,
+    live: &Live,
+    notifier: &Arc<Notifier>,
+    reload: Option<(PathBuf, Arc<Settings>)>,
+    cancel: &CancellationToken,
+) {
     if let Some(interval) = crate::systemd::watchdog_interval() {
         tasks.spawn(watchdog_loop(
             store.clone(),
@@ -203,92 +275,144 @@ pub async fn run_with(
         live.clone(),
         cancel.clone(),
     ));
-    if let Some(path) = config_path {
-        tasks.spawn(reload_loop(
+    if let Some((path, started)) = reload {
+        tasks.spawn(crate::reload::reload_loop(
             path,
+            started,
             live.clone(),
             store.clone(),
             notifier.clone(),
             cancel.clone(),
         ));
     }
+}
 
-    let repo_settings = settings.repo.clone();
-    let repo = {
-        let state_dir = state_dir.clone();
-        tokio::task::spawn_blocking(move || ConfigRepo::open(&repo_settings, &state_dir))
-            .await
-            .map_err(|e| DaemonError::StateDir {
-                path: "repos".into(),
-                source: std::io::Error::other(e),
-            })??
-    };
-    let repo = Arc::new(repo);
-    let (mut triggers, control) = spawn_trigger(&settings.repo, cancel.clone());
-    let _ = api.trigger.set(control.clone());
-    let mut unreachable = false;
-    let mut started_jobs = false;
-    loop {
-        let reason = tokio::select! {
-            () = cancel.cancelled() => break,
-            r = triggers.recv() => match r { Some(r) => r, None => break },
-        };
-        let started = Instant::now();
-        metrics.fetch_started(reason.as_str());
-        // At start, the tip is applied before stored jobs start, so a commit made while the
-        // daemon was down is not preceded by a run of the old version; a repo that does not
-        // answer in time does not keep the stored jobs from starting.
-        let result = if started_jobs {
-            sync(&repo, &ctx, &reconciler).await
-        } else {
-            match tokio::time::timeout(STARTUP_SYNC_WAIT, sync(&repo, &ctx, &reconciler)).await {
-                Ok(r) => r,
-                Err(_) => Err(SyncError::Task(format!(
-                    "no answer within {}s at start; starting the stored jobs, still trying",
-                    STARTUP_SYNC_WAIT.as_secs()
-                ))),
+/// Opens (or clones) the config repo mirror under `state_dir/repos`.
+async fn open_config_repo(
+    settings: &Settings,
+    state_dir: &Path,
+) -> Result<Arc<ConfigRepo>, DaemonError> {
+    let (repo_settings, state_dir) = (settings.repo.clone(), state_dir.to_path_buf());
+    let repo = tokio::task::spawn_blocking(move || ConfigRepo::open(&repo_settings, &state_dir))
+        .await
+        .map_err(|e| DaemonError::StateDir {
+            path: "repos".into(),
+            source: std::io::Error::other(e),
+        })??;
+    Ok(Arc::new(repo))
+}
+
+/// The daemon's main loop: one sync per trigger (push, webhook, poll, `POST /api/v1/sync`).
+struct Follower {
+    /// The config repo mirror.
+    repo: Arc<ConfigRepo>,
+    /// The store, settings and metrics the sync uses.
+    ctx: Arc<Context>,
+    /// The actors poked by each applied commit.
+    reconciler: Arc<Reconciler>,
+    /// Marked ready after the first sync; given the trigger control.
+    api: Arc<ApiState>,
+    /// The last sync found the repo unreachable (one event per outage).
+    unreachable: bool,
+    /// The stored jobs were started (after the first sync).
+    started_jobs: bool,
+}
+
+impl Follower {
+    /// Syncs on each trigger until `cancel` fires.
+    async fn run(
+        mut self,
+        settings: &Settings,
+        cancel: &CancellationToken,
+    ) -> Result<(), DaemonError> {
+        let (mut triggers, control) = spawn_trigger(&settings.repo, cancel.clone());
+        let _ = self.api.trigger.set(control.clone());
+        loop {
+            let reason = tokio::select! {
+                () = cancel.cancelled() => break,
+                r = triggers.recv() => match r { Some(r) => r, None => break },
+            };
+            let started = Instant::now();
+            self.ctx.metrics.fetch_started(reason.as_str());
+            let result = self.sync_once().await;
+            self.ctx
+                .metrics
+                .fetch_done(result.is_ok(), started.elapsed());
+            match result {
+                Ok(outcome) => {
+                    control.fetch_ok();
+                    self.synced(&outcome, &reason, started);
+                }
+                Err(err) => {
+                    control.fetch_failed();
+                    self.failed(&err, &reason, &control);
+                }
             }
-        };
-        metrics.fetch_done(result.is_ok(), started.elapsed());
-        match result {
-            Ok(outcome) => {
-                control.fetch_ok();
-                if unreachable {
-                    unreachable = false;
-                    record(&store, "repo_reachable", "the config repo answers again");
-                }
-                if let SyncOutcome::Applied { commit, jobs } = &outcome {
-                    tracing::info!(%commit, jobs, trigger = %reason, took = ?started.elapsed(), "applied config commit");
-                }
-                if !api.ready.swap(true, Ordering::AcqRel) {
-                    let applied = store.applied_commit().ok().flatten().unwrap_or_default();
-                    tracing::info!(commit = %applied.get(..8).unwrap_or(""), "ready");
-                }
-                reconciler.follow_all();
-            }
-            Err(err) => {
-                control.fetch_failed();
-                if err.is_unreachable() {
-                    if !unreachable {
-                        unreachable = true;
-                        record(&store, "repo_unreachable", &err.to_string());
+            if !self.started_jobs {
+                self.started_jobs = true;
+                for row in self.ctx.store.jobs()? {
+                    if row.desired.is_some() {
+                        self.reconciler.poke(&row.name);
                     }
-                    tracing::warn!(trigger = %reason, retry_in = ?control.poll_interval(), "config repo unreachable: {err}");
-                } else {
-                    tracing::error!(trigger = %reason, "cannot apply the config repo: {err}");
                 }
             }
         }
-        if !started_jobs {
-            started_jobs = true;
-            for row in store.jobs()? {
-                if row.desired.is_some() {
-                    reconciler.poke(&row.name);
-                }
-            }
+        Ok(())
+    }
+
+    /// At start, the tip is applied before stored jobs start, so a commit made while the
+    /// daemon was down is not preceded by a run of the old version; a repo that does not
+    /// answer in time does not keep the stored jobs from starting.
+    async fn sync_once(&self) -> Result<SyncOutcome, SyncError> {
+        let once = sync::sync(&self.repo, &self.ctx, &self.reconciler);
+        if self.started_jobs {
+            return once.await;
+        }
+        match tokio::time::timeout(STARTUP_SYNC_WAIT, once).await {
+            Ok(r) => r,
+            Err(_) => Err(SyncError::Task(format!(
+                "no answer within {}s at start; starting the stored jobs, still trying",
+                STARTUP_SYNC_WAIT.as_secs()
+            ))),
         }
     }
 
+    fn synced(&mut self, outcome: &SyncOutcome, reason: &TriggerReason, started: Instant) {
+        let store = &self.ctx.store;
+        if self.unreachable {
+            self.unreachable = false;
+            record(store, "repo_reachable", "the config repo answers again");
+        }
+        if let SyncOutcome::Applied { commit, jobs } = outcome {
+            tracing::info!(%commit, jobs, trigger = %reason, took = ?started.elapsed(), "applied config commit");
+        }
+        if !self.api.ready.swap(true, Ordering::AcqRel) {
+            let applied = store.applied_commit().ok().flatten().unwrap_or_default();
+            tracing::info!(commit = %applied.get(..8).unwrap_or(""), "ready");
+        }
+        self.reconciler.follow_all();
+    }
+
+    fn failed(&mut self, err: &SyncError, reason: &TriggerReason, control: &TriggerControl) {
+        if !err.is_unreachable() {
+            tracing::error!(trigger = %reason, "cannot apply the config repo: {err}");
+            return;
+        }
+        if !self.unreachable {
+            self.unreachable = true;
+            record(&self.ctx.store, "repo_unreachable", &err.to_string());
+        }
+        tracing::warn!(trigger = %reason, retry_in = ?control.poll_interval(), "config repo unreachable: {err}");
+    }
+}
+
+/// Stops in order: local runs with their actors, then every loop, then the HTTP server.
+async fn shut_down(
+    notifier: &Notifier,
+    reconciler: &Reconciler,
+    tasks: TaskTracker,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+) -> Result<(), DaemonError> {
     notifier.stopping();
     tracing::info!("shutting down: stopping local runs");
     reconciler.wait().await;
@@ -306,7 +430,7 @@ pub async fn run_with(
 /// service after `WatchdogSec`.
 async fn watchdog_loop(
     store: Store,
-    notifier: Arc<crate::systemd::Notifier>,
+    notifier: Arc<Notifier>,
     interval: std::time::Duration,
     cancel: CancellationToken,
 ) {
@@ -330,11 +454,7 @@ async fn watchdog_loop(
 }
 
 /// Keeps systemd's `STATUS=` line current: applied commit and jobs by state.
-async fn status_loop(
-    store: Store,
-    notifier: Arc<crate::systemd::Notifier>,
-    cancel: CancellationToken,
-) {
+async fn status_loop(store: Store, notifier: Arc<Notifier>, cancel: CancellationToken) {
     if !notifier.enabled() {
         return;
     }
@@ -363,70 +483,6 @@ async fn status_loop(
             "applied {commit}; {total} jobs: {}",
             by_state.join(", ")
         ));
-    }
-}
-
-/// SIGHUP: reload the config (see [`run_with`]).
-async fn reload_loop(
-    path: std::path::PathBuf,
-    live: crate::settings::Live,
-    store: Store,
-    notifier: Arc<crate::systemd::Notifier>,
-    cancel: CancellationToken,
-) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot install the SIGHUP handler: reload needs a restart");
-        return;
-    };
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = hup.recv() => {}
-        }
-        notifier.reloading();
-        let p = path.clone();
-        let loaded = tokio::task::spawn_blocking(move || crate::settings::load(&p)).await;
-        match loaded {
-            Ok(Ok(new)) => {
-                let old = live.get();
-                let later = crate::settings::needs_restart(&old, &new);
-                live.replace(new);
-                let msg = if later.is_empty() {
-                    format!("config {} reloaded", path.display())
-                } else {
-                    format!(
-                        "config {} reloaded; changes to {} take effect at the next start",
-                        path.display(),
-                        later.join(", ")
-                    )
-                };
-                tracing::info!(event = "config_reloaded", "{msg}");
-                let _ = store.event(&NewEvent {
-                    kind: "config_reloaded",
-                    message: &msg,
-                    ..NewEvent::default()
-                });
-                notifier.ready(&msg);
-            }
-            Ok(Err(diags)) => {
-                for d in &diags {
-                    tracing::error!(event = "config_reload_refused", "{d}");
-                }
-                let msg = format!(
-                    "config reload refused ({} problem(s)); the running config stays:\n{}",
-                    diags.len(),
-                    diag::render(&diags)
-                );
-                let _ = store.event(&NewEvent {
-                    kind: "config_reload_refused",
-                    message: &msg,
-                    ..NewEvent::default()
-                });
-                notifier.ready("config reload refused; the running config stays");
-            }
-            Err(e) => tracing::error!("config reload failed: {e}"),
-        }
     }
 }
 
@@ -517,171 +573,6 @@ fn record(store: &Store, kind: &str, message: &str) {
         message,
         ..NewEvent::default()
     });
-}
-
-/// Errors of one sync.
-#[derive(Debug, thiserror::Error)]
-pub enum SyncError {
-    /// Git said no.
-    #[error(transparent)]
-    Repo(#[from] RepoError),
-    /// The store said no.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The blocking task died.
-    #[error("sync task failed: {0}")]
-    Task(String),
-}
-
-impl SyncError {
-    /// True when the repo could not be reached (retry with backoff).
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, SyncError::Repo(e) if e.is_unreachable())
-    }
-}
-
-/// Fetches the config repo and applies its tip if it is new (SPEC reconcile rules 1–4, 7).
-pub async fn sync(
-    repo: &Arc<ConfigRepo>,
-    ctx: &Arc<Context>,
-    reconciler: &Arc<Reconciler>,
-) -> Result<SyncOutcome, SyncError> {
-    let (repo, ctx2) = (repo.clone(), ctx.clone());
-    let applied = tokio::task::spawn_blocking(move || apply_tip(&repo, &ctx2))
-        .await
-        .map_err(|e| SyncError::Task(e.to_string()))??;
-    match applied {
-        None => Ok(SyncOutcome::UpToDate),
-        Some((commit, jobs)) => {
-            for job in &jobs {
-                reconciler.poke(job);
-            }
-            Ok(SyncOutcome::Applied {
-                commit,
-                jobs: jobs.len(),
-            })
-        }
-    }
-}
-
-/// Blocking part of a sync: fetch, diff against the applied commit, parse the changed files,
-/// and record the new desired state in one transaction. Returns the jobs to poke.
-fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Option<(String, Vec<String>)>, SyncError> {
-    let tip = repo.fetch()?;
-    let applied = ctx.store.applied_commit()?;
-    if applied.as_deref() == Some(tip.to_string().as_str()) {
-        return Ok(None); // rule 7: the same commit twice does nothing
-    }
-    let settings = ctx.settings.get();
-    let path = &settings.repo.path;
-    let sctx = spec::Context {
-        settings: Some(&settings),
-    };
-    let tree = repo.tree();
-    let from = applied
-        .as_deref()
-        .and_then(|a| Oid::from_str(a).ok())
-        .filter(|id| tree.repository().find_commit(*id).is_ok());
-    let diff = tree.diff_job_files(from, tip, path)?;
-    let mut changes = changes_of(&tree, &diff, sctx);
-    if from.is_none() {
-        // Nothing applied yet, or the applied commit is unknown to this mirror: every job the
-        // store knows that the tip does not have is removed.
-        let present: std::collections::HashSet<String> = diff
-            .iter()
-            .filter_map(|c| match c {
-                JobFileChange::Added(f) => spec::job_name_of(&f.rel_path).map(str::to_string),
-                _ => None,
-            })
-            .collect();
-        for row in ctx.store.jobs()? {
-            if row.desired.is_some() && !present.contains(&row.name) {
-                changes.push(Change::Remove {
-                    name: row.name,
-                    path: row.path,
-                });
-            }
-        }
-    }
-    if !crate::changes::path_exists(&tree, tip, path) {
-        tracing::warn!(path = %path, "the config repo has no folder `{path}` at its tip: no jobs (check `repo.path`)");
-    }
-    let info = tree.commit_info(tip)?;
-    drop(tree);
-
-    let names: Vec<&str> = changes.iter().map(Change::name).collect();
-    let applied_specs: std::collections::BTreeMap<String, JobSpec> = ctx
-        .store
-        .applied_specs(&names)?
-        .into_iter()
-        .filter_map(|(n, json)| serde_json::from_str(&json).ok().map(|s| (n, s)))
-        .collect();
-    let the_plan = plan::plan(&applied_specs, &changes);
-
-    let mut updates = Vec::with_capacity(changes.len());
-    for change in &changes {
-        updates.push(match change {
-            Change::Upsert {
-                name,
-                path,
-                spec: Ok(spec),
-            } => {
-                let json = serde_json::to_string(spec).unwrap_or_default();
-                let hash = spec_hash(&json);
-                DesiredUpdate::Spec {
-                    name: name.clone(),
-                    path: path.clone(),
-                    spec: json,
-                    hash,
-                }
-            }
-            Change::Upsert {
-                name,
-                path,
-                spec: Err(errors),
-            } => DesiredUpdate::Invalid {
-                name: name.clone(),
-                path: path.clone(),
-                errors: diag::render(errors),
-            },
-            Change::Remove { name, .. } => DesiredUpdate::Removed { name: name.clone() },
-        });
-    }
-    let mut notes = Vec::with_capacity(the_plan.items.len());
-    for item in &the_plan.items {
-        let (kind, message) = match item.action {
-            plan::Action::Invalid => {
-                let msg = format!(
-                    "{}\n{}",
-                    item.reasons.join("; "),
-                    diag::render(&item.errors)
-                );
-                for e in &item.errors {
-                    tracing::warn!(job = %item.job, commit = %info.short, event = "invalid", "{e}");
-                }
-                ("invalid", msg)
-            }
-            action => {
-                let msg = format!("{}: {}", action.as_str(), item.reasons.join("; "));
-                tracing::info!(job = %item.job, commit = %info.short, author = %info.author, "plan: {msg}");
-                ("planned", msg)
-            }
-        };
-        notes.push((item.job.clone(), kind.to_string(), message));
-    }
-    let commit = CommitRecord {
-        id: info.id.clone(),
-        author: info.author.clone(),
-        subject: info.subject.clone(),
-    };
-    ctx.store.apply_commit(&commit, &updates, &notes)?;
-    let poke = the_plan
-        .items
-        .iter()
-        .filter(|i| i.action != plan::Action::Invalid)
-        .map(|i| i.job.clone())
-        .collect();
-    Ok(Some((info.short, poke)))
 }
 
 /// SIGTERM or SIGINT cancels `cancel` (a graceful stop); a second one exits at once.

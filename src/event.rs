@@ -56,7 +56,11 @@ pub enum EventKind {
     /// The job or one of its runs was stopped.
     Stopped,
     /// A commit changed the job: the plan line.
-    Commit,
+    Planned,
+    /// An operator asked for a restart of the job.
+    RestartRequested,
+    /// An operator asked for a sync.
+    ApiSync,
     /// The daemon config was reloaded.
     ConfigReloaded,
     /// A daemon config reload was refused; the old config stays.
@@ -65,7 +69,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 23] = [
+    pub const ALL: [EventKind; 25] = [
         EventKind::Deployed,
         EventKind::Started,
         EventKind::Restarted,
@@ -86,7 +90,9 @@ impl EventKind {
         EventKind::Updated,
         EventKind::Suspended,
         EventKind::Stopped,
-        EventKind::Commit,
+        EventKind::Planned,
+        EventKind::RestartRequested,
+        EventKind::ApiSync,
         EventKind::ConfigReloaded,
         EventKind::ConfigReloadRefused,
     ];
@@ -132,7 +138,9 @@ impl EventKind {
             EventKind::Updated => "updated",
             EventKind::Suspended => "suspended",
             EventKind::Stopped => "stopped",
-            EventKind::Commit => "commit",
+            EventKind::Planned => "planned",
+            EventKind::RestartRequested => "restart_requested",
+            EventKind::ApiSync => "api_sync",
             EventKind::ConfigReloaded => "config_reloaded",
             EventKind::ConfigReloadRefused => "config_reload_refused",
         }
@@ -300,10 +308,20 @@ pub enum JobEvent {
         /// What it says now.
         message: String,
     },
-    /// A commit's plan line for a job.
-    Commit {
+    /// A commit's plan line for a job (`redeploy: params.args changed`).
+    Planned {
         /// The plan line.
         line: String,
+    },
+    /// An operator asked for a restart.
+    RestartRequested {
+        /// Who asked, and how.
+        who: String,
+    },
+    /// An operator asked for a sync.
+    ApiSync {
+        /// Who asked, and how.
+        who: String,
     },
     /// The daemon config was reloaded.
     ConfigReloaded {
@@ -341,7 +359,9 @@ impl JobEvent {
             JobEvent::EngineReachable { .. } => EventKind::EngineReachable,
             JobEvent::RepoUnreachable { .. } => EventKind::RepoUnreachable,
             JobEvent::RepoReachable { .. } => EventKind::RepoReachable,
-            JobEvent::Commit { .. } => EventKind::Commit,
+            JobEvent::Planned { .. } => EventKind::Planned,
+            JobEvent::RestartRequested { .. } => EventKind::RestartRequested,
+            JobEvent::ApiSync { .. } => EventKind::ApiSync,
             JobEvent::ConfigReloaded { .. } => EventKind::ConfigReloaded,
             JobEvent::ConfigReloadRefused { .. } => EventKind::ConfigReloadRefused,
         }
@@ -403,7 +423,9 @@ impl JobEvent {
             JobEvent::RepoReachable { message } | JobEvent::ConfigReloaded { message } => {
                 message.clone()
             }
-            JobEvent::Commit { line } => line.clone(),
+            JobEvent::Planned { line } => line.clone(),
+            JobEvent::RestartRequested { who } => format!("restart asked for through {who}"),
+            JobEvent::ApiSync { who } => format!("sync asked for through {who}"),
             JobEvent::ConfigReloadRefused { errors } => errors.clone(),
         }
     }

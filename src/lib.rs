@@ -18,6 +18,8 @@
 //! - [`store`]: SQLite: applied commit, jobs, runs, events, alerts sent.
 //! - [`alert`]: events → email and chat-webhook alerts: routing, throttle, delivery.
 //! - [`reconcile`]: one actor per job converging what runs to what the store says is desired.
+//! - [`sync`]: fetch the config repo, plan its tip and record the desired state of each job.
+//! - [`reload`]: SIGHUP: read the config again and put it in place for every reader.
 //! - [`daemon`]: wiring: tasks, triggers, shutdown, HTTP.
 //! - [`systemd`]: sd_notify (ready, status, watchdog, reload, stop) and journald log lines.
 //! - [`http`]: the HTTP API.
@@ -40,11 +42,13 @@ pub mod http;
 pub mod metrics;
 pub mod plan;
 pub mod reconcile;
+pub mod reload;
 pub mod repo;
 pub mod runlogs;
 pub mod schedule;
 pub mod settings;
 pub mod spec;
 pub mod store;
+pub mod sync;
 pub mod systemd;
 pub mod yaml;

@@ -219,7 +219,7 @@ impl Live {
 }
 
 /// The fields of `new` that differ from `old` and that the running daemon only takes at its
-/// next start (where it listens, its state, its repo, build and health loops, alert channels).
+/// next start (where it listens, its state, its repo, build and health loops).
 pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     let mut out = Vec::new();
     if old.repo != new.repo {
@@ -231,19 +231,11 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     if old.listen != new.listen {
         out.push("listen");
     }
-    if old.api_token_file != new.api_token_file
-        || old.webhook_secret_file != new.webhook_secret_file
-    {
-        out.push("api_token_file/webhook_secret_file");
-    }
     if old.build != new.build {
         out.push("build");
     }
     if old.health != new.health {
         out.push("health");
-    }
-    if old.alerts != new.alerts || old.alerts_throttle != new.alerts_throttle {
-        out.push("alerts");
     }
     out
 }

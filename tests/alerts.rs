@@ -5,7 +5,6 @@ mod common;
 #[path = "support/receivers.rs"]
 mod receivers;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -267,7 +266,7 @@ async fn failed_tries_and_sent_alerts_are_counted() {
     let store = Store::in_memory().unwrap();
     let cancel = CancellationToken::new();
     let alerter = Alerter::spawn_with(
-        Arc::new(settings),
+        jobkeeper::settings::Live::new(settings),
         store.clone(),
         cancel.clone(),
         AlerterOptions {

@@ -17,7 +17,7 @@
 pub mod email;
 pub mod webhook;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::{AlertChannel, EVENTS, Settings};
+use crate::settings::{AlertChannel, EVENTS, Live, Settings};
 use crate::store::{EventRow, NewAlertSent, Store};
 
 /// Events sent about the whole daemon rather than one job.
@@ -532,47 +532,34 @@ pub struct Alerter {
 
 impl Alerter {
     /// Starts the dispatcher and one sender task per target; they stop when `cancel` fires.
-    /// Events recorded before this call are never alerted.
-    pub fn spawn(settings: Arc<Settings>, store: Store, cancel: CancellationToken) -> Alerter {
+    /// Events recorded before this call are never alerted. Channels and throttle are read from
+    /// `settings` at each event, so a reload (SIGHUP) applies to the next one.
+    pub fn spawn(settings: Live, store: Store, cancel: CancellationToken) -> Alerter {
         Alerter::spawn_with(settings, store, cancel, AlerterOptions::default())
     }
 
     /// [`Alerter::spawn`] with explicit options.
     pub fn spawn_with(
-        settings: Arc<Settings>,
+        settings: Live,
         store: Store,
         cancel: CancellationToken,
         opts: AlerterOptions,
     ) -> Alerter {
         let (tx, rx) = mpsc::channel(opts.queue.max(1));
         let counters = Arc::new(AlertCounters::default());
-        let mut targets = HashMap::new();
-        for (name, channel) in &settings.alerts {
-            let mut list = Vec::new();
-            for (target, notifier) in notifiers(name, channel) {
-                let (ttx, trx) = mpsc::channel(opts.target_queue.max(1));
-                tokio::spawn(deliver(
-                    target.clone(),
-                    notifier,
-                    trx,
-                    store.clone(),
-                    counters.clone(),
-                    opts.clone(),
-                    cancel.clone(),
-                ));
-                list.push((target, ttx));
-            }
-            targets.insert(name.clone(), list);
-        }
         let first_new = store.last_event_id().unwrap_or(0);
-        let dispatcher = Dispatcher {
+        let mut dispatcher = Dispatcher {
             settings,
             store,
-            targets,
+            targets: HashMap::new(),
+            channels: None,
             counters: counters.clone(),
             first_new,
             keys: HashMap::new(),
+            opts,
+            cancel: cancel.clone(),
         };
+        dispatcher.refresh_targets();
         tokio::spawn(dispatcher.run(rx, cancel));
         Alerter { tx, counters }
     }
@@ -635,16 +622,68 @@ struct Pending {
     due: Instant,
 }
 
+/// The senders of each channel: (target, queue) per medium.
+type Targets = HashMap<String, Vec<(String, mpsc::Sender<Alert>)>>;
+
 struct Dispatcher {
-    settings: Arc<Settings>,
+    /// The running config: channels, routing and throttle are read at each event.
+    settings: Live,
     store: Store,
-    targets: HashMap<String, Vec<(String, mpsc::Sender<Alert>)>>,
+    /// One sender task per target of [`Dispatcher::channels`].
+    targets: Targets,
+    /// The channels `targets` were made for; `None` before the first.
+    channels: Option<BTreeMap<String, AlertChannel>>,
     counters: Arc<AlertCounters>,
     first_new: i64,
     keys: HashMap<Key, KeyState>,
+    /// How targets deliver (for targets made after a reload).
+    opts: AlerterOptions,
+    /// Stops the sender tasks.
+    cancel: CancellationToken,
 }
 
 impl Dispatcher {
+    /// Makes the sender tasks again when the running config's channels differ from the ones
+    /// they were made for. The old senders are dropped: each old task sends what it already
+    /// holds, then ends.
+    fn refresh_targets(&mut self) {
+        let settings = self.settings.get();
+        if self.channels.as_ref() == Some(&settings.alerts) {
+            return;
+        }
+        if self.channels.is_some() {
+            tracing::info!(
+                channels = settings.alerts.len(),
+                "alert channels changed by a reload: senders made again"
+            );
+        }
+        let mut targets = HashMap::new();
+        for (name, channel) in &settings.alerts {
+            let mut list = Vec::new();
+            for (target, notifier) in notifiers(name, channel) {
+                let (ttx, trx) = mpsc::channel(self.opts.target_queue.max(1));
+                tokio::spawn(deliver(
+                    target.clone(),
+                    notifier,
+                    trx,
+                    self.store.clone(),
+                    self.counters.clone(),
+                    self.opts.clone(),
+                    self.cancel.clone(),
+                ));
+                list.push((target, ttx));
+            }
+            targets.insert(name.clone(), list);
+        }
+        self.targets = targets;
+        self.channels = Some(settings.alerts.clone());
+    }
+
+    /// The throttle of the running config, in ms.
+    fn throttle_ms(&self) -> i64 {
+        i64::try_from(self.settings.get().alerts_throttle.as_millis()).unwrap_or(i64::MAX)
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<EventRow>, cancel: CancellationToken) {
         loop {
             let next_due = self
@@ -675,14 +714,15 @@ impl Dispatcher {
     }
 
     fn on_event(&mut self, ev: &EventRow) {
+        self.refresh_targets();
         if ev.id <= self.first_new {
             return; // recorded before this alerter started
         }
-        let Some((alert, channels)) = alert_for(&self.settings, &self.store, ev) else {
+        let Some((alert, channels)) = alert_for(&self.settings.get(), &self.store, ev) else {
             return;
         };
         let key: Key = (ev.job.clone(), alert.event.clone(), ev.commit_id.clone());
-        let throttle = i64::try_from(self.settings.alerts_throttle.as_millis()).unwrap_or(i64::MAX);
+        let throttle = self.throttle_ms();
         let now = crate::store::now_ms();
         let state = self.keys.entry(key.clone()).or_default();
         if ev.id <= state.last_event {
@@ -743,7 +783,7 @@ impl Dispatcher {
             self.fire(&alert, &p.channels);
         }
         // Forget keys with nothing pending whose throttle has passed.
-        let throttle = i64::try_from(self.settings.alerts_throttle.as_millis()).unwrap_or(i64::MAX);
+        let throttle = self.throttle_ms();
         let now_ms = crate::store::now_ms();
         self.keys.retain(|_, s| {
             s.pending.is_some() || s.last_fired.is_some_and(|t| now_ms - t < throttle)

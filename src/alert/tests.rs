@@ -344,15 +344,18 @@ async fn repeats_within_the_throttle_fold_into_one_later_alert() {
         cancel.clone(),
     ));
     let mut d = Dispatcher {
-        settings: s.clone(),
+        settings: Live::new((*s).clone()),
         store: store.clone(),
         targets: HashMap::from([(
             "oncall".to_string(),
             vec![("oncall/webhook".to_string(), tx)],
         )]),
+        channels: Some(s.alerts.clone()),
         counters: counters.clone(),
         first_new: 0,
         keys: HashMap::new(),
+        opts: AlerterOptions::default(),
+        cancel: cancel.clone(),
     };
     let failed = |msg: &str| {
         let id = store
@@ -399,5 +402,47 @@ async fn repeats_within_the_throttle_fold_into_one_later_alert() {
         sent[1].title()
     );
     assert_eq!(store.alerts_sent(10).unwrap().len(), 2);
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn a_reload_changing_the_channels_and_throttle_applies_at_the_next_event() {
+    let live = Live::new(settings());
+    let cancel = CancellationToken::new();
+    let mut d = Dispatcher {
+        settings: live.clone(),
+        store: Store::in_memory().unwrap(),
+        targets: HashMap::new(),
+        channels: None,
+        counters: Arc::new(AlertCounters::default()),
+        first_new: i64::MAX,
+        keys: HashMap::new(),
+        opts: AlerterOptions::default(),
+        cancel: cancel.clone(),
+    };
+    d.refresh_targets();
+    let mut names: Vec<&String> = d.targets.keys().collect();
+    names.sort();
+    assert_eq!(names, ["chat", "oncall"]);
+    assert_eq!(d.throttle_ms(), 60_000);
+
+    let mut next = settings();
+    next.alerts.remove("chat");
+    next.alerts_throttle = Duration::from_secs(5);
+    live.replace(next);
+    let ev = EventRow {
+        id: 1,
+        time: 0,
+        job: None,
+        run_id: None,
+        kind: "repo_unreachable".into(),
+        message: "down".into(),
+        commit_id: None,
+        author: None,
+        subject: None,
+    };
+    d.on_event(&ev); // older than the alerter: not alerted, but the targets follow the config
+    assert_eq!(d.targets.keys().collect::<Vec<_>>(), ["oncall"]);
+    assert_eq!(d.throttle_ms(), 5_000);
     cancel.cancel();
 }

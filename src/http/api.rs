@@ -257,6 +257,7 @@ fn job_view(
 /// Every job, as the list and the status page show them.
 pub fn jobs_view(state: &ApiState) -> Result<JobsView, crate::store::StoreError> {
     let store = &state.store;
+    let settings = state.settings.get();
     let commits = store.commits()?;
     let restarts = store.restart_counts()?;
     let last = store.last_events()?;
@@ -265,7 +266,7 @@ pub fn jobs_view(state: &ApiState) -> Result<JobsView, crate::store::StoreError>
         .iter()
         .map(|row| {
             job_view(
-                &state.settings,
+                &settings,
                 row,
                 &commits,
                 restarts.get(&row.name).copied().unwrap_or(0),
@@ -328,7 +329,7 @@ pub async fn job(State(state): State<Arc<ApiState>>, UrlPath(name): UrlPath<Stri
             .map_err(internal)?;
         Ok(JobDetail {
             job: job_view(
-                &state.settings,
+                &state.settings.get(),
                 &JobListRow::of(&row),
                 &commits,
                 restarts,
@@ -385,7 +386,7 @@ pub async fn logs(
                 ));
             }
             (Some("latest"), None) => state
-                .settings
+                .started
                 .state_dir
                 .join("logs")
                 .join(&name)
@@ -440,7 +441,7 @@ pub async fn logs(
         };
         Ok(spec::mask_secrets(
             &text,
-            &secret_values(&state.settings, &row),
+            &secret_values(&state.settings.get(), &row),
         ))
     })
     .await;
@@ -558,7 +559,7 @@ pub async fn sync(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(refused) = authorize(&state.settings, &headers) {
+    if let Some(refused) = authorize(&state.settings.get(), &headers) {
         tracing::warn!(%peer, "refused POST /api/v1/sync: unauthorized");
         return refused;
     }
@@ -598,7 +599,7 @@ pub async fn restart(
     UrlPath(name): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(refused) = authorize(&state.settings, &headers) {
+    if let Some(refused) = authorize(&state.settings.get(), &headers) {
         tracing::warn!(%peer, job = %name, "refused POST restart: unauthorized");
         return refused;
     }

@@ -146,7 +146,7 @@ fn authenticate(
         state.metrics.webhook(source, "unauthorized");
         r
     };
-    let secret = match secret(&state.settings) {
+    let secret = match secret(&state.settings.get()) {
         Ok(s) => s,
         Err(e) => return Some(refuse(e.into_response())),
     };
@@ -227,7 +227,7 @@ pub fn read_push(body: &[u8], branch: &str) -> PushVerdict {
 
 /// A verified push payload: a fetch when it moved the config branch.
 fn push(state: &ApiState, source: &'static str, body: &[u8]) -> Response {
-    let git_ref = match read_push(body, &state.settings.repo.branch) {
+    let git_ref = match read_push(body, &state.started.repo.branch) {
         PushVerdict::Fetch(git_ref) => git_ref,
         PushVerdict::Ignore(what) => return ignored(state, source, &what),
         PushVerdict::Malformed(why) => {

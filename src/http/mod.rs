@@ -28,7 +28,7 @@ use crate::alert::Alerter;
 use crate::metrics::{Metrics, Snapshot};
 use crate::reconcile::Reconciler;
 use crate::repo::TriggerControl;
-use crate::settings::Settings;
+use crate::settings::{Live, Settings};
 use crate::store::Store;
 
 /// The largest request body accepted: 1 MiB.
@@ -38,8 +38,11 @@ pub const MAX_BODY: usize = 1024 * 1024;
 pub struct ApiState {
     /// Set after the first reconcile.
     pub ready: AtomicBool,
-    /// The daemon config (token and secret file paths, branch, envs).
-    pub settings: Arc<Settings>,
+    /// The daemon config as it is now (token and secret file paths, `secrets_dir`, envs): read
+    /// at each use, so a reload (SIGHUP) applies to the next request.
+    pub settings: Live,
+    /// The daemon config at start, for the fields taken only at start (`state_dir`, `repo`).
+    pub started: Arc<Settings>,
     /// The store: jobs, runs, events.
     pub store: Store,
     /// Counters.

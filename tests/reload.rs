@@ -1,0 +1,205 @@
+//! SIGHUP reloads against the daemon running in-process (`daemon::run_with` with its config
+//! file): after a reload the HTTP API masks logs with the new `secrets_dir` and takes the new
+//! API token, and a changed cluster is accepted with a warning that it needs a restart.
+//!
+//! A SIGHUP reaches every daemon of the process, so the tests here run one at a time.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Daemon, Git, config, wait_for};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+/// One test at a time: a SIGHUP reaches every daemon of the process.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Starts the daemon in-process with `config.yaml` under `root` as its reloadable config.
+async fn start_reloadable(root: &Path, config_text: &str) -> Daemon {
+    let path = root.join("config.yaml");
+    std::fs::write(&path, config_text).unwrap();
+    let settings = jobkeeper::settings::load(&path)
+        .unwrap_or_else(|d| panic!("config: {}", jobkeeper::diag::render(&d)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state_dir = settings.state_dir.clone();
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn(jobkeeper::daemon::run_with(
+        settings,
+        listener,
+        cancel.clone(),
+        Some(path),
+    ));
+    let db = state_dir.join("jobkeeper.db");
+    let mut store = None;
+    wait_for("the store", Duration::from_secs(10), || {
+        store = db
+            .exists()
+            .then(|| jobkeeper::store::Store::open(&db).ok())
+            .flatten();
+        store.is_some()
+    })
+    .await;
+    Daemon {
+        cancel,
+        handle: Some(handle),
+        state_dir,
+        addr,
+        store: store.unwrap(),
+    }
+}
+
+/// Writes `text` as the config and sends SIGHUP until a reload event newer than the last one
+/// is recorded (the daemon may not listen for SIGHUP yet right after it starts); returns its
+/// message.
+async fn reload(d: &Daemon, root: &Path, text: &str) -> String {
+    // While this test runs, a SIGHUP never takes the default action (ending the process).
+    let _hup = signal(SignalKind::hangup()).unwrap();
+    std::fs::write(root.join("config.yaml"), text).unwrap();
+    let reloads = |d: &Daemon| {
+        d.store
+            .events(None, 200)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind.starts_with("config_reload"))
+            .collect::<Vec<_>>()
+    };
+    let before = reloads(d).first().map_or(0, |e| e.id);
+    for _ in 0..50 {
+        nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGHUP).unwrap();
+        for _ in 0..20 {
+            if let Some(e) = reloads(d).into_iter().find(|e| e.id > before) {
+                assert_eq!(e.kind, "config_reloaded", "{}", e.message);
+                return e.message;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    panic!("no reload recorded");
+}
+
+async fn get(d: &Daemon, path: &str) -> (u16, String) {
+    let r = reqwest::get(format!("http://{}{path}", d.addr))
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn post_sync(d: &Daemon, token: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("http://{}/api/v1/sync", d.addr))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The log of `job` once it has a line with `marker`.
+async fn log_with(d: &Daemon, job: &str, marker: &str) -> String {
+    let mut log = String::new();
+    for _ in 0..500 {
+        log = get(d, &format!("/api/v1/jobs/{job}/logs")).await.1;
+        if log.contains(marker) {
+            return log;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no `{marker}` in the log of {job}: {log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_reload_logs_are_masked_with_the_new_secrets_dir_and_the_new_token_is_taken() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    for (dir, value) in [
+        ("old-secrets", "old-value-1234"),
+        ("new-secrets", "new-value-5678"),
+    ] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+        std::fs::write(root.join(dir).join("pw"), value).unwrap();
+    }
+    std::fs::write(root.join("old-token"), "old-token-abc\n").unwrap();
+    std::fs::write(root.join("new-token"), "new-token-xyz\n").unwrap();
+    let git = Git::new(root, "config");
+    // The job prints the secret it was given (from the old folder) and the new folder's value.
+    git.write(
+        "jobs/talker.yaml",
+        "env: dev\nparams:\n  command: [sh, -c, \"echo given ${secret:pw}; echo other new-value-5678; exec sleep 600\"]\n",
+    );
+    git.commit_push("a job printing a secret");
+    let extra = |secrets: &str, token: &str| {
+        format!(
+            "secrets_dir: {}\napi_token_file: {}\n",
+            root.join(secrets).display(),
+            root.join(token).display()
+        )
+    };
+    let before = config(root, &git, &extra("old-secrets", "old-token"));
+    let mut d = start_reloadable(root, &before).await;
+    d.running_pid("talker").await;
+
+    let log = log_with(&d, "talker", "other").await;
+    assert_eq!(log, "given ***\nother new-value-5678\n");
+    assert_eq!(post_sync(&d, "old-token-abc").await, 202);
+    assert_eq!(post_sync(&d, "new-token-xyz").await, 401);
+
+    let msg = reload(
+        &d,
+        root,
+        &config(root, &git, &extra("new-secrets", "new-token")),
+    )
+    .await;
+    assert!(
+        msg.ends_with("reloaded"),
+        "nothing waits for a restart: {msg}"
+    );
+    let log = log_with(&d, "talker", "other").await;
+    assert_eq!(
+        log, "given old-value-1234\nother ***\n",
+        "the new secrets_dir's value is masked"
+    );
+    assert_eq!(post_sync(&d, "new-token-xyz").await, 202);
+    assert_eq!(post_sync(&d, "old-token-abc").await, 401);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reload_changing_a_cluster_is_accepted_and_says_the_daemon_needs_a_restart() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let git = Git::new(root, "config");
+    git.write("jobs/a.yaml", &common::sleeper(600));
+    git.commit_push("a");
+    let cluster = |port: u16| {
+        config(root, &git, "").replace(
+            "envs:\n",
+            &format!(
+                "envs:\n  stream: {{engine: flink, flink: {{url: \"http://127.0.0.1:{port}\"}}}}\n"
+            ),
+        )
+    };
+    let (old, new) = (common::free_port(), common::free_port());
+    let mut d = start_reloadable(root, &cluster(old)).await;
+    let pid = d.running_pid("a").await;
+
+    let msg = reload(&d, root, &cluster(new)).await;
+    assert!(
+        msg.contains("the cluster of env `stream` changed: restart the daemon to use it"),
+        "{msg}"
+    );
+    // Back to the cluster the daemon started with: nothing waits for a restart.
+    let msg = reload(&d, root, &cluster(old)).await;
+    assert!(msg.ends_with("reloaded"), "{msg}");
+    assert_eq!(
+        d.running_pid("a").await,
+        pid,
+        "jobs untouched by the reloads"
+    );
+    d.stop().await;
+}
