@@ -280,10 +280,8 @@ pub async fn run_with(
         }
         if !started_jobs {
             started_jobs = true;
-            for row in store.jobs()? {
-                if row.desired.is_some() {
-                    reconciler.poke(&row.name);
-                }
+            for (name, _) in store.desired_jobs()? {
+                reconciler.poke(&name);
             }
         }
     }
@@ -345,7 +343,7 @@ async fn status_loop(
         }
         let s = store.clone();
         let Ok(Ok((commit, counts))) = tokio::task::spawn_blocking(move || {
-            Ok::<_, StoreError>((s.applied_commit()?, s.state_counts()?))
+            Ok::<_, StoreError>((s.applied_commit()?, s.job_state_counts()?))
         })
         .await
         else {
@@ -356,8 +354,12 @@ async fn status_loop(
             .and_then(|c| c.get(..8))
             .unwrap_or("none")
             .to_string();
-        let total: i64 = counts.iter().map(|(_, n)| n).sum();
-        let by_state: Vec<String> = counts.iter().map(|(st, n)| format!("{n} {st}")).collect();
+        let total: u64 = counts.iter().map(|(_, n)| n).sum();
+        let by_state: Vec<String> = counts
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(st, n)| format!("{n} {st}"))
+            .collect();
         notifier.status(&format!(
             "applied {commit}; {total} jobs: {}",
             by_state.join(", ")
@@ -401,11 +403,15 @@ async fn reload_loop(
                     )
                 };
                 tracing::info!(event = "config_reloaded", "{msg}");
-                let _ = store.event(&NewEvent {
-                    kind: "config_reloaded",
-                    message: &msg,
-                    ..NewEvent::default()
-                });
+                store.record(
+                    None,
+                    "event config_reloaded",
+                    store.event(&NewEvent {
+                        kind: "config_reloaded",
+                        message: &msg,
+                        ..NewEvent::default()
+                    }),
+                );
                 notifier.ready(&msg);
             }
             Ok(Err(diags)) => {
@@ -417,11 +423,15 @@ async fn reload_loop(
                     diags.len(),
                     diag::render(&diags)
                 );
-                let _ = store.event(&NewEvent {
-                    kind: "config_reload_refused",
-                    message: &msg,
-                    ..NewEvent::default()
-                });
+                store.record(
+                    None,
+                    "event config_reload_refused",
+                    store.event(&NewEvent {
+                        kind: "config_reload_refused",
+                        message: &msg,
+                        ..NewEvent::default()
+                    }),
+                );
                 notifier.ready("config reload refused; the running config stays");
             }
             Err(e) => tracing::error!("config reload failed: {e}"),
@@ -511,11 +521,15 @@ fn lock_state_dir(
 
 fn record(store: &Store, kind: &str, message: &str) {
     tracing::warn!(event = kind, "{message}");
-    let _ = store.event(&NewEvent {
-        kind,
-        message,
-        ..NewEvent::default()
-    });
+    store.record(
+        None,
+        &format!("event {kind}"),
+        store.event(&NewEvent {
+            kind,
+            message,
+            ..NewEvent::default()
+        }),
+    );
 }
 
 /// Errors of one sync.
@@ -593,12 +607,9 @@ fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Option<(String, Vec<Str
                 _ => None,
             })
             .collect();
-        for row in ctx.store.jobs()? {
-            if row.desired.is_some() && !present.contains(&row.name) {
-                changes.push(Change::Remove {
-                    name: row.name,
-                    path: row.path,
-                });
+        for (name, path) in ctx.store.desired_jobs()? {
+            if !present.contains(&name) {
+                changes.push(Change::Remove { name, path });
             }
         }
     }
@@ -609,12 +620,8 @@ fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Option<(String, Vec<Str
     drop(tree);
 
     let names: Vec<&str> = changes.iter().map(Change::name).collect();
-    let applied_specs: std::collections::BTreeMap<String, JobSpec> = ctx
-        .store
-        .applied_specs(&names)?
-        .into_iter()
-        .filter_map(|(n, json)| serde_json::from_str(&json).ok().map(|s| (n, s)))
-        .collect();
+    let applied_specs: std::collections::BTreeMap<String, JobSpec> =
+        ctx.store.applied_specs(&names)?.into_iter().collect();
     let the_plan = plan::plan(&applied_specs, &changes);
 
     let mut updates = Vec::with_capacity(changes.len());

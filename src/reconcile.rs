@@ -37,7 +37,7 @@ use crate::schedule::Schedule;
 use crate::settings::EngineKind;
 use crate::spec::Upgrade;
 use crate::spec::{self, JobSpec, Overlap};
-use crate::store::{JobRow, JobState, NewEvent, RunRow, Store};
+use crate::store::{JobRow, JobState, NewEvent, RunRow, RunState, Store};
 
 /// How long a stopped local run gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -114,11 +114,15 @@ impl Outages {
         if new {
             let message = format!("{engine} does not answer; waiting for it: {why}");
             tracing::warn!(event = "engine_unreachable", "{message}");
-            let _ = store.event(&NewEvent {
-                kind: "engine_unreachable",
-                message: &message,
-                ..NewEvent::default()
-            });
+            store.record(
+                None,
+                "event engine_unreachable",
+                store.event(&NewEvent {
+                    kind: "engine_unreachable",
+                    message: &message,
+                    ..NewEvent::default()
+                }),
+            );
         }
     }
 
@@ -132,11 +136,15 @@ impl Outages {
         if was_down {
             let message = format!("{engine} answers again");
             tracing::info!(event = "engine_reachable", "{message}");
-            let _ = store.event(&NewEvent {
-                kind: "engine_reachable",
-                message: &message,
-                ..NewEvent::default()
-            });
+            store.record(
+                None,
+                "event engine_reachable",
+                store.event(&NewEvent {
+                    kind: "engine_reachable",
+                    message: &message,
+                    ..NewEvent::default()
+                }),
+            );
         }
     }
 
@@ -420,7 +428,7 @@ impl Actor {
             self.applied = applied_of(&row);
         }
         self.adopt_once();
-        let Some(desired_json) = row.desired.as_deref() else {
+        let Some(desired) = row.desired.clone() else {
             if !self
                 .stop_all("job removed from the config repo", true)
                 .await
@@ -428,28 +436,24 @@ impl Actor {
                 return self.wait_for_engine();
             }
             self.applied = None;
-            let _ = self.ctx.store.set_applied(&self.name, None, None, None);
+            self.ctx.store.record(
+                Some(&self.name),
+                "applied spec",
+                self.ctx.store.set_applied(&self.name, None),
+            );
             self.set_state(JobState::Stopped, Some("job file removed"));
             self.event("stopped", None, "job file removed: stopped, history kept");
             return Step::Done;
         };
-        let desired: JobSpec = match serde_json::from_str(desired_json) {
-            Ok(s) => s,
-            Err(err) => {
-                self.set_state(JobState::Failed, Some("stored spec unreadable"));
-                tracing::error!(job = %self.name, "stored spec unreadable: {err}");
-                return Step::Continue;
-            }
-        };
         let desired_hash = row
             .desired_hash
             .clone()
-            .unwrap_or_else(|| spec_hash(desired_json));
+            .unwrap_or_else(|| spec_hash(&serde_json::to_string(&desired).unwrap_or_default()));
         let changed = self.applied.as_ref().map(|(_, h, _)| h) != Some(&desired_hash);
         if first_load {
             // What the previous daemon decided still holds: a job that gave up waits for a new
             // commit or an operator; a version whose build or deploy failed is not retried.
-            self.gave_up = !changed && row.state == JobState::GaveUp.as_str();
+            self.gave_up = !changed && row.state == JobState::GaveUp;
             if changed && matches!(row.reason.as_deref(), Some(BUILD_FAILED | DEPLOY_FAILED)) {
                 self.stalled = Some(desired_hash.clone());
             }
@@ -484,7 +488,7 @@ impl Actor {
             };
             self.applied = Some((desired, desired_hash.clone(), artifact));
             self.record_applied();
-            if changed || row.state != JobState::Suspended.as_str() {
+            if changed || row.state != JobState::Suspended {
                 self.set_state(JobState::Suspended, Some("suspend: true"));
                 if changed {
                     self.event("suspended", None, "suspend: true: stopped, history kept");
@@ -521,7 +525,7 @@ impl Actor {
             }
         } else if desired.is_batch() && self.next_fire.is_none() {
             self.schedule_next(true);
-            if self.live.is_empty() && row.state == JobState::Pending.as_str() {
+            if self.live.is_empty() && row.state == JobState::Pending {
                 self.set_state(JobState::Pending, Some("waiting for its schedule"));
             }
         }
@@ -574,14 +578,10 @@ impl Actor {
         let Some((spec, hash, artifact)) = &self.applied else {
             return;
         };
-        let spec_json = serde_json::to_string(spec).unwrap_or_default();
-        let art = artifact
-            .as_ref()
-            .and_then(|a| serde_json::to_string(a).ok());
-        if let Err(err) =
-            self.ctx
-                .store
-                .set_applied(&self.name, Some(&spec_json), Some(hash), art.as_deref())
+        if let Err(err) = self
+            .ctx
+            .store
+            .set_applied(&self.name, Some((spec, hash, artifact.as_ref())))
         {
             tracing::error!(job = %self.name, "could not record applied spec: {err}");
         }
@@ -967,7 +967,13 @@ impl Actor {
         let (req, secrets) = match self.request(&spec, artifact.as_ref(), run_id, log_path) {
             Ok(r) => r,
             Err(e) => {
-                let _ = self.ctx.store.finish_run(run_id, "failed", Some(&e));
+                self.ctx.store.record(
+                    Some(&self.name),
+                    "run end",
+                    self.ctx
+                        .store
+                        .finish_run(run_id, RunState::Failed, Some(&e)),
+                );
                 return Err(e);
             }
         };
@@ -983,8 +989,7 @@ impl Actor {
                     engine_id: chosen_id.unwrap_or_default(),
                     start_ticks: None,
                 };
-                let json = serde_json::to_string(&handle).unwrap_or_default();
-                if let Err(e) = self.ctx.store.set_run_running(run_id, &json) {
+                if let Err(e) = self.ctx.store.set_run_running(run_id, &handle) {
                     tracing::error!(job = %self.name, "could not record run handle: {e}");
                 }
                 let location = engine.location();
@@ -1004,8 +1009,7 @@ impl Actor {
                 Ok(run_id)
             }
             Ok(handle) => {
-                let json = serde_json::to_string(&handle).unwrap_or_default();
-                if let Err(e) = self.ctx.store.set_run_running(run_id, &json) {
+                if let Err(e) = self.ctx.store.set_run_running(run_id, &handle) {
                     tracing::error!(job = %self.name, "could not record run handle: {e}");
                 }
                 let deadline = if batch {
@@ -1027,7 +1031,13 @@ impl Actor {
             }
             Err(e) => {
                 let reason = spec::mask_secrets(&e.to_string(), &secrets);
-                let _ = self.ctx.store.finish_run(run_id, "failed", Some(&reason));
+                self.ctx.store.record(
+                    Some(&self.name),
+                    "run end",
+                    self.ctx
+                        .store
+                        .finish_run(run_id, RunState::Failed, Some(&reason)),
+                );
                 Err(reason)
             }
         }
@@ -1050,7 +1060,10 @@ impl Actor {
     async fn stop_all(&mut self, why: &str, keep_state: bool) -> bool {
         let mut kept = Vec::new();
         for live in std::mem::take(&mut self.live) {
-            if let Err(live) = self.stop_run(live, "stopped", why, keep_state).await {
+            if let Err(live) = self
+                .stop_run(live, RunState::Stopped, why, keep_state)
+                .await
+            {
                 kept.push(live);
             }
         }
@@ -1068,7 +1081,7 @@ impl Actor {
     async fn stop_run(
         &mut self,
         live: Live,
-        state: &str,
+        state: RunState,
         why: &str,
         keep_state: bool,
     ) -> Result<(), Live> {
@@ -1085,14 +1098,18 @@ impl Actor {
                 );
             }
         }
-        let _ = self.ctx.store.finish_run(live.run_id, state, Some(why));
+        self.ctx.store.record(
+            Some(&self.name),
+            "run end",
+            self.ctx.store.finish_run(live.run_id, state, Some(why)),
+        );
         Ok(())
     }
 
     async fn stop_cluster_run(
         &mut self,
         live: Live,
-        state: &str,
+        state: RunState,
         why: &str,
         keep_state: bool,
     ) -> Result<(), Live> {
@@ -1125,7 +1142,11 @@ impl Actor {
         match result {
             Ok(savepoint) => {
                 self.ctx.outages.up(&self.ctx.store, &location);
-                let _ = self.ctx.store.finish_run(live.run_id, state, Some(why));
+                self.ctx.store.record(
+                    Some(&self.name),
+                    "run end",
+                    self.ctx.store.finish_run(live.run_id, state, Some(why)),
+                );
                 match savepoint {
                     Some(sp) => {
                         let kind = "savepoint";
@@ -1227,7 +1248,13 @@ impl Actor {
     /// (not a failure: the restart policy does not count it).
     async fn not_submitted(&mut self, live: Live) {
         let why = "never reached the cluster (its answer to the submit was lost)";
-        let _ = self.ctx.store.finish_run(live.run_id, "stopped", Some(why));
+        self.ctx.store.record(
+            Some(&self.name),
+            "run end",
+            self.ctx
+                .store
+                .finish_run(live.run_id, RunState::Stopped, Some(why)),
+        );
         let batch = self.applied.as_ref().is_some_and(|(s, _, _)| s.is_batch());
         if self.applied.is_some() && !self.gave_up {
             self.start(
@@ -1262,15 +1289,12 @@ impl Actor {
             .map(|(_, secrets)| secrets)
             .unwrap_or_default();
         for run in runs.into_iter().rev() {
-            if run.state != "running" || run.engine == EngineKind::Local.as_str() {
+            if run.state != RunState::Running || run.engine == EngineKind::Local.as_str() {
                 continue;
             }
-            let (Some(handle), Some(engine)) = (
-                run.handle
-                    .as_deref()
-                    .and_then(|h| serde_json::from_str::<RunHandle>(h).ok()),
-                self.ctx.engine_of_run(&run).cloned(),
-            ) else {
+            let (Some(handle), Some(engine)) =
+                (run.handle.clone(), self.ctx.engine_of_run(&run).cloned())
+            else {
                 continue;
             };
             let msg = format!(
@@ -1306,7 +1330,13 @@ impl Actor {
         match exit.status {
             RunStatus::Running => self.live.push(live),
             RunStatus::Succeeded if batch => {
-                let _ = self.ctx.store.finish_run(live.run_id, "succeeded", None);
+                self.ctx.store.record(
+                    Some(&self.name),
+                    "run end",
+                    self.ctx
+                        .store
+                        .finish_run(live.run_id, RunState::Succeeded, None),
+                );
                 self.restarts.succeeded();
                 let how = if live.engine.kind() == EngineKind::Local.as_str() {
                     "run finished with exit 0"
@@ -1327,16 +1357,20 @@ impl Actor {
             }
             status => {
                 let state = if matches!(status, RunStatus::Succeeded) {
-                    "succeeded"
+                    RunState::Succeeded
                 } else {
-                    "failed"
+                    RunState::Failed
                 };
                 let reason = match status {
                     RunStatus::Failed(r) => spec::mask_secrets(&r, &live.secrets),
                     RunStatus::Vanished => "the run vanished".to_string(),
                     _ => "a service job finished with success; it must always run".to_string(),
                 };
-                let _ = self.ctx.store.finish_run(live.run_id, state, Some(&reason));
+                self.ctx.store.record(
+                    Some(&self.name),
+                    "run end",
+                    self.ctx.store.finish_run(live.run_id, state, Some(&reason)),
+                );
                 self.event("failed", Some(live.run_id), &reason);
                 self.failing = true;
                 self.recover_at = None;
@@ -1462,7 +1496,7 @@ impl Actor {
                 .and_then(|(s, _, _)| s.timeout)
                 .unwrap_or_default();
             let reason = format!("timed out after {}", humantime::format_duration(timeout));
-            if let Err(mut live) = self.stop_run(live, "failed", &reason, false).await {
+            if let Err(mut live) = self.stop_run(live, RunState::Failed, &reason, false).await {
                 live.deadline = Some(now + ENGINE_WAIT.1); // the cluster did not answer
                 self.live.push(live);
                 continue;
@@ -1554,7 +1588,7 @@ impl Actor {
         for live in std::mem::take(&mut self.live) {
             if live.engine.kind() == EngineKind::Local.as_str() {
                 let _ = self
-                    .stop_run(live, "stopped", "daemon shutdown", false)
+                    .stop_run(live, RunState::Stopped, "daemon shutdown", false)
                     .await;
             }
         }
@@ -1602,21 +1636,19 @@ pub fn one_line(message: &str) -> String {
 fn run_main_class(ctx: &Context, run: &RunRow) -> Option<String> {
     let row = ctx.store.job(&run.job).ok()??;
     let spec = if row.desired_hash.as_deref() == Some(run.spec_hash.as_str()) {
-        row.desired.as_deref()
+        row.desired
     } else {
-        row.applied.as_deref()
+        row.applied
     }?;
-    let spec: JobSpec = serde_json::from_str(spec).ok()?;
     spec.params.main_class
 }
 
 fn applied_of(row: &JobRow) -> Option<(JobSpec, String, Option<Artifact>)> {
-    let spec: JobSpec = serde_json::from_str(row.applied.as_deref()?).ok()?;
-    let artifact = row
-        .artifact
-        .as_deref()
-        .and_then(|a| serde_json::from_str(a).ok());
-    Some((spec, row.applied_hash.clone()?, artifact))
+    Some((
+        row.applied.clone()?,
+        row.applied_hash.clone()?,
+        row.artifact.clone(),
+    ))
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
@@ -1635,10 +1667,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 pub async fn recover_live_runs(ctx: &Context) -> Result<usize, crate::store::StoreError> {
     let mut n = 0;
     for run in ctx.store.live_runs()? {
-        let handle: Option<RunHandle> = run
-            .handle
-            .as_deref()
-            .and_then(|h| serde_json::from_str(h).ok());
+        let handle: Option<RunHandle> = run.handle.clone();
         let engine = ctx.engine_of_run(&run);
         let outcome = match (handle, engine) {
             (Some(h), Some(e)) if e.kind() == EngineKind::Local.as_str() => {
@@ -1689,8 +1718,7 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, crate::store::Sto
                     }
                     // The cluster has it, or cannot say: keep it for the actor (never twice).
                     _ => {
-                        let json = serde_json::to_string(&h).unwrap_or_default();
-                        ctx.store.set_run_running(run.id, &json)?;
+                        ctx.store.set_run_running(run.id, &h)?;
                         continue;
                     }
                 }
@@ -1710,8 +1738,7 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, crate::store::Sto
                             engine_id: id.clone(),
                             start_ticks: None,
                         };
-                        let json = serde_json::to_string(&h).unwrap_or_default();
-                        ctx.store.set_run_running(run.id, &json)?;
+                        ctx.store.set_run_running(run.id, &h)?;
                         tracing::info!(job = %run.job, run = run.id, id = %id, "found the run's unrecorded driver on the cluster; its job adopts it");
                         continue;
                     }
@@ -1725,7 +1752,8 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, crate::store::Sto
             (None, None) => "never started: the daemon stopped while submitting it".to_string(),
             _ => "lost: its engine is not available".to_string(),
         };
-        ctx.store.finish_run(run.id, "stopped", Some(&outcome))?;
+        ctx.store
+            .finish_run(run.id, RunState::Stopped, Some(&outcome))?;
         ctx.store.event(&NewEvent {
             job: Some(&run.job),
             run_id: Some(run.id),
