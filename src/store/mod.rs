@@ -142,10 +142,12 @@ impl Store {
             Ok(v) => Some(v),
             Err(err) => {
                 self.write_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(
-                    job = job.unwrap_or(""),
-                    "store write failed ({what}); carrying on: {err}"
-                );
+                match job {
+                    Some(job) => {
+                        tracing::error!(job, "store write failed ({what}); carrying on: {err}");
+                    }
+                    None => tracing::error!("store write failed ({what}); carrying on: {err}"),
+                }
                 None
             }
         }
