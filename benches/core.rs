@@ -175,8 +175,7 @@ fn bench_push(pushes: usize) -> Vec<String> {
         let live_pid = |store: &Store| -> Option<(i64, u32)> {
             let runs = store.runs(job, 1).ok()?;
             let r = runs.first().filter(|r| r.state == "running")?;
-            let v: serde_json::Value = serde_json::from_str(r.handle.as_deref()?).ok()?;
-            let pid = v["engine_id"].as_str()?.parse().ok()?;
+            let pid = r.handle.as_ref()?.engine_id.parse().ok()?;
             alive(pid).then_some((r.id, pid))
         };
         let wait_new = |store: &Store, after: i64| {
@@ -345,8 +344,7 @@ fn bench_start(jobs: usize) -> Vec<String> {
 fn live_pid(store: &Store, job: &str) -> Option<(i64, u32)> {
     let runs = store.runs(job, 1).ok()?;
     let r = runs.first().filter(|r| r.state == "running")?;
-    let v: serde_json::Value = serde_json::from_str(r.handle.as_deref()?).ok()?;
-    let pid = v["engine_id"].as_str()?.parse().ok()?;
+    let pid = r.handle.as_ref()?.engine_id.parse().ok()?;
     alive(pid).then_some((r.id, pid))
 }
 
@@ -550,10 +548,7 @@ fn bench_fleet(jobs: usize, samples: usize) -> Vec<String> {
                         .and_then(|(_, n)| n.parse::<usize>().ok())
                         .is_some_and(|i| i % 4 == 0)
                 })
-                .filter_map(|r| {
-                    let v: serde_json::Value = serde_json::from_str(r.handle.as_deref()?).ok()?;
-                    v["engine_id"].as_str()?.parse::<u32>().ok()
-                })
+                .filter_map(|r| r.handle.as_ref()?.engine_id.parse::<u32>().ok())
                 .filter(|pid| {
                     // `sleep <marker>`: the marker's millions are the version.
                     std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
@@ -916,9 +911,8 @@ fn bench_flink(url: &str, lib: &str, n: usize) -> Vec<String> {
                     if let Some(jid) = live
                         .first()
                         .filter(|r| r.state == "running")
-                        .and_then(|r| r.handle.as_deref())
-                        .and_then(|h| serde_json::from_str::<serde_json::Value>(h).ok())
-                        .and_then(|v| v["engine_id"].as_str().map(str::to_string))
+                        .and_then(|r| r.handle.as_ref())
+                        .map(|h| h.engine_id.clone())
                         .filter(|j| !old.contains(j))
                         && flink_jobs(&http, url)
                             .await
@@ -1063,8 +1057,7 @@ async fn spark_new_driver(store: &Store, job: &str, old: &[String]) -> (i64, Str
             .into_iter()
             .next()
             .and_then(|r| {
-                let h: serde_json::Value = serde_json::from_str(r.handle.as_deref()?).ok()?;
-                let id = h["engine_id"].as_str()?.to_string();
+                let id = r.handle.as_ref()?.engine_id.clone();
                 (!id.is_empty() && !old.contains(&id)).then_some((r.id, id))
             });
         if let Some(f) = found {

@@ -350,10 +350,8 @@ impl Follower {
             }
             if !self.started_jobs {
                 self.started_jobs = true;
-                for row in self.ctx.store.jobs()? {
-                    if row.desired.is_some() {
-                        self.reconciler.poke(&row.name);
-                    }
+                for (name, _) in self.ctx.store.desired_jobs()? {
+                    self.reconciler.poke(&name);
                 }
             }
         }
@@ -466,7 +464,7 @@ async fn status_loop(store: Store, notifier: Arc<Notifier>, cancel: Cancellation
         }
         let s = store.clone();
         let Ok(Ok((commit, counts))) = tokio::task::spawn_blocking(move || {
-            Ok::<_, StoreError>((s.applied_commit()?, s.state_counts()?))
+            Ok::<_, StoreError>((s.applied_commit()?, s.job_state_counts()?))
         })
         .await
         else {
@@ -477,8 +475,12 @@ async fn status_loop(store: Store, notifier: Arc<Notifier>, cancel: Cancellation
             .and_then(|c| c.get(..8))
             .unwrap_or("none")
             .to_string();
-        let total: i64 = counts.iter().map(|(_, n)| n).sum();
-        let by_state: Vec<String> = counts.iter().map(|(st, n)| format!("{n} {st}")).collect();
+        let total: u64 = counts.iter().map(|(_, n)| n).sum();
+        let by_state: Vec<String> = counts
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(st, n)| format!("{n} {st}"))
+            .collect();
         notifier.status(&format!(
             "applied {commit}; {total} jobs: {}",
             by_state.join(", ")
@@ -568,11 +570,15 @@ fn lock_state_dir(
 
 fn record(store: &Store, kind: &str, message: &str) {
     tracing::warn!(event = kind, "{message}");
-    let _ = store.event(&NewEvent {
-        kind,
-        message,
-        ..NewEvent::default()
-    });
+    store.record(
+        None,
+        &format!("event {kind}"),
+        store.event(&NewEvent {
+            kind,
+            message,
+            ..NewEvent::default()
+        }),
+    );
 }
 
 /// SIGTERM or SIGINT cancels `cancel` (a graceful stop); a second one exits at once.

@@ -3,8 +3,8 @@
 //! Prometheus text format (version 0.0.4) with `HELP` and `TYPE` lines, names prefixed
 //! `jobkeeper_`.
 //!
-//! Values that the store or the alerter already keep (jobs by state, the applied commit, alerts
-//! sent and failed) are read when `/metrics` is scraped, not counted twice.
+//! Values that the store or the alerter already keep (jobs by state, the applied commit, failed
+//! store writes, alerts sent and failed) are read when `/metrics` is scraped, not counted twice.
 
 use crate::event::EventKind;
 use std::collections::BTreeMap;
@@ -76,6 +76,8 @@ pub struct Snapshot {
     pub jobs_by_state: Vec<(JobState, u64)>,
     /// The applied config commit (full id), once there is one.
     pub applied_commit: Option<String>,
+    /// Store writes that failed and were carried on from ([`crate::store::Store::record`]).
+    pub store_write_errors: u64,
     /// The alerter's counters.
     pub alerts: AlertStats,
     /// 1 once the first reconcile is done.
@@ -205,6 +207,14 @@ impl Metrics {
             sample(o, "job_events_total", &[("event", kind)], *n);
         }
 
+        family(
+            o,
+            "store_write_errors_total",
+            "counter",
+            "Store writes that failed; the daemon carried on (see docs/operations.md).",
+        );
+        sample(o, "store_write_errors_total", &[], snap.store_write_errors);
+
         let a = snap.alerts;
         for (name, help, v) in [
             ("alerts_sent_total", "Alerts a channel accepted.", a.sent),
@@ -326,6 +336,7 @@ mod tests {
         let text = m.render(&Snapshot {
             jobs_by_state: vec![(JobState::Running, 2)],
             applied_commit: Some("abc".into()),
+            store_write_errors: 3,
             alerts: AlertStats {
                 sent: 4,
                 ..AlertStats::default()
@@ -341,6 +352,7 @@ mod tests {
             "jobkeeper_restarts_total{job=\"a\\\"b\"} 1",
             "jobkeeper_builds_total{result=\"ok\"} 1",
             "jobkeeper_alerts_sent_total 4",
+            "jobkeeper_store_write_errors_total 3",
             "jobkeeper_reconcile_duration_seconds_bucket{le=\"0.001\"} 0",
             "jobkeeper_reconcile_duration_seconds_bucket{le=\"0.005\"} 1",
             "jobkeeper_reconcile_duration_seconds_bucket{le=\"+Inf\"} 1",

@@ -197,12 +197,8 @@ pub fn apply_tip(
     }
     let (changes, info) = read_changes(repo, ctx, applied.as_deref(), tip)?;
     let names: Vec<&str> = changes.iter().map(Change::name).collect();
-    let applied_specs: BTreeMap<String, JobSpec> = ctx
-        .store
-        .applied_specs(&names)?
-        .into_iter()
-        .filter_map(|(n, json)| serde_json::from_str(&json).ok().map(|s| (n, s)))
-        .collect();
+    let applied_specs: BTreeMap<String, JobSpec> =
+        ctx.store.applied_specs(&names)?.into_iter().collect();
     let the_plan = plan::plan(&applied_specs, &changes);
     log_plan(&the_plan, &info);
     let out = store_updates(&changes, &the_plan);
@@ -244,12 +240,12 @@ fn read_changes(
             .collect();
         let stored: Vec<StoredJob> = ctx
             .store
-            .jobs()?
+            .desired_jobs()?
             .into_iter()
-            .map(|row| StoredJob {
-                desired: row.desired.is_some(),
-                name: row.name,
-                path: row.path,
+            .map(|(name, path)| StoredJob {
+                desired: true,
+                name,
+                path,
             })
             .collect();
         changes.extend(removed_jobs(&present, &stored));

@@ -196,6 +196,7 @@ async fn builds_that_fail_time_out_or_match_wrong_artifacts_leave_the_running_ve
     })
     .await;
     let artifact = d.job("app").unwrap().artifact.expect("artifact recorded");
+    let artifact = artifact.path.to_string_lossy();
     assert!(
         artifact.contains("/artifacts/") && artifact.contains("app-1.sh"),
         "{artifact}"

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
+use jobkeeper::store::RunState;
 use receivers::HttpReceiver;
 use serde_json::Value;
 
@@ -375,13 +376,10 @@ async fn a_driver_whose_id_a_crashed_daemon_never_recorded_is_adopted_not_double
         .await
         .unwrap();
     d.store
-        .finish_run(first, "stopped", Some("test: replaced"))
+        .finish_run(first, RunState::Stopped, Some("test: replaced"))
         .unwrap();
     let job = d.job("lost").unwrap();
-    let jar = serde_json::from_str::<Value>(job.artifact.as_deref().unwrap()).unwrap()["path"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let jar = job.artifact.unwrap().path.to_string_lossy().into_owned();
     let lost_run = d
         .store
         .insert_run(

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::{AlertChannel, EVENTS, Live, Settings};
+use crate::spec::JobSpec;
 use crate::store::{EventRow, NewAlertSent, Store};
 
 /// Events sent about the whole daemon rather than one job.
@@ -298,11 +299,10 @@ fn parse_attempt(s: &str) -> Option<(u32, u32)> {
     Some((n.parse().ok()?, m.parse().ok()?))
 }
 
-/// The spec (JSON) the job runs or is to run.
-fn job_spec(store: &Store, job: &str) -> Option<serde_json::Value> {
+/// The spec the job runs or is to run.
+fn job_spec(store: &Store, job: &str) -> Option<JobSpec> {
     let row = store.job(job).ok()??;
-    let json = row.desired.or(row.applied)?;
-    serde_json::from_str(&json).ok()
+    row.desired.or(row.applied)
 }
 
 /// The channels an event goes to: the job's `alerts`, else its env's, each filtered by its
@@ -317,19 +317,14 @@ pub fn route(settings: &Settings, job_alerts: Option<&[String]>, event: &str) ->
 }
 
 /// The job's channels: its own `alerts`, else its env's; `None` when it has no known spec.
-fn job_channels(settings: &Settings, spec: Option<&serde_json::Value>) -> Option<Vec<String>> {
+fn job_channels(settings: &Settings, spec: Option<&JobSpec>) -> Option<Vec<String>> {
     let spec = spec?;
-    if let Some(list) = spec.get("alerts").and_then(|a| a.as_array()) {
-        return Some(
-            list.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-        );
+    if let Some(list) = &spec.alerts {
+        return Some(list.clone());
     }
-    let env = spec.get("env").and_then(|e| e.as_str())?;
     Some(
         settings
-            .env(env)
+            .env(&spec.env)
             .map(|e| e.alerts.clone())
             .unwrap_or_default(),
     )
@@ -368,11 +363,7 @@ pub fn alert_for(
     if channels.is_empty() {
         return None;
     }
-    let env = spec
-        .as_ref()
-        .and_then(|s| s.get("env"))
-        .and_then(|e| e.as_str())
-        .map(str::to_string);
+    let env = spec.as_ref().map(|s| s.env.clone());
     let mut engine = env
         .as_deref()
         .and_then(|e| settings.env(e))
@@ -381,15 +372,7 @@ pub fn alert_for(
     if let Some(run_id) = ev.run_id {
         if let Ok(Some(run)) = store.run(run_id) {
             engine = Some(run.engine.clone());
-            engine_job_id = run
-                .handle
-                .as_deref()
-                .and_then(|h| serde_json::from_str::<serde_json::Value>(h).ok())
-                .and_then(|h| {
-                    h.get("engine_id")
-                        .and_then(|i| i.as_str())
-                        .map(String::from)
-                });
+            engine_job_id = run.handle.map(|h| h.engine_id);
         }
         if attempt.is_none() {
             // A failed run: the attempt is the one that started it.

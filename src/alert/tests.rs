@@ -110,32 +110,22 @@ fn routing_uses_the_job_then_the_env_then_the_on_filter() {
         author: "Ann <a@x>".into(),
         subject: "s".into(),
     };
-    let spec = |env: &str, alerts: Option<&str>| {
-        let mut v = serde_json::json!({"env": env});
-        if let Some(a) = alerts {
-            v["alerts"] = serde_json::json!([a]);
-        }
-        crate::store::DesiredUpdate::Spec {
-            name: String::new(),
-            path: String::new(),
-            spec: v.to_string(),
-            hash: "h".into(),
-        }
-    };
     let mut updates = Vec::new();
     for (name, env, alerts) in [
         ("p", "prod", None),
         ("d", "dev", None),
         ("own", "dev", Some("chat")),
     ] {
-        let crate::store::DesiredUpdate::Spec { spec, hash, .. } = spec(env, alerts) else {
-            unreachable!()
-        };
+        let mut yaml = format!("env: {env}\nparams:\n  command: [\"true\"]\n");
+        if let Some(a) = alerts {
+            yaml.push_str(&format!("alerts: [{a}]\n"));
+        }
+        let spec = crate::spec::parse_job("a.yaml", yaml.as_bytes(), Default::default()).unwrap();
         updates.push(crate::store::DesiredUpdate::Spec {
             name: name.into(),
             path: format!("jobs/{name}.yaml"),
-            spec,
-            hash,
+            spec: serde_json::to_string(&spec).unwrap(),
+            hash: "h".into(),
         });
     }
     store.apply_commit(&commit, &updates, &[]).unwrap();

@@ -20,7 +20,7 @@ use subtle::ConstantTimeEq;
 use super::ApiState;
 use crate::repo::TriggerReason;
 use crate::settings::Settings;
-use crate::spec::{self, JobSpec};
+use crate::spec;
 use crate::store::{CommitRecord, EventRow, JobListRow, JobRow, NewEvent, RunRow, Store};
 
 /// Runs listed for one job.
@@ -150,7 +150,7 @@ impl RunView {
     fn of(r: &RunRow) -> RunView {
         RunView {
             id: r.id,
-            state: r.state.clone(),
+            state: r.state.as_str().to_string(),
             reason: r.reason.clone(),
             engine: r.engine.clone(),
             commit: r.commit_id.as_ref().map(|c| c.chars().take(8).collect()),
@@ -238,7 +238,7 @@ fn job_view(
         .map(|e| e.engine.as_str().to_string());
     JobView {
         name: row.name.clone(),
-        state: row.state.clone(),
+        state: row.state.as_str().to_string(),
         reason: row.reason.clone(),
         env,
         engine,
@@ -454,13 +454,12 @@ pub async fn logs(
 /// The secret values the job's specs (desired and applied) refer to, as they are now.
 fn secret_values(settings: &Settings, row: &JobRow) -> Vec<String> {
     let mut values = Vec::new();
-    for json in [row.desired.as_deref(), row.applied.as_deref()]
+    for spec in [row.desired.as_ref(), row.applied.as_ref()]
         .into_iter()
         .flatten()
     {
-        if let Ok(spec) = serde_json::from_str::<JobSpec>(json)
-            && let Ok((_, v)) =
-                spec::resolve_secrets_with_values(&spec.params, settings.secrets_dir.as_deref())
+        if let Ok((_, v)) =
+            spec::resolve_secrets_with_values(&spec.params, settings.secrets_dir.as_deref())
         {
             values.extend(v);
         }

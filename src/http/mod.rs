@@ -121,6 +121,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     let snap = tokio::task::spawn_blocking(move || Snapshot {
         jobs_by_state: st.store.job_state_counts().unwrap_or_default(),
         applied_commit: st.store.applied_commit().ok().flatten(),
+        store_write_errors: st.store.write_errors(),
         alerts: st.alerter.as_ref().map(Alerter::stats).unwrap_or_default(),
         ready: st.ready.load(Ordering::Acquire),
     })

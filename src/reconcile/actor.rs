@@ -19,7 +19,7 @@ use crate::engine::{Engine, RunExit, RunHandle};
 use crate::event::{Attempt, EventKind, JobEvent};
 use crate::health::RestartTracker;
 use crate::spec::{JobSpec, Upgrade};
-use crate::store::{JobRow, JobState};
+use crate::store::{JobRow, JobState, RunState};
 
 /// First and longest wait before looking again at a cluster that did not answer.
 pub const ENGINE_WAIT: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
@@ -174,7 +174,7 @@ impl Actor {
         self.applied = deployed_of(&row);
         let applied_hash = self.applied.as_ref().map(|a| a.hash.as_str());
         let changed = row.desired_hash.is_some() && row.desired_hash.as_deref() != applied_hash;
-        if !changed && state_of(&row) == JobState::GaveUp {
+        if !changed && row.state == JobState::GaveUp {
             self.standing = Standing::GaveUp;
         }
         if changed && matches!(row.reason.as_deref(), Some(BUILD_FAILED | DEPLOY_FAILED)) {
@@ -223,14 +223,7 @@ impl Actor {
             return true;
         };
         self.commit = row.desired_commit.clone();
-        let desired = match desired_of(&row) {
-            Ok(d) => d,
-            Err(err) => {
-                self.set_state(JobState::Failed, Some("stored spec unreadable"));
-                tracing::error!(job = %self.name, "stored spec unreadable: {err}");
-                return false;
-            }
-        };
+        let desired = desired_of(&row);
         let want = match &desired {
             Some((spec, hash)) => Desired::Spec { spec, hash },
             None => Desired::Removed,
@@ -244,7 +237,7 @@ impl Actor {
             self.timers.recover = None;
             self.restarts.reset();
         }
-        let action = decide::decide(want, self.observed(state_of(&row)));
+        let action = decide::decide(want, self.observed(row.state));
         let hash = desired.as_ref().map(|(_, h)| h.clone()).unwrap_or_default();
         let result = match (action, desired) {
             (Action::Remove, _) => return self.remove().await,
@@ -347,9 +340,12 @@ impl Actor {
             return false;
         }
         self.applied = None;
-        if let Err(err) = self.ctx.store.set_applied(&self.name, None, None, None) {
-            tracing::error!(job = %self.name, "could not record the removal: {err}");
-        }
+        let store = &self.ctx.store;
+        store.record(
+            Some(&self.name),
+            "applied spec",
+            store.set_applied(&self.name, None),
+        );
         self.set_state(JobState::Stopped, Some("job file removed"));
         self.event(
             None,
@@ -432,18 +428,13 @@ impl Actor {
         let Some(d) = &self.applied else {
             return;
         };
-        let spec_json = serde_json::to_string(&d.spec).unwrap_or_default();
-        let art = d
-            .artifact
-            .as_ref()
-            .and_then(|a| serde_json::to_string(a).ok());
-        if let Err(err) =
-            self.ctx
-                .store
-                .set_applied(&self.name, Some(&spec_json), Some(&d.hash), art.as_deref())
-        {
-            tracing::error!(job = %self.name, "could not record applied spec: {err}");
-        }
+        let store = &self.ctx.store;
+        let applied = (&d.spec, d.hash.as_str(), d.artifact.as_ref());
+        store.record(
+            Some(&self.name),
+            "applied spec",
+            store.set_applied(&self.name, Some(applied)),
+        );
     }
 
     /// Daemon shutdown: runs that do not outlive the daemon stop with it; the others keep
@@ -453,7 +444,7 @@ impl Actor {
             if !live.engine.runs_survive_daemon() {
                 // A local stop always ends the run's record: nothing is handed back.
                 let _ = self
-                    .stop_run(live, RunEnd::Stopped, "daemon shutdown", false)
+                    .stop_run(live, RunState::Stopped, "daemon shutdown", false)
                     .await;
             }
         }
@@ -470,53 +461,22 @@ pub(super) enum Stall {
     Nothing,
 }
 
-/// How a stopped run is recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum RunEnd {
-    /// Stopped on purpose.
-    Stopped,
-    /// Stopped as failed (a timeout).
-    Failed,
-}
-
-impl RunEnd {
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            RunEnd::Stopped => "stopped",
-            RunEnd::Failed => "failed",
-        }
-    }
-}
-
-/// The state a job row shows.
-pub(super) fn state_of(row: &JobRow) -> JobState {
-    JobState::parse(&row.state).unwrap_or(JobState::Pending)
-}
-
 /// The desired version of a row: `None` once its file was removed.
-fn desired_of(row: &JobRow) -> Result<Option<(JobSpec, String)>, serde_json::Error> {
-    let Some(json) = row.desired.as_deref() else {
-        return Ok(None);
-    };
-    let spec = serde_json::from_str(json)?;
+fn desired_of(row: &JobRow) -> Option<(JobSpec, String)> {
+    let spec = row.desired.clone()?;
     let hash = row
         .desired_hash
         .clone()
-        .unwrap_or_else(|| super::spec_hash(json));
-    Ok(Some((spec, hash)))
+        .unwrap_or_else(|| super::spec_hash(&serde_json::to_string(&spec).unwrap_or_default()));
+    Some((spec, hash))
 }
 
 /// The deployed version of a row.
 fn deployed_of(row: &JobRow) -> Option<Deployed> {
-    let spec: JobSpec = serde_json::from_str(row.applied.as_deref()?).ok()?;
-    let artifact = row
-        .artifact
-        .as_deref()
-        .and_then(|a| serde_json::from_str(a).ok());
     Some(Deployed {
-        spec,
+        spec: row.applied.clone()?,
         hash: row.applied_hash.clone()?,
-        artifact,
+        artifact: row.artifact.clone(),
     })
 }
 

@@ -7,18 +7,14 @@ use super::Context;
 use super::emit::Scope;
 use crate::engine::{NEVER_STARTED, RecordedRun, Recovery};
 use crate::event::JobEvent;
-use crate::spec::JobSpec;
-use crate::store::{RunRow, StoreError};
+use crate::store::{RunRow, RunState, StoreError};
 
 /// Recovers every run recorded as live (see the module doc). Returns the number of runs
 /// recorded as ended.
 pub async fn recover_live_runs(ctx: &Context) -> Result<usize, StoreError> {
     let mut n = 0;
     for run in ctx.store.live_runs()? {
-        let handle = run
-            .handle
-            .as_deref()
-            .and_then(|h| serde_json::from_str::<crate::engine::RunHandle>(h).ok());
+        let handle = run.handle.clone();
         let note = match ctx.engine_of_run(&run) {
             Some(engine) => {
                 let main_class = run_main_class(ctx, &run);
@@ -33,8 +29,7 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, StoreError> {
                 match engine.recover(&recorded).await {
                     Recovery::Adopt(h) => {
                         if handle.as_ref() != Some(&h) {
-                            let json = serde_json::to_string(&h).unwrap_or_default();
-                            ctx.store.set_run_running(run.id, &json)?;
+                            ctx.store.set_run_running(run.id, &h)?;
                         }
                         continue;
                     }
@@ -44,7 +39,8 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, StoreError> {
             None if handle.is_none() => NEVER_STARTED.to_string(),
             None => "lost: its engine is not available".to_string(),
         };
-        ctx.store.finish_run(run.id, "stopped", Some(&note))?;
+        ctx.store
+            .finish_run(run.id, RunState::Stopped, Some(&note))?;
         let scope = Scope::job(&run.job, run.commit_id.as_deref()).run(Some(run.id));
         ctx.events.emit(scope, &JobEvent::Stopped { why: note });
         n += 1;
@@ -56,10 +52,9 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, StoreError> {
 fn run_main_class(ctx: &Context, run: &RunRow) -> Option<String> {
     let row = ctx.store.job(&run.job).ok()??;
     let spec = if row.desired_hash.as_deref() == Some(run.spec_hash.as_str()) {
-        row.desired.as_deref()
+        row.desired
     } else {
-        row.applied.as_deref()
+        row.applied
     }?;
-    let spec: JobSpec = serde_json::from_str(spec).ok()?;
     spec.params.main_class
 }

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::actor::{Actor, ENGINE_WAIT, Live, RunEnd, Stall, Standing};
+use super::actor::{Actor, ENGINE_WAIT, Live, Stall, Standing};
 use super::decide::StepError;
 use crate::engine::{EngineError, RunExit, RunHandle, RunStatus, STOP_GRACE};
 use crate::event::JobEvent;
 use crate::spec;
-use crate::store::JobState;
+use crate::store::{JobState, RunState};
 
 impl Actor {
     /// Submits the deployed version; returns the run id, or why it was refused (secrets masked).
@@ -37,7 +37,7 @@ impl Actor {
         let (req, secrets) = match request {
             Ok(r) => r,
             Err(e) => {
-                self.finish_run(run_id, "failed", Some(&e));
+                self.finish_run(run_id, RunState::Failed, Some(&e));
                 return Err(e);
             }
         };
@@ -62,14 +62,16 @@ impl Actor {
             }
             Err(e) => {
                 let reason = spec::mask_secrets(&e.to_string(), &secrets);
-                self.finish_run(run_id, "failed", Some(&reason));
+                self.finish_run(run_id, RunState::Failed, Some(&reason));
                 return Err(reason);
             }
         };
-        let json = serde_json::to_string(&handle).unwrap_or_default();
-        if let Err(e) = self.ctx.store.set_run_running(run_id, &json) {
-            tracing::error!(job = %self.name, "could not record run handle: {e}");
-        }
+        let store = &self.ctx.store;
+        store.record(
+            Some(&self.name),
+            "run handle",
+            store.set_run_running(run_id, &handle),
+        );
         let deadline = deployed
             .spec
             .timeout
@@ -111,10 +113,13 @@ impl Actor {
     }
 
     /// Records how a run ended (a failed write is logged: the run is over either way).
-    pub(super) fn finish_run(&self, run_id: i64, state: &str, reason: Option<&str>) {
-        if let Err(e) = self.ctx.store.finish_run(run_id, state, reason) {
-            tracing::error!(job = %self.name, run = run_id, "could not record the run's end: {e}");
-        }
+    pub(super) fn finish_run(&self, run_id: i64, state: RunState, reason: Option<&str>) {
+        let store = &self.ctx.store;
+        store.record(
+            Some(&self.name),
+            "run end",
+            store.finish_run(run_id, state, reason),
+        );
     }
 
     /// Stops every live run (with a savepoint where the engine keeps state and `keep_state`).
@@ -122,7 +127,10 @@ impl Actor {
     pub(super) async fn stop_all(&mut self, why: &str, keep_state: bool) -> Result<(), StepError> {
         let mut kept = Vec::new();
         for live in std::mem::take(&mut self.live) {
-            if let Err(live) = self.stop_run(live, RunEnd::Stopped, why, keep_state).await {
+            if let Err(live) = self
+                .stop_run(live, RunState::Stopped, why, keep_state)
+                .await
+            {
                 kept.push(live);
             }
         }
@@ -146,7 +154,7 @@ impl Actor {
     pub(super) async fn stop_run(
         &mut self,
         live: Live,
-        end: RunEnd,
+        end: RunState,
         why: &str,
         keep_state: bool,
     ) -> Result<(), Live> {
@@ -160,7 +168,7 @@ impl Actor {
                 self.event(Some(live.run_id), &JobEvent::Failed { reason });
             }
         }
-        self.finish_run(live.run_id, end.as_str(), Some(why));
+        self.finish_run(live.run_id, end, Some(why));
         Ok(())
     }
 
@@ -168,7 +176,7 @@ impl Actor {
     async fn stop_kept_run(
         &mut self,
         live: Live,
-        end: RunEnd,
+        end: RunState,
         why: &str,
         keep_state: bool,
     ) -> Result<(), Live> {
@@ -199,7 +207,7 @@ impl Actor {
         match result {
             Ok(savepoint) => {
                 self.ctx.outages.up(&self.ctx.events, &location);
-                self.finish_run(live.run_id, end.as_str(), Some(why));
+                self.finish_run(live.run_id, end, Some(why));
                 match savepoint {
                     Some(sp) => {
                         self.keep_savepoint(live.run_id, &sp, "savepoint");
@@ -287,7 +295,7 @@ impl Actor {
     /// (not a failure: the restart policy does not count it).
     async fn not_submitted(&mut self, live: Live) {
         let why = "never reached the cluster (its answer to the submit was lost)";
-        self.finish_run(live.run_id, "stopped", Some(why));
+        self.finish_run(live.run_id, RunState::Stopped, Some(why));
         let batch = self.applied.as_ref().is_some_and(|a| a.is_batch());
         if self.applied.is_some() && self.standing != Standing::GaveUp {
             let why = format!("submitted again: run {} {why}", live.run_id);
@@ -322,17 +330,13 @@ impl Actor {
             .map(|(_, secrets)| secrets)
             .unwrap_or_default();
         for run in runs.into_iter().rev() {
-            if run.state != "running" {
+            if run.state != RunState::Running {
                 continue;
             }
             let Some(engine) = self.ctx.engine_of_run(&run).cloned() else {
                 continue;
             };
-            let handle = run
-                .handle
-                .as_deref()
-                .and_then(|h| serde_json::from_str::<RunHandle>(h).ok());
-            let Some(handle) = handle.filter(|_| engine.runs_survive_daemon()) else {
+            let Some(handle) = run.handle.clone().filter(|_| engine.runs_survive_daemon()) else {
                 continue;
             };
             let event = JobEvent::Adopted {
@@ -373,7 +377,7 @@ impl Actor {
 
     /// A batch run succeeded.
     fn succeeded(&mut self, live: &Live) {
-        self.finish_run(live.run_id, "succeeded", None);
+        self.finish_run(live.run_id, RunState::Succeeded, None);
         self.restarts.succeeded();
         let how = if live.engine.runs_survive_daemon() {
             "run finished with success on the cluster"
@@ -394,9 +398,9 @@ impl Actor {
     /// A run failed, vanished, or (a service job) finished; true when the actor is done.
     async fn failed(&mut self, live: Live, status: RunStatus) -> bool {
         let state = if matches!(status, RunStatus::Succeeded) {
-            "succeeded"
+            RunState::Succeeded
         } else {
-            "failed"
+            RunState::Failed
         };
         let reason = match status {
             RunStatus::Failed(r) => spec::mask_secrets(&r, &live.secrets),

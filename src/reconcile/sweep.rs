@@ -44,11 +44,7 @@ pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
     };
     let mut groups: Vec<(Arc<dyn Engine>, JobRuns)> = Vec::new();
     for run in runs {
-        let Some(handle) = run
-            .handle
-            .as_deref()
-            .and_then(|h| serde_json::from_str::<RunHandle>(h).ok())
-        else {
+        let Some(handle) = run.handle.clone() else {
             continue;
         };
         let Some(engine) = ctx.engine_of_run(&run) else {

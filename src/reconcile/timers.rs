@@ -7,12 +7,12 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::time::Instant;
 
-use super::actor::{Actor, ENGINE_WAIT, Live, RunEnd, Standing};
+use super::actor::{Actor, ENGINE_WAIT, Live, Standing};
 use crate::event::{Attempt, JobEvent};
 use crate::health::{Decision, first_fire};
 use crate::schedule::Schedule;
 use crate::spec::Overlap;
-use crate::store::JobState;
+use crate::store::{JobState, RunState};
 
 /// A restarted service run that stays up this long raises `recovered`.
 pub const RECOVERED_AFTER: Duration = Duration::from_secs(10);
@@ -71,7 +71,7 @@ impl Actor {
                 .and_then(|a| a.spec.timeout)
                 .unwrap_or_default();
             let reason = format!("timed out after {}", humantime::format_duration(timeout));
-            if let Err(mut live) = self.stop_run(live, RunEnd::Failed, &reason, false).await {
+            if let Err(mut live) = self.stop_run(live, RunState::Failed, &reason, false).await {
                 live.deadline = Some(now + ENGINE_WAIT.1); // the cluster did not answer
                 self.live.push(live);
                 continue;

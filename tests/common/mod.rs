@@ -214,9 +214,8 @@ impl Drop for Daemon {
 
 pub fn pid_of(run: &RunRow) -> u32 {
     run.handle
-        .as_deref()
-        .and_then(|h| serde_json::from_str::<serde_json::Value>(h).ok())
-        .and_then(|v| v["engine_id"].as_str().and_then(|s| s.parse().ok()))
+        .as_ref()
+        .and_then(|h| h.engine_id.parse().ok())
         .unwrap_or(0)
 }
 
@@ -382,9 +381,8 @@ pub fn free_port() -> u16 {
 /// The engine id (cluster job or driver id) in a run's recorded handle; empty when none.
 pub fn engine_id(run: &RunRow) -> String {
     run.handle
-        .as_deref()
-        .and_then(|h| serde_json::from_str::<serde_json::Value>(h).ok())
-        .and_then(|v| v["engine_id"].as_str().map(str::to_string))
+        .as_ref()
+        .map(|h| h.engine_id.clone())
         .unwrap_or_default()
 }
 

@@ -1,0 +1,161 @@
+//! The `alerts_sent` table: each alert delivery claimed and how it ended (used by
+//! `crate::alert`), so nothing is ever sent twice, across restarts too.
+
+use rusqlite::params;
+use serde::Serialize;
+
+use super::{Result, Store, now_ms};
+
+/// One alert delivery, as kept in the store.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertSentRow {
+    /// Row id.
+    pub id: i64,
+    /// The event that fired it (the latest one, for a folded alert).
+    pub event_id: i64,
+    /// Job, for job events.
+    pub job: Option<String>,
+    /// Alert event (`failed`, ...).
+    pub event: String,
+    /// Config commit of the event.
+    pub commit_id: Option<String>,
+    /// `channel/email` or `channel/webhook`.
+    pub target: String,
+    /// How many repeats this alert folded in (0: none).
+    pub folded: i64,
+    /// `sending`, `sent`, `failed` or `dropped`.
+    pub status: String,
+    /// What the far end answered last (or why it could not be reached).
+    pub answer: String,
+    /// Delivery tries made.
+    pub attempts: i64,
+    /// Unix time (ms) it was fired.
+    pub sent_at: i64,
+}
+
+/// A new alert delivery, claimed before it is sent.
+#[derive(Debug, Clone, Default)]
+pub struct NewAlertSent<'a> {
+    /// The event that fired it.
+    pub event_id: i64,
+    /// Job, for job events.
+    pub job: Option<&'a str>,
+    /// Alert event.
+    pub event: &'a str,
+    /// Config commit of the event.
+    pub commit_id: Option<&'a str>,
+    /// `channel/email` or `channel/webhook`.
+    pub target: &'a str,
+    /// Repeats folded in.
+    pub folded: i64,
+}
+
+impl Store {
+    /// Claims the delivery of an alert to one target; false when that event was already
+    /// claimed for it (so nothing is ever sent twice, across restarts too).
+    pub fn claim_alert(&self, a: &NewAlertSent<'_>) -> Result<bool> {
+        let n = self.conn().execute(
+            "INSERT OR IGNORE INTO alerts_sent
+                 (event_id, job, event, commit_id, target, folded, status, sent_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'sending', ?7)",
+            params![
+                a.event_id,
+                a.job,
+                a.event,
+                a.commit_id,
+                a.target,
+                a.folded,
+                now_ms()
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Records how a claimed delivery ended.
+    pub fn finish_alert(
+        &self,
+        event_id: i64,
+        target: &str,
+        status: &str,
+        answer: &str,
+        attempts: u32,
+    ) -> Result<()> {
+        self.conn().execute(
+            "UPDATE alerts_sent SET status = ?3, answer = ?4, attempts = ?5
+             WHERE event_id = ?1 AND target = ?2",
+            params![event_id, target, status, answer, attempts],
+        )?;
+        Ok(())
+    }
+
+    /// When an alert for (job, event, commit) was last fired, to any target.
+    pub fn alert_last_fired(
+        &self,
+        job: Option<&str>,
+        event: &str,
+        commit_id: Option<&str>,
+    ) -> Result<Option<i64>> {
+        Ok(self.conn().query_row(
+            "SELECT MAX(sent_at) FROM alerts_sent
+             WHERE job IS ?1 AND event = ?2 AND commit_id IS ?3",
+            params![job, event, commit_id],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The latest alert deliveries, newest first.
+    pub fn alerts_sent(&self, limit: usize) -> Result<Vec<AlertSentRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT id, event_id, job, event, commit_id, target, folded, status, answer, attempts,
+                 sent_at FROM alerts_sent ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = st
+            .query_map([limit as i64], |r| {
+                Ok(AlertSentRow {
+                    id: r.get(0)?,
+                    event_id: r.get(1)?,
+                    job: r.get(2)?,
+                    event: r.get(3)?,
+                    commit_id: r.get(4)?,
+                    target: r.get(5)?,
+                    folded: r.get(6)?,
+                    status: r.get(7)?,
+                    answer: r.get(8)?,
+                    attempts: r.get(9)?,
+                    sent_at: r.get(10)?,
+                })
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alert_claims_are_unique_and_their_end_is_kept() {
+        let s = Store::in_memory().unwrap();
+        let claim = NewAlertSent {
+            event_id: 7,
+            job: Some("a"),
+            event: "failed",
+            commit_id: Some("c1"),
+            target: "oncall/email",
+            folded: 0,
+        };
+        assert!(s.claim_alert(&claim).unwrap());
+        assert!(!s.claim_alert(&claim).unwrap(), "claimed once");
+        s.finish_alert(7, "oncall/email", "sent", "250 ok", 1)
+            .unwrap();
+        assert!(
+            s.alert_last_fired(Some("a"), "failed", Some("c1"))
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(s.alert_last_fired(Some("a"), "failed", None).unwrap(), None);
+        assert_eq!(s.alerts_sent(5).unwrap()[0].status, "sent");
+    }
+}

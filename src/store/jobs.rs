@@ -1,0 +1,473 @@
+//! The `jobs` table: each job's desired and applied spec, artifact and [`JobState`], and the
+//! lists and counts of jobs the API, metrics and status line show.
+
+use std::collections::HashMap;
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use super::{At, Result, Store, collect, now_ms};
+use crate::build::Artifact;
+use crate::spec::JobSpec;
+
+/// States of a job (SPEC "Health loop").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Known, not yet acted on.
+    Pending,
+    /// Its project is being built.
+    Building,
+    /// Being submitted.
+    Deploying,
+    /// A run is live.
+    Running,
+    /// The last batch run succeeded.
+    Succeeded,
+    /// The last run failed, or the job could not be built or deployed.
+    Failed,
+    /// Waiting to be restarted.
+    Backoff,
+    /// Too many restarts: waits for a new commit or `jobkeeper restart`.
+    GaveUp,
+    /// `suspend: true`.
+    Suspended,
+    /// Stopped (removed from the repo).
+    Stopped,
+    /// Its file is invalid and it never had a valid version.
+    Invalid,
+}
+
+impl JobState {
+    /// Every state, in SPEC's order.
+    pub const ALL: [JobState; 11] = [
+        JobState::Pending,
+        JobState::Building,
+        JobState::Deploying,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Backoff,
+        JobState::GaveUp,
+        JobState::Suspended,
+        JobState::Stopped,
+        JobState::Invalid,
+    ];
+
+    /// The word used in the store, the API and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Building => "building",
+            JobState::Deploying => "deploying",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Backoff => "backoff",
+            JobState::GaveUp => "gave_up",
+            JobState::Suspended => "suspended",
+            JobState::Stopped => "stopped",
+            JobState::Invalid => "invalid",
+        }
+    }
+
+    /// Parses what [`JobState::as_str`] wrote.
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// Compares with the word [`JobState::as_str`] gives (`state == "running"`).
+impl PartialEq<&str> for JobState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job's row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRow {
+    /// Job name.
+    pub name: String,
+    /// Path of its file in the config repo.
+    pub path: String,
+    /// The spec the config repo wants, `None` once removed.
+    pub desired: Option<JobSpec>,
+    /// Hash of `desired` (see `reconcile::spec_hash`).
+    pub desired_hash: Option<String>,
+    /// Config commit that last changed `desired`.
+    pub desired_commit: Option<String>,
+    /// The spec of the deployed version.
+    pub applied: Option<JobSpec>,
+    /// Hash of `applied`.
+    pub applied_hash: Option<String>,
+    /// The deployed artifact.
+    pub artifact: Option<Artifact>,
+    /// Current state.
+    pub state: JobState,
+    /// Why it is in that state.
+    pub reason: Option<String>,
+    /// Problems of the latest version of its file, when invalid.
+    pub invalid: Option<String>,
+    /// Unix time of the last change.
+    pub updated_at: i64,
+}
+
+/// A job as lists show it (see [`Store::job_list`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobListRow {
+    /// Job name.
+    pub name: String,
+    /// Path of its file in the config repo.
+    pub path: String,
+    /// Current state.
+    pub state: JobState,
+    /// Why it is in that state.
+    pub reason: Option<String>,
+    /// Config commit that last changed its desired spec.
+    pub desired_commit: Option<String>,
+    /// The `env` of its desired (else applied) spec.
+    pub env: Option<String>,
+    /// True when the latest version of its file is invalid.
+    pub invalid: bool,
+}
+
+impl JobListRow {
+    /// The list view of a full row.
+    pub fn of(row: &JobRow) -> JobListRow {
+        JobListRow {
+            name: row.name.clone(),
+            path: row.path.clone(),
+            state: row.state,
+            reason: row.reason.clone(),
+            desired_commit: row.desired_commit.clone(),
+            env: row
+                .desired
+                .as_ref()
+                .or(row.applied.as_ref())
+                .map(|s| s.env.clone()),
+            invalid: row.invalid.is_some(),
+        }
+    }
+}
+
+const JOB_SELECT: &str = "SELECT name, path, desired, desired_hash, desired_commit, applied,
+    applied_hash, artifact, state, reason, invalid, updated_at FROM jobs";
+
+fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRow>> {
+    Ok((|| {
+        let name: String = r.get(0)?;
+        let at = At {
+            table: "jobs",
+            row: &name,
+        };
+        Ok(JobRow {
+            path: r.get(1)?,
+            desired: at.json("desired", r.get(2)?)?,
+            desired_hash: r.get(3)?,
+            desired_commit: r.get(4)?,
+            applied: at.json("applied", r.get(5)?)?,
+            applied_hash: r.get(6)?,
+            artifact: at.json("artifact", r.get(7)?)?,
+            state: at.state("state", &r.get::<_, String>(8)?, JobState::parse)?,
+            reason: r.get(9)?,
+            invalid: r.get(10)?,
+            updated_at: r.get(11)?,
+            name: name.clone(),
+        })
+    })())
+}
+
+impl Store {
+    /// Every job row, sorted by name.
+    pub fn jobs(&self) -> Result<Vec<JobRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!("{JOB_SELECT} ORDER BY name"))?;
+        collect(st.query_map([], job_row)?)
+    }
+
+    /// One job row.
+    pub fn job(&self, name: &str) -> Result<Option<JobRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!("{JOB_SELECT} WHERE name = ?1"))?;
+        st.query_row([name], job_row).optional()?.transpose()
+    }
+
+    /// The jobs the config repo wants (a desired spec is recorded), as `(name, path)`, sorted
+    /// by name; no spec is read.
+    pub fn desired_jobs(&self) -> Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT name, path FROM jobs WHERE desired IS NOT NULL ORDER BY name",
+        )?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The desired (else applied) specs of the named jobs that have one.
+    pub fn applied_specs(&self, names: &[&str]) -> Result<Vec<(String, JobSpec)>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT name, COALESCE(desired, applied) FROM jobs WHERE name = ?1
+             AND COALESCE(desired, applied) IS NOT NULL",
+        )?;
+        let mut out = Vec::new();
+        for n in names {
+            let Some((name, json)) = st
+                .query_row([n], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))
+                .optional()?
+            else {
+                continue;
+            };
+            let at = At {
+                table: "jobs",
+                row: &name,
+            };
+            if let Some(spec) = at.json("desired", Some(json))? {
+                out.push((name, spec));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets a job's state and the reason for it.
+    pub fn set_state(&self, name: &str, state: JobState, reason: Option<&str>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE jobs SET state = ?2, reason = ?3, updated_at = ?4 WHERE name = ?1",
+            params![name, state.as_str(), reason, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Records the version now deployed: `(spec, its hash, its artifact)`, or `None` when
+    /// nothing is deployed any more. The spec is stored as `serde_json` writes it, so its hash
+    /// stays the hash of the stored bytes.
+    pub fn set_applied(
+        &self,
+        name: &str,
+        applied: Option<(&JobSpec, &str, Option<&Artifact>)>,
+    ) -> Result<()> {
+        let (spec, hash, artifact) = match applied {
+            Some((spec, hash, artifact)) => (
+                Some(serde_json::to_string(spec)?),
+                Some(hash),
+                artifact.map(serde_json::to_string).transpose()?,
+            ),
+            None => (None, None, None),
+        };
+        self.conn().execute(
+            "UPDATE jobs SET applied = ?2, applied_hash = ?3, artifact = ?4, updated_at = ?5
+             WHERE name = ?1",
+            params![name, spec, hash, artifact, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Every job as lists show it, sorted by name: no specs are read, only their `env`.
+    pub fn job_list(&self) -> Result<Vec<JobListRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT name, path, state, reason, desired_commit,
+                 json_extract(COALESCE(desired, applied), '$.env'), invalid IS NOT NULL
+             FROM jobs ORDER BY name",
+        )?;
+        collect(st.query_map([], |r| {
+            Ok((|| {
+                let name: String = r.get(0)?;
+                let at = At {
+                    table: "jobs",
+                    row: &name,
+                };
+                Ok(JobListRow {
+                    path: r.get(1)?,
+                    state: at.state("state", &r.get::<_, String>(2)?, JobState::parse)?,
+                    reason: r.get(3)?,
+                    desired_commit: r.get(4)?,
+                    env: r.get(5).ok(),
+                    invalid: r.get(6)?,
+                    name: name.clone(),
+                })
+            })())
+        })?)
+    }
+
+    /// How many jobs are in each state (every state, zeros included). A job removed from the
+    /// config repo counts in the state it is in: `stopped` once its runs are stopped, as the
+    /// job list shows it.
+    pub fn job_state_counts(&self) -> Result<Vec<(JobState, u64)>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
+        let mut counts: HashMap<JobState, u64> = HashMap::new();
+        for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (state, n) = row?;
+            let at = At {
+                table: "jobs",
+                row: &"(count by state)",
+            };
+            counts.insert(at.state("state", &state, JobState::parse)?, n as u64);
+        }
+        Ok(JobState::ALL
+            .into_iter()
+            .map(|s| (s, counts.get(&s).copied().unwrap_or(0)))
+            .collect())
+    }
+
+    /// How many times each job was restarted (its `restarted` events), by job.
+    pub fn restart_counts(&self) -> Result<HashMap<String, u64>> {
+        let conn = self.conn();
+        // `jobs.restarts` is kept by a trigger.
+        let mut st = conn.prepare_cached("SELECT name, restarts FROM jobs WHERE restarts > 0")?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })?
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{commit, spec_update};
+    use super::super::{DesiredUpdate, StoreError};
+    use super::*;
+
+    #[test]
+    fn job_states_round_trip() {
+        for st in JobState::ALL {
+            assert_eq!(JobState::parse(st.as_str()), Some(st));
+        }
+    }
+
+    #[test]
+    fn apply_commit_is_atomic_and_keeps_desired_of_invalid_jobs() {
+        let s = Store::in_memory().unwrap();
+        assert_eq!(s.applied_commit().unwrap(), None);
+        s.apply_commit(
+            &commit("c1"),
+            &[spec_update("a", "dev")],
+            &[("a".into(), "planned".into(), "add".into())],
+        )
+        .unwrap();
+        let hash = s.job("a").unwrap().unwrap().desired_hash;
+        s.apply_commit(
+            &commit("c2"),
+            &[DesiredUpdate::Invalid {
+                name: "a".into(),
+                path: "jobs/a.yaml".into(),
+                errors: "jobs/a.yaml:1:1: bad".into(),
+            }],
+            &[],
+        )
+        .unwrap();
+        let a = s.job("a").unwrap().unwrap();
+        assert_eq!(a.desired_hash, hash);
+        assert_eq!(a.desired.map(|d| d.env).as_deref(), Some("dev"));
+        assert_eq!(a.desired_commit.as_deref(), Some("c1"));
+        assert_eq!(a.invalid.as_deref(), Some("jobs/a.yaml:1:1: bad"));
+        assert_eq!(s.applied_commit().unwrap().as_deref(), Some("c2"));
+        let ev = s.events(Some("a"), 10).unwrap();
+        assert_eq!(ev[0].author.as_deref(), Some("Ann <ann@example.com>"));
+        s.apply_commit(
+            &commit("c3"),
+            &[DesiredUpdate::Removed { name: "a".into() }],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.job("a").unwrap().unwrap().desired, None);
+    }
+
+    #[test]
+    fn applied_specs_and_artifacts_read_back_typed() {
+        let s = Store::in_memory().unwrap();
+        s.apply_commit(&commit("c1"), &[spec_update("a", "prod")], &[])
+            .unwrap();
+        let spec = s.job("a").unwrap().unwrap().desired.unwrap();
+        let artifact = Artifact {
+            key: "k".into(),
+            path: "/a/app.jar".into(),
+            digest: "d".into(),
+            log: "/a/build.log".into(),
+            commit: "c1".into(),
+        };
+        s.set_applied("a", Some((&spec, "h", Some(&artifact))))
+            .unwrap();
+        let row = s.job("a").unwrap().unwrap();
+        assert_eq!(row.applied.as_ref(), Some(&spec));
+        assert_eq!(row.applied_hash.as_deref(), Some("h"));
+        assert_eq!(row.artifact, Some(artifact));
+        assert_eq!(
+            s.applied_specs(&["a", "b"]).unwrap(),
+            [("a".to_string(), spec)]
+        );
+        assert_eq!(
+            s.desired_jobs().unwrap(),
+            [("a".into(), "jobs/a.yaml".into())]
+        );
+        assert_eq!(s.job_list().unwrap()[0].env.as_deref(), Some("prod"));
+        s.set_applied("a", None).unwrap();
+        let row = s.job("a").unwrap().unwrap();
+        assert_eq!((row.applied, row.artifact), (None, None));
+    }
+
+    #[test]
+    fn a_value_that_does_not_decode_is_an_error_naming_its_row_and_column() {
+        let s = Store::in_memory().unwrap();
+        s.apply_commit(&commit("c1"), &[spec_update("a", "dev")], &[])
+            .unwrap();
+        s.conn()
+            .execute_batch("UPDATE jobs SET artifact = '{\"key\": 1}'")
+            .unwrap();
+        let err = s.job("a").unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Decode { table: "jobs", row, column: "artifact", .. } if row == "a"),
+            "{err}"
+        );
+        assert!(s.jobs().is_err());
+        s.conn()
+            .execute_batch("UPDATE jobs SET artifact = NULL, state = 'sleeping'")
+            .unwrap();
+        let err = s.job_list().unwrap_err();
+        assert!(
+            err.to_string().contains("unknown state `sleeping`"),
+            "{err}"
+        );
+        assert!(s.job_state_counts().is_err());
+    }
+
+    #[test]
+    fn a_removed_stopped_job_counts_as_stopped_in_the_counts_and_the_list() {
+        let s = Store::in_memory().unwrap();
+        s.apply_commit(
+            &commit("c1"),
+            &[spec_update("a", "dev"), spec_update("b", "dev")],
+            &[],
+        )
+        .unwrap();
+        s.set_state("b", JobState::Running, None).unwrap();
+        s.apply_commit(
+            &commit("c2"),
+            &[DesiredUpdate::Removed { name: "a".into() }],
+            &[],
+        )
+        .unwrap();
+        s.set_state("a", JobState::Stopped, Some("job file removed"))
+            .unwrap();
+        let counts: HashMap<_, _> = s.job_state_counts().unwrap().into_iter().collect();
+        assert_eq!(counts[&JobState::Stopped], 1);
+        assert_eq!(counts[&JobState::Running], 1);
+        assert_eq!(
+            counts.values().sum::<u64>(),
+            s.job_list().unwrap().len() as u64
+        );
+        assert_eq!(s.desired_jobs().unwrap().len(), 1);
+    }
+}

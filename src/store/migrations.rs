@@ -1,0 +1,313 @@
+//! The schema, numbered with `PRAGMA user_version`.
+//!
+//! Migration 1 is the schema as release 0.1.0 left it. Stores written by 0.1.0 and earlier
+//! carry `user_version` 0 whatever their tables, so migration 1 is written to be idempotent:
+//! it creates what is missing and adds the columns earlier versions lacked (probing
+//! `pragma_table_info`), which also makes an empty file a version-1 store. Every later step is
+//! numbered after it and runs exactly once, in order. The look at `user_version` and the steps
+//! are one `BEGIN IMMEDIATE` transaction, so two processes opening one store at once (the daemon
+//! and a reader) migrate it once.
+
+use rusqlite::Connection;
+
+use super::{Result, StoreError};
+
+/// One numbered step: brings a store from version `n - 1` to `n` (its index + 1).
+type Step = fn(&Connection) -> Result<()>;
+
+/// The steps, in order; step `i` makes version `i + 1`. Add new steps at the end.
+const STEPS: [Step; 1] = [release_0_1_0];
+
+/// The schema version this build writes.
+pub(super) const LATEST: i64 = STEPS.len() as i64;
+
+/// Brings the store's schema up to [`LATEST`].
+pub(super) fn migrate(conn: &Connection) -> Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = run_steps(conn);
+    conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+    result
+}
+
+fn run_steps(conn: &Connection) -> Result<()> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > LATEST {
+        return Err(StoreError::TooNew {
+            found,
+            known: LATEST,
+        });
+    }
+    for (i, step) in STEPS.iter().enumerate().skip(found as usize) {
+        step(conn)?;
+        conn.pragma_update(None, "user_version", i as i64 + 1)?;
+    }
+    Ok(())
+}
+
+const SCHEMA: &str = r"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS commits (
+    id TEXT PRIMARY KEY, author TEXT NOT NULL, subject TEXT NOT NULL, seen_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    name TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    desired TEXT, desired_hash TEXT, desired_commit TEXT,
+    applied TEXT, applied_hash TEXT, artifact TEXT,
+    state TEXT NOT NULL, reason TEXT, invalid TEXT,
+    updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT NOT NULL, commit_id TEXT, spec_hash TEXT NOT NULL, engine TEXT NOT NULL,
+    handle TEXT, state TEXT NOT NULL, reason TEXT, log_path TEXT NOT NULL,
+    started_at INTEGER NOT NULL, ended_at INTEGER);
+CREATE INDEX IF NOT EXISTS runs_job ON runs(job, id);
+CREATE INDEX IF NOT EXISTS runs_live ON runs(state) WHERE state IN ('starting', 'running');
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time INTEGER NOT NULL, job TEXT, run_id INTEGER, kind TEXT NOT NULL,
+    commit_id TEXT, message TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_job ON events(job, id);
+CREATE TABLE IF NOT EXISTS alerts_sent (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id INTEGER NOT NULL, job TEXT, event TEXT NOT NULL, commit_id TEXT,
+    target TEXT NOT NULL, folded INTEGER NOT NULL, status TEXT NOT NULL,
+    answer TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0,
+    sent_at INTEGER NOT NULL,
+    UNIQUE (event_id, target));
+CREATE INDEX IF NOT EXISTS alerts_sent_key ON alerts_sent(job, event, commit_id, sent_at);
+CREATE TABLE IF NOT EXISTS savepoints (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT NOT NULL, run_id INTEGER, location TEXT NOT NULL, kind TEXT NOT NULL,
+    time INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS savepoints_job ON savepoints(job, id);
+";
+
+/// Migration 1: the schema of release 0.1.0, from nothing or from any earlier store.
+fn release_0_1_0(conn: &Connection) -> Result<()> {
+    conn.execute_batch(SCHEMA)?;
+    if !has_column(conn, "runs", "env")? {
+        // The env a run runs in (which cluster); older runs keep NULL.
+        conn.execute_batch("ALTER TABLE runs ADD COLUMN env TEXT")?;
+    }
+    if !has_column(conn, "jobs", "last_event_id")? {
+        // Each job's latest event and restart count, kept by the trigger below, so lists of
+        // jobs need no scan of the event history; filled in once from the history.
+        conn.execute_batch(
+            "ALTER TABLE jobs ADD COLUMN last_event_id INTEGER;
+             ALTER TABLE jobs ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;
+             UPDATE jobs SET
+                 last_event_id = (SELECT MAX(id) FROM events WHERE job = jobs.name),
+                 restarts = (SELECT COUNT(*) FROM events WHERE job = jobs.name AND kind = 'restarted');",
+        )?;
+    }
+    conn.execute_batch(
+        "CREATE TRIGGER IF NOT EXISTS jobs_event_summary AFTER INSERT ON events
+         WHEN NEW.job IS NOT NULL BEGIN
+             UPDATE jobs SET last_event_id = NEW.id, restarts = restarts + (NEW.kind = 'restarted')
+             WHERE name = NEW.job;
+         END;",
+    )?;
+    Ok(())
+}
+
+fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
+    Ok(conn
+        .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+        .exists([table, column])?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::{JobState, RunState, Store};
+    use super::*;
+
+    const RUNS_0_0: &str = "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job TEXT NOT NULL, commit_id TEXT, spec_hash TEXT NOT NULL, engine TEXT NOT NULL,
+        handle TEXT, state TEXT NOT NULL, reason TEXT, log_path TEXT NOT NULL,
+        started_at INTEGER NOT NULL, ended_at INTEGER);";
+
+    fn user_version(path: &Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_new_store_is_at_the_latest_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        drop(Store::open(&path).unwrap());
+        assert_eq!(user_version(&path), LATEST);
+        drop(Store::open(&path).unwrap());
+        assert_eq!(user_version(&path), LATEST);
+    }
+
+    #[test]
+    fn a_store_from_a_newer_jobkeeper_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", LATEST + 1)
+            .unwrap();
+        let err = Store::open(&path).err().unwrap();
+        assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
+    }
+
+    /// `tests/fixtures/store-0.1.0.sqlite` was written by release 0.1.0: jobs (one removed,
+    /// one invalid), runs (one live with a handle), events, an alert and a savepoint.
+    #[test]
+    fn a_store_written_by_release_0_1_0_opens_and_every_row_decodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-0.1.0.sqlite");
+        std::fs::copy(fixture, &path).unwrap();
+        assert_eq!(user_version(&path), 0);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(user_version(&path), LATEST);
+
+        let jobs = s.jobs().unwrap();
+        let names: Vec<_> = jobs.iter().map(|j| (j.name.as_str(), j.state)).collect();
+        assert_eq!(
+            names,
+            [
+                ("broken", JobState::Invalid),
+                ("heartbeat", JobState::Succeeded),
+                ("old", JobState::Stopped),
+                ("wordcount", JobState::Running),
+            ]
+        );
+        let wc = &jobs[3];
+        assert_eq!(wc.desired, wc.applied);
+        assert_eq!(wc.desired.as_ref().unwrap().env, "dev");
+        assert_eq!(wc.artifact.as_ref().unwrap().key, "k1");
+        assert_eq!(s.job_list().unwrap().len(), 4);
+        assert_eq!(
+            s.applied_specs(&["wordcount", "heartbeat", "old"])
+                .unwrap()
+                .len(),
+            2
+        );
+
+        let live = s.live_runs().unwrap();
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].state, RunState::Running);
+        let handle = live[0].handle.as_ref().unwrap();
+        assert_eq!(
+            (handle.run_id, handle.engine_id.as_str()),
+            (live[0].id, "4343")
+        );
+        assert_eq!(handle.start_ticks, Some(123_999));
+        let runs = s.runs("wordcount", 10).unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[1].state, RunState::Failed);
+        assert_eq!(runs[1].env.as_deref(), Some("dev"));
+        assert_eq!(
+            s.runs("heartbeat", 10).unwrap()[0].state,
+            RunState::Succeeded
+        );
+
+        assert_eq!(s.events(None, 100).unwrap().len(), 8);
+        assert_eq!(s.restart_counts().unwrap().get("wordcount"), Some(&1));
+        assert_eq!(s.last_events().unwrap()["old"].kind, "planned");
+        assert_eq!(s.alerts_sent(10).unwrap()[0].status, "sent");
+        assert_eq!(s.savepoints("wordcount", 10).unwrap()[0].kind, "savepoint");
+        assert!(s.commit(&"1".repeat(40)).unwrap().is_some());
+        assert_eq!(s.applied_commit().unwrap(), Some("2".repeat(40)));
+
+        // It takes writes, and the trigger still keeps the summary.
+        s.event(&super::super::NewEvent {
+            job: Some("wordcount"),
+            kind: "restarted",
+            message: "attempt 2/5",
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.restart_counts().unwrap().get("wordcount"), Some(&2));
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn two_processes_opening_one_old_store_at_once_add_the_env_column_once() {
+        // Regression: both saw no `env` column and the second ALTER failed with
+        // "duplicate column name: env".
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("old.db");
+            Connection::open(&path)
+                .unwrap()
+                .execute_batch(&format!("PRAGMA journal_mode = WAL; {RUNS_0_0}"))
+                .unwrap();
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let opens: Vec<_> = (0..2)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Store::open(&path).map(|_| ())
+                    })
+                })
+                .collect();
+            for o in opens {
+                o.join().unwrap().unwrap();
+            }
+            assert_eq!(user_version(&path), LATEST);
+        }
+    }
+
+    #[test]
+    fn an_old_store_gains_the_env_column_and_the_savepoints_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&format!(
+                "{RUNS_0_0}
+                 INSERT INTO runs (job, spec_hash, engine, state, log_path, started_at)
+                 VALUES ('a', 'h', 'flink', 'running', '', 1);"
+            ))
+            .unwrap();
+        let store = Store::open(&path).unwrap();
+        let runs = store.live_runs().unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].env, None);
+        drop(store);
+        let store = Store::open(&path).unwrap(); // a second open adds nothing twice
+        let id = store
+            .insert_run("a", None, "h", ("flink", "prod"), Path::new("/l"))
+            .unwrap();
+        assert_eq!(store.run(id).unwrap().unwrap().env.as_deref(), Some("prod"));
+        store
+            .add_savepoint("a", Some(id), "file:/sp/1", "savepoint")
+            .unwrap();
+        assert_eq!(store.savepoints("a", 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_store_from_before_the_job_summary_is_filled_in_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE jobs (name TEXT PRIMARY KEY, path TEXT NOT NULL,
+                     desired TEXT, desired_hash TEXT, desired_commit TEXT,
+                     applied TEXT, applied_hash TEXT, artifact TEXT,
+                     state TEXT NOT NULL, reason TEXT, invalid TEXT, updated_at INTEGER NOT NULL);
+                 CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     time INTEGER NOT NULL, job TEXT, run_id INTEGER, kind TEXT NOT NULL,
+                     commit_id TEXT, message TEXT NOT NULL);
+                 INSERT INTO jobs (name, path, state, updated_at) VALUES ('a', 'jobs/a.yaml', 'running', 0);
+                 INSERT INTO events (time, job, kind, message) VALUES (1, 'a', 'restarted', ''), (2, 'a', 'failed', '');",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.restart_counts().unwrap().get("a"), Some(&1));
+        assert_eq!(s.last_events().unwrap()["a"].kind, "failed");
+    }
+}

@@ -1,0 +1,257 @@
+//! The store: one SQLite file (WAL) under `state_dir` holding the applied commit, each job's
+//! desired and applied spec, artifacts, runs with their engine handles, and the event history.
+//!
+//! Every write that must be atomic (a whole commit's desired specs and the applied commit) is one
+//! transaction, so a crash at any point leaves either the old or the new state. Calls are short
+//! and synchronous; the connection sits behind a mutex.
+//!
+//! Rows come back typed: states are enums, specs, artifacts and run handles are decoded here. A
+//! value that does not decode is a [`StoreError::Decode`] naming the table, row and column; it is
+//! never dropped silently.
+//!
+//! # Layout
+//! - this file: the [`Store`] handle, opening, errors, the failed-write rule ([`Store::record`])
+//!   and the decoding shared by the tables.
+//! - `migrations`: the schema, numbered with `PRAGMA user_version`.
+//! - `commits`: config commits and [`Store::apply_commit`], which writes a commit's desired specs.
+//! - `jobs`: [`JobState`], job rows, their lists and counts.
+//! - `runs`: [`RunState`], run rows and their lifecycle.
+//! - `events`: the event history and the sink that forwards events to the alerter.
+//! - `alerts`: the alert deliveries made.
+//! - `savepoints`: Flink savepoints and retained checkpoints.
+
+mod alerts;
+mod commits;
+mod events;
+mod jobs;
+mod migrations;
+mod runs;
+mod savepoints;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{Connection, params};
+use serde::de::DeserializeOwned;
+
+pub use alerts::{AlertSentRow, NewAlertSent};
+pub use commits::{CommitRecord, DesiredUpdate};
+pub use events::{EventRow, EventSink, NewEvent};
+pub use jobs::{JobListRow, JobRow, JobState};
+pub use runs::{RunRow, RunState};
+pub use savepoints::SavepointRow;
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A value could not be written as JSON.
+    #[error("store: cannot encode a value: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The file could not be created.
+    #[error("store: {0}")]
+    Io(#[from] std::io::Error),
+    /// A stored value did not decode into its type.
+    #[error("store: {table} row `{row}`, column `{column}`: {detail}")]
+    Decode {
+        /// The table.
+        table: &'static str,
+        /// The row's key (job name, run id, ...).
+        row: String,
+        /// The column.
+        column: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The file was written by a newer jobkeeper, with a schema this one does not know.
+    #[error(
+        "store: schema version {found} is newer than this jobkeeper knows ({known}); upgrade jobkeeper"
+    )]
+    TooNew {
+        /// `PRAGMA user_version` of the file.
+        found: i64,
+        /// The latest version this build knows.
+        known: i64,
+    },
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    /// Where recorded events are forwarded (alerts); see [`Store::set_event_sink`].
+    sink: Arc<Mutex<Option<EventSink>>>,
+    /// Writes that failed and were carried on from ([`Store::record`]).
+    write_errors: Arc<AtomicU64>,
+}
+
+/// Now as Unix milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Store {
+    /// Opens (creating) the store file, in WAL mode, and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Reads through a memory map instead of copying pages: lists of 10,000 jobs stay fast.
+        conn.pragma_update(None, "mmap_size", 256_i64 * 1024 * 1024)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Store::with(conn)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn in_memory() -> Result<Store> {
+        Store::with(Connection::open_in_memory()?)
+    }
+
+    fn with(conn: Connection) -> Result<Store> {
+        migrations::migrate(&conn)?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            sink: Arc::default(),
+            write_errors: Arc::default(),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent: keep going.
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The rule for a failed write whose caller carries on (see docs/operations.md, "When a
+    /// store write fails"): the error is logged at error level with the job and what was being
+    /// written, and counted in `jobkeeper_store_write_errors_total`. The daemon's in-memory
+    /// state stays authoritative; the next write of the same thing retries it. Returns the
+    /// value when the write succeeded.
+    pub fn record<T>(&self, job: Option<&str>, what: &str, result: Result<T>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(err) => {
+                self.write_errors.fetch_add(1, Ordering::Relaxed);
+                match job {
+                    Some(job) => {
+                        tracing::error!(job, "store write failed ({what}); carrying on: {err}");
+                    }
+                    None => tracing::error!("store write failed ({what}); carrying on: {err}"),
+                }
+                None
+            }
+        }
+    }
+
+    /// Writes that failed and were carried on from since the store was opened.
+    pub fn write_errors(&self) -> u64 {
+        self.write_errors.load(Ordering::Relaxed)
+    }
+
+    /// A small write that proves the store takes writes (for the watchdog).
+    pub fn heartbeat(&self) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO meta (key, value) VALUES ('heartbeat', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = ?1",
+            params![now_ms().to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// SQLite's `PRAGMA integrity_check` answer (`ok` when fine).
+    pub fn integrity_check(&self) -> Result<String> {
+        Ok(self
+            .conn()
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+}
+
+/// Which value is being decoded: the table and row, for [`StoreError::Decode`].
+struct At<'a> {
+    table: &'static str,
+    row: &'a dyn std::fmt::Display,
+}
+
+impl At<'_> {
+    fn error(&self, column: &'static str, detail: impl std::fmt::Display) -> StoreError {
+        StoreError::Decode {
+            table: self.table,
+            row: self.row.to_string(),
+            column,
+            detail: detail.to_string(),
+        }
+    }
+
+    /// A JSON column, `NULL` being `None`.
+    fn json<T: DeserializeOwned>(
+        &self,
+        column: &'static str,
+        text: Option<String>,
+    ) -> Result<Option<T>> {
+        text.map(|t| serde_json::from_str(&t).map_err(|e| self.error(column, e)))
+            .transpose()
+    }
+
+    /// A state column: `parse` gives `None` for a word it does not know.
+    fn state<T>(
+        &self,
+        column: &'static str,
+        word: &str,
+        parse: fn(&str) -> Option<T>,
+    ) -> Result<T> {
+        parse(word).ok_or_else(|| self.error(column, format!("unknown state `{word}`")))
+    }
+}
+
+/// Collects rows mapped to `rusqlite::Result<Result<T>>` (SQLite errors outside, decode errors
+/// inside).
+fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<Result<T>>>) -> Result<Vec<T>> {
+    rows.map(|r| r?).collect()
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// A commit `id` by Ann.
+    pub(crate) fn commit(id: &str) -> CommitRecord {
+        CommitRecord {
+            id: id.into(),
+            author: "Ann <ann@example.com>".into(),
+            subject: "s".into(),
+        }
+    }
+
+    /// A valid spec for job `name` (file `jobs/<name>.yaml`) in `env`.
+    pub(crate) fn spec_update(name: &str, env: &str) -> DesiredUpdate {
+        let yaml = format!("env: {env}\nparams:\n  command: [\"true\"]\n");
+        let spec = crate::spec::parse_job("a.yaml", yaml.as_bytes(), Default::default()).unwrap();
+        DesiredUpdate::Spec {
+            name: name.into(),
+            path: format!("jobs/{name}.yaml"),
+            spec: serde_json::to_string(&spec).unwrap(),
+            hash: format!("hash-{name}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_write_is_counted_and_carried_on_from() {
+        let s = Store::in_memory().unwrap();
+        assert_eq!(s.record(Some("a"), "state", Ok(3)), Some(3));
+        assert_eq!(s.write_errors(), 0);
+        s.conn().execute_batch("DROP TABLE runs").unwrap();
+        let failed = s.finish_run(1, RunState::Failed, None);
+        assert_eq!(s.record(Some("a"), "run end", failed), None);
+        assert_eq!(s.clone().write_errors(), 1);
+    }
+}

@@ -1,0 +1,269 @@
+//! The `runs` table: each submission of a job to its engine, with the engine's [`RunHandle`]
+//! and how the run ended ([`RunState`]).
+
+use std::path::Path;
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use super::{At, Result, Store, collect, now_ms};
+use crate::engine::RunHandle;
+
+/// States of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Recorded, not yet accepted by its engine.
+    Starting,
+    /// Its engine has it (or it is being looked up after a lost submit answer).
+    Running,
+    /// Ended with success.
+    Succeeded,
+    /// Ended with failure, or could not be submitted.
+    Failed,
+    /// Stopped by jobkeeper (or never reached its cluster).
+    Stopped,
+    /// No longer known to its engine and not recovered.
+    Lost,
+}
+
+impl RunState {
+    /// Every state.
+    pub const ALL: [RunState; 6] = [
+        RunState::Starting,
+        RunState::Running,
+        RunState::Succeeded,
+        RunState::Failed,
+        RunState::Stopped,
+        RunState::Lost,
+    ];
+
+    /// The word used in the store, the API and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Starting => "starting",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Stopped => "stopped",
+            RunState::Lost => "lost",
+        }
+    }
+
+    /// Parses what [`RunState::as_str`] wrote.
+    pub fn parse(s: &str) -> Option<RunState> {
+        RunState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Starting or running: not known to have ended.
+    pub fn is_live(self) -> bool {
+        matches!(self, RunState::Starting | RunState::Running)
+    }
+}
+
+/// Compares with the word [`RunState::as_str`] gives (`state == "running"`).
+impl PartialEq<&str> for RunState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A run's row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRow {
+    /// Run id.
+    pub id: i64,
+    /// Job name.
+    pub job: String,
+    /// Config commit the run was made for.
+    pub commit_id: Option<String>,
+    /// Hash of the spec it runs.
+    pub spec_hash: String,
+    /// Engine kind.
+    pub engine: String,
+    /// The env it runs in (which cluster); `None` for runs recorded before envs were kept.
+    pub env: Option<String>,
+    /// Engine handle, once submitted.
+    pub handle: Option<RunHandle>,
+    /// Where it is.
+    pub state: RunState,
+    /// How it ended.
+    pub reason: Option<String>,
+    /// Its log file.
+    pub log_path: String,
+    /// Unix time (ms) it started.
+    pub started_at: i64,
+    /// Unix time (ms) it ended.
+    pub ended_at: Option<i64>,
+}
+
+const RUN_SELECT: &str = "SELECT id, job, commit_id, spec_hash, engine, handle, state, reason,
+    log_path, started_at, ended_at, env FROM runs";
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RunRow>> {
+    Ok((|| {
+        let id: i64 = r.get(0)?;
+        let at = At {
+            table: "runs",
+            row: &id,
+        };
+        Ok(RunRow {
+            id,
+            job: r.get(1)?,
+            commit_id: r.get(2)?,
+            spec_hash: r.get(3)?,
+            engine: r.get(4)?,
+            handle: at.json("handle", r.get(5)?)?,
+            state: at.state("state", &r.get::<_, String>(6)?, RunState::parse)?,
+            reason: r.get(7)?,
+            log_path: r.get(8)?,
+            started_at: r.get(9)?,
+            ended_at: r.get(10)?,
+            env: r.get(11)?,
+        })
+    })())
+}
+
+impl Store {
+    /// Records a run about to be submitted to `engine` in `env`; returns its id. Its log is
+    /// `log_dir/<id>.log`.
+    pub fn insert_run(
+        &self,
+        job: &str,
+        commit: Option<&str>,
+        spec_hash: &str,
+        (engine, env): (&str, &str),
+        log_dir: &Path,
+    ) -> Result<i64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO runs (job, commit_id, spec_hash, engine, env, state, log_path, started_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'starting', '', ?6)",
+            params![job, commit, spec_hash, engine, env, now_ms()],
+        )?;
+        let id = tx.last_insert_rowid();
+        let log = log_dir.join(format!("{id}.log"));
+        tx.execute(
+            "UPDATE runs SET log_path = ?2 WHERE id = ?1",
+            params![id, log.to_string_lossy()],
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Records the engine's handle of a submitted run; the run is then `running`.
+    pub fn set_run_running(&self, id: i64, handle: &RunHandle) -> Result<()> {
+        let handle = serde_json::to_string(handle)?;
+        self.conn().execute(
+            "UPDATE runs SET handle = ?2, state = ?3 WHERE id = ?1",
+            params![id, handle, RunState::Running.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// Records how a run ended (only the first end counts).
+    pub fn finish_run(&self, id: i64, state: RunState, reason: Option<&str>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE runs SET state = ?2, reason = ?3, ended_at = ?4
+             WHERE id = ?1 AND ended_at IS NULL",
+            params![id, state.as_str(), reason, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Runs not known to have ended (starting or running), oldest first.
+    pub fn live_runs(&self) -> Result<Vec<RunRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!(
+            "{RUN_SELECT} WHERE state IN ('starting', 'running') ORDER BY id"
+        ))?;
+        collect(st.query_map([], run_row)?)
+    }
+
+    /// The latest runs of a job, newest first.
+    pub fn runs(&self, job: &str, limit: usize) -> Result<Vec<RunRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!(
+            "{RUN_SELECT} WHERE job = ?1 ORDER BY id DESC LIMIT ?2"
+        ))?;
+        collect(st.query_map(params![job, limit as i64], run_row)?)
+    }
+
+    /// One run.
+    pub fn run(&self, id: i64) -> Result<Option<RunRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!("{RUN_SELECT} WHERE id = ?1"))?;
+        st.query_row([id], run_row).optional()?.transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::StoreError;
+    use super::*;
+
+    #[test]
+    fn run_states_round_trip() {
+        for st in RunState::ALL {
+            assert_eq!(RunState::parse(st.as_str()), Some(st));
+            assert_eq!(serde_json::to_string(&st).unwrap(), format!("\"{st}\""));
+        }
+    }
+
+    #[test]
+    fn runs_live_until_finished_once() {
+        let s = Store::in_memory().unwrap();
+        let id = s
+            .insert_run("a", Some("c1"), "h", ("local", "dev"), Path::new("/logs/a"))
+            .unwrap();
+        let live = s.live_runs().unwrap();
+        assert_eq!(live[0].log_path, format!("/logs/a/{id}.log"));
+        assert_eq!(
+            (live[0].state, live[0].handle.as_ref()),
+            (RunState::Starting, None)
+        );
+        let handle = RunHandle {
+            run_id: id,
+            engine_id: "42".into(),
+            start_ticks: Some(7),
+        };
+        s.set_run_running(id, &handle).unwrap();
+        let run = s.run(id).unwrap().unwrap();
+        assert_eq!((run.state, run.handle), (RunState::Running, Some(handle)));
+        s.finish_run(id, RunState::Failed, Some("exit 3")).unwrap();
+        s.finish_run(id, RunState::Stopped, None).unwrap();
+        assert!(s.live_runs().unwrap().is_empty());
+        let r = &s.runs("a", 5).unwrap()[0];
+        assert_eq!(
+            (r.state, r.reason.as_deref()),
+            (RunState::Failed, Some("exit 3"))
+        );
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn a_handle_that_does_not_decode_is_an_error_not_a_dropped_run() {
+        let s = Store::in_memory().unwrap();
+        let id = s
+            .insert_run("a", None, "h", ("flink", "prod"), Path::new("/l"))
+            .unwrap();
+        s.conn()
+            .execute(
+                "UPDATE runs SET handle = '{\"jobid\": 1}', state = 'running'",
+                [],
+            )
+            .unwrap();
+        let err = s.live_runs().unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Decode { table: "runs", row, column: "handle", .. } if *row == id.to_string()),
+            "{err}"
+        );
+    }
+}
