@@ -304,6 +304,9 @@ mod tests {
                 start_ticks: 987654
             })
         );
+        let line = "123 (a) b (c)) S 1 123 123 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 \
+                    1000 10 18446744073709551615";
+        assert_eq!(parse_stat(line).map(|s| s.start_ticks), Some(98765));
         assert_eq!(parse_stat("garbage"), None);
         let me = stat(std::process::id()).unwrap();
         assert!(me.alive());
