@@ -46,7 +46,7 @@ impl Backoff {
     }
 
     /// The wait to make now; the one after it is twice as long (up to the cap).
-    #[allow(clippy::should_implement_trait)]
+    #[allow(clippy::should_implement_trait)] // an endless sequence: `Option` would only be noise
     pub fn next(&mut self) -> Duration {
         let wait = self.peek();
         self.next = Some(wait.saturating_mul(2).min(self.max));
