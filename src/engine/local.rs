@@ -869,41 +869,42 @@ mod tests {
 
     /// Starts `sh -c script` the way a previous daemon instance did (own process group), and
     /// returns it with the handle that instance would have stored.
-    fn spawn_foreign(script: &str) -> (std::process::Child, RunHandle) {
-        use std::os::unix::process::CommandExt;
-        let child = std::process::Command::new("sh")
-            .args(["-c", script])
-            .process_group(0)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let ticks = proc::stat(child.id()).unwrap().start_ticks;
+    fn spawn_foreign(script: &str) -> (proc::SyncGroupChild, RunHandle) {
+        let child = proc::SyncGroupChild::spawn(
+            std::process::Command::new("sh")
+                .args(["-c", script])
+                .stdin(Stdio::null()),
+        )
+        .unwrap();
+        let ticks = proc::stat(child.pid()).unwrap().start_ticks;
         let handle = RunHandle {
             run_id: 11,
-            engine_id: child.id().to_string(),
+            engine_id: child.pid().to_string(),
             start_ticks: Some(ticks),
         };
         (child, handle)
     }
 
     /// Reaps a child of the test process, bounded.
-    async fn reap(child: &mut std::process::Child) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "child {} not reaped", child.id());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    async fn reap(mut child: proc::SyncGroupChild) {
+        let pid = child.pid();
+        let waited =
+            tokio::task::spawn_blocking(move || child.wait_timeout(Duration::from_secs(5)))
+                .await
+                .unwrap()
+                .unwrap();
+        assert!(waited.is_some(), "child {pid} not reaped");
     }
 
     #[tokio::test]
     async fn a_run_of_a_previous_instance_is_found_and_stopped() {
         let tmp = tempfile::tempdir().unwrap();
         let pidfile = tmp.path().join("grandchild.pid");
-        let (mut child, h) = spawn_foreign(&format!(
+        let (child, h) = spawn_foreign(&format!(
             "sleep 100 & echo $! > {}; wait",
             pidfile.display()
         ));
-        let pid = child.id();
+        let pid = child.pid();
         let _reaper = Reaper(vec![pid]);
         let grandchild: u32 = wait_line(&pidfile).await.parse().unwrap();
 
@@ -913,7 +914,7 @@ mod tests {
             vec![RunStatus::Running]
         );
         engine.stop(&h, Duration::from_secs(5)).await.unwrap();
-        reap(&mut child).await;
+        reap(child).await;
         assert!(wait_gone(pid).await);
         assert!(
             wait_gone(grandchild).await,
@@ -929,7 +930,7 @@ mod tests {
     #[tokio::test]
     async fn a_recycled_pid_is_never_signalled() {
         let (mut child, mut h) = spawn_foreign("sleep 30");
-        let pid = child.id();
+        let pid = child.pid();
         let _reaper = Reaper(vec![pid]);
         let real = h.start_ticks.unwrap();
         h.start_ticks = Some(real + 1);
@@ -942,14 +943,14 @@ mod tests {
         engine.stop(&h, Duration::from_millis(100)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(is_same_live(pid, real), "pid {pid} was signalled");
-        assert!(child.try_wait().unwrap().is_none());
 
         // Without a recorded start time nothing is signalled either.
         h.start_ticks = None;
         assert!(engine.stop(&h, Duration::from_millis(100)).await.is_err());
         assert!(is_same_live(pid, real));
 
-        child.kill().unwrap();
-        reap(&mut child).await;
+        tokio::task::spawn_blocking(move || child.kill_group())
+            .await
+            .unwrap();
     }
 }
