@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::schedule::Schedule;
 use crate::spec::RestartPolicy;
 
@@ -39,10 +40,20 @@ pub enum Decision {
 }
 
 /// Restart bookkeeping of one job: restart times within the window and the next backoff.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RestartTracker {
     restarts: VecDeque<Instant>,
-    next_backoff: Option<Duration>,
+    /// The policy's `backoff` .. `max_backoff` doubling (bounds set at each failure).
+    backoff: Backoff,
+}
+
+impl Default for RestartTracker {
+    fn default() -> Self {
+        RestartTracker {
+            restarts: VecDeque::new(),
+            backoff: Backoff::new(Duration::ZERO, Duration::ZERO),
+        }
+    }
 }
 
 impl RestartTracker {
@@ -53,8 +64,9 @@ impl RestartTracker {
         policy: &RestartPolicy,
         ran_for: Duration,
     ) -> Decision {
+        self.backoff.set_bounds(policy.backoff, policy.max_backoff);
         if ran_for >= policy.max_backoff.max(MIN_STABLE) {
-            self.next_backoff = None; // it stayed up long enough: start over from `backoff`
+            self.backoff.reset(); // it stayed up long enough: start over from `backoff`
         }
         while self
             .restarts
@@ -67,11 +79,7 @@ impl RestartTracker {
         if restarts >= policy.attempts {
             return Decision::GiveUp { restarts };
         }
-        let delay = self
-            .next_backoff
-            .unwrap_or(policy.backoff)
-            .min(policy.max_backoff);
-        self.next_backoff = Some((delay * 2).min(policy.max_backoff));
+        let delay = self.backoff.next();
         Decision::RestartAfter {
             delay,
             attempt: restarts + 1,
@@ -86,7 +94,7 @@ impl RestartTracker {
 
     /// A run succeeded (batch): the backoff starts over.
     pub fn succeeded(&mut self) {
-        self.next_backoff = None;
+        self.backoff.reset();
     }
 
     /// A new version or an operator's restart: forget past restarts.

@@ -11,9 +11,11 @@
 //! - [`schedule`]: crontab-meaning cron expressions in a time zone.
 //! - [`repo`]: git: config-repo mirror, reading job files at a commit, tree diffs, project
 //!   mirrors and checkouts, watch and poll triggers.
+//! - [`backoff`]: doubling waits between retries.
 //! - [`health`]: restart policy, batch schedule arithmetic, the engine status sweep.
 //! - [`plan`]: applied specs vs new specs → actions per job (pure).
 //! - [`build`]: project builds, artifact cache, build queue.
+//! - [`proc`]: child processes in their own process group: spawn, wait with a timeout, kill.
 //! - [`engine`]: the [`engine::Engine`] trait and its implementations.
 //! - [`store`]: SQLite: applied commit, jobs, runs, events, alerts sent.
 //! - [`alert`]: events → email and chat-webhook alerts: routing, throttle, delivery.
@@ -29,6 +31,7 @@
 //! - [`client`]: the commands that talk to a running daemon (`status`, `sync`, `restart`, `logs`).
 
 pub mod alert;
+pub mod backoff;
 pub mod build;
 pub mod changes;
 pub mod cli;
@@ -41,6 +44,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod plan;
+pub mod proc;
 pub mod reconcile;
 pub mod reload;
 pub mod repo;

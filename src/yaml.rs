@@ -318,114 +318,26 @@ fn build(path: &str, src: &str, end: (usize, usize)) -> Result<Node, Vec<Diagnos
                 format!("invalid YAML: {}", e.info()),
             )]
         })?;
-        let (line, column) = within(end, pos(&span));
+        let at = within(end, pos(&span));
         match event {
             Event::DocumentStart(_) => {
                 documents += 1;
                 if documents > 1 {
                     return Err(b.diag(
-                        line,
-                        column,
+                        at.0,
+                        at.1,
                         "a second YAML document (`---`); expected exactly one document per file",
                     ));
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
-                let quoted = style != ScalarStyle::Plain;
                 let forced_str = tag.as_ref().is_some_and(|t| t.suffix == "str");
-                let kind = if quoted || forced_str {
-                    ScalarKind::String
-                } else {
-                    resolve(&text)
-                };
-                let node = Node {
-                    line,
-                    column,
-                    value: Value::Scalar(Scalar {
-                        text: text.into_owned(),
-                        quoted,
-                        kind,
-                    }),
-                };
-                b.finish(node, anchor)?;
+                b.scalar(at, text.into_owned(), style, forced_str, anchor)?;
             }
-            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
-                if b.stack.len() >= MAX_DEPTH {
-                    return Err(b.diag(
-                        line,
-                        column,
-                        format!("nesting deeper than {MAX_DEPTH} levels"),
-                    ));
-                }
-                let frame = if matches!(event, Event::SequenceStart(..)) {
-                    Frame::Seq {
-                        line,
-                        column,
-                        anchor,
-                        items: Vec::new(),
-                    }
-                } else {
-                    Frame::Map {
-                        line,
-                        column,
-                        anchor,
-                        entries: Vec::new(),
-                        key: None,
-                        seen: HashMap::new(),
-                    }
-                };
-                b.stack.push(frame);
-            }
-            Event::SequenceEnd | Event::MappingEnd => {
-                let (node, anchor) = match b.stack.pop() {
-                    Some(Frame::Seq {
-                        line,
-                        column,
-                        anchor,
-                        items,
-                    }) => (
-                        Node {
-                            line,
-                            column,
-                            value: Value::Seq(items),
-                        },
-                        anchor,
-                    ),
-                    Some(Frame::Map {
-                        line,
-                        column,
-                        anchor,
-                        entries,
-                        ..
-                    }) => (
-                        Node {
-                            line,
-                            column,
-                            value: Value::Map(entries),
-                        },
-                        anchor,
-                    ),
-                    None => return Err(b.diag(line, column, "invalid YAML: unbalanced end")),
-                };
-                b.finish(node, anchor)?;
-            }
-            Event::Alias(id) => {
-                let Some((node, n)) = b.anchors.get(&id).cloned() else {
-                    return Err(b.diag(line, column, "alias to an unknown anchor"));
-                };
-                b.alias_nodes = b.alias_nodes.saturating_add(n);
-                if b.alias_nodes > MAX_ALIAS_NODES {
-                    return Err(b.diag(
-                        line,
-                        column,
-                        format!(
-                            "aliases expand to more than {MAX_ALIAS_NODES} nodes; \
-                             write the values out or use fewer aliases"
-                        ),
-                    ));
-                }
-                b.finish(node, 0)?;
-            }
+            Event::SequenceStart(anchor, _) => b.open(at, anchor, true)?,
+            Event::MappingStart(anchor, _) => b.open(at, anchor, false)?,
+            Event::SequenceEnd | Event::MappingEnd => b.close(at)?,
+            Event::Alias(id) => b.alias(at, id)?,
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
         }
     }
@@ -435,6 +347,120 @@ fn build(path: &str, src: &str, end: (usize, usize)) -> Result<Node, Vec<Diagnos
             "the file is empty; expected a YAML mapping of fields",
         )]
     })
+}
+
+impl Builder<'_> {
+    /// A scalar at `(line, column)`: a string when quoted or tagged `!!str`, else resolved.
+    fn scalar(
+        &mut self,
+        (line, column): (usize, usize),
+        text: String,
+        style: ScalarStyle,
+        forced_str: bool,
+        anchor: usize,
+    ) -> Result<(), Vec<Diagnostic>> {
+        let quoted = style != ScalarStyle::Plain;
+        let kind = if quoted || forced_str {
+            ScalarKind::String
+        } else {
+            resolve(&text)
+        };
+        let node = Node {
+            line,
+            column,
+            value: Value::Scalar(Scalar { text, quoted, kind }),
+        };
+        self.finish(node, anchor)
+    }
+
+    /// The start of a sequence (`seq`) or a mapping, at most [`MAX_DEPTH`] deep.
+    fn open(
+        &mut self,
+        (line, column): (usize, usize),
+        anchor: usize,
+        seq: bool,
+    ) -> Result<(), Vec<Diagnostic>> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(self.diag(
+                line,
+                column,
+                format!("nesting deeper than {MAX_DEPTH} levels"),
+            ));
+        }
+        let frame = if seq {
+            Frame::Seq {
+                line,
+                column,
+                anchor,
+                items: Vec::new(),
+            }
+        } else {
+            Frame::Map {
+                line,
+                column,
+                anchor,
+                entries: Vec::new(),
+                key: None,
+                seen: HashMap::new(),
+            }
+        };
+        self.stack.push(frame);
+        Ok(())
+    }
+
+    /// The end of the innermost sequence or mapping.
+    fn close(&mut self, (line, column): (usize, usize)) -> Result<(), Vec<Diagnostic>> {
+        let (node, anchor) = match self.stack.pop() {
+            Some(Frame::Seq {
+                line,
+                column,
+                anchor,
+                items,
+            }) => (
+                Node {
+                    line,
+                    column,
+                    value: Value::Seq(items),
+                },
+                anchor,
+            ),
+            Some(Frame::Map {
+                line,
+                column,
+                anchor,
+                entries,
+                ..
+            }) => (
+                Node {
+                    line,
+                    column,
+                    value: Value::Map(entries),
+                },
+                anchor,
+            ),
+            None => return Err(self.diag(line, column, "invalid YAML: unbalanced end")),
+        };
+        self.finish(node, anchor)
+    }
+
+    /// An alias: a copy of its anchor's node, counted against [`MAX_ALIAS_NODES`].
+    fn alias(&mut self, (line, column): (usize, usize), id: usize) -> Result<(), Vec<Diagnostic>> {
+        let Some((node, n)) = self.anchors.get(&id).cloned() else {
+            return Err(self.diag(line, column, "alias to an unknown anchor"));
+        };
+        self.alias_nodes = self.alias_nodes.saturating_add(n);
+        if self.alias_nodes > MAX_ALIAS_NODES {
+            return Err(self.diag(
+                line,
+                column,
+                format!(
+                    "aliases expand to more than {MAX_ALIAS_NODES} nodes; \
+                     write the values out or use fewer aliases"
+                ),
+            ));
+        }
+        self.finish(node, 0)
+    }
 }
 
 /// The closest candidate to `word`, when one is close enough to be a likely typo.

@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::settings::{AlertChannel, EVENTS, Live, Settings};
 use crate::spec::JobSpec;
 use crate::store::{EventRow, NewAlertSent, Store};
@@ -826,7 +827,7 @@ async fn deliver(
             () = cancel.cancelled() => return,
             a = rx.recv() => match a { Some(a) => a, None => return },
         };
-        let mut backoff = opts.backoff;
+        let mut backoff = Backoff::uncapped(opts.backoff);
         let mut tries = 0;
         let outcome = loop {
             tries += 1;
@@ -846,12 +847,12 @@ async fn deliver(
                     if tries >= opts.tries || !e.is_retryable() {
                         break Err(e);
                     }
-                    tracing::warn!(%target, event = %alert.event, job = ?alert.job, try_ = tries, retry_in = ?backoff, "alert not delivered: {e}");
+                    let wait = backoff.next();
+                    tracing::warn!(%target, event = %alert.event, job = ?alert.job, try_ = tries, retry_in = ?wait, "alert not delivered: {e}");
                     tokio::select! {
                         () = cancel.cancelled() => return,
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(wait) => {}
                     }
-                    backoff *= 2;
                 }
             }
         };

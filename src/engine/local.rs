@@ -23,15 +23,14 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
 
 use super::{
     Engine, EngineError, NEVER_STARTED, RecordedRun, Recovery, RunExit, RunHandle, RunStatus,
     STOP_GRACE, SubmitRequest,
 };
+use crate::proc::{self, GroupChild, is_same_live};
 
 /// The reason given for a run that ended because [`Engine::stop`] stopped it.
 pub const STOPPED: &str = "stopped";
@@ -133,39 +132,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// What `/proc/<pid>/stat` says about a process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ProcInfo {
-    /// Field 3: R, S, D, Z, T, ...
-    state: char,
-    /// Field 22: start time in clock ticks since boot.
-    start_ticks: u64,
-}
-
-impl ProcInfo {
-    /// Alive (a zombie has ended; it only waits to be reaped).
-    fn alive(&self) -> bool {
-        self.state != 'Z' && self.state != 'X'
-    }
-}
-
-/// Reads `/proc/<pid>/stat`; `None` when there is no such process.
-fn proc_info(pid: u32) -> Option<ProcInfo> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&text)
-}
-
-/// Parses a `/proc/<pid>/stat` line. The command name (field 2) may hold spaces and parentheses,
-/// so the fields are read after the last `)`.
-fn parse_stat(text: &str) -> Option<ProcInfo> {
-    let rest = &text[text.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    // `state` was field 3; field 22 is 19 further on.
-    let start_ticks = fields.nth(18)?.parse().ok()?;
-    Some(ProcInfo { state, start_ticks })
-}
-
 /// The live processes a previous daemon spawned for run `run_id` but was killed before it could
 /// record their pid: the process-group leaders whose stdout or stderr is the run's log file
 /// (unique to the state folder, the job and the run). Their start times are read now, so they
@@ -184,18 +150,10 @@ pub fn find_unrecorded(run_id: i64, log_path: &Path) -> Vec<RunHandle> {
         else {
             continue;
         };
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Some(info) = proc::stat(pid) else {
             continue;
         };
-        let Some(info) = parse_stat(&text) else {
-            continue;
-        };
-        // Field 5 (the process group) is the third after the last `)`.
-        let pgrp = text
-            .rfind(')')
-            .and_then(|i| text[i + 1..].split_whitespace().nth(2))
-            .and_then(|g| g.parse::<u32>().ok());
-        if !info.alive() || pgrp != Some(pid) {
+        if !info.alive() || info.pgrp != pid {
             continue;
         }
         let writes_log = [1, 2]
@@ -212,26 +170,9 @@ pub fn find_unrecorded(run_id: i64, log_path: &Path) -> Vec<RunHandle> {
     out
 }
 
-/// Whether the process `pid` is alive and is the one that started at `start_ticks`.
-fn is_same_live(pid: u32, start_ticks: u64) -> bool {
-    proc_info(pid).is_some_and(|p| p.alive() && p.start_ticks == start_ticks)
-}
-
 /// Sends `sig` to the process group `pgid`. A group that is gone is not an error.
 fn signal_group(pgid: u32, sig: Signal) -> Result<(), EngineError> {
-    let raw = i32::try_from(pgid)
-        .map_err(|_| EngineError::Other(format!("pid {pgid} is out of range")))?;
-    if raw <= 1 {
-        return Err(EngineError::Other(format!(
-            "refusing to signal process group {raw}"
-        )));
-    }
-    match killpg(Pid::from_raw(raw), sig) {
-        Ok(()) | Err(Errno::ESRCH) => Ok(()),
-        Err(e) => Err(EngineError::Other(format!(
-            "cannot send {sig} to process group {pgid}: {e}"
-        ))),
-    }
+    proc::signal_group(pgid, sig).map_err(|e| EngineError::Other(e.to_string()))
 }
 
 /// The pid in a handle's `engine_id`.
@@ -313,6 +254,153 @@ fn describe_exit(status: ExitStatus, log: &Path) -> RunStatus {
     RunStatus::Failed(reason)
 }
 
+/// The command of a run, ready to spawn (argv with `{artifact}` replaced, a clean environment,
+/// output appended to the run's log), and its program as the job file names it.
+fn run_command(req: &SubmitRequest) -> Result<(tokio::process::Command, String), EngineError> {
+    let artifact = req.artifact.as_deref();
+    let mut argv = Vec::with_capacity(req.params.command.len());
+    for (i, arg) in req.params.command.iter().enumerate() {
+        argv.push(substitute(arg, artifact, &format!("params.command[{i}]"))?);
+    }
+    let Some(program) = argv.first().cloned() else {
+        return Err(EngineError::Refused(
+            "params.command is empty: the local engine needs an argv list".into(),
+        ));
+    };
+    if let Some(parent) = req.log_path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            EngineError::Other(format!(
+                "cannot create log folder {}: {e}",
+                parent.display()
+            ))
+        })?;
+    }
+    let dir = workdir(req)?;
+    // A relative program path with a slash is relative to the working directory.
+    let program_path = if program.contains('/') && !program.starts_with('/') {
+        dir.join(&program)
+    } else {
+        PathBuf::from(&program)
+    };
+    let (log, log_err) = open_log(&req.log_path)?;
+
+    let mut cmd = tokio::process::Command::new(&program_path);
+    cmd.args(&argv[1..])
+        .current_dir(&dir)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log_err));
+    for var in ["PATH", "HOME", "LANG"] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
+    }
+    for (k, v) in &req.params.environment {
+        cmd.env(
+            k,
+            substitute(v, artifact, &format!("params.environment.{k}"))?,
+        );
+    }
+    cmd.env("JOBKEEPER_JOB", &req.job)
+        .env("JOBKEEPER_RUN", req.run_id.to_string());
+    Ok((cmd, program))
+}
+
+/// The run's log opened for appending, twice (stdout and stderr).
+fn open_log(path: &Path) -> Result<(std::fs::File, std::fs::File), EngineError> {
+    let cannot =
+        |e: std::io::Error| EngineError::Other(format!("cannot open log {}: {e}", path.display()));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(cannot)?;
+    let log_err = log.try_clone().map_err(cannot)?;
+    Ok((log, log_err))
+}
+
+/// Why `program` could not be started, refused when the job file is at fault.
+fn spawn_error(program: &str, e: std::io::Error) -> EngineError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => EngineError::Refused(format!(
+            "program {program:?} (params.command[0]) not found{}",
+            if program.contains('/') {
+                String::new()
+            } else {
+                format!(
+                    " in PATH={}",
+                    std::env::var("PATH").unwrap_or_else(|_| "(unset)".into())
+                )
+            }
+        )),
+        std::io::ErrorKind::PermissionDenied => EngineError::Refused(format!(
+            "program {program:?} (params.command[0]) is not executable: {e}"
+        )),
+        std::io::ErrorKind::InvalidInput => EngineError::Refused(format!(
+            "params.command or params.environment cannot be passed to a process: {e}"
+        )),
+        _ => EngineError::Other(format!("cannot start {program:?}: {e}")),
+    }
+}
+
+/// Where the end of one child is told: its entry in the children, its watchers, the exit
+/// channel.
+struct Ended {
+    /// The engine's children.
+    children: Arc<Mutex<Children>>,
+    /// The engine's exit channel.
+    exits: mpsc::UnboundedSender<RunExit>,
+    /// The child's `ended`.
+    ended_tx: watch::Sender<Option<RunStatus>>,
+    /// Its job.
+    job: String,
+    /// Its run id.
+    run_id: i64,
+    /// Its pid.
+    pid: u32,
+    /// Its start time.
+    start_ticks: u64,
+}
+
+impl Ended {
+    /// Records that the child ended with `status` (or [`STOPPED`], when `stop` ended it), forgets
+    /// the oldest ended children and sends the exit.
+    fn report(self, status: RunStatus) {
+        let (pid, start_ticks) = (self.pid, self.start_ticks);
+        let status = {
+            let mut c = lock(&self.children);
+            let stopping = c
+                .by_pid
+                .get(&pid)
+                .is_some_and(|ch| ch.start_ticks == start_ticks && ch.stopping);
+            let status = if stopping {
+                RunStatus::Failed(STOPPED.into())
+            } else {
+                status
+            };
+            c.ended.push_back((pid, start_ticks));
+            while c.ended.len() > KEEP_EXITED {
+                if let Some((old, ticks)) = c.ended.pop_front()
+                    && c.by_pid
+                        .get(&old)
+                        .is_some_and(|ch| ch.start_ticks == ticks && ch.ended.borrow().is_some())
+                {
+                    c.by_pid.remove(&old);
+                }
+            }
+            status
+        };
+        tracing::debug!(job = %self.job, run = self.run_id, pid, "local run ended");
+        let _ = self.ended_tx.send(Some(status.clone()));
+        let _ = self.exits.send(RunExit {
+            job: self.job,
+            run_id: self.run_id,
+            status,
+        });
+    }
+}
+
 #[async_trait::async_trait]
 impl Engine for LocalEngine {
     fn kind(&self) -> &'static str {
@@ -320,153 +408,48 @@ impl Engine for LocalEngine {
     }
 
     async fn submit(&self, req: SubmitRequest) -> Result<RunHandle, EngineError> {
-        let artifact = req.artifact.as_deref();
-        let mut argv = Vec::with_capacity(req.params.command.len());
-        for (i, arg) in req.params.command.iter().enumerate() {
-            argv.push(substitute(arg, artifact, &format!("params.command[{i}]"))?);
-        }
-        let Some(program) = argv.first().cloned() else {
-            return Err(EngineError::Refused(
-                "params.command is empty: the local engine needs an argv list".into(),
-            ));
-        };
-        if let Some(parent) = req.log_path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                EngineError::Other(format!(
-                    "cannot create log folder {}: {e}",
-                    parent.display()
-                ))
-            })?;
-        }
-        let dir = workdir(&req)?;
-        // A relative program path with a slash is relative to the working directory.
-        let program_path = if program.contains('/') && !program.starts_with('/') {
-            dir.join(&program)
-        } else {
-            PathBuf::from(&program)
-        };
-
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&req.log_path)
-            .map_err(|e| {
-                EngineError::Other(format!("cannot open log {}: {e}", req.log_path.display()))
-            })?;
-        let log_err = log.try_clone().map_err(|e| {
-            EngineError::Other(format!("cannot open log {}: {e}", req.log_path.display()))
-        })?;
-
-        let mut cmd = tokio::process::Command::new(&program_path);
-        cmd.args(&argv[1..])
-            .current_dir(&dir)
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .process_group(0);
-        for var in ["PATH", "HOME", "LANG"] {
-            if let Some(v) = std::env::var_os(var) {
-                cmd.env(var, v);
-            }
-        }
-        for (k, v) in &req.params.environment {
-            cmd.env(
-                k,
-                substitute(v, artifact, &format!("params.environment.{k}"))?,
-            );
-        }
-        cmd.env("JOBKEEPER_JOB", &req.job)
-            .env("JOBKEEPER_RUN", req.run_id.to_string());
-
-        let mut child = cmd.spawn().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => EngineError::Refused(format!(
-                "program {program:?} (params.command[0]) not found{}",
-                if program.contains('/') {
-                    String::new()
-                } else {
-                    format!(
-                        " in PATH={}",
-                        std::env::var("PATH").unwrap_or_else(|_| "(unset)".into())
-                    )
-                }
-            )),
-            std::io::ErrorKind::PermissionDenied => EngineError::Refused(format!(
-                "program {program:?} (params.command[0]) is not executable: {e}"
-            )),
-            std::io::ErrorKind::InvalidInput => EngineError::Refused(format!(
-                "params.command or params.environment cannot be passed to a process: {e}"
-            )),
-            _ => EngineError::Other(format!("cannot start {program:?}: {e}")),
-        })?;
-        let Some(pid) = child.id() else {
+        let (mut cmd, program) = run_command(&req)?;
+        let mut child = GroupChild::spawn(&mut cmd).map_err(|e| spawn_error(&program, e))?;
+        let Some(pid) = child.pid() else {
             return Err(EngineError::Other(format!(
                 "{program:?} ended before its pid was known"
             )));
         };
         // The child is not reaped before `wait` below, so its stat is there even if it ended.
-        let start_ticks = proc_info(pid).map_or(0, |p| p.start_ticks);
+        let start_ticks = proc::stat(pid).map_or(0, |p| p.start_ticks);
 
         let (ended_tx, ended_rx) = watch::channel(None);
-        {
-            let mut children = lock(&self.children);
-            children.by_pid.insert(
-                pid,
-                Child {
-                    run_id: req.run_id,
-                    start_ticks,
-                    ended: ended_rx,
-                    stopping: false,
-                },
-            );
-        }
+        lock(&self.children).by_pid.insert(
+            pid,
+            Child {
+                run_id: req.run_id,
+                start_ticks,
+                ended: ended_rx,
+                stopping: false,
+            },
+        );
         tracing::info!(job = %req.job, run = req.run_id, pid, "local run started");
 
-        let children = Arc::clone(&self.children);
-        let exits = self.exits_tx.clone();
-        let job = req.job.clone();
-        let run_id = req.run_id;
+        let ended = Ended {
+            children: Arc::clone(&self.children),
+            exits: self.exits_tx.clone(),
+            ended_tx,
+            job: req.job.clone(),
+            run_id: req.run_id,
+            pid,
+            start_ticks,
+        };
         let log_path = req.log_path.clone();
         tokio::spawn(async move {
-            let waited = child.wait().await;
             // Whatever the run left in its group goes with it.
-            let _ = signal_group(pid, Signal::SIGKILL);
+            let waited = child.wait().await;
             let status = match waited {
                 Ok(st) => tokio::task::spawn_blocking(move || describe_exit(st, &log_path))
                     .await
                     .unwrap_or_else(|e| RunStatus::Failed(format!("ended ({e})"))),
                 Err(e) => RunStatus::Failed(format!("cannot wait for the process: {e}")),
             };
-            let status = {
-                let mut c = lock(&children);
-                let stopping = c
-                    .by_pid
-                    .get(&pid)
-                    .is_some_and(|ch| ch.start_ticks == start_ticks && ch.stopping);
-                let status = if stopping {
-                    RunStatus::Failed(STOPPED.into())
-                } else {
-                    status
-                };
-                c.ended.push_back((pid, start_ticks));
-                while c.ended.len() > KEEP_EXITED {
-                    if let Some((old, ticks)) = c.ended.pop_front()
-                        && c.by_pid.get(&old).is_some_and(|ch| {
-                            ch.start_ticks == ticks && ch.ended.borrow().is_some()
-                        })
-                    {
-                        c.by_pid.remove(&old);
-                    }
-                }
-                status
-            };
-            tracing::debug!(job = %job, run = run_id, pid, "local run ended");
-            let _ = ended_tx.send(Some(status.clone()));
-            let _ = exits.send(RunExit {
-                job,
-                run_id,
-                status,
-            });
+            ended.report(status);
         });
 
         Ok(RunHandle {
@@ -556,7 +539,7 @@ impl Engine for LocalEngine {
         }
         // Still the same process (or a zombie of it, whose pid cannot be reused): kill the group,
         // which also takes whatever the run left behind.
-        let same = proc_info(pid).is_none_or(|p| p.start_ticks == ticks);
+        let same = proc::stat(pid).is_none_or(|p| p.start_ticks == ticks);
         if same {
             signal_group(pid, Signal::SIGKILL)?;
         }
@@ -647,7 +630,7 @@ mod tests {
 
     /// Gone, or a zombie nobody has reaped yet (the test host's init may not reap).
     fn gone(pid: u32) -> bool {
-        proc_info(pid).is_none_or(|p| !p.alive())
+        proc::stat(pid).is_none_or(|p| !p.alive())
     }
 
     async fn wait_gone(pid: u32) -> bool {
@@ -688,20 +671,6 @@ mod tests {
 
     fn pid_of(h: &RunHandle) -> u32 {
         h.engine_id.parse().unwrap()
-    }
-
-    #[test]
-    fn stat_is_parsed_after_the_last_paren() {
-        let line = "123 (a) b (c)) S 1 123 123 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 \
-                    1000 10 18446744073709551615";
-        assert_eq!(
-            parse_stat(line),
-            Some(ProcInfo {
-                state: 'S',
-                start_ticks: 98765
-            })
-        );
-        assert_eq!(parse_stat("garbage"), None);
     }
 
     #[tokio::test]
@@ -934,41 +903,42 @@ mod tests {
 
     /// Starts `sh -c script` the way a previous daemon instance did (own process group), and
     /// returns it with the handle that instance would have stored.
-    fn spawn_foreign(script: &str) -> (std::process::Child, RunHandle) {
-        use std::os::unix::process::CommandExt;
-        let child = std::process::Command::new("sh")
-            .args(["-c", script])
-            .process_group(0)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let ticks = proc_info(child.id()).unwrap().start_ticks;
+    fn spawn_foreign(script: &str) -> (proc::SyncGroupChild, RunHandle) {
+        let child = proc::SyncGroupChild::spawn(
+            std::process::Command::new("sh")
+                .args(["-c", script])
+                .stdin(Stdio::null()),
+        )
+        .unwrap();
+        let ticks = proc::stat(child.pid()).unwrap().start_ticks;
         let handle = RunHandle {
             run_id: 11,
-            engine_id: child.id().to_string(),
+            engine_id: child.pid().to_string(),
             start_ticks: Some(ticks),
         };
         (child, handle)
     }
 
     /// Reaps a child of the test process, bounded.
-    async fn reap(child: &mut std::process::Child) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "child {} not reaped", child.id());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    async fn reap(mut child: proc::SyncGroupChild) {
+        let pid = child.pid();
+        let waited =
+            tokio::task::spawn_blocking(move || child.wait_timeout(Duration::from_secs(5)))
+                .await
+                .unwrap()
+                .unwrap();
+        assert!(waited.is_some(), "child {pid} not reaped");
     }
 
     #[tokio::test]
     async fn a_run_of_a_previous_instance_is_found_and_stopped() {
         let tmp = tempfile::tempdir().unwrap();
         let pidfile = tmp.path().join("grandchild.pid");
-        let (mut child, h) = spawn_foreign(&format!(
+        let (child, h) = spawn_foreign(&format!(
             "sleep 100 & echo $! > {}; wait",
             pidfile.display()
         ));
-        let pid = child.id();
+        let pid = child.pid();
         let _reaper = Reaper(vec![pid]);
         let grandchild: u32 = wait_line(&pidfile).await.parse().unwrap();
 
@@ -978,7 +948,7 @@ mod tests {
             vec![RunStatus::Running]
         );
         engine.stop(&h, Duration::from_secs(5)).await.unwrap();
-        reap(&mut child).await;
+        reap(child).await;
         assert!(wait_gone(pid).await);
         assert!(
             wait_gone(grandchild).await,
@@ -994,7 +964,7 @@ mod tests {
     #[tokio::test]
     async fn a_recycled_pid_is_never_signalled() {
         let (mut child, mut h) = spawn_foreign("sleep 30");
-        let pid = child.id();
+        let pid = child.pid();
         let _reaper = Reaper(vec![pid]);
         let real = h.start_ticks.unwrap();
         h.start_ticks = Some(real + 1);
@@ -1007,14 +977,14 @@ mod tests {
         engine.stop(&h, Duration::from_millis(100)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(is_same_live(pid, real), "pid {pid} was signalled");
-        assert!(child.try_wait().unwrap().is_none());
 
         // Without a recorded start time nothing is signalled either.
         h.start_ticks = None;
         assert!(engine.stop(&h, Duration::from_millis(100)).await.is_err());
         assert!(is_same_live(pid, real));
 
-        child.kill().unwrap();
-        reap(&mut child).await;
+        tokio::task::spawn_blocking(move || child.kill_group())
+            .await
+            .unwrap();
     }
 }

@@ -7,18 +7,16 @@
 //! message is scrubbed of both.
 
 use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use git2::Repository;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 
 use super::fetch::{Credentials, Fetched};
 use super::{RepoError, redact_url};
+use crate::proc::SyncGroupChild;
 
 /// How long a fetch of a remote URL may take before `git` (and its whole process group) is
 /// killed and the fetch counts as unreachable.
@@ -150,9 +148,8 @@ pub(crate) fn fetch_remote(
     command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = command.spawn().map_err(|e| RepoError::Unreachable {
+        .stderr(Stdio::piped());
+    let mut child = SyncGroupChild::spawn(&mut command).map_err(|e| RepoError::Unreachable {
         url: shown.clone(),
         message: if e.kind() == std::io::ErrorKind::NotFound {
             "the `git` program is needed to fetch remote URLs and was not found on PATH".to_string()
@@ -160,7 +157,7 @@ pub(crate) fn fetch_remote(
             format!("cannot run git: {e}")
         },
     })?;
-    let stderr = child.stderr.take();
+    let stderr = child.take_stderr();
     let (tx, rx) = mpsc::channel();
     let reader = std::thread::Builder::new()
         .name("git-fetch-stderr".to_string())
@@ -168,13 +165,14 @@ pub(crate) fn fetch_remote(
             let _ = tx.send(stderr.map(read_tail).unwrap_or_default());
         });
     if let Err(e) = reader {
-        kill_group(&mut child);
+        child.kill_group();
         return Err(RepoError::Io {
             context: "cannot start a thread to read git's output".to_string(),
             source: e,
         });
     }
-    let status = wait_until(&mut child, Instant::now() + timeout);
+    // git, ssh and the remote helpers share the group: all of them go at the timeout.
+    let status = child.wait_timeout(timeout);
     // The stderr pipe closes when git and its helpers are gone; never block on it for long.
     let stderr = rx
         .recv_timeout(Duration::from_secs(2))
@@ -205,33 +203,6 @@ pub(crate) fn fetch_remote(
         heads: fetched_heads(repo, refspecs)?,
         received_objects: received_objects(&stderr),
     })
-}
-
-/// Waits for `child` until `deadline`; past it, kills its process group and returns `None`.
-fn wait_until(child: &mut Child, deadline: Instant) -> std::io::Result<Option<ExitStatus>> {
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            kill_group(child);
-            return Ok(None);
-        }
-        std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
-
-/// SIGKILL to the process group led by `child` (git, ssh, the remote helpers), then reaps it.
-/// The leader is not reaped before the signal, so its group id cannot have been reused.
-fn kill_group(child: &mut Child) {
-    if let Ok(pid) = i32::try_from(child.id()) {
-        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Reads `from` to its end, keeping the last [`STDERR_LIMIT`] bytes.

@@ -13,6 +13,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::local_path;
+use crate::backoff::Backoff;
 use crate::settings::RepoSettings;
 
 /// The longest poll interval while fetches keep failing (unless `poll` itself is longer).
@@ -56,8 +57,8 @@ impl std::fmt::Display for TriggerReason {
 /// [`MAX_POLL_BACKOFF`] (or `poll`, if longer), back to `poll` after a success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PollBackoff {
-    /// The configured interval.
-    base: Duration,
+    /// The interval: `base`, doubled after each failure.
+    wait: Backoff,
     /// Failed fetches in a row.
     failures: u32,
 }
@@ -65,17 +66,16 @@ pub struct PollBackoff {
 impl PollBackoff {
     /// Starts at `base` (a zero `base` is taken as one second).
     pub fn new(base: Duration) -> PollBackoff {
+        let base = base.max(Duration::from_secs(1));
         PollBackoff {
-            base: base.max(Duration::from_secs(1)),
+            wait: Backoff::new(base, MAX_POLL_BACKOFF.max(base)),
             failures: 0,
         }
     }
 
     /// The time to wait before the next poll.
     pub fn interval(&self) -> Duration {
-        let cap = MAX_POLL_BACKOFF.max(self.base);
-        let factor = 2u32.saturating_pow(self.failures.min(20));
-        self.base.saturating_mul(factor).min(cap)
+        self.wait.peek()
     }
 
     /// Failed fetches in a row.
@@ -86,11 +86,13 @@ impl PollBackoff {
     /// Records a failed fetch.
     pub fn failed(&mut self) {
         self.failures = self.failures.saturating_add(1);
+        self.wait.next();
     }
 
     /// Records a successful fetch.
     pub fn succeeded(&mut self) {
         self.failures = 0;
+        self.wait.reset();
     }
 }
 

@@ -1,0 +1,234 @@
+//! The artifact cache: `state_dir/artifacts/<key>/` with the artifact and its `meta.json`,
+//! finding the one file a glob names, and each job's `build-latest.log`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::queue::remove_tree;
+use super::{Artifact, BuildError, CHUNK, is_inside};
+
+/// What is stored in `artifacts/<key>/meta.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    /// The artifact, as it was when built.
+    artifact: Artifact,
+    /// The artifact's path inside `artifacts/<key>/`, so a moved state folder still works.
+    file: PathBuf,
+    /// The project repo, for people reading the file.
+    repo: String,
+    /// The folder in the repo.
+    dir: String,
+    /// The build command.
+    command: Option<String>,
+    /// The artifact glob.
+    artifact_glob: Option<String>,
+    /// When it was built (RFC 3339).
+    built_at: String,
+}
+
+/// What a build produced.
+pub(super) enum Found {
+    /// The one file the glob matched.
+    File(PathBuf),
+    /// The project folder itself.
+    Tree(PathBuf),
+}
+
+/// The one file `glob` matches in `work`.
+pub(super) fn find_artifact(work: &Path, glob: &str) -> Result<PathBuf, BuildError> {
+    let base = work.to_str().ok_or_else(|| {
+        BuildError::Artifact(format!("build folder {} is not UTF-8", work.display()))
+    })?;
+    let pattern = format!("{}/{glob}", glob::Pattern::escape(base));
+    let opts = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: false,
+    };
+    let paths = glob::glob_with(&pattern, opts)
+        .map_err(|e| BuildError::Artifact(format!("bad artifact glob {glob:?}: {e}")))?;
+    let mut first = Vec::new();
+    let mut count = 0usize;
+    for p in paths.flatten() {
+        if !p.is_file() {
+            continue;
+        }
+        count += 1;
+        if first.len() < 5 {
+            first.push(p);
+        }
+    }
+    let shown = |ps: &[PathBuf]| {
+        ps.iter()
+            .map(|p| p.strip_prefix(work).unwrap_or(p).display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match count {
+        0 => Err(BuildError::Artifact(format!(
+            "artifact glob {glob:?} matched no file"
+        ))),
+        1 => {
+            let path = first.remove(0);
+            // A symlink may not lead out of the build folder.
+            let real = path
+                .canonicalize()
+                .map_err(|e| BuildError::io(format!("cannot resolve {}", path.display()), e))?;
+            let root = work
+                .canonicalize()
+                .map_err(|e| BuildError::io(format!("cannot resolve {}", work.display()), e))?;
+            if !real.starts_with(&root) {
+                return Err(BuildError::Artifact(format!(
+                    "artifact {} leads outside the project folder",
+                    shown(&[path])
+                )));
+            }
+            Ok(real)
+        }
+        n => Err(BuildError::Artifact(format!(
+            "artifact glob {glob:?} matched {n} files, it must match exactly one: {}{}",
+            shown(&first),
+            if n > first.len() { ", ..." } else { "" }
+        ))),
+    }
+}
+
+/// Moves what was built into `artifacts/<key>/`, writes `meta.json` last and publishes the folder
+/// with one rename.
+pub(super) fn store_artifact(
+    state: &Path,
+    key: &str,
+    commit: &str,
+    log: &Path,
+    found: Found,
+    artifact_glob: Option<String>,
+    (repo, dir, command): (String, String, Option<String>),
+) -> Result<Artifact, BuildError> {
+    let artifacts = state.join("artifacts");
+    let tmp = artifacts.join(format!(".tmp-{key}"));
+    let dest = artifacts.join(key);
+    let io = |what: String| move |e| BuildError::io(what, e);
+    remove_tree(&tmp).map_err(io(format!("cannot remove {}", tmp.display())))?;
+    std::fs::create_dir_all(&tmp).map_err(io(format!("cannot create {}", tmp.display())))?;
+    let (file, digest) = match found {
+        Found::File(path) => {
+            let name = path
+                .file_name()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| "artifact".into());
+            let file = if name == Path::new("meta.json") {
+                Path::new("file").join(name)
+            } else {
+                name
+            };
+            let to = tmp.join(&file);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(io(format!("cannot create {}", parent.display())))?;
+            }
+            if std::fs::rename(&path, &to).is_err() {
+                std::fs::copy(&path, &to).map_err(io(format!(
+                    "cannot copy {} to {}",
+                    path.display(),
+                    to.display()
+                )))?;
+            }
+            let digest = sha256_file(&to).map_err(io(format!("cannot read {}", to.display())))?;
+            (file, digest)
+        }
+        Found::Tree(work) => {
+            let file = PathBuf::from("tree");
+            let to = tmp.join(&file);
+            std::fs::rename(&work, &to).map_err(io(format!(
+                "cannot move {} to {}",
+                work.display(),
+                to.display()
+            )))?;
+            (file, hex::encode(Sha256::digest(key.as_bytes())))
+        }
+    };
+    let artifact = Artifact {
+        key: key.to_string(),
+        path: dest.join(&file),
+        digest,
+        log: log.to_path_buf(),
+        commit: commit.to_string(),
+    };
+    let meta = Meta {
+        artifact: artifact.clone(),
+        file,
+        repo,
+        dir,
+        command,
+        artifact_glob,
+        built_at: chrono::Utc::now().to_rfc3339(),
+    };
+    let json = serde_json::to_vec_pretty(&meta)
+        .map_err(|e| BuildError::io("cannot encode meta.json", std::io::Error::other(e)))?;
+    let meta_path = tmp.join("meta.json");
+    std::fs::write(&meta_path, json)
+        .map_err(io(format!("cannot write {}", meta_path.display())))?;
+    remove_tree(&dest).map_err(io(format!("cannot remove {}", dest.display())))?;
+    std::fs::rename(&tmp, &dest).map_err(io(format!(
+        "cannot rename {} to {}",
+        tmp.display(),
+        dest.display()
+    )))?;
+    Ok(artifact)
+}
+
+/// Hex sha256 of a file, streamed.
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The cached artifact of `key` under `state`, if its `meta.json` and artifact are there.
+pub(super) fn read_cached(state: &Path, key: &str) -> Option<Artifact> {
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let dir = state.join("artifacts").join(key);
+    let bytes = std::fs::read(dir.join("meta.json")).ok()?;
+    let meta: Meta = serde_json::from_slice(&bytes).ok()?;
+    if meta.artifact.key != key || !is_inside(&meta.file.to_string_lossy()) {
+        return None;
+    }
+    let path = dir.join(&meta.file);
+    if !path.exists() {
+        return None;
+    }
+    Some(Artifact {
+        path,
+        log: state.join("builds").join(key).join("build.log"),
+        ..meta.artifact
+    })
+}
+
+/// Points `logs/<job>/build-latest.log` at the build log of `key` (a hard link, else a copy).
+pub(super) fn publish_log(state: &Path, job: &str, key: &str) -> std::io::Result<()> {
+    let log = state.join("builds").join(key).join("build.log");
+    if !log.exists() {
+        return Ok(());
+    }
+    let dir = state.join("logs").join(job);
+    std::fs::create_dir_all(&dir)?;
+    let tmp = dir.join(format!(".build-latest.{key}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    if std::fs::hard_link(&log, &tmp).is_err() {
+        std::fs::copy(&log, &tmp)?;
+    }
+    std::fs::rename(&tmp, dir.join("build-latest.log"))
+}
