@@ -23,14 +23,15 @@ use crate::engine::Engine;
 use crate::engine::flink::FlinkEngine;
 use crate::engine::local::LocalEngine;
 use crate::engine::spark::SparkEngine;
+use crate::event::JobEvent;
 use crate::http::{self, ApiState};
 use crate::metrics::Metrics;
-use crate::reconcile::{self, Context, Reconciler};
+use crate::reconcile::{self, Context, Reconciler, Scope};
 use crate::repo::{
     ConfigRepo, ProjectRepos, RepoError, TriggerControl, TriggerReason, spawn_trigger,
 };
 use crate::settings::{EngineKind, Live, Settings};
-use crate::store::{NewEvent, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::sync::{self, SyncError, SyncOutcome};
 use crate::systemd::Notifier;
 
@@ -117,7 +118,13 @@ pub async fn run_with(
     let notifier = Arc::new(Notifier::from_env());
     notifier.ready("started: applying the config repo");
     let reload = config_path.map(|path| (path, started.clone()));
-    start_service_loops(&tasks, &core.store, &live, &notifier, reload, &cancel);
+    let loops = ServiceLoops {
+        store: &core.store,
+        events: &core.ctx.events,
+        live: &live,
+        notifier: &notifier,
+    };
+    start_service_loops(&tasks, &loops, reload, &cancel);
 
     let repo = open_config_repo(&started, &state_dir).await?;
     let follower = Follower {
@@ -251,16 +258,32 @@ fn start_job_loops(
     tasks.spawn(crate::reconcile::sweep_loop(ctx, r, interval, cancel));
 }
 
+/// What the service loops share.
+struct ServiceLoops<'a> {
+    /// The store.
+    store: &'a Store,
+    /// Records events.
+    events: &'a reconcile::Emitter,
+    /// The running config.
+    live: &'a Live,
+    /// systemd.
+    notifier: &'a Arc<Notifier>,
+}
+
 /// systemd's watchdog and status line, log rotation and, with a config file and the config
 /// read from it at start, SIGHUP reloads.
 fn start_service_loops(
     tasks: &TaskTracker,
-    store: &Store,
-    live: &Live,
-    notifier: &Arc<Notifier>,
+    loops: &ServiceLoops<'_>,
     reload: Option<(PathBuf, Arc<Settings>)>,
     cancel: &CancellationToken,
 ) {
+    let ServiceLoops {
+        store,
+        events,
+        live,
+        notifier,
+    } = *loops;
     if let Some(interval) = crate::systemd::watchdog_interval() {
         tasks.spawn(watchdog_loop(
             store.clone(),
@@ -280,7 +303,7 @@ fn start_service_loops(
             path,
             started,
             live.clone(),
-            store.clone(),
+            events.clone(),
             notifier.clone(),
             cancel.clone(),
         ));
@@ -379,7 +402,9 @@ impl Follower {
         let store = &self.ctx.store;
         if self.unreachable {
             self.unreachable = false;
-            record(store, "repo_reachable", "the config repo answers again");
+            let message = "the config repo answers again".to_string();
+            let event = JobEvent::RepoReachable { message };
+            self.ctx.events.emit(Scope::daemon(), &event);
         }
         if let SyncOutcome::Applied { commit, jobs } = outcome {
             tracing::info!(%commit, jobs, trigger = %reason, took = ?started.elapsed(), "applied config commit");
@@ -398,7 +423,10 @@ impl Follower {
         }
         if !self.unreachable {
             self.unreachable = true;
-            record(&self.ctx.store, "repo_unreachable", &err.to_string());
+            let event = JobEvent::RepoUnreachable {
+                why: err.to_string(),
+            };
+            self.ctx.events.emit(Scope::daemon(), &event);
         }
         tracing::warn!(trigger = %reason, retry_in = ?control.poll_interval(), "config repo unreachable: {err}");
     }
@@ -566,19 +594,6 @@ fn lock_state_dir(
             })
         }
     }
-}
-
-fn record(store: &Store, kind: &str, message: &str) {
-    tracing::warn!(event = kind, "{message}");
-    store.record(
-        None,
-        &format!("event {kind}"),
-        store.event(&NewEvent {
-            kind,
-            message,
-            ..NewEvent::default()
-        }),
-    );
 }
 
 /// SIGTERM or SIGINT cancels `cancel` (a graceful stop); a second one exits at once.

@@ -182,6 +182,12 @@ impl EventKind {
     }
 }
 
+impl PartialEq<&str> for EventKind {
+    fn eq(&self, word: &&str) -> bool {
+        self.as_str() == *word
+    }
+}
+
 impl std::fmt::Display for EventKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -327,6 +333,8 @@ pub enum JobEvent {
     ConfigReloaded {
         /// What changed.
         message: String,
+        /// Some change (a cluster) takes effect only after a restart of the daemon.
+        needs_restart: bool,
     },
     /// A reload was refused.
     ConfigReloadRefused {
@@ -364,6 +372,15 @@ impl JobEvent {
             JobEvent::ApiSync { .. } => EventKind::ApiSync,
             JobEvent::ConfigReloaded { .. } => EventKind::ConfigReloaded,
             JobEvent::ConfigReloadRefused { .. } => EventKind::ConfigReloadRefused,
+        }
+    }
+
+    /// Whether the event is logged as a warning: its kind says so, or a reload left a change
+    /// that needs a restart.
+    pub fn is_warning(&self) -> bool {
+        match self {
+            JobEvent::ConfigReloaded { needs_restart, .. } => *needs_restart,
+            e => e.kind().is_warning(),
         }
     }
 
@@ -420,7 +437,7 @@ impl JobEvent {
             }
             JobEvent::EngineReachable { engine } => format!("{engine} answers again"),
             JobEvent::RepoUnreachable { why } => why.clone(),
-            JobEvent::RepoReachable { message } | JobEvent::ConfigReloaded { message } => {
+            JobEvent::RepoReachable { message } | JobEvent::ConfigReloaded { message, .. } => {
                 message.clone()
             }
             JobEvent::Planned { line } => line.clone(),

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::diag;
+use crate::event::JobEvent;
+use crate::reconcile::{Emitter, Scope};
 use crate::settings::{EngineKind, Live, Settings};
-use crate::store::{NewEvent, Store};
 use crate::systemd::Notifier;
 
 /// The envs of `new` whose engine the running daemon cannot give them before a restart: a
@@ -67,7 +68,7 @@ async fn reload_once(
     path: &std::path::Path,
     started: &Settings,
     live: &Live,
-    store: &Store,
+    events: &Emitter,
     notifier: &Notifier,
 ) {
     notifier.reloading();
@@ -77,37 +78,27 @@ async fn reload_once(
         Ok(Ok(new)) => {
             let (msg, restart) = reloaded_message(path, started, &new);
             live.replace(new);
-            if restart {
-                tracing::error!(event = "config_reloaded", "{msg}");
-            } else {
-                tracing::info!(event = "config_reloaded", "{msg}");
-            }
-            record(store, "config_reloaded", &msg);
+            let event = JobEvent::ConfigReloaded {
+                message: msg.clone(),
+                needs_restart: restart,
+            };
+            events.emit(Scope::daemon(), &event);
             notifier.ready(&msg);
         }
         Ok(Err(diags)) => {
             for d in &diags {
-                tracing::error!(event = "config_reload_refused", "{d}");
+                tracing::error!("{d}");
             }
             let msg = format!(
                 "config reload refused ({} problem(s)); the running config stays:\n{}",
                 diags.len(),
                 diag::render(&diags)
             );
-            record(store, "config_reload_refused", &msg);
+            let event = JobEvent::ConfigReloadRefused { errors: msg };
+            events.emit(Scope::daemon(), &event);
             notifier.ready("config reload refused; the running config stays");
         }
         Err(e) => tracing::error!("config reload failed: {e}"),
-    }
-}
-
-fn record(store: &Store, kind: &str, message: &str) {
-    if let Err(e) = store.event(&NewEvent {
-        kind,
-        message,
-        ..NewEvent::default()
-    }) {
-        tracing::error!(event = kind, "cannot record the reload: {e}");
     }
 }
 
@@ -118,7 +109,7 @@ pub async fn reload_loop(
     path: PathBuf,
     started: Arc<Settings>,
     live: Live,
-    store: Store,
+    events: Emitter,
     notifier: Arc<Notifier>,
     cancel: CancellationToken,
 ) {
@@ -132,7 +123,7 @@ pub async fn reload_loop(
             () = cancel.cancelled() => return,
             _ = hup.recv() => {}
         }
-        reload_once(&path, &started, &live, &store, &notifier).await;
+        reload_once(&path, &started, &live, &events, &notifier).await;
     }
 }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::changes::changes_of;
 use crate::diag;
+use crate::event::EventKind;
 use crate::plan::{self, Change, Plan};
 use crate::reconcile::{Context, Reconciler, spec_hash};
 use crate::repo::{CommitInfo, ConfigRepo, JobFileChange, Oid, RepoError};
@@ -53,7 +54,7 @@ impl SyncError {
 }
 
 /// One event note of a commit: (job, event kind, message).
-pub type Note = (String, String, String);
+pub type Note = (String, EventKind, String);
 
 /// What a commit writes to the store, and whom it wakes.
 #[derive(Debug, Clone, Default)]
@@ -130,7 +131,7 @@ fn desired_update(change: &Change) -> DesiredUpdate {
 fn note_of(item: &plan::Item) -> Note {
     let (kind, message) = match item.action {
         plan::Action::Invalid => (
-            "invalid",
+            EventKind::Invalid,
             format!(
                 "{}\n{}",
                 item.reasons.join("; "),
@@ -138,11 +139,11 @@ fn note_of(item: &plan::Item) -> Note {
             ),
         ),
         action => (
-            "planned",
+            EventKind::Planned,
             format!("{}: {}", action.as_str(), item.reasons.join("; ")),
         ),
     };
-    (item.job.clone(), kind.to_string(), message)
+    (item.job.clone(), kind, message)
 }
 
 /// The stored jobs a tip removes when there is no applied commit to diff from (nothing applied
@@ -262,7 +263,7 @@ fn log_plan(the_plan: &Plan, info: &CommitInfo) {
     for item in &the_plan.items {
         if item.action == plan::Action::Invalid {
             for e in &item.errors {
-                tracing::warn!(job = %item.job, commit = %info.short, event = "invalid", "{e}");
+                tracing::warn!(job = %item.job, commit = %info.short, event = EventKind::Invalid.as_str(), "{e}");
             }
         } else {
             let msg = format!("{}: {}", item.action.as_str(), item.reasons.join("; "));

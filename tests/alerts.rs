@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use jobkeeper::alert::{Alerter, AlerterOptions};
+use jobkeeper::event::EventKind;
 use jobkeeper::store::{NewEvent, Store};
 use receivers::{HttpReceiver, SmtpSink, free_port};
 use tokio_util::sync::CancellationToken;
@@ -277,11 +278,10 @@ async fn failed_tries_and_sent_alerts_are_counted() {
     )
     .attach(&store);
     store
-        .event(&NewEvent {
-            kind: "repo_unreachable",
-            message: "fetch: connection refused",
-            ..NewEvent::default()
-        })
+        .event(&NewEvent::new(
+            EventKind::RepoUnreachable,
+            "fetch: connection refused",
+        ))
         .unwrap();
     wait_for("both deliveries ended", Duration::from_secs(10), || {
         let s = alerter.stats();

@@ -12,7 +12,11 @@ fn job(command: &str, extra: &str) -> String {
 }
 
 fn kinds(d: &Daemon, name: &str) -> Vec<String> {
-    let mut k: Vec<String> = d.events(name).into_iter().map(|e| e.kind).collect();
+    let mut k: Vec<String> = d
+        .events(name)
+        .into_iter()
+        .map(|e| e.kind.as_str().to_string())
+        .collect();
     k.reverse();
     k
 }
@@ -292,7 +296,7 @@ async fn a_daemon_restart_neither_replays_old_ticks_nor_duplicates_live_runs() {
     let ev: Vec<(i64, String, String)> = d
         .events("tick")
         .into_iter()
-        .map(|e| (e.time, e.kind, e.message))
+        .map(|e| (e.time, e.kind.as_str().to_string(), e.message))
         .collect();
     assert_eq!(
         starts.len(),

@@ -63,7 +63,7 @@ async fn reload(d: &Daemon, root: &Path, text: &str) -> String {
             .events(None, 200)
             .unwrap()
             .into_iter()
-            .filter(|e| e.kind.starts_with("config_reload"))
+            .filter(|e| e.kind.as_str().starts_with("config_reload"))
             .collect::<Vec<_>>()
     };
     let before = reloads(d).first().map_or(0, |e| e.id);

@@ -31,12 +31,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::settings::{AlertChannel, EVENTS, Live, Settings};
+use crate::event::EventKind;
+use crate::settings::{AlertChannel, Live, Settings};
 use crate::spec::JobSpec;
 use crate::store::{EventRow, NewAlertSent, Store};
 
 /// Events sent about the whole daemon rather than one job.
-pub const DAEMON_EVENTS: &[&str] = &["repo_unreachable", "engine_unreachable"];
+pub const DAEMON_EVENTS: [EventKind; 2] =
+    [EventKind::RepoUnreachable, EventKind::EngineUnreachable];
 
 /// Longest reason put in an alert, in characters (the end is kept: it holds the error).
 pub const MAX_REASON_CHARS: usize = 4000;
@@ -278,28 +280,6 @@ pub fn status_link(listen: SocketAddr, job: Option<&str>) -> String {
     link
 }
 
-/// The alert event of a recorded event kind, with the attempt it names:
-/// `restarted (attempt 2/5)` is `restarted` with attempt 2/5. `None` for events that are not
-/// alerts (`planned`, `started`, ...).
-pub fn alert_event(kind: &str) -> Option<(&'static str, Option<(u32, u32)>)> {
-    let (word, rest) = match kind.split_once(' ') {
-        Some((w, r)) => (w, r),
-        None => (kind, ""),
-    };
-    let event = EVENTS.iter().find(|e| **e == word)?;
-    Some((event, parse_attempt(rest)))
-}
-
-fn parse_attempt(s: &str) -> Option<(u32, u32)> {
-    let i = s.find("attempt ")?;
-    let rest = &s[i + "attempt ".len()..];
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit() && c != '/')
-        .unwrap_or(rest.len());
-    let (n, m) = rest[..end].split_once('/')?;
-    Some((n.parse().ok()?, m.parse().ok()?))
-}
-
 /// The spec the job runs or is to run.
 fn job_spec(store: &Store, job: &str) -> Option<JobSpec> {
     let row = store.job(job).ok()??;
@@ -348,11 +328,13 @@ pub fn alert_for(
     store: &Store,
     ev: &EventRow,
 ) -> Option<(Alert, Vec<String>)> {
-    let (event, attempt) = alert_event(&ev.kind)?;
-    // `restarted` events say "… (attempt n/m)" in their message.
-    let mut attempt = attempt.or_else(|| parse_attempt(&ev.message));
+    if !ev.kind.is_alert() {
+        return None;
+    }
+    let event = ev.kind.as_str();
+    let mut attempt = ev.attempt.map(|a| (a.n, a.of));
     let spec = ev.job.as_deref().and_then(|j| job_spec(store, j));
-    let channels = if DAEMON_EVENTS.contains(&event) || ev.job.is_none() {
+    let channels = if DAEMON_EVENTS.contains(&ev.kind) || ev.job.is_none() {
         route(settings, None, event)
     } else {
         route(
@@ -378,10 +360,10 @@ pub fn alert_for(
         if attempt.is_none() {
             // A failed run: the attempt is the one that started it.
             attempt = store
-                .run_event_kinds(run_id)
-                .unwrap_or_default()
-                .iter()
-                .find_map(|k| alert_event(k).and_then(|(_, a)| a));
+                .run_attempt(run_id)
+                .ok()
+                .flatten()
+                .map(|a| (a.n, a.of));
         }
     }
     let commit = ev.commit_id.as_deref().map(|id| {
@@ -559,7 +541,7 @@ impl Alerter {
     /// Queues a recorded event; never blocks. When the queue is full the event is dropped,
     /// counted and logged.
     pub fn notify(&self, event: &EventRow) {
-        if alert_event(&event.kind).is_none() {
+        if !event.kind.is_alert() {
             return;
         }
         if let Err(e) = self.tx.try_send(event.clone()) {

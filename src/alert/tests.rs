@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use super::webhook::{self, Format, check_answer, dingtalk_sign, feishu_sign};
 use super::*;
+use crate::event::Attempt;
 use crate::store::{CommitRecord, NewEvent};
 
 const CONFIG: &str = r#"
@@ -81,15 +82,36 @@ fn subject_and_text_carry_every_fact() {
 }
 
 #[test]
-fn event_kinds_map_to_alert_events() {
-    assert_eq!(
-        alert_event("restarted (attempt 2/3)"),
-        Some(("restarted", Some((2, 3))))
-    );
-    assert_eq!(alert_event("failed"), Some(("failed", None)));
-    assert_eq!(alert_event("planned"), None);
-    assert_eq!(alert_event("started"), None);
-    assert_eq!(alert_event("restartedx"), None);
+fn a_failed_runs_alert_names_the_attempt_that_started_it() {
+    let s = settings();
+    let store = Store::in_memory().unwrap();
+    let run = store
+        .insert_run("j", None, "h", ("local", "dev"), Path::new("/tmp"))
+        .unwrap();
+    let restarted = NewEvent {
+        job: Some("j"),
+        run_id: Some(run),
+        attempt: Some(Attempt { n: 2, of: 3 }),
+        ..NewEvent::new(EventKind::Restarted, "resubmitted (attempt 2/3)")
+    };
+    store.event(&restarted).unwrap();
+    let failed = NewEvent {
+        job: Some("j"),
+        run_id: Some(run),
+        ..NewEvent::new(EventKind::Failed, "exit 1")
+    };
+    let id = store.event(&failed).unwrap();
+    let ev = store.events(Some("j"), 1).unwrap().remove(0);
+    assert_eq!(ev.id, id);
+    let (alert, _) = alert_for(&s, &store, &ev).expect("an alert");
+    assert_eq!(alert.attempt, Some((2, 3)));
+    let started = NewEvent {
+        job: Some("j"),
+        ..NewEvent::new(EventKind::Started, "run submitted")
+    };
+    store.event(&started).unwrap();
+    let ev = store.events(Some("j"), 1).unwrap().remove(0);
+    assert!(alert_for(&s, &store, &ev).is_none(), "started is no alert");
 }
 
 #[test]
@@ -133,10 +155,8 @@ fn routing_uses_the_job_then_the_env_then_the_on_filter() {
         let id = store
             .event(&NewEvent {
                 job,
-                kind,
                 commit_id: Some("c1"),
-                message: "why",
-                ..NewEvent::default()
+                ..NewEvent::new(EventKind::parse(kind).unwrap(), "why")
             })
             .unwrap();
         store
@@ -349,12 +369,7 @@ async fn repeats_within_the_throttle_fold_into_one_later_alert() {
     };
     let failed = |msg: &str| {
         let id = store
-            .event(&NewEvent {
-                job: None,
-                kind: "repo_unreachable",
-                message: msg,
-                ..NewEvent::default()
-            })
+            .event(&NewEvent::new(EventKind::RepoUnreachable, msg))
             .unwrap();
         store
             .events(None, 1)
@@ -425,7 +440,8 @@ async fn a_reload_changing_the_channels_and_throttle_applies_at_the_next_event()
         time: 0,
         job: None,
         run_id: None,
-        kind: "repo_unreachable".into(),
+        kind: EventKind::RepoUnreachable,
+        attempt: None,
         message: "down".into(),
         commit_id: None,
         author: None,

@@ -18,10 +18,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::ApiState;
+use crate::event::JobEvent;
+use crate::reconcile::Scope;
 use crate::repo::TriggerReason;
 use crate::settings::Settings;
 use crate::spec;
-use crate::store::{CommitRecord, EventRow, JobListRow, JobRow, NewEvent, RunRow, Store};
+use crate::store::{CommitRecord, EventRow, JobListRow, JobRow, RunRow};
 
 /// Runs listed for one job.
 pub const RUNS_SHOWN: usize = 20;
@@ -120,7 +122,7 @@ impl EventView {
             time: rfc3339(e.time),
             job: e.job.clone(),
             run_id: e.run_id,
-            kind: e.kind.clone(),
+            kind: e.kind.as_str().to_string(),
             commit: e.commit_id.as_ref().map(|c| c.chars().take(8).collect()),
             message: e.message.clone(),
         }
@@ -540,18 +542,6 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     bool::from(ha.as_slice().ct_eq(hb.as_slice()))
 }
 
-fn record(store: &Store, job: Option<&str>, kind: &str, message: &str) {
-    tracing::info!(job = job.unwrap_or(""), event = kind, "{message}");
-    if let Err(e) = store.event(&NewEvent {
-        job,
-        kind,
-        message,
-        ..NewEvent::default()
-    }) {
-        tracing::error!("could not record event: {e}");
-    }
-}
-
 /// `POST /api/v1/sync`: fetch the config repo and apply its tip now.
 pub async fn sync(
     State(state): State<Arc<ApiState>>,
@@ -572,12 +562,9 @@ pub async fn sync(
     let queued = trigger.trigger(TriggerReason::Manual);
     let st = state.clone();
     let _ = tokio::task::spawn_blocking(move || {
-        record(
-            &st.store,
-            None,
-            "api_sync",
-            &format!("sync asked for through the API from {peer}"),
-        );
+        let who = format!("the API from {peer}");
+        let events = &st.reconciler.context().events;
+        events.emit(Scope::daemon(), &JobEvent::ApiSync { who });
     })
     .await;
     (
@@ -616,12 +603,9 @@ pub async fn restart(
             ));
         }
         let who = format!("the API from {peer}");
-        record(
-            &st.store,
-            Some(&name),
-            "restart_requested",
-            &format!("restart asked for through {who}"),
-        );
+        let event = JobEvent::RestartRequested { who: who.clone() };
+        let events = &st.reconciler.context().events;
+        events.emit(Scope::job(&name, None), &event);
         st.reconciler.restart(&name, &who);
         Ok(name)
     })

@@ -15,6 +15,7 @@ use super::decide::{
     Timers, error_policy,
 };
 use super::emit::Scope;
+use crate::backoff::Backoff;
 use crate::engine::{Engine, RunExit, RunHandle};
 use crate::event::{Attempt, EventKind, JobEvent};
 use crate::health::RestartTracker;
@@ -64,8 +65,8 @@ pub(super) struct Live {
 
 /// Looking again at a cluster that did not answer.
 pub(super) struct EngineRetry {
-    /// The wait after the next one.
-    pub wait: Duration,
+    /// The wait before looking again, doubling while the cluster does not answer.
+    pub backoff: Backoff,
     /// A converge could not finish: converge again when looking.
     pub converge: bool,
 }
@@ -117,7 +118,7 @@ impl Actor {
             timers: Timers::default(),
             fire_at: None,
             engine_retry: EngineRetry {
-                wait: ENGINE_WAIT.0,
+                backoff: Backoff::new(ENGINE_WAIT.0, ENGINE_WAIT.1),
                 converge: false,
             },
         }

@@ -62,7 +62,7 @@ impl Emitter {
         let line = one_line(&message);
         let job = scope.job.unwrap_or_default();
         let run = scope.run_id.map_or_else(String::new, |r| r.to_string());
-        if kind.is_warning() {
+        if event.is_warning() {
             tracing::warn!(job = %job, run = %run, event = kind.as_str(), "{line}");
         } else {
             tracing::info!(job = %job, run = %run, event = kind.as_str(), "{line}");
@@ -73,9 +73,9 @@ impl Emitter {
         let stored = self.store.event(&NewEvent {
             job: scope.job,
             run_id: scope.run_id,
-            kind: kind.as_str(),
             commit_id: scope.commit,
-            message: &message,
+            attempt: event.attempt(),
+            ..NewEvent::new(kind, &message)
         });
         match stored {
             Ok(id) => Some(id),

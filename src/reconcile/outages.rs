@@ -59,7 +59,7 @@ mod tests {
             .events(None, 100)
             .unwrap()
             .into_iter()
-            .map(|e| e.kind)
+            .map(|e| e.kind.as_str().to_string())
             .collect();
         k.reverse();
         k

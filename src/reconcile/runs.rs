@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::actor::{Actor, ENGINE_WAIT, Live, Stall, Standing};
+use super::actor::{Actor, Live, Stall, Standing};
 use super::decide::StepError;
 use crate::engine::{EngineError, RunExit, RunHandle, RunStatus, STOP_GRACE};
 use crate::event::JobEvent;
@@ -139,7 +139,7 @@ impl Actor {
         }
         self.live.extend(kept);
         Err(StepError::Waiting {
-            after: self.engine_retry.wait,
+            after: self.engine_retry.backoff.peek(),
         })
     }
 
@@ -241,10 +241,9 @@ impl Actor {
         }
     }
 
-    /// Looks at the cluster again after `engine_retry.wait`.
+    /// Looks at the cluster again after the next wait of the engine backoff.
     pub(super) fn schedule_retry(&mut self) {
-        self.timers.retry = Some(Instant::now() + self.engine_retry.wait);
-        self.engine_retry.wait = (self.engine_retry.wait * 2).min(ENGINE_WAIT.1);
+        self.timers.retry = Some(Instant::now() + self.engine_retry.backoff.next());
     }
 
     /// Looks again at runs whose submit was not confirmed, then converges again if a cluster
@@ -286,7 +285,7 @@ impl Actor {
                 self.schedule_retry();
             }
         } else {
-            self.engine_retry.wait = ENGINE_WAIT.0;
+            self.engine_retry.backoff.reset();
         }
         false
     }

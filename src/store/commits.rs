@@ -5,7 +5,8 @@
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{EventRow, Result, Store, now_ms};
+use super::{EventRow, NewEvent, Result, Store, now_ms};
+use crate::event::EventKind;
 
 /// A config-repo commit, as recorded with events.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -68,7 +69,7 @@ impl Store {
         &self,
         commit: &CommitRecord,
         updates: &[DesiredUpdate],
-        notes: &[(String, String, String)],
+        notes: &[(String, EventKind, String)],
     ) -> Result<()> {
         let mut recorded = Vec::with_capacity(notes.len());
         let mut conn = self.conn();
@@ -112,21 +113,23 @@ impl Store {
                     }
                 }
             }
-            let mut ev = tx.prepare_cached(
-                "INSERT INTO events (time, job, kind, commit_id, message) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
             for (job, kind, message) in notes {
-                ev.execute(params![now, job, kind, commit.id, message])?;
+                let e = NewEvent {
+                    job: Some(job),
+                    commit_id: Some(&commit.id),
+                    ..NewEvent::new(*kind, message)
+                };
                 recorded.push(EventRow {
-                    id: tx.last_insert_rowid(),
+                    id: super::events::insert_event(&tx, now, &e)?,
                     time: now,
                     job: Some(job.clone()),
                     run_id: None,
-                    kind: kind.clone(),
+                    kind: *kind,
                     commit_id: Some(commit.id.clone()),
                     author: Some(commit.author.clone()),
                     subject: Some(commit.subject.clone()),
                     message: message.clone(),
+                    attempt: None,
                 });
             }
         }

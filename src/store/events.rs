@@ -1,5 +1,8 @@
 //! The `events` table: the history of what happened to each job and to the daemon, and the
-//! sink every recorded event is forwarded to (the alerter).
+//! sink every recorded event is forwarded to (the alerter). Kinds are [`EventKind`]s and a
+//! restart's attempt is kept in its own columns, so nothing reads them back out of message
+//! text. Recording a job's event also updates the job's summary (its latest event and restart
+//! count) in the same transaction.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,7 +10,8 @@ use std::sync::Arc;
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{Result, Store, now_ms};
+use super::{At, Result, Store, collect, now_ms};
+use crate::event::{Attempt, EventKind};
 
 /// An event in the history.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -21,7 +25,7 @@ pub struct EventRow {
     /// Run, when about one.
     pub run_id: Option<i64>,
     /// What happened (`deployed`, `failed`, ...).
-    pub kind: String,
+    pub kind: EventKind,
     /// Config commit it happened under.
     pub commit_id: Option<String>,
     /// That commit's author.
@@ -30,21 +34,39 @@ pub struct EventRow {
     pub subject: Option<String>,
     /// Details.
     pub message: String,
+    /// The restart attempt the event names (`restarted` by the restart policy).
+    pub attempt: Option<Attempt>,
 }
 
 /// A new event.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
     /// Job, for job events.
     pub job: Option<&'a str>,
     /// Run, when about one.
     pub run_id: Option<i64>,
     /// What happened.
-    pub kind: &'a str,
+    pub kind: EventKind,
     /// Config commit it happened under.
     pub commit_id: Option<&'a str>,
     /// Details.
     pub message: &'a str,
+    /// The restart attempt it names.
+    pub attempt: Option<Attempt>,
+}
+
+impl<'a> NewEvent<'a> {
+    /// A daemon-wide event of `kind` (set `job`, `run_id`, ... with struct update syntax).
+    pub fn new(kind: EventKind, message: &'a str) -> NewEvent<'a> {
+        NewEvent {
+            job: None,
+            run_id: None,
+            kind,
+            commit_id: None,
+            message,
+            attempt: None,
+        }
+    }
 }
 
 /// A callback every recorded event is forwarded to, after its transaction committed. It must
@@ -52,21 +74,36 @@ pub struct NewEvent<'a> {
 pub type EventSink = Arc<dyn Fn(&EventRow) + Send + Sync>;
 
 /// The columns of an [`EventRow`], with its commit's author and subject.
-const EVENT_COLUMNS: &str =
-    "e.id, e.time, e.job, e.run_id, e.kind, e.commit_id, c.author, c.subject, e.message";
+const EVENT_COLUMNS: &str = "e.id, e.time, e.job, e.run_id, e.kind, e.commit_id, c.author, \
+     c.subject, e.message, e.attempt, e.attempt_of";
 
-fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
-    Ok(EventRow {
-        id: r.get(0)?,
-        time: r.get(1)?,
-        job: r.get(2)?,
-        run_id: r.get(3)?,
-        kind: r.get(4)?,
-        commit_id: r.get(5)?,
-        author: r.get(6)?,
-        subject: r.get(7)?,
-        message: r.get(8)?,
-    })
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<EventRow>> {
+    Ok((|| {
+        let id: i64 = r.get(0)?;
+        let at = At {
+            table: "events",
+            row: &id,
+        };
+        let word: String = r.get(4)?;
+        let kind = EventKind::parse(&word)
+            .ok_or_else(|| at.error("kind", format!("unknown event kind `{word}`")))?;
+        let attempt = match (r.get::<_, Option<u32>>(9)?, r.get::<_, Option<u32>>(10)?) {
+            (Some(n), Some(of)) => Some(Attempt { n, of }),
+            _ => None,
+        };
+        Ok(EventRow {
+            id,
+            time: r.get(1)?,
+            job: r.get(2)?,
+            run_id: r.get(3)?,
+            kind,
+            commit_id: r.get(5)?,
+            author: r.get(6)?,
+            subject: r.get(7)?,
+            message: r.get(8)?,
+            attempt,
+        })
+    })())
 }
 
 impl Store {
@@ -93,27 +130,25 @@ impl Store {
         }
     }
 
-    /// Records an event; returns its id.
+    /// Records an event (and, for a job's event, the job's summary); returns its id.
     pub fn event(&self, e: &NewEvent<'_>) -> Result<i64> {
         let time = now_ms();
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO events (time, job, run_id, kind, commit_id, message)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![time, e.job, e.run_id, e.kind, e.commit_id, e.message],
-        )?;
-        let id = conn.last_insert_rowid();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let id = insert_event(&tx, time, e)?;
+        tx.commit()?;
         drop(conn);
         self.forward(&[EventRow {
             id,
             time,
             job: e.job.map(str::to_string),
             run_id: e.run_id,
-            kind: e.kind.to_string(),
+            kind: e.kind,
             commit_id: e.commit_id.map(str::to_string),
             author: None,
             subject: None,
             message: e.message.to_string(),
+            attempt: e.attempt,
         }]);
         Ok(id)
     }
@@ -131,10 +166,7 @@ impl Store {
             }
         );
         let mut st = conn.prepare_cached(&sql)?;
-        let rows = st
-            .query_map(params![job, limit as i64], event_row)?
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(rows)
+        collect(st.query_map(params![job, limit as i64], event_row)?)
     }
 
     /// The latest event of each job that has one, by job.
@@ -147,7 +179,7 @@ impl Store {
         ))?;
         let mut out = HashMap::new();
         for row in st.query_map([], event_row)? {
-            let e = row?;
+            let e = row??;
             if let Some(job) = e.job.clone() {
                 out.insert(job, e);
             }
@@ -162,18 +194,53 @@ impl Store {
             .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
     }
 
-    /// The events recorded about one run as `kind message`, oldest first.
-    pub fn run_event_kinds(&self, run_id: i64) -> Result<Vec<String>> {
-        // Each as "kind message": the message of `restarted` names the attempt.
+    /// The restart attempt that started a run, when the restart policy started it.
+    pub fn run_attempt(&self, run_id: i64) -> Result<Option<Attempt>> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(
-            "SELECT kind || ' ' || message FROM events WHERE run_id = ?1 ORDER BY id",
+            "SELECT attempt, attempt_of FROM events
+             WHERE run_id = ?1 AND attempt IS NOT NULL ORDER BY id LIMIT 1",
         )?;
-        let rows = st
-            .query_map([run_id], |r| r.get(0))?
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(rows)
+        let mut rows = st.query([run_id])?;
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        Ok(Some(Attempt {
+            n: row.get(0)?,
+            of: row.get(1)?,
+        }))
     }
+}
+
+/// Inserts one event inside `tx` and keeps its job's summary (latest event, restart count).
+pub(super) fn insert_event(
+    tx: &rusqlite::Transaction<'_>,
+    time: i64,
+    e: &NewEvent<'_>,
+) -> Result<i64> {
+    let (attempt, attempt_of) = (e.attempt.map(|a| a.n), e.attempt.map(|a| a.of));
+    tx.prepare_cached(
+        "INSERT INTO events (time, job, run_id, kind, commit_id, message, attempt, attempt_of)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        time,
+        e.job,
+        e.run_id,
+        e.kind.as_str(),
+        e.commit_id,
+        e.message,
+        attempt,
+        attempt_of
+    ])?;
+    let id = tx.last_insert_rowid();
+    if let Some(job) = e.job {
+        tx.prepare_cached(
+            "UPDATE jobs SET last_event_id = ?2, restarts = restarts + ?3 WHERE name = ?1",
+        )?
+        .execute(params![job, id, i64::from(e.kind.counts_as_restart())])?;
+    }
+    Ok(id)
 }
 
 #[cfg(test)]
@@ -189,26 +256,28 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen2 = seen.clone();
         s.set_event_sink(Arc::new(move |e: &EventRow| {
-            seen2.lock().unwrap().push((e.id, e.kind.clone()));
+            seen2.lock().unwrap().push((e.id, e.kind));
         }));
         s.apply_commit(
             &commit("c1"),
             &[],
-            &[("a".into(), "invalid".into(), "jobs/a.yaml:1:1: bad".into())],
+            &[(
+                "a".into(),
+                EventKind::Invalid,
+                "jobs/a.yaml:1:1: bad".into(),
+            )],
         )
         .unwrap();
         let id = s
             .event(&NewEvent {
                 job: Some("a"),
-                kind: "failed",
                 commit_id: Some("c1"),
-                message: "exit 1",
-                ..NewEvent::default()
+                ..NewEvent::new(EventKind::Failed, "exit 1")
             })
             .unwrap();
         let seen = seen.lock().unwrap().clone();
         assert_eq!(seen.len(), 2);
-        assert_eq!(seen[1], (id, "failed".to_string()));
+        assert_eq!(seen[1], (id, EventKind::Failed));
         assert_eq!(s.last_event_id().unwrap(), id);
     }
 
@@ -218,24 +287,22 @@ mod tests {
         s.apply_commit(
             &commit("c1"),
             &[spec_update("a", "dev")],
-            &[("a".into(), "planned".into(), "add".into())],
+            &[("a".into(), EventKind::Planned, "add".into())],
         )
         .unwrap();
-        for kind in ["restarted", "failed", "restarted"] {
+        for kind in [
+            EventKind::Restarted,
+            EventKind::Failed,
+            EventKind::Restarted,
+        ] {
             s.event(&NewEvent {
                 job: Some("a"),
-                kind,
-                message: "m",
-                ..NewEvent::default()
+                ..NewEvent::new(kind, "m")
             })
             .unwrap();
         }
-        s.event(&NewEvent {
-            kind: "repo_unreachable",
-            message: "x",
-            ..NewEvent::default()
-        })
-        .unwrap();
+        s.event(&NewEvent::new(EventKind::RepoUnreachable, "x"))
+            .unwrap();
         assert_eq!(s.restart_counts().unwrap().get("a"), Some(&2));
         assert_eq!(s.last_events().unwrap()["a"].kind, "restarted");
         assert_eq!(s.last_events().unwrap().len(), 1);

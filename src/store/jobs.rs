@@ -339,6 +339,7 @@ mod tests {
     use super::super::tests::{commit, spec_update};
     use super::super::{DesiredUpdate, StoreError};
     use super::*;
+    use crate::event::EventKind;
 
     #[test]
     fn job_states_round_trip() {
@@ -354,7 +355,7 @@ mod tests {
         s.apply_commit(
             &commit("c1"),
             &[spec_update("a", "dev")],
-            &[("a".into(), "planned".into(), "add".into())],
+            &[("a".into(), EventKind::Planned, "add".into())],
         )
         .unwrap();
         let hash = s.job("a").unwrap().unwrap().desired_hash;

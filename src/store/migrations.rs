@@ -11,12 +11,13 @@
 use rusqlite::Connection;
 
 use super::{Result, StoreError};
+use crate::event::EventKind;
 
 /// One numbered step: brings a store from version `n - 1` to `n` (its index + 1).
 type Step = fn(&Connection) -> Result<()>;
 
 /// The steps, in order; step `i` makes version `i + 1`. Add new steps at the end.
-const STEPS: [Step; 1] = [release_0_1_0];
+const STEPS: [Step; 2] = [release_0_1_0, typed_events];
 
 /// The schema version this build writes.
 pub(super) const LATEST: i64 = STEPS.len() as i64;
@@ -94,18 +95,34 @@ fn release_0_1_0(conn: &Connection) -> Result<()> {
         // jobs need no scan of the event history; filled in once from the history.
         conn.execute_batch(
             "ALTER TABLE jobs ADD COLUMN last_event_id INTEGER;
-             ALTER TABLE jobs ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;
-             UPDATE jobs SET
+             ALTER TABLE jobs ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;",
+        )?;
+        conn.execute(
+            "UPDATE jobs SET
                  last_event_id = (SELECT MAX(id) FROM events WHERE job = jobs.name),
-                 restarts = (SELECT COUNT(*) FROM events WHERE job = jobs.name AND kind = 'restarted');",
+                 restarts = (SELECT COUNT(*) FROM events WHERE job = jobs.name AND kind = ?1)",
+            [EventKind::Restarted.as_str()],
         )?;
     }
-    conn.execute_batch(
+    // 0.1.0 kept the summary with this trigger; migration 2 replaces it.
+    conn.execute_batch(&format!(
         "CREATE TRIGGER IF NOT EXISTS jobs_event_summary AFTER INSERT ON events
          WHEN NEW.job IS NOT NULL BEGIN
-             UPDATE jobs SET last_event_id = NEW.id, restarts = restarts + (NEW.kind = 'restarted')
+             UPDATE jobs SET last_event_id = NEW.id, restarts = restarts + (NEW.kind = '{}')
              WHERE name = NEW.job;
          END;",
+        EventKind::Restarted.as_str()
+    ))?;
+    Ok(())
+}
+
+/// Migration 2: a restart's attempt in its own columns (`attempt`, `attempt_of`), and each job's
+/// summary kept by the store's event writes instead of a trigger that named an event kind.
+fn typed_events(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "DROP TRIGGER IF EXISTS jobs_event_summary;
+         ALTER TABLE events ADD COLUMN attempt INTEGER;
+         ALTER TABLE events ADD COLUMN attempt_of INTEGER;",
     )?;
     Ok(())
 }
@@ -219,12 +236,10 @@ mod tests {
         assert!(s.commit(&"1".repeat(40)).unwrap().is_some());
         assert_eq!(s.applied_commit().unwrap(), Some("2".repeat(40)));
 
-        // It takes writes, and the trigger still keeps the summary.
+        // It takes writes, and the store keeps the summary.
         s.event(&super::super::NewEvent {
             job: Some("wordcount"),
-            kind: "restarted",
-            message: "attempt 2/5",
-            ..Default::default()
+            ..super::super::NewEvent::new(EventKind::Restarted, "attempt 2/5")
         })
         .unwrap();
         assert_eq!(s.restart_counts().unwrap().get("wordcount"), Some(&2));
