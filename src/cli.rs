@@ -362,7 +362,7 @@ fn validate(dir: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let ctx = spec::Context {
-        settings: settings.as_ref(),
+        settings: settings.as_ref().map(|s| s as &dyn spec::DaemonConfig),
     };
     let files = job_files(dir)?;
     let mut errors: Vec<Diagnostic> = Vec::new();
@@ -428,7 +428,7 @@ fn plan(
         .or_else(|| settings.as_ref().map(|s| s.repo.path.clone()))
         .unwrap_or_else(|| "jobs".to_string());
     let ctx = spec::Context {
-        settings: settings.as_ref(),
+        settings: settings.as_ref().map(|s| s as &dyn spec::DaemonConfig),
     };
     let plan = crate::changes::plan_between(repo, from, to, &path, ctx)?;
     let out = match format {

@@ -16,15 +16,15 @@ use tokio_util::task::TaskTracker;
 use crate::build::{BuildConfig, Builder};
 use crate::changes::changes_of;
 use crate::diag;
-use crate::engine::Engine;
 use crate::engine::flink::FlinkEngine;
 use crate::engine::local::LocalEngine;
 use crate::engine::spark::SparkEngine;
+use crate::engine::{Engine, EngineConfig};
 use crate::http::{self, ApiState};
 use crate::plan::{self, Change};
 use crate::reconcile::{self, Context, Reconciler, spec_hash};
 use crate::repo::{ConfigRepo, JobFileChange, Oid, ProjectRepos, RepoError, spawn_trigger};
-use crate::settings::{EngineKind, Settings};
+use crate::settings::Settings;
 use crate::spec::{self, JobSpec};
 use crate::store::{CommitRecord, DesiredUpdate, NewEvent, Store, StoreError};
 
@@ -441,20 +441,19 @@ fn engines_by_env(
     let mut engines: HashMap<String, Arc<dyn Engine>> = HashMap::new();
     type Make<'a> = Box<dyn Fn() -> Result<Arc<dyn Engine>, crate::engine::EngineError> + 'a>;
     for (name, env) in &settings.envs {
-        let (key, made): (String, Make) = match (env.engine, &env.flink, &env.spark) {
-            (EngineKind::Local, _, _) => {
+        let (key, made): (String, Make) = match &env.engine {
+            EngineConfig::Local => {
                 engines.insert(name.clone(), local.clone());
                 continue;
             }
-            (EngineKind::Flink, Some(f), _) => (
+            EngineConfig::Flink(f) => (
                 format!("flink {} {:?}", f.url, f.savepoint_dir),
                 Box::new(|| FlinkEngine::new(f, &salt).map(|e| Arc::new(e) as Arc<dyn Engine>)),
             ),
-            (EngineKind::Spark, _, Some(s)) => (
+            EngineConfig::Spark(s) => (
                 format!("spark {} {} {:?}", s.url, s.master, s.ui),
                 Box::new(|| SparkEngine::new(s, &salt).map(|e| Arc::new(e) as Arc<dyn Engine>)),
             ),
-            _ => continue,
         };
         if let Some(e) = clusters.get(&key) {
             engines.insert(name.clone(), e.clone());
@@ -574,7 +573,7 @@ fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Option<(String, Vec<Str
     let settings = ctx.settings.get();
     let path = &settings.repo.path;
     let sctx = spec::Context {
-        settings: Some(&settings),
+        settings: Some(&*settings),
     };
     let tree = repo.tree();
     let from = applied

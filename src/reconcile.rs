@@ -29,12 +29,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::build::{Artifact, BuildRequest, Builder, SourceCheckout};
+use crate::engine::EngineKind;
 use crate::engine::{Engine, EngineError, RunExit, RunHandle, RunStatus, SubmitRequest};
 use crate::health::{Decision, RestartTracker, first_fire};
 use crate::plan::{Action, diff_specs};
 use crate::repo::ProjectRepos;
 use crate::schedule::Schedule;
-use crate::settings::EngineKind;
 use crate::spec::Upgrade;
 use crate::spec::{self, JobSpec, Overlap};
 use crate::store::{JobRow, JobState, NewEvent, RunRow, Store};
@@ -884,7 +884,7 @@ impl Actor {
         let engine = self.ctx.engines.get(&spec.env).cloned().or_else(|| {
             // An env added by a config reload: the local engine serves it; a new cluster
             // needs a restart of the daemon.
-            (env.engine == EngineKind::Local)
+            (env.engine.kind() == EngineKind::Local)
                 .then(|| {
                     self.ctx
                         .engines

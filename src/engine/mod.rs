@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod flink;
+mod kind;
 pub mod local;
 pub mod spark;
 
@@ -20,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::spec::Params;
+
+pub use kind::{EngineConfig, EngineKind};
 
 /// One submission, ready to go.
 #[derive(Debug, Clone)]
