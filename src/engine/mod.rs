@@ -1,4 +1,6 @@
 //! Engines: where runs happen. One trait, [`Engine`], one file per implementation.
+//! [`EngineKind`] names an env's engine and [`EngineConfig`] holds that engine's settings; each
+//! engine reads its own block of an env and checks its own params (see `kind.rs`).
 //!
 //! The reconciler hands an engine a fully resolved [`SubmitRequest`] (secrets already read) and
 //! keeps the [`RunHandle`] it gets back in the store; everything the engine needs to find the run

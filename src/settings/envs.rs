@@ -21,9 +21,13 @@ pub struct EnvSettings {
     pub restart: RestartOverride,
 }
 
-/// The fields of an env before and after the engines' blocks.
-const ENV_FIELDS_BEFORE: &[&str] = &["engine"];
-const ENV_FIELDS_AFTER: &[&str] = &["vars", "alerts", "restart"];
+/// The fields an env may have: `engine`, each engine's block, then its own.
+fn env_fields() -> Vec<&'static str> {
+    let mut fields = vec!["engine"];
+    fields.extend(EngineConfig::SECTIONS);
+    fields.extend(["vars", "alerts", "restart"]);
+    fields
+}
 
 /// The `envs:` mapping `n`; `channels` are the config's alert channels.
 pub(super) fn read_envs(
@@ -54,13 +58,7 @@ fn read_env(
     channels: &BTreeMap<String, AlertChannel>,
 ) -> Option<EnvSettings> {
     let section = format!("envs.{name}");
-    let known: Vec<&str> = ENV_FIELDS_BEFORE
-        .iter()
-        .copied()
-        .chain(EngineConfig::SECTIONS)
-        .chain(ENV_FIELDS_AFTER.iter().copied())
-        .collect();
-    let f = c.mapping(n, &section, &known)?;
+    let f = c.mapping(n, &section, &env_fields())?;
     let kind = match f.get("engine") {
         Some(v) => c.string(v, &format!("{section}.engine")).and_then(|e| {
             match EngineKind::from_name(&e) {

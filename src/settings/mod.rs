@@ -2,6 +2,10 @@
 //!
 //! Relative paths in the file (`state_dir`, a local `repo.url`, secret and token files) are
 //! resolved against the folder holding the config file, so a config can travel with its repo.
+//!
+//! The top-level sections are read in `read`, envs in `envs` and alert channels in `channels`;
+//! an env's engine block is read by its engine ([`crate::engine::EngineConfig`]). Job files are
+//! checked against a config through [`crate::spec::DaemonConfig`], implemented here.
 
 mod channels;
 mod envs;
@@ -19,6 +23,7 @@ pub use self::channels::{
 };
 pub use self::envs::EnvSettings;
 use crate::diag::Diagnostic;
+// The engines' own types, where they were found before the engines owned them.
 pub use crate::engine::EngineKind;
 pub use crate::engine::flink::FlinkSettings;
 pub use crate::engine::spark::SparkSettings;

@@ -4,7 +4,8 @@
 //! `path:line:column`, and all problems of a file are reported at once.
 //!
 //! Strings of `params` and `project` may hold placeholders: `${var:NAME}` is replaced from the
-//! env's `vars` when a daemon config is given ([`Context`]), and `${secret:NAME}` stays as
+//! env's `vars` when a daemon config is given ([`Context`], seen through [`DaemonConfig`] so this
+//! module does not depend on the config's own types), and `${secret:NAME}` stays as
 //! written until [`resolve_secrets`] reads it at submit time; any other `${...}` is an error.
 //! This module also owns job names ([`check_name`]), secret masking ([`mask_secrets`]) and the
 //! job file's JSON Schema ([`json_schema`]).
