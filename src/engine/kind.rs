@@ -123,3 +123,47 @@ fn require(c: &mut Checker, n: &Node, f: &Fields<'_>, env: &str, section: &str, 
         c.error(n, format!("env `{env}` {missing}"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(EngineKind::names(), "local, flink, spark");
+        for kind in EngineKind::ALL {
+            assert_eq!(EngineKind::from_name(kind.as_str()), Some(kind));
+        }
+        assert_eq!(EngineKind::from_name("yarn"), None);
+    }
+
+    #[test]
+    fn each_engine_checks_its_own_params() {
+        let none = Params::default();
+        let err = EngineKind::Local
+            .check_params("dev", &none)
+            .expect_err("local needs a command");
+        assert!(
+            err.starts_with("env `dev` runs on the local engine"),
+            "{err}"
+        );
+        let command = Params {
+            command: vec!["true".into()],
+            ..Params::default()
+        };
+        assert_eq!(EngineKind::Local.check_params("dev", &command), Ok(()));
+        assert_eq!(EngineKind::Flink.check_params("prod", &none), Ok(()));
+        assert_eq!(EngineKind::Spark.check_params("batch", &none), Ok(()));
+    }
+
+    #[test]
+    fn a_config_knows_its_kind() {
+        let flink = EngineConfig::Flink(FlinkSettings {
+            url: "http://jm:8081".into(),
+            savepoint_dir: None,
+        });
+        assert_eq!(flink.kind(), EngineKind::Flink);
+        assert_eq!(flink.as_str(), "flink");
+        assert_eq!(EngineConfig::Local.kind(), EngineKind::Local);
+    }
+}
