@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::client::{self, Remote};
+use crate::console::{load_settings, stdout};
 use crate::diag::{self, Diagnostic};
-use crate::settings::{self, Settings};
 use crate::spec;
 
 /// jobkeeper: runs batch and streaming jobs exactly as a git config repository says.
@@ -40,21 +41,6 @@ pub enum PlanFormat {
     Markdown,
     /// For programs.
     Json,
-}
-
-/// How to reach a running daemon.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Remote {
-    /// The daemon's base URL (default: the config's `listen`, else http://127.0.0.1:7070).
-    #[arg(long, value_name = "URL")]
-    pub url: Option<String>,
-    /// The daemon config, to find `listen` (and `api_token_file`).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// A file holding the API token for `sync` and `restart` (else `JOBKEEPER_TOKEN`, else the
-    /// config's `api_token_file`).
-    #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
 }
 
 /// The commands.
@@ -200,26 +186,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::TestAlert { channel, config } => test_alert(&channel, &config),
-        Command::Status { json, remote } => crate::client::status(&remote, json),
-        Command::Sync { remote } => crate::client::sync(&remote),
-        Command::Restart { job, remote } => crate::client::restart(&remote, &job),
+        Command::Status { json, remote } => client::status(&remote, json),
+        Command::Sync { remote } => client::sync(&remote),
+        Command::Restart { job, remote } => client::restart(&remote, &job),
         Command::Logs {
             job,
             run,
             build,
             tail,
             remote,
-        } => crate::client::logs(&remote, &job, run, build, tail),
-    }
-}
-
-/// Writes to stdout; a reader that went away (`jobkeeper schema | head`) is not an error.
-pub(crate) fn stdout(text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
+        } => client::logs(&remote, &job, run, build, tail),
     }
 }
 
@@ -268,22 +244,6 @@ fn test_alert(channel: &str, config: &Path) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
-}
-
-/// Loads a daemon config, printing every problem on failure.
-pub(crate) fn load_settings(path: &Path) -> anyhow::Result<Result<Settings, ExitCode>> {
-    match settings::load(path) {
-        Ok(s) => Ok(Ok(s)),
-        Err(diags) => {
-            eprint!("{}", diag::render(&diags));
-            eprintln!(
-                "error: the daemon config {} has {} problem(s)",
-                path.display(),
-                diags.len()
-            );
-            Ok(Err(ExitCode::from(1)))
-        }
-    }
 }
 
 fn init_tracing(format: LogFormat) {
@@ -362,7 +322,7 @@ fn validate(dir: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let ctx = spec::Context {
-        settings: settings.as_ref(),
+        settings: settings.as_ref().map(|s| s as &dyn spec::DaemonConfig),
     };
     let files = job_files(dir)?;
     let mut errors: Vec<Diagnostic> = Vec::new();
@@ -428,7 +388,7 @@ fn plan(
         .or_else(|| settings.as_ref().map(|s| s.repo.path.clone()))
         .unwrap_or_else(|| "jobs".to_string());
     let ctx = spec::Context {
-        settings: settings.as_ref(),
+        settings: settings.as_ref().map(|s| s as &dyn spec::DaemonConfig),
     };
     let plan = crate::changes::plan_between(repo, from, to, &path, ctx)?;
     let out = match format {

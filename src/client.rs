@@ -3,12 +3,13 @@
 //! be reached (connection refused, timeout).
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::cli::Remote;
+use crate::console::{load_settings, stdout};
 use crate::http::api::JobsView;
 
 /// How long one request may take.
@@ -19,6 +20,21 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:7070";
 /// Exit code for "the daemon is unreachable".
 const UNREACHABLE: u8 = 3;
 
+/// How to reach a running daemon.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Remote {
+    /// The daemon's base URL (default: the config's `listen`, else http://127.0.0.1:7070).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// The daemon config, to find `listen` (and `api_token_file`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A file holding the API token for `sync` and `restart` (else `JOBKEEPER_TOKEN`, else the
+    /// config's `api_token_file`).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
 struct Target {
     base: String,
     token: Option<String>,
@@ -26,7 +42,7 @@ struct Target {
 
 fn target(remote: &Remote) -> anyhow::Result<Result<Target, ExitCode>> {
     let settings = match remote.config.as_deref() {
-        Some(path) => match crate::cli::load_settings(path)? {
+        Some(path) => match load_settings(path)? {
             Ok(s) => Some(s),
             Err(code) => return Ok(Err(code)),
         },
@@ -265,7 +281,7 @@ pub fn logs(
         let _ = write!(path, "&run={id}");
     }
     let body = ok_or_exit!(request(&t, reqwest::Method::GET, &path));
-    crate::cli::stdout(&body)?;
+    stdout(&body)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -19,10 +19,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::alert::Alerter;
 use crate::build::{BuildConfig, Builder};
-use crate::engine::Engine;
 use crate::engine::flink::FlinkEngine;
 use crate::engine::local::LocalEngine;
 use crate::engine::spark::SparkEngine;
+use crate::engine::{Engine, EngineConfig};
 use crate::event::JobEvent;
 use crate::http::{self, ApiState};
 use crate::metrics::Metrics;
@@ -30,7 +30,7 @@ use crate::reconcile::{self, Context, Reconciler, Scope};
 use crate::repo::{
     ConfigRepo, ProjectRepos, RepoError, TriggerControl, TriggerReason, spawn_trigger,
 };
-use crate::settings::{EngineKind, Live, Settings};
+use crate::settings::{Live, Settings};
 use crate::store::{Store, StoreError};
 use crate::sync::{self, SyncError, SyncOutcome};
 use crate::systemd::Notifier;
@@ -528,20 +528,19 @@ fn engines_by_env(
     let mut engines: HashMap<String, Arc<dyn Engine>> = HashMap::new();
     type Make<'a> = Box<dyn Fn() -> Result<Arc<dyn Engine>, crate::engine::EngineError> + 'a>;
     for (name, env) in &settings.envs {
-        let (key, made): (String, Make) = match (env.engine, &env.flink, &env.spark) {
-            (EngineKind::Local, _, _) => {
+        let (key, made): (String, Make) = match &env.engine {
+            EngineConfig::Local => {
                 engines.insert(name.clone(), local.clone());
                 continue;
             }
-            (EngineKind::Flink, Some(f), _) => (
+            EngineConfig::Flink(f) => (
                 format!("flink {} {:?}", f.url, f.savepoint_dir),
                 Box::new(|| FlinkEngine::new(f, &salt).map(|e| Arc::new(e) as Arc<dyn Engine>)),
             ),
-            (EngineKind::Spark, _, Some(s)) => (
+            EngineConfig::Spark(s) => (
                 format!("spark {} {} {:?}", s.url, s.master, s.ui),
                 Box::new(|| SparkEngine::new(s, &salt).map(|e| Arc::new(e) as Arc<dyn Engine>)),
             ),
-            _ => continue,
         };
         if let Some(e) = clusters.get(&key) {
             engines.insert(name.clone(), e.clone());

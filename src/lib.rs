@@ -29,6 +29,7 @@
 //! - [`http`]: the HTTP API, git webhooks, `/metrics` and the status page.
 //! - [`cli`]: the command line.
 //! - [`client`]: the commands that talk to a running daemon (`status`, `sync`, `restart`, `logs`).
+//! - [`console`]: what the commands share at the terminal: stdout, loading the daemon config.
 
 pub mod alert;
 pub mod backoff;
@@ -36,6 +37,7 @@ pub mod build;
 pub mod changes;
 pub mod cli;
 pub mod client;
+pub mod console;
 pub mod daemon;
 pub mod diag;
 pub mod engine;

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::diag;
+use crate::engine::EngineConfig;
 use crate::event::JobEvent;
 use crate::reconcile::{Emitter, Scope};
-use crate::settings::{EngineKind, Live, Settings};
+use crate::settings::{Live, Settings};
 use crate::systemd::Notifier;
 
 /// The envs of `new` whose engine the running daemon cannot give them before a restart: a
@@ -27,13 +28,10 @@ pub fn cluster_changes(old: &Settings, new: &Settings) -> Vec<String> {
     new.envs
         .iter()
         .filter(|(name, env)| match old.envs.get(*name) {
-            None => env.engine != EngineKind::Local,
+            None => env.engine != EngineConfig::Local,
             Some(was) => {
-                let local = env.engine == EngineKind::Local && was.engine == EngineKind::Local;
-                !local
-                    && (was.engine != env.engine
-                        || was.flink != env.flink
-                        || was.spark != env.spark)
+                let local = env.engine == EngineConfig::Local && was.engine == EngineConfig::Local;
+                !local && was.engine != env.engine
             }
         })
         .map(|(name, _)| name.clone())

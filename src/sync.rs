@@ -223,7 +223,7 @@ fn read_changes(
     let settings = ctx.settings.get();
     let path = &settings.repo.path;
     let sctx = spec::Context {
-        settings: Some(&settings),
+        settings: Some(&*settings),
     };
     let tree = repo.tree();
     let from = applied

@@ -612,6 +612,24 @@ impl Checker {
         self.error(fields.node, msg);
     }
 
+    /// A required string field `key` of a section (`name` in messages); a missing one is
+    /// reported with `hint`.
+    pub fn required_string(
+        &mut self,
+        fields: &Fields<'_>,
+        key: &str,
+        name: &str,
+        hint: &str,
+    ) -> Option<String> {
+        match fields.get(key) {
+            Some(v) => self.string(v, name),
+            None => {
+                self.missing(fields, key, hint);
+                None
+            }
+        }
+    }
+
     /// A string; numbers and booleans are refused.
     pub fn string(&mut self, node: &Node, name: &str) -> Option<String> {
         match node.scalar() {

@@ -97,7 +97,7 @@ fuzz_target!(|data: &[u8]| {
         PATH,
         data,
         Context {
-            settings: Some(&SETTINGS),
+            settings: Some(&*SETTINGS),
         },
     );
     for result in [&without, &with] {

@@ -29,7 +29,7 @@ use super::{
     Engine, EngineError, NEVER_STARTED, RecordedRun, Recovery, RunExit, RunHandle, RunStatus,
     StopOutcome, SubmitRequest,
 };
-use crate::settings::FlinkSettings;
+use crate::yaml::{Checker, Node};
 
 /// Connect timeout of every request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -104,6 +104,46 @@ fn error_text(body: &Value, raw: &str) -> String {
             .join("\n"),
         _ => raw.chars().take(500).collect(),
     }
+}
+
+/// The key of an env holding its Flink cluster.
+pub const SECTION: &str = "flink";
+/// What an env on this engine without [`SECTION`] needs, for messages.
+pub const MISSING: &str = "uses engine flink and needs `flink: {url: http://...:8081}`";
+
+/// `flink:` of an env.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlinkSettings {
+    /// REST URL of the JobManager.
+    pub url: String,
+    /// Where savepoints go.
+    pub savepoint_dir: Option<String>,
+}
+
+/// Reads the `flink:` block `n` of an env (`section` in messages); problems go to `c`.
+pub fn read_settings(c: &mut Checker, n: &Node, section: &str) -> Option<FlinkSettings> {
+    let f = c.mapping(n, section, &["url", "savepoint_dir"])?;
+    let url = c.required_string(
+        &f,
+        "url",
+        &format!("{section}.url"),
+        "the JobManager's REST URL, e.g. `http://flink-jm:8081`",
+    );
+    if let (Some(u), Some(uv)) = (&url, f.get("url"))
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        c.error(
+            uv,
+            format!("`{section}.url`: `{u}` must start with `http://` or `https://`"),
+        );
+    }
+    let savepoint_dir = f
+        .get("savepoint_dir")
+        .and_then(|s| c.string(s, &format!("{section}.savepoint_dir")));
+    Some(FlinkSettings {
+        url: url?,
+        savepoint_dir,
+    })
 }
 
 /// An Apache Flink session cluster.

@@ -31,6 +31,7 @@ use super::{
     STOP_GRACE, SubmitRequest,
 };
 use crate::proc::{self, GroupChild, is_same_live};
+use crate::spec::Params;
 
 /// The reason given for a run that ended because [`Engine::stop`] stopped it.
 pub const STOPPED: &str = "stopped";
@@ -124,6 +125,17 @@ impl LocalEngine {
             _ => Some((child.ended.clone(), child.start_ticks)),
         }
     }
+}
+
+/// What the local engine finds wrong with the params of a job in env `env`: it needs
+/// `params.command`.
+pub fn check_params(env: &str, params: &Params) -> Result<(), String> {
+    if params.command.is_empty() {
+        return Err(format!(
+            "env `{env}` runs on the local engine, which needs `params.command` (the argv to run, e.g. `command: [\"./run.sh\"]`)"
+        ));
+    }
+    Ok(())
 }
 
 /// Locks a mutex, going on with the data if a holder panicked (the data stays consistent: every

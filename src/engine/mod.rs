@@ -1,4 +1,6 @@
 //! Engines: where runs happen. One trait, [`Engine`], one file per implementation.
+//! [`EngineKind`] names an env's engine and [`EngineConfig`] holds that engine's settings; each
+//! engine reads its own block of an env and checks its own params (see `kind.rs`).
 //!
 //! The reconciler hands an engine a fully resolved [`SubmitRequest`] (secrets already read) and
 //! keeps the [`RunHandle`] it gets back in the store; everything the engine needs to find the run
@@ -10,6 +12,7 @@
 
 pub mod cluster;
 pub mod flink;
+mod kind;
 pub mod local;
 pub mod spark;
 
@@ -20,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::spec::Params;
+
+pub use kind::{EngineConfig, EngineKind};
 
 /// One submission, ready to go.
 #[derive(Debug, Clone)]

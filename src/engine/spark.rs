@@ -35,7 +35,7 @@ use super::{
     Engine, EngineError, NEVER_STARTED, RecordedRun, Recovery, RunExit, RunHandle, RunStatus,
     SubmitRequest,
 };
-use crate::settings::SparkSettings;
+use crate::yaml::{Checker, Node};
 
 /// Connect timeout of every request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -156,6 +156,48 @@ fn status_of(state: &str) -> Option<RunStatus> {
         // FAILED, ERROR, KILLED: a reason is looked up by the caller.
         _ => None,
     }
+}
+
+/// The key of an env holding its Spark cluster.
+pub const SECTION: &str = "spark";
+/// What an env on this engine without [`SECTION`] needs, for messages.
+pub const MISSING: &str =
+    "uses engine spark and needs `spark: {url: http://...:6066, master: spark://...:7077}`";
+
+/// `spark:` of an env.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SparkSettings {
+    /// REST submission server (port 6066).
+    pub url: String,
+    /// The `spark://` master URL.
+    pub master: String,
+    /// Master web UI, for batched status.
+    pub ui: Option<String>,
+}
+
+/// Reads the `spark:` block `n` of an env (`section` in messages); problems go to `c`.
+pub fn read_settings(c: &mut Checker, n: &Node, section: &str) -> Option<SparkSettings> {
+    let f = c.mapping(n, section, &["url", "master", "ui"])?;
+    let url = c.required_string(
+        &f,
+        "url",
+        &format!("{section}.url"),
+        "the REST submission server, e.g. `http://spark-master:6066`",
+    );
+    let master = c.required_string(
+        &f,
+        "master",
+        &format!("{section}.master"),
+        "the master URL, e.g. `spark://spark-master:7077`",
+    );
+    let ui = f
+        .get("ui")
+        .and_then(|s| c.string(s, &format!("{section}.ui")));
+    Some(SparkSettings {
+        url: url?,
+        master: master?,
+        ui,
+    })
 }
 
 /// A Spark standalone cluster.

@@ -1,0 +1,169 @@
+//! Which engine an env uses ([`EngineKind`]) and that engine's own part of the env
+//! ([`EngineConfig`]): reading the env's engine block and checking a job's params.
+//!
+//! Each engine reads its block and checks its params in its own file; this module only
+//! dispatches, so a new engine is one file plus one arm in each enum here.
+
+use crate::spec::Params;
+use crate::yaml::{Checker, Fields, Node};
+
+use super::flink::{self, FlinkSettings};
+use super::local;
+use super::spark::{self, SparkSettings};
+
+/// Which engine an env uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// Supervised child processes.
+    Local,
+    /// An Apache Flink cluster.
+    Flink,
+    /// A Spark standalone cluster.
+    Spark,
+}
+
+impl EngineKind {
+    /// Every engine, in the order they are listed in messages.
+    pub const ALL: [EngineKind; 3] = [EngineKind::Local, EngineKind::Flink, EngineKind::Spark];
+
+    /// The name used in files and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Local => "local",
+            EngineKind::Flink => "flink",
+            EngineKind::Spark => "spark",
+        }
+    }
+
+    /// The engine named `name` in a file.
+    pub fn from_name(name: &str) -> Option<EngineKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// Every engine's name, comma separated, for messages.
+    pub fn names() -> String {
+        Self::ALL.map(EngineKind::as_str).join(", ")
+    }
+
+    /// What this engine finds wrong with the params of a job in env `env`.
+    pub fn check_params(self, env: &str, params: &Params) -> Result<(), String> {
+        match self {
+            EngineKind::Local => local::check_params(env, params),
+            // Cluster engines check their params when they submit.
+            EngineKind::Flink | EngineKind::Spark => Ok(()),
+        }
+    }
+}
+
+/// The engine of an env with the engine's own settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineConfig {
+    /// Supervised child processes; nothing to configure.
+    Local,
+    /// An Apache Flink cluster (`flink:`).
+    Flink(FlinkSettings),
+    /// A Spark standalone cluster (`spark:`).
+    Spark(SparkSettings),
+}
+
+impl EngineConfig {
+    /// The keys of an env that hold an engine's settings.
+    pub const SECTIONS: [&str; 2] = [flink::SECTION, spark::SECTION];
+
+    /// The engine's name used in files and output.
+    pub fn as_str(&self) -> &'static str {
+        self.kind().as_str()
+    }
+
+    /// Which engine this is.
+    pub fn kind(&self) -> EngineKind {
+        match self {
+            EngineConfig::Local => EngineKind::Local,
+            EngineConfig::Flink(_) => EngineKind::Flink,
+            EngineConfig::Spark(_) => EngineKind::Spark,
+        }
+    }
+
+    /// Reads the engine blocks of env `env` (the mapping `f` at node `n`) for the engine
+    /// `kind` the env names. Every block present is checked, whichever engine the env uses;
+    /// the env's engine must have its block. Problems go to `c`.
+    pub fn read(
+        c: &mut Checker,
+        n: &Node,
+        f: &Fields<'_>,
+        env: &str,
+        kind: Option<EngineKind>,
+    ) -> Option<EngineConfig> {
+        let section = format!("envs.{env}");
+        let flink = f
+            .get(flink::SECTION)
+            .and_then(|v| flink::read_settings(c, v, &format!("{section}.{}", flink::SECTION)));
+        let spark = f
+            .get(spark::SECTION)
+            .and_then(|v| spark::read_settings(c, v, &format!("{section}.{}", spark::SECTION)));
+        match kind? {
+            EngineKind::Local => Some(EngineConfig::Local),
+            EngineKind::Flink => {
+                require(c, n, f, env, flink::SECTION, flink::MISSING);
+                flink.map(EngineConfig::Flink)
+            }
+            EngineKind::Spark => {
+                require(c, n, f, env, spark::SECTION, spark::MISSING);
+                spark.map(EngineConfig::Spark)
+            }
+        }
+    }
+}
+
+/// Reports env `env` (at `n`) when it lacks the block `section` its engine needs; `missing`
+/// says what the env needs.
+fn require(c: &mut Checker, n: &Node, f: &Fields<'_>, env: &str, section: &str, missing: &str) {
+    if f.get(section).is_none() {
+        c.error(n, format!("env `{env}` {missing}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(EngineKind::names(), "local, flink, spark");
+        for kind in EngineKind::ALL {
+            assert_eq!(EngineKind::from_name(kind.as_str()), Some(kind));
+        }
+        assert_eq!(EngineKind::from_name("yarn"), None);
+    }
+
+    #[test]
+    fn each_engine_checks_its_own_params() {
+        let none = Params::default();
+        let err = EngineKind::Local
+            .check_params("dev", &none)
+            .expect_err("local needs a command");
+        assert!(
+            err.starts_with("env `dev` runs on the local engine"),
+            "{err}"
+        );
+        let command = Params {
+            command: vec!["true".into()],
+            ..Params::default()
+        };
+        assert_eq!(EngineKind::Local.check_params("dev", &command), Ok(()));
+        assert_eq!(EngineKind::Flink.check_params("prod", &none), Ok(()));
+        assert_eq!(EngineKind::Spark.check_params("batch", &none), Ok(()));
+    }
+
+    #[test]
+    fn a_config_knows_its_kind() {
+        let flink = EngineConfig::Flink(FlinkSettings {
+            url: "http://jm:8081".into(),
+            savepoint_dir: None,
+        });
+        assert_eq!(flink.kind(), EngineKind::Flink);
+        assert_eq!(flink.as_str(), "flink");
+        assert_eq!(EngineConfig::Local.kind(), EngineKind::Local);
+    }
+}

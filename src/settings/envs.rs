@@ -1,0 +1,116 @@
+//! Envs of the daemon config (`envs:`): each names its engine, whose own block the engine
+//! reads ([`EngineConfig::read`]), and holds vars, default alert channels and restart fields.
+
+use std::collections::BTreeMap;
+
+use super::channels::{AlertChannel, check_channels};
+use crate::engine::{EngineConfig, EngineKind};
+use crate::spec::{RestartOverride, read_restart};
+use crate::yaml::{Checker, Node};
+
+/// One env.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvSettings {
+    /// Engine of this env, with its cluster's settings.
+    pub engine: EngineConfig,
+    /// Values for `${var:NAME}`.
+    pub vars: BTreeMap<String, String>,
+    /// Default alert channels of the env's jobs.
+    pub alerts: Vec<String>,
+    /// Env-wide restart policy fields.
+    pub restart: RestartOverride,
+}
+
+/// The fields an env may have: `engine`, each engine's block, then its own.
+fn env_fields() -> Vec<&'static str> {
+    let mut fields = vec!["engine"];
+    fields.extend(EngineConfig::SECTIONS);
+    fields.extend(["vars", "alerts", "restart"]);
+    fields
+}
+
+/// The `envs:` mapping `n`; `channels` are the config's alert channels.
+pub(super) fn read_envs(
+    c: &mut Checker,
+    n: &Node,
+    channels: &BTreeMap<String, AlertChannel>,
+) -> BTreeMap<String, EnvSettings> {
+    let mut envs = BTreeMap::new();
+    for (k, v) in c.free_mapping(n, "envs") {
+        let Some(name) = c.string(k, "envs key") else {
+            continue;
+        };
+        if name.is_empty() {
+            c.error(k, "`envs`: an env name must not be empty");
+            continue;
+        }
+        if let Some(e) = read_env(c, v, &name, channels) {
+            envs.insert(name, e);
+        }
+    }
+    envs
+}
+
+fn read_env(
+    c: &mut Checker,
+    n: &Node,
+    name: &str,
+    channels: &BTreeMap<String, AlertChannel>,
+) -> Option<EnvSettings> {
+    let section = format!("envs.{name}");
+    let f = c.mapping(n, &section, &env_fields())?;
+    let kind = match f.get("engine") {
+        Some(v) => c.string(v, &format!("{section}.engine")).and_then(|e| {
+            match EngineKind::from_name(&e) {
+                Some(kind) => Some(kind),
+                None => {
+                    c.error(
+                        v,
+                        format!(
+                            "`{section}.engine`: unknown engine `{e}`; expected one of: {}",
+                            EngineKind::names()
+                        ),
+                    );
+                    None
+                }
+            }
+        }),
+        None => {
+            c.missing(&f, "engine", &format!("one of: {}", EngineKind::names()));
+            None
+        }
+    };
+    let engine = EngineConfig::read(c, n, &f, name, kind);
+    let vars = f
+        .get("vars")
+        .map(|v| read_vars(c, v, &section))
+        .unwrap_or_default();
+    let alerts = match f.get("alerts") {
+        Some(v) => check_channels(c, v, &format!("{section}.alerts"), channels),
+        None => Vec::new(),
+    };
+    let restart = f
+        .get("restart")
+        .map(|v| read_restart(c, v, &format!("{section}.restart")))
+        .unwrap_or_default();
+    Some(EnvSettings {
+        engine: engine?,
+        vars,
+        alerts,
+        restart,
+    })
+}
+
+/// The `vars:` mapping `n` of the env `section`: names to strings, numbers or booleans as text.
+fn read_vars(c: &mut Checker, n: &Node, section: &str) -> BTreeMap<String, String> {
+    let mut vars = BTreeMap::new();
+    for (k, val) in c.free_mapping(n, &format!("{section}.vars")) {
+        let Some(key) = c.text(k, &format!("{section}.vars key")) else {
+            continue;
+        };
+        if let Some(t) = c.text(val, &format!("{section}.vars.{key}")) {
+            vars.insert(key, t);
+        }
+    }
+    vars
+}

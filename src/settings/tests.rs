@@ -1,0 +1,240 @@
+//! Tests of reading and checking the daemon config.
+
+use super::*;
+use crate::diag::render;
+use crate::engine::EngineConfig;
+
+fn ok(src: &str) -> Settings {
+    match parse("config.yaml", src.as_bytes(), Path::new("/etc/jobkeeper")) {
+        Ok(s) => s,
+        Err(d) => panic!("{}", render(&d)),
+    }
+}
+
+fn errors(src: &str) -> String {
+    render(
+        &parse("config.yaml", src.as_bytes(), Path::new("/etc/jobkeeper"))
+            .expect_err("should fail"),
+    )
+}
+
+const FULL: &str = r#"
+repo:
+  url: git@git.example.com:ops/jobs.git
+  branch: prod
+  path: deploy/jobs/
+  poll: 1m
+  ssh_key: keys/deploy_key
+state_dir: /var/lib/jobkeeper
+secrets_dir: secrets
+listen: 0.0.0.0:8080
+api_token_file: /etc/jobkeeper/api_token
+webhook_secret_file: webhook_secret
+timezone: Asia/Shanghai
+build: {max_concurrent: 4, timeout: 1h}
+health: {interval: 2s}
+restart: {attempts: 5, window: 30m}
+alerts_throttle: 10m
+envs:
+  dev:  {engine: local}
+  prod:
+    engine: flink
+    flink: {url: "http://flink-jm:8081", savepoint_dir: "s3://bucket/savepoints"}
+    vars: {KAFKA: "kafka-prod:9092", PORT: 9092}
+    alerts: [oncall]
+    restart: {attempts: 10}
+  batch:
+    engine: spark
+    spark: {url: "http://spark:6066", master: "spark://spark:7077"}
+alerts:
+  oncall:
+    email: {smtp: "smtp://mail.example.com:587", starttls: true, user: jobkeeper,
+            password_file: /etc/jobkeeper/smtp_pw, from: jobkeeper@example.com, to: [oncall@example.com]}
+  team-chat:
+    webhook: {url: "https://chat.example.com/hook/abc", format: dingtalk}
+    on: [failed, gave_up, build_failed, invalid]
+"#;
+
+#[test]
+fn full_example() {
+    let s = ok(FULL);
+    assert_eq!(s.repo.url, "git@git.example.com:ops/jobs.git");
+    assert_eq!(s.repo.branch, "prod");
+    assert_eq!(s.repo.path, "deploy/jobs");
+    assert_eq!(s.repo.poll, Duration::from_secs(60));
+    assert_eq!(
+        s.repo.ssh_key.as_deref(),
+        Some(Path::new("/etc/jobkeeper/keys/deploy_key"))
+    );
+    assert_eq!(
+        s.secrets_dir.as_deref(),
+        Some(Path::new("/etc/jobkeeper/secrets"))
+    );
+    assert_eq!(
+        s.webhook_secret_file.as_deref(),
+        Some(Path::new("/etc/jobkeeper/webhook_secret"))
+    );
+    assert_eq!(s.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(s.timezone, chrono_tz::Asia::Shanghai);
+    assert_eq!(s.build.max_concurrent, 4);
+    assert_eq!(s.health.interval, Duration::from_secs(2));
+    assert_eq!(s.restart.attempts, 5);
+    assert_eq!(s.restart.window, Duration::from_secs(1800));
+    assert_eq!(s.restart.backoff, Duration::from_secs(10));
+    assert_eq!(s.alerts_throttle, Duration::from_secs(600));
+    let prod = s.env("prod").expect("prod");
+    assert_eq!(prod.engine.kind(), EngineKind::Flink);
+    assert_eq!(prod.vars["PORT"], "9092");
+    assert_eq!(prod.alerts, vec!["oncall"]);
+    assert_eq!(
+        s.restart_policy("prod", &RestartOverride::default())
+            .attempts,
+        10
+    );
+    let Some(EngineConfig::Spark(spark)) = s.env("batch").map(|e| &e.engine) else {
+        panic!("batch is a spark env");
+    };
+    assert_eq!(spark.master, "spark://spark:7077");
+    let email = s.alerts["oncall"].email.clone().expect("email");
+    assert!(email.starttls);
+    assert_eq!(email.to, vec!["oncall@example.com"]);
+    assert!(s.channel_wants("oncall", "failed"));
+    assert!(!s.channel_wants("oncall", "deployed"));
+    assert!(s.channel_wants("team-chat", "invalid"));
+    assert!(!s.channel_wants("team-chat", "restarted"));
+}
+
+#[test]
+fn defaults() {
+    let s = ok("repo: {url: ../jobs-repo}\nstate_dir: state\n");
+    assert_eq!(s.repo.url, "/etc/jobkeeper/../jobs-repo");
+    assert_eq!(s.repo.branch, "main");
+    assert_eq!(s.repo.path, "jobs");
+    assert_eq!(s.repo.poll, Duration::from_secs(30));
+    assert_eq!(s.state_dir, Path::new("/etc/jobkeeper/state"));
+    assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(s.timezone, host_timezone());
+    assert_eq!(s.build.max_concurrent, 2);
+    assert_eq!(s.build.timeout, Duration::from_secs(1800));
+    assert_eq!(s.health.interval, Duration::from_secs(5));
+    assert_eq!(s.logs.max_size, DEFAULT_LOG_MAX_SIZE);
+    assert_eq!(s.restart, RestartPolicy::default());
+    assert_eq!(s.alerts_throttle, Duration::from_secs(300));
+    assert!(s.envs.is_empty() && s.alerts.is_empty());
+}
+
+#[test]
+fn log_sizes_take_units_or_bytes_within_range() {
+    let base = "repo: {url: r}\nstate_dir: s\n";
+    for (text, bytes) in [
+        ("16MiB", 16 << 20),
+        ("\"500 MB\"", 500_000_000),
+        ("1GiB", 1 << 30),
+        ("1048576", 1 << 20),
+    ] {
+        let s = ok(&format!("{base}logs: {{max_size: {text}}}\n"));
+        assert_eq!(s.logs.max_size, bytes, "{text}");
+    }
+    assert_eq!(
+        errors(&format!("{base}logs: {{max_size: 1KiB}}\n")),
+        "config.yaml:3:18: `logs.max_size`: `1KiB` is out of range; expected from 64.0 KiB to 1.0 TiB\n"
+    );
+    assert_eq!(
+        errors(&format!("{base}logs: {{max_size: lots}}\n")),
+        "config.yaml:3:18: `logs.max_size`: invalid size `lots`; expected a size like `64MiB`, `500MB` or `1GiB`\n"
+    );
+    assert_eq!(
+        errors(&format!("{base}logs: {{max_sise: 1MiB}}\n")),
+        "config.yaml:3:8: unknown field `max_sise` in `logs`, did you mean `max_size`?\n"
+    );
+}
+
+#[test]
+fn url_kinds() {
+    assert!(is_remote_url("https://git.example.com/a.git"));
+    assert!(is_remote_url("file:///srv/git/a.git"));
+    assert!(is_remote_url("git@host:ops/jobs.git"));
+    assert!(!is_remote_url("/srv/git/jobs.git"));
+    assert!(!is_remote_url("./jobs"));
+    assert!(!is_remote_url("dir/with:colon"));
+}
+
+#[test]
+fn missing_required() {
+    assert_eq!(
+        errors("listen: 127.0.0.1:1\n"),
+        "config.yaml:1:1: missing required field `repo` (where job files come from, e.g. `repo: {url: ...}`)\n\
+             config.yaml:1:1: missing required field `state_dir` (a folder for the store, builds and logs, e.g. `/var/lib/jobkeeper`)\n"
+    );
+    assert_eq!(
+        errors("repo: {branch: main}\nstate_dir: /s\n"),
+        "config.yaml:1:7: missing required field `url` (a git URL, bare repo path or local work tree path)\n"
+    );
+}
+
+#[test]
+fn every_problem_reported_in_order() {
+    let src = "\
+repo: {url: /r, pol: 5s}
+state_dir: /s
+listen: localhost:7070
+timezone: Mars/Olympus
+build: {max_concurrent: 0, timeout: forever}
+health: {interval: 0s}
+envs:
+  a: {engine: flink}
+  b: {engine: spark, spark: {url: \"http://s:6066\"}}
+  c: {engine: yarn, alerts: [nobody]}
+alerts:
+  empty: {}
+  hook: {webhook: {url: \"https://h\", format: teams}, on: [failed, faild, exploded]}
+";
+    assert_eq!(
+        errors(src),
+        "config.yaml:1:17: unknown field `pol` in `repo`, did you mean `poll`?\n\
+             config.yaml:3:9: `listen`: invalid address `localhost:7070`; expected an IP address and port like `127.0.0.1:7070`\n\
+             config.yaml:4:11: `timezone`: unknown time zone `Mars/Olympus`; expected an IANA name like `Europe/Berlin`, `Asia/Shanghai` or `UTC`\n\
+             config.yaml:5:25: `build.max_concurrent`: expected a whole number from 1 to 1024, found 0\n\
+             config.yaml:5:37: `build.timeout`: invalid duration `forever` (expected number at 0); expected a duration like `90s`, `5m` or `2h`\n\
+             config.yaml:6:20: `health.interval`: must be longer than zero\n\
+             config.yaml:8:6: env `a` uses engine flink and needs `flink: {url: http://...:8081}`\n\
+             config.yaml:9:29: missing required field `master` (the master URL, e.g. `spark://spark-master:7077`)\n\
+             config.yaml:10:15: `envs.c.engine`: unknown engine `yarn`; expected one of: local, flink, spark\n\
+             config.yaml:10:30: unknown alert channel `nobody`; known channels: empty, hook\n\
+             config.yaml:12:10: alert channel `empty` has neither `email` nor `webhook`; expected at least one\n\
+             config.yaml:13:46: `alerts.hook.webhook.format`: unknown format `teams`; expected one of: slack, dingtalk, feishu, wecom, json\n\
+             config.yaml:13:67: unknown event `faild`, did you mean `failed`?\n\
+             config.yaml:13:74: unknown event `exploded`; expected one of: failed, restarted, gave_up, recovered, build_failed, deploy_failed, invalid, repo_unreachable, engine_unreachable, deployed, succeeded\n"
+    );
+}
+
+#[test]
+fn load_reads_file_and_resolves_against_its_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, "repo: {url: repo}\nstate_dir: state\n").expect("write");
+    let s = load(&path).expect("valid");
+    assert_eq!(s.state_dir, dir.path().join("state"));
+    assert_eq!(s.repo.url, dir.path().join("repo").to_string_lossy());
+    let missing = dir.path().join("nope.yaml");
+    let e = render(&load(&missing).expect_err("missing"));
+    assert!(
+        e.contains("nope.yaml:1:1: cannot read the daemon config: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn garbage_never_panics() {
+    for input in [
+        &b"\xff"[..],
+        b"",
+        b"- a",
+        b"repo: {url: [x]}\nstate_dir: {}\nenvs: [a]\nalerts: 3",
+        b"envs: {? [a] : b}",
+        b"envs: {x: {engine: flink, flink: [1]}}",
+        b"alerts: {x: {email: {to: []}, on: {}}}",
+    ] {
+        let _ = parse("c.yaml", input, Path::new("."));
+    }
+}

@@ -1,0 +1,377 @@
+//! Job files: the typed [`JobSpec`], its parsing from YAML and its validation.
+//!
+//! Parsing goes through [`crate::yaml`]'s located tree so that every problem names
+//! `path:line:column`, and all problems of a file are reported at once.
+//!
+//! Strings of `params` and `project` may hold placeholders: `${var:NAME}` is replaced from the
+//! env's `vars` when a daemon config is given ([`Context`], seen through [`DaemonConfig`] so this
+//! module does not depend on the config's own types), and `${secret:NAME}` stays as
+//! written until [`resolve_secrets`] reads it at submit time; any other `${...}` is an error.
+//! This module also owns job names ([`check_name`]), secret masking ([`mask_secrets`]) and the
+//! job file's JSON Schema ([`json_schema`]).
+
+mod placeholders;
+mod read;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::placeholders::{
+    SecretError, mask_secrets, resolve_secrets, resolve_secrets_with_values, secret_names,
+};
+pub(crate) use self::read::read_restart;
+pub use self::schema::json_schema;
+use crate::diag::Diagnostic;
+use crate::yaml::{self, Checker};
+
+/// Largest job file accepted, in bytes.
+pub const MAX_JOB_FILE_BYTES: usize = 1024 * 1024;
+
+/// One job, as its file says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Where the job's code comes from; `None` for a job that runs a command with no project.
+    pub project: Option<Project>,
+    /// The env (of the daemon config) the job runs in.
+    pub env: String,
+    /// Engine parameters, checked by the engine (`${var:..}` already replaced when a config was given).
+    pub params: Params,
+    /// Cron expression as written; present means a batch job.
+    pub schedule: Option<String>,
+    /// What a batch job does when its previous run is still live.
+    pub overlap: Overlap,
+    /// A batch run taking longer than this is stopped and counts as failed.
+    #[serde(with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    /// Restart policy fields set in the job file (the rest come from the env, then the daemon).
+    pub restart: RestartOverride,
+    /// How a flink job is upgraded.
+    pub upgrade: Upgrade,
+    /// Alert channels; `None` means the env's.
+    pub alerts: Option<Vec<String>>,
+    /// Stop the job but keep its file and history.
+    pub suspend: bool,
+}
+
+/// The git repo, branch and folder holding a job's code, and how to build it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Project {
+    /// URL, or a path to a local git repo.
+    pub repo: String,
+    /// Branch, tag or full commit id.
+    pub branch: String,
+    /// Folder inside the repo; empty for the root.
+    pub dir: String,
+    /// Shell command run in `dir`; `None` for no build.
+    pub build: Option<String>,
+    /// Glob in `dir` that must match exactly one file.
+    pub artifact: Option<String>,
+    /// A new commit on the branch rebuilds and redeploys.
+    pub follow: bool,
+}
+
+/// Engine parameters. Which ones apply depends on the env's engine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Params {
+    /// flink/spark: the entry class.
+    pub main_class: Option<String>,
+    /// flink/spark: program arguments.
+    pub args: Vec<String>,
+    /// flink: parallelism.
+    pub parallelism: Option<u32>,
+    /// flink/spark: configuration properties.
+    pub conf: BTreeMap<String, String>,
+    /// local: the argv to run (`{artifact}` is replaced by the artifact's path).
+    pub command: Vec<String>,
+    /// local: environment variables of the child; spark: of the driver.
+    pub environment: BTreeMap<String, String>,
+    /// local: working directory (relative to the project checkout when there is one).
+    pub workdir: Option<String>,
+}
+
+/// Batch overlap policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlap {
+    /// Skip a tick while a run is live.
+    #[default]
+    Forbid,
+    /// Stop the live run and start a new one.
+    Replace,
+    /// Start another run beside the live one.
+    Allow,
+}
+
+/// Flink upgrade mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Upgrade {
+    /// Stop with a savepoint and resubmit from it.
+    #[default]
+    Savepoint,
+    /// Cancel and submit fresh.
+    Stateless,
+}
+
+/// Restart policy fields; unset ones fall back to the env, then the daemon config.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartOverride {
+    /// Restarts allowed within `window` before giving up.
+    pub attempts: Option<u32>,
+    /// The window restarts are counted in.
+    #[serde(with = "opt_duration")]
+    pub window: Option<Duration>,
+    /// First delay before a restart.
+    #[serde(with = "opt_duration")]
+    pub backoff: Option<Duration>,
+    /// Largest delay before a restart.
+    #[serde(with = "opt_duration")]
+    pub max_backoff: Option<Duration>,
+}
+
+/// A fully resolved restart policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    /// Restarts allowed within `window` before giving up.
+    pub attempts: u32,
+    /// The window restarts are counted in.
+    #[serde(with = "humantime_serde_compat")]
+    pub window: Duration,
+    /// First delay before a restart.
+    #[serde(with = "humantime_serde_compat")]
+    pub backoff: Duration,
+    /// Largest delay before a restart.
+    #[serde(with = "humantime_serde_compat")]
+    pub max_backoff: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            window: Duration::from_secs(3600),
+            backoff: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// This policy with the fields an override sets replaced.
+    pub fn with(self, o: &RestartOverride) -> Self {
+        Self {
+            attempts: o.attempts.unwrap_or(self.attempts),
+            window: o.window.unwrap_or(self.window),
+            backoff: o.backoff.unwrap_or(self.backoff),
+            max_backoff: o.max_backoff.unwrap_or(self.max_backoff),
+        }
+    }
+}
+
+/// Serde for `Option<Duration>` as a humantime string (`"90s"`).
+pub mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `None` as null and a duration as `"1m 30s"`.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads what [`serialize`] wrote.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let v: Option<String> = Option::deserialize(d)?;
+        v.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// Serde for `Duration` as a humantime string.
+pub mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes a duration as `"1m 30s"`.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    /// Reads what [`serialize`] wrote.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = String::deserialize(d)?;
+        humantime::parse_duration(&v).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What validation may check beyond the file itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context<'a> {
+    /// With a daemon config: `env` must exist, `${var:..}` is replaced from the env's vars
+    /// (an unknown name is an error), `alerts` must name channels, params are checked against
+    /// the env's engine.
+    pub settings: Option<&'a dyn DaemonConfig>,
+}
+
+/// The parts of the daemon config a job file is checked against
+/// ([`crate::settings::Settings`] is one).
+pub trait DaemonConfig: std::fmt::Debug {
+    /// The vars of env `env`, or `None` when there is no such env.
+    fn env_vars(&self, env: &str) -> Option<&BTreeMap<String, String>>;
+    /// Every env's name, sorted.
+    fn env_names(&self) -> Vec<&str>;
+    /// Whether an alert channel is named `name`.
+    fn has_channel(&self, name: &str) -> bool;
+    /// Every alert channel's name, sorted.
+    fn channel_names(&self) -> Vec<&str>;
+    /// What the engine of env `env` finds wrong with a job's params.
+    fn check_params(&self, env: &str, params: &Params) -> Result<(), String>;
+}
+
+/// The job name for a file path relative to `repo.path` (`team-a/clicks.yaml` → `team-a/clicks`),
+/// or `None` when the path is not a job file (not `.yaml`/`.yml`).
+pub fn job_name_of(rel_path: &str) -> Option<&str> {
+    rel_path
+        .strip_suffix(".yaml")
+        .or_else(|| rel_path.strip_suffix(".yml"))
+}
+
+/// The fields a job file may have.
+pub const JOB_FIELDS: &[&str] = &[
+    "project", "env", "params", "schedule", "overlap", "timeout", "restart", "upgrade", "alerts",
+    "suspend",
+];
+/// The fields of `project`.
+pub const PROJECT_FIELDS: &[&str] = &["repo", "branch", "dir", "build", "artifact", "follow"];
+/// The fields of `params`.
+pub const PARAMS_FIELDS: &[&str] = &[
+    "main_class",
+    "args",
+    "parallelism",
+    "conf",
+    "command",
+    "environment",
+    "workdir",
+];
+/// The fields of `restart` (in a job file, an env, or the daemon config).
+pub const RESTART_FIELDS: &[&str] = &["attempts", "window", "backoff", "max_backoff"];
+
+impl JobSpec {
+    /// A job with a `schedule` is a batch job; one without is a service job.
+    pub fn is_batch(&self) -> bool {
+        self.schedule.is_some()
+    }
+}
+
+impl Overlap {
+    /// The name used in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Forbid => "forbid",
+            Overlap::Replace => "replace",
+            Overlap::Allow => "allow",
+        }
+    }
+}
+
+impl Upgrade {
+    /// The name used in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Upgrade::Savepoint => "savepoint",
+            Upgrade::Stateless => "stateless",
+        }
+    }
+}
+
+/// Parses and validates one job file.
+///
+/// `path` is the file as the operator knows it (used in diagnostics). Every problem of the file
+/// is reported, in file order. See [`Context`] for what a daemon config adds.
+pub fn parse_job(path: &str, bytes: &[u8], ctx: Context) -> Result<JobSpec, Vec<Diagnostic>> {
+    if bytes.len() > MAX_JOB_FILE_BYTES {
+        return Err(vec![Diagnostic::file(
+            path,
+            format!(
+                "file is {} bytes; a job file may be at most {MAX_JOB_FILE_BYTES} bytes (1 MiB)",
+                bytes.len()
+            ),
+        )]);
+    }
+    let src = utf8(path, bytes)?;
+    let root = yaml::parse(path, src)?;
+    let mut c = Checker::new(path);
+    let spec = read::read_job(&mut c, &root, ctx);
+    let diags = c.finish();
+    if diags.is_empty() {
+        Ok(spec)
+    } else {
+        Err(diags)
+    }
+}
+
+/// The text of a file, or a diagnostic at the first byte that is not UTF-8.
+pub(crate) fn utf8<'a>(path: &str, bytes: &'a [u8]) -> Result<&'a str, Vec<Diagnostic>> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let good = &bytes[..e.valid_up_to()];
+        let good = std::str::from_utf8(good).unwrap_or_default();
+        let (line, column) = crate::diag::end_of(good);
+        let byte = bytes.get(e.valid_up_to()).copied().unwrap_or_default();
+        vec![Diagnostic::new(
+            path,
+            line,
+            column,
+            format!("invalid UTF-8 (byte 0x{byte:02x}); the file must be UTF-8 text"),
+        )]
+    })
+}
+
+/// How strings of params and project are expanded.
+/// What job names may look like, for messages.
+const NAME_RULE: &str = "a job name is lowercase letters, digits, `.`, `_`, `-` and `/`, \
+starts with a letter or digit, has no empty or `..` segment and is at most 128 characters";
+
+/// Checks a job name (`team-a/clicks`) against the naming rules of the contract:
+/// `[a-z0-9][a-z0-9._/-]*`, no `..` or empty segment, at most 128 characters.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("empty job name; {NAME_RULE}"));
+    }
+    let len = name.chars().count();
+    if len > 128 {
+        return Err(format!("job name is {len} characters long; {NAME_RULE}"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|ch| !matches!(ch, 'a'..='z' | '0'..='9' | '.' | '_' | '/' | '-'))
+    {
+        return Err(format!("job name `{name}` contains `{bad}`; {NAME_RULE}"));
+    }
+    if !name.starts_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit()) {
+        return Err(format!(
+            "job name `{name}` must start with a letter or digit; {NAME_RULE}"
+        ));
+    }
+    for seg in name.split('/') {
+        if seg.is_empty() {
+            return Err(format!(
+                "job name `{name}` has an empty segment; {NAME_RULE}"
+            ));
+        }
+        if seg == ".." || seg == "." {
+            return Err(format!(
+                "job name `{name}` has a `{seg}` segment; {NAME_RULE}"
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! The JSON Schema of a job file (`jobkeeper schema`).
+
+/// The JSON Schema (draft 2020-12) of a job file, for editors and CI (`jobkeeper schema`).
+pub fn json_schema() -> serde_json::Value {
+    let duration = serde_json::json!({
+        "type": "string",
+        "pattern": "^\\s*([0-9]+\\s*[a-zA-Zµ]+\\s*)+$",
+        "description": "A duration such as `90s`, `5m`, `2h` or `1h 30m`."
+    });
+    let text = serde_json::json!({"type": ["string", "number", "boolean"]});
+    serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://jobkeeper.dev/schema/job.json",
+        "title": "jobkeeper job file",
+        "description": "One job: its project, env and params. The job's name is the file's path below `repo.path` without the extension.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["env"],
+        "properties": {
+            "project": {
+                "description": "The git repo and branch (and folder) holding the job's code; optional: a job may run a command with no project.",
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["repo"],
+                "properties": {
+                    "repo": {"type": "string", "minLength": 1, "description": "URL, or a path to a local git repo."},
+                    "branch": {"type": "string", "default": "main", "description": "Branch, tag or full commit id."},
+                    "dir": {"type": "string", "default": "", "description": "Folder inside the repo (default: the root); not absolute, no `..`."},
+                    "build": {"type": "string", "description": "Shell command run in that folder (default: none)."},
+                    "artifact": {"type": "string", "description": "Glob in that folder; must match exactly one file."},
+                    "follow": {"type": "boolean", "default": false, "description": "true: a new commit on the branch rebuilds and redeploys."}
+                }
+            },
+            "env": {"type": "string", "minLength": 1, "description": "Required: an env of the daemon config."},
+            "params": {
+                "description": "Engine parameters, checked by the engine. Strings may use `${var:NAME}` (from the env's vars) and `${secret:NAME}` (read from `secrets_dir/NAME` at submit time).",
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "main_class": {"type": "string", "description": "flink/spark: the entry class."},
+                    "args": {"type": "array", "items": text, "description": "flink/spark: program arguments."},
+                    "parallelism": {"type": "integer", "minimum": 1, "description": "flink: parallelism."},
+                    "conf": {"type": "object", "additionalProperties": text, "description": "flink/spark: configuration properties."},
+                    "command": {"type": "array", "items": text, "minItems": 1, "description": "local: the argv to run (never a shell); `{artifact}` is replaced by the artifact's path."},
+                    "environment": {"type": "object", "additionalProperties": text, "description": "local: environment variables of the child; spark: of the driver."},
+                    "workdir": {"type": "string", "description": "local: working directory."}
+                }
+            },
+            "schedule": {"type": "string", "description": "Optional cron: crontab's five fields, or six with a leading seconds field; weekday 0 or 7 is Sunday; names (MON, JAN) and @daily-style macros work. Present = batch job."},
+            "overlap": {"enum": ["forbid", "replace", "allow"], "default": "forbid", "description": "Batch: forbid (skip while a run is live) | replace | allow."},
+            "timeout": {"allOf": [duration], "description": "Batch: a run taking longer is stopped and counts as failed."},
+            "restart": {
+                "description": "Restart policy; unset fields come from the env, then the daemon config.",
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "attempts": {"type": "integer", "minimum": 0, "description": "Restarts allowed within `window` before giving up."},
+                    "window": {"allOf": [duration], "description": "The window restarts are counted in."},
+                    "backoff": {"allOf": [duration], "description": "First delay before a restart (doubling)."},
+                    "max_backoff": {"allOf": [duration], "description": "Largest delay before a restart."}
+                }
+            },
+            "upgrade": {"enum": ["savepoint", "stateless"], "default": "savepoint", "description": "Flink: savepoint (stop with a savepoint, resubmit from it) | stateless."},
+            "alerts": {"type": "array", "items": {"type": "string"}, "description": "Alert channels (default: the env's)."},
+            "suspend": {"type": "boolean", "default": false, "description": "true: stop the job but keep its file and history."}
+        }
+    })
+}
