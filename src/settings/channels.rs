@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::read::path_field;
+use crate::event::EventKind;
 use crate::yaml::{Checker, Node, Value};
 
 /// One alert channel.
@@ -46,23 +47,11 @@ pub struct WebhookSettings {
     pub secret_file: Option<PathBuf>,
 }
 
-/// Alert events; see [`INFO_EVENTS`] for the ones a channel does not get by default.
-pub const EVENTS: &[&str] = &[
-    "failed",
-    "restarted",
-    "gave_up",
-    "recovered",
-    "build_failed",
-    "deploy_failed",
-    "invalid",
-    "repo_unreachable",
-    "engine_unreachable",
-    "deployed",
-    "succeeded",
-];
-
-/// Info events: sent only to channels that list them in `on:`.
-pub const INFO_EVENTS: &[&str] = &["deployed", "succeeded"];
+/// The words of the alert events a channel's `on:` may name ([`EventKind::ALERTS`]); the
+/// info ones ([`EventKind::INFO`]) go only to channels that name them.
+pub fn alert_event_words() -> Vec<&'static str> {
+    EventKind::ALERTS.iter().map(|k| k.as_str()).collect()
+}
 
 /// Webhook formats.
 pub const WEBHOOK_FORMATS: &[&str] = &["slack", "dingtalk", "feishu", "wecom", "json"];
@@ -266,12 +255,13 @@ fn read_on(c: &mut Checker, v: &Node, section: &str) -> Option<Vec<String>> {
         let Some(ev) = c.string(item, &format!("{section}.on[{i}]")) else {
             continue;
         };
-        if EVENTS.contains(&ev.as_str()) {
+        if EventKind::parse(&ev).is_some_and(EventKind::is_alert) {
             out.push(ev);
         } else {
-            let hint = match crate::yaml::did_you_mean(&ev, EVENTS) {
+            let words = alert_event_words();
+            let hint = match crate::yaml::did_you_mean(&ev, &words) {
                 Some(h) => format!(", did you mean `{h}`?"),
-                None => format!("; expected one of: {}", EVENTS.join(", ")),
+                None => format!("; expected one of: {}", words.join(", ")),
             };
             c.error(item, format!("unknown event `{ev}`{hint}"));
         }

@@ -19,10 +19,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use self::channels::{
-    AlertChannel, EVENTS, EmailSettings, INFO_EVENTS, WEBHOOK_FORMATS, WebhookSettings,
+    AlertChannel, EmailSettings, WEBHOOK_FORMATS, WebhookSettings, alert_event_words,
 };
 pub use self::envs::EnvSettings;
 use crate::diag::Diagnostic;
+use crate::event::EventKind;
 // The engines' own types, where they were found before the engines owned them.
 pub use crate::engine::EngineKind;
 pub use crate::engine::flink::FlinkSettings;
@@ -183,7 +184,7 @@ impl Settings {
     pub fn channel_wants(&self, channel: &str, event: &str) -> bool {
         match self.alerts.get(channel) {
             Some(AlertChannel { on: Some(on), .. }) => on.iter().any(|e| e == event),
-            Some(_) => !INFO_EVENTS.contains(&event),
+            Some(_) => !EventKind::parse(event).is_some_and(EventKind::is_info),
             None => false,
         }
     }
