@@ -140,7 +140,17 @@ impl Metrics {
     /// Everything in the Prometheus text format.
     pub fn render(&self, snap: &Snapshot) -> String {
         let mut out = String::with_capacity(4096);
-        let o = &mut out;
+        self.render_state(&mut out, snap);
+        self.render_repo(&mut out);
+        self.render_histogram(&mut out);
+        self.render_jobs(&mut out, snap);
+        render_alerts(&mut out, snap.alerts);
+        self.render_webhooks(&mut out);
+        out
+    }
+
+    /// Readiness, jobs by state, the applied commit.
+    fn render_state(&self, o: &mut String, snap: &Snapshot) {
         family(
             o,
             "up",
@@ -163,7 +173,10 @@ impl Metrics {
         if let Some(c) = &snap.applied_commit {
             sample(o, "applied_commit_info", &[("commit", c)], 1);
         }
+    }
 
+    /// Config-repo fetches and what triggered them.
+    fn render_repo(&self, o: &mut String) {
         let (ok, failed) = self.fetches();
         family(
             o,
@@ -183,9 +196,10 @@ impl Metrics {
         for (reason, n) in lock(&self.triggers).iter() {
             sample(o, "fetch_triggers_total", &[("trigger", reason)], *n);
         }
+    }
 
-        self.render_histogram(o);
-
+    /// Builds, restarts, job events and store write errors.
+    fn render_jobs(&self, o: &mut String, snap: &Snapshot) {
         family(o, "builds_total", "counter", "Project builds, by result.");
         let b_ok = self.builds_ok.load(Ordering::Relaxed);
         let b_failed = self.builds_failed.load(Ordering::Relaxed);
@@ -214,35 +228,10 @@ impl Metrics {
             "Store writes that failed; the daemon carried on (see docs/operations.md).",
         );
         sample(o, "store_write_errors_total", &[], snap.store_write_errors);
+    }
 
-        let a = snap.alerts;
-        for (name, help, v) in [
-            ("alerts_sent_total", "Alerts a channel accepted.", a.sent),
-            (
-                "alerts_failed_total",
-                "Alerts given up on after every try.",
-                a.failed,
-            ),
-            (
-                "alert_tries_failed_total",
-                "Alert delivery tries that failed (each retry counts).",
-                a.failed_tries,
-            ),
-            (
-                "alerts_dropped_total",
-                "Events or alerts dropped because a queue was full.",
-                a.dropped,
-            ),
-            (
-                "alerts_folded_total",
-                "Repeats folded into a later alert.",
-                a.folded,
-            ),
-        ] {
-            family(o, name, "counter", help);
-            sample(o, name, &[], v);
-        }
-
+    /// Git webhooks by source and outcome.
+    fn render_webhooks(&self, o: &mut String) {
         family(
             o,
             "webhooks_total",
@@ -257,7 +246,6 @@ impl Metrics {
                 *n,
             );
         }
-        out
     }
 
     fn render_histogram(&self, o: &mut String) {
@@ -285,6 +273,36 @@ impl Metrics {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Alert deliveries.
+fn render_alerts(o: &mut String, a: AlertStats) {
+    for (name, help, v) in [
+        ("alerts_sent_total", "Alerts a channel accepted.", a.sent),
+        (
+            "alerts_failed_total",
+            "Alerts given up on after every try.",
+            a.failed,
+        ),
+        (
+            "alert_tries_failed_total",
+            "Alert delivery tries that failed (each retry counts).",
+            a.failed_tries,
+        ),
+        (
+            "alerts_dropped_total",
+            "Events or alerts dropped because a queue was full.",
+            a.dropped,
+        ),
+        (
+            "alerts_folded_total",
+            "Repeats folded into a later alert.",
+            a.folded,
+        ),
+    ] {
+        family(o, name, "counter", help);
+        sample(o, name, &[], v);
+    }
 }
 
 fn family(o: &mut String, name: &str, kind: &str, help: &str) {

@@ -128,6 +128,32 @@ fn changed_shown(out: &mut Vec<String>, field: &str, old: Option<&str>, new: Opt
 
 /// Classes the change from `old` to `new` of one job (SPEC reconcile rule 3), with reasons.
 pub fn diff_specs(old: &JobSpec, new: &JobSpec) -> (Action, Vec<String>) {
+    let rebuild = project_changes(old, new);
+    let redeploy = deploy_changes(old, new);
+    let mut in_place = Vec::new();
+    changed(&mut in_place, "alerts", &old.alerts, &new.alerts);
+    changed(&mut in_place, "restart", &old.restart, &new.restart);
+    changed(&mut in_place, "overlap", &old.overlap, &new.overlap);
+    changed(&mut in_place, "timeout", &old.timeout, &new.timeout);
+    changed(&mut in_place, "upgrade", &old.upgrade, &new.upgrade);
+
+    let action = if !rebuild.is_empty() {
+        Action::Rebuild
+    } else if !redeploy.is_empty() {
+        Action::Redeploy
+    } else if !in_place.is_empty() {
+        Action::InPlace
+    } else {
+        Action::Unchanged
+    };
+    let mut reasons = rebuild;
+    reasons.extend(redeploy);
+    reasons.extend(in_place);
+    (action, reasons)
+}
+
+/// The changes that need a new build.
+fn project_changes(old: &JobSpec, new: &JobSpec) -> Vec<String> {
     let mut rebuild = Vec::new();
     match (&old.project, &new.project) {
         (Some(o), Some(n)) => {
@@ -159,7 +185,11 @@ pub fn diff_specs(old: &JobSpec, new: &JobSpec) -> (Action, Vec<String>) {
         (Some(_), None) => rebuild.push("project removed".into()),
         (None, None) => {}
     }
+    rebuild
+}
 
+/// The changes that need a new run.
+fn deploy_changes(old: &JobSpec, new: &JobSpec) -> Vec<String> {
     let mut redeploy = Vec::new();
     changed_shown(&mut redeploy, "env", Some(&old.env), Some(&new.env));
     changed(
@@ -217,27 +247,7 @@ pub fn diff_specs(old: &JobSpec, new: &JobSpec) -> (Action, Vec<String>) {
             "suspend: true → false (the job is started)".to_string()
         });
     }
-
-    let mut in_place = Vec::new();
-    changed(&mut in_place, "alerts", &old.alerts, &new.alerts);
-    changed(&mut in_place, "restart", &old.restart, &new.restart);
-    changed(&mut in_place, "overlap", &old.overlap, &new.overlap);
-    changed(&mut in_place, "timeout", &old.timeout, &new.timeout);
-    changed(&mut in_place, "upgrade", &old.upgrade, &new.upgrade);
-
-    let action = if !rebuild.is_empty() {
-        Action::Rebuild
-    } else if !redeploy.is_empty() {
-        Action::Redeploy
-    } else if !in_place.is_empty() {
-        Action::InPlace
-    } else {
-        Action::Unchanged
-    };
-    let mut reasons = rebuild;
-    reasons.extend(redeploy);
-    reasons.extend(in_place);
-    (action, reasons)
+    redeploy
 }
 
 /// The plan for a set of changed job files against the specs applied before them.
