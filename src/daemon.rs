@@ -1,7 +1,7 @@
 //! The daemon: wiring only. [`run_with`] reads as its steps: make and lock the state folder,
-//! open the store and build the shared parts ([`Core`]), stop runs a previous daemon left,
+//! open the store and build the shared parts (`Core`), stop runs a previous daemon left,
 //! start the job loops (local exits, health sweep), serve HTTP, start the service loops
-//! (watchdog, status, log rotation, reloads), follow the config repo ([`Follower`], one
+//! (watchdog, status, log rotation, reloads), follow the config repo (`Follower`, one
 //! [`crate::sync`] per trigger) and shut everything down in order.
 //!
 //! [`run`] takes its settings, listener and shutdown token, so tests run the whole daemon

@@ -1,6 +1,6 @@
 //! Health rules as pure arithmetic: the restart policy's tracker (backoff, attempts within a
 //! window, giving up) and when a batch job's first run starts after a daemon restart. The
-//! status sweep that feeds them is [`crate::reconcile::sweep`]; the actor that applies them is
+//! status sweep that feeds them is [`crate::reconcile::sweep`](mod@crate::reconcile::sweep); the actor that applies them is
 //! [`crate::reconcile::actor`].
 
 use std::collections::VecDeque;

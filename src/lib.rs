@@ -1,35 +1,50 @@
 //! jobkeeper keeps a fleet of batch and streaming jobs exactly as a git config repository says.
 //!
 //! # Layout
-//! The flow reads left to right: trigger → repo → spec → plan → reconcile → build → engine, with
-//! every step recording events in the store.
+//! The flow reads top to bottom: trigger → repo → spec → plan → sync → reconcile → build →
+//! engine, with the health sweep feeding run ends back into reconcile and every step recording
+//! typed events (store, metrics, alerts) through one call.
 //!
+//! Parsing and checking what people write:
 //! - [`diag`]: `path:line:column` diagnostics shared by every parser.
 //! - [`yaml`]: a located YAML tree with limits (duplicate keys, aliases, depth).
-//! - [`spec`]: job files: types, parsing, validation, `${var:..}` and `${secret:..}`.
-//! - [`settings`]: the daemon config.
 //! - [`schedule`]: crontab-meaning cron expressions in a time zone.
+//! - [`spec`]: job files: types, parsing, validation, `${var:..}` and `${secret:..}`.
+//! - [`settings`]: the daemon config; each engine's own block is read by [`engine`].
+//!
+//! From a commit to the desired state:
 //! - [`repo`]: git: config-repo mirror, reading job files at a commit, tree diffs, project
 //!   mirrors and checkouts, watch and poll triggers.
+//! - [`changes`]: the job files two commits differ in, parsed into changes.
+//! - [`plan`]: applied specs vs changed specs → an action per job, with reasons (pure).
+//! - [`sync`]: fetch the config repo, plan its tip, record each job's desired state.
+//!
+//! Converging what runs to the desired state:
+//! - [`event`]: the typed events ([`event::EventKind`], [`event::JobEvent`]).
+//! - [`reconcile`]: one actor per job; pure decisions and one error policy; the status sweep;
+//!   recovery of runs a previous daemon left; recording events.
+//! - [`health`]: the restart policy's arithmetic and when a batch job first runs.
 //! - [`backoff`]: doubling waits between retries.
-//! - [`health`]: restart policy, batch schedule arithmetic, the engine status sweep.
-//! - [`plan`]: applied specs vs new specs → actions per job (pure).
 //! - [`build`]: project builds, artifact cache, build queue.
 //! - [`proc`]: child processes in their own process group: spawn, wait with a timeout, kill.
-//! - [`engine`]: the [`engine::Engine`] trait and its implementations.
-//! - [`store`]: SQLite: applied commit, jobs, runs, events, alerts sent.
+//! - [`engine`]: the [`engine::Engine`] trait, engine kinds and configs, and one file per
+//!   engine (local, flink, spark).
+//! - [`runlogs`]: local runs' log files kept under their size limit.
+//!
+//! Keeping the record and telling people:
+//! - [`store`]: SQLite, one file per table: applied commit, jobs, runs, events, alerts sent,
+//!   savepoints; numbered migrations.
 //! - [`alert`]: events → email and chat-webhook alerts: routing, throttle, delivery.
-//! - [`reconcile`]: one actor per job converging what runs to what the store says is desired.
-//! - [`sync`]: fetch the config repo, plan its tip and record the desired state of each job.
-//! - [`reload`]: SIGHUP: read the config again and put it in place for every reader.
-//! - [`daemon`]: wiring: tasks, triggers, shutdown, HTTP.
-//! - [`systemd`]: sd_notify (ready, status, watchdog, reload, stop) and journald log lines.
-//! - [`http`]: the HTTP API.
 //! - [`metrics`]: counters and the Prometheus text format.
 //! - [`http`]: the HTTP API, git webhooks, `/metrics` and the status page.
-//! - [`cli`]: the command line.
-//! - [`client`]: the commands that talk to a running daemon (`status`, `sync`, `restart`, `logs`).
+//!
+//! Wiring and the command line:
+//! - [`reload`]: SIGHUP: read the config again and put it in place for every reader.
+//! - [`systemd`]: sd_notify (ready, status, watchdog, reload, stop) and journald log lines.
+//! - [`daemon`]: wiring only: tasks, triggers, shutdown.
 //! - [`console`]: what the commands share at the terminal: stdout, loading the daemon config.
+//! - [`client`]: the commands that talk to a running daemon (`status`, `sync`, `restart`, `logs`).
+//! - [`cli`]: the command line.
 
 pub mod alert;
 pub mod backoff;

@@ -75,7 +75,7 @@ pub fn job_id(salt: &str, job: &str, run_id: i64) -> String {
 }
 
 /// The first line of each Flink stack trace and its `Caused by:` lines, trimmed, at most
-/// [`REASON_LINES`] lines.
+/// `REASON_LINES` lines.
 pub fn summarize_trace(trace: &str) -> String {
     let mut out: Vec<&str> = Vec::new();
     for (i, line) in trace.lines().enumerate() {

@@ -126,7 +126,7 @@ impl MasterView {
 }
 
 /// The exception lines of a driver's stderr (`Exception in thread`, `Caused by:`, ERROR log
-/// lines); its last lines when it has none. At most [`REASON_LINES`] lines.
+/// lines); its last lines when it has none. At most `REASON_LINES` lines.
 pub fn summarize_stderr(stderr: &str) -> String {
     let mut out: Vec<&str> = Vec::new();
     for line in stderr.lines() {
