@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of jobkeeper on a fresh machine: installs what the tests need, checks
 # formatting and lints, starts a local Flink cluster and a Spark standalone cluster (both stopped
-# again on exit, whatever happens), runs unit and end-to-end tests, then fuzzes each parser for
+# again on exit, whatever happens), runs unit and end-to-end tests (every test binary, even after
+# a failing one), then fuzzes each parser for
 # 15 s (scripts/fuzz.sh). Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,7 +75,7 @@ log "cargo test"
 out=$(mktemp)
 trap 'rm -f "$out"; stop_clusters' EXIT
 status=0
-cargo test --all-targets --locked 2>&1 | tee "$out" || status=$?
+cargo test --all-targets --locked --no-fail-fast 2>&1 | tee "$out" || status=$?
 
 log "fuzzing: each target of fuzz/ for 15 s (scripts/fuzz.sh)"
 fuzz_status=0
