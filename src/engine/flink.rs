@@ -412,8 +412,8 @@ impl FlinkEngine {
 
 #[async_trait::async_trait]
 impl Engine for FlinkEngine {
-    fn kind(&self) -> &'static str {
-        "flink"
+    fn kind(&self) -> super::EngineKind {
+        super::EngineKind::Flink
     }
 
     fn location(&self) -> String {

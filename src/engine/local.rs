@@ -415,8 +415,8 @@ impl Ended {
 
 #[async_trait::async_trait]
 impl Engine for LocalEngine {
-    fn kind(&self) -> &'static str {
-        "local"
+    fn kind(&self) -> super::EngineKind {
+        super::EngineKind::Local
     }
 
     async fn submit(&self, req: SubmitRequest) -> Result<RunHandle, EngineError> {

@@ -143,7 +143,7 @@ pub enum EngineError {
 #[async_trait::async_trait]
 pub trait Engine: Send + Sync {
     /// `local`, `flink` or `spark`.
-    fn kind(&self) -> &'static str;
+    fn kind(&self) -> EngineKind;
 
     /// Checks what can be checked before the running version is stopped for this one
     /// (local: the program exists, the working folder exists). The default checks nothing.
@@ -196,7 +196,7 @@ pub trait Engine: Send + Sync {
 
     /// Where the engine is, for messages (flink: its REST URL).
     fn location(&self) -> String {
-        self.kind().to_string()
+        self.kind().as_str().to_string()
     }
 
     /// Takes over the exit notifications of this engine (local: child exits are seen at once).

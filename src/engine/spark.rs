@@ -456,8 +456,8 @@ impl SparkEngine {
 
 #[async_trait::async_trait]
 impl Engine for SparkEngine {
-    fn kind(&self) -> &'static str {
-        "spark"
+    fn kind(&self) -> super::EngineKind {
+        super::EngineKind::Spark
     }
 
     fn location(&self) -> String {

@@ -331,7 +331,7 @@ impl Actor {
             self.ctx
                 .engines
                 .values()
-                .find(|e| e.kind() == env.engine.as_str() && !e.runs_survive_daemon())
+                .find(|e| e.kind() == env.engine.kind() && !e.runs_survive_daemon())
                 .cloned()
         });
         engine.ok_or_else(|| {

@@ -89,9 +89,12 @@ impl Context {
     /// engine kind; for runs recorded without an env, the first engine of that kind.
     pub fn engine_of_run(&self, run: &RunRow) -> Option<&Arc<dyn Engine>> {
         match run.env.as_deref().and_then(|env| self.engines.get(env)) {
-            Some(e) if e.kind() == run.engine => Some(e),
+            Some(e) if e.kind().as_str() == run.engine => Some(e),
             Some(_) => None,
-            None if run.env.is_none() => self.engines.values().find(|e| e.kind() == run.engine),
+            None if run.env.is_none() => self
+                .engines
+                .values()
+                .find(|e| e.kind().as_str() == run.engine),
             None => None,
         }
     }

@@ -28,7 +28,7 @@ impl Actor {
                 &self.name,
                 self.commit.as_deref(),
                 &deployed.hash,
-                (engine.kind(), &deployed.spec.env),
+                (engine.kind().as_str(), &deployed.spec.env),
                 &log_dir,
             )
             .map_err(|e| e.to_string())?;
