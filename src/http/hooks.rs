@@ -1,6 +1,7 @@
 //! Git webhooks: `POST /hooks/github` (verified by `X-Hub-Signature-256`, the HMAC-SHA256 of the
 //! raw body keyed with the webhook secret) and `POST /hooks/gitlab` (`X-Gitlab-Token`, the secret
-//! itself). Both compare in constant time; a bad or missing proof is 401, a body over 1 MiB 413.
+//! itself). Both compare in constant time; a bad or missing proof is 401, a body over 25 MiB
+//! 413 (GitHub's own cap on push payloads is 25 MB).
 //!
 //! A push to the config repo's branch asks for one fetch at once (202); the trigger channel holds
 //! one pending fetch, so a burst of hooks becomes one fetch. Other events (ping, other branches,
@@ -29,6 +30,8 @@ struct Push {
     git_ref: Option<String>,
     /// GitLab: `push`, `tag_push`, ...
     object_kind: Option<String>,
+    /// GitLab system hooks: `push`, `project_create`, `repository_update`, ...
+    event_name: Option<String>,
 }
 
 /// The webhook secret, or why webhooks are refused.
@@ -216,6 +219,11 @@ pub fn read_push(body: &[u8], branch: &str) -> PushVerdict {
     if let Some(kind) = push.object_kind.filter(|k| k != "push") {
         return PushVerdict::Ignore(format!("a `{kind}` event"));
     }
+    // A GitLab system hook that is not a push (project_create, user_create, repository_update):
+    // acknowledged like any other event that is not a push.
+    if let Some(name) = push.event_name.filter(|n| n != "push") {
+        return PushVerdict::Ignore(format!("a `{name}` event"));
+    }
     let Some(git_ref) = push.git_ref else {
         return PushVerdict::Malformed("the push event has no `ref`".to_string());
     };
@@ -302,6 +310,45 @@ mod tests {
         assert_eq!(
             v(r#"["refs/heads/main"]"#),
             PushVerdict::Malformed("the body is not a push event: expected a JSON object".into())
+        );
+    }
+
+    #[test]
+    fn gitlab_system_hooks_that_are_not_pushes_are_ignored_not_malformed() {
+        // Shapes of GitLab's published system hook payloads (docs: "System hooks").
+        let v = |body: &str| read_push(body.as_bytes(), "main");
+        for (name, body) in [
+            (
+                "project_create",
+                r#"{"created_at":"2012-07-21T07:30:54Z","updated_at":"2012-07-21T07:38:22Z","event_name":"project_create","name":"StoreCloud","owner_email":"johnsmith@example.com","owner_name":"John Smith","path":"storecloud","path_with_namespace":"jsmith/storecloud","project_id":74,"project_visibility":"private"}"#,
+            ),
+            (
+                "user_create",
+                r#"{"created_at":"2012-07-21T07:44:07Z","updated_at":"2012-07-21T07:38:22Z","email":"js@gitlabhq.com","event_name":"user_create","name":"John Smith","username":"js","user_id":41}"#,
+            ),
+            (
+                "group_create",
+                r#"{"created_at":"2012-07-21T07:30:54Z","updated_at":"2012-07-21T07:38:22Z","event_name":"group_create","name":"StoreCloud","path":"storecloud","group_id":78}"#,
+            ),
+            (
+                "key_create",
+                r#"{"event_name":"key_create","created_at":"2014-08-18 18:45:16 UTC","updated_at":"2012-07-21T07:38:22Z","username":"root","key":"ssh-rsa AAAA","id":4}"#,
+            ),
+            (
+                "repository_update",
+                r#"{"event_name":"repository_update","user_id":1,"user_name":"John Smith","user_email":"admin@example.com","project_id":1,"changes":[{"before":"8205ea8d81ce0c6b90fbe8280d118cc9fdad6130","after":"4045ea7a3df38697b3730a20fb73c8bed8a3e69e","ref":"refs/heads/main"}],"refs":["refs/heads/main"]}"#,
+            ),
+        ] {
+            assert_eq!(
+                v(body),
+                PushVerdict::Ignore(format!("a `{name}` event")),
+                "{name}"
+            );
+        }
+        // A system hook's push carries `event_name: push` and is a push like any other.
+        assert_eq!(
+            v(r#"{"object_kind":"push","event_name":"push","ref":"refs/heads/main"}"#),
+            PushVerdict::Fetch("refs/heads/main".into())
         );
     }
 

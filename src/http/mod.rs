@@ -2,7 +2,9 @@
 //! ([`api`]), git webhooks ([`hooks`]) and the status page ([`page`]).
 //!
 //! Every request body is limited to [`MAX_BODY`] (413 above it), whether or not its handler reads
-//! it ([`limit_body`]). POST endpoints need the API
+//! it ([`limit_body`]); the two webhook endpoints take up to [`MAX_HOOK_BODY`], since GitHub
+//! delivers push payloads of up to 25 MB (a 2,048-commit push is 2.2 MB), and check the
+//! signature before they parse anything. POST endpoints need the API
 //! token ([`api::authorize`]); webhooks are verified with the webhook secret. Neither secret is
 //! ever logged or echoed.
 
@@ -33,6 +35,9 @@ use crate::store::Store;
 
 /// The largest request body accepted: 1 MiB.
 pub const MAX_BODY: usize = 1024 * 1024;
+
+/// The largest webhook body accepted: 25 MiB (GitHub's cap on push payloads is 25 MB).
+pub const MAX_HOOK_BODY: usize = 25 * 1024 * 1024;
 
 /// What the handlers read and act on.
 pub struct ApiState {
@@ -67,11 +72,16 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/jobs/{name}/logs", get(api::logs))
         .route("/api/v1/jobs/{name}/restart", post(api::restart))
         .route("/api/v1/sync", post(api::sync))
-        .route("/hooks/github", post(hooks::github))
-        .route("/hooks/gitlab", post(hooks::gitlab))
         .fallback(|| async { api::error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(limit_body))
+        .merge(
+            Router::new()
+                .route("/hooks/github", post(hooks::github))
+                .route("/hooks/gitlab", post(hooks::gitlab))
+                .layer(DefaultBodyLimit::max(MAX_HOOK_BODY))
+                .layer(middleware::from_fn(limit_hook_body)),
+        )
         .with_state(state)
 }
 
@@ -80,10 +90,19 @@ pub fn router(state: Arc<ApiState>) -> Router {
 /// the body (`POST /api/v1/sync`, restarts) are covered too, so no endpoint takes a body of any
 /// size.
 pub async fn limit_body(req: Request, next: Next) -> Response {
+    limit(req, next, MAX_BODY).await
+}
+
+/// [`limit_body`] for the webhook endpoints, at [`MAX_HOOK_BODY`].
+pub async fn limit_hook_body(req: Request, next: Next) -> Response {
+    limit(req, next, MAX_HOOK_BODY).await
+}
+
+async fn limit(req: Request, next: Next, max: usize) -> Response {
     let too_large = || {
         api::error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("the request body is over {} bytes", MAX_BODY),
+            &format!("the request body is over {max} bytes"),
         )
         .into_response()
     };
@@ -93,10 +112,10 @@ pub async fn limit_body(req: Request, next: Next) -> Response {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+    if declared.is_some_and(|n| n > max as u64) {
         return too_large();
     }
-    match axum::body::to_bytes(body, MAX_BODY).await {
+    match axum::body::to_bytes(body, max).await {
         Ok(bytes) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
