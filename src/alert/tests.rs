@@ -452,3 +452,57 @@ async fn a_reload_changing_the_channels_and_throttle_applies_at_the_next_event()
     assert_eq!(d.throttle_ms(), 5_000);
     cancel.cancel();
 }
+
+#[test]
+fn a_long_reason_is_cut_to_each_services_byte_limit_keeping_its_end() {
+    // 4,000 characters of Chinese (the clip every alert gets) are 12,000 bytes: over WeCom's
+    // 4,096-byte markdown limit (errcode 40058 before). A reason of 42,000 bytes is over every
+    // service's limit.
+    let mut alert = sample();
+    alert.reason = format!("{}\nCaused by: 主题不存在", "错误".repeat(7000));
+    for format in [
+        Format::WeCom,
+        Format::DingTalk,
+        Format::Feishu,
+        Format::Slack,
+    ] {
+        let n = notifier(format_word(format), Some("s3cr3t"));
+        let (_, body) = n.request(&alert, 1_700_000_000_000);
+        let max = format.max_bytes().unwrap();
+        let size = match format {
+            Format::WeCom => body["markdown"]["content"].as_str().unwrap().len(),
+            Format::DingTalk => {
+                body["markdown"]["text"].as_str().unwrap().len()
+                    + body["markdown"]["title"].as_str().unwrap().len()
+            }
+            Format::Slack => body["text"].as_str().unwrap().len(),
+            _ => body.to_string().len(),
+        };
+        assert!(size <= max, "{format:?}: {size} bytes > {max}");
+        let text = body.to_string();
+        assert!(
+            text.contains("Caused by: 主题不存在"),
+            "{format:?} keeps the end"
+        );
+        assert!(text.contains("clicks"), "{format:?} keeps the facts");
+    }
+    // A reason that fits is left whole.
+    let short = sample();
+    let (_, body) = notifier("wecom", None).request(&short, 0);
+    assert!(
+        body["markdown"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("exit code 3; last lines:\nboom: topic missing")
+    );
+}
+
+fn format_word(f: Format) -> &'static str {
+    match f {
+        Format::WeCom => "wecom",
+        Format::DingTalk => "dingtalk",
+        Format::Feishu => "feishu",
+        Format::Slack => "slack",
+        Format::Json => "json",
+    }
+}

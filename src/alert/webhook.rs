@@ -129,8 +129,71 @@ impl WebhookNotifier {
     }
 }
 
-/// The body of an alert in a format (unsigned).
+impl Format {
+    /// The most a message may hold, in bytes, as each service documents it, and what the limit
+    /// counts: WeCom caps a markdown message's `content` at 4,096 bytes; DingTalk refuses a
+    /// message over 20,000 bytes (errcode 460101); Feishu refuses a request body over 20 KB;
+    /// Slack truncates `text` past 40,000 characters (so 40,000 bytes is always within it).
+    /// `None`: no limit (json).
+    pub fn max_bytes(self) -> Option<usize> {
+        match self {
+            Format::WeCom => Some(4096),
+            Format::DingTalk | Format::Feishu => Some(20_000),
+            Format::Slack => Some(40_000),
+            Format::Json => None,
+        }
+    }
+
+    /// The size of `body` as the service counts it against [`Format::max_bytes`].
+    fn measure(self, body: &Value) -> usize {
+        let text = |v: &Value| v.as_str().map_or(0, str::len);
+        match self {
+            Format::WeCom => text(&body["markdown"]["content"]),
+            Format::DingTalk => text(&body["markdown"]["text"]) + text(&body["markdown"]["title"]),
+            Format::Slack => text(&body["text"]),
+            Format::Feishu | Format::Json => body.to_string().len(),
+        }
+    }
+}
+
+/// The body of an alert in a format (unsigned), within the service's size limit: when the
+/// whole alert does not fit, the start of its reason is cut (its end holds the error) so that
+/// it does, leaving room for the signature fields.
 pub fn body(format: Format, alert: &Alert) -> Value {
+    let Some(max) = format.max_bytes() else {
+        return render(format, alert);
+    };
+    // Room for Feishu's `timestamp` and `sign`, added after.
+    let max = max.saturating_sub(128);
+    let mut fitted = alert.clone();
+    let mut v = render(format, &fitted);
+    for _ in 0..4 {
+        let size = format.measure(&v);
+        if size <= max || fitted.reason.is_empty() {
+            break;
+        }
+        // JSON escaping can make a byte of reason more than one byte of body: cut a margin.
+        let over = size - max + 64;
+        fitted.reason = keep_tail_bytes(&fitted.reason, fitted.reason.len().saturating_sub(over));
+        v = render(format, &fitted);
+    }
+    v
+}
+
+/// The end of `text` in at most `max` bytes (cut at a character boundary), marked with `…`.
+fn keep_tail_bytes(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let budget = max.saturating_sub('…'.len_utf8());
+    let mut start = text.len() - budget;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &text[start..])
+}
+
+fn render(format: Format, alert: &Alert) -> Value {
     match format {
         Format::Slack => json!({ "text": alert.text() }),
         Format::DingTalk => json!({
