@@ -75,6 +75,44 @@ async fn a_job_that_always_exits_3_runs_attempts_plus_one_times_then_gives_up_un
     assert_eq!(d.job("crash").unwrap().state, "running");
 }
 
+/// A batch job that gave up is not started at its cron times any more (it used to start at every
+/// tick and raise `gave_up` again each time) until a new commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_job_that_gave_up_waits_for_a_commit_instead_of_running_at_every_tick() {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = Git::new(tmp.path(), "config");
+    let every_second =
+        "schedule: \"* * * * * *\"\nrestart: {attempts: 1, window: 1h, backoff: 100ms}\n";
+    git.write(
+        "jobs/nightly.yaml",
+        &job(r#"["sh", "-c", "exit 4"]"#, every_second),
+    );
+    git.commit_push("a failing batch job");
+    let d = start(tmp.path(), &config(tmp.path(), &git, "")).await;
+    wait_for("gave_up", Duration::from_secs(20), || {
+        d.job("nightly").is_some_and(|j| j.state == "gave_up")
+    })
+    .await;
+    let runs = d.runs("nightly").len();
+    // Three more cron times pass.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    assert_eq!(d.runs("nightly").len(), runs, "no run after gave_up");
+    let k = kinds(&d, "nightly");
+    assert_eq!(k.iter().filter(|k| *k == "gave_up").count(), 1, "{k:?}");
+    assert_eq!(d.job("nightly").unwrap().state, "gave_up");
+
+    // A new commit schedules it again.
+    git.write(
+        "jobs/nightly.yaml",
+        &job(r#"["sh", "-c", "exit 0"]"#, every_second),
+    );
+    git.commit_push("fix the batch job");
+    wait_for("a run after the fix", Duration::from_secs(20), || {
+        d.runs("nightly").iter().any(|r| r.state == "succeeded")
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_service_job_is_back_after_its_backoff_and_exit_0_is_restarted_too() {
     let tmp = tempfile::tempdir().unwrap();

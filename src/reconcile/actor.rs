@@ -421,6 +421,9 @@ impl Actor {
         }
         let event = JobEvent::Restarted { attempt: None, why };
         self.start(event, batch).await;
+        if batch && self.timers.fire.is_none() {
+            self.schedule_next(false); // a batch job that gave up is scheduled again
+        }
         false
     }
 

@@ -206,7 +206,8 @@ pub fn decide(desired: Desired<'_>, seen: Observed<'_>) -> Action {
             Action::Nothing
         };
     }
-    if seen.scheduled {
+    // A batch job that gave up is not scheduled until a new commit or an operator's restart.
+    if seen.scheduled || seen.gave_up {
         return Action::Nothing;
     }
     Action::Schedule {
@@ -440,6 +441,24 @@ mod tests {
                     ..seen(Some(&b1))
                 },
                 Action::Nothing,
+            ),
+            (
+                "batch job that gave up: not scheduled",
+                want(&batch, "b1"),
+                Observed {
+                    gave_up: true,
+                    ..seen(Some(&b1))
+                },
+                Action::Nothing,
+            ),
+            (
+                "batch job that gave up, changed: deployed (and scheduled)",
+                want(&batch, "b2"),
+                Observed {
+                    gave_up: true,
+                    ..seen(Some(&b1))
+                },
+                Action::Deploy,
             ),
             (
                 "suspended",

@@ -43,7 +43,9 @@ impl Actor {
         if due.fire {
             self.timers.fire = None;
             self.fire().await;
-            self.schedule_next(false);
+            if self.standing != Standing::GaveUp {
+                self.schedule_next(false);
+            }
         }
         false
     }
@@ -139,6 +141,9 @@ impl Actor {
             Decision::GiveUp { restarts } => {
                 self.standing = Standing::GaveUp;
                 self.timers.restart = None;
+                // A batch job stops at its cron times too until a new commit or a restart.
+                self.timers.fire = None;
+                self.fire_at = None;
                 let event = JobEvent::GaveUp {
                     restarts,
                     window: policy.window,
