@@ -250,7 +250,7 @@ impl Alert {
             reason: format!(
                 "A test alert from `jobkeeper test-alert {channel}`: this channel works."
             ),
-            link: status_link(settings.listen, None),
+            link: job_link(settings, None),
             repeats: 0,
             repeats_since: None,
             event_id: 0,
@@ -258,8 +258,24 @@ impl Alert {
     }
 }
 
-/// The status-page link of a job (`http://<listen>/#<job>`), or of the daemon. An unspecified
-/// listen address (`0.0.0.0`) is replaced by the host's name.
+/// The status-page link of a job (`<external_url>/#<job>`), or of the daemon. Without
+/// `external_url` it is built from `listen` (`http://<listen>/#<job>`), an unspecified address
+/// (`0.0.0.0`) being replaced by the host's name.
+pub fn job_link(settings: &Settings, job: Option<&str>) -> String {
+    match &settings.external_url {
+        Some(base) => {
+            let mut link = format!("{base}/");
+            if let Some(job) = job {
+                link.push('#');
+                link.push_str(&job.replace('/', "%2F"));
+            }
+            link
+        }
+        None => status_link(settings.listen, job),
+    }
+}
+
+/// The status-page link of a job built from the `listen` address (see [`job_link`]).
 pub fn status_link(listen: SocketAddr, job: Option<&str>) -> String {
     let host = if listen.ip().is_unspecified() {
         let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -397,7 +413,7 @@ pub fn alert_for(
         engine_job_id,
         attempt,
         reason: clip_reason(&ev.message),
-        link: status_link(settings.listen, ev.job.as_deref()),
+        link: job_link(settings, ev.job.as_deref()),
         repeats: 0,
         repeats_since: None,
         event_id: ev.id,

@@ -124,6 +124,28 @@ fn status_links() {
 }
 
 #[test]
+fn alert_links_start_with_external_url() {
+    let mut s = settings();
+    assert_eq!(
+        job_link(&s, Some("team/clicks")),
+        status_link(s.listen, Some("team/clicks"))
+    );
+    s.external_url = Some("https://jobkeeper.ops.example.com".into());
+    assert_eq!(
+        job_link(&s, Some("team/clicks")),
+        "https://jobkeeper.ops.example.com/#team%2Fclicks"
+    );
+    assert_eq!(job_link(&s, None), "https://jobkeeper.ops.example.com/");
+    let store = Store::in_memory().unwrap();
+    store
+        .event(&NewEvent::new(EventKind::RepoUnreachable, "down"))
+        .unwrap();
+    let ev = store.events(None, 1).unwrap().remove(0);
+    let (alert, _) = alert_for(&s, &store, &ev).expect("an alert");
+    assert_eq!(alert.link, "https://jobkeeper.ops.example.com/");
+}
+
+#[test]
 fn routing_uses_the_job_then_the_env_then_the_on_filter() {
     let s = settings();
     let store = Store::in_memory().unwrap();

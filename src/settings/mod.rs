@@ -58,6 +58,8 @@ pub struct Settings {
     pub restart: RestartPolicy,
     /// Same job + same event is not sent twice within this.
     pub alerts_throttle: Duration,
+    /// The base of links in alerts and pages (no trailing `/`); `None`: built from `listen`.
+    pub external_url: Option<String>,
     /// Named targets.
     pub envs: BTreeMap<String, EnvSettings>,
     /// Named alert channels.

@@ -28,6 +28,7 @@ const TOP_FIELDS: &[&str] = &[
     "logs",
     "restart",
     "alerts_throttle",
+    "external_url",
     "envs",
     "alerts",
 ];
@@ -119,6 +120,7 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
         .get("alerts_throttle")
         .and_then(|n| c.duration(n, "alerts_throttle"))
         .unwrap_or(Duration::from_secs(300));
+    let external_url = f.get("external_url").and_then(|n| read_external_url(c, n));
     let alerts = f
         .get("alerts")
         .map(|n| read_channels(c, n, base))
@@ -140,9 +142,28 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
         logs,
         restart,
         alerts_throttle,
+        external_url,
         envs,
         alerts,
     })
+}
+
+/// `external_url:`, the base of links in alerts and pages: an `http` or `https` URL people can
+/// open (the daemon's own `listen` address is often loopback).
+fn read_external_url(c: &mut Checker, n: &Node) -> Option<String> {
+    let s = c.string(n, "external_url")?;
+    match reqwest::Url::parse(&s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Some(s.trim_end_matches('/').to_string())
+        }
+        _ => {
+            c.error(
+                n,
+                format!("`external_url`: `{s}` is not an http(s) URL; expected one like `https://jobkeeper.ops.example.com`"),
+            );
+            None
+        }
+    }
 }
 
 /// `listen:`, an IP address and port.

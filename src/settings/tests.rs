@@ -238,3 +238,15 @@ fn garbage_never_panics() {
         let _ = parse("c.yaml", input, Path::new("."));
     }
 }
+
+#[test]
+fn external_url_is_an_http_url_without_its_trailing_slash() {
+    let base = "repo: {url: /srv/jobs.git}\nstate_dir: /var/lib/jobkeeper\n";
+    let s = ok(&format!("{base}external_url: https://jk.example.com/\n"));
+    assert_eq!(s.external_url.as_deref(), Some("https://jk.example.com"));
+    assert_eq!(ok(base).external_url, None);
+    assert_eq!(
+        errors(&format!("{base}external_url: jk.example.com\n")),
+        "config.yaml:3:15: `external_url`: `jk.example.com` is not an http(s) URL; expected one like `https://jobkeeper.ops.example.com`\n"
+    );
+}
