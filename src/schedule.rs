@@ -194,6 +194,12 @@ impl Schedule {
                 t = second;
                 continue;
             }
+            // A wall-clock time that a DST gap between `t` and `next` skipped fires when the gap
+            // ends (croner does this for a single time of day, not for lists or ranges:
+            // `30 1,2 * * *` on the day Berlin goes 02:00 → 03:00 fired next on the day after).
+            if let Some(end) = gap_ends(t, next).find(|g| *g < next && self.fires_at(*g)) {
+                return Some(end);
+            }
             if self.fires_at(next) {
                 return Some(next);
             }
@@ -226,6 +232,47 @@ impl Schedule {
         }
         false
     }
+}
+
+/// The first instants after each DST gap (clocks going forward) in `(from, to]`, in order.
+/// Zones change their offset at most a few times a year: the span is looked at in 20-day
+/// pieces, and a piece whose ends differ in offset is halved down to the second the offset
+/// changes.
+fn gap_ends(from: DateTime<Tz>, to: DateTime<Tz>) -> impl Iterator<Item = DateTime<Tz>> {
+    use chrono::{Offset, TimeZone};
+    let tz = from.timezone();
+    let offset = move |secs: i64| {
+        tz.timestamp_opt(secs, 0)
+            .single()
+            .map(|t| t.offset().fix().local_minus_utc())
+    };
+    let piece = 20 * 86_400;
+    let (start, end) = (from.timestamp(), to.timestamp());
+    let mut out = Vec::new();
+    let mut a = start;
+    while a < end {
+        let b = (a + piece).min(end);
+        let (Some(oa), Some(ob)) = (offset(a), offset(b)) else {
+            break;
+        };
+        if ob > oa {
+            // The offset grows within (a, b]: find the first second it has grown.
+            let (mut lo, mut hi) = (a, b);
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if offset(mid).is_some_and(|o| o > oa) {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+            if let Some(t) = tz.timestamp_opt(hi, 0).single() {
+                out.push(t);
+            }
+        }
+        a = b;
+    }
+    out.into_iter()
 }
 
 /// Checks one field against crontab's syntax and returns it with names replaced by numbers.
@@ -449,6 +496,34 @@ mod tests {
         let second = next("30 2 * * *", first);
         assert_eq!(first.date_naive().day(), 27);
         assert_eq!(second.date_naive().day(), 28);
+    }
+
+    /// With a list or a range in the hour field, the run inside a spring-forward gap was lost
+    /// (`30 1,2 * * *` in Berlin on 2024-03-31 next ran on April 1): it runs when the gap ends,
+    /// as a single time of day does.
+    #[test]
+    fn lists_and_ranges_in_the_hour_field_keep_their_run_inside_a_dst_gap() {
+        let berlin: Tz = "Europe/Berlin".parse().expect("zone");
+        let york: Tz = "America/New_York".parse().expect("zone");
+        // Berlin 2024-03-31 and New York 2024-03-10: clocks go 02:00 → 03:00.
+        for (tz, day, next_day) in [(berlin, 31, (4, 1)), (york, 10, (3, 11))] {
+            let month = 3;
+            let t = |h, m| at(tz, 2024, month, day, h, m, 0);
+            let tomorrow = |h, m| at(tz, 2024, next_day.0, next_day.1, h, m, 0);
+            // `30 1,2`: 01:30, then the 02:30 the gap skipped runs when it ends, then next day.
+            assert_eq!(next("30 1,2 * * *", t(0, 0)), t(1, 30));
+            let gap_run = next("30 1,2 * * *", t(1, 30));
+            assert_eq!(gap_run, t(3, 0), "{tz}");
+            assert_eq!(next("30 1,2 * * *", gap_run), tomorrow(1, 30));
+            // `15,45 2`: both fall in the gap; one run when it ends.
+            let r = next("15,45 2 * * *", t(1, 0));
+            assert_eq!(r, t(3, 0), "{tz}");
+            assert_eq!(next("15,45 2 * * *", r), tomorrow(2, 15));
+            // `30 2-3`: 02:30 is skipped (runs at 03:00), 03:30 runs as usual.
+            let r = next("30 2-3 * * *", t(1, 0));
+            assert_eq!(r, t(3, 0), "{tz}");
+            assert_eq!(next("30 2-3 * * *", r), t(3, 30));
+        }
     }
 
     /// Found by fuzzing (`fuzz/`, target `cron`): on the day clocks spring forward, a job at
