@@ -197,13 +197,47 @@ impl Schedule {
             // A wall-clock time that a DST gap between `t` and `next` skipped fires when the gap
             // ends (croner does this for a single time of day, not for lists or ranges:
             // `30 1,2 * * *` on the day Berlin goes 02:00 → 03:00 fired next on the day after).
-            if let Some(end) = gap_ends(t, next).find(|g| *g < next && self.fires_at(*g)) {
+            let changes = offset_changes(t, next);
+            if let Some(end) = changes
+                .iter()
+                .filter(|c| c.forward)
+                .map(|c| c.at)
+                .find(|g| *g < next && self.fires_at(*g))
+            {
                 return Some(end);
+            }
+            // Clocks going back between `t` and `next`: a job with a wildcard hour (hourly or
+            // more often) runs in the repeated hour's second pass too, as cron(8) schedules such
+            // jobs "normally", whether the daemon started before that hour or inside it.
+            if self.cron.determine_job_type() == JobType::IntervalWildcard
+                && let Some(r) = changes
+                    .iter()
+                    .filter(|c| !c.forward)
+                    .find_map(|c| self.first_in_second_pass(c.at, c.by))
+                    .filter(|r| *r > t && *r < next)
+            {
+                return Some(r);
             }
             if self.fires_at(next) {
                 return Some(next);
             }
             t = next;
+        }
+        None
+    }
+
+    /// The first time in the second pass of a repeated hour that matches: `start` is the first
+    /// instant after clocks went back by `by` seconds.
+    fn first_in_second_pass(&self, start: DateTime<Tz>, by: i64) -> Option<DateTime<Tz>> {
+        use chrono::TimeZone;
+        let tz = start.timezone();
+        let mut wall = start.naive_local();
+        for _ in 0..by {
+            let as_wall = chrono::Utc.from_utc_datetime(&wall);
+            if self.cron.is_time_matching(&as_wall).unwrap_or(false) {
+                return tz.from_local_datetime(&wall).latest();
+            }
+            wall += chrono::Duration::seconds(1);
         }
         None
     }
@@ -234,17 +268,27 @@ impl Schedule {
     }
 }
 
-/// The first instants after each DST gap (clocks going forward) in `(from, to]`, in order.
-/// Zones change their offset at most a few times a year: the span is looked at in 20-day
-/// pieces, and a piece whose ends differ in offset is halved down to the second the offset
-/// changes.
-fn gap_ends(from: DateTime<Tz>, to: DateTime<Tz>) -> impl Iterator<Item = DateTime<Tz>> {
+/// A change of a zone's UTC offset: clocks going forward (a gap) or back (a repeated hour).
+#[derive(Debug, Clone, Copy)]
+struct OffsetChange {
+    /// The first instant with the new offset.
+    at: DateTime<Tz>,
+    /// True when clocks went forward.
+    forward: bool,
+    /// By how many seconds they moved.
+    by: i64,
+}
+
+/// The offset changes in `(from, to]`, in order. Zones change their offset at most a few times
+/// a year: the span is looked at in 20-day pieces, and a piece whose ends differ in offset is
+/// halved down to the second the offset changes.
+fn offset_changes(from: DateTime<Tz>, to: DateTime<Tz>) -> Vec<OffsetChange> {
     use chrono::{Offset, TimeZone};
     let tz = from.timezone();
-    let offset = move |secs: i64| {
+    let offset = |secs: i64| {
         tz.timestamp_opt(secs, 0)
             .single()
-            .map(|t| t.offset().fix().local_minus_utc())
+            .map(|t| i64::from(t.offset().fix().local_minus_utc()))
     };
     let piece = 20 * 86_400;
     let (start, end) = (from.timestamp(), to.timestamp());
@@ -255,24 +299,28 @@ fn gap_ends(from: DateTime<Tz>, to: DateTime<Tz>) -> impl Iterator<Item = DateTi
         let (Some(oa), Some(ob)) = (offset(a), offset(b)) else {
             break;
         };
-        if ob > oa {
-            // The offset grows within (a, b]: find the first second it has grown.
+        if ob != oa {
+            // Find the first second with another offset than `a`'s.
             let (mut lo, mut hi) = (a, b);
             while hi - lo > 1 {
                 let mid = lo + (hi - lo) / 2;
-                if offset(mid).is_some_and(|o| o > oa) {
+                if offset(mid).is_some_and(|o| o != oa) {
                     hi = mid;
                 } else {
                     lo = mid;
                 }
             }
-            if let Some(t) = tz.timestamp_opt(hi, 0).single() {
-                out.push(t);
+            if let (Some(at), Some(new)) = (tz.timestamp_opt(hi, 0).single(), offset(hi)) {
+                out.push(OffsetChange {
+                    at,
+                    forward: new > oa,
+                    by: (new - oa).abs(),
+                });
             }
         }
         a = b;
     }
-    out.into_iter()
+    out
 }
 
 /// Checks one field against crontab's syntax and returns it with names replaced by numbers.
@@ -496,6 +544,36 @@ mod tests {
         let second = next("30 2 * * *", first);
         assert_eq!(first.date_naive().day(), 27);
         assert_eq!(second.date_naive().day(), 28);
+    }
+
+    /// A minutely job went 61 minutes without a run when the daemon ran through the fall-back
+    /// hour (01:59 EDT, then 02:00 EST), but ran in the second pass when started inside it.
+    #[test]
+    fn a_job_more_frequent_than_hourly_runs_in_both_passes_of_the_repeated_hour() {
+        use chrono::TimeZone;
+        let york: Tz = "America/New_York".parse().expect("zone");
+        // 2024-11-03 02:00 EDT → 01:00 EST.
+        let last_edt = york
+            .from_local_datetime(
+                &chrono::NaiveDate::from_ymd_opt(2024, 11, 3)
+                    .unwrap()
+                    .and_hms_opt(1, 59, 0)
+                    .unwrap(),
+            )
+            .earliest()
+            .unwrap();
+        let first_est = next("* * * * *", last_edt);
+        assert_eq!((first_est - last_edt).num_minutes(), 1, "{first_est}");
+        assert_eq!(first_est.naive_local().to_string(), "2024-11-03 01:00:00");
+        // Inside the second pass, as when the daemon starts there.
+        let then = next("* * * * *", first_est);
+        assert_eq!((then - first_est).num_minutes(), 1);
+        // cron(8): only jobs at a specific time or coarser than hourly are run once; an hourly
+        // job is scheduled normally, so it runs at 01:00 EST too. A daily 01:30 job runs once.
+        let hourly = next("0 * * * *", last_edt);
+        assert_eq!((hourly - last_edt).num_minutes(), 1);
+        let daily = next("30 1 * * *", last_edt);
+        assert_eq!(daily.naive_local().to_string(), "2024-11-04 01:30:00");
     }
 
     /// With a list or a range in the hour field, the run inside a spring-forward gap was lost
