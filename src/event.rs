@@ -448,14 +448,24 @@ impl JobEvent {
     }
 }
 
-/// The first line of a message, with a hint when more lines are in the store.
+/// A message on one log line: its first line and, when it has more, its last (where a log tail
+/// or a stack trace says what went wrong), with how many lines the store's event has between.
 pub fn one_line(message: &str) -> String {
-    match message.split_once('\n') {
-        Some((first, rest)) => {
-            let more = rest.lines().filter(|l| !l.trim().is_empty()).count();
-            format!("{first} [+{more} lines in the event]")
+    let Some((first, rest)) = message.split_once('\n') else {
+        return message.to_string();
+    };
+    let lines: Vec<&str> = rest.lines().filter(|l| !l.trim().is_empty()).collect();
+    match lines.split_last() {
+        None => first.to_string(),
+        Some((last, [])) => format!("{first} | {}", last.trim()),
+        Some((last, between)) => {
+            let n = between.len();
+            let lines = if n == 1 { "line" } else { "lines" };
+            format!(
+                "{first} | … {n} more {lines} in the event … | {}",
+                last.trim()
+            )
         }
-        None => message.to_string(),
     }
 }
 
@@ -537,6 +547,11 @@ mod tests {
     #[test]
     fn one_line_says_how_many_lines_the_store_has() {
         assert_eq!(one_line("a"), "a");
-        assert_eq!(one_line("a\nb\n\nc\n"), "a [+2 lines in the event]");
+        assert_eq!(one_line("a\n"), "a");
+        assert_eq!(one_line("a\nb"), "a | b");
+        assert_eq!(
+            one_line("exit 1; last lines:\nx\n\n  Caused by: boom\n"),
+            "exit 1; last lines: | … 1 more line in the event … | Caused by: boom"
+        );
     }
 }

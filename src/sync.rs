@@ -266,7 +266,10 @@ fn log_plan(the_plan: &Plan, info: &CommitInfo) {
                 tracing::warn!(job = %item.job, commit = %info.short, event = EventKind::Invalid.as_str(), "{e}");
             }
         } else {
-            let msg = format!("{}: {}", item.action.as_str(), item.reasons.join("; "));
+            let msg = match item.reasons.join("; ") {
+                r if r.is_empty() => item.action.as_str().to_string(),
+                r => format!("{}: {r}", item.action.as_str()),
+            };
             tracing::info!(job = %item.job, commit = %info.short, author = %info.author, "plan: {msg}");
         }
     }

@@ -566,7 +566,7 @@ impl Alerter {
                 mpsc::error::TrySendError::Full(_) => "alert queue full",
                 mpsc::error::TrySendError::Closed(_) => "alerter stopped",
             };
-            tracing::warn!(event = %event.kind, job = ?event.job, dropped = n, "{why}: event not alerted");
+            tracing::warn!(event = %event.kind, job = event.job.as_deref(), dropped = n, "{why}: event not alerted");
         }
     }
 
@@ -793,7 +793,7 @@ impl Dispatcher {
                 }
                 if tx.try_send(alert.clone()).is_err() {
                     let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::warn!(%target, event = %alert.event, job = ?alert.job, dropped = n, "alert dropped: the channel's queue is full");
+                    tracing::warn!(%target, event = %alert.event, job = alert.job.as_deref(), dropped = n, "alert dropped: the channel's queue is full");
                     let _ =
                         self.store
                             .finish_alert(alert.event_id, target, "dropped", "queue full", 0);
@@ -846,7 +846,7 @@ async fn deliver(
                         break Err(e);
                     }
                     let wait = backoff.next();
-                    tracing::warn!(%target, event = %alert.event, job = ?alert.job, try_ = tries, retry_in = ?wait, "alert not delivered: {e}");
+                    tracing::warn!(%target, event = %alert.event, job = alert.job.as_deref(), try_ = tries, retry_in = ?wait, "alert not delivered: {e}");
                     tokio::select! {
                         () = cancel.cancelled() => return,
                         () = tokio::time::sleep(wait) => {}
@@ -857,12 +857,12 @@ async fn deliver(
         let (status, answer) = match &outcome {
             Ok(d) => {
                 counters.sent.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(%target, event = %alert.event, job = ?alert.job, tries, "alert sent: {}", d.answer);
+                tracing::info!(%target, event = %alert.event, job = alert.job.as_deref(), tries, "alert sent: {}", d.answer);
                 ("sent", d.answer.clone())
             }
             Err(e) => {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%target, event = %alert.event, job = ?alert.job, tries, "alert failed: {e}");
+                tracing::error!(%target, event = %alert.event, job = alert.job.as_deref(), tries, "alert failed: {e}");
                 ("failed", e.to_string())
             }
         };

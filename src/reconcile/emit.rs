@@ -60,12 +60,12 @@ impl Emitter {
         let kind = event.kind();
         let message = event.message();
         let line = one_line(&message);
-        let job = scope.job.unwrap_or_default();
-        let run = scope.run_id.map_or_else(String::new, |r| r.to_string());
+        // A field that is `None` is left out of the line (no empty `job=` or `run=`).
+        let (job, run) = (scope.job, scope.run_id);
         if event.is_warning() {
-            tracing::warn!(job = %job, run = %run, event = kind.as_str(), "{line}");
+            tracing::warn!(job, run, event = kind.as_str(), "{line}");
         } else {
-            tracing::info!(job = %job, run = %run, event = kind.as_str(), "{line}");
+            tracing::info!(job, run, event = kind.as_str(), "{line}");
         }
         if let Some(job) = scope.job {
             self.metrics.job_event(job, kind);
@@ -80,7 +80,7 @@ impl Emitter {
         match stored {
             Ok(id) => Some(id),
             Err(err) => {
-                tracing::error!(job = %job, event = kind.as_str(), "could not record event: {err}");
+                tracing::error!(job, event = kind.as_str(), "could not record event: {err}");
                 None
             }
         }
