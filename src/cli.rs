@@ -279,6 +279,8 @@ fn run(config: &Path, log_format: LogFormat) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // Another daemon on this state folder is the likelier reason its port is taken: say so first.
+    crate::daemon::check_state_dir_free(&settings.state_dir)?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await

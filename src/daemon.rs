@@ -560,6 +560,16 @@ fn engines_by_env(
 /// How long the first sync may take before the stored jobs start anyway.
 pub const STARTUP_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Fails with [`DaemonError::Locked`] when another daemon holds `state_dir`'s lock now (the
+/// check takes the lock and lets it go at once: [`run_with`] takes it for good). A state folder
+/// that does not exist yet is free.
+pub fn check_state_dir_free(state_dir: &std::path::Path) -> Result<(), DaemonError> {
+    if !state_dir.join("jobkeeper.lock").exists() {
+        return Ok(());
+    }
+    lock_state_dir(state_dir).map(drop)
+}
+
 /// Takes an exclusive lock on `state_dir/jobkeeper.lock` for the daemon's life, so two daemons
 /// never share a state folder (they would stop each other's runs and start every job twice).
 fn lock_state_dir(

@@ -202,3 +202,40 @@ async fn a_daemon_killed_while_a_stubborn_run_is_stopping_stops_it_at_its_next_s
         nix::sys::signal::Signal::SIGKILL,
     );
 }
+
+/// A second daemon on the same state folder (and so, in practice, the same port) said only that
+/// it could not listen; it names the daemon holding the folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_state_folder_names_the_first_before_trying_its_port() {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = Git::new(tmp.path(), "config");
+    git.write("jobs/svc.yaml", &sleeper(313));
+    git.commit_push("svc");
+    let (cfg_path, log) = write_config(tmp.path(), &git);
+    let mut first = spawn_daemon(&cfg_path, &log);
+    let store = open_store(tmp.path()).await;
+    wait_for("svc running", Duration::from_secs(20), || {
+        store
+            .runs("svc", 1)
+            .unwrap()
+            .first()
+            .is_some_and(|r| r.state == "running")
+    })
+    .await;
+    let second = Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+        .args(["run", "--config", cfg_path.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
+    assert!(
+        stderr.contains(&format!("another jobkeeper daemon (pid {})", first.id())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cannot listen"), "{stderr}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status();
+    let _ = first.wait();
+}
