@@ -93,6 +93,14 @@ fn fetch_local(
         } else {
             FetchPrune::Off
         });
+    // libgit2 takes a local path that does not exist for an unknown URL scheme ("unsupported
+    // URL protocol"): say what is wrong instead.
+    if super::is_local(url) && !Path::new(url).exists() {
+        return Err(RepoError::Unreachable {
+            url: redact_url(url),
+            message: "the path does not exist".to_string(),
+        });
+    }
     let unreachable = |e: git2::Error| RepoError::Unreachable {
         url: redact_url(url),
         message: scrub(e.message(), url, &[]),

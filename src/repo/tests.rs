@@ -381,6 +381,11 @@ fn unreachable_sources_are_unreachable_and_hide_secrets() {
     let err = repo.fetch().unwrap_err();
     assert!(err.is_unreachable(), "{err:?}");
     assert!(err.to_string().contains("nowhere.git"), "{err}");
+    // Not "unsupported URL protocol", as libgit2 puts it.
+    assert!(
+        err.to_string().ends_with("nowhere.git: the path does not exist"),
+        "{err}"
+    );
 
     // Nothing listens on port 1.
     let token_file = tmp.path().join("token");
