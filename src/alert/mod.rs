@@ -757,6 +757,13 @@ impl Dispatcher {
             }
         }
         for p in due {
+            // A job whose file was removed since: its repeats are news of nothing that runs.
+            if let Some(job) = p.latest.job.as_deref()
+                && self.job_removed(job)
+            {
+                tracing::info!(job, event = %p.latest.event, repeats = p.count, "folded repeats dropped: the job was removed");
+                continue;
+            }
             let mut alert = p.latest;
             // The folded alert is about the latest repeat and says how many happened since
             // the last alert.
@@ -770,6 +777,11 @@ impl Dispatcher {
         self.keys.retain(|_, s| {
             s.pending.is_some() || s.last_fired.is_some_and(|t| now_ms - t < throttle)
         });
+    }
+
+    /// True when the store knows `job` and its file was removed (no desired version).
+    fn job_removed(&self, job: &str) -> bool {
+        matches!(self.store.job(job), Ok(Some(row)) if row.desired.is_none() && row.invalid.is_none())
     }
 
     fn fire(&self, alert: &Alert, channels: &[String]) {

@@ -356,12 +356,17 @@ impl Notifier for Recorder {
     }
 }
 
-#[tokio::test]
-async fn repeats_within_the_throttle_fold_into_one_later_alert() {
+/// A dispatcher with a 300 ms throttle whose `oncall` channel records what it is sent.
+fn recording_dispatcher(
+    store: &Store,
+) -> (
+    Dispatcher,
+    Arc<Mutex<Vec<Alert>>>,
+    Arc<AlertCounters>,
+    CancellationToken,
+) {
     let mut s = settings();
     s.alerts_throttle = Duration::from_millis(300);
-    let s = Arc::new(s);
-    let store = Store::in_memory().unwrap();
     let sent = Arc::new(Mutex::new(Vec::new()));
     let (tx, trx) = mpsc::channel(16);
     let counters = Arc::new(AlertCounters::default());
@@ -375,20 +380,68 @@ async fn repeats_within_the_throttle_fold_into_one_later_alert() {
         AlerterOptions::default(),
         cancel.clone(),
     ));
-    let mut d = Dispatcher {
-        settings: Live::new((*s).clone()),
+    let d = Dispatcher {
+        channels: Some(s.alerts.clone()),
+        settings: Live::new(s),
         store: store.clone(),
         targets: HashMap::from([(
             "oncall".to_string(),
             vec![("oncall/webhook".to_string(), tx)],
         )]),
-        channels: Some(s.alerts.clone()),
         counters: counters.clone(),
         first_new: 0,
         keys: HashMap::new(),
         opts: AlerterOptions::default(),
         cancel: cancel.clone(),
     };
+    (d, sent, counters, cancel)
+}
+
+/// Repeats of a job's alert were still sent 30 s after its file was removed.
+#[tokio::test]
+async fn folded_repeats_of_a_removed_job_are_dropped() {
+    let store = Store::in_memory().unwrap();
+    let commit = |id: &str| CommitRecord {
+        id: id.into(),
+        author: "Ann <a@x>".into(),
+        subject: "s".into(),
+    };
+    let yaml = "env: prod\nparams:\n  command: [\"true\"]\n";
+    let spec = crate::spec::parse_job("a.yaml", yaml.as_bytes(), Default::default()).unwrap();
+    let update = crate::store::DesiredUpdate::Spec {
+        name: "p".into(),
+        path: "jobs/p.yaml".into(),
+        spec: serde_json::to_string(&spec).unwrap(),
+        hash: "h".into(),
+    };
+    store.apply_commit(&commit("c1"), &[update], &[]).unwrap();
+    let (mut d, sent, _, cancel) = recording_dispatcher(&store);
+    for i in 0..3 {
+        let id = store
+            .event(&NewEvent {
+                job: Some("p"),
+                commit_id: Some("c1"),
+                ..NewEvent::new(EventKind::Failed, &format!("exit {i}"))
+            })
+            .unwrap();
+        let ev = store.events(Some("p"), 5).unwrap();
+        d.on_event(ev.iter().find(|e| e.id == id).unwrap());
+    }
+    let removed = crate::store::DesiredUpdate::Removed { name: "p".into() };
+    store.apply_commit(&commit("c2"), &[removed], &[]).unwrap();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    d.flush_due();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let sent = sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "only the first alert: {sent:#?}");
+    assert_eq!(sent[0].reason, "exit 0");
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn repeats_within_the_throttle_fold_into_one_later_alert() {
+    let store = Store::in_memory().unwrap();
+    let (mut d, sent, counters, cancel) = recording_dispatcher(&store);
     let failed = |msg: &str| {
         let id = store
             .event(&NewEvent::new(EventKind::RepoUnreachable, msg))

@@ -383,7 +383,8 @@ fn unreachable_sources_are_unreachable_and_hide_secrets() {
     assert!(err.to_string().contains("nowhere.git"), "{err}");
     // Not "unsupported URL protocol", as libgit2 puts it.
     assert!(
-        err.to_string().ends_with("nowhere.git: the path does not exist"),
+        err.to_string()
+            .ends_with("nowhere.git: the path does not exist"),
         "{err}"
     );
 
