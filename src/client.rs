@@ -60,6 +60,14 @@ fn target(remote: &Remote) -> anyhow::Result<Result<Target, ExitCode>> {
         (None, None) => DEFAULT_URL.to_string(),
     };
     let base = base.trim_end_matches('/').to_string();
+    if !reqwest::Url::parse(&base)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+    {
+        eprintln!(
+            "error: `{base}` is not a URL of a jobkeeper daemon; expected one like {DEFAULT_URL}"
+        );
+        return Ok(Err(ExitCode::from(2)));
+    }
     let token_file = remote.token_file.clone().or_else(|| {
         std::env::var_os("JOBKEEPER_TOKEN")
             .is_none()
@@ -131,7 +139,7 @@ fn request(
             .ok()
             .and_then(|v| v["error"].as_str().map(str::to_string))
             .unwrap_or_else(|| body.trim().to_string());
-        eprintln!("error: {status}: {message}");
+        eprintln!("error: {url}: {status}: {message}");
         Ok(Err(ExitCode::from(1)))
     })
 }

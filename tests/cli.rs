@@ -971,3 +971,15 @@ fn the_bundled_examples_validate_against_their_configs() {
     )
     .expect(0, "", "2 job file(s) checked: 0 invalid, 0 error(s)\n");
 }
+
+/// `status --url nonsense` said the daemon could not be reached ("builder error"); it is a usage
+/// error naming the URL.
+#[test]
+fn a_url_that_is_not_one_is_a_usage_error() {
+    let tmp = tempdir();
+    jobkeeper(tmp.path(), &["status", "--url", "nonsense"]).expect(
+        2,
+        "",
+        "error: `nonsense` is not a URL of a jobkeeper daemon; expected one like http://127.0.0.1:7070\n",
+    );
+}
