@@ -323,6 +323,7 @@ fn validate(dir: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     };
     let ctx = spec::Context {
         settings: settings.as_ref().map(|s| s as &dyn spec::DaemonConfig),
+        files: Some(&spec::DiskFiles),
     };
     let files = job_files(dir)?;
     let mut errors: Vec<Diagnostic> = Vec::new();
@@ -389,6 +390,7 @@ fn plan(
         .unwrap_or_else(|| "jobs".to_string());
     let ctx = spec::Context {
         settings: settings.as_ref().map(|s| s as &dyn spec::DaemonConfig),
+        files: None,
     };
     let plan = crate::changes::plan_between(repo, from, to, &path, ctx)?;
     let out = match format {

@@ -1,0 +1,341 @@
+//! Reading a job file's `sql` or `sql_file` into a [`Sql`]: which of `sql`, `sql_file` and
+//! `params.main_class` a job may have, the `.sql` file beside the job file, placeholders in the
+//! SQL, and every problem placed in the job file (inside the `sql` block) or in the `.sql` file.
+
+use std::path::Path;
+
+use super::placeholders::Expand;
+use super::sql::{self, SqlError, StatementKind};
+use super::{Context, MAX_JOB_FILE_BYTES, SecretError, Sql};
+use crate::diag::Diagnostic;
+use crate::yaml::{Checker, Fields, Node, Value};
+
+/// Reads the files a job file names, at the same commit as the job file.
+pub trait RepoFiles: std::fmt::Debug {
+    /// The content of `path` (a path as [`sibling_path`] makes it); `None` when there is no
+    /// such file; an error says why it cannot be read.
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String>;
+}
+
+/// [`RepoFiles`] of the local disk, paths as given (relative to the working folder).
+#[derive(Debug, Clone, Copy)]
+pub struct DiskFiles;
+
+impl RepoFiles for DiskFiles {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+        match std::fs::read(path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// The path of `rel`, written in the job file at `job_path`, relative to the job file's folder:
+/// `jobs/a/x.yaml` + `../sql/x.sql` is `jobs/sql/x.sql`. `None` when `rel` is absolute or
+/// leaves the folder `job_path` is relative to.
+pub fn sibling_path(job_path: &str, rel: &str) -> Option<String> {
+    if rel.starts_with('/') || rel.is_empty() {
+        return None;
+    }
+    let mut parts: Vec<&str> = job_path.split('/').collect();
+    parts.pop();
+    for seg in rel.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none_or(|p| p == "..") {
+                    return None;
+                }
+            }
+            s => parts.push(s),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// Statements with every `${secret:NAME}` replaced by its value from `secrets_dir`, and the
+/// values (to mask). Meant for the moment of submission only.
+pub fn resolve_sql_secrets(
+    statements: &[sql::Statement],
+    secrets_dir: Option<&Path>,
+) -> Result<(Vec<sql::Statement>, Vec<String>), SecretError> {
+    let params = super::Params {
+        args: statements.iter().map(|s| s.text.clone()).collect(),
+        ..super::Params::default()
+    };
+    let (resolved, values) = super::resolve_secrets_with_values(&params, secrets_dir)?;
+    let out = statements
+        .iter()
+        .zip(resolved.args)
+        .map(|(s, text)| {
+            let kind = match (&s.kind, sql::split(&text)) {
+                (StatementKind::Set { .. }, Ok(mut v)) if v.len() == 1 => v.remove(0).kind,
+                (k, _) => k.clone(),
+            };
+            sql::Statement {
+                kind,
+                text,
+                ..s.clone()
+            }
+        })
+        .collect();
+    Ok((out, values))
+}
+
+/// The node of `params.main_class`, when the file has one.
+fn main_class_node<'a>(f: &Fields<'a>) -> Option<&'a Node> {
+    let Value::Map(entries) = &f.get("params")?.value else {
+        return None;
+    };
+    entries
+        .iter()
+        .find(|(k, _)| k.scalar().is_some_and(|s| s.text == "main_class"))
+        .map(|(_, v)| v)
+}
+
+/// Reads `sql` / `sql_file` of the job's fields `f`; `engine` is the env's engine when a daemon
+/// config was given. Problems go to `c`.
+pub(super) fn read_sql(
+    c: &mut Checker,
+    f: &Fields<'_>,
+    src: &str,
+    ex: &Expand<'_>,
+    ctx: Context<'_>,
+    engine: Option<&str>,
+) -> Option<Sql> {
+    let inline = f.get("sql");
+    let file = f.get("sql_file");
+    let given: Vec<(&str, &Node)> = [
+        ("sql", inline),
+        ("sql_file", file),
+        ("params.main_class", main_class_node(f)),
+    ]
+    .into_iter()
+    .filter_map(|(name, n)| Some((name, n?)))
+    .collect();
+    match engine {
+        Some("flink") => match given.as_slice() {
+            [] => c.error(
+                f.node,
+                "a flink job needs one of `sql`, `sql_file` or `params.main_class`",
+            ),
+            [_] => {}
+            [(first, _), (second, n), ..] => c.error(
+                n,
+                format!(
+                    "`{second}`: a flink job has exactly one of `sql`, `sql_file` or \
+                     `params.main_class`, and this one also has `{first}`; keep one"
+                ),
+            ),
+        },
+        Some(other) => {
+            for (name, n) in given.iter().filter(|(name, _)| !name.starts_with("params")) {
+                c.error(
+                    n,
+                    format!(
+                        "`{name}`: env `{}` runs on the {other} engine; SQL jobs run on flink",
+                        ex.env
+                    ),
+                );
+            }
+        }
+        None => {}
+    }
+    if let (Some(a), Some(_)) = (inline, file) {
+        // Reported above with a config; without one, still only one may be read.
+        if engine.is_none() {
+            c.error(
+                a,
+                "`sql`: give the SQL inline (`sql`) or in a file (`sql_file`), not both",
+            );
+        }
+        return None;
+    }
+    if let Some(n) = inline {
+        let text = c.string(n, "sql")?;
+        let base = Base::of(src, n);
+        let path = c.path().to_string();
+        return Some(checked(c, &path, &text, None, ex, |l, col| {
+            base.place(l, col)
+        }));
+    }
+    let n = file?;
+    let rel = c.string(n, "sql_file")?;
+    let Some(path) = sibling_path(c.path(), &rel) else {
+        c.error(
+            n,
+            format!("`sql_file`: `{rel}` must be a path relative to the job file, inside the repo"),
+        );
+        return None;
+    };
+    let Some(files) = ctx.files else {
+        return Some(Sql {
+            file: Some(rel),
+            path,
+            text: String::new(),
+            statements: Vec::new(),
+        });
+    };
+    let text = match files.read(&path) {
+        Ok(None) => {
+            c.error(
+                n,
+                format!("`sql_file`: there is no file `{path}` (`{rel}` beside the job file)"),
+            );
+            return None;
+        }
+        Ok(Some(bytes)) if bytes.len() > MAX_JOB_FILE_BYTES => {
+            c.error(n, format!("`sql_file`: `{path}` is over 1 MiB"));
+            return None;
+        }
+        Ok(Some(bytes)) => match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(_) => {
+                c.error(n, format!("`sql_file`: `{path}` is not UTF-8 text"));
+                return None;
+            }
+        },
+        Err(e) => {
+            c.error(n, format!("`sql_file`: cannot read `{path}`: {e}"));
+            return None;
+        }
+    };
+    Some(checked(c, &path, &text, Some(rel), ex, |l, col| (l, col)))
+}
+
+/// Splits and checks SQL `text` read from `path`; `place` turns a place in the text into one in
+/// the file.
+fn checked(
+    c: &mut Checker,
+    path: &str,
+    text: &str,
+    file: Option<String>,
+    ex: &Expand<'_>,
+    place: impl Fn(usize, usize) -> (usize, usize),
+) -> Sql {
+    let mut report = |e: SqlError| {
+        let (line, column) = place(e.line, e.column);
+        c.push(Diagnostic::new(path, line, column, e.message));
+    };
+    for e in placeholder_errors(text, ex) {
+        report(e);
+    }
+    let mut statements = match sql::split(text) {
+        Ok(s) => s,
+        Err(errors) => {
+            errors.into_iter().for_each(&mut report);
+            Vec::new()
+        }
+    };
+    for s in &mut statements {
+        (s.line, s.column) = place(s.line, s.column);
+        s.text = ex.quietly(&s.text).0;
+        if let StatementKind::Set { key, value } = &mut s.kind {
+            *key = ex.quietly(key).0;
+            *value = ex.quietly(value).0;
+        }
+    }
+    Sql {
+        file,
+        path: path.to_string(),
+        text: ex.quietly(text).0,
+        statements,
+    }
+}
+
+/// The problems of the `${...}` placeholders of `text`, each at its `$`.
+fn placeholder_errors(text: &str, ex: &Expand<'_>) -> Vec<SqlError> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(i) = text[from..].find("${").map(|i| i + from) {
+        let end = text[i..].find('}').map_or(text.len(), |e| i + e + 1);
+        let before = &text[..i];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+        for message in ex.quietly(&text[i..end]).1 {
+            out.push(SqlError {
+                line,
+                column,
+                message,
+            });
+        }
+        from = end.max(i + 2);
+    }
+    out
+}
+
+/// Where the text of a scalar starts in its file, to place problems found inside it.
+struct Base {
+    /// Line of the scalar's first text line.
+    line: usize,
+    /// Columns before the text on its first line.
+    first: usize,
+    /// Columns before the text on later lines (a block scalar's indentation).
+    indent: usize,
+}
+
+impl Base {
+    /// The base of scalar node `n` of `src`.
+    fn of(src: &str, n: &Node) -> Base {
+        let mut lines = src.lines().skip(n.line.saturating_sub(1));
+        let first = lines.next().unwrap_or("");
+        let at = first.chars().nth(n.column.saturating_sub(1));
+        match at {
+            Some('|' | '>') => {
+                let indent = lines
+                    .find(|l| !l.trim().is_empty())
+                    .map_or(0, |l| l.len() - l.trim_start_matches(' ').len());
+                Base {
+                    line: n.line + 1,
+                    first: indent,
+                    indent,
+                }
+            }
+            Some('"' | '\'') => Base {
+                line: n.line,
+                first: n.column,
+                indent: 0,
+            },
+            // A block scalar's node starts at its text: every line is indented as the first.
+            _ if n.scalar().is_some_and(|s| s.quoted) => Base {
+                line: n.line,
+                first: n.column.saturating_sub(1),
+                indent: n.column.saturating_sub(1),
+            },
+            _ => Base {
+                line: n.line,
+                first: n.column.saturating_sub(1),
+                indent: 0,
+            },
+        }
+    }
+
+    /// A place in the scalar's text as a place in the file.
+    fn place(&self, line: usize, column: usize) -> (usize, usize) {
+        if line <= 1 {
+            (self.line, self.first + column)
+        } else {
+            (self.line + line - 1, self.indent + column)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sibling_paths_stay_inside() {
+        assert_eq!(
+            sibling_path("jobs/a.yaml", "a.sql").as_deref(),
+            Some("jobs/a.sql")
+        );
+        assert_eq!(
+            sibling_path("jobs/t/a.yaml", "../sql/./a.sql").as_deref(),
+            Some("jobs/sql/a.sql")
+        );
+        assert_eq!(sibling_path("jobs/a.yaml", "../../x.sql"), None);
+        assert_eq!(sibling_path("jobs/a.yaml", "/etc/passwd"), None);
+    }
+}
