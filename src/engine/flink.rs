@@ -118,11 +118,13 @@ pub struct FlinkSettings {
     pub url: String,
     /// Where savepoints go.
     pub savepoint_dir: Option<String>,
+    /// A pre-built SQL runner jar; `None`: the runner is built from its source (needs a JDK).
+    pub sql_runner: Option<std::path::PathBuf>,
 }
 
 /// Reads the `flink:` block `n` of an env (`section` in messages); problems go to `c`.
 pub fn read_settings(c: &mut Checker, n: &Node, section: &str) -> Option<FlinkSettings> {
-    let f = c.mapping(n, section, &["url", "savepoint_dir"])?;
+    let f = c.mapping(n, section, &["url", "savepoint_dir", "sql_runner"])?;
     let url = c.required_string(
         &f,
         "url",
@@ -140,9 +142,20 @@ pub fn read_settings(c: &mut Checker, n: &Node, section: &str) -> Option<FlinkSe
     let savepoint_dir = f
         .get("savepoint_dir")
         .and_then(|s| c.string(s, &format!("{section}.savepoint_dir")));
+    let sql_runner = f.get("sql_runner").and_then(|s| {
+        let p = c.string(s, &format!("{section}.sql_runner"))?;
+        if !p.starts_with('/') {
+            c.error(
+                s,
+                format!("`{section}.sql_runner`: `{p}` must be an absolute path to a jar"),
+            );
+        }
+        Some(std::path::PathBuf::from(p))
+    });
     Some(FlinkSettings {
         url: url?,
         savepoint_dir,
+        sql_runner,
     })
 }
 

@@ -29,7 +29,9 @@ pub use self::placeholders::{
 pub(crate) use self::read::read_restart;
 pub use self::schema::json_schema;
 pub use self::sql::{SqlError, Statement, StatementKind, split as split_sql};
-pub use self::sql_read::{DiskFiles, RepoFiles, resolve_sql_secrets, sibling_path};
+pub use self::sql_read::{
+    DiskFiles, RepoFiles, place_flink_error, resolve_sql_secrets, sibling_path,
+};
 use crate::diag::Diagnostic;
 use crate::yaml::{self, Checker};
 
@@ -76,6 +78,9 @@ pub struct Sql {
     pub text: String,
     /// The statements, `${var:..}` replaced; their lines and columns are places in `path`.
     pub statements: Vec<Statement>,
+    /// Columns before the SQL text on its lines in `path` (an inline block's indentation).
+    #[serde(default)]
+    pub indent: usize,
 }
 
 /// The git repo, branch and folder holding a job's code, and how to build it.

@@ -144,18 +144,9 @@ pub fn split(sql: &str) -> Result<Vec<Statement>, Vec<SqlError>> {
             },
         }
     }
-    match mode {
-        Mode::Quoted(q) => errors.push(SqlError {
-            line: opened.0,
-            column: opened.1,
-            message: format!("unclosed {}: no closing `{q}`", quote_name(q)),
-        }),
-        Mode::BlockComment => errors.push(SqlError {
-            line: opened.0,
-            column: opened.1,
-            message: "unclosed comment: no closing `*/`".into(),
-        }),
-        Mode::Code | Mode::LineComment => {
+    match unclosed(mode, opened) {
+        Some(e) => errors.push(e),
+        None => {
             if let Some(s) = cur.start {
                 out.push(statement(sql[s..].trim_end(), cur.at, &mut errors));
             }
@@ -173,6 +164,20 @@ pub fn split(sql: &str) -> Result<Vec<Statement>, Vec<SqlError>> {
     } else {
         Err(errors)
     }
+}
+
+/// The problem of text ending in `mode` (a quote or comment opened at `opened`), if any.
+fn unclosed(mode: Mode, opened: (usize, usize)) -> Option<SqlError> {
+    let message = match mode {
+        Mode::Quoted(q) => format!("unclosed {}: no closing `{q}`", quote_name(q)),
+        Mode::BlockComment => "unclosed comment: no closing `*/`".into(),
+        Mode::Code | Mode::LineComment => return None,
+    };
+    Some(SqlError {
+        line: opened.0,
+        column: opened.1,
+        message,
+    })
 }
 
 /// What a quote character opens, for messages.

@@ -106,6 +106,51 @@ pub(super) fn read_sql(
 ) -> Option<Sql> {
     let inline = f.get("sql");
     let file = f.get("sql_file");
+    check_kind(c, f, ex, engine);
+    if let (Some(a), Some(_)) = (inline, file) {
+        // Reported above with a config; without one, still only one may be read.
+        if engine.is_none() {
+            c.error(
+                a,
+                "`sql`: give the SQL inline (`sql`) or in a file (`sql_file`), not both",
+            );
+        }
+        return None;
+    }
+    if let Some(n) = inline {
+        let text = c.string(n, "sql")?;
+        let base = Base::of(src, n);
+        let path = c.path().to_string();
+        return Some(checked(c, &path, &text, None, ex, |l, col| {
+            base.place(l, col)
+        }));
+    }
+    let n = file?;
+    let rel = c.string(n, "sql_file")?;
+    let Some(path) = sibling_path(c.path(), &rel) else {
+        c.error(
+            n,
+            format!("`sql_file`: `{rel}` must be a path relative to the job file, inside the repo"),
+        );
+        return None;
+    };
+    let Some(files) = ctx.files else {
+        return Some(Sql {
+            file: Some(rel),
+            path,
+            text: String::new(),
+            statements: Vec::new(),
+            indent: 0,
+        });
+    };
+    let text = read_text(c, n, files, &path, &rel)?;
+    Some(checked(c, &path, &text, Some(rel), ex, |l, col| (l, col)))
+}
+
+/// On a flink env, exactly one of `sql`, `sql_file` and `params.main_class`; on another
+/// engine, neither `sql` nor `sql_file`.
+fn check_kind(c: &mut Checker, f: &Fields<'_>, ex: &Expand<'_>, engine: Option<&str>) {
+    let (inline, file) = (f.get("sql"), f.get("sql_file"));
     let given: Vec<(&str, &Node)> = [
         ("sql", inline),
         ("sql_file", file),
@@ -142,66 +187,40 @@ pub(super) fn read_sql(
         }
         None => {}
     }
-    if let (Some(a), Some(_)) = (inline, file) {
-        // Reported above with a config; without one, still only one may be read.
-        if engine.is_none() {
-            c.error(
-                a,
-                "`sql`: give the SQL inline (`sql`) or in a file (`sql_file`), not both",
-            );
-        }
-        return None;
-    }
-    if let Some(n) = inline {
-        let text = c.string(n, "sql")?;
-        let base = Base::of(src, n);
-        let path = c.path().to_string();
-        return Some(checked(c, &path, &text, None, ex, |l, col| {
-            base.place(l, col)
-        }));
-    }
-    let n = file?;
-    let rel = c.string(n, "sql_file")?;
-    let Some(path) = sibling_path(c.path(), &rel) else {
-        c.error(
-            n,
-            format!("`sql_file`: `{rel}` must be a path relative to the job file, inside the repo"),
-        );
-        return None;
-    };
-    let Some(files) = ctx.files else {
-        return Some(Sql {
-            file: Some(rel),
-            path,
-            text: String::new(),
-            statements: Vec::new(),
-        });
-    };
-    let text = match files.read(&path) {
+}
+
+/// The text of the `sql_file` (at `n`, written `rel`) found at `path`.
+fn read_text(
+    c: &mut Checker,
+    n: &Node,
+    files: &dyn RepoFiles,
+    path: &str,
+    rel: &str,
+) -> Option<String> {
+    match files.read(path) {
         Ok(None) => {
             c.error(
                 n,
                 format!("`sql_file`: there is no file `{path}` (`{rel}` beside the job file)"),
             );
-            return None;
+            None
         }
         Ok(Some(bytes)) if bytes.len() > MAX_JOB_FILE_BYTES => {
             c.error(n, format!("`sql_file`: `{path}` is over 1 MiB"));
-            return None;
+            None
         }
         Ok(Some(bytes)) => match String::from_utf8(bytes) {
-            Ok(t) => t,
+            Ok(t) => Some(t),
             Err(_) => {
                 c.error(n, format!("`sql_file`: `{path}` is not UTF-8 text"));
-                return None;
+                None
             }
         },
         Err(e) => {
             c.error(n, format!("`sql_file`: cannot read `{path}`: {e}"));
-            return None;
+            None
         }
-    };
-    Some(checked(c, &path, &text, Some(rel), ex, |l, col| (l, col)))
+    }
 }
 
 /// Splits and checks SQL `text` read from `path`; `place` turns a place in the text into one in
@@ -241,7 +260,43 @@ fn checked(
         path: path.to_string(),
         text: ex.quietly(text).0,
         statements,
+        indent: 0,
     }
+}
+
+/// The place in the job file (or `.sql` file) of an error Flink gave for a statement the runner
+/// named (`jobkeeper-sql statement N: ...`), as a `path:line:column: message` line. Flink's
+/// `line L, column C` count from the statement's first word; without them the statement's own
+/// place is given.
+pub fn place_flink_error(sql: &Sql, reason: &str) -> Option<String> {
+    const MARK: &str = "jobkeeper-sql statement ";
+    let at = reason.find(MARK)? + MARK.len();
+    let rest = &reason[at..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let n: usize = digits.parse().ok()?;
+    let stmt = sql.statements.get(n.checked_sub(1)?)?;
+    let message = rest[digits.len()..]
+        .trim_start_matches(':')
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim();
+    let (line, column) = match line_column(message) {
+        Some((1, c)) => (stmt.line, stmt.column + c - 1),
+        Some((l, c)) => (stmt.line + l - 1, sql.indent + c),
+        None => (stmt.line, stmt.column),
+    };
+    Some(Diagnostic::new(&sql.path, line, column, message).to_string())
+}
+
+/// The first `line L, column C` of a Flink message.
+fn line_column(message: &str) -> Option<(usize, usize)> {
+    let at = message.find("line ")?;
+    let rest = &message[at + 5..];
+    let l: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let rest = rest[l.len()..].strip_prefix(", column ")?;
+    let c: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((l.parse().ok()?, c.parse().ok().filter(|c| *c > 0)?))
 }
 
 /// The problems of the `${...}` placeholders of `text`, each at its `$`.
@@ -324,6 +379,46 @@ impl Base {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flink_errors_are_placed_in_the_file() {
+        let sql = Sql {
+            file: None,
+            path: "jobs/a.yaml".into(),
+            text: String::new(),
+            statements: vec![
+                sql::Statement {
+                    kind: StatementKind::Other,
+                    text: "CREATE TABLE t".into(),
+                    line: 3,
+                    column: 3,
+                },
+                sql::Statement {
+                    kind: StatementKind::Insert,
+                    text: "INSERT INTO u\nSELECT * FROM nope".into(),
+                    line: 4,
+                    column: 3,
+                },
+            ],
+            indent: 2,
+        };
+        let reason = "flink refused the job (400 Bad Request): x\nCaused by: java.lang.RuntimeException: \
+                      jobkeeper-sql statement 2: From line 2, column 15 to line 2, column 18: \
+                      Object 'nope' not found\nCaused by: more";
+        assert_eq!(
+            place_flink_error(&sql, reason).as_deref(),
+            Some(
+                "jobs/a.yaml:5:17: From line 2, column 15 to line 2, column 18: Object 'nope' not found"
+            )
+        );
+        let first =
+            "jobkeeper-sql statement 1: SQL parse failed. Encountered \"x\" at line 1, column 8.";
+        assert_eq!(
+            place_flink_error(&sql, first).as_deref(),
+            Some("jobs/a.yaml:3:10: SQL parse failed. Encountered \"x\" at line 1, column 8.")
+        );
+        assert_eq!(place_flink_error(&sql, "no statement named"), None);
+    }
 
     #[test]
     fn sibling_paths_stay_inside() {
