@@ -30,9 +30,9 @@ impl RepoFiles for TreeFiles<'_> {
     }
 }
 
-/// The job files of `diff`, plus the job files at `to` whose `sql_file` is one of the other
-/// files (`.sql`) that changed between `from` and `to`: a changed `.sql` file changes its jobs.
-/// Only job files whose text names a changed file's name are parsed.
+/// The job files of `diff`, plus the job files at `to` (under `path`) whose `sql_file` is one
+/// of the other files (`.sql`) that changed between `from` and `to`: a changed `.sql` file
+/// changes its jobs. Only job files whose text names a changed file's name are parsed.
 pub fn with_sql_dependents(
     tree: &GitTree,
     from: Option<Oid>,
@@ -40,7 +40,8 @@ pub fn with_sql_dependents(
     path: &str,
     mut diff: Vec<JobFileChange>,
 ) -> Result<Vec<JobFileChange>, RepoError> {
-    let others = tree.diff_other_files(from, to, path)?;
+    // Anywhere in the repo: a `sql_file` may lie outside the jobs folder (`../sql/a.sql`).
+    let others = tree.diff_other_files(from, to, "")?;
     if others.is_empty() {
         return Ok(diff);
     }

@@ -90,8 +90,13 @@ pub fn prebuilt(path: &Path) -> std::io::Result<Artifact> {
 
 /// Whether `javac` is on the `PATH` builds run with ([`BUILD_PATH`]).
 pub fn javac_on_path() -> bool {
-    BUILD_PATH
-        .split(':')
+    javac_in(BUILD_PATH)
+}
+
+/// Whether `javac` is in one of the `:`-separated folders of `path`.
+fn javac_in(path: &str) -> bool {
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
         .any(|dir| Path::new(dir).join("javac").is_file())
 }
 
@@ -175,5 +180,46 @@ mod tests {
         assert_eq!(a.key(), b.key(), "one build for every job");
         assert_eq!(a.commit.len(), 64);
         assert!(SOURCE.contains("public static void main"));
+    }
+
+    #[test]
+    fn javac_is_looked_for_in_the_build_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().to_string_lossy().into_owned();
+        assert!(!javac_in(&p));
+        std::fs::write(dir.path().join("javac"), "").unwrap();
+        assert!(javac_in(&format!("/nonexistent:{p}")));
+    }
+
+    #[test]
+    fn a_project_jar_goes_under_lib_beside_the_runner_classes() {
+        let dir = tempfile::tempdir().unwrap();
+        let jar = |name: &str, entry: &str| {
+            let path = dir.path().join(name);
+            let mut z = zip::ZipWriter::new(File::create(&path).unwrap());
+            z.start_file(entry, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            std::io::Write::write_all(&mut z, b"content").unwrap();
+            z.finish().unwrap();
+            path
+        };
+        let artifact = |path: PathBuf, digest: &str| Artifact {
+            key: digest.into(),
+            path,
+            digest: digest.into(),
+            log: PathBuf::new(),
+            commit: "c".into(),
+        };
+        let runner = artifact(jar("runner.jar", "JobkeeperSqlRunner.class"), "r");
+        let project = artifact(jar("udf.jar", "example/Shout.class"), "p");
+        let state = dir.path().join("state");
+        let merged = with_project(&state, &runner, &project).unwrap();
+        let again = with_project(&state, &runner, &project).unwrap();
+        assert_eq!(merged, again, "made once per pair");
+        let mut z = zip::ZipArchive::new(File::open(&merged.path).unwrap()).unwrap();
+        let names: Vec<String> = (0..z.len())
+            .map(|i| z.by_index_raw(i).unwrap().name().unwrap().to_string())
+            .collect();
+        assert_eq!(names, vec!["JobkeeperSqlRunner.class", "lib/udf.jar"]);
     }
 }
