@@ -969,7 +969,7 @@ fn the_bundled_examples_validate_against_their_configs() {
         &root,
         &["validate", "jobs-flink", "--config", "jobkeeper-flink.yaml"],
     )
-    .expect(0, "", "2 job file(s) checked: 0 invalid, 0 error(s)\n");
+    .expect(0, "", "3 job file(s) checked: 0 invalid, 0 error(s)\n");
 }
 
 // ---------------------------------------------------------------------------------------------
