@@ -60,18 +60,31 @@ pub fn resolve_sql_secrets(
     statements: &[sql::Statement],
     secrets_dir: Option<&Path>,
 ) -> Result<(Vec<sql::Statement>, Vec<String>), SecretError> {
+    // Every string of the statements in one list: each text, then a SET's key and value.
+    let mut strings = Vec::new();
+    for s in statements {
+        strings.push(s.text.clone());
+        if let StatementKind::Set { key, value } = &s.kind {
+            strings.extend([key.clone(), value.clone()]);
+        }
+    }
     let params = super::Params {
-        args: statements.iter().map(|s| s.text.clone()).collect(),
+        args: strings,
         ..super::Params::default()
     };
     let (resolved, values) = super::resolve_secrets_with_values(&params, secrets_dir)?;
+    let mut it = resolved.args.into_iter();
+    let mut next = || it.next().unwrap_or_default();
     let out = statements
         .iter()
-        .zip(resolved.args)
-        .map(|(s, text)| {
-            let kind = match (&s.kind, sql::split(&text)) {
-                (StatementKind::Set { .. }, Ok(mut v)) if v.len() == 1 => v.remove(0).kind,
-                (k, _) => k.clone(),
+        .map(|s| {
+            let text = next();
+            let kind = match &s.kind {
+                StatementKind::Set { .. } => StatementKind::Set {
+                    key: next(),
+                    value: next(),
+                },
+                k => k.clone(),
             };
             sql::Statement {
                 kind,
@@ -418,6 +431,29 @@ mod tests {
             Some("jobs/a.yaml:3:10: SQL parse failed. Encountered \"x\" at line 1, column 8.")
         );
         assert_eq!(place_flink_error(&sql, "no statement named"), None);
+    }
+
+    #[test]
+    fn secrets_are_replaced_in_texts_and_set_values() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
+        let statements = sql::split(
+            "SET 'k' = '${secret:pw}';\nINSERT INTO t SELECT '${secret:pw}', '${var:X}';",
+        )
+        .unwrap();
+        let (out, values) = resolve_sql_secrets(&statements, Some(dir.path())).unwrap();
+        assert_eq!(values, vec!["s3cret"]);
+        assert_eq!(
+            out[0].kind,
+            StatementKind::Set {
+                key: "k".into(),
+                value: "s3cret".into()
+            }
+        );
+        assert_eq!(out[1].text, "INSERT INTO t SELECT 's3cret', '${var:X}'");
+        assert_eq!((out[1].line, out[1].column), (2, 1));
+        let missing = resolve_sql_secrets(&statements, None).unwrap_err();
+        assert!(missing.to_string().contains("`pw`"), "{missing}");
     }
 
     #[test]
