@@ -154,13 +154,12 @@ async fn a_sql_file_job_runs_and_a_change_to_its_sql_file_alone_upgrades_it_from
     );
     let restored = restored_from(&url, &jid2).await;
     assert_eq!(restored["is_savepoint"], true, "{restored}");
-    let events = d.events("clicks");
-    assert!(
-        events
+    wait_for("deployed: sql_file changed", LIMIT, || {
+        d.events("clicks")
             .iter()
-            .any(|e| e.kind == "deployed" && e.message == "sql_file changed"),
-        "{events:#?}"
-    );
+            .any(|e| e.kind == "deployed" && e.message == "sql_file changed")
+    })
+    .await;
 
     // `plan` says the same for the same two commits.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
@@ -247,4 +246,55 @@ async fn a_sql_job_calls_a_udf_from_its_project_jar() {
         "{:#?}",
         d.events("udf")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_whose_state_no_longer_matches_is_deploy_failed_and_the_previous_version_resumes() {
+    let url = need("JOBKEEPER_FLINK_URL");
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg, _cleanup) = setup(tmp.path(), &url);
+    git.write(
+        "jobs/state.yaml",
+        &sql_job(&inline(&clicks_sql(5, "clicks"))),
+    );
+    git.commit_push("v1");
+    let d = start(tmp.path(), &cfg).await;
+    let jid1 = running(&d, &url, "state", &[]).await;
+
+    // Grouped by another key, same operators: Flink takes the job, then cannot read the keyed
+    // state of the savepoint back and fails it while it starts. (A change of operators is
+    // refused by the run request itself, the same way as a refused statement.)
+    let v2 = clicks_sql(5, "clicks").replace(
+        "SELECT user_id, COUNT(*) FROM clicks GROUP BY user_id",
+        "SELECT CAST(COUNT(DISTINCT url) AS INT), MAX(user_id) FROM clicks WHERE user_id > 2 GROUP BY url",
+    );
+    git.write("jobs/state.yaml", &sql_job(&inline(&v2)));
+    git.commit_push("v2: another key");
+    wait_for("deploy_failed", LIMIT, || {
+        d.has_event("state", "deploy_failed")
+    })
+    .await;
+    let e = d
+        .events("state")
+        .into_iter()
+        .find(|e| e.kind == "deploy_failed")
+        .unwrap();
+    assert!(
+        e.message.contains("could not start from") && e.message.contains("StateMigrationException"),
+        "Flink's reason: {e:?}"
+    );
+    // v1 runs again, from the savepoint its stop took; nothing was retried or given up.
+    let jid3 = running(&d, &url, "state", std::slice::from_ref(&jid1)).await;
+    let restored = restored_from(&url, &jid3).await;
+    assert_eq!(restored["is_savepoint"], true, "{restored}");
+    let sps = d.store.savepoints("state", 10).unwrap();
+    assert_eq!(
+        restored["external_path"].as_str(),
+        Some(sps.last().unwrap().location.as_str()),
+        "{restored} {sps:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!d.has_event("state", "gave_up"), "{:#?}", d.events("state"));
+    let runs = d.runs("state");
+    assert_eq!(runs.len(), 3, "v1, the refused v2, v1 again: {runs:#?}");
 }

@@ -319,6 +319,20 @@ impl FlinkEngine {
         }
     }
 
+    /// [`Self::failure_reason`] of a job that has just failed: its exception history may lag
+    /// its state by a moment, so it is asked again (for up to 5 s) while it holds nothing.
+    async fn settled_reason(&self, jid: &str) -> String {
+        let bare = format!("flink job {jid} FAILED");
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let reason = self.failure_reason(jid).await;
+            if reason != bare || tokio::time::Instant::now() >= until {
+                return reason;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Waits until the job is no longer live (or unknown), at most `limit`.
     async fn wait_ended(&self, jid: &str, limit: Duration) -> Result<(), EngineError> {
         let until = tokio::time::Instant::now() + limit;
@@ -509,6 +523,47 @@ impl Engine for FlinkEngine {
             engine_id: id,
             start_ticks: None,
         })
+    }
+
+    async fn wait_started(&self, handle: &RunHandle, limit: Duration) -> Result<(), EngineError> {
+        let jid = handle.engine_id.as_str();
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            let body = self.get("/jobs/overview").await?;
+            let job = body["jobs"]
+                .as_array()
+                .and_then(|jobs| jobs.iter().find(|j| j["jid"] == jid).cloned());
+            let state = job
+                .as_ref()
+                .and_then(|j| j["state"].as_str())
+                .unwrap_or_default();
+            match state {
+                "RUNNING" | "FINISHED"
+                    if job.as_ref().is_some_and(|j| {
+                        state == "FINISHED" || j["tasks"]["running"] == j["tasks"]["total"]
+                    }) =>
+                {
+                    return Ok(());
+                }
+                "FAILED" | "FAILING" | "RESTARTING" | "CANCELLING" | "CANCELED" => {
+                    if state != "FAILED" && state != "CANCELED" {
+                        // Flink's own restart strategy would try again and again: stop it.
+                        let req = self
+                            .http
+                            .patch(self.url(&format!("/jobs/{jid}")))
+                            .query(&[("mode", "cancel")]);
+                        self.call(req).await?;
+                        self.wait_ended(jid, Duration::from_secs(30)).await?;
+                    }
+                    return Err(EngineError::Refused(self.settled_reason(jid).await));
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= until {
+                return Ok(());
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     async fn status(&self, handles: &[RunHandle]) -> Result<Vec<RunStatus>, EngineError> {

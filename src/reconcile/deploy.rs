@@ -9,11 +9,15 @@ use super::actor::{Actor, Stall};
 use super::decide::{Deployed, StepError};
 use super::project_url;
 use crate::build::{Artifact, BuildRequest, sql_runner};
-use crate::engine::{Engine, SubmitRequest};
+use crate::engine::{Engine, EngineError, SubmitRequest};
 use crate::event::{EventKind, JobEvent};
 use crate::plan::{Action, diff_specs};
 use crate::spec::{self, JobSpec, Project, Upgrade};
-use crate::store::JobState;
+use crate::store::{JobState, RunState};
+
+/// How long a new version submitted from a savepoint may take to get its state back before the
+/// deploy counts as done (the health sweep follows it after that).
+const RESTORE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn stalled(kind: EventKind, reason: String) -> StepError {
     StepError::Stalled { kind, reason }
@@ -106,7 +110,11 @@ impl Actor {
             self.restore = None; // `upgrade: stateless`: the new version starts fresh
         }
         let previous = self.applied.replace(new);
-        match self.submit(false).await {
+        let submitted = match self.submit(false).await {
+            Ok(run_id) => self.confirm_restored(run_id).await.map(|()| run_id),
+            Err(reason) => Err(reason),
+        };
+        match submitted {
             Ok(run_id) => {
                 self.record_applied();
                 let why = reasons.to_string();
@@ -117,6 +125,34 @@ impl Actor {
                 self.restore_previous(previous).await;
                 Err(stalled(EventKind::DeployFailed, reason))
             }
+        }
+    }
+
+    /// A new version submitted from a savepoint must get its state back: waits until the
+    /// engine says run `run_id` started. One that failed first (its state no longer matches the
+    /// savepoint) is recorded as failed, and why is returned: the deploy failed.
+    async fn confirm_restored(&mut self, run_id: i64) -> Result<(), String> {
+        let Some(savepoint) = self.restore.clone() else {
+            return Ok(());
+        };
+        let Some(pos) = self
+            .live
+            .iter()
+            .position(|l| l.run_id == run_id && l.confirmed)
+        else {
+            return Ok(());
+        };
+        let (engine, handle) = (self.live[pos].engine.clone(), self.live[pos].handle.clone());
+        match engine.wait_started(&handle, RESTORE_WAIT).await {
+            Err(EngineError::Refused(why)) => {
+                let live = self.live.remove(pos);
+                let why = spec::mask_secrets(&why, &live.secrets);
+                let reason = format!("the new version could not start from {savepoint}: {why}");
+                self.finish_run(run_id, RunState::Failed, Some(&reason));
+                Err(reason)
+            }
+            // Still starting, or the cluster did not answer: the health sweep follows it.
+            _ => Ok(()),
         }
     }
 
@@ -362,7 +398,11 @@ impl Actor {
             self.event(None, &JobEvent::Deployed { why });
             return Ok(());
         }
-        match self.submit(false).await {
+        let submitted = match self.submit(false).await {
+            Ok(run_id) => self.confirm_restored(run_id).await.map(|()| run_id),
+            Err(reason) => Err(reason),
+        };
+        match submitted {
             Ok(run_id) => {
                 let why = why.to_string();
                 self.event(Some(run_id), &JobEvent::Deployed { why });
