@@ -19,12 +19,14 @@
 //!   note when unset): commit → driver RUNNING against the same create sent straight to the
 //!   REST server, and schedule tick → driver RUNNING.
 //!
+//! - `jobkeeper validate --config` of 1,000 SQL job files against 1,000 jar job files;
 //! - a fleet of 2,000 running local jobs and a commit changing 500 of them: commit → every new
 //!   run up, p50/p99 over 5 commits.
 //!
 //! Environment: `BENCH_PUSHES` (default 30), `BENCH_JOBS` (default 10000), `BENCH_FLINK`
 //! and `BENCH_SPARK` (default 10), `BENCH_FLEET` (default 2000), `BENCH_ONLY` (`push`, `plan`,
-//! `start`, `restart`, `health`, `api`, `hook`, `fleet`, `flink`, `spark`: run one).
+//! `start`, `restart`, `health`, `api`, `hook`, `fleet`, `flink`, `spark`, `validate`: run one),
+//! `BENCH_SQL_JOBS` (default 1000).
 
 use std::io::Write as _;
 use std::os::unix::process::CommandExt as _;
@@ -274,6 +276,69 @@ fn bench_plan(jobs: usize) -> Vec<String> {
         ms(o),
         ms(b),
         o.as_secs_f64() / b.as_secs_f64()
+    )]
+}
+
+/// `jobkeeper validate --config` of `n` SQL job files (inline `sql`, four statements with a var)
+/// against `n` jar job files on the same flink env: medians of `runs` runs of each.
+fn bench_validate(n: usize, runs: usize) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    std::fs::write(
+        root.join("config.yaml"),
+        "repo: {url: ./config-repo}\nstate_dir: state\ntimezone: UTC\nenvs:\n  prod:\n    \
+         engine: flink\n    flink: {url: \"http://127.0.0.1:9\"}\n    vars: {KAFKA: \"kafka:9092\"}\n",
+    )
+    .unwrap();
+    for kind in ["sql", "jar"] {
+        std::fs::create_dir_all(root.join(kind)).unwrap();
+    }
+    for i in 0..n {
+        let sql = format!(
+            "env: prod\nparams: {{parallelism: 2}}\nsql: |\n  SET 'pipeline.max-parallelism' = '128';\n  \
+             CREATE TABLE clicks_{i} (user_id BIGINT, url STRING, ts TIMESTAMP(3)) WITH (\n    \
+             'connector' = 'kafka', 'topic' = 'clicks-{i}', -- the topic; of job {i}\n    \
+             'properties.bootstrap.servers' = '${{var:KAFKA}}', 'format' = 'json');\n  \
+             CREATE TABLE totals_{i} (user_id BIGINT, n BIGINT) WITH ('connector' = 'blackhole');\n  \
+             INSERT INTO totals_{i} SELECT user_id, COUNT(*) FROM clicks_{i} /* per user; */ GROUP BY user_id;\n"
+        );
+        std::fs::write(root.join(format!("sql/job-{i:05}.yaml")), sql).unwrap();
+        let jar = format!(
+            "project: {{repo: https://git.example.com/data/clicks.git, build: mvn -q package, artifact: target/clicks.jar}}\n\
+             env: prod\nparams:\n  main_class: com.example.Clicks{i}\n  args: [--topic, clicks-{i}, --brokers, \"${{var:KAFKA}}\"]\n  parallelism: 2\n"
+        );
+        std::fs::write(root.join(format!("jar/job-{i:05}.yaml")), jar).unwrap();
+    }
+    for dir in ["sql", "jar"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+            .args(["validate", dir, "--config", "config.yaml"])
+            .current_dir(root)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{dir}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (mut sql, mut jar) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        for (dir, out) in [("sql", &mut sql), ("jar", &mut jar)] {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_jobkeeper"));
+            c.args(["validate", dir, "--config", "config.yaml"])
+                .current_dir(root);
+            out.push(time_cmd(c));
+        }
+    }
+    sql.sort();
+    jar.sort();
+    let (s, j) = (percentile(&sql, 0.5), percentile(&jar, 0.5));
+    vec![format!(
+        "| `jobkeeper validate --config` of {n} SQL job files vs {n} jar job files (medians of {runs}) | {} vs {} = **{:.2}×** | ≤ 2× |",
+        ms(s),
+        ms(j),
+        s.as_secs_f64() / j.as_secs_f64()
     )]
 }
 
@@ -1258,6 +1323,13 @@ fn main() {
     }
     if want("start") {
         rows.extend(bench_start(jobs));
+    }
+    if want("validate") {
+        let n = std::env::var("BENCH_SQL_JOBS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if smoke { 50 } else { 1000 });
+        rows.extend(bench_validate(n, if smoke { 2 } else { 20 }));
     }
     if want("restart") {
         rows.extend(bench_restart(pushes));

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes jobkeeper's parsers: runs every target of fuzz/ (job files, daemon configs, cron
-# expressions, webhook payloads) for the given time against the committed corpus, and fails on
+# expressions, webhook payloads, SQL text) for the given time against the committed corpus, and fails on
 # any crash. Works on the stable toolchain: cargo-fuzz with `--sanitizer none` (libFuzzer's
 # coverage guidance without a sanitizer, which safe Rust does not need).
 # Usage: scripts/fuzz.sh [seconds-per-target]   (default 60)
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${1:-60}"
-targets=(job_file daemon_config cron webhook)
+targets=(job_file daemon_config cron webhook sql_split)
 cargo_fuzz_version=0.13.2
 
 log() { printf '\n==> %s\n' "$*"; }

@@ -9,7 +9,78 @@ use std::path::Path;
 use crate::diag::Diagnostic;
 use crate::plan::{Change, Plan, plan};
 use crate::repo::{GitTree, JobFile, JobFileChange, Oid, RepoError, open_existing};
-use crate::spec::{self, Context, JobSpec, MAX_JOB_FILE_BYTES};
+use crate::spec::{self, Context, JobSpec, MAX_JOB_FILE_BYTES, RepoFiles};
+
+/// The files of one commit of a config repo, for the `sql_file`s its job files name.
+#[derive(Debug)]
+pub struct TreeFiles<'a> {
+    /// The repository.
+    pub tree: &'a GitTree,
+    /// The commit read.
+    pub commit: Oid,
+}
+
+impl RepoFiles for TreeFiles<'_> {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+        match self.tree.read_path(self.commit, path) {
+            Ok(b) => Ok(Some(b)),
+            Err(RepoError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// The job files of `diff`, plus the job files at `to` (under `path`) whose `sql_file` is one
+/// of the other files (`.sql`) that changed between `from` and `to`: a changed `.sql` file
+/// changes its jobs. Only job files whose text names a changed file's name are parsed.
+pub fn with_sql_dependents(
+    tree: &GitTree,
+    from: Option<Oid>,
+    to: Oid,
+    path: &str,
+    mut diff: Vec<JobFileChange>,
+) -> Result<Vec<JobFileChange>, RepoError> {
+    // Anywhere in the repo: a `sql_file` may lie outside the jobs folder (`../sql/a.sql`).
+    let others = tree.diff_other_files(from, to, "")?;
+    if others.is_empty() {
+        return Ok(diff);
+    }
+    let listed: std::collections::HashSet<String> =
+        diff.iter().map(|c| c.rel_path().to_string()).collect();
+    let files = TreeFiles { tree, commit: to };
+    let ctx = Context {
+        settings: None,
+        files: Some(&files),
+    };
+    for f in tree.list_job_files(to, path)? {
+        if listed.contains(&f.rel_path) {
+            continue;
+        }
+        let Ok(bytes) = tree.read_blob(f.blob) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let names_one = others.iter().any(|o| {
+            let base = o.rsplit('/').next().unwrap_or(o);
+            text.contains(base)
+        });
+        if !names_one {
+            continue;
+        }
+        let uses = spec::parse_job(&f.repo_path, &bytes, ctx)
+            .ok()
+            .and_then(|s| s.sql)
+            .is_some_and(|sql| sql.file.is_some() && others.contains(&sql.path));
+        if uses {
+            diff.push(JobFileChange::Modified {
+                old: f.clone(),
+                new: f,
+            });
+        }
+    }
+    diff.sort_by(|a, b| a.rel_path().cmp(b.rel_path()));
+    Ok(diff)
+}
 
 /// Parses one job file of a commit (name rules, size, content).
 pub fn read_job(
@@ -59,6 +130,12 @@ pub fn read_changes(
     ctx: Context<'_>,
 ) -> Result<Vec<Change>, RepoError> {
     let diff = tree.diff_job_files(from, to, path)?;
+    let diff = with_sql_dependents(tree, from, to, path, diff)?;
+    let files = TreeFiles { tree, commit: to };
+    let ctx = Context {
+        files: Some(&files),
+        ..ctx
+    };
     Ok(changes_of(tree, &diff, ctx))
 }
 
@@ -153,7 +230,27 @@ pub fn plan_between(
             ),
         });
     }
-    let changes = changes_of(&tree, &diff, ctx);
+    let diff = with_sql_dependents(&tree, Some(from), to, path, diff)?;
+    let new_files = TreeFiles {
+        tree: &tree,
+        commit: to,
+    };
+    let old_files = TreeFiles {
+        tree: &tree,
+        commit: from,
+    };
+    let changes = changes_of(
+        &tree,
+        &diff,
+        Context {
+            files: Some(&new_files),
+            ..ctx
+        },
+    );
+    let ctx = Context {
+        files: Some(&old_files),
+        ..ctx
+    };
     // The old versions of the changed files only: read from the diff, not the whole tree.
     let mut applied = BTreeMap::new();
     for change in &diff {

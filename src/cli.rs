@@ -317,6 +317,30 @@ fn job_files(dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
+/// Flink envs that would have to build the SQL runner on a host without `javac`.
+fn sql_runner_problems(settings: &crate::settings::Settings, config: &str) -> Vec<Diagnostic> {
+    use crate::build::sql_runner;
+    let needs: Vec<&str> = settings
+        .envs
+        .iter()
+        .filter(|(_, e)| {
+            matches!(&e.engine, crate::engine::EngineConfig::Flink(f) if f.sql_runner.is_none())
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if needs.is_empty() || sql_runner::javac_on_path() {
+        return Vec::new();
+    }
+    vec![Diagnostic::file(
+        config,
+        format!(
+            "flink env(s) {} have no `sql_runner` and there is no `javac` here: {}",
+            needs.join(", "),
+            sql_runner::NEEDS_JDK
+        ),
+    )]
+}
+
 fn validate(dir: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let settings = match config.map(load_settings).transpose()? {
         Some(Ok(s)) => Some(s),
@@ -325,9 +349,13 @@ fn validate(dir: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     };
     let ctx = spec::Context {
         settings: settings.as_ref().map(|s| s as &dyn spec::DaemonConfig),
+        files: Some(&spec::DiskFiles),
     };
     let files = job_files(dir)?;
     let mut errors: Vec<Diagnostic> = Vec::new();
+    if let (Some(s), Some(path)) = (&settings, config) {
+        errors.extend(sql_runner_problems(s, &path.to_string_lossy()));
+    }
     let mut names = std::collections::BTreeSet::new();
     for rel in &files {
         let display = dir.join(rel).to_string_lossy().into_owned();
@@ -391,6 +419,7 @@ fn plan(
         .unwrap_or_else(|| "jobs".to_string());
     let ctx = spec::Context {
         settings: settings.as_ref().map(|s| s as &dyn spec::DaemonConfig),
+        files: None,
     };
     let plan = crate::changes::plan_between(repo, from, to, &path, ctx)?;
     let out = match format {

@@ -189,9 +189,27 @@ fn project_changes(old: &JobSpec, new: &JobSpec) -> Vec<String> {
 }
 
 /// The changes that need a new run.
+/// `sql` / `sql_file` changes: the file named, or the SQL it holds.
+fn sql_changes(out: &mut Vec<String>, old: &JobSpec, new: &JobSpec) {
+    match (&old.sql, &new.sql) {
+        (None, None) => {}
+        (None, Some(_)) => out.push("sql added".into()),
+        (Some(_), None) => out.push("sql removed".into()),
+        (Some(o), Some(n)) => {
+            if o.file != n.file {
+                changed_shown(out, "sql_file", o.file.as_deref(), n.file.as_deref());
+            } else if o.text != n.text {
+                let what = if n.file.is_some() { "sql_file" } else { "sql" };
+                out.push(format!("{what} changed"));
+            }
+        }
+    }
+}
+
 fn deploy_changes(old: &JobSpec, new: &JobSpec) -> Vec<String> {
     let mut redeploy = Vec::new();
     changed_shown(&mut redeploy, "env", Some(&old.env), Some(&new.env));
+    sql_changes(&mut redeploy, old, new);
     changed(
         &mut redeploy,
         "params.main_class",
@@ -441,6 +459,7 @@ mod tests {
 
     fn spec() -> JobSpec {
         JobSpec {
+            sql: None,
             project: Some(Project {
                 repo: "/src/clicks.git".into(),
                 branch: "main".into(),

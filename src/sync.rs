@@ -222,14 +222,20 @@ fn read_changes(
 ) -> Result<(Vec<Change>, CommitInfo), SyncError> {
     let settings = ctx.settings.get();
     let path = &settings.repo.path;
+    let tree = repo.tree();
+    let files = crate::changes::TreeFiles {
+        tree: &tree,
+        commit: tip,
+    };
     let sctx = spec::Context {
         settings: Some(&*settings),
+        files: Some(&files),
     };
-    let tree = repo.tree();
     let from = applied
         .and_then(|a| Oid::from_str(a).ok())
         .filter(|id| tree.repository().find_commit(*id).is_ok());
     let diff = tree.diff_job_files(from, tip, path)?;
+    let diff = crate::changes::with_sql_dependents(&tree, from, tip, path, diff)?;
     let mut changes = changes_of(&tree, &diff, sctx);
     if from.is_none() {
         let present: HashSet<String> = diff

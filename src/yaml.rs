@@ -530,6 +530,11 @@ impl Checker {
             .push(Diagnostic::new(&self.path, node.line, node.column, msg));
     }
 
+    /// Records a problem found elsewhere (another file, a place inside a scalar).
+    pub fn push(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
     /// True when no problem was recorded.
     pub fn is_ok(&self) -> bool {
         self.diags.is_empty()

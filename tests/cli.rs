@@ -292,12 +292,12 @@ fn validate_with_config_checks_envs_vars_channels_and_engine_params() {
     write(
         &jobs,
         "b-unknown-var.yaml",
-        "env: prod\nparams:\n  args: [\"--brokers\", \"${var:KAFKA_URL}\", \"${secret:pw}\"]\n",
+        "env: prod\nparams:\n  args: [\"--brokers\", \"${var:KAFKA_URL}\", \"${secret:pw}\"]\n  main_class: A\n",
     );
     write(
         &jobs,
         "c-unknown-channel.yaml",
-        "env: prod\nalerts: [oncall, pager]\n",
+        "env: prod\nalerts: [oncall, pager]\nparams: {main_class: A}\n",
     );
     write(
         &jobs,
@@ -307,7 +307,7 @@ fn validate_with_config_checks_envs_vars_channels_and_engine_params() {
     write(
         &jobs,
         "e-fine.yaml",
-        "env: prod\nparams: {args: [\"${var:KAFKA}\", \"${secret:pw}\"]}\nalerts: [oncall]\n",
+        "env: prod\nparams: {main_class: A, args: [\"${var:KAFKA}\", \"${secret:pw}\"]}\nalerts: [oncall]\n",
     );
     let stdout = "\
 jobs/a-unknown-env.yaml:1:6: unknown env `staging`; known envs: dev, prod
@@ -969,7 +969,72 @@ fn the_bundled_examples_validate_against_their_configs() {
         &root,
         &["validate", "jobs-flink", "--config", "jobkeeper-flink.yaml"],
     )
-    .expect(0, "", "2 job file(s) checked: 0 invalid, 0 error(s)\n");
+    .expect(0, "", "3 job file(s) checked: 0 invalid, 0 error(s)\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQL jobs
+
+/// A flink env for SQL job files.
+const SQL_CONFIG: &str = "repo: {url: ./config-repo}\nstate_dir: state\ntimezone: UTC\n\
+envs:\n  prod:\n    engine: flink\n    flink: {url: \"http://127.0.0.1:9\"}\n    vars: {RATE: \"5\"}\n";
+
+#[test]
+fn validate_places_sql_file_errors_in_the_sql_file() {
+    let tmp = tempdir();
+    write(tmp.path(), "config.yaml", SQL_CONFIG);
+    write(
+        tmp.path(),
+        "jobs/a.yaml",
+        "env: prod\nsql_file: ../sql/a.sql\n",
+    );
+    write(
+        tmp.path(),
+        "sql/a.sql",
+        "CREATE TABLE t (x INT) WITH ('rows-per-second' = '${var:RATE}');\n\
+         INSERT INTO u SELECT x FROM t WHERE x > ${var:MIN};\n\
+         INSERT INTO u SELECT 'unclosed FROM t;\n",
+    );
+    jobkeeper(tmp.path(), &["validate", "jobs", "--config", "config.yaml"]).expect(
+        1,
+        "sql/a.sql:2:41: unknown var `MIN` in `${var:MIN}`; known vars of env `prod`: RATE\n\
+         sql/a.sql:3:22: unclosed string: no closing `'`\n",
+        "1 job file(s) checked: 1 invalid, 2 error(s)\n",
+    );
+    write(
+        tmp.path(),
+        "sql/a.sql",
+        "INSERT INTO u SELECT x FROM t WHERE y = ';' -- a comment; here\n;\n",
+    );
+    jobkeeper(tmp.path(), &["validate", "jobs", "--config", "config.yaml"]).expect(
+        0,
+        "",
+        "1 job file(s) checked: 0 invalid, 0 error(s)\n",
+    );
+}
+
+#[test]
+fn plan_names_the_jobs_whose_sql_file_changed() {
+    let tmp = tempdir();
+    let repo = tmp.path().join("config-repo");
+    fs::create_dir_all(&repo).expect("mkdir");
+    git(&repo, &["-c", "init.defaultBranch=main", "init", "-q"]);
+    write(&repo, "jobs/a.yaml", "env: prod\nsql_file: a.sql\n");
+    write(&repo, "jobs/b.yaml", "env: prod\nsql_file: b.sql\n");
+    write(&repo, "jobs/a.sql", "INSERT INTO u SELECT 1;\n");
+    write(&repo, "jobs/b.sql", "INSERT INTO u SELECT 2;\n");
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "two SQL jobs"]);
+    write(&repo, "jobs/a.sql", "INSERT INTO u SELECT 3;\n");
+    git(&repo, &["commit", "-q", "-am", "only a.sql changes"]);
+    let out = jobkeeper(&repo, &["plan", "--from", "HEAD~1", "--to", "HEAD"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("jobs/a.yaml") && out.stdout.contains("sql_file changed"),
+        "{out:?}"
+    );
+    assert!(!out.stdout.contains("jobs/b.yaml"), "{out:?}");
+    assert!(out.stdout.ends_with("plan: 1 redeploy\n"), "{out:?}");
 }
 
 /// `status --url nonsense` said the daemon could not be reached ("builder error"); it is a usage

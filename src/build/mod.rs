@@ -22,6 +22,7 @@ mod cache;
 mod log;
 mod queue;
 mod runner;
+pub mod sql_runner;
 #[cfg(test)]
 mod tests;
 

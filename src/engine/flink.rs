@@ -118,11 +118,13 @@ pub struct FlinkSettings {
     pub url: String,
     /// Where savepoints go.
     pub savepoint_dir: Option<String>,
+    /// A pre-built SQL runner jar; `None`: the runner is built from its source (needs a JDK).
+    pub sql_runner: Option<std::path::PathBuf>,
 }
 
 /// Reads the `flink:` block `n` of an env (`section` in messages); problems go to `c`.
 pub fn read_settings(c: &mut Checker, n: &Node, section: &str) -> Option<FlinkSettings> {
-    let f = c.mapping(n, section, &["url", "savepoint_dir"])?;
+    let f = c.mapping(n, section, &["url", "savepoint_dir", "sql_runner"])?;
     let url = c.required_string(
         &f,
         "url",
@@ -140,9 +142,20 @@ pub fn read_settings(c: &mut Checker, n: &Node, section: &str) -> Option<FlinkSe
     let savepoint_dir = f
         .get("savepoint_dir")
         .and_then(|s| c.string(s, &format!("{section}.savepoint_dir")));
+    let sql_runner = f.get("sql_runner").and_then(|s| {
+        let p = c.string(s, &format!("{section}.sql_runner"))?;
+        if !p.starts_with('/') {
+            c.error(
+                s,
+                format!("`{section}.sql_runner`: `{p}` must be an absolute path to a jar"),
+            );
+        }
+        Some(std::path::PathBuf::from(p))
+    });
     Some(FlinkSettings {
         url: url?,
         savepoint_dir,
+        sql_runner,
     })
 }
 
@@ -303,6 +316,20 @@ impl FlinkEngine {
                 ),
                 None => format!("flink job {jid} FAILED"),
             },
+        }
+    }
+
+    /// [`Self::failure_reason`] of a job that has just failed: its exception history may lag
+    /// its state by a moment, so it is asked again (for up to 5 s) while it holds nothing.
+    async fn settled_reason(&self, jid: &str) -> String {
+        let bare = format!("flink job {jid} FAILED");
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let reason = self.failure_reason(jid).await;
+            if reason != bare || tokio::time::Instant::now() >= until {
+                return reason;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -496,6 +523,47 @@ impl Engine for FlinkEngine {
             engine_id: id,
             start_ticks: None,
         })
+    }
+
+    async fn wait_started(&self, handle: &RunHandle, limit: Duration) -> Result<(), EngineError> {
+        let jid = handle.engine_id.as_str();
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            let body = self.get("/jobs/overview").await?;
+            let job = body["jobs"]
+                .as_array()
+                .and_then(|jobs| jobs.iter().find(|j| j["jid"] == jid).cloned());
+            let state = job
+                .as_ref()
+                .and_then(|j| j["state"].as_str())
+                .unwrap_or_default();
+            match state {
+                "RUNNING" | "FINISHED"
+                    if job.as_ref().is_some_and(|j| {
+                        state == "FINISHED" || j["tasks"]["running"] == j["tasks"]["total"]
+                    }) =>
+                {
+                    return Ok(());
+                }
+                "FAILED" | "FAILING" | "RESTARTING" | "CANCELLING" | "CANCELED" => {
+                    if state != "FAILED" && state != "CANCELED" {
+                        // Flink's own restart strategy would try again and again: stop it.
+                        let req = self
+                            .http
+                            .patch(self.url(&format!("/jobs/{jid}")))
+                            .query(&[("mode", "cancel")]);
+                        self.call(req).await?;
+                        self.wait_ended(jid, Duration::from_secs(30)).await?;
+                    }
+                    return Err(EngineError::Refused(self.settled_reason(jid).await));
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= until {
+                return Ok(());
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     async fn status(&self, handles: &[RunHandle]) -> Result<Vec<RunStatus>, EngineError> {

@@ -161,6 +161,7 @@ mod tests {
         let flink = EngineConfig::Flink(FlinkSettings {
             url: "http://jm:8081".into(),
             savepoint_dir: None,
+            sql_runner: None,
         });
         assert_eq!(flink.kind(), EngineKind::Flink);
         assert_eq!(flink.as_str(), "flink");

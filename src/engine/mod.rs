@@ -178,6 +178,14 @@ pub trait Engine: Send + Sync {
         Ok(None)
     }
 
+    /// Waits, at most `limit`, until a run just submitted from a savepoint has its state back
+    /// (flink: every task RUNNING). A run that fails first (its state no longer matches the
+    /// savepoint, say) is stopped and [`EngineError::Refused`] with its reason. The default, and
+    /// a run still starting after `limit`: Ok.
+    async fn wait_started(&self, _handle: &RunHandle, _limit: Duration) -> Result<(), EngineError> {
+        Ok(())
+    }
+
     /// The id the engine will give run `run_id` of `job`, when the engine lets the caller choose
     /// it (flink: the job id). A submit whose answer was lost can then be found, never repeated.
     fn engine_id_for(&self, _job: &str, _run_id: i64) -> Option<String> {

@@ -8,12 +8,16 @@ use std::sync::Arc;
 use super::actor::{Actor, Stall};
 use super::decide::{Deployed, StepError};
 use super::project_url;
-use crate::build::{Artifact, BuildRequest};
-use crate::engine::{Engine, SubmitRequest};
+use crate::build::{Artifact, BuildRequest, sql_runner};
+use crate::engine::{Engine, EngineError, SubmitRequest};
 use crate::event::{EventKind, JobEvent};
 use crate::plan::{Action, diff_specs};
 use crate::spec::{self, JobSpec, Project, Upgrade};
-use crate::store::JobState;
+use crate::store::{JobState, RunState};
+
+/// How long a new version submitted from a savepoint may take to get its state back before the
+/// deploy counts as done (the health sweep follows it after that).
+const RESTORE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn stalled(kind: EventKind, reason: String) -> StepError {
     StepError::Stalled { kind, reason }
@@ -106,7 +110,11 @@ impl Actor {
             self.restore = None; // `upgrade: stateless`: the new version starts fresh
         }
         let previous = self.applied.replace(new);
-        match self.submit(false).await {
+        let submitted = match self.submit(false).await {
+            Ok(run_id) => self.confirm_restored(run_id).await.map(|()| run_id),
+            Err(reason) => Err(reason),
+        };
+        match submitted {
             Ok(run_id) => {
                 self.record_applied();
                 let why = reasons.to_string();
@@ -117,6 +125,34 @@ impl Actor {
                 self.restore_previous(previous).await;
                 Err(stalled(EventKind::DeployFailed, reason))
             }
+        }
+    }
+
+    /// A new version submitted from a savepoint must get its state back: waits until the
+    /// engine says run `run_id` started. One that failed first (its state no longer matches the
+    /// savepoint) is recorded as failed, and why is returned: the deploy failed.
+    async fn confirm_restored(&mut self, run_id: i64) -> Result<(), String> {
+        let Some(savepoint) = self.restore.clone() else {
+            return Ok(());
+        };
+        let Some(pos) = self
+            .live
+            .iter()
+            .position(|l| l.run_id == run_id && l.confirmed)
+        else {
+            return Ok(());
+        };
+        let (engine, handle) = (self.live[pos].engine.clone(), self.live[pos].handle.clone());
+        match engine.wait_started(&handle, RESTORE_WAIT).await {
+            Err(EngineError::Refused(why)) => {
+                let live = self.live.remove(pos);
+                let why = spec::mask_secrets(&why, &live.secrets);
+                let reason = format!("the new version could not start from {savepoint}: {why}");
+                self.finish_run(run_id, RunState::Failed, Some(&reason));
+                Err(reason)
+            }
+            // Still starting, or the cluster did not answer: the health sweep follows it.
+            _ => Ok(()),
         }
     }
 
@@ -144,18 +180,71 @@ impl Actor {
         spec: &JobSpec,
         reuse: bool,
     ) -> Result<Option<Artifact>, StepError> {
-        let Some(project) = &spec.project else {
+        if spec.project.is_none() && spec.sql.is_none() {
             return Ok(None);
-        };
+        }
+        // A jar job's artifact is no SQL job's, and the other way round.
+        let same_kind = self
+            .applied
+            .as_ref()
+            .is_some_and(|a| a.spec.sql.is_some() == spec.sql.is_some());
         if reuse
+            && same_kind
             && let Some(a) = self.applied.as_ref().and_then(|a| a.artifact.as_ref())
             && a.path.exists()
         {
             return Ok(Some(a.clone()));
         }
-        self.set_state(self.idle_or_running(JobState::Building), Some("building"));
-        let commit = self.resolve_project(project).await?;
-        self.build_at(project, commit).await.map(Some)
+        let built = match &spec.project {
+            Some(project) => {
+                self.set_state(self.idle_or_running(JobState::Building), Some("building"));
+                let commit = self.resolve_project(project).await?;
+                Some(self.build_at(project, commit).await?)
+            }
+            None => None,
+        };
+        if spec.sql.is_none() {
+            return Ok(built);
+        }
+        self.sql_artifact(spec, built).await.map(Some)
+    }
+
+    /// The jar a SQL job runs: the SQL runner (pre-built, or built once from its source), with
+    /// the project's jar inside when the job has a project.
+    pub(super) async fn sql_artifact(
+        &self,
+        spec: &JobSpec,
+        project: Option<Artifact>,
+    ) -> Result<Artifact, StepError> {
+        let settings = self.ctx.settings.get();
+        let prebuilt = settings.envs.get(&spec.env).and_then(|e| match &e.engine {
+            crate::engine::EngineConfig::Flink(f) => f.sql_runner.clone(),
+            _ => None,
+        });
+        let runner = match prebuilt {
+            Some(path) => sql_runner::prebuilt(&path).map_err(|e| {
+                let why = format!("the SQL runner jar {}: {e}", path.display());
+                stalled(EventKind::BuildFailed, why)
+            })?,
+            None => {
+                let req = sql_runner::request(&self.name);
+                tokio::select! {
+                    r = self.ctx.builder.build(req) => r.map_err(|e| {
+                        let why = format!("SQL runner: {e}\n{}", sql_runner::NEEDS_JDK);
+                        stalled(EventKind::BuildFailed, why)
+                    })?,
+                    () = self.cancel.cancelled() => return Err(StepError::Cancelled),
+                }
+            }
+        };
+        let Some(project) = project else {
+            return Ok(runner);
+        };
+        let state_dir = self.ctx.builder.config().state_dir.clone();
+        tokio::task::spawn_blocking(move || sql_runner::with_project(&state_dir, &runner, &project))
+            .await
+            .map_err(|e| stalled(EventKind::BuildFailed, format!("SQL jar: {e}")))?
+            .map_err(|e| stalled(EventKind::BuildFailed, e))
     }
 
     /// The commit a project's branch (tag, commit id) points at now, fetched.
@@ -257,7 +346,11 @@ impl Actor {
             short(&built.commit),
             short(&commit)
         );
-        let result = match self.build_at(&project, commit.clone()).await {
+        let built = match self.build_at(&project, commit.clone()).await {
+            Ok(a) if current.spec.sql.is_some() => self.sql_artifact(&current.spec, Some(a)).await,
+            r => r,
+        };
+        let result = match built {
             Ok(artifact) => self.deploy_followed(current, artifact, &why).await,
             Err(StepError::Stalled { kind, reason }) => Err(StepError::Stalled {
                 kind,
@@ -305,7 +398,11 @@ impl Actor {
             self.event(None, &JobEvent::Deployed { why });
             return Ok(());
         }
-        match self.submit(false).await {
+        let submitted = match self.submit(false).await {
+            Ok(run_id) => self.confirm_restored(run_id).await.map(|()| run_id),
+            Err(reason) => Err(reason),
+        };
+        match submitted {
             Ok(run_id) => {
                 let why = why.to_string();
                 self.event(Some(run_id), &JobEvent::Deployed { why });
@@ -352,9 +449,17 @@ impl Actor {
         log_path: std::path::PathBuf,
     ) -> Result<(SubmitRequest, Vec<String>), String> {
         let secrets_dir = self.ctx.settings.get().secrets_dir.clone();
-        let (params, secrets) =
+        let (mut params, mut secrets) =
             spec::resolve_secrets_with_values(&spec.params, secrets_dir.as_deref())
                 .map_err(|e| e.to_string())?;
+        if let Some(sql) = &spec.sql {
+            let (statements, values) =
+                spec::resolve_sql_secrets(&sql.statements, secrets_dir.as_deref())
+                    .map_err(|e| e.to_string())?;
+            params.main_class = Some(sql_runner::ENTRY_CLASS.to_string());
+            params.args = sql_runner::args(&self.name, &statements);
+            secrets.extend(values);
+        }
         // The working folder of a run with a project: the artifact when it is a folder, else the
         // folder holding it.
         let checkout = artifact.map(|a| {

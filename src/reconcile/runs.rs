@@ -61,7 +61,15 @@ impl Actor {
                 (handle, false)
             }
             Err(e) => {
-                let reason = spec::mask_secrets(&e.to_string(), &secrets);
+                let mut reason = spec::mask_secrets(&e.to_string(), &secrets);
+                if let Some(placed) = deployed
+                    .spec
+                    .sql
+                    .as_ref()
+                    .and_then(|sql| spec::place_flink_error(sql, &reason))
+                {
+                    reason = format!("{placed}\n{reason}");
+                }
                 self.finish_run(run_id, RunState::Failed, Some(&reason));
                 return Err(reason);
             }

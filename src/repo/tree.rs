@@ -255,19 +255,27 @@ impl GitTree {
         // A tree walk that descends only into subtrees whose ids differ: the cost grows with
         // the change, not with the number of job files.
         let mut changes = Vec::new();
-        self.walk_diff(old.as_ref(), new.as_ref(), "", &dir, &mut changes)?;
+        let mut others = Vec::new();
+        self.walk_diff(
+            old.as_ref(),
+            new.as_ref(),
+            "",
+            &dir,
+            &mut (&mut changes, &mut others),
+        )?;
         changes.sort_by(|a, b| a.rel_path().cmp(b.rel_path()));
         Ok(changes)
     }
 
-    /// Appends the job-file changes between two trees (either may be absent) below `prefix`.
+    /// Appends the job-file changes between two trees (either may be absent) below `prefix`
+    /// to `out.0`, and the paths of other changed files to `out.1`.
     fn walk_diff(
         &self,
         old: Option<&Tree<'_>>,
         new: Option<&Tree<'_>>,
         prefix: &str,
         dir: &str,
-        out: &mut Vec<JobFileChange>,
+        out: &mut (&mut Vec<JobFileChange>, &mut Vec<String>),
     ) -> Result<(), RepoError> {
         use std::collections::BTreeMap;
         type Entry = (Oid, i32);
@@ -315,8 +323,12 @@ impl GitTree {
                 self.walk_diff(o_tree.as_ref(), n_tree.as_ref(), &rel, dir, out)?;
             }
             if !is_job_path(&rel) {
+                if blob(o) != blob(n) {
+                    out.1.push(rel);
+                }
                 continue;
             }
+            let out = &mut *out.0;
             match (blob(o), blob(n)) {
                 (Some(a), Some(b)) if a != b => out.push(JobFileChange::Modified {
                     old: job_file(dir, rel.clone(), a),
@@ -335,6 +347,56 @@ impl GitTree {
         self.repo
             .find_tree(id)
             .map_err(RepoError::git(format!("cannot read tree {id}")))
+    }
+
+    /// The content of the file at `path` (from the repository's root) in `commit`.
+    pub fn read_path(&self, commit: Oid, path: &str) -> Result<Vec<u8>, RepoError> {
+        let missing = || self.not_found(format!("`{path}` in commit {commit}"));
+        let tree = self
+            .repo
+            .find_commit(commit)
+            .and_then(|c| c.tree())
+            .map_err(|_| missing())?;
+        let entry = tree
+            .get_path(std::path::Path::new(path))
+            .map_err(|_| missing())?;
+        self.read_blob(entry.id())
+    }
+
+    /// The files below folder `path` that are not job files (`.sql` files) and differ between
+    /// `from` and `to`, as paths in the repository. Same walk as [`GitTree::diff_job_files`].
+    pub fn diff_other_files(
+        &self,
+        from: Option<Oid>,
+        to: Oid,
+        path: &str,
+    ) -> Result<Vec<String>, RepoError> {
+        let dir = normalize_dir(path);
+        let old = match from {
+            Some(id) => self.subtree(id, &dir)?,
+            None => None,
+        };
+        let new = self.subtree(to, &dir)?;
+        if let (Some(a), Some(b)) = (&old, &new)
+            && a.id() == b.id()
+        {
+            return Ok(Vec::new());
+        }
+        let mut others = Vec::new();
+        let mut jobs = Vec::new();
+        self.walk_diff(
+            old.as_ref(),
+            new.as_ref(),
+            "",
+            &dir,
+            &mut (&mut jobs, &mut others),
+        )?;
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        Ok(others.into_iter().map(|r| format!("{prefix}{r}")).collect())
     }
 
     /// The content of a blob.

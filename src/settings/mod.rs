@@ -210,6 +210,10 @@ impl spec::DaemonConfig for Settings {
         self.alerts.keys().map(String::as_str).collect()
     }
 
+    fn engine_name(&self, env: &str) -> Option<&'static str> {
+        self.envs.get(env).map(|e| e.engine.as_str())
+    }
+
     fn check_params(&self, env: &str, params: &Params) -> Result<(), String> {
         match self.envs.get(env) {
             Some(e) => e.engine.kind().check_params(env, params),

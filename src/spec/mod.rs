@@ -13,6 +13,8 @@
 mod placeholders;
 mod read;
 mod schema;
+mod sql;
+mod sql_read;
 #[cfg(test)]
 mod tests;
 
@@ -26,6 +28,10 @@ pub use self::placeholders::{
 };
 pub(crate) use self::read::read_restart;
 pub use self::schema::json_schema;
+pub use self::sql::{SqlError, Statement, StatementKind, split as split_sql};
+pub use self::sql_read::{
+    DiskFiles, RepoFiles, place_flink_error, resolve_sql_secrets, sibling_path,
+};
 use crate::diag::Diagnostic;
 use crate::yaml::{self, Checker};
 
@@ -56,6 +62,25 @@ pub struct JobSpec {
     pub alerts: Option<Vec<String>>,
     /// Stop the job but keep its file and history.
     pub suspend: bool,
+    /// flink: the job's SQL (`sql` or `sql_file`), run by the SQL runner instead of a main class.
+    #[serde(default)]
+    pub sql: Option<Sql>,
+}
+
+/// The SQL of a SQL job, read and split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sql {
+    /// `sql_file` as written; `None` for inline `sql`.
+    pub file: Option<String>,
+    /// The file the statements are in (the job file, or the `.sql` file), as the operator knows it.
+    pub path: String,
+    /// The whole text, `${var:..}` replaced (`${secret:..}` kept).
+    pub text: String,
+    /// The statements, `${var:..}` replaced; their lines and columns are places in `path`.
+    pub statements: Vec<Statement>,
+    /// Columns before the SQL text on its lines in `path` (an inline block's indentation).
+    #[serde(default)]
+    pub indent: usize,
 }
 
 /// The git repo, branch and folder holding a job's code, and how to build it.
@@ -220,6 +245,9 @@ pub struct Context<'a> {
     /// (an unknown name is an error), `alerts` must name channels, params are checked against
     /// the env's engine.
     pub settings: Option<&'a dyn DaemonConfig>,
+    /// Reads the files a job file names (`sql_file`), at the same commit; without it, a
+    /// `sql_file` is not read.
+    pub files: Option<&'a dyn RepoFiles>,
 }
 
 /// The parts of the daemon config a job file is checked against
@@ -233,6 +261,8 @@ pub trait DaemonConfig: std::fmt::Debug {
     fn has_channel(&self, name: &str) -> bool;
     /// Every alert channel's name, sorted.
     fn channel_names(&self) -> Vec<&str>;
+    /// The name of the engine of env `env` (`local`, `flink`, `spark`), `None` for no such env.
+    fn engine_name(&self, env: &str) -> Option<&'static str>;
     /// What the engine of env `env` finds wrong with a job's params.
     fn check_params(&self, env: &str, params: &Params) -> Result<(), String>;
 }
@@ -248,7 +278,7 @@ pub fn job_name_of(rel_path: &str) -> Option<&str> {
 /// The fields a job file may have.
 pub const JOB_FIELDS: &[&str] = &[
     "project", "env", "params", "schedule", "overlap", "timeout", "restart", "upgrade", "alerts",
-    "suspend",
+    "suspend", "sql", "sql_file",
 ];
 /// The fields of `project`.
 pub const PROJECT_FIELDS: &[&str] = &["repo", "branch", "dir", "build", "artifact", "follow"];
@@ -310,7 +340,7 @@ pub fn parse_job(path: &str, bytes: &[u8], ctx: Context) -> Result<JobSpec, Vec<
     let src = utf8(path, bytes)?;
     let root = yaml::parse(path, src)?;
     let mut c = Checker::new(path);
-    let spec = read::read_job(&mut c, &root, ctx);
+    let spec = read::read_job(&mut c, &root, src, ctx);
     let diags = c.finish();
     if diags.is_empty() {
         Ok(spec)

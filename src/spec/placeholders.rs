@@ -31,6 +31,17 @@ impl Expand<'_> {
     }
 }
 
+impl Expand<'_> {
+    /// `text` with `${var:..}` replaced (when vars are known), and the problems of its
+    /// placeholders as messages (the text is then returned as far as it could be replaced).
+    pub(super) fn quietly(&self, text: &str) -> (String, Vec<String>) {
+        match expand(text, self.vars, self.env) {
+            Ok(s) => (s, Vec::new()),
+            Err(msgs) => (text.to_string(), msgs),
+        }
+    }
+}
+
 /// True for a valid `${secret:NAME}` name.
 fn is_secret_name(name: &str) -> bool {
     !name.is_empty()

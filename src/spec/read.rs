@@ -9,7 +9,7 @@ use crate::schedule::Schedule;
 use crate::yaml::{Checker, Fields, Node, Value};
 
 /// Reads the whole job; problems go to `c`, fields with problems keep their defaults.
-pub(super) fn read_job(c: &mut Checker, root: &Node, ctx: Context) -> JobSpec {
+pub(super) fn read_job(c: &mut Checker, root: &Node, src: &str, ctx: Context) -> JobSpec {
     let mut spec = JobSpec {
         project: None,
         env: String::new(),
@@ -21,6 +21,7 @@ pub(super) fn read_job(c: &mut Checker, root: &Node, ctx: Context) -> JobSpec {
         upgrade: Upgrade::default(),
         alerts: None,
         suspend: false,
+        sql: None,
     };
     let Some(f) = c.mapping(root, "", JOB_FIELDS) else {
         return spec;
@@ -42,10 +43,8 @@ pub(super) fn read_job(c: &mut Checker, root: &Node, ctx: Context) -> JobSpec {
             vars
         }),
     };
-    let ex = Expand {
-        vars,
-        env: &spec.env,
-    };
+    let env = spec.env.clone();
+    let ex = Expand { vars, env: &env };
 
     if let Some(n) = f.get("project") {
         spec.project = read_project(c, n, &ex);
@@ -53,6 +52,9 @@ pub(super) fn read_job(c: &mut Checker, root: &Node, ctx: Context) -> JobSpec {
     if let Some(n) = f.get("params") {
         spec.params = read_params(c, n, &ex);
     }
+    let engine = ctx.settings.and_then(|s| s.engine_name(ex.env));
+    let sql = super::sql_read::read_sql(c, &f, src, &ex, ctx, engine);
+    spec.sql = sql;
     read_run_fields(c, &f, &mut spec);
     if let Some(n) = f.get("alerts") {
         spec.alerts = read_alerts(c, n, ctx.settings);

@@ -62,7 +62,9 @@ pub fn json_schema() -> serde_json::Value {
             },
             "upgrade": {"enum": ["savepoint", "stateless"], "default": "savepoint", "description": "Flink: savepoint (stop with a savepoint, resubmit from it) | stateless."},
             "alerts": {"type": "array", "items": {"type": "string"}, "description": "Alert channels (default: the env's)."},
-            "suspend": {"type": "boolean", "default": false, "description": "true: stop the job but keep its file and history."}
+            "suspend": {"type": "boolean", "default": false, "description": "true: stop the job but keep its file and history."},
+            "sql": {"type": "string", "description": "flink: the job's Flink SQL statements (CREATE, SET 'key' = 'value', INSERT INTO), run as one job instead of params.main_class."},
+            "sql_file": {"type": "string", "description": "flink: a file of Flink SQL statements, relative to the job file, in the config repo; instead of sql or params.main_class."}
         }
     })
 }

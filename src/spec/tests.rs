@@ -32,7 +32,17 @@ fn errors(src: &str) -> String {
 
 fn errors_with(src: &str) -> String {
     let s = settings();
-    render(&parse_job(P, src.as_bytes(), Context { settings: Some(&s) }).expect_err("should fail"))
+    render(
+        &parse_job(
+            P,
+            src.as_bytes(),
+            Context {
+                settings: Some(&s),
+                files: None,
+            },
+        )
+        .expect_err("should fail"),
+    )
 }
 
 fn ok(src: &str) -> JobSpec {
@@ -211,8 +221,8 @@ fn unknown_env_with_settings() {
 #[test]
 fn unknown_alert_channel_with_settings() {
     assert_eq!(
-        errors_with("env: prod\nalerts: [oncall, pager]\n"),
-        "jobs/a.yaml:2:18: unknown alert channel `pager`; known channels: oncall\n"
+        errors_with("env: prod\nparams: {main_class: A}\nalerts: [oncall, pager]\n"),
+        "jobs/a.yaml:3:18: unknown alert channel `pager`; known channels: oncall\n"
     );
 }
 
@@ -227,8 +237,11 @@ fn local_env_needs_command() {
 #[test]
 fn vars_replaced_with_settings() {
     let s = settings();
-    let ctx = Context { settings: Some(&s) };
-    let src = "env: prod\nproject: {repo: \"https://x/${var:KAFKA}.git\"}\nparams: {args: [\"--b=${var:KAFKA}\", \"${var:PORT}\", \"${secret:pw}\"], conf: {k: \"${var:PORT}\"}}\n";
+    let ctx = Context {
+        settings: Some(&s),
+        files: None,
+    };
+    let src = "env: prod\nproject: {repo: \"https://x/${var:KAFKA}.git\"}\nparams: {main_class: A, args: [\"--b=${var:KAFKA}\", \"${var:PORT}\", \"${secret:pw}\"], conf: {k: \"${var:PORT}\"}}\n";
     let spec = parse_job(P, src.as_bytes(), ctx).expect("valid");
     assert_eq!(
         spec.params.args,
@@ -247,7 +260,9 @@ fn vars_replaced_with_settings() {
 #[test]
 fn unknown_var() {
     assert_eq!(
-        errors_with("env: prod\nparams:\n  args: [\"--x\", \"${var:KAFKA_URL}\"]\n"),
+        errors_with(
+            "env: prod\nparams:\n  args: [\"--x\", \"${var:KAFKA_URL}\"]\n  main_class: A\n"
+        ),
         "jobs/a.yaml:3:17: unknown var `KAFKA_URL` in `${var:KAFKA_URL}`; known vars of env `prod`: KAFKA, PORT\n"
     );
 }
@@ -420,6 +435,37 @@ fn garbage_never_panics() {
     for input in &inputs {
         let _ = parse_job(P, input, Context::default());
         let s = settings();
-        let _ = parse_job(P, input, Context { settings: Some(&s) });
+        let _ = parse_job(
+            P,
+            input,
+            Context {
+                settings: Some(&s),
+                files: None,
+            },
+        );
     }
+}
+
+#[test]
+fn sql_is_split_and_placed_in_the_job_file() {
+    let s = settings();
+    let ctx = Context {
+        settings: Some(&s),
+        files: None,
+    };
+    let src = "env: prod\nsql: |\n  SET 'parallelism.default' = '2';\n  CREATE TABLE t (x STRING) WITH ('k' = '${var:KAFKA}');\n  INSERT INTO u SELECT x FROM t;\n";
+    let spec = parse_job(P, src.as_bytes(), ctx).expect("valid");
+    let sql = spec.sql.expect("sql");
+    assert_eq!(sql.file, None);
+    assert_eq!(sql.path, P);
+    let at: Vec<(usize, usize)> = sql.statements.iter().map(|s| (s.line, s.column)).collect();
+    assert_eq!(at, vec![(3, 3), (4, 3), (5, 3)]);
+    assert!(sql.statements[1].text.contains("'kafka-prod:9092'"));
+    assert_eq!(
+        sql.statements[0].kind,
+        StatementKind::Set {
+            key: "parallelism.default".into(),
+            value: "2".into()
+        }
+    );
 }

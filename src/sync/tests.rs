@@ -9,6 +9,7 @@ use crate::spec::{Overlap, Params, RestartOverride, Upgrade};
 
 fn spec(command: &str) -> JobSpec {
     JobSpec {
+        sql: None,
         project: None,
         env: "dev".into(),
         params: Params {

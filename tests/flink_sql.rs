@@ -1,0 +1,300 @@
+//! SQL jobs end to end against a real Apache Flink 2.3.0 session cluster: the daemon builds the
+//! SQL runner from its source (with the host's JDK), submits the statements through
+//! `/jars/{id}/run`, upgrades through savepoints, redeploys when only the `.sql` file changed,
+//! reports a statement Flink refuses at its place in the job file, and puts a project's UDF jar
+//! on the job's classpath.
+//!
+//! Needs `JOBKEEPER_FLINK_URL` and `JOBKEEPER_FLINK_LIB` as tests/flink.rs does (scripts/test.sh
+//! exports them). Every test cancels the Flink jobs it started, even when it fails.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn need(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: the flink tests need a running Flink cluster. Run scripts/test.sh, \
+             or: scripts/flink.sh start /tmp/jk-flink 18081 && export \
+             JOBKEEPER_FLINK_URL=http://127.0.0.1:18081 JOBKEEPER_FLINK_LIB=$(scripts/flink.sh lib)"
+        )
+    })
+}
+
+async fn rest(url: &str, path: &str) -> Value {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    match client.get(format!("{url}{path}")).send().await {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+/// Flink's name and state of a job (`None` when the cluster does not know it).
+async fn flink_job(url: &str, jid: &str) -> Option<(String, String)> {
+    let o = rest(url, "/jobs/overview").await;
+    o["jobs"]
+        .as_array()?
+        .iter()
+        .find(|j| j["jid"] == jid)
+        .map(|j| {
+            (
+                j["name"].as_str().unwrap_or_default().to_string(),
+                j["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+}
+
+/// A config repo and a daemon config with a `flink` env on `url`.
+fn setup(root: &Path, url: &str) -> (Git, String, StopRunsOnDrop) {
+    let git = Git::new(root, "config");
+    let extra = format!(
+        "  flink: {{engine: flink, flink: {{url: \"{url}\", savepoint_dir: \"file://{}\"}}}}\nhealth: {{interval: 1s}}\n",
+        root.join("savepoints").display()
+    );
+    let cfg = config(root, &git, &extra);
+    let cleanup = StopRunsOnDrop {
+        db: root.join("state/jobkeeper.db"),
+        method: "PATCH",
+        url: format!("{url}/jobs/{{id}}?mode=cancel"),
+    };
+    (git, cfg, cleanup)
+}
+
+/// datagen → blackhole at `rate` rows per second, reading from `source`.
+fn clicks_sql(rate: u32, source: &str) -> String {
+    format!(
+        "-- clicks; counted per user\n\
+         CREATE TABLE clicks (user_id INT, url STRING) WITH (\n  'connector' = 'datagen',\n  \
+         'rows-per-second' = '{rate}',\n  'fields.user_id.min' = '1',\n  'fields.user_id.max' = '9'\n);\n\
+         CREATE TABLE totals (user_id INT, n BIGINT) WITH ('connector' = 'blackhole');\n\
+         INSERT INTO totals SELECT user_id, COUNT(*) FROM {source} GROUP BY user_id;\n"
+    )
+}
+
+/// A SQL job file with `sql` as its `sql_file` or inline.
+fn sql_job(body: &str) -> String {
+    format!(
+        "env: flink\n{body}params:\n  parallelism: 1\n  conf: {{execution.checkpointing.interval: \"500ms\"}}\n"
+    )
+}
+
+/// The inline form of `sql`.
+fn inline(sql: &str) -> String {
+    let indented: String = sql.lines().map(|l| format!("  {l}\n")).collect();
+    format!("sql: |\n{indented}")
+}
+
+/// Waits for the job's only live run to be RUNNING (and not one of `not`); returns its job id.
+async fn running(d: &Daemon, url: &str, name: &str, not: &[String]) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        if let [run] = d.live_runs(name).as_slice() {
+            let jid = engine_id(run);
+            let state = flink_job(url, &jid).await.map(|j| j.1);
+            if !not.contains(&jid) && state.as_deref() == Some("RUNNING") {
+                return jid;
+            }
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "timed out after {LIMIT:?} waiting for {name} RUNNING on flink; events: {:#?}",
+            d.events(name)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `latest.restored` of a job's checkpoint statistics, once there is one.
+async fn restored_from(url: &str, jid: &str) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let c = rest(url, &format!("/jobs/{jid}/checkpoints")).await;
+        let r = &c["latest"]["restored"];
+        if r.is_object() {
+            return r.clone();
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "timed out waiting for job {jid} to report its restore: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sql_file_job_runs_and_a_change_to_its_sql_file_alone_upgrades_it_from_a_savepoint() {
+    let url = need("JOBKEEPER_FLINK_URL");
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg, _cleanup) = setup(tmp.path(), &url);
+    git.write("jobs/clicks.sql", &clicks_sql(5, "clicks"));
+    git.write("jobs/clicks.yaml", &sql_job("sql_file: clicks.sql\n"));
+    git.commit_push("a SQL job");
+    let d = start(tmp.path(), &cfg).await;
+    let jid1 = running(&d, &url, "clicks", &[]).await;
+    let (name, _) = flink_job(&url, &jid1).await.unwrap();
+    assert_eq!(name, "clicks", "the Flink job is named after the job");
+
+    // Only the .sql file changes (a connector option): the job is upgraded through a savepoint.
+    git.write("jobs/clicks.sql", &clicks_sql(7, "clicks"));
+    let before = git.git(&["rev-parse", "HEAD"]).trim().to_string();
+    let after = git.commit_push("faster clicks");
+    let jid2 = running(&d, &url, "clicks", std::slice::from_ref(&jid1)).await;
+    assert_eq!(
+        flink_job(&url, &jid1).await.map(|j| j.1).as_deref(),
+        Some("FINISHED")
+    );
+    let restored = restored_from(&url, &jid2).await;
+    assert_eq!(restored["is_savepoint"], true, "{restored}");
+    wait_for("deployed: sql_file changed", LIMIT, || {
+        d.events("clicks")
+            .iter()
+            .any(|e| e.kind == "deployed" && e.message == "sql_file changed")
+    })
+    .await;
+
+    // `plan` says the same for the same two commits.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+        .args(["plan", "--repo"])
+        .arg(&git.work)
+        .args(["--from", &before, "--to", &after])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("clicks") && text.contains("sql_file changed"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_flink_refuses_is_deploy_failed_at_its_place_and_the_running_version_stays() {
+    let url = need("JOBKEEPER_FLINK_URL");
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg, _cleanup) = setup(tmp.path(), &url);
+    git.write(
+        "jobs/inline.yaml",
+        &sql_job(&inline(&clicks_sql(5, "clicks"))),
+    );
+    git.commit_push("an inline SQL job");
+    let d = start(tmp.path(), &cfg).await;
+    let jid1 = running(&d, &url, "inline", &[]).await;
+
+    git.write(
+        "jobs/inline.yaml",
+        &sql_job(&inline(&clicks_sql(5, "nope"))),
+    );
+    git.commit_push("a missing table");
+    wait_for("deploy_failed", LIMIT, || {
+        d.has_event("inline", "deploy_failed")
+    })
+    .await;
+    let e = d
+        .events("inline")
+        .into_iter()
+        .find(|e| e.kind == "deploy_failed")
+        .unwrap();
+    assert!(e.message.contains("Object 'nope' not found"), "{e:?}");
+    // The INSERT is file line 11, indented 2; `nope` is at its column 50.
+    assert!(
+        e.message.contains("jobs/inline.yaml:11:52: "),
+        "placed in the job file: {e:?}"
+    );
+    // The previous version runs again, from the savepoint of its stop.
+    let jid2 = running(&d, &url, "inline", std::slice::from_ref(&jid1)).await;
+    assert_eq!(restored_from(&url, &jid2).await["is_savepoint"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sql_job_calls_a_udf_from_its_project_jar() {
+    let url = need("JOBKEEPER_FLINK_URL");
+    let lib = need("JOBKEEPER_FLINK_LIB");
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg, _cleanup) = setup(tmp.path(), &url);
+    git.write(
+        "projects/udf/src/example/Shout.java",
+        "package example;\n\
+         public class Shout extends org.apache.flink.table.functions.ScalarFunction {\n  \
+         public String eval(String s) { return s == null ? null : s.toUpperCase() + \"!\"; }\n}\n",
+    );
+    let sql = "CREATE FUNCTION shout AS 'example.Shout';\n\
+               CREATE TABLE words (w STRING) WITH ('connector' = 'datagen', 'rows-per-second' = '5');\n\
+               CREATE TABLE loud (w STRING) WITH ('connector' = 'blackhole');\n\
+               INSERT INTO loud SELECT shout(w) FROM words;\n";
+    let job = format!(
+        "project:\n  repo: .\n  dir: projects/udf\n  build: mkdir -p out/classes && javac --release 17 -cp \"{lib}/*\" -d out/classes src/example/Shout.java && jar cf out/udf.jar -C out/classes .\n  artifact: out/udf.jar\n{}",
+        sql_job(&inline(sql))
+    );
+    git.write("jobs/udf.yaml", &job);
+    git.commit_push("a SQL job with a UDF");
+    let d = start(tmp.path(), &cfg).await;
+    let jid = running(&d, &url, "udf", &[]).await;
+    // Still running a moment later: the function was found and runs.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        flink_job(&url, &jid).await.map(|j| j.1).as_deref(),
+        Some("RUNNING"),
+        "{:#?}",
+        d.events("udf")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_whose_state_no_longer_matches_is_deploy_failed_and_the_previous_version_resumes() {
+    let url = need("JOBKEEPER_FLINK_URL");
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg, _cleanup) = setup(tmp.path(), &url);
+    git.write(
+        "jobs/state.yaml",
+        &sql_job(&inline(&clicks_sql(5, "clicks"))),
+    );
+    git.commit_push("v1");
+    let d = start(tmp.path(), &cfg).await;
+    let jid1 = running(&d, &url, "state", &[]).await;
+
+    // Grouped by another key, same operators: Flink takes the job, then cannot read the keyed
+    // state of the savepoint back and fails it while it starts. (A change of operators is
+    // refused by the run request itself, the same way as a refused statement.)
+    let v2 = clicks_sql(5, "clicks").replace(
+        "SELECT user_id, COUNT(*) FROM clicks GROUP BY user_id",
+        "SELECT CAST(COUNT(DISTINCT url) AS INT), MAX(user_id) FROM clicks WHERE user_id > 2 GROUP BY url",
+    );
+    git.write("jobs/state.yaml", &sql_job(&inline(&v2)));
+    git.commit_push("v2: another key");
+    wait_for("deploy_failed", LIMIT, || {
+        d.has_event("state", "deploy_failed")
+    })
+    .await;
+    let e = d
+        .events("state")
+        .into_iter()
+        .find(|e| e.kind == "deploy_failed")
+        .unwrap();
+    assert!(
+        e.message.contains("could not start from") && e.message.contains("StateMigrationException"),
+        "Flink's reason: {e:?}"
+    );
+    // v1 runs again, from the savepoint its stop took; nothing was retried or given up.
+    let jid3 = running(&d, &url, "state", std::slice::from_ref(&jid1)).await;
+    let restored = restored_from(&url, &jid3).await;
+    assert_eq!(restored["is_savepoint"], true, "{restored}");
+    let sps = d.store.savepoints("state", 10).unwrap();
+    assert_eq!(
+        restored["external_path"].as_str(),
+        Some(sps.last().unwrap().location.as_str()),
+        "{restored} {sps:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!d.has_event("state", "gave_up"), "{:#?}", d.events("state"));
+    let runs = d.runs("state");
+    assert_eq!(runs.len(), 3, "v1, the refused v2, v1 again: {runs:#?}");
+}
