@@ -14,7 +14,7 @@
 //!   `git daemon` (not watched) and `poll: 1h`: p50/p99;
 //! - flink (needs a cluster: `JOBKEEPER_FLINK_URL`, `JOBKEEPER_FLINK_LIB`; skipped with a note
 //!   when unset): commit → job RUNNING (build excluded), failure → resubmitted → RUNNING with a
-//!   1 s `health.interval`, savepoint upgrade end to end;
+//!   1 s `health.interval`, savepoint upgrade end to end; the same for a SQL job (warm runner);
 //! - spark (needs a cluster: `JOBKEEPER_SPARK_URL`, `_MASTER`, `_UI`, `_JARS`; skipped with a
 //!   note when unset): commit → driver RUNNING against the same create sent straight to the
 //!   REST server, and schedule tick → driver RUNNING.
@@ -931,13 +931,31 @@ fn example_project(root: &Path, name: &str) -> PathBuf {
 
 /// On a real Flink cluster: commit → RUNNING (artifact already built), external cancel →
 /// resubmitted → RUNNING, and a savepoint upgrade, each `n` times.
-fn bench_flink(url: &str, lib: &str, n: usize) -> Vec<String> {
+/// A SQL job for the flink bench: datagen → per-key count → blackhole; an upgrade (`tag`
+/// `u…`) changes a connector option.
+fn sql_bench_job(tag: &str) -> String {
+    let rate = if tag.starts_with('u') { 6 } else { 5 };
+    format!(
+        "env: flink\nrestart: {{attempts: 1000, window: 1h, backoff: 0s, max_backoff: 0s}}\n\
+         params:\n  parallelism: 1\n  conf: {{execution.checkpointing.interval: \"1s\"}}\nsql: |\n  \
+         CREATE TABLE clicks (user_id INT, url STRING) WITH ('connector' = 'datagen',\n    \
+         'rows-per-second' = '{rate}', 'fields.user_id.min' = '1', 'fields.user_id.max' = '9');\n  \
+         CREATE TABLE totals (user_id INT, n BIGINT) WITH ('connector' = 'blackhole');\n  \
+         INSERT INTO totals SELECT user_id, COUNT(*) FROM clicks GROUP BY user_id;\n"
+    )
+}
+
+/// The flink part: the flink-counter jar job, or (`sql`) a SQL job run by the SQL runner.
+fn bench_flink(url: &str, lib: &str, n: usize, sql: bool) -> Vec<String> {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     // The project in a repo of its own, so config commits do not change its build key.
     let project = example_project(root, "flink-counter");
     let (bare, work) = make_repo(root, 0, |_| String::new());
     let job = |tag: &str| {
+        if sql {
+            return sql_bench_job(tag);
+        }
         format!(
             "project: {{repo: {}, branch: main, build: sh build.sh \"{lib}\", artifact: out/flink-counter.jar}}\n\
              env: flink\nrestart: {{attempts: 1000, window: 1h, backoff: 0s, max_backoff: 0s}}\n\
@@ -986,7 +1004,11 @@ fn bench_flink(url: &str, lib: &str, n: usize) -> Vec<String> {
                     {
                         return jid;
                     }
-                    assert!(Instant::now() < deadline, "flink job did not start");
+                    assert!(
+                        Instant::now() < deadline,
+                        "flink job did not start: {:#?}",
+                        store.events(Some("counter"), 10).unwrap_or_default()
+                    );
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
@@ -1061,6 +1083,25 @@ fn bench_flink(url: &str, lib: &str, n: usize) -> Vec<String> {
             ms(*v.last().unwrap())
         )
     };
+    if sql {
+        return vec![
+            row(
+                "flink SQL: commit → job and all its tasks RUNNING (runner built, jar uploaded)",
+                deploy,
+                "",
+            ),
+            row(
+                "flink SQL: job cancelled outside jobkeeper → resubmitted → RUNNING",
+                restart,
+                "≤ 5 s",
+            ),
+            row(
+                "flink SQL: commit changing a connector option → stop with savepoint → new run RUNNING from it",
+                upgrade,
+                "",
+            ),
+        ];
+    }
     vec![
         row(
             "flink: commit → job and all its tasks RUNNING (artifact built, jar uploaded)",
@@ -1364,7 +1405,8 @@ fn main() {
                     .ok()
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(if smoke { 1 } else { 10 });
-                rows.extend(bench_flink(&url, &lib, n));
+                rows.extend(bench_flink(&url, &lib, n, false));
+                rows.extend(bench_flink(&url, &lib, n, true));
             }
             _ if only.as_deref() == Some("flink") && !smoke => {
                 panic!(

@@ -538,15 +538,17 @@ impl Engine for FlinkEngine {
                 .and_then(|j| j["state"].as_str())
                 .unwrap_or_default();
             match state {
-                "RUNNING" | "FINISHED"
-                    if job.as_ref().is_some_and(|j| {
-                        state == "FINISHED" || j["tasks"]["running"] == j["tasks"]["total"]
-                    }) =>
+                "RUNNING"
+                    if job
+                        .as_ref()
+                        .is_some_and(|j| j["tasks"]["running"] == j["tasks"]["total"]) =>
                 {
                     return Ok(());
                 }
-                "FAILED" | "FAILING" | "RESTARTING" | "CANCELLING" | "CANCELED" => {
-                    if state != "FAILED" && state != "CANCELED" {
+                // Ended another way (cancelled outside jobkeeper, say): the health sweep sees it.
+                "FINISHED" | "CANCELLING" | "CANCELED" => return Ok(()),
+                "FAILED" | "FAILING" | "RESTARTING" => {
+                    if state != "FAILED" {
                         // Flink's own restart strategy would try again and again: stop it.
                         let req = self
                             .http
