@@ -45,7 +45,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = spec::parse_job(
             "jobs/a.yaml",
             job.as_bytes(),
-            Context { settings: Some(&s) },
+            Context {
+                settings: Some(&s),
+                files: None,
+            },
         );
     }
     for channel in s.alerts.keys() {

@@ -98,6 +98,7 @@ fuzz_target!(|data: &[u8]| {
         data,
         Context {
             settings: Some(&*SETTINGS),
+            files: None,
         },
     );
     for result in [&without, &with] {

@@ -320,10 +320,12 @@ impl FlinkEngine {
     }
 
     /// [`Self::failure_reason`] of a job that has just failed: its exception history may lag
-    /// its state by a moment, so it is asked again (for up to 5 s) while it holds nothing.
+    /// its state by a moment, so it is asked again (for up to 20 s) while it holds nothing.
     async fn settled_reason(&self, jid: &str) -> String {
         let bare = format!("flink job {jid} FAILED");
-        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        // Flink files a failed job's exception a little after the job shows FAILED; on a busy
+        // host that has taken more than 5 s.
+        let until = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let reason = self.failure_reason(jid).await;
             if reason != bare || tokio::time::Instant::now() >= until {
