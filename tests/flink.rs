@@ -1,10 +1,13 @@
-//! The flink engine end to end against a real Apache Flink 2.3.0 session cluster, with a small
-//! stateful job (example-repo/projects/flink-counter) built from its Java source by the daemon.
+//! The flink engine end to end against real Apache Flink session clusters, 2.3.0 and 1.20.3,
+//! with a small stateful job (example-repo/projects/flink-counter) built from its Java source by
+//! the daemon against the lib folder of the cluster under test.
 //!
-//! `scripts/test.sh` starts the cluster with `scripts/flink.sh` and exports
-//! `JOBKEEPER_FLINK_URL` and `JOBKEEPER_FLINK_LIB`; without them these tests fail (they do not
-//! skip). The outage test starts and stops a second cluster of its own. Every test cancels the
-//! Flink jobs it started, even when it fails.
+//! `scripts/test.sh` starts both clusters with `scripts/flink.sh` and exports
+//! `JOBKEEPER_FLINK_URL` and `JOBKEEPER_FLINK_LIB` (2.3.0), `JOBKEEPER_FLINK_1_20_URL` and
+//! `JOBKEEPER_FLINK_1_20_LIB` (1.20.3); without them these tests fail (they do not skip). Each
+//! test that is not about one version is a function of the [`Cluster`] under test, run once per
+//! version by [`on_each_version!`]. The outage test starts and stops a cluster of its own. Every
+//! test cancels the Flink jobs it started, even when it fails.
 
 mod common;
 
@@ -26,12 +29,53 @@ fn need(var: &str) -> String {
     })
 }
 
-fn flink_url() -> String {
-    need("JOBKEEPER_FLINK_URL")
+/// A Flink cluster under test.
+#[derive(Debug, Clone)]
+struct Cluster {
+    /// Its REST URL.
+    url: String,
+    /// Its `lib/` folder, to build jobs against.
+    lib: String,
+    /// Its Flink version, as `scripts/flink.sh` takes it.
+    version: &'static str,
 }
 
-fn flink_lib() -> String {
-    need("JOBKEEPER_FLINK_LIB")
+impl Cluster {
+    /// The Flink 2.3.0 cluster of scripts/test.sh.
+    fn v2_3() -> Cluster {
+        Cluster {
+            url: need("JOBKEEPER_FLINK_URL"),
+            lib: need("JOBKEEPER_FLINK_LIB"),
+            version: "2.3.0",
+        }
+    }
+
+    /// The Flink 1.20.3 cluster of scripts/test.sh.
+    fn v1_20() -> Cluster {
+        Cluster {
+            url: need("JOBKEEPER_FLINK_1_20_URL"),
+            lib: need("JOBKEEPER_FLINK_1_20_LIB"),
+            version: "1.20.3",
+        }
+    }
+}
+
+/// Runs the test function `$name(&Cluster)` once per Flink version, as `$name::flink_2_3` and
+/// `$name::flink_1_20`.
+macro_rules! on_each_version {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn flink_2_3() {
+                super::$name(&super::Cluster::v2_3()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn flink_1_20() {
+                super::$name(&super::Cluster::v1_20()).await
+            }
+        }
+    };
 }
 
 async fn rest(url: &str, path: &str) -> Value {
@@ -86,14 +130,14 @@ fn setup(root: &Path, url: &str) -> (Git, String) {
     (git, cfg)
 }
 
-/// A flink-counter job file.
-fn counter(args: &[&str], extra: &str) -> String {
+/// A flink-counter job file, built against `lib`.
+fn counter(lib: &str, args: &[&str], extra: &str) -> String {
     let args: Vec<String> = args.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
         "project:\n  repo: .\n  dir: projects/flink-counter\n  build: sh build.sh \"{}\"\n  artifact: out/flink-counter.jar\n\
          env: flink\nparams:\n  main_class: example.Counter\n  args: [{}]\n  parallelism: 1\n\
          \x20 conf: {{execution.checkpointing.interval: \"500ms\"}}\n{extra}",
-        flink_lib(),
+        lib,
         args.join(", ")
     )
 }
@@ -135,20 +179,24 @@ async fn restored_from(url: &str, jid: &str) -> Value {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deploy_then_a_savepoint_upgrade_restores_the_new_run_and_removal_keeps_a_savepoint() {
-    let url = flink_url();
+on_each_version!(
+    deploy_then_a_savepoint_upgrade_restores_the_new_run_and_removal_keeps_a_savepoint
+);
+async fn deploy_then_a_savepoint_upgrade_restores_the_new_run_and_removal_keeps_a_savepoint(
+    c: &Cluster,
+) {
+    let url = c.url.clone();
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg) = setup(tmp.path(), &url);
     let _cleanup = cleanup(&url, tmp.path());
-    git.write("jobs/counter.yaml", &counter(&["--tag", "v1"], ""));
+    git.write("jobs/counter.yaml", &counter(&c.lib, &["--tag", "v1"], ""));
     git.commit_push("a flink job");
     let d = start(tmp.path(), &cfg).await;
     let (run1, jid1) = running(&d, &url, "counter", &[]).await;
     assert_eq!(d.job("counter").unwrap().state, "running");
 
     // Change the args: stop with a savepoint, start the new version from it.
-    git.write("jobs/counter.yaml", &counter(&["--tag", "v2"], ""));
+    git.write("jobs/counter.yaml", &counter(&c.lib, &["--tag", "v2"], ""));
     git.commit_push("new args");
     let (run2, jid2) = running(&d, &url, "counter", std::slice::from_ref(&jid1)).await;
     assert_ne!(run1, run2);
@@ -199,20 +247,20 @@ async fn deploy_then_a_savepoint_upgrade_restores_the_new_run_and_removal_keeps_
     assert!(d.live_runs("counter").is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn suspend_stops_with_a_savepoint_and_resuming_starts_from_it() {
-    let url = flink_url();
+on_each_version!(suspend_stops_with_a_savepoint_and_resuming_starts_from_it);
+async fn suspend_stops_with_a_savepoint_and_resuming_starts_from_it(c: &Cluster) {
+    let url = c.url.clone();
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg) = setup(tmp.path(), &url);
     let _cleanup = cleanup(&url, tmp.path());
-    git.write("jobs/pause.yaml", &counter(&["--tag", "p"], ""));
+    git.write("jobs/pause.yaml", &counter(&c.lib, &["--tag", "p"], ""));
     git.commit_push("a flink job");
     let d = start(tmp.path(), &cfg).await;
     let (run1, jid1) = running(&d, &url, "pause", &[]).await;
 
     git.write(
         "jobs/pause.yaml",
-        &counter(&["--tag", "p"], "suspend: true\n"),
+        &counter(&c.lib, &["--tag", "p"], "suspend: true\n"),
     );
     git.commit_push("suspend it");
     wait_for("suspended", LIMIT, || {
@@ -227,7 +275,7 @@ async fn suspend_stops_with_a_savepoint_and_resuming_starts_from_it() {
         ("savepoint", Some(run1))
     );
 
-    git.write("jobs/pause.yaml", &counter(&["--tag", "p"], ""));
+    git.write("jobs/pause.yaml", &counter(&c.lib, &["--tag", "p"], ""));
     git.commit_push("resume it");
     let (_, jid2) = running(&d, &url, "pause", std::slice::from_ref(&jid1)).await;
     let restored = restored_from(&url, &jid2).await;
@@ -238,9 +286,11 @@ async fn suspend_stops_with_a_savepoint_and_resuming_starts_from_it() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_job_restarts_from_its_checkpoint_then_gives_up_with_the_flink_reason() {
-    let url = flink_url();
+on_each_version!(a_failing_job_restarts_from_its_checkpoint_then_gives_up_with_the_flink_reason);
+async fn a_failing_job_restarts_from_its_checkpoint_then_gives_up_with_the_flink_reason(
+    c: &Cluster,
+) {
+    let url = c.url.clone();
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg) = setup(tmp.path(), &url);
     let _cleanup = cleanup(&url, tmp.path());
@@ -248,6 +298,7 @@ async fn a_failing_job_restarts_from_its_checkpoint_then_gives_up_with_the_flink
     git.write(
         "jobs/crash.yaml",
         &counter(
+            &c.lib,
             &["--mode", "fail", "--failAfter", "60", "--rate", "20"],
             restart,
         ),
@@ -295,13 +346,16 @@ async fn a_failing_job_restarts_from_its_checkpoint_then_gives_up_with_the_flink
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_the_cluster_refuses_is_deploy_failed_with_its_error_text() {
-    let url = flink_url();
+on_each_version!(a_run_the_cluster_refuses_is_deploy_failed_with_its_error_text);
+async fn a_run_the_cluster_refuses_is_deploy_failed_with_its_error_text(c: &Cluster) {
+    let url = c.url.clone();
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg) = setup(tmp.path(), &url);
     let _cleanup = cleanup(&url, tmp.path());
-    git.write("jobs/bad.yaml", &counter(&["--mode", "explode"], ""));
+    git.write(
+        "jobs/bad.yaml",
+        &counter(&c.lib, &["--mode", "explode"], ""),
+    );
     git.commit_push("main() throws");
     let d = start(tmp.path(), &cfg).await;
     wait_for("deploy_failed", LIMIT, || {
@@ -326,13 +380,13 @@ async fn a_run_the_cluster_refuses_is_deploy_failed_with_its_error_text() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_daemon_restart_adopts_the_running_job_and_submits_nothing() {
-    let url = flink_url();
+on_each_version!(a_daemon_restart_adopts_the_running_job_and_submits_nothing);
+async fn a_daemon_restart_adopts_the_running_job_and_submits_nothing(c: &Cluster) {
+    let url = c.url.clone();
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg) = setup(tmp.path(), &url);
     let _cleanup = cleanup(&url, tmp.path());
-    git.write("jobs/adopt.yaml", &counter(&["--tag", "adopt"], ""));
+    git.write("jobs/adopt.yaml", &counter(&c.lib, &["--tag", "adopt"], ""));
     git.commit_push("a flink job");
     let mut d = start(tmp.path(), &cfg).await;
     let (run, jid) = running(&d, &url, "adopt", &[]).await;
@@ -353,7 +407,10 @@ async fn a_daemon_restart_adopts_the_running_job_and_submits_nothing() {
     assert_eq!(d.job("adopt").unwrap().state, "running");
 
     // The adopted run is the job's live run: a change upgrades it with a savepoint.
-    git.write("jobs/adopt.yaml", &counter(&["--tag", "adopt2"], ""));
+    git.write(
+        "jobs/adopt.yaml",
+        &counter(&c.lib, &["--tag", "adopt2"], ""),
+    );
     git.commit_push("new args");
     let (_, jid2) = running(&d, &url, "adopt", std::slice::from_ref(&jid)).await;
     assert_eq!(flink_state(&url, &jid).await.as_deref(), Some("FINISHED"));
@@ -361,13 +418,14 @@ async fn a_daemon_restart_adopts_the_running_job_and_submits_nothing() {
 }
 
 /// Starts (or stops) a cluster of this test's own with scripts/flink.sh.
-fn own_cluster(action: &str, dir: &Path, port: u16) {
+fn own_cluster(action: &str, dir: &Path, port: u16, version: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/flink.sh");
     let out = std::process::Command::new("bash")
         .arg(script)
         .arg(action)
         .arg(dir)
         .arg(port.to_string())
+        .arg(version)
         .output()
         .unwrap();
     assert!(
@@ -403,22 +461,21 @@ async fn overview_jobs(url: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_outage_is_one_alert_no_failure_and_no_duplicate_submission() {
-    let _ = flink_lib();
+on_each_version!(a_cluster_outage_is_one_alert_no_failure_and_no_duplicate_submission);
+async fn a_cluster_outage_is_one_alert_no_failure_and_no_duplicate_submission(c: &Cluster) {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let cluster = tmp.path().join("cluster");
-    own_cluster("start", &cluster, port);
+    own_cluster("start", &cluster, port, c.version);
     let _stop = StopCluster(cluster.clone());
     let (git, cfg) = setup(tmp.path(), &url);
-    git.write("jobs/svc.yaml", &counter(&["--tag", "before"], ""));
+    git.write("jobs/svc.yaml", &counter(&c.lib, &["--tag", "before"], ""));
     git.commit_push("a flink job");
     let d = start(tmp.path(), &cfg).await;
     let (_, jid1) = running(&d, &url, "svc", &[]).await;
 
-    own_cluster("stop", &cluster, port);
+    own_cluster("stop", &cluster, port, c.version);
     let unreachable = || {
         d.store
             .events(None, 500)
@@ -429,14 +486,14 @@ async fn a_cluster_outage_is_one_alert_no_failure_and_no_duplicate_submission() 
     };
     wait_for("engine_unreachable", LIMIT, || unreachable() == 1).await;
     // A change while the cluster is down waits for it: nothing is stopped or started.
-    git.write("jobs/svc.yaml", &counter(&["--tag", "after"], ""));
+    git.write("jobs/svc.yaml", &counter(&c.lib, &["--tag", "after"], ""));
     git.commit_push("new args while the cluster is down");
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(unreachable(), 1, "one engine_unreachable per outage");
     assert!(!d.has_event("svc", "failed"), "{:#?}", d.events("svc"));
     assert!(!d.has_event("svc", "gave_up"));
 
-    own_cluster("start", &cluster, port);
+    own_cluster("start", &cluster, port, c.version);
     let (_, jid2) = running(&d, &url, "svc", std::slice::from_ref(&jid1)).await;
     tokio::time::sleep(Duration::from_secs(3)).await; // a few sweeps after the outage
     let jobs = overview_jobs(&url).await;
