@@ -511,3 +511,149 @@ async fn a_cluster_outage_is_one_alert_no_failure_and_no_duplicate_submission(c:
         .count();
     assert_eq!(reachable, 1);
 }
+
+/// A config repo like [`setup`]'s with two flink envs, `old` on `old_url` and `new` on `new_url`.
+fn setup_two(root: &Path, old_url: &str, new_url: &str) -> (Git, String) {
+    let (git, _) = setup(root, old_url);
+    let sp = root.join("savepoints");
+    let env = |name: &str, url: &str| {
+        format!(
+            "  {name}: {{engine: flink, flink: {{url: \"{url}\", savepoint_dir: \"file://{}\"}}}}\n",
+            sp.display()
+        )
+    };
+    let extra = format!(
+        "{}{}health: {{interval: 1s}}\n",
+        env("old", old_url),
+        env("new", new_url)
+    );
+    let cfg = config(root, &git, &extra);
+    (git, cfg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_env_moves_a_stateful_job_from_1_20_to_2_3_through_a_savepoint() {
+    let (old, new) = (Cluster::v1_20(), Cluster::v2_3());
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup_two(tmp.path(), &old.url, &new.url);
+    let _cleanup_old = cleanup(&old.url, tmp.path());
+    let _cleanup_new = cleanup(&new.url, tmp.path());
+    // One jar for both: built against 1.20's lib, it runs on 2.3.
+    let job = |env: &str| {
+        counter(&old.lib, &["--tag", "move"], "").replace("env: flink\n", &format!("env: {env}\n"))
+    };
+    git.write("jobs/mover.yaml", &job("old"));
+    git.commit_push("a flink job on 1.20");
+    let d = start(tmp.path(), &cfg).await;
+    let (run1, jid1) = running(&d, &old.url, "mover", &[]).await;
+    // The version of each cluster is in the list of clusters and with the job.
+    let (code, body) = d.get("/api/v1/clusters").await;
+    assert_eq!(code, 200, "{body}");
+    let clusters: Value = serde_json::from_str(&body).unwrap();
+    let version_of = |url: &str| {
+        clusters["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["url"] == url)
+            .map(|c| c["version"].clone())
+    };
+    assert_eq!(version_of(&old.url), Some(Value::from("1.20.3")), "{body}");
+    assert_eq!(version_of(&new.url), Some(Value::from("2.3.0")), "{body}");
+    let (_, body) = d.get("/api/v1/jobs/mover").await;
+    let detail: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(detail["version"], "1.20.3", "{body}");
+    let (_, page) = d.get("/").await;
+    assert!(
+        page.contains("id=\"clusters\"") && page.contains("flink 1.20.3"),
+        "the page shows the clusters and the job's version: {page}"
+    );
+
+    git.write("jobs/mover.yaml", &job("new"));
+    git.commit_push("move it to 2.3");
+    // `plan` names the versions with the daemon config, the envs without it.
+    let cfg_path = tmp.path().join("jobkeeper.yaml");
+    std::fs::write(&cfg_path, &cfg).unwrap();
+    let plan = |with_config: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jobkeeper"));
+        cmd.arg("plan").arg("--repo").arg(&git.work);
+        cmd.args(["--from", "HEAD~1", "--to", "HEAD"]);
+        if with_config {
+            cmd.arg("--config").arg(&cfg_path);
+        }
+        String::from_utf8(cmd.output().unwrap().stdout).unwrap()
+    };
+    let text = plan(true);
+    assert!(text.contains("moves from flink 1.20.3 to 2.3.0"), "{text}");
+    let text = plan(false);
+    assert!(text.contains("moves from env `old` to env `new`"), "{text}");
+    let (_, jid2) = running(&d, &new.url, "mover", &[]).await;
+    assert_ne!(jid1, jid2);
+    let on_old = flink_state(&old.url, &jid1).await;
+    assert_eq!(
+        on_old.as_deref(),
+        Some("FINISHED"),
+        "stopped on 1.20 with a savepoint"
+    );
+    assert!(
+        overview_jobs(&old.url)
+            .await
+            .iter()
+            .all(|(_, name, state)| name != "flink-counter move" || state != "RUNNING"),
+        "nothing of it runs on 1.20"
+    );
+    let sps = d.store.savepoints("mover", 10).unwrap();
+    assert_eq!(
+        (sps[0].kind.as_str(), sps[0].run_id),
+        ("savepoint", Some(run1)),
+        "{sps:?}"
+    );
+    let restored = restored_from(&new.url, &jid2).await;
+    assert_eq!(restored["is_savepoint"], true, "{restored}");
+    assert_eq!(
+        restored["external_path"].as_str(),
+        Some(sps[0].location.as_str()),
+        "restored on 2.3 from the savepoint taken on 1.20: {restored}"
+    );
+    let (_, body) = d.get("/api/v1/jobs/mover").await;
+    let detail: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(detail["version"], "2.3.0", "{body}");
+}
+
+/// A cluster below 1.19 cannot be started with scripts/flink.sh (1.18 reads `flink-conf.yaml`,
+/// not `config.yaml`), so this one is an HTTP listener answering `GET /config` as Flink 1.18.1
+/// does, and `/jobs/overview` with no jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_older_than_1_19_is_refused_at_start_naming_its_version() {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route(
+            "/config",
+            get(|| async { axum::Json(serde_json::json!({"flink-version": "1.18.1"})) }),
+        )
+        .route(
+            "/jobs/overview",
+            get(|| async { axum::Json(serde_json::json!({"jobs": []})) }),
+        );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let tmp = tempfile::tempdir().unwrap();
+    let (_git, cfg) = setup(tmp.path(), &url);
+    let path = tmp.path().join("config.yaml");
+    std::fs::write(&path, &cfg).unwrap();
+    let settings = jobkeeper::settings::load(&path).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let run = jobkeeper::daemon::run(settings, listener, cancel.clone());
+    let err = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the start is refused at once")
+        .expect_err("a 1.18 cluster is refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("env flink") && text.contains("Flink 1.18.1") && text.contains("1.19"),
+        "{text}"
+    );
+    server.abort();
+}
