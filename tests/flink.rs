@@ -657,3 +657,61 @@ async fn a_cluster_older_than_1_19_is_refused_at_start_naming_its_version() {
     );
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_the_new_cluster_refuses_starts_the_job_again_on_the_old_one_from_its_savepoint() {
+    let (old, new) = (Cluster::v2_3(), Cluster::v1_20());
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup_two(tmp.path(), &old.url, &new.url);
+    let _cleanup_old = cleanup(&old.url, tmp.path());
+    let _cleanup_new = cleanup(&new.url, tmp.path());
+    // A jar for 2.x only: its main() uses org.apache.flink.util.ParameterTool, which 1.20 lacks.
+    let src = "projects/flink-counter/src/example/Counter.java";
+    let text = std::fs::read_to_string(git.work.join(src)).unwrap();
+    let text = text.replacen(
+        "long rate = 20;",
+        "org.apache.flink.util.ParameterTool.fromArgs(args);\n        long rate = 20;",
+        1,
+    );
+    git.write(src, &text);
+    let job = |env: &str| {
+        counter(&old.lib, &["--tag", "stay"], "").replace("env: flink\n", &format!("env: {env}\n"))
+    };
+    git.write("jobs/stayer.yaml", &job("old"));
+    git.commit_push("a 2.x-only job on 2.3");
+    let d = start(tmp.path(), &cfg).await;
+    let (run1, jid1) = running(&d, &old.url, "stayer", &[]).await;
+
+    git.write("jobs/stayer.yaml", &job("new"));
+    git.commit_push("move it to 1.20, which cannot run it");
+    wait_for("deploy_failed", LIMIT, || {
+        d.has_event("stayer", "deploy_failed")
+    })
+    .await;
+    let (_, jid2) = running(&d, &old.url, "stayer", std::slice::from_ref(&jid1)).await;
+    let failed = d
+        .events("stayer")
+        .into_iter()
+        .find(|e| e.kind == "deploy_failed")
+        .unwrap();
+    assert!(failed.message.contains("ParameterTool"), "{failed:?}");
+    let sps = d.store.savepoints("stayer", 10).unwrap();
+    assert_eq!(
+        (sps[0].kind.as_str(), sps[0].run_id),
+        ("savepoint", Some(run1)),
+        "{sps:?}"
+    );
+    let restored = restored_from(&old.url, &jid2).await;
+    assert_eq!(
+        restored["external_path"].as_str(),
+        Some(sps[0].location.as_str()),
+        "started again on 2.3 from the savepoint its move took: {restored}"
+    );
+    assert!(
+        overview_jobs(&new.url)
+            .await
+            .iter()
+            .all(|(_, name, _)| name != "flink-counter stay"),
+        "nothing of it on 1.20"
+    );
+}
