@@ -485,6 +485,12 @@ async fn a_cluster_outage_is_one_alert_no_failure_and_no_duplicate_submission(c:
             .count()
     };
     wait_for("engine_unreachable", LIMIT, || unreachable() == 1).await;
+    let cluster_row = |body: String| {
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["clusters"][0].clone()
+    };
+    let row = cluster_row(d.get("/api/v1/clusters").await.1);
+    assert_eq!(row["reachable"], false, "{row}");
     // A change while the cluster is down waits for it: nothing is stopped or started.
     git.write("jobs/svc.yaml", &counter(&c.lib, &["--tag", "after"], ""));
     git.commit_push("new args while the cluster is down");
@@ -510,6 +516,13 @@ async fn a_cluster_outage_is_one_alert_no_failure_and_no_duplicate_submission(c:
         .filter(|e| e.kind == "engine_reachable")
         .count();
     assert_eq!(reachable, 1);
+    // The version is read again after the outage.
+    let row = cluster_row(d.get("/api/v1/clusters").await.1);
+    assert_eq!(
+        (row["version"].as_str(), &row["reachable"]),
+        (Some(c.version), &Value::Bool(true)),
+        "{row}"
+    );
 }
 
 /// A config repo like [`setup`]'s with two flink envs, `old` on `old_url` and `new` on `new_url`.
