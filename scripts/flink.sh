@@ -1,20 +1,34 @@
 #!/usr/bin/env bash
-# A local Apache Flink 2.3.0 session cluster for tests and benchmarks, from PyPI packages alone.
+# A local Apache Flink session cluster for tests and benchmarks, from PyPI packages alone.
 #
-#   scripts/flink.sh start DIR [REST_PORT]   installs Flink into .venv-flink (once), writes a
-#                                            loopback-only config under DIR, starts a JobManager
-#                                            and a TaskManager, waits until the TaskManager joined
+#   scripts/flink.sh start DIR [REST_PORT [VERSION]]   installs Flink VERSION into its venv
+#                                            (once), writes a loopback-only config under DIR,
+#                                            starts a JobManager and a TaskManager, waits until
+#                                            the TaskManager joined
 #   scripts/flink.sh stop DIR                stops both by their pid files
-#   scripts/flink.sh lib                     prints Flink's lib folder (for javac -cp "$LIB/*")
+#   scripts/flink.sh lib [VERSION]           prints Flink's lib folder (for javac -cp "$LIB/*")
 #
+# VERSION defaults to $FLINK_VERSION, else 2.3.0; 1.19 and later are supported (PyPI carries
+# 1.17-1.20 and 2.0-2.3). 2.3.0 lives in .venv-flink, any other version in .venv-flink-X.Y
+# (e.g. .venv-flink-1.20); FLINK_VENV overrides the folder.
 # Needs python3 (venv) and Java 17. REST_PORT defaults to 8081. Everything the cluster writes
 # (logs, pids, checkpoints, savepoints, uploaded jars) stays under DIR.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-venv="${FLINK_VENV:-$root/.venv-flink}"
-version=2.3.0
+version="${FLINK_VERSION:-2.3.0}"
 
-usage() { echo "usage: $0 start DIR [REST_PORT] | stop DIR | lib" >&2; exit 2; }
+usage() { echo "usage: $0 start DIR [REST_PORT [VERSION]] | stop DIR | lib [VERSION]" >&2; exit 2; }
+
+# The venv of $version.
+set_venv() {
+  if [ -n "${FLINK_VENV:-}" ]; then
+    venv="$FLINK_VENV"
+  elif [ "$version" = 2.3.0 ]; then
+    venv="$root/.venv-flink"
+  else
+    venv="$root/.venv-flink-$(echo "$version" | cut -d. -f1-2)"
+  fi
+}
 
 flink_home() {
   "$venv/bin/python" -c 'import pyflink,os;print(os.path.dirname(os.path.abspath(pyflink.__file__)))'
@@ -110,9 +124,12 @@ case "$cmd" in
     [ $# -ge 2 ] || usage
     dir="$(mkdir -p "$2" && cd "$2" && pwd)"
     port="${3:-8081}"
+    version="${4:-$version}"
+    set_venv
     install
     home="$(flink_home)"
     write_config "$dir" "$port" "$home"
+    echo "$venv" >"$dir/venv"
     export FLINK_CONF_DIR="$dir/conf" FLINK_LOG_DIR="$dir/log" FLINK_PID_DIR="$dir/pid"
     "$home/bin/jobmanager.sh" start >/dev/null
     "$home/bin/taskmanager.sh" start >/dev/null
@@ -121,6 +138,7 @@ case "$cmd" in
   stop)
     [ $# -ge 2 ] || usage
     dir="$(cd "$2" 2>/dev/null && pwd)" || { echo "no cluster folder $2" >&2; exit 0; }
+    if [ -f "$dir/venv" ]; then venv="$(cat "$dir/venv")"; else set_venv; fi
     home="$(flink_home)"
     export FLINK_CONF_DIR="$dir/conf" FLINK_LOG_DIR="$dir/log" FLINK_PID_DIR="$dir/pid"
     # The JobManager first: its jobs are suspended with it rather than failed by a
@@ -138,6 +156,8 @@ case "$cmd" in
     echo "Flink stopped ($dir)" >&2
     ;;
   lib)
+    version="${2:-$version}"
+    set_venv
     install
     echo "$(flink_home)/lib"
     ;;

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of jobkeeper on a fresh machine: installs what the tests need, checks
-# formatting and lints, starts a local Flink cluster and a Spark standalone cluster (both stopped
-# again on exit, whatever happens), runs unit and end-to-end tests (every test binary, even after
-# a failing one), then fuzzes each parser for
-# 15 s (scripts/fuzz.sh). Usage: scripts/test.sh
+# formatting and lints, starts two local Flink clusters (2.3.0 and 1.20.3) and a Spark standalone
+# cluster (all stopped again on exit, whatever happens), runs unit and end-to-end tests (every
+# test binary, even after a failing one), then fuzzes each parser for 15 s (scripts/fuzz.sh).
+# Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,21 +46,31 @@ cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
-log "Flink 2.3.0 session cluster for tests/flink.rs (scripts/flink.sh)"
+log "Flink 2.3.0 and 1.20.3 session clusters for tests/flink.rs (scripts/flink.sh)"
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 flink_dir="$(mktemp -d /tmp/jobkeeper-flink.XXXXXX)"
-flink_port="${JOBKEEPER_FLINK_PORT:-$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')}"
-trap 'scripts/flink.sh stop "$flink_dir" || true; rm -rf "$flink_dir"' EXIT
-scripts/flink.sh start "$flink_dir" "$flink_port"
+flink120_dir="$(mktemp -d /tmp/jobkeeper-flink-1.20.XXXXXX)"
+flink_port="${JOBKEEPER_FLINK_PORT:-$(free_port)}"
+flink120_port="$(free_port)"
+stop_flink() {
+  scripts/flink.sh stop "$flink_dir" || true; rm -rf "$flink_dir"
+  scripts/flink.sh stop "$flink120_dir" || true; rm -rf "$flink120_dir"
+}
+trap stop_flink EXIT
+scripts/flink.sh start "$flink_dir" "$flink_port" 2.3.0
 export JOBKEEPER_FLINK_URL="http://127.0.0.1:$flink_port"
-JOBKEEPER_FLINK_LIB="$(scripts/flink.sh lib)"
+JOBKEEPER_FLINK_LIB="$(scripts/flink.sh lib 2.3.0)"
 export JOBKEEPER_FLINK_LIB
+scripts/flink.sh start "$flink120_dir" "$flink120_port" 1.20.3
+export JOBKEEPER_FLINK_1_20_URL="http://127.0.0.1:$flink120_port"
+JOBKEEPER_FLINK_1_20_LIB="$(scripts/flink.sh lib 1.20.3)"
+export JOBKEEPER_FLINK_1_20_LIB
 
 log "Spark 4.3.0 standalone cluster for tests/spark.rs (scripts/spark.sh)"
 spark_dir="$(mktemp -d /tmp/jobkeeper-spark.XXXXXX)"
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 spark_master_port="$(free_port)" spark_rest_port="$(free_port)" spark_ui_port="$(free_port)" spark_worker_ui_port="$(free_port)"
 stop_clusters() {
-  scripts/flink.sh stop "$flink_dir" || true; rm -rf "$flink_dir"
+  stop_flink
   scripts/spark.sh stop "$spark_dir" || true; rm -rf "$spark_dir"
 }
 trap stop_clusters EXIT

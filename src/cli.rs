@@ -421,7 +421,18 @@ fn plan(
         settings: settings.as_ref().map(|s| s as &dyn spec::DaemonConfig),
         files: None,
     };
-    let plan = crate::changes::plan_between(repo, from, to, &path, ctx)?;
+    let mut plan = crate::changes::plan_between(repo, from, to, &path, ctx)?;
+    let envs = crate::moves::moved_envs(&plan);
+    if !envs.is_empty() {
+        let clusters = match &settings {
+            Some(s) => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(crate::moves::env_clusters(s, &envs)),
+            None => std::collections::HashMap::new(),
+        };
+        crate::moves::describe_moves(&mut plan, &clusters);
+    }
     let out = match format {
         PlanFormat::Text => crate::plan::render_text(&plan),
         PlanFormat::Markdown => crate::plan::render_markdown(&plan, from, to),

@@ -222,7 +222,7 @@ pub fn status_table(view: &JobsView) -> String {
                 j.name.clone(),
                 j.state.clone(),
                 j.env.clone().unwrap_or_else(|| "-".into()),
-                j.engine.clone().unwrap_or_else(|| "-".into()),
+                j.engine_label().unwrap_or_else(|| "-".into()),
                 j.commit.as_ref().map_or("-".into(), |c| c.short.clone()),
                 j.restarts.to_string(),
                 last,

@@ -63,6 +63,14 @@ pub enum DaemonError {
         /// The pid written by the daemon holding it.
         pid: String,
     },
+    /// An env's cluster is one jobkeeper cannot drive (a Flink older than 1.19).
+    #[error("env {env}: {message}")]
+    Engine {
+        /// The env (the first naming the cluster).
+        env: String,
+        /// What the engine said.
+        message: String,
+    },
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Http(#[source] std::io::Error),
@@ -94,6 +102,7 @@ pub async fn run_with(
     // The config at start: the fields taken only at start are read from it.
     let started = live.get();
     let core = Core::open(&live, &cancel)?;
+    probe_engines(&core.ctx.engines).await?;
     recover(&core.ctx).await?;
 
     let tasks = TaskTracker::new();
@@ -216,6 +225,32 @@ impl Core {
             ctx,
         })
     }
+}
+
+/// Asks each cluster what it is (flink: its version) once, before anything starts: a cluster
+/// jobkeeper cannot drive stops the start with an error naming it; one that does not answer is
+/// asked again when it does.
+async fn probe_engines(engines: &HashMap<String, Arc<dyn Engine>>) -> Result<(), DaemonError> {
+    let mut names: Vec<&String> = engines.keys().collect();
+    names.sort();
+    let mut asked = std::collections::HashSet::new();
+    for env in names {
+        let engine = &engines[env];
+        if !asked.insert(engine.location()) {
+            continue;
+        }
+        match engine.probe().await {
+            Ok(()) => {}
+            Err(crate::engine::EngineError::Refused(message)) => {
+                return Err(DaemonError::Engine {
+                    env: env.clone(),
+                    message,
+                });
+            }
+            Err(e) => tracing::warn!(env = %env, "{}: {e}", engine.location()),
+        }
+    }
+    Ok(())
 }
 
 /// Before anything starts: local runs a previous daemon left behind are found and stopped;

@@ -17,6 +17,7 @@
 //!   mirrors and checkouts, watch and poll triggers.
 //! - [`changes`]: the job files two commits differ in, parsed into changes.
 //! - [`plan`]: applied specs vs changed specs → an action per job, with reasons (pure).
+//! - [`moves`]: what `plan` adds when a change of env moves a job to another cluster.
 //! - [`sync`]: fetch the config repo, plan its tip, record each job's desired state.
 //!
 //! Converging what runs to the desired state:
@@ -60,6 +61,7 @@ pub mod event;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod moves;
 pub mod plan;
 pub mod proc;
 pub mod reconcile;

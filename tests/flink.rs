@@ -1,10 +1,13 @@
-//! The flink engine end to end against a real Apache Flink 2.3.0 session cluster, with a small
-//! stateful job (example-repo/projects/flink-counter) built from its Java source by the daemon.
+//! The flink engine end to end against real Apache Flink session clusters, 2.3.0 and 1.20.3,
+//! with a small stateful job (example-repo/projects/flink-counter) built from its Java source by
+//! the daemon against the lib folder of the cluster under test.
 //!
-//! `scripts/test.sh` starts the cluster with `scripts/flink.sh` and exports
-//! `JOBKEEPER_FLINK_URL` and `JOBKEEPER_FLINK_LIB`; without them these tests fail (they do not
-//! skip). The outage test starts and stops a second cluster of its own. Every test cancels the
-//! Flink jobs it started, even when it fails.
+//! `scripts/test.sh` starts both clusters with `scripts/flink.sh` and exports
+//! `JOBKEEPER_FLINK_URL` and `JOBKEEPER_FLINK_LIB` (2.3.0), `JOBKEEPER_FLINK_1_20_URL` and
+//! `JOBKEEPER_FLINK_1_20_LIB` (1.20.3); without them these tests fail (they do not skip). Each
+//! test that is not about one version is a function of the [`Cluster`] under test, run once per
+//! version by [`on_each_version!`]. The outage test starts and stops a cluster of its own. Every
+//! test cancels the Flink jobs it started, even when it fails.
 
 mod common;
 
@@ -26,12 +29,53 @@ fn need(var: &str) -> String {
     })
 }
 
-fn flink_url() -> String {
-    need("JOBKEEPER_FLINK_URL")
+/// A Flink cluster under test.
+#[derive(Debug, Clone)]
+struct Cluster {
+    /// Its REST URL.
+    url: String,
+    /// Its `lib/` folder, to build jobs against.
+    lib: String,
+    /// Its Flink version, as `scripts/flink.sh` takes it.
+    version: &'static str,
 }
 
-fn flink_lib() -> String {
-    need("JOBKEEPER_FLINK_LIB")
+impl Cluster {
+    /// The Flink 2.3.0 cluster of scripts/test.sh.
+    fn v2_3() -> Cluster {
+        Cluster {
+            url: need("JOBKEEPER_FLINK_URL"),
+            lib: need("JOBKEEPER_FLINK_LIB"),
+            version: "2.3.0",
+        }
+    }
+
+    /// The Flink 1.20.3 cluster of scripts/test.sh.
+    fn v1_20() -> Cluster {
+        Cluster {
+            url: need("JOBKEEPER_FLINK_1_20_URL"),
+            lib: need("JOBKEEPER_FLINK_1_20_LIB"),
+            version: "1.20.3",
+        }
+    }
+}
+
+/// Runs the test function `$name(&Cluster)` once per Flink version, as `$name::flink_2_3` and
+/// `$name::flink_1_20`.
+macro_rules! on_each_version {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn flink_2_3() {
+                super::$name(&super::Cluster::v2_3()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn flink_1_20() {
+                super::$name(&super::Cluster::v1_20()).await
+            }
+        }
+    };
 }
 
 async fn rest(url: &str, path: &str) -> Value {
@@ -86,14 +130,14 @@ fn setup(root: &Path, url: &str) -> (Git, String) {
     (git, cfg)
 }
 
-/// A flink-counter job file.
-fn counter(args: &[&str], extra: &str) -> String {
+/// A flink-counter job file, built against `lib`.
+fn counter(lib: &str, args: &[&str], extra: &str) -> String {
     let args: Vec<String> = args.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
         "project:\n  repo: .\n  dir: projects/flink-counter\n  build: sh build.sh \"{}\"\n  artifact: out/flink-counter.jar\n\
          env: flink\nparams:\n  main_class: example.Counter\n  args: [{}]\n  parallelism: 1\n\
          \x20 conf: {{execution.checkpointing.interval: \"500ms\"}}\n{extra}",
-        flink_lib(),
+        lib,
         args.join(", ")
     )
 }
@@ -135,20 +179,24 @@ async fn restored_from(url: &str, jid: &str) -> Value {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deploy_then_a_savepoint_upgrade_restores_the_new_run_and_removal_keeps_a_savepoint() {
-    let url = flink_url();
+on_each_version!(
+    deploy_then_a_savepoint_upgrade_restores_the_new_run_and_removal_keeps_a_savepoint
+);
+async fn deploy_then_a_savepoint_upgrade_restores_the_new_run_and_removal_keeps_a_savepoint(
+    c: &Cluster,
+) {
+    let url = c.url.clone();
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg) = setup(tmp.path(), &url);
     let _cleanup = cleanup(&url, tmp.path());
-    git.write("jobs/counter.yaml", &counter(&["--tag", "v1"], ""));
+    git.write("jobs/counter.yaml", &counter(&c.lib, &["--tag", "v1"], ""));
     git.commit_push("a flink job");
     let d = start(tmp.path(), &cfg).await;
     let (run1, jid1) = running(&d, &url, "counter", &[]).await;
     assert_eq!(d.job("counter").unwrap().state, "running");
 
     // Change the args: stop with a savepoint, start the new version from it.
-    git.write("jobs/counter.yaml", &counter(&["--tag", "v2"], ""));
+    git.write("jobs/counter.yaml", &counter(&c.lib, &["--tag", "v2"], ""));
     git.commit_push("new args");
     let (run2, jid2) = running(&d, &url, "counter", std::slice::from_ref(&jid1)).await;
     assert_ne!(run1, run2);
@@ -199,20 +247,20 @@ async fn deploy_then_a_savepoint_upgrade_restores_the_new_run_and_removal_keeps_
     assert!(d.live_runs("counter").is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn suspend_stops_with_a_savepoint_and_resuming_starts_from_it() {
-    let url = flink_url();
+on_each_version!(suspend_stops_with_a_savepoint_and_resuming_starts_from_it);
+async fn suspend_stops_with_a_savepoint_and_resuming_starts_from_it(c: &Cluster) {
+    let url = c.url.clone();
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg) = setup(tmp.path(), &url);
     let _cleanup = cleanup(&url, tmp.path());
-    git.write("jobs/pause.yaml", &counter(&["--tag", "p"], ""));
+    git.write("jobs/pause.yaml", &counter(&c.lib, &["--tag", "p"], ""));
     git.commit_push("a flink job");
     let d = start(tmp.path(), &cfg).await;
     let (run1, jid1) = running(&d, &url, "pause", &[]).await;
 
     git.write(
         "jobs/pause.yaml",
-        &counter(&["--tag", "p"], "suspend: true\n"),
+        &counter(&c.lib, &["--tag", "p"], "suspend: true\n"),
     );
     git.commit_push("suspend it");
     wait_for("suspended", LIMIT, || {
@@ -227,7 +275,7 @@ async fn suspend_stops_with_a_savepoint_and_resuming_starts_from_it() {
         ("savepoint", Some(run1))
     );
 
-    git.write("jobs/pause.yaml", &counter(&["--tag", "p"], ""));
+    git.write("jobs/pause.yaml", &counter(&c.lib, &["--tag", "p"], ""));
     git.commit_push("resume it");
     let (_, jid2) = running(&d, &url, "pause", std::slice::from_ref(&jid1)).await;
     let restored = restored_from(&url, &jid2).await;
@@ -238,9 +286,11 @@ async fn suspend_stops_with_a_savepoint_and_resuming_starts_from_it() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_job_restarts_from_its_checkpoint_then_gives_up_with_the_flink_reason() {
-    let url = flink_url();
+on_each_version!(a_failing_job_restarts_from_its_checkpoint_then_gives_up_with_the_flink_reason);
+async fn a_failing_job_restarts_from_its_checkpoint_then_gives_up_with_the_flink_reason(
+    c: &Cluster,
+) {
+    let url = c.url.clone();
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg) = setup(tmp.path(), &url);
     let _cleanup = cleanup(&url, tmp.path());
@@ -248,6 +298,7 @@ async fn a_failing_job_restarts_from_its_checkpoint_then_gives_up_with_the_flink
     git.write(
         "jobs/crash.yaml",
         &counter(
+            &c.lib,
             &["--mode", "fail", "--failAfter", "60", "--rate", "20"],
             restart,
         ),
@@ -295,13 +346,16 @@ async fn a_failing_job_restarts_from_its_checkpoint_then_gives_up_with_the_flink
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_the_cluster_refuses_is_deploy_failed_with_its_error_text() {
-    let url = flink_url();
+on_each_version!(a_run_the_cluster_refuses_is_deploy_failed_with_its_error_text);
+async fn a_run_the_cluster_refuses_is_deploy_failed_with_its_error_text(c: &Cluster) {
+    let url = c.url.clone();
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg) = setup(tmp.path(), &url);
     let _cleanup = cleanup(&url, tmp.path());
-    git.write("jobs/bad.yaml", &counter(&["--mode", "explode"], ""));
+    git.write(
+        "jobs/bad.yaml",
+        &counter(&c.lib, &["--mode", "explode"], ""),
+    );
     git.commit_push("main() throws");
     let d = start(tmp.path(), &cfg).await;
     wait_for("deploy_failed", LIMIT, || {
@@ -326,13 +380,13 @@ async fn a_run_the_cluster_refuses_is_deploy_failed_with_its_error_text() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_daemon_restart_adopts_the_running_job_and_submits_nothing() {
-    let url = flink_url();
+on_each_version!(a_daemon_restart_adopts_the_running_job_and_submits_nothing);
+async fn a_daemon_restart_adopts_the_running_job_and_submits_nothing(c: &Cluster) {
+    let url = c.url.clone();
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg) = setup(tmp.path(), &url);
     let _cleanup = cleanup(&url, tmp.path());
-    git.write("jobs/adopt.yaml", &counter(&["--tag", "adopt"], ""));
+    git.write("jobs/adopt.yaml", &counter(&c.lib, &["--tag", "adopt"], ""));
     git.commit_push("a flink job");
     let mut d = start(tmp.path(), &cfg).await;
     let (run, jid) = running(&d, &url, "adopt", &[]).await;
@@ -353,7 +407,10 @@ async fn a_daemon_restart_adopts_the_running_job_and_submits_nothing() {
     assert_eq!(d.job("adopt").unwrap().state, "running");
 
     // The adopted run is the job's live run: a change upgrades it with a savepoint.
-    git.write("jobs/adopt.yaml", &counter(&["--tag", "adopt2"], ""));
+    git.write(
+        "jobs/adopt.yaml",
+        &counter(&c.lib, &["--tag", "adopt2"], ""),
+    );
     git.commit_push("new args");
     let (_, jid2) = running(&d, &url, "adopt", std::slice::from_ref(&jid)).await;
     assert_eq!(flink_state(&url, &jid).await.as_deref(), Some("FINISHED"));
@@ -361,13 +418,14 @@ async fn a_daemon_restart_adopts_the_running_job_and_submits_nothing() {
 }
 
 /// Starts (or stops) a cluster of this test's own with scripts/flink.sh.
-fn own_cluster(action: &str, dir: &Path, port: u16) {
+fn own_cluster(action: &str, dir: &Path, port: u16, version: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/flink.sh");
     let out = std::process::Command::new("bash")
         .arg(script)
         .arg(action)
         .arg(dir)
         .arg(port.to_string())
+        .arg(version)
         .output()
         .unwrap();
     assert!(
@@ -403,22 +461,21 @@ async fn overview_jobs(url: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_outage_is_one_alert_no_failure_and_no_duplicate_submission() {
-    let _ = flink_lib();
+on_each_version!(a_cluster_outage_is_one_alert_no_failure_and_no_duplicate_submission);
+async fn a_cluster_outage_is_one_alert_no_failure_and_no_duplicate_submission(c: &Cluster) {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let cluster = tmp.path().join("cluster");
-    own_cluster("start", &cluster, port);
+    own_cluster("start", &cluster, port, c.version);
     let _stop = StopCluster(cluster.clone());
     let (git, cfg) = setup(tmp.path(), &url);
-    git.write("jobs/svc.yaml", &counter(&["--tag", "before"], ""));
+    git.write("jobs/svc.yaml", &counter(&c.lib, &["--tag", "before"], ""));
     git.commit_push("a flink job");
     let d = start(tmp.path(), &cfg).await;
     let (_, jid1) = running(&d, &url, "svc", &[]).await;
 
-    own_cluster("stop", &cluster, port);
+    own_cluster("stop", &cluster, port, c.version);
     let unreachable = || {
         d.store
             .events(None, 500)
@@ -428,15 +485,21 @@ async fn a_cluster_outage_is_one_alert_no_failure_and_no_duplicate_submission() 
             .count()
     };
     wait_for("engine_unreachable", LIMIT, || unreachable() == 1).await;
+    let cluster_row = |body: String| {
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["clusters"][0].clone()
+    };
+    let row = cluster_row(d.get("/api/v1/clusters").await.1);
+    assert_eq!(row["reachable"], false, "{row}");
     // A change while the cluster is down waits for it: nothing is stopped or started.
-    git.write("jobs/svc.yaml", &counter(&["--tag", "after"], ""));
+    git.write("jobs/svc.yaml", &counter(&c.lib, &["--tag", "after"], ""));
     git.commit_push("new args while the cluster is down");
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(unreachable(), 1, "one engine_unreachable per outage");
     assert!(!d.has_event("svc", "failed"), "{:#?}", d.events("svc"));
     assert!(!d.has_event("svc", "gave_up"));
 
-    own_cluster("start", &cluster, port);
+    own_cluster("start", &cluster, port, c.version);
     let (_, jid2) = running(&d, &url, "svc", std::slice::from_ref(&jid1)).await;
     tokio::time::sleep(Duration::from_secs(3)).await; // a few sweeps after the outage
     let jobs = overview_jobs(&url).await;
@@ -453,4 +516,215 @@ async fn a_cluster_outage_is_one_alert_no_failure_and_no_duplicate_submission() 
         .filter(|e| e.kind == "engine_reachable")
         .count();
     assert_eq!(reachable, 1);
+    // The version is read again after the outage.
+    let row = cluster_row(d.get("/api/v1/clusters").await.1);
+    assert_eq!(
+        (row["version"].as_str(), &row["reachable"]),
+        (Some(c.version), &Value::Bool(true)),
+        "{row}"
+    );
+}
+
+/// A config repo like [`setup`]'s with two flink envs, `old` on `old_url` and `new` on `new_url`.
+fn setup_two(root: &Path, old_url: &str, new_url: &str) -> (Git, String) {
+    let (git, _) = setup(root, old_url);
+    let sp = root.join("savepoints");
+    let env = |name: &str, url: &str| {
+        format!(
+            "  {name}: {{engine: flink, flink: {{url: \"{url}\", savepoint_dir: \"file://{}\"}}}}\n",
+            sp.display()
+        )
+    };
+    let extra = format!(
+        "{}{}health: {{interval: 1s}}\n",
+        env("old", old_url),
+        env("new", new_url)
+    );
+    let cfg = config(root, &git, &extra);
+    (git, cfg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_env_moves_a_stateful_job_from_1_20_to_2_3_through_a_savepoint() {
+    let (old, new) = (Cluster::v1_20(), Cluster::v2_3());
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup_two(tmp.path(), &old.url, &new.url);
+    let _cleanup_old = cleanup(&old.url, tmp.path());
+    let _cleanup_new = cleanup(&new.url, tmp.path());
+    // One jar for both: built against 1.20's lib, it runs on 2.3.
+    let job = |env: &str| {
+        counter(&old.lib, &["--tag", "move"], "").replace("env: flink\n", &format!("env: {env}\n"))
+    };
+    git.write("jobs/mover.yaml", &job("old"));
+    git.commit_push("a flink job on 1.20");
+    let d = start(tmp.path(), &cfg).await;
+    let (run1, jid1) = running(&d, &old.url, "mover", &[]).await;
+    // The version of each cluster is in the list of clusters and with the job.
+    let (code, body) = d.get("/api/v1/clusters").await;
+    assert_eq!(code, 200, "{body}");
+    let clusters: Value = serde_json::from_str(&body).unwrap();
+    let version_of = |url: &str| {
+        clusters["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["url"] == url)
+            .map(|c| c["version"].clone())
+    };
+    assert_eq!(version_of(&old.url), Some(Value::from("1.20.3")), "{body}");
+    assert_eq!(version_of(&new.url), Some(Value::from("2.3.0")), "{body}");
+    let (_, body) = d.get("/api/v1/jobs/mover").await;
+    let detail: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(detail["version"], "1.20.3", "{body}");
+    let (_, page) = d.get("/").await;
+    assert!(
+        page.contains("id=\"clusters\"") && page.contains("flink 1.20.3"),
+        "the page shows the clusters and the job's version: {page}"
+    );
+
+    git.write("jobs/mover.yaml", &job("new"));
+    git.commit_push("move it to 2.3");
+    // `plan` names the versions with the daemon config, the envs without it.
+    let cfg_path = tmp.path().join("jobkeeper.yaml");
+    std::fs::write(&cfg_path, &cfg).unwrap();
+    let plan = |with_config: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jobkeeper"));
+        cmd.arg("plan").arg("--repo").arg(&git.work);
+        cmd.args(["--from", "HEAD~1", "--to", "HEAD"]);
+        if with_config {
+            cmd.arg("--config").arg(&cfg_path);
+        }
+        String::from_utf8(cmd.output().unwrap().stdout).unwrap()
+    };
+    let text = plan(true);
+    assert!(text.contains("moves from flink 1.20.3 to 2.3.0"), "{text}");
+    let text = plan(false);
+    assert!(text.contains("moves from env `old` to env `new`"), "{text}");
+    let (_, jid2) = running(&d, &new.url, "mover", &[]).await;
+    assert_ne!(jid1, jid2);
+    let on_old = flink_state(&old.url, &jid1).await;
+    assert_eq!(
+        on_old.as_deref(),
+        Some("FINISHED"),
+        "stopped on 1.20 with a savepoint"
+    );
+    assert!(
+        overview_jobs(&old.url)
+            .await
+            .iter()
+            .all(|(_, name, state)| name != "flink-counter move" || state != "RUNNING"),
+        "nothing of it runs on 1.20"
+    );
+    let sps = d.store.savepoints("mover", 10).unwrap();
+    assert_eq!(
+        (sps[0].kind.as_str(), sps[0].run_id),
+        ("savepoint", Some(run1)),
+        "{sps:?}"
+    );
+    let restored = restored_from(&new.url, &jid2).await;
+    assert_eq!(restored["is_savepoint"], true, "{restored}");
+    assert_eq!(
+        restored["external_path"].as_str(),
+        Some(sps[0].location.as_str()),
+        "restored on 2.3 from the savepoint taken on 1.20: {restored}"
+    );
+    let (_, body) = d.get("/api/v1/jobs/mover").await;
+    let detail: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(detail["version"], "2.3.0", "{body}");
+}
+
+/// A cluster below 1.19 cannot be started with scripts/flink.sh (1.18 reads `flink-conf.yaml`,
+/// not `config.yaml`), so this one is an HTTP listener answering `GET /config` as Flink 1.18.1
+/// does, and `/jobs/overview` with no jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_older_than_1_19_is_refused_at_start_naming_its_version() {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route(
+            "/config",
+            get(|| async { axum::Json(serde_json::json!({"flink-version": "1.18.1"})) }),
+        )
+        .route(
+            "/jobs/overview",
+            get(|| async { axum::Json(serde_json::json!({"jobs": []})) }),
+        );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let tmp = tempfile::tempdir().unwrap();
+    let (_git, cfg) = setup(tmp.path(), &url);
+    let path = tmp.path().join("config.yaml");
+    std::fs::write(&path, &cfg).unwrap();
+    let settings = jobkeeper::settings::load(&path).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let run = jobkeeper::daemon::run(settings, listener, cancel.clone());
+    let err = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the start is refused at once")
+        .expect_err("a 1.18 cluster is refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("env flink") && text.contains("Flink 1.18.1") && text.contains("1.19"),
+        "{text}"
+    );
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_the_new_cluster_refuses_starts_the_job_again_on_the_old_one_from_its_savepoint() {
+    let (old, new) = (Cluster::v2_3(), Cluster::v1_20());
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup_two(tmp.path(), &old.url, &new.url);
+    let _cleanup_old = cleanup(&old.url, tmp.path());
+    let _cleanup_new = cleanup(&new.url, tmp.path());
+    // A jar for 2.x only: its main() uses org.apache.flink.util.ParameterTool, which 1.20 lacks.
+    let src = "projects/flink-counter/src/example/Counter.java";
+    let text = std::fs::read_to_string(git.work.join(src)).unwrap();
+    let text = text.replacen(
+        "long rate = 20;",
+        "org.apache.flink.util.ParameterTool.fromArgs(args);\n        long rate = 20;",
+        1,
+    );
+    git.write(src, &text);
+    let job = |env: &str| {
+        counter(&old.lib, &["--tag", "stay"], "").replace("env: flink\n", &format!("env: {env}\n"))
+    };
+    git.write("jobs/stayer.yaml", &job("old"));
+    git.commit_push("a 2.x-only job on 2.3");
+    let d = start(tmp.path(), &cfg).await;
+    let (run1, jid1) = running(&d, &old.url, "stayer", &[]).await;
+
+    git.write("jobs/stayer.yaml", &job("new"));
+    git.commit_push("move it to 1.20, which cannot run it");
+    wait_for("deploy_failed", LIMIT, || {
+        d.has_event("stayer", "deploy_failed")
+    })
+    .await;
+    let (_, jid2) = running(&d, &old.url, "stayer", std::slice::from_ref(&jid1)).await;
+    let failed = d
+        .events("stayer")
+        .into_iter()
+        .find(|e| e.kind == "deploy_failed")
+        .unwrap();
+    assert!(failed.message.contains("ParameterTool"), "{failed:?}");
+    let sps = d.store.savepoints("stayer", 10).unwrap();
+    assert_eq!(
+        (sps[0].kind.as_str(), sps[0].run_id),
+        ("savepoint", Some(run1)),
+        "{sps:?}"
+    );
+    let restored = restored_from(&old.url, &jid2).await;
+    assert_eq!(
+        restored["external_path"].as_str(),
+        Some(sps[0].location.as_str()),
+        "started again on 2.3 from the savepoint its move took: {restored}"
+    );
+    assert!(
+        overview_jobs(&new.url)
+            .await
+            .iter()
+            .all(|(_, name, _)| name != "flink-counter stay"),
+        "nothing of it on 1.20"
+    );
 }

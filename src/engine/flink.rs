@@ -1,5 +1,6 @@
 //! The `flink` engine: runs are jobs of one Apache Flink session cluster, driven over its REST
-//! API (tested against Flink 2.3.0).
+//! API (tested against Flink 2.3.0 and 1.20.3; the REST fields that differ between versions are
+//! in [`version`], the cluster's version is read at start and after an outage).
 //!
 //! Owns the cluster's jars (uploaded once per artifact digest, found again by name after a
 //! daemon restart, uploaded again when the cluster lost them), job submission, the batched
@@ -17,6 +18,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -30,6 +32,10 @@ use super::{
     StopOutcome, SubmitRequest,
 };
 use crate::yaml::{Checker, Node};
+
+pub mod version;
+pub use version::FlinkVersion;
+use version::is_live;
 
 /// Connect timeout of every request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -55,18 +61,6 @@ pub const IGNORE_UNCLAIMED_STATE: &str = "execution.savepoint.ignore-unclaimed-s
 pub const RETENTION_KEY: &str = "execution.checkpointing.externalized-checkpoint-retention";
 /// Checkpoints are kept when a job fails (to restart from) and deleted when it is cancelled.
 pub const RETENTION_DEFAULT: &str = "DELETE_ON_CANCELLATION";
-
-/// Flink states in which a job is still alive (or about to be).
-const LIVE_STATES: &[&str] = &[
-    "INITIALIZING",
-    "CREATED",
-    "RUNNING",
-    "RESTARTING",
-    "RECONCILING",
-    "FAILING",
-    "CANCELLING",
-    "SUSPENDED",
-];
 
 /// The Flink job id of run `run_id` of `job` for the daemon whose state folder is `salt`:
 /// 32 hex digits.
@@ -173,6 +167,10 @@ pub struct FlinkEngine {
     jars: Mutex<HashMap<String, String>>,
     /// One upload at a time, so jobs sharing an artifact upload it once.
     upload: tokio::sync::Mutex<()>,
+    /// The cluster's Flink version, once read.
+    version: Mutex<Option<FlinkVersion>>,
+    /// True until the version is read, and again after the cluster did not answer.
+    version_stale: AtomicBool,
 }
 
 impl FlinkEngine {
@@ -191,6 +189,8 @@ impl FlinkEngine {
             http,
             jars: Mutex::new(HashMap::new()),
             upload: tokio::sync::Mutex::new(()),
+            version: Mutex::new(None),
+            version_stale: AtomicBool::new(true),
         })
     }
 
@@ -208,6 +208,7 @@ impl FlinkEngine {
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> EngineError {
+        self.version_stale.store(true, Ordering::Relaxed);
         unreachable(&format!("flink {}", self.base), e)
     }
 
@@ -233,6 +234,7 @@ impl FlinkEngine {
     /// Every job the cluster knows: id → state.
     pub async fn jobs(&self) -> Result<HashMap<String, String>, EngineError> {
         let body = self.get("/jobs/overview").await?;
+        self.refresh_version().await;
         let mut out = HashMap::new();
         for j in body["jobs"].as_array().into_iter().flatten() {
             if let (Some(id), Some(state)) = (j["jid"].as_str(), j["state"].as_str()) {
@@ -304,9 +306,7 @@ impl FlinkEngine {
             Err(e) => return format!("flink job {jid} FAILED (no exception: {e})"),
         };
         let entry = &body["exceptionHistory"]["entries"][0];
-        let trace = entry["stacktrace"]
-            .as_str()
-            .or_else(|| body["root-exception"].as_str());
+        let trace = version::latest_trace(&body);
         match trace {
             Some(t) => format!("flink job {jid} FAILED:\n{}", summarize_trace(t)),
             None => match entry["exceptionName"].as_str() {
@@ -340,10 +340,7 @@ impl FlinkEngine {
         let until = tokio::time::Instant::now() + limit;
         loop {
             let state = self.jobs().await?.remove(jid);
-            if state
-                .as_ref()
-                .is_none_or(|s| !LIVE_STATES.contains(&s.as_str()))
-            {
+            if state.as_ref().is_none_or(|s| !is_live(s)) {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= until {
@@ -359,11 +356,7 @@ impl FlinkEngine {
 
     /// True when the cluster does not know the job or it has ended.
     async fn ended(&self, jid: &str) -> Result<bool, EngineError> {
-        Ok(self
-            .jobs()
-            .await?
-            .get(jid)
-            .is_none_or(|s| !LIVE_STATES.contains(&s.as_str())))
+        Ok(self.jobs().await?.get(jid).is_none_or(|s| !is_live(s)))
     }
     /// Waits until every task of a live job runs, at most `limit` (then goes on: the savepoint
     /// will say what is wrong).
@@ -375,7 +368,7 @@ impl FlinkEngine {
                 .as_array()
                 .and_then(|jobs| jobs.iter().find(|j| j["jid"] == jid).cloned());
             let ready = job.is_none_or(|j| {
-                !LIVE_STATES.contains(&j["state"].as_str().unwrap_or_default())
+                !is_live(j["state"].as_str().unwrap_or_default())
                     || (j["state"] == "RUNNING" && j["tasks"]["running"] == j["tasks"]["total"])
             });
             if ready || tokio::time::Instant::now() >= until {
@@ -387,10 +380,7 @@ impl FlinkEngine {
 
     /// One stop-with-savepoint: trigger, then poll until the savepoint is done.
     async fn savepoint_and_stop(&self, jid: &str) -> Result<StopOutcome, EngineError> {
-        let mut body = json!({"drain": false});
-        if let Some(dir) = &self.savepoint_dir {
-            body["targetDirectory"] = json!(dir);
-        }
+        let body = version::stop_body(self.savepoint_dir.as_deref());
         let post = self
             .http
             .post(self.url(&format!("/jobs/{jid}/stop")))
@@ -449,6 +439,14 @@ impl Engine for FlinkEngine {
         format!("flink cluster {}", self.base)
     }
 
+    async fn probe(&self) -> Result<(), EngineError> {
+        self.read_version().await.map(|_| ())
+    }
+
+    fn version(&self) -> Option<String> {
+        lock(&self.version).as_ref().map(ToString::to_string)
+    }
+
     async fn preflight(&self, req: &SubmitRequest) -> Result<(), EngineError> {
         require_jar("flink", req)
     }
@@ -465,6 +463,8 @@ impl Engine for FlinkEngine {
                 hex::encode(Sha256::digest(&bytes))
             }
         };
+        self.refresh_version().await;
+        let v = self.checked_version()?;
         let jar = self.jar_for(&artifact, &digest).await?;
         let jid = job_id(&self.salt, &req.job, req.run_id);
         let mut conf: serde_json::Map<String, Value> = req
@@ -489,6 +489,11 @@ impl Engine for FlinkEngine {
         }
         if let Some(sp) = &req.restore {
             body["savepointPath"] = json!(sp);
+            let fields = version::restore_fields(v.as_ref(), &req.params.conf)
+                .map_err(EngineError::Refused)?;
+            if let Some(b) = body.as_object_mut() {
+                b.extend(fields);
+            }
         }
         let post = self
             .http

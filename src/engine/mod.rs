@@ -202,6 +202,19 @@ pub trait Engine: Send + Sync {
     /// or never started. Never submits anything; a run is never left running twice.
     async fn recover(&self, run: &RecordedRun<'_>) -> Recovery;
 
+    /// Asks the engine's cluster what it is (flink: its version, `GET /config`), at daemon
+    /// start. [`EngineError::Refused`] means jobkeeper cannot drive it (a Flink older than
+    /// 1.19); unreachable is not fatal (the version is read when it answers). The default:
+    /// nothing to ask.
+    async fn probe(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// The version of the engine's cluster, once known (flink: `flink-version`).
+    fn version(&self) -> Option<String> {
+        None
+    }
+
     /// Where the engine is, for messages (flink: its REST URL).
     fn location(&self) -> String {
         self.kind().as_str().to_string()

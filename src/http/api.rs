@@ -175,6 +175,9 @@ pub struct JobView {
     pub env: Option<String>,
     /// The env's engine.
     pub engine: Option<String>,
+    /// The version of the env's cluster, once the daemon read it (flink: `1.20.3`).
+    #[serde(default)]
+    pub version: Option<String>,
     /// Path of its file in the config repo.
     pub path: String,
     /// The config commit that last changed it.
@@ -185,6 +188,17 @@ pub struct JobView {
     pub last_event: Option<EventView>,
     /// True when the latest version of its file is invalid.
     pub invalid: bool,
+}
+
+impl JobView {
+    /// Its engine with its cluster's version when known (`flink 1.20.3`).
+    pub fn engine_label(&self) -> Option<String> {
+        let engine = self.engine.as_ref()?;
+        Some(match &self.version {
+            Some(v) => format!("{engine} {v}"),
+            None => engine.clone(),
+        })
+    }
 }
 
 /// `GET /api/v1/jobs`.
@@ -232,6 +246,7 @@ fn job_view(
     commits: &HashMap<String, CommitRecord>,
     restarts: u64,
     last: Option<&EventRow>,
+    version: Option<String>,
 ) -> JobView {
     let env = row.env.clone();
     let engine = env
@@ -244,6 +259,7 @@ fn job_view(
         reason: row.reason.clone(),
         env,
         engine,
+        version,
         path: row.path.clone(),
         commit: row
             .desired_commit
@@ -254,6 +270,12 @@ fn job_view(
         last_event: last.map(EventView::of),
         invalid: row.invalid,
     }
+}
+
+/// The version of the cluster of `env`, once the daemon read it.
+fn env_version(state: &ApiState, env: Option<&str>) -> Option<String> {
+    let engines = &state.reconciler.context().engines;
+    env.and_then(|e| engines.get(e)).and_then(|e| e.version())
 }
 
 /// Every job, as the list and the status page show them.
@@ -273,6 +295,7 @@ pub fn jobs_view(state: &ApiState) -> Result<JobsView, crate::store::StoreError>
                 &commits,
                 restarts.get(&row.name).copied().unwrap_or(0),
                 last.get(&row.name),
+                env_version(state, row.env.as_deref()),
             )
         })
         .collect();
@@ -329,13 +352,15 @@ pub async fn job(State(state): State<Arc<ApiState>>, UrlPath(name): UrlPath<Stri
         let savepoints = store
             .savepoints(&name, SAVEPOINTS_SHOWN)
             .map_err(internal)?;
+        let list_row = JobListRow::of(&row);
         Ok(JobDetail {
             job: job_view(
                 &state.settings.get(),
-                &JobListRow::of(&row),
+                &list_row,
                 &commits,
                 restarts,
                 events.first(),
+                env_version(&state, list_row.env.as_deref()),
             ),
             errors: row.invalid.clone(),
             runs: runs.iter().map(RunView::of).collect(),

@@ -9,6 +9,7 @@
 //! ever logged or echoed.
 
 pub mod api;
+pub mod clusters;
 pub mod hooks;
 pub mod page;
 
@@ -68,6 +69,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/jobs", get(api::jobs))
+        .route("/api/v1/clusters", get(clusters::clusters))
         .route("/api/v1/jobs/{name}", get(api::job))
         .route("/api/v1/jobs/{name}/logs", get(api::logs))
         .route("/api/v1/jobs/{name}/restart", post(api::restart))

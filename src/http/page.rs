@@ -184,13 +184,13 @@ pub fn render(view: &JobsView, events: &[EventView]) -> String {
                  <td data-label=\"Restarts\"><div>{}</div></td>\
                  <td class=\"ev\" data-label=\"Last event\"><div>{last}</div></td></tr>",
                 escape(j.env.as_deref().unwrap_or("–")),
-                escape(j.engine.as_deref().unwrap_or("–")),
+                escape(&j.engine_label().unwrap_or_else(|| "–".into())),
                 j.restarts,
             );
         }
         h.push_str("</tbody></table>");
     }
-    h.push_str("<h2>Recent events</h2>");
+    h.push_str(EVENTS_HEADING);
     if events.is_empty() {
         h.push_str("<p class=\"empty muted\">No events yet.</p>");
     } else {
@@ -204,13 +204,45 @@ pub fn render(view: &JobsView, events: &[EventView]) -> String {
     h
 }
 
+/// The heading of the page's events; the clusters go before it.
+const EVENTS_HEADING: &str = "<h2>Recent events</h2>";
+
+/// The page's table of clusters (none without a cluster engine): envs, URL, version, reachable.
+pub fn clusters_html(view: &super::clusters::ClustersView) -> String {
+    if view.clusters.is_empty() {
+        return String::new();
+    }
+    let mut h = String::from(
+        "<h2>Clusters</h2><table id=\"clusters\"><thead><tr><th>Envs</th><th>Engine</th>\
+         <th>URL</th><th>Version</th><th>Reachable</th></tr></thead><tbody>",
+    );
+    for c in &view.clusters {
+        let _ = write!(
+            h,
+            "<tr><td data-label=\"Envs\"><div>{}</div></td><td data-label=\"Engine\"><div>{}</div></td>\
+             <td data-label=\"URL\"><div>{}</div></td><td data-label=\"Version\"><div>{}</div></td>\
+             <td data-label=\"Reachable\"><div>{}</div></td></tr>",
+            escape(&c.envs.join(", ")),
+            escape(&c.engine),
+            escape(&c.url),
+            escape(c.version.as_deref().unwrap_or("–")),
+            if c.reachable { "yes" } else { "no" },
+        );
+    }
+    h.push_str("</tbody></table>");
+    h
+}
+
 /// `GET /`.
 pub async fn status_page(State(state): State<Arc<ApiState>>) -> Response {
     let result = tokio::task::spawn_blocking(move || {
         let view = jobs_view(&state)?;
         let events = state.store.events(None, RECENT_EVENTS)?;
         let events: Vec<EventView> = events.iter().map(EventView::of).collect();
-        Ok::<_, crate::store::StoreError>(render(&view, &events))
+        let clusters = clusters_html(&super::clusters::clusters_view(&state));
+        let html = render(&view, &events);
+        let html = html.replacen(EVENTS_HEADING, &(clusters + EVENTS_HEADING), 1);
+        Ok::<_, crate::store::StoreError>(html)
     })
     .await;
     match result {
