@@ -57,9 +57,9 @@ pub enum Command {
     },
     /// Check every job file in DIR; one `path:line:col: message` per error.
     Validate {
-        /// Folder of job files.
-        #[arg(default_value = "jobs")]
-        dir: PathBuf,
+        /// Folder of job files, or one job file (default: the config's `repo.path` with
+        /// `--config`, else `jobs`).
+        dir: Option<PathBuf>,
         /// Also check envs, vars and alert channels against this daemon config.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -169,7 +169,7 @@ fn error_chain(err: &anyhow::Error) -> String {
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config, log_format } => run(&config, log_format),
-        Command::Validate { dir, config } => validate(&dir, config.as_deref()),
+        Command::Validate { dir, config } => validate(dir.as_deref(), config.as_deref()),
         Command::Plan {
             repo,
             from,
@@ -341,17 +341,47 @@ fn sql_runner_problems(settings: &crate::settings::Settings, config: &str) -> Ve
     )]
 }
 
-fn validate(dir: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+/// The folder `validate` reads without one named: the config's `repo.path`, in its local repo
+/// when `repo.url` is a folder here (else in the current folder, a clone of the config repo),
+/// and `jobs` without a config.
+fn default_jobs_dir(settings: Option<&crate::settings::Settings>) -> PathBuf {
+    let Some(s) = settings else {
+        return PathBuf::from("jobs");
+    };
+    let in_repo: PathBuf = Path::new(&s.repo.url)
+        .join(&s.repo.path)
+        .components()
+        .collect();
+    if crate::repo::is_local(&s.repo.url) && in_repo.is_dir() {
+        in_repo
+    } else {
+        PathBuf::from(&s.repo.path)
+    }
+}
+
+fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let settings = match config.map(load_settings).transpose()? {
         Some(Ok(s)) => Some(s),
         Some(Err(code)) => return Ok(code),
         None => None,
     };
+    let dir = dir.map_or_else(|| default_jobs_dir(settings.as_ref()), Path::to_path_buf);
+    // One job file: checked on its own, named after its file.
+    let (dir, files) = match (dir.is_file(), dir.parent(), dir.file_name()) {
+        (true, Some(parent), Some(name)) => (
+            parent.to_path_buf(),
+            vec![name.to_string_lossy().into_owned()],
+        ),
+        _ => {
+            let files = job_files(&dir)?;
+            (dir, files)
+        }
+    };
+    let dir = dir.as_path();
     let ctx = spec::Context {
         settings: settings.as_ref().map(|s| s as &dyn spec::DaemonConfig),
         files: Some(&spec::DiskFiles),
     };
-    let files = job_files(dir)?;
     let mut errors: Vec<Diagnostic> = Vec::new();
     if let (Some(s), Some(path)) = (&settings, config) {
         errors.extend(sql_runner_problems(s, &path.to_string_lossy()));

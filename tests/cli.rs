@@ -368,6 +368,44 @@ fn validate_default_dir_is_jobs() {
     );
 }
 
+/// `validate --config` read `./jobs` whatever the config's `repo.path`; it reads that folder,
+/// in the config's local repo, and takes one job file too.
+#[test]
+fn validate_with_config_reads_its_repo_path_and_takes_a_single_file() {
+    let tmp = tempdir();
+    write(
+        tmp.path(),
+        "config.yaml",
+        CONFIG.replace(
+            "repo: {url: ./config-repo}",
+            "repo: {url: ./config-repo, path: pipelines}",
+        ),
+    );
+    write(
+        tmp.path(),
+        "config-repo/pipelines/ok.yaml",
+        "env: dev\nparams: {command: [x]}\n",
+    );
+    write(
+        tmp.path(),
+        "config-repo/pipelines/bad.yaml",
+        "env: dev\nsuspend: yes\nparams: {command: [x]}\n",
+    );
+    jobkeeper(tmp.path(), &["validate", "--config", "config.yaml"]).expect(
+        1,
+        &format!(
+            "{}/config-repo/pipelines/bad.yaml:2:10: `suspend`: expected `true` or `false`, found a string\n",
+            tmp.path().display()
+        ),
+        "2 job file(s) checked: 1 invalid, 1 error(s)\n",
+    );
+    jobkeeper(tmp.path(), &["validate", "config-repo/pipelines/ok.yaml"]).expect(
+        0,
+        "",
+        "1 job file(s) checked: 0 invalid, 0 error(s)\n",
+    );
+}
+
 #[test]
 fn validate_missing_folder() {
     let tmp = tempdir();
