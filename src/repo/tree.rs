@@ -241,30 +241,40 @@ impl GitTree {
         to: Oid,
         path: &str,
     ) -> Result<Vec<JobFileChange>, RepoError> {
-        let dir = normalize_dir(path);
+        let (mut changes, _) = self.diff_below(from, to, &normalize_dir(path))?;
+        changes.sort_by(|a, b| a.rel_path().cmp(b.rel_path()));
+        Ok(changes)
+    }
+
+    /// The job-file changes and the other changed files (relative to `dir`) below folder
+    /// `dir` between `from` (`None`: an empty tree) and `to`. A tree walk that descends only
+    /// into subtrees whose ids differ: the cost grows with the change, not with the number of
+    /// files.
+    fn diff_below(
+        &self,
+        from: Option<Oid>,
+        to: Oid,
+        dir: &str,
+    ) -> Result<(Vec<JobFileChange>, Vec<String>), RepoError> {
         let old = match from {
-            Some(id) => self.subtree(id, &dir)?,
+            Some(id) => self.subtree(id, dir)?,
             None => None,
         };
-        let new = self.subtree(to, &dir)?;
+        let new = self.subtree(to, dir)?;
+        let (mut changes, mut others) = (Vec::new(), Vec::new());
         if let (Some(a), Some(b)) = (&old, &new)
             && a.id() == b.id()
         {
-            return Ok(Vec::new());
+            return Ok((changes, others));
         }
-        // A tree walk that descends only into subtrees whose ids differ: the cost grows with
-        // the change, not with the number of job files.
-        let mut changes = Vec::new();
-        let mut others = Vec::new();
         self.walk_diff(
             old.as_ref(),
             new.as_ref(),
             "",
-            &dir,
+            dir,
             &mut (&mut changes, &mut others),
         )?;
-        changes.sort_by(|a, b| a.rel_path().cmp(b.rel_path()));
-        Ok(changes)
+        Ok((changes, others))
     }
 
     /// Appends the job-file changes between two trees (either may be absent) below `prefix`
@@ -372,25 +382,7 @@ impl GitTree {
         path: &str,
     ) -> Result<Vec<String>, RepoError> {
         let dir = normalize_dir(path);
-        let old = match from {
-            Some(id) => self.subtree(id, &dir)?,
-            None => None,
-        };
-        let new = self.subtree(to, &dir)?;
-        if let (Some(a), Some(b)) = (&old, &new)
-            && a.id() == b.id()
-        {
-            return Ok(Vec::new());
-        }
-        let mut others = Vec::new();
-        let mut jobs = Vec::new();
-        self.walk_diff(
-            old.as_ref(),
-            new.as_ref(),
-            "",
-            &dir,
-            &mut (&mut jobs, &mut others),
-        )?;
+        let (_, others) = self.diff_below(from, to, &dir)?;
         let prefix = if dir.is_empty() {
             String::new()
         } else {
