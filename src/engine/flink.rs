@@ -358,15 +358,20 @@ impl FlinkEngine {
     async fn ended(&self, jid: &str) -> Result<bool, EngineError> {
         Ok(self.jobs().await?.get(jid).is_none_or(|s| !is_live(s)))
     }
+    /// A job's entry in `GET /jobs/overview` (state and task counts), `None` when unknown.
+    async fn overview_job(&self, jid: &str) -> Result<Option<serde_json::Value>, EngineError> {
+        let body = self.get("/jobs/overview").await?;
+        Ok(body["jobs"]
+            .as_array()
+            .and_then(|jobs| jobs.iter().find(|j| j["jid"] == jid).cloned()))
+    }
+
     /// Waits until every task of a live job runs, at most `limit` (then goes on: the savepoint
     /// will say what is wrong).
     async fn wait_tasks_running(&self, jid: &str, limit: Duration) -> Result<(), EngineError> {
         let until = tokio::time::Instant::now() + limit;
         loop {
-            let body = self.get("/jobs/overview").await?;
-            let job = body["jobs"]
-                .as_array()
-                .and_then(|jobs| jobs.iter().find(|j| j["jid"] == jid).cloned());
+            let job = self.overview_job(jid).await?;
             let ready = job.is_none_or(|j| {
                 !is_live(j["state"].as_str().unwrap_or_default())
                     || (j["state"] == "RUNNING" && j["tasks"]["running"] == j["tasks"]["total"])
@@ -536,10 +541,7 @@ impl Engine for FlinkEngine {
         let jid = handle.engine_id.as_str();
         let until = tokio::time::Instant::now() + limit;
         loop {
-            let body = self.get("/jobs/overview").await?;
-            let job = body["jobs"]
-                .as_array()
-                .and_then(|jobs| jobs.iter().find(|j| j["jid"] == jid).cloned());
+            let job = self.overview_job(jid).await?;
             let state = job
                 .as_ref()
                 .and_then(|j| j["state"].as_str())
