@@ -40,6 +40,11 @@ fi
 .venv/bin/python -c "import aiosmtpd" 2>/dev/null || .venv/bin/pip install -q --disable-pip-version-check aiosmtpd
 export JOBKEEPER_TEST_PYTHON="$PWD/.venv/bin/python"
 
+# A clean build gains nothing from incremental files, which take gigabytes of disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
+log "disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free here"
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
