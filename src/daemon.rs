@@ -7,7 +7,6 @@
 //! [`run`] takes its settings, listener and shutdown token, so tests run the whole daemon
 //! in-process on port 0 against a temporary git repo.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -19,10 +18,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::alert::Alerter;
 use crate::build::{BuildConfig, Builder};
-use crate::engine::flink::FlinkEngine;
+use crate::engine::Engine;
 use crate::engine::local::LocalEngine;
-use crate::engine::spark::SparkEngine;
-use crate::engine::{Engine, EngineConfig};
 use crate::event::JobEvent;
 use crate::http::{self, ApiState};
 use crate::metrics::Metrics;
@@ -102,7 +99,7 @@ pub async fn run_with(
     // The config at start: the fields taken only at start are read from it.
     let started = live.get();
     let core = Core::open(&live, &cancel)?;
-    probe_engines(&core.ctx.engines).await?;
+    probe_engines(&core.ctx.engines.all()).await?;
     recover(&core.ctx).await?;
 
     let tasks = TaskTracker::new();
@@ -129,7 +126,7 @@ pub async fn run_with(
     let reload = config_path.map(|path| (path, started.clone()));
     let loops = ServiceLoops {
         store: &core.store,
-        events: &core.ctx.events,
+        reconciler: &reconciler,
         live: &live,
         notifier: &notifier,
     };
@@ -195,7 +192,7 @@ impl Core {
         let alerter = Alerter::spawn(live.clone(), store.clone(), cancel.clone()).attach(&store);
         let metrics = Arc::new(Metrics::default());
         let local = Arc::new(LocalEngine::new());
-        let engines = engines_by_env(&settings, &local);
+        let engines = crate::engine::Engines::build(&settings, local.clone());
         let projects = Arc::new(ProjectRepos::new(
             state_dir,
             crate::repo::Credentials::from_settings(&settings.repo),
@@ -230,12 +227,11 @@ impl Core {
 /// Asks each cluster what it is (flink: its version) once, before anything starts: a cluster
 /// jobkeeper cannot drive stops the start with an error naming it; one that does not answer is
 /// asked again when it does.
-async fn probe_engines(engines: &HashMap<String, Arc<dyn Engine>>) -> Result<(), DaemonError> {
-    let mut names: Vec<&String> = engines.keys().collect();
-    names.sort();
+pub(crate) async fn probe_engines(
+    engines: &[(String, Arc<dyn Engine>)],
+) -> Result<(), DaemonError> {
     let mut asked = std::collections::HashSet::new();
-    for env in names {
-        let engine = &engines[env];
+    for (env, engine) in engines {
         if !asked.insert(engine.location()) {
             continue;
         }
@@ -297,8 +293,8 @@ fn start_job_loops(
 struct ServiceLoops<'a> {
     /// The store.
     store: &'a Store,
-    /// Records events.
-    events: &'a reconcile::Emitter,
+    /// The reconciler (a reload may move jobs to a new cluster).
+    reconciler: &'a Arc<Reconciler>,
     /// The running config.
     live: &'a Live,
     /// systemd.
@@ -315,7 +311,7 @@ fn start_service_loops(
 ) {
     let ServiceLoops {
         store,
-        events,
+        reconciler,
         live,
         notifier,
     } = *loops;
@@ -338,7 +334,7 @@ fn start_service_loops(
             path,
             started,
             live.clone(),
-            events.clone(),
+            reconciler.clone(),
             notifier.clone(),
             cancel.clone(),
         ));
@@ -549,47 +545,6 @@ async fn status_loop(store: Store, notifier: Arc<Notifier>, cancel: Cancellation
             by_state.join(", ")
         ));
     }
-}
-
-/// The engine of each env: the local engine is shared; each flink cluster (URL and savepoint
-/// folder) and each spark master (REST URL, master URL and UI) gets one engine, shared by the
-/// envs naming it.
-fn engines_by_env(
-    settings: &Settings,
-    local: &Arc<LocalEngine>,
-) -> HashMap<String, Arc<dyn Engine>> {
-    let salt = settings.state_dir.display().to_string();
-    let mut clusters: HashMap<String, Arc<dyn Engine>> = HashMap::new();
-    let mut engines: HashMap<String, Arc<dyn Engine>> = HashMap::new();
-    type Make<'a> = Box<dyn Fn() -> Result<Arc<dyn Engine>, crate::engine::EngineError> + 'a>;
-    for (name, env) in &settings.envs {
-        let (key, made): (String, Make) = match &env.engine {
-            EngineConfig::Local => {
-                engines.insert(name.clone(), local.clone());
-                continue;
-            }
-            EngineConfig::Flink(f) => (
-                format!("flink {} {:?}", f.url, f.savepoint_dir),
-                Box::new(|| FlinkEngine::new(f, &salt).map(|e| Arc::new(e) as Arc<dyn Engine>)),
-            ),
-            EngineConfig::Spark(s) => (
-                format!("spark {} {} {:?}", s.url, s.master, s.ui),
-                Box::new(|| SparkEngine::new(s, &salt).map(|e| Arc::new(e) as Arc<dyn Engine>)),
-            ),
-        };
-        if let Some(e) = clusters.get(&key) {
-            engines.insert(name.clone(), e.clone());
-            continue;
-        }
-        match made() {
-            Ok(e) => {
-                clusters.insert(key, e.clone());
-                engines.insert(name.clone(), e);
-            }
-            Err(err) => tracing::error!(env = %name, "engine unavailable: {err}"),
-        }
-    }
-    engines
 }
 
 /// How long the first sync may take before the stored jobs start anyway.

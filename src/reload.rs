@@ -2,12 +2,11 @@
 //! [`Live`] (every reader takes it at its next use), an invalid one is refused with its errors
 //! and the running config stays.
 //!
-//! Engines are built once, at start. An env whose cluster (flink URL or savepoint folder, spark
-//! master) changed, or a new env on a cluster, is therefore reported by [`cluster_changes`] as
-//! needing a restart: the reload is accepted, the log says so at error level and the
-//! `config_reloaded` event names the envs. Until the restart, the jobs of a changed env keep
-//! the cluster the daemon started with and the jobs of a new cluster env are refused with
-//! `deploy_failed`.
+//! The engines follow the new config ([`crate::engine::Engines::apply`]): a new cluster env
+//! gets its engine at once, and the jobs of a flink env whose cluster changed move to the new
+//! cluster through a savepoint (every actor is asked to look again). An env that changes its
+//! engine kind or its spark master keeps its engine until a restart: the reload is accepted,
+//! the log says so at error level and the `config_reloaded` event names the envs.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,34 +14,22 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::diag;
-use crate::engine::EngineConfig;
+use crate::engine::registry::Applied;
 use crate::event::JobEvent;
-use crate::reconcile::{Emitter, Scope};
+use crate::reconcile::{Reconciler, Scope};
 use crate::settings::{Live, Settings};
 use crate::systemd::Notifier;
 
-/// The envs of `new` whose engine the running daemon cannot give them before a restart: a
-/// cluster env that is new, and an env whose engine kind or cluster settings changed where
-/// either side is a cluster. A new or changed env that is local on both sides needs none.
-pub fn cluster_changes(old: &Settings, new: &Settings) -> Vec<String> {
-    new.envs
-        .iter()
-        .filter(|(name, env)| match old.envs.get(*name) {
-            None => env.engine != EngineConfig::Local,
-            Some(was) => {
-                let local = env.engine == EngineConfig::Local && was.engine == EngineConfig::Local;
-                !local && was.engine != env.engine
-            }
-        })
-        .map(|(name, _)| name.clone())
-        .collect()
-}
-
-/// The log line and event of an accepted reload; `true` when a cluster change needs a restart.
+/// The log line and event of an accepted reload; `true` when a change needs a restart.
 /// `old` is the config the daemon started with: what it took at start is still in use.
-fn reloaded_message(path: &std::path::Path, old: &Settings, new: &Settings) -> (String, bool) {
+/// `engines` says which envs' clusters changed now and which wait for a restart.
+fn reloaded_message(
+    path: &std::path::Path,
+    old: &Settings,
+    new: &Settings,
+    engines: &Applied,
+) -> (String, bool) {
     let later = crate::settings::needs_restart(old, new);
-    let clusters = cluster_changes(old, new);
     let mut msg = format!("config {} reloaded", path.display());
     if !later.is_empty() {
         msg.push_str(&format!(
@@ -50,14 +37,25 @@ fn reloaded_message(path: &std::path::Path, old: &Settings, new: &Settings) -> (
             later.join(", ")
         ));
     }
-    if !clusters.is_empty() {
-        let envs: Vec<String> = clusters.iter().map(|e| format!("`{e}`")).collect();
+    let names = |envs: &[String]| {
+        envs.iter()
+            .map(|e| format!("`{e}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !engines.changed.is_empty() {
         msg.push_str(&format!(
-            "; the cluster of env {} changed: restart the daemon to use it (until then a changed env keeps its cluster and a new one refuses its jobs)",
-            envs.join(", ")
+            "; the cluster of env {} changed: its jobs move to the new cluster through a savepoint",
+            names(&engines.changed)
         ));
     }
-    (msg, !clusters.is_empty())
+    if !engines.needs_restart.is_empty() {
+        msg.push_str(&format!(
+            "; the engine of env {} changed: restart the daemon to use it (until then its jobs keep the engine the daemon has)",
+            names(&engines.needs_restart)
+        ));
+    }
+    (msg, !engines.needs_restart.is_empty())
 }
 
 /// Reads `path` again and puts a valid config in place; records what happened. `started` is
@@ -66,16 +64,32 @@ async fn reload_once(
     path: &std::path::Path,
     started: &Settings,
     live: &Live,
-    events: &Emitter,
+    reconciler: &Reconciler,
     notifier: &Notifier,
 ) {
+    let ctx = reconciler.context();
+    let events = &ctx.events;
     notifier.reloading();
     let p = path.to_path_buf();
     let loaded = tokio::task::spawn_blocking(move || crate::settings::load(&p)).await;
     match loaded {
         Ok(Ok(new)) => {
-            let (msg, restart) = reloaded_message(path, started, &new);
+            let engines = ctx.engines.apply(&new, true);
+            let (msg, restart) = reloaded_message(path, started, &new, &engines);
             live.replace(new);
+            if !engines.changed.is_empty() {
+                // The new clusters are asked their version before the jobs move there.
+                let moved: Vec<_> = ctx
+                    .engines
+                    .all()
+                    .into_iter()
+                    .filter(|(env, _)| engines.changed.contains(env))
+                    .collect();
+                if let Err(e) = crate::daemon::probe_engines(&moved).await {
+                    tracing::error!("{e}");
+                }
+                reconciler.poke_all();
+            }
             let event = JobEvent::ConfigReloaded {
                 message: msg.clone(),
                 needs_restart: restart,
@@ -107,7 +121,7 @@ pub async fn reload_loop(
     path: PathBuf,
     started: Arc<Settings>,
     live: Live,
-    events: Emitter,
+    reconciler: Arc<Reconciler>,
     notifier: Arc<Notifier>,
     cancel: CancellationToken,
 ) {
@@ -121,7 +135,7 @@ pub async fn reload_loop(
             () = cancel.cancelled() => return,
             _ = hup.recv() => {}
         }
-        reload_once(&path, &started, &live, &events, &notifier).await;
+        reload_once(&path, &started, &live, &reconciler, &notifier).await;
     }
 }
 
@@ -139,72 +153,30 @@ mod tests {
     }
 
     #[test]
-    fn which_env_changes_need_a_restart() {
-        let flink = |url: &str| format!("  f: {{engine: flink, flink: {{url: \"{url}\"}}}}\n");
-        let dev = "  dev: {engine: local}\n";
-        let rows: Vec<(&str, String, String, Vec<&str>)> = vec![
-            (
-                "nothing changed",
-                flink("http://a:8081"),
-                flink("http://a:8081"),
-                vec![],
-            ),
-            (
-                "flink url changed",
-                flink("http://a:8081"),
-                flink("http://b:8081"),
-                vec!["f"],
-            ),
-            (
-                "new cluster env",
-                dev.into(),
-                format!("{dev}{}", flink("http://a:8081")),
-                vec!["f"],
-            ),
-            (
-                "new local env",
-                dev.into(),
-                format!("{dev}  prod: {{engine: local}}\n"),
-                vec![],
-            ),
-            (
-                "cluster env removed",
-                format!("{dev}{}", flink("http://a:8081")),
-                dev.into(),
-                vec![],
-            ),
-            (
-                "flink env made local",
-                flink("http://a:8081"),
-                "  f: {engine: local}\n".into(),
-                vec!["f"],
-            ),
-            (
-                "only vars changed",
-                "  dev: {engine: local, vars: {A: '1'}}\n".into(),
-                "  dev: {engine: local, vars: {A: '2'}}\n".into(),
-                vec![],
-            ),
-        ];
-        for (what, old, new, want) in rows {
-            let got = cluster_changes(&settings(&old), &settings(&new));
-            assert_eq!(got, want, "{what}");
-        }
-    }
-
-    #[test]
-    fn the_reload_message_names_the_envs_that_need_a_restart() {
+    fn the_reload_message_names_the_envs_that_move_or_need_a_restart() {
         let old = settings("  f: {engine: flink, flink: {url: \"http://a:8081\"}}\n");
         let new = settings("  f: {engine: flink, flink: {url: \"http://b:8081\"}}\n");
-        let (msg, restart) = reloaded_message(Path::new("c.yaml"), &old, &new);
+        let moved = Applied {
+            changed: vec!["f".into()],
+            needs_restart: vec![],
+        };
+        let (msg, restart) = reloaded_message(Path::new("c.yaml"), &old, &new, &moved);
+        assert!(!restart, "a flink env moves at once");
+        assert_eq!(
+            msg,
+            "config c.yaml reloaded; the cluster of env `f` changed: its jobs move to the new cluster through a savepoint"
+        );
+        let kept = Applied {
+            changed: vec![],
+            needs_restart: vec!["s".into()],
+        };
+        let (msg, restart) = reloaded_message(Path::new("c.yaml"), &old, &new, &kept);
         assert!(restart);
         assert!(
-            msg.starts_with(
-                "config c.yaml reloaded; the cluster of env `f` changed: restart the daemon"
-            ),
+            msg.ends_with("the engine of env `s` changed: restart the daemon to use it (until then its jobs keep the engine the daemon has)"),
             "{msg}"
         );
-        let (msg, restart) = reloaded_message(Path::new("c.yaml"), &old, &old);
+        let (msg, restart) = reloaded_message(Path::new("c.yaml"), &old, &old, &Applied::default());
         assert!(!restart);
         assert_eq!(msg, "config c.yaml reloaded");
     }

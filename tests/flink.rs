@@ -728,3 +728,151 @@ async fn a_move_the_new_cluster_refuses_starts_the_job_again_on_the_old_one_from
         "nothing of it on 1.20"
     );
 }
+
+/// The savepoint a run's stop took, and that the job's run on `url` with id `jid` was restored
+/// from it.
+async fn assert_restored_from_the_savepoint_of(
+    d: &Daemon,
+    job: &str,
+    run: i64,
+    url: &str,
+    jid: &str,
+) {
+    let sps = d.store.savepoints(job, 10).unwrap();
+    assert_eq!(
+        (sps[0].kind.as_str(), sps[0].run_id),
+        ("savepoint", Some(run)),
+        "{sps:?}"
+    );
+    let restored = restored_from(url, jid).await;
+    assert_eq!(restored["is_savepoint"], true, "{restored}");
+    assert_eq!(
+        restored["external_path"].as_str(),
+        Some(sps[0].location.as_str()),
+        "restored from the savepoint taken on the former cluster: {restored}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_restarted_with_a_new_flink_url_moves_the_envs_jobs_from_1_20_to_2_3() {
+    let (old, new) = (Cluster::v1_20(), Cluster::v2_3());
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &old.url);
+    let _cleanup_old = cleanup(&old.url, tmp.path());
+    let _cleanup_new = cleanup(&new.url, tmp.path());
+    git.write(
+        "jobs/urlmover.yaml",
+        &counter(&old.lib, &["--tag", "url-move"], ""),
+    );
+    git.commit_push("a flink job on the env's cluster (1.20)");
+    let mut d = start(tmp.path(), &cfg).await;
+    let (run1, jid1) = running(&d, &old.url, "urlmover", &[]).await;
+    d.stop().await;
+    assert_eq!(
+        flink_state(&old.url, &jid1).await.as_deref(),
+        Some("RUNNING"),
+        "a daemon stop leaves cluster jobs running"
+    );
+
+    // The env's cluster is now the 2.3 one: the job moves, it is not submitted twice.
+    let d = start(tmp.path(), &cfg.replace(&old.url, &new.url)).await;
+    let (_, jid2) = running(&d, &new.url, "urlmover", &[]).await;
+    assert_ne!(jid1, jid2);
+    assert_eq!(
+        flink_state(&old.url, &jid1).await.as_deref(),
+        Some("FINISHED"),
+        "stopped with a savepoint on the former cluster"
+    );
+    assert!(
+        overview_jobs(&old.url)
+            .await
+            .iter()
+            .all(|(_, name, state)| name != "flink-counter url-move" || state != "RUNNING"),
+        "nothing of it runs on 1.20"
+    );
+    assert_restored_from_the_savepoint_of(&d, "urlmover", run1, &new.url, &jid2).await;
+    let moved_event = || {
+        d.events("urlmover")
+            .into_iter()
+            .find(|e| e.kind == "deployed" && e.message.contains("moved from"))
+    };
+    wait_for("the move's deployed event", LIMIT, || {
+        moved_event().is_some()
+    })
+    .await;
+    let moved = moved_event().unwrap();
+    assert!(
+        moved.message.contains(&old.url) && moved.message.contains(&new.url),
+        "{moved:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_flink_url_whose_cluster_refuses_the_job_leaves_it_on_the_former_one() {
+    let (old, new) = (Cluster::v2_3(), Cluster::v1_20());
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &old.url);
+    let _cleanup_old = cleanup(&old.url, tmp.path());
+    let _cleanup_new = cleanup(&new.url, tmp.path());
+    // A jar for 2.x only: its main() uses org.apache.flink.util.ParameterTool, which 1.20 lacks.
+    let src = "projects/flink-counter/src/example/Counter.java";
+    let text = std::fs::read_to_string(git.work.join(src)).unwrap();
+    let text = text.replacen(
+        "long rate = 20;",
+        "org.apache.flink.util.ParameterTool.fromArgs(args);\n        long rate = 20;",
+        1,
+    );
+    git.write(src, &text);
+    git.write(
+        "jobs/urlstayer.yaml",
+        &counter(&old.lib, &["--tag", "url-stay"], ""),
+    );
+    git.commit_push("a 2.x-only job on 2.3");
+    let d = start_reloadable(tmp.path(), &cfg).await;
+    let (run1, jid1) = running(&d, &old.url, "urlstayer", &[]).await;
+
+    let msg = reload(&d, tmp.path(), &cfg.replace(&old.url, &new.url)).await;
+    assert!(msg.contains("the cluster of env `flink` changed"), "{msg}");
+    wait_for("deploy_failed", LIMIT, || {
+        d.has_event("urlstayer", "deploy_failed")
+    })
+    .await;
+    let (_, jid2) = running(&d, &old.url, "urlstayer", std::slice::from_ref(&jid1)).await;
+    let failed = d
+        .events("urlstayer")
+        .into_iter()
+        .find(|e| e.kind == "deploy_failed")
+        .unwrap();
+    assert!(
+        failed.message.contains("refused the job moved from")
+            && failed.message.contains("ParameterTool"),
+        "{failed:?}"
+    );
+    assert_restored_from_the_savepoint_of(&d, "urlstayer", run1, &old.url, &jid2).await;
+    assert!(
+        overview_jobs(&new.url)
+            .await
+            .iter()
+            .all(|(_, name, state)| name != "flink-counter url-stay" || state != "RUNNING"),
+        "nothing of it runs on 1.20"
+    );
+    // It stays on 2.3: the move is not tried again and again.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let refusals = d
+        .events("urlstayer")
+        .iter()
+        .filter(|e| e.kind == "deploy_failed")
+        .count();
+    assert_eq!(refusals, 1, "{:#?}", d.events("urlstayer"));
+    assert_eq!(d.live_runs("urlstayer").len(), 1);
+    let row = d.store.job("urlstayer").unwrap().unwrap();
+    assert_eq!(row.state.as_str(), "running");
+    assert!(
+        row.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("the new cluster refused the job"),
+        "{:?}",
+        row.reason
+    );
+}

@@ -1,84 +1,18 @@
 //! SIGHUP reloads against the daemon running in-process (`daemon::run_with` with its config
 //! file): after a reload the HTTP API masks logs with the new `secrets_dir` and takes the new
-//! API token, and a changed cluster is accepted with a warning that it needs a restart.
+//! API token; a flink env's new URL is taken at once (its jobs move there, see tests/flink.rs), and
+//! an env that changes its engine kind waits for a restart.
 //!
 //! A SIGHUP reaches every daemon of the process, so the tests here run one at a time.
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::{Daemon, Git, config, wait_for};
-use tokio::signal::unix::{SignalKind, signal};
-use tokio_util::sync::CancellationToken;
+use common::{Daemon, Git, config, reload, start_reloadable};
 
 /// One test at a time: a SIGHUP reaches every daemon of the process.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Starts the daemon in-process with `config.yaml` under `root` as its reloadable config.
-async fn start_reloadable(root: &Path, config_text: &str) -> Daemon {
-    let path = root.join("config.yaml");
-    std::fs::write(&path, config_text).unwrap();
-    let settings = jobkeeper::settings::load(&path)
-        .unwrap_or_else(|d| panic!("config: {}", jobkeeper::diag::render(&d)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state_dir = settings.state_dir.clone();
-    let cancel = CancellationToken::new();
-    let handle = tokio::spawn(jobkeeper::daemon::run_with(
-        settings,
-        listener,
-        cancel.clone(),
-        Some(path),
-    ));
-    let db = state_dir.join("jobkeeper.db");
-    let mut store = None;
-    wait_for("the store", Duration::from_secs(10), || {
-        store = db
-            .exists()
-            .then(|| jobkeeper::store::Store::open(&db).ok())
-            .flatten();
-        store.is_some()
-    })
-    .await;
-    Daemon {
-        cancel,
-        handle: Some(handle),
-        state_dir,
-        addr,
-        store: store.unwrap(),
-    }
-}
-
-/// Writes `text` as the config and sends SIGHUP until a reload event newer than the last one
-/// is recorded (the daemon may not listen for SIGHUP yet right after it starts); returns its
-/// message.
-async fn reload(d: &Daemon, root: &Path, text: &str) -> String {
-    // While this test runs, a SIGHUP never takes the default action (ending the process).
-    let _hup = signal(SignalKind::hangup()).unwrap();
-    std::fs::write(root.join("config.yaml"), text).unwrap();
-    let reloads = |d: &Daemon| {
-        d.store
-            .events(None, 200)
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.kind.as_str().starts_with("config_reload"))
-            .collect::<Vec<_>>()
-    };
-    let before = reloads(d).first().map_or(0, |e| e.id);
-    for _ in 0..50 {
-        nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGHUP).unwrap();
-        for _ in 0..20 {
-            if let Some(e) = reloads(d).into_iter().find(|e| e.id > before) {
-                assert_eq!(e.kind, "config_reloaded", "{}", e.message);
-                return e.message;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-    panic!("no reload recorded");
-}
 
 async fn get(d: &Daemon, path: &str) -> (u16, String) {
     let r = reqwest::get(format!("http://{}{path}", d.addr))
@@ -169,7 +103,8 @@ async fn after_a_reload_logs_are_masked_with_the_new_secrets_dir_and_the_new_tok
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_reload_changing_a_cluster_is_accepted_and_says_the_daemon_needs_a_restart() {
+async fn a_reload_moves_a_flink_envs_jobs_to_its_new_url_and_a_changed_engine_kind_waits_for_a_restart()
+ {
     let _one = ONE_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
@@ -190,16 +125,30 @@ async fn a_reload_changing_a_cluster_is_accepted_and_says_the_daemon_needs_a_res
 
     let msg = reload(&d, root, &cluster(new)).await;
     assert!(
-        msg.contains("the cluster of env `stream` changed: restart the daemon to use it"),
+        msg.ends_with(
+            "the cluster of env `stream` changed: its jobs move to the new cluster through a savepoint"
+        ),
         "{msg}"
     );
-    // Back to the cluster the daemon started with: nothing waits for a restart.
-    let msg = reload(&d, root, &cluster(old)).await;
-    assert!(msg.ends_with("reloaded"), "{msg}");
+    let (_, body) = get(&d, "/api/v1/clusters").await;
+    assert!(
+        body.contains(&format!("http://127.0.0.1:{new}")) && !body.contains(&format!(":{old}\"")),
+        "the env names its new cluster at once: {body}"
+    );
+    // A flink env made local needs a restart: until then it keeps its cluster.
+    let local = cluster(new).replace(
+        &format!("stream: {{engine: flink, flink: {{url: \"http://127.0.0.1:{new}\"}}}}"),
+        "stream: {engine: local}",
+    );
+    let msg = reload(&d, root, &local).await;
+    assert!(
+        msg.contains("the engine of env `stream` changed: restart the daemon to use it"),
+        "{msg}"
+    );
     assert_eq!(
         d.running_pid("a").await,
         pid,
-        "jobs untouched by the reloads"
+        "jobs of other envs untouched by the reloads"
     );
     d.stop().await;
 }

@@ -444,6 +444,20 @@ impl Engine for FlinkEngine {
         format!("flink cluster {}", self.base)
     }
 
+    fn cluster(&self) -> Option<String> {
+        Some(self.base.clone())
+    }
+
+    fn elsewhere(&self, cluster: &str) -> Option<std::sync::Arc<dyn Engine>> {
+        let settings = FlinkSettings {
+            url: cluster.to_string(),
+            savepoint_dir: self.savepoint_dir.clone(),
+            sql_runner: None,
+        };
+        let engine = FlinkEngine::new(&settings, &self.salt).ok()?;
+        Some(std::sync::Arc::new(engine))
+    }
+
     async fn probe(&self) -> Result<(), EngineError> {
         self.read_version().await.map(|_| ())
     }
@@ -534,6 +548,7 @@ impl Engine for FlinkEngine {
             run_id: req.run_id,
             engine_id: id,
             start_ticks: None,
+            cluster: Some(self.base.clone()),
         })
     }
 
@@ -679,6 +694,7 @@ impl Engine for FlinkEngine {
             run_id: run.run_id,
             engine_id: job_id(&self.salt, run.job, run.run_id),
             start_ticks: None,
+            cluster: Some(self.base.clone()),
         };
         match self.status(std::slice::from_ref(&h)).await {
             Ok(st) if st.first() == Some(&RunStatus::Vanished) => {

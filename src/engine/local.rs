@@ -108,6 +108,7 @@ impl LocalEngine {
                 run_id: c.run_id,
                 engine_id: pid.to_string(),
                 start_ticks: Some(c.start_ticks),
+                cluster: None,
             })
             .collect()
     }
@@ -176,6 +177,7 @@ pub fn find_unrecorded(run_id: i64, log_path: &Path) -> Vec<RunHandle> {
                 run_id,
                 engine_id: pid.to_string(),
                 start_ticks: Some(info.start_ticks),
+                cluster: None,
             });
         }
     }
@@ -468,6 +470,7 @@ impl Engine for LocalEngine {
             run_id: req.run_id,
             engine_id: pid.to_string(),
             start_ticks: Some(start_ticks),
+            cluster: None,
         })
     }
 
@@ -927,6 +930,7 @@ mod tests {
             run_id: 11,
             engine_id: child.pid().to_string(),
             start_ticks: Some(ticks),
+            cluster: None,
         };
         (child, handle)
     }

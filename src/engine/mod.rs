@@ -14,9 +14,11 @@ pub mod cluster;
 pub mod flink;
 mod kind;
 pub mod local;
+pub mod registry;
 pub mod spark;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +27,7 @@ use tokio::sync::mpsc;
 use crate::spec::Params;
 
 pub use kind::{EngineConfig, EngineKind};
+pub use registry::Engines;
 
 /// One submission, ready to go.
 #[derive(Debug, Clone)]
@@ -49,7 +52,7 @@ pub struct SubmitRequest {
 }
 
 /// What identifies a run to its engine; stored as JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunHandle {
     /// The store's run id.
     pub run_id: i64,
@@ -58,6 +61,10 @@ pub struct RunHandle {
     /// local: the process start time in clock ticks since boot (`/proc/<pid>/stat` field 22),
     /// so a recycled pid is never mistaken for the run.
     pub start_ticks: Option<u64>,
+    /// The cluster the run was submitted to ([`Engine::cluster`]); `None` on local and for runs
+    /// recorded before clusters were. A run whose env now names another cluster is moved there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 /// What an engine says about a run.
@@ -212,6 +219,18 @@ pub trait Engine: Send + Sync {
 
     /// The version of the engine's cluster, once known (flink: `flink-version`).
     fn version(&self) -> Option<String> {
+        None
+    }
+
+    /// The cluster this engine drives, as recorded in [`RunHandle::cluster`] (flink: its REST
+    /// URL); `None` for the local engine.
+    fn cluster(&self) -> Option<String> {
+        None
+    }
+
+    /// The same engine, with the same settings, driving another cluster: for runs recorded on
+    /// a cluster their env no longer names. `None` when the engine cannot.
+    fn elsewhere(&self, _cluster: &str) -> Option<Arc<dyn Engine>> {
         None
     }
 

@@ -524,6 +524,7 @@ impl Engine for SparkEngine {
                             run_id: req.run_id,
                             engine_id: id,
                             start_ticks: None,
+                            cluster: None,
                         })
                     }
                     _ => Err(e),
@@ -561,6 +562,7 @@ impl Engine for SparkEngine {
             run_id: req.run_id,
             engine_id: id.to_string(),
             start_ticks: None,
+            cluster: None,
         })
     }
 
@@ -649,6 +651,7 @@ impl Engine for SparkEngine {
                     run_id: run.run_id,
                     engine_id: id,
                     start_ticks: None,
+                    cluster: None,
                 })
             }
             Ok(None) => Recovery::NeverStarted(NEVER_STARTED.to_string()),

@@ -37,7 +37,7 @@ pub struct ClustersView {
 pub fn clusters_view(state: &ApiState) -> ClustersView {
     let ctx = state.reconciler.context();
     let mut by_location: BTreeMap<String, ClusterView> = BTreeMap::new();
-    for (env, engine) in &ctx.engines {
+    for (env, engine) in ctx.engines.all() {
         if !engine.runs_survive_daemon() {
             continue;
         }
@@ -51,7 +51,7 @@ pub fn clusters_view(state: &ApiState) -> ClustersView {
                 version: engine.version(),
                 reachable: !ctx.outages.is_down(&location),
             });
-        view.envs.push(env.clone());
+        view.envs.push(env);
         view.envs.sort();
     }
     ClustersView {

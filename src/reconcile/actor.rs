@@ -63,6 +63,15 @@ pub(super) struct Live {
     pub confirmed: bool,
 }
 
+/// The cluster a job stays on because its env's new cluster refused it (see
+/// [`Actor::move_cluster`]): until the env names yet another cluster or a new version deploys.
+pub(super) struct Pinned {
+    /// The env's cluster that refused the job.
+    pub refused_by: Option<String>,
+    /// The engine of the cluster the job runs on.
+    pub engine: Arc<dyn Engine>,
+}
+
 /// Looking again at a cluster that did not answer.
 pub(super) struct EngineRetry {
     /// The wait before looking again, doubling while the cluster does not answer.
@@ -97,6 +106,8 @@ pub struct Actor {
     /// The wall-clock time of the next cron tick (for messages).
     pub(super) fire_at: Option<chrono::DateTime<chrono_tz::Tz>>,
     pub(super) engine_retry: EngineRetry,
+    /// The job stays on its former cluster: its env's new one refused it.
+    pub(super) pinned: Option<Pinned>,
 }
 
 impl Actor {
@@ -121,6 +132,7 @@ impl Actor {
                 backoff: Backoff::new(ENGINE_WAIT.0, ENGINE_WAIT.1),
                 converge: false,
             },
+            pinned: None,
         }
     }
 
@@ -264,6 +276,7 @@ impl Actor {
                 }
                 Ok(())
             }
+            (Action::Move, _) => self.move_cluster().await,
             (Action::Start, _) => {
                 let why = "run submitted";
                 self.start(JobEvent::Started { why: why.into() }, false)
@@ -294,7 +307,32 @@ impl Actor {
             restart_pending: self.timers.restart.is_some(),
             scheduled: self.timers.fire.is_some(),
             state,
+            elsewhere: self.elsewhere(),
         }
+    }
+
+    /// Whether a live run is on a cluster other than the one its env names now (and that one
+    /// did not refuse the job).
+    fn elsewhere(&self) -> bool {
+        let Some(target) = self
+            .applied
+            .as_ref()
+            .and_then(|a| self.ctx.engines.get(&a.spec.env))
+        else {
+            return false;
+        };
+        let cluster = target.cluster();
+        if cluster.is_none()
+            || self
+                .pinned
+                .as_ref()
+                .is_some_and(|p| p.refused_by == cluster)
+        {
+            return false;
+        }
+        self.live
+            .iter()
+            .any(|l| l.engine.kind() == target.kind() && l.engine.cluster() != cluster)
     }
 
     /// Carries out what [`error_policy`] says of a failed step. `stall` names what a stalled

@@ -76,6 +76,9 @@ pub struct Observed<'a> {
     pub scheduled: bool,
     /// The state the store shows.
     pub state: JobState,
+    /// A live run is on a cluster the job's env no longer names (its URL changed), and that
+    /// cluster did not refuse the job already.
+    pub elsewhere: bool,
 }
 
 /// What the actor does next.
@@ -96,6 +99,9 @@ pub enum Action {
     StartPrevious,
     /// Build (if needed) and deploy the new version.
     Deploy,
+    /// The same version runs on a cluster its env no longer names: stop it there with a
+    /// savepoint and start it on the env's cluster from it.
+    Move,
     /// The same version with nothing live: start it (after a daemon restart, or the run ended).
     Start,
     /// A batch job without its next cron time: schedule it.
@@ -200,6 +206,10 @@ pub fn decide(desired: Desired<'_>, seen: Observed<'_>) -> Action {
         return Action::Deploy;
     }
     if !spec.is_batch() {
+        // A batch run left on the old cluster ends there; its next run starts on the new one.
+        if seen.elsewhere && seen.live > 0 {
+            return Action::Move;
+        }
         return if seen.live == 0 && !seen.gave_up && !seen.restart_pending {
             Action::Start
         } else {
@@ -299,6 +309,7 @@ mod tests {
             restart_pending: false,
             scheduled: false,
             state: JobState::Pending,
+            elsewhere: false,
         }
     }
 
@@ -340,6 +351,26 @@ mod tests {
                     ..seen(Some(&v1))
                 },
                 Action::Nothing,
+            ),
+            (
+                "same version, running on the env's former cluster",
+                want(&service, "h1"),
+                Observed {
+                    live: 1,
+                    elsewhere: true,
+                    ..seen(Some(&v1))
+                },
+                Action::Move,
+            ),
+            (
+                "changed version on the former cluster: the deploy moves it",
+                want(&service, "h2"),
+                Observed {
+                    live: 1,
+                    elsewhere: true,
+                    ..seen(Some(&v1))
+                },
+                Action::Deploy,
             ),
             (
                 "same version, gave up",
@@ -432,6 +463,18 @@ mod tests {
                 Action::Schedule {
                     show_pending: false,
                 },
+            ),
+            (
+                "batch run on the env's former cluster: it ends there",
+                want(&batch, "b1"),
+                Observed {
+                    live: 1,
+                    elsewhere: true,
+                    scheduled: true,
+                    state: JobState::Running,
+                    ..seen(Some(&b1))
+                },
+                Action::Nothing,
             ),
             (
                 "batch job scheduled",

@@ -19,6 +19,10 @@ use crate::store::{JobState, RunState};
 /// deploy counts as done (the health sweep follows it after that).
 const RESTORE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// The state reason of a job whose env's new cluster refused it: it runs on the former one.
+pub const DEPLOY_FAILED_MOVE: &str =
+    "deploy failed: the new cluster refused the job; it runs on the former one";
+
 fn stalled(kind: EventKind, reason: String) -> StepError {
     StepError::Stalled { kind, reason }
 }
@@ -101,6 +105,7 @@ impl Actor {
             .await
             .map_err(|reason| stalled(EventKind::DeployFailed, reason))?;
         let keep_state = new.spec.upgrade == Upgrade::Savepoint;
+        let from = self.live.first().map(|l| l.engine.clone());
         if let Err(err) = self.stop_all("replaced by a new version", keep_state).await {
             let why = "waiting for the cluster to stop the running version";
             self.set_state(JobState::Deploying, Some(why));
@@ -109,6 +114,8 @@ impl Actor {
         if !keep_state {
             self.restore = None; // `upgrade: stateless`: the new version starts fresh
         }
+        // A new version tries the env's cluster again, even one that refused the previous.
+        self.pinned = None;
         let previous = self.applied.replace(new);
         let submitted = match self.submit(false).await {
             Ok(run_id) => self.confirm_restored(run_id).await.map(|()| run_id),
@@ -122,8 +129,97 @@ impl Actor {
                 Ok(())
             }
             Err(reason) => {
-                self.restore_previous(previous).await;
+                self.restore_previous(previous, from).await;
                 Err(stalled(EventKind::DeployFailed, reason))
+            }
+        }
+    }
+
+    /// The job's runs live on a cluster its env no longer names (the env's `flink.url` changed
+    /// in the daemon config): they are stopped there with a savepoint and the same version is
+    /// started on the env's cluster from it. When that cluster refuses, the job starts again
+    /// where it ran, from the same savepoint, and stays there (`deploy_failed` says why) until
+    /// the env names another cluster, a new version deploys or the daemon restarts.
+    pub(super) async fn move_cluster(&mut self) -> Result<(), StepError> {
+        let Some(applied) = self.applied.clone() else {
+            return Ok(());
+        };
+        let to = self
+            .engine_for(&applied.spec)
+            .map_err(|reason| stalled(EventKind::DeployFailed, reason))?;
+        let Some(from) = self
+            .live
+            .iter()
+            .map(|l| l.engine.clone())
+            .find(|e| e.cluster() != to.cluster())
+        else {
+            return Ok(());
+        };
+        let versions = match (from.version(), to.version()) {
+            (Some(a), Some(b)) => format!(" (flink {a} → {b})"),
+            _ => String::new(),
+        };
+        let why = format!(
+            "the cluster of env `{}` changed: moved from {} to {}{versions}",
+            applied.spec.env,
+            from.location(),
+            to.location()
+        );
+        self.set_state(JobState::Deploying, Some(&why));
+        let refused = |actor: &mut Actor, reason: String| {
+            actor.pinned = Some(super::actor::Pinned {
+                refused_by: to.cluster(),
+                engine: from.clone(),
+            });
+            let reason = format!(
+                "{} refused the job moved from {}: {reason}",
+                to.location(),
+                from.location()
+            );
+            actor.event(None, &JobEvent::DeployFailed { reason });
+        };
+        if let Err(reason) = self
+            .preflight(&applied.spec, applied.artifact.as_ref())
+            .await
+        {
+            refused(self, reason);
+            self.set_state(JobState::Running, Some(DEPLOY_FAILED_MOVE));
+            return Ok(());
+        }
+        let keep_state = applied.spec.upgrade == Upgrade::Savepoint;
+        let stopping = format!("moved to {}", to.location());
+        if let Err(err) = self.stop_all(&stopping, keep_state).await {
+            let why = "waiting for the former cluster to stop the job";
+            self.set_state(JobState::Deploying, Some(why));
+            return Err(err);
+        }
+        if !keep_state {
+            self.restore = None;
+        }
+        let submitted = match self.submit(false).await {
+            Ok(run_id) => self.confirm_restored(run_id).await.map(|()| run_id),
+            Err(reason) => Err(reason),
+        };
+        match submitted {
+            Ok(run_id) => {
+                self.event(Some(run_id), &JobEvent::Deployed { why });
+                Ok(())
+            }
+            Err(reason) => {
+                refused(self, reason);
+                let from_where = self.restore.clone().unwrap_or_else(|| "its start".into());
+                match self.submit(false).await {
+                    Ok(run_id) => {
+                        let why = format!(
+                            "started again on {} from {from_where} after the move was refused",
+                            from.location()
+                        );
+                        self.event(Some(run_id), &JobEvent::Restarted { attempt: None, why });
+                        self.set_state(JobState::Running, Some(DEPLOY_FAILED_MOVE));
+                    }
+                    Err(reason) => self.event(None, &JobEvent::Failed { reason }),
+                }
+                Ok(())
             }
         }
     }
@@ -158,10 +254,25 @@ impl Actor {
 
     /// A new version could not start after the previous one was stopped: the previous one
     /// starts again (from the savepoint its stop took).
-    async fn restore_previous(&mut self, previous: Option<Deployed>) {
+    async fn restore_previous(
+        &mut self,
+        previous: Option<Deployed>,
+        from: Option<Arc<dyn Engine>>,
+    ) {
         self.applied = previous;
-        if self.applied.is_none() {
+        let Some(applied) = &self.applied else {
             return;
+        };
+        // The previous version ran on a cluster its env no longer names (a refused move):
+        // it starts again there.
+        if let (Some(from), Ok(env)) = (from, self.engine_for(&applied.spec))
+            && from.kind() == env.kind()
+            && from.cluster() != env.cluster()
+        {
+            self.pinned = Some(super::actor::Pinned {
+                refused_by: env.cluster(),
+                engine: from,
+            });
         }
         self.record_applied();
         match self.submit(false).await {
@@ -409,7 +520,7 @@ impl Actor {
                 Ok(())
             }
             Err(reason) => {
-                self.restore_previous(previous).await;
+                self.restore_previous(previous, None).await;
                 Err(stalled(EventKind::DeployFailed, reason))
             }
         }
@@ -422,15 +533,16 @@ impl Actor {
             .envs
             .get(&spec.env)
             .ok_or_else(|| format!("env `{}` is not in the daemon config", spec.env))?;
-        let engine = self.ctx.engines.get(&spec.env).cloned().or_else(|| {
-            // An env added by a config reload: the local engine serves it; a new cluster
-            // needs a restart of the daemon.
-            self.ctx
-                .engines
-                .values()
-                .find(|e| e.kind() == env.engine.kind() && !e.runs_survive_daemon())
-                .cloned()
-        });
+        let engine = self
+            .ctx
+            .engines
+            .get(&spec.env)
+            .map(|engine| match &self.pinned {
+                Some(p) if p.refused_by == engine.cluster() && p.engine.kind() == engine.kind() => {
+                    p.engine.clone()
+                }
+                _ => engine,
+            });
         engine.ok_or_else(|| {
             format!(
                 "engine `{}` of env `{}` is not available",

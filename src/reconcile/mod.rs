@@ -75,7 +75,7 @@ pub struct Context {
     /// Engines by env name: the local engine is shared by every local env; each cluster
     /// (flink URL, spark master) has its own engine, shared by the envs that name it. An env missing here
     /// refuses its jobs with `deploy_failed`.
-    pub engines: HashMap<String, Arc<dyn Engine>>,
+    pub engines: crate::engine::Engines,
     /// `state_dir/logs`.
     pub logs_dir: PathBuf,
     /// The daemon's metrics.
@@ -85,18 +85,10 @@ pub struct Context {
 }
 
 impl Context {
-    /// The engine a recorded run lives on: its env's, when that env still uses the run's
-    /// engine kind; for runs recorded without an env, the first engine of that kind.
-    pub fn engine_of_run(&self, run: &RunRow) -> Option<&Arc<dyn Engine>> {
-        match run.env.as_deref().and_then(|env| self.engines.get(env)) {
-            Some(e) if e.kind().as_str() == run.engine => Some(e),
-            Some(_) => None,
-            None if run.env.is_none() => self
-                .engines
-                .values()
-                .find(|e| e.kind().as_str() == run.engine),
-            None => None,
-        }
+    /// The engine a recorded run lives on (see [`crate::engine::Engines::of_run`]).
+    pub fn engine_of_run(&self, run: &RunRow) -> Option<Arc<dyn Engine>> {
+        self.engines
+            .of_run(run.env.as_deref(), &run.engine, run.handle.as_ref())
     }
 }
 
@@ -150,6 +142,18 @@ impl Reconciler {
     /// The job's desired spec may have changed.
     pub fn poke(&self, job: &str) {
         self.send(job, Msg::Desired);
+    }
+
+    /// Asks every job's actor to look at its job again (after a config reload moved a
+    /// cluster).
+    pub fn poke_all(&self) {
+        let actors = self
+            .actors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for tx in actors.values() {
+            let _ = tx.send(Msg::Desired);
+        }
     }
 
     /// Asks every job with `project.follow: true` to check whether its branch moved

@@ -57,6 +57,7 @@ impl Actor {
                     run_id,
                     engine_id: chosen_id.unwrap_or_default(),
                     start_ticks: None,
+                    cluster: engine.cluster(),
                 };
                 (handle, false)
             }
@@ -340,7 +341,7 @@ impl Actor {
             if run.state != RunState::Running {
                 continue;
             }
-            let Some(engine) = self.ctx.engine_of_run(&run).cloned() else {
+            let Some(engine) = self.ctx.engine_of_run(&run) else {
                 continue;
             };
             let Some(handle) = run.handle.clone().filter(|_| engine.runs_survive_daemon()) else {

@@ -50,9 +50,9 @@ pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
         let Some(engine) = ctx.engine_of_run(&run) else {
             continue;
         };
-        match groups.iter_mut().find(|(e, _)| Arc::ptr_eq(e, engine)) {
+        match groups.iter_mut().find(|(e, _)| Arc::ptr_eq(e, &engine)) {
             Some((_, g)) => g.push((run.job, handle)),
-            None => groups.push((engine.clone(), vec![(run.job, handle)])),
+            None => groups.push((engine, vec![(run.job, handle)])),
         }
     }
     let mut calls = tokio::task::JoinSet::new();

@@ -233,6 +233,7 @@ mod tests {
             run_id: id,
             engine_id: "42".into(),
             start_ticks: Some(7),
+            cluster: None,
         };
         s.set_run_running(id, &handle).unwrap();
         let run = s.run(id).unwrap().unwrap();

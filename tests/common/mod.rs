@@ -413,3 +413,67 @@ impl Drop for StopRunsOnDrop {
         }
     }
 }
+
+/// Starts the daemon in-process with `config.yaml` under `root` as its reloadable config.
+pub async fn start_reloadable(root: &Path, config_text: &str) -> Daemon {
+    let path = root.join("config.yaml");
+    std::fs::write(&path, config_text).unwrap();
+    let settings = jobkeeper::settings::load(&path)
+        .unwrap_or_else(|d| panic!("config: {}", jobkeeper::diag::render(&d)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state_dir = settings.state_dir.clone();
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn(jobkeeper::daemon::run_with(
+        settings,
+        listener,
+        cancel.clone(),
+        Some(path),
+    ));
+    let db = state_dir.join("jobkeeper.db");
+    let mut store = None;
+    wait_for("the store", Duration::from_secs(10), || {
+        store = db
+            .exists()
+            .then(|| jobkeeper::store::Store::open(&db).ok())
+            .flatten();
+        store.is_some()
+    })
+    .await;
+    Daemon {
+        cancel,
+        handle: Some(handle),
+        state_dir,
+        addr,
+        store: store.unwrap(),
+    }
+}
+
+/// Writes `text` as the config and sends SIGHUP until a reload event newer than the last one
+/// is recorded (the daemon may not listen for SIGHUP yet right after it starts); returns its
+/// message.
+pub async fn reload(d: &Daemon, root: &Path, text: &str) -> String {
+    // While this test runs, a SIGHUP never takes the default action (ending the process).
+    let _hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).unwrap();
+    std::fs::write(root.join("config.yaml"), text).unwrap();
+    let reloads = |d: &Daemon| {
+        d.store
+            .events(None, 200)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind.as_str().starts_with("config_reload"))
+            .collect::<Vec<_>>()
+    };
+    let before = reloads(d).first().map_or(0, |e| e.id);
+    for _ in 0..50 {
+        nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGHUP).unwrap();
+        for _ in 0..20 {
+            if let Some(e) = reloads(d).into_iter().find(|e| e.id > before) {
+                assert_eq!(e.kind, "config_reloaded", "{}", e.message);
+                return e.message;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    panic!("no reload recorded");
+}

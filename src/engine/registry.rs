@@ -1,0 +1,370 @@
+//! The engines of a daemon, by env: the local engine is shared by every local env; each cluster
+//! (flink URL and savepoint folder, spark master) has one engine, shared by the envs naming it.
+//!
+//! An env's cluster can change while runs live on the old one: a config reload swaps the env's
+//! engine ([`Engines::apply`]), and a daemon started with a new URL finds runs recorded on the
+//! old one ([`RunHandle::cluster`]). Such runs keep an engine for the cluster they live on (a
+//! *former* engine) until their job's actor has moved them to the env's current cluster, so
+//! nothing is ever looked up on a cluster it does not run on.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::flink::FlinkEngine;
+use super::local::LocalEngine;
+use super::spark::SparkEngine;
+use super::{Engine, EngineConfig, EngineError, EngineKind, RunHandle};
+use crate::settings::Settings;
+
+/// The engines by env, and the former engines of runs on a cluster no env names any more.
+pub struct Engines {
+    current: RwLock<HashMap<String, Entry>>,
+    former: Mutex<Vec<Arc<dyn Engine>>>,
+    local: Arc<LocalEngine>,
+    salt: String,
+}
+
+/// What [`Engines::apply`] changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Envs that had an engine and now have another one (their runs move to it).
+    pub changed: Vec<String>,
+    /// Envs that keep their engine until the daemon restarts.
+    pub needs_restart: Vec<String>,
+}
+
+/// An env's engine and the key of its cluster (`None`: local).
+struct Entry {
+    key: Option<String>,
+    engine: Arc<dyn Engine>,
+}
+
+/// The key of a cluster's engine: envs with the same key share one engine.
+fn cluster_key(engine: &EngineConfig) -> Option<String> {
+    match engine {
+        EngineConfig::Local => None,
+        EngineConfig::Flink(f) => Some(format!(
+            "flink {} {:?}",
+            f.url.trim_end_matches('/'),
+            f.savepoint_dir
+        )),
+        EngineConfig::Spark(s) => Some(format!("spark {} {} {:?}", s.url, s.master, s.ui)),
+    }
+}
+
+/// A new engine for a cluster env.
+fn make(engine: &EngineConfig, salt: &str) -> Result<Arc<dyn Engine>, EngineError> {
+    match engine {
+        EngineConfig::Local => Err(EngineError::Other("local has no cluster".into())),
+        EngineConfig::Flink(f) => FlinkEngine::new(f, salt).map(|e| Arc::new(e) as Arc<dyn Engine>),
+        EngineConfig::Spark(s) => SparkEngine::new(s, salt).map(|e| Arc::new(e) as Arc<dyn Engine>),
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Engines {
+    /// The engines of `settings`' envs. An engine that cannot be built is logged and its env
+    /// left out: its jobs are refused with `deploy_failed`.
+    pub fn build(settings: &Settings, local: Arc<LocalEngine>) -> Engines {
+        let salt = settings.state_dir.display().to_string();
+        let engines = Engines {
+            current: RwLock::new(HashMap::new()),
+            former: Mutex::new(Vec::new()),
+            local,
+            salt,
+        };
+        engines.apply(settings, false);
+        engines
+    }
+
+    /// Engines for a fixed map (tests and tools).
+    pub fn from_map(map: HashMap<String, Arc<dyn Engine>>) -> Engines {
+        Engines {
+            current: RwLock::new(
+                map.into_iter()
+                    .map(|(env, engine)| {
+                        let key = engine
+                            .cluster()
+                            .map(|c| format!("{} {c}", engine.kind().as_str()));
+                        (env, Entry { key, engine })
+                    })
+                    .collect(),
+            ),
+            former: Mutex::new(Vec::new()),
+            local: Arc::new(LocalEngine::new()),
+            salt: String::new(),
+        }
+    }
+
+    /// Gives each env of `settings` its engine, keeping the engine of every cluster that did
+    /// not change; the engine an env had before is kept as a former engine for the runs still
+    /// on it.
+    ///
+    /// On a `reload` of a running daemon, only a flink env may change its cluster (its jobs
+    /// then move, see [`Engines::of_run`]); an env that changes its engine kind or its spark
+    /// master keeps its engine until the daemon restarts.
+    pub fn apply(&self, settings: &Settings, reload: bool) -> Applied {
+        let mut out = Applied::default();
+        let mut current = write(&self.current);
+        let mut by_key: HashMap<String, Arc<dyn Engine>> = current
+            .values()
+            .filter_map(|e| Some((e.key.clone()?, e.engine.clone())))
+            .collect();
+        let mut next: HashMap<String, Entry> = HashMap::new();
+        for (name, env) in &settings.envs {
+            let key = cluster_key(&env.engine);
+            if reload
+                && let Some(old) = current.get(name)
+                && old.key != key
+                && (old.engine.kind() != env.engine.kind()
+                    || env.engine.kind() == EngineKind::Spark)
+            {
+                out.needs_restart.push(name.clone());
+                next.insert(
+                    name.clone(),
+                    Entry {
+                        key: old.key.clone(),
+                        engine: old.engine.clone(),
+                    },
+                );
+                continue;
+            }
+            let engine = match &key {
+                None => self.local.clone() as Arc<dyn Engine>,
+                Some(k) => match by_key.get(k) {
+                    Some(e) => e.clone(),
+                    None => match make(&env.engine, &self.salt) {
+                        Ok(e) => {
+                            by_key.insert(k.clone(), e.clone());
+                            e
+                        }
+                        Err(err) => {
+                            tracing::error!(env = %name, "engine unavailable: {err}");
+                            continue;
+                        }
+                    },
+                },
+            };
+            next.insert(name.clone(), Entry { key, engine });
+        }
+        out.changed = next
+            .iter()
+            .filter(|(name, e)| {
+                current
+                    .get(*name)
+                    .is_some_and(|old| !Arc::ptr_eq(&old.engine, &e.engine))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        out.changed.sort();
+        out.needs_restart.sort();
+        let mut former = crate::engine::cluster::lock(&self.former);
+        for old in current.values() {
+            let kept = next.values().any(|e| Arc::ptr_eq(&e.engine, &old.engine))
+                || former.iter().any(|e| Arc::ptr_eq(e, &old.engine));
+            if !kept && old.key.is_some() {
+                former.push(old.engine.clone());
+            }
+        }
+        *current = next;
+        out
+    }
+
+    /// The engine of env `env` now.
+    pub fn get(&self, env: &str) -> Option<Arc<dyn Engine>> {
+        read(&self.current).get(env).map(|e| e.engine.clone())
+    }
+
+    /// Every env and its engine, sorted by env.
+    pub fn all(&self) -> Vec<(String, Arc<dyn Engine>)> {
+        let mut all: Vec<_> = read(&self.current)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.engine.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Every engine once (envs sharing a cluster share it), current ones first.
+    pub fn distinct(&self) -> Vec<Arc<dyn Engine>> {
+        let mut out: Vec<Arc<dyn Engine>> = Vec::new();
+        for (_, e) in self.all() {
+            if !out.iter().any(|o| Arc::ptr_eq(o, &e)) {
+                out.push(e);
+            }
+        }
+        out
+    }
+
+    /// The engine a recorded run lives on: its env's engine when the run was recorded on that
+    /// engine's cluster (or recorded no cluster), else the former engine of the cluster it was
+    /// recorded on. `kind` is the run's engine kind; an env that now uses another kind has
+    /// none. Runs recorded without an env get the first engine of their kind.
+    pub fn of_run(
+        &self,
+        env: Option<&str>,
+        kind: &str,
+        handle: Option<&RunHandle>,
+    ) -> Option<Arc<dyn Engine>> {
+        let Some(env) = env else {
+            return self
+                .distinct()
+                .into_iter()
+                .find(|e| e.kind().as_str() == kind);
+        };
+        let engine = self.get(env).filter(|e| e.kind().as_str() == kind)?;
+        let recorded = handle.and_then(|h| h.cluster.as_deref());
+        match recorded {
+            Some(c) if engine.cluster().as_deref() != Some(c) => self.former_at(&engine, c),
+            _ => Some(engine),
+        }
+    }
+
+    /// The former engine for cluster `cluster`, made from `like` (the env's engine now) when
+    /// none exists yet; `None` when that engine cannot drive another cluster.
+    fn former_at(&self, like: &Arc<dyn Engine>, cluster: &str) -> Option<Arc<dyn Engine>> {
+        let mut former = crate::engine::cluster::lock(&self.former);
+        if let Some(e) = former
+            .iter()
+            .find(|e| e.kind() == like.kind() && e.cluster().as_deref() == Some(cluster))
+        {
+            return Some(e.clone());
+        }
+        let made = like.elsewhere(cluster)?;
+        tracing::info!(
+            "{} still runs jobs recorded there: they are moved to {}",
+            made.location(),
+            like.location()
+        );
+        former.push(made.clone());
+        Some(made)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn settings(envs: &str) -> Settings {
+        let text = format!(
+            "repo: {{url: /tmp/r.git, branch: main, path: jobs}}\nstate_dir: /tmp/s\nenvs:\n{envs}"
+        );
+        crate::settings::parse("c.yaml", text.as_bytes(), Path::new("/tmp")).unwrap()
+    }
+
+    fn handle(cluster: Option<&str>) -> RunHandle {
+        RunHandle {
+            run_id: 1,
+            engine_id: "j".into(),
+            start_ticks: None,
+            cluster: cluster.map(String::from),
+        }
+    }
+
+    #[test]
+    fn envs_naming_one_cluster_share_its_engine() {
+        let s = settings(
+            "  a: {engine: flink, flink: {url: 'http://127.0.0.1:1'}}\n  b: {engine: flink, flink: {url: 'http://127.0.0.1:1/'}}\n  c: {engine: local}\n",
+        );
+        let engines = Engines::build(&s, Arc::new(LocalEngine::new()));
+        let (a, b) = (engines.get("a").unwrap(), engines.get("b").unwrap());
+        assert!(Arc::ptr_eq(&a, &b), "one engine per cluster");
+        assert_eq!(a.cluster().as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(engines.get("c").unwrap().cluster(), None);
+        assert_eq!(engines.distinct().len(), 2);
+    }
+
+    #[test]
+    fn a_changed_url_swaps_the_env_engine_and_keeps_the_old_one_for_its_runs() {
+        let before = settings(
+            "  a: {engine: flink, flink: {url: 'http://127.0.0.1:1'}}\n  l: {engine: local}\n",
+        );
+        let engines = Engines::build(&before, Arc::new(LocalEngine::new()));
+        let old = engines.get("a").unwrap();
+        assert_eq!(
+            engines.apply(&before, true),
+            Applied::default(),
+            "nothing changed"
+        );
+        let after = settings(
+            "  a: {engine: flink, flink: {url: 'http://127.0.0.1:2'}}\n  l: {engine: local}\n",
+        );
+        let applied = engines.apply(&after, true);
+        assert_eq!(applied.changed, vec!["a".to_string()]);
+        assert!(applied.needs_restart.is_empty());
+        let new = engines.get("a").unwrap();
+        assert_eq!(new.cluster().as_deref(), Some("http://127.0.0.1:2"));
+        // A run recorded on the old cluster is found on the old engine, a new one on the new.
+        let on_old = engines
+            .of_run(
+                Some("a"),
+                "flink",
+                Some(&handle(Some("http://127.0.0.1:1"))),
+            )
+            .unwrap();
+        assert!(Arc::ptr_eq(&on_old, &old));
+        let on_new = engines
+            .of_run(
+                Some("a"),
+                "flink",
+                Some(&handle(Some("http://127.0.0.1:2"))),
+            )
+            .unwrap();
+        assert!(Arc::ptr_eq(&on_new, &new));
+        // A run recorded before clusters were recorded is taken to be on the env's cluster.
+        let unrecorded = engines
+            .of_run(Some("a"), "flink", Some(&handle(None)))
+            .unwrap();
+        assert!(Arc::ptr_eq(&unrecorded, &new));
+        assert!(
+            engines.of_run(Some("a"), "local", None).is_none(),
+            "kind changed"
+        );
+    }
+
+    #[test]
+    fn a_run_recorded_on_a_cluster_no_env_names_gets_an_engine_there() {
+        let s = settings("  a: {engine: flink, flink: {url: 'http://127.0.0.1:2'}}\n");
+        let engines = Engines::build(&s, Arc::new(LocalEngine::new()));
+        let h = handle(Some("http://127.0.0.1:9"));
+        let e = engines.of_run(Some("a"), "flink", Some(&h)).unwrap();
+        assert_eq!(e.cluster().as_deref(), Some("http://127.0.0.1:9"));
+        let again = engines.of_run(Some("a"), "flink", Some(&h)).unwrap();
+        assert!(Arc::ptr_eq(&e, &again), "made once");
+    }
+
+    #[test]
+    fn a_reload_keeps_an_env_that_changes_kind_or_spark_master_until_a_restart() {
+        let before = settings(
+            "  a: {engine: local}\n  s: {engine: spark, spark: {url: 'http://127.0.0.1:1', master: 'spark://127.0.0.1:2'}}\n",
+        );
+        let engines = Engines::build(&before, Arc::new(LocalEngine::new()));
+        let after = settings(
+            "  a: {engine: flink, flink: {url: 'http://127.0.0.1:3'}}\n  s: {engine: spark, spark: {url: 'http://127.0.0.1:4', master: 'spark://127.0.0.1:5'}}\n  n: {engine: flink, flink: {url: 'http://127.0.0.1:3'}}\n",
+        );
+        let applied = engines.apply(&after, true);
+        assert_eq!(
+            applied.needs_restart,
+            vec!["a".to_string(), "s".to_string()]
+        );
+        assert!(applied.changed.is_empty(), "{applied:?}");
+        assert_eq!(engines.get("a").unwrap().cluster(), None, "still local");
+        assert_eq!(
+            engines.get("n").unwrap().cluster().as_deref(),
+            Some("http://127.0.0.1:3"),
+            "a new cluster env gets its engine at once"
+        );
+        // At a start, every env gets the engine its config names.
+        let restarted = Engines::build(&after, Arc::new(LocalEngine::new()));
+        assert_eq!(restarted.get("a").unwrap().kind(), EngineKind::Flink);
+    }
+}
