@@ -876,3 +876,155 @@ async fn a_reloaded_flink_url_whose_cluster_refuses_the_job_leaves_it_on_the_for
         row.reason
     );
 }
+
+/// The daemon binary, killed with SIGKILL on drop.
+struct Binary(std::process::Child);
+
+impl Binary {
+    fn start(cfg: &Path, log: &Path) -> Binary {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Binary(child)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The live runs of `job` in the store at `db` (the daemon binary's store).
+fn live_of(db: &Path, job: &str) -> Vec<jobkeeper::store::RunRow> {
+    jobkeeper::store::Store::open(db)
+        .and_then(|s| s.live_runs())
+        .map(|runs| runs.into_iter().filter(|r| r.job == job).collect())
+        .unwrap_or_default()
+}
+
+/// Jobs named `name` in each state, over both clusters.
+async fn named(urls: &[&str], name: &str, state: &str) -> usize {
+    let mut n = 0;
+    for url in urls {
+        n += overview_jobs(url)
+            .await
+            .iter()
+            .filter(|(_, nm, st)| nm == name && st == state)
+            .count();
+    }
+    n
+}
+
+/// Polls every 20 ms until `cond` holds (at most [`LIMIT`]).
+async fn poll_until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond().await {
+        assert!(start.elapsed() < LIMIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The crash harness's case for a move: the daemon binary is killed with SIGKILL in the middle
+/// of moving a stateful job from 1.20 to 2.3, once just as the job leaves RUNNING on 1.20 (its
+/// savepoint taken or being taken, nothing recorded yet) and once just as it appears on 2.3
+/// (submitted, its handle maybe not recorded). Started again, the daemon converges each time to
+/// exactly one RUNNING job on 2.3, restored from the savepoint its stop took on 1.20.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_during_a_move_converges_with_one_job_restored_from_its_savepoint() {
+    let (old, new) = (Cluster::v1_20(), Cluster::v2_3());
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup_two(tmp.path(), &old.url, &new.url);
+    let _cleanup_old = cleanup(&old.url, tmp.path());
+    let _cleanup_new = cleanup(&new.url, tmp.path());
+    let cfg_path = tmp.path().join("jobkeeper.yaml");
+    std::fs::write(&cfg_path, &cfg).unwrap();
+    let (db, log) = (
+        tmp.path().join("state/jobkeeper.db"),
+        tmp.path().join("daemon.log"),
+    );
+    let job = |tag: &str, env: &str| {
+        counter(&old.lib, &["--tag", tag], "").replace("env: flink\n", &format!("env: {env}\n"))
+    };
+    git.write("jobs/first.yaml", &job("kill-a", "old"));
+    git.write("jobs/second.yaml", &job("kill-b", "old"));
+    git.commit_push("two flink jobs on 1.20");
+    let mut daemon = Binary::start(&cfg_path, &log);
+    let urls = [old.url.as_str(), new.url.as_str()];
+    for file in ["first", "second"] {
+        poll_until(file, async || match live_of(&db, file).as_slice() {
+            [run] => flink_state(&old.url, &engine_id(run)).await.as_deref() == Some("RUNNING"),
+            _ => false,
+        })
+        .await;
+    }
+
+    let cases = [
+        ("first", "flink-counter kill-a", "leaves RUNNING on 1.20"),
+        ("second", "flink-counter kill-b", "appears on 2.3"),
+    ];
+    for (file, name, when) in cases {
+        let [run] = live_of(&db, file).try_into().unwrap();
+        let jid1 = engine_id(&run);
+        git.write(&format!("jobs/{file}.yaml"), &job(&name[14..], "new"));
+        git.commit_push(&format!("move {file} to 2.3"));
+        if when.starts_with("leaves") {
+            poll_until(when, async || {
+                flink_state(&old.url, &jid1).await.as_deref() != Some("RUNNING")
+            })
+            .await;
+        } else {
+            poll_until(when, async || {
+                overview_jobs(&new.url)
+                    .await
+                    .iter()
+                    .any(|(_, n, _)| n == name)
+            })
+            .await;
+        }
+        daemon.kill();
+        daemon = Binary::start(&cfg_path, &log);
+        poll_until("the move to finish", async || {
+            let live = live_of(&db, file);
+            live.len() == 1
+                && flink_state(&new.url, &engine_id(&live[0])).await.as_deref() == Some("RUNNING")
+        })
+        .await;
+        let [moved] = live_of(&db, file).try_into().unwrap();
+        let jid2 = engine_id(&moved);
+        assert_eq!(
+            (
+                named(&urls, name, "RUNNING").await,
+                flink_state(&old.url, &jid1).await.as_deref()
+            ),
+            (1, Some("FINISHED")),
+            "killed as the job {when}: one RUNNING job, on 2.3; see {}",
+            log.display()
+        );
+        let stop = rest(&old.url, &format!("/jobs/{jid1}/checkpoints")).await;
+        let savepoint = stop["latest"]["savepoint"]["external_path"].clone();
+        assert!(
+            savepoint.is_string(),
+            "the stop on 1.20 took a savepoint: {stop}"
+        );
+        let restored = restored_from(&new.url, &jid2).await;
+        assert_eq!(
+            restored["external_path"], savepoint,
+            "killed as the job {when}: restored from the savepoint of its stop: {restored}"
+        );
+    }
+}

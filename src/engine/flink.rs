@@ -355,6 +355,36 @@ impl FlinkEngine {
     }
 
     /// True when the cluster does not know the job or it has ended.
+    /// The newest externally addressable checkpoint or savepoint of an ended job: where a run
+    /// of it starts from when its own stop or failure was not recorded.
+    async fn last_state_point(&self, jid: &str) -> Result<Option<String>, EngineError> {
+        let path = format!("/jobs/{jid}/checkpoints");
+        let (status, body) = self.call(self.http.get(self.url(&path))).await?;
+        if !status.is_success() {
+            return Ok(None);
+        }
+        let latest = &body["latest"];
+        let newest = ["completed", "savepoint"]
+            .iter()
+            .filter_map(|k| {
+                let c = &latest[*k];
+                let p = c["external_path"].as_str()?;
+                let addressable = !p.is_empty() && p != "<checkpoint-not-externally-addressable>";
+                addressable.then(|| (c["latest_ack_timestamp"].as_i64().unwrap_or(0), p))
+            })
+            .max_by_key(|(at, _)| *at);
+        Ok(newest.map(|(_, p)| p.to_string()))
+    }
+
+    /// What a stop of an already ended job leaves: the savepoint its earlier stop took.
+    async fn already_stopped(&self, jid: &str) -> Result<StopOutcome, EngineError> {
+        let savepoint = match self.jobs().await?.get(jid).map(String::as_str) {
+            Some("FINISHED") => self.last_state_point(jid).await?,
+            _ => None,
+        };
+        Ok(StopOutcome { savepoint })
+    }
+
     async fn ended(&self, jid: &str) -> Result<bool, EngineError> {
         Ok(self.jobs().await?.get(jid).is_none_or(|s| !is_live(s)))
     }
@@ -396,7 +426,7 @@ impl FlinkEngine {
             .filter(|_| status.is_success())
         else {
             if self.ended(jid).await? {
-                return Ok(StopOutcome::default()); // nothing left to stop
+                return self.already_stopped(jid).await; // nothing left to stop
             }
             return Err(EngineError::Other(format!(
                 "flink refused to stop job {jid} with a savepoint ({status}): {}",
@@ -644,7 +674,7 @@ impl Engine for FlinkEngine {
             match self.savepoint_and_stop(jid).await {
                 Err(EngineError::Other(e)) if attempt < SAVEPOINT_ATTEMPTS => {
                     if self.ended(jid).await? {
-                        return Ok(StopOutcome::default());
+                        return self.already_stopped(jid).await;
                     }
                     tracing::warn!(job = %jid, attempt, "savepoint failed, trying again: {e}");
                     attempt += 1;
@@ -657,21 +687,14 @@ impl Engine for FlinkEngine {
     }
 
     async fn restore_point(&self, handle: &RunHandle) -> Result<Option<String>, EngineError> {
-        // Only a FAILED job's checkpoints are kept (see RETENTION_DEFAULT); a cancelled job's
-        // are deleted with it.
+        // A FAILED job keeps its checkpoints (see RETENTION_DEFAULT); a FINISHED one was stopped
+        // with a savepoint (by a daemon that may have been killed before recording it); a
+        // cancelled job's checkpoints are deleted with it.
         let state = self.jobs().await?.remove(&handle.engine_id);
-        if state.as_deref() != Some("FAILED") {
+        if !matches!(state.as_deref(), Some("FAILED" | "FINISHED")) {
             return Ok(None);
         }
-        let path = format!("/jobs/{}/checkpoints", handle.engine_id);
-        let (status, body) = self.call(self.http.get(self.url(&path))).await?;
-        if !status.is_success() {
-            return Ok(None);
-        }
-        Ok(body["latest"]["completed"]["external_path"]
-            .as_str()
-            .filter(|p| !p.is_empty() && *p != "<checkpoint-not-externally-addressable>")
-            .map(str::to_string))
+        self.last_state_point(&handle.engine_id).await
     }
 
     fn engine_id_for(&self, job: &str, run_id: i64) -> Option<String> {
