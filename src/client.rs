@@ -180,6 +180,20 @@ pub fn status(remote: &Remote, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A job's state as `status` shows it: a job that runs while its newest version (or a move to
+/// its env's new cluster) was refused says so beside its state.
+fn state_label(state: &str, reason: Option<&str>) -> String {
+    match reason {
+        Some(r) if state == "running" && r.starts_with("deploy failed") => {
+            format!("{state} (deploy failed)")
+        }
+        Some(r) if state == "running" && r.starts_with("build failed") => {
+            format!("{state} (build failed)")
+        }
+        _ => state.to_string(),
+    }
+}
+
 /// The table `jobkeeper status` prints.
 pub fn status_table(view: &JobsView) -> String {
     let mut out = String::new();
@@ -220,7 +234,7 @@ pub fn status_table(view: &JobsView) -> String {
             });
             [
                 j.name.clone(),
-                j.state.clone(),
+                state_label(&j.state, j.reason.as_deref()),
                 j.env.clone().unwrap_or_else(|| "-".into()),
                 j.engine_label().unwrap_or_else(|| "-".into()),
                 j.commit.as_ref().map_or("-".into(), |c| c.short.clone()),
@@ -300,5 +314,14 @@ mod tests {
     #[test]
     fn names_with_folders_are_encoded() {
         assert_eq!(encode_name("team-a/clicks.v2"), "team-a%2Fclicks.v2");
+    }
+
+    #[test]
+    fn a_running_job_whose_new_version_or_move_was_refused_says_so() {
+        let moved = "deploy failed: the new cluster refused the job; it runs on the former one";
+        assert_eq!(state_label("running", Some(moved)), "running (deploy failed)");
+        assert_eq!(state_label("running", Some("build failed")), "running (build failed)");
+        assert_eq!(state_label("failed", Some("deploy failed")), "failed");
+        assert_eq!(state_label("running", None), "running");
     }
 }

@@ -44,7 +44,7 @@ pub fn move_line(old: &str, new: &str, clusters: &HashMap<String, EnvCluster>) -
     if a.url.is_none() && b.url.is_none() || a.url == b.url {
         return None;
     }
-    let how = "through a savepoint";
+    let how = "through a savepoint; if the new cluster refuses it, it runs again on the old one from that savepoint";
     let url = |c: &EnvCluster| c.url.clone().unwrap_or_else(|| "local".into());
     Some(match (&a.version, &b.version) {
         (Some(va), Some(vb)) if a.engine == b.engine => format!(
@@ -154,7 +154,8 @@ mod tests {
         ]);
         assert_eq!(
             move_line("a", "b", &c).unwrap(),
-            "moves from flink 1.20.3 to 2.3.0 (http://a:8081 → http://b:8081), through a savepoint"
+            "moves from flink 1.20.3 to 2.3.0 (http://a:8081 → http://b:8081), through a savepoint; \
+             if the new cluster refuses it, it runs again on the old one from that savepoint"
         );
         assert_eq!(
             move_line("a", "a2", &c),
@@ -164,7 +165,8 @@ mod tests {
         c.get_mut("b").unwrap().version = None;
         assert_eq!(
             move_line("a", "b", &c).unwrap(),
-            "moves from flink cluster http://a:8081 to flink cluster http://b:8081, through a savepoint"
+            "moves from flink cluster http://a:8081 to flink cluster http://b:8081, through a savepoint; \
+             if the new cluster refuses it, it runs again on the old one from that savepoint"
         );
     }
 }
