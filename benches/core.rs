@@ -25,7 +25,8 @@
 //!
 //! Environment: `BENCH_PUSHES` (default 30), `BENCH_JOBS` (default 10000), `BENCH_FLINK`
 //! and `BENCH_SPARK` (default 10), `BENCH_FLEET` (default 2000), `BENCH_ONLY` (`push`, `plan`,
-//! `start`, `restart`, `health`, `api`, `hook`, `fleet`, `flink`, `spark`, `validate`: run one),
+//! `start`, `restart`, `health`, `api`, `hook`, `fleet`, `flink`, `flink-move`, `spark`,
+//! `validate`: run one),
 //! `BENCH_SQL_JOBS` (default 1000).
 
 use std::io::Write as _;
@@ -1121,6 +1122,138 @@ fn bench_flink(url: &str, lib: &str, n: usize, sql: bool) -> Vec<String> {
     ]
 }
 
+/// A move from one Flink cluster to another (`old` → `new`, a commit changing `env`): stop with
+/// a savepoint on `old`, submit on `new` from it, until all its tasks run. The baseline, in the
+/// same run and on the same job, is a savepoint upgrade within `old` (a commit changing `args`).
+/// Each of the `n` samples adds a job on `old` (not timed), upgrades it, moves it, removes it.
+fn bench_flink_move(old: &str, new: &str, lib: &str, n: usize) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let project = example_project(root, "flink-counter");
+    let (bare, work) = make_repo(root, 0, |_| String::new());
+    let job = |env: &str, tag: &str| {
+        format!(
+            "project: {{repo: {}, branch: main, build: sh build.sh \"{lib}\", artifact: out/flink-counter.jar}}\n\
+             env: {env}\nparams:\n  main_class: example.Counter\n  args: [\"--tag\", \"{tag}\"]\n  parallelism: 1\n\
+             \x20 conf: {{execution.checkpointing.interval: \"1s\"}}\n",
+            project.display()
+        )
+    };
+    let text = format!(
+        "repo: {{url: {}, branch: main, path: jobs, poll: 60s}}\nstate_dir: {}\nlisten: 127.0.0.1:0\n\
+         health: {{interval: 1s}}\nenvs:\n  old: {{engine: flink, flink: {{url: \"{old}\"}}}}\n\
+         \x20 new: {{engine: flink, flink: {{url: \"{new}\"}}}}\n",
+        bare.display(),
+        root.join("state").display()
+    );
+    let cfg = root.join("config.yaml");
+    std::fs::write(&cfg, text).unwrap();
+    let settings = jobkeeper::settings::load(&cfg).unwrap();
+    std::fs::create_dir_all(work.join("jobs")).unwrap();
+    let push = |msg: &str| {
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-qm", msg]);
+        git(&work, &["push", "-q", "origin", "main"]);
+    };
+    let rt = runtime();
+    let (upgrade, moved) = rt.block_on(async {
+        let (cancel, daemon, store) = start_in_process(root, settings).await;
+        let http = reqwest::Client::new();
+        // The job id of the live run once all its tasks run on `url`, and not one of `not`.
+        let running = |name: String, url: &'static str, not: Vec<String>| {
+            let (http, store) = (http.clone(), store.clone());
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                loop {
+                    let live = store.runs(&name, 1).unwrap_or_default();
+                    if let Some(jid) = live
+                        .first()
+                        .filter(|r| r.state == "running")
+                        .and_then(|r| r.handle.as_ref())
+                        .map(|h| h.engine_id.clone())
+                        .filter(|j| !not.contains(j))
+                        && flink_jobs(&http, url)
+                            .await
+                            .iter()
+                            .any(|(id, st)| *id == jid && st == "RUNNING")
+                    {
+                        return jid;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "flink job did not start on {url}: {:#?}",
+                        store.events(Some(&name), 10).unwrap_or_default()
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let (old, new): (&'static str, &'static str) =
+            (Box::leak(old.into()), Box::leak(new.into()));
+        let stopped = |name: String| {
+            let store = store.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while store
+                    .job(&name)
+                    .unwrap()
+                    .is_none_or(|j| j.state != "stopped")
+                {
+                    assert!(Instant::now() < deadline, "job did not stop");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let (mut upgrade, mut moved) = (Vec::new(), Vec::new());
+        // A job per sample: a job added again would start from its removal's savepoint.
+        for i in 0..n {
+            let name = format!("mover{i}");
+            let path = work.join(format!("jobs/{name}.yaml"));
+            std::fs::write(&path, job("old", &format!("a{i}"))).unwrap();
+            push("add on old");
+            let jid = running(name.clone(), old, vec![]).await;
+
+            std::fs::write(&path, job("old", &format!("b{i}"))).unwrap();
+            let t0 = Instant::now();
+            push("upgrade on old");
+            let jid = running(name.clone(), old, vec![jid]).await;
+            upgrade.push(t0.elapsed());
+
+            std::fs::write(&path, job("new", &format!("b{i}"))).unwrap();
+            let t0 = Instant::now();
+            push("move to new");
+            running(name.clone(), new, vec![jid]).await;
+            moved.push(t0.elapsed());
+
+            std::fs::remove_file(&path).unwrap();
+            push("remove");
+            stopped(name).await;
+        }
+        cancel.cancel();
+        daemon.await.unwrap().unwrap();
+        (upgrade, moved)
+    });
+    let stats = |mut v: Vec<Duration>| {
+        v.sort();
+        (percentile(&v, 0.5), *v.last().unwrap(), v.len())
+    };
+    let (up50, upmax, k) = stats(upgrade);
+    let (mv50, mvmax, _) = stats(moved);
+    vec![
+        format!(
+            "| flink move: commit changing `env` → stop with savepoint on {old} → RUNNING on {new} from it, {k} times | p50 {} · max {} · {:.2}× the baseline | |",
+            ms(mv50),
+            ms(mvmax),
+            mv50.as_secs_f64() / up50.as_secs_f64()
+        ),
+        format!(
+            "| baseline: commit changing `args` → savepoint upgrade within {old}, {k} times | p50 {} · max {} | |",
+            ms(up50),
+            ms(upmax)
+        ),
+    ]
+}
+
 /// Spark cluster addresses for the spark bench.
 struct SparkCluster {
     rest: String,
@@ -1415,6 +1548,27 @@ fn main() {
             }
             _ => println!(
                 "note: flink bench skipped: JOBKEEPER_FLINK_URL and JOBKEEPER_FLINK_LIB are not set"
+            ),
+        }
+    }
+    if want("flink-move") {
+        let var = |k: &str| std::env::var(k).ok();
+        match (
+            var("JOBKEEPER_FLINK_1_20_URL"),
+            var("JOBKEEPER_FLINK_1_20_LIB"),
+            var("JOBKEEPER_FLINK_URL"),
+        ) {
+            (Some(old), Some(lib), Some(new)) => {
+                let n = var("BENCH_FLINK")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(if smoke { 1 } else { 10 });
+                rows.extend(bench_flink_move(&old, &new, &lib, n));
+            }
+            _ if only.as_deref() == Some("flink-move") && !smoke => panic!(
+                "BENCH_ONLY=flink-move needs JOBKEEPER_FLINK_1_20_URL, JOBKEEPER_FLINK_1_20_LIB and JOBKEEPER_FLINK_URL (see docs/BENCHMARKS.md)"
+            ),
+            _ => println!(
+                "note: flink move bench skipped: JOBKEEPER_FLINK_1_20_URL, _1_20_LIB and JOBKEEPER_FLINK_URL are not set"
             ),
         }
     }

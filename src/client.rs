@@ -319,8 +319,14 @@ mod tests {
     #[test]
     fn a_running_job_whose_new_version_or_move_was_refused_says_so() {
         let moved = "deploy failed: the new cluster refused the job; it runs on the former one";
-        assert_eq!(state_label("running", Some(moved)), "running (deploy failed)");
-        assert_eq!(state_label("running", Some("build failed")), "running (build failed)");
+        assert_eq!(
+            state_label("running", Some(moved)),
+            "running (deploy failed)"
+        );
+        assert_eq!(
+            state_label("running", Some("build failed")),
+            "running (build failed)"
+        );
         assert_eq!(state_label("failed", Some("deploy failed")), "failed");
         assert_eq!(state_label("running", None), "running");
     }
