@@ -104,6 +104,7 @@ with a letter or digit, has no empty or `..` segment and is at most 128 characte
 /// alert channel `oncall`.
 const CONFIG: &str = r#"repo: {url: ./config-repo}
 state_dir: state
+secrets_dir: secrets
 timezone: UTC
 envs:
   dev: {engine: local}
@@ -326,6 +327,21 @@ jobs/d-no-command.yaml:2:9: env `dev` runs on the local engine, which needs `par
         0,
         "",
         "5 job file(s) checked: 0 invalid, 0 error(s)\n",
+    );
+    // A config without `secrets_dir`: every `${secret:..}` is refused where it is written.
+    write(
+        tmp.path(),
+        "config.yaml",
+        CONFIG.replace("secrets_dir: secrets\n", ""),
+    );
+    let out = jobkeeper(
+        tmp.path(),
+        &["validate", "jobs/e-fine.yaml", "--config", "config.yaml"],
+    );
+    out.expect(
+        1,
+        "jobs/e-fine.yaml:2:48: `${secret:pw}` needs `secrets_dir` in the daemon config, which sets none; add `secrets_dir: /etc/jobkeeper/secrets` with a file `pw` in it\n",
+        "1 job file(s) checked: 1 invalid, 1 error(s)\n",
     );
 }
 

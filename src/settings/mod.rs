@@ -220,6 +220,10 @@ impl spec::DaemonConfig for Settings {
             None => Ok(()),
         }
     }
+
+    fn has_secrets_dir(&self) -> bool {
+        self.secrets_dir.is_some()
+    }
 }
 
 /// The host's time zone, or UTC when it cannot be told.

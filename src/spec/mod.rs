@@ -265,6 +265,8 @@ pub trait DaemonConfig: std::fmt::Debug {
     fn engine_name(&self, env: &str) -> Option<&'static str>;
     /// What the engine of env `env` finds wrong with a job's params.
     fn check_params(&self, env: &str, params: &Params) -> Result<(), String>;
+    /// Whether a `secrets_dir` is configured (`${secret:..}` needs one).
+    fn has_secrets_dir(&self) -> bool;
 }
 
 /// The job name for a file path relative to `repo.path` (`team-a/clicks.yaml` → `team-a/clicks`),

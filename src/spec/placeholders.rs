@@ -14,12 +14,14 @@ pub(super) struct Expand<'a> {
     pub(super) vars: Option<&'a BTreeMap<String, String>>,
     /// The env's name, for messages.
     pub(super) env: &'a str,
+    /// A daemon config was given and it has no `secrets_dir`: `${secret:..}` cannot work.
+    pub(super) no_secrets_dir: bool,
 }
 
 impl Expand<'_> {
     /// Replaces `${var:NAME}` (when vars are known) and checks every `${...}` of `text`.
     pub(super) fn apply(&self, c: &mut Checker, node: &Node, text: String) -> String {
-        match expand(&text, self.vars, self.env) {
+        match expand(&text, self) {
             Ok(s) => s,
             Err(msgs) => {
                 for m in msgs {
@@ -35,7 +37,7 @@ impl Expand<'_> {
     /// `text` with `${var:..}` replaced (when vars are known), and the problems of its
     /// placeholders as messages (the text is then returned as far as it could be replaced).
     pub(super) fn quietly(&self, text: &str) -> (String, Vec<String>) {
-        match expand(text, self.vars, self.env) {
+        match expand(text, self) {
             Ok(s) => (s, Vec::new()),
             Err(msgs) => (text.to_string(), msgs),
         }
@@ -53,11 +55,8 @@ fn is_secret_name(name: &str) -> bool {
 }
 
 /// Expands `${var:..}` and checks `${secret:..}` in one string; errors are messages.
-fn expand(
-    text: &str,
-    vars: Option<&BTreeMap<String, String>>,
-    env: &str,
-) -> Result<String, Vec<String>> {
+fn expand(text: &str, how: &Expand<'_>) -> Result<String, Vec<String>> {
+    let (vars, env) = (how.vars, how.env);
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
     let mut rest = text;
@@ -95,6 +94,11 @@ fn expand(
             if !is_secret_name(name) {
                 errors.push(format!(
                     "invalid secret name `{name}` in `{whole}`; expected letters, digits, `_`, `.` or `-`"
+                ));
+            } else if how.no_secrets_dir {
+                errors.push(format!(
+                    "`{whole}` needs `secrets_dir` in the daemon config, which sets none; add \
+                     `secrets_dir: /etc/jobkeeper/secrets` with a file `{name}` in it"
                 ));
             }
             out.push_str(whole);

@@ -44,7 +44,11 @@ pub(super) fn read_job(c: &mut Checker, root: &Node, src: &str, ctx: Context) ->
         }),
     };
     let env = spec.env.clone();
-    let ex = Expand { vars, env: &env };
+    let ex = Expand {
+        vars,
+        env: &env,
+        no_secrets_dir: ctx.settings.is_some_and(|s| !s.has_secrets_dir()),
+    };
 
     if let Some(n) = f.get("project") {
         spec.project = read_project(c, n, &ex);

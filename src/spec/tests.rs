@@ -12,6 +12,7 @@ fn settings() -> Settings {
     let cfg = r#"
 repo: {url: "https://git.example.com/ops/jobs.git"}
 state_dir: /var/lib/jobkeeper
+secrets_dir: /etc/jobkeeper/secrets
 timezone: UTC
 envs:
   dev: {engine: local}
@@ -232,6 +233,24 @@ fn local_env_needs_command() {
         errors_with("env: dev\nparams: {workdir: /tmp}\n"),
         "jobs/a.yaml:2:9: env `dev` runs on the local engine, which needs `params.command` (the argv to run, e.g. `command: [\"./run.sh\"]`)\n"
     );
+}
+
+#[test]
+fn a_secret_with_a_daemon_config_that_has_no_secrets_dir_is_an_error_at_its_place() {
+    let mut s = settings();
+    s.secrets_dir = None;
+    let ctx = Context {
+        settings: Some(&s),
+        files: None,
+    };
+    let src = "env: prod\nparams: {main_class: A, args: [\"${secret:pw}\"]}\n";
+    let errors = render(&parse_job(P, src.as_bytes(), ctx).unwrap_err());
+    assert_eq!(
+        errors,
+        "jobs/a.yaml:2:32: `${secret:pw}` needs `secrets_dir` in the daemon config, which sets none; add `secrets_dir: /etc/jobkeeper/secrets` with a file `pw` in it\n"
+    );
+    // Offline (no daemon config), a secret is only checked for its name.
+    assert!(parse_job(P, src.as_bytes(), Context::default()).is_ok());
 }
 
 #[test]
