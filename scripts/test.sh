@@ -51,6 +51,9 @@ cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
+log "Debian package: cargo deb, dpkg -i, the unit verified, the binary run (scripts/deb-check.sh)"
+scripts/deb-check.sh
+
 log "Flink 2.3.0 and 1.20.3 session clusters for tests/flink.rs (scripts/flink.sh)"
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 flink_dir="$(mktemp -d /tmp/jobkeeper-flink.XXXXXX)"

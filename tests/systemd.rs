@@ -18,7 +18,7 @@ fn the_unit_file_passes_systemd_analyze_verify() {
     ))
     .unwrap();
     // verify checks that ExecStart exists: point it at the binary under test.
-    let unit = unit.replace("/usr/local/bin/jobkeeper", env!("CARGO_BIN_EXE_jobkeeper"));
+    let unit = unit.replace("/usr/bin/jobkeeper", env!("CARGO_BIN_EXE_jobkeeper"));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobkeeper.service");
     std::fs::write(&path, unit).unwrap();
