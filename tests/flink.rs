@@ -608,26 +608,12 @@ async fn changing_the_env_moves_a_stateful_job_from_1_20_to_2_3_through_a_savepo
         Some("FINISHED"),
         "stopped on 1.20 with a savepoint"
     );
-    assert!(
-        overview_jobs(&old.url)
-            .await
-            .iter()
-            .all(|(_, name, state)| name != "flink-counter move" || state != "RUNNING"),
+    assert_eq!(
+        named(&[&old.url], "flink-counter move", "RUNNING").await,
+        0,
         "nothing of it runs on 1.20"
     );
-    let sps = d.store.savepoints("mover", 10).unwrap();
-    assert_eq!(
-        (sps[0].kind.as_str(), sps[0].run_id),
-        ("savepoint", Some(run1)),
-        "{sps:?}"
-    );
-    let restored = restored_from(&new.url, &jid2).await;
-    assert_eq!(restored["is_savepoint"], true, "{restored}");
-    assert_eq!(
-        restored["external_path"].as_str(),
-        Some(sps[0].location.as_str()),
-        "restored on 2.3 from the savepoint taken on 1.20: {restored}"
-    );
+    assert_restored_from_the_savepoint_of(&d, "mover", run1, &new.url, &jid2).await;
     let (_, body) = d.get("/api/v1/jobs/mover").await;
     let detail: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(detail["version"], "2.3.0", "{body}");
@@ -671,14 +657,9 @@ async fn a_cluster_older_than_1_19_is_refused_at_start_naming_its_version() {
     server.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_move_the_new_cluster_refuses_starts_the_job_again_on_the_old_one_from_its_savepoint() {
-    let (old, new) = (Cluster::v2_3(), Cluster::v1_20());
-    let tmp = tempfile::tempdir().unwrap();
-    let (git, cfg) = setup_two(tmp.path(), &old.url, &new.url);
-    let _cleanup_old = cleanup(&old.url, tmp.path());
-    let _cleanup_new = cleanup(&new.url, tmp.path());
-    // A jar for 2.x only: its main() uses org.apache.flink.util.ParameterTool, which 1.20 lacks.
+/// Makes the flink-counter project of `git` a jar for 2.x only: its main() then uses
+/// `org.apache.flink.util.ParameterTool`, which 1.20 lacks.
+fn only_for_2x(git: &Git) {
     let src = "projects/flink-counter/src/example/Counter.java";
     let text = std::fs::read_to_string(git.work.join(src)).unwrap();
     let text = text.replacen(
@@ -687,6 +668,16 @@ async fn a_move_the_new_cluster_refuses_starts_the_job_again_on_the_old_one_from
         1,
     );
     git.write(src, &text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_the_new_cluster_refuses_starts_the_job_again_on_the_old_one_from_its_savepoint() {
+    let (old, new) = (Cluster::v2_3(), Cluster::v1_20());
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup_two(tmp.path(), &old.url, &new.url);
+    let _cleanup_old = cleanup(&old.url, tmp.path());
+    let _cleanup_new = cleanup(&new.url, tmp.path());
+    only_for_2x(&git);
     let job = |env: &str| {
         counter(&old.lib, &["--tag", "stay"], "").replace("env: flink\n", &format!("env: {env}\n"))
     };
@@ -783,11 +774,9 @@ async fn a_daemon_restarted_with_a_new_flink_url_moves_the_envs_jobs_from_1_20_t
         Some("FINISHED"),
         "stopped with a savepoint on the former cluster"
     );
-    assert!(
-        overview_jobs(&old.url)
-            .await
-            .iter()
-            .all(|(_, name, state)| name != "flink-counter url-move" || state != "RUNNING"),
+    assert_eq!(
+        named(&[&old.url], "flink-counter url-move", "RUNNING").await,
+        0,
         "nothing of it runs on 1.20"
     );
     assert_restored_from_the_savepoint_of(&d, "urlmover", run1, &new.url, &jid2).await;
@@ -814,15 +803,7 @@ async fn a_reloaded_flink_url_whose_cluster_refuses_the_job_leaves_it_on_the_for
     let (git, cfg) = setup(tmp.path(), &old.url);
     let _cleanup_old = cleanup(&old.url, tmp.path());
     let _cleanup_new = cleanup(&new.url, tmp.path());
-    // A jar for 2.x only: its main() uses org.apache.flink.util.ParameterTool, which 1.20 lacks.
-    let src = "projects/flink-counter/src/example/Counter.java";
-    let text = std::fs::read_to_string(git.work.join(src)).unwrap();
-    let text = text.replacen(
-        "long rate = 20;",
-        "org.apache.flink.util.ParameterTool.fromArgs(args);\n        long rate = 20;",
-        1,
-    );
-    git.write(src, &text);
+    only_for_2x(&git);
     git.write(
         "jobs/urlstayer.yaml",
         &counter(&old.lib, &["--tag", "url-stay"], ""),
@@ -849,11 +830,9 @@ async fn a_reloaded_flink_url_whose_cluster_refuses_the_job_leaves_it_on_the_for
         "{failed:?}"
     );
     assert_restored_from_the_savepoint_of(&d, "urlstayer", run1, &old.url, &jid2).await;
-    assert!(
-        overview_jobs(&new.url)
-            .await
-            .iter()
-            .all(|(_, name, state)| name != "flink-counter url-stay" || state != "RUNNING"),
+    assert_eq!(
+        named(&[&new.url], "flink-counter url-stay", "RUNNING").await,
+        0,
         "nothing of it runs on 1.20"
     );
     // It stays on 2.3: the move is not tried again and again.
