@@ -366,8 +366,12 @@ async fn params_reach_the_program_verbatim_and_never_a_shell() {
     let got = std::fs::read_to_string(&argv_file).unwrap();
     assert_eq!(got.lines().collect::<Vec<_>>(), want, "{got}");
     // The process's argv is exactly the list (sh's `exec` replaced it with sleep's: read the
-    // list from the file it wrote, and check the process is the one started).
-    assert!(cmdline(pid).starts_with("sleep 600"), "{}", cmdline(pid));
+    // list from the file it wrote, and check the process is the one started, once its `exec`,
+    // which follows the file's last write, is done).
+    wait_for("sh to exec sleep", Duration::from_secs(10), || {
+        cmdline(pid).starts_with("sleep 600")
+    })
+    .await;
     // Nothing anywhere ran a `touch`.
     let cwd = std::env::current_dir().unwrap();
     for dir in [root.to_path_buf(), cwd.clone()] {
