@@ -68,6 +68,8 @@ pub struct Observed<'a> {
     pub live: usize,
     /// The hash of a version whose build or deploy failed (not tried again until it changes).
     pub stalled: Option<&'a str>,
+    /// The hash of a version a rollback refused (not tried again until it changes).
+    pub refused: Option<&'a str>,
     /// The restart policy gave up.
     pub gave_up: bool,
     /// A restart is scheduled.
@@ -195,7 +197,7 @@ pub fn decide(desired: Desired<'_>, seen: Observed<'_>) -> Action {
         };
     }
     if changed {
-        if seen.stalled == Some(hash) {
+        if seen.stalled == Some(hash) || seen.refused == Some(hash) {
             let previous_service = seen.applied.is_some_and(Deployed::is_live_service);
             return if previous_service && seen.live == 0 && !seen.restart_pending {
                 Action::StartPrevious
@@ -222,6 +224,36 @@ pub fn decide(desired: Desired<'_>, seen: Observed<'_>) -> Action {
     }
     Action::Schedule {
         show_pending: seen.live == 0 && seen.state == JobState::Pending,
+    }
+}
+
+/// What the actor knows when a run of a service job fails, its restart policy gives up, or it
+/// turns unhealthy.
+#[derive(Debug, Clone, Copy)]
+pub struct BadRun {
+    /// `rollback` of the running version.
+    pub rollback: bool,
+    /// The running version was deployed by a commit and has not run for `ready_within` yet.
+    pub on_probation: bool,
+    /// The version before it is known (a new job has none).
+    pub has_previous: bool,
+}
+
+/// What follows a bad run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterBadRun {
+    /// The previous version starts again; the bad one is refused until a new commit.
+    RollBack,
+    /// The restart policy decides (restart after a backoff, or give up).
+    RestartPolicy,
+}
+
+/// The one place that says whether a bad run is rolled back.
+pub fn after_bad_run(bad: BadRun) -> AfterBadRun {
+    if bad.rollback && bad.on_probation && bad.has_previous {
+        AfterBadRun::RollBack
+    } else {
+        AfterBadRun::RestartPolicy
     }
 }
 
@@ -305,6 +337,7 @@ mod tests {
             applied,
             live: 0,
             stalled: None,
+            refused: None,
             gave_up: false,
             restart_pending: false,
             scheduled: false,
@@ -442,6 +475,36 @@ mod tests {
                 want(&service, "h3"),
                 Observed {
                     stalled: Some("h2"),
+                    ..seen(Some(&v1))
+                },
+                Action::Deploy,
+            ),
+            (
+                "a version a rollback refused, previous down",
+                want(&service, "h2"),
+                Observed {
+                    refused: Some("h2"),
+                    ..seen(Some(&v1))
+                },
+                Action::StartPrevious,
+            ),
+            (
+                "a version a rollback refused, previous running",
+                want(&service, "h2"),
+                Observed {
+                    refused: Some("h2"),
+                    live: 1,
+                    state: JobState::RolledBack,
+                    ..seen(Some(&v1))
+                },
+                Action::Nothing,
+            ),
+            (
+                "a new commit after a rollback is deployed",
+                want(&service, "h3"),
+                Observed {
+                    refused: Some("h2"),
+                    live: 1,
                     ..seen(Some(&v1))
                 },
                 Action::Deploy,
@@ -601,6 +664,26 @@ mod tests {
         ];
         for (err, then) in rows {
             assert_eq!(error_policy(&err), then, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_run_is_rolled_back_only_on_probation_with_rollback_and_a_previous_version() {
+        let rows = [
+            // (rollback, on probation, has previous) → what follows
+            ((true, true, true), AfterBadRun::RollBack),
+            ((false, true, true), AfterBadRun::RestartPolicy),
+            ((true, false, true), AfterBadRun::RestartPolicy),
+            ((true, true, false), AfterBadRun::RestartPolicy),
+            ((false, false, false), AfterBadRun::RestartPolicy),
+        ];
+        for ((rollback, on_probation, has_previous), then) in rows {
+            let bad = BadRun {
+                rollback,
+                on_probation,
+                has_previous,
+            };
+            assert_eq!(after_bad_run(bad), then, "{bad:?}");
         }
     }
 

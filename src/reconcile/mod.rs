@@ -21,7 +21,7 @@
 //!
 //! Files: [`decide`] (pure decisions), [`actor`] (the actor and its messages), `deploy` (new
 //! versions and `follow`), `runs` (submit, stop, exits, adoption), `timers` (schedules,
-//! restarts, timeouts), [`recover`] (runs a previous daemon left), [`sweep`](mod@sweep) (the health
+//! restarts, timeouts), `rollback` (a new version that fails before it is ready), [`recover`] (runs a previous daemon left), [`sweep`](mod@sweep) (the health
 //! loop's status sweep), [`emit`] (recording events), [`outages`].
 
 pub mod actor;
@@ -30,6 +30,7 @@ mod deploy;
 pub mod emit;
 pub mod outages;
 pub mod recover;
+mod rollback;
 mod runs;
 pub mod sweep;
 mod timers;

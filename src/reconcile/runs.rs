@@ -430,6 +430,10 @@ impl Actor {
             self.timers.retry = None;
             return self.converge().await;
         }
+        if !batch_of(self) && self.rolls_back() {
+            self.roll_back(&reason).await;
+            return false;
+        }
         let ran_for = live.started.elapsed();
         self.on_error(Stall::Nothing, StepError::Transient { reason, ran_for });
         false
@@ -447,4 +451,8 @@ impl Actor {
             Err(e) => tracing::warn!(job = %self.name, "no checkpoint to restart from: {e}"),
         }
     }
+}
+
+fn batch_of(actor: &Actor) -> bool {
+    actor.applied.as_ref().is_some_and(|a| a.is_batch())
 }
