@@ -35,6 +35,13 @@ pub enum Msg {
     Follow,
     /// An operator asked for a restart (who asked).
     Restart(String),
+    /// The health sweep's figures of a live run.
+    Health {
+        /// The store's run id.
+        run_id: i64,
+        /// What the engine said.
+        facts: crate::engine::HealthFacts,
+    },
 }
 
 /// Whether the job keeps its runs up.
@@ -110,6 +117,8 @@ pub struct Actor {
     pub(super) pinned: Option<Pinned>,
     /// The version to roll back to, the current version's probation, and the refused version.
     pub(super) versions: crate::store::VersionsRow,
+    /// The run the health samples are of, and the samples (oldest first).
+    pub(super) health: (Option<i64>, Vec<decide::RestartSample>),
 }
 
 impl Actor {
@@ -136,6 +145,7 @@ impl Actor {
             },
             pinned: None,
             versions: crate::store::VersionsRow::default(),
+            health: (None, Vec::new()),
         }
     }
 
@@ -160,6 +170,10 @@ impl Actor {
                     Some(Msg::Exit(exit)) => Box::pin(self.on_exit(exit)).await,
                     Some(Msg::Follow) => { Box::pin(self.follow()).await; false }
                     Some(Msg::Restart(who)) => Box::pin(self.restart(who)).await,
+                    Some(Msg::Health { run_id, facts }) => {
+                        Box::pin(self.on_health(run_id, facts)).await;
+                        false
+                    }
                 },
                 () = sleep_until_opt(deadline) => Box::pin(self.on_timer()).await,
             };
