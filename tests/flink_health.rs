@@ -95,3 +95,62 @@ async fn a_job_flink_restarts_again_and_again_is_unhealthy_then_restarted() {
         "{runs:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_outside_jobkeeper_is_drift_and_the_job_runs_again() {
+    let (url, lib) = (need("JOBKEEPER_FLINK_URL"), need("JOBKEEPER_FLINK_LIB"));
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = StopRunsOnDrop {
+        db: tmp.path().join("state/jobkeeper.db"),
+        method: "PATCH",
+        url: format!("{url}/jobs/{{id}}?mode=cancel"),
+    };
+    git.write(
+        "jobs/steady.yaml",
+        &format!(
+            "project:\n  repo: .\n  dir: projects/flink-counter\n  build: sh build.sh \"{lib}\"\n  \
+             artifact: out/flink-counter.jar\nenv: flink\nparams:\n  main_class: example.Counter\n  \
+             args: [\"--rate\", \"20\"]\n  parallelism: 1\n  \
+             conf: {{execution.checkpointing.interval: \"500ms\"}}\n\
+             restart: {{attempts: 3, window: 1h, backoff: 1s, max_backoff: 1s}}\n"
+        ),
+    );
+    git.commit_push("a steady job");
+    let d = start(tmp.path(), &cfg).await;
+    let mut first = None;
+    wait_for("running", Duration::from_secs(120), || {
+        first = d.live_runs("steady").first().map(engine_id);
+        first.is_some() && d.job("steady").is_some_and(|j| j.state == "running")
+    })
+    .await;
+    let first = first.unwrap();
+    let client = reqwest::Client::new();
+    let answer = client
+        .patch(format!("{url}/jobs/{first}?mode=cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{answer:?}");
+    wait_for("drift and a new run", Duration::from_secs(60), || {
+        d.has_event("steady", "drift")
+            && d.live_runs("steady")
+                .first()
+                .is_some_and(|r| engine_id(r) != first)
+    })
+    .await;
+    let drift = d
+        .events("steady")
+        .into_iter()
+        .find(|e| e.kind == "drift")
+        .unwrap();
+    assert!(
+        drift.message.contains("canceled outside jobkeeper"),
+        "{drift:?}"
+    );
+    assert!(
+        !d.has_event("steady", "failed"),
+        "{:#?}",
+        d.events("steady")
+    );
+}

@@ -655,7 +655,7 @@ impl Engine for FlinkEngine {
                 None => RunStatus::Vanished,
                 Some("FINISHED") => RunStatus::Succeeded,
                 Some("FAILED") => RunStatus::Failed(self.failure_reason(&h.engine_id).await),
-                Some("CANCELED") => RunStatus::Failed(format!(
+                Some("CANCELED") => RunStatus::CancelledOutside(format!(
                     "flink job {} canceled outside jobkeeper",
                     h.engine_id
                 )),

@@ -78,6 +78,8 @@ pub enum RunStatus {
     Failed(String),
     /// The engine no longer knows it.
     Vanished,
+    /// Someone else stopped it (flink: cancelled outside jobkeeper): a drift; what the engine said.
+    CancelledOutside(String),
 }
 
 /// A run that ended, reported as soon as the engine sees it.
