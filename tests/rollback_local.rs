@@ -61,6 +61,20 @@ async fn a_new_version_that_fails_before_ready_within_is_rolled_back_until_a_new
     let versions = d.store.versions("app").unwrap();
     assert_eq!(versions.refused_hash.as_deref(), Some(v2_hash.as_str()));
     assert_eq!(versions.refused_commit.as_deref(), Some(bad.as_str()));
+    let (code, body) = d.get("/api/v1/jobs/app").await;
+    assert_eq!(code, 200, "{body}");
+    let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(detail["state"], "rolled_back", "{detail}");
+    assert_eq!(
+        detail["versions"]["running_hash"],
+        v1_hash.as_str(),
+        "{detail}"
+    );
+    assert_eq!(
+        detail["versions"]["refused_commit"],
+        bad.as_str(),
+        "{detail}"
+    );
 
     // The bad version is not tried again: not by the restart policy, not after a daemon restart.
     tokio::time::sleep(Duration::from_secs(3)).await;
