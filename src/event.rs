@@ -65,11 +65,17 @@ pub enum EventKind {
     ConfigReloaded,
     /// A daemon config reload was refused; the old config stays.
     ConfigReloadRefused,
+    /// A RUNNING job is not healthy (stale checkpoints, restarts by its engine).
+    Unhealthy,
+    /// A new version failed before it was ready: the previous one runs again.
+    RolledBack,
+    /// The job was changed outside jobkeeper (cancelled, rescaled, a second copy).
+    Drift,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 25] = [
+    pub const ALL: [EventKind; 28] = [
         EventKind::Deployed,
         EventKind::Started,
         EventKind::Restarted,
@@ -95,10 +101,13 @@ impl EventKind {
         EventKind::ApiSync,
         EventKind::ConfigReloaded,
         EventKind::ConfigReloadRefused,
+        EventKind::Unhealthy,
+        EventKind::RolledBack,
+        EventKind::Drift,
     ];
 
     /// The kinds an alert channel can ask for (SPEC "Alerts"), in SPEC's order.
-    pub const ALERTS: [EventKind; 11] = [
+    pub const ALERTS: [EventKind; 14] = [
         EventKind::Failed,
         EventKind::Restarted,
         EventKind::GaveUp,
@@ -108,6 +117,9 @@ impl EventKind {
         EventKind::Invalid,
         EventKind::RepoUnreachable,
         EventKind::EngineUnreachable,
+        EventKind::Unhealthy,
+        EventKind::RolledBack,
+        EventKind::Drift,
         EventKind::Deployed,
         EventKind::Succeeded,
     ];
@@ -143,6 +155,9 @@ impl EventKind {
             EventKind::ApiSync => "api_sync",
             EventKind::ConfigReloaded => "config_reloaded",
             EventKind::ConfigReloadRefused => "config_reload_refused",
+            EventKind::Unhealthy => "unhealthy",
+            EventKind::RolledBack => "rolled_back",
+            EventKind::Drift => "drift",
         }
     }
 
@@ -173,6 +188,9 @@ impl EventKind {
                 | EventKind::RepoUnreachable
                 | EventKind::EngineUnreachable
                 | EventKind::ConfigReloadRefused
+                | EventKind::Unhealthy
+                | EventKind::RolledBack
+                | EventKind::Drift
         )
     }
 
@@ -341,6 +359,29 @@ pub enum JobEvent {
         /// The config's errors.
         errors: String,
     },
+    /// A RUNNING job is not healthy.
+    Unhealthy {
+        /// Which check failed (`latest completed checkpoint 12m ago, more than 10m`).
+        reason: String,
+        /// The engine's root exception, when it has one.
+        exception: Option<String>,
+    },
+    /// A new version failed before it was ready and the previous one runs again.
+    RolledBack {
+        /// The config commit of the refused version (short id), when known.
+        bad_commit: Option<String>,
+        /// What went wrong with it.
+        why: String,
+        /// What runs instead (`the previous version from savepoint ...`).
+        to: String,
+    },
+    /// The job was changed outside jobkeeper.
+    Drift {
+        /// What changed.
+        what: String,
+        /// What jobkeeper does about it.
+        action: String,
+    },
 }
 
 impl JobEvent {
@@ -372,6 +413,9 @@ impl JobEvent {
             JobEvent::ApiSync { .. } => EventKind::ApiSync,
             JobEvent::ConfigReloaded { .. } => EventKind::ConfigReloaded,
             JobEvent::ConfigReloadRefused { .. } => EventKind::ConfigReloadRefused,
+            JobEvent::Unhealthy { .. } => EventKind::Unhealthy,
+            JobEvent::RolledBack { .. } => EventKind::RolledBack,
+            JobEvent::Drift { .. } => EventKind::Drift,
         }
     }
 
@@ -444,6 +488,19 @@ impl JobEvent {
             JobEvent::RestartRequested { who } => format!("restart asked for through {who}"),
             JobEvent::ApiSync { who } => format!("sync asked for through {who}"),
             JobEvent::ConfigReloadRefused { errors } => errors.clone(),
+            JobEvent::Unhealthy { reason, exception } => match exception {
+                Some(e) => format!("unhealthy: {reason}; root exception:\n{e}"),
+                None => format!("unhealthy: {reason}"),
+            },
+            JobEvent::RolledBack {
+                bad_commit,
+                why,
+                to,
+            } => {
+                let commit = bad_commit.as_deref().unwrap_or("(unknown commit)");
+                format!("version of commit {commit} rolled back: {why}; {to}")
+            }
+            JobEvent::Drift { what, action } => format!("drift: {what}; {action}"),
         }
     }
 }
@@ -500,6 +557,9 @@ mod tests {
                 "invalid",
                 "repo_unreachable",
                 "engine_unreachable",
+                "unhealthy",
+                "rolled_back",
+                "drift",
                 "deployed",
                 "succeeded"
             ]

@@ -136,6 +136,17 @@ pub fn diff_specs(old: &JobSpec, new: &JobSpec) -> (Action, Vec<String>) {
     changed(&mut in_place, "overlap", &old.overlap, &new.overlap);
     changed(&mut in_place, "timeout", &old.timeout, &new.timeout);
     changed(&mut in_place, "upgrade", &old.upgrade, &new.upgrade);
+    let (og, ng) = (&old.guard, &new.guard);
+    let health = |g: &crate::spec::GuardOverride| (g.checkpoint_age, g.restarts);
+    changed(&mut in_place, "health", &health(og), &health(ng));
+    changed(&mut in_place, "rollback", &og.rollback, &ng.rollback);
+    changed(
+        &mut in_place,
+        "ready_within",
+        &og.ready_within,
+        &ng.ready_within,
+    );
+    changed(&mut in_place, "drift", &og.drift, &ng.drift);
 
     let action = if !rebuild.is_empty() {
         Action::Rebuild
@@ -480,6 +491,7 @@ mod tests {
             upgrade: Upgrade::Savepoint,
             alerts: None,
             suspend: false,
+            guard: Default::default(),
         }
     }
 

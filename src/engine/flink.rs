@@ -28,8 +28,8 @@ use tokio::sync::mpsc;
 
 use super::cluster::{lock, require_jar, unreachable, write_log};
 use super::{
-    Engine, EngineError, NEVER_STARTED, RecordedRun, Recovery, RunExit, RunHandle, RunStatus,
-    StopOutcome, SubmitRequest,
+    Engine, EngineError, HealthFacts, NEVER_STARTED, RecordedRun, Recovery, RunExit, RunHandle,
+    RunStatus, StopOutcome, SubmitRequest,
 };
 use crate::yaml::{Checker, Node};
 
@@ -61,6 +61,28 @@ pub const IGNORE_UNCLAIMED_STATE: &str = "execution.savepoint.ignore-unclaimed-s
 pub const RETENTION_KEY: &str = "execution.checkpointing.externalized-checkpoint-retention";
 /// Checkpoints are kept when a job fails (to restart from) and deleted when it is cancelled.
 pub const RETENTION_DEFAULT: &str = "DELETE_ON_CANCELLATION";
+
+/// The job metrics a health sweep asks for.
+const HEALTH_METRICS: &str =
+    "numRestarts,lastCheckpointCompletedTimestamp,totalNumberOfCheckpoints";
+
+/// The health figures in an answer of `GET /jobs/{id}/metrics?get=`[`HEALTH_METRICS`].
+pub fn health_facts(body: &Value, started_ms: i64) -> HealthFacts {
+    let metric = |id: &str| -> Option<i64> {
+        body.as_array()?.iter().find(|m| m["id"] == id)?["value"]
+            .as_str()?
+            .parse::<f64>()
+            .ok()
+            .map(|v| v as i64)
+    };
+    let last = metric("lastCheckpointCompletedTimestamp").filter(|t| *t > 0);
+    HealthFacts {
+        restarts: metric("numRestarts").map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+        last_checkpoint_ms: last,
+        checkpoints: last.is_some() || metric("totalNumberOfCheckpoints").is_some_and(|n| n > 0),
+        started_ms,
+    }
+}
 
 /// The Flink job id of run `run_id` of `job` for the daemon whose state folder is `salt`:
 /// 32 hex digits.
@@ -633,7 +655,7 @@ impl Engine for FlinkEngine {
                 None => RunStatus::Vanished,
                 Some("FINISHED") => RunStatus::Succeeded,
                 Some("FAILED") => RunStatus::Failed(self.failure_reason(&h.engine_id).await),
-                Some("CANCELED") => RunStatus::Failed(format!(
+                Some("CANCELED") => RunStatus::CancelledOutside(format!(
                     "flink job {} canceled outside jobkeeper",
                     h.engine_id
                 )),
@@ -701,6 +723,56 @@ impl Engine for FlinkEngine {
         Some(job_id(&self.salt, job, run_id))
     }
 
+    /// One `GET /jobs/{id}/metrics` per run (restarts and the latest checkpoint in one answer),
+    /// all at once, plus one `GET /jobs/overview` for the runs' start times.
+    async fn health(&self, handles: &[RunHandle]) -> Result<Vec<Option<HealthFacts>>, EngineError> {
+        if handles.is_empty() {
+            return Ok(Vec::new());
+        }
+        let overview = self.get("/jobs/overview").await?;
+        let started: HashMap<&str, i64> = overview["jobs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|j| Some((j["jid"].as_str()?, j["start-time"].as_i64()?)))
+            .collect();
+        let mut calls = tokio::task::JoinSet::new();
+        for (i, h) in handles.iter().enumerate() {
+            let Some(&started_ms) = started.get(h.engine_id.as_str()) else {
+                continue;
+            };
+            let (http, url) = (
+                self.http.clone(),
+                self.url(&format!(
+                    "/jobs/{}/metrics?get={HEALTH_METRICS}",
+                    h.engine_id
+                )),
+            );
+            calls.spawn(async move {
+                let body: Option<Value> = match http.get(url).send().await {
+                    Ok(r) if r.status().is_success() => r.json().await.ok(),
+                    _ => None,
+                };
+                (i, body.map(|b| health_facts(&b, started_ms)))
+            });
+        }
+        let mut out = vec![None; handles.len()];
+        while let Some(done) = calls.join_next().await {
+            if let Ok((i, facts)) = done {
+                out[i] = facts;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn root_exception(&self, handle: &RunHandle) -> Option<String> {
+        let body = self
+            .get(&format!("/jobs/{}/exceptions", handle.engine_id))
+            .await
+            .ok()?;
+        version::latest_trace(&body).map(summarize_trace)
+    }
+
     fn runs_survive_daemon(&self) -> bool {
         true
     }
@@ -763,6 +835,34 @@ mod tests {
         let s = summarize_trace(&format!("top\n{long}"));
         assert_eq!(s.lines().count(), REASON_LINES);
         assert!(s.starts_with("top\n") && s.ends_with("E49"), "{s}");
+    }
+
+    #[test]
+    fn health_facts_are_read_from_the_job_metrics_answer() {
+        let body = json!([
+            {"id": "lastCheckpointCompletedTimestamp", "value": "1796298334442"},
+            {"id": "totalNumberOfCheckpoints", "value": "3"},
+            {"id": "numRestarts", "value": "2"}
+        ]);
+        assert_eq!(
+            health_facts(&body, 7),
+            HealthFacts {
+                restarts: 2,
+                last_checkpoint_ms: Some(1_796_298_334_442),
+                checkpoints: true,
+                started_ms: 7
+            }
+        );
+        // A job that does not checkpoint (Flink says -1 and no checkpoint was triggered).
+        let body = json!([
+            {"id": "lastCheckpointCompletedTimestamp", "value": "-1"},
+            {"id": "totalNumberOfCheckpoints", "value": "0"},
+            {"id": "numRestarts", "value": "0"}
+        ]);
+        let f = health_facts(&body, 7);
+        assert!(!f.checkpoints && f.last_checkpoint_ms.is_none() && f.restarts == 0);
+        // Nothing known (an empty answer): nothing unhealthy.
+        assert_eq!(health_facts(&json!([]), 7).restarts, 0);
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub enum RunStatus {
     Failed(String),
     /// The engine no longer knows it.
     Vanished,
+    /// Someone else stopped it (flink: cancelled outside jobkeeper): a drift; what the engine said.
+    CancelledOutside(String),
 }
 
 /// A run that ended, reported as soon as the engine sees it.
@@ -89,6 +91,19 @@ pub struct RunExit {
     pub run_id: i64,
     /// How it ended.
     pub status: RunStatus,
+}
+
+/// What an engine's own figures say about a live run's health (flink: its job metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthFacts {
+    /// How many times the engine restarted the run since it was submitted (flink: `numRestarts`).
+    pub restarts: u64,
+    /// When its latest checkpoint completed (ms since the epoch), when one did.
+    pub last_checkpoint_ms: Option<i64>,
+    /// Whether the run checkpoints at all (it triggered at least one checkpoint).
+    pub checkpoints: bool,
+    /// When the run was submitted (ms since the epoch).
+    pub started_ms: i64,
 }
 
 /// What a stop left behind.
@@ -191,6 +206,18 @@ pub trait Engine: Send + Sync {
     /// a run still starting after `limit`: Ok.
     async fn wait_started(&self, _handle: &RunHandle, _limit: Duration) -> Result<(), EngineError> {
         Ok(())
+    }
+
+    /// The health figures of live runs, one entry per handle (`None`: the engine has none for
+    /// it). The default: none.
+    async fn health(&self, handles: &[RunHandle]) -> Result<Vec<Option<HealthFacts>>, EngineError> {
+        Ok(vec![None; handles.len()])
+    }
+
+    /// The root exception of a live run, when the engine keeps one (flink: the latest entry of
+    /// its exception history). The default: none.
+    async fn root_exception(&self, _handle: &RunHandle) -> Option<String> {
+        None
     }
 
     /// The id the engine will give run `run_id` of `job`, when the engine lets the caller choose

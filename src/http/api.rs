@@ -228,6 +228,22 @@ pub struct JobDetail {
     /// [`SAVEPOINTS_SHOWN`]).
     #[serde(default)]
     pub savepoints: Vec<crate::store::SavepointRow>,
+    /// The version that runs (its spec hash) and, after a rollback, the refused one.
+    #[serde(default)]
+    pub versions: Option<VersionsView>,
+}
+
+/// The running version and the version a rollback refused.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VersionsView {
+    /// The spec hash of the version that runs.
+    pub running_hash: Option<String>,
+    /// The spec hash of the refused version, until a commit changes the job file.
+    pub refused_hash: Option<String>,
+    /// The config commit of the refused version.
+    pub refused_commit: Option<String>,
+    /// Why it was refused.
+    pub refused_reason: Option<String>,
 }
 
 /// Savepoints shown with a job.
@@ -353,6 +369,13 @@ pub async fn job(State(state): State<Arc<ApiState>>, UrlPath(name): UrlPath<Stri
             .savepoints(&name, SAVEPOINTS_SHOWN)
             .map_err(internal)?;
         let list_row = JobListRow::of(&row);
+        let v = store.versions(&name).map_err(internal)?;
+        let versions = Some(VersionsView {
+            running_hash: row.applied_hash.clone(),
+            refused_hash: v.refused_hash,
+            refused_commit: v.refused_commit,
+            refused_reason: v.refused_reason,
+        });
         Ok(JobDetail {
             job: job_view(
                 &state.settings.get(),
@@ -366,6 +389,7 @@ pub async fn job(State(state): State<Arc<ApiState>>, UrlPath(name): UrlPath<Stri
             runs: runs.iter().map(RunView::of).collect(),
             events: events.iter().map(EventView::of).collect(),
             savepoints,
+            versions,
         })
     })
     .await;

@@ -35,6 +35,13 @@ pub enum Msg {
     Follow,
     /// An operator asked for a restart (who asked).
     Restart(String),
+    /// The health sweep's figures of a live run.
+    Health {
+        /// The store's run id.
+        run_id: i64,
+        /// What the engine said.
+        facts: crate::engine::HealthFacts,
+    },
 }
 
 /// Whether the job keeps its runs up.
@@ -108,6 +115,10 @@ pub struct Actor {
     pub(super) engine_retry: EngineRetry,
     /// The job stays on its former cluster: its env's new one refused it.
     pub(super) pinned: Option<Pinned>,
+    /// The version to roll back to, the current version's probation, and the refused version.
+    pub(super) versions: crate::store::VersionsRow,
+    /// The run the health samples are of, and the samples (oldest first).
+    pub(super) health: (Option<i64>, Vec<decide::RestartSample>),
 }
 
 impl Actor {
@@ -133,6 +144,8 @@ impl Actor {
                 converge: false,
             },
             pinned: None,
+            versions: crate::store::VersionsRow::default(),
+            health: (None, Vec::new()),
         }
     }
 
@@ -157,6 +170,10 @@ impl Actor {
                     Some(Msg::Exit(exit)) => Box::pin(self.on_exit(exit)).await,
                     Some(Msg::Follow) => { Box::pin(self.follow()).await; false }
                     Some(Msg::Restart(who)) => Box::pin(self.restart(who)).await,
+                    Some(Msg::Health { run_id, facts }) => {
+                        Box::pin(self.on_health(run_id, facts)).await;
+                        false
+                    }
                 },
                 () = sleep_until_opt(deadline) => Box::pin(self.on_timer()).await,
             };
@@ -193,6 +210,7 @@ impl Actor {
         if changed && matches!(row.reason.as_deref(), Some(BUILD_FAILED | DEPLOY_FAILED)) {
             self.stalled = row.desired_hash.clone();
         }
+        self.load_versions(row.desired_hash.as_deref());
         self.adopt();
         true
     }
@@ -207,6 +225,11 @@ impl Actor {
     }
 
     pub(super) fn set_state(&self, state: JobState, reason: Option<&str>) {
+        // A job that was rolled back shows it while its previous version runs.
+        let (state, reason) = match (&self.versions.refused_reason, state) {
+            (Some(why), JobState::Running) => (JobState::RolledBack, Some(why.as_str())),
+            _ => (state, reason),
+        };
         if let Err(err) = self.ctx.store.set_state(&self.name, state, reason) {
             tracing::error!(job = %self.name, "could not record state: {err}");
         }
@@ -249,6 +272,7 @@ impl Actor {
             self.timers.restart = None;
             self.timers.recover = None;
             self.restarts.reset();
+            self.new_commit(hash);
         }
         let action = decide::decide(want, self.observed(row.state));
         let hash = desired.as_ref().map(|(_, h)| h.clone()).unwrap_or_default();
@@ -303,6 +327,7 @@ impl Actor {
             applied: self.applied.as_ref(),
             live: self.live.len(),
             stalled: self.stalled.as_deref(),
+            refused: self.versions.refused_hash.as_deref(),
             gave_up: self.standing == Standing::GaveUp,
             restart_pending: self.timers.restart.is_some(),
             scheduled: self.timers.fire.is_some(),
@@ -440,10 +465,13 @@ impl Actor {
         self.timers.restart = None;
         self.restarts.reset();
         let desired = self.load().and_then(|r| r.desired_hash);
-        let same = self
-            .applied
-            .as_ref()
-            .filter(|a| !a.spec.suspend && desired.as_ref() == Some(&a.hash));
+        let same = self.applied.as_ref().filter(|a| {
+            // A restart of a job that was rolled back restarts the version that runs.
+            let refused = self.versions.refused_hash.as_ref();
+            !a.spec.suspend
+                && (desired.as_ref() == Some(&a.hash)
+                    || (desired.is_some() && desired.as_ref() == refused))
+        });
         let Some(applied) = same else {
             // A new version that did not build or deploy is tried again; a suspended job stays so.
             return self.converge().await;

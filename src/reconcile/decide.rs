@@ -68,6 +68,8 @@ pub struct Observed<'a> {
     pub live: usize,
     /// The hash of a version whose build or deploy failed (not tried again until it changes).
     pub stalled: Option<&'a str>,
+    /// The hash of a version a rollback refused (not tried again until it changes).
+    pub refused: Option<&'a str>,
     /// The restart policy gave up.
     pub gave_up: bool,
     /// A restart is scheduled.
@@ -195,7 +197,7 @@ pub fn decide(desired: Desired<'_>, seen: Observed<'_>) -> Action {
         };
     }
     if changed {
-        if seen.stalled == Some(hash) {
+        if seen.stalled == Some(hash) || seen.refused == Some(hash) {
             let previous_service = seen.applied.is_some_and(Deployed::is_live_service);
             return if previous_service && seen.live == 0 && !seen.restart_pending {
                 Action::StartPrevious
@@ -223,6 +225,103 @@ pub fn decide(desired: Desired<'_>, seen: Observed<'_>) -> Action {
     Action::Schedule {
         show_pending: seen.live == 0 && seen.state == JobState::Pending,
     }
+}
+
+/// What the actor knows when a run of a service job fails, its restart policy gives up, or it
+/// turns unhealthy.
+#[derive(Debug, Clone, Copy)]
+pub struct BadRun {
+    /// `rollback` of the running version.
+    pub rollback: bool,
+    /// The running version was deployed by a commit and has not run for `ready_within` yet.
+    pub on_probation: bool,
+    /// The version before it is known (a new job has none).
+    pub has_previous: bool,
+}
+
+/// What follows a bad run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterBadRun {
+    /// The previous version starts again; the bad one is refused until a new commit.
+    RollBack,
+    /// The restart policy decides (restart after a backoff, or give up).
+    RestartPolicy,
+}
+
+/// The one place that says whether a bad run is rolled back.
+pub fn after_bad_run(bad: BadRun) -> AfterBadRun {
+    if bad.rollback && bad.on_probation && bad.has_previous {
+        AfterBadRun::RollBack
+    } else {
+        AfterBadRun::RestartPolicy
+    }
+}
+
+/// A live run's restart figure as one sweep saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartSample {
+    /// When (ms since the epoch).
+    pub at_ms: i64,
+    /// The engine's restart count of the run then.
+    pub restarts: u64,
+}
+
+/// Why a RUNNING run is unhealthy, or `None` when it is healthy. `facts` are the engine's
+/// figures now (`now_ms`); `history` the samples of earlier sweeps of the same run, oldest
+/// first. Restarts are counted from the engine's own figure, so a restart between two sweeps
+/// counts: the restarts within the window are the figure now less the figure at the window's
+/// start (zero when the run started within the window; the oldest sample when the daemon has
+/// watched the run for less than the window).
+pub fn unhealthy(
+    guard: &crate::spec::Guard,
+    facts: &crate::engine::HealthFacts,
+    history: &[RestartSample],
+    now_ms: i64,
+) -> Option<String> {
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let show = |m: i64| humantime::format_duration(Duration::from_secs(m.max(0) as u64 / 1000));
+    if let Some(limit) = guard.restarts {
+        let start = now_ms.saturating_sub(ms(limit.window));
+        let baseline = if facts.started_ms >= start {
+            0
+        } else {
+            history
+                .iter()
+                .rev()
+                .find(|s| s.at_ms <= start)
+                .or(history.first())
+                .map_or(facts.restarts, |s| s.restarts)
+        };
+        let n = facts.restarts.saturating_sub(baseline);
+        if n >= u64::from(limit.count) {
+            return Some(format!(
+                "restarted {n} times by its engine within {} (health.restarts: {} within {})",
+                humantime::format_duration(limit.window),
+                limit.count,
+                humantime::format_duration(limit.window),
+            ));
+        }
+    }
+    if let Some(age) = guard.checkpoint_age
+        && facts.checkpoints
+    {
+        let since = facts.last_checkpoint_ms.unwrap_or(facts.started_ms);
+        let old = now_ms.saturating_sub(since);
+        if old > ms(age) {
+            let what = match facts.last_checkpoint_ms {
+                Some(_) => format!("latest completed checkpoint {} ago", show(old)),
+                None => format!(
+                    "no checkpoint completed in the {} since it started",
+                    show(old)
+                ),
+            };
+            return Some(format!(
+                "{what}, more than health.checkpoint_age {}",
+                humantime::format_duration(age)
+            ));
+        }
+    }
+    None
 }
 
 /// The times an actor waits for; the earliest is its next wake-up.
@@ -305,6 +404,7 @@ mod tests {
             applied,
             live: 0,
             stalled: None,
+            refused: None,
             gave_up: false,
             restart_pending: false,
             scheduled: false,
@@ -442,6 +542,36 @@ mod tests {
                 want(&service, "h3"),
                 Observed {
                     stalled: Some("h2"),
+                    ..seen(Some(&v1))
+                },
+                Action::Deploy,
+            ),
+            (
+                "a version a rollback refused, previous down",
+                want(&service, "h2"),
+                Observed {
+                    refused: Some("h2"),
+                    ..seen(Some(&v1))
+                },
+                Action::StartPrevious,
+            ),
+            (
+                "a version a rollback refused, previous running",
+                want(&service, "h2"),
+                Observed {
+                    refused: Some("h2"),
+                    live: 1,
+                    state: JobState::RolledBack,
+                    ..seen(Some(&v1))
+                },
+                Action::Nothing,
+            ),
+            (
+                "a new commit after a rollback is deployed",
+                want(&service, "h3"),
+                Observed {
+                    refused: Some("h2"),
+                    live: 1,
                     ..seen(Some(&v1))
                 },
                 Action::Deploy,
@@ -602,6 +732,124 @@ mod tests {
         for (err, then) in rows {
             assert_eq!(error_policy(&err), then, "{err:?}");
         }
+    }
+
+    #[test]
+    fn a_bad_run_is_rolled_back_only_on_probation_with_rollback_and_a_previous_version() {
+        let rows = [
+            // (rollback, on probation, has previous) → what follows
+            ((true, true, true), AfterBadRun::RollBack),
+            ((false, true, true), AfterBadRun::RestartPolicy),
+            ((true, false, true), AfterBadRun::RestartPolicy),
+            ((true, true, false), AfterBadRun::RestartPolicy),
+            ((false, false, false), AfterBadRun::RestartPolicy),
+        ];
+        for ((rollback, on_probation, has_previous), then) in rows {
+            let bad = BadRun {
+                rollback,
+                on_probation,
+                has_previous,
+            };
+            assert_eq!(after_bad_run(bad), then, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unhealthy_runs_by_restarts_within_the_window_and_checkpoint_age() {
+        use crate::engine::HealthFacts;
+        use crate::spec::{Guard, RestartsLimit};
+        let min = 60_000;
+        let now = 100 * min;
+        let guard = Guard {
+            checkpoint_age: Some(Duration::from_secs(600)),
+            restarts: Some(RestartsLimit {
+                count: 3,
+                window: Duration::from_secs(600),
+            }),
+            ..Guard::default()
+        };
+        let facts = |restarts, last: Option<i64>, checkpoints, started| HealthFacts {
+            restarts,
+            last_checkpoint_ms: last,
+            checkpoints,
+            started_ms: started,
+        };
+        let sample = |at, restarts| RestartSample {
+            at_ms: at,
+            restarts,
+        };
+        let long_ago = 10 * min;
+        let fresh = Some(now - min);
+        let history = [sample(85 * min, 1), sample(95 * min, 2)];
+        let before = [sample(89 * min, 1), sample(91 * min, 3)];
+        let short = [sample(95 * min, 2)];
+        let rows: Vec<(&str, HealthFacts, &[RestartSample], Option<&str>)> = vec![
+            ("healthy", facts(2, fresh, true, long_ago), &history, None),
+            (
+                "3 restarts since the window's start (1 before it)",
+                facts(4, fresh, true, long_ago),
+                &history,
+                Some("restarted 3 times"),
+            ),
+            (
+                "restarts between two sweeps count",
+                facts(3, fresh, true, 98 * min),
+                &[],
+                Some("restarted 3 times"),
+            ),
+            (
+                "restarts before the window do not count",
+                facts(3, fresh, true, long_ago),
+                &before,
+                None,
+            ),
+            (
+                "watched for less than the window: from the oldest sample",
+                facts(4, fresh, true, long_ago),
+                &short,
+                None,
+            ),
+            (
+                "stale checkpoint",
+                facts(0, Some(now - 11 * min), true, long_ago),
+                &[],
+                Some("latest completed checkpoint 11m ago"),
+            ),
+            (
+                "no checkpoint since a start long ago",
+                facts(0, None, true, long_ago),
+                &[],
+                Some("no checkpoint completed"),
+            ),
+            (
+                "no checkpoint yet, started just now",
+                facts(0, None, true, now - min),
+                &[],
+                None,
+            ),
+            (
+                "a job that does not checkpoint is not judged by checkpoints",
+                facts(0, None, false, long_ago),
+                &[],
+                None,
+            ),
+        ];
+        for (situation, f, history, want) in rows {
+            let got = unhealthy(&guard, &f, history, now);
+            match want {
+                None => assert_eq!(got, None, "{situation}"),
+                Some(w) => assert!(
+                    got.as_deref().is_some_and(|g| g.contains(w)),
+                    "{situation}: {got:?}"
+                ),
+            }
+        }
+        let off = Guard::default();
+        assert_eq!(
+            unhealthy(&off, &facts(99, None, true, long_ago), &[], now),
+            None,
+            "nothing is checked unless health asks"
+        );
     }
 
     #[tokio::test(start_paused = true)]

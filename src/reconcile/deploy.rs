@@ -117,6 +117,7 @@ impl Actor {
         // A new version tries the env's cluster again, even one that refused the previous.
         self.pinned = None;
         let previous = self.applied.replace(new);
+        let restore = self.restore.clone();
         let submitted = match self.submit(false).await {
             Ok(run_id) => self.confirm_restored(run_id).await.map(|()| run_id),
             Err(reason) => Err(reason),
@@ -126,6 +127,7 @@ impl Actor {
                 self.record_applied();
                 let why = reasons.to_string();
                 self.event(Some(run_id), &JobEvent::Deployed { why });
+                self.start_probation(previous, restore);
                 Ok(())
             }
             Err(reason) => {

@@ -21,7 +21,8 @@
 //!
 //! Files: [`decide`] (pure decisions), [`actor`] (the actor and its messages), `deploy` (new
 //! versions and `follow`), `runs` (submit, stop, exits, adoption), `timers` (schedules,
-//! restarts, timeouts), [`recover`] (runs a previous daemon left), [`sweep`](mod@sweep) (the health
+//! restarts, timeouts), `rollback` (a new version that fails before it is ready), `unhealthy` (a RUNNING
+//! run the health sweep finds unhealthy), [`recover`] (runs a previous daemon left), [`sweep`](mod@sweep) (the health
 //! loop's status sweep), [`emit`] (recording events), [`outages`].
 
 pub mod actor;
@@ -30,9 +31,11 @@ mod deploy;
 pub mod emit;
 pub mod outages;
 pub mod recover;
+mod rollback;
 mod runs;
 pub mod sweep;
 mod timers;
+mod unhealthy;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -174,6 +177,11 @@ impl Reconciler {
     /// recorded with the `restarted` event.
     pub fn restart(&self, job: &str, who: &str) {
         self.send(job, Msg::Restart(who.to_string()));
+    }
+
+    /// The health sweep's figures of a live run.
+    pub fn health(&self, job: &str, run_id: i64, facts: crate::engine::HealthFacts) {
+        self.send(job, Msg::Health { run_id, facts });
     }
 
     /// A run ended.

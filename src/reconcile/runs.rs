@@ -410,16 +410,30 @@ impl Actor {
         } else {
             RunState::Failed
         };
+        let drift = matches!(status, RunStatus::CancelledOutside(_));
         let reason = match status {
-            RunStatus::Failed(r) => spec::mask_secrets(&r, &live.secrets),
+            RunStatus::Failed(r) | RunStatus::CancelledOutside(r) => {
+                spec::mask_secrets(&r, &live.secrets)
+            }
             RunStatus::Vanished => "the run vanished".to_string(),
             _ => "a service job finished with success; it must always run".to_string(),
         };
         self.finish_run(live.run_id, state, Some(&reason));
-        let failed = JobEvent::Failed {
-            reason: reason.clone(),
+        let event = if drift {
+            // Never one of jobkeeper's own stops: those leave the live list before they reach
+            // the cluster.
+            JobEvent::Drift {
+                what: reason.clone(),
+                action: "started again from its latest savepoint or retained checkpoint, \
+                         under its restart policy"
+                    .into(),
+            }
+        } else {
+            JobEvent::Failed {
+                reason: reason.clone(),
+            }
         };
-        self.event(Some(live.run_id), &failed);
+        self.event(Some(live.run_id), &event);
         if self.standing == Standing::Ok {
             self.standing = Standing::Failing;
         }
@@ -429,6 +443,10 @@ impl Actor {
             // A new version was waiting for this run to stop: it is what starts now.
             self.timers.retry = None;
             return self.converge().await;
+        }
+        if !batch_of(self) && self.rolls_back() {
+            self.roll_back(&reason).await;
+            return false;
         }
         let ran_for = live.started.elapsed();
         self.on_error(Stall::Nothing, StepError::Transient { reason, ran_for });
@@ -447,4 +465,8 @@ impl Actor {
             Err(e) => tracing::warn!(job = %self.name, "no checkpoint to restart from: {e}"),
         }
     }
+}
+
+fn batch_of(actor: &Actor) -> bool {
+    actor.applied.as_ref().is_some_and(|a| a.is_batch())
 }

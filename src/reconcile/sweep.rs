@@ -1,6 +1,8 @@
 //! The health loop's status sweep: once per `health.interval`, one batched status call per
 //! engine (per cluster) about every run the store thinks is live. The sweep only reports: a run
-//! an engine says ended is handed to its job's actor, which alone decides what happens next.
+//! an engine says ended is handed to its job's actor, which alone decides what happens next;
+//! so are the health figures of running runs whose jobs set `health` (one more batch per
+//! engine, see [`crate::engine::Engine::health`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,48 @@ pub async fn sweep_loop(
             () = cancel.cancelled() => return,
             _ = tick.tick() => sweep(&ctx, &reconciler).await,
         }
+    }
+}
+
+/// Asks the engine for the health figures of its running runs whose jobs check health (one
+/// batch per engine), and hands them to their actors.
+async fn health(
+    ctx: &Context,
+    reconciler: &Reconciler,
+    engine: &Arc<dyn Engine>,
+    running: JobRuns,
+) {
+    let settings = ctx.settings.get();
+    let names: Vec<&str> = running.iter().map(|(j, _)| j.as_str()).collect();
+    let specs = match ctx.store.applied_specs(&names) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("health: cannot read specs: {e}");
+            return;
+        }
+    };
+    let checked: JobRuns = running
+        .into_iter()
+        .filter(|(job, _)| {
+            specs
+                .iter()
+                .find(|(n, _)| n == job)
+                .is_some_and(|(_, s)| settings.guard(&s.env, &s.guard).checks_health())
+        })
+        .collect();
+    if checked.is_empty() {
+        return;
+    }
+    let handles: Vec<RunHandle> = checked.iter().map(|(_, h)| h.clone()).collect();
+    match engine.health(&handles).await {
+        Ok(facts) => {
+            for ((job, handle), facts) in checked.into_iter().zip(facts) {
+                if let Some(facts) = facts {
+                    reconciler.health(&job, handle.run_id, facts);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(engine = %engine.location(), "health: figures failed: {e}"),
     }
 }
 
@@ -70,8 +114,11 @@ pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
         match result {
             Ok(statuses) => {
                 ctx.outages.up(&ctx.events, &engine.location());
+                let mut running = Vec::new();
                 for ((job, handle), status) in runs.into_iter().zip(statuses) {
-                    if status != RunStatus::Running {
+                    if status == RunStatus::Running {
+                        running.push((job, handle));
+                    } else {
                         reconciler.exited(RunExit {
                             job,
                             run_id: handle.run_id,
@@ -79,6 +126,7 @@ pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
                         });
                     }
                 }
+                health(ctx, reconciler, &engine, running).await;
             }
             Err(EngineError::Unreachable(e)) => {
                 ctx.outages.down(&ctx.events, &engine.location(), &e);

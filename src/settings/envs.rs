@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::channels::{AlertChannel, check_channels};
 use crate::engine::{EngineConfig, EngineKind};
-use crate::spec::{RestartOverride, read_restart};
+use crate::spec::{GuardOverride, RestartOverride, read_guard_fields, read_health, read_restart};
 use crate::yaml::{Checker, Node};
 
 /// One env.
@@ -19,13 +19,16 @@ pub struct EnvSettings {
     pub alerts: Vec<String>,
     /// Env-wide restart policy fields.
     pub restart: RestartOverride,
+    /// Env-wide `health`, `rollback`, `ready_within` and `drift`.
+    pub guard: GuardOverride,
 }
 
 /// The fields an env may have: `engine`, each engine's block, then its own.
 fn env_fields() -> Vec<&'static str> {
     let mut fields = vec!["engine"];
     fields.extend(EngineConfig::SECTIONS);
-    fields.extend(["vars", "alerts", "restart"]);
+    fields.extend(["vars", "alerts", "restart", "health"]);
+    fields.extend(crate::spec::guard_fields());
     fields
 }
 
@@ -93,11 +96,17 @@ fn read_env(
         .get("restart")
         .map(|v| read_restart(c, v, &format!("{section}.restart")))
         .unwrap_or_default();
+    let mut guard = GuardOverride::default();
+    if let Some(v) = f.get("health") {
+        read_health(c, v, &format!("{section}.health"), &[], &mut guard);
+    }
+    read_guard_fields(c, &f, &format!("{section}."), &mut guard);
     Some(EnvSettings {
         engine: engine?,
         vars,
         alerts,
         restart,
+        guard,
     })
 }
 

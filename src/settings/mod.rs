@@ -28,7 +28,7 @@ use crate::event::EventKind;
 pub use crate::engine::EngineKind;
 pub use crate::engine::flink::FlinkSettings;
 pub use crate::engine::spark::SparkSettings;
-use crate::spec::{self, Params, RestartOverride, RestartPolicy};
+use crate::spec::{self, Guard, GuardOverride, Params, RestartOverride, RestartPolicy};
 use crate::yaml::{self, Checker};
 
 /// The whole daemon config.
@@ -56,6 +56,8 @@ pub struct Settings {
     pub logs: LogSettings,
     /// Daemon-wide restart policy.
     pub restart: RestartPolicy,
+    /// Daemon-wide `health` (beyond `interval`), `rollback`, `ready_within` and `drift`.
+    pub guard: GuardOverride,
     /// Same job + same event is not sent twice within this.
     pub alerts_throttle: Duration,
     /// The base of links in alerts and pages (no trailing `/`); `None`: built from `listen`.
@@ -168,6 +170,17 @@ impl Settings {
         let base = match self.envs.get(env) {
             Some(e) => self.restart.with(&e.restart),
             None => self.restart,
+        };
+        base.with(job)
+    }
+
+    /// The guard (`health`, `rollback`, `ready_within`, `drift`) of a job in `env` with its own
+    /// fields: the daemon's, then the env's, then the job's.
+    pub fn guard(&self, env: &str, job: &GuardOverride) -> Guard {
+        let base = Guard::default().with(&self.guard);
+        let base = match self.envs.get(env) {
+            Some(e) => base.with(&e.guard),
+            None => base,
         };
         base.with(job)
     }

@@ -27,6 +27,9 @@ const TOP_FIELDS: &[&str] = &[
     "health",
     "logs",
     "restart",
+    "rollback",
+    "ready_within",
+    "drift",
     "alerts_throttle",
     "external_url",
     "envs",
@@ -111,6 +114,11 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
     };
     let build = read_build(c, &f);
     let health = read_health(c, &f);
+    let mut guard = crate::spec::GuardOverride::default();
+    if let Some(n) = f.get("health") {
+        crate::spec::read_health(c, n, "health", &["interval"], &mut guard);
+    }
+    crate::spec::read_guard_fields(c, &f, "", &mut guard);
     let logs = read_logs(c, &f);
     let restart = match f.get("restart") {
         Some(n) => RestartPolicy::default().with(&read_restart(c, n, "restart")),
@@ -141,6 +149,7 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
         health,
         logs,
         restart,
+        guard,
         alerts_throttle,
         external_url,
         envs,
@@ -225,7 +234,7 @@ fn read_health(c: &mut Checker, f: &Fields<'_>) -> HealthSettings {
         interval: Duration::from_secs(5),
     };
     if let Some(n) = f.get("health")
-        && let Some(h) = c.mapping(n, "health", &["interval"])
+        && let Some(h) = c.mapping(n, "health", &["interval", "checkpoint_age", "restarts"])
         && let Some(v) = h.get("interval")
         && let Some(d) = positive_duration(c, v, "health.interval")
     {

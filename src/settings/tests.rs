@@ -204,7 +204,7 @@ alerts:
              config.yaml:12:10: alert channel `empty` has neither `email` nor `webhook`; expected at least one\n\
              config.yaml:13:46: `alerts.hook.webhook.format`: unknown format `teams`; expected one of: slack, dingtalk, feishu, wecom, json\n\
              config.yaml:13:67: unknown event `faild`, did you mean `failed`?\n\
-             config.yaml:13:74: unknown event `exploded`; expected one of: failed, restarted, gave_up, recovered, build_failed, deploy_failed, invalid, repo_unreachable, engine_unreachable, deployed, succeeded\n"
+             config.yaml:13:74: unknown event `exploded`; expected one of: failed, restarted, gave_up, recovered, build_failed, deploy_failed, invalid, repo_unreachable, engine_unreachable, unhealthy, rolled_back, drift, deployed, succeeded\n"
     );
 }
 
@@ -248,5 +248,38 @@ fn external_url_is_an_http_url_without_its_trailing_slash() {
     assert_eq!(
         errors(&format!("{base}external_url: jk.example.com\n")),
         "config.yaml:3:15: `external_url`: `jk.example.com` is not an http(s) URL; expected one like `https://jobkeeper.ops.example.com`\n"
+    );
+}
+
+#[test]
+fn health_rollback_ready_within_and_drift_default_from_the_env_then_the_daemon() {
+    let s = ok("repo: {url: /srv/jobs}\nstate_dir: /var/lib/jk\n\
+         health: {interval: 1s, checkpoint_age: 10m}\nrollback: true\nready_within: 1m\n\
+         envs:\n  dev: {engine: local}\n  \
+         prod: {engine: local, health: {restarts: {count: 3, window: 5m}}, drift: warn, ready_within: 3m}\n");
+    let job = crate::spec::GuardOverride {
+        rollback: Some(false),
+        ..Default::default()
+    };
+    let dev = s.guard("dev", &Default::default());
+    assert_eq!(dev.checkpoint_age, Some(Duration::from_secs(600)));
+    assert!(dev.rollback && dev.restarts.is_none());
+    assert_eq!(dev.ready_within, Duration::from_secs(60));
+    assert_eq!(dev.drift, crate::spec::Drift::Correct);
+    let prod = s.guard("prod", &job);
+    assert!(!prod.rollback);
+    assert_eq!(prod.ready_within, Duration::from_secs(180));
+    assert_eq!(prod.drift, crate::spec::Drift::Warn);
+    assert_eq!(prod.restarts.map(|r| r.count), Some(3));
+    assert_eq!(
+        errors(
+            "repo: {url: /srv/jobs}\nstate_dir: /x\nrollback: maybe\nready_within: 0s\n\
+             drift: fix\nenvs:\n  a: {engine: local, health: {restarts: {count: 0}}}\n"
+        ),
+        "config.yaml:3:11: `rollback`: expected `true` or `false`, found a string\n\
+         config.yaml:4:15: `ready_within`: must be longer than zero\n\
+         config.yaml:5:8: `drift`: unknown value `fix`; expected one of: correct, warn\n\
+         config.yaml:7:41: missing required field `window` (the window restarts are counted in, e.g. `10m`)\n\
+         config.yaml:7:49: `envs.a.health.restarts.count`: expected a whole number from 1 to 4294967295, found 0\n"
     );
 }

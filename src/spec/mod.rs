@@ -10,6 +10,7 @@
 //! This module also owns job names ([`check_name`]), secret masking ([`mask_secrets`]) and the
 //! job file's JSON Schema ([`json_schema`]).
 
+mod guard;
 mod placeholders;
 mod read;
 mod schema;
@@ -23,6 +24,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::guard::{Drift, Guard, GuardOverride, RestartsLimit};
+pub(crate) use self::guard::{guard_fields, read_guard_fields, read_health};
 pub use self::placeholders::{
     SecretError, mask_secrets, resolve_secrets, resolve_secrets_with_values, secret_names,
 };
@@ -65,6 +68,10 @@ pub struct JobSpec {
     /// flink: the job's SQL (`sql` or `sql_file`), run by the SQL runner instead of a main class.
     #[serde(default)]
     pub sql: Option<Sql>,
+    /// `health`, `rollback`, `ready_within` and `drift` as the file sets them (the rest come
+    /// from the env, then the daemon). Not serialized when empty, so older specs keep their hash.
+    #[serde(default, skip_serializing_if = "GuardOverride::is_empty")]
+    pub guard: GuardOverride,
 }
 
 /// The SQL of a SQL job, read and split.
@@ -279,8 +286,22 @@ pub fn job_name_of(rel_path: &str) -> Option<&str> {
 
 /// The fields a job file may have.
 pub const JOB_FIELDS: &[&str] = &[
-    "project", "env", "params", "schedule", "overlap", "timeout", "restart", "upgrade", "alerts",
-    "suspend", "sql", "sql_file",
+    "project",
+    "env",
+    "params",
+    "schedule",
+    "overlap",
+    "timeout",
+    "restart",
+    "upgrade",
+    "alerts",
+    "suspend",
+    "sql",
+    "sql_file",
+    "health",
+    "rollback",
+    "ready_within",
+    "drift",
 ];
 /// The fields of `project`.
 pub const PROJECT_FIELDS: &[&str] = &["repo", "branch", "dir", "build", "artifact", "follow"];

@@ -22,6 +22,7 @@ pub(super) fn read_job(c: &mut Checker, root: &Node, src: &str, ctx: Context) ->
         alerts: None,
         suspend: false,
         sql: None,
+        guard: GuardOverride::default(),
     };
     let Some(f) = c.mapping(root, "", JOB_FIELDS) else {
         return spec;
@@ -63,6 +64,10 @@ pub(super) fn read_job(c: &mut Checker, root: &Node, src: &str, ctx: Context) ->
     if let Some(n) = f.get("alerts") {
         spec.alerts = read_alerts(c, n, ctx.settings);
     }
+    if let Some(n) = f.get("health") {
+        read_health(c, n, "health", &[], &mut spec.guard);
+    }
+    read_guard_fields(c, &f, "", &mut spec.guard);
     if let Some(n) = f.get("suspend") {
         spec.suspend = c.boolean(n, "suspend").unwrap_or(false);
     }

@@ -64,7 +64,27 @@ pub fn json_schema() -> serde_json::Value {
             "alerts": {"type": "array", "items": {"type": "string"}, "description": "Alert channels (default: the env's)."},
             "suspend": {"type": "boolean", "default": false, "description": "true: stop the job but keep its file and history."},
             "sql": {"type": "string", "description": "flink: the job's Flink SQL statements (CREATE, SET 'key' = 'value', INSERT INTO), run as one job instead of params.main_class."},
-            "sql_file": {"type": "string", "description": "flink: a file of Flink SQL statements, relative to the job file, in the config repo; instead of sql or params.main_class."}
+            "sql_file": {"type": "string", "description": "flink: a file of Flink SQL statements, relative to the job file, in the config repo; instead of sql or params.main_class."},
+            "health": {
+                "description": "flink: when a RUNNING job is unhealthy; unset fields come from the env, then the daemon config.",
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "checkpoint_age": {"allOf": [duration], "description": "Unhealthy when the latest completed checkpoint is older (only when the job checkpoints)."},
+                    "restarts": {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "required": ["count", "window"],
+                        "properties": {
+                            "count": {"type": "integer", "minimum": 1, "description": "Restarts by Flink that make the job unhealthy."},
+                            "window": {"allOf": [duration], "description": "The window they are counted in."}
+                        }
+                    }
+                }
+            },
+            "rollback": {"type": "boolean", "default": false, "description": "A new version that fails, gives up or is unhealthy before ready_within is rolled back to the previous one."},
+            "ready_within": {"allOf": [duration], "default": "2m", "description": "How long a new version must run before it is trusted."},
+            "drift": {"enum": ["correct", "warn"], "default": "correct", "description": "What to do when the job is changed outside jobkeeper."}
         }
     })
 }

@@ -488,3 +488,27 @@ fn sql_is_split_and_placed_in_the_job_file() {
         }
     );
 }
+
+#[test]
+fn health_rollback_ready_within_and_drift_are_read_and_checked() {
+    let s = ok(
+        "env: dev\nparams: {command: [x]}\nhealth: {checkpoint_age: 10m, restarts: {count: 5, window: 10m}}\n\
+                rollback: true\nready_within: 2m\ndrift: warn\n",
+    );
+    assert_eq!(s.guard.checkpoint_age, Some(Duration::from_secs(600)));
+    assert_eq!(
+        s.guard.restarts.map(|r| (r.count, r.window)),
+        Some((5, Duration::from_secs(600)))
+    );
+    assert_eq!(s.guard.rollback, Some(true));
+    assert_eq!(s.guard.ready_within, Some(Duration::from_secs(120)));
+    assert_eq!(s.guard.drift, Some(crate::spec::Drift::Warn));
+    let plain = ok("env: dev\nparams: {command: [x]}\n");
+    assert!(plain.guard.is_empty());
+    assert!(!serde_json::to_string(&plain).unwrap().contains("guard"));
+    assert_eq!(
+        errors("env: dev\nparams: {command: [x]}\nhealth: {checkpoint_ag: 1m}\ndrift: undo\n"),
+        "jobs/a.yaml:3:10: unknown field `checkpoint_ag` in `health`, did you mean `checkpoint_age`?\n\
+         jobs/a.yaml:4:8: `drift`: unknown value `undo`; expected one of: correct, warn\n"
+    );
+}

@@ -36,11 +36,13 @@ pub enum JobState {
     Stopped,
     /// Its file is invalid and it never had a valid version.
     Invalid,
+    /// A new version failed before it was ready: the previous one runs, until a new commit.
+    RolledBack,
 }
 
 impl JobState {
     /// Every state, in SPEC's order.
-    pub const ALL: [JobState; 11] = [
+    pub const ALL: [JobState; 12] = [
         JobState::Pending,
         JobState::Building,
         JobState::Deploying,
@@ -52,6 +54,7 @@ impl JobState {
         JobState::Suspended,
         JobState::Stopped,
         JobState::Invalid,
+        JobState::RolledBack,
     ];
 
     /// The word used in the store, the API and output.
@@ -68,6 +71,7 @@ impl JobState {
             JobState::Suspended => "suspended",
             JobState::Stopped => "stopped",
             JobState::Invalid => "invalid",
+            JobState::RolledBack => "rolled_back",
         }
     }
 

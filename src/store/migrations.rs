@@ -17,7 +17,7 @@ use crate::event::EventKind;
 type Step = fn(&Connection) -> Result<()>;
 
 /// The steps, in order; step `i` makes version `i + 1`. Add new steps at the end.
-const STEPS: [Step; 2] = [release_0_1_0, typed_events];
+const STEPS: [Step; 3] = [release_0_1_0, typed_events, versions];
 
 /// The schema version this build writes.
 pub(super) const LATEST: i64 = STEPS.len() as i64;
@@ -123,6 +123,19 @@ fn typed_events(conn: &Connection) -> Result<()> {
         "DROP TRIGGER IF EXISTS jobs_event_summary;
          ALTER TABLE events ADD COLUMN attempt INTEGER;
          ALTER TABLE events ADD COLUMN attempt_of INTEGER;",
+    )?;
+    Ok(())
+}
+
+/// Migration 3: the `versions` table (what a rollback needs and what it refused).
+fn versions(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE versions (
+             job TEXT PRIMARY KEY,
+             prev_spec TEXT, prev_hash TEXT, prev_artifact TEXT, prev_restore TEXT,
+             prev_commit TEXT, probation_until INTEGER,
+             refused_hash TEXT, refused_commit TEXT, refused_reason TEXT,
+             updated_at INTEGER NOT NULL);",
     )?;
     Ok(())
 }

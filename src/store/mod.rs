@@ -27,6 +27,7 @@ mod jobs;
 mod migrations;
 mod runs;
 mod savepoints;
+mod versions;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +42,7 @@ pub use events::{EventRow, EventSink, NewEvent};
 pub use jobs::{JobListRow, JobRow, JobState};
 pub use runs::{RunRow, RunState};
 pub use savepoints::SavepointRow;
+pub use versions::{PreviousVersion, VersionsRow};
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]

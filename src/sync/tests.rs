@@ -23,6 +23,7 @@ fn spec(command: &str) -> JobSpec {
         upgrade: Upgrade::Savepoint,
         alerts: None,
         suspend: false,
+        guard: Default::default(),
     }
 }
 

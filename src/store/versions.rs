@@ -1,0 +1,150 @@
+//! The `versions` table: per job, what a rollback needs and what it did. The version that ran
+//! before the current one (its spec, hash, artifact and the savepoint its stop took), how long
+//! the current one is on probation (`ready_within` after it started), and the version that was
+//! refused by a rollback (its hash, config commit and why), which is not tried again until a
+//! commit changes the job file.
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use super::{Result, Store, now_ms};
+use crate::build::Artifact;
+use crate::spec::JobSpec;
+
+/// A version a job can go back to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PreviousVersion {
+    /// Its spec.
+    pub spec: JobSpec,
+    /// Its spec hash.
+    pub hash: String,
+    /// Its artifact, for jobs with a project or SQL.
+    pub artifact: Option<Artifact>,
+    /// The savepoint its stop took (flink), which it starts from again.
+    pub restore: Option<String>,
+    /// The config commit that deployed it, when known.
+    pub commit: Option<String>,
+}
+
+/// A job's row of the `versions` table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct VersionsRow {
+    /// The version before the current one, while the current one is on probation.
+    pub previous: Option<PreviousVersion>,
+    /// Unix time (ms) until which the current version is on probation.
+    pub probation_until: Option<i64>,
+    /// The hash of the version a rollback refused.
+    pub refused_hash: Option<String>,
+    /// The config commit of that version.
+    pub refused_commit: Option<String>,
+    /// Why it was refused.
+    pub refused_reason: Option<String>,
+}
+
+impl Store {
+    /// The job's row (empty when it has none).
+    pub fn versions(&self, job: &str) -> Result<VersionsRow> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT prev_spec, prev_hash, prev_artifact, prev_restore, prev_commit,
+                    probation_until, refused_hash, refused_commit, refused_reason
+             FROM versions WHERE job = ?1",
+        )?;
+        let row = st
+            .query_row([job], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    VersionsRow {
+                        previous: None,
+                        probation_until: r.get(5)?,
+                        refused_hash: r.get(6)?,
+                        refused_commit: r.get(7)?,
+                        refused_reason: r.get(8)?,
+                    },
+                ))
+            })
+            .optional()?;
+        let Some((spec, hash, artifact, restore, commit, mut out)) = row else {
+            return Ok(VersionsRow::default());
+        };
+        if let (Some(spec), Some(hash)) = (spec, hash) {
+            out.previous = Some(PreviousVersion {
+                spec: serde_json::from_str(&spec)?,
+                hash,
+                artifact: artifact.map(|a| serde_json::from_str(&a)).transpose()?,
+                restore,
+                commit,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Replaces the job's row.
+    pub fn set_versions(&self, job: &str, row: &VersionsRow) -> Result<()> {
+        let prev = row.previous.as_ref();
+        let spec = prev.map(|p| serde_json::to_string(&p.spec)).transpose()?;
+        let artifact = prev
+            .and_then(|p| p.artifact.as_ref())
+            .map(serde_json::to_string)
+            .transpose()?;
+        self.conn().execute(
+            "INSERT OR REPLACE INTO versions (job, prev_spec, prev_hash, prev_artifact,
+                 prev_restore, prev_commit, probation_until, refused_hash, refused_commit,
+                 refused_reason, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                job,
+                spec,
+                prev.map(|p| p.hash.as_str()),
+                artifact,
+                prev.and_then(|p| p.restore.as_deref()),
+                prev.and_then(|p| p.commit.as_deref()),
+                row.probation_until,
+                row.refused_hash,
+                row.refused_commit,
+                row.refused_reason,
+                now_ms(),
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_round_trips_and_a_missing_one_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        assert_eq!(store.versions("a").unwrap(), VersionsRow::default());
+        let spec = crate::spec::parse_job(
+            "a.yaml",
+            b"env: dev\nparams: {command: [x]}\n",
+            crate::spec::Context::default(),
+        )
+        .unwrap();
+        let row = VersionsRow {
+            previous: Some(PreviousVersion {
+                spec,
+                hash: "h1".into(),
+                artifact: None,
+                restore: Some("file:/sp/1".into()),
+                commit: Some("abc".into()),
+            }),
+            probation_until: Some(42),
+            refused_hash: Some("h2".into()),
+            refused_commit: Some("def".into()),
+            refused_reason: Some("exit 1".into()),
+        };
+        store.set_versions("a", &row).unwrap();
+        assert_eq!(store.versions("a").unwrap(), row);
+        store.set_versions("a", &VersionsRow::default()).unwrap();
+        assert_eq!(store.versions("a").unwrap(), VersionsRow::default());
+    }
+}
