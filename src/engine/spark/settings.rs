@@ -136,6 +136,9 @@ pub fn read_settings(
         );
         return None;
     }
+    // A bad artifact field was reported already: the check would only repeat it.
+    let bad = (f.get("artifact_url").is_some() && artifact_url.is_none())
+        || (f.get("artifact_dir").is_some() && artifact_dir.is_none());
     let settings = SparkSettings {
         url: url?,
         master: master?,
@@ -143,6 +146,9 @@ pub fn read_settings(
         artifact_url,
         artifact_dir,
     };
+    if bad {
+        return None;
+    }
     if let Err(msg) = check_reachable(&settings, daemon, section) {
         c.error(n, msg);
         return None;
