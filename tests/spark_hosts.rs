@@ -603,8 +603,13 @@ async fn a_daemon_killed_between_a_create_and_its_record_never_runs_the_job_twic
     let runs = store.runs("lost", 10).unwrap();
     if was_launched {
         // The driver launched before the kill is the run, found by its token.
-        assert_eq!(live, created, "{runs:#?}");
-        assert_eq!(runs.len(), 1, "nothing submitted again: {runs:#?}");
+        let events = store.events(Some("lost"), 50).unwrap();
+        assert_eq!(live, created, "{runs:#?}\n{events:#?}");
+        assert_eq!(
+            runs.len(),
+            1,
+            "nothing submitted again: {runs:#?}\n{events:#?}"
+        );
     } else {
         println!("the driver was not launched within 7 s of its create: it could not be adopted");
     }
