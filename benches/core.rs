@@ -1286,6 +1286,9 @@ async fn spark_running(http: &reqwest::Client, rest: &str, id: &str) -> Instant 
     }
 }
 
+/// A create's time to driver RUNNING and to driver launched.
+type Fetch = (Duration, Duration);
+
 /// Waits (≤ 120 s) until driver `id` was launched by its worker (the first line of its stderr,
 /// written once the worker has its jar, is the launch command); returns when it was first seen.
 async fn spark_launched(http: &reqwest::Client, worker_ui: &str, id: &str) -> Instant {
@@ -1417,7 +1420,7 @@ fn bench_spark(c: &SparkCluster, n: usize) -> Vec<String> {
             }
         };
         let (mut direct, mut deploy, mut tick) = (Vec::new(), Vec::new(), Vec::new());
-        let mut fetch: (Vec<(Duration, Duration)>, Vec<(Duration, Duration)>) = Default::default();
+        let mut fetch: (Vec<Fetch>, Vec<Fetch>) = Default::default();
         for i in 0..n {
             std::fs::remove_file(&path).unwrap();
             push("remove");
@@ -1508,7 +1511,7 @@ fn bench_spark(c: &SparkCluster, n: usize) -> Vec<String> {
     deploy.sort();
     tick.sort();
     let ratio = percentile(&deploy, 0.5).as_secs_f64() / percentile(&direct, 0.5).as_secs_f64();
-    let p50 = |v: &[(Duration, Duration)], launched: bool| {
+    let p50 = |v: &[Fetch], launched: bool| {
         let mut d: Vec<Duration> = v.iter().map(|p| if launched { p.1 } else { p.0 }).collect();
         d.sort();
         percentile(&d, 0.5)

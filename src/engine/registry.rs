@@ -361,10 +361,15 @@ mod tests {
 
     #[test]
     fn a_reload_keeps_an_env_that_changes_kind_or_spark_master_until_a_restart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let jars = Some(JarShelf {
+            shelf: crate::engine::spark::artifacts::Shelf::open(tmp.path()).unwrap(),
+            daemon_url: "http://127.0.0.1:7070".into(),
+        });
         let before = settings(
             "  a: {engine: local}\n  s: {engine: spark, spark: {url: 'http://127.0.0.1:1', master: 'spark://127.0.0.1:2'}}\n",
         );
-        let engines = Engines::build(&before, Arc::new(LocalEngine::new()), None);
+        let engines = Engines::build(&before, Arc::new(LocalEngine::new()), jars.clone());
         let after = settings(
             "  a: {engine: flink, flink: {url: 'http://127.0.0.1:3'}}\n  s: {engine: spark, spark: {url: 'http://127.0.0.1:4', master: 'spark://127.0.0.1:5'}}\n  n: {engine: flink, flink: {url: 'http://127.0.0.1:3'}}\n",
         );
@@ -381,7 +386,7 @@ mod tests {
             "a new cluster env gets its engine at once"
         );
         // At a start, every env gets the engine its config names.
-        let restarted = Engines::build(&after, Arc::new(LocalEngine::new()), None);
+        let restarted = Engines::build(&after, Arc::new(LocalEngine::new()), jars);
         assert_eq!(restarted.get("a").unwrap().kind(), EngineKind::Flink);
     }
 }
