@@ -201,6 +201,19 @@ async fn driver_state(c: &Cluster, id: &str) -> Option<String> {
     s["driverState"].as_str().map(str::to_string)
 }
 
+/// A driver's state from the REST server, asked until it answers (a master just restarted on a
+/// loaded machine can take longer than one request's timeout); `None` when it does not know it.
+async fn answered_state(c: &Cluster, id: &str) -> Option<String> {
+    let start = Instant::now();
+    loop {
+        let s = get_json(&format!("{}/v1/submissions/status/{id}", c.rest)).await;
+        if !s.is_null() || start.elapsed() > LIMIT {
+            return s["driverState"].as_str().map(str::to_string);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// A config repo with the spark-totals project, and a daemon config whose `spark` env is on
 /// `c` at REST URL `rest`; `extra` is appended.
 fn setup(root: &Path, c: &Cluster, rest: &str, extra: &str) -> (Git, String) {
@@ -398,7 +411,7 @@ async fn master_restart(recovery: bool) {
         })
         .await;
         tokio::time::sleep(Duration::from_secs(15)).await; // sweeps after the worker is back
-        assert_eq!(driver_state(&c, &id).await.as_deref(), Some("RUNNING"));
+        assert_eq!(answered_state(&c, &id).await.as_deref(), Some("RUNNING"));
         let runs = d.runs("stream");
         assert_eq!(runs.len(), 1, "nothing submitted again: {runs:#?}");
         assert_eq!((runs[0].id, runs[0].state.as_str()), (run, "running"));
@@ -407,11 +420,11 @@ async fn master_restart(recovery: bool) {
         // then is the job submitted again.
         let (run2, id2) = running(&d, &c, "stream", std::slice::from_ref(&id)).await;
         assert_ne!(run, run2);
-        assert_eq!(driver_state(&c, &id).await, None, "forgotten");
+        assert_eq!(answered_state(&c, &id).await, None, "forgotten");
         let first = d.runs("stream").into_iter().find(|r| r.id == run).unwrap();
         assert_ne!(first.state, "running", "{first:?}");
         tokio::time::sleep(Duration::from_secs(5)).await;
-        assert_eq!(driver_state(&c, &id2).await.as_deref(), Some("RUNNING"));
+        assert_eq!(answered_state(&c, &id2).await.as_deref(), Some("RUNNING"));
         assert_eq!(d.live_runs("stream").len(), 1);
     }
     wait_for("exactly one driver process", LIMIT, || {
