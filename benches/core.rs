@@ -1286,6 +1286,28 @@ async fn spark_running(http: &reqwest::Client, rest: &str, id: &str) -> Instant 
     }
 }
 
+/// A create's time to driver RUNNING and to driver launched.
+type Fetch = (Duration, Duration);
+
+/// Waits (≤ 120 s) until driver `id` was launched by its worker (the first line of its stderr,
+/// written once the worker has its jar, is the launch command); returns when it was first seen.
+async fn spark_launched(http: &reqwest::Client, worker_ui: &str, id: &str) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let url = format!("{worker_ui}/log/?driverId={id}&logType=stderr&offset=0&byteLength=64");
+    loop {
+        if let Ok(r) = http.get(&url).send().await
+            && r.text()
+                .await
+                .unwrap_or_default()
+                .contains("Launch Command")
+        {
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "driver {id} was not launched");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The driver id of the newest run of `job` not in `old`, once recorded.
 async fn spark_new_driver(store: &Store, job: &str, old: &[String]) -> (i64, String) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -1340,11 +1362,31 @@ fn bench_spark(c: &SparkCluster, n: usize) -> Vec<String> {
         git(&work, &["commit", "-qm", msg]);
         git(&work, &["push", "-q", "origin", "main"]);
     };
-    let jar = project.join("out/spark-totals.jar");
     let rt = runtime();
-    let (direct, deploy, tick) = rt.block_on(async {
-        let (cancel, daemon, store) = start_in_process(root, settings).await;
+    let (direct, deploy, tick, fetch) = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let daemon_url = format!("http://{}", listener.local_addr().unwrap());
+        let cancel = CancellationToken::new();
+        let daemon = tokio::spawn(jobkeeper::daemon::run(settings, listener, cancel.clone()));
+        let db = root.join("state/jobkeeper.db");
+        while !db.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let store = Store::open(&db).unwrap();
         let http = reqwest::Client::new();
+        let view: serde_json::Value = http
+            .get(format!("{}/json/", c.ui))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let worker_ui = view["workers"][0]["webuiaddress"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches('/')
+            .to_string();
         let kill = |id: String| {
             let http = http.clone();
             async move {
@@ -1360,6 +1402,12 @@ fn bench_spark(c: &SparkCluster, n: usize) -> Vec<String> {
         push("warm-up");
         let (_, mut id) = spark_new_driver(&store, "totals", &[]).await;
         spark_running(&http, &c.rest, &id).await;
+        // The job's jar, as the daemon serves it (published by the warm-up's submit) and as a
+        // file the worker reads.
+        let artifact = store.job("totals").unwrap().unwrap().artifact.unwrap();
+        let shelf = jobkeeper::engine::spark::artifacts::Shelf::open(&root.join("state")).unwrap();
+        let served = shelf.url(&daemon_url, &artifact.digest, "spark-totals.jar");
+        let file = format!("file://{}", artifact.path.display());
         let stopped = |store: Store| async move {
             let deadline = Instant::now() + Duration::from_secs(60);
             while store
@@ -1372,38 +1420,48 @@ fn bench_spark(c: &SparkCluster, n: usize) -> Vec<String> {
             }
         };
         let (mut direct, mut deploy, mut tick) = (Vec::new(), Vec::new(), Vec::new());
+        let mut fetch: (Vec<Fetch>, Vec<Fetch>) = Default::default();
         for i in 0..n {
             std::fs::remove_file(&path).unwrap();
             push("remove");
             stopped(store.clone()).await;
 
-            // Baseline: the same create sent straight to the REST server.
-            let body = serde_json::json!({
-                "action": "CreateSubmissionRequest",
-                "appResource": format!("file://{}", jar.display()),
-                "mainClass": "example.Totals",
-                "appArgs": ["--sleep", "600"],
-                "clientSparkVersion": "4.3.0",
-                "environmentVariables": {},
-                "sparkProperties": {
-                    "spark.master": c.master, "spark.submit.deployMode": "cluster",
-                    "spark.jars": format!("file://{}", jar.display()), "spark.app.name": "baseline",
-                    "spark.driver.memory": "512m", "spark.executor.memory": "512m", "spark.cores.max": "1"
+            // The same create sent straight to the REST server, the jar as a file (the
+            // baseline) and over HTTP from the daemon, one after the other: → RUNNING (the
+            // master placed it), → launched (its worker has the jar and started it).
+            for (jar, to) in [(&file, &mut fetch.0), (&served, &mut fetch.1)] {
+                let body = serde_json::json!({
+                    "action": "CreateSubmissionRequest",
+                    "appResource": jar,
+                    "mainClass": "example.Totals",
+                    "appArgs": ["--sleep", "600"],
+                    "clientSparkVersion": "4.3.0",
+                    "environmentVariables": {},
+                    "sparkProperties": {
+                        "spark.master": c.master, "spark.submit.deployMode": "cluster",
+                        "spark.jars": jar, "spark.app.name": "baseline",
+                        "spark.driver.memory": "512m", "spark.executor.memory": "512m", "spark.cores.max": "1"
+                    }
+                });
+                let t0 = Instant::now();
+                let answer: serde_json::Value = http
+                    .post(format!("{}/v1/submissions/create", c.rest))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let base_id = answer["submissionId"].as_str().unwrap().to_string();
+                let running = spark_running(&http, &c.rest, &base_id).await - t0;
+                let launched = spark_launched(&http, &worker_ui, &base_id).await - t0;
+                if std::ptr::eq(jar, &file) {
+                    direct.push(running);
                 }
-            });
-            let t0 = Instant::now();
-            let answer: serde_json::Value = http
-                .post(format!("{}/v1/submissions/create", c.rest))
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let base_id = answer["submissionId"].as_str().unwrap().to_string();
-            direct.push(spark_running(&http, &c.rest, &base_id).await - t0);
-            kill(base_id).await;
+                to.push((running, launched));
+                kill(base_id).await;
+            }
 
             // commit → driver RUNNING (artifact cached).
             std::fs::write(&path, job(&format!("\"--sleep\", \"600\", \"--n\", \"{i}\""), "")).unwrap();
@@ -1444,7 +1502,7 @@ fn bench_spark(c: &SparkCluster, n: usize) -> Vec<String> {
         stopped(store.clone()).await;
         cancel.cancel();
         daemon.await.unwrap().unwrap();
-        (direct, deploy, tick)
+        (direct, deploy, tick, fetch)
     });
     let mut direct = direct;
     let mut deploy = deploy;
@@ -1453,7 +1511,28 @@ fn bench_spark(c: &SparkCluster, n: usize) -> Vec<String> {
     deploy.sort();
     tick.sort();
     let ratio = percentile(&deploy, 0.5).as_secs_f64() / percentile(&direct, 0.5).as_secs_f64();
+    let p50 = |v: &[Fetch], launched: bool| {
+        let mut d: Vec<Duration> = v.iter().map(|p| if launched { p.1 } else { p.0 }).collect();
+        d.sort();
+        percentile(&d, 0.5)
+    };
+    let (file_run, file_launch) = (p50(&fetch.0, false), p50(&fetch.0, true));
+    let (http_run, http_launch) = (p50(&fetch.1, false), p50(&fetch.1, true));
     vec![
+        format!(
+            "| spark: create with the jar over HTTP from the daemon → driver RUNNING · → launched (worker has the jar), {} times | p50 {} ({:.2}× the file) · p50 {} ({:.2}× the file) | |",
+            fetch.1.len(),
+            ms(http_run),
+            http_run.as_secs_f64() / file_run.as_secs_f64(),
+            ms(http_launch),
+            http_launch.as_secs_f64() / file_launch.as_secs_f64()
+        ),
+        format!(
+            "| spark baseline: the same create with the jar as a `file://` path → driver RUNNING · → launched, {} times | p50 {} · p50 {} | |",
+            fetch.0.len(),
+            ms(file_run),
+            ms(file_launch)
+        ),
         format!(
             "| spark: commit → driver RUNNING (artifact built), {} times | p50 {} · max {} · {ratio:.2}× the baseline | |",
             deploy.len(),

@@ -20,6 +20,8 @@ use crate::alert::Alerter;
 use crate::build::{BuildConfig, Builder};
 use crate::engine::Engine;
 use crate::engine::local::LocalEngine;
+use crate::engine::spark::JarShelf;
+use crate::engine::spark::artifacts::Shelf;
 use crate::event::JobEvent;
 use crate::http::{self, ApiState};
 use crate::metrics::Metrics;
@@ -98,7 +100,12 @@ pub async fn run_with(
     let live = Live::new(settings);
     // The config at start: the fields taken only at start are read from it.
     let started = live.get();
-    let core = Core::open(&live, &cancel)?;
+    let shelf = open_shelf(&state_dir)?;
+    let jars = JarShelf {
+        shelf: shelf.clone(),
+        daemon_url: daemon_url(&started, &listener),
+    };
+    let core = Core::open(&live, &cancel, &jars)?;
     probe_engines(&core.ctx.engines.all()).await?;
     recover(&core.ctx).await?;
 
@@ -114,6 +121,7 @@ pub async fn run_with(
         reconciler: reconciler.clone(),
         alerter: Some(core.alerter.clone()),
         trigger: OnceLock::new(),
+        shelf,
     });
     let server = {
         let (api, cancel) = (api.clone(), cancel.clone());
@@ -184,15 +192,16 @@ struct Core {
 }
 
 impl Core {
-    /// Opens the store and builds the alerter, engines, builder and reconcile context.
-    fn open(live: &Live, cancel: &CancellationToken) -> Result<Core, DaemonError> {
+    /// Opens the store and builds the alerter, engines, builder and reconcile context; spark
+    /// engines serve jars from `jars`.
+    fn open(live: &Live, cancel: &CancellationToken, jars: &JarShelf) -> Result<Core, DaemonError> {
         let settings = live.get();
         let state_dir = &settings.state_dir;
         let store = Store::open(&state_dir.join("jobkeeper.db"))?;
         let alerter = Alerter::spawn(live.clone(), store.clone(), cancel.clone()).attach(&store);
         let metrics = Arc::new(Metrics::default());
         let local = Arc::new(LocalEngine::new());
-        let engines = crate::engine::Engines::build(&settings, local.clone());
+        let engines = crate::engine::Engines::build(&settings, local.clone(), Some(jars.clone()));
         let projects = Arc::new(ProjectRepos::new(
             state_dir,
             crate::repo::Credentials::from_settings(&settings.repo),
@@ -545,6 +554,30 @@ async fn status_loop(store: Store, notifier: Arc<Notifier>, cancel: Cancellation
             by_state.join(", ")
         ));
     }
+}
+
+/// The jars the daemon serves to spark workers (`state_dir/served`, keyed by
+/// `state_dir/artifact.key`).
+fn open_shelf(state_dir: &Path) -> Result<Shelf, DaemonError> {
+    Shelf::open(state_dir).map_err(|source| DaemonError::StateDir {
+        path: state_dir
+            .join(crate::engine::spark::artifacts::KEY_FILE)
+            .display()
+            .to_string(),
+        source,
+    })
+}
+
+/// The daemon's base URL for spark workers: `external_url`, else the address the listener is
+/// bound to (as in alert links: an unspecified address is replaced by the host's name).
+fn daemon_url(settings: &Settings, listener: &TcpListener) -> String {
+    if let Some(u) = &settings.external_url {
+        return u.trim_end_matches('/').to_string();
+    }
+    let addr = listener.local_addr().unwrap_or(settings.listen);
+    crate::alert::status_link(addr, None)
+        .trim_end_matches('/')
+        .to_string()
 }
 
 /// How long the first sync may take before the stored jobs start anyway.

@@ -249,7 +249,8 @@ async fn a_restart_adopts_the_driver_and_removal_kills_it() {
         "a daemon stop leaves drivers running"
     );
 
-    let mut d = start(tmp.path(), &cfg).await;
+    // Started again at the same address: the driver's executors fetch its jar from there.
+    let mut d = start_at(tmp.path(), &cfg, d.addr.port()).await;
     wait_for("adopted", LIMIT, || d.has_event("stream", "adopted")).await;
     tokio::time::sleep(Duration::from_secs(3)).await; // a few health sweeps
     let runs = d.runs("stream");
@@ -434,7 +435,7 @@ async fn a_driver_whose_id_a_crashed_daemon_never_recorded_is_adopted_not_double
         .await;
     }
 
-    let d = start(tmp.path(), &cfg).await;
+    let d = start_at(tmp.path(), &cfg, d.addr.port()).await;
     let (run, id) = running(&d, &c, "lost", std::slice::from_ref(&first_id)).await;
     assert_eq!(
         (run, id.as_str()),

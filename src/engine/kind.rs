@@ -86,7 +86,8 @@ impl EngineConfig {
     }
 
     /// Reads the engine blocks of env `env` (the mapping `f` at node `n`) for the engine
-    /// `kind` the env names. Every block present is checked, whichever engine the env uses;
+    /// `kind` the env names; `daemon` is how the daemon is reached (spark workers fetch jars
+    /// from it). Every block present is checked, whichever engine the env uses;
     /// the env's engine must have its block. Problems go to `c`.
     pub fn read(
         c: &mut Checker,
@@ -94,14 +95,15 @@ impl EngineConfig {
         f: &Fields<'_>,
         env: &str,
         kind: Option<EngineKind>,
+        daemon: spark::DaemonAddress<'_>,
     ) -> Option<EngineConfig> {
         let section = format!("envs.{env}");
         let flink = f
             .get(flink::SECTION)
             .and_then(|v| flink::read_settings(c, v, &format!("{section}.{}", flink::SECTION)));
-        let spark = f
-            .get(spark::SECTION)
-            .and_then(|v| spark::read_settings(c, v, &format!("{section}.{}", spark::SECTION)));
+        let spark = f.get(spark::SECTION).and_then(|v| {
+            spark::read_settings(c, v, &format!("{section}.{}", spark::SECTION), daemon)
+        });
         match kind? {
             EngineKind::Local => Some(EngineConfig::Local),
             EngineKind::Flink => {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::flink::FlinkEngine;
 use super::local::LocalEngine;
-use super::spark::SparkEngine;
+use super::spark::{JarShelf, SparkEngine};
 use super::{Engine, EngineConfig, EngineError, EngineKind, RunHandle};
 use crate::settings::Settings;
 
@@ -22,6 +22,8 @@ pub struct Engines {
     former: Mutex<Vec<Arc<dyn Engine>>>,
     local: Arc<LocalEngine>,
     salt: String,
+    /// Where spark engines put jars for their workers (`None`: no spark engine can be made).
+    jars: Option<JarShelf>,
 }
 
 /// What [`Engines::apply`] changed.
@@ -48,16 +50,28 @@ fn cluster_key(engine: &EngineConfig) -> Option<String> {
             f.url.trim_end_matches('/'),
             f.savepoint_dir
         )),
-        EngineConfig::Spark(s) => Some(format!("spark {} {} {:?}", s.url, s.master, s.ui)),
+        EngineConfig::Spark(s) => Some(format!(
+            "spark {} {} {:?} {:?} {:?}",
+            s.url, s.master, s.ui, s.artifact_url, s.artifact_dir
+        )),
     }
 }
 
 /// A new engine for a cluster env.
-fn make(engine: &EngineConfig, salt: &str) -> Result<Arc<dyn Engine>, EngineError> {
+fn make(
+    engine: &EngineConfig,
+    salt: &str,
+    jars: Option<&JarShelf>,
+) -> Result<Arc<dyn Engine>, EngineError> {
     match engine {
         EngineConfig::Local => Err(EngineError::Other("local has no cluster".into())),
         EngineConfig::Flink(f) => FlinkEngine::new(f, salt).map(|e| Arc::new(e) as Arc<dyn Engine>),
-        EngineConfig::Spark(s) => SparkEngine::new(s, salt).map(|e| Arc::new(e) as Arc<dyn Engine>),
+        EngineConfig::Spark(s) => match jars {
+            Some(jars) => SparkEngine::new(s, salt, jars).map(|e| Arc::new(e) as Arc<dyn Engine>),
+            None => Err(EngineError::Other(
+                "spark needs the daemon's shelf of served jars".into(),
+            )),
+        },
     }
 }
 
@@ -70,15 +84,17 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl Engines {
-    /// The engines of `settings`' envs. An engine that cannot be built is logged and its env
-    /// left out: its jobs are refused with `deploy_failed`.
-    pub fn build(settings: &Settings, local: Arc<LocalEngine>) -> Engines {
+    /// The engines of `settings`' envs; spark engines serve jars from `jars`. An engine that
+    /// cannot be built is logged and its env left out: its jobs are refused with
+    /// `deploy_failed`.
+    pub fn build(settings: &Settings, local: Arc<LocalEngine>, jars: Option<JarShelf>) -> Engines {
         let salt = settings.state_dir.display().to_string();
         let engines = Engines {
             current: RwLock::new(HashMap::new()),
             former: Mutex::new(Vec::new()),
             local,
             salt,
+            jars,
         };
         engines.apply(settings, false);
         engines
@@ -100,6 +116,7 @@ impl Engines {
             former: Mutex::new(Vec::new()),
             local: Arc::new(LocalEngine::new()),
             salt: String::new(),
+            jars: None,
         }
     }
 
@@ -140,7 +157,7 @@ impl Engines {
                 None => self.local.clone() as Arc<dyn Engine>,
                 Some(k) => match by_key.get(k) {
                     Some(e) => e.clone(),
-                    None => match make(&env.engine, &self.salt) {
+                    None => match make(&env.engine, &self.salt, self.jars.as_ref()) {
                         Ok(e) => {
                             by_key.insert(k.clone(), e.clone());
                             e
@@ -275,7 +292,7 @@ mod tests {
         let s = settings(
             "  a: {engine: flink, flink: {url: 'http://127.0.0.1:1'}}\n  b: {engine: flink, flink: {url: 'http://127.0.0.1:1/'}}\n  c: {engine: local}\n",
         );
-        let engines = Engines::build(&s, Arc::new(LocalEngine::new()));
+        let engines = Engines::build(&s, Arc::new(LocalEngine::new()), None);
         let (a, b) = (engines.get("a").unwrap(), engines.get("b").unwrap());
         assert!(Arc::ptr_eq(&a, &b), "one engine per cluster");
         assert_eq!(a.cluster().as_deref(), Some("http://127.0.0.1:1"));
@@ -288,7 +305,7 @@ mod tests {
         let before = settings(
             "  a: {engine: flink, flink: {url: 'http://127.0.0.1:1'}}\n  l: {engine: local}\n",
         );
-        let engines = Engines::build(&before, Arc::new(LocalEngine::new()));
+        let engines = Engines::build(&before, Arc::new(LocalEngine::new()), None);
         let old = engines.get("a").unwrap();
         assert_eq!(
             engines.apply(&before, true),
@@ -334,7 +351,7 @@ mod tests {
     #[test]
     fn a_run_recorded_on_a_cluster_no_env_names_gets_an_engine_there() {
         let s = settings("  a: {engine: flink, flink: {url: 'http://127.0.0.1:2'}}\n");
-        let engines = Engines::build(&s, Arc::new(LocalEngine::new()));
+        let engines = Engines::build(&s, Arc::new(LocalEngine::new()), None);
         let h = handle(Some("http://127.0.0.1:9"));
         let e = engines.of_run(Some("a"), "flink", Some(&h)).unwrap();
         assert_eq!(e.cluster().as_deref(), Some("http://127.0.0.1:9"));
@@ -344,10 +361,15 @@ mod tests {
 
     #[test]
     fn a_reload_keeps_an_env_that_changes_kind_or_spark_master_until_a_restart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let jars = Some(JarShelf {
+            shelf: crate::engine::spark::artifacts::Shelf::open(tmp.path()).unwrap(),
+            daemon_url: "http://127.0.0.1:7070".into(),
+        });
         let before = settings(
             "  a: {engine: local}\n  s: {engine: spark, spark: {url: 'http://127.0.0.1:1', master: 'spark://127.0.0.1:2'}}\n",
         );
-        let engines = Engines::build(&before, Arc::new(LocalEngine::new()));
+        let engines = Engines::build(&before, Arc::new(LocalEngine::new()), jars.clone());
         let after = settings(
             "  a: {engine: flink, flink: {url: 'http://127.0.0.1:3'}}\n  s: {engine: spark, spark: {url: 'http://127.0.0.1:4', master: 'spark://127.0.0.1:5'}}\n  n: {engine: flink, flink: {url: 'http://127.0.0.1:3'}}\n",
         );
@@ -364,7 +386,7 @@ mod tests {
             "a new cluster env gets its engine at once"
         );
         // At a start, every env gets the engine its config names.
-        let restarted = Engines::build(&after, Arc::new(LocalEngine::new()));
+        let restarted = Engines::build(&after, Arc::new(LocalEngine::new()), jars);
         assert_eq!(restarted.get("a").unwrap().kind(), EngineKind::Flink);
     }
 }

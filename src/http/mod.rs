@@ -1,5 +1,6 @@
 //! The HTTP server on `listen` (SPEC "HTTP API"): health and readiness, `/metrics`, the JSON API
-//! ([`api`]), git webhooks ([`hooks`]) and the status page ([`page`]).
+//! ([`api`]), git webhooks ([`hooks`]), the status page ([`page`]) and the jars spark workers
+//! fetch ([`artifacts`]).
 //!
 //! Every request body is limited to [`MAX_BODY`] (413 above it), whether or not its handler reads
 //! it ([`limit_body`]); the two webhook endpoints take up to [`MAX_HOOK_BODY`], since GitHub
@@ -9,6 +10,7 @@
 //! ever logged or echoed.
 
 pub mod api;
+pub mod artifacts;
 pub mod clusters;
 pub mod hooks;
 pub mod page;
@@ -28,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::Alerter;
+use crate::engine::spark::artifacts::Shelf;
 use crate::metrics::{Metrics, Snapshot};
 use crate::reconcile::Reconciler;
 use crate::repo::TriggerControl;
@@ -59,6 +62,8 @@ pub struct ApiState {
     pub alerter: Option<Alerter>,
     /// Asks the daemon loop for a fetch; set once the trigger task runs.
     pub trigger: OnceLock<TriggerControl>,
+    /// The jars served to spark workers.
+    pub shelf: Shelf,
 }
 
 /// The router.
@@ -74,6 +79,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/jobs/{name}/logs", get(api::logs))
         .route("/api/v1/jobs/{name}/restart", post(api::restart))
         .route("/api/v1/sync", post(api::sync))
+        .route(
+            "/artifacts/{digest}/{token}/{name}",
+            get(artifacts::artifact),
+        )
         .fallback(|| async { api::error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(limit_body))

@@ -100,6 +100,18 @@ impl Actor {
     /// A service job's new version: check it can start, stop the old one, start the new one;
     /// when the new one is refused, the old one starts again.
     async fn deploy_service(&mut self, new: Deployed, reasons: &str) -> Result<(), StepError> {
+        if self.live_runs_are(&new.hash) {
+            // A previous daemon submitted this very version and stopped before it recorded the
+            // deploy: the run it left (adopted) is the new version; nothing is stopped or
+            // submitted again.
+            self.applied = Some(new);
+            self.record_applied();
+            let run_id = self.live.first().map(|l| l.run_id);
+            let why = format!("{reasons} (its run was submitted before the daemon restarted)");
+            self.event(run_id, &JobEvent::Deployed { why });
+            self.set_state(JobState::Running, None);
+            return Ok(());
+        }
         self.set_state(JobState::Deploying, Some(reasons));
         self.preflight(&new.spec, new.artifact.as_ref())
             .await
@@ -224,6 +236,19 @@ impl Actor {
                 Ok(())
             }
         }
+    }
+
+    /// Whether the job has live runs and every one runs the version with spec hash `hash`.
+    fn live_runs_are(&self, hash: &str) -> bool {
+        if self.live.is_empty() {
+            return false;
+        }
+        let Ok(runs) = self.ctx.store.runs(&self.name, 16) else {
+            return false;
+        };
+        self.live
+            .iter()
+            .all(|l| runs.iter().any(|r| r.id == l.run_id && r.spec_hash == hash))
     }
 
     /// A new version submitted from a savepoint must get its state back: waits until the

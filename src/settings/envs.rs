@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::channels::{AlertChannel, check_channels};
+use crate::engine::spark::DaemonAddress;
 use crate::engine::{EngineConfig, EngineKind};
 use crate::spec::{GuardOverride, RestartOverride, read_guard_fields, read_health, read_restart};
 use crate::yaml::{Checker, Node};
@@ -32,11 +33,13 @@ fn env_fields() -> Vec<&'static str> {
     fields
 }
 
-/// The `envs:` mapping `n`; `channels` are the config's alert channels.
+/// The `envs:` mapping `n`; `channels` are the config's alert channels; `daemon` is how the
+/// daemon is reached (spark envs check their workers can fetch jars from it).
 pub(super) fn read_envs(
     c: &mut Checker,
     n: &Node,
     channels: &BTreeMap<String, AlertChannel>,
+    daemon: DaemonAddress<'_>,
 ) -> BTreeMap<String, EnvSettings> {
     let mut envs = BTreeMap::new();
     for (k, v) in c.free_mapping(n, "envs") {
@@ -47,7 +50,7 @@ pub(super) fn read_envs(
             c.error(k, "`envs`: an env name must not be empty");
             continue;
         }
-        if let Some(e) = read_env(c, v, &name, channels) {
+        if let Some(e) = read_env(c, v, &name, channels, daemon) {
             envs.insert(name, e);
         }
     }
@@ -59,6 +62,7 @@ fn read_env(
     n: &Node,
     name: &str,
     channels: &BTreeMap<String, AlertChannel>,
+    daemon: DaemonAddress<'_>,
 ) -> Option<EnvSettings> {
     let section = format!("envs.{name}");
     let f = c.mapping(n, &section, &env_fields())?;
@@ -83,7 +87,7 @@ fn read_env(
             None
         }
     };
-    let engine = EngineConfig::read(c, n, &f, name, kind);
+    let engine = EngineConfig::read(c, n, &f, name, kind, daemon);
     let vars = f
         .get("vars")
         .map(|v| read_vars(c, v, &section))

@@ -135,7 +135,13 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
         .unwrap_or_default();
     let envs = f
         .get("envs")
-        .map(|n| read_envs(c, n, &alerts))
+        .map(|n| {
+            let daemon = crate::engine::spark::DaemonAddress {
+                external_url: external_url.as_deref(),
+                listen,
+            };
+            read_envs(c, n, &alerts, daemon)
+        })
         .unwrap_or_default();
     Some(Settings {
         repo: repo?,

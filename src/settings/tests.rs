@@ -283,3 +283,60 @@ fn health_rollback_ready_within_and_drift_default_from_the_env_then_the_daemon()
          config.yaml:7:49: `envs.a.health.restarts.count`: expected a whole number from 1 to 4294967295, found 0\n"
     );
 }
+
+#[test]
+fn a_spark_env_whose_workers_cannot_fetch_jars_is_refused() {
+    let base = "repo: {url: /srv/jobs.git}\nstate_dir: /var/lib/jobkeeper\n";
+    let env = |spark: &str| {
+        format!(
+            "envs:\n  batch:\n    engine: spark\n    spark: {{url: \"http://sm:6066\", master: \"spark://sm:7077\"{spark}}}\n"
+        )
+    };
+    assert_eq!(
+        errors(&format!("{base}{}", env(""))),
+        "config.yaml:6:12: `envs.batch.spark`: the Spark workers of spark://sm:7077 run on other \
+         hosts and fetch each jar from http://127.0.0.1:7070, taken from `listen` (no \
+         `external_url` is set), which only this host reaches; set `external_url` (or \
+         `envs.batch.spark.artifact_url`) to an address the workers reach, or \
+         `envs.batch.spark.artifact_dir` to a folder every host mounts\n"
+    );
+    let e = errors(&format!(
+        "{base}external_url: http://localhost:7070\n{}",
+        env("")
+    ));
+    assert!(e.contains("taken from `external_url`"), "{e}");
+    // Reachable: external_url, the env's own base, a shared folder.
+    ok(&format!(
+        "{base}external_url: http://jk.internal:7070\n{}",
+        env("")
+    ));
+    let s = ok(&format!(
+        "{base}{}",
+        env(", artifact_url: \"http://10.1.2.3:7070/\"")
+    ));
+    let Some(EngineConfig::Spark(spark)) = s.env("batch").map(|e| &e.engine) else {
+        panic!("batch is a spark env");
+    };
+    assert_eq!(spark.artifact_url.as_deref(), Some("http://10.1.2.3:7070"));
+    let s = ok(&format!("{base}{}", env(", artifact_dir: /mnt/jars")));
+    let Some(EngineConfig::Spark(spark)) = s.env("batch").map(|e| &e.engine) else {
+        panic!("batch is a spark env");
+    };
+    assert_eq!(spark.artifact_dir.as_deref(), Some(Path::new("/mnt/jars")));
+    assert_eq!(
+        errors(&format!(
+            "{base}{}",
+            env(", artifact_dir: jars, artifact_url: \"ftp://x\"")
+        )),
+        "config.yaml:6:77: `envs.batch.spark.artifact_dir`: `jars` is not an absolute path; expected the folder every Spark host mounts, like `/mnt/shared/jobkeeper-jars`\n\
+         config.yaml:6:97: `envs.batch.spark.artifact_url`: `ftp://x` is not an http(s) URL; expected the base the Spark workers reach the daemon at, like `http://jobkeeper.internal:7070`\n"
+    );
+    let e = errors(&format!(
+        "{base}{}",
+        env(", artifact_dir: /mnt/jars, artifact_url: \"http://10.1.2.3:7070\"")
+    ));
+    assert!(
+        e.contains("set `artifact_url` or `artifact_dir`, not both"),
+        "{e}"
+    );
+}

@@ -121,12 +121,20 @@ pub fn config_with(root: &Path, url: &str, poll: &str, extra: &str) -> String {
 }
 
 pub async fn start(root: &Path, config_text: &str) -> Daemon {
+    start_at(root, config_text, 0).await
+}
+
+/// [`start`] on loopback port `port` (0: a free one). A restart on the port of the daemon it
+/// replaces keeps the URLs that daemon handed out (spark jars) working, as with a fixed `listen`.
+pub async fn start_at(root: &Path, config_text: &str, port: u16) -> Daemon {
     let path = root.join("config.yaml");
     std::fs::write(&path, config_text).unwrap();
     let settings = jobkeeper::settings::load(&path).unwrap_or_else(|d| {
         panic!("config: {}", jobkeeper::diag::render(&d));
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let addr = listener.local_addr().unwrap();
     let state_dir = settings.state_dir.clone();
     let cancel = CancellationToken::new();

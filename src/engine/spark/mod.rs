@@ -29,13 +29,22 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+pub mod artifacts;
+mod settings;
+pub mod workers;
+
+pub use settings::{
+    ArtifactSource, DaemonAddress, MISSING, SECTION, SparkSettings, check_reachable, read_settings,
+};
+
+use self::artifacts::Shelf;
+use self::workers::Seen;
 use super::cluster::run_token;
-use super::cluster::{require_jar, unreachable, write_log};
+use super::cluster::{lock, require_jar, unreachable, write_log};
 use super::{
     Engine, EngineError, NEVER_STARTED, RecordedRun, Recovery, RunExit, RunHandle, RunStatus,
     SubmitRequest,
 };
-use crate::yaml::{Checker, Node};
 
 /// Connect timeout of every request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -63,6 +72,15 @@ const CLIENT_VERSION: &str = "4.3.0";
 /// Driver states of a driver still alive (or about to be).
 const LIVE_STATES: &[&str] = &["SUBMITTED", "RUNNING", "RELAUNCHING", "UNKNOWN"];
 
+/// The sha256 of a file, in hex. Blocking.
+fn sha256_of(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut f = std::fs::File::open(path)?;
+    std::io::copy(&mut f, &mut h)?;
+    Ok(hex::encode(h.finalize()))
+}
+
 /// What the master's `/json/` says about one driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DriverInfo {
@@ -79,20 +97,31 @@ pub struct DriverInfo {
 /// The master's `/json/`: drivers by id, and workers' web UI addresses by worker id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MasterView {
+    /// The master's own state: `ALIVE`, or `RECOVERING` and `COMPLETING_RECOVERY` while it
+    /// reads its drivers back after a restart with recovery, or `STANDBY`.
+    pub status: String,
     /// Active and completed drivers.
     pub drivers: HashMap<String, DriverInfo>,
     /// Worker id → web UI URL.
     pub worker_uis: HashMap<String, String>,
+    /// The workers the master sees alive.
+    pub alive_workers: Vec<String>,
 }
 
 impl MasterView {
     /// Reads a `/json/` answer.
     pub fn parse(body: &Value) -> MasterView {
-        let mut view = MasterView::default();
+        let mut view = MasterView {
+            status: body["status"].as_str().unwrap_or_default().to_string(),
+            ..MasterView::default()
+        };
         for w in body["workers"].as_array().into_iter().flatten() {
             if let (Some(id), Some(ui)) = (w["id"].as_str(), w["webuiaddress"].as_str()) {
                 view.worker_uis
                     .insert(id.into(), ui.trim_end_matches('/').into());
+                if w["state"] == "ALIVE" {
+                    view.alive_workers.push(id.into());
+                }
             }
         }
         let drivers = body["activedrivers"]
@@ -158,48 +187,6 @@ fn status_of(state: &str) -> Option<RunStatus> {
     }
 }
 
-/// The key of an env holding its Spark cluster.
-pub const SECTION: &str = "spark";
-/// What an env on this engine without [`SECTION`] needs, for messages.
-pub const MISSING: &str =
-    "uses engine spark and needs `spark: {url: http://...:6066, master: spark://...:7077}`";
-
-/// `spark:` of an env.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SparkSettings {
-    /// REST submission server (port 6066).
-    pub url: String,
-    /// The `spark://` master URL.
-    pub master: String,
-    /// Master web UI, for batched status.
-    pub ui: Option<String>,
-}
-
-/// Reads the `spark:` block `n` of an env (`section` in messages); problems go to `c`.
-pub fn read_settings(c: &mut Checker, n: &Node, section: &str) -> Option<SparkSettings> {
-    let f = c.mapping(n, section, &["url", "master", "ui"])?;
-    let url = c.required_string(
-        &f,
-        "url",
-        &format!("{section}.url"),
-        "the REST submission server, e.g. `http://spark-master:6066`",
-    );
-    let master = c.required_string(
-        &f,
-        "master",
-        &format!("{section}.master"),
-        "the master URL, e.g. `spark://spark-master:7077`",
-    );
-    let ui = f
-        .get("ui")
-        .and_then(|s| c.string(s, &format!("{section}.ui")));
-    Some(SparkSettings {
-        url: url?,
-        master: master?,
-        ui,
-    })
-}
-
 /// A Spark standalone cluster.
 pub struct SparkEngine {
     /// REST submission server, without a trailing `/`.
@@ -212,12 +199,32 @@ pub struct SparkEngine {
     http: reqwest::Client,
     /// Makes run tokens unique to one daemon (its state folder).
     salt: String,
+    /// Where the workers fetch a run's jar.
+    source: ArtifactSource,
+    /// The daemon's served jars.
+    shelf: Shelf,
+    /// Every worker's web UI seen in the master's `/json/` (worker id → URL): a master just
+    /// restarted knows none until they register again, and they are asked about its drivers.
+    worker_uis: std::sync::Mutex<HashMap<String, String>>,
+}
+
+/// Where a Spark engine puts jars: the daemon's shelf and its own base URL.
+#[derive(Debug, Clone)]
+pub struct JarShelf {
+    /// The served jars.
+    pub shelf: Shelf,
+    /// The daemon's base URL (`external_url`, else built from the address it listens on).
+    pub daemon_url: String,
 }
 
 impl SparkEngine {
     /// An engine for the cluster of `settings`; `salt` makes its run tokens unique to this
-    /// daemon (the state folder is a good one).
-    pub fn new(settings: &SparkSettings, salt: &str) -> Result<SparkEngine, EngineError> {
+    /// daemon (the state folder is a good one); `jars` is where the daemon serves jars from.
+    pub fn new(
+        settings: &SparkSettings,
+        salt: &str,
+        jars: &JarShelf,
+    ) -> Result<SparkEngine, EngineError> {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
@@ -232,7 +239,88 @@ impl SparkEngine {
                 .map(|u| u.trim_end_matches('/').to_string()),
             http,
             salt: salt.to_string(),
+            source: settings.artifact_source(&jars.daemon_url),
+            shelf: jars.shelf.clone(),
+            worker_uis: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The URL the workers fetch the run's jar from: the daemon's served copy (put on its
+    /// shelf now, once per digest), or a copy in the env's shared folder.
+    async fn jar_url(&self, req: &SubmitRequest) -> Result<String, EngineError> {
+        let artifact = req.artifact.clone().unwrap_or_default();
+        let digest = req.digest.clone();
+        let (source, shelf) = (self.source.clone(), self.shelf.clone());
+        let job = tokio::task::spawn_blocking(move || {
+            let digest = match digest {
+                Some(d) => d,
+                None => sha256_of(&artifact)?,
+            };
+            match source {
+                ArtifactSource::Http(base) => {
+                    shelf.publish(&artifact, &digest)?;
+                    let name = artifact
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    Ok::<_, std::io::Error>(shelf.url(&base, &digest, &name))
+                }
+                ArtifactSource::Dir(dir) => {
+                    let copy = artifacts::copy_to_shared(&dir, &artifact, &digest)?;
+                    Ok(format!("file://{}", copy.display()))
+                }
+            }
+        });
+        match job.await {
+            Ok(Ok(url)) => Ok(url),
+            Ok(Err(e)) => Err(EngineError::Other(match &self.source {
+                ArtifactSource::Dir(dir) => {
+                    format!(
+                        "cannot copy the jar to the shared folder {}: {e}",
+                        dir.display()
+                    )
+                }
+                ArtifactSource::Http(_) => format!("cannot serve the jar: {e}"),
+            })),
+            Err(e) => Err(EngineError::Other(format!("jar copy: {e}"))),
+        }
+    }
+
+    /// The status of driver `id`, which the master (`view`) does not know (it was restarted
+    /// without recovery, say): running while a worker still runs it, vanished once none does.
+    /// When that cannot be told yet, the cluster counts as unreachable: nothing is submitted.
+    async fn forgotten(&self, id: &str, view: &MasterView) -> Result<RunStatus, EngineError> {
+        match self.ask_workers(id, view).await {
+            Seen::Running(ui) => {
+                tracing::warn!(driver = %id, worker = %ui, master = %self.master, "the master does not know this driver but its worker still runs it: kept as the run until it ends");
+                Ok(RunStatus::Running)
+            }
+            Seen::Gone => Ok(RunStatus::Vanished),
+            Seen::Unknown(why) => Err(EngineError::Unreachable(format!(
+                "spark master {} does not know driver {id} and whether a worker still runs it                  cannot be told: {why}",
+                self.master
+            ))),
+        }
+    }
+
+    /// What the workers say about driver `id`, which the master (`view`) does not know.
+    async fn ask_workers(&self, id: &str, view: &MasterView) -> Seen {
+        let uis: Vec<String> = {
+            let known = lock(&self.worker_uis);
+            let mut uis: Vec<String> = known.values().cloned().collect();
+            uis.sort();
+            uis.dedup();
+            uis
+        };
+        if view.alive_workers.is_empty() {
+            // The master just started: its workers register within seconds. Until then a
+            // driver it forgot may still run on one; a new one would only wait for them.
+            return match workers::ask(&self.http, &uis, id).await {
+                Seen::Running(ui) => Seen::Running(ui),
+                _ => Seen::Unknown("the master knows no worker yet".to_string()),
+            };
+        }
+        workers::ask(&self.http, &uis, id).await
     }
 
     fn unreachable(&self, base: &str, e: &reqwest::Error) -> EngineError {
@@ -268,7 +356,13 @@ impl SparkEngine {
                 "spark master UI {ui}/json/ answered {status}"
             )));
         }
-        Ok(Some(MasterView::parse(&body)))
+        let view = MasterView::parse(&body);
+        lock(&self.worker_uis).extend(
+            view.worker_uis
+                .iter()
+                .map(|(id, ui)| (id.clone(), ui.clone())),
+        );
+        Ok(Some(view))
     }
 
     /// One driver's state and worker from the REST server; `None` when it does not know it.
@@ -434,6 +528,35 @@ impl SparkEngine {
         })
     }
 
+    /// Waits, at most `limit`, until no worker runs driver `id`, which the master does not know
+    /// and so cannot kill (a master restarted without recovery kills it once its worker
+    /// registers again). Without `spark.ui` the workers cannot be asked: Ok.
+    async fn wait_forgotten_ended(&self, id: &str, limit: Duration) -> Result<(), EngineError> {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            let Some(view) = self.master_view().await? else {
+                return Ok(());
+            };
+            let seen = self.ask_workers(id, &view).await;
+            match seen {
+                Seen::Gone => return Ok(()),
+                _ if tokio::time::Instant::now() >= until => {
+                    return Err(EngineError::Other(format!(
+                        "spark driver {id} is unknown to the master {} but did not end within                          {}: {}",
+                        self.master,
+                        humantime::format_duration(limit),
+                        match seen {
+                            Seen::Running(ui) => format!("the worker {ui} still runs it"),
+                            Seen::Unknown(why) => why,
+                            Seen::Gone => String::new(),
+                        }
+                    )));
+                }
+                _ => tokio::time::sleep(POLL * 5).await,
+            }
+        }
+    }
+
     /// Waits until the driver is no longer live (or unknown), at most `limit`.
     async fn wait_ended(&self, id: &str, limit: Duration) -> Result<(), EngineError> {
         let until = tokio::time::Instant::now() + limit;
@@ -475,9 +598,7 @@ impl Engine for SparkEngine {
 
     async fn submit(&self, req: SubmitRequest) -> Result<RunHandle, EngineError> {
         self.preflight(&req).await?;
-        let artifact = req.artifact.clone().unwrap_or_default();
-        let artifact = std::fs::canonicalize(&artifact).unwrap_or(artifact);
-        let jar = format!("file://{}", artifact.display());
+        let jar = self.jar_url(&req).await?;
         let body = self.create_body(&req, &jar);
         let sent_at = SystemTime::now();
         let url = format!("{}/v1/submissions/create", self.rest);
@@ -571,6 +692,13 @@ impl Engine for SparkEngine {
             return Ok(Vec::new());
         }
         let view = self.master_view().await?;
+        if let Some(v) = view.as_ref().filter(|v| v.status != "ALIVE") {
+            // A master reading its drivers back after a restart does not know them yet.
+            return Err(EngineError::Unreachable(format!(
+                "spark master {} is {}, not ALIVE",
+                self.master, v.status
+            )));
+        }
         let mut out = Vec::with_capacity(handles.len());
         for h in handles {
             let id = &h.engine_id;
@@ -581,7 +709,10 @@ impl Engine for SparkEngine {
                 None => self.driver_status(id).await?,
             };
             let Some((state, worker, message)) = found else {
-                out.push(RunStatus::Vanished);
+                out.push(match &view {
+                    Some(v) => self.forgotten(id, v).await?,
+                    None => RunStatus::Vanished,
+                });
                 continue;
             };
             out.push(match status_of(&state) {
@@ -620,6 +751,9 @@ impl Engine for SparkEngine {
                     "spark could not kill driver {id} ({status}): {}",
                     body["message"].as_str().unwrap_or_default()
                 )));
+            }
+            if state.is_none() {
+                return self.wait_forgotten_ended(id, grace.max(KILL_WAIT)).await;
             }
             return Ok(());
         }
@@ -738,13 +872,20 @@ mod tests {
 
     #[test]
     fn the_create_body_carries_params_and_cluster_mode() {
+        let tmp = tempfile::tempdir().unwrap();
         let engine = SparkEngine::new(
             &SparkSettings {
                 url: "http://127.0.0.1:6066/".into(),
                 master: "spark://127.0.0.1:7077".into(),
                 ui: None,
+                artifact_url: None,
+                artifact_dir: None,
             },
             "/var/lib/jobkeeper",
+            &JarShelf {
+                shelf: Shelf::open(tmp.path()).unwrap(),
+                daemon_url: "http://127.0.0.1:7070".into(),
+            },
         )
         .unwrap();
         let mut params = Params {
