@@ -59,6 +59,8 @@ pub enum EventKind {
     Planned,
     /// An operator asked for a restart of the job.
     RestartRequested,
+    /// The job was changed outside jobkeeper (a second live job with its name, say).
+    Drift,
     /// An operator asked for a sync.
     ApiSync,
     /// The daemon config was reloaded.
@@ -69,7 +71,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 25] = [
+    pub const ALL: [EventKind; 26] = [
         EventKind::Deployed,
         EventKind::Started,
         EventKind::Restarted,
@@ -92,13 +94,14 @@ impl EventKind {
         EventKind::Stopped,
         EventKind::Planned,
         EventKind::RestartRequested,
+        EventKind::Drift,
         EventKind::ApiSync,
         EventKind::ConfigReloaded,
         EventKind::ConfigReloadRefused,
     ];
 
     /// The kinds an alert channel can ask for (SPEC "Alerts"), in SPEC's order.
-    pub const ALERTS: [EventKind; 11] = [
+    pub const ALERTS: [EventKind; 12] = [
         EventKind::Failed,
         EventKind::Restarted,
         EventKind::GaveUp,
@@ -108,6 +111,7 @@ impl EventKind {
         EventKind::Invalid,
         EventKind::RepoUnreachable,
         EventKind::EngineUnreachable,
+        EventKind::Drift,
         EventKind::Deployed,
         EventKind::Succeeded,
     ];
@@ -138,6 +142,7 @@ impl EventKind {
             EventKind::Updated => "updated",
             EventKind::Suspended => "suspended",
             EventKind::Stopped => "stopped",
+            EventKind::Drift => "drift",
             EventKind::Planned => "planned",
             EventKind::RestartRequested => "restart_requested",
             EventKind::ApiSync => "api_sync",
@@ -172,6 +177,7 @@ impl EventKind {
                 | EventKind::Invalid
                 | EventKind::RepoUnreachable
                 | EventKind::EngineUnreachable
+                | EventKind::Drift
                 | EventKind::ConfigReloadRefused
         )
     }
@@ -263,12 +269,20 @@ pub enum JobEvent {
         /// Its diagnostics, one `path:line:column: message` per line.
         errors: String,
     },
-    /// A run left by a previous daemon was taken over.
+    /// A run left by a previous daemon, or a job started outside jobkeeper (`adopt`), was
+    /// taken over.
     Adopted {
         /// Where it runs ([`crate::engine::Engine::location`]).
         location: String,
         /// The engine's id of the run.
         engine_id: String,
+        /// `adopt`: what the job file named, when the job was started outside jobkeeper.
+        named: Option<String>,
+    },
+    /// The job was changed outside jobkeeper.
+    Drift {
+        /// What was found.
+        why: String,
     },
     /// A scheduled run was not started.
     Skipped {
@@ -358,6 +372,7 @@ impl JobEvent {
             JobEvent::DeployFailed { .. } => EventKind::DeployFailed,
             JobEvent::Invalid { .. } => EventKind::Invalid,
             JobEvent::Adopted { .. } => EventKind::Adopted,
+            JobEvent::Drift { .. } => EventKind::Drift,
             JobEvent::Skipped { .. } => EventKind::Skipped,
             JobEvent::Built { .. } => EventKind::Built,
             JobEvent::Updated { .. } => EventKind::Updated,
@@ -408,6 +423,7 @@ impl JobEvent {
             | JobEvent::Recovered { why }
             | JobEvent::Skipped { why }
             | JobEvent::Updated { why }
+            | JobEvent::Drift { why }
             | JobEvent::Stopped { why } => why.clone(),
             JobEvent::Restarted { attempt, why } => match attempt {
                 Some(a) => format!("{why} (attempt {}/{})", a.n, a.of),
@@ -429,7 +445,16 @@ impl JobEvent {
             JobEvent::Adopted {
                 location,
                 engine_id,
+                named: None,
             } => format!("{location} job {engine_id} adopted after a daemon restart"),
+            JobEvent::Adopted {
+                location,
+                engine_id,
+                named: Some(named),
+            } => format!(
+                "{location} job {engine_id} (adopt: {named}) taken over as it runs: not stopped, \
+                 not submitted again"
+            ),
             JobEvent::Built { artifact } => format!("artifact {}", artifact.display()),
             JobEvent::Suspended => "suspend: true: stopped, history kept".to_string(),
             JobEvent::EngineUnreachable { engine, why } => {
@@ -500,6 +525,7 @@ mod tests {
                 "invalid",
                 "repo_unreachable",
                 "engine_unreachable",
+                "drift",
                 "deployed",
                 "succeeded"
             ]
@@ -536,11 +562,22 @@ mod tests {
         let a = JobEvent::Adopted {
             location: "flink http://x".into(),
             engine_id: "abc".into(),
+            named: None,
         };
         assert_eq!(a.engine_id(), Some("abc"));
         assert_eq!(
             a.message(),
             "flink http://x job abc adopted after a daemon restart"
+        );
+        let a = JobEvent::Adopted {
+            location: "flink http://x".into(),
+            engine_id: "abc".into(),
+            named: Some("clicks-etl".into()),
+        };
+        assert_eq!(
+            a.message(),
+            "flink http://x job abc (adopt: clicks-etl) taken over as it runs: not stopped, not \
+             submitted again"
         );
     }
 
