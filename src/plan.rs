@@ -136,6 +136,7 @@ pub fn diff_specs(old: &JobSpec, new: &JobSpec) -> (Action, Vec<String>) {
     changed(&mut in_place, "overlap", &old.overlap, &new.overlap);
     changed(&mut in_place, "timeout", &old.timeout, &new.timeout);
     changed(&mut in_place, "upgrade", &old.upgrade, &new.upgrade);
+    changed(&mut in_place, "adopt", &old.adopt, &new.adopt);
 
     let action = if !rebuild.is_empty() {
         Action::Rebuild
@@ -460,6 +461,7 @@ mod tests {
     fn spec() -> JobSpec {
         JobSpec {
             sql: None,
+            adopt: None,
             project: Some(Project {
                 repo: "/src/clicks.git".into(),
                 branch: "main".into(),

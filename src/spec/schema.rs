@@ -64,7 +64,8 @@ pub fn json_schema() -> serde_json::Value {
             "alerts": {"type": "array", "items": {"type": "string"}, "description": "Alert channels (default: the env's)."},
             "suspend": {"type": "boolean", "default": false, "description": "true: stop the job but keep its file and history."},
             "sql": {"type": "string", "description": "flink: the job's Flink SQL statements (CREATE, SET 'key' = 'value', INSERT INTO), run as one job instead of params.main_class."},
-            "sql_file": {"type": "string", "description": "flink: a file of Flink SQL statements, relative to the job file, in the config repo; instead of sql or params.main_class."}
+            "sql_file": {"type": "string", "description": "flink: a file of Flink SQL statements, relative to the job file, in the config repo; instead of sql or params.main_class."},
+            "adopt": {"type": "string", "minLength": 1, "description": "flink/spark: on the job's first apply, take over this running job (a Flink job id, a Flink job name with exactly one RUNNING match, a Spark driver id) instead of submitting; ignored once the job has runs."}
         }
     })
 }
