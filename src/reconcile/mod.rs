@@ -21,9 +21,10 @@
 //!
 //! Files: [`decide`] (pure decisions), [`actor`] (the actor and its messages), `deploy` (new
 //! versions and `follow`), `runs` (submit, stop, exits, adoption), `timers` (schedules,
-//! restarts, timeouts), [`recover`] (runs a previous daemon left), [`sweep`](mod@sweep) (the health
-//! loop's status sweep), [`unmanaged`] (live jobs no job file owns), [`emit`] (recording
-//! events), [`outages`].
+//! restarts, timeouts), [`recover`] (runs a previous daemon left), [`sweep`](mod@sweep) (the
+//! health loop's status sweep), [`unmanaged`] (live jobs no job file owns), [`takeover`]
+//! (`adopt`: a job started outside jobkeeper taken over), [`emit`] (recording events),
+//! [`outages`].
 
 pub mod actor;
 pub mod decide;
@@ -33,6 +34,7 @@ pub mod outages;
 pub mod recover;
 mod runs;
 pub mod sweep;
+pub mod takeover;
 mod timers;
 pub mod unmanaged;
 
