@@ -148,7 +148,7 @@ impl Actor {
                 &new.hash,
                 (engine.kind().as_str(), &new.spec.env),
                 &log_dir,
-                &found.engine_id,
+                (&found.engine_id, engine.cluster()),
             )
             .map_err(|e| deploy_failed(format!("adopt: could not record the run: {e}")))?;
         let note = format!(

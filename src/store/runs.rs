@@ -168,7 +168,7 @@ impl Store {
         spec_hash: &str,
         (engine, env): (&str, &str),
         log_dir: &Path,
-        engine_id: &str,
+        (engine_id, cluster): (&str, Option<String>),
     ) -> Result<RunHandle> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -191,6 +191,7 @@ impl Store {
             run_id: id,
             engine_id: engine_id.to_string(),
             start_ticks: None,
+            cluster,
         };
         tx.execute(
             "UPDATE runs SET log_path = ?2, handle = ?3 WHERE id = ?1",
