@@ -227,7 +227,11 @@ fn import(config: &Path, env: &str, out: Option<PathBuf>) -> anyhow::Result<Exit
         Ok(done) => {
             let (text, ok) = crate::import::report(&done, &out);
             stdout(&text)?;
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -338,8 +338,14 @@ mod tests {
 
     #[test]
     fn cluster_names_become_job_names_or_say_why_not() {
-        assert_eq!(file_name_for("flink-counter ext1").unwrap(), "flink-counter-ext1");
-        assert_eq!(file_name_for("Clicks ETL (prod)").unwrap(), "clicks-etl-prod");
+        assert_eq!(
+            file_name_for("flink-counter ext1").unwrap(),
+            "flink-counter-ext1"
+        );
+        assert_eq!(
+            file_name_for("Clicks ETL (prod)").unwrap(),
+            "clicks-etl-prod"
+        );
         assert_eq!(file_name_for("example.Totals").unwrap(), "example.totals");
         assert_eq!(
             file_name_for("insert-into_default_catalog.default_database.sink").unwrap(),
@@ -372,15 +378,18 @@ mod tests {
         assert!(text.contains("    \"execution.checkpointing.interval\": \"500ms\"\n"));
         assert!(text.contains("named \"flink-counter \\\"x\\\"\""), "{text}");
         // Refused while the TODO lines are there; valid once they are completed.
-        let diags = spec::parse_job("x.yaml", text.as_bytes(), spec::Context::default())
-            .unwrap_err();
+        let diags =
+            spec::parse_job("x.yaml", text.as_bytes(), spec::Context::default()).unwrap_err();
         assert_eq!(diags.len(), 3, "{diags:?}");
         let done: String = text
             .lines()
             .filter(|l| !l.trim_start().starts_with(spec::TODO_MARKER))
             .map(|l| format!("{l}\n"))
             .collect::<String>()
-            .replace("params:\n", "params:\n  main_class: example.Counter\n  args: [\"--tag\", \"x\"]\n");
+            .replace(
+                "params:\n",
+                "params:\n  main_class: example.Counter\n  args: [\"--tag\", \"x\"]\n",
+            );
         let spec = spec::parse_job("x.yaml", done.as_bytes(), spec::Context::default()).unwrap();
         assert_eq!(spec.adopt.as_deref(), Some("c8e0"));
         assert_eq!(spec.params.parallelism, Some(2));

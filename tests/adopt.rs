@@ -52,7 +52,12 @@ async fn overview(url: &str) -> Vec<(String, String, String, i64)> {
         .iter()
         .map(|j| {
             let s = |k: &str| j[k].as_str().unwrap_or_default().to_string();
-            (s("jid"), s("name"), s("state"), j["start-time"].as_i64().unwrap_or(0))
+            (
+                s("jid"),
+                s("name"),
+                s("state"),
+                j["start-time"].as_i64().unwrap_or(0),
+            )
         })
         .collect()
 }
@@ -96,7 +101,11 @@ fn build_jar(root: &Path, lib: &str) -> std::path::PathBuf {
         .current_dir(&dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     dir.join("out/flink-counter.jar")
 }
 
@@ -132,7 +141,10 @@ async fn start_outside(url: &str, jar: &Path, tag: &str) -> String {
         .json()
         .await
         .unwrap();
-    let jid = run["jobid"].as_str().unwrap_or_else(|| panic!("{run}")).to_string();
+    let jid = run["jobid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{run}"))
+        .to_string();
     let _ = http().delete(format!("{url}/jars/{jar_id}")).send().await;
     let start = std::time::Instant::now();
     while state_of(url, &jid).await.as_deref() != Some("RUNNING") {
@@ -186,14 +198,21 @@ async fn unmanaged(d: &Daemon) -> Vec<(String, String, Option<String>)> {
         .collect()
 }
 
-async fn wait_unmanaged(d: &Daemon, what: &str, cond: impl Fn(&[(String, String, Option<String>)]) -> bool) {
+async fn wait_unmanaged(
+    d: &Daemon,
+    what: &str,
+    cond: impl Fn(&[(String, String, Option<String>)]) -> bool,
+) {
     let start = std::time::Instant::now();
     loop {
         let list = unmanaged(d).await;
         if cond(&list) {
             return;
         }
-        assert!(start.elapsed() < LIMIT, "timed out waiting for {what}: {list:?}");
+        assert!(
+            start.elapsed() < LIMIT,
+            "timed out waiting for {what}: {list:?}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -212,20 +231,33 @@ async fn jobs_started_outside_are_listed_imported_adopted_without_a_restart_then
     let a = start_outside(&url, &jar, "adopt-a").await;
     let b = start_outside(&url, &jar, "adopt-b").await;
     let mut outside = CancelOnDrop(url.clone(), vec![a.clone(), b.clone()]);
-    let a_start = overview(&url).await.into_iter().find(|j| j.0 == a).unwrap().3;
+    let a_start = overview(&url)
+        .await
+        .into_iter()
+        .find(|j| j.0 == a)
+        .unwrap()
+        .3;
 
     git.commit_push("the project, no jobs yet");
     let d = start(tmp.path(), &cfg).await;
 
     // 1. Both are listed as unmanaged: the API, the page and the metric.
     wait_unmanaged(&d, "both jobs unmanaged", |l| {
-        [&a, &b].iter().all(|id| l.iter().any(|u| &u.0 == *id && u.2.is_none()))
+        [&a, &b]
+            .iter()
+            .all(|id| l.iter().any(|u| &u.0 == *id && u.2.is_none()))
     })
     .await;
     let (_, page) = d.get("/").await;
-    assert!(page.contains("Unmanaged jobs") && page.contains(&a), "{page}");
+    assert!(
+        page.contains("Unmanaged jobs") && page.contains(&a),
+        "{page}"
+    );
     let (_, metrics) = d.get("/metrics").await;
-    let n = metric(&metrics, &format!("jobkeeper_unmanaged_jobs{{cluster=\"{url}\"}}"));
+    let n = metric(
+        &metrics,
+        &format!("jobkeeper_unmanaged_jobs{{cluster=\"{url}\"}}"),
+    );
     assert!(n >= 2.0, "{metrics}");
 
     // 2. import writes a file with `adopt` per job (and never overwrites one).
@@ -242,12 +274,19 @@ async fn jobs_started_outside_are_listed_imported_adopted_without_a_restart_then
     };
     let run = import();
     let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
-    assert!(run.status.success(), "{stdout}{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let file_a = out.join("flink-counter-adopt-a.yaml");
     let file_b = out.join("flink-counter-adopt-b.yaml");
     let text_a = std::fs::read_to_string(&file_a).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     let text_b = std::fs::read_to_string(&file_b).unwrap();
-    assert!(text_a.contains(&format!("adopt: \"{a}\"\nenv: \"flink\"\n")), "{text_a}");
+    assert!(
+        text_a.contains(&format!("adopt: \"{a}\"\nenv: \"flink\"\n")),
+        "{text_a}"
+    );
     assert!(text_b.contains(&format!("adopt: \"{b}\"")), "{text_b}");
     assert!(text_a.contains("  parallelism: 1\n"), "{text_a}");
     assert!(text_a.contains("# TODO project"), "{text_a}");
@@ -262,7 +301,10 @@ async fn jobs_started_outside_are_listed_imported_adopted_without_a_restart_then
     let again = import();
     let again_out = String::from_utf8_lossy(&again.stdout);
     assert!(
-        again_out.contains(&format!("{} exists and is not overwritten", file_a.display())),
+        again_out.contains(&format!(
+            "{} exists and is not overwritten",
+            file_a.display()
+        )),
         "{again_out}"
     );
     assert_eq!(std::fs::read_to_string(&file_a).unwrap(), text_a);
@@ -278,24 +320,38 @@ async fn jobs_started_outside_are_listed_imported_adopted_without_a_restart_then
             "params:\n  main_class: example.Counter\n  args: [\"--tag\", \"adopt-a\", \"--rate\", \"20\"]\n",
         );
     let job = "flink-counter-adopt-a";
-    git.write(&format!("jobs/{job}.yaml"), &format!("{}{done}", project(&lib)));
+    git.write(
+        &format!("jobs/{job}.yaml"),
+        &format!("{}{done}", project(&lib)),
+    );
     git.commit_push("take over flink-counter adopt-a");
     wait_for("adopted", LIMIT, || d.has_event(job, "adopted")).await;
     tokio::time::sleep(Duration::from_secs(3)).await; // a few health sweeps
     let runs = d.runs(job);
     assert_eq!(runs.len(), 1, "{runs:#?}");
-    assert_eq!((engine_id(&runs[0]), runs[0].state.as_str()), (a.clone(), "running"));
+    assert_eq!(
+        (engine_id(&runs[0]), runs[0].state.as_str()),
+        (a.clone(), "running")
+    );
     let jobs = overview(&url).await;
     let same_name: Vec<_> = jobs
         .iter()
         .filter(|j| j.1 == "flink-counter adopt-a" && j.2 == "RUNNING")
         .collect();
     assert_eq!(same_name.len(), 1, "{jobs:?}");
-    assert_eq!((&same_name[0].0, same_name[0].3), (&a, a_start), "same job, same start");
+    assert_eq!(
+        (&same_name[0].0, same_name[0].3),
+        (&a, a_start),
+        "same job, same start"
+    );
     let (_, body) = d.get(&format!("/api/v1/jobs/{job}")).await;
     let view: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(view["state"], "running", "{body}");
-    let adopted = d.events(job).into_iter().find(|e| e.kind == "adopted").unwrap();
+    let adopted = d
+        .events(job)
+        .into_iter()
+        .find(|e| e.kind == "adopted")
+        .unwrap();
     assert!(adopted.message.contains(&a), "{}", adopted.message);
     wait_unmanaged(&d, "only the other job unmanaged", |l| {
         !l.iter().any(|u| u.0 == a) && l.iter().any(|u| u.0 == b)
@@ -306,7 +362,11 @@ async fn jobs_started_outside_are_listed_imported_adopted_without_a_restart_then
     // 4. A change of args: a savepoint upgrade.
     git.write(
         &format!("jobs/{job}.yaml"),
-        &format!("{}{}", project(&lib), done.replace("\"adopt-a\"", "\"adopt-a2\"")),
+        &format!(
+            "{}{}",
+            project(&lib),
+            done.replace("\"adopt-a\"", "\"adopt-a2\"")
+        ),
     );
     git.commit_push("new args");
     let start_wait = std::time::Instant::now();
@@ -322,7 +382,11 @@ async fn jobs_started_outside_are_listed_imported_adopted_without_a_restart_then
     };
     assert_eq!(state_of(&url, &a).await.as_deref(), Some("FINISHED"));
     let sps = d.store.savepoints(job, 10).unwrap();
-    assert_eq!((sps.len(), sps[0].kind.as_str()), (1, "savepoint"), "{sps:?}");
+    assert_eq!(
+        (sps.len(), sps[0].kind.as_str()),
+        (1, "savepoint"),
+        "{sps:?}"
+    );
     let start_wait = std::time::Instant::now();
     loop {
         let c = rest(&url, &format!("/jobs/{jid2}/checkpoints")).await;
@@ -338,7 +402,11 @@ async fn jobs_started_outside_are_listed_imported_adopted_without_a_restart_then
     let copy = start_outside(&url, &jar, "adopt-a2").await;
     outside.1.push(copy.clone());
     wait_for("drift", LIMIT, || d.has_event(job, "drift")).await;
-    let drift = d.events(job).into_iter().find(|e| e.kind == "drift").unwrap();
+    let drift = d
+        .events(job)
+        .into_iter()
+        .find(|e| e.kind == "drift")
+        .unwrap();
     assert!(drift.message.contains(&copy), "{}", drift.message);
     wait_unmanaged(&d, "the copy listed as a duplicate", |l| {
         l.iter().any(|u| u.0 == copy && u.2.as_deref() == Some(job))
@@ -375,15 +443,26 @@ async fn adopting_a_missing_job_or_an_ambiguous_name_is_deploy_failed_and_submit
         wait_for("deploy_failed", LIMIT, || d.has_event(job, "deploy_failed")).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let missing = d.events("missing").into_iter().find(|e| e.kind == "deploy_failed").unwrap();
+    let missing = d
+        .events("missing")
+        .into_iter()
+        .find(|e| e.kind == "deploy_failed")
+        .unwrap();
     assert!(
-        missing.message.contains("no job with id or RUNNING name `no-such-job`"),
+        missing
+            .message
+            .contains("no job with id or RUNNING name `no-such-job`"),
         "{}",
         missing.message
     );
-    let twin = d.events("twin").into_iter().find(|e| e.kind == "deploy_failed").unwrap();
+    let twin = d
+        .events("twin")
+        .into_iter()
+        .find(|e| e.kind == "deploy_failed")
+        .unwrap();
     assert!(
-        twin.message.contains("2 RUNNING jobs named `flink-counter twin`")
+        twin.message
+            .contains("2 RUNNING jobs named `flink-counter twin`")
             && twin.message.contains(&t1)
             && twin.message.contains(&t2),
         "{}",
@@ -396,7 +475,13 @@ async fn adopting_a_missing_job_or_an_ambiguous_name_is_deploy_failed_and_submit
     // Nothing was submitted: no job of the files' own (`--tag x`), still two twins.
     let jobs = overview(&url).await;
     assert!(!jobs.iter().any(|j| j.1 == "flink-counter x"), "{jobs:?}");
-    assert_eq!(jobs.iter().filter(|j| j.1 == "flink-counter twin" && j.2 == "RUNNING").count(), 2, "{jobs:?}");
+    assert_eq!(
+        jobs.iter()
+            .filter(|j| j.1 == "flink-counter twin" && j.2 == "RUNNING")
+            .count(),
+        2,
+        "{jobs:?}"
+    );
     assert_eq!(state_of(&url, &t1).await.as_deref(), Some("RUNNING"));
     assert_eq!(state_of(&url, &t2).await.as_deref(), Some("RUNNING"));
 }

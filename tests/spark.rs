@@ -539,7 +539,11 @@ async fn a_driver_started_outside_is_listed_imported_and_adopted_as_it_runs() {
         .current_dir(&outside)
         .output()
         .unwrap();
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
     let jar = format!("file://{}", outside.join("out/spark-totals.jar").display());
     let body = serde_json::json!({
         "action": "CreateSubmissionRequest", "appResource": jar, "mainClass": "example.Totals",
@@ -573,7 +577,10 @@ async fn a_driver_started_outside_is_listed_imported_and_adopted_as_it_runs() {
     let d = start(tmp.path(), &cfg).await;
     let start_wait = std::time::Instant::now();
     while !unmanaged_ids(&d).await.contains(&id) {
-        assert!(start_wait.elapsed() < LIMIT, "{id} never listed as unmanaged");
+        assert!(
+            start_wait.elapsed() < LIMIT,
+            "{id} never listed as unmanaged"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
@@ -587,7 +594,11 @@ async fn a_driver_started_outside_is_listed_imported_and_adopted_as_it_runs() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
-    assert!(run.status.success(), "{stdout}{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let found: Vec<std::path::PathBuf> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -597,11 +608,26 @@ async fn a_driver_started_outside_is_listed_imported_and_adopted_as_it_runs() {
         panic!("one file adopts {id}: {found:?}\n{stdout}");
     };
     let text = std::fs::read_to_string(file).unwrap();
-    assert!(text.contains(&format!("adopt: \"{id}\"\nenv: \"spark\"\n")), "{text}");
-    assert!(text.contains("  main_class: \"example.Totals\"\n"), "{text}");
-    assert!(text.contains("  args: [\"--n\", \"100\", \"--sleep\", \"600\"]\n"), "{text}");
-    assert!(text.contains("    \"spark.app.name\": \"outside-totals\"\n"), "{text}");
-    assert!(!text.contains("spark.master"), "the engine's own properties are left out");
+    assert!(
+        text.contains(&format!("adopt: \"{id}\"\nenv: \"spark\"\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains("  main_class: \"example.Totals\"\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  args: [\"--n\", \"100\", \"--sleep\", \"600\"]\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    \"spark.app.name\": \"outside-totals\"\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("spark.master"),
+        "the engine's own properties are left out"
+    );
 
     // Completed and committed: the driver is the job's run, nothing submitted.
     let done: String = text
@@ -619,12 +645,18 @@ async fn a_driver_started_outside_is_listed_imported_and_adopted_as_it_runs() {
     tokio::time::sleep(Duration::from_secs(3)).await; // a few health sweeps
     let runs = d.runs("totals");
     assert_eq!(runs.len(), 1, "{runs:#?}");
-    assert_eq!((engine_id(&runs[0]), runs[0].state.as_str()), (id.clone(), "running"));
+    assert_eq!(
+        (engine_id(&runs[0]), runs[0].state.as_str()),
+        (id.clone(), "running")
+    );
     assert_eq!(driver_state(&c, &id).await.as_deref(), Some("RUNNING"));
     assert_eq!(d.job("totals").unwrap().state, "running");
     let start_wait = std::time::Instant::now();
     while unmanaged_ids(&d).await.contains(&id) {
-        assert!(start_wait.elapsed() < LIMIT, "{id} still listed as unmanaged");
+        assert!(
+            start_wait.elapsed() < LIMIT,
+            "{id} still listed as unmanaged"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }

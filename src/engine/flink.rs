@@ -713,14 +713,21 @@ impl Engine for FlinkEngine {
                 .push("args: read from the job's global parameters; check them".into());
         }
         let (status, cp) = self
-            .call(self.http.get(self.url(&format!("/jobs/{jid}/checkpoints/config"))))
+            .call(
+                self.http
+                    .get(self.url(&format!("/jobs/{jid}/checkpoints/config"))),
+            )
             .await?;
         if status.is_success()
-            && let Some(ms) = cp["interval"].as_u64().filter(|ms| *ms > 0 && *ms < i64::MAX as u64)
+            && let Some(ms) = cp["interval"]
+                .as_u64()
+                .filter(|ms| *ms > 0 && *ms < i64::MAX as u64)
         {
             let interval = humantime::format_duration(Duration::from_millis(ms)).to_string();
-            d.conf
-                .insert("execution.checkpointing.interval".into(), interval.replace(' ', ""));
+            d.conf.insert(
+                "execution.checkpointing.interval".into(),
+                interval.replace(' ', ""),
+            );
         }
         // An uploaded jar's entry class, when the cluster holds exactly one jar naming one.
         let jars = self.get("/jars").await?;

@@ -434,7 +434,6 @@ impl SparkEngine {
         Ok(out)
     }
 
-
     /// Why a driver ended in `state`: the state, the API's message, and its stderr's exception
     /// lines when its worker's UI can be read.
     async fn failure_reason(
@@ -832,7 +831,11 @@ mod tests {
         let l = parse_launch(stderr).unwrap();
         assert_eq!(l.main_class.as_deref(), Some("example.Totals"));
         assert_eq!(l.args, ["--n", "100", "say \"hi\""]);
-        let conf: Vec<(&str, &str)> = l.conf.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let conf: Vec<(&str, &str)> = l
+            .conf
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         assert_eq!(conf, [("spark.app.name", "ext"), ("spark.cores.max", "1")]);
         assert_eq!(parse_launch("no launch line"), None);
         assert_eq!(parse_launch("Launch Command: \"java\""), None);

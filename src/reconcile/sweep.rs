@@ -147,7 +147,8 @@ fn note_unmanaged(ctx: &Context, engine: &dyn Engine, live: &[ClusterJob], manag
              jobkeeper supervises only its own run of `{job}`",
             u.name, u.engine, u.engine_id, u.state
         );
-        ctx.events.emit(Scope::job(job, None), &JobEvent::Drift { why });
+        ctx.events
+            .emit(Scope::job(job, None), &JobEvent::Drift { why });
     }
     ctx.unmanaged.set(&cluster, found);
 }

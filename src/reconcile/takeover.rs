@@ -128,7 +128,10 @@ impl Actor {
             }
             Err(EngineError::Unreachable(e)) => {
                 self.ctx.outages.down(&self.ctx.events, &location, &e);
-                self.set_state(JobState::Deploying, Some("waiting for the cluster to adopt from"));
+                self.set_state(
+                    JobState::Deploying,
+                    Some("waiting for the cluster to adopt from"),
+                );
                 return Err(StepError::Waiting {
                     after: self.engine_retry.backoff.peek(),
                 });
@@ -254,14 +257,24 @@ mod tests {
             "adopt: no job with id or RUNNING name `nope` on f; nothing was submitted. Live \
              there: a1 (`x`, RUNNING)"
         );
-        assert!(find("nope", &[], &none, "f").unwrap_err().ends_with("Live there: none"));
+        assert!(
+            find("nope", &[], &none, "f")
+                .unwrap_err()
+                .ends_with("Live there: none")
+        );
         let owners = HashMap::from([("a1".to_string(), "other".to_string())]);
         assert_eq!(
             find("a1", &live, &owners, "f").unwrap_err(),
             "adopt: a1 (`x`, RUNNING) on f is already the run of job `other`; nothing was taken \
              over or submitted"
         );
-        let many: Vec<ClusterJob> = (0..12).map(|i| job(&format!("j{i}"), "y", "RUNNING")).collect();
-        assert!(find("z", &many, &none, "f").unwrap_err().ends_with("and 2 more"));
+        let many: Vec<ClusterJob> = (0..12)
+            .map(|i| job(&format!("j{i}"), "y", "RUNNING"))
+            .collect();
+        assert!(
+            find("z", &many, &none, "f")
+                .unwrap_err()
+                .ends_with("and 2 more")
+        );
     }
 }

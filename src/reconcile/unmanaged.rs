@@ -149,9 +149,17 @@ mod tests {
         // `totals` has no live run on this cluster: a job named so is not a duplicate here.
         assert_eq!(
             ids,
-            [("a", None), ("b", None), ("c", Some("counter")), ("d", None)]
+            [
+                ("a", None),
+                ("b", None),
+                ("c", Some("counter")),
+                ("d", None)
+            ]
         );
-        assert_eq!(out[0].since.as_deref(), Some("2026-12-03T10:42:40.097+00:00"));
+        assert_eq!(
+            out[0].since.as_deref(),
+            Some("2026-12-03T10:42:40.097+00:00")
+        );
         assert_eq!(out[0].cluster, "http://f");
     }
 
@@ -159,7 +167,12 @@ mod tests {
     fn counts_cover_clusters_with_none_and_drift_is_reported_once() {
         let u = Unmanaged::default();
         u.set("http://a", vec![]);
-        let one = classify("http://b", "spark", &[job("d1", "x.Main")], &Managed::default());
+        let one = classify(
+            "http://b",
+            "spark",
+            &[job("d1", "x.Main")],
+            &Managed::default(),
+        );
         u.set("http://b", one);
         assert_eq!(
             u.counts(),
