@@ -127,6 +127,18 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Write a job file (with `adopt`) for each job running unmanaged on an env's cluster.
+    Import {
+        /// The daemon config.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The env whose cluster is read.
+        #[arg(long, value_name = "ENV")]
+        env: String,
+        /// Where the files go (default: the config's `repo.path`, below the current folder).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Send a test alert through one channel and say what the far end answered.
     TestAlert {
         /// The channel (a key of the config's `alerts:`).
@@ -186,6 +198,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::TestAlert { channel, config } => test_alert(&channel, &config),
+        Command::Import { config, env, out } => import(&config, &env, out),
         Command::Status { json, remote } => client::status(&remote, json),
         Command::Sync { remote } => client::sync(&remote),
         Command::Restart { job, remote } => client::restart(&remote, &job),
@@ -196,6 +209,34 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             tail,
             remote,
         } => client::logs(&remote, &job, run, build, tail),
+    }
+}
+
+/// `jobkeeper import --config FILE --env ENV [--out DIR]`: 0 when every unmanaged job has a
+/// file (written now or before), 1 otherwise or on an error.
+fn import(config: &Path, env: &str, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let settings = match load_settings(config)? {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let out = out.unwrap_or_else(|| PathBuf::from(&settings.repo.path));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match rt.block_on(crate::import::import(&settings, env, &out)) {
+        Ok(done) => {
+            let (text, ok) = crate::import::report(&done, &out);
+            stdout(&text)?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
     }
 }
 

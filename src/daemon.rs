@@ -222,6 +222,7 @@ impl Core {
             logs_dir: state_dir.join("logs"),
             metrics: metrics.clone(),
             outages: reconcile::Outages::default(),
+            unmanaged: reconcile::unmanaged::Unmanaged::default(),
         });
         Ok(Core {
             store,

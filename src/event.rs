@@ -281,12 +281,15 @@ pub enum JobEvent {
         /// Its diagnostics, one `path:line:column: message` per line.
         errors: String,
     },
-    /// A run left by a previous daemon was taken over.
+    /// A run left by a previous daemon, or a job started outside jobkeeper (`adopt`), was
+    /// taken over.
     Adopted {
         /// Where it runs ([`crate::engine::Engine::location`]).
         location: String,
         /// The engine's id of the run.
         engine_id: String,
+        /// `adopt`: what the job file named, when the job was started outside jobkeeper.
+        named: Option<String>,
     },
     /// A scheduled run was not started.
     Skipped {
@@ -473,7 +476,16 @@ impl JobEvent {
             JobEvent::Adopted {
                 location,
                 engine_id,
+                named: None,
             } => format!("{location} job {engine_id} adopted after a daemon restart"),
+            JobEvent::Adopted {
+                location,
+                engine_id,
+                named: Some(named),
+            } => format!(
+                "{location} job {engine_id} (adopt: {named}) taken over as it runs: not stopped, \
+                 not submitted again"
+            ),
             JobEvent::Built { artifact } => format!("artifact {}", artifact.display()),
             JobEvent::Suspended => "suspend: true: stopped, history kept".to_string(),
             JobEvent::EngineUnreachable { engine, why } => {
@@ -596,11 +608,22 @@ mod tests {
         let a = JobEvent::Adopted {
             location: "flink http://x".into(),
             engine_id: "abc".into(),
+            named: None,
         };
         assert_eq!(a.engine_id(), Some("abc"));
         assert_eq!(
             a.message(),
             "flink http://x job abc adopted after a daemon restart"
+        );
+        let a = JobEvent::Adopted {
+            location: "flink http://x".into(),
+            engine_id: "abc".into(),
+            named: Some("clicks-etl".into()),
+        };
+        assert_eq!(
+            a.message(),
+            "flink http://x job abc (adopt: clicks-etl) taken over as it runs: not stopped, not \
+             submitted again"
         );
     }
 

@@ -45,6 +45,7 @@
 //! - [`daemon`]: wiring only: tasks, triggers, shutdown.
 //! - [`console`]: what the commands share at the terminal: stdout, loading the daemon config.
 //! - [`client`]: the commands that talk to a running daemon (`status`, `sync`, `restart`, `logs`).
+//! - [`import`]: `jobkeeper import`: job files for the jobs running unmanaged on a cluster.
 //! - [`cli`]: the command line.
 
 pub mod alert;
@@ -60,6 +61,7 @@ pub mod engine;
 pub mod event;
 pub mod health;
 pub mod http;
+pub mod import;
 pub mod metrics;
 pub mod moves;
 pub mod plan;

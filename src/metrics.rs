@@ -82,6 +82,8 @@ pub struct Snapshot {
     pub alerts: AlertStats,
     /// 1 once the first reconcile is done.
     pub ready: bool,
+    /// Unmanaged jobs per cluster URL ([`crate::reconcile::unmanaged`]).
+    pub unmanaged: Vec<(String, u64)>,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -172,6 +174,16 @@ impl Metrics {
         );
         if let Some(c) = &snap.applied_commit {
             sample(o, "applied_commit_info", &[("commit", c)], 1);
+        }
+
+        family(
+            o,
+            "unmanaged_jobs",
+            "gauge",
+            "Jobs live on a managed cluster that no job file owns, by cluster.",
+        );
+        for (cluster, n) in &snap.unmanaged {
+            sample(o, "unmanaged_jobs", &[("cluster", cluster)], *n);
         }
     }
 
@@ -360,10 +372,12 @@ mod tests {
                 ..AlertStats::default()
             },
             ready: true,
+            unmanaged: vec![("http://127.0.0.1:8081".into(), 2)],
         });
         for line in [
             "jobkeeper_jobs{state=\"running\"} 2",
             "jobkeeper_applied_commit_info{commit=\"abc\"} 1",
+            "jobkeeper_unmanaged_jobs{cluster=\"http://127.0.0.1:8081\"} 2",
             "jobkeeper_git_fetches_total{result=\"ok\"} 1",
             "jobkeeper_git_fetches_total{result=\"failed\"} 1",
             "jobkeeper_fetch_triggers_total{trigger=\"webhook\"} 1",

@@ -147,6 +147,7 @@ pub fn diff_specs(old: &JobSpec, new: &JobSpec) -> (Action, Vec<String>) {
         &ng.ready_within,
     );
     changed(&mut in_place, "drift", &og.drift, &ng.drift);
+    changed(&mut in_place, "adopt", &old.adopt, &new.adopt);
 
     let action = if !rebuild.is_empty() {
         Action::Rebuild
@@ -471,6 +472,7 @@ mod tests {
     fn spec() -> JobSpec {
         JobSpec {
             sql: None,
+            adopt: None,
             project: Some(Project {
                 repo: "/src/clicks.git".into(),
                 branch: "main".into(),

@@ -508,3 +508,156 @@ async fn without_the_master_ui_each_driver_is_asked_about_by_id() {
         )
     );
 }
+
+/// The unmanaged drivers the daemon lists (driver ids).
+async fn unmanaged_ids(d: &Daemon) -> Vec<String> {
+    let (code, body) = d.get("/api/v1/unmanaged").await;
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["engine_id"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_started_outside_is_listed_imported_and_adopted_as_it_runs() {
+    let c = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg, _cleanup) = setup(tmp.path(), &c, "");
+    // A driver submitted by another platform, from a jar of its own.
+    let outside = tmp.path().join("outside");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/spark-totals");
+    std::fs::create_dir_all(outside.join("src/example")).unwrap();
+    for f in ["build.sh", "src/example/Totals.java"] {
+        std::fs::copy(src.join(f), outside.join(f)).unwrap();
+    }
+    let built = std::process::Command::new("sh")
+        .arg("build.sh")
+        .arg(&c.jars)
+        .current_dir(&outside)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let jar = format!("file://{}", outside.join("out/spark-totals.jar").display());
+    let body = serde_json::json!({
+        "action": "CreateSubmissionRequest", "appResource": jar, "mainClass": "example.Totals",
+        "appArgs": ["--n", "100", "--sleep", "600"], "clientSparkVersion": "4.3.0",
+        "environmentVariables": {},
+        "sparkProperties": {"spark.master": c.master, "spark.submit.deployMode": "cluster",
+            "spark.jars": jar, "spark.app.name": "outside-totals", "spark.driver.memory": "512m",
+            "spark.executor.memory": "512m", "spark.cores.max": "1"}
+    });
+    let made: Value = reqwest::Client::new()
+        .post(format!("{}/v1/submissions/create", c.rest))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = made["submissionId"].as_str().unwrap().to_string();
+    let _kill = KillOnDrop(c.rest.clone(), id.clone());
+    wait_for("the outside driver running", LIMIT, || {
+        std::process::Command::new("curl")
+            .args(["-s", "-m", "5"])
+            .arg(format!("{}/v1/submissions/status/{id}", c.rest))
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("\"RUNNING\""))
+    })
+    .await;
+
+    git.commit_push("the project, no jobs yet");
+    let d = start(tmp.path(), &cfg).await;
+    let start_wait = std::time::Instant::now();
+    while !unmanaged_ids(&d).await.contains(&id) {
+        assert!(
+            start_wait.elapsed() < LIMIT,
+            "{id} never listed as unmanaged"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // import: main class, args and conf from the master and the driver's launch command.
+    let out = tmp.path().join("imported");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+        .args(["import", "--env", "spark", "--config"])
+        .arg(tmp.path().join("config.yaml"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let found: Vec<std::path::PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| std::fs::read_to_string(p).unwrap().contains(&id))
+        .collect();
+    let [file] = found.as_slice() else {
+        panic!("one file adopts {id}: {found:?}\n{stdout}");
+    };
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(
+        text.contains(&format!("adopt: \"{id}\"\nenv: \"spark\"\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains("  main_class: \"example.Totals\"\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  args: [\"--n\", \"100\", \"--sleep\", \"600\"]\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    \"spark.app.name\": \"outside-totals\"\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("spark.master"),
+        "the engine's own properties are left out"
+    );
+
+    // Completed and committed: the driver is the job's run, nothing submitted.
+    let done: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("# TODO"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let project = format!(
+        "project:\n  repo: .\n  dir: projects/spark-totals\n  build: sh build.sh \"{}\"\n  artifact: out/spark-totals.jar\n",
+        c.jars
+    );
+    git.write("jobs/totals.yaml", &format!("{project}{done}"));
+    git.commit_push("take over the outside driver");
+    wait_for("adopted", LIMIT, || d.has_event("totals", "adopted")).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // a few health sweeps
+    let runs = d.runs("totals");
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(
+        (engine_id(&runs[0]), runs[0].state.as_str()),
+        (id.clone(), "running")
+    );
+    assert_eq!(driver_state(&c, &id).await.as_deref(), Some("RUNNING"));
+    assert_eq!(d.job("totals").unwrap().state, "running");
+    let start_wait = std::time::Instant::now();
+    while unmanaged_ids(&d).await.contains(&id) {
+        assert!(
+            start_wait.elapsed() < LIMIT,
+            "{id} still listed as unmanaged"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

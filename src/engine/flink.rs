@@ -28,8 +28,8 @@ use tokio::sync::mpsc;
 
 use super::cluster::{lock, require_jar, unreachable, write_log};
 use super::{
-    Engine, EngineError, HealthFacts, NEVER_STARTED, RecordedRun, Recovery, RunExit, RunHandle,
-    RunStatus, StopOutcome, SubmitRequest,
+    ClusterJob, Engine, EngineError, HealthFacts, JobDetails, NEVER_STARTED, RecordedRun, Recovery,
+    RunExit, RunHandle, RunStatus, StopOutcome, SubmitRequest, Survey,
 };
 use crate::yaml::{Checker, Node};
 
@@ -120,6 +120,23 @@ fn error_text(body: &Value, raw: &str) -> String {
             .join("\n"),
         _ => raw.chars().take(500).collect(),
     }
+}
+
+/// The jobs of a `GET /jobs/overview` answer, in any state.
+pub fn overview_jobs(body: &Value) -> Vec<ClusterJob> {
+    body["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| {
+            Some(ClusterJob {
+                engine_id: j["jid"].as_str()?.to_string(),
+                name: j["name"].as_str().unwrap_or_default().to_string(),
+                state: j["state"].as_str()?.to_string(),
+                since_ms: j["start-time"].as_i64().filter(|t| *t > 0),
+            })
+        })
+        .collect()
 }
 
 /// The key of an env holding its Flink cluster.
@@ -253,17 +270,44 @@ impl FlinkEngine {
         }
     }
 
-    /// Every job the cluster knows: id → state.
-    pub async fn jobs(&self) -> Result<HashMap<String, String>, EngineError> {
+    /// Every job the cluster knows, in any state (one `GET /jobs/overview`).
+    pub async fn overview(&self) -> Result<Vec<ClusterJob>, EngineError> {
         let body = self.get("/jobs/overview").await?;
         self.refresh_version().await;
-        let mut out = HashMap::new();
-        for j in body["jobs"].as_array().into_iter().flatten() {
-            if let (Some(id), Some(state)) = (j["jid"].as_str(), j["state"].as_str()) {
-                out.insert(id.to_string(), state.to_string());
-            }
+        Ok(overview_jobs(&body))
+    }
+
+    /// Every job the cluster knows: id → state.
+    pub async fn jobs(&self) -> Result<HashMap<String, String>, EngineError> {
+        Ok(self
+            .overview()
+            .await?
+            .into_iter()
+            .map(|j| (j.engine_id, j.state))
+            .collect())
+    }
+
+    /// The status of each handle among the cluster's `jobs` (id → state).
+    async fn statuses(
+        &self,
+        jobs: &HashMap<String, String>,
+        handles: &[RunHandle],
+    ) -> Vec<RunStatus> {
+        let mut out = Vec::with_capacity(handles.len());
+        for h in handles {
+            out.push(match jobs.get(&h.engine_id).map(String::as_str) {
+                None => RunStatus::Vanished,
+                Some("FINISHED") => RunStatus::Succeeded,
+                Some("FAILED") => RunStatus::Failed(self.failure_reason(&h.engine_id).await),
+                Some("CANCELED") => RunStatus::CancelledOutside(format!(
+                    "flink job {} canceled outside jobkeeper",
+                    h.engine_id
+                )),
+                // Alive, or on its way to an end the next sweep sees.
+                Some(_) => RunStatus::Running,
+            });
         }
-        Ok(out)
+        out
     }
 
     /// The jar id of an artifact on this cluster, uploading it when the cluster lacks it.
@@ -649,21 +693,81 @@ impl Engine for FlinkEngine {
             return Ok(Vec::new());
         }
         let jobs = self.jobs().await?;
-        let mut out = Vec::with_capacity(handles.len());
-        for h in handles {
-            out.push(match jobs.get(&h.engine_id).map(String::as_str) {
-                None => RunStatus::Vanished,
-                Some("FINISHED") => RunStatus::Succeeded,
-                Some("FAILED") => RunStatus::Failed(self.failure_reason(&h.engine_id).await),
-                Some("CANCELED") => RunStatus::CancelledOutside(format!(
-                    "flink job {} canceled outside jobkeeper",
-                    h.engine_id
-                )),
-                // Alive, or on its way to an end the next sweep sees.
-                Some(_) => RunStatus::Running,
-            });
+        Ok(self.statuses(&jobs, handles).await)
+    }
+
+    async fn survey(&self, handles: &[RunHandle]) -> Result<Survey, EngineError> {
+        let all = self.overview().await?;
+        let states: HashMap<String, String> = all
+            .iter()
+            .map(|j| (j.engine_id.clone(), j.state.clone()))
+            .collect();
+        let statuses = self.statuses(&states, handles).await;
+        // A job being cancelled is on its way out: not counted as running.
+        let live = all
+            .into_iter()
+            .filter(|j| is_live(&j.state) && j.state != "CANCELLING")
+            .collect();
+        Ok(Survey {
+            statuses,
+            live: Some(live),
+        })
+    }
+
+    async fn describe(&self, job: &ClusterJob) -> Result<JobDetails, EngineError> {
+        let jid = &job.engine_id;
+        let config = self.get(&format!("/jobs/{jid}/config")).await?;
+        let mut d = JobDetails::default();
+        let exec = &config["execution-config"];
+        d.parallelism = exec["job-parallelism"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0);
+        // Global job parameters (a ParameterTool the job registered) are its program args.
+        if let Some(user) = exec["user-config"].as_object().filter(|u| !u.is_empty()) {
+            let mut args = Vec::new();
+            for (k, v) in user {
+                args.push(format!("--{k}"));
+                args.push(v.as_str().map_or_else(|| v.to_string(), str::to_string));
+            }
+            d.args = Some(args);
+            d.notes
+                .push("args: read from the job's global parameters; check them".into());
         }
-        Ok(out)
+        let (status, cp) = self
+            .call(
+                self.http
+                    .get(self.url(&format!("/jobs/{jid}/checkpoints/config"))),
+            )
+            .await?;
+        if status.is_success()
+            && let Some(ms) = cp["interval"]
+                .as_u64()
+                .filter(|ms| *ms > 0 && *ms < i64::MAX as u64)
+        {
+            let interval = humantime::format_duration(Duration::from_millis(ms)).to_string();
+            d.conf.insert(
+                "execution.checkpointing.interval".into(),
+                interval.replace(' ', ""),
+            );
+        }
+        // An uploaded jar's entry class, when the cluster holds exactly one jar naming one.
+        let jars = self.get("/jars").await?;
+        let entries: Vec<&str> = jars["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|f| f["entry"].as_array().into_iter().flatten())
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        if let [entry] = entries.as_slice() {
+            d.main_class = Some((*entry).to_string());
+            d.notes.push(
+                "main_class: the entry class of the only jar uploaded to the cluster; check it"
+                    .into(),
+            );
+        }
+        Ok(d)
     }
 
     async fn stop(&self, handle: &RunHandle, grace: Duration) -> Result<(), EngineError> {

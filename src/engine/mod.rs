@@ -161,6 +161,46 @@ pub enum EngineError {
     Other(String),
 }
 
+/// A job live on a cluster, as its engine lists it (every job of a Flink cluster, every driver
+/// of a Spark master), whoever started it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterJob {
+    /// The engine's id (flink: the job id; spark: the driver id).
+    pub engine_id: String,
+    /// Its name (flink: the job name; spark: the driver's main class).
+    pub name: String,
+    /// Its state as the engine says it (`RUNNING`, `RESTARTING`, ...).
+    pub state: String,
+    /// When it started (ms since the epoch, the cluster's clock), when the engine says.
+    pub since_ms: Option<i64>,
+}
+
+/// What one batched status request tells: the status of each run asked about, and every live
+/// job of the cluster (the same answer), when the engine can list them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Survey {
+    /// One status per handle asked about, in order.
+    pub statuses: Vec<RunStatus>,
+    /// Every live job of the cluster; `None` when the engine cannot list them.
+    pub live: Option<Vec<ClusterJob>>,
+}
+
+/// What an engine can tell of a job it runs, for `jobkeeper import`: the params a job file
+/// needs to submit it again. Fields the engine cannot tell stay empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobDetails {
+    /// The entry class, when the cluster still knows it.
+    pub main_class: Option<String>,
+    /// Program arguments, when the cluster still knows them.
+    pub args: Option<Vec<String>>,
+    /// flink: the job's parallelism.
+    pub parallelism: Option<u32>,
+    /// Configuration the job runs with (flink: job config; spark: its Spark properties).
+    pub conf: std::collections::BTreeMap<String, String>,
+    /// What the engine could not tell, or where a value came from, one line each.
+    pub notes: Vec<String>,
+}
+
 /// An engine. Implementations must be cheap to call concurrently for different runs.
 #[async_trait::async_trait]
 pub trait Engine: Send + Sync {
@@ -178,6 +218,25 @@ pub trait Engine: Send + Sync {
 
     /// Status of many runs in one go (one request per cluster where the engine allows it).
     async fn status(&self, handles: &[RunHandle]) -> Result<Vec<RunStatus>, EngineError>;
+
+    /// [`Engine::status`] of `handles`, and every live job of the cluster from the same request
+    /// (flink: `/jobs/overview`; spark: the master's `/json/`). The default lists nothing.
+    async fn survey(&self, handles: &[RunHandle]) -> Result<Survey, EngineError> {
+        Ok(Survey {
+            statuses: self.status(handles).await?,
+            live: None,
+        })
+    }
+
+    /// Every live job of the cluster (one request); `None` when the engine cannot list them.
+    async fn live_jobs(&self) -> Result<Option<Vec<ClusterJob>>, EngineError> {
+        Ok(self.survey(&[]).await?.live)
+    }
+
+    /// What the cluster can tell of a live job, for `jobkeeper import`. The default: nothing.
+    async fn describe(&self, _job: &ClusterJob) -> Result<JobDetails, EngineError> {
+        Ok(JobDetails::default())
+    }
 
     /// Stops a run gracefully, forcefully after `grace`. Stopping a run that already ended is Ok.
     async fn stop(&self, handle: &RunHandle, grace: Duration) -> Result<(), EngineError>;

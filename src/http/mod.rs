@@ -1,6 +1,6 @@
 //! The HTTP server on `listen` (SPEC "HTTP API"): health and readiness, `/metrics`, the JSON API
-//! ([`api`]), git webhooks ([`hooks`]), the status page ([`page`]) and the jars spark workers
-//! fetch ([`artifacts`]).
+//! ([`api`], [`clusters`], [`unmanaged`]), git webhooks ([`hooks`]), the status page
+//! ([`page`]) and the jars spark workers fetch ([`artifacts`]).
 //!
 //! Every request body is limited to [`MAX_BODY`] (413 above it), whether or not its handler reads
 //! it ([`limit_body`]); the two webhook endpoints take up to [`MAX_HOOK_BODY`], since GitHub
@@ -14,6 +14,7 @@ pub mod artifacts;
 pub mod clusters;
 pub mod hooks;
 pub mod page;
+pub mod unmanaged;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,6 +76,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/jobs", get(api::jobs))
         .route("/api/v1/clusters", get(clusters::clusters))
+        .route("/api/v1/unmanaged", get(unmanaged::unmanaged))
         .route("/api/v1/jobs/{name}", get(api::job))
         .route("/api/v1/jobs/{name}/logs", get(api::logs))
         .route("/api/v1/jobs/{name}/restart", post(api::restart))
@@ -154,6 +156,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         store_write_errors: st.store.write_errors(),
         alerts: st.alerter.as_ref().map(Alerter::stats).unwrap_or_default(),
         ready: st.ready.load(Ordering::Acquire),
+        unmanaged: st.reconciler.context().unmanaged.counts(),
     })
     .await
     .unwrap_or_default();

@@ -204,7 +204,7 @@ pub fn render(view: &JobsView, events: &[EventView]) -> String {
     h
 }
 
-/// The heading of the page's events; the clusters go before it.
+/// The heading of the page's events; the clusters and unmanaged jobs go before it.
 const EVENTS_HEADING: &str = "<h2>Recent events</h2>";
 
 /// The page's table of clusters (none without a cluster engine): envs, URL, version, reachable.
@@ -241,7 +241,8 @@ pub async fn status_page(State(state): State<Arc<ApiState>>) -> Response {
         let events: Vec<EventView> = events.iter().map(EventView::of).collect();
         let clusters = clusters_html(&super::clusters::clusters_view(&state));
         let html = render(&view, &events);
-        let html = html.replacen(EVENTS_HEADING, &(clusters + EVENTS_HEADING), 1);
+        let unmanaged = super::unmanaged::unmanaged_html(&super::unmanaged::unmanaged_view(&state));
+        let html = html.replacen(EVENTS_HEADING, &(clusters + &unmanaged + EVENTS_HEADING), 1);
         Ok::<_, crate::store::StoreError>(html)
     })
     .await;

@@ -52,6 +52,14 @@ impl Actor {
             hash,
             artifact,
         };
+        if self.applied.is_none() && new.spec.adopt.is_some() && !self.live.is_empty() {
+            // Adopted by a daemon that stopped before it recorded the version.
+            self.finish_adoption(new);
+            return Ok(());
+        }
+        if self.first_adoption(&new) {
+            return self.take_over(new).await;
+        }
         if matches!(action, Action::InPlace | Action::Unchanged) && same_artifact {
             return self.apply_in_place(new, &reasons).await;
         }

@@ -21,9 +21,11 @@
 //!
 //! Files: [`decide`] (pure decisions), [`actor`] (the actor and its messages), `deploy` (new
 //! versions and `follow`), `runs` (submit, stop, exits, adoption), `timers` (schedules,
-//! restarts, timeouts), `rollback` (a new version that fails before it is ready), `unhealthy` (a RUNNING
-//! run the health sweep finds unhealthy), [`recover`] (runs a previous daemon left), [`sweep`](mod@sweep) (the health
-//! loop's status sweep), [`emit`] (recording events), [`outages`].
+//! restarts, timeouts), `rollback` (a new version that fails before it is ready), `unhealthy`
+//! (a RUNNING run the health sweep finds unhealthy), [`recover`] (runs a previous daemon left),
+//! [`sweep`](mod@sweep) (the health loop's status sweep), [`unmanaged`] (live jobs no job file owns), [`takeover`]
+//! (`adopt`: a job started outside jobkeeper taken over), [`emit`] (recording events),
+//! [`outages`].
 
 pub mod actor;
 pub mod decide;
@@ -34,8 +36,10 @@ pub mod recover;
 mod rollback;
 mod runs;
 pub mod sweep;
+pub mod takeover;
 mod timers;
 mod unhealthy;
+pub mod unmanaged;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -85,6 +89,8 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Clusters that do not answer right now.
     pub outages: Outages,
+    /// Jobs live on managed clusters that no job file owns, as the health sweep last saw them.
+    pub unmanaged: unmanaged::Unmanaged,
 }
 
 impl Context {
@@ -93,6 +99,11 @@ impl Context {
         self.engines
             .of_run(run.env.as_deref(), &run.engine, run.handle.as_ref())
     }
+}
+
+/// The URL in an engine's location (`flink cluster http://...`): its last word.
+pub fn cluster_url(location: &str) -> String {
+    location.rsplit(' ').next().unwrap_or(location).to_string()
 }
 
 /// Routes work to the job actors, creating them on first use.

@@ -350,6 +350,7 @@ impl Actor {
             let event = JobEvent::Adopted {
                 location: engine.location(),
                 engine_id: handle.engine_id.clone(),
+                named: None,
             };
             self.live.push(Live {
                 run_id: run.id,

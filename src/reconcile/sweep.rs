@@ -2,15 +2,20 @@
 //! engine (per cluster) about every run the store thinks is live. The sweep only reports: a run
 //! an engine says ended is handed to its job's actor, which alone decides what happens next;
 //! so are the health figures of running runs whose jobs set `health` (one more batch per
-//! engine, see [`crate::engine::Engine::health`]).
+//! engine, see [`crate::engine::Engine::health`]). The same status answer lists the cluster's
+//! live jobs, from which the unmanaged ones are kept ([`super::unmanaged`]): every cluster is
+//! asked each sweep, with or without runs.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::emit::Scope;
+use super::unmanaged::{Managed, classify};
 use super::{Context, Reconciler};
-use crate::engine::{Engine, EngineError, RunExit, RunHandle, RunStatus};
+use crate::engine::{ClusterJob, Engine, EngineError, RunExit, RunHandle, RunStatus};
+use crate::event::JobEvent;
 
 /// Asks each engine about every run the store thinks is live, once per `interval` (one batched
 /// call per engine), and hands runs that ended or vanished to their actors.
@@ -75,9 +80,18 @@ async fn health(
 /// Runs of one engine: (job, handle).
 type JobRuns = Vec<(String, RunHandle)>;
 
+/// One engine's part of a sweep: its runs with handles, and the engine ids of every run of it
+/// the store thinks is live (a run still being submitted counted by the id it will get).
+struct Group {
+    engine: Arc<dyn Engine>,
+    runs: JobRuns,
+    managed: Managed,
+}
+
 /// One sweep: one batched status call per engine instance (per cluster), all clusters at
-/// once. A cluster that does not answer reports nothing (its runs are not failed): it raises
-/// one `engine_unreachable` per outage (see [`super::Outages`]).
+/// once; the same answer lists the cluster's unmanaged jobs ([`super::unmanaged`]). A cluster
+/// that does not answer reports nothing (its runs are not failed): it raises one
+/// `engine_unreachable` per outage (see [`super::Outages`]).
 pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
     let runs = match ctx.store.live_runs() {
         Ok(r) => r,
@@ -86,36 +100,61 @@ pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
             return;
         }
     };
-    let mut groups: Vec<(Arc<dyn Engine>, JobRuns)> = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
+    for engine in ctx.engines.distinct() {
+        if engine.runs_survive_daemon() {
+            groups.push(Group {
+                engine,
+                runs: Vec::new(),
+                managed: Managed::default(),
+            });
+        }
+    }
     for run in runs {
-        let Some(handle) = run.handle.clone() else {
-            continue;
-        };
         let Some(engine) = ctx.engine_of_run(&run) else {
             continue;
         };
-        match groups.iter_mut().find(|(e, _)| Arc::ptr_eq(e, &engine)) {
-            Some((_, g)) => g.push((run.job, handle)),
-            None => groups.push((engine, vec![(run.job, handle)])),
+        let i = match groups.iter().position(|g| Arc::ptr_eq(&g.engine, &engine)) {
+            Some(i) => i,
+            None => {
+                groups.push(Group {
+                    engine,
+                    runs: Vec::new(),
+                    managed: Managed::default(),
+                });
+                groups.len() - 1
+            }
+        };
+        let g = &mut groups[i];
+        let id = match &run.handle {
+            Some(h) => Some(h.engine_id.clone()),
+            None => g.engine.engine_id_for(&run.job, run.id),
+        };
+        if let Some(id) = id.filter(|id| !id.is_empty()) {
+            g.managed.ids.insert(id, run.job.clone());
+        }
+        if let Some(handle) = run.handle {
+            g.runs.push((run.job, handle));
         }
     }
     let mut calls = tokio::task::JoinSet::new();
-    for (engine, runs) in groups {
+    for g in groups {
         calls.spawn(async move {
-            let handles: Vec<RunHandle> = runs.iter().map(|(_, h)| h.clone()).collect();
-            let result = engine.status(&handles).await;
-            (engine, runs, result)
+            let handles: Vec<RunHandle> = g.runs.iter().map(|(_, h)| h.clone()).collect();
+            let result = g.engine.survey(&handles).await;
+            (g, result)
         });
     }
     while let Some(done) = calls.join_next().await {
-        let Ok((engine, runs, result)) = done else {
+        let Ok((g, result)) = done else {
             continue;
         };
+        let engine = &g.engine;
         match result {
-            Ok(statuses) => {
+            Ok(survey) => {
                 ctx.outages.up(&ctx.events, &engine.location());
                 let mut running = Vec::new();
-                for ((job, handle), status) in runs.into_iter().zip(statuses) {
+                for ((job, handle), status) in g.runs.into_iter().zip(survey.statuses) {
                     if status == RunStatus::Running {
                         running.push((job, handle));
                     } else {
@@ -126,7 +165,10 @@ pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
                         });
                     }
                 }
-                health(ctx, reconciler, &engine, running).await;
+                if let Some(live) = survey.live {
+                    note_unmanaged(ctx, engine.as_ref(), &live, &g.managed);
+                }
+                health(ctx, reconciler, engine, running).await;
             }
             Err(EngineError::Unreachable(e)) => {
                 ctx.outages.down(&ctx.events, &engine.location(), &e);
@@ -134,4 +176,27 @@ pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
             Err(e) => tracing::warn!(engine = %engine.location(), "health: status failed: {e}"),
         }
     }
+}
+
+/// Puts a cluster's unmanaged jobs in place; a second live copy of a managed job raises
+/// `drift` on that job (once per engine id).
+fn note_unmanaged(ctx: &Context, engine: &dyn Engine, live: &[ClusterJob], managed: &Managed) {
+    let cluster = super::cluster_url(&engine.location());
+    let found = classify(&cluster, engine.kind().as_str(), live, managed);
+    for u in &found {
+        let Some(job) = &u.duplicate_of else {
+            continue;
+        };
+        if !ctx.unmanaged.first_drift(&u.engine_id) {
+            continue;
+        }
+        let what = format!(
+            "a second live job named `{}` runs on {cluster} outside jobkeeper: {} {} ({})",
+            u.name, u.engine, u.engine_id, u.state
+        );
+        let action = format!("jobkeeper supervises only its own run of `{job}`");
+        ctx.events
+            .emit(Scope::job(job, None), &JobEvent::Drift { what, action });
+    }
+    ctx.unmanaged.set(&cluster, found);
 }

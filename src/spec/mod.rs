@@ -72,6 +72,10 @@ pub struct JobSpec {
     /// from the env, then the daemon). Not serialized when empty, so older specs keep their hash.
     #[serde(default, skip_serializing_if = "GuardOverride::is_empty")]
     pub guard: GuardOverride,
+    /// flink/spark: on the job's first apply, the job already running on the env's cluster to
+    /// take over instead of submitting (a Flink job id or name, a Spark driver id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<String>,
 }
 
 /// The SQL of a SQL job, read and split.
@@ -302,6 +306,7 @@ pub const JOB_FIELDS: &[&str] = &[
     "rollback",
     "ready_within",
     "drift",
+    "adopt",
 ];
 /// The fields of `project`.
 pub const PROJECT_FIELDS: &[&str] = &["repo", "branch", "dir", "build", "artifact", "follow"];
@@ -361,6 +366,10 @@ pub fn parse_job(path: &str, bytes: &[u8], ctx: Context) -> Result<JobSpec, Vec<
         )]);
     }
     let src = utf8(path, bytes)?;
+    let todos = todo_markers(path, src);
+    if !todos.is_empty() {
+        return Err(todos);
+    }
     let root = yaml::parse(path, src)?;
     let mut c = Checker::new(path);
     let spec = read::read_job(&mut c, &root, src, ctx);
@@ -370,6 +379,33 @@ pub fn parse_job(path: &str, bytes: &[u8], ctx: Context) -> Result<JobSpec, Vec<
     } else {
         Err(diags)
     }
+}
+
+/// What starts a line `jobkeeper import` leaves for the operator to complete.
+pub const TODO_MARKER: &str = "# TODO";
+
+/// One diagnostic per `# TODO` comment line: a file `jobkeeper import` wrote and nobody
+/// completed yet is never applied.
+fn todo_markers(path: &str, src: &str) -> Vec<Diagnostic> {
+    src.lines()
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let text = line.trim_start();
+            if !text.starts_with(TODO_MARKER) {
+                return None;
+            }
+            let column = line.len() - text.len() + 1;
+            Some(Diagnostic::new(
+                path,
+                i + 1,
+                column,
+                format!(
+                    "unfinished job file: `{}`; do what it says, then delete the line",
+                    text.trim_end()
+                ),
+            ))
+        })
+        .collect()
 }
 
 /// The text of a file, or a diagnostic at the first byte that is not UTF-8.

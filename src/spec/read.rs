@@ -23,6 +23,7 @@ pub(super) fn read_job(c: &mut Checker, root: &Node, src: &str, ctx: Context) ->
         suspend: false,
         sql: None,
         guard: GuardOverride::default(),
+        adopt: None,
     };
     let Some(f) = c.mapping(root, "", JOB_FIELDS) else {
         return spec;
@@ -70,6 +71,9 @@ pub(super) fn read_job(c: &mut Checker, root: &Node, src: &str, ctx: Context) ->
     read_guard_fields(c, &f, "", &mut spec.guard);
     if let Some(n) = f.get("suspend") {
         spec.suspend = c.boolean(n, "suspend").unwrap_or(false);
+    }
+    if let Some(n) = f.get("adopt") {
+        spec.adopt = read_adopt(c, n, engine);
     }
 
     if let Some(s) = ctx.settings
@@ -143,6 +147,28 @@ fn read_run_fields(c: &mut Checker, f: &Fields<'_>, spec: &mut JobSpec) {
     if let Some(n) = f.get("restart") {
         spec.restart = read_restart(c, n, "restart");
     }
+}
+
+/// `adopt`: a non-empty id or name, on an env whose engine runs jobs on a cluster.
+fn read_adopt(c: &mut Checker, n: &Node, engine: Option<&str>) -> Option<String> {
+    let v = c.text(n, "adopt")?;
+    if v.trim().is_empty() {
+        c.error(
+            n,
+            "`adopt`: must not be empty; expected a Flink job id or name, or a Spark driver id",
+        );
+        return None;
+    }
+    if let Some(e) = engine.filter(|e| !matches!(*e, "flink" | "spark")) {
+        c.error(
+            n,
+            format!(
+                "`adopt`: the env's engine is {e}; only flink and spark jobs running on a \
+                 cluster can be taken over"
+            ),
+        );
+    }
+    Some(v.trim().to_string())
 }
 
 /// A string that must be one of `allowed`.

@@ -84,7 +84,8 @@ pub fn json_schema() -> serde_json::Value {
             },
             "rollback": {"type": "boolean", "default": false, "description": "A new version that fails, gives up or is unhealthy before ready_within is rolled back to the previous one."},
             "ready_within": {"allOf": [duration], "default": "2m", "description": "How long a new version must run before it is trusted."},
-            "drift": {"enum": ["correct", "warn"], "default": "correct", "description": "What to do when the job is changed outside jobkeeper."}
+            "drift": {"enum": ["correct", "warn"], "default": "correct", "description": "What to do when the job is changed outside jobkeeper."},
+            "adopt": {"type": "string", "minLength": 1, "description": "flink/spark: on the job's first apply, take over this running job (a Flink job id, a Flink job name with exactly one RUNNING match, a Spark driver id) instead of submitting; ignored once the job has runs."}
         }
     })
 }

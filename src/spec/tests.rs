@@ -512,3 +512,37 @@ fn health_rollback_ready_within_and_drift_are_read_and_checked() {
          jobs/a.yaml:4:8: `drift`: unknown value `undo`; expected one of: correct, warn\n"
     );
 }
+
+#[test]
+fn adopt_names_a_cluster_job_and_is_refused_on_a_local_env_or_empty() {
+    let spec = ok("env: prod\nadopt: clicks-etl\nparams: {main_class: a.B}\n");
+    assert_eq!(spec.adopt.as_deref(), Some("clicks-etl"));
+    // Without `adopt`, the stored spec (and so its hash) is what it was before the field.
+    let plain = ok("env: prod\nparams: {main_class: a.B}\n");
+    assert!(!serde_json::to_string(&plain).unwrap().contains("adopt"));
+    assert_eq!(
+        errors_with("env: dev\nadopt: x\nparams: {command: [sleep, \"1\"]}\n"),
+        "jobs/a.yaml:2:8: `adopt`: the env's engine is local; only flink and spark jobs running \
+         on a cluster can be taken over\n"
+    );
+    assert_eq!(
+        errors("env: prod\nadopt: \" \"\n"),
+        "jobs/a.yaml:2:8: `adopt`: must not be empty; expected a Flink job id or name, or a Spark \
+         driver id\n"
+    );
+}
+
+#[test]
+fn a_todo_line_left_by_import_makes_the_file_invalid_at_its_place() {
+    let src = "adopt: abc\nenv: prod\n# TODO project: the git repo that builds this job's jar\n\
+               params:\n  main_class: a.B\n  # TODO args: not known to the cluster\n";
+    assert_eq!(
+        errors(src),
+        "jobs/a.yaml:3:1: unfinished job file: `# TODO project: the git repo that builds this \
+         job's jar`; do what it says, then delete the line\n\
+         jobs/a.yaml:6:3: unfinished job file: `# TODO args: not known to the cluster`; do what \
+         it says, then delete the line\n"
+    );
+    // Other comments are fine.
+    ok("env: prod # TODO-free\n# note: todo later\nparams: {main_class: a.B}\n");
+}

@@ -158,6 +158,49 @@ impl Store {
         Ok(id)
     }
 
+    /// Records a job found running on its cluster (`adopt`) as a new run of `job`, `running`
+    /// with its engine id, in one write: a daemon that stops at any moment leaves either no run
+    /// (the next one looks again) or this one with its id (the next one adopts it).
+    pub fn insert_adopted_run(
+        &self,
+        job: &str,
+        commit: Option<&str>,
+        spec_hash: &str,
+        (engine, env): (&str, &str),
+        log_dir: &Path,
+        (engine_id, cluster): (&str, Option<String>),
+    ) -> Result<RunHandle> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO runs (job, commit_id, spec_hash, engine, env, state, log_path, started_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7)",
+            params![
+                job,
+                commit,
+                spec_hash,
+                engine,
+                env,
+                RunState::Running.as_str(),
+                now_ms()
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        let log = log_dir.join(format!("{id}.log"));
+        let handle = RunHandle {
+            run_id: id,
+            engine_id: engine_id.to_string(),
+            start_ticks: None,
+            cluster,
+        };
+        tx.execute(
+            "UPDATE runs SET log_path = ?2, handle = ?3 WHERE id = ?1",
+            params![id, log.to_string_lossy(), serde_json::to_string(&handle)?],
+        )?;
+        tx.commit()?;
+        Ok(handle)
+    }
+
     /// Records the engine's handle of a submitted run; the run is then `running`.
     pub fn set_run_running(&self, id: i64, handle: &RunHandle) -> Result<()> {
         let handle = serde_json::to_string(handle)?;

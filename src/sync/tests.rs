@@ -10,6 +10,7 @@ use crate::spec::{Overlap, Params, RestartOverride, Upgrade};
 fn spec(command: &str) -> JobSpec {
     JobSpec {
         sql: None,
+        adopt: None,
         project: None,
         env: "dev".into(),
         params: Params {

@@ -63,6 +63,15 @@ impl Shelf {
         })
     }
 
+    /// A shelf that serves nothing (its key is all zeros and nothing is written): for tools
+    /// that only read a cluster (`jobkeeper import`) and never submit.
+    pub fn read_only(state_dir: &Path) -> Shelf {
+        Shelf {
+            dir: state_dir.join(SERVED_DIR),
+            key: [0; 32],
+        }
+    }
+
     fn mac(&self, digest: &str) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
         mac.update(b"jobkeeper spark artifact\0");

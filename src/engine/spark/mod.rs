@@ -42,8 +42,8 @@ use self::workers::Seen;
 use super::cluster::run_token;
 use super::cluster::{lock, require_jar, unreachable, write_log};
 use super::{
-    Engine, EngineError, NEVER_STARTED, RecordedRun, Recovery, RunExit, RunHandle, RunStatus,
-    SubmitRequest,
+    ClusterJob, Engine, EngineError, JobDetails, NEVER_STARTED, RecordedRun, Recovery, RunExit,
+    RunHandle, RunStatus, SubmitRequest, Survey,
 };
 
 /// Connect timeout of every request.
@@ -152,6 +152,73 @@ impl MasterView {
         }
         view
     }
+}
+
+/// What a driver's launch command (the first line of its stderr) says of how it was submitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    /// Its main class.
+    pub main_class: Option<String>,
+    /// Its application arguments.
+    pub args: Vec<String>,
+    /// Its Spark properties, less those the engine sets itself (`spark.master`,
+    /// `spark.submit.deployMode`, `spark.jars`, [`TOKEN_PROPERTY`]).
+    pub conf: std::collections::BTreeMap<String, String>,
+}
+
+/// The Spark properties the engine sets on every create.
+const ENGINE_PROPERTIES: &[&str] = &[
+    "spark.master",
+    "spark.submit.deployMode",
+    "spark.jars",
+    TOKEN_PROPERTY,
+];
+
+/// Reads the `Launch Command: "java" ... "-Dk=v" ... "...DriverWrapper" "worker" "jar"
+/// "Main" "args"...` line a worker writes first into a driver's stderr; `None` without one.
+pub fn parse_launch(stderr: &str) -> Option<Launch> {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("Launch Command: "))?;
+    let words = quoted_words(line);
+    let wrapper = words.iter().position(|w| w.ends_with(".DriverWrapper"))?;
+    let mut conf = std::collections::BTreeMap::new();
+    for w in &words[..wrapper] {
+        if let Some((k, v)) = w.strip_prefix("-D").and_then(|kv| kv.split_once('='))
+            && k.starts_with("spark.")
+            && !ENGINE_PROPERTIES.contains(&k)
+        {
+            conf.insert(k.to_string(), v.to_string());
+        }
+    }
+    // After the wrapper: the worker's URL, the jar, the main class, the arguments.
+    let rest = words.get(wrapper + 3..).unwrap_or_default();
+    Some(Launch {
+        main_class: rest.first().cloned(),
+        args: rest.iter().skip(1).cloned().collect(),
+        conf,
+    })
+}
+
+/// The `"..."` words of a launch command (a `\"` inside one is a quote).
+fn quoted_words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            continue;
+        }
+        let mut word = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => word.extend(chars.next()),
+                '"' => break,
+                c => word.push(c),
+            }
+        }
+        out.push(word);
+    }
+    out
 }
 
 /// The exception lines of a driver's stderr (`Exception in thread`, `Caused by:`, ERROR log
@@ -415,6 +482,60 @@ impl SparkEngine {
             _ => text.as_str(),
         };
         Some(body.to_string())
+    }
+
+    /// The status of each handle, from the master's view when it has the driver (else the
+    /// REST server's answer about it).
+    async fn statuses(
+        &self,
+        view: Option<&MasterView>,
+        handles: &[RunHandle],
+    ) -> Result<Vec<RunStatus>, EngineError> {
+        if let Some(v) = view.filter(|v| v.status != "ALIVE") {
+            // A master reading its drivers back after a restart does not know them yet.
+            return Err(EngineError::Unreachable(format!(
+                "spark master {} is {}, not ALIVE",
+                self.master, v.status
+            )));
+        }
+        let mut out = Vec::with_capacity(handles.len());
+        for h in handles {
+            let id = &h.engine_id;
+            // The master's `/json/` keeps only its latest completed drivers: ask the REST
+            // server about the others.
+            let found = match view.and_then(|v| v.drivers.get(id)) {
+                Some(d) => Some((d.state.clone(), d.worker.clone(), String::new())),
+                None => self.driver_status(id).await?,
+            };
+            let Some((state, worker, message)) = found else {
+                out.push(match view {
+                    Some(v) => self.forgotten(id, v).await?,
+                    None => RunStatus::Vanished,
+                });
+                continue;
+            };
+            out.push(match status_of(&state) {
+                Some(s) => s,
+                None => {
+                    // The REST answer carries the exception of an ERROR driver.
+                    let message = if message.is_empty() && state == "ERROR" {
+                        self.driver_status(id)
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|(_, _, m)| m)
+                            .unwrap_or_default()
+                    } else {
+                        message
+                    };
+                    RunStatus::Failed(
+                        self.failure_reason(id, &state, worker.as_deref(), &message, view)
+                            .await,
+                    )
+                }
+            });
+        }
+        Ok(out)
     }
 
     /// Why a driver ended in `state`: the state, the API's message, and its stderr's exception
@@ -692,51 +813,62 @@ impl Engine for SparkEngine {
             return Ok(Vec::new());
         }
         let view = self.master_view().await?;
-        if let Some(v) = view.as_ref().filter(|v| v.status != "ALIVE") {
-            // A master reading its drivers back after a restart does not know them yet.
-            return Err(EngineError::Unreachable(format!(
-                "spark master {} is {}, not ALIVE",
-                self.master, v.status
-            )));
-        }
-        let mut out = Vec::with_capacity(handles.len());
-        for h in handles {
-            let id = &h.engine_id;
-            // The master's `/json/` keeps only its latest completed drivers: ask the REST
-            // server about the others.
-            let found = match view.as_ref().and_then(|v| v.drivers.get(id)) {
-                Some(d) => Some((d.state.clone(), d.worker.clone(), String::new())),
-                None => self.driver_status(id).await?,
-            };
-            let Some((state, worker, message)) = found else {
-                out.push(match &view {
-                    Some(v) => self.forgotten(id, v).await?,
-                    None => RunStatus::Vanished,
-                });
-                continue;
-            };
-            out.push(match status_of(&state) {
-                Some(s) => s,
-                None => {
-                    // The REST answer carries the exception of an ERROR driver.
-                    let message = if message.is_empty() && state == "ERROR" {
-                        self.driver_status(id)
-                            .await
-                            .ok()
-                            .flatten()
-                            .map(|(_, _, m)| m)
-                            .unwrap_or_default()
-                    } else {
-                        message
-                    };
-                    RunStatus::Failed(
-                        self.failure_reason(id, &state, worker.as_deref(), &message, view.as_ref())
-                            .await,
-                    )
+        self.statuses(view.as_ref(), handles).await
+    }
+
+    async fn survey(&self, handles: &[RunHandle]) -> Result<Survey, EngineError> {
+        let view = self.master_view().await?;
+        let statuses = self.statuses(view.as_ref(), handles).await?;
+        let live = view.map(|v| {
+            let mut live: Vec<ClusterJob> = v
+                .drivers
+                .into_iter()
+                .filter(|(_, d)| LIVE_STATES.contains(&d.state.as_str()))
+                .map(|(id, d)| ClusterJob {
+                    engine_id: id,
+                    name: d.main_class,
+                    state: d.state,
+                    since_ms: i64::try_from(d.start_ms).ok().filter(|t| *t > 0),
+                })
+                .collect();
+            live.sort_by(|a, b| a.engine_id.cmp(&b.engine_id));
+            live
+        });
+        Ok(Survey { statuses, live })
+    }
+
+    async fn describe(&self, job: &ClusterJob) -> Result<JobDetails, EngineError> {
+        let mut d = JobDetails {
+            main_class: Some(job.name.clone()).filter(|c| !c.is_empty()),
+            ..JobDetails::default()
+        };
+        let view = self.master_view().await?;
+        let worker_ui = view.as_ref().and_then(|v| {
+            let w = v.drivers.get(&job.engine_id)?.worker.as_ref()?;
+            v.worker_uis.get(w).cloned()
+        });
+        let launch = match worker_ui {
+            Some(ui) => {
+                self.driver_stderr(&job.engine_id, &ui, LAUNCH_HEAD, true)
+                    .await
+            }
+            None => None,
+        };
+        match launch.as_deref().and_then(parse_launch) {
+            Some(l) => {
+                d.args = Some(l.args);
+                d.conf = l.conf;
+                if l.main_class.is_some() {
+                    d.main_class = l.main_class;
                 }
-            });
+            }
+            None => d.notes.push(
+                "args and conf: the driver's launch command could not be read from its worker's \
+                 web UI"
+                    .into(),
+            ),
         }
-        Ok(out)
+        Ok(d)
     }
 
     async fn stop(&self, handle: &RunHandle, grace: Duration) -> Result<(), EngineError> {
@@ -820,6 +952,28 @@ mod tests {
                                "state" : "ERROR", "worker" : "None", "mainclass" : "example.Other" } ],
       "status" : "ALIVE"
     }"#;
+
+    #[test]
+    fn a_launch_command_gives_main_class_args_and_properties() {
+        let stderr = "Launch Command: \"/usr/bin/java\" \"-cp\" \"/x/*\" \"-Xmx512M\" \
+            \"-Dio.netty.allocator.type=pooled\" \"-Dspark.master=spark://127.0.0.1:7077\" \
+            \"-Dspark.cores.max=1\" \"-Dspark.jars=file:///a.jar\" \"-Dspark.app.name=ext\" \
+            \"-Dspark.jobkeeper.run=abc\" \"-Dspark.submit.deployMode=cluster\" \
+            \"org.apache.spark.deploy.worker.DriverWrapper\" \"spark://Worker@127.0.0.1:1\" \
+            \"/w/driver-1/a.jar\" \"example.Totals\" \"--n\" \"100\" \"say \\\"hi\\\"\"\n\
+            ========================================\n";
+        let l = parse_launch(stderr).unwrap();
+        assert_eq!(l.main_class.as_deref(), Some("example.Totals"));
+        assert_eq!(l.args, ["--n", "100", "say \"hi\""]);
+        let conf: Vec<(&str, &str)> = l
+            .conf
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(conf, [("spark.app.name", "ext"), ("spark.cores.max", "1")]);
+        assert_eq!(parse_launch("no launch line"), None);
+        assert_eq!(parse_launch("Launch Command: \"java\""), None);
+    }
 
     #[test]
     fn the_masters_json_gives_drivers_and_worker_uis() {

@@ -1,0 +1,487 @@
+//! Taking over a running fleet, end to end against a real Apache Flink 2.3.0 session cluster:
+//! jobs started outside jobkeeper through the REST API are listed as unmanaged, `jobkeeper
+//! import` writes their job files, a completed file is adopted without a restart (same job id,
+//! same start time, one RUNNING job of that name) and later upgraded through a savepoint;
+//! adopting a job that does not exist, or a name two RUNNING jobs bear, is `deploy_failed`; a
+//! second live copy of a managed job is `drift`.
+//!
+//! Needs `JOBKEEPER_FLINK_URL` and `JOBKEEPER_FLINK_LIB` (scripts/test.sh sets them); the Spark
+//! side is in tests/spark.rs. Every job a test starts is cancelled, even when it fails.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn need(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: these tests need a running Flink 2.3.0 cluster. Run \
+             scripts/test.sh, or: scripts/flink.sh start /tmp/jk-flink 18081 && export \
+             JOBKEEPER_FLINK_URL=http://127.0.0.1:18081 JOBKEEPER_FLINK_LIB=$(scripts/flink.sh lib)"
+        )
+    })
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+async fn rest(url: &str, path: &str) -> Value {
+    match http().get(format!("{url}{path}")).send().await {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+/// `(jid, name, state, start-time)` of every job of the cluster.
+async fn overview(url: &str) -> Vec<(String, String, String, i64)> {
+    rest(url, "/jobs/overview").await["jobs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|j| {
+            let s = |k: &str| j[k].as_str().unwrap_or_default().to_string();
+            (
+                s("jid"),
+                s("name"),
+                s("state"),
+                j["start-time"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+async fn state_of(url: &str, jid: &str) -> Option<String> {
+    overview(url)
+        .await
+        .into_iter()
+        .find(|j| j.0 == jid)
+        .map(|j| j.2)
+}
+
+/// Cancels, on drop, the Flink jobs a test started outside jobkeeper.
+struct CancelOnDrop(String, Vec<String>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        for jid in &self.1 {
+            let _ = Command::new("curl")
+                .args(["-s", "-m", "5", "-o", "/dev/null", "-X", "PATCH"])
+                .arg(format!("{}/jobs/{jid}?mode=cancel", self.0))
+                .status();
+        }
+    }
+}
+
+/// The flink-counter jar, built once per test under `root` against `lib`.
+fn build_jar(root: &Path, lib: &str) -> std::path::PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/flink-counter");
+    let dir = root.join("outside");
+    std::fs::create_dir_all(dir.join("src/example")).unwrap();
+    std::fs::copy(src.join("build.sh"), dir.join("build.sh")).unwrap();
+    std::fs::copy(
+        src.join("src/example/Counter.java"),
+        dir.join("src/example/Counter.java"),
+    )
+    .unwrap();
+    let out = Command::new("sh")
+        .arg("build.sh")
+        .arg(lib)
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join("out/flink-counter.jar")
+}
+
+/// Uploads the jar (once) and runs flink-counter with `--tag tag` outside jobkeeper, as a
+/// script would; returns the job id once the job is RUNNING.
+async fn start_outside(url: &str, jar: &Path, tag: &str) -> String {
+    let bytes = std::fs::read(jar).unwrap();
+    let part = reqwest::multipart::Part::bytes(bytes).file_name("flink-counter.jar");
+    let form = reqwest::multipart::Form::new().part("jarfile", part);
+    let up: Value = http()
+        .post(format!("{url}/jars/upload"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let file = up["filename"].as_str().unwrap();
+    let jar_id = file.rsplit('/').next().unwrap();
+    let body = json!({
+        "entryClass": "example.Counter",
+        "programArgsList": ["--tag", tag, "--rate", "20"],
+        "parallelism": 1,
+        "flinkConfiguration": {"execution.checkpointing.interval": "500ms"},
+    });
+    let run: Value = http()
+        .post(format!("{url}/jars/{jar_id}/run"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jid = run["jobid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{run}"))
+        .to_string();
+    let _ = http().delete(format!("{url}/jars/{jar_id}")).send().await;
+    let start = std::time::Instant::now();
+    while state_of(url, &jid).await.as_deref() != Some("RUNNING") {
+        assert!(start.elapsed() < LIMIT, "job {jid} not RUNNING");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    jid
+}
+
+/// A config repo holding the flink-counter project and a daemon config with a `flink` env.
+fn setup(root: &Path, url: &str) -> (Git, String) {
+    let git = Git::new(root, "config");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/flink-counter");
+    for f in ["build.sh", "src/example/Counter.java"] {
+        git.write(
+            &format!("projects/flink-counter/{f}"),
+            &std::fs::read_to_string(src.join(f)).unwrap(),
+        );
+    }
+    let extra = format!(
+        "  flink: {{engine: flink, flink: {{url: \"{url}\", savepoint_dir: \"file://{}\"}}}}\nhealth: {{interval: 1s}}\n",
+        root.join("savepoints").display()
+    );
+    let cfg = config(root, &git, &extra);
+    (git, cfg)
+}
+
+/// The project block of a flink-counter job file.
+fn project(lib: &str) -> String {
+    format!(
+        "project:\n  repo: .\n  dir: projects/flink-counter\n  build: sh build.sh \"{lib}\"\n  artifact: out/flink-counter.jar\n"
+    )
+}
+
+/// The unmanaged jobs the daemon lists: (engine id, name, duplicate_of).
+async fn unmanaged(d: &Daemon) -> Vec<(String, String, Option<String>)> {
+    let (code, body) = d.get("/api/v1/unmanaged").await;
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["engine_id"].as_str().unwrap().to_string(),
+                j["name"].as_str().unwrap().to_string(),
+                j["duplicate_of"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+async fn wait_unmanaged(
+    d: &Daemon,
+    what: &str,
+    cond: impl Fn(&[(String, String, Option<String>)]) -> bool,
+) {
+    let start = std::time::Instant::now();
+    loop {
+        let list = unmanaged(d).await;
+        if cond(&list) {
+            return;
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "timed out waiting for {what}: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_started_outside_are_listed_imported_adopted_without_a_restart_then_upgraded() {
+    let (url, lib) = (need("JOBKEEPER_FLINK_URL"), need("JOBKEEPER_FLINK_LIB"));
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = StopRunsOnDrop {
+        db: tmp.path().join("state/jobkeeper.db"),
+        method: "PATCH",
+        url: format!("{url}/jobs/{{id}}?mode=cancel"),
+    };
+    let jar = build_jar(tmp.path(), &lib);
+    let a = start_outside(&url, &jar, "adopt-a").await;
+    let b = start_outside(&url, &jar, "adopt-b").await;
+    let mut outside = CancelOnDrop(url.clone(), vec![a.clone(), b.clone()]);
+    let a_start = overview(&url)
+        .await
+        .into_iter()
+        .find(|j| j.0 == a)
+        .unwrap()
+        .3;
+
+    git.commit_push("the project, no jobs yet");
+    let d = start(tmp.path(), &cfg).await;
+
+    // 1. Both are listed as unmanaged: the API, the page and the metric.
+    wait_unmanaged(&d, "both jobs unmanaged", |l| {
+        [&a, &b]
+            .iter()
+            .all(|id| l.iter().any(|u| &u.0 == *id && u.2.is_none()))
+    })
+    .await;
+    let (_, page) = d.get("/").await;
+    assert!(
+        page.contains("Unmanaged jobs") && page.contains(&a),
+        "{page}"
+    );
+    let (_, metrics) = d.get("/metrics").await;
+    let n = metric(
+        &metrics,
+        &format!("jobkeeper_unmanaged_jobs{{cluster=\"{url}\"}}"),
+    );
+    assert!(n >= 2.0, "{metrics}");
+
+    // 2. import writes a file with `adopt` per job (and never overwrites one).
+    let out = tmp.path().join("imported");
+    let cfg_path = tmp.path().join("config.yaml");
+    let import = || {
+        Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+            .args(["import", "--env", "flink", "--config"])
+            .arg(&cfg_path)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let run = import();
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let file_a = out.join("flink-counter-adopt-a.yaml");
+    let file_b = out.join("flink-counter-adopt-b.yaml");
+    let text_a = std::fs::read_to_string(&file_a).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let text_b = std::fs::read_to_string(&file_b).unwrap();
+    assert!(
+        text_a.contains(&format!("adopt: \"{a}\"\nenv: \"flink\"\n")),
+        "{text_a}"
+    );
+    assert!(text_b.contains(&format!("adopt: \"{b}\"")), "{text_b}");
+    assert!(text_a.contains("  parallelism: 1\n"), "{text_a}");
+    assert!(text_a.contains("# TODO project"), "{text_a}");
+    // validate refuses the unfinished file.
+    let v = Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+        .arg("validate")
+        .arg(&file_b)
+        .output()
+        .unwrap();
+    assert_eq!(v.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&v.stdout).contains("unfinished job file: `# TODO project"));
+    let again = import();
+    let again_out = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        again_out.contains(&format!(
+            "{} exists and is not overwritten",
+            file_a.display()
+        )),
+        "{again_out}"
+    );
+    assert_eq!(std::fs::read_to_string(&file_a).unwrap(), text_a);
+
+    // 3. Complete one file and commit it: taken over as it runs.
+    let done: String = text_a
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("# TODO"))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .replace(
+            "params:\n",
+            "params:\n  main_class: example.Counter\n  args: [\"--tag\", \"adopt-a\", \"--rate\", \"20\"]\n",
+        );
+    let job = "flink-counter-adopt-a";
+    git.write(
+        &format!("jobs/{job}.yaml"),
+        &format!("{}{done}", project(&lib)),
+    );
+    git.commit_push("take over flink-counter adopt-a");
+    wait_for("adopted", LIMIT, || d.has_event(job, "adopted")).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // a few health sweeps
+    let runs = d.runs(job);
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(
+        (engine_id(&runs[0]), runs[0].state.as_str()),
+        (a.clone(), "running")
+    );
+    let jobs = overview(&url).await;
+    let same_name: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.1 == "flink-counter adopt-a" && j.2 == "RUNNING")
+        .collect();
+    assert_eq!(same_name.len(), 1, "{jobs:?}");
+    assert_eq!(
+        (&same_name[0].0, same_name[0].3),
+        (&a, a_start),
+        "same job, same start"
+    );
+    let (_, body) = d.get(&format!("/api/v1/jobs/{job}")).await;
+    let view: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["state"], "running", "{body}");
+    let adopted = d
+        .events(job)
+        .into_iter()
+        .find(|e| e.kind == "adopted")
+        .unwrap();
+    assert!(adopted.message.contains(&a), "{}", adopted.message);
+    wait_unmanaged(&d, "only the other job unmanaged", |l| {
+        !l.iter().any(|u| u.0 == a) && l.iter().any(|u| u.0 == b)
+    })
+    .await;
+    assert!(!d.has_event(job, "deployed") && !d.has_event(job, "started"));
+
+    // 4. A change of args: a savepoint upgrade.
+    git.write(
+        &format!("jobs/{job}.yaml"),
+        &format!(
+            "{}{}",
+            project(&lib),
+            done.replace("\"adopt-a\"", "\"adopt-a2\"")
+        ),
+    );
+    git.commit_push("new args");
+    let start_wait = std::time::Instant::now();
+    let jid2 = loop {
+        if let [run] = d.live_runs(job).as_slice() {
+            let id = engine_id(run);
+            if id != a && state_of(&url, &id).await.as_deref() == Some("RUNNING") {
+                break id;
+            }
+        }
+        assert!(start_wait.elapsed() < LIMIT, "{:#?}", d.events(job));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(state_of(&url, &a).await.as_deref(), Some("FINISHED"));
+    let sps = d.store.savepoints(job, 10).unwrap();
+    assert_eq!(
+        (sps.len(), sps[0].kind.as_str()),
+        (1, "savepoint"),
+        "{sps:?}"
+    );
+    let start_wait = std::time::Instant::now();
+    loop {
+        let c = rest(&url, &format!("/jobs/{jid2}/checkpoints")).await;
+        if c["latest"]["restored"].is_object() {
+            assert_eq!(c["latest"]["restored"]["is_savepoint"], true, "{c}");
+            break;
+        }
+        assert!(start_wait.elapsed() < LIMIT, "{c}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A second live job bearing the managed job's name: drift, listed with whom it copies.
+    let copy = start_outside(&url, &jar, "adopt-a2").await;
+    outside.1.push(copy.clone());
+    wait_for("drift", LIMIT, || d.has_event(job, "drift")).await;
+    let drift = d
+        .events(job)
+        .into_iter()
+        .find(|e| e.kind == "drift")
+        .unwrap();
+    assert!(drift.message.contains(&copy), "{}", drift.message);
+    wait_unmanaged(&d, "the copy listed as a duplicate", |l| {
+        l.iter().any(|u| u.0 == copy && u.2.as_deref() == Some(job))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopting_a_missing_job_or_an_ambiguous_name_is_deploy_failed_and_submits_nothing() {
+    let (url, lib) = (need("JOBKEEPER_FLINK_URL"), need("JOBKEEPER_FLINK_LIB"));
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = StopRunsOnDrop {
+        db: tmp.path().join("state/jobkeeper.db"),
+        method: "PATCH",
+        url: format!("{url}/jobs/{{id}}?mode=cancel"),
+    };
+    let jar = build_jar(tmp.path(), &lib);
+    let t1 = start_outside(&url, &jar, "twin").await;
+    let t2 = start_outside(&url, &jar, "twin").await;
+    let _outside = CancelOnDrop(url.clone(), vec![t1.clone(), t2.clone()]);
+
+    let file = |adopt: &str| {
+        format!(
+            "{}env: flink\nadopt: \"{adopt}\"\nparams:\n  main_class: example.Counter\n  args: [\"--tag\", \"x\"]\n  parallelism: 1\n",
+            project(&lib)
+        )
+    };
+    git.write("jobs/missing.yaml", &file("no-such-job"));
+    git.write("jobs/twin.yaml", &file("flink-counter twin"));
+    git.commit_push("adopt what is not there, and a name two jobs bear");
+    let d = start(tmp.path(), &cfg).await;
+    for job in ["missing", "twin"] {
+        wait_for("deploy_failed", LIMIT, || d.has_event(job, "deploy_failed")).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let missing = d
+        .events("missing")
+        .into_iter()
+        .find(|e| e.kind == "deploy_failed")
+        .unwrap();
+    assert!(
+        missing
+            .message
+            .contains("no job with id or RUNNING name `no-such-job`"),
+        "{}",
+        missing.message
+    );
+    let twin = d
+        .events("twin")
+        .into_iter()
+        .find(|e| e.kind == "deploy_failed")
+        .unwrap();
+    assert!(
+        twin.message
+            .contains("2 RUNNING jobs named `flink-counter twin`")
+            && twin.message.contains(&t1)
+            && twin.message.contains(&t2),
+        "{}",
+        twin.message
+    );
+    for job in ["missing", "twin"] {
+        assert!(d.runs(job).is_empty(), "{job}: nothing recorded");
+        assert_eq!(d.job(job).unwrap().state, "failed");
+    }
+    // Nothing was submitted: no job of the files' own (`--tag x`), still two twins.
+    let jobs = overview(&url).await;
+    assert!(!jobs.iter().any(|j| j.1 == "flink-counter x"), "{jobs:?}");
+    assert_eq!(
+        jobs.iter()
+            .filter(|j| j.1 == "flink-counter twin" && j.2 == "RUNNING")
+            .count(),
+        2,
+        "{jobs:?}"
+    );
+    assert_eq!(state_of(&url, &t1).await.as_deref(), Some("RUNNING"));
+    assert_eq!(state_of(&url, &t2).await.as_deref(), Some("RUNNING"));
+}
