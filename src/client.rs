@@ -215,7 +215,7 @@ pub fn status_table(view: &JobsView) -> String {
         "STATE",
         "ENV",
         "ENGINE",
-        "COMMIT",
+        "RUNNING",
         "RESTARTS",
         "LAST EVENT",
     ];
@@ -237,7 +237,7 @@ pub fn status_table(view: &JobsView) -> String {
                 state_label(&j.state, j.reason.as_deref()),
                 j.env.clone().unwrap_or_else(|| "-".into()),
                 j.engine_label().unwrap_or_else(|| "-".into()),
-                j.commit.as_ref().map_or("-".into(), |c| c.short.clone()),
+                j.running_label().unwrap_or_else(|| "-".into()),
                 j.restarts.to_string(),
                 last,
             ]

@@ -23,7 +23,7 @@ use crate::reconcile::Scope;
 use crate::repo::TriggerReason;
 use crate::settings::Settings;
 use crate::spec;
-use crate::store::{CommitRecord, EventRow, JobListRow, JobRow, RunRow};
+use crate::store::{CommitRecord, EventRow, JobListRow, JobRow, RunRow, Running};
 
 /// Runs listed for one job.
 pub const RUNS_SHOWN: usize = 20;
@@ -140,8 +140,17 @@ pub struct RunView {
     pub reason: Option<String>,
     /// Engine kind.
     pub engine: String,
-    /// Short id of the config commit it was made for.
+    /// Short id of the config commit that deployed the version it runs.
     pub commit: Option<String>,
+    /// For project jobs, short id of the project commit its artifact was built from.
+    #[serde(default)]
+    pub project_commit: Option<String>,
+    /// The env it ran in.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// The engine's id of the run (flink job id, spark driver id, local pid).
+    #[serde(default)]
+    pub engine_id: Option<String>,
     /// RFC 3339 start time.
     pub started_at: String,
     /// RFC 3339 end time.
@@ -155,9 +164,45 @@ impl RunView {
             state: r.state.as_str().to_string(),
             reason: r.reason.clone(),
             engine: r.engine.clone(),
-            commit: r.commit_id.as_ref().map(|c| c.chars().take(8).collect()),
+            commit: r.commit_id.as_deref().map(short),
+            project_commit: r.project_commit.as_deref().map(short),
+            env: r.env.clone(),
+            engine_id: r
+                .handle
+                .as_ref()
+                .map(|h| h.engine_id.clone())
+                .filter(|id| !id.is_empty()),
             started_at: rfc3339(r.started_at),
             ended_at: r.ended_at.map(rfc3339),
+        }
+    }
+}
+
+fn short(commit: &str) -> String {
+    commit.chars().take(8).collect()
+}
+
+/// What runs now: the commits of the job's newest live run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunningView {
+    /// The run.
+    pub run_id: i64,
+    /// Full id of the config commit that deployed the version it runs.
+    pub config_commit: Option<String>,
+    /// For project jobs, full id of the project commit its artifact was built from.
+    pub project_commit: Option<String>,
+    /// RFC 3339 time the run started.
+    pub since: String,
+}
+
+impl RunningView {
+    /// The view of a stored live run.
+    pub fn of(r: &Running) -> RunningView {
+        RunningView {
+            run_id: r.run_id,
+            config_commit: r.config_commit.clone(),
+            project_commit: r.project_commit.clone(),
+            since: rfc3339(r.since),
         }
     }
 }
@@ -180,8 +225,11 @@ pub struct JobView {
     pub version: Option<String>,
     /// Path of its file in the config repo.
     pub path: String,
-    /// The config commit that last changed it.
+    /// The config commit that last changed its file.
     pub commit: Option<CommitView>,
+    /// What runs now; `None` while no run is live.
+    #[serde(default)]
+    pub running: Option<RunningView>,
     /// Restarts recorded.
     pub restarts: u64,
     /// Its latest event.
@@ -191,6 +239,17 @@ pub struct JobView {
 }
 
 impl JobView {
+    /// What runs now, in short: the config commit, then the project commit of project jobs
+    /// (`1a2b3c4d (project 5e6f7a8b)`); `None` while no run is live.
+    pub fn running_label(&self) -> Option<String> {
+        let r = self.running.as_ref()?;
+        let config = r.config_commit.as_deref().map_or("-".into(), short);
+        Some(match r.project_commit.as_deref() {
+            Some(p) => format!("{config} (project {})", short(p)),
+            None => config,
+        })
+    }
+
     /// Its engine with its cluster's version when known (`flink 1.20.3`).
     pub fn engine_label(&self) -> Option<String> {
         let engine = self.engine.as_ref()?;
@@ -256,14 +315,16 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-fn job_view(
-    settings: &Settings,
-    row: &JobListRow,
-    commits: &HashMap<String, CommitRecord>,
+/// What a job's view is made of besides its list row.
+struct Extra<'a> {
+    commits: &'a HashMap<String, CommitRecord>,
     restarts: u64,
-    last: Option<&EventRow>,
+    last: Option<&'a EventRow>,
     version: Option<String>,
-) -> JobView {
+    running: Option<&'a Running>,
+}
+
+fn job_view(settings: &Settings, row: &JobListRow, x: Extra<'_>) -> JobView {
     let env = row.env.clone();
     let engine = env
         .as_deref()
@@ -275,15 +336,16 @@ fn job_view(
         reason: row.reason.clone(),
         env,
         engine,
-        version,
+        version: x.version,
         path: row.path.clone(),
         commit: row
             .desired_commit
             .as_deref()
-            .and_then(|c| commits.get(c))
+            .and_then(|c| x.commits.get(c))
             .map(CommitView::of),
-        restarts,
-        last_event: last.map(EventView::of),
+        running: x.running.map(RunningView::of),
+        restarts: x.restarts,
+        last_event: x.last.map(EventView::of),
         invalid: row.invalid,
     }
 }
@@ -301,18 +363,19 @@ pub fn jobs_view(state: &ApiState) -> Result<JobsView, crate::store::StoreError>
     let commits = store.commits()?;
     let restarts = store.restart_counts()?;
     let last = store.last_events()?;
+    let running = store.running()?;
     let jobs = store
         .job_list()?
         .iter()
         .map(|row| {
-            job_view(
-                &settings,
-                row,
-                &commits,
-                restarts.get(&row.name).copied().unwrap_or(0),
-                last.get(&row.name),
-                env_version(state, row.env.as_deref()),
-            )
+            let extra = Extra {
+                commits: &commits,
+                restarts: restarts.get(&row.name).copied().unwrap_or(0),
+                last: last.get(&row.name),
+                version: env_version(state, row.env.as_deref()),
+                running: running.get(&row.name),
+            };
+            job_view(&settings, row, extra)
         })
         .collect();
     Ok(JobsView {
@@ -368,6 +431,7 @@ pub async fn job(State(state): State<Arc<ApiState>>, UrlPath(name): UrlPath<Stri
         let savepoints = store
             .savepoints(&name, SAVEPOINTS_SHOWN)
             .map_err(internal)?;
+        let running = store.running_of(&name).map_err(internal)?;
         let list_row = JobListRow::of(&row);
         let v = store.versions(&name).map_err(internal)?;
         let versions = Some(VersionsView {
@@ -376,15 +440,15 @@ pub async fn job(State(state): State<Arc<ApiState>>, UrlPath(name): UrlPath<Stri
             refused_commit: v.refused_commit,
             refused_reason: v.refused_reason,
         });
+        let extra = Extra {
+            commits: &commits,
+            restarts,
+            last: events.first(),
+            version: env_version(&state, list_row.env.as_deref()),
+            running: running.as_ref(),
+        };
         Ok(JobDetail {
-            job: job_view(
-                &state.settings.get(),
-                &list_row,
-                &commits,
-                restarts,
-                events.first(),
-                env_version(&state, list_row.env.as_deref()),
-            ),
+            job: job_view(&state.settings.get(), &list_row, extra),
             errors: row.invalid.clone(),
             runs: runs.iter().map(RunView::of).collect(),
             events: events.iter().map(EventView::of).collect(),

@@ -102,6 +102,26 @@ fn event_html(e: &EventView, with_job: bool) -> String {
     s
 }
 
+/// What runs now: the config commit, the project commit of project jobs, and since when.
+fn running_html(j: &super::api::JobView) -> Option<String> {
+    let r = j.running.as_ref()?;
+    let short = |c: &Option<String>| {
+        c.as_deref()
+            .map_or("–".into(), |c| escape(c.get(..8).unwrap_or(c)))
+    };
+    let mut s = format!("<code>{}</code>", short(&r.config_commit));
+    if r.project_commit.is_some() {
+        let _ = write!(s, " project <code>{}</code>", short(&r.project_commit));
+    }
+    let since = r.since.get(..19).unwrap_or(&r.since).replace('T', " ");
+    let _ = write!(
+        s,
+        " <span class=\"muted\">since {} UTC</span>",
+        escape(&since)
+    );
+    Some(s)
+}
+
 /// The page's HTML for a view of the jobs and the recent events.
 pub fn render(view: &JobsView, events: &[EventView]) -> String {
     let mut h = String::with_capacity(4096 + view.jobs.len() * 600);
@@ -151,7 +171,7 @@ pub fn render(view: &JobsView, events: &[EventView]) -> String {
     } else {
         h.push_str(
             "<table id=\"jobs\"><thead><tr><th>Job</th><th>State</th><th>Env</th><th>Engine</th>\
-             <th>Commit</th><th>Restarts</th><th>Last event</th></tr></thead><tbody>",
+             <th>Running</th><th>Restarts</th><th>Last event</th></tr></thead><tbody>",
         );
         for j in &view.jobs {
             let _ = write!(
@@ -165,13 +185,7 @@ pub fn render(view: &JobsView, events: &[EventView]) -> String {
                 let _ = write!(h, "<span class=\"reason\">{}</span>", escape(r));
             }
             let dash = "–".to_string();
-            let commit = j.commit.as_ref().map_or(dash.clone(), |c| {
-                format!(
-                    "<code>{}</code> <span class=\"muted\">{}</span>",
-                    escape(&c.short),
-                    escape(&c.subject)
-                )
-            });
+            let commit = running_html(j).unwrap_or_else(|| dash.clone());
             let last = j
                 .last_event
                 .as_ref()
@@ -180,7 +194,7 @@ pub fn render(view: &JobsView, events: &[EventView]) -> String {
                 h,
                 "</div></td><td data-label=\"Env\"><div>{}</div></td>\
                  <td data-label=\"Engine\"><div>{}</div></td>\
-                 <td data-label=\"Commit\"><div>{commit}</div></td>\
+                 <td data-label=\"Running\"><div>{commit}</div></td>\
                  <td data-label=\"Restarts\"><div>{}</div></td>\
                  <td class=\"ev\" data-label=\"Last event\"><div>{last}</div></td></tr>",
                 escape(j.env.as_deref().unwrap_or("–")),

@@ -51,6 +51,7 @@ impl Actor {
             spec: desired,
             hash,
             artifact,
+            commit: self.commit.clone(),
         };
         if matches!(action, Action::InPlace | Action::Unchanged) && same_artifact {
             return self.apply_in_place(new, &reasons).await;

@@ -26,7 +26,7 @@ impl Actor {
             .store
             .insert_run(
                 &self.name,
-                self.commit.as_deref(),
+                (deployed.commit.as_deref(), deployed.project_commit()),
                 &deployed.hash,
                 (engine.kind().as_str(), &deployed.spec.env),
                 &log_dir,

@@ -94,6 +94,10 @@ impl std::fmt::Display for JobState {
     }
 }
 
+/// A deployed version as [`Store::set_applied`] records it: its spec, the spec's hash, its
+/// artifact and the config commit that deployed it.
+pub type Applied<'a> = (&'a JobSpec, &'a str, Option<&'a Artifact>, Option<&'a str>);
+
 /// A job's row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobRow {
@@ -113,6 +117,8 @@ pub struct JobRow {
     pub applied_hash: Option<String>,
     /// The deployed artifact.
     pub artifact: Option<Artifact>,
+    /// Config commit of the deployed version.
+    pub applied_commit: Option<String>,
     /// Current state.
     pub state: JobState,
     /// Why it is in that state.
@@ -162,7 +168,7 @@ impl JobListRow {
 }
 
 const JOB_SELECT: &str = "SELECT name, path, desired, desired_hash, desired_commit, applied,
-    applied_hash, artifact, state, reason, invalid, updated_at FROM jobs";
+    applied_hash, artifact, state, reason, invalid, updated_at, applied_commit FROM jobs";
 
 fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRow>> {
     Ok((|| {
@@ -183,6 +189,7 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRow>> {
             reason: r.get(9)?,
             invalid: r.get(10)?,
             updated_at: r.get(11)?,
+            applied_commit: r.get(12)?,
             name: name.clone(),
         })
     })())
@@ -251,26 +258,24 @@ impl Store {
         Ok(())
     }
 
-    /// Records the version now deployed: `(spec, its hash, its artifact)`, or `None` when
-    /// nothing is deployed any more. The spec is stored as `serde_json` writes it, so its hash
-    /// stays the hash of the stored bytes.
-    pub fn set_applied(
-        &self,
-        name: &str,
-        applied: Option<(&JobSpec, &str, Option<&Artifact>)>,
-    ) -> Result<()> {
-        let (spec, hash, artifact) = match applied {
-            Some((spec, hash, artifact)) => (
+    /// Records the version now deployed: `(spec, its hash, its artifact, the config commit
+    /// that deployed it)`, or `None` when nothing is deployed any more. The spec is stored as
+    /// `serde_json` writes it, so its hash stays the hash of the stored bytes.
+    pub fn set_applied(&self, name: &str, applied: Option<Applied<'_>>) -> Result<()> {
+        let (spec, hash, artifact, commit) = match applied {
+            Some((spec, hash, artifact, commit)) => (
                 Some(serde_json::to_string(spec)?),
                 Some(hash),
                 artifact.map(serde_json::to_string).transpose()?,
+                commit,
             ),
-            None => (None, None, None),
+            None => (None, None, None, None),
         };
         self.conn().execute(
-            "UPDATE jobs SET applied = ?2, applied_hash = ?3, artifact = ?4, updated_at = ?5
+            "UPDATE jobs SET applied = ?2, applied_hash = ?3, artifact = ?4, applied_commit = ?6,
+                 updated_at = ?5
              WHERE name = ?1",
-            params![name, spec, hash, artifact, now_ms()],
+            params![name, spec, hash, artifact, now_ms(), commit],
         )?;
         Ok(())
     }
@@ -403,10 +408,11 @@ mod tests {
             log: "/a/build.log".into(),
             commit: "c1".into(),
         };
-        s.set_applied("a", Some((&spec, "h", Some(&artifact))))
+        s.set_applied("a", Some((&spec, "h", Some(&artifact), Some("c1"))))
             .unwrap();
         let row = s.job("a").unwrap().unwrap();
         assert_eq!(row.applied.as_ref(), Some(&spec));
+        assert_eq!(row.applied_commit.as_deref(), Some("c1"));
         assert_eq!(row.applied_hash.as_deref(), Some("h"));
         assert_eq!(row.artifact, Some(artifact));
         assert_eq!(
@@ -421,6 +427,7 @@ mod tests {
         s.set_applied("a", None).unwrap();
         let row = s.job("a").unwrap().unwrap();
         assert_eq!((row.applied, row.artifact), (None, None));
+        assert_eq!(row.applied_commit, None);
     }
 
     #[test]

@@ -39,8 +39,8 @@ use serde::de::DeserializeOwned;
 pub use alerts::{AlertSentRow, NewAlertSent};
 pub use commits::{CommitRecord, DesiredUpdate};
 pub use events::{EventRow, EventSink, NewEvent};
-pub use jobs::{JobListRow, JobRow, JobState};
-pub use runs::{RunRow, RunState};
+pub use jobs::{Applied, JobListRow, JobRow, JobState};
+pub use runs::{RunRow, RunState, Running};
 pub use savepoints::SavepointRow;
 pub use versions::{PreviousVersion, VersionsRow};
 
