@@ -137,3 +137,76 @@ async fn what_runs_names_the_config_and_project_commits_of_the_live_run() {
         "{steady_row}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_a_job_every_second_to_its_latest_runs_and_logs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = Git::new(tmp.path(), "config");
+    git.write(
+        "jobs/tick.yaml",
+        "env: dev\nschedule: \"* * * * * *\"\nparams:\n  command: [\"echo\", \"tick\"]\n",
+    );
+    git.write("jobs/steady.yaml", &sleeper(351));
+    git.commit_push("a job every second");
+    let d = start(
+        tmp.path(),
+        &config(tmp.path(), &git, "retention: {runs: 3, age: 2s}\n"),
+    )
+    .await;
+    let steady = d.running_pid("steady").await;
+    let first = {
+        let mut first = None;
+        wait_for("the first tick", Duration::from_secs(10), || {
+            first = d.runs("tick").last().map(|r| (r.id, r.log_path.clone()));
+            first.is_some()
+        })
+        .await;
+        first.unwrap()
+    };
+    wait_for("the first tick's log", Duration::from_secs(5), || {
+        std::path::Path::new(&first.1).exists()
+    })
+    .await;
+    // Twelve ticks later, the first run and its log are gone, and what is kept is the latest
+    // runs: those of the last two seconds (the age) and the pass interval.
+    wait_for("twelve ticks", Duration::from_secs(30), || {
+        d.runs("tick").first().is_some_and(|r| r.id >= first.0 + 12)
+    })
+    .await;
+    wait_for("the first run deleted", Duration::from_secs(5), || {
+        d.store.run(first.0).unwrap().is_none()
+    })
+    .await;
+    assert!(!std::path::Path::new(&first.1).exists(), "its log goes too");
+    let kept = d.runs("tick");
+    assert!(kept.len() <= 6, "{} runs kept", kept.len());
+    let logs = std::fs::read_dir(d.state_dir.join("logs/tick"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".log")
+        })
+        .count();
+    assert!(logs <= 7, "{logs} log files kept");
+    // Events older than the age go; the job's latest stays, and the service job keeps its run
+    // (a live run is never deleted) and its latest event.
+    wait_for("old events deleted", Duration::from_secs(5), || {
+        d.events("tick").len() <= 12
+    })
+    .await;
+    assert!(alive(steady));
+    assert_eq!(d.live_runs("steady").len(), 1);
+    assert!(!d.events("steady").is_empty());
+    let list = list_json(&d).await;
+    assert!(listed(&list, "steady")["last_event"].is_object());
+
+    let (_, metrics) = d.get("/metrics").await;
+    assert!(metric(&metrics, "jobkeeper_state_bytes") > 0.0, "{metrics}");
+    assert!(
+        metrics.contains("jobkeeper_pruned_total{what=\"runs\"}"),
+        "{metrics}"
+    );
+}

@@ -147,13 +147,16 @@ fn versions(conn: &Connection) -> Result<()> {
 }
 
 /// Migration 4: what runs. Each run records the project commit its artifact was built from
-/// (`runs.project_commit`, beside the config commit in `commit_id`), and each job the config
+/// (`runs.project_commit`, beside the config commit in `commit_id`) and its artifact's build
+/// key (`runs.artifact_key`, so retention keeps what live and previous versions need), and each
+/// job the config
 /// commit of its deployed version (`jobs.applied_commit`): a commit that changes only comments
 /// moves `desired_commit` but not what runs. Deployed versions recorded before are taken to come
 /// from their desired commit when the two hashes agree.
 fn what_runs(conn: &Connection) -> Result<()> {
     conn.execute_batch(
         "ALTER TABLE runs ADD COLUMN project_commit TEXT;
+         ALTER TABLE runs ADD COLUMN artifact_key TEXT;
          ALTER TABLE jobs ADD COLUMN applied_commit TEXT;
          UPDATE jobs SET applied_commit = desired_commit
              WHERE applied_hash IS NOT NULL AND applied_hash = desired_hash;",
@@ -334,7 +337,13 @@ mod tests {
         drop(store);
         let store = Store::open(&path).unwrap(); // a second open adds nothing twice
         let id = store
-            .insert_run("a", (None, None), "h", ("flink", "prod"), Path::new("/l"))
+            .insert_run(
+                "a",
+                Default::default(),
+                "h",
+                ("flink", "prod"),
+                Path::new("/l"),
+            )
             .unwrap();
         assert_eq!(store.run(id).unwrap().unwrap().env.as_deref(), Some("prod"));
         store

@@ -106,6 +106,17 @@ pub struct RunRow {
     pub ended_at: Option<i64>,
 }
 
+/// Where a run's version comes from (see [`Store::insert_run`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOrigin<'a> {
+    /// The config commit that deployed the version.
+    pub config_commit: Option<&'a str>,
+    /// For project jobs, the project commit its artifact was built from.
+    pub project_commit: Option<&'a str>,
+    /// The build key of its artifact.
+    pub artifact_key: Option<&'a str>,
+}
+
 /// What runs now for one job: its newest live run's commits (see [`Store::running`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Running {
@@ -148,13 +159,12 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RunRow>> {
 }
 
 impl Store {
-    /// Records a run about to be submitted to `engine` in `env`, of the version deployed by
-    /// config commit `commits.0` from project commit `commits.1`; returns its id. Its log is
-    /// `log_dir/<id>.log`.
+    /// Records a run about to be submitted to `engine` in `env`, of the version `origin` says;
+    /// returns its id. Its log is `log_dir/<id>.log`.
     pub fn insert_run(
         &self,
         job: &str,
-        (commit, project_commit): (Option<&str>, Option<&str>),
+        origin: RunOrigin<'_>,
         spec_hash: &str,
         (engine, env): (&str, &str),
         log_dir: &Path,
@@ -162,13 +172,14 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO runs (job, commit_id, project_commit, spec_hash, engine, env, state,
-                 log_path, started_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'starting', '', ?7)",
+            "INSERT INTO runs (job, commit_id, project_commit, artifact_key, spec_hash, engine,
+                 env, state, log_path, started_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'starting', '', ?8)",
             params![
                 job,
-                commit,
-                project_commit,
+                origin.config_commit,
+                origin.project_commit,
+                origin.artifact_key,
                 spec_hash,
                 engine,
                 env,
@@ -291,7 +302,11 @@ mod tests {
         let id = s
             .insert_run(
                 "a",
-                (Some("c1"), Some("p1")),
+                RunOrigin {
+                    config_commit: Some("c1"),
+                    project_commit: Some("p1"),
+                    artifact_key: Some("k1"),
+                },
                 "h",
                 ("local", "dev"),
                 Path::new("/logs/a"),
@@ -342,7 +357,13 @@ mod tests {
     fn a_handle_that_does_not_decode_is_an_error_not_a_dropped_run() {
         let s = Store::in_memory().unwrap();
         let id = s
-            .insert_run("a", (None, None), "h", ("flink", "prod"), Path::new("/l"))
+            .insert_run(
+                "a",
+                RunOrigin::default(),
+                "h",
+                ("flink", "prod"),
+                Path::new("/l"),
+            )
             .unwrap();
         s.conn()
             .execute(
