@@ -210,3 +210,207 @@ async fn retention_keeps_a_job_every_second_to_its_latest_runs_and_logs() {
         "{metrics}"
     );
 }
+
+/// Runs chromium headless with `args` then `url`, bounded.
+async fn chromium(profile: &std::path::Path, args: &[&str], url: &str) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new("chromium");
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .args(args)
+    .arg(url)
+    .stdin(std::process::Stdio::null())
+    .kill_on_drop(true);
+    match tokio::time::timeout(Duration::from_secs(90), cmd.output()).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => panic!("cannot run chromium ({e}): the page tests need Debian's `chromium`"),
+        Err(_) => panic!("chromium did not finish within 90 s"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_list_filters_and_pages_and_each_job_has_its_page() {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = Git::new(tmp.path(), "config");
+    // 1,000 jobs in ten folders, suspended (nothing to run), and a few that do run.
+    for i in 0..1000 {
+        git.write(
+            &format!("jobs/team-{}/heartbeat-{i:04}.yaml", i % 10),
+            &format!("env: dev\nsuspend: true\nparams: {{command: [sleep, \"{i}\"]}}\n"),
+        );
+    }
+    git.write(
+        "jobs/ticker.yaml",
+        "env: dev\nschedule: \"*/2 * * * * *\"\nparams:\n  command: [\"sh\", \"-c\", \"echo tick-ok\"]\n",
+    );
+    git.write(
+        "jobs/svc.yaml",
+        "env: dev\nparams:\n  command: [\"sh\", \"-c\", \"echo started-svc; exec sleep 361\"]\n",
+    );
+    git.write("jobs/gone.yaml", &sleeper(362));
+    git.commit_push("a thousand jobs");
+    let d = start(tmp.path(), &config(tmp.path(), &git, "")).await;
+    d.running_pid("svc").await;
+    wait_for("every job suspended", Duration::from_secs(120), || {
+        d.store
+            .job_state_counts()
+            .unwrap()
+            .iter()
+            .any(|(s, n)| s.as_str() == "suspended" && *n == 1000)
+    })
+    .await;
+    git.remove("jobs/gone.yaml");
+    git.write("jobs/svc.yaml", "env: dev\nparams: [not, a, mapping\n");
+    let c2 = git.commit_push("remove gone, break svc");
+    wait_for("c2 applied", Duration::from_secs(20), || {
+        d.store.applied_commit().unwrap().as_deref() == Some(c2.as_str())
+    })
+    .await;
+    wait_for("ticker ran", Duration::from_secs(10), || {
+        d.runs("ticker").iter().any(|r| r.state == "succeeded")
+    })
+    .await;
+
+    // The API pages and filters.
+    let d = &d;
+    let get = |path: String| async move {
+        let (code, body) = d.get(&path).await;
+        (
+            code,
+            serde_json::from_str::<Value>(&body).unwrap_or(Value::String(body)),
+        )
+    };
+    let (_, v) = get("/api/v1/jobs?limit=400".into()).await;
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 400);
+    let next = v["next"].as_str().unwrap().to_string();
+    let (_, v2) = get(format!("/api/v1/jobs?limit=400&after={next}")).await;
+    assert!(v2["jobs"][0]["name"].as_str().unwrap() > next.as_str());
+    let (_, all) = get("/api/v1/jobs?limit=10000".into()).await;
+    let names: Vec<&str> = all["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 1002, "removed jobs are hidden by default");
+    assert!(!names.contains(&"gone"));
+    assert_eq!(all["next"], Value::Null);
+    let (_, v) = get("/api/v1/jobs?removed=1&limit=10000".into()).await;
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 1003);
+    let (_, v) = get("/api/v1/jobs?folder=team-3".into()).await;
+    let jobs = v["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 100);
+    assert!(
+        jobs.iter()
+            .all(|j| j["name"].as_str().unwrap().starts_with("team-3/"))
+    );
+    let (_, v) = get("/api/v1/jobs?state=running&engine=local&env=dev".into()).await;
+    let running: Vec<&str> = v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(running, ["svc"], "{v}");
+    let (_, v) = get("/api/v1/jobs?engine=flink".into()).await;
+    assert!(v["jobs"].as_array().unwrap().is_empty());
+    for bad in ["state=sleepy", "limit=0", "limit=lots", "removed=maybe"] {
+        let (code, v) = get(format!("/api/v1/jobs?{bad}")).await;
+        assert_eq!(code, 400, "{bad}: {v}");
+        assert!(v["error"].as_str().unwrap().contains('`'), "{bad}: {v}");
+    }
+
+    // The page: filters in a form that needs no script, removed jobs hidden, links per job.
+    let (code, page) = d.get("/?folder=team-3&state=suspended").await;
+    assert_eq!(code, 200);
+    assert!(!page.contains("<script"));
+    assert!(page.contains("<form class=\"filters\" method=\"get\""));
+    assert_eq!(page.matches("<tr id=\"team-3/").count(), 100);
+    assert!(!page.contains("<tr id=\"team-4/"));
+    assert!(page.contains("href=\"/jobs/team-3%2Fheartbeat-0003\""));
+    let (_, page) = d.get("/?limit=100").await;
+    assert!(!page.contains("<tr id=\"gone\""));
+    assert!(
+        page.contains("id=\"next\" href=\"?limit=100&amp;after=team-0%2Fheartbeat-0980\""),
+        "paging link"
+    );
+    assert!(page.contains(" UTC</span>"), "times carry their zone");
+    let (code, _) = d.get("/?state=sleepy").await;
+    assert_eq!(code, 400);
+
+    // The page of one job.
+    let (code, svc) = d.get("/jobs/svc").await;
+    assert_eq!(code, 200, "{svc}");
+    assert!(
+        svc.contains("<span class=\"state s-running\">running</span>"),
+        "{svc}"
+    );
+    assert!(svc.contains("<dt>uptime</dt>"), "{svc}");
+    assert!(
+        svc.contains("svc.yaml:3:1: invalid YAML"),
+        "errors at path:line:column: {svc}"
+    );
+    assert!(svc.contains("started-svc"), "the log tail: {svc}");
+    let (_, ticker) = d.get("/jobs/ticker").await;
+    assert!(ticker.contains("next run 20"), "{ticker}");
+    assert!(ticker.contains("tick-ok"), "{ticker}");
+    assert!(ticker.contains("class=\"sq r-succeeded\""), "{ticker}");
+    assert!(ticker.contains("<table id=\"runs\">"));
+    let (code, _) = d.get("/jobs/team-3%2Fheartbeat-0003").await;
+    assert_eq!(code, 200);
+    let (code, body) = d.get("/jobs/nope").await;
+    assert_eq!(code, 404, "{body}");
+
+    // Both pages in a real browser, at phone and desktop widths, with 1,000 jobs: screenshots
+    // kept in JOBKEEPER_SCREENSHOT_DIR when set.
+    let shots = std::env::var_os("JOBKEEPER_SCREENSHOT_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| tmp.path().join("shots"));
+    std::fs::create_dir_all(&shots).unwrap();
+    for (page, file) in [("/", "list"), ("/jobs/svc", "job")] {
+        let url = format!("http://{}{page}", d.addr);
+        let out = chromium(
+            &tmp.path().join(format!("p-dom-{file}")),
+            &["--dump-dom"],
+            &url,
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dom = String::from_utf8_lossy(&out.stdout);
+        assert!(dom.contains("jobkeeper"), "{dom}");
+        for (w, h, size) in [(390, 844, "phone"), (1280, 900, "desktop")] {
+            let png = shots.join(format!("{file}-{size}.png"));
+            let shot = format!("--screenshot={}", png.display());
+            let window = format!("--window-size={w},{h}");
+            let out = chromium(
+                &tmp.path().join(format!("p-{file}-{size}")),
+                &[&shot, &window, "--hide-scrollbars"],
+                &url,
+            )
+            .await;
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let bytes = std::fs::read(&png).unwrap();
+            assert!(
+                bytes.starts_with(b"\x89PNG") && bytes.len() > 5_000,
+                "{}",
+                png.display()
+            );
+        }
+    }
+}

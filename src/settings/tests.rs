@@ -339,6 +339,9 @@ fn a_spark_env_whose_workers_cannot_fetch_jars_is_refused() {
         e.contains("set `artifact_url` or `artifact_dir`, not both"),
         "{e}"
     );
+}
+
+#[test]
 fn retention_keeps_100_runs_and_30_days_unless_told() {
     let base = "repo: {url: /srv/jobs.git}\nstate_dir: /var/lib/jobkeeper\n";
     let r = ok(base).retention;

@@ -2,6 +2,7 @@
 //! lists and counts of jobs the API, metrics and status line show.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
@@ -146,6 +147,32 @@ pub struct JobListRow {
     pub env: Option<String>,
     /// True when the latest version of its file is invalid.
     pub invalid: bool,
+    /// True once its file was removed from the config repo (its history is kept).
+    #[serde(default)]
+    pub removed: bool,
+    /// Restarts recorded.
+    #[serde(default)]
+    pub restarts: u64,
+    /// Id of its latest event.
+    #[serde(default)]
+    pub last_event_id: Option<i64>,
+}
+
+/// Which jobs a list shows (see [`Store::job_page`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobQuery {
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs whose env is one of these (`None`: any env).
+    pub envs: Option<Vec<String>>,
+    /// Only jobs in this folder (`team-a` lists `team-a/...`, subfolders included).
+    pub folder: Option<String>,
+    /// Removed jobs too (hidden by default).
+    pub removed: bool,
+    /// Only jobs whose name sorts after this one (the previous page's last).
+    pub after: Option<String>,
+    /// At most this many.
+    pub limit: usize,
 }
 
 impl JobListRow {
@@ -163,6 +190,9 @@ impl JobListRow {
                 .or(row.applied.as_ref())
                 .map(|s| s.env.clone()),
             invalid: row.invalid.is_some(),
+            removed: row.desired.is_none() && row.invalid.is_none(),
+            restarts: 0,
+            last_event_id: None,
         }
     }
 }
@@ -282,13 +312,51 @@ impl Store {
 
     /// Every job as lists show it, sorted by name: no specs are read, only their `env`.
     pub fn job_list(&self) -> Result<Vec<JobListRow>> {
+        self.job_page(&JobQuery {
+            removed: true,
+            limit: usize::MAX,
+            ..JobQuery::default()
+        })
+    }
+
+    /// The jobs `q` asks for, sorted by name: one indexed walk of the jobs by name, each spec
+    /// read only for its `env`.
+    pub fn job_page(&self, q: &JobQuery) -> Result<Vec<JobListRow>> {
+        let mut sql = String::from(
+            "SELECT name, path, state, reason, desired_commit, env, invalid IS NOT NULL,
+                 desired IS NULL AND invalid IS NULL, restarts, last_event_id
+             FROM (SELECT *, json_extract(COALESCE(desired, applied), '$.env') AS env FROM jobs)
+             WHERE name > ?1",
+        );
+        let mut args: Vec<rusqlite::types::Value> =
+            vec![q.after.clone().unwrap_or_default().into()];
+        if let Some(state) = q.state {
+            args.push(state.as_str().to_string().into());
+            let _ = write!(sql, " AND state = ?{}", args.len());
+        }
+        if let Some(folder) = &q.folder {
+            let prefix = format!("{}/", folder.trim_end_matches('/'));
+            args.push((prefix.chars().count() as i64).into());
+            let n = args.len();
+            args.push(prefix.into());
+            let _ = write!(sql, " AND substr(name, 1, ?{n}) = ?{}", n + 1);
+        }
+        if let Some(envs) = &q.envs {
+            let mut marks = Vec::new();
+            for e in envs {
+                args.push(e.clone().into());
+                marks.push(format!("?{}", args.len()));
+            }
+            let _ = write!(sql, " AND env IN ({})", marks.join(", "));
+        }
+        if !q.removed {
+            sql.push_str(" AND NOT (desired IS NULL AND invalid IS NULL)");
+        }
+        args.push(i64::try_from(q.limit).unwrap_or(i64::MAX).into());
+        let _ = write!(sql, " ORDER BY name LIMIT ?{}", args.len());
         let conn = self.conn();
-        let mut st = conn.prepare_cached(
-            "SELECT name, path, state, reason, desired_commit,
-                 json_extract(COALESCE(desired, applied), '$.env'), invalid IS NOT NULL
-             FROM jobs ORDER BY name",
-        )?;
-        collect(st.query_map([], |r| {
+        let mut st = conn.prepare_cached(&sql)?;
+        collect(st.query_map(rusqlite::params_from_iter(args), |r| {
             Ok((|| {
                 let name: String = r.get(0)?;
                 let at = At {
@@ -302,6 +370,9 @@ impl Store {
                     desired_commit: r.get(4)?,
                     env: r.get(5).ok(),
                     invalid: r.get(6)?,
+                    removed: r.get(7)?,
+                    restarts: r.get::<_, i64>(8)? as u64,
+                    last_event_id: r.get(9)?,
                     name: name.clone(),
                 })
             })())

@@ -41,7 +41,7 @@ use serde::de::DeserializeOwned;
 pub use alerts::{AlertSentRow, NewAlertSent};
 pub use commits::{CommitRecord, DesiredUpdate};
 pub use events::{EventRow, EventSink, NewEvent};
-pub use jobs::{Applied, JobListRow, JobRow, JobState};
+pub use jobs::{Applied, JobListRow, JobQuery, JobRow, JobState};
 pub use retention::PrunedRun;
 pub use runs::{RunOrigin, RunRow, RunState, Running};
 pub use savepoints::SavepointRow;
