@@ -414,3 +414,110 @@ async fn the_job_list_filters_and_pages_and_each_job_has_its_page() {
         }
     }
 }
+
+/// `(job, action, reasons)` the daemon recorded for a commit (its `planned` and `invalid`
+/// events).
+fn daemon_plan(d: &Daemon, commit: &str) -> Vec<(String, String, String)> {
+    let mut out: Vec<_> = d
+        .store
+        .events(None, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.commit_id.as_deref() == Some(commit))
+        .filter_map(|e| match e.kind.as_str() {
+            "planned" => {
+                let (action, reasons) = e.message.split_once(": ").unwrap();
+                Some((e.job?, action.to_string(), reasons.to_string()))
+            }
+            "invalid" => Some((e.job?, "invalid".into(), String::new())),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The same, from `jobkeeper plan --format json`.
+fn cli_plan(repo: &std::path::Path, from: &str, to: &str) -> Vec<(String, String, String)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+        .args([
+            "plan",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--from",
+            from,
+            "--to",
+            to,
+        ])
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let mut items: Vec<_> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let action = i["action"].as_str().unwrap().to_string();
+            let reasons = if action == "invalid" {
+                String::new()
+            } else {
+                let r: Vec<&str> = i["reasons"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_str().unwrap())
+                    .collect();
+                r.join("; ")
+            };
+            (i["job"].as_str().unwrap().to_string(), action, reasons)
+        })
+        .collect();
+    items.sort();
+    items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_and_the_daemon_agree_on_the_same_commit_pairs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = Git::new(tmp.path(), "config");
+    git.write("jobs/a.yaml", &sleeper(371));
+    git.write("jobs/b.yaml", &sleeper(372));
+    let c1 = git.commit_push("a and b");
+    let d = start(tmp.path(), &config(tmp.path(), &git, "")).await;
+    let applied = |c: String| {
+        let d = &d;
+        async move {
+            wait_for("the commit applied", Duration::from_secs(20), || {
+                d.store.applied_commit().unwrap().as_deref() == Some(c.as_str())
+            })
+            .await;
+        }
+    };
+    applied(c1.clone()).await;
+    // a breaks, b changes, c is new.
+    git.write("jobs/a.yaml", "env: dev\nparams: [broken\n");
+    git.write("jobs/b.yaml", &sleeper(373));
+    git.write("jobs/c.yaml", &sleeper(374));
+    let c2 = git.commit_push("break a, change b, add c");
+    applied(c2.clone()).await;
+    // a is mended as it was (the daemon still holds that version: unchanged), b goes.
+    git.write("jobs/a.yaml", &sleeper(371));
+    git.remove("jobs/b.yaml");
+    let c3 = git.commit_push("mend a, remove b");
+    applied(c3.clone()).await;
+
+    let work = &git.work;
+    let empty = jobkeeper::changes::EMPTY_TREE;
+    for (from, to) in [(empty, c1.as_str()), (&c1, &c2), (&c2, &c3)] {
+        let daemon = daemon_plan(&d, to);
+        assert!(!daemon.is_empty(), "{to}");
+        assert_eq!(cli_plan(work, from, to), daemon, "{from}..{to}");
+    }
+    let third = daemon_plan(&d, &c3);
+    assert!(
+        third.iter().any(|(j, a, _)| j == "a" && a == "unchanged"),
+        "{third:?}"
+    );
+}
