@@ -25,7 +25,7 @@
 //!
 //! Environment: `BENCH_PUSHES` (default 30), `BENCH_JOBS` (default 10000), `BENCH_FLINK`
 //! and `BENCH_SPARK` (default 10), `BENCH_FLEET` (default 2000), `BENCH_ONLY` (`push`, `plan`,
-//! `start`, `restart`, `health`, `api`, `hook`, `fleet`, `flink`, `flink-move`, `spark`,
+//! `prune`, `start`, `restart`, `health`, `api`, `hook`, `fleet`, `flink`, `flink-move`, `spark`,
 //! `validate`: run one),
 //! `BENCH_SQL_JOBS` (default 1000).
 
@@ -714,7 +714,8 @@ fn stop_daemon(mut child: std::process::Child) {
     let _ = child.wait();
 }
 
-/// `GET /api/v1/jobs`, `/metrics` and `/` over a daemon with `jobs` suspended jobs.
+/// `GET /api/v1/jobs` (whole, paged and filtered), `/metrics` and `/` (whole and filtered)
+/// over a daemon with `jobs` suspended jobs.
 fn bench_api(jobs: usize, samples: usize) -> Vec<String> {
     let tmp = tempfile::tempdir().unwrap();
     let (bare, _work) = make_repo(tmp.path(), jobs, |i| {
@@ -732,9 +733,28 @@ fn bench_api(jobs: usize, samples: usize) -> Vec<String> {
     }
     let mut out = Vec::new();
     for (path, what) in [
-        ("/api/v1/jobs", "`GET /api/v1/jobs`"),
+        (
+            "/api/v1/jobs?limit=10000",
+            "`GET /api/v1/jobs?limit=10000` (every job, as before paging)",
+        ),
+        (
+            "/api/v1/jobs",
+            "`GET /api/v1/jobs` (its first page: 1000 jobs)",
+        ),
+        (
+            "/api/v1/jobs?folder=team-7",
+            "`GET /api/v1/jobs?folder=team-7` (200 jobs)",
+        ),
+        (
+            "/api/v1/jobs?state=suspended&limit=100",
+            "`GET /api/v1/jobs?state=suspended&limit=100`",
+        ),
         ("/metrics", "`GET /metrics`"),
-        ("/", "`GET /` (status page)"),
+        ("/", "`GET /` (status page, its first 1000 jobs)"),
+        (
+            "/?folder=team-7&state=suspended",
+            "`GET /?folder=team-7&state=suspended` (200 jobs)",
+        ),
     ] {
         let mut times = Vec::with_capacity(samples);
         let mut size = 0;
@@ -754,6 +774,114 @@ fn bench_api(jobs: usize, samples: usize) -> Vec<String> {
     }
     stop_daemon(child);
     out
+}
+
+/// Retention over a store of `jobs` jobs × `runs` runs (all older than the age): one pass
+/// deleting all but the latest 100 runs of each job and their events, while another thread
+/// writes a job's state every millisecond as reconcile does; the longest such write is the
+/// stall the pass causes, compared with the same writes without a pass.
+fn bench_prune(jobs: usize, runs: usize) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("jobkeeper.db");
+    let store = Store::open(&db).unwrap();
+    {
+        let mut conn = rusqlite::Connection::open(&db).unwrap();
+        let tx = conn.transaction().unwrap();
+        {
+            let mut job = tx
+                .prepare("INSERT INTO jobs (name, path, state, updated_at) VALUES (?1, ?2, 'succeeded', 0)")
+                .unwrap();
+            let mut run = tx
+                .prepare(
+                    "INSERT INTO runs (job, commit_id, spec_hash, engine, env, state, log_path, started_at, ended_at)
+                     VALUES (?1, 'c', 'h', 'local', 'dev', 'succeeded', '', ?2, ?2)",
+                )
+                .unwrap();
+            let mut event = tx
+                .prepare("INSERT INTO events (time, job, kind, message) VALUES (?1, ?2, 'succeeded', 'run finished with exit 0')")
+                .unwrap();
+            for j in 0..jobs {
+                let name = format!("team-{}/job-{j:05}", j % 10);
+                job.execute(rusqlite::params![name, format!("jobs/{name}.yaml")])
+                    .unwrap();
+                for r in 0..runs {
+                    run.execute(rusqlite::params![name, r as i64]).unwrap();
+                    event.execute(rusqlite::params![r as i64, name]).unwrap();
+                }
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+    let before = size(&db);
+    let writes = |stop: &std::sync::atomic::AtomicBool| {
+        let mut worst = Duration::ZERO;
+        let mut times = Vec::new();
+        let mut i = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let name = format!("team-{}/job-{i:05}", i % 10);
+            let t = Instant::now();
+            store
+                .set_state(&name, jobkeeper::store::JobState::Succeeded, None)
+                .unwrap();
+            let took = t.elapsed();
+            worst = worst.max(took);
+            times.push(took);
+            i = (i + 1) % jobs;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        times.sort();
+        (worst, times)
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let r = jobkeeper::settings::Retention {
+        runs: 100,
+        age: Duration::from_secs(1),
+    };
+    // Baseline: the same writes for a second, no pass.
+    let (quiet_worst, quiet) = std::thread::scope(|s| {
+        let h = s.spawn(|| writes(&stop));
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        h.join().unwrap()
+    });
+    stop.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (took, pruned, (worst, busy)) = std::thread::scope(|s| {
+        let h = s.spawn(|| writes(&stop));
+        let t = Instant::now();
+        let pruned =
+            jobkeeper::retention::prune(&store, tmp.path(), &r, std::thread::yield_now).unwrap();
+        let took = t.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (took, pruned, h.join().unwrap())
+    });
+    let t = Instant::now();
+    let again =
+        jobkeeper::retention::prune(&store, tmp.path(), &r, std::thread::yield_now).unwrap();
+    let idle = t.elapsed();
+    vec![
+        format!(
+            "| retention pass over {jobs} jobs × {runs} runs and events ({before:.0} MB store): deletes {} runs and {} events | {:.1} s | |",
+            pruned.runs,
+            pruned.events,
+            took.as_secs_f64()
+        ),
+        format!(
+            "| same: a job's state write (as reconcile makes) every ms during the pass, {} writes | p50 {} · p99 {} · max {} (without a pass: p50 {} · max {}; max ratio {:.1}×) | no stall over 100 ms |",
+            busy.len(),
+            ms(percentile(&busy, 0.5)),
+            ms(percentile(&busy, 0.99)),
+            ms(worst),
+            ms(percentile(&quiet, 0.5)),
+            ms(quiet_worst),
+            worst.as_secs_f64() / quiet_worst.as_secs_f64().max(1e-9)
+        ),
+        format!(
+            "| same: the next pass, nothing left to delete ({} runs) | {} | |",
+            again.runs,
+            ms(idle)
+        ),
+    ]
 }
 
 /// The value of one sample line of a metrics text.
@@ -1596,6 +1724,10 @@ fn main() {
     }
     if want("api") {
         rows.extend(bench_api(jobs, if smoke { 3 } else { 30 }));
+    }
+    if want("prune") {
+        let runs = if smoke { 20 } else { 200 };
+        rows.extend(bench_prune(if smoke { 100 } else { jobs }, runs));
     }
     if want("hook") {
         rows.extend(bench_hook(pushes));

@@ -217,11 +217,17 @@ pub fn plan_between(
 ) -> Result<Plan, RepoError> {
     let tree = open_existing(dir)?;
     let (from_rev, to_rev) = (from, to);
-    let from = tree.resolve_rev(from)?;
+    // The empty tree: what the first commit of a repo does, as a daemon with nothing applied.
+    let from = if from == EMPTY_TREE {
+        None
+    } else {
+        Some(tree.resolve_rev(from)?)
+    };
     let to = tree.resolve_rev(to)?;
 
-    let diff = tree.diff_job_files(Some(from), to, path)?;
-    if diff.is_empty() && !path_exists(&tree, from, path) && !path_exists(&tree, to, path) {
+    let diff = tree.diff_job_files(from, to, path)?;
+    let existed = from.is_some_and(|f| path_exists(&tree, f, path));
+    if diff.is_empty() && !existed && !path_exists(&tree, to, path) {
         // A wrong folder would otherwise read as "no job changes" and pass review.
         return Err(RepoError::NotFound {
             url: dir.display().to_string(),
@@ -230,14 +236,10 @@ pub fn plan_between(
             ),
         });
     }
-    let diff = with_sql_dependents(&tree, Some(from), to, path, diff)?;
+    let diff = with_sql_dependents(&tree, from, to, path, diff)?;
     let new_files = TreeFiles {
         tree: &tree,
         commit: to,
-    };
-    let old_files = TreeFiles {
-        tree: &tree,
-        commit: from,
     };
     let changes = changes_of(
         &tree,
@@ -247,23 +249,70 @@ pub fn plan_between(
             ..ctx
         },
     );
-    let ctx = Context {
-        files: Some(&old_files),
-        ..ctx
-    };
     // The old versions of the changed files only: read from the diff, not the whole tree.
     let mut applied = BTreeMap::new();
-    for change in &diff {
-        let old = match change {
-            JobFileChange::Modified { old, .. } | JobFileChange::Deleted(old) => old,
-            JobFileChange::Added(_) => continue,
-        };
-        if let Ok(spec) = read_job(&tree, old, ctx) {
-            let name = spec::job_name_of(&old.rel_path)
-                .unwrap_or(&old.rel_path)
-                .to_string();
-            applied.insert(name, spec);
+    if let Some(from) = from {
+        for change in &diff {
+            let old = match change {
+                JobFileChange::Modified { old, .. } | JobFileChange::Deleted(old) => old,
+                JobFileChange::Added(_) => continue,
+            };
+            if let Some(spec) = last_valid(&tree, from, old, ctx) {
+                let name = spec::job_name_of(&old.rel_path)
+                    .unwrap_or(&old.rel_path)
+                    .to_string();
+                applied.insert(name, spec);
+            }
         }
     }
     Ok(plan(&applied, &changes))
+}
+
+/// Git's empty tree: `plan --from` it plans a repo's first commit.
+pub const EMPTY_TREE: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
+
+/// Commits looked back through for the last valid version of a file invalid at `from`.
+const LOOK_BACK: usize = 1000;
+
+/// The version of job file `old` the daemon holds after applying `from`: the file at `from`,
+/// or, when it is invalid there, its newest valid version before (an invalid file leaves the
+/// previous version in place), looking back at most [`LOOK_BACK`] commits.
+fn last_valid(tree: &GitTree, from: Oid, old: &JobFile, ctx: Context<'_>) -> Option<JobSpec> {
+    let at = |commit: Oid, file: &JobFile| {
+        let files = TreeFiles { tree, commit };
+        read_job(
+            tree,
+            file,
+            Context {
+                files: Some(&files),
+                ..ctx
+            },
+        )
+        .ok()
+    };
+    if let Some(spec) = at(from, old) {
+        return Some(spec);
+    }
+    let repo = tree.repository();
+    let mut walk = repo.revwalk().ok()?;
+    walk.push(from).ok()?;
+    let mut seen = old.blob;
+    for id in walk.flatten().skip(1).take(LOOK_BACK) {
+        let commit = repo.find_commit(id).ok()?;
+        let Ok(entry) = commit.tree().ok()?.get_path(Path::new(&old.repo_path)) else {
+            return None; // the file did not exist before: the job was never valid
+        };
+        if entry.id() == seen {
+            continue;
+        }
+        seen = entry.id();
+        let file = JobFile {
+            blob: entry.id(),
+            ..old.clone()
+        };
+        if let Some(spec) = at(id, &file) {
+            return Some(spec);
+        }
+    }
+    None
 }

@@ -169,9 +169,32 @@ macro_rules! ok_or_exit {
 /// `jobkeeper status [--json]`.
 pub fn status(remote: &Remote, json: bool) -> anyhow::Result<ExitCode> {
     let t = ok_or_exit!(target(remote));
-    let body = ok_or_exit!(request(&t, reqwest::Method::GET, "/api/v1/jobs"));
-    let view: JobsView = serde_json::from_str(&body)
-        .with_context(|| format!("the daemon at {} answered something unexpected", t.base))?;
+    // Every page of the list.
+    let mut view: Option<JobsView> = None;
+    let mut after = String::new();
+    loop {
+        let path = format!(
+            "/api/v1/jobs?limit={}&after={}",
+            crate::http::api::MAX_PAGE,
+            crate::http::page::utf8_percent_encode(&after)
+        );
+        let body = ok_or_exit!(request(&t, reqwest::Method::GET, &path));
+        let page: JobsView = serde_json::from_str(&body)
+            .with_context(|| format!("the daemon at {} answered something unexpected", t.base))?;
+        let next = page.next.clone();
+        match &mut view {
+            Some(v) => v.jobs.extend(page.jobs),
+            None => view = Some(page),
+        }
+        match next {
+            Some(n) if n > after => after = n,
+            _ => break,
+        }
+    }
+    let Some(mut view) = view else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    view.next = None;
     if json {
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {
@@ -215,7 +238,7 @@ pub fn status_table(view: &JobsView) -> String {
         "STATE",
         "ENV",
         "ENGINE",
-        "COMMIT",
+        "RUNNING",
         "RESTARTS",
         "LAST EVENT",
     ];
@@ -237,7 +260,7 @@ pub fn status_table(view: &JobsView) -> String {
                 state_label(&j.state, j.reason.as_deref()),
                 j.env.clone().unwrap_or_else(|| "-".into()),
                 j.engine_label().unwrap_or_else(|| "-".into()),
-                j.commit.as_ref().map_or("-".into(), |c| c.short.clone()),
+                j.running_label().unwrap_or_else(|| "-".into()),
                 j.restarts.to_string(),
                 last,
             ]

@@ -137,6 +137,7 @@ pub async fn run_with(
         reconciler: &reconciler,
         live: &live,
         notifier: &notifier,
+        metrics: &core.metrics,
     };
     start_service_loops(&tasks, &loops, reload, &cancel);
 
@@ -309,9 +310,11 @@ struct ServiceLoops<'a> {
     live: &'a Live,
     /// systemd.
     notifier: &'a Arc<Notifier>,
+    /// Counters (retention's).
+    metrics: &'a Arc<Metrics>,
 }
 
-/// systemd's watchdog and status line, log rotation and, with a config file and the config
+/// Retention, systemd's watchdog and status line, log rotation and, with a config file and the config
 /// read from it at start, SIGHUP reloads.
 fn start_service_loops(
     tasks: &TaskTracker,
@@ -324,7 +327,14 @@ fn start_service_loops(
         reconciler,
         live,
         notifier,
+        metrics,
     } = *loops;
+    tasks.spawn(crate::retention::retention_loop(
+        store.clone(),
+        live.clone(),
+        metrics.clone(),
+        cancel.clone(),
+    ));
     if let Some(interval) = crate::systemd::watchdog_interval() {
         tasks.spawn(watchdog_loop(
             store.clone(),

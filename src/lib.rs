@@ -31,6 +31,7 @@
 //! - [`engine`]: the [`engine::Engine`] trait, engine kinds and configs, and one file per
 //!   engine (local, flink, spark).
 //! - [`runlogs`]: local runs' log files kept under their size limit.
+//! - [`retention`]: deleting old runs, events, logs, artifacts and builds.
 //!
 //! Keeping the record and telling people:
 //! - [`store`]: SQLite, one file per table: applied commit, jobs, runs, events, alerts sent,
@@ -69,6 +70,7 @@ pub mod proc;
 pub mod reconcile;
 pub mod reload;
 pub mod repo;
+pub mod retention;
 pub mod runlogs;
 pub mod schedule;
 pub mod settings;

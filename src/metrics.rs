@@ -67,6 +67,10 @@ pub struct Metrics {
     events: Mutex<BTreeMap<String, u64>>,
     /// Webhooks received, by (source, outcome).
     webhooks: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// The state folder's size, as the last retention pass measured it.
+    state_bytes: AtomicU64,
+    /// What retention deleted, by kind (`runs`, `events`, `files`).
+    pruned: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// What `/metrics` reads from elsewhere when scraped.
@@ -94,6 +98,18 @@ fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
 }
 
 impl Metrics {
+    /// The state folder's size, measured by a retention pass.
+    pub fn set_state_bytes(&self, bytes: u64) {
+        self.state_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Retention deleted `n` things of a kind (`runs`, `events`, `files`).
+    pub fn pruned(&self, what: &'static str, n: u64) {
+        if n > 0 {
+            *lock(&self.pruned).entry(what).or_insert(0) += n;
+        }
+    }
+
     /// A fetch of the config repo starts, for this reason (`webhook`, `poll`, ...).
     pub fn fetch_started(&self, reason: &'static str) {
         bump(&self.triggers, reason);
@@ -240,6 +256,25 @@ impl Metrics {
             "Store writes that failed; the daemon carried on (see docs/operations.md).",
         );
         sample(o, "store_write_errors_total", &[], snap.store_write_errors);
+
+        family(
+            o,
+            "state_bytes",
+            "gauge",
+            "Size of the state folder (store, logs, builds, artifacts, mirrors) in bytes.",
+        );
+        let bytes = self.state_bytes.load(Ordering::Relaxed);
+        sample(o, "state_bytes", &[], bytes);
+        family(
+            o,
+            "pruned_total",
+            "counter",
+            "Runs, events and files deleted by retention, by kind.",
+        );
+        for what in ["runs", "events", "files"] {
+            let n = lock(&self.pruned).get(what).copied().unwrap_or(0);
+            sample(o, "pruned_total", &[("what", what)], n);
+        }
     }
 
     /// Git webhooks by source and outcome.

@@ -756,7 +756,14 @@ async fn cli_status_sync_restart_logs() {
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("applied commit "), "{out}");
     assert!(lines[1].starts_with("JOB"), "{out}");
-    for h in ["STATE", "ENV", "ENGINE", "COMMIT", "RESTARTS", "LAST EVENT"] {
+    for h in [
+        "STATE",
+        "ENV",
+        "ENGINE",
+        "RUNNING",
+        "RESTARTS",
+        "LAST EVENT",
+    ] {
         assert!(lines[1].contains(h), "{out}");
     }
     assert!(

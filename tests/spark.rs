@@ -385,7 +385,10 @@ async fn a_driver_whose_id_a_crashed_daemon_never_recorded_is_adopted_not_double
         .store
         .insert_run(
             "lost",
-            job.desired_commit.as_deref(),
+            jobkeeper::store::RunOrigin {
+                config_commit: job.desired_commit.as_deref(),
+                ..Default::default()
+            },
             job.applied_hash.as_deref().unwrap(),
             ("spark", "spark"),
             &d.state_dir.join("logs/lost"),

@@ -86,7 +86,13 @@ fn a_failed_runs_alert_names_the_attempt_that_started_it() {
     let s = settings();
     let store = Store::in_memory().unwrap();
     let run = store
-        .insert_run("j", None, "h", ("local", "dev"), Path::new("/tmp"))
+        .insert_run(
+            "j",
+            Default::default(),
+            "h",
+            ("local", "dev"),
+            Path::new("/tmp"),
+        )
         .unwrap();
     let restarted = NewEvent {
         job: Some("j"),

@@ -23,7 +23,7 @@ use crate::reconcile::Scope;
 use crate::repo::TriggerReason;
 use crate::settings::Settings;
 use crate::spec;
-use crate::store::{CommitRecord, EventRow, JobListRow, JobRow, RunRow};
+use crate::store::{CommitRecord, EventRow, JobListRow, JobRow, RunRow, Running};
 
 /// Runs listed for one job.
 pub const RUNS_SHOWN: usize = 20;
@@ -140,8 +140,17 @@ pub struct RunView {
     pub reason: Option<String>,
     /// Engine kind.
     pub engine: String,
-    /// Short id of the config commit it was made for.
+    /// Short id of the config commit that deployed the version it runs.
     pub commit: Option<String>,
+    /// For project jobs, short id of the project commit its artifact was built from.
+    #[serde(default)]
+    pub project_commit: Option<String>,
+    /// The env it ran in.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// The engine's id of the run (flink job id, spark driver id, local pid).
+    #[serde(default)]
+    pub engine_id: Option<String>,
     /// RFC 3339 start time.
     pub started_at: String,
     /// RFC 3339 end time.
@@ -155,9 +164,45 @@ impl RunView {
             state: r.state.as_str().to_string(),
             reason: r.reason.clone(),
             engine: r.engine.clone(),
-            commit: r.commit_id.as_ref().map(|c| c.chars().take(8).collect()),
+            commit: r.commit_id.as_deref().map(short),
+            project_commit: r.project_commit.as_deref().map(short),
+            env: r.env.clone(),
+            engine_id: r
+                .handle
+                .as_ref()
+                .map(|h| h.engine_id.clone())
+                .filter(|id| !id.is_empty()),
             started_at: rfc3339(r.started_at),
             ended_at: r.ended_at.map(rfc3339),
+        }
+    }
+}
+
+fn short(commit: &str) -> String {
+    commit.chars().take(8).collect()
+}
+
+/// What runs now: the commits of the job's newest live run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunningView {
+    /// The run.
+    pub run_id: i64,
+    /// Full id of the config commit that deployed the version it runs.
+    pub config_commit: Option<String>,
+    /// For project jobs, full id of the project commit its artifact was built from.
+    pub project_commit: Option<String>,
+    /// RFC 3339 time the run started.
+    pub since: String,
+}
+
+impl RunningView {
+    /// The view of a stored live run.
+    pub fn of(r: &Running) -> RunningView {
+        RunningView {
+            run_id: r.run_id,
+            config_commit: r.config_commit.clone(),
+            project_commit: r.project_commit.clone(),
+            since: rfc3339(r.since),
         }
     }
 }
@@ -180,8 +225,11 @@ pub struct JobView {
     pub version: Option<String>,
     /// Path of its file in the config repo.
     pub path: String,
-    /// The config commit that last changed it.
+    /// The config commit that last changed its file.
     pub commit: Option<CommitView>,
+    /// What runs now; `None` while no run is live.
+    #[serde(default)]
+    pub running: Option<RunningView>,
     /// Restarts recorded.
     pub restarts: u64,
     /// Its latest event.
@@ -191,6 +239,17 @@ pub struct JobView {
 }
 
 impl JobView {
+    /// What runs now, in short: the config commit, then the project commit of project jobs
+    /// (`1a2b3c4d (project 5e6f7a8b)`); `None` while no run is live.
+    pub fn running_label(&self) -> Option<String> {
+        let r = self.running.as_ref()?;
+        let config = r.config_commit.as_deref().map_or("-".into(), short);
+        Some(match r.project_commit.as_deref() {
+            Some(p) => format!("{config} (project {})", short(p)),
+            None => config,
+        })
+    }
+
     /// Its engine with its cluster's version when known (`flink 1.20.3`).
     pub fn engine_label(&self) -> Option<String> {
         let engine = self.engine.as_ref()?;
@@ -208,8 +267,97 @@ pub struct JobsView {
     pub ready: bool,
     /// The applied config commit.
     pub applied_commit: Option<CommitView>,
-    /// Every job, by name.
+    /// The jobs asked for, by name (at most `limit`).
     pub jobs: Vec<JobView>,
+    /// When more jobs follow: the `after` of the next page.
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+/// A query parameter's value, `None` when missing or empty.
+pub fn given(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Jobs listed per page when `limit` is not given.
+pub const DEFAULT_PAGE: usize = 1000;
+/// The most jobs one page lists.
+pub const MAX_PAGE: usize = 10_000;
+
+/// The query of `GET /api/v1/jobs` and of the status page: filters and paging.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ListQuery {
+    /// A job state (`running`, `failed`, ...).
+    pub state: Option<String>,
+    /// An env name.
+    pub env: Option<String>,
+    /// An engine (`local`, `flink`, `spark`).
+    pub engine: Option<String>,
+    /// A folder of job names (`team-a`).
+    pub folder: Option<String>,
+    /// `1` or `true`: removed jobs too.
+    pub removed: Option<String>,
+    /// The name the previous page ended with.
+    pub after: Option<String>,
+    /// Jobs per page (1 to [`MAX_PAGE`], default [`DEFAULT_PAGE`]).
+    pub limit: Option<String>,
+}
+
+impl ListQuery {
+    /// The store query, or a 400 naming the bad parameter. Empty values mean "any".
+    pub fn to_query(&self, settings: &Settings) -> Result<crate::store::JobQuery, ApiError> {
+        let bad = |m: String| error(StatusCode::BAD_REQUEST, &m);
+        let state = match given(&self.state) {
+            Some(s) => Some(crate::store::JobState::parse(s).ok_or_else(|| {
+                let all: Vec<_> = crate::store::JobState::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect();
+                bad(format!(
+                    "unknown state `{s}`; expected one of: {}",
+                    all.join(", ")
+                ))
+            })?),
+            None => None,
+        };
+        let mut envs: Option<Vec<String>> = given(&self.env).map(|e| vec![e.to_string()]);
+        if let Some(engine) = given(&self.engine) {
+            let of_engine: Vec<String> = settings
+                .envs
+                .iter()
+                .filter(|(_, e)| e.engine.as_str() == engine)
+                .map(|(n, _)| n.clone())
+                .collect();
+            envs = Some(match envs {
+                Some(e) => e.into_iter().filter(|n| of_engine.contains(n)).collect(),
+                None => of_engine,
+            });
+        }
+        let removed = match given(&self.removed) {
+            None | Some("0" | "false" | "no") => false,
+            Some("1" | "true" | "yes") => true,
+            Some(v) => return Err(bad(format!("`removed`: expected 1 or 0, found `{v}`"))),
+        };
+        let limit = match given(&self.limit) {
+            None => DEFAULT_PAGE,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+                _ => {
+                    return Err(bad(format!(
+                        "`limit`: expected a number from 1 to {MAX_PAGE}, found `{v}`"
+                    )));
+                }
+            },
+        };
+        Ok(crate::store::JobQuery {
+            state,
+            envs,
+            folder: given(&self.folder).map(|f| f.trim_matches('/').to_string()),
+            removed,
+            after: given(&self.after).map(str::to_string),
+            limit,
+        })
+    }
 }
 
 /// `GET /api/v1/jobs/{name}`.
@@ -256,14 +404,16 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-fn job_view(
-    settings: &Settings,
-    row: &JobListRow,
-    commits: &HashMap<String, CommitRecord>,
+/// What a job's view is made of besides its list row.
+struct Extra<'a> {
+    commits: &'a HashMap<String, CommitRecord>,
     restarts: u64,
-    last: Option<&EventRow>,
+    last: Option<&'a EventRow>,
     version: Option<String>,
-) -> JobView {
+    running: Option<&'a Running>,
+}
+
+fn job_view(settings: &Settings, row: &JobListRow, x: Extra<'_>) -> JobView {
     let env = row.env.clone();
     let engine = env
         .as_deref()
@@ -275,15 +425,16 @@ fn job_view(
         reason: row.reason.clone(),
         env,
         engine,
-        version,
+        version: x.version,
         path: row.path.clone(),
         commit: row
             .desired_commit
             .as_deref()
-            .and_then(|c| commits.get(c))
+            .and_then(|c| x.commits.get(c))
             .map(CommitView::of),
-        restarts,
-        last_event: last.map(EventView::of),
+        running: x.running.map(RunningView::of),
+        restarts: x.restarts,
+        last_event: x.last.map(EventView::of),
         invalid: row.invalid,
     }
 }
@@ -294,34 +445,61 @@ fn env_version(state: &ApiState, env: Option<&str>) -> Option<String> {
     env.and_then(|e| engines.get(e)).and_then(|e| e.version())
 }
 
-/// Every job, as the list and the status page show them.
-pub fn jobs_view(state: &ApiState) -> Result<JobsView, crate::store::StoreError> {
+/// The jobs `q` asks for, as the list and the status page show them. Only the page's rows are
+/// read, with their latest events and commits; what runs comes from the live runs alone.
+pub fn jobs_view(
+    state: &ApiState,
+    q: &crate::store::JobQuery,
+) -> Result<JobsView, crate::store::StoreError> {
     let store = &state.store;
     let settings = state.settings.get();
-    let commits = store.commits()?;
-    let restarts = store.restart_counts()?;
-    let last = store.last_events()?;
-    let jobs = store
-        .job_list()?
+    let mut rows = store.job_page(&crate::store::JobQuery {
+        limit: q.limit.saturating_add(1),
+        ..q.clone()
+    })?;
+    let next = if rows.len() > q.limit {
+        rows.truncate(q.limit);
+        rows.last().map(|r| r.name.clone())
+    } else {
+        None
+    };
+    let ids: Vec<i64> = rows.iter().filter_map(|r| r.last_event_id).collect();
+    let last = store.events_by_ids(&ids)?;
+    let applied = store.applied_commit()?;
+    let mut commits = HashMap::new();
+    for id in rows
+        .iter()
+        .filter_map(|r| r.desired_commit.as_deref())
+        .chain(applied.as_deref())
+    {
+        if !commits.contains_key(id)
+            && let Some(c) = store.commit(id)?
+        {
+            commits.insert(id.to_string(), c);
+        }
+    }
+    let running = store.running()?;
+    let jobs = rows
         .iter()
         .map(|row| {
-            job_view(
-                &settings,
-                row,
-                &commits,
-                restarts.get(&row.name).copied().unwrap_or(0),
-                last.get(&row.name),
-                env_version(state, row.env.as_deref()),
-            )
+            let extra = Extra {
+                commits: &commits,
+                restarts: row.restarts,
+                last: row.last_event_id.and_then(|id| last.get(&id)),
+                version: env_version(state, row.env.as_deref()),
+                running: running.get(&row.name),
+            };
+            job_view(&settings, row, extra)
         })
         .collect();
     Ok(JobsView {
         ready: state.ready.load(std::sync::atomic::Ordering::Acquire),
-        applied_commit: store
-            .applied_commit()?
-            .and_then(|c| commits.get(&c))
+        applied_commit: applied
+            .as_deref()
+            .and_then(|c| commits.get(c))
             .map(CommitView::of),
         jobs,
+        next,
     })
 }
 
@@ -332,9 +510,13 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(internal)?
 }
 
-/// `GET /api/v1/jobs`.
-pub async fn jobs(State(state): State<Arc<ApiState>>) -> Response {
-    match blocking(move || jobs_view(&state).map_err(internal)).await {
+/// `GET /api/v1/jobs?state=&env=&engine=&folder=&removed=&after=&limit=`.
+pub async fn jobs(State(state): State<Arc<ApiState>>, Query(q): Query<ListQuery>) -> Response {
+    let result = blocking(move || {
+        let q = q.to_query(&state.settings.get())?;
+        jobs_view(&state, &q).map_err(internal)
+    });
+    match result.await {
         Ok(v) => Json(v).into_response(),
         Err(r) => r.into_response(),
     }
@@ -344,56 +526,68 @@ fn unknown_job(name: &str) -> ApiError {
     error(StatusCode::NOT_FOUND, &format!("no job named `{name}`"))
 }
 
+/// A job with its latest runs and events, and its row; 404 for an unknown job.
+pub fn job_detail(state: &ApiState, name: &str) -> Result<(JobDetail, JobRow), ApiError> {
+    let store = &state.store;
+    let Some(row) = store.job(name).map_err(internal)? else {
+        return Err(unknown_job(name));
+    };
+    let commits = row
+        .desired_commit
+        .as_deref()
+        .and_then(|c| store.commit(c).ok().flatten())
+        .map(|c| HashMap::from([(c.id.clone(), c)]))
+        .unwrap_or_default();
+    let events = store.events(Some(name), EVENTS_SHOWN).map_err(internal)?;
+    let restarts = store
+        .restart_counts()
+        .map_err(internal)?
+        .get(name)
+        .copied()
+        .unwrap_or(0);
+    let runs = store.runs(name, RUNS_SHOWN).map_err(internal)?;
+    let savepoints = store.savepoints(name, SAVEPOINTS_SHOWN).map_err(internal)?;
+    let running = store.running_of(name).map_err(internal)?;
+    let list_row = JobListRow::of(&row);
+    let v = store.versions(name).map_err(internal)?;
+    let versions = Some(VersionsView {
+        running_hash: row.applied_hash.clone(),
+        refused_hash: v.refused_hash,
+        refused_commit: v.refused_commit,
+        refused_reason: v.refused_reason,
+    });
+    let extra = Extra {
+        commits: &commits,
+        restarts,
+        last: events.first(),
+        version: env_version(state, list_row.env.as_deref()),
+        running: running.as_ref(),
+    };
+    let detail = JobDetail {
+        job: job_view(&state.settings.get(), &list_row, extra),
+        errors: row.invalid.clone(),
+        runs: runs.iter().map(RunView::of).collect(),
+        events: events.iter().map(EventView::of).collect(),
+        savepoints,
+        versions,
+    };
+    Ok((detail, row))
+}
+
+/// The last `lines` lines of run `run_id`'s log with the job's secrets masked; `None` when it
+/// has no log (yet, or any more).
+pub fn masked_run_log(state: &ApiState, row: &JobRow, run_id: i64, lines: usize) -> Option<String> {
+    let run = state.store.run(run_id).ok()??;
+    let text = read_tail(Path::new(&run.log_path), lines).ok()?;
+    Some(spec::mask_secrets(
+        &text,
+        &secret_values(&state.settings.get(), row),
+    ))
+}
+
 /// `GET /api/v1/jobs/{name}`: the job with its latest runs and events.
 pub async fn job(State(state): State<Arc<ApiState>>, UrlPath(name): UrlPath<String>) -> Response {
-    let result = blocking(move || {
-        let store = &state.store;
-        let Some(row) = store.job(&name).map_err(internal)? else {
-            return Err(unknown_job(&name));
-        };
-        let commits = row
-            .desired_commit
-            .as_deref()
-            .and_then(|c| store.commit(c).ok().flatten())
-            .map(|c| HashMap::from([(c.id.clone(), c)]))
-            .unwrap_or_default();
-        let events = store.events(Some(&name), EVENTS_SHOWN).map_err(internal)?;
-        let restarts = store
-            .restart_counts()
-            .map_err(internal)?
-            .get(&name)
-            .copied()
-            .unwrap_or(0);
-        let runs = store.runs(&name, RUNS_SHOWN).map_err(internal)?;
-        let savepoints = store
-            .savepoints(&name, SAVEPOINTS_SHOWN)
-            .map_err(internal)?;
-        let list_row = JobListRow::of(&row);
-        let v = store.versions(&name).map_err(internal)?;
-        let versions = Some(VersionsView {
-            running_hash: row.applied_hash.clone(),
-            refused_hash: v.refused_hash,
-            refused_commit: v.refused_commit,
-            refused_reason: v.refused_reason,
-        });
-        Ok(JobDetail {
-            job: job_view(
-                &state.settings.get(),
-                &list_row,
-                &commits,
-                restarts,
-                events.first(),
-                env_version(&state, list_row.env.as_deref()),
-            ),
-            errors: row.invalid.clone(),
-            runs: runs.iter().map(RunView::of).collect(),
-            events: events.iter().map(EventView::of).collect(),
-            savepoints,
-            versions,
-        })
-    })
-    .await;
-    match result {
+    match blocking(move || job_detail(&state, &name).map(|(d, _)| d)).await {
         Ok(v) => Json(v).into_response(),
         Err(r) => r.into_response(),
     }

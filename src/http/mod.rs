@@ -1,6 +1,6 @@
 //! The HTTP server on `listen` (SPEC "HTTP API"): health and readiness, `/metrics`, the JSON API
 //! ([`api`], [`clusters`], [`unmanaged`]), git webhooks ([`hooks`]), the status page
-//! ([`page`]) and the jars spark workers fetch ([`artifacts`]).
+//! ([`page`]), a page per job ([`job_page`]) and the jars spark workers fetch ([`artifacts`]).
 //!
 //! Every request body is limited to [`MAX_BODY`] (413 above it), whether or not its handler reads
 //! it ([`limit_body`]); the two webhook endpoints take up to [`MAX_HOOK_BODY`], since GitHub
@@ -13,6 +13,7 @@ pub mod api;
 pub mod artifacts;
 pub mod clusters;
 pub mod hooks;
+pub mod job_page;
 pub mod page;
 pub mod unmanaged;
 
@@ -71,6 +72,7 @@ pub struct ApiState {
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/", get(page::status_page))
+        .route("/jobs/{name}", get(job_page::job_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -5,12 +5,12 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::ApiState;
-use super::api::{EventView, JobsView, jobs_view};
+use super::api::{ApiError, EventView, JobsView, ListQuery, given, jobs_view};
 
 /// Recent events shown at the bottom of the page.
 pub const RECENT_EVENTS: usize = 30;
@@ -31,7 +31,8 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-const CSS: &str = r#"
+/// The pages' style sheet.
+pub const CSS: &str = r#"
 :root{--bg:#f6f7f9;--card:#fff;--fg:#1d2330;--muted:#5c6675;--line:#e2e5ea;
 --ok:#1a7f37;--bad:#c62828;--warn:#b26a00;--idle:#59636e;--info:#0a5bb5}
 @media (prefers-color-scheme:dark){:root{--bg:#0f1216;--card:#171b21;--fg:#e6e9ee;--muted:#9aa4b2;
@@ -48,10 +49,16 @@ main{max-width:1200px;margin:0 auto;padding-bottom:24px}
 .chip{border:1px solid var(--line);background:var(--card);border-radius:999px;padding:2px 10px;font-size:13px}
 table{width:calc(100% - 32px);margin:0 16px;border-collapse:collapse;background:var(--card);
 border:1px solid var(--line);border-radius:8px;overflow:hidden}
-th,td{text-align:left;padding:8px 10px;border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:anywhere}
+th,td{text-align:left;padding:8px 10px;border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:break-word}
+.nw{white-space:nowrap}
+a{color:var(--info)}
+form.filters{display:flex;flex-wrap:wrap;gap:8px;align-items:end;margin:10px 16px}
+form.filters label{display:flex;flex-direction:column;font-size:12px;color:var(--muted)}
+form.filters select,form.filters input,form.filters button{font:inherit;padding:3px 6px}
+.pager{margin:10px 16px}
 th{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}
 tr:last-child td{border-bottom:0}
-td.name{font-weight:600;word-break:break-all}
+td.name{font-weight:600}
 .state{font-weight:600;white-space:nowrap}
 .s-running,.s-succeeded{color:var(--ok)}
 .s-failed,.s-gave_up,.s-invalid{color:var(--bad)}
@@ -79,13 +86,109 @@ ul.events li:last-child{border-bottom:0}
 }
 "#;
 
+/// An RFC 3339 UTC time as shown: `2026-12-03 10:41:07 UTC`.
+pub fn utc_time(rfc3339: &str) -> String {
+    format!(
+        "{} UTC",
+        rfc3339.get(..19).unwrap_or(rfc3339).replace('T', " ")
+    )
+}
+
+/// A job name in a URL path (`team-a/clicks` is `team-a%2Fclicks`).
+pub fn job_path(name: &str) -> String {
+    format!("/jobs/{}", utf8_percent_encode(name))
+}
+
+/// Percent-encodes everything but unreserved characters.
+pub fn utf8_percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// What the page's filter form offers and what it was asked for.
+pub struct Filters<'a> {
+    /// The query the page was asked with.
+    pub query: &'a ListQuery,
+    /// Env names, then each env's engine.
+    pub envs: Vec<(String, String)>,
+    /// Jobs per state, over all jobs.
+    pub counts: Vec<(crate::store::JobState, u64)>,
+}
+
+impl Filters<'_> {
+    /// The query string of these filters with `after`, for the next page's link.
+    fn with_after(&self, after: &str) -> String {
+        let q = self.query;
+        let mut parts = Vec::new();
+        for (k, v) in [
+            ("state", &q.state),
+            ("env", &q.env),
+            ("engine", &q.engine),
+            ("folder", &q.folder),
+            ("removed", &q.removed),
+            ("limit", &q.limit),
+        ] {
+            if let Some(v) = given(v) {
+                parts.push(format!("{k}={}", utf8_percent_encode(v)));
+            }
+        }
+        parts.push(format!("after={}", utf8_percent_encode(after)));
+        format!("?{}", parts.join("&amp;"))
+    }
+
+    fn form(&self) -> String {
+        let q = self.query;
+        let select = |name: &str, options: &[String], chosen: Option<&str>| {
+            let mut h =
+                format!("<label>{name}<select name=\"{name}\"><option value=\"\">any</option>");
+            for o in options {
+                let sel = if chosen == Some(o.as_str()) {
+                    " selected"
+                } else {
+                    ""
+                };
+                let _ = write!(h, "<option{sel}>{}</option>", escape(o));
+            }
+            h.push_str("</select></label>");
+            h
+        };
+        let states: Vec<String> = crate::store::JobState::ALL
+            .iter()
+            .map(|s| s.as_str().to_string())
+            .collect();
+        let envs: Vec<String> = self.envs.iter().map(|(e, _)| e.clone()).collect();
+        let mut engines: Vec<String> = self.envs.iter().map(|(_, e)| e.clone()).collect();
+        engines.sort();
+        engines.dedup();
+        let removed = matches!(given(&q.removed), Some("1" | "true" | "yes"));
+        format!(
+            "<form class=\"filters\" method=\"get\" action=\"/\">{}{}{}\
+             <label>folder<input name=\"folder\" value=\"{}\" size=\"12\"></label>\
+             <label><span><input type=\"checkbox\" name=\"removed\" value=\"1\"{}> removed</span></label>\
+             <button type=\"submit\">Filter</button> <a href=\"/\">clear</a></form>",
+            select("state", &states, given(&q.state)),
+            select("env", &envs, given(&q.env)),
+            select("engine", &engines, given(&q.engine)),
+            escape(given(&q.folder).unwrap_or("")),
+            if removed { " checked" } else { "" },
+        )
+    }
+}
+
 fn one_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }
 
 fn event_html(e: &EventView, with_job: bool) -> String {
     let mut s = String::new();
-    let time = e.time.get(..19).unwrap_or(&e.time).replace('T', " ");
+    let time = utc_time(&e.time);
     let _ = write!(
         s,
         "<span class=\"muted\">{}</span> <span class=\"k\">{}</span>",
@@ -102,8 +205,28 @@ fn event_html(e: &EventView, with_job: bool) -> String {
     s
 }
 
+/// What runs now: the config commit, the project commit of project jobs, and since when.
+fn running_html(j: &super::api::JobView) -> Option<String> {
+    let r = j.running.as_ref()?;
+    let short = |c: &Option<String>| {
+        c.as_deref()
+            .map_or("–".into(), |c| escape(c.get(..8).unwrap_or(c)))
+    };
+    let mut s = format!("<code>{}</code>", short(&r.config_commit));
+    if r.project_commit.is_some() {
+        let _ = write!(s, " project <code>{}</code>", short(&r.project_commit));
+    }
+    let since = r.since.get(..19).unwrap_or(&r.since).replace('T', " ");
+    let _ = write!(
+        s,
+        " <span class=\"muted\">since {} UTC</span>",
+        escape(&since)
+    );
+    Some(s)
+}
+
 /// The page's HTML for a view of the jobs and the recent events.
-pub fn render(view: &JobsView, events: &[EventView]) -> String {
+pub fn render(view: &JobsView, events: &[EventView], filters: &Filters<'_>) -> String {
     let mut h = String::with_capacity(4096 + view.jobs.len() * 600);
     h.push_str("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">");
     h.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">");
@@ -128,59 +251,51 @@ pub fn render(view: &JobsView, events: &[EventView]) -> String {
     }
     h.push_str("</div></header><main>");
 
-    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-    for j in &view.jobs {
-        *counts.entry(j.state.as_str()).or_default() += 1;
-    }
+    let total: u64 = filters.counts.iter().map(|(_, n)| n).sum();
     let _ = write!(
         h,
-        "<div class=\"summary\"><span class=\"chip\"><b>{}</b> jobs</span>",
-        view.jobs.len()
+        "<div class=\"summary\"><span class=\"chip\"><b>{total}</b> jobs</span>"
     );
-    for (state, n) in &counts {
+    for (state, n) in filters.counts.iter().filter(|(_, n)| *n > 0) {
         let _ = write!(
             h,
-            "<span class=\"chip s-{0}\">{1} {0}</span>",
-            escape(state),
+            "<a class=\"chip s-{0}\" href=\"/?state={0}\">{1} {0}</a>",
+            state.as_str(),
             n
         );
     }
     h.push_str("</div><h2>Jobs</h2>");
+    h.push_str(&filters.form());
     if view.jobs.is_empty() {
-        h.push_str("<p class=\"empty muted\">No jobs.</p>");
+        h.push_str("<p class=\"empty muted\">No jobs match.</p>");
     } else {
         h.push_str(
             "<table id=\"jobs\"><thead><tr><th>Job</th><th>State</th><th>Env</th><th>Engine</th>\
-             <th>Commit</th><th>Restarts</th><th>Last event</th></tr></thead><tbody>",
+             <th>Running</th><th>Restarts</th><th>Last event</th></tr></thead><tbody>",
         );
         for j in &view.jobs {
             let _ = write!(
                 h,
-                "<tr id=\"{name}\" data-job=\"{name}\"><td class=\"name\" data-label=\"Job\"><div>{name}</div></td>\
+                "<tr id=\"{name}\" data-job=\"{name}\"><td class=\"name\" data-label=\"Job\"><div><a href=\"{link}\">{name}</a></div></td>\
                  <td data-label=\"State\"><div><span class=\"state s-{state}\">{state}</span>",
                 name = escape(&j.name),
+                link = escape(&job_path(&j.name)),
                 state = escape(&j.state)
             );
             if let Some(r) = j.reason.as_deref().map(one_line).filter(|r| !r.is_empty()) {
                 let _ = write!(h, "<span class=\"reason\">{}</span>", escape(r));
             }
             let dash = "–".to_string();
-            let commit = j.commit.as_ref().map_or(dash.clone(), |c| {
-                format!(
-                    "<code>{}</code> <span class=\"muted\">{}</span>",
-                    escape(&c.short),
-                    escape(&c.subject)
-                )
-            });
+            let commit = running_html(j).unwrap_or_else(|| dash.clone());
             let last = j
                 .last_event
                 .as_ref()
                 .map_or(dash.clone(), |e| event_html(e, false));
             let _ = write!(
                 h,
-                "</div></td><td data-label=\"Env\"><div>{}</div></td>\
-                 <td data-label=\"Engine\"><div>{}</div></td>\
-                 <td data-label=\"Commit\"><div>{commit}</div></td>\
+                "</div></td><td class=\"nw\" data-label=\"Env\"><div>{}</div></td>\
+                 <td class=\"nw\" data-label=\"Engine\"><div>{}</div></td>\
+                 <td data-label=\"Running\"><div>{commit}</div></td>\
                  <td data-label=\"Restarts\"><div>{}</div></td>\
                  <td class=\"ev\" data-label=\"Last event\"><div>{last}</div></td></tr>",
                 escape(j.env.as_deref().unwrap_or("–")),
@@ -189,6 +304,14 @@ pub fn render(view: &JobsView, events: &[EventView]) -> String {
             );
         }
         h.push_str("</tbody></table>");
+    }
+    if let Some(next) = &view.next {
+        let _ = write!(
+            h,
+            "<p class=\"pager\"><a id=\"next\" href=\"{}\">next jobs after {} →</a></p>",
+            filters.with_after(next),
+            escape(next)
+        );
     }
     h.push_str(EVENTS_HEADING);
     if events.is_empty() {
@@ -233,31 +356,54 @@ pub fn clusters_html(view: &super::clusters::ClustersView) -> String {
     h
 }
 
-/// `GET /`.
-pub async fn status_page(State(state): State<Arc<ApiState>>) -> Response {
+/// An HTML answer: no scripts, no external assets.
+pub fn html_response(html: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'",
+            ),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+/// `GET /?state=&env=&engine=&folder=&removed=&after=&limit=`.
+pub async fn status_page(
+    State(state): State<Arc<ApiState>>,
+    Query(query): Query<ListQuery>,
+) -> Response {
     let result = tokio::task::spawn_blocking(move || {
-        let view = jobs_view(&state)?;
+        let settings = state.settings.get();
+        let q = match query.to_query(&settings) {
+            Ok(q) => q,
+            Err(e) => return Ok(Err(e)),
+        };
+        let view = jobs_view(&state, &q)?;
         let events = state.store.events(None, RECENT_EVENTS)?;
         let events: Vec<EventView> = events.iter().map(EventView::of).collect();
         let clusters = clusters_html(&super::clusters::clusters_view(&state));
-        let html = render(&view, &events);
+        let filters = Filters {
+            query: &query,
+            envs: settings
+                .envs
+                .iter()
+                .map(|(n, e)| (n.clone(), e.engine.as_str().to_string()))
+                .collect(),
+            counts: state.store.job_state_counts()?,
+        };
+        let html = render(&view, &events, &filters);
         let unmanaged = super::unmanaged::unmanaged_html(&super::unmanaged::unmanaged_view(&state));
         let html = html.replacen(EVENTS_HEADING, &(clusters + &unmanaged + EVENTS_HEADING), 1);
-        Ok::<_, crate::store::StoreError>(html)
+        Ok::<_, crate::store::StoreError>(Ok::<_, ApiError>(html))
     })
     .await;
     match result {
-        Ok(Ok(html)) => (
-            [
-                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                (
-                    header::CONTENT_SECURITY_POLICY,
-                    "default-src 'none'; style-src 'unsafe-inline'",
-                ),
-            ],
-            html,
-        )
-            .into_response(),
+        Ok(Ok(Err(e))) => (e.status, format!("{}\n", e.message)).into_response(),
+        Ok(Ok(Ok(html))) => html_response(html),
         Ok(Err(e)) => {
             tracing::error!("status page: {e}");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()

@@ -444,6 +444,7 @@ impl Actor {
             spec,
             hash,
             artifact,
+            commit: self.commit.clone(),
         });
         self.record_applied();
         if set_state {
@@ -499,7 +500,12 @@ impl Actor {
             return;
         };
         let store = &self.ctx.store;
-        let applied = (&d.spec, d.hash.as_str(), d.artifact.as_ref());
+        let applied = (
+            &d.spec,
+            d.hash.as_str(),
+            d.artifact.as_ref(),
+            d.commit.as_deref(),
+        );
         store.record(
             Some(&self.name),
             "applied spec",
@@ -547,6 +553,7 @@ fn deployed_of(row: &JobRow) -> Option<Deployed> {
         spec: row.applied.clone()?,
         hash: row.applied_hash.clone()?,
         artifact: row.artifact.clone(),
+        commit: row.applied_commit.clone(),
     })
 }
 

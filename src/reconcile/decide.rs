@@ -31,6 +31,16 @@ pub struct Deployed {
     pub hash: String,
     /// The built artifact, for jobs with a project.
     pub artifact: Option<Artifact>,
+    /// The config commit that deployed it.
+    pub commit: Option<String>,
+}
+
+impl Deployed {
+    /// The project commit its artifact was built from, for jobs with a project.
+    pub fn project_commit(&self) -> Option<&str> {
+        self.spec.project.as_ref()?;
+        self.artifact.as_ref().map(|a| a.commit.as_str())
+    }
 }
 
 impl Deployed {
@@ -396,6 +406,7 @@ mod tests {
             spec: s.clone(),
             hash: hash.into(),
             artifact: None,
+            commit: None,
         }
     }
 

@@ -51,6 +51,7 @@ impl Actor {
             spec: desired,
             hash,
             artifact,
+            commit: self.commit.clone(),
         };
         if self.applied.is_none() && new.spec.adopt.is_some() && !self.live.is_empty() {
             // Adopted by a daemon that stopped before it recorded the version.

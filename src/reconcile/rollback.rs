@@ -72,7 +72,7 @@ impl Actor {
                 hash: p.hash,
                 artifact: p.artifact,
                 restore,
-                commit: None,
+                commit: p.commit,
             }),
             ..VersionsRow::default()
         };
@@ -117,6 +117,7 @@ impl Actor {
             spec: previous.spec,
             hash: previous.hash,
             artifact: previous.artifact,
+            commit: previous.commit.clone(),
         });
         self.restore = previous.restore.clone();
         self.versions = VersionsRow {

@@ -11,7 +11,7 @@ use super::decide::StepError;
 use crate::engine::{EngineError, RunExit, RunHandle, RunStatus, STOP_GRACE};
 use crate::event::JobEvent;
 use crate::spec;
-use crate::store::{JobState, RunState};
+use crate::store::{JobState, RunOrigin, RunState};
 
 impl Actor {
     /// Submits the deployed version; returns the run id, or why it was refused (secrets masked).
@@ -26,7 +26,11 @@ impl Actor {
             .store
             .insert_run(
                 &self.name,
-                self.commit.as_deref(),
+                RunOrigin {
+                    config_commit: deployed.commit.as_deref(),
+                    project_commit: deployed.project_commit(),
+                    artifact_key: deployed.artifact.as_ref().map(|a| a.key.as_str()),
+                },
                 &deployed.hash,
                 (engine.kind().as_str(), &deployed.spec.env),
                 &log_dir,

@@ -54,6 +54,8 @@ pub struct Settings {
     pub health: HealthSettings,
     /// Local runs' logs.
     pub logs: LogSettings,
+    /// How much history each job keeps.
+    pub retention: Retention,
     /// Daemon-wide restart policy.
     pub restart: RestartPolicy,
     /// Daemon-wide `health` (beyond `interval`), `rollback`, `ready_within` and `drift`.
@@ -110,6 +112,25 @@ pub const DEFAULT_LOG_MAX_SIZE: u64 = 64 * 1024 * 1024;
 pub struct HealthSettings {
     /// How often engines are asked about their jobs (default 5s).
     pub interval: Duration,
+}
+
+/// `retention:`: per job, runs (records and logs) past the latest `runs` and older than `age`
+/// are deleted, and events older than `age` (the job's latest event is always kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Runs always kept per job (default 100).
+    pub runs: usize,
+    /// History younger than this is always kept (default 30 days).
+    pub age: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            runs: 100,
+            age: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
 }
 
 /// The daemon config as the running daemon sees it: replaced whole by a reload (SIGHUP), read

@@ -10,7 +10,7 @@ use super::channels::read_channels;
 use super::envs::read_envs;
 use super::{
     BuildSettings, DEFAULT_LISTEN, DEFAULT_LOG_MAX_SIZE, HealthSettings, LogSettings, RepoSettings,
-    Settings, host_timezone, is_remote_url,
+    Retention, Settings, host_timezone, is_remote_url,
 };
 use crate::spec::{RestartPolicy, read_restart};
 use crate::yaml::{Checker, Fields, Node};
@@ -32,6 +32,7 @@ const TOP_FIELDS: &[&str] = &[
     "drift",
     "alerts_throttle",
     "external_url",
+    "retention",
     "envs",
     "alerts",
 ];
@@ -120,6 +121,7 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
     }
     crate::spec::read_guard_fields(c, &f, "", &mut guard);
     let logs = read_logs(c, &f);
+    let retention = read_retention(c, &f);
     let restart = match f.get("restart") {
         Some(n) => RestartPolicy::default().with(&read_restart(c, n, "restart")),
         None => RestartPolicy::default(),
@@ -154,6 +156,7 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
         build,
         health,
         logs,
+        retention,
         restart,
         guard,
         alerts_throttle,
@@ -247,6 +250,26 @@ fn read_health(c: &mut Checker, f: &Fields<'_>) -> HealthSettings {
         health.interval = d;
     }
     health
+}
+
+/// `retention:` of the top-level fields `f`, with its defaults (100 runs, 30 days).
+fn read_retention(c: &mut Checker, f: &Fields<'_>) -> Retention {
+    let mut retention = Retention::default();
+    if let Some(n) = f.get("retention")
+        && let Some(r) = c.mapping(n, "retention", &["runs", "age"])
+    {
+        if let Some(v) = r.get("runs")
+            && let Some(runs) = c.integer(v, "retention.runs", 1, 1_000_000)
+        {
+            retention.runs = runs as usize;
+        }
+        if let Some(v) = r.get("age")
+            && let Some(age) = c.duration(v, "retention.age")
+        {
+            retention.age = age;
+        }
+    }
+    retention
 }
 
 /// `logs:` of the top-level fields `f`, with its defaults.

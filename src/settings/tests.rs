@@ -340,3 +340,23 @@ fn a_spark_env_whose_workers_cannot_fetch_jars_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn retention_keeps_100_runs_and_30_days_unless_told() {
+    let base = "repo: {url: /srv/jobs.git}\nstate_dir: /var/lib/jobkeeper\n";
+    let r = ok(base).retention;
+    assert_eq!((r.runs, r.age), (100, Duration::from_secs(30 * 86_400)));
+    let r = ok(&format!("{base}retention: {{runs: 5, age: 1h}}\n")).retention;
+    assert_eq!((r.runs, r.age), (5, Duration::from_secs(3600)));
+    let r = ok(&format!("{base}retention: {{age: 2d}}\n")).retention;
+    assert_eq!((r.runs, r.age), (100, Duration::from_secs(2 * 86_400)));
+    let e = errors(&format!(
+        "{base}retention: {{runs: 0, age: soon, keep: 1}}\n"
+    ));
+    assert!(
+        e.contains("3:33: unknown field `keep` in `retention`"),
+        "{e}"
+    );
+    assert!(e.contains("retention.runs"), "{e}");
+    assert!(e.contains("retention.age"), "{e}");
+}

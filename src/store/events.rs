@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{At, Result, Store, collect, now_ms};
@@ -182,6 +182,23 @@ impl Store {
             let e = row??;
             if let Some(job) = e.job.clone() {
                 out.insert(job, e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The events with these ids, by id (the latest events of a page of jobs).
+    pub fn events_by_ids(&self, ids: &[i64]) -> Result<HashMap<i64, EventRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events e LEFT JOIN commits c ON c.id = e.commit_id
+             WHERE e.id = ?1"
+        ))?;
+        let mut out = HashMap::with_capacity(ids.len());
+        for id in ids {
+            if let Some(e) = st.query_row([id], event_row).optional()? {
+                let e = e?;
+                out.insert(e.id, e);
             }
         }
         Ok(out)

@@ -2,6 +2,7 @@
 //! lists and counts of jobs the API, metrics and status line show.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
@@ -94,6 +95,10 @@ impl std::fmt::Display for JobState {
     }
 }
 
+/// A deployed version as [`Store::set_applied`] records it: its spec, the spec's hash, its
+/// artifact and the config commit that deployed it.
+pub type Applied<'a> = (&'a JobSpec, &'a str, Option<&'a Artifact>, Option<&'a str>);
+
 /// A job's row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobRow {
@@ -113,6 +118,8 @@ pub struct JobRow {
     pub applied_hash: Option<String>,
     /// The deployed artifact.
     pub artifact: Option<Artifact>,
+    /// Config commit of the deployed version.
+    pub applied_commit: Option<String>,
     /// Current state.
     pub state: JobState,
     /// Why it is in that state.
@@ -140,6 +147,32 @@ pub struct JobListRow {
     pub env: Option<String>,
     /// True when the latest version of its file is invalid.
     pub invalid: bool,
+    /// True once its file was removed from the config repo (its history is kept).
+    #[serde(default)]
+    pub removed: bool,
+    /// Restarts recorded.
+    #[serde(default)]
+    pub restarts: u64,
+    /// Id of its latest event.
+    #[serde(default)]
+    pub last_event_id: Option<i64>,
+}
+
+/// Which jobs a list shows (see [`Store::job_page`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobQuery {
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs whose env is one of these (`None`: any env).
+    pub envs: Option<Vec<String>>,
+    /// Only jobs in this folder (`team-a` lists `team-a/...`, subfolders included).
+    pub folder: Option<String>,
+    /// Removed jobs too (hidden by default).
+    pub removed: bool,
+    /// Only jobs whose name sorts after this one (the previous page's last).
+    pub after: Option<String>,
+    /// At most this many.
+    pub limit: usize,
 }
 
 impl JobListRow {
@@ -157,12 +190,15 @@ impl JobListRow {
                 .or(row.applied.as_ref())
                 .map(|s| s.env.clone()),
             invalid: row.invalid.is_some(),
+            removed: row.desired.is_none() && row.invalid.is_none(),
+            restarts: 0,
+            last_event_id: None,
         }
     }
 }
 
 const JOB_SELECT: &str = "SELECT name, path, desired, desired_hash, desired_commit, applied,
-    applied_hash, artifact, state, reason, invalid, updated_at FROM jobs";
+    applied_hash, artifact, state, reason, invalid, updated_at, applied_commit FROM jobs";
 
 fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRow>> {
     Ok((|| {
@@ -183,6 +219,7 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRow>> {
             reason: r.get(9)?,
             invalid: r.get(10)?,
             updated_at: r.get(11)?,
+            applied_commit: r.get(12)?,
             name: name.clone(),
         })
     })())
@@ -251,39 +288,75 @@ impl Store {
         Ok(())
     }
 
-    /// Records the version now deployed: `(spec, its hash, its artifact)`, or `None` when
-    /// nothing is deployed any more. The spec is stored as `serde_json` writes it, so its hash
-    /// stays the hash of the stored bytes.
-    pub fn set_applied(
-        &self,
-        name: &str,
-        applied: Option<(&JobSpec, &str, Option<&Artifact>)>,
-    ) -> Result<()> {
-        let (spec, hash, artifact) = match applied {
-            Some((spec, hash, artifact)) => (
+    /// Records the version now deployed: `(spec, its hash, its artifact, the config commit
+    /// that deployed it)`, or `None` when nothing is deployed any more. The spec is stored as
+    /// `serde_json` writes it, so its hash stays the hash of the stored bytes.
+    pub fn set_applied(&self, name: &str, applied: Option<Applied<'_>>) -> Result<()> {
+        let (spec, hash, artifact, commit) = match applied {
+            Some((spec, hash, artifact, commit)) => (
                 Some(serde_json::to_string(spec)?),
                 Some(hash),
                 artifact.map(serde_json::to_string).transpose()?,
+                commit,
             ),
-            None => (None, None, None),
+            None => (None, None, None, None),
         };
         self.conn().execute(
-            "UPDATE jobs SET applied = ?2, applied_hash = ?3, artifact = ?4, updated_at = ?5
+            "UPDATE jobs SET applied = ?2, applied_hash = ?3, artifact = ?4, applied_commit = ?6,
+                 updated_at = ?5
              WHERE name = ?1",
-            params![name, spec, hash, artifact, now_ms()],
+            params![name, spec, hash, artifact, now_ms(), commit],
         )?;
         Ok(())
     }
 
     /// Every job as lists show it, sorted by name: no specs are read, only their `env`.
     pub fn job_list(&self) -> Result<Vec<JobListRow>> {
+        self.job_page(&JobQuery {
+            removed: true,
+            limit: usize::MAX,
+            ..JobQuery::default()
+        })
+    }
+
+    /// The jobs `q` asks for, sorted by name: one indexed walk of the jobs by name, each spec
+    /// read only for its `env`.
+    pub fn job_page(&self, q: &JobQuery) -> Result<Vec<JobListRow>> {
+        let mut sql = String::from(
+            "SELECT name, path, state, reason, desired_commit, env, invalid IS NOT NULL,
+                 desired IS NULL AND invalid IS NULL, restarts, last_event_id
+             FROM (SELECT *, json_extract(COALESCE(desired, applied), '$.env') AS env FROM jobs)
+             WHERE name > ?1",
+        );
+        let mut args: Vec<rusqlite::types::Value> =
+            vec![q.after.clone().unwrap_or_default().into()];
+        if let Some(state) = q.state {
+            args.push(state.as_str().to_string().into());
+            let _ = write!(sql, " AND state = ?{}", args.len());
+        }
+        if let Some(folder) = &q.folder {
+            let prefix = format!("{}/", folder.trim_end_matches('/'));
+            args.push((prefix.chars().count() as i64).into());
+            let n = args.len();
+            args.push(prefix.into());
+            let _ = write!(sql, " AND substr(name, 1, ?{n}) = ?{}", n + 1);
+        }
+        if let Some(envs) = &q.envs {
+            let mut marks = Vec::new();
+            for e in envs {
+                args.push(e.clone().into());
+                marks.push(format!("?{}", args.len()));
+            }
+            let _ = write!(sql, " AND env IN ({})", marks.join(", "));
+        }
+        if !q.removed {
+            sql.push_str(" AND NOT (desired IS NULL AND invalid IS NULL)");
+        }
+        args.push(i64::try_from(q.limit).unwrap_or(i64::MAX).into());
+        let _ = write!(sql, " ORDER BY name LIMIT ?{}", args.len());
         let conn = self.conn();
-        let mut st = conn.prepare_cached(
-            "SELECT name, path, state, reason, desired_commit,
-                 json_extract(COALESCE(desired, applied), '$.env'), invalid IS NOT NULL
-             FROM jobs ORDER BY name",
-        )?;
-        collect(st.query_map([], |r| {
+        let mut st = conn.prepare_cached(&sql)?;
+        collect(st.query_map(rusqlite::params_from_iter(args), |r| {
             Ok((|| {
                 let name: String = r.get(0)?;
                 let at = At {
@@ -297,6 +370,9 @@ impl Store {
                     desired_commit: r.get(4)?,
                     env: r.get(5).ok(),
                     invalid: r.get(6)?,
+                    removed: r.get(7)?,
+                    restarts: r.get::<_, i64>(8)? as u64,
+                    last_event_id: r.get(9)?,
                     name: name.clone(),
                 })
             })())
@@ -403,10 +479,11 @@ mod tests {
             log: "/a/build.log".into(),
             commit: "c1".into(),
         };
-        s.set_applied("a", Some((&spec, "h", Some(&artifact))))
+        s.set_applied("a", Some((&spec, "h", Some(&artifact), Some("c1"))))
             .unwrap();
         let row = s.job("a").unwrap().unwrap();
         assert_eq!(row.applied.as_ref(), Some(&spec));
+        assert_eq!(row.applied_commit.as_deref(), Some("c1"));
         assert_eq!(row.applied_hash.as_deref(), Some("h"));
         assert_eq!(row.artifact, Some(artifact));
         assert_eq!(
@@ -421,6 +498,7 @@ mod tests {
         s.set_applied("a", None).unwrap();
         let row = s.job("a").unwrap().unwrap();
         assert_eq!((row.applied, row.artifact), (None, None));
+        assert_eq!(row.applied_commit, None);
     }
 
     #[test]

@@ -17,7 +17,13 @@ use crate::event::EventKind;
 type Step = fn(&Connection) -> Result<()>;
 
 /// The steps, in order; step `i` makes version `i + 1`. Add new steps at the end.
-const STEPS: [Step; 3] = [release_0_1_0, typed_events, versions];
+const STEPS: [Step; 5] = [
+    release_0_1_0,
+    typed_events,
+    versions,
+    what_runs,
+    retention_indexes,
+];
 
 /// The schema version this build writes.
 pub(super) const LATEST: i64 = STEPS.len() as i64;
@@ -137,6 +143,31 @@ fn versions(conn: &Connection) -> Result<()> {
              refused_hash TEXT, refused_commit TEXT, refused_reason TEXT,
              updated_at INTEGER NOT NULL);",
     )?;
+    Ok(())
+}
+
+/// Migration 4: what runs. Each run records the project commit its artifact was built from
+/// (`runs.project_commit`, beside the config commit in `commit_id`) and its artifact's build
+/// key (`runs.artifact_key`, so retention keeps what live and previous versions need), and each
+/// job the config
+/// commit of its deployed version (`jobs.applied_commit`): a commit that changes only comments
+/// moves `desired_commit` but not what runs. Deployed versions recorded before are taken to come
+/// from their desired commit when the two hashes agree.
+fn what_runs(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "ALTER TABLE runs ADD COLUMN project_commit TEXT;
+         ALTER TABLE runs ADD COLUMN artifact_key TEXT;
+         ALTER TABLE jobs ADD COLUMN applied_commit TEXT;
+         UPDATE jobs SET applied_commit = desired_commit
+             WHERE applied_hash IS NOT NULL AND applied_hash = desired_hash;",
+    )?;
+    Ok(())
+}
+
+/// Migration 5: an index for retention: a job's events older than its `retention.age` are
+/// found without reading its newer ones (runs use `runs_job`: their ids grow with time).
+fn retention_indexes(conn: &Connection) -> Result<()> {
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS events_job_time ON events(job, time);")?;
     Ok(())
 }
 
@@ -306,7 +337,13 @@ mod tests {
         drop(store);
         let store = Store::open(&path).unwrap(); // a second open adds nothing twice
         let id = store
-            .insert_run("a", None, "h", ("flink", "prod"), Path::new("/l"))
+            .insert_run(
+                "a",
+                Default::default(),
+                "h",
+                ("flink", "prod"),
+                Path::new("/l"),
+            )
             .unwrap();
         assert_eq!(store.run(id).unwrap().unwrap().env.as_deref(), Some("prod"));
         store

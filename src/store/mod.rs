@@ -19,12 +19,14 @@
 //! - `events`: the event history and the sink that forwards events to the alerter.
 //! - `alerts`: the alert deliveries made.
 //! - `savepoints`: Flink savepoints and retained checkpoints.
+//! - `retention`: deleting old runs and events in small batches; the artifacts still needed.
 
 mod alerts;
 mod commits;
 mod events;
 mod jobs;
 mod migrations;
+mod retention;
 mod runs;
 mod savepoints;
 mod versions;
@@ -39,8 +41,9 @@ use serde::de::DeserializeOwned;
 pub use alerts::{AlertSentRow, NewAlertSent};
 pub use commits::{CommitRecord, DesiredUpdate};
 pub use events::{EventRow, EventSink, NewEvent};
-pub use jobs::{JobListRow, JobRow, JobState};
-pub use runs::{RunRow, RunState};
+pub use jobs::{Applied, JobListRow, JobQuery, JobRow, JobState};
+pub use retention::PrunedRun;
+pub use runs::{RunOrigin, RunRow, RunState, Running};
 pub use savepoints::SavepointRow;
 pub use versions::{PreviousVersion, VersionsRow};
 

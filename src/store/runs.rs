@@ -1,6 +1,7 @@
 //! The `runs` table: each submission of a job to its engine, with the engine's [`RunHandle`]
 //! and how the run ended ([`RunState`]).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use rusqlite::{OptionalExtension, params};
@@ -81,8 +82,10 @@ pub struct RunRow {
     pub id: i64,
     /// Job name.
     pub job: String,
-    /// Config commit the run was made for.
+    /// Config commit that deployed the version the run runs.
     pub commit_id: Option<String>,
+    /// For project jobs, the project commit its artifact was built from.
+    pub project_commit: Option<String>,
     /// Hash of the spec it runs.
     pub spec_hash: String,
     /// Engine kind.
@@ -103,8 +106,32 @@ pub struct RunRow {
     pub ended_at: Option<i64>,
 }
 
+/// Where a run's version comes from (see [`Store::insert_run`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOrigin<'a> {
+    /// The config commit that deployed the version.
+    pub config_commit: Option<&'a str>,
+    /// For project jobs, the project commit its artifact was built from.
+    pub project_commit: Option<&'a str>,
+    /// The build key of its artifact.
+    pub artifact_key: Option<&'a str>,
+}
+
+/// What runs now for one job: its newest live run's commits (see [`Store::running`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Running {
+    /// The run.
+    pub run_id: i64,
+    /// Config commit that deployed the version it runs.
+    pub config_commit: Option<String>,
+    /// For project jobs, the project commit its artifact was built from.
+    pub project_commit: Option<String>,
+    /// Unix time (ms) it started.
+    pub since: i64,
+}
+
 const RUN_SELECT: &str = "SELECT id, job, commit_id, spec_hash, engine, handle, state, reason,
-    log_path, started_at, ended_at, env FROM runs";
+    log_path, started_at, ended_at, env, project_commit FROM runs";
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RunRow>> {
     Ok((|| {
@@ -126,17 +153,18 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RunRow>> {
             started_at: r.get(9)?,
             ended_at: r.get(10)?,
             env: r.get(11)?,
+            project_commit: r.get(12)?,
         })
     })())
 }
 
 impl Store {
-    /// Records a run about to be submitted to `engine` in `env`; returns its id. Its log is
-    /// `log_dir/<id>.log`.
+    /// Records a run about to be submitted to `engine` in `env`, of the version `origin` says;
+    /// returns its id. Its log is `log_dir/<id>.log`.
     pub fn insert_run(
         &self,
         job: &str,
-        commit: Option<&str>,
+        origin: RunOrigin<'_>,
         spec_hash: &str,
         (engine, env): (&str, &str),
         log_dir: &Path,
@@ -144,9 +172,19 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO runs (job, commit_id, spec_hash, engine, env, state, log_path, started_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'starting', '', ?6)",
-            params![job, commit, spec_hash, engine, env, now_ms()],
+            "INSERT INTO runs (job, commit_id, project_commit, artifact_key, spec_hash, engine,
+                 env, state, log_path, started_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'starting', '', ?8)",
+            params![
+                job,
+                origin.config_commit,
+                origin.project_commit,
+                origin.artifact_key,
+                spec_hash,
+                engine,
+                env,
+                now_ms()
+            ],
         )?;
         let id = tx.last_insert_rowid();
         let log = log_dir.join(format!("{id}.log"));
@@ -230,6 +268,47 @@ impl Store {
         collect(st.query_map([], run_row)?)
     }
 
+    /// What runs now, by job: each job's newest live run. Reads only live runs (an index
+    /// holds them), so it costs the number of running jobs, not the history.
+    pub fn running(&self) -> Result<HashMap<String, Running>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT job, id, commit_id, project_commit, started_at FROM runs
+             WHERE state IN ('starting', 'running') ORDER BY id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Running {
+                    run_id: r.get(1)?,
+                    config_commit: r.get(2)?,
+                    project_commit: r.get(3)?,
+                    since: r.get(4)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// What runs now for one job (see [`Store::running`]).
+    pub fn running_of(&self, job: &str) -> Result<Option<Running>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT id, commit_id, project_commit, started_at FROM runs
+             WHERE job = ?1 AND state IN ('starting', 'running') ORDER BY id DESC LIMIT 1",
+        )?;
+        Ok(st
+            .query_row([job], |r| {
+                Ok(Running {
+                    run_id: r.get(0)?,
+                    config_commit: r.get(1)?,
+                    project_commit: r.get(2)?,
+                    since: r.get(3)?,
+                })
+            })
+            .optional()?)
+    }
+
     /// The latest runs of a job, newest first.
     pub fn runs(&self, job: &str, limit: usize) -> Result<Vec<RunRow>> {
         let conn = self.conn();
@@ -264,9 +343,32 @@ mod tests {
     fn runs_live_until_finished_once() {
         let s = Store::in_memory().unwrap();
         let id = s
-            .insert_run("a", Some("c1"), "h", ("local", "dev"), Path::new("/logs/a"))
+            .insert_run(
+                "a",
+                RunOrigin {
+                    config_commit: Some("c1"),
+                    project_commit: Some("p1"),
+                    artifact_key: Some("k1"),
+                },
+                "h",
+                ("local", "dev"),
+                Path::new("/logs/a"),
+            )
             .unwrap();
         let live = s.live_runs().unwrap();
+        assert_eq!(
+            (
+                live[0].commit_id.as_deref(),
+                live[0].project_commit.as_deref()
+            ),
+            (Some("c1"), Some("p1"))
+        );
+        let running = &s.running().unwrap()["a"];
+        assert_eq!(
+            (running.run_id, running.config_commit.as_deref()),
+            (id, Some("c1"))
+        );
+        assert_eq!(s.running_of("a").unwrap().as_ref(), Some(running));
         assert_eq!(live[0].log_path, format!("/logs/a/{id}.log"));
         assert_eq!(
             (live[0].state, live[0].handle.as_ref()),
@@ -284,6 +386,8 @@ mod tests {
         s.finish_run(id, RunState::Failed, Some("exit 3")).unwrap();
         s.finish_run(id, RunState::Stopped, None).unwrap();
         assert!(s.live_runs().unwrap().is_empty());
+        assert!(s.running().unwrap().is_empty());
+        assert_eq!(s.running_of("a").unwrap(), None);
         let r = &s.runs("a", 5).unwrap()[0];
         assert_eq!(
             (r.state, r.reason.as_deref()),
@@ -296,7 +400,13 @@ mod tests {
     fn a_handle_that_does_not_decode_is_an_error_not_a_dropped_run() {
         let s = Store::in_memory().unwrap();
         let id = s
-            .insert_run("a", None, "h", ("flink", "prod"), Path::new("/l"))
+            .insert_run(
+                "a",
+                RunOrigin::default(),
+                "h",
+                ("flink", "prod"),
+                Path::new("/l"),
+            )
             .unwrap();
         s.conn()
             .execute(

@@ -1,0 +1,315 @@
+//! `GET /jobs/{name}`: the page of one job for people. Its state and what runs now (config and
+//! project commits, uptime of a service job, next run time of a batch job), its last runs as a
+//! strip of coloured squares and as a table with links to the engine's UI, its events (the
+//! problems of an invalid file at their `path:line:column`), and the tail of its latest log
+//! with secrets masked. Server-rendered, no scripts; every value is HTML-escaped.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::ApiState;
+use super::api::{self, RunView, job_detail};
+use super::page::{CSS, escape, html_response, utc_time};
+use crate::engine::EngineConfig;
+use crate::settings::Settings;
+
+/// Runs in the strip of squares.
+pub const STRIP_RUNS: usize = 50;
+/// Log lines shown.
+pub const LOG_LINES: usize = 50;
+
+const JOB_CSS: &str = r"
+section{margin:0 16px 8px}
+.strip{display:flex;flex-wrap:wrap;gap:3px;margin:6px 16px}
+.sq{width:14px;height:14px;border-radius:3px;display:inline-block;background:var(--idle)}
+.sq.r-succeeded,.sq.r-running{background:var(--ok)}.sq.r-failed,.sq.r-lost{background:var(--bad)}
+.sq.r-starting{background:var(--warn)}
+pre{margin:0 16px;padding:10px;background:var(--card);border:1px solid var(--line);border-radius:8px;
+overflow-x:auto;font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 14px;margin:10px 16px}
+dt{color:var(--muted)}dd{margin:0}
+";
+
+/// The engine's UI page of a run, when the env's cluster has one.
+fn engine_link(settings: &Settings, run: &RunView) -> Option<String> {
+    let env = settings.envs.get(run.env.as_deref()?)?;
+    let id = run.engine_id.as_deref()?;
+    match &env.engine {
+        EngineConfig::Flink(f) => Some(format!(
+            "{}/#/job/running/{id}/overview",
+            f.url.trim_end_matches('/')
+        )),
+        EngineConfig::Spark(s) => {
+            s.ui.as_ref()
+                .map(|ui| format!("{}/app/?appId={id}", ui.trim_end_matches('/')))
+        }
+        EngineConfig::Local => None,
+    }
+}
+
+/// "3h 2m" of a number of seconds.
+fn span(secs: i64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+/// The next run time of a batch job's schedule, in the daemon's time zone.
+fn next_run(settings: &Settings, schedule: &str) -> Option<String> {
+    let s = crate::schedule::Schedule::parse(schedule).ok()?;
+    let now = chrono::Utc::now().with_timezone(&settings.timezone);
+    s.next_after(now)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string())
+}
+
+/// The page's HTML.
+fn render(
+    settings: &Settings,
+    d: &api::JobDetail,
+    schedule: Option<&str>,
+    log: Option<&(i64, String)>,
+) -> String {
+    let j = &d.job;
+    let mut h = String::with_capacity(16 * 1024);
+    let _ = write!(
+        h,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta http-equiv=\"refresh\" content=\"15\"><title>{name} · jobkeeper</title>\
+         <style>{CSS}{JOB_CSS}</style></head><body><header><h1>{name}</h1>\
+         <div><a href=\"/\">all jobs</a> · <span class=\"state s-{state}\">{state}</span>",
+        name = escape(&j.name),
+        state = escape(&j.state),
+    );
+    if let Some(r) = j.reason.as_deref().filter(|r| !r.is_empty()) {
+        let _ = write!(
+            h,
+            " <span class=\"muted\">{}</span>",
+            escape(r.lines().next().unwrap_or(""))
+        );
+    }
+    h.push_str("</div></header><main><dl id=\"facts\">");
+    let fact = |h: &mut String, k: &str, v: String| {
+        let _ = write!(h, "<dt>{k}</dt><dd>{v}</dd>");
+    };
+    fact(&mut h, "file", escape(&j.path));
+    fact(
+        &mut h,
+        "env",
+        format!(
+            "{} <span class=\"muted\">{}</span>",
+            escape(j.env.as_deref().unwrap_or("–")),
+            escape(&j.engine_label().unwrap_or_default())
+        ),
+    );
+    match &j.running {
+        Some(r) => {
+            let commit = |c: &Option<String>| {
+                c.as_deref().map_or("–".into(), |c| {
+                    format!("<code>{}</code>", escape(c.get(..8).unwrap_or(c)))
+                })
+            };
+            let mut v = format!("config {}", commit(&r.config_commit));
+            if r.project_commit.is_some() {
+                let _ = write!(v, " · project {}", commit(&r.project_commit));
+            }
+            let _ = write!(
+                v,
+                " · run {} since {}",
+                r.run_id,
+                escape(&utc_time(&r.since))
+            );
+            fact(&mut h, "running", v);
+            if schedule.is_none()
+                && let Ok(since) = chrono::DateTime::parse_from_rfc3339(&r.since)
+            {
+                let up = chrono::Utc::now().timestamp() - since.timestamp();
+                fact(&mut h, "uptime", span(up.max(0)));
+            }
+        }
+        None => fact(&mut h, "running", "nothing".into()),
+    }
+    if let Some(s) = schedule {
+        let next = next_run(settings, s).unwrap_or_else(|| "never".into());
+        fact(
+            &mut h,
+            "schedule",
+            format!("<code>{}</code> · next run {}", escape(s), escape(&next)),
+        );
+    }
+    if let Some(c) = &j.commit {
+        fact(
+            &mut h,
+            "file changed by",
+            format!(
+                "<code>{}</code> {} <span class=\"muted\">by {}</span>",
+                escape(&c.short),
+                escape(&c.subject),
+                escape(&c.author)
+            ),
+        );
+    }
+    fact(&mut h, "restarts", j.restarts.to_string());
+    h.push_str("</dl>");
+
+    if let Some(errors) = &d.errors {
+        let _ = write!(
+            h,
+            "<h2>Errors</h2><pre id=\"errors\">{}</pre>",
+            escape(errors)
+        );
+    }
+
+    h.push_str("<h2>Runs</h2><div class=\"strip\" id=\"strip\">");
+    for r in d.runs.iter().take(STRIP_RUNS).rev() {
+        let _ = write!(
+            h,
+            "<a class=\"sq r-{st}\" href=\"#run-{id}\" title=\"run {id}: {st} at {t}\"></a>",
+            st = escape(&r.state),
+            id = r.id,
+            t = escape(&utc_time(&r.started_at)),
+        );
+    }
+    h.push_str("</div>");
+    if d.runs.is_empty() {
+        h.push_str("<p class=\"empty muted\">No runs yet.</p>");
+    } else {
+        h.push_str(
+            "<table id=\"runs\"><thead><tr><th>Run</th><th>State</th><th>Started</th><th>Ended</th>\
+             <th>Commit</th><th>Engine</th></tr></thead><tbody>",
+        );
+        for r in &d.runs {
+            let mut commit = r
+                .commit
+                .as_deref()
+                .map_or("–".into(), |c| format!("<code>{}</code>", escape(c)));
+            if let Some(p) = &r.project_commit {
+                let _ = write!(commit, " project <code>{}</code>", escape(p));
+            }
+            let engine = match (engine_link(settings, r), &r.engine_id) {
+                (Some(url), Some(id)) => format!(
+                    "<a href=\"{}\">{} {}</a>",
+                    escape(&url),
+                    escape(&r.engine),
+                    escape(id)
+                ),
+                (None, Some(id)) => format!("{} {}", escape(&r.engine), escape(id)),
+                _ => escape(&r.engine),
+            };
+            let reason = r
+                .reason
+                .as_deref()
+                .map(|x| x.lines().next().unwrap_or(""))
+                .unwrap_or("");
+            let _ = write!(
+                h,
+                "<tr id=\"run-{id}\"><td data-label=\"Run\"><div><a href=\"/api/v1/jobs/{job}/logs?run={id}\">{id}</a></div></td>\
+                 <td data-label=\"State\"><div><span class=\"state s-{st}\">{st}</span><span class=\"reason\">{reason}</span></div></td>\
+                 <td class=\"nw\" data-label=\"Started\"><div>{start}</div></td><td class=\"nw\" data-label=\"Ended\"><div>{end}</div></td>\
+                 <td data-label=\"Commit\"><div>{commit}</div></td><td data-label=\"Engine\"><div>{engine}</div></td></tr>",
+                id = r.id,
+                job = super::page::utf8_percent_encode(&j.name),
+                st = escape(&r.state),
+                reason = escape(reason),
+                start = escape(&utc_time(&r.started_at)),
+                end = r
+                    .ended_at
+                    .as_deref()
+                    .map_or("–".into(), |e| escape(&utc_time(e))),
+            );
+        }
+        h.push_str("</tbody></table>");
+    }
+
+    match log {
+        None => h.push_str("<h2>Log</h2><p class=\"empty muted\">No log yet.</p>"),
+        Some((run, text)) => {
+            let _ = write!(
+                h,
+                "<h2>Log of run {run}</h2><pre id=\"log\">{}</pre>",
+                escape(text)
+            );
+        }
+    }
+
+    h.push_str("<h2>Events</h2>");
+    if d.events.is_empty() {
+        h.push_str("<p class=\"empty muted\">No events yet.</p>");
+    } else {
+        h.push_str("<ul class=\"events\" id=\"events\">");
+        for e in &d.events {
+            let _ = write!(
+                h,
+                "<li><span class=\"muted\">{}</span> <span class=\"k\">{}</span>",
+                escape(&utc_time(&e.time)),
+                escape(&e.kind)
+            );
+            if let Some(c) = &e.commit {
+                let _ = write!(h, " <code>{}</code>", escape(c));
+            }
+            // Every line: the problems of an invalid file are `path:line:column: message`.
+            let _ = write!(h, "<pre class=\"msg\">{}</pre></li>", escape(&e.message));
+        }
+        h.push_str("</ul>");
+    }
+    h.push_str("</main></body></html>\n");
+    h
+}
+
+/// `GET /jobs/{name}`.
+pub async fn job_page(
+    State(state): State<Arc<ApiState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    let result = tokio::task::spawn_blocking(move || {
+        let (detail, row) = job_detail(&state, &name)?;
+        let settings = state.settings.get();
+        let schedule = row
+            .desired
+            .as_ref()
+            .or(row.applied.as_ref())
+            .and_then(|s| s.schedule.clone());
+        // The latest run that wrote something (a batch run just started has an empty log).
+        let log = detail.runs.iter().take(5).find_map(|r| {
+            api::masked_run_log(&state, &row, r.id, LOG_LINES)
+                .filter(|l| !l.is_empty())
+                .map(|l| (r.id, l))
+        });
+        Ok::<_, api::ApiError>(render(
+            &settings,
+            &detail,
+            schedule.as_deref(),
+            log.as_ref(),
+        ))
+    })
+    .await;
+    match result {
+        Ok(Ok(html)) => html_response(html),
+        Ok(Err(e)) => (e.status, format!("{}\n", e.message)).into_response(),
+        Err(e) => {
+            tracing::error!("job page: {e}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_read_as_people_say_them() {
+        assert_eq!(span(5), "5s");
+        assert_eq!(span(65), "1m 5s");
+        assert_eq!(span(3 * 3600 + 120), "3h 2m");
+        assert_eq!(span(2 * 86_400 + 3600), "2d 1h");
+    }
+}

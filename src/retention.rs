@@ -1,0 +1,333 @@
+//! Retention (SPEC "Operating a fleet"): what the daemon deletes so its state folder stops
+//! growing. Per job, runs past the latest `retention.runs` and older than `retention.age` go
+//! with their log files (and rotated parts); events older than `age` go, each job's latest
+//! kept; alert deliveries older than `age` go. Artifacts (`artifacts/<key>`) and build folders
+//! (`builds/<key>`) that no deployed, previous or live version needs go once they are older
+//! than [`BUILD_GRACE`] (a build just finished is not yet deployed); a build folder without an
+//! artifact (a failed build) is kept for `age`, for its log.
+//!
+//! A pass runs at start and then every [`interval`] (at most a minute). It walks the jobs in
+//! pages of [`JOBS_PER_BATCH`], each store call deleting at most [`ROWS_PER_BATCH`] rows, and
+//! yields between calls, so the store's lock is never held long and reconcile never waits behind
+//! it. A live run is never deleted. After each pass the state folder's size is measured for
+//! `jobkeeper_state_bytes`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::settings::{Live, Retention};
+use crate::store::{Store, StoreError, now_ms};
+
+/// Jobs read per page of a pass.
+pub const JOBS_PER_BATCH: usize = 100;
+/// Rows one store call deletes at most.
+pub const ROWS_PER_BATCH: usize = 200;
+/// An artifact or build folder younger than this is never deleted: it may be about to deploy.
+pub const BUILD_GRACE: Duration = Duration::from_secs(3600);
+
+/// How often a pass runs: half of `age`, between a second and a minute.
+pub fn interval(r: &Retention) -> Duration {
+    (r.age / 2).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+/// What one pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Run records.
+    pub runs: u64,
+    /// Events and alert deliveries.
+    pub events: u64,
+    /// Log files, artifacts and build folders.
+    pub files: u64,
+}
+
+/// Deletes what retention allows, from the store and under `state_dir`, in small batches;
+/// `pause` runs between batches (the loop yields to other tasks there).
+pub fn prune(
+    store: &Store,
+    state_dir: &Path,
+    r: &Retention,
+    mut pause: impl FnMut(),
+) -> Result<Pruned, StoreError> {
+    let mut out = Pruned::default();
+    let before = now_ms() - i64::try_from(r.age.as_millis()).unwrap_or(i64::MAX);
+    let mut after = String::new();
+    loop {
+        let jobs = store.job_names_after(&after, JOBS_PER_BATCH)?;
+        for job in &jobs {
+            loop {
+                let runs = store.prune_runs(job, r.runs, before, ROWS_PER_BATCH)?;
+                out.runs += runs.len() as u64;
+                for run in &runs {
+                    out.files += remove_log(Path::new(&run.log_path));
+                }
+                if runs.len() < ROWS_PER_BATCH {
+                    break;
+                }
+                pause();
+            }
+            out.events += drain(
+                || store.prune_events(Some(job), before, ROWS_PER_BATCH),
+                &mut pause,
+            )?;
+        }
+        pause();
+        match jobs.last() {
+            Some(last) if jobs.len() == JOBS_PER_BATCH => after.clone_from(last),
+            _ => break,
+        }
+    }
+    out.events += drain(
+        || store.prune_events(None, before, ROWS_PER_BATCH),
+        &mut pause,
+    )?;
+    out.events += drain(
+        || store.prune_alerts_sent(before, ROWS_PER_BATCH),
+        &mut pause,
+    )?;
+    let needed = store.needed_artifacts()?;
+    out.files += prune_builds(state_dir, &needed, r.age);
+    Ok(out)
+}
+
+/// Calls `step` until it deletes less than a batch; the total.
+fn drain(
+    mut step: impl FnMut() -> Result<usize, StoreError>,
+    pause: &mut impl FnMut(),
+) -> Result<u64, StoreError> {
+    let mut total = 0;
+    loop {
+        let n = step()?;
+        total += n as u64;
+        if n < ROWS_PER_BATCH {
+            return Ok(total);
+        }
+        pause();
+    }
+}
+
+/// Deletes a run's log and its rotated part; how many files went.
+fn remove_log(log: &Path) -> u64 {
+    if log.as_os_str().is_empty() {
+        return 0;
+    }
+    [log.to_path_buf(), crate::runlogs::rotated_path(log)]
+        .iter()
+        .filter(|p| std::fs::remove_file(p).is_ok())
+        .count() as u64
+}
+
+fn older_than(path: &Path, age: Duration) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|a| a > age)
+}
+
+fn subdirs(dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+        .collect()
+}
+
+/// Deletes the artifacts and build folders no version needs; how many folders went.
+fn prune_builds(state_dir: &Path, needed: &HashSet<String>, age: Duration) -> u64 {
+    let artifacts = state_dir.join("artifacts");
+    let builds = state_dir.join("builds");
+    let mut removed = 0;
+    for (key, path) in subdirs(&artifacts) {
+        if needed.contains(&key) || !older_than(&path, BUILD_GRACE) {
+            continue;
+        }
+        if std::fs::remove_dir_all(&path).is_ok() {
+            removed += 1;
+            if std::fs::remove_dir_all(builds.join(&key)).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    for (key, path) in subdirs(&builds) {
+        let kept = needed.contains(&key) || artifacts.join(&key).exists();
+        if !kept
+            && older_than(&path, BUILD_GRACE.max(age))
+            && std::fs::remove_dir_all(&path).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// The size of everything under `dir`, in bytes (symlinks not followed).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Runs a pass at start and then every [`interval`] until `cancel`; each pass runs on the
+/// blocking pool and yields between batches.
+pub async fn retention_loop(
+    store: Store,
+    live: Live,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let settings = live.get();
+        let (r, state_dir) = (settings.retention, settings.state_dir.clone());
+        let (s, m) = (store.clone(), metrics.clone());
+        let pass = tokio::task::spawn_blocking(move || {
+            let pruned = prune(&s, &state_dir, &r, std::thread::yield_now);
+            m.set_state_bytes(dir_bytes(&state_dir));
+            pruned
+        })
+        .await;
+        match pass {
+            Ok(Ok(p)) => {
+                metrics.pruned("runs", p.runs);
+                metrics.pruned("events", p.events);
+                metrics.pruned("files", p.files);
+                if p != Pruned::default() {
+                    tracing::info!(
+                        runs = p.runs,
+                        events = p.events,
+                        files = p.files,
+                        "retention: deleted old history"
+                    );
+                }
+            }
+            Ok(Err(err)) => tracing::error!("retention: {err}; trying again at the next pass"),
+            Err(err) => tracing::error!("retention: {err}"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(interval(&r)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_interval_is_half_the_age_between_a_second_and_a_minute() {
+        let r = |secs| Retention {
+            runs: 1,
+            age: Duration::from_secs(secs),
+        };
+        assert_eq!(interval(&r(0)), Duration::from_secs(1));
+        assert_eq!(interval(&r(10)), Duration::from_secs(5));
+        assert_eq!(interval(&Retention::default()), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn unneeded_old_artifacts_and_builds_go_needed_and_young_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = SystemTime::now() - Duration::from_secs(2 * 3600);
+        let mk = |p: PathBuf, aged: bool| {
+            std::fs::create_dir_all(&p).unwrap();
+            if aged {
+                std::fs::File::open(&p).unwrap().set_modified(old).unwrap();
+            }
+        };
+        let a = dir.path().join("artifacts");
+        let b = dir.path().join("builds");
+        for key in ["needed", "unneeded", "young"] {
+            mk(b.join(key), key != "young");
+            mk(a.join(key), key != "young");
+        }
+        mk(b.join("failed"), true);
+        std::fs::write(a.join("needed/app.jar"), "x").unwrap();
+        let needed = HashSet::from(["needed".to_string()]);
+        // The failed build's log is kept for `age` (a day here), then goes.
+        assert_eq!(
+            prune_builds(dir.path(), &needed, Duration::from_secs(86_400)),
+            2
+        );
+        assert!(!a.join("unneeded").exists() && !b.join("unneeded").exists());
+        for p in [
+            a.join("needed"),
+            b.join("needed"),
+            a.join("young"),
+            b.join("failed"),
+        ] {
+            assert!(p.exists(), "{}", p.display());
+        }
+        assert_eq!(
+            prune_builds(dir.path(), &needed, Duration::from_secs(60)),
+            1
+        );
+        assert!(!b.join("failed").exists());
+        assert_eq!(dir_bytes(dir.path()), 1);
+    }
+
+    #[test]
+    fn a_pass_deletes_old_runs_with_their_logs_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::in_memory().unwrap();
+        let logs = dir.path().join("logs/a");
+        std::fs::create_dir_all(&logs).unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..(ROWS_PER_BATCH + 10) {
+            let id = s
+                .insert_run("a", Default::default(), "h", ("local", "dev"), &logs)
+                .unwrap();
+            std::fs::write(logs.join(format!("{id}.log")), "x").unwrap();
+            s.finish_run(id, crate::store::RunState::Succeeded, None)
+                .unwrap();
+            ids.push(id);
+        }
+        std::fs::write(logs.join(format!("{}.log.1", ids[0])), "x").unwrap();
+        s.apply_commit(
+            &crate::store::CommitRecord::default(),
+            &[],
+            &[("a".into(), crate::event::EventKind::Started, "x".into())],
+        )
+        .unwrap();
+        let r = Retention {
+            runs: 5,
+            age: Duration::ZERO,
+        };
+        // A job row is what a pass walks.
+        s.apply_commit(
+            &crate::store::CommitRecord::default(),
+            &[crate::store::DesiredUpdate::Invalid {
+                name: "a".into(),
+                path: "jobs/a.yaml".into(),
+                errors: "e".into(),
+            }],
+            &[],
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let mut pauses = 0;
+        let p = prune(&s, dir.path(), &r, || pauses += 1).unwrap();
+        assert_eq!(p.runs, ROWS_PER_BATCH as u64 + 5);
+        assert_eq!(p.files, ROWS_PER_BATCH as u64 + 6);
+        assert!(pauses >= 2, "{pauses}");
+        assert_eq!(s.runs("a", 1000).unwrap().len(), 5);
+        assert_eq!(std::fs::read_dir(&logs).unwrap().count(), 5);
+        assert_eq!(prune(&s, dir.path(), &r, || {}).unwrap(), Pruned::default());
+    }
+}
