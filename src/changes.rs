@@ -82,6 +82,78 @@ pub fn with_sql_dependents(
     Ok(diff)
 }
 
+/// True when a job's `project.repo` is the config repo itself (`.`).
+fn is_config_repo(repo: &str) -> bool {
+    Path::new(repo)
+        .components()
+        .all(|c| c == std::path::Component::CurDir)
+}
+
+/// The `project.follow: true` jobs whose project is a folder of the config repo that changed
+/// between `from` and `to`, and whose job file did not change: the daemon rebuilds them from
+/// the new commit (its follow check), so the plan names them too. Cheap when a commit changes
+/// only job files: no job file is read then.
+pub fn followed_folders(
+    tree: &GitTree,
+    from: Option<Oid>,
+    to: Oid,
+    path: &str,
+    diff: &[JobFileChange],
+    ctx: Context<'_>,
+) -> Result<Vec<crate::plan::Item>, RepoError> {
+    let Some(from) = from else {
+        return Ok(Vec::new()); // a first commit adds every job
+    };
+    let others = tree.diff_other_files(Some(from), to, "")?;
+    if others.is_empty() {
+        return Ok(Vec::new());
+    }
+    let listed: std::collections::HashSet<&str> = diff.iter().map(|c| c.rel_path()).collect();
+    let files = TreeFiles { tree, commit: to };
+    let ctx = Context {
+        files: Some(&files),
+        ..ctx
+    };
+    let mut items = Vec::new();
+    for f in tree.list_job_files(to, path)? {
+        if listed.contains(f.rel_path.as_str()) {
+            continue;
+        }
+        let Ok(bytes) = tree.read_blob(f.blob) else {
+            continue;
+        };
+        if !String::from_utf8_lossy(&bytes).contains("follow") {
+            continue;
+        }
+        let Some(project) = spec::parse_job(&f.repo_path, &bytes, ctx)
+            .ok()
+            .and_then(|s| s.project)
+            .filter(|p| p.follow && is_config_repo(&p.repo))
+        else {
+            continue;
+        };
+        let dir = project.dir.trim_matches('/');
+        let inside =
+            |o: &String| dir.is_empty() || o.strip_prefix(dir).is_some_and(|r| r.starts_with('/'));
+        if !others.iter().any(inside) {
+            continue;
+        }
+        let shown = if dir.is_empty() { "." } else { dir };
+        items.push(crate::plan::Item {
+            job: spec::job_name_of(&f.rel_path)
+                .unwrap_or(&f.rel_path)
+                .to_string(),
+            path: f.repo_path.clone(),
+            action: crate::plan::Action::Rebuild,
+            reasons: vec![format!(
+                "project folder `{shown}` changed (`follow: true`): rebuilt from the new commit"
+            )],
+            errors: Vec::new(),
+        });
+    }
+    Ok(items)
+}
+
 /// Parses one job file of a commit (name rules, size, content).
 pub fn read_job(
     tree: &GitTree,
@@ -265,7 +337,11 @@ pub fn plan_between(
             }
         }
     }
-    Ok(plan(&applied, &changes))
+    let mut plan = plan(&applied, &changes);
+    plan.items
+        .extend(followed_folders(&tree, from, to, path, &diff, ctx)?);
+    plan.items.sort_by(|a, b| a.job.cmp(&b.job));
+    Ok(plan)
 }
 
 /// Git's empty tree: `plan --from` it plans a repo's first commit.

@@ -1091,6 +1091,57 @@ fn plan_names_the_jobs_whose_sql_file_changed() {
     assert!(out.stdout.ends_with("plan: 1 redeploy\n"), "{out:?}");
 }
 
+#[test]
+fn plan_names_a_follow_job_whose_project_folder_in_the_config_repo_changed() {
+    let tmp = tempdir();
+    let repo = tmp.path().join("config-repo");
+    fs::create_dir_all(&repo).expect("mkdir");
+    git(&repo, &["-c", "init.defaultBranch=main", "init", "-q"]);
+    let job = |dir: &str| {
+        format!(
+            "env: dev\nproject:\n  repo: .\n  dir: {dir}\n  build: \"true\"\n  follow: true\nparams: {{command: [x]}}\n"
+        )
+    };
+    write(&repo, "jobs/followed.yaml", job("proj"));
+    write(&repo, "jobs/elsewhere.yaml", job("other"));
+    write(
+        &repo,
+        "jobs/pinned.yaml",
+        job("proj").replace("follow: true", "follow: false"),
+    );
+    write(&repo, "proj/src.txt", "v1\n");
+    write(&repo, "other/src.txt", "v1\n");
+    write(&repo, "projector/src.txt", "v1\n");
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "three project jobs"]);
+    write(&repo, "proj/src.txt", "v2\n");
+    write(&repo, "projector/src.txt", "v2\n");
+    git(
+        &repo,
+        &[
+            "commit",
+            "-q",
+            "-am",
+            "only the proj folder (and a look-alike) changes",
+        ],
+    );
+    let out = jobkeeper(&repo, &["plan", "--from", "HEAD~1", "--to", "HEAD"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("jobs/followed.yaml")
+            && out
+                .stdout
+                .contains("project folder `proj` changed (`follow: true`)"),
+        "{out:?}"
+    );
+    assert!(!out.stdout.contains("elsewhere"), "{out:?}");
+    assert!(
+        !out.stdout.contains("pinned"),
+        "a job that does not follow waits for its file: {out:?}"
+    );
+    assert!(out.stdout.ends_with("plan: 1 rebuild\n"), "{out:?}");
+}
+
 /// `status --url nonsense` said the daemon could not be reached ("builder error"); it is a usage
 /// error naming the URL.
 #[test]
