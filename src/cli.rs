@@ -504,6 +504,14 @@ fn plan(
         };
         crate::moves::describe_moves(&mut plan, &clusters);
     }
+    if let Some(s) = &settings
+        && plan.count(crate::plan::Action::Adopt) > 0
+    {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(crate::import::check_adoptions(&mut plan, s));
+    }
     let out = match format {
         PlanFormat::Text => crate::plan::render_text(&plan),
         PlanFormat::Markdown => crate::plan::render_markdown(&plan, from, to),

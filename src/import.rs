@@ -64,7 +64,7 @@ pub struct Imported {
 }
 
 /// The engine of env `env`, made as the daemon makes it.
-fn engine_of(settings: &Settings, env: &str) -> Result<Arc<dyn Engine>, ImportError> {
+pub(crate) fn engine_of(settings: &Settings, env: &str) -> Result<Arc<dyn Engine>, ImportError> {
     let Some(e) = settings.envs.get(env) else {
         let mut known: Vec<&str> = settings.envs.keys().map(String::as_str).collect();
         known.sort_unstable();
@@ -337,6 +337,50 @@ pub fn report(done: &[Imported], out: &Path) -> (String, bool) {
         );
     }
     (text, n("failed") == 0)
+}
+
+/// How long `plan` waits for a cluster to list its jobs.
+const PLAN_ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Asks each env's cluster named by an `adopt` item of `plan` for its live jobs (one request
+/// per env) and says in the item what the apply would take over, as the daemon matches it
+/// ([`crate::reconcile::takeover::find`]). A cluster that does not answer leaves the item
+/// "checked at apply".
+pub async fn check_adoptions(plan: &mut crate::plan::Plan, settings: &Settings) {
+    use std::collections::HashMap;
+    let mut lists: HashMap<String, Option<(Vec<ClusterJob>, String)>> = HashMap::new();
+    for item in &mut plan.items {
+        if item.action != crate::plan::Action::Adopt {
+            continue;
+        }
+        let Some((target, env)) = item
+            .reasons
+            .first()
+            .and_then(|r| crate::plan::adoption(r))
+            .map(|(t, e)| (t.to_string(), e.to_string()))
+        else {
+            continue;
+        };
+        if !lists.contains_key(&env) {
+            let listed = match engine_of(settings, &env) {
+                Ok(engine) => {
+                    let asked = tokio::time::timeout(PLAN_ASK_TIMEOUT, engine.live_jobs()).await;
+                    match asked {
+                        Ok(Ok(Some(live))) => Some((live, engine.location())),
+                        _ => None,
+                    }
+                }
+                Err(_) => None,
+            };
+            lists.insert(env.clone(), listed);
+        }
+        let Some((live, location)) = &lists[&env] else {
+            continue;
+        };
+        let found = crate::reconcile::takeover::find(&target, live, &HashMap::new(), location)
+            .map(crate::reconcile::takeover::describe);
+        item.reasons[0] = crate::plan::checked_adoption(&item.reasons[0], found);
+    }
 }
 
 #[cfg(test)]

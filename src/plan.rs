@@ -18,6 +18,9 @@ use crate::spec::JobSpec;
 pub enum Action {
     /// A new job: build if needed, then submit.
     Add,
+    /// A new job with `adopt`: the job already running on its cluster is taken over, without a
+    /// restart.
+    Adopt,
     /// Project fields changed: build, then redeploy.
     Rebuild,
     /// Params, env, schedule or suspension changed: redeploy the same artifact.
@@ -37,6 +40,7 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Add => "add",
+            Action::Adopt => "adopt",
             Action::Rebuild => "rebuild",
             Action::Redeploy => "redeploy",
             Action::InPlace => "in-place",
@@ -319,7 +323,10 @@ pub fn plan(applied: &BTreeMap<String, JobSpec>, changes: &[Change]) -> Plan {
                 spec: Ok(new),
             } => {
                 let (action, reasons) = match applied.get(name) {
-                    None => (Action::Add, vec![add_reason(new)]),
+                    None => match &new.adopt {
+                        Some(target) => (Action::Adopt, vec![adopt_reason(target, &new.env)]),
+                        None => (Action::Add, vec![add_reason(new)]),
+                    },
                     Some(old) => diff_specs(old, new),
                 };
                 Item {
@@ -334,6 +341,33 @@ pub fn plan(applied: &BTreeMap<String, JobSpec>, changes: &[Change]) -> Plan {
         .collect();
     items.sort_by(|a, b| a.job.cmp(&b.job).then(a.action.cmp(&b.action)));
     Plan { items }
+}
+
+/// What `plan` says of an adoption until the cluster is asked ([`checked_adoption`]).
+pub const ADOPT_UNCHECKED: &str = "(checked at apply)";
+
+fn adopt_reason(target: &str, env: &str) -> String {
+    format!(
+        "takes over `{target}` running on the cluster of env `{env}`, without a restart {ADOPT_UNCHECKED}"
+    )
+}
+
+/// The adopted name and env of an `adopt` item's reason.
+pub fn adoption(reason: &str) -> Option<(&str, &str)> {
+    let rest = reason.strip_prefix("takes over `")?;
+    let (target, rest) = rest.split_once("` running on the cluster of env `")?;
+    let (env, _) = rest.split_once('`')?;
+    Some((target, env))
+}
+
+/// An `adopt` item's reason once the cluster was asked: what it found, or why the apply would
+/// be refused as things stand.
+pub fn checked_adoption(reason: &str, found: Result<String, String>) -> String {
+    let what = match found {
+        Ok(job) => format!("(found: {job})"),
+        Err(why) => format!("(refused at apply as the cluster stands now: {why})"),
+    };
+    reason.replacen(ADOPT_UNCHECKED, &what, 1)
 }
 
 fn add_reason(spec: &JobSpec) -> String {
@@ -357,6 +391,7 @@ fn add_reason(spec: &JobSpec) -> String {
 fn summary(plan: &Plan) -> String {
     let order = [
         Action::Add,
+        Action::Adopt,
         Action::Rebuild,
         Action::Redeploy,
         Action::InPlace,
@@ -591,5 +626,37 @@ mod tests {
     #[test]
     fn markdown_escapes_table_breakers() {
         assert_eq!(md_escape("a|b<c>\nd"), "a\\|b&lt;c&gt; d");
+    }
+
+    #[test]
+    fn a_new_job_with_adopt_is_its_own_class_and_says_what_the_cluster_holds_once_asked() {
+        let new = crate::spec::parse_job(
+            "jobs/a.yaml",
+            b"env: prod\nadopt: clicks\nparams: {main_class: A}\n",
+            crate::spec::Context::default(),
+        )
+        .unwrap();
+        let change = Change::Upsert {
+            name: "a".into(),
+            path: "jobs/a.yaml".into(),
+            spec: Ok(new),
+        };
+        let p = plan(&BTreeMap::new(), &[change]);
+        assert_eq!(p.items[0].action, Action::Adopt);
+        let reason = &p.items[0].reasons[0];
+        assert_eq!(
+            reason,
+            "takes over `clicks` running on the cluster of env `prod`, without a restart (checked at apply)"
+        );
+        assert_eq!(adoption(reason), Some(("clicks", "prod")));
+        assert!(
+            render_text(&p).ends_with("plan: 1 adopt\n"),
+            "{}",
+            render_text(&p)
+        );
+        assert_eq!(
+            checked_adoption(reason, Ok("f00 (`clicks`, RUNNING)".into())),
+            "takes over `clicks` running on the cluster of env `prod`, without a restart (found: f00 (`clicks`, RUNNING))"
+        );
     }
 }

@@ -438,6 +438,33 @@ async fn adopting_a_missing_job_or_an_ambiguous_name_is_deploy_failed_and_submit
     git.write("jobs/missing.yaml", &file("no-such-job"));
     git.write("jobs/twin.yaml", &file("flink-counter twin"));
     git.commit_push("adopt what is not there, and a name two jobs bear");
+    // `plan --config` asks the cluster and says what the apply will find.
+    let cfg_path = tmp.path().join("plan-config.yaml");
+    std::fs::write(&cfg_path, &cfg).unwrap();
+    let plan = std::process::Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+        .arg("plan")
+        .arg("--repo")
+        .arg(&git.work)
+        .args([
+            "--from",
+            jobkeeper::changes::EMPTY_TREE,
+            "--to",
+            "HEAD",
+            "--config",
+        ])
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(text.contains("2 adopt"), "{text}");
+    assert!(
+        text.contains("refused at apply as the cluster stands now: adopt: no job with id or RUNNING name `no-such-job`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("adopt: 2 RUNNING jobs named `flink-counter twin`"),
+        "{text}"
+    );
     let d = start(tmp.path(), &cfg).await;
     for job in ["missing", "twin"] {
         wait_for("deploy_failed", LIMIT, || d.has_event(job, "deploy_failed")).await;

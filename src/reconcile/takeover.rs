@@ -68,7 +68,7 @@ pub fn find<'a>(
 }
 
 /// `id (`name`, STATE, since T)`.
-fn describe(j: &ClusterJob) -> String {
+pub fn describe(j: &ClusterJob) -> String {
     let since = j
         .since_ms
         .and_then(chrono::DateTime::from_timestamp_millis)
