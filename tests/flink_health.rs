@@ -5,7 +5,8 @@
 //! job's restart policy (a `restarted` event, a new run). A new version that fails before
 //! `ready_within` is rolled back to the previous one, restored from the savepoint its upgrade took
 //! (read back from Flink's checkpoint statistics); one that fails after `ready_within` is
-//! restarted, not rolled back.
+//! restarted, not rolled back. A job whose checkpoints stop completing is `unhealthy` once its
+//! latest completed checkpoint is older than `health.checkpoint_age`.
 
 mod common;
 
@@ -386,4 +387,74 @@ async fn a_new_version_that_fails_after_ready_within_is_restarted_not_rolled_bac
     );
     assert_ne!(row.state, "rolled_back", "{row:?}");
     assert_eq!(d.store.versions("app").unwrap().refused_hash, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_checkpoints_stop_completing_is_unhealthy_then_restarted() {
+    let (url, lib) = (need("JOBKEEPER_FLINK_URL"), need("JOBKEEPER_FLINK_LIB"));
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = StopRunsOnDrop {
+        db: tmp.path().join("state/jobkeeper.db"),
+        method: "PATCH",
+        url: format!("{url}/jobs/{{id}}?mode=cancel"),
+    };
+    // After 200 records (about 10 s at 20/s) each checkpoint takes 3 s, past its 1 s timeout; Flink
+    // tolerates the failed checkpoints, so the job stays RUNNING with no checkpoint completing.
+    // (Flink's REST metrics lag by up to `metrics.fetcher.update-interval`, 10 s by default, so
+    // checkpoint_age is set well above it.)
+    git.write(
+        "jobs/stale.yaml",
+        &counter(
+            &lib,
+            "\"--stallAfter\", \"200\", \"--rate\", \"20\"",
+            ", execution.checkpointing.timeout: \"1s\", \
+             execution.checkpointing.tolerable-failed-checkpoints: \"100000\"",
+            "health: {checkpoint_age: 15s}\n",
+        ),
+    );
+    git.commit_push("a job whose checkpoints stop completing");
+    let d = start(tmp.path(), &cfg).await;
+    let (run1, jid1) = running(&d, &url, "stale", &[]).await;
+    let start = std::time::Instant::now();
+    while !d.has_event("stale", "unhealthy") {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "timed out waiting for unhealthy: {:#?}",
+            d.events("stale")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let event = d
+        .events("stale")
+        .into_iter()
+        .find(|e| e.kind == "unhealthy")
+        .unwrap();
+    assert!(
+        event.message.contains("latest completed checkpoint")
+            && event
+                .message
+                .contains("more than health.checkpoint_age 15s"),
+        "{event:?}"
+    );
+    let stats = rest(&url, &format!("/jobs/{jid1}/checkpoints")).await;
+    assert!(
+        stats["counts"]["completed"].as_i64().unwrap_or(0) > 0
+            && stats["counts"]["failed"].as_i64().unwrap_or(0) > 0,
+        "checkpoints completed, then failed: {stats}"
+    );
+    wait_for("a restart by jobkeeper", Duration::from_secs(60), || {
+        d.has_event("stale", "restarted") && d.runs("stale").len() >= 2
+    })
+    .await;
+    let runs = d.runs("stale");
+    let first = runs.iter().find(|r| r.id == run1).unwrap();
+    assert!(
+        first
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("unhealthy"),
+        "{runs:#?}"
+    );
 }
