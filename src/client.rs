@@ -88,6 +88,61 @@ fn target(remote: &Remote) -> anyhow::Result<Result<Target, ExitCode>> {
     Ok(Ok(Target { base, token }))
 }
 
+/// The versions a rollback refused, per job of `jobs`, as the daemon of `settings` (at its
+/// `listen`) reports them; `Err` says why the daemon could not be asked.
+pub fn refused_versions(
+    settings: &crate::settings::Settings,
+    jobs: &[String],
+) -> anyhow::Result<Result<std::collections::BTreeMap<String, crate::plan::Refused>, String>> {
+    let mut addr = settings.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let base = format!("http://{addr}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut out = std::collections::BTreeMap::new();
+        for job in jobs {
+            let url = format!("{base}/api/v1/jobs/{}", encode_name(job));
+            let resp = client
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| format!("cannot reach the daemon at {base}: {e}"))?;
+            if resp.status() == reqwest::StatusCode::NOT_FOUND {
+                continue;
+            }
+            if !resp.status().is_success() {
+                return Err(format!("{url}: {}", resp.status()));
+            }
+            let detail: serde_json::Value = resp
+                .json()
+                .await
+                .map_err(|e| format!("{url}: not a job's detail: {e}"))?;
+            let v = &detail["versions"];
+            let text = |k: &str| v[k].as_str().map(str::to_string);
+            if let Some(hash) = text("refused_hash") {
+                out.insert(
+                    job.clone(),
+                    crate::plan::Refused {
+                        hash,
+                        commit: text("refused_commit"),
+                        reason: text("refused_reason"),
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }))
+}
+
 /// A request's outcome: the body, or the exit code after an error was printed.
 fn request(
     t: &Target,
