@@ -260,7 +260,13 @@ pub fn status(remote: &Remote, json: bool) -> anyhow::Result<ExitCode> {
 
 /// A job's state as `status` shows it: a job that runs while its newest version (or a move to
 /// its env's new cluster) was refused says so beside its state.
-fn state_label(state: &str, reason: Option<&str>) -> String {
+fn state_label(state: &str, reason: Option<&str>, refused_commit: Option<&str>) -> String {
+    if let Some(c) = refused_commit {
+        return format!(
+            "{state} (refused {})",
+            c.chars().take(8).collect::<String>()
+        );
+    }
     match reason {
         Some(r) if state == "running" && r.starts_with("deploy failed") => {
             format!("{state} (deploy failed)")
@@ -312,7 +318,7 @@ pub fn status_table(view: &JobsView) -> String {
             });
             [
                 j.name.clone(),
-                state_label(&j.state, j.reason.as_deref()),
+                state_label(&j.state, j.reason.as_deref(), j.refused_commit.as_deref()),
                 j.env.clone().unwrap_or_else(|| "-".into()),
                 j.engine_label().unwrap_or_else(|| "-".into()),
                 j.running_label().unwrap_or_else(|| "-".into()),
@@ -398,14 +404,22 @@ mod tests {
     fn a_running_job_whose_new_version_or_move_was_refused_says_so() {
         let moved = "deploy failed: the new cluster refused the job; it runs on the former one";
         assert_eq!(
-            state_label("running", Some(moved)),
+            state_label("running", Some(moved), None),
             "running (deploy failed)"
         );
         assert_eq!(
-            state_label("running", Some("build failed")),
+            state_label("running", Some("build failed"), None),
             "running (build failed)"
         );
-        assert_eq!(state_label("failed", Some("deploy failed")), "failed");
-        assert_eq!(state_label("running", None), "running");
+        assert_eq!(state_label("failed", Some("deploy failed"), None), "failed");
+        assert_eq!(state_label("running", None, None), "running");
+        assert_eq!(
+            state_label(
+                "rolled_back",
+                Some("rolled back: exit 4"),
+                Some("0123456789ab")
+            ),
+            "rolled_back (refused 01234567)"
+        );
     }
 }

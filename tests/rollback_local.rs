@@ -119,6 +119,23 @@ async fn a_new_version_that_fails_before_ready_within_is_rolled_back_until_a_new
     assert!(!text.contains("rolled back"), "{text}");
     git.git(&["reset", "-q", "--hard", &bad]);
 
+    // `status` and the status page show the refused commit.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+        .args(["status", "--url", &format!("http://{}", d.addr)])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && table.contains(&format!("rolled_back (refused {})", &bad[..8])),
+        "{out:?}"
+    );
+    let (code, page) = d.get("/").await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains(&format!("refused: commit <code>{}</code>", &bad[..8])),
+        "{page}"
+    );
+
     // A new commit is deployed, and the job is no longer rolled back.
     git.write("jobs/app.yaml", &job("v3", "exec sleep 63", guard));
     git.commit_push("v3");
