@@ -25,8 +25,8 @@
 //!
 //! Environment: `BENCH_PUSHES` (default 30), `BENCH_JOBS` (default 10000), `BENCH_FLINK`
 //! and `BENCH_SPARK` (default 10), `BENCH_FLEET` (default 2000), `BENCH_ONLY` (`push`, `plan`,
-//! `prune`, `start`, `restart`, `health`, `api`, `hook`, `fleet`, `flink`, `flink-move`, `spark`,
-//! `validate`: run one),
+//! `prune`, `start`, `restart`, `health`, `api`, `hook`, `fleet`, `flink`, `flink-rollback`,
+//! `flink-move`, `spark`, `validate`: run one),
 //! `BENCH_SQL_JOBS` (default 1000).
 
 use std::io::Write as _;
@@ -1250,6 +1250,162 @@ fn bench_flink(url: &str, lib: &str, n: usize, sql: bool) -> Vec<String> {
     ]
 }
 
+/// Rollback on a real Flink cluster: a commit deploys a version that fails about a second after
+/// it starts (`rollback: true`): the time from Flink's FAILED of the bad job to the previous
+/// version RUNNING again from the upgrade's savepoint. Baseline in the same run, on the same job:
+/// a savepoint upgrade (commit → new version RUNNING), which is also how each sample starts.
+fn bench_flink_rollback(url: &str, lib: &str, n: usize) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let project = example_project(root, "flink-counter");
+    let (bare, work) = make_repo(root, 0, |_| String::new());
+    let job = |tag: &str, bad: bool| {
+        let (args, conf) = if bad {
+            (
+                format!("\"--tag\", \"{tag}\", \"--mode\", \"fail\", \"--failAfter\", \"20\""),
+                ", restart-strategy.type: none",
+            )
+        } else {
+            (format!("\"--tag\", \"{tag}\""), "")
+        };
+        format!(
+            "project: {{repo: {}, branch: main, build: sh build.sh \"{lib}\", artifact: out/flink-counter.jar}}\n\
+             env: flink\nrollback: true\nready_within: 10m\n\
+             restart: {{attempts: 1000, window: 1h, backoff: 0s, max_backoff: 0s}}\n\
+             params:\n  main_class: example.Counter\n  args: [{args}]\n  parallelism: 1\n\
+             \x20 conf: {{execution.checkpointing.interval: \"1s\"{conf}}}\n",
+            project.display()
+        )
+    };
+    let text = format!(
+        "repo: {{url: {}, branch: main, path: jobs, poll: 60s}}\nstate_dir: {}\nlisten: 127.0.0.1:0\n\
+         health: {{interval: 1s}}\nenvs:\n  flink: {{engine: flink, flink: {{url: \"{url}\", savepoint_dir: \"file://{}\"}}}}\n",
+        bare.display(),
+        root.join("state").display(),
+        root.join("savepoints").display()
+    );
+    let cfg = root.join("config.yaml");
+    std::fs::write(&cfg, text).unwrap();
+    let settings = jobkeeper::settings::load(&cfg).unwrap();
+    let path = work.join("jobs/counter.yaml");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let push = |msg: &str| {
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-qm", msg]);
+        git(&work, &["push", "-q", "origin", "main"]);
+    };
+    let rt = runtime();
+    let (upgrade, rollback) = rt.block_on(async {
+        let (cancel, daemon, store) = start_in_process(root, settings).await;
+        let http = reqwest::Client::new();
+        // The job id of the live run, once RUNNING on the cluster and not in `old`.
+        let running = |store: Store, old: Vec<String>| {
+            let http = http.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                loop {
+                    let live = store.runs("counter", 1).unwrap_or_default();
+                    if let Some(jid) = live
+                        .first()
+                        .filter(|r| r.state == "running")
+                        .and_then(|r| r.handle.as_ref())
+                        .map(|h| h.engine_id.clone())
+                        .filter(|j| !old.contains(j))
+                        && flink_jobs(&http, url)
+                            .await
+                            .iter()
+                            .any(|(id, st)| *id == jid && st == "RUNNING")
+                    {
+                        return jid;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "flink job did not start: {:#?}",
+                        store.events(Some("counter"), 10).unwrap_or_default()
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        std::fs::write(&path, job("warm-up", false)).unwrap();
+        push("warm-up");
+        let mut jid = running(store.clone(), vec![]).await;
+        let (mut upgrade, mut rollback) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            std::fs::write(&path, job(&format!("g{i}"), false)).unwrap();
+            let t0 = Instant::now();
+            push("good");
+            jid = running(store.clone(), vec![jid]).await;
+            upgrade.push(t0.elapsed());
+
+            std::fs::write(&path, job(&format!("b{i}"), true)).unwrap();
+            push("bad");
+            // The bad job: the first one on the cluster after the good one, until Flink FAILED it.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let (bad, t0) = loop {
+                let live = store.runs("counter", 1).unwrap_or_default();
+                let candidate = live
+                    .first()
+                    .and_then(|r| r.handle.as_ref())
+                    .map(|h| h.engine_id.clone())
+                    .filter(|j| *j != jid);
+                if let Some(b) = candidate
+                    && flink_jobs(&http, url)
+                        .await
+                        .iter()
+                        .any(|(id, st)| *id == b && st == "FAILED")
+                {
+                    break (b, Instant::now());
+                }
+                assert!(Instant::now() < deadline, "the bad version did not fail");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            jid = running(store.clone(), vec![jid, bad]).await;
+            rollback.push(t0.elapsed());
+        }
+        std::fs::remove_file(&path).unwrap();
+        push("remove");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while store
+            .job("counter")
+            .unwrap()
+            .is_none_or(|j| j.state != "stopped")
+        {
+            if Instant::now() > deadline {
+                let _ = http
+                    .patch(format!("{url}/jobs/{jid}?mode=cancel"))
+                    .send()
+                    .await;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        cancel.cancel();
+        daemon.await.unwrap().unwrap();
+        (upgrade, rollback)
+    });
+    let mut upgrade = upgrade;
+    let mut rollback = rollback;
+    upgrade.sort();
+    rollback.sort();
+    let (u50, r50) = (percentile(&upgrade, 0.5), percentile(&rollback, 0.5));
+    vec![
+        format!(
+            "| flink: commit changing args → stop with savepoint → new run RUNNING from it (baseline), {} times | p50 {} · max {} | |",
+            upgrade.len(),
+            ms(u50),
+            ms(*upgrade.last().unwrap())
+        ),
+        format!(
+            "| flink: new version FAILED in Flink → previous version RUNNING again from the upgrade's savepoint, `health.interval` 1s, {} times | p50 {} · max {} ({:.2}× the upgrade's p50) | |",
+            rollback.len(),
+            ms(r50),
+            ms(*rollback.last().unwrap()),
+            r50.as_secs_f64() / u50.as_secs_f64().max(1e-9)
+        ),
+    ]
+}
+
 /// A move from one Flink cluster to another (`old` → `new`, a commit changing `env`): stop with
 /// a savepoint on `old`, submit on `new` from it, until all its tasks run. The baseline, in the
 /// same run and on the same job, is a savepoint upgrade within `old` (a commit changing `args`).
@@ -1759,6 +1915,26 @@ fn main() {
             }
             _ => println!(
                 "note: flink bench skipped: JOBKEEPER_FLINK_URL and JOBKEEPER_FLINK_LIB are not set"
+            ),
+        }
+    }
+    if want("flink-rollback") {
+        match (
+            std::env::var("JOBKEEPER_FLINK_URL"),
+            std::env::var("JOBKEEPER_FLINK_LIB"),
+        ) {
+            (Ok(url), Ok(lib)) => {
+                let n = std::env::var("BENCH_FLINK")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(if smoke { 1 } else { 10 });
+                rows.extend(bench_flink_rollback(&url, &lib, n));
+            }
+            _ if only.as_deref() == Some("flink-rollback") && !smoke => panic!(
+                "BENCH_ONLY=flink-rollback needs JOBKEEPER_FLINK_URL and JOBKEEPER_FLINK_LIB (see docs/BENCHMARKS.md)"
+            ),
+            _ => println!(
+                "note: flink rollback bench skipped: JOBKEEPER_FLINK_URL and JOBKEEPER_FLINK_LIB are not set"
             ),
         }
     }

@@ -149,6 +149,7 @@ pub fn followed_folders(
                 "project folder `{shown}` changed (`follow: true`): rebuilt from the new commit"
             )],
             errors: Vec::new(),
+            hash: None,
         });
     }
     Ok(items)

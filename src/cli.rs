@@ -512,6 +512,22 @@ fn plan(
             .build()?
             .block_on(crate::import::check_adoptions(&mut plan, s));
     }
+    if let Some(s) = &settings {
+        let jobs: Vec<String> = plan
+            .items
+            .iter()
+            .filter(|i| i.hash.is_some())
+            .map(|i| i.job.clone())
+            .collect();
+        if !jobs.is_empty() {
+            match crate::client::refused_versions(s, &jobs)? {
+                Ok(refused) => crate::plan::warn_refused(&mut plan, &refused),
+                Err(why) => {
+                    eprintln!("note: versions refused by a rollback were not checked: {why}")
+                }
+            }
+        }
+    }
     let out = match format {
         PlanFormat::Text => crate::plan::render_text(&plan),
         PlanFormat::Markdown => crate::plan::render_markdown(&plan, from, to),

@@ -88,6 +88,61 @@ fn target(remote: &Remote) -> anyhow::Result<Result<Target, ExitCode>> {
     Ok(Ok(Target { base, token }))
 }
 
+/// The versions a rollback refused, per job of `jobs`, as the daemon of `settings` (at its
+/// `listen`) reports them; `Err` says why the daemon could not be asked.
+pub fn refused_versions(
+    settings: &crate::settings::Settings,
+    jobs: &[String],
+) -> anyhow::Result<Result<std::collections::BTreeMap<String, crate::plan::Refused>, String>> {
+    let mut addr = settings.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let base = format!("http://{addr}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut out = std::collections::BTreeMap::new();
+        for job in jobs {
+            let url = format!("{base}/api/v1/jobs/{}", encode_name(job));
+            let resp = client
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| format!("cannot reach the daemon at {base}: {e}"))?;
+            if resp.status() == reqwest::StatusCode::NOT_FOUND {
+                continue;
+            }
+            if !resp.status().is_success() {
+                return Err(format!("{url}: {}", resp.status()));
+            }
+            let detail: serde_json::Value = resp
+                .json()
+                .await
+                .map_err(|e| format!("{url}: not a job's detail: {e}"))?;
+            let v = &detail["versions"];
+            let text = |k: &str| v[k].as_str().map(str::to_string);
+            if let Some(hash) = text("refused_hash") {
+                out.insert(
+                    job.clone(),
+                    crate::plan::Refused {
+                        hash,
+                        commit: text("refused_commit"),
+                        reason: text("refused_reason"),
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }))
+}
+
 /// A request's outcome: the body, or the exit code after an error was printed.
 fn request(
     t: &Target,
@@ -205,7 +260,13 @@ pub fn status(remote: &Remote, json: bool) -> anyhow::Result<ExitCode> {
 
 /// A job's state as `status` shows it: a job that runs while its newest version (or a move to
 /// its env's new cluster) was refused says so beside its state.
-fn state_label(state: &str, reason: Option<&str>) -> String {
+fn state_label(state: &str, reason: Option<&str>, refused_commit: Option<&str>) -> String {
+    if let Some(c) = refused_commit {
+        return format!(
+            "{state} (refused {})",
+            c.chars().take(8).collect::<String>()
+        );
+    }
     match reason {
         Some(r) if state == "running" && r.starts_with("deploy failed") => {
             format!("{state} (deploy failed)")
@@ -257,7 +318,7 @@ pub fn status_table(view: &JobsView) -> String {
             });
             [
                 j.name.clone(),
-                state_label(&j.state, j.reason.as_deref()),
+                state_label(&j.state, j.reason.as_deref(), j.refused_commit.as_deref()),
                 j.env.clone().unwrap_or_else(|| "-".into()),
                 j.engine_label().unwrap_or_else(|| "-".into()),
                 j.running_label().unwrap_or_else(|| "-".into()),
@@ -343,14 +404,22 @@ mod tests {
     fn a_running_job_whose_new_version_or_move_was_refused_says_so() {
         let moved = "deploy failed: the new cluster refused the job; it runs on the former one";
         assert_eq!(
-            state_label("running", Some(moved)),
+            state_label("running", Some(moved), None),
             "running (deploy failed)"
         );
         assert_eq!(
-            state_label("running", Some("build failed")),
+            state_label("running", Some("build failed"), None),
             "running (build failed)"
         );
-        assert_eq!(state_label("failed", Some("deploy failed")), "failed");
-        assert_eq!(state_label("running", None), "running");
+        assert_eq!(state_label("failed", Some("deploy failed"), None), "failed");
+        assert_eq!(state_label("running", None, None), "running");
+        assert_eq!(
+            state_label(
+                "rolled_back",
+                Some("rolled back: exit 4"),
+                Some("0123456789ab")
+            ),
+            "rolled_back (refused 01234567)"
+        );
     }
 }

@@ -96,6 +96,47 @@ pub struct Item {
     /// For `invalid`: every problem of the file.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<Diagnostic>,
+    /// The spec hash of the new version (as the daemon's store keeps it), for a valid new file.
+    #[serde(skip)]
+    pub hash: Option<String>,
+}
+
+/// A version a rollback refused, as the daemon reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    /// Its spec hash.
+    pub hash: String,
+    /// The config commit that deployed it.
+    pub commit: Option<String>,
+    /// Why it was rolled back.
+    pub reason: Option<String>,
+}
+
+/// Warns on each item whose new version is the one a rollback refused for its job (`refused` by
+/// job name): the daemon keeps refusing it and the previous version keeps running.
+pub fn warn_refused(plan: &mut Plan, refused: &BTreeMap<String, Refused>) {
+    for item in &mut plan.items {
+        let Some(r) = refused.get(&item.job) else {
+            continue;
+        };
+        if item.hash.as_deref() != Some(r.hash.as_str()) {
+            continue;
+        }
+        let commit = r
+            .commit
+            .as_deref()
+            .map(|c| format!(" (commit {})", c.chars().take(8).collect::<String>()))
+            .unwrap_or_default();
+        let why = r
+            .reason
+            .as_deref()
+            .map(|w| format!(": {}", w.strip_prefix("rolled back: ").unwrap_or(w)))
+            .unwrap_or_default();
+        item.reasons.push(format!(
+            "warning: this version was rolled back{commit}{why}; the daemon keeps refusing it \
+             and the previous version keeps running until the job file changes"
+        ));
+    }
 }
 
 /// The plan for a whole commit, sorted by job name.
@@ -301,6 +342,7 @@ pub fn plan(applied: &BTreeMap<String, JobSpec>, changes: &[Change]) -> Plan {
                     "job file removed (it was not running)".into()
                 }],
                 errors: Vec::new(),
+                hash: None,
             },
             Change::Upsert {
                 name,
@@ -316,6 +358,7 @@ pub fn plan(applied: &BTreeMap<String, JobSpec>, changes: &[Change]) -> Plan {
                     "job file is invalid: the job is not started".into()
                 }],
                 errors: errors.clone(),
+                hash: None,
             },
             Change::Upsert {
                 name,
@@ -335,6 +378,9 @@ pub fn plan(applied: &BTreeMap<String, JobSpec>, changes: &[Change]) -> Plan {
                     action,
                     reasons,
                     errors: Vec::new(),
+                    hash: Some(crate::reconcile::spec_hash(
+                        &serde_json::to_string(new).unwrap_or_default(),
+                    )),
                 }
             }
         })
@@ -576,6 +622,43 @@ mod tests {
     #[test]
     fn same_spec_is_unchanged() {
         assert_eq!(diff_specs(&spec(), &spec()), (Action::Unchanged, vec![]));
+    }
+
+    #[test]
+    fn a_new_version_that_a_rollback_refused_is_warned_about() {
+        let changes = vec![Change::Upsert {
+            name: "a".into(),
+            path: "jobs/a.yaml".into(),
+            spec: Ok(spec()),
+        }];
+        let mut p = plan(&BTreeMap::new(), &changes);
+        let hash = p.items[0].hash.clone().unwrap();
+        let mut refused = BTreeMap::new();
+        refused.insert(
+            "a".to_string(),
+            Refused {
+                hash: "other".into(),
+                commit: None,
+                reason: None,
+            },
+        );
+        warn_refused(&mut p, &refused);
+        assert_eq!(p.items[0].reasons.len(), 1, "another version: no warning");
+        refused.insert(
+            "a".to_string(),
+            Refused {
+                hash,
+                commit: Some("0123456789abcdef".into()),
+                reason: Some("rolled back: exited with code 4".into()),
+            },
+        );
+        warn_refused(&mut p, &refused);
+        assert_eq!(
+            p.items[0].reasons[1],
+            "warning: this version was rolled back (commit 01234567): exited with code 4; the \
+             daemon keeps refusing it and the previous version keeps running until the \
+             job file changes"
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ async fn a_new_version_that_fails_before_ready_within_is_rolled_back_until_a_new
     let git = Git::new(tmp.path(), "config");
     let guard = "rollback: true\nready_within: 1m\n";
     git.write("jobs/app.yaml", &job("v1", "exec sleep 61", guard));
-    git.commit_push("v1");
+    let v1 = git.commit_push("v1");
     let cfg = config(tmp.path(), &git, "");
     let mut d = start(tmp.path(), &cfg).await;
     let v1_pid = d.running_pid("app").await;
@@ -86,6 +86,55 @@ async fn a_new_version_that_fails_before_ready_within_is_rolled_back_until_a_new
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(runs_of(&d, "app", &v2_hash), 1, "{:#?}", d.runs("app"));
     assert_eq!(d.job("app").unwrap().state, "rolled_back");
+
+    // `plan` with the daemon's config warns that the change re-applies the refused version, and
+    // does not for another one.
+    let cfg_path = tmp.path().join("plan-config.yaml");
+    std::fs::write(
+        &cfg_path,
+        cfg.replace("listen: 127.0.0.1:0", &format!("listen: {}", d.addr)),
+    )
+    .unwrap();
+    let plan = |to: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+            .args(["plan", "--repo"])
+            .arg(&git.work)
+            .args(["--from", &v1, "--to", to, "--config"])
+            .arg(&cfg_path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let text = plan(&bad);
+    assert!(
+        text.contains("warning: this version was rolled back")
+            && text.contains(&bad[..8])
+            && text.contains("exited with code 4"),
+        "{text}"
+    );
+    git.write("jobs/app.yaml", &job("v2b", "exec sleep 62", guard));
+    let other = git.commit("another version, not pushed");
+    let text = plan(&other);
+    assert!(!text.contains("rolled back"), "{text}");
+    git.git(&["reset", "-q", "--hard", &bad]);
+
+    // `status` and the status page show the refused commit.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+        .args(["status", "--url", &format!("http://{}", d.addr)])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && table.contains(&format!("rolled_back (refused {})", &bad[..8])),
+        "{out:?}"
+    );
+    let (code, page) = d.get("/").await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains(&format!("refused: commit <code>{}</code>", &bad[..8])),
+        "{page}"
+    );
 
     // A new commit is deployed, and the job is no longer rolled back.
     git.write("jobs/app.yaml", &job("v3", "exec sleep 63", guard));

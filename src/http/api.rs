@@ -236,6 +236,9 @@ pub struct JobView {
     pub last_event: Option<EventView>,
     /// True when the latest version of its file is invalid.
     pub invalid: bool,
+    /// For a `rolled_back` job: the config commit of the version the rollback refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_commit: Option<String>,
 }
 
 impl JobView {
@@ -436,7 +439,19 @@ fn job_view(settings: &Settings, row: &JobListRow, x: Extra<'_>) -> JobView {
         restarts: x.restarts,
         last_event: x.last.map(EventView::of),
         invalid: row.invalid,
+        refused_commit: None,
     }
+}
+
+/// `view` with the refused commit of a `rolled_back` job, read from the store.
+fn with_refused(store: &crate::store::Store, mut view: JobView) -> JobView {
+    if view.state == "rolled_back" {
+        match store.versions(&view.name) {
+            Ok(v) => view.refused_commit = v.refused_commit,
+            Err(e) => tracing::error!(job = %view.name, "could not read the versions: {e}"),
+        }
+    }
+    view
 }
 
 /// The version of the cluster of `env`, once the daemon read it.
@@ -489,7 +504,7 @@ pub fn jobs_view(
                 version: env_version(state, row.env.as_deref()),
                 running: running.get(&row.name),
             };
-            job_view(&settings, row, extra)
+            with_refused(store, job_view(&settings, row, extra))
         })
         .collect();
     Ok(JobsView {

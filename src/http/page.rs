@@ -285,6 +285,13 @@ pub fn render(view: &JobsView, events: &[EventView], filters: &Filters<'_>) -> S
             if let Some(r) = j.reason.as_deref().map(one_line).filter(|r| !r.is_empty()) {
                 let _ = write!(h, "<span class=\"reason\">{}</span>", escape(r));
             }
+            if let Some(c) = &j.refused_commit {
+                let _ = write!(
+                    h,
+                    "<span class=\"reason\">refused: commit <code>{}</code></span>",
+                    escape(&c.chars().take(8).collect::<String>())
+                );
+            }
             let dash = "–".to_string();
             let commit = running_html(j).unwrap_or_else(|| dash.clone());
             let last = j

@@ -20,7 +20,10 @@ import org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink;
  * <ul>
  *   <li>{@code --rate N}: records per second (default 20);
  *   <li>{@code --tag T}: a label printed at start (change it to make a new version);
- *   <li>{@code --mode fail --failAfter N}: throw after N records of this attempt.
+ *   <li>{@code --mode fail --failAfter N}: throw after N records of this attempt;
+ *   <li>{@code --stallAfter N}: after N records of this attempt, each checkpoint of the counter
+ *       takes 3 s (longer than a short {@code execution.checkpointing.timeout}, so checkpoints stop
+ *       completing while the job keeps running).
  * </ul>
  *
  * <p>At start each counter prints whether it was restored from a checkpoint or savepoint
@@ -31,12 +34,14 @@ public class Counter {
     public static void main(String[] args) throws Exception {
         long rate = 20;
         long failAfter = -1;
+        long stallAfter = -1;
         String mode = "run";
         String tag = "";
         for (int i = 0; i + 1 < args.length; i += 2) {
             switch (args[i]) {
                 case "--rate": rate = Long.parseLong(args[i + 1]); break;
                 case "--failAfter": failAfter = Long.parseLong(args[i + 1]); break;
+                case "--stallAfter": stallAfter = Long.parseLong(args[i + 1]); break;
                 case "--mode": mode = args[i + 1]; break;
                 case "--tag": tag = args[i + 1]; break;
                 default: throw new IllegalArgumentException("unknown argument " + args[i]);
@@ -53,22 +58,27 @@ public class Counter {
                         n -> n, Long.MAX_VALUE, RateLimiterStrategy.perSecond(rate), Types.LONG);
         env.fromSource(source, WatermarkStrategy.noWatermarks(), "numbers")
                 .keyBy(n -> n % 4)
-                .map(new CountPerKey(limit, tag))
+                .map(new CountPerKey(limit, stallAfter, tag))
                 .name("count")
                 .uid("count")
                 .sinkTo(new DiscardingSink<>());
         env.execute("flink-counter" + (tag.isEmpty() ? "" : " " + tag));
     }
 
-    /** Counts records per key; throws after {@code limit} records of this attempt when >= 0. */
+    /**
+     * Counts records per key; throws after {@code limit} records of this attempt when >= 0; its
+     * checkpoints take 3 s after {@code stallAfter} records of this attempt when >= 0.
+     */
     static class CountPerKey extends RichMapFunction<Long, Long> implements CheckpointedFunction {
         private final long limit;
+        private final long stallAfter;
         private final String tag;
         private transient ValueState<Long> count;
         private transient long seen;
 
-        CountPerKey(long limit, String tag) {
+        CountPerKey(long limit, long stallAfter, String tag) {
             this.limit = limit;
+            this.stallAfter = stallAfter;
             this.tag = tag;
         }
 
@@ -79,7 +89,11 @@ public class Counter {
         }
 
         @Override
-        public void snapshotState(FunctionSnapshotContext ctx) {}
+        public void snapshotState(FunctionSnapshotContext ctx) throws Exception {
+            if (stallAfter >= 0 && seen > stallAfter) {
+                Thread.sleep(3000);
+            }
+        }
 
         @Override
         public Long map(Long n) throws Exception {
