@@ -106,7 +106,12 @@ pub async fn run_with(
         daemon_url: daemon_url(&started, &listener),
     };
     let core = Core::open(&live, &cancel, &jars)?;
-    probe_engines(&core.ctx.engines.all()).await?;
+    crate::engine::registry::probe(&core.ctx.engines.all())
+        .await
+        .map_err(|r| DaemonError::Engine {
+            env: r.env,
+            message: r.message,
+        })?;
     recover(&core.ctx).await?;
 
     let tasks = TaskTracker::new();
@@ -202,7 +207,12 @@ impl Core {
         let alerter = Alerter::spawn(live.clone(), store.clone(), cancel.clone()).attach(&store);
         let metrics = Arc::new(Metrics::default());
         let local = Arc::new(LocalEngine::new());
-        let engines = crate::engine::Engines::build(&settings, local.clone(), Some(jars.clone()));
+        let engines = crate::engine::Engines::build(
+            &settings.state_dir.display().to_string(),
+            settings.envs.iter().map(|(n, e)| (n, &e.engine)),
+            local.clone(),
+            Some(jars.clone()),
+        );
         let projects = Arc::new(ProjectRepos::new(
             state_dir,
             crate::repo::Credentials::from_settings(&settings.repo),
@@ -233,31 +243,6 @@ impl Core {
             ctx,
         })
     }
-}
-
-/// Asks each cluster what it is (flink: its version) once, before anything starts: a cluster
-/// jobkeeper cannot drive stops the start with an error naming it; one that does not answer is
-/// asked again when it does.
-pub(crate) async fn probe_engines(
-    engines: &[(String, Arc<dyn Engine>)],
-) -> Result<(), DaemonError> {
-    let mut asked = std::collections::HashSet::new();
-    for (env, engine) in engines {
-        if !asked.insert(engine.location()) {
-            continue;
-        }
-        match engine.probe().await {
-            Ok(()) => {}
-            Err(crate::engine::EngineError::Refused(message)) => {
-                return Err(DaemonError::Engine {
-                    env: env.clone(),
-                    message,
-                });
-            }
-            Err(e) => tracing::warn!(env = %env, "{}: {e}", engine.location()),
-        }
-    }
-    Ok(())
 }
 
 /// Before anything starts: local runs a previous daemon left behind are found and stopped;

@@ -378,7 +378,7 @@ pub fn plan(applied: &BTreeMap<String, JobSpec>, changes: &[Change]) -> Plan {
                     action,
                     reasons,
                     errors: Vec::new(),
-                    hash: Some(crate::reconcile::spec_hash(
+                    hash: Some(crate::spec::spec_hash(
                         &serde_json::to_string(new).unwrap_or_default(),
                     )),
                 }

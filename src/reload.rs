@@ -74,7 +74,9 @@ async fn reload_once(
     let loaded = tokio::task::spawn_blocking(move || crate::settings::load(&p)).await;
     match loaded {
         Ok(Ok(new)) => {
-            let engines = ctx.engines.apply(&new, true);
+            let engines = ctx
+                .engines
+                .apply(new.envs.iter().map(|(n, e)| (n, &e.engine)), true);
             let (msg, restart) = reloaded_message(path, started, &new, &engines);
             live.replace(new);
             if !engines.changed.is_empty() {
@@ -85,7 +87,7 @@ async fn reload_once(
                     .into_iter()
                     .filter(|(env, _)| engines.changed.contains(env))
                     .collect();
-                if let Err(e) = crate::daemon::probe_engines(&moved).await {
+                if let Err(e) = crate::engine::registry::probe(&moved).await {
                     tracing::error!("{e}");
                 }
                 reconciler.poke_all();

@@ -14,7 +14,6 @@ use super::flink::FlinkEngine;
 use super::local::LocalEngine;
 use super::spark::{JarShelf, SparkEngine};
 use super::{Engine, EngineConfig, EngineError, EngineKind, RunHandle};
-use crate::settings::Settings;
 
 /// The engines by env, and the former engines of runs on a cluster no env names any more.
 pub struct Engines {
@@ -87,8 +86,13 @@ impl Engines {
     /// The engines of `settings`' envs; spark engines serve jars from `jars`. An engine that
     /// cannot be built is logged and its env left out: its jobs are refused with
     /// `deploy_failed`.
-    pub fn build(settings: &Settings, local: Arc<LocalEngine>, jars: Option<JarShelf>) -> Engines {
-        let salt = settings.state_dir.display().to_string();
+    pub fn build<'a>(
+        salt: &str,
+        envs: impl IntoIterator<Item = (&'a String, &'a EngineConfig)>,
+        local: Arc<LocalEngine>,
+        jars: Option<JarShelf>,
+    ) -> Engines {
+        let salt = salt.to_string();
         let engines = Engines {
             current: RwLock::new(HashMap::new()),
             former: Mutex::new(Vec::new()),
@@ -96,7 +100,7 @@ impl Engines {
             salt,
             jars,
         };
-        engines.apply(settings, false);
+        engines.apply(envs, false);
         engines
     }
 
@@ -127,7 +131,11 @@ impl Engines {
     /// On a `reload` of a running daemon, only a flink env may change its cluster (its jobs
     /// then move, see [`Engines::of_run`]); an env that changes its engine kind or its spark
     /// master keeps its engine until the daemon restarts.
-    pub fn apply(&self, settings: &Settings, reload: bool) -> Applied {
+    pub fn apply<'a>(
+        &self,
+        envs: impl IntoIterator<Item = (&'a String, &'a EngineConfig)>,
+        reload: bool,
+    ) -> Applied {
         let mut out = Applied::default();
         let mut current = write(&self.current);
         let mut by_key: HashMap<String, Arc<dyn Engine>> = current
@@ -135,13 +143,12 @@ impl Engines {
             .filter_map(|e| Some((e.key.clone()?, e.engine.clone())))
             .collect();
         let mut next: HashMap<String, Entry> = HashMap::new();
-        for (name, env) in &settings.envs {
-            let key = cluster_key(&env.engine);
+        for (name, config) in envs {
+            let key = cluster_key(config);
             if reload
                 && let Some(old) = current.get(name)
                 && old.key != key
-                && (old.engine.kind() != env.engine.kind()
-                    || env.engine.kind() == EngineKind::Spark)
+                && (old.engine.kind() != config.kind() || config.kind() == EngineKind::Spark)
             {
                 out.needs_restart.push(name.clone());
                 next.insert(
@@ -157,7 +164,7 @@ impl Engines {
                 None => self.local.clone() as Arc<dyn Engine>,
                 Some(k) => match by_key.get(k) {
                     Some(e) => e.clone(),
-                    None => match make(&env.engine, &self.salt, self.jars.as_ref()) {
+                    None => match make(config, &self.salt, self.jars.as_ref()) {
                         Ok(e) => {
                             by_key.insert(k.clone(), e.clone());
                             e
@@ -265,17 +272,70 @@ impl Engines {
     }
 }
 
+/// A cluster jobkeeper cannot drive (a Flink older than 1.19), found by [`probe`].
+#[derive(Debug, thiserror::Error)]
+#[error("env {env}: {message}")]
+pub struct Refused {
+    /// The env (the first naming the cluster).
+    pub env: String,
+    /// What the engine said.
+    pub message: String,
+}
+
+/// Asks each cluster of `engines` what it is (flink: its version), once per cluster: one that
+/// jobkeeper cannot drive is refused with the env naming it; one that does not answer is asked
+/// again when it does.
+pub async fn probe(engines: &[(String, Arc<dyn Engine>)]) -> Result<(), Refused> {
+    let mut asked = std::collections::HashSet::new();
+    for (env, engine) in engines {
+        if !asked.insert(engine.location()) {
+            continue;
+        }
+        match engine.probe().await {
+            Ok(()) => {}
+            Err(EngineError::Refused(message)) => {
+                return Err(Refused {
+                    env: env.clone(),
+                    message,
+                });
+            }
+            Err(e) => tracing::warn!(env = %env, "{}: {e}", engine.location()),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::collections::BTreeMap;
 
     use super::*;
+    use crate::engine::flink::FlinkSettings;
+    use crate::engine::spark::SparkSettings;
 
-    fn settings(envs: &str) -> Settings {
-        let text = format!(
-            "repo: {{url: /tmp/r.git, branch: main, path: jobs}}\nstate_dir: /tmp/s\nenvs:\n{envs}"
-        );
-        crate::settings::parse("c.yaml", text.as_bytes(), Path::new("/tmp")).unwrap()
+    /// Envs as a daemon config has them.
+    fn settings(envs: &[(&str, EngineConfig)]) -> BTreeMap<String, EngineConfig> {
+        envs.iter()
+            .map(|(n, e)| (n.to_string(), e.clone()))
+            .collect()
+    }
+
+    fn flink(url: &str) -> EngineConfig {
+        EngineConfig::Flink(FlinkSettings {
+            url: url.into(),
+            savepoint_dir: None,
+            sql_runner: None,
+        })
+    }
+
+    fn spark(url: &str, master: &str) -> EngineConfig {
+        EngineConfig::Spark(SparkSettings {
+            url: url.into(),
+            master: master.into(),
+            ui: None,
+            artifact_url: None,
+            artifact_dir: None,
+        })
     }
 
     fn handle(cluster: Option<&str>) -> RunHandle {
@@ -289,10 +349,12 @@ mod tests {
 
     #[test]
     fn envs_naming_one_cluster_share_its_engine() {
-        let s = settings(
-            "  a: {engine: flink, flink: {url: 'http://127.0.0.1:1'}}\n  b: {engine: flink, flink: {url: 'http://127.0.0.1:1/'}}\n  c: {engine: local}\n",
-        );
-        let engines = Engines::build(&s, Arc::new(LocalEngine::new()), None);
+        let s = settings(&[
+            ("a", flink("http://127.0.0.1:1")),
+            ("b", flink("http://127.0.0.1:1/")),
+            ("c", EngineConfig::Local),
+        ]);
+        let engines = Engines::build("/tmp/s", &s, Arc::new(LocalEngine::new()), None);
         let (a, b) = (engines.get("a").unwrap(), engines.get("b").unwrap());
         assert!(Arc::ptr_eq(&a, &b), "one engine per cluster");
         assert_eq!(a.cluster().as_deref(), Some("http://127.0.0.1:1"));
@@ -302,19 +364,21 @@ mod tests {
 
     #[test]
     fn a_changed_url_swaps_the_env_engine_and_keeps_the_old_one_for_its_runs() {
-        let before = settings(
-            "  a: {engine: flink, flink: {url: 'http://127.0.0.1:1'}}\n  l: {engine: local}\n",
-        );
-        let engines = Engines::build(&before, Arc::new(LocalEngine::new()), None);
+        let before = settings(&[
+            ("a", flink("http://127.0.0.1:1")),
+            ("l", EngineConfig::Local),
+        ]);
+        let engines = Engines::build("/tmp/s", &before, Arc::new(LocalEngine::new()), None);
         let old = engines.get("a").unwrap();
         assert_eq!(
             engines.apply(&before, true),
             Applied::default(),
             "nothing changed"
         );
-        let after = settings(
-            "  a: {engine: flink, flink: {url: 'http://127.0.0.1:2'}}\n  l: {engine: local}\n",
-        );
+        let after = settings(&[
+            ("a", flink("http://127.0.0.1:2")),
+            ("l", EngineConfig::Local),
+        ]);
         let applied = engines.apply(&after, true);
         assert_eq!(applied.changed, vec!["a".to_string()]);
         assert!(applied.needs_restart.is_empty());
@@ -350,8 +414,8 @@ mod tests {
 
     #[test]
     fn a_run_recorded_on_a_cluster_no_env_names_gets_an_engine_there() {
-        let s = settings("  a: {engine: flink, flink: {url: 'http://127.0.0.1:2'}}\n");
-        let engines = Engines::build(&s, Arc::new(LocalEngine::new()), None);
+        let s = settings(&[("a", flink("http://127.0.0.1:2"))]);
+        let engines = Engines::build("/tmp/s", &s, Arc::new(LocalEngine::new()), None);
         let h = handle(Some("http://127.0.0.1:9"));
         let e = engines.of_run(Some("a"), "flink", Some(&h)).unwrap();
         assert_eq!(e.cluster().as_deref(), Some("http://127.0.0.1:9"));
@@ -366,13 +430,21 @@ mod tests {
             shelf: crate::engine::spark::artifacts::Shelf::open(tmp.path()).unwrap(),
             daemon_url: "http://127.0.0.1:7070".into(),
         });
-        let before = settings(
-            "  a: {engine: local}\n  s: {engine: spark, spark: {url: 'http://127.0.0.1:1', master: 'spark://127.0.0.1:2'}}\n",
+        let before = settings(&[
+            ("a", EngineConfig::Local),
+            ("s", spark("http://127.0.0.1:1", "spark://127.0.0.1:2")),
+        ]);
+        let engines = Engines::build(
+            "/tmp/s",
+            &before,
+            Arc::new(LocalEngine::new()),
+            jars.clone(),
         );
-        let engines = Engines::build(&before, Arc::new(LocalEngine::new()), jars.clone());
-        let after = settings(
-            "  a: {engine: flink, flink: {url: 'http://127.0.0.1:3'}}\n  s: {engine: spark, spark: {url: 'http://127.0.0.1:4', master: 'spark://127.0.0.1:5'}}\n  n: {engine: flink, flink: {url: 'http://127.0.0.1:3'}}\n",
-        );
+        let after = settings(&[
+            ("a", flink("http://127.0.0.1:3")),
+            ("s", spark("http://127.0.0.1:4", "spark://127.0.0.1:5")),
+            ("n", flink("http://127.0.0.1:3")),
+        ]);
         let applied = engines.apply(&after, true);
         assert_eq!(
             applied.needs_restart,
@@ -386,7 +458,7 @@ mod tests {
             "a new cluster env gets its engine at once"
         );
         // At a start, every env gets the engine its config names.
-        let restarted = Engines::build(&after, Arc::new(LocalEngine::new()), jars);
+        let restarted = Engines::build("/tmp/s", &after, Arc::new(LocalEngine::new()), jars);
         assert_eq!(restarted.get("a").unwrap().kind(), EngineKind::Flink);
     }
 }

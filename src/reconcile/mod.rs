@@ -45,7 +45,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -62,10 +61,7 @@ pub use outages::Outages;
 pub use recover::recover_live_runs;
 pub use sweep::{sweep, sweep_loop};
 
-/// The hash the store keeps of a spec: sha256 of its JSON.
-pub fn spec_hash(json: &str) -> String {
-    hex::encode(Sha256::digest(json.as_bytes()))
-}
+pub use crate::spec::spec_hash;
 
 /// Everything an actor needs, shared.
 pub struct Context {

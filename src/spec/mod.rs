@@ -464,3 +464,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The hash the store keeps of a spec: sha256 of its JSON.
+pub fn spec_hash(json: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(json.as_bytes()))
+}
