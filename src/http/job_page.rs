@@ -168,6 +168,16 @@ fn render(
         );
     }
 
+    runs_html(&mut h, settings, d);
+    log_html(&mut h, log);
+    events_html(&mut h, d);
+    h.push_str("</main></body></html>\n");
+    h
+}
+
+/// The runs: the strip of the latest [`STRIP_RUNS`] and the table.
+fn runs_html(h: &mut String, settings: &Settings, d: &api::JobDetail) {
+    let j = &d.job;
     h.push_str("<h2>Runs</h2><div class=\"strip\" id=\"strip\">");
     for r in d.runs.iter().take(STRIP_RUNS).rev() {
         let _ = write!(
@@ -228,7 +238,10 @@ fn render(
         }
         h.push_str("</tbody></table>");
     }
+}
 
+/// The tail of the latest log that has output.
+fn log_html(h: &mut String, log: Option<&(i64, String)>) {
     match log {
         None => h.push_str("<h2>Log</h2><p class=\"empty muted\">No log yet.</p>"),
         Some((run, text)) => {
@@ -239,7 +252,10 @@ fn render(
             );
         }
     }
+}
 
+/// The job's events, newest first.
+fn events_html(h: &mut String, d: &api::JobDetail) {
     h.push_str("<h2>Events</h2>");
     if d.events.is_empty() {
         h.push_str("<p class=\"empty muted\">No events yet.</p>");
@@ -260,8 +276,6 @@ fn render(
         }
         h.push_str("</ul>");
     }
-    h.push_str("</main></body></html>\n");
-    h
 }
 
 /// `GET /jobs/{name}`.
