@@ -12,7 +12,9 @@
 # 1.17-1.20 and 2.0-2.3). 2.3.0 lives in .venv-flink, any other version in .venv-flink-X.Y
 # (e.g. .venv-flink-1.20); FLINK_VENV overrides the folder.
 # Needs python3 (venv) and Java 17. REST_PORT defaults to 8081. Everything the cluster writes
-# (logs, pids, checkpoints, savepoints, uploaded jars) stays under DIR.
+# (logs, pids, checkpoints, savepoints, uploaded jars) stays under DIR. FLINK_EXTRA_CONF adds
+# flat `key: value` lines to the config (e.g. `jobmanager.scheduler: adaptive`, the scheduler
+# that rescales a running job through `PUT /jobs/ID/resource-requirements`).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 version="${FLINK_VERSION:-2.3.0}"
@@ -102,6 +104,9 @@ execution:
     dir: file://$dir/checkpoints
     savepoint-dir: file://$dir/savepoints
 YAML
+  if [ -n "${FLINK_EXTRA_CONF:-}" ]; then
+    printf '%s\n' "$FLINK_EXTRA_CONF" >>"$dir/conf/config.yaml"
+  fi
 }
 
 wait_ready() {

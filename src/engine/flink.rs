@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use super::cluster::{lock, require_jar, unreachable, write_log};
 use super::{
     ClusterJob, Engine, EngineError, HealthFacts, JobDetails, NEVER_STARTED, RecordedRun, Recovery,
-    RunExit, RunHandle, RunStatus, StopOutcome, SubmitRequest, Survey,
+    RunExit, RunHandle, RunStatus, StopOutcome, SubmitRequest, Survey, Vertex,
 };
 use crate::yaml::{Checker, Node};
 
@@ -134,6 +134,42 @@ pub fn overview_jobs(body: &Value) -> Vec<ClusterJob> {
                 name: j["name"].as_str().unwrap_or_default().to_string(),
                 state: j["state"].as_str()?.to_string(),
                 since_ms: j["start-time"].as_i64().filter(|t| *t > 0),
+            })
+        })
+        .collect()
+}
+
+/// The task count (`tasks.total`) of each RUNNING job of a `GET /jobs/overview` answer: the sum
+/// of its vertices' parallelism.
+pub fn overview_tasks(body: &Value) -> HashMap<String, u64> {
+    body["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|j| j["state"] == "RUNNING")
+        .filter_map(|j| {
+            Some((
+                j["jid"].as_str()?.to_string(),
+                j["tasks"]["total"].as_u64()?,
+            ))
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// The vertices of a `GET /jobs/{id}` answer, with their parallelism.
+pub fn job_vertices(body: &Value) -> Vec<Vertex> {
+    let count = |v: &Value| v.as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+    body["vertices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            Some(Vertex {
+                id: v["id"].as_str()?.to_string(),
+                name: v["name"].as_str().unwrap_or_default().to_string(),
+                parallelism: count(&v["parallelism"]),
+                max_parallelism: count(&v["maxParallelism"]),
             })
         })
         .collect()
@@ -272,9 +308,14 @@ impl FlinkEngine {
 
     /// Every job the cluster knows, in any state (one `GET /jobs/overview`).
     pub async fn overview(&self) -> Result<Vec<ClusterJob>, EngineError> {
+        Ok(overview_jobs(&self.overview_body().await?))
+    }
+
+    /// The answer of `GET /jobs/overview`.
+    async fn overview_body(&self) -> Result<Value, EngineError> {
         let body = self.get("/jobs/overview").await?;
         self.refresh_version().await;
-        Ok(overview_jobs(&body))
+        Ok(body)
     }
 
     /// Every job the cluster knows: id → state.
@@ -697,7 +738,13 @@ impl Engine for FlinkEngine {
     }
 
     async fn survey(&self, handles: &[RunHandle]) -> Result<Survey, EngineError> {
-        let all = self.overview().await?;
+        let body = self.overview_body().await?;
+        let all = overview_jobs(&body);
+        let tasks = overview_tasks(&body);
+        let tasks = handles
+            .iter()
+            .map(|h| tasks.get(&h.engine_id).copied())
+            .collect();
         let states: HashMap<String, String> = all
             .iter()
             .map(|j| (j.engine_id.clone(), j.state.clone()))
@@ -711,7 +758,13 @@ impl Engine for FlinkEngine {
         Ok(Survey {
             statuses,
             live: Some(live),
+            tasks,
         })
+    }
+
+    async fn vertices(&self, handle: &RunHandle) -> Result<Vec<Vertex>, EngineError> {
+        let body = self.get(&format!("/jobs/{}", handle.engine_id)).await?;
+        Ok(job_vertices(&body))
     }
 
     async fn describe(&self, job: &ClusterJob) -> Result<JobDetails, EngineError> {
@@ -967,6 +1020,40 @@ mod tests {
         assert!(!f.checkpoints && f.last_checkpoint_ms.is_none() && f.restarts == 0);
         // Nothing known (an empty answer): nothing unhealthy.
         assert_eq!(health_facts(&json!([]), 7).restarts, 0);
+    }
+
+    #[test]
+    fn task_counts_and_vertices_are_read_from_flink_answers() {
+        let overview = json!({"jobs": [
+            {"jid": "a", "state": "RUNNING", "tasks": {"total": 6, "running": 5}},
+            {"jid": "b", "state": "RESTARTING", "tasks": {"total": 4}},
+            {"jid": "c", "state": "RUNNING", "tasks": {"total": 0}},
+            {"jid": "d", "state": "RUNNING"}
+        ]});
+        assert_eq!(overview_tasks(&overview), HashMap::from([("a".into(), 6)]));
+        let job = json!({"jid": "a", "vertices": [
+            {"id": "v1", "name": "Source: numbers", "parallelism": 1, "maxParallelism": 1},
+            {"id": "v2", "name": "count -> Sink: Writer", "parallelism": 5, "maxParallelism": 128},
+            {"name": "no id"}
+        ]});
+        assert_eq!(
+            job_vertices(&job),
+            vec![
+                Vertex {
+                    id: "v1".into(),
+                    name: "Source: numbers".into(),
+                    parallelism: 1,
+                    max_parallelism: 1
+                },
+                Vertex {
+                    id: "v2".into(),
+                    name: "count -> Sink: Writer".into(),
+                    parallelism: 5,
+                    max_parallelism: 128
+                }
+            ]
+        );
+        assert!(job_vertices(&json!({"errors": ["nope"]})).is_empty());
     }
 
     #[test]

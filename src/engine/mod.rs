@@ -183,6 +183,24 @@ pub struct Survey {
     pub statuses: Vec<RunStatus>,
     /// Every live job of the cluster; `None` when the engine cannot list them.
     pub live: Option<Vec<ClusterJob>>,
+    /// One entry per handle asked about (or none at all): the task count of a RUNNING run
+    /// (flink: `tasks.total` of `/jobs/overview`, the sum of its vertices' parallelism), when
+    /// the engine says. A change means the run was rescaled.
+    pub tasks: Vec<Option<u64>>,
+}
+
+/// One stage of a live run and its parallelism (flink: a job vertex of `GET /jobs/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vertex {
+    /// The engine's id of the stage (flink: the job vertex id, kept across rescales).
+    pub id: String,
+    /// Its name (`Source: clicks`, `count -> Sink: Writer`).
+    pub name: String,
+    /// How many parallel tasks it runs now.
+    pub parallelism: u32,
+    /// The most it can run (1: a stage that cannot run in parallel, such as a non-parallel
+    /// source).
+    pub max_parallelism: u32,
 }
 
 /// What an engine can tell of a job it runs, for `jobkeeper import`: the params a job file
@@ -224,7 +242,7 @@ pub trait Engine: Send + Sync {
     async fn survey(&self, handles: &[RunHandle]) -> Result<Survey, EngineError> {
         Ok(Survey {
             statuses: self.status(handles).await?,
-            live: None,
+            ..Survey::default()
         })
     }
 
@@ -271,6 +289,12 @@ pub trait Engine: Send + Sync {
     /// it). The default: none.
     async fn health(&self, handles: &[RunHandle]) -> Result<Vec<Option<HealthFacts>>, EngineError> {
         Ok(vec![None; handles.len()])
+    }
+
+    /// The stages of a live run with their parallelism now (flink: one `GET /jobs/{id}`).
+    /// Empty when the engine cannot tell (the default).
+    async fn vertices(&self, _handle: &RunHandle) -> Result<Vec<Vertex>, EngineError> {
+        Ok(Vec::new())
     }
 
     /// The root exception of a live run, when the engine keeps one (flink: the latest entry of

@@ -1,6 +1,7 @@
 //! The actor of one job: its state, its message loop, and the converge that carries out what
 //! [`decide`] says. Steps live beside it: `deploy` (new versions, `follow`), `runs` (submit,
-//! stop, exits, adoption) and `timers` (schedules, restarts, timeouts, outages).
+//! stop, exits, adoption), `timers` (schedules, restarts, timeouts, outages), `unhealthy` and
+//! `rescaled` (what the health sweep saw of a live run).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,13 @@ pub enum Msg {
         run_id: i64,
         /// What the engine said.
         facts: crate::engine::HealthFacts,
+    },
+    /// The health sweep's task count of a RUNNING run (a change means it was rescaled).
+    Tasks {
+        /// The store's run id.
+        run_id: i64,
+        /// The engine's count (flink: the sum of the run's vertices' parallelism).
+        tasks: u64,
     },
 }
 
@@ -119,6 +127,10 @@ pub struct Actor {
     pub(super) versions: crate::store::VersionsRow,
     /// The run the health samples are of, and the samples (oldest first).
     pub(super) health: (Option<i64>, Vec<decide::RestartSample>),
+    /// What the live run's vertices must run at (see [`super::parallelism`]).
+    pub(super) expected: super::parallelism::Expected,
+    /// An open incident of a run rescaled outside jobkeeper.
+    pub(super) rescaled: Option<super::rescaled::Rescaled>,
 }
 
 impl Actor {
@@ -146,6 +158,8 @@ impl Actor {
             pinned: None,
             versions: crate::store::VersionsRow::default(),
             health: (None, Vec::new()),
+            expected: super::parallelism::Expected::default(),
+            rescaled: None,
         }
     }
 
@@ -172,6 +186,10 @@ impl Actor {
                     Some(Msg::Restart(who)) => Box::pin(self.restart(who)).await,
                     Some(Msg::Health { run_id, facts }) => {
                         Box::pin(self.on_health(run_id, facts)).await;
+                        false
+                    }
+                    Some(Msg::Tasks { run_id, tasks }) => {
+                        Box::pin(self.on_tasks(run_id, tasks)).await;
                         false
                     }
                 },

@@ -22,7 +22,8 @@
 //! Files: [`decide`] (pure decisions), [`actor`] (the actor and its messages), `deploy` (new
 //! versions and `follow`), `runs` (submit, stop, exits, adoption), `timers` (schedules,
 //! restarts, timeouts), `rollback` (a new version that fails before it is ready), `unhealthy`
-//! (a RUNNING run the health sweep finds unhealthy), [`recover`] (runs a previous daemon left),
+//! (a RUNNING run the health sweep finds unhealthy), `rescaled` (a run rescaled outside
+//! jobkeeper; [`parallelism`] says which vertices moved), [`recover`] (runs a previous daemon left),
 //! [`sweep`](mod@sweep) (the health loop's status sweep), [`unmanaged`] (live jobs no job file owns), [`takeover`]
 //! (`adopt`: a job started outside jobkeeper taken over), [`emit`] (recording events),
 //! [`outages`].
@@ -32,7 +33,9 @@ pub mod decide;
 mod deploy;
 pub mod emit;
 pub mod outages;
+pub mod parallelism;
 pub mod recover;
+mod rescaled;
 mod rollback;
 mod runs;
 pub mod sweep;
@@ -189,6 +192,11 @@ impl Reconciler {
     /// The health sweep's figures of a live run.
     pub fn health(&self, job: &str, run_id: i64, facts: crate::engine::HealthFacts) {
         self.send(job, Msg::Health { run_id, facts });
+    }
+
+    /// The health sweep's task count of a RUNNING run.
+    pub fn tasks(&self, job: &str, run_id: i64, tasks: u64) {
+        self.send(job, Msg::Tasks { run_id, tasks });
     }
 
     /// A run ended.

@@ -4,7 +4,9 @@
 //! so are the health figures of running runs whose jobs set `health` (one more batch per
 //! engine, see [`crate::engine::Engine::health`]). The same status answer lists the cluster's
 //! live jobs, from which the unmanaged ones are kept ([`super::unmanaged`]): every cluster is
-//! asked each sweep, with or without runs.
+//! asked each sweep, with or without runs. It also gives each RUNNING run's task count, handed
+//! to its actor, which reads the run's vertices only when the count changed (a rescale outside
+//! jobkeeper, see `rescaled`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,8 +156,14 @@ pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
             Ok(survey) => {
                 ctx.outages.up(&ctx.events, &engine.location());
                 let mut running = Vec::new();
-                for ((job, handle), status) in g.runs.into_iter().zip(survey.statuses) {
+                let tasks = survey.tasks.iter().copied().chain(std::iter::repeat(None));
+                for (((job, handle), status), tasks) in
+                    g.runs.into_iter().zip(survey.statuses).zip(tasks)
+                {
                     if status == RunStatus::Running {
+                        if let Some(n) = tasks {
+                            reconciler.tasks(&job, handle.run_id, n);
+                        }
                         running.push((job, handle));
                     } else {
                         reconciler.exited(RunExit {

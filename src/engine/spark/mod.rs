@@ -834,7 +834,11 @@ impl Engine for SparkEngine {
             live.sort_by(|a, b| a.engine_id.cmp(&b.engine_id));
             live
         });
-        Ok(Survey { statuses, live })
+        Ok(Survey {
+            statuses,
+            live,
+            tasks: Vec::new(),
+        })
     }
 
     async fn describe(&self, job: &ClusterJob) -> Result<JobDetails, EngineError> {

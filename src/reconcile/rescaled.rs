@@ -1,0 +1,116 @@
+//! A live service run rescaled outside jobkeeper (flink: its parallelism no longer matches its
+//! file). The health sweep hands each RUNNING run's task count to its actor; only when the count
+//! changes (and once, the first time) does the actor read the run's vertices, and
+//! [`super::parallelism`] says which moved. A rescale raises `drift` once per incident: with
+//! `drift: correct` the run is stopped with a savepoint and submitted again from it at the job
+//! file's parallelism; with `warn` it is left as it runs. `recovered` follows when the
+//! parallelism matches again (the corrected run, or the run rescaled back).
+
+use super::actor::Actor;
+use super::parallelism::{self, Expected};
+use crate::event::JobEvent;
+use crate::spec::{Drift, Upgrade};
+use crate::store::RunState;
+
+/// An open rescale incident of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Rescaled {
+    /// The run was stopped and submitted again at the file's parallelism.
+    pub corrected: bool,
+}
+
+impl Actor {
+    /// Judges the task count `tasks` one sweep saw of run `run_id`.
+    pub(super) async fn on_tasks(&mut self, run_id: i64, tasks: u64) {
+        let Some(pos) = self.live.iter().position(|l| l.run_id == run_id) else {
+            return;
+        };
+        let Some(applied) = &self.applied else {
+            return;
+        };
+        if applied.is_batch() {
+            return; // a batch run ends on its own; its parallelism is not watched
+        }
+        let file = applied.spec.params.parallelism;
+        let mode = self
+            .ctx
+            .settings
+            .get()
+            .guard(&applied.spec.env, &applied.spec.guard)
+            .drift;
+        // An incident `drift: warn` left uncorrected is corrected once the job says `correct`.
+        let to_correct = mode == Drift::Correct && self.rescaled.is_some_and(|r| !r.corrected);
+        if self.expected.run_id != run_id {
+            self.expected = Expected::new(run_id);
+        }
+        if self.expected.tasks == tasks && !to_correct {
+            return;
+        }
+        let live = &self.live[pos];
+        let vertices = match live.engine.vertices(&live.handle).await {
+            Ok(v) if !v.is_empty() => v,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(job = %self.name, run = run_id, "vertices not read: {e}");
+                return;
+            }
+        };
+        let engine_id = live.handle.engine_id.clone();
+        let Some(moved) = self.expected.compare(file, tasks, &vertices) else {
+            return; // read again at the next sweep
+        };
+        if moved.is_empty() {
+            if self.rescaled.take().is_some() {
+                let why = format!("the parallelism of job {engine_id} matches the job file again");
+                self.event(Some(run_id), &JobEvent::Recovered { why });
+            }
+            return;
+        }
+        if self.rescaled.is_none() {
+            let what = parallelism::describe(&engine_id, file, &moved);
+            let action = match mode {
+                Drift::Correct => {
+                    "redeploying it through a savepoint at the job file's \
+                                   parallelism (drift: correct)"
+                }
+                Drift::Warn => "left as it runs (drift: warn)",
+            };
+            let action = action.to_string();
+            self.event(Some(run_id), &JobEvent::Drift { what, action });
+            self.rescaled = Some(Rescaled { corrected: false });
+        }
+        if mode == Drift::Correct && self.rescaled.is_some_and(|r| !r.corrected) {
+            self.correct_rescale(pos).await;
+        }
+    }
+
+    /// Stops the rescaled run at `pos` (with a savepoint, unless `upgrade: stateless`) and
+    /// submits the same version again from it, at the file's parallelism. A stop the cluster
+    /// did not carry out leaves the run live: the next sweep tries again.
+    async fn correct_rescale(&mut self, pos: usize) {
+        let keep_state = self
+            .applied
+            .as_ref()
+            .is_some_and(|a| a.spec.upgrade == Upgrade::Savepoint);
+        let live = self.live.remove(pos);
+        let why = "rescaled outside jobkeeper: redeployed at the job file's parallelism";
+        if let Err(live) = self
+            .stop_run(live, RunState::Stopped, why, keep_state)
+            .await
+        {
+            self.live.push(live);
+            self.expected.tasks = 0;
+            return;
+        }
+        if !keep_state {
+            self.restore = None;
+        }
+        self.rescaled = Some(Rescaled { corrected: true });
+        let from = match &self.restore {
+            Some(sp) => format!(" from {sp}"),
+            None => String::new(),
+        };
+        let why = format!("submitted again{from} at the job file's parallelism (drift: correct)");
+        self.start(JobEvent::Started { why }, false).await;
+    }
+}
