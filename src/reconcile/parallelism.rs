@@ -78,9 +78,9 @@ impl Expected {
     }
 }
 
-/// What a `drift` event says of the vertices that moved, for flink job `engine_id` whose file
-/// sets `file`.
-pub fn describe(engine_id: &str, file: Option<u32>, moved: &[Moved]) -> String {
+/// What a `drift` event says of the vertices that moved of `run` (`flink job ID`), whose job
+/// file sets `file`.
+pub fn describe(run: &str, file: Option<u32>, moved: &[Moved]) -> String {
     let vertices: Vec<String> = moved
         .iter()
         .map(|m| format!("`{}` runs at {}, not {}", m.name, m.now, m.expected))
@@ -90,7 +90,7 @@ pub fn describe(engine_id: &str, file: Option<u32>, moved: &[Moved]) -> String {
         None => "no params.parallelism: as first submitted".to_string(),
     };
     format!(
-        "job {engine_id} was rescaled outside jobkeeper: {} ({file})",
+        "{run} was rescaled outside jobkeeper: {} ({file})",
         vertices.join(", ")
     )
 }
@@ -202,13 +202,17 @@ mod tests {
     #[test]
     fn the_drift_names_each_moved_vertex_and_the_file_s_figure() {
         assert_eq!(
-            describe("abc", Some(2), &[moved("a", 1, 2), moved("b", 3, 2)]),
-            "job abc was rescaled outside jobkeeper: `op a` runs at 1, not 2, `op b` runs at 3, \
+            describe(
+                "flink job abc",
+                Some(2),
+                &[moved("a", 1, 2), moved("b", 3, 2)]
+            ),
+            "flink job abc was rescaled outside jobkeeper: `op a` runs at 1, not 2, `op b` runs at 3, \
              not 2 (params.parallelism: 2)"
         );
         assert_eq!(
-            describe("abc", None, &[moved("a", 1, 2)]),
-            "job abc was rescaled outside jobkeeper: `op a` runs at 1, not 2 \
+            describe("flink job abc", None, &[moved("a", 1, 2)]),
+            "flink job abc was rescaled outside jobkeeper: `op a` runs at 1, not 2 \
              (no params.parallelism: as first submitted)"
         );
     }

@@ -55,25 +55,33 @@ impl Actor {
                 return;
             }
         };
-        let engine_id = live.handle.engine_id.clone();
+        let run = format!(
+            "{} job {}",
+            live.engine.kind().as_str(),
+            live.handle.engine_id
+        );
         let Some(moved) = self.expected.compare(file, tasks, &vertices) else {
             return; // read again at the next sweep
         };
         if moved.is_empty() {
             if self.rescaled.take().is_some() {
-                let why = format!("the parallelism of job {engine_id} matches the job file again");
+                let why = format!("the parallelism of {run} matches the job file again");
                 self.event(Some(run_id), &JobEvent::Recovered { why });
             }
             return;
         }
         if self.rescaled.is_none() {
-            let what = parallelism::describe(&engine_id, file, &moved);
-            let action = match mode {
-                Drift::Correct => {
-                    "redeploying it through a savepoint at the job file's \
-                                   parallelism (drift: correct)"
+            let what = parallelism::describe(&run, file, &moved);
+            let action = match (mode, self.keeps_state()) {
+                (Drift::Correct, true) => {
+                    "redeploying it through a savepoint at the job file's parallelism \
+                     (drift: correct)"
                 }
-                Drift::Warn => "left as it runs (drift: warn)",
+                (Drift::Correct, false) => {
+                    "redeploying it at the job file's parallelism (drift: correct, \
+                     upgrade: stateless)"
+                }
+                (Drift::Warn, _) => "left as it runs (drift: warn)",
             };
             let action = action.to_string();
             self.event(Some(run_id), &JobEvent::Drift { what, action });
@@ -88,10 +96,7 @@ impl Actor {
     /// submits the same version again from it, at the file's parallelism. A stop the cluster
     /// did not carry out leaves the run live: the next sweep tries again.
     async fn correct_rescale(&mut self, pos: usize) {
-        let keep_state = self
-            .applied
-            .as_ref()
-            .is_some_and(|a| a.spec.upgrade == Upgrade::Savepoint);
+        let keep_state = self.keeps_state();
         let live = self.live.remove(pos);
         let why = "rescaled outside jobkeeper: redeployed at the job file's parallelism";
         if let Err(live) = self
@@ -112,5 +117,12 @@ impl Actor {
         };
         let why = format!("submitted again{from} at the job file's parallelism (drift: correct)");
         self.start(JobEvent::Started { why }, false).await;
+    }
+
+    /// Whether the job's stops keep its state (`upgrade: savepoint`).
+    fn keeps_state(&self) -> bool {
+        self.applied
+            .as_ref()
+            .is_some_and(|a| a.spec.upgrade == Upgrade::Savepoint)
     }
 }

@@ -1,0 +1,311 @@
+//! A Flink job rescaled outside jobkeeper, on a real Flink 2.3.0 cluster. Flink rescales a
+//! running job in place (`PUT /jobs/{id}/resource-requirements`) only under its adaptive
+//! scheduler, which the shared test cluster (`JOBKEEPER_FLINK_URL`) does not run: this test
+//! starts its own small cluster with `jobmanager.scheduler: adaptive` (scripts/flink.sh, free
+//! port, its own temp folder, stopped at the end). It needs `JOBKEEPER_FLINK_LIB` to build the
+//! flink-counter job, as tests/flink.rs does.
+//!
+//! Two jobs at `params.parallelism: 2` are rescaled to 1 through Flink's REST API: the one with
+//! `drift: correct` raises `drift` and is redeployed through a savepoint at 2 (a new Flink job,
+//! restored from that savepoint, each vertex back at 2), then `recovered`; the one with
+//! `drift: warn` raises `drift` once and keeps running at 1, untouched, until it is rescaled
+//! back to 2 outside jobkeeper (`recovered`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn need(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: this test builds its job against Flink 2.3.0 (see tests/flink.rs)"
+        )
+    })
+}
+
+/// A Flink 2.3.0 session cluster with the adaptive scheduler, stopped on drop.
+struct AdaptiveCluster {
+    dir: PathBuf,
+    url: String,
+}
+
+impl AdaptiveCluster {
+    /// Starts one under `dir` on a free port (scripts/flink.sh waits at most 60 s for it).
+    fn start(dir: &Path) -> AdaptiveCluster {
+        let port = free_port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/flink.sh");
+        // Rescales take effect within a second or two instead of Flink's 30 s defaults.
+        let extra = "jobmanager.scheduler: adaptive\n\
+                     jobmanager.adaptive-scheduler.executing.cooldown-after-rescaling: 1s\n\
+                     jobmanager.adaptive-scheduler.executing.resource-stabilization-timeout: 1s";
+        let cluster = AdaptiveCluster {
+            dir: dir.to_path_buf(),
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let status = Command::new("bash")
+            .arg(&script)
+            .args([
+                "start",
+                &dir.display().to_string(),
+                &port.to_string(),
+                "2.3.0",
+            ])
+            .env("FLINK_EXTRA_CONF", extra)
+            .status()
+            .unwrap();
+        assert!(status.success(), "the adaptive Flink cluster did not start");
+        cluster
+    }
+}
+
+impl Drop for AdaptiveCluster {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/flink.sh");
+        let _ = Command::new("bash")
+            .arg(&script)
+            .args(["stop", &self.dir.display().to_string()])
+            .status();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+async fn rest(url: &str, path: &str) -> Value {
+    match client().get(format!("{url}{path}")).send().await {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+/// Flink's parallelism of each vertex of job `jid`, by vertex name.
+async fn parallelism(url: &str, jid: &str) -> Vec<(String, u64)> {
+    let job = rest(url, &format!("/jobs/{jid}")).await;
+    job["vertices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| {
+            let name = v["name"].as_str().unwrap_or_default().to_string();
+            (name, v["parallelism"].as_u64().unwrap_or(0))
+        })
+        .collect()
+}
+
+/// Waits until job `jid` is RUNNING with every task running and each vertex at `p`.
+async fn running_at(url: &str, jid: &str, p: u64) {
+    let start = std::time::Instant::now();
+    loop {
+        let overview = rest(url, "/jobs/overview").await;
+        let job = overview["jobs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|j| j["jid"] == jid)
+            .cloned()
+            .unwrap_or(Value::Null);
+        let all_running =
+            job["state"] == "RUNNING" && job["tasks"]["running"] == job["tasks"]["total"];
+        let vertices = parallelism(url, jid).await;
+        if all_running && !vertices.is_empty() && vertices.iter().all(|(_, n)| *n == p) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "timed out waiting for job {jid} RUNNING at parallelism {p}: {job} {vertices:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sets every vertex of job `jid` to parallelism `p` through Flink's REST API, as an operator
+/// would outside jobkeeper.
+async fn rescale(url: &str, jid: &str, p: u64) {
+    let job = rest(url, &format!("/jobs/{jid}")).await;
+    let mut body = serde_json::Map::new();
+    for v in job["vertices"].as_array().unwrap() {
+        let id = v["id"].as_str().unwrap().to_string();
+        body.insert(
+            id,
+            json!({"parallelism": {"lowerBound": 1, "upperBound": p}}),
+        );
+    }
+    let answer = client()
+        .put(format!("{url}/jobs/{jid}/resource-requirements"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{answer:?}");
+}
+
+/// The one live run of `name` once the daemon recorded one that is none of `not`: its Flink
+/// job id.
+async fn live_job(d: &Daemon, name: &str, not: &[String]) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        if let [run] = d.live_runs(name).as_slice() {
+            let jid = engine_id(run);
+            if !jid.is_empty() && !not.contains(&jid) {
+                return jid;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "timed out waiting for a run of {name}: {:#?}",
+            d.events(name)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn counter(lib: &str, tag: &str, drift: &str) -> String {
+    format!(
+        "project:\n  repo: .\n  dir: projects/flink-counter\n  build: sh build.sh \"{lib}\"\n  \
+         artifact: out/flink-counter.jar\nenv: flink\nparams:\n  main_class: example.Counter\n  \
+         args: [\"--tag\", \"{tag}\", \"--rate\", \"20\"]\n  parallelism: 2\n  \
+         conf: {{execution.checkpointing.interval: \"500ms\"}}\n\
+         restart: {{attempts: 3, window: 1h, backoff: 1s, max_backoff: 1s}}\ndrift: {drift}\n"
+    )
+}
+
+fn count(d: &Daemon, job: &str, kind: &str) -> usize {
+    d.events(job).iter().filter(|e| e.kind == kind).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rescale_outside_jobkeeper_is_drift_corrected_or_only_warned() {
+    let lib = need("JOBKEEPER_FLINK_LIB");
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = AdaptiveCluster::start(&tmp.path().join("flink"));
+    let url = cluster.url.clone();
+    let git = Git::new(tmp.path(), "config");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/flink-counter");
+    for file in ["build.sh", "src/example/Counter.java"] {
+        git.write(
+            &format!("projects/flink-counter/{file}"),
+            &std::fs::read_to_string(src.join(file)).unwrap(),
+        );
+    }
+    let extra = format!(
+        "  flink: {{engine: flink, flink: {{url: \"{url}\", savepoint_dir: \"file://{}\"}}}}\n\
+         health: {{interval: 1s}}\n",
+        tmp.path().join("savepoints").display()
+    );
+    let cfg = config(tmp.path(), &git, &extra);
+    git.write("jobs/fixed.yaml", &counter(&lib, "fixed", "correct"));
+    git.write("jobs/watched.yaml", &counter(&lib, "watched", "warn"));
+    git.commit_push("two jobs at parallelism 2");
+    let d = start(tmp.path(), &cfg).await;
+    let fixed1 = live_job(&d, "fixed", &[]).await;
+    let watched = live_job(&d, "watched", &[]).await;
+    running_at(&url, &fixed1, 2).await;
+    running_at(&url, &watched, 2).await;
+    // The daemon's first look at a RUNNING run (one sweep a second) records what it was
+    // submitted at; a rescale before it would be taken for the submitted figures.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(count(&d, "fixed", "drift"), 0, "{:#?}", d.events("fixed"));
+
+    rescale(&url, &fixed1, 1).await;
+    rescale(&url, &watched, 1).await;
+
+    // drift: correct → a new Flink job from a savepoint of the rescaled one, at 2 again.
+    let fixed2 = live_job(&d, "fixed", std::slice::from_ref(&fixed1)).await;
+    running_at(&url, &fixed2, 2).await;
+    let drift = d
+        .events("fixed")
+        .into_iter()
+        .find(|e| e.kind == "drift")
+        .unwrap_or_else(|| panic!("no drift: {:#?}", d.events("fixed")));
+    assert!(
+        drift.message.contains("rescaled outside jobkeeper")
+            && drift.message.contains("runs at 1, not 2")
+            && drift.message.contains("drift: correct"),
+        "{drift:?}"
+    );
+    let old = d
+        .runs("fixed")
+        .into_iter()
+        .find(|r| engine_id(r) == fixed1)
+        .unwrap();
+    let savepoint = d
+        .store
+        .savepoints("fixed", 10)
+        .unwrap()
+        .into_iter()
+        .find(|s| s.kind == "savepoint" && s.run_id == Some(old.id))
+        .unwrap_or_else(|| panic!("the rescaled run was stopped with a savepoint: {old:?}"));
+    let start = std::time::Instant::now();
+    let restored = loop {
+        let c = rest(&url, &format!("/jobs/{fixed2}/checkpoints")).await;
+        if c["latest"]["restored"].is_object() {
+            break c["latest"]["restored"].clone();
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no restore: {c}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(restored["is_savepoint"], true, "{restored}");
+    assert_eq!(
+        restored["external_path"].as_str(),
+        Some(savepoint.location.as_str()),
+        "{restored}"
+    );
+    assert_eq!(
+        rest(&url, &format!("/jobs/{fixed1}")).await["state"],
+        "FINISHED",
+        "the rescaled job was stopped with a savepoint"
+    );
+    wait_for("recovered", Duration::from_secs(30), || {
+        d.has_event("fixed", "recovered")
+    })
+    .await;
+    assert_eq!(count(&d, "fixed", "drift"), 1, "{:#?}", d.events("fixed"));
+    assert!(!d.has_event("fixed", "failed"), "{:#?}", d.events("fixed"));
+    assert_eq!(d.job("fixed").unwrap().state, "running");
+
+    // drift: warn → one drift, the job left running at 1.
+    wait_for("drift on watched", Duration::from_secs(60), || {
+        d.has_event("watched", "drift")
+    })
+    .await;
+    let drift = d
+        .events("watched")
+        .into_iter()
+        .find(|e| e.kind == "drift")
+        .unwrap();
+    assert!(
+        drift.message.contains("runs at 1, not 2") && drift.message.contains("drift: warn"),
+        "{drift:?}"
+    );
+    // Several sweeps later: still the same run at 1, one drift for the incident.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    running_at(&url, &watched, 1).await;
+    assert_eq!(d.runs("watched").len(), 1, "{:#?}", d.runs("watched"));
+    assert_eq!(engine_id(&d.live_runs("watched")[0]), watched);
+    assert_eq!(
+        count(&d, "watched", "drift"),
+        1,
+        "{:#?}",
+        d.events("watched")
+    );
+    assert!(!d.has_event("watched", "recovered"));
+
+    // Rescaled back outside jobkeeper: the incident clears.
+    rescale(&url, &watched, 2).await;
+    wait_for("recovered on watched", Duration::from_secs(60), || {
+        d.has_event("watched", "recovered")
+    })
+    .await;
+    assert_eq!(d.runs("watched").len(), 1, "{:#?}", d.runs("watched"));
+    drop(d);
+    drop(cluster);
+}
