@@ -5,11 +5,12 @@
 //! port, its own temp folder, stopped at the end). It needs `JOBKEEPER_FLINK_LIB` to build the
 //! flink-counter job, as tests/flink.rs does.
 //!
-//! Two jobs at `params.parallelism: 2` are rescaled to 1 through Flink's REST API: the one with
-//! `drift: correct` raises `drift` and is redeployed through a savepoint at 2 (a new Flink job,
-//! restored from that savepoint, each vertex back at 2), then `recovered`; the one with
-//! `drift: warn` raises `drift` once and keeps running at 1, untouched, until it is rescaled
-//! back to 2 outside jobkeeper (`recovered`).
+//! Jobs at `params.parallelism: 2` are rescaled through Flink's REST API: one with
+//! `drift: correct`, rescaled to 1, raises `drift` and is redeployed through a savepoint at 2 (a
+//! new Flink job, restored from that savepoint, each vertex back at 2), then `recovered`; another
+//! rescaled up to 3 (one of its source's subtasks then finishes) is redeployed at 2 the same way;
+//! one with `drift: warn` raises `drift` once and keeps running at 1, untouched, until it is
+//! rescaled back to 2 outside jobkeeper (`recovered`).
 
 mod common;
 
@@ -204,12 +205,15 @@ async fn a_rescale_outside_jobkeeper_is_drift_corrected_or_only_warned() {
     let cfg = config(tmp.path(), &git, &extra);
     git.write("jobs/fixed.yaml", &counter(&lib, "fixed", "correct"));
     git.write("jobs/watched.yaml", &counter(&lib, "watched", "warn"));
-    git.commit_push("two jobs at parallelism 2");
+    git.write("jobs/grown.yaml", &counter(&lib, "grown", "correct"));
+    git.commit_push("three jobs at parallelism 2");
     let d = start(tmp.path(), &cfg).await;
     let fixed1 = live_job(&d, "fixed", &[]).await;
     let watched = live_job(&d, "watched", &[]).await;
+    let grown1 = live_job(&d, "grown", &[]).await;
     running_at(&url, &fixed1, 2).await;
     running_at(&url, &watched, 2).await;
+    running_at(&url, &grown1, 2).await;
     // The daemon's first look at a RUNNING run (one sweep a second) records what it was
     // submitted at; a rescale before it would be taken for the submitted figures.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -217,6 +221,9 @@ async fn a_rescale_outside_jobkeeper_is_drift_corrected_or_only_warned() {
 
     rescale(&url, &fixed1, 1).await;
     rescale(&url, &watched, 1).await;
+    // Up to 3: the source's 2 splits leave its third subtask with nothing to read, and it
+    // finishes; the job is still stopped with a savepoint and redeployed at 2.
+    rescale(&url, &grown1, 3).await;
 
     // drift: correct → a new Flink job from a savepoint of the rescaled one, at 2 again.
     let fixed2 = live_job(&d, "fixed", std::slice::from_ref(&fixed1)).await;
@@ -271,6 +278,24 @@ async fn a_rescale_outside_jobkeeper_is_drift_corrected_or_only_warned() {
     assert_eq!(count(&d, "fixed", "drift"), 1, "{:#?}", d.events("fixed"));
     assert!(!d.has_event("fixed", "failed"), "{:#?}", d.events("fixed"));
     assert_eq!(d.job("fixed").unwrap().state, "running");
+
+    let grown2 = live_job(&d, "grown", std::slice::from_ref(&grown1)).await;
+    running_at(&url, &grown2, 2).await;
+    let drift = d
+        .events("grown")
+        .into_iter()
+        .find(|e| e.kind == "drift")
+        .unwrap_or_else(|| panic!("no drift: {:#?}", d.events("grown")));
+    assert!(drift.message.contains("runs at 3, not 2"), "{drift:?}");
+    assert!(
+        d.store
+            .savepoints("grown", 10)
+            .unwrap()
+            .iter()
+            .any(|s| s.kind == "savepoint"),
+        "{:#?}",
+        d.events("grown")
+    );
 
     // drift: warn → one drift, the job left running at 1.
     wait_for("drift on watched", Duration::from_secs(60), || {

@@ -139,6 +139,12 @@ pub fn overview_jobs(body: &Value) -> Vec<ClusterJob> {
         .collect()
 }
 
+/// Whether every task of a job's `GET /jobs/overview` entry runs or has finished.
+fn tasks_up(job: &Value) -> bool {
+    let n = |k: &str| job["tasks"][k].as_u64().unwrap_or(0);
+    n("total") > 0 && n("running") + n("finished") == n("total")
+}
+
 /// The task count (`tasks.total`) of each RUNNING job of a `GET /jobs/overview` answer: the sum
 /// of its vertices' parallelism.
 pub fn overview_tasks(body: &Value) -> HashMap<String, u64> {
@@ -503,15 +509,16 @@ impl FlinkEngine {
             .and_then(|jobs| jobs.iter().find(|j| j["jid"] == jid).cloned()))
     }
 
-    /// Waits until every task of a live job runs, at most `limit` (then goes on: the savepoint
-    /// will say what is wrong).
+    /// Waits until every task of a live job runs (or finished: a source subtask left without
+    /// a split after an upscale ends, and Flink still takes savepoints of the job), at most
+    /// `limit` (then goes on: the savepoint will say what is wrong).
     async fn wait_tasks_running(&self, jid: &str, limit: Duration) -> Result<(), EngineError> {
         let until = tokio::time::Instant::now() + limit;
         loop {
             let job = self.overview_job(jid).await?;
             let ready = job.is_none_or(|j| {
                 !is_live(j["state"].as_str().unwrap_or_default())
-                    || (j["state"] == "RUNNING" && j["tasks"]["running"] == j["tasks"]["total"])
+                    || (j["state"] == "RUNNING" && tasks_up(&j))
             });
             if ready || tokio::time::Instant::now() >= until {
                 return Ok(());
