@@ -10,7 +10,8 @@
 //! new Flink job, restored from that savepoint, each vertex back at 2), then `recovered`; another
 //! rescaled up to 3 (one of its source's subtasks then finishes) is redeployed at 2 the same way;
 //! one with `drift: warn` raises `drift` once and keeps running at 1, untouched, until it is
-//! rescaled back to 2 outside jobkeeper (`recovered`).
+//! rescaled back to 2 outside jobkeeper (`recovered`). A rescale made while the daemon is
+//! stopped is seen by the next one, which adopts the run.
 
 mod common;
 
@@ -251,13 +252,13 @@ async fn a_rescale_outside_jobkeeper_is_drift_corrected_or_only_warned() {
         .into_iter()
         .find(|s| s.kind == "savepoint" && s.run_id == Some(old.id))
         .unwrap_or_else(|| panic!("the rescaled run was stopped with a savepoint: {old:?}"));
-    let start = std::time::Instant::now();
+    let since = std::time::Instant::now();
     let restored = loop {
         let c = rest(&url, &format!("/jobs/{fixed2}/checkpoints")).await;
         if c["latest"]["restored"].is_object() {
             break c["latest"]["restored"].clone();
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "no restore: {c}");
+        assert!(since.elapsed() < Duration::from_secs(60), "no restore: {c}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(restored["is_savepoint"], true, "{restored}");
@@ -331,6 +332,24 @@ async fn a_rescale_outside_jobkeeper_is_drift_corrected_or_only_warned() {
     })
     .await;
     assert_eq!(d.runs("watched").len(), 1, "{:#?}", d.runs("watched"));
+
+    // A rescale while no daemon watches: the next daemon adopts the run and compares it with
+    // what the store kept of it.
+    let mut d = d;
+    d.stop().await;
+    rescale(&url, &fixed2, 1).await;
+    running_at(&url, &fixed2, 1).await;
+    let d = start(tmp.path(), &cfg).await;
+    let fixed3 = live_job(&d, "fixed", &[fixed1.clone(), fixed2.clone()]).await;
+    running_at(&url, &fixed3, 2).await;
+    assert_eq!(count(&d, "fixed", "drift"), 2, "{:#?}", d.events("fixed"));
+    assert_eq!(
+        count(&d, "watched", "drift"),
+        1,
+        "{:#?}",
+        d.events("watched")
+    );
+    assert_eq!(engine_id(&d.live_runs("watched")[0]), watched);
     drop(d);
     drop(cluster);
 }

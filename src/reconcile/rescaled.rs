@@ -1,7 +1,8 @@
 //! A live service run rescaled outside jobkeeper (flink: its parallelism no longer matches its
 //! file). The health sweep hands each RUNNING run's task count to its actor; only when the count
 //! changes (and once, the first time) does the actor read the run's vertices, and
-//! [`super::parallelism`] says which moved. A rescale raises `drift` once per incident: with
+//! [`super::parallelism`] says which moved. What each vertex must run at is kept with the run
+//! in the store, so a daemon that adopts the run sees a rescale made while none watched it. A rescale raises `drift` once per incident: with
 //! `drift: correct` the run is stopped with a savepoint and submitted again from it at the job
 //! file's parallelism; with `warn` it is left as it runs. `recovered` follows when the
 //! parallelism matches again (the corrected run, or the run rescaled back).
@@ -41,7 +42,15 @@ impl Actor {
         // An incident `drift: warn` left uncorrected is corrected once the job says `correct`.
         let to_correct = mode == Drift::Correct && self.rescaled.is_some_and(|r| !r.corrected);
         if self.expected.run_id != run_id {
-            self.expected = Expected::new(run_id);
+            // What a previous daemon learnt of the run (an adopted run), if anything.
+            let vertices = self.ctx.store.run_parallelism(run_id).unwrap_or_else(|e| {
+                tracing::warn!(job = %self.name, run = run_id, "recorded parallelism unread: {e}");
+                Default::default()
+            });
+            self.expected = Expected {
+                vertices,
+                ..Expected::new(run_id)
+            };
         }
         if self.expected.tasks == tasks && !to_correct {
             return;
@@ -60,9 +69,18 @@ impl Actor {
             live.engine.kind().as_str(),
             live.handle.engine_id
         );
+        let learnt = self.expected.vertices.clone();
         let Some(moved) = self.expected.compare(file, tasks, &vertices) else {
             return; // read again at the next sweep
         };
+        if self.expected.vertices != learnt {
+            let store = &self.ctx.store;
+            store.record(
+                Some(&self.name),
+                "run parallelism",
+                store.set_run_parallelism(run_id, &self.expected.vertices),
+            );
+        }
         if moved.is_empty() {
             if self.rescaled.take().is_some() {
                 let why = format!("the parallelism of {run} matches the job file again");

@@ -17,12 +17,13 @@ use crate::event::EventKind;
 type Step = fn(&Connection) -> Result<()>;
 
 /// The steps, in order; step `i` makes version `i + 1`. Add new steps at the end.
-const STEPS: [Step; 5] = [
+const STEPS: [Step; 6] = [
     release_0_1_0,
     typed_events,
     versions,
     what_runs,
     retention_indexes,
+    run_parallelism,
 ];
 
 /// The schema version this build writes.
@@ -168,6 +169,13 @@ fn what_runs(conn: &Connection) -> Result<()> {
 /// found without reading its newer ones (runs use `runs_job`: their ids grow with time).
 fn retention_indexes(conn: &Connection) -> Result<()> {
     conn.execute_batch("CREATE INDEX IF NOT EXISTS events_job_time ON events(job, time);")?;
+    Ok(())
+}
+
+/// Migration 6: what each vertex of a run must run at (`runs.parallelism`, JSON: vertex id →
+/// parallelism), so a daemon adopting the run sees a rescale made while none watched it.
+fn run_parallelism(conn: &Connection) -> Result<()> {
+    conn.execute_batch("ALTER TABLE runs ADD COLUMN parallelism TEXT;")?;
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! The `runs` table: each submission of a job to its engine, with the engine's [`RunHandle`]
 //! and how the run ended ([`RunState`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use rusqlite::{OptionalExtension, params};
@@ -249,6 +249,32 @@ impl Store {
         Ok(())
     }
 
+    /// Records what each vertex of run `id` must run at (vertex id → parallelism).
+    pub fn set_run_parallelism(&self, id: i64, vertices: &BTreeMap<String, u32>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE runs SET parallelism = ?2 WHERE id = ?1",
+            params![id, serde_json::to_string(vertices)?],
+        )?;
+        Ok(())
+    }
+
+    /// What each vertex of run `id` must run at, as [`Store::set_run_parallelism`] recorded it
+    /// (empty when nothing was).
+    pub fn run_parallelism(&self, id: i64) -> Result<BTreeMap<String, u32>> {
+        let text: Option<String> = self
+            .conn()
+            .query_row("SELECT parallelism FROM runs WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .flatten();
+        let at = At {
+            table: "runs",
+            row: &id,
+        };
+        Ok(at.json("parallelism", text)?.unwrap_or_default())
+    }
+
     /// Records how a run ended (only the first end counts).
     pub fn finish_run(&self, id: i64, state: RunState, reason: Option<&str>) -> Result<()> {
         self.conn().execute(
@@ -383,6 +409,11 @@ mod tests {
         s.set_run_running(id, &handle).unwrap();
         let run = s.run(id).unwrap().unwrap();
         assert_eq!((run.state, run.handle), (RunState::Running, Some(handle)));
+        assert!(s.run_parallelism(id).unwrap().is_empty());
+        let vertices = BTreeMap::from([("v1".to_string(), 2), ("v2".to_string(), 1)]);
+        s.set_run_parallelism(id, &vertices).unwrap();
+        assert_eq!(s.run_parallelism(id).unwrap(), vertices);
+        assert!(s.run_parallelism(id + 1).unwrap().is_empty());
         s.finish_run(id, RunState::Failed, Some("exit 3")).unwrap();
         s.finish_run(id, RunState::Stopped, None).unwrap();
         assert!(s.live_runs().unwrap().is_empty());
