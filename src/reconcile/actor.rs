@@ -130,7 +130,7 @@ pub struct Actor {
     /// What the live run's vertices must run at (see [`super::parallelism`]).
     pub(super) expected: super::parallelism::Expected,
     /// An open incident of a run rescaled outside jobkeeper.
-    pub(super) rescaled: Option<super::rescaled::Rescaled>,
+    pub(super) rescaled: Option<super::parallelism::Incident>,
 }
 
 impl Actor {

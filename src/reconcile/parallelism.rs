@@ -1,6 +1,6 @@
-//! What a live run's parallelism must stay at, vertex by vertex, and which vertices moved away
-//! from it (a rescale outside jobkeeper): pure arithmetic over what the engine said, fed by
-//! `rescaled` (the actor's side).
+//! What a live run's parallelism must stay at, vertex by vertex, which vertices moved away
+//! from it (a rescale outside jobkeeper), and what follows ([`verdict`]): pure functions over
+//! what the engine said, fed and carried out by `rescaled` (the actor's side).
 //!
 //! A vertex must keep the parallelism jobkeeper's submission gave it. That is not naively the
 //! job file's `params.parallelism`: a vertex the job's code fixed (`setParallelism(1)` on a
@@ -13,6 +13,46 @@
 use std::collections::BTreeMap;
 
 use crate::engine::Vertex;
+use crate::spec::Drift;
+
+/// An open incident of a run rescaled outside jobkeeper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Incident {
+    /// The run was stopped and submitted again at the file's parallelism.
+    pub corrected: bool,
+}
+
+/// What follows one look at a live run's vertices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing new: all is as it must be, or the open incident was already raised (and, with
+    /// `drift: correct`, corrected).
+    Nothing,
+    /// A new incident: raise `drift`, then correct the run when `correct`.
+    Raise {
+        /// `drift: correct`: redeploy it at the file's parallelism.
+        correct: bool,
+    },
+    /// An incident raised under `drift: warn` whose job now says `correct`: correct it (no new
+    /// `drift`).
+    Correct,
+    /// The open incident cleared: raise `recovered`.
+    Recovered,
+}
+
+/// The one place that says what a look at a run's vertices leads to: `moved` tells whether a
+/// vertex runs at another parallelism than it must, `open` the job's open incident, `mode` its
+/// `drift`. One `drift` per incident, however many looks still see it.
+pub fn verdict(moved: bool, open: Option<Incident>, mode: Drift) -> Verdict {
+    let correct = mode == Drift::Correct;
+    match (moved, open) {
+        (false, None) => Verdict::Nothing,
+        (false, Some(_)) => Verdict::Recovered,
+        (true, None) => Verdict::Raise { correct },
+        (true, Some(i)) if correct && !i.corrected => Verdict::Correct,
+        (true, Some(_)) => Verdict::Nothing,
+    }
+}
 
 /// What one run's vertices must run at, as far as jobkeeper knows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -197,6 +237,37 @@ mod tests {
             Some(vec![moved("a", 1, 2), moved("b", 1, 2)])
         );
         assert_eq!(e.tasks, 2);
+    }
+
+    #[test]
+    fn one_drift_per_incident_corrected_or_warned_then_recovered() {
+        use Drift::{Correct, Warn};
+        let (open, fixed) = (
+            Some(Incident { corrected: false }),
+            Some(Incident { corrected: true }),
+        );
+        let rows = [
+            // (moved, open incident, drift, what follows)
+            (false, None, Correct, Verdict::Nothing),
+            (true, None, Correct, Verdict::Raise { correct: true }),
+            (true, None, Warn, Verdict::Raise { correct: false }),
+            // Still rescaled at the next looks: raised once.
+            (true, open, Warn, Verdict::Nothing),
+            (true, fixed, Correct, Verdict::Nothing),
+            // A correction the cluster did not carry out is tried again, without a new drift;
+            // so is a warned incident once the job says `correct`.
+            (true, open, Correct, Verdict::Correct),
+            // Back as it must be (the corrected run, or rescaled back): recovered.
+            (false, open, Warn, Verdict::Recovered),
+            (false, fixed, Correct, Verdict::Recovered),
+        ];
+        for (moved, incident, mode, want) in rows {
+            assert_eq!(
+                verdict(moved, incident, mode),
+                want,
+                "{moved} {incident:?} {mode:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,24 +1,18 @@
 //! A live service run rescaled outside jobkeeper (flink: its parallelism no longer matches its
 //! file). The health sweep hands each RUNNING run's task count to its actor; only when the count
-//! changes (and once, the first time) does the actor read the run's vertices, and
-//! [`super::parallelism`] says which moved. What each vertex must run at is kept with the run
-//! in the store, so a daemon that adopts the run sees a rescale made while none watched it. A rescale raises `drift` once per incident: with
-//! `drift: correct` the run is stopped with a savepoint and submitted again from it at the job
-//! file's parallelism; with `warn` it is left as it runs. `recovered` follows when the
-//! parallelism matches again (the corrected run, or the run rescaled back).
+//! changes (and once, the first time) does the actor read the run's vertices;
+//! [`super::parallelism`] says which moved and what follows. What each vertex must run at is
+//! kept with the run in the store, so a daemon that adopts the run sees a rescale made while
+//! none watched it. A rescale raises `drift` once per incident: with `drift: correct` the run is
+//! stopped with a savepoint and submitted again from it at the job file's parallelism; with
+//! `warn` it is left as it runs. `recovered` follows when the parallelism matches again (the
+//! corrected run, or the run rescaled back).
 
 use super::actor::Actor;
-use super::parallelism::{self, Expected};
+use super::parallelism::{self, Expected, Incident, Verdict};
 use crate::event::JobEvent;
 use crate::spec::{Drift, Upgrade};
 use crate::store::RunState;
-
-/// An open rescale incident of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Rescaled {
-    /// The run was stopped and submitted again at the file's parallelism.
-    pub corrected: bool,
-}
 
 impl Actor {
     /// Judges the task count `tasks` one sweep saw of run `run_id`.
@@ -81,32 +75,34 @@ impl Actor {
                 store.set_run_parallelism(run_id, &self.expected.vertices),
             );
         }
-        if moved.is_empty() {
-            if self.rescaled.take().is_some() {
+        match parallelism::verdict(!moved.is_empty(), self.rescaled, mode) {
+            Verdict::Nothing => {}
+            Verdict::Recovered => {
+                self.rescaled = None;
                 let why = format!("the parallelism of {run} matches the job file again");
                 self.event(Some(run_id), &JobEvent::Recovered { why });
             }
-            return;
-        }
-        if self.rescaled.is_none() {
-            let what = parallelism::describe(&run, file, &moved);
-            let action = match (mode, self.keeps_state()) {
-                (Drift::Correct, true) => {
-                    "redeploying it through a savepoint at the job file's parallelism \
-                     (drift: correct)"
+            Verdict::Raise { correct } => {
+                let what = parallelism::describe(&run, file, &moved);
+                let action = match (correct, self.keeps_state()) {
+                    (true, true) => {
+                        "redeploying it through a savepoint at the job file's parallelism \
+                         (drift: correct)"
+                    }
+                    (true, false) => {
+                        "redeploying it at the job file's parallelism (drift: correct, \
+                         upgrade: stateless)"
+                    }
+                    (false, _) => "left as it runs (drift: warn)",
+                };
+                let action = action.to_string();
+                self.event(Some(run_id), &JobEvent::Drift { what, action });
+                self.rescaled = Some(Incident { corrected: false });
+                if correct {
+                    self.correct_rescale(pos).await;
                 }
-                (Drift::Correct, false) => {
-                    "redeploying it at the job file's parallelism (drift: correct, \
-                     upgrade: stateless)"
-                }
-                (Drift::Warn, _) => "left as it runs (drift: warn)",
-            };
-            let action = action.to_string();
-            self.event(Some(run_id), &JobEvent::Drift { what, action });
-            self.rescaled = Some(Rescaled { corrected: false });
-        }
-        if mode == Drift::Correct && self.rescaled.is_some_and(|r| !r.corrected) {
-            self.correct_rescale(pos).await;
+            }
+            Verdict::Correct => self.correct_rescale(pos).await,
         }
     }
 
@@ -128,7 +124,7 @@ impl Actor {
         if !keep_state {
             self.restore = None;
         }
-        self.rescaled = Some(Rescaled { corrected: true });
+        self.rescaled = Some(Incident { corrected: true });
         let from = match &self.restore {
             Some(sp) => format!(" from {sp}"),
             None => String::new(),
