@@ -14,7 +14,8 @@
 # Needs python3 (venv) and Java 17. REST_PORT defaults to 8081. Everything the cluster writes
 # (logs, pids, checkpoints, savepoints, uploaded jars) stays under DIR. FLINK_EXTRA_CONF adds
 # flat `key: value` lines to the config (e.g. `jobmanager.scheduler: adaptive`, the scheduler
-# that rescales a running job through `PUT /jobs/ID/resource-requirements`).
+# that rescales a running job through `PUT /jobs/ID/resource-requirements`); FLINK_TASKMANAGERS
+# starts that many TaskManagers (default 1), their pids in DIR/pid/*taskexecutor.pid.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 version="${FLINK_VERSION:-2.3.0}"
@@ -110,9 +111,9 @@ YAML
 }
 
 wait_ready() {
-  local port="$1" dir="$2"
+  local port="$1" dir="$2" tms="${FLINK_TASKMANAGERS:-1}"
   for _ in $(seq 1 120); do
-    if curl -fsS "http://127.0.0.1:$port/overview" 2>/dev/null | grep -q '"taskmanagers":1'; then
+    if curl -fsS "http://127.0.0.1:$port/overview" 2>/dev/null | grep -q "\"taskmanagers\":$tms,"; then
       echo "Flink $version ready at http://127.0.0.1:$port" >&2
       return 0
     fi
@@ -137,7 +138,9 @@ case "$cmd" in
     echo "$venv" >"$dir/venv"
     export FLINK_CONF_DIR="$dir/conf" FLINK_LOG_DIR="$dir/log" FLINK_PID_DIR="$dir/pid"
     "$home/bin/jobmanager.sh" start >/dev/null
-    "$home/bin/taskmanager.sh" start >/dev/null
+    for _ in $(seq 1 "${FLINK_TASKMANAGERS:-1}"); do
+      "$home/bin/taskmanager.sh" start >/dev/null
+    done
     wait_ready "$port" "$dir"
     ;;
   stop)

@@ -1,6 +1,6 @@
 //! A Flink job rescaled outside jobkeeper, on a real Flink 2.3.0 cluster. Flink rescales a
 //! running job in place (`PUT /jobs/{id}/resource-requirements`) only under its adaptive
-//! scheduler, which the shared test cluster (`JOBKEEPER_FLINK_URL`) does not run: this test
+//! scheduler, which the shared test cluster (`JOBKEEPER_FLINK_URL`) does not run: each test
 //! starts its own small cluster with `jobmanager.scheduler: adaptive` (scripts/flink.sh, free
 //! port, its own temp folder, stopped at the end). It needs `JOBKEEPER_FLINK_LIB` to build the
 //! flink-counter job, as tests/flink.rs does.
@@ -11,7 +11,9 @@
 //! rescaled up to 3 (one of its source's subtasks then finishes) is redeployed at 2 the same way;
 //! one with `drift: warn` raises `drift` once and keeps running at 1, untouched, until it is
 //! rescaled back to 2 outside jobkeeper (`recovered`). A rescale made while the daemon is
-//! stopped is seen by the next one, which adopts the run.
+//! stopped is seen by the next one, which adopts the run. A job that Flink runs at 1 on its own
+//! after a TaskManager is lost (short of slots, still asking for 2) is no drift; set to 1
+//! through the REST API it is.
 
 mod common;
 
@@ -37,14 +39,20 @@ struct AdaptiveCluster {
 }
 
 impl AdaptiveCluster {
-    /// Starts one under `dir` on a free port (scripts/flink.sh waits at most 60 s for it).
-    fn start(dir: &Path) -> AdaptiveCluster {
+    /// Starts one under `dir` on a free port with `taskmanagers` TaskManagers of `slots` slots
+    /// each (scripts/flink.sh waits at most 60 s for them).
+    fn start(dir: &Path, taskmanagers: u32, slots: u32) -> AdaptiveCluster {
         let port = free_port();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/flink.sh");
-        // Rescales take effect within a second or two instead of Flink's 30 s defaults.
-        let extra = "jobmanager.scheduler: adaptive\n\
-                     jobmanager.adaptive-scheduler.executing.cooldown-after-rescaling: 1s\n\
-                     jobmanager.adaptive-scheduler.executing.resource-stabilization-timeout: 1s";
+        // Rescales take effect within a second or two instead of Flink's 10-30 s defaults.
+        let extra = format!(
+            "jobmanager.scheduler: adaptive\n\
+             jobmanager.adaptive-scheduler.executing.cooldown-after-rescaling: 1s\n\
+             jobmanager.adaptive-scheduler.executing.resource-stabilization-timeout: 1s\n\
+             jobmanager.adaptive-scheduler.resource-stabilization-timeout: 1s\n\
+             jobmanager.adaptive-scheduler.submission.resource-stabilization-timeout: 1s\n\
+             taskmanager.numberOfTaskSlots: {slots}"
+        );
         let cluster = AdaptiveCluster {
             dir: dir.to_path_buf(),
             url: format!("http://127.0.0.1:{port}"),
@@ -58,10 +66,28 @@ impl AdaptiveCluster {
                 "2.3.0",
             ])
             .env("FLINK_EXTRA_CONF", extra)
+            .env("FLINK_TASKMANAGERS", taskmanagers.to_string())
             .status()
             .unwrap();
         assert!(status.success(), "the adaptive Flink cluster did not start");
         cluster
+    }
+
+    /// Stops the TaskManager started last (SIGTERM to its pid), as a lost host would.
+    fn lose_a_taskmanager(&self) {
+        let pids = std::fs::read_dir(self.dir.join("pid"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .ends_with("taskexecutor.pid")
+            })
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .unwrap();
+        let pid = pids.lines().last().unwrap().trim().to_string();
+        let status = Command::new("kill").arg(&pid).status().unwrap();
+        assert!(status.success(), "kill {pid}");
     }
 }
 
@@ -171,26 +197,24 @@ async fn live_job(d: &Daemon, name: &str, not: &[String]) -> String {
 }
 
 fn counter(lib: &str, tag: &str, drift: &str) -> String {
+    counter_with(lib, tag, drift, "")
+}
+
+/// [`counter`] with more Flink `conf` entries.
+fn counter_with(lib: &str, tag: &str, drift: &str, conf: &str) -> String {
     format!(
         "project:\n  repo: .\n  dir: projects/flink-counter\n  build: sh build.sh \"{lib}\"\n  \
          artifact: out/flink-counter.jar\nenv: flink\nparams:\n  main_class: example.Counter\n  \
          args: [\"--tag\", \"{tag}\", \"--rate\", \"20\"]\n  parallelism: 2\n  \
-         conf: {{execution.checkpointing.interval: \"500ms\"}}\n\
+         conf: {{execution.checkpointing.interval: \"500ms\"{conf}}}\n\
          restart: {{attempts: 3, window: 1h, backoff: 1s, max_backoff: 1s}}\ndrift: {drift}\n"
     )
 }
 
-fn count(d: &Daemon, job: &str, kind: &str) -> usize {
-    d.events(job).iter().filter(|e| e.kind == kind).count()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rescale_outside_jobkeeper_is_drift_corrected_or_only_warned() {
-    let lib = need("JOBKEEPER_FLINK_LIB");
-    let tmp = tempfile::tempdir().unwrap();
-    let cluster = AdaptiveCluster::start(&tmp.path().join("flink"));
-    let url = cluster.url.clone();
-    let git = Git::new(tmp.path(), "config");
+/// A config repo with the flink-counter project, and a daemon config whose env `flink` is the
+/// cluster at `url`.
+fn setup(root: &Path, url: &str) -> (Git, String) {
+    let git = Git::new(root, "config");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/flink-counter");
     for file in ["build.sh", "src/example/Counter.java"] {
         git.write(
@@ -201,9 +225,23 @@ async fn a_rescale_outside_jobkeeper_is_drift_corrected_or_only_warned() {
     let extra = format!(
         "  flink: {{engine: flink, flink: {{url: \"{url}\", savepoint_dir: \"file://{}\"}}}}\n\
          health: {{interval: 1s}}\n",
-        tmp.path().join("savepoints").display()
+        root.join("savepoints").display()
     );
-    let cfg = config(tmp.path(), &git, &extra);
+    let cfg = config(root, &git, &extra);
+    (git, cfg)
+}
+
+fn count(d: &Daemon, job: &str, kind: &str) -> usize {
+    d.events(job).iter().filter(|e| e.kind == kind).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rescale_outside_jobkeeper_is_drift_corrected_or_only_warned() {
+    let lib = need("JOBKEEPER_FLINK_LIB");
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = AdaptiveCluster::start(&tmp.path().join("flink"), 1, 8);
+    let url = cluster.url.clone();
+    let (git, cfg) = setup(tmp.path(), &url);
     git.write("jobs/fixed.yaml", &counter(&lib, "fixed", "correct"));
     git.write("jobs/watched.yaml", &counter(&lib, "watched", "warn"));
     git.write("jobs/grown.yaml", &counter(&lib, "grown", "correct"));
@@ -350,6 +388,77 @@ async fn a_rescale_outside_jobkeeper_is_drift_corrected_or_only_warned() {
         d.events("watched")
     );
     assert_eq!(engine_id(&d.live_runs("watched")[0]), watched);
+    drop(d);
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_short_of_slots_after_a_taskmanager_is_lost_is_no_drift_a_rescale_then_is() {
+    let lib = need("JOBKEEPER_FLINK_LIB");
+    let tmp = tempfile::tempdir().unwrap();
+    // Two TaskManagers of one slot each: the job at 2 needs both.
+    let cluster = AdaptiveCluster::start(&tmp.path().join("flink"), 2, 1);
+    let url = cluster.url.clone();
+    let (git, cfg) = setup(tmp.path(), &url);
+    // Flink restarts the job itself when a TaskManager goes (the adaptive scheduler then runs
+    // it with the slots left).
+    let restarts = ", restart-strategy.type: fixed-delay, \
+                    restart-strategy.fixed-delay.attempts: \"1000\", \
+                    restart-strategy.fixed-delay.delay: \"500ms\"";
+    git.write(
+        "jobs/elastic.yaml",
+        &counter_with(&lib, "elastic", "correct", restarts),
+    );
+    git.commit_push("a job on two TaskManagers");
+    let d = start(tmp.path(), &cfg).await;
+    let jid = live_job(&d, "elastic", &[]).await;
+    running_at(&url, &jid, 2).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // the daemon's first look
+
+    cluster.lose_a_taskmanager();
+    running_at(&url, &jid, 1).await;
+    // Several sweeps later: Flink runs it at 1 for want of slots, still asking for 2: no drift.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        count(&d, "elastic", "drift"),
+        0,
+        "{:#?}",
+        d.events("elastic")
+    );
+    assert_eq!(d.runs("elastic").len(), 1, "{:#?}", d.runs("elastic"));
+    assert_eq!(engine_id(&d.live_runs("elastic")[0]), jid);
+
+    // Now set to 1 through Flink's REST API: the figure it runs at, so its task count does
+    // not change, but it no longer asks for 2: a rescale, corrected through a savepoint.
+    rescale(&url, &jid, 1).await;
+    let jid2 = live_job(&d, "elastic", std::slice::from_ref(&jid)).await;
+    let drift = d
+        .events("elastic")
+        .into_iter()
+        .find(|e| e.kind == "drift")
+        .unwrap_or_else(|| panic!("no drift: {:#?}", d.events("elastic")));
+    assert!(drift.message.contains("runs at 1, not 2"), "{drift:?}");
+    // One slot left: the cluster runs the corrected job at 1 too; it asks for 2 again.
+    running_at(&url, &jid2, 1).await;
+    let requested = rest(&url, &format!("/jobs/{jid2}/resource-requirements")).await;
+    assert!(
+        requested
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|r| r["parallelism"]["upperBound"] == 2),
+        "{requested}"
+    );
+    wait_for("recovered", Duration::from_secs(30), || {
+        d.has_event("elastic", "recovered")
+    })
+    .await;
+    assert_eq!(
+        count(&d, "elastic", "drift"),
+        1,
+        "{:#?}",
+        d.events("elastic")
+    );
     drop(d);
     drop(cluster);
 }

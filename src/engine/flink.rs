@@ -181,6 +181,19 @@ pub fn job_vertices(body: &Value) -> Vec<Vertex> {
         .collect()
 }
 
+/// The upper bound of each vertex's parallelism in a `GET /jobs/{id}/resource-requirements`
+/// answer (the adaptive scheduler's; other schedulers answer an error).
+pub fn requested_parallelism(body: &Value) -> HashMap<String, u32> {
+    body.as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(id, r)| {
+            let upper = r["parallelism"]["upperBound"].as_u64()?;
+            Some((id.clone(), u32::try_from(upper).ok()?))
+        })
+        .collect()
+}
+
 /// The key of an env holding its Flink cluster.
 pub const SECTION: &str = "flink";
 /// What an env on this engine without [`SECTION`] needs, for messages.
@@ -774,6 +787,20 @@ impl Engine for FlinkEngine {
         Ok(job_vertices(&body))
     }
 
+    /// Flink's default scheduler answers 500 ("does not support changing the parallelism"):
+    /// nothing requested beyond what runs.
+    async fn requested_parallelism(
+        &self,
+        handle: &RunHandle,
+    ) -> Result<HashMap<String, u32>, EngineError> {
+        let path = format!("/jobs/{}/resource-requirements", handle.engine_id);
+        let (status, body) = self.call(self.http.get(self.url(&path))).await?;
+        if !status.is_success() {
+            return Ok(HashMap::new());
+        }
+        Ok(requested_parallelism(&body))
+    }
+
     async fn describe(&self, job: &ClusterJob) -> Result<JobDetails, EngineError> {
         let jid = &job.engine_id;
         let config = self.get(&format!("/jobs/{jid}/config")).await?;
@@ -1061,6 +1088,15 @@ mod tests {
             ]
         );
         assert!(job_vertices(&json!({"errors": ["nope"]})).is_empty());
+        let requirements = json!({
+            "v1": {"parallelism": {"lowerBound": 1, "upperBound": 2}},
+            "v2": {"parallelism": {"lowerBound": 1}}
+        });
+        assert_eq!(
+            requested_parallelism(&requirements),
+            HashMap::from([("v1".into(), 2)])
+        );
+        assert!(requested_parallelism(&json!({"errors": ["nope"]})).is_empty());
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod local;
 pub mod registry;
 pub mod spark;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -295,6 +296,17 @@ pub trait Engine: Send + Sync {
     /// Empty when the engine cannot tell (the default).
     async fn vertices(&self, _handle: &RunHandle) -> Result<Vec<Vertex>, EngineError> {
         Ok(Vec::new())
+    }
+
+    /// The parallelism each stage of a live run asks for, when the engine may run it below that
+    /// for want of slots (flink's adaptive scheduler: the upper bounds of
+    /// `GET /jobs/{id}/resource-requirements`, which a rescale through Flink's REST API sets).
+    /// Empty when stages run at what they ask (the default, and Flink's default scheduler).
+    async fn requested_parallelism(
+        &self,
+        _handle: &RunHandle,
+    ) -> Result<HashMap<String, u32>, EngineError> {
+        Ok(HashMap::new())
     }
 
     /// The root exception of a live run, when the engine keeps one (flink: the latest entry of

@@ -8,9 +8,11 @@
 //! at its own figure. So the first look at a run records each vertex's parallelism as its
 //! own; a vertex later seen at the file's `params.parallelism` must keep that figure from
 //! then on (a cluster short of slots may start a run below it and scale it up later). A job
-//! file without `params.parallelism` keeps what the cluster gave each vertex at submit.
+//! file without `params.parallelism` keeps what the cluster gave each vertex at submit. A vertex
+//! below its figure that still requests it of its engine is short of slots, not rescaled
+//! ([`rescaled`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::engine::Vertex;
 use crate::spec::Drift;
@@ -69,6 +71,8 @@ pub struct Expected {
 /// A vertex that runs at another parallelism than it must.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Moved {
+    /// The vertex's id.
+    pub id: String,
     /// The vertex's name.
     pub name: String,
     /// Its parallelism now.
@@ -108,6 +112,7 @@ impl Expected {
             }
             if v.parallelism != *expected {
                 moved.push(Moved {
+                    id: v.id.clone(),
                     name: v.name.clone(),
                     now: v.parallelism,
                     expected: *expected,
@@ -116,6 +121,24 @@ impl Expected {
         }
         Some(moved)
     }
+}
+
+/// Whether some vertex of `moved` runs below what it must: the cluster may lack the slots
+/// (ask it what the vertices request, see [`rescaled`]).
+pub fn below(moved: &[Moved]) -> bool {
+    moved.iter().any(|m| m.now < m.expected)
+}
+
+/// The vertices of `moved` that were rescaled, given what each still requests of its engine
+/// (`requested`, vertex id → parallelism; empty when the engine runs vertices at what they
+/// request). A vertex below what it must run at that still requests that figure is short of
+/// slots (Flink's adaptive scheduler runs a job with the slots left after a TaskManager is
+/// lost, and scales it up again when they come back): not a rescale.
+pub fn rescaled(moved: Vec<Moved>, requested: &HashMap<String, u32>) -> Vec<Moved> {
+    moved
+        .into_iter()
+        .filter(|m| !(m.now < m.expected && requested.get(&m.id) == Some(&m.expected)))
+        .collect()
 }
 
 /// What a `drift` event says of the vertices that moved of `run` (`flink job ID`), whose job
@@ -150,6 +173,7 @@ mod tests {
 
     fn moved(id: &str, now: u32, expected: u32) -> Moved {
         Moved {
+            id: id.into(),
             name: format!("op {id}"),
             now,
             expected,
@@ -237,6 +261,26 @@ mod tests {
             Some(vec![moved("a", 1, 2), moved("b", 1, 2)])
         );
         assert_eq!(e.tasks, 2);
+    }
+
+    #[test]
+    fn a_vertex_short_of_slots_that_still_requests_its_figure_was_not_rescaled() {
+        let all = || vec![moved("a", 1, 2), moved("b", 1, 2), moved("c", 3, 2)];
+        assert!(below(&all()));
+        assert!(!below(&[moved("c", 3, 2)]));
+        // A TaskManager lost: `a` still requests 2 (short of slots); `b` was set to 1 through
+        // Flink's REST API; `c` runs above what it must, whatever it requests.
+        let requested = HashMap::from([
+            ("a".to_string(), 2),
+            ("b".to_string(), 1),
+            ("c".to_string(), 2),
+        ]);
+        assert_eq!(
+            rescaled(all(), &requested),
+            vec![moved("b", 1, 2), moved("c", 3, 2)]
+        );
+        // An engine that runs vertices at what they request: every move is a rescale.
+        assert_eq!(rescaled(all(), &HashMap::new()), all());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! A live service run rescaled outside jobkeeper (flink: its parallelism no longer matches its
 //! file). The health sweep hands each RUNNING run's task count to its actor; only when the count
 //! changes (and once, the first time) does the actor read the run's vertices;
-//! [`super::parallelism`] says which moved and what follows. What each vertex must run at is
+//! [`super::parallelism`] says which moved and what follows. A vertex below what it must run at
+//! that still requests that figure of its engine is short of slots, not rescaled (it is read
+//! again at every sweep while so). What each vertex must run at is
 //! kept with the run in the store, so a daemon that adopts the run sees a rescale made while
 //! none watched it. A rescale raises `drift` once per incident: with `drift: correct` the run is
 //! stopped with a savepoint and submitted again from it at the job file's parallelism; with
@@ -64,9 +66,27 @@ impl Actor {
             live.handle.engine_id
         );
         let learnt = self.expected.vertices.clone();
-        let Some(moved) = self.expected.compare(file, tasks, &vertices) else {
+        let Some(mut moved) = self.expected.compare(file, tasks, &vertices) else {
             return; // read again at the next sweep
         };
+        if parallelism::below(&moved) {
+            let live = &self.live[pos];
+            match live.engine.requested_parallelism(&live.handle).await {
+                Ok(requested) => {
+                    moved = parallelism::rescaled(moved, &requested);
+                    if moved.is_empty() {
+                        // Short of slots. Its requirements may change with no change of its
+                        // count (set to the figure it runs at): read again at every sweep.
+                        self.expected.tasks = 0;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(job = %self.name, run = run_id, "requirements not read: {e}");
+                    self.expected.tasks = 0; // read again at the next sweep
+                    return;
+                }
+            }
+        }
         if self.expected.vertices != learnt {
             let store = &self.ctx.store;
             store.record(
