@@ -196,6 +196,17 @@ async fn live_job(d: &Daemon, name: &str, not: &[String]) -> String {
     }
 }
 
+/// Waits until the daemon recorded what each vertex of `name`'s live run must run at (its first
+/// look at the run).
+async fn first_look(d: &Daemon, name: &str) {
+    wait_for("the first look at the run", Duration::from_secs(30), || {
+        d.live_runs(name)
+            .first()
+            .is_some_and(|r| !d.store.run_parallelism(r.id).unwrap().is_empty())
+    })
+    .await;
+}
+
 fn counter(lib: &str, tag: &str, drift: &str) -> String {
     counter_with(lib, tag, drift, "")
 }
@@ -253,9 +264,11 @@ async fn a_rescale_outside_jobkeeper_is_drift_corrected_or_only_warned() {
     running_at(&url, &fixed1, 2).await;
     running_at(&url, &watched, 2).await;
     running_at(&url, &grown1, 2).await;
-    // The daemon's first look at a RUNNING run (one sweep a second) records what it was
-    // submitted at; a rescale before it would be taken for the submitted figures.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The daemon's first look at a RUNNING run records what it was submitted at; a rescale
+    // before it would be taken for the submitted figures.
+    for job in ["fixed", "watched", "grown"] {
+        first_look(&d, job).await;
+    }
     assert_eq!(count(&d, "fixed", "drift"), 0, "{:#?}", d.events("fixed"));
 
     rescale(&url, &fixed1, 1).await;
@@ -413,7 +426,7 @@ async fn a_job_short_of_slots_after_a_taskmanager_is_lost_is_no_drift_a_rescale_
     let d = start(tmp.path(), &cfg).await;
     let jid = live_job(&d, "elastic", &[]).await;
     running_at(&url, &jid, 2).await;
-    tokio::time::sleep(Duration::from_secs(3)).await; // the daemon's first look
+    first_look(&d, "elastic").await;
 
     cluster.lose_a_taskmanager();
     running_at(&url, &jid, 1).await;
