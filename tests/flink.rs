@@ -194,6 +194,11 @@ async fn deploy_then_a_savepoint_upgrade_restores_the_new_run_and_removal_keeps_
     let d = start(tmp.path(), &cfg).await;
     let (run1, jid1) = running(&d, &url, "counter", &[]).await;
     assert_eq!(d.job("counter").unwrap().state, "running");
+    // The submission identifies itself to Flink: the job and the run in its job config.
+    let config = rest(&url, &format!("/jobs/{jid1}/config")).await;
+    let user = &config["execution-config"]["user-config"];
+    assert_eq!(user["jobkeeper.job"], "counter", "{config}");
+    assert_eq!(user["jobkeeper.run"], run1.to_string(), "{config}");
 
     // Change the args: stop with a savepoint, start the new version from it.
     git.write("jobs/counter.yaml", &counter(&c.lib, &["--tag", "v2"], ""));

@@ -12,6 +12,9 @@
 //! name and the store's run id. A submit whose answer was lost (timeout, cluster gone) can then
 //! be looked up by that id instead of being sent again, so a run is never submitted twice.
 //!
+//! Each submission also names its jobkeeper job and run in its job config ([`identity`]), so
+//! the cluster's other users can tell jobkeeper's jobs from theirs.
+//!
 //! Every request has a short timeout; a cluster that does not answer is
 //! [`EngineError::Unreachable`], which callers treat as "wait and retry", never as a failed run.
 
@@ -33,6 +36,7 @@ use super::{
 };
 use crate::yaml::{Checker, Node};
 
+pub mod identity;
 pub mod version;
 pub use version::FlinkVersion;
 use version::is_live;
@@ -651,6 +655,7 @@ impl Engine for FlinkEngine {
             .collect();
         conf.entry(RETENTION_KEY)
             .or_insert_with(|| Value::String(RETENTION_DEFAULT.into()));
+        identity::stamp(&mut conf, &req.job, req.run_id);
         let mut body = json!({
             "programArgsList": req.params.args,
             "jobId": jid,
@@ -810,10 +815,23 @@ impl Engine for FlinkEngine {
             .as_u64()
             .and_then(|p| u32::try_from(p).ok())
             .filter(|p| *p > 0);
-        // Global job parameters (a ParameterTool the job registered) are its program args.
-        if let Some(user) = exec["user-config"].as_object().filter(|u| !u.is_empty()) {
+        let user = exec["user-config"].as_object();
+        if let Some((owner, run)) = user.and_then(identity::read) {
+            d.notes.push(format!(
+                "submitted by a jobkeeper daemon as job `{owner}` (run {run}); adopting it here \
+                 takes it from that daemon"
+            ));
+        }
+        // Global job parameters (a ParameterTool the job registered) are its program args;
+        // the ones jobkeeper adds to identify its submissions are not.
+        let theirs: Vec<(&String, &Value)> = user
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !identity::is_ours(k))
+            .collect();
+        if !theirs.is_empty() {
             let mut args = Vec::new();
-            for (k, v) in user {
+            for (k, v) in theirs {
                 args.push(format!("--{k}"));
                 args.push(v.as_str().map_or_else(|| v.to_string(), str::to_string));
             }
