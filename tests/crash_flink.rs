@@ -596,6 +596,9 @@ fn counter(lib: &str, args: &str, conf: &str) -> String {
 /// Where a rollback is killed.
 #[derive(Debug, Clone, Copy)]
 enum RollbackKill {
+    /// Before the rollback: the bad version's upgrade submitted it, Flink's answer never reached
+    /// the daemon (the deploy is not recorded, nor its probation).
+    UpgradeAnswerLost,
     /// The bad version FAILED on the cluster; the daemon has not seen it.
     FailureUnseen,
     /// The bad run is recorded failed, the rollback is not. The daemon writes one right after
@@ -653,6 +656,7 @@ async fn a_daemon_killed_during_a_rollback_converges_to_the_previous_version_fro
     let mut names = vec![format!("flink-counter {v1}")];
 
     let kills = [
+        RollbackKill::UpgradeAnswerLost,
         RollbackKill::FailureUnseen,
         RollbackKill::FailureRecorded,
         RollbackKill::SubmitUnsent,
@@ -673,34 +677,45 @@ async fn a_daemon_killed_during_a_rollback_converges_to_the_previous_version_fro
                 ", restart-strategy.type: none",
             ),
         );
+        if let RollbackKill::UpgradeAnswerLost = kill {
+            proxy.arm(Hold::SubmitAnswer);
+        }
         let bad_commit = git.commit_push(&format!("{tag}: fails two seconds after it starts"));
         let mut bad = None;
-        poll_until("the bad version RUNNING", dump, async || {
-            bad = db
-                .live(job)
-                .into_iter()
-                .find(|r| r.spec_hash != v1_hash && r.handle.is_some());
-            match &bad {
-                Some(r) => flink_state(&url, &engine_id(r)).await.as_deref() == Some("RUNNING"),
-                None => false,
-            }
-        })
-        .await;
+        if let RollbackKill::UpgradeAnswerLost = kill {
+            poll_until("the bad version's submit held", dump, async || {
+                bad = db.live(job).into_iter().find(|r| r.spec_hash != v1_hash);
+                bad.is_some() && !proxy.held().is_empty()
+            })
+            .await;
+        } else {
+            poll_until("the bad version RUNNING", dump, async || {
+                bad = db
+                    .live(job)
+                    .into_iter()
+                    .find(|r| r.spec_hash != v1_hash && r.handle.is_some());
+                match &bad {
+                    Some(r) => flink_state(&url, &engine_id(r)).await.as_deref() == Some("RUNNING"),
+                    None => false,
+                }
+            })
+            .await;
+            proxy.arm(match kill {
+                RollbackKill::FailureUnseen | RollbackKill::FailureRecorded => {
+                    Hold::OverviewWithEnded(engine_id(bad.as_ref().unwrap()))
+                }
+                RollbackKill::SubmitUnsent => Hold::SubmitUnsent,
+                _ => Hold::SubmitAnswer,
+            });
+            poll_until(&format!("the daemon held at {kill:?}"), dump, async || {
+                !proxy.held().is_empty()
+            })
+            .await;
+        }
         let bad = bad.unwrap();
-        let bad_jid = engine_id(&bad);
-        proxy.arm(match kill {
-            RollbackKill::FailureUnseen | RollbackKill::FailureRecorded => {
-                Hold::OverviewWithEnded(bad_jid.clone())
-            }
-            RollbackKill::SubmitUnsent => Hold::SubmitUnsent,
-            RollbackKill::SubmitAnswerLost => Hold::SubmitAnswer,
-        });
-        poll_until(&format!("the daemon held at {kill:?}"), dump, async || {
-            !proxy.held().is_empty()
-        })
-        .await;
         daemon.sigkill();
         proxy.arm(Hold::Nothing);
+        let bad_jid = engine_id(&bad);
         if let RollbackKill::FailureRecorded = kill {
             let reason = format!("flink job {bad_jid} FAILED");
             let store = db.store().unwrap();
@@ -713,6 +728,13 @@ async fn a_daemon_killed_during_a_rollback_converges_to_the_previous_version_fro
         let bad_row = db.runs(job).into_iter().find(|r| r.id == bad.id).unwrap();
         let at = format!("killed at {kill:?}: {row:?}\n{}", dump());
         match kill {
+            RollbackKill::UpgradeAnswerLost => {
+                assert!(
+                    bad_row.ended_at.is_none() && bad_row.handle.is_none(),
+                    "{at}"
+                );
+                assert_eq!(row.applied_hash.as_deref(), Some(v1_hash.as_str()), "{at}");
+            }
             RollbackKill::FailureUnseen => {
                 assert!(bad_row.ended_at.is_none(), "{at}");
                 assert_eq!(row.applied_hash, Some(bad.spec_hash.clone()), "{at}");
