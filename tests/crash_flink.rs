@@ -55,8 +55,8 @@ enum Hold {
 struct Proxy {
     target: String,
     hold: Mutex<Hold>,
-    /// What was held, in order (`METHOD path`).
-    held: Mutex<Vec<String>>,
+    /// What was held, in order: when, and `METHOD path`.
+    held: Mutex<Vec<(Instant, String)>>,
     http: reqwest::Client,
 }
 
@@ -83,13 +83,13 @@ impl Proxy {
         *self.hold.lock().unwrap() = hold;
     }
 
-    fn held(&self) -> Vec<String> {
+    fn held(&self) -> Vec<(Instant, String)> {
         self.held.lock().unwrap().clone()
     }
 
     /// Never answers: the daemon waits here until it is killed.
     async fn keep(&self, what: String) -> ! {
-        self.held.lock().unwrap().push(what);
+        self.held.lock().unwrap().push((Instant::now(), what));
         std::future::pending::<()>().await;
         unreachable!()
     }
@@ -459,7 +459,9 @@ async fn a_daemon_killed_during_an_adoption_takes_the_same_job_over_once() {
     })
     .await;
 
-    for (i, kill) in [AdoptKill::Matched, AdoptKill::RunRecorded]
+    // The first adoption builds the job's jar, the second finds it built and looks at the
+    // cluster at once.
+    for (i, kill) in [AdoptKill::RunRecorded, AdoptKill::Matched]
         .into_iter()
         .enumerate()
     {
@@ -510,14 +512,20 @@ async fn a_daemon_killed_during_an_adoption_takes_the_same_job_over_once() {
         git.commit_push(&format!("take over {name}"));
         match kill {
             AdoptKill::Matched => {
-                // The health sweep waits on one held overview at most (it is sequential); a
-                // second is the adoption's own look.
+                // The health sweep is sequential: it waits on one held overview, and asks again
+                // only once its request timed out (10 s). A second overview held sooner is the
+                // adoption's own look.
                 poll_until(
                     "the adoption's look at the cluster held",
                     dump,
                     async || proxy.held().len() >= 2,
                 )
                 .await;
+                let held = proxy.held();
+                assert!(
+                    held[1].0 - held[0].0 < Duration::from_secs(8),
+                    "the second hold may be the sweep's again: {held:?}"
+                );
             }
             AdoptKill::RunRecorded => {
                 poll_until("the adopted run recorded", dump, async || {
