@@ -702,9 +702,16 @@ async fn a_daemon_killed_during_a_rollback_converges_to_the_previous_version_fro
                     .live(job)
                     .into_iter()
                     .find(|r| r.spec_hash != v1_hash && r.handle.is_some());
+                // The deploy recorded too: the daemon no longer waits on the bad version's start.
+                let deployed = |r: &RunRow| {
+                    db.job(job)
+                        .is_some_and(|j| j.applied_hash.as_ref() == Some(&r.spec_hash))
+                };
                 match &bad {
-                    Some(r) => flink_state(&url, &engine_id(r)).await.as_deref() == Some("RUNNING"),
-                    None => false,
+                    Some(r) if deployed(r) => {
+                        flink_state(&url, &engine_id(r)).await.as_deref() == Some("RUNNING")
+                    }
+                    _ => false,
                 }
             })
             .await;
