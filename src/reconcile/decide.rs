@@ -808,66 +808,36 @@ mod tests {
 
     #[test]
     fn a_bad_run_recorded_by_a_daemon_killed_before_its_rollback_is_rolled_back_at_start() {
-        let run = |hash, failed, ended_ms| LastRun {
-            spec_hash: hash,
-            failed,
-            ended_ms,
+        // The deployed version is v2, on probation until 1000 ms.
+        let ended = |hash, failed, at| {
+            Some(LastRun {
+                spec_hash: hash,
+                failed,
+                ended_ms: at,
+            })
+        };
+        let failed = |at| ended("v2", true, Some(at));
+        let now = |live, last, rollback, until, previous| {
+            unfinished_rollback("v2", live, last, rollback, until, previous)
         };
         let until = Some(1_000);
-        let rows = [
-            // (live, newest run, rollback, probation until, has previous) → roll back now
-            (
-                (0, Some(run("v2", true, Some(900))), true, until, true),
-                true,
-            ),
-            // Ended at the probation's last moment: still on probation.
-            (
-                (0, Some(run("v2", true, Some(1_000))), true, until, true),
-                true,
-            ),
-            // Failed after its probation: the restart policy's, not a rollback.
-            (
-                (0, Some(run("v2", true, Some(1_001))), true, until, true),
-                false,
-            ),
-            // Stopped by jobkeeper (a new commit, suspend, a daemon stop), not failed.
-            (
-                (0, Some(run("v2", false, Some(900))), true, until, true),
-                false,
-            ),
-            // Still live, or something else runs: the sweep sees it.
-            (
-                (1, Some(run("v2", true, Some(900))), true, until, true),
-                false,
-            ),
-            ((0, Some(run("v2", true, None)), true, until, true), false),
-            // The newest run is another version's (the rollback was recorded already).
-            (
-                (0, Some(run("v1", true, Some(900))), true, until, true),
-                false,
-            ),
-            ((0, None, true, until, true), false),
-            // No rollback asked for, no probation, or nothing to go back to.
-            (
-                (0, Some(run("v2", true, Some(900))), false, until, true),
-                false,
-            ),
-            (
-                (0, Some(run("v2", true, Some(900))), true, None, true),
-                false,
-            ),
-            (
-                (0, Some(run("v2", true, Some(900))), true, until, false),
-                false,
-            ),
-        ];
-        for ((live, last, rollback, until, previous), want) in rows {
-            assert_eq!(
-                unfinished_rollback("v2", live, last, rollback, until, previous),
-                want,
-                "{live} {last:?} {rollback} {until:?} {previous}"
-            );
-        }
+        assert!(now(0, failed(900), true, until, true));
+        // Ended at the probation's last moment: still on probation.
+        assert!(now(0, failed(1_000), true, until, true));
+        // Failed after its probation: the restart policy's, not a rollback.
+        assert!(!now(0, failed(1_001), true, until, true));
+        // Stopped by jobkeeper (a new commit, suspend, a daemon stop), not failed.
+        assert!(!now(0, ended("v2", false, Some(900)), true, until, true));
+        // Something runs, or the run is still live: the sweep follows it.
+        assert!(!now(1, failed(900), true, until, true));
+        assert!(!now(0, ended("v2", true, None), true, until, true));
+        // The newest run is another version's (the rollback was recorded already), or none.
+        assert!(!now(0, ended("v1", true, Some(900)), true, until, true));
+        assert!(!now(0, None, true, until, true));
+        // No rollback asked for, no probation, or nothing to go back to.
+        assert!(!now(0, failed(900), false, until, true));
+        assert!(!now(0, failed(900), true, None, true));
+        assert!(!now(0, failed(900), true, until, false));
     }
 
     #[test]
