@@ -775,6 +775,35 @@ impl Drop for Binary {
     }
 }
 
+/// Live process-group leaders whose argv holds one of `markers`.
+fn leaders_with(markers: &[&str]) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|&p| stat(p).is_some_and(|(st, pgrp)| st != 'Z' && pgrp == p))
+                .filter(|&p| argv(p).iter().any(|a| markers.contains(&a.as_str())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kills, on drop, the process groups of the runs carrying these markers, even when an
+/// assertion failed.
+struct KillMarked(Vec<String>);
+
+impl Drop for KillMarked {
+    fn drop(&mut self) {
+        let markers: Vec<&str> = self.0.iter().map(String::as_str).collect();
+        for pid in leaders_with(&markers) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// Polls every 20 ms until `cond` holds, at most [`SETTLE`]; `dump` explains a timeout.
 fn poll_until(what: &str, dump: impl Fn() -> String, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -819,6 +848,7 @@ fn a_daemon_killed_during_a_local_rollback_starts_the_previous_version_alone() {
         format!("{}01", 900 + std::process::id() % 99),
         format!("{}02", 900 + std::process::id() % 99),
     );
+    let _kill = KillMarked(vec![m1.clone(), m2.clone()]);
     let guard = "restart: {attempts: 3, window: 1h, backoff: 200ms, max_backoff: 200ms}\n\
                  rollback: true\nready_within: 1m\n";
     git.write(
@@ -936,16 +966,5 @@ fn a_daemon_killed_during_a_local_rollback_starts_the_previous_version_alone() {
         dump()
     );
     // No process of v2, nor a second of v1.
-    let ours: Vec<u32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&p| stat(p).is_some_and(|(st, pgrp)| st != 'Z' && pgrp == p))
-        .filter(|&p| argv(p).iter().any(|a| *a == m1 || *a == m2))
-        .collect();
-    assert_eq!(ours, [pid], "{}", dump());
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    assert_eq!(leaders_with(&[&m1, &m2]), [pid], "{}", dump());
 }
