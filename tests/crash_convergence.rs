@@ -15,6 +15,9 @@
 //! `JOBKEEPER_CHAOS_SEED` (default: the time, always printed) and `JOBKEEPER_CHAOS_TRIALS`
 //! (default 50) replay or lengthen a run:
 //! `JOBKEEPER_CHAOS_TRIALS=200 JOBKEEPER_CHAOS_SEED=42 cargo test --release --test crash_convergence -- --nocapture`
+//!
+//! A second test kills the daemon at one chosen point of a rollback on the local engine (the
+//! Flink cases, adoption and rollback, are in tests/crash_flink.rs).
 
 mod common;
 
@@ -736,4 +739,232 @@ fn random_sigkills_converge_to_the_tip_and_never_run_a_job_twice() {
         seen_events.len(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The daemon binary, killed with SIGKILL on drop.
+struct Binary(Option<Child>);
+
+impl Binary {
+    fn start(cfg: &std::path::Path, log: &std::path::Path) -> Binary {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Binary(Some(child))
+    }
+
+    fn sigkill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
+
+/// Live process-group leaders whose argv holds one of `markers`.
+fn leaders_with(markers: &[&str]) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|&p| stat(p).is_some_and(|(st, pgrp)| st != 'Z' && pgrp == p))
+                .filter(|&p| argv(p).iter().any(|a| markers.contains(&a.as_str())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kills, on drop, the process groups of the runs carrying these markers, even when an
+/// assertion failed.
+struct KillMarked(Vec<String>);
+
+impl Drop for KillMarked {
+    fn drop(&mut self) {
+        let markers: Vec<&str> = self.0.iter().map(String::as_str).collect();
+        for pid in leaders_with(&markers) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Polls every 20 ms until `cond` holds, at most [`SETTLE`]; `dump` explains a timeout.
+fn poll_until(what: &str, dump: impl Fn() -> String, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < SETTLE,
+            "timed out after {SETTLE:?} waiting for {what}\n{}",
+            dump()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The crash harness's local case for a rollback. v1 runs; v2, deployed by a commit with
+/// `rollback: true`, exits with code 4 half a second after it starts; the daemon binary is
+/// killed once the rollback is recorded and v1's run inserted, before v1 is spawned. That point
+/// is reached deterministically: the run's log file, which the local engine opens for the
+/// process's output just before spawning it, is a FIFO no one reads, so the open blocks. Started
+/// again, the daemon converges to v1 alone (one live run, its process alive with v1's marker),
+/// the job `rolled_back` with one `rolled_back` event, and v2 run exactly once.
+#[test]
+fn a_daemon_killed_during_a_local_rollback_starts_the_previous_version_alone() {
+    let root = tempfile::tempdir().unwrap();
+    let git = Git::new(root.path(), "config");
+    let cfg = root.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "repo:\n  url: {}\n  branch: main\n  path: jobs\n  poll: 1s\nstate_dir: {}\n\
+             listen: 127.0.0.1:0\nenvs:\n  dev: {{engine: local}}\n",
+            git.bare.display(),
+            root.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let (db, log) = (
+        root.path().join("state/jobkeeper.db"),
+        root.path().join("daemon.log"),
+    );
+    // Markers unique to this test process: its processes are told from every other's.
+    let (m1, m2) = (
+        format!("{}01", 900 + std::process::id() % 99),
+        format!("{}02", 900 + std::process::id() % 99),
+    );
+    let _kill = KillMarked(vec![m1.clone(), m2.clone()]);
+    let guard = "restart: {attempts: 3, window: 1h, backoff: 200ms, max_backoff: 200ms}\n\
+                 rollback: true\nready_within: 1m\n";
+    git.write(
+        "jobs/app.yaml",
+        &format!("env: dev\nparams:\n  command: [\"sleep\", \"{m1}\"]\n{guard}"),
+    );
+    git.commit_push("v1");
+    let mut daemon = Binary::start(&cfg, &log);
+    let store = || Store::open(&db).ok();
+    let runs = || {
+        store()
+            .and_then(|s| s.runs("app", 100).ok())
+            .unwrap_or_default()
+    };
+    let dump = || {
+        let mut out = format!(
+            "job: {:?}\n",
+            store().and_then(|s| s.job("app").ok().flatten())
+        );
+        for r in runs().iter().rev() {
+            out.push_str(&format!(
+                "run {} {} {:?} {:?}\n",
+                r.id, r.state, r.handle, r.reason
+            ));
+        }
+        if let Some(s) = store() {
+            for e in s.events(Some("app"), 100).unwrap_or_default().iter().rev() {
+                out.push_str(&format!("event {} {}\n", e.kind, e.message));
+            }
+        }
+        format!(
+            "{out}daemon log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    };
+    let live_pid = || match runs()
+        .iter()
+        .filter(|r| r.ended_at.is_none())
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [one] => Some(handle_pid(
+            one.handle
+                .as_ref()
+                .map(|h| serde_json::to_string(h).unwrap())
+                .as_deref(),
+        ))
+        .filter(|&pid| pid != 0 && alive(pid)),
+        _ => None,
+    };
+    poll_until("v1 running", dump, || live_pid().is_some());
+    let v1_hash = store().unwrap().job("app").unwrap().unwrap().applied_hash;
+    let v1_pid = live_pid().unwrap();
+
+    // v2's run is the next run, v1's run after the rollback the one after it.
+    let next = runs().iter().map(|r| r.id).max().unwrap() + 1;
+    let fifo = root.path().join(format!("state/logs/app/{}.log", next + 1));
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    git.write(
+        "jobs/app.yaml",
+        &format!(
+            "env: dev\nparams:\n  command: [\"sh\", \"-c\", \"sleep 0.5; exit 4\", \"{m2}\"]\n\
+             {guard}"
+        ),
+    );
+    git.commit_push("v2 exits with code 4 after half a second");
+    poll_until("the rollback recorded, v1's run inserted", dump, || {
+        runs().iter().any(|r| r.id == next + 1)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    daemon.sigkill();
+    std::fs::remove_file(&fifo).unwrap();
+    let row = store().unwrap().job("app").unwrap().unwrap();
+    assert_eq!(
+        row.applied_hash, v1_hash,
+        "killed after the rollback was recorded"
+    );
+    let v1_again = runs().into_iter().find(|r| r.id == next + 1).unwrap();
+    assert_eq!(
+        (v1_again.handle, Some(v1_again.spec_hash)),
+        (None, v1_hash.clone()),
+        "killed before v1 was spawned\n{}",
+        dump()
+    );
+    assert!(!alive(v1_pid), "the upgrade stopped v1");
+
+    let _daemon = Binary::start(&cfg, &log);
+    poll_until("v1 running again", dump, || {
+        live_pid().is_some_and(|pid| argv(pid).contains(&m1))
+    });
+    // A few health sweeps: nothing else starts.
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = live_pid().unwrap_or_else(|| panic!("v1 no longer runs\n{}", dump()));
+    assert!(argv(pid).contains(&m1), "{}", dump());
+    let s = store().unwrap();
+    let row = s.job("app").unwrap().unwrap();
+    assert_eq!(row.state, "rolled_back", "{}", dump());
+    let v2_runs = runs()
+        .iter()
+        .filter(|r| Some(&r.spec_hash) == row.desired_hash.as_ref())
+        .count();
+    assert_eq!(v2_runs, 1, "v2 ran once\n{}", dump());
+    let events = s.events(Some("app"), 100).unwrap();
+    let count = |kind: &str| events.iter().filter(|e| e.kind == kind).count();
+    assert_eq!(
+        (count("rolled_back"), count("deploy_failed")),
+        (1, 0),
+        "{}",
+        dump()
+    );
+    // No process of v2, nor a second of v1.
+    assert_eq!(leaders_with(&[&m1, &m2]), [pid], "{}", dump());
 }

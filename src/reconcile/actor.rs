@@ -169,6 +169,7 @@ impl Actor {
         if !self.init() {
             return;
         }
+        self.finish_rollback().await;
         loop {
             let deadline = self.next_deadline();
             // The work futures are boxed: an idle actor (most of them, most of the time) then

@@ -267,6 +267,47 @@ pub fn after_bad_run(bad: BadRun) -> AfterBadRun {
     }
 }
 
+/// The newest run of a job as the store recorded it, for [`unfinished_rollback`].
+#[derive(Debug, Clone, Copy)]
+pub struct LastRun<'a> {
+    /// The spec hash of the version it ran.
+    pub spec_hash: &'a str,
+    /// It ended `failed` (a failure, or a stop of an unhealthy run).
+    pub failed: bool,
+    /// When it ended (ms since the epoch), if it did.
+    pub ended_ms: Option<i64>,
+}
+
+/// Whether a previous daemon recorded a bad run of the deployed version (hash `applied`) and
+/// was stopped before it recorded the rollback that run called for: nothing of the job runs,
+/// its newest run is the deployed version's and ended `failed` while that version was on
+/// probation (until `probation_until`), and [`after_bad_run`] said then to roll back. The
+/// rollback is carried out at start, so the bad version is never started again.
+pub fn unfinished_rollback(
+    applied: &str,
+    live: usize,
+    last: Option<LastRun<'_>>,
+    rollback: bool,
+    probation_until: Option<i64>,
+    has_previous: bool,
+) -> bool {
+    let Some(last) = last else {
+        return false;
+    };
+    let (Some(ended), Some(until)) = (last.ended_ms, probation_until) else {
+        return false;
+    };
+    let bad = BadRun {
+        rollback,
+        on_probation: ended <= until,
+        has_previous,
+    };
+    live == 0
+        && last.failed
+        && last.spec_hash == applied
+        && after_bad_run(bad) == AfterBadRun::RollBack
+}
+
 /// A live run's restart figure as one sweep saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartSample {
@@ -763,6 +804,40 @@ mod tests {
             };
             assert_eq!(after_bad_run(bad), then, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_bad_run_recorded_by_a_daemon_killed_before_its_rollback_is_rolled_back_at_start() {
+        // The deployed version is v2, on probation until 1000 ms.
+        let ended = |hash, failed, at| {
+            Some(LastRun {
+                spec_hash: hash,
+                failed,
+                ended_ms: at,
+            })
+        };
+        let failed = |at| ended("v2", true, Some(at));
+        let now = |live, last, rollback, until, previous| {
+            unfinished_rollback("v2", live, last, rollback, until, previous)
+        };
+        let until = Some(1_000);
+        assert!(now(0, failed(900), true, until, true));
+        // Ended at the probation's last moment: still on probation.
+        assert!(now(0, failed(1_000), true, until, true));
+        // Failed after its probation: the restart policy's, not a rollback.
+        assert!(!now(0, failed(1_001), true, until, true));
+        // Stopped by jobkeeper (a new commit, suspend, a daemon stop), not failed.
+        assert!(!now(0, ended("v2", false, Some(900)), true, until, true));
+        // Something runs, or the run is still live: the sweep follows it.
+        assert!(!now(1, failed(900), true, until, true));
+        assert!(!now(0, ended("v2", true, None), true, until, true));
+        // The newest run is another version's (the rollback was recorded already), or none.
+        assert!(!now(0, ended("v1", true, Some(900)), true, until, true));
+        assert!(!now(0, None, true, until, true));
+        // No rollback asked for, no probation, or nothing to go back to.
+        assert!(!now(0, failed(900), false, until, true));
+        assert!(!now(0, failed(900), true, None, true));
+        assert!(!now(0, failed(900), true, until, false));
     }
 
     #[test]

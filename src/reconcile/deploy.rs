@@ -112,13 +112,16 @@ impl Actor {
         if self.live_runs_are(&new.hash) {
             // A previous daemon submitted this very version and stopped before it recorded the
             // deploy: the run it left (adopted) is the new version; nothing is stopped or
-            // submitted again.
-            self.applied = Some(new);
+            // submitted again. It is on probation as a deploy recorded now, with the version it
+            // replaced (restarted from the savepoint its stop took, the newest the store knows)
+            // to roll back to.
+            let previous = self.applied.replace(new);
             self.record_applied();
             let run_id = self.live.first().map(|l| l.run_id);
             let why = format!("{reasons} (its run was submitted before the daemon restarted)");
             self.event(run_id, &JobEvent::Deployed { why });
             self.set_state(JobState::Running, None);
+            self.start_probation(previous, self.restore.clone());
             return Ok(());
         }
         self.set_state(JobState::Deploying, Some(reasons));

@@ -4,13 +4,17 @@
 //! stops the new version, starts the previous one again (flink: from that savepoint) and raises
 //! `rolled_back`; the bad version is refused until a commit changes the job file
 //! ([`super::decide::after_bad_run`] decides, [`super::decide::decide`] keeps it refused).
+//!
+//! A daemon killed at any point of a rollback converges at its next start: the rollback is
+//! recorded whole before the previous version is submitted, and a bad run recorded just before
+//! the daemon died is rolled back at start ([`super::decide::unfinished_rollback`]).
 
 use std::time::Duration;
 
 use super::actor::{Actor, Stall, Standing};
-use super::decide::{AfterBadRun, BadRun, Deployed, StepError, after_bad_run};
+use super::decide::{self, AfterBadRun, BadRun, Deployed, StepError, after_bad_run};
 use crate::event::JobEvent;
-use crate::store::{JobState, PreviousVersion, VersionsRow, now_ms};
+use crate::store::{JobState, PreviousVersion, RunState, VersionsRow, now_ms};
 
 impl Actor {
     /// Reads the job's versions row; a refused version other than the desired one is forgotten
@@ -101,11 +105,20 @@ impl Actor {
     }
 
     /// Rolls the bad version back (see the module doc): stops what of it still runs, starts the
-    /// previous version again and refuses the bad one until a new commit.
-    pub(super) async fn roll_back(&mut self, why: &str) {
+    /// previous version again and refuses the bad one until a new commit. `bad_run` is the run
+    /// that failed or turned unhealthy.
+    ///
+    /// The store knows the whole rollback (the bad run ended `failed`, the previous version
+    /// deployed again, the bad one refused, the state and the `rolled_back` event) before
+    /// anything is submitted, so a daemon killed at any point starts the previous version at
+    /// its next start, never the refused one, and the alert is not lost. Killed after the bad
+    /// run's end but before the rollback, the next daemon finishes it
+    /// ([`Actor::finish_rollback`]).
+    pub(super) async fn roll_back(&mut self, why: &str, bad_run: Option<i64>) {
         if !self.live.is_empty() {
             // The bad version's state is not kept: the previous version starts from its own.
-            if let Err(err) = self.stop_all("rolled back", false).await {
+            let stopping = format!("rolled back: {}", first_line(why));
+            if let Err(err) = self.stop_all_as(RunState::Failed, &stopping, false).await {
                 self.on_error(Stall::Nothing, err);
                 return;
             }
@@ -126,10 +139,12 @@ impl Actor {
             refused_reason: Some(format!("rolled back: {}", first_line(why))),
             ..VersionsRow::default()
         };
-        // The store knows the rollback before anything is submitted: a daemon that dies now
-        // starts the previous version at its next start, never the refused one.
         self.record_applied();
         self.save_versions();
+        self.set_state(
+            JobState::RolledBack,
+            self.versions.refused_reason.as_deref(),
+        );
         self.standing = Standing::Ok;
         self.timers.restart = None;
         self.timers.recover = None;
@@ -143,24 +158,64 @@ impl Actor {
             why: why.to_string(),
             to,
         };
-        match self.submit(false).await {
-            Ok(run_id) => self.event(Some(run_id), &event),
-            Err(reason) => {
-                self.event(None, &event);
-                self.event(
-                    None,
-                    &JobEvent::Failed {
-                        reason: reason.clone(),
-                    },
-                );
-                let ran_for = Duration::ZERO;
-                self.on_error(Stall::Nothing, StepError::Transient { reason, ran_for });
-                self.set_state(
-                    JobState::RolledBack,
-                    self.versions.refused_reason.as_deref(),
-                );
-            }
+        self.event(bad_run, &event);
+        if let Err(reason) = self.submit(false).await {
+            self.event(
+                None,
+                &JobEvent::Failed {
+                    reason: reason.clone(),
+                },
+            );
+            let ran_for = Duration::ZERO;
+            self.on_error(Stall::Nothing, StepError::Transient { reason, ran_for });
+            self.set_state(
+                JobState::RolledBack,
+                self.versions.refused_reason.as_deref(),
+            );
         }
+    }
+
+    /// At start: a bad run a previous daemon recorded but did not roll back (it was killed in
+    /// between, see [`decide::unfinished_rollback`]) is rolled back now, instead of the bad
+    /// version being started again.
+    pub(super) async fn finish_rollback(&mut self) {
+        let Some(applied) = &self.applied else {
+            return;
+        };
+        let newest = match self.ctx.store.runs(&self.name, 1) {
+            Ok(runs) => runs.into_iter().next(),
+            Err(e) => {
+                tracing::error!(job = %self.name, "could not read runs: {e}");
+                return;
+            }
+        };
+        let rollback = self
+            .ctx
+            .settings
+            .get()
+            .guard(&applied.spec.env, &applied.spec.guard)
+            .rollback;
+        let last = newest.as_ref().map(|r| decide::LastRun {
+            spec_hash: &r.spec_hash,
+            failed: r.state == RunState::Failed,
+            ended_ms: r.ended_at,
+        });
+        let unfinished = decide::unfinished_rollback(
+            &applied.hash,
+            self.live.len(),
+            last,
+            rollback,
+            self.versions.probation_until,
+            self.versions.previous.is_some(),
+        );
+        let Some(run) = newest.filter(|_| unfinished) else {
+            return;
+        };
+        let why = run
+            .reason
+            .unwrap_or_else(|| format!("run {} failed", run.id));
+        tracing::info!(job = %self.name, run = run.id, "rolling back a bad run recorded before the daemon stopped");
+        self.roll_back(&why, Some(run.id)).await;
     }
 }
 

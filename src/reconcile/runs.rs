@@ -138,12 +138,19 @@ impl Actor {
     /// Stops every live run (with a savepoint where the engine keeps state and `keep_state`).
     /// A run that could not be stopped stays live, and nothing new may start: waiting.
     pub(super) async fn stop_all(&mut self, why: &str, keep_state: bool) -> Result<(), StepError> {
+        self.stop_all_as(RunState::Stopped, why, keep_state).await
+    }
+
+    /// [`Actor::stop_all`], recording each run as ended as `end`.
+    pub(super) async fn stop_all_as(
+        &mut self,
+        end: RunState,
+        why: &str,
+        keep_state: bool,
+    ) -> Result<(), StepError> {
         let mut kept = Vec::new();
         for live in std::mem::take(&mut self.live) {
-            if let Err(live) = self
-                .stop_run(live, RunState::Stopped, why, keep_state)
-                .await
-            {
+            if let Err(live) = self.stop_run(live, end, why, keep_state).await {
                 kept.push(live);
             }
         }
@@ -443,15 +450,18 @@ impl Actor {
             self.standing = Standing::Failing;
         }
         self.timers.recover = None;
+        let waited_for = std::mem::take(&mut self.engine_retry.converge);
+        if !waited_for && !batch_of(self) && self.rolls_back() {
+            // The bad version's state is not kept: the previous version starts from the
+            // savepoint its upgrade took, never from the bad one's checkpoint.
+            self.roll_back(&reason, Some(live.run_id)).await;
+            return false;
+        }
         self.keep_checkpoint(&live).await;
-        if std::mem::take(&mut self.engine_retry.converge) {
+        if waited_for {
             // A new version was waiting for this run to stop: it is what starts now.
             self.timers.retry = None;
             return self.converge().await;
-        }
-        if !batch_of(self) && self.rolls_back() {
-            self.roll_back(&reason).await;
-            return false;
         }
         let ran_for = live.started.elapsed();
         self.on_error(Stall::Nothing, StepError::Transient { reason, ran_for });

@@ -56,7 +56,8 @@ impl Actor {
         self.event(Some(run_id), &event);
         self.health = (None, Vec::new());
         if self.rolls_back() {
-            self.roll_back(&format!("unhealthy: {reason}")).await;
+            self.roll_back(&format!("unhealthy: {reason}"), Some(run_id))
+                .await;
             return;
         }
         let live = self.live.remove(pos);
