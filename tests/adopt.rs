@@ -14,34 +14,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::flink::*;
 use common::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);
-
-fn need(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!(
-            "{var} is not set: these tests need a running Flink 2.3.0 cluster. Run \
-             scripts/test.sh, or: scripts/flink.sh start /tmp/jk-flink 18081 && export \
-             JOBKEEPER_FLINK_URL=http://127.0.0.1:18081 JOBKEEPER_FLINK_LIB=$(scripts/flink.sh lib)"
-        )
-    })
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-async fn rest(url: &str, path: &str) -> Value {
-    match http().get(format!("{url}{path}")).send().await {
-        Ok(r) => r.json().await.unwrap_or(Value::Null),
-        Err(_) => Value::Null,
-    }
-}
 
 /// `(jid, name, state, start-time)` of every job of the cluster.
 async fn overview(url: &str) -> Vec<(String, String, String, i64)> {
@@ -62,95 +39,13 @@ async fn overview(url: &str) -> Vec<(String, String, String, i64)> {
         .collect()
 }
 
-async fn state_of(url: &str, jid: &str) -> Option<String> {
-    overview(url)
-        .await
-        .into_iter()
-        .find(|j| j.0 == jid)
-        .map(|j| j.2)
-}
-
-/// Cancels, on drop, the Flink jobs a test started outside jobkeeper.
-struct CancelOnDrop(String, Vec<String>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        for jid in &self.1 {
-            let _ = Command::new("curl")
-                .args(["-s", "-m", "5", "-o", "/dev/null", "-X", "PATCH"])
-                .arg(format!("{}/jobs/{jid}?mode=cancel", self.0))
-                .status();
-        }
-    }
-}
-
-/// The flink-counter jar, built once per test under `root` against `lib`.
-fn build_jar(root: &Path, lib: &str) -> std::path::PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/flink-counter");
-    let dir = root.join("outside");
-    std::fs::create_dir_all(dir.join("src/example")).unwrap();
-    std::fs::copy(src.join("build.sh"), dir.join("build.sh")).unwrap();
-    std::fs::copy(
-        src.join("src/example/Counter.java"),
-        dir.join("src/example/Counter.java"),
-    )
-    .unwrap();
-    let out = Command::new("sh")
-        .arg("build.sh")
-        .arg(lib)
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir.join("out/flink-counter.jar")
-}
-
-/// Uploads the jar (once) and runs flink-counter with `--tag tag` outside jobkeeper, as a
-/// script would; returns the job id once the job is RUNNING.
-async fn start_outside(url: &str, jar: &Path, tag: &str) -> String {
-    let bytes = std::fs::read(jar).unwrap();
-    let part = reqwest::multipart::Part::bytes(bytes).file_name("flink-counter.jar");
-    let form = reqwest::multipart::Form::new().part("jarfile", part);
-    let up: Value = http()
-        .post(format!("{url}/jars/upload"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let file = up["filename"].as_str().unwrap();
-    let jar_id = file.rsplit('/').next().unwrap();
-    let body = json!({
-        "entryClass": "example.Counter",
-        "programArgsList": ["--tag", tag, "--rate", "20"],
-        "parallelism": 1,
-        "flinkConfiguration": {"execution.checkpointing.interval": "500ms"},
-    });
-    let run: Value = http()
-        .post(format!("{url}/jars/{jar_id}/run"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let jid = run["jobid"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{run}"))
-        .to_string();
-    let _ = http().delete(format!("{url}/jars/{jar_id}")).send().await;
-    let start = std::time::Instant::now();
-    while state_of(url, &jid).await.as_deref() != Some("RUNNING") {
-        assert!(start.elapsed() < LIMIT, "job {jid} not RUNNING");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// Uploads `jar`, runs flink-counter `--tag tag` from it outside jobkeeper and deletes the
+/// upload again, as a script would (so the cluster holds no jar naming an entry class); the
+/// job id once it is RUNNING.
+async fn run_outside(url: &str, jar: &Path, tag: &str) -> String {
+    let jar_id = upload_jar(url, jar).await;
+    let jid = start_outside(url, &jar_id, tag).await;
+    delete_jar(url, &jar_id).await;
     jid
 }
 
@@ -227,9 +122,9 @@ async fn jobs_started_outside_are_listed_imported_adopted_without_a_restart_then
         method: "PATCH",
         url: format!("{url}/jobs/{{id}}?mode=cancel"),
     };
-    let jar = build_jar(tmp.path(), &lib);
-    let a = start_outside(&url, &jar, "adopt-a").await;
-    let b = start_outside(&url, &jar, "adopt-b").await;
+    let jar = build_counter_jar(tmp.path(), &lib);
+    let a = run_outside(&url, &jar, "adopt-a").await;
+    let b = run_outside(&url, &jar, "adopt-b").await;
     let mut outside = CancelOnDrop(url.clone(), vec![a.clone(), b.clone()]);
     let a_start = overview(&url)
         .await
@@ -373,14 +268,14 @@ async fn jobs_started_outside_are_listed_imported_adopted_without_a_restart_then
     let jid2 = loop {
         if let [run] = d.live_runs(job).as_slice() {
             let id = engine_id(run);
-            if id != a && state_of(&url, &id).await.as_deref() == Some("RUNNING") {
+            if id != a && flink_state(&url, &id).await.as_deref() == Some("RUNNING") {
                 break id;
             }
         }
         assert!(start_wait.elapsed() < LIMIT, "{:#?}", d.events(job));
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(state_of(&url, &a).await.as_deref(), Some("FINISHED"));
+    assert_eq!(flink_state(&url, &a).await.as_deref(), Some("FINISHED"));
     let sps = d.store.savepoints(job, 10).unwrap();
     assert_eq!(
         (sps.len(), sps[0].kind.as_str()),
@@ -399,7 +294,7 @@ async fn jobs_started_outside_are_listed_imported_adopted_without_a_restart_then
     }
 
     // A second live job bearing the managed job's name: drift, listed with whom it copies.
-    let copy = start_outside(&url, &jar, "adopt-a2").await;
+    let copy = run_outside(&url, &jar, "adopt-a2").await;
     outside.1.push(copy.clone());
     wait_for("drift", LIMIT, || d.has_event(job, "drift")).await;
     let drift = d
@@ -424,9 +319,9 @@ async fn adopting_a_missing_job_or_an_ambiguous_name_is_deploy_failed_and_submit
         method: "PATCH",
         url: format!("{url}/jobs/{{id}}?mode=cancel"),
     };
-    let jar = build_jar(tmp.path(), &lib);
-    let t1 = start_outside(&url, &jar, "twin").await;
-    let t2 = start_outside(&url, &jar, "twin").await;
+    let jar = build_counter_jar(tmp.path(), &lib);
+    let t1 = run_outside(&url, &jar, "twin").await;
+    let t2 = run_outside(&url, &jar, "twin").await;
     let _outside = CancelOnDrop(url.clone(), vec![t1.clone(), t2.clone()]);
 
     let file = |adopt: &str| {
@@ -509,6 +404,6 @@ async fn adopting_a_missing_job_or_an_ambiguous_name_is_deploy_failed_and_submit
         2,
         "{jobs:?}"
     );
-    assert_eq!(state_of(&url, &t1).await.as_deref(), Some("RUNNING"));
-    assert_eq!(state_of(&url, &t2).await.as_deref(), Some("RUNNING"));
+    assert_eq!(flink_state(&url, &t1).await.as_deref(), Some("RUNNING"));
+    assert_eq!(flink_state(&url, &t2).await.as_deref(), Some("RUNNING"));
 }

@@ -19,21 +19,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::flink::*;
 use common::*;
 use jobkeeper::store::{EventRow, JobRow, RunRow, Store};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);
-
-fn need(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!(
-            "{var} is not set: these tests need a running Flink 2.3.0 cluster. Run \
-             scripts/test.sh, or: scripts/flink.sh start /tmp/jk-flink 18081 && export \
-             JOBKEEPER_FLINK_URL=http://127.0.0.1:18081 JOBKEEPER_FLINK_LIB=$(scripts/flink.sh lib)"
-        )
-    })
-}
 
 /// Where [`Proxy`] stops the daemon.
 #[derive(Debug, Clone, PartialEq)]
@@ -257,17 +248,6 @@ impl Db {
     }
 }
 
-async fn rest(url: &str, path: &str) -> Value {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    match client.get(format!("{url}{path}")).send().await {
-        Ok(r) => r.json().await.unwrap_or(Value::Null),
-        Err(_) => Value::Null,
-    }
-}
-
 /// A job of the cluster, as `GET /jobs/overview` lists it.
 #[derive(Debug, Clone)]
 struct FlinkJob {
@@ -290,14 +270,6 @@ async fn overview(url: &str) -> Vec<FlinkJob> {
             start: j["start-time"].as_i64().unwrap_or(0),
         })
         .collect()
-}
-
-async fn flink_state(url: &str, jid: &str) -> Option<String> {
-    overview(url)
-        .await
-        .into_iter()
-        .find(|j| j.jid == jid)
-        .map(|j| j.state)
 }
 
 /// Polls every 20 ms until `cond` holds (at most [`LIMIT`]); `dump` explains a timeout.
@@ -342,86 +314,6 @@ fn project(lib: &str) -> String {
     )
 }
 
-/// Cancels, on drop, the Flink jobs a test started outside jobkeeper.
-struct CancelOnDrop(String, Vec<String>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        for jid in &self.1 {
-            let _ = Command::new("curl")
-                .args(["-s", "-m", "5", "-o", "/dev/null", "-X", "PATCH"])
-                .arg(format!("{}/jobs/{jid}?mode=cancel", self.0))
-                .status();
-        }
-    }
-}
-
-/// The flink-counter jar, built under `root` against `lib`, uploaded to `url`; its jar id.
-async fn upload_jar(root: &Path, lib: &str, url: &str) -> String {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/flink-counter");
-    let dir = root.join("outside");
-    std::fs::create_dir_all(dir.join("src/example")).unwrap();
-    std::fs::copy(src.join("build.sh"), dir.join("build.sh")).unwrap();
-    std::fs::copy(
-        src.join("src/example/Counter.java"),
-        dir.join("src/example/Counter.java"),
-    )
-    .unwrap();
-    let out = Command::new("sh")
-        .arg("build.sh")
-        .arg(lib)
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bytes = std::fs::read(dir.join("out/flink-counter.jar")).unwrap();
-    let part = reqwest::multipart::Part::bytes(bytes).file_name("outside-counter.jar");
-    let up: Value = reqwest::Client::new()
-        .post(format!("{url}/jars/upload"))
-        .multipart(reqwest::multipart::Form::new().part("jarfile", part))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let file = up["filename"].as_str().unwrap_or_else(|| panic!("{up}"));
-    file.rsplit('/').next().unwrap().to_string()
-}
-
-/// Runs flink-counter `--tag tag` from jar `jar_id` outside jobkeeper, as a script would;
-/// returns its job id once it is RUNNING.
-async fn start_outside(url: &str, jar_id: &str, tag: &str) -> String {
-    let body = json!({
-        "entryClass": "example.Counter",
-        "programArgsList": ["--tag", tag, "--rate", "20"],
-        "parallelism": 1,
-        "flinkConfiguration": {"execution.checkpointing.interval": "500ms"},
-    });
-    let run: Value = reqwest::Client::new()
-        .post(format!("{url}/jars/{jar_id}/run"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let jid = run["jobid"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{run}"))
-        .to_string();
-    poll_until(&format!("job {jid} RUNNING"), String::new, async || {
-        flink_state(url, &jid).await.as_deref() == Some("RUNNING")
-    })
-    .await;
-    jid
-}
-
 /// Where an adoption is killed.
 #[derive(Debug, Clone, Copy)]
 enum AdoptKill {
@@ -451,7 +343,7 @@ async fn a_daemon_killed_during_an_adoption_takes_the_same_job_over_once() {
         url: format!("{url}/jobs/{{id}}?mode=cancel"),
     };
     let mut outside = CancelOnDrop(url.clone(), Vec::new());
-    let jar = upload_jar(tmp.path(), &lib, &url).await;
+    let jar = upload_jar(&url, &build_counter_jar(tmp.path(), &lib)).await;
     git.commit_push("the project, no jobs yet");
     let mut daemon = Binary::start(&cfg, &log);
     poll_until("the daemon's store", String::new, async || {

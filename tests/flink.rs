@@ -14,20 +14,11 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::flink::*;
 use common::*;
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(90);
-
-fn need(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!(
-            "{var} is not set: the flink tests need a running Flink cluster. Run scripts/test.sh, \
-             or: scripts/flink.sh start /tmp/jk-flink 18081 && export \
-             JOBKEEPER_FLINK_URL=http://127.0.0.1:18081 JOBKEEPER_FLINK_LIB=$(scripts/flink.sh lib)"
-        )
-    })
-}
 
 /// A Flink cluster under test.
 #[derive(Debug, Clone)]
@@ -78,27 +69,6 @@ macro_rules! on_each_version {
     };
 }
 
-async fn rest(url: &str, path: &str) -> Value {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    match client.get(format!("{url}{path}")).send().await {
-        Ok(r) => r.json().await.unwrap_or(Value::Null),
-        Err(_) => Value::Null,
-    }
-}
-
-/// Flink state of a job (`None` when the cluster does not know it).
-async fn flink_state(url: &str, jid: &str) -> Option<String> {
-    let o = rest(url, "/jobs/overview").await;
-    o["jobs"]
-        .as_array()?
-        .iter()
-        .find(|j| j["jid"] == jid)
-        .and_then(|j| j["state"].as_str().map(str::to_string))
-}
-
 /// Cancels, on drop, every Flink job the test's store (under `root`) knows.
 fn cleanup(url: &str, root: &Path) -> StopRunsOnDrop {
     StopRunsOnDrop {
@@ -140,43 +110,6 @@ fn counter(lib: &str, args: &[&str], extra: &str) -> String {
         lib,
         args.join(", ")
     )
-}
-
-/// Waits for the job's only live run to be RUNNING on the cluster (and not one of `not`);
-/// returns (run id, job id).
-async fn running(d: &Daemon, url: &str, name: &str, not: &[String]) -> (i64, String) {
-    let start = std::time::Instant::now();
-    loop {
-        if let [run] = d.live_runs(name).as_slice() {
-            let jid = engine_id(run);
-            if !not.contains(&jid) && flink_state(url, &jid).await.as_deref() == Some("RUNNING") {
-                return (run.id, jid);
-            }
-        }
-        assert!(
-            start.elapsed() < LIMIT,
-            "timed out after {LIMIT:?} waiting for {name} RUNNING on flink; events: {:#?}",
-            d.events(name)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// `latest.restored` of a job's checkpoint statistics, once there is one.
-async fn restored_from(url: &str, jid: &str) -> Value {
-    let start = std::time::Instant::now();
-    loop {
-        let c = rest(url, &format!("/jobs/{jid}/checkpoints")).await;
-        let r = &c["latest"]["restored"];
-        if r.is_object() {
-            return r.clone();
-        }
-        assert!(
-            start.elapsed() < LIMIT,
-            "timed out waiting for job {jid} to report its restore: {c}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 on_each_version!(

@@ -21,16 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::flink::*;
 use common::*;
 use serde_json::{Value, json};
-
-fn need(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!(
-            "{var} is not set: this test builds its job against Flink 2.3.0 (see tests/flink.rs)"
-        )
-    })
-}
 
 /// A Flink 2.3.0 session cluster with the adaptive scheduler, stopped on drop.
 struct AdaptiveCluster {
@@ -106,13 +99,6 @@ fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap()
-}
-
-async fn rest(url: &str, path: &str) -> Value {
-    match client().get(format!("{url}{path}")).send().await {
-        Ok(r) => r.json().await.unwrap_or(Value::Null),
-        Err(_) => Value::Null,
-    }
 }
 
 /// Flink's parallelism of each vertex of job `jid`, by vertex name.

@@ -13,16 +13,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::flink::*;
 use common::*;
-use serde_json::Value;
-
-fn need(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!(
-            "{var} is not set: this test needs a running Flink 2.3.0 cluster (see tests/flink.rs)"
-        )
-    })
-}
 
 fn setup(root: &Path, url: &str) -> (Git, String) {
     let git = Git::new(root, "config");
@@ -169,62 +161,6 @@ fn counter(lib: &str, args: &str, conf: &str, extra: &str) -> String {
          conf: {{execution.checkpointing.interval: \"500ms\"{conf}}}\n\
          restart: {{attempts: 3, window: 1h, backoff: 1s, max_backoff: 1s}}\n{extra}"
     )
-}
-
-async fn rest(url: &str, path: &str) -> Value {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    match client.get(format!("{url}{path}")).send().await {
-        Ok(r) => r.json().await.unwrap_or(Value::Null),
-        Err(_) => Value::Null,
-    }
-}
-
-/// Flink's state of job `jid`, if the cluster knows it.
-async fn flink_state(url: &str, jid: &str) -> Option<String> {
-    rest(url, &format!("/jobs/{jid}")).await["state"]
-        .as_str()
-        .map(str::to_string)
-}
-
-/// The one live run of `name` once Flink says it is RUNNING and it is none of `not`: its run id
-/// and Flink job id.
-async fn running(d: &Daemon, url: &str, name: &str, not: &[String]) -> (i64, String) {
-    let limit = Duration::from_secs(120);
-    let start = std::time::Instant::now();
-    loop {
-        if let [run] = d.live_runs(name).as_slice() {
-            let jid = engine_id(run);
-            if !not.contains(&jid) && flink_state(url, &jid).await.as_deref() == Some("RUNNING") {
-                return (run.id, jid);
-            }
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out waiting for {name} RUNNING on flink; events: {:#?}",
-            d.events(name)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// `latest.restored` of a job's checkpoint statistics, once there is one.
-async fn restored_from(url: &str, jid: &str) -> Value {
-    let start = std::time::Instant::now();
-    loop {
-        let c = rest(url, &format!("/jobs/{jid}/checkpoints")).await;
-        let r = &c["latest"]["restored"];
-        if r.is_object() {
-            return r.clone();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out waiting for job {jid} to report its restore: {c}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,31 +12,10 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::flink::*;
 use common::*;
-use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);
-
-fn need(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!(
-            "{var} is not set: the flink tests need a running Flink cluster. Run scripts/test.sh, \
-             or: scripts/flink.sh start /tmp/jk-flink 18081 && export \
-             JOBKEEPER_FLINK_URL=http://127.0.0.1:18081 JOBKEEPER_FLINK_LIB=$(scripts/flink.sh lib)"
-        )
-    })
-}
-
-async fn rest(url: &str, path: &str) -> Value {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    match client.get(format!("{url}{path}")).send().await {
-        Ok(r) => r.json().await.unwrap_or(Value::Null),
-        Err(_) => Value::Null,
-    }
-}
 
 /// Flink's name and state of a job (`None` when the cluster does not know it).
 async fn flink_job(url: &str, jid: &str) -> Option<(String, String)> {
@@ -93,43 +72,6 @@ fn inline(sql: &str) -> String {
     format!("sql: |\n{indented}")
 }
 
-/// Waits for the job's only live run to be RUNNING (and not one of `not`); returns its job id.
-async fn running(d: &Daemon, url: &str, name: &str, not: &[String]) -> String {
-    let start = std::time::Instant::now();
-    loop {
-        if let [run] = d.live_runs(name).as_slice() {
-            let jid = engine_id(run);
-            let state = flink_job(url, &jid).await.map(|j| j.1);
-            if !not.contains(&jid) && state.as_deref() == Some("RUNNING") {
-                return jid;
-            }
-        }
-        assert!(
-            start.elapsed() < LIMIT,
-            "timed out after {LIMIT:?} waiting for {name} RUNNING on flink; events: {:#?}",
-            d.events(name)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// `latest.restored` of a job's checkpoint statistics, once there is one.
-async fn restored_from(url: &str, jid: &str) -> Value {
-    let start = std::time::Instant::now();
-    loop {
-        let c = rest(url, &format!("/jobs/{jid}/checkpoints")).await;
-        let r = &c["latest"]["restored"];
-        if r.is_object() {
-            return r.clone();
-        }
-        assert!(
-            start.elapsed() < LIMIT,
-            "timed out waiting for job {jid} to report its restore: {c}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sql_file_job_runs_and_a_change_to_its_sql_file_alone_upgrades_it_from_a_savepoint() {
     let url = need("JOBKEEPER_FLINK_URL");
@@ -139,7 +81,7 @@ async fn a_sql_file_job_runs_and_a_change_to_its_sql_file_alone_upgrades_it_from
     git.write("jobs/clicks.yaml", &sql_job("sql_file: clicks.sql\n"));
     git.commit_push("a SQL job");
     let d = start(tmp.path(), &cfg).await;
-    let jid1 = running(&d, &url, "clicks", &[]).await;
+    let (_, jid1) = running(&d, &url, "clicks", &[]).await;
     let (name, _) = flink_job(&url, &jid1).await.unwrap();
     assert_eq!(name, "clicks", "the Flink job is named after the job");
 
@@ -147,7 +89,7 @@ async fn a_sql_file_job_runs_and_a_change_to_its_sql_file_alone_upgrades_it_from
     git.write("jobs/clicks.sql", &clicks_sql(7, "clicks"));
     let before = git.git(&["rev-parse", "HEAD"]).trim().to_string();
     let after = git.commit_push("faster clicks");
-    let jid2 = running(&d, &url, "clicks", std::slice::from_ref(&jid1)).await;
+    let (_, jid2) = running(&d, &url, "clicks", std::slice::from_ref(&jid1)).await;
     assert_eq!(
         flink_job(&url, &jid1).await.map(|j| j.1).as_deref(),
         Some("FINISHED")
@@ -187,7 +129,7 @@ async fn a_statement_flink_refuses_is_deploy_failed_at_its_place_and_the_running
     );
     git.commit_push("an inline SQL job");
     let d = start(tmp.path(), &cfg).await;
-    let jid1 = running(&d, &url, "inline", &[]).await;
+    let (_, jid1) = running(&d, &url, "inline", &[]).await;
 
     git.write(
         "jobs/inline.yaml",
@@ -210,7 +152,7 @@ async fn a_statement_flink_refuses_is_deploy_failed_at_its_place_and_the_running
         "placed in the job file: {e:?}"
     );
     // The previous version runs again, from the savepoint of its stop.
-    let jid2 = running(&d, &url, "inline", std::slice::from_ref(&jid1)).await;
+    let (_, jid2) = running(&d, &url, "inline", std::slice::from_ref(&jid1)).await;
     assert_eq!(restored_from(&url, &jid2).await["is_savepoint"], true);
 }
 
@@ -237,7 +179,7 @@ async fn a_sql_job_calls_a_udf_from_its_project_jar() {
     git.write("jobs/udf.yaml", &job);
     git.commit_push("a SQL job with a UDF");
     let d = start(tmp.path(), &cfg).await;
-    let jid = running(&d, &url, "udf", &[]).await;
+    let (_, jid) = running(&d, &url, "udf", &[]).await;
     // Still running a moment later: the function was found and runs.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
@@ -259,7 +201,7 @@ async fn sql_whose_state_no_longer_matches_is_deploy_failed_and_the_previous_ver
     );
     git.commit_push("v1");
     let d = start(tmp.path(), &cfg).await;
-    let jid1 = running(&d, &url, "state", &[]).await;
+    let (_, jid1) = running(&d, &url, "state", &[]).await;
 
     // Grouped by another key, same operators: Flink takes the job, then cannot read the keyed
     // state of the savepoint back and fails it while it starts. (A change of operators is
@@ -288,7 +230,7 @@ async fn sql_whose_state_no_longer_matches_is_deploy_failed_and_the_previous_ver
         "Flink's reason, or none: {e:?}"
     );
     // v1 runs again, from the savepoint its stop took; nothing was retried or given up.
-    let jid3 = running(&d, &url, "state", std::slice::from_ref(&jid1)).await;
+    let (_, jid3) = running(&d, &url, "state", std::slice::from_ref(&jid1)).await;
     let restored = restored_from(&url, &jid3).await;
     assert_eq!(restored["is_savepoint"], true, "{restored}");
     let sps = d.store.savepoints("state", 10).unwrap();

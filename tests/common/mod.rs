@@ -2,6 +2,8 @@
 //! the daemon run in-process on a free loopback port, and bounded waits.
 #![allow(dead_code)]
 
+pub mod flink;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
