@@ -15,6 +15,13 @@
 //! - flink (needs a cluster: `JOBKEEPER_FLINK_URL`, `JOBKEEPER_FLINK_LIB`; skipped with a note
 //!   when unset): commit → job RUNNING (build excluded), failure → resubmitted → RUNNING with a
 //!   1 s `health.interval`, savepoint upgrade end to end; the same for a SQL job (warm runner);
+//! - adopt (the flink cluster; its task slots must hold 2N + 1 one-slot jobs): `jobkeeper
+//!   import` over N jobs started outside jobkeeper against one `GET /jobs/overview`, one commit
+//!   adopting N against one submitting N, and the health loop's requests per sweep with no job,
+//!   N unmanaged and N adopted ([`adopt`]);
+//! - flink-health (the flink cluster): unhealthy detection latency against `health.interval`,
+//!   and REST requests per health sweep for 1, 20 and 100 jobs, the last against answers
+//!   recorded from the cluster ([`flink_health`]);
 //! - spark (needs a cluster: `JOBKEEPER_SPARK_URL`, `_MASTER`, `_UI`, `_JARS`; skipped with a
 //!   note when unset): commit → driver RUNNING against the same create sent straight to the
 //!   REST server, and schedule tick → driver RUNNING.
@@ -26,8 +33,9 @@
 //! Environment: `BENCH_PUSHES` (default 30), `BENCH_JOBS` (default 10000), `BENCH_FLINK`
 //! and `BENCH_SPARK` (default 10), `BENCH_FLEET` (default 2000), `BENCH_ONLY` (`push`, `plan`,
 //! `prune`, `start`, `restart`, `health`, `api`, `hook`, `fleet`, `flink`, `flink-rollback`,
-//! `flink-move`, `spark`, `validate`: run one),
-//! `BENCH_SQL_JOBS` (default 1000).
+//! `flink-move`, `adopt`, `flink-health`, `spark`, `validate`: run one),
+//! `BENCH_SQL_JOBS` (default 1000), `BENCH_ADOPT` (default 20), `BENCH_HEALTH_JOBS` (default 5
+//! per kind and interval).
 
 use std::io::Write as _;
 use std::os::unix::process::CommandExt as _;
@@ -37,6 +45,15 @@ use std::time::{Duration, Instant};
 
 use jobkeeper::store::Store;
 use tokio_util::sync::CancellationToken;
+
+#[path = "core/adopt.rs"]
+mod adopt;
+#[path = "core/counting.rs"]
+mod counting;
+#[path = "core/fleet.rs"]
+mod fleet;
+#[path = "core/flink_health.rs"]
+mod flink_health;
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -1935,6 +1952,67 @@ fn main() {
             ),
             _ => println!(
                 "note: flink rollback bench skipped: JOBKEEPER_FLINK_URL and JOBKEEPER_FLINK_LIB are not set"
+            ),
+        }
+    }
+    if want("adopt") {
+        match (
+            std::env::var("JOBKEEPER_FLINK_URL"),
+            std::env::var("JOBKEEPER_FLINK_LIB"),
+        ) {
+            (Ok(url), Ok(lib)) => {
+                let n = std::env::var("BENCH_ADOPT")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(if smoke { 2 } else { 20 });
+                let window = Duration::from_secs(if smoke { 3 } else { 10 });
+                rows.extend(adopt::bench_adopt(
+                    &url,
+                    &lib,
+                    n,
+                    if smoke { 1 } else { 5 },
+                    window,
+                ));
+            }
+            _ if only.as_deref() == Some("adopt") && !smoke => panic!(
+                "BENCH_ONLY=adopt needs JOBKEEPER_FLINK_URL and JOBKEEPER_FLINK_LIB (see docs/BENCHMARKS.md)"
+            ),
+            _ => println!(
+                "note: adopt bench skipped: JOBKEEPER_FLINK_URL and JOBKEEPER_FLINK_LIB are not set"
+            ),
+        }
+    }
+    if want("flink-health") {
+        match (
+            std::env::var("JOBKEEPER_FLINK_URL"),
+            std::env::var("JOBKEEPER_FLINK_LIB"),
+        ) {
+            (Ok(url), Ok(lib)) => {
+                // The smoke run counts requests only: a latency sample waits out a 15 s
+                // checkpoint age.
+                let k = std::env::var("BENCH_HEALTH_JOBS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(if smoke { 0 } else { 5 });
+                if smoke {
+                    println!("note: flink-health smoke run: requests per sweep only, no latency");
+                }
+                let sizes = if smoke { (2, 5) } else { (20, 100) };
+                let window = Duration::from_secs(if smoke { 3 } else { 10 });
+                rows.extend(flink_health::bench_flink_health(
+                    &url,
+                    &lib,
+                    k,
+                    &[1, 2, 5],
+                    sizes,
+                    window,
+                ));
+            }
+            _ if only.as_deref() == Some("flink-health") && !smoke => panic!(
+                "BENCH_ONLY=flink-health needs JOBKEEPER_FLINK_URL and JOBKEEPER_FLINK_LIB (see docs/BENCHMARKS.md)"
+            ),
+            _ => println!(
+                "note: flink-health bench skipped: JOBKEEPER_FLINK_URL and JOBKEEPER_FLINK_LIB are not set"
             ),
         }
     }

@@ -11,6 +11,7 @@
 # VERSION defaults to $FLINK_VERSION, else 2.3.0; 1.19 and later are supported (PyPI carries
 # 1.17-1.20 and 2.0-2.3). 2.3.0 lives in .venv-flink, any other version in .venv-flink-X.Y
 # (e.g. .venv-flink-1.20); FLINK_VENV overrides the folder.
+# FLINK_SLOTS sets the TaskManager's task slots (default 8; a job of parallelism 1 takes one).
 # Needs python3 (venv) and Java 17. REST_PORT defaults to 8081. Everything the cluster writes
 # (logs, pids, checkpoints, savepoints, uploaded jars) stays under DIR. FLINK_EXTRA_CONF adds
 # flat `key: value` lines to the config (e.g. `jobmanager.scheduler: adaptive`, the scheduler
@@ -78,7 +79,7 @@ jobmanager:
 taskmanager:
   bind-host: 127.0.0.1
   host: 127.0.0.1
-  numberOfTaskSlots: 8
+  numberOfTaskSlots: ${FLINK_SLOTS:-8}
   memory:
     process:
       size: 1024m
