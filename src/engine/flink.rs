@@ -933,17 +933,27 @@ impl Engine for FlinkEngine {
     }
 
     /// One `GET /jobs/{id}/metrics` per run (restarts and the latest checkpoint in one answer),
-    /// all at once, plus one `GET /jobs/overview` for the runs' start times.
-    async fn health(&self, handles: &[RunHandle]) -> Result<Vec<Option<HealthFacts>>, EngineError> {
+    /// all at once. The runs' start times come from `live` (the sweep's own
+    /// `GET /jobs/overview`), or from one more `GET /jobs/overview` when it is not given.
+    async fn health(
+        &self,
+        handles: &[RunHandle],
+        live: Option<&[ClusterJob]>,
+    ) -> Result<Vec<Option<HealthFacts>>, EngineError> {
         if handles.is_empty() {
             return Ok(Vec::new());
         }
-        let overview = self.get("/jobs/overview").await?;
-        let started: HashMap<&str, i64> = overview["jobs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|j| Some((j["jid"].as_str()?, j["start-time"].as_i64()?)))
+        let asked;
+        let live = match live {
+            Some(live) => live,
+            None => {
+                asked = overview_jobs(&self.get("/jobs/overview").await?);
+                &asked
+            }
+        };
+        let started: HashMap<&str, i64> = live
+            .iter()
+            .filter_map(|j| Some((j.engine_id.as_str(), j.since_ms?)))
             .collect();
         let mut calls = tokio::task::JoinSet::new();
         for (i, h) in handles.iter().enumerate() {

@@ -287,8 +287,14 @@ pub trait Engine: Send + Sync {
     }
 
     /// The health figures of live runs, one entry per handle (`None`: the engine has none for
-    /// it). The default: none.
-    async fn health(&self, handles: &[RunHandle]) -> Result<Vec<Option<HealthFacts>>, EngineError> {
+    /// it). `live` is the cluster's live jobs as the same sweep's [`Engine::survey`] listed
+    /// them, when it did (flink reads the runs' start times there instead of asking again).
+    /// The default: none.
+    async fn health(
+        &self,
+        handles: &[RunHandle],
+        _live: Option<&[ClusterJob]>,
+    ) -> Result<Vec<Option<HealthFacts>>, EngineError> {
         Ok(vec![None; handles.len()])
     }
 

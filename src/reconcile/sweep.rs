@@ -38,12 +38,14 @@ pub async fn sweep_loop(
 }
 
 /// Asks the engine for the health figures of its running runs whose jobs check health (one
-/// batch per engine), and hands them to their actors.
+/// batch per engine, given the cluster's `live` jobs from the same sweep's status answer), and
+/// hands them to their actors.
 async fn health(
     ctx: &Context,
     reconciler: &Reconciler,
     engine: &Arc<dyn Engine>,
     running: JobRuns,
+    live: Option<&[ClusterJob]>,
 ) {
     let settings = ctx.settings.get();
     let names: Vec<&str> = running.iter().map(|(j, _)| j.as_str()).collect();
@@ -67,7 +69,7 @@ async fn health(
         return;
     }
     let handles: Vec<RunHandle> = checked.iter().map(|(_, h)| h.clone()).collect();
-    match engine.health(&handles).await {
+    match engine.health(&handles, live).await {
         Ok(facts) => {
             for ((job, handle), facts) in checked.into_iter().zip(facts) {
                 if let Some(facts) = facts {
@@ -173,10 +175,10 @@ pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
                         });
                     }
                 }
-                if let Some(live) = survey.live {
-                    note_unmanaged(ctx, engine.as_ref(), &live, &g.managed);
+                if let Some(live) = &survey.live {
+                    note_unmanaged(ctx, engine.as_ref(), live, &g.managed);
                 }
-                health(ctx, reconciler, engine, running).await;
+                health(ctx, reconciler, engine, running, survey.live.as_deref()).await;
             }
             Err(EngineError::Unreachable(e)) => {
                 ctx.outages.down(&ctx.events, &engine.location(), &e);
