@@ -240,8 +240,8 @@ impl std::fmt::Display for SweepCount {
 
 /// A recording of `n` jobs made from `answers` captured in front of a real cluster: its
 /// `/jobs/overview` cut to the jobs `ids` and repeated until there are `n` (each copy with a
-/// new job id and name), each copy's metrics answer that of the job it copies, and the
-/// cluster's `/config` and `/overview` as they were. Returns the recording and the new ids.
+/// new job id and name), each copy's answers (`/jobs/{id}`, its metrics) those of the job it
+/// copies, and the cluster's `/config` and `/overview` as they were. Returns the recording and the new ids.
 pub fn recording_of(
     answers: &HashMap<String, Answer>,
     ids: &[String],
@@ -274,9 +274,14 @@ pub fn recording_of(
         job["jid"] = id.clone().into();
         job["name"] = format!("{} copy {i}", src["name"].as_str().unwrap_or("job")).into();
         jobs.push(job);
-        for (path, a) in answers {
-            if let Some(rest) = path.strip_prefix(&format!("/jobs/{src_id}/metrics")) {
-                out.insert(format!("/jobs/{id}/metrics{rest}"), a.clone());
+        // Every answer about the job (its details, its metrics), its id changed to the copy's.
+        for (path, (status, ct, body)) in answers {
+            if path.starts_with(&format!("/jobs/{src_id}")) {
+                let body = String::from_utf8_lossy(body).replace(src_id, &id);
+                out.insert(
+                    path.replace(src_id, &id),
+                    (*status, ct.clone(), body.into_bytes()),
+                );
             }
         }
         new_ids.push(id);
