@@ -1965,7 +1965,7 @@ fn main() {
                     .ok()
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(if smoke { 2 } else { 20 });
-                let window = Duration::from_secs(if smoke { 3 } else { 10 });
+                let window = Duration::from_secs(if smoke { 4 } else { 10 });
                 rows.extend(adopt::bench_adopt(
                     &url,
                     &lib,
@@ -1998,7 +1998,7 @@ fn main() {
                     println!("note: flink-health smoke run: requests per sweep only, no latency");
                 }
                 let sizes = if smoke { (2, 5) } else { (20, 100) };
-                let window = Duration::from_secs(if smoke { 3 } else { 10 });
+                let window = Duration::from_secs(if smoke { 4 } else { 10 });
                 rows.extend(flink_health::bench_flink_health(
                     &url,
                     &lib,

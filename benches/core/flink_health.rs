@@ -243,7 +243,8 @@ fn requests(url: &str, lib: &str, many: usize, recorded: usize, window: Duration
     let replayed = replay(root, &project, lib, &answers, &ids, recorded, window);
     let row = |n: usize, c: &SweepCount, how: &str| {
         format!(
-            "| flink-health: REST requests per health sweep, {n} running jobs checking health ({how}) | {c} | N + 1 = {} |",
+            "| flink-health: REST requests per health sweep, {n} running job{} checking health ({how}) | {c} | N + 1 = {} |",
+            if n == 1 { "" } else { "s" },
             n + 1
         )
     };
