@@ -394,3 +394,40 @@ async fn a_job_whose_checkpoints_stop_completing_is_unhealthy_then_restarted() {
         "{runs:#?}"
     );
 }
+
+/// Flink serves its job metrics refreshed only every `metrics.fetcher.update-interval` (10 s by
+/// default), so the sweep's "latest checkpoint" can be seconds old. A job that checkpoints every
+/// 500 ms under a `checkpoint_age` of 3 s would look stalled between two refreshes; the daemon
+/// confirms with the fresh checkpoint stats before it calls a job unhealthy, so it never does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_age_below_flinks_metric_refresh_raises_no_false_unhealthy() {
+    let (url, lib) = (need("JOBKEEPER_FLINK_URL"), need("JOBKEEPER_FLINK_LIB"));
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = StopRunsOnDrop {
+        db: tmp.path().join("state/jobkeeper.db"),
+        method: "PATCH",
+        url: format!("{url}/jobs/{{id}}?mode=cancel"),
+    };
+    git.write(
+        "jobs/fresh.yaml",
+        &counter(
+            &lib,
+            "\"--rate\", \"20\"",
+            "",
+            "health: {checkpoint_age: 3s}\n",
+        ),
+    );
+    git.commit_push("a job checkpointing every 500 ms, checked against 3 s");
+    let d = start(tmp.path(), &cfg).await;
+    let (_, jid) = running(&d, &url, "fresh", &[]).await;
+    // Two and a half of Flink's metric refreshes, a sweep every second.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert!(
+        !d.has_event("fresh", "unhealthy"),
+        "a job checkpointing every 500 ms was called unhealthy: {:#?}",
+        d.events("fresh")
+    );
+    assert_eq!(flink_state(&url, &jid).await.as_deref(), Some("RUNNING"));
+    assert_eq!(d.runs("fresh").len(), 1, "never restarted");
+}

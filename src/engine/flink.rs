@@ -88,6 +88,14 @@ pub fn health_facts(body: &Value, started_ms: i64) -> HealthFacts {
     }
 }
 
+/// When the latest completed checkpoint (or savepoint) in an answer of
+/// `GET /jobs/{id}/checkpoints` completed: its last acknowledgement, ms since the epoch.
+pub fn completed_at(body: &Value) -> Option<i64> {
+    body["latest"]["completed"]["latest_ack_timestamp"]
+        .as_i64()
+        .filter(|t| *t > 0)
+}
+
 /// The Flink job id of run `run_id` of `job` for the daemon whose state folder is `salt`:
 /// 32 hex digits.
 pub fn job_id(salt: &str, job: &str, run_id: i64) -> String {
@@ -984,6 +992,14 @@ impl Engine for FlinkEngine {
         Ok(out)
     }
 
+    async fn latest_checkpoint_ms(&self, handle: &RunHandle) -> Option<i64> {
+        let body = self
+            .get(&format!("/jobs/{}/checkpoints", handle.engine_id))
+            .await
+            .ok()?;
+        completed_at(&body)
+    }
+
     async fn root_exception(&self, handle: &RunHandle) -> Option<String> {
         let body = self
             .get(&format!("/jobs/{}/exceptions", handle.engine_id))
@@ -1082,6 +1098,16 @@ mod tests {
         assert!(!f.checkpoints && f.last_checkpoint_ms.is_none() && f.restarts == 0);
         // Nothing known (an empty answer): nothing unhealthy.
         assert_eq!(health_facts(&json!([]), 7).restarts, 0);
+    }
+
+    #[test]
+    fn a_checkpoints_completion_time_is_read_from_the_checkpoint_stats() {
+        let body = json!({"latest": {"completed": {"@class": "completed", "id": 4,
+            "trigger_timestamp": 1_796_298_334_000_i64, "latest_ack_timestamp": 1_796_298_334_442_i64}}});
+        assert_eq!(completed_at(&body), Some(1_796_298_334_442));
+        // No checkpoint completed yet.
+        assert_eq!(completed_at(&json!({"latest": {"completed": null}})), None);
+        assert_eq!(completed_at(&json!({})), None);
     }
 
     #[test]

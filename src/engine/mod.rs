@@ -315,6 +315,16 @@ pub trait Engine: Send + Sync {
         Ok(HashMap::new())
     }
 
+    /// When the latest checkpoint of a live run completed (ms since the epoch), read fresh
+    /// from the engine's checkpoint statistics (flink: one `GET /jobs/{id}/checkpoints`). The
+    /// health sweep's figures can lag (Flink serves metrics refreshed every
+    /// `metrics.fetcher.update-interval`, 10 s by default), so a run they show past its
+    /// `health.checkpoint_age` is confirmed here before it is called unhealthy. The default:
+    /// none (nothing fresher is known).
+    async fn latest_checkpoint_ms(&self, _handle: &RunHandle) -> Option<i64> {
+        None
+    }
+
     /// The root exception of a live run, when the engine keeps one (flink: the latest entry of
     /// its exception history). The default: none.
     async fn root_exception(&self, _handle: &RunHandle) -> Option<String> {

@@ -13,7 +13,7 @@ use crate::store::{RunState, now_ms};
 
 impl Actor {
     /// Judges one sweep's figures of run `run_id`.
-    pub(super) async fn on_health(&mut self, run_id: i64, facts: HealthFacts) {
+    pub(super) async fn on_health(&mut self, run_id: i64, mut facts: HealthFacts) {
         let Some(pos) = self.live.iter().position(|l| l.run_id == run_id) else {
             return;
         };
@@ -29,7 +29,15 @@ impl Actor {
             self.health = (Some(run_id), Vec::new());
         }
         let now = now_ms();
-        let verdict = decide::unhealthy(&guard, &facts, &self.health.1, now);
+        let mut verdict = decide::unhealthy(&guard, &facts, &self.health.1, now);
+        if verdict.is_some() && guard.checkpoint_age.is_some() && facts.checkpoints {
+            // The sweep's checkpoint time can lag; judge again with the engine's fresh one.
+            let live = &self.live[pos];
+            if let Some(fresh) = live.engine.latest_checkpoint_ms(&live.handle).await {
+                facts.last_checkpoint_ms = facts.last_checkpoint_ms.max(Some(fresh));
+                verdict = decide::unhealthy(&guard, &facts, &self.health.1, now);
+            }
+        }
         let samples = &mut self.health.1;
         samples.push(RestartSample {
             at_ms: now,
