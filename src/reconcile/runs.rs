@@ -235,6 +235,18 @@ impl Actor {
                         self.event(Some(live.run_id), &JobEvent::Stopped { why });
                         self.restore = Some(sp);
                     }
+                    // A stop that was to keep state but reported no savepoint (the job had
+                    // ended already, or the answer was lost): start from what it left.
+                    None if keep_state => {
+                        tracing::warn!(job = %self.name, run = live.run_id, "stopped with no savepoint reported: {why}");
+                        if let Ok(Some(point)) = live.engine.restore_point(&live.handle).await {
+                            self.keep_savepoint(live.run_id, &point, "checkpoint");
+                            let why =
+                                format!("stopped; starting from its latest state {point}: {why}");
+                            self.event(Some(live.run_id), &JobEvent::Stopped { why });
+                            self.restore = Some(point);
+                        }
+                    }
                     None => tracing::info!(job = %self.name, run = live.run_id, "stopped: {why}"),
                 }
                 Ok(())
