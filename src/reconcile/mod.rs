@@ -149,7 +149,7 @@ impl Reconciler {
         let _ = tx.send(msg);
         actors.insert(job.to_string(), tx);
         let actor = actor::Actor::new(job.to_string(), self.ctx.clone(), self.cancel.clone());
-        self.tracker.spawn(actor.run(rx));
+        self.tracker.spawn(Box::new(actor).run(rx));
     }
 
     /// The job's desired spec may have changed.
@@ -186,23 +186,23 @@ impl Reconciler {
     /// clears `gave_up` and a stalled version, stops the live run and submits again. `who` is
     /// recorded with the `restarted` event.
     pub fn restart(&self, job: &str, who: &str) {
-        self.send(job, Msg::Restart(who.to_string()));
+        self.send(job, Msg::Restart(Box::new(who.to_string())));
     }
 
     /// The health sweep's figures of a live run.
     pub fn health(&self, job: &str, run_id: i64, facts: crate::engine::HealthFacts) {
-        self.send(job, Msg::Health { run_id, facts });
+        self.send(job, Msg::Health(Box::new((run_id, facts))));
     }
 
     /// The health sweep's task count of a RUNNING run.
     pub fn tasks(&self, job: &str, run_id: i64, tasks: u64) {
-        self.send(job, Msg::Tasks { run_id, tasks });
+        self.send(job, Msg::Tasks(Box::new((run_id, tasks))));
     }
 
     /// A run ended.
     pub fn exited(&self, exit: RunExit) {
         let job = exit.job.clone();
-        self.send(&job, Msg::Exit(exit));
+        self.send(&job, Msg::Exit(Box::new(exit)));
     }
 
     /// Waits until every actor has stopped (after the cancel token fired).
