@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -28,9 +27,8 @@ pub const ENGINE_WAIT: (Duration, Duration) = (Duration::from_secs(1), Duration:
 
 /// What an actor is asked to do.
 ///
-/// Payloads are boxed so a message is two words: every job's channel allocates room for 32
-/// messages up front (tokio's block), which over 10,000 jobs is 5 MB at 16 bytes a message
-/// and 20 MB at 64.
+/// Payloads are boxed so a message is two words: messages wait in a job's mailbox, and the
+/// common ones carry nothing.
 pub enum Msg {
     /// The desired spec may have changed: look at the store again.
     Desired,
@@ -166,7 +164,7 @@ impl Actor {
     ///
     /// The actor comes boxed: an `async fn` keeps its arguments and the locals made from them
     /// both in its future, so an actor passed by value would sit twice in every job's task.
-    pub async fn run(mut self: Box<Self>, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    pub async fn run(mut self: Box<Self>, mut rx: super::mailbox::Receiver<Msg>) {
         if !self.init() {
             return;
         }

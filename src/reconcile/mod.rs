@@ -19,7 +19,8 @@
 //! savepoint history, that the next run starts from), and a stop that does not reach the
 //! cluster leaves the run live. Reconcile never names an engine.
 //!
-//! Files: [`decide`] (pure decisions), [`actor`] (the actor and its messages), `deploy` (new
+//! Files: [`decide`] (pure decisions), [`actor`] (the actor and its messages), [`mailbox`] (the
+//! queue of a job's messages, small enough for 10,000 idle jobs), `deploy` (new
 //! versions and `follow`), `runs` (submit, stop, exits, adoption), `timers` (schedules,
 //! restarts, timeouts), `rollback` (a new version that fails before it is ready), `unhealthy`
 //! (a RUNNING run the health sweep finds unhealthy), `rescaled` (a run rescaled outside
@@ -32,6 +33,7 @@ pub mod actor;
 pub mod decide;
 mod deploy;
 pub mod emit;
+pub mod mailbox;
 pub mod outages;
 pub mod parallelism;
 pub mod recover;
@@ -48,7 +50,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -108,7 +109,7 @@ pub fn cluster_url(location: &str) -> String {
 /// Routes work to the job actors, creating them on first use.
 pub struct Reconciler {
     ctx: Arc<Context>,
-    actors: Mutex<HashMap<String, mpsc::UnboundedSender<Msg>>>,
+    actors: Mutex<HashMap<String, mailbox::Sender<Msg>>>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 }
@@ -137,14 +138,14 @@ impl Reconciler {
         let msg = match actors.get(job) {
             Some(tx) => match tx.send(msg) {
                 Ok(()) => return,
-                Err(mpsc::error::SendError(m)) => m,
+                Err(m) => m,
             },
             None => msg,
         };
         if self.cancel.is_cancelled() {
             return;
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mailbox::mailbox();
         // The receiver is alive: it was just made.
         let _ = tx.send(msg);
         actors.insert(job.to_string(), tx);
