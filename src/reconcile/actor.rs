@@ -168,11 +168,12 @@ impl Actor {
         if !self.init() {
             return;
         }
-        self.finish_rollback().await;
+        // The work futures are boxed: an idle actor (most of them, most of the time) then
+        // holds only this small loop, not the state of its largest step (an unboxed one here
+        // made every job's task 2.3 KB instead of 0.5 KB).
+        Box::pin(self.finish_rollback()).await;
         loop {
             let deadline = self.next_deadline();
-            // The work futures are boxed: an idle actor (most of them, most of the time) then
-            // holds only this small loop, not the state of its largest step.
             let done = tokio::select! {
                 () = self.cancel.cancelled() => {
                     Box::pin(self.shutdown()).await;
