@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -27,30 +26,27 @@ use crate::store::{JobRow, JobState, RunState};
 pub const ENGINE_WAIT: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
 
 /// What an actor is asked to do.
+///
+/// Payloads are boxed so a message is two words: messages wait in a job's mailbox, and the
+/// common ones carry nothing.
 pub enum Msg {
     /// The desired spec may have changed: look at the store again.
     Desired,
     /// A run ended.
-    Exit(RunExit),
+    Exit(Box<RunExit>),
     /// Check whether a `follow: true` project's branch moved.
     Follow,
     /// An operator asked for a restart (who asked).
-    Restart(String),
-    /// The health sweep's figures of a live run.
-    Health {
-        /// The store's run id.
-        run_id: i64,
-        /// What the engine said.
-        facts: crate::engine::HealthFacts,
-    },
-    /// The health sweep's task count of a RUNNING run (a change means it was rescaled).
-    Tasks {
-        /// The store's run id.
-        run_id: i64,
-        /// The engine's count (flink: the sum of the run's vertices' parallelism).
-        tasks: u64,
-    },
+    Restart(Box<String>),
+    /// The health sweep's figures of a live run: the store's run id and what the engine said.
+    Health(Box<(i64, crate::engine::HealthFacts)>),
+    /// The health sweep's task count of a RUNNING run (a change means it was rescaled): the
+    /// store's run id and the engine's count (flink: the sum of the run's vertices'
+    /// parallelism).
+    Tasks(Box<(i64, u64)>),
 }
+
+const _: () = assert!(std::mem::size_of::<Msg>() <= 16);
 
 /// Whether the job keeps its runs up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,15 +161,19 @@ impl Actor {
 
     /// Takes over what the store and a previous daemon left, then handles messages and timers
     /// one at a time until the daemon stops or the job is removed.
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    ///
+    /// The actor comes boxed: an `async fn` keeps its arguments and the locals made from them
+    /// both in its future, so an actor passed by value would sit twice in every job's task.
+    pub async fn run(mut self: Box<Self>, mut rx: super::mailbox::Receiver<Msg>) {
         if !self.init() {
             return;
         }
-        self.finish_rollback().await;
+        // The work futures are boxed: an idle actor (most of them, most of the time) then
+        // holds only this small loop, not the state of its largest step (an unboxed one here
+        // made every job's task 2.3 KB instead of 0.5 KB).
+        Box::pin(self.finish_rollback()).await;
         loop {
             let deadline = self.next_deadline();
-            // The work futures are boxed: an idle actor (most of them, most of the time) then
-            // holds only this small loop, not the state of its largest step.
             let done = tokio::select! {
                 () = self.cancel.cancelled() => {
                     Box::pin(self.shutdown()).await;
@@ -182,14 +182,16 @@ impl Actor {
                 msg = rx.recv() => match msg {
                     None => return,
                     Some(Msg::Desired) => Box::pin(self.converge()).await,
-                    Some(Msg::Exit(exit)) => Box::pin(self.on_exit(exit)).await,
+                    Some(Msg::Exit(exit)) => Box::pin(self.on_exit(*exit)).await,
                     Some(Msg::Follow) => { Box::pin(self.follow()).await; false }
-                    Some(Msg::Restart(who)) => Box::pin(self.restart(who)).await,
-                    Some(Msg::Health { run_id, facts }) => {
+                    Some(Msg::Restart(who)) => Box::pin(self.restart(*who)).await,
+                    Some(Msg::Health(health)) => {
+                        let (run_id, facts) = *health;
                         Box::pin(self.on_health(run_id, facts)).await;
                         false
                     }
-                    Some(Msg::Tasks { run_id, tasks }) => {
+                    Some(Msg::Tasks(counted)) => {
+                        let (run_id, tasks) = *counted;
                         Box::pin(self.on_tasks(run_id, tasks)).await;
                         false
                     }

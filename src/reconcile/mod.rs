@@ -19,7 +19,8 @@
 //! savepoint history, that the next run starts from), and a stop that does not reach the
 //! cluster leaves the run live. Reconcile never names an engine.
 //!
-//! Files: [`decide`] (pure decisions), [`actor`] (the actor and its messages), `deploy` (new
+//! Files: [`decide`] (pure decisions), [`actor`] (the actor and its messages), [`mailbox`] (the
+//! queue of a job's messages, small enough for 10,000 idle jobs), `deploy` (new
 //! versions and `follow`), `runs` (submit, stop, exits, adoption), `timers` (schedules,
 //! restarts, timeouts), `rollback` (a new version that fails before it is ready), `unhealthy`
 //! (a RUNNING run the health sweep finds unhealthy), `rescaled` (a run rescaled outside
@@ -32,6 +33,7 @@ pub mod actor;
 pub mod decide;
 mod deploy;
 pub mod emit;
+pub mod mailbox;
 pub mod outages;
 pub mod parallelism;
 pub mod recover;
@@ -48,7 +50,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -108,7 +109,7 @@ pub fn cluster_url(location: &str) -> String {
 /// Routes work to the job actors, creating them on first use.
 pub struct Reconciler {
     ctx: Arc<Context>,
-    actors: Mutex<HashMap<String, mpsc::UnboundedSender<Msg>>>,
+    actors: Mutex<HashMap<String, mailbox::Sender<Msg>>>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 }
@@ -137,19 +138,19 @@ impl Reconciler {
         let msg = match actors.get(job) {
             Some(tx) => match tx.send(msg) {
                 Ok(()) => return,
-                Err(mpsc::error::SendError(m)) => m,
+                Err(m) => m,
             },
             None => msg,
         };
         if self.cancel.is_cancelled() {
             return;
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mailbox::mailbox();
         // The receiver is alive: it was just made.
         let _ = tx.send(msg);
         actors.insert(job.to_string(), tx);
         let actor = actor::Actor::new(job.to_string(), self.ctx.clone(), self.cancel.clone());
-        self.tracker.spawn(actor.run(rx));
+        self.tracker.spawn(Box::new(actor).run(rx));
     }
 
     /// The job's desired spec may have changed.
@@ -186,23 +187,23 @@ impl Reconciler {
     /// clears `gave_up` and a stalled version, stops the live run and submits again. `who` is
     /// recorded with the `restarted` event.
     pub fn restart(&self, job: &str, who: &str) {
-        self.send(job, Msg::Restart(who.to_string()));
+        self.send(job, Msg::Restart(Box::new(who.to_string())));
     }
 
     /// The health sweep's figures of a live run.
     pub fn health(&self, job: &str, run_id: i64, facts: crate::engine::HealthFacts) {
-        self.send(job, Msg::Health { run_id, facts });
+        self.send(job, Msg::Health(Box::new((run_id, facts))));
     }
 
     /// The health sweep's task count of a RUNNING run.
     pub fn tasks(&self, job: &str, run_id: i64, tasks: u64) {
-        self.send(job, Msg::Tasks { run_id, tasks });
+        self.send(job, Msg::Tasks(Box::new((run_id, tasks))));
     }
 
     /// A run ended.
     pub fn exited(&self, exit: RunExit) {
         let job = exit.job.clone();
-        self.send(&job, Msg::Exit(exit));
+        self.send(&job, Msg::Exit(Box::new(exit)));
     }
 
     /// Waits until every actor has stopped (after the cancel token fired).

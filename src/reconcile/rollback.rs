@@ -71,12 +71,14 @@ impl Actor {
         let ready_ms = i64::try_from(guard.ready_within.as_millis()).unwrap_or(i64::MAX);
         self.versions = VersionsRow {
             probation_until: previous.as_ref().map(|_| now_ms().saturating_add(ready_ms)),
-            previous: previous.map(|p| PreviousVersion {
-                spec: p.spec,
-                hash: p.hash,
-                artifact: p.artifact,
-                restore,
-                commit: p.commit,
+            previous: previous.map(|p| {
+                Box::new(PreviousVersion {
+                    spec: p.spec,
+                    hash: p.hash,
+                    artifact: p.artifact,
+                    restore,
+                    commit: p.commit,
+                })
             }),
             ..VersionsRow::default()
         };

@@ -110,19 +110,12 @@ impl Store {
     /// Sets the callback every later [`Store::event`] and [`Store::apply_commit`] note is
     /// forwarded to (on every clone of this store).
     pub fn set_event_sink(&self, sink: EventSink) {
-        *self
-            .sink
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sink);
+        *self.sink.lock() = Some(sink);
     }
 
     /// Hands committed events to the sink, if one is set.
     pub(super) fn forward(&self, events: &[EventRow]) {
-        let sink = self
-            .sink
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let sink = self.sink.lock().clone();
         if let Some(sink) = sink {
             for e in events {
                 sink(e);

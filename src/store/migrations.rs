@@ -17,13 +17,14 @@ use crate::event::EventKind;
 type Step = fn(&Connection) -> Result<()>;
 
 /// The steps, in order; step `i` makes version `i + 1`. Add new steps at the end.
-const STEPS: [Step; 6] = [
+const STEPS: [Step; 7] = [
     release_0_1_0,
     typed_events,
     versions,
     what_runs,
     retention_indexes,
     run_parallelism,
+    runs_with_artifacts,
 ];
 
 /// The schema version this build writes.
@@ -176,6 +177,16 @@ fn retention_indexes(conn: &Connection) -> Result<()> {
 /// parallelism), so a daemon adopting the run sees a rescale made while none watched it.
 fn run_parallelism(conn: &Connection) -> Result<()> {
     conn.execute_batch("ALTER TABLE runs ADD COLUMN parallelism TEXT;")?;
+    Ok(())
+}
+
+/// Migration 7: an index of the runs that have an artifact, so finding each job's previous
+/// artifact (which retention keeps) reads those runs only, not every run of a job without a
+/// project.
+fn runs_with_artifacts(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS runs_artifact ON runs(job, id) WHERE artifact_key IS NOT NULL;",
+    )?;
     Ok(())
 }
 

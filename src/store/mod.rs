@@ -3,7 +3,10 @@
 //!
 //! Every write that must be atomic (a whole commit's desired specs and the applied commit) is one
 //! transaction, so a crash at any point leaves either the old or the new state. Calls are short
-//! and synchronous; the connection sits behind a mutex.
+//! and synchronous; the connection sits behind a mutex. Retention's calls hand the mutex
+//! straight to a waiting caller when they end ([`parking_lot::MutexGuard::unlock_fair`]), and
+//! retention copies the write-ahead log into the database from a connection of its own
+//! ([`Checkpointer`]), so a job's write never waits for more than one small batch.
 //!
 //! Rows come back typed: states are enums, specs, artifacts and run handles are decoded here. A
 //! value that does not decode is a [`StoreError::Decode`] naming the table, row and column; it is
@@ -31,10 +34,11 @@ mod runs;
 mod savepoints;
 mod versions;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 
+use parking_lot::{Mutex, MutexGuard};
 use rusqlite::{Connection, params};
 use serde::de::DeserializeOwned;
 
@@ -42,7 +46,7 @@ pub use alerts::{AlertSentRow, NewAlertSent};
 pub use commits::{CommitRecord, DesiredUpdate};
 pub use events::{EventRow, EventSink, NewEvent};
 pub use jobs::{Applied, JobListRow, JobQuery, JobRow, JobState};
-pub use retention::PrunedRun;
+pub use retention::{Checkpointer, PruneCandidate, PrunedRun};
 pub use runs::{RunOrigin, RunRow, RunState, Running};
 pub use savepoints::SavepointRow;
 pub use versions::{PreviousVersion, VersionsRow};
@@ -89,6 +93,8 @@ type Result<T> = std::result::Result<T, StoreError>;
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// The store's file (`None` in memory): retention's [`Checkpointer`] opens it again.
+    path: Option<PathBuf>,
     /// Where recorded events are forwarded (alerts); see [`Store::set_event_sink`].
     sink: Arc<Mutex<Option<EventSink>>>,
     /// Writes that failed and were carried on from ([`Store::record`]).
@@ -113,28 +119,28 @@ impl Store {
         // Reads through a memory map instead of copying pages: lists of 10,000 jobs stay fast.
         conn.pragma_update(None, "mmap_size", 256_i64 * 1024 * 1024)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        Store::with(conn)
+        Store::with(conn, Some(path.to_path_buf()))
     }
 
     /// An in-memory store, for tests.
     pub fn in_memory() -> Result<Store> {
-        Store::with(Connection::open_in_memory()?)
+        Store::with(Connection::open_in_memory()?, None)
     }
 
-    fn with(conn: Connection) -> Result<Store> {
+    fn with(conn: Connection, path: Option<PathBuf>) -> Result<Store> {
         migrations::migrate(&conn)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
+            path,
             sink: Arc::default(),
             write_errors: Arc::default(),
         })
     }
 
+    /// The connection. (A panic while holding the lock cannot leave SQLite inconsistent, and
+    /// this mutex is not poisoned by one.)
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite inconsistent: keep going.
-        self.conn
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.conn.lock()
     }
 
     /// The rule for a failed write whose caller carries on (see docs/operations.md, "When a

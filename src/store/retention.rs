@@ -1,13 +1,18 @@
-//! Retention in the store: deleting a job's old runs and events in small batches, and the
-//! artifact keys that current, previous and live versions still need.
+//! Retention in the store: deleting a job's old runs and events in small batches, finding the
+//! jobs that have any, and the artifact keys that current, previous and live versions still need.
 //!
-//! Every call here is one short statement (or a few) bounded by a `limit`, so the store's lock
-//! is never held long and reconcile never waits behind a pruning pass. A live run (starting or
-//! running) is never deleted, nor a job's latest event (the job list shows it).
+//! Every call here is one short statement (or a few) bounded by a `limit`, and ends by handing
+//! the store's lock straight to a waiting caller (`unlock_fair`: without it the pass, which asks
+//! again at once, could take the lock back before a woken writer runs), so reconcile never waits
+//! behind more than one batch. A live run (starting or running) is never deleted, nor a job's
+//! latest event (the job list shows it). The write-ahead log a pass fills is copied into the
+//! database by the pass's own [`Checkpointer`], not by whichever job's write passes SQLite's
+//! automatic threshold.
 
 use std::collections::HashSet;
 
-use rusqlite::{OptionalExtension, params};
+use parking_lot::MutexGuard;
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Result, Store};
 
@@ -20,16 +25,100 @@ pub struct PrunedRun {
     pub log_path: String,
 }
 
+/// A job of a page of a pruning pass, and what of it retention may delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneCandidate {
+    /// The job.
+    pub job: String,
+    /// It has runs to delete.
+    pub runs: bool,
+    /// It has events to delete.
+    pub events: bool,
+}
+
+/// A connection of its own on the store's file that copies the write-ahead log into the
+/// database, PASSIVE (it neither waits for nor blocks writers). Without it, SQLite does the copy
+/// (and its `fsync`) inside the commit that takes the log past 1,000 pages: during a pass that
+/// deletes millions of rows, that is some job's state write.
+pub struct Checkpointer {
+    /// `None` for an in-memory store.
+    conn: Option<Connection>,
+}
+
+impl Checkpointer {
+    /// Copies what it can of the log into the database now; the log's pages and how many of
+    /// them are in the database (the rest are copied by a later checkpoint).
+    pub fn checkpoint(&self) -> Result<(i64, i64)> {
+        match &self.conn {
+            Some(conn) => Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })?),
+            None => Ok((0, 0)),
+        }
+    }
+}
+
+/// Hands the lock to a caller waiting for it, if any.
+fn release(conn: MutexGuard<'_, Connection>) {
+    MutexGuard::unlock_fair(conn);
+}
+
 impl Store {
-    /// Up to `limit` job names after `after` (all jobs, removed ones too), by name: a pruning
-    /// pass walks the jobs in pages.
-    pub fn job_names_after(&self, after: &str, limit: usize) -> Result<Vec<String>> {
+    /// A [`Checkpointer`] on this store's file.
+    pub fn checkpointer(&self) -> Result<Checkpointer> {
+        let conn = match &self.path {
+            Some(path) => {
+                let conn = Connection::open(path)?;
+                conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                Some(conn)
+            }
+            None => None,
+        };
+        Ok(Checkpointer { conn })
+    }
+
+    /// Up to `limit` jobs after `after` by name (all jobs, removed ones too; a pass walks them in
+    /// pages), each with whether it has runs past its latest `keep` that started before
+    /// `before_ms` and ended, and events before `before_ms` besides its latest. Index lookups
+    /// only, so a pass with nothing to delete costs a query per page. Run ids grow with time:
+    /// a job whose oldest ended run is younger than the age has no older one.
+    pub fn prune_candidates(
+        &self,
+        after: &str,
+        limit: usize,
+        keep: usize,
+        before_ms: i64,
+    ) -> Result<Vec<PruneCandidate>> {
         let conn = self.conn();
-        let mut st =
-            conn.prepare_cached("SELECT name FROM jobs WHERE name > ?1 ORDER BY name LIMIT ?2")?;
-        let rows = st
-            .query_map(params![after, limit as i64], |r| r.get(0))?
-            .collect::<std::result::Result<_, _>>()?;
+        let rows = {
+            let mut st = conn.prepare_cached(
+                "SELECT j.name,
+                     (SELECT id FROM runs WHERE job = j.name ORDER BY id DESC LIMIT 1 OFFSET ?3),
+                     (SELECT id FROM runs WHERE job = j.name
+                         AND state NOT IN ('starting', 'running') ORDER BY id LIMIT 1),
+                     (SELECT started_at FROM runs WHERE job = j.name
+                         AND state NOT IN ('starting', 'running') ORDER BY id LIMIT 1),
+                     EXISTS (SELECT 1 FROM events e WHERE e.job = j.name AND e.time < ?4
+                         AND e.id < (SELECT MAX(id) FROM events WHERE job = j.name))
+                 FROM jobs j WHERE j.name > ?1 ORDER BY j.name LIMIT ?2",
+            )?;
+            st.query_map(params![after, limit as i64, keep as i64, before_ms], |r| {
+                let boundary: Option<i64> = r.get(1)?;
+                let oldest: Option<i64> = r.get(2)?;
+                let started: Option<i64> = r.get(3)?;
+                let runs = match (boundary, oldest, started) {
+                    (Some(b), Some(id), Some(at)) => id <= b && at < before_ms,
+                    _ => false,
+                };
+                Ok(PruneCandidate {
+                    job: r.get(0)?,
+                    runs,
+                    events: r.get(4)?,
+                })
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?
+        };
+        release(conn);
         Ok(rows)
     }
 
@@ -51,6 +140,7 @@ impl Store {
             .query_row(params![job, keep as i64], |r| r.get(0))
             .optional()?;
         let Some(boundary) = boundary else {
+            release(conn);
             return Ok(Vec::new());
         };
         let tx = conn.transaction()?;
@@ -75,6 +165,7 @@ impl Store {
             )?;
         }
         tx.commit()?;
+        release(conn);
         Ok(pruned)
     }
 
@@ -90,6 +181,7 @@ impl Store {
                      ORDER BY time LIMIT ?3)",
             )?
             .execute(params![job, before_ms, limit as i64])?;
+        release(conn);
         Ok(n)
     }
 
@@ -102,30 +194,54 @@ impl Store {
                      SELECT id FROM alerts_sent WHERE sent_at < ?1 ORDER BY id LIMIT ?2)",
             )?
             .execute(params![before_ms, limit as i64])?;
+        release(conn);
         Ok(n)
     }
 
     /// The build keys of artifacts still needed: each job's deployed artifact, the rollback
-    /// version's, the artifacts of live runs, and each job's previous artifact (of its newest run built otherwise), which a
-    /// failed deploy starts again.
+    /// version's, the artifacts of live runs, and each job's previous artifact (of its newest run
+    /// built otherwise), which a failed deploy starts again. The jobs are read in pages, the lock
+    /// handed on between them.
     pub fn needed_artifacts(&self) -> Result<HashSet<String>> {
+        const PAGE: i64 = 500;
+        let mut keys = HashSet::new();
+        let mut after = String::new();
+        loop {
+            let conn = self.conn();
+            let page: Vec<(String, Option<String>, Option<String>)> = conn
+                .prepare_cached(
+                    "SELECT j.name, json_extract(j.artifact, '$.key'),
+                         (SELECT r.artifact_key FROM runs r WHERE r.job = j.name
+                             AND r.artifact_key IS NOT NULL
+                             AND r.artifact_key IS NOT json_extract(j.artifact, '$.key')
+                             ORDER BY r.id DESC LIMIT 1)
+                     FROM jobs j WHERE j.name > ?1 ORDER BY j.name LIMIT ?2",
+                )?
+                .query_map(params![after, PAGE], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<std::result::Result<_, _>>()?;
+            release(conn);
+            let full = page.len() as i64 == PAGE;
+            for (name, deployed, previous) in page {
+                keys.extend(deployed);
+                keys.extend(previous);
+                after = name;
+            }
+            if !full {
+                break;
+            }
+        }
         let conn = self.conn();
         let mut st = conn.prepare_cached(
-            "SELECT json_extract(artifact, '$.key') FROM jobs WHERE artifact IS NOT NULL
-             UNION SELECT json_extract(prev_artifact, '$.key') FROM versions
+            "SELECT json_extract(prev_artifact, '$.key') FROM versions
                  WHERE prev_artifact IS NOT NULL
              UNION SELECT artifact_key FROM runs
-                 WHERE state IN ('starting', 'running') AND artifact_key IS NOT NULL
-             UNION SELECT (SELECT r.artifact_key FROM runs r WHERE r.job = j.name
-                     AND r.artifact_key IS NOT NULL
-                     AND r.artifact_key IS NOT json_extract(j.artifact, '$.key')
-                     ORDER BY r.id DESC LIMIT 1)
-                 FROM jobs j",
+                 WHERE state IN ('starting', 'running') AND artifact_key IS NOT NULL",
         )?;
-        let keys = st
-            .query_map([], |r| r.get::<_, Option<String>>(0))?
-            .filter_map(|k| k.transpose())
-            .collect::<std::result::Result<_, _>>()?;
+        for key in st.query_map([], |r| r.get::<_, Option<String>>(0))? {
+            keys.extend(key?);
+        }
         Ok(keys)
     }
 
@@ -214,6 +330,80 @@ mod tests {
         assert_eq!(s.prune_events(Some("a"), 0, 100).unwrap(), 0);
         assert_eq!(s.events(Some("a"), 10).unwrap().len(), 1);
         assert_eq!(s.last_events().unwrap()["a"].kind, EventKind::Started);
+    }
+
+    #[test]
+    fn candidates_are_the_jobs_with_something_to_delete() {
+        let s = Store::in_memory().unwrap();
+        let names = ["few", "live", "old", "young"];
+        let updates: Vec<_> = names.iter().map(|n| spec_update(n, "dev")).collect();
+        s.apply_commit(&commit("c1"), &updates, &[]).unwrap();
+        // Keep 3, delete what started before 100.
+        for i in 0..5 {
+            run(&s, "old", None, 10 + i, true);
+            run(&s, "young", None, 100 + i, true);
+        }
+        run(&s, "live", None, 1, false);
+        for i in 0..3 {
+            run(&s, "live", None, 200 + i, true);
+        }
+        run(&s, "few", None, 1, true);
+        for job in ["old", "old", "few"] {
+            s.event(&NewEvent {
+                job: Some(job),
+                ..NewEvent::new(EventKind::Started, "x")
+            })
+            .unwrap();
+        }
+        let before = super::super::now_ms() + 1000;
+        let page = |after: &str, limit| {
+            s.prune_candidates(after, limit, 3, 100)
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.job, c.runs, c.events))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            page("", 10),
+            [
+                ("few".to_string(), false, false),
+                ("live".to_string(), false, false),
+                ("old".to_string(), true, false),
+                ("young".to_string(), false, false),
+            ]
+        );
+        assert_eq!(page("live", 1), [("old".to_string(), true, false)]);
+        let events = s.prune_candidates("", 10, 3, before).unwrap();
+        let with_events: Vec<_> = events.iter().filter(|c| c.events).map(|c| &c.job).collect();
+        assert_eq!(with_events, ["old"], "a job's latest event is kept");
+        // Once pruned, nothing is left to find.
+        while !s.prune_runs("old", 3, 100, 10).unwrap().is_empty() {}
+        assert!(s.prune_events(Some("old"), before, 10).unwrap() == 1);
+        assert!(
+            s.prune_candidates("", 10, 3, before)
+                .unwrap()
+                .iter()
+                .all(|c| !c.events && (!c.runs || c.job == "young")),
+        );
+        assert!(page("", 10).iter().all(|c| !c.1));
+    }
+
+    #[test]
+    fn the_checkpointer_copies_the_log_into_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        s.apply_commit(&commit("c1"), &[spec_update("a", "dev")], &[])
+            .unwrap();
+        s.conn()
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .unwrap();
+        for i in 0..20 {
+            run(&s, "a", None, i, true);
+        }
+        let (pages, copied) = s.checkpointer().unwrap().checkpoint().unwrap();
+        assert!(pages > 0 && copied == pages, "{pages} {copied}");
+        let memory = Store::in_memory().unwrap().checkpointer().unwrap();
+        assert_eq!(memory.checkpoint().unwrap(), (0, 0));
     }
 
     #[test]

@@ -29,8 +29,9 @@ pub struct PreviousVersion {
 /// A job's row of the `versions` table.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct VersionsRow {
-    /// The version before the current one, while the current one is on probation.
-    pub previous: Option<PreviousVersion>,
+    /// The version before the current one, while the current one is on probation (boxed: most
+    /// jobs have none, and every job's actor holds a row).
+    pub previous: Option<Box<PreviousVersion>>,
     /// Unix time (ms) until which the current version is on probation.
     pub probation_until: Option<i64>,
     /// The hash of the version a rollback refused.
@@ -72,13 +73,13 @@ impl Store {
             return Ok(VersionsRow::default());
         };
         if let (Some(spec), Some(hash)) = (spec, hash) {
-            out.previous = Some(PreviousVersion {
+            out.previous = Some(Box::new(PreviousVersion {
                 spec: serde_json::from_str(&spec)?,
                 hash,
                 artifact: artifact.map(|a| serde_json::from_str(&a)).transpose()?,
                 restore,
                 commit,
-            });
+            }));
         }
         Ok(out)
     }
@@ -130,13 +131,13 @@ mod tests {
         )
         .unwrap();
         let row = VersionsRow {
-            previous: Some(PreviousVersion {
+            previous: Some(Box::new(PreviousVersion {
                 spec,
                 hash: "h1".into(),
                 artifact: None,
                 restore: Some("file:/sp/1".into()),
                 commit: Some("abc".into()),
-            }),
+            })),
             probation_until: Some(42),
             refused_hash: Some("h2".into()),
             refused_commit: Some("def".into()),
