@@ -229,6 +229,43 @@ async fn a_failing_job_is_retried_alerted_with_the_driver_exception_then_gives_u
     );
 }
 
+/// Waits until the worker launched driver `id`'s JVM: its stderr starts with `Launch Command`,
+/// which the worker writes after it fetched the jar (from the daemon, over HTTP). A daemon
+/// stopped before that leaves the worker nothing to fetch from, and the driver fails.
+async fn launched(c: &Cluster, id: &str) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let master: serde_json::Value = match http.get(format!("{}/json/", c.ui)).send().await {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        for w in master["workers"].as_array().into_iter().flatten() {
+            let Some(ui) = w["webuiaddress"].as_str() else {
+                continue;
+            };
+            let log = http
+                .get(format!("{ui}/log/"))
+                .query(&[("driverId", id), ("logType", "stderr"), ("offset", "0")])
+                .send()
+                .await;
+            if let Ok(r) = log
+                && r.text().await.is_ok_and(|t| t.contains("Launch Command"))
+            {
+                return;
+            }
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "driver {id} not launched: {master}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_adopts_the_driver_and_removal_kills_it() {
     let c = cluster();
@@ -242,6 +279,7 @@ async fn a_restart_adopts_the_driver_and_removal_kills_it() {
     git.commit_push("a long spark driver");
     let mut d = start(tmp.path(), &cfg).await;
     let (run, id) = running(&d, &c, "stream", &[]).await;
+    launched(&c, &id).await;
     d.stop().await;
     assert_eq!(
         driver_state(&c, &id).await.as_deref(),
