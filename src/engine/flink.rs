@@ -36,8 +36,14 @@ use super::{
 };
 use crate::yaml::{Checker, Node};
 
+pub mod answers;
 pub mod identity;
 pub mod version;
+
+pub use answers::{
+    REASON_LINES, completed_at, error_text, health_facts, job_vertices, overview_jobs,
+    overview_tasks, requested_parallelism, summarize_trace, tasks_up,
+};
 pub use version::FlinkVersion;
 use version::is_live;
 
@@ -57,8 +63,6 @@ const SAVEPOINT_ATTEMPTS: u32 = 3;
 const TASKS_WAIT: Duration = Duration::from_secs(60);
 /// How often a savepoint or a stopping job is looked at.
 const POLL: Duration = Duration::from_millis(100);
-/// At most this many lines of a Flink stack trace go into a reason.
-const REASON_LINES: usize = 20;
 /// Flink's own name for `allowNonRestoredState`, accepted in `params.conf`.
 pub const IGNORE_UNCLAIMED_STATE: &str = "execution.savepoint.ignore-unclaimed-state";
 /// Checkpoint retention, set to [`RETENTION_DEFAULT`] unless `params.conf` says otherwise.
@@ -70,140 +74,10 @@ pub const RETENTION_DEFAULT: &str = "DELETE_ON_CANCELLATION";
 const HEALTH_METRICS: &str =
     "numRestarts,lastCheckpointCompletedTimestamp,totalNumberOfCheckpoints";
 
-/// The health figures in an answer of `GET /jobs/{id}/metrics?get=`[`HEALTH_METRICS`].
-pub fn health_facts(body: &Value, started_ms: i64) -> HealthFacts {
-    let metric = |id: &str| -> Option<i64> {
-        body.as_array()?.iter().find(|m| m["id"] == id)?["value"]
-            .as_str()?
-            .parse::<f64>()
-            .ok()
-            .map(|v| v as i64)
-    };
-    let last = metric("lastCheckpointCompletedTimestamp").filter(|t| *t > 0);
-    HealthFacts {
-        restarts: metric("numRestarts").map_or(0, |n| u64::try_from(n).unwrap_or(0)),
-        last_checkpoint_ms: last,
-        checkpoints: last.is_some() || metric("totalNumberOfCheckpoints").is_some_and(|n| n > 0),
-        started_ms,
-    }
-}
-
-/// When the latest completed checkpoint (or savepoint) in an answer of
-/// `GET /jobs/{id}/checkpoints` completed: its last acknowledgement, ms since the epoch.
-pub fn completed_at(body: &Value) -> Option<i64> {
-    body["latest"]["completed"]["latest_ack_timestamp"]
-        .as_i64()
-        .filter(|t| *t > 0)
-}
-
 /// The Flink job id of run `run_id` of `job` for the daemon whose state folder is `salt`:
 /// 32 hex digits.
 pub fn job_id(salt: &str, job: &str, run_id: i64) -> String {
     super::cluster::run_token(salt, job, run_id)
-}
-
-/// The first line of each Flink stack trace and its `Caused by:` lines, trimmed, at most
-/// `REASON_LINES` lines.
-pub fn summarize_trace(trace: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for (i, line) in trace.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with("at ") || line.starts_with("...") {
-            continue;
-        }
-        if (i == 0 || line.starts_with("Caused by:")) && !out.contains(&line) {
-            out.push(line);
-        }
-    }
-    if out.len() > REASON_LINES {
-        out.drain(1..out.len() - (REASON_LINES - 1));
-    }
-    out.join("\n")
-}
-
-/// The `errors` of a Flink error answer, summarized; the body itself when it has none.
-fn error_text(body: &Value, raw: &str) -> String {
-    match body.get("errors").and_then(Value::as_array) {
-        Some(errors) if !errors.is_empty() => errors
-            .iter()
-            .filter_map(Value::as_str)
-            .map(summarize_trace)
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => raw.chars().take(500).collect(),
-    }
-}
-
-/// The jobs of a `GET /jobs/overview` answer, in any state.
-pub fn overview_jobs(body: &Value) -> Vec<ClusterJob> {
-    body["jobs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|j| {
-            Some(ClusterJob {
-                engine_id: j["jid"].as_str()?.to_string(),
-                name: j["name"].as_str().unwrap_or_default().to_string(),
-                state: j["state"].as_str()?.to_string(),
-                since_ms: j["start-time"].as_i64().filter(|t| *t > 0),
-            })
-        })
-        .collect()
-}
-
-/// Whether every task of a job's `GET /jobs/overview` entry runs or has finished.
-fn tasks_up(job: &Value) -> bool {
-    let n = |k: &str| job["tasks"][k].as_u64().unwrap_or(0);
-    n("total") > 0 && n("running") + n("finished") == n("total")
-}
-
-/// The task count (`tasks.total`) of each RUNNING job of a `GET /jobs/overview` answer: the sum
-/// of its vertices' parallelism.
-pub fn overview_tasks(body: &Value) -> HashMap<String, u64> {
-    body["jobs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|j| j["state"] == "RUNNING")
-        .filter_map(|j| {
-            Some((
-                j["jid"].as_str()?.to_string(),
-                j["tasks"]["total"].as_u64()?,
-            ))
-        })
-        .filter(|(_, n)| *n > 0)
-        .collect()
-}
-
-/// The vertices of a `GET /jobs/{id}` answer, with their parallelism.
-pub fn job_vertices(body: &Value) -> Vec<Vertex> {
-    let count = |v: &Value| v.as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
-    body["vertices"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| {
-            Some(Vertex {
-                id: v["id"].as_str()?.to_string(),
-                name: v["name"].as_str().unwrap_or_default().to_string(),
-                parallelism: count(&v["parallelism"]),
-                max_parallelism: count(&v["maxParallelism"]),
-            })
-        })
-        .collect()
-}
-
-/// The upper bound of each vertex's parallelism in a `GET /jobs/{id}/resource-requirements`
-/// answer (the adaptive scheduler's; other schedulers answer an error).
-pub fn requested_parallelism(body: &Value) -> HashMap<String, u32> {
-    body.as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(id, r)| {
-            let upper = r["parallelism"]["upperBound"].as_u64()?;
-            Some((id.clone(), u32::try_from(upper).ok()?))
-        })
-        .collect()
 }
 
 /// The key of an env holding its Flink cluster.

@@ -104,25 +104,29 @@ impl Actor {
             }
             Verdict::Raise { correct } => {
                 let what = parallelism::describe(&run, file, &moved);
-                let action = match (correct, self.keeps_state()) {
-                    (true, true) => {
-                        "redeploying it through a savepoint at the job file's parallelism \
-                         (drift: correct)"
-                    }
-                    (true, false) => {
-                        "redeploying it at the job file's parallelism (drift: correct, \
-                         upgrade: stateless)"
-                    }
-                    (false, _) => "left as it runs (drift: warn)",
-                };
-                let action = action.to_string();
-                self.event(Some(run_id), &JobEvent::Drift { what, action });
-                self.rescaled = Some(Incident { corrected: false });
-                if correct {
-                    self.correct_rescale(pos).await;
-                }
+                self.raise_drift(pos, run_id, what, correct).await;
             }
             Verdict::Correct => self.correct_rescale(pos).await,
+        }
+    }
+
+    /// Raises `drift` for the rescale `what` of run `run_id` (at `pos`), opening an incident,
+    /// and corrects it when `correct`.
+    async fn raise_drift(&mut self, pos: usize, run_id: i64, what: String, correct: bool) {
+        let action = match (correct, self.keeps_state()) {
+            (true, true) => {
+                "redeploying it through a savepoint at the job file's parallelism (drift: correct)"
+            }
+            (true, false) => {
+                "redeploying it at the job file's parallelism (drift: correct, upgrade: stateless)"
+            }
+            (false, _) => "left as it runs (drift: warn)",
+        };
+        let action = action.to_string();
+        self.event(Some(run_id), &JobEvent::Drift { what, action });
+        self.rescaled = Some(Incident { corrected: false });
+        if correct {
+            self.correct_rescale(pos).await;
         }
     }
 

@@ -1,0 +1,143 @@
+//! Readers of the Flink REST answers the engine acts on: health metrics, checkpoint stats,
+//! failure traces and error bodies, the job overview's states and task counts, a job's vertices
+//! and the adaptive scheduler's resource requirements. Pure functions, tested on recorded
+//! answers in the engine's tests.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::engine::{ClusterJob, HealthFacts, Vertex};
+
+/// At most this many lines of a Flink stack trace go into a reason.
+pub const REASON_LINES: usize = 20;
+
+/// The health figures in an answer of `GET /jobs/{id}/metrics?get=`[`HEALTH_METRICS`].
+pub fn health_facts(body: &Value, started_ms: i64) -> HealthFacts {
+    let metric = |id: &str| -> Option<i64> {
+        body.as_array()?.iter().find(|m| m["id"] == id)?["value"]
+            .as_str()?
+            .parse::<f64>()
+            .ok()
+            .map(|v| v as i64)
+    };
+    let last = metric("lastCheckpointCompletedTimestamp").filter(|t| *t > 0);
+    HealthFacts {
+        restarts: metric("numRestarts").map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+        last_checkpoint_ms: last,
+        checkpoints: last.is_some() || metric("totalNumberOfCheckpoints").is_some_and(|n| n > 0),
+        started_ms,
+    }
+}
+
+/// When the latest completed checkpoint (or savepoint) in an answer of
+/// `GET /jobs/{id}/checkpoints` completed: its last acknowledgement, ms since the epoch.
+pub fn completed_at(body: &Value) -> Option<i64> {
+    body["latest"]["completed"]["latest_ack_timestamp"]
+        .as_i64()
+        .filter(|t| *t > 0)
+}
+
+/// The first line of each Flink stack trace and its `Caused by:` lines, trimmed, at most
+/// `REASON_LINES` lines.
+pub fn summarize_trace(trace: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for (i, line) in trace.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with("at ") || line.starts_with("...") {
+            continue;
+        }
+        if (i == 0 || line.starts_with("Caused by:")) && !out.contains(&line) {
+            out.push(line);
+        }
+    }
+    if out.len() > REASON_LINES {
+        out.drain(1..out.len() - (REASON_LINES - 1));
+    }
+    out.join("\n")
+}
+
+/// The `errors` of a Flink error answer, summarized; the body itself when it has none.
+pub fn error_text(body: &Value, raw: &str) -> String {
+    match body.get("errors").and_then(Value::as_array) {
+        Some(errors) if !errors.is_empty() => errors
+            .iter()
+            .filter_map(Value::as_str)
+            .map(summarize_trace)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => raw.chars().take(500).collect(),
+    }
+}
+
+/// The jobs of a `GET /jobs/overview` answer, in any state.
+pub fn overview_jobs(body: &Value) -> Vec<ClusterJob> {
+    body["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| {
+            Some(ClusterJob {
+                engine_id: j["jid"].as_str()?.to_string(),
+                name: j["name"].as_str().unwrap_or_default().to_string(),
+                state: j["state"].as_str()?.to_string(),
+                since_ms: j["start-time"].as_i64().filter(|t| *t > 0),
+            })
+        })
+        .collect()
+}
+
+/// Whether every task of a job's `GET /jobs/overview` entry runs or has finished.
+pub fn tasks_up(job: &Value) -> bool {
+    let n = |k: &str| job["tasks"][k].as_u64().unwrap_or(0);
+    n("total") > 0 && n("running") + n("finished") == n("total")
+}
+
+/// The task count (`tasks.total`) of each RUNNING job of a `GET /jobs/overview` answer: the sum
+/// of its vertices' parallelism.
+pub fn overview_tasks(body: &Value) -> HashMap<String, u64> {
+    body["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|j| j["state"] == "RUNNING")
+        .filter_map(|j| {
+            Some((
+                j["jid"].as_str()?.to_string(),
+                j["tasks"]["total"].as_u64()?,
+            ))
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// The vertices of a `GET /jobs/{id}` answer, with their parallelism.
+pub fn job_vertices(body: &Value) -> Vec<Vertex> {
+    let count = |v: &Value| v.as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+    body["vertices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            Some(Vertex {
+                id: v["id"].as_str()?.to_string(),
+                name: v["name"].as_str().unwrap_or_default().to_string(),
+                parallelism: count(&v["parallelism"]),
+                max_parallelism: count(&v["maxParallelism"]),
+            })
+        })
+        .collect()
+}
+
+/// The upper bound of each vertex's parallelism in a `GET /jobs/{id}/resource-requirements`
+/// answer (the adaptive scheduler's; other schedulers answer an error).
+pub fn requested_parallelism(body: &Value) -> HashMap<String, u32> {
+    body.as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(id, r)| {
+            let upper = r["parallelism"]["upperBound"].as_u64()?;
+            Some((id.clone(), u32::try_from(upper).ok()?))
+        })
+        .collect()
+}
