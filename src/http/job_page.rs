@@ -97,12 +97,32 @@ fn render(
         );
     }
     h.push_str("</div></header><main><dl id=\"facts\">");
+    facts_html(&mut h, settings, j, schedule);
+    h.push_str("</dl>");
+
+    if let Some(errors) = &d.errors {
+        let _ = write!(
+            h,
+            "<h2>Errors</h2><pre id=\"errors\">{}</pre>",
+            escape(errors)
+        );
+    }
+
+    runs_html(&mut h, settings, d);
+    log_html(&mut h, log);
+    events_html(&mut h, d);
+    h.push_str("</main></body></html>\n");
+    h
+}
+
+/// The job's facts: its file, env, what runs now, its schedule, its last commit and restarts.
+fn facts_html(h: &mut String, settings: &Settings, j: &api::JobView, schedule: Option<&str>) {
     let fact = |h: &mut String, k: &str, v: String| {
         let _ = write!(h, "<dt>{k}</dt><dd>{v}</dd>");
     };
-    fact(&mut h, "file", escape(&j.path));
+    fact(h, "file", escape(&j.path));
     fact(
-        &mut h,
+        h,
         "env",
         format!(
             "{} <span class=\"muted\">{}</span>",
@@ -127,27 +147,27 @@ fn render(
                 r.run_id,
                 escape(&utc_time(&r.since))
             );
-            fact(&mut h, "running", v);
+            fact(h, "running", v);
             if schedule.is_none()
                 && let Ok(since) = chrono::DateTime::parse_from_rfc3339(&r.since)
             {
                 let up = chrono::Utc::now().timestamp() - since.timestamp();
-                fact(&mut h, "uptime", span(up.max(0)));
+                fact(h, "uptime", span(up.max(0)));
             }
         }
-        None => fact(&mut h, "running", "nothing".into()),
+        None => fact(h, "running", "nothing".into()),
     }
     if let Some(s) = schedule {
         let next = next_run(settings, s).unwrap_or_else(|| "never".into());
         fact(
-            &mut h,
+            h,
             "schedule",
             format!("<code>{}</code> · next run {}", escape(s), escape(&next)),
         );
     }
     if let Some(c) = &j.commit {
         fact(
-            &mut h,
+            h,
             "file changed by",
             format!(
                 "<code>{}</code> {} <span class=\"muted\">by {}</span>",
@@ -157,22 +177,7 @@ fn render(
             ),
         );
     }
-    fact(&mut h, "restarts", j.restarts.to_string());
-    h.push_str("</dl>");
-
-    if let Some(errors) = &d.errors {
-        let _ = write!(
-            h,
-            "<h2>Errors</h2><pre id=\"errors\">{}</pre>",
-            escape(errors)
-        );
-    }
-
-    runs_html(&mut h, settings, d);
-    log_html(&mut h, log);
-    events_html(&mut h, d);
-    h.push_str("</main></body></html>\n");
-    h
+    fact(h, "restarts", j.restarts.to_string());
 }
 
 /// The runs: the strip of the latest [`STRIP_RUNS`] and the table.

@@ -228,43 +228,9 @@ fn running_html(j: &super::api::JobView) -> Option<String> {
 /// The page's HTML for a view of the jobs and the recent events.
 pub fn render(view: &JobsView, events: &[EventView], filters: &Filters<'_>) -> String {
     let mut h = String::with_capacity(4096 + view.jobs.len() * 600);
-    h.push_str("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">");
-    h.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">");
-    h.push_str("<meta http-equiv=\"refresh\" content=\"15\">");
-    h.push_str("<title>jobkeeper</title><style>");
-    h.push_str(CSS);
-    h.push_str("</style></head><body><header><h1>jobkeeper</h1><div class=\"commit\">");
-    match &view.applied_commit {
-        Some(c) => {
-            let _ = write!(
-                h,
-                "applied commit <code>{}</code> {} <span class=\"muted\">by {}</span>",
-                escape(&c.short),
-                escape(&c.subject),
-                escape(&c.author)
-            );
-        }
-        None => h.push_str("<span class=\"muted\">no config commit applied yet</span>"),
-    }
-    if !view.ready {
-        h.push_str(" <span class=\"chip\">starting</span>");
-    }
-    h.push_str("</div></header><main>");
-
-    let total: u64 = filters.counts.iter().map(|(_, n)| n).sum();
-    let _ = write!(
-        h,
-        "<div class=\"summary\"><span class=\"chip\"><b>{total}</b> jobs</span>"
-    );
-    for (state, n) in filters.counts.iter().filter(|(_, n)| *n > 0) {
-        let _ = write!(
-            h,
-            "<a class=\"chip s-{0}\" href=\"/?state={0}\">{1} {0}</a>",
-            state.as_str(),
-            n
-        );
-    }
-    h.push_str("</div><h2>Jobs</h2>");
+    header_html(&mut h, view);
+    summary_html(&mut h, filters);
+    h.push_str("<h2>Jobs</h2>");
     h.push_str(&filters.form());
     if view.jobs.is_empty() {
         h.push_str("<p class=\"empty muted\">No jobs match.</p>");
@@ -274,41 +240,7 @@ pub fn render(view: &JobsView, events: &[EventView], filters: &Filters<'_>) -> S
              <th>Running</th><th>Restarts</th><th>Last event</th></tr></thead><tbody>",
         );
         for j in &view.jobs {
-            let _ = write!(
-                h,
-                "<tr id=\"{name}\" data-job=\"{name}\"><td class=\"name\" data-label=\"Job\"><div><a href=\"{link}\">{name}</a></div></td>\
-                 <td data-label=\"State\"><div><span class=\"state s-{state}\">{state}</span>",
-                name = escape(&j.name),
-                link = escape(&job_path(&j.name)),
-                state = escape(&j.state)
-            );
-            if let Some(r) = j.reason.as_deref().map(one_line).filter(|r| !r.is_empty()) {
-                let _ = write!(h, "<span class=\"reason\">{}</span>", escape(r));
-            }
-            if let Some(c) = &j.refused_commit {
-                let _ = write!(
-                    h,
-                    "<span class=\"reason\">refused: commit <code>{}</code></span>",
-                    escape(&c.chars().take(8).collect::<String>())
-                );
-            }
-            let dash = "–".to_string();
-            let commit = running_html(j).unwrap_or_else(|| dash.clone());
-            let last = j
-                .last_event
-                .as_ref()
-                .map_or(dash.clone(), |e| event_html(e, false));
-            let _ = write!(
-                h,
-                "</div></td><td class=\"nw\" data-label=\"Env\"><div>{}</div></td>\
-                 <td class=\"nw\" data-label=\"Engine\"><div>{}</div></td>\
-                 <td data-label=\"Running\"><div>{commit}</div></td>\
-                 <td data-label=\"Restarts\"><div>{}</div></td>\
-                 <td class=\"ev\" data-label=\"Last event\"><div>{last}</div></td></tr>",
-                escape(j.env.as_deref().unwrap_or("–")),
-                escape(&j.engine_label().unwrap_or_else(|| "–".into())),
-                j.restarts,
-            );
+            job_row_html(&mut h, j);
         }
         h.push_str("</tbody></table>");
     }
@@ -332,6 +264,89 @@ pub fn render(view: &JobsView, events: &[EventView], filters: &Filters<'_>) -> S
     }
     h.push_str("</main></body></html>\n");
     h
+}
+
+/// The document head and the page header: the applied commit, and whether the daemon is starting.
+fn header_html(h: &mut String, view: &JobsView) {
+    h.push_str("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">");
+    h.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">");
+    h.push_str("<meta http-equiv=\"refresh\" content=\"15\">");
+    h.push_str("<title>jobkeeper</title><style>");
+    h.push_str(CSS);
+    h.push_str("</style></head><body><header><h1>jobkeeper</h1><div class=\"commit\">");
+    match &view.applied_commit {
+        Some(c) => {
+            let _ = write!(
+                h,
+                "applied commit <code>{}</code> {} <span class=\"muted\">by {}</span>",
+                escape(&c.short),
+                escape(&c.subject),
+                escape(&c.author)
+            );
+        }
+        None => h.push_str("<span class=\"muted\">no config commit applied yet</span>"),
+    }
+    if !view.ready {
+        h.push_str(" <span class=\"chip\">starting</span>");
+    }
+    h.push_str("</div></header><main>");
+}
+
+/// The count of all jobs and a link per state that has any.
+fn summary_html(h: &mut String, filters: &Filters<'_>) {
+    let total: u64 = filters.counts.iter().map(|(_, n)| n).sum();
+    let _ = write!(
+        h,
+        "<div class=\"summary\"><span class=\"chip\"><b>{total}</b> jobs</span>"
+    );
+    for (state, n) in filters.counts.iter().filter(|(_, n)| *n > 0) {
+        let _ = write!(
+            h,
+            "<a class=\"chip s-{0}\" href=\"/?state={0}\">{1} {0}</a>",
+            state.as_str(),
+            n
+        );
+    }
+    h.push_str("</div>");
+}
+
+/// One job's row of the jobs table.
+fn job_row_html(h: &mut String, j: &super::api::JobView) {
+    let _ = write!(
+        h,
+        "<tr id=\"{name}\" data-job=\"{name}\"><td class=\"name\" data-label=\"Job\"><div><a href=\"{link}\">{name}</a></div></td>\
+         <td data-label=\"State\"><div><span class=\"state s-{state}\">{state}</span>",
+        name = escape(&j.name),
+        link = escape(&job_path(&j.name)),
+        state = escape(&j.state)
+    );
+    if let Some(r) = j.reason.as_deref().map(one_line).filter(|r| !r.is_empty()) {
+        let _ = write!(h, "<span class=\"reason\">{}</span>", escape(r));
+    }
+    if let Some(c) = &j.refused_commit {
+        let _ = write!(
+            h,
+            "<span class=\"reason\">refused: commit <code>{}</code></span>",
+            escape(&c.chars().take(8).collect::<String>())
+        );
+    }
+    let dash = "–".to_string();
+    let commit = running_html(j).unwrap_or_else(|| dash.clone());
+    let last = j
+        .last_event
+        .as_ref()
+        .map_or(dash.clone(), |e| event_html(e, false));
+    let _ = write!(
+        h,
+        "</div></td><td class=\"nw\" data-label=\"Env\"><div>{}</div></td>\
+         <td class=\"nw\" data-label=\"Engine\"><div>{}</div></td>\
+         <td data-label=\"Running\"><div>{commit}</div></td>\
+         <td data-label=\"Restarts\"><div>{}</div></td>\
+         <td class=\"ev\" data-label=\"Last event\"><div>{last}</div></td></tr>",
+        escape(j.env.as_deref().unwrap_or("–")),
+        escape(&j.engine_label().unwrap_or_else(|| "–".into())),
+        j.restarts,
+    );
 }
 
 /// The heading of the page's events; the clusters and unmanaged jobs go before it.
