@@ -89,7 +89,9 @@ pub struct Sql {
     pub text: String,
     /// The statements, `${var:..}` replaced; their lines and columns are places in `path`.
     pub statements: Vec<Statement>,
-    /// Columns before the SQL text on its lines in `path` (an inline block's indentation).
+    /// Columns before the SQL text on its lines in `path`. Read as 0: an inline block's
+    /// indentation is derived from its statements' places when Flink's error is placed, and the
+    /// field stays so that the hash of a stored spec does not change.
     #[serde(default)]
     pub indent: usize,
 }

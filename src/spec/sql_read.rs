@@ -280,7 +280,8 @@ fn checked(
 /// The place in the job file (or `.sql` file) of an error Flink gave for a statement the runner
 /// named (`jobkeeper-sql statement N: ...`), as a `path:line:column: message` line. Flink's
 /// `line L, column C` count from the statement's first word; without them the statement's own
-/// place is given.
+/// place is given. Columns count the SQL Flink got: on a line with a `${var:..}` before the
+/// place, they count the variable's value, not the placeholder.
 pub fn place_flink_error(sql: &Sql, reason: &str) -> Option<String> {
     const MARK: &str = "jobkeeper-sql statement ";
     let at = reason.find(MARK)? + MARK.len();
@@ -296,10 +297,22 @@ pub fn place_flink_error(sql: &Sql, reason: &str) -> Option<String> {
         .trim();
     let (line, column) = match line_column(message) {
         Some((1, c)) => (stmt.line, stmt.column + c - 1),
-        Some((l, c)) => (stmt.line + l - 1, sql.indent + c),
+        Some((l, c)) => (stmt.line + l - 1, indent(sql) + c),
         None => (stmt.line, stmt.column),
     };
     Some(Diagnostic::new(&sql.path, line, column, message).to_string())
+}
+
+/// Columns before the SQL text on its lines in the file: 0 in a `.sql` file; in an inline block,
+/// its indentation, which is where its leftmost statement starts. (A statement starts its line
+/// unless a comment or another statement is before it on that line.) It is derived here rather
+/// than kept in [`Sql::indent`], which stays 0 so that the hash of a job's spec does not change.
+fn indent(sql: &Sql) -> usize {
+    if sql.file.is_some() {
+        return sql.indent;
+    }
+    let leftmost = sql.statements.iter().map(|s| s.column).min();
+    sql.indent.max(leftmost.unwrap_or(1).saturating_sub(1))
 }
 
 /// The first `line L, column C` of a Flink message.
@@ -431,6 +444,36 @@ mod tests {
             Some("jobs/a.yaml:3:10: SQL parse failed. Encountered \"x\" at line 1, column 8.")
         );
         assert_eq!(place_flink_error(&sql, "no statement named"), None);
+    }
+
+    #[test]
+    fn flink_errors_in_an_inline_block_count_its_indentation() {
+        let file = "env: f\nsql: |\n    CREATE TABLE t (x INT) WITH ('connector' = 'datagen');\n    \
+                    INSERT INTO t\n    SELECT x\n      FROM nope;\n";
+        let spec = super::super::parse_job(
+            "jobs/a.yaml",
+            file.as_bytes(),
+            Context {
+                settings: None,
+                files: None,
+            },
+        )
+        .unwrap();
+        let sql = spec.sql.as_ref().unwrap();
+        assert_eq!(indent(sql), 4);
+        assert_eq!((sql.statements[1].line, sql.statements[1].column), (4, 5));
+        // Flink counts from the statement's first word: its line 3 is the file's line 6, and
+        // its column 8 (in the text without the block's indentation) is the file's column 12.
+        let reason = "jobkeeper-sql statement 2: From line 3, column 8 to line 3, column 11: \
+                      Object 'nope' not found";
+        assert_eq!(
+            place_flink_error(sql, reason).as_deref(),
+            Some(
+                "jobs/a.yaml:6:12: From line 3, column 8 to line 3, column 11: Object 'nope' not found"
+            )
+        );
+        let sql_line = file.lines().nth(5).unwrap();
+        assert_eq!(&sql_line[11..15], "nope");
     }
 
     #[test]
