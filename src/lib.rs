@@ -1,16 +1,18 @@
 //! jobkeeper keeps a fleet of batch and streaming jobs exactly as a git config repository says.
 //!
 //! # Layout
-//! The flow reads top to bottom: trigger → repo → spec → plan → sync → reconcile → build →
-//! engine, with the health sweep feeding run ends back into reconcile and every step recording
-//! typed events (store, metrics, alerts) through one call.
+//! A commit flows trigger → repo → spec → plan → sync → reconcile → build → engine, with the
+//! status sweep feeding run ends back into reconcile and every step recording typed events
+//! (store, metrics, alerts) through one call. The modules are listed once each, in that order
+//! within five groups: what people write, a commit to desired state, converging, the record
+//! and the telling, and the wiring.
 //!
 //! Parsing and checking what people write:
 //! - [`diag`]: `path:line:column` diagnostics shared by every parser.
 //! - [`yaml`]: a located YAML tree with limits (duplicate keys, aliases, depth).
 //! - [`schedule`]: crontab-meaning cron expressions in a time zone.
 //! - [`spec`]: job files: types, parsing, validation, `${var:..}` and `${secret:..}`.
-//! - [`settings`]: the daemon config; each engine's own block is read by [`engine`].
+//! - [`settings`]: the daemon config; each engine's own block is read by its engine.
 //!
 //! From a commit to the desired state:
 //! - [`repo`]: git: config-repo mirror, reading job files at a commit, tree diffs, project
