@@ -41,8 +41,8 @@ pub mod identity;
 pub mod version;
 
 pub use answers::{
-    REASON_LINES, completed_at, error_text, health_facts, job_vertices, overview_jobs,
-    overview_tasks, requested_parallelism, summarize_trace, tasks_up,
+    REASON_LINES, completed_at, error_text, execution_failure, health_facts, job_vertices,
+    overview_jobs, overview_tasks, requested_parallelism, summarize_trace, tasks_up,
 };
 pub use version::FlinkVersion;
 use version::is_live;
@@ -311,8 +311,14 @@ impl FlinkEngine {
         Ok(id)
     }
 
-    /// Why a FAILED job failed: its latest exception's first line and `Caused by:` lines.
+    /// Why a FAILED job failed: the first line and `Caused by:` lines of the failure cause in
+    /// its execution result (kept once the job has ended), else of its latest exception.
     async fn failure_reason(&self, jid: &str) -> String {
+        if let Ok(body) = self.get(&format!("/jobs/{jid}/execution-result")).await
+            && let Some(t) = execution_failure(&body)
+        {
+            return format!("flink job {jid} FAILED:\n{}", summarize_trace(t));
+        }
         let body = match self.get(&format!("/jobs/{jid}/exceptions")).await {
             Ok(b) => b,
             Err(e) => return format!("flink job {jid} FAILED (no exception: {e})"),
@@ -331,12 +337,14 @@ impl FlinkEngine {
         }
     }
 
-    /// [`Self::failure_reason`] of a job that has just failed: its exception history may lag
-    /// its state by a moment, so it is asked again (for up to 20 s) while it holds nothing.
+    /// [`Self::failure_reason`] of a job that has just failed: its execution result and
+    /// exception history may lag its state by a moment, so they are asked again (for up to
+    /// 20 s) while they hold nothing.
     async fn settled_reason(&self, jid: &str) -> String {
         let bare = format!("flink job {jid} FAILED");
-        // Flink files a failed job's exception a little after the job shows FAILED; on a busy
-        // host that has taken more than 5 s.
+        // Flink files a failed job's result a little after the job shows FAILED (its result
+        // is "IN_PROGRESS" until the job master has let the job go); on a busy host that has
+        // taken more than 5 s.
         let until = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let reason = self.failure_reason(jid).await;

@@ -1,5 +1,5 @@
 //! Readers of the Flink REST answers the engine acts on: health metrics, checkpoint stats,
-//! failure traces and error bodies, the job overview's states and task counts, a job's vertices
+//! failure traces (of the exception history and the execution result) and error bodies, the job overview's states and task counts, a job's vertices
 //! and the adaptive scheduler's resource requirements. Pure functions, tested on recorded
 //! answers in the engine's tests.
 
@@ -55,6 +55,17 @@ pub fn summarize_trace(trace: &str) -> String {
         out.drain(1..out.len() - (REASON_LINES - 1));
     }
     out.join("\n")
+}
+
+/// The stack trace of the failure cause in an answer of `GET /jobs/{id}/execution-result`: set
+/// once the job has ended (`status.id` is `COMPLETED`) and only when it failed.
+pub fn execution_failure(body: &Value) -> Option<&str> {
+    if body["status"]["id"] != "COMPLETED" {
+        return None;
+    }
+    body["job-execution-result"]["failure-cause"]["stack-trace"]
+        .as_str()
+        .filter(|t| !t.trim().is_empty())
 }
 
 /// The `errors` of a Flink error answer, summarized; the body itself when it has none.
@@ -140,4 +151,44 @@ pub fn requested_parallelism(body: &Value) -> HashMap<String, u32> {
             Some((id.clone(), u32::try_from(upper).ok()?))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_failure_cause_of_an_ended_job_is_read_from_its_execution_result() {
+        // Recorded from Flink 2.3.0 (1.20.3 answers the same fields), trace shortened.
+        let failed = json!({
+            "status": {"id": "COMPLETED"},
+            "job-execution-result": {
+                "id": "651dd14956bffd5fe97e29d4ba3a4048",
+                "application-status": "FAILED",
+                "accumulator-results": {},
+                "net-runtime": 2066,
+                "failure-cause": {
+                    "class": "org.apache.flink.runtime.JobException",
+                    "stack-trace": "org.apache.flink.runtime.JobException: Recovery is suppressed by NoRestartBackoffTimeStrategy\n\tat org.apache.flink.runtime.executiongraph.failover.ExecutionFailureHandler.handleFailure(ExecutionFailureHandler.java:213)\nCaused by: org.apache.flink.util.StateMigrationException: The new key serializer must be compatible with the previous key serializer.\n\tat x.y(Z.java:1)\n",
+                    "serialized-throwable": "rO0ABXNy"
+                }
+            }
+        });
+        assert_eq!(
+            summarize_trace(execution_failure(&failed).unwrap()),
+            "org.apache.flink.runtime.JobException: Recovery is suppressed by NoRestartBackoffTimeStrategy\n\
+             Caused by: org.apache.flink.util.StateMigrationException: The new key serializer must be compatible with the previous key serializer."
+        );
+        let finished = json!({
+            "status": {"id": "COMPLETED"},
+            "job-execution-result": {"id": "31f5", "application-status": "SUCCEEDED", "accumulator-results": {}, "net-runtime": 1930}
+        });
+        assert_eq!(execution_failure(&finished), None);
+        assert_eq!(
+            execution_failure(&json!({"status": {"id": "IN_PROGRESS"}})),
+            None
+        );
+        assert_eq!(execution_failure(&json!({"errors": ["not found"]})), None);
+    }
 }
