@@ -358,28 +358,38 @@ fn job_files(dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
-/// Flink envs that would have to build the SQL runner on a host without `javac`.
-fn sql_runner_problems(settings: &crate::settings::Settings, config: &str) -> Vec<Diagnostic> {
+/// The problem of a SQL job (`spec`, read from `display` holding `src`) whose env would have to
+/// build the SQL runner on a host without `javac` on the build `PATH`, placed at its `sql` or
+/// `sql_file`; `javac` says whether the build `PATH` has one.
+fn sql_runner_problem(
+    settings: &crate::settings::Settings,
+    javac: bool,
+    display: &str,
+    src: &[u8],
+    spec: &spec::JobSpec,
+) -> Option<Diagnostic> {
     use crate::build::sql_runner;
-    let needs: Vec<&str> = settings
-        .envs
-        .iter()
-        .filter(|(_, e)| {
-            matches!(&e.engine, crate::engine::EngineConfig::Flink(f) if f.sql_runner.is_none())
-        })
-        .map(|(name, _)| name.as_str())
-        .collect();
-    if needs.is_empty() || sql_runner::javac_on_path() {
-        return Vec::new();
+    spec.sql.as_ref()?;
+    let env = settings.envs.get(&spec.env)?;
+    let crate::engine::EngineConfig::Flink(f) = &env.engine else {
+        return None;
+    };
+    if javac || f.sql_runner.is_some() {
+        return None;
     }
-    vec![Diagnostic::file(
-        config,
+    let text = String::from_utf8_lossy(src);
+    let (key, line, column) = spec::sql_field_place(&text).unwrap_or(("sql", 1, 1));
+    Some(Diagnostic::new(
+        display,
+        line,
+        column,
         format!(
-            "flink env(s) {} have no `sql_runner` and there is no `javac` here: {}",
-            needs.join(", "),
-            sql_runner::NEEDS_JDK
+            "`{key}`: env `{}` has no `sql_runner` and there is no `javac` to build the SQL \
+             runner: {}",
+            spec.env,
+            sql_runner::needs_jdk(&settings.build.path)
         ),
-    )]
+    ))
 }
 
 /// The folder `validate` reads without one named: the config's `repo.path`, in its local repo
@@ -424,9 +434,9 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
         files: Some(&spec::DiskFiles),
     };
     let mut errors: Vec<Diagnostic> = Vec::new();
-    if let (Some(s), Some(path)) = (&settings, config) {
-        errors.extend(sql_runner_problems(s, &path.to_string_lossy()));
-    }
+    let javac = settings
+        .as_ref()
+        .is_some_and(|s| crate::build::sql_runner::javac_in(&s.build.path));
     let mut names = std::collections::BTreeSet::new();
     for rel in &files {
         let display = dir.join(rel).to_string_lossy().into_owned();
@@ -446,11 +456,14 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
             continue;
         }
         match std::fs::read(dir.join(rel)) {
-            Ok(bytes) => {
-                if let Err(d) = spec::parse_job(&display, &bytes, ctx) {
-                    errors.extend(d);
-                }
-            }
+            Ok(bytes) => match spec::parse_job(&display, &bytes, ctx) {
+                Ok(job) => errors.extend(
+                    settings
+                        .as_ref()
+                        .and_then(|s| sql_runner_problem(s, javac, &display, &bytes, &job)),
+                ),
+                Err(d) => errors.extend(d),
+            },
             Err(e) => errors.push(Diagnostic::file(
                 &display,
                 format!("cannot read the file: {e}"),

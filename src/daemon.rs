@@ -222,6 +222,7 @@ impl Core {
             max_concurrent: settings.build.max_concurrent,
             timeout: settings.build.timeout,
             max_log_bytes: crate::build::DEFAULT_MAX_LOG_BYTES,
+            path: settings.build.path.clone(),
         });
         let ctx = Arc::new(Context {
             settings: live.clone(),

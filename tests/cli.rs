@@ -422,6 +422,72 @@ fn validate_with_config_reads_its_repo_path_and_takes_a_single_file() {
     );
 }
 
+/// With no `javac` on the build `PATH` (`build.path`: a real folder without one), `validate
+/// --config` reports each SQL job whose env has no pre-built runner, at its `sql` or
+/// `sql_file`; jar jobs, and SQL jobs on an env with a `sql_runner`, are fine.
+#[test]
+fn validate_without_javac_reports_sql_jobs_that_need_the_runner_built() {
+    let tmp = tempdir();
+    let nojdk = tmp.path().join("nojdk");
+    fs::create_dir_all(&nojdk).unwrap();
+    let config = CONFIG
+        .replace(
+            "timezone: UTC\n",
+            &format!("timezone: UTC\nbuild: {{path: \"{}\"}}\n", nojdk.display()),
+        )
+        .replace(
+            "  dev: {engine: local}\n",
+            "  dev: {engine: local}\n  pre:\n    engine: flink\n    flink: {url: \"http://f:8081\", sql_runner: /opt/runner.jar}\n",
+        );
+    write(tmp.path(), "config.yaml", &config);
+    let sql =
+        "CREATE TABLE t (x INT) WITH ('connector' = 'datagen');\nINSERT INTO u SELECT x FROM t;\n";
+    write(
+        tmp.path(),
+        "jobs/jar.yaml",
+        "env: prod\nparams: {main_class: a.B}\n",
+    );
+    jobkeeper(tmp.path(), &["validate", "jobs", "--config", "config.yaml"]).expect(
+        0,
+        "",
+        "1 job file(s) checked: 0 invalid, 0 error(s)\n",
+    );
+    write(
+        tmp.path(),
+        "jobs/inline.yaml",
+        format!(
+            "# clicks\nenv: prod\nsql: |\n  {}",
+            sql.replace('\n', "\n  ")
+        ),
+    );
+    write(
+        tmp.path(),
+        "jobs/file.yaml",
+        "env: prod\nsql_file: file.sql\n",
+    );
+    write(tmp.path(), "jobs/file.sql", sql);
+    write(
+        tmp.path(),
+        "jobs/pre.yaml",
+        "env: pre\nsql_file: file.sql\n",
+    );
+    let needs = format!(
+        "env `prod` has no `sql_runner` and there is no `javac` to build the SQL runner: SQL jobs \
+         need the SQL runner, built with `javac` and `jar` (a JDK 8 or later) found on the build \
+         PATH ({}); install a JDK there (or add its `bin` folder to `build.path` in the daemon \
+         config), or give a pre-built runner jar as `sql_runner: \
+         /path/to/jobkeeper-sql-runner.jar` in the env's `flink:` block",
+        nojdk.display()
+    );
+    jobkeeper(tmp.path(), &["validate", "jobs", "--config", "config.yaml"]).expect(
+        1,
+        &format!(
+            "jobs/file.yaml:2:11: `sql_file`: {needs}\njobs/inline.yaml:4:3: `sql`: {needs}\n"
+        ),
+        "4 job file(s) checked: 2 invalid, 2 error(s)\n",
+    );
+}
+
 #[test]
 fn validate_missing_folder() {
     let tmp = tempdir();

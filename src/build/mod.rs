@@ -40,7 +40,7 @@ pub use queue::Builder;
 /// Default cap of one build log: 64 MiB.
 pub const DEFAULT_MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
 
-/// `PATH` of a build command.
+/// `PATH` of a build command unless the daemon config's `build.path` names another.
 pub const BUILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How many log lines an error carries.
@@ -60,16 +60,19 @@ pub struct BuildConfig {
     pub timeout: Duration,
     /// Cap of one build log, in bytes.
     pub max_log_bytes: u64,
+    /// `PATH` of a build command (the daemon config's `build.path`).
+    pub path: String,
 }
 
 impl BuildConfig {
-    /// Defaults (2 at once, 30 minutes, 64 MiB logs) for `state_dir`.
+    /// Defaults (2 at once, 30 minutes, 64 MiB logs, [`BUILD_PATH`]) for `state_dir`.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         Self {
             state_dir: state_dir.into(),
             max_concurrent: 2,
             timeout: Duration::from_secs(30 * 60),
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
+            path: BUILD_PATH.to_string(),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::log::drain;
 use super::queue::append;
-use super::{BUILD_PATH, BuildConfig, BuildError, BuildRequest, TAIL_LINES, log_tail};
+use super::{BuildConfig, BuildError, BuildRequest, TAIL_LINES, log_tail};
 use crate::proc::GroupChild;
 
 /// How long the log pipes may stay open after the build command ended (and its group was killed).
@@ -27,7 +27,7 @@ pub(super) async fn run_command(
         .arg(command)
         .current_dir(work)
         .env_clear()
-        .env("PATH", BUILD_PATH)
+        .env("PATH", &cfg.path)
         .env("LANG", "C.UTF-8")
         .env("JOBKEEPER_JOB", &req.job)
         .env("JOBKEEPER_COMMIT", &req.commit)

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::spec::{Statement, StatementKind};
 
-use super::{Artifact, BUILD_PATH, BuildRequest, SourceCheckout};
+use super::{Artifact, BuildRequest, SourceCheckout};
 
 /// The runner's source, as built.
 pub const SOURCE: &str = include_str!("../../runner/sql/JobkeeperSqlRunner.java");
@@ -88,22 +88,23 @@ pub fn prebuilt(path: &Path) -> std::io::Result<Artifact> {
     })
 }
 
-/// Whether `javac` is on the `PATH` builds run with ([`BUILD_PATH`]).
-pub fn javac_on_path() -> bool {
-    javac_in(BUILD_PATH)
-}
-
-/// Whether `javac` is in one of the `:`-separated folders of `path`.
-fn javac_in(path: &str) -> bool {
+/// Whether `javac` is in one of the `:`-separated folders of `path` (a build's `PATH`, the
+/// daemon config's `build.path`).
+pub fn javac_in(path: &str) -> bool {
     path.split(':')
         .filter(|dir| !dir.is_empty())
         .any(|dir| Path::new(dir).join("javac").is_file())
 }
 
-/// What the host needs to build the runner, for messages.
-pub const NEEDS_JDK: &str = "SQL jobs need the SQL runner, built with `javac` and `jar` (a JDK \
-8 or later) found on /usr/local/bin, /usr/bin or /bin; install a JDK, or give a pre-built runner \
-jar as `sql_runner: /path/to/jobkeeper-sql-runner.jar` in the env's `flink:` block";
+/// What the host needs to build the runner with builds' `PATH` `path`, for messages.
+pub fn needs_jdk(path: &str) -> String {
+    format!(
+        "SQL jobs need the SQL runner, built with `javac` and `jar` (a JDK 8 or later) found on \
+         the build PATH ({path}); install a JDK there (or add its `bin` folder to `build.path` \
+         in the daemon config), or give a pre-built runner jar as \
+         `sql_runner: /path/to/jobkeeper-sql-runner.jar` in the env's `flink:` block"
+    )
+}
 
 /// The runner's jar with the project's jar under `lib/`, made once per pair under
 /// `state_dir/artifacts/sql-<digest>/`. Blocking.

@@ -395,6 +395,17 @@ async fn the_build_environment_is_clean() {
     assert!(env.contains("JOBKEEPER_JOB=team-a/clicks\n"), "{env}");
     let pwd = std::fs::read_to_string(a.path.join("pwd.txt")).unwrap();
     assert!(pwd.trim_end().ends_with("/src/app"), "{pwd}");
+    // The daemon config's `build.path` is the build's PATH.
+    let b = Builder::new(BuildConfig {
+        path: format!("/nonexistent:{BUILD_PATH}"),
+        ..fx.config()
+    });
+    let a = b
+        .build(fx.request(Some("echo $PATH > path.txt"), None))
+        .await
+        .unwrap();
+    let path = std::fs::read_to_string(a.path.join("path.txt")).unwrap();
+    assert_eq!(path, format!("/nonexistent:{BUILD_PATH}\n"));
 }
 
 #[tokio::test]

@@ -380,7 +380,8 @@ impl Actor {
                 let req = sql_runner::request(&self.name);
                 tokio::select! {
                     r = self.ctx.builder.build(req) => r.map_err(|e| {
-                        let why = format!("SQL runner: {e}\n{}", sql_runner::NEEDS_JDK);
+                        let path = &self.ctx.builder.config().path;
+                        let why = format!("SQL runner: {e}\n{}", sql_runner::needs_jdk(path));
                         stalled(EventKind::BuildFailed, why)
                     })?,
                     () = self.cancel.cancelled() => return Err(StepError::Cancelled),

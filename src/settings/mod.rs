@@ -88,12 +88,15 @@ pub struct RepoSettings {
 }
 
 /// `build:` section.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildSettings {
     /// Builds running at once (default 2); more wait in a queue.
     pub max_concurrent: usize,
     /// A build running longer is killed (default 30m).
     pub timeout: Duration,
+    /// The `PATH` of a build command, and where `javac` is looked for to build the SQL runner
+    /// (default [`crate::build::BUILD_PATH`], the system folders).
+    pub path: String,
 }
 
 /// `logs:` section.

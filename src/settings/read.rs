@@ -219,9 +219,10 @@ fn read_build(c: &mut Checker, f: &Fields<'_>) -> BuildSettings {
     let mut build = BuildSettings {
         max_concurrent: 2,
         timeout: Duration::from_secs(30 * 60),
+        path: crate::build::BUILD_PATH.to_string(),
     };
     if let Some(n) = f.get("build")
-        && let Some(b) = c.mapping(n, "build", &["max_concurrent", "timeout"])
+        && let Some(b) = c.mapping(n, "build", &["max_concurrent", "timeout", "path"])
     {
         if let Some(v) = b.get("max_concurrent")
             && let Some(i) = c.integer(v, "build.max_concurrent", 1, 1024)
@@ -233,8 +234,32 @@ fn read_build(c: &mut Checker, f: &Fields<'_>) -> BuildSettings {
         {
             build.timeout = d;
         }
+        if let Some(v) = b.get("path")
+            && let Some(p) = build_path(c, v)
+        {
+            build.path = p;
+        }
     }
     build
+}
+
+/// `build.path`: `:`-separated absolute folders.
+fn build_path(c: &mut Checker, n: &Node) -> Option<String> {
+    let p = c.string(n, "build.path")?;
+    let bad = p.split(':').find(|d| !d.starts_with('/'));
+    match bad {
+        Some(d) => {
+            c.error(
+                n,
+                format!(
+                    "`build.path`: `{d}` is not an absolute folder; expected `:`-separated \
+                     absolute folders like `/opt/jdk/bin:/usr/bin:/bin`"
+                ),
+            );
+            None
+        }
+        None => Some(p),
+    }
 }
 
 /// `health:` of the top-level fields `f`, with its defaults.

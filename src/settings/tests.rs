@@ -31,7 +31,7 @@ listen: 0.0.0.0:8080
 api_token_file: /etc/jobkeeper/api_token
 webhook_secret_file: webhook_secret
 timezone: Asia/Shanghai
-build: {max_concurrent: 4, timeout: 1h}
+build: {max_concurrent: 4, timeout: 1h, path: /opt/jdk/bin:/usr/bin:/bin}
 health: {interval: 2s}
 restart: {attempts: 5, window: 30m}
 alerts_throttle: 10m
@@ -77,6 +77,7 @@ fn full_example() {
     assert_eq!(s.listen.to_string(), "0.0.0.0:8080");
     assert_eq!(s.timezone, chrono_tz::Asia::Shanghai);
     assert_eq!(s.build.max_concurrent, 4);
+    assert_eq!(s.build.path, "/opt/jdk/bin:/usr/bin:/bin");
     assert_eq!(s.health.interval, Duration::from_secs(2));
     assert_eq!(s.restart.attempts, 5);
     assert_eq!(s.restart.window, Duration::from_secs(1800));
@@ -116,6 +117,7 @@ fn defaults() {
     assert_eq!(s.timezone, host_timezone());
     assert_eq!(s.build.max_concurrent, 2);
     assert_eq!(s.build.timeout, Duration::from_secs(1800));
+    assert_eq!(s.build.path, crate::build::BUILD_PATH);
     assert_eq!(s.health.interval, Duration::from_secs(5));
     assert_eq!(s.logs.max_size, DEFAULT_LOG_MAX_SIZE);
     assert_eq!(s.restart, RestartPolicy::default());
@@ -179,7 +181,7 @@ repo: {url: /r, pol: 5s}
 state_dir: /s
 listen: localhost:7070
 timezone: Mars/Olympus
-build: {max_concurrent: 0, timeout: forever}
+build: {max_concurrent: 0, timeout: forever, path: \"/usr/bin:bin\"}
 health: {interval: 0s}
 envs:
   a: {engine: flink}
@@ -196,6 +198,7 @@ alerts:
              config.yaml:4:11: `timezone`: unknown time zone `Mars/Olympus`; expected an IANA name like `Europe/Berlin`, `Asia/Shanghai` or `UTC`\n\
              config.yaml:5:25: `build.max_concurrent`: expected a whole number from 1 to 1024, found 0\n\
              config.yaml:5:37: `build.timeout`: invalid duration `forever` (expected number at 0); expected a duration like `90s`, `5m` or `2h`\n\
+             config.yaml:5:52: `build.path`: `bin` is not an absolute folder; expected `:`-separated absolute folders like `/opt/jdk/bin:/usr/bin:/bin`\n\
              config.yaml:6:20: `health.interval`: must be longer than zero\n\
              config.yaml:8:6: env `a` uses engine flink and needs `flink: {url: http://...:8081}`\n\
              config.yaml:9:29: missing required field `master` (the master URL, e.g. `spark://spark-master:7077`)\n\

@@ -96,6 +96,23 @@ pub fn resolve_sql_secrets(
     Ok((out, values))
 }
 
+/// Which of `sql` and `sql_file` a job file's text `src` has, and the line and column of its
+/// value: the place of a problem with the job's SQL as a whole.
+pub fn sql_field_place(src: &str) -> Option<(&'static str, usize, usize)> {
+    let root = crate::yaml::parse("", src).ok()?;
+    let Value::Map(entries) = &root.value else {
+        return None;
+    };
+    entries.iter().find_map(|(k, v)| {
+        let key = match k.scalar()?.text.as_str() {
+            "sql" => "sql",
+            "sql_file" => "sql_file",
+            _ => return None,
+        };
+        Some((key, v.line, v.column))
+    })
+}
+
 /// The node of `params.main_class`, when the file has one.
 fn main_class_node<'a>(f: &Fields<'a>) -> Option<&'a Node> {
     let Value::Map(entries) = &f.get("params")?.value else {
