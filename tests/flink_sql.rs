@@ -10,6 +10,7 @@
 mod common;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::flink::*;
@@ -118,11 +119,50 @@ async fn a_sql_file_job_runs_and_a_change_to_its_sql_file_alone_upgrades_it_from
     );
 }
 
+/// A secret's value, shaped to be a part of a table name.
+const SECRET: &str = "Zebra_quartz_7f3a91_do_not_leak";
+
+/// Everything the daemons of this test binary log, debug lines included, for a search for a
+/// secret: the records the binary prints, captured in-process.
+fn daemon_log() -> Arc<Mutex<Vec<u8>>> {
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || Capture(sink.clone()))
+            .try_init()
+            .expect("the only subscriber of this test binary");
+        buf
+    })
+    .clone()
+}
+
+/// A writer appending to a shared buffer.
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_flink_refuses_is_deploy_failed_at_its_place_and_the_running_version_stays() {
     let url = need("JOBKEEPER_FLINK_URL");
+    let log = daemon_log();
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg, _cleanup) = setup(tmp.path(), &url);
+    let secrets = tmp.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("pw"), format!("{SECRET}\n")).unwrap();
+    let cfg = format!("secrets_dir: {}\n{cfg}", secrets.display());
     git.write(
         "jobs/inline.yaml",
         &sql_job(&inline(&clicks_sql(5, "clicks"))),
@@ -131,9 +171,10 @@ async fn a_statement_flink_refuses_is_deploy_failed_at_its_place_and_the_running
     let d = start(tmp.path(), &cfg).await;
     let (_, jid1) = running(&d, &url, "inline", &[]).await;
 
+    // A missing table, named with a secret: Flink's message quotes the name.
     git.write(
         "jobs/inline.yaml",
-        &sql_job(&inline(&clicks_sql(5, "nope"))),
+        &sql_job(&inline(&clicks_sql(5, "nope_${secret:pw}"))),
     );
     git.commit_push("a missing table");
     wait_for("deploy_failed", LIMIT, || {
@@ -145,7 +186,7 @@ async fn a_statement_flink_refuses_is_deploy_failed_at_its_place_and_the_running
         .into_iter()
         .find(|e| e.kind == "deploy_failed")
         .unwrap();
-    assert!(e.message.contains("Object 'nope' not found"), "{e:?}");
+    assert!(e.message.contains("Object 'nope_***' not found"), "{e:?}");
     // The INSERT is file line 11, indented 2; `nope` is at its column 50.
     assert!(
         e.message.contains("jobs/inline.yaml:11:52: "),
@@ -154,6 +195,38 @@ async fn a_statement_flink_refuses_is_deploy_failed_at_its_place_and_the_running
     // The previous version runs again, from the savepoint of its stop.
     let (_, jid2) = running(&d, &url, "inline", std::slice::from_ref(&jid1)).await;
     assert_eq!(restored_from(&url, &jid2).await["is_savepoint"], true);
+
+    // The secret is in none of: the API's job (its events), the job page, each run's log
+    // (served and on disk), the daemon's log.
+    let mut seen = Vec::new();
+    for path in ["/api/v1/jobs/inline", "/jobs/inline"] {
+        let (code, body) = d.get(path).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        seen.push((path.to_string(), body));
+    }
+    let (_, api) = d.get("/api/v1/jobs/inline").await;
+    assert!(api.contains("Object 'nope_***' not found"), "{api}");
+    for run in d.runs("inline") {
+        let path = format!("/api/v1/jobs/inline/logs?run={}", run.id);
+        let (code, body) = d.get(&path).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        seen.push((path, body));
+        let file = std::fs::read_to_string(&run.log_path).unwrap_or_default();
+        seen.push((run.log_path.clone(), file));
+    }
+    let refused = seen
+        .iter()
+        .any(|(_, text)| text.contains("refused the job"));
+    assert!(refused, "a run log holds Flink's refusal: {seen:#?}");
+    let daemon = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    assert!(
+        daemon.contains("Object 'nope_***' not found"),
+        "the daemon's log was captured: {daemon}"
+    );
+    seen.push(("the daemon's log".into(), daemon));
+    for (place, text) in &seen {
+        assert!(!text.contains(SECRET), "the secret is in {place}:\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

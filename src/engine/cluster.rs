@@ -82,6 +82,7 @@ mod tests {
             log_path: "/nonexistent/1.log".into(),
             digest: None,
             restore: None,
+            secrets: Vec::new(),
         }
     }
 

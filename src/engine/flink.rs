@@ -581,7 +581,11 @@ impl Engine for FlinkEngine {
                 error_text(&answer, &answer.to_string())
             ),
         };
-        write_log(&req.log_path, &note).await;
+        write_log(
+            &req.log_path,
+            &crate::spec::mask_secrets(&note, &req.secrets),
+        )
+        .await;
         if status == StatusCode::BAD_REQUEST || status == StatusCode::INTERNAL_SERVER_ERROR {
             return Err(EngineError::Refused(format!(
                 "flink refused the job ({status}): {}",

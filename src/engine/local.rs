@@ -640,6 +640,7 @@ mod tests {
             log_path: dir.join("logs/team-a/clicks").join(format!("{run_id}.log")),
             digest: None,
             restore: None,
+            secrets: Vec::new(),
         }
     }
 

@@ -50,6 +50,9 @@ pub struct SubmitRequest {
     pub digest: Option<String>,
     /// flink: the savepoint or checkpoint to start from.
     pub restore: Option<String>,
+    /// The secret values in `params` (and a SQL job's statements): masked in whatever the
+    /// engine writes to the run's log (a cluster's refusal may quote them).
+    pub secrets: Vec<String>,
 }
 
 /// What identifies a run to its engine; stored as JSON.

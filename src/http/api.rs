@@ -711,15 +711,20 @@ pub async fn logs(
     }
 }
 
-/// The secret values the job's specs (desired and applied) refer to, as they are now.
+/// The secret values the job's specs (desired and applied) refer to in their params and SQL, as
+/// they are now.
 fn secret_values(settings: &Settings, row: &JobRow) -> Vec<String> {
     let mut values = Vec::new();
     for spec in [row.desired.as_ref(), row.applied.as_ref()]
         .into_iter()
         .flatten()
     {
-        if let Ok((_, v)) =
-            spec::resolve_secrets_with_values(&spec.params, settings.secrets_dir.as_deref())
+        let dir = settings.secrets_dir.as_deref();
+        if let Ok((_, v)) = spec::resolve_secrets_with_values(&spec.params, dir) {
+            values.extend(v);
+        }
+        if let Some(sql) = &spec.sql
+            && let Ok((_, v)) = spec::resolve_sql_secrets(&sql.statements, dir)
         {
             values.extend(v);
         }

@@ -631,6 +631,7 @@ impl Actor {
                 log_path,
                 digest: artifact.map(|a| a.digest.clone()),
                 restore: self.restore.clone(),
+                secrets: secrets.clone(),
             },
             secrets,
         ))

@@ -782,7 +782,10 @@ impl Engine for SparkEngine {
         if !ok {
             write_log(
                 &req.log_path,
-                &format!("{} refused the driver ({status}): {message}\n", self.rest),
+                &crate::spec::mask_secrets(
+                    &format!("{} refused the driver ({status}): {message}\n", self.rest),
+                    &req.secrets,
+                ),
             )
             .await;
             if status.is_server_error() && status != StatusCode::INTERNAL_SERVER_ERROR {
@@ -1067,6 +1070,7 @@ mod tests {
             log_path: "/tmp/x.log".into(),
             digest: None,
             restore: None,
+            secrets: Vec::new(),
         };
         let body = engine.create_body(&req, "file:///a/b.jar");
         assert_eq!(body["action"], "CreateSubmissionRequest");
