@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
                 last = at + s.text.len();
             }
             let joined: Vec<String> = statements.iter().map(|s| s.text.clone()).collect();
-            let again = split_sql(&joined.join("\n;\n")).expect("splits again");
+            let again = split_sql(&format!("{}\n;\n", joined.join("\n;\n"))).expect("splits again");
             let texts: Vec<&str> = again.iter().map(|s| s.text.as_str()).collect();
             assert_eq!(texts, joined.iter().map(String::as_str).collect::<Vec<_>>());
         }

@@ -4,7 +4,17 @@
 //! The splitter knows just enough of Flink's lexical rules not to be fooled: `;` ends a
 //! statement except inside a `'string'` (`''` is a quote inside it), a `` `quoted` `` or
 //! `"quoted"` identifier, a `-- line comment` or a `/* block comment */`. It is not Flink's
-//! parser: what a statement means is for the cluster to say at deploy.
+//! parser: what a statement means is for the cluster to say at deploy. Beyond splitting, it
+//! knows the first word of the statements a SQL job cannot run (`SELECT`, `EXECUTE`,
+//! `BEGIN STATEMENT SET`, `END`).
+//!
+//! Why a scanner of its own: the well-kept Rust SQL crate, `sqlparser` (0.59), has no Flink
+//! dialect. Its parser refuses Flink's DDL in the dialects closest to it (generic, Hive, MySQL
+//! all stop at `WATERMARK FOR ts AS ...` with "Expected: ',' or ')' after column definition"),
+//! so it cannot check statements; its tokenizer alone could find the `;`s, but by another
+//! dialect's lexical rules, and it places an unclosed `/*` at the end of the text rather than
+//! where the comment opened. Splitting needs only Flink's rules for strings, quoted identifiers
+//! and comments: the scanner below, fuzzed by `fuzz/fuzz_targets/sql_split.rs`.
 
 use serde::{Deserialize, Serialize};
 
@@ -68,10 +78,13 @@ struct Raw {
     start: Option<usize>,
     /// Line and column of that word.
     at: (usize, usize),
+    /// Line and column just after its last character outside a comment.
+    end: (usize, usize),
 }
 
 /// Splits `sql` into statements. Every problem is reported: an unclosed quote or comment, an
-/// empty statement, a `SET` not of the form `SET 'key' = 'value'`, no `INSERT` at all.
+/// empty statement, a last statement without its `;`, a `SET` not of the form
+/// `SET 'key' = 'value'`, a statement a SQL job cannot run, no `INSERT` at all.
 pub fn split(sql: &str) -> Result<Vec<Statement>, Vec<SqlError>> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
@@ -81,11 +94,13 @@ pub fn split(sql: &str) -> Result<Vec<Statement>, Vec<SqlError>> {
     let mut cur = Raw {
         start: None,
         at: (1, 1),
+        end: (1, 1),
     };
     let mut chars = sql.char_indices().peekable();
     while let Some((i, ch)) = chars.next() {
         let next = chars.peek().map(|&(_, c)| c);
         let here = (line, column);
+        let before = mode;
         if ch == '\n' {
             (line, column) = (line + 1, 1);
         } else {
@@ -131,10 +146,8 @@ pub fn split(sql: &str) -> Result<Vec<Statement>, Vec<SqlError>> {
                 c if c.is_whitespace() => {}
                 c => {
                     if cur.start.is_none() {
-                        cur = Raw {
-                            start: Some(i),
-                            at: here,
-                        };
+                        cur.start = Some(i);
+                        cur.at = here;
                     }
                     if matches!(c, '\'' | '"' | '`') {
                         opened = here;
@@ -143,12 +156,40 @@ pub fn split(sql: &str) -> Result<Vec<Statement>, Vec<SqlError>> {
                 }
             },
         }
+        let code = matches!(before, Mode::Code | Mode::Quoted(_))
+            && matches!(mode, Mode::Code | Mode::Quoted(_));
+        if code && !ch.is_whitespace() {
+            cur.end = (line, column);
+        }
     }
+    end_of_text(sql, mode, opened, &cur, &mut out, &mut errors);
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// At the end of `sql`, reached in `mode` with `cur` unfinished: an unclosed quote or comment,
+/// a last statement without its `;`, or no `INSERT` at all.
+fn end_of_text(
+    sql: &str,
+    mode: Mode,
+    opened: (usize, usize),
+    cur: &Raw,
+    out: &mut Vec<Statement>,
+    errors: &mut Vec<SqlError>,
+) {
     match unclosed(mode, opened) {
         Some(e) => errors.push(e),
         None => {
             if let Some(s) = cur.start {
-                out.push(statement(sql[s..].trim_end(), cur.at, &mut errors));
+                out.push(statement(sql[s..].trim_end(), cur.at, errors));
+                errors.push(SqlError {
+                    line: cur.end.0,
+                    column: cur.end.1,
+                    message: "missing `;`: every statement ends with `;`, the last one too".into(),
+                });
             }
         }
     }
@@ -158,11 +199,6 @@ pub fn split(sql: &str) -> Result<Vec<Statement>, Vec<SqlError>> {
             column: 1,
             message: "no INSERT statement; a SQL job needs at least one `INSERT INTO ...`".into(),
         });
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
     }
 }
 
@@ -196,6 +232,13 @@ fn statement(text: &str, at: (usize, usize), errors: &mut Vec<SqlError>) -> Stat
         .take_while(|c| c.is_ascii_alphabetic())
         .collect::<String>()
         .to_ascii_uppercase();
+    if let Some(why) = cannot_run(&word) {
+        errors.push(SqlError {
+            line: at.0,
+            column: at.1,
+            message: why.into(),
+        });
+    }
     let kind = match word.as_str() {
         "INSERT" => StatementKind::Insert,
         "SET" => match parse_set(&text[3..]) {
@@ -216,6 +259,25 @@ fn statement(text: &str, at: (usize, usize), errors: &mut Vec<SqlError>) -> Stat
         text,
         line: at.0,
         column: at.1,
+    }
+}
+
+/// Why a statement starting with `word` (upper case) cannot be in a SQL job, if it cannot.
+fn cannot_run(word: &str) -> Option<&'static str> {
+    match word {
+        "SELECT" => Some(
+            "a query on its own has nowhere to write its rows in a SQL job; \
+             write them with `INSERT INTO <table> SELECT ...`",
+        ),
+        "EXECUTE" => Some(
+            "`EXECUTE` would run a Flink job of its own; write the `INSERT INTO ...` alone: \
+             every INSERT of a SQL job runs in its one Flink job",
+        ),
+        "BEGIN" | "END" => Some(
+            "`BEGIN STATEMENT SET` and `END` are not needed: every INSERT of a SQL job runs in \
+             one statement set; remove them",
+        ),
+        _ => None,
     }
 }
 
@@ -285,7 +347,7 @@ mod tests {
 
     #[test]
     fn set_statements_are_read() {
-        let s = split("SET 'pipeline.name' = 'it''s';\nINSERT INTO t SELECT 1").unwrap();
+        let s = split("SET 'pipeline.name' = 'it''s';\nINSERT INTO t SELECT 1;").unwrap();
         assert_eq!(
             s[0].kind,
             StatementKind::Set {
@@ -321,6 +383,40 @@ mod tests {
         assert_eq!(
             errors("SELECT 'é' FROM `ü"),
             vec!["1:17: unclosed quoted identifier: no closing ```"]
+        );
+    }
+
+    #[test]
+    fn a_last_statement_without_its_semicolon_is_placed_at_its_end() {
+        let missing = "missing `;`: every statement ends with `;`, the last one too";
+        assert_eq!(
+            errors("INSERT INTO t SELECT 1;\nINSERT INTO u\n  SELECT 'ü' -- no end\n\n"),
+            vec![format!("3:13: {missing}")]
+        );
+        assert_eq!(
+            errors("INSERT INTO t SELECT 1 /* c */  "),
+            vec![format!("1:23: {missing}")]
+        );
+        // A comment after the last `;` is no statement.
+        assert!(split("INSERT INTO t SELECT 1; -- done\n/* end */").is_ok());
+    }
+
+    #[test]
+    fn statements_a_sql_job_cannot_run_are_placed() {
+        let sql = "CREATE TABLE t (x INT);\n  select x FROM t;\nBEGIN STATEMENT SET;\n\
+                   INSERT INTO u SELECT x FROM t;\nEND;\nEXECUTE INSERT INTO u SELECT 1;\n";
+        assert_eq!(
+            errors(sql),
+            vec![
+                "2:3: a query on its own has nowhere to write its rows in a SQL job; write them \
+                 with `INSERT INTO <table> SELECT ...`",
+                "3:1: `BEGIN STATEMENT SET` and `END` are not needed: every INSERT of a SQL job \
+                 runs in one statement set; remove them",
+                "5:1: `BEGIN STATEMENT SET` and `END` are not needed: every INSERT of a SQL job \
+                 runs in one statement set; remove them",
+                "6:1: `EXECUTE` would run a Flink job of its own; write the `INSERT INTO ...` \
+                 alone: every INSERT of a SQL job runs in its one Flink job",
+            ]
         );
     }
 }

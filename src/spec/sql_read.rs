@@ -113,14 +113,14 @@ pub fn sql_field_place(src: &str) -> Option<(&'static str, usize, usize)> {
     })
 }
 
-/// The node of `params.main_class`, when the file has one.
-fn main_class_node<'a>(f: &Fields<'a>) -> Option<&'a Node> {
+/// The node of `params.<key>`, when the file has one.
+fn param_node<'a>(f: &Fields<'a>, key: &str) -> Option<&'a Node> {
     let Value::Map(entries) = &f.get("params")?.value else {
         return None;
     };
     entries
         .iter()
-        .find(|(k, _)| k.scalar().is_some_and(|s| s.text == "main_class"))
+        .find(|(k, _)| k.scalar().is_some_and(|s| s.text == key))
         .map(|(_, v)| v)
 }
 
@@ -137,6 +137,13 @@ pub(super) fn read_sql(
     let inline = f.get("sql");
     let file = f.get("sql_file");
     check_kind(c, f, ex, engine);
+    if let (Some(args), Some(_)) = (param_node(f, "args"), inline.or(file)) {
+        c.error(
+            args,
+            "`params.args`: a SQL job takes no program arguments (its statements are what the \
+             SQL runner gets); remove them, and put values in the SQL with `${var:NAME}`",
+        );
+    }
     if let (Some(a), Some(_)) = (inline, file) {
         // Reported above with a config; without one, still only one may be read.
         if engine.is_none() {
@@ -184,7 +191,7 @@ fn check_kind(c: &mut Checker, f: &Fields<'_>, ex: &Expand<'_>, engine: Option<&
     let given: Vec<(&str, &Node)> = [
         ("sql", inline),
         ("sql_file", file),
-        ("params.main_class", main_class_node(f)),
+        ("params.main_class", param_node(f, "main_class")),
     ]
     .into_iter()
     .filter_map(|(name, n)| Some((name, n?)))
