@@ -1,11 +1,14 @@
-//! SQL jobs end to end against a real Apache Flink 2.3.0 session cluster: the daemon builds the
-//! SQL runner from its source (with the host's JDK), submits the statements through
-//! `/jars/{id}/run`, upgrades through savepoints, redeploys when only the `.sql` file changed,
-//! reports a statement Flink refuses at its place in the job file, and puts a project's UDF jar
-//! on the job's classpath.
+//! SQL jobs end to end against real Apache Flink session clusters (2.3.0, and 1.20.3 for the
+//! tests run on each version): the daemon builds the SQL runner from its source (with the host's
+//! JDK), submits the statements through `/jars/{id}/run` as one Flink job with the job's
+//! parallelism and conf, upgrades through savepoints, redeploys when only the `.sql` file
+//! changed, reports a statement Flink refuses at its place in the job file (a secret in it
+//! masked everywhere), gives Flink's reason when the new SQL's state no longer matches, and puts
+//! a project's UDF jar on the job's classpath.
 //!
-//! Needs `JOBKEEPER_FLINK_URL` and `JOBKEEPER_FLINK_LIB` as tests/flink.rs does (scripts/test.sh
-//! exports them). Every test cancels the Flink jobs it started, even when it fails.
+//! Needs `JOBKEEPER_FLINK_URL`, `JOBKEEPER_FLINK_LIB` and `JOBKEEPER_FLINK_1_20_URL` as
+//! tests/flink.rs does (scripts/test.sh exports them). Every test cancels the Flink jobs it
+//! started, even when it fails.
 
 mod common;
 
@@ -15,6 +18,7 @@ use std::time::Duration;
 
 use common::flink::*;
 use common::*;
+use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -73,21 +77,96 @@ fn inline(sql: &str) -> String {
     format!("sql: |\n{indented}")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sql_file_job_runs_and_a_change_to_its_sql_file_alone_upgrades_it_from_a_savepoint() {
-    let url = need("JOBKEEPER_FLINK_URL");
+/// Runs the test function `$name(url)` once per Flink version, as `$name::flink_2_3` (on
+/// `JOBKEEPER_FLINK_URL`) and `$name::flink_1_20` (on `JOBKEEPER_FLINK_1_20_URL`).
+macro_rules! on_each_version {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn flink_2_3() {
+                $name(&need("JOBKEEPER_FLINK_URL")).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn flink_1_20() {
+                $name(&need("JOBKEEPER_FLINK_1_20_URL")).await
+            }
+        }
+    };
+}
+
+/// [`clicks_sql`] with a second INSERT, of the raw clicks into a table of their own.
+fn two_inserts(rate: u32) -> String {
+    format!(
+        "{}CREATE TABLE raw_clicks (user_id INT, url STRING) WITH ('connector' = 'blackhole');\n\
+         INSERT INTO raw_clicks SELECT user_id, url FROM clicks;\n",
+        clicks_sql(rate, "clicks")
+    )
+}
+
+/// The job file of the `sql_file` test: parallelism 2, checkpoints every 700 ms.
+const TWO_INSERTS_JOB: &str = "env: flink\nsql_file: clicks.sql\nparams:\n  parallelism: 2\n  \
+conf: {execution.checkpointing.interval: \"700ms\"}\n";
+
+/// Checks on the cluster that the Flink job `jid` is the whole SQL job: the only live job
+/// named `clicks`, both INSERTs' sinks in it, every vertex at `params.parallelism`, and
+/// `params.conf`'s checkpoint interval in force.
+async fn one_job_with_params(url: &str, jid: &str) {
+    let overview = rest(url, "/jobs/overview").await;
+    let live: Vec<&Value> = overview["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["name"] == "clicks" && j["state"] == "RUNNING")
+        .collect();
+    assert_eq!(live.len(), 1, "one Flink job runs both INSERTs: {overview}");
+    assert_eq!(live[0]["jid"], jid);
+    let job = rest(url, &format!("/jobs/{jid}")).await;
+    let vertices = job["vertices"].as_array().unwrap();
+    let names: Vec<&str> = vertices.iter().filter_map(|v| v["name"].as_str()).collect();
+    // A sink is a vertex's operator `<table>[<id>]: Writer` (Flink 1.20 and 2.3 alike).
+    let mut sinks: Vec<&str> = names
+        .iter()
+        .filter_map(|n| n.rsplit(" -> ").next())
+        .filter(|op| op.ends_with("]: Writer"))
+        .filter_map(|op| op.split('[').next())
+        .collect();
+    sinks.sort_unstable();
+    assert_eq!(
+        sinks,
+        ["raw_clicks", "totals"],
+        "both sinks in the job: {names:#?}"
+    );
+    for v in vertices {
+        assert_eq!(v["parallelism"], 2, "params.parallelism: {v}");
+    }
+    let checkpoints = rest(url, &format!("/jobs/{jid}/checkpoints/config")).await;
+    assert_eq!(checkpoints["interval"], 700, "params.conf: {checkpoints}");
+}
+
+on_each_version!(
+    a_sql_file_job_runs_and_a_change_to_its_sql_file_alone_upgrades_it_from_a_savepoint
+);
+
+async fn a_sql_file_job_runs_and_a_change_to_its_sql_file_alone_upgrades_it_from_a_savepoint(
+    url: &str,
+) {
+    let url = url.to_string();
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg, _cleanup) = setup(tmp.path(), &url);
-    git.write("jobs/clicks.sql", &clicks_sql(5, "clicks"));
-    git.write("jobs/clicks.yaml", &sql_job("sql_file: clicks.sql\n"));
+    git.write("jobs/clicks.sql", &two_inserts(5));
+    git.write("jobs/clicks.yaml", TWO_INSERTS_JOB);
     git.commit_push("a SQL job");
     let d = start(tmp.path(), &cfg).await;
     let (_, jid1) = running(&d, &url, "clicks", &[]).await;
     let (name, _) = flink_job(&url, &jid1).await.unwrap();
     assert_eq!(name, "clicks", "the Flink job is named after the job");
+    one_job_with_params(&url, &jid1).await;
 
     // Only the .sql file changes (a connector option): the job is upgraded through a savepoint.
-    git.write("jobs/clicks.sql", &clicks_sql(7, "clicks"));
+    git.write("jobs/clicks.sql", &two_inserts(7));
     let before = git.git(&["rev-parse", "HEAD"]).trim().to_string();
     let after = git.commit_push("faster clicks");
     let (_, jid2) = running(&d, &url, "clicks", std::slice::from_ref(&jid1)).await;
@@ -97,6 +176,7 @@ async fn a_sql_file_job_runs_and_a_change_to_its_sql_file_alone_upgrades_it_from
     );
     let restored = restored_from(&url, &jid2).await;
     assert_eq!(restored["is_savepoint"], true, "{restored}");
+    one_job_with_params(&url, &jid2).await;
     wait_for("deployed: sql_file changed", LIMIT, || {
         d.events("clicks")
             .iter()
@@ -263,9 +343,14 @@ async fn a_sql_job_calls_a_udf_from_its_project_jar() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sql_whose_state_no_longer_matches_is_deploy_failed_and_the_previous_version_resumes() {
-    let url = need("JOBKEEPER_FLINK_URL");
+on_each_version!(
+    sql_whose_state_no_longer_matches_is_deploy_failed_and_the_previous_version_resumes
+);
+
+async fn sql_whose_state_no_longer_matches_is_deploy_failed_and_the_previous_version_resumes(
+    url: &str,
+) {
+    let url = url.to_string();
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg, _cleanup) = setup(tmp.path(), &url);
     git.write(

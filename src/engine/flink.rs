@@ -627,8 +627,10 @@ impl Engine for FlinkEngine {
                 }
                 // Ended another way (cancelled outside jobkeeper, say): the health sweep sees it.
                 "FINISHED" | "CANCELLING" | "CANCELED" => return Ok(()),
-                "FAILED" | "FAILING" | "RESTARTING" => {
-                    if state != "FAILED" {
+                // FAILING ends FAILED (or RESTARTING) in a moment: its reason is kept in the
+                // failed job's execution result, which a cancel now would leave without one.
+                "FAILED" | "RESTARTING" => {
+                    if state == "RESTARTING" {
                         // Flink's own restart strategy would try again and again: stop it.
                         let req = self
                             .http
