@@ -447,7 +447,9 @@ impl Follower {
             tracing::info!(%commit, jobs, trigger = %reason, took = ?started.elapsed(), "applied config commit");
         }
         if !self.api.ready.swap(true, Ordering::AcqRel) {
-            let applied = store.applied_commit().ok().flatten().unwrap_or_default();
+            let read = store.applied_commit();
+            let applied = store.read_or_log(None, "applied commit", read).flatten();
+            let applied = applied.unwrap_or_default();
             tracing::info!(commit = %applied.get(..8).unwrap_or(""), "ready");
         }
         self.reconciler.follow_all();

@@ -82,6 +82,8 @@ pub struct Snapshot {
     pub applied_commit: Option<String>,
     /// Store writes that failed and were carried on from ([`crate::store::Store::record`]).
     pub store_write_errors: u64,
+    /// Store reads that failed and were carried on from ([`crate::store::Store::read_or_log`]).
+    pub store_read_errors: u64,
     /// The alerter's counters.
     pub alerts: AlertStats,
     /// 1 once the first reconcile is done.
@@ -226,7 +228,7 @@ impl Metrics {
         }
     }
 
-    /// Builds, restarts, job events and store write errors.
+    /// Builds, restarts, job events and store write and read errors.
     fn render_jobs(&self, o: &mut String, snap: &Snapshot) {
         family(o, "builds_total", "counter", "Project builds, by result.");
         let b_ok = self.builds_ok.load(Ordering::Relaxed);
@@ -256,6 +258,14 @@ impl Metrics {
             "Store writes that failed; the daemon carried on (see docs/operations.md).",
         );
         sample(o, "store_write_errors_total", &[], snap.store_write_errors);
+
+        family(
+            o,
+            "store_read_errors_total",
+            "counter",
+            "Store reads that failed; the daemon carried on without them (see docs/operations.md).",
+        );
+        sample(o, "store_read_errors_total", &[], snap.store_read_errors);
 
         family(
             o,
@@ -402,6 +412,7 @@ mod tests {
             jobs_by_state: vec![(JobState::Running, 2)],
             applied_commit: Some("abc".into()),
             store_write_errors: 3,
+            store_read_errors: 5,
             alerts: AlertStats {
                 sent: 4,
                 ..AlertStats::default()
@@ -420,6 +431,7 @@ mod tests {
             "jobkeeper_builds_total{result=\"ok\"} 1",
             "jobkeeper_alerts_sent_total 4",
             "jobkeeper_store_write_errors_total 3",
+            "jobkeeper_store_read_errors_total 5",
             "jobkeeper_reconcile_duration_seconds_bucket{le=\"0.001\"} 0",
             "jobkeeper_reconcile_duration_seconds_bucket{le=\"0.005\"} 1",
             "jobkeeper_reconcile_duration_seconds_bucket{le=\"+Inf\"} 1",

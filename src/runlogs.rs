@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::EngineKind;
 use crate::settings::Live;
 use crate::store::Store;
 
@@ -54,16 +55,13 @@ pub async fn rotate_loop(store: Store, settings: Live, cancel: CancellationToken
             () = tokio::time::sleep(CHECK_INTERVAL) => {}
         }
         let max = settings.get().logs.max_size;
-        let runs = match store.live_runs() {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!("log rotation: cannot list live runs: {e}");
-                continue;
-            }
+        let read = store.live_runs();
+        let Some(runs) = store.read_or_log(None, "live runs, for log rotation", read) else {
+            continue;
         };
         let logs: Vec<(String, i64, PathBuf)> = runs
             .into_iter()
-            .filter(|r| r.engine == "local" && !r.log_path.is_empty())
+            .filter(|r| r.engine == EngineKind::Local && !r.log_path.is_empty())
             .map(|r| (r.job, r.id, PathBuf::from(r.log_path)))
             .collect();
         let _ = tokio::task::spawn_blocking(move || {

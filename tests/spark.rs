@@ -428,7 +428,7 @@ async fn a_driver_whose_id_a_crashed_daemon_never_recorded_is_adopted_not_double
                 ..Default::default()
             },
             job.applied_hash.as_deref().unwrap(),
-            ("spark", "spark"),
+            (jobkeeper::engine::EngineKind::Spark, "spark"),
             &d.state_dir.join("logs/lost"),
         )
         .unwrap();

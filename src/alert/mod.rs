@@ -34,7 +34,7 @@ use crate::backoff::Backoff;
 use crate::event::EventKind;
 use crate::settings::{AlertChannel, Live, Settings};
 use crate::spec::JobSpec;
-use crate::store::{EventRow, NewAlertSent, Store};
+use crate::store::{AlertStatus, EventRow, NewAlertSent, Store};
 
 /// Events sent about the whole daemon rather than one job.
 pub const DAEMON_EVENTS: [EventKind; 2] =
@@ -296,9 +296,11 @@ pub fn status_link(listen: SocketAddr, job: Option<&str>) -> String {
     link
 }
 
-/// The spec the job runs or is to run.
+/// The spec the job runs or is to run. A store that cannot be read is logged and counted
+/// ([`Store::read_or_log`]), and the job's channels are then unknown: its alert goes to every
+/// channel that wants the event rather than to none.
 fn job_spec(store: &Store, job: &str) -> Option<JobSpec> {
-    let row = store.job(job).ok()??;
+    let row = store.read_or_log(Some(job), "job, for its alert channels", store.job(job))??;
     row.desired.or(row.applied)
 }
 
@@ -368,16 +370,21 @@ pub fn alert_for(
         .and_then(|e| settings.env(e))
         .map(|e| e.engine.as_str().to_string());
     let mut engine_job_id = None;
+    // What cannot be read is logged and counted; the alert goes out without it.
+    let job = ev.job.as_deref();
     if let Some(run_id) = ev.run_id {
-        if let Ok(Some(run)) = store.run(run_id) {
-            engine = Some(run.engine.clone());
+        if let Some(run) = store
+            .read_or_log(job, "run, for its alert", store.run(run_id))
+            .flatten()
+        {
+            engine = Some(run.engine.as_str().to_string());
             engine_job_id = run.handle.map(|h| h.engine_id);
         }
         if attempt.is_none() {
             // A failed run: the attempt is the one that started it.
+            let read = store.run_attempt(run_id);
             attempt = store
-                .run_attempt(run_id)
-                .ok()
+                .read_or_log(job, "run's attempt, for its alert", read)
                 .flatten()
                 .map(|a| (a.n, a.of));
         }
@@ -386,8 +393,7 @@ pub fn alert_for(
         let (author, subject) = match (&ev.author, &ev.subject) {
             (Some(a), Some(s)) => (a.clone(), s.clone()),
             _ => store
-                .commit(id)
-                .ok()
+                .read_or_log(job, "commit, for its alert", store.commit(id))
                 .flatten()
                 .map(|c| (c.author, c.subject))
                 .unwrap_or_default(),
@@ -583,7 +589,7 @@ impl Alerter {
     }
 }
 
-type Key = (Option<String>, String, Option<String>);
+type Key = (Option<String>, EventKind, Option<String>);
 
 /// Throttle state of one (job, event, commit).
 #[derive(Default)]
@@ -703,7 +709,7 @@ impl Dispatcher {
         let Some((alert, channels)) = alert_for(&self.settings.get(), &self.store, ev) else {
             return;
         };
-        let key: Key = (ev.job.clone(), alert.event.clone(), ev.commit_id.clone());
+        let key: Key = (ev.job.clone(), ev.kind, ev.commit_id.clone());
         let throttle = self.throttle_ms();
         let now = crate::store::now_ms();
         let state = self.keys.entry(key.clone()).or_default();
@@ -712,10 +718,13 @@ impl Dispatcher {
         }
         state.last_event = ev.id;
         if state.last_fired.is_none() {
+            // Unread, the key counts as never fired: the alert goes out rather than be folded.
+            let read = self
+                .store
+                .alert_last_fired(key.0.as_deref(), key.1, key.2.as_deref());
             state.last_fired = self
                 .store
-                .alert_last_fired(key.0.as_deref(), &key.1, key.2.as_deref())
-                .ok()
+                .read_or_log(key.0.as_deref(), "when its alert last fired", read)
                 .flatten();
         }
         match state.last_fired {
@@ -741,7 +750,7 @@ impl Dispatcher {
             }
             _ => {
                 state.last_fired = Some(now);
-                self.fire(&alert, &channels);
+                self.fire(ev.kind, &alert, &channels);
             }
         }
     }
@@ -749,14 +758,14 @@ impl Dispatcher {
     fn flush_due(&mut self) {
         let now = Instant::now();
         let mut due = Vec::new();
-        for state in self.keys.values_mut() {
+        for ((_, kind, _), state) in &mut self.keys {
             if state.pending.as_ref().is_some_and(|p| p.due <= now) {
                 let p = state.pending.take().expect("checked above");
                 state.last_fired = Some(crate::store::now_ms());
-                due.push(p);
+                due.push((*kind, p));
             }
         }
-        for p in due {
+        for (kind, p) in due {
             // A job whose file was removed since: its repeats are news of nothing that runs.
             if let Some(job) = p.latest.job.as_deref()
                 && self.job_removed(job)
@@ -769,7 +778,7 @@ impl Dispatcher {
             // the last alert.
             alert.repeats = p.count;
             alert.repeats_since = Some(p.since);
-            self.fire(&alert, &p.channels);
+            self.fire(kind, &alert, &p.channels);
         }
         // Forget keys with nothing pending whose throttle has passed.
         let throttle = self.throttle_ms();
@@ -779,36 +788,50 @@ impl Dispatcher {
         });
     }
 
-    /// True when the store knows `job` and its file was removed (no desired version).
+    /// True when the store knows `job` and its file was removed (no desired version). A store
+    /// that cannot be read is logged and counted, and the job counts as not removed: its
+    /// repeats are sent rather than dropped.
     fn job_removed(&self, job: &str) -> bool {
-        matches!(self.store.job(job), Ok(Some(row)) if row.desired.is_none() && row.invalid.is_none())
+        let row =
+            self.store
+                .read_or_log(Some(job), "job, for its folded alerts", self.store.job(job));
+        matches!(row, Some(Some(row)) if row.desired.is_none() && row.invalid.is_none())
     }
 
-    fn fire(&self, alert: &Alert, channels: &[String]) {
+    /// Sends `alert` (of event `kind`) to every target of `channels` that has not had it yet.
+    /// A claim or an end that cannot be recorded follows the failed-write rule
+    /// ([`Store::record`]); an unrecorded claim sends nothing (it could be a second send).
+    fn fire(&self, kind: EventKind, alert: &Alert, channels: &[String]) {
         for ch in channels {
             for (target, tx) in self.targets.get(ch).map(Vec::as_slice).unwrap_or_default() {
                 let claim = NewAlertSent {
                     event_id: alert.event_id,
                     job: alert.job.as_deref(),
-                    event: &alert.event,
+                    event: kind,
                     commit_id: alert.commit.as_ref().map(|c| c.id.as_str()),
                     target,
                     folded: i64::from(alert.repeats),
                 };
-                match self.store.claim_alert(&claim) {
-                    Ok(true) => {}
-                    Ok(false) => continue, // already sent (or being sent) for this event
-                    Err(e) => {
-                        tracing::error!(%target, "cannot record alert: {e}");
-                        continue;
-                    }
+                let job = alert.job.as_deref();
+                let claimed = self.store.claim_alert(&claim);
+                match self
+                    .store
+                    .record(job, format_args!("alert claim {target}"), claimed)
+                {
+                    Some(true) => {}
+                    // Already sent (or being sent) for this event; or the claim was not
+                    // recorded.
+                    Some(false) | None => continue,
                 }
                 if tx.try_send(alert.clone()).is_err() {
                     let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::warn!(%target, event = %alert.event, job = alert.job.as_deref(), dropped = n, "alert dropped: the channel's queue is full");
-                    let _ =
+                    tracing::warn!(%target, event = %alert.event, job, dropped = n, "alert dropped: the channel's queue is full");
+                    let dropped = AlertStatus::Dropped;
+                    let end =
                         self.store
-                            .finish_alert(alert.event_id, target, "dropped", "queue full", 0);
+                            .finish_alert(alert.event_id, target, dropped, "queue full", 0);
+                    self.store
+                        .record(job, format_args!("alert end {target}"), end);
                 }
             }
         }
@@ -870,17 +893,20 @@ async fn deliver(
             Ok(d) => {
                 counters.sent.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%target, event = %alert.event, job = alert.job.as_deref(), tries, "alert sent: {}", d.answer);
-                ("sent", d.answer.clone())
+                (AlertStatus::Sent, d.answer.clone())
             }
             Err(e) => {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%target, event = %alert.event, job = alert.job.as_deref(), tries, "alert failed: {e}");
-                ("failed", e.to_string())
+                (AlertStatus::Failed, e.to_string())
             }
         };
-        if let Err(e) = store.finish_alert(alert.event_id, &target, status, &answer, tries) {
-            tracing::error!(%target, "cannot record alert delivery: {e}");
-        }
+        let end = store.finish_alert(alert.event_id, &target, status, &answer, tries);
+        store.record(
+            alert.job.as_deref(),
+            format_args!("alert end {target}"),
+            end,
+        );
     }
 }
 

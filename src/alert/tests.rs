@@ -90,7 +90,7 @@ fn a_failed_runs_alert_names_the_attempt_that_started_it() {
             "j",
             Default::default(),
             "h",
-            ("local", "dev"),
+            (crate::engine::EngineKind::Local, "dev"),
             Path::new("/tmp"),
         )
         .unwrap();

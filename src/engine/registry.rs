@@ -234,16 +234,13 @@ impl Engines {
     pub fn of_run(
         &self,
         env: Option<&str>,
-        kind: &str,
+        kind: EngineKind,
         handle: Option<&RunHandle>,
     ) -> Option<Arc<dyn Engine>> {
         let Some(env) = env else {
-            return self
-                .distinct()
-                .into_iter()
-                .find(|e| e.kind().as_str() == kind);
+            return self.distinct().into_iter().find(|e| e.kind() == kind);
         };
-        let engine = self.get(env).filter(|e| e.kind().as_str() == kind)?;
+        let engine = self.get(env).filter(|e| e.kind() == kind)?;
         let recorded = handle.and_then(|h| h.cluster.as_deref());
         match recorded {
             Some(c) if engine.cluster().as_deref() != Some(c) => self.former_at(&engine, c),
@@ -388,7 +385,7 @@ mod tests {
         let on_old = engines
             .of_run(
                 Some("a"),
-                "flink",
+                EngineKind::Flink,
                 Some(&handle(Some("http://127.0.0.1:1"))),
             )
             .unwrap();
@@ -396,18 +393,18 @@ mod tests {
         let on_new = engines
             .of_run(
                 Some("a"),
-                "flink",
+                EngineKind::Flink,
                 Some(&handle(Some("http://127.0.0.1:2"))),
             )
             .unwrap();
         assert!(Arc::ptr_eq(&on_new, &new));
         // A run recorded before clusters were recorded is taken to be on the env's cluster.
         let unrecorded = engines
-            .of_run(Some("a"), "flink", Some(&handle(None)))
+            .of_run(Some("a"), EngineKind::Flink, Some(&handle(None)))
             .unwrap();
         assert!(Arc::ptr_eq(&unrecorded, &new));
         assert!(
-            engines.of_run(Some("a"), "local", None).is_none(),
+            engines.of_run(Some("a"), EngineKind::Local, None).is_none(),
             "kind changed"
         );
     }
@@ -417,9 +414,13 @@ mod tests {
         let s = settings(&[("a", flink("http://127.0.0.1:2"))]);
         let engines = Engines::build("/tmp/s", &s, Arc::new(LocalEngine::new()), None);
         let h = handle(Some("http://127.0.0.1:9"));
-        let e = engines.of_run(Some("a"), "flink", Some(&h)).unwrap();
+        let e = engines
+            .of_run(Some("a"), EngineKind::Flink, Some(&h))
+            .unwrap();
         assert_eq!(e.cluster().as_deref(), Some("http://127.0.0.1:9"));
-        let again = engines.of_run(Some("a"), "flink", Some(&h)).unwrap();
+        let again = engines
+            .of_run(Some("a"), EngineKind::Flink, Some(&h))
+            .unwrap();
         assert!(Arc::ptr_eq(&e, &again), "made once");
     }
 

@@ -23,7 +23,9 @@ use crate::reconcile::Scope;
 use crate::repo::TriggerReason;
 use crate::settings::Settings;
 use crate::spec;
-use crate::store::{CommitRecord, EventRow, JobListRow, JobRow, RunRow, Running};
+use crate::store::{
+    CommitRecord, EventRow, JobListRow, JobRow, JobState, RunRow, Running, StoreError,
+};
 
 /// Runs listed for one job.
 pub const RUNS_SHOWN: usize = 20;
@@ -63,7 +65,7 @@ pub fn error(status: StatusCode, message: &str) -> ApiError {
     }
 }
 
-fn internal(err: impl std::fmt::Display) -> ApiError {
+pub(super) fn internal(err: impl std::fmt::Display) -> ApiError {
     tracing::error!("api: {err}");
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -163,7 +165,7 @@ impl RunView {
             id: r.id,
             state: r.state.as_str().to_string(),
             reason: r.reason.clone(),
-            engine: r.engine.clone(),
+            engine: r.engine.as_str().to_string(),
             commit: r.commit_id.as_deref().map(short),
             project_commit: r.project_commit.as_deref().map(short),
             env: r.env.clone(),
@@ -443,15 +445,17 @@ fn job_view(settings: &Settings, row: &JobListRow, x: Extra<'_>) -> JobView {
     }
 }
 
-/// `view` with the refused commit of a `rolled_back` job, read from the store.
-fn with_refused(store: &crate::store::Store, mut view: JobView) -> JobView {
-    if view.state == "rolled_back" {
-        match store.versions(&view.name) {
-            Ok(v) => view.refused_commit = v.refused_commit,
-            Err(e) => tracing::error!(job = %view.name, "could not read the versions: {e}"),
-        }
+/// `view` (of a job in `state`) with the refused commit of a `rolled_back` job, read from the
+/// store.
+fn with_refused(
+    store: &crate::store::Store,
+    state: JobState,
+    mut view: JobView,
+) -> Result<JobView, StoreError> {
+    if state == JobState::RolledBack {
+        view.refused_commit = store.versions(&view.name)?.refused_commit;
     }
-    view
+    Ok(view)
 }
 
 /// The version of the cluster of `env`, once the daemon read it.
@@ -504,9 +508,9 @@ pub fn jobs_view(
                 version: env_version(state, row.env.as_deref()),
                 running: running.get(&row.name),
             };
-            with_refused(store, job_view(&settings, row, extra))
+            with_refused(store, row.state, job_view(&settings, row, extra))
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(JobsView {
         ready: state.ready.load(std::sync::atomic::Ordering::Acquire),
         applied_commit: applied
@@ -547,10 +551,11 @@ pub fn job_detail(state: &ApiState, name: &str) -> Result<(JobDetail, JobRow), A
     let Some(row) = store.job(name).map_err(internal)? else {
         return Err(unknown_job(name));
     };
-    let commits = row
-        .desired_commit
-        .as_deref()
-        .and_then(|c| store.commit(c).ok().flatten())
+    let commit = match row.desired_commit.as_deref() {
+        Some(c) => store.commit(c).map_err(internal)?,
+        None => None,
+    };
+    let commits = commit
         .map(|c| HashMap::from([(c.id.clone(), c)]))
         .unwrap_or_default();
     let events = store.events(Some(name), EVENTS_SHOWN).map_err(internal)?;
@@ -590,14 +595,23 @@ pub fn job_detail(state: &ApiState, name: &str) -> Result<(JobDetail, JobRow), A
 }
 
 /// The last `lines` lines of run `run_id`'s log with the job's secrets masked; `None` when it
-/// has no log (yet, or any more).
-pub fn masked_run_log(state: &ApiState, row: &JobRow, run_id: i64, lines: usize) -> Option<String> {
-    let run = state.store.run(run_id).ok()??;
-    let text = read_tail(Path::new(&run.log_path), lines).ok()?;
-    Some(spec::mask_secrets(
+/// has no log (yet, or any more); an error when the store cannot be read.
+pub fn masked_run_log(
+    state: &ApiState,
+    row: &JobRow,
+    run_id: i64,
+    lines: usize,
+) -> Result<Option<String>, StoreError> {
+    let Some(run) = state.store.run(run_id)? else {
+        return Ok(None);
+    };
+    let Ok(text) = read_tail(Path::new(&run.log_path), lines) else {
+        return Ok(None);
+    };
+    Ok(Some(spec::mask_secrets(
         &text,
         &secret_values(&state.settings.get(), row),
-    ))
+    )))
 }
 
 /// `GET /api/v1/jobs/{name}`: the job with its latest runs and events.

@@ -297,11 +297,14 @@ pub async fn job_page(
             .or(row.applied.as_ref())
             .and_then(|s| s.schedule.clone());
         // The latest run that wrote something (a batch run just started has an empty log).
-        let log = detail.runs.iter().take(5).find_map(|r| {
-            api::masked_run_log(&state, &row, r.id, LOG_LINES)
-                .filter(|l| !l.is_empty())
-                .map(|l| (r.id, l))
-        });
+        let mut log = None;
+        for r in detail.runs.iter().take(5) {
+            let text = api::masked_run_log(&state, &row, r.id, LOG_LINES).map_err(api::internal)?;
+            if let Some(text) = text.filter(|l| !l.is_empty()) {
+                log = Some((r.id, text));
+                break;
+            }
+        }
         Ok::<_, api::ApiError>(render(
             &settings,
             &detail,

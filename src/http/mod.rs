@@ -150,18 +150,27 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, &'static str
     }
 }
 
+/// `GET /metrics`; a store that cannot be read answers 500 (the error is logged), not
+/// figures with the store's part missing.
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     let st = state.clone();
-    let snap = tokio::task::spawn_blocking(move || Snapshot {
-        jobs_by_state: st.store.job_state_counts().unwrap_or_default(),
-        applied_commit: st.store.applied_commit().ok().flatten(),
-        store_write_errors: st.store.write_errors(),
-        alerts: st.alerter.as_ref().map(Alerter::stats).unwrap_or_default(),
-        ready: st.ready.load(Ordering::Acquire),
-        unmanaged: st.reconciler.context().unmanaged.counts(),
+    let snap = tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::store::StoreError>(Snapshot {
+            jobs_by_state: st.store.job_state_counts()?,
+            applied_commit: st.store.applied_commit()?,
+            store_write_errors: st.store.write_errors(),
+            store_read_errors: st.store.read_errors(),
+            alerts: st.alerter.as_ref().map(Alerter::stats).unwrap_or_default(),
+            ready: st.ready.load(Ordering::Acquire),
+            unmanaged: st.reconciler.context().unmanaged.counts(),
+        })
     })
-    .await
-    .unwrap_or_default();
+    .await;
+    let snap = match snap {
+        Ok(Ok(snap)) => snap,
+        Ok(Err(e)) => return api::internal(format!("metrics: {e}")).into_response(),
+        Err(e) => return api::internal(format!("metrics: {e}")).into_response(),
+    };
     (
         [(
             header::CONTENT_TYPE,

@@ -20,7 +20,7 @@ use crate::engine::{Engine, RunExit, RunHandle};
 use crate::event::{Attempt, EventKind, JobEvent};
 use crate::health::RestartTracker;
 use crate::spec::{JobSpec, Upgrade};
-use crate::store::{JobRow, JobState, RunState};
+use crate::store::{JobRow, JobState, RunState, StoreError};
 
 /// First and longest wait before looking again at a cluster that did not answer.
 pub const ENGINE_WAIT: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
@@ -165,7 +165,7 @@ impl Actor {
     /// The actor comes boxed: an `async fn` keeps its arguments and the locals made from them
     /// both in its future, so an actor passed by value would sit twice in every job's task.
     pub async fn run(mut self: Box<Self>, mut rx: super::mailbox::Receiver<Msg>) {
-        if !self.init() {
+        if !Box::pin(self.init_when_read()).await {
             return;
         }
         // The work futures are boxed: an idle actor (most of them, most of the time) then
@@ -213,13 +213,37 @@ impl Actor {
         .next()
     }
 
+    /// [`Actor::init`], tried again after each wait of the engine backoff while the store
+    /// cannot be read: a job whose row cannot be read is neither dropped nor started, it waits
+    /// (each failed read is logged and counted). False when the store has no such job or the
+    /// daemon stops.
+    async fn init_when_read(&mut self) -> bool {
+        loop {
+            let read = self.init();
+            if let Some(found) = self
+                .ctx
+                .store
+                .read_or_log(Some(&self.name), "job, at start", read)
+            {
+                self.engine_retry.backoff.reset();
+                return found;
+            }
+            let wait = self.engine_retry.backoff.next();
+            tokio::select! {
+                () = self.cancel.cancelled() => return false,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
     /// Reads the job's row once: the deployed version, what the previous daemon decided (a job
     /// that gave up waits for a new commit or an operator; a version whose build or deploy
     /// failed is not retried), the latest savepoint, and the cluster runs it left. False when
-    /// the store has no such job.
-    fn init(&mut self) -> bool {
-        let Some(row) = self.load() else {
-            return false;
+    /// the store has no such job; an error when the store cannot be read (nothing was adopted
+    /// then, and calling it again starts afresh).
+    fn init(&mut self) -> Result<bool, StoreError> {
+        let Some(row) = self.ctx.store.job(&self.name)? else {
+            return Ok(false);
         };
         self.commit = row.desired_commit.clone();
         self.applied = deployed_of(&row);
@@ -231,9 +255,9 @@ impl Actor {
         if changed && matches!(row.reason.as_deref(), Some(BUILD_FAILED | DEPLOY_FAILED)) {
             self.stalled = row.desired_hash.clone();
         }
-        self.load_versions(row.desired_hash.as_deref());
-        self.adopt();
-        true
+        self.load_versions(row.desired_hash.as_deref())?;
+        self.adopt()?;
+        Ok(true)
     }
 
     pub(super) fn scope(&self) -> Scope<'_> {
@@ -251,9 +275,12 @@ impl Actor {
             (Some(why), JobState::Running) => (JobState::RolledBack, Some(why.as_str())),
             _ => (state, reason),
         };
-        if let Err(err) = self.ctx.store.set_state(&self.name, state, reason) {
-            tracing::error!(job = %self.name, "could not record state: {err}");
-        }
+        let store = &self.ctx.store;
+        store.record(
+            Some(&self.name),
+            "state",
+            store.set_state(&self.name, state, reason),
+        );
     }
 
     pub(super) fn idle_or_running(&self, idle: JobState) -> JobState {
@@ -264,19 +291,25 @@ impl Actor {
         }
     }
 
-    fn load(&self) -> Option<JobRow> {
-        match self.ctx.store.job(&self.name) {
-            Ok(row) => row,
-            Err(err) => {
-                tracing::error!(job = %self.name, "could not read the store: {err}");
-                None
-            }
+    /// The job's row, `None` once the store has no such job. A row that cannot be read is
+    /// logged and counted, and the actor converges again after the next wait of the engine
+    /// backoff (see [`error_policy`]): `Err(())` then, and the caller does nothing more now.
+    fn load(&mut self, what: &str) -> Result<Option<JobRow>, ()> {
+        let read = self.ctx.store.job(&self.name);
+        if let Some(row) = self.ctx.store.read_or_log(Some(&self.name), what, read) {
+            return Ok(row);
         }
+        let after = self.engine_retry.backoff.peek();
+        self.on_error(Stall::Nothing, StepError::Waiting { after });
+        Err(())
     }
 
     /// Brings the job to its desired state; true when the actor is done (job removed).
     pub(super) async fn converge(&mut self) -> bool {
-        let Some(row) = self.load() else {
+        let Ok(row) = self.load("job") else {
+            return false;
+        };
+        let Some(row) = row else {
             return true;
         };
         self.commit = row.desired_commit.clone();
@@ -486,7 +519,11 @@ impl Actor {
         self.follow_failed = None;
         self.timers.restart = None;
         self.restarts.reset();
-        let desired = self.load().and_then(|r| r.desired_hash);
+        // A row that cannot be read drops the restart: the job converges again later.
+        let Ok(row) = self.load(&format!("job, for a restart asked for by {who}")) else {
+            return false;
+        };
+        let desired = row.and_then(|r| r.desired_hash);
         let same = self.applied.as_ref().filter(|a| {
             // A restart of a job that was rolled back restarts the version that runs.
             let refused = self.versions.refused_hash.as_ref();
@@ -521,12 +558,12 @@ impl Actor {
             return;
         };
         let store = &self.ctx.store;
-        let applied = (
-            &d.spec,
-            d.hash.as_str(),
-            d.artifact.as_ref(),
-            d.commit.as_deref(),
-        );
+        let applied = crate::store::Applied {
+            spec: &d.spec,
+            hash: &d.hash,
+            artifact: d.artifact.as_ref(),
+            commit: d.commit.as_deref(),
+        };
         store.record(
             Some(&self.name),
             "applied spec",

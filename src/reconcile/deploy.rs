@@ -255,7 +255,8 @@ impl Actor {
         if self.live.is_empty() {
             return false;
         }
-        let Ok(runs) = self.ctx.store.runs(&self.name, 16) else {
+        let read = self.ctx.store.runs(&self.name, 16);
+        let Some(runs) = self.ctx.store.read_or_log(Some(&self.name), "runs", read) else {
             return false;
         };
         self.live

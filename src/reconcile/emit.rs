@@ -77,12 +77,6 @@ impl Emitter {
             attempt: event.attempt(),
             ..NewEvent::new(kind, &message)
         });
-        match stored {
-            Ok(id) => Some(id),
-            Err(err) => {
-                tracing::error!(job, event = kind.as_str(), "could not record event: {err}");
-                None
-            }
-        }
+        self.store.record(job, format_args!("event {kind}"), stored)
     }
 }

@@ -97,7 +97,7 @@ impl Context {
     /// The engine a recorded run lives on (see [`crate::engine::Engines::of_run`]).
     pub fn engine_of_run(&self, run: &RunRow) -> Option<Arc<dyn Engine>> {
         self.engines
-            .of_run(run.env.as_deref(), &run.engine, run.handle.as_ref())
+            .of_run(run.env.as_deref(), run.engine, run.handle.as_ref())
     }
 }
 

@@ -2,6 +2,11 @@
 //! is handed to its engine's [`crate::engine::Engine::recover`], which adopts it (it stays live
 //! for its job's actor), or stops it (runs that do not outlive the daemon are started again by
 //! their actors), or finds it never started. No job ever runs twice.
+//!
+//! A run whose job row cannot be read (its spec is what a Spark run is looked for by) is kept
+//! as it is recorded, live: it is neither recovered nor called never-started, since its driver
+//! may be running. The failed read is logged and counted; the job's actor cannot read the row
+//! either, so it starts nothing, and the next daemon start looks at the run again.
 
 use super::Context;
 use super::emit::Scope;
@@ -17,7 +22,11 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, StoreError> {
         let handle = run.handle.clone();
         let note = match ctx.engine_of_run(&run) {
             Some(engine) => {
-                let main_class = run_main_class(ctx, &run);
+                let read = run_main_class(ctx, &run);
+                let what = format!("job of run {}, to recover it", run.id);
+                let Some(main_class) = ctx.store.read_or_log(Some(&run.job), what, read) else {
+                    continue;
+                };
                 let recorded = RecordedRun {
                     job: &run.job,
                     run_id: run.id,
@@ -48,13 +57,16 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, StoreError> {
     Ok(n)
 }
 
-/// The main class of the spec a run was made from (its job's applied or desired spec).
-fn run_main_class(ctx: &Context, run: &RunRow) -> Option<String> {
-    let row = ctx.store.job(&run.job).ok()??;
+/// The main class of the spec a run was made from (its job's applied or desired spec);
+/// `Ok(None)` when the job or that spec is gone, or names none.
+fn run_main_class(ctx: &Context, run: &RunRow) -> Result<Option<String>, StoreError> {
+    let Some(row) = ctx.store.job(&run.job)? else {
+        return Ok(None);
+    };
     let spec = if row.desired_hash.as_deref() == Some(run.spec_hash.as_str()) {
         row.desired
     } else {
         row.applied
-    }?;
-    spec.params.main_class
+    };
+    Ok(spec.and_then(|s| s.params.main_class))
 }

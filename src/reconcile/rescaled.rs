@@ -39,10 +39,13 @@ impl Actor {
         let to_correct = mode == Drift::Correct && self.rescaled.is_some_and(|r| !r.corrected);
         if self.expected.run_id != run_id {
             // What a previous daemon learnt of the run (an adopted run), if anything.
-            let vertices = self.ctx.store.run_parallelism(run_id).unwrap_or_else(|e| {
-                tracing::warn!(job = %self.name, run = run_id, "recorded parallelism unread: {e}");
-                Default::default()
-            });
+            // Unread, the run's parallelism is learnt again from what the cluster says.
+            let read = self.ctx.store.run_parallelism(run_id);
+            let vertices = self
+                .ctx
+                .store
+                .read_or_log(Some(&self.name), "recorded parallelism", read)
+                .unwrap_or_default();
             self.expected = Expected {
                 vertices,
                 ..Expected::new(run_id)

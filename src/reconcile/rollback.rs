@@ -14,23 +14,18 @@ use std::time::Duration;
 use super::actor::{Actor, Stall, Standing};
 use super::decide::{self, AfterBadRun, BadRun, Deployed, StepError, after_bad_run};
 use crate::event::JobEvent;
-use crate::store::{JobState, PreviousVersion, RunState, VersionsRow, now_ms};
+use crate::store::{JobState, PreviousVersion, RunState, StoreError, VersionsRow, now_ms};
 
 impl Actor {
     /// Reads the job's versions row; a refused version other than the desired one is forgotten
     /// (a commit changed the file while the daemon was down).
-    pub(super) fn load_versions(&mut self, desired: Option<&str>) {
-        self.versions = match self.ctx.store.versions(&self.name) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(job = %self.name, "could not read the versions: {e}");
-                VersionsRow::default()
-            }
-        };
+    pub(super) fn load_versions(&mut self, desired: Option<&str>) -> Result<(), StoreError> {
+        self.versions = self.ctx.store.versions(&self.name)?;
         if self.versions.refused_hash.is_some() && self.versions.refused_hash.as_deref() != desired
         {
             self.new_commit(desired.unwrap_or_default());
         }
+        Ok(())
     }
 
     /// A commit changed the job file (to `hash`): a refused version other than it is forgotten,
@@ -184,13 +179,15 @@ impl Actor {
         let Some(applied) = &self.applied else {
             return;
         };
-        let newest = match self.ctx.store.runs(&self.name, 1) {
-            Ok(runs) => runs.into_iter().next(),
-            Err(e) => {
-                tracing::error!(job = %self.name, "could not read runs: {e}");
-                return;
-            }
+        let read = self.ctx.store.runs(&self.name, 1);
+        let Some(runs) = self
+            .ctx
+            .store
+            .read_or_log(Some(&self.name), "latest run", read)
+        else {
+            return;
         };
+        let newest = runs.into_iter().next();
         let rollback = self
             .ctx
             .settings

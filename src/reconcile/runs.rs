@@ -11,7 +11,7 @@ use super::decide::StepError;
 use crate::engine::{EngineError, RunExit, RunHandle, RunStatus, STOP_GRACE};
 use crate::event::JobEvent;
 use crate::spec;
-use crate::store::{JobState, RunOrigin, RunState};
+use crate::store::{JobState, RunOrigin, RunState, SavepointKind, StoreError};
 
 impl Actor {
     /// Submits the deployed version; returns the run id, or why it was refused (secrets masked).
@@ -32,7 +32,7 @@ impl Actor {
                     artifact_key: deployed.artifact.as_ref().map(|a| a.key.as_str()),
                 },
                 &deployed.hash,
-                (engine.kind().as_str(), &deployed.spec.env),
+                (engine.kind(), &deployed.spec.env),
                 &log_dir,
             )
             .map_err(|e| e.to_string())?;
@@ -230,7 +230,7 @@ impl Actor {
                 self.finish_run(live.run_id, end, Some(why));
                 match savepoint {
                     Some(sp) => {
-                        self.keep_savepoint(live.run_id, &sp, "savepoint");
+                        self.keep_savepoint(live.run_id, &sp, SavepointKind::Savepoint);
                         let why = format!("stopped with savepoint {sp}: {why}");
                         self.event(Some(live.run_id), &JobEvent::Stopped { why });
                         self.restore = Some(sp);
@@ -240,7 +240,7 @@ impl Actor {
                     None if keep_state => {
                         tracing::warn!(job = %self.name, run = live.run_id, "stopped with no savepoint reported: {why}");
                         if let Ok(Some(point)) = live.engine.restore_point(&live.handle).await {
-                            self.keep_savepoint(live.run_id, &point, "checkpoint");
+                            self.keep_savepoint(live.run_id, &point, SavepointKind::Checkpoint);
                             let why =
                                 format!("stopped; starting from its latest state {point}: {why}");
                             self.event(Some(live.run_id), &JobEvent::Stopped { why });
@@ -263,14 +263,13 @@ impl Actor {
         }
     }
 
-    fn keep_savepoint(&self, run_id: i64, location: &str, kind: &str) {
-        if let Err(e) = self
-            .ctx
-            .store
-            .add_savepoint(&self.name, Some(run_id), location, kind)
-        {
-            tracing::error!(job = %self.name, "could not record {kind} {location}: {e}");
-        }
+    fn keep_savepoint(&self, run_id: i64, location: &str, kind: SavepointKind) {
+        let store = &self.ctx.store;
+        store.record(
+            Some(&self.name),
+            kind.as_str(),
+            store.add_savepoint(&self.name, Some(run_id), location, kind),
+        );
     }
 
     /// Looks at the cluster again after the next wait of the engine backoff.
@@ -335,22 +334,12 @@ impl Actor {
     }
 
     /// Takes over the runs a previous daemon left on engines whose runs outlive it (by their
-    /// recorded engine ids), and the latest savepoint to start from.
-    pub(super) fn adopt(&mut self) {
-        self.restore = match self.ctx.store.savepoints(&self.name, 1) {
-            Ok(s) => s.into_iter().next().map(|s| s.location),
-            Err(e) => {
-                tracing::error!(job = %self.name, "could not read savepoints: {e}");
-                None
-            }
-        };
-        let runs = match self.ctx.store.runs(&self.name, 16) {
-            Ok(runs) => runs,
-            Err(e) => {
-                tracing::error!(job = %self.name, "could not read runs: {e}");
-                return;
-            }
-        };
+    /// recorded engine ids), and the latest savepoint to start from. A store that cannot be
+    /// read is an error, and nothing is taken over.
+    pub(super) fn adopt(&mut self) -> Result<(), StoreError> {
+        let savepoint = self.ctx.store.savepoints(&self.name, 1)?;
+        let runs = self.ctx.store.runs(&self.name, 16)?;
+        self.restore = savepoint.into_iter().next().map(|s| s.location);
         let secrets = self
             .applied
             .as_ref()
@@ -386,6 +375,7 @@ impl Actor {
             });
             self.event(Some(run.id), &event);
         }
+        Ok(())
     }
 
     /// A run ended; true when the actor is done.
@@ -485,7 +475,7 @@ impl Actor {
     async fn keep_checkpoint(&mut self, live: &Live) {
         match live.engine.restore_point(&live.handle).await {
             Ok(Some(cp)) => {
-                self.keep_savepoint(live.run_id, &cp, "checkpoint");
+                self.keep_savepoint(live.run_id, &cp, SavepointKind::Checkpoint);
                 self.restore = Some(cp);
             }
             Ok(None) => {}

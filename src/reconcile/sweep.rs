@@ -49,12 +49,12 @@ async fn health(
 ) {
     let settings = ctx.settings.get();
     let names: Vec<&str> = running.iter().map(|(j, _)| j.as_str()).collect();
-    let specs = match ctx.store.applied_specs(&names) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("health: cannot read specs: {e}");
-            return;
-        }
+    let read = ctx.store.applied_specs(&names);
+    let Some(specs) = ctx
+        .store
+        .read_or_log(None, "specs, for the health sweep", read)
+    else {
+        return;
     };
     let checked: JobRuns = running
         .into_iter()
@@ -97,12 +97,12 @@ struct Group {
 /// that does not answer reports nothing (its runs are not failed): it raises one
 /// `engine_unreachable` per outage (see [`super::Outages`]).
 pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
-    let runs = match ctx.store.live_runs() {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!("health: cannot read live runs: {e}");
-            return;
-        }
+    let read = ctx.store.live_runs();
+    let Some(runs) = ctx
+        .store
+        .read_or_log(None, "live runs, for the health sweep", read)
+    else {
+        return;
     };
     let mut groups: Vec<Group> = Vec::new();
     for engine in ctx.engines.distinct() {

@@ -104,13 +104,12 @@ impl Actor {
         if self.applied.is_some() || new.spec.adopt.is_none() {
             return false;
         }
-        match self.ctx.store.runs(&self.name, 1) {
-            Ok(runs) => runs.is_empty(),
-            Err(e) => {
-                tracing::error!(job = %self.name, "could not read runs: {e}");
-                false
-            }
-        }
+        let read = self.ctx.store.runs(&self.name, 1);
+        // Unread, the job counts as one that ran: nothing is taken over.
+        self.ctx
+            .store
+            .read_or_log(Some(&self.name), "runs, before a takeover", read)
+            .is_some_and(|runs| runs.is_empty())
     }
 
     /// Takes over the job `new.spec.adopt` names (see the module doc).
@@ -139,7 +138,12 @@ impl Actor {
             Err(e) => return Err(deploy_failed(format!("adopt: {e}"))),
         };
         self.ctx.outages.up(&self.ctx.events, &location);
-        let owners = self.run_owners();
+        // Unread, no run's owner is known: nothing is taken over now, it is tried again.
+        let Some(owners) = self.run_owners() else {
+            return Err(StepError::Waiting {
+                after: self.engine_retry.backoff.peek(),
+            });
+        };
         let found = find(&target, &live, &owners, &location).map_err(deploy_failed)?;
         let log_dir = self.ctx.logs_dir.join(&self.name);
         let handle = self
@@ -149,7 +153,7 @@ impl Actor {
                 &self.name,
                 self.commit.as_deref(),
                 &new.hash,
-                (engine.kind().as_str(), &new.spec.env),
+                (engine.kind(), &new.spec.env),
                 &log_dir,
                 (&found.engine_id, engine.cluster()),
             )
@@ -199,18 +203,19 @@ impl Actor {
         }
     }
 
-    /// Engine id → the job whose live run it is (every job's).
-    fn run_owners(&self) -> HashMap<String, String> {
-        match self.ctx.store.live_runs() {
-            Ok(runs) => runs
-                .into_iter()
+    /// Engine id → the job whose live run it is (every job's); `None` when the store cannot
+    /// be read (logged and counted).
+    fn run_owners(&self) -> Option<HashMap<String, String>> {
+        let read = self.ctx.store.live_runs();
+        let runs =
+            self.ctx
+                .store
+                .read_or_log(Some(&self.name), "live runs, for a takeover", read)?;
+        Some(
+            runs.into_iter()
                 .filter_map(|r| Some((r.handle?.engine_id, r.job)))
                 .collect(),
-            Err(e) => {
-                tracing::error!(job = %self.name, "could not read live runs: {e}");
-                HashMap::new()
-            }
-        }
+        )
     }
 }
 

@@ -14,6 +14,11 @@ use crate::schedule::Schedule;
 use crate::spec::Overlap;
 use crate::store::{JobState, RunState};
 
+/// When the newest of `runs` started.
+fn last_start(runs: &[crate::store::RunRow]) -> Option<chrono::DateTime<Utc>> {
+    chrono::DateTime::from_timestamp_millis(runs.first()?.started_at)
+}
+
 /// A restarted service run that stays up this long raises `recovered`.
 pub const RECOVERED_AFTER: Duration = Duration::from_secs(10);
 
@@ -182,7 +187,13 @@ impl Actor {
         let tz = self.ctx.settings.get().timezone;
         let now = Utc::now().with_timezone(&tz);
         let fire = if allow_late {
-            first_fire(&schedule, now, self.last_start())
+            let read = self.ctx.store.runs(&self.name, 1);
+            let what = "latest run, for a missed cron tick";
+            match self.ctx.store.read_or_log(Some(&self.name), what, read) {
+                Some(runs) => first_fire(&schedule, now, last_start(&runs)),
+                // Unread, a missed tick is not started late: it could be a second run of it.
+                None => schedule.next_after(now).map(|t| (t, false)),
+            }
         } else {
             schedule.next_after(now).map(|t| (t, false))
         };
@@ -193,11 +204,6 @@ impl Actor {
             self.timers.fire = Some(Instant::now() + wait);
             self.fire_at = Some(t);
         }
-    }
-
-    fn last_start(&self) -> Option<chrono::DateTime<Utc>> {
-        let runs = self.ctx.store.runs(&self.name, 1).ok()?;
-        chrono::DateTime::from_timestamp_millis(runs.first()?.started_at)
     }
 
     /// A cron tick of a batch job.

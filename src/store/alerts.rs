@@ -4,7 +4,60 @@
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{Result, Store, now_ms};
+use super::{At, Result, Store, collect, now_ms};
+use crate::event::EventKind;
+
+/// Where an alert delivery is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    /// Claimed, being sent.
+    Sending,
+    /// The far end took it.
+    Sent,
+    /// Every try failed.
+    Failed,
+    /// Not sent: the target's queue was full.
+    Dropped,
+}
+
+impl AlertStatus {
+    /// Every status.
+    pub const ALL: [AlertStatus; 4] = [
+        AlertStatus::Sending,
+        AlertStatus::Sent,
+        AlertStatus::Failed,
+        AlertStatus::Dropped,
+    ];
+
+    /// The word used in the store and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Sending => "sending",
+            AlertStatus::Sent => "sent",
+            AlertStatus::Failed => "failed",
+            AlertStatus::Dropped => "dropped",
+        }
+    }
+
+    /// Parses what [`AlertStatus::as_str`] wrote.
+    pub fn parse(s: &str) -> Option<AlertStatus> {
+        AlertStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// Compares with the word [`AlertStatus::as_str`] gives (`status == "sent"`).
+impl PartialEq<&str> for AlertStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for AlertStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One alert delivery, as kept in the store.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -15,16 +68,16 @@ pub struct AlertSentRow {
     pub event_id: i64,
     /// Job, for job events.
     pub job: Option<String>,
-    /// Alert event (`failed`, ...).
-    pub event: String,
+    /// The alert's event.
+    pub event: EventKind,
     /// Config commit of the event.
     pub commit_id: Option<String>,
     /// `channel/email` or `channel/webhook`.
     pub target: String,
     /// How many repeats this alert folded in (0: none).
     pub folded: i64,
-    /// `sending`, `sent`, `failed` or `dropped`.
-    pub status: String,
+    /// Where the delivery is.
+    pub status: AlertStatus,
     /// What the far end answered last (or why it could not be reached).
     pub answer: String,
     /// Delivery tries made.
@@ -34,14 +87,14 @@ pub struct AlertSentRow {
 }
 
 /// A new alert delivery, claimed before it is sent.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NewAlertSent<'a> {
     /// The event that fired it.
     pub event_id: i64,
     /// Job, for job events.
     pub job: Option<&'a str>,
-    /// Alert event.
-    pub event: &'a str,
+    /// The alert's event.
+    pub event: EventKind,
     /// Config commit of the event.
     pub commit_id: Option<&'a str>,
     /// `channel/email` or `channel/webhook`.
@@ -57,15 +110,16 @@ impl Store {
         let n = self.conn().execute(
             "INSERT OR IGNORE INTO alerts_sent
                  (event_id, job, event, commit_id, target, folded, status, sent_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'sending', ?7)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, ?7)",
             params![
                 a.event_id,
                 a.job,
-                a.event,
+                a.event.as_str(),
                 a.commit_id,
                 a.target,
                 a.folded,
-                now_ms()
+                now_ms(),
+                AlertStatus::Sending.as_str(),
             ],
         )?;
         Ok(n == 1)
@@ -76,14 +130,14 @@ impl Store {
         &self,
         event_id: i64,
         target: &str,
-        status: &str,
+        status: AlertStatus,
         answer: &str,
         attempts: u32,
     ) -> Result<()> {
         self.conn().execute(
             "UPDATE alerts_sent SET status = ?3, answer = ?4, attempts = ?5
              WHERE event_id = ?1 AND target = ?2",
-            params![event_id, target, status, answer, attempts],
+            params![event_id, target, status.as_str(), answer, attempts],
         )?;
         Ok(())
     }
@@ -92,13 +146,13 @@ impl Store {
     pub fn alert_last_fired(
         &self,
         job: Option<&str>,
-        event: &str,
+        event: EventKind,
         commit_id: Option<&str>,
     ) -> Result<Option<i64>> {
         Ok(self.conn().query_row(
             "SELECT MAX(sent_at) FROM alerts_sent
              WHERE job IS ?1 AND event = ?2 AND commit_id IS ?3",
-            params![job, event, commit_id],
+            params![job, event.as_str(), commit_id],
             |r| r.get(0),
         )?)
     }
@@ -110,24 +164,28 @@ impl Store {
             "SELECT id, event_id, job, event, commit_id, target, folded, status, answer, attempts,
                  sent_at FROM alerts_sent ORDER BY id DESC LIMIT ?1",
         )?;
-        let rows = st
-            .query_map([limit as i64], |r| {
+        collect(st.query_map([limit as i64], |r| {
+            Ok((|| {
+                let id: i64 = r.get(0)?;
+                let at = At {
+                    table: "alerts_sent",
+                    row: &id,
+                };
                 Ok(AlertSentRow {
-                    id: r.get(0)?,
+                    id,
                     event_id: r.get(1)?,
                     job: r.get(2)?,
-                    event: r.get(3)?,
+                    event: at.word("event", &r.get::<_, String>(3)?, EventKind::parse)?,
                     commit_id: r.get(4)?,
                     target: r.get(5)?,
                     folded: r.get(6)?,
-                    status: r.get(7)?,
+                    status: at.word("status", &r.get::<_, String>(7)?, AlertStatus::parse)?,
                     answer: r.get(8)?,
                     attempts: r.get(9)?,
                     sent_at: r.get(10)?,
                 })
-            })?
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(rows)
+            })())
+        })?)
     }
 }
 
@@ -141,21 +199,37 @@ mod tests {
         let claim = NewAlertSent {
             event_id: 7,
             job: Some("a"),
-            event: "failed",
+            event: EventKind::Failed,
             commit_id: Some("c1"),
             target: "oncall/email",
             folded: 0,
         };
         assert!(s.claim_alert(&claim).unwrap());
         assert!(!s.claim_alert(&claim).unwrap(), "claimed once");
-        s.finish_alert(7, "oncall/email", "sent", "250 ok", 1)
+        s.finish_alert(7, "oncall/email", AlertStatus::Sent, "250 ok", 1)
             .unwrap();
         assert!(
-            s.alert_last_fired(Some("a"), "failed", Some("c1"))
+            s.alert_last_fired(Some("a"), EventKind::Failed, Some("c1"))
                 .unwrap()
                 .is_some()
         );
-        assert_eq!(s.alert_last_fired(Some("a"), "failed", None).unwrap(), None);
-        assert_eq!(s.alerts_sent(5).unwrap()[0].status, "sent");
+        assert_eq!(
+            s.alert_last_fired(Some("a"), EventKind::Failed, None)
+                .unwrap(),
+            None
+        );
+        let row = &s.alerts_sent(5).unwrap()[0];
+        assert_eq!(
+            (row.event, row.status),
+            (EventKind::Failed, AlertStatus::Sent)
+        );
+        for st in AlertStatus::ALL {
+            assert_eq!(AlertStatus::parse(st.as_str()), Some(st));
+        }
+        s.conn()
+            .execute_batch("UPDATE alerts_sent SET status = 'lost'")
+            .unwrap();
+        let err = s.alerts_sent(5).unwrap_err();
+        assert!(err.to_string().contains("unknown status `lost`"), "{err}");
     }
 }

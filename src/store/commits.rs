@@ -5,7 +5,7 @@
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{EventRow, NewEvent, Result, Store, now_ms};
+use super::{EventRow, JobState, NewEvent, Result, Store, now_ms};
 use crate::event::EventKind;
 
 /// A config-repo commit, as recorded with events.
@@ -82,13 +82,13 @@ impl Store {
         {
             let mut upsert = tx.prepare_cached(
                 "INSERT INTO jobs (name, path, desired, desired_hash, desired_commit, state, invalid, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', NULL, ?6)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?7, NULL, ?6)
                  ON CONFLICT(name) DO UPDATE SET path = ?2, desired = ?3, desired_hash = ?4,
                      desired_commit = ?5, invalid = NULL, updated_at = ?6",
             )?;
             let mut invalid = tx.prepare_cached(
                 "INSERT INTO jobs (name, path, state, invalid, reason, updated_at)
-                 VALUES (?1, ?2, 'invalid', ?3, 'job file is invalid', ?4)
+                 VALUES (?1, ?2, ?5, ?3, 'job file is invalid', ?4)
                  ON CONFLICT(name) DO UPDATE SET invalid = ?3, updated_at = ?4",
             )?;
             let mut removed = tx.prepare_cached(
@@ -103,10 +103,24 @@ impl Store {
                         spec,
                         hash,
                     } => {
-                        upsert.execute(params![name, path, spec, hash, commit.id, now])?;
+                        upsert.execute(params![
+                            name,
+                            path,
+                            spec,
+                            hash,
+                            commit.id,
+                            now,
+                            JobState::Pending.as_str()
+                        ])?;
                     }
                     DesiredUpdate::Invalid { name, path, errors } => {
-                        invalid.execute(params![name, path, errors, now])?;
+                        invalid.execute(params![
+                            name,
+                            path,
+                            errors,
+                            now,
+                            JobState::Invalid.as_str()
+                        ])?;
                     }
                     DesiredUpdate::Removed { name } => {
                         removed.execute(params![name, commit.id, now])?;

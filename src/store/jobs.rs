@@ -95,9 +95,19 @@ impl std::fmt::Display for JobState {
     }
 }
 
-/// A deployed version as [`Store::set_applied`] records it: its spec, the spec's hash, its
-/// artifact and the config commit that deployed it.
-pub type Applied<'a> = (&'a JobSpec, &'a str, Option<&'a Artifact>, Option<&'a str>);
+/// A deployed version as [`Store::set_applied`] records it: a borrowed view of the actor's
+/// `reconcile::Deployed`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Applied<'a> {
+    /// Its spec.
+    pub spec: &'a JobSpec,
+    /// The spec's hash.
+    pub hash: &'a str,
+    /// Its artifact, for jobs with a project or SQL.
+    pub artifact: Option<&'a Artifact>,
+    /// The config commit that deployed it, when known.
+    pub commit: Option<&'a str>,
+}
 
 /// A job's row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -197,6 +207,10 @@ impl JobListRow {
     }
 }
 
+/// The SQL test of a job still in the config repo: a removed job has neither a desired spec
+/// nor an invalid file. Lists hide the others by default, and counts leave them out.
+const NOT_REMOVED: &str = "NOT (desired IS NULL AND invalid IS NULL)";
+
 const JOB_SELECT: &str = "SELECT name, path, desired, desired_hash, desired_commit, applied,
     applied_hash, artifact, state, reason, invalid, updated_at, applied_commit FROM jobs";
 
@@ -215,7 +229,7 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRow>> {
             applied: at.json("applied", r.get(5)?)?,
             applied_hash: r.get(6)?,
             artifact: at.json("artifact", r.get(7)?)?,
-            state: at.state("state", &r.get::<_, String>(8)?, JobState::parse)?,
+            state: at.word("state", &r.get::<_, String>(8)?, JobState::parse)?,
             reason: r.get(9)?,
             invalid: r.get(10)?,
             updated_at: r.get(11)?,
@@ -288,16 +302,15 @@ impl Store {
         Ok(())
     }
 
-    /// Records the version now deployed: `(spec, its hash, its artifact, the config commit
-    /// that deployed it)`, or `None` when nothing is deployed any more. The spec is stored as
-    /// `serde_json` writes it, so its hash stays the hash of the stored bytes.
+    /// Records the version now deployed, or `None` when nothing is deployed any more. The spec
+    /// is stored as `serde_json` writes it, so its hash stays the hash of the stored bytes.
     pub fn set_applied(&self, name: &str, applied: Option<Applied<'_>>) -> Result<()> {
         let (spec, hash, artifact, commit) = match applied {
-            Some((spec, hash, artifact, commit)) => (
-                Some(serde_json::to_string(spec)?),
-                Some(hash),
-                artifact.map(serde_json::to_string).transpose()?,
-                commit,
+            Some(a) => (
+                Some(serde_json::to_string(a.spec)?),
+                Some(a.hash),
+                a.artifact.map(serde_json::to_string).transpose()?,
+                a.commit,
             ),
             None => (None, None, None, None),
         };
@@ -350,7 +363,7 @@ impl Store {
             let _ = write!(sql, " AND env IN ({})", marks.join(", "));
         }
         if !q.removed {
-            sql.push_str(" AND NOT (desired IS NULL AND invalid IS NULL)");
+            let _ = write!(sql, " AND {NOT_REMOVED}");
         }
         args.push(i64::try_from(q.limit).unwrap_or(i64::MAX).into());
         let _ = write!(sql, " ORDER BY name LIMIT ?{}", args.len());
@@ -365,10 +378,10 @@ impl Store {
                 };
                 Ok(JobListRow {
                     path: r.get(1)?,
-                    state: at.state("state", &r.get::<_, String>(2)?, JobState::parse)?,
+                    state: at.word("state", &r.get::<_, String>(2)?, JobState::parse)?,
                     reason: r.get(3)?,
                     desired_commit: r.get(4)?,
-                    env: r.get(5).ok(),
+                    env: r.get(5).map_err(|e| at.error("env", e))?,
                     invalid: r.get(6)?,
                     removed: r.get(7)?,
                     restarts: r.get::<_, i64>(8)? as u64,
@@ -379,12 +392,14 @@ impl Store {
         })?)
     }
 
-    /// How many jobs are in each state (every state, zeros included). A job removed from the
-    /// config repo counts in the state it is in: `stopped` once its runs are stopped, as the
-    /// job list shows it.
+    /// How many jobs are in each state (every state, zeros included). Jobs removed from the
+    /// config repo are left out, as the job list leaves them out by default: the count of a
+    /// state is the length of the list of that state (`?state=`).
     pub fn job_state_counts(&self) -> Result<Vec<(JobState, u64)>> {
         let conn = self.conn();
-        let mut st = conn.prepare_cached("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT state, COUNT(*) FROM jobs WHERE {NOT_REMOVED} GROUP BY state"
+        ))?;
         let mut counts: HashMap<JobState, u64> = HashMap::new();
         for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
             let (state, n) = row?;
@@ -392,7 +407,7 @@ impl Store {
                 table: "jobs",
                 row: &"(count by state)",
             };
-            counts.insert(at.state("state", &state, JobState::parse)?, n as u64);
+            counts.insert(at.word("state", &state, JobState::parse)?, n as u64);
         }
         Ok(JobState::ALL
             .into_iter()
@@ -479,8 +494,13 @@ mod tests {
             log: "/a/build.log".into(),
             commit: "c1".into(),
         };
-        s.set_applied("a", Some((&spec, "h", Some(&artifact), Some("c1"))))
-            .unwrap();
+        let applied = Applied {
+            spec: &spec,
+            hash: "h",
+            artifact: Some(&artifact),
+            commit: Some("c1"),
+        };
+        s.set_applied("a", Some(applied)).unwrap();
         let row = s.job("a").unwrap().unwrap();
         assert_eq!(row.applied.as_ref(), Some(&spec));
         assert_eq!(row.applied_commit.as_deref(), Some("c1"));
@@ -527,7 +547,7 @@ mod tests {
     }
 
     #[test]
-    fn a_removed_stopped_job_counts_as_stopped_in_the_counts_and_the_list() {
+    fn a_removed_job_is_left_out_of_the_counts_as_out_of_the_list() {
         let s = Store::in_memory().unwrap();
         s.apply_commit(
             &commit("c1"),
@@ -544,13 +564,45 @@ mod tests {
         .unwrap();
         s.set_state("a", JobState::Stopped, Some("job file removed"))
             .unwrap();
+        s.apply_commit(
+            &commit("c3"),
+            &[DesiredUpdate::Invalid {
+                name: "c".into(),
+                path: "jobs/c.yaml".into(),
+                errors: "jobs/c.yaml:1:1: bad".into(),
+            }],
+            &[],
+        )
+        .unwrap();
         let counts: HashMap<_, _> = s.job_state_counts().unwrap().into_iter().collect();
-        assert_eq!(counts[&JobState::Stopped], 1);
+        assert_eq!(
+            counts[&JobState::Stopped],
+            0,
+            "the removed job is not counted"
+        );
         assert_eq!(counts[&JobState::Running], 1);
         assert_eq!(
-            counts.values().sum::<u64>(),
-            s.job_list().unwrap().len() as u64
+            counts[&JobState::Invalid],
+            1,
+            "an invalid file is not removed"
         );
+        for (state, n) in &counts {
+            let listed = s
+                .job_page(&JobQuery {
+                    state: Some(*state),
+                    limit: usize::MAX,
+                    ..JobQuery::default()
+                })
+                .unwrap();
+            assert_eq!(listed.len() as u64, *n, "{state}");
+        }
+        let shown = s.job_page(&JobQuery {
+            limit: usize::MAX,
+            ..JobQuery::default()
+        });
+        assert_eq!(counts.values().sum::<u64>(), shown.unwrap().len() as u64);
+        let all = s.job_list().unwrap();
+        assert_eq!((all.len(), all[0].removed), (3, true));
         assert_eq!(s.desired_jobs().unwrap().len(), 1);
     }
 }

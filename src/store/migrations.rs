@@ -53,6 +53,8 @@ fn run_steps(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// The schema of release 0.1.0; `{live}` is the list of live run states
+/// ([`super::runs::LIVE`]).
 const SCHEMA: &str = r"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS commits (
@@ -70,7 +72,7 @@ CREATE TABLE IF NOT EXISTS runs (
     handle TEXT, state TEXT NOT NULL, reason TEXT, log_path TEXT NOT NULL,
     started_at INTEGER NOT NULL, ended_at INTEGER);
 CREATE INDEX IF NOT EXISTS runs_job ON runs(job, id);
-CREATE INDEX IF NOT EXISTS runs_live ON runs(state) WHERE state IN ('starting', 'running');
+CREATE INDEX IF NOT EXISTS runs_live ON runs(state) WHERE state IN {live};
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     time INTEGER NOT NULL, job TEXT, run_id INTEGER, kind TEXT NOT NULL,
@@ -93,7 +95,7 @@ CREATE INDEX IF NOT EXISTS savepoints_job ON savepoints(job, id);
 
 /// Migration 1: the schema of release 0.1.0, from nothing or from any earlier store.
 fn release_0_1_0(conn: &Connection) -> Result<()> {
-    conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(&SCHEMA.replace("{live}", &super::runs::LIVE))?;
     if !has_column(conn, "runs", "env")? {
         // The env a run runs in (which cluster); older runs keep NULL.
         conn.execute_batch("ALTER TABLE runs ADD COLUMN env TEXT")?;
@@ -360,13 +362,18 @@ mod tests {
                 "a",
                 Default::default(),
                 "h",
-                ("flink", "prod"),
+                (crate::engine::EngineKind::Flink, "prod"),
                 Path::new("/l"),
             )
             .unwrap();
         assert_eq!(store.run(id).unwrap().unwrap().env.as_deref(), Some("prod"));
         store
-            .add_savepoint("a", Some(id), "file:/sp/1", "savepoint")
+            .add_savepoint(
+                "a",
+                Some(id),
+                "file:/sp/1",
+                crate::store::SavepointKind::Savepoint,
+            )
             .unwrap();
         assert_eq!(store.savepoints("a", 10).unwrap().len(), 1);
     }

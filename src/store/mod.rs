@@ -20,8 +20,10 @@
 //! - `jobs`: [`JobState`], job rows, their lists and counts.
 //! - `runs`: [`RunState`], run rows and their lifecycle.
 //! - `events`: the event history and the sink that forwards events to the alerter.
-//! - `alerts`: the alert deliveries made.
-//! - `savepoints`: Flink savepoints and retained checkpoints.
+//! - `alerts`: the alert deliveries made ([`AlertStatus`]).
+//! - `savepoints`: Flink savepoints and retained checkpoints ([`SavepointKind`]).
+//! - `versions`: each job's previous version (what a rollback starts again), the current
+//!   version's probation, and the version a rollback refused.
 //! - `retention`: deleting old runs and events in small batches; the artifacts still needed.
 
 mod alerts;
@@ -42,13 +44,13 @@ use parking_lot::{Mutex, MutexGuard};
 use rusqlite::{Connection, params};
 use serde::de::DeserializeOwned;
 
-pub use alerts::{AlertSentRow, NewAlertSent};
+pub use alerts::{AlertSentRow, AlertStatus, NewAlertSent};
 pub use commits::{CommitRecord, DesiredUpdate};
 pub use events::{EventRow, EventSink, NewEvent};
 pub use jobs::{Applied, JobListRow, JobQuery, JobRow, JobState};
 pub use retention::{Checkpointer, PruneCandidate, PrunedRun};
 pub use runs::{RunOrigin, RunRow, RunState, Running};
-pub use savepoints::SavepointRow;
+pub use savepoints::{SavepointKind, SavepointRow};
 pub use versions::{PreviousVersion, VersionsRow};
 
 /// Store errors.
@@ -99,6 +101,8 @@ pub struct Store {
     sink: Arc<Mutex<Option<EventSink>>>,
     /// Writes that failed and were carried on from ([`Store::record`]).
     write_errors: Arc<AtomicU64>,
+    /// Reads that failed and were carried on from ([`Store::read_or_log`]).
+    read_errors: Arc<AtomicU64>,
 }
 
 /// Now as Unix milliseconds.
@@ -134,6 +138,7 @@ impl Store {
             path,
             sink: Arc::default(),
             write_errors: Arc::default(),
+            read_errors: Arc::default(),
         })
     }
 
@@ -148,7 +153,12 @@ impl Store {
     /// written, and counted in `jobkeeper_store_write_errors_total`. The daemon's in-memory
     /// state stays authoritative; the next write of the same thing retries it. Returns the
     /// value when the write succeeded.
-    pub fn record<T>(&self, job: Option<&str>, what: &str, result: Result<T>) -> Option<T> {
+    pub fn record<T>(
+        &self,
+        job: Option<&str>,
+        what: impl std::fmt::Display,
+        result: Result<T>,
+    ) -> Option<T> {
         match result {
             Ok(v) => Some(v),
             Err(err) => {
@@ -167,6 +177,36 @@ impl Store {
     /// Writes that failed and were carried on from since the store was opened.
     pub fn write_errors(&self) -> u64 {
         self.write_errors.load(Ordering::Relaxed)
+    }
+
+    /// The rule for a failed read whose caller carries on without its answer (see
+    /// docs/operations.md, "When a store read fails"): the error is logged at error level with
+    /// the job and what was being read, and counted in `jobkeeper_store_read_errors_total`.
+    /// Returns the value when the read succeeded. A `None` here is not "nothing stored": each
+    /// caller decides what is safe without the answer (an actor keeps its job and looks again,
+    /// an alert goes to every channel, ...). Callers that can return the error do so instead.
+    pub fn read_or_log<T>(
+        &self,
+        job: Option<&str>,
+        what: impl std::fmt::Display,
+        result: Result<T>,
+    ) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(err) => {
+                self.read_errors.fetch_add(1, Ordering::Relaxed);
+                match job {
+                    Some(job) => tracing::error!(job, "store read failed ({what}): {err}"),
+                    None => tracing::error!("store read failed ({what}): {err}"),
+                }
+                None
+            }
+        }
+    }
+
+    /// Reads that failed and were carried on from since the store was opened.
+    pub fn read_errors(&self) -> u64 {
+        self.read_errors.load(Ordering::Relaxed)
     }
 
     /// A small write that proves the store takes writes (for the watchdog).
@@ -213,14 +253,10 @@ impl At<'_> {
             .transpose()
     }
 
-    /// A state column: `parse` gives `None` for a word it does not know.
-    fn state<T>(
-        &self,
-        column: &'static str,
-        word: &str,
-        parse: fn(&str) -> Option<T>,
-    ) -> Result<T> {
-        parse(word).ok_or_else(|| self.error(column, format!("unknown state `{word}`")))
+    /// A column holding one word of a closed set (a state, a kind, an engine): `parse` gives
+    /// `None` for a word it does not know, an error naming the column (`unknown state `x``).
+    fn word<T>(&self, column: &'static str, word: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+        parse(word).ok_or_else(|| self.error(column, format!("unknown {column} `{word}`")))
     }
 }
 
@@ -264,5 +300,14 @@ pub(super) mod tests {
         let failed = s.finish_run(1, RunState::Failed, None);
         assert_eq!(s.record(Some("a"), "run end", failed), None);
         assert_eq!(s.clone().write_errors(), 1);
+    }
+
+    #[test]
+    fn a_failed_read_is_counted_apart_from_failed_writes() {
+        let s = Store::in_memory().unwrap();
+        assert_eq!(s.read_or_log(None, "runs", Ok(2)), Some(2));
+        s.conn().execute_batch("DROP TABLE runs").unwrap();
+        assert_eq!(s.read_or_log(Some("a"), "runs", s.runs("a", 1)), None);
+        assert_eq!((s.clone().read_errors(), s.write_errors()), (1, 0));
     }
 }

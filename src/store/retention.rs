@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use parking_lot::MutexGuard;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::runs::LIVE;
 use super::{Result, Store};
 
 /// A deleted run: its id and its log file.
@@ -91,17 +92,18 @@ impl Store {
     ) -> Result<Vec<PruneCandidate>> {
         let conn = self.conn();
         let rows = {
-            let mut st = conn.prepare_cached(
+            let mut st = conn.prepare_cached(&format!(
                 "SELECT j.name,
                      (SELECT id FROM runs WHERE job = j.name ORDER BY id DESC LIMIT 1 OFFSET ?3),
                      (SELECT id FROM runs WHERE job = j.name
-                         AND state NOT IN ('starting', 'running') ORDER BY id LIMIT 1),
+                         AND state NOT IN {live} ORDER BY id LIMIT 1),
                      (SELECT started_at FROM runs WHERE job = j.name
-                         AND state NOT IN ('starting', 'running') ORDER BY id LIMIT 1),
+                         AND state NOT IN {live} ORDER BY id LIMIT 1),
                      EXISTS (SELECT 1 FROM events e WHERE e.job = j.name AND e.time < ?4
                          AND e.id < (SELECT MAX(id) FROM events WHERE job = j.name))
                  FROM jobs j WHERE j.name > ?1 ORDER BY j.name LIMIT ?2",
-            )?;
+                live = *LIVE
+            ))?;
             st.query_map(params![after, limit as i64, keep as i64, before_ms], |r| {
                 let boundary: Option<i64> = r.get(1)?;
                 let oldest: Option<i64> = r.get(2)?;
@@ -145,10 +147,11 @@ impl Store {
         };
         let tx = conn.transaction()?;
         let pruned: Vec<PrunedRun> = {
-            let mut st = tx.prepare_cached(
+            let mut st = tx.prepare_cached(&format!(
                 "SELECT id, log_path FROM runs WHERE job = ?1 AND id <= ?2 AND started_at < ?3
-                 AND state NOT IN ('starting', 'running') ORDER BY id LIMIT ?4",
-            )?;
+                 AND state NOT IN {} ORDER BY id LIMIT ?4",
+                *LIVE
+            ))?;
             st.query_map(params![job, boundary, before_ms, limit as i64], |r| {
                 Ok(PrunedRun {
                     id: r.get(0)?,
@@ -159,8 +162,11 @@ impl Store {
         };
         if let (Some(first), Some(last)) = (pruned.first(), pruned.last()) {
             tx.execute(
-                "DELETE FROM runs WHERE job = ?1 AND id BETWEEN ?2 AND ?3 AND started_at < ?4
-                 AND state NOT IN ('starting', 'running')",
+                &format!(
+                    "DELETE FROM runs WHERE job = ?1 AND id BETWEEN ?2 AND ?3 AND started_at < ?4
+                     AND state NOT IN {}",
+                    *LIVE
+                ),
                 params![job, first.id, last.id, before_ms],
             )?;
         }
@@ -233,12 +239,13 @@ impl Store {
             }
         }
         let conn = self.conn();
-        let mut st = conn.prepare_cached(
+        let mut st = conn.prepare_cached(&format!(
             "SELECT json_extract(prev_artifact, '$.key') FROM versions
                  WHERE prev_artifact IS NOT NULL
              UNION SELECT artifact_key FROM runs
-                 WHERE state IN ('starting', 'running') AND artifact_key IS NOT NULL",
-        )?;
+                 WHERE state IN {} AND artifact_key IS NOT NULL",
+            *LIVE
+        ))?;
         for key in st.query_map([], |r| r.get::<_, Option<String>>(0))? {
             keys.extend(key?);
         }
@@ -269,7 +276,13 @@ mod tests {
             ..RunOrigin::default()
         };
         let id = s
-            .insert_run(job, origin, "h", ("local", "dev"), Path::new("/logs"))
+            .insert_run(
+                job,
+                origin,
+                "h",
+                (crate::engine::EngineKind::Local, "dev"),
+                Path::new("/logs"),
+            )
             .unwrap();
         s.conn()
             .execute(
@@ -423,8 +436,13 @@ mod tests {
         run(&s, "a", Some("k2"), 2, true);
         run(&s, "z", Some("k0"), 1, false);
         run(&s, "a", Some("k3"), 3, true);
-        s.set_applied("a", Some((&spec, "h", Some(&artifact), Some("c1"))))
-            .unwrap();
+        let applied = crate::store::Applied {
+            spec: &spec,
+            hash: "h",
+            artifact: Some(&artifact),
+            commit: Some("c1"),
+        };
+        s.set_applied("a", Some(applied)).unwrap();
         let needed = s.needed_artifacts().unwrap();
         let mut needed: Vec<_> = needed.into_iter().collect();
         needed.sort();

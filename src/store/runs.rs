@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{At, Result, Store, collect, now_ms};
-use crate::engine::RunHandle;
+use crate::engine::{EngineKind, RunHandle};
 
 /// States of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -62,6 +62,18 @@ impl RunState {
     }
 }
 
+/// The live states as an SQL list, `('starting', 'running')`, written from
+/// [`RunState::as_str`]: the queries of live runs and the partial index they use
+/// (`runs_live`) say it alike, and no state word is spelled in SQL text.
+pub(super) static LIVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let words: Vec<String> = RunState::ALL
+        .into_iter()
+        .filter(|s| s.is_live())
+        .map(|s| format!("'{s}'"))
+        .collect();
+    format!("({})", words.join(", "))
+});
+
 /// Compares with the word [`RunState::as_str`] gives (`state == "running"`).
 impl PartialEq<&str> for RunState {
     fn eq(&self, other: &&str) -> bool {
@@ -88,8 +100,8 @@ pub struct RunRow {
     pub project_commit: Option<String>,
     /// Hash of the spec it runs.
     pub spec_hash: String,
-    /// Engine kind.
-    pub engine: String,
+    /// The engine it was submitted to.
+    pub engine: EngineKind,
     /// The env it runs in (which cluster); `None` for runs recorded before envs were kept.
     pub env: Option<String>,
     /// Engine handle, once submitted.
@@ -145,9 +157,9 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RunRow>> {
             job: r.get(1)?,
             commit_id: r.get(2)?,
             spec_hash: r.get(3)?,
-            engine: r.get(4)?,
+            engine: at.word("engine", &r.get::<_, String>(4)?, EngineKind::from_name)?,
             handle: at.json("handle", r.get(5)?)?,
-            state: at.state("state", &r.get::<_, String>(6)?, RunState::parse)?,
+            state: at.word("state", &r.get::<_, String>(6)?, RunState::parse)?,
             reason: r.get(7)?,
             log_path: r.get(8)?,
             started_at: r.get(9)?,
@@ -166,7 +178,7 @@ impl Store {
         job: &str,
         origin: RunOrigin<'_>,
         spec_hash: &str,
-        (engine, env): (&str, &str),
+        (engine, env): (EngineKind, &str),
         log_dir: &Path,
     ) -> Result<i64> {
         let mut conn = self.conn();
@@ -174,16 +186,17 @@ impl Store {
         tx.execute(
             "INSERT INTO runs (job, commit_id, project_commit, artifact_key, spec_hash, engine,
                  env, state, log_path, started_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'starting', '', ?8)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, '', ?8)",
             params![
                 job,
                 origin.config_commit,
                 origin.project_commit,
                 origin.artifact_key,
                 spec_hash,
-                engine,
+                engine.as_str(),
                 env,
-                now_ms()
+                now_ms(),
+                RunState::Starting.as_str(),
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -204,7 +217,7 @@ impl Store {
         job: &str,
         commit: Option<&str>,
         spec_hash: &str,
-        (engine, env): (&str, &str),
+        (engine, env): (EngineKind, &str),
         log_dir: &Path,
         (engine_id, cluster): (&str, Option<String>),
     ) -> Result<RunHandle> {
@@ -217,7 +230,7 @@ impl Store {
                 job,
                 commit,
                 spec_hash,
-                engine,
+                engine.as_str(),
                 env,
                 RunState::Running.as_str(),
                 now_ms()
@@ -289,7 +302,8 @@ impl Store {
     pub fn live_runs(&self) -> Result<Vec<RunRow>> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(&format!(
-            "{RUN_SELECT} WHERE state IN ('starting', 'running') ORDER BY id"
+            "{RUN_SELECT} WHERE state IN {} ORDER BY id",
+            *LIVE
         ))?;
         collect(st.query_map([], run_row)?)
     }
@@ -298,10 +312,11 @@ impl Store {
     /// holds them), so it costs the number of running jobs, not the history.
     pub fn running(&self) -> Result<HashMap<String, Running>> {
         let conn = self.conn();
-        let mut st = conn.prepare_cached(
+        let mut st = conn.prepare_cached(&format!(
             "SELECT job, id, commit_id, project_commit, started_at FROM runs
-             WHERE state IN ('starting', 'running') ORDER BY id",
-        )?;
+             WHERE state IN {} ORDER BY id",
+            *LIVE
+        ))?;
         let rows = st.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -319,10 +334,11 @@ impl Store {
     /// What runs now for one job (see [`Store::running`]).
     pub fn running_of(&self, job: &str) -> Result<Option<Running>> {
         let conn = self.conn();
-        let mut st = conn.prepare_cached(
+        let mut st = conn.prepare_cached(&format!(
             "SELECT id, commit_id, project_commit, started_at FROM runs
-             WHERE job = ?1 AND state IN ('starting', 'running') ORDER BY id DESC LIMIT 1",
-        )?;
+             WHERE job = ?1 AND state IN {} ORDER BY id DESC LIMIT 1",
+            *LIVE
+        ))?;
         Ok(st
             .query_row([job], |r| {
                 Ok(Running {
@@ -377,7 +393,7 @@ mod tests {
                     artifact_key: Some("k1"),
                 },
                 "h",
-                ("local", "dev"),
+                (EngineKind::Local, "dev"),
                 Path::new("/logs/a"),
             )
             .unwrap();
@@ -435,7 +451,7 @@ mod tests {
                 "a",
                 RunOrigin::default(),
                 "h",
-                ("flink", "prod"),
+                (EngineKind::Flink, "prod"),
                 Path::new("/l"),
             )
             .unwrap();

@@ -4,7 +4,48 @@
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{Result, Store, now_ms};
+use super::{At, Result, Store, collect, now_ms};
+
+/// What a savepoints row holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SavepointKind {
+    /// A savepoint taken when stopping (upgrade, suspend, removal).
+    Savepoint,
+    /// The latest retained checkpoint of a run that failed.
+    Checkpoint,
+}
+
+impl SavepointKind {
+    /// Every kind.
+    pub const ALL: [SavepointKind; 2] = [SavepointKind::Savepoint, SavepointKind::Checkpoint];
+
+    /// The word used in the store, the API and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SavepointKind::Savepoint => "savepoint",
+            SavepointKind::Checkpoint => "checkpoint",
+        }
+    }
+
+    /// Parses what [`SavepointKind::as_str`] wrote.
+    pub fn parse(s: &str) -> Option<SavepointKind> {
+        SavepointKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Compares with the word [`SavepointKind::as_str`] gives (`kind == "savepoint"`).
+impl PartialEq<&str> for SavepointKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for SavepointKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A savepoint or retained checkpoint of a job, as kept in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -17,9 +58,8 @@ pub struct SavepointRow {
     pub run_id: Option<i64>,
     /// Where it is (`file:/...`, `s3://...`).
     pub location: String,
-    /// `savepoint` (taken when stopping: upgrade, suspend, removal) or `checkpoint` (the latest
-    /// retained checkpoint of a run that failed).
-    pub kind: String,
+    /// A savepoint or a retained checkpoint.
+    pub kind: SavepointKind,
     /// Unix time (ms) it was recorded.
     pub time: i64,
 }
@@ -31,12 +71,12 @@ impl Store {
         job: &str,
         run_id: Option<i64>,
         location: &str,
-        kind: &str,
+        kind: SavepointKind,
     ) -> Result<i64> {
         let conn = self.conn();
         conn.execute(
             "INSERT INTO savepoints (job, run_id, location, kind, time) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![job, run_id, location, kind, now_ms()],
+            params![job, run_id, location, kind.as_str(), now_ms()],
         )?;
         Ok(conn.last_insert_rowid())
     }
@@ -48,19 +88,23 @@ impl Store {
             "SELECT id, job, run_id, location, kind, time FROM savepoints WHERE job = ?1
              ORDER BY id DESC LIMIT ?2",
         )?;
-        let rows = st
-            .query_map(params![job, limit as i64], |r| {
+        collect(st.query_map(params![job, limit as i64], |r| {
+            Ok((|| {
+                let id: i64 = r.get(0)?;
+                let at = At {
+                    table: "savepoints",
+                    row: &id,
+                };
                 Ok(SavepointRow {
-                    id: r.get(0)?,
+                    id,
                     job: r.get(1)?,
                     run_id: r.get(2)?,
                     location: r.get(3)?,
-                    kind: r.get(4)?,
+                    kind: at.word("kind", &r.get::<_, String>(4)?, SavepointKind::parse)?,
                     time: r.get(5)?,
                 })
-            })?
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(rows)
+            })())
+        })?)
     }
 }
 
@@ -71,14 +115,22 @@ mod tests {
     #[test]
     fn savepoints_are_kept_per_job_newest_first() {
         let s = Store::in_memory().unwrap();
-        s.add_savepoint("a", Some(1), "file:/sp/1", "savepoint")
+        s.add_savepoint("a", Some(1), "file:/sp/1", SavepointKind::Savepoint)
             .unwrap();
-        s.add_savepoint("a", Some(1), "file:/cp/2", "checkpoint")
+        s.add_savepoint("a", Some(1), "file:/cp/2", SavepointKind::Checkpoint)
             .unwrap();
         let sps = s.savepoints("a", 10).unwrap();
         assert_eq!(sps.len(), 2);
         assert_eq!(sps[0].location, "file:/cp/2");
-        assert_eq!(sps[1].kind, "savepoint");
+        assert_eq!(sps[1].kind, SavepointKind::Savepoint);
         assert!(s.savepoints("b", 10).unwrap().is_empty());
+        for k in SavepointKind::ALL {
+            assert_eq!(SavepointKind::parse(k.as_str()), Some(k));
+        }
+        s.conn()
+            .execute_batch("UPDATE savepoints SET kind = 'snapshot' WHERE id = 1")
+            .unwrap();
+        let err = s.savepoints("a", 10).unwrap_err();
+        assert!(err.to_string().contains("`snapshot`"), "{err}");
     }
 }
