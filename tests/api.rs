@@ -834,3 +834,64 @@ async fn cli_status_sync_restart_logs() {
     }
     d.stop().await;
 }
+
+/// How many jobs `GET /api/v1/jobs?{query}` lists.
+async fn listed(d: &Daemon, query: &str) -> usize {
+    let (code, v) = get_json(d, &format!("/api/v1/jobs?{query}")).await;
+    assert_eq!(code, 200, "{v}");
+    v["jobs"].as_array().unwrap().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_agree_with_lists_and_an_unreadable_row_is_a_500() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let git = Git::new(root, "config");
+    git.write("jobs/web.yaml", &common::sleeper(600))
+        .write("jobs/gone.yaml", &common::sleeper(601));
+    git.commit_push("two jobs");
+    let extra = secrets(root);
+    let mut d = start(root, &config(root, &git, &extra)).await;
+    let pid = d.running_pid("web").await;
+    d.running_pid("gone").await;
+    git.remove("jobs/gone.yaml");
+    git.commit_push("remove gone");
+    wait_for("gone stopped", Duration::from_secs(20), || {
+        d.job("gone").is_some_and(|j| j.state == "stopped")
+    })
+    .await;
+
+    // The count of a state is the length of that state's list; a removed job is in neither.
+    let (code, text) = get(&d, "/metrics").await;
+    assert_eq!(code, 200);
+    for state in ["running", "stopped"] {
+        let counted = metric(&text, &format!("jobkeeper_jobs{{state=\"{state}\"}}"));
+        assert_eq!(
+            counted as usize,
+            listed(&d, &format!("state={state}")).await,
+            "{state}"
+        );
+    }
+    assert_eq!(listed(&d, "state=stopped").await, 0);
+    assert_eq!(listed(&d, "state=stopped&removed=1").await, 1);
+
+    // A row the store cannot read is an error the API answers with, not a missing job.
+    let db = rusqlite::Connection::open(d.state_dir.join("jobkeeper.db")).unwrap();
+    db.execute("UPDATE jobs SET state = 'sleeping' WHERE name = 'web'", [])
+        .unwrap();
+    for path in [
+        "/api/v1/jobs",
+        "/api/v1/jobs/web",
+        "/metrics",
+        "/jobs/web",
+        "/",
+    ] {
+        let (code, body) = get(&d, path).await;
+        assert_eq!(code, 500, "{path}: {body}");
+    }
+    assert!(common::alive(pid), "the job runs on");
+    db.execute("UPDATE jobs SET state = 'running' WHERE name = 'web'", [])
+        .unwrap();
+    assert_eq!(get(&d, "/api/v1/jobs/web").await.0, 200);
+    d.stop().await;
+}

@@ -621,3 +621,69 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{context, desire_a, desired_text, set_desired, wait_for};
+    use super::*;
+    use crate::store::{RunRow, Store};
+
+    fn live_runs(store: &Store) -> Vec<RunRow> {
+        store.live_runs().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_job_row_that_cannot_be_read_at_start_waits_and_is_started_once_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path());
+        desire_a(&ctx.store);
+        let good = desired_text(dir.path());
+        set_desired(dir.path(), "{\"env\": 1}");
+        let cancel = CancellationToken::new();
+        let reconciler = super::super::Reconciler::new(ctx.clone(), cancel.clone());
+        reconciler.poke("a");
+        wait_for("two failed reads", || ctx.store.read_errors() >= 2).await;
+        assert!(
+            ctx.store.runs("a", 5).unwrap().is_empty(),
+            "nothing started"
+        );
+        set_desired(dir.path(), &good);
+        // No new poke: the actor that waits reads again by itself.
+        wait_for("a run", || !live_runs(&ctx.store).is_empty()).await;
+        cancel.cancel();
+        reconciler.wait().await;
+    }
+
+    #[tokio::test]
+    async fn a_job_row_that_cannot_be_read_keeps_the_job_and_its_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path());
+        desire_a(&ctx.store);
+        let good = desired_text(dir.path());
+        let cancel = CancellationToken::new();
+        let reconciler = super::super::Reconciler::new(ctx.clone(), cancel.clone());
+        reconciler.poke("a");
+        wait_for("a running run", || {
+            live_runs(&ctx.store)
+                .first()
+                .is_some_and(|r| r.state == RunState::Running)
+        })
+        .await;
+        let run = live_runs(&ctx.store)[0].id;
+        set_desired(dir.path(), "{\"env\": 1}");
+        reconciler.poke("a");
+        wait_for("a failed read", || ctx.store.read_errors() >= 1).await;
+        set_desired(dir.path(), &good);
+        // Before the fix, the actor ended as if the job were removed: the next poke made a
+        // new actor, which started the job a second time.
+        reconciler.poke("a");
+        wait_for("the retry", || ctx.store.read_errors() >= 1).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let live: Vec<i64> = live_runs(&ctx.store).iter().map(|r| r.id).collect();
+        assert_eq!(live, [run], "the job runs once, its run kept");
+        let row = ctx.store.job("a").unwrap().unwrap();
+        assert_eq!(row.state, JobState::Running);
+        cancel.cancel();
+        reconciler.wait().await;
+    }
+}

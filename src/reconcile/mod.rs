@@ -42,6 +42,8 @@ mod rollback;
 mod runs;
 pub mod sweep;
 pub mod takeover;
+#[cfg(test)]
+mod testing;
 mod timers;
 mod unhealthy;
 pub mod unmanaged;

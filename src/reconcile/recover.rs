@@ -70,3 +70,43 @@ fn run_main_class(ctx: &Context, run: &RunRow) -> Result<Option<String>, StoreEr
     };
     Ok(spec.and_then(|s| s.params.main_class))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{context, desire_a, desired_text, set_desired};
+    use super::*;
+    use crate::engine::EngineKind;
+
+    #[tokio::test]
+    async fn a_run_whose_job_cannot_be_read_is_kept_not_called_never_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path());
+        desire_a(&ctx.store);
+        let good = desired_text(dir.path());
+        let logs = dir.path().join("logs/a");
+        let run = ctx
+            .store
+            .insert_run(
+                "a",
+                Default::default(),
+                "h1",
+                (EngineKind::Local, "dev"),
+                &logs,
+            )
+            .unwrap();
+        set_desired(dir.path(), "{\"env\": 1}");
+        assert_eq!(recover_live_runs(&ctx).await.unwrap(), 0);
+        let live = ctx.store.live_runs().unwrap();
+        assert_eq!(
+            (live.len(), live[0].id),
+            (1, run),
+            "the run is kept as recorded"
+        );
+        assert_eq!(ctx.store.read_errors(), 1);
+        set_desired(dir.path(), &good);
+        assert_eq!(recover_live_runs(&ctx).await.unwrap(), 1);
+        assert!(ctx.store.live_runs().unwrap().is_empty());
+        let ended = ctx.store.run(run).unwrap().unwrap();
+        assert_eq!(ended.state, RunState::Stopped);
+    }
+}
