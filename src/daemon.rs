@@ -530,10 +530,14 @@ async fn status_loop(store: Store, notifier: Arc<Notifier>, cancel: Cancellation
             _ = tick.tick() => {}
         }
         let s = store.clone();
-        let Ok(Ok((commit, counts))) = tokio::task::spawn_blocking(move || {
+        let Ok(read) = tokio::task::spawn_blocking(move || {
             Ok::<_, StoreError>((s.applied_commit()?, s.job_state_counts()?))
         })
         .await
+        else {
+            continue;
+        };
+        let Some((commit, counts)) = store.read_or_log(None, "jobs by state, for systemd", read)
         else {
             continue;
         };
