@@ -1,6 +1,6 @@
 //! The daemon: wiring only. [`run_with`] reads as its steps: make and lock the state folder,
 //! open the store and build the shared parts (`Core`), stop runs a previous daemon left,
-//! start the job loops (local exits, health sweep), serve HTTP, start the service loops
+//! start the job loops (run exits, health sweep), serve HTTP, start the service loops
 //! (watchdog, status, log rotation, reloads), follow the config repo (`Follower`, one
 //! [`crate::sync`] per trigger) and shut everything down in order.
 //!
@@ -18,10 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::alert::Alerter;
 use crate::build::{BuildConfig, Builder};
-use crate::engine::Engine;
-use crate::engine::local::LocalEngine;
-use crate::engine::spark::JarShelf;
-use crate::engine::spark::artifacts::Shelf;
+use crate::engine::Engines;
 use crate::event::JobEvent;
 use crate::http::{self, ApiState};
 use crate::metrics::Metrics;
@@ -75,7 +72,8 @@ pub enum DaemonError {
     Http(#[source] std::io::Error),
 }
 
-/// Runs the daemon until `cancel` fires; returns after local runs are stopped.
+/// Runs the daemon until `cancel` fires; returns after the runs that end with the daemon are
+/// stopped.
 pub async fn run(
     settings: Settings,
     listener: TcpListener,
@@ -100,12 +98,14 @@ pub async fn run_with(
     let live = Live::new(settings);
     // The config at start: the fields taken only at start are read from it.
     let started = live.get();
-    let shelf = open_shelf(&state_dir)?;
-    let jars = JarShelf {
-        shelf: shelf.clone(),
-        daemon_url: daemon_url(&started, &listener),
-    };
-    let core = Core::open(&live, &cancel, &jars)?;
+    let envs = started.envs.iter().map(|(n, e)| (n, &e.engine));
+    let (engines, shelf) =
+        crate::engine::registry::for_daemon(&state_dir, daemon_url(&started, &listener), envs)
+            .map_err(|e| DaemonError::StateDir {
+                path: e.path,
+                source: e.source,
+            })?;
+    let core = Core::open(&live, &cancel, engines)?;
     crate::engine::registry::probe(&core.ctx.engines.all())
         .await
         .map_err(|r| DaemonError::Engine {
@@ -191,28 +191,23 @@ struct Core {
     alerter: Alerter,
     /// Counters.
     metrics: Arc<Metrics>,
-    /// The local engine, whose exits feed the reconciler.
-    local: Arc<LocalEngine>,
-    /// What each job's actor needs.
+    /// What each job's actor needs (with the engines, whose run exits feed the reconciler).
     ctx: Arc<Context>,
 }
 
 impl Core {
-    /// Opens the store and builds the alerter, engines, builder and reconcile context; spark
-    /// engines serve jars from `jars`.
-    fn open(live: &Live, cancel: &CancellationToken, jars: &JarShelf) -> Result<Core, DaemonError> {
+    /// Opens the store and builds the alerter, builder and reconcile context around
+    /// `engines`.
+    fn open(
+        live: &Live,
+        cancel: &CancellationToken,
+        engines: Engines,
+    ) -> Result<Core, DaemonError> {
         let settings = live.get();
         let state_dir = &settings.state_dir;
         let store = Store::open(&state_dir.join("jobkeeper.db"))?;
         let alerter = Alerter::spawn(live.clone(), store.clone(), cancel.clone()).attach(&store);
         let metrics = Arc::new(Metrics::default());
-        let local = Arc::new(LocalEngine::new());
-        let engines = crate::engine::Engines::build(
-            &settings.state_dir.display().to_string(),
-            settings.envs.iter().map(|(n, e)| (n, &e.engine)),
-            local.clone(),
-            Some(jars.clone()),
-        );
         let projects = Arc::new(ProjectRepos::new(
             state_dir,
             crate::repo::Credentials::from_settings(&settings.repo),
@@ -240,14 +235,13 @@ impl Core {
             store,
             alerter,
             metrics,
-            local,
             ctx,
         })
     }
 }
 
-/// Before anything starts: local runs a previous daemon left behind are found and stopped;
-/// cluster runs are kept for their actors to adopt.
+/// Before anything starts: the runs a previous daemon left behind are handed to their engines,
+/// which stop those that end with the daemon and keep the others for their actors to adopt.
 async fn recover(ctx: &Arc<Context>) -> Result<(), DaemonError> {
     let recovered = reconcile::recover_live_runs(ctx).await?;
     if recovered > 0 {
@@ -259,7 +253,7 @@ async fn recover(ctx: &Arc<Context>) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Local run exits go to their actors; the health sweep looks at every live run.
+/// Run exits the engines report go to their actors; the health sweep looks at every live run.
 fn start_job_loops(
     tasks: &TaskTracker,
     core: &Core,
@@ -267,7 +261,7 @@ fn start_job_loops(
     started: &Settings,
     cancel: &CancellationToken,
 ) {
-    if let Some(mut exits) = core.local.take_exits() {
+    if let Some(mut exits) = core.ctx.engines.take_exits() {
         let (r, cancel) = (reconciler.clone(), cancel.clone());
         tasks.spawn(async move {
             loop {
@@ -471,7 +465,8 @@ impl Follower {
     }
 }
 
-/// Stops in order: local runs with their actors, then every loop, then the HTTP server.
+/// Stops in order: the runs that end with the daemon, with their actors, then every loop, then
+/// the HTTP server.
 async fn shut_down(
     notifier: &Notifier,
     reconciler: &Reconciler,
@@ -479,7 +474,7 @@ async fn shut_down(
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 ) -> Result<(), DaemonError> {
     notifier.stopping();
-    tracing::info!("shutting down: stopping local runs");
+    tracing::info!("shutting down: stopping the runs that end with the daemon");
     reconciler.wait().await;
     tasks.close();
     tasks.wait().await;
@@ -559,20 +554,9 @@ async fn status_loop(store: Store, notifier: Arc<Notifier>, cancel: Cancellation
     }
 }
 
-/// The jars the daemon serves to spark workers (`state_dir/served`, keyed by
-/// `state_dir/artifact.key`).
-fn open_shelf(state_dir: &Path) -> Result<Shelf, DaemonError> {
-    Shelf::open(state_dir).map_err(|source| DaemonError::StateDir {
-        path: state_dir
-            .join(crate::engine::spark::artifacts::KEY_FILE)
-            .display()
-            .to_string(),
-        source,
-    })
-}
-
-/// The daemon's base URL for spark workers: `external_url`, else the address the listener is
-/// bound to (as in alert links: an unspecified address is replaced by the host's name).
+/// The daemon's base URL, where engines' workers fetch what it serves: `external_url`, else
+/// the address the listener is bound to (as in alert links: an unspecified address is replaced
+/// by the host's name).
 fn daemon_url(settings: &Settings, listener: &TcpListener) -> String {
     if let Some(u) = &settings.external_url {
         return u.trim_end_matches('/').to_string();

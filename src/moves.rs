@@ -5,8 +5,6 @@
 
 use std::collections::HashMap;
 
-use crate::engine::flink::FlinkEngine;
-use crate::engine::{Engine, EngineConfig};
 use crate::plan::Plan;
 use crate::settings::Settings;
 
@@ -45,7 +43,7 @@ pub fn move_line(old: &str, new: &str, clusters: &HashMap<String, EnvCluster>) -
         return None;
     }
     let how = "through a savepoint; if the new cluster refuses it, it runs again on the old one from that savepoint";
-    let url = |c: &EnvCluster| c.url.clone().unwrap_or_else(|| "local".into());
+    let url = |c: &EnvCluster| c.url.clone().unwrap_or_else(|| c.engine.clone());
     Some(match (&a.version, &b.version) {
         (Some(va), Some(vb)) if a.engine == b.engine => format!(
             "moves from {} {va} to {vb} ({} → {}), {how}",
@@ -68,19 +66,11 @@ pub fn move_line(old: &str, new: &str, clusters: &HashMap<String, EnvCluster>) -
 pub async fn env_clusters(settings: &Settings, asked: &[&str]) -> HashMap<String, EnvCluster> {
     let mut out = HashMap::new();
     for (name, env) in &settings.envs {
-        let (url, version) = match &env.engine {
-            EngineConfig::Local => (None, None),
-            EngineConfig::Spark(s) => (Some(s.url.clone()), None),
-            EngineConfig::Flink(f) => {
-                let mut version = None;
-                if asked.contains(&name.as_str())
-                    && let Ok(engine) = FlinkEngine::new(f, "plan")
-                {
-                    let probe = tokio::time::timeout(PROBE_TIMEOUT, engine.probe()).await;
-                    version = probe.ok().and_then(|_| engine.version());
-                }
-                (Some(f.url.trim_end_matches('/').to_string()), version)
-            }
+        let url = env.engine.cluster_url();
+        let version = if asked.contains(&name.as_str()) {
+            crate::engine::registry::cluster_version(&env.engine, PROBE_TIMEOUT).await
+        } else {
+            None
         };
         let engine = env.engine.as_str().to_string();
         out.insert(

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::EngineKind;
 use crate::settings::Live;
 use crate::store::Store;
 
@@ -61,7 +60,7 @@ pub async fn rotate_loop(store: Store, settings: Live, cancel: CancellationToken
         };
         let logs: Vec<(String, i64, PathBuf)> = runs
             .into_iter()
-            .filter(|r| r.engine == EngineKind::Local && !r.log_path.is_empty())
+            .filter(|r| r.engine.writes_run_logs() && !r.log_path.is_empty())
             .map(|r| (r.job, r.id, PathBuf::from(r.log_path)))
             .collect();
         let _ = tokio::task::spawn_blocking(move || {

@@ -46,6 +46,22 @@ impl EngineKind {
         Self::ALL.map(EngineKind::as_str).join(", ")
     }
 
+    /// Whether the engine runs jobs on a cluster, where jobs started outside jobkeeper can be
+    /// taken over (`adopt`).
+    pub fn runs_on_cluster(self) -> bool {
+        !matches!(self, EngineKind::Local)
+    }
+
+    /// Whether the engine runs SQL jobs (`sql`, `sql_file`).
+    pub fn runs_sql(self) -> bool {
+        matches!(self, EngineKind::Flink)
+    }
+
+    /// Whether a run's log is a file the daemon writes (and rotates), not the cluster's.
+    pub fn writes_run_logs(self) -> bool {
+        matches!(self, EngineKind::Local)
+    }
+
     /// What this engine finds wrong with the params of a job in env `env`.
     pub fn check_params(self, env: &str, params: &Params) -> Result<(), String> {
         match self {
@@ -74,6 +90,24 @@ impl EngineConfig {
     /// The engine's name used in files and output.
     pub fn as_str(&self) -> &'static str {
         self.kind().as_str()
+    }
+
+    /// The pre-built runner jar SQL jobs run (flink: `sql_runner`), when one is configured;
+    /// `None` builds it from its source.
+    pub fn sql_runner(&self) -> Option<&std::path::Path> {
+        match self {
+            EngineConfig::Flink(f) => f.sql_runner.as_deref(),
+            EngineConfig::Local | EngineConfig::Spark(_) => None,
+        }
+    }
+
+    /// The URL of the engine's cluster (`None` for local), as messages and plans show it.
+    pub fn cluster_url(&self) -> Option<String> {
+        match self {
+            EngineConfig::Local => None,
+            EngineConfig::Flink(f) => Some(f.url.trim_end_matches('/').to_string()),
+            EngineConfig::Spark(s) => Some(s.url.clone()),
+        }
     }
 
     /// Which engine this is.

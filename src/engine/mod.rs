@@ -25,7 +25,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::spec::Params;
+use crate::spec::{JobSpec, Params};
 
 pub use kind::{EngineConfig, EngineKind};
 pub use registry::Engines;
@@ -133,8 +133,9 @@ pub struct RecordedRun<'a> {
     pub log_path: &'a Path,
     /// When it was recorded (ms since the epoch).
     pub started_at_ms: i64,
-    /// `params.main_class` of the version it runs, when it has one.
-    pub main_class: Option<&'a str>,
+    /// The params of the version it runs (its job's applied or desired spec), when known: an
+    /// engine that cannot tell its runs apart by a recorded id looks the run up by them.
+    pub params: Option<&'a Params>,
 }
 
 /// What becomes of a recorded run when a new daemon starts (see [`Engine::recover`]).
@@ -378,6 +379,19 @@ pub trait Engine: Send + Sync {
     /// Where the engine is, for messages (flink: its REST URL).
     fn location(&self) -> String {
         self.kind().as_str().to_string()
+    }
+
+    /// Where in the job file `spec` the engine's refusal `reason` of a submit points (flink:
+    /// the SQL statement and line of a planner error), as `path:line:column: ...`. The
+    /// default: nowhere.
+    fn place_refusal(&self, _spec: &JobSpec, _reason: &str) -> Option<String> {
+        None
+    }
+
+    /// What the engine needs to list its cluster's jobs, when [`Engine::live_jobs`] cannot
+    /// (spark: the master's web UI), for messages. The default: nothing more can be done.
+    fn listing_needs(&self) -> Option<&'static str> {
+        None
     }
 
     /// Takes over the exit notifications of this engine (local: child exits are seen at once).

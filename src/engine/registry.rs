@@ -10,10 +10,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
+use std::path::Path;
+
+use tokio::sync::mpsc;
+
 use super::flink::FlinkEngine;
 use super::local::LocalEngine;
+use super::spark::artifacts::{KEY_FILE, Shelf};
 use super::spark::{JarShelf, SparkEngine};
-use super::{Engine, EngineConfig, EngineError, EngineKind, RunHandle};
+use super::{Engine, EngineConfig, EngineError, EngineKind, RunExit, RunHandle};
 
 /// The engines by env, and the former engines of runs on a cluster no env names any more.
 pub struct Engines {
@@ -89,19 +94,24 @@ impl Engines {
     pub fn build<'a>(
         salt: &str,
         envs: impl IntoIterator<Item = (&'a String, &'a EngineConfig)>,
-        local: Arc<LocalEngine>,
         jars: Option<JarShelf>,
     ) -> Engines {
         let salt = salt.to_string();
         let engines = Engines {
             current: RwLock::new(HashMap::new()),
             former: Mutex::new(Vec::new()),
-            local,
+            local: Arc::new(LocalEngine::new()),
             salt,
             jars,
         };
         engines.apply(envs, false);
         engines
+    }
+
+    /// Takes over the exit notifications of the engines that send them (local children's
+    /// exits are seen at once); `None` after the first call.
+    pub fn take_exits(&self) -> Option<mpsc::UnboundedReceiver<RunExit>> {
+        self.local.take_exits()
     }
 
     /// Engines for a fixed map (tests and tools).
@@ -269,6 +279,48 @@ impl Engines {
     }
 }
 
+/// The served jars of a daemon could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open {path}: {source}")]
+pub struct ServedError {
+    /// The file that could not be read or made.
+    pub path: String,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// The engines of a daemon whose state folder is `state_dir` and whose base URL is
+/// `daemon_url`, for its envs `envs` (see [`Engines::build`]), and the files those engines
+/// serve over the daemon's HTTP listener (spark workers fetch jars from
+/// `state_dir/served`, keyed by `state_dir/artifact.key`).
+pub fn for_daemon<'a>(
+    state_dir: &Path,
+    daemon_url: String,
+    envs: impl IntoIterator<Item = (&'a String, &'a EngineConfig)>,
+) -> Result<(Engines, Shelf), ServedError> {
+    let shelf = Shelf::open(state_dir).map_err(|source| ServedError {
+        path: state_dir.join(KEY_FILE).display().to_string(),
+        source,
+    })?;
+    let jars = JarShelf {
+        shelf: shelf.clone(),
+        daemon_url,
+    };
+    let engines = Engines::build(&state_dir.display().to_string(), envs, Some(jars));
+    Ok((engines, shelf))
+}
+
+/// The version of the cluster of `config` (flink: `GET /config`), waiting at most `wait` for
+/// its answer; `None` when the engine names no version or the cluster does not answer.
+pub async fn cluster_version(config: &EngineConfig, wait: std::time::Duration) -> Option<String> {
+    let engine = make(config, "plan", None).ok()?;
+    if tokio::time::timeout(wait, engine.probe()).await.is_err() {
+        return None;
+    }
+    engine.version()
+}
+
 /// A cluster jobkeeper cannot drive (a Flink older than 1.19), found by [`probe`].
 #[derive(Debug, thiserror::Error)]
 #[error("env {env}: {message}")]
@@ -351,7 +403,7 @@ mod tests {
             ("b", flink("http://127.0.0.1:1/")),
             ("c", EngineConfig::Local),
         ]);
-        let engines = Engines::build("/tmp/s", &s, Arc::new(LocalEngine::new()), None);
+        let engines = Engines::build("/tmp/s", &s, None);
         let (a, b) = (engines.get("a").unwrap(), engines.get("b").unwrap());
         assert!(Arc::ptr_eq(&a, &b), "one engine per cluster");
         assert_eq!(a.cluster().as_deref(), Some("http://127.0.0.1:1"));
@@ -365,7 +417,7 @@ mod tests {
             ("a", flink("http://127.0.0.1:1")),
             ("l", EngineConfig::Local),
         ]);
-        let engines = Engines::build("/tmp/s", &before, Arc::new(LocalEngine::new()), None);
+        let engines = Engines::build("/tmp/s", &before, None);
         let old = engines.get("a").unwrap();
         assert_eq!(
             engines.apply(&before, true),
@@ -412,7 +464,7 @@ mod tests {
     #[test]
     fn a_run_recorded_on_a_cluster_no_env_names_gets_an_engine_there() {
         let s = settings(&[("a", flink("http://127.0.0.1:2"))]);
-        let engines = Engines::build("/tmp/s", &s, Arc::new(LocalEngine::new()), None);
+        let engines = Engines::build("/tmp/s", &s, None);
         let h = handle(Some("http://127.0.0.1:9"));
         let e = engines
             .of_run(Some("a"), EngineKind::Flink, Some(&h))
@@ -435,12 +487,7 @@ mod tests {
             ("a", EngineConfig::Local),
             ("s", spark("http://127.0.0.1:1", "spark://127.0.0.1:2")),
         ]);
-        let engines = Engines::build(
-            "/tmp/s",
-            &before,
-            Arc::new(LocalEngine::new()),
-            jars.clone(),
-        );
+        let engines = Engines::build("/tmp/s", &before, jars.clone());
         let after = settings(&[
             ("a", flink("http://127.0.0.1:3")),
             ("s", spark("http://127.0.0.1:4", "spark://127.0.0.1:5")),
@@ -459,7 +506,7 @@ mod tests {
             "a new cluster env gets its engine at once"
         );
         // At a start, every env gets the engine its config names.
-        let restarted = Engines::build("/tmp/s", &after, Arc::new(LocalEngine::new()), jars);
+        let restarted = Engines::build("/tmp/s", &after, jars);
         assert_eq!(restarted.get("a").unwrap().kind(), EngineKind::Flink);
     }
 }

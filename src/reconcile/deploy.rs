@@ -182,7 +182,7 @@ impl Actor {
             return Ok(());
         };
         let versions = match (from.version(), to.version()) {
-            (Some(a), Some(b)) => format!(" (flink {a} → {b})"),
+            (Some(a), Some(b)) => format!(" ({} {a} → {b})", to.kind().as_str()),
             _ => String::new(),
         };
         let why = format!(
@@ -368,10 +368,11 @@ impl Actor {
         project: Option<Artifact>,
     ) -> Result<Artifact, StepError> {
         let settings = self.ctx.settings.get();
-        let prebuilt = settings.envs.get(&spec.env).and_then(|e| match &e.engine {
-            crate::engine::EngineConfig::Flink(f) => f.sql_runner.clone(),
-            _ => None,
-        });
+        let prebuilt = settings
+            .envs
+            .get(&spec.env)
+            .and_then(|e| e.engine.sql_runner())
+            .map(std::path::Path::to_path_buf);
         let runner = match prebuilt {
             Some(path) => sql_runner::prebuilt(&path).map_err(|e| {
                 let why = format!("the SQL runner jar {}: {e}", path.display());

@@ -22,9 +22,9 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, StoreError> {
         let handle = run.handle.clone();
         let note = match ctx.engine_of_run(&run) {
             Some(engine) => {
-                let read = run_main_class(ctx, &run);
+                let read = run_params(ctx, &run);
                 let what = format!("job of run {}, to recover it", run.id);
-                let Some(main_class) = ctx.store.read_or_log(Some(&run.job), what, read) else {
+                let Some(params) = ctx.store.read_or_log(Some(&run.job), what, read) else {
                     continue;
                 };
                 let recorded = RecordedRun {
@@ -33,7 +33,7 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, StoreError> {
                     handle: handle.as_ref(),
                     log_path: std::path::Path::new(&run.log_path),
                     started_at_ms: run.started_at,
-                    main_class: main_class.as_deref(),
+                    params: params.as_ref(),
                 };
                 match engine.recover(&recorded).await {
                     Recovery::Adopt(h) => {
@@ -57,9 +57,9 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, StoreError> {
     Ok(n)
 }
 
-/// The main class of the spec a run was made from (its job's applied or desired spec);
-/// `Ok(None)` when the job or that spec is gone, or names none.
-fn run_main_class(ctx: &Context, run: &RunRow) -> Result<Option<String>, StoreError> {
+/// The params of the spec a run was made from (its job's applied or desired spec);
+/// `Ok(None)` when the job or that spec is gone.
+fn run_params(ctx: &Context, run: &RunRow) -> Result<Option<crate::spec::Params>, StoreError> {
     let Some(row) = ctx.store.job(&run.job)? else {
         return Ok(None);
     };
@@ -68,7 +68,7 @@ fn run_main_class(ctx: &Context, run: &RunRow) -> Result<Option<String>, StoreEr
     } else {
         row.applied
     };
-    Ok(spec.and_then(|s| s.params.main_class))
+    Ok(spec.map(|s| s.params))
 }
 
 #[cfg(test)]

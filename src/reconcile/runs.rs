@@ -67,12 +67,7 @@ impl Actor {
             }
             Err(e) => {
                 let mut reason = spec::mask_secrets(&e.to_string(), &secrets);
-                if let Some(placed) = deployed
-                    .spec
-                    .sql
-                    .as_ref()
-                    .and_then(|sql| spec::place_flink_error(sql, &reason))
-                {
+                if let Some(placed) = engine.place_refusal(&deployed.spec, &reason) {
                     reason = format!("{placed}\n{reason}");
                 }
                 self.finish_run(run_id, RunState::Failed, Some(&reason));

@@ -120,9 +120,12 @@ impl Actor {
         let live = match engine.live_jobs().await {
             Ok(Some(live)) => live,
             Ok(None) => {
+                let needs = engine
+                    .listing_needs()
+                    .map(|n| format!(" ({}: {n})", engine.kind().as_str()))
+                    .unwrap_or_default();
                 return Err(deploy_failed(format!(
-                    "adopt: {location} cannot list its jobs (spark: set `spark.ui`, the master's \
-                     web UI); nothing was submitted"
+                    "adopt: {location} cannot list its jobs{needs}; nothing was submitted"
                 )));
             }
             Err(EngineError::Unreachable(e)) => {

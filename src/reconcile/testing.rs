@@ -23,7 +23,6 @@ pub(super) fn context(dir: &Path) -> Arc<Context> {
     let engines = crate::engine::Engines::build(
         &dir.display().to_string(),
         settings.envs.iter().map(|(n, e)| (n, &e.engine)),
-        Arc::new(crate::engine::local::LocalEngine::new()),
         None,
     );
     let projects = crate::repo::ProjectRepos::new(dir, Default::default());

@@ -247,8 +247,13 @@ impl spec::DaemonConfig for Settings {
         self.alerts.keys().map(String::as_str).collect()
     }
 
-    fn engine_name(&self, env: &str) -> Option<&'static str> {
-        self.envs.get(env).map(|e| e.engine.as_str())
+    fn engine(&self, env: &str) -> Option<spec::EngineFacts> {
+        let kind = self.envs.get(env)?.engine.kind();
+        Some(spec::EngineFacts {
+            name: kind.as_str(),
+            runs_on_cluster: kind.runs_on_cluster(),
+            runs_sql: kind.runs_sql(),
+        })
     }
 
     fn check_params(&self, env: &str, params: &Params) -> Result<(), String> {

@@ -263,6 +263,18 @@ pub struct Context<'a> {
     pub files: Option<&'a dyn RepoFiles>,
 }
 
+/// What a job file is checked against of an env's engine (the engine says, see
+/// [`crate::engine::EngineKind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineFacts {
+    /// Its name (`local`, `flink`, `spark`), for messages.
+    pub name: &'static str,
+    /// It runs jobs on a cluster, where `adopt` can take one over.
+    pub runs_on_cluster: bool,
+    /// It runs SQL jobs (`sql`, `sql_file`); its jobs have one of those or `params.main_class`.
+    pub runs_sql: bool,
+}
+
 /// The parts of the daemon config a job file is checked against
 /// ([`crate::settings::Settings`] is one).
 pub trait DaemonConfig: std::fmt::Debug {
@@ -274,8 +286,8 @@ pub trait DaemonConfig: std::fmt::Debug {
     fn has_channel(&self, name: &str) -> bool;
     /// Every alert channel's name, sorted.
     fn channel_names(&self) -> Vec<&str>;
-    /// The name of the engine of env `env` (`local`, `flink`, `spark`), `None` for no such env.
-    fn engine_name(&self, env: &str) -> Option<&'static str>;
+    /// What a job file is checked against of the engine of env `env`; `None` for no such env.
+    fn engine(&self, env: &str) -> Option<EngineFacts>;
     /// What the engine of env `env` finds wrong with a job's params.
     fn check_params(&self, env: &str, params: &Params) -> Result<(), String>;
     /// Whether a `secrets_dir` is configured (`${secret:..}` needs one).

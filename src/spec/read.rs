@@ -58,7 +58,7 @@ pub(super) fn read_job(c: &mut Checker, root: &Node, src: &str, ctx: Context) ->
     if let Some(n) = f.get("params") {
         spec.params = read_params(c, n, &ex);
     }
-    let engine = ctx.settings.and_then(|s| s.engine_name(ex.env));
+    let engine = ctx.settings.and_then(|s| s.engine(ex.env));
     let sql = super::sql_read::read_sql(c, &f, src, &ex, ctx, engine);
     spec.sql = sql;
     read_run_fields(c, &f, &mut spec);
@@ -150,7 +150,7 @@ fn read_run_fields(c: &mut Checker, f: &Fields<'_>, spec: &mut JobSpec) {
 }
 
 /// `adopt`: a non-empty id or name, on an env whose engine runs jobs on a cluster.
-fn read_adopt(c: &mut Checker, n: &Node, engine: Option<&str>) -> Option<String> {
+fn read_adopt(c: &mut Checker, n: &Node, engine: Option<EngineFacts>) -> Option<String> {
     let v = c.text(n, "adopt")?;
     if v.trim().is_empty() {
         c.error(
@@ -159,7 +159,7 @@ fn read_adopt(c: &mut Checker, n: &Node, engine: Option<&str>) -> Option<String>
         );
         return None;
     }
-    if let Some(e) = engine.filter(|e| !matches!(*e, "flink" | "spark")) {
+    if let Some(e) = engine.filter(|e| !e.runs_on_cluster).map(|e| e.name) {
         c.error(
             n,
             format!(

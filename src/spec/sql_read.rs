@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::placeholders::Expand;
 use super::sql::{self, SqlError, StatementKind};
-use super::{Context, MAX_JOB_FILE_BYTES, SecretError, Sql};
+use super::{Context, EngineFacts, MAX_JOB_FILE_BYTES, SecretError, Sql};
 use crate::diag::Diagnostic;
 use crate::yaml::{Checker, Fields, Node, Value};
 
@@ -132,7 +132,7 @@ pub(super) fn read_sql(
     src: &str,
     ex: &Expand<'_>,
     ctx: Context<'_>,
-    engine: Option<&str>,
+    engine: Option<EngineFacts>,
 ) -> Option<Sql> {
     let inline = f.get("sql");
     let file = f.get("sql_file");
@@ -186,7 +186,7 @@ pub(super) fn read_sql(
 
 /// On a flink env, exactly one of `sql`, `sql_file` and `params.main_class`; on another
 /// engine, neither `sql` nor `sql_file`.
-fn check_kind(c: &mut Checker, f: &Fields<'_>, ex: &Expand<'_>, engine: Option<&str>) {
+fn check_kind(c: &mut Checker, f: &Fields<'_>, ex: &Expand<'_>, engine: Option<EngineFacts>) {
     let (inline, file) = (f.get("sql"), f.get("sql_file"));
     let given: Vec<(&str, &Node)> = [
         ("sql", inline),
@@ -197,21 +197,25 @@ fn check_kind(c: &mut Checker, f: &Fields<'_>, ex: &Expand<'_>, engine: Option<&
     .filter_map(|(name, n)| Some((name, n?)))
     .collect();
     match engine {
-        Some("flink") => match given.as_slice() {
+        Some(e) if e.runs_sql => match given.as_slice() {
             [] => c.error(
                 f.node,
-                "a flink job needs one of `sql`, `sql_file` or `params.main_class`",
+                format!(
+                    "a {} job needs one of `sql`, `sql_file` or `params.main_class`",
+                    e.name
+                ),
             ),
             [_] => {}
             [(first, _), (second, n), ..] => c.error(
                 n,
                 format!(
-                    "`{second}`: a flink job has exactly one of `sql`, `sql_file` or \
-                     `params.main_class`, and this one also has `{first}`; keep one"
+                    "`{second}`: a {} job has exactly one of `sql`, `sql_file` or \
+                     `params.main_class`, and this one also has `{first}`; keep one",
+                    e.name
                 ),
             ),
         },
-        Some(other) => {
+        Some(EngineFacts { name: other, .. }) => {
             for (name, n) in given.iter().filter(|(name, _)| !name.starts_with("params")) {
                 c.error(
                     n,

@@ -708,6 +708,10 @@ impl Engine for SparkEngine {
         format!("spark master {}", self.rest)
     }
 
+    fn listing_needs(&self) -> Option<&'static str> {
+        Some("set `spark.ui`, the master's web UI")
+    }
+
     async fn preflight(&self, req: &SubmitRequest) -> Result<(), EngineError> {
         if req.params.main_class.as_deref().is_none_or(str::is_empty) {
             return Err(EngineError::Refused(
@@ -909,7 +913,7 @@ impl Engine for SparkEngine {
         if let Some(h) = run.handle {
             return Recovery::Adopt(h.clone());
         }
-        let Some(main_class) = run.main_class else {
+        let Some(main_class) = run.params.and_then(|p| p.main_class.as_deref()) else {
             return Recovery::NeverStarted(NEVER_STARTED.to_string());
         };
         let token = run_token(&self.salt, run.job, run.run_id);
