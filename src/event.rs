@@ -71,11 +71,13 @@ pub enum EventKind {
     RolledBack,
     /// The job was changed outside jobkeeper (cancelled, rescaled, a second copy).
     Drift,
+    /// A test alert (`jobkeeper test-alert`): sent, never recorded.
+    Test,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 28] = [
+    pub const ALL: [EventKind; 29] = [
         EventKind::Deployed,
         EventKind::Started,
         EventKind::Restarted,
@@ -104,6 +106,7 @@ impl EventKind {
         EventKind::Unhealthy,
         EventKind::RolledBack,
         EventKind::Drift,
+        EventKind::Test,
     ];
 
     /// The kinds an alert channel can ask for (SPEC "Alerts"), in SPEC's order.
@@ -158,6 +161,7 @@ impl EventKind {
             EventKind::Unhealthy => "unhealthy",
             EventKind::RolledBack => "rolled_back",
             EventKind::Drift => "drift",
+            EventKind::Test => "test",
         }
     }
 

@@ -329,7 +329,10 @@ mod tests {
         s.apply_commit(
             &crate::store::CommitRecord::default(),
             &[],
-            &[("a".into(), crate::event::EventKind::Started, "x".into())],
+            &[(
+                "a".into(),
+                crate::event::JobEvent::Started { why: "x".into() },
+            )],
         )
         .unwrap();
         let r = Retention {

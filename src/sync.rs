@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use crate::changes::changes_of;
 use crate::diag;
-use crate::event::EventKind;
+use crate::event::JobEvent;
 use crate::plan::{self, Change, Plan};
-use crate::reconcile::{Context, Reconciler, spec_hash};
+use crate::reconcile::{Context, Reconciler, Scope, spec_hash};
 use crate::repo::{CommitInfo, ConfigRepo, JobFileChange, Oid, RepoError};
 use crate::spec::{self, JobSpec};
 use crate::store::{CommitRecord, DesiredUpdate, StoreError};
@@ -53,8 +53,8 @@ impl SyncError {
     }
 }
 
-/// One event note of a commit: (job, event kind, message).
-pub type Note = (String, EventKind, String);
+/// One event of a commit's plan: the job and its `planned` or `invalid` event.
+pub type Note = (String, JobEvent);
 
 /// What a commit writes to the store, and whom it wakes.
 #[derive(Debug, Clone, Default)]
@@ -129,21 +129,19 @@ fn desired_update(change: &Change) -> DesiredUpdate {
 }
 
 fn note_of(item: &plan::Item) -> Note {
-    let (kind, message) = match item.action {
-        plan::Action::Invalid => (
-            EventKind::Invalid,
-            format!(
+    let event = match item.action {
+        plan::Action::Invalid => JobEvent::Invalid {
+            errors: format!(
                 "{}\n{}",
                 item.reasons.join("; "),
                 diag::render(&item.errors)
             ),
-        ),
-        action => (
-            EventKind::Planned,
-            format!("{}: {}", action.as_str(), item.reasons.join("; ")),
-        ),
+        },
+        action => JobEvent::Planned {
+            line: format!("{}: {}", action.as_str(), item.reasons.join("; ")),
+        },
     };
-    (item.job.clone(), kind, message)
+    (item.job.clone(), event)
 }
 
 /// The stored jobs a tip removes when there is no applied commit to diff from (nothing applied
@@ -206,7 +204,6 @@ pub fn apply_tip(
     let applied_specs: BTreeMap<String, JobSpec> =
         ctx.store.applied_specs(&names)?.into_iter().collect();
     let the_plan = plan::plan(&applied_specs, &changes);
-    log_plan(&the_plan, &info);
     let out = store_updates(&changes, &the_plan);
     // The parsed files and the plan are in `out` now: freed before the store's transaction,
     // so a commit of 10,000 new jobs does not hold them and the transaction's memory at once.
@@ -217,6 +214,11 @@ pub fn apply_tip(
         subject: info.subject.clone(),
     };
     ctx.store.apply_commit(&commit, &out.updates, &out.notes)?;
+    // Stored (and handed to the alerter) with the commit: logged and counted as every event.
+    for (job, event) in &out.notes {
+        ctx.events
+            .announce(Scope::job(job, Some(&commit.id)), event);
+    }
     Ok(Some((info.short, out.poke)))
 }
 
@@ -270,23 +272,6 @@ fn read_changes(
     }
     let info = tree.commit_info(tip)?;
     Ok((changes, info))
-}
-
-/// One log line per plan item; one per problem of an invalid file.
-fn log_plan(the_plan: &Plan, info: &CommitInfo) {
-    for item in &the_plan.items {
-        if item.action == plan::Action::Invalid {
-            for e in &item.errors {
-                tracing::warn!(job = %item.job, commit = %info.short, event = EventKind::Invalid.as_str(), "{e}");
-            }
-        } else {
-            let msg = match item.reasons.join("; ") {
-                r if r.is_empty() => item.action.as_str().to_string(),
-                r => format!("{}: {r}", item.action.as_str()),
-            };
-            tracing::info!(job = %item.job, commit = %info.short, author = %info.author, "plan: {msg}");
-        }
-    }
 }
 
 #[cfg(test)]

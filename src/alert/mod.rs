@@ -101,7 +101,7 @@ pub struct Alert {
     /// The env's engine, when known.
     pub engine: Option<String>,
     /// Alert event (`failed`, `gave_up`, ...; `test` from `jobkeeper test-alert`).
-    pub event: String,
+    pub event: EventKind,
     /// When it happened.
     pub time: DateTime<Utc>,
     /// The config commit it happened under.
@@ -130,7 +130,7 @@ impl Alert {
         let mut t = match (&self.env, &self.job) {
             (Some(env), Some(job)) => format!("{env}/{job} {}", self.event),
             (None, Some(job)) => format!("{job} {}", self.event),
-            _ => self.event.clone(),
+            _ => self.event.to_string(),
         };
         if let Some((n, m)) = self.attempt {
             t.push_str(&format!(" (attempt {n}/{m})"));
@@ -174,7 +174,7 @@ impl Alert {
         if let Some(engine) = &self.engine {
             f.push(("engine", engine.clone()));
         }
-        f.push(("event", self.event.clone()));
+        f.push(("event", self.event.to_string()));
         f.push((
             "time",
             self.time.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string(),
@@ -241,7 +241,7 @@ impl Alert {
             job: None,
             env: None,
             engine: None,
-            event: "test".into(),
+            event: EventKind::Test,
             time: Utc::now(),
             commit: None,
             run_id: None,
@@ -307,7 +307,7 @@ fn job_spec(store: &Store, job: &str) -> Option<JobSpec> {
 /// The channels an event goes to: the job's `alerts`, else its env's, each filtered by its
 /// `on:`. Daemon-wide events, and jobs whose channels cannot be known (an invalid file that
 /// never had a valid version), go to every channel that wants the event.
-pub fn route(settings: &Settings, job_alerts: Option<&[String]>, event: &str) -> Vec<String> {
+pub fn route(settings: &Settings, job_alerts: Option<&[String]>, event: EventKind) -> Vec<String> {
     let wanted = |ch: &&String| settings.channel_wants(ch, event);
     match job_alerts {
         Some(list) => list.iter().filter(wanted).cloned().collect(),
@@ -349,7 +349,7 @@ pub fn alert_for(
     if !ev.kind.is_alert() {
         return None;
     }
-    let event = ev.kind.as_str();
+    let event = ev.kind;
     let mut attempt = ev.attempt.map(|a| (a.n, a.of));
     let spec = ev.job.as_deref().and_then(|j| job_spec(store, j));
     let channels = if DAEMON_EVENTS.contains(&ev.kind) || ev.job.is_none() {
@@ -409,7 +409,7 @@ pub fn alert_for(
         job: ev.job.clone(),
         env,
         engine,
-        event: event.to_string(),
+        event,
         time: Utc
             .timestamp_millis_opt(ev.time)
             .single()

@@ -34,7 +34,7 @@ fn sample() -> Alert {
         job: Some("clicks".into()),
         env: Some("prod".into()),
         engine: Some("local".into()),
-        event: "failed".into(),
+        event: EventKind::Failed,
         time: Utc.timestamp_millis_opt(1_700_000_000_000).unwrap(),
         commit: Some(AlertCommit {
             id: "0123456789abcdef0123456789abcdef01234567".into(),

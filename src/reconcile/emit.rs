@@ -57,9 +57,29 @@ impl Emitter {
     /// hands it to the alerter. Returns the stored event's id; a failed store write is logged
     /// and counted (see docs/operations.md, "When a store write fails") and gives `None`.
     pub fn emit(&self, scope: Scope<'_>, event: &JobEvent) -> Option<i64> {
+        let (kind, message) = (event.kind(), event.message());
+        self.log_and_count(scope, event, &message);
+        let job = scope.job;
+        let stored = self.store.event(&NewEvent {
+            job: scope.job,
+            run_id: scope.run_id,
+            commit_id: scope.commit,
+            attempt: event.attempt(),
+            ..NewEvent::new(kind, &message)
+        });
+        self.store.record(job, format_args!("event {kind}"), stored)
+    }
+
+    /// Logs and counts `event`, an event stored by a write of its own that hands it to the
+    /// alerter (a commit's plan lines, written with the commit: [`Store::apply_commit`]).
+    pub fn announce(&self, scope: Scope<'_>, event: &JobEvent) {
+        self.log_and_count(scope, event, &event.message());
+    }
+
+    /// The log line and the count of every event.
+    fn log_and_count(&self, scope: Scope<'_>, event: &JobEvent, message: &str) {
         let kind = event.kind();
-        let message = event.message();
-        let line = one_line(&message);
+        let line = one_line(message);
         // A field that is `None` is left out of the line (no empty `job=` or `run=`).
         let (job, run) = (scope.job, scope.run_id);
         if event.is_warning() {
@@ -70,13 +90,5 @@ impl Emitter {
         if let Some(job) = scope.job {
             self.metrics.job_event(job, kind);
         }
-        let stored = self.store.event(&NewEvent {
-            job: scope.job,
-            run_id: scope.run_id,
-            commit_id: scope.commit,
-            attempt: event.attempt(),
-            ..NewEvent::new(kind, &message)
-        });
-        self.store.record(job, format_args!("event {kind}"), stored)
     }
 }

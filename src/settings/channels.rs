@@ -16,7 +16,7 @@ pub struct AlertChannel {
     /// Webhook delivery, if set.
     pub webhook: Option<WebhookSettings>,
     /// Events this channel wants; `None` means all but info events.
-    pub on: Option<Vec<String>>,
+    pub on: Option<Vec<EventKind>>,
 }
 
 /// `email:` of a channel.
@@ -239,7 +239,7 @@ fn read_webhook(c: &mut Checker, v: &Node, ws: &str, base: &Path) -> Option<Webh
 }
 
 /// The `on:` list `v` of the channel `section`: known event names.
-fn read_on(c: &mut Checker, v: &Node, section: &str) -> Option<Vec<String>> {
+fn read_on(c: &mut Checker, v: &Node, section: &str) -> Option<Vec<EventKind>> {
     let Value::Seq(items) = &v.value else {
         c.error(
             v,
@@ -255,8 +255,8 @@ fn read_on(c: &mut Checker, v: &Node, section: &str) -> Option<Vec<String>> {
         let Some(ev) = c.string(item, &format!("{section}.on[{i}]")) else {
             continue;
         };
-        if EventKind::parse(&ev).is_some_and(EventKind::is_alert) {
-            out.push(ev);
+        if let Some(kind) = EventKind::parse(&ev).filter(|k| k.is_alert()) {
+            out.push(kind);
         } else {
             let words = alert_event_words();
             let hint = match crate::yaml::did_you_mean(&ev, &words) {

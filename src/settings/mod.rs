@@ -220,10 +220,10 @@ impl Settings {
     }
 
     /// Whether `channel` wants `event` (its `on:` list, or every non-info event by default).
-    pub fn channel_wants(&self, channel: &str, event: &str) -> bool {
+    pub fn channel_wants(&self, channel: &str, event: EventKind) -> bool {
         match self.alerts.get(channel) {
-            Some(AlertChannel { on: Some(on), .. }) => on.iter().any(|e| e == event),
-            Some(_) => !EventKind::parse(event).is_some_and(EventKind::is_info),
+            Some(AlertChannel { on: Some(on), .. }) => on.contains(&event),
+            Some(_) => !event.is_info(),
             None => false,
         }
     }

@@ -99,10 +99,10 @@ fn full_example() {
     let email = s.alerts["oncall"].email.clone().expect("email");
     assert!(email.starttls);
     assert_eq!(email.to, vec!["oncall@example.com"]);
-    assert!(s.channel_wants("oncall", "failed"));
-    assert!(!s.channel_wants("oncall", "deployed"));
-    assert!(s.channel_wants("team-chat", "invalid"));
-    assert!(!s.channel_wants("team-chat", "restarted"));
+    assert!(s.channel_wants("oncall", EventKind::Failed));
+    assert!(!s.channel_wants("oncall", EventKind::Deployed));
+    assert!(s.channel_wants("team-chat", EventKind::Invalid));
+    assert!(!s.channel_wants("team-chat", EventKind::Restarted));
 }
 
 #[test]

@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{EventRow, JobState, NewEvent, Result, Store, now_ms};
-use crate::event::EventKind;
+use crate::event::JobEvent;
 
 /// A config-repo commit, as recorded with events.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -64,12 +64,13 @@ impl Store {
     }
 
     /// Records a commit's desired specs and makes it the applied commit, in one transaction.
-    /// Also records one event per note `(job, kind, message)` (the plan lines).
+    /// Also records one event per note `(job, event)` (the plan lines; their log line and
+    /// count are the caller's, see [`crate::reconcile::Emitter::announce`]).
     pub fn apply_commit(
         &self,
         commit: &CommitRecord,
         updates: &[DesiredUpdate],
-        notes: &[(String, EventKind, String)],
+        notes: &[(String, JobEvent)],
     ) -> Result<()> {
         let mut recorded = Vec::with_capacity(notes.len());
         let mut conn = self.conn();
@@ -127,22 +128,23 @@ impl Store {
                     }
                 }
             }
-            for (job, kind, message) in notes {
+            for (job, event) in notes {
+                let (kind, message) = (event.kind(), event.message());
                 let e = NewEvent {
                     job: Some(job),
                     commit_id: Some(&commit.id),
-                    ..NewEvent::new(*kind, message)
+                    ..NewEvent::new(kind, &message)
                 };
                 recorded.push(EventRow {
                     id: super::events::insert_event(&tx, now, &e)?,
                     time: now,
                     job: Some(job.clone()),
                     run_id: None,
-                    kind: *kind,
+                    kind,
                     commit_id: Some(commit.id.clone()),
                     author: Some(commit.author.clone()),
                     subject: Some(commit.subject.clone()),
-                    message: message.clone(),
+                    message,
                     attempt: None,
                 });
             }

@@ -273,8 +273,9 @@ mod tests {
             &[],
             &[(
                 "a".into(),
-                EventKind::Invalid,
-                "jobs/a.yaml:1:1: bad".into(),
+                crate::event::JobEvent::Invalid {
+                    errors: "jobs/a.yaml:1:1: bad".into(),
+                },
             )],
         )
         .unwrap();
@@ -297,7 +298,10 @@ mod tests {
         s.apply_commit(
             &commit("c1"),
             &[spec_update("a", "dev")],
-            &[("a".into(), EventKind::Planned, "add".into())],
+            &[(
+                "a".into(),
+                crate::event::JobEvent::Planned { line: "add".into() },
+            )],
         )
         .unwrap();
         for kind in [

@@ -434,7 +434,7 @@ mod tests {
     use super::super::tests::{commit, spec_update};
     use super::super::{DesiredUpdate, StoreError};
     use super::*;
-    use crate::event::EventKind;
+    use crate::event::JobEvent;
 
     #[test]
     fn job_states_round_trip() {
@@ -450,7 +450,7 @@ mod tests {
         s.apply_commit(
             &commit("c1"),
             &[spec_update("a", "dev")],
-            &[("a".into(), EventKind::Planned, "add".into())],
+            &[("a".into(), JobEvent::Planned { line: "add".into() })],
         )
         .unwrap();
         let hash = s.job("a").unwrap().unwrap().desired_hash;

@@ -164,8 +164,13 @@ fn each_change_gives_its_update_note_and_poke() {
         assert_eq!((kind, job.as_str()), (row.update, "a"), "{what}");
         assert!(detail.contains(row.detail), "{what}: {detail}");
         assert_eq!(out.notes.len(), 1, "{what}");
-        let (job, note, message) = &out.notes[0];
-        assert_eq!((job.as_str(), note.as_str()), ("a", row.note), "{what}");
+        let (job, note) = &out.notes[0];
+        let message = note.message();
+        assert_eq!(
+            (job.as_str(), note.kind().as_str()),
+            ("a", row.note),
+            "{what}"
+        );
         assert!(message.starts_with(row.message), "{what}: {message}");
         let poked: Vec<String> = if row.poked { vec!["a".into()] } else { vec![] };
         assert_eq!(out.poke, poked, "{what}");
@@ -199,7 +204,7 @@ fn a_commit_of_several_jobs_keeps_change_order_for_updates_and_plan_order_for_no
     let notes: Vec<_> = out
         .notes
         .iter()
-        .map(|(j, k, _)| (j.as_str(), k.as_str()))
+        .map(|(j, e)| (j.as_str(), e.kind().as_str()))
         .collect();
     assert_eq!(
         notes,
