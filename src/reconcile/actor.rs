@@ -328,7 +328,13 @@ impl Actor {
             self.restarts.reset();
             self.new_commit(hash);
         }
-        let action = decide::decide(want, self.observed(row.state));
+        let action = match decide::decide(&want, &self.observed(row.state)) {
+            Ok(action) => action,
+            Err(err) => {
+                self.on_error(Stall::Nothing, err);
+                return false;
+            }
+        };
         let hash = desired.as_ref().map(|(_, h)| h.clone()).unwrap_or_default();
         let result = match (action, desired) {
             (Action::Remove, _) => return self.remove().await,
@@ -383,7 +389,10 @@ impl Actor {
             stalled: self.stalled.as_deref(),
             refused: self.versions.refused_hash.as_deref(),
             gave_up: self.standing == Standing::GaveUp,
-            restart_pending: self.timers.restart.is_some(),
+            restart_in: self
+                .timers
+                .restart
+                .map(|t| t.saturating_duration_since(Instant::now())),
             scheduled: self.timers.fire.is_some(),
             state,
             elsewhere: self.elsewhere(),
@@ -435,16 +444,33 @@ impl Actor {
                     Stall::Nothing => {}
                 }
             }
-            (Then::RetryAfter(_), _) => {
-                self.engine_retry.converge = true;
-                if self.timers.retry.is_none() {
-                    self.schedule_retry();
-                }
-            }
+            (Then::RetryAfter(after), _) => self.retry_after(after),
             (Then::Backoff, StepError::Transient { reason, ran_for }) => {
                 self.schedule_restart(&reason, ran_for);
             }
             _ => {}
+        }
+    }
+
+    /// Converges again `after` from now ([`Then::RetryAfter`]). A job with nothing live whose
+    /// pending restart is due by then waits for that restart: it starts the run, so no converge
+    /// of its own is needed.
+    pub(super) fn retry_after(&mut self, after: Duration) {
+        let at = Instant::now() + after;
+        if self.live.is_empty() && self.timers.restart.is_some_and(|t| t <= at) {
+            return;
+        }
+        self.engine_retry.converge = true;
+        self.arm_retry(at);
+    }
+
+    /// Looks again at the cluster at `at`, unless a look is due earlier. Every look armed
+    /// moves the engine backoff on: the next wait for a cluster that still does not answer
+    /// doubles.
+    pub(super) fn arm_retry(&mut self, at: Instant) {
+        if self.timers.retry.is_none_or(|t| t > at) {
+            self.timers.retry = Some(at);
+            self.engine_retry.backoff.next();
         }
     }
 

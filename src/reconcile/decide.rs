@@ -82,8 +82,8 @@ pub struct Observed<'a> {
     pub refused: Option<&'a str>,
     /// The restart policy gave up.
     pub gave_up: bool,
-    /// A restart is scheduled.
-    pub restart_pending: bool,
+    /// A restart is scheduled: how long until it starts the run.
+    pub restart_in: Option<Duration>,
     /// A batch job's next cron time is known.
     pub scheduled: bool,
     /// The state the store shows.
@@ -191,49 +191,57 @@ pub fn error_policy(err: &StepError) -> Then {
     }
 }
 
-/// The one action that brings the job closer to what the config repo wants.
-pub fn decide(desired: Desired<'_>, seen: Observed<'_>) -> Action {
-    let Desired::Spec { spec, hash } = desired else {
-        return Action::Remove;
+/// The one action that brings the job closer to what the config repo wants, or why none can
+/// be taken now: a run the job needs waits for its pending restart
+/// ([`StepError::Waiting`] until then).
+pub fn decide(desired: &Desired<'_>, seen: &Observed<'_>) -> Result<Action, StepError> {
+    let &Desired::Spec { spec, hash } = desired else {
+        return Ok(Action::Remove);
     };
     let changed = seen.applied.map(|a| a.hash.as_str()) != Some(hash);
     if spec.suspend {
-        return Action::Suspend {
+        return Ok(Action::Suspend {
             drop_artifact: seen
                 .applied
                 .is_some_and(|a| plan::diff_specs(&a.spec, spec).0 == plan::Action::Rebuild),
             changed,
             set_state: changed || seen.state != JobState::Suspended,
-        };
+        });
     }
     if changed {
         if seen.stalled == Some(hash) || seen.refused == Some(hash) {
             let previous_service = seen.applied.is_some_and(Deployed::is_live_service);
-            return if previous_service && seen.live == 0 && !seen.restart_pending {
-                Action::StartPrevious
-            } else {
-                Action::Nothing
-            };
+            if !previous_service || seen.live > 0 {
+                return Ok(Action::Nothing);
+            }
+            return start_unless_waiting(seen, Action::StartPrevious);
         }
-        return Action::Deploy;
+        return Ok(Action::Deploy);
     }
     if !spec.is_batch() {
         // A batch run left on the old cluster ends there; its next run starts on the new one.
         if seen.elsewhere && seen.live > 0 {
-            return Action::Move;
+            return Ok(Action::Move);
         }
-        return if seen.live == 0 && !seen.gave_up && !seen.restart_pending {
-            Action::Start
-        } else {
-            Action::Nothing
-        };
+        if seen.live > 0 || seen.gave_up {
+            return Ok(Action::Nothing);
+        }
+        return start_unless_waiting(seen, Action::Start);
     }
     // A batch job that gave up is not scheduled until a new commit or an operator's restart.
     if seen.scheduled || seen.gave_up {
-        return Action::Nothing;
+        return Ok(Action::Nothing);
     }
-    Action::Schedule {
+    Ok(Action::Schedule {
         show_pending: seen.live == 0 && seen.state == JobState::Pending,
+    })
+}
+
+/// `start`, or waiting for the pending restart, which starts the run itself.
+fn start_unless_waiting(seen: &Observed<'_>, start: Action) -> Result<Action, StepError> {
+    match seen.restart_in {
+        Some(after) => Err(StepError::Waiting { after }),
+        None => Ok(start),
     }
 }
 
@@ -458,7 +466,7 @@ mod tests {
             stalled: None,
             refused: None,
             gave_up: false,
-            restart_pending: false,
+            restart_in: None,
             scheduled: false,
             state: JobState::Pending,
             elsewhere: false,
@@ -475,25 +483,35 @@ mod tests {
         let s1 = deployed(&suspended, "s1");
         let want = |spec, hash| Desired::Spec { spec, hash };
 
-        let rows: Vec<(&str, Desired<'_>, Observed<'_>, Action)> = vec![
+        let waiting = |secs| {
+            Err(StepError::Waiting {
+                after: Duration::from_secs(secs),
+            })
+        };
+        let rows: Vec<(&str, Desired<'_>, Observed<'_>, Result<Action, StepError>)> = vec![
             (
                 "file removed",
                 Desired::Removed,
                 seen(Some(&v1)),
-                Action::Remove,
+                Ok(Action::Remove),
             ),
-            ("new job", want(&service, "h1"), seen(None), Action::Deploy),
+            (
+                "new job",
+                want(&service, "h1"),
+                seen(None),
+                Ok(Action::Deploy),
+            ),
             (
                 "changed job",
                 want(&service, "h2"),
                 seen(Some(&v1)),
-                Action::Deploy,
+                Ok(Action::Deploy),
             ),
             (
                 "same version, nothing live",
                 want(&service, "h1"),
                 seen(Some(&v1)),
-                Action::Start,
+                Ok(Action::Start),
             ),
             (
                 "same version, running",
@@ -502,7 +520,7 @@ mod tests {
                     live: 1,
                     ..seen(Some(&v1))
                 },
-                Action::Nothing,
+                Ok(Action::Nothing),
             ),
             (
                 "same version, running on the env's former cluster",
@@ -512,7 +530,7 @@ mod tests {
                     elsewhere: true,
                     ..seen(Some(&v1))
                 },
-                Action::Move,
+                Ok(Action::Move),
             ),
             (
                 "changed version on the former cluster: the deploy moves it",
@@ -522,7 +540,7 @@ mod tests {
                     elsewhere: true,
                     ..seen(Some(&v1))
                 },
-                Action::Deploy,
+                Ok(Action::Deploy),
             ),
             (
                 "same version, gave up",
@@ -531,16 +549,16 @@ mod tests {
                     gave_up: true,
                     ..seen(Some(&v1))
                 },
-                Action::Nothing,
+                Ok(Action::Nothing),
             ),
             (
-                "same version, restart pending",
+                "same version, restart pending: waits for it",
                 want(&service, "h1"),
                 Observed {
-                    restart_pending: true,
+                    restart_in: Some(Duration::from_secs(5)),
                     ..seen(Some(&v1))
                 },
-                Action::Nothing,
+                waiting(5),
             ),
             (
                 "stalled new version, previous down",
@@ -549,7 +567,7 @@ mod tests {
                     stalled: Some("h2"),
                     ..seen(Some(&v1))
                 },
-                Action::StartPrevious,
+                Ok(Action::StartPrevious),
             ),
             (
                 "stalled new version, previous running",
@@ -559,17 +577,17 @@ mod tests {
                     live: 1,
                     ..seen(Some(&v1))
                 },
-                Action::Nothing,
+                Ok(Action::Nothing),
             ),
             (
                 "stalled new version, previous waits for a restart",
                 want(&service, "h2"),
                 Observed {
                     stalled: Some("h2"),
-                    restart_pending: true,
+                    restart_in: Some(Duration::from_secs(7)),
                     ..seen(Some(&v1))
                 },
-                Action::Nothing,
+                waiting(7),
             ),
             (
                 "stalled new job, nothing before",
@@ -578,7 +596,7 @@ mod tests {
                     stalled: Some("h2"),
                     ..seen(None)
                 },
-                Action::Nothing,
+                Ok(Action::Nothing),
             ),
             (
                 "stalled new version, previous was a batch job",
@@ -587,7 +605,7 @@ mod tests {
                     stalled: Some("h2"),
                     ..seen(Some(&b1))
                 },
-                Action::Nothing,
+                Ok(Action::Nothing),
             ),
             (
                 "a stall of an older version does not hold a newer one",
@@ -596,7 +614,7 @@ mod tests {
                     stalled: Some("h2"),
                     ..seen(Some(&v1))
                 },
-                Action::Deploy,
+                Ok(Action::Deploy),
             ),
             (
                 "a version a rollback refused, previous down",
@@ -605,7 +623,7 @@ mod tests {
                     refused: Some("h2"),
                     ..seen(Some(&v1))
                 },
-                Action::StartPrevious,
+                Ok(Action::StartPrevious),
             ),
             (
                 "a version a rollback refused, previous running",
@@ -616,7 +634,7 @@ mod tests {
                     state: JobState::RolledBack,
                     ..seen(Some(&v1))
                 },
-                Action::Nothing,
+                Ok(Action::Nothing),
             ),
             (
                 "a new commit after a rollback is deployed",
@@ -626,13 +644,13 @@ mod tests {
                     live: 1,
                     ..seen(Some(&v1))
                 },
-                Action::Deploy,
+                Ok(Action::Deploy),
             ),
             (
                 "batch job without its next time",
                 want(&batch, "b1"),
                 seen(Some(&b1)),
-                Action::Schedule { show_pending: true },
+                Ok(Action::Schedule { show_pending: true }),
             ),
             (
                 "batch job without its next time, a run live",
@@ -642,9 +660,9 @@ mod tests {
                     state: JobState::Running,
                     ..seen(Some(&b1))
                 },
-                Action::Schedule {
+                Ok(Action::Schedule {
                     show_pending: false,
-                },
+                }),
             ),
             (
                 "batch run on the env's former cluster: it ends there",
@@ -656,7 +674,7 @@ mod tests {
                     state: JobState::Running,
                     ..seen(Some(&b1))
                 },
-                Action::Nothing,
+                Ok(Action::Nothing),
             ),
             (
                 "batch job scheduled",
@@ -665,7 +683,7 @@ mod tests {
                     scheduled: true,
                     ..seen(Some(&b1))
                 },
-                Action::Nothing,
+                Ok(Action::Nothing),
             ),
             (
                 "batch job that gave up: not scheduled",
@@ -674,7 +692,7 @@ mod tests {
                     gave_up: true,
                     ..seen(Some(&b1))
                 },
-                Action::Nothing,
+                Ok(Action::Nothing),
             ),
             (
                 "batch job that gave up, changed: deployed (and scheduled)",
@@ -683,7 +701,7 @@ mod tests {
                     gave_up: true,
                     ..seen(Some(&b1))
                 },
-                Action::Deploy,
+                Ok(Action::Deploy),
             ),
             (
                 "suspended",
@@ -692,11 +710,11 @@ mod tests {
                     live: 1,
                     ..seen(Some(&v1))
                 },
-                Action::Suspend {
+                Ok(Action::Suspend {
                     drop_artifact: false,
                     changed: true,
                     set_state: true,
-                },
+                }),
             ),
             (
                 "suspended, seen again",
@@ -705,15 +723,15 @@ mod tests {
                     state: JobState::Suspended,
                     ..seen(Some(&s1))
                 },
-                Action::Suspend {
+                Ok(Action::Suspend {
                     drop_artifact: false,
                     changed: false,
                     set_state: false,
-                },
+                }),
             ),
         ];
         for (situation, desired, observed, action) in rows {
-            assert_eq!(decide(desired, observed), action, "{situation}");
+            assert_eq!(decide(&desired, &observed), action, "{situation}");
         }
     }
 
@@ -729,17 +747,17 @@ mod tests {
         let d = deployed(&v1, "h1");
         assert_eq!(
             decide(
-                Desired::Spec {
+                &Desired::Spec {
                     spec: &v2,
                     hash: "h2"
                 },
-                seen(Some(&d))
+                &seen(Some(&d))
             ),
-            Action::Suspend {
+            Ok(Action::Suspend {
                 drop_artifact: true,
                 changed: true,
                 set_state: true
-            }
+            })
         );
     }
 
@@ -936,6 +954,50 @@ mod tests {
             None,
             "nothing is checked unless health asks"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_service_waits_for_its_restart_as_time_passes() {
+        let service = spec("env: dev\nparams: {command: [sleep, '9']}\n");
+        let v1 = deployed(&service, "h1");
+        let want = Desired::Spec {
+            spec: &service,
+            hash: "h1",
+        };
+        let s = Duration::from_secs;
+        // The run failed; the restart policy set the restart 10 s from now.
+        let mut timers = Timers {
+            restart: Some(Instant::now() + s(10)),
+            ..Timers::default()
+        };
+        let at = |timers: &Timers, live| Observed {
+            live,
+            restart_in: timers
+                .restart
+                .map(|t| t.saturating_duration_since(Instant::now())),
+            ..seen(Some(&v1))
+        };
+        let waiting = |secs| Err(StepError::Waiting { after: s(secs) });
+        assert_eq!(decide(&want, &at(&timers, 0)), waiting(10));
+        assert_eq!(
+            error_policy(&StepError::Waiting { after: s(10) }),
+            Then::RetryAfter(s(10))
+        );
+        tokio::time::advance(s(4)).await;
+        assert_eq!(decide(&want, &at(&timers, 0)), waiting(6));
+        assert!(!timers.due(Instant::now()).restart);
+        tokio::time::advance(s(6)).await;
+        assert!(timers.due(Instant::now()).restart);
+        assert_eq!(
+            decide(&want, &at(&timers, 0)),
+            waiting(0),
+            "due, not yet handled"
+        );
+        // The restart fired and started the run: nothing to do while it runs.
+        timers.restart = None;
+        assert_eq!(decide(&want, &at(&timers, 1)), Ok(Action::Nothing));
+        // It ended again with no restart pending (a daemon restart forgot it): started.
+        assert_eq!(decide(&want, &at(&timers, 0)), Ok(Action::Start));
     }
 
     #[tokio::test(start_paused = true)]

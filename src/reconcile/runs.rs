@@ -267,9 +267,10 @@ impl Actor {
         );
     }
 
-    /// Looks at the cluster again after the next wait of the engine backoff.
+    /// Looks at the cluster again after the engine backoff's wait (see [`Actor::arm_retry`]).
     pub(super) fn schedule_retry(&mut self) {
-        self.timers.retry = Some(Instant::now() + self.engine_retry.backoff.next());
+        let after = self.engine_retry.backoff.peek();
+        self.arm_retry(Instant::now() + after);
     }
 
     /// Looks again at runs whose submit was not confirmed, then converges again if a cluster
