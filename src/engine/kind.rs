@@ -193,6 +193,24 @@ mod tests {
     }
 
     #[test]
+    fn capabilities_are_the_engine_s_own() {
+        let of = |k: EngineKind| (k.runs_on_cluster(), k.runs_sql(), k.writes_run_logs());
+        assert_eq!(of(EngineKind::Local), (false, false, true));
+        assert_eq!(of(EngineKind::Flink), (true, true, false));
+        assert_eq!(of(EngineKind::Spark), (true, false, false));
+        let runner = std::path::PathBuf::from("/opt/jobkeeper/sql-runner.jar");
+        let flink = EngineConfig::Flink(FlinkSettings {
+            url: "http://jm:8081/".into(),
+            savepoint_dir: None,
+            sql_runner: Some(runner.clone()),
+        });
+        assert_eq!(flink.sql_runner(), Some(runner.as_path()));
+        assert_eq!(flink.cluster_url().as_deref(), Some("http://jm:8081"));
+        assert_eq!(EngineConfig::Local.sql_runner(), None);
+        assert_eq!(EngineConfig::Local.cluster_url(), None);
+    }
+
+    #[test]
     fn a_config_knows_its_kind() {
         let flink = EngineConfig::Flink(FlinkSettings {
             url: "http://jm:8081".into(),

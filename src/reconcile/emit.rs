@@ -92,3 +92,39 @@ impl Emitter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Snapshot;
+
+    #[test]
+    fn an_announced_event_is_counted_as_an_emitted_one_and_stored_by_its_own_write() {
+        let store = Store::in_memory().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let events = Emitter::new(store.clone(), metrics.clone());
+        let planned = JobEvent::Planned {
+            line: "add: new job".into(),
+        };
+        events.announce(Scope::job("a", Some("c1")), &planned);
+        assert!(
+            store.events(Some("a"), 10).unwrap().is_empty(),
+            "stored by the commit's write, not again"
+        );
+        let failed = JobEvent::Failed {
+            reason: "exit 1".into(),
+        };
+        let id = events.emit(Scope::job("a", None).run(Some(4)), &failed);
+        let stored = store.events(Some("a"), 10).unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(Some(stored[0].id), id);
+        assert_eq!(stored[0].run_id, Some(4));
+        let text = metrics.render(&Snapshot::default());
+        for line in [
+            "jobkeeper_job_events_total{event=\"planned\"} 1",
+            "jobkeeper_job_events_total{event=\"failed\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
+}
