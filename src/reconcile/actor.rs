@@ -331,7 +331,15 @@ impl Actor {
         let action = match decide::decide(&want, &self.observed(row.state)) {
             Ok(action) => action,
             Err(err) => {
-                self.on_error(Stall::Nothing, err);
+                // A wait the pending restart ends: the restart starts the run, its timer wakes
+                // the actor, no converge of its own is needed.
+                let restart_ends_it = matches!(
+                    error_policy(&err),
+                    Then::RetryAfter(after) if self.restart_within(after)
+                );
+                if !restart_ends_it {
+                    self.on_error(Stall::Nothing, err);
+                }
                 return false;
             }
         };
@@ -452,16 +460,16 @@ impl Actor {
         }
     }
 
-    /// Converges again `after` from now ([`Then::RetryAfter`]). A job with nothing live whose
-    /// pending restart is due by then waits for that restart: it starts the run, so no converge
-    /// of its own is needed.
+    /// Converges again `after` from now ([`Then::RetryAfter`]).
     pub(super) fn retry_after(&mut self, after: Duration) {
-        let at = Instant::now() + after;
-        if self.live.is_empty() && self.timers.restart.is_some_and(|t| t <= at) {
-            return;
-        }
         self.engine_retry.converge = true;
-        self.arm_retry(at);
+        self.arm_retry(Instant::now() + after);
+    }
+
+    /// Whether a restart is pending and due within `after` from now.
+    fn restart_within(&self, after: Duration) -> bool {
+        let by = Instant::now() + after;
+        self.timers.restart.is_some_and(|t| t <= by)
     }
 
     /// Looks again at the cluster at `at`, unless a look is due earlier. Every look armed
