@@ -689,6 +689,63 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failed_run_waits_for_its_restart_however_often_the_job_is_poked() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path());
+        let yaml = "env: dev\nrestart: {attempts: 5, window: 1h, backoff: 2s}\n\
+                    params:\n  command: [sh, -c, \"exit 3\"]\n";
+        let spec = crate::spec::parse_job("b.yaml", yaml.as_bytes(), Default::default()).unwrap();
+        let update = crate::store::DesiredUpdate::Spec {
+            name: "b".into(),
+            path: "jobs/b.yaml".into(),
+            spec: serde_json::to_string(&spec).unwrap(),
+            hash: "h1".into(),
+        };
+        let commit = crate::store::CommitRecord::default();
+        ctx.store.apply_commit(&commit, &[update], &[]).unwrap();
+        let cancel = CancellationToken::new();
+        let reconciler = super::super::Reconciler::new(ctx.clone(), cancel.clone());
+        let mut exits = ctx.engines.take_exits().unwrap();
+        let r = reconciler.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(exit) = exits.recv().await {
+                r.exited(exit);
+            }
+        });
+        let runs = || ctx.store.runs("b", 10).unwrap();
+        reconciler.poke("b");
+        wait_for("the job in backoff", || {
+            ctx.store.job("b").unwrap().unwrap().state == JobState::Backoff
+        })
+        .await;
+        // Each poke converges: the job waits for its restart, it is not started again now.
+        for _ in 0..5 {
+            reconciler.poke("b");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        wait_for("the restart", || runs().len() >= 2).await;
+        // Newest first: the second run started after the backoff, not at a poke.
+        let (second, first) = (&runs()[0], &runs()[1]);
+        let ended = first.ended_at.expect("the first run ended");
+        assert!(
+            second.started_at - ended >= 1_900,
+            "restarted {} ms after the failure, before its 2 s backoff",
+            second.started_at - ended
+        );
+        let restarted: Vec<_> = ctx
+            .store
+            .events(Some("b"), 50)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == EventKind::Restarted)
+            .collect();
+        assert_eq!(restarted[0].attempt, Some(Attempt { n: 1, of: 5 }));
+        cancel.cancel();
+        reconciler.wait().await;
+        forward.abort();
+    }
+
+    #[tokio::test]
     async fn a_job_row_that_cannot_be_read_keeps_the_job_and_its_run() {
         let dir = tempfile::tempdir().unwrap();
         let ctx = context(dir.path());
