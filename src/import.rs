@@ -140,19 +140,8 @@ pub async fn import(
     for job in jobs {
         let outcome = match file_name_for(&job.name) {
             Err(why) => Outcome::Failed(why),
-            Ok(mut name) => {
-                if !used.insert(name.clone()) {
-                    // A second job of the same name: its id tells the files apart.
-                    let short: String = job
-                        .engine_id
-                        .chars()
-                        .filter(char::is_ascii_alphanumeric)
-                        .map(|c| c.to_ascii_lowercase())
-                        .take(12)
-                        .collect();
-                    name = format!("{}-{short}", name.chars().take(115).collect::<String>());
-                    used.insert(name.clone());
-                }
+            Ok(name) => {
+                let name = unique_name(name, &job.engine_id, &mut used);
                 let path = out.join(format!("{name}.yaml"));
                 let details = match engine.describe(&job).await {
                     Ok(d) => d,
@@ -168,6 +157,30 @@ pub async fn import(
         done.push(Imported { job, outcome });
     }
     Ok(done)
+}
+
+/// `name`, or, when an earlier job of this import took it, `name` with the end of the job's
+/// engine id (the part that tells ids apart: Spark's `driver-20261203101500-0007` shares its
+/// start with every driver of the month), then a count, until no earlier job has it.
+fn unique_name(name: String, engine_id: &str, used: &mut HashSet<String>) -> String {
+    if used.insert(name.clone()) {
+        return name;
+    }
+    let alnum: Vec<char> = engine_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let short: String = alnum[alnum.len().saturating_sub(12)..].iter().collect();
+    // 128 characters at most: 110 of the name, `-`, 12 of the id, and room for `-N`.
+    let base = format!("{}-{short}", name.chars().take(110).collect::<String>());
+    let mut candidate = base.clone();
+    let mut n = 2;
+    while !used.insert(candidate.clone()) {
+        candidate = format!("{base}-{n}");
+        n += 1;
+    }
+    candidate
 }
 
 /// Writes `text` to `path` unless a file is there already.
@@ -386,6 +399,32 @@ pub async fn check_adoptions(plan: &mut crate::plan::Plan, settings: &Settings) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jobs_of_one_name_get_names_of_their_own() {
+        let mut used = HashSet::new();
+        let names: Vec<String> = [
+            "driver-20261203101500-0007",
+            "driver-20261203101502-0008",
+            "driver-20261203101504-0009",
+            "driver-20261203101504-0009",
+        ]
+        .iter()
+        .map(|id| unique_name("totals".into(), id, &mut used))
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "totals",
+                "totals-031015020008",
+                "totals-031015040009",
+                "totals-031015040009-2"
+            ]
+        );
+        for n in &names {
+            spec::check_name(n).unwrap();
+        }
+    }
 
     #[test]
     fn cluster_names_become_job_names_or_say_why_not() {
