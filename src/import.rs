@@ -15,9 +15,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::engine::flink::FlinkEngine;
-use crate::engine::spark::SparkEngine;
-use crate::engine::{ClusterJob, Engine, EngineConfig, EngineError, JobDetails};
+use crate::engine::{ClusterJob, Engine, EngineError, JobDetails};
 use crate::settings::Settings;
 use crate::spec;
 
@@ -39,8 +37,13 @@ pub enum ImportError {
     #[error("{0}")]
     Engine(#[from] EngineError),
     /// The engine cannot list its jobs.
-    #[error("{0} cannot list its jobs (spark: set `spark.ui`, the master's web UI)")]
-    CannotList(String),
+    #[error("{location} cannot list its jobs{}", needs.map(|n| format!(" ({n})")).unwrap_or_default())]
+    CannotList {
+        /// The cluster.
+        location: String,
+        /// What the engine needs to list them, in its words.
+        needs: Option<&'static str>,
+    },
 }
 
 /// What happened to one unmanaged job.
@@ -77,19 +80,8 @@ pub(crate) fn engine_of(settings: &Settings, env: &str) -> Result<Arc<dyn Engine
             },
         });
     };
-    let salt = settings.state_dir.display().to_string();
-    Ok(match &e.engine {
-        EngineConfig::Local => return Err(ImportError::Local(env.to_string())),
-        EngineConfig::Flink(f) => Arc::new(FlinkEngine::new(f, &salt)?),
-        EngineConfig::Spark(s) => {
-            // `import` only reads the cluster: it never serves a jar.
-            let jars = crate::engine::spark::JarShelf {
-                shelf: crate::engine::spark::artifacts::Shelf::read_only(&settings.state_dir),
-                daemon_url: String::new(),
-            };
-            Arc::new(SparkEngine::new(s, &salt, &jars)?)
-        }
-    })
+    crate::engine::registry::for_reading(&settings.state_dir, &e.engine)?
+        .ok_or_else(|| ImportError::Local(env.to_string()))
 }
 
 /// The engine ids the daemon's store records as live runs (none when it has no store yet).
@@ -128,7 +120,10 @@ pub async fn import(
     let live = engine
         .live_jobs()
         .await?
-        .ok_or_else(|| ImportError::CannotList(location.clone()))?;
+        .ok_or_else(|| ImportError::CannotList {
+            location: location.clone(),
+            needs: engine.listing_needs(),
+        })?;
     let managed = managed_ids(settings);
     let mut jobs: Vec<ClusterJob> = live
         .into_iter()

@@ -110,6 +110,22 @@ impl EngineConfig {
         }
     }
 
+    /// The page of run `id` in the engine's web UI, when the cluster has one (spark: when
+    /// `spark.ui` is set).
+    pub fn run_page(&self, id: &str) -> Option<String> {
+        match self {
+            EngineConfig::Local => None,
+            EngineConfig::Flink(f) => Some(format!(
+                "{}/#/job/running/{id}/overview",
+                f.url.trim_end_matches('/')
+            )),
+            EngineConfig::Spark(s) => {
+                s.ui.as_ref()
+                    .map(|ui| format!("{}/app/?appId={id}", ui.trim_end_matches('/')))
+            }
+        }
+    }
+
     /// Which engine this is.
     pub fn kind(&self) -> EngineKind {
         match self {

@@ -311,6 +311,22 @@ pub fn for_daemon<'a>(
     Ok((engines, shelf))
 }
 
+/// An engine of `config` that only reads its cluster (`jobkeeper import`): it never serves a
+/// jar. `None` for an engine with no cluster to read.
+pub fn for_reading(
+    state_dir: &Path,
+    config: &EngineConfig,
+) -> Result<Option<Arc<dyn Engine>>, EngineError> {
+    if !config.kind().runs_on_cluster() {
+        return Ok(None);
+    }
+    let jars = JarShelf {
+        shelf: Shelf::read_only(state_dir),
+        daemon_url: String::new(),
+    };
+    make(config, &state_dir.display().to_string(), Some(&jars)).map(Some)
+}
+
 /// The version of the cluster of `config` (flink: `GET /config`), waiting at most `wait` for
 /// its answer; `None` when the engine names no version or the cluster does not answer.
 pub async fn cluster_version(config: &EngineConfig, wait: std::time::Duration) -> Option<String> {

@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use super::ApiState;
 use super::api::{self, RunView, job_detail};
 use super::page::{CSS, escape, html_response, utc_time};
-use crate::engine::EngineConfig;
 use crate::settings::Settings;
 
 /// Runs in the strip of squares.
@@ -38,17 +37,7 @@ dt{color:var(--muted)}dd{margin:0}
 fn engine_link(settings: &Settings, run: &RunView) -> Option<String> {
     let env = settings.envs.get(run.env.as_deref()?)?;
     let id = run.engine_id.as_deref()?;
-    match &env.engine {
-        EngineConfig::Flink(f) => Some(format!(
-            "{}/#/job/running/{id}/overview",
-            f.url.trim_end_matches('/')
-        )),
-        EngineConfig::Spark(s) => {
-            s.ui.as_ref()
-                .map(|ui| format!("{}/app/?appId={id}", ui.trim_end_matches('/')))
-        }
-        EngineConfig::Local => None,
-    }
+    env.engine.run_page(id)
 }
 
 /// "3h 2m" of a number of seconds.
