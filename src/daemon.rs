@@ -1,16 +1,15 @@
 //! The daemon: wiring only. [`run_with`] reads as its steps: make and lock the state folder,
 //! open the store and build the shared parts (`Core`), stop runs a previous daemon left,
 //! start the job loops (run exits, health sweep), serve HTTP, start the service loops
-//! (watchdog, status, log rotation, reloads), follow the config repo (`Follower`, one
+//! (watchdog, status, log rotation, reloads), follow the config repo ([`Follower`], one
 //! [`crate::sync`] per trigger) and shut everything down in order.
 //!
 //! [`run`] takes its settings, listener and shutdown token, so tests run the whole daemon
 //! in-process on port 0 against a temporary git repo.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -19,16 +18,13 @@ use tokio_util::task::TaskTracker;
 use crate::alert::Alerter;
 use crate::build::{BuildConfig, Builder};
 use crate::engine::Engines;
-use crate::event::JobEvent;
 use crate::http::{self, ApiState};
 use crate::metrics::Metrics;
-use crate::reconcile::{self, Context, Reconciler, Scope};
-use crate::repo::{
-    ConfigRepo, ProjectRepos, RepoError, TriggerControl, TriggerReason, spawn_trigger,
-};
+use crate::reconcile::{self, Context, Reconciler};
+use crate::repo::{ConfigRepo, ProjectRepos, RepoError};
 use crate::settings::{Live, Settings};
 use crate::store::{Store, StoreError};
-use crate::sync::{self, SyncError, SyncOutcome};
+use crate::sync::Follower;
 use crate::systemd::Notifier;
 
 /// Errors that stop the daemon from starting or running.
@@ -147,15 +143,9 @@ pub async fn run_with(
     start_service_loops(&tasks, &loops, reload, &cancel);
 
     let repo = open_config_repo(&started, &state_dir).await?;
-    let follower = Follower {
-        repo,
-        ctx: core.ctx.clone(),
-        reconciler: reconciler.clone(),
-        api,
-        unreachable: false,
-        started_jobs: false,
-    };
-    follower.run(&started, &cancel).await?;
+    Follower::new(repo, core.ctx.clone(), reconciler.clone(), api)
+        .run(&started.repo, &cancel)
+        .await?;
     shut_down(&notifier, &reconciler, tasks, server).await
 }
 
@@ -356,115 +346,6 @@ async fn open_config_repo(
     Ok(Arc::new(repo))
 }
 
-/// The daemon's main loop: one sync per trigger (push, webhook, poll, `POST /api/v1/sync`).
-struct Follower {
-    /// The config repo mirror.
-    repo: Arc<ConfigRepo>,
-    /// The store, settings and metrics the sync uses.
-    ctx: Arc<Context>,
-    /// The actors poked by each applied commit.
-    reconciler: Arc<Reconciler>,
-    /// Marked ready after the first sync; given the trigger control.
-    api: Arc<ApiState>,
-    /// The last sync found the repo unreachable (one event per outage).
-    unreachable: bool,
-    /// The stored jobs were started (after the first sync).
-    started_jobs: bool,
-}
-
-impl Follower {
-    /// Syncs on each trigger until `cancel` fires.
-    async fn run(
-        mut self,
-        settings: &Settings,
-        cancel: &CancellationToken,
-    ) -> Result<(), DaemonError> {
-        let (mut triggers, control) = spawn_trigger(&settings.repo, cancel.clone());
-        let _ = self.api.trigger.set(control.clone());
-        loop {
-            let reason = tokio::select! {
-                () = cancel.cancelled() => break,
-                r = triggers.recv() => match r { Some(r) => r, None => break },
-            };
-            let started = Instant::now();
-            self.ctx.metrics.fetch_started(reason.as_str());
-            let result = self.sync_once().await;
-            self.ctx
-                .metrics
-                .fetch_done(result.is_ok(), started.elapsed());
-            match result {
-                Ok(outcome) => {
-                    control.fetch_ok();
-                    self.synced(&outcome, &reason, started);
-                }
-                Err(err) => {
-                    control.fetch_failed();
-                    self.failed(&err, &reason, &control);
-                }
-            }
-            if !self.started_jobs {
-                self.started_jobs = true;
-                for (name, _) in self.ctx.store.desired_jobs()? {
-                    self.reconciler.poke(&name);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// At start, the tip is applied before stored jobs start, so a commit made while the
-    /// daemon was down is not preceded by a run of the old version; a repo that does not
-    /// answer in time does not keep the stored jobs from starting.
-    async fn sync_once(&self) -> Result<SyncOutcome, SyncError> {
-        let once = sync::sync(&self.repo, &self.ctx, &self.reconciler);
-        if self.started_jobs {
-            return once.await;
-        }
-        match tokio::time::timeout(STARTUP_SYNC_WAIT, once).await {
-            Ok(r) => r,
-            Err(_) => Err(SyncError::Task(format!(
-                "no answer within {}s at start; starting the stored jobs, still trying",
-                STARTUP_SYNC_WAIT.as_secs()
-            ))),
-        }
-    }
-
-    fn synced(&mut self, outcome: &SyncOutcome, reason: &TriggerReason, started: Instant) {
-        let store = &self.ctx.store;
-        if self.unreachable {
-            self.unreachable = false;
-            let message = "the config repo answers again".to_string();
-            let event = JobEvent::RepoReachable { message };
-            self.ctx.events.emit(Scope::daemon(), &event);
-        }
-        if let SyncOutcome::Applied { commit, jobs } = outcome {
-            tracing::info!(%commit, jobs, trigger = %reason, took = ?started.elapsed(), "applied config commit");
-        }
-        if !self.api.ready.swap(true, Ordering::AcqRel) {
-            let read = store.applied_commit();
-            let applied = store.read_or_log(None, "applied commit", read).flatten();
-            let applied = applied.unwrap_or_default();
-            tracing::info!(commit = %applied.get(..8).unwrap_or(""), "ready");
-        }
-        self.reconciler.follow_all();
-    }
-
-    fn failed(&mut self, err: &SyncError, reason: &TriggerReason, control: &TriggerControl) {
-        if !err.is_unreachable() {
-            tracing::error!(trigger = %reason, "cannot apply the config repo: {err}");
-            return;
-        }
-        if !self.unreachable {
-            self.unreachable = true;
-            let event = JobEvent::RepoUnreachable {
-                why: err.to_string(),
-            };
-            self.ctx.events.emit(Scope::daemon(), &event);
-        }
-        tracing::warn!(trigger = %reason, retry_in = ?control.poll_interval(), "config repo unreachable: {err}");
-    }
-}
-
 /// Stops in order: the runs that end with the daemon, with their actors, then every loop, then
 /// the HTTP server.
 async fn shut_down(
@@ -566,9 +447,6 @@ fn daemon_url(settings: &Settings, listener: &TcpListener) -> String {
         .trim_end_matches('/')
         .to_string()
 }
-
-/// How long the first sync may take before the stored jobs start anyway.
-pub const STARTUP_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Fails with [`DaemonError::Locked`] when another daemon holds `state_dir`'s lock now (the
 /// check takes the lock and lets it go at once: [`run_with`] takes it for good). A state folder

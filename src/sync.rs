@@ -4,7 +4,7 @@
 //!
 //! The edges (git, the store) sit in [`sync`] and [`apply_tip`]; what a commit's changes and
 //! plan write to the store is the pure [`store_updates`], and which stored jobs a tip without
-//! a known base removes is the pure [`removed_jobs`].
+//! a known base removes is the pure [`removed_jobs`]. [`Follower`] runs one sync per trigger.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -17,6 +17,9 @@ use crate::reconcile::{Context, Reconciler, Scope, spec_hash};
 use crate::repo::{CommitInfo, ConfigRepo, JobFileChange, Oid, RepoError};
 use crate::spec::{self, JobSpec};
 use crate::store::{CommitRecord, DesiredUpdate, StoreError};
+
+mod follow;
+pub use follow::{Follower, STARTUP_SYNC_WAIT};
 
 /// What one sync did.
 #[derive(Debug, Clone, PartialEq, Eq)]
