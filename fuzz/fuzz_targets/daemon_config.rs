@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use jobkeeper::event::EventKind;
 use jobkeeper::settings;
 use jobkeeper::spec::{self, Context, RestartOverride};
 use jobkeeper_fuzz::assert_located;
@@ -52,6 +53,6 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     for channel in s.alerts.keys() {
-        let _ = s.channel_wants(channel, "failed");
+        let _ = s.channel_wants(channel, EventKind::Failed);
     }
 });
