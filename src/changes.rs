@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::diag::Diagnostic;
 use crate::plan::{Change, Plan, plan};
-use crate::repo::{GitTree, JobFile, JobFileChange, Oid, RepoError, open_existing};
+use crate::repo::{FileDiff, GitTree, JobFile, JobFileChange, Oid, RepoError, open_existing};
 use crate::spec::{self, Context, JobSpec, MAX_JOB_FILE_BYTES, RepoFiles};
 
 /// The files of one commit of a config repo, for the `sql_file`s its job files name.
@@ -33,15 +33,17 @@ impl RepoFiles for TreeFiles<'_> {
 /// The job files of `diff`, plus the job files at `to` (under `path`) whose `sql_file` is one
 /// of the other files (`.sql`) that changed between `from` and `to`: a changed `.sql` file
 /// changes its jobs. Only job files whose text names a changed file's name are parsed.
+/// `others` are the changed files that are not job files, from the repository's root
+/// ([`FileDiff::others`]): a `sql_file` may lie outside the jobs folder (`../sql/a.sql`).
 pub fn with_sql_dependents(
     tree: &GitTree,
-    from: Option<Oid>,
     to: Oid,
     path: &str,
-    mut diff: Vec<JobFileChange>,
+    FileDiff {
+        jobs: mut diff,
+        others,
+    }: FileDiff,
 ) -> Result<Vec<JobFileChange>, RepoError> {
-    // Anywhere in the repo: a `sql_file` may lie outside the jobs folder (`../sql/a.sql`).
-    let others = tree.diff_other_files(from, to, "")?;
     if others.is_empty() {
         return Ok(diff);
     }
@@ -92,19 +94,20 @@ fn is_config_repo(repo: &str) -> bool {
 /// The `project.follow: true` jobs whose project is a folder of the config repo that changed
 /// between `from` and `to`, and whose job file did not change: the daemon rebuilds them from
 /// the new commit (its follow check), so the plan names them too. Cheap when a commit changes
-/// only job files: no job file is read then.
+/// only job files: no job file is read then. `others` are the changed files that are not job
+/// files ([`FileDiff::others`]).
 pub fn followed_folders(
     tree: &GitTree,
     from: Option<Oid>,
     to: Oid,
     path: &str,
     diff: &[JobFileChange],
+    others: &[String],
     ctx: Context<'_>,
 ) -> Result<Vec<crate::plan::Item>, RepoError> {
-    let Some(from) = from else {
+    if from.is_none() {
         return Ok(Vec::new()); // a first commit adds every job
-    };
-    let others = tree.diff_other_files(Some(from), to, "")?;
+    }
     if others.is_empty() {
         return Ok(Vec::new());
     }
@@ -202,8 +205,7 @@ pub fn read_changes(
     path: &str,
     ctx: Context<'_>,
 ) -> Result<Vec<Change>, RepoError> {
-    let diff = tree.diff_job_files(from, to, path)?;
-    let diff = with_sql_dependents(tree, from, to, path, diff)?;
+    let diff = with_sql_dependents(tree, to, path, tree.diff_files(from, to, path)?)?;
     let files = TreeFiles { tree, commit: to };
     let ctx = Context {
         files: Some(&files),
@@ -298,9 +300,9 @@ pub fn plan_between(
     };
     let to = tree.resolve_rev(to)?;
 
-    let diff = tree.diff_job_files(from, to, path)?;
+    let files = tree.diff_files(from, to, path)?;
     let existed = from.is_some_and(|f| path_exists(&tree, f, path));
-    if diff.is_empty() && !existed && !path_exists(&tree, to, path) {
+    if files.jobs.is_empty() && !existed && !path_exists(&tree, to, path) {
         // A wrong folder would otherwise read as "no job changes" and pass review.
         return Err(RepoError::NotFound {
             url: dir.display().to_string(),
@@ -309,7 +311,8 @@ pub fn plan_between(
             ),
         });
     }
-    let diff = with_sql_dependents(&tree, from, to, path, diff)?;
+    let others = files.others.clone();
+    let diff = with_sql_dependents(&tree, to, path, files)?;
     let new_files = TreeFiles {
         tree: &tree,
         commit: to,
@@ -339,8 +342,9 @@ pub fn plan_between(
         }
     }
     let mut plan = plan(&applied, &changes);
-    plan.items
-        .extend(followed_folders(&tree, from, to, path, &diff, ctx)?);
+    plan.items.extend(followed_folders(
+        &tree, from, to, path, &diff, &others, ctx,
+    )?);
     plan.items.sort_by(|a, b| a.job.cmp(&b.job));
     Ok(plan)
 }

@@ -247,8 +247,8 @@ fn read_changes(
     let from = applied
         .and_then(|a| Oid::from_str(a).ok())
         .filter(|id| tree.repository().find_commit(*id).is_ok());
-    let diff = tree.diff_job_files(from, tip, path)?;
-    let diff = crate::changes::with_sql_dependents(&tree, from, tip, path, diff)?;
+    let diff =
+        crate::changes::with_sql_dependents(&tree, tip, path, tree.diff_files(from, tip, path)?)?;
     let mut changes = changes_of(&tree, &diff, sctx);
     if from.is_none() {
         let present: HashSet<String> = diff

@@ -28,7 +28,7 @@ pub use fetch::Credentials;
 pub use git2::Oid;
 pub use mirror::ConfigRepo;
 pub use projects::ProjectRepos;
-pub use tree::{CommitInfo, GitTree, JobFile, JobFileChange, open_existing};
+pub use tree::{CommitInfo, FileDiff, GitTree, JobFile, JobFileChange, open_existing};
 pub use trigger::{PollBackoff, TriggerControl, TriggerReason, spawn_trigger};
 
 /// Process-wide libgit2 settings, set once before the first repository is opened: objects are

@@ -286,6 +286,29 @@ fn diff_sees_adds_modifies_deletes_and_renames_below_the_folder_only() {
     assert_eq!(added.repo_path, "jobs/team-a/nested/added.yaml");
     assert_eq!(tree.read_blob(added.blob).unwrap(), b"hi\n");
 
+    // One walk of the whole repo gives the same job files and the other changed files (not
+    // job files) from the root; YAML files outside jobs/ are neither.
+    for (a, b) in [(Some(from), to), (Some(to), from), (None, from)] {
+        let both = tree.diff_files(a, b, "jobs").unwrap();
+        assert_eq!(both.jobs, tree.diff_job_files(a, b, "jobs").unwrap());
+    }
+    assert_eq!(
+        tree.diff_files(Some(from), to, "jobs").unwrap().others,
+        ["jobs/notes.txt"]
+    );
+    assert_eq!(
+        summary(&tree.diff_files(Some(from), to, "").unwrap().jobs),
+        [
+            "~jobs/edit.yaml",
+            "-jobs/gone.yml",
+            "+jobs/team-a/nested/added.yaml",
+            "-jobs/team-a/old-name.yaml",
+            "+jobs/team-b/new-name.yaml",
+            "~src/x.yaml",
+            "+src/y.yaml"
+        ]
+    );
+
     // Nothing changed below jobs/: no changes.
     let outside = fx.commit(&[("src/z.yaml", Some("z\n"))], "outside");
     assert!(

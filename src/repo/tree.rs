@@ -34,6 +34,15 @@ pub struct JobFile {
     pub blob: Oid,
 }
 
+/// The files that differ between two commits ([`GitTree::diff_files`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileDiff {
+    /// The job files below the jobs folder, by path.
+    pub jobs: Vec<JobFileChange>,
+    /// The other changed files (not job files), from the repository's root.
+    pub others: Vec<String>,
+}
+
 /// How one job file changed between two commits. A rename is a `Deleted` and an `Added`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobFileChange {
@@ -232,6 +241,46 @@ impl GitTree {
         Ok(())
     }
 
+    /// What differs between commit `from` (`None`: an empty tree) and commit `to`, in one walk
+    /// of the repository: the job files below folder `path` (as [`GitTree::diff_job_files`]
+    /// gives them) and every other changed file that is not a job file, from the repository's
+    /// root.
+    pub fn diff_files(
+        &self,
+        from: Option<Oid>,
+        to: Oid,
+        path: &str,
+    ) -> Result<FileDiff, RepoError> {
+        let dir = normalize_dir(path);
+        if !dir.is_empty() {
+            // A path git cannot look up (`../x`) is the same error as for diff_job_files.
+            self.subtree(to, &dir)?;
+        }
+        let (all, others) = self.diff_below(from, to, "")?;
+        let prefix = format!("{dir}/");
+        let below = |f: &JobFile| {
+            let rel = if dir.is_empty() {
+                Some(f.rel_path.as_str())
+            } else {
+                f.repo_path.strip_prefix(&prefix)
+            };
+            rel.map(|rel| job_file(&dir, rel.to_string(), f.blob))
+        };
+        let mut jobs: Vec<JobFileChange> = all
+            .iter()
+            .filter_map(|c| match c {
+                JobFileChange::Added(f) => below(f).map(JobFileChange::Added),
+                JobFileChange::Deleted(f) => below(f).map(JobFileChange::Deleted),
+                JobFileChange::Modified { old, new } => Some(JobFileChange::Modified {
+                    old: below(old)?,
+                    new: below(new)?,
+                }),
+            })
+            .collect();
+        jobs.sort_by(|a, b| a.rel_path().cmp(b.rel_path()));
+        Ok(FileDiff { jobs, others })
+    }
+
     /// The job files below folder `path` that differ between commit `from` (`None`: an empty
     /// tree) and commit `to`, by a tree-to-tree diff of the two folders: the cost grows with the
     /// change, and `from` need not be an ancestor of `to`. No rename detection.
@@ -371,24 +420,6 @@ impl GitTree {
             .get_path(std::path::Path::new(path))
             .map_err(|_| missing())?;
         self.read_blob(entry.id())
-    }
-
-    /// The files below folder `path` that are not job files (`.sql` files) and differ between
-    /// `from` and `to`, as paths in the repository. Same walk as [`GitTree::diff_job_files`].
-    pub fn diff_other_files(
-        &self,
-        from: Option<Oid>,
-        to: Oid,
-        path: &str,
-    ) -> Result<Vec<String>, RepoError> {
-        let dir = normalize_dir(path);
-        let (_, others) = self.diff_below(from, to, &dir)?;
-        let prefix = if dir.is_empty() {
-            String::new()
-        } else {
-            format!("{dir}/")
-        };
-        Ok(others.into_iter().map(|r| format!("{prefix}{r}")).collect())
     }
 
     /// The content of a blob.
