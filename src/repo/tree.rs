@@ -252,10 +252,6 @@ impl GitTree {
         path: &str,
     ) -> Result<FileDiff, RepoError> {
         let dir = normalize_dir(path);
-        if !dir.is_empty() {
-            // A path git cannot look up (`../x`) is the same error as for diff_job_files.
-            self.subtree(to, &dir)?;
-        }
         let (all, others) = self.diff_below(from, to, "")?;
         let prefix = format!("{dir}/");
         let below = |f: &JobFile| {
@@ -277,6 +273,11 @@ impl GitTree {
                 }),
             })
             .collect();
+        if jobs.is_empty() && !dir.is_empty() {
+            // A path git cannot look up (`../x`) is the same error as for diff_job_files; no
+            // job file is below it, so this costs nothing when a job file changed.
+            self.subtree(to, &dir)?;
+        }
         jobs.sort_by(|a, b| a.rel_path().cmp(b.rel_path()));
         Ok(FileDiff { jobs, others })
     }
