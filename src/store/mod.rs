@@ -159,19 +159,8 @@ impl Store {
         what: impl std::fmt::Display,
         result: Result<T>,
     ) -> Option<T> {
-        match result {
-            Ok(v) => Some(v),
-            Err(err) => {
-                self.write_errors.fetch_add(1, Ordering::Relaxed);
-                match job {
-                    Some(job) => {
-                        tracing::error!(job, "store write failed ({what}); carrying on: {err}");
-                    }
-                    None => tracing::error!("store write failed ({what}); carrying on: {err}"),
-                }
-                None
-            }
-        }
+        let failed = || format!("write failed ({what}); carrying on");
+        carried_on(&self.write_errors, job, failed, result)
     }
 
     /// Writes that failed and were carried on from since the store was opened.
@@ -191,17 +180,8 @@ impl Store {
         what: impl std::fmt::Display,
         result: Result<T>,
     ) -> Option<T> {
-        match result {
-            Ok(v) => Some(v),
-            Err(err) => {
-                self.read_errors.fetch_add(1, Ordering::Relaxed);
-                match job {
-                    Some(job) => tracing::error!(job, "store read failed ({what}): {err}"),
-                    None => tracing::error!("store read failed ({what}): {err}"),
-                }
-                None
-            }
-        }
+        let failed = || format!("read failed ({what})");
+        carried_on(&self.read_errors, job, failed, result)
     }
 
     /// Reads that failed and were carried on from since the store was opened.
@@ -264,6 +244,28 @@ impl At<'_> {
 /// inside).
 fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<Result<T>>>) -> Result<Vec<T>> {
     rows.map(|r| r?).collect()
+}
+
+/// The value of `result`, or, when it failed, `None` after logging the error at error level
+/// (with the job as a field when there is one) and counting it in `count`: the one shape of
+/// [`Store::record`] and [`Store::read_or_log`].
+fn carried_on<T>(
+    count: &AtomicU64,
+    job: Option<&str>,
+    failed: impl FnOnce() -> String,
+    result: Result<T>,
+) -> Option<T> {
+    let err = match result {
+        Ok(v) => return Some(v),
+        Err(err) => err,
+    };
+    count.fetch_add(1, Ordering::Relaxed);
+    let failed = failed();
+    match job {
+        Some(job) => tracing::error!(job, "store {failed}: {err}"),
+        None => tracing::error!("store {failed}: {err}"),
+    }
+    None
 }
 
 #[cfg(test)]
