@@ -371,10 +371,7 @@ fn sql_runner_problem(
     use crate::build::sql_runner;
     spec.sql.as_ref()?;
     let env = settings.envs.get(&spec.env)?;
-    let crate::engine::EngineConfig::Flink(f) = &env.engine else {
-        return None;
-    };
-    if javac || f.sql_runner.is_some() {
+    if javac || !env.engine.kind().runs_sql() || env.engine.sql_runner().is_some() {
         return None;
     }
     let text = String::from_utf8_lossy(src);

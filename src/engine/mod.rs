@@ -30,6 +30,10 @@ use crate::spec::{JobSpec, Params};
 pub use kind::{EngineConfig, EngineKind};
 pub use registry::Engines;
 
+/// The jars the daemon serves over its HTTP listener to the cluster workers that fetch a job's
+/// jar (spark workers), at URLs keyed by the state folder's `artifact.key`.
+pub type ServedJars = spark::artifacts::Shelf;
+
 /// One submission, ready to go.
 #[derive(Debug, Clone)]
 pub struct SubmitRequest {

@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::Alerter;
-use crate::engine::spark::artifacts::Shelf;
+use crate::engine::ServedJars;
 use crate::metrics::{Metrics, Snapshot};
 use crate::reconcile::Reconciler;
 use crate::repo::TriggerControl;
@@ -65,7 +65,7 @@ pub struct ApiState {
     /// Asks the daemon loop for a fetch; set once the trigger task runs.
     pub trigger: OnceLock<TriggerControl>,
     /// The jars served to spark workers.
-    pub shelf: Shelf,
+    pub shelf: ServedJars,
 }
 
 /// The router.
