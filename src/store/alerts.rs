@@ -21,43 +21,12 @@ pub enum AlertStatus {
     Dropped,
 }
 
-impl AlertStatus {
-    /// Every status.
-    pub const ALL: [AlertStatus; 4] = [
-        AlertStatus::Sending,
-        AlertStatus::Sent,
-        AlertStatus::Failed,
-        AlertStatus::Dropped,
-    ];
-
-    /// The word used in the store and output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertStatus::Sending => "sending",
-            AlertStatus::Sent => "sent",
-            AlertStatus::Failed => "failed",
-            AlertStatus::Dropped => "dropped",
-        }
-    }
-
-    /// Parses what [`AlertStatus::as_str`] wrote.
-    pub fn parse(s: &str) -> Option<AlertStatus> {
-        AlertStatus::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-}
-
-/// Compares with the word [`AlertStatus::as_str`] gives (`status == "sent"`).
-impl PartialEq<&str> for AlertStatus {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-impl std::fmt::Display for AlertStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+words!(AlertStatus {
+    Sending => "sending",
+    Sent => "sent",
+    Failed => "failed",
+    Dropped => "dropped",
+});
 
 /// One alert delivery, as kept in the store.
 #[derive(Debug, Clone, PartialEq, Serialize)]

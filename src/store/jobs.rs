@@ -41,59 +41,21 @@ pub enum JobState {
     RolledBack,
 }
 
-impl JobState {
-    /// Every state, in SPEC's order.
-    pub const ALL: [JobState; 12] = [
-        JobState::Pending,
-        JobState::Building,
-        JobState::Deploying,
-        JobState::Running,
-        JobState::Succeeded,
-        JobState::Failed,
-        JobState::Backoff,
-        JobState::GaveUp,
-        JobState::Suspended,
-        JobState::Stopped,
-        JobState::Invalid,
-        JobState::RolledBack,
-    ];
-
-    /// The word used in the store, the API and output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Pending => "pending",
-            JobState::Building => "building",
-            JobState::Deploying => "deploying",
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-            JobState::Backoff => "backoff",
-            JobState::GaveUp => "gave_up",
-            JobState::Suspended => "suspended",
-            JobState::Stopped => "stopped",
-            JobState::Invalid => "invalid",
-            JobState::RolledBack => "rolled_back",
-        }
-    }
-
-    /// Parses what [`JobState::as_str`] wrote.
-    pub fn parse(s: &str) -> Option<JobState> {
-        JobState::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-}
-
-/// Compares with the word [`JobState::as_str`] gives (`state == "running"`).
-impl PartialEq<&str> for JobState {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-impl std::fmt::Display for JobState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+// In SPEC's order: `JobState::ALL` lists them so.
+words!(JobState {
+    Pending => "pending",
+    Building => "building",
+    Deploying => "deploying",
+    Running => "running",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    Backoff => "backoff",
+    GaveUp => "gave_up",
+    Suspended => "suspended",
+    Stopped => "stopped",
+    Invalid => "invalid",
+    RolledBack => "rolled_back",
+});
 
 /// A deployed version as [`Store::set_applied`] records it: a borrowed view of the actor's
 /// `reconcile::Deployed`.

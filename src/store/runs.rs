@@ -28,34 +28,16 @@ pub enum RunState {
     Lost,
 }
 
+words!(RunState {
+    Starting => "starting",
+    Running => "running",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    Stopped => "stopped",
+    Lost => "lost",
+});
+
 impl RunState {
-    /// Every state.
-    pub const ALL: [RunState; 6] = [
-        RunState::Starting,
-        RunState::Running,
-        RunState::Succeeded,
-        RunState::Failed,
-        RunState::Stopped,
-        RunState::Lost,
-    ];
-
-    /// The word used in the store, the API and output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Starting => "starting",
-            RunState::Running => "running",
-            RunState::Succeeded => "succeeded",
-            RunState::Failed => "failed",
-            RunState::Stopped => "stopped",
-            RunState::Lost => "lost",
-        }
-    }
-
-    /// Parses what [`RunState::as_str`] wrote.
-    pub fn parse(s: &str) -> Option<RunState> {
-        RunState::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
     /// Starting or running: not known to have ended.
     pub fn is_live(self) -> bool {
         matches!(self, RunState::Starting | RunState::Running)
@@ -73,19 +55,6 @@ pub(super) static LIVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
         .collect();
     format!("({})", words.join(", "))
 });
-
-/// Compares with the word [`RunState::as_str`] gives (`state == "running"`).
-impl PartialEq<&str> for RunState {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-impl std::fmt::Display for RunState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A run's row.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -16,36 +16,10 @@ pub enum SavepointKind {
     Checkpoint,
 }
 
-impl SavepointKind {
-    /// Every kind.
-    pub const ALL: [SavepointKind; 2] = [SavepointKind::Savepoint, SavepointKind::Checkpoint];
-
-    /// The word used in the store, the API and output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SavepointKind::Savepoint => "savepoint",
-            SavepointKind::Checkpoint => "checkpoint",
-        }
-    }
-
-    /// Parses what [`SavepointKind::as_str`] wrote.
-    pub fn parse(s: &str) -> Option<SavepointKind> {
-        SavepointKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-/// Compares with the word [`SavepointKind::as_str`] gives (`kind == "savepoint"`).
-impl PartialEq<&str> for SavepointKind {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-impl std::fmt::Display for SavepointKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+words!(SavepointKind {
+    Savepoint => "savepoint",
+    Checkpoint => "checkpoint",
+});
 
 /// A savepoint or retained checkpoint of a job, as kept in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
