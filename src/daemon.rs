@@ -142,11 +142,29 @@ pub async fn run_with(
     };
     start_service_loops(&tasks, &loops, reload, &cancel);
 
-    let repo = open_config_repo(&started, &state_dir).await?;
+    let followed = follow_config_repo(&started, &core, &reconciler, api, &cancel).await;
+    if followed.is_err() {
+        // Every exit path stops the runs that end with the daemon, as SIGTERM does.
+        cancel.cancel();
+    }
+    let stopped = shut_down(&notifier, &reconciler, tasks, server).await;
+    followed.and(stopped)
+}
+
+/// Opens the config repo and follows it until `cancel` fires; an error ends the daemon, whose
+/// caller still shuts down what runs.
+async fn follow_config_repo(
+    started: &Settings,
+    core: &Core,
+    reconciler: &Arc<Reconciler>,
+    api: Arc<ApiState>,
+    cancel: &CancellationToken,
+) -> Result<(), DaemonError> {
+    let repo = open_config_repo(started, &started.state_dir).await?;
     Follower::new(repo, core.ctx.clone(), reconciler.clone(), api)
-        .run(&started.repo, &cancel)
+        .run(&started.repo, cancel)
         .await?;
-    shut_down(&notifier, &reconciler, tasks, server).await
+    Ok(())
 }
 
 /// Makes the folders under `state_dir`.
