@@ -278,7 +278,24 @@ fn state_label(state: &str, reason: Option<&str>, refused_commit: Option<&str>) 
     }
 }
 
-/// The table `jobkeeper status` prints.
+/// `text` as a terminal may show it: every control character (C0, DEL, C1: carriage return,
+/// escape sequences, backspace) and every character that reorders or hides text (bidi overrides,
+/// zero-width marks) is left out, a tab or line break becoming a space, so what the daemon
+/// reports can neither move the cursor nor rewrite what was printed before it.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '\t' | '\n' | '\r' => out.push(' '),
+            c if c.is_control() => {}
+            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The table `jobkeeper status` prints; every field the daemon sent is [`printable`].
 pub fn status_table(view: &JobsView) -> String {
     let mut out = String::new();
     match &view.applied_commit {
@@ -286,7 +303,9 @@ pub fn status_table(view: &JobsView) -> String {
             let _ = writeln!(
                 out,
                 "applied commit {} {} ({})",
-                c.short, c.subject, c.author
+                printable(&c.short),
+                printable(&c.subject),
+                printable(&c.author)
             );
         }
         None => out.push_str("no config commit applied yet\n"),
@@ -325,6 +344,7 @@ pub fn status_table(view: &JobsView) -> String {
                 j.restarts.to_string(),
                 last,
             ]
+            .map(|cell| printable(&cell))
         })
         .collect();
     let mut widths = header.map(str::len);
@@ -394,6 +414,15 @@ pub fn logs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_the_daemon_sent_cannot_steer_the_terminal() {
+        assert_eq!(
+            printable("fix\r\x1b[2K\x1b]0;pwned\x07LGTM\u{202e}txt\u{9b}31m\x08x\ty"),
+            "fix [2K]0;pwnedLGTMtxt31mx y"
+        );
+        assert_eq!(printable("team-a/clicks é ✓"), "team-a/clicks é ✓");
+    }
 
     #[test]
     fn names_with_folders_are_encoded() {

@@ -659,12 +659,17 @@ pub async fn logs(
                     "ask for `run` or `build`, not both",
                 ));
             }
-            (Some("latest"), None) => state
-                .started
-                .state_dir
-                .join("logs")
-                .join(&name)
-                .join("build-latest.log"),
+            (Some("latest"), None) => {
+                let logs = state.started.state_dir.join("logs");
+                let path = crate::runlogs::job_dir(&logs, &name).join("build-latest.log");
+                // A job in a folder built before the one-level layout: its log where it was.
+                let before = logs.join(&name).join("build-latest.log");
+                if path.exists() || !before.is_file() {
+                    path
+                } else {
+                    before
+                }
+            }
             (Some(_), None) => {
                 return Err(error(
                     StatusCode::BAD_REQUEST,
