@@ -337,7 +337,11 @@ pub fn status_table(view: &JobsView) -> String {
             });
             [
                 j.name.clone(),
-                state_label(&j.state, j.reason.as_deref(), j.refused_commit.as_deref()),
+                match &j.unreadable {
+                    Some(_) if j.state == crate::http::api::UNREADABLE => j.state.clone(),
+                    Some(_) => format!("{} (unreadable)", j.state),
+                    None => state_label(&j.state, j.reason.as_deref(), j.refused_commit.as_deref()),
+                },
                 j.env.clone().unwrap_or_else(|| "-".into()),
                 j.engine_label().unwrap_or_else(|| "-".into()),
                 j.running_label().unwrap_or_else(|| "-".into()),
@@ -370,6 +374,16 @@ pub fn status_table(view: &JobsView) -> String {
     }
     if rows.is_empty() {
         out.push_str("(no jobs)\n");
+    }
+    for j in &view.jobs {
+        if let Some(why) = &j.unreadable {
+            let _ = writeln!(
+                out,
+                "unreadable: {}: {}",
+                printable(&j.name),
+                printable(why)
+            );
+        }
     }
     out
 }
