@@ -234,3 +234,137 @@ async fn one_unreadable_job_row_is_marked_and_the_others_are_served() {
     assert!(out.contains("b    running (unreadable)"), "{out}");
     assert!(out.contains("unreadable: b: "), "{out}");
 }
+
+/// Kills the listed pids when the test ends, whatever happened (an escaped process on a build
+/// without cgroups would otherwise live on).
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// The pid a job's run wrote into `file`, once it did.
+async fn pid_in(file: &std::path::Path) -> u32 {
+    let mut pid = 0;
+    wait_for(
+        &format!("{}", file.display()),
+        Duration::from_secs(20),
+        || {
+            pid = std::fs::read_to_string(file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(0);
+            pid != 0
+        },
+    )
+    .await;
+    pid
+}
+
+/// A child that left its run's process group with `setsid` outlived the run: removing or
+/// suspending the job, or the run's own end, signalled only the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_local_run_started_in_a_new_session_ends_with_the_run() {
+    assert!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0,
+        "this test needs root, to make cgroups"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let git = Git::new(tmp.path(), "config");
+    let escaper = |name: &str| {
+        let file = tmp.path().join(format!("{name}.escaped"));
+        let script = format!(
+            "rm -f {0}; setsid sleep 1000 & echo $! > {0}; exec sleep 1000",
+            file.display()
+        );
+        (shell_job(&script), file)
+    };
+    let (removed_job, removed_file) = escaper("removed");
+    let (suspended_job, suspended_file) = escaper("suspended");
+    let (killed_job, killed_file) = escaper("killed");
+    git.write("jobs/removed.yaml", &removed_job)
+        .write("jobs/suspended.yaml", &suspended_job)
+        .write("jobs/killed.yaml", &killed_job);
+    git.commit_push("three jobs that leave their process group");
+    let d = start(tmp.path(), &config(tmp.path(), &git, "")).await;
+    let mut escaped = Vec::new();
+    for (job, file) in [
+        ("removed", &removed_file),
+        ("suspended", &suspended_file),
+        ("killed", &killed_file),
+    ] {
+        let leader = d.running_pid(job).await;
+        let pid = pid_in(file).await;
+        let pgrp = jobkeeper::proc::stat(pid).unwrap().pgrp;
+        assert_ne!(pgrp, leader, "{job}'s child left the run's process group");
+        escaped.push((job, leader, pid));
+    }
+    let _cleanup = KillOnDrop(escaped.iter().map(|(_, _, p)| *p).collect());
+
+    // Removed from the repo, and suspended: the run is stopped.
+    git.remove("jobs/removed.yaml");
+    git.write(
+        "jobs/suspended.yaml",
+        &format!("{suspended_job}suspend: true\n"),
+    );
+    git.commit_push("remove one, suspend one");
+    // The leader of the third dies: the run ends by itself and is restarted.
+    let killed_leader = escaped[2].1;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(killed_leader as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+
+    wait_for("removed stopped", Duration::from_secs(20), || {
+        d.job("removed").unwrap().state.as_str() == "stopped"
+    })
+    .await;
+    wait_for("suspended suspended", Duration::from_secs(20), || {
+        d.job("suspended").unwrap().state.as_str() == "suspended"
+    })
+    .await;
+    wait_for("killed restarted", Duration::from_secs(20), || {
+        d.live_runs("killed")
+            .first()
+            .is_some_and(|r| pid_of(r) != 0 && pid_of(r) != killed_leader)
+    })
+    .await;
+    for (job, leader, pid) in &escaped {
+        wait_for(
+            &format!("{job}'s escaped child {pid} gone"),
+            Duration::from_secs(10),
+            || !alive(*pid),
+        )
+        .await;
+        assert!(!alive(*leader), "{job}'s leader {leader}");
+    }
+    // The restarted run has its own escaped child, in its own cgroup.
+    let old = escaped[2].2;
+    let mut again = 0;
+    wait_for("the restarted run's child", Duration::from_secs(20), || {
+        again = std::fs::read_to_string(&killed_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        again != 0 && again != old && alive(again)
+    })
+    .await;
+    let cgroup = std::fs::read_to_string(format!("/proc/{again}/cgroup")).unwrap();
+    assert!(cgroup.contains("/jobkeeper-runs/"), "{cgroup}");
+    let mut d = d;
+    d.stop().await;
+    wait_for(
+        "the daemon's stop ended it",
+        Duration::from_secs(10),
+        || !alive(again),
+    )
+    .await;
+}
