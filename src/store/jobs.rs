@@ -579,12 +579,45 @@ mod tests {
         s.conn()
             .execute_batch("UPDATE jobs SET artifact = NULL, state = 'sleeping'")
             .unwrap();
-        let err = s.job_list().unwrap_err();
-        assert!(
-            err.to_string().contains("unknown state `sleeping`"),
-            "{err}"
+        // The list shows the row as unreadable, and the counts leave it to `unreadable_jobs`.
+        let list = s.job_list().unwrap();
+        assert_eq!(list[0].state, None);
+        let why = list[0].unreadable.as_deref().unwrap();
+        assert!(why.contains("unknown state `sleeping`"), "{why}");
+        assert!(s.job_state_counts().unwrap().iter().all(|(_, n)| *n == 0));
+        assert_eq!(s.unreadable_jobs().unwrap(), 1);
+    }
+
+    #[test]
+    fn one_row_whose_spec_is_not_json_is_listed_unreadable_beside_the_others() {
+        let s = Store::in_memory().unwrap();
+        let jobs = [
+            spec_update("a", "dev"),
+            spec_update("b", "dev"),
+            spec_update("c", "dev"),
+        ];
+        s.apply_commit(&commit("c1"), &jobs, &[]).unwrap();
+        s.conn()
+            .execute_batch("UPDATE jobs SET desired = '{\"env\": ' WHERE name = 'b'")
+            .unwrap();
+        let list = s.job_list().unwrap();
+        let names: Vec<&str> = list.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(list[0].env.as_deref(), Some("dev"));
+        assert_eq!(list[0].unreadable, None);
+        assert_eq!(list[1].env, None);
+        assert_eq!(list[1].state, Some(JobState::Pending));
+        let why = list[1].unreadable.as_deref().unwrap();
+        assert!(why.contains("desired"), "{why}");
+        assert_eq!(s.unreadable_jobs().unwrap(), 1);
+        assert_eq!(
+            s.job_state_counts()
+                .unwrap()
+                .iter()
+                .map(|(_, n)| n)
+                .sum::<u64>(),
+            3
         );
-        assert!(s.job_state_counts().is_err());
     }
 
     #[test]
