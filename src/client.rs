@@ -278,7 +278,24 @@ fn state_label(state: &str, reason: Option<&str>, refused_commit: Option<&str>) 
     }
 }
 
-/// The table `jobkeeper status` prints.
+/// `text` as a terminal may show it: every control character (C0, DEL, C1: carriage return,
+/// escape sequences, backspace) and every character that reorders or hides text (bidi overrides,
+/// zero-width marks) is left out, a tab or line break becoming a space, so what the daemon
+/// reports can neither move the cursor nor rewrite what was printed before it.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '\t' | '\n' | '\r' => out.push(' '),
+            c if c.is_control() => {}
+            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The table `jobkeeper status` prints; every field the daemon sent is [`printable`].
 pub fn status_table(view: &JobsView) -> String {
     let mut out = String::new();
     match &view.applied_commit {
@@ -286,7 +303,9 @@ pub fn status_table(view: &JobsView) -> String {
             let _ = writeln!(
                 out,
                 "applied commit {} {} ({})",
-                c.short, c.subject, c.author
+                printable(&c.short),
+                printable(&c.subject),
+                printable(&c.author)
             );
         }
         None => out.push_str("no config commit applied yet\n"),
@@ -318,13 +337,18 @@ pub fn status_table(view: &JobsView) -> String {
             });
             [
                 j.name.clone(),
-                state_label(&j.state, j.reason.as_deref(), j.refused_commit.as_deref()),
+                match &j.unreadable {
+                    Some(_) if j.state == crate::http::api::UNREADABLE => j.state.clone(),
+                    Some(_) => format!("{} (unreadable)", j.state),
+                    None => state_label(&j.state, j.reason.as_deref(), j.refused_commit.as_deref()),
+                },
                 j.env.clone().unwrap_or_else(|| "-".into()),
                 j.engine_label().unwrap_or_else(|| "-".into()),
                 j.running_label().unwrap_or_else(|| "-".into()),
                 j.restarts.to_string(),
                 last,
             ]
+            .map(|cell| printable(&cell))
         })
         .collect();
     let mut widths = header.map(str::len);
@@ -350,6 +374,16 @@ pub fn status_table(view: &JobsView) -> String {
     }
     if rows.is_empty() {
         out.push_str("(no jobs)\n");
+    }
+    for j in &view.jobs {
+        if let Some(why) = &j.unreadable {
+            let _ = writeln!(
+                out,
+                "unreadable: {}: {}",
+                printable(&j.name),
+                printable(why)
+            );
+        }
     }
     out
 }
@@ -394,6 +428,15 @@ pub fn logs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_the_daemon_sent_cannot_steer_the_terminal() {
+        assert_eq!(
+            printable("fix\r\x1b[2K\x1b]0;pwned\x07LGTM\u{202e}txt\u{9b}31m\x08x\ty"),
+            "fix [2K]0;pwnedLGTMtxt31mx y"
+        );
+        assert_eq!(printable("team-a/clicks é ✓"), "team-a/clicks é ✓");
+    }
 
     #[test]
     fn names_with_folders_are_encoded() {

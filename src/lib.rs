@@ -30,6 +30,7 @@
 //! - [`backoff`]: doubling waits between retries.
 //! - [`build`]: project builds, artifact cache, build queue.
 //! - [`proc`]: child processes in their own process group: spawn, wait with a timeout, kill.
+//! - [`cgroup`]: local runs' cgroups (v2), so a run's end takes every process it started.
 //! - [`engine`]: the [`engine::Engine`] trait, engine kinds and configs, and one file per
 //!   engine (local, flink, spark).
 //! - [`runlogs`]: local runs' log files kept under their size limit.
@@ -54,6 +55,7 @@
 pub mod alert;
 pub mod backoff;
 pub mod build;
+pub mod cgroup;
 pub mod changes;
 pub mod cli;
 pub mod client;

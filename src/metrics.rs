@@ -78,6 +78,8 @@ pub struct Metrics {
 pub struct Snapshot {
     /// Jobs per state.
     pub jobs_by_state: Vec<(JobState, u64)>,
+    /// Jobs whose row in the store cannot be read whole ([`crate::store::Store::unreadable_jobs`]).
+    pub jobs_unreadable: u64,
     /// The applied config commit (full id), once there is one.
     pub applied_commit: Option<String>,
     /// Store writes that failed and were carried on from ([`crate::store::Store::record`]).
@@ -183,6 +185,14 @@ impl Metrics {
         for (state, n) in &snap.jobs_by_state {
             sample(o, "jobs", &[("state", state.as_str())], *n);
         }
+
+        family(
+            o,
+            "jobs_unreadable",
+            "gauge",
+            "Jobs whose row in the store cannot be read whole (listed, marked unreadable).",
+        );
+        sample(o, "jobs_unreadable", &[], snap.jobs_unreadable);
 
         family(
             o,
@@ -410,6 +420,7 @@ mod tests {
         m.job_event("a", EventKind::Built);
         let text = m.render(&Snapshot {
             jobs_by_state: vec![(JobState::Running, 2)],
+            jobs_unreadable: 1,
             applied_commit: Some("abc".into()),
             store_write_errors: 3,
             store_read_errors: 5,
@@ -422,6 +433,7 @@ mod tests {
         });
         for line in [
             "jobkeeper_jobs{state=\"running\"} 2",
+            "jobkeeper_jobs_unreadable 1",
             "jobkeeper_applied_commit_info{commit=\"abc\"} 1",
             "jobkeeper_unmanaged_jobs{cluster=\"http://127.0.0.1:8081\"} 2",
             "jobkeeper_git_fetches_total{result=\"ok\"} 1",

@@ -1,5 +1,5 @@
-//! Local runs' log files: each live run's output (`state_dir/logs/<job>/<run>.log`) is kept
-//! under `logs.max_size` by copy-and-truncate, the way logrotate's `copytruncate` does it. The
+//! Local runs' log files: where a job's logs live ([`job_dir`]), and each live run's output
+//! (`state_dir/logs/<job>/<run>.log`) kept under `logs.max_size` by copy-and-truncate, the way logrotate's `copytruncate` does it. The
 //! child holds the file open with `O_APPEND`, so after the truncation its next write lands at
 //! the start of the emptied file; the part before is kept as `<run>.log.1` (replacing an older
 //! one), so a run's output never takes more than twice `max_size`. Lines a run writes between
@@ -16,6 +16,17 @@ use crate::store::Store;
 
 /// How often live runs' logs are looked at.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The folder of job `job`'s logs (its runs' `<run>.log`, `build-latest.log`) under `logs_dir`:
+/// one folder level per job, whose `/` (a job in a folder) is written `%2F`, as in the API's
+/// paths (`team-a/clicks` → `logs/team-a%2Fclicks/`). No job's folder is then inside another
+/// job's folder, and `%` is not allowed in job names, so no job name can make a path that is
+/// another job's log: under the layout before, job `victim/2335.log` had the folder
+/// `logs/victim/2335.log/`, the very path of job `victim`'s run 2335. Runs record their log's
+/// path, so the logs of runs from before keep being read where they were written.
+pub fn job_dir(logs_dir: &Path, job: &str) -> PathBuf {
+    logs_dir.join(job.replace('/', "%2F"))
+}
 
 /// The rotated part of `log`: `<run>.log.1`.
 pub fn rotated_path(log: &Path) -> PathBuf {
@@ -82,6 +93,21 @@ pub async fn rotate_loop(store: Store, settings: Live, cancel: CancellationToken
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn no_job_name_makes_a_path_inside_another_jobs_log_folder() {
+        let logs = Path::new("/state/logs");
+        assert_eq!(job_dir(logs, "clicks"), logs.join("clicks"));
+        assert_eq!(job_dir(logs, "team-a/clicks"), logs.join("team-a%2Fclicks"));
+        // The collision of the layout before: `victim`'s run 2335 against the job
+        // `victim/2335.log`, and `victim`'s build log against `victim/build-latest.log`.
+        let victim = job_dir(logs, "victim");
+        for other in ["victim/2335.log", "victim/build-latest.log", "victim/a/b"] {
+            let dir = job_dir(logs, other);
+            assert_eq!(dir.parent(), Some(logs), "{other}: one level per job");
+            assert!(!dir.starts_with(&victim) && !victim.starts_with(&dir));
+        }
+    }
 
     #[test]
     fn a_log_past_its_size_is_copied_aside_and_emptied_and_appends_go_on() {

@@ -843,7 +843,7 @@ async fn listed(d: &Daemon, query: &str) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn counts_agree_with_lists_and_an_unreadable_row_is_a_500() {
+async fn counts_agree_with_lists_and_an_unreadable_row_is_marked_unreadable() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let git = Git::new(root, "config");
@@ -875,7 +875,8 @@ async fn counts_agree_with_lists_and_an_unreadable_row_is_a_500() {
     assert_eq!(listed(&d, "state=stopped").await, 0);
     assert_eq!(listed(&d, "state=stopped&removed=1").await, 1);
 
-    // A row the store cannot read is an error the API answers with, not a missing job.
+    // A row the store cannot read is listed as unreadable with the error, neither a missing
+    // job nor an error for every job; it is counted apart from the states.
     let db = rusqlite::Connection::open(d.state_dir.join("jobkeeper.db")).unwrap();
     db.execute("UPDATE jobs SET state = 'sleeping' WHERE name = 'web'", [])
         .unwrap();
@@ -887,8 +888,18 @@ async fn counts_agree_with_lists_and_an_unreadable_row_is_a_500() {
         "/",
     ] {
         let (code, body) = get(&d, path).await;
-        assert_eq!(code, 500, "{path}: {body}");
+        assert_eq!(code, 200, "{path}: {body}");
+        if path != "/metrics" {
+            assert!(body.contains("unknown state `sleeping`"), "{path}: {body}");
+        }
     }
+    let (_, text) = get(&d, "/metrics").await;
+    assert_eq!(metric(&text, "jobkeeper_jobs_unreadable"), 1.0, "{text}");
+    assert_eq!(
+        metric(&text, "jobkeeper_jobs{state=\"running\"}"),
+        0.0,
+        "{text}"
+    );
     assert!(common::alive(pid), "the job runs on");
     db.execute("UPDATE jobs SET state = 'running' WHERE name = 'web'", [])
         .unwrap();

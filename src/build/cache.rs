@@ -223,7 +223,7 @@ pub(super) fn publish_log(state: &Path, job: &str, key: &str) -> std::io::Result
     if !log.exists() {
         return Ok(());
     }
-    let dir = state.join("logs").join(job);
+    let dir = crate::runlogs::job_dir(&state.join("logs"), job);
     std::fs::create_dir_all(&dir)?;
     let tmp = dir.join(format!(".build-latest.{key}.tmp"));
     let _ = std::fs::remove_file(&tmp);

@@ -62,11 +62,7 @@ impl Builder {
 
     /// Where the latest build log of `job` is kept.
     pub fn latest_log(&self, job: &str) -> PathBuf {
-        self.inner
-            .cfg
-            .state_dir
-            .join("logs")
-            .join(job)
+        crate::runlogs::job_dir(&self.inner.cfg.state_dir.join("logs"), job)
             .join("build-latest.log")
     }
 

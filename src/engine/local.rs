@@ -15,7 +15,13 @@
 //! seen by [`Engine::status`] as [`RunStatus::Vanished`].
 //!
 //! When a run's main process ends, whatever it left running in its process group is killed: a
-//! run owns its group, and nothing of an old run outlives it.
+//! run owns its group, and nothing of an old run outlives it. An engine made with
+//! [`LocalEngine::with_cgroups`] also gives each run a cgroup of its own ([`crate::cgroup`]):
+//! when the run's main process ends, or `stop`'s grace is over, every process of the cgroup is
+//! killed (`cgroup.kill`), those that left the process group (`setsid`) too, and the cgroup is
+//! removed before the run's end is told. A run a previous daemon left is found by its run id in
+//! the cgroups and ended the same way. Without cgroups, a process that leaves the run's process
+//! group outlives the run.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -30,6 +36,7 @@ use super::{
     Engine, EngineError, NEVER_STARTED, RecordedRun, Recovery, RunExit, RunHandle, RunStatus,
     STOP_GRACE, SubmitRequest,
 };
+use crate::cgroup::{self, RunCgroups};
 use crate::proc::{self, GroupChild, is_same_live};
 use crate::spec::Params;
 
@@ -56,6 +63,8 @@ pub struct LocalEngine {
     exits_tx: mpsc::UnboundedSender<RunExit>,
     /// Handed out once by [`Engine::take_exits`].
     exits_rx: Mutex<Option<mpsc::UnboundedReceiver<RunExit>>>,
+    /// Where each run gets a cgroup of its own; `None`: runs have only their process group.
+    cgroups: Option<RunCgroups>,
 }
 
 /// The children this instance started, live and recently ended.
@@ -77,6 +86,8 @@ struct Child {
     ended: watch::Receiver<Option<RunStatus>>,
     /// Set by `stop`: the exit is reported as [`STOPPED`].
     stopping: bool,
+    /// Its cgroup, when it has one.
+    cgroup: Option<PathBuf>,
 }
 
 impl Default for LocalEngine {
@@ -93,7 +104,25 @@ impl LocalEngine {
             children: Arc::new(Mutex::new(Children::default())),
             exits_tx,
             exits_rx: Mutex::new(Some(exits_rx)),
+            cgroups: None,
         }
+    }
+
+    /// A new engine whose runs each get a cgroup of their own in `cgroups`.
+    pub fn with_cgroups(cgroups: RunCgroups) -> Self {
+        Self {
+            cgroups: Some(cgroups),
+            ..Self::new()
+        }
+    }
+
+    /// Kills what is left in run `run_id`'s cgroup and removes it (a run of a previous daemon,
+    /// or one whose cgroup outlived it); nothing without cgroups.
+    async fn end_cgroup(&self, run_id: i64) {
+        let Some(dir) = self.cgroups.as_ref().and_then(|c| c.find(run_id)) else {
+            return;
+        };
+        end_cgroup(run_id, dir).await;
     }
 
     /// Handles of the children of this instance that are still running (for a graceful
@@ -118,14 +147,53 @@ impl LocalEngine {
         &self,
         pid: u32,
         start_ticks: Option<u64>,
-    ) -> Option<(watch::Receiver<Option<RunStatus>>, u64)> {
+    ) -> Option<(watch::Receiver<Option<RunStatus>>, u64, Option<PathBuf>)> {
         let children = lock(&self.children);
         let child = children.by_pid.get(&pid)?;
         match start_ticks {
             Some(t) if t != child.start_ticks => None,
-            _ => Some((child.ended.clone(), child.start_ticks)),
+            _ => Some((child.ended.clone(), child.start_ticks, child.cgroup.clone())),
         }
     }
+}
+
+/// Kills every process of run `run_id`'s cgroup `dir` and removes it, off the async threads;
+/// a failure is logged (the processes were sent SIGKILL).
+async fn end_cgroup(run_id: i64, dir: PathBuf) {
+    let shown = dir.display().to_string();
+    let ended = tokio::task::spawn_blocking(move || cgroup::end(&dir, KILL_WAIT)).await;
+    match ended {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(run = run_id, "cgroup {shown}: {e}"),
+        Err(e) => tracing::warn!(run = run_id, "cgroup {shown}: {e}"),
+    }
+}
+
+/// Whether `program` is an executable file, looked up in `search` (the run's `PATH`) when it
+/// has no `/`: the errors a direct spawn gives, for a run started through its cgroup's shell.
+fn check_program(program: &Path, search: Option<&std::ffi::OsStr>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let candidates: Vec<PathBuf> = if program.as_os_str().as_encoded_bytes().contains(&b'/') {
+        vec![program.to_path_buf()]
+    } else {
+        std::env::split_paths(search.unwrap_or_default())
+            .map(|d| d.join(program))
+            .collect()
+    };
+    let mut denied = None;
+    for c in candidates {
+        match std::fs::metadata(&c) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return Ok(()),
+            Ok(_) => {
+                denied = Some(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("{} is not an executable file", c.display()),
+                ));
+            }
+            Err(_) => {}
+        }
+    }
+    Err(denied.unwrap_or_else(|| std::io::ErrorKind::NotFound.into()))
 }
 
 /// What the local engine finds wrong with the params of a job in env `env`: it needs
@@ -270,7 +338,10 @@ fn describe_exit(status: ExitStatus, log: &Path) -> RunStatus {
 
 /// The command of a run, ready to spawn (argv with `{artifact}` replaced, a clean environment,
 /// output appended to the run's log), and its program as the job file names it.
-fn run_command(req: &SubmitRequest) -> Result<(tokio::process::Command, String), EngineError> {
+fn run_command(
+    req: &SubmitRequest,
+    cgroup: Option<&Path>,
+) -> Result<(tokio::process::Command, String), EngineError> {
     let artifact = req.artifact.as_deref();
     let mut argv = Vec::with_capacity(req.params.command.len());
     for (i, arg) in req.params.command.iter().enumerate() {
@@ -298,9 +369,23 @@ fn run_command(req: &SubmitRequest) -> Result<(tokio::process::Command, String),
     };
     let (log, log_err) = open_log(&req.log_path)?;
 
-    let mut cmd = tokio::process::Command::new(&program_path);
-    cmd.args(&argv[1..])
-        .current_dir(&dir)
+    let mut cmd = match cgroup {
+        Some(cg) => {
+            let search = match req.params.environment.get("PATH") {
+                Some(p) => Some(substitute(p, artifact, "params.environment.PATH")?.into()),
+                None => std::env::var_os("PATH"),
+            };
+            check_program(&program_path, search.as_deref())
+                .map_err(|e| spawn_error(&program, e))?;
+            RunCgroups::command(cg, &program_path, &argv[1..])
+        }
+        None => {
+            let mut cmd = tokio::process::Command::new(&program_path);
+            cmd.args(&argv[1..]);
+            cmd
+        }
+    };
+    cmd.current_dir(&dir)
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
@@ -375,6 +460,8 @@ struct Ended {
     pid: u32,
     /// Its start time.
     start_ticks: u64,
+    /// Its cgroup, ended before the end is told.
+    cgroup: Option<PathBuf>,
 }
 
 impl Ended {
@@ -422,8 +509,35 @@ impl Engine for LocalEngine {
     }
 
     async fn submit(&self, req: SubmitRequest) -> Result<RunHandle, EngineError> {
-        let (mut cmd, program) = run_command(&req)?;
-        let mut child = GroupChild::spawn(&mut cmd).map_err(|e| spawn_error(&program, e))?;
+        let cgroup = match &self.cgroups {
+            Some(c) => match c.create(req.run_id, &req.job) {
+                Ok(dir) => Some(dir),
+                Err(e) => {
+                    tracing::warn!(
+                        job = %req.job,
+                        run = req.run_id,
+                        "cannot create the run's cgroup in {}: {e}; it runs in its process \
+                         group only",
+                        c.root().display()
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let spawned = run_command(&req, cgroup.as_deref()).and_then(|(mut cmd, program)| {
+            GroupChild::spawn(&mut cmd).map_err(|e| spawn_error(&program, e))
+        });
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some(dir) = cgroup {
+                    end_cgroup(req.run_id, dir).await;
+                }
+                return Err(e);
+            }
+        };
+        let program = req.params.command.first().cloned().unwrap_or_default();
         let Some(pid) = child.pid() else {
             return Err(EngineError::Other(format!(
                 "{program:?} ended before its pid was known"
@@ -440,6 +554,7 @@ impl Engine for LocalEngine {
                 start_ticks,
                 ended: ended_rx,
                 stopping: false,
+                cgroup: cgroup.clone(),
             },
         );
         tracing::info!(job = %req.job, run = req.run_id, pid, "local run started");
@@ -452,11 +567,15 @@ impl Engine for LocalEngine {
             run_id: req.run_id,
             pid,
             start_ticks,
+            cgroup,
         };
         let log_path = req.log_path.clone();
         tokio::spawn(async move {
-            // Whatever the run left in its group goes with it.
+            // Whatever the run left in its group, and in its cgroup, goes with it.
             let waited = child.wait().await;
+            if let Some(dir) = ended.cgroup.clone() {
+                end_cgroup(ended.run_id, dir).await;
+            }
             let status = match waited {
                 Ok(st) => tokio::task::spawn_blocking(move || describe_exit(st, &log_path))
                     .await
@@ -481,7 +600,7 @@ impl Engine for LocalEngine {
                 out.push(RunStatus::Vanished);
                 continue;
             };
-            if let Some((ended, _)) = self.own_child(pid, h.start_ticks) {
+            if let Some((ended, _, _)) = self.own_child(pid, h.start_ticks) {
                 out.push(ended.borrow().clone().unwrap_or(RunStatus::Running));
                 continue;
             }
@@ -498,7 +617,7 @@ impl Engine for LocalEngine {
     async fn stop(&self, handle: &RunHandle, grace: Duration) -> Result<(), EngineError> {
         let pid = handle_pid(handle)?;
 
-        if let Some((mut ended, ticks)) = self.own_child(pid, handle.start_ticks) {
+        if let Some((mut ended, ticks, cgroup)) = self.own_child(pid, handle.start_ticks) {
             if ended.borrow().is_some() {
                 return Ok(());
             }
@@ -525,6 +644,9 @@ impl Engine for LocalEngine {
             if ended.borrow().is_none() && is_same_live(pid, ticks) {
                 signal_group(pid, Signal::SIGKILL)?;
             }
+            if let Some(dir) = &cgroup {
+                let _ = cgroup::kill(dir);
+            }
             return match tokio::time::timeout(KILL_WAIT, ended.wait_for(|e| e.is_some())).await {
                 Ok(_) => Ok(()),
                 Err(_) => Err(EngineError::Other(format!(
@@ -533,7 +655,40 @@ impl Engine for LocalEngine {
             };
         }
 
-        // Not a child of this instance: a run recorded by a previous one.
+        // Not a child of this instance: a run recorded by a previous one. Whatever is left in
+        // its cgroup goes with it, however its process group was stopped.
+        let stopped = self.stop_foreign(handle, pid, grace).await;
+        self.end_cgroup(handle.run_id).await;
+        stopped
+    }
+
+    fn runs_survive_daemon(&self) -> bool {
+        false
+    }
+
+    /// Local runs are children of the daemon: a run a previous daemon left is found by its pid
+    /// and start time (or, when its pid was never recorded, by its log file) and stopped; its
+    /// job's actor starts it again. What is left in its cgroup is killed and the cgroup removed.
+    async fn recover(&self, run: &RecordedRun<'_>) -> Recovery {
+        let outcome = self.recover_group(run).await;
+        self.end_cgroup(run.run_id).await;
+        outcome
+    }
+
+    fn take_exits(&self) -> Option<mpsc::UnboundedReceiver<RunExit>> {
+        lock(&self.exits_rx).take()
+    }
+}
+
+impl LocalEngine {
+    /// [`Engine::stop`] of a run a previous instance started: SIGTERM to its group, SIGKILL
+    /// after `grace`, never signalling a pid that was recycled.
+    async fn stop_foreign(
+        &self,
+        handle: &RunHandle,
+        pid: u32,
+        grace: Duration,
+    ) -> Result<(), EngineError> {
         let Some(ticks) = handle.start_ticks else {
             return Err(EngineError::Other(format!(
                 "run {}: no start time recorded for pid {pid}; not signalling a process that \
@@ -570,14 +725,9 @@ impl Engine for LocalEngine {
         Ok(())
     }
 
-    fn runs_survive_daemon(&self) -> bool {
-        false
-    }
-
-    /// Local runs are children of the daemon: a run a previous daemon left is found by its pid
-    /// and start time (or, when its pid was never recorded, by its log file) and stopped; its
-    /// job's actor starts it again.
-    async fn recover(&self, run: &RecordedRun<'_>) -> Recovery {
+    /// [`Engine::recover`] of a run's process group: by its pid and start time, or by its log
+    /// file when its pid was never recorded.
+    async fn recover_group(&self, run: &RecordedRun<'_>) -> Recovery {
         if let Some(h) = run.handle {
             return match self.stop(h, STOP_GRACE).await {
                 Ok(()) => Recovery::Stopped(
@@ -599,10 +749,6 @@ impl Engine for LocalEngine {
             });
         }
         outcome
-    }
-
-    fn take_exits(&self) -> Option<mpsc::UnboundedReceiver<RunExit>> {
-        lock(&self.exits_rx).take()
     }
 }
 

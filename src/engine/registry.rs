@@ -96,11 +96,21 @@ impl Engines {
         envs: impl IntoIterator<Item = (&'a String, &'a EngineConfig)>,
         jars: Option<JarShelf>,
     ) -> Engines {
+        Self::build_with(LocalEngine::new(), salt, envs, jars)
+    }
+
+    /// [`Engines::build`] with `local` as the engine of every local env.
+    pub fn build_with<'a>(
+        local: LocalEngine,
+        salt: &str,
+        envs: impl IntoIterator<Item = (&'a String, &'a EngineConfig)>,
+        jars: Option<JarShelf>,
+    ) -> Engines {
         let salt = salt.to_string();
         let engines = Engines {
             current: RwLock::new(HashMap::new()),
             former: Mutex::new(Vec::new()),
-            local: Arc::new(LocalEngine::new()),
+            local: Arc::new(local),
             salt,
             jars,
         };
@@ -307,7 +317,24 @@ pub fn for_daemon<'a>(
         shelf: shelf.clone(),
         daemon_url,
     };
-    let engines = Engines::build(&state_dir.display().to_string(), envs, Some(jars));
+    let local = match crate::cgroup::RunCgroups::open(state_dir) {
+        Ok(cgroups) => {
+            tracing::info!(
+                "local runs: each in a cgroup of its own below {}; ending a run ends every \
+                 process it started",
+                cgroups.root().display()
+            );
+            LocalEngine::with_cgroups(cgroups)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "local runs: no cgroup of their own ({e}); a run is stopped through its \
+                 process group, and a process it moves out of it (setsid) outlives the run"
+            );
+            LocalEngine::new()
+        }
+    };
+    let engines = Engines::build_with(local, &state_dir.display().to_string(), envs, Some(jars));
     Ok((engines, shelf))
 }
 

@@ -241,6 +241,10 @@ pub struct JobView {
     /// For a `rolled_back` job: the config commit of the version the rollback refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused_commit: Option<String>,
+    /// Why the job's row in the store cannot be read whole (its state is then `unreadable`
+    /// when the state itself is what cannot be read); the other jobs are served as usual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
 }
 
 impl JobView {
@@ -358,6 +362,7 @@ impl ListQuery {
             state,
             envs,
             folder: given(&self.folder).map(|f| f.trim_matches('/').to_string()),
+            name: None,
             removed,
             after: given(&self.after).map(str::to_string),
             limit,
@@ -426,7 +431,7 @@ fn job_view(settings: &Settings, row: &JobListRow, x: Extra<'_>) -> JobView {
         .map(|e| e.engine.as_str().to_string());
     JobView {
         name: row.name.clone(),
-        state: row.state.as_str().to_string(),
+        state: row.state.map_or(UNREADABLE, JobState::as_str).to_string(),
         reason: row.reason.clone(),
         env,
         engine,
@@ -442,17 +447,21 @@ fn job_view(settings: &Settings, row: &JobListRow, x: Extra<'_>) -> JobView {
         last_event: x.last.map(EventView::of),
         invalid: row.invalid,
         refused_commit: None,
+        unreadable: row.unreadable.clone(),
     }
 }
+
+/// The state shown for a job whose stored state cannot be read.
+pub const UNREADABLE: &str = "unreadable";
 
 /// `view` (of a job in `state`) with the refused commit of a `rolled_back` job, read from the
 /// store.
 fn with_refused(
     store: &crate::store::Store,
-    state: JobState,
+    state: Option<JobState>,
     mut view: JobView,
 ) -> Result<JobView, StoreError> {
-    if state == JobState::RolledBack {
+    if state == Some(JobState::RolledBack) {
         view.refused_commit = store.versions(&view.name)?.refused_commit;
     }
     Ok(view)
@@ -545,11 +554,18 @@ fn unknown_job(name: &str) -> ApiError {
     error(StatusCode::NOT_FOUND, &format!("no job named `{name}`"))
 }
 
-/// A job with its latest runs and events, and its row; 404 for an unknown job.
-pub fn job_detail(state: &ApiState, name: &str) -> Result<(JobDetail, JobRow), ApiError> {
+/// A job with its latest runs and events, and its row; 404 for an unknown job. A row that
+/// cannot be read whole gives the job as the list shows it, marked unreadable with the error,
+/// with its runs and events, and no row.
+pub fn job_detail(state: &ApiState, name: &str) -> Result<(JobDetail, Option<JobRow>), ApiError> {
     let store = &state.store;
-    let Some(row) = store.job(name).map_err(internal)? else {
-        return Err(unknown_job(name));
+    let row = match store.job(name) {
+        Ok(Some(row)) => row,
+        Ok(None) => return Err(unknown_job(name)),
+        Err(e @ StoreError::Decode { .. }) => {
+            return unreadable_detail(state, name, &e.to_string()).map(|d| (d, None));
+        }
+        Err(e) => return Err(internal(e)),
     };
     let commit = match row.desired_commit.as_deref() {
         Some(c) => store.commit(c).map_err(internal)?,
@@ -591,7 +607,49 @@ pub fn job_detail(state: &ApiState, name: &str) -> Result<(JobDetail, JobRow), A
         savepoints,
         versions,
     };
-    Ok((detail, row))
+    Ok((detail, Some(row)))
+}
+
+/// The detail of job `name` whose row does not decode (`why`): what the list reads of it,
+/// its runs, events and savepoints.
+fn unreadable_detail(state: &ApiState, name: &str, why: &str) -> Result<JobDetail, ApiError> {
+    let store = &state.store;
+    let q = crate::store::JobQuery {
+        name: Some(name.to_string()),
+        removed: true,
+        limit: 1,
+        ..Default::default()
+    };
+    let Some(mut list_row) = store.job_page(&q).map_err(internal)?.pop() else {
+        return Err(unknown_job(name));
+    };
+    list_row.unreadable = Some(why.to_string());
+    let commits = match list_row.desired_commit.as_deref() {
+        Some(c) => store
+            .commit(c)
+            .map_err(internal)?
+            .map(|c| HashMap::from([(c.id.clone(), c)]))
+            .unwrap_or_default(),
+        None => HashMap::new(),
+    };
+    let events = store.events(Some(name), EVENTS_SHOWN).map_err(internal)?;
+    let runs = store.runs(name, RUNS_SHOWN).map_err(internal)?;
+    let running = store.running_of(name).map_err(internal)?;
+    let extra = Extra {
+        commits: &commits,
+        restarts: list_row.restarts,
+        last: events.first(),
+        version: env_version(state, list_row.env.as_deref()),
+        running: running.as_ref(),
+    };
+    Ok(JobDetail {
+        job: job_view(&state.settings.get(), &list_row, extra),
+        errors: None,
+        runs: runs.iter().map(RunView::of).collect(),
+        events: events.iter().map(EventView::of).collect(),
+        savepoints: store.savepoints(name, SAVEPOINTS_SHOWN).map_err(internal)?,
+        versions: None,
+    })
 }
 
 /// The last `lines` lines of run `run_id`'s log with the job's secrets masked; `None` when it
@@ -659,12 +717,17 @@ pub async fn logs(
                     "ask for `run` or `build`, not both",
                 ));
             }
-            (Some("latest"), None) => state
-                .started
-                .state_dir
-                .join("logs")
-                .join(&name)
-                .join("build-latest.log"),
+            (Some("latest"), None) => {
+                let logs = state.started.state_dir.join("logs");
+                let path = crate::runlogs::job_dir(&logs, &name).join("build-latest.log");
+                // A job in a folder built before the one-level layout: its log where it was.
+                let before = logs.join(&name).join("build-latest.log");
+                if path.exists() || !before.is_file() {
+                    path
+                } else {
+                    before
+                }
+            }
             (Some(_), None) => {
                 return Err(error(
                     StatusCode::BAD_REQUEST,

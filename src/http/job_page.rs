@@ -89,6 +89,15 @@ fn render(
     facts_html(&mut h, settings, j, schedule);
     h.push_str("</dl>");
 
+    if let Some(why) = &j.unreadable {
+        let _ = write!(
+            h,
+            "<h2>Unreadable</h2><pre id=\"unreadable\">this job's record in the store cannot \
+             be read whole: {}</pre>",
+            escape(why)
+        );
+    }
+
     if let Some(errors) = &d.errors {
         let _ = write!(
             h,
@@ -281,17 +290,20 @@ pub async fn job_page(
         let (detail, row) = job_detail(&state, &name)?;
         let settings = state.settings.get();
         let schedule = row
-            .desired
             .as_ref()
-            .or(row.applied.as_ref())
+            .and_then(|row| row.desired.as_ref().or(row.applied.as_ref()))
             .and_then(|s| s.schedule.clone());
-        // The latest run that wrote something (a batch run just started has an empty log).
+        // The latest run that wrote something (a batch run just started has an empty log). A
+        // row that cannot be read gives no secrets to mask with: no log is shown.
         let mut log = None;
-        for r in detail.runs.iter().take(5) {
-            let text = api::masked_run_log(&state, &row, r.id, LOG_LINES).map_err(api::internal)?;
-            if let Some(text) = text.filter(|l| !l.is_empty()) {
-                log = Some((r.id, text));
-                break;
+        if let Some(row) = &row {
+            for r in detail.runs.iter().take(5) {
+                let text =
+                    api::masked_run_log(&state, row, r.id, LOG_LINES).map_err(api::internal)?;
+                if let Some(text) = text.filter(|l| !l.is_empty()) {
+                    log = Some((r.id, text));
+                    break;
+                }
             }
         }
         Ok::<_, api::ApiError>(render(

@@ -157,6 +157,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     let snap = tokio::task::spawn_blocking(move || {
         Ok::<_, crate::store::StoreError>(Snapshot {
             jobs_by_state: st.store.job_state_counts()?,
+            jobs_unreadable: st.store.unreadable_jobs()?,
             applied_commit: st.store.applied_commit()?,
             store_write_errors: st.store.write_errors(),
             store_read_errors: st.store.read_errors(),

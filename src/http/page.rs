@@ -323,6 +323,13 @@ fn job_row_html(h: &mut String, j: &super::api::JobView) {
     if let Some(r) = j.reason.as_deref().map(one_line).filter(|r| !r.is_empty()) {
         let _ = write!(h, "<span class=\"reason\">{}</span>", escape(r));
     }
+    if let Some(why) = &j.unreadable {
+        let _ = write!(
+            h,
+            "<span class=\"reason unreadable\">unreadable: {}</span>",
+            escape(why)
+        );
+    }
     if let Some(c) = &j.refused_commit {
         let _ = write!(
             h,

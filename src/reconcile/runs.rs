@@ -20,7 +20,7 @@ impl Actor {
             return Err("nothing to submit".into());
         };
         let engine = self.engine_for(&deployed.spec)?;
-        let log_dir = self.ctx.logs_dir.join(&self.name);
+        let log_dir = crate::runlogs::job_dir(&self.ctx.logs_dir, &self.name);
         let run_id = self
             .ctx
             .store

@@ -148,7 +148,7 @@ impl Actor {
             });
         };
         let found = find(&target, &live, &owners, &location).map_err(deploy_failed)?;
-        let log_dir = self.ctx.logs_dir.join(&self.name);
+        let log_dir = crate::runlogs::job_dir(&self.ctx.logs_dir, &self.name);
         let handle = self
             .ctx
             .store

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{At, Result, Store, collect, now_ms};
+use super::{At, Result, Store, StoreError, collect, now_ms};
 use crate::build::Artifact;
 use crate::spec::JobSpec;
 
@@ -109,8 +109,8 @@ pub struct JobListRow {
     pub name: String,
     /// Path of its file in the config repo.
     pub path: String,
-    /// Current state.
-    pub state: JobState,
+    /// Current state; `None` when the stored state cannot be read (see `unreadable`).
+    pub state: Option<JobState>,
     /// Why it is in that state.
     pub reason: Option<String>,
     /// Config commit that last changed its desired spec.
@@ -128,6 +128,10 @@ pub struct JobListRow {
     /// Id of its latest event.
     #[serde(default)]
     pub last_event_id: Option<i64>,
+    /// Why the row cannot be read whole (a spec, artifact or state that does not decode): the
+    /// list still shows it, with what could be read, instead of failing for every job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
 }
 
 /// Which jobs a list shows (see [`Store::job_page`]).
@@ -139,6 +143,8 @@ pub struct JobQuery {
     pub envs: Option<Vec<String>>,
     /// Only jobs in this folder (`team-a` lists `team-a/...`, subfolders included).
     pub folder: Option<String>,
+    /// Only the job of this name.
+    pub name: Option<String>,
     /// Removed jobs too (hidden by default).
     pub removed: bool,
     /// Only jobs whose name sorts after this one (the previous page's last).
@@ -153,7 +159,7 @@ impl JobListRow {
         JobListRow {
             name: row.name.clone(),
             path: row.path.clone(),
-            state: row.state,
+            state: Some(row.state),
             reason: row.reason.clone(),
             desired_commit: row.desired_commit.clone(),
             env: row
@@ -165,8 +171,33 @@ impl JobListRow {
             removed: row.desired.is_none() && row.invalid.is_none(),
             restarts: 0,
             last_event_id: None,
+            unreadable: None,
         }
     }
+}
+
+/// The SQL test of a row that cannot be read whole: a state word no [`JobState`] has, or a
+/// spec or artifact column that is not JSON.
+fn unreadable_sql() -> String {
+    let words: Vec<String> = JobState::ALL
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    format!(
+        "(state NOT IN ({}) OR IFNULL(json_valid(desired), 1) = 0 \
+          OR IFNULL(json_valid(applied), 1) = 0 OR IFNULL(json_valid(artifact), 1) = 0)",
+        words.join(", ")
+    )
+}
+
+/// Why a list row's JSON columns cannot be read: the columns whose text is not JSON.
+fn bad_json(at: &At<'_>, valid: [(&'static str, Option<bool>); 3]) -> Option<String> {
+    let bad: Vec<String> = valid
+        .iter()
+        .filter(|(_, ok)| *ok == Some(false))
+        .map(|(column, _)| at.error(column, "not JSON").to_string())
+        .collect();
+    (!bad.is_empty()).then(|| bad.join("; "))
 }
 
 /// The SQL test of a job still in the config repo: a removed job has neither a desired spec
@@ -299,8 +330,10 @@ impl Store {
     pub fn job_page(&self, q: &JobQuery) -> Result<Vec<JobListRow>> {
         let mut sql = String::from(
             "SELECT name, path, state, reason, desired_commit, env, invalid IS NOT NULL,
-                 desired IS NULL AND invalid IS NULL, restarts, last_event_id
-             FROM (SELECT *, json_extract(COALESCE(desired, applied), '$.env') AS env FROM jobs)
+                 desired IS NULL AND invalid IS NULL, restarts, last_event_id,
+                 json_valid(desired), json_valid(applied), json_valid(artifact)
+             FROM (SELECT *, CASE WHEN json_valid(COALESCE(desired, applied))
+                 THEN json_extract(COALESCE(desired, applied), '$.env') END AS env FROM jobs)
              WHERE name > ?1",
         );
         let mut args: Vec<rusqlite::types::Value> =
@@ -315,6 +348,10 @@ impl Store {
             let n = args.len();
             args.push(prefix.into());
             let _ = write!(sql, " AND substr(name, 1, ?{n}) = ?{}", n + 1);
+        }
+        if let Some(name) = &q.name {
+            args.push(name.clone().into());
+            let _ = write!(sql, " AND name = ?{}", args.len());
         }
         if let Some(envs) = &q.envs {
             let mut marks = Vec::new();
@@ -331,45 +368,87 @@ impl Store {
         let _ = write!(sql, " ORDER BY name LIMIT ?{}", args.len());
         let conn = self.conn();
         let mut st = conn.prepare_cached(&sql)?;
-        collect(st.query_map(rusqlite::params_from_iter(args), |r| {
-            Ok((|| {
-                let name: String = r.get(0)?;
-                let at = At {
-                    table: "jobs",
-                    row: &name,
-                };
-                Ok(JobListRow {
-                    path: r.get(1)?,
-                    state: at.word("state", &r.get::<_, String>(2)?, JobState::parse)?,
-                    reason: r.get(3)?,
-                    desired_commit: r.get(4)?,
-                    env: r.get(5).map_err(|e| at.error("env", e))?,
-                    invalid: r.get(6)?,
-                    removed: r.get(7)?,
-                    restarts: r.get::<_, i64>(8)? as u64,
-                    last_event_id: r.get(9)?,
-                    name: name.clone(),
-                })
-            })())
-        })?)
+        // A row that cannot be read whole is listed with what can be read and why the rest
+        // cannot: one bad row never fails the list of every job.
+        let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
+            let name: String = r.get(0)?;
+            let at = At {
+                table: "jobs",
+                row: &name,
+            };
+            let mut unreadable = Vec::new();
+            let mut keep = |e: StoreError| {
+                unreadable.push(e.to_string());
+            };
+            let text = |i: usize| r.get::<_, Option<String>>(i).unwrap_or_default();
+            let state = text(2).map_or_else(
+                || Err(at.error("state", "not text")),
+                |w| at.word("state", &w, JobState::parse),
+            );
+            let state = state.map_err(&mut keep).ok();
+            let env = r
+                .get::<_, Option<String>>(5)
+                .map_err(|e| keep(at.error("env", e)))
+                .ok()
+                .flatten();
+            let valid = |i: usize| r.get::<_, Option<bool>>(i).ok().flatten();
+            if let Some(bad) = bad_json(
+                &at,
+                [
+                    ("desired", valid(10)),
+                    ("applied", valid(11)),
+                    ("artifact", valid(12)),
+                ],
+            ) {
+                unreadable.push(bad);
+            }
+            Ok(JobListRow {
+                path: text(1).unwrap_or_default(),
+                state,
+                reason: text(3),
+                desired_commit: text(4),
+                env,
+                invalid: r.get(6).unwrap_or(false),
+                removed: r.get(7).unwrap_or(false),
+                restarts: r.get::<_, Option<i64>>(8).ok().flatten().unwrap_or(0) as u64,
+                last_event_id: r.get(9).ok().flatten(),
+                unreadable: (!unreadable.is_empty()).then(|| unreadable.join("; ")),
+                name,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// How many jobs have a row that cannot be read whole (see [`JobListRow::unreadable`]).
+    pub fn unreadable_jobs(&self) -> Result<u64> {
+        let n: i64 = self.conn().query_row(
+            &format!("SELECT COUNT(*) FROM jobs WHERE {}", unreadable_sql()),
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
     }
 
     /// How many jobs are in each state (every state, zeros included). Jobs removed from the
     /// config repo are left out, as the job list leaves them out by default: the count of a
-    /// state is the length of the list of that state (`?state=`).
+    /// state is the length of the list of that state (`?state=`). A state no [`JobState`] has
+    /// is counted by [`Store::unreadable_jobs`], not here.
     pub fn job_state_counts(&self) -> Result<Vec<(JobState, u64)>> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(&format!(
             "SELECT state, COUNT(*) FROM jobs WHERE {NOT_REMOVED} GROUP BY state"
         ))?;
         let mut counts: HashMap<JobState, u64> = HashMap::new();
-        for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        for row in st.query_map([], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0).ok().flatten(),
+                r.get::<_, i64>(1)?,
+            ))
+        })? {
             let (state, n) = row?;
-            let at = At {
-                table: "jobs",
-                row: &"(count by state)",
-            };
-            counts.insert(at.word("state", &state, JobState::parse)?, n as u64);
+            if let Some(state) = state.as_deref().and_then(JobState::parse) {
+                counts.insert(state, n as u64);
+            }
         }
         Ok(JobState::ALL
             .into_iter()
@@ -393,8 +472,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::super::DesiredUpdate;
     use super::super::tests::{commit, spec_update};
-    use super::super::{DesiredUpdate, StoreError};
     use super::*;
     use crate::event::JobEvent;
 
@@ -500,12 +579,45 @@ mod tests {
         s.conn()
             .execute_batch("UPDATE jobs SET artifact = NULL, state = 'sleeping'")
             .unwrap();
-        let err = s.job_list().unwrap_err();
-        assert!(
-            err.to_string().contains("unknown state `sleeping`"),
-            "{err}"
+        // The list shows the row as unreadable, and the counts leave it to `unreadable_jobs`.
+        let list = s.job_list().unwrap();
+        assert_eq!(list[0].state, None);
+        let why = list[0].unreadable.as_deref().unwrap();
+        assert!(why.contains("unknown state `sleeping`"), "{why}");
+        assert!(s.job_state_counts().unwrap().iter().all(|(_, n)| *n == 0));
+        assert_eq!(s.unreadable_jobs().unwrap(), 1);
+    }
+
+    #[test]
+    fn one_row_whose_spec_is_not_json_is_listed_unreadable_beside_the_others() {
+        let s = Store::in_memory().unwrap();
+        let jobs = [
+            spec_update("a", "dev"),
+            spec_update("b", "dev"),
+            spec_update("c", "dev"),
+        ];
+        s.apply_commit(&commit("c1"), &jobs, &[]).unwrap();
+        s.conn()
+            .execute_batch("UPDATE jobs SET desired = '{\"env\": ' WHERE name = 'b'")
+            .unwrap();
+        let list = s.job_list().unwrap();
+        let names: Vec<&str> = list.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(list[0].env.as_deref(), Some("dev"));
+        assert_eq!(list[0].unreadable, None);
+        assert_eq!(list[1].env, None);
+        assert_eq!(list[1].state, Some(JobState::Pending));
+        let why = list[1].unreadable.as_deref().unwrap();
+        assert!(why.contains("desired"), "{why}");
+        assert_eq!(s.unreadable_jobs().unwrap(), 1);
+        assert_eq!(
+            s.job_state_counts()
+                .unwrap()
+                .iter()
+                .map(|(_, n)| n)
+                .sum::<u64>(),
+            3
         );
-        assert!(s.job_state_counts().is_err());
     }
 
     #[test]
