@@ -288,7 +288,7 @@ pub async fn job_page(
         // The latest run that wrote something (a batch run just started has an empty log).
         let mut log = None;
         for r in detail.runs.iter().take(5) {
-            let text = api::masked_run_log(&state, &row, r.id, LOG_LINES).map_err(api::internal)?;
+            let text = api::masked_run_log(&state, r.id, LOG_LINES).map_err(api::internal)?;
             if let Some(text) = text.filter(|l| !l.is_empty()) {
                 log = Some((r.id, text));
                 break;
