@@ -1137,3 +1137,44 @@ async fn a_multi_line_secret_leaks_no_line_in_tails_events_alerts_or_the_page() 
         .await;
     }
 }
+
+/// A daemon killed (SIGKILL) while its runs printed their secrets leaves their logs as written;
+/// the next daemon masks each in place when its secret still has the value the run was given
+/// (the keyed fingerprint recorded at submit matches), and withholds it (403, naming the
+/// secret, never a value) when the secret was rotated meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_daemon_crash_a_log_is_masked_if_its_secret_matches_else_withheld() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hook = HttpReceiver::start().await;
+    let other = "env: dev\nparams:\n  command: [sh, -c, \"echo key $K; exec sleep 600\"]\n  environment: {K: \"${secret:key}\"}\n";
+    let mut w = WithSecrets::start(
+        tmp.path(),
+        &[("jobs/talker.yaml", TALKER), ("jobs/other.yaml", other)],
+        "first-key-value-1234\n",
+        &hook.url(),
+    )
+    .await;
+    let talker = w.run_printed("talker", "password").await;
+    let rotated = w.run_printed("other", "key").await;
+    let _ = w.b.child.kill();
+    let _ = w.b.child.wait();
+    assert!(w.log_file(talker).contains(SECRET));
+    std::fs::write(w.root.join("secrets/key"), "second-key-value-5678\n").unwrap();
+    let cfg = secrets_config(&w.root, &w.git, "secrets", &hook.url());
+    w.b = Binary::start(&w.root, &cfg).await;
+    // The previous daemon's runs are stopped, their logs looked at before anything starts.
+    let (code, log) =
+        w.b.get(&format!("/api/v1/jobs/talker/logs?run={talker}"))
+            .await;
+    assert_eq!((code, log.as_str()), (200, "password ***\n"));
+    assert_eq!(w.log_file(talker), "password ***\n");
+    let (code, why) =
+        w.b.get(&format!("/api/v1/jobs/other/logs?run={rotated}"))
+            .await;
+    assert_eq!(code, 403, "{why}");
+    assert!(why.contains("withheld") && why.contains("`key`"), "{why}");
+    assert!(!why.contains("first-key-value") && !why.contains("second-key-value"));
+    let (code, page) = w.b.get("/jobs/other").await;
+    assert_eq!(code, 200);
+    assert!(!page.contains("first-key-value-1234"), "{page}");
+}
