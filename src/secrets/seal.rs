@@ -19,8 +19,20 @@ pub fn log_files(log: &Path) -> [PathBuf; 2] {
     [log.to_path_buf(), crate::runlogs::rotated_path(log)]
 }
 
-/// Rewrites `path` with `secrets` masked (see the module doc); a missing file is nothing to do.
+/// Rewrites `path` with `secrets` masked (see the module doc); a missing file is nothing to do,
+/// and anything but a regular file (a FIFO would block) is an error.
 pub fn mask_file(path: &Path, secrets: &RunSecrets) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err(io::Error::other(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
     let input = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
