@@ -431,6 +431,7 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
         files: Some(&spec::DiskFiles),
     };
     let mut errors: Vec<Diagnostic> = Vec::new();
+    let mut warnings: Vec<Diagnostic> = Vec::new();
     let javac = settings
         .as_ref()
         .is_some_and(|s| crate::build::sql_runner::javac_in(&s.build.path));
@@ -454,11 +455,14 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
         }
         match std::fs::read(dir.join(rel)) {
             Ok(bytes) => match spec::parse_job(&display, &bytes, ctx) {
-                Ok(job) => errors.extend(
-                    settings
-                        .as_ref()
-                        .and_then(|s| sql_runner_problem(s, javac, &display, &bytes, &job)),
-                ),
+                Ok(job) => {
+                    warnings.extend(spec::command_secret_warnings(&display, &bytes));
+                    errors.extend(
+                        settings
+                            .as_ref()
+                            .and_then(|s| sql_runner_problem(s, javac, &display, &bytes, &job)),
+                    );
+                }
                 Err(d) => errors.extend(d),
             },
             Err(e) => errors.push(Diagnostic::file(
@@ -468,9 +472,16 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
         }
     }
     stdout(&diag::render(&errors))?;
+    // Warnings leave the exit code as it is.
+    stdout(&diag::render(&warnings))?;
     let bad: std::collections::BTreeSet<&str> = errors.iter().map(|d| d.path.as_str()).collect();
+    let warned = if warnings.is_empty() {
+        String::new()
+    } else {
+        format!(", {} warning(s)", warnings.len())
+    };
     eprintln!(
-        "{} job file(s) checked: {} invalid, {} error(s)",
+        "{} job file(s) checked: {} invalid, {} error(s){warned}",
         files.len(),
         bad.len(),
         errors.len()

@@ -109,6 +109,7 @@ pub async fn run_with(
             message: r.message,
         })?;
     recover(&core.ctx).await?;
+    seal_left_logs(&core.ctx).await;
 
     let tasks = TaskTracker::new();
     let reconciler = Reconciler::new(core.ctx.clone(), cancel.clone());
@@ -214,6 +215,15 @@ impl Core {
         let settings = live.get();
         let state_dir = &settings.state_dir;
         let store = Store::open(&state_dir.join("jobkeeper.db"))?;
+        let key = crate::secrets::Key::load_or_create(state_dir).map_err(|source| {
+            DaemonError::StateDir {
+                path: state_dir
+                    .join(crate::secrets::KEY_FILE)
+                    .display()
+                    .to_string(),
+                source,
+            }
+        })?;
         let alerter = Alerter::spawn(live.clone(), store.clone(), cancel.clone()).attach(&store);
         let metrics = Arc::new(Metrics::default());
         let projects = Arc::new(ProjectRepos::new(
@@ -238,6 +248,7 @@ impl Core {
             metrics: metrics.clone(),
             outages: reconcile::Outages::default(),
             unmanaged: reconcile::unmanaged::Unmanaged::default(),
+            secrets: crate::secrets::Held::new(key),
         });
         Ok(Core {
             store,
@@ -259,6 +270,26 @@ async fn recover(ctx: &Arc<Context>) -> Result<(), DaemonError> {
         );
     }
     Ok(())
+}
+
+/// Before anything starts: the logs of runs that ended while no daemon held their secrets are
+/// masked in place when their secrets still match (see [`crate::secrets::seal`]).
+async fn seal_left_logs(ctx: &Arc<Context>) {
+    let ctx = ctx.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let dir = ctx.settings.get().secrets_dir.clone();
+        crate::secrets::seal::seal_left_logs(&ctx.store, &ctx.secrets, dir.as_deref())
+    })
+    .await;
+    if let Ok((masked, withheld)) = done
+        && masked + withheld > 0
+    {
+        tracing::info!(
+            masked,
+            withheld,
+            "logs of ended runs masked in place; the withheld ones' secrets changed or are gone"
+        );
+    }
 }
 
 /// Run exits the engines report go to their actors; the health sweep looks at every live run.

@@ -34,6 +34,8 @@
 //! - [`engine`]: the [`engine::Engine`] trait, engine kinds and configs, and one file per
 //!   engine (local, flink, spark).
 //! - [`runlogs`]: local runs' log files kept under their size limit.
+//! - [`secrets`]: the secret values of the runs the daemon holds (memory only), their keyed
+//!   fingerprints, and masking a run's log in place when it ends.
 //! - [`retention`]: deleting old runs, events, logs, artifacts and builds.
 //!
 //! Keeping the record and telling people:
@@ -77,6 +79,7 @@ pub mod repo;
 pub mod retention;
 pub mod runlogs;
 pub mod schedule;
+pub mod secrets;
 pub mod settings;
 pub mod spec;
 pub mod store;

@@ -7,6 +7,9 @@
 //! cluster through a savepoint (every actor is asked to look again). An env that changes its
 //! engine kind or its spark master keeps its engine until a restart: the reload is accepted,
 //! the log says so at error level and the `config_reloaded` event names the envs.
+//!
+//! A config whose `secrets_dir` lacks a secret that a running job was given is refused
+//! (`config_reload_refused`, naming the secret), like an invalid one.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -73,6 +76,20 @@ async fn reload_once(
     let p = path.to_path_buf();
     let loaded = tokio::task::spawn_blocking(move || crate::settings::load(&p)).await;
     match loaded {
+        Ok(Ok(new)) if !missing_secrets(&ctx.secrets, &new).is_empty() => {
+            let missing = missing_secrets(&ctx.secrets, &new);
+            for m in &missing {
+                tracing::error!("{m}");
+            }
+            let msg = format!(
+                "config reload refused ({} problem(s)); the running config stays:\n{}",
+                missing.len(),
+                missing.join("\n")
+            );
+            let event = JobEvent::ConfigReloadRefused { errors: msg };
+            events.emit(Scope::daemon(), &event);
+            notifier.ready("config reload refused; the running config stays");
+        }
         Ok(Ok(new)) => {
             let engines = ctx
                 .engines
@@ -114,6 +131,21 @@ async fn reload_once(
         }
         Err(e) => tracing::error!("config reload failed: {e}"),
     }
+}
+
+/// The secrets that runs the daemon holds were given and that `new`'s `secrets_dir` cannot give
+/// (missing, unreadable, or no `secrets_dir`), one message each (names and paths, never values):
+/// such a config is refused, so no running job loses the secret it runs with, and no log of
+/// theirs is left without the values to mask it.
+fn missing_secrets(held: &crate::secrets::Held, new: &Settings) -> Vec<String> {
+    held.names_in_use()
+        .into_iter()
+        .filter_map(|(name, run)| {
+            crate::spec::read_secret(&name, new.secrets_dir.as_deref())
+                .err()
+                .map(|e| format!("secrets_dir: {e}; run {run}, which runs now, was given it"))
+        })
+        .collect()
 }
 
 /// Reloads the config at `path` on each SIGHUP until `cancel` fires. Fields taken only at

@@ -1,6 +1,6 @@
 //! SIGHUP reloads against the daemon running in-process (`daemon::run_with` with its config
-//! file): after a reload the HTTP API masks logs with the new `secrets_dir` and takes the new
-//! API token; a flink env's new URL is taken at once (its jobs move there, see tests/flink.rs), and
+//! file): after a reload to a new `secrets_dir` the HTTP API still masks a running job's log
+//! with the values it was given (never the new folder's) and takes the new API token; a flink env's new URL is taken at once (its jobs move there, see tests/flink.rs), and
 //! an env that changes its engine kind waits for a restart.
 //!
 //! A SIGHUP reaches every daemon of the process, so the tests here run one at a time.
@@ -46,7 +46,8 @@ async fn log_with(d: &Daemon, job: &str, marker: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn after_a_reload_logs_are_masked_with_the_new_secrets_dir_and_the_new_token_is_taken() {
+async fn after_a_reload_logs_stay_masked_with_the_values_runs_were_given_and_the_new_token_is_taken()
+ {
     let _one = ONE_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
@@ -92,10 +93,11 @@ async fn after_a_reload_logs_are_masked_with_the_new_secrets_dir_and_the_new_tok
         msg.ends_with("reloaded"),
         "nothing waits for a restart: {msg}"
     );
+    // The run was given the old value: its log is masked with it, whatever the folder says now.
     let log = log_with(&d, "talker", "other").await;
     assert_eq!(
-        log, "given old-value-1234\nother ***\n",
-        "the new secrets_dir's value is masked"
+        log, "given ***\nother new-value-5678\n",
+        "masked with the value the run was given"
     );
     assert_eq!(post_sync(&d, "new-token-xyz").await, 202);
     assert_eq!(post_sync(&d, "old-token-abc").await, 401);

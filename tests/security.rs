@@ -318,6 +318,12 @@ async fn a_secret_never_appears_in_logs_store_api_page_or_alerts() {
     drop(store);
     b.stop();
     assert_eq!(leaks_in_state(&state), Vec::<PathBuf>::new());
+    // The logs of ended runs were masked in place: no copy of the value is left on disk.
+    let ended: Vec<PathBuf> = files_below(&state.join("logs/leaky"))
+        .into_iter()
+        .filter(|p| std::fs::read(p).is_ok_and(|b| contains(&b, SECRET)))
+        .collect();
+    assert_eq!(ended, Vec::<PathBuf>::new());
     // The daemon's own log, debug lines included.
     let log = b.log();
     assert!(log.contains("local run started"), "{log}");
@@ -818,4 +824,357 @@ async fn post_raw(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
+}
+
+/// The daemon binary with `secrets_dir` (`root/secrets`, holding `pw` = [`SECRET`] and `key` =
+/// `key`), the jobs of `jobs`, and alerts to `hook`.
+struct WithSecrets {
+    git: Git,
+    b: Binary,
+    store: Store,
+    state: PathBuf,
+    root: PathBuf,
+}
+
+/// A service printing the secret `pw` (given in its environment), then sleeping.
+const TALKER: &str = "env: dev\nparams:\n  command: [sh, -c, \"echo password $PW; exec sleep 600\"]\n  environment: {PW: \"${secret:pw}\"}\n";
+
+/// The daemon config of [`WithSecrets`] with `secrets_dir` `secrets`.
+fn secrets_config(root: &Path, git: &Git, secrets: &str, hook: &str) -> String {
+    format!(
+        "repo: {{url: {}, branch: main, path: jobs, poll: 1s}}\nstate_dir: {}\nlisten: LISTEN\n\
+         secrets_dir: {}\nalerts_throttle: 1s\n\
+         envs:\n  dev: {{engine: local}}\nalerts:\n  oncall:\n    webhook: {{url: \"{hook}\", format: json}}\n",
+        git.bare.display(),
+        root.join("state").display(),
+        root.join(secrets).display(),
+    )
+}
+
+impl WithSecrets {
+    async fn start(root: &Path, jobs: &[(&str, &str)], key: &str, hook: &str) -> WithSecrets {
+        std::fs::create_dir_all(root.join("secrets")).unwrap();
+        std::fs::write(root.join("secrets/pw"), format!("{SECRET}\n")).unwrap();
+        std::fs::write(root.join("secrets/key"), key).unwrap();
+        let git = Git::new(root, "config");
+        for (path, text) in jobs {
+            git.write(path, text);
+        }
+        git.commit_push("jobs with secrets");
+        let cfg = secrets_config(root, &git, "secrets", hook);
+        let b = Binary::start(root, &cfg).await;
+        let state = root.join("state");
+        let store = Store::open(&state.join("jobkeeper.db")).unwrap();
+        WithSecrets {
+            git,
+            b,
+            store,
+            state,
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// The first run of `job` once its log holds `text`.
+    async fn run_printed(&self, job: &str, text: &str) -> i64 {
+        let mut id = 0;
+        wait_for(
+            &format!("{job} printed {text:?}"),
+            Duration::from_secs(20),
+            || {
+                let runs = self.store.runs(job, 1).unwrap();
+                let Some(r) = runs.first() else { return false };
+                id = r.id;
+                std::fs::read_to_string(&r.log_path).is_ok_and(|l| l.contains(text))
+            },
+        )
+        .await;
+        id
+    }
+
+    fn run_state(&self, id: i64) -> String {
+        self.store.run(id).unwrap().unwrap().state.to_string()
+    }
+
+    fn log_file(&self, id: i64) -> String {
+        std::fs::read_to_string(self.store.run(id).unwrap().unwrap().log_path).unwrap()
+    }
+}
+
+/// The rotated secret's file now holds another value while the run still runs with the old
+/// one: its log is masked with the old one (the one it was given), on the API and the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_secret_still_masks_the_log_of_the_run_that_was_given_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hook = HttpReceiver::start().await;
+    let w = WithSecrets::start(
+        tmp.path(),
+        &[("jobs/talker.yaml", TALKER)],
+        "k",
+        &hook.url(),
+    )
+    .await;
+    let run = w.run_printed("talker", "password").await;
+    std::fs::write(w.root.join("secrets/pw"), "the-new-value-after-rotation\n").unwrap();
+    let (code, log) =
+        w.b.get(&format!("/api/v1/jobs/talker/logs?run={run}"))
+            .await;
+    assert_eq!((code, log.as_str()), (200, "password ***\n"));
+    let (code, page) = w.b.get("/jobs/talker").await;
+    assert_eq!(code, 200);
+    assert!(page.contains("password ***"), "{page}");
+    assert!(!page.contains(SECRET), "{page}");
+    assert_eq!(w.run_state(run), "running", "the run was not restarted");
+}
+
+/// What changes the job between a run and the reading of its log.
+enum Change {
+    /// The job file no longer uses the secret.
+    SecretDropped,
+    /// The job file is removed.
+    JobRemoved,
+}
+
+/// Run 1 printed the secret; `change` is committed, which ends it; its log stays masked on
+/// the API (never served in clear) and, once masked in place, on disk.
+async fn an_ended_runs_log_stays_masked_after(change: Change) {
+    let tmp = tempfile::tempdir().unwrap();
+    let hook = HttpReceiver::start().await;
+    let w = WithSecrets::start(
+        tmp.path(),
+        &[("jobs/talker.yaml", TALKER)],
+        "k",
+        &hook.url(),
+    )
+    .await;
+    let run = w.run_printed("talker", "password").await;
+    match change {
+        Change::SecretDropped => {
+            w.git.write(
+                "jobs/talker.yaml",
+                "env: dev\nparams:\n  command: [sh, -c, \"echo version 2; exec sleep 600\"]\n",
+            );
+            w.git.commit_push("talker no longer uses the secret");
+        }
+        Change::JobRemoved => {
+            w.git.remove("jobs/talker.yaml");
+            w.git.commit_push("talker removed");
+        }
+    }
+    wait_for("run 1 ended", Duration::from_secs(30), || {
+        w.run_state(run) != "running"
+    })
+    .await;
+    let (code, log) =
+        w.b.get(&format!("/api/v1/jobs/talker/logs?run={run}"))
+            .await;
+    assert_eq!((code, log.as_str()), (200, "password ***\n"));
+    wait_for("the log masked in place", Duration::from_secs(10), || {
+        !w.log_file(run).contains(SECRET)
+    })
+    .await;
+    assert_eq!(w.log_file(run), "password ***\n");
+    let (code, log) =
+        w.b.get(&format!("/api/v1/jobs/talker/logs?run={run}&tail=1"))
+            .await;
+    assert_eq!((code, log.as_str()), (200, "password ***\n"));
+    let (_, page) = w.b.get("/jobs/talker").await;
+    assert!(!page.contains(SECRET), "{page}");
+    // No temporary file is left beside it.
+    let dir = w.state.join("logs/talker");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".log"))
+        .collect();
+    assert_eq!(names, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_dropped_from_the_job_file_leaves_its_runs_logs_masked() {
+    an_ended_runs_log_stays_masked_after(Change::SecretDropped).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_job_leaves_its_runs_logs_masked() {
+    an_ended_runs_log_stays_masked_after(Change::JobRemoved).await;
+}
+
+/// A reload whose `secrets_dir` lacks the secret a running job was given is refused, with an
+/// event naming the secret; the running config stays and the log stays masked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moving_secrets_dir_away_from_a_running_jobs_secret_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hook = HttpReceiver::start().await;
+    let w = WithSecrets::start(
+        tmp.path(),
+        &[("jobs/talker.yaml", TALKER)],
+        "k",
+        &hook.url(),
+    )
+    .await;
+    let run = w.run_printed("talker", "password").await;
+    std::fs::create_dir_all(w.root.join("elsewhere")).unwrap();
+    let moved = secrets_config(&w.root, &w.git, "elsewhere", &hook.url())
+        .replace("LISTEN", &format!("127.0.0.1:{}", w.b.port));
+    std::fs::write(w.root.join("config.yaml"), moved).unwrap();
+    let reloads = || {
+        w.store
+            .events(None, 200)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind.as_str().starts_with("config_reload"))
+            .collect::<Vec<_>>()
+    };
+    let pid = nix::unistd::Pid::from_raw(w.b.child.id() as i32);
+    let t = Instant::now();
+    let event = loop {
+        // The daemon may not listen for SIGHUP yet right after it starts: send until it answers.
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(e) = reloads().into_iter().next() {
+            break e;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "no reload recorded");
+    };
+    assert_eq!(event.kind, "config_reload_refused", "{}", event.message);
+    assert!(
+        event.message.contains("secret `pw`") && event.message.contains("elsewhere/pw"),
+        "{}",
+        event.message
+    );
+    let (code, log) =
+        w.b.get(&format!("/api/v1/jobs/talker/logs?run={run}"))
+            .await;
+    assert_eq!((code, log.as_str()), (200, "password ***\n"));
+    assert_eq!(w.run_state(run), "running");
+}
+
+/// A PEM-like secret of 60 lines, printed whole between two other lines by a job that fails:
+/// no line of it is in any cut of the log (`tail=N` for each N), in the stored `failed` event
+/// (the last 20 lines of the log), in the webhook alert, or on the job page (the last 50).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_line_secret_leaks_no_line_in_tails_events_alerts_or_the_page() {
+    use sha2::Digest;
+    let mut lines = vec!["-----BEGIN PRIVATE KEY-----".to_string()];
+    for i in 0..58 {
+        lines.push(hex::encode(sha2::Sha256::digest(format!("line {i}"))));
+    }
+    lines.push("-----END PRIVATE KEY-----".to_string());
+    let key = lines.join("\n") + "\n";
+    let tmp = tempfile::tempdir().unwrap();
+    let hook = HttpReceiver::start().await;
+    let job = "env: dev\nalerts: [oncall]\nrestart: {attempts: 1, window: 1h, backoff: 0s}\nparams:\n  command: [sh, -c, \"echo start; printf '%s\\\\n' \\\"$KEY\\\"; echo after; exit 3\"]\n  environment: {KEY: \"${secret:key}\"}\n";
+    let w = WithSecrets::start(tmp.path(), &[("jobs/pem.yaml", job)], &key, &hook.url()).await;
+    // Every place a line of the secret was found, so one run names every path that leaks.
+    let found = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let leaks = |what: &str, text: &str| {
+        if lines.iter().any(|l| text.contains(l.as_str())) {
+            found.borrow_mut().insert(what.to_string());
+        }
+    };
+    wait_for("gave up and alerted", Duration::from_secs(30), || {
+        w.store
+            .job("pem")
+            .unwrap()
+            .is_some_and(|r| r.state == "gave_up")
+            && hook
+                .received()
+                .iter()
+                .any(|r| r.body.contains("\"event\":\"failed\""))
+    })
+    .await;
+    let runs = w.store.runs("pem", 10).unwrap();
+    assert!(!runs.is_empty());
+    // The run printed the secret (so its absence elsewhere means something).
+    let printed = std::fs::read_to_string(&runs[0].log_path).unwrap_or_default();
+    assert!(
+        printed.starts_with("start\n") && printed.ends_with("after\n"),
+        "{printed}"
+    );
+    for run in &runs {
+        for n in 1..=64 {
+            let (code, body) =
+                w.b.get(&format!("/api/v1/jobs/pem/logs?run={}&tail={n}", run.id))
+                    .await;
+            assert_eq!(code, 200, "{body}");
+            leaks(&format!("tail={n}"), &body);
+        }
+    }
+    for e in w.store.events(Some("pem"), 100).unwrap() {
+        leaks(&format!("event {}", e.kind), &e.message);
+    }
+    for a in hook.received() {
+        leaks("an alert", &a.body);
+    }
+    let (code, page) = w.b.get("/jobs/pem").await;
+    assert_eq!(code, 200);
+    leaks("the job page", &page);
+    let (_, api) = w.b.get("/api/v1/jobs/pem").await;
+    leaks("the job's API", &api);
+    assert_eq!(
+        found.into_inner(),
+        std::collections::BTreeSet::new(),
+        "places showing a line of the secret"
+    );
+    let (_, whole) =
+        w.b.get(&format!("/api/v1/jobs/pem/logs?run={}", runs[0].id))
+            .await;
+    assert_eq!(whole, "start\n***\nafter\n");
+    assert!(
+        w.store
+            .events(Some("pem"), 100)
+            .unwrap()
+            .iter()
+            .any(|e| e.kind == "failed" && e.message.contains("***")),
+        "a masked failed event"
+    );
+    // Masked in place on disk once the runs ended.
+    for run in &runs {
+        wait_for("the log masked in place", Duration::from_secs(10), || {
+            let text = std::fs::read_to_string(&run.log_path).unwrap_or_default();
+            lines.iter().all(|l| !text.contains(l.as_str()))
+        })
+        .await;
+    }
+}
+
+/// A daemon killed (SIGKILL) while its runs printed their secrets leaves their logs as written;
+/// the next daemon masks each in place when its secret still has the value the run was given
+/// (the keyed fingerprint recorded at submit matches), and withholds it (403, naming the
+/// secret, never a value) when the secret was rotated meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_daemon_crash_a_log_is_masked_if_its_secret_matches_else_withheld() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hook = HttpReceiver::start().await;
+    let other = "env: dev\nparams:\n  command: [sh, -c, \"echo key $K; exec sleep 600\"]\n  environment: {K: \"${secret:key}\"}\n";
+    let mut w = WithSecrets::start(
+        tmp.path(),
+        &[("jobs/talker.yaml", TALKER), ("jobs/other.yaml", other)],
+        "first-key-value-1234\n",
+        &hook.url(),
+    )
+    .await;
+    let talker = w.run_printed("talker", "password").await;
+    let rotated = w.run_printed("other", "key").await;
+    let _ = w.b.child.kill();
+    let _ = w.b.child.wait();
+    assert!(w.log_file(talker).contains(SECRET));
+    std::fs::write(w.root.join("secrets/key"), "second-key-value-5678\n").unwrap();
+    let cfg = secrets_config(&w.root, &w.git, "secrets", &hook.url());
+    w.b = Binary::start(&w.root, &cfg).await;
+    // The previous daemon's runs are stopped, their logs looked at before anything starts.
+    let (code, log) =
+        w.b.get(&format!("/api/v1/jobs/talker/logs?run={talker}"))
+            .await;
+    assert_eq!((code, log.as_str()), (200, "password ***\n"));
+    assert_eq!(w.log_file(talker), "password ***\n");
+    let (code, why) =
+        w.b.get(&format!("/api/v1/jobs/other/logs?run={rotated}"))
+            .await;
+    assert_eq!(code, 403, "{why}");
+    assert!(why.contains("withheld") && why.contains("`key`"), "{why}");
+    assert!(!why.contains("first-key-value") && !why.contains("second-key-value"));
+    let (code, page) = w.b.get("/jobs/other").await;
+    assert_eq!(code, 200);
+    assert!(!page.contains("first-key-value-1234"), "{page}");
 }

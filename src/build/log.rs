@@ -150,6 +150,12 @@ pub(super) const TAIL_LINE_CHARS: usize = 400;
 /// The last `lines` lines of the file at `path` (lossy UTF-8, long lines cut), reading only the
 /// end of the file. A missing or unreadable file gives an empty string.
 pub fn log_tail(path: &Path, lines: usize) -> String {
+    log_tail_masked(path, lines, &[])
+}
+
+/// [`log_tail`] with the secret values `secrets` masked in the whole lines read, before they
+/// are cut to the last `lines` and long lines are cut (see [`crate::spec::mask_secrets`]).
+pub fn log_tail_masked(path: &Path, lines: usize, secrets: &[String]) -> String {
     let Ok(mut f) = std::fs::File::open(path) else {
         return String::new();
     };
@@ -163,12 +169,17 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
         return String::new();
     }
     let text = String::from_utf8_lossy(&buf);
-    let text = text.strip_suffix('\n').unwrap_or(&text);
-    let mut all: Vec<&str> = text.split('\n').collect();
+    let mut text: &str = &text;
     // The first piece may be the middle of a line when the read did not start at the file's start.
-    if start > 0 && all.len() > 1 {
-        all.remove(0);
+    if start > 0
+        && let Some((_, rest)) = text.split_once('\n')
+        && !rest.is_empty()
+    {
+        text = rest;
     }
+    let masked = crate::spec::mask_secrets(text, secrets);
+    let text = masked.strip_suffix('\n').unwrap_or(&masked);
+    let all: Vec<&str> = text.split('\n').collect();
     let from = all.len().saturating_sub(lines);
     all[from..]
         .iter()

@@ -34,7 +34,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use log::log_tail;
+pub use log::{log_tail, log_tail_masked};
 pub use queue::Builder;
 
 /// Default cap of one build log: 64 MiB.

@@ -314,8 +314,9 @@ fn workdir(req: &SubmitRequest) -> Result<PathBuf, EngineError> {
     Ok(dir)
 }
 
-/// How a child ended, in words, with the last lines of its log.
-fn describe_exit(status: ExitStatus, log: &Path) -> RunStatus {
+/// How a child ended, in words, with the last lines of its log (`secrets` masked before the
+/// cut).
+fn describe_exit(status: ExitStatus, log: &Path, secrets: &[String]) -> RunStatus {
     use std::os::unix::process::ExitStatusExt;
     if status.success() {
         return RunStatus::Succeeded;
@@ -328,7 +329,7 @@ fn describe_exit(status: ExitStatus, log: &Path) -> RunStatus {
         },
         (None, None) => format!("ended: {status}"),
     };
-    let tail = crate::build::log_tail(log, TAIL_LINES);
+    let tail = crate::build::log_tail_masked(log, TAIL_LINES, secrets);
     if !tail.trim().is_empty() {
         reason.push_str("\nlast lines:\n");
         reason.push_str(&tail);
@@ -569,7 +570,7 @@ impl Engine for LocalEngine {
             start_ticks,
             cgroup,
         };
-        let log_path = req.log_path.clone();
+        let (log_path, secrets) = (req.log_path.clone(), req.secrets.clone());
         tokio::spawn(async move {
             // Whatever the run left in its group, and in its cgroup, goes with it.
             let waited = child.wait().await;
@@ -577,9 +578,11 @@ impl Engine for LocalEngine {
                 end_cgroup(ended.run_id, dir).await;
             }
             let status = match waited {
-                Ok(st) => tokio::task::spawn_blocking(move || describe_exit(st, &log_path))
-                    .await
-                    .unwrap_or_else(|e| RunStatus::Failed(format!("ended ({e})"))),
+                Ok(st) => {
+                    tokio::task::spawn_blocking(move || describe_exit(st, &log_path, &secrets))
+                        .await
+                        .unwrap_or_else(|e| RunStatus::Failed(format!("ended ({e})")))
+                }
                 Err(e) => RunStatus::Failed(format!("cannot wait for the process: {e}")),
             };
             ended.report(status);

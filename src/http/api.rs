@@ -22,7 +22,6 @@ use crate::event::JobEvent;
 use crate::reconcile::Scope;
 use crate::repo::TriggerReason;
 use crate::settings::Settings;
-use crate::spec;
 use crate::store::{
     CommitRecord, EventRow, JobListRow, JobRow, JobState, RunRow, Running, StoreError,
 };
@@ -652,24 +651,63 @@ fn unreadable_detail(state: &ApiState, name: &str, why: &str) -> Result<JobDetai
     })
 }
 
-/// The last `lines` lines of run `run_id`'s log with the job's secrets masked; `None` when it
-/// has no log (yet, or any more); an error when the store cannot be read.
+/// A run's log as it may be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunLog {
+    /// Its end, with the secrets the run was given masked.
+    Text(String),
+    /// Not served: why, naming the secrets it may hold (never their values).
+    Withheld(String),
+}
+
+/// The last `lines` lines of `run`'s log, masked (before the cut) with the values the run was
+/// given: while the daemon holds them, from memory; once the log was masked in place, as it
+/// is; a run given no secrets, as it is. Any other log is withheld: it is never masked with
+/// what the secret files say today (see [`crate::secrets`]).
+pub fn run_log_tail(state: &ApiState, run: &RunRow, lines: usize) -> std::io::Result<RunLog> {
+    let path = Path::new(&run.log_path);
+    let held = state.reconciler.context().secrets.get(run.id);
+    match (&run.secrets, held) {
+        (_, Some(secrets)) => read_tail_masked(path, lines, |t| secrets.mask(t)).map(RunLog::Text),
+        (Some(names), None) if names.is_empty() || run.log_masked => {
+            read_tail(path, lines).map(RunLog::Text)
+        }
+        (Some(names), None) => {
+            // Withheld only when there is a log to withhold.
+            std::fs::metadata(path)?;
+            let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+            Ok(RunLog::Withheld(format!(
+                "the log of run {} is withheld: it may hold the values of secret {} it was                  given, which this daemon no longer holds, and the secret files no longer match                  them (changed, removed, or `secrets_dir` moved); it is kept on the host as it                  was written",
+                run.id,
+                names.join(", ")
+            )))
+        }
+        (None, None) => {
+            std::fs::metadata(path)?;
+            Ok(RunLog::Withheld(format!(
+                "the log of run {} is withheld: the run was recorded before jobkeeper kept which                  secrets a run was given, so it cannot be masked; it is kept on the host as it                  was written",
+                run.id
+            )))
+        }
+    }
+}
+
+/// The last `lines` lines of run `run_id`'s log for the job page (a withheld log is its
+/// reason, in brackets); `None` when it has no log (yet, or any more); an error when the store
+/// cannot be read.
 pub fn masked_run_log(
     state: &ApiState,
-    row: &JobRow,
     run_id: i64,
     lines: usize,
 ) -> Result<Option<String>, StoreError> {
     let Some(run) = state.store.run(run_id)? else {
         return Ok(None);
     };
-    let Ok(text) = read_tail(Path::new(&run.log_path), lines) else {
-        return Ok(None);
-    };
-    Ok(Some(spec::mask_secrets(
-        &text,
-        &secret_values(&state.settings.get(), row),
-    )))
+    Ok(match run_log_tail(state, &run, lines) {
+        Ok(RunLog::Text(t)) => Some(t),
+        Ok(RunLog::Withheld(why)) => Some(format!("[{why}]\n")),
+        Err(_) => None,
+    })
 }
 
 /// `GET /api/v1/jobs/{name}`: the job with its latest runs and events.
@@ -707,7 +745,7 @@ pub async fn logs(
     };
     let result = blocking(move || {
         let store = &state.store;
-        let Some(row) = store.job(&name).map_err(internal)? else {
+        let Some(_) = store.job(&name).map_err(internal)? else {
             return Err(unknown_job(&name));
         };
         let path = match (q.build.as_deref(), q.run.as_deref()) {
@@ -763,23 +801,27 @@ pub async fn logs(
                             )
                         })?,
                 };
-                run.log_path.into()
+                return match run_log_tail(&state, &run, tail) {
+                    Ok(RunLog::Text(t)) => Ok(t),
+                    Ok(RunLog::Withheld(why)) => Err(error(StatusCode::FORBIDDEN, &why)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(error(
+                        StatusCode::NOT_FOUND,
+                        &format!("job `{name}` has no such log (yet)"),
+                    )),
+                    Err(e) => Err(internal(e)),
+                };
             }
         };
-        let text = match read_tail(&path, tail) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(error(
-                    StatusCode::NOT_FOUND,
-                    &format!("job `{name}` has no such log (yet)"),
-                ));
-            }
-            Err(e) => return Err(internal(e)),
-        };
-        Ok(spec::mask_secrets(
-            &text,
-            &secret_values(&state.settings.get(), &row),
-        ))
+        // A build log: builds are never given secrets (`${secret:..}` in `project` is an
+        // error), so it is served as it is.
+        match read_tail(&path, tail) {
+            Ok(t) => Ok(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(error(
+                StatusCode::NOT_FOUND,
+                &format!("job `{name}` has no such log (yet)"),
+            )),
+            Err(e) => Err(internal(e)),
+        }
     })
     .await;
     match result {
@@ -788,29 +830,18 @@ pub async fn logs(
     }
 }
 
-/// The secret values the job's specs (desired and applied) refer to in their params and SQL, as
-/// they are now.
-fn secret_values(settings: &Settings, row: &JobRow) -> Vec<String> {
-    let mut values = Vec::new();
-    for spec in [row.desired.as_ref(), row.applied.as_ref()]
-        .into_iter()
-        .flatten()
-    {
-        let dir = settings.secrets_dir.as_deref();
-        if let Ok((_, v)) = spec::resolve_secrets_with_values(&spec.params, dir) {
-            values.extend(v);
-        }
-        if let Some(sql) = &spec.sql
-            && let Ok((_, v)) = spec::resolve_sql_secrets(&sql.statements, dir)
-        {
-            values.extend(v);
-        }
-    }
-    values
-}
-
 /// The last `lines` lines of a file, reading at most [`MAX_LOG_READ`] bytes from its end.
 pub fn read_tail(path: &Path, lines: usize) -> std::io::Result<String> {
+    read_tail_masked(path, lines, str::to_string)
+}
+
+/// [`read_tail`], with `mask` applied to the whole lines read before they are cut to the last
+/// `lines`: a cut never falls inside a value before it is masked.
+pub fn read_tail_masked(
+    path: &Path,
+    lines: usize,
+    mask: impl Fn(&str) -> String,
+) -> std::io::Result<String> {
     let mut f = std::fs::File::open(path)?;
     let len = f.metadata()?.len();
     let start = len.saturating_sub(MAX_LOG_READ);
@@ -823,7 +854,8 @@ pub fn read_tail(path: &Path, lines: usize) -> std::io::Result<String> {
         // The read began inside a line: drop that piece.
         body = body.split_once('\n').map_or("", |(_, rest)| rest);
     }
-    let trimmed = body.strip_suffix('\n').unwrap_or(body);
+    let masked = mask(body);
+    let trimmed = masked.strip_suffix('\n').unwrap_or(&masked);
     if lines == 0 || trimmed.is_empty() {
         return Ok(String::new());
     }

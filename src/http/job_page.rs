@@ -293,17 +293,13 @@ pub async fn job_page(
             .as_ref()
             .and_then(|row| row.desired.as_ref().or(row.applied.as_ref()))
             .and_then(|s| s.schedule.clone());
-        // The latest run that wrote something (a batch run just started has an empty log). A
-        // row that cannot be read gives no secrets to mask with: no log is shown.
+        // The latest run that wrote something (a batch run just started has an empty log).
         let mut log = None;
-        if let Some(row) = &row {
-            for r in detail.runs.iter().take(5) {
-                let text =
-                    api::masked_run_log(&state, row, r.id, LOG_LINES).map_err(api::internal)?;
-                if let Some(text) = text.filter(|l| !l.is_empty()) {
-                    log = Some((r.id, text));
-                    break;
-                }
+        for r in detail.runs.iter().take(5) {
+            let text = api::masked_run_log(&state, r.id, LOG_LINES).map_err(api::internal)?;
+            if let Some(text) = text.filter(|l| !l.is_empty()) {
+                log = Some((r.id, text));
+                break;
             }
         }
         Ok::<_, api::ApiError>(render(

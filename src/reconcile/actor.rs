@@ -64,8 +64,9 @@ pub(super) struct Live {
     pub run_id: i64,
     pub handle: RunHandle,
     pub engine: Arc<dyn Engine>,
-    /// For masking secrets out of failure reasons.
-    pub secrets: Vec<String>,
+    /// The secrets it was given, for masking them out of failure reasons (also held in
+    /// [`super::Context::secrets`] for its log).
+    pub secrets: Arc<crate::secrets::RunSecrets>,
     /// Batch runs: when the run is stopped as failed.
     pub deadline: Option<Instant>,
     /// When it was submitted.

@@ -282,7 +282,7 @@ impl Actor {
         match engine.wait_started(&handle, RESTORE_WAIT).await {
             Err(EngineError::Refused(why)) => {
                 let live = self.live.remove(pos);
-                let why = spec::mask_secrets(&why, &live.secrets);
+                let why = live.secrets.mask(&why);
                 let reason = format!("the new version could not start from {savepoint}: {why}");
                 self.finish_run(run_id, RunState::Failed, Some(&reason));
                 Err(reason)
@@ -601,7 +601,7 @@ impl Actor {
         artifact: Option<&Artifact>,
         run_id: i64,
         log_path: std::path::PathBuf,
-    ) -> Result<(SubmitRequest, Vec<String>), String> {
+    ) -> Result<(SubmitRequest, crate::secrets::RunSecrets), String> {
         let secrets_dir = self.ctx.settings.get().secrets_dir.clone();
         let (mut params, mut secrets) =
             spec::resolve_secrets_with_values(&spec.params, secrets_dir.as_deref())
@@ -614,6 +614,7 @@ impl Actor {
             params.args = sql_runner::args(&self.name, &statements);
             secrets.extend(values);
         }
+        let secrets = crate::secrets::RunSecrets::new(secrets);
         // The working folder of a run with a project: the artifact when it is a folder, else the
         // folder holding it.
         let checkout = artifact.map(|a| {
@@ -633,7 +634,7 @@ impl Actor {
                 log_path,
                 digest: artifact.map(|a| a.digest.clone()),
                 restore: self.restore.clone(),
-                secrets: secrets.clone(),
+                secrets: secrets.values(),
             },
             secrets,
         ))

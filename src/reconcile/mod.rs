@@ -93,6 +93,8 @@ pub struct Context {
     pub outages: Outages,
     /// Jobs live on managed clusters that no job file owns, as the health sweep last saw them.
     pub unmanaged: unmanaged::Unmanaged,
+    /// The secret values of the runs the daemon holds (memory only), for masking.
+    pub secrets: crate::secrets::Held,
 }
 
 impl Context {

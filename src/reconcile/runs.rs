@@ -10,7 +10,6 @@ use super::actor::{Actor, Live, Stall, Standing};
 use super::decide::StepError;
 use crate::engine::{EngineError, RunExit, RunHandle, RunStatus, STOP_GRACE};
 use crate::event::JobEvent;
-use crate::spec;
 use crate::store::{JobState, RunOrigin, RunState, SavepointKind, StoreError};
 
 impl Actor {
@@ -45,6 +44,8 @@ impl Actor {
                 return Err(e);
             }
         };
+        let secrets = std::sync::Arc::new(secrets);
+        self.hold_secrets(run_id, &secrets, &req.log_path);
         // A cluster that did not answer: the run is looked up later by the id jobkeeper chose
         // for it (flink), or, when the cluster chooses ids (spark: its engine already looked for
         // a driver the lost answer made), by no id at all: once the cluster answers again it is
@@ -66,7 +67,7 @@ impl Actor {
                 (handle, false)
             }
             Err(e) => {
-                let mut reason = spec::mask_secrets(&e.to_string(), &secrets);
+                let mut reason = secrets.mask(&e.to_string());
                 if let Some(placed) = engine.place_refusal(&deployed.spec, &reason) {
                     reason = format!("{placed}\n{reason}");
                 }
@@ -120,7 +121,8 @@ impl Actor {
         }
     }
 
-    /// Records how a run ended (a failed write is logged: the run is over either way).
+    /// Records how a run ended (a failed write is logged: the run is over either way), and
+    /// masks its log in place with the secrets it was given, which are then forgotten.
     pub(super) fn finish_run(&self, run_id: i64, state: RunState, reason: Option<&str>) {
         let store = &self.ctx.store;
         store.record(
@@ -128,6 +130,28 @@ impl Actor {
             "run end",
             store.finish_run(run_id, state, reason),
         );
+        crate::secrets::seal::seal_ended(&self.ctx.secrets, store, &self.name, run_id);
+    }
+
+    /// Records which secrets run `run_id` was given (names and keyed fingerprint, never the
+    /// values) and holds the values in memory to mask its log (`log`) until it ends. A run
+    /// whose record failed has its log withheld once the daemon no longer holds the values.
+    fn hold_secrets(
+        &self,
+        run_id: i64,
+        secrets: &std::sync::Arc<crate::secrets::RunSecrets>,
+        log: &std::path::Path,
+    ) {
+        let mac = (!secrets.is_empty()).then(|| secrets.fingerprint(self.ctx.secrets.key()));
+        let store = &self.ctx.store;
+        store.record(
+            Some(&self.name),
+            "run secrets",
+            store.set_run_secrets(run_id, &secrets.names(), mac.as_deref()),
+        );
+        self.ctx
+            .secrets
+            .hold(run_id, secrets.clone(), log.to_path_buf());
     }
 
     /// Stops every live run (with a savepoint where the engine keeps state and `keep_state`).
@@ -336,15 +360,7 @@ impl Actor {
         let savepoint = self.ctx.store.savepoints(&self.name, 1)?;
         let runs = self.ctx.store.runs(&self.name, 16)?;
         self.restore = savepoint.into_iter().next().map(|s| s.location);
-        let secrets = self
-            .applied
-            .as_ref()
-            .and_then(|a| {
-                let dir = self.ctx.settings.get().secrets_dir.clone();
-                spec::resolve_secrets_with_values(&a.spec.params, dir.as_deref()).ok()
-            })
-            .map(|(_, secrets)| secrets)
-            .unwrap_or_default();
+        let dir = self.ctx.settings.get().secrets_dir.clone();
         for run in runs.into_iter().rev() {
             if run.state != RunState::Running {
                 continue;
@@ -360,11 +376,22 @@ impl Actor {
                 engine_id: handle.engine_id.clone(),
                 named: None,
             };
+            // The values it was given, read again: trusted only when they are the ones its
+            // submit recorded the fingerprint of (else its log is withheld).
+            let secrets = crate::secrets::seal::trusted(&run, &self.ctx.secrets, dir.as_deref())
+                .map(std::sync::Arc::new)
+                .unwrap_or_default();
+            if secrets.is_empty() && run.secrets.as_ref().is_some_and(|n| !n.is_empty()) {
+                tracing::warn!(job = %self.name, run = run.id, "the secrets this run was given changed or are gone: its log is withheld");
+            }
+            self.ctx
+                .secrets
+                .hold(run.id, secrets.clone(), run.log_path.clone().into());
             self.live.push(Live {
                 run_id: run.id,
                 handle,
                 engine,
-                secrets: secrets.clone(),
+                secrets,
                 deadline: None,
                 started: Instant::now(),
                 confirmed: true,
@@ -422,9 +449,7 @@ impl Actor {
         };
         let drift = matches!(status, RunStatus::CancelledOutside(_));
         let reason = match status {
-            RunStatus::Failed(r) | RunStatus::CancelledOutside(r) => {
-                spec::mask_secrets(&r, &live.secrets)
-            }
+            RunStatus::Failed(r) | RunStatus::CancelledOutside(r) => live.secrets.mask(&r),
             RunStatus::Vanished => "the run vanished".to_string(),
             _ => "a service job finished with success; it must always run".to_string(),
         };

@@ -181,7 +181,7 @@ impl Actor {
             run_id,
             handle,
             engine,
-            secrets: Vec::new(),
+            secrets: Default::default(),
             deadline: None,
             started: Instant::now(),
             confirmed: true,

@@ -37,6 +37,7 @@ pub(super) fn context(dir: &Path) -> Arc<Context> {
         metrics,
         outages: super::Outages::default(),
         unmanaged: super::unmanaged::Unmanaged::default(),
+        secrets: crate::secrets::Held::new(crate::secrets::Key::load_or_create(dir).unwrap()),
     })
 }
 

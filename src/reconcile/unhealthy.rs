@@ -56,7 +56,7 @@ impl Actor {
         };
         let live = &self.live[pos];
         let exception = live.engine.root_exception(&live.handle).await;
-        let exception = exception.map(|e| crate::spec::mask_secrets(&e, &live.secrets));
+        let exception = exception.map(|e| live.secrets.mask(&e));
         let event = JobEvent::Unhealthy {
             reason: reason.clone(),
             exception,

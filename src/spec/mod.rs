@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
 pub use self::guard::{Drift, Guard, GuardOverride, RestartsLimit};
 pub(crate) use self::guard::{guard_fields, read_guard_fields, read_health};
 pub use self::placeholders::{
-    SecretError, mask_secrets, resolve_secrets, resolve_secrets_with_values, secret_names,
+    MIN_PIECE_CHARS, SecretError, SecretValue, mask_secrets, read_secret, resolve_secrets,
+    resolve_secrets_with_values, secret_names, values_of,
 };
 pub(crate) use self::read::read_restart;
 pub use self::schema::json_schema;
@@ -393,6 +394,56 @@ pub fn parse_job(path: &str, bytes: &[u8], ctx: Context) -> Result<JobSpec, Vec<
     } else {
         Err(diags)
     }
+}
+
+/// Warnings (not errors) of a valid job file: each `${secret:..}` in `params.command`, whose
+/// value every local user can read in `/proc/<pid>/cmdline` while the run lives. The message
+/// starts with `warning:` and points to `params.environment`.
+pub fn command_secret_warnings(path: &str, bytes: &[u8]) -> Vec<Diagnostic> {
+    let Ok(src) = std::str::from_utf8(bytes) else {
+        return Vec::new();
+    };
+    let Ok(root) = yaml::parse(path, src) else {
+        return Vec::new();
+    };
+    let field = |n: &'_ yaml::Node, key: &str| -> Option<yaml::Node> {
+        match &n.value {
+            yaml::Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.scalar().is_some_and(|s| s.text == key))
+                .map(|(_, v)| v.clone()),
+            _ => None,
+        }
+    };
+    let Some(command) = field(&root, "params").and_then(|p| field(&p, "command")) else {
+        return Vec::new();
+    };
+    let yaml::Value::Seq(items) = &command.value else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let Some(text) = item.scalar().map(|s| s.text.as_str()) else {
+            continue;
+        };
+        for name in secret_names(&Params {
+            command: vec![text.to_string()],
+            ..Params::default()
+        }) {
+            out.push(Diagnostic::new(
+                path,
+                item.line,
+                item.column,
+                format!(
+                    "warning: `${{secret:{name}}}` in `params.command[{i}]` is visible to every \
+                     local user in /proc/<pid>/cmdline while the run lives; pass it in \
+                     `params.environment` instead (`environment: {{SECRET: \"${{secret:{name}}}\"}}`, \
+                     read as `$SECRET` by the program)"
+                ),
+            ));
+        }
+    }
+    out
 }
 
 /// What starts a line `jobkeeper import` leaves for the operator to complete.

@@ -208,62 +208,130 @@ pub fn resolve_secrets(params: &Params, secrets_dir: Option<&Path>) -> Result<Pa
     resolve_secrets_with_values(params, secrets_dir).map(|(p, _)| p)
 }
 
-/// Like [`resolve_secrets`], also returning the secret values, so whatever the run later
-/// prints can be masked with [`mask_secrets`].
+/// One secret a run was given: its name and the value read for it. Its `Debug` never shows
+/// the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue {
+    /// The name in `${secret:NAME}`.
+    pub name: String,
+    /// The content of `secrets_dir/NAME` (one trailing newline trimmed).
+    pub value: String,
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretValue({}: ***)", self.name)
+    }
+}
+
+/// The values of `values`, for [`mask_secrets`].
+pub fn values_of(values: &[SecretValue]) -> Vec<String> {
+    values.iter().map(|s| s.value.clone()).collect()
+}
+
+/// The value of secret `name`: the content of `secrets_dir/NAME`, one trailing newline trimmed.
+pub fn read_secret(name: &str, secrets_dir: Option<&Path>) -> Result<String, SecretError> {
+    let name = name.to_string();
+    if !is_secret_name(&name) {
+        return Err(SecretError::InvalidName { name });
+    }
+    let Some(dir) = secrets_dir else {
+        return Err(SecretError::NoSecretsDir { name });
+    };
+    let path = dir.join(&name);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(source) => return Err(SecretError::Unreadable { name, path, source }),
+    };
+    let Ok(mut text) = String::from_utf8(bytes) else {
+        return Err(SecretError::NotText { name, path });
+    };
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
+}
+
+/// Like [`resolve_secrets`], also returning the secrets read (name and value), so whatever the
+/// run later prints can be masked with [`mask_secrets`].
 pub fn resolve_secrets_with_values(
     params: &Params,
     secrets_dir: Option<&Path>,
-) -> Result<(Params, Vec<String>), SecretError> {
+) -> Result<(Params, Vec<SecretValue>), SecretError> {
     let names = secret_names(params);
     if names.is_empty() {
         return Ok((params.clone(), Vec::new()));
     }
     let mut values = Vec::with_capacity(names.len());
     for name in names {
-        if !is_secret_name(&name) {
-            return Err(SecretError::InvalidName { name });
-        }
-        let Some(dir) = secrets_dir else {
-            return Err(SecretError::NoSecretsDir { name });
-        };
-        let path = dir.join(&name);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(source) => return Err(SecretError::Unreadable { name, path, source }),
-        };
-        let Ok(mut text) = String::from_utf8(bytes) else {
-            return Err(SecretError::NotText { name, path });
-        };
-        if text.ends_with('\n') {
-            text.pop();
-            if text.ends_with('\r') {
-                text.pop();
-            }
-        }
-        values.push((format!("${{secret:{name}}}"), text));
+        let value = read_secret(&name, secrets_dir)?;
+        values.push(SecretValue { name, value });
     }
     let resolved = map_param_strings(params, |s| {
         let mut out = s.to_string();
-        for (placeholder, value) in &values {
+        for v in &values {
+            let placeholder = format!("${{secret:{}}}", v.name);
             if out.contains(placeholder.as_str()) {
-                out = out.replace(placeholder.as_str(), value);
+                out = out.replace(placeholder.as_str(), &v.value);
             }
         }
         out
     });
-    Ok((resolved, values.into_iter().map(|(_, v)| v).collect()))
+    Ok((resolved, values))
 }
 
+/// Lines of a multi-line secret shorter than this (after trimming spaces) are masked only
+/// where they are a whole log line: masking every `}` or `ab` in a log would make it unreadable
+/// and tell which short strings the secret holds.
+pub const MIN_PIECE_CHARS: usize = 4;
+
 /// `text` with every occurrence of each (non-empty) secret value replaced by `***`.
+///
+/// A multi-line value is also masked line by line, so any cut of the text into lines (a log's
+/// tail, a reason's last lines) shows no piece of it: each of its lines (spaces trimmed) of
+/// [`MIN_PIECE_CHARS`] or more is masked wherever it occurs, and a shorter one where it is a
+/// whole line of `text`. Mask a text before cutting it: a cut inside a line can leave part of a
+/// value that is then no longer found.
 pub fn mask_secrets(text: &str, values: &[String]) -> String {
-    let mut sorted: Vec<&String> = values.iter().filter(|v| !v.is_empty()).collect();
-    // Longest first, so a value containing another is masked whole.
-    sorted.sort_by_key(|v| std::cmp::Reverse(v.len()));
-    let mut out = text.to_string();
-    for v in sorted {
-        if out.contains(v.as_str()) {
-            out = out.replace(v.as_str(), "***");
+    let mut pieces: Vec<&str> = Vec::new();
+    let mut short: Vec<&str> = Vec::new();
+    for v in values.iter().filter(|v| !v.is_empty()) {
+        pieces.push(v);
+        if v.contains('\n') {
+            for line in v.split('\n') {
+                let t = line.trim();
+                if t.chars().count() >= MIN_PIECE_CHARS {
+                    pieces.push(t);
+                } else if !t.is_empty() {
+                    short.push(t);
+                }
+            }
         }
     }
-    out
+    // Longest first, so a value containing another is masked whole.
+    pieces.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    pieces.dedup();
+    let mut out = text.to_string();
+    for v in pieces {
+        if out.contains(v) {
+            out = out.replace(v, "***");
+        }
+    }
+    if short.is_empty() {
+        return out;
+    }
+    let mut masked = String::with_capacity(out.len());
+    for line in out.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        if short.contains(&body.trim()) {
+            masked.push_str("***");
+            masked.push_str(&line[body.len()..]);
+        } else {
+            masked.push_str(line);
+        }
+    }
+    masked
 }

@@ -269,10 +269,28 @@ fn expanded_string(c: &mut Checker, n: &Node, name: &str, ex: &Expand<'_>) -> Op
     Some(ex.apply(c, n, s))
 }
 
+/// A string of `project`: like [`expanded_string`], and `${secret:..}` is an error, since
+/// builds are never given secrets (it would reach the build's shell as literal text).
+fn project_string(c: &mut Checker, n: &Node, name: &str, ex: &Expand<'_>) -> Option<String> {
+    let s = expanded_string(c, n, name, ex)?;
+    if let Some(i) = s.find("${secret:") {
+        let end = s[i..].find('}').map_or(s.len(), |e| i + e + 1);
+        c.error(
+            n,
+            format!(
+                "`{}` in `{name}`: builds are not given secrets; use `${{secret:..}}` in \
+                 `params` (e.g. `params.environment`) of the run instead",
+                &s[i..end]
+            ),
+        );
+    }
+    Some(s)
+}
+
 fn read_project(c: &mut Checker, n: &Node, ex: &Expand<'_>) -> Option<Project> {
     let f = c.mapping(n, "project", PROJECT_FIELDS)?;
     let repo = match f.get("repo") {
-        Some(v) => expanded_string(c, v, "project.repo", ex),
+        Some(v) => project_string(c, v, "project.repo", ex),
         None => {
             c.missing(&f, "repo", "a git URL or a path to a local git repo");
             None
@@ -285,11 +303,11 @@ fn read_project(c: &mut Checker, n: &Node, ex: &Expand<'_>) -> Option<Project> {
     }
     let branch = f
         .get("branch")
-        .and_then(|v| expanded_string(c, v, "project.branch", ex))
+        .and_then(|v| project_string(c, v, "project.branch", ex))
         .unwrap_or_else(|| "main".to_string());
     let dir = match f.get("dir") {
         Some(v) => {
-            let d = expanded_string(c, v, "project.dir", ex).unwrap_or_default();
+            let d = project_string(c, v, "project.dir", ex).unwrap_or_default();
             if d.starts_with('/') {
                 c.error(
                     v,
@@ -309,9 +327,9 @@ fn read_project(c: &mut Checker, n: &Node, ex: &Expand<'_>) -> Option<Project> {
     };
     let build = f
         .get("build")
-        .and_then(|v| expanded_string(c, v, "project.build", ex));
+        .and_then(|v| project_string(c, v, "project.build", ex));
     let artifact = f.get("artifact").and_then(|v| {
-        let a = expanded_string(c, v, "project.artifact", ex)?;
+        let a = project_string(c, v, "project.artifact", ex)?;
         // The artifact is found in the build folder; it may not name a file outside it.
         if a.starts_with('/') {
             c.error(

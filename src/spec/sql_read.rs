@@ -55,11 +55,11 @@ pub fn sibling_path(job_path: &str, rel: &str) -> Option<String> {
 }
 
 /// Statements with every `${secret:NAME}` replaced by its value from `secrets_dir`, and the
-/// values (to mask). Meant for the moment of submission only.
+/// secrets read (to mask). Meant for the moment of submission only.
 pub fn resolve_sql_secrets(
     statements: &[sql::Statement],
     secrets_dir: Option<&Path>,
-) -> Result<(Vec<sql::Statement>, Vec<String>), SecretError> {
+) -> Result<(Vec<sql::Statement>, Vec<super::SecretValue>), SecretError> {
     // Every string of the statements in one list: each text, then a SET's key and value.
     let mut strings = Vec::new();
     for s in statements {
@@ -513,7 +513,8 @@ mod tests {
         )
         .unwrap();
         let (out, values) = resolve_sql_secrets(&statements, Some(dir.path())).unwrap();
-        assert_eq!(values, vec!["s3cret"]);
+        assert_eq!(crate::spec::values_of(&values), vec!["s3cret"]);
+        assert_eq!(values[0].name, "pw");
         assert_eq!(
             out[0].kind,
             StatementKind::Set {

@@ -417,6 +417,51 @@ fn secrets_resolved_and_masked() {
 }
 
 #[test]
+fn a_multi_line_secret_is_masked_line_by_line_so_no_cut_shows_a_piece() {
+    let pem = "-----BEGIN KEY-----\r\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX\n  6ppd1eDoxp9vQ7s\nab\n-----END KEY-----";
+    let log = "start\nkey: -----BEGIN KEY-----\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX\n\t6ppd1eDoxp9vQ7s tail\nab\nabc ab\n-----END KEY-----\n";
+    let masked = mask_secrets(log, &[pem.to_string()]);
+    assert_eq!(
+        masked,
+        "start\nkey: ***\n***\n\t*** tail\n***\nabc ab\n***\n"
+    );
+    // Every line of the masked text, taken alone (a `tail=1` cut), holds no line of the value
+    // of MIN_PIECE_CHARS or more.
+    for line in masked.lines() {
+        for piece in pem.split('\n').map(str::trim) {
+            if piece.chars().count() >= crate::spec::MIN_PIECE_CHARS {
+                assert!(!line.contains(piece), "{line}");
+            }
+        }
+    }
+    // Written whole on one line, it is masked whole.
+    assert_eq!(
+        mask_secrets(&format!("x{pem}y"), &[pem.to_string()]),
+        "x***y"
+    );
+}
+
+#[test]
+fn a_secret_in_project_is_an_error_at_its_place_and_one_in_command_a_warning() {
+    let src = "env: dev\nproject:\n  repo: https://x/y.git\n  build: \"make TOKEN=${secret:tok}\"\nparams: {command: [run]}\n";
+    assert_eq!(
+        errors(src),
+        "jobs/a.yaml:4:10: `${secret:tok}` in `project.build`: builds are not given secrets; use `${secret:..}` in `params` (e.g. `params.environment`) of the run instead\n"
+    );
+    let src = "env: dev\nparams:\n  command: [prog, \"--pw=${secret:pw}\"]\n  environment: {T: \"${secret:tok}\"}\n";
+    ok(src);
+    let w = crate::spec::command_secret_warnings(P, src.as_bytes());
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!((w[0].line, w[0].column), (3, 19));
+    assert!(
+        w[0].message.starts_with("warning: `${secret:pw}` in `params.command[1]` is visible to every local user in /proc/<pid>/cmdline")
+            && w[0].message.contains("`params.environment`"),
+        "{}",
+        w[0].message
+    );
+}
+
+#[test]
 fn schema_is_closed() {
     let s = json_schema();
     assert_eq!(s["additionalProperties"], false);

@@ -17,7 +17,7 @@ use crate::event::EventKind;
 type Step = fn(&Connection) -> Result<()>;
 
 /// The steps, in order; step `i` makes version `i + 1`. Add new steps at the end.
-const STEPS: [Step; 7] = [
+const STEPS: [Step; 8] = [
     release_0_1_0,
     typed_events,
     versions,
@@ -25,6 +25,7 @@ const STEPS: [Step; 7] = [
     retention_indexes,
     run_parallelism,
     runs_with_artifacts,
+    run_secrets,
 ];
 
 /// The schema version this build writes.
@@ -188,6 +189,18 @@ fn run_parallelism(conn: &Connection) -> Result<()> {
 fn runs_with_artifacts(conn: &Connection) -> Result<()> {
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS runs_artifact ON runs(job, id) WHERE artifact_key IS NOT NULL;",
+    )?;
+    Ok(())
+}
+
+/// Migration 8: which secrets a run was given (their names, a JSON list; `NULL` for runs
+/// recorded before), the keyed fingerprint of their values, and whether its log was masked in
+/// place (see [`crate::secrets`]).
+fn run_secrets(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "ALTER TABLE runs ADD COLUMN secrets TEXT;
+         ALTER TABLE runs ADD COLUMN secrets_mac TEXT;
+         ALTER TABLE runs ADD COLUMN log_masked INTEGER NOT NULL DEFAULT 0;",
     )?;
     Ok(())
 }

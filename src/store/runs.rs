@@ -85,6 +85,14 @@ pub struct RunRow {
     pub started_at: i64,
     /// Unix time (ms) it ended.
     pub ended_at: Option<i64>,
+    /// The names of the secrets it was given; `None` when not recorded (a run recorded before
+    /// they were, or whose submit had not read them yet).
+    pub secrets: Option<Vec<String>>,
+    /// The keyed fingerprint of those secrets' values ([`crate::secrets::RunSecrets::fingerprint`]).
+    #[serde(skip)]
+    pub secrets_mac: Option<String>,
+    /// Its log was masked in place after it ended.
+    pub log_masked: bool,
 }
 
 /// Where a run's version comes from (see [`Store::insert_run`]).
@@ -112,7 +120,8 @@ pub struct Running {
 }
 
 const RUN_SELECT: &str = "SELECT id, job, commit_id, spec_hash, engine, handle, state, reason,
-    log_path, started_at, ended_at, env, project_commit FROM runs";
+    log_path, started_at, ended_at, env, project_commit, secrets, secrets_mac, log_masked
+    FROM runs";
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RunRow>> {
     Ok((|| {
@@ -135,6 +144,9 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RunRow>> {
             ended_at: r.get(10)?,
             env: r.get(11)?,
             project_commit: r.get(12)?,
+            secrets: at.json("secrets", r.get(13)?)?,
+            secrets_mac: r.get(14)?,
+            log_masked: r.get(15)?,
         })
     })())
 }
@@ -178,8 +190,36 @@ impl Store {
         Ok(id)
     }
 
-    /// Records a job found running on its cluster (`adopt`) as a new run of `job`, `running`
-    /// with its engine id, in one write: a daemon that stops at any moment leaves either no run
+    /// Records which secrets run `id` was given (`names`) and their keyed fingerprint.
+    pub fn set_run_secrets(&self, id: i64, names: &[String], mac: Option<&str>) -> Result<()> {
+        let names = serde_json::to_string(names)?;
+        self.conn().execute(
+            "UPDATE runs SET secrets = ?2, secrets_mac = ?3 WHERE id = ?1",
+            params![id, names, mac],
+        )?;
+        Ok(())
+    }
+
+    /// Records that run `id`'s log was masked in place.
+    pub fn set_log_masked(&self, id: i64) -> Result<()> {
+        self.conn()
+            .execute("UPDATE runs SET log_masked = 1 WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+
+    /// Ended runs given secrets whose log was not masked in place.
+    pub fn unmasked_ended_runs(&self) -> Result<Vec<RunRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "{RUN_SELECT} WHERE log_masked = 0 AND secrets IS NOT NULL AND secrets != '[]'
+             AND state NOT IN {} ORDER BY id",
+            *LIVE
+        ))?;
+        collect(stmt.query_map([], run_row)?)
+    }
+
+    /// Records a job found running on its cluster (`adopt`) as a new run of `job` (given no
+    /// secrets by jobkeeper), `running` with its engine id, in one write: a daemon that stops at any moment leaves either no run
     /// (the next one looks again) or this one with its id (the next one adopts it).
     pub fn insert_adopted_run(
         &self,
@@ -193,8 +233,9 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO runs (job, commit_id, spec_hash, engine, env, state, log_path, started_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7)",
+            "INSERT INTO runs (job, commit_id, spec_hash, engine, env, state, log_path, started_at,
+                 secrets)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, '[]')",
             params![
                 job,
                 commit,
