@@ -130,13 +130,28 @@ pub fn warn_refused(plan: &mut Plan, refused: &BTreeMap<String, Refused>) {
         let why = r
             .reason
             .as_deref()
-            .map(|w| format!(": {}", w.strip_prefix("rolled back: ").unwrap_or(w)))
+            .map(|w| {
+                format!(
+                    ": {}",
+                    chain_line(w.strip_prefix("rolled back: ").unwrap_or(w))
+                )
+            })
             .unwrap_or_default();
         item.reasons.push(format!(
             "warning: this version was rolled back{commit}{why}; the daemon keeps refusing it \
              and the previous version keeps running until the job file changes"
         ));
     }
+}
+
+/// A reason of several lines (a root-cause chain) on one line: its lines joined by ` | `.
+pub fn chain_line(reason: &str) -> String {
+    reason
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// The plan for a whole commit, sorted by job name.
@@ -658,6 +673,22 @@ mod tests {
             "warning: this version was rolled back (commit 01234567): exited with code 4; the \
              daemon keeps refusing it and the previous version keeps running until the \
              job file changes"
+        );
+        // A Flink reason keeps its root-cause chain, on one line.
+        p.items[0].reasons.truncate(1);
+        refused.get_mut("a").unwrap().reason = Some(
+            "rolled back: flink job 1f FAILED: JobException: Recovery is suppressed\n\
+             Caused by: java.lang.IllegalStateException: failing on purpose"
+                .into(),
+        );
+        warn_refused(&mut p, &refused);
+        assert!(
+            p.items[0].reasons[1].contains(
+                ": flink job 1f FAILED: JobException: Recovery is suppressed | Caused by: \
+                 java.lang.IllegalStateException: failing on purpose; the daemon"
+            ),
+            "{}",
+            p.items[0].reasons[1]
         );
     }
 

@@ -80,6 +80,16 @@ pub fn job_id(salt: &str, job: &str, run_id: i64) -> String {
     super::cluster::run_token(salt, job, run_id)
 }
 
+/// The reason of a FAILED job: its exception on the first line (so a reason shown as one line
+/// still says what failed), then the rest of the root-cause chain `summary`.
+pub fn failed_reason(jid: &str, summary: &str) -> String {
+    if summary.is_empty() {
+        format!("flink job {jid} FAILED")
+    } else {
+        format!("flink job {jid} FAILED: {summary}")
+    }
+}
+
 /// The key of an env holding its Flink cluster.
 pub const SECTION: &str = "flink";
 /// What an env on this engine without [`SECTION`] needs, for messages.
@@ -317,7 +327,7 @@ impl FlinkEngine {
         if let Ok(body) = self.get(&format!("/jobs/{jid}/execution-result")).await
             && let Some(t) = execution_failure(&body)
         {
-            return format!("flink job {jid} FAILED:\n{}", summarize_trace(t));
+            return failed_reason(jid, &summarize_trace(t));
         }
         let body = match self.get(&format!("/jobs/{jid}/exceptions")).await {
             Ok(b) => b,
@@ -326,7 +336,7 @@ impl FlinkEngine {
         let entry = &body["exceptionHistory"]["entries"][0];
         let trace = version::latest_trace(&body);
         match trace {
-            Some(t) => format!("flink job {jid} FAILED:\n{}", summarize_trace(t)),
+            Some(t) => failed_reason(jid, &summarize_trace(t)),
             None => match entry["exceptionName"].as_str() {
                 Some(name) => format!(
                     "flink job {jid} FAILED: {name}: {}",
@@ -961,8 +971,45 @@ mod tests {
         );
         let long: String = (0..50).map(|i| format!("Caused by: E{i}\n")).collect();
         let s = summarize_trace(&format!("top\n{long}"));
-        assert_eq!(s.lines().count(), REASON_LINES);
-        assert!(s.starts_with("top\n") && s.ends_with("E49"), "{s}");
+        assert!(s.lines().count() <= REASON_LINES, "{s}");
+        assert!(s.starts_with("top\n… ") && s.ends_with("E49"), "{s}");
+        assert!(s.contains("lines left out"), "{s}");
+        // A message of several lines is kept whole; a wrapper line does not hide the exception.
+        let wrapped = "<Exception on server side:\n\
+                       org.apache.flink.client.program.ProgramInvocationException: The main method caused an error: SQL parse failed.\n\
+                       Encountered \"FROM\" at line 2, column 1.\n\
+                       \tat a.b(C.java:1)\n\
+                       Caused by: org.apache.flink.sql.parser.impl.ParseException: Encountered \"FROM\"\n\
+                       \tat d.e(F.java:2)\n\
+                       End of exception on server side>";
+        assert_eq!(
+            summarize_trace(wrapped),
+            "<Exception on server side:\n\
+             org.apache.flink.client.program.ProgramInvocationException: The main method caused an error: SQL parse failed.\n\
+             Encountered \"FROM\" at line 2, column 1.\n\
+             Caused by: org.apache.flink.sql.parser.impl.ParseException: Encountered \"FROM\""
+        );
+        // Capped by size too: the root cause at the end stays.
+        let huge: String = (0..12)
+            .map(|i| format!("Caused by: E{i}: {}\n", "x".repeat(700)))
+            .collect();
+        let s = summarize_trace(&format!("top\n{huge}Caused by: root cause\n"));
+        assert!(s.chars().count() <= answers::REASON_CHARS, "{}", s.len());
+        assert!(s.ends_with("Caused by: root cause"), "{s}");
+    }
+
+    #[test]
+    fn a_failed_job_s_reason_names_its_exception_on_its_first_line() {
+        let r = failed_reason(
+            "abc",
+            "org.apache.flink.runtime.JobException: Recovery is suppressed\nCaused by: boom",
+        );
+        assert_eq!(
+            r,
+            "flink job abc FAILED: org.apache.flink.runtime.JobException: Recovery is suppressed\n\
+             Caused by: boom"
+        );
+        assert_eq!(failed_reason("abc", ""), "flink job abc FAILED");
     }
 
     #[test]

@@ -10,7 +10,11 @@ use serde_json::Value;
 use crate::engine::{ClusterJob, HealthFacts, Vertex};
 
 /// At most this many lines of a Flink stack trace go into a reason.
-pub const REASON_LINES: usize = 20;
+pub const REASON_LINES: usize = 30;
+/// At most this many characters of a Flink stack trace go into a reason.
+pub const REASON_CHARS: usize = 4000;
+/// At most this many characters of one line of a reason.
+const LINE_CHARS: usize = 600;
 
 /// The health figures in an answer of `GET /jobs/{id}/metrics?get=`[`HEALTH_METRICS`].
 pub fn health_facts(body: &Value, started_ms: i64) -> HealthFacts {
@@ -38,22 +42,73 @@ pub fn completed_at(body: &Value) -> Option<i64> {
         .filter(|t| *t > 0)
 }
 
-/// The first line of each Flink stack trace and its `Caused by:` lines, trimmed, at most
-/// `REASON_LINES` lines.
+/// The root-cause chain of a Flink stack trace: the exception's line (with the rest of its
+/// message when it spans lines) and each `Caused by:` line with its message, without stack
+/// frames, trimmed; capped at [`REASON_LINES`] lines and [`REASON_CHARS`] characters by leaving
+/// out middle lines (the first exception and the root cause, at the end, are kept).
 pub fn summarize_trace(trace: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for (i, line) in trace.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with("at ") || line.starts_with("...") {
+    let mut out: Vec<String> = Vec::new();
+    // True while reading an exception's message, before its first stack frame.
+    let mut message = true;
+    for line in trace.lines() {
+        let t = line.trim();
+        if t.is_empty() {
             continue;
         }
-        if (i == 0 || line.starts_with("Caused by:")) && !out.contains(&line) {
-            out.push(line);
+        if t.starts_with("at ") || t.starts_with("...") || t.starts_with("Suppressed:") {
+            message = false;
+            continue;
+        }
+        if t.starts_with("Caused by:") {
+            message = true;
+        }
+        if !message {
+            continue;
+        }
+        let t = cap_line(t);
+        if !out.contains(&t) {
+            out.push(t);
         }
     }
-    if out.len() > REASON_LINES {
-        out.drain(1..out.len() - (REASON_LINES - 1));
+    cap_lines(out)
+}
+
+/// `line`, cut to [`LINE_CHARS`] characters.
+fn cap_line(line: &str) -> String {
+    match line.char_indices().nth(LINE_CHARS) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line.to_string(),
     }
+}
+
+/// `lines` joined, with middle lines left out (and counted) past [`REASON_LINES`] lines or
+/// [`REASON_CHARS`] characters: the first line and the last ones stay.
+pub fn cap_lines(lines: Vec<String>) -> String {
+    let size = |ls: &[String]| ls.iter().map(|l| l.chars().count() + 1).sum::<usize>();
+    if lines.len() <= REASON_LINES && size(&lines) <= REASON_CHARS {
+        return lines.join("\n");
+    }
+    let Some((first, rest)) = lines.split_first() else {
+        return String::new();
+    };
+    let mut budget = REASON_CHARS.saturating_sub(first.chars().count() + 40);
+    let mut tail: Vec<&String> = Vec::new();
+    for l in rest.iter().rev() {
+        let n = l.chars().count() + 1;
+        if tail.len() + 2 >= REASON_LINES || n > budget {
+            break;
+        }
+        budget -= n;
+        tail.push(l);
+    }
+    tail.reverse();
+    let left_out = rest.len() - tail.len();
+    let mut out = vec![first.clone()];
+    if left_out > 0 {
+        let s = if left_out == 1 { "" } else { "s" };
+        out.push(format!("… {left_out} line{s} left out …"));
+    }
+    out.extend(tail.into_iter().cloned());
     out.join("\n")
 }
 
