@@ -32,7 +32,8 @@ use tokio::sync::mpsc;
 use super::cluster::{lock, require_jar, unreachable, write_log};
 use super::{
     ClusterJob, Engine, EngineError, HealthFacts, JobDetails, NEVER_STARTED, RecordedRun, Recovery,
-    RunExit, RunHandle, RunStatus, StopOutcome, SubmitRequest, Survey, Vertex,
+    RunExit, RunHandle, RunStatus, StateLeft, StatePoint, StopOutcome, SubmitRequest, Survey,
+    Vertex,
 };
 use crate::yaml::{Checker, Node};
 
@@ -67,8 +68,9 @@ const POLL: Duration = Duration::from_millis(100);
 pub const IGNORE_UNCLAIMED_STATE: &str = "execution.savepoint.ignore-unclaimed-state";
 /// Checkpoint retention, set to [`RETENTION_DEFAULT`] unless `params.conf` says otherwise.
 pub const RETENTION_KEY: &str = "execution.checkpointing.externalized-checkpoint-retention";
-/// Checkpoints are kept when a job fails (to restart from) and deleted when it is cancelled.
-pub const RETENTION_DEFAULT: &str = "DELETE_ON_CANCELLATION";
+/// Checkpoints are kept when a job fails and when it is cancelled (in Flink's UI, say), so the
+/// next run starts from the newest one; the same key and value on 1.19, 1.20 and 2.x.
+pub const RETENTION_DEFAULT: &str = "RETAIN_ON_CANCELLATION";
 
 /// The job metrics a health sweep asks for.
 const HEALTH_METRICS: &str =
@@ -384,37 +386,35 @@ impl FlinkEngine {
         }
     }
 
-    /// True when the cluster does not know the job or it has ended.
     /// The newest externally addressable checkpoint or savepoint of an ended job: where a run
     /// of it starts from when its own stop or failure was not recorded.
-    async fn last_state_point(&self, jid: &str) -> Result<Option<String>, EngineError> {
+    async fn last_state_point(&self, jid: &str) -> Result<Option<StatePoint>, EngineError> {
         let path = format!("/jobs/{jid}/checkpoints");
         let (status, body) = self.call(self.http.get(self.url(&path))).await?;
         if !status.is_success() {
             return Ok(None);
         }
-        let latest = &body["latest"];
-        let newest = ["completed", "savepoint"]
-            .iter()
-            .filter_map(|k| {
-                let c = &latest[*k];
-                let p = c["external_path"].as_str()?;
-                let addressable = !p.is_empty() && p != "<checkpoint-not-externally-addressable>";
-                addressable.then(|| (c["latest_ack_timestamp"].as_i64().unwrap_or(0), p))
-            })
-            .max_by_key(|(at, _)| *at);
-        Ok(newest.map(|(_, p)| p.to_string()))
+        Ok(answers::newest_state_point(&body))
+    }
+
+    /// Whether an ended job's checkpoints outlived its cancellation: its checkpoint config says
+    /// they are externalized and not deleted on cancellation.
+    async fn retained_on_cancel(&self, jid: &str) -> Result<bool, EngineError> {
+        let path = format!("/jobs/{jid}/checkpoints/config");
+        let (status, body) = self.call(self.http.get(self.url(&path))).await?;
+        Ok(status.is_success() && answers::retains_on_cancel(&body))
     }
 
     /// What a stop of an already ended job leaves: the savepoint its earlier stop took.
     async fn already_stopped(&self, jid: &str) -> Result<StopOutcome, EngineError> {
         let savepoint = match self.jobs().await?.get(jid).map(String::as_str) {
-            Some("FINISHED") => self.last_state_point(jid).await?,
+            Some("FINISHED") => self.last_state_point(jid).await?.map(|p| p.location),
             _ => None,
         };
         Ok(StopOutcome { savepoint })
     }
 
+    /// True when the cluster does not know the job or it has ended.
     async fn ended(&self, jid: &str) -> Result<bool, EngineError> {
         Ok(self.jobs().await?.get(jid).is_none_or(|s| !is_live(s)))
     }
@@ -828,15 +828,33 @@ impl Engine for FlinkEngine {
         }
     }
 
-    async fn restore_point(&self, handle: &RunHandle) -> Result<Option<String>, EngineError> {
-        // A FAILED job keeps its checkpoints (see RETENTION_DEFAULT); a FINISHED one was stopped
-        // with a savepoint (by a daemon that may have been killed before recording it); a
-        // cancelled job's checkpoints are deleted with it.
-        let state = self.jobs().await?.remove(&handle.engine_id);
-        if !matches!(state.as_deref(), Some("FAILED" | "FINISHED")) {
-            return Ok(None);
+    async fn restore_point(&self, handle: &RunHandle) -> Result<StateLeft, EngineError> {
+        // A FAILED job keeps its checkpoints; a FINISHED one was stopped with a savepoint (by a
+        // daemon that may have been killed before recording it); a CANCELED one keeps them when
+        // its retention says so (RETENTION_DEFAULT, unless `params.conf` set another).
+        let jid = &handle.engine_id;
+        let state = self.jobs().await?.remove(jid);
+        let kept = match state.as_deref() {
+            Some("FAILED" | "FINISHED") => true,
+            Some("CANCELED") => self.retained_on_cancel(jid).await?,
+            Some(s) => return Ok(StateLeft::Nothing(format!("flink job {jid} is {s}"))),
+            None => {
+                let why = format!("flink job {jid} is no longer known to the cluster");
+                return Ok(StateLeft::Nothing(why));
+            }
+        };
+        if !kept {
+            return Ok(StateLeft::Nothing(format!(
+                "flink job {jid} was cancelled and its checkpoints were deleted with it \
+                 (`{RETENTION_KEY}` is not {RETENTION_DEFAULT})"
+            )));
         }
-        self.last_state_point(&handle.engine_id).await
+        Ok(match self.last_state_point(jid).await? {
+            Some(p) => StateLeft::Point(p),
+            None => StateLeft::Nothing(format!(
+                "flink job {jid} completed no checkpoint a run can start from"
+            )),
+        })
     }
 
     fn engine_id_for(&self, job: &str, run_id: i64) -> Option<String> {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::engine::{ClusterJob, HealthFacts, Vertex};
+use crate::engine::{ClusterJob, HealthFacts, StatePoint, Vertex};
 
 /// At most this many lines of a Flink stack trace go into a reason.
 pub const REASON_LINES: usize = 30;
@@ -112,6 +112,32 @@ pub fn cap_lines(lines: Vec<String>) -> String {
     out.join("\n")
 }
 
+/// The newest externally addressable completed checkpoint or savepoint in an answer of
+/// `GET /jobs/{id}/checkpoints`, with when it completed.
+pub fn newest_state_point(body: &Value) -> Option<StatePoint> {
+    let latest = &body["latest"];
+    ["completed", "savepoint"]
+        .iter()
+        .filter_map(|k| {
+            let c = &latest[*k];
+            let p = c["external_path"].as_str()?;
+            let addressable = !p.is_empty() && p != "<checkpoint-not-externally-addressable>";
+            let at = c["latest_ack_timestamp"].as_i64().filter(|t| *t > 0);
+            addressable.then(|| StatePoint {
+                location: p.to_string(),
+                taken_ms: at,
+            })
+        })
+        .max_by_key(|p| p.taken_ms.unwrap_or(0))
+}
+
+/// Whether an answer of `GET /jobs/{id}/checkpoints/config` says the job's checkpoints are
+/// externalized and kept when it is cancelled.
+pub fn retains_on_cancel(body: &Value) -> bool {
+    let e = &body["externalization"];
+    e["enabled"] == true && e["delete_on_cancellation"] == false
+}
+
 /// The stack trace of the failure cause in an answer of `GET /jobs/{id}/execution-result`: set
 /// once the job has ended (`status.id` is `COMPLETED`) and only when it failed.
 pub fn execution_failure(body: &Value) -> Option<&str> {
@@ -212,6 +238,40 @@ pub fn requested_parallelism(body: &Value) -> HashMap<String, u32> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_newest_state_point_and_the_retention_are_read_from_the_checkpoint_answers() {
+        // Shapes of Flink 2.3.0 and 1.20.3, shortened.
+        let body = json!({"latest": {
+            "completed": {"id": 42, "external_path": "file:/cp/j/chk-42", "latest_ack_timestamp": 2000},
+            "savepoint": {"id": 40, "external_path": "file:/sp/savepoint-1", "latest_ack_timestamp": 1000},
+            "restored": null
+        }});
+        assert_eq!(
+            newest_state_point(&body),
+            Some(StatePoint {
+                location: "file:/cp/j/chk-42".into(),
+                taken_ms: Some(2000)
+            })
+        );
+        let body = json!({"latest": {
+            "completed": {"external_path": "<checkpoint-not-externally-addressable>", "latest_ack_timestamp": 3000},
+            "savepoint": {"external_path": "file:/sp/savepoint-1", "latest_ack_timestamp": 1000}
+        }});
+        assert_eq!(
+            newest_state_point(&body).map(|p| p.location),
+            Some("file:/sp/savepoint-1".into())
+        );
+        assert_eq!(
+            newest_state_point(&json!({"latest": {"completed": null}})),
+            None
+        );
+        let kept = json!({"mode": "exactly_once", "externalization": {"enabled": true, "delete_on_cancellation": false}});
+        assert!(retains_on_cancel(&kept));
+        let deleted = json!({"externalization": {"enabled": true, "delete_on_cancellation": true}});
+        assert!(!retains_on_cancel(&deleted));
+        assert!(!retains_on_cancel(&json!({"errors": ["not found"]})));
+    }
 
     #[test]
     fn the_failure_cause_of_an_ended_job_is_read_from_its_execution_result() {
