@@ -440,7 +440,7 @@ impl std::fmt::Display for StartedFrom {
                 age: Some(age),
             } => write!(f, "restored from {name}, {} old", age_words(*age)),
             StartedFrom::Point { name, age: None } => write!(f, "restored from {name}"),
-            StartedFrom::Nothing(why) => write!(f, "started with no state ({why})"),
+            StartedFrom::Nothing(why) => write!(f, "started with no state: {why}"),
         }
     }
 }

@@ -284,6 +284,156 @@ async fn a_failing_job_restarts_from_its_checkpoint_then_gives_up_with_the_flink
     );
 }
 
+/// How many checkpoints of job `jid` completed (`counts.completed` of its checkpoint stats).
+async fn completed_checkpoints(url: &str, jid: &str) -> u64 {
+    rest(url, &format!("/jobs/{jid}/checkpoints")).await["counts"]["completed"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Waits until job `jid` completed `n` checkpoints, then cancels it as Flink's UI does
+/// (`PATCH /jobs/{id}?mode=cancel`).
+async fn cancel_after_checkpoints(url: &str, jid: &str, n: u64) {
+    poll_until(&format!("{n} checkpoints of {jid}"), async || {
+        completed_checkpoints(url, jid).await >= n
+    })
+    .await;
+    let answer = http()
+        .patch(format!("{url}/jobs/{jid}?mode=cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{answer:?}");
+}
+
+/// The newest event of `kind` of `job` about run `run`, once recorded.
+async fn event_of(d: &Daemon, job: &str, kind: &str, run: i64) -> jobkeeper::store::EventRow {
+    let find = || {
+        d.events(job)
+            .into_iter()
+            .find(|e| e.kind == kind && e.run_id == Some(run))
+    };
+    wait_for(&format!("a {kind} event of {job} run {run}"), LIMIT, || {
+        find().is_some()
+    })
+    .await;
+    find().unwrap()
+}
+
+on_each_version!(a_job_cancelled_in_flink_s_ui_comes_back_from_its_newest_checkpoint);
+async fn a_job_cancelled_in_flink_s_ui_comes_back_from_its_newest_checkpoint(c: &Cluster) {
+    let url = c.url.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = cleanup(&url, tmp.path());
+    let restart = "restart: {attempts: 5, window: 1h, backoff: 1s, max_backoff: 1s}\n";
+    git.write(
+        "jobs/keeper.yaml",
+        &counter(&c.lib, &["--tag", "k1"], restart),
+    );
+    // The same job telling Flink to delete its checkpoints when cancelled (`params.conf` wins).
+    let deleting = counter(&c.lib, &["--tag", "d1"], restart).replace(
+        "conf: {",
+        "conf: {execution.checkpointing.externalized-checkpoint-retention: DELETE_ON_CANCELLATION, ",
+    );
+    git.write("jobs/deleter.yaml", &deleting);
+    git.commit_push("two flink jobs");
+    let d = start(tmp.path(), &cfg).await;
+    let (run1, jid1) = running(&d, &url, "keeper", &[]).await;
+    let (drun1, djid1) = running(&d, &url, "deleter", &[]).await;
+    let started = event_of(&d, "keeper", "deployed", run1).await;
+    assert!(
+        started
+            .message
+            .contains("started with no state: its first run"),
+        "{started:?}"
+    );
+
+    // A job never upgraded, cancelled in Flink's UI after some checkpoints: it comes back from
+    // its newest checkpoint, and says so.
+    cancel_after_checkpoints(&url, &jid1, 3).await;
+    let (run2, jid2) = running(&d, &url, "keeper", std::slice::from_ref(&jid1)).await;
+    let restored = restored_from(&url, &jid2).await;
+    let path = restored["external_path"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(path.contains(&jid1) && path.contains("/chk-"), "{restored}");
+    let chk = path.rsplit('/').next().unwrap().to_string();
+    let restarted = event_of(&d, "keeper", "restarted", run2).await;
+    assert!(
+        restarted
+            .message
+            .contains(&format!("restored from {chk}, ")),
+        "{restarted:?}"
+    );
+    assert!(
+        !d.has_event("keeper", "started_empty"),
+        "{:#?}",
+        d.events("keeper")
+    );
+
+    // Upgraded (a savepoint), then cancelled after newer checkpoints: the newer checkpoint wins
+    // over the older savepoint.
+    git.write(
+        "jobs/keeper.yaml",
+        &counter(&c.lib, &["--tag", "k2"], restart),
+    );
+    git.commit_push("new args");
+    let (run3, jid3) = running(&d, &url, "keeper", std::slice::from_ref(&jid2)).await;
+    let sp = d.store.savepoints("keeper", 1).unwrap().remove(0);
+    assert_eq!((sp.kind.as_str(), sp.run_id), ("savepoint", Some(run2)));
+    let sp_name = sp
+        .location
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let deployed = event_of(&d, "keeper", "deployed", run3).await;
+    assert!(
+        deployed
+            .message
+            .contains(&format!("restored from {sp_name}, ")),
+        "{deployed:?}"
+    );
+    cancel_after_checkpoints(&url, &jid3, 3).await;
+    let (run4, jid4) = running(&d, &url, "keeper", std::slice::from_ref(&jid3)).await;
+    let restored = restored_from(&url, &jid4).await;
+    let path = restored["external_path"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        path.contains(&jid3) && path.contains("/chk-"),
+        "the newest checkpoint, not the savepoint {}: {restored}",
+        sp.location
+    );
+    let restarted = event_of(&d, "keeper", "restarted", run4).await;
+    assert!(
+        restarted.message.contains("restored from chk-"),
+        "{restarted:?}"
+    );
+
+    // The job whose file asks Flink to delete its checkpoints on cancellation starts empty:
+    // `started_empty` says why.
+    cancel_after_checkpoints(&url, &djid1, 2).await;
+    let (drun2, _) = running(&d, &url, "deleter", std::slice::from_ref(&djid1)).await;
+    let empty = event_of(&d, "deleter", "started_empty", drun2).await;
+    assert!(
+        empty
+            .message
+            .contains("its checkpoints were deleted with it"),
+        "{empty:?}"
+    );
+    let restarted = event_of(&d, "deleter", "restarted", drun2).await;
+    assert!(
+        restarted.message.contains("started with no state"),
+        "{restarted:?}"
+    );
+    let _ = drun1;
+}
+
 on_each_version!(a_run_the_cluster_refuses_is_deploy_failed_with_its_error_text);
 async fn a_run_the_cluster_refuses_is_deploy_failed_with_its_error_text(c: &Cluster) {
     let url = c.url.clone();

@@ -845,8 +845,8 @@ impl Engine for FlinkEngine {
         };
         if !kept {
             return Ok(StateLeft::Nothing(format!(
-                "flink job {jid} was cancelled and its checkpoints were deleted with it \
-                 (`{RETENTION_KEY}` is not {RETENTION_DEFAULT})"
+                "flink job {jid} was cancelled and its checkpoints were deleted with it, \
+                 as `{RETENTION_KEY}` is not {RETENTION_DEFAULT}"
             )));
         }
         Ok(match self.last_state_point(jid).await? {
