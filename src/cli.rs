@@ -435,6 +435,8 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
         .as_ref()
         .is_some_and(|s| crate::build::sql_runner::javac_in(&s.build.path));
     let mut names = std::collections::BTreeSet::new();
+    // Jobs that keep their state across moves: (name, file, env).
+    let mut stateful: Vec<(String, String, String)> = Vec::new();
     for rel in &files {
         let display = dir.join(rel).to_string_lossy().into_owned();
         let name = spec::job_name_of(rel).unwrap_or(rel);
@@ -454,11 +456,16 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
         }
         match std::fs::read(dir.join(rel)) {
             Ok(bytes) => match spec::parse_job(&display, &bytes, ctx) {
-                Ok(job) => errors.extend(
-                    settings
-                        .as_ref()
-                        .and_then(|s| sql_runner_problem(s, javac, &display, &bytes, &job)),
-                ),
+                Ok(job) => {
+                    if job.upgrade == spec::Upgrade::Savepoint {
+                        stateful.push((name.to_string(), display.clone(), job.env.clone()));
+                    }
+                    errors.extend(
+                        settings
+                            .as_ref()
+                            .and_then(|s| sql_runner_problem(s, javac, &display, &bytes, &job)),
+                    )
+                }
                 Err(d) => errors.extend(d),
             },
             Err(e) => errors.push(Diagnostic::file(
@@ -466,6 +473,9 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
                 format!("cannot read the file: {e}"),
             )),
         }
+    }
+    if let Some(s) = &settings {
+        errors.extend(refused_moves(s, &stateful)?);
     }
     stdout(&diag::render(&errors))?;
     let bad: std::collections::BTreeSet<&str> = errors.iter().map(|d| d.path.as_str()).collect();
@@ -480,6 +490,55 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `validate --config`: each stateful job (`stateful`: name, file, env) whose env differs from
+/// the one the running daemon applied moves with its savepoint; one the new cluster cannot read
+/// (an older Flink) is an error of its file. A daemon or cluster that does not answer leaves
+/// the moves unchecked, said on stderr.
+fn refused_moves(
+    settings: &crate::settings::Settings,
+    stateful: &[(String, String, String)],
+) -> anyhow::Result<Vec<Diagnostic>> {
+    if stateful.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let names: Vec<String> = stateful.iter().map(|(n, _, _)| n.clone()).collect();
+    let applied = match rt.block_on(crate::moves::applied_envs(settings, &names)) {
+        Ok(a) => a,
+        Err(why) => {
+            eprintln!("note: moves between clusters were not checked: {why}");
+            return Ok(Vec::new());
+        }
+    };
+    let moves: Vec<(&str, &str, &str)> = stateful
+        .iter()
+        .filter_map(|(name, file, env)| {
+            let old = applied.get(name)?;
+            (old != env).then_some((file.as_str(), old.as_str(), env.as_str()))
+        })
+        .collect();
+    let mut envs: Vec<&str> = moves.iter().flat_map(|(_, a, b)| [*a, *b]).collect();
+    envs.sort_unstable();
+    envs.dedup();
+    let clusters = rt.block_on(crate::moves::env_clusters(settings, &envs));
+    let mut out = Vec::new();
+    for (file, old, new) in moves {
+        match crate::moves::state_check(old, new, &clusters) {
+            crate::moves::StateCheck::Fine => {}
+            crate::moves::StateCheck::Refused(why) => out.push(Diagnostic::file(
+                file,
+                format!("env: `{old}` → `{new}` moves the job with its savepoint: {why}"),
+            )),
+            crate::moves::StateCheck::Unchecked(why) => {
+                eprintln!("note: {file}: env `{old}` → `{new}`: {why}")
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn plan(
@@ -544,7 +603,7 @@ fn plan(
         PlanFormat::Json => crate::plan::render_json(&plan, from, to),
     };
     stdout(&out)?;
-    Ok(if plan.has_invalid() {
+    Ok(if plan.has_invalid() || plan.has_refused() {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

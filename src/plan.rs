@@ -99,6 +99,12 @@ pub struct Item {
     /// The spec hash of the new version (as the daemon's store keeps it), for a valid new file.
     #[serde(skip)]
     pub hash: Option<String>,
+    /// The new version keeps its state across upgrades and moves (flink `upgrade: savepoint`).
+    #[serde(skip)]
+    pub keeps_state: bool,
+    /// The change cannot work and the daemon refuses it (a reason says why).
+    #[serde(skip)]
+    pub refused: bool,
 }
 
 /// A version a rollback refused, as the daemon reports it.
@@ -165,6 +171,11 @@ impl Plan {
     /// True when some job file is invalid.
     pub fn has_invalid(&self) -> bool {
         self.items.iter().any(|i| i.action == Action::Invalid)
+    }
+
+    /// True when some change cannot work and the daemon will refuse it (a refused move).
+    pub fn has_refused(&self) -> bool {
+        self.items.iter().any(|i| i.refused)
     }
 
     /// Number of items with this action.
@@ -358,6 +369,8 @@ pub fn plan(applied: &BTreeMap<String, JobSpec>, changes: &[Change]) -> Plan {
                 }],
                 errors: Vec::new(),
                 hash: None,
+                keeps_state: false,
+                refused: false,
             },
             Change::Upsert {
                 name,
@@ -374,6 +387,8 @@ pub fn plan(applied: &BTreeMap<String, JobSpec>, changes: &[Change]) -> Plan {
                 }],
                 errors: errors.clone(),
                 hash: None,
+                keeps_state: false,
+                refused: false,
             },
             Change::Upsert {
                 name,
@@ -396,6 +411,8 @@ pub fn plan(applied: &BTreeMap<String, JobSpec>, changes: &[Change]) -> Plan {
                     hash: Some(crate::spec::spec_hash(
                         &serde_json::to_string(new).unwrap_or_default(),
                     )),
+                    keeps_state: new.upgrade == crate::spec::Upgrade::Savepoint,
+                    refused: false,
                 }
             }
         })

@@ -745,37 +745,135 @@ async fn a_cluster_older_than_1_19_is_refused_at_start_naming_its_version() {
     server.abort();
 }
 
-/// Makes the flink-counter project of `git` a jar for 2.x only: its main() then uses
-/// `org.apache.flink.util.ParameterTool`, which 1.20 lacks.
-fn only_for_2x(git: &Git) {
-    let src = "projects/flink-counter/src/example/Counter.java";
-    let text = std::fs::read_to_string(git.work.join(src)).unwrap();
-    let text = text.replacen(
-        "long rate = 20;",
-        "org.apache.flink.util.ParameterTool.fromArgs(args);\n        long rate = 20;",
-        1,
-    );
-    git.write(src, &text);
-}
-
+/// A stateful move from 2.3 to 1.20: Flink 1.20 cannot read a savepoint taken on 2.3. `plan`
+/// and `validate` with the daemon config refuse it before the merge; the daemon refuses it
+/// before stopping anything, and the job keeps running where it is, on its first run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_move_the_new_cluster_refuses_starts_the_job_again_on_the_old_one_from_its_savepoint() {
+async fn a_stateful_move_to_an_older_flink_is_refused_by_plan_validate_and_the_daemon_before_anything_stops()
+ {
     let (old, new) = (Cluster::v2_3(), Cluster::v1_20());
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg) = setup_two(tmp.path(), &old.url, &new.url);
     let _cleanup_old = cleanup(&old.url, tmp.path());
     let _cleanup_new = cleanup(&new.url, tmp.path());
-    only_for_2x(&git);
+    let job = |env: &str, extra: &str| {
+        counter(&old.lib, &["--tag", "down"], extra)
+            .replace("env: flink\n", &format!("env: {env}\n"))
+    };
+    git.write("jobs/down.yaml", &job("old", ""));
+    git.commit_push("a flink job on 2.3");
+    let d = start(tmp.path(), &cfg).await;
+    let (run1, jid1) = running(&d, &old.url, "down", &[]).await;
+    let cfg_path = tmp.path().join("cli.yaml");
+    std::fs::write(
+        &cfg_path,
+        cfg.replace("listen: 127.0.0.1:0", &format!("listen: {}", d.addr)),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let cfg_arg = cfg_path.to_str().unwrap();
+    let work = git.work.to_str().unwrap().to_string();
+    let jobs = git.work.join("jobs");
+    let want = "Flink 1.20.3 cannot read a savepoint taken on 2.3.0; move with `upgrade: \
+                stateless` or to a cluster at 2.3.0 or newer";
+
+    // Before the merge: the file moved in the work tree (validate), the commit (plan).
+    git.write("jobs/down.yaml", &job("new", ""));
+    let (code, text) = cli(&["validate", jobs.to_str().unwrap(), "--config", cfg_arg]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains(want), "{text}");
+    let (code, text) = cli(&["validate", jobs.to_str().unwrap()]);
+    assert_eq!(
+        code,
+        Some(0),
+        "without the daemon config nothing is asked: {text}"
+    );
+    git.commit_push("move it to 1.20");
+    let plan_args = ["plan", "--repo", &work, "--from", "HEAD~1", "--to", "HEAD"];
+    let (code, text) = cli(&[&plan_args[..], &["--config", cfg_arg]].concat());
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains(&format!("refused: {want}")), "{text}");
+    let (code, text) = cli(&plan_args);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("could not check that the new cluster can read the savepoint"),
+        "{text}"
+    );
+
+    // The daemon refuses it before stopping anything.
+    wait_for("deploy_failed", LIMIT, || {
+        d.has_event("down", "deploy_failed")
+    })
+    .await;
+    let failed = d
+        .events("down")
+        .into_iter()
+        .find(|e| e.kind == "deploy_failed")
+        .unwrap();
+    assert!(
+        failed.message.contains(want) && failed.message.contains("before stopping anything"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        flink_state(&old.url, &jid1).await.as_deref(),
+        Some("RUNNING")
+    );
+    let live = d.live_runs("down");
+    assert_eq!(live.iter().map(|r| r.id).collect::<Vec<_>>(), vec![run1]);
+    assert!(
+        d.store.savepoints("down", 10).unwrap().is_empty(),
+        "no savepoint: nothing stopped"
+    );
+    assert_eq!(named(&[&new.url], "flink-counter down", "RUNNING").await, 0);
+    assert!(!d.has_event("down", "stopped"), "{:#?}", d.events("down"));
+
+    // `upgrade: stateless` moves it: no savepoint to read.
+    git.write("jobs/down.yaml", &job("new", "upgrade: stateless\n"));
+    git.commit_push("move it to 1.20 without its state");
+    let (_, jid2) = running(&d, &new.url, "down", &[]).await;
+    assert_ne!(jid1, jid2);
+}
+
+/// Makes the flink-counter project of `git` a jar for 1.x only: its main() then uses
+/// `org.apache.flink.api.java.utils.ParameterTool`, which 2.x removed.
+fn only_for_1x(git: &Git) {
+    let src = "projects/flink-counter/src/example/Counter.java";
+    let text = std::fs::read_to_string(git.work.join(src)).unwrap();
+    let text = text.replacen(
+        "long rate = 20;",
+        "org.apache.flink.api.java.utils.ParameterTool.fromArgs(args);\n        long rate = 20;",
+        1,
+    );
+    git.write(src, &text);
+}
+
+/// A move from 1.20 to 2.3 (one Flink 2.3 can read the savepoint of) of a job 2.3 cannot run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_the_new_cluster_refuses_starts_the_job_again_on_the_old_one_from_its_savepoint() {
+    let (old, new) = (Cluster::v1_20(), Cluster::v2_3());
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup_two(tmp.path(), &old.url, &new.url);
+    let _cleanup_old = cleanup(&old.url, tmp.path());
+    let _cleanup_new = cleanup(&new.url, tmp.path());
+    only_for_1x(&git);
     let job = |env: &str| {
         counter(&old.lib, &["--tag", "stay"], "").replace("env: flink\n", &format!("env: {env}\n"))
     };
     git.write("jobs/stayer.yaml", &job("old"));
-    git.commit_push("a 2.x-only job on 2.3");
+    git.commit_push("a 1.x-only job on 1.20");
     let d = start(tmp.path(), &cfg).await;
     let (run1, jid1) = running(&d, &old.url, "stayer", &[]).await;
 
     git.write("jobs/stayer.yaml", &job("new"));
-    git.commit_push("move it to 1.20, which cannot run it");
+    git.commit_push("move it to 2.3, which cannot run it");
     wait_for("deploy_failed", LIMIT, || {
         d.has_event("stayer", "deploy_failed")
     })
@@ -797,14 +895,14 @@ async fn a_move_the_new_cluster_refuses_starts_the_job_again_on_the_old_one_from
     assert_eq!(
         restored["external_path"].as_str(),
         Some(sps[0].location.as_str()),
-        "started again on 2.3 from the savepoint its move took: {restored}"
+        "started again on 1.20 from the savepoint its move took: {restored}"
     );
     assert!(
         overview_jobs(&new.url)
             .await
             .iter()
             .all(|(_, name, _)| name != "flink-counter stay"),
-        "nothing of it on 1.20"
+        "nothing of it on 2.3"
     );
 }
 
@@ -886,17 +984,17 @@ async fn a_daemon_restarted_with_a_new_flink_url_moves_the_envs_jobs_from_1_20_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reloaded_flink_url_whose_cluster_refuses_the_job_leaves_it_on_the_former_one() {
-    let (old, new) = (Cluster::v2_3(), Cluster::v1_20());
+    let (old, new) = (Cluster::v1_20(), Cluster::v2_3());
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg) = setup(tmp.path(), &old.url);
     let _cleanup_old = cleanup(&old.url, tmp.path());
     let _cleanup_new = cleanup(&new.url, tmp.path());
-    only_for_2x(&git);
+    only_for_1x(&git);
     git.write(
         "jobs/urlstayer.yaml",
         &counter(&old.lib, &["--tag", "url-stay"], ""),
     );
-    git.commit_push("a 2.x-only job on 2.3");
+    git.commit_push("a 1.x-only job on 1.20");
     let d = start_reloadable(tmp.path(), &cfg).await;
     let (run1, jid1) = running(&d, &old.url, "urlstayer", &[]).await;
 
@@ -921,9 +1019,9 @@ async fn a_reloaded_flink_url_whose_cluster_refuses_the_job_leaves_it_on_the_for
     assert_eq!(
         named(&[&new.url], "flink-counter url-stay", "RUNNING").await,
         0,
-        "nothing of it runs on 1.20"
+        "nothing of it runs on 2.3"
     );
-    // It stays on 2.3: the move is not tried again and again.
+    // It stays on 1.20: the move is not tried again and again.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let refusals = d
         .events("urlstayer")
