@@ -255,13 +255,27 @@ async fn a_failing_job_restarts_from_its_checkpoint_then_gives_up_with_the_flink
         reason.contains("Caused by:") && reason.contains("failing on purpose after 60 records"),
         "{reason}"
     );
+    // Shown on one line (the pages, a log line), the reason still names the exception and its
+    // root cause: never "FAILED:" with nothing after it.
+    let first = reason.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("FAILED: org.apache.flink.runtime.JobException"),
+        "{reason}"
+    );
+    let (_, page) = d.get("/jobs/crash").await;
+    assert!(
+        page.contains("failing on purpose after 60 records"),
+        "the job page shows the root cause: {page}"
+    );
     let gave_up = d
         .events("crash")
         .into_iter()
         .find(|e| e.kind == "gave_up")
         .unwrap();
     assert!(
-        gave_up.message.contains("failing on purpose"),
+        gave_up.message.contains("failing on purpose")
+            && gave_up.message.contains("Caused by:")
+            && gave_up.message.contains("JobException"),
         "{gave_up:?}"
     );
 
