@@ -1207,3 +1207,87 @@ async fn a_daemon_killed_during_a_move_converges_with_one_job_restored_from_its_
         );
     }
 }
+
+/// The restart path (cancelled in Flink's UI → resubmitted → all tasks RUNNING), measured for a
+/// job that keeps its checkpoints on cancellation (restored from the newest) against the same
+/// job deleting them (`DELETE_ON_CANCELLATION`, the earlier default: restarted empty), samples
+/// taken in turn in the same sitting. A measurement, not a check: `--ignored --nocapture`
+/// prints the figures for docs/BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement for docs/BENCHMARKS.md"]
+async fn measure_the_restart_path_with_retained_checkpoints() {
+    let c = Cluster::v2_3();
+    let url = c.url.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = cleanup(&url, tmp.path());
+    let restart = "restart: {attempts: 100, window: 1h, backoff: 0s, max_backoff: 0s}\n";
+    git.write(
+        "jobs/kept.yaml",
+        &counter(&c.lib, &["--tag", "kept"], restart),
+    );
+    let deleting = counter(&c.lib, &["--tag", "deleted"], restart).replace(
+        "conf: {",
+        "conf: {execution.checkpointing.externalized-checkpoint-retention: DELETE_ON_CANCELLATION, ",
+    );
+    git.write("jobs/deleted.yaml", &deleting);
+    git.commit_push("two flink jobs");
+    let d = start(tmp.path(), &cfg).await;
+    let samples: usize = std::env::var("SAMPLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let mut times: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    let mut last: std::collections::HashMap<&str, String> = Default::default();
+    for job in ["kept", "deleted"] {
+        last.insert(job, running(&d, &url, job, &[]).await.1);
+    }
+    for _ in 0..samples {
+        for job in ["kept", "deleted"] {
+            let jid = last[job].clone();
+            poll_until("2 checkpoints", async || {
+                completed_checkpoints(&url, &jid).await >= 2
+            })
+            .await;
+            let t0 = std::time::Instant::now();
+            http()
+                .patch(format!("{url}/jobs/{jid}?mode=cancel"))
+                .send()
+                .await
+                .unwrap();
+            let new = loop {
+                let live = d.live_runs(job);
+                if let [run] = live.as_slice() {
+                    let id = engine_id(run);
+                    if id != jid {
+                        let o = rest(&url, "/jobs/overview").await;
+                        let up = o["jobs"].as_array().into_iter().flatten().any(|j| {
+                            j["jid"] == id.as_str()
+                                && j["state"] == "RUNNING"
+                                && j["tasks"]["running"] == j["tasks"]["total"]
+                        });
+                        if up {
+                            break id;
+                        }
+                    }
+                }
+                assert!(t0.elapsed() < LIMIT, "{job} did not come back");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            times
+                .entry(job)
+                .or_default()
+                .push(t0.elapsed().as_secs_f64() * 1000.0);
+            last.insert(job, new);
+        }
+    }
+    for (job, mut t) in times {
+        t.sort_by(f64::total_cmp);
+        println!(
+            "{job}: p50 {:.1} ms · max {:.1} ms ({} samples)",
+            t[t.len() / 2],
+            t[t.len() - 1],
+            t.len()
+        );
+    }
+}
