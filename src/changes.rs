@@ -153,6 +153,8 @@ pub fn followed_folders(
             )],
             errors: Vec::new(),
             hash: None,
+            keeps_state: false,
+            refused: false,
         });
     }
     Ok(items)

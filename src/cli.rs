@@ -436,6 +436,8 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
         .as_ref()
         .is_some_and(|s| crate::build::sql_runner::javac_in(&s.build.path));
     let mut names = std::collections::BTreeSet::new();
+    // Jobs that keep their state across moves: (name, file, env).
+    let mut stateful: Vec<(String, String, String)> = Vec::new();
     for rel in &files {
         let display = dir.join(rel).to_string_lossy().into_owned();
         let name = spec::job_name_of(rel).unwrap_or(rel);
@@ -457,6 +459,9 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
             Ok(bytes) => match spec::parse_job(&display, &bytes, ctx) {
                 Ok(job) => {
                     warnings.extend(spec::command_secret_warnings(&display, &bytes));
+                    if job.upgrade == spec::Upgrade::Savepoint {
+                        stateful.push((name.to_string(), display.clone(), job.env.clone()));
+                    }
                     errors.extend(
                         settings
                             .as_ref()
@@ -470,6 +475,9 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
                 format!("cannot read the file: {e}"),
             )),
         }
+    }
+    if let Some(s) = &settings {
+        errors.extend(refused_moves(s, &stateful)?);
     }
     stdout(&diag::render(&errors))?;
     // Warnings leave the exit code as it is.
@@ -491,6 +499,59 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `validate --config`: each stateful job (`stateful`: name, file, env) whose env differs from
+/// the one the running daemon applied moves with its savepoint; one the new cluster cannot read
+/// (an older Flink) is an error of its file. With no daemon answering there is nothing to
+/// check; a cluster that does not answer leaves its moves unchecked, said on stderr.
+fn refused_moves(
+    settings: &crate::settings::Settings,
+    stateful: &[(String, String, String)],
+) -> anyhow::Result<Vec<Diagnostic>> {
+    let clusters: std::collections::HashSet<String> = settings
+        .envs
+        .values()
+        .filter(|e| e.engine.kind().keeps_state())
+        .filter_map(|e| e.engine.cluster_url())
+        .collect();
+    if stateful.is_empty() || clusters.len() < 2 {
+        return Ok(Vec::new()); // no cluster to move to
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let names: Vec<String> = stateful.iter().map(|(n, _, _)| n.clone()).collect();
+    // Where the jobs run is known only to a running daemon; without one there is no move to
+    // check (`plan --config` checks the moves of a commit without it).
+    let Ok(applied) = rt.block_on(crate::moves::applied_envs(settings, &names)) else {
+        return Ok(Vec::new());
+    };
+    let moves: Vec<(&str, &str, &str)> = stateful
+        .iter()
+        .filter_map(|(name, file, env)| {
+            let old = applied.get(name)?;
+            (old != env).then_some((file.as_str(), old.as_str(), env.as_str()))
+        })
+        .collect();
+    let mut envs: Vec<&str> = moves.iter().flat_map(|(_, a, b)| [*a, *b]).collect();
+    envs.sort_unstable();
+    envs.dedup();
+    let clusters = rt.block_on(crate::moves::env_clusters(settings, &envs));
+    let mut out = Vec::new();
+    for (file, old, new) in moves {
+        match crate::moves::state_check(old, new, &clusters) {
+            crate::moves::StateCheck::Fine => {}
+            crate::moves::StateCheck::Refused(why) => out.push(Diagnostic::file(
+                file,
+                format!("env: `{old}` → `{new}` moves the job with its savepoint: {why}"),
+            )),
+            crate::moves::StateCheck::Unchecked(why) => {
+                eprintln!("note: {file}: env `{old}` → `{new}`: {why}")
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn plan(
@@ -555,7 +616,7 @@ fn plan(
         PlanFormat::Json => crate::plan::render_json(&plan, from, to),
     };
     stdout(&out)?;
-    Ok(if plan.has_invalid() {
+    Ok(if plan.has_invalid() || plan.has_refused() {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

@@ -71,13 +71,15 @@ pub enum EventKind {
     RolledBack,
     /// The job was changed outside jobkeeper (cancelled, rescaled, a second copy).
     Drift,
+    /// A stateful job that ran before started with no state: nothing was left to restore from.
+    StartedEmpty,
     /// A test alert (`jobkeeper test-alert`): sent, never recorded.
     Test,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 29] = [
+    pub const ALL: [EventKind; 30] = [
         EventKind::Deployed,
         EventKind::Started,
         EventKind::Restarted,
@@ -106,11 +108,12 @@ impl EventKind {
         EventKind::Unhealthy,
         EventKind::RolledBack,
         EventKind::Drift,
+        EventKind::StartedEmpty,
         EventKind::Test,
     ];
 
     /// The kinds an alert channel can ask for (SPEC "Alerts"), in SPEC's order.
-    pub const ALERTS: [EventKind; 14] = [
+    pub const ALERTS: [EventKind; 15] = [
         EventKind::Failed,
         EventKind::Restarted,
         EventKind::GaveUp,
@@ -123,6 +126,7 @@ impl EventKind {
         EventKind::Unhealthy,
         EventKind::RolledBack,
         EventKind::Drift,
+        EventKind::StartedEmpty,
         EventKind::Deployed,
         EventKind::Succeeded,
     ];
@@ -161,6 +165,7 @@ impl EventKind {
             EventKind::Unhealthy => "unhealthy",
             EventKind::RolledBack => "rolled_back",
             EventKind::Drift => "drift",
+            EventKind::StartedEmpty => "started_empty",
             EventKind::Test => "test",
         }
     }
@@ -195,6 +200,7 @@ impl EventKind {
                 | EventKind::Unhealthy
                 | EventKind::RolledBack
                 | EventKind::Drift
+                | EventKind::StartedEmpty
         )
     }
 
@@ -389,6 +395,65 @@ pub enum JobEvent {
         /// What jobkeeper does about it.
         action: String,
     },
+    /// A stateful job that ran before started with no state.
+    StartedEmpty {
+        /// Why nothing was left to restore from.
+        why: String,
+    },
+}
+
+/// What a run of a job that keeps state (flink) started from, said in its start event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartedFrom {
+    /// A checkpoint or savepoint.
+    Point {
+        /// Its name: the last part of its path (`chk-42`, `savepoint-4f1e2a-5b8c9d0e1f2a`).
+        name: String,
+        /// How old it was when the run started, when known.
+        age: Option<Duration>,
+    },
+    /// No state, and why (`upgrade: stateless`, its first run, what the last run left).
+    Nothing(String),
+}
+
+impl StartedFrom {
+    /// The point at `location`, `age` old.
+    pub fn point(location: &str, age: Option<Duration>) -> StartedFrom {
+        let name = location
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(location);
+        StartedFrom::Point {
+            name: name.to_string(),
+            age,
+        }
+    }
+}
+
+impl std::fmt::Display for StartedFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartedFrom::Point {
+                name,
+                age: Some(age),
+            } => write!(f, "restored from {name}, {} old", age_words(*age)),
+            StartedFrom::Point { name, age: None } => write!(f, "restored from {name}"),
+            StartedFrom::Nothing(why) => write!(f, "started with no state: {why}"),
+        }
+    }
+}
+
+/// A duration as people say an age: `8 s`, `4 min`, `3 h`, `2 days`.
+pub fn age_words(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..120 => format!("{s} s"),
+        120..7200 => format!("{} min", s / 60),
+        7200..172_800 => format!("{} h", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
 }
 
 impl JobEvent {
@@ -423,6 +488,7 @@ impl JobEvent {
             JobEvent::Unhealthy { .. } => EventKind::Unhealthy,
             JobEvent::RolledBack { .. } => EventKind::RolledBack,
             JobEvent::Drift { .. } => EventKind::Drift,
+            JobEvent::StartedEmpty { .. } => EventKind::StartedEmpty,
         }
     }
 
@@ -517,7 +583,29 @@ impl JobEvent {
                 format!("version of commit {commit} rolled back: {why}; {to}")
             }
             JobEvent::Drift { what, action } => format!("drift: {what}; {action}"),
+            JobEvent::StartedEmpty { why } => {
+                format!("started with no state although it ran before: {why}")
+            }
         }
+    }
+
+    /// A start event (`started`, `restarted`, `deployed`) saying what its run started from;
+    /// any other event as it is.
+    pub fn with_start(&self, from: &StartedFrom) -> JobEvent {
+        let mut e = self.clone();
+        match &mut e {
+            JobEvent::Started { why }
+            | JobEvent::Restarted { why, .. }
+            | JobEvent::Deployed { why } => {
+                *why = if why.is_empty() {
+                    from.to_string()
+                } else {
+                    format!("{why}; {from}")
+                };
+            }
+            _ => {}
+        }
+        e
     }
 }
 
@@ -576,6 +664,7 @@ mod tests {
                 "unhealthy",
                 "rolled_back",
                 "drift",
+                "started_empty",
                 "deployed",
                 "succeeded"
             ]
@@ -629,6 +718,50 @@ mod tests {
             "flink http://x job abc (adopt: clicks-etl) taken over as it runs: not stopped, not \
              submitted again"
         );
+    }
+
+    #[test]
+    fn a_start_says_what_it_restored_from_and_how_old_it_was() {
+        let cp = StartedFrom::point("file:/tmp/cp/4f1e/chk-42", Some(Duration::from_secs(8)));
+        let e = JobEvent::Restarted {
+            attempt: Some(Attempt { n: 1, of: 3 }),
+            why: "resubmitted".into(),
+        }
+        .with_start(&cp);
+        assert_eq!(
+            e.message(),
+            "resubmitted; restored from chk-42, 8 s old (attempt 1/3)"
+        );
+        let sp = StartedFrom::point(
+            "file:/sp/savepoint-4f1e2a-5b8c9d0e1f2a/",
+            Some(Duration::from_secs(250)),
+        );
+        let e = JobEvent::Deployed {
+            why: "params.args changed".into(),
+        }
+        .with_start(&sp);
+        assert_eq!(
+            e.message(),
+            "params.args changed; restored from savepoint-4f1e2a-5b8c9d0e1f2a, 4 min old"
+        );
+        let none = StartedFrom::Nothing("`upgrade: stateless`".into());
+        let e = JobEvent::Started {
+            why: "new job".into(),
+        }
+        .with_start(&none);
+        assert_eq!(
+            e.message(),
+            "new job; started with no state (`upgrade: stateless`)"
+        );
+        let other = JobEvent::Failed { reason: "x".into() };
+        assert_eq!(other.with_start(&none), other);
+        assert_eq!(age_words(Duration::from_secs(7300)), "2 h");
+        assert_eq!(age_words(Duration::from_secs(3 * 86_400)), "3 days");
+        let empty = JobEvent::StartedEmpty {
+            why: "flink job 1f completed no checkpoint".into(),
+        };
+        assert_eq!(empty.kind(), EventKind::StartedEmpty);
+        assert!(empty.is_warning() && empty.kind().is_alert() && !empty.kind().is_info());
     }
 
     #[test]

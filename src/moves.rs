@@ -1,7 +1,9 @@
 //! What `plan` says when a change of `env` moves a job to another cluster: the job is stopped
 //! with a savepoint on the old cluster and started on the new one from it. Offline the plan
 //! knows the env names; with the daemon config it names the clusters, and with clusters that
-//! answer their Flink versions ("moves from flink 1.20.3 to 2.3.0").
+//! answer their Flink versions ("moves from flink 1.20.3 to 2.3.0"). A stateful move to a
+//! cluster whose Flink cannot read the old cluster's savepoints (an older version) is refused
+//! ([`state_check`]); without the versions the plan says it could not check.
 
 use std::collections::HashMap;
 
@@ -98,17 +100,135 @@ pub fn moved_envs(plan: &Plan) -> Vec<&str> {
     envs
 }
 
-/// Adds a move line after each env change of `plan` that moves a job across clusters.
+/// Whether a stateful job can move from env `old` to env `new` with its savepoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateCheck {
+    /// It can, or no savepoint moves (the same cluster, not flink).
+    Fine,
+    /// It cannot: why, and what to do instead.
+    Refused(String),
+    /// Not known: why.
+    Unchecked(String),
+}
+
+/// Whether the cluster of env `new` can read a savepoint taken on the cluster of env `old`
+/// (flink reads its own and older versions' savepoints only).
+pub fn state_check(old: &str, new: &str, clusters: &HashMap<String, EnvCluster>) -> StateCheck {
+    let (Some(a), Some(b)) = (clusters.get(old), clusters.get(new)) else {
+        return StateCheck::Unchecked(
+            "could not check that the new cluster can read the savepoint: `--config` names \
+             the clusters and asks their versions"
+                .into(),
+        );
+    };
+    if a.engine != "flink" || b.engine != "flink" || a.url == b.url {
+        return StateCheck::Fine;
+    }
+    let parse = |c: &EnvCluster| {
+        c.version
+            .as_deref()
+            .and_then(crate::engine::flink::FlinkVersion::parse)
+    };
+    match (parse(a), parse(b)) {
+        (Some(va), Some(vb)) => vb
+            .cannot_read(&va)
+            .map_or(StateCheck::Fine, StateCheck::Refused),
+        (va, _) => {
+            let silent = if va.is_none() { a } else { b };
+            StateCheck::Unchecked(format!(
+                "could not check that the new cluster can read the savepoint: flink cluster {} \
+                 did not name its version",
+                silent.url.as_deref().unwrap_or("?")
+            ))
+        }
+    }
+}
+
+/// Adds a move line after each env change of `plan` that moves a job across clusters; a
+/// stateful move the new cluster cannot read the savepoint of is refused, and one whose
+/// versions are unknown is said to be unchecked.
 pub fn describe_moves(plan: &mut Plan, clusters: &HashMap<String, EnvCluster>) {
     for item in &mut plan.items {
-        let lines: Vec<String> = item
+        let moves: Vec<(String, String)> = item
             .reasons
             .iter()
             .filter_map(|r| env_change(r))
-            .filter_map(|(old, new)| move_line(old, new, clusters))
+            .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
-        item.reasons.extend(lines);
+        for (old, new) in moves {
+            let Some(line) = move_line(&old, &new, clusters) else {
+                continue;
+            };
+            item.reasons.push(line);
+            if !item.keeps_state {
+                continue;
+            }
+            match state_check(&old, &new, clusters) {
+                StateCheck::Fine => {}
+                StateCheck::Refused(why) => {
+                    item.refused = true;
+                    item.reasons.push(format!(
+                        "refused: {why}; the daemon keeps the job running where it is"
+                    ));
+                }
+                StateCheck::Unchecked(why) => item.reasons.push(format!("warning: {why}")),
+            }
+        }
     }
+}
+
+/// The env each of `jobs` is applied in by the daemon of `settings` (asked over its API;
+/// a job it does not know is left out), or why the daemon could not be asked.
+pub async fn applied_envs(
+    settings: &Settings,
+    jobs: &[String],
+) -> Result<HashMap<String, String>, String> {
+    let mut addr = settings.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::builder()
+        .timeout(PROBE_TIMEOUT)
+        .connect_timeout(PROBE_TIMEOUT)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut out = HashMap::new();
+    for job in jobs {
+        let encoded: String = url_encode(job);
+        let url = format!("{base}/api/v1/jobs/{encoded}");
+        let resp = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the daemon at {base}: {e}"))?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            continue;
+        }
+        if !resp.status().is_success() {
+            return Err(format!("{url}: {}", resp.status()));
+        }
+        let detail: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| format!("{url}: not a job's detail: {e}"))?;
+        if let Some(env) = detail["env"].as_str() {
+            out.insert(job.clone(), env.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// A job name as one URL path segment.
+fn url_encode(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -121,6 +241,66 @@ mod tests {
             url: Some(url.into()),
             version: version.map(str::to_string),
         }
+    }
+
+    #[test]
+    fn a_stateful_move_to_an_older_flink_is_refused_and_an_unknown_version_is_unchecked() {
+        let mut c = HashMap::from([
+            ("new".to_string(), flink("http://a:8081", Some("2.3.0"))),
+            ("old".to_string(), flink("http://b:8081", Some("1.20.3"))),
+        ]);
+        let refused = state_check("new", "old", &c);
+        assert_eq!(
+            refused,
+            StateCheck::Refused(
+                "Flink 1.20.3 cannot read a savepoint taken on 2.3.0; move with `upgrade: \
+                 stateless` or to a cluster at 2.3.0 or newer"
+                    .into()
+            )
+        );
+        assert_eq!(state_check("old", "new", &c), StateCheck::Fine);
+        c.get_mut("old").unwrap().version = None;
+        let unchecked = state_check("new", "old", &c);
+        assert!(
+            matches!(&unchecked, StateCheck::Unchecked(w) if w.contains("http://b:8081 did not name its version")),
+            "{unchecked:?}"
+        );
+        assert!(matches!(
+            state_check("new", "old", &HashMap::new()),
+            StateCheck::Unchecked(_)
+        ));
+        // In a plan: the item is refused, with the reason; a stateless job is not.
+        let c = HashMap::from([
+            ("new".to_string(), flink("http://a:8081", Some("2.3.0"))),
+            ("old".to_string(), flink("http://b:8081", Some("1.20.3"))),
+        ]);
+        let item = |keeps_state| crate::plan::Item {
+            job: "counter".into(),
+            path: "jobs/counter.yaml".into(),
+            action: crate::plan::Action::Redeploy,
+            reasons: vec!["env: `new` → `old`".into()],
+            errors: Vec::new(),
+            hash: None,
+            keeps_state,
+            refused: false,
+        };
+        let mut plan = Plan {
+            items: vec![item(true), item(false)],
+        };
+        describe_moves(&mut plan, &c);
+        assert!(plan.items[0].refused && !plan.items[1].refused);
+        assert!(plan.has_refused());
+        assert!(
+            plan.items[0].reasons[2].starts_with("refused: Flink 1.20.3 cannot read"),
+            "{:?}",
+            plan.items[0].reasons
+        );
+        assert_eq!(
+            plan.items[1].reasons.len(),
+            2,
+            "{:?}",
+            plan.items[1].reasons
+        );
     }
 
     #[test]

@@ -99,6 +99,12 @@ pub struct Item {
     /// The spec hash of the new version (as the daemon's store keeps it), for a valid new file.
     #[serde(skip)]
     pub hash: Option<String>,
+    /// The new version keeps its state across upgrades and moves (flink `upgrade: savepoint`).
+    #[serde(skip)]
+    pub keeps_state: bool,
+    /// The change cannot work and the daemon refuses it (a reason says why).
+    #[serde(skip)]
+    pub refused: bool,
 }
 
 /// A version a rollback refused, as the daemon reports it.
@@ -130,13 +136,28 @@ pub fn warn_refused(plan: &mut Plan, refused: &BTreeMap<String, Refused>) {
         let why = r
             .reason
             .as_deref()
-            .map(|w| format!(": {}", w.strip_prefix("rolled back: ").unwrap_or(w)))
+            .map(|w| {
+                format!(
+                    ": {}",
+                    chain_line(w.strip_prefix("rolled back: ").unwrap_or(w))
+                )
+            })
             .unwrap_or_default();
         item.reasons.push(format!(
             "warning: this version was rolled back{commit}{why}; the daemon keeps refusing it \
              and the previous version keeps running until the job file changes"
         ));
     }
+}
+
+/// A reason of several lines (a root-cause chain) on one line: its lines joined by ` | `.
+pub fn chain_line(reason: &str) -> String {
+    reason
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// The plan for a whole commit, sorted by job name.
@@ -150,6 +171,11 @@ impl Plan {
     /// True when some job file is invalid.
     pub fn has_invalid(&self) -> bool {
         self.items.iter().any(|i| i.action == Action::Invalid)
+    }
+
+    /// True when some change cannot work and the daemon will refuse it (a refused move).
+    pub fn has_refused(&self) -> bool {
+        self.items.iter().any(|i| i.refused)
     }
 
     /// Number of items with this action.
@@ -343,6 +369,8 @@ pub fn plan(applied: &BTreeMap<String, JobSpec>, changes: &[Change]) -> Plan {
                 }],
                 errors: Vec::new(),
                 hash: None,
+                keeps_state: false,
+                refused: false,
             },
             Change::Upsert {
                 name,
@@ -359,6 +387,8 @@ pub fn plan(applied: &BTreeMap<String, JobSpec>, changes: &[Change]) -> Plan {
                 }],
                 errors: errors.clone(),
                 hash: None,
+                keeps_state: false,
+                refused: false,
             },
             Change::Upsert {
                 name,
@@ -381,6 +411,8 @@ pub fn plan(applied: &BTreeMap<String, JobSpec>, changes: &[Change]) -> Plan {
                     hash: Some(crate::spec::spec_hash(
                         &serde_json::to_string(new).unwrap_or_default(),
                     )),
+                    keeps_state: new.upgrade == crate::spec::Upgrade::Savepoint,
+                    refused: false,
                 }
             }
         })
@@ -658,6 +690,22 @@ mod tests {
             "warning: this version was rolled back (commit 01234567): exited with code 4; the \
              daemon keeps refusing it and the previous version keeps running until the \
              job file changes"
+        );
+        // A Flink reason keeps its root-cause chain, on one line.
+        p.items[0].reasons.truncate(1);
+        refused.get_mut("a").unwrap().reason = Some(
+            "rolled back: flink job 1f FAILED: JobException: Recovery is suppressed\n\
+             Caused by: java.lang.IllegalStateException: failing on purpose"
+                .into(),
+        );
+        warn_refused(&mut p, &refused);
+        assert!(
+            p.items[0].reasons[1].contains(
+                ": flink job 1f FAILED: JobException: Recovery is suppressed | Caused by: \
+                 java.lang.IllegalStateException: failing on purpose; the daemon"
+            ),
+            "{}",
+            p.items[0].reasons[1]
         );
     }
 

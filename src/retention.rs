@@ -110,6 +110,16 @@ pub fn prune(
         || store.prune_alerts_sent(before, ROWS_PER_BATCH),
         &mut pause,
     )?;
+    loop {
+        let rows = store.prune_checkpoints(before, ROWS_PER_BATCH)?;
+        for row in &rows {
+            out.files += remove_checkpoint(&row.location);
+        }
+        pause();
+        if rows.len() < ROWS_PER_BATCH {
+            break;
+        }
+    }
     store.record(None, "WAL checkpoint", checkpointer.checkpoint());
     let needed = store.needed_artifacts()?;
     out.files += prune_builds(state_dir, &needed, r.age);
@@ -141,6 +151,57 @@ fn remove_log(log: &Path) -> u64 {
         .iter()
         .filter(|p| std::fs::remove_file(p).is_ok())
         .count() as u64
+}
+
+/// Deletes a retained checkpoint's folder (`chk-N`) when it is a `file:` path on this host;
+/// its job's checkpoint folder goes with it once nothing else is left in it but Flink's
+/// `shared` and `taskowned` folders. A checkpoint elsewhere (`s3://`, `hdfs://`) is left to
+/// that store's own lifecycle rules: only its record goes. Returns the folders deleted.
+pub fn remove_checkpoint(location: &str) -> u64 {
+    let Some(path) = local_path(location) else {
+        tracing::info!(
+            "retention: checkpoint {location} is not on this host; its record goes, its files stay"
+        );
+        return 0;
+    };
+    let is_chk = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("chk-"));
+    if !is_chk || !path.join("_metadata").is_file() {
+        return 0;
+    }
+    if let Err(e) = std::fs::remove_dir_all(&path) {
+        tracing::warn!(
+            "retention: cannot delete checkpoint {}: {e}",
+            path.display()
+        );
+        return 0;
+    }
+    let mut removed = 1;
+    if let Some(job_dir) = path.parent() {
+        let rest: Vec<_> = std::fs::read_dir(job_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        let only_flink_folders = rest.iter().all(|n| n == "shared" || n == "taskowned");
+        if only_flink_folders && std::fs::remove_dir_all(job_dir).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// The local path of a `file:` location (`file:/a/b`, `file:///a/b`).
+fn local_path(location: &str) -> Option<PathBuf> {
+    let rest = location.strip_prefix("file:")?;
+    let rest = rest.strip_prefix("//").map_or(rest, |r| {
+        // `file://host/path`: only an empty host or localhost is this host.
+        r.strip_prefix("localhost").unwrap_or(r)
+    });
+    rest.starts_with('/').then(|| PathBuf::from(rest))
 }
 
 fn older_than(path: &Path, age: Duration) -> bool {
@@ -301,6 +362,72 @@ mod tests {
         );
         assert!(!b.join("failed").exists());
         assert_eq!(dir_bytes(dir.path()), 1);
+    }
+
+    #[test]
+    fn a_pass_deletes_old_retained_checkpoints_but_the_newest_of_each_job() {
+        use crate::store::SavepointKind;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::in_memory().unwrap();
+        let chk = |job: &str, n: u32| {
+            let p = dir.path().join(format!("checkpoints/{job}/chk-{n}"));
+            std::fs::create_dir_all(p.join("../shared")).unwrap();
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(p.join("_metadata"), b"x").unwrap();
+            format!("file:{}", p.display())
+        };
+        let (a1, a2, b1) = (chk("ja", 3), chk("jb", 7), chk("jc", 9));
+        let old = now_ms() - 3_600_000;
+        for (job, loc) in [("a", &a1), ("a", &a2), ("b", &b1)] {
+            store
+                .add_savepoint_taken(job, None, loc, SavepointKind::Checkpoint, old)
+                .unwrap();
+        }
+        store
+            .add_savepoint_taken(
+                "a",
+                None,
+                "s3://bucket/cp/chk-1",
+                SavepointKind::Checkpoint,
+                old,
+            )
+            .unwrap();
+        store
+            .add_savepoint("a", None, "file:/sp/savepoint-1", SavepointKind::Savepoint)
+            .unwrap();
+        let r = Retention {
+            runs: 1,
+            age: Duration::from_secs(60),
+        };
+        let pruned = prune(&store, dir.path(), &r, || {}).unwrap();
+        let left: Vec<String> = store
+            .savepoints("a", 10)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.location)
+            .collect();
+        assert_eq!(
+            left,
+            vec!["file:/sp/savepoint-1".to_string()],
+            "the newest stays"
+        );
+        assert_eq!(
+            store.savepoints("b", 10).unwrap().len(),
+            1,
+            "b's only one stays"
+        );
+        let gone = |loc: &str| !Path::new(loc.strip_prefix("file:").unwrap()).exists();
+        assert!(gone(&a1) && gone(&a2), "a's folders, with their job folder");
+        assert!(!dir.path().join("checkpoints/ja").exists());
+        assert!(!gone(&b1));
+        assert_eq!(pruned.files, 4, "two chk folders and their two job folders");
+        assert_eq!(
+            local_path("file:///x/chk-1"),
+            Some(PathBuf::from("/x/chk-1"))
+        );
+        assert_eq!(local_path("file://localhost/x"), Some(PathBuf::from("/x")));
+        assert_eq!(local_path("file://nas/x"), None);
+        assert_eq!(local_path("hdfs:///x"), None);
     }
 
     #[test]

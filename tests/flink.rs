@@ -255,13 +255,27 @@ async fn a_failing_job_restarts_from_its_checkpoint_then_gives_up_with_the_flink
         reason.contains("Caused by:") && reason.contains("failing on purpose after 60 records"),
         "{reason}"
     );
+    // Shown on one line (the pages, a log line), the reason still names the exception and its
+    // root cause: never "FAILED:" with nothing after it.
+    let first = reason.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("FAILED: org.apache.flink.runtime.JobException"),
+        "{reason}"
+    );
+    let (_, page) = d.get("/jobs/crash").await;
+    assert!(
+        page.contains("failing on purpose after 60 records"),
+        "the job page shows the root cause: {page}"
+    );
     let gave_up = d
         .events("crash")
         .into_iter()
         .find(|e| e.kind == "gave_up")
         .unwrap();
     assert!(
-        gave_up.message.contains("failing on purpose"),
+        gave_up.message.contains("failing on purpose")
+            && gave_up.message.contains("Caused by:")
+            && gave_up.message.contains("JobException"),
         "{gave_up:?}"
     );
 
@@ -282,6 +296,156 @@ async fn a_failing_job_restarts_from_its_checkpoint_then_gives_up_with_the_flink
         Some(first_cp.as_str()),
         "{restored}"
     );
+}
+
+/// How many checkpoints of job `jid` completed (`counts.completed` of its checkpoint stats).
+async fn completed_checkpoints(url: &str, jid: &str) -> u64 {
+    rest(url, &format!("/jobs/{jid}/checkpoints")).await["counts"]["completed"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Waits until job `jid` completed `n` checkpoints, then cancels it as Flink's UI does
+/// (`PATCH /jobs/{id}?mode=cancel`).
+async fn cancel_after_checkpoints(url: &str, jid: &str, n: u64) {
+    poll_until(&format!("{n} checkpoints of {jid}"), async || {
+        completed_checkpoints(url, jid).await >= n
+    })
+    .await;
+    let answer = http()
+        .patch(format!("{url}/jobs/{jid}?mode=cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{answer:?}");
+}
+
+/// The newest event of `kind` of `job` about run `run`, once recorded.
+async fn event_of(d: &Daemon, job: &str, kind: &str, run: i64) -> jobkeeper::store::EventRow {
+    let find = || {
+        d.events(job)
+            .into_iter()
+            .find(|e| e.kind == kind && e.run_id == Some(run))
+    };
+    wait_for(&format!("a {kind} event of {job} run {run}"), LIMIT, || {
+        find().is_some()
+    })
+    .await;
+    find().unwrap()
+}
+
+on_each_version!(a_job_cancelled_in_flink_s_ui_comes_back_from_its_newest_checkpoint);
+async fn a_job_cancelled_in_flink_s_ui_comes_back_from_its_newest_checkpoint(c: &Cluster) {
+    let url = c.url.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = cleanup(&url, tmp.path());
+    let restart = "restart: {attempts: 5, window: 1h, backoff: 1s, max_backoff: 1s}\n";
+    git.write(
+        "jobs/keeper.yaml",
+        &counter(&c.lib, &["--tag", "k1"], restart),
+    );
+    // The same job telling Flink to delete its checkpoints when cancelled (`params.conf` wins).
+    let deleting = counter(&c.lib, &["--tag", "d1"], restart).replace(
+        "conf: {",
+        "conf: {execution.checkpointing.externalized-checkpoint-retention: DELETE_ON_CANCELLATION, ",
+    );
+    git.write("jobs/deleter.yaml", &deleting);
+    git.commit_push("two flink jobs");
+    let d = start(tmp.path(), &cfg).await;
+    let (run1, jid1) = running(&d, &url, "keeper", &[]).await;
+    let (drun1, djid1) = running(&d, &url, "deleter", &[]).await;
+    let started = event_of(&d, "keeper", "deployed", run1).await;
+    assert!(
+        started
+            .message
+            .contains("started with no state: its first run"),
+        "{started:?}"
+    );
+
+    // A job never upgraded, cancelled in Flink's UI after some checkpoints: it comes back from
+    // its newest checkpoint, and says so.
+    cancel_after_checkpoints(&url, &jid1, 3).await;
+    let (run2, jid2) = running(&d, &url, "keeper", std::slice::from_ref(&jid1)).await;
+    let restored = restored_from(&url, &jid2).await;
+    let path = restored["external_path"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(path.contains(&jid1) && path.contains("/chk-"), "{restored}");
+    let chk = path.rsplit('/').next().unwrap().to_string();
+    let restarted = event_of(&d, "keeper", "restarted", run2).await;
+    assert!(
+        restarted
+            .message
+            .contains(&format!("restored from {chk}, ")),
+        "{restarted:?}"
+    );
+    assert!(
+        !d.has_event("keeper", "started_empty"),
+        "{:#?}",
+        d.events("keeper")
+    );
+
+    // Upgraded (a savepoint), then cancelled after newer checkpoints: the newer checkpoint wins
+    // over the older savepoint.
+    git.write(
+        "jobs/keeper.yaml",
+        &counter(&c.lib, &["--tag", "k2"], restart),
+    );
+    git.commit_push("new args");
+    let (run3, jid3) = running(&d, &url, "keeper", std::slice::from_ref(&jid2)).await;
+    let sp = d.store.savepoints("keeper", 1).unwrap().remove(0);
+    assert_eq!((sp.kind.as_str(), sp.run_id), ("savepoint", Some(run2)));
+    let sp_name = sp
+        .location
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let deployed = event_of(&d, "keeper", "deployed", run3).await;
+    assert!(
+        deployed
+            .message
+            .contains(&format!("restored from {sp_name}, ")),
+        "{deployed:?}"
+    );
+    cancel_after_checkpoints(&url, &jid3, 3).await;
+    let (run4, jid4) = running(&d, &url, "keeper", std::slice::from_ref(&jid3)).await;
+    let restored = restored_from(&url, &jid4).await;
+    let path = restored["external_path"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        path.contains(&jid3) && path.contains("/chk-"),
+        "the newest checkpoint, not the savepoint {}: {restored}",
+        sp.location
+    );
+    let restarted = event_of(&d, "keeper", "restarted", run4).await;
+    assert!(
+        restarted.message.contains("restored from chk-"),
+        "{restarted:?}"
+    );
+
+    // The job whose file asks Flink to delete its checkpoints on cancellation starts empty:
+    // `started_empty` says why.
+    cancel_after_checkpoints(&url, &djid1, 2).await;
+    let (drun2, _) = running(&d, &url, "deleter", std::slice::from_ref(&djid1)).await;
+    let empty = event_of(&d, "deleter", "started_empty", drun2).await;
+    assert!(
+        empty
+            .message
+            .contains("its checkpoints were deleted with it"),
+        "{empty:?}"
+    );
+    let restarted = event_of(&d, "deleter", "restarted", drun2).await;
+    assert!(
+        restarted.message.contains("started with no state"),
+        "{restarted:?}"
+    );
+    let _ = drun1;
 }
 
 on_each_version!(a_run_the_cluster_refuses_is_deploy_failed_with_its_error_text);
@@ -595,37 +759,135 @@ async fn a_cluster_older_than_1_19_is_refused_at_start_naming_its_version() {
     server.abort();
 }
 
-/// Makes the flink-counter project of `git` a jar for 2.x only: its main() then uses
-/// `org.apache.flink.util.ParameterTool`, which 1.20 lacks.
-fn only_for_2x(git: &Git) {
-    let src = "projects/flink-counter/src/example/Counter.java";
-    let text = std::fs::read_to_string(git.work.join(src)).unwrap();
-    let text = text.replacen(
-        "long rate = 20;",
-        "org.apache.flink.util.ParameterTool.fromArgs(args);\n        long rate = 20;",
-        1,
-    );
-    git.write(src, &text);
-}
-
+/// A stateful move from 2.3 to 1.20: Flink 1.20 cannot read a savepoint taken on 2.3. `plan`
+/// and `validate` with the daemon config refuse it before the merge; the daemon refuses it
+/// before stopping anything, and the job keeps running where it is, on its first run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_move_the_new_cluster_refuses_starts_the_job_again_on_the_old_one_from_its_savepoint() {
+async fn a_stateful_move_to_an_older_flink_is_refused_by_plan_validate_and_the_daemon_before_anything_stops()
+ {
     let (old, new) = (Cluster::v2_3(), Cluster::v1_20());
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg) = setup_two(tmp.path(), &old.url, &new.url);
     let _cleanup_old = cleanup(&old.url, tmp.path());
     let _cleanup_new = cleanup(&new.url, tmp.path());
-    only_for_2x(&git);
+    let job = |env: &str, extra: &str| {
+        counter(&old.lib, &["--tag", "down"], extra)
+            .replace("env: flink\n", &format!("env: {env}\n"))
+    };
+    git.write("jobs/down.yaml", &job("old", ""));
+    git.commit_push("a flink job on 2.3");
+    let d = start(tmp.path(), &cfg).await;
+    let (run1, jid1) = running(&d, &old.url, "down", &[]).await;
+    let cfg_path = tmp.path().join("cli.yaml");
+    std::fs::write(
+        &cfg_path,
+        cfg.replace("listen: 127.0.0.1:0", &format!("listen: {}", d.addr)),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let cfg_arg = cfg_path.to_str().unwrap();
+    let work = git.work.to_str().unwrap().to_string();
+    let jobs = git.work.join("jobs");
+    let want = "Flink 1.20.3 cannot read a savepoint taken on 2.3.0; move with `upgrade: \
+                stateless` or to a cluster at 2.3.0 or newer";
+
+    // Before the merge: the file moved in the work tree (validate), the commit (plan).
+    git.write("jobs/down.yaml", &job("new", ""));
+    let (code, text) = cli(&["validate", jobs.to_str().unwrap(), "--config", cfg_arg]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains(want), "{text}");
+    let (code, text) = cli(&["validate", jobs.to_str().unwrap()]);
+    assert_eq!(
+        code,
+        Some(0),
+        "without the daemon config nothing is asked: {text}"
+    );
+    git.commit_push("move it to 1.20");
+    let plan_args = ["plan", "--repo", &work, "--from", "HEAD~1", "--to", "HEAD"];
+    let (code, text) = cli(&[&plan_args[..], &["--config", cfg_arg]].concat());
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains(&format!("refused: {want}")), "{text}");
+    let (code, text) = cli(&plan_args);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("could not check that the new cluster can read the savepoint"),
+        "{text}"
+    );
+
+    // The daemon refuses it before stopping anything.
+    wait_for("deploy_failed", LIMIT, || {
+        d.has_event("down", "deploy_failed")
+    })
+    .await;
+    let failed = d
+        .events("down")
+        .into_iter()
+        .find(|e| e.kind == "deploy_failed")
+        .unwrap();
+    assert!(
+        failed.message.contains(want) && failed.message.contains("before stopping anything"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        flink_state(&old.url, &jid1).await.as_deref(),
+        Some("RUNNING")
+    );
+    let live = d.live_runs("down");
+    assert_eq!(live.iter().map(|r| r.id).collect::<Vec<_>>(), vec![run1]);
+    assert!(
+        d.store.savepoints("down", 10).unwrap().is_empty(),
+        "no savepoint: nothing stopped"
+    );
+    assert_eq!(named(&[&new.url], "flink-counter down", "RUNNING").await, 0);
+    assert!(!d.has_event("down", "stopped"), "{:#?}", d.events("down"));
+
+    // `upgrade: stateless` moves it: no savepoint to read.
+    git.write("jobs/down.yaml", &job("new", "upgrade: stateless\n"));
+    git.commit_push("move it to 1.20 without its state");
+    let (_, jid2) = running(&d, &new.url, "down", &[]).await;
+    assert_ne!(jid1, jid2);
+}
+
+/// Makes the flink-counter project of `git` a jar for 1.x only: its main() then uses
+/// `org.apache.flink.api.java.utils.ParameterTool`, which 2.x removed.
+fn only_for_1x(git: &Git) {
+    let src = "projects/flink-counter/src/example/Counter.java";
+    let text = std::fs::read_to_string(git.work.join(src)).unwrap();
+    let text = text.replacen(
+        "long rate = 20;",
+        "org.apache.flink.api.java.utils.ParameterTool.fromArgs(args);\n        long rate = 20;",
+        1,
+    );
+    git.write(src, &text);
+}
+
+/// A move from 1.20 to 2.3 (one Flink 2.3 can read the savepoint of) of a job 2.3 cannot run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_the_new_cluster_refuses_starts_the_job_again_on_the_old_one_from_its_savepoint() {
+    let (old, new) = (Cluster::v1_20(), Cluster::v2_3());
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup_two(tmp.path(), &old.url, &new.url);
+    let _cleanup_old = cleanup(&old.url, tmp.path());
+    let _cleanup_new = cleanup(&new.url, tmp.path());
+    only_for_1x(&git);
     let job = |env: &str| {
         counter(&old.lib, &["--tag", "stay"], "").replace("env: flink\n", &format!("env: {env}\n"))
     };
     git.write("jobs/stayer.yaml", &job("old"));
-    git.commit_push("a 2.x-only job on 2.3");
+    git.commit_push("a 1.x-only job on 1.20");
     let d = start(tmp.path(), &cfg).await;
     let (run1, jid1) = running(&d, &old.url, "stayer", &[]).await;
 
     git.write("jobs/stayer.yaml", &job("new"));
-    git.commit_push("move it to 1.20, which cannot run it");
+    git.commit_push("move it to 2.3, which cannot run it");
     wait_for("deploy_failed", LIMIT, || {
         d.has_event("stayer", "deploy_failed")
     })
@@ -647,14 +909,14 @@ async fn a_move_the_new_cluster_refuses_starts_the_job_again_on_the_old_one_from
     assert_eq!(
         restored["external_path"].as_str(),
         Some(sps[0].location.as_str()),
-        "started again on 2.3 from the savepoint its move took: {restored}"
+        "started again on 1.20 from the savepoint its move took: {restored}"
     );
     assert!(
         overview_jobs(&new.url)
             .await
             .iter()
             .all(|(_, name, _)| name != "flink-counter stay"),
-        "nothing of it on 1.20"
+        "nothing of it on 2.3"
     );
 }
 
@@ -736,17 +998,17 @@ async fn a_daemon_restarted_with_a_new_flink_url_moves_the_envs_jobs_from_1_20_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reloaded_flink_url_whose_cluster_refuses_the_job_leaves_it_on_the_former_one() {
-    let (old, new) = (Cluster::v2_3(), Cluster::v1_20());
+    let (old, new) = (Cluster::v1_20(), Cluster::v2_3());
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg) = setup(tmp.path(), &old.url);
     let _cleanup_old = cleanup(&old.url, tmp.path());
     let _cleanup_new = cleanup(&new.url, tmp.path());
-    only_for_2x(&git);
+    only_for_1x(&git);
     git.write(
         "jobs/urlstayer.yaml",
         &counter(&old.lib, &["--tag", "url-stay"], ""),
     );
-    git.commit_push("a 2.x-only job on 2.3");
+    git.commit_push("a 1.x-only job on 1.20");
     let d = start_reloadable(tmp.path(), &cfg).await;
     let (run1, jid1) = running(&d, &old.url, "urlstayer", &[]).await;
 
@@ -771,9 +1033,9 @@ async fn a_reloaded_flink_url_whose_cluster_refuses_the_job_leaves_it_on_the_for
     assert_eq!(
         named(&[&new.url], "flink-counter url-stay", "RUNNING").await,
         0,
-        "nothing of it runs on 1.20"
+        "nothing of it runs on 2.3"
     );
-    // It stays on 2.3: the move is not tried again and again.
+    // It stays on 1.20: the move is not tried again and again.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let refusals = d
         .events("urlstayer")
@@ -942,6 +1204,90 @@ async fn a_daemon_killed_during_a_move_converges_with_one_job_restored_from_its_
         assert_eq!(
             restored["external_path"], savepoint,
             "killed as the job {when}: restored from the savepoint of its stop: {restored}"
+        );
+    }
+}
+
+/// The restart path (cancelled in Flink's UI → resubmitted → all tasks RUNNING), measured for a
+/// job that keeps its checkpoints on cancellation (restored from the newest) against the same
+/// job deleting them (`DELETE_ON_CANCELLATION`, the earlier default: restarted empty), samples
+/// taken in turn in the same sitting. A measurement, not a check: `--ignored --nocapture`
+/// prints the figures for docs/BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement for docs/BENCHMARKS.md"]
+async fn measure_the_restart_path_with_retained_checkpoints() {
+    let c = Cluster::v2_3();
+    let url = c.url.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = cleanup(&url, tmp.path());
+    let restart = "restart: {attempts: 100, window: 1h, backoff: 0s, max_backoff: 0s}\n";
+    git.write(
+        "jobs/kept.yaml",
+        &counter(&c.lib, &["--tag", "kept"], restart),
+    );
+    let deleting = counter(&c.lib, &["--tag", "deleted"], restart).replace(
+        "conf: {",
+        "conf: {execution.checkpointing.externalized-checkpoint-retention: DELETE_ON_CANCELLATION, ",
+    );
+    git.write("jobs/deleted.yaml", &deleting);
+    git.commit_push("two flink jobs");
+    let d = start(tmp.path(), &cfg).await;
+    let samples: usize = std::env::var("SAMPLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let mut times: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    let mut last: std::collections::HashMap<&str, String> = Default::default();
+    for job in ["kept", "deleted"] {
+        last.insert(job, running(&d, &url, job, &[]).await.1);
+    }
+    for _ in 0..samples {
+        for job in ["kept", "deleted"] {
+            let jid = last[job].clone();
+            poll_until("2 checkpoints", async || {
+                completed_checkpoints(&url, &jid).await >= 2
+            })
+            .await;
+            let t0 = std::time::Instant::now();
+            http()
+                .patch(format!("{url}/jobs/{jid}?mode=cancel"))
+                .send()
+                .await
+                .unwrap();
+            let new = loop {
+                let live = d.live_runs(job);
+                if let [run] = live.as_slice() {
+                    let id = engine_id(run);
+                    if id != jid {
+                        let o = rest(&url, "/jobs/overview").await;
+                        let up = o["jobs"].as_array().into_iter().flatten().any(|j| {
+                            j["jid"] == id.as_str()
+                                && j["state"] == "RUNNING"
+                                && j["tasks"]["running"] == j["tasks"]["total"]
+                        });
+                        if up {
+                            break id;
+                        }
+                    }
+                }
+                assert!(t0.elapsed() < LIMIT, "{job} did not come back");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            times
+                .entry(job)
+                .or_default()
+                .push(t0.elapsed().as_secs_f64() * 1000.0);
+            last.insert(job, new);
+        }
+    }
+    for (job, mut t) in times {
+        t.sort_by(f64::total_cmp);
+        println!(
+            "{job}: p50 {:.1} ms · max {:.1} ms ({} samples)",
+            t[t.len() / 2],
+            t[t.len() - 1],
+            t.len()
         );
     }
 }

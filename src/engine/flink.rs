@@ -32,7 +32,8 @@ use tokio::sync::mpsc;
 use super::cluster::{lock, require_jar, unreachable, write_log};
 use super::{
     ClusterJob, Engine, EngineError, HealthFacts, JobDetails, NEVER_STARTED, RecordedRun, Recovery,
-    RunExit, RunHandle, RunStatus, StopOutcome, SubmitRequest, Survey, Vertex,
+    RunExit, RunHandle, RunStatus, StateLeft, StatePoint, StopOutcome, SubmitRequest, Survey,
+    Vertex,
 };
 use crate::yaml::{Checker, Node};
 
@@ -67,8 +68,9 @@ const POLL: Duration = Duration::from_millis(100);
 pub const IGNORE_UNCLAIMED_STATE: &str = "execution.savepoint.ignore-unclaimed-state";
 /// Checkpoint retention, set to [`RETENTION_DEFAULT`] unless `params.conf` says otherwise.
 pub const RETENTION_KEY: &str = "execution.checkpointing.externalized-checkpoint-retention";
-/// Checkpoints are kept when a job fails (to restart from) and deleted when it is cancelled.
-pub const RETENTION_DEFAULT: &str = "DELETE_ON_CANCELLATION";
+/// Checkpoints are kept when a job fails and when it is cancelled (in Flink's UI, say), so the
+/// next run starts from the newest one; the same key and value on 1.19, 1.20 and 2.x.
+pub const RETENTION_DEFAULT: &str = "RETAIN_ON_CANCELLATION";
 
 /// The job metrics a health sweep asks for.
 const HEALTH_METRICS: &str =
@@ -78,6 +80,16 @@ const HEALTH_METRICS: &str =
 /// 32 hex digits.
 pub fn job_id(salt: &str, job: &str, run_id: i64) -> String {
     super::cluster::run_token(salt, job, run_id)
+}
+
+/// The reason of a FAILED job: its exception on the first line (so a reason shown as one line
+/// still says what failed), then the rest of the root-cause chain `summary`.
+pub fn failed_reason(jid: &str, summary: &str) -> String {
+    if summary.is_empty() {
+        format!("flink job {jid} FAILED")
+    } else {
+        format!("flink job {jid} FAILED: {summary}")
+    }
 }
 
 /// The key of an env holding its Flink cluster.
@@ -317,7 +329,7 @@ impl FlinkEngine {
         if let Ok(body) = self.get(&format!("/jobs/{jid}/execution-result")).await
             && let Some(t) = execution_failure(&body)
         {
-            return format!("flink job {jid} FAILED:\n{}", summarize_trace(t));
+            return failed_reason(jid, &summarize_trace(t));
         }
         let body = match self.get(&format!("/jobs/{jid}/exceptions")).await {
             Ok(b) => b,
@@ -326,7 +338,7 @@ impl FlinkEngine {
         let entry = &body["exceptionHistory"]["entries"][0];
         let trace = version::latest_trace(&body);
         match trace {
-            Some(t) => format!("flink job {jid} FAILED:\n{}", summarize_trace(t)),
+            Some(t) => failed_reason(jid, &summarize_trace(t)),
             None => match entry["exceptionName"].as_str() {
                 Some(name) => format!(
                     "flink job {jid} FAILED: {name}: {}",
@@ -374,37 +386,35 @@ impl FlinkEngine {
         }
     }
 
-    /// True when the cluster does not know the job or it has ended.
     /// The newest externally addressable checkpoint or savepoint of an ended job: where a run
     /// of it starts from when its own stop or failure was not recorded.
-    async fn last_state_point(&self, jid: &str) -> Result<Option<String>, EngineError> {
+    async fn last_state_point(&self, jid: &str) -> Result<Option<StatePoint>, EngineError> {
         let path = format!("/jobs/{jid}/checkpoints");
         let (status, body) = self.call(self.http.get(self.url(&path))).await?;
         if !status.is_success() {
             return Ok(None);
         }
-        let latest = &body["latest"];
-        let newest = ["completed", "savepoint"]
-            .iter()
-            .filter_map(|k| {
-                let c = &latest[*k];
-                let p = c["external_path"].as_str()?;
-                let addressable = !p.is_empty() && p != "<checkpoint-not-externally-addressable>";
-                addressable.then(|| (c["latest_ack_timestamp"].as_i64().unwrap_or(0), p))
-            })
-            .max_by_key(|(at, _)| *at);
-        Ok(newest.map(|(_, p)| p.to_string()))
+        Ok(answers::newest_state_point(&body))
+    }
+
+    /// Whether an ended job's checkpoints outlived its cancellation: its checkpoint config says
+    /// they are externalized and not deleted on cancellation.
+    async fn retained_on_cancel(&self, jid: &str) -> Result<bool, EngineError> {
+        let path = format!("/jobs/{jid}/checkpoints/config");
+        let (status, body) = self.call(self.http.get(self.url(&path))).await?;
+        Ok(status.is_success() && answers::retains_on_cancel(&body))
     }
 
     /// What a stop of an already ended job leaves: the savepoint its earlier stop took.
     async fn already_stopped(&self, jid: &str) -> Result<StopOutcome, EngineError> {
         let savepoint = match self.jobs().await?.get(jid).map(String::as_str) {
-            Some("FINISHED") => self.last_state_point(jid).await?,
+            Some("FINISHED") => self.last_state_point(jid).await?.map(|p| p.location),
             _ => None,
         };
         Ok(StopOutcome { savepoint })
     }
 
+    /// True when the cluster does not know the job or it has ended.
     async fn ended(&self, jid: &str) -> Result<bool, EngineError> {
         Ok(self.jobs().await?.get(jid).is_none_or(|s| !is_live(s)))
     }
@@ -818,15 +828,33 @@ impl Engine for FlinkEngine {
         }
     }
 
-    async fn restore_point(&self, handle: &RunHandle) -> Result<Option<String>, EngineError> {
-        // A FAILED job keeps its checkpoints (see RETENTION_DEFAULT); a FINISHED one was stopped
-        // with a savepoint (by a daemon that may have been killed before recording it); a
-        // cancelled job's checkpoints are deleted with it.
-        let state = self.jobs().await?.remove(&handle.engine_id);
-        if !matches!(state.as_deref(), Some("FAILED" | "FINISHED")) {
-            return Ok(None);
+    async fn restore_point(&self, handle: &RunHandle) -> Result<StateLeft, EngineError> {
+        // A FAILED job keeps its checkpoints; a FINISHED one was stopped with a savepoint (by a
+        // daemon that may have been killed before recording it); a CANCELED one keeps them when
+        // its retention says so (RETENTION_DEFAULT, unless `params.conf` set another).
+        let jid = &handle.engine_id;
+        let state = self.jobs().await?.remove(jid);
+        let kept = match state.as_deref() {
+            Some("FAILED" | "FINISHED") => true,
+            Some("CANCELED") => self.retained_on_cancel(jid).await?,
+            Some(s) => return Ok(StateLeft::Nothing(format!("flink job {jid} is {s}"))),
+            None => {
+                let why = format!("flink job {jid} is no longer known to the cluster");
+                return Ok(StateLeft::Nothing(why));
+            }
+        };
+        if !kept {
+            return Ok(StateLeft::Nothing(format!(
+                "flink job {jid} was cancelled and its checkpoints were deleted with it, \
+                 as `{RETENTION_KEY}` is not {RETENTION_DEFAULT}"
+            )));
         }
-        self.last_state_point(&handle.engine_id).await
+        Ok(match self.last_state_point(jid).await? {
+            Some(p) => StateLeft::Point(p),
+            None => StateLeft::Nothing(format!(
+                "flink job {jid} completed no checkpoint a run can start from"
+            )),
+        })
     }
 
     fn engine_id_for(&self, job: &str, run_id: i64) -> Option<String> {
@@ -961,8 +989,45 @@ mod tests {
         );
         let long: String = (0..50).map(|i| format!("Caused by: E{i}\n")).collect();
         let s = summarize_trace(&format!("top\n{long}"));
-        assert_eq!(s.lines().count(), REASON_LINES);
-        assert!(s.starts_with("top\n") && s.ends_with("E49"), "{s}");
+        assert!(s.lines().count() <= REASON_LINES, "{s}");
+        assert!(s.starts_with("top\n… ") && s.ends_with("E49"), "{s}");
+        assert!(s.contains("lines left out"), "{s}");
+        // A message of several lines is kept whole; a wrapper line does not hide the exception.
+        let wrapped = "<Exception on server side:\n\
+                       org.apache.flink.client.program.ProgramInvocationException: The main method caused an error: SQL parse failed.\n\
+                       Encountered \"FROM\" at line 2, column 1.\n\
+                       \tat a.b(C.java:1)\n\
+                       Caused by: org.apache.flink.sql.parser.impl.ParseException: Encountered \"FROM\"\n\
+                       \tat d.e(F.java:2)\n\
+                       End of exception on server side>";
+        assert_eq!(
+            summarize_trace(wrapped),
+            "<Exception on server side:\n\
+             org.apache.flink.client.program.ProgramInvocationException: The main method caused an error: SQL parse failed.\n\
+             Encountered \"FROM\" at line 2, column 1.\n\
+             Caused by: org.apache.flink.sql.parser.impl.ParseException: Encountered \"FROM\""
+        );
+        // Capped by size too: the root cause at the end stays.
+        let huge: String = (0..12)
+            .map(|i| format!("Caused by: E{i}: {}\n", "x".repeat(700)))
+            .collect();
+        let s = summarize_trace(&format!("top\n{huge}Caused by: root cause\n"));
+        assert!(s.chars().count() <= answers::REASON_CHARS, "{}", s.len());
+        assert!(s.ends_with("Caused by: root cause"), "{s}");
+    }
+
+    #[test]
+    fn a_failed_job_s_reason_names_its_exception_on_its_first_line() {
+        let r = failed_reason(
+            "abc",
+            "org.apache.flink.runtime.JobException: Recovery is suppressed\nCaused by: boom",
+        );
+        assert_eq!(
+            r,
+            "flink job abc FAILED: org.apache.flink.runtime.JobException: Recovery is suppressed\n\
+             Caused by: boom"
+        );
+        assert_eq!(failed_reason("abc", ""), "flink job abc FAILED");
     }
 
     #[test]

@@ -57,6 +57,11 @@ impl EngineKind {
         matches!(self, EngineKind::Flink)
     }
 
+    /// Whether runs keep state a new run starts from (flink: checkpoints and savepoints).
+    pub fn keeps_state(self) -> bool {
+        matches!(self, EngineKind::Flink)
+    }
+
     /// Whether a run's log is a file the daemon writes (and rotates), not the cluster's.
     pub fn writes_run_logs(self) -> bool {
         matches!(self, EngineKind::Local)
@@ -214,6 +219,8 @@ mod tests {
         assert_eq!(of(EngineKind::Local), (false, false, true));
         assert_eq!(of(EngineKind::Flink), (true, true, false));
         assert_eq!(of(EngineKind::Spark), (true, false, false));
+        assert!(EngineKind::Flink.keeps_state());
+        assert!(!EngineKind::Local.keeps_state() && !EngineKind::Spark.keeps_state());
         let runner = std::path::PathBuf::from("/opt/jobkeeper/sql-runner.jar");
         let flink = EngineConfig::Flink(FlinkSettings {
             url: "http://jm:8081/".into(),

@@ -121,6 +121,24 @@ pub struct StopOutcome {
     pub savepoint: Option<String>,
 }
 
+/// A completed checkpoint or savepoint a run can start from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatePoint {
+    /// Where it is (`file:/.../chk-42`, `s3://.../savepoint-...`).
+    pub location: String,
+    /// When it completed (ms since the epoch), when the engine says.
+    pub taken_ms: Option<i64>,
+}
+
+/// What a run that ended left to start from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateLeft {
+    /// Its newest completed checkpoint or savepoint.
+    Point(StatePoint),
+    /// Nothing; why, in the engine's words (`flink job … completed no checkpoint`).
+    Nothing(String),
+}
+
 /// How long a stopped run gets between SIGTERM and SIGKILL (local), or to stop (clusters).
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -280,10 +298,10 @@ pub trait Engine: Send + Sync {
             .map(|()| StopOutcome::default())
     }
 
-    /// Where a run that ended can be resumed from (flink: its latest completed, retained
-    /// checkpoint). The default: nowhere.
-    async fn restore_point(&self, _handle: &RunHandle) -> Result<Option<String>, EngineError> {
-        Ok(None)
+    /// Where a run that ended can be resumed from (flink: its newest completed checkpoint or
+    /// savepoint, when the cluster kept it), or why nowhere. The default: nowhere.
+    async fn restore_point(&self, _handle: &RunHandle) -> Result<StateLeft, EngineError> {
+        Ok(StateLeft::Nothing("its engine keeps no state".into()))
     }
 
     /// Waits, at most `limit`, until a run just submitted from a savepoint has its state back

@@ -82,7 +82,7 @@ fn render(
         let _ = write!(
             h,
             " <span class=\"muted\">{}</span>",
-            escape(r.lines().next().unwrap_or(""))
+            escape(&crate::event::one_line(r))
         );
     }
     h.push_str("</div></header><main><dl id=\"facts\">");
@@ -220,8 +220,8 @@ fn runs_html(h: &mut String, settings: &Settings, d: &api::JobDetail) {
             let reason = r
                 .reason
                 .as_deref()
-                .map(|x| x.lines().next().unwrap_or(""))
-                .unwrap_or("");
+                .map(crate::event::one_line)
+                .unwrap_or_default();
             let _ = write!(
                 h,
                 "<tr id=\"run-{id}\"><td data-label=\"Run\"><div><a href=\"/api/v1/jobs/{job}/logs?run={id}\">{id}</a></div></td>\
@@ -231,7 +231,7 @@ fn runs_html(h: &mut String, settings: &Settings, d: &api::JobDetail) {
                 id = r.id,
                 job = super::page::utf8_percent_encode(&j.name),
                 st = escape(&r.state),
-                reason = escape(reason),
+                reason = escape(&reason),
                 start = escape(&utc_time(&r.started_at)),
                 end = r
                     .ended_at

@@ -182,8 +182,10 @@ impl Filters<'_> {
     }
 }
 
-fn one_line(s: &str) -> &str {
-    s.lines().next().unwrap_or("")
+/// A message or reason on one line: its first line and its last (a root cause), see
+/// [`crate::event::one_line`].
+fn one_line(s: &str) -> String {
+    crate::event::one_line(s)
 }
 
 fn event_html(e: &EventView, with_job: bool) -> String {
@@ -200,7 +202,7 @@ fn event_html(e: &EventView, with_job: bool) -> String {
     }
     let msg = one_line(&e.message);
     if !msg.is_empty() {
-        let _ = write!(s, " · {}", escape(msg));
+        let _ = write!(s, " · {}", escape(&msg));
     }
     s
 }
@@ -321,7 +323,7 @@ fn job_row_html(h: &mut String, j: &super::api::JobView) {
         state = escape(&j.state)
     );
     if let Some(r) = j.reason.as_deref().map(one_line).filter(|r| !r.is_empty()) {
-        let _ = write!(h, "<span class=\"reason\">{}</span>", escape(r));
+        let _ = write!(h, "<span class=\"reason\">{}</span>", escape(&r));
     }
     if let Some(why) = &j.unreadable {
         let _ = write!(

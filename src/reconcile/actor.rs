@@ -113,6 +113,10 @@ pub struct Actor {
     pub(super) pending_attempt: Attempt,
     /// flink: the savepoint or checkpoint the next run starts from.
     pub(super) restore: Option<String>,
+    /// flink: why the last run left nothing to start from, while [`Actor::restore`] is `None`.
+    pub(super) no_state: Option<String>,
+    /// What the latest submitted run (by id) started from: said in its start event.
+    pub(super) started_from: Option<(i64, crate::event::StartedFrom)>,
     /// When the actor wakes up next, and why.
     pub(super) timers: Timers,
     /// The wall-clock time of the next cron tick (for messages).
@@ -146,6 +150,8 @@ impl Actor {
             restarts: RestartTracker::default(),
             pending_attempt: Attempt { n: 0, of: 0 },
             restore: None,
+            no_state: None,
+            started_from: None,
             timers: Timers::default(),
             fire_at: None,
             engine_retry: EngineRetry {
@@ -266,8 +272,18 @@ impl Actor {
     }
 
     /// Records an event of this job (see [`super::Emitter::emit`]).
+    /// Records `event` (of run `run_id`); a start event of the latest submitted run says what
+    /// that run started from.
     pub(super) fn event(&self, run_id: Option<i64>, event: &JobEvent) {
-        self.ctx.events.emit(self.scope().run(run_id), event);
+        match &self.started_from {
+            Some((run, from)) if run_id == Some(*run) => {
+                let event = event.with_start(from);
+                self.ctx.events.emit(self.scope().run(run_id), &event);
+            }
+            _ => {
+                self.ctx.events.emit(self.scope().run(run_id), event);
+            }
+        }
     }
 
     pub(super) fn set_state(&self, state: JobState, reason: Option<&str>) {

@@ -128,6 +128,9 @@ impl Actor {
         self.preflight(&new.spec, new.artifact.as_ref())
             .await
             .map_err(|reason| stalled(EventKind::DeployFailed, reason))?;
+        if let Some(why) = self.state_move_refused(&new.spec).await {
+            return Err(stalled(EventKind::DeployFailed, why));
+        }
         let keep_state = new.spec.upgrade == Upgrade::Savepoint;
         let from = self.live.first().map(|l| l.engine.clone());
         if let Err(err) = self.stop_all("replaced by a new version", keep_state).await {
@@ -212,6 +215,11 @@ impl Actor {
             self.set_state(JobState::Running, Some(DEPLOY_FAILED_MOVE));
             return Ok(());
         }
+        if let Some(why) = self.state_move_refused(&applied.spec).await {
+            refused(self, why);
+            self.set_state(JobState::Running, Some(DEPLOY_FAILED_MOVE));
+            return Ok(());
+        }
         let keep_state = applied.spec.upgrade == Upgrade::Savepoint;
         let stopping = format!("moved to {}", to.location());
         if let Err(err) = self.stop_all(&stopping, keep_state).await {
@@ -248,6 +256,36 @@ impl Actor {
                 Ok(())
             }
         }
+    }
+
+    /// Why a stateful `spec` cannot move from the cluster its run is on to its env's cluster:
+    /// that cluster's Flink is older than the one the savepoint would be taken on. Asked before
+    /// anything is stopped; `None` when it can (or there is no move, or no version to compare).
+    async fn state_move_refused(&self, spec: &JobSpec) -> Option<String> {
+        if spec.upgrade != Upgrade::Savepoint {
+            return None;
+        }
+        let to = self.ctx.engines.get(&spec.env)?;
+        let from = self.live.first()?.engine.clone();
+        if !from.kind().keeps_state() || from.kind() != to.kind() || from.cluster() == to.cluster()
+        {
+            return None;
+        }
+        for engine in [&from, &to] {
+            if engine.version().is_none() {
+                let _ = engine.probe().await;
+            }
+        }
+        let parse = |v: Option<String>| crate::engine::flink::FlinkVersion::parse(&v?);
+        let (old, new) = (parse(from.version())?, parse(to.version())?);
+        let why = new.cannot_read(&old)?;
+        Some(format!(
+            "the move from {} to {} is refused before stopping anything: {why}; the job keeps \
+             running on {}",
+            from.location(),
+            to.location(),
+            from.location()
+        ))
     }
 
     /// Whether the job has live runs and every one runs the version with spec hash `hash`.

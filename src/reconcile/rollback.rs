@@ -114,7 +114,7 @@ impl Actor {
     pub(super) async fn roll_back(&mut self, why: &str, bad_run: Option<i64>) {
         if !self.live.is_empty() {
             // The bad version's state is not kept: the previous version starts from its own.
-            let stopping = format!("rolled back: {}", first_line(why));
+            let stopping = format!("rolled back: {why}");
             if let Err(err) = self.stop_all_as(RunState::Failed, &stopping, false).await {
                 self.on_error(Stall::Nothing, err);
                 return;
@@ -133,7 +133,7 @@ impl Actor {
         self.versions = VersionsRow {
             refused_hash: bad.map(|b| b.hash),
             refused_commit: self.commit.clone(),
-            refused_reason: Some(format!("rolled back: {}", first_line(why))),
+            refused_reason: Some(format!("rolled back: {why}")),
             ..VersionsRow::default()
         };
         self.record_applied();
@@ -220,8 +220,4 @@ impl Actor {
 
 fn short(commit: &str) -> String {
     commit.chars().take(8).collect()
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or_default()
 }

@@ -8,8 +8,11 @@ use tokio::time::Instant;
 
 use super::actor::{Actor, Live, Stall, Standing};
 use super::decide::StepError;
-use crate::engine::{EngineError, RunExit, RunHandle, RunStatus, STOP_GRACE};
-use crate::event::JobEvent;
+use crate::engine::{
+    EngineError, RunExit, RunHandle, RunStatus, STOP_GRACE, StateLeft, StatePoint,
+};
+use crate::event::{JobEvent, StartedFrom};
+use crate::spec;
 use crate::store::{JobState, RunOrigin, RunState, SavepointKind, StoreError};
 
 impl Actor {
@@ -75,6 +78,9 @@ impl Actor {
                 return Err(reason);
             }
         };
+        if engine.kind().keeps_state() {
+            self.started_from = Some((run_id, self.start_point(&deployed.spec, run_id)));
+        }
         let store = &self.ctx.store;
         store.record(
             Some(&self.name),
@@ -101,6 +107,44 @@ impl Actor {
             self.schedule_retry();
         }
         Ok(run_id)
+    }
+
+    /// What run `run_id` of `spec` starts from: [`Actor::restore`] and its age, or no state and
+    /// why. A stateful job that ran before and has nothing to start from raises `started_empty`.
+    fn start_point(&self, spec: &spec::JobSpec, run_id: i64) -> StartedFrom {
+        if let Some(location) = &self.restore {
+            let read = self.ctx.store.savepoint_time(&self.name, location);
+            let taken = self
+                .ctx
+                .store
+                .read_or_log(Some(&self.name), "savepoint time", read)
+                .flatten();
+            let age = taken.map(|t| {
+                let ms = u64::try_from(crate::store::now_ms().saturating_sub(t)).unwrap_or(0);
+                Duration::from_millis(ms)
+            });
+            return StartedFrom::point(location, age);
+        }
+        if spec.upgrade == spec::Upgrade::Stateless {
+            return StartedFrom::Nothing("`upgrade: stateless`".into());
+        }
+        let read = self.ctx.store.runs(&self.name, 16);
+        let ran_before = self
+            .ctx
+            .store
+            .read_or_log(Some(&self.name), "runs", read)
+            .is_some_and(|runs| {
+                runs.iter()
+                    .any(|r| r.id != run_id && r.handle.is_some() && r.state != RunState::Running)
+            });
+        if !ran_before {
+            return StartedFrom::Nothing("its first run".into());
+        }
+        let why = self.no_state.clone().unwrap_or_else(|| {
+            "no savepoint or retained checkpoint of an earlier run is recorded".into()
+        });
+        self.event(Some(run_id), &JobEvent::StartedEmpty { why: why.clone() });
+        StartedFrom::Nothing(why)
     }
 
     /// Submits the deployed version and records `event` with the run; a refused submit is
@@ -253,17 +297,21 @@ impl Actor {
                         let why = format!("stopped with savepoint {sp}: {why}");
                         self.event(Some(live.run_id), &JobEvent::Stopped { why });
                         self.restore = Some(sp);
+                        self.no_state = None;
                     }
                     // A stop that was to keep state but reported no savepoint (the job had
                     // ended already, or the answer was lost): start from what it left.
                     None if keep_state => {
                         tracing::warn!(job = %self.name, run = live.run_id, "stopped with no savepoint reported: {why}");
-                        if let Ok(Some(point)) = live.engine.restore_point(&live.handle).await {
-                            self.keep_savepoint(live.run_id, &point, SavepointKind::Checkpoint);
-                            let why =
-                                format!("stopped; starting from its latest state {point}: {why}");
+                        if let Ok(StateLeft::Point(point)) =
+                            live.engine.restore_point(&live.handle).await
+                        {
+                            self.keep_point(live.run_id, &point);
+                            let why = format!(
+                                "stopped; starting from its latest state {}: {why}",
+                                point.location
+                            );
                             self.event(Some(live.run_id), &JobEvent::Stopped { why });
-                            self.restore = Some(point);
                         }
                     }
                     None => tracing::info!(job = %self.name, run = live.run_id, "stopped: {why}"),
@@ -459,8 +507,8 @@ impl Actor {
             // the cluster.
             JobEvent::Drift {
                 what: reason.clone(),
-                action: "started again from its latest savepoint or retained checkpoint, \
-                         under its restart policy"
+                action: "started again from its newest checkpoint or savepoint (its restart \
+                         says which), under its restart policy"
                     .into(),
             }
         } else {
@@ -491,17 +539,62 @@ impl Actor {
         false
     }
 
-    /// A run that ended: its latest retained checkpoint (if its engine keeps one) is where the
-    /// next run starts from, and goes into the savepoint history.
+    /// A run that ended: its newest completed checkpoint or savepoint (if its engine kept one)
+    /// goes into the savepoint history and is where the next run starts from, unless the store
+    /// knows a newer savepoint. When it left nothing, the next run starts from what the store
+    /// last gave (the savepoint its own run started from), or with no state, and why is kept.
     async fn keep_checkpoint(&mut self, live: &Live) {
         match live.engine.restore_point(&live.handle).await {
-            Ok(Some(cp)) => {
-                self.keep_savepoint(live.run_id, &cp, SavepointKind::Checkpoint);
-                self.restore = Some(cp);
+            Ok(StateLeft::Point(p)) => {
+                let read = self.ctx.store.savepoints(&self.name, 1);
+                let newer = self
+                    .ctx
+                    .store
+                    .read_or_log(Some(&self.name), "savepoints", read)
+                    .and_then(|rows| rows.into_iter().next())
+                    .filter(|row| p.taken_ms.is_some_and(|t| row.time > t));
+                match newer {
+                    Some(row) => {
+                        tracing::info!(job = %self.name, "a savepoint newer than the run's checkpoint is kept: {}", row.location);
+                        self.restore = Some(row.location);
+                        self.no_state = None;
+                    }
+                    None => self.keep_point(live.run_id, &p),
+                }
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(job = %self.name, "no checkpoint to restart from: {e}"),
+            Ok(StateLeft::Nothing(why)) => {
+                tracing::info!(job = %self.name, "no checkpoint to restart from: {why}");
+                if self.restore.is_none() {
+                    self.no_state = Some(why);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(job = %self.name, "no checkpoint to restart from: {e}");
+                if self.restore.is_none() {
+                    self.no_state = Some(format!("its cluster did not say what it left: {e}"));
+                }
+            }
         }
+    }
+
+    /// Keeps a checkpoint (or savepoint) a run left, with when it completed, as where the next
+    /// run starts from.
+    fn keep_point(&mut self, run_id: i64, p: &StatePoint) {
+        let store = &self.ctx.store;
+        let taken = p.taken_ms.unwrap_or_else(crate::store::now_ms);
+        store.record(
+            Some(&self.name),
+            "checkpoint",
+            store.add_savepoint_taken(
+                &self.name,
+                Some(run_id),
+                &p.location,
+                SavepointKind::Checkpoint,
+                taken,
+            ),
+        );
+        self.restore = Some(p.location.clone());
+        self.no_state = None;
     }
 }
 

@@ -15,7 +15,7 @@ use parking_lot::MutexGuard;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::runs::LIVE;
-use super::{Result, Store};
+use super::{Result, SavepointKind, SavepointRow, Store};
 
 /// A deleted run: its id and its log file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +189,42 @@ impl Store {
             .execute(params![job, before_ms, limit as i64])?;
         release(conn);
         Ok(n)
+    }
+
+    /// Takes out of the store at most `limit` retained checkpoints of ended runs recorded
+    /// before `before_ms` that no run needs any more: never a job's newest savepoint or
+    /// checkpoint (where its next run starts), one of a live run, or the one a rollback version
+    /// would start from. Returns the rows taken out, for their folders to be deleted.
+    pub fn prune_checkpoints(&self, before_ms: i64, limit: usize) -> Result<Vec<SavepointRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT s.id, s.job, s.run_id, s.location, s.time FROM savepoints s
+             WHERE s.kind = 'checkpoint' AND s.time < ?1
+               AND s.id < (SELECT MAX(t.id) FROM savepoints t WHERE t.job = s.job)
+               AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = s.run_id AND r.state IN {})
+               AND NOT EXISTS (SELECT 1 FROM versions v WHERE v.job = s.job
+                               AND v.prev_restore = s.location)
+               AND NOT EXISTS (SELECT 1 FROM savepoints n WHERE n.job = s.job AND n.id > s.id
+                               AND n.location = s.location)
+             ORDER BY s.id LIMIT ?2",
+            *LIVE
+        ))?;
+        let rows = st
+            .query_map(params![before_ms, limit as i64], |r| {
+                Ok(SavepointRow {
+                    id: r.get(0)?,
+                    job: r.get(1)?,
+                    run_id: r.get(2)?,
+                    location: r.get(3)?,
+                    kind: SavepointKind::Checkpoint,
+                    time: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for row in &rows {
+            conn.execute("DELETE FROM savepoints WHERE id = ?1", params![row.id])?;
+        }
+        Ok(rows)
     }
 
     /// Deletes at most `limit` alert deliveries recorded before `before_ms`.

@@ -47,12 +47,38 @@ impl Store {
         location: &str,
         kind: SavepointKind,
     ) -> Result<i64> {
+        self.add_savepoint_taken(job, run_id, location, kind, now_ms())
+    }
+
+    /// Records a savepoint (or retained checkpoint) of a job that completed at `time` (ms since
+    /// the epoch, as its engine says).
+    pub fn add_savepoint_taken(
+        &self,
+        job: &str,
+        run_id: Option<i64>,
+        location: &str,
+        kind: SavepointKind,
+        time: i64,
+    ) -> Result<i64> {
         let conn = self.conn();
         conn.execute(
             "INSERT INTO savepoints (job, run_id, location, kind, time) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![job, run_id, location, kind.as_str(), now_ms()],
+            params![job, run_id, location, kind.as_str(), time],
         )?;
         Ok(conn.last_insert_rowid())
+    }
+
+    /// When the newest row of `job` at `location` completed (ms), `None` when none is kept.
+    pub fn savepoint_time(&self, job: &str, location: &str) -> Result<Option<i64>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT time FROM savepoints WHERE job = ?1 AND location = ?2 ORDER BY id DESC LIMIT 1",
+        )?;
+        let mut rows = st.query(params![job, location])?;
+        Ok(match rows.next()? {
+            Some(r) => Some(r.get(0)?),
+            None => None,
+        })
     }
 
     /// A job's savepoints and retained checkpoints, newest first.
@@ -98,6 +124,10 @@ mod tests {
         assert_eq!(sps[0].location, "file:/cp/2");
         assert_eq!(sps[1].kind, SavepointKind::Savepoint);
         assert!(s.savepoints("b", 10).unwrap().is_empty());
+        s.add_savepoint_taken("a", Some(2), "file:/cp/3", SavepointKind::Checkpoint, 1234)
+            .unwrap();
+        assert_eq!(s.savepoint_time("a", "file:/cp/3").unwrap(), Some(1234));
+        assert_eq!(s.savepoint_time("a", "file:/cp/9").unwrap(), None);
         for k in SavepointKind::ALL {
             assert_eq!(SavepointKind::parse(k.as_str()), Some(k));
         }

@@ -7,10 +7,14 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::engine::{ClusterJob, HealthFacts, Vertex};
+use crate::engine::{ClusterJob, HealthFacts, StatePoint, Vertex};
 
 /// At most this many lines of a Flink stack trace go into a reason.
-pub const REASON_LINES: usize = 20;
+pub const REASON_LINES: usize = 30;
+/// At most this many characters of a Flink stack trace go into a reason.
+pub const REASON_CHARS: usize = 4000;
+/// At most this many characters of one line of a reason.
+const LINE_CHARS: usize = 600;
 
 /// The health figures in an answer of `GET /jobs/{id}/metrics?get=`[`HEALTH_METRICS`].
 pub fn health_facts(body: &Value, started_ms: i64) -> HealthFacts {
@@ -38,23 +42,100 @@ pub fn completed_at(body: &Value) -> Option<i64> {
         .filter(|t| *t > 0)
 }
 
-/// The first line of each Flink stack trace and its `Caused by:` lines, trimmed, at most
-/// `REASON_LINES` lines.
+/// The root-cause chain of a Flink stack trace: the exception's line (with the rest of its
+/// message when it spans lines) and each `Caused by:` line with its message, without stack
+/// frames, trimmed; capped at [`REASON_LINES`] lines and [`REASON_CHARS`] characters by leaving
+/// out middle lines (the first exception and the root cause, at the end, are kept).
 pub fn summarize_trace(trace: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for (i, line) in trace.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with("at ") || line.starts_with("...") {
+    let mut out: Vec<String> = Vec::new();
+    // True while reading an exception's message, before its first stack frame.
+    let mut message = true;
+    for line in trace.lines() {
+        let t = line.trim();
+        if t.is_empty() {
             continue;
         }
-        if (i == 0 || line.starts_with("Caused by:")) && !out.contains(&line) {
-            out.push(line);
+        if t.starts_with("at ") || t.starts_with("...") || t.starts_with("Suppressed:") {
+            message = false;
+            continue;
+        }
+        if t.starts_with("Caused by:") {
+            message = true;
+        }
+        if !message {
+            continue;
+        }
+        let t = cap_line(t);
+        if !out.contains(&t) {
+            out.push(t);
         }
     }
-    if out.len() > REASON_LINES {
-        out.drain(1..out.len() - (REASON_LINES - 1));
+    cap_lines(out)
+}
+
+/// `line`, cut to [`LINE_CHARS`] characters.
+fn cap_line(line: &str) -> String {
+    match line.char_indices().nth(LINE_CHARS) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line.to_string(),
     }
+}
+
+/// `lines` joined, with middle lines left out (and counted) past [`REASON_LINES`] lines or
+/// [`REASON_CHARS`] characters: the first line and the last ones stay.
+pub fn cap_lines(lines: Vec<String>) -> String {
+    let size = |ls: &[String]| ls.iter().map(|l| l.chars().count() + 1).sum::<usize>();
+    if lines.len() <= REASON_LINES && size(&lines) <= REASON_CHARS {
+        return lines.join("\n");
+    }
+    let Some((first, rest)) = lines.split_first() else {
+        return String::new();
+    };
+    let mut budget = REASON_CHARS.saturating_sub(first.chars().count() + 40);
+    let mut tail: Vec<&String> = Vec::new();
+    for l in rest.iter().rev() {
+        let n = l.chars().count() + 1;
+        if tail.len() + 2 >= REASON_LINES || n > budget {
+            break;
+        }
+        budget -= n;
+        tail.push(l);
+    }
+    tail.reverse();
+    let left_out = rest.len() - tail.len();
+    let mut out = vec![first.clone()];
+    if left_out > 0 {
+        let s = if left_out == 1 { "" } else { "s" };
+        out.push(format!("… {left_out} line{s} left out …"));
+    }
+    out.extend(tail.into_iter().cloned());
     out.join("\n")
+}
+
+/// The newest externally addressable completed checkpoint or savepoint in an answer of
+/// `GET /jobs/{id}/checkpoints`, with when it completed.
+pub fn newest_state_point(body: &Value) -> Option<StatePoint> {
+    let latest = &body["latest"];
+    ["completed", "savepoint"]
+        .iter()
+        .filter_map(|k| {
+            let c = &latest[*k];
+            let p = c["external_path"].as_str()?;
+            let addressable = !p.is_empty() && p != "<checkpoint-not-externally-addressable>";
+            let at = c["latest_ack_timestamp"].as_i64().filter(|t| *t > 0);
+            addressable.then(|| StatePoint {
+                location: p.to_string(),
+                taken_ms: at,
+            })
+        })
+        .max_by_key(|p| p.taken_ms.unwrap_or(0))
+}
+
+/// Whether an answer of `GET /jobs/{id}/checkpoints/config` says the job's checkpoints are
+/// externalized and kept when it is cancelled.
+pub fn retains_on_cancel(body: &Value) -> bool {
+    let e = &body["externalization"];
+    e["enabled"] == true && e["delete_on_cancellation"] == false
 }
 
 /// The stack trace of the failure cause in an answer of `GET /jobs/{id}/execution-result`: set
@@ -157,6 +238,40 @@ pub fn requested_parallelism(body: &Value) -> HashMap<String, u32> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_newest_state_point_and_the_retention_are_read_from_the_checkpoint_answers() {
+        // Shapes of Flink 2.3.0 and 1.20.3, shortened.
+        let body = json!({"latest": {
+            "completed": {"id": 42, "external_path": "file:/cp/j/chk-42", "latest_ack_timestamp": 2000},
+            "savepoint": {"id": 40, "external_path": "file:/sp/savepoint-1", "latest_ack_timestamp": 1000},
+            "restored": null
+        }});
+        assert_eq!(
+            newest_state_point(&body),
+            Some(StatePoint {
+                location: "file:/cp/j/chk-42".into(),
+                taken_ms: Some(2000)
+            })
+        );
+        let body = json!({"latest": {
+            "completed": {"external_path": "<checkpoint-not-externally-addressable>", "latest_ack_timestamp": 3000},
+            "savepoint": {"external_path": "file:/sp/savepoint-1", "latest_ack_timestamp": 1000}
+        }});
+        assert_eq!(
+            newest_state_point(&body).map(|p| p.location),
+            Some("file:/sp/savepoint-1".into())
+        );
+        assert_eq!(
+            newest_state_point(&json!({"latest": {"completed": null}})),
+            None
+        );
+        let kept = json!({"mode": "exactly_once", "externalization": {"enabled": true, "delete_on_cancellation": false}});
+        assert!(retains_on_cancel(&kept));
+        let deleted = json!({"externalization": {"enabled": true, "delete_on_cancellation": true}});
+        assert!(!retains_on_cancel(&deleted));
+        assert!(!retains_on_cancel(&json!({"errors": ["not found"]})));
+    }
 
     #[test]
     fn the_failure_cause_of_an_ended_job_is_read_from_its_execution_result() {

@@ -100,6 +100,19 @@ impl FlinkVersion {
         })
     }
 
+    /// Why a cluster at this version cannot start a job from a savepoint taken on a cluster at
+    /// `taken_on`: Flink reads savepoints of its own and older versions only (a patch release
+    /// reads those of its minor version).
+    pub fn cannot_read(&self, taken_on: &FlinkVersion) -> Option<String> {
+        ((self.major, self.minor) < (taken_on.major, taken_on.minor)).then(|| {
+            format!(
+                "Flink {} cannot read a savepoint taken on {}; move with `upgrade: stateless` \
+                 or to a cluster at {} or newer",
+                self.text, taken_on.text, taken_on.text
+            )
+        })
+    }
+
     /// The name of the run request's claim mode field.
     pub fn claim_field(&self) -> &'static str {
         if (self.major, self.minor) >= (1, 20) {
@@ -228,6 +241,26 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    #[test]
+    fn an_older_minor_version_cannot_read_a_newer_one_s_savepoint() {
+        let v = |t: &str| FlinkVersion::parse(t).unwrap();
+        assert_eq!(
+            v("1.20.3").cannot_read(&v("2.3.0")).as_deref(),
+            Some(
+                "Flink 1.20.3 cannot read a savepoint taken on 2.3.0; move with `upgrade: \
+                 stateless` or to a cluster at 2.3.0 or newer"
+            )
+        );
+        assert!(v("2.2.0").cannot_read(&v("2.3.0")).is_some());
+        assert_eq!(v("2.3.0").cannot_read(&v("1.20.3")), None);
+        assert_eq!(
+            v("2.3.0").cannot_read(&v("2.3.1")),
+            None,
+            "a patch release reads it"
+        );
+        assert_eq!(v("2.3.0").cannot_read(&v("2.3.0")), None);
+    }
 
     fn v(s: &str) -> FlinkVersion {
         FlinkVersion::parse(s).unwrap()

@@ -221,27 +221,52 @@ fn quoted_words(line: &str) -> Vec<String> {
     out
 }
 
-/// The exception lines of a driver's stderr (`Exception in thread`, `Caused by:`, ERROR log
-/// lines); its last lines when it has none. At most `REASON_LINES` lines.
+/// The exception lines of a driver's stderr (`Exception in thread`, an exception's own line,
+/// `Caused by:`, ERROR log lines); when it has none, its last lines that are not INFO, DEBUG or
+/// TRACE log lines (never only log chatter); a note saying so when every line is. At most
+/// `REASON_LINES` lines.
 pub fn summarize_stderr(stderr: &str) -> String {
     let mut out: Vec<&str> = Vec::new();
     for line in stderr.lines() {
         let t = line.trim();
         let wanted = t.starts_with("Exception in thread")
             || t.starts_with("Caused by:")
-            || t.contains(" ERROR ");
+            || t.contains(" ERROR ")
+            || is_exception_line(t);
         if wanted && !out.contains(&t) {
             out.push(t);
         }
     }
     if out.is_empty() {
-        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let lines: Vec<&str> = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !is_chatter(l))
+            .collect();
         out = lines[lines.len().saturating_sub(5)..].to_vec();
+    }
+    if out.is_empty() {
+        return "its stderr holds no error or exception lines, only informational log lines".into();
     }
     if out.len() > REASON_LINES {
         out.drain(..out.len() - REASON_LINES);
     }
     out.join("\n")
+}
+
+/// A Java exception's own line: `pkg.SomeException: message` or `pkg.SomeError` alone.
+fn is_exception_line(line: &str) -> bool {
+    let name = line.split(": ").next().unwrap_or(line);
+    !name.contains(' ')
+        && name.contains('.')
+        && (name.ends_with("Exception") || name.ends_with("Error"))
+}
+
+/// A log line at INFO, DEBUG or TRACE level (`26/11/25 16:21:40 INFO SparkContext: ...`).
+fn is_chatter(line: &str) -> bool {
+    line.split_whitespace()
+        .take(4)
+        .any(|w| matches!(w, "INFO" | "DEBUG" | "TRACE"))
 }
 
 /// The run's status for a driver state.
@@ -1023,6 +1048,24 @@ mod tests {
             summarize_stderr(stderr),
             "Exception in thread \"main\" java.lang.reflect.InvocationTargetException\n\
              Caused by: java.lang.IllegalStateException: failing on purpose after total 3"
+        );
+        // No exception: never INFO lines, the last other lines or a note.
+        let info = "26/11/25 16:21:40 INFO SparkContext: Running Spark version 4.3.0\n\
+                    26/11/25 16:21:41 INFO ShutdownHookManager: Shutdown hook called\n";
+        let s = summarize_stderr(info);
+        assert!(!s.contains("INFO"), "{s}");
+        assert!(s.contains("no error or exception lines"), "{s}");
+        let mixed = format!("{info}26/11/25 16:21:42 WARN Worker: driver exited with 1\n{info}");
+        assert_eq!(
+            summarize_stderr(&mixed),
+            "26/11/25 16:21:42 WARN Worker: driver exited with 1"
+        );
+        // An exception logged on its own line (no `Exception in thread`).
+        let logged =
+            format!("{info}java.io.FileNotFoundException: /data/in.csv\n\tat x.y(Z.java:1)\n");
+        assert_eq!(
+            summarize_stderr(&logged),
+            "java.io.FileNotFoundException: /data/in.csv"
         );
         let plain: String = (0..9).map(|i| format!("line {i}\n")).collect();
         assert_eq!(
