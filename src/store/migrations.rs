@@ -17,7 +17,7 @@ use crate::event::EventKind;
 type Step = fn(&Connection) -> Result<()>;
 
 /// The steps, in order; step `i` makes version `i + 1`. Add new steps at the end.
-const STEPS: [Step; 8] = [
+const STEPS: [Step; 9] = [
     release_0_1_0,
     typed_events,
     versions,
@@ -26,6 +26,7 @@ const STEPS: [Step; 8] = [
     run_parallelism,
     runs_with_artifacts,
     run_secrets,
+    conditions,
 ];
 
 /// The schema version this build writes.
@@ -201,6 +202,37 @@ fn run_secrets(conn: &Connection) -> Result<()> {
         "ALTER TABLE runs ADD COLUMN secrets TEXT;
          ALTER TABLE runs ADD COLUMN secrets_mac TEXT;
          ALTER TABLE runs ADD COLUMN log_masked INTEGER NOT NULL DEFAULT 0;",
+    )?;
+    Ok(())
+}
+
+/// Migration 9: what a job's conditions are derived from (see [`crate::condition`]): the last
+/// version whose build, deploy or move failed (`versions.failed_*`: its hash, commit, stage and
+/// reason, kept typed instead of as a state reason), the open drift and unhealthy incidents of
+/// its runs (`jobs.incidents`, JSON), and the version of the cluster each run was submitted to
+/// (`runs.engine_version`). A stalled version a previous daemon recorded only as the state
+/// reason `build failed` or `deploy failed` is carried over as a failure of its desired hash.
+fn conditions(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "ALTER TABLE versions ADD COLUMN failed_hash TEXT;
+         ALTER TABLE versions ADD COLUMN failed_commit TEXT;
+         ALTER TABLE versions ADD COLUMN failed_stage TEXT;
+         ALTER TABLE versions ADD COLUMN failed_reason TEXT;
+         ALTER TABLE jobs ADD COLUMN incidents TEXT;
+         ALTER TABLE runs ADD COLUMN engine_version TEXT;
+         INSERT OR IGNORE INTO versions (job, updated_at)
+             SELECT name, updated_at FROM jobs
+             WHERE reason IN ('build failed', 'deploy failed') AND desired_hash IS NOT NULL
+                 AND desired_hash IS NOT applied_hash;
+         UPDATE versions SET
+             failed_hash = (SELECT desired_hash FROM jobs WHERE name = versions.job),
+             failed_commit = (SELECT desired_commit FROM jobs WHERE name = versions.job),
+             failed_stage = CASE (SELECT reason FROM jobs WHERE name = versions.job)
+                 WHEN 'build failed' THEN 'build' ELSE 'deploy' END,
+             failed_reason = 'recorded by an earlier jobkeeper; its events say why'
+             WHERE job IN (SELECT name FROM jobs
+                 WHERE reason IN ('build failed', 'deploy failed') AND desired_hash IS NOT NULL
+                     AND desired_hash IS NOT applied_hash);",
     )?;
     Ok(())
 }
