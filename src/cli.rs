@@ -92,6 +92,13 @@ pub enum Command {
         /// Print the API's JSON.
         #[arg(long)]
         json: bool,
+        /// Only the jobs with a problem (a condition: invalid file, deploy failed, ...).
+        #[arg(long)]
+        problems: bool,
+        /// Only the jobs in this state or with this condition (`running`, `invalid`,
+        /// `deploy_failed`, ...).
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
         /// Where the daemon is.
         #[command(flatten)]
         remote: Remote,
@@ -199,7 +206,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::TestAlert { channel, config } => test_alert(&channel, &config),
         Command::Import { config, env, out } => import(&config, &env, out),
-        Command::Status { json, remote } => client::status(&remote, json),
+        Command::Status {
+            json,
+            problems,
+            state,
+            remote,
+        } => {
+            let only = client::StatusFilter {
+                problems,
+                state: state.as_deref(),
+            };
+            client::status(&remote, json, only)
+        }
         Command::Sync { remote } => client::sync(&remote),
         Command::Restart { job, remote } => client::restart(&remote, &job),
         Command::Logs {

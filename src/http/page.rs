@@ -67,6 +67,8 @@ td.name{font-weight:600}
 .ev{font-size:13px}
 .ev .k{font-weight:600}
 .reason{display:block;font-size:12px;color:var(--muted);font-weight:400}
+tr.problem td:first-child{box-shadow:inset 3px 0 0 var(--bad)}
+.problem-mark{display:block;font-size:12px;color:var(--bad);font-weight:600}
 ul.events{list-style:none;margin:0 16px;padding:0;background:var(--card);border:1px solid var(--line);border-radius:8px}
 ul.events li{padding:8px 10px;border-bottom:1px solid var(--line);font-size:13px;word-break:break-word}
 ul.events li:last-child{border-bottom:0}
@@ -120,6 +122,8 @@ pub struct Filters<'a> {
     pub envs: Vec<(String, String)>,
     /// Jobs per state, over all jobs.
     pub counts: Vec<(crate::store::JobState, u64)>,
+    /// Jobs per condition, over all jobs.
+    pub problems: Vec<(crate::condition::ConditionKind, u64)>,
 }
 
 impl Filters<'_> {
@@ -133,6 +137,7 @@ impl Filters<'_> {
             ("engine", &q.engine),
             ("folder", &q.folder),
             ("removed", &q.removed),
+            ("problem", &q.problem),
             ("limit", &q.limit),
         ] {
             if let Some(v) = given(v) {
@@ -159,10 +164,16 @@ impl Filters<'_> {
             h.push_str("</select></label>");
             h
         };
-        let states: Vec<String> = crate::store::JobState::ALL
+        let mut states: Vec<String> = crate::store::JobState::ALL
             .iter()
             .map(|s| s.as_str().to_string())
             .collect();
+        for k in crate::condition::ConditionKind::ALL {
+            if !states.iter().any(|s| s == k.as_str()) {
+                states.push(k.as_str().to_string());
+            }
+        }
+        let problem = matches!(given(&q.problem), Some("1" | "true" | "yes"));
         let envs: Vec<String> = self.envs.iter().map(|(e, _)| e.clone()).collect();
         let mut engines: Vec<String> = self.envs.iter().map(|(_, e)| e.clone()).collect();
         engines.sort();
@@ -172,12 +183,14 @@ impl Filters<'_> {
             "<form class=\"filters\" method=\"get\" action=\"/\">{}{}{}\
              <label>folder<input name=\"folder\" value=\"{}\" size=\"12\"></label>\
              <label><span><input type=\"checkbox\" name=\"removed\" value=\"1\"{}> removed</span></label>\
+             <label><span><input type=\"checkbox\" name=\"problem\" value=\"1\"{}> problems only</span></label>\
              <button type=\"submit\">Filter</button> <a href=\"/\">clear</a></form>",
             select("state", &states, given(&q.state)),
             select("env", &envs, given(&q.env)),
             select("engine", &engines, given(&q.engine)),
             escape(given(&q.folder).unwrap_or("")),
             if removed { " checked" } else { "" },
+            if problem { " checked" } else { "" },
         )
     }
 }
@@ -309,6 +322,21 @@ fn summary_html(h: &mut String, filters: &Filters<'_>) {
             n
         );
     }
+    let problems: u64 = filters.problems.iter().map(|(_, n)| n).sum();
+    if problems > 0 {
+        let _ = write!(
+            h,
+            "<a class=\"chip s-failed\" id=\"problems\" href=\"/?problem=1\">problems:</a>"
+        );
+    }
+    for (kind, n) in filters.problems.iter().filter(|(_, n)| *n > 0) {
+        let _ = write!(
+            h,
+            "<a class=\"chip s-failed\" href=\"/?state={0}\">{1} {0}</a>",
+            kind.as_str(),
+            n
+        );
+    }
     h.push_str("</div>");
 }
 
@@ -316,14 +344,31 @@ fn summary_html(h: &mut String, filters: &Filters<'_>) {
 fn job_row_html(h: &mut String, j: &super::api::JobView) {
     let _ = write!(
         h,
-        "<tr id=\"{name}\" data-job=\"{name}\"><td class=\"name\" data-label=\"Job\"><div><a href=\"{link}\">{name}</a></div></td>\
+        "<tr id=\"{name}\" data-job=\"{name}\"{problem}><td class=\"name\" data-label=\"Job\"><div><a href=\"{link}\">{name}</a></div></td>\
          <td data-label=\"State\"><div><span class=\"state s-{state}\">{state}</span>",
         name = escape(&j.name),
         link = escape(&job_path(&j.name)),
-        state = escape(&j.state)
+        state = escape(&j.state),
+        problem = if j.problem {
+            " class=\"problem\" data-problem=\"1\""
+        } else {
+            ""
+        }
     );
     if let Some(r) = j.reason.as_deref().map(one_line).filter(|r| !r.is_empty()) {
         let _ = write!(h, "<span class=\"reason\">{}</span>", escape(&r));
+    }
+    for c in &j.conditions {
+        let _ = write!(
+            h,
+            "<span class=\"problem-mark\" data-condition=\"{}\" title=\"{}\">⚠ {}</span>",
+            c.kind().as_str(),
+            escape(&c.phrase()),
+            escape(c.label())
+        );
+    }
+    if let Some(place) = &j.place {
+        let _ = write!(h, "<span class=\"reason place\">{}</span>", escape(place));
     }
     if let Some(why) = &j.unreadable {
         let _ = write!(
@@ -425,6 +470,7 @@ pub async fn status_page(
                 .map(|(n, e)| (n.clone(), e.engine.as_str().to_string()))
                 .collect(),
             counts: state.store.job_state_counts()?,
+            problems: super::shown::problem_counts(&state)?,
         };
         let html = render(&view, &events, &filters);
         let unmanaged = super::unmanaged::unmanaged_html(&super::unmanaged::unmanaged_view(&state));

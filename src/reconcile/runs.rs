@@ -87,6 +87,13 @@ impl Actor {
             "run handle",
             store.set_run_running(run_id, &handle),
         );
+        if let Some(version) = engine.version() {
+            store.record(
+                Some(&self.name),
+                "run engine version",
+                store.set_run_engine_version(run_id, &version),
+            );
+        }
         let deadline = deployed
             .spec
             .timeout

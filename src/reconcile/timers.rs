@@ -236,9 +236,9 @@ impl Actor {
                 self.event(Some(run_id), &JobEvent::Started { why });
             }
             Err(reason) => {
-                self.event(None, &JobEvent::DeployFailed { reason });
                 let state = self.idle_or_running(JobState::Failed);
-                self.set_state(state, Some(super::decide::DEPLOY_FAILED));
+                self.set_state(state, Some(&reason));
+                self.event(None, &JobEvent::DeployFailed { reason });
             }
         }
     }

@@ -1,0 +1,141 @@
+//! What the API, the pages and the metrics show of a job besides its row: its conditions
+//! ([`crate::condition::derive`] over the stored facts and what the daemon knows of its
+//! clusters now), the state shown, where its live run runs and where its file asks it to run.
+
+use std::collections::HashMap;
+
+use crate::condition::{self, Condition, ConditionKind, Facts, Place, Refused, RunFacts};
+use crate::store::{ConditionRow, JobState, Running, StoreError};
+
+use super::ApiState;
+
+/// One job as shown (see the module doc).
+#[derive(Debug, Clone, Default)]
+pub struct Shown {
+    /// Its conditions.
+    pub conditions: Vec<Condition>,
+    /// The state shown ([`condition::shown_state`]); `None` when the stored one cannot be read.
+    pub state: Option<JobState>,
+    /// The state's reason (`None` when the shown state is not the stored one).
+    pub reason: Option<String>,
+    /// Where its live run runs.
+    pub running: Option<Place>,
+    /// Where its file asks it to run: its env, that env's engine, cluster and version now.
+    pub file: Option<Place>,
+    /// One phrase when the two differ ([`condition::place_phrase`]).
+    pub place: Option<String>,
+}
+
+/// Where env `env` runs jobs now: its engine, its cluster and the cluster's version.
+pub fn env_place(state: &ApiState, env: &str) -> Place {
+    let settings = state.settings.get();
+    let engine = state.reconciler.context().engines.get(env);
+    Place {
+        env: Some(env.to_string()),
+        engine: settings
+            .envs
+            .get(env)
+            .map(|e| e.engine.as_str().to_string()),
+        cluster: engine.as_ref().and_then(|e| e.cluster()),
+        version: engine.as_ref().and_then(|e| e.version()),
+    }
+}
+
+/// The location of the engine of env `env` when its cluster does not answer.
+fn down(state: &ApiState, env: Option<&str>, cluster: Option<&str>) -> Option<String> {
+    let ctx = state.reconciler.context();
+    let engine = ctx.engines.get(env?)?;
+    // A run on another cluster than its env's now is not judged by the env's cluster.
+    if cluster.is_some() && engine.cluster().as_deref() != cluster {
+        return None;
+    }
+    let location = engine.location();
+    ctx.outages.is_down(&location).then_some(location)
+}
+
+/// What is shown of a job from its stored facts `row` and its live run `running`.
+pub fn shown(state: &ApiState, row: Option<&ConditionRow>, running: Option<&Running>) -> Shown {
+    let Some(row) = row else {
+        return Shown::default();
+    };
+    let file = row.desired_env.as_deref().map(|e| env_place(state, e));
+    let running_place = running.map(|r| {
+        let mut place = r.place.clone();
+        // A run recorded without its cluster's version: the version of its env's cluster,
+        // when the run is on it.
+        if place.version.is_none()
+            && let Some(env) = place.env.as_deref()
+        {
+            let now = env_place(state, env);
+            if place.cluster == now.cluster {
+                place.version = now.version;
+            }
+        }
+        place
+    });
+    let engine_down = running_place
+        .as_ref()
+        .and_then(|p| down(state, p.env.as_deref(), p.cluster.as_deref()))
+        .or_else(|| down(state, row.desired_env.as_deref(), None));
+    let facts = Facts {
+        state: row.state,
+        reason: row.reason.as_deref(),
+        invalid: row.invalid.as_deref(),
+        desired_hash: row.desired_hash.as_deref(),
+        applied_hash: row.applied_hash.as_deref(),
+        running: running
+            .zip(running_place.as_ref())
+            .map(|(r, place)| RunFacts {
+                run_id: r.run_id,
+                spec_hash: &r.spec_hash,
+                place,
+            }),
+        file: file.as_ref(),
+        failed: row.failed.as_ref(),
+        refused: row.refused_hash.as_deref().map(|hash| Refused {
+            hash,
+            commit: row.refused_commit.as_deref(),
+            reason: row.refused_reason.as_deref(),
+        }),
+        incidents: Some(&row.incidents),
+        engine_down: engine_down.as_deref(),
+        held: None,
+        host_fault: None,
+    };
+    let conditions = condition::derive(&facts);
+    let state_shown = row
+        .state
+        .map(|s| condition::shown_state(s, &conditions, running.is_some()));
+    let place = running_place
+        .as_ref()
+        .zip(file.as_ref())
+        .and_then(|(r, f)| condition::place_phrase(r, f, &conditions));
+    Shown {
+        reason: if state_shown == row.state {
+            row.reason.clone()
+        } else {
+            None
+        },
+        state: state_shown,
+        conditions,
+        running: running_place,
+        file,
+        place,
+    }
+}
+
+/// How many jobs (still in the config repo) have each condition, every kind listed.
+pub fn problem_counts(state: &ApiState) -> Result<Vec<(ConditionKind, u64)>, StoreError> {
+    let rows = state.store.condition_rows(None)?;
+    let running = state.store.running()?;
+    let mut counts: HashMap<ConditionKind, u64> = HashMap::new();
+    for (name, row) in &rows {
+        for c in shown(state, Some(row), running.get(name)).conditions {
+            *counts.entry(c.kind()).or_default() += 1;
+        }
+    }
+    Ok(ConditionKind::ALL
+        .into_iter()
+        .map(|k| (k, counts.get(&k).copied().unwrap_or(0)))
+        .collect())
+}
