@@ -71,13 +71,18 @@ pub enum EventKind {
     RolledBack,
     /// The job was changed outside jobkeeper (cancelled, rescaled, a second copy).
     Drift,
+    /// A resource of the daemon's host ran out (a full disk, file descriptors, the store): runs
+    /// that start or end wait on the host.
+    HostFault,
+    /// The resource of a host fault works again.
+    HostRecovered,
     /// A test alert (`jobkeeper test-alert`): sent, never recorded.
     Test,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 29] = [
+    pub const ALL: [EventKind; 31] = [
         EventKind::Deployed,
         EventKind::Started,
         EventKind::Restarted,
@@ -106,11 +111,14 @@ impl EventKind {
         EventKind::Unhealthy,
         EventKind::RolledBack,
         EventKind::Drift,
+        EventKind::HostFault,
+        EventKind::HostRecovered,
         EventKind::Test,
     ];
 
-    /// The kinds an alert channel can ask for (SPEC "Alerts"), in SPEC's order.
-    pub const ALERTS: [EventKind; 14] = [
+    /// The kinds an alert channel can ask for (SPEC "Alerts"), in SPEC's order, with
+    /// `host_fault` before the info ones.
+    pub const ALERTS: [EventKind; 15] = [
         EventKind::Failed,
         EventKind::Restarted,
         EventKind::GaveUp,
@@ -123,6 +131,7 @@ impl EventKind {
         EventKind::Unhealthy,
         EventKind::RolledBack,
         EventKind::Drift,
+        EventKind::HostFault,
         EventKind::Deployed,
         EventKind::Succeeded,
     ];
@@ -161,6 +170,8 @@ impl EventKind {
             EventKind::Unhealthy => "unhealthy",
             EventKind::RolledBack => "rolled_back",
             EventKind::Drift => "drift",
+            EventKind::HostFault => "host_fault",
+            EventKind::HostRecovered => "host_recovered",
             EventKind::Test => "test",
         }
     }
@@ -195,6 +206,7 @@ impl EventKind {
                 | EventKind::Unhealthy
                 | EventKind::RolledBack
                 | EventKind::Drift
+                | EventKind::HostFault
         )
     }
 
@@ -389,6 +401,16 @@ pub enum JobEvent {
         /// What jobkeeper does about it.
         action: String,
     },
+    /// A resource of the daemon's host ran out.
+    HostFault {
+        /// The fault: what ran out and the error that said so.
+        fault: crate::host::HostFault,
+    },
+    /// The resource of a host fault works again.
+    HostRecovered {
+        /// What works again.
+        resource: crate::host::Resource,
+    },
 }
 
 impl JobEvent {
@@ -423,6 +445,8 @@ impl JobEvent {
             JobEvent::Unhealthy { .. } => EventKind::Unhealthy,
             JobEvent::RolledBack { .. } => EventKind::RolledBack,
             JobEvent::Drift { .. } => EventKind::Drift,
+            JobEvent::HostFault { .. } => EventKind::HostFault,
+            JobEvent::HostRecovered { .. } => EventKind::HostRecovered,
         }
     }
 
@@ -517,6 +541,23 @@ impl JobEvent {
                 format!("version of commit {commit} rolled back: {why}; {to}")
             }
             JobEvent::Drift { what, action } => format!("drift: {what}; {action}"),
+            JobEvent::HostFault { fault } => {
+                let what = match &fault.resource {
+                    r @ crate::host::Resource::Disk(_) => format!("{r} is full"),
+                    crate::host::Resource::FileDescriptors => {
+                        "the daemon is out of file descriptors".to_string()
+                    }
+                    crate::host::Resource::Store => "the store refuses writes".to_string(),
+                };
+                format!(
+                    "{what} ({}); runs that start or end wait on the host, without spending \
+                     restart attempts",
+                    fault.error
+                )
+            }
+            JobEvent::HostRecovered { resource } => {
+                format!("{resource} works again; the jobs that waited on it go on")
+            }
         }
     }
 }
@@ -576,6 +617,7 @@ mod tests {
                 "unhealthy",
                 "rolled_back",
                 "drift",
+                "host_fault",
                 "deployed",
                 "succeeded"
             ]
