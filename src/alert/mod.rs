@@ -808,7 +808,8 @@ impl Dispatcher {
 
     /// Sends `alert` (of event `kind`) to every target of `channels` that has not had it yet.
     /// A claim or an end that cannot be recorded follows the failed-write rule
-    /// ([`Store::record`]); an unrecorded claim sends nothing (it could be a second send).
+    /// ([`Store::record`]); an unrecorded claim sends nothing (it could be a second send),
+    /// except for an event the store could not record at all, which has nothing to claim.
     fn fire(&self, kind: EventKind, alert: &Alert, channels: &[String]) {
         for ch in channels {
             for (target, tx) in self.targets.get(ch).map(Vec::as_slice).unwrap_or_default() {
@@ -821,15 +822,19 @@ impl Dispatcher {
                     folded: i64::from(alert.repeats),
                 };
                 let job = alert.job.as_deref();
-                let claimed = self.store.claim_alert(&claim);
-                match self
-                    .store
-                    .record(job, format_args!("alert claim {target}"), claimed)
-                {
-                    Some(true) => {}
-                    // Already sent (or being sent) for this event; or the claim was not
-                    // recorded.
-                    Some(false) | None => continue,
+                // An event the store could not record cannot be sent again by a later daemon
+                // (it is in no store to be found): it is sent with no claim.
+                if alert.event_id != crate::store::UNSTORED {
+                    let claimed = self.store.claim_alert(&claim);
+                    match self
+                        .store
+                        .record(job, format_args!("alert claim {target}"), claimed)
+                    {
+                        Some(true) => {}
+                        // Already sent (or being sent) for this event; or the claim was not
+                        // recorded.
+                        Some(false) | None => continue,
+                    }
                 }
                 if tx.try_send(alert.clone()).is_err() {
                     let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;

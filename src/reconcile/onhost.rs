@@ -94,7 +94,9 @@ impl Actor {
                 Unrecorded::Handle { run_id, handle } => store.set_run_running(*run_id, handle),
             };
             if let Err(err) = result {
-                return Err(self.store_fault(&err));
+                let fault = self.store_fault(&err);
+                store.record(Some(&self.name), "run record, again", Err::<(), _>(err));
+                return Err(fault);
             }
             self.unrecorded.remove(0);
         }
