@@ -189,6 +189,7 @@ impl Actor {
             self.host_backoff.reset();
             return false;
         };
+
         let done = match wait.start {
             Some((event, batch)) => {
                 self.start(event, batch).await;
@@ -196,7 +197,11 @@ impl Actor {
             }
             None => self.converge().await,
         };
-        if self.host_wait.is_none() {
+        if let Some(again) = &mut self.host_wait {
+            // The same wait goes on: it is shown since it began.
+            again.since = wait.since;
+            self.show_host_wait();
+        } else {
             tracing::info!(job = %self.name, resource = %wait.resource, "no longer waiting on the host");
             self.host_backoff.reset();
             self.ctx.host.set_job(&self.name, None);
