@@ -1021,6 +1021,32 @@ mod tests {
         assert_eq!(decide(&want, &at(&timers, 0)), Ok(Action::Start));
     }
 
+    #[test]
+    fn a_job_waiting_on_the_host_is_not_started_by_a_poke_and_spends_no_restart() {
+        let service = spec("env: dev\nparams: {command: [sleep, '9']}\n");
+        let v1 = deployed(&service, "h1");
+        let want = Desired::Spec {
+            spec: &service,
+            hash: "h1",
+        };
+        let s = Duration::from_secs;
+        let waiting = Observed {
+            host_in: Some(s(3)),
+            ..seen(Some(&v1))
+        };
+        assert_eq!(
+            decide(&want, &waiting),
+            Err(StepError::Waiting { after: s(3) })
+        );
+        assert_eq!(decide(&want, &seen(Some(&v1))), Ok(Action::Start));
+        let fault = crate::host::HostFault::new(crate::host::Resource::FileDescriptors, "EMFILE");
+        assert_eq!(
+            error_policy(&StepError::Host { fault }),
+            Then::WaitOnHost,
+            "not Backoff: the restart policy never sees it"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn timers_fire_in_order_as_time_passes() {
         let t0 = Instant::now();
