@@ -793,7 +793,7 @@ mod tests {
         .with_start(&none);
         assert_eq!(
             e.message(),
-            "new job; started with no state (`upgrade: stateless`)"
+            "new job; started with no state: `upgrade: stateless`"
         );
         let other = JobEvent::Failed { reason: "x".into() };
         assert_eq!(other.with_start(&none), other);
