@@ -482,13 +482,13 @@ async fn sixty_parallel_24_mib_bodies_with_a_wrong_signature_keep_memory_low() {
 struct Flood {
     /// Connections that got a socket.
     connected: usize,
-    /// Of those, closed by the daemon within 5 s (over the cap).
+    /// Of those, closed by the daemon within 20 s (over the cap).
     closed_at_once: usize,
     /// From the commit's push to it being applied, if it was within the wait.
     applied_after: Option<Duration>,
     /// From the push to the alert of the failing job it added, if it came within the wait.
     alerted_after: Option<Duration>,
-    /// The daemon's file descriptors during the flood.
+    /// The most file descriptors the daemon held during the flood.
     fds: usize,
 }
 
@@ -518,29 +518,21 @@ async fn idle_flood(
         conns.extend(r.unwrap());
     }
     let connected = conns.len();
-    // Those over the cap are closed at once (a 503, then EOF); the others stay open.
+    // Those over the cap are closed at once (a 503, then EOF); the others stay open. (Past the
+    // listen backlog, a connection reaches the daemon only when the kernel retries its
+    // handshake, seconds later: each is watched for 20 s.)
     let mut watch = tokio::task::JoinSet::new();
     for mut s in conns {
         watch.spawn(async move {
             let mut buf = [0u8; 512];
             let closed = matches!(
-                tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await,
+                tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await,
                 Ok(Ok(_) | Err(_))
             );
             (closed, s)
         });
     }
-    let mut held = Vec::new();
-    let mut closed_at_once = 0;
-    while let Some(r) = watch.join_next().await {
-        let (closed, s) = r.unwrap();
-        if closed {
-            closed_at_once += 1;
-        } else {
-            held.push(s);
-        }
-    }
-    let fds = b.open_fds();
+    let mut fds = b.open_fds();
 
     git.write(
         "jobs/failing.yaml",
@@ -559,8 +551,20 @@ async fn idle_flood(
         if alerted_after.is_none() && hook.received().iter().any(|r| r.body.contains("failing")) {
             alerted_after = Some(pushed.elapsed());
         }
+        fds = fds.max(b.open_fds());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let mut held = Vec::new();
+    let mut closed_at_once = 0;
+    while let Some(r) = watch.join_next().await {
+        let (closed, s) = r.unwrap();
+        if closed {
+            closed_at_once += 1;
+        } else {
+            held.push(s);
+        }
+    }
+    fds = fds.max(b.open_fds());
     drop(held);
     Flood {
         connected,
@@ -614,14 +618,11 @@ async fn two_thousand_idle_connections_under_a_1024_file_limit_leave_commits_and
         "no alert within 30 s: {}",
         b.log()
     );
-    // A quarter of 1,024 are served; the rest were closed at once.
-    assert!(
-        f.closed_at_once >= f.connected.saturating_sub(256),
-        "{} of {} closed",
-        f.closed_at_once,
-        f.connected
-    );
-    assert!(f.fds < 700, "{} file descriptors", f.fds);
+    // A quarter of 1,024 are served, the rest closed as they are accepted: the daemon's file
+    // descriptors stay far from the limit. (The client-side count of connections closed is
+    // printed, not asserted: past the listen backlog the kernel drops handshakes, and such a
+    // connection looks open to the client while the daemon never sees it.)
+    assert!(f.fds < 400, "{} file descriptors", f.fds);
     // Once the flood is gone, the API answers and says what happened.
     let text = b.get("/metrics").await.1;
     assert!(
@@ -677,7 +678,7 @@ async fn listener_figures() {
         let (git, b, store, hook) = flood_setup(root, "").await;
         let f = idle_flood(&b, &git, &store, &hook, 2000, Duration::from_secs(30)).await;
         println!(
-            "2,000 idle connections under nofile 1024: {} connected, {} closed within 5 s, \
+            "2,000 idle connections under nofile 1024: {} connected, {} closed within 20 s, \
              daemon fds {}; commit applied after {:?}, alert after {:?} (30 s wait)",
             f.connected, f.closed_at_once, f.fds, f.applied_after, f.alerted_after
         );
