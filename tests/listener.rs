@@ -575,8 +575,20 @@ async fn idle_flood(
     }
 }
 
-/// A daemon under `prlimit --nofile=1024` with a running job and an alert channel.
+/// A daemon under `prlimit --nofile=1024` with a running job and an alert channel. The test
+/// itself needs a socket per flood connection: its soft open-file limit is raised to its hard
+/// one, which must allow 4,096.
 async fn flood_setup(root: &Path, extra: &str) -> (Git, Binary, Store, HttpReceiver) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    assert!(
+        hard >= 4096,
+        "the flood needs 4,096 open files in the test process; the hard limit is {hard} \
+         (raise it, e.g. `ulimit -Hn 65536` as root)"
+    );
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    }
     let git = Git::new(root, "config");
     git.write("jobs/web.yaml", &sleeper(600));
     let first = git.commit_push("a job");
