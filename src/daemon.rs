@@ -125,6 +125,7 @@ pub async fn run_with(
         alerter: Some(core.alerter.clone()),
         trigger: OnceLock::new(),
         shelf,
+        hook_buffer: http::body::HookBuffer::new(started.http.hook_buffer),
     });
     let server = {
         let (api, cancel) = (api.clone(), cancel.clone());
