@@ -73,13 +73,18 @@ pub enum EventKind {
     Drift,
     /// A stateful job that ran before started with no state: nothing was left to restore from.
     StartedEmpty,
+    /// A resource of the daemon's host ran out (a full disk, file descriptors, the store): runs
+    /// that start or end wait on the host.
+    HostFault,
+    /// The resource of a host fault works again.
+    HostRecovered,
     /// A test alert (`jobkeeper test-alert`): sent, never recorded.
     Test,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 30] = [
+    pub const ALL: [EventKind; 32] = [
         EventKind::Deployed,
         EventKind::Started,
         EventKind::Restarted,
@@ -109,11 +114,14 @@ impl EventKind {
         EventKind::RolledBack,
         EventKind::Drift,
         EventKind::StartedEmpty,
+        EventKind::HostFault,
+        EventKind::HostRecovered,
         EventKind::Test,
     ];
 
-    /// The kinds an alert channel can ask for (SPEC "Alerts"), in SPEC's order.
-    pub const ALERTS: [EventKind; 15] = [
+    /// The kinds an alert channel can ask for (SPEC "Alerts"), in SPEC's order, with
+    /// `host_fault` before the info ones.
+    pub const ALERTS: [EventKind; 16] = [
         EventKind::Failed,
         EventKind::Restarted,
         EventKind::GaveUp,
@@ -127,6 +135,7 @@ impl EventKind {
         EventKind::RolledBack,
         EventKind::Drift,
         EventKind::StartedEmpty,
+        EventKind::HostFault,
         EventKind::Deployed,
         EventKind::Succeeded,
     ];
@@ -166,6 +175,8 @@ impl EventKind {
             EventKind::RolledBack => "rolled_back",
             EventKind::Drift => "drift",
             EventKind::StartedEmpty => "started_empty",
+            EventKind::HostFault => "host_fault",
+            EventKind::HostRecovered => "host_recovered",
             EventKind::Test => "test",
         }
     }
@@ -201,6 +212,7 @@ impl EventKind {
                 | EventKind::RolledBack
                 | EventKind::Drift
                 | EventKind::StartedEmpty
+                | EventKind::HostFault
         )
     }
 
@@ -400,6 +412,16 @@ pub enum JobEvent {
         /// Why nothing was left to restore from.
         why: String,
     },
+    /// A resource of the daemon's host ran out.
+    HostFault {
+        /// The fault: what ran out and the error that said so.
+        fault: crate::host::HostFault,
+    },
+    /// The resource of a host fault works again.
+    HostRecovered {
+        /// What works again.
+        resource: crate::host::Resource,
+    },
 }
 
 /// What a run of a job that keeps state (flink) started from, said in its start event.
@@ -489,6 +511,8 @@ impl JobEvent {
             JobEvent::RolledBack { .. } => EventKind::RolledBack,
             JobEvent::Drift { .. } => EventKind::Drift,
             JobEvent::StartedEmpty { .. } => EventKind::StartedEmpty,
+            JobEvent::HostFault { .. } => EventKind::HostFault,
+            JobEvent::HostRecovered { .. } => EventKind::HostRecovered,
         }
     }
 
@@ -586,6 +610,23 @@ impl JobEvent {
             JobEvent::StartedEmpty { why } => {
                 format!("started with no state although it ran before: {why}")
             }
+            JobEvent::HostFault { fault } => {
+                let what = match &fault.resource {
+                    r @ crate::host::Resource::Disk(_) => format!("{r} is full"),
+                    crate::host::Resource::FileDescriptors => {
+                        "the daemon is out of file descriptors".to_string()
+                    }
+                    crate::host::Resource::Store => "the store refuses writes".to_string(),
+                };
+                format!(
+                    "{what} ({}); runs that start or end wait on the host, without spending \
+                     restart attempts",
+                    fault.error
+                )
+            }
+            JobEvent::HostRecovered { resource } => {
+                format!("{resource} works again; the jobs that waited on it go on")
+            }
         }
     }
 
@@ -665,6 +706,7 @@ mod tests {
                 "rolled_back",
                 "drift",
                 "started_empty",
+                "host_fault",
                 "deployed",
                 "succeeded"
             ]
@@ -751,7 +793,7 @@ mod tests {
         .with_start(&none);
         assert_eq!(
             e.message(),
-            "new job; started with no state (`upgrade: stateless`)"
+            "new job; started with no state: `upgrade: stateless`"
         );
         let other = JobEvent::Failed { reason: "x".into() };
         assert_eq!(other.with_start(&none), other);

@@ -28,6 +28,8 @@
 //!   recovery of runs a previous daemon left; recording events.
 //! - [`health`]: the restart policy's arithmetic and when a batch job first runs.
 //! - [`backoff`]: doubling waits between retries.
+//! - [`host`]: the daemon's own host: a full disk, used-up file descriptors, a store that
+//!   refuses writes told apart from a job's failures; the descriptor limit and reserve.
 //! - [`build`]: project builds, artifact cache, build queue.
 //! - [`proc`]: child processes in their own process group: spawn, wait with a timeout, kill.
 //! - [`cgroup`]: local runs' cgroups (v2), so a run's end takes every process it started.
@@ -70,6 +72,7 @@ pub mod diag;
 pub mod engine;
 pub mod event;
 pub mod health;
+pub mod host;
 pub mod http;
 pub mod import;
 pub mod metrics;

@@ -37,8 +37,11 @@ use crate::spec::JobSpec;
 use crate::store::{AlertStatus, EventRow, NewAlertSent, Store};
 
 /// Events sent about the whole daemon rather than one job.
-pub const DAEMON_EVENTS: [EventKind; 2] =
-    [EventKind::RepoUnreachable, EventKind::EngineUnreachable];
+pub const DAEMON_EVENTS: [EventKind; 3] = [
+    EventKind::RepoUnreachable,
+    EventKind::EngineUnreachable,
+    EventKind::HostFault,
+];
 
 /// Longest reason put in an alert, in characters (the end is kept: it holds the error).
 pub const MAX_REASON_CHARS: usize = 4000;
@@ -703,7 +706,10 @@ impl Dispatcher {
 
     fn on_event(&mut self, ev: &EventRow) {
         self.refresh_targets();
-        if ev.id <= self.first_new {
+        // An event the store could not record (a full disk) has no id to order it by: it is
+        // alerted as it comes.
+        let stored = ev.id != crate::store::UNSTORED;
+        if stored && ev.id <= self.first_new {
             return; // recorded before this alerter started
         }
         let Some((alert, channels)) = alert_for(&self.settings.get(), &self.store, ev) else {
@@ -713,10 +719,12 @@ impl Dispatcher {
         let throttle = self.throttle_ms();
         let now = crate::store::now_ms();
         let state = self.keys.entry(key.clone()).or_default();
-        if ev.id <= state.last_event {
-            return;
+        if stored {
+            if ev.id <= state.last_event {
+                return;
+            }
+            state.last_event = ev.id;
         }
-        state.last_event = ev.id;
         if state.last_fired.is_none() {
             // Unread, the key counts as never fired: the alert goes out rather than be folded.
             let read = self
@@ -800,7 +808,8 @@ impl Dispatcher {
 
     /// Sends `alert` (of event `kind`) to every target of `channels` that has not had it yet.
     /// A claim or an end that cannot be recorded follows the failed-write rule
-    /// ([`Store::record`]); an unrecorded claim sends nothing (it could be a second send).
+    /// ([`Store::record`]); an unrecorded claim sends nothing (it could be a second send),
+    /// except for an event the store could not record at all, which has nothing to claim.
     fn fire(&self, kind: EventKind, alert: &Alert, channels: &[String]) {
         for ch in channels {
             for (target, tx) in self.targets.get(ch).map(Vec::as_slice).unwrap_or_default() {
@@ -813,15 +822,19 @@ impl Dispatcher {
                     folded: i64::from(alert.repeats),
                 };
                 let job = alert.job.as_deref();
-                let claimed = self.store.claim_alert(&claim);
-                match self
-                    .store
-                    .record(job, format_args!("alert claim {target}"), claimed)
-                {
-                    Some(true) => {}
-                    // Already sent (or being sent) for this event; or the claim was not
-                    // recorded.
-                    Some(false) | None => continue,
+                // An event the store could not record cannot be sent again by a later daemon
+                // (it is in no store to be found): it is sent with no claim.
+                if alert.event_id != crate::store::UNSTORED {
+                    let claimed = self.store.claim_alert(&claim);
+                    match self
+                        .store
+                        .record(job, format_args!("alert claim {target}"), claimed)
+                    {
+                        Some(true) => {}
+                        // Already sent (or being sent) for this event; or the claim was not
+                        // recorded.
+                        Some(false) | None => continue,
+                    }
                 }
                 if tx.try_send(alert.clone()).is_err() {
                     let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;

@@ -590,6 +590,36 @@ fn with_refused(
     Ok(view)
 }
 
+/// `view` as the job waits on the host, when it does (see [`crate::reconcile::HostWaits`]):
+/// the store cannot hold that while it refuses writes, so the daemon's own account is shown
+/// over it, and a run whose end could not be recorded is not shown as running.
+fn with_host_wait(state: &ApiState, mut view: JobView) -> JobView {
+    if let Some(w) = state.reconciler.context().host.job(&view.name) {
+        view.state = w.state().as_str().to_string();
+        view.reason = Some(w.reason());
+        if !w.live {
+            view.running = None;
+        }
+    }
+    view
+}
+
+/// The runs of a job waiting on the host, with the ends the store has not recorded yet.
+fn runs_with_host_wait(state: &ApiState, job: &str, runs: &mut [RunView]) {
+    let Some(w) = state.reconciler.context().host.job(job) else {
+        return;
+    };
+    for run in runs {
+        if let Some((_, ended)) = w.unrecorded.iter().find(|(id, _)| *id == run.id) {
+            run.state = ended.as_str().to_string();
+            run.reason = Some(format!(
+                "ended {ended}; the end is recorded once {} works again",
+                w.resource
+            ));
+        }
+    }
+}
+
 /// The jobs `f` asks for, as the list and the status page show them. Only the page's rows are
 /// read, with their latest events and commits; what runs comes from the live runs alone. A
 /// filter on the shown state or on conditions reads the rows after `after` until the page is
@@ -634,9 +664,15 @@ pub fn jobs_view(state: &ApiState, f: &ListFilter) -> Result<JobsView, crate::st
                 restarts: row.restarts,
                 last: row.last_event_id.and_then(|id| last.get(&id)),
                 running: running.get(&row.name),
-                shown: shown(state, facts.get(&row.name), running.get(&row.name)),
+                shown: shown(
+                    state,
+                    &row.name,
+                    facts.get(&row.name),
+                    running.get(&row.name),
+                ),
             };
-            let view = with_refused(store, row.state, job_view(&settings, row, extra))?;
+            let view = with_refused(store, row.state, job_view(&settings, row, extra))
+                .map(|v| with_host_wait(state, v))?;
             if !f.keeps(&view) {
                 continue;
             }
@@ -734,12 +770,14 @@ pub fn job_detail(state: &ApiState, name: &str) -> Result<(JobDetail, Option<Job
         restarts,
         last: events.first(),
         running: running.as_ref(),
-        shown: shown(state, facts.get(name), running.as_ref()),
+        shown: shown(state, name, facts.get(name), running.as_ref()),
     };
+    let mut runs: Vec<RunView> = runs.iter().map(RunView::of).collect();
+    runs_with_host_wait(state, name, &mut runs);
     let detail = JobDetail {
-        job: job_view(&state.settings.get(), &list_row, extra),
+        job: with_host_wait(state, job_view(&state.settings.get(), &list_row, extra)),
         errors: row.invalid.clone(),
-        runs: runs.iter().map(RunView::of).collect(),
+        runs,
         events: events.iter().map(EventView::of).collect(),
         savepoints,
         versions,
@@ -778,7 +816,7 @@ fn unreadable_detail(state: &ApiState, name: &str, why: &str) -> Result<JobDetai
         restarts: list_row.restarts,
         last: events.first(),
         running: running.as_ref(),
-        shown: shown(state, facts.get(name), running.as_ref()),
+        shown: shown(state, name, facts.get(name), running.as_ref()),
     };
     Ok(JobDetail {
         job: job_view(&state.settings.get(), &list_row, extra),

@@ -53,11 +53,23 @@ fn down(state: &ApiState, env: Option<&str>, cluster: Option<&str>) -> Option<St
     ctx.outages.is_down(&location).then_some(location)
 }
 
-/// What is shown of a job from its stored facts `row` and its live run `running`.
-pub fn shown(state: &ApiState, row: Option<&ConditionRow>, running: Option<&Running>) -> Shown {
+/// What is shown of job `name` from its stored facts `row`, its live run `running` and what
+/// the daemon knows now (clusters that do not answer, a wait on the host).
+pub fn shown(
+    state: &ApiState,
+    name: &str,
+    row: Option<&ConditionRow>,
+    running: Option<&Running>,
+) -> Shown {
     let Some(row) = row else {
         return Shown::default();
     };
+    let host_fault = state
+        .reconciler
+        .context()
+        .host
+        .job(name)
+        .map(|w| w.reason());
     let file = row.desired_env.as_deref().map(|e| env_place(state, e));
     let running_place = running.map(|r| {
         let mut place = r.place.clone();
@@ -100,7 +112,7 @@ pub fn shown(state: &ApiState, row: Option<&ConditionRow>, running: Option<&Runn
         incidents: Some(&row.incidents),
         engine_down: engine_down.as_deref(),
         held: None,
-        host_fault: None,
+        host_fault: host_fault.as_deref(),
     };
     let conditions = condition::derive(&facts);
     let state_shown = row
@@ -130,7 +142,7 @@ pub fn problem_counts(state: &ApiState) -> Result<Vec<(ConditionKind, u64)>, Sto
     let running = state.store.running()?;
     let mut counts: HashMap<ConditionKind, u64> = HashMap::new();
     for (name, row) in &rows {
-        for c in shown(state, Some(row), running.get(name)).conditions {
+        for c in shown(state, name, Some(row), running.get(name)).conditions {
             *counts.entry(c.kind()).or_default() += 1;
         }
     }

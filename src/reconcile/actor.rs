@@ -132,6 +132,12 @@ pub struct Actor {
     pub(super) expected: super::parallelism::Expected,
     /// An open incident of a run rescaled outside jobkeeper.
     pub(super) rescaled: Option<super::parallelism::Incident>,
+    /// What the job waits on the host for, and the start to try again (see [`super::onhost`]).
+    pub(super) host_wait: Option<super::onhost::HostWait>,
+    /// Run records the store refused, written again when it takes writes.
+    pub(super) unrecorded: Vec<super::onhost::Unrecorded>,
+    /// The wait before trying again what waits on the host.
+    pub(super) host_backoff: Backoff,
 }
 
 impl Actor {
@@ -163,6 +169,9 @@ impl Actor {
             health: (None, Vec::new()),
             expected: super::parallelism::Expected::default(),
             rescaled: None,
+            host_wait: None,
+            unrecorded: Vec::new(),
+            host_backoff: Backoff::new(super::onhost::HOST_WAIT.0, super::onhost::HOST_WAIT.1),
         }
     }
 
@@ -401,6 +410,10 @@ impl Actor {
             self.timers.restart = None;
             self.timers.recover = None;
             self.restarts.reset();
+            // The start waiting on the host was of the old version; the deploy submits.
+            if let Some(w) = &mut self.host_wait {
+                w.start = None;
+            }
             self.new_commit(hash);
         }
         let action = match decide::decide(&want, &self.observed(row.state)) {
@@ -410,7 +423,7 @@ impl Actor {
                 // the actor, no converge of its own is needed.
                 let restart_ends_it = matches!(
                     error_policy(&err),
-                    Then::RetryAfter(after) if self.restart_within(after)
+                    Then::RetryAfter(after) if self.restart_within(after) || self.host_within(after)
                 );
                 if !restart_ends_it {
                     self.on_error(Stall::Nothing, err);
@@ -475,6 +488,10 @@ impl Actor {
             restart_in: self
                 .timers
                 .restart
+                .map(|t| t.saturating_duration_since(Instant::now())),
+            host_in: self
+                .timers
+                .host
                 .map(|t| t.saturating_duration_since(Instant::now())),
             scheduled: self.timers.fire.is_some(),
             state,
@@ -543,6 +560,7 @@ impl Actor {
                 }
             }
             (Then::RetryAfter(after), _) => self.retry_after(after),
+            (Then::WaitOnHost, StepError::Host { fault }) => self.wait_on_host(fault, None),
             (Then::Backoff, StepError::Transient { reason, ran_for }) => {
                 self.schedule_restart(&reason, ran_for);
             }
@@ -560,6 +578,12 @@ impl Actor {
     fn restart_within(&self, after: Duration) -> bool {
         let by = Instant::now() + after;
         self.timers.restart.is_some_and(|t| t <= by)
+    }
+
+    /// Whether the host's next try is due within `after` from now.
+    fn host_within(&self, after: Duration) -> bool {
+        let by = Instant::now() + after;
+        self.timers.host.is_some_and(|t| t <= by)
     }
 
     /// Looks again at the cluster at `at`, unless a look is due earlier. Every look armed
@@ -636,6 +660,9 @@ impl Actor {
 
     /// An operator's restart (see [`super::Reconciler::restart`]); true when the actor is done.
     async fn restart(&mut self, who: String) -> bool {
+        if let Some(w) = &mut self.host_wait {
+            w.start = None; // the restart asked for starts the run
+        }
         if self.standing == Standing::GaveUp {
             self.standing = Standing::Failing;
         }

@@ -54,6 +54,8 @@ pub struct Settings {
     pub health: HealthSettings,
     /// Local runs' logs.
     pub logs: LogSettings,
+    /// How the HTTP listener guards itself: timeouts, the connection cap, unverified bodies.
+    pub http: HttpSettings,
     /// How much history each job keeps.
     pub retention: Retention,
     /// Daemon-wide restart policy.
@@ -109,6 +111,40 @@ pub struct LogSettings {
 
 /// The default `logs.max_size`.
 pub const DEFAULT_LOG_MAX_SIZE: u64 = 64 * 1024 * 1024;
+
+/// `http:` section: what the listener on `listen` holds against slow or many clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// A request's head must have arrived whole this long after its connection opened or its
+    /// previous answer was sent, else the connection is closed (default 10s).
+    pub header_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is closed (default 60s).
+    pub idle_timeout: Duration,
+    /// A request's body must have arrived whole this long after its head (default 60s).
+    pub body_timeout: Duration,
+    /// Connections open at once (default 512, and at most a quarter of the open-file limit);
+    /// one more is answered 503 and closed at once.
+    pub max_connections: usize,
+    /// Bytes of webhook bodies held while their signature is not yet verified, across all
+    /// connections (default 64 MiB, at least [`MIN_HOOK_BUFFER`]); a hook that would go over
+    /// is answered 503 before its body is read.
+    pub hook_buffer: u64,
+}
+
+/// The smallest `http.hook_buffer`: one webhook body of the largest size taken (25 MiB).
+pub const MIN_HOOK_BUFFER: u64 = 25 * 1024 * 1024;
+
+impl Default for HttpSettings {
+    fn default() -> HttpSettings {
+        HttpSettings {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            max_connections: 512,
+            hook_buffer: 64 * 1024 * 1024,
+        }
+    }
+}
 
 /// `health:` section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +214,9 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     }
     if old.listen != new.listen {
         out.push("listen");
+    }
+    if old.http != new.http {
+        out.push("http");
     }
     if old.build != new.build {
         out.push("build");

@@ -1,5 +1,5 @@
 //! Reading the daemon config's tree into [`Settings`]: the top-level sections (`repo`,
-//! `listen`, `timezone`, `build`, `health`, `logs`, `restart`) and the path fields, which are
+//! `listen`, `timezone`, `build`, `health`, `logs`, `http`, `restart`) and the path fields, which are
 //! made absolute against the config's folder. Envs and alert channels have their own modules.
 
 use std::net::SocketAddr;
@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::channels::read_channels;
 use super::envs::read_envs;
 use super::{
-    BuildSettings, DEFAULT_LISTEN, DEFAULT_LOG_MAX_SIZE, HealthSettings, LogSettings, RepoSettings,
-    Retention, Settings, host_timezone, is_remote_url,
+    BuildSettings, DEFAULT_LISTEN, DEFAULT_LOG_MAX_SIZE, HealthSettings, HttpSettings, LogSettings,
+    MIN_HOOK_BUFFER, RepoSettings, Retention, Settings, host_timezone, is_remote_url,
 };
 use crate::spec::{RestartPolicy, read_restart};
 use crate::yaml::{Checker, Fields, Node};
@@ -26,6 +26,7 @@ const TOP_FIELDS: &[&str] = &[
     "build",
     "health",
     "logs",
+    "http",
     "restart",
     "rollback",
     "ready_within",
@@ -121,6 +122,7 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
     }
     crate::spec::read_guard_fields(c, &f, "", &mut guard);
     let logs = read_logs(c, &f);
+    let http = read_http(c, &f);
     let retention = read_retention(c, &f);
     let restart = match f.get("restart") {
         Some(n) => RestartPolicy::default().with(&read_restart(c, n, "restart")),
@@ -156,6 +158,7 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
         build,
         health,
         logs,
+        http,
         retention,
         restart,
         guard,
@@ -310,6 +313,49 @@ fn read_logs(c: &mut Checker, f: &Fields<'_>) -> LogSettings {
         logs.max_size = b;
     }
     logs
+}
+
+/// `http:` of the top-level fields `f`, with its defaults.
+fn read_http(c: &mut Checker, f: &Fields<'_>) -> HttpSettings {
+    let mut http = HttpSettings::default();
+    let Some(n) = f.get("http") else {
+        return http;
+    };
+    let Some(h) = c.mapping(
+        n,
+        "http",
+        &[
+            "header_timeout",
+            "idle_timeout",
+            "body_timeout",
+            "max_connections",
+            "hook_buffer",
+        ],
+    ) else {
+        return http;
+    };
+    for (key, field) in [
+        ("header_timeout", &mut http.header_timeout),
+        ("idle_timeout", &mut http.idle_timeout),
+        ("body_timeout", &mut http.body_timeout),
+    ] {
+        if let Some(v) = h.get(key)
+            && let Some(d) = positive_duration(c, v, &format!("http.{key}"))
+        {
+            *field = d;
+        }
+    }
+    if let Some(v) = h.get("max_connections")
+        && let Some(i) = c.integer(v, "http.max_connections", 1, 1_000_000)
+    {
+        http.max_connections = usize::try_from(i).unwrap_or(1);
+    }
+    if let Some(v) = h.get("hook_buffer")
+        && let Some(b) = c.size(v, "http.hook_buffer", MIN_HOOK_BUFFER, 1 << 40)
+    {
+        http.hook_buffer = b;
+    }
+    http
 }
 
 fn read_repo(c: &mut Checker, n: &Node, base: &Path) -> Option<RepoSettings> {
