@@ -364,7 +364,7 @@ pub async fn check_adoptions(plan: &mut crate::plan::Plan, settings: &Settings) 
         let Some((target, env)) = item
             .reasons
             .first()
-            .and_then(|r| crate::plan::adoption(r))
+            .and_then(crate::plan::Reason::adoption)
             .map(|(t, e)| (t.to_string(), e.to_string()))
         else {
             continue;
@@ -387,7 +387,7 @@ pub async fn check_adoptions(plan: &mut crate::plan::Plan, settings: &Settings) 
         };
         let found = crate::reconcile::takeover::find(&target, live, &HashMap::new(), location)
             .map(crate::reconcile::takeover::describe);
-        item.reasons[0] = crate::plan::checked_adoption(&item.reasons[0], found);
+        crate::plan::checked_adoption(&mut item.reasons[0], found);
     }
 }
 

@@ -136,12 +136,16 @@ fn note_of(item: &plan::Item) -> Note {
         plan::Action::Invalid => JobEvent::Invalid {
             errors: format!(
                 "{}\n{}",
-                item.reasons.join("; "),
+                crate::plan::joined(&item.reasons),
                 diag::render(&item.errors)
             ),
         },
         action => JobEvent::Planned {
-            line: format!("{}: {}", action.as_str(), item.reasons.join("; ")),
+            line: format!(
+                "{}: {}",
+                action.as_str(),
+                crate::plan::joined(&item.reasons)
+            ),
         },
     };
     (item.job.clone(), event)

@@ -1046,13 +1046,26 @@ async fn a_reloaded_flink_url_whose_cluster_refuses_the_job_leaves_it_on_the_for
     assert_eq!(d.live_runs("urlstayer").len(), 1);
     let row = d.store.job("urlstayer").unwrap().unwrap();
     assert_eq!(row.state.as_str(), "running");
-    assert!(
-        row.reason
-            .as_deref()
-            .unwrap_or("")
-            .contains("the new cluster refused the job"),
-        "{:?}",
-        row.reason
+    // The condition says so, typed, and where the job runs.
+    let (_, body) = d.get("/api/v1/jobs/urlstayer").await;
+    let j: Value = serde_json::from_str(&body).unwrap();
+    let c = &j["conditions"][0];
+    assert_eq!(
+        (c["kind"].as_str(), c["moved"].as_bool()),
+        (Some("deploy_failed"), Some(true)),
+        "{j}"
+    );
+    assert_eq!(c["runs_elsewhere"]["cluster"], old.url.as_str(), "{j}");
+    assert_eq!(j["running"]["cluster"], old.url.as_str(), "{j}");
+    assert_eq!(j["version"], "1.20.3", "{j}");
+    assert_eq!(
+        j["place"],
+        format!(
+            "runs on flink at {} (1.20.3); the file asks for flink at {} (2.3.0): the move was \
+             refused",
+            old.url, new.url
+        ),
+        "{j}"
     );
 }
 

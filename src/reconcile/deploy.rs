@@ -31,9 +31,9 @@ impl Actor {
         self.stalled = None;
         let (action, reasons) = match &self.applied {
             Some(old) => diff_specs(&old.spec, &desired),
-            None => (Action::Add, vec!["new job".to_string()]),
+            None => (Action::Add, vec!["new job".into()]),
         };
-        let reasons = reasons.join("; ");
+        let reasons = crate::plan::joined(&reasons);
         let reuse = matches!(
             action,
             Action::Redeploy | Action::InPlace | Action::Unchanged
