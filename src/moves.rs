@@ -271,7 +271,10 @@ mod tests {
             job: "counter".into(),
             path: "jobs/counter.yaml".into(),
             action: crate::plan::Action::Redeploy,
-            reasons: vec!["env: `new` → `old`".into()],
+            reasons: vec![crate::plan::Reason::EnvChanged {
+                old: "new".into(),
+                new: "old".into(),
+            }],
             errors: Vec::new(),
             hash: None,
             keeps_state,

@@ -637,7 +637,13 @@ mod tests {
         new.env = "prod".into();
         assert_eq!(
             diff_specs(&spec(), &new),
-            (Action::Redeploy, vec!["env: `dev` → `prod`".into()])
+            (
+                Action::Redeploy,
+                vec![Reason::EnvChanged {
+                    old: "dev".into(),
+                    new: "prod".into()
+                }]
+            )
         );
         let mut new = spec();
         new.schedule = Some("* * * * *".into());
