@@ -396,6 +396,12 @@ pub trait Engine: Send + Sync {
         None
     }
 
+    /// The URL of the cluster this engine drives, as lists of clusters show it (flink: its REST
+    /// URL, spark: its master's REST URL); `None` for the local engine.
+    fn url(&self) -> Option<String> {
+        self.cluster()
+    }
+
     /// The same engine, with the same settings, driving another cluster: for runs recorded on
     /// a cluster their env no longer names. `None` when the engine cannot.
     fn elsewhere(&self, _cluster: &str) -> Option<Arc<dyn Engine>> {

@@ -733,6 +733,10 @@ impl Engine for SparkEngine {
         format!("spark master {}", self.rest)
     }
 
+    fn url(&self) -> Option<String> {
+        Some(self.rest.to_string())
+    }
+
     fn listing_needs(&self) -> Option<&'static str> {
         Some("set `spark.ui`, the master's web UI")
     }
