@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::ApiState;
-use super::shown::{Shown, shown};
+use super::shown::{Envs, Shown, shown};
 use crate::condition::{Condition, ConditionKind, Place};
 use crate::event::JobEvent;
 use crate::reconcile::Scope;
@@ -455,9 +455,15 @@ impl ListQuery {
                 }
             },
         };
+        // A state no condition is named after and that is shown as stored is asked of the
+        // store too (a page then reads only its rows); `running` and `pending` are also shown
+        // for jobs stored otherwise (a revert of a rolled back version, a wait on the host).
+        let stored = state.and_then(|(s, kind)| {
+            s.filter(|s| kind.is_none() && !matches!(s, JobState::Running | JobState::Pending))
+        });
         Ok(ListFilter {
             query: crate::store::JobQuery {
-                state: None,
+                state: stored,
                 envs,
                 folder: given(&self.folder).map(|f| f.trim_matches('/').to_string()),
                 name: None,
@@ -630,6 +636,7 @@ pub fn jobs_view(state: &ApiState, f: &ListFilter) -> Result<JobsView, crate::st
     let q = &f.query;
     let applied = store.applied_commit()?;
     let running = store.running()?;
+    let envs = Envs::now(state);
     let mut commits = HashMap::new();
     let mut jobs = Vec::new();
     let mut after = q.after.clone();
@@ -666,6 +673,7 @@ pub fn jobs_view(state: &ApiState, f: &ListFilter) -> Result<JobsView, crate::st
                 running: running.get(&row.name),
                 shown: shown(
                     state,
+                    &envs,
                     &row.name,
                     facts.get(&row.name),
                     running.get(&row.name),
@@ -770,7 +778,13 @@ pub fn job_detail(state: &ApiState, name: &str) -> Result<(JobDetail, Option<Job
         restarts,
         last: events.first(),
         running: running.as_ref(),
-        shown: shown(state, name, facts.get(name), running.as_ref()),
+        shown: shown(
+            state,
+            &Envs::now(state),
+            name,
+            facts.get(name),
+            running.as_ref(),
+        ),
     };
     let mut runs: Vec<RunView> = runs.iter().map(RunView::of).collect();
     runs_with_host_wait(state, name, &mut runs);
@@ -816,7 +830,13 @@ fn unreadable_detail(state: &ApiState, name: &str, why: &str) -> Result<JobDetai
         restarts: list_row.restarts,
         last: events.first(),
         running: running.as_ref(),
-        shown: shown(state, name, facts.get(name), running.as_ref()),
+        shown: shown(
+            state,
+            &Envs::now(state),
+            name,
+            facts.get(name),
+            running.as_ref(),
+        ),
     };
     Ok(JobDetail {
         job: job_view(&state.settings.get(), &list_row, extra),

@@ -26,37 +26,62 @@ pub struct Shown {
     pub place: Option<String>,
 }
 
-/// Where env `env` runs jobs now: its engine, its cluster and the cluster's version.
-pub fn env_place(state: &ApiState, env: &str) -> Place {
-    let settings = state.settings.get();
-    let engine = state.reconciler.context().engines.get(env);
-    Place {
-        env: Some(env.to_string()),
-        engine: settings
-            .envs
-            .get(env)
-            .map(|e| e.engine.as_str().to_string()),
-        cluster: engine.as_ref().and_then(|e| e.cluster()),
-        version: engine.as_ref().and_then(|e| e.version()),
-    }
+/// Where each env runs jobs now, read once per list: its engine, cluster and version, and the
+/// cluster's location when it does not answer.
+#[derive(Debug, Clone, Default)]
+pub struct Envs {
+    now: HashMap<String, (Place, Option<String>)>,
 }
 
-/// The location of the engine of env `env` when its cluster does not answer.
-fn down(state: &ApiState, env: Option<&str>, cluster: Option<&str>) -> Option<String> {
-    let ctx = state.reconciler.context();
-    let engine = ctx.engines.get(env?)?;
-    // A run on another cluster than its env's now is not judged by the env's cluster.
-    if cluster.is_some() && engine.cluster().as_deref() != cluster {
-        return None;
+impl Envs {
+    /// The daemon's envs as they are now.
+    pub fn now(state: &ApiState) -> Envs {
+        let settings = state.settings.get();
+        let ctx = state.reconciler.context();
+        let mut now = HashMap::new();
+        for (env, config) in &settings.envs {
+            let engine = ctx.engines.get(env);
+            let place = Place {
+                env: Some(env.clone()),
+                engine: Some(config.engine.as_str().to_string()),
+                cluster: engine.as_ref().and_then(|e| e.cluster()),
+                version: engine.as_ref().and_then(|e| e.version()),
+            };
+            let down = engine
+                .map(|e| e.location())
+                .filter(|l| ctx.outages.is_down(l));
+            now.insert(env.clone(), (place, down));
+        }
+        Envs { now }
     }
-    let location = engine.location();
-    ctx.outages.is_down(&location).then_some(location)
+
+    /// Where env `env` runs jobs now (only its name when the daemon has no such env).
+    pub fn place(&self, env: &str) -> Place {
+        self.now.get(env).map_or_else(
+            || Place {
+                env: Some(env.to_string()),
+                ..Place::default()
+            },
+            |(p, _)| p.clone(),
+        )
+    }
+
+    /// The location of env `env`'s cluster when it does not answer; a run on another cluster
+    /// than the env's now (`cluster`) is not judged by it.
+    fn down(&self, env: Option<&str>, cluster: Option<&str>) -> Option<String> {
+        let (place, down) = self.now.get(env?)?;
+        if cluster.is_some() && place.cluster.as_deref() != cluster {
+            return None;
+        }
+        down.clone()
+    }
 }
 
 /// What is shown of job `name` from its stored facts `row`, its live run `running` and what
 /// the daemon knows now (clusters that do not answer, a wait on the host).
 pub fn shown(
     state: &ApiState,
+    envs: &Envs,
     name: &str,
     row: Option<&ConditionRow>,
     running: Option<&Running>,
@@ -70,7 +95,7 @@ pub fn shown(
         .host
         .job(name)
         .map(|w| w.reason());
-    let file = row.desired_env.as_deref().map(|e| env_place(state, e));
+    let file = row.desired_env.as_deref().map(|e| envs.place(e));
     let running_place = running.map(|r| {
         let mut place = r.place.clone();
         // A run recorded without its cluster's version: the version of its env's cluster,
@@ -78,7 +103,7 @@ pub fn shown(
         if place.version.is_none()
             && let Some(env) = place.env.as_deref()
         {
-            let now = env_place(state, env);
+            let now = envs.place(env);
             if place.cluster == now.cluster {
                 place.version = now.version;
             }
@@ -87,8 +112,8 @@ pub fn shown(
     });
     let engine_down = running_place
         .as_ref()
-        .and_then(|p| down(state, p.env.as_deref(), p.cluster.as_deref()))
-        .or_else(|| down(state, row.desired_env.as_deref(), None));
+        .and_then(|p| envs.down(p.env.as_deref(), p.cluster.as_deref()))
+        .or_else(|| envs.down(row.desired_env.as_deref(), None));
     let facts = Facts {
         state: row.state,
         reason: row.reason.as_deref(),
@@ -140,9 +165,10 @@ pub fn shown(
 pub fn problem_counts(state: &ApiState) -> Result<Vec<(ConditionKind, u64)>, StoreError> {
     let rows = state.store.condition_rows(None)?;
     let running = state.store.running()?;
+    let envs = Envs::now(state);
     let mut counts: HashMap<ConditionKind, u64> = HashMap::new();
     for (name, row) in &rows {
-        for c in shown(state, name, Some(row), running.get(name)).conditions {
+        for c in shown(state, &envs, name, Some(row), running.get(name)).conditions {
             *counts.entry(c.kind()).or_default() += 1;
         }
     }
