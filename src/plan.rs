@@ -625,7 +625,7 @@ mod tests {
         new.project.as_mut().unwrap().branch = "dev".into();
         let (a, r) = diff_specs(&spec(), &new);
         assert_eq!(a, Action::Rebuild);
-        assert_eq!(r, vec!["project.branch: `main` → `dev`".to_string()]);
+        assert_eq!(r, vec![Reason::from("project.branch: `main` → `dev`")]);
     }
 
     #[test]
@@ -662,7 +662,10 @@ mod tests {
         assert_eq!(a, Action::InPlace);
         assert_eq!(
             r,
-            vec!["alerts changed".to_string(), "restart changed".to_string()]
+            vec![
+                Reason::from("alerts changed"),
+                Reason::from("restart changed")
+            ]
         );
     }
 
@@ -701,7 +704,7 @@ mod tests {
         );
         warn_refused(&mut p, &refused);
         assert_eq!(
-            p.items[0].reasons[1],
+            p.items[0].reasons[1].to_string(),
             "warning: this version was rolled back (commit 01234567): exited with code 4; the \
              daemon keeps refusing it and the previous version keeps running until the \
              job file changes"
@@ -791,7 +794,7 @@ mod tests {
         assert_eq!(p.items[0].action, Action::Adopt);
         let mut reason = p.items[0].reasons[0].clone();
         assert_eq!(
-            reason,
+            reason.to_string(),
             "takes over `clicks` running on the cluster of env `prod`, without a restart (checked at apply)"
         );
         assert_eq!(reason.adoption(), Some(("clicks", "prod")));
@@ -802,7 +805,7 @@ mod tests {
         );
         checked_adoption(&mut reason, Ok("f00 (`clicks`, RUNNING)".into()));
         assert_eq!(
-            reason,
+            reason.to_string(),
             "takes over `clicks` running on the cluster of env `prod`, without a restart (found: f00 (`clicks`, RUNNING))"
         );
     }

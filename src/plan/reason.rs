@@ -104,21 +104,3 @@ impl From<&str> for Reason {
         Reason::Line(line.to_string())
     }
 }
-
-impl PartialEq<&str> for Reason {
-    fn eq(&self, other: &&str) -> bool {
-        self.to_string() == *other
-    }
-}
-
-impl PartialEq<str> for Reason {
-    fn eq(&self, other: &str) -> bool {
-        self.to_string() == other
-    }
-}
-
-impl PartialEq<String> for Reason {
-    fn eq(&self, other: &String) -> bool {
-        self.to_string() == *other
-    }
-}
