@@ -357,6 +357,50 @@ mod tests {
     }
 
     #[test]
+    fn a_version_stalled_before_migration_9_is_carried_over_as_a_typed_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let s = Store::open(&path).unwrap();
+        let update = |name: &str| crate::store::DesiredUpdate::Spec {
+            name: name.into(),
+            path: format!("jobs/{name}.yaml"),
+            spec: "{\"env\": \"dev\"}".into(),
+            hash: "h2".into(),
+        };
+        s.apply_commit(
+            &crate::store::CommitRecord::default(),
+            &[update("a"), update("b"), update("c")],
+            &[],
+        )
+        .unwrap();
+        drop(s);
+        // A store as migration 8 left it: the stall only in the state's reason.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "UPDATE jobs SET applied_hash = 'h1', state = 'running';
+             UPDATE jobs SET reason = 'deploy failed' WHERE name = 'a';
+             UPDATE jobs SET reason = 'build failed' WHERE name = 'b';
+             ALTER TABLE versions DROP COLUMN failed_hash;
+             ALTER TABLE versions DROP COLUMN failed_commit;
+             ALTER TABLE versions DROP COLUMN failed_stage;
+             ALTER TABLE versions DROP COLUMN failed_reason;
+             ALTER TABLE jobs DROP COLUMN incidents;
+             ALTER TABLE runs DROP COLUMN engine_version;
+             PRAGMA user_version = 8;",
+        )
+        .unwrap();
+        drop(conn);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(user_version(&path), LATEST);
+        let stage = |name: &str| s.versions(name).unwrap().failed.map(|f| (f.hash, f.stage));
+        use crate::condition::Stage;
+        assert_eq!(stage("a"), Some(("h2".into(), Stage::Deploy)));
+        assert_eq!(stage("b"), Some(("h2".into(), Stage::Build)));
+        assert_eq!(stage("c"), None);
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
     fn two_processes_opening_one_old_store_at_once_add_the_env_column_once() {
         // Regression: both saw no `env` column and the second ALTER failed with
         // "duplicate column name: env".
