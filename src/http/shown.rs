@@ -161,14 +161,23 @@ pub fn shown(
     }
 }
 
-/// How many jobs (still in the config repo) have each condition, every kind listed.
+/// How many jobs (still in the config repo) have each condition, every kind listed. Only the
+/// jobs that may have one are read ([`crate::store::Store::problem_rows`]).
 pub fn problem_counts(state: &ApiState) -> Result<Vec<(ConditionKind, u64)>, StoreError> {
-    let rows = state.store.condition_rows(None)?;
-    let running = state.store.running()?;
     let envs = Envs::now(state);
+    let down: Vec<&str> = envs
+        .now
+        .iter()
+        .filter(|(_, (_, down))| down.is_some())
+        .map(|(env, _)| env.as_str())
+        .collect();
+    let waiting = state.reconciler.context().host.waiting_jobs();
+    let waiting: Vec<&str> = waiting.iter().map(String::as_str).collect();
+    let rows = state.store.problem_rows(&down, &waiting)?;
     let mut counts: HashMap<ConditionKind, u64> = HashMap::new();
     for (name, row) in &rows {
-        for c in shown(state, &envs, name, Some(row), running.get(name)).conditions {
+        let running = state.store.running_of(name)?;
+        for c in shown(state, &envs, name, Some(row), running.as_ref()).conditions {
             *counts.entry(c.kind()).or_default() += 1;
         }
     }

@@ -47,6 +47,36 @@ impl Store {
             None => "NOT (j.desired IS NULL AND j.invalid IS NULL) AND ?1 IS NULL",
         };
         let names = names.map(serde_json::to_string).transpose()?;
+        self.condition_rows_where(filter, names)
+    }
+
+    /// The stored facts of the jobs (still in the config repo) that may have a condition: an
+    /// invalid file, a failed or refused version, an open incident, `gave_up`, an env in
+    /// `envs` (whose cluster does not answer) or a name in `names` (waiting on the host). Every
+    /// other job has none, so counting conditions reads only these.
+    pub fn problem_rows(
+        &self,
+        envs: &[&str],
+        names: &[&str],
+    ) -> Result<HashMap<String, ConditionRow>> {
+        let filter = format!(
+            "NOT (j.desired IS NULL AND j.invalid IS NULL) AND (j.invalid IS NOT NULL
+                 OR v.failed_hash IS NOT NULL OR v.refused_hash IS NOT NULL
+                 OR j.incidents IS NOT NULL OR j.state = '{}'
+                 OR j.name IN (SELECT value FROM json_each(?1 ->> '$.names'))
+                 OR (json_valid(j.desired) AND json_extract(j.desired, '$.env')
+                     IN (SELECT value FROM json_each(?1 ->> '$.envs'))))",
+            JobState::GaveUp.as_str()
+        );
+        let args = serde_json::json!({ "envs": envs, "names": names }).to_string();
+        self.condition_rows_where(&filter, Some(args))
+    }
+
+    fn condition_rows_where(
+        &self,
+        filter: &str,
+        names: Option<String>,
+    ) -> Result<HashMap<String, ConditionRow>> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(&format!(
             "SELECT j.name, j.state, j.reason, j.invalid, j.desired_hash, j.applied_hash,
@@ -176,6 +206,11 @@ mod tests {
         assert_eq!(a.incidents, incidents);
         assert_eq!(a.desired_env.as_deref(), Some("dev"));
         assert_eq!(a.state, Some(JobState::Pending));
+        let maybe = s.problem_rows(&[], &[]).unwrap();
+        assert_eq!(maybe.keys().collect::<Vec<_>>(), ["a"], "only a has a fact");
+        let maybe = s.problem_rows(&["prod"], &[]).unwrap();
+        assert_eq!(maybe.len(), 2, "b's env does not answer");
+        assert_eq!(s.problem_rows(&[], &["b"]).unwrap().len(), 2);
         let only_b = s.condition_rows(Some(&["b"])).unwrap();
         assert_eq!(only_b.keys().collect::<Vec<_>>(), ["b"]);
         assert_eq!(only_b["b"].failed, None);
