@@ -378,7 +378,8 @@ impl ListFilter {
     /// Whether the filters are on the shown state or conditions (which the store cannot
     /// filter on).
     fn on_shown(&self) -> bool {
-        self.state.is_some() || self.problem
+        let in_store = self.query.state.is_some();
+        (self.state.is_some() && !in_store) || self.problem
     }
 
     /// Whether `view` passes the filters.
@@ -643,7 +644,7 @@ pub fn jobs_view(state: &ApiState, f: &ListFilter) -> Result<JobsView, crate::st
     let mut next = None;
     // A filter on conditions reads pages of the store until the list is full.
     let batch = if f.on_shown() {
-        DEFAULT_PAGE
+        DEFAULT_PAGE.max(q.limit.saturating_add(1))
     } else {
         q.limit.saturating_add(1)
     };

@@ -59,14 +59,27 @@ impl Store {
         envs: &[&str],
         names: &[&str],
     ) -> Result<HashMap<String, ConditionRow>> {
+        // Only the clauses that can match: the env test reads each spec's JSON.
+        let mut any = vec![
+            "j.invalid IS NOT NULL".to_string(),
+            "v.failed_hash IS NOT NULL".into(),
+            "v.refused_hash IS NOT NULL".into(),
+            "j.incidents IS NOT NULL".into(),
+            format!("j.state = '{}'", JobState::GaveUp.as_str()),
+        ];
+        if !names.is_empty() {
+            any.push("j.name IN (SELECT value FROM json_each(?1 ->> '$.names'))".into());
+        }
+        if !envs.is_empty() {
+            any.push(
+                "(json_valid(j.desired) AND json_extract(j.desired, '$.env')
+                     IN (SELECT value FROM json_each(?1 ->> '$.envs')))"
+                    .into(),
+            );
+        }
         let filter = format!(
-            "NOT (j.desired IS NULL AND j.invalid IS NULL) AND (j.invalid IS NOT NULL
-                 OR v.failed_hash IS NOT NULL OR v.refused_hash IS NOT NULL
-                 OR j.incidents IS NOT NULL OR j.state = '{}'
-                 OR j.name IN (SELECT value FROM json_each(?1 ->> '$.names'))
-                 OR (json_valid(j.desired) AND json_extract(j.desired, '$.env')
-                     IN (SELECT value FROM json_each(?1 ->> '$.envs'))))",
-            JobState::GaveUp.as_str()
+            "NOT (j.desired IS NULL AND j.invalid IS NULL) AND ?1 IS NOT NULL AND ({})",
+            any.join(" OR ")
         );
         let args = serde_json::json!({ "envs": envs, "names": names }).to_string();
         self.condition_rows_where(&filter, Some(args))
