@@ -503,6 +503,67 @@ fn validate_missing_folder() {
     );
 }
 
+/// `validate --config FILE` on a host with no job folder (the packaged config's own hint, a
+/// config repo that is remote) checks the daemon config alone; a bad config still fails, and a
+/// folder named on the command line must exist.
+#[test]
+fn validate_with_only_a_config_checks_the_daemon_config_alone() {
+    let tmp = tempdir();
+    write(
+        tmp.path(),
+        "config.yaml",
+        CONFIG.replace("./config-repo", "git@git.example.com:ops/jobs.git"),
+    );
+    jobkeeper(tmp.path(), &["validate", "--config", "config.yaml"]).expect(
+        0,
+        "",
+        "the daemon config config.yaml is valid; no job folder jobs here, so no job file was \
+         checked (name one: `jobkeeper validate DIR --config FILE`)\n",
+    );
+    let packaged = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/config.yaml");
+    let out = jobkeeper(
+        tmp.path(),
+        &["validate", "--config", packaged.to_str().unwrap()],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    write(
+        tmp.path(),
+        "bad.yaml",
+        CONFIG.replace("engine: local", "engine: nomad"),
+    );
+    let out = jobkeeper(tmp.path(), &["validate", "--config", "bad.yaml"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("nomad"), "{out:?}");
+    jobkeeper(
+        tmp.path(),
+        &["validate", "nowhere", "--config", "config.yaml"],
+    )
+    .expect(
+        1,
+        "",
+        "error: cannot read the folder nowhere: No such file or directory (os error 2)\n",
+    );
+}
+
+/// The cluster example's `restart` and `sync` need a token: its config names a token file
+/// that is there.
+#[test]
+fn the_cluster_example_names_a_token_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo");
+    let text = fs::read_to_string(root.join("jobkeeper-flink.yaml")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("api_token_file:"))
+        .unwrap_or_else(|| panic!("no api_token_file in jobkeeper-flink.yaml"));
+    let file = line["api_token_file:".len()..]
+        .split('#')
+        .next()
+        .unwrap()
+        .trim();
+    let token = fs::read_to_string(root.join(file)).unwrap();
+    assert!(!token.trim().is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // plan
 
