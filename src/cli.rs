@@ -88,11 +88,14 @@ pub enum Command {
     },
     /// Print the JSON Schema of the job file.
     Schema,
-    /// The jobs of a running daemon: state, env, engine, commit, restarts, last event.
+    /// The jobs of a running daemon: state, env, engine, commit, author, restarts, last event.
     Status {
         /// Print the API's JSON.
         #[arg(long)]
         json: bool,
+        /// Which jobs.
+        #[command(flatten)]
+        filter: client::StatusFilter,
         /// Where the daemon is.
         #[command(flatten)]
         remote: Remote,
@@ -200,7 +203,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::TestAlert { channel, config } => test_alert(&channel, &config),
         Command::Import { config, env, out } => import(&config, &env, out),
-        Command::Status { json, remote } => client::status(&remote, json),
+        Command::Status {
+            json,
+            filter,
+            remote,
+        } => client::status(&remote, json, &filter),
         Command::Sync { remote } => client::sync(&remote),
         Command::Restart { job, remote } => client::restart(&remote, &job),
         Command::Logs {
