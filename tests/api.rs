@@ -936,6 +936,56 @@ async fn cli_status_filters_by_env_and_folder_and_names_each_jobs_author() {
     d.stop().await;
 }
 
+/// `logs --build` names the build it shows: its key, project repo and commit, and whether it
+/// succeeded; a second job of the same build, served from the cache, says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_build_names_the_build_it_shows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let project = Git::new(root, "project");
+    project.write("README", "a project\n");
+    let built = project.commit_push("a project");
+    let git = Git::new(root, "config");
+    let job = format!(
+        "project: {{repo: {}, build: \"echo compiling; echo v1 > app.txt\", artifact: app.txt}}\n\
+         env: dev\nparams: {{command: [sh, -c, \"cat {{artifact}}; exec sleep 600\"]}}\n",
+        project.bare.display()
+    );
+    git.write("jobs/app.yaml", &job);
+    git.commit_push("app");
+    let extra = secrets(root);
+    let mut d = start(root, &config(root, &git, &extra)).await;
+    d.running_pid("app").await;
+    let base = url(&d, "");
+    let (code, out, err) = cli(&["logs", "app", "--url", &base, "--build"], &[]).await;
+    assert_eq!(code, 0, "{err}");
+    let first = out.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("==== build ")
+            && first.contains(&format!(
+                "of {} at commit {}: succeeded, log written ",
+                project.bare.display(),
+                &built[..12]
+            ))
+            && !first.contains("from the build cache"),
+        "{out}"
+    );
+    assert!(out.contains("compiling\n"), "{out}");
+    // Another job of the same project and build: its artifact comes from the cache.
+    git.write("jobs/copy.yaml", &job);
+    git.commit_push("copy");
+    d.running_pid("copy").await;
+    let (code, out, err) = cli(&["logs", "copy", "--url", &base, "--build"], &[]).await;
+    assert_eq!(code, 0, "{err}");
+    let line = out.lines().next().unwrap_or_default();
+    assert!(
+        line.contains(": succeeded, log written ")
+            && line.ends_with("(from the build cache: no build ran for the latest deploy) ===="),
+        "{out}"
+    );
+    d.stop().await;
+}
+
 /// How many jobs `GET /api/v1/jobs?{query}` lists.
 async fn listed(d: &Daemon, query: &str) -> usize {
     let (code, v) = get_json(d, &format!("/api/v1/jobs?{query}")).await;
