@@ -57,8 +57,8 @@ impl FlinkEngine {
 pub fn root_cause(trace: &str) -> &str {
     trace
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("Caused by: "))
-        .last()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("Caused by: "))
         .or_else(|| trace.lines().next())
         .unwrap_or("")
         .trim()
