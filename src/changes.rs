@@ -269,10 +269,10 @@ pub fn changes_of(tree: &GitTree, diff: &[JobFileChange], ctx: Context<'_>) -> V
 /// True when `path` is a folder in the tree of `commit`.
 pub fn path_exists(tree: &GitTree, commit: Oid, path: &str) -> bool {
     let repo = tree.repository();
-    let Ok(commit) = repo.find_commit(commit) else {
-        return false;
-    };
-    let Ok(root) = commit.tree() else {
+    let Ok(root) = tree.commit_tree(commit).and_then(|t| {
+        repo.find_tree(t)
+            .map_err(crate::repo::RepoError::git("cannot read a tree"))
+    }) else {
         return false;
     };
     let path = path.trim_matches('/');

@@ -73,11 +73,15 @@ pub enum EventKind {
     Drift,
     /// A test alert (`jobkeeper test-alert`): sent, never recorded.
     Test,
+    /// A config commit libgit2 cannot parse (its author, say) was read leniently.
+    CommitMalformed,
+    /// A config commit that removes more jobs than `max_removals` is held.
+    CommitHeld,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 29] = [
+    pub const ALL: [EventKind; 31] = [
         EventKind::Deployed,
         EventKind::Started,
         EventKind::Restarted,
@@ -107,10 +111,12 @@ impl EventKind {
         EventKind::RolledBack,
         EventKind::Drift,
         EventKind::Test,
+        EventKind::CommitMalformed,
+        EventKind::CommitHeld,
     ];
 
     /// The kinds an alert channel can ask for (SPEC "Alerts"), in SPEC's order.
-    pub const ALERTS: [EventKind; 14] = [
+    pub const ALERTS: [EventKind; 15] = [
         EventKind::Failed,
         EventKind::Restarted,
         EventKind::GaveUp,
@@ -123,6 +129,7 @@ impl EventKind {
         EventKind::Unhealthy,
         EventKind::RolledBack,
         EventKind::Drift,
+        EventKind::CommitHeld,
         EventKind::Deployed,
         EventKind::Succeeded,
     ];
@@ -162,6 +169,8 @@ impl EventKind {
             EventKind::RolledBack => "rolled_back",
             EventKind::Drift => "drift",
             EventKind::Test => "test",
+            EventKind::CommitMalformed => "commit_malformed",
+            EventKind::CommitHeld => "commit_held",
         }
     }
 
@@ -195,6 +204,8 @@ impl EventKind {
                 | EventKind::Unhealthy
                 | EventKind::RolledBack
                 | EventKind::Drift
+                | EventKind::CommitMalformed
+                | EventKind::CommitHeld
         )
     }
 
@@ -382,6 +393,26 @@ pub enum JobEvent {
         /// What runs instead (`the previous version from savepoint ...`).
         to: String,
     },
+    /// A config commit libgit2 cannot parse was read from its raw text.
+    CommitMalformed {
+        /// The commit's short id.
+        commit: String,
+        /// What libgit2 says is wrong.
+        problem: String,
+        /// The author as read leniently.
+        author: String,
+    },
+    /// A config commit removes more jobs than `max_removals`: nothing of it is applied.
+    CommitHeld {
+        /// The tip's short id.
+        commit: String,
+        /// Jobs it removes.
+        removed: usize,
+        /// Jobs the daemon has.
+        of: usize,
+        /// The `max_removals` setting, as written.
+        limit: String,
+    },
     /// The job was changed outside jobkeeper.
     Drift {
         /// What changed.
@@ -423,6 +454,8 @@ impl JobEvent {
             JobEvent::Unhealthy { .. } => EventKind::Unhealthy,
             JobEvent::RolledBack { .. } => EventKind::RolledBack,
             JobEvent::Drift { .. } => EventKind::Drift,
+            JobEvent::CommitMalformed { .. } => EventKind::CommitMalformed,
+            JobEvent::CommitHeld { .. } => EventKind::CommitHeld,
         }
     }
 
@@ -517,6 +550,24 @@ impl JobEvent {
                 format!("version of commit {commit} rolled back: {why}; {to}")
             }
             JobEvent::Drift { what, action } => format!("drift: {what}; {action}"),
+            JobEvent::CommitMalformed {
+                commit,
+                problem,
+                author,
+            } => format!(
+                "commit {commit} is malformed ({problem}); its author is read as `{author}` and \
+                 its tree is applied as usual (`git fsck` in the config repo shows it)"
+            ),
+            JobEvent::CommitHeld {
+                commit,
+                removed,
+                of,
+                limit,
+            } => format!(
+                "commit {commit} removes {removed} of {of} jobs, more than max_removals \
+                 ({limit}): held, nothing of it is applied and every job keeps running; a \
+                 commit with the trailer `Jobkeeper-Allow-Removals: <reason>` applies it"
+            ),
         }
     }
 }
@@ -576,6 +627,7 @@ mod tests {
                 "unhealthy",
                 "rolled_back",
                 "drift",
+                "commit_held",
                 "deployed",
                 "succeeded"
             ]

@@ -37,8 +37,11 @@ use crate::spec::JobSpec;
 use crate::store::{AlertStatus, EventRow, NewAlertSent, Store};
 
 /// Events sent about the whole daemon rather than one job.
-pub const DAEMON_EVENTS: [EventKind; 2] =
-    [EventKind::RepoUnreachable, EventKind::EngineUnreachable];
+pub const DAEMON_EVENTS: [EventKind; 3] = [
+    EventKind::RepoUnreachable,
+    EventKind::EngineUnreachable,
+    EventKind::CommitHeld,
+];
 
 /// Longest reason put in an alert, in characters (the end is kept: it holds the error).
 pub const MAX_REASON_CHARS: usize = 4000;

@@ -1107,3 +1107,4 @@ fn fetch_errors_are_classified() {
     assert_eq!(remote::base64(b"oauth2:tok"), "b2F1dGgyOnRvaw==");
     assert_eq!(remote::shell_quote("/a b/it's"), r"'/a b/it'\''s'");
 }
+
