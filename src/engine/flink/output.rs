@@ -189,7 +189,7 @@ mod tests {
         );
         assert!(
             cut.ends_with(
-                "… 7 more line(s) of the exception history left out (ask for more with --tail)\n"
+                "… 6 more line(s) of the exception history left out (ask for more with --tail)\n"
             ),
             "{cut}"
         );
