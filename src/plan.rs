@@ -517,11 +517,7 @@ fn md_code(s: &str) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect::<String>()
         .replace('|', "\\|");
-    let longest = text
-        .split(|c| c != '`')
-        .map(str::len)
-        .max()
-        .unwrap_or(0);
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
     let fence = "`".repeat(longest + 1);
     let pad = if text.starts_with('`') || text.ends_with('`') {
         " "
@@ -798,15 +794,25 @@ mod tests {
         };
         let md = render_markdown(&p, "main\n# hi", "HEAD");
         for line in md.lines() {
-            assert!(!line.starts_with('#') || line.starts_with("### jobkeeper plan"), "{md}");
+            assert!(
+                !line.starts_with('#') || line.starts_with("### jobkeeper plan"),
+                "{md}"
+            );
         }
-        assert_eq!(md.lines().filter(|l| l.starts_with("### ")).count(), 1, "{md}");
+        assert_eq!(
+            md.lines().filter(|l| l.starts_with("### ")).count(),
+            1,
+            "{md}"
+        );
         // The error block's fence is longer than any backtick run in it: one block, closed
         // on the last line.
         let fences: Vec<&str> = md.lines().filter(|l| l.starts_with("````")).collect();
         assert_eq!(fences, ["````", "````"], "{md}");
         let row = md.lines().find(|l| l.starts_with("| ❌")).unwrap();
-        assert!(row.contains("````x```  ### ✅ LGTM, approved  ```y````"), "{row}");
+        assert!(
+            row.contains("````x```  ### ✅ LGTM, approved  ```y````"),
+            "{row}"
+        );
     }
 
     #[test]

@@ -127,8 +127,16 @@ mod tests {
         let r = check(max, 10, 10, &[plain.clone(), allow]);
         assert!(!r.held());
         assert_eq!(r.allowed.as_ref().unwrap().reason, "retiring team-a");
-        assert!(r.line().unwrap().contains("allowed by commit 12345678"), "{r:?}");
-        let r = check(max, 10, 10, &[plain, commit("x\n\nJobkeeper-Allow-Removals:  \n")]);
+        assert!(
+            r.line().unwrap().contains("allowed by commit 12345678"),
+            "{r:?}"
+        );
+        let r = check(
+            max,
+            10,
+            10,
+            &[plain, commit("x\n\nJobkeeper-Allow-Removals:  \n")],
+        );
         assert!(r.held(), "an empty reason does not count");
         assert!(r.line().unwrap().starts_with("held: removes 10 of 10 jobs"));
         assert_eq!(check(max, 1, 10, &[]).line(), None);

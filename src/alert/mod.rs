@@ -971,7 +971,8 @@ fn folded_invalid(settings: &Settings, alerts: &[Alert], more: usize) -> Alert {
         .as_ref()
         .map(|c| format!(" in commit {}", c.short))
         .unwrap_or_default();
-    let mut reason = format!("{jobs} job files are invalid{short}; each keeps its previous version:\n");
+    let mut reason =
+        format!("{jobs} job files are invalid{short}; each keeps its previous version:\n");
     for a in alerts.iter().take(MAX_FOLDED_LISTED) {
         let job = a.job.as_deref().unwrap_or("?");
         let line = a.reason.lines().next().unwrap_or_default();

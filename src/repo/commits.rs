@@ -134,7 +134,9 @@ impl GitTree {
                 limit: MAX_COMMIT_BYTES,
             });
         }
-        let object = odb.read(id).map_err(RepoError::git(format!("cannot read commit {id}")))?;
+        let object = odb
+            .read(id)
+            .map_err(RepoError::git(format!("cannot read commit {id}")))?;
         let mut raw = parse_raw(id, object.data()).map_err(|why| RepoError::Git {
             context: format!("commit {id} cannot be read"),
             source: git2::Error::from_str(&why),
@@ -166,7 +168,11 @@ impl GitTree {
     /// The commits reachable from `tip` and not from `applied`, tip first, at most
     /// [`MAX_WALK`]; with no applied commit, the tip alone. Read leniently (see
     /// [`GitTree::read_commit`]); a parent that is missing (a shallow history) ends that path.
-    pub fn commits_since(&self, applied: Option<Oid>, tip: Oid) -> Result<Vec<RawCommit>, RepoError> {
+    pub fn commits_since(
+        &self,
+        applied: Option<Oid>,
+        tip: Oid,
+    ) -> Result<Vec<RawCommit>, RepoError> {
         let Some(applied) = applied else {
             return Ok(vec![self.read_commit(tip)?]);
         };
@@ -177,7 +183,10 @@ impl GitTree {
         // `applied` is not an ancestor of the tip (a force push): leave out what it reaches.
         let (old, _) = self.walk(applied, None, MAX_WALK)?;
         let old: HashSet<Oid> = old.iter().map(|c| c.id).collect();
-        Ok(walked.into_iter().filter(|c| !old.contains(&c.id)).collect())
+        Ok(walked
+            .into_iter()
+            .filter(|c| !old.contains(&c.id))
+            .collect())
     }
 
     /// Breadth-first from `from`, not past `stop`; whether `stop` was met.

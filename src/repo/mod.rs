@@ -27,11 +27,11 @@ pub mod trigger;
 #[cfg(test)]
 mod tests;
 
+pub use commits::RawCommit;
 pub use fetch::Credentials;
 pub use git2::Oid;
 pub use mirror::ConfigRepo;
 pub use projects::ProjectRepos;
-pub use commits::RawCommit;
 pub use tree::{CommitInfo, FileDiff, GitTree, JobFile, JobFileChange, open_existing};
 pub use trigger::{PollBackoff, TriggerControl, TriggerReason, spawn_trigger};
 

@@ -194,7 +194,9 @@ fn read_max_removals(c: &mut Checker, n: &Node) -> Option<super::MaxRemovals> {
         };
     }
     let count = c.integer(n, "max_removals", 0, i64::from(u32::MAX))?;
-    Some(super::MaxRemovals::Count(usize::try_from(count).unwrap_or(usize::MAX)))
+    Some(super::MaxRemovals::Count(
+        usize::try_from(count).unwrap_or(usize::MAX),
+    ))
 }
 
 /// `external_url:`, the base of links in alerts and pages: an `http` or `https` URL people can
