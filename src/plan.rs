@@ -489,16 +489,16 @@ pub fn render_text(plan: &Plan) -> String {
     out
 }
 
-/// Text for one markdown table cell or line: every ASCII punctuation character is
-/// backslash-escaped (so nothing in it is markup: no code span, link, emphasis or table
-/// break) and every control character (a newline, a carriage return) becomes a space (so
-/// nothing starts a new line: no heading, no fence).
+/// Text for one markdown table cell or line: every character that can start inline markup
+/// (a code span, link, image, emphasis, HTML, an entity, a table break) is backslash-escaped,
+/// and every control character (a newline, a carriage return) becomes a space, so nothing
+/// starts a new line: no heading, no fence.
 fn md_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             c if c.is_control() => out.push(' '),
-            c if c.is_ascii_punctuation() => {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '~' | '&' | '!' | '#' => {
                 out.push('\\');
                 out.push(c);
             }
