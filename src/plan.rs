@@ -787,7 +787,7 @@ mod tests {
                 path: format!("jobs/{evil}.yaml"),
                 action: Action::Invalid,
                 reasons: vec![format!("name `{evil}` is bad")],
-                errors: vec![Diagnostic::file(&format!("jobs/{evil}.yaml"), "bad name")],
+                errors: vec![Diagnostic::file(format!("jobs/{evil}.yaml"), "bad name")],
                 hash: None,
             }],
             removals: None,
