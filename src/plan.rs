@@ -508,6 +508,27 @@ fn md_escape(s: &str) -> String {
     out
 }
 
+/// A reason (text quoting names in backticks, as the plan writes it) for one table cell: the
+/// text between backticks becomes code spans ([`md_code`]), the rest is escaped
+/// ([`md_escape`]). A backtick left unpaired (a value holding one) is escaped as text, so
+/// whatever the values hold, each piece is either escaped text or a closed code span.
+fn md_reason(s: &str) -> String {
+    let parts: Vec<&str> = s.split('`').collect();
+    let mut out = String::with_capacity(s.len());
+    for (i, part) in parts.iter().enumerate() {
+        let quoted = i % 2 == 1;
+        if quoted && i + 1 < parts.len() {
+            out.push_str(&md_code(part));
+        } else {
+            if quoted {
+                out.push_str("\\`");
+            }
+            out.push_str(&md_escape(part));
+        }
+    }
+    out
+}
+
 /// `s` as an inline code span on one line: fenced by more backticks than any run inside it,
 /// padded when it starts or ends with one, `|` escaped for tables, control characters as
 /// spaces.
@@ -562,7 +583,7 @@ pub fn render_markdown(plan: &Plan, from: &str, to: &str) -> String {
     );
     let _ = writeln!(out, "**{}**\n", summary(plan));
     if let Some(line) = plan.removals.as_ref().and_then(|r| r.line()) {
-        let _ = writeln!(out, "⚠️ {}\n", md_escape(&line));
+        let _ = writeln!(out, "⚠️ {}\n", md_reason(&line));
     }
     if plan.items.is_empty() {
         return out;
@@ -579,7 +600,7 @@ pub fn render_markdown(plan: &Plan, from: &str, to: &str) -> String {
             "| {icon}{} | {} | {} |",
             item.action.as_str(),
             md_code(&item.job),
-            md_escape(&item.reasons.join("; "))
+            md_reason(&item.reasons.join("; "))
         );
     }
     let errors: Vec<String> = plan
@@ -775,6 +796,8 @@ mod tests {
         assert_eq!(md_code("a`b"), "``a`b``");
         assert_eq!(md_code("`x"), "`` `x ``");
         assert_eq!(md_code("a|b\r\nc"), "`a\\|b  c`");
+        assert_eq!(md_reason("env `dev` [x]"), "env `dev` \\[x\\]");
+        assert_eq!(md_reason("a `b` c `d"), "a `b` c \\`d");
     }
 
     #[test]
