@@ -167,6 +167,14 @@ pub fn read_job(
     ctx: Context<'_>,
 ) -> Result<JobSpec, Vec<Diagnostic>> {
     let name = spec::job_name_of(&file.rel_path).unwrap_or(&file.rel_path);
+    if file.rel_path.contains(char::REPLACEMENT_CHARACTER) {
+        // The tree keeps a name that is not UTF-8, shown with U+FFFD (see `repo::tree`).
+        return Err(vec![Diagnostic::file(
+            &file.repo_path,
+            "the file name is not UTF-8 (shown with �); rename it: a job name is \
+             lowercase letters, digits, `.`, `_`, `-` and `/`",
+        )]);
+    }
     if let Err(msg) = spec::check_name(name) {
         return Err(vec![Diagnostic::file(&file.repo_path, msg)]);
     }

@@ -120,13 +120,13 @@ impl EventKind {
         EventKind::StartedEmpty,
         EventKind::HostFault,
         EventKind::HostRecovered,
-        EventKind::Test,
         EventKind::CommitMalformed,
         EventKind::CommitHeld,
+        EventKind::Test,
     ];
 
     /// The kinds an alert channel can ask for (SPEC "Alerts"), in SPEC's order, with
-    /// `host_fault` before the info ones.
+    /// `host_fault` and `commit_held` before the info ones.
     pub const ALERTS: [EventKind; 17] = [
         EventKind::Failed,
         EventKind::Restarted,

@@ -521,20 +521,41 @@ pub fn render_text(plan: &Plan) -> String {
     out
 }
 
-/// Text for one markdown table cell or line: every ASCII punctuation character is
-/// backslash-escaped (so nothing in it is markup: no code span, link, emphasis or table
-/// break) and every control character (a newline, a carriage return) becomes a space (so
-/// nothing starts a new line: no heading, no fence).
+/// Text for one markdown table cell or line: every character that can start inline markup
+/// (a code span, link, image, emphasis, HTML, an entity, a table break) is backslash-escaped,
+/// and every control character (a newline, a carriage return) becomes a space, so nothing
+/// starts a new line: no heading, no fence.
 fn md_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             c if c.is_control() => out.push(' '),
-            c if c.is_ascii_punctuation() => {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '~' | '&' | '!' | '#' => {
                 out.push('\\');
                 out.push(c);
             }
             _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// A reason (text quoting names in backticks, as the plan writes it) for one table cell: the
+/// text between backticks becomes code spans ([`md_code`]), the rest is escaped
+/// ([`md_escape`]). A backtick left unpaired (a value holding one) is escaped as text, so
+/// whatever the values hold, each piece is either escaped text or a closed code span.
+fn md_reason(s: &str) -> String {
+    let parts: Vec<&str> = s.split('`').collect();
+    let mut out = String::with_capacity(s.len());
+    for (i, part) in parts.iter().enumerate() {
+        let quoted = i % 2 == 1;
+        if quoted && i + 1 < parts.len() {
+            out.push_str(&md_code(part));
+        } else {
+            if quoted {
+                out.push_str("\\`");
+            }
+            out.push_str(&md_escape(part));
         }
     }
     out
@@ -619,7 +640,7 @@ pub fn render_markdown(plan: &Plan, from: &str, to: &str) -> String {
     );
     let _ = writeln!(out, "**{}**\n", summary(plan));
     if let Some(line) = plan.removals.as_ref().and_then(|r| r.line()) {
-        let _ = writeln!(out, "⚠️ {}\n", md_escape(&line));
+        let _ = writeln!(out, "⚠️ {}\n", md_reason(&line));
     }
     if plan.items.is_empty() {
         return out;
@@ -666,7 +687,7 @@ pub fn render_markdown(plan: &Plan, from: &str, to: &str) -> String {
             let row = format!(
                 "| {} | {} |\n",
                 md_code(&item.job),
-                md_escape(&item.reasons.join("; "))
+                md_reason(&item.reasons.join("; "))
             );
             if out.len() + row.len() + close.len() > budget {
                 break;
@@ -943,6 +964,8 @@ mod tests {
         assert_eq!(md_code("a`b"), "``a`b``");
         assert_eq!(md_code("`x"), "`` `x ``");
         assert_eq!(md_code("a|b\r\nc"), "`a\\|b  c`");
+        assert_eq!(md_reason("env `dev` [x]"), "env `dev` \\[x\\]");
+        assert_eq!(md_reason("a `b` c `d"), "a `b` c \\`d");
     }
 
     #[test]

@@ -738,15 +738,15 @@ fn plan_markdown() {
         "| action | jobs |\n|---|---:|\n| ❌ invalid | 1 |\n| 🗑 remove | 2 |\n| redeploy | 1 |\n\
          | rebuild | 1 |\n| in-place | 1 |\n| add | 2 |\n| unchanged | 1 |\n\n<details open>",
         "<details><summary>add: 2 job(s)</summary>\n\n| job | why |\n|---|---|\n\
-         | `after` | new service job in env \\`dev\\` |\n",
+         | `after` | new service job in env `dev` |\n",
         "<details open><summary>🗑 remove: 2 job(s)</summary>\n\n| job | why |\n|---|---|\n\
-         | `before` | job file removed\\: the job is stopped\\, its history kept |\n",
+         | `before` | job file removed: the job is stopped, its history kept |\n",
         "<details open><summary>❌ invalid: 1 job(s)</summary>\n\n| job | why |\n|---|---|\n\
-         | `broken` | job file is invalid\\: the previous version keeps running untouched |\n",
-        "| `built` | project\\.branch\\: \\`main\\` → \\`release\\` |\n",
+         | `broken` | job file is invalid: the previous version keeps running untouched |\n",
+        "| `built` | project.branch: `main` → `release` |\n",
         "| `quiet` | restart changed |\n",
-        "| `svc` | params\\.command changed |\n",
-        "| `team-a/new` | new batch job in env \\`dev\\` |\n\n</details>\n",
+        "| `svc` | params.command changed |\n",
+        "| `team-a/new` | new batch job in env `dev` |\n",
         "```\njobs/broken.yaml:3:10: `timeout`: invalid duration `soon` (expected number at 0); expected a duration like `90s`, `5m` or `2h`\n```\n",
     ] {
         assert!(

@@ -146,16 +146,38 @@ fn fetch_local(
             }
         })?;
     let received_objects = remote.stats().received_objects();
-    let heads = remote
-        .list()
-        .map_err(unreachable)?
-        .iter()
-        .map(|h| (h.name().to_string(), h.oid()))
-        .collect();
+    // git2 0.20's `Remote::list` makes a slice from a null pointer when the source advertises
+    // nothing (its only branch deleted): a source without any ref has no heads.
+    let heads = if advertises_nothing(url) {
+        Vec::new()
+    } else {
+        remote
+            .list()
+            .map_err(unreachable)?
+            .iter()
+            .map(|h| (h.name().to_string(), h.oid()))
+            .collect()
+    };
     Ok(Fetched {
         heads,
         received_objects,
     })
+}
+
+/// True when the local repository at `url` has no ref and no `HEAD` commit (nothing to
+/// advertise); false when it cannot be opened (the fetch said what was wrong).
+fn advertises_nothing(url: &str) -> bool {
+    let Some(path) = local_path(url) else {
+        return false;
+    };
+    let Ok(source) = Repository::open(&path) else {
+        return false;
+    };
+    let no_refs = source
+        .references()
+        .map(|mut refs| refs.next().is_none())
+        .unwrap_or(false);
+    no_refs && source.head().is_err()
 }
 
 /// The configured fetch refspec of a mirror's `origin` (fetches name their refspecs anyway).
