@@ -80,11 +80,15 @@ pub enum EventKind {
     HostRecovered,
     /// A test alert (`jobkeeper test-alert`): sent, never recorded.
     Test,
+    /// A config commit libgit2 cannot parse (its author, say) was read leniently.
+    CommitMalformed,
+    /// A config commit that removes more jobs than `max_removals` is held.
+    CommitHeld,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 32] = [
+    pub const ALL: [EventKind; 34] = [
         EventKind::Deployed,
         EventKind::Started,
         EventKind::Restarted,
@@ -116,12 +120,14 @@ impl EventKind {
         EventKind::StartedEmpty,
         EventKind::HostFault,
         EventKind::HostRecovered,
+        EventKind::CommitMalformed,
+        EventKind::CommitHeld,
         EventKind::Test,
     ];
 
     /// The kinds an alert channel can ask for (SPEC "Alerts"), in SPEC's order, with
-    /// `host_fault` before the info ones.
-    pub const ALERTS: [EventKind; 16] = [
+    /// `host_fault` and `commit_held` before the info ones.
+    pub const ALERTS: [EventKind; 17] = [
         EventKind::Failed,
         EventKind::Restarted,
         EventKind::GaveUp,
@@ -136,6 +142,7 @@ impl EventKind {
         EventKind::Drift,
         EventKind::StartedEmpty,
         EventKind::HostFault,
+        EventKind::CommitHeld,
         EventKind::Deployed,
         EventKind::Succeeded,
     ];
@@ -178,6 +185,8 @@ impl EventKind {
             EventKind::HostFault => "host_fault",
             EventKind::HostRecovered => "host_recovered",
             EventKind::Test => "test",
+            EventKind::CommitMalformed => "commit_malformed",
+            EventKind::CommitHeld => "commit_held",
         }
     }
 
@@ -213,6 +222,8 @@ impl EventKind {
                 | EventKind::Drift
                 | EventKind::StartedEmpty
                 | EventKind::HostFault
+                | EventKind::CommitMalformed
+                | EventKind::CommitHeld
         )
     }
 
@@ -400,6 +411,26 @@ pub enum JobEvent {
         /// What runs instead (`the previous version from savepoint ...`).
         to: String,
     },
+    /// A config commit libgit2 cannot parse was read from its raw text.
+    CommitMalformed {
+        /// The commit's short id.
+        commit: String,
+        /// What libgit2 says is wrong.
+        problem: String,
+        /// The author as read leniently.
+        author: String,
+    },
+    /// A config commit removes more jobs than `max_removals`: nothing of it is applied.
+    CommitHeld {
+        /// The tip's short id.
+        commit: String,
+        /// Jobs it removes.
+        removed: usize,
+        /// Jobs the daemon has.
+        of: usize,
+        /// The `max_removals` setting, as written.
+        limit: String,
+    },
     /// The job was changed outside jobkeeper.
     Drift {
         /// What changed.
@@ -513,6 +544,8 @@ impl JobEvent {
             JobEvent::StartedEmpty { .. } => EventKind::StartedEmpty,
             JobEvent::HostFault { .. } => EventKind::HostFault,
             JobEvent::HostRecovered { .. } => EventKind::HostRecovered,
+            JobEvent::CommitMalformed { .. } => EventKind::CommitMalformed,
+            JobEvent::CommitHeld { .. } => EventKind::CommitHeld,
         }
     }
 
@@ -627,6 +660,24 @@ impl JobEvent {
             JobEvent::HostRecovered { resource } => {
                 format!("{resource} works again; the jobs that waited on it go on")
             }
+            JobEvent::CommitMalformed {
+                commit,
+                problem,
+                author,
+            } => format!(
+                "commit {commit} is malformed ({problem}); its author is read as `{author}` and \
+                 its tree is applied as usual (`git fsck` in the config repo shows it)"
+            ),
+            JobEvent::CommitHeld {
+                commit,
+                removed,
+                of,
+                limit,
+            } => format!(
+                "commit {commit} removes {removed} of {of} jobs, more than max_removals \
+                 ({limit}): held, nothing of it is applied and every job keeps running; a \
+                 commit with the trailer `Jobkeeper-Allow-Removals: <reason>` applies it"
+            ),
         }
     }
 
@@ -707,6 +758,7 @@ mod tests {
                 "drift",
                 "started_empty",
                 "host_fault",
+                "commit_held",
                 "deployed",
                 "succeeded"
             ]

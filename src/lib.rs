@@ -20,6 +20,7 @@
 //! - [`changes`]: the job files two commits differ in, parsed into changes.
 //! - [`plan`]: applied specs vs changed specs → an action per job, with reasons (pure).
 //! - [`moves`]: what `plan` adds when a change of env moves a job to another cluster.
+//! - [`removals`]: the `max_removals` safety valve: a commit removing too many jobs is held.
 //! - [`sync`]: fetch the config repo, plan its tip, record each job's desired state.
 //!
 //! Converging what runs to the desired state:
@@ -81,6 +82,7 @@ pub mod plan;
 pub mod proc;
 pub mod reconcile;
 pub mod reload;
+pub mod removals;
 pub mod repo;
 pub mod retention;
 pub mod runlogs;

@@ -168,6 +168,8 @@ pub fn chain_line(reason: &str) -> String {
 pub struct Plan {
     /// One item per changed job.
     pub items: Vec<Item>,
+    /// The commit's removals against `max_removals` (`jobkeeper plan` sets it).
+    pub removals: Option<crate::removals::Removals>,
 }
 
 impl Plan {
@@ -440,7 +442,10 @@ pub fn plan(applied: &BTreeMap<String, JobSpec>, changes: &[Change]) -> Plan {
         })
         .collect();
     items.sort_by(|a, b| a.job.cmp(&b.job).then(a.action.cmp(&b.action)));
-    Plan { items }
+    Plan {
+        items,
+        removals: None,
+    }
 }
 
 /// What `plan` says of an adoption until the cluster is asked ([`checked_adoption`]).
@@ -518,61 +523,254 @@ pub fn render_text(plan: &Plan) -> String {
             let _ = writeln!(out, "          {e}");
         }
     }
+    if let Some(line) = plan.removals.as_ref().and_then(|r| r.line()) {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(out, "plan: {}", summary(plan));
     out
 }
 
+/// Text for one markdown table cell or line: every character that can start inline markup
+/// (a code span, link, image, emphasis, HTML, an entity, a table break) is backslash-escaped,
+/// and every control character (a newline, a carriage return) becomes a space, so nothing
+/// starts a new line: no heading, no fence.
 fn md_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
-            '|' => out.push_str("\\|"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\n' => out.push(' '),
+            c if c.is_control() => out.push(' '),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '~' | '&' | '!' | '#' => {
+                out.push('\\');
+                out.push(c);
+            }
             _ => out.push(c),
         }
     }
     out
 }
 
-/// Markdown for a merge-request comment: a summary, a table, and the errors in a code block.
+/// A reason (text quoting names in backticks, as the plan writes it) for one table cell: the
+/// text between backticks becomes code spans ([`md_code`]), the rest is escaped
+/// ([`md_escape`]). A backtick left unpaired (a value holding one) is escaped as text, so
+/// whatever the values hold, each piece is either escaped text or a closed code span.
+fn md_reason(s: &str) -> String {
+    let parts: Vec<&str> = s.split('`').collect();
+    let mut out = String::with_capacity(s.len());
+    for (i, part) in parts.iter().enumerate() {
+        let quoted = i % 2 == 1;
+        if quoted && i + 1 < parts.len() {
+            out.push_str(&md_code(part));
+        } else {
+            if quoted {
+                out.push_str("\\`");
+            }
+            out.push_str(&md_escape(part));
+        }
+    }
+    out
+}
+
+/// `s` as an inline code span on one line: fenced by more backticks than any run inside it,
+/// padded when it starts or ends with one, `|` escaped for tables, control characters as
+/// spaces.
+fn md_code(s: &str) -> String {
+    let text: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .replace('|', "\\|");
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest + 1);
+    let pad = if text.starts_with('`') || text.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{text}{pad}{fence}")
+}
+
+/// A fenced code block holding `lines`, one line each (a control character in one, such as
+/// a newline in a file name, becomes a space): its fence is longer than any run of backticks
+/// in them, so no line can close it early.
+fn md_block(lines: &[String]) -> String {
+    let longest = lines
+        .iter()
+        .flat_map(|l| l.split(|c| c != '`').map(str::len))
+        .max()
+        .unwrap_or(0);
+    let fence = "`".repeat((longest + 1).max(3));
+    let mut out = format!("{fence}\n");
+    for l in lines {
+        let clean: String = l
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        out.push_str(&clean);
+        out.push('\n');
+    }
+    out.push_str(&fence);
+    out.push('\n');
+    out
+}
+
+/// The most characters (counted as bytes, which are never fewer) `plan --format markdown`
+/// writes: under GitHub's 65,536-character comment limit, with room for the marker a CI
+/// template puts first.
+pub const MAX_MARKDOWN: usize = 60_000;
+
+/// The order the classes of a plan are detailed in: what needs a reviewer's eyes first.
+const DETAIL_ORDER: [Action; 8] = [
+    Action::Invalid,
+    Action::Remove,
+    Action::Adopt,
+    Action::Redeploy,
+    Action::Rebuild,
+    Action::InPlace,
+    Action::Add,
+    Action::Unchanged,
+];
+
+/// Room kept at the end for the lines that close a cut and say what it left out.
+const CUT_NOTE_ROOM: usize = 1_200;
+
+/// Markdown for a merge-request comment: a table of counts per class first, then one
+/// `<details>` section per class (invalid and removed jobs first, open) with a row per job and
+/// the invalid files' errors. The whole stays under [`MAX_MARKDOWN`] bytes: when the details do
+/// not fit, the rows and error lines that do not are left out and a last line says how many of
+/// each class, and how to get them all (`--format text`, which the CI templates print in the
+/// job's log).
 pub fn render_markdown(plan: &Plan, from: &str, to: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "### jobkeeper plan `{}` → `{}`\n",
-        md_escape(from),
-        md_escape(to)
+        "### jobkeeper plan {} → {}\n",
+        md_code(from),
+        md_code(to)
     );
     let _ = writeln!(out, "**{}**\n", summary(plan));
+    if let Some(line) = plan.removals.as_ref().and_then(|r| r.line()) {
+        let _ = writeln!(out, "⚠️ {}\n", md_reason(&line));
+    }
     if plan.items.is_empty() {
         return out;
     }
-    out.push_str("| action | job | why |\n|---|---|---|\n");
-    for item in &plan.items {
-        let icon = match item.action {
-            Action::Invalid => "❌ ",
-            Action::Remove => "🗑 ",
-            _ => "",
+    out.push_str("| action | jobs |\n|---|---:|\n");
+    for action in DETAIL_ORDER {
+        let n = plan.count(action);
+        if n > 0 {
+            let _ = writeln!(out, "| {}{} | {n} |", icon(action), action.as_str());
+        }
+    }
+    out.push('\n');
+    let budget = MAX_MARKDOWN - CUT_NOTE_ROOM;
+    // Left out: per class, rows; and error lines.
+    let mut left: Vec<(Action, usize)> = Vec::new();
+    let mut errors_left = 0usize;
+    for action in DETAIL_ORDER {
+        let items: Vec<&Item> = plan.items.iter().filter(|i| i.action == action).collect();
+        if items.is_empty() {
+            continue;
+        }
+        let open = if matches!(action, Action::Invalid | Action::Remove) {
+            " open"
+        } else {
+            ""
         };
+        let head = format!(
+            "<details{open}><summary>{}{}: {} job(s)</summary>\n\n| job | why |\n|---|---|\n",
+            icon(action),
+            action.as_str(),
+            items.len()
+        );
+        let close = "\n</details>\n\n";
+        if out.len() + head.len() + close.len() > budget {
+            left.push((action, items.len()));
+            if action == Action::Invalid {
+                errors_left += items.iter().map(|i| i.errors.len()).sum::<usize>();
+            }
+            continue;
+        }
+        out.push_str(&head);
+        let mut shown = 0;
+        for item in &items {
+            let row = format!(
+                "| {} | {} |\n",
+                md_code(&item.job),
+                md_reason(&joined(&item.reasons))
+            );
+            if out.len() + row.len() + close.len() > budget {
+                break;
+            }
+            out.push_str(&row);
+            shown += 1;
+        }
+        if shown < items.len() {
+            left.push((action, items.len() - shown));
+        }
+        if action == Action::Invalid {
+            let errors: Vec<String> = items
+                .iter()
+                .flat_map(|i| &i.errors)
+                .map(Diagnostic::to_string)
+                .collect();
+            if !errors.is_empty() {
+                let intro = "\n**Invalid job files** (these jobs keep their previous version):\n\n";
+                let mut fitting: Vec<String> = Vec::new();
+                // The block's fence and intro, then each line while it fits.
+                let mut size =
+                    out.len() + intro.len() + 2 * (md_fence_len(&errors) + 1) + close.len();
+                for e in &errors {
+                    if size + e.len() + 1 > budget {
+                        break;
+                    }
+                    size += e.len() + 1;
+                    fitting.push(e.clone());
+                }
+                errors_left += errors.len() - fitting.len();
+                if !fitting.is_empty() {
+                    out.push_str(intro);
+                    out.push_str(&md_block(&fitting));
+                }
+            }
+        }
+        out.push_str(close);
+    }
+    if !left.is_empty() || errors_left > 0 {
+        let mut parts: Vec<String> = left
+            .iter()
+            .map(|(a, n)| format!("{n} {}", a.as_str()))
+            .collect();
+        if errors_left > 0 {
+            parts.push(format!("{errors_left} error line(s) of invalid files"));
+        }
         let _ = writeln!(
             out,
-            "| {icon}{} | `{}` | {} |",
-            item.action.as_str(),
-            md_escape(&item.job),
-            md_escape(&joined(&item.reasons))
+            "✂️ Cut to fit a comment ({MAX_MARKDOWN} characters): left out {}. The whole plan \
+             is in this pipeline's job log, or run the same `jobkeeper plan` with \
+             `--format text`.",
+            parts.join(", ")
         );
     }
-    let errors: Vec<&Diagnostic> = plan.items.iter().flat_map(|i| &i.errors).collect();
-    if !errors.is_empty() {
-        out.push_str("\n**Invalid job files** (these jobs keep their previous version):\n\n```\n");
-        for e in errors {
-            let _ = writeln!(out, "{e}");
-        }
-        out.push_str("```\n");
-    }
     out
+}
+
+/// The icon a class is marked with.
+fn icon(action: Action) -> &'static str {
+    match action {
+        Action::Invalid => "❌ ",
+        Action::Remove => "🗑 ",
+        _ => "",
+    }
+}
+
+/// The length of the fence [`md_block`] puts around `lines`.
+fn md_fence_len(lines: &[String]) -> usize {
+    let longest = lines
+        .iter()
+        .flat_map(|l| l.split(|c| c != '`').map(str::len))
+        .max()
+        .unwrap_or(0);
+    (longest + 1).max(3)
 }
 
 /// JSON for programs: `{"from", "to", "items": [...], "invalid": bool}`.
@@ -582,6 +780,8 @@ pub fn render_json(plan: &Plan, from: &str, to: &str) -> String {
         "to": to,
         "items": plan.items,
         "invalid": plan.has_invalid(),
+        "removals": plan.removals,
+        "held": plan.removals.as_ref().is_some_and(crate::removals::Removals::held),
     });
     serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
 }
@@ -766,7 +966,11 @@ mod tests {
             "{text}"
         );
         let md = render_markdown(&p, "main", "HEAD");
-        assert!(md.contains("| ❌ invalid | `b` |"), "{md}");
+        assert!(md.contains("| ❌ invalid | 1 |"), "{md}");
+        assert!(
+            md.contains("<details open><summary>❌ invalid: 1 job(s)</summary>\n\n| job | why |\n|---|---|\n| `b` | "),
+            "{md}"
+        );
         let json: serde_json::Value = serde_json::from_str(&render_json(&p, "a", "b")).unwrap();
         assert_eq!(json["items"][1]["errors"][0]["line"], 2);
         assert_eq!(json["invalid"], true);
@@ -774,7 +978,52 @@ mod tests {
 
     #[test]
     fn markdown_escapes_table_breakers() {
-        assert_eq!(md_escape("a|b<c>\nd"), "a\\|b&lt;c&gt; d");
+        assert_eq!(md_escape("a|b<c>\nd"), "a\\|b\\<c\\> d");
+        assert_eq!(md_code("a`b"), "``a`b``");
+        assert_eq!(md_code("`x"), "`` `x ``");
+        assert_eq!(md_code("a|b\r\nc"), "`a\\|b  c`");
+        assert_eq!(md_reason("env `dev` [x]"), "env `dev` \\[x\\]");
+        assert_eq!(md_reason("a `b` c `d"), "a `b` c \\`d");
+    }
+
+    #[test]
+    fn markdown_names_cannot_inject_markup() {
+        // A file name with a backtick fence, newlines and a heading, as a job and in its error.
+        let evil = "x```\n\n### ✅ LGTM, approved\n\n```y";
+        let p = Plan {
+            items: vec![Item {
+                job: evil.to_string(),
+                path: format!("jobs/{evil}.yaml"),
+                action: Action::Invalid,
+                reasons: vec![format!("name `{evil}` is bad").into()],
+                errors: vec![Diagnostic::file(format!("jobs/{evil}.yaml"), "bad name")],
+                hash: None,
+                keeps_state: false,
+                refused: false,
+            }],
+            removals: None,
+        };
+        let md = render_markdown(&p, "main\n# hi", "HEAD");
+        for line in md.lines() {
+            assert!(
+                !line.starts_with('#') || line.starts_with("### jobkeeper plan"),
+                "{md}"
+            );
+        }
+        assert_eq!(
+            md.lines().filter(|l| l.starts_with("### ")).count(),
+            1,
+            "{md}"
+        );
+        // The error block's fence is longer than any backtick run in it: one block, closed
+        // on the last line.
+        let fences: Vec<&str> = md.lines().filter(|l| l.starts_with("````")).collect();
+        assert_eq!(fences, ["````", "````"], "{md}");
+        let row = md.lines().find(|l| l.starts_with("| ````x")).unwrap();
+        assert!(
+            row.contains("````x```  ### ✅ LGTM, approved  ```y````"),
+            "{row}"
+        );
     }
 
     #[test]

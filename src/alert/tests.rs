@@ -49,6 +49,7 @@ fn sample() -> Alert {
         link: status_link("127.0.0.1:7070".parse().unwrap(), Some("team/clicks")),
         repeats: 0,
         repeats_since: None,
+        jobs: 0,
         event_id: 9,
     }
 }
@@ -387,6 +388,8 @@ fn recording_dispatcher(
         cancel.clone(),
     ));
     let d = Dispatcher {
+        batches: Default::default(),
+        batch_due: HashMap::new(),
         channels: Some(s.alerts.clone()),
         settings: Live::new(s),
         store: store.clone(),
@@ -496,6 +499,8 @@ async fn a_reload_changing_the_channels_and_throttle_applies_at_the_next_event()
     let live = Live::new(settings());
     let cancel = CancellationToken::new();
     let mut d = Dispatcher {
+        batches: Default::default(),
+        batch_due: HashMap::new(),
         settings: live.clone(),
         store: Store::in_memory().unwrap(),
         targets: HashMap::new(),

@@ -64,6 +64,8 @@ pub struct Settings {
     pub guard: GuardOverride,
     /// Same job + same event is not sent twice within this.
     pub alerts_throttle: Duration,
+    /// A commit removing more jobs than this is held (default 50%).
+    pub max_removals: MaxRemovals,
     /// The base of links in alerts and pages (no trailing `/`); `None`: built from `listen`.
     pub external_url: Option<String>,
     /// Named targets.
@@ -107,6 +109,47 @@ pub struct LogSettings {
     /// A live local run's log is rotated past this size (default 64 MiB); one older part is
     /// kept, so a run's output takes at most twice this.
     pub max_size: u64,
+}
+
+/// `max_removals:`: how many of the jobs one commit may remove before it is held until a
+/// commit carries the trailer `Jobkeeper-Allow-Removals: <reason>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxRemovals {
+    /// A share of the jobs the daemon has, in percent (`50%`); at least one job may always
+    /// be removed. `100%` never holds a commit.
+    Percent(u32),
+    /// A number of jobs (`20`).
+    Count(usize),
+}
+
+impl Default for MaxRemovals {
+    fn default() -> MaxRemovals {
+        MaxRemovals::Percent(50)
+    }
+}
+
+impl MaxRemovals {
+    /// The most jobs a commit may remove out of `jobs`.
+    pub fn limit(self, jobs: usize) -> usize {
+        match self {
+            MaxRemovals::Percent(p) => (jobs * p as usize / 100).max(1),
+            MaxRemovals::Count(n) => n,
+        }
+    }
+
+    /// True when removing `removed` of `jobs` is more than allowed.
+    pub fn exceeded(self, removed: usize, jobs: usize) -> bool {
+        removed > self.limit(jobs)
+    }
+}
+
+impl std::fmt::Display for MaxRemovals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaxRemovals::Percent(p) => write!(f, "{p}%"),
+            MaxRemovals::Count(n) => write!(f, "{n}"),
+        }
+    }
 }
 
 /// The default `logs.max_size`.

@@ -32,6 +32,7 @@ const TOP_FIELDS: &[&str] = &[
     "ready_within",
     "drift",
     "alerts_throttle",
+    "max_removals",
     "external_url",
     "retention",
     "envs",
@@ -132,6 +133,10 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
         .get("alerts_throttle")
         .and_then(|n| c.duration(n, "alerts_throttle"))
         .unwrap_or(Duration::from_secs(300));
+    let max_removals = f
+        .get("max_removals")
+        .and_then(|n| read_max_removals(c, n))
+        .unwrap_or_default();
     let external_url = f.get("external_url").and_then(|n| read_external_url(c, n));
     let alerts = f
         .get("alerts")
@@ -163,10 +168,38 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
         restart,
         guard,
         alerts_throttle,
+        max_removals,
         external_url,
         envs,
         alerts,
     })
+}
+
+/// `max_removals:`: a percentage of the jobs (`50%`, from 0% to 100%) or a number of jobs.
+fn read_max_removals(c: &mut Checker, n: &Node) -> Option<super::MaxRemovals> {
+    if let Some(text) = n
+        .scalar()
+        .filter(|s| s.kind == crate::yaml::ScalarKind::String)
+        .map(|s| s.text.trim().to_string())
+    {
+        return match text.strip_suffix('%').map(|p| p.trim().parse::<u32>()) {
+            Some(Ok(p)) if p <= 100 => Some(super::MaxRemovals::Percent(p)),
+            _ => {
+                c.error(
+                    n,
+                    format!(
+                        "`max_removals`: expected a percentage from 0% to 100% (`50%`) or a \
+                         number of jobs (`20`), found `{text}`"
+                    ),
+                );
+                None
+            }
+        };
+    }
+    let count = c.integer(n, "max_removals", 0, i64::from(u32::MAX))?;
+    Some(super::MaxRemovals::Count(
+        usize::try_from(count).unwrap_or(usize::MAX),
+    ))
 }
 
 /// `external_url:`, the base of links in alerts and pages: an `http` or `https` URL people can

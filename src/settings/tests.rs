@@ -125,6 +125,7 @@ fn defaults() {
     assert_eq!(s.http.max_connections, 512);
     assert_eq!(s.restart, RestartPolicy::default());
     assert_eq!(s.alerts_throttle, Duration::from_secs(300));
+    assert_eq!(s.max_removals, MaxRemovals::Percent(50));
     assert!(s.envs.is_empty() && s.alerts.is_empty());
 }
 
@@ -244,7 +245,7 @@ alerts:
              config.yaml:12:10: alert channel `empty` has neither `email` nor `webhook`; expected at least one\n\
              config.yaml:13:46: `alerts.hook.webhook.format`: unknown format `teams`; expected one of: slack, dingtalk, feishu, wecom, json\n\
              config.yaml:13:67: unknown event `faild`, did you mean `failed`?\n\
-             config.yaml:13:74: unknown event `exploded`; expected one of: failed, restarted, gave_up, recovered, build_failed, deploy_failed, invalid, repo_unreachable, engine_unreachable, unhealthy, rolled_back, drift, started_empty, host_fault, deployed, succeeded\n"
+             config.yaml:13:74: unknown event `exploded`; expected one of: failed, restarted, gave_up, recovered, build_failed, deploy_failed, invalid, repo_unreachable, engine_unreachable, unhealthy, rolled_back, drift, started_empty, host_fault, commit_held, deployed, succeeded\n"
     );
 }
 
@@ -399,4 +400,23 @@ fn retention_keeps_100_runs_and_30_days_unless_told() {
     );
     assert!(e.contains("retention.runs"), "{e}");
     assert!(e.contains("retention.age"), "{e}");
+}
+
+#[test]
+fn max_removals_is_a_percentage_or_a_count() {
+    let base = "repo: {url: /r}\nstate_dir: /s\n";
+    assert_eq!(
+        ok(&format!("{base}max_removals: 20%\n")).max_removals,
+        MaxRemovals::Percent(20)
+    );
+    assert_eq!(
+        ok(&format!("{base}max_removals: 7\n")).max_removals,
+        MaxRemovals::Count(7)
+    );
+    assert_eq!(
+        errors(&format!("{base}max_removals: 150%\n")),
+        "config.yaml:3:15: `max_removals`: expected a percentage from 0% to 100% (`50%`) or a \
+         number of jobs (`20`), found `150%`\n"
+    );
+    assert!(errors(&format!("{base}max_removals: -1\n")).contains("`max_removals`"));
 }
