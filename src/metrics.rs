@@ -250,7 +250,7 @@ impl Metrics {
             o,
             "restarts_total",
             "counter",
-            "Job restarts (after failures, and asked for), by job.",
+            "Job restarts after failures (the restart policy's), by job.",
         );
         for (job, n) in lock(&self.restarts).iter() {
             sample(o, "restarts_total", &[("job", job)], *n);

@@ -899,6 +899,15 @@ async fn a_move_the_new_cluster_refuses_starts_the_job_again_on_the_old_one_from
         .find(|e| e.kind == "deploy_failed")
         .unwrap();
     assert!(failed.message.contains("ParameterTool"), "{failed:?}");
+    // Starting it again where it ran is a start of its own, not a restart after a failure.
+    let events = d.events("stayer");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "started" && e.message.contains("after the move was refused")),
+        "{events:#?}"
+    );
+    assert!(!events.iter().any(|e| e.kind == "restarted"), "{events:#?}");
     let sps = d.store.savepoints("stayer", 10).unwrap();
     assert_eq!(
         (sps[0].kind.as_str(), sps[0].run_id),

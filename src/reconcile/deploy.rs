@@ -248,7 +248,7 @@ impl Actor {
                             "started again on {} from {from_where} after the move was refused",
                             from.location()
                         );
-                        self.event(Some(run_id), &JobEvent::Restarted { attempt: None, why });
+                        self.event(Some(run_id), &JobEvent::Started { why });
                         self.set_state(JobState::Running, Some(DEPLOY_FAILED_MOVE));
                     }
                     Err(reason) => self.event(None, &JobEvent::Failed { reason }),
@@ -356,7 +356,7 @@ impl Actor {
         match self.submit(false).await {
             Ok(run_id) => {
                 let why = "previous version started again after the failed deploy".to_string();
-                self.event(Some(run_id), &JobEvent::Restarted { attempt: None, why });
+                self.event(Some(run_id), &JobEvent::Started { why });
             }
             Err(reason) => self.event(None, &JobEvent::Failed { reason }),
         }
