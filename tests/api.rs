@@ -331,14 +331,14 @@ async fn restart_clears_gave_up() {
         "env: dev\nparams:\n  command: [sh, -c, \"exit 3\"]\nrestart: {attempts: 1, window: 1h, backoff: 0s}\n",
     );
     git.commit_push("a job that always fails");
-    let extra = secrets(root);
+    let extra = format!("{}health: {{interval: 200ms}}\n", secrets(root));
     let mut d = start(root, &config(root, &git, &extra)).await;
     wait_for("gave_up", Duration::from_secs(20), || {
         d.job("crash").is_some_and(|j| j.state == "gave_up")
     })
     .await;
     let runs = d.runs("crash").len();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.sweeps_pass(3, Duration::from_secs(20)).await;
     assert_eq!(
         d.runs("crash").len(),
         runs,

@@ -501,7 +501,7 @@ async fn a_daemon_restart_adopts_the_running_job_and_submits_nothing(c: &Cluster
 
     let d = start(tmp.path(), &cfg).await;
     wait_for("adopted", LIMIT, || d.has_event("adopt", "adopted")).await;
-    tokio::time::sleep(Duration::from_secs(3)).await; // a few health sweeps
+    d.sweeps_pass(3, LIMIT).await;
     let runs = d.runs("adopt");
     assert_eq!(runs.len(), 1, "no new run: {runs:#?}");
     assert_eq!((runs[0].id, runs[0].state.as_str()), (run, "running"));
@@ -596,14 +596,18 @@ async fn a_cluster_outage_is_one_alert_no_failure_and_no_duplicate_submission(c:
     // A change while the cluster is down waits for it: nothing is stopped or started.
     git.write("jobs/svc.yaml", &counter(&c.lib, &["--tag", "after"], ""));
     git.commit_push("new args while the cluster is down");
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    wait_for("the change applied", LIMIT, || {
+        d.job("svc").and_then(|j| j.desired_commit) == Some(git.git(&["rev-parse", "HEAD"]))
+    })
+    .await;
+    d.sweeps_pass(4, LIMIT).await;
     assert_eq!(unreachable(), 1, "one engine_unreachable per outage");
     assert!(!d.has_event("svc", "failed"), "{:#?}", d.events("svc"));
     assert!(!d.has_event("svc", "gave_up"));
 
     own_cluster("start", &cluster, port, c.version);
     let (_, jid2) = running(&d, &url, "svc", std::slice::from_ref(&jid1)).await;
-    tokio::time::sleep(Duration::from_secs(3)).await; // a few sweeps after the outage
+    d.sweeps_pass(3, LIMIT).await;
     let jobs = overview_jobs(&url).await;
     assert_eq!(jobs.len(), 1, "submitted once after the outage: {jobs:?}");
     assert_eq!(jobs[0].0, jid2);
@@ -1045,7 +1049,7 @@ async fn a_reloaded_flink_url_whose_cluster_refuses_the_job_leaves_it_on_the_for
         "nothing of it runs on 2.3"
     );
     // It stays on 1.20: the move is not tried again and again.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    d.sweeps_pass(4, LIMIT).await;
     let refusals = d
         .events("urlstayer")
         .iter()
