@@ -168,7 +168,7 @@ pub fn read_job(
 ) -> Result<JobSpec, Vec<Diagnostic>> {
     let name = spec::job_name_of(&file.rel_path).unwrap_or(&file.rel_path);
     if let Err(msg) = spec::check_name(name) {
-        return Err(vec![Diagnostic::file(&file.repo_path, msg)]);
+        return Err(vec![Diagnostic::file(&file.repo_path, msg.to_string())]);
     }
     match tree.blob_size(file.blob) {
         Ok(size) if size > MAX_JOB_FILE_BYTES => {
