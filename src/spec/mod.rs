@@ -276,6 +276,20 @@ pub struct EngineFacts {
     pub runs_sql: bool,
 }
 
+/// What an env's engine finds wrong with a job's params.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamsError {
+    /// The local engine runs `params.command`, and there is none.
+    #[error(
+        "env `{env}` runs on the local engine, which needs `params.command` (the argv to run, \
+         e.g. `command: [\"./run.sh\"]`)"
+    )]
+    NoCommand {
+        /// The job's env.
+        env: String,
+    },
+}
+
 /// The parts of the daemon config a job file is checked against
 /// ([`crate::settings::Settings`] is one).
 pub trait DaemonConfig: std::fmt::Debug {
@@ -290,7 +304,7 @@ pub trait DaemonConfig: std::fmt::Debug {
     /// What a job file is checked against of the engine of env `env`; `None` for no such env.
     fn engine(&self, env: &str) -> Option<EngineFacts>;
     /// What the engine of env `env` finds wrong with a job's params.
-    fn check_params(&self, env: &str, params: &Params) -> Result<(), String>;
+    fn check_params(&self, env: &str, params: &Params) -> Result<(), ParamsError>;
     /// Whether a `secrets_dir` is configured (`${secret:..}` needs one).
     fn has_secrets_dir(&self) -> bool;
 }
