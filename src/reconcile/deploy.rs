@@ -435,7 +435,7 @@ impl Actor {
         tokio::task::spawn_blocking(move || sql_runner::with_project(&state_dir, &runner, &project))
             .await
             .map_err(|e| stalled(EventKind::BuildFailed, format!("SQL jar: {e}")))?
-            .map_err(|e| stalled(EventKind::BuildFailed, e))
+            .map_err(|e| stalled(EventKind::BuildFailed, e.to_string()))
     }
 
     /// The commit a project's branch (tag, commit id) points at now, fetched.
