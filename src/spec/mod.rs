@@ -34,7 +34,8 @@ pub(crate) use self::read::read_restart;
 pub use self::schema::json_schema;
 pub use self::sql::{SqlError, Statement, StatementKind, split as split_sql};
 pub use self::sql_read::{
-    DiskFiles, RepoFiles, place_flink_error, resolve_sql_secrets, sibling_path, sql_field_place,
+    DiskFiles, FileReadError, RepoFiles, place_flink_error, resolve_sql_secrets, sibling_path,
+    sql_field_place,
 };
 use crate::diag::Diagnostic;
 use crate::yaml::{self, Checker};
