@@ -399,7 +399,8 @@ pub async fn check_adoptions(plan: &mut crate::plan::Plan, settings: &Settings) 
             continue;
         };
         let found = crate::reconcile::takeover::find(&target, live, &HashMap::new(), location)
-            .map(crate::reconcile::takeover::describe);
+            .map(crate::reconcile::takeover::describe)
+            .map_err(|e| e.to_string());
         item.reasons[0] = crate::plan::checked_adoption(&item.reasons[0], found);
     }
 }
