@@ -908,7 +908,8 @@ async fn a_move_the_new_cluster_refuses_starts_the_job_again_on_the_old_one_from
     assert!(
         events
             .iter()
-            .any(|e| e.kind == "started" && e.message.contains("after the move was refused")),
+            .any(|e| e.kind == "started"
+                && e.message.contains("started again after the failed deploy")),
         "{events:#?}"
     );
     assert!(!events.iter().any(|e| e.kind == "restarted"), "{events:#?}");
