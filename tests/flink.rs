@@ -224,6 +224,51 @@ async fn suspend_stops_with_a_savepoint_and_resuming_starts_from_it(c: &Cluster)
     );
 }
 
+/// The trial's finding on Flink: restart attempts started again at 1 after a daemon restart
+/// (RESTARTS reached 6 against `attempts: 3`). The attempts spent before it stay spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_attempts_spent_before_a_daemon_restart_stay_spent_on_flink() {
+    let c = Cluster::v2_3();
+    let url = c.url.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = cleanup(&url, tmp.path());
+    let restart = "restart: {attempts: 2, window: 1h, backoff: 1s, max_backoff: 1s}\n";
+    git.write(
+        "jobs/crash.yaml",
+        &counter(
+            &c.lib,
+            &["--mode", "fail", "--failAfter", "60", "--rate", "20"],
+            restart,
+        ),
+    );
+    git.commit_push("a job that throws");
+    let attempts = |d: &Daemon| -> Vec<(u32, u32)> {
+        let mut a: Vec<(u32, u32)> = d
+            .events("crash")
+            .iter()
+            .filter(|e| e.kind == "restarted")
+            .filter_map(|e| e.attempt.map(|a| (a.n, a.of)))
+            .collect();
+        a.reverse();
+        a
+    };
+    let mut d = start(tmp.path(), &cfg).await;
+    wait_for("the first restart", LIMIT, || !attempts(&d).is_empty()).await;
+    d.stop().await;
+
+    // The next daemon adopts the restarted run; when it fails, one attempt is left, not two.
+    let d = start(tmp.path(), &cfg).await;
+    wait_for("gave_up", Duration::from_secs(150), || {
+        d.job("crash").is_some_and(|j| j.state == "gave_up")
+    })
+    .await;
+    assert_eq!(attempts(&d), [(1, 2), (2, 2)], "{:#?}", d.events("crash"));
+    let runs = d.runs("crash");
+    assert_eq!(runs.len(), 3, "the first run and 2 restarts: {runs:#?}");
+    assert_eq!(d.store.restart_counts().unwrap().get("crash"), Some(&2));
+}
+
 on_each_version!(a_failing_job_restarts_from_its_checkpoint_then_gives_up_with_the_flink_reason);
 async fn a_failing_job_restarts_from_its_checkpoint_then_gives_up_with_the_flink_reason(
     c: &Cluster,
