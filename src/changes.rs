@@ -167,6 +167,14 @@ pub fn read_job(
     ctx: Context<'_>,
 ) -> Result<JobSpec, Vec<Diagnostic>> {
     let name = spec::job_name_of(&file.rel_path).unwrap_or(&file.rel_path);
+    if file.rel_path.contains(char::REPLACEMENT_CHARACTER) {
+        // The tree keeps a name that is not UTF-8, shown with U+FFFD (see `repo::tree`).
+        return Err(vec![Diagnostic::file(
+            &file.repo_path,
+            "the file name is not UTF-8 (shown with �); rename it: a job name is \
+             lowercase letters, digits, `.`, `_`, `-` and `/`",
+        )]);
+    }
     if let Err(msg) = spec::check_name(name) {
         return Err(vec![Diagnostic::file(&file.repo_path, msg.to_string())]);
     }
@@ -271,10 +279,10 @@ pub fn changes_of(tree: &GitTree, diff: &[JobFileChange], ctx: Context<'_>) -> V
 /// True when `path` is a folder in the tree of `commit`.
 pub fn path_exists(tree: &GitTree, commit: Oid, path: &str) -> bool {
     let repo = tree.repository();
-    let Ok(commit) = repo.find_commit(commit) else {
-        return false;
-    };
-    let Ok(root) = commit.tree() else {
+    let Ok(root) = tree.commit_tree(commit).and_then(|t| {
+        repo.find_tree(t)
+            .map_err(crate::repo::RepoError::git("cannot read a tree"))
+    }) else {
         return false;
     };
     let path = path.trim_matches('/');
@@ -284,13 +292,16 @@ pub fn path_exists(tree: &GitTree, commit: Oid, path: &str) -> bool {
             .is_ok_and(|e| e.kind() == Some(git2::ObjectType::Tree))
 }
 
-/// `jobkeeper plan`: what applying `to` after `from` does, read from the repo at `dir`.
+/// `jobkeeper plan`: what applying `to` after `from` does, read from the repo at `dir`, with
+/// its removals checked against `max_removals` as the daemon checks them (the jobs at `from`,
+/// the trailer in the commits from `from` to `to`).
 pub fn plan_between(
     dir: &Path,
     from: &str,
     to: &str,
     path: &str,
     ctx: Context<'_>,
+    max_removals: crate::settings::MaxRemovals,
 ) -> Result<Plan, RepoError> {
     let tree = open_existing(dir)?;
     let (from_rev, to_rev) = (from, to);
@@ -348,6 +359,21 @@ pub fn plan_between(
         &tree, from, to, path, &diff, &others, ctx,
     )?);
     plan.items.sort_by(|a, b| a.job.cmp(&b.job));
+    if let Some(from) = from {
+        let jobs: std::collections::BTreeSet<String> = tree
+            .list_job_files(from, path)?
+            .iter()
+            .filter_map(|f| spec::job_name_of(&f.rel_path).map(str::to_string))
+            .collect();
+        let removed = plan.count(crate::plan::Action::Remove);
+        let commits = tree.commits_since(Some(from), to)?;
+        plan.removals = Some(crate::removals::check(
+            max_removals,
+            removed,
+            jobs.len(),
+            &commits,
+        ));
+    }
     Ok(plan)
 }
 

@@ -574,7 +574,11 @@ fn plan(
         settings: settings.as_ref().map(|s| s as &dyn spec::DaemonConfig),
         files: None,
     };
-    let mut plan = crate::changes::plan_between(repo, from, to, &path, ctx)?;
+    let max_removals = settings
+        .as_ref()
+        .map(|s| s.max_removals)
+        .unwrap_or_default();
+    let mut plan = crate::changes::plan_between(repo, from, to, &path, ctx, max_removals)?;
     let envs = crate::moves::moved_envs(&plan);
     if !envs.is_empty() {
         let clusters = match &settings {

@@ -91,6 +91,7 @@ pub async fn run_with(
     make_state_dirs(&state_dir)?;
     let _lock = lock_state_dir(&state_dir)?;
     log_start(&settings, &listener);
+    raise_nofile();
     let live = Live::new(settings);
     // The config at start: the fields taken only at start are read from it.
     let started = live.get();
@@ -124,6 +125,7 @@ pub async fn run_with(
         alerter: Some(core.alerter.clone()),
         trigger: OnceLock::new(),
         shelf,
+        hook_buffer: http::body::HookBuffer::new(started.http.hook_buffer),
     });
     let server = {
         let (api, cancel) = (api.clone(), cancel.clone());
@@ -178,6 +180,27 @@ fn make_state_dirs(state_dir: &Path) -> Result<(), DaemonError> {
         })?;
     }
     Ok(())
+}
+
+/// Raises the soft file-descriptor limit to the hard one (see [`crate::host`]); a limit that
+/// cannot be raised is logged and the daemon goes on with it.
+fn raise_nofile() {
+    match crate::host::raise_nofile() {
+        Ok(r) if r.before < r.now => {
+            tracing::info!(
+                from = r.before,
+                to = r.now,
+                reserve = crate::host::FD_RESERVE,
+                "file descriptor limit raised to the hard limit"
+            );
+        }
+        Ok(r) => tracing::info!(
+            limit = r.now,
+            reserve = crate::host::FD_RESERVE,
+            "file descriptor limit"
+        ),
+        Err(e) => tracing::warn!("file descriptor limit not raised: {e}"),
+    }
 }
 
 fn log_start(settings: &Settings, listener: &TcpListener) {
@@ -247,6 +270,7 @@ impl Core {
             logs_dir: state_dir.join("logs"),
             metrics: metrics.clone(),
             outages: reconcile::Outages::default(),
+            host: reconcile::HostWaits::new(state_dir),
             unmanaged: reconcile::unmanaged::Unmanaged::default(),
             secrets: crate::secrets::Held::new(key),
         });

@@ -74,13 +74,22 @@ pub enum EventKind {
     Drift,
     /// A stateful job that ran before started with no state: nothing was left to restore from.
     StartedEmpty,
+    /// A resource of the daemon's host ran out (a full disk, file descriptors, the store): runs
+    /// that start or end wait on the host.
+    HostFault,
+    /// The resource of a host fault works again.
+    HostRecovered,
     /// A test alert (`jobkeeper test-alert`): sent, never recorded.
     Test,
+    /// A config commit libgit2 cannot parse (its author, say) was read leniently.
+    CommitMalformed,
+    /// A config commit that removes more jobs than `max_removals` is held.
+    CommitHeld,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 30] = [
+    pub const ALL: [EventKind; 34] = [
         EventKind::Deployed,
         EventKind::Started,
         EventKind::Restarted,
@@ -110,11 +119,16 @@ impl EventKind {
         EventKind::RolledBack,
         EventKind::Drift,
         EventKind::StartedEmpty,
+        EventKind::HostFault,
+        EventKind::HostRecovered,
+        EventKind::CommitMalformed,
+        EventKind::CommitHeld,
         EventKind::Test,
     ];
 
-    /// The kinds an alert channel can ask for (SPEC "Alerts"), in SPEC's order.
-    pub const ALERTS: [EventKind; 15] = [
+    /// The kinds an alert channel can ask for (SPEC "Alerts"), in SPEC's order, with
+    /// `host_fault` and `commit_held` before the info ones.
+    pub const ALERTS: [EventKind; 17] = [
         EventKind::Failed,
         EventKind::Restarted,
         EventKind::GaveUp,
@@ -128,6 +142,8 @@ impl EventKind {
         EventKind::RolledBack,
         EventKind::Drift,
         EventKind::StartedEmpty,
+        EventKind::HostFault,
+        EventKind::CommitHeld,
         EventKind::Deployed,
         EventKind::Succeeded,
     ];
@@ -167,7 +183,11 @@ impl EventKind {
             EventKind::RolledBack => "rolled_back",
             EventKind::Drift => "drift",
             EventKind::StartedEmpty => "started_empty",
+            EventKind::HostFault => "host_fault",
+            EventKind::HostRecovered => "host_recovered",
             EventKind::Test => "test",
+            EventKind::CommitMalformed => "commit_malformed",
+            EventKind::CommitHeld => "commit_held",
         }
     }
 
@@ -202,6 +222,9 @@ impl EventKind {
                 | EventKind::RolledBack
                 | EventKind::Drift
                 | EventKind::StartedEmpty
+                | EventKind::HostFault
+                | EventKind::CommitMalformed
+                | EventKind::CommitHeld
         )
     }
 
@@ -392,6 +415,26 @@ pub enum JobEvent {
         /// What runs instead (`the previous version from savepoint ...`).
         to: String,
     },
+    /// A config commit libgit2 cannot parse was read from its raw text.
+    CommitMalformed {
+        /// The commit's short id.
+        commit: String,
+        /// What libgit2 says is wrong.
+        problem: String,
+        /// The author as read leniently.
+        author: String,
+    },
+    /// A config commit removes more jobs than `max_removals`: nothing of it is applied.
+    CommitHeld {
+        /// The tip's short id.
+        commit: String,
+        /// Jobs it removes.
+        removed: usize,
+        /// Jobs the daemon has.
+        of: usize,
+        /// The `max_removals` setting, as written.
+        limit: String,
+    },
     /// The job was changed outside jobkeeper.
     Drift {
         /// What changed.
@@ -403,6 +446,16 @@ pub enum JobEvent {
     StartedEmpty {
         /// Why nothing was left to restore from.
         why: String,
+    },
+    /// A resource of the daemon's host ran out.
+    HostFault {
+        /// The fault: what ran out and the error that said so.
+        fault: crate::host::HostFault,
+    },
+    /// The resource of a host fault works again.
+    HostRecovered {
+        /// What works again.
+        resource: crate::host::Resource,
     },
 }
 
@@ -493,6 +546,10 @@ impl JobEvent {
             JobEvent::RolledBack { .. } => EventKind::RolledBack,
             JobEvent::Drift { .. } => EventKind::Drift,
             JobEvent::StartedEmpty { .. } => EventKind::StartedEmpty,
+            JobEvent::HostFault { .. } => EventKind::HostFault,
+            JobEvent::HostRecovered { .. } => EventKind::HostRecovered,
+            JobEvent::CommitMalformed { .. } => EventKind::CommitMalformed,
+            JobEvent::CommitHeld { .. } => EventKind::CommitHeld,
         }
     }
 
@@ -589,6 +646,41 @@ impl JobEvent {
             JobEvent::StartedEmpty { why } => {
                 format!("started with no state although it ran before: {why}")
             }
+            JobEvent::HostFault { fault } => {
+                let what = match &fault.resource {
+                    r @ crate::host::Resource::Disk(_) => format!("{r} is full"),
+                    crate::host::Resource::FileDescriptors => {
+                        "the daemon is out of file descriptors".to_string()
+                    }
+                    crate::host::Resource::Store => "the store refuses writes".to_string(),
+                };
+                format!(
+                    "{what} ({}); runs that start or end wait on the host, without spending \
+                     restart attempts",
+                    fault.error
+                )
+            }
+            JobEvent::HostRecovered { resource } => {
+                format!("{resource} works again; the jobs that waited on it go on")
+            }
+            JobEvent::CommitMalformed {
+                commit,
+                problem,
+                author,
+            } => format!(
+                "commit {commit} is malformed ({problem}); its author is read as `{author}` and \
+                 its tree is applied as usual (`git fsck` in the config repo shows it)"
+            ),
+            JobEvent::CommitHeld {
+                commit,
+                removed,
+                of,
+                limit,
+            } => format!(
+                "commit {commit} removes {removed} of {of} jobs, more than max_removals \
+                 ({limit}): held, nothing of it is applied and every job keeps running; a \
+                 commit with the trailer `Jobkeeper-Allow-Removals: <reason>` applies it"
+            ),
         }
     }
 
@@ -668,6 +760,8 @@ mod tests {
                 "rolled_back",
                 "drift",
                 "started_empty",
+                "host_fault",
+                "commit_held",
                 "deployed",
                 "succeeded"
             ]
@@ -756,7 +850,7 @@ mod tests {
         .with_start(&none);
         assert_eq!(
             e.message(),
-            "new job; started with no state (`upgrade: stateless`)"
+            "new job; started with no state: `upgrade: stateless`"
         );
         let other = JobEvent::Failed { reason: "x".into() };
         assert_eq!(other.with_start(&none), other);

@@ -20,6 +20,7 @@
 //! - [`changes`]: the job files two commits differ in, parsed into changes.
 //! - [`plan`]: applied specs vs changed specs → an action per job, with reasons (pure).
 //! - [`moves`]: what `plan` adds when a change of env moves a job to another cluster.
+//! - [`removals`]: the `max_removals` safety valve: a commit removing too many jobs is held.
 //! - [`sync`]: fetch the config repo, plan its tip, record each job's desired state.
 //!
 //! Converging what runs to the desired state:
@@ -28,6 +29,8 @@
 //!   recovery of runs a previous daemon left; recording events.
 //! - [`health`]: the restart policy's arithmetic and when a batch job first runs.
 //! - [`backoff`]: doubling waits between retries.
+//! - [`host`]: the daemon's own host: a full disk, used-up file descriptors, a store that
+//!   refuses writes told apart from a job's failures; the descriptor limit and reserve.
 //! - [`build`]: project builds, artifact cache, build queue.
 //! - [`proc`]: child processes in their own process group: spawn, wait with a timeout, kill.
 //! - [`cgroup`]: local runs' cgroups (v2), so a run's end takes every process it started.
@@ -67,6 +70,7 @@ pub mod diag;
 pub mod engine;
 pub mod event;
 pub mod health;
+pub mod host;
 pub mod http;
 pub mod import;
 pub mod metrics;
@@ -75,6 +79,7 @@ pub mod plan;
 pub mod proc;
 pub mod reconcile;
 pub mod reload;
+pub mod removals;
 pub mod repo;
 pub mod retention;
 pub mod runlogs;

@@ -67,6 +67,10 @@ pub struct Metrics {
     events: Mutex<BTreeMap<String, u64>>,
     /// Webhooks received, by (source, outcome).
     webhooks: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// HTTP connections open now.
+    http_open: AtomicU64,
+    /// HTTP connections the listener closed itself, by reason.
+    http_closed: Mutex<BTreeMap<&'static str, u64>>,
     /// The state folder's size, as the last retention pass measured it.
     state_bytes: AtomicU64,
     /// What retention deleted, by kind (`runs`, `events`, `files`).
@@ -154,9 +158,26 @@ impl Metrics {
     }
 
     /// A webhook arrived from `source` (`github`, `gitlab`) with this outcome (`fetch`,
-    /// `ignored`, `unauthorized`, `malformed`).
+    /// `ignored`, `unauthorized`, `malformed`, `busy`: refused while `http.hook_buffer` was
+    /// taken by bodies not yet verified).
     pub fn webhook(&self, source: &'static str, outcome: &'static str) {
         bump(&self.webhooks, (source, outcome));
+    }
+
+    /// An HTTP connection was accepted and is served.
+    pub fn http_opened(&self) {
+        self.http_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A served HTTP connection ended.
+    pub fn http_ended(&self) {
+        self.http_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The listener closed an HTTP connection itself, for this reason (`over_cap`,
+    /// `header_timeout`, `idle_timeout`).
+    pub fn http_closed(&self, reason: &'static str) {
+        bump(&self.http_closed, reason);
     }
 
     /// Config-repo fetches so far, `(ok, failed)`.
@@ -176,7 +197,38 @@ impl Metrics {
         self.render_jobs(&mut out, snap);
         render_alerts(&mut out, snap.alerts);
         self.render_webhooks(&mut out);
+        self.render_http(&mut out);
         out
+    }
+
+    /// The listener's connections: open now, and closed by the listener by reason.
+    fn render_http(&self, o: &mut String) {
+        family(
+            o,
+            "http_connections_open",
+            "gauge",
+            "HTTP connections open now.",
+        );
+        sample(
+            o,
+            "http_connections_open",
+            &[],
+            self.http_open.load(Ordering::Relaxed),
+        );
+        family(
+            o,
+            "http_connections_closed_total",
+            "counter",
+            "HTTP connections the listener closed itself, by reason (over_cap, header_timeout, idle_timeout).",
+        );
+        for (reason, n) in lock(&self.http_closed).iter() {
+            sample(
+                o,
+                "http_connections_closed_total",
+                &[("reason", reason)],
+                *n,
+            );
+        }
     }
 
     /// Readiness, jobs by state, the applied commit.

@@ -294,6 +294,7 @@ mod tests {
         };
         let mut plan = Plan {
             items: vec![item(true), item(false)],
+            removals: None,
         };
         describe_moves(&mut plan, &c);
         assert!(plan.items[0].refused && !plan.items[1].refused);

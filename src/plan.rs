@@ -165,6 +165,8 @@ pub fn chain_line(reason: &str) -> String {
 pub struct Plan {
     /// One item per changed job.
     pub items: Vec<Item>,
+    /// The commit's removals against `max_removals` (`jobkeeper plan` sets it).
+    pub removals: Option<crate::removals::Removals>,
 }
 
 impl Plan {
@@ -452,7 +454,10 @@ pub fn plan(applied: &BTreeMap<String, JobSpec>, changes: &[Change]) -> Plan {
         })
         .collect();
     items.sort_by(|a, b| a.job.cmp(&b.job).then(a.action.cmp(&b.action)));
-    Plan { items }
+    Plan {
+        items,
+        removals: None,
+    }
 }
 
 /// What `plan` says of an adoption until the cluster is asked ([`checked_adoption`]).
@@ -543,21 +548,93 @@ pub fn render_text(plan: &Plan) -> String {
             let _ = writeln!(out, "          {e}");
         }
     }
+    if let Some(line) = plan.removals.as_ref().and_then(|r| r.line()) {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(out, "plan: {}", summary(plan));
     out
 }
 
+/// Text for one markdown table cell or line: every character that can start inline markup
+/// (a code span, link, image, emphasis, HTML, an entity, a table break) is backslash-escaped,
+/// and every control character (a newline, a carriage return) becomes a space, so nothing
+/// starts a new line: no heading, no fence.
 fn md_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
-            '|' => out.push_str("\\|"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\n' => out.push(' '),
+            c if c.is_control() => out.push(' '),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '~' | '&' | '!' | '#' => {
+                out.push('\\');
+                out.push(c);
+            }
             _ => out.push(c),
         }
     }
+    out
+}
+
+/// A reason (text quoting names in backticks, as the plan writes it) for one table cell: the
+/// text between backticks becomes code spans ([`md_code`]), the rest is escaped
+/// ([`md_escape`]). A backtick left unpaired (a value holding one) is escaped as text, so
+/// whatever the values hold, each piece is either escaped text or a closed code span.
+fn md_reason(s: &str) -> String {
+    let parts: Vec<&str> = s.split('`').collect();
+    let mut out = String::with_capacity(s.len());
+    for (i, part) in parts.iter().enumerate() {
+        let quoted = i % 2 == 1;
+        if quoted && i + 1 < parts.len() {
+            out.push_str(&md_code(part));
+        } else {
+            if quoted {
+                out.push_str("\\`");
+            }
+            out.push_str(&md_escape(part));
+        }
+    }
+    out
+}
+
+/// `s` as an inline code span on one line: fenced by more backticks than any run inside it,
+/// padded when it starts or ends with one, `|` escaped for tables, control characters as
+/// spaces.
+fn md_code(s: &str) -> String {
+    let text: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .replace('|', "\\|");
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest + 1);
+    let pad = if text.starts_with('`') || text.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{text}{pad}{fence}")
+}
+
+/// A fenced code block holding `lines`, one line each (a control character in one, such as
+/// a newline in a file name, becomes a space): its fence is longer than any run of backticks
+/// in them, so no line can close it early.
+fn md_block(lines: &[String]) -> String {
+    let longest = lines
+        .iter()
+        .flat_map(|l| l.split(|c| c != '`').map(str::len))
+        .max()
+        .unwrap_or(0);
+    let fence = "`".repeat((longest + 1).max(3));
+    let mut out = format!("{fence}\n");
+    for l in lines {
+        let clean: String = l
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        out.push_str(&clean);
+        out.push('\n');
+    }
+    out.push_str(&fence);
+    out.push('\n');
     out
 }
 
@@ -566,11 +643,14 @@ pub fn render_markdown(plan: &Plan, from: &str, to: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "### jobkeeper plan `{}` → `{}`\n",
-        md_escape(from),
-        md_escape(to)
+        "### jobkeeper plan {} → {}\n",
+        md_code(from),
+        md_code(to)
     );
     let _ = writeln!(out, "**{}**\n", summary(plan));
+    if let Some(line) = plan.removals.as_ref().and_then(|r| r.line()) {
+        let _ = writeln!(out, "⚠️ {}\n", md_reason(&line));
+    }
     if plan.items.is_empty() {
         return out;
     }
@@ -583,19 +663,21 @@ pub fn render_markdown(plan: &Plan, from: &str, to: &str) -> String {
         };
         let _ = writeln!(
             out,
-            "| {icon}{} | `{}` | {} |",
+            "| {icon}{} | {} | {} |",
             item.action.as_str(),
-            md_escape(&item.job),
-            md_escape(&item.reasons.join("; "))
+            md_code(&item.job),
+            md_reason(&item.reasons.join("; "))
         );
     }
-    let errors: Vec<&Diagnostic> = plan.items.iter().flat_map(|i| &i.errors).collect();
+    let errors: Vec<String> = plan
+        .items
+        .iter()
+        .flat_map(|i| &i.errors)
+        .map(Diagnostic::to_string)
+        .collect();
     if !errors.is_empty() {
-        out.push_str("\n**Invalid job files** (these jobs keep their previous version):\n\n```\n");
-        for e in errors {
-            let _ = writeln!(out, "{e}");
-        }
-        out.push_str("```\n");
+        out.push_str("\n**Invalid job files** (these jobs keep their previous version):\n\n");
+        out.push_str(&md_block(&errors));
     }
     out
 }
@@ -607,6 +689,8 @@ pub fn render_json(plan: &Plan, from: &str, to: &str) -> String {
         "to": to,
         "items": plan.items,
         "invalid": plan.has_invalid(),
+        "removals": plan.removals,
+        "held": plan.removals.as_ref().is_some_and(crate::removals::Removals::held),
     });
     serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
 }
@@ -863,7 +947,52 @@ mod tests {
 
     #[test]
     fn markdown_escapes_table_breakers() {
-        assert_eq!(md_escape("a|b<c>\nd"), "a\\|b&lt;c&gt; d");
+        assert_eq!(md_escape("a|b<c>\nd"), "a\\|b\\<c\\> d");
+        assert_eq!(md_code("a`b"), "``a`b``");
+        assert_eq!(md_code("`x"), "`` `x ``");
+        assert_eq!(md_code("a|b\r\nc"), "`a\\|b  c`");
+        assert_eq!(md_reason("env `dev` [x]"), "env `dev` \\[x\\]");
+        assert_eq!(md_reason("a `b` c `d"), "a `b` c \\`d");
+    }
+
+    #[test]
+    fn markdown_names_cannot_inject_markup() {
+        // A file name with a backtick fence, newlines and a heading, as a job and in its error.
+        let evil = "x```\n\n### ✅ LGTM, approved\n\n```y";
+        let p = Plan {
+            items: vec![Item {
+                job: evil.to_string(),
+                path: format!("jobs/{evil}.yaml"),
+                action: Action::Invalid,
+                reasons: vec![format!("name `{evil}` is bad")],
+                errors: vec![Diagnostic::file(format!("jobs/{evil}.yaml"), "bad name")],
+                hash: None,
+                keeps_state: false,
+                refused: false,
+            }],
+            removals: None,
+        };
+        let md = render_markdown(&p, "main\n# hi", "HEAD");
+        for line in md.lines() {
+            assert!(
+                !line.starts_with('#') || line.starts_with("### jobkeeper plan"),
+                "{md}"
+            );
+        }
+        assert_eq!(
+            md.lines().filter(|l| l.starts_with("### ")).count(),
+            1,
+            "{md}"
+        );
+        // The error block's fence is longer than any backtick run in it: one block, closed
+        // on the last line.
+        let fences: Vec<&str> = md.lines().filter(|l| l.starts_with("````")).collect();
+        assert_eq!(fences, ["````", "````"], "{md}");
+        let row = md.lines().find(|l| l.starts_with("| ❌")).unwrap();
+        assert!(
+            row.contains("````x```  ### ✅ LGTM, approved  ```y````"),
+            "{row}"
+        );
     }
 
     #[test]

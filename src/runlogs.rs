@@ -47,8 +47,11 @@ pub fn rotate_if_large(log: &Path, max_size: u64) -> io::Result<bool> {
     }
     let old = rotated_path(log);
     let tmp = old.with_extension("1.tmp");
-    std::fs::copy(log, &tmp)?;
-    std::fs::rename(&tmp, &old)?;
+    // A copy that fails (a full disk) or cannot be put in place leaves no `.tmp` behind.
+    if let Err(e) = std::fs::copy(log, &tmp).and_then(|_| std::fs::rename(&tmp, &old)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::OpenOptions::new()
         .write(true)
         .open(log)?
@@ -135,5 +138,44 @@ mod tests {
         let kept = std::fs::read(&old).unwrap();
         assert!(kept.starts_with(b"after\n") && kept.len() == 206);
         assert!(!rotate_if_large(&tmp.path().join("none.log"), 1).unwrap());
+    }
+
+    #[test]
+    fn a_rotation_that_fails_leaves_no_tmp_file_and_the_log_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("7.log");
+        std::fs::write(&log, [b'a'; 200]).unwrap();
+        // The rotated part cannot be put in place: a folder with something in it is there.
+        let old = rotated_path(&log);
+        std::fs::create_dir(&old).unwrap();
+        std::fs::write(old.join("x"), "x").unwrap();
+        assert!(rotate_if_large(&log, 100).is_err());
+        let names: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.ends_with(".tmp")),
+            "a .tmp was left: {names:?}"
+        );
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), 200, "nothing lost");
+    }
+
+    #[test]
+    fn a_rotation_onto_a_full_disk_leaves_no_tmp_file() {
+        // /dev/full answers every write with ENOSPC, as a full disk does: the copy is made
+        // through a link to it where the `.tmp` goes.
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("8.log");
+        std::fs::write(&log, [b'a'; 200]).unwrap();
+        let part = rotated_path(&log).with_extension("1.tmp");
+        std::os::unix::fs::symlink("/dev/full", &part).unwrap();
+        let err = rotate_if_large(&log, 100).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+        assert!(
+            std::fs::symlink_metadata(&part).is_err(),
+            "the .tmp is removed"
+        );
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), 200);
     }
 }

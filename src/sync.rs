@@ -22,7 +22,7 @@ mod follow;
 pub use follow::{Follower, STARTUP_SYNC_WAIT};
 
 /// What one sync did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SyncOutcome {
     /// The tip is the applied commit.
     UpToDate,
@@ -33,11 +33,32 @@ pub enum SyncOutcome {
         /// Changed jobs.
         jobs: usize,
     },
+    /// The tip removes more jobs than `max_removals`: nothing of it was applied.
+    Held {
+        /// The tip's full id.
+        commit: String,
+        /// Its `commit_held` event.
+        event: JobEvent,
+    },
+}
+
+/// What [`apply_tip`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// The tip is the applied commit.
+    UpToDate,
+    /// The tip was applied: its short id and the jobs to poke.
+    Applied(String, Vec<String>),
+    /// The tip is held ([`crate::removals`]): its full id and its `commit_held` event.
+    Held(String, JobEvent),
 }
 
 /// Errors of one sync.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
+    /// The config repo could not be fetched, or its branch is not there.
+    #[error(transparent)]
+    Fetch(RepoError),
     /// Git said no.
     #[error(transparent)]
     Repo(#[from] RepoError),
@@ -50,9 +71,10 @@ pub enum SyncError {
 }
 
 impl SyncError {
-    /// True when the repo could not be reached (retry with backoff).
+    /// True when the repo could not be reached, or its branch is missing (retry with
+    /// backoff; an outage: `repo_unreachable`).
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, SyncError::Repo(e) if e.is_unreachable())
+        matches!(self, SyncError::Fetch(e) if e.is_unreachable() || e.is_not_found())
     }
 }
 
@@ -179,35 +201,61 @@ pub async fn sync(
         // (arena) of its own, and this one holds what the parse and plan just freed. Over
         // 10,000 jobs at a first start, the actors then reuse those 20 MB instead of adding
         // to them.
-        for job in applied.iter().flat_map(|(_, jobs)| jobs) {
-            reconciler.poke(job);
+        if let Applied::Applied(_, jobs) = &applied {
+            for job in jobs {
+                reconciler.poke(job);
+            }
         }
         Ok::<_, SyncError>(applied)
     })
     .await
     .map_err(|e| SyncError::Task(e.to_string()))??;
-    match applied {
-        None => Ok(SyncOutcome::UpToDate),
-        Some((commit, jobs)) => Ok(SyncOutcome::Applied {
+    Ok(match applied {
+        Applied::UpToDate => SyncOutcome::UpToDate,
+        Applied::Applied(commit, jobs) => SyncOutcome::Applied {
             commit,
             jobs: jobs.len(),
-        }),
-    }
+        },
+        Applied::Held(commit, event) => SyncOutcome::Held { commit, event },
+    })
 }
 
 /// Blocking part of a sync: fetch, diff against the applied commit, parse the changed files,
 /// and record the new desired state in one transaction. Returns the short commit id and the
-/// jobs to poke, or `None` when the tip is already applied (rule 7).
-pub fn apply_tip(
-    repo: &ConfigRepo,
-    ctx: &Context,
-) -> Result<Option<(String, Vec<String>)>, SyncError> {
-    let tip = repo.fetch()?;
+/// jobs to poke; [`Applied::UpToDate`] when the tip is already applied (rule 7); and
+/// [`Applied::Held`] when it removes more jobs than `max_removals` and no new commit carries
+/// the trailer (nothing is written then). Each new commit libgit2 cannot parse is named in a
+/// `commit_malformed` event when the tip is applied.
+pub fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Applied, SyncError> {
+    let tip = repo.fetch().map_err(SyncError::Fetch)?;
     let applied = ctx.store.applied_commit()?;
     if applied.as_deref() == Some(tip.to_string().as_str()) {
-        return Ok(None);
+        return Ok(Applied::UpToDate);
     }
-    let (changes, info) = read_changes(repo, ctx, applied.as_deref(), tip)?;
+    let Read {
+        changes,
+        info,
+        commits,
+        jobs,
+    } = read_changes(repo, ctx, applied.as_deref(), tip)?;
+    let removed = changes
+        .iter()
+        .filter(|c| matches!(c, Change::Remove { .. }))
+        .count();
+    let max = ctx.settings.get().max_removals;
+    let removals = crate::removals::check(max, removed, jobs, &commits);
+    if removals.held() {
+        let event = JobEvent::CommitHeld {
+            commit: info.short.clone(),
+            removed,
+            of: jobs,
+            limit: removals.max_removals,
+        };
+        return Ok(Applied::Held(info.id, event));
+    }
+    if let Some(a) = &removals.allowed {
+        tracing::info!(commit = %info.short, removed, of = jobs, allowed_by = %a.commit, reason = %a.reason, "removals over max_removals allowed by a trailer");
+    }
     let names: Vec<&str> = changes.iter().map(Change::name).collect();
     let applied_specs: BTreeMap<String, JobSpec> =
         ctx.store.applied_specs(&names)?.into_iter().collect();
@@ -227,17 +275,44 @@ pub fn apply_tip(
         ctx.events
             .announce(Scope::job(job, Some(&commit.id)), event);
     }
-    Ok(Some((info.short, out.poke)))
+    for c in commits.iter().rev() {
+        if let Some(problem) = &c.problem {
+            let event = JobEvent::CommitMalformed {
+                commit: c.id.to_string()[..8].to_string(),
+                problem: problem.clone(),
+                author: c.author.clone(),
+            };
+            let id = c.id.to_string();
+            let scope = Scope {
+                commit: Some(&id),
+                ..Scope::daemon()
+            };
+            ctx.events.emit(scope, &event);
+        }
+    }
+    Ok(Applied::Applied(info.short, out.poke))
+}
+
+/// What [`read_changes`] read.
+struct Read {
+    /// The changed jobs, parsed.
+    changes: Vec<Change>,
+    /// The tip.
+    info: CommitInfo,
+    /// The commits not yet applied, tip first, read leniently.
+    commits: Vec<crate::repo::RawCommit>,
+    /// The jobs the daemon has before the tip (with a desired state).
+    jobs: usize,
 }
 
 /// The changed jobs between the applied commit (when the mirror knows it) and `tip`, parsed,
-/// and the tip's commit info.
+/// the tip's commit info, the commits not yet applied and how many jobs there are.
 fn read_changes(
     repo: &ConfigRepo,
     ctx: &Context,
     applied: Option<&str>,
     tip: Oid,
-) -> Result<(Vec<Change>, CommitInfo), SyncError> {
+) -> Result<Read, SyncError> {
     let settings = ctx.settings.get();
     let path = &settings.repo.path;
     let tree = repo.tree();
@@ -251,10 +326,12 @@ fn read_changes(
     };
     let from = applied
         .and_then(|a| Oid::from_str(a).ok())
-        .filter(|id| tree.repository().find_commit(*id).is_ok());
+        .filter(|id| tree.has_commit(*id));
     let diff =
         crate::changes::with_sql_dependents(&tree, tip, path, tree.diff_files(from, tip, path)?)?;
     let mut changes = changes_of(&tree, &diff, sctx);
+    let desired = ctx.store.desired_jobs()?;
+    let jobs = desired.len();
     if from.is_none() {
         let present: HashSet<String> = diff
             .iter()
@@ -263,9 +340,7 @@ fn read_changes(
                 _ => None,
             })
             .collect();
-        let stored: Vec<StoredJob> = ctx
-            .store
-            .desired_jobs()?
+        let stored: Vec<StoredJob> = desired
             .into_iter()
             .map(|(name, path)| StoredJob {
                 desired: true,
@@ -279,7 +354,13 @@ fn read_changes(
         tracing::warn!(path = %path, "the config repo has no folder `{path}` at its tip: no jobs (check `repo.path`)");
     }
     let info = tree.commit_info(tip)?;
-    Ok((changes, info))
+    let commits = tree.commits_since(from, tip)?;
+    Ok(Read {
+        changes,
+        info,
+        commits,
+        jobs,
+    })
 }
 
 #[cfg(test)]

@@ -196,10 +196,12 @@ impl Harness {
             "repo:\n  url: {}\n  branch: main\n  path: jobs\n  poll: 1s\nstate_dir: {}\n\
              listen: 127.0.0.1:0\ntimezone: UTC\nhealth: {{interval: 1s}}\n\
              restart: {{attempts: 3, window: 1h, backoff: 200ms, max_backoff: 1s}}\n\
+             max_removals: 100%\n\
              envs:\n  dev: {{engine: local}}\n",
             git.bare.display(),
             root.path().join("state").display()
         );
+        // The model removes any share of its few jobs in one push: no commit is held.
         std::fs::write(&cfg, text).unwrap();
         let log = root.path().join("daemon.log");
         let db = root.path().join("state/jobkeeper.db");

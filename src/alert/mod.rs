@@ -37,8 +37,21 @@ use crate::spec::JobSpec;
 use crate::store::{AlertStatus, EventRow, NewAlertSent, Store};
 
 /// Events sent about the whole daemon rather than one job.
-pub const DAEMON_EVENTS: [EventKind; 2] =
-    [EventKind::RepoUnreachable, EventKind::EngineUnreachable];
+pub const DAEMON_EVENTS: [EventKind; 4] = [
+    EventKind::RepoUnreachable,
+    EventKind::EngineUnreachable,
+    EventKind::HostFault,
+    EventKind::CommitHeld,
+];
+
+/// How long the `invalid` events of one commit are gathered before their alert goes out.
+pub const FOLD_WINDOW: Duration = Duration::from_secs(1);
+
+/// The most `invalid` events of one commit kept to route and list; more are only counted.
+pub const MAX_FOLDED_EVENTS: usize = 1000;
+
+/// The most jobs named in a folded `invalid` alert; the rest are counted.
+pub const MAX_FOLDED_LISTED: usize = 50;
 
 /// Longest reason put in an alert, in characters (the end is kept: it holds the error).
 pub const MAX_REASON_CHARS: usize = 4000;
@@ -120,6 +133,8 @@ pub struct Alert {
     pub repeats: u32,
     /// When the first folded repeat happened.
     pub repeats_since: Option<DateTime<Utc>>,
+    /// The jobs an alert folding one commit's `invalid` events is about (0: one job, or none).
+    pub jobs: usize,
     /// The event id in the store.
     pub event_id: i64,
 }
@@ -130,6 +145,7 @@ impl Alert {
         let mut t = match (&self.env, &self.job) {
             (Some(env), Some(job)) => format!("{env}/{job} {}", self.event),
             (None, Some(job)) => format!("{job} {}", self.event),
+            _ if self.jobs > 1 => format!("{} jobs {}", self.jobs, self.event),
             _ => self.event.to_string(),
         };
         if let Some((n, m)) = self.attempt {
@@ -167,6 +183,9 @@ impl Alert {
         let mut f = Vec::new();
         if let Some(job) = &self.job {
             f.push(("job", job.clone()));
+        }
+        if self.jobs > 1 {
+            f.push(("jobs", self.jobs.to_string()));
         }
         if let Some(env) = &self.env {
             f.push(("env", env.clone()));
@@ -253,6 +272,7 @@ impl Alert {
             link: job_link(settings, None),
             repeats: 0,
             repeats_since: None,
+            jobs: 0,
             event_id: 0,
         }
     }
@@ -422,6 +442,7 @@ pub fn alert_for(
         link: job_link(settings, ev.job.as_deref()),
         repeats: 0,
         repeats_since: None,
+        jobs: 0,
         event_id: ev.id,
     };
     Some((alert, channels))
@@ -511,10 +532,31 @@ impl Default for AlerterOptions {
     }
 }
 
+/// What the dispatcher's queue carries.
+enum Queued {
+    /// An event to alert.
+    Event(EventRow),
+    /// The `invalid` events of this commit are gathering in [`Batches`].
+    Batch(String),
+}
+
+/// One commit's `invalid` events, gathered to go out as one alert per channel.
+#[derive(Default)]
+struct Batch {
+    /// The first [`MAX_FOLDED_EVENTS`] events.
+    rows: Vec<EventRow>,
+    /// Events past those.
+    more: usize,
+}
+
+/// The batches being gathered, by commit.
+type Batches = Arc<std::sync::Mutex<HashMap<String, Batch>>>;
+
 /// Delivers alerts for recorded events; cheap to clone. See the module docs.
 #[derive(Clone)]
 pub struct Alerter {
-    tx: mpsc::Sender<EventRow>,
+    tx: mpsc::Sender<Queued>,
+    batches: Batches,
     counters: Arc<AlertCounters>,
 }
 
@@ -536,7 +578,10 @@ impl Alerter {
         let (tx, rx) = mpsc::channel(opts.queue.max(1));
         let counters = Arc::new(AlertCounters::default());
         let first_new = store.last_event_id().unwrap_or(0);
+        let batches = Batches::default();
         let mut dispatcher = Dispatcher {
+            batches: batches.clone(),
+            batch_due: HashMap::new(),
             settings,
             store,
             targets: HashMap::new(),
@@ -549,7 +594,11 @@ impl Alerter {
         };
         dispatcher.refresh_targets();
         tokio::spawn(dispatcher.run(rx, cancel));
-        Alerter { tx, counters }
+        Alerter {
+            tx,
+            batches,
+            counters,
+        }
     }
 
     /// Makes `store` (and its clones) forward every event it records from now on to this
@@ -561,19 +610,41 @@ impl Alerter {
     }
 
     /// Queues a recorded event; never blocks. When the queue is full the event is dropped,
-    /// counted and logged.
+    /// counted and logged. A job's `invalid` event under a commit joins that commit's batch
+    /// (one alert per channel for all of them, after [`FOLD_WINDOW`]).
     pub fn notify(&self, event: &EventRow) {
         if !event.kind.is_alert() {
             return;
         }
-        if let Err(e) = self.tx.try_send(event.clone()) {
-            let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            let why = match e {
-                mpsc::error::TrySendError::Full(_) => "alert queue full",
-                mpsc::error::TrySendError::Closed(_) => "alerter stopped",
-            };
-            tracing::warn!(event = %event.kind, job = event.job.as_deref(), dropped = n, "{why}: event not alerted");
+        if event.kind == EventKind::Invalid
+            && event.job.is_some()
+            && let Some(commit) = &event.commit_id
+        {
+            let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+            let fresh = !batches.contains_key(commit);
+            let batch = batches.entry(commit.clone()).or_default();
+            if batch.rows.len() < MAX_FOLDED_EVENTS {
+                batch.rows.push(event.clone());
+            } else {
+                batch.more += 1;
+            }
+            if !fresh {
+                return;
+            }
+            if self.tx.try_send(Queued::Batch(commit.clone())).is_ok() {
+                return;
+            }
+            batches.remove(commit);
+        } else if self.tx.try_send(Queued::Event(event.clone())).is_ok() {
+            return;
         }
+        let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        let why = if self.tx.is_closed() {
+            "alerter stopped"
+        } else {
+            "alert queue full"
+        };
+        tracing::warn!(event = %event.kind, job = event.job.as_deref(), dropped = n, "{why}: event not alerted");
     }
 
     /// Counters so far.
@@ -614,6 +685,10 @@ struct Pending {
 type Targets = HashMap<String, Vec<(String, mpsc::Sender<Alert>)>>;
 
 struct Dispatcher {
+    /// One commit's `invalid` events, gathered by [`Alerter::notify`].
+    batches: Batches,
+    /// When each gathering batch goes out.
+    batch_due: HashMap<String, Instant>,
     /// The running config: channels, routing and throttle are read at each event.
     settings: Live,
     store: Store,
@@ -672,20 +747,27 @@ impl Dispatcher {
         i64::try_from(self.settings.get().alerts_throttle.as_millis()).unwrap_or(i64::MAX)
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<EventRow>, cancel: CancellationToken) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Queued>, cancel: CancellationToken) {
         loop {
             let next_due = self
                 .keys
                 .values()
                 .filter_map(|k| k.pending.as_ref().map(|p| p.due))
+                .chain(self.batch_due.values().copied())
                 .min();
             tokio::select! {
                 () = cancel.cancelled() => break,
                 ev = rx.recv() => match ev {
-                    Some(ev) => self.on_event(&ev),
+                    Some(Queued::Event(ev)) => self.on_event(&ev),
+                    Some(Queued::Batch(commit)) => {
+                        self.batch_due.insert(commit, Instant::now() + FOLD_WINDOW);
+                    }
                     None => break,
                 },
-                () = sleep_until_opt(next_due) => self.flush_due(),
+                () = sleep_until_opt(next_due) => {
+                    self.flush_batches();
+                    self.flush_due();
+                }
             }
         }
         let waiting: u32 = self
@@ -703,7 +785,10 @@ impl Dispatcher {
 
     fn on_event(&mut self, ev: &EventRow) {
         self.refresh_targets();
-        if ev.id <= self.first_new {
+        // An event the store could not record (a full disk) has no id to order it by: it is
+        // alerted as it comes.
+        let stored = ev.id != crate::store::UNSTORED;
+        if stored && ev.id <= self.first_new {
             return; // recorded before this alerter started
         }
         let Some((alert, channels)) = alert_for(&self.settings.get(), &self.store, ev) else {
@@ -713,10 +798,12 @@ impl Dispatcher {
         let throttle = self.throttle_ms();
         let now = crate::store::now_ms();
         let state = self.keys.entry(key.clone()).or_default();
-        if ev.id <= state.last_event {
-            return;
+        if stored {
+            if ev.id <= state.last_event {
+                return;
+            }
+            state.last_event = ev.id;
         }
-        state.last_event = ev.id;
         if state.last_fired.is_none() {
             // Unread, the key counts as never fired: the alert goes out rather than be folded.
             let read = self
@@ -751,6 +838,47 @@ impl Dispatcher {
             _ => {
                 state.last_fired = Some(now);
                 self.fire(ev.kind, &alert, &channels);
+            }
+        }
+    }
+
+    /// Sends the batches whose window has passed: a batch of one event as that event's alert,
+    /// a larger one as one alert per channel naming its jobs.
+    fn flush_batches(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .batch_due
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(c, _)| c.clone())
+            .collect();
+        for commit in due {
+            self.batch_due.remove(&commit);
+            let batch = {
+                let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+                batches.remove(&commit)
+            };
+            let Some(Batch { rows, more }) = batch else {
+                continue;
+            };
+            if rows.len() == 1 && more == 0 {
+                self.on_event(&rows[0]);
+                continue;
+            }
+            self.refresh_targets();
+            let settings = self.settings.get();
+            let mut per_channel: BTreeMap<String, Vec<Alert>> = BTreeMap::new();
+            for row in rows.iter().filter(|r| r.id > self.first_new) {
+                if let Some((alert, channels)) = alert_for(&settings, &self.store, row) {
+                    for ch in channels {
+                        per_channel.entry(ch).or_default().push(alert.clone());
+                    }
+                }
+            }
+            for (channel, alerts) in per_channel {
+                let alert = folded_invalid(&settings, &alerts, more);
+                tracing::info!(%channel, commit = %commit, jobs = alert.jobs, "invalid job files of one commit folded into one alert");
+                self.fire(EventKind::Invalid, &alert, &[channel]);
             }
         }
     }
@@ -800,7 +928,8 @@ impl Dispatcher {
 
     /// Sends `alert` (of event `kind`) to every target of `channels` that has not had it yet.
     /// A claim or an end that cannot be recorded follows the failed-write rule
-    /// ([`Store::record`]); an unrecorded claim sends nothing (it could be a second send).
+    /// ([`Store::record`]); an unrecorded claim sends nothing (it could be a second send),
+    /// except for an event the store could not record at all, which has nothing to claim.
     fn fire(&self, kind: EventKind, alert: &Alert, channels: &[String]) {
         for ch in channels {
             for (target, tx) in self.targets.get(ch).map(Vec::as_slice).unwrap_or_default() {
@@ -813,15 +942,19 @@ impl Dispatcher {
                     folded: i64::from(alert.repeats),
                 };
                 let job = alert.job.as_deref();
-                let claimed = self.store.claim_alert(&claim);
-                match self
-                    .store
-                    .record(job, format_args!("alert claim {target}"), claimed)
-                {
-                    Some(true) => {}
-                    // Already sent (or being sent) for this event; or the claim was not
-                    // recorded.
-                    Some(false) | None => continue,
+                // An event the store could not record cannot be sent again by a later daemon
+                // (it is in no store to be found): it is sent with no claim.
+                if alert.event_id != crate::store::UNSTORED {
+                    let claimed = self.store.claim_alert(&claim);
+                    match self
+                        .store
+                        .record(job, format_args!("alert claim {target}"), claimed)
+                    {
+                        Some(true) => {}
+                        // Already sent (or being sent) for this event; or the claim was not
+                        // recorded.
+                        Some(false) | None => continue,
+                    }
                 }
                 if tx.try_send(alert.clone()).is_err() {
                     let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -835,6 +968,44 @@ impl Dispatcher {
                 }
             }
         }
+    }
+}
+
+/// One alert for the `invalid` alerts of one commit going to one channel (`alerts`, at least
+/// one), plus `more` events not kept: it names the first [`MAX_FOLDED_LISTED`] jobs with the
+/// first line of their problems and counts the rest.
+fn folded_invalid(settings: &Settings, alerts: &[Alert], more: usize) -> Alert {
+    let first = &alerts[0];
+    let jobs = alerts.len() + more;
+    let short = first
+        .commit
+        .as_ref()
+        .map(|c| format!(" in commit {}", c.short))
+        .unwrap_or_default();
+    let mut reason =
+        format!("{jobs} job files are invalid{short}; each keeps its previous version:\n");
+    for a in alerts.iter().take(MAX_FOLDED_LISTED) {
+        let job = a.job.as_deref().unwrap_or("?");
+        let line = a.reason.lines().next().unwrap_or_default();
+        reason.push_str(&format!("- {job}: {line}\n"));
+    }
+    let unlisted = jobs.saturating_sub(MAX_FOLDED_LISTED.min(alerts.len()));
+    if unlisted > 0 {
+        reason.push_str(&format!(
+            "… and {unlisted} more (each job's `invalid` event is in the API and on the status page)\n"
+        ));
+    }
+    Alert {
+        job: None,
+        env: None,
+        engine: None,
+        reason: clip_reason(&reason),
+        link: job_link(settings, None),
+        run_id: None,
+        engine_job_id: None,
+        attempt: None,
+        jobs,
+        ..first.clone()
     }
 }
 

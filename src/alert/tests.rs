@@ -49,6 +49,7 @@ fn sample() -> Alert {
         link: status_link("127.0.0.1:7070".parse().unwrap(), Some("team/clicks")),
         repeats: 0,
         repeats_since: None,
+        jobs: 0,
         event_id: 9,
     }
 }
@@ -387,6 +388,8 @@ fn recording_dispatcher(
         cancel.clone(),
     ));
     let d = Dispatcher {
+        batches: Default::default(),
+        batch_due: HashMap::new(),
         channels: Some(s.alerts.clone()),
         settings: Live::new(s),
         store: store.clone(),
@@ -496,6 +499,8 @@ async fn a_reload_changing_the_channels_and_throttle_applies_at_the_next_event()
     let live = Live::new(settings());
     let cancel = CancellationToken::new();
     let mut d = Dispatcher {
+        batches: Default::default(),
+        batch_due: HashMap::new(),
         settings: live.clone(),
         store: Store::in_memory().unwrap(),
         targets: HashMap::new(),
@@ -586,4 +591,38 @@ fn format_word(f: Format) -> &'static str {
         Format::Slack => "slack",
         Format::Json => "json",
     }
+}
+
+/// Header injection: a commit subject, author and reason holding CR/LF and header lines (all
+/// written by whoever pushes) end up in the body, never as headers of the mail.
+#[test]
+fn line_breaks_in_what_a_commit_says_never_make_mail_headers() {
+    let notifier = super::email::EmailNotifier::new(&crate::settings::EmailSettings {
+        smtp: "smtp://127.0.0.1:2525".into(),
+        starttls: false,
+        user: None,
+        password_file: None,
+        from: "jobkeeper@example.com".into(),
+        to: vec!["oncall@example.com".into()],
+    })
+    .unwrap();
+    let mut a = sample();
+    let commit = a.commit.as_mut().unwrap();
+    commit.subject = "fix\r\nBcc: thief@evil.example\r\nX-Injected: 1".into();
+    commit.author = "Eve\r\nCc: thief@evil.example <eve@example.com>".into();
+    a.reason = "boom\r\n\r\nSubject: forged\nBcc: thief@evil.example".into();
+    let raw = String::from_utf8(notifier.message(&a).unwrap().formatted()).unwrap();
+    let (headers, body) = raw.split_once("\r\n\r\n").unwrap();
+    for forged in ["Bcc:", "Cc:", "X-Injected", "forged", "thief"] {
+        assert!(
+            !headers.contains(forged),
+            "{forged:?} in the headers:\n{headers}"
+        );
+    }
+    assert_eq!(headers.matches("\r\nSubject:").count(), 1, "{headers}");
+    assert!(headers.contains("To: oncall@example.com"), "{headers}");
+    assert!(
+        body.contains("thief"),
+        "the text is kept in the body:\n{body}"
+    );
 }

@@ -353,10 +353,8 @@ fn run_command(
     };
     if let Some(parent) = req.log_path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| {
-            EngineError::Other(format!(
-                "cannot create log folder {}: {e}",
-                parent.display()
-            ))
+            let what = format!("cannot create log folder {}: {e}", parent.display());
+            host_or_other(&e, parent, what)
         })?;
     }
     let dir = workdir(req)?;
@@ -405,10 +403,21 @@ fn run_command(
     Ok((cmd, program))
 }
 
+/// An I/O error of the daemon's own files: a host fault when the disk holding `path` is full
+/// or descriptors are used up ([`crate::host::of_io`]), else `what`.
+fn host_or_other(e: &std::io::Error, path: &Path, what: String) -> EngineError {
+    let disk = path.parent().unwrap_or(path);
+    match crate::host::of_io(e, disk) {
+        Some(resource) => EngineError::Host(crate::host::HostFault::new(resource, what)),
+        None => EngineError::Other(what),
+    }
+}
+
 /// The run's log opened for appending, twice (stdout and stderr).
 fn open_log(path: &Path) -> Result<(std::fs::File, std::fs::File), EngineError> {
-    let cannot =
-        |e: std::io::Error| EngineError::Other(format!("cannot open log {}: {e}", path.display()));
+    let cannot = |e: std::io::Error| {
+        host_or_other(&e, path, format!("cannot open log {}: {e}", path.display()))
+    };
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -438,7 +447,14 @@ fn spawn_error(program: &str, e: std::io::Error) -> EngineError {
         std::io::ErrorKind::InvalidInput => EngineError::Refused(format!(
             "params.command or params.environment cannot be passed to a process: {e}"
         )),
-        _ => EngineError::Other(format!("cannot start {program:?}: {e}")),
+        _ => match crate::host::of_io(&e, Path::new("/")) {
+            // A program cannot be started without descriptors (its pipes); a full disk is
+            // not the daemon's to wait for here.
+            Some(r @ crate::host::Resource::FileDescriptors) => EngineError::Host(
+                crate::host::HostFault::new(r, format!("cannot start {program:?}: {e}")),
+            ),
+            _ => EngineError::Other(format!("cannot start {program:?}: {e}")),
+        },
     }
 }
 
@@ -734,9 +750,9 @@ impl LocalEngine {
                 Ok(()) => Recovery::Stopped(
                     "stopped after a daemon restart (found by pid and start time)".to_string(),
                 ),
-                Err(
-                    EngineError::Refused(m) | EngineError::Unreachable(m) | EngineError::Other(m),
-                ) => Recovery::Stopped(format!("could not be stopped after a daemon restart: {m}")),
+                Err(err) => Recovery::Stopped(format!(
+                    "could not be stopped after a daemon restart: {err}"
+                )),
             };
         }
         // Killed between spawning the run and recording its pid: found by its log file.

@@ -183,6 +183,10 @@ pub enum EngineError {
     /// The engine could not be reached: wait and retry.
     #[error("unreachable: {0}")]
     Unreachable(String),
+    /// The daemon's own host ran out of something the run needs (a full disk, file
+    /// descriptors): the run waits on the host and the job's restart attempts are not spent.
+    #[error("{0}")]
+    Host(crate::host::HostFault),
     /// Anything else.
     #[error("{0}")]
     Other(String),

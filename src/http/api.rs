@@ -466,6 +466,36 @@ fn with_refused(
     Ok(view)
 }
 
+/// `view` as the job waits on the host, when it does (see [`crate::reconcile::HostWaits`]):
+/// the store cannot hold that while it refuses writes, so the daemon's own account is shown
+/// over it, and a run whose end could not be recorded is not shown as running.
+fn with_host_wait(state: &ApiState, mut view: JobView) -> JobView {
+    if let Some(w) = state.reconciler.context().host.job(&view.name) {
+        view.state = w.state().as_str().to_string();
+        view.reason = Some(w.reason());
+        if !w.live {
+            view.running = None;
+        }
+    }
+    view
+}
+
+/// The runs of a job waiting on the host, with the ends the store has not recorded yet.
+fn runs_with_host_wait(state: &ApiState, job: &str, runs: &mut [RunView]) {
+    let Some(w) = state.reconciler.context().host.job(job) else {
+        return;
+    };
+    for run in runs {
+        if let Some((_, ended)) = w.unrecorded.iter().find(|(id, _)| *id == run.id) {
+            run.state = ended.as_str().to_string();
+            run.reason = Some(format!(
+                "ended {ended}; the end is recorded once {} works again",
+                w.resource
+            ));
+        }
+    }
+}
+
 /// The version of the cluster of `env`, once the daemon read it.
 fn env_version(state: &ApiState, env: Option<&str>) -> Option<String> {
     let engines = &state.reconciler.context().engines;
@@ -517,6 +547,7 @@ pub fn jobs_view(
                 running: running.get(&row.name),
             };
             with_refused(store, row.state, job_view(&settings, row, extra))
+                .map(|v| with_host_wait(state, v))
         })
         .collect::<Result<_, _>>()?;
     Ok(JobsView {
@@ -598,10 +629,12 @@ pub fn job_detail(state: &ApiState, name: &str) -> Result<(JobDetail, Option<Job
         version: env_version(state, list_row.env.as_deref()),
         running: running.as_ref(),
     };
+    let mut runs: Vec<RunView> = runs.iter().map(RunView::of).collect();
+    runs_with_host_wait(state, name, &mut runs);
     let detail = JobDetail {
-        job: job_view(&state.settings.get(), &list_row, extra),
+        job: with_host_wait(state, job_view(&state.settings.get(), &list_row, extra)),
         errors: row.invalid.clone(),
-        runs: runs.iter().map(RunView::of).collect(),
+        runs,
         events: events.iter().map(EventView::of).collect(),
         savepoints,
         versions,

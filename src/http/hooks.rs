@@ -3,6 +3,11 @@
 //! itself). Both compare in constant time; a bad or missing proof is 401, a body over 25 MiB
 //! 413 (GitHub's own cap on push payloads is 25 MB).
 //!
+//! Nothing of the body is read while the proof can be refused from the headers alone: webhooks
+//! disabled, no proof, a GitHub signature that is not `sha256=` and 64 hex digits, a wrong
+//! GitLab token. A GitHub body is then read within the shared `http.hook_buffer` (503 when it
+//! does not fit, before it is read; [`super::body`]) and its HMAC computed as it arrives.
+//!
 //! A push to the config repo's branch asks for one fetch at once (202); the trigger channel holds
 //! one pending fetch, so a burst of hooks becomes one fetch. Other events (ping, other branches,
 //! tags) are answered 200 and ignored. That decision is [`read_push`], a pure function of the
@@ -11,15 +16,16 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 
-use super::ApiState;
 use super::api::{ApiError, constant_time_eq, error};
+use super::body::{BodyError, HeldBody};
+use super::{ApiState, MAX_HOOK_BODY, body_refused};
 use crate::repo::TriggerReason;
 use crate::settings::Settings;
 
@@ -64,12 +70,17 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// True when `signature` (`sha256=<hex>`) is the HMAC-SHA256 of `body` keyed with `secret`.
-pub fn github_signature_ok(secret: &[u8], body: &[u8], signature: &str) -> bool {
-    let Some(given) = signature
+/// The HMAC a GitHub signature header (`sha256=<64 hex digits>`) carries, if well formed.
+pub fn parse_signature(signature: &str) -> Option<Vec<u8>> {
+    signature
         .strip_prefix("sha256=")
         .and_then(|h| hex::decode(h.trim()).ok())
-    else {
+        .filter(|mac| mac.len() == 32)
+}
+
+/// True when `signature` (`sha256=<hex>`) is the HMAC-SHA256 of `body` keyed with `secret`.
+pub fn github_signature_ok(secret: &[u8], body: &[u8], signature: &str) -> bool {
+    let Some(given) = parse_signature(signature) else {
         return false;
     };
     let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret) else {
@@ -84,18 +95,32 @@ pub fn github_signature_ok(secret: &[u8], body: &[u8], signature: &str) -> bool 
 pub async fn github(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let check = |secret: &[u8], sig: &str| github_signature_ok(secret, &body, sig);
-    if let Some(refused) = authenticate(
+    // Only the signature's form can be checked before the body is read.
+    let well_formed = |_: &[u8], sig: &str| parse_signature(sig).is_some();
+    let secret = match authenticate(
         &state,
         "github",
         &headers,
         "X-Hub-Signature-256",
         "bad",
-        check,
+        well_formed,
     ) {
-        return refused;
+        Ok(secret) => secret,
+        Err(refused) => return refused.into_response(),
+    };
+    let given = header(&headers, "x-hub-signature-256").and_then(parse_signature);
+    let (Some(given), Ok(mut mac)) = (given, Hmac::<sha2::Sha256>::new_from_slice(&secret)) else {
+        return refuse(&state, "github", "bad", "X-Hub-Signature-256").into_response();
+    };
+    let body = match read_body(&state, "github", &headers, body, |chunk| mac.update(chunk)).await {
+        Ok(b) => b,
+        Err(refused) => return refused.into_response(),
+    };
+    // `verify_slice` compares in constant time.
+    if mac.verify_slice(&given).is_err() {
+        return refuse(&state, "github", "bad", "X-Hub-Signature-256").into_response();
     }
     match header(&headers, "x-github-event") {
         Some("push") => {}
@@ -109,9 +134,9 @@ pub async fn github(
     let json = if header(&headers, "content-type")
         .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
     {
-        github_form_payload(&body)
+        github_form_payload(&body.bytes)
     } else {
-        body.to_vec()
+        body.bytes
     };
     push(&state, "github", &json)
 }
@@ -120,23 +145,48 @@ pub async fn github(
 pub async fn gitlab(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let check = |secret: &[u8], token: &str| constant_time_eq(token.trim().as_bytes(), secret);
-    if let Some(refused) =
-        authenticate(&state, "gitlab", &headers, "X-Gitlab-Token", "wrong", check)
+    if let Err(refused) = authenticate(&state, "gitlab", &headers, "X-Gitlab-Token", "wrong", check)
     {
-        return refused;
+        return refused.into_response();
     }
     match header(&headers, "x-gitlab-event") {
         Some("Push Hook" | "System Hook") | None => {}
         Some(event) => return ignored(&state, "gitlab", &format!("event `{event}`")),
     }
-    push(&state, "gitlab", &body)
+    match read_body(&state, "gitlab", &headers, body, |_| {}).await {
+        Ok(body) => push(&state, "gitlab", &body.bytes),
+        Err(refused) => refused.into_response(),
+    }
 }
 
-/// Checks a hook's credential header (`name`) against the webhook secret with `valid`; every
-/// refusal (`Some`) is a 401 saying what was missing or `bad`, and is counted.
+/// Reads a hook's body within `http.hook_buffer` and `http.body_timeout`, each chunk handed to
+/// `each`; a refusal is the answer, and a full buffer is counted as `busy`.
+async fn read_body(
+    state: &ApiState,
+    source: &'static str,
+    headers: &HeaderMap,
+    body: Body,
+    each: impl FnMut(&[u8]),
+) -> Result<HeldBody, ApiError> {
+    let within = state.started.http.body_timeout;
+    let read = state
+        .hook_buffer
+        .read(headers, body, MAX_HOOK_BODY, within, each);
+    read.await.map_err(|e| {
+        if matches!(e, BodyError::Busy) {
+            state.metrics.webhook(source, "busy");
+            tracing::debug!(source, "webhook refused: {e}");
+        }
+        body_refused(&e)
+    })
+}
+
+/// Checks a hook's credential header (`name`) against the webhook secret with `valid`, from
+/// the headers alone; every refusal (`Err`) is a 401 saying what was missing or `bad`, and is
+/// counted. Gives the secret.
 fn authenticate(
     state: &ApiState,
     source: &'static str,
@@ -144,29 +194,25 @@ fn authenticate(
     name: &str,
     bad: &str,
     valid: impl FnOnce(&[u8], &str) -> bool,
-) -> Option<Response> {
-    let refuse = |r: Response| {
+) -> Result<Vec<u8>, ApiError> {
+    let secret = secret(&state.settings.get()).inspect_err(|_| {
         state.metrics.webhook(source, "unauthorized");
-        r
-    };
-    let secret = match secret(&state.settings.get()) {
-        Ok(s) => s,
-        Err(e) => return Some(refuse(e.into_response())),
-    };
+    })?;
     let Some(given) = header(headers, &name.to_ascii_lowercase()) else {
-        return Some(refuse(fail(
-            StatusCode::UNAUTHORIZED,
-            &format!("missing {name}"),
-        )));
+        state.metrics.webhook(source, "unauthorized");
+        return Err(error(StatusCode::UNAUTHORIZED, &format!("missing {name}")));
     };
     if !valid(&secret, given) {
-        tracing::warn!(source, "refused a webhook: {bad} {name}");
-        return Some(refuse(fail(
-            StatusCode::UNAUTHORIZED,
-            &format!("{bad} {name}"),
-        )));
+        return Err(refuse(state, source, bad, name));
     }
-    None
+    Ok(secret)
+}
+
+/// A 401 for a proof that is `bad` in header `name`, counted and logged.
+fn refuse(state: &ApiState, source: &'static str, bad: &str, name: &str) -> ApiError {
+    state.metrics.webhook(source, "unauthorized");
+    tracing::warn!(source, "refused a webhook: {bad} {name}");
+    error(StatusCode::UNAUTHORIZED, &format!("{bad} {name}"))
 }
 
 fn ignored(state: &ApiState, source: &'static str, what: &str) -> Response {
@@ -280,6 +326,11 @@ mod tests {
         ));
         assert!(!github_signature_ok(b"k", b"b", "sha1=00"));
         assert!(!github_signature_ok(b"k", b"b", "sha256=zz"));
+        // Only `sha256=` and 64 hex digits is a signature; anything else is refused unread.
+        assert!(parse_signature(sig).is_some());
+        assert!(parse_signature("sha256=00").is_none());
+        assert!(parse_signature(&format!("sha256={}", "0".repeat(64))).is_some());
+        assert!(parse_signature(&format!("sha1={}", "0".repeat(40))).is_none());
     }
 
     #[test]

@@ -2,29 +2,35 @@
 //! ([`api`], [`clusters`], [`unmanaged`]), git webhooks ([`hooks`]), the status page
 //! ([`page`]), a page per job ([`job_page`]) and the jars spark workers fetch ([`artifacts`]).
 //!
-//! Every request body is limited to [`MAX_BODY`] (413 above it), whether or not its handler reads
-//! it ([`limit_body`]); the two webhook endpoints take up to [`MAX_HOOK_BODY`], since GitHub
-//! delivers push payloads of up to 25 MB (a 2,048-commit push is 2.2 MB), and check the
-//! signature before they parse anything. POST endpoints need the API
+//! Connections are accepted and driven by [`listener`], within the daemon config's `http:`
+//! limits (connection cap, header and idle timeouts). Every request body is limited to
+//! [`MAX_BODY`] (413 above it) and read to its end without being kept, whether or not its
+//! handler wants it ([`limit_body`]); the two webhook endpoints take up to [`MAX_HOOK_BODY`],
+//! since GitHub delivers push payloads of up to 25 MB (a 2,048-commit push is 2.2 MB), refuse a
+//! missing or malformed proof before reading the body, and hold the body within the shared
+//! `http.hook_buffer` while its signature is checked ([`body`]). POST endpoints need the API
 //! token ([`api::authorize`]); webhooks are verified with the webhook secret. Neither secret is
 //! ever logged or echoed.
 
 pub mod api;
 pub mod artifacts;
+pub mod body;
 pub mod clusters;
 pub mod hooks;
 pub mod job_page;
+pub mod listener;
 pub mod page;
 pub mod unmanaged;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
+
+use self::body::{BodyError, HookBuffer};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -66,6 +72,8 @@ pub struct ApiState {
     pub trigger: OnceLock<TriggerControl>,
     /// The jars served to spark workers.
     pub shelf: ServedJars,
+    /// The bytes webhook bodies may hold before their signature is checked (`http.hook_buffer`).
+    pub hook_buffer: HookBuffer,
 }
 
 /// The router.
@@ -88,55 +96,38 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(artifacts::artifact),
         )
         .fallback(|| async { api::error(StatusCode::NOT_FOUND, "no such endpoint") })
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(middleware::from_fn(limit_body))
+        .layer(middleware::from_fn_with_state(state.clone(), limit_body))
         .merge(
+            // The webhooks read their bodies themselves, within `http.hook_buffer` ([`body`]).
             Router::new()
                 .route("/hooks/github", post(hooks::github))
-                .route("/hooks/gitlab", post(hooks::gitlab))
-                .layer(DefaultBodyLimit::max(MAX_HOOK_BODY))
-                .layer(middleware::from_fn(limit_hook_body)),
+                .route("/hooks/gitlab", post(hooks::gitlab)),
         )
         .with_state(state)
 }
 
-/// Refuses a request whose body is over [`MAX_BODY`] with 413: at once when its
-/// `Content-Length` says so, else (chunked) once that much was read. Handlers that never read
-/// the body (`POST /api/v1/sync`, restarts) are covered too, so no endpoint takes a body of any
-/// size.
-pub async fn limit_body(req: Request, next: Next) -> Response {
-    limit(req, next, MAX_BODY).await
-}
-
-/// [`limit_body`] for the webhook endpoints, at [`MAX_HOOK_BODY`].
-pub async fn limit_hook_body(req: Request, next: Next) -> Response {
-    limit(req, next, MAX_HOOK_BODY).await
-}
-
-async fn limit(req: Request, next: Next, max: usize) -> Response {
-    let too_large = || {
-        api::error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("the request body is over {max} bytes"),
-        )
-        .into_response()
-    };
+/// Reads a request's body to its end before its handler runs, keeping none of it: 413 when it
+/// is over [`MAX_BODY`] (at once when its `Content-Length` says so, else once that much was
+/// read), 408 when it is not whole within `http.body_timeout`. Handlers that never read the
+/// body (`POST /api/v1/sync`, restarts) are covered too, so no endpoint takes a body of any size.
+pub async fn limit_body(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return too_large();
+    let within = state.started.http.body_timeout;
+    match body::drain(&parts.headers, body, MAX_BODY, within).await {
+        Ok(()) => next.run(Request::from_parts(parts, Body::empty())).await,
+        Err(e) => body_refused(&e).into_response(),
     }
-    match axum::body::to_bytes(body, max).await {
-        Ok(bytes) => {
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
-        }
-        Err(_) => too_large(),
-    }
+}
+
+/// The answer to a body that was not read whole: 413, 503, 408 or 400, saying why.
+pub fn body_refused(e: &BodyError) -> api::ApiError {
+    let status = match e {
+        BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        BodyError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        BodyError::TimedOut(_) => StatusCode::REQUEST_TIMEOUT,
+        BodyError::Broken(_) => StatusCode::BAD_REQUEST,
+    };
+    api::error(status, &e.to_string())
 }
 
 async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, &'static str) {
@@ -182,16 +173,12 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         .into_response()
 }
 
-/// Serves until `cancel` fires.
+/// Serves until `cancel` fires, within the daemon config's `http:` limits ([`listener`]).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<ApiState>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { cancel.cancelled().await })
-    .await
+    let (limits, metrics) = (state.started.http, state.metrics.clone());
+    listener::serve(listener, router(state), limits, metrics, cancel).await
 }

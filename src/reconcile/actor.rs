@@ -132,6 +132,12 @@ pub struct Actor {
     pub(super) expected: super::parallelism::Expected,
     /// An open incident of a run rescaled outside jobkeeper.
     pub(super) rescaled: Option<super::parallelism::Incident>,
+    /// What the job waits on the host for, and the start to try again (see [`super::onhost`]).
+    pub(super) host_wait: Option<super::onhost::HostWait>,
+    /// Run records the store refused, written again when it takes writes.
+    pub(super) unrecorded: Vec<super::onhost::Unrecorded>,
+    /// The wait before trying again what waits on the host.
+    pub(super) host_backoff: Backoff,
 }
 
 impl Actor {
@@ -163,6 +169,9 @@ impl Actor {
             health: (None, Vec::new()),
             expected: super::parallelism::Expected::default(),
             rescaled: None,
+            host_wait: None,
+            unrecorded: Vec::new(),
+            host_backoff: Backoff::new(super::onhost::HOST_WAIT.0, super::onhost::HOST_WAIT.1),
         }
     }
 
@@ -344,6 +353,10 @@ impl Actor {
             self.timers.restart = None;
             self.timers.recover = None;
             self.restarts.reset();
+            // The start waiting on the host was of the old version; the deploy submits.
+            if let Some(w) = &mut self.host_wait {
+                w.start = None;
+            }
             self.new_commit(hash);
         }
         let action = match decide::decide(&want, &self.observed(row.state)) {
@@ -353,7 +366,7 @@ impl Actor {
                 // the actor, no converge of its own is needed.
                 let restart_ends_it = matches!(
                     error_policy(&err),
-                    Then::RetryAfter(after) if self.restart_within(after)
+                    Then::RetryAfter(after) if self.restart_within(after) || self.host_within(after)
                 );
                 if !restart_ends_it {
                     self.on_error(Stall::Nothing, err);
@@ -419,6 +432,10 @@ impl Actor {
                 .timers
                 .restart
                 .map(|t| t.saturating_duration_since(Instant::now())),
+            host_in: self
+                .timers
+                .host
+                .map(|t| t.saturating_duration_since(Instant::now())),
             scheduled: self.timers.fire.is_some(),
             state,
             elsewhere: self.elsewhere(),
@@ -471,6 +488,7 @@ impl Actor {
                 }
             }
             (Then::RetryAfter(after), _) => self.retry_after(after),
+            (Then::WaitOnHost, StepError::Host { fault }) => self.wait_on_host(fault, None),
             (Then::Backoff, StepError::Transient { reason, ran_for }) => {
                 self.schedule_restart(&reason, ran_for);
             }
@@ -488,6 +506,12 @@ impl Actor {
     fn restart_within(&self, after: Duration) -> bool {
         let by = Instant::now() + after;
         self.timers.restart.is_some_and(|t| t <= by)
+    }
+
+    /// Whether the host's next try is due within `after` from now.
+    fn host_within(&self, after: Duration) -> bool {
+        let by = Instant::now() + after;
+        self.timers.host.is_some_and(|t| t <= by)
     }
 
     /// Looks again at the cluster at `at`, unless a look is due earlier. Every look armed
@@ -564,6 +588,9 @@ impl Actor {
 
     /// An operator's restart (see [`super::Reconciler::restart`]); true when the actor is done.
     async fn restart(&mut self, who: String) -> bool {
+        if let Some(w) = &mut self.host_wait {
+            w.start = None; // the restart asked for starts the run
+        }
         if self.standing == Standing::GaveUp {
             self.standing = Standing::Failing;
         }
@@ -886,6 +913,51 @@ mod tests {
             !events.iter().any(|e| e.kind == EventKind::Restarted),
             "{events:#?}"
         );
+        assert_eq!(ctx.store.restart_counts().unwrap().get("a"), None);
+        cancel.cancel();
+        reconciler.wait().await;
+        forward.abort();
+    }
+
+    /// The review's finding: a store failure while a run was submitted (the run's row refused)
+    /// became `deploy_failed` and counted against the restart policy. It is a store fault: the
+    /// job waits on the host, spends no attempt, and starts once the store takes the row.
+    #[tokio::test]
+    async fn a_store_failure_during_a_submit_is_a_store_fault_never_deploy_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path());
+        desire_a(&ctx.store);
+        // The store refuses every new run (not a full disk, not descriptors: the store itself).
+        let db = rusqlite::Connection::open(dir.path().join("jobkeeper.db")).unwrap();
+        db.execute_batch(
+            "CREATE TRIGGER refuse_runs BEFORE INSERT ON runs
+             BEGIN SELECT RAISE(ABORT, 'runs refused for the test'); END;",
+        )
+        .unwrap();
+        let (reconciler, cancel, forward) = daemon(&ctx);
+        reconciler.poke("a");
+        let events = || ctx.store.events(Some("a"), 100).unwrap();
+        // A host fault is the daemon's event (one per episode, whichever job met it).
+        let fault = || {
+            let all = ctx.store.events(None, 100).unwrap();
+            all.into_iter().find(|e| e.kind == EventKind::HostFault)
+        };
+        wait_for("host_fault", || fault().is_some()).await;
+        let fault = fault().unwrap();
+        assert!(
+            fault.message.starts_with("the store refuses writes")
+                && fault.message.contains("runs refused for the test"),
+            "{fault:?}"
+        );
+        db.execute_batch("DROP TRIGGER refuse_runs").unwrap();
+        wait_for("a run once the store takes it", || {
+            live_runs(&ctx.store).len() == 1
+        })
+        .await;
+        let events = events();
+        for kind in [EventKind::DeployFailed, EventKind::Restarted, EventKind::GaveUp] {
+            assert!(!events.iter().any(|e| e.kind == kind), "{kind}: {events:#?}");
+        }
         assert_eq!(ctx.store.restart_counts().unwrap().get("a"), None);
         cancel.cancel();
         reconciler.wait().await;

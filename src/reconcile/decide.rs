@@ -84,6 +84,9 @@ pub struct Observed<'a> {
     pub gave_up: bool,
     /// A restart is scheduled: how long until it starts the run.
     pub restart_in: Option<Duration>,
+    /// The job waits on the host (a full disk, file descriptors, the store): how long until
+    /// it tries again.
+    pub host_in: Option<Duration>,
     /// A batch job's next cron time is known.
     pub scheduled: bool,
     /// The state the store shows.
@@ -143,6 +146,13 @@ pub enum StepError {
         /// When to look again.
         after: Duration,
     },
+    /// The daemon's own host ran out of something (a full disk, file descriptors, the store):
+    /// the job waits on the host, without spending its restart attempts.
+    #[error("waiting on the host: {fault}")]
+    Host {
+        /// What ran out.
+        fault: crate::host::HostFault,
+    },
     /// A run could not start or ended badly: the restart policy decides.
     #[error("{reason}")]
     Transient {
@@ -168,6 +178,8 @@ pub enum Then {
     },
     /// Converge again at this time.
     RetryAfter(Duration),
+    /// Wait on the host: try again after the host backoff, restart attempts unspent.
+    WaitOnHost,
     /// Hand the failure to the restart policy.
     Backoff,
     /// Nothing: the daemon is stopping.
@@ -186,6 +198,7 @@ pub fn error_policy(err: &StepError) -> Then {
             },
         },
         StepError::Waiting { after } => Then::RetryAfter(*after),
+        StepError::Host { .. } => Then::WaitOnHost,
         StepError::Transient { .. } => Then::Backoff,
         StepError::Cancelled => Then::Nothing,
     }
@@ -237,9 +250,10 @@ pub fn decide(desired: &Desired<'_>, seen: &Observed<'_>) -> Result<Action, Step
     })
 }
 
-/// `start`, or waiting for the pending restart, which starts the run itself.
+/// `start`, or waiting for the pending restart or the host's next try, which start the run
+/// themselves.
 fn start_unless_waiting(seen: &Observed<'_>, start: Action) -> Result<Action, StepError> {
-    match seen.restart_in {
+    match seen.restart_in.or(seen.host_in) {
         Some(after) => Err(StepError::Waiting { after }),
         None => Ok(start),
     }
@@ -396,6 +410,8 @@ pub struct Timers {
     pub fire: Option<Instant>,
     /// The earliest timeout of a live batch run.
     pub timeout: Option<Instant>,
+    /// Try again what waits on the host.
+    pub host: Option<Instant>,
 }
 
 /// The timers that fired, in the order the actor handles them.
@@ -411,6 +427,8 @@ pub struct Due {
     pub restart: bool,
     /// Start the scheduled run.
     pub fire: bool,
+    /// Try again what waits on the host.
+    pub host: bool,
 }
 
 impl Timers {
@@ -422,6 +440,7 @@ impl Timers {
             self.recover,
             self.fire,
             self.timeout,
+            self.host,
         ]
         .into_iter()
         .flatten()
@@ -437,6 +456,7 @@ impl Timers {
             recover: fired(self.recover),
             restart: fired(self.restart),
             fire: fired(self.fire),
+            host: fired(self.host),
         }
     }
 }
@@ -467,6 +487,7 @@ mod tests {
             refused: None,
             gave_up: false,
             restart_in: None,
+            host_in: None,
             scheduled: false,
             state: JobState::Pending,
             elsewhere: false,
@@ -1000,6 +1021,32 @@ mod tests {
         assert_eq!(decide(&want, &at(&timers, 0)), Ok(Action::Start));
     }
 
+    #[test]
+    fn a_job_waiting_on_the_host_is_not_started_by_a_poke_and_spends_no_restart() {
+        let service = spec("env: dev\nparams: {command: [sleep, '9']}\n");
+        let v1 = deployed(&service, "h1");
+        let want = Desired::Spec {
+            spec: &service,
+            hash: "h1",
+        };
+        let s = Duration::from_secs;
+        let waiting = Observed {
+            host_in: Some(s(3)),
+            ..seen(Some(&v1))
+        };
+        assert_eq!(
+            decide(&want, &waiting),
+            Err(StepError::Waiting { after: s(3) })
+        );
+        assert_eq!(decide(&want, &seen(Some(&v1))), Ok(Action::Start));
+        let fault = crate::host::HostFault::new(crate::host::Resource::FileDescriptors, "EMFILE");
+        assert_eq!(
+            error_policy(&StepError::Host { fault }),
+            Then::WaitOnHost,
+            "not Backoff: the restart policy never sees it"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn timers_fire_in_order_as_time_passes() {
         let t0 = Instant::now();
@@ -1010,6 +1057,7 @@ mod tests {
             recover: Some(t0 + s(20)),
             fire: Some(t0 + s(60)),
             timeout: None,
+            host: None,
         };
         assert_eq!(timers.next(), Some(t0 + s(1)));
         assert_eq!(timers.due(Instant::now()), Due::default());

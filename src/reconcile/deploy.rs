@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::actor::{Actor, Stall};
 use super::decide::{Deployed, StepError};
 use super::project_url;
+use super::runs::SubmitError;
 use crate::build::{Artifact, BuildRequest, sql_runner};
 use crate::engine::{Engine, EngineError, SubmitRequest};
 use crate::event::{EventKind, JobEvent};
@@ -146,8 +147,12 @@ impl Actor {
         let previous = self.applied.replace(new);
         let restore = self.restore.clone();
         let submitted = match self.submit(false).await {
-            Ok(run_id) => self.confirm_restored(run_id).await.map(|()| run_id),
-            Err(reason) => Err(reason),
+            Ok(run_id) => self
+                .confirm_restored(run_id)
+                .await
+                .map(|()| run_id)
+                .map_err(SubmitError::Refused),
+            Err(err) => Err(err),
         };
         match submitted {
             Ok(run_id) => {
@@ -157,9 +162,9 @@ impl Actor {
                 self.start_probation(previous, restore);
                 Ok(())
             }
-            Err(reason) => {
+            Err(err) => {
                 self.restore_previous(previous, from).await;
-                Err(stalled(EventKind::DeployFailed, reason))
+                Err(err.into_step(|reason| stalled(EventKind::DeployFailed, reason)))
             }
         }
     }
@@ -231,15 +236,20 @@ impl Actor {
             self.restore = None;
         }
         let submitted = match self.submit(false).await {
-            Ok(run_id) => self.confirm_restored(run_id).await.map(|()| run_id),
-            Err(reason) => Err(reason),
+            Ok(run_id) => self
+                .confirm_restored(run_id)
+                .await
+                .map(|()| run_id)
+                .map_err(SubmitError::Refused),
+            Err(err) => Err(err),
         };
         match submitted {
             Ok(run_id) => {
                 self.event(Some(run_id), &JobEvent::Deployed { why });
                 Ok(())
             }
-            Err(reason) => {
+            Err(SubmitError::Host(fault)) => Err(StepError::Host { fault }),
+            Err(SubmitError::Refused(reason)) => {
                 refused(self, reason);
                 let from_where = self.restore.clone().unwrap_or_else(|| "its start".into());
                 match self.submit(false).await {
@@ -251,7 +261,10 @@ impl Actor {
                         self.event(Some(run_id), &JobEvent::Started { why });
                         self.set_state(JobState::Running, Some(DEPLOY_FAILED_MOVE));
                     }
-                    Err(reason) => self.event(None, &JobEvent::Failed { reason }),
+                    Err(SubmitError::Host(fault)) => self.wait_on_host(fault, None),
+                    Err(SubmitError::Refused(reason)) => {
+                        self.event(None, &JobEvent::Failed { reason });
+                    }
                 }
                 Ok(())
             }
@@ -358,7 +371,8 @@ impl Actor {
                 let why = "previous version started again after the failed deploy".to_string();
                 self.event(Some(run_id), &JobEvent::Started { why });
             }
-            Err(reason) => self.event(None, &JobEvent::Failed { reason }),
+            Err(SubmitError::Host(fault)) => self.wait_on_host(fault, None),
+            Err(SubmitError::Refused(reason)) => self.event(None, &JobEvent::Failed { reason }),
         }
     }
 
@@ -590,8 +604,12 @@ impl Actor {
             return Ok(());
         }
         let submitted = match self.submit(false).await {
-            Ok(run_id) => self.confirm_restored(run_id).await.map(|()| run_id),
-            Err(reason) => Err(reason),
+            Ok(run_id) => self
+                .confirm_restored(run_id)
+                .await
+                .map(|()| run_id)
+                .map_err(SubmitError::Refused),
+            Err(err) => Err(err),
         };
         match submitted {
             Ok(run_id) => {
@@ -599,9 +617,9 @@ impl Actor {
                 self.event(Some(run_id), &JobEvent::Deployed { why });
                 Ok(())
             }
-            Err(reason) => {
+            Err(err) => {
                 self.restore_previous(previous, None).await;
-                Err(stalled(EventKind::DeployFailed, reason))
+                Err(err.into_step(|reason| stalled(EventKind::DeployFailed, reason)))
             }
         }
     }

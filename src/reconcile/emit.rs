@@ -55,19 +55,25 @@ impl Emitter {
 
     /// Logs `event` (one line; the whole message goes to the store), counts it, stores it and
     /// hands it to the alerter. Returns the stored event's id; a failed store write is logged
-    /// and counted (see docs/operations.md, "When a store write fails") and gives `None`.
+    /// and counted (see docs/operations.md, "When a store write fails") and gives `None`, and
+    /// the event still goes to the alerter (a full disk does not silence alerts).
     pub fn emit(&self, scope: Scope<'_>, event: &JobEvent) -> Option<i64> {
         let (kind, message) = (event.kind(), event.message());
         self.log_and_count(scope, event, &message);
         let job = scope.job;
-        let stored = self.store.event(&NewEvent {
+        let new = NewEvent {
             job: scope.job,
             run_id: scope.run_id,
             commit_id: scope.commit,
             attempt: event.attempt(),
             ..NewEvent::new(kind, &message)
-        });
-        self.store.record(job, format_args!("event {kind}"), stored)
+        };
+        let stored = self.store.event(&new);
+        let id = self.store.record(job, format_args!("event {kind}"), stored);
+        if id.is_none() {
+            self.store.forward_unstored(&new);
+        }
+        id
     }
 
     /// Logs and counts `event`, an event stored by a write of its own that hands it to the

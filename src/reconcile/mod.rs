@@ -27,13 +27,17 @@
 //! jobkeeper; [`parallelism`] says which vertices moved), [`recover`] (runs a previous daemon left),
 //! [`sweep`](mod@sweep) (the health loop's status sweep), [`unmanaged`] (live jobs no job file owns), [`takeover`]
 //! (`adopt`: a job started outside jobkeeper taken over), [`emit`] (recording events),
-//! [`outages`].
+//! [`outages`], [`hostwait`] (jobs waiting on the host: a full disk, used-up file descriptors or
+//! a store that refuses writes at a run's start or end is waited for with a backoff of its own,
+//! one `host_fault` per episode, and never spends restart attempts).
 
 pub mod actor;
 pub mod decide;
 mod deploy;
 pub mod emit;
+pub mod hostwait;
 pub mod mailbox;
+mod onhost;
 pub mod outages;
 pub mod parallelism;
 pub mod recover;
@@ -63,6 +67,7 @@ use crate::store::{RunRow, Store};
 pub use actor::Msg;
 pub use decide::{Deployed, StepError, error_policy};
 pub use emit::{Emitter, Scope};
+pub use hostwait::HostWaits;
 pub use outages::Outages;
 pub use recover::recover_live_runs;
 pub use sweep::{sweep, sweep_loop};
@@ -91,6 +96,9 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Clusters that do not answer right now.
     pub outages: Outages,
+    /// Host faults open now (a full disk, file descriptors, the store) and the jobs waiting on
+    /// them.
+    pub host: HostWaits,
     /// Jobs live on managed clusters that no job file owns, as the health sweep last saw them.
     pub unmanaged: unmanaged::Unmanaged,
     /// The secret values of the runs the daemon holds (memory only), for masking.

@@ -156,19 +156,23 @@ impl Actor {
             to,
         };
         self.event(bad_run, &event);
-        if let Err(reason) = self.submit(false).await {
-            self.event(
-                None,
-                &JobEvent::Failed {
-                    reason: reason.clone(),
-                },
-            );
-            let ran_for = Duration::ZERO;
-            self.on_error(Stall::Nothing, StepError::Transient { reason, ran_for });
-            self.set_state(
-                JobState::RolledBack,
-                self.versions.refused_reason.as_deref(),
-            );
+        match self.submit(false).await {
+            Ok(_) => {}
+            Err(super::runs::SubmitError::Host(fault)) => self.wait_on_host(fault, None),
+            Err(super::runs::SubmitError::Refused(reason)) => {
+                self.event(
+                    None,
+                    &JobEvent::Failed {
+                        reason: reason.clone(),
+                    },
+                );
+                let ran_for = Duration::ZERO;
+                self.on_error(Stall::Nothing, StepError::Transient { reason, ran_for });
+                self.set_state(
+                    JobState::RolledBack,
+                    self.versions.refused_reason.as_deref(),
+                );
+            }
         }
     }
 

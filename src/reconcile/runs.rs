@@ -12,16 +12,43 @@ use crate::engine::{
     EngineError, RunExit, RunHandle, RunStatus, STOP_GRACE, StateLeft, StatePoint,
 };
 use crate::event::{JobEvent, StartedFrom};
+use crate::host::HostFault;
 use crate::spec;
 use crate::store::{JobState, RunOrigin, RunState, SavepointKind, StoreError};
 
+/// Why a submit started no run.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SubmitError {
+    /// The job or its engine refused it (secrets masked): `deploy_failed`.
+    #[error("{0}")]
+    Refused(String),
+    /// The daemon's host ran out of something: the job waits on the host.
+    #[error("waiting on the host: {0}")]
+    Host(HostFault),
+}
+
+impl SubmitError {
+    /// What a step that submitted gives: a refusal as `refused` says, a host fault as waiting
+    /// on the host.
+    pub(super) fn into_step(self, refused: impl FnOnce(String) -> StepError) -> StepError {
+        match self {
+            SubmitError::Refused(reason) => refused(reason),
+            SubmitError::Host(fault) => StepError::Host { fault },
+        }
+    }
+}
+
 impl Actor {
-    /// Submits the deployed version; returns the run id, or why it was refused (secrets masked).
-    pub(super) async fn submit(&mut self, batch: bool) -> Result<i64, String> {
+    /// Submits the deployed version; returns the run id, or why it was refused (secrets
+    /// masked), or the host fault that kept it from starting (see [`super::onhost`]).
+    pub(super) async fn submit(&mut self, batch: bool) -> Result<i64, SubmitError> {
         let Some(deployed) = self.applied.clone() else {
-            return Err("nothing to submit".into());
+            return Err(SubmitError::Refused("nothing to submit".into()));
         };
-        let engine = self.engine_for(&deployed.spec)?;
+        let engine = self
+            .engine_for(&deployed.spec)
+            .map_err(SubmitError::Refused)?;
+        self.host_ready().map_err(SubmitError::Host)?;
         let log_dir = crate::runlogs::job_dir(&self.ctx.logs_dir, &self.name);
         let run_id = self
             .ctx
@@ -37,14 +64,14 @@ impl Actor {
                 (engine.kind(), &deployed.spec.env),
                 &log_dir,
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| SubmitError::Host(self.store_fault(&e)))?;
         let log_path = log_dir.join(format!("{run_id}.log"));
         let request = self.request(&deployed.spec, deployed.artifact.as_ref(), run_id, log_path);
         let (req, secrets) = match request {
             Ok(r) => r,
             Err(e) => {
                 self.finish_run(run_id, RunState::Failed, Some(&e));
-                return Err(e);
+                return Err(SubmitError::Refused(e));
             }
         };
         let secrets = std::sync::Arc::new(secrets);
@@ -69,24 +96,24 @@ impl Actor {
                 };
                 (handle, false)
             }
+            Err(EngineError::Host(fault)) => {
+                let why = format!("not started: waiting on the host: {fault}");
+                self.finish_run(run_id, RunState::Stopped, Some(&why));
+                return Err(SubmitError::Host(fault));
+            }
             Err(e) => {
                 let mut reason = secrets.mask(&e.to_string());
                 if let Some(placed) = engine.place_refusal(&deployed.spec, &reason) {
                     reason = format!("{placed}\n{reason}");
                 }
                 self.finish_run(run_id, RunState::Failed, Some(&reason));
-                return Err(reason);
+                return Err(SubmitError::Refused(reason));
             }
         };
         if engine.kind().keeps_state() {
             self.started_from = Some((run_id, self.start_point(&deployed.spec, run_id)));
         }
-        let store = &self.ctx.store;
-        store.record(
-            Some(&self.name),
-            "run handle",
-            store.set_run_running(run_id, &handle),
-        );
+        self.record_handle(run_id, &handle);
         let deadline = deployed
             .spec
             .timeout
@@ -148,11 +175,13 @@ impl Actor {
     }
 
     /// Submits the deployed version and records `event` with the run; a refused submit is
-    /// `deploy_failed` and counts as a failed run for the restart policy.
+    /// `deploy_failed` and counts as a failed run for the restart policy; a host fault makes
+    /// the job wait on the host, this start tried again when the host allows.
     pub(super) async fn start(&mut self, event: JobEvent, batch: bool) {
         match self.submit(batch).await {
             Ok(run_id) => self.event(Some(run_id), &event),
-            Err(reason) => {
+            Err(SubmitError::Host(fault)) => self.wait_on_host(fault, Some((event, batch))),
+            Err(SubmitError::Refused(reason)) => {
                 self.event(
                     None,
                     &JobEvent::DeployFailed {
@@ -163,18 +192,6 @@ impl Actor {
                 self.on_error(Stall::Nothing, StepError::Transient { reason, ran_for });
             }
         }
-    }
-
-    /// Records how a run ended (a failed write is logged: the run is over either way), and
-    /// masks its log in place with the secrets it was given, which are then forgotten.
-    pub(super) fn finish_run(&self, run_id: i64, state: RunState, reason: Option<&str>) {
-        let store = &self.ctx.store;
-        store.record(
-            Some(&self.name),
-            "run end",
-            store.finish_run(run_id, state, reason),
-        );
-        crate::secrets::seal::seal_ended(&self.ctx.secrets, store, &self.name, run_id);
     }
 
     /// Records which secrets run `run_id` was given (names and keyed fingerprint, never the

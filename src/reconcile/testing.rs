@@ -36,6 +36,7 @@ pub(super) fn context(dir: &Path) -> Arc<Context> {
         logs_dir: dir.join("logs"),
         metrics,
         outages: super::Outages::default(),
+        host: super::HostWaits::new(dir),
         unmanaged: super::unmanaged::Unmanaged::default(),
         secrets: crate::secrets::Held::new(crate::secrets::Key::load_or_create(dir).unwrap()),
     })

@@ -34,6 +34,12 @@ impl Actor {
         }
         // Looking again may have changed the other timers: what is due is read after it.
         let due = self.due(now);
+        if due.host {
+            self.timers.host = None;
+            if self.retry_host().await {
+                return true;
+            }
+        }
         if due.timeout {
             self.time_out(now).await;
         }
@@ -263,7 +269,11 @@ impl Actor {
                 let why = "scheduled run started".to_string();
                 self.event(Some(run_id), &JobEvent::Started { why });
             }
-            Err(reason) => {
+            Err(super::runs::SubmitError::Host(fault)) => {
+                let why = "scheduled run started after waiting on the host".to_string();
+                self.wait_on_host(fault, Some((JobEvent::Started { why }, true)));
+            }
+            Err(super::runs::SubmitError::Refused(reason)) => {
                 self.event(None, &JobEvent::DeployFailed { reason });
                 let state = self.idle_or_running(JobState::Failed);
                 self.set_state(state, Some(super::decide::DEPLOY_FAILED));

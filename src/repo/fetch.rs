@@ -68,10 +68,41 @@ pub(crate) fn fetch_into(
     prune: bool,
 ) -> Result<Fetched, RepoError> {
     if local_path(url).is_some() {
-        fetch_local(repo, url, refspecs, prune)
+        match fetch_local(repo, url, refspecs, prune) {
+            // libgit2 refuses a source holding a commit it cannot parse (an author without an
+            // e-mail), which git accepts: the `git` program fetches it.
+            Err(LocalFetch::Unparsable(why)) => {
+                tracing::warn!(url = %redact_url(url), "libgit2 cannot parse a commit of the source ({why}): fetching with the git program");
+                fetch_remote(repo, url, refspecs, creds, prune, FETCH_TIMEOUT)
+            }
+            Err(LocalFetch::Failed(e)) => Err(e),
+            Ok(f) => Ok(f),
+        }
     } else {
         fetch_remote(repo, url, refspecs, creds, prune, FETCH_TIMEOUT)
     }
+}
+
+/// Why a fetch with libgit2's local transport failed.
+enum LocalFetch {
+    /// libgit2 cannot parse an object of the source (its message).
+    Unparsable(String),
+    /// Any other failure.
+    Failed(RepoError),
+}
+
+impl From<RepoError> for LocalFetch {
+    fn from(e: RepoError) -> LocalFetch {
+        LocalFetch::Failed(e)
+    }
+}
+
+/// True for libgit2's "failed to parse ..." errors about an object.
+fn is_unparsable(e: &git2::Error) -> bool {
+    matches!(
+        e.class(),
+        git2::ErrorClass::Invalid | git2::ErrorClass::Object
+    ) && e.message().contains("failed to parse")
 }
 
 /// Fetches from a local source with libgit2's local transport (no credentials, no TLS).
@@ -80,7 +111,7 @@ fn fetch_local(
     url: &str,
     refspecs: &[String],
     prune: bool,
-) -> Result<Fetched, RepoError> {
+) -> Result<Fetched, LocalFetch> {
     let mut remote = repo.find_remote("origin").map_err(RepoError::git(format!(
         "mirror {} has no remote `origin`",
         repo.path().display()
@@ -96,10 +127,10 @@ fn fetch_local(
     // libgit2 takes a local path that does not exist for an unknown URL scheme ("unsupported
     // URL protocol"): say what is wrong instead.
     if super::is_local(url) && !Path::new(url).exists() {
-        return Err(RepoError::Unreachable {
+        return Err(LocalFetch::Failed(RepoError::Unreachable {
             url: redact_url(url),
             message: "the path does not exist".to_string(),
-        });
+        }));
     }
     let unreachable = |e: git2::Error| RepoError::Unreachable {
         url: redact_url(url),
@@ -107,18 +138,46 @@ fn fetch_local(
     };
     remote
         .fetch(refspecs, Some(&mut opts), Some("jobkeeper fetch"))
-        .map_err(unreachable)?;
+        .map_err(|e| {
+            if is_unparsable(&e) {
+                LocalFetch::Unparsable(e.message().to_string())
+            } else {
+                LocalFetch::Failed(unreachable(e))
+            }
+        })?;
     let received_objects = remote.stats().received_objects();
-    let heads = remote
-        .list()
-        .map_err(unreachable)?
-        .iter()
-        .map(|h| (h.name().to_string(), h.oid()))
-        .collect();
+    // git2 0.20's `Remote::list` makes a slice from a null pointer when the source advertises
+    // nothing (its only branch deleted): a source without any ref has no heads.
+    let heads = if advertises_nothing(url) {
+        Vec::new()
+    } else {
+        remote
+            .list()
+            .map_err(unreachable)?
+            .iter()
+            .map(|h| (h.name().to_string(), h.oid()))
+            .collect()
+    };
     Ok(Fetched {
         heads,
         received_objects,
     })
+}
+
+/// True when the local repository at `url` has no ref and no `HEAD` commit (nothing to
+/// advertise); false when it cannot be opened (the fetch said what was wrong).
+fn advertises_nothing(url: &str) -> bool {
+    let Some(path) = local_path(url) else {
+        return false;
+    };
+    let Ok(source) = Repository::open(&path) else {
+        return false;
+    };
+    let no_refs = source
+        .references()
+        .map(|mut refs| refs.next().is_none())
+        .unwrap_or(false);
+    no_refs && source.head().is_err()
 }
 
 /// The configured fetch refspec of a mirror's `origin` (fetches name their refspecs anyway).

@@ -98,15 +98,21 @@ impl ConfigRepo {
                 source: git2::Error::from_str("ref not updated"),
             });
         }
-        let commit = repo
-            .find_object(tip, None)
-            .and_then(|o| o.peel_to_commit())
-            .map_err(RepoError::git(format!(
-                "the tip of branch `{}` is not a commit",
-                self.branch
-            )))?;
-        tracing::debug!(branch = %self.branch, tip = %commit.id(), received_objects, "fetched config repo");
-        Ok((commit.id(), received_objects))
+        // The object's type from its header: a commit libgit2 cannot parse is still the tip
+        // (read leniently, see `commits`).
+        let kind = repo
+            .odb()
+            .and_then(|odb| odb.read_header(tip))
+            .map_err(RepoError::git(format!("cannot read the tip {tip}")))?
+            .1;
+        if kind != git2::ObjectType::Commit {
+            return Err(RepoError::Git {
+                context: format!("the tip of branch `{}` is a {kind}", self.branch),
+                source: git2::Error::from_str("not a commit"),
+            });
+        }
+        tracing::debug!(branch = %self.branch, %tip, received_objects, "fetched config repo");
+        Ok((tip, received_objects))
     }
 
     /// The mirror opened for reading, locked for the caller.

@@ -6,6 +6,8 @@
 //!   files at a commit, job-file diffs, blobs. Used by the mirror and by `jobkeeper plan`.
 //! - [`mirror`]: [`ConfigRepo`], the bare mirror of the config repo under `state_dir/repos`.
 //! - [`projects`]: [`ProjectRepos`], one bare mirror per project URL and checkouts of commits.
+//! - [`commits`]: commits read leniently from their raw text (a malformed author is not an
+//!   error), the commits a sync brings, and their trailers.
 //! - [`trigger`]: [`spawn_trigger`], a task that says "fetch now" on ref changes and polls.
 //! - `fetch` (private): fetching into a mirror, shared by both kinds of mirror: local sources
 //!   with libgit2, remote URLs through `remote` (private), which runs the `git` program with
@@ -14,6 +16,7 @@
 //! Nothing here holds a `git2::Repository` across threads without a lock: every type is
 //! `Send + Sync`, and every blocking method is meant to run in `tokio::task::spawn_blocking`.
 
+pub mod commits;
 mod fetch;
 pub mod mirror;
 pub mod projects;
@@ -24,6 +27,7 @@ pub mod trigger;
 #[cfg(test)]
 mod tests;
 
+pub use commits::RawCommit;
 pub use fetch::Credentials;
 pub use git2::Oid;
 pub use mirror::ConfigRepo;
@@ -68,6 +72,16 @@ pub enum RepoError {
         /// The libgit2 error.
         #[source]
         source: git2::Error,
+    },
+    /// An object larger than what is read of it, found from its header (nothing was read).
+    #[error("{what} is {size} bytes; at most {limit} are read")]
+    TooLarge {
+        /// The object (`blob <id>`, `commit <id>`).
+        what: String,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
     },
     /// A local file-system failure (creating a mirror, writing a checkout).
     #[error("{context}: {source}")]

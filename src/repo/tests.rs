@@ -1107,3 +1107,118 @@ fn fetch_errors_are_classified() {
     assert_eq!(remote::base64(b"oauth2:tok"), "b2F1dGgyOnRvaw==");
     assert_eq!(remote::shell_quote("/a b/it's"), r"'/a b/it'\''s'");
 }
+
+#[test]
+fn a_blob_over_the_limit_is_refused_from_its_header_before_it_is_read() {
+    let fx = Fixture::new();
+    let size = 50 * 1024 * 1024;
+    std::fs::write(fx.work.join("big.yaml"), vec![b'#'; size]).unwrap();
+    let id = git(&fx.work, &["hash-object", "-w", "big.yaml"]);
+    let oid = Oid::from_str(&id).unwrap();
+    let tree = GitTree::open(&fx.work).unwrap();
+    match tree.read_blob(oid) {
+        Err(RepoError::TooLarge { size: s, limit, .. }) => {
+            assert_eq!((s, limit), (size, tree::MAX_BLOB_BYTES));
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // Cut the loose object after its first bytes: its header (type and size) still reads, its
+    // content no longer inflates (libgit2 spins on loading it: not tried here). The size check
+    // still answers, so it reads the header alone and never loads the blob.
+    let path = fx.work.join(".git/objects").join(&id[..2]).join(&id[2..]);
+    let bytes = std::fs::read(&path).unwrap();
+    let mut perms = std::fs::metadata(&path).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&path, perms).unwrap();
+    std::fs::write(&path, &bytes[..64]).unwrap();
+    let tree = GitTree::open(&fx.work).unwrap();
+    assert!(
+        matches!(tree.read_blob(oid), Err(RepoError::TooLarge { .. })),
+        "the size is known from the header alone"
+    );
+}
+
+/// Commits `files` as a commit whose author has no e-mail; returns its id.
+fn commit_malformed(fx: &Fixture, files: &[(&str, &str)], subject: &str) -> Oid {
+    for (path, content) in files {
+        let p = fx.work.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+    }
+    git(&fx.work, &["add", "-A"]);
+    let tree = git(&fx.work, &["write-tree"]);
+    let parent = git(&fx.work, &["rev-parse", "HEAD"]);
+    // An author with no e-mail: git accepts it (`hash-object --literally`), libgit2 does not.
+    let raw = format!(
+        "tree {tree}\nparent {parent}\nauthor Nobody 1700000000 +0000\n\
+         committer Ada Tester <ada@example.com> 1700000000 +0000\n\n{subject}\n"
+    );
+    let file = fx.tmp.path().join("raw-commit");
+    std::fs::write(&file, raw).unwrap();
+    let id = git(
+        &fx.work,
+        &[
+            "hash-object",
+            "--literally",
+            "-t",
+            "commit",
+            "-w",
+            file.to_str().unwrap(),
+        ],
+    );
+    git(&fx.work, &["reset", "-q", "--soft", &id]);
+    Oid::from_str(&id).unwrap()
+}
+
+#[test]
+fn a_commit_libgit2_cannot_parse_is_fetched_read_and_named() {
+    let fx = Fixture::new();
+    let c1 = fx.commit(&[("jobs/a.yaml", Some("a"))], "one");
+    let bad = commit_malformed(&fx, &[("jobs/b.yaml", "b")], "no e-mail");
+    let c3 = fx.commit(&[("jobs/c.yaml", Some("c"))], "three");
+    fx.push();
+    let repo = ConfigRepo::open(&settings(fx.bare.to_str().unwrap()), &fx.state()).unwrap();
+    assert_eq!(
+        repo.fetch().unwrap(),
+        c3,
+        "the fetch goes past the malformed commit"
+    );
+    let tree = repo.tree();
+    let commits = tree.commits_since(Some(c1), c3).unwrap();
+    let ids: Vec<Oid> = commits.iter().map(|c| c.id).collect();
+    assert_eq!(ids, [c3, bad]);
+    let problem = commits[1].problem.as_deref().unwrap();
+    assert!(problem.contains("failed to parse signature"), "{problem}");
+    assert_eq!(commits[1].author, "Nobody 1700000000 +0000");
+    assert_eq!(commits[0].problem, None);
+    let names = summary(&tree.diff_job_files(Some(c1), c3, "jobs").unwrap());
+    assert_eq!(names, ["+b.yaml", "+c.yaml"]);
+    drop(tree);
+
+    // The malformed commit as the tip: its tree and info are read from its raw text.
+    let bad2 = commit_malformed(&fx, &[("jobs/d.yaml", "d")], "tip without e-mail");
+    fx.push();
+    assert_eq!(repo.fetch().unwrap(), bad2);
+    let info = repo.commit_info(bad2).unwrap();
+    assert_eq!(info.author, "Nobody 1700000000 +0000");
+    assert_eq!(info.subject, "tip without e-mail");
+    assert_eq!(info.time, 1_700_000_000);
+    let files = repo.list_job_files(bad2, "jobs").unwrap();
+    assert_eq!(rels(&files), ["a.yaml", "b.yaml", "c.yaml", "d.yaml"]);
+}
+
+#[test]
+fn a_job_file_whose_name_is_not_utf8_is_listed_and_diffed_not_skipped() {
+    use std::os::unix::ffi::OsStrExt;
+    let fx = Fixture::new();
+    let c1 = fx.commit(&[("jobs/a.yaml", Some("a"))], "one");
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.yaml");
+    std::fs::write(fx.work.join("jobs").join(name), "env: dev\n").unwrap();
+    let c2 = fx.commit(&[], "latin-1 name");
+    let tree = GitTree::open(&fx.work).unwrap();
+    let files = tree.list_job_files(c2, "jobs").unwrap();
+    assert_eq!(rels(&files), ["a.yaml", "caf\u{FFFD}.yaml"]);
+    let diff = tree.diff_job_files(Some(c1), c2, "jobs").unwrap();
+    assert_eq!(summary(&diff), ["+caf\u{FFFD}.yaml"]);
+}

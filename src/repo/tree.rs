@@ -119,6 +119,11 @@ impl GitTree {
         &self.repo
     }
 
+    /// The repository as shown in messages (its folder).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
     fn not_found(&self, what: String) -> RepoError {
         RepoError::NotFound {
             url: self.label.clone(),
@@ -139,17 +144,21 @@ impl GitTree {
         Ok(commit.id())
     }
 
-    fn commit(&self, id: Oid) -> Result<git2::Commit<'_>, RepoError> {
-        self.repo
-            .find_commit(id)
-            .map_err(|_| self.not_found(format!("commit {id}")))
-    }
-
-    /// Id, author, subject and time of a commit.
+    /// Id, author, subject and time of a commit. A commit libgit2 cannot parse (an author
+    /// without an e-mail) is read from its raw text: the author is then the header's text.
     pub fn commit_info(&self, id: Oid) -> Result<CommitInfo, RepoError> {
-        let commit = self.commit(id)?;
-        let author = commit.author();
         let hex = id.to_string();
+        let Ok(commit) = self.repo.find_commit(id) else {
+            let raw = self.read_commit(id)?;
+            return Ok(CommitInfo {
+                short: hex[..8].to_string(),
+                id: hex,
+                author: raw.author.clone(),
+                subject: raw.subject(),
+                time: raw.time,
+            });
+        };
+        let author = commit.author();
         Ok(CommitInfo {
             short: hex[..8].to_string(),
             id: hex,
@@ -170,9 +179,12 @@ impl GitTree {
 
     /// The tree of folder `dir` at `commit`; `None` when the folder is not there.
     fn subtree(&self, commit: Oid, dir: &str) -> Result<Option<Tree<'_>>, RepoError> {
-        let root = self.commit(commit)?.tree().map_err(RepoError::git(format!(
-            "cannot read the tree of commit {commit}"
-        )))?;
+        let root = self
+            .repo
+            .find_tree(self.commit_tree(commit)?)
+            .map_err(RepoError::git(format!(
+                "cannot read the tree of commit {commit}"
+            )))?;
         if dir.is_empty() {
             return Ok(Some(root));
         }
@@ -219,10 +231,9 @@ impl GitTree {
         out: &mut Vec<JobFile>,
     ) -> Result<(), RepoError> {
         for entry in tree.iter() {
-            let Ok(name) = std::str::from_utf8(entry.name_bytes()) else {
-                tracing::warn!(dir, prefix, "skipping a file whose name is not UTF-8");
-                continue;
-            };
+            // A name that is not UTF-8 is kept (shown with U+FFFD): its job is then invalid
+            // by name, as `validate` says, rather than silently missing.
+            let name = String::from_utf8_lossy(entry.name_bytes());
             let rel = format!("{prefix}{name}");
             match entry.filemode() {
                 m if m == i32::from(FileMode::Tree) => {
@@ -358,9 +369,7 @@ impl GitTree {
             {
                 continue; // same object, same mode: nothing below changed
             }
-            let Ok(name) = std::str::from_utf8(name) else {
-                continue;
-            };
+            let name = String::from_utf8_lossy(name);
             let rel = if prefix.is_empty() {
                 name.to_string()
             } else {
@@ -413,9 +422,8 @@ impl GitTree {
     pub fn read_path(&self, commit: Oid, path: &str) -> Result<Vec<u8>, RepoError> {
         let missing = || self.not_found(format!("`{path}` in commit {commit}"));
         let tree = self
-            .repo
-            .find_commit(commit)
-            .and_then(|c| c.tree())
+            .commit_tree(commit)
+            .and_then(|t| self.repo.find_tree(t).map_err(|_| missing()))
             .map_err(|_| missing())?;
         let entry = tree
             .get_path(std::path::Path::new(path))
@@ -423,8 +431,17 @@ impl GitTree {
         self.read_blob(entry.id())
     }
 
-    /// The content of a blob.
+    /// The content of a blob of at most [`MAX_BLOB_BYTES`]; a larger one is
+    /// [`RepoError::TooLarge`], found from the object's header before anything is read.
     pub fn read_blob(&self, id: Oid) -> Result<Vec<u8>, RepoError> {
+        let size = self.blob_size(id)?;
+        if size > MAX_BLOB_BYTES {
+            return Err(RepoError::TooLarge {
+                what: format!("blob {id}"),
+                size,
+                limit: MAX_BLOB_BYTES,
+            });
+        }
         let blob = self
             .repo
             .find_blob(id)
@@ -444,6 +461,10 @@ impl GitTree {
         Ok(size)
     }
 }
+
+/// The largest blob [`GitTree::read_blob`] reads: a job file's limit
+/// ([`crate::spec::MAX_JOB_FILE_BYTES`], 1 MiB), which a `sql_file` shares.
+pub const MAX_BLOB_BYTES: usize = crate::spec::MAX_JOB_FILE_BYTES;
 
 fn is_blob_mode(mode: i32) -> bool {
     mode == i32::from(FileMode::Blob)

@@ -54,6 +54,8 @@ pub struct Settings {
     pub health: HealthSettings,
     /// Local runs' logs.
     pub logs: LogSettings,
+    /// How the HTTP listener guards itself: timeouts, the connection cap, unverified bodies.
+    pub http: HttpSettings,
     /// How much history each job keeps.
     pub retention: Retention,
     /// Daemon-wide restart policy.
@@ -62,6 +64,8 @@ pub struct Settings {
     pub guard: GuardOverride,
     /// Same job + same event is not sent twice within this.
     pub alerts_throttle: Duration,
+    /// A commit removing more jobs than this is held (default 50%).
+    pub max_removals: MaxRemovals,
     /// The base of links in alerts and pages (no trailing `/`); `None`: built from `listen`.
     pub external_url: Option<String>,
     /// Named targets.
@@ -107,8 +111,83 @@ pub struct LogSettings {
     pub max_size: u64,
 }
 
+/// `max_removals:`: how many of the jobs one commit may remove before it is held until a
+/// commit carries the trailer `Jobkeeper-Allow-Removals: <reason>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxRemovals {
+    /// A share of the jobs the daemon has, in percent (`50%`); at least one job may always
+    /// be removed. `100%` never holds a commit.
+    Percent(u32),
+    /// A number of jobs (`20`).
+    Count(usize),
+}
+
+impl Default for MaxRemovals {
+    fn default() -> MaxRemovals {
+        MaxRemovals::Percent(50)
+    }
+}
+
+impl MaxRemovals {
+    /// The most jobs a commit may remove out of `jobs`.
+    pub fn limit(self, jobs: usize) -> usize {
+        match self {
+            MaxRemovals::Percent(p) => (jobs * p as usize / 100).max(1),
+            MaxRemovals::Count(n) => n,
+        }
+    }
+
+    /// True when removing `removed` of `jobs` is more than allowed.
+    pub fn exceeded(self, removed: usize, jobs: usize) -> bool {
+        removed > self.limit(jobs)
+    }
+}
+
+impl std::fmt::Display for MaxRemovals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaxRemovals::Percent(p) => write!(f, "{p}%"),
+            MaxRemovals::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
 /// The default `logs.max_size`.
 pub const DEFAULT_LOG_MAX_SIZE: u64 = 64 * 1024 * 1024;
+
+/// `http:` section: what the listener on `listen` holds against slow or many clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// A request's head must have arrived whole this long after its connection opened or its
+    /// previous answer was sent, else the connection is closed (default 10s).
+    pub header_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is closed (default 60s).
+    pub idle_timeout: Duration,
+    /// A request's body must have arrived whole this long after its head (default 60s).
+    pub body_timeout: Duration,
+    /// Connections open at once (default 512, and at most a quarter of the open-file limit);
+    /// one more is answered 503 and closed at once.
+    pub max_connections: usize,
+    /// Bytes of webhook bodies held while their signature is not yet verified, across all
+    /// connections (default 64 MiB, at least [`MIN_HOOK_BUFFER`]); a hook that would go over
+    /// is answered 503 before its body is read.
+    pub hook_buffer: u64,
+}
+
+/// The smallest `http.hook_buffer`: one webhook body of the largest size taken (25 MiB).
+pub const MIN_HOOK_BUFFER: u64 = 25 * 1024 * 1024;
+
+impl Default for HttpSettings {
+    fn default() -> HttpSettings {
+        HttpSettings {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            max_connections: 512,
+            hook_buffer: 64 * 1024 * 1024,
+        }
+    }
+}
 
 /// `health:` section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +257,9 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     }
     if old.listen != new.listen {
         out.push("listen");
+    }
+    if old.http != new.http {
+        out.push("http");
     }
     if old.build != new.build {
         out.push("build");

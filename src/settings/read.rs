@@ -1,5 +1,5 @@
 //! Reading the daemon config's tree into [`Settings`]: the top-level sections (`repo`,
-//! `listen`, `timezone`, `build`, `health`, `logs`, `restart`) and the path fields, which are
+//! `listen`, `timezone`, `build`, `health`, `logs`, `http`, `restart`) and the path fields, which are
 //! made absolute against the config's folder. Envs and alert channels have their own modules.
 
 use std::net::SocketAddr;
@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::channels::read_channels;
 use super::envs::read_envs;
 use super::{
-    BuildSettings, DEFAULT_LISTEN, DEFAULT_LOG_MAX_SIZE, HealthSettings, LogSettings, RepoSettings,
-    Retention, Settings, host_timezone, is_remote_url,
+    BuildSettings, DEFAULT_LISTEN, DEFAULT_LOG_MAX_SIZE, HealthSettings, HttpSettings, LogSettings,
+    MIN_HOOK_BUFFER, RepoSettings, Retention, Settings, host_timezone, is_remote_url,
 };
 use crate::spec::{RestartPolicy, read_restart};
 use crate::yaml::{Checker, Fields, Node};
@@ -26,11 +26,13 @@ const TOP_FIELDS: &[&str] = &[
     "build",
     "health",
     "logs",
+    "http",
     "restart",
     "rollback",
     "ready_within",
     "drift",
     "alerts_throttle",
+    "max_removals",
     "external_url",
     "retention",
     "envs",
@@ -121,6 +123,7 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
     }
     crate::spec::read_guard_fields(c, &f, "", &mut guard);
     let logs = read_logs(c, &f);
+    let http = read_http(c, &f);
     let retention = read_retention(c, &f);
     let restart = match f.get("restart") {
         Some(n) => RestartPolicy::default().with(&read_restart(c, n, "restart")),
@@ -130,6 +133,10 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
         .get("alerts_throttle")
         .and_then(|n| c.duration(n, "alerts_throttle"))
         .unwrap_or(Duration::from_secs(300));
+    let max_removals = f
+        .get("max_removals")
+        .and_then(|n| read_max_removals(c, n))
+        .unwrap_or_default();
     let external_url = f.get("external_url").and_then(|n| read_external_url(c, n));
     let alerts = f
         .get("alerts")
@@ -156,14 +163,43 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
         build,
         health,
         logs,
+        http,
         retention,
         restart,
         guard,
         alerts_throttle,
+        max_removals,
         external_url,
         envs,
         alerts,
     })
+}
+
+/// `max_removals:`: a percentage of the jobs (`50%`, from 0% to 100%) or a number of jobs.
+fn read_max_removals(c: &mut Checker, n: &Node) -> Option<super::MaxRemovals> {
+    if let Some(text) = n
+        .scalar()
+        .filter(|s| s.kind == crate::yaml::ScalarKind::String)
+        .map(|s| s.text.trim().to_string())
+    {
+        return match text.strip_suffix('%').map(|p| p.trim().parse::<u32>()) {
+            Some(Ok(p)) if p <= 100 => Some(super::MaxRemovals::Percent(p)),
+            _ => {
+                c.error(
+                    n,
+                    format!(
+                        "`max_removals`: expected a percentage from 0% to 100% (`50%`) or a \
+                         number of jobs (`20`), found `{text}`"
+                    ),
+                );
+                None
+            }
+        };
+    }
+    let count = c.integer(n, "max_removals", 0, i64::from(u32::MAX))?;
+    Some(super::MaxRemovals::Count(
+        usize::try_from(count).unwrap_or(usize::MAX),
+    ))
 }
 
 /// `external_url:`, the base of links in alerts and pages: an `http` or `https` URL people can
@@ -310,6 +346,49 @@ fn read_logs(c: &mut Checker, f: &Fields<'_>) -> LogSettings {
         logs.max_size = b;
     }
     logs
+}
+
+/// `http:` of the top-level fields `f`, with its defaults.
+fn read_http(c: &mut Checker, f: &Fields<'_>) -> HttpSettings {
+    let mut http = HttpSettings::default();
+    let Some(n) = f.get("http") else {
+        return http;
+    };
+    let Some(h) = c.mapping(
+        n,
+        "http",
+        &[
+            "header_timeout",
+            "idle_timeout",
+            "body_timeout",
+            "max_connections",
+            "hook_buffer",
+        ],
+    ) else {
+        return http;
+    };
+    for (key, field) in [
+        ("header_timeout", &mut http.header_timeout),
+        ("idle_timeout", &mut http.idle_timeout),
+        ("body_timeout", &mut http.body_timeout),
+    ] {
+        if let Some(v) = h.get(key)
+            && let Some(d) = positive_duration(c, v, &format!("http.{key}"))
+        {
+            *field = d;
+        }
+    }
+    if let Some(v) = h.get("max_connections")
+        && let Some(i) = c.integer(v, "http.max_connections", 1, 1_000_000)
+    {
+        http.max_connections = usize::try_from(i).unwrap_or(1);
+    }
+    if let Some(v) = h.get("hook_buffer")
+        && let Some(b) = c.size(v, "http.hook_buffer", MIN_HOOK_BUFFER, 1 << 40)
+    {
+        http.hook_buffer = b;
+    }
+    http
 }
 
 fn read_repo(c: &mut Checker, n: &Node, base: &Path) -> Option<RepoSettings> {

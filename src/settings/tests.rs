@@ -120,8 +120,12 @@ fn defaults() {
     assert_eq!(s.build.path, crate::build::BUILD_PATH);
     assert_eq!(s.health.interval, Duration::from_secs(5));
     assert_eq!(s.logs.max_size, DEFAULT_LOG_MAX_SIZE);
+    assert_eq!(s.http, HttpSettings::default());
+    assert_eq!(s.http.header_timeout, Duration::from_secs(10));
+    assert_eq!(s.http.max_connections, 512);
     assert_eq!(s.restart, RestartPolicy::default());
     assert_eq!(s.alerts_throttle, Duration::from_secs(300));
+    assert_eq!(s.max_removals, MaxRemovals::Percent(50));
     assert!(s.envs.is_empty() && s.alerts.is_empty());
 }
 
@@ -148,6 +152,40 @@ fn log_sizes_take_units_or_bytes_within_range() {
     assert_eq!(
         errors(&format!("{base}logs: {{max_sise: 1MiB}}\n")),
         "config.yaml:3:8: unknown field `max_sise` in `logs`, did you mean `max_size`?\n"
+    );
+}
+
+#[test]
+fn http_limits_are_read_and_checked_where_written() {
+    let base = "repo: {url: r}\nstate_dir: s\n";
+    let s = ok(&format!(
+        "{base}http: {{header_timeout: 2s, idle_timeout: 30s, body_timeout: 5m, max_connections: 64, hook_buffer: 100MiB}}\n"
+    ));
+    assert_eq!(
+        s.http,
+        HttpSettings {
+            header_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(300),
+            max_connections: 64,
+            hook_buffer: 100 << 20,
+        }
+    );
+    assert_eq!(
+        errors(&format!("{base}http: {{header_timeout: 0s}}\n")),
+        "config.yaml:3:24: `http.header_timeout`: must be longer than zero\n"
+    );
+    assert_eq!(
+        errors(&format!("{base}http: {{max_connections: 0}}\n")),
+        "config.yaml:3:25: `http.max_connections`: expected a whole number from 1 to 1000000, found 0\n"
+    );
+    assert_eq!(
+        errors(&format!("{base}http: {{hook_buffer: 1MiB}}\n")),
+        "config.yaml:3:21: `http.hook_buffer`: `1MiB` is out of range; expected from 25.0 MiB to 1.0 TiB\n"
+    );
+    assert_eq!(
+        errors(&format!("{base}http: {{idle_timeot: 1s}}\n")),
+        "config.yaml:3:8: unknown field `idle_timeot` in `http`, did you mean `idle_timeout`?\n"
     );
 }
 
@@ -207,7 +245,7 @@ alerts:
              config.yaml:12:10: alert channel `empty` has neither `email` nor `webhook`; expected at least one\n\
              config.yaml:13:46: `alerts.hook.webhook.format`: unknown format `teams`; expected one of: slack, dingtalk, feishu, wecom, json\n\
              config.yaml:13:67: unknown event `faild`, did you mean `failed`?\n\
-             config.yaml:13:74: unknown event `exploded`; expected one of: failed, restarted, gave_up, recovered, build_failed, deploy_failed, invalid, repo_unreachable, engine_unreachable, unhealthy, rolled_back, drift, started_empty, deployed, succeeded\n"
+             config.yaml:13:74: unknown event `exploded`; expected one of: failed, restarted, gave_up, recovered, build_failed, deploy_failed, invalid, repo_unreachable, engine_unreachable, unhealthy, rolled_back, drift, started_empty, host_fault, commit_held, deployed, succeeded\n"
     );
 }
 
@@ -362,4 +400,23 @@ fn retention_keeps_100_runs_and_30_days_unless_told() {
     );
     assert!(e.contains("retention.runs"), "{e}");
     assert!(e.contains("retention.age"), "{e}");
+}
+
+#[test]
+fn max_removals_is_a_percentage_or_a_count() {
+    let base = "repo: {url: /r}\nstate_dir: /s\n";
+    assert_eq!(
+        ok(&format!("{base}max_removals: 20%\n")).max_removals,
+        MaxRemovals::Percent(20)
+    );
+    assert_eq!(
+        ok(&format!("{base}max_removals: 7\n")).max_removals,
+        MaxRemovals::Count(7)
+    );
+    assert_eq!(
+        errors(&format!("{base}max_removals: 150%\n")),
+        "config.yaml:3:15: `max_removals`: expected a percentage from 0% to 100% (`50%`) or a \
+         number of jobs (`20`), found `150%`\n"
+    );
+    assert!(errors(&format!("{base}max_removals: -1\n")).contains("`max_removals`"));
 }

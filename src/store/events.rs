@@ -69,6 +69,10 @@ impl<'a> NewEvent<'a> {
     }
 }
 
+/// The id of an event handed to the sink although its write failed
+/// ([`Store::forward_unstored`]); recorded events have ids from 1.
+pub const UNSTORED: i64 = 0;
+
 /// A callback every recorded event is forwarded to, after its transaction committed. It must
 /// not block (the alerter only queues).
 pub type EventSink = Arc<dyn Fn(&EventRow) + Send + Sync>;
@@ -121,6 +125,23 @@ impl Store {
                 sink(e);
             }
         }
+    }
+
+    /// Hands an event the store could not record to the sink anyway, with id
+    /// [`UNSTORED`]: a full disk must not silence the alert that says so.
+    pub fn forward_unstored(&self, e: &NewEvent<'_>) {
+        self.forward(&[EventRow {
+            id: UNSTORED,
+            time: now_ms(),
+            job: e.job.map(str::to_string),
+            run_id: e.run_id,
+            kind: e.kind,
+            commit_id: e.commit_id.map(str::to_string),
+            author: None,
+            subject: None,
+            message: e.message.to_string(),
+            attempt: e.attempt,
+        }]);
     }
 
     /// Records an event (and, for a job's event, the job's summary); returns its id.

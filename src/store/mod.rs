@@ -83,7 +83,7 @@ use serde::de::DeserializeOwned;
 
 pub use alerts::{AlertSentRow, AlertStatus, NewAlertSent};
 pub use commits::{CommitRecord, DesiredUpdate};
-pub use events::{EventRow, EventSink, NewEvent};
+pub use events::{EventRow, EventSink, NewEvent, UNSTORED};
 pub use jobs::{Applied, JobListRow, JobQuery, JobRow, JobState};
 pub use retention::{Checkpointer, PruneCandidate, PrunedRun};
 pub use runs::{RunOrigin, RunRow, RunState, Running};

@@ -32,6 +32,9 @@ pub struct Follower {
     api: Arc<ApiState>,
     /// The last sync found the repo unreachable (one event per outage).
     unreachable: bool,
+    /// The tip held for its removals, once its `commit_held` event was recorded (one event
+    /// per held tip).
+    held: Option<String>,
     /// The stored jobs were started (after the first sync).
     started_jobs: bool,
 }
@@ -51,6 +54,7 @@ impl Follower {
             reconciler,
             api,
             unreachable: false,
+            held: None,
             started_jobs: false,
         }
     }
@@ -120,8 +124,24 @@ impl Follower {
             let event = JobEvent::RepoReachable { message };
             self.ctx.events.emit(Scope::daemon(), &event);
         }
-        if let SyncOutcome::Applied { commit, jobs } = outcome {
-            tracing::info!(%commit, jobs, trigger = %reason, took = ?started.elapsed(), "applied config commit");
+        match outcome {
+            SyncOutcome::Applied { commit, jobs } => {
+                self.held = None;
+                tracing::info!(%commit, jobs, trigger = %reason, took = ?started.elapsed(), "applied config commit");
+            }
+            SyncOutcome::Held { commit, event } => {
+                if self.held.as_deref() != Some(commit.as_str()) {
+                    let scope = Scope {
+                        commit: Some(commit),
+                        ..Scope::daemon()
+                    };
+                    self.ctx.events.emit(scope, event);
+                    self.held = Some(commit.clone());
+                } else {
+                    tracing::debug!(%commit, "config commit still held for its removals");
+                }
+            }
+            SyncOutcome::UpToDate => self.held = None,
         }
         if !self.api.ready.swap(true, Ordering::AcqRel) {
             let read = store.applied_commit();
