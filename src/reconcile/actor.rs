@@ -955,8 +955,15 @@ mod tests {
         })
         .await;
         let events = events();
-        for kind in [EventKind::DeployFailed, EventKind::Restarted, EventKind::GaveUp] {
-            assert!(!events.iter().any(|e| e.kind == kind), "{kind}: {events:#?}");
+        for kind in [
+            EventKind::DeployFailed,
+            EventKind::Restarted,
+            EventKind::GaveUp,
+        ] {
+            assert!(
+                !events.iter().any(|e| e.kind == kind),
+                "{kind}: {events:#?}"
+            );
         }
         assert_eq!(ctx.store.restart_counts().unwrap().get("a"), None);
         cancel.cancel();

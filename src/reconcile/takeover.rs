@@ -161,7 +161,9 @@ impl Actor {
     /// Takes over the job `new.spec.adopt` names (see the module doc).
     pub(super) async fn take_over(&mut self, new: Deployed) -> Result<(), StepError> {
         let target = new.spec.adopt.clone().unwrap_or_default();
-        let engine = self.engine_for(&new.spec).map_err(deploy_failed)?;
+        let engine = self
+            .engine_for(&new.spec)
+            .map_err(|e| deploy_failed(e.to_string()))?;
         let location = engine.location();
         let live = match engine.live_jobs().await {
             Ok(Some(live)) => live,
