@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds jobkeeper's Debian package with cargo-deb (installed when missing), installs it with
 # dpkg -i on this machine, checks what it installed (the unit passes `systemd-analyze verify`,
-# `jobkeeper --version` runs, the user, folders and conffile exist, the shipped config is valid)
-# and purges it again. Needs root (or sudo). Usage: scripts/deb-check.sh
+# `jobkeeper --version` runs, the user, folders and conffile exist, the shipped config is valid
+# alone, the schema and CI templates are there) and purges it, which removes /etc/jobkeeper.
+# Needs root (or sudo). Usage: scripts/deb-check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,4 +26,16 @@ dpkg-query -W -f='${Conffiles}\n' jobkeeper | grep -q ' /etc/jobkeeper/config.ya
 empty="$(mktemp -d)"
 /usr/bin/jobkeeper validate "$empty" --config /etc/jobkeeper/config.yaml
 rmdir "$empty"
+# The config's own hint: the daemon config checked alone, where no job folder is.
+(cd / && /usr/bin/jobkeeper validate --config /etc/jobkeeper/config.yaml)
+# The schema and the CI templates docs/merge-requests.md names, where its links point.
+for f in job.schema.json ci/github-actions.yml ci/gitlab-ci.yml merge-requests.md; do
+  [ -s "/usr/share/doc/jobkeeper/$f" ] || { echo "the package lacks /usr/share/doc/jobkeeper/$f" >&2; exit 1; }
+done
+/usr/bin/jobkeeper schema | cmp -s - /usr/share/doc/jobkeeper/job.schema.json \
+  || { echo "the packaged job.schema.json is not what \`jobkeeper schema\` prints" >&2; exit 1; }
+# A purge removes /etc/jobkeeper whole (Debian policy 10.7.3), files the operator added too.
+echo token | as_root tee /etc/jobkeeper/api_token >/dev/null
+as_root dpkg --purge jobkeeper
+[ ! -e /etc/jobkeeper ] || { echo "dpkg --purge left /etc/jobkeeper: $(ls -A /etc/jobkeeper)" >&2; exit 1; }
 echo "package: installed, checked and purged"

@@ -58,7 +58,8 @@ pub enum Command {
     /// Check every job file in DIR; one `path:line:col: message` per error.
     Validate {
         /// Folder of job files, or one job file (default: the config's `repo.path` with
-        /// `--config`, else `jobs`).
+        /// `--config`, else `jobs`). With `--config` and no such folder here, the daemon
+        /// config alone is checked.
         dir: Option<PathBuf>,
         /// Also check envs, vars and alert channels against this daemon config.
         #[arg(long, value_name = "FILE")]
@@ -87,11 +88,14 @@ pub enum Command {
     },
     /// Print the JSON Schema of the job file.
     Schema,
-    /// The jobs of a running daemon: state, env, engine, commit, restarts, last event.
+    /// The jobs of a running daemon: state, env, engine, commit, author, restarts, last event.
     Status {
         /// Print the API's JSON.
         #[arg(long)]
         json: bool,
+        /// Which jobs.
+        #[command(flatten)]
+        filter: client::StatusFilter,
         /// Where the daemon is.
         #[command(flatten)]
         remote: Remote,
@@ -199,7 +203,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::TestAlert { channel, config } => test_alert(&channel, &config),
         Command::Import { config, env, out } => import(&config, &env, out),
-        Command::Status { json, remote } => client::status(&remote, json),
+        Command::Status {
+            json,
+            filter,
+            remote,
+        } => client::status(&remote, json, &filter),
         Command::Sync { remote } => client::sync(&remote),
         Command::Restart { job, remote } => client::restart(&remote, &job),
         Command::Logs {
@@ -413,7 +421,21 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
         Some(Err(code)) => return Ok(code),
         None => None,
     };
+    let named = dir.is_some();
     let dir = dir.map_or_else(|| default_jobs_dir(settings.as_ref()), Path::to_path_buf);
+    // `validate --config FILE` where no job folder is (a daemon host whose config repo is
+    // remote): the daemon config alone, which `load_settings` checked whole.
+    if let (false, Some(path)) = (named, config)
+        && !dir.exists()
+    {
+        eprintln!(
+            "the daemon config {} is valid; no job folder {} here, so no job file was checked \
+             (name one: `jobkeeper validate DIR --config FILE`)",
+            path.display(),
+            dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     // One job file: checked on its own, named after its file.
     let (dir, files) = match (dir.is_file(), dir.parent(), dir.file_name()) {
         (true, Some(parent), Some(name)) => (

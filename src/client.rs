@@ -260,17 +260,43 @@ macro_rules! ok_or_exit {
     };
 }
 
-/// `jobkeeper status [--json]`.
-pub fn status(remote: &Remote, json: bool) -> anyhow::Result<ExitCode> {
+/// Which jobs `jobkeeper status` lists: each flag given narrows the list, as the same
+/// parameter of `GET /api/v1/jobs` does.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StatusFilter {
+    /// Only the jobs of this env.
+    #[arg(long, value_name = "ENV")]
+    pub env: Option<String>,
+    /// Only the jobs in this folder of job names (`team-a`, `team-a/etl`).
+    #[arg(long, value_name = "FOLDER")]
+    pub folder: Option<String>,
+}
+
+impl StatusFilter {
+    /// The filters as query parameters of `GET /api/v1/jobs` (`&env=prod&folder=team-a`).
+    pub fn query(&self) -> String {
+        let mut q = String::new();
+        for (key, value) in [("env", &self.env), ("folder", &self.folder)] {
+            if let Some(v) = value {
+                let _ = write!(q, "&{key}={}", crate::http::page::utf8_percent_encode(v));
+            }
+        }
+        q
+    }
+}
+
+/// `jobkeeper status [--json] [--env ENV] [--folder FOLDER]`.
+pub fn status(remote: &Remote, json: bool, filter: &StatusFilter) -> anyhow::Result<ExitCode> {
     let t = ok_or_exit!(target(remote));
     // Every page of the list.
     let mut view: Option<JobsView> = None;
     let mut after = String::new();
     loop {
         let path = format!(
-            "/api/v1/jobs?limit={}&after={}",
+            "/api/v1/jobs?limit={}&after={}{}",
             crate::http::api::MAX_PAGE,
-            crate::http::page::utf8_percent_encode(&after)
+            crate::http::page::utf8_percent_encode(&after),
+            filter.query()
         );
         let body = ok_or_exit!(request(&t, reqwest::Method::GET, &path));
         let page: JobsView = serde_json::from_str(&body)
@@ -334,6 +360,18 @@ pub fn printable(text: &str) -> String {
     out
 }
 
+/// The columns of the `status` table.
+const COLUMNS: usize = 8;
+
+/// The name of a commit's author (`Ann Operator <ann@example.com>` → `Ann Operator`); the
+/// address when there is no name.
+fn author_name(author: &str) -> String {
+    match author.split_once(" <") {
+        Some((name, _)) if !name.trim().is_empty() => name.trim().to_string(),
+        _ => author.trim().to_string(),
+    }
+}
+
 /// The table `jobkeeper status` prints; every field the daemon sent is [`printable`].
 pub fn status_table(view: &JobsView) -> String {
     let mut out = String::new();
@@ -358,10 +396,11 @@ pub fn status_table(view: &JobsView) -> String {
         "ENV",
         "ENGINE",
         "RUNNING",
+        "AUTHOR",
         "RESTARTS",
         "LAST EVENT",
     ];
-    let rows: Vec<[String; 7]> = view
+    let rows: Vec<[String; COLUMNS]> = view
         .jobs
         .iter()
         .map(|j| {
@@ -384,6 +423,9 @@ pub fn status_table(view: &JobsView) -> String {
                 j.env.clone().unwrap_or_else(|| "-".into()),
                 j.engine_label().unwrap_or_else(|| "-".into()),
                 j.running_label().unwrap_or_else(|| "-".into()),
+                j.commit
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |c| author_name(&c.author)),
                 j.restarts.to_string(),
                 last,
             ]
@@ -392,14 +434,14 @@ pub fn status_table(view: &JobsView) -> String {
         .collect();
     let mut widths = header.map(str::len);
     for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r.iter()).take(6) {
+        for (w, c) in widths.iter_mut().zip(r.iter()).take(COLUMNS - 1) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cells: [&str; 7]| {
+    let line = |cells: [&str; COLUMNS]| {
         let mut l = String::new();
         for (i, c) in cells.iter().enumerate() {
-            if i < 6 {
+            if i < COLUMNS - 1 {
                 let _ = write!(l, "{c:<w$}  ", w = widths[i]);
             } else {
                 l.push_str(c);
@@ -409,7 +451,7 @@ pub fn status_table(view: &JobsView) -> String {
     };
     out.push_str(&line(header));
     for r in &rows {
-        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]]));
+        out.push_str(&line(r.each_ref().map(String::as_str)));
     }
     if rows.is_empty() {
         out.push_str("(no jobs)\n");
@@ -475,6 +517,26 @@ mod tests {
             "fix [2K]0;pwnedLGTMtxt31mx y"
         );
         assert_eq!(printable("team-a/clicks é ✓"), "team-a/clicks é ✓");
+    }
+
+    #[test]
+    fn an_author_is_shown_by_name() {
+        assert_eq!(
+            author_name("Ann Operator <ann@example.com>"),
+            "Ann Operator"
+        );
+        assert_eq!(author_name("<bot@example.com>"), "<bot@example.com>");
+        assert_eq!(author_name("ann"), "ann");
+    }
+
+    #[test]
+    fn filters_become_query_parameters() {
+        let f = StatusFilter {
+            env: Some("prod eu".into()),
+            folder: Some("team-a/etl".into()),
+        };
+        assert_eq!(f.query(), "&env=prod%20eu&folder=team-a%2Fetl");
+        assert_eq!(StatusFilter::default().query(), "");
     }
 
     #[test]

@@ -638,7 +638,32 @@ fn md_block(lines: &[String]) -> String {
     out
 }
 
-/// Markdown for a merge-request comment: a summary, a table, and the errors in a code block.
+/// The most characters (counted as bytes, which are never fewer) `plan --format markdown`
+/// writes: under GitHub's 65,536-character comment limit, with room for the marker a CI
+/// template puts first.
+pub const MAX_MARKDOWN: usize = 60_000;
+
+/// The order the classes of a plan are detailed in: what needs a reviewer's eyes first.
+const DETAIL_ORDER: [Action; 8] = [
+    Action::Invalid,
+    Action::Remove,
+    Action::Adopt,
+    Action::Redeploy,
+    Action::Rebuild,
+    Action::InPlace,
+    Action::Add,
+    Action::Unchanged,
+];
+
+/// Room kept at the end for the lines that close a cut and say what it left out.
+const CUT_NOTE_ROOM: usize = 1_200;
+
+/// Markdown for a merge-request comment: a table of counts per class first, then one
+/// `<details>` section per class (invalid and removed jobs first, open) with a row per job and
+/// the invalid files' errors. The whole stays under [`MAX_MARKDOWN`] bytes: when the details do
+/// not fit, the rows and error lines that do not are left out and a last line says how many of
+/// each class, and how to get them all (`--format text`, which the CI templates print in the
+/// job's log).
 pub fn render_markdown(plan: &Plan, from: &str, to: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -654,32 +679,123 @@ pub fn render_markdown(plan: &Plan, from: &str, to: &str) -> String {
     if plan.items.is_empty() {
         return out;
     }
-    out.push_str("| action | job | why |\n|---|---|---|\n");
-    for item in &plan.items {
-        let icon = match item.action {
-            Action::Invalid => "❌ ",
-            Action::Remove => "🗑 ",
-            _ => "",
+    out.push_str("| action | jobs |\n|---|---:|\n");
+    for action in DETAIL_ORDER {
+        let n = plan.count(action);
+        if n > 0 {
+            let _ = writeln!(out, "| {}{} | {n} |", icon(action), action.as_str());
+        }
+    }
+    out.push('\n');
+    let budget = MAX_MARKDOWN - CUT_NOTE_ROOM;
+    // Left out: per class, rows; and error lines.
+    let mut left: Vec<(Action, usize)> = Vec::new();
+    let mut errors_left = 0usize;
+    for action in DETAIL_ORDER {
+        let items: Vec<&Item> = plan.items.iter().filter(|i| i.action == action).collect();
+        if items.is_empty() {
+            continue;
+        }
+        let open = if matches!(action, Action::Invalid | Action::Remove) {
+            " open"
+        } else {
+            ""
         };
+        let head = format!(
+            "<details{open}><summary>{}{}: {} job(s)</summary>\n\n| job | why |\n|---|---|\n",
+            icon(action),
+            action.as_str(),
+            items.len()
+        );
+        let close = "\n</details>\n\n";
+        if out.len() + head.len() + close.len() > budget {
+            left.push((action, items.len()));
+            if action == Action::Invalid {
+                errors_left += items.iter().map(|i| i.errors.len()).sum::<usize>();
+            }
+            continue;
+        }
+        out.push_str(&head);
+        let mut shown = 0;
+        for item in &items {
+            let row = format!(
+                "| {} | {} |\n",
+                md_code(&item.job),
+                md_reason(&item.reasons.join("; "))
+            );
+            if out.len() + row.len() + close.len() > budget {
+                break;
+            }
+            out.push_str(&row);
+            shown += 1;
+        }
+        if shown < items.len() {
+            left.push((action, items.len() - shown));
+        }
+        if action == Action::Invalid {
+            let errors: Vec<String> = items
+                .iter()
+                .flat_map(|i| &i.errors)
+                .map(Diagnostic::to_string)
+                .collect();
+            if !errors.is_empty() {
+                let intro = "\n**Invalid job files** (these jobs keep their previous version):\n\n";
+                let mut fitting: Vec<String> = Vec::new();
+                // The block's fence and intro, then each line while it fits.
+                let mut size =
+                    out.len() + intro.len() + 2 * (md_fence_len(&errors) + 1) + close.len();
+                for e in &errors {
+                    if size + e.len() + 1 > budget {
+                        break;
+                    }
+                    size += e.len() + 1;
+                    fitting.push(e.clone());
+                }
+                errors_left += errors.len() - fitting.len();
+                if !fitting.is_empty() {
+                    out.push_str(intro);
+                    out.push_str(&md_block(&fitting));
+                }
+            }
+        }
+        out.push_str(close);
+    }
+    if !left.is_empty() || errors_left > 0 {
+        let mut parts: Vec<String> = left
+            .iter()
+            .map(|(a, n)| format!("{n} {}", a.as_str()))
+            .collect();
+        if errors_left > 0 {
+            parts.push(format!("{errors_left} error line(s) of invalid files"));
+        }
         let _ = writeln!(
             out,
-            "| {icon}{} | {} | {} |",
-            item.action.as_str(),
-            md_code(&item.job),
-            md_reason(&item.reasons.join("; "))
+            "✂️ Cut to fit a comment ({MAX_MARKDOWN} characters): left out {}. The whole plan \
+             is in this pipeline's job log, or run the same `jobkeeper plan` with \
+             `--format text`.",
+            parts.join(", ")
         );
     }
-    let errors: Vec<String> = plan
-        .items
-        .iter()
-        .flat_map(|i| &i.errors)
-        .map(Diagnostic::to_string)
-        .collect();
-    if !errors.is_empty() {
-        out.push_str("\n**Invalid job files** (these jobs keep their previous version):\n\n");
-        out.push_str(&md_block(&errors));
-    }
     out
+}
+
+/// The icon a class is marked with.
+fn icon(action: Action) -> &'static str {
+    match action {
+        Action::Invalid => "❌ ",
+        Action::Remove => "🗑 ",
+        _ => "",
+    }
+}
+
+/// The length of the fence [`md_block`] puts around `lines`.
+fn md_fence_len(lines: &[String]) -> usize {
+    let longest = lines
+        .iter()
+        .flat_map(|l| l.split(|c| c != '`').map(str::len))
+        .max()
+        .unwrap_or(0);
+    (longest + 1).max(3)
 }
 
 /// JSON for programs: `{"from", "to", "items": [...], "invalid": bool}`.
@@ -939,7 +1055,11 @@ mod tests {
             "{text}"
         );
         let md = render_markdown(&p, "main", "HEAD");
-        assert!(md.contains("| ❌ invalid | `b` |"), "{md}");
+        assert!(md.contains("| ❌ invalid | 1 |"), "{md}");
+        assert!(
+            md.contains("<details open><summary>❌ invalid: 1 job(s)</summary>\n\n| job | why |\n|---|---|\n| `b` | "),
+            "{md}"
+        );
         let json: serde_json::Value = serde_json::from_str(&render_json(&p, "a", "b")).unwrap();
         assert_eq!(json["items"][1]["errors"][0]["line"], 2);
         assert_eq!(json["invalid"], true);
@@ -988,7 +1108,7 @@ mod tests {
         // on the last line.
         let fences: Vec<&str> = md.lines().filter(|l| l.starts_with("````")).collect();
         assert_eq!(fences, ["````", "````"], "{md}");
-        let row = md.lines().find(|l| l.starts_with("| ❌")).unwrap();
+        let row = md.lines().find(|l| l.starts_with("| ````x")).unwrap();
         assert!(
             row.contains("````x```  ### ✅ LGTM, approved  ```y````"),
             "{row}"

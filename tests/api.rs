@@ -844,6 +844,157 @@ async fn cli_status_sync_restart_logs() {
     d.stop().await;
 }
 
+/// `status --env` and `--folder` list only the jobs asked for (in the table and in `--json`),
+/// and each row names the author of the commit that last changed the job's file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_status_filters_by_env_and_folder_and_names_each_jobs_author() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let git = Git::new(root, "config");
+    git.write("jobs/web.yaml", &common::sleeper(600))
+        .write("jobs/team-a/clicks.yaml", &common::sleeper(600))
+        .write(
+            "jobs/team-a/report.yaml",
+            &common::sleeper(600).replace("env: dev", "env: batch"),
+        );
+    let first = git.commit_push("three jobs");
+    let extra = format!("  batch: {{engine: local}}\n{}", secrets(root));
+    let mut d = start(root, &config(root, &git, &extra)).await;
+    wait_for("the first commit applied", Duration::from_secs(20), || {
+        d.store.applied_commit().unwrap().as_deref() == Some(first.as_str())
+    })
+    .await;
+    git.write(
+        "jobs/team-a/report.yaml",
+        &common::sleeper(601).replace("env: dev", "env: batch"),
+    );
+    git.git(&["add", "-A"]);
+    git.git(&[
+        "commit",
+        "-q",
+        "--author",
+        "Bob Builder <bob@example.com>",
+        "-m",
+        "report: longer",
+    ]);
+    git.push();
+    let second = git.git(&["rev-parse", "HEAD"]);
+    wait_for("the second commit applied", Duration::from_secs(20), || {
+        d.store.applied_commit().unwrap().as_deref() == Some(second.as_str())
+    })
+    .await;
+    for job in ["web", "team-a/clicks", "team-a/report"] {
+        d.running_pid(job).await;
+    }
+    let base = url(&d, "");
+    let u = base.as_str();
+    let jobs_of = |out: &str| -> Vec<(String, String)> {
+        let lines: Vec<&str> = out.lines().collect();
+        let header = lines[1];
+        let at = header.find("AUTHOR").expect("an AUTHOR column");
+        let end = header.find("RESTARTS").unwrap();
+        lines[2..]
+            .iter()
+            .map(|l| {
+                let name = l.split_whitespace().next().unwrap().to_string();
+                (name, l[at..end].trim().to_string())
+            })
+            .collect()
+    };
+    let (code, out, err) = cli(&["status", "--url", u], &[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        jobs_of(&out),
+        [
+            ("team-a/clicks".to_string(), "Ann Operator".to_string()),
+            ("team-a/report".to_string(), "Bob Builder".to_string()),
+            ("web".to_string(), "Ann Operator".to_string()),
+        ],
+        "{out}"
+    );
+    let (code, out, err) = cli(&["status", "--url", u, "--env", "batch"], &[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        jobs_of(&out),
+        [("team-a/report".to_string(), "Bob Builder".to_string())],
+        "{out}"
+    );
+    let (code, out, err) = cli(&["status", "--url", u, "--folder", "team-a"], &[]).await;
+    assert_eq!(code, 0, "{err}");
+    let names: Vec<String> = jobs_of(&out).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["team-a/clicks", "team-a/report"], "{out}");
+    let (code, out, err) = cli(
+        &[
+            "status", "--url", u, "--folder", "team-a", "--env", "dev", "--json",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["team-a/clicks"], "{out}");
+    let (code, out, err) = cli(&["status", "--url", u, "--env", "nowhere"], &[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("(no jobs)\n"), "{out}");
+    d.stop().await;
+}
+
+/// `logs --build` names the build it shows: its key, project repo and commit, and whether it
+/// succeeded; a second job of the same build, served from the cache, says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_build_names_the_build_it_shows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let project = Git::new(root, "project");
+    project.write("README", "a project\n");
+    let built = project.commit_push("a project");
+    let git = Git::new(root, "config");
+    let job = format!(
+        "project: {{repo: {}, build: \"echo compiling; echo v1 > app.txt\", artifact: app.txt}}\n\
+         env: dev\nparams: {{command: [sh, -c, \"cat {{artifact}}; exec sleep 600\"]}}\n",
+        project.bare.display()
+    );
+    git.write("jobs/app.yaml", &job);
+    git.commit_push("app");
+    let extra = secrets(root);
+    let mut d = start(root, &config(root, &git, &extra)).await;
+    d.running_pid("app").await;
+    let base = url(&d, "");
+    let (code, out, err) = cli(&["logs", "app", "--url", &base, "--build"], &[]).await;
+    assert_eq!(code, 0, "{err}");
+    let first = out.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("==== build ")
+            && first.contains(&format!(
+                "of {} at commit {}: succeeded, log written ",
+                project.bare.display(),
+                &built[..12]
+            ))
+            && !first.contains("from the build cache"),
+        "{out}"
+    );
+    assert!(out.contains("compiling\n"), "{out}");
+    // Another job of the same project and build: its artifact comes from the cache.
+    git.write("jobs/copy.yaml", &job);
+    git.commit_push("copy");
+    d.running_pid("copy").await;
+    let (code, out, err) = cli(&["logs", "copy", "--url", &base, "--build"], &[]).await;
+    assert_eq!(code, 0, "{err}");
+    let line = out.lines().next().unwrap_or_default();
+    assert!(
+        line.contains(": succeeded, log written ")
+            && line.ends_with("(from the build cache: no build ran for the latest deploy) ===="),
+        "{out}"
+    );
+    d.stop().await;
+}
+
 /// How many jobs `GET /api/v1/jobs?{query}` lists.
 async fn listed(d: &Daemon, query: &str) -> usize {
     let (code, v) = get_json(d, &format!("/api/v1/jobs?{query}")).await;

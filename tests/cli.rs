@@ -503,6 +503,67 @@ fn validate_missing_folder() {
     );
 }
 
+/// `validate --config FILE` on a host with no job folder (the packaged config's own hint, a
+/// config repo that is remote) checks the daemon config alone; a bad config still fails, and a
+/// folder named on the command line must exist.
+#[test]
+fn validate_with_only_a_config_checks_the_daemon_config_alone() {
+    let tmp = tempdir();
+    write(
+        tmp.path(),
+        "config.yaml",
+        CONFIG.replace("./config-repo", "git@git.example.com:ops/jobs.git"),
+    );
+    jobkeeper(tmp.path(), &["validate", "--config", "config.yaml"]).expect(
+        0,
+        "",
+        "the daemon config config.yaml is valid; no job folder jobs here, so no job file was \
+         checked (name one: `jobkeeper validate DIR --config FILE`)\n",
+    );
+    let packaged = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/config.yaml");
+    let out = jobkeeper(
+        tmp.path(),
+        &["validate", "--config", packaged.to_str().unwrap()],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    write(
+        tmp.path(),
+        "bad.yaml",
+        CONFIG.replace("engine: local", "engine: nomad"),
+    );
+    let out = jobkeeper(tmp.path(), &["validate", "--config", "bad.yaml"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("nomad"), "{out:?}");
+    jobkeeper(
+        tmp.path(),
+        &["validate", "nowhere", "--config", "config.yaml"],
+    )
+    .expect(
+        1,
+        "",
+        "error: cannot read the folder nowhere: No such file or directory (os error 2)\n",
+    );
+}
+
+/// The cluster example's `restart` and `sync` need a token: its config names a token file
+/// that is there.
+#[test]
+fn the_cluster_example_names_a_token_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo");
+    let text = fs::read_to_string(root.join("jobkeeper-flink.yaml")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("api_token_file:"))
+        .unwrap_or_else(|| panic!("no api_token_file in jobkeeper-flink.yaml"));
+    let file = line["api_token_file:".len()..]
+        .split('#')
+        .next()
+        .unwrap()
+        .trim();
+    let token = fs::read_to_string(root.join(file)).unwrap();
+    assert!(!token.trim().is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // plan
 
@@ -675,15 +736,19 @@ fn plan_markdown() {
     for want in [
         "### jobkeeper plan `HEAD~1` → `HEAD`\n",
         "**2 add, 1 rebuild, 1 redeploy, 1 in-place, 2 remove, 1 invalid, 1 unchanged**\n",
-        "| action | job | why |\n|---|---|---|\n",
-        "| add | `after` | new service job in env `dev` |\n",
-        "| 🗑 remove | `before` | job file removed: the job is stopped, its history kept |\n",
-        "| ❌ invalid | `broken` | job file is invalid: the previous version keeps running untouched |\n",
-        "| rebuild | `built` | project.branch: `main` → `release` |\n",
-        "| in-place | `quiet` | restart changed |\n",
-        "| redeploy | `svc` | params.command changed |\n",
-        "| unchanged | `comment` | the file changed, not what it asks for (comments, layout or the order of keys) |\n",
-        "| add | `team-a/new` | new batch job in env `dev` |\n",
+        "| action | jobs |\n|---|---:|\n| ❌ invalid | 1 |\n| 🗑 remove | 2 |\n| redeploy | 1 |\n\
+         | rebuild | 1 |\n| in-place | 1 |\n| add | 2 |\n| unchanged | 1 |\n\n<details open>",
+        "<details><summary>add: 2 job(s)</summary>\n\n| job | why |\n|---|---|\n\
+         | `after` | new service job in env `dev` |\n",
+        "<details open><summary>🗑 remove: 2 job(s)</summary>\n\n| job | why |\n|---|---|\n\
+         | `before` | job file removed: the job is stopped, its history kept |\n",
+        "<details open><summary>❌ invalid: 1 job(s)</summary>\n\n| job | why |\n|---|---|\n\
+         | `broken` | job file is invalid: the previous version keeps running untouched |\n",
+        "| `built` | project.branch: `main` → `release` |\n",
+        "| `quiet` | restart changed |\n",
+        "| `svc` | params.command changed |\n",
+        "| `comment` | the file changed, not what it asks for (comments, layout or the order of keys) |\n",
+        "| `team-a/new` | new batch job in env `dev` |\n",
         "```\njobs/broken.yaml:3:10: `timeout`: invalid duration `soon` (expected number at 0); expected a duration like `90s`, `5m` or `2h`\n```\n",
     ] {
         assert!(
@@ -691,6 +756,135 @@ fn plan_markdown() {
             "missing {want:?} in:\n{}",
             out.stdout
         );
+    }
+}
+
+/// An 800-job change (every job of 40 teams' 20 pipelines redeployed, 30 files made invalid)
+/// gives a markdown plan under 60,000 characters, GitHub's comment limit less room: counts
+/// first, details per class, and, where it had to cut, what it left out and how to get it all.
+#[test]
+fn plan_markdown_of_800_jobs_fits_a_comment_and_says_what_it_left_out() {
+    let tmp = tempdir();
+    let repo = tmp.path().join("config-repo");
+    fs::create_dir_all(&repo).expect("mkdir");
+    git(&repo, &["-c", "init.defaultBranch=main", "init", "-q"]);
+    let job = |team: u32, n: u32, version: u32| {
+        format!(
+            "env: dev\nparams:\n  command: [java, -cp, /opt/pipelines/team-{team:02}.jar, \
+             com.example.team{team:02}.Pipeline{n:02}, --date, \"{{{{ds}}}}\", --v, \"{version}\"]\n\
+             restart: {{attempts: {}}}\ntimeout: {}m\n",
+            3 + version,
+            30 + version
+        )
+    };
+    for team in 0..40 {
+        for n in 0..20 {
+            write(
+                &repo,
+                &format!("jobs/team-{team:02}/pipeline-{n:02}.yaml"),
+                job(team, n, 1),
+            );
+        }
+    }
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "800 jobs"]);
+    for team in 0..40 {
+        for n in 0..20 {
+            let text = if team < 3 && n < 10 {
+                format!("{}suspend: maybe\n", job(team, n, 2))
+            } else {
+                job(team, n, 2)
+            };
+            write(
+                &repo,
+                &format!("jobs/team-{team:02}/pipeline-{n:02}.yaml"),
+                text,
+            );
+        }
+    }
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "every pipeline: v2"]);
+    let out = jobkeeper(
+        &repo,
+        &[
+            "plan", "--from", "HEAD~1", "--to", "HEAD", "--format", "markdown",
+        ],
+    );
+    assert_eq!((out.code, out.stderr.as_str()), (1, ""), "{out:?}");
+    let md = &out.stdout;
+    let chars = md.chars().count();
+    assert!(chars < 60_000, "{chars} characters");
+    // The counts come first, then the invalid files, open.
+    let counts = "| action | jobs |\n|---|---:|\n| ❌ invalid | 30 |\n| redeploy | 770 |\n";
+    let at = md
+        .find(counts)
+        .unwrap_or_else(|| panic!("no counts table:\n{md}"));
+    assert!(at < md.find("<details").unwrap(), "{md}");
+    assert!(
+        md.contains("<details open><summary>❌ invalid: 30 job(s)</summary>"),
+        "{md}"
+    );
+    assert!(md.contains("<details><summary>redeploy: 770 job(s)</summary>"));
+    // Each `<details>` is closed.
+    assert_eq!(
+        md.matches("<details").count(),
+        md.matches("</details>").count(),
+        "{md}"
+    );
+    // Cut: the last line says how many of which class were left out and how to get them all.
+    let shown = md.lines().filter(|l| l.starts_with("| `team-")).count();
+    let last = md.lines().last().unwrap();
+    let left = 800 - shown;
+    assert!(left > 0 && shown > 100, "{shown} rows shown");
+    assert!(
+        last.starts_with("✂️ Cut to fit a comment (60000 characters): left out ")
+            && last.contains(&format!("{left} redeploy"))
+            && last.contains("`--format text`"),
+        "{last}"
+    );
+    // Every invalid job is listed with its error, before any redeploy is cut.
+    for team in 0..3 {
+        for n in 0..10 {
+            assert!(
+                md.contains(&format!("| `team-{team:02}/pipeline-{n:02}` |")),
+                "{team}/{n}"
+            );
+        }
+    }
+    assert_eq!(
+        md.matches("`suspend`: expected `true` or `false`").count(),
+        30,
+        "{md}"
+    );
+    // The text format holds it all.
+    let text = jobkeeper(
+        &repo,
+        &[
+            "plan", "--from", "HEAD~1", "--to", "HEAD", "--format", "text",
+        ],
+    );
+    assert!(
+        text.stdout.ends_with("plan: 770 redeploy, 30 invalid\n"),
+        "{}",
+        text.stdout
+    );
+}
+
+/// The shipped CI templates post the markdown plan and print the whole plan as text in the
+/// job's log, where the markdown's cut note points.
+#[test]
+fn the_ci_templates_post_the_markdown_and_log_the_text_plan() {
+    let ci = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ci");
+    for file in ["github-actions.yml", "gitlab-ci.yml"] {
+        let text = fs::read_to_string(ci.join(file)).unwrap();
+        let text_plan = text
+            .find("--format text")
+            .unwrap_or_else(|| panic!("{file}: no text plan"));
+        let md_plan = text.find("--format markdown > plan.md").unwrap_or_else(|| {
+            text.find("--format markdown\n      > plan.md")
+                .expect("a markdown plan")
+        });
+        assert!(text_plan < md_plan, "{file}");
     }
 }
 

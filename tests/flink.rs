@@ -564,6 +564,91 @@ async fn a_daemon_restart_adopts_the_running_job_and_submits_nothing(c: &Cluster
     assert_eq!(restored_from(&url, &jid2).await["is_savepoint"], true);
 }
 
+/// `jobkeeper logs` of a failed Flink run prints the daemon's submit lines, then the job's
+/// state, root cause and exception history from the cluster; once the cluster forgot the job
+/// (a cluster of the test's own, keeping ended jobs 5 s: `jobstore.expiration-time`), it says
+/// the engine no longer has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_of_a_flink_run_show_its_root_cause_and_history_then_say_when_flink_forgot_it() {
+    let lib = need("JOBKEEPER_FLINK_LIB");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let port = free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/flink.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .args(["start", dir.to_str().unwrap(), &port.to_string(), "2.3.0"])
+        .env("FLINK_EXTRA_CONF", "jobstore.expiration-time: 5")
+        .output()
+        .unwrap();
+    let _stop = StopCluster(dir.clone());
+    assert!(
+        out.status.success(),
+        "flink.sh start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = cleanup(&url, tmp.path());
+    let restart = "restart: {attempts: 0, window: 1h, backoff: 1s, max_backoff: 1s}\n";
+    git.write(
+        "jobs/crash.yaml",
+        &counter(
+            &lib,
+            &["--mode", "fail", "--failAfter", "40", "--rate", "20"],
+            restart,
+        ),
+    );
+    git.commit_push("a job that throws");
+    let d = start(tmp.path(), &cfg).await;
+    wait_for("gave_up", Duration::from_secs(150), || {
+        d.job("crash").is_some_and(|j| j.state == "gave_up")
+    })
+    .await;
+    let jid = engine_id(&d.runs("crash")[0]);
+    let logs = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+            .args(["logs", "crash", "--url", &format!("http://{}", d.addr)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = logs();
+    assert!(
+        text.contains(&format!(
+            "==== flink job {jid} on {url} ====\nstate: FAILED\n"
+        )) && text.contains(
+            "root cause: java.lang.IllegalStateException: failing on purpose after 40 records"
+        ) && text.contains("exception history, newest first (")
+            && text.contains("Caused by: java.lang.IllegalStateException: failing on purpose"),
+        "{text}"
+    );
+    // Flink forgets the ended job 5 s after it ended.
+    let start_wait = std::time::Instant::now();
+    while reqwest::get(format!("{url}/jobs/{jid}"))
+        .await
+        .unwrap()
+        .status()
+        != 404
+    {
+        assert!(start_wait.elapsed() < LIMIT, "flink still has job {jid}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let text = logs();
+    assert!(
+        text.contains(&format!(
+            "==== the engine no longer has this run's output: flink cluster {url} no longer has \
+             job {jid}: it forgets a job `jobstore.expiration-time` after it ends"
+        )),
+        "{text}"
+    );
+}
+
 /// Starts (or stops) a cluster of this test's own with scripts/flink.sh.
 fn own_cluster(action: &str, dir: &Path, port: u16, version: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/flink.sh");

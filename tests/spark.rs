@@ -229,6 +229,81 @@ async fn a_failing_job_is_retried_alerted_with_the_driver_exception_then_gives_u
     );
 }
 
+/// `jobkeeper logs` of a failed Spark run prints the driver's stderr, read from its worker's
+/// UI, with its exception; once the worker no longer has the driver's work folder (deleted as
+/// `spark.worker.cleanup` deletes it: the folder the worker itself names), it says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_of_a_spark_run_show_the_driver_stderr_then_say_when_the_worker_lost_it() {
+    let c = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg, _cleanup) = setup(tmp.path(), &c, "");
+    git.write(
+        "jobs/crash.yaml",
+        &totals(
+            &c,
+            &["--n", "100", "--fail"],
+            "restart: {attempts: 0, window: 1h, backoff: 1s, max_backoff: 1s}\n",
+        ),
+    );
+    git.commit_push("a spark job that throws");
+    let d = start(tmp.path(), &cfg).await;
+    wait_for("gave_up", Duration::from_secs(180), || {
+        d.job("crash").is_some_and(|j| j.state == "gave_up")
+    })
+    .await;
+    let id = engine_id(&d.runs("crash")[0]);
+    let logs = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+            .args(["logs", "crash", "--url", &format!("http://{}", d.addr)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = logs();
+    let worker = get_json(&format!("{}/json/", c.ui)).await["workers"][0]["webuiaddress"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    assert!(
+        text.contains(&format!(
+            "==== spark driver {id} stderr, from worker {worker} ====\n"
+        )) && text.contains("java.lang.IllegalStateException: failing on purpose"),
+        "{text}"
+    );
+    // The worker names the driver's stderr file in its log page's first line.
+    let page = reqwest::get(format!(
+        "{worker}/log/?driverId={id}&logType=stderr&byteLength=1"
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    let file = page
+        .lines()
+        .next()
+        .and_then(|l| l.split(" of ").last())
+        .map(|f| f.trim_end_matches(" ====").to_string())
+        .unwrap();
+    let folder = Path::new(&file).parent().unwrap();
+    assert!(folder.ends_with(&id), "{page}");
+    std::fs::remove_dir_all(folder).unwrap();
+    let text = logs();
+    assert!(
+        text.contains(&format!(
+            "==== the engine no longer has this run's output: spark worker {worker} no longer \
+             has the work folder of driver {id}"
+        )),
+        "{text}"
+    );
+}
+
 /// Waits until the worker launched driver `id`'s JVM: its stderr starts with `Launch Command`,
 /// which the worker writes after it fetched the jar (from the daemon, over HTTP). A daemon
 /// stopped before that leaves the worker nothing to fetch from, and the driver fails.

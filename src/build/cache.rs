@@ -217,8 +217,10 @@ pub(super) fn read_cached(state: &Path, key: &str) -> Option<Artifact> {
     })
 }
 
-/// Points `logs/<job>/build-latest.log` at the build log of `key` (a hard link, else a copy).
-pub(super) fn publish_log(state: &Path, job: &str, key: &str) -> std::io::Result<()> {
+/// Points `logs/<job>/build-latest.log` at the build log of `key` (a hard link, else a copy),
+/// and records which build that is beside it (`build-latest.json`, [`LatestBuild`]).
+pub(super) fn publish_log(state: &Path, job: &str, which: &LatestBuild) -> std::io::Result<()> {
+    let key = &which.key;
     let log = state.join("builds").join(key).join("build.log");
     if !log.exists() {
         return Ok(());
@@ -230,5 +232,79 @@ pub(super) fn publish_log(state: &Path, job: &str, key: &str) -> std::io::Result
     if std::fs::hard_link(&log, &tmp).is_err() {
         std::fs::copy(&log, &tmp)?;
     }
-    std::fs::rename(&tmp, dir.join("build-latest.log"))
+    let mut which = which.clone();
+    which.finished_ms = std::fs::metadata(&log)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_millis()).ok());
+    let json_tmp = dir.join(format!(".build-latest.{key}.json.tmp"));
+    std::fs::write(
+        &json_tmp,
+        serde_json::to_vec(&which).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(&tmp, dir.join("build-latest.log"))?;
+    std::fs::rename(&json_tmp, dir.join(LATEST_BUILD_FILE))
+}
+
+/// The file beside `build-latest.log` that says which build it shows.
+pub const LATEST_BUILD_FILE: &str = "build-latest.json";
+
+/// Which build a job's `build-latest.log` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatestBuild {
+    /// The build key ([`super::build_key`]).
+    pub key: String,
+    /// The project's repo, as in the job file.
+    pub repo: String,
+    /// The project commit built.
+    pub commit: String,
+    /// The folder inside the repo (empty: its root).
+    pub dir: String,
+    /// `succeeded`, or `failed: <why, first line>`.
+    pub outcome: String,
+    /// True when no build ran for the job: the log is the earlier build's of the same key.
+    pub cached: bool,
+    /// When its log was last written (ms since the epoch).
+    pub finished_ms: Option<i64>,
+}
+
+impl LatestBuild {
+    /// One line naming the build (`build 1a2b3c4d5e6f of <repo> (dir x) at commit 0123abcd…:
+    /// succeeded, finished <time>`).
+    pub fn describe(&self) -> String {
+        let short = |s: &str| s.chars().take(12).collect::<String>();
+        let dir = if self.dir.is_empty() {
+            String::new()
+        } else {
+            format!(" (dir {})", self.dir)
+        };
+        let when = self
+            .finished_ms
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| {
+                format!(
+                    ", log written {}",
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )
+            })
+            .unwrap_or_default();
+        let cached = if self.cached {
+            " (from the build cache: no build ran for the latest deploy)"
+        } else {
+            ""
+        };
+        format!(
+            "build {} of {}{dir} at commit {}: {}{when}{cached}",
+            short(&self.key),
+            self.repo,
+            short(&self.commit),
+            self.outcome
+        )
+    }
+
+    /// What `dir/build-latest.json` says, when it is there and readable.
+    pub fn read(dir: &Path) -> Option<LatestBuild> {
+        serde_json::from_slice(&std::fs::read(dir.join(LATEST_BUILD_FILE)).ok()?).ok()
+    }
 }

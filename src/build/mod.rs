@@ -34,6 +34,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use cache::{LATEST_BUILD_FILE, LatestBuild};
 pub use log::{log_tail, log_tail_masked};
 pub use queue::Builder;
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Semaphore, watch};
 
-use super::cache::{Found, find_artifact, publish_log, read_cached, store_artifact};
+use super::cache::{Found, LatestBuild, find_artifact, publish_log, read_cached, store_artifact};
 use super::runner::run_command;
 use super::{Artifact, BuildConfig, BuildError, BuildRequest, normalize_dir, validate};
 
@@ -72,10 +72,27 @@ impl Builder {
         validate(&req)?;
         let key = req.key();
         let job = req.job.clone();
-        let result = self.build_keyed(key.clone(), req).await;
+        let cached = self.cached(&key).is_some();
+        let mut which = LatestBuild {
+            key: key.clone(),
+            repo: req.repo.clone(),
+            commit: req.commit.clone(),
+            dir: req.dir.clone(),
+            outcome: String::new(),
+            cached,
+            finished_ms: None,
+        };
+        let result = self.build_keyed(key, req).await;
+        which.outcome = match &result {
+            Ok(_) => "succeeded".to_string(),
+            Err(e) => format!(
+                "failed: {}",
+                e.to_string().lines().next().unwrap_or_default()
+            ),
+        };
         let inner = Arc::clone(&self.inner);
         let published =
-            tokio::task::spawn_blocking(move || publish_log(&inner.cfg.state_dir, &job, &key))
+            tokio::task::spawn_blocking(move || publish_log(&inner.cfg.state_dir, &job, &which))
                 .await;
         if let Ok(Err(e)) = published {
             tracing::warn!(error = %e, "cannot update build-latest.log");

@@ -39,6 +39,7 @@ use crate::yaml::{Checker, Node};
 
 pub mod answers;
 pub mod identity;
+pub mod output;
 pub mod version;
 
 pub use answers::{
@@ -919,6 +920,10 @@ impl Engine for FlinkEngine {
             .await
             .ok()?;
         completed_at(&body)
+    }
+
+    async fn run_output(&self, handle: &RunHandle, lines: usize) -> super::RunOutput {
+        self.output(handle, lines).await
     }
 
     async fn root_exception(&self, handle: &RunHandle) -> Option<String> {

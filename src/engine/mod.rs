@@ -234,6 +234,25 @@ pub struct Vertex {
     pub max_parallelism: u32,
 }
 
+/// What an engine keeps of a run's output beyond the run's own log file (which holds only what
+/// the daemon wrote while submitting a cluster run), for `jobkeeper logs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutput {
+    /// The engine keeps nothing more (local: the run's log file is its whole output).
+    Nothing,
+    /// What the engine keeps now.
+    Kept {
+        /// Where it came from (`spark driver … stderr, from worker http://…`).
+        source: String,
+        /// The text, at most the lines asked for.
+        text: String,
+    },
+    /// The engine kept it once and no longer has it: why, in its terms.
+    Gone(String),
+    /// It could not be read now (the cluster does not answer, no UI is configured): why.
+    Unavailable(String),
+}
+
 /// What an engine can tell of a job it runs, for `jobkeeper import`: the params a job file
 /// needs to submit it again. Fields the engine cannot tell stay empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -359,6 +378,13 @@ pub trait Engine: Send + Sync {
     /// its exception history). The default: none.
     async fn root_exception(&self, _handle: &RunHandle) -> Option<String> {
         None
+    }
+
+    /// What the engine keeps of a run's output, its last `lines` lines (spark: the driver's
+    /// stderr from its worker's UI; flink: the job's state, root cause and exception
+    /// history), or why it has none now. The default: [`RunOutput::Nothing`].
+    async fn run_output(&self, _handle: &RunHandle, _lines: usize) -> RunOutput {
+        RunOutput::Nothing
     }
 
     /// The id the engine will give run `run_id` of `job`, when the engine lets the caller choose

@@ -776,6 +776,7 @@ pub async fn logs(
             return error(StatusCode::BAD_REQUEST, "`tail` must be a number").into_response();
         }
     };
+    let state2 = state.clone();
     let result = blocking(move || {
         let store = &state.store;
         let Some(_) = store.job(&name).map_err(internal)? else {
@@ -835,7 +836,7 @@ pub async fn logs(
                         })?,
                 };
                 return match run_log_tail(&state, &run, tail) {
-                    Ok(RunLog::Text(t)) => Ok(t),
+                    Ok(RunLog::Text(t)) => Ok((t, Some(run))),
                     Ok(RunLog::Withheld(why)) => Err(error(StatusCode::FORBIDDEN, &why)),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(error(
                         StatusCode::NOT_FOUND,
@@ -847,8 +848,15 @@ pub async fn logs(
         };
         // A build log: builds are never given secrets (`${secret:..}` in `project` is an
         // error), so it is served as it is.
+        let which = path
+            .parent()
+            .and_then(crate::build::LatestBuild::read)
+            .map_or_else(
+                || "the latest build (which build it was is not recorded)".to_string(),
+                |b| b.describe(),
+            );
         match read_tail(&path, tail) {
-            Ok(t) => Ok(t),
+            Ok(t) => Ok((format!("==== {which} ====\n{t}"), None)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(error(
                 StatusCode::NOT_FOUND,
                 &format!("job `{name}` has no such log (yet)"),
@@ -857,10 +865,51 @@ pub async fn logs(
         }
     })
     .await;
-    match result {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
-        Err(r) => r.into_response(),
+    let (mut text, run) = match result {
+        Ok(found) => found,
+        Err(r) => return r.into_response(),
+    };
+    if let Some(run) = run
+        && let Some(section) = engine_section(&state2, &run, tail).await
+    {
+        text.push_str(&section);
     }
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+}
+
+/// What `run`'s engine keeps of its output beyond its log file (a cluster run's log holds only
+/// what the daemon wrote while submitting it), as a section of the `logs` answer after the log:
+/// its last `lines` lines under a line naming where they came from, or why the engine has
+/// none now. `None` for a local run and a run never submitted. The secret values the run was
+/// given are masked in it as in its log; when the daemon no longer holds them, the section is
+/// withheld (it cannot be masked).
+pub async fn engine_section(state: &ApiState, run: &RunRow, lines: usize) -> Option<String> {
+    use crate::engine::RunOutput;
+    let handle = run.handle.as_ref().filter(|h| !h.engine_id.is_empty())?;
+    let engine =
+        state
+            .reconciler
+            .context()
+            .engines
+            .of_run(run.env.as_deref(), run.engine, Some(handle))?;
+    let section = match engine.run_output(handle, lines).await {
+        RunOutput::Nothing => return None,
+        RunOutput::Kept { source, text } => format!("==== {source} ====\n{text}"),
+        RunOutput::Gone(why) => format!("==== the engine no longer has this run's output: {why}\n"),
+        RunOutput::Unavailable(why) => {
+            format!("==== the engine's output of this run cannot be read now: {why}\n")
+        }
+    };
+    let held = state.reconciler.context().secrets.get(run.id);
+    Some(match (&run.secrets, held) {
+        (_, Some(secrets)) => secrets.mask(&section),
+        (Some(names), None) if names.is_empty() => section,
+        _ => format!(
+            "==== the engine's output of run {} is withheld: it may hold the values of the \
+             secrets the run was given, which this daemon no longer holds to mask them\n",
+            run.id
+        ),
+    })
 }
 
 /// The last `lines` lines of a file, reading at most [`MAX_LOG_READ`] bytes from its end.

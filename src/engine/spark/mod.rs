@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 pub mod artifacts;
+pub mod output;
 mod settings;
 pub mod workers;
 
@@ -871,6 +872,10 @@ impl Engine for SparkEngine {
             live,
             tasks: Vec::new(),
         })
+    }
+
+    async fn run_output(&self, handle: &RunHandle, lines: usize) -> super::RunOutput {
+        self.output(handle, lines).await
     }
 
     async fn describe(&self, job: &ClusterJob) -> Result<JobDetails, EngineError> {
