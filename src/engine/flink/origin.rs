@@ -156,6 +156,19 @@ fn stem(name: &str) -> &str {
     }
 }
 
+/// `s` lowercase, each run of characters other than letters and digits one `-`.
+fn normal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars().flat_map(char::to_lowercase) {
+        if c.is_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out
+}
+
 /// The jar a job was started from: `job_name` and `operators` (its vertex names) as the cluster
 /// shows them, `started_ms` its start, `named` the jar file names its config names.
 pub fn match_jar(
@@ -175,7 +188,6 @@ pub fn match_jar(
     if before.is_empty() {
         return JarMatch::None;
     }
-    let lower = job_name.to_lowercase();
     let holds_class = |j: &UploadedJar| {
         j.entries.iter().any(|e| {
             let simple = e.rsplit('.').next().unwrap_or(e);
@@ -184,10 +196,16 @@ pub fn match_jar(
                 .any(|n| n.contains(e.as_str()) || (simple.len() > 2 && n.contains(simple)))
         })
     };
-    let holds_name = |j: &UploadedJar| {
-        let s = stem(&j.name).to_lowercase();
-        s.len() > 2 && lower.contains(&s)
+    // Names compared lowercase, any run of other characters than letters and digits as one
+    // `-` (`Clicks ETL` holds `clicks_etl.jar`); of several jars whose names the job's name
+    // holds, the longest name is the closest.
+    let lower = normal(job_name);
+    let held = |j: &UploadedJar| {
+        let s = normal(stem(&j.name));
+        (s.len() > 2 && lower.contains(&s)).then_some(s.len())
     };
+    let longest = before.iter().filter_map(|j| held(j)).max().unwrap_or(0);
+    let holds_name = |j: &UploadedJar| held(j) == Some(longest);
     type Test<'a> = (&'a dyn Fn(&UploadedJar) -> bool, &'static str);
     let named_it = |j: &UploadedJar| named.iter().any(|n| *n == j.name);
     let anyone = |_: &UploadedJar| true;
@@ -203,7 +221,8 @@ pub fn match_jar(
         ),
         (
             &holds_name,
-            "the jar uploaded before the job started whose name the job's name holds",
+            "the jar uploaded before the job started whose name the job's name holds (the \
+             longest such)",
         ),
         (&anyone, "the only jar uploaded before the job started"),
     ];
@@ -262,6 +281,17 @@ mod tests {
         let (n, how) = found(match_jar("Clicks-ETL prod", &[], Some(100), &[], &all));
         assert_eq!(n, "clicks-etl-1.4.2-SNAPSHOT.jar");
         assert!(how.contains("name"), "{how}");
+        // The longest name the job's name holds; `_` and ` ` count as `-`.
+        let short = jar("flink-counter.jar", 30, &[]);
+        let long = jar("flink_counter-eu-2.0.jar", 31, &["x.C"]);
+        let (n, _) = found(match_jar(
+            "Flink Counter eu",
+            &[],
+            Some(100),
+            &[],
+            &[short, long],
+        ));
+        assert_eq!(n, "flink_counter-eu-2.0.jar");
         // Nothing tells them apart: both named.
         assert_eq!(
             match_jar("job", &[], Some(100), &[], &all),
