@@ -21,11 +21,11 @@ pub struct TreeFiles<'a> {
 }
 
 impl RepoFiles for TreeFiles<'_> {
-    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, spec::FileReadError> {
         match self.tree.read_path(self.commit, path) {
             Ok(b) => Ok(Some(b)),
             Err(RepoError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(spec::FileReadError::Source(Box::new(e))),
         }
     }
 }
@@ -176,7 +176,7 @@ pub fn read_job(
         )]);
     }
     if let Err(msg) = spec::check_name(name) {
-        return Err(vec![Diagnostic::file(&file.repo_path, msg)]);
+        return Err(vec![Diagnostic::file(&file.repo_path, msg.to_string())]);
     }
     match tree.blob_size(file.blob) {
         Ok(size) if size > MAX_JOB_FILE_BYTES => {

@@ -464,7 +464,7 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
         let display = dir.join(rel).to_string_lossy().into_owned();
         let name = spec::job_name_of(rel).unwrap_or(rel);
         if let Err(msg) = spec::check_name(name) {
-            errors.push(Diagnostic::file(&display, msg));
+            errors.push(Diagnostic::file(&display, msg.to_string()));
             continue;
         }
         // As the daemon does (`changes::changes_of`): one job, one file.

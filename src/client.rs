@@ -88,12 +88,44 @@ fn target(remote: &Remote) -> anyhow::Result<Result<Target, ExitCode>> {
     Ok(Ok(Target { base, token }))
 }
 
+/// Why a running daemon could not be asked about its jobs.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    /// No HTTP client could be made.
+    #[error(transparent)]
+    Client(reqwest::Error),
+    /// The daemon did not answer.
+    #[error("cannot reach the daemon at {base}: {source}")]
+    Unreachable {
+        /// The daemon's address.
+        base: String,
+        /// The error.
+        source: reqwest::Error,
+    },
+    /// The daemon answered with an error status.
+    #[error("{url}: {status}")]
+    Status {
+        /// What was asked.
+        url: String,
+        /// Its answer.
+        status: reqwest::StatusCode,
+    },
+    /// The answer was not a job's detail.
+    #[error("{url}: not a job's detail: {source}")]
+    NotADetail {
+        /// What was asked.
+        url: String,
+        /// The error.
+        source: reqwest::Error,
+    },
+}
+
 /// The versions a rollback refused, per job of `jobs`, as the daemon of `settings` (at its
 /// `listen`) reports them; `Err` says why the daemon could not be asked.
 pub fn refused_versions(
     settings: &crate::settings::Settings,
     jobs: &[String],
-) -> anyhow::Result<Result<std::collections::BTreeMap<String, crate::plan::Refused>, String>> {
+) -> anyhow::Result<Result<std::collections::BTreeMap<String, crate::plan::Refused>, AskError>> {
     let mut addr = settings.listen;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -107,7 +139,7 @@ pub fn refused_versions(
             .timeout(Duration::from_secs(5))
             .connect_timeout(Duration::from_secs(2))
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(AskError::Client)?;
         let mut out = std::collections::BTreeMap::new();
         for job in jobs {
             let url = format!("{base}/api/v1/jobs/{}", encode_name(job));
@@ -115,17 +147,24 @@ pub fn refused_versions(
                 .get(&url)
                 .send()
                 .await
-                .map_err(|e| format!("cannot reach the daemon at {base}: {e}"))?;
+                .map_err(|source| AskError::Unreachable {
+                    base: base.clone(),
+                    source,
+                })?;
             if resp.status() == reqwest::StatusCode::NOT_FOUND {
                 continue;
             }
             if !resp.status().is_success() {
-                return Err(format!("{url}: {}", resp.status()));
+                return Err(AskError::Status {
+                    url,
+                    status: resp.status(),
+                });
             }
-            let detail: serde_json::Value = resp
-                .json()
-                .await
-                .map_err(|e| format!("{url}: not a job's detail: {e}"))?;
+            let detail: serde_json::Value =
+                resp.json().await.map_err(|source| AskError::NotADetail {
+                    url: url.clone(),
+                    source,
+                })?;
             let v = &detail["versions"];
             let text = |k: &str| v[k].as_str().map(str::to_string);
             if let Some(hash) = text("refused_hash") {

@@ -17,9 +17,10 @@ use serde::Serialize;
 pub enum EventKind {
     /// A new version runs (or, for a batch job, is scheduled).
     Deployed,
-    /// A run was started (first start, after a daemon restart, a scheduled run).
+    /// A run was started (first start, after a daemon restart, a scheduled run, an operator's
+    /// restart, the running version again after a failed deploy or a refused move).
     Started,
-    /// A run was started again after a failure, or by an operator.
+    /// The restart policy started a run again after a failure (it names its attempt).
     Restarted,
     /// A run failed, or could not be stopped.
     Failed,
@@ -227,7 +228,8 @@ impl EventKind {
         )
     }
 
-    /// True for the kinds a job's restart count counts.
+    /// True for the kinds a job's restart count counts: the restart policy's restarts after
+    /// failures, not an operator's restart nor a version started again after a failed deploy.
     pub fn counts_as_restart(self) -> bool {
         self == EventKind::Restarted
     }
@@ -268,11 +270,13 @@ pub enum JobEvent {
         /// Why it started.
         why: String,
     },
-    /// A run was started again: after a failure (with the attempt) or by an operator.
+    /// The restart policy started a run again after a failure. An operator's restart and a
+    /// version started again after a failed deploy are [`JobEvent::Started`]: they spend no
+    /// attempt and are not counted as restarts.
     Restarted {
-        /// The restart-policy attempt, when the restart is the policy's.
-        attempt: Option<Attempt>,
-        /// What was restarted and why (`resubmitted`, `restart asked for by ...`).
+        /// The restart-policy attempt.
+        attempt: Attempt,
+        /// What was restarted (`resubmitted`, `failed run retried`).
         why: String,
     },
     /// A run failed, or could not be stopped.
@@ -561,7 +565,7 @@ impl JobEvent {
     /// The restart attempt the event names, when it names one.
     pub fn attempt(&self) -> Option<Attempt> {
         match self {
-            JobEvent::Restarted { attempt, .. } => *attempt,
+            JobEvent::Restarted { attempt, .. } => Some(*attempt),
             _ => None,
         }
     }
@@ -583,10 +587,9 @@ impl JobEvent {
             | JobEvent::Skipped { why }
             | JobEvent::Updated { why }
             | JobEvent::Stopped { why } => why.clone(),
-            JobEvent::Restarted { attempt, why } => match attempt {
-                Some(a) => format!("{why} (attempt {}/{})", a.n, a.of),
-                None => why.clone(),
-            },
+            JobEvent::Restarted { attempt, why } => {
+                format!("{why} (attempt {}/{})", attempt.n, attempt.of)
+            }
             JobEvent::Failed { reason }
             | JobEvent::BuildFailed { reason }
             | JobEvent::DeployFailed { reason } => reason.clone(),
@@ -770,17 +773,19 @@ mod tests {
     #[test]
     fn a_restart_names_its_attempt_in_its_message_and_its_fields() {
         let e = JobEvent::Restarted {
-            attempt: Some(Attempt { n: 2, of: 5 }),
+            attempt: Attempt { n: 2, of: 5 },
             why: "resubmitted".into(),
         };
         assert_eq!(e.kind(), EventKind::Restarted);
+        assert!(e.kind().counts_as_restart());
         assert_eq!(e.attempt(), Some(Attempt { n: 2, of: 5 }));
         assert_eq!(e.message(), "resubmitted (attempt 2/5)");
-        let by_hand = JobEvent::Restarted {
-            attempt: None,
+        // An operator's restart is a start of its own: no attempt, not counted.
+        let by_hand = JobEvent::Started {
             why: "restart asked for by ops".into(),
         };
         assert_eq!(by_hand.attempt(), None);
+        assert!(!by_hand.kind().counts_as_restart());
         assert_eq!(by_hand.message(), "restart asked for by ops");
     }
 
@@ -818,7 +823,7 @@ mod tests {
     fn a_start_says_what_it_restored_from_and_how_old_it_was() {
         let cp = StartedFrom::point("file:/tmp/cp/4f1e/chk-42", Some(Duration::from_secs(8)));
         let e = JobEvent::Restarted {
-            attempt: Some(Attempt { n: 1, of: 3 }),
+            attempt: Attempt { n: 1, of: 3 },
             why: "resubmitted".into(),
         }
         .with_start(&cp);

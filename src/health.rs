@@ -87,6 +87,12 @@ impl RestartTracker {
         }
     }
 
+    /// Takes up the restarts a previous daemon made, at these times (oldest first), so the
+    /// attempts within the window go on where they were.
+    pub fn resume(&mut self, made: impl IntoIterator<Item = Instant>) {
+        self.restarts = made.into_iter().collect();
+    }
+
     /// Counts a restart made at `now`.
     pub fn restarted(&mut self, now: Instant) {
         self.restarts.push_back(now);

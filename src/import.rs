@@ -134,7 +134,7 @@ pub async fn import(
     let mut done = Vec::with_capacity(jobs.len());
     for job in jobs {
         let outcome = match file_name_for(&job.name) {
-            Err(why) => Outcome::Failed(why),
+            Err(why) => Outcome::Failed(why.to_string()),
             Ok(name) => {
                 let name = unique_name(name, &job.engine_id, &mut used);
                 let path = out.join(format!("{name}.yaml"));
@@ -204,10 +204,24 @@ fn write_new(path: &Path, text: &str) -> Outcome {
     }
 }
 
+/// Why no job name could be made of a cluster job's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileNameError {
+    /// Nothing is left once the characters a job name may not hold are gone.
+    #[error(
+        "the name `{0}` has no letter or digit to make a job name of (a job name is lowercase \
+         letters, digits, `.`, `_` and `-`); write its job file by hand"
+    )]
+    NoLetters(String),
+    /// What is left still breaks the naming rules.
+    #[error(transparent)]
+    Name(#[from] spec::NameError),
+}
+
 /// The job name (and file name, less `.yaml`) for a cluster job's name: lowercase, every run of
 /// characters a job name may not hold becomes one `-`, at most 128 characters; an error saying
 /// why when nothing is left.
-pub fn file_name_for(cluster_name: &str) -> Result<String, String> {
+pub fn file_name_for(cluster_name: &str) -> Result<String, FileNameError> {
     let mut out = String::with_capacity(cluster_name.len());
     for c in cluster_name.chars().flat_map(char::to_lowercase) {
         let c = if matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '-') {
@@ -231,13 +245,12 @@ pub fn file_name_for(cluster_name: &str) -> Result<String, String> {
         name = name.replace("..", ".");
     }
     if name.is_empty() {
-        return Err(format!(
-            "the name `{}` has no letter or digit to make a job name of (a job name is \
-             lowercase letters, digits, `.`, `_` and `-`); write its job file by hand",
-            cluster_name.escape_debug()
+        return Err(FileNameError::NoLetters(
+            cluster_name.escape_debug().to_string(),
         ));
     }
-    spec::check_name(&name).map(|()| name)
+    spec::check_name(&name)?;
+    Ok(name)
 }
 
 /// A YAML double-quoted scalar (a JSON string is one).
@@ -408,7 +421,8 @@ pub async fn check_adoptions(plan: &mut crate::plan::Plan, settings: &Settings) 
             continue;
         };
         let found = crate::reconcile::takeover::find(&target, live, &HashMap::new(), location)
-            .map(crate::reconcile::takeover::describe);
+            .map(crate::reconcile::takeover::describe)
+            .map_err(|e| e.to_string());
         item.reasons[0] = crate::plan::checked_adoption(&item.reasons[0], found);
     }
 }
@@ -462,7 +476,7 @@ mod tests {
         assert_eq!(file_name_for("__x..y--").unwrap(), "x.y");
         assert_eq!(file_name_for(&"a".repeat(300)).unwrap().len(), 128);
         let e = file_name_for("数据 同步").unwrap_err();
-        assert!(e.contains("no letter or digit"), "{e}");
+        assert!(e.to_string().contains("no letter or digit"), "{e}");
         assert!(file_name_for("").is_err());
     }
 

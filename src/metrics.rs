@@ -61,7 +61,7 @@ pub struct Metrics {
     builds_ok: AtomicU64,
     /// Builds that failed.
     builds_failed: AtomicU64,
-    /// Restarts by job (automatic and asked for).
+    /// Restarts after failures, by job.
     restarts: Mutex<BTreeMap<String, u64>>,
     /// Job events by kind.
     events: Mutex<BTreeMap<String, u64>>,
@@ -75,6 +75,8 @@ pub struct Metrics {
     state_bytes: AtomicU64,
     /// What retention deleted, by kind (`runs`, `events`, `files`).
     pruned: Mutex<BTreeMap<&'static str, u64>>,
+    /// Health sweeps done (every engine asked, what each said handed to the job actors).
+    sweeps: AtomicU64,
 }
 
 /// What `/metrics` reads from elsewhere when scraped.
@@ -109,6 +111,12 @@ impl Metrics {
     /// The state folder's size, measured by a retention pass.
     pub fn set_state_bytes(&self, bytes: u64) {
         self.state_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// A health sweep is done: every engine was asked and what each said was handed to the
+    /// job actors.
+    pub fn sweep_done(&self) {
+        self.sweeps.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Retention deleted `n` things of a kind (`runs`, `events`, `files`).
@@ -302,11 +310,24 @@ impl Metrics {
             o,
             "restarts_total",
             "counter",
-            "Job restarts (after failures, and asked for), by job.",
+            "Job restarts after failures (the restart policy's), by job.",
         );
         for (job, n) in lock(&self.restarts).iter() {
             sample(o, "restarts_total", &[("job", job)], *n);
         }
+
+        family(
+            o,
+            "health_sweeps_total",
+            "counter",
+            "Health sweeps done: every engine asked about its runs, what it said handed to the jobs.",
+        );
+        sample(
+            o,
+            "health_sweeps_total",
+            &[],
+            self.sweeps.load(Ordering::Relaxed),
+        );
 
         family(o, "job_events_total", "counter", "Job events, by kind.");
         for (kind, n) in lock(&self.events).iter() {
@@ -470,6 +491,7 @@ mod tests {
         m.fetch_done(false, Duration::ZERO);
         m.job_event("a\"b", EventKind::Restarted);
         m.job_event("a", EventKind::Built);
+        m.sweep_done();
         let text = m.render(&Snapshot {
             jobs_by_state: vec![(JobState::Running, 2)],
             jobs_unreadable: 1,
@@ -493,6 +515,7 @@ mod tests {
             "jobkeeper_fetch_triggers_total{trigger=\"webhook\"} 1",
             "jobkeeper_restarts_total{job=\"a\\\"b\"} 1",
             "jobkeeper_builds_total{result=\"ok\"} 1",
+            "jobkeeper_health_sweeps_total 1",
             "jobkeeper_alerts_sent_total 4",
             "jobkeeper_store_write_errors_total 3",
             "jobkeeper_store_read_errors_total 5",

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use crate::client::AskError;
 use crate::plan::Plan;
 use crate::settings::Settings;
 
@@ -182,7 +183,7 @@ pub fn describe_moves(plan: &mut Plan, clusters: &HashMap<String, EnvCluster>) {
 pub async fn applied_envs(
     settings: &Settings,
     jobs: &[String],
-) -> Result<HashMap<String, String>, String> {
+) -> Result<HashMap<String, String>, AskError> {
     let mut addr = settings.listen;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -192,7 +193,7 @@ pub async fn applied_envs(
         .timeout(PROBE_TIMEOUT)
         .connect_timeout(PROBE_TIMEOUT)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(AskError::Client)?;
     let mut out = HashMap::new();
     for job in jobs {
         let encoded: String = url_encode(job);
@@ -201,17 +202,24 @@ pub async fn applied_envs(
             .get(&url)
             .send()
             .await
-            .map_err(|e| format!("cannot reach the daemon at {base}: {e}"))?;
+            .map_err(|source| AskError::Unreachable {
+                base: base.clone(),
+                source,
+            })?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             continue;
         }
         if !resp.status().is_success() {
-            return Err(format!("{url}: {}", resp.status()));
+            return Err(AskError::Status {
+                url,
+                status: resp.status(),
+            });
         }
-        let detail: serde_json::Value = resp
-            .json()
-            .await
-            .map_err(|e| format!("{url}: not a job's detail: {e}"))?;
+        let detail: serde_json::Value =
+            resp.json().await.map_err(|source| AskError::NotADetail {
+                url: url.clone(),
+                source,
+            })?;
         if let Some(env) = detail["env"].as_str() {
             out.insert(job.clone(), env.to_string());
         }

@@ -234,7 +234,41 @@ pub fn diff_specs(old: &JobSpec, new: &JobSpec) -> (Action, Vec<String>) {
     let mut reasons = rebuild;
     reasons.extend(redeploy);
     reasons.extend(in_place);
+    if action == Action::Unchanged {
+        reasons.push(UNCHANGED.to_string());
+    }
+    if action != Action::Rebuild
+        && old.env != new.env
+        && let Some(field) = project_var(new)
+    {
+        reasons.push(format!(
+            "may be a rebuild: `{field}` uses `${{var:..}}`, which take env `{}`'s values; \
+             `plan --config` reads them and says",
+            new.env
+        ));
+    }
     (action, reasons)
+}
+
+/// The reason of a changed job file whose job did not change.
+pub const UNCHANGED: &str =
+    "the file changed, not what it asks for (comments, layout or the order of keys)";
+
+/// The first `project` field that still holds a `${var:..}` (its env's vars were not read:
+/// `plan` without `--config`), when the job has a project.
+fn project_var(spec: &JobSpec) -> Option<&'static str> {
+    let p = spec.project.as_ref()?;
+    let var = |v: Option<&str>| v.is_some_and(|v| v.contains("${var:"));
+    [
+        ("project.repo", Some(p.repo.as_str())),
+        ("project.branch", Some(p.branch.as_str())),
+        ("project.dir", Some(p.dir.as_str())),
+        ("project.build", p.build.as_deref()),
+        ("project.artifact", p.artifact.as_deref()),
+    ]
+    .into_iter()
+    .find(|(_, v)| var(*v))
+    .map(|(field, _)| field)
 }
 
 /// The changes that need a new build.
@@ -852,8 +886,81 @@ mod tests {
     }
 
     #[test]
-    fn same_spec_is_unchanged() {
-        assert_eq!(diff_specs(&spec(), &spec()), (Action::Unchanged, vec![]));
+    fn same_spec_is_unchanged_and_says_why() {
+        assert_eq!(
+            diff_specs(&spec(), &spec()),
+            (Action::Unchanged, vec![UNCHANGED.to_string()])
+        );
+    }
+
+    #[test]
+    fn every_item_of_a_plan_has_a_reason() {
+        let mut other = spec();
+        other.params.args = vec!["x".into()];
+        let mut in_place = spec();
+        in_place.restart.attempts = Some(9);
+        let applied = BTreeMap::from([
+            ("same".to_string(), spec()),
+            ("args".to_string(), spec()),
+            ("quiet".to_string(), spec()),
+            ("gone".to_string(), spec()),
+        ]);
+        let upsert = |name: &str, s: JobSpec| Change::Upsert {
+            name: name.into(),
+            path: format!("jobs/{name}.yaml"),
+            spec: Ok(s),
+        };
+        let changes = vec![
+            upsert("same", spec()),
+            upsert("args", other),
+            upsert("quiet", in_place),
+            upsert("new", spec()),
+            Change::Remove {
+                name: "gone".into(),
+                path: "jobs/gone.yaml".into(),
+            },
+        ];
+        let p = plan(&applied, &changes);
+        assert_eq!(p.items.len(), 5);
+        for item in &p.items {
+            assert!(
+                !item.reasons.is_empty() && item.reasons.iter().all(|r| !r.trim().is_empty()),
+                "{item:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_env_change_of_a_project_with_unread_vars_says_it_may_be_a_rebuild() {
+        let with_project = |env: &str, build: &str| {
+            let mut s = spec();
+            s.env = env.into();
+            s.project = Some(crate::spec::Project {
+                repo: ".".into(),
+                branch: "main".into(),
+                dir: "p".into(),
+                build: Some(build.into()),
+                artifact: Some("out/a.jar".into()),
+                follow: false,
+            });
+            s
+        };
+        // Without the daemon config the vars stay as written: the same text in both envs.
+        let unread = "sh build.sh ${var:FLINK_VERSION}";
+        let (a, r) = diff_specs(&with_project("flink", unread), &with_project("old", unread));
+        assert_eq!(a, Action::Redeploy);
+        assert_eq!(
+            r.last().unwrap(),
+            "may be a rebuild: `project.build` uses `${var:..}`, which take env `old`'s \
+             values; `plan --config` reads them and says"
+        );
+        // With it, they are read: the build differs, a rebuild, and nothing more to say.
+        let (a, r) = diff_specs(
+            &with_project("flink", "sh build.sh 2.3.0"),
+            &with_project("old", "sh build.sh 1.20.3"),
+        );
+        assert_eq!(a, Action::Rebuild);
+        assert!(!r.iter().any(|r| r.starts_with("may be")), "{r:?}");
     }
 
     #[test]

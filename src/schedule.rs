@@ -16,6 +16,99 @@ use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds, Year};
 use croner::{Cron, JobType};
 
+/// What is wrong with a cron expression; each says what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    /// Nothing but spaces.
+    #[error("empty schedule; expected five cron fields like `30 2 * * *`")]
+    Empty,
+    /// An `@name` that is not one of the macros.
+    #[error(
+        "unknown macro `{0}`; expected one of @yearly, @annually, @monthly, @weekly, @daily, \
+         @midnight, @hourly"
+    )]
+    UnknownMacro(String),
+    /// Neither five nor six fields.
+    #[error(
+        "expected 5 fields (minute hour day-of-month month day-of-week) or 6 with a leading \
+         seconds field, found {0}"
+    )]
+    FieldCount(usize),
+    /// `a,,b`.
+    #[error("empty list item in {field} field `{part}`")]
+    EmptyItem {
+        /// The field's name (`minute`).
+        field: &'static str,
+        /// The field as written.
+        part: String,
+    },
+    /// `5-2`.
+    #[error("range `{range}` in {field} field goes backwards")]
+    Backwards {
+        /// The field's name.
+        field: &'static str,
+        /// The range as written.
+        range: String,
+    },
+    /// `/x`.
+    #[error("step `/{step}` in {field} field is not a number")]
+    StepNotANumber {
+        /// The field's name.
+        field: &'static str,
+        /// The step as written.
+        step: String,
+    },
+    /// `/0`, or a step past the field's largest value.
+    #[error("step `/{step}` in {field} field must be between 1 and {max}")]
+    StepOutOfRange {
+        /// The field's name.
+        field: &'static str,
+        /// The step as written.
+        step: String,
+        /// The largest step allowed.
+        max: u32,
+    },
+    /// A number outside the field's range.
+    #[error("{field} `{value}` out of range in `{part}`; expected {min}-{max}")]
+    OutOfRange {
+        /// The field's name.
+        field: &'static str,
+        /// The number.
+        value: u32,
+        /// The field as written.
+        part: String,
+        /// The field's smallest value.
+        min: u32,
+        /// The field's largest value.
+        max: u32,
+    },
+    /// Neither a number nor a name of the field.
+    #[error(
+        "invalid {field} `{value}` in `{part}`; expected a number {min}-{max}{names}, `*`, a \
+         range `a-b`, a step `/n` or a list `a,b`"
+    )]
+    Invalid {
+        /// The field's name.
+        field: &'static str,
+        /// What was written.
+        value: String,
+        /// The field as written.
+        part: String,
+        /// The field's smallest value.
+        min: u32,
+        /// The field's largest value.
+        max: u32,
+        /// ` or a name (JAN, ...)` for fields with names, else empty.
+        names: String,
+    },
+    /// The matcher refused the checked expression.
+    #[error("invalid cron expression: {0}")]
+    Cron(String),
+    /// Valid, but no date matches (`0 0 30 2 *`).
+    #[error("`{0}` never matches a date (check day-of-month against month)")]
+    Never(String),
+}
+
 /// A parsed cron expression.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -87,10 +180,10 @@ const DOW: Field = Field {
 
 impl Schedule {
     /// Parses a crontab expression; the error says what is wrong and what is allowed.
-    pub fn parse(expr: &str) -> Result<Schedule, String> {
+    pub fn parse(expr: &str) -> Result<Schedule, ScheduleError> {
         let trimmed = expr.trim();
         if trimmed.is_empty() {
-            return Err("empty schedule; expected five cron fields like `30 2 * * *`".into());
+            return Err(ScheduleError::Empty);
         }
         let expanded = if let Some(mac) = trimmed.strip_prefix('@') {
             match mac.to_ascii_lowercase().as_str() {
@@ -99,12 +192,7 @@ impl Schedule {
                 "weekly" => "0 0 * * 0",
                 "daily" | "midnight" => "0 0 * * *",
                 "hourly" => "0 * * * *",
-                _ => {
-                    return Err(format!(
-                        "unknown macro `{trimmed}`; expected one of @yearly, @annually, \
-                         @monthly, @weekly, @daily, @midnight, @hourly"
-                    ));
-                }
+                _ => return Err(ScheduleError::UnknownMacro(trimmed.to_string())),
             }
         } else {
             trimmed
@@ -113,12 +201,7 @@ impl Schedule {
         let fields: &[Field] = match parts.len() {
             5 => &[MINUTE, HOUR, DOM, MONTH, DOW],
             6 => &[SECOND, MINUTE, HOUR, DOM, MONTH, DOW],
-            n => {
-                return Err(format!(
-                    "expected 5 fields (minute hour day-of-month month day-of-week) or 6 with \
-                     a leading seconds field, found {n}"
-                ));
-            }
+            n => return Err(ScheduleError::FieldCount(n)),
         };
         let mut numeric = Vec::with_capacity(parts.len());
         for (part, field) in parts.iter().zip(fields) {
@@ -139,7 +222,7 @@ impl Schedule {
         let pattern = numeric.join(" ");
         let cron = parser
             .parse(&pattern)
-            .map_err(|e| format!("invalid cron expression: {e}"))?;
+            .map_err(|e| ScheduleError::Cron(e.to_string()))?;
         let schedule = Schedule {
             expr: expr.to_string(),
             cron,
@@ -149,9 +232,7 @@ impl Schedule {
         if let Some(t) = probe
             && schedule.next_after(t).is_none()
         {
-            return Err(format!(
-                "`{trimmed}` never matches a date (check day-of-month against month)"
-            ));
+            return Err(ScheduleError::Never(trimmed.to_string()));
         }
         Ok(schedule)
     }
@@ -324,11 +405,14 @@ fn offset_changes(from: DateTime<Tz>, to: DateTime<Tz>) -> Vec<OffsetChange> {
 }
 
 /// Checks one field against crontab's syntax and returns it with names replaced by numbers.
-fn check_field(part: &str, field: &Field) -> Result<String, String> {
+fn check_field(part: &str, field: &Field) -> Result<String, ScheduleError> {
     let mut out_items = Vec::new();
     for item in part.split(',') {
         if item.is_empty() {
-            return Err(format!("empty list item in {} field `{part}`", field.name));
+            return Err(ScheduleError::EmptyItem {
+                field: field.name,
+                part: part.to_string(),
+            });
         }
         let (range, step) = match item.split_once('/') {
             Some((r, s)) => (r, Some(s)),
@@ -347,10 +431,10 @@ fn check_field(part: &str, field: &Field) -> Result<String, String> {
             if let Some(hi) = hi {
                 let hi_v = value(hi, field, part)?;
                 if hi_v < lo_v {
-                    return Err(format!(
-                        "range `{range}` in {} field goes backwards",
-                        field.name
-                    ));
+                    return Err(ScheduleError::Backwards {
+                        field: field.name,
+                        range: range.to_string(),
+                    });
                 }
                 out.push('-');
                 out.push_str(&hi_v.to_string());
@@ -361,15 +445,16 @@ fn check_field(part: &str, field: &Field) -> Result<String, String> {
             }
         }
         if let Some(step) = step {
-            let n: u32 = step
-                .parse()
-                .map_err(|_| format!("step `/{step}` in {} field is not a number", field.name))?;
+            let n: u32 = step.parse().map_err(|_| ScheduleError::StepNotANumber {
+                field: field.name,
+                step: step.to_string(),
+            })?;
             if n == 0 || n > field.max.max(1) {
-                return Err(format!(
-                    "step `/{step}` in {} field must be between 1 and {}",
-                    field.name,
-                    field.max.max(1)
-                ));
+                return Err(ScheduleError::StepOutOfRange {
+                    field: field.name,
+                    step: step.to_string(),
+                    max: field.max.max(1),
+                });
             }
             out.push('/');
             out.push_str(&n.to_string());
@@ -380,13 +465,16 @@ fn check_field(part: &str, field: &Field) -> Result<String, String> {
 }
 
 /// One number or name of a field.
-fn value(s: &str, field: &Field, part: &str) -> Result<u32, String> {
+fn value(s: &str, field: &Field, part: &str) -> Result<u32, ScheduleError> {
     if let Ok(v) = s.parse::<u32>() {
         if v < field.min || v > field.max {
-            return Err(format!(
-                "{} `{v}` out of range in `{part}`; expected {}-{}",
-                field.name, field.min, field.max
-            ));
+            return Err(ScheduleError::OutOfRange {
+                field: field.name,
+                value: v,
+                part: part.to_string(),
+                min: field.min,
+                max: field.max,
+            });
         }
         return Ok(v);
     }
@@ -399,11 +487,14 @@ fn value(s: &str, field: &Field, part: &str) -> Result<u32, String> {
     } else {
         format!(" or a name ({})", field.names.join(", "))
     };
-    Err(format!(
-        "invalid {} `{s}` in `{part}`; expected a number {}-{}{names}, `*`, a range `a-b`, a \
-         step `/n` or a list `a,b`",
-        field.name, field.min, field.max
-    ))
+    Err(ScheduleError::Invalid {
+        field: field.name,
+        value: s.to_string(),
+        part: part.to_string(),
+        min: field.min,
+        max: field.max,
+        names,
+    })
 }
 
 #[cfg(test)]
@@ -663,15 +754,16 @@ mod tests {
             ("1,,2 * * * *", "empty list item"),
         ] {
             let err = Schedule::parse(expr).expect_err(expr);
-            assert!(err.contains(want), "{expr}: {err}");
+            assert!(err.to_string().contains(want), "{expr}: {err}");
         }
     }
 
     #[test]
     fn impossible_date_is_refused_and_leap_day_is_not() {
         let err = Schedule::parse("0 0 30 2 *").expect_err("never fires");
+        assert_eq!(err, ScheduleError::Never("0 0 30 2 *".into()));
         assert_eq!(
-            err,
+            err.to_string(),
             "`0 0 30 2 *` never matches a date (check day-of-month against month)"
         );
         let t = at(Tz::UTC, 2025, 1, 1, 0, 0, 0);

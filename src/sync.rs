@@ -162,6 +162,11 @@ fn note_of(item: &plan::Item) -> Note {
                 diag::render(&item.errors)
             ),
         },
+        // Every item has a reason (plan's tests pin it); none would print the word alone, never
+        // a colon with nothing after it.
+        action if item.reasons.is_empty() => JobEvent::Planned {
+            line: action.as_str().to_string(),
+        },
         action => JobEvent::Planned {
             line: format!("{}: {}", action.as_str(), item.reasons.join("; ")),
         },

@@ -221,7 +221,7 @@ async fn jobs_started_outside_are_listed_imported_adopted_without_a_restart_then
     );
     git.commit_push("take over flink-counter adopt-a");
     wait_for("adopted", LIMIT, || d.has_event(job, "adopted")).await;
-    tokio::time::sleep(Duration::from_secs(3)).await; // a few health sweeps
+    d.sweeps_pass(3, LIMIT).await;
     let runs = d.runs(job);
     assert_eq!(runs.len(), 1, "{runs:#?}");
     assert_eq!(
@@ -364,7 +364,7 @@ async fn adopting_a_missing_job_or_an_ambiguous_name_is_deploy_failed_and_submit
     for job in ["missing", "twin"] {
         wait_for("deploy_failed", LIMIT, || d.has_event(job, "deploy_failed")).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    d.sweeps_pass(3, LIMIT).await;
     let missing = d
         .events("missing")
         .into_iter()

@@ -161,10 +161,11 @@ async fn a_daemon_restart_resends_nothing() {
     let git = Git::new(tmp.path(), "config");
     git.write("jobs/clicks.yaml", FAILING);
     git.commit_push("add clicks");
+    let alerts = alerts_config("1h", &smtp.url(), &hook.url(), "failed");
     let cfg = config(
         tmp.path(),
         &git,
-        &alerts_config("1h", &smtp.url(), &hook.url(), "failed"),
+        &format!("{alerts}health: {{interval: 300ms}}\n"),
     );
     let mut d = start(tmp.path(), &cfg).await;
     wait_for("the first alerts", Duration::from_secs(15), || {
@@ -194,7 +195,8 @@ async fn a_daemon_restart_resends_nothing() {
         d.store.applied_commit().unwrap().is_some()
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Sweeps past the policy's longest backoff: a restart had its chance.
+    d.sweeps_pass(8, Duration::from_secs(30)).await;
     assert_eq!(
         failures(&d.store),
         before,

@@ -212,16 +212,19 @@ async fn jobs_job_logs_sync_restart_and_errors() {
     })
     .await;
     assert!(!common::alive(before) || common::cmdline(before).is_empty());
+    // An operator's restart is a start of its own: not a restart after a failure, so it is
+    // not counted in `restarts` (the trial saw it counted).
     let events = d.events("team-a/clicks");
-    assert_eq!(events[0].kind, "restarted");
+    assert_eq!(events[0].kind, "started");
     assert!(
         events[0]
             .message
             .contains("restart asked for by the API from 127.0.0.1")
     );
     assert!(events.iter().any(|e| e.kind == "restart_requested"));
+    assert!(!events.iter().any(|e| e.kind == "restarted"), "{events:#?}");
     let (_, v) = get_json(&d, "/api/v1/jobs/team-a%2Fclicks").await;
-    assert_eq!(v["restarts"], 1);
+    assert_eq!(v["restarts"], 0);
 
     // A push payload as large as GitHub sends (a 2,048-commit push is 2.2 MB) is read. (One over
     // 25 MiB is refused before anything reads it: tests/security.rs, with a length and chunked.)
@@ -260,13 +263,17 @@ async fn jobs_job_logs_sync_restart_and_errors() {
     for line in [
         "jobkeeper_jobs{state=\"running\"} 3",
         "jobkeeper_jobs{state=\"failed\"} 0",
-        "jobkeeper_restarts_total{job=\"team-a/clicks\"} 1",
         "jobkeeper_alerts_sent_total 0",
         "jobkeeper_alerts_failed_total 0",
         "jobkeeper_up 1",
     ] {
         assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
     }
+    // The operator's restart above is not a restart after a failure.
+    assert!(
+        !text.contains("jobkeeper_restarts_total{job=\"team-a/clicks\"}"),
+        "{text}"
+    );
     let applied = d.store.applied_commit().unwrap().unwrap();
     assert!(text.contains(&format!(
         "jobkeeper_applied_commit_info{{commit=\"{applied}\"}} 1"
@@ -324,14 +331,14 @@ async fn restart_clears_gave_up() {
         "env: dev\nparams:\n  command: [sh, -c, \"exit 3\"]\nrestart: {attempts: 1, window: 1h, backoff: 0s}\n",
     );
     git.commit_push("a job that always fails");
-    let extra = secrets(root);
+    let extra = format!("{}health: {{interval: 200ms}}\n", secrets(root));
     let mut d = start(root, &config(root, &git, &extra)).await;
     wait_for("gave_up", Duration::from_secs(20), || {
         d.job("crash").is_some_and(|j| j.state == "gave_up")
     })
     .await;
     let runs = d.runs("crash").len();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.sweeps_pass(3, Duration::from_secs(20)).await;
     assert_eq!(
         d.runs("crash").len(),
         runs,
@@ -354,9 +361,11 @@ async fn restart_clears_gave_up() {
     assert!(
         events
             .iter()
-            .any(|e| e.kind == "restarted" && e.message.contains("restart asked for by"))
+            .any(|e| e.kind == "started" && e.message.contains("restart asked for by"))
     );
     assert_eq!(events.iter().filter(|e| e.kind == "gave_up").count(), 2);
+    // One restart after a failure before each gave_up; the operator's restart is not one.
+    assert_eq!(d.store.restart_counts().unwrap().get("crash"), Some(&2));
     d.stop().await;
 }
 

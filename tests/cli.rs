@@ -683,6 +683,7 @@ invalid   broken  (jobs/broken.yaml)
 rebuild   built  (jobs/built.yaml)
           - project.branch: `main` → `release`
 unchanged comment  (jobs/comment.yaml)
+          - the file changed, not what it asks for (comments, layout or the order of keys)
 remove    old  (jobs/old.yaml)
           - job file removed: the job is stopped, its history kept
 in-place  quiet  (jobs/quiet.yaml)
@@ -746,6 +747,7 @@ fn plan_markdown() {
         "| `built` | project.branch: `main` → `release` |\n",
         "| `quiet` | restart changed |\n",
         "| `svc` | params.command changed |\n",
+        "| `comment` | the file changed, not what it asks for (comments, layout or the order of keys) |\n",
         "| `team-a/new` | new batch job in env `dev` |\n",
         "```\njobs/broken.yaml:3:10: `timeout`: invalid duration `soon` (expected number at 0); expected a duration like `90s`, `5m` or `2h`\n```\n",
     ] {
@@ -1015,6 +1017,65 @@ fn plan_with_config_checks_envs() {
     assert_eq!(
         after["errors"][0]["message"],
         "unknown env `dev`; known envs: prod"
+    );
+}
+
+/// The trial's finding: moving a job whose build takes its env's `${var:..}` was "redeploy"
+/// without `--config` and "rebuild" with it. With the config the plan reads the vars and
+/// says rebuild; without, it says redeploy and why it may be a rebuild.
+#[test]
+fn plan_classes_an_env_move_the_same_with_and_without_config_or_says_why_not() {
+    let tmp = tempdir();
+    let repo = tmp.path().join("config-repo");
+    fs::create_dir_all(&repo).expect("mkdir");
+    git(&repo, &["-c", "init.defaultBranch=main", "init", "-q"]);
+    let job = |env: &str| {
+        format!(
+            "project: {{repo: ., branch: main, dir: p, build: \"sh build.sh ${{var:V}}\", \
+             artifact: out/a.jar}}\nenv: {env}\nparams: {{command: [java, -jar, \"{{artifact}}\"]}}\n"
+        )
+    };
+    write(&repo, "jobs/counter.yaml", job("new"));
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "first"]);
+    write(&repo, "jobs/counter.yaml", job("old"));
+    git(&repo, &["commit", "-q", "-am", "move it"]);
+    write(
+        tmp.path(),
+        "config.yaml",
+        "repo: {url: ./config-repo}\nstate_dir: state\nenvs:\n  \
+         new: {engine: local, vars: {V: \"2.3.0\"}}\n  old: {engine: local, vars: {V: \"1.20.3\"}}\n",
+    );
+    let json = |args: &[&str]| {
+        let mut all = vec![
+            "plan", "--from", "HEAD~1", "--to", "HEAD", "--format", "json",
+        ];
+        all.extend_from_slice(args);
+        let out = jobkeeper(&repo, &all);
+        assert_eq!(out.code, 0, "{out:?}");
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+        let item = v["items"][0].clone();
+        let reasons: Vec<String> = item["reasons"]
+            .as_array()
+            .expect("reasons")
+            .iter()
+            .map(|r| r.as_str().unwrap().to_string())
+            .collect();
+        (item["action"].as_str().unwrap().to_string(), reasons)
+    };
+    let (offline, why) = json(&[]);
+    let (with_config, because) = json(&["--config", "../config.yaml"]);
+    assert_eq!(with_config, "rebuild", "{because:?}");
+    assert!(
+        because.contains(&"project.build: `sh build.sh 2.3.0` → `sh build.sh 1.20.3`".to_string()),
+        "{because:?}"
+    );
+    assert!(
+        offline == with_config
+            || why.iter().any(|r| r.starts_with(&format!(
+                "may be a {with_config}: `project.build` uses `${{var:..}}`"
+            ))),
+        "{offline} without --config, {with_config} with it, and no word why: {why:?}"
     );
 }
 

@@ -224,6 +224,51 @@ async fn suspend_stops_with_a_savepoint_and_resuming_starts_from_it(c: &Cluster)
     );
 }
 
+/// The trial's finding on Flink: restart attempts started again at 1 after a daemon restart
+/// (RESTARTS reached 6 against `attempts: 3`). The attempts spent before it stay spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_attempts_spent_before_a_daemon_restart_stay_spent_on_flink() {
+    let c = Cluster::v2_3();
+    let url = c.url.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = cleanup(&url, tmp.path());
+    let restart = "restart: {attempts: 2, window: 1h, backoff: 1s, max_backoff: 1s}\n";
+    git.write(
+        "jobs/crash.yaml",
+        &counter(
+            &c.lib,
+            &["--mode", "fail", "--failAfter", "60", "--rate", "20"],
+            restart,
+        ),
+    );
+    git.commit_push("a job that throws");
+    let attempts = |d: &Daemon| -> Vec<(u32, u32)> {
+        let mut a: Vec<(u32, u32)> = d
+            .events("crash")
+            .iter()
+            .filter(|e| e.kind == "restarted")
+            .filter_map(|e| e.attempt.map(|a| (a.n, a.of)))
+            .collect();
+        a.reverse();
+        a
+    };
+    let mut d = start(tmp.path(), &cfg).await;
+    wait_for("the first restart", LIMIT, || !attempts(&d).is_empty()).await;
+    d.stop().await;
+
+    // The next daemon adopts the restarted run; when it fails, one attempt is left, not two.
+    let d = start(tmp.path(), &cfg).await;
+    wait_for("gave_up", Duration::from_secs(150), || {
+        d.job("crash").is_some_and(|j| j.state == "gave_up")
+    })
+    .await;
+    assert_eq!(attempts(&d), [(1, 2), (2, 2)], "{:#?}", d.events("crash"));
+    let runs = d.runs("crash");
+    assert_eq!(runs.len(), 3, "the first run and 2 restarts: {runs:#?}");
+    assert_eq!(d.store.restart_counts().unwrap().get("crash"), Some(&2));
+}
+
 on_each_version!(a_failing_job_restarts_from_its_checkpoint_then_gives_up_with_the_flink_reason);
 async fn a_failing_job_restarts_from_its_checkpoint_then_gives_up_with_the_flink_reason(
     c: &Cluster,
@@ -501,7 +546,7 @@ async fn a_daemon_restart_adopts_the_running_job_and_submits_nothing(c: &Cluster
 
     let d = start(tmp.path(), &cfg).await;
     wait_for("adopted", LIMIT, || d.has_event("adopt", "adopted")).await;
-    tokio::time::sleep(Duration::from_secs(3)).await; // a few health sweeps
+    d.sweeps_pass(3, LIMIT).await;
     let runs = d.runs("adopt");
     assert_eq!(runs.len(), 1, "no new run: {runs:#?}");
     assert_eq!((runs[0].id, runs[0].state.as_str()), (run, "running"));
@@ -681,14 +726,18 @@ async fn a_cluster_outage_is_one_alert_no_failure_and_no_duplicate_submission(c:
     // A change while the cluster is down waits for it: nothing is stopped or started.
     git.write("jobs/svc.yaml", &counter(&c.lib, &["--tag", "after"], ""));
     git.commit_push("new args while the cluster is down");
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    wait_for("the change applied", LIMIT, || {
+        d.job("svc").and_then(|j| j.desired_commit) == Some(git.git(&["rev-parse", "HEAD"]))
+    })
+    .await;
+    d.sweeps_pass(4, LIMIT).await;
     assert_eq!(unreachable(), 1, "one engine_unreachable per outage");
     assert!(!d.has_event("svc", "failed"), "{:#?}", d.events("svc"));
     assert!(!d.has_event("svc", "gave_up"));
 
     own_cluster("start", &cluster, port, c.version);
     let (_, jid2) = running(&d, &url, "svc", std::slice::from_ref(&jid1)).await;
-    tokio::time::sleep(Duration::from_secs(3)).await; // a few sweeps after the outage
+    d.sweeps_pass(3, LIMIT).await;
     let jobs = overview_jobs(&url).await;
     assert_eq!(jobs.len(), 1, "submitted once after the outage: {jobs:?}");
     assert_eq!(jobs[0].0, jid2);
@@ -984,6 +1033,16 @@ async fn a_move_the_new_cluster_refuses_starts_the_job_again_on_the_old_one_from
         .find(|e| e.kind == "deploy_failed")
         .unwrap();
     assert!(failed.message.contains("ParameterTool"), "{failed:?}");
+    // Starting it again where it ran is a start of its own, not a restart after a failure.
+    let events = d.events("stayer");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "started"
+                && e.message.contains("started again after the failed deploy")),
+        "{events:#?}"
+    );
+    assert!(!events.iter().any(|e| e.kind == "restarted"), "{events:#?}");
     let sps = d.store.savepoints("stayer", 10).unwrap();
     assert_eq!(
         (sps[0].kind.as_str(), sps[0].run_id),
@@ -1121,7 +1180,7 @@ async fn a_reloaded_flink_url_whose_cluster_refuses_the_job_leaves_it_on_the_for
         "nothing of it runs on 2.3"
     );
     // It stays on 1.20: the move is not tried again and again.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    d.sweeps_pass(4, LIMIT).await;
     let refusals = d
         .events("urlstayer")
         .iter()

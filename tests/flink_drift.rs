@@ -362,7 +362,7 @@ async fn a_rescale_outside_jobkeeper_is_drift_corrected_or_only_warned() {
         "{drift:?}"
     );
     // Several sweeps later: still the same run at 1, one drift for the incident.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    d.sweeps_pass(4, FLINK_LIMIT).await;
     running_at(&url, &watched, 1).await;
     assert_eq!(d.runs("watched").len(), 1, "{:#?}", d.runs("watched"));
     assert_eq!(engine_id(&d.live_runs("watched")[0]), watched);
@@ -429,7 +429,7 @@ async fn a_job_short_of_slots_after_a_taskmanager_is_lost_is_no_drift_a_rescale_
     cluster.lose_a_taskmanager();
     running_at(&url, &jid, 1).await;
     // Several sweeps later: Flink runs it at 1 for want of slots, still asking for 2: no drift.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    d.sweeps_pass(4, FLINK_LIMIT).await;
     assert_eq!(
         count(&d, "elastic", "drift"),
         0,

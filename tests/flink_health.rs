@@ -246,7 +246,7 @@ async fn a_new_version_that_fails_before_ready_within_is_rolled_back_from_the_up
     assert_eq!(d.job("app").unwrap().state, "rolled_back");
 
     // v2 is not submitted again before a new commit.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    d.sweeps_pass(5, FLINK_LIMIT).await;
     let v2_runs = d
         .runs("app")
         .into_iter()

@@ -395,7 +395,7 @@ async fn sql_whose_state_no_longer_matches_is_deploy_failed_and_the_previous_ver
         Some(sps.last().unwrap().location.as_str()),
         "{restored} {sps:?}"
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    d.sweeps_pass(3, LIMIT).await;
     assert!(!d.has_event("state", "gave_up"), "{:#?}", d.events("state"));
     let runs = d.runs("state");
     assert_eq!(runs.len(), 3, "v1, the refused v2, v1 again: {runs:#?}");

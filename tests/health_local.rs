@@ -31,12 +31,14 @@ async fn a_job_that_always_exits_3_runs_attempts_plus_one_times_then_gives_up_un
         &job(r#"["sh", "-c", "echo boom; exit 3"]"#, restart),
     );
     git.commit_push("a crashing job");
-    let d = start(tmp.path(), &config(tmp.path(), &git, "")).await;
+    let health = "health: {interval: 200ms}\n";
+    let d = start(tmp.path(), &config(tmp.path(), &git, health)).await;
     wait_for("gave_up", Duration::from_secs(20), || {
         d.job("crash").is_some_and(|j| j.state == "gave_up")
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Later sweeps, past the policy's longest backoff: no restart.
+    d.sweeps_pass(3, Duration::from_secs(20)).await;
     let runs = d.runs("crash");
     assert_eq!(runs.len(), 4, "the first run and 3 restarts: {runs:#?}");
     assert!(runs.iter().all(|r| r.state == "failed"));
@@ -87,6 +89,11 @@ async fn a_batch_job_that_gave_up_waits_for_a_commit_instead_of_running_at_every
         "jobs/nightly.yaml",
         &job(r#"["sh", "-c", "exit 4"]"#, every_second),
     );
+    // A job on the same cron times that succeeds: its runs mark the ticks that passed.
+    git.write(
+        "jobs/ticker.yaml",
+        &job(r#"["true"]"#, "schedule: \"* * * * * *\"\n"),
+    );
     git.commit_push("a failing batch job");
     let d = start(tmp.path(), &config(tmp.path(), &git, "")).await;
     wait_for("gave_up", Duration::from_secs(20), || {
@@ -94,8 +101,12 @@ async fn a_batch_job_that_gave_up_waits_for_a_commit_instead_of_running_at_every
     })
     .await;
     let runs = d.runs("nightly").len();
-    // Three more cron times pass.
-    tokio::time::sleep(Duration::from_millis(3200)).await;
+    // Three more cron times pass: the ticker ran at each.
+    let ticks = d.runs("ticker").len();
+    wait_for("three more ticks", Duration::from_secs(20), || {
+        d.runs("ticker").len() >= ticks + 3
+    })
+    .await;
     assert_eq!(d.runs("nightly").len(), runs, "no run after gave_up");
     let k = kinds(&d, "nightly");
     assert_eq!(k.iter().filter(|k| *k == "gave_up").count(), 1, "{k:?}");

@@ -228,7 +228,7 @@ async fn a_flink_cluster_that_does_not_answer_is_waited_for_with_one_alert_and_o
     .await;
     // Several retries and health sweeps later: still waiting, with one run recorded (the one
     // whose id was chosen before the submit), no failure, one event and one alert.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    d.sweeps_pass(6, Duration::from_secs(30)).await;
     let job = d.job("stream").unwrap();
     assert_eq!(job.state, "deploying", "{job:?}");
     let runs = d.runs("stream");

@@ -31,7 +31,7 @@ async fn a_new_version_that_fails_before_ready_within_is_rolled_back_until_a_new
     let guard = "rollback: true\nready_within: 1m\n";
     git.write("jobs/app.yaml", &job("v1", "exec sleep 61", guard));
     let v1 = git.commit_push("v1");
-    let cfg = config(tmp.path(), &git, "");
+    let cfg = config(tmp.path(), &git, "health: {interval: 300ms}\n");
     let mut d = start(tmp.path(), &cfg).await;
     let v1_pid = d.running_pid("app").await;
     let v1_hash = d.job("app").unwrap().applied_hash.unwrap();
@@ -77,13 +77,14 @@ async fn a_new_version_that_fails_before_ready_within_is_rolled_back_until_a_new
     );
 
     // The bad version is not tried again: not by the restart policy, not after a daemon restart.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Sweeps past the policy's longest backoff (2 s) mark that its chance came and went.
+    d.sweeps_pass(8, Duration::from_secs(30)).await;
     assert_eq!(runs_of(&d, "app", &v2_hash), 1, "{:#?}", d.runs("app"));
     d.stop().await;
     let d = start(tmp.path(), &cfg).await;
     let pid = d.running_pid("app").await;
     assert!(cmdline(pid).contains("sleep 61"), "{}", cmdline(pid));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    d.sweeps_pass(8, Duration::from_secs(30)).await;
     assert_eq!(runs_of(&d, "app", &v2_hash), 1, "{:#?}", d.runs("app"));
     assert_eq!(d.job("app").unwrap().state, "rolled_back");
 

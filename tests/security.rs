@@ -475,7 +475,7 @@ async fn a_hostile_config_tree_writes_nothing_outside_the_state_folder() {
     let git = Git::new(root, "config");
     git.write("jobs/ok.yaml", &sleeper(600));
     let c1 = git.commit_push("ok");
-    let mut d = start(root, &config(root, &git, "")).await;
+    let mut d = start(root, &config(root, &git, "health: {interval: 200ms}\n")).await;
     d.running_pid("ok").await;
     let outside = |root: &Path| -> Vec<PathBuf> {
         files_below(root)
@@ -518,7 +518,8 @@ async fn a_hostile_config_tree_writes_nothing_outside_the_state_folder() {
         || d.store.applied_commit().unwrap().as_deref() == Some(commit.as_str()),
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Later sweeps: anything it would start had its chance.
+    d.sweeps_pass(3, Duration::from_secs(20)).await;
     // Each hostile name is an invalid job of its own; the commit's valid job is untouched.
     let mut invalid: Vec<String> = events_of(&d.store, "invalid")
         .into_iter()

@@ -365,7 +365,7 @@ async fn a_restart_adopts_the_driver_and_removal_kills_it() {
     // Started again at the same address: the driver's executors fetch its jar from there.
     let mut d = start_at(tmp.path(), &cfg, d.addr.port()).await;
     wait_for("adopted", LIMIT, || d.has_event("stream", "adopted")).await;
-    tokio::time::sleep(Duration::from_secs(3)).await; // a few health sweeps
+    d.sweeps_pass(3, LIMIT).await;
     let runs = d.runs("stream");
     assert_eq!(runs.len(), 1, "no new run: {runs:#?}");
     assert_eq!((runs[0].id, runs[0].state.as_str()), (run, "running"));
@@ -449,7 +449,7 @@ async fn a_refused_driver_is_deploy_failed_and_an_unreachable_master_is_waiting(
             .any(|e| e.kind == "engine_unreachable")
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    d.sweeps_pass(4, LIMIT).await;
     let job = d.job("waiting").unwrap();
     assert_eq!(job.state, "deploying", "{job:?}");
     assert!(
@@ -558,7 +558,7 @@ async fn a_driver_whose_id_a_crashed_daemon_never_recorded_is_adopted_not_double
         (lost_run, orphan.as_str()),
         "the unrecorded driver is the job's run"
     );
-    tokio::time::sleep(Duration::from_secs(3)).await; // a few health sweeps
+    d.sweeps_pass(3, LIMIT).await;
     let runs = d.runs("lost");
     assert_eq!(runs.len(), 2, "nothing submitted again: {runs:#?}");
     assert_eq!(driver_state(&c, &orphan).await.as_deref(), Some("RUNNING"));
@@ -788,7 +788,7 @@ async fn a_driver_started_outside_is_listed_imported_and_adopted_as_it_runs() {
     git.write("jobs/totals.yaml", &format!("{project}{done}"));
     git.commit_push("take over the outside driver");
     wait_for("adopted", LIMIT, || d.has_event("totals", "adopted")).await;
-    tokio::time::sleep(Duration::from_secs(3)).await; // a few health sweeps
+    d.sweeps_pass(3, LIMIT).await;
     let runs = d.runs("totals");
     assert_eq!(runs.len(), 1, "{runs:#?}");
     assert_eq!(

@@ -83,7 +83,34 @@ impl BuildConfig {
 pub trait SourceCheckout: Send + Sync {
     /// Checks out `commit` of `repo` into `dest`, which does not exist yet (its parent does).
     /// Blocking: called on a blocking thread. The error is shown to the operator as is.
-    fn checkout(&self, repo: &str, commit: &str, dest: &Path) -> Result<(), String>;
+    fn checkout(&self, repo: &str, commit: &str, dest: &Path) -> Result<(), CheckoutError>;
+}
+
+/// Why a project's source could not be checked out.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    /// The commit is not a commit id.
+    #[error("bad commit id {commit}: {why}")]
+    BadCommit {
+        /// What was given.
+        commit: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The repository could not give the commit.
+    #[error(transparent)]
+    Repo(#[from] crate::repo::RepoError),
+    /// Writing the source, or running the tool that writes it, failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The blocking task of the checkout ended without an answer.
+    #[error("checkout task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// One build to do (or to find in the cache).

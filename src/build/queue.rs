@@ -231,7 +231,7 @@ impl Inner {
             );
             tokio::task::spawn_blocking(move || source.checkout(&repo, &commit, &dest))
                 .await
-                .unwrap_or_else(|e| Err(format!("checkout task failed: {e}")))
+                .unwrap_or_else(|e| Err(e.into()))
         };
         if let Err(msg) = checkout {
             append(log, &format!("checkout of {} failed: {msg}\n", req.commit)).await;

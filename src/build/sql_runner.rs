@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::spec::{Statement, StatementKind};
 
-use super::{Artifact, BuildRequest, SourceCheckout};
+use super::{Artifact, BuildRequest, CheckoutError, SourceCheckout};
 
 /// The runner's source, as built.
 pub const SOURCE: &str = include_str!("../../runner/sql/JobkeeperSqlRunner.java");
@@ -39,10 +39,13 @@ const REPO: &str = "jobkeeper:sql-runner";
 struct Embedded;
 
 impl SourceCheckout for Embedded {
-    fn checkout(&self, _repo: &str, _commit: &str, dest: &Path) -> Result<(), String> {
+    fn checkout(&self, _repo: &str, _commit: &str, dest: &Path) -> Result<(), CheckoutError> {
         std::fs::create_dir_all(dest)
             .and_then(|()| std::fs::write(dest.join(SOURCE_FILE), SOURCE))
-            .map_err(|e| format!("cannot write the SQL runner's source: {e}"))
+            .map_err(|source| CheckoutError::Io {
+                what: "cannot write the SQL runner's source".into(),
+                source,
+            })
     }
 }
 
@@ -106,13 +109,32 @@ pub fn needs_jdk(path: &str) -> String {
     )
 }
 
+/// Why the runner's jar could not be put together with a project's.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlJarError {
+    /// The project's artifact is not one jar file.
+    #[error("a SQL job's project must build one jar (`project.artifact`), found {}", .0.display())]
+    NotOneJar(std::path::PathBuf),
+    /// A file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The two jars could not be merged.
+    #[error("cannot put the project's jar beside the SQL runner: {0}")]
+    Merge(String),
+}
+
 /// The runner's jar with the project's jar under `lib/`, made once per pair under
 /// `state_dir/artifacts/sql-<digest>/`. Blocking.
 pub fn with_project(
     state_dir: &Path,
     runner: &Artifact,
     project: &Artifact,
-) -> Result<Artifact, String> {
+) -> Result<Artifact, SqlJarError> {
     let mut h = Sha256::new();
     h.update(runner.digest.as_bytes());
     h.update([0]);
@@ -136,16 +158,18 @@ pub fn with_project(
         return Ok(artifact);
     }
     if !project.path.is_file() {
-        return Err(format!(
-            "a SQL job's project must build one jar (`project.artifact`), found {}",
-            project.path.display()
-        ));
+        return Err(SqlJarError::NotOneJar(project.path.clone()));
     }
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|source| SqlJarError::Io {
+        what: format!("cannot create {}", dir.display()),
+        source,
+    })?;
     let tmp = dir.join(".merging.jar");
-    merge(&runner.path, &project.path, &tmp)
-        .map_err(|e| format!("cannot put the project's jar beside the SQL runner: {e}"))?;
-    std::fs::rename(&tmp, &out).map_err(|e| format!("cannot keep {}: {e}", out.display()))?;
+    merge(&runner.path, &project.path, &tmp).map_err(|e| SqlJarError::Merge(e.to_string()))?;
+    std::fs::rename(&tmp, &out).map_err(|source| SqlJarError::Io {
+        what: format!("cannot keep {}", out.display()),
+        source,
+    })?;
     Ok(artifact)
 }
 

@@ -8,17 +8,22 @@ use std::time::Instant;
 struct GitCli;
 
 impl SourceCheckout for GitCli {
-    fn checkout(&self, repo: &str, commit: &str, dest: &Path) -> Result<(), String> {
-        let run = |args: &[&std::ffi::OsStr]| -> Result<(), String> {
+    fn checkout(&self, repo: &str, commit: &str, dest: &Path) -> Result<(), CheckoutError> {
+        let run = |args: &[&std::ffi::OsStr]| -> Result<(), CheckoutError> {
+            let io = |source| CheckoutError::Io {
+                what: "git".into(),
+                source,
+            };
             let out = Command::new("git")
                 .args(args)
                 .stdin(Stdio::null())
                 .output()
-                .map_err(|e| format!("cannot run git: {e}"))?;
+                .map_err(io)?;
             if out.status.success() {
                 Ok(())
             } else {
-                Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+                let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                Err(io(std::io::Error::other(stderr)))
             }
         };
         run(&[

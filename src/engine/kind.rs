@@ -4,7 +4,7 @@
 //! Each engine reads its block and checks its params in its own file; this module only
 //! dispatches, so a new engine is one file plus one arm in each enum here.
 
-use crate::spec::Params;
+use crate::spec::{Params, ParamsError};
 use crate::yaml::{Checker, Fields, Node};
 
 use super::flink::{self, FlinkSettings};
@@ -68,7 +68,7 @@ impl EngineKind {
     }
 
     /// What this engine finds wrong with the params of a job in env `env`.
-    pub fn check_params(self, env: &str, params: &Params) -> Result<(), String> {
+    pub fn check_params(self, env: &str, params: &Params) -> Result<(), ParamsError> {
         match self {
             EngineKind::Local => local::check_params(env, params),
             // Cluster engines check their params when they submit.
@@ -201,7 +201,8 @@ mod tests {
             .check_params("dev", &none)
             .expect_err("local needs a command");
         assert!(
-            err.starts_with("env `dev` runs on the local engine"),
+            err.to_string()
+                .starts_with("env `dev` runs on the local engine"),
             "{err}"
         );
         let command = Params {

@@ -198,11 +198,9 @@ fn check_program(program: &Path, search: Option<&std::ffi::OsStr>) -> std::io::R
 
 /// What the local engine finds wrong with the params of a job in env `env`: it needs
 /// `params.command`.
-pub fn check_params(env: &str, params: &Params) -> Result<(), String> {
+pub fn check_params(env: &str, params: &Params) -> Result<(), crate::spec::ParamsError> {
     if params.command.is_empty() {
-        return Err(format!(
-            "env `{env}` runs on the local engine, which needs `params.command` (the argv to run, e.g. `command: [\"./run.sh\"]`)"
-        ));
+        return Err(crate::spec::ParamsError::NoCommand { env: env.into() });
     }
     Ok(())
 }

@@ -272,6 +272,7 @@ impl Actor {
             self.stalled = row.desired_hash.clone();
         }
         self.load_versions(row.desired_hash.as_deref())?;
+        self.resume_restarts()?;
         self.adopt()?;
         Ok(true)
     }
@@ -622,8 +623,8 @@ impl Actor {
             self.on_error(Stall::Nothing, err);
             return false;
         }
-        let event = JobEvent::Restarted { attempt: None, why };
-        self.start(event, batch).await;
+        // A start of its own: it spends no restart attempt and is not counted as a restart.
+        self.start(JobEvent::Started { why }, batch).await;
         if batch && self.timers.fire.is_none() {
             self.schedule_next(false); // a batch job that gave up is scheduled again
         }
@@ -784,6 +785,187 @@ mod tests {
             .filter(|e| e.kind == EventKind::Restarted)
             .collect();
         assert_eq!(restarted[0].attempt, Some(Attempt { n: 1, of: 5 }));
+        cancel.cancel();
+        reconciler.wait().await;
+        forward.abort();
+    }
+
+    /// A daemon on `ctx`: its reconciler, its stop token and the task handing it run ends.
+    fn daemon(
+        ctx: &Arc<Context>,
+    ) -> (
+        Arc<super::super::Reconciler>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let cancel = CancellationToken::new();
+        let reconciler = super::super::Reconciler::new(ctx.clone(), cancel.clone());
+        let mut exits = ctx.engines.take_exits().unwrap();
+        let r = reconciler.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(exit) = exits.recv().await {
+                r.exited(exit);
+            }
+        });
+        (reconciler, cancel, forward)
+    }
+
+    /// The trial's finding: attempts started again at 1/3 after a daemon restart, so a job
+    /// that keeps failing was restarted more often than `attempts` within the window.
+    #[tokio::test]
+    async fn restart_attempts_spent_before_a_daemon_restart_stay_spent() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path());
+        let yaml = "env: dev\nrestart: {attempts: 2, window: 1h, backoff: 1s, max_backoff: 1s}\n\
+                    params:\n  command: [sh, -c, \"sleep 0.3; exit 3\"]\n";
+        let spec = crate::spec::parse_job("c.yaml", yaml.as_bytes(), Default::default()).unwrap();
+        let update = crate::store::DesiredUpdate::Spec {
+            name: "c".into(),
+            path: "jobs/c.yaml".into(),
+            spec: serde_json::to_string(&spec).unwrap(),
+            hash: "h1".into(),
+        };
+        let commit = crate::store::CommitRecord::default();
+        ctx.store.apply_commit(&commit, &[update], &[]).unwrap();
+        let restarts = |ctx: &Context| -> Vec<Attempt> {
+            let events = ctx.store.events(Some("c"), 100).unwrap();
+            let mut a: Vec<_> = events
+                .iter()
+                .filter(|e| e.kind == EventKind::Restarted)
+                .filter_map(|e| e.attempt)
+                .collect();
+            a.reverse();
+            a
+        };
+        let (reconciler, cancel, forward) = daemon(&ctx);
+        reconciler.poke("c");
+        wait_for("the first restart", || !restarts(&ctx).is_empty()).await;
+        cancel.cancel();
+        reconciler.wait().await;
+        forward.abort();
+
+        // The next daemon, on the same store.
+        let ctx = context(dir.path());
+        let (reconciler, cancel, forward) = daemon(&ctx);
+        reconciler.poke("c");
+        wait_for("gave up", || {
+            ctx.store.job("c").unwrap().unwrap().state == JobState::GaveUp
+        })
+        .await;
+        assert_eq!(
+            restarts(&ctx),
+            [Attempt { n: 1, of: 2 }, Attempt { n: 2, of: 2 }],
+            "two restarts within the window, across the daemon restart"
+        );
+        let events = ctx.store.events(Some("c"), 100).unwrap();
+        let gave_up = events.iter().find(|e| e.kind == EventKind::GaveUp).unwrap();
+        assert!(
+            gave_up
+                .message
+                .starts_with("gave up after 2 restarts within 1h"),
+            "{}",
+            gave_up.message
+        );
+        assert_eq!(ctx.store.restart_counts().unwrap().get("c"), Some(&2));
+        cancel.cancel();
+        reconciler.wait().await;
+        forward.abort();
+    }
+
+    /// The trial's finding: the previous version started again after a failed deploy was a
+    /// `restarted` and counted as a restart.
+    #[tokio::test]
+    async fn the_previous_version_started_after_a_failed_deploy_is_no_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path());
+        desire_a(&ctx.store);
+        let (reconciler, cancel, forward) = daemon(&ctx);
+        reconciler.poke("a");
+        wait_for("v1 running", || live_runs(&ctx.store).len() == 1).await;
+        let yaml = "env: dev\nparams:\n  command: [/nonexistent/jobkeeper-test-program]\n";
+        let spec = crate::spec::parse_job("a.yaml", yaml.as_bytes(), Default::default()).unwrap();
+        let update = crate::store::DesiredUpdate::Spec {
+            name: "a".into(),
+            path: "jobs/a.yaml".into(),
+            spec: serde_json::to_string(&spec).unwrap(),
+            hash: "h2".into(),
+        };
+        let commit = crate::store::CommitRecord {
+            id: "c2".into(),
+            ..Default::default()
+        };
+        ctx.store.apply_commit(&commit, &[update], &[]).unwrap();
+        reconciler.poke("a");
+        let events = || ctx.store.events(Some("a"), 100).unwrap();
+        wait_for("deploy_failed", || {
+            events().iter().any(|e| e.kind == EventKind::DeployFailed)
+        })
+        .await;
+        wait_for("v1 running again", || live_runs(&ctx.store).len() == 1).await;
+        let events = events();
+        let fallback = events
+            .iter()
+            .find(|e| e.message.contains("previous version started again"))
+            .expect("the fallback's event");
+        assert_eq!(fallback.kind, EventKind::Started, "{fallback:?}");
+        assert_eq!(fallback.attempt, None);
+        assert!(
+            !events.iter().any(|e| e.kind == EventKind::Restarted),
+            "{events:#?}"
+        );
+        assert_eq!(ctx.store.restart_counts().unwrap().get("a"), None);
+        cancel.cancel();
+        reconciler.wait().await;
+        forward.abort();
+    }
+
+    /// The review's finding: a store failure while a run was submitted (the run's row refused)
+    /// became `deploy_failed` and counted against the restart policy. It is a store fault: the
+    /// job waits on the host, spends no attempt, and starts once the store takes the row.
+    #[tokio::test]
+    async fn a_store_failure_during_a_submit_is_a_store_fault_never_deploy_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path());
+        desire_a(&ctx.store);
+        // The store refuses every new run (not a full disk, not descriptors: the store itself).
+        let db = rusqlite::Connection::open(dir.path().join("jobkeeper.db")).unwrap();
+        db.execute_batch(
+            "CREATE TRIGGER refuse_runs BEFORE INSERT ON runs
+             BEGIN SELECT RAISE(ABORT, 'runs refused for the test'); END;",
+        )
+        .unwrap();
+        let (reconciler, cancel, forward) = daemon(&ctx);
+        reconciler.poke("a");
+        let events = || ctx.store.events(Some("a"), 100).unwrap();
+        // A host fault is the daemon's event (one per episode, whichever job met it).
+        let fault = || {
+            let all = ctx.store.events(None, 100).unwrap();
+            all.into_iter().find(|e| e.kind == EventKind::HostFault)
+        };
+        wait_for("host_fault", || fault().is_some()).await;
+        let fault = fault().unwrap();
+        assert!(
+            fault.message.starts_with("the store refuses writes")
+                && fault.message.contains("runs refused for the test"),
+            "{fault:?}"
+        );
+        db.execute_batch("DROP TRIGGER refuse_runs").unwrap();
+        wait_for("a run once the store takes it", || {
+            live_runs(&ctx.store).len() == 1
+        })
+        .await;
+        let events = events();
+        for kind in [
+            EventKind::DeployFailed,
+            EventKind::Restarted,
+            EventKind::GaveUp,
+        ] {
+            assert!(
+                !events.iter().any(|e| e.kind == kind),
+                "{kind}: {events:#?}"
+            );
+        }
+        assert_eq!(ctx.store.restart_counts().unwrap().get("a"), None);
         cancel.cancel();
         reconciler.wait().await;
         forward.abort();

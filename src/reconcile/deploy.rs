@@ -128,7 +128,7 @@ impl Actor {
         self.set_state(JobState::Deploying, Some(reasons));
         self.preflight(&new.spec, new.artifact.as_ref())
             .await
-            .map_err(|reason| stalled(EventKind::DeployFailed, reason))?;
+            .map_err(|reason| stalled(EventKind::DeployFailed, reason.to_string()))?;
         if let Some(why) = self.state_move_refused(&new.spec).await {
             return Err(stalled(EventKind::DeployFailed, why));
         }
@@ -151,7 +151,7 @@ impl Actor {
                 .confirm_restored(run_id)
                 .await
                 .map(|()| run_id)
-                .map_err(SubmitError::Refused),
+                .map_err(SubmitError::from),
             Err(err) => Err(err),
         };
         match submitted {
@@ -180,7 +180,7 @@ impl Actor {
         };
         let to = self
             .engine_for(&applied.spec)
-            .map_err(|reason| stalled(EventKind::DeployFailed, reason))?;
+            .map_err(|reason| stalled(EventKind::DeployFailed, reason.to_string()))?;
         let Some(from) = self
             .live
             .iter()
@@ -216,7 +216,7 @@ impl Actor {
             .preflight(&applied.spec, applied.artifact.as_ref())
             .await
         {
-            refused(self, reason);
+            refused(self, reason.to_string());
             self.set_state(JobState::Running, Some(DEPLOY_FAILED_MOVE));
             return Ok(());
         }
@@ -240,7 +240,7 @@ impl Actor {
                 .confirm_restored(run_id)
                 .await
                 .map(|()| run_id)
-                .map_err(SubmitError::Refused),
+                .map_err(SubmitError::from),
             Err(err) => Err(err),
         };
         match submitted {
@@ -258,7 +258,7 @@ impl Actor {
                             "started again on {} from {from_where} after the move was refused",
                             from.location()
                         );
-                        self.event(Some(run_id), &JobEvent::Restarted { attempt: None, why });
+                        self.event(Some(run_id), &JobEvent::Started { why });
                         self.set_state(JobState::Running, Some(DEPLOY_FAILED_MOVE));
                     }
                     Err(SubmitError::Host(fault)) => self.wait_on_host(fault, None),
@@ -318,7 +318,7 @@ impl Actor {
     /// A new version submitted from a savepoint must get its state back: waits until the
     /// engine says run `run_id` started. One that failed first (its state no longer matches the
     /// savepoint) is recorded as failed, and why is returned: the deploy failed.
-    async fn confirm_restored(&mut self, run_id: i64) -> Result<(), String> {
+    async fn confirm_restored(&mut self, run_id: i64) -> Result<(), Refusal> {
         let Some(savepoint) = self.restore.clone() else {
             return Ok(());
         };
@@ -334,9 +334,9 @@ impl Actor {
             Err(EngineError::Refused(why)) => {
                 let live = self.live.remove(pos);
                 let why = live.secrets.mask(&why);
-                let reason = format!("the new version could not start from {savepoint}: {why}");
-                self.finish_run(run_id, RunState::Failed, Some(&reason));
-                Err(reason)
+                let refusal = Refusal::NotRestored { savepoint, why };
+                self.finish_run(run_id, RunState::Failed, Some(&refusal.to_string()));
+                Err(refusal)
             }
             // Still starting, or the cluster did not answer: the health sweep follows it.
             _ => Ok(()),
@@ -369,7 +369,7 @@ impl Actor {
         match self.submit(false).await {
             Ok(run_id) => {
                 let why = "previous version started again after the failed deploy".to_string();
-                self.event(Some(run_id), &JobEvent::Restarted { attempt: None, why });
+                self.event(Some(run_id), &JobEvent::Started { why });
             }
             Err(SubmitError::Host(fault)) => self.wait_on_host(fault, None),
             Err(SubmitError::Refused(reason)) => self.event(None, &JobEvent::Failed { reason }),
@@ -449,7 +449,7 @@ impl Actor {
         tokio::task::spawn_blocking(move || sql_runner::with_project(&state_dir, &runner, &project))
             .await
             .map_err(|e| stalled(EventKind::BuildFailed, format!("SQL jar: {e}")))?
-            .map_err(|e| stalled(EventKind::BuildFailed, e))
+            .map_err(|e| stalled(EventKind::BuildFailed, e.to_string()))
     }
 
     /// The commit a project's branch (tag, commit id) points at now, fetched.
@@ -580,7 +580,7 @@ impl Actor {
         if !batch {
             self.preflight(&current.spec, Some(&artifact))
                 .await
-                .map_err(|reason| stalled(EventKind::DeployFailed, reason))?;
+                .map_err(|reason| stalled(EventKind::DeployFailed, reason.to_string()))?;
             let keep_state = current.spec.upgrade == Upgrade::Savepoint;
             if self
                 .stop_all("replaced by a new project commit", keep_state)
@@ -608,7 +608,7 @@ impl Actor {
                 .confirm_restored(run_id)
                 .await
                 .map(|()| run_id)
-                .map_err(SubmitError::Refused),
+                .map_err(SubmitError::from),
             Err(err) => Err(err),
         };
         match submitted {
@@ -625,12 +625,12 @@ impl Actor {
     }
 
     /// The engine of a spec's env.
-    pub(super) fn engine_for(&self, spec: &JobSpec) -> Result<Arc<dyn Engine>, String> {
+    pub(super) fn engine_for(&self, spec: &JobSpec) -> Result<Arc<dyn Engine>, Refusal> {
         let settings = self.ctx.settings.get();
         let env = settings
             .envs
             .get(&spec.env)
-            .ok_or_else(|| format!("env `{}` is not in the daemon config", spec.env))?;
+            .ok_or_else(|| Refusal::NoEnv(spec.env.clone()))?;
         let engine = self
             .ctx
             .engines
@@ -641,12 +641,9 @@ impl Actor {
                 }
                 _ => engine,
             });
-        engine.ok_or_else(|| {
-            format!(
-                "engine `{}` of env `{}` is not available",
-                env.engine.as_str(),
-                spec.env
-            )
+        engine.ok_or_else(|| Refusal::NoEngine {
+            engine: env.engine.as_str(),
+            env: spec.env.clone(),
         })
     }
 
@@ -657,15 +654,13 @@ impl Actor {
         artifact: Option<&Artifact>,
         run_id: i64,
         log_path: std::path::PathBuf,
-    ) -> Result<(SubmitRequest, crate::secrets::RunSecrets), String> {
+    ) -> Result<(SubmitRequest, crate::secrets::RunSecrets), Refusal> {
         let secrets_dir = self.ctx.settings.get().secrets_dir.clone();
         let (mut params, mut secrets) =
-            spec::resolve_secrets_with_values(&spec.params, secrets_dir.as_deref())
-                .map_err(|e| e.to_string())?;
+            spec::resolve_secrets_with_values(&spec.params, secrets_dir.as_deref())?;
         if let Some(sql) = &spec.sql {
             let (statements, values) =
-                spec::resolve_sql_secrets(&sql.statements, secrets_dir.as_deref())
-                    .map_err(|e| e.to_string())?;
+                spec::resolve_sql_secrets(&sql.statements, secrets_dir.as_deref())?;
             params.main_class = Some(sql_runner::ENTRY_CLASS.to_string());
             params.args = sql_runner::args(&self.name, &statements);
             secrets.extend(values);
@@ -697,9 +692,40 @@ impl Actor {
     }
 
     /// Checks what can be checked before stopping the running version.
-    async fn preflight(&self, spec: &JobSpec, artifact: Option<&Artifact>) -> Result<(), String> {
+    async fn preflight(&self, spec: &JobSpec, artifact: Option<&Artifact>) -> Result<(), Refusal> {
         let engine = self.engine_for(spec)?;
         let (req, _) = self.request(spec, artifact, 0, self.ctx.logs_dir.join("preflight.log"))?;
-        engine.preflight(&req).await.map_err(|e| e.to_string())
+        Ok(engine.preflight(&req).await?)
     }
+}
+
+/// Why a version cannot be submitted as it is: each is `deploy_failed`, its message the
+/// reason shown.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Refusal {
+    /// The job's env is not in the daemon config.
+    #[error("env `{0}` is not in the daemon config")]
+    NoEnv(String),
+    /// The env's engine could not be made.
+    #[error("engine `{engine}` of env `{env}` is not available")]
+    NoEngine {
+        /// The engine's name.
+        engine: &'static str,
+        /// The env.
+        env: String,
+    },
+    /// A `${secret:..}` could not be read.
+    #[error(transparent)]
+    Secret(#[from] spec::SecretError),
+    /// The engine's check before stopping the running version failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A new version submitted from a savepoint failed before it started (secrets masked).
+    #[error("the new version could not start from {savepoint}: {why}")]
+    NotRestored {
+        /// The savepoint.
+        savepoint: String,
+        /// The engine's reason.
+        why: String,
+    },
 }

@@ -244,9 +244,18 @@ pub fn project_url(config_repo: &str, project_repo: &str) -> String {
 }
 
 impl SourceCheckout for ProjectRepos {
-    fn checkout(&self, repo: &str, commit: &str, dest: &std::path::Path) -> Result<(), String> {
-        let id = crate::repo::Oid::from_str(commit)
-            .map_err(|e| format!("bad commit id {commit}: {e}"))?;
-        ProjectRepos::checkout(self, repo, id, dest).map_err(|e| e.to_string())
+    fn checkout(
+        &self,
+        repo: &str,
+        commit: &str,
+        dest: &std::path::Path,
+    ) -> Result<(), crate::build::CheckoutError> {
+        let id = crate::repo::Oid::from_str(commit).map_err(|e| {
+            crate::build::CheckoutError::BadCommit {
+                commit: commit.to_string(),
+                why: e.to_string(),
+            }
+        })?;
+        Ok(ProjectRepos::checkout(self, repo, id, dest)?)
     }
 }

@@ -27,6 +27,12 @@ pub(super) enum SubmitError {
     Host(HostFault),
 }
 
+impl From<super::deploy::Refusal> for SubmitError {
+    fn from(refusal: super::deploy::Refusal) -> SubmitError {
+        SubmitError::Refused(refusal.to_string())
+    }
+}
+
 impl SubmitError {
     /// What a step that submitted gives: a refusal as `refused` says, a host fault as waiting
     /// on the host.
@@ -45,9 +51,7 @@ impl Actor {
         let Some(deployed) = self.applied.clone() else {
             return Err(SubmitError::Refused("nothing to submit".into()));
         };
-        let engine = self
-            .engine_for(&deployed.spec)
-            .map_err(SubmitError::Refused)?;
+        let engine = self.engine_for(&deployed.spec)?;
         self.host_ready().map_err(SubmitError::Host)?;
         let log_dir = crate::runlogs::job_dir(&self.ctx.logs_dir, &self.name);
         let run_id = self
@@ -70,8 +74,9 @@ impl Actor {
         let (req, secrets) = match request {
             Ok(r) => r,
             Err(e) => {
-                self.finish_run(run_id, RunState::Failed, Some(&e));
-                return Err(SubmitError::Refused(e));
+                let reason = e.to_string();
+                self.finish_run(run_id, RunState::Failed, Some(&reason));
+                return Err(SubmitError::Refused(reason));
             }
         };
         let secrets = std::sync::Arc::new(secrets);

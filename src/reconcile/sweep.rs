@@ -186,6 +186,7 @@ pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
             Err(e) => tracing::warn!(engine = %engine.location(), "health: status failed: {e}"),
         }
     }
+    ctx.metrics.sweep_done();
 }
 
 /// Puts a cluster's unmanaged jobs in place; a second live copy of a managed job raises

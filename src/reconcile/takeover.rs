@@ -22,6 +22,52 @@ use crate::store::JobState;
 /// At most this many jobs are named in a message.
 const SHOWN: usize = 10;
 
+/// Why `adopt` found no job to take over.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdoptError {
+    /// No job has that id or RUNNING name.
+    #[error(
+        "adopt: no job with id or RUNNING name `{target}` on {location}; nothing was submitted. \
+         Live there: {live}"
+    )]
+    NotFound {
+        /// What `adopt` names.
+        target: String,
+        /// The cluster ([`crate::engine::Engine::location`]).
+        location: String,
+        /// The jobs live there, described.
+        live: String,
+    },
+    /// Several RUNNING jobs have that name.
+    #[error(
+        "adopt: {count} RUNNING jobs named `{target}` on {location}: {listed}; nothing was taken \
+         over or submitted. Name one by its id"
+    )]
+    Ambiguous {
+        /// How many.
+        count: usize,
+        /// What `adopt` names.
+        target: String,
+        /// The cluster.
+        location: String,
+        /// Those jobs, described.
+        listed: String,
+    },
+    /// The job found is another job's run.
+    #[error(
+        "adopt: {found} on {location} is already the run of job `{owner}`; nothing was taken \
+         over or submitted"
+    )]
+    Owned {
+        /// The job found, described.
+        found: String,
+        /// The cluster.
+        location: String,
+        /// The job whose run it is.
+        owner: String,
+    },
+}
+
 /// The one live job `target` names among `live` (an engine id, or the name of exactly one
 /// RUNNING job), or why there is none. `owners` maps engine ids to the jobs whose runs they are.
 pub fn find<'a>(
@@ -29,7 +75,7 @@ pub fn find<'a>(
     live: &'a [ClusterJob],
     owners: &HashMap<String, String>,
     location: &str,
-) -> Result<&'a ClusterJob, String> {
+) -> Result<&'a ClusterJob, AdoptError> {
     let found = match live.iter().find(|j| j.engine_id == target) {
         Some(j) => j,
         None => {
@@ -40,29 +86,29 @@ pub fn find<'a>(
             match named.as_slice() {
                 [one] => *one,
                 [] => {
-                    return Err(format!(
-                        "adopt: no job with id or RUNNING name `{target}` on {location}; nothing \
-                         was submitted. Live there: {}",
-                        listing(live.iter())
-                    ));
+                    return Err(AdoptError::NotFound {
+                        target: target.to_string(),
+                        location: location.to_string(),
+                        live: listing(live.iter()),
+                    });
                 }
                 many => {
-                    return Err(format!(
-                        "adopt: {} RUNNING jobs named `{target}` on {location}: {}; nothing was \
-                         taken over or submitted. Name one by its id",
-                        many.len(),
-                        listing(many.iter().copied())
-                    ));
+                    return Err(AdoptError::Ambiguous {
+                        count: many.len(),
+                        target: target.to_string(),
+                        location: location.to_string(),
+                        listed: listing(many.iter().copied()),
+                    });
                 }
             }
         }
     };
     if let Some(owner) = owners.get(&found.engine_id) {
-        return Err(format!(
-            "adopt: {} on {location} is already the run of job `{owner}`; nothing was taken \
-             over or submitted",
-            describe(found)
-        ));
+        return Err(AdoptError::Owned {
+            found: describe(found),
+            location: location.to_string(),
+            owner: owner.clone(),
+        });
     }
     Ok(found)
 }
@@ -115,7 +161,9 @@ impl Actor {
     /// Takes over the job `new.spec.adopt` names (see the module doc).
     pub(super) async fn take_over(&mut self, new: Deployed) -> Result<(), StepError> {
         let target = new.spec.adopt.clone().unwrap_or_default();
-        let engine = self.engine_for(&new.spec).map_err(deploy_failed)?;
+        let engine = self
+            .engine_for(&new.spec)
+            .map_err(|e| deploy_failed(e.to_string()))?;
         let location = engine.location();
         let live = match engine.live_jobs().await {
             Ok(Some(live)) => live,
@@ -147,7 +195,8 @@ impl Actor {
                 after: self.engine_retry.backoff.peek(),
             });
         };
-        let found = find(&target, &live, &owners, &location).map_err(deploy_failed)?;
+        let found =
+            find(&target, &live, &owners, &location).map_err(|e| deploy_failed(e.to_string()))?;
         let log_dir = crate::runlogs::job_dir(&self.ctx.logs_dir, &self.name);
         let handle = self
             .ctx
@@ -256,23 +305,28 @@ mod tests {
         let live = [job("a1", "x", "RUNNING"), job("b2", "x", "RUNNING")];
         let none = HashMap::new();
         assert_eq!(
-            find("x", &live, &none, "flink cluster http://f").unwrap_err(),
+            find("x", &live, &none, "flink cluster http://f")
+                .unwrap_err()
+                .to_string(),
             "adopt: 2 RUNNING jobs named `x` on flink cluster http://f: a1 (`x`, RUNNING), b2 \
              (`x`, RUNNING); nothing was taken over or submitted. Name one by its id"
         );
         assert_eq!(
-            find("nope", &live[..1], &none, "f").unwrap_err(),
+            find("nope", &live[..1], &none, "f")
+                .unwrap_err()
+                .to_string(),
             "adopt: no job with id or RUNNING name `nope` on f; nothing was submitted. Live \
              there: a1 (`x`, RUNNING)"
         );
         assert!(
             find("nope", &[], &none, "f")
                 .unwrap_err()
+                .to_string()
                 .ends_with("Live there: none")
         );
         let owners = HashMap::from([("a1".to_string(), "other".to_string())]);
         assert_eq!(
-            find("a1", &live, &owners, "f").unwrap_err(),
+            find("a1", &live, &owners, "f").unwrap_err().to_string(),
             "adopt: a1 (`x`, RUNNING) on f is already the run of job `other`; nothing was taken \
              over or submitted"
         );
@@ -282,6 +336,7 @@ mod tests {
         assert!(
             find("z", &many, &none, "f")
                 .unwrap_err()
+                .to_string()
                 .ends_with("and 2 more")
         );
     }

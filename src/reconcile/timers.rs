@@ -12,7 +12,7 @@ use crate::event::{Attempt, JobEvent};
 use crate::health::{Decision, first_fire};
 use crate::schedule::Schedule;
 use crate::spec::Overlap;
-use crate::store::{JobState, RunState};
+use crate::store::{JobState, RunState, StoreError};
 
 /// When the newest of `runs` started.
 fn last_start(runs: &[crate::store::RunRow]) -> Option<chrono::DateTime<Utc>> {
@@ -130,10 +130,38 @@ impl Actor {
             self.timers.recover = Some(now + RECOVERED_AFTER);
         }
         let event = JobEvent::Restarted {
-            attempt: Some(self.pending_attempt),
+            attempt: self.pending_attempt,
             why: what.to_string(),
         };
         self.start(event, batch).await;
+    }
+
+    /// Takes up the restart attempts a previous daemon spent within the window, from the
+    /// restarts the store recorded (see [`crate::store::Store::counted_restarts`]), so a daemon
+    /// restart does not give a failing job its attempts again.
+    pub(super) fn resume_restarts(&mut self) -> Result<(), StoreError> {
+        let Some(applied) = &self.applied else {
+            return Ok(());
+        };
+        let policy = self
+            .ctx
+            .settings
+            .get()
+            .restart_policy(&applied.spec.env, &applied.spec.restart);
+        let now_ms = crate::store::now_ms();
+        let window = i64::try_from(policy.window.as_millis()).unwrap_or(i64::MAX);
+        let since = now_ms.saturating_sub(window);
+        let made = self
+            .ctx
+            .store
+            .counted_restarts(&self.name, since, policy.attempts)?;
+        let now = Instant::now();
+        let at = |t: i64| {
+            let age = u64::try_from(now_ms.saturating_sub(t)).unwrap_or(0);
+            now.checked_sub(Duration::from_millis(age))
+        };
+        self.restarts.resume(made.into_iter().rev().filter_map(at));
+        Ok(())
     }
 
     /// Restart policy (see [`crate::health::RestartTracker`]): backoff doubling up to

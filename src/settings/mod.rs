@@ -338,7 +338,7 @@ impl spec::DaemonConfig for Settings {
         })
     }
 
-    fn check_params(&self, env: &str, params: &Params) -> Result<(), String> {
+    fn check_params(&self, env: &str, params: &Params) -> Result<(), spec::ParamsError> {
         match self.envs.get(env) {
             Some(e) => e.engine.kind().check_params(env, params),
             None => Ok(()),

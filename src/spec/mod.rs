@@ -34,7 +34,8 @@ pub(crate) use self::read::read_restart;
 pub use self::schema::json_schema;
 pub use self::sql::{SqlError, Statement, StatementKind, split as split_sql};
 pub use self::sql_read::{
-    DiskFiles, RepoFiles, place_flink_error, resolve_sql_secrets, sibling_path, sql_field_place,
+    DiskFiles, FileReadError, RepoFiles, place_flink_error, resolve_sql_secrets, sibling_path,
+    sql_field_place,
 };
 use crate::diag::Diagnostic;
 use crate::yaml::{self, Checker};
@@ -276,6 +277,20 @@ pub struct EngineFacts {
     pub runs_sql: bool,
 }
 
+/// What an env's engine finds wrong with a job's params.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamsError {
+    /// The local engine runs `params.command`, and there is none.
+    #[error(
+        "env `{env}` runs on the local engine, which needs `params.command` (the argv to run, \
+         e.g. `command: [\"./run.sh\"]`)"
+    )]
+    NoCommand {
+        /// The job's env.
+        env: String,
+    },
+}
+
 /// The parts of the daemon config a job file is checked against
 /// ([`crate::settings::Settings`] is one).
 pub trait DaemonConfig: std::fmt::Debug {
@@ -290,7 +305,7 @@ pub trait DaemonConfig: std::fmt::Debug {
     /// What a job file is checked against of the engine of env `env`; `None` for no such env.
     fn engine(&self, env: &str) -> Option<EngineFacts>;
     /// What the engine of env `env` finds wrong with a job's params.
-    fn check_params(&self, env: &str, params: &Params) -> Result<(), String>;
+    fn check_params(&self, env: &str, params: &Params) -> Result<(), ParamsError>;
     /// Whether a `secrets_dir` is configured (`${secret:..}` needs one).
     fn has_secrets_dir(&self) -> bool;
 }
@@ -494,37 +509,70 @@ pub(crate) fn utf8<'a>(path: &str, bytes: &'a [u8]) -> Result<&'a str, Vec<Diagn
 const NAME_RULE: &str = "a job name is lowercase letters, digits, `.`, `_`, `-` and `/`, \
 starts with a letter or digit, has no empty or `..` segment and is at most 128 characters";
 
+/// Why a job name breaks the naming rules; each message ends with the rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// An empty name.
+    #[error("empty job name; {NAME_RULE}")]
+    Empty,
+    /// Over 128 characters (how many).
+    #[error("job name is {0} characters long; {NAME_RULE}")]
+    TooLong(usize),
+    /// A character names may not hold.
+    #[error("job name `{name}` contains `{bad}`; {NAME_RULE}")]
+    Character {
+        /// The name.
+        name: String,
+        /// The first such character.
+        bad: char,
+    },
+    /// It starts with neither a letter nor a digit.
+    #[error("job name `{0}` must start with a letter or digit; {NAME_RULE}")]
+    Start(String),
+    /// `a//b`, `a/`.
+    #[error("job name `{0}` has an empty segment; {NAME_RULE}")]
+    EmptySegment(String),
+    /// `a/../b`, `a/./b`.
+    #[error("job name `{name}` has a `{segment}` segment; {NAME_RULE}")]
+    DotSegment {
+        /// The name.
+        name: String,
+        /// `.` or `..`.
+        segment: String,
+    },
+}
+
 /// Checks a job name (`team-a/clicks`) against the naming rules of the contract:
 /// `[a-z0-9][a-z0-9._/-]*`, no `..` or empty segment, at most 128 characters.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
-        return Err(format!("empty job name; {NAME_RULE}"));
+        return Err(NameError::Empty);
     }
     let len = name.chars().count();
     if len > 128 {
-        return Err(format!("job name is {len} characters long; {NAME_RULE}"));
+        return Err(NameError::TooLong(len));
     }
     if let Some(bad) = name
         .chars()
         .find(|ch| !matches!(ch, 'a'..='z' | '0'..='9' | '.' | '_' | '/' | '-'))
     {
-        return Err(format!("job name `{name}` contains `{bad}`; {NAME_RULE}"));
+        return Err(NameError::Character {
+            name: name.to_string(),
+            bad,
+        });
     }
     if !name.starts_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit()) {
-        return Err(format!(
-            "job name `{name}` must start with a letter or digit; {NAME_RULE}"
-        ));
+        return Err(NameError::Start(name.to_string()));
     }
     for seg in name.split('/') {
         if seg.is_empty() {
-            return Err(format!(
-                "job name `{name}` has an empty segment; {NAME_RULE}"
-            ));
+            return Err(NameError::EmptySegment(name.to_string()));
         }
         if seg == ".." || seg == "." {
-            return Err(format!(
-                "job name `{name}` has a `{seg}` segment; {NAME_RULE}"
-            ));
+            return Err(NameError::DotSegment {
+                name: name.to_string(),
+                segment: seg.to_string(),
+            });
         }
     }
     Ok(())

@@ -80,7 +80,7 @@ pub(super) fn read_job(c: &mut Checker, root: &Node, src: &str, ctx: Context) ->
         && vars.is_some()
         && let Err(msg) = s.check_params(&spec.env, &spec.params)
     {
-        c.error(f.get("params").unwrap_or(root), msg);
+        c.error(f.get("params").unwrap_or(root), msg.to_string());
     }
     spec
 }

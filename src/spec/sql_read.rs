@@ -14,7 +14,18 @@ use crate::yaml::{Checker, Fields, Node, Value};
 pub trait RepoFiles: std::fmt::Debug {
     /// The content of `path` (a path as [`sibling_path`] makes it); `None` when there is no
     /// such file; an error says why it cannot be read.
-    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String>;
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, FileReadError>;
+}
+
+/// Why a file a job file names could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FileReadError {
+    /// The disk said no.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The store of the files (a git repository) said no.
+    #[error(transparent)]
+    Source(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// [`RepoFiles`] of the local disk, paths as given (relative to the working folder).
@@ -22,11 +33,11 @@ pub trait RepoFiles: std::fmt::Debug {
 pub struct DiskFiles;
 
 impl RepoFiles for DiskFiles {
-    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, FileReadError> {
         match std::fs::read(path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.into()),
         }
     }
 }

@@ -225,6 +225,40 @@ impl Store {
             .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
     }
 
+    /// The restart policy's restarts of `job` still counted at `now_ms` (Unix ms): those since
+    /// `since_ms` (the window's start) and after the job's latest reset (a new version
+    /// deployed, a rollback, an operator's restart), as the attempts recorded say (a restart
+    /// recorded as attempt `n` had `n - 1` counted restarts before it). Unix times (ms), newest
+    /// first; at most `most` of them.
+    pub fn counted_restarts(&self, job: &str, since_ms: i64, most: u32) -> Result<Vec<i64>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT time, attempt FROM events
+             WHERE job = ?1 AND kind = ?2 AND attempt IS NOT NULL AND time >= ?3
+               AND id > (SELECT COALESCE(MAX(id), 0) FROM events
+                         WHERE job = ?1 AND kind IN (?4, ?5, ?6))
+             ORDER BY id DESC LIMIT ?7",
+        )?;
+        let rows: Vec<(i64, u32)> = st
+            .query_map(
+                params![
+                    job,
+                    EventKind::Restarted.as_str(),
+                    since_ms,
+                    EventKind::Deployed.as_str(),
+                    EventKind::RolledBack.as_str(),
+                    EventKind::RestartRequested.as_str(),
+                    i64::from(most)
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?
+            .collect::<std::result::Result<_, _>>()?;
+        // The newest restart counted `n - 1` before it: older ones were forgotten (a new
+        // version that did not deploy, or they left the window then).
+        let counted = rows.first().map_or(0, |(_, n)| *n as usize);
+        Ok(rows.into_iter().take(counted).map(|(t, _)| t).collect())
+    }
+
     /// The restart attempt that started a run, when the restart policy started it.
     pub fn run_attempt(&self, run_id: i64) -> Result<Option<Attempt>> {
         let conn = self.conn();
@@ -341,5 +375,49 @@ mod tests {
         assert_eq!(s.restart_counts().unwrap().get("a"), Some(&2));
         assert_eq!(s.last_events().unwrap()["a"].kind, "restarted");
         assert_eq!(s.last_events().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn counted_restarts_are_those_since_the_latest_reset_as_their_attempts_say() {
+        let s = Store::in_memory().unwrap();
+        s.apply_commit(&commit("c1"), &[spec_update("a", "dev")], &[])
+            .unwrap();
+        let restart = |n| {
+            s.event(&NewEvent {
+                job: Some("a"),
+                attempt: Some(Attempt { n, of: 3 }),
+                ..NewEvent::new(EventKind::Restarted, "resubmitted")
+            })
+            .unwrap()
+        };
+        let plain = |kind| {
+            s.event(&NewEvent {
+                job: Some("a"),
+                ..NewEvent::new(kind, "m")
+            })
+            .unwrap()
+        };
+        let times = |since| s.counted_restarts("a", since, 3).unwrap().len();
+        restart(1);
+        restart(2);
+        assert_eq!(times(0), 2);
+        assert_eq!(
+            times(now_ms() + 60_000),
+            0,
+            "none within a window starting later"
+        );
+        // A new version that did not deploy left no reset event, but the next restart is
+        // attempt 1 again: only it counts.
+        plain(EventKind::BuildFailed);
+        restart(1);
+        assert_eq!(times(0), 1);
+        // An operator's restart and a deployed version reset the count.
+        plain(EventKind::RestartRequested);
+        assert_eq!(times(0), 0);
+        restart(1);
+        plain(EventKind::Started);
+        assert_eq!(times(0), 1);
+        plain(EventKind::Deployed);
+        assert_eq!(times(0), 0);
     }
 }

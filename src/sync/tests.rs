@@ -100,7 +100,7 @@ fn each_change_gives_its_update_note_and_poke() {
             update: "spec",
             detail: "\"command\":[\"run\"]",
             note: "planned",
-            message: "unchanged: ",
+            message: "unchanged: the file changed, not what it asks for",
             poked: true,
         },
         Row {

@@ -214,6 +214,29 @@ impl Daemon {
     pub async fn get(&self, path: &str) -> (u16, String) {
         http_get(self.addr, path).await
     }
+
+    /// Health sweeps done so far (`jobkeeper_health_sweeps_total`).
+    pub async fn sweeps(&self) -> u64 {
+        let (code, text) = self.get("/metrics").await;
+        assert_eq!(code, 200, "{text}");
+        metric(&text, "jobkeeper_health_sweeps_total") as u64
+    }
+
+    /// Waits until `n` more health sweeps are done (at most `limit`): the positive marker a
+    /// "nothing happened" check waits for, instead of a fixed sleep. Each sweep asked every
+    /// engine about every live run and handed what it said to the jobs, so what the check
+    /// guards against (a restart, a second run, a drift) had its chance to show.
+    pub async fn sweeps_pass(&self, n: u64, limit: Duration) {
+        let start = Instant::now();
+        let from = self.sweeps().await;
+        while self.sweeps().await < from + n {
+            assert!(
+                start.elapsed() < limit,
+                "timed out after {limit:?} waiting for {n} health sweeps"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl Drop for Daemon {
