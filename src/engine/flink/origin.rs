@@ -207,7 +207,7 @@ pub fn match_jar(
     let longest = before.iter().filter_map(|j| held(j)).max().unwrap_or(0);
     let holds_name = |j: &UploadedJar| held(j) == Some(longest);
     type Test<'a> = (&'a dyn Fn(&UploadedJar) -> bool, &'static str);
-    let named_it = |j: &UploadedJar| named.iter().any(|n| *n == j.name);
+    let named_it = |j: &UploadedJar| named.contains(&j.name);
     let anyone = |_: &UploadedJar| true;
     let tests: [Test; 4] = [
         (
