@@ -494,6 +494,8 @@ async fn import_names_the_jar_and_entry_class(url: &str, lib: &str) {
         .arg(&out)
         .output()
         .unwrap();
+    delete_jar(url, &a_id).await;
+    delete_jar(url, &b_id).await;
     let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     assert!(
         run.status.success(),
@@ -526,8 +528,6 @@ async fn import_names_the_jar_and_entry_class(url: &str, lib: &str) {
         "{text}"
     );
     assert!(!text.contains(&b_name), "{text}");
-    delete_jar(url, &a_id).await;
-    delete_jar(url, &b_id).await;
 
     // Completed (project and args), it validates and is taken over as it runs.
     let done: String = text

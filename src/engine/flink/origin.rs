@@ -145,10 +145,13 @@ pub enum JarMatch {
 /// `clicks-etl`; a `-` and digits without a `.` stay: jobkeeper's `name-3fa2b1c9d0e4.jar`).
 fn stem(name: &str) -> &str {
     let base = name.strip_suffix(".jar").unwrap_or(name);
+    // A version: a `-` then digits and dots up to the next `-` or the end, at least one dot.
     let cut = base.char_indices().find(|&(i, c)| {
+        let segment = base[i + 1..].split('-').next().unwrap_or_default();
         c == '-'
-            && base[i + 1..].starts_with(|d: char| d.is_ascii_digit())
-            && base[i + 1..].contains('.')
+            && segment.starts_with(|d: char| d.is_ascii_digit())
+            && segment.contains('.')
+            && segment.chars().all(|d| d.is_ascii_digit() || d == '.')
     });
     match cut {
         Some((i, _)) if i > 0 => &base[..i],
@@ -320,6 +323,9 @@ mod tests {
             "flink-counter-3fa2b1c9d0e4"
         );
         assert_eq!(stem("job.jar"), "job");
+        assert_eq!(stem("job-57b5c524-1.0.jar"), "job-57b5c524");
+        assert_eq!(stem("job-2.0.1-SNAPSHOT.jar"), "job");
+        assert_eq!(stem("job-2.x.jar"), "job-2.x");
         assert_eq!(stem("1.0.jar"), "1.0");
     }
 
