@@ -265,6 +265,13 @@ pub struct JobDetails {
     pub parallelism: Option<u32>,
     /// Configuration the job runs with (flink: job config; spark: its Spark properties).
     pub conf: std::collections::BTreeMap<String, String>,
+    /// The jar the job runs, as the cluster names it (flink: the uploaded jar's file name;
+    /// spark: the driver's jar as submitted), when it tells.
+    pub jar: Option<String>,
+    /// Why `main_class` is empty, when the engine can say more than that it does not keep it.
+    pub main_class_missing: Option<String>,
+    /// Why `args` is empty, when the engine can say more than that it does not keep them.
+    pub args_missing: Option<String>,
     /// What the engine could not tell, or where a value came from, one line each.
     pub notes: Vec<String>,
 }
