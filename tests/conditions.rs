@@ -248,7 +248,15 @@ async fn an_invalid_latest_file_is_listed_marked_and_counted_until_fixed() {
         "{page}"
     );
 
-    // A later event of the job (an operator's restart) does not hide the invalid file.
+    // A later event of the job (an operator's restart: `restart_requested`, then `started`)
+    // does not hide the invalid file.
+    let started = |d: &Daemon| {
+        d.events("app")
+            .iter()
+            .filter(|e| e.kind == "started")
+            .count()
+    };
+    let before = started(&d);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
         .args(["restart", "app", "--url", &format!("http://{}", d.addr)])
         .arg("--token-file")
@@ -256,9 +264,12 @@ async fn an_invalid_latest_file_is_listed_marked_and_counted_until_fixed() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    wait_for("the restart", LIMIT, || d.has_event("app", "restarted")).await;
+    wait_for("the restart", LIMIT, || {
+        d.has_event("app", "restart_requested") && started(&d) > before
+    })
+    .await;
     let j = view(&d, "app").await;
-    assert_eq!(j["last_event"]["kind"], "restarted", "{j}");
+    assert_eq!(j["last_event"]["kind"], "started", "{j}");
     assert_eq!(kinds(&j), ["invalid"], "{j}");
     assert!(status(&d, &[]).contains("app: invalid: "));
 
