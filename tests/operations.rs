@@ -335,7 +335,7 @@ async fn the_job_list_filters_and_pages_and_each_job_has_its_page() {
     assert!(page.contains("<form class=\"filters\" method=\"get\""));
     assert_eq!(page.matches("<tr id=\"team-3/").count(), 100);
     assert!(!page.contains("<tr id=\"team-4/"));
-    assert!(page.contains("href=\"/jobs/team-3%2Fheartbeat-0003\""));
+    assert!(page.contains("href=\"/jobs/team-3/heartbeat-0003\""));
     let (_, page) = d.get("/?limit=100").await;
     assert!(!page.contains("<tr id=\"gone\""));
     assert!(
@@ -366,6 +366,9 @@ async fn the_job_list_filters_and_pages_and_each_job_has_its_page() {
     assert!(ticker.contains("<table id=\"runs\">"));
     let (code, _) = d.get("/jobs/team-3%2Fheartbeat-0003").await;
     assert_eq!(code, 200);
+    let (code, raw) = d.get("/jobs/team-3/heartbeat-0003").await;
+    assert_eq!(code, 200, "a raw slash names the job too: {raw}");
+    assert!(raw.contains("<h1>team-3/heartbeat-0003</h1>"), "{raw}");
     let (code, body) = d.get("/jobs/nope").await;
     assert_eq!(code, 404, "{body}");
 

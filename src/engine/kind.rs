@@ -115,18 +115,22 @@ impl EngineConfig {
         }
     }
 
-    /// The page of run `id` in the engine's web UI, when the cluster has one (spark: when
-    /// `spark.ui` is set).
-    pub fn run_page(&self, id: &str) -> Option<String> {
+    /// The page of run `id` in the engine's web UI, when the cluster has one. Flink: the
+    /// job's page, under `running` while the run is live and `completed` once it ended (Flink
+    /// answers a finished job only there). Spark (when `spark.ui` is set): the master's page,
+    /// which lists its running and completed drivers with links to each driver's worker; Spark
+    /// has no page of a driver by its id (`/app/?appId=driver-…` answers Not Found).
+    pub fn run_page(&self, id: &str, live: bool) -> Option<String> {
         match self {
             EngineConfig::Local => None,
             EngineConfig::Flink(f) => Some(format!(
-                "{}/#/job/running/{id}/overview",
-                f.url.trim_end_matches('/')
+                "{}/#/job/{}/{id}/overview",
+                f.url.trim_end_matches('/'),
+                if live { "running" } else { "completed" }
             )),
             EngineConfig::Spark(s) => {
                 s.ui.as_ref()
-                    .map(|ui| format!("{}/app/?appId={id}", ui.trim_end_matches('/')))
+                    .map(|ui| format!("{}/", ui.trim_end_matches('/')))
             }
         }
     }

@@ -233,6 +233,9 @@ pub struct JobView {
     pub running: Option<RunningView>,
     /// Restarts recorded.
     pub restarts: u64,
+    /// The `schedule` of a batch job on one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     /// Its latest event.
     pub last_event: Option<EventView>,
     /// True when the latest version of its file is invalid.
@@ -309,6 +312,13 @@ pub struct ListQuery {
     pub after: Option<String>,
     /// Jobs per page (1 to [`MAX_PAGE`], default [`DEFAULT_PAGE`]).
     pub limit: Option<String>,
+    /// Only jobs whose name holds this text, in any case (the status page's search box).
+    pub q: Option<String>,
+    /// The status page's sort column (`job`, `state`, ...), applied by its script; the
+    /// server lists by name.
+    pub sort: Option<String>,
+    /// `desc`: the status page's sort descending.
+    pub dir: Option<String>,
 }
 
 impl ListQuery {
@@ -362,6 +372,7 @@ impl ListQuery {
             envs,
             folder: given(&self.folder).map(|f| f.trim_matches('/').to_string()),
             name: None,
+            name_contains: given(&self.q).map(str::to_string),
             removed,
             after: given(&self.after).map(str::to_string),
             limit,
@@ -443,6 +454,7 @@ fn job_view(settings: &Settings, row: &JobListRow, x: Extra<'_>) -> JobView {
             .map(CommitView::of),
         running: x.running.map(RunningView::of),
         restarts: x.restarts,
+        schedule: row.schedule.clone(),
         last_event: x.last.map(EventView::of),
         invalid: row.invalid,
         refused_commit: None,

@@ -37,7 +37,8 @@ dt{color:var(--muted)}dd{margin:0}
 fn engine_link(settings: &Settings, run: &RunView) -> Option<String> {
     let env = settings.envs.get(run.env.as_deref()?)?;
     let id = run.engine_id.as_deref()?;
-    env.engine.run_page(id)
+    env.engine
+        .run_page(id, matches!(run.state.as_str(), "starting" | "running"))
 }
 
 /// "3h 2m" of a number of seconds.

@@ -94,9 +94,12 @@ pub fn utc_time(rfc3339: &str) -> String {
     )
 }
 
-/// A job name in a URL path (`team-a/clicks` is `team-a%2Fclicks`).
+/// The path of a job's page: `/jobs/` and its name, each segment percent-encoded and its
+/// slashes kept (`team-a/clicks` is `/jobs/team-a/clicks`; the page answers at
+/// `/jobs/team-a%2Fclicks` too).
 pub fn job_path(name: &str) -> String {
-    format!("/jobs/{}", utf8_percent_encode(name))
+    let segments: Vec<String> = name.split('/').map(utf8_percent_encode).collect();
+    format!("/jobs/{}", segments.join("/"))
 }
 
 /// Percent-encodes everything but unreserved characters.
