@@ -147,11 +147,6 @@ fn alert_links_start_with_external_url() {
         "https://jobkeeper.ops.example.com/jobs/team/clicks"
     );
     assert_eq!(job_link(&s, None), "https://jobkeeper.ops.example.com/");
-    s.external_url = Some("https://ops.example.com/jobkeeper/".into());
-    assert_eq!(
-        job_link(&s, Some("web")),
-        "https://ops.example.com/jobkeeper/jobs/web"
-    );
     let store = Store::in_memory().unwrap();
     store
         .event(&NewEvent::new(EventKind::RepoUnreachable, "down"))
@@ -159,6 +154,11 @@ fn alert_links_start_with_external_url() {
     let ev = store.events(None, 1).unwrap().remove(0);
     let (alert, _) = alert_for(&s, &store, &ev).expect("an alert");
     assert_eq!(alert.link, "https://jobkeeper.ops.example.com/");
+    s.external_url = Some("https://ops.example.com/jobkeeper/".into());
+    assert_eq!(
+        job_link(&s, Some("web")),
+        "https://ops.example.com/jobkeeper/jobs/web"
+    );
 }
 
 #[test]
