@@ -148,9 +148,12 @@ pub fn followed_folders(
                 .to_string(),
             path: f.repo_path.clone(),
             action: crate::plan::Action::Rebuild,
-            reasons: vec![format!(
-                "project folder `{shown}` changed (`follow: true`): rebuilt from the new commit"
-            )],
+            reasons: vec![
+                format!(
+                    "project folder `{shown}` changed (`follow: true`): rebuilt from the new commit"
+                )
+                .into(),
+            ],
             errors: Vec::new(),
             hash: None,
             keeps_state: false,

@@ -270,13 +270,27 @@ pub struct StatusFilter {
     /// Only the jobs in this folder of job names (`team-a`, `team-a/etl`).
     #[arg(long, value_name = "FOLDER")]
     pub folder: Option<String>,
+    /// Only the jobs with a problem (a condition: invalid file, deploy failed, ...).
+    #[arg(long)]
+    pub problems: bool,
+    /// Only the jobs in this state or with this condition (`running`, `invalid`,
+    /// `deploy_failed`, ...).
+    #[arg(long, value_name = "STATE")]
+    pub state: Option<String>,
 }
 
 impl StatusFilter {
     /// The filters as query parameters of `GET /api/v1/jobs` (`&env=prod&folder=team-a`).
     pub fn query(&self) -> String {
         let mut q = String::new();
-        for (key, value) in [("env", &self.env), ("folder", &self.folder)] {
+        if self.problems {
+            q.push_str("&problem=1");
+        }
+        for (key, value) in [
+            ("env", &self.env),
+            ("folder", &self.folder),
+            ("state", &self.state),
+        ] {
             if let Some(v) = value {
                 let _ = write!(q, "&{key}={}", crate::http::page::utf8_percent_encode(v));
             }
@@ -285,7 +299,7 @@ impl StatusFilter {
     }
 }
 
-/// `jobkeeper status [--json] [--env ENV] [--folder FOLDER]`.
+/// `jobkeeper status [--json] [--env ENV] [--folder FOLDER] [--problems] [--state S]`.
 pub fn status(remote: &Remote, json: bool, filter: &StatusFilter) -> anyhow::Result<ExitCode> {
     let t = ok_or_exit!(target(remote));
     // Every page of the list.
@@ -323,23 +337,22 @@ pub fn status(remote: &Remote, json: bool, filter: &StatusFilter) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
-/// A job's state as `status` shows it: a job that runs while its newest version (or a move to
-/// its env's new cluster) was refused says so beside its state.
-fn state_label(state: &str, reason: Option<&str>, refused_commit: Option<&str>) -> String {
-    if let Some(c) = refused_commit {
-        return format!(
-            "{state} (refused {})",
-            c.chars().take(8).collect::<String>()
-        );
+/// A job's state as `status` shows it: beside its state, its conditions (`running (deploy
+/// failed)`), and the refused commit of a `rolled_back` job.
+fn state_label(j: &crate::http::api::JobView) -> String {
+    let mut words: Vec<String> = j
+        .conditions
+        .iter()
+        .filter(|c| c.kind().as_str() != j.state)
+        .map(|c| c.label().to_string())
+        .collect();
+    if let Some(c) = &j.refused_commit {
+        words.push(format!("refused {}", c.chars().take(8).collect::<String>()));
     }
-    match reason {
-        Some(r) if state == "running" && r.starts_with("deploy failed") => {
-            format!("{state} (deploy failed)")
-        }
-        Some(r) if state == "running" && r.starts_with("build failed") => {
-            format!("{state} (build failed)")
-        }
-        _ => state.to_string(),
+    if words.is_empty() {
+        j.state.clone()
+    } else {
+        format!("{} ({})", j.state, words.join(", "))
     }
 }
 
@@ -418,7 +431,7 @@ pub fn status_table(view: &JobsView) -> String {
                 match &j.unreadable {
                     Some(_) if j.state == crate::http::api::UNREADABLE => j.state.clone(),
                     Some(_) => format!("{} (unreadable)", j.state),
-                    None => state_label(&j.state, j.reason.as_deref(), j.refused_commit.as_deref()),
+                    None => state_label(j),
                 },
                 j.env.clone().unwrap_or_else(|| "-".into()),
                 j.engine_label().unwrap_or_else(|| "-".into()),
@@ -455,6 +468,21 @@ pub fn status_table(view: &JobsView) -> String {
     }
     if rows.is_empty() {
         out.push_str("(no jobs)\n");
+    }
+    // Every condition in full: a later event never hides one that still holds.
+    for j in &view.jobs {
+        for c in &j.conditions {
+            let _ = writeln!(
+                out,
+                "{}: {}: {}",
+                printable(&j.name),
+                c.kind().as_str(),
+                printable(&c.phrase())
+            );
+        }
+        if let Some(place) = &j.place {
+            let _ = writeln!(out, "{}: {}", printable(&j.name), printable(place));
+        }
     }
     for j in &view.jobs {
         if let Some(why) = &j.unreadable {
@@ -509,6 +537,7 @@ pub fn logs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::condition::Condition;
 
     #[test]
     fn what_the_daemon_sent_cannot_steer_the_terminal() {
@@ -534,8 +563,15 @@ mod tests {
         let f = StatusFilter {
             env: Some("prod eu".into()),
             folder: Some("team-a/etl".into()),
+            ..StatusFilter::default()
         };
         assert_eq!(f.query(), "&env=prod%20eu&folder=team-a%2Fetl");
+        let f = StatusFilter {
+            problems: true,
+            state: Some("deploy_failed".into()),
+            ..StatusFilter::default()
+        };
+        assert_eq!(f.query(), "&problem=1&state=deploy_failed");
         assert_eq!(StatusFilter::default().query(), "");
     }
 
@@ -546,23 +582,46 @@ mod tests {
 
     #[test]
     fn a_running_job_whose_new_version_or_move_was_refused_says_so() {
-        let moved = "deploy failed: the new cluster refused the job; it runs on the former one";
+        let job = |state: &str, conditions: Vec<Condition>, refused: Option<&str>| {
+            let mut v: crate::http::api::JobView = serde_json::from_value(serde_json::json!({
+                "name": "a", "state": state, "reason": null, "env": null, "engine": null,
+                "path": "jobs/a.yaml", "commit": null, "restarts": 0, "last_event": null,
+                "invalid": false,
+            }))
+            .unwrap();
+            v.conditions = conditions;
+            v.refused_commit = refused.map(str::to_string);
+            v
+        };
+        let refused = Condition::DeployFailed {
+            commit: None,
+            reason: "refused".into(),
+            moved: true,
+            runs_elsewhere: None,
+        };
         assert_eq!(
-            state_label("running", Some(moved), None),
+            state_label(&job("running", vec![refused.clone()], None)),
             "running (deploy failed)"
         );
+        let build = Condition::BuildFailed {
+            commit: None,
+            reason: "exit 2".into(),
+        };
         assert_eq!(
-            state_label("running", Some("build failed"), None),
+            state_label(&job("running", vec![build], None)),
             "running (build failed)"
         );
-        assert_eq!(state_label("failed", Some("deploy failed"), None), "failed");
-        assert_eq!(state_label("running", None, None), "running");
         assert_eq!(
-            state_label(
-                "rolled_back",
-                Some("rolled back: exit 4"),
-                Some("0123456789ab")
-            ),
+            state_label(&job("failed", vec![refused], None)),
+            "failed (deploy failed)"
+        );
+        assert_eq!(state_label(&job("running", vec![], None)), "running");
+        let rolled = Condition::RolledBack {
+            bad_commit: None,
+            reason: None,
+        };
+        assert_eq!(
+            state_label(&job("rolled_back", vec![rolled], Some("0123456789ab"))),
             "rolled_back (refused 01234567)"
         );
     }

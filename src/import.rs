@@ -270,8 +270,9 @@ pub fn render(job: &ClusterJob, env: &str, location: &str, d: &JobDetails) -> St
         y,
         "# Written by `jobkeeper import` for the job {} named {} ({}{since}) on\n# {location}.\n\
          # Complete each `# TODO` line and delete it: `jobkeeper validate` and the daemon refuse\n\
-         # this file while one is left. On its first apply the daemon takes the job over as it\n\
-         # runs (event `adopted`): nothing is stopped or submitted again.",
+         # this file while one is left. What no engine records (the repo and build of the job's\n\
+         # jar) is always one. On its first apply the daemon takes the job over as it runs\n\
+         # (event `adopted`): nothing is stopped or submitted again.",
         job.engine_id,
         quoted(&job.name),
         job.state,
@@ -281,25 +282,41 @@ pub fn render(job: &ClusterJob, env: &str, location: &str, d: &JobDetails) -> St
     let _ = writeln!(
         y,
         "# TODO project: the repo, branch, build and artifact of this job's jar (jobkeeper needs \
-         it to restart or upgrade the job)"
+         it to restart or upgrade the job; no engine records where a jar was built from)"
     );
+    if let Some(jar) = &d.jar {
+        let _ = writeln!(
+            y,
+            "# The cluster runs it from the jar {}: `project.artifact` is where the project's \
+             build writes that jar.",
+            quoted(jar)
+        );
+    }
     y.push_str("params:\n");
     match &d.main_class {
         Some(c) => {
             let _ = writeln!(y, "  main_class: {}", quoted(c));
         }
-        None => y.push_str(
-            "  # TODO params.main_class: the job's entry class (the cluster does not keep it)\n",
-        ),
+        None => {
+            let why = d
+                .main_class_missing
+                .as_deref()
+                .unwrap_or("the job's entry class (the cluster does not keep it)");
+            let _ = writeln!(y, "  # TODO params.main_class: {}", one_line(why));
+        }
     }
     match &d.args {
         Some(args) => {
             let list: Vec<String> = args.iter().map(|a| quoted(a)).collect();
             let _ = writeln!(y, "  args: [{}]", list.join(", "));
         }
-        None => y.push_str(
-            "  # TODO params.args: the job's program arguments (the cluster does not keep them)\n",
-        ),
+        None => {
+            let why = d
+                .args_missing
+                .as_deref()
+                .unwrap_or("the job's program arguments (the cluster does not keep them)");
+            let _ = writeln!(y, "  # TODO params.args: {}", one_line(why));
+        }
     }
     if let Some(p) = d.parallelism {
         let _ = writeln!(y, "  parallelism: {p}");
@@ -311,9 +328,14 @@ pub fn render(job: &ClusterJob, env: &str, location: &str, d: &JobDetails) -> St
         }
     }
     for note in &d.notes {
-        let _ = writeln!(y, "# TODO check {note}");
+        let _ = writeln!(y, "# TODO check {}", one_line(note));
     }
     y
+}
+
+/// `text` on one comment line: a line break in what a cluster told would end the comment.
+fn one_line(text: &str) -> String {
+    text.replace(['\r', '\n'], " ")
 }
 
 /// Prints what an import did; the exit code: 1 when some job got no file for a reason other
@@ -377,7 +399,7 @@ pub async fn check_adoptions(plan: &mut crate::plan::Plan, settings: &Settings) 
         let Some((target, env)) = item
             .reasons
             .first()
-            .and_then(|r| crate::plan::adoption(r))
+            .and_then(crate::plan::Reason::adoption)
             .map(|(t, e)| (t.to_string(), e.to_string()))
         else {
             continue;
@@ -401,7 +423,7 @@ pub async fn check_adoptions(plan: &mut crate::plan::Plan, settings: &Settings) 
         let found = crate::reconcile::takeover::find(&target, live, &HashMap::new(), location)
             .map(crate::reconcile::takeover::describe)
             .map_err(|e| e.to_string());
-        item.reasons[0] = crate::plan::checked_adoption(&item.reasons[0], found);
+        crate::plan::checked_adoption(&mut item.reasons[0], found);
     }
 }
 
@@ -492,6 +514,46 @@ mod tests {
         let spec = spec::parse_job("x.yaml", done.as_bytes(), spec::Context::default()).unwrap();
         assert_eq!(spec.adopt.as_deref(), Some("c8e0"));
         assert_eq!(spec.params.parallelism, Some(2));
+    }
+
+    #[test]
+    fn a_file_names_the_jar_and_says_why_a_field_is_left() {
+        let job = ClusterJob {
+            engine_id: "c8e0".into(),
+            name: "clicks".into(),
+            state: "RUNNING".into(),
+            since_ms: None,
+        };
+        let d = JobDetails {
+            jar: Some("clicks-1.0.jar".into()),
+            main_class_missing: Some("one of a.jar (x.A); b.jar (x.B)\nsecond line".into()),
+            args_missing: Some("they could not be read from Flink".into()),
+            ..JobDetails::default()
+        };
+        let text = render(&job, "prod", "flink cluster http://f", &d);
+        assert!(
+            text.contains("no engine records where a jar was built from)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "# The cluster runs it from the jar \"clicks-1.0.jar\": `project.artifact`"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  # TODO params.main_class: one of a.jar (x.A); b.jar (x.B) second line\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("  # TODO params.args: they could not be read from Flink\n"),
+            "{text}"
+        );
+        let diags =
+            spec::parse_job("x.yaml", text.as_bytes(), spec::Context::default()).unwrap_err();
+        assert_eq!(diags.len(), 3, "{diags:?}");
     }
 
     #[test]

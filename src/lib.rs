@@ -45,6 +45,8 @@
 //! - [`store`]: SQLite, one file per table: applied commit, jobs, runs, events, alerts sent,
 //!   savepoints; numbered migrations.
 //! - [`alert`]: events → email and chat-webhook alerts: routing, throttle, delivery.
+//! - [`condition`]: a job's conditions (invalid file, deploy failed, rolled back, drift, ...),
+//!   derived from what runs and what its file asks, and where it runs.
 //! - [`metrics`]: counters and the Prometheus text format.
 //! - [`http`]: the HTTP API, git webhooks, `/metrics` and the status page.
 //!
@@ -64,6 +66,7 @@ pub mod cgroup;
 pub mod changes;
 pub mod cli;
 pub mod client;
+pub mod condition;
 pub mod console;
 pub mod daemon;
 pub mod diag;

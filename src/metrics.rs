@@ -98,6 +98,8 @@ pub struct Snapshot {
     pub ready: bool,
     /// Unmanaged jobs per cluster URL ([`crate::reconcile::unmanaged`]).
     pub unmanaged: Vec<(String, u64)>,
+    /// Jobs per condition ([`crate::condition`]), every kind listed.
+    pub job_problems: Vec<(crate::condition::ConditionKind, u64)>,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -253,6 +255,16 @@ impl Metrics {
             "Jobs whose row in the store cannot be read whole (listed, marked unreadable).",
         );
         sample(o, "jobs_unreadable", &[], snap.jobs_unreadable);
+
+        family(
+            o,
+            "job_problems",
+            "gauge",
+            "Jobs with a condition (invalid file, deploy failed, rolled back, ...), by condition.",
+        );
+        for (kind, n) in &snap.job_problems {
+            sample(o, "job_problems", &[("problem", kind.as_str())], *n);
+        }
 
         family(
             o,
@@ -504,8 +516,10 @@ mod tests {
             },
             ready: true,
             unmanaged: vec![("http://127.0.0.1:8081".into(), 2)],
+            job_problems: vec![(crate::condition::ConditionKind::Invalid, 3)],
         });
         for line in [
+            "jobkeeper_job_problems{problem=\"invalid\"} 3",
             "jobkeeper_jobs{state=\"running\"} 2",
             "jobkeeper_jobs_unreadable 1",
             "jobkeeper_applied_commit_info{commit=\"abc\"} 1",

@@ -25,14 +25,6 @@ pub struct EnvCluster {
     pub version: Option<String>,
 }
 
-/// The envs of an `env: \`a\` → \`b\`` reason.
-pub fn env_change(reason: &str) -> Option<(&str, &str)> {
-    let rest = reason.strip_prefix("env: `")?;
-    let (old, rest) = rest.split_once("` → `")?;
-    let new = rest.strip_suffix('`')?;
-    Some((old, new))
-}
-
 /// The line saying how a job moves from env `old` to env `new`; `None` when both envs name the
 /// same cluster (nothing moves) or neither is a cluster.
 pub fn move_line(old: &str, new: &str, clusters: &HashMap<String, EnvCluster>) -> Option<String> {
@@ -93,7 +85,7 @@ pub fn moved_envs(plan: &Plan) -> Vec<&str> {
     let mut envs: Vec<&str> = plan
         .items
         .iter()
-        .flat_map(|i| i.reasons.iter().filter_map(|r| env_change(r)))
+        .flat_map(|i| i.reasons.iter().filter_map(crate::plan::Reason::env_change))
         .flat_map(|(a, b)| [a, b])
         .collect();
     envs.sort_unstable();
@@ -153,14 +145,14 @@ pub fn describe_moves(plan: &mut Plan, clusters: &HashMap<String, EnvCluster>) {
         let moves: Vec<(String, String)> = item
             .reasons
             .iter()
-            .filter_map(|r| env_change(r))
+            .filter_map(crate::plan::Reason::env_change)
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
         for (old, new) in moves {
             let Some(line) = move_line(&old, &new, clusters) else {
                 continue;
             };
-            item.reasons.push(line);
+            item.reasons.push(line.into());
             if !item.keeps_state {
                 continue;
             }
@@ -168,11 +160,12 @@ pub fn describe_moves(plan: &mut Plan, clusters: &HashMap<String, EnvCluster>) {
                 StateCheck::Fine => {}
                 StateCheck::Refused(why) => {
                     item.refused = true;
-                    item.reasons.push(format!(
-                        "refused: {why}; the daemon keeps the job running where it is"
-                    ));
+                    item.reasons.push(
+                        format!("refused: {why}; the daemon keeps the job running where it is")
+                            .into(),
+                    );
                 }
-                StateCheck::Unchecked(why) => item.reasons.push(format!("warning: {why}")),
+                StateCheck::Unchecked(why) => item.reasons.push(format!("warning: {why}").into()),
             }
         }
     }
@@ -286,7 +279,10 @@ mod tests {
             job: "counter".into(),
             path: "jobs/counter.yaml".into(),
             action: crate::plan::Action::Redeploy,
-            reasons: vec!["env: `new` → `old`".into()],
+            reasons: vec![crate::plan::Reason::EnvChanged {
+                old: "new".into(),
+                new: "old".into(),
+            }],
             errors: Vec::new(),
             hash: None,
             keeps_state,
@@ -300,7 +296,9 @@ mod tests {
         assert!(plan.items[0].refused && !plan.items[1].refused);
         assert!(plan.has_refused());
         assert!(
-            plan.items[0].reasons[2].starts_with("refused: Flink 1.20.3 cannot read"),
+            plan.items[0].reasons[2]
+                .to_string()
+                .starts_with("refused: Flink 1.20.3 cannot read"),
             "{:?}",
             plan.items[0].reasons
         );
@@ -313,9 +311,20 @@ mod tests {
     }
 
     #[test]
-    fn env_changes_are_read_back_from_their_reason() {
-        assert_eq!(env_change("env: `old` → `new`"), Some(("old", "new")));
-        assert_eq!(env_change("params.args changed"), None);
+    fn env_changes_are_read_from_their_typed_reason() {
+        let changed = crate::plan::Reason::EnvChanged {
+            old: "old".into(),
+            new: "new".into(),
+        };
+        assert_eq!(changed.env_change(), Some(("old", "new")));
+        assert_eq!(changed.to_string(), "env: `old` → `new`");
+        let line = crate::plan::Reason::from("params.args changed");
+        assert_eq!(line.env_change(), None);
+        // A line that reads like an env change is not one: nothing is parsed back.
+        assert_eq!(
+            crate::plan::Reason::from("env: `a` → `b`").env_change(),
+            None
+        );
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! [`plan`] does it for every changed job file of a commit, and the `render_*` functions print
 //! the result for people (text, a merge-request comment in markdown) and programs (JSON).
 
+mod reason;
+
+pub use reason::{AdoptCheck, Reason, joined};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -91,8 +94,8 @@ pub struct Item {
     pub path: String,
     /// What happens.
     pub action: Action,
-    /// Why, one line each (`params.args changed`).
-    pub reasons: Vec<String>,
+    /// Why, one line each (`params.args changed`), typed; text when shown.
+    pub reasons: Vec<Reason>,
     /// For `invalid`: every problem of the file.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<Diagnostic>,
@@ -143,10 +146,10 @@ pub fn warn_refused(plan: &mut Plan, refused: &BTreeMap<String, Refused>) {
                 )
             })
             .unwrap_or_default();
-        item.reasons.push(format!(
+        item.reasons.push(Reason::Line(format!(
             "warning: this version was rolled back{commit}{why}; the daemon keeps refusing it \
              and the previous version keeps running until the job file changes"
-        ));
+        )));
     }
 }
 
@@ -186,21 +189,25 @@ impl Plan {
     }
 }
 
-fn changed<T: PartialEq + std::fmt::Debug>(out: &mut Vec<String>, field: &str, old: &T, new: &T) {
+fn changed<T: PartialEq + std::fmt::Debug>(out: &mut Vec<Reason>, field: &str, old: &T, new: &T) {
     if old != new {
-        out.push(format!("{field} changed"));
+        out.push(Reason::Line(format!("{field} changed")));
     }
 }
 
-fn changed_shown(out: &mut Vec<String>, field: &str, old: Option<&str>, new: Option<&str>) {
+fn changed_shown(out: &mut Vec<Reason>, field: &str, old: Option<&str>, new: Option<&str>) {
     if old != new {
         let show = |v: Option<&str>| v.map_or_else(|| "(none)".to_string(), |s| format!("`{s}`"));
-        out.push(format!("{field}: {} → {}", show(old), show(new)));
+        out.push(Reason::Line(format!(
+            "{field}: {} → {}",
+            show(old),
+            show(new)
+        )));
     }
 }
 
 /// Classes the change from `old` to `new` of one job (SPEC reconcile rule 3), with reasons.
-pub fn diff_specs(old: &JobSpec, new: &JobSpec) -> (Action, Vec<String>) {
+pub fn diff_specs(old: &JobSpec, new: &JobSpec) -> (Action, Vec<Reason>) {
     let rebuild = project_changes(old, new);
     let redeploy = deploy_changes(old, new);
     let mut in_place = Vec::new();
@@ -235,17 +242,20 @@ pub fn diff_specs(old: &JobSpec, new: &JobSpec) -> (Action, Vec<String>) {
     reasons.extend(redeploy);
     reasons.extend(in_place);
     if action == Action::Unchanged {
-        reasons.push(UNCHANGED.to_string());
+        reasons.push(UNCHANGED.to_string().into());
     }
     if action != Action::Rebuild
         && old.env != new.env
         && let Some(field) = project_var(new)
     {
-        reasons.push(format!(
-            "may be a rebuild: `{field}` uses `${{var:..}}`, which take env `{}`'s values; \
-             `plan --config` reads them and says",
-            new.env
-        ));
+        reasons.push(
+            format!(
+                "may be a rebuild: `{field}` uses `${{var:..}}`, which take env `{}`'s values; \
+                 `plan --config` reads them and says",
+                new.env
+            )
+            .into(),
+        );
     }
     (action, reasons)
 }
@@ -272,7 +282,7 @@ fn project_var(spec: &JobSpec) -> Option<&'static str> {
 }
 
 /// The changes that need a new build.
-fn project_changes(old: &JobSpec, new: &JobSpec) -> Vec<String> {
+fn project_changes(old: &JobSpec, new: &JobSpec) -> Vec<Reason> {
     let mut rebuild = Vec::new();
     match (&old.project, &new.project) {
         (Some(o), Some(n)) => {
@@ -297,7 +307,10 @@ fn project_changes(old: &JobSpec, new: &JobSpec) -> Vec<String> {
                 n.artifact.as_deref(),
             );
             if o.follow != n.follow {
-                rebuild.push(format!("project.follow: {} → {}", o.follow, n.follow));
+                rebuild.push(Reason::Line(format!(
+                    "project.follow: {} → {}",
+                    o.follow, n.follow
+                )));
             }
         }
         (None, Some(_)) => rebuild.push("project added".into()),
@@ -309,7 +322,7 @@ fn project_changes(old: &JobSpec, new: &JobSpec) -> Vec<String> {
 
 /// The changes that need a new run.
 /// `sql` / `sql_file` changes: the file named, or the SQL it holds.
-fn sql_changes(out: &mut Vec<String>, old: &JobSpec, new: &JobSpec) {
+fn sql_changes(out: &mut Vec<Reason>, old: &JobSpec, new: &JobSpec) {
     match (&old.sql, &new.sql) {
         (None, None) => {}
         (None, Some(_)) => out.push("sql added".into()),
@@ -319,15 +332,20 @@ fn sql_changes(out: &mut Vec<String>, old: &JobSpec, new: &JobSpec) {
                 changed_shown(out, "sql_file", o.file.as_deref(), n.file.as_deref());
             } else if o.text != n.text {
                 let what = if n.file.is_some() { "sql_file" } else { "sql" };
-                out.push(format!("{what} changed"));
+                out.push(Reason::Line(format!("{what} changed")));
             }
         }
     }
 }
 
-fn deploy_changes(old: &JobSpec, new: &JobSpec) -> Vec<String> {
+fn deploy_changes(old: &JobSpec, new: &JobSpec) -> Vec<Reason> {
     let mut redeploy = Vec::new();
-    changed_shown(&mut redeploy, "env", Some(&old.env), Some(&new.env));
+    if old.env != new.env {
+        redeploy.push(Reason::EnvChanged {
+            old: old.env.clone(),
+            new: new.env.clone(),
+        });
+    }
     sql_changes(&mut redeploy, old, new);
     changed(
         &mut redeploy,
@@ -378,11 +396,11 @@ fn deploy_changes(old: &JobSpec, new: &JobSpec) -> Vec<String> {
         new.schedule.as_deref(),
     );
     if old.suspend != new.suspend {
-        redeploy.push(if new.suspend {
-            "suspend: false → true (the job is stopped)".to_string()
+        redeploy.push(Reason::from(if new.suspend {
+            "suspend: false → true (the job is stopped)"
         } else {
-            "suspend: true → false (the job is started)".to_string()
-        });
+            "suspend: true → false (the job is started)"
+        }));
     }
     redeploy
 }
@@ -433,8 +451,15 @@ pub fn plan(applied: &BTreeMap<String, JobSpec>, changes: &[Change]) -> Plan {
             } => {
                 let (action, reasons) = match applied.get(name) {
                     None => match &new.adopt {
-                        Some(target) => (Action::Adopt, vec![adopt_reason(target, &new.env)]),
-                        None => (Action::Add, vec![add_reason(new)]),
+                        Some(target) => (
+                            Action::Adopt,
+                            vec![Reason::Adopt {
+                                target: target.clone(),
+                                env: new.env.clone(),
+                                check: AdoptCheck::Unchecked,
+                            }],
+                        ),
+                        None => (Action::Add, vec![Reason::Line(add_reason(new))]),
                     },
                     Some(old) => diff_specs(old, new),
                 };
@@ -463,28 +488,15 @@ pub fn plan(applied: &BTreeMap<String, JobSpec>, changes: &[Change]) -> Plan {
 /// What `plan` says of an adoption until the cluster is asked ([`checked_adoption`]).
 pub const ADOPT_UNCHECKED: &str = "(checked at apply)";
 
-fn adopt_reason(target: &str, env: &str) -> String {
-    format!(
-        "takes over `{target}` running on the cluster of env `{env}`, without a restart {ADOPT_UNCHECKED}"
-    )
-}
-
-/// The adopted name and env of an `adopt` item's reason.
-pub fn adoption(reason: &str) -> Option<(&str, &str)> {
-    let rest = reason.strip_prefix("takes over `")?;
-    let (target, rest) = rest.split_once("` running on the cluster of env `")?;
-    let (env, _) = rest.split_once('`')?;
-    Some((target, env))
-}
-
 /// An `adopt` item's reason once the cluster was asked: what it found, or why the apply would
 /// be refused as things stand.
-pub fn checked_adoption(reason: &str, found: Result<String, String>) -> String {
-    let what = match found {
-        Ok(job) => format!("(found: {job})"),
-        Err(why) => format!("(refused at apply as the cluster stands now: {why})"),
-    };
-    reason.replacen(ADOPT_UNCHECKED, &what, 1)
+pub fn checked_adoption(reason: &mut Reason, found: Result<String, String>) {
+    if let Reason::Adopt { check, .. } = reason {
+        *check = match found {
+            Ok(job) => AdoptCheck::Found(job),
+            Err(why) => AdoptCheck::Refused(why),
+        };
+    }
 }
 
 fn add_reason(spec: &JobSpec) -> String {
@@ -721,7 +733,7 @@ pub fn render_markdown(plan: &Plan, from: &str, to: &str) -> String {
             let row = format!(
                 "| {} | {} |\n",
                 md_code(&item.job),
-                md_reason(&item.reasons.join("; "))
+                md_reason(&joined(&item.reasons))
             );
             if out.len() + row.len() + close.len() > budget {
                 break;
@@ -850,7 +862,7 @@ mod tests {
         new.project.as_mut().unwrap().branch = "dev".into();
         let (a, r) = diff_specs(&spec(), &new);
         assert_eq!(a, Action::Rebuild);
-        assert_eq!(r, vec!["project.branch: `main` → `dev`".to_string()]);
+        assert_eq!(r, vec![Reason::from("project.branch: `main` → `dev`")]);
     }
 
     #[test]
@@ -862,7 +874,13 @@ mod tests {
         new.env = "prod".into();
         assert_eq!(
             diff_specs(&spec(), &new),
-            (Action::Redeploy, vec!["env: `dev` → `prod`".into()])
+            (
+                Action::Redeploy,
+                vec![Reason::EnvChanged {
+                    old: "dev".into(),
+                    new: "prod".into()
+                }]
+            )
         );
         let mut new = spec();
         new.schedule = Some("* * * * *".into());
@@ -881,7 +899,10 @@ mod tests {
         assert_eq!(a, Action::InPlace);
         assert_eq!(
             r,
-            vec!["alerts changed".to_string(), "restart changed".to_string()]
+            vec![
+                Reason::from("alerts changed"),
+                Reason::from("restart changed")
+            ]
         );
     }
 
@@ -889,7 +910,7 @@ mod tests {
     fn same_spec_is_unchanged_and_says_why() {
         assert_eq!(
             diff_specs(&spec(), &spec()),
-            (Action::Unchanged, vec![UNCHANGED.to_string()])
+            (Action::Unchanged, vec![UNCHANGED.to_string().into()])
         );
     }
 
@@ -924,7 +945,11 @@ mod tests {
         assert_eq!(p.items.len(), 5);
         for item in &p.items {
             assert!(
-                !item.reasons.is_empty() && item.reasons.iter().all(|r| !r.trim().is_empty()),
+                !item.reasons.is_empty()
+                    && item
+                        .reasons
+                        .iter()
+                        .all(|r| !r.to_string().trim().is_empty()),
                 "{item:?}"
             );
         }
@@ -950,7 +975,7 @@ mod tests {
         let (a, r) = diff_specs(&with_project("flink", unread), &with_project("old", unread));
         assert_eq!(a, Action::Redeploy);
         assert_eq!(
-            r.last().unwrap(),
+            r.last().unwrap().to_string(),
             "may be a rebuild: `project.build` uses `${var:..}`, which take env `old`'s \
              values; `plan --config` reads them and says"
         );
@@ -960,7 +985,10 @@ mod tests {
             &with_project("old", "sh build.sh 1.20.3"),
         );
         assert_eq!(a, Action::Rebuild);
-        assert!(!r.iter().any(|r| r.starts_with("may be")), "{r:?}");
+        assert!(
+            !r.iter().any(|r| r.to_string().starts_with("may be")),
+            "{r:?}"
+        );
     }
 
     #[test]
@@ -993,7 +1021,7 @@ mod tests {
         );
         warn_refused(&mut p, &refused);
         assert_eq!(
-            p.items[0].reasons[1],
+            p.items[0].reasons[1].to_string(),
             "warning: this version was rolled back (commit 01234567): exited with code 4; the \
              daemon keeps refusing it and the previous version keeps running until the \
              job file changes"
@@ -1007,7 +1035,7 @@ mod tests {
         );
         warn_refused(&mut p, &refused);
         assert!(
-            p.items[0].reasons[1].contains(
+            p.items[0].reasons[1].to_string().contains(
                 ": flink job 1f FAILED: JobException: Recovery is suppressed | Caused by: \
                  java.lang.IllegalStateException: failing on purpose; the daemon"
             ),
@@ -1084,7 +1112,7 @@ mod tests {
                 job: evil.to_string(),
                 path: format!("jobs/{evil}.yaml"),
                 action: Action::Invalid,
-                reasons: vec![format!("name `{evil}` is bad")],
+                reasons: vec![format!("name `{evil}` is bad").into()],
                 errors: vec![Diagnostic::file(format!("jobs/{evil}.yaml"), "bad name")],
                 hash: None,
                 keeps_state: false,
@@ -1130,19 +1158,20 @@ mod tests {
         };
         let p = plan(&BTreeMap::new(), &[change]);
         assert_eq!(p.items[0].action, Action::Adopt);
-        let reason = &p.items[0].reasons[0];
+        let mut reason = p.items[0].reasons[0].clone();
         assert_eq!(
-            reason,
+            reason.to_string(),
             "takes over `clicks` running on the cluster of env `prod`, without a restart (checked at apply)"
         );
-        assert_eq!(adoption(reason), Some(("clicks", "prod")));
+        assert_eq!(reason.adoption(), Some(("clicks", "prod")));
         assert!(
             render_text(&p).ends_with("plan: 1 adopt\n"),
             "{}",
             render_text(&p)
         );
+        checked_adoption(&mut reason, Ok("f00 (`clicks`, RUNNING)".into()));
         assert_eq!(
-            checked_adoption(reason, Ok("f00 (`clicks`, RUNNING)".into())),
+            reason.to_string(),
             "takes over `clicks` running on the cluster of env `prod`, without a restart (found: f00 (`clicks`, RUNNING))"
         );
     }

@@ -158,7 +158,7 @@ fn note_of(item: &plan::Item) -> Note {
         plan::Action::Invalid => JobEvent::Invalid {
             errors: format!(
                 "{}\n{}",
-                item.reasons.join("; "),
+                crate::plan::joined(&item.reasons),
                 diag::render(&item.errors)
             ),
         },
@@ -168,7 +168,11 @@ fn note_of(item: &plan::Item) -> Note {
             line: action.as_str().to_string(),
         },
         action => JobEvent::Planned {
-            line: format!("{}: {}", action.as_str(), item.reasons.join("; ")),
+            line: format!(
+                "{}: {}",
+                action.as_str(),
+                crate::plan::joined(&item.reasons)
+            ),
         },
     };
     (item.job.clone(), event)

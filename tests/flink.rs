@@ -1190,13 +1190,26 @@ async fn a_reloaded_flink_url_whose_cluster_refuses_the_job_leaves_it_on_the_for
     assert_eq!(d.live_runs("urlstayer").len(), 1);
     let row = d.store.job("urlstayer").unwrap().unwrap();
     assert_eq!(row.state.as_str(), "running");
-    assert!(
-        row.reason
-            .as_deref()
-            .unwrap_or("")
-            .contains("the new cluster refused the job"),
-        "{:?}",
-        row.reason
+    // The condition says so, typed, and where the job runs.
+    let (_, body) = d.get("/api/v1/jobs/urlstayer").await;
+    let j: Value = serde_json::from_str(&body).unwrap();
+    let c = &j["conditions"][0];
+    assert_eq!(
+        (c["kind"].as_str(), c["moved"].as_bool()),
+        (Some("deploy_failed"), Some(true)),
+        "{j}"
+    );
+    assert_eq!(c["runs_elsewhere"]["cluster"], old.url.as_str(), "{j}");
+    assert_eq!(j["running"]["cluster"], old.url.as_str(), "{j}");
+    assert_eq!(j["version"], "1.20.3", "{j}");
+    assert_eq!(
+        j["place"],
+        format!(
+            "runs on flink at {} (1.20.3); the file asks for flink at {} (2.3.0): the move was \
+             refused",
+            old.url, new.url
+        ),
+        "{j}"
     );
 }
 
@@ -1434,4 +1447,127 @@ async fn measure_the_restart_path_with_retained_checkpoints() {
             t.len()
         );
     }
+}
+
+/// The trial's refused move, end to end: `counter` runs on env `flink` (2.3.0) and its file
+/// moves it to env `flink-1-20` (1.20.3), which cannot read a 2.3 savepoint. The move is
+/// refused and the job keeps running on 2.3.0; the API, `status` and the page say where it
+/// runs (env `flink`, version 2.3.0, its cluster) and, in one phrase, that the file asks for
+/// `flink-1-20` and the move was refused. Reverting the env to `flink` clears `deploy_failed`
+/// at once, and after a daemon restart. Before, they showed env `flink-1-20` and version 1.20.3
+/// while the job ran on 2.3.0, and `running (deploy failed)` for good after the revert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_move_shows_where_the_job_runs_and_a_revert_of_the_env_clears_it() {
+    let (v2, v1) = (Cluster::v2_3(), Cluster::v1_20());
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, _) = setup(tmp.path(), &v2.url);
+    let sp = tmp.path().join("savepoints");
+    let env = |name: &str, url: &str| {
+        format!(
+            "  {name}: {{engine: flink, flink: {{url: \"{url}\", savepoint_dir: \"file://{}\"}}}}\n",
+            sp.display()
+        )
+    };
+    let extra = format!(
+        "{}{}health: {{interval: 1s}}\n",
+        env("flink", &v2.url),
+        env("flink-1-20", &v1.url)
+    );
+    let cfg = config(tmp.path(), &git, &extra);
+    let _cleanup_2 = cleanup(&v2.url, tmp.path());
+    let _cleanup_1 = cleanup(&v1.url, tmp.path());
+    git.write("jobs/counter.yaml", &counter(&v2.lib, &["--tag", "c"], ""));
+    git.commit_push("counter on flink 2.3");
+    let mut d = start(tmp.path(), &cfg).await;
+    let (run1, jid1) = running(&d, &v2.url, "counter", &[]).await;
+    let view = async |d: &Daemon| -> Value {
+        let (code, body) = d.get("/api/v1/jobs/counter").await;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let status = |d: &Daemon| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+            .args(["status", "--url", &format!("http://{}", d.addr)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+
+    git.write(
+        "jobs/counter.yaml",
+        &counter(&v2.lib, &["--tag", "c"], "").replace("env: flink\n", "env: flink-1-20\n"),
+    );
+    let moved = git.commit_push("move counter to the 1.20 cluster");
+    wait_for("deploy_failed", LIMIT, || {
+        d.has_event("counter", "deploy_failed")
+    })
+    .await;
+    assert_eq!(
+        flink_state(&v2.url, &jid1).await.as_deref(),
+        Some("RUNNING")
+    );
+    let j = view(&d).await;
+    let phrase = "runs on flink (2.3.0); the file asks for flink-1-20: the move was refused";
+    assert_eq!(
+        (
+            j["state"].as_str(),
+            j["env"].as_str(),
+            j["version"].as_str(),
+            j["desired_env"].as_str()
+        ),
+        (
+            Some("running"),
+            Some("flink"),
+            Some("2.3.0"),
+            Some("flink-1-20")
+        ),
+        "{j}"
+    );
+    assert_eq!(j["running"]["run_id"], run1, "{j}");
+    assert_eq!(j["running"]["env"], "flink", "{j}");
+    assert_eq!(j["running"]["version"], "2.3.0", "{j}");
+    assert_eq!(j["running"]["cluster"], v2.url.as_str(), "{j}");
+    assert_eq!(j["place"], phrase, "{j}");
+    assert_eq!(j["conditions"][0]["kind"], "deploy_failed", "{j}");
+    assert_eq!(j["conditions"][0]["commit"], moved.as_str(), "{j}");
+    assert_eq!(j["conditions"][0]["runs_elsewhere"]["env"], "flink", "{j}");
+    let table = status(&d);
+    assert!(
+        table.contains("running (deploy failed)") && table.contains(phrase),
+        "{table}"
+    );
+    let row = table.lines().find(|l| l.starts_with("counter ")).unwrap();
+    assert!(
+        row.contains(" flink ") && row.contains("flink 2.3.0") && !row.contains("1-20"),
+        "{row}"
+    );
+    let (_, page) = d.get("/jobs/counter").await;
+    assert!(page.contains(phrase), "{page}");
+
+    // The env reverted to `flink`: nothing to do, and nothing wrong any more.
+    git.git(&["revert", "--no-edit", "HEAD"]);
+    git.push();
+    let revert = git.git(&["rev-parse", "HEAD"]).trim().to_string();
+    let store = d.store.clone();
+    wait_for("the revert applied", LIMIT, || {
+        store.applied_commit().unwrap().as_deref() == Some(revert.as_str())
+    })
+    .await;
+    let j = view(&d).await;
+    assert_eq!(j["state"], "running", "{j}");
+    assert_eq!(j["conditions"], serde_json::json!([]), "{j}");
+    assert_eq!(j["place"], Value::Null, "{j}");
+    let table = status(&d);
+    assert!(!table.contains("deploy failed"), "{table}");
+    assert_eq!(d.live_runs("counter").len(), 1);
+    assert_eq!(d.live_runs("counter")[0].id, run1, "nothing was restarted");
+
+    d.stop().await;
+    let d = start(tmp.path(), &cfg).await;
+    let (run, jid) = running(&d, &v2.url, "counter", &[]).await;
+    assert_eq!((run, jid.as_str()), (run1, jid1.as_str()), "adopted");
+    let table = status(&d);
+    assert!(!table.contains("deploy failed"), "{table}");
+    assert_eq!(view(&d).await["conditions"], serde_json::json!([]));
 }

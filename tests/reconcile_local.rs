@@ -149,10 +149,11 @@ async fn force_push_and_rename_converge_to_the_new_tip() {
     let pid_a = d.running_pid("a").await;
     let pid_b = d.running_pid("b").await;
 
-    // Rewrite history: drop the commit that added b, rename a to c.
+    // Rewrite history: drop the commit that added b, rename a to c. Both jobs of two go, more
+    // than `max_removals` (50%): the trailer lets the commit apply.
     git.git(&["reset", "-q", "--hard", &base]);
     git.git(&["mv", "jobs/a.yaml", "jobs/c.yaml"]);
-    let tip = git.commit("rename a to c");
+    let tip = git.commit("rename a to c\n\nJobkeeper-Allow-Removals: history rewritten on purpose");
     git.force_push();
     wait_for("applied", Duration::from_secs(10), || {
         d.store.applied_commit().unwrap() == Some(tip.clone())

@@ -668,6 +668,9 @@ async fn a_driver_started_outside_is_listed_imported_and_adopted_as_it_runs() {
         "environmentVariables": {},
         "sparkProperties": {"spark.master": c.master, "spark.submit.deployMode": "cluster",
             "spark.jars": jar, "spark.app.name": "outside-totals", "spark.driver.memory": "512m",
+            // Spark writes these unescaped in the launch command, and redacts the secret.
+            "spark.driver.extraJavaOptions": "-Dimport.a=1 -Dimport.b=\"x y\"",
+            "spark.hadoop.fs.s3a.secret.key": "s3cr3t",
             "spark.executor.memory": "512m", "spark.cores.max": "1"}
     });
     let made: Value = reqwest::Client::new()
@@ -742,8 +745,34 @@ async fn a_driver_started_outside_is_listed_imported_and_adopted_as_it_runs() {
         "{text}"
     );
     assert!(
+        text.contains(
+            "    \"spark.driver.extraJavaOptions\": \"-Dimport.a=1 -Dimport.b=\\\"x y\\\"\"\n"
+        ),
+        "{text}"
+    );
+    assert!(
         !text.contains("spark.master"),
         "the engine's own properties are left out"
+    );
+    assert!(
+        !text.contains("s3cr3t") && !text.contains("(redacted)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "# TODO check conf `spark.hadoop.fs.s3a.secret.key`: Spark redacted its value"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "# The cluster runs it from the jar \"{jar}\": `project.artifact`"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("no engine records where a jar was built from"),
+        "{text}"
     );
 
     // Completed and committed: the driver is the job's run, nothing submitted.

@@ -279,9 +279,24 @@ async fn eight_hundred_jobs_in_a_real_browser() {
         );
         assert!(rows["overflow"].as_f64().unwrap() <= 0.0, "no horizontal overflow: {rows}");
 
+        // The problems view first: every job with a condition (the two broken files), above
+        // the list of all jobs.
+        let problems = b.eval(
+            "(() => { const t = document.getElementById('problem-jobs'); if (!t) return null; \
+             return {names: Array.from(t.tBodies[0].rows).map(r => r.dataset.job), \
+             first: !!(t.compareDocumentPosition(document.getElementById('jobs')) \
+               & Node.DOCUMENT_POSITION_FOLLOWING)}; })()",
+        );
+        assert_eq!(
+            problems["names"],
+            json!(["broken/a", "broken/b"]),
+            "{problems}"
+        );
+        assert_eq!(problems["first"], json!(true), "{problems}");
+
         // Search as you type: each key narrows the rows, and the URL keeps it.
         b.eval("document.getElementById('q').focus()");
-        for (text, expect) in [("team-3", 99usize), ("team-3/hb-01", 1), ("enrichment", 16)] {
+        for (text, expect) in [("team-3", 99usize), ("team-3/hb-01", 2), ("enrichment", 16)] {
             b.eval("document.getElementById('q').value = ''");
             b.call("Input.insertText", json!({"text": text}), true);
             let names = shown(&mut b, 0);

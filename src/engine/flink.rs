@@ -39,6 +39,7 @@ use crate::yaml::{Checker, Node};
 
 pub mod answers;
 pub mod identity;
+pub mod origin;
 pub mod output;
 pub mod version;
 
@@ -267,6 +268,111 @@ impl FlinkEngine {
             });
         }
         out
+    }
+
+    /// What the cluster tells of the jar, entry class and args `job` was started with, into
+    /// `d` ([`origin`]): from an application-mode config, else by matching the uploaded jars.
+    async fn describe_origin(
+        &self,
+        job: &ClusterJob,
+        d: &mut JobDetails,
+    ) -> Result<(), EngineError> {
+        let jid = &job.engine_id;
+        let path = format!("/jobs/{jid}/jobmanager/config");
+        let (status, body) = self.call(self.http.get(self.url(&path))).await?;
+        let app = if status.is_success() {
+            origin::application(&body)
+        } else {
+            origin::Application::default()
+        };
+        if let Some(c) = app.main_class {
+            d.main_class = Some(c);
+            d.notes.push(
+                "main_class: from the cluster's application config \
+                 (`$internal.application.main`); check it"
+                    .into(),
+            );
+        }
+        if let Some(args) = app.args {
+            d.args = Some(args);
+            d.notes.retain(|n| !n.starts_with("args:"));
+            d.notes.push(
+                "args: from the cluster's application config \
+                 (`$internal.application.program-args`); check them"
+                    .into(),
+            );
+        }
+        if d.args.is_none() {
+            d.args_missing = Some(
+                "the job's program arguments: they could not be read from Flink, which keeps no \
+                 args of a job run through its REST API or CLI"
+                    .into(),
+            );
+        }
+        let (status, listed) = self.call(self.http.get(self.url("/jars"))).await?;
+        let jars = if status.is_success() {
+            origin::uploaded(&listed)
+        } else {
+            Vec::new()
+        };
+        let operators: Vec<String> = match self.get(&format!("/jobs/{jid}")).await {
+            Ok(body) => job_vertices(&body).into_iter().map(|v| v.name).collect(),
+            Err(_) => Vec::new(),
+        };
+        let found = origin::match_jar(&job.name, &operators, job.since_ms, &app.jars, &jars);
+        let (jar, how) = match found {
+            origin::JarMatch::Found { jar, how } => (jar, how),
+            origin::JarMatch::Several(jars) => {
+                if d.main_class.is_none() {
+                    let list: Vec<String> =
+                        jars.iter().map(origin::UploadedJar::describe).collect();
+                    d.main_class_missing = Some(format!(
+                        "the entry class of the jar the job was started from, which Flink does \
+                         not record; the jars uploaded before it started that fit: {}",
+                        list.join("; ")
+                    ));
+                }
+                return Ok(());
+            }
+            origin::JarMatch::None => {
+                if d.main_class.is_none() {
+                    d.main_class_missing = Some(
+                        "the job's entry class: Flink does not record it, and the cluster holds \
+                         no jar uploaded before the job started"
+                            .into(),
+                    );
+                }
+                return Ok(());
+            }
+        };
+        d.jar = Some(jar.name.clone());
+        if d.main_class.is_some() {
+            return Ok(());
+        }
+        match jar.entries.as_slice() {
+            [entry] => {
+                d.main_class = Some(entry.clone());
+                d.notes.push(format!(
+                    "main_class: the entry class of {}, {how}; check it",
+                    jar.name
+                ));
+            }
+            [] => {
+                d.main_class_missing = Some(format!(
+                    "the job's entry class: its jar {} names none in its manifest, and Flink does \
+                     not record the class a job was run with",
+                    jar.name
+                ));
+            }
+            several => {
+                d.main_class_missing = Some(format!(
+                    "the job's entry class, one of those its jar {} names: {}",
+                    jar.name,
+                    several.join(", ")
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The jar id of an artifact on this cluster, uploading it when the cluster lacks it.
@@ -768,22 +874,7 @@ impl Engine for FlinkEngine {
                 interval.replace(' ', ""),
             );
         }
-        // An uploaded jar's entry class, when the cluster holds exactly one jar naming one.
-        let jars = self.get("/jars").await?;
-        let entries: Vec<&str> = jars["files"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|f| f["entry"].as_array().into_iter().flatten())
-            .filter_map(|e| e["name"].as_str())
-            .collect();
-        if let [entry] = entries.as_slice() {
-            d.main_class = Some((*entry).to_string());
-            d.notes.push(
-                "main_class: the entry class of the only jar uploaded to the cluster; check it"
-                    .into(),
-            );
-        }
+        self.describe_origin(job, &mut d).await?;
         Ok(d)
     }
 

@@ -265,6 +265,13 @@ pub struct JobDetails {
     pub parallelism: Option<u32>,
     /// Configuration the job runs with (flink: job config; spark: its Spark properties).
     pub conf: std::collections::BTreeMap<String, String>,
+    /// The jar the job runs, as the cluster names it (flink: the uploaded jar's file name;
+    /// spark: the driver's jar as submitted), when it tells.
+    pub jar: Option<String>,
+    /// Why `main_class` is empty, when the engine can say more than that it does not keep it.
+    pub main_class_missing: Option<String>,
+    /// Why `args` is empty, when the engine can say more than that it does not keep them.
+    pub args_missing: Option<String>,
     /// What the engine could not tell, or where a value came from, one line each.
     pub notes: Vec<String>,
 }
@@ -420,6 +427,12 @@ pub trait Engine: Send + Sync {
     /// URL); `None` for the local engine.
     fn cluster(&self) -> Option<String> {
         None
+    }
+
+    /// The URL of the cluster this engine drives, as lists of clusters show it (flink: its REST
+    /// URL, spark: its master's REST URL); `None` for the local engine.
+    fn url(&self) -> Option<String> {
+        self.cluster()
     }
 
     /// The same engine, with the same settings, driving another cluster: for runs recorded on

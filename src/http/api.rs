@@ -18,6 +18,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::ApiState;
+use super::shown::{Envs, Shown, shown};
+use crate::condition::{Condition, ConditionKind, Place};
 use crate::event::JobEvent;
 use crate::reconcile::Scope;
 use crate::repo::TriggerReason;
@@ -194,16 +196,38 @@ pub struct RunningView {
     pub project_commit: Option<String>,
     /// RFC 3339 time the run started.
     pub since: String,
+    /// The spec hash of the version it runs.
+    #[serde(default)]
+    pub spec_hash: Option<String>,
+    /// The env it was started in.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// Its engine.
+    #[serde(default)]
+    pub engine: Option<String>,
+    /// The cluster it runs on (its URL; `None` for local runs).
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// That cluster's version, when known (flink: `2.3.0`).
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 impl RunningView {
-    /// The view of a stored live run.
-    pub fn of(r: &Running) -> RunningView {
+    /// The view of a stored live run, at `place` (its stored place, with the version filled
+    /// in when the run's record lacks it).
+    pub fn of(r: &Running, place: Option<&Place>) -> RunningView {
+        let place = place.unwrap_or(&r.place);
         RunningView {
             run_id: r.run_id,
             config_commit: r.config_commit.clone(),
             project_commit: r.project_commit.clone(),
             since: rfc3339(r.since),
+            spec_hash: Some(r.spec_hash.clone()),
+            env: place.env.clone(),
+            engine: place.engine.clone(),
+            cluster: place.cluster.clone(),
+            version: place.version.clone(),
         }
     }
 }
@@ -217,13 +241,30 @@ pub struct JobView {
     pub state: String,
     /// Why it is in that state.
     pub reason: Option<String>,
-    /// Its env; `None` for a job that never had a valid file.
+    /// What is wrong with it now, each typed (`{"kind": "deploy_failed", ...}`); empty when
+    /// nothing is. Derived from what runs and what its file asks, so each clears when its
+    /// cause is gone.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// True when it has a condition.
+    #[serde(default)]
+    pub problem: bool,
+    /// Where it runs: the env of its live run, else the env its file asks for; `None` for a
+    /// job that never had a valid file.
     pub env: Option<String>,
-    /// The env's engine.
+    /// That env's engine.
     pub engine: Option<String>,
-    /// The version of the env's cluster, once the daemon read it (flink: `1.20.3`).
+    /// The version of the cluster it runs on (else of its env's cluster), once the daemon read
+    /// it (flink: `1.20.3`).
     #[serde(default)]
     pub version: Option<String>,
+    /// The env its latest valid file asks for.
+    #[serde(default)]
+    pub desired_env: Option<String>,
+    /// When where it runs is not where its file asks, one phrase saying so and why ("runs on
+    /// flink (2.3.0); the file asks for flink-1-20: the move was refused").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<String>,
     /// Path of its file in the config repo.
     pub path: String,
     /// The config commit that last changed its file.
@@ -319,23 +360,84 @@ pub struct ListQuery {
     pub sort: Option<String>,
     /// `desc`: the status page's sort descending.
     pub dir: Option<String>,
+    /// `1` or `true`: only jobs with a condition.
+    pub problem: Option<String>,
+}
+
+/// A list's filters on what is shown (a state or condition, problems only), applied to the
+/// derived conditions, beside the store query.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// What the store is asked for (no state: the shown state is derived).
+    pub query: crate::store::JobQuery,
+    /// `?state=`: jobs shown in this state, or with this condition (a word may be both).
+    pub state: Option<(Option<JobState>, Option<ConditionKind>)>,
+    /// `?problem=true`: only jobs with a condition.
+    pub problem: bool,
+}
+
+impl ListFilter {
+    /// All jobs, `limit` at most.
+    pub fn all(query: crate::store::JobQuery) -> ListFilter {
+        ListFilter {
+            query,
+            ..ListFilter::default()
+        }
+    }
+
+    /// Whether the filters are on the shown state or conditions (which the store cannot
+    /// filter on).
+    fn on_shown(&self) -> bool {
+        let in_store = self.query.state.is_some();
+        (self.state.is_some() && !in_store) || self.problem
+    }
+
+    /// Whether `view` passes the filters.
+    fn keeps(&self, view: &JobView) -> bool {
+        if self.problem && !view.problem {
+            return false;
+        }
+        let Some((state, kind)) = self.state else {
+            return true;
+        };
+        state.is_some_and(|s| view.state == s.as_str())
+            || kind.is_some_and(|k| view.conditions.iter().any(|c| c.kind() == k))
+    }
+}
+
+/// A `1`/`0` query flag (empty: no).
+fn flag(name: &str, v: &Option<String>) -> Result<bool, ApiError> {
+    match given(v) {
+        None | Some("0" | "false" | "no") => Ok(false),
+        Some("1" | "true" | "yes") => Ok(true),
+        Some(v) => Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!("`{name}`: expected 1 or 0, found `{v}`"),
+        )),
+    }
 }
 
 impl ListQuery {
     /// The store query, or a 400 naming the bad parameter. Empty values mean "any".
-    pub fn to_query(&self, settings: &Settings) -> Result<crate::store::JobQuery, ApiError> {
+    pub fn to_query(&self, settings: &Settings) -> Result<ListFilter, ApiError> {
         let bad = |m: String| error(StatusCode::BAD_REQUEST, &m);
         let state = match given(&self.state) {
-            Some(s) => Some(crate::store::JobState::parse(s).ok_or_else(|| {
-                let all: Vec<_> = crate::store::JobState::ALL
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect();
-                bad(format!(
-                    "unknown state `{s}`; expected one of: {}",
-                    all.join(", ")
-                ))
-            })?),
+            Some(s) => {
+                let (state, kind) = (JobState::parse(s), ConditionKind::parse(s));
+                if state.is_none() && kind.is_none() {
+                    let mut all: Vec<_> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+                    for k in ConditionKind::ALL {
+                        if !all.contains(&k.as_str()) {
+                            all.push(k.as_str());
+                        }
+                    }
+                    return Err(bad(format!(
+                        "unknown state `{s}`; expected one of: {}",
+                        all.join(", ")
+                    )));
+                }
+                Some((state, kind))
+            }
             None => None,
         };
         let mut envs: Option<Vec<String>> = given(&self.env).map(|e| vec![e.to_string()]);
@@ -351,11 +453,8 @@ impl ListQuery {
                 None => of_engine,
             });
         }
-        let removed = match given(&self.removed) {
-            None | Some("0" | "false" | "no") => false,
-            Some("1" | "true" | "yes") => true,
-            Some(v) => return Err(bad(format!("`removed`: expected 1 or 0, found `{v}`"))),
-        };
+        let removed = flag("removed", &self.removed)?;
+        let problem = flag("problem", &self.problem)?;
         let limit = match given(&self.limit) {
             None => DEFAULT_PAGE,
             Some(v) => match v.parse::<usize>() {
@@ -367,15 +466,25 @@ impl ListQuery {
                 }
             },
         };
-        Ok(crate::store::JobQuery {
+        // A state no condition is named after and that is shown as stored is asked of the
+        // store too (a page then reads only its rows); `running` and `pending` are also shown
+        // for jobs stored otherwise (a revert of a rolled back version, a wait on the host).
+        let stored = state.and_then(|(s, kind)| {
+            s.filter(|s| kind.is_none() && !matches!(s, JobState::Running | JobState::Pending))
+        });
+        Ok(ListFilter {
+            query: crate::store::JobQuery {
+                state: stored,
+                envs,
+                folder: given(&self.folder).map(|f| f.trim_matches('/').to_string()),
+                name: None,
+                name_contains: given(&self.q).map(str::to_string),
+                removed,
+                after: given(&self.after).map(str::to_string),
+                limit,
+            },
             state,
-            envs,
-            folder: given(&self.folder).map(|f| f.trim_matches('/').to_string()),
-            name: None,
-            name_contains: given(&self.q).map(str::to_string),
-            removed,
-            after: given(&self.after).map(str::to_string),
-            limit,
+            problem,
         })
     }
 }
@@ -429,30 +538,52 @@ struct Extra<'a> {
     commits: &'a HashMap<String, CommitRecord>,
     restarts: u64,
     last: Option<&'a EventRow>,
-    version: Option<String>,
     running: Option<&'a Running>,
+    shown: Shown,
 }
 
 fn job_view(settings: &Settings, row: &JobListRow, x: Extra<'_>) -> JobView {
-    let env = row.env.clone();
-    let engine = env
-        .as_deref()
-        .and_then(|e| settings.envs.get(e))
-        .map(|e| e.engine.as_str().to_string());
+    let Shown {
+        conditions,
+        state,
+        reason,
+        running: running_place,
+        file,
+        place,
+    } = x.shown;
+    // Where it runs (its live run), else where its file asks.
+    let at = running_place.as_ref().or(file.as_ref());
+    let env = at.and_then(|p| p.env.clone()).or_else(|| row.env.clone());
+    let engine = at.and_then(|p| p.engine.clone()).or_else(|| {
+        env.as_deref()
+            .and_then(|e| settings.envs.get(e))
+            .map(|e| e.engine.as_str().to_string())
+    });
+    let state = state.or(row.state);
     JobView {
         name: row.name.clone(),
-        state: row.state.map_or(UNREADABLE, JobState::as_str).to_string(),
-        reason: row.reason.clone(),
+        state: state.map_or(UNREADABLE, JobState::as_str).to_string(),
+        reason: if state == row.state {
+            reason.or_else(|| row.reason.clone())
+        } else {
+            reason
+        },
+        problem: !conditions.is_empty(),
+        conditions,
         env,
         engine,
-        version: x.version,
+        version: at.and_then(|p| p.version.clone()),
+        desired_env: row.env.clone(),
+        place,
         path: row.path.clone(),
         commit: row
             .desired_commit
             .as_deref()
             .and_then(|c| x.commits.get(c))
             .map(CommitView::of),
-        running: x.running.map(RunningView::of),
+        running: x
+            .running
+            .map(|r| RunningView::of(r, running_place.as_ref())),
         restarts: x.restarts,
         schedule: row.schedule.clone(),
         last_event: x.last.map(EventView::of),
@@ -472,7 +603,7 @@ fn with_refused(
     state: Option<JobState>,
     mut view: JobView,
 ) -> Result<JobView, StoreError> {
-    if state == Some(JobState::RolledBack) {
+    if state == Some(JobState::RolledBack) && view.state == JobState::RolledBack.as_str() {
         view.refused_commit = store.versions(&view.name)?.refused_commit;
     }
     Ok(view)
@@ -508,60 +639,80 @@ fn runs_with_host_wait(state: &ApiState, job: &str, runs: &mut [RunView]) {
     }
 }
 
-/// The version of the cluster of `env`, once the daemon read it.
-fn env_version(state: &ApiState, env: Option<&str>) -> Option<String> {
-    let engines = &state.reconciler.context().engines;
-    env.and_then(|e| engines.get(e)).and_then(|e| e.version())
-}
-
-/// The jobs `q` asks for, as the list and the status page show them. Only the page's rows are
-/// read, with their latest events and commits; what runs comes from the live runs alone.
-pub fn jobs_view(
-    state: &ApiState,
-    q: &crate::store::JobQuery,
-) -> Result<JobsView, crate::store::StoreError> {
+/// The jobs `f` asks for, as the list and the status page show them. Only the page's rows are
+/// read, with their latest events and commits; what runs comes from the live runs alone. A
+/// filter on the shown state or on conditions reads the rows after `after` until the page is
+/// full.
+pub fn jobs_view(state: &ApiState, f: &ListFilter) -> Result<JobsView, crate::store::StoreError> {
     let store = &state.store;
     let settings = state.settings.get();
-    let mut rows = store.job_page(&crate::store::JobQuery {
-        limit: q.limit.saturating_add(1),
-        ..q.clone()
-    })?;
-    let next = if rows.len() > q.limit {
-        rows.truncate(q.limit);
-        rows.last().map(|r| r.name.clone())
-    } else {
-        None
-    };
-    let ids: Vec<i64> = rows.iter().filter_map(|r| r.last_event_id).collect();
-    let last = store.events_by_ids(&ids)?;
+    let q = &f.query;
     let applied = store.applied_commit()?;
-    let mut commits = HashMap::new();
-    for id in rows
-        .iter()
-        .filter_map(|r| r.desired_commit.as_deref())
-        .chain(applied.as_deref())
-    {
-        if !commits.contains_key(id)
-            && let Some(c) = store.commit(id)?
-        {
-            commits.insert(id.to_string(), c);
-        }
-    }
     let running = store.running()?;
-    let jobs = rows
-        .iter()
-        .map(|row| {
+    let envs = Envs::now(state);
+    let mut commits = HashMap::new();
+    let mut jobs = Vec::new();
+    let mut after = q.after.clone();
+    let mut next = None;
+    // A filter on conditions reads pages of the store until the list is full.
+    let batch = if f.on_shown() {
+        DEFAULT_PAGE.max(q.limit.saturating_add(1))
+    } else {
+        q.limit.saturating_add(1)
+    };
+    loop {
+        let rows = store.job_page(&crate::store::JobQuery {
+            limit: batch,
+            after: after.clone(),
+            ..q.clone()
+        })?;
+        let ended = rows.len() < batch;
+        let ids: Vec<i64> = rows.iter().filter_map(|r| r.last_event_id).collect();
+        let last = store.events_by_ids(&ids)?;
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        let facts = store.condition_rows(Some(&names))?;
+        for row in &rows {
+            after = Some(row.name.clone());
+            if let Some(id) = row.desired_commit.as_deref()
+                && !commits.contains_key(id)
+                && let Some(c) = store.commit(id)?
+            {
+                commits.insert(id.to_string(), c);
+            }
             let extra = Extra {
                 commits: &commits,
                 restarts: row.restarts,
                 last: row.last_event_id.and_then(|id| last.get(&id)),
-                version: env_version(state, row.env.as_deref()),
                 running: running.get(&row.name),
+                shown: shown(
+                    state,
+                    &envs,
+                    &row.name,
+                    facts.get(&row.name),
+                    running.get(&row.name),
+                ),
             };
-            with_refused(store, row.state, job_view(&settings, row, extra))
-                .map(|v| with_host_wait(state, v))
-        })
-        .collect::<Result<_, _>>()?;
+            let view = with_refused(store, row.state, job_view(&settings, row, extra))
+                .map(|v| with_host_wait(state, v))?;
+            if !f.keeps(&view) {
+                continue;
+            }
+            if jobs.len() == q.limit {
+                next = jobs.last().map(|j: &JobView| j.name.clone());
+                break;
+            }
+            jobs.push(view);
+        }
+        if next.is_some() || ended {
+            break;
+        }
+    }
+    if let Some(id) = applied.as_deref()
+        && !commits.contains_key(id)
+        && let Some(c) = store.commit(id)?
+    {
+        commits.insert(id.to_string(), c);
+    }
     Ok(JobsView {
         ready: state.ready.load(std::sync::atomic::Ordering::Acquire),
         applied_commit: applied
@@ -580,11 +731,11 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(internal)?
 }
 
-/// `GET /api/v1/jobs?state=&env=&engine=&folder=&removed=&after=&limit=`.
+/// `GET /api/v1/jobs?state=&problem=&env=&engine=&folder=&removed=&after=&limit=`.
 pub async fn jobs(State(state): State<Arc<ApiState>>, Query(q): Query<ListQuery>) -> Response {
     let result = blocking(move || {
-        let q = q.to_query(&state.settings.get())?;
-        jobs_view(&state, &q).map_err(internal)
+        let f = q.to_query(&state.settings.get())?;
+        jobs_view(&state, &f).map_err(internal)
     });
     match result.await {
         Ok(v) => Json(v).into_response(),
@@ -634,12 +785,19 @@ pub fn job_detail(state: &ApiState, name: &str) -> Result<(JobDetail, Option<Job
         refused_commit: v.refused_commit,
         refused_reason: v.refused_reason,
     });
+    let facts = store.condition_rows(Some(&[name])).map_err(internal)?;
     let extra = Extra {
         commits: &commits,
         restarts,
         last: events.first(),
-        version: env_version(state, list_row.env.as_deref()),
         running: running.as_ref(),
+        shown: shown(
+            state,
+            &Envs::now(state),
+            name,
+            facts.get(name),
+            running.as_ref(),
+        ),
     };
     let mut runs: Vec<RunView> = runs.iter().map(RunView::of).collect();
     runs_with_host_wait(state, name, &mut runs);
@@ -679,12 +837,19 @@ fn unreadable_detail(state: &ApiState, name: &str, why: &str) -> Result<JobDetai
     let events = store.events(Some(name), EVENTS_SHOWN).map_err(internal)?;
     let runs = store.runs(name, RUNS_SHOWN).map_err(internal)?;
     let running = store.running_of(name).map_err(internal)?;
+    let facts = store.condition_rows(Some(&[name])).map_err(internal)?;
     let extra = Extra {
         commits: &commits,
         restarts: list_row.restarts,
         last: events.first(),
-        version: env_version(state, list_row.env.as_deref()),
         running: running.as_ref(),
+        shown: shown(
+            state,
+            &Envs::now(state),
+            name,
+            facts.get(name),
+            running.as_ref(),
+        ),
     };
     Ok(JobDetail {
         job: job_view(&state.settings.get(), &list_row, extra),

@@ -47,7 +47,7 @@ pub fn clusters_view(state: &ApiState) -> ClustersView {
             .or_insert_with(|| ClusterView {
                 envs: Vec::new(),
                 engine: engine.kind().as_str().to_string(),
-                url: url_of(&location),
+                url: engine.url().unwrap_or_else(|| location.clone()),
                 version: engine.version(),
                 reachable: !ctx.outages.is_down(&location),
             });
@@ -59,26 +59,7 @@ pub fn clusters_view(state: &ApiState) -> ClustersView {
     }
 }
 
-/// The URL in an engine's location (`flink cluster http://...`): its last word.
-fn url_of(location: &str) -> String {
-    location.rsplit(' ').next().unwrap_or(location).to_string()
-}
-
 /// `GET /api/v1/clusters`.
 pub async fn clusters(State(state): State<Arc<ApiState>>) -> Response {
     Json(clusters_view(&state)).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_url_is_the_last_word_of_the_location() {
-        assert_eq!(
-            url_of("flink cluster http://127.0.0.1:8081"),
-            "http://127.0.0.1:8081"
-        );
-        assert_eq!(url_of("spark"), "spark");
-    }
 }

@@ -84,7 +84,24 @@ fn render(
             escape(&crate::event::one_line(r))
         );
     }
-    h.push_str("</div></header><main><dl id=\"facts\">");
+    h.push_str("</div></header><main>");
+    if !j.conditions.is_empty() || j.place.is_some() {
+        h.push_str("<h2>Problems</h2><ul id=\"conditions\">");
+        for c in &j.conditions {
+            let _ = write!(
+                h,
+                "<li class=\"problem-mark\" data-condition=\"{}\">⚠ {}: {}</li>",
+                c.kind().as_str(),
+                escape(c.label()),
+                escape(&c.phrase())
+            );
+        }
+        if let Some(place) = &j.place {
+            let _ = write!(h, "<li class=\"place\">{}</li>", escape(place));
+        }
+        h.push_str("</ul>");
+    }
+    h.push_str("<dl id=\"facts\">");
     facts_html(&mut h, settings, j, schedule);
     h.push_str("</dl>");
 

@@ -20,6 +20,7 @@ pub mod hooks;
 pub mod job_page;
 pub mod listener;
 pub mod page;
+pub mod shown;
 pub mod unmanaged;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -156,6 +157,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
             alerts: st.alerter.as_ref().map(Alerter::stats).unwrap_or_default(),
             ready: st.ready.load(Ordering::Acquire),
             unmanaged: st.reconciler.context().unmanaged.counts(),
+            job_problems: shown::problem_counts(&st)?,
         })
     })
     .await;

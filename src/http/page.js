@@ -87,7 +87,7 @@
       .then(function (html) {
         if (html === null) { return; }
         var doc = new DOMParser().parseFromString(html, "text/html");
-        ["summary", "problems", "list", "rest"].forEach(function (id) {
+        ["summary", "problem-view", "list", "rest"].forEach(function (id) {
           var now = document.getElementById(id), next = doc.getElementById(id);
           if (now && next) { now.replaceWith(next); }
         });

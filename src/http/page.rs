@@ -80,6 +80,9 @@ table.list th[data-col]{cursor:pointer;user-select:none}
 table.list th[aria-sort=ascending]::after{content:" ▲"}
 table.list th[aria-sort=descending]::after{content:" ▼"}
 td.num,th.num{text-align:right}
+tr.problem td:first-child{box-shadow:inset 3px 0 0 var(--bad)}
+.problem-mark{display:block;font-size:12px;color:var(--bad);font-weight:600}
+table.list .problem-mark{display:inline;margin-left:6px}
 ul.events{list-style:none;margin:0 16px;padding:0;background:var(--card);border:1px solid var(--line);border-radius:8px}
 ul.events li{padding:6px 10px;border-bottom:1px solid var(--line);font-size:13px;word-break:break-word}
 ul.events li:last-child{border-bottom:0}
@@ -180,6 +183,8 @@ pub struct Filters<'a> {
     pub envs: Vec<(String, String)>,
     /// Jobs per state, over all jobs.
     pub counts: Vec<(crate::store::JobState, u64)>,
+    /// Jobs per condition, over all jobs.
+    pub problems: Vec<(crate::condition::ConditionKind, u64)>,
 }
 
 impl Filters<'_> {
@@ -193,6 +198,7 @@ impl Filters<'_> {
             ("engine", &q.engine),
             ("folder", &q.folder),
             ("removed", &q.removed),
+            ("problem", &q.problem),
             ("limit", &q.limit),
             ("q", &q.q),
             ("sort", &q.sort),
@@ -222,10 +228,16 @@ impl Filters<'_> {
             h.push_str("</select></label>");
             h
         };
-        let states: Vec<String> = crate::store::JobState::ALL
+        let mut states: Vec<String> = crate::store::JobState::ALL
             .iter()
             .map(|s| s.as_str().to_string())
             .collect();
+        for k in crate::condition::ConditionKind::ALL {
+            if !states.iter().any(|s| s == k.as_str()) {
+                states.push(k.as_str().to_string());
+            }
+        }
+        let problem = matches!(given(&q.problem), Some("1" | "true" | "yes"));
         let envs: Vec<String> = self.envs.iter().map(|(e, _)| e.clone()).collect();
         let mut engines: Vec<String> = self.envs.iter().map(|(_, e)| e.clone()).collect();
         engines.sort();
@@ -237,6 +249,7 @@ impl Filters<'_> {
              placeholder=\"part of a name\" autocomplete=\"off\"></label>{}{}{}\
              <label>folder<input name=\"folder\" value=\"{}\" size=\"12\"></label>\
              <label><span><input type=\"checkbox\" name=\"removed\" value=\"1\"{}> removed</span></label>\
+             <label><span><input type=\"checkbox\" name=\"problem\" value=\"1\"{}> problems only</span></label>\
              <button type=\"submit\">Filter</button> <a href=\"/\">clear</a> \
              <span id=\"shown\" class=\"muted\"></span></form>",
             escape(given(&q.q).unwrap_or("")),
@@ -245,6 +258,7 @@ impl Filters<'_> {
             select("engine", &engines, given(&q.engine)),
             escape(given(&q.folder).unwrap_or("")),
             if removed { " checked" } else { "" },
+            if problem { " checked" } else { "" },
         )
     }
 }
@@ -332,11 +346,36 @@ pub fn render(
     view: &JobsView,
     events: &[EventView],
     filters: &Filters<'_>,
+    problems: &Problems,
 ) -> String {
-    let mut h = String::with_capacity(4096 + view.jobs.len() * 900);
+    let mut h = String::with_capacity(4096 + (view.jobs.len() + problems.jobs.len()) * 900);
     header_html(&mut h, view);
     h.push_str("<div id=\"summary\">");
     summary_html(&mut h, filters);
+    h.push_str("</div><div id=\"problem-view\">");
+    if !problems.jobs.is_empty() {
+        let _ = write!(
+            h,
+            "<h2>Problems <span class=\"muted\">{} jobs with a condition</span></h2>\
+             <div class=\"box\"><table id=\"problem-jobs\" class=\"list\">",
+            problems.total
+        );
+        head_html(&mut h, false);
+        for j in &problems.jobs {
+            // The job's row in the list below keeps the `id`.
+            let mut row = String::new();
+            job_row_html(&mut row, settings, j);
+            h.push_str(&row.replacen(&format!("<tr id=\"{}\" ", escape(&j.name)), "<tr ", 1));
+        }
+        h.push_str("</tbody></table></div>");
+        if problems.total > problems.jobs.len() {
+            let _ = write!(
+                h,
+                "<p class=\"pager\"><a href=\"/?problem=1\">all {} jobs with a condition →</a></p>",
+                problems.total
+            );
+        }
+    }
     h.push_str("</div><h2>Jobs</h2>");
     h.push_str(&filters.form());
     let _ = write!(
@@ -396,6 +435,65 @@ pub fn render(
     h
 }
 
+/// The problems view: the jobs with a condition (at most [`PROBLEMS_SHOWN`]) and how many
+/// have one.
+#[derive(Debug, Default)]
+pub struct Problems {
+    /// The first of them by name.
+    pub jobs: Vec<super::api::JobView>,
+    /// How many jobs have a condition.
+    pub total: usize,
+}
+
+/// Jobs the problems view lists; the rest are a link away (`?problem=1`).
+pub const PROBLEMS_SHOWN: usize = 100;
+
+impl Problems {
+    /// The jobs with a condition now.
+    pub fn read(state: &ApiState) -> Result<Problems, crate::store::StoreError> {
+        let names = super::shown::problem_jobs(state)?;
+        let mut jobs = Vec::new();
+        for name in names.iter().take(PROBLEMS_SHOWN) {
+            let q = crate::store::JobQuery {
+                name: Some(name.clone()),
+                limit: 1,
+                ..Default::default()
+            };
+            let view = jobs_view(state, &super::api::ListFilter::all(q))?;
+            jobs.extend(view.jobs.into_iter().filter(|j| j.problem));
+        }
+        Ok(Problems {
+            jobs,
+            total: names.len(),
+        })
+    }
+}
+
+/// A jobs table's column widths and headings; `sortable` ones carry the key the script sorts by.
+fn head_html(h: &mut String, sortable: bool) {
+    h.push_str("<colgroup>");
+    for (_, _, width) in COLUMNS {
+        let _ = write!(h, "<col style=\"width:{width}\">");
+    }
+    h.push_str("</colgroup><thead><tr>");
+    for (key, label, _) in COLUMNS {
+        let num = if key == "restarts" {
+            " class=\"num\""
+        } else {
+            ""
+        };
+        if sortable {
+            let _ = write!(
+                h,
+                "<th data-col=\"{key}\"{num} title=\"sort by {label}\">{label}</th>"
+            );
+        } else {
+            let _ = write!(h, "<th{num}>{label}</th>");
+        }
+    }
+    h.push_str("</tr></thead><tbody>");
+}
+
 /// The document head and the page header: the applied commit, and whether the daemon is starting.
 fn header_html(h: &mut String, view: &JobsView) {
     h.push_str("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">");
@@ -436,6 +534,21 @@ fn summary_html(h: &mut String, filters: &Filters<'_>) {
             n
         );
     }
+    let problems: u64 = filters.problems.iter().map(|(_, n)| n).sum();
+    if problems > 0 {
+        let _ = write!(
+            h,
+            "<a class=\"chip s-failed\" id=\"problems\" href=\"/?problem=1\">problems:</a>"
+        );
+    }
+    for (kind, n) in filters.problems.iter().filter(|(_, n)| *n > 0) {
+        let _ = write!(
+            h,
+            "<a class=\"chip s-failed\" href=\"/?state={0}\">{1} {0}</a>",
+            kind.as_str(),
+            n
+        );
+    }
     h.push_str("</div>");
 }
 
@@ -451,14 +564,31 @@ fn job_row_html(h: &mut String, settings: &crate::settings::Settings, j: &super:
     }
     let _ = write!(
         h,
-        "<tr id=\"{name}\" data-job=\"{name}\"><td class=\"name\" data-label=\"Job\" title=\"{name}\"><div><a href=\"{link}\">{name}</a></div></td>\
+        "<tr id=\"{name}\" data-job=\"{name}\"{problem}><td class=\"name\" data-label=\"Job\" title=\"{name}\"><div><a href=\"{link}\">{name}</a></div></td>\
          <td data-label=\"State\" title=\"{title}\"><div><span class=\"state s-{state}\">{state}</span>",
         link = escape(&job_path(&j.name)),
         title = escape(&state_title),
-        state = escape(&j.state)
+        state = escape(&j.state),
+        problem = if j.problem {
+            " class=\"problem\" data-problem=\"1\""
+        } else {
+            ""
+        }
     );
     if let Some(r) = &reason {
         let _ = write!(h, "<span class=\"reason\">{}</span>", escape(r));
+    }
+    for c in &j.conditions {
+        let _ = write!(
+            h,
+            "<span class=\"problem-mark\" data-condition=\"{}\" title=\"{}\">⚠ {}</span>",
+            c.kind().as_str(),
+            escape(&c.phrase()),
+            escape(c.label())
+        );
+    }
+    if let Some(place) = &j.place {
+        let _ = write!(h, "<span class=\"reason place\">{}</span>", escape(place));
     }
     if let Some(why) = &j.unreadable {
         let _ = write!(
@@ -608,8 +738,10 @@ pub async fn status_page(
                 .map(|(n, e)| (n.clone(), e.engine.as_str().to_string()))
                 .collect(),
             counts: state.store.job_state_counts()?,
+            problems: super::shown::problem_counts(&state)?,
         };
-        let html = render(&settings, &view, &events, &filters);
+        let problems = Problems::read(&state)?;
+        let html = render(&settings, &view, &events, &filters, &problems);
         let unmanaged = super::unmanaged::unmanaged_html(&super::unmanaged::unmanaged_view(&state));
         let html = html.replacen(EVENTS_HEADING, &(clusters + &unmanaged + EVENTS_HEADING), 1);
         Ok::<_, crate::store::StoreError>(Ok::<_, ApiError>(html))

@@ -11,11 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use super::decide::{
-    self, Action, BUILD_FAILED, DEPLOY_FAILED, Deployed, Desired, Observed, StepError, Then,
-    Timers, error_policy,
+    self, Action, Deployed, Desired, Observed, StepError, Then, Timers, error_policy,
 };
 use super::emit::Scope;
 use crate::backoff::Backoff;
+use crate::condition::{Failure, Stage};
 use crate::engine::{Engine, RunExit, RunHandle};
 use crate::event::{Attempt, EventKind, JobEvent};
 use crate::health::RestartTracker;
@@ -268,13 +268,66 @@ impl Actor {
         if !changed && row.state == JobState::GaveUp {
             self.standing = Standing::GaveUp;
         }
-        if changed && matches!(row.reason.as_deref(), Some(BUILD_FAILED | DEPLOY_FAILED)) {
-            self.stalled = row.desired_hash.clone();
-        }
         self.load_versions(row.desired_hash.as_deref())?;
+        // A version whose build or deploy failed is not retried (the typed record says which).
+        if let Some(failed) = &self.versions.failed
+            && changed
+            && failed.stage != Stage::Move
+            && row.desired_hash.as_deref() == Some(failed.hash.as_str())
+        {
+            self.stalled = Some(failed.hash.clone());
+        }
         self.resume_restarts()?;
         self.adopt()?;
         Ok(true)
+    }
+
+    /// The file asks again for the deployed version (a revert): a failed or rolled back
+    /// version is forgotten, so that asking for it again tries it again, and a `rolled_back`
+    /// state shows what runs.
+    fn back_to_what_runs(&mut self, state: JobState) {
+        self.stalled = None;
+        let failed = self
+            .versions
+            .failed
+            .as_ref()
+            .is_some_and(|f| f.stage != Stage::Move);
+        if !failed && self.versions.refused_hash.is_none() {
+            return;
+        }
+        if failed {
+            self.versions.failed = None;
+        }
+        self.versions.refused_hash = None;
+        self.versions.refused_commit = None;
+        self.versions.refused_reason = None;
+        self.save_versions();
+        if state == JobState::RolledBack && !self.live.is_empty() {
+            self.set_state(JobState::Running, None);
+        }
+    }
+
+    /// Changes the job's open incidents (drift, unhealthy) in the store: `change` edits what
+    /// the store holds.
+    pub(super) fn set_incident(&self, change: impl FnOnce(&mut crate::condition::Incidents)) {
+        let store = &self.ctx.store;
+        let Some(mut incidents) =
+            store.read_or_log(Some(&self.name), "incidents", store.incidents(&self.name))
+        else {
+            return;
+        };
+        change(&mut incidents);
+        store.record(
+            Some(&self.name),
+            "incidents",
+            store.set_incidents(&self.name, &incidents),
+        );
+    }
+
+    /// Records the version that failed (typed, in the `versions` row).
+    pub(super) fn record_failure(&mut self, failure: Failure) {
+        self.versions.failed = Some(failure);
+        self.save_versions();
     }
 
     pub(super) fn scope(&self) -> Scope<'_> {
@@ -346,6 +399,11 @@ impl Actor {
             None => Desired::Removed,
         };
         if let Desired::Spec { hash, .. } = want
+            && self.applied.as_ref().map(|a| a.hash.as_str()) == Some(hash)
+        {
+            self.back_to_what_runs(row.state);
+        }
+        if let Desired::Spec { hash, .. } = want
             && self.applied.as_ref().map(|a| a.hash.as_str()) != Some(hash)
         {
             // A new version cancels a pending retry and clears `gave_up`.
@@ -395,7 +453,7 @@ impl Actor {
                 self.start(JobEvent::Started { why: why.into() }, false)
                     .await;
                 if !self.live.is_empty() {
-                    self.set_state(JobState::Running, row.reason.as_deref());
+                    self.set_state(JobState::Running, None);
                 }
                 Ok(())
             }
@@ -470,18 +528,33 @@ impl Actor {
     /// step holds back: a version (its hash) or a followed project commit.
     pub(super) fn on_error(&mut self, stall: Stall, err: StepError) {
         match (error_policy(&err), err) {
-            (Then::Stall { state_reason, .. }, StepError::Stalled { kind, reason }) => {
+            (Then::Stall { stage, .. }, StepError::Stalled { kind, reason }) => {
                 let event = if kind == EventKind::BuildFailed {
-                    JobEvent::BuildFailed { reason }
+                    JobEvent::BuildFailed {
+                        reason: reason.clone(),
+                    }
                 } else {
-                    JobEvent::DeployFailed { reason }
+                    JobEvent::DeployFailed {
+                        reason: reason.clone(),
+                    }
                 };
                 self.event(None, &event);
                 match stall {
                     Stall::Version(hash) => {
-                        self.stalled = Some(hash);
-                        let state = self.idle_or_running(JobState::Failed);
-                        self.set_state(state, Some(state_reason));
+                        self.stalled = Some(hash.clone());
+                        self.record_failure(Failure {
+                            hash,
+                            commit: self.commit.clone(),
+                            stage,
+                            reason: reason.clone(),
+                        });
+                        // A job whose previous version runs shows `running`; the condition
+                        // (`build_failed`, `deploy_failed`) says what was refused.
+                        if self.live.is_empty() {
+                            self.set_state(JobState::Failed, Some(&reason));
+                        } else {
+                            self.set_state(JobState::Running, None);
+                        }
                     }
                     Stall::Follow(commit) => self.follow_failed = Some(commit),
                     Stall::Nothing => {}

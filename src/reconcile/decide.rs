@@ -12,15 +12,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::build::Artifact;
+use crate::condition::Stage;
 use crate::event::EventKind;
 use crate::plan;
 use crate::spec::JobSpec;
 use crate::store::JobState;
-
-/// The state reason of a job whose new version did not build (stalled until a new commit).
-pub const BUILD_FAILED: &str = "build failed";
-/// The state reason of a job whose new version was refused (stalled until a new commit).
-pub const DEPLOY_FAILED: &str = "deploy failed";
 
 /// The version of a job that was deployed: its spec, the spec's hash and its artifact.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,12 +165,13 @@ pub enum StepError {
 /// What follows a failed step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Then {
-    /// Raise `kind`, mark the version stalled and show `reason` as the state's reason.
+    /// Raise `kind` and record the version as failed at `stage` (typed, in the store's
+    /// `versions` row): not tried again until the file changes.
     Stall {
         /// The event to raise.
         kind: EventKind,
-        /// The state's reason ([`BUILD_FAILED`], [`DEPLOY_FAILED`]).
-        state_reason: &'static str,
+        /// Where it failed.
+        stage: Stage,
     },
     /// Converge again at this time.
     RetryAfter(Duration),
@@ -191,10 +188,10 @@ pub fn error_policy(err: &StepError) -> Then {
     match err {
         StepError::Stalled { kind, .. } => Then::Stall {
             kind: *kind,
-            state_reason: if *kind == EventKind::BuildFailed {
-                BUILD_FAILED
+            stage: if *kind == EventKind::BuildFailed {
+                Stage::Build
             } else {
-                DEPLOY_FAILED
+                Stage::Deploy
             },
         },
         StepError::Waiting { after } => Then::RetryAfter(*after),
@@ -792,7 +789,7 @@ mod tests {
                 },
                 Then::Stall {
                     kind: EventKind::BuildFailed,
-                    state_reason: BUILD_FAILED,
+                    stage: Stage::Build,
                 },
             ),
             (
@@ -802,7 +799,7 @@ mod tests {
                 },
                 Then::Stall {
                     kind: EventKind::DeployFailed,
-                    state_reason: DEPLOY_FAILED,
+                    stage: Stage::Deploy,
                 },
             ),
             (

@@ -10,6 +10,7 @@ use super::decide::{Deployed, StepError};
 use super::project_url;
 use super::runs::SubmitError;
 use crate::build::{Artifact, BuildRequest, sql_runner};
+use crate::condition::{Failure, Stage};
 use crate::engine::{Engine, EngineError, SubmitRequest};
 use crate::event::{EventKind, JobEvent};
 use crate::plan::{Action, diff_specs};
@@ -19,10 +20,6 @@ use crate::store::{JobState, RunState};
 /// How long a new version submitted from a savepoint may take to get its state back before the
 /// deploy counts as done (the health sweep follows it after that).
 const RESTORE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// The state reason of a job whose env's new cluster refused it: it runs on the former one.
-pub const DEPLOY_FAILED_MOVE: &str =
-    "deploy failed: the new cluster refused the job; it runs on the former one";
 
 fn stalled(kind: EventKind, reason: String) -> StepError {
     StepError::Stalled { kind, reason }
@@ -34,9 +31,9 @@ impl Actor {
         self.stalled = None;
         let (action, reasons) = match &self.applied {
             Some(old) => diff_specs(&old.spec, &desired),
-            None => (Action::Add, vec!["new job".to_string()]),
+            None => (Action::Add, vec!["new job".into()]),
         };
-        let reasons = reasons.join("; ");
+        let reasons = crate::plan::joined(&reasons);
         let reuse = matches!(
             action,
             Action::Redeploy | Action::InPlace | Action::Unchanged
@@ -210,19 +207,32 @@ impl Actor {
                 to.location(),
                 from.location()
             );
-            actor.event(None, &JobEvent::DeployFailed { reason });
+            actor.event(
+                None,
+                &JobEvent::DeployFailed {
+                    reason: reason.clone(),
+                },
+            );
+            // Typed: the condition `deploy_failed` holds while the job runs on the former
+            // cluster and its env names this one.
+            actor.record_failure(Failure {
+                hash: applied.hash.clone(),
+                commit: applied.commit.clone(),
+                stage: Stage::Move,
+                reason,
+            });
         };
         if let Err(reason) = self
             .preflight(&applied.spec, applied.artifact.as_ref())
             .await
         {
             refused(self, reason.to_string());
-            self.set_state(JobState::Running, Some(DEPLOY_FAILED_MOVE));
+            self.set_state(JobState::Running, None);
             return Ok(());
         }
         if let Some(why) = self.state_move_refused(&applied.spec).await {
             refused(self, why);
-            self.set_state(JobState::Running, Some(DEPLOY_FAILED_MOVE));
+            self.set_state(JobState::Running, None);
             return Ok(());
         }
         let keep_state = applied.spec.upgrade == Upgrade::Savepoint;
@@ -259,7 +269,7 @@ impl Actor {
                             from.location()
                         );
                         self.event(Some(run_id), &JobEvent::Started { why });
-                        self.set_state(JobState::Running, Some(DEPLOY_FAILED_MOVE));
+                        self.set_state(JobState::Running, None);
                     }
                     Err(SubmitError::Host(fault)) => self.wait_on_host(fault, None),
                     Err(SubmitError::Refused(reason)) => {

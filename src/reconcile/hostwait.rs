@@ -138,6 +138,11 @@ impl HostWaits {
         self.lock().jobs.get(job).cloned()
     }
 
+    /// The jobs waiting on the host now.
+    pub fn waiting_jobs(&self) -> Vec<String> {
+        self.lock().jobs.keys().cloned().collect()
+    }
+
     /// The resources in a fault now.
     pub fn down(&self) -> Vec<Resource> {
         self.lock().down.iter().cloned().collect()

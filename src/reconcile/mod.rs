@@ -113,11 +113,6 @@ impl Context {
     }
 }
 
-/// The URL in an engine's location (`flink cluster http://...`): its last word.
-pub fn cluster_url(location: &str) -> String {
-    location.rsplit(' ').next().unwrap_or(location).to_string()
-}
-
 /// Routes work to the job actors, creating them on first use.
 pub struct Reconciler {
     ctx: Arc<Context>,

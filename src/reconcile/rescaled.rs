@@ -102,6 +102,7 @@ impl Actor {
             Verdict::Nothing => {}
             Verdict::Recovered => {
                 self.rescaled = None;
+                self.set_incident(|i| i.drift = None);
                 let why = format!("the parallelism of {run} matches the job file again");
                 self.event(Some(run_id), &JobEvent::Recovered { why });
             }
@@ -126,6 +127,11 @@ impl Actor {
             (false, _) => "left as it runs (drift: warn)",
         };
         let action = action.to_string();
+        let incident = crate::condition::Incident {
+            run_id,
+            what: what.clone(),
+        };
+        self.set_incident(|i| i.drift = Some(incident));
         self.event(Some(run_id), &JobEvent::Drift { what, action });
         self.rescaled = Some(Incident { corrected: false });
         if correct {

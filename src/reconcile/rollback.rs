@@ -31,7 +31,13 @@ impl Actor {
     /// A commit changed the job file (to `hash`): a refused version other than it is forgotten,
     /// and so is the probation of the version it replaces.
     pub(super) fn new_commit(&mut self, hash: &str) {
-        if self.versions.refused_hash.as_deref() == Some(hash) {
+        if self.versions.refused_hash.as_deref() == Some(hash)
+            || self
+                .versions
+                .failed
+                .as_ref()
+                .is_some_and(|f| f.hash == hash)
+        {
             return;
         }
         if self.versions == VersionsRow::default() {
@@ -41,7 +47,7 @@ impl Actor {
         self.save_versions();
     }
 
-    fn save_versions(&self) {
+    pub(super) fn save_versions(&self) {
         let store = &self.ctx.store;
         store.record(
             Some(&self.name),

@@ -119,6 +119,14 @@ impl Actor {
             self.started_from = Some((run_id, self.start_point(&deployed.spec, run_id)));
         }
         self.record_handle(run_id, &handle);
+        if let Some(version) = engine.version() {
+            let store = &self.ctx.store;
+            store.record(
+                Some(&self.name),
+                "run engine version",
+                store.set_run_engine_version(run_id, &version),
+            );
+        }
         let deadline = deployed
             .spec
             .timeout

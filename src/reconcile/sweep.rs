@@ -192,7 +192,7 @@ pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
 /// Puts a cluster's unmanaged jobs in place; a second live copy of a managed job raises
 /// `drift` on that job (once per engine id).
 fn note_unmanaged(ctx: &Context, engine: &dyn Engine, live: &[ClusterJob], managed: &Managed) {
-    let cluster = super::cluster_url(&engine.location());
+    let cluster = engine.url().unwrap_or_else(|| engine.location());
     let found = classify(&cluster, engine.kind().as_str(), live, managed);
     for u in &found {
         let Some(job) = &u.duplicate_of else {

@@ -274,9 +274,9 @@ impl Actor {
                 self.wait_on_host(fault, Some((JobEvent::Started { why }, true)));
             }
             Err(super::runs::SubmitError::Refused(reason)) => {
-                self.event(None, &JobEvent::DeployFailed { reason });
                 let state = self.idle_or_running(JobState::Failed);
-                self.set_state(state, Some(super::decide::DEPLOY_FAILED));
+                self.set_state(state, Some(&reason));
+                self.event(None, &JobEvent::DeployFailed { reason });
             }
         }
     }

@@ -61,6 +61,11 @@ impl Actor {
             reason: reason.clone(),
             exception,
         };
+        let incident = crate::condition::Incident {
+            run_id,
+            what: reason.clone(),
+        };
+        self.set_incident(|i| i.unhealthy = Some(incident));
         self.event(Some(run_id), &event);
         self.health = (None, Vec::new());
         if self.rolls_back() {

@@ -17,7 +17,7 @@ use crate::event::EventKind;
 type Step = fn(&Connection) -> Result<()>;
 
 /// The steps, in order; step `i` makes version `i + 1`. Add new steps at the end.
-const STEPS: [Step; 8] = [
+const STEPS: [Step; 9] = [
     release_0_1_0,
     typed_events,
     versions,
@@ -26,6 +26,7 @@ const STEPS: [Step; 8] = [
     run_parallelism,
     runs_with_artifacts,
     run_secrets,
+    conditions,
 ];
 
 /// The schema version this build writes.
@@ -205,6 +206,37 @@ fn run_secrets(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Migration 9: what a job's conditions are derived from (see [`crate::condition`]): the last
+/// version whose build, deploy or move failed (`versions.failed_*`: its hash, commit, stage and
+/// reason, kept typed instead of as a state reason), the open drift and unhealthy incidents of
+/// its runs (`jobs.incidents`, JSON), and the version of the cluster each run was submitted to
+/// (`runs.engine_version`). A stalled version a previous daemon recorded only as the state
+/// reason `build failed` or `deploy failed` is carried over as a failure of its desired hash.
+fn conditions(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "ALTER TABLE versions ADD COLUMN failed_hash TEXT;
+         ALTER TABLE versions ADD COLUMN failed_commit TEXT;
+         ALTER TABLE versions ADD COLUMN failed_stage TEXT;
+         ALTER TABLE versions ADD COLUMN failed_reason TEXT;
+         ALTER TABLE jobs ADD COLUMN incidents TEXT;
+         ALTER TABLE runs ADD COLUMN engine_version TEXT;
+         INSERT OR IGNORE INTO versions (job, updated_at)
+             SELECT name, updated_at FROM jobs
+             WHERE reason IN ('build failed', 'deploy failed') AND desired_hash IS NOT NULL
+                 AND desired_hash IS NOT applied_hash;
+         UPDATE versions SET
+             failed_hash = (SELECT desired_hash FROM jobs WHERE name = versions.job),
+             failed_commit = (SELECT desired_commit FROM jobs WHERE name = versions.job),
+             failed_stage = CASE (SELECT reason FROM jobs WHERE name = versions.job)
+                 WHEN 'build failed' THEN 'build' ELSE 'deploy' END,
+             failed_reason = 'recorded by an earlier jobkeeper; its events say why'
+             WHERE job IN (SELECT name FROM jobs
+                 WHERE reason IN ('build failed', 'deploy failed') AND desired_hash IS NOT NULL
+                     AND desired_hash IS NOT applied_hash);",
+    )?;
+    Ok(())
+}
+
 fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
     Ok(conn
         .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
@@ -321,6 +353,50 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s.restart_counts().unwrap().get("wordcount"), Some(&2));
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn a_version_stalled_before_migration_9_is_carried_over_as_a_typed_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let s = Store::open(&path).unwrap();
+        let update = |name: &str| crate::store::DesiredUpdate::Spec {
+            name: name.into(),
+            path: format!("jobs/{name}.yaml"),
+            spec: "{\"env\": \"dev\"}".into(),
+            hash: "h2".into(),
+        };
+        s.apply_commit(
+            &crate::store::CommitRecord::default(),
+            &[update("a"), update("b"), update("c")],
+            &[],
+        )
+        .unwrap();
+        drop(s);
+        // A store as migration 8 left it: the stall only in the state's reason.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "UPDATE jobs SET applied_hash = 'h1', state = 'running';
+             UPDATE jobs SET reason = 'deploy failed' WHERE name = 'a';
+             UPDATE jobs SET reason = 'build failed' WHERE name = 'b';
+             ALTER TABLE versions DROP COLUMN failed_hash;
+             ALTER TABLE versions DROP COLUMN failed_commit;
+             ALTER TABLE versions DROP COLUMN failed_stage;
+             ALTER TABLE versions DROP COLUMN failed_reason;
+             ALTER TABLE jobs DROP COLUMN incidents;
+             ALTER TABLE runs DROP COLUMN engine_version;
+             PRAGMA user_version = 8;",
+        )
+        .unwrap();
+        drop(conn);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(user_version(&path), LATEST);
+        let stage = |name: &str| s.versions(name).unwrap().failed.map(|f| (f.hash, f.stage));
+        use crate::condition::Stage;
+        assert_eq!(stage("a"), Some(("h2".into(), Stage::Deploy)));
+        assert_eq!(stage("b"), Some(("h2".into(), Stage::Build)));
+        assert_eq!(stage("c"), None);
         assert_eq!(s.integrity_check().unwrap(), "ok");
     }
 

@@ -18,6 +18,7 @@
 //! - `migrations`: the schema, numbered with `PRAGMA user_version`.
 //! - `commits`: config commits and [`Store::apply_commit`], which writes a commit's desired specs.
 //! - `jobs`: [`JobState`], job rows, their lists and counts.
+//! - `conditions`: the stored facts a job's conditions are derived from ([`ConditionRow`]).
 //! - `runs`: [`RunState`], run rows and their lifecycle.
 //! - `events`: the event history and the sink that forwards events to the alerter.
 //! - `alerts`: the alert deliveries made ([`AlertStatus`]).
@@ -62,9 +63,11 @@ macro_rules! words {
         }
     };
 }
+pub(crate) use words;
 
 mod alerts;
 mod commits;
+mod conditions;
 mod events;
 mod jobs;
 mod migrations;
@@ -83,6 +86,7 @@ use serde::de::DeserializeOwned;
 
 pub use alerts::{AlertSentRow, AlertStatus, NewAlertSent};
 pub use commits::{CommitRecord, DesiredUpdate};
+pub use conditions::ConditionRow;
 pub use events::{EventRow, EventSink, NewEvent, UNSTORED};
 pub use jobs::{Applied, JobListRow, JobQuery, JobRow, JobState};
 pub use retention::{Checkpointer, PruneCandidate, PrunedRun};

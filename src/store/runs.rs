@@ -117,6 +117,32 @@ pub struct Running {
     pub project_commit: Option<String>,
     /// Unix time (ms) it started.
     pub since: i64,
+    /// The spec hash of the version it runs.
+    pub spec_hash: String,
+    /// Where it runs: its env, engine, cluster (from its handle) and the cluster's version
+    /// when it was submitted.
+    pub place: crate::condition::Place,
+}
+
+/// The columns [`running_row`] reads: the cluster is the one its handle records.
+const RUNNING_COLUMNS: &str = "id, commit_id, project_commit, started_at, spec_hash, env, engine,
+    CASE WHEN json_valid(handle) THEN json_extract(handle, '$.cluster') END, engine_version";
+
+/// A [`Running`] from [`RUNNING_COLUMNS`], starting at column `i`.
+fn running_row(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Running> {
+    Ok(Running {
+        run_id: r.get(i)?,
+        config_commit: r.get(i + 1)?,
+        project_commit: r.get(i + 2)?,
+        since: r.get(i + 3)?,
+        spec_hash: r.get(i + 4)?,
+        place: crate::condition::Place {
+            env: r.get(i + 5)?,
+            engine: r.get(i + 6)?,
+            cluster: r.get(i + 7)?,
+            version: r.get(i + 8)?,
+        },
+    })
 }
 
 const RUN_SELECT: &str = "SELECT id, job, commit_id, spec_hash, engine, handle, state, reason,
@@ -323,21 +349,10 @@ impl Store {
     pub fn running(&self) -> Result<HashMap<String, Running>> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(&format!(
-            "SELECT job, id, commit_id, project_commit, started_at FROM runs
-             WHERE state IN {} ORDER BY id",
+            "SELECT job, {RUNNING_COLUMNS} FROM runs WHERE state IN {} ORDER BY id",
             *LIVE
         ))?;
-        let rows = st.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                Running {
-                    run_id: r.get(1)?,
-                    config_commit: r.get(2)?,
-                    project_commit: r.get(3)?,
-                    since: r.get(4)?,
-                },
-            ))
-        })?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, running_row(r, 1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -345,20 +360,20 @@ impl Store {
     pub fn running_of(&self, job: &str) -> Result<Option<Running>> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(&format!(
-            "SELECT id, commit_id, project_commit, started_at FROM runs
+            "SELECT {RUNNING_COLUMNS} FROM runs
              WHERE job = ?1 AND state IN {} ORDER BY id DESC LIMIT 1",
             *LIVE
         ))?;
-        Ok(st
-            .query_row([job], |r| {
-                Ok(Running {
-                    run_id: r.get(0)?,
-                    config_commit: r.get(1)?,
-                    project_commit: r.get(2)?,
-                    since: r.get(3)?,
-                })
-            })
-            .optional()?)
+        Ok(st.query_row([job], |r| running_row(r, 0)).optional()?)
+    }
+
+    /// Records the version of the cluster run `id` was submitted to.
+    pub fn set_run_engine_version(&self, id: i64, version: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE runs SET engine_version = ?2 WHERE id = ?1",
+            params![id, version],
+        )?;
+        Ok(())
     }
 
     /// The latest runs of a job, newest first.

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::{Result, Store, now_ms};
 use crate::build::Artifact;
+use crate::condition::{Failure, Stage};
 use crate::spec::JobSpec;
 
 /// A version a job can go back to.
@@ -40,6 +41,9 @@ pub struct VersionsRow {
     pub refused_commit: Option<String>,
     /// Why it was refused.
     pub refused_reason: Option<String>,
+    /// The last version whose build, deploy or move failed (not retried until the file
+    /// changes); `crate::condition` derives `build_failed` and `deploy_failed` from it.
+    pub failed: Option<Failure>,
 }
 
 impl Store {
@@ -48,7 +52,8 @@ impl Store {
         let conn = self.conn();
         let mut st = conn.prepare_cached(
             "SELECT prev_spec, prev_hash, prev_artifact, prev_restore, prev_commit,
-                    probation_until, refused_hash, refused_commit, refused_reason
+                    probation_until, refused_hash, refused_commit, refused_reason,
+                    failed_hash, failed_commit, failed_stage, failed_reason
              FROM versions WHERE job = ?1",
         )?;
         let row = st
@@ -65,13 +70,32 @@ impl Store {
                         refused_hash: r.get(6)?,
                         refused_commit: r.get(7)?,
                         refused_reason: r.get(8)?,
+                        failed: None,
                     },
+                    (
+                        r.get::<_, Option<String>>(9)?,
+                        r.get::<_, Option<String>>(10)?,
+                        r.get::<_, Option<String>>(11)?,
+                        r.get::<_, Option<String>>(12)?,
+                    ),
                 ))
             })
             .optional()?;
-        let Some((spec, hash, artifact, restore, commit, mut out)) = row else {
+        let Some((spec, hash, artifact, restore, commit, mut out, failed)) = row else {
             return Ok(VersionsRow::default());
         };
+        if let (Some(hash), commit, Some(stage), reason) = failed {
+            let at = super::At {
+                table: "versions",
+                row: &job,
+            };
+            out.failed = Some(Failure {
+                hash,
+                commit,
+                stage: at.word("failed_stage", &stage, Stage::parse)?,
+                reason: reason.unwrap_or_default(),
+            });
+        }
         if let (Some(spec), Some(hash)) = (spec, hash) {
             out.previous = Some(Box::new(PreviousVersion {
                 spec: serde_json::from_str(&spec)?,
@@ -95,8 +119,9 @@ impl Store {
         self.conn().execute(
             "INSERT OR REPLACE INTO versions (job, prev_spec, prev_hash, prev_artifact,
                  prev_restore, prev_commit, probation_until, refused_hash, refused_commit,
-                 refused_reason, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 refused_reason, updated_at, failed_hash, failed_commit, failed_stage,
+                 failed_reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![
                 job,
                 spec,
@@ -109,6 +134,10 @@ impl Store {
                 row.refused_commit,
                 row.refused_reason,
                 now_ms(),
+                row.failed.as_ref().map(|f| f.hash.as_str()),
+                row.failed.as_ref().and_then(|f| f.commit.as_deref()),
+                row.failed.as_ref().map(|f| f.stage.as_str()),
+                row.failed.as_ref().map(|f| f.reason.as_str()),
             ],
         )?;
         Ok(())
@@ -142,6 +171,12 @@ mod tests {
             refused_hash: Some("h2".into()),
             refused_commit: Some("def".into()),
             refused_reason: Some("exit 1".into()),
+            failed: Some(Failure {
+                hash: "h3".into(),
+                commit: Some("ghi".into()),
+                stage: Stage::Move,
+                reason: "refused".into(),
+            }),
         };
         store.set_versions("a", &row).unwrap();
         assert_eq!(store.versions("a").unwrap(), row);

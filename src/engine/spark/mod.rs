@@ -163,8 +163,13 @@ pub struct Launch {
     /// Its application arguments.
     pub args: Vec<String>,
     /// Its Spark properties, less those the engine sets itself (`spark.master`,
-    /// `spark.submit.deployMode`, `spark.jars`, [`TOKEN_PROPERTY`]).
+    /// `spark.submit.deployMode`, `spark.jars`, [`TOKEN_PROPERTY`]) and those Spark redacted.
     pub conf: std::collections::BTreeMap<String, String>,
+    /// The properties whose values Spark redacted in the command (`spark.redaction.regex`:
+    /// secrets, passwords, tokens), in order.
+    pub redacted: Vec<String>,
+    /// The driver's jar as it was submitted (`spark.jars`), else the worker's copy of it.
+    pub jar: Option<String>,
 }
 
 /// The Spark properties the engine sets on every create.
@@ -175,51 +180,61 @@ const ENGINE_PROPERTIES: &[&str] = &[
     TOKEN_PROPERTY,
 ];
 
+/// What Spark writes in place of a redacted value (`Utils.REDACTION_REPLACEMENT_TEXT`).
+const REDACTED: &str = "*********(redacted)";
+
 /// Reads the `Launch Command: "java" ... "-Dk=v" ... "...DriverWrapper" "worker" "jar"
 /// "Main" "args"...` line a worker writes first into a driver's stderr; `None` without one.
 pub fn parse_launch(stderr: &str) -> Option<Launch> {
     let line = stderr
         .lines()
         .find_map(|l| l.strip_prefix("Launch Command: "))?;
-    let words = quoted_words(line);
+    let words = launch_words(line);
     let wrapper = words.iter().position(|w| w.ends_with(".DriverWrapper"))?;
     let mut conf = std::collections::BTreeMap::new();
+    let mut redacted = Vec::new();
+    let mut jars = None;
     for w in &words[..wrapper] {
-        if let Some((k, v)) = w.strip_prefix("-D").and_then(|kv| kv.split_once('='))
-            && k.starts_with("spark.")
-            && !ENGINE_PROPERTIES.contains(&k)
-        {
+        let Some((k, v)) = w.strip_prefix("-D").and_then(|kv| kv.split_once('=')) else {
+            continue;
+        };
+        if !k.starts_with("spark.") {
+            continue;
+        }
+        if k == "spark.jars" {
+            jars = Some(v.to_string());
+        }
+        if v == REDACTED {
+            redacted.push(k.to_string());
+        } else if !ENGINE_PROPERTIES.contains(&k) {
             conf.insert(k.to_string(), v.to_string());
         }
     }
     // After the wrapper: the worker's URL, the jar, the main class, the arguments.
+    let copy = words.get(wrapper + 2).cloned();
     let rest = words.get(wrapper + 3..).unwrap_or_default();
+    let jar = jars
+        .and_then(|j| j.split(',').next().map(str::to_string))
+        .filter(|j| !j.is_empty())
+        .or(copy);
     Some(Launch {
         main_class: rest.first().cloned(),
         args: rest.iter().skip(1).cloned().collect(),
         conf,
+        redacted,
+        jar,
     })
 }
 
-/// The `"..."` words of a launch command (a `\"` inside one is a quote).
-fn quoted_words(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c != '"' {
-            continue;
-        }
-        let mut word = String::new();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => word.extend(chars.next()),
-                '"' => break,
-                c => word.push(c),
-            }
-        }
-        out.push(word);
-    }
-    out
+/// The words of a launch command. Spark writes them as `"w1" "w2" ...` without escaping a quote
+/// inside one (`-Dz="a b"` stays as it is), so the command is split at each `" "` between
+/// words, not read as quoted strings.
+fn launch_words(line: &str) -> Vec<String> {
+    let line = line.trim_end();
+    let Some(inner) = line.strip_prefix('"').and_then(|l| l.strip_suffix('"')) else {
+        return Vec::new();
+    };
+    inner.split("\" \"").map(str::to_string).collect()
 }
 
 /// The exception lines of a driver's stderr (`Exception in thread`, an exception's own line,
@@ -734,6 +749,10 @@ impl Engine for SparkEngine {
         format!("spark master {}", self.rest)
     }
 
+    fn url(&self) -> Option<String> {
+        Some(self.rest.to_string())
+    }
+
     fn listing_needs(&self) -> Option<&'static str> {
         Some("set `spark.ui`, the master's web UI")
     }
@@ -899,15 +918,22 @@ impl Engine for SparkEngine {
             Some(l) => {
                 d.args = Some(l.args);
                 d.conf = l.conf;
+                d.jar = l.jar;
                 if l.main_class.is_some() {
                     d.main_class = l.main_class;
                 }
+                for k in l.redacted {
+                    d.notes.push(format!(
+                        "conf `{k}`: Spark redacted its value in the driver's launch command; \
+                         add it by hand"
+                    ));
+                }
             }
-            None => d.notes.push(
-                "args and conf: the driver's launch command could not be read from its worker's \
-                 web UI"
-                    .into(),
-            ),
+            None => {
+                let why = "the driver's launch command could not be read from its worker's web UI";
+                d.args_missing = Some(why.into());
+                d.notes.push(format!("conf: {why}"));
+            }
         }
         Ok(d)
     }
@@ -996,22 +1022,39 @@ mod tests {
 
     #[test]
     fn a_launch_command_gives_main_class_args_and_properties() {
+        // As a Spark 4.3.0 worker writes it: words in quotes, a quote inside one not escaped.
         let stderr = "Launch Command: \"/usr/bin/java\" \"-cp\" \"/x/*\" \"-Xmx512M\" \
             \"-Dio.netty.allocator.type=pooled\" \"-Dspark.master=spark://127.0.0.1:7077\" \
-            \"-Dspark.cores.max=1\" \"-Dspark.jars=file:///a.jar\" \"-Dspark.app.name=ext\" \
+            \"-Dspark.cores.max=1\" \"-Dspark.jars=file:///b/a.jar\" \"-Dspark.app.name=ext x\" \
             \"-Dspark.jobkeeper.run=abc\" \"-Dspark.submit.deployMode=cluster\" \
+            \"-Dspark.driver.extraJavaOptions=-Dx.y=1 -Dz=\"a b\"\" \
+            \"-Dspark.hadoop.fs.s3a.secret.key=*********(redacted)\" \"-Dx.y=1\" \"-Dz=a b\" \
             \"org.apache.spark.deploy.worker.DriverWrapper\" \"spark://Worker@127.0.0.1:1\" \
-            \"/w/driver-1/a.jar\" \"example.Totals\" \"--n\" \"100\" \"say \\\"hi\\\"\"\n\
+            \"/w/driver-1/a.jar\" \"example.Totals\" \"--n\" \"100\" \"say \"hi\"\" \"C:\\d+\" \"\"\n\
             ========================================\n";
         let l = parse_launch(stderr).unwrap();
         assert_eq!(l.main_class.as_deref(), Some("example.Totals"));
-        assert_eq!(l.args, ["--n", "100", "say \"hi\""]);
+        assert_eq!(l.args, ["--n", "100", "say \"hi\"", "C:\\d+", ""]);
         let conf: Vec<(&str, &str)> = l
             .conf
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        assert_eq!(conf, [("spark.app.name", "ext"), ("spark.cores.max", "1")]);
+        assert_eq!(
+            conf,
+            [
+                ("spark.app.name", "ext x"),
+                ("spark.cores.max", "1"),
+                ("spark.driver.extraJavaOptions", "-Dx.y=1 -Dz=\"a b\""),
+            ]
+        );
+        assert_eq!(l.redacted, ["spark.hadoop.fs.s3a.secret.key"]);
+        assert_eq!(l.jar.as_deref(), Some("file:///b/a.jar"));
+        let no_jars = stderr.replace("\"-Dspark.jars=file:///b/a.jar\" ", "");
+        assert_eq!(
+            parse_launch(&no_jars).unwrap().jar.as_deref(),
+            Some("/w/driver-1/a.jar")
+        );
         assert_eq!(parse_launch("no launch line"), None);
         assert_eq!(parse_launch("Launch Command: \"java\""), None);
     }
