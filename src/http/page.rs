@@ -309,14 +309,14 @@ fn running_html(j: &super::api::JobView) -> Option<String> {
 /// The jobs table's columns: the key the page's script sorts by (`?sort=`), the heading and
 /// its share of the width.
 pub const COLUMNS: [(&str, &str, &str); 8] = [
-    ("job", "Job", "24%"),
-    ("state", "State", "14%"),
-    ("env", "Env", "8%"),
-    ("engine", "Engine", "8%"),
-    ("running", "Running", "15%"),
-    ("next", "Next run", "11%"),
+    ("job", "Job", "22%"),
+    ("state", "State", "13%"),
+    ("env", "Env", "7%"),
+    ("engine", "Engine", "7%"),
+    ("running", "Running", "17%"),
+    ("next", "Next run", "12%"),
     ("restarts", "Restarts", "6%"),
-    ("event", "Last event", "14%"),
+    ("event", "Last event", "16%"),
 ];
 
 /// The page's script, served at [`SCRIPT_PATH`]: search as you type, sorting by any column and
@@ -428,9 +428,9 @@ pub fn render(
         }
         h.push_str("</ul>");
     }
-    let _ = write!(
+    let _ = writeln!(
         h,
-        "</div></main><script src=\"{SCRIPT_PATH}\" defer></script></body></html>\n"
+        "</div></main><script src=\"{SCRIPT_PATH}\" defer></script></body></html>"
     );
     h
 }
