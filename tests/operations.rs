@@ -364,7 +364,13 @@ async fn the_job_list_filters_and_pages_and_each_job_has_its_page() {
     );
     assert!(svc.contains("started-svc"), "the log tail: {svc}");
     let (_, ticker) = d.get("/jobs/ticker").await;
-    assert!(ticker.contains("next run 20"), "{ticker}");
+    assert!(ticker.contains("next run <time datetime=\"20"), "{ticker}");
+    assert!(
+        ticker.contains(
+            "<dt>command</dt><dd><code>sh</code> <code>-c</code> <code>echo tick-ok</code>"
+        ),
+        "the params that run: {ticker}"
+    );
     assert!(ticker.contains("tick-ok"), "{ticker}");
     assert!(ticker.contains("class=\"sq r-succeeded\""), "{ticker}");
     assert!(ticker.contains("<table id=\"runs\">"));
