@@ -718,6 +718,22 @@ async fn status_page_in_a_real_browser() {
     );
     assert!(dom.contains("Recent events"));
 
+    // The job page: the params that run, a secret as written and never its value (the log
+    // tail below it is masked too), at a raw slash as at `%2F`.
+    let (code, talker) = get(&d, "/jobs/talker").await;
+    assert_eq!(code, 200);
+    assert!(talker.contains("<dl id=\"params\">"), "{talker}");
+    assert!(talker.contains("echo password ${secret:pw}"), "{talker}");
+    assert!(!talker.contains(SECRET_VALUE), "{talker}");
+    let (code, raw) = get(&d, "/jobs/team-a/clicks").await;
+    assert_eq!(code, 200, "{raw}");
+    assert!(raw.contains("<h1>team-a/clicks</h1>"));
+    assert_eq!(get(&d, "/jobs/team-a%2Fclicks").await.0, 200);
+    assert!(
+        raw.contains("<td data-label=\"Cluster\"><div>dev · local</div></td>"),
+        "each run's cluster: {raw}"
+    );
+
     // A phone-sized screenshot, for people to look at (JOBKEEPER_SCREENSHOT keeps it).
     let png = std::env::var_os("JOBKEEPER_SCREENSHOT")
         .map(std::path::PathBuf::from)
