@@ -351,6 +351,14 @@ async fn eight_hundred_jobs_in_a_real_browser() {
         assert!(url.as_str().unwrap().contains("sort=event"), "{url}");
         b.screenshot(&shots.join("status-800-jobs-sorted.png"));
 
+        // A refresh of an unchanged page is a 304 with no body.
+        let codes = b.eval(
+            "(async () => { const a = await fetch('/', {cache: 'no-store'}); const tag = a.headers.get('ETag'); \
+             const b = await fetch('/', {cache: 'no-store', headers: {'If-None-Match': tag}}); \
+             return [a.status, b.status, tag !== null]; })()",
+        );
+        assert_eq!(codes, json!([200, 304, true]));
+
         // The sort is in the URL: the page opened at it comes sorted.
         b.open(&format!("{base}?sort=state&dir=desc"));
         let states: Vec<String> = shown(&mut b, 1).into_iter().map(|(_, k)| k).collect();

@@ -239,6 +239,37 @@ mod tests {
     }
 
     #[test]
+    fn run_pages_are_pages_the_engine_answers() {
+        let flink = EngineConfig::Flink(FlinkSettings {
+            url: "http://jm:8081/".into(),
+            savepoint_dir: None,
+            sql_runner: None,
+        });
+        assert_eq!(
+            flink.run_page("abc", true).as_deref(),
+            Some("http://jm:8081/#/job/running/abc/overview")
+        );
+        assert_eq!(
+            flink.run_page("abc", false).as_deref(),
+            Some("http://jm:8081/#/job/completed/abc/overview")
+        );
+        let spark = |ui: Option<&str>| {
+            EngineConfig::Spark(SparkSettings {
+                url: "http://m:6066".into(),
+                master: "spark://m:7077".into(),
+                ui: ui.map(String::from),
+                artifact_url: None,
+                artifact_dir: None,
+            })
+        };
+        // The master's page lists the drivers; `/app/?appId=driver-…` answers Not Found.
+        let page = spark(Some("http://m:8080/")).run_page("driver-1", true);
+        assert_eq!(page.as_deref(), Some("http://m:8080/"));
+        assert_eq!(spark(None).run_page("driver-1", true), None);
+        assert_eq!(EngineConfig::Local.run_page("42", true), None);
+    }
+
+    #[test]
     fn a_config_knows_its_kind() {
         let flink = EngineConfig::Flink(FlinkSettings {
             url: "http://jm:8081".into(),
