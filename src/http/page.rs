@@ -449,9 +449,8 @@ pub struct Problems {
 pub const PROBLEMS_SHOWN: usize = 100;
 
 impl Problems {
-    /// The jobs with a condition now.
-    pub fn read(state: &ApiState) -> Result<Problems, crate::store::StoreError> {
-        let names = super::shown::problem_jobs(state)?;
+    /// The views of `names`, the jobs with a condition now ([`super::shown::problems`]).
+    pub fn read(state: &ApiState, names: &[String]) -> Result<Problems, crate::store::StoreError> {
         let mut jobs = Vec::new();
         for name in names.iter().take(PROBLEMS_SHOWN) {
             let q = crate::store::JobQuery {
@@ -730,6 +729,7 @@ pub async fn status_page(
         let events = state.store.events(None, RECENT_EVENTS)?;
         let events: Vec<EventView> = events.iter().map(EventView::of).collect();
         let clusters = clusters_html(&super::clusters::clusters_view(&state));
+        let (names, counts) = super::shown::problems(&state)?;
         let filters = Filters {
             query: &query,
             envs: settings
@@ -738,12 +738,16 @@ pub async fn status_page(
                 .map(|(n, e)| (n.clone(), e.engine.as_str().to_string()))
                 .collect(),
             counts: state.store.job_state_counts()?,
-            problems: super::shown::problem_counts(&state)?,
+            problems: counts,
         };
-        let problems = Problems::read(&state)?;
+        let problems = Problems::read(&state, &names)?;
         let html = render(&settings, &view, &events, &filters, &problems);
         let unmanaged = super::unmanaged::unmanaged_html(&super::unmanaged::unmanaged_view(&state));
-        let html = html.replacen(EVENTS_HEADING, &(clusters + &unmanaged + EVENTS_HEADING), 1);
+        // Before the events, near the end: found from there, the jobs' rows not copied again.
+        let mut html = html;
+        if let Some(at) = html.rfind(EVENTS_HEADING) {
+            html.insert_str(at, &(clusters + &unmanaged));
+        }
         Ok::<_, crate::store::StoreError>(Ok::<_, ApiError>(html))
     })
     .await;
