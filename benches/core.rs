@@ -10,6 +10,8 @@
 //!   `health.interval`, against the same daemon with no jobs.
 //!
 //! - `GET /api/v1/jobs`, `GET /metrics` and `GET /` with 10,000 suspended jobs: p50/p99;
+//! - the status page with 800 and 10,000 jobs: `GET /` (first page), an unchanged refresh
+//!   (304) and a search, against the JSON API's first page of the same run;
 //! - git webhook received → fetch started, and → commit applied, with the config repo served by
 //!   `git daemon` (not watched) and `poll: 1h`: p50/p99;
 //! - flink (needs a cluster: `JOBKEEPER_FLINK_URL`, `JOBKEEPER_FLINK_LIB`; skipped with a note
@@ -32,7 +34,7 @@
 //!
 //! Environment: `BENCH_PUSHES` (default 30), `BENCH_JOBS` (default 10000), `BENCH_FLINK`
 //! and `BENCH_SPARK` (default 10), `BENCH_FLEET` (default 2000), `BENCH_ONLY` (`push`, `plan`,
-//! `prune`, `start`, `restart`, `health`, `api`, `hook`, `fleet`, `flink`, `flink-rollback`,
+//! `prune`, `start`, `restart`, `health`, `api`, `page`, `hook`, `fleet`, `flink`, `flink-rollback`,
 //! `flink-move`, `adopt`, `flink-health`, `spark`, `validate`: run one),
 //! `BENCH_SQL_JOBS` (default 1000), `BENCH_ADOPT` (default 20), `BENCH_HEALTH_JOBS` (default 5
 //! per kind and interval).
@@ -802,6 +804,75 @@ fn bench_api(jobs: usize, samples: usize) -> Vec<String> {
 /// deleting all but the latest 100 runs of each job and their events, while another thread
 /// writes a job's state every millisecond as reconcile does; the longest such write is the
 /// stall the pass causes, compared with the same writes without a pass.
+/// The status page (`GET /`, its first page) with `jobs` suspended jobs: the full page, a
+/// refresh that finds nothing changed (`If-None-Match` → 304), a search by name, each with the
+/// JSON API's first page of the same run as the baseline.
+fn bench_page(jobs: usize, samples: usize) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bare, _work) = make_repo(tmp.path(), jobs, |i| {
+        format!("env: dev\nsuspend: true\nparams: {{command: [sleep, \"{i}\"]}}")
+    });
+    let port = free_port();
+    let cfg = config(tmp.path(), &bare, &format!("127.0.0.1:{port}"));
+    let child = spawn_daemon(&cfg, port);
+    let want = format!("jobkeeper_jobs{{state=\"suspended\"}} {jobs}\n");
+    let t = Instant::now();
+    while !String::from_utf8_lossy(&http(port, "GET", "/metrics", &[], b"").1).contains(&want) {
+        assert!(t.elapsed() < Duration::from_secs(120), "jobs not suspended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let page = String::from_utf8(http(port, "GET", "/", &[], b"").1).unwrap();
+    let tag = jobkeeper::http::page::etag(&page);
+    let time = |path: &str, headers: &[(&str, &str)], code: u16| {
+        let mut times = Vec::with_capacity(samples);
+        let mut size = 0;
+        for _ in 0..samples {
+            let t = Instant::now();
+            let (got, body) = http(port, "GET", path, headers, b"");
+            times.push(t.elapsed());
+            assert_eq!(got, code, "{path}");
+            size = body.len();
+        }
+        times.sort();
+        (times, size)
+    };
+    let (base, base_size) = time("/api/v1/jobs", &[], 200);
+    let base_p50 = percentile(&base, 0.5).as_secs_f64();
+    let mut out = vec![format!(
+        "| `GET /api/v1/jobs` (its first page, the baseline) with {jobs} jobs ({:.0} KB), {samples} requests | {} | |",
+        base_size as f64 / 1024.0,
+        p50_p99(&base)
+    )];
+    for (path, headers, code, what, goal) in [
+        ("/", vec![], 200, "`GET /` (its first page)", "p50 ≤ 20 ms"),
+        (
+            "/",
+            vec![("If-None-Match", tag.as_str())],
+            304,
+            "`GET /` refreshed, unchanged (`If-None-Match` → 304)",
+            "",
+        ),
+        (
+            "/?q=team-7",
+            vec![],
+            200,
+            "`GET /?q=team-7` (search by name)",
+            "",
+        ),
+    ] {
+        let (times, size) = time(path, &headers, code);
+        let p50 = percentile(&times, 0.5).as_secs_f64();
+        out.push(format!(
+            "| {what} with {jobs} jobs ({:.0} KB), {samples} requests | {} ({:.2}× the baseline) | {goal} |",
+            size as f64 / 1024.0,
+            p50_p99(&times),
+            p50 / base_p50
+        ));
+    }
+    stop_daemon(child);
+    out
+}
+
 fn bench_prune(jobs: usize, runs: usize) -> Vec<String> {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("jobkeeper.db");
@@ -1905,6 +1976,11 @@ fn main() {
     }
     if want("api") {
         rows.extend(bench_api(jobs, if smoke { 3 } else { 30 }));
+    }
+    if want("page") {
+        for n in [800, jobs] {
+            rows.extend(bench_page(n, if smoke { 3 } else { 30 }));
+        }
     }
     if want("prune") {
         let runs = if smoke { 20 } else { 200 };

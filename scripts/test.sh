@@ -94,6 +94,9 @@ out=$(mktemp)
 trap 'rm -f "$out"; stop_clusters' EXIT
 status=0
 cargo test --all-targets --locked --no-fail-fast 2>&1 | tee "$out" || status=$?
+# tests/status_page.rs leaves screenshots of the status page at 800 jobs here: CI keeps the
+# folder as artifacts.
+log "status page screenshots: $(ls target/screenshots/*.png 2>/dev/null | tr '\n' ' ')"
 
 log "fuzzing: each target of fuzz/ for 15 s (scripts/fuzz.sh)"
 fuzz_status=0

@@ -78,7 +78,7 @@ async fn a_failing_job_alerts_once_by_email_and_webhook_then_folds_its_crash_loo
             .is_some_and(|p| p.parse::<u32>().is_ok()),
         "{j}"
     );
-    assert!(j["link"].as_str().unwrap().ends_with("/#clicks"));
+    assert!(j["link"].as_str().unwrap().ends_with("/jobs/clicks"));
     let mail = &mails_of(&smtp, "clicks failed")[0];
     assert!(
         mail.contains("Subject: [jobkeeper] dev/clicks failed"),

@@ -686,7 +686,12 @@ async fn status_page_in_a_real_browser() {
     let (code, html) = get(&d, "/").await;
     assert_eq!(code, 200);
     assert!(html.contains("&lt;script&gt;window.pwned=1&lt;/script&gt;"));
-    assert!(!html.contains("<script"), "no script element at all");
+    assert_eq!(
+        html.matches("<script").count(),
+        1,
+        "only the page's own script"
+    );
+    assert!(html.contains("<script src=\"/static/page.js\" defer></script>"));
 
     let page = url(&d, "/");
     let out = chromium(&tmp.path().join("profile-dom"), &["--dump-dom"], &page).await;
@@ -706,8 +711,28 @@ async fn status_page_in_a_real_browser() {
         dom.contains("&lt;script&gt;window.pwned=1&lt;/script&gt;"),
         "{dom}"
     );
-    assert!(!dom.contains("<script"), "the subject stays text:\n{dom}");
+    assert_eq!(
+        dom.matches("<script").count(),
+        1,
+        "the subject stays text:\n{dom}"
+    );
     assert!(dom.contains("Recent events"));
+
+    // The job page: the params that run, a secret as written and never its value (the log
+    // tail below it is masked too), at a raw slash as at `%2F`.
+    let (code, talker) = get(&d, "/jobs/talker").await;
+    assert_eq!(code, 200);
+    assert!(talker.contains("<dl id=\"params\">"), "{talker}");
+    assert!(talker.contains("echo password ${secret:pw}"), "{talker}");
+    assert!(!talker.contains(SECRET_VALUE), "{talker}");
+    let (code, raw) = get(&d, "/jobs/team-a/clicks").await;
+    assert_eq!(code, 200, "{raw}");
+    assert!(raw.contains("<h1>team-a/clicks</h1>"));
+    assert_eq!(get(&d, "/jobs/team-a%2Fclicks").await.0, 200);
+    assert!(
+        raw.contains("<td data-label=\"Cluster\"><div>dev · local</div></td>"),
+        "each run's cluster: {raw}"
+    );
 
     // A phone-sized screenshot, for people to look at (JOBKEEPER_SCREENSHOT keeps it).
     let png = std::env::var_os("JOBKEEPER_SCREENSHOT")

@@ -331,18 +331,22 @@ async fn the_job_list_filters_and_pages_and_each_job_has_its_page() {
     // The page: filters in a form that needs no script, removed jobs hidden, links per job.
     let (code, page) = d.get("/?folder=team-3&state=suspended").await;
     assert_eq!(code, 200);
-    assert!(!page.contains("<script"));
+    assert_eq!(
+        page.matches("<script").count(),
+        1,
+        "only the page's own script"
+    );
     assert!(page.contains("<form class=\"filters\" method=\"get\""));
     assert_eq!(page.matches("<tr id=\"team-3/").count(), 100);
     assert!(!page.contains("<tr id=\"team-4/"));
-    assert!(page.contains("href=\"/jobs/team-3%2Fheartbeat-0003\""));
+    assert!(page.contains("href=\"/jobs/team-3/heartbeat-0003\""));
     let (_, page) = d.get("/?limit=100").await;
     assert!(!page.contains("<tr id=\"gone\""));
     assert!(
         page.contains("id=\"next\" href=\"?limit=100&amp;after=team-0%2Fheartbeat-0980\""),
         "paging link"
     );
-    assert!(page.contains(" UTC</span>"), "times carry their zone");
+    assert!(page.contains(" UTC</time>"), "times carry their zone");
     let (code, _) = d.get("/?state=sleepy").await;
     assert_eq!(code, 400);
 
@@ -360,12 +364,21 @@ async fn the_job_list_filters_and_pages_and_each_job_has_its_page() {
     );
     assert!(svc.contains("started-svc"), "the log tail: {svc}");
     let (_, ticker) = d.get("/jobs/ticker").await;
-    assert!(ticker.contains("next run 20"), "{ticker}");
+    assert!(ticker.contains("next run <time datetime=\"20"), "{ticker}");
+    assert!(
+        ticker.contains(
+            "<dt>command</dt><dd><code>sh</code> <code>-c</code> <code>echo tick-ok</code>"
+        ),
+        "the params that run: {ticker}"
+    );
     assert!(ticker.contains("tick-ok"), "{ticker}");
     assert!(ticker.contains("class=\"sq r-succeeded\""), "{ticker}");
     assert!(ticker.contains("<table id=\"runs\">"));
     let (code, _) = d.get("/jobs/team-3%2Fheartbeat-0003").await;
     assert_eq!(code, 200);
+    let (code, raw) = d.get("/jobs/team-3/heartbeat-0003").await;
+    assert_eq!(code, 200, "a raw slash names the job too: {raw}");
+    assert!(raw.contains("<h1>team-3/heartbeat-0003</h1>"), "{raw}");
     let (code, body) = d.get("/jobs/nope").await;
     assert_eq!(code, 404, "{body}");
 

@@ -278,24 +278,30 @@ impl Alert {
     }
 }
 
-/// The status-page link of a job (`<external_url>/#<job>`), or of the daemon. Without
-/// `external_url` it is built from `listen` (`http://<listen>/#<job>`), an unspecified address
+/// The link of a job's page (`<external_url>/jobs/<job>`), or of the daemon's status page.
+/// Without `external_url` it is built from `listen` (`http://<listen>/jobs/<job>`), an
+/// unspecified address
 /// (`0.0.0.0`) being replaced by the host's name.
 pub fn job_link(settings: &Settings, job: Option<&str>) -> String {
     match &settings.external_url {
         Some(base) => {
-            let mut link = format!("{base}/");
-            if let Some(job) = job {
-                link.push('#');
-                link.push_str(&job.replace('/', "%2F"));
+            let base = base.trim_end_matches('/');
+            match job {
+                Some(job) => format!("{base}{}", job_path(job)),
+                None => format!("{base}/"),
             }
-            link
         }
         None => status_link(settings.listen, job),
     }
 }
 
-/// The status-page link of a job built from the `listen` address (see [`job_link`]).
+/// The page of job `job`: `/jobs/<job>`, each segment of its name percent-encoded and its
+/// slashes kept (the page answers at `/jobs/team-a/clicks` as at `/jobs/team-a%2Fclicks`).
+fn job_path(job: &str) -> String {
+    crate::http::page::job_path(job)
+}
+
+/// The link of a job's page (or of the status page) built from the `listen` address (see [`job_link`]).
 pub fn status_link(listen: SocketAddr, job: Option<&str>) -> String {
     let host = if listen.ip().is_unspecified() {
         let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -308,12 +314,10 @@ pub fn status_link(listen: SocketAddr, job: Option<&str>) -> String {
     } else {
         listen.ip().to_string()
     };
-    let mut link = format!("http://{host}:{}/", listen.port());
-    if let Some(job) = job {
-        link.push('#');
-        link.push_str(&job.replace('/', "%2F"));
+    match job {
+        Some(job) => format!("http://{host}:{}{}", listen.port(), job_path(job)),
+        None => format!("http://{host}:{}/", listen.port()),
     }
-    link
 }
 
 /// The spec the job runs or is to run. A store that cannot be read is logged and counted

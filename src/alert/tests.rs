@@ -68,7 +68,7 @@ fn subject_and_text_carry_every_fact() {
         "commit:     01234567 raise parallelism (Ann Operator <ann@example.com>)",
         "engine job: 4242 (run 17)",
         "attempt:    2/5",
-        "status:     http://127.0.0.1:7070/#team%2Fclicks",
+        "status:     http://127.0.0.1:7070/jobs/team/clicks",
         "reason:\nexit code 3; last lines:\nboom: topic missing\n",
     ] {
         assert!(t.contains(want), "missing {want:?} in:\n{t}");
@@ -128,6 +128,10 @@ fn status_links() {
         "http://[::1]:7070/"
     );
     assert!(!status_link("0.0.0.0:7070".parse().unwrap(), None).contains("0.0.0.0"));
+    assert_eq!(
+        status_link("127.0.0.1:7070".parse().unwrap(), Some("team a/clicks")),
+        "http://127.0.0.1:7070/jobs/team%20a/clicks"
+    );
 }
 
 #[test]
@@ -140,7 +144,7 @@ fn alert_links_start_with_external_url() {
     s.external_url = Some("https://jobkeeper.ops.example.com".into());
     assert_eq!(
         job_link(&s, Some("team/clicks")),
-        "https://jobkeeper.ops.example.com/#team%2Fclicks"
+        "https://jobkeeper.ops.example.com/jobs/team/clicks"
     );
     assert_eq!(job_link(&s, None), "https://jobkeeper.ops.example.com/");
     let store = Store::in_memory().unwrap();
@@ -150,6 +154,11 @@ fn alert_links_start_with_external_url() {
     let ev = store.events(None, 1).unwrap().remove(0);
     let (alert, _) = alert_for(&s, &store, &ev).expect("an alert");
     assert_eq!(alert.link, "https://jobkeeper.ops.example.com/");
+    s.external_url = Some("https://ops.example.com/jobkeeper/".into());
+    assert_eq!(
+        job_link(&s, Some("web")),
+        "https://ops.example.com/jobkeeper/jobs/web"
+    );
 }
 
 #[test]

@@ -115,18 +115,22 @@ impl EngineConfig {
         }
     }
 
-    /// The page of run `id` in the engine's web UI, when the cluster has one (spark: when
-    /// `spark.ui` is set).
-    pub fn run_page(&self, id: &str) -> Option<String> {
+    /// The page of run `id` in the engine's web UI, when the cluster has one. Flink: the
+    /// job's page, under `running` while the run is live and `completed` once it ended (Flink
+    /// answers a finished job only there). Spark (when `spark.ui` is set): the master's page,
+    /// which lists its running and completed drivers with links to each driver's worker; Spark
+    /// has no page of a driver by its id (`/app/?appId=driver-…` answers Not Found).
+    pub fn run_page(&self, id: &str, live: bool) -> Option<String> {
         match self {
             EngineConfig::Local => None,
             EngineConfig::Flink(f) => Some(format!(
-                "{}/#/job/running/{id}/overview",
-                f.url.trim_end_matches('/')
+                "{}/#/job/{}/{id}/overview",
+                f.url.trim_end_matches('/'),
+                if live { "running" } else { "completed" }
             )),
             EngineConfig::Spark(s) => {
                 s.ui.as_ref()
-                    .map(|ui| format!("{}/app/?appId={id}", ui.trim_end_matches('/')))
+                    .map(|ui| format!("{}/", ui.trim_end_matches('/')))
             }
         }
     }
@@ -232,6 +236,37 @@ mod tests {
         assert_eq!(flink.cluster_url().as_deref(), Some("http://jm:8081"));
         assert_eq!(EngineConfig::Local.sql_runner(), None);
         assert_eq!(EngineConfig::Local.cluster_url(), None);
+    }
+
+    #[test]
+    fn run_pages_are_pages_the_engine_answers() {
+        let flink = EngineConfig::Flink(FlinkSettings {
+            url: "http://jm:8081/".into(),
+            savepoint_dir: None,
+            sql_runner: None,
+        });
+        assert_eq!(
+            flink.run_page("abc", true).as_deref(),
+            Some("http://jm:8081/#/job/running/abc/overview")
+        );
+        assert_eq!(
+            flink.run_page("abc", false).as_deref(),
+            Some("http://jm:8081/#/job/completed/abc/overview")
+        );
+        let spark = |ui: Option<&str>| {
+            EngineConfig::Spark(SparkSettings {
+                url: "http://m:6066".into(),
+                master: "spark://m:7077".into(),
+                ui: ui.map(String::from),
+                artifact_url: None,
+                artifact_dir: None,
+            })
+        };
+        // The master's page lists the drivers; `/app/?appId=driver-…` answers Not Found.
+        let page = spark(Some("http://m:8080/")).run_page("driver-1", true);
+        assert_eq!(page.as_deref(), Some("http://m:8080/"));
+        assert_eq!(spark(None).run_page("driver-1", true), None);
+        assert_eq!(EngineConfig::Local.run_page("42", true), None);
     }
 
     #[test]

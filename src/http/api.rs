@@ -274,6 +274,9 @@ pub struct JobView {
     pub running: Option<RunningView>,
     /// Restarts recorded.
     pub restarts: u64,
+    /// The `schedule` of a batch job on one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     /// Its latest event.
     pub last_event: Option<EventView>,
     /// True when the latest version of its file is invalid.
@@ -350,6 +353,13 @@ pub struct ListQuery {
     pub after: Option<String>,
     /// Jobs per page (1 to [`MAX_PAGE`], default [`DEFAULT_PAGE`]).
     pub limit: Option<String>,
+    /// Only jobs whose name holds this text, in any case (the status page's search box).
+    pub q: Option<String>,
+    /// The status page's sort column (`job`, `state`, ...), applied by its script; the
+    /// server lists by name.
+    pub sort: Option<String>,
+    /// `desc`: the status page's sort descending.
+    pub dir: Option<String>,
     /// `1` or `true`: only jobs with a condition.
     pub problem: Option<String>,
 }
@@ -468,6 +478,7 @@ impl ListQuery {
                 envs,
                 folder: given(&self.folder).map(|f| f.trim_matches('/').to_string()),
                 name: None,
+                name_contains: given(&self.q).map(str::to_string),
                 removed,
                 after: given(&self.after).map(str::to_string),
                 limit,
@@ -574,6 +585,7 @@ fn job_view(settings: &Settings, row: &JobListRow, x: Extra<'_>) -> JobView {
             .running
             .map(|r| RunningView::of(r, running_place.as_ref())),
         restarts: x.restarts,
+        schedule: row.schedule.clone(),
         last_event: x.last.map(EventView::of),
         invalid: row.invalid,
         refused_commit: None,

@@ -1,6 +1,9 @@
-//! `GET /jobs/{name}`: the page of one job for people. Its state and what runs now (config and
-//! project commits, uptime of a service job, next run time of a batch job), its last runs as a
-//! strip of coloured squares and as a table with links to the engine's UI, its events (the
+//! `GET /jobs/{name}` (the name's slashes raw or as `%2F`): the page of one job for people. Its
+//! state and what runs now (config and project commits, uptime of a service job, next run time
+//! of a batch job), the params and args of the version that runs as its file wrote them (a
+//! secret as its `${secret:NAME}`), its last runs as a strip of coloured squares and as a table
+//! with the version, cluster and a link to the engine's UI of each ([`EngineConfig::run_page`]),
+//! the savepoints and checkpoints it can start from, its events (the
 //! problems of an invalid file at their `path:line:column`), and the tail of its latest log
 //! with secrets masked. Server-rendered, no scripts; every value is HTML-escaped.
 
@@ -13,7 +16,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiState;
 use super::api::{self, RunView, job_detail};
-use super::page::{CSS, escape, html_response, utc_time};
+use super::page::{CSS, escape, html_response, time_html, time_html_with, utc_time};
+#[cfg(doc)]
+use crate::engine::EngineConfig;
 use crate::settings::Settings;
 
 /// Runs in the strip of squares.
@@ -37,7 +42,8 @@ dt{color:var(--muted)}dd{margin:0}
 fn engine_link(settings: &Settings, run: &RunView) -> Option<String> {
     let env = settings.envs.get(run.env.as_deref()?)?;
     let id = run.engine_id.as_deref()?;
-    env.engine.run_page(id)
+    env.engine
+        .run_page(id, matches!(run.state.as_str(), "starting" | "running"))
 }
 
 /// "3h 2m" of a number of seconds.
@@ -51,18 +57,11 @@ fn span(secs: i64) -> String {
     }
 }
 
-/// The next run time of a batch job's schedule, in the daemon's time zone.
-fn next_run(settings: &Settings, schedule: &str) -> Option<String> {
-    let s = crate::schedule::Schedule::parse(schedule).ok()?;
-    let now = chrono::Utc::now().with_timezone(&settings.timezone);
-    s.next_after(now)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string())
-}
-
 /// The page's HTML.
 fn render(
     settings: &Settings,
     d: &api::JobDetail,
+    row: Option<&crate::store::JobRow>,
     schedule: Option<&str>,
     log: Option<&(i64, String)>,
 ) -> String {
@@ -72,7 +71,7 @@ fn render(
         h,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta http-equiv=\"refresh\" content=\"15\"><title>{name} · jobkeeper</title>\
+         <meta http-equiv=\"refresh\" content=\"30\"><title>{name} · jobkeeper</title>\
          <style>{CSS}{JOB_CSS}</style></head><body><header><h1>{name}</h1>\
          <div><a href=\"/\">all jobs</a> · <span class=\"state s-{state}\">{state}</span>",
         name = escape(&j.name),
@@ -123,7 +122,9 @@ fn render(
         );
     }
 
+    params_html(&mut h, row);
     runs_html(&mut h, settings, d);
+    savepoints_html(&mut h, d);
     log_html(&mut h, log);
     events_html(&mut h, d);
     h.push_str("</main></body></html>\n");
@@ -156,12 +157,7 @@ fn facts_html(h: &mut String, settings: &Settings, j: &api::JobView, schedule: O
             if r.project_commit.is_some() {
                 let _ = write!(v, " · project {}", commit(&r.project_commit));
             }
-            let _ = write!(
-                v,
-                " · run {} since {}",
-                r.run_id,
-                escape(&utc_time(&r.since))
-            );
+            let _ = write!(v, " · run {} since {}", r.run_id, time_html(&r.since));
             fact(h, "running", v);
             if schedule.is_none()
                 && let Ok(since) = chrono::DateTime::parse_from_rfc3339(&r.since)
@@ -173,11 +169,14 @@ fn facts_html(h: &mut String, settings: &Settings, j: &api::JobView, schedule: O
         None => fact(h, "running", "nothing".into()),
     }
     if let Some(s) = schedule {
-        let next = next_run(settings, s).unwrap_or_else(|| "never".into());
+        let next = super::page::next_run(settings, s).map_or_else(
+            || "never".into(),
+            |(utc, local)| time_html_with(&utc, Some(&local)),
+        );
         fact(
             h,
             "schedule",
-            format!("<code>{}</code> · next run {}", escape(s), escape(&next)),
+            format!("<code>{}</code> · next run {next}", escape(s)),
         );
     }
     if let Some(c) = &j.commit {
@@ -213,8 +212,8 @@ fn runs_html(h: &mut String, settings: &Settings, d: &api::JobDetail) {
         h.push_str("<p class=\"empty muted\">No runs yet.</p>");
     } else {
         h.push_str(
-            "<table id=\"runs\"><thead><tr><th>Run</th><th>State</th><th>Started</th><th>Ended</th>\
-             <th>Commit</th><th>Engine</th></tr></thead><tbody>",
+            "<div class=\"box\"><table id=\"runs\"><thead><tr><th>Run</th><th>State</th><th>Started</th>\
+             <th>Ended</th><th>Version</th><th>Cluster</th><th>Engine</th></tr></thead><tbody>",
         );
         for r in &d.runs {
             let mut commit = r
@@ -244,20 +243,117 @@ fn runs_html(h: &mut String, settings: &Settings, d: &api::JobDetail) {
                 "<tr id=\"run-{id}\"><td data-label=\"Run\"><div><a href=\"/api/v1/jobs/{job}/logs?run={id}\">{id}</a></div></td>\
                  <td data-label=\"State\"><div><span class=\"state s-{st}\">{st}</span><span class=\"reason\">{reason}</span></div></td>\
                  <td class=\"nw\" data-label=\"Started\"><div>{start}</div></td><td class=\"nw\" data-label=\"Ended\"><div>{end}</div></td>\
-                 <td data-label=\"Commit\"><div>{commit}</div></td><td data-label=\"Engine\"><div>{engine}</div></td></tr>",
+                 <td data-label=\"Version\"><div>{commit}</div></td><td data-label=\"Cluster\"><div>{cluster}</div></td>\
+                 <td data-label=\"Engine\"><div>{engine}</div></td></tr>",
                 id = r.id,
                 job = super::page::utf8_percent_encode(&j.name),
                 st = escape(&r.state),
                 reason = escape(&reason),
-                start = escape(&utc_time(&r.started_at)),
-                end = r
-                    .ended_at
-                    .as_deref()
-                    .map_or("–".into(), |e| escape(&utc_time(e))),
+                start = time_html(&r.started_at),
+                end = r.ended_at.as_deref().map_or("–".into(), time_html),
+                cluster = cluster_html(settings, d, r),
             );
         }
-        h.push_str("</tbody></table>");
+        h.push_str("</tbody></table></div>");
     }
+}
+
+/// The cluster a run ran on: its env, the env's engine and cluster URL, and the cluster's
+/// version as the daemon last read it.
+fn cluster_html(settings: &Settings, d: &api::JobDetail, r: &RunView) -> String {
+    let Some(env) = r.env.as_deref() else {
+        return "–".into();
+    };
+    let mut s = escape(env);
+    if let Some(e) = settings.envs.get(env) {
+        let _ = write!(s, " · {}", escape(e.engine.as_str()));
+        if d.job.env.as_deref() == Some(env)
+            && let Some(v) = &d.job.version
+        {
+            let _ = write!(s, " {}", escape(v));
+        }
+        if let Some(url) = e.engine.cluster_url() {
+            let _ = write!(s, " <span class=\"muted\">{}</span>", escape(&url));
+        }
+    }
+    s
+}
+
+/// The params and args of the version that runs (else of the one to run), as its file wrote
+/// them: a secret is shown as its `${secret:NAME}`, never its value.
+fn params_html(h: &mut String, row: Option<&crate::store::JobRow>) {
+    let Some(row) = row else { return };
+    let (spec, what) = match (&row.applied, &row.desired) {
+        (Some(a), _) => (a, "of the version that runs"),
+        (None, Some(d)) => (d, "of the version to run (none runs yet)"),
+        (None, None) => return,
+    };
+    let p = &spec.params;
+    let _ = write!(
+        h,
+        "<h2>Params <span class=\"muted\">{what}</span></h2><dl id=\"params\">"
+    );
+    let code = |v: &str| format!("<code>{}</code>", escape(v));
+    let list = |vs: &[String]| vs.iter().map(|v| code(v)).collect::<Vec<_>>().join(" ");
+    let map = |m: &std::collections::BTreeMap<String, String>| {
+        m.iter()
+            .map(|(k, v)| code(&format!("{k}={v}")))
+            .collect::<Vec<_>>()
+            .join("<br>")
+    };
+    let start = h.len();
+    let mut fact = |k: &str, v: String| {
+        let _ = write!(h, "<dt>{k}</dt><dd>{v}</dd>");
+    };
+    if let Some(c) = &p.main_class {
+        fact("main class", code(c));
+    }
+    if !p.command.is_empty() {
+        fact("command", list(&p.command));
+    }
+    if !p.args.is_empty() {
+        fact("args", list(&p.args));
+    }
+    if let Some(n) = p.parallelism {
+        fact("parallelism", n.to_string());
+    }
+    if !p.conf.is_empty() {
+        fact("conf", map(&p.conf));
+    }
+    if !p.environment.is_empty() {
+        fact("environment", map(&p.environment));
+    }
+    if let Some(w) = &p.workdir {
+        fact("workdir", code(w));
+    }
+    if h.len() == start {
+        h.push_str("<dt>params</dt><dd>none</dd>");
+    }
+    h.push_str("</dl>");
+}
+
+/// The savepoints and retained checkpoints the job can start from, newest first.
+fn savepoints_html(h: &mut String, d: &api::JobDetail) {
+    if d.savepoints.is_empty() {
+        return;
+    }
+    h.push_str(
+        "<h2>Savepoints and checkpoints</h2><div class=\"box\"><table id=\"savepoints\"><thead><tr>\
+         <th>Kind</th><th>Location</th><th>Run</th><th>Taken</th></tr></thead><tbody>",
+    );
+    for sp in &d.savepoints {
+        let _ = write!(
+            h,
+            "<tr><td data-label=\"Kind\"><div>{}</div></td><td data-label=\"Location\"><div><code>{}</code></div></td>\
+             <td data-label=\"Run\"><div>{}</div></td><td data-label=\"Taken\"><div>{}</div></td></tr>",
+            escape(sp.kind.as_str()),
+            escape(&sp.location),
+            sp.run_id
+                .map_or("–".into(), |r| format!("<a href=\"#run-{r}\">{r}</a>")),
+            time_html(&api::rfc3339(sp.time)),
+        );
+    }
+    h.push_str("</tbody></table></div>");
 }
 
 /// The tail of the latest log that has output.
@@ -285,7 +381,7 @@ fn events_html(h: &mut String, d: &api::JobDetail) {
             let _ = write!(
                 h,
                 "<li><span class=\"muted\">{}</span> <span class=\"k\">{}</span>",
-                escape(&utc_time(&e.time)),
+                time_html(&e.time),
                 escape(&e.kind)
             );
             if let Some(c) = &e.commit {
@@ -322,6 +418,7 @@ pub async fn job_page(
         Ok::<_, api::ApiError>(render(
             &settings,
             &detail,
+            row.as_ref(),
             schedule.as_deref(),
             log.as_ref(),
         ))

@@ -81,7 +81,8 @@ pub struct ApiState {
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/", get(page::status_page))
-        .route("/jobs/{name}", get(job_page::job_page))
+        .route(page::SCRIPT_PATH, get(page::script))
+        .route("/jobs/{*name}", get(job_page::job_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -125,6 +125,9 @@ pub struct JobListRow {
     /// Restarts recorded.
     #[serde(default)]
     pub restarts: u64,
+    /// The `schedule` of its desired (else applied) spec, for a batch job on a schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     /// Id of its latest event.
     #[serde(default)]
     pub last_event_id: Option<i64>,
@@ -145,6 +148,8 @@ pub struct JobQuery {
     pub folder: Option<String>,
     /// Only the job of this name.
     pub name: Option<String>,
+    /// Only jobs whose name holds this text, in any case (the status page's search).
+    pub name_contains: Option<String>,
     /// Removed jobs too (hidden by default).
     pub removed: bool,
     /// Only jobs whose name sorts after this one (the previous page's last).
@@ -170,6 +175,11 @@ impl JobListRow {
             invalid: row.invalid.is_some(),
             removed: row.desired.is_none() && row.invalid.is_none(),
             restarts: 0,
+            schedule: row
+                .desired
+                .as_ref()
+                .or(row.applied.as_ref())
+                .and_then(|s| s.schedule.clone()),
             last_event_id: None,
             unreadable: None,
         }
@@ -331,9 +341,12 @@ impl Store {
         let mut sql = String::from(
             "SELECT name, path, state, reason, desired_commit, env, invalid IS NOT NULL,
                  desired IS NULL AND invalid IS NULL, restarts, last_event_id,
-                 json_valid(desired), json_valid(applied), json_valid(artifact)
+                 json_valid(desired), json_valid(applied), json_valid(artifact), schedule
              FROM (SELECT *, CASE WHEN json_valid(COALESCE(desired, applied))
-                 THEN json_extract(COALESCE(desired, applied), '$.env') END AS env FROM jobs)
+                 THEN json_extract(COALESCE(desired, applied), '$.env') END AS env,
+                 CASE WHEN json_valid(COALESCE(desired, applied))
+                 THEN json_extract(COALESCE(desired, applied), '$.schedule') END AS schedule
+                 FROM jobs)
              WHERE name > ?1",
         );
         let mut args: Vec<rusqlite::types::Value> =
@@ -352,6 +365,10 @@ impl Store {
         if let Some(name) = &q.name {
             args.push(name.clone().into());
             let _ = write!(sql, " AND name = ?{}", args.len());
+        }
+        if let Some(text) = q.name_contains.as_deref().filter(|t| !t.is_empty()) {
+            args.push(text.to_lowercase().into());
+            let _ = write!(sql, " AND instr(lower(name), ?{}) > 0", args.len());
         }
         if let Some(envs) = &q.envs {
             let mut marks = Vec::new();
@@ -412,6 +429,7 @@ impl Store {
                 removed: r.get(7).unwrap_or(false),
                 restarts: r.get::<_, Option<i64>>(8).ok().flatten().unwrap_or(0) as u64,
                 last_event_id: r.get(9).ok().flatten(),
+                schedule: r.get::<_, Option<String>>(13).ok().flatten(),
                 unreadable: (!unreadable.is_empty()).then(|| unreadable.join("; ")),
                 name,
             })
