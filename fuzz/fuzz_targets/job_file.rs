@@ -63,8 +63,11 @@ fn check_valid(spec: &JobSpec) {
     if let Some(s) = &spec.schedule {
         Schedule::parse(s).expect("a valid spec's schedule parses");
     }
-    // The plan: unchanged against itself, added when new; every rendering works.
-    assert_eq!(plan::diff_specs(spec, spec), (Action::Unchanged, vec![]));
+    // The plan: unchanged against itself (saying why), added when new; every rendering works.
+    let (action, reasons) = plan::diff_specs(spec, spec);
+    assert_eq!(action, Action::Unchanged);
+    let reasons: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+    assert_eq!(reasons, [plan::UNCHANGED], "unchanged against itself");
     let changes = [Change::Upsert {
         name: "team-a/fuzz".into(),
         path: PATH.into(),
