@@ -298,7 +298,7 @@ pub fn job_link(settings: &Settings, job: Option<&str>) -> String {
 /// The page of job `job`: `/jobs/<job>`, each segment of its name percent-encoded and its
 /// slashes kept (the page answers at `/jobs/team-a/clicks` as at `/jobs/team-a%2Fclicks`).
 fn job_path(job: &str) -> String {
-    crate::http::page::job_path(job)
+    crate::spec::job_path(job)
 }
 
 /// The link of a job's page (or of the status page) built from the `listen` address (see [`job_link`]).

@@ -154,26 +154,7 @@ pub fn next_run(settings: &crate::settings::Settings, schedule: &str) -> Option<
     ))
 }
 
-/// The path of a job's page: `/jobs/` and its name, each segment percent-encoded and its
-/// slashes kept (`team-a/clicks` is `/jobs/team-a/clicks`; the page answers at
-/// `/jobs/team-a%2Fclicks` too).
-pub fn job_path(name: &str) -> String {
-    let segments: Vec<String> = name.split('/').map(utf8_percent_encode).collect();
-    format!("/jobs/{}", segments.join("/"))
-}
-
-/// Percent-encodes everything but unreserved characters.
-pub fn utf8_percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
+pub use crate::spec::{job_path, utf8_percent_encode};
 
 /// What the page's filter form offers and what it was asked for.
 pub struct Filters<'a> {
