@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use rusqlite::params;
 
+use super::facts::{Failure, Incidents, Stage};
 use super::{At, JobState, Result, Store, now_ms};
-use crate::condition::{Failure, Incidents, Stage};
 
 /// One job's stored facts (see the module doc).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -181,7 +181,7 @@ mod tests {
     use super::super::VersionsRow;
     use super::super::tests::{commit, spec_update};
     use super::*;
-    use crate::condition::Incident;
+    use crate::store::Incident;
 
     #[test]
     fn the_facts_of_a_job_read_back_typed() {

@@ -393,7 +393,7 @@ mod tests {
         let s = Store::open(&path).unwrap();
         assert_eq!(user_version(&path), LATEST);
         let stage = |name: &str| s.versions(name).unwrap().failed.map(|f| (f.hash, f.stage));
-        use crate::condition::Stage;
+        use crate::store::Stage;
         assert_eq!(stage("a"), Some(("h2".into(), Stage::Deploy)));
         assert_eq!(stage("b"), Some(("h2".into(), Stage::Build)));
         assert_eq!(stage("c"), None);

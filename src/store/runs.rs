@@ -121,7 +121,7 @@ pub struct Running {
     pub spec_hash: String,
     /// Where it runs: its env, engine, cluster (from its handle) and the cluster's version
     /// when it was submitted.
-    pub place: crate::condition::Place,
+    pub place: super::facts::Place,
 }
 
 /// The columns [`running_row`] reads: the cluster is the one its handle records.
@@ -136,7 +136,7 @@ fn running_row(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Running> {
         project_commit: r.get(i + 2)?,
         since: r.get(i + 3)?,
         spec_hash: r.get(i + 4)?,
-        place: crate::condition::Place {
+        place: super::facts::Place {
             env: r.get(i + 5)?,
             engine: r.get(i + 6)?,
             cluster: r.get(i + 7)?,

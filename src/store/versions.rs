@@ -7,9 +7,9 @@
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
+use super::facts::{Failure, Stage};
 use super::{Result, Store, now_ms};
 use crate::build::Artifact;
-use crate::condition::{Failure, Stage};
 use crate::spec::JobSpec;
 
 /// A version a job can go back to.
