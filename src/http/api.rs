@@ -966,17 +966,7 @@ pub async fn logs(
                     "ask for `run` or `build`, not both",
                 ));
             }
-            (Some("latest"), None) => {
-                let logs = state.started.state_dir.join("logs");
-                let path = crate::runlogs::job_dir(&logs, &name).join("build-latest.log");
-                // A job in a folder built before the one-level layout: its log where it was.
-                let before = logs.join(&name).join("build-latest.log");
-                if path.exists() || !before.is_file() {
-                    path
-                } else {
-                    before
-                }
-            }
+            (Some("latest"), None) => latest_build_log(&state, &name),
             (Some(_), None) => {
                 return Err(error(
                     StatusCode::BAD_REQUEST,
@@ -984,34 +974,7 @@ pub async fn logs(
                 ));
             }
             (None, run) => {
-                let run = match run {
-                    Some(id) => {
-                        let id: i64 = id.parse().map_err(|_| {
-                            error(StatusCode::BAD_REQUEST, "`run` must be a run id (a number)")
-                        })?;
-                        store
-                            .run(id)
-                            .map_err(internal)?
-                            .filter(|r| r.job == name)
-                            .ok_or_else(|| {
-                                error(
-                                    StatusCode::NOT_FOUND,
-                                    &format!("job `{name}` has no run {id}"),
-                                )
-                            })?
-                    }
-                    None => store
-                        .runs(&name, 1)
-                        .map_err(internal)?
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| {
-                            error(
-                                StatusCode::NOT_FOUND,
-                                &format!("job `{name}` has no runs yet"),
-                            )
-                        })?,
-                };
+                let run = requested_run(store, &name, run)?;
                 return match run_log_tail(&state, &run, tail) {
                     Ok(RunLog::Text(t)) => Ok((t, Some(run))),
                     Ok(RunLog::Withheld(why)) => Err(error(StatusCode::FORBIDDEN, &why)),
@@ -1052,6 +1015,53 @@ pub async fn logs(
         text.push_str(&section);
     }
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+}
+
+/// The latest build log of job `name`: in its folder, or, for a job in a folder built before
+/// the one-level layout, where it was.
+fn latest_build_log(state: &ApiState, name: &str) -> std::path::PathBuf {
+    let logs = state.started.state_dir.join("logs");
+    let path = crate::runlogs::job_dir(&logs, name).join("build-latest.log");
+    let before = logs.join(name).join("build-latest.log");
+    if path.exists() || !before.is_file() {
+        path
+    } else {
+        before
+    }
+}
+
+/// The run of job `name` a `logs` request asks for: run `id`, or the latest.
+fn requested_run(
+    store: &crate::store::Store,
+    name: &str,
+    id: Option<&str>,
+) -> Result<crate::store::RunRow, ApiError> {
+    let Some(id) = id else {
+        return store
+            .runs(name, 1)
+            .map_err(internal)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                error(
+                    StatusCode::NOT_FOUND,
+                    &format!("job `{name}` has no runs yet"),
+                )
+            });
+    };
+    let id: i64 = id
+        .parse()
+        .map_err(|_| error(StatusCode::BAD_REQUEST, "`run` must be a run id (a number)"))?;
+    store
+        .run(id)
+        .map_err(internal)?
+        .filter(|r| r.job == name)
+        .ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                &format!("job `{name}` has no run {id}"),
+            )
+        })
 }
 
 /// What `run`'s engine keeps of its output beyond its log file (a cluster run's log holds only
