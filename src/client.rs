@@ -120,17 +120,59 @@ pub enum AskError {
     },
 }
 
+/// The address of the daemon `settings` configures (loopback when it listens on every
+/// address), as a URL base.
+pub fn daemon_base(settings: &crate::settings::Settings) -> String {
+    let mut addr = settings.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}")
+}
+
+/// Each of `jobs` as the daemon at `base` shows it (`GET /api/v1/jobs/{name}`), with its name; a
+/// job the daemon does not know is left out.
+pub async fn job_details(
+    client: &reqwest::Client,
+    base: &str,
+    jobs: &[String],
+) -> Result<Vec<(String, serde_json::Value)>, AskError> {
+    let mut out = Vec::new();
+    for job in jobs {
+        let url = format!("{base}/api/v1/jobs/{}", encode_name(job));
+        let resp = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| AskError::Unreachable {
+                base: base.to_string(),
+                source,
+            })?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            continue;
+        }
+        if !resp.status().is_success() {
+            return Err(AskError::Status {
+                url,
+                status: resp.status(),
+            });
+        }
+        let detail = resp
+            .json()
+            .await
+            .map_err(|source| AskError::NotADetail { url, source })?;
+        out.push((job.clone(), detail));
+    }
+    Ok(out)
+}
+
 /// The versions a rollback refused, per job of `jobs`, as the daemon of `settings` (at its
 /// `listen`) reports them; `Err` says why the daemon could not be asked.
 pub fn refused_versions(
     settings: &crate::settings::Settings,
     jobs: &[String],
 ) -> anyhow::Result<Result<std::collections::BTreeMap<String, crate::plan::Refused>, AskError>> {
-    let mut addr = settings.listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let base = format!("http://{addr}");
+    let base = daemon_base(settings);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -141,35 +183,12 @@ pub fn refused_versions(
             .build()
             .map_err(AskError::Client)?;
         let mut out = std::collections::BTreeMap::new();
-        for job in jobs {
-            let url = format!("{base}/api/v1/jobs/{}", encode_name(job));
-            let resp = client
-                .get(&url)
-                .send()
-                .await
-                .map_err(|source| AskError::Unreachable {
-                    base: base.clone(),
-                    source,
-                })?;
-            if resp.status() == reqwest::StatusCode::NOT_FOUND {
-                continue;
-            }
-            if !resp.status().is_success() {
-                return Err(AskError::Status {
-                    url,
-                    status: resp.status(),
-                });
-            }
-            let detail: serde_json::Value =
-                resp.json().await.map_err(|source| AskError::NotADetail {
-                    url: url.clone(),
-                    source,
-                })?;
+        for (job, detail) in job_details(&client, &base, jobs).await? {
             let v = &detail["versions"];
             let text = |k: &str| v[k].as_str().map(str::to_string);
             if let Some(hash) = text("refused_hash") {
                 out.insert(
-                    job.clone(),
+                    job,
                     crate::plan::Refused {
                         hash,
                         commit: text("refused_commit"),

@@ -177,59 +177,19 @@ pub async fn applied_envs(
     settings: &Settings,
     jobs: &[String],
 ) -> Result<HashMap<String, String>, AskError> {
-    let mut addr = settings.listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let base = format!("http://{addr}");
+    let base = crate::client::daemon_base(settings);
     let client = reqwest::Client::builder()
         .timeout(PROBE_TIMEOUT)
         .connect_timeout(PROBE_TIMEOUT)
         .build()
         .map_err(AskError::Client)?;
     let mut out = HashMap::new();
-    for job in jobs {
-        let encoded: String = url_encode(job);
-        let url = format!("{base}/api/v1/jobs/{encoded}");
-        let resp = client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| AskError::Unreachable {
-                base: base.clone(),
-                source,
-            })?;
-        if resp.status() == reqwest::StatusCode::NOT_FOUND {
-            continue;
-        }
-        if !resp.status().is_success() {
-            return Err(AskError::Status {
-                url,
-                status: resp.status(),
-            });
-        }
-        let detail: serde_json::Value =
-            resp.json().await.map_err(|source| AskError::NotADetail {
-                url: url.clone(),
-                source,
-            })?;
+    for (job, detail) in crate::client::job_details(&client, &base, jobs).await? {
         if let Some(env) = detail["env"].as_str() {
-            out.insert(job.clone(), env.to_string());
+            out.insert(job, env.to_string());
         }
     }
     Ok(out)
-}
-
-/// A job name as one URL path segment.
-fn url_encode(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]
