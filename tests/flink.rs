@@ -1371,7 +1371,7 @@ async fn a_daemon_killed_during_a_move_converges_with_one_job_restored_from_its_
 /// taken in turn in the same sitting. A measurement, not a check: `--ignored --nocapture`
 /// prints the figures for docs/BENCHMARKS.md.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement for docs/BENCHMARKS.md"]
+#[ignore = "a measurement for docs/BENCHMARKS.md; CI asserts the restore itself in a_job_cancelled_in_flink_s_ui_comes_back_from_its_newest_checkpoint"]
 async fn measure_the_restart_path_with_retained_checkpoints() {
     let c = Cluster::v2_3();
     let url = c.url.clone();
