@@ -281,7 +281,9 @@ async fn what_a_local_run_started_in_a_new_session_ends_with_the_run() {
     let escaper = |name: &str| {
         let file = tmp.path().join(format!("{name}.escaped"));
         let script = format!(
-            "rm -f {0}; setsid sleep 1000 & echo $! > {0}; exec sleep 1000",
+            // The child writes its pid only once it is in its own session, so the test
+            // never reads the pid of a child that has not left the group yet.
+            "rm -f {0}; setsid sh -c 'echo $$ > {0}.tmp && mv {0}.tmp {0}; exec sleep 1000' & exec sleep 1000",
             file.display()
         );
         (shell_job(&script), file)
