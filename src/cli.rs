@@ -88,6 +88,18 @@ pub enum Command {
     },
     /// Print the JSON Schema of the job file.
     Schema,
+    /// Internal: print a SPNEGO token for SERVICE as PRINCIPAL, with the credential cache and
+    /// client keytab of the environment (`KRB5CCNAME`, `KRB5_CLIENT_KTNAME`); the daemon runs
+    /// it for its YARN envs with `auth: kerberos`.
+    #[command(name = "gss-token", hide = true)]
+    GssToken {
+        /// The client principal.
+        #[arg(long)]
+        principal: String,
+        /// The service, `HTTP@host`.
+        #[arg(long)]
+        service: String,
+    },
     /// The jobs of a running daemon: state, env, engine, commit, author, restarts, last event.
     Status {
         /// Print the API's JSON.
@@ -200,6 +212,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 serde_json::to_string_pretty(&spec::json_schema())?
             ))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::GssToken { principal, service } => {
+            match crate::engine::yarn::gss::token(&principal, &service) {
+                Ok(token) => {
+                    stdout(&format!("{token}\n"))?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
         }
         Command::TestAlert { channel, config } => test_alert(&channel, &config),
         Command::Import { config, env, out } => import(&config, &env, out),

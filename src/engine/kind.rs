@@ -10,6 +10,7 @@ use crate::yaml::{Checker, Fields, Node};
 use super::flink::{self, FlinkSettings};
 use super::local;
 use super::spark::{self, SparkSettings};
+use super::yarn::{self, YarnSettings};
 
 /// Which engine an env uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -21,11 +22,18 @@ pub enum EngineKind {
     Flink,
     /// A Spark standalone cluster.
     Spark,
+    /// Flink on YARN.
+    Yarn,
 }
 
 impl EngineKind {
     /// Every engine, in the order they are listed in messages.
-    pub const ALL: [EngineKind; 3] = [EngineKind::Local, EngineKind::Flink, EngineKind::Spark];
+    pub const ALL: [EngineKind; 4] = [
+        EngineKind::Local,
+        EngineKind::Flink,
+        EngineKind::Spark,
+        EngineKind::Yarn,
+    ];
 
     /// The name used in files and output.
     pub fn as_str(self) -> &'static str {
@@ -33,6 +41,7 @@ impl EngineKind {
             EngineKind::Local => "local",
             EngineKind::Flink => "flink",
             EngineKind::Spark => "spark",
+            EngineKind::Yarn => "yarn",
         }
     }
 
@@ -59,7 +68,7 @@ impl EngineKind {
 
     /// Whether runs keep state a new run starts from (flink: checkpoints and savepoints).
     pub fn keeps_state(self) -> bool {
-        matches!(self, EngineKind::Flink)
+        matches!(self, EngineKind::Flink | EngineKind::Yarn)
     }
 
     /// Whether a run's log is a file the daemon writes (and rotates), not the cluster's.
@@ -72,7 +81,7 @@ impl EngineKind {
         match self {
             EngineKind::Local => local::check_params(env, params),
             // Cluster engines check their params when they submit.
-            EngineKind::Flink | EngineKind::Spark => Ok(()),
+            EngineKind::Flink | EngineKind::Spark | EngineKind::Yarn => Ok(()),
         }
     }
 }
@@ -86,11 +95,13 @@ pub enum EngineConfig {
     Flink(FlinkSettings),
     /// A Spark standalone cluster (`spark:`).
     Spark(SparkSettings),
+    /// Flink on YARN (`yarn:`).
+    Yarn(YarnSettings),
 }
 
 impl EngineConfig {
     /// The keys of an env that hold an engine's settings.
-    pub const SECTIONS: [&str; 2] = [flink::SECTION, spark::SECTION];
+    pub const SECTIONS: [&str; 3] = [flink::SECTION, spark::SECTION, yarn::SECTION];
 
     /// The engine's name used in files and output.
     pub fn as_str(&self) -> &'static str {
@@ -102,7 +113,7 @@ impl EngineConfig {
     pub fn sql_runner(&self) -> Option<&std::path::Path> {
         match self {
             EngineConfig::Flink(f) => f.sql_runner.as_deref(),
-            EngineConfig::Local | EngineConfig::Spark(_) => None,
+            EngineConfig::Local | EngineConfig::Spark(_) | EngineConfig::Yarn(_) => None,
         }
     }
 
@@ -112,6 +123,7 @@ impl EngineConfig {
             EngineConfig::Local => None,
             EngineConfig::Flink(f) => Some(f.url.trim_end_matches('/').to_string()),
             EngineConfig::Spark(s) => Some(s.url.clone()),
+            EngineConfig::Yarn(y) => y.rm.first().cloned(),
         }
     }
 
@@ -132,6 +144,10 @@ impl EngineConfig {
                 s.ui.as_ref()
                     .map(|ui| format!("{}/", ui.trim_end_matches('/')))
             }
+            // The application's page in the RM's UI (the engine id starts with it).
+            EngineConfig::Yarn(y) => y.rm.first().map(|rm| {
+                format!("{rm}/cluster/app/{}", yarn::apps::split_id(id).0)
+            }),
         }
     }
 
@@ -141,6 +157,7 @@ impl EngineConfig {
             EngineConfig::Local => EngineKind::Local,
             EngineConfig::Flink(_) => EngineKind::Flink,
             EngineConfig::Spark(_) => EngineKind::Spark,
+            EngineConfig::Yarn(_) => EngineKind::Yarn,
         }
     }
 
@@ -163,8 +180,15 @@ impl EngineConfig {
         let spark = f.get(spark::SECTION).and_then(|v| {
             spark::read_settings(c, v, &format!("{section}.{}", spark::SECTION), daemon)
         });
+        let yarn = f
+            .get(yarn::SECTION)
+            .and_then(|v| yarn::read_settings(c, v, &format!("{section}.{}", yarn::SECTION)));
         match kind? {
             EngineKind::Local => Some(EngineConfig::Local),
+            EngineKind::Yarn => {
+                require(c, n, f, env, yarn::SECTION, yarn::MISSING);
+                yarn.map(EngineConfig::Yarn)
+            }
             EngineKind::Flink => {
                 require(c, n, f, env, flink::SECTION, flink::MISSING);
                 flink.map(EngineConfig::Flink)
@@ -191,11 +215,12 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        assert_eq!(EngineKind::names(), "local, flink, spark");
+        assert_eq!(EngineKind::names(), "local, flink, spark, yarn");
         for kind in EngineKind::ALL {
             assert_eq!(EngineKind::from_name(kind.as_str()), Some(kind));
         }
-        assert_eq!(EngineKind::from_name("yarn"), None);
+        assert_eq!(EngineKind::from_name("yarn"), Some(EngineKind::Yarn));
+        assert_eq!(EngineKind::from_name("mesos"), None);
     }
 
     #[test]

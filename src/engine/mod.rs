@@ -16,6 +16,7 @@ mod kind;
 pub mod local;
 pub mod registry;
 pub mod spark;
+pub mod yarn;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -18,6 +18,7 @@ use super::flink::FlinkEngine;
 use super::local::LocalEngine;
 use super::spark::artifacts::{KEY_FILE, Shelf};
 use super::spark::{JarShelf, SparkEngine};
+use super::yarn::YarnEngine;
 use super::{Engine, EngineConfig, EngineError, EngineKind, RunExit, RunHandle};
 
 /// The engines by env, and the former engines of runs on a cluster no env names any more.
@@ -58,6 +59,7 @@ fn cluster_key(engine: &EngineConfig) -> Option<String> {
             "spark {} {} {:?} {:?} {:?}",
             s.url, s.master, s.ui, s.artifact_url, s.artifact_dir
         )),
+        EngineConfig::Yarn(y) => Some(format!("yarn {y:?}")),
     }
 }
 
@@ -70,6 +72,7 @@ fn make(
     match engine {
         EngineConfig::Local => Err(EngineError::Other("local has no cluster".into())),
         EngineConfig::Flink(f) => FlinkEngine::new(f, salt).map(|e| Arc::new(e) as Arc<dyn Engine>),
+        EngineConfig::Yarn(y) => YarnEngine::new(y, salt).map(|e| Arc::new(e) as Arc<dyn Engine>),
         EngineConfig::Spark(s) => match jars {
             Some(jars) => SparkEngine::new(s, salt, jars).map(|e| Arc::new(e) as Arc<dyn Engine>),
             None => Err(EngineError::Other(

@@ -1,0 +1,735 @@
+//! The `yarn` engine: Flink on YARN. Application mode (the default): each run is its own YARN
+//! application, submitted by the env's Flink CLI ([`submit`]); session mode (`session:`): the
+//! env's jobs run in a long-running yarn-session application found through the RM, driven as
+//! a Flink session cluster ([`super::flink`]).
+//!
+//! - **Tracking**: one `GET /ws/v1/cluster/apps?states=…&applicationTypes=Apache Flink` to the
+//!   active RM per sweep lists every live Flink application ([`rm`], [`apps`]); a recorded
+//!   application missing from that list is asked for by its id once (`…/apps/{id}`), and one
+//!   the RM has forgotten (404) is a vanished run.
+//! - **The JobManager** of an application is reached at its own address (`amRPCAddress`), not
+//!   through the RM proxy (which refuses POST): savepoints, checkpoints, exceptions and health
+//!   figures go there through the session engine's own code, with the run's Flink job id.
+//! - **Identity**: an engine id is `APPLICATION/FLINKJOB`: the application id and the Flink job
+//!   id jobkeeper fixed for the run (its token, also its `jk-run-` tag). An application adopted
+//!   without tags is `APPLICATION` alone; its Flink job is found on its JobManager.
+//! - **Stop**: stop-with-savepoint on the JobManager (the application then finishes), else the
+//!   RM's `PUT /ws/v1/cluster/apps/{id}/state` `{"state":"KILLED"}`, repeated until done.
+//! - A standby RM (307) or one that does not answer is [`EngineError::Unreachable`]: wait,
+//!   never fail.
+
+pub mod apps;
+pub mod gss;
+pub mod kerberos;
+pub mod rm;
+pub mod settings;
+pub mod submit;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::cluster::{lock, require_jar, run_token, write_log};
+use super::flink::{FlinkEngine, FlinkSettings, FlinkVersion};
+use super::{
+    ClusterJob, Engine, EngineError, EngineKind, HealthFacts, JobDetails, NEVER_STARTED,
+    RecordedRun, Recovery, RunExit, RunHandle, RunOutput, RunStatus, StateLeft, StopOutcome,
+    SubmitRequest, Survey, Vertex,
+};
+use apps::App;
+use kerberos::Kerberos;
+use rm::{RmAuth, RmClient, RmError};
+pub use settings::{MISSING, SECTION, YarnAuth, YarnSettings, read_settings};
+
+/// The application type Flink's CLI gives its applications.
+const APP_TYPE: &str = "Apache Flink";
+/// How often a submission looks at its CLI and the RM.
+const SUBMIT_POLL: Duration = Duration::from_millis(500);
+/// How long after its CLI exited 0 a submission waits for the RM to list the application.
+const LISTED_WAIT: Duration = Duration::from_secs(15);
+/// How long a killed application may take to end.
+const KILL_WAIT: Duration = Duration::from_secs(30);
+/// How many lines of the CLI's output a refusal quotes.
+const CLI_LINES: usize = 15;
+
+/// Flink on YARN, for one env's RMs and Flink distribution.
+pub struct YarnEngine {
+    settings: YarnSettings,
+    /// The daemon's state folder (also what makes run tokens unique to it).
+    salt: String,
+    rm: RmClient,
+    kerberos: Option<Kerberos>,
+    /// The Flink version of `flink_home`, when its dist jar names it.
+    version: Option<FlinkVersion>,
+    /// The applications as the latest list or lookup showed them, by id.
+    apps: Mutex<HashMap<String, App>>,
+    /// A session engine per JobManager address.
+    jms: Mutex<HashMap<String, Arc<FlinkEngine>>>,
+}
+
+impl YarnEngine {
+    /// An engine for `settings`; `salt` is the daemon's state folder (run tokens are unique to
+    /// it, and the Kerberos credential cache lives under it).
+    pub fn new(settings: &YarnSettings, salt: &str) -> Result<YarnEngine, EngineError> {
+        let kerberos = match &settings.auth {
+            YarnAuth::Kerberos { principal, keytab } => Some(Kerberos::new(
+                principal,
+                keytab,
+                &PathBuf::from(salt),
+            )),
+            YarnAuth::Simple { .. } => None,
+        };
+        let auth = match (&settings.auth, &kerberos) {
+            (_, Some(k)) => RmAuth::Kerberos(Arc::new(k.clone())),
+            (YarnAuth::Simple { user }, None) => RmAuth::Simple(user.clone()),
+            (YarnAuth::Kerberos { .. }, None) => RmAuth::Simple(None),
+        };
+        let rm = RmClient::new(settings.rm.clone(), auth)
+            .map_err(|e| EngineError::Other(format!("http client: {e}")))?;
+        Ok(YarnEngine {
+            version: submit::dist_version(&settings.flink_home),
+            settings: settings.clone(),
+            salt: salt.to_string(),
+            rm,
+            kerberos,
+            apps: Mutex::new(HashMap::new()),
+            jms: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// What the RM client sent so far: (requests, SPNEGO handshakes).
+    pub fn rm_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.rm.counts.requests.load(Relaxed),
+            self.rm.counts.handshakes.load(Relaxed),
+        )
+    }
+
+    fn rm_error(&self, e: RmError) -> EngineError {
+        EngineError::Unreachable(format!("yarn {}: {e}", self.rm.names()))
+    }
+
+    /// Every live Flink application (one request), kept in the cache.
+    async fn list_live(&self) -> Result<Vec<App>, EngineError> {
+        let (status, body) = self
+            .rm
+            .get(
+                "/ws/v1/cluster/apps",
+                &[("states", apps::LIVE_STATES), ("applicationTypes", APP_TYPE)],
+            )
+            .await
+            .map_err(|e| self.rm_error(e))?;
+        if !status.is_success() {
+            return Err(EngineError::Unreachable(format!(
+                "yarn {}: the apps list answered {status}: {}",
+                self.rm.names(),
+                apps::short(&body)
+            )));
+        }
+        let live = apps::parse_list(&body)
+            .map_err(|e| EngineError::Unreachable(format!("yarn {}: {e}", self.rm.names())))?;
+        let mut cache = lock(&self.apps);
+        for a in &live {
+            cache.insert(a.id.clone(), a.clone());
+        }
+        Ok(live)
+    }
+
+    /// One application by id; `None` when the RM does not know it (404 `RemoteException`).
+    async fn app(&self, id: &str) -> Result<Option<App>, EngineError> {
+        let (status, body) = self
+            .rm
+            .get(&format!("/ws/v1/cluster/apps/{id}"), &[])
+            .await
+            .map_err(|e| self.rm_error(e))?;
+        if status == StatusCode::NOT_FOUND {
+            lock(&self.apps).remove(id);
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(EngineError::Unreachable(format!(
+                "yarn {}: application {id} answered {status}: {}",
+                self.rm.names(),
+                apps::short(&body)
+            )));
+        }
+        let app = apps::parse_one(&body)
+            .map_err(|e| EngineError::Unreachable(format!("yarn {}: {e}", self.rm.names())))?;
+        lock(&self.apps).insert(app.id.clone(), app.clone());
+        Ok(Some(app))
+    }
+
+    /// Applications carrying `tag`, in any state.
+    async fn tagged(&self, tag: &str) -> Result<Vec<App>, EngineError> {
+        let (status, body) = self
+            .rm
+            .get("/ws/v1/cluster/apps", &[("applicationTags", tag)])
+            .await
+            .map_err(|e| self.rm_error(e))?;
+        if !status.is_success() {
+            return Err(EngineError::Unreachable(format!(
+                "yarn {}: the apps list answered {status}",
+                self.rm.names()
+            )));
+        }
+        apps::parse_list(&body)
+            .map(|l| l.into_iter().filter(|a| a.tags.iter().any(|t| t == tag)).collect())
+            .map_err(|e| EngineError::Unreachable(format!("yarn {}: {e}", self.rm.names())))
+    }
+
+    /// The session engine at a JobManager address.
+    fn jm(&self, url: &str) -> Result<Arc<FlinkEngine>, EngineError> {
+        let mut jms = lock(&self.jms);
+        if let Some(e) = jms.get(url) {
+            return Ok(e.clone());
+        }
+        let settings = FlinkSettings {
+            url: url.to_string(),
+            savepoint_dir: self.settings.savepoint_dir.clone(),
+            sql_runner: None,
+        };
+        let e = Arc::new(FlinkEngine::new(&settings, &self.salt)?);
+        jms.insert(url.to_string(), e.clone());
+        Ok(e)
+    }
+
+    /// The application of a handle: cached, else asked for.
+    async fn app_of(&self, handle: &RunHandle) -> Result<App, EngineError> {
+        let (id, _) = apps::split_id(&handle.engine_id);
+        let cached = lock(&self.apps).get(id).cloned();
+        match cached {
+            Some(a) => Ok(a),
+            None => self.app(id).await?.ok_or_else(|| {
+                EngineError::Other(format!("yarn application {id} is no longer known to the RM"))
+            }),
+        }
+    }
+
+    /// The session engine of a run's JobManager and the run's handle there (its Flink job id).
+    async fn on_jm(&self, handle: &RunHandle) -> Result<(Arc<FlinkEngine>, RunHandle), EngineError> {
+        let app = self.app_of(handle).await?;
+        let url = app.jobmanager().ok_or_else(|| {
+            EngineError::Unreachable(format!(
+                "yarn application {} ({}) has no JobManager address yet",
+                app.id, app.state
+            ))
+        })?;
+        let jm = self.jm(&url)?;
+        let jid = match apps::split_id(&handle.engine_id).1 {
+            Some(j) => j.to_string(),
+            None => only_job(&jm, &app).await?,
+        };
+        let h = RunHandle {
+            run_id: handle.run_id,
+            engine_id: jid,
+            start_ticks: None,
+            cluster: Some(url),
+        };
+        Ok((jm, h))
+    }
+
+    /// Kills an application through the RM: `PUT …/state {"state":"KILLED"}` until the RM
+    /// answers 200 (202 means it is on its way); a forgotten application is already gone.
+    async fn kill(&self, id: &str, limit: Duration) -> Result<(), EngineError> {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            let (status, body) = self
+                .rm
+                .put(&format!("/ws/v1/cluster/apps/{id}/state"), &json!({"state": "KILLED"}))
+                .await
+                .map_err(|e| self.rm_error(e))?;
+            match status {
+                StatusCode::OK | StatusCode::NOT_FOUND => {
+                    lock(&self.apps).remove(id);
+                    return Ok(());
+                }
+                StatusCode::ACCEPTED => {}
+                StatusCode::FORBIDDEN => {
+                    return Err(EngineError::Other(format!(
+                        "yarn {} refused to kill {id} (403: jobkeeper's user lacks the MODIFY_APP \
+                         ACL): {}",
+                        self.rm.names(),
+                        apps::short(&body)
+                    )));
+                }
+                s => {
+                    return Err(EngineError::Other(format!(
+                        "yarn {}: killing {id} answered {s}: {}",
+                        self.rm.names(),
+                        apps::short(&body)
+                    )));
+                }
+            }
+            if tokio::time::Instant::now() >= until {
+                return Err(EngineError::Other(format!(
+                    "yarn application {id} still not KILLED after {}",
+                    humantime::format_duration(limit)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until application `id` is over (or forgotten), at most `limit`; true when it is.
+    async fn wait_over(&self, id: &str, limit: Duration) -> bool {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            match self.app(id).await {
+                Ok(None) => return true,
+                Ok(Some(a)) if !a.is_live() => return true,
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The status of each handle, given the live applications by id: one lookup by id for a
+    /// recorded application that is no longer live.
+    async fn statuses(&self, live: &HashMap<&str, &App>, handles: &[RunHandle]) -> Vec<RunStatus> {
+        let mut out = Vec::with_capacity(handles.len());
+        for h in handles {
+            let (id, _) = apps::split_id(&h.engine_id);
+            let status = match live.get(id) {
+                Some(a) => a.run_status(),
+                None => match self.app(id).await {
+                    Ok(Some(a)) => self.with_exception(h, a.run_status()).await,
+                    Ok(None) => RunStatus::Vanished,
+                    // Not known now: alive as far as anyone can tell; asked again next sweep.
+                    Err(_) => RunStatus::Running,
+                },
+            };
+            out.push(status);
+        }
+        out
+    }
+
+    /// A failed run's reason with its Flink job's root exception, when its JobManager still
+    /// answers.
+    async fn with_exception(&self, h: &RunHandle, status: RunStatus) -> RunStatus {
+        let RunStatus::Failed(reason) = status else {
+            return status;
+        };
+        let exception = match self.on_jm(h).await {
+            Ok((jm, fh)) => tokio::time::timeout(Duration::from_secs(5), jm.root_exception(&fh))
+                .await
+                .ok()
+                .flatten(),
+            Err(_) => None,
+        };
+        RunStatus::Failed(match exception {
+            Some(e) if !reason.contains(&e) => format!("{reason}\n{e}"),
+            _ => reason,
+        })
+    }
+
+    /// The last lines of the run's log (the CLI's output), secrets masked.
+    fn cli_tail(req: &SubmitRequest) -> String {
+        crate::build::log_tail_masked(&req.log_path, CLI_LINES, &req.secrets)
+    }
+
+    /// Submits a run in application mode through the CLI, bounded by `accepted_timeout`.
+    async fn submit_application(&self, req: &SubmitRequest) -> Result<RunHandle, EngineError> {
+        let version = self.version.clone().ok_or_else(|| {
+            EngineError::Refused(format!(
+                "cannot tell the Flink version of {}: it has no lib/flink-dist-*.jar",
+                self.settings.flink_home.display()
+            ))
+        })?;
+        let token = run_token(&self.salt, &req.job, req.run_id);
+        let jar = req.artifact.clone().unwrap_or_default();
+        let run = submit::CliRun {
+            job: &req.job,
+            run_id: req.run_id,
+            token: &token,
+            params: &req.params,
+            jar: &jar,
+            restore: req.restore.as_deref(),
+        };
+        let argv = submit::argv(&self.settings, &version, &run);
+        let cli = submit::cli(&self.settings.flink_home);
+        if let Some(dir) = req.log_path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&req.log_path)
+            .map_err(|e| EngineError::Other(format!("cannot open the run's log: {e}")))?;
+        let err = log
+            .try_clone()
+            .map_err(|e| EngineError::Other(format!("cannot open the run's log: {e}")))?;
+        write_log(
+            &req.log_path,
+            &format!(
+                "submitting to yarn {} with {} (Flink {version}), run tag {}{token}\n",
+                self.rm.names(),
+                cli.display(),
+                apps::RUN_TAG
+            ),
+        )
+        .await;
+        let mut cmd = tokio::process::Command::new(&cli);
+        cmd.args(&argv)
+            .env_clear()
+            .envs(submit::env(&self.settings, self.kerberos.as_ref()))
+            .current_dir(&self.settings.flink_home)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .kill_on_drop(true);
+        let mut child = crate::proc::GroupChild::spawn(&mut cmd).map_err(|e| {
+            EngineError::Refused(format!("cannot run the Flink CLI {}: {e}", cli.display()))
+        })?;
+        let tag = format!("{}{token}", apps::RUN_TAG);
+        let started = tokio::time::Instant::now();
+        let mut accepted_since: Option<tokio::time::Instant> = None;
+        let mut exited: Option<(std::process::ExitStatus, tokio::time::Instant)> = None;
+        loop {
+            if exited.is_none()
+                && let Ok(Ok(st)) = tokio::time::timeout(SUBMIT_POLL, child.wait()).await
+            {
+                exited = Some((st, tokio::time::Instant::now()));
+            }
+            let found = self.tagged(&tag).await.ok().and_then(|l| l.into_iter().next());
+            if let Some(a) = &found {
+                lock(&self.apps).insert(a.id.clone(), a.clone());
+            }
+            match (&found, exited) {
+                (Some(a), Some((st, _))) if st.success() && a.state == "RUNNING" => {
+                    let note = format!("yarn application {} RUNNING, JobManager {}\n", a.id, a.jobmanager().unwrap_or_default());
+                    write_log(&req.log_path, &note).await;
+                    return Ok(RunHandle {
+                        run_id: req.run_id,
+                        engine_id: format!("{}/{token}", a.id),
+                        start_ticks: None,
+                        cluster: self.cluster(),
+                    });
+                }
+                (Some(a), Some((st, _))) if st.success() && !a.is_live() => {
+                    return Err(EngineError::Refused(format!(
+                        "yarn application {} ended {} ({}) while it was deployed: {}",
+                        a.id, a.state, a.final_status, a.diagnostics
+                    )));
+                }
+                (found, Some((st, _))) if !st.success() => {
+                    if let Some(a) = found.as_ref().filter(|a| a.is_live()) {
+                        let _ = self.kill(&a.id, KILL_WAIT).await;
+                    }
+                    return Err(EngineError::Refused(format!(
+                        "the Flink CLI failed ({st}):\n{}",
+                        Self::cli_tail(req)
+                    )));
+                }
+                (None, Some((_, at))) if at.elapsed() > LISTED_WAIT => {
+                    return Err(EngineError::Refused(format!(
+                        "the Flink CLI exited 0 but the RM lists no application tagged {tag} \
+                         after {}:\n{}",
+                        humantime::format_duration(LISTED_WAIT),
+                        Self::cli_tail(req)
+                    )));
+                }
+                _ => {}
+            }
+            let waiting = match &found {
+                Some(a) if a.is_live() && a.state != "RUNNING" => {
+                    accepted_since.get_or_insert_with(tokio::time::Instant::now).elapsed()
+                }
+                None if exited.is_none() => started.elapsed(),
+                _ => Duration::ZERO,
+            };
+            if waiting > self.settings.accepted_timeout {
+                // SIGTERM first: the CLI's deployment failure hook kills what it deployed.
+                let _ = child.signal_group(nix::sys::signal::Signal::SIGTERM);
+                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                child.kill_group();
+                let what = match &found {
+                    Some(a) => {
+                        let killed = self.kill(&a.id, KILL_WAIT).await;
+                        format!(
+                            "yarn application {} stayed {} in queue {} for {} and was killed{}: {}",
+                            a.id,
+                            a.state,
+                            a.queue,
+                            humantime::format_duration(self.settings.accepted_timeout),
+                            killed.err().map(|e| format!(" (the kill failed: {e})")).unwrap_or_default(),
+                            if a.diagnostics.is_empty() { "the RM gave no diagnostics" } else { a.diagnostics.as_str() }
+                        )
+                    }
+                    None => format!(
+                        "the Flink CLI made no application within {}: stopped",
+                        humantime::format_duration(self.settings.accepted_timeout)
+                    ),
+                };
+                write_log(&req.log_path, &format!("{what}\n")).await;
+                return Err(EngineError::Refused(format!("{what}\n{}", Self::cli_tail(req))));
+            }
+            if exited.is_some() {
+                tokio::time::sleep(SUBMIT_POLL).await;
+            }
+        }
+    }
+}
+
+/// The one Flink job of an application's JobManager (an application adopted without tags).
+async fn only_job(jm: &FlinkEngine, app: &App) -> Result<String, EngineError> {
+    let jobs = jm.overview().await?;
+    match jobs.as_slice() {
+        [one] => Ok(one.engine_id.clone()),
+        _ => jobs
+            .iter()
+            .find(|j| j.name == app.name)
+            .map(|j| j.engine_id.clone())
+            .ok_or_else(|| {
+                EngineError::Other(format!(
+                    "yarn application {}: its JobManager runs {} jobs, none named {}",
+                    app.id,
+                    jobs.len(),
+                    app.name
+                ))
+            }),
+    }
+}
+
+#[async_trait::async_trait]
+impl Engine for YarnEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Yarn
+    }
+
+    fn location(&self) -> String {
+        format!("yarn {}", self.rm.names())
+    }
+
+    fn cluster(&self) -> Option<String> {
+        Some(format!("yarn {}", self.settings.rm.join(",")))
+    }
+
+    fn url(&self) -> Option<String> {
+        self.settings.rm.first().cloned()
+    }
+
+    fn version(&self) -> Option<String> {
+        self.version.as_ref().map(ToString::to_string)
+    }
+
+    /// Finds the active RM (`cluster/info`); one that does not answer is not fatal.
+    async fn probe(&self) -> Result<(), EngineError> {
+        self.rm
+            .get("/ws/v1/cluster/info", &[])
+            .await
+            .map(|_| ())
+            .map_err(|e| self.rm_error(e))
+    }
+
+    async fn preflight(&self, req: &SubmitRequest) -> Result<(), EngineError> {
+        require_jar("yarn", req)?;
+        let cli = submit::cli(&self.settings.flink_home);
+        if !cli.is_file() {
+            return Err(EngineError::Refused(format!(
+                "the Flink CLI {} does not exist (check `yarn.flink_home`)",
+                cli.display()
+            )));
+        }
+        if let Some(k) = &self.kerberos {
+            k.check_keytab().map_err(|e| EngineError::Refused(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn submit(&self, req: SubmitRequest) -> Result<RunHandle, EngineError> {
+        self.preflight(&req).await?;
+        self.submit_application(&req).await
+    }
+
+    async fn status(&self, handles: &[RunHandle]) -> Result<Vec<RunStatus>, EngineError> {
+        Ok(self.survey(handles).await?.statuses)
+    }
+
+    async fn survey(&self, handles: &[RunHandle]) -> Result<Survey, EngineError> {
+        let live = self.list_live().await?;
+        let by_id: HashMap<&str, &App> = live.iter().map(|a| (a.id.as_str(), a)).collect();
+        let statuses = self.statuses(&by_id, handles).await;
+        Ok(Survey {
+            statuses,
+            live: Some(live.iter().map(App::cluster_job).collect()),
+            tasks: Vec::new(),
+        })
+    }
+
+    async fn describe(&self, job: &ClusterJob) -> Result<JobDetails, EngineError> {
+        let h = RunHandle {
+            engine_id: job.engine_id.clone(),
+            ..RunHandle::default()
+        };
+        let app = self.app_of(&h).await?;
+        let (jm, fh) = self.on_jm(&h).await?;
+        let inner = ClusterJob {
+            engine_id: fh.engine_id.clone(),
+            ..job.clone()
+        };
+        let mut d = jm.describe(&inner).await?;
+        d.notes.push(format!(
+            "yarn application {} in queue {}, tags [{}]",
+            app.id,
+            app.queue,
+            app.tags.join(",")
+        ));
+        Ok(d)
+    }
+
+    async fn stop(&self, handle: &RunHandle, grace: Duration) -> Result<(), EngineError> {
+        let (id, _) = apps::split_id(&handle.engine_id);
+        self.kill(id, grace.max(KILL_WAIT)).await?;
+        self.wait_over(id, KILL_WAIT).await;
+        Ok(())
+    }
+
+    /// Stop-with-savepoint on the application's JobManager; the application then finishes by
+    /// itself (killed through the RM when it does not).
+    async fn stop_with_savepoint(
+        &self,
+        handle: &RunHandle,
+        grace: Duration,
+    ) -> Result<StopOutcome, EngineError> {
+        let (id, _) = apps::split_id(&handle.engine_id);
+        match self.app(id).await? {
+            None => return Ok(StopOutcome::default()),
+            Some(a) if !a.is_live() => return Ok(StopOutcome::default()),
+            Some(_) => {}
+        }
+        let (jm, fh) = self.on_jm(handle).await?;
+        let outcome = jm.stop_with_savepoint(&fh, grace).await?;
+        if !self.wait_over(id, KILL_WAIT).await {
+            self.kill(id, KILL_WAIT).await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn restore_point(&self, handle: &RunHandle) -> Result<StateLeft, EngineError> {
+        let (jm, fh) = match self.on_jm(handle).await {
+            Ok(x) => x,
+            Err(e) => return Ok(StateLeft::Nothing(e.to_string())),
+        };
+        match jm.restore_point(&fh).await {
+            Ok(s) => Ok(s),
+            Err(EngineError::Unreachable(e)) => Ok(StateLeft::Nothing(format!(
+                "the JobManager of {} is gone with its application ({e}); its checkpoints are \
+                 known only to it",
+                handle.engine_id
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn wait_started(&self, handle: &RunHandle, limit: Duration) -> Result<(), EngineError> {
+        let (jm, fh) = self.on_jm(handle).await?;
+        jm.wait_started(&fh, limit).await
+    }
+
+    /// One `GET /jobs/{id}/metrics` per run, at its own JobManager; start times from the RM's
+    /// list (no other request).
+    async fn health(
+        &self,
+        handles: &[RunHandle],
+        _live: Option<&[ClusterJob]>,
+    ) -> Result<Vec<Option<HealthFacts>>, EngineError> {
+        let mut calls = tokio::task::JoinSet::new();
+        for (i, h) in handles.iter().enumerate() {
+            let Ok((jm, fh)) = self.on_jm(h).await else {
+                continue;
+            };
+            let started = lock(&self.apps)
+                .get(apps::split_id(&h.engine_id).0)
+                .and_then(|a| a.started_ms)
+                .unwrap_or_default();
+            calls.spawn(async move {
+                let live = [ClusterJob {
+                    engine_id: fh.engine_id.clone(),
+                    name: String::new(),
+                    state: "RUNNING".into(),
+                    since_ms: Some(started),
+                }];
+                let facts = jm.health(std::slice::from_ref(&fh), Some(&live)).await;
+                (i, facts.ok().and_then(|mut f| f.pop().flatten()))
+            });
+        }
+        let mut out = vec![None; handles.len()];
+        while let Some(done) = calls.join_next().await {
+            if let Ok((i, facts)) = done {
+                out[i] = facts;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn vertices(&self, handle: &RunHandle) -> Result<Vec<Vertex>, EngineError> {
+        let (jm, fh) = self.on_jm(handle).await?;
+        jm.vertices(&fh).await
+    }
+
+    async fn requested_parallelism(
+        &self,
+        handle: &RunHandle,
+    ) -> Result<HashMap<String, u32>, EngineError> {
+        let (jm, fh) = self.on_jm(handle).await?;
+        jm.requested_parallelism(&fh).await
+    }
+
+    async fn latest_checkpoint_ms(&self, handle: &RunHandle) -> Option<i64> {
+        let (jm, fh) = self.on_jm(handle).await.ok()?;
+        jm.latest_checkpoint_ms(&fh).await
+    }
+
+    async fn root_exception(&self, handle: &RunHandle) -> Option<String> {
+        let (jm, fh) = self.on_jm(handle).await.ok()?;
+        jm.root_exception(&fh).await
+    }
+
+    async fn run_output(&self, handle: &RunHandle, lines: usize) -> RunOutput {
+        match self.on_jm(handle).await {
+            Ok((jm, fh)) => jm.run_output(&fh, lines).await,
+            Err(e) => RunOutput::Unavailable(e.to_string()),
+        }
+    }
+
+    fn runs_survive_daemon(&self) -> bool {
+        true
+    }
+
+    /// A recorded application is adopted. A run whose submit was in flight when the daemon
+    /// stopped is looked up by its run tag: adopted when the RM lists it, never started when
+    /// the RM answers without it.
+    async fn recover(&self, run: &RecordedRun<'_>) -> Recovery {
+        if let Some(h) = run.handle {
+            return Recovery::Adopt(h.clone());
+        }
+        let token = run_token(&self.salt, run.job, run.run_id);
+        match self.tagged(&format!("{}{token}", apps::RUN_TAG)).await {
+            Ok(found) => match found.into_iter().find(App::is_live) {
+                Some(a) => Recovery::Adopt(RunHandle {
+                    run_id: run.run_id,
+                    engine_id: format!("{}/{token}", a.id),
+                    start_ticks: None,
+                    cluster: self.cluster(),
+                }),
+                None => Recovery::NeverStarted(NEVER_STARTED.to_string()),
+            },
+            Err(e) => Recovery::Stopped(format!(
+                "its submit was in flight and the RM could not be asked for it ({e})"
+            )),
+        }
+    }
+
+    fn take_exits(&self) -> Option<mpsc::UnboundedReceiver<RunExit>> {
+        None
+    }
+}
