@@ -145,9 +145,10 @@ impl EngineConfig {
                     .map(|ui| format!("{}/", ui.trim_end_matches('/')))
             }
             // The application's page in the RM's UI (the engine id starts with it).
-            EngineConfig::Yarn(y) => y.rm.first().map(|rm| {
-                format!("{rm}/cluster/app/{}", yarn::apps::split_id(id).0)
-            }),
+            EngineConfig::Yarn(y) => {
+                y.rm.first()
+                    .map(|rm| format!("{rm}/cluster/app/{}", yarn::apps::split_id(id).0))
+            }
         }
     }
 

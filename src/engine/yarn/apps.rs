@@ -125,7 +125,9 @@ impl App {
                 RunStatus::CancelledOutside(why("finished KILLED (its Flink job was cancelled)"))
             }
             ("FINISHED", _) => RunStatus::Failed(why("finished FAILED")),
-            ("FAILED", _) => RunStatus::Failed(why("FAILED (its ApplicationMaster attempts are used up)")),
+            ("FAILED", _) => {
+                RunStatus::Failed(why("FAILED (its ApplicationMaster attempts are used up)"))
+            }
             ("KILLED", _) => RunStatus::CancelledOutside(why("was KILLED outside jobkeeper")),
             (s, _) => RunStatus::Failed(why(&format!("is {s}"))),
         }
@@ -201,7 +203,8 @@ mod tests {
 
     #[test]
     fn a_list_is_read_and_an_empty_one_is_null() {
-        let apps = parse_list(&json!({"apps": {"app": [doc_app("RUNNING", "UNDEFINED")]}})).unwrap();
+        let apps =
+            parse_list(&json!({"apps": {"app": [doc_app("RUNNING", "UNDEFINED")]}})).unwrap();
         assert_eq!(apps.len(), 1);
         let a = &apps[0];
         assert_eq!(a.run_token(), Some("0123456789abcdef0123456789abcdef"));
@@ -209,7 +212,10 @@ mod tests {
             a.engine_id(),
             "application_1326821518301_0005/0123456789abcdef0123456789abcdef"
         );
-        assert_eq!(a.jobmanager().as_deref(), Some("http://host.domain.com:8081"));
+        assert_eq!(
+            a.jobmanager().as_deref(),
+            Some("http://host.domain.com:8081")
+        );
         assert_eq!(a.run_status(), RunStatus::Running);
         assert_eq!(parse_list(&json!({"apps": null})).unwrap(), Vec::new());
         let e = parse_list(&Value::String("<html><body>Login</body></html>".into())).unwrap_err();
@@ -221,19 +227,33 @@ mod tests {
         let st = |s: &str, f: &str| App::from_json(&doc_app(s, f)).unwrap().run_status();
         assert_eq!(st("ACCEPTED", "UNDEFINED"), RunStatus::Running);
         assert_eq!(st("FINISHED", "SUCCEEDED"), RunStatus::Succeeded);
-        assert!(matches!(st("FINISHED", "FAILED"), RunStatus::Failed(r) if r.contains("finished FAILED")));
-        assert!(matches!(st("FINISHED", "KILLED"), RunStatus::CancelledOutside(_)));
+        assert!(
+            matches!(st("FINISHED", "FAILED"), RunStatus::Failed(r) if r.contains("finished FAILED"))
+        );
+        assert!(matches!(
+            st("FINISHED", "KILLED"),
+            RunStatus::CancelledOutside(_)
+        ));
         assert!(matches!(st("FAILED", "FAILED"), RunStatus::Failed(r) if r.contains("attempts")));
-        assert!(matches!(st("KILLED", "KILLED"), RunStatus::CancelledOutside(_)));
+        assert!(matches!(
+            st("KILLED", "KILLED"),
+            RunStatus::CancelledOutside(_)
+        ));
     }
 
     #[test]
     fn tags_fit_yarn_s_limits_and_ids_split() {
         let t = tags("Team-A/Clicks", "ABCDEF0123456789ABCDEF0123456789");
         assert_eq!(t[0], "jobkeeper");
-        assert!(t.iter().all(|t| t.len() <= 100 && !t.contains(',') && *t == t.to_lowercase()));
+        assert!(
+            t.iter()
+                .all(|t| t.len() <= 100 && !t.contains(',') && *t == t.to_lowercase())
+        );
         assert_eq!(t[2], "jk-run-abcdef0123456789abcdef0123456789");
-        assert_eq!(split_id("application_1_2/ab"), ("application_1_2", Some("ab")));
+        assert_eq!(
+            split_id("application_1_2/ab"),
+            ("application_1_2", Some("ab"))
+        );
         assert_eq!(split_id("application_1_2"), ("application_1_2", None));
     }
 }

@@ -32,7 +32,9 @@ pub fn token(principal: &str, service: &str) -> Result<String, GssError> {
         .map_err(|e| gss("the principal", e))?;
     let mut mechs = OidSet::new();
     mechs.add(GSS_MECH_KRB5).map_err(|e| gss("mechanisms", e))?;
-    mechs.add(GSS_MECH_SPNEGO).map_err(|e| gss("mechanisms", e))?;
+    mechs
+        .add(GSS_MECH_SPNEGO)
+        .map_err(|e| gss("mechanisms", e))?;
     let cred = Cred::acquire(Some(&name), None, CredUsage::Initiate, Some(&mechs))
         .map_err(|e| gss("tickets from the keytab", e))?;
     let target = Name::new(service.as_bytes(), Some(GSS_NT_HOSTBASED_SERVICE))

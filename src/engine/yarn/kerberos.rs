@@ -62,7 +62,13 @@ impl Kerberos {
     pub fn new(principal: &str, keytab: &Path, state_dir: &Path) -> Kerberos {
         let file: String = principal
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         Kerberos {
             principal: principal.to_string(),
@@ -75,8 +81,14 @@ impl Kerberos {
     /// the keytab GSSAPI takes new tickets from (plus the daemon's own `KRB5_CONFIG`, if set).
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = vec![
-            ("KRB5CCNAME".to_string(), format!("FILE:{}", self.ccache.display())),
-            ("KRB5_CLIENT_KTNAME".to_string(), format!("FILE:{}", self.keytab.display())),
+            (
+                "KRB5CCNAME".to_string(),
+                format!("FILE:{}", self.ccache.display()),
+            ),
+            (
+                "KRB5_CLIENT_KTNAME".to_string(),
+                format!("FILE:{}", self.keytab.display()),
+            ),
         ];
         if let Ok(conf) = std::env::var("KRB5_CONFIG") {
             env.push(("KRB5_CONFIG".into(), conf));
@@ -116,7 +128,11 @@ impl Kerberos {
             .kill_on_drop(true);
         let out = tokio::time::timeout(TOKEN_TIMEOUT, cmd.output())
             .await
-            .map_err(|_| KerberosError::Helper(format!("no token for {service} within {TOKEN_TIMEOUT:?} (is the KDC answering?)")))?
+            .map_err(|_| {
+                KerberosError::Helper(format!(
+                    "no token for {service} within {TOKEN_TIMEOUT:?} (is the KDC answering?)"
+                ))
+            })?
             .map_err(|e| KerberosError::Helper(format!("cannot run {}: {e}", helper.display())))?;
         let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if out.status.success() && !stdout.is_empty() {
@@ -126,7 +142,11 @@ impl Kerberos {
         Err(KerberosError::Refused {
             principal: self.principal.clone(),
             service,
-            reason: if reason.is_empty() { format!("exit {}", out.status) } else { reason },
+            reason: if reason.is_empty() {
+                format!("exit {}", out.status)
+            } else {
+                reason
+            },
         })
     }
 }
@@ -150,17 +170,34 @@ mod tests {
 
     #[test]
     fn the_cache_is_jobkeeper_s_own_under_the_state_folder() {
-        let k = Kerberos::new("jobkeeper/ops-1@EXAMPLE.COM", Path::new("/etc/jk.keytab"), Path::new("/var/lib/jobkeeper"));
-        assert_eq!(k.ccache, Path::new("/var/lib/jobkeeper/krb5/jobkeeper_ops-1_EXAMPLE.COM.cc"));
+        let k = Kerberos::new(
+            "jobkeeper/ops-1@EXAMPLE.COM",
+            Path::new("/etc/jk.keytab"),
+            Path::new("/var/lib/jobkeeper"),
+        );
+        assert_eq!(
+            k.ccache,
+            Path::new("/var/lib/jobkeeper/krb5/jobkeeper_ops-1_EXAMPLE.COM.cc")
+        );
         let env = k.env();
-        assert!(env.contains(&("KRB5CCNAME".into(), "FILE:/var/lib/jobkeeper/krb5/jobkeeper_ops-1_EXAMPLE.COM.cc".into())));
+        assert!(env.contains(&(
+            "KRB5CCNAME".into(),
+            "FILE:/var/lib/jobkeeper/krb5/jobkeeper_ops-1_EXAMPLE.COM.cc".into()
+        )));
         assert!(env.contains(&("KRB5_CLIENT_KTNAME".into(), "FILE:/etc/jk.keytab".into())));
     }
 
     #[test]
     fn a_missing_keytab_is_named() {
-        let k = Kerberos::new("a@B", Path::new("/nonexistent/jk.keytab"), Path::new("/tmp"));
+        let k = Kerberos::new(
+            "a@B",
+            Path::new("/nonexistent/jk.keytab"),
+            Path::new("/tmp"),
+        );
         let e = k.check_keytab().unwrap_err().to_string();
-        assert!(e.starts_with("kerberos: cannot read the keytab /nonexistent/jk.keytab"), "{e}");
+        assert!(
+            e.starts_with("kerberos: cannot read the keytab /nonexistent/jk.keytab"),
+            "{e}"
+        );
     }
 }

@@ -77,11 +77,9 @@ impl YarnEngine {
     /// it, and the Kerberos credential cache lives under it).
     pub fn new(settings: &YarnSettings, salt: &str) -> Result<YarnEngine, EngineError> {
         let kerberos = match &settings.auth {
-            YarnAuth::Kerberos { principal, keytab } => Some(Kerberos::new(
-                principal,
-                keytab,
-                &PathBuf::from(salt),
-            )),
+            YarnAuth::Kerberos { principal, keytab } => {
+                Some(Kerberos::new(principal, keytab, &PathBuf::from(salt)))
+            }
             YarnAuth::Simple { .. } => None,
         };
         let auth = match (&settings.auth, &kerberos) {
@@ -121,7 +119,10 @@ impl YarnEngine {
             .rm
             .get(
                 "/ws/v1/cluster/apps",
-                &[("states", apps::LIVE_STATES), ("applicationTypes", APP_TYPE)],
+                &[
+                    ("states", apps::LIVE_STATES),
+                    ("applicationTypes", APP_TYPE),
+                ],
             )
             .await
             .map_err(|e| self.rm_error(e))?;
@@ -179,7 +180,11 @@ impl YarnEngine {
             )));
         }
         apps::parse_list(&body)
-            .map(|l| l.into_iter().filter(|a| a.tags.iter().any(|t| t == tag)).collect())
+            .map(|l| {
+                l.into_iter()
+                    .filter(|a| a.tags.iter().any(|t| t == tag))
+                    .collect()
+            })
             .map_err(|e| EngineError::Unreachable(format!("yarn {}: {e}", self.rm.names())))
     }
 
@@ -206,13 +211,18 @@ impl YarnEngine {
         match cached {
             Some(a) => Ok(a),
             None => self.app(id).await?.ok_or_else(|| {
-                EngineError::Other(format!("yarn application {id} is no longer known to the RM"))
+                EngineError::Other(format!(
+                    "yarn application {id} is no longer known to the RM"
+                ))
             }),
         }
     }
 
     /// The session engine of a run's JobManager and the run's handle there (its Flink job id).
-    async fn on_jm(&self, handle: &RunHandle) -> Result<(Arc<FlinkEngine>, RunHandle), EngineError> {
+    async fn on_jm(
+        &self,
+        handle: &RunHandle,
+    ) -> Result<(Arc<FlinkEngine>, RunHandle), EngineError> {
         let app = self.app_of(handle).await?;
         let url = app.jobmanager().ok_or_else(|| {
             EngineError::Unreachable(format!(
@@ -241,7 +251,10 @@ impl YarnEngine {
         loop {
             let (status, body) = self
                 .rm
-                .put(&format!("/ws/v1/cluster/apps/{id}/state"), &json!({"state": "KILLED"}))
+                .put(
+                    &format!("/ws/v1/cluster/apps/{id}/state"),
+                    &json!({"state": "KILLED"}),
+                )
                 .await
                 .map_err(|e| self.rm_error(e))?;
             match status {
@@ -399,13 +412,21 @@ impl YarnEngine {
             {
                 exited = Some((st, tokio::time::Instant::now()));
             }
-            let found = self.tagged(&tag).await.ok().and_then(|l| l.into_iter().next());
+            let found = self
+                .tagged(&tag)
+                .await
+                .ok()
+                .and_then(|l| l.into_iter().next());
             if let Some(a) = &found {
                 lock(&self.apps).insert(a.id.clone(), a.clone());
             }
             match (&found, exited) {
                 (Some(a), Some((st, _))) if st.success() && a.state == "RUNNING" => {
-                    let note = format!("yarn application {} RUNNING, JobManager {}\n", a.id, a.jobmanager().unwrap_or_default());
+                    let note = format!(
+                        "yarn application {} RUNNING, JobManager {}\n",
+                        a.id,
+                        a.jobmanager().unwrap_or_default()
+                    );
                     write_log(&req.log_path, &note).await;
                     return Ok(RunHandle {
                         run_id: req.run_id,
@@ -440,9 +461,9 @@ impl YarnEngine {
                 _ => {}
             }
             let waiting = match &found {
-                Some(a) if a.is_live() && a.state != "RUNNING" => {
-                    accepted_since.get_or_insert_with(tokio::time::Instant::now).elapsed()
-                }
+                Some(a) if a.is_live() && a.state != "RUNNING" => accepted_since
+                    .get_or_insert_with(tokio::time::Instant::now)
+                    .elapsed(),
                 None if exited.is_none() => started.elapsed(),
                 _ => Duration::ZERO,
             };
@@ -460,8 +481,15 @@ impl YarnEngine {
                             a.state,
                             a.queue,
                             humantime::format_duration(self.settings.accepted_timeout),
-                            killed.err().map(|e| format!(" (the kill failed: {e})")).unwrap_or_default(),
-                            if a.diagnostics.is_empty() { "the RM gave no diagnostics" } else { a.diagnostics.as_str() }
+                            killed
+                                .err()
+                                .map(|e| format!(" (the kill failed: {e})"))
+                                .unwrap_or_default(),
+                            if a.diagnostics.is_empty() {
+                                "the RM gave no diagnostics"
+                            } else {
+                                a.diagnostics.as_str()
+                            }
                         )
                     }
                     None => format!(
@@ -470,7 +498,10 @@ impl YarnEngine {
                     ),
                 };
                 write_log(&req.log_path, &format!("{what}\n")).await;
-                return Err(EngineError::Refused(format!("{what}\n{}", Self::cli_tail(req))));
+                return Err(EngineError::Refused(format!(
+                    "{what}\n{}",
+                    Self::cli_tail(req)
+                )));
             }
             if exited.is_some() {
                 tokio::time::sleep(SUBMIT_POLL).await;
@@ -540,7 +571,8 @@ impl Engine for YarnEngine {
             )));
         }
         if let Some(k) = &self.kerberos {
-            k.check_keytab().map_err(|e| EngineError::Refused(e.to_string()))?;
+            k.check_keytab()
+                .map_err(|e| EngineError::Refused(e.to_string()))?;
         }
         Ok(())
     }

@@ -180,7 +180,15 @@ impl RmClient {
                         *lock(&self.active) = Some(i);
                         return Ok(i);
                     }
-                    seen.push(format!("{} is {}", self.rms[i], if ha.is_empty() { "of unknown HA state" } else { ha }));
+                    seen.push(format!(
+                        "{} is {}",
+                        self.rms[i],
+                        if ha.is_empty() {
+                            "of unknown HA state"
+                        } else {
+                            ha
+                        }
+                    ));
                 }
                 Ok((s, _)) => seen.push(format!("{} answered {s}", self.rms[i])),
                 Err(RmError::Unreachable(e)) => seen.push(e),
@@ -227,7 +235,11 @@ impl RmClient {
             let resp = req.send().await.map_err(|e| {
                 RmError::Unreachable(format!(
                     "{rm}: {} ({e})",
-                    if e.is_timeout() { "no answer in time" } else { "cannot connect" }
+                    if e.is_timeout() {
+                        "no answer in time"
+                    } else {
+                        "cannot connect"
+                    }
                 ))
             })?;
             let status = resp.status();
@@ -245,9 +257,10 @@ impl RmClient {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_string();
-            let text = resp.text().await.map_err(|e| {
-                RmError::Unreachable(format!("{rm}: the answer broke off ({e})"))
-            })?;
+            let text = resp
+                .text()
+                .await
+                .map_err(|e| RmError::Unreachable(format!("{rm}: the answer broke off ({e})")))?;
             if status == StatusCode::UNAUTHORIZED {
                 if cookie.is_some() {
                     lock(&self.cookies)[i] = None;
@@ -282,7 +295,11 @@ impl RmClient {
                 Err(_) => Err(RmError::NotJson {
                     rm: rm.clone(),
                     status,
-                    kind: if kind.is_empty() { "no Content-Type".into() } else { kind },
+                    kind: if kind.is_empty() {
+                        "no Content-Type".into()
+                    } else {
+                        kind
+                    },
                     start: first_chars(&text),
                 }),
             };
@@ -336,6 +353,9 @@ mod tests {
 
     #[test]
     fn first_chars_are_one_line() {
-        assert_eq!(first_chars("<html>\n  <body>Login</body>\n</html>"), "<html> <body>Login</body> </html>");
+        assert_eq!(
+            first_chars("<html>\n  <body>Login</body>\n</html>"),
+            "<html> <body>Login</body> </html>"
+        );
     }
 }

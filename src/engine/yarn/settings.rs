@@ -10,7 +10,8 @@ use crate::yaml::{Checker, Node};
 /// The key of an env holding its YARN cluster.
 pub const SECTION: &str = "yarn";
 /// What an env on this engine without [`SECTION`] needs, for messages.
-pub const MISSING: &str = "uses engine yarn and needs `yarn: {rm: [http://rm1:8088], flink_home: /opt/flink}`";
+pub const MISSING: &str =
+    "uses engine yarn and needs `yarn: {rm: [http://rm1:8088], flink_home: /opt/flink}`";
 
 /// How long an application may stay ACCEPTED (a full queue) before its submit is given up,
 /// unless `accepted_timeout` says otherwise.
@@ -77,13 +78,20 @@ pub fn read_settings(c: &mut Checker, n: &Node, section: &str) -> Option<YarnSet
     let rm = match f.get("rm") {
         Some(v) => c.string_list(v, &format!("{section}.rm")),
         None => {
-            c.missing(&f, "rm", "the ResourceManagers' web addresses, e.g. `[http://rm1:8088]`");
+            c.missing(
+                &f,
+                "rm",
+                "the ResourceManagers' web addresses, e.g. `[http://rm1:8088]`",
+            );
             None
         }
     };
     if let (Some(rm), Some(v)) = (&rm, f.get("rm")) {
         if rm.is_empty() {
-            c.error(v, format!("`{section}.rm`: name at least one ResourceManager"));
+            c.error(
+                v,
+                format!("`{section}.rm`: name at least one ResourceManager"),
+            );
         }
         for u in rm {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
@@ -98,13 +106,20 @@ pub fn read_settings(c: &mut Checker, n: &Node, section: &str) -> Option<YarnSet
         let v = f.get(key)?;
         let p = c.string(v, &format!("{section}.{key}"))?;
         if !p.starts_with('/') {
-            c.error(v, format!("`{section}.{key}`: `{p}` must be an absolute path"));
+            c.error(
+                v,
+                format!("`{section}.{key}`: `{p}` must be an absolute path"),
+            );
         }
         Some(PathBuf::from(p))
     };
     let flink_home = path(c, "flink_home");
     if f.get("flink_home").is_none() {
-        c.missing(&f, "flink_home", "the Flink distribution whose CLI submits, e.g. `/opt/flink-1.20.3`");
+        c.missing(
+            &f,
+            "flink_home",
+            "the Flink distribution whose CLI submits, e.g. `/opt/flink-1.20.3`",
+        );
     }
     let hadoop_conf_dir = path(c, "hadoop_conf_dir");
     let text = |c: &mut Checker, key: &str| {
@@ -166,7 +181,9 @@ fn read_kerberos(
     if has_user && let Some(u) = f.get("user") {
         c.error(
             u,
-            format!("`{section}.user` is read only with `auth: simple`; kerberos uses the principal"),
+            format!(
+                "`{section}.user` is read only with `auth: simple`; kerberos uses the principal"
+            ),
         );
     }
     let Some(k) = f.get("kerberos") else {
@@ -202,7 +219,10 @@ fn read_kerberos(
     if let (Some(p), Some(v)) = (&keytab, kf.get("keytab"))
         && !p.starts_with('/')
     {
-        c.error(v, format!("`{name}.keytab`: `{p}` must be an absolute path"));
+        c.error(
+            v,
+            format!("`{name}.keytab`: `{p}` must be an absolute path"),
+        );
     }
     Some(YarnAuth::Kerberos {
         principal: principal?,

@@ -57,7 +57,11 @@ pub fn argv(s: &YarnSettings, version: &FlinkVersion, run: &CliRun<'_>) -> Vec<S
     let mut out: Vec<String> = if (version.major, version.minor) >= (1, 20) {
         vec!["run".into(), "-t".into(), "yarn-application".into()]
     } else {
-        vec!["run-application".into(), "-t".into(), "yarn-application".into()]
+        vec![
+            "run-application".into(),
+            "-t".into(),
+            "yarn-application".into(),
+        ]
     };
     let mut conf: Vec<(String, String)> = Vec::new();
     conf.push(("yarn.application.name".into(), run.job.to_string()));
@@ -87,8 +91,14 @@ pub fn argv(s: &YarnSettings, version: &FlinkVersion, run: &CliRun<'_>) -> Vec<S
             "security.kerberos.login.keytab".into(),
             keytab.display().to_string(),
         ));
-        conf.push(("security.kerberos.login.principal".into(), principal.clone()));
-        conf.push(("security.kerberos.login.use-ticket-cache".into(), "false".into()));
+        conf.push((
+            "security.kerberos.login.principal".into(),
+            principal.clone(),
+        ));
+        conf.push((
+            "security.kerberos.login.use-ticket-cache".into(),
+            "false".into(),
+        ));
     }
     let mut stamped = serde_json::Map::new();
     for (k, v) in &run.params.conf {
@@ -184,7 +194,9 @@ mod tests {
             conf: [("taskmanager.numberOfTaskSlots".to_string(), "2".to_string())].into(),
             ..Params::default()
         };
-        let s = settings(YarnAuth::Simple { user: Some("flink".into()) });
+        let s = settings(YarnAuth::Simple {
+            user: Some("flink".into()),
+        });
         let v120 = FlinkVersion::parse("1.20.3").unwrap();
         let a = argv(&s, &v120, &run(&params, Some("hdfs:///sp/savepoint-1")));
         assert_eq!(&a[..3], ["run", "-t", "yarn-application"]);
@@ -200,10 +212,22 @@ mod tests {
             assert!(a.contains(&want.to_string()), "{want} in {a:?}");
         }
         let tags = a.iter().find(|x| x.starts_with("-Dyarn.tags=")).unwrap();
-        assert!(tags.contains("jobkeeper,jk-job-") && tags.ends_with(",jk-run-0123456789abcdef0123456789abcdef"), "{tags}");
+        assert!(
+            tags.contains("jobkeeper,jk-job-")
+                && tags.ends_with(",jk-run-0123456789abcdef0123456789abcdef"),
+            "{tags}"
+        );
         assert_eq!(
             &a[a.len() - 7..],
-            ["-p", "2", "-c", "example.Counter", "/var/lib/jobkeeper/artifacts/clicks.jar", "--tag", "v1"]
+            [
+                "-p",
+                "2",
+                "-c",
+                "example.Counter",
+                "/var/lib/jobkeeper/artifacts/clicks.jar",
+                "--tag",
+                "v1"
+            ]
         );
         let v2 = FlinkVersion::parse("2.3.0").unwrap();
         assert_eq!(&argv(&s, &v2, &run(&params, None))[..1], ["run"]);
@@ -221,13 +245,31 @@ mod tests {
             keytab: "/etc/jobkeeper/jk.keytab".into(),
         });
         let params = Params::default();
-        let a = argv(&s, &FlinkVersion::parse("2.3.0").unwrap(), &run(&params, None));
-        assert!(a.contains(&"-Dsecurity.kerberos.login.keytab=/etc/jobkeeper/jk.keytab".to_string()));
-        assert!(a.contains(&"-Dsecurity.kerberos.login.principal=jk/ops-1@EXAMPLE.COM".to_string()));
-        let k = Kerberos::new("jk/ops-1@EXAMPLE.COM", Path::new("/etc/jobkeeper/jk.keytab"), Path::new("/var/lib/jk"));
+        let a = argv(
+            &s,
+            &FlinkVersion::parse("2.3.0").unwrap(),
+            &run(&params, None),
+        );
+        assert!(
+            a.contains(&"-Dsecurity.kerberos.login.keytab=/etc/jobkeeper/jk.keytab".to_string())
+        );
+        assert!(
+            a.contains(&"-Dsecurity.kerberos.login.principal=jk/ops-1@EXAMPLE.COM".to_string())
+        );
+        let k = Kerberos::new(
+            "jk/ops-1@EXAMPLE.COM",
+            Path::new("/etc/jobkeeper/jk.keytab"),
+            Path::new("/var/lib/jk"),
+        );
         let e = env(&s, Some(&k));
-        assert!(e.iter().any(|(k, v)| k == "KRB5CCNAME" && v.starts_with("FILE:/var/lib/jk/krb5/")));
-        assert!(e.iter().any(|(k, v)| k == "HADOOP_CONF_DIR" && v == "/etc/hadoop/conf"));
+        assert!(
+            e.iter()
+                .any(|(k, v)| k == "KRB5CCNAME" && v.starts_with("FILE:/var/lib/jk/krb5/"))
+        );
+        assert!(
+            e.iter()
+                .any(|(k, v)| k == "HADOOP_CONF_DIR" && v == "/etc/hadoop/conf")
+        );
         assert!(!e.iter().any(|(k, _)| k == "HADOOP_USER_NAME"));
     }
 
