@@ -55,11 +55,18 @@ pub struct Kerberos {
     pub keytab: PathBuf,
     /// jobkeeper's own credential cache for it.
     pub ccache: PathBuf,
+    /// The krb5.conf GSSAPI reads (`KRB5_CONFIG`); `None`: the daemon's own, else the host's.
+    pub krb5_conf: Option<PathBuf>,
 }
 
 impl Kerberos {
     /// The identity `principal` with `keytab`, its cache under `state_dir/krb5`.
-    pub fn new(principal: &str, keytab: &Path, state_dir: &Path) -> Kerberos {
+    pub fn new(
+        principal: &str,
+        keytab: &Path,
+        krb5_conf: Option<&Path>,
+        state_dir: &Path,
+    ) -> Kerberos {
         let file: String = principal
             .chars()
             .map(|c| {
@@ -74,6 +81,7 @@ impl Kerberos {
             principal: principal.to_string(),
             keytab: keytab.to_path_buf(),
             ccache: state_dir.join("krb5").join(format!("{file}.cc")),
+            krb5_conf: krb5_conf.map(Path::to_path_buf),
         }
     }
 
@@ -90,8 +98,13 @@ impl Kerberos {
                 format!("FILE:{}", self.keytab.display()),
             ),
         ];
-        if let Ok(conf) = std::env::var("KRB5_CONFIG") {
-            env.push(("KRB5_CONFIG".into(), conf));
+        match &self.krb5_conf {
+            Some(conf) => env.push(("KRB5_CONFIG".into(), conf.display().to_string())),
+            None => {
+                if let Ok(conf) = std::env::var("KRB5_CONFIG") {
+                    env.push(("KRB5_CONFIG".into(), conf));
+                }
+            }
         }
         env
     }
@@ -173,6 +186,7 @@ mod tests {
         let k = Kerberos::new(
             "jobkeeper/ops-1@EXAMPLE.COM",
             Path::new("/etc/jk.keytab"),
+            None,
             Path::new("/var/lib/jobkeeper"),
         );
         assert_eq!(
@@ -192,6 +206,7 @@ mod tests {
         let k = Kerberos::new(
             "a@B",
             Path::new("/nonexistent/jk.keytab"),
+            None,
             Path::new("/tmp"),
         );
         let e = k.check_keytab().unwrap_err().to_string();

@@ -77,9 +77,16 @@ impl YarnEngine {
     /// it, and the Kerberos credential cache lives under it).
     pub fn new(settings: &YarnSettings, salt: &str) -> Result<YarnEngine, EngineError> {
         let kerberos = match &settings.auth {
-            YarnAuth::Kerberos { principal, keytab } => {
-                Some(Kerberos::new(principal, keytab, &PathBuf::from(salt)))
-            }
+            YarnAuth::Kerberos {
+                principal,
+                keytab,
+                krb5_conf,
+            } => Some(Kerberos::new(
+                principal,
+                keytab,
+                krb5_conf.as_deref(),
+                &PathBuf::from(salt),
+            )),
             YarnAuth::Simple { .. } => None,
         };
         let auth = match (&settings.auth, &kerberos) {

@@ -31,6 +31,8 @@ pub enum YarnAuth {
         principal: String,
         /// The keytab holding its keys.
         keytab: PathBuf,
+        /// The krb5.conf to use instead of the host's (`KRB5_CONFIG`), when set.
+        krb5_conf: Option<PathBuf>,
     },
 }
 
@@ -195,7 +197,7 @@ fn read_kerberos(
         return None;
     };
     let name = format!("{section}.kerberos");
-    let kf = c.mapping(k, &name, &["principal", "keytab"])?;
+    let kf = c.mapping(k, &name, &["principal", "keytab", "krb5_conf"])?;
     let principal = c.required_string(
         &kf,
         "principal",
@@ -224,8 +226,16 @@ fn read_kerberos(
             format!("`{name}.keytab`: `{p}` must be an absolute path"),
         );
     }
+    let krb5_conf = kf.get("krb5_conf").and_then(|v| {
+        let p = c.string(v, &format!("{name}.krb5_conf"))?;
+        if !p.starts_with('/') {
+            c.error(v, format!("`{name}.krb5_conf`: `{p}` must be an absolute path"));
+        }
+        Some(PathBuf::from(p))
+    });
     Some(YarnAuth::Kerberos {
         principal: principal?,
         keytab: PathBuf::from(keytab?),
+        krb5_conf,
     })
 }

@@ -86,7 +86,18 @@ pub fn argv(s: &YarnSettings, version: &FlinkVersion, run: &CliRun<'_>) -> Vec<S
         };
         conf.push((key.into(), sp.to_string()));
     }
-    if let YarnAuth::Kerberos { principal, keytab } = &s.auth {
+    if let YarnAuth::Kerberos {
+        principal,
+        keytab,
+        krb5_conf,
+    } = &s.auth
+    {
+        if let Some(path) = krb5_conf {
+            conf.push((
+                "security.kerberos.krb5-conf.path".into(),
+                path.display().to_string(),
+            ));
+        }
         conf.push((
             "security.kerberos.login.keytab".into(),
             keytab.display().to_string(),
@@ -243,6 +254,7 @@ mod tests {
         let s = settings(YarnAuth::Kerberos {
             principal: "jk/ops-1@EXAMPLE.COM".into(),
             keytab: "/etc/jobkeeper/jk.keytab".into(),
+            krb5_conf: None,
         });
         let params = Params::default();
         let a = argv(
@@ -259,6 +271,7 @@ mod tests {
         let k = Kerberos::new(
             "jk/ops-1@EXAMPLE.COM",
             Path::new("/etc/jobkeeper/jk.keytab"),
+            None,
             Path::new("/var/lib/jk"),
         );
         let e = env(&s, Some(&k));
