@@ -9,137 +9,15 @@
 //! cluster); without them these tests fail (they do not skip).
 
 mod common;
+#[path = "support/yarn_env.rs"]
+mod yarn_env;
 #[path = "support/yarn_rm.rs"]
 mod yarn_rm;
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
 use common::flink::*;
 use common::*;
-use serde_json::Value;
+use yarn_env::*;
 use yarn_rm::StandinRm;
-
-const LIMIT: Duration = Duration::from_secs(90);
-
-/// The Flink 1.20.3 cluster and its lib folder.
-fn cluster() -> (String, String) {
-    (
-        need("JOBKEEPER_FLINK_1_20_URL"),
-        need("JOBKEEPER_FLINK_1_20_LIB"),
-    )
-}
-
-/// A Flink home for the stand-in CLI: `bin/flink` is the stand-in, `lib/` holds the real
-/// distribution's dist jar (its version is read from the name).
-fn flink_home(root: &Path, lib: &str, rm: &StandinRm, flink: &str) -> PathBuf {
-    let home = root.join("flink-home");
-    std::fs::create_dir_all(home.join("bin")).unwrap();
-    std::fs::create_dir_all(home.join("lib")).unwrap();
-    let standin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/flink_standin.py");
-    std::os::unix::fs::symlink(standin, home.join("bin/flink")).unwrap();
-    let dist = std::fs::read_dir(lib)
-        .unwrap()
-        .filter_map(Result::ok)
-        .find(|e| e.file_name().to_string_lossy().starts_with("flink-dist"))
-        .expect("a flink-dist jar");
-    std::os::unix::fs::symlink(dist.path(), home.join("lib").join(dist.file_name())).unwrap();
-    let cfg = serde_json::json!({"rm": rm.url(), "flink": flink});
-    std::fs::write(home.join("standin.json"), cfg.to_string()).unwrap();
-    home
-}
-
-/// The stand-in CLI's recorded calls.
-fn calls(home: &Path) -> Vec<Value> {
-    std::fs::read_to_string(home.join("calls.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// A config repo with the flink-counter project and a daemon config whose `yarn` env has
-/// `yarn_extra` in its block (`rm`, `flink_home` and savepoints are set here).
-fn setup(root: &Path, rms: &[String], home: &Path, yarn_extra: &str) -> (Git, String) {
-    let git = Git::new(root, "config");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/flink-counter");
-    git.write(
-        "projects/flink-counter/build.sh",
-        &std::fs::read_to_string(src.join("build.sh")).unwrap(),
-    );
-    git.write(
-        "projects/flink-counter/src/example/Counter.java",
-        &std::fs::read_to_string(src.join("src/example/Counter.java")).unwrap(),
-    );
-    let rms: Vec<String> = rms.iter().map(|r| format!("\"{r}\"")).collect();
-    let extra = format!(
-        "  yarn:\n    engine: yarn\n    yarn: {{rm: [{}], flink_home: \"{}\", hadoop_conf_dir: \"{}\", \
-         queue: root.stream, savepoint_dir: \"file://{}\", accepted_timeout: 4s{yarn_extra}}}\n\
-         health: {{interval: 1s}}\n",
-        rms.join(", "),
-        home.display(),
-        root.join("hadoop-conf").display(),
-        root.join("savepoints").display(),
-    );
-    let cfg = config(root, &git, &extra);
-    (git, cfg)
-}
-
-/// A flink-counter job file on the yarn env.
-fn counter(lib: &str, args: &[&str]) -> String {
-    let args: Vec<String> = args.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        "project:\n  repo: .\n  dir: projects/flink-counter\n  build: sh build.sh \"{lib}\"\n  artifact: out/flink-counter.jar\n\
-         env: yarn\nparams:\n  main_class: example.Counter\n  args: [{}]\n  parallelism: 1\n\
-         \x20 conf: {{execution.checkpointing.interval: \"500ms\"}}\n",
-        args.join(", ")
-    )
-}
-
-/// Cancels, on drop, the Flink jobs of every application the stand-in RM knows.
-struct CancelApps(StandinRm);
-impl Drop for CancelApps {
-    fn drop(&mut self) {
-        for a in self.0.with(|s| s.apps.clone()) {
-            if !a.jid.is_empty() {
-                let _ = std::process::Command::new("curl")
-                    .args(["-s", "-m", "5", "-o", "/dev/null", "-X", "PATCH"])
-                    .arg(format!("{}/jobs/{}?mode=cancel", a.flink, a.jid))
-                    .status();
-            }
-        }
-    }
-}
-
-/// The application id and Flink job id of `name`'s one live run once its application is
-/// RUNNING and its Flink job RUNNING, skipping the engine ids in `not`.
-async fn running_app(
-    d: &Daemon,
-    rm: &StandinRm,
-    flink: &str,
-    name: &str,
-    not: &[String],
-) -> (i64, String, String) {
-    let start = std::time::Instant::now();
-    loop {
-        if let [run] = d.live_runs(name).as_slice() {
-            let id = engine_id(run);
-            if let Some((app, jid)) = id.split_once('/')
-                && !not.contains(&id)
-                && rm.app(app).is_some_and(|a| a.state == "RUNNING")
-                && flink_state(flink, jid).await.as_deref() == Some("RUNNING")
-            {
-                return (run.id, app.to_string(), jid.to_string());
-            }
-        }
-        assert!(
-            start.elapsed() < LIMIT,
-            "timed out waiting for {name} RUNNING on yarn; events: {:#?}",
-            d.events(name)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn application_mode_deploys_upgrades_through_a_savepoint_and_removal_stops_it() {
@@ -254,4 +132,176 @@ async fn application_mode_deploys_upgrades_through_a_savepoint_and_removal_stops
         Some("FINISHED")
     );
     assert_eq!(d.store.savepoints("counter", 10).unwrap().len(), 2);
+}
+
+/// A CLI that exits 1, a CLI that hangs with its application ACCEPTED (a full queue), and an RM
+/// that answers HTML: each gives a clear event, and the job already running is not touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_cli_a_hanging_cli_and_an_html_rm_are_named_and_nothing_running_stops() {
+    let (flink, lib) = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let rm = StandinRm::start().await;
+    let _cancel = CancelApps(rm.clone());
+    let home = flink_home(tmp.path(), &lib, &rm, &flink);
+    let (git, cfg) = setup(
+        tmp.path(),
+        &[rm.url()],
+        &home,
+        ", auth: simple, user: flink",
+    );
+    git.write("jobs/keeper.yaml", &counter(&lib, &["--tag", "k"]));
+    git.commit_push("a job that keeps running");
+    let d = start(tmp.path(), &cfg).await;
+    let (run, app, jid) = running_app(&d, &rm, &flink, "keeper", &[]).await;
+
+    // The CLI exits 1: deploy_failed with its own words; no application is left.
+    std::fs::write(home.join("mode"), "fail").unwrap();
+    git.write("jobs/refused.yaml", &counter(&lib, &["--tag", "r"]));
+    git.commit_push("a job the CLI refuses");
+    wait_for("deploy_failed of refused", LIMIT, || {
+        d.has_event("refused", "deploy_failed")
+    })
+    .await;
+    let e = d
+        .events("refused")
+        .into_iter()
+        .find(|e| e.kind == "deploy_failed")
+        .unwrap();
+    assert!(
+        e.message.contains("the Flink CLI failed (exit status: 1)"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message.contains("queue root.full does not exist"),
+        "{}",
+        e.message
+    );
+    assert!(rm.apps_named("refused").is_empty());
+
+    // The CLI hangs with its application ACCEPTED: after accepted_timeout (4 s) the CLI is
+    // stopped, the application killed, and deploy_failed says so.
+    std::fs::write(home.join("mode"), "hang").unwrap();
+    git.write("jobs/queued.yaml", &counter(&lib, &["--tag", "q"]));
+    git.commit_push("a job that waits in a full queue");
+    wait_for("deploy_failed of queued", LIMIT, || {
+        d.has_event("queued", "deploy_failed")
+    })
+    .await;
+    let e = d
+        .events("queued")
+        .into_iter()
+        .find(|e| e.kind == "deploy_failed")
+        .unwrap();
+    assert!(
+        e.message
+            .contains("stayed ACCEPTED in queue root.stream for 4s and was killed"),
+        "{}",
+        e.message
+    );
+    let queued = rm.apps_named("queued");
+    assert!(queued.iter().all(|a| a.state == "KILLED"), "{queued:?}");
+    assert!(!queued.is_empty());
+    let standin_alive = std::process::Command::new("pgrep")
+        .args(["-f", &home.join("bin/flink").display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        standin_alive.stdout.is_empty(),
+        "the hanging CLI was stopped"
+    );
+    std::fs::remove_file(home.join("mode")).unwrap();
+
+    // The RM answers an HTML login page: engine_unreachable names it; nothing is stopped.
+    rm.with(|s| s.html = true);
+    wait_for("engine_unreachable", LIMIT, || {
+        !events_of(&d.store, "engine_unreachable").is_empty()
+    })
+    .await;
+    let e = &events_of(&d.store, "engine_unreachable")[0];
+    assert!(
+        e.message.contains("text/html") && e.message.contains("<!DOCTYPE html>"),
+        "{}",
+        e.message
+    );
+    d.sweeps_pass(2, LIMIT).await;
+    rm.with(|s| s.html = false);
+    wait_for("engine_reachable", LIMIT, || {
+        !events_of(&d.store, "engine_reachable").is_empty()
+    })
+    .await;
+    d.sweeps_pass(2, LIMIT).await;
+    assert_eq!(
+        d.live_runs("keeper")
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>(),
+        vec![run]
+    );
+    assert_eq!(rm.app(&app).unwrap().state, "RUNNING");
+    assert_eq!(flink_state(&flink, &jid).await.as_deref(), Some("RUNNING"));
+    assert!(!d.has_event("keeper", "failed") && !d.has_event("keeper", "restarted"));
+}
+
+/// With several RMs the active one is found through `cluster/info` (an RM that does not answer
+/// and a standby are passed over); when no RM is active the daemon waits (engine_unreachable),
+/// never failing or resubmitting the running job; a forgotten application is a vanished run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_active_rm_is_found_no_active_rm_means_waiting_and_a_forgotten_app_vanished() {
+    let (flink, lib) = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let active = StandinRm::start().await;
+    let standby = StandinRm::start().await;
+    standby.with(|s| s.standby = true);
+    let _cancel = CancelApps(active.clone());
+    let home = flink_home(tmp.path(), &lib, &active, &flink);
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let (git, cfg) = setup(
+        tmp.path(),
+        &[dead, standby.url(), active.url()],
+        &home,
+        ", auth: simple, user: flink",
+    );
+    git.write("jobs/ha.yaml", &counter(&lib, &["--tag", "ha"]));
+    git.commit_push("a job");
+    let d = start(tmp.path(), &cfg).await;
+    let (run, app, _) = running_app(&d, &active, &flink, "ha", &[]).await;
+    assert_eq!(
+        standby.lists.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "a standby is never asked for apps"
+    );
+
+    // The active RM fails over to standby: nobody is active; the daemon waits.
+    active.with(|s| s.standby = true);
+    wait_for("engine_unreachable", LIMIT, || {
+        !events_of(&d.store, "engine_unreachable").is_empty()
+    })
+    .await;
+    let e = &events_of(&d.store, "engine_unreachable")[0];
+    assert!(
+        e.message.contains("no active ResourceManager"),
+        "{}",
+        e.message
+    );
+    d.sweeps_pass(3, LIMIT).await;
+    active.with(|s| s.standby = false);
+    d.sweeps_pass(3, LIMIT).await;
+    assert_eq!(
+        d.live_runs("ha").iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![run]
+    );
+    assert!(!d.has_event("ha", "failed"));
+
+    // The RM forgets the application (past max-completed-applications): 404, vanished, and
+    // the service job is started again.
+    let forgotten = active.app(&app).unwrap();
+    let _cancel_forgotten = CancelOnDrop(flink.clone(), vec![forgotten.jid.clone()]);
+    active.with(|s| s.apps.retain(|a| a.id != app));
+    wait_for("a new run", LIMIT, || {
+        d.live_runs("ha").iter().any(|r| r.id != run)
+    })
+    .await;
+    let old = d.runs("ha").into_iter().find(|r| r.id == run).unwrap();
+    assert_ne!(old.state, "running", "{old:?}");
 }

@@ -211,9 +211,16 @@ impl YarnEngine {
         Ok(e)
     }
 
-    /// The application of a handle: cached, else asked for.
+    /// The application of a handle: cached, else asked for. A handle whose submit got no
+    /// answer names only its run token (`/TOKEN`): its application is found by its run tag.
     async fn app_of(&self, handle: &RunHandle) -> Result<App, EngineError> {
-        let (id, _) = apps::split_id(&handle.engine_id);
+        let (id, jid) = apps::split_id(&handle.engine_id);
+        if id.is_empty() {
+            let tag = format!("{}{}", apps::RUN_TAG, jid.unwrap_or_default());
+            return self.tagged(&tag).await?.into_iter().next().ok_or_else(|| {
+                EngineError::Other(format!("the RM lists no application tagged {tag}"))
+            });
+        }
         let cached = lock(&self.apps).get(id).cloned();
         match cached {
             Some(a) => Ok(a),
@@ -317,9 +324,17 @@ impl YarnEngine {
     async fn statuses(&self, live: &HashMap<&str, &App>, handles: &[RunHandle]) -> Vec<RunStatus> {
         let mut out = Vec::with_capacity(handles.len());
         for h in handles {
-            let (id, _) = apps::split_id(&h.engine_id);
+            let (id, jid) = apps::split_id(&h.engine_id);
             let status = match live.get(id) {
                 Some(a) => a.run_status(),
+                // A submit that got no answer: found by its run tag, or never made.
+                None if id.is_empty() => {
+                    let tag = format!("{}{}", apps::RUN_TAG, jid.unwrap_or_default());
+                    match self.tagged(&tag).await {
+                        Ok(found) => found.first().map_or(RunStatus::Vanished, App::run_status),
+                        Err(_) => RunStatus::Running,
+                    }
+                }
                 None => match self.app(id).await {
                     Ok(Some(a)) => self.with_exception(h, a.run_status()).await,
                     Ok(None) => RunStatus::Vanished,
@@ -374,6 +389,17 @@ impl YarnEngine {
             jar: &jar,
             restore: req.restore.as_deref(),
         };
+        // The RM must answer (and take jobkeeper's credentials) before anything is submitted;
+        // an application already tagged with this run is this run.
+        let tag = format!("{}{token}", apps::RUN_TAG);
+        if let Some(a) = self.tagged(&tag).await?.into_iter().find(App::is_live) {
+            return Ok(RunHandle {
+                run_id: req.run_id,
+                engine_id: format!("{}/{token}", a.id),
+                start_ticks: None,
+                cluster: self.cluster(),
+            });
+        }
         let argv = submit::argv(&self.settings, &version, &run);
         let cli = submit::cli(&self.settings.flink_home);
         if let Some(dir) = req.log_path.parent() {
@@ -409,21 +435,26 @@ impl YarnEngine {
         let mut child = crate::proc::GroupChild::spawn(&mut cmd).map_err(|e| {
             EngineError::Refused(format!("cannot run the Flink CLI {}: {e}", cli.display()))
         })?;
-        let tag = format!("{}{token}", apps::RUN_TAG);
         let started = tokio::time::Instant::now();
         let mut accepted_since: Option<tokio::time::Instant> = None;
         let mut exited: Option<(std::process::ExitStatus, tokio::time::Instant)> = None;
+        let mut rm_error: Option<EngineError>;
         loop {
             if exited.is_none()
                 && let Ok(Ok(st)) = tokio::time::timeout(SUBMIT_POLL, child.wait()).await
             {
                 exited = Some((st, tokio::time::Instant::now()));
             }
-            let found = self
-                .tagged(&tag)
-                .await
-                .ok()
-                .and_then(|l| l.into_iter().next());
+            let found = match self.tagged(&tag).await {
+                Ok(l) => {
+                    rm_error = None;
+                    l.into_iter().next()
+                }
+                Err(e) => {
+                    rm_error = Some(e);
+                    None
+                }
+            };
             if let Some(a) = &found {
                 lock(&self.apps).insert(a.id.clone(), a.clone());
             }
@@ -458,6 +489,10 @@ impl YarnEngine {
                     )));
                 }
                 (None, Some((_, at))) if at.elapsed() > LISTED_WAIT => {
+                    if let Some(e) = rm_error {
+                        // The application may exist: it is looked up by its tag later.
+                        return Err(e);
+                    }
                     return Err(EngineError::Refused(format!(
                         "the Flink CLI exited 0 but the RM lists no application tagged {tag} \
                          after {}:\n{}",
@@ -738,6 +773,12 @@ impl Engine for YarnEngine {
             Ok((jm, fh)) => jm.run_output(&fh, lines).await,
             Err(e) => RunOutput::Unavailable(e.to_string()),
         }
+    }
+
+    /// `/TOKEN`: the run's token, also its tag and Flink job id; the application id is not
+    /// known before the RM lists it.
+    fn engine_id_for(&self, job: &str, run_id: i64) -> Option<String> {
+        Some(format!("/{}", run_token(&self.salt, job, run_id)))
     }
 
     fn runs_survive_daemon(&self) -> bool {

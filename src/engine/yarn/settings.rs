@@ -229,7 +229,10 @@ fn read_kerberos(
     let krb5_conf = kf.get("krb5_conf").and_then(|v| {
         let p = c.string(v, &format!("{name}.krb5_conf"))?;
         if !p.starts_with('/') {
-            c.error(v, format!("`{name}.krb5_conf`: `{p}` must be an absolute path"));
+            c.error(
+                v,
+                format!("`{name}.krb5_conf`: `{p}` must be an absolute path"),
+            );
         }
         Some(PathBuf::from(p))
     });
