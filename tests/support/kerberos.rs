@@ -17,12 +17,23 @@ use std::time::{Duration, Instant};
 pub const REALM: &str = "TEST.LOCAL";
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e} (is krb5-kdc installed? scripts/test.sh installs it)"));
-    assert!(out.status.success(), "{cmd:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("{cmd:?}: {e} (is krb5-kdc installed? scripts/test.sh installs it)")
+    });
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A KDC and its realm's files.
@@ -38,7 +49,13 @@ impl Kdc {
     /// A realm with `HTTP/localhost` and the client `jobkeeper/ops-1`, tickets lasting
     /// `ticket_lifetime` (e.g. `"20s"`).
     pub fn start(dir: &Path, ticket_lifetime: &str) -> Kdc {
-        assert!(nix::unistd::Uid::effective().is_root(), "the Kerberos tests need root (apache's worker runs as www-data)");
+        assert!(
+            std::fs::read_to_string("/proc/self/status")
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")),
+            "the Kerberos tests need root (apache's worker runs as www-data)"
+        );
         std::fs::create_dir_all(dir).unwrap();
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let port = free_port();
@@ -63,23 +80,40 @@ impl Kdc {
         )
         .unwrap();
         let env = |c: &mut Command| {
-            c.env("KRB5_CONFIG", &krb5_conf).env("KRB5_KDC_PROFILE", dir.join("kdc.conf"));
+            c.env("KRB5_CONFIG", &krb5_conf)
+                .env("KRB5_KDC_PROFILE", dir.join("kdc.conf"));
         };
         let mut c = Command::new("kdb5_util");
         c.args(["create", "-s", "-r", REALM, "-P", "master-pw"]);
         env(&mut c);
         run(&mut c);
         let mut c = Command::new("krb5kdc");
-        c.args(["-n", "-P"]).arg(dir.join("kdc.pid")).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+        c.args(["-n", "-P"])
+            .arg(dir.join("kdc.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
         env(&mut c);
         let child = c.spawn().expect("krb5kdc runs");
-        let kdc = Kdc { dir: dir.to_path_buf(), port, krb5_conf, child };
+        let kdc = Kdc {
+            dir: dir.to_path_buf(),
+            port,
+            krb5_conf,
+            child,
+        };
         kdc.principal("HTTP/localhost", Some(&dir.join("http.keytab")));
         kdc.principal("jobkeeper/ops-1", Some(&dir.join("client.keytab")));
-        std::fs::set_permissions(dir.join("http.keytab"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(
+            dir.join("http.keytab"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(10), "the KDC did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the KDC did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         kdc
@@ -108,7 +142,10 @@ impl Kdc {
 
 impl Drop for Kdc {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let _ = self.child.wait();
     }
 }
@@ -150,7 +187,7 @@ impl Spnego {
              <Location />\n  AuthType GSSAPI\n  AuthName yarn\n  GssapiCredStore keytab:{}\n  \
              GssapiUseSessions On\n  Session On\n  SessionCookieName hadoop.auth path=/;httponly\n  \
              SessionMaxAge {session_max_age}\n  Require valid-user\n  \
-             RequestHeader set X-Remote-User %{{REMOTE_USER}}s\n</Location>\n\
+             RequestHeader set X-Remote-User \"expr=%{{REMOTE_USER}}\"\n</Location>\n\
              ProxyPass / http://127.0.0.1:{backend}/\n",
             kdc.dir.join("http.keytab").display()
         );
@@ -164,10 +201,16 @@ impl Spnego {
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
-            .expect("apache2 runs (scripts/test.sh installs apache2 and libapache2-mod-auth-gssapi)");
+            .expect(
+                "apache2 runs (scripts/test.sh installs apache2 and libapache2-mod-auth-gssapi)",
+            );
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(15), "apache did not start: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default());
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "apache did not start: {}",
+                std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Spnego { port, dir, child }
@@ -184,7 +227,10 @@ impl Spnego {
         let lines: Vec<&str> = log.lines().collect();
         (
             lines.len(),
-            lines.iter().filter(|l| l.contains("auth=Negotiate ")).count(),
+            lines
+                .iter()
+                .filter(|l| l.contains("auth=Negotiate "))
+                .count(),
             lines.iter().filter(|l| l.starts_with("401 ")).count(),
         )
     }
@@ -192,7 +238,10 @@ impl Spnego {
 
 impl Drop for Spnego {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let _ = self.child.wait();
     }
 }
