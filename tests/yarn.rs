@@ -305,3 +305,69 @@ async fn the_active_rm_is_found_no_active_rm_means_waiting_and_a_forgotten_app_v
     let old = d.runs("ha").into_iter().find(|r| r.id == run).unwrap();
     assert_ne!(old.state, "running", "{old:?}");
 }
+
+/// Session mode: the env names a yarn-session application (here: the real Flink cluster,
+/// registered in the stand-in RM as a RUNNING application); jobs are submitted over its
+/// JobManager's REST API, upgraded through savepoints, and stopped there, with no CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_runs_jobs_in_the_yarn_session_found_through_the_rm() {
+    let (flink, lib) = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let rm = StandinRm::start().await;
+    let home = flink_home(tmp.path(), &lib, &rm, &flink);
+    let http = reqwest::Client::new();
+    let reg: serde_json::Value = http
+        .post(format!("{}/standin/apps", rm.url()))
+        .json(&serde_json::json!({"name": "flink-session", "tags": "", "queue": "root.stream"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = reg["id"].as_str().unwrap().to_string();
+    let am = flink.trim_start_matches("http://").to_string();
+    http.post(format!("{}/standin/apps", rm.url()))
+        .json(&serde_json::json!({"id": session, "state": "RUNNING", "am_rpc": am}))
+        .send()
+        .await
+        .unwrap();
+    let (git, cfg) = setup(
+        tmp.path(),
+        &[rm.url()],
+        &home,
+        ", auth: simple, user: flink, session: flink-session",
+    );
+    let _cleanup = StopRunsOnDrop {
+        db: tmp.path().join("state/jobkeeper.db"),
+        method: "PATCH",
+        url: format!("{flink}/jobs/{{id}}?mode=cancel"),
+    };
+    git.write("jobs/insession.yaml", &counter(&lib, &["--tag", "s1"]));
+    git.commit_push("a job in the session");
+    let d = start(tmp.path(), &cfg).await;
+    let (run1, jid1) = running(&d, &flink, "insession", &[]).await;
+    assert!(calls(&home).is_empty(), "session mode uses no CLI");
+    assert!(!jid1.contains('/'), "a Flink job id: {jid1}");
+    let handle = d.runs("insession")[0].handle.clone().unwrap();
+    assert_eq!(
+        handle.cluster.as_deref(),
+        Some(format!("yarn {}", rm.url()).as_str())
+    );
+
+    git.write("jobs/insession.yaml", &counter(&lib, &["--tag", "s2"]));
+    git.commit_push("upgrade");
+    let (run2, jid2) = running(&d, &flink, "insession", std::slice::from_ref(&jid1)).await;
+    assert_ne!(run1, run2);
+    assert_eq!(
+        flink_state(&flink, &jid1).await.as_deref(),
+        Some("FINISHED")
+    );
+    let restored = restored_from(&flink, &jid2).await;
+    assert_eq!(restored["is_savepoint"], true, "{restored}");
+    assert_eq!(
+        rm.app(&session).unwrap().state,
+        "RUNNING",
+        "the session stays"
+    );
+}

@@ -22,6 +22,7 @@ pub mod apps;
 pub mod gss;
 pub mod kerberos;
 pub mod rm;
+mod session;
 pub mod settings;
 pub mod submit;
 
@@ -70,6 +71,8 @@ pub struct YarnEngine {
     apps: Mutex<HashMap<String, App>>,
     /// A session engine per JobManager address.
     jms: Mutex<HashMap<String, Arc<FlinkEngine>>>,
+    /// Session mode: the yarn-session's JobManager, once found.
+    session_jm: Mutex<Option<Arc<FlinkEngine>>>,
 }
 
 impl YarnEngine {
@@ -104,6 +107,7 @@ impl YarnEngine {
             kerberos,
             apps: Mutex::new(HashMap::new()),
             jms: Mutex::new(HashMap::new()),
+            session_jm: Mutex::new(None),
         })
     }
 
@@ -591,11 +595,20 @@ impl Engine for YarnEngine {
     }
 
     fn version(&self) -> Option<String> {
+        if self.settings.session.is_some()
+            && let Some(jm) = lock(&self.session_jm).as_ref()
+        {
+            return jm.version();
+        }
         self.version.as_ref().map(ToString::to_string)
     }
 
     /// Finds the active RM (`cluster/info`); one that does not answer is not fatal.
     async fn probe(&self) -> Result<(), EngineError> {
+        if let Some(name) = &self.settings.session {
+            let jm = self.session(name).await?;
+            return jm.probe().await;
+        }
         self.rm
             .get("/ws/v1/cluster/info", &[])
             .await
@@ -620,6 +633,15 @@ impl Engine for YarnEngine {
     }
 
     async fn submit(&self, req: SubmitRequest) -> Result<RunHandle, EngineError> {
+        if let Some(name) = &self.settings.session {
+            require_jar("yarn", &req)?;
+            let jm = self.session(name).await?;
+            let r = jm.submit(req).await;
+            if let Err(e) = &r {
+                self.session_lost(e);
+            }
+            return r.map(|h| self.from_session(h));
+        }
         self.preflight(&req).await?;
         self.submit_application(&req).await
     }
@@ -629,6 +651,15 @@ impl Engine for YarnEngine {
     }
 
     async fn survey(&self, handles: &[RunHandle]) -> Result<Survey, EngineError> {
+        if let Some(name) = &self.settings.session {
+            let jm = self.session(name).await?;
+            let inner: Vec<RunHandle> = handles.iter().map(|h| Self::to_session(&jm, h)).collect();
+            let r = jm.survey(&inner).await;
+            if let Err(e) = &r {
+                self.session_lost(e);
+            }
+            return r;
+        }
         let live = self.list_live().await?;
         let by_id: HashMap<&str, &App> = live.iter().map(|a| (a.id.as_str(), a)).collect();
         let statuses = self.statuses(&by_id, handles).await;
@@ -640,6 +671,9 @@ impl Engine for YarnEngine {
     }
 
     async fn describe(&self, job: &ClusterJob) -> Result<JobDetails, EngineError> {
+        if let Some(name) = &self.settings.session {
+            return self.session(name).await?.describe(job).await;
+        }
         let h = RunHandle {
             engine_id: job.engine_id.clone(),
             ..RunHandle::default()
@@ -661,6 +695,10 @@ impl Engine for YarnEngine {
     }
 
     async fn stop(&self, handle: &RunHandle, grace: Duration) -> Result<(), EngineError> {
+        if let Some(name) = &self.settings.session {
+            let jm = self.session(name).await?;
+            return jm.stop(&Self::to_session(&jm, handle), grace).await;
+        }
         let (id, _) = apps::split_id(&handle.engine_id);
         self.kill(id, grace.max(KILL_WAIT)).await?;
         self.wait_over(id, KILL_WAIT).await;
@@ -674,6 +712,12 @@ impl Engine for YarnEngine {
         handle: &RunHandle,
         grace: Duration,
     ) -> Result<StopOutcome, EngineError> {
+        if let Some(name) = &self.settings.session {
+            let jm = self.session(name).await?;
+            return jm
+                .stop_with_savepoint(&Self::to_session(&jm, handle), grace)
+                .await;
+        }
         let (id, _) = apps::split_id(&handle.engine_id);
         match self.app(id).await? {
             None => return Ok(StopOutcome::default()),
@@ -689,6 +733,10 @@ impl Engine for YarnEngine {
     }
 
     async fn restore_point(&self, handle: &RunHandle) -> Result<StateLeft, EngineError> {
+        if let Some(name) = &self.settings.session {
+            let jm = self.session(name).await?;
+            return jm.restore_point(&Self::to_session(&jm, handle)).await;
+        }
         let (jm, fh) = match self.on_jm(handle).await {
             Ok(x) => x,
             Err(e) => return Ok(StateLeft::Nothing(e.to_string())),
@@ -705,6 +753,10 @@ impl Engine for YarnEngine {
     }
 
     async fn wait_started(&self, handle: &RunHandle, limit: Duration) -> Result<(), EngineError> {
+        if let Some(name) = &self.settings.session {
+            let jm = self.session(name).await?;
+            return jm.wait_started(&Self::to_session(&jm, handle), limit).await;
+        }
         let (jm, fh) = self.on_jm(handle).await?;
         jm.wait_started(&fh, limit).await
     }
@@ -716,6 +768,11 @@ impl Engine for YarnEngine {
         handles: &[RunHandle],
         _live: Option<&[ClusterJob]>,
     ) -> Result<Vec<Option<HealthFacts>>, EngineError> {
+        if let Some(name) = &self.settings.session {
+            let jm = self.session(name).await?;
+            let inner: Vec<RunHandle> = handles.iter().map(|h| Self::to_session(&jm, h)).collect();
+            return jm.health(&inner, _live).await;
+        }
         let mut calls = tokio::task::JoinSet::new();
         for (i, h) in handles.iter().enumerate() {
             let Ok((jm, fh)) = self.on_jm(h).await else {
@@ -746,6 +803,10 @@ impl Engine for YarnEngine {
     }
 
     async fn vertices(&self, handle: &RunHandle) -> Result<Vec<Vertex>, EngineError> {
+        if let Some(name) = &self.settings.session {
+            let jm = self.session(name).await?;
+            return jm.vertices(&Self::to_session(&jm, handle)).await;
+        }
         let (jm, fh) = self.on_jm(handle).await?;
         jm.vertices(&fh).await
     }
@@ -754,21 +815,43 @@ impl Engine for YarnEngine {
         &self,
         handle: &RunHandle,
     ) -> Result<HashMap<String, u32>, EngineError> {
+        if let Some(name) = &self.settings.session {
+            let jm = self.session(name).await?;
+            return jm
+                .requested_parallelism(&Self::to_session(&jm, handle))
+                .await;
+        }
         let (jm, fh) = self.on_jm(handle).await?;
         jm.requested_parallelism(&fh).await
     }
 
     async fn latest_checkpoint_ms(&self, handle: &RunHandle) -> Option<i64> {
+        if let Some(name) = &self.settings.session {
+            let jm = self.session(name).await.ok()?;
+            return jm
+                .latest_checkpoint_ms(&Self::to_session(&jm, handle))
+                .await;
+        }
         let (jm, fh) = self.on_jm(handle).await.ok()?;
         jm.latest_checkpoint_ms(&fh).await
     }
 
     async fn root_exception(&self, handle: &RunHandle) -> Option<String> {
+        if let Some(name) = &self.settings.session {
+            let jm = self.session(name).await.ok()?;
+            return jm.root_exception(&Self::to_session(&jm, handle)).await;
+        }
         let (jm, fh) = self.on_jm(handle).await.ok()?;
         jm.root_exception(&fh).await
     }
 
     async fn run_output(&self, handle: &RunHandle, lines: usize) -> RunOutput {
+        if let Some(name) = &self.settings.session {
+            return match self.session(name).await {
+                Ok(jm) => jm.run_output(&Self::to_session(&jm, handle), lines).await,
+                Err(e) => RunOutput::Unavailable(e.to_string()),
+            };
+        }
         match self.on_jm(handle).await {
             Ok((jm, fh)) => jm.run_output(&fh, lines).await,
             Err(e) => RunOutput::Unavailable(e.to_string()),
@@ -778,6 +861,10 @@ impl Engine for YarnEngine {
     /// `/TOKEN`: the run's token, also its tag and Flink job id; the application id is not
     /// known before the RM lists it.
     fn engine_id_for(&self, job: &str, run_id: i64) -> Option<String> {
+        if let Some(name) = &self.settings.session {
+            let _ = name;
+            return Some(super::flink::job_id(&self.salt, job, run_id));
+        }
         Some(format!("/{}", run_token(&self.salt, job, run_id)))
     }
 
@@ -789,6 +876,21 @@ impl Engine for YarnEngine {
     /// stopped is looked up by its run tag: adopted when the RM lists it, never started when
     /// the RM answers without it.
     async fn recover(&self, run: &RecordedRun<'_>) -> Recovery {
+        if let Some(name) = &self.settings.session {
+            return match self.session(name).await {
+                Ok(jm) => match jm.recover(run).await {
+                    Recovery::Adopt(h) => Recovery::Adopt(self.from_session(h)),
+                    other => other,
+                },
+                // The session cannot be asked: the recorded run is adopted (never twice).
+                Err(_) => match run.handle {
+                    Some(h) => Recovery::Adopt(h.clone()),
+                    None => Recovery::Stopped(format!(
+                        "its submit was in flight and yarn-session {name} could not be asked"
+                    )),
+                },
+            };
+        }
         if let Some(h) = run.handle {
             return Recovery::Adopt(h.clone());
         }
