@@ -90,9 +90,8 @@ async fn application_mode_deploys_upgrades_through_a_savepoint_and_removal_stops
     // finishes; the new one starts from the savepoint.
     git.write("jobs/counter.yaml", &counter(&lib, &["--tag", "v2"]));
     git.commit_push("new args");
-    let first = format!("{app1}/{jid1}");
     let (run2, app2, jid2) =
-        running_app(&d, &rm, &flink, "counter", std::slice::from_ref(&first)).await;
+        running_app(&d, &rm, &flink, "counter", std::slice::from_ref(&app1)).await;
     assert_ne!((run1, &app1), (run2, &app2));
     let old = rm.app(&app1).unwrap();
     assert_eq!(
@@ -370,4 +369,119 @@ async fn session_mode_runs_jobs_in_the_yarn_session_found_through_the_rm() {
         "RUNNING",
         "the session stays"
     );
+}
+
+/// An application started outside jobkeeper (by an operator's `flink run -t yarn-application`,
+/// no jobkeeper tags) is listed as unmanaged, `jobkeeper import` writes a job file adopting it
+/// by name, and `adopt:` takes it over without stopping or submitting it; its upgrade then goes
+/// through a savepoint taken at its own JobManager.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_started_outside_is_listed_imported_and_adopted_by_name() {
+    let (flink, lib) = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let rm = StandinRm::start().await;
+    let _cancel = CancelApps(rm.clone());
+    let home = flink_home(tmp.path(), &lib, &rm, &flink);
+    let jar = build_counter_jar(tmp.path(), &lib);
+    let out = std::process::Command::new(home.join("bin/flink"))
+        .args([
+            "run",
+            "-t",
+            "yarn-application",
+            "-Dyarn.application.name=legacy-etl",
+        ])
+        .arg("-Dpipeline.name=legacy-etl")
+        .arg("-Dexecution.checkpointing.interval=500ms")
+        .args(["-c", "example.Counter"])
+        .arg(&jar)
+        .args(["--tag", "legacy"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let legacy = rm.apps_named("legacy-etl").remove(0);
+    let (git, cfg) = setup(
+        tmp.path(),
+        &[rm.url()],
+        &home,
+        ", auth: simple, user: flink",
+    );
+    git.commit_push("nothing yet");
+    let d = start(tmp.path(), &cfg).await;
+
+    // Listed as unmanaged.
+    wait_for_async_unmanaged(&d, &legacy.id).await;
+    // `jobkeeper import` writes a job file adopting it.
+    std::fs::write(tmp.path().join("config.yaml"), &cfg).unwrap();
+    let imported = tmp.path().join("imported");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+        .args(["import", "--env", "yarn", "--config"])
+        .arg(tmp.path().join("config.yaml"))
+        .arg("--out")
+        .arg(&imported)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = std::fs::read_to_string(imported.join("legacy-etl.yaml")).unwrap();
+    assert!(
+        file.contains(&format!("adopt: \"{}\"", legacy.id)),
+        "{file}"
+    );
+    assert!(file.contains("env: \"yarn\""), "{file}");
+    assert!(
+        file.contains("yarn application"),
+        "the application is described: {file}"
+    );
+
+    // adopt: by name.
+    git.write(
+        "jobs/legacy.yaml",
+        &format!("{}adopt: legacy-etl\n", counter(&lib, &["--tag", "legacy"])),
+    );
+    git.commit_push("adopt the legacy application");
+    wait_for("adopted", LIMIT, || d.has_event("legacy", "adopted")).await;
+    let run = d.live_runs("legacy").remove(0);
+    assert_eq!(engine_id(&run), legacy.id);
+    assert_eq!(calls(&home).len(), 1, "nothing submitted");
+    assert_eq!(rm.app(&legacy.id).unwrap().state, "RUNNING");
+
+    // Its upgrade: a savepoint at its JobManager, then a tagged application from it.
+    git.write(
+        "jobs/legacy.yaml",
+        &format!("{}adopt: legacy-etl\n", counter(&lib, &["--tag", "v2"])),
+    );
+    git.commit_push("upgrade it");
+    let (_, app2, jid2) =
+        running_app(&d, &rm, &flink, "legacy", std::slice::from_ref(&legacy.id)).await;
+    assert_ne!(app2, legacy.id);
+    assert_eq!(
+        flink_state(&flink, &legacy.jid).await.as_deref(),
+        Some("FINISHED")
+    );
+    let restored = restored_from(&flink, &jid2).await;
+    assert_eq!(restored["is_savepoint"], true, "{restored}");
+}
+
+/// Waits until `GET /api/v1/unmanaged` lists application `id`.
+async fn wait_for_async_unmanaged(d: &Daemon, id: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let (code, body) = d.get("/api/v1/unmanaged").await;
+        if code == 200 && body.contains(id) {
+            return;
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "{id} never listed as unmanaged: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

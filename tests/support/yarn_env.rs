@@ -113,13 +113,13 @@ pub async fn running_app(
     let start = std::time::Instant::now();
     loop {
         if let [run] = d.live_runs(name).as_slice() {
-            let id = engine_id(run);
-            if let Some((app, jid)) = id.split_once('/')
-                && !not.contains(&id)
-                && rm.app(app).is_some_and(|a| a.state == "RUNNING")
-                && flink_state(flink, jid).await.as_deref() == Some("RUNNING")
+            let app = engine_id(run);
+            if let Some(a) = rm
+                .app(&app)
+                .filter(|a| a.state == "RUNNING" && !not.contains(&app))
+                && flink_state(flink, &a.jid).await.as_deref() == Some("RUNNING")
             {
-                return (run.id, app.to_string(), jid.to_string());
+                return (run.id, app, a.jid);
             }
         }
         assert!(

@@ -76,13 +76,10 @@ impl App {
         self.tags.iter().find_map(|t| t.strip_prefix(RUN_TAG))
     }
 
-    /// The engine id of this application's run: `APP/FLINKJOB` when its Flink job id is known
-    /// from its tags, else `APP` (found on its JobManager when needed).
+    /// The engine id of this application's run: its application id. The Flink job id is its
+    /// run token when jobkeeper submitted it, else found on its JobManager.
     pub fn engine_id(&self) -> String {
-        match self.run_token() {
-            Some(t) => format!("{}/{t}", self.id),
-            None => self.id.clone(),
-        }
+        self.id.clone()
     }
 
     /// Whether the application is not over yet.
@@ -176,7 +173,8 @@ pub fn tags(job: &str, token: &str) -> Vec<String> {
     ]
 }
 
-/// Splits an engine id into the application id and the Flink job id, when it has one.
+/// Splits an engine id into the application id and the Flink job id, when it has one: a
+/// submit that got no answer is recorded as `/TOKEN` (its application not known yet).
 pub fn split_id(engine_id: &str) -> (&str, Option<&str>) {
     match engine_id.split_once('/') {
         Some((app, jid)) if !jid.is_empty() => (app, Some(jid)),
@@ -208,10 +206,7 @@ mod tests {
         assert_eq!(apps.len(), 1);
         let a = &apps[0];
         assert_eq!(a.run_token(), Some("0123456789abcdef0123456789abcdef"));
-        assert_eq!(
-            a.engine_id(),
-            "application_1326821518301_0005/0123456789abcdef0123456789abcdef"
-        );
+        assert_eq!(a.engine_id(), "application_1326821518301_0005");
         assert_eq!(
             a.jobmanager().as_deref(),
             Some("http://host.domain.com:8081")

@@ -10,9 +10,10 @@
 //! - **The JobManager** of an application is reached at its own address (`amRPCAddress`), not
 //!   through the RM proxy (which refuses POST): savepoints, checkpoints, exceptions and health
 //!   figures go there through the session engine's own code, with the run's Flink job id.
-//! - **Identity**: an engine id is `APPLICATION/FLINKJOB`: the application id and the Flink job
-//!   id jobkeeper fixed for the run (its token, also its `jk-run-` tag). An application adopted
-//!   without tags is `APPLICATION` alone; its Flink job is found on its JobManager.
+//! - **Identity**: an engine id is the application id. The Flink job id of a run jobkeeper
+//!   submitted is the run's token, fixed at submit and carried in its `jk-run-` tag; an
+//!   application adopted without tags has its Flink job found on its JobManager. A submit whose
+//!   answer was lost is recorded as `/TOKEN` and found by its tag.
 //! - **Stop**: stop-with-savepoint on the JobManager (the application then finishes), else the
 //!   RM's `PUT /ws/v1/cluster/apps/{id}/state` `{"state":"KILLED"}`, repeated until done.
 //! - A standby RM (307) or one that does not answer is [`EngineError::Unreachable`]: wait,
@@ -249,7 +250,7 @@ impl YarnEngine {
             ))
         })?;
         let jm = self.jm(&url)?;
-        let jid = match apps::split_id(&handle.engine_id).1 {
+        let jid = match apps::split_id(&handle.engine_id).1.or(app.run_token()) {
             Some(j) => j.to_string(),
             None => only_job(&jm, &app).await?,
         };
@@ -399,7 +400,7 @@ impl YarnEngine {
         if let Some(a) = self.tagged(&tag).await?.into_iter().find(App::is_live) {
             return Ok(RunHandle {
                 run_id: req.run_id,
-                engine_id: format!("{}/{token}", a.id),
+                engine_id: a.id.clone(),
                 start_ticks: None,
                 cluster: self.cluster(),
             });
@@ -472,7 +473,7 @@ impl YarnEngine {
                     write_log(&req.log_path, &note).await;
                     return Ok(RunHandle {
                         run_id: req.run_id,
-                        engine_id: format!("{}/{token}", a.id),
+                        engine_id: a.id.clone(),
                         start_ticks: None,
                         cluster: self.cluster(),
                     });
@@ -556,23 +557,39 @@ impl YarnEngine {
     }
 }
 
-/// The one Flink job of an application's JobManager (an application adopted without tags).
+/// The one live Flink job of an application's JobManager (an application adopted without
+/// tags), else its one live job named as the application, else the live job that started
+/// nearest the application (within a minute: a JobManager serving several applications).
 async fn only_job(jm: &FlinkEngine, app: &App) -> Result<String, EngineError> {
-    let jobs = jm.overview().await?;
-    match jobs.as_slice() {
-        [one] => Ok(one.engine_id.clone()),
-        _ => jobs
-            .iter()
-            .find(|j| j.name == app.name)
-            .map(|j| j.engine_id.clone())
-            .ok_or_else(|| {
-                EngineError::Other(format!(
-                    "yarn application {}: its JobManager runs {} jobs, none named {}",
-                    app.id,
-                    jobs.len(),
-                    app.name
-                ))
-            }),
+    let live: Vec<_> = jm
+        .overview()
+        .await?
+        .into_iter()
+        .filter(|j| super::flink::version::is_live(&j.state))
+        .collect();
+    if let [one] = live.as_slice() {
+        return Ok(one.engine_id.clone());
+    }
+    let named: Vec<_> = live.iter().filter(|j| j.name == app.name).collect();
+    if let [one] = named.as_slice() {
+        return Ok(one.engine_id.clone());
+    }
+    let nearest = app.started_ms.and_then(|at| {
+        live.iter()
+            .filter_map(|j| Some((j.since_ms?.abs_diff(at), j)))
+            .filter(|(d, _)| *d <= 60_000)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, j)| j.engine_id.clone())
+    });
+    match nearest {
+        Some(jid) => Ok(jid),
+        None => Err(EngineError::Other(format!(
+            "yarn application {}: its JobManager runs {} live jobs, {} named {}",
+            app.id,
+            live.len(),
+            named.len(),
+            app.name
+        ))),
     }
 }
 
@@ -899,7 +916,7 @@ impl Engine for YarnEngine {
             Ok(found) => match found.into_iter().find(App::is_live) {
                 Some(a) => Recovery::Adopt(RunHandle {
                     run_id: run.run_id,
-                    engine_id: format!("{}/{token}", a.id),
+                    engine_id: a.id.clone(),
                     start_ticks: None,
                     cluster: self.cluster(),
                 }),
