@@ -35,7 +35,8 @@
 //! - [`proc`]: child processes in their own process group: spawn, wait with a timeout, kill.
 //! - [`cgroup`]: local runs' cgroups (v2), so a run's end takes every process it started.
 //! - [`engine`]: the [`engine::Engine`] trait, engine kinds and configs, and one file per
-//!   engine (local, flink, spark).
+//!   engine (local, flink, spark; yarn: Flink on YARN through its ResourceManager, the Flink
+//!   CLI and SPNEGO).
 //! - [`runlogs`]: local runs' log files kept under their size limit.
 //! - [`secrets`]: the secret values of the runs the daemon holds (memory only), their keyed
 //!   fingerprints, and masking a run's log in place when it ends.

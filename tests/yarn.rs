@@ -485,3 +485,102 @@ async fn wait_for_async_unmanaged(d: &Daemon, id: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// A Flink job cancelled outside jobkeeper ends its application FINISHED/KILLED: `drift`, and the
+/// job comes back from its newest retained checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_outside_is_a_drift_and_comes_back_from_its_checkpoint() {
+    let (flink, lib) = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let rm = StandinRm::start().await;
+    let _cancel = CancelApps(rm.clone());
+    let home = flink_home(tmp.path(), &lib, &rm, &flink);
+    let (git, cfg) = setup(
+        tmp.path(),
+        &[rm.url()],
+        &home,
+        ", auth: simple, user: flink",
+    );
+    git.write("jobs/drifty.yaml", &counter(&lib, &["--tag", "d"]));
+    git.commit_push("a job");
+    let d = start(tmp.path(), &cfg).await;
+    let (_, app1, jid1) = running_app(&d, &rm, &flink, "drifty", &[]).await;
+    // Wait for a completed checkpoint, then cancel the job in Flink's UI.
+    let start_t = std::time::Instant::now();
+    while rest(&flink, &format!("/jobs/{jid1}/checkpoints")).await["counts"]["completed"]
+        .as_u64()
+        .unwrap_or(0)
+        < 2
+    {
+        assert!(start_t.elapsed() < LIMIT, "no checkpoint");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    reqwest::Client::new()
+        .patch(format!("{flink}/jobs/{jid1}?mode=cancel"))
+        .send()
+        .await
+        .unwrap();
+    let (_, app2, jid2) = running_app(&d, &rm, &flink, "drifty", std::slice::from_ref(&app1)).await;
+    assert_ne!(app1, app2);
+    let old = rm.app(&app1).unwrap();
+    assert_eq!(
+        (old.state.as_str(), old.final_status.as_str()),
+        ("FINISHED", "KILLED")
+    );
+    assert!(d.has_event("drifty", "drift"), "{:?}", d.events("drifty"));
+    let restored = restored_from(&flink, &jid2).await;
+    // Started from the cancelled job's own retained checkpoint (Flink reports any restore
+    // path given at submit as a savepoint).
+    let path = restored["external_path"].as_str().unwrap_or_default();
+    assert!(path.contains(&format!("{jid1}/chk-")), "{restored}");
+}
+
+/// Changing a job's env from a Flink session cluster to a YARN env moves it through a
+/// savepoint: stopped with a savepoint on the session cluster, submitted to YARN from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_moves_from_a_session_cluster_to_yarn_with_its_savepoint() {
+    let (flink, lib) = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let rm = StandinRm::start().await;
+    let _cancel = CancelApps(rm.clone());
+    let home = flink_home(tmp.path(), &lib, &rm, &flink);
+    let (git, cfg) = setup(
+        tmp.path(),
+        &[rm.url()],
+        &home,
+        ", auth: simple, user: flink",
+    );
+    let cfg = cfg.replace(
+        "health: {interval: 1s}\n",
+        &format!(
+            "  session:\n    engine: flink\n    flink: {{url: \"{flink}\", savepoint_dir: \"file://{}\"}}\nhealth: {{interval: 1s}}\n",
+            tmp.path().join("savepoints").display()
+        ),
+    );
+    let _cleanup = StopRunsOnDrop {
+        db: tmp.path().join("state/jobkeeper.db"),
+        method: "PATCH",
+        url: format!("{flink}/jobs/{{id}}?mode=cancel"),
+    };
+    git.write(
+        "jobs/mover.yaml",
+        &counter(&lib, &["--tag", "m"]).replace("env: yarn", "env: session"),
+    );
+    git.commit_push("on the session cluster");
+    let d = start(tmp.path(), &cfg).await;
+    let (_, jid1) = running(&d, &flink, "mover", &[]).await;
+    git.write("jobs/mover.yaml", &counter(&lib, &["--tag", "m"]));
+    git.commit_push("to yarn");
+    let (_, _, jid2) = running_app(&d, &rm, &flink, "mover", &[]).await;
+    assert_eq!(
+        flink_state(&flink, &jid1).await.as_deref(),
+        Some("FINISHED")
+    );
+    let sps = d.store.savepoints("mover", 10).unwrap();
+    let restored = restored_from(&flink, &jid2).await;
+    assert_eq!(restored["is_savepoint"], true, "{restored}");
+    assert_eq!(
+        restored["external_path"].as_str(),
+        Some(sps[0].location.as_str())
+    );
+}

@@ -6,7 +6,7 @@
 //! keeps the [`RunHandle`] it gets back in the store; everything the engine needs to find the run
 //! again after a daemon restart lives in that handle.
 //!
-//! Cluster engines ([`flink`], [`spark`]) keep their runs when the daemon stops: their handles are adopted
+//! Cluster engines ([`flink`], [`spark`], [`yarn`]) keep their runs when the daemon stops: their handles are adopted
 //! by the next daemon. Their stops may take a savepoint ([`Engine::stop_with_savepoint`]), and a
 //! failed run may leave a checkpoint to resume from ([`Engine::restore_point`]).
 
