@@ -5,7 +5,8 @@
 //! which checks its argv as the real CLI of its version would, records argv and environment,
 //! runs the job on the real Flink cluster and registers the application in the stand-in RM).
 //!
-//! Needs `JOBKEEPER_FLINK_1_20_URL` and `JOBKEEPER_FLINK_1_20_LIB` (scripts/test.sh starts the
+//! The application-mode test runs on 2.3.0 too. Needs `JOBKEEPER_FLINK_1_20_URL` and
+//! `JOBKEEPER_FLINK_1_20_LIB`, and for 2.3.0 `JOBKEEPER_FLINK_URL` and `JOBKEEPER_FLINK_LIB` (scripts/test.sh starts the
 //! cluster); without them these tests fail (they do not skip).
 
 mod common;
@@ -19,9 +20,22 @@ use common::*;
 use yarn_env::*;
 use yarn_rm::StandinRm;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn application_mode_deploys_upgrades_through_a_savepoint_and_removal_stops_it() {
-    let (flink, lib) = cluster();
+mod application_mode_deploys_upgrades_through_a_savepoint_and_removal_stops_it {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flink_1_20() {
+        let (flink, lib) = super::cluster();
+        super::application_mode(flink, lib).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flink_2_3() {
+        let (flink, lib) = super::cluster_2_3();
+        super::application_mode(flink, lib).await
+    }
+}
+
+/// Deploy, savepoint upgrade and removal in application mode on the cluster at `flink`.
+async fn application_mode(flink: String, lib: String) {
     let tmp = tempfile::tempdir().unwrap();
     let rm = StandinRm::start().await;
     let _cancel = CancelApps(rm.clone());

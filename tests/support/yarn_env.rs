@@ -20,6 +20,11 @@ pub fn cluster() -> (String, String) {
     )
 }
 
+/// The Flink 2.3.0 cluster and its lib folder.
+pub fn cluster_2_3() -> (String, String) {
+    (need("JOBKEEPER_FLINK_URL"), need("JOBKEEPER_FLINK_LIB"))
+}
+
 /// A Flink home for the stand-in CLI: `bin/flink` is the stand-in, `lib/` holds the real
 /// distribution's dist jar (its version is read from the name).
 pub fn flink_home(root: &Path, lib: &str, rm: &StandinRm, flink: &str) -> PathBuf {
