@@ -352,12 +352,12 @@ fn validate_with_a_bad_config_reports_the_config() {
     write(
         tmp.path(),
         "config.yaml",
-        "repo: {url: ./r}\nstate_dir: state\nenvs:\n  dev: {engine: yarn}\n",
+        "repo: {url: ./r}\nstate_dir: state\nenvs:\n  dev: {engine: beam}\n",
     );
     jobkeeper(tmp.path(), &["validate", "--config", "config.yaml"]).expect(
         1,
         "",
-        "config.yaml:4:17: `envs.dev.engine`: unknown engine `yarn`; expected one of: local, flink, spark\n\
+        "config.yaml:4:17: `envs.dev.engine`: unknown engine `beam`; expected one of: local, flink, spark, yarn\n\
          error: the daemon config config.yaml has 1 problem(s)\n",
     );
     jobkeeper(tmp.path(), &["validate", "--config", "missing.yaml"]).expect(
@@ -1154,7 +1154,7 @@ listen: localhost:7070
 timezone: Mars/Olympus
 build: {max_concurrent: 0}
 envs:
-  a: {engine: yarn}
+  a: {engine: beam}
   b: {engine: local, alerts: [nobody]}
   c: {engine: flink}
 alerts:
@@ -1169,7 +1169,7 @@ config.yaml:1:18: unknown field `pol` in `repo`, did you mean `poll`?
 config.yaml:3:9: `listen`: invalid address `localhost:7070`; expected an IP address and port like `127.0.0.1:7070`
 config.yaml:4:11: `timezone`: unknown time zone `Mars/Olympus`; expected an IANA name like `Europe/Berlin`, `Asia/Shanghai` or `UTC`
 config.yaml:5:25: `build.max_concurrent`: expected a whole number from 1 to 1024, found 0
-config.yaml:7:15: `envs.a.engine`: unknown engine `yarn`; expected one of: local, flink, spark
+config.yaml:7:15: `envs.a.engine`: unknown engine `beam`; expected one of: local, flink, spark, yarn
 config.yaml:8:31: unknown alert channel `nobody`; known channels: hook
 config.yaml:9:6: env `c` uses engine flink and needs `flink: {url: http://...:8081}`
 config.yaml:11:25: `alerts.hook.webhook.url`: `ftp://h` must start with `http://` or `https://`

@@ -224,7 +224,7 @@ health: {interval: 0s}
 envs:
   a: {engine: flink}
   b: {engine: spark, spark: {url: \"http://s:6066\"}}
-  c: {engine: yarn, alerts: [nobody]}
+  c: {engine: beam, alerts: [nobody]}
 alerts:
   empty: {}
   hook: {webhook: {url: \"https://h\", format: teams}, on: [failed, faild, exploded]}
@@ -240,7 +240,7 @@ alerts:
              config.yaml:6:20: `health.interval`: must be longer than zero\n\
              config.yaml:8:6: env `a` uses engine flink and needs `flink: {url: http://...:8081}`\n\
              config.yaml:9:29: missing required field `master` (the master URL, e.g. `spark://spark-master:7077`)\n\
-             config.yaml:10:15: `envs.c.engine`: unknown engine `yarn`; expected one of: local, flink, spark\n\
+             config.yaml:10:15: `envs.c.engine`: unknown engine `beam`; expected one of: local, flink, spark, yarn\n\
              config.yaml:10:30: unknown alert channel `nobody`; known channels: empty, hook\n\
              config.yaml:12:10: alert channel `empty` has neither `email` nor `webhook`; expected at least one\n\
              config.yaml:13:46: `alerts.hook.webhook.format`: unknown format `teams`; expected one of: slack, dingtalk, feishu, wecom, json\n\

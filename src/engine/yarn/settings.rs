@@ -242,3 +242,85 @@ fn read_kerberos(
         krb5_conf,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineConfig;
+    use std::path::Path;
+
+    fn parse(envs: &str) -> Result<crate::settings::Settings, String> {
+        let src =
+            format!("repo: {{url: /srv/jobs.git}}\nstate_dir: /var/lib/jobkeeper\nenvs:\n{envs}");
+        crate::settings::parse("config.yaml", src.as_bytes(), Path::new("/etc/jobkeeper"))
+            .map_err(|d| crate::diag::render(&d))
+    }
+
+    #[test]
+    fn the_issue_s_example_is_read() {
+        let s = parse(
+            "  prod-yarn:\n    engine: yarn\n    yarn:\n      rm: [http://rm1:8088, http://rm2:8088/]\n      \
+             flink_home: /opt/flink-1.20.3\n      hadoop_conf_dir: /etc/hadoop/conf\n      queue: root.stream\n      \
+             savepoint_dir: hdfs:///flink/savepoints\n      auth: kerberos\n      \
+             kerberos: {principal: jobkeeper/ops-1@EXAMPLE.COM, keytab: /etc/jobkeeper/jobkeeper.keytab}\n      \
+             session: null\n",
+        )
+        .unwrap();
+        let EngineConfig::Yarn(y) = &s.envs["prod-yarn"].engine else {
+            panic!("not yarn");
+        };
+        assert_eq!(y.rm, ["http://rm1:8088", "http://rm2:8088"]);
+        assert_eq!(y.session, None);
+        assert_eq!(y.accepted_timeout, ACCEPTED_TIMEOUT);
+        assert_eq!(
+            y.auth,
+            YarnAuth::Kerberos {
+                principal: "jobkeeper/ops-1@EXAMPLE.COM".into(),
+                keytab: "/etc/jobkeeper/jobkeeper.keytab".into(),
+                krb5_conf: None,
+            }
+        );
+        let s = parse(
+            "  y:\n    engine: yarn\n    yarn: {rm: [http://rm:8088], flink_home: /opt/flink, auth: simple, \
+             user: flink, session: flink-session, accepted_timeout: 90s}\n",
+        )
+        .unwrap();
+        let EngineConfig::Yarn(y) = &s.envs["y"].engine else {
+            panic!("not yarn");
+        };
+        assert_eq!(
+            y.auth,
+            YarnAuth::Simple {
+                user: Some("flink".into())
+            }
+        );
+        assert_eq!(y.session.as_deref(), Some("flink-session"));
+        assert_eq!(y.accepted_timeout, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn every_problem_of_a_yarn_block_is_named_at_its_place() {
+        let e = parse(
+            "  y:\n    engine: yarn\n    yarn: {rm: [rm1:8088], flink_home: opt/flink, auth: kerberos,\n      \
+             kerberos: {principal: jobkeeper, keytab: jk.keytab}}\n  z:\n    engine: yarn\n    \
+             yarn: {flink_home: /opt/flink, auth: ldap}\n  w:\n    engine: yarn\n",
+        )
+        .unwrap_err();
+        for want in [
+            "`envs.y.yarn.rm`: `rm1:8088` must start with `http://` or `https://`",
+            "`envs.y.yarn.flink_home`: `opt/flink` must be an absolute path",
+            "`envs.y.yarn.kerberos.principal`: `jobkeeper` needs its realm",
+            "`envs.y.yarn.kerberos.keytab`: `jk.keytab` must be an absolute path",
+            "`envs.z.yarn.auth`: unknown `ldap`; expected simple or kerberos",
+            "rm",
+            "env `w` uses engine yarn and needs `yarn:",
+        ] {
+            assert!(e.contains(want), "{want} in:\n{e}");
+        }
+        let e = parse(
+            "  y:\n    engine: yarn\n    yarn: {rm: [http://rm:8088], flink_home: /opt/flink, auth: kerberos}\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("kerberos"), "{e}");
+    }
+}
