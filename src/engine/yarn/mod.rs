@@ -657,7 +657,7 @@ impl Engine for YarnEngine {
             if let Err(e) = &r {
                 self.session_lost(e);
             }
-            return r.map(|h| self.from_session(h));
+            return r.map(|h| self.recorded(h));
         }
         self.preflight(&req).await?;
         self.submit_application(&req).await
@@ -896,7 +896,7 @@ impl Engine for YarnEngine {
         if let Some(name) = &self.settings.session {
             return match self.session(name).await {
                 Ok(jm) => match jm.recover(run).await {
-                    Recovery::Adopt(h) => Recovery::Adopt(self.from_session(h)),
+                    Recovery::Adopt(h) => Recovery::Adopt(self.recorded(h)),
                     other => other,
                 },
                 // The session cannot be asked: the recorded run is adopted (never twice).

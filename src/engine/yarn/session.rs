@@ -86,7 +86,7 @@ impl YarnEngine {
     }
 
     /// A handle of the session engine as this env records it (its cluster is the env's RMs).
-    pub(super) fn from_session(&self, h: RunHandle) -> RunHandle {
+    pub(super) fn recorded(&self, h: RunHandle) -> RunHandle {
         use crate::engine::Engine as _;
         RunHandle {
             cluster: self.cluster(),
