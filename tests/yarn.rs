@@ -52,8 +52,9 @@ async fn application_mode(flink: String, lib: String) {
     let (run1, app1, jid1) = running_app(&d, &rm, &flink, "counter", &[]).await;
     assert_eq!(d.job("counter").unwrap().state, "running");
 
-    // What the CLI got: Flink 1.20's `run -t yarn-application`, the job's name, tags, queue
-    // and fixed job id; HADOOP_USER_NAME for simple auth; nothing of Kerberos.
+    // What the CLI got: `run-application -t yarn-application` on 1.x, `run -t
+    // yarn-application` on 2.x, the job's name, tags, queue and fixed job id; HADOOP_USER_NAME
+    // for simple auth; nothing of Kerberos.
     let call = &calls(&home)[0];
     let argv: Vec<&str> = call["argv"]
         .as_array()
@@ -61,7 +62,11 @@ async fn application_mode(flink: String, lib: String) {
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
-    assert_eq!(&argv[..3], ["run", "-t", "yarn-application"], "{argv:?}");
+    let major = jobkeeper::engine::yarn::submit::dist_version(&home)
+        .unwrap()
+        .major;
+    let action = if major >= 2 { "run" } else { "run-application" };
+    assert_eq!(&argv[..3], [action, "-t", "yarn-application"], "{argv:?}");
     for want in [
         "-Dyarn.application.name=counter".to_string(),
         "-Dyarn.application.queue=root.stream".to_string(),
@@ -385,8 +390,8 @@ async fn session_mode_runs_jobs_in_the_yarn_session_found_through_the_rm() {
     );
 }
 
-/// An application started outside jobkeeper (by an operator's `flink run -t yarn-application`,
-/// no jobkeeper tags) is listed as unmanaged, `jobkeeper import` writes a job file adopting it
+/// An application started outside jobkeeper (by an operator's `flink run-application -t
+/// yarn-application`, no jobkeeper tags) is listed as unmanaged, `jobkeeper import` writes a job file adopting it
 /// by name, and `adopt:` takes it over without stopping or submitting it; its upgrade then goes
 /// through a savepoint taken at its own JobManager.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,7 +404,7 @@ async fn an_application_started_outside_is_listed_imported_and_adopted_by_name()
     let jar = build_counter_jar(tmp.path(), &lib);
     let out = std::process::Command::new(home.join("bin/flink"))
         .args([
-            "run",
+            "run-application",
             "-t",
             "yarn-application",
             "-Dyarn.application.name=legacy-etl",
@@ -597,4 +602,107 @@ async fn a_job_moves_from_a_session_cluster_to_yarn_with_its_savepoint() {
         restored["external_path"].as_str(),
         Some(sps[0].location.as_str())
     );
+}
+
+/// The REAL Flink CLI of 1.20.3 and 2.3.0 (from their PyPI distributions) takes the argv
+/// jobkeeper makes for it (Kerberos options, tags, fixed job id, restore path, `-p`, `-c`) and
+/// gets as far as deploying to YARN, which is not installed here ("No ClusterClientFactory
+/// found"); 2.3.0 refuses `run-application`, as the stand-in CLI does. (Failed before: jobkeeper
+/// gave 1.20 `run -t yarn-application`, which the real 1.20.3 CLI runs as a client-side program
+/// instead of deploying an application.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_flink_cli_of_each_version_takes_jobkeeper_s_argv() {
+    use jobkeeper::engine::flink::FlinkVersion;
+    use jobkeeper::engine::yarn::submit::{CliRun, argv, dist_version};
+    use jobkeeper::engine::yarn::{YarnAuth, YarnSettings};
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("Main.java"),
+        "public class Main { public static void main(String[] a) {} }\n",
+    )
+    .unwrap();
+    for (cmd, args) in [
+        ("javac", vec!["Main.java"]),
+        ("jar", vec!["cf", "main.jar", "Main.class"]),
+    ] {
+        let ok = std::process::Command::new(cmd)
+            .args(args)
+            .current_dir(tmp.path())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "{cmd}");
+    }
+    let jar = tmp.path().join("main.jar");
+    // The real CLI checks the keytab exists before anything else.
+    let keytab = tmp.path().join("jk.keytab");
+    std::fs::write(&keytab, b"\x05\x02").unwrap();
+    for lib in [cluster().1, cluster_2_3().1] {
+        let home = std::path::Path::new(&lib).parent().unwrap().to_path_buf();
+        let version = dist_version(&home).unwrap();
+        let settings = YarnSettings {
+            rm: vec!["http://127.0.0.1:1".into()],
+            flink_home: home.clone(),
+            hadoop_conf_dir: None,
+            queue: Some("root.stream".into()),
+            savepoint_dir: Some("hdfs:///flink/savepoints".into()),
+            auth: YarnAuth::Kerberos {
+                principal: "jobkeeper/ops-1@TEST.LOCAL".into(),
+                keytab: keytab.clone(),
+                krb5_conf: None,
+            },
+            session: None,
+            accepted_timeout: std::time::Duration::from_secs(60),
+        };
+        let params = jobkeeper::spec::Params {
+            main_class: Some("Main".into()),
+            args: vec!["--tag".into(), "v1".into()],
+            parallelism: Some(2),
+            conf: [(
+                "execution.checkpointing.interval".to_string(),
+                "10s".to_string(),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let run = CliRun {
+            job: "team-a/clicks",
+            run_id: 7,
+            token: "0123456789abcdef0123456789abcdef",
+            params: &params,
+            jar: &jar,
+            restore: Some("hdfs:///flink/savepoints/savepoint-1"),
+        };
+        let a = argv(&settings, &version, &run);
+        let out = std::process::Command::new(home.join("bin/flink"))
+            .args(&a)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("No ClusterClientFactory found"),
+            "Flink {version} with {a:?}:\n{text}"
+        );
+        assert!(
+            !text.contains("Unrecognized option") && !text.contains("not a valid action"),
+            "{text}"
+        );
+        if version >= FlinkVersion::parse("2.0.0").unwrap() {
+            let mut old = a.clone();
+            old[0] = "run-application".into();
+            let out = std::process::Command::new(home.join("bin/flink"))
+                .args(&old)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(
+                text.contains("\"run-application\" is not a valid action"),
+                "{text}"
+            );
+        }
+    }
 }

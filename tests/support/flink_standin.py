@@ -2,8 +2,9 @@
 """A stand-in for Flink's `bin/flink` CLI submitting to YARN, for tests.
 
 No Hadoop/YARN can be installed here, so the real CLI's `-t yarn-application` cannot deploy.
-This stand-in accepts the argv the real CLI of its version accepts (checked: Flink 2.x has no
-`run-application`; `run` needs `-t yarn-application`), records its argv and environment (one JSON
+This stand-in accepts the argv the real CLI of its version accepts (checked against the real
+1.20.3 and 2.3.0 CLIs: 2.x has no `run-application`; 1.x deploys an application only through
+`run-application`, its `run -t yarn-application` failing with "No ExecutorFactory found"), records its argv and environment (one JSON
 line per call in FLINK_HOME/calls.jsonl), registers an ACCEPTED application in the stand-in RM
 (tests/support/yarn_rm.rs), runs the job on a REAL Flink session cluster through its REST API (jar
 upload, run with the fixed job id `$internal.pipeline.job-id`, restoring from
@@ -75,6 +76,12 @@ while i < len(rest):
     i += 1
 if target != "yarn-application":
     print(f"No ClusterClientFactory found for target {target!r}", file=sys.stderr)
+    sys.exit(1)
+if action == "run" and major_minor < (2, 0):
+    # The real 1.x CLI runs `run -t yarn-application` as a client-side program: its
+    # execute() finds no executor for an application target (checked on 1.20.3).
+    print("org.apache.flink.client.program.ProgramInvocationException: The main method caused "
+          "an error: No ExecutorFactory found to execute the application.", file=sys.stderr)
     sys.exit(1)
 if jar is None or not os.path.isfile(jar):
     print(f"Could not get job jar and dependencies from JAR file: {jar}", file=sys.stderr)

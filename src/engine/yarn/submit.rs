@@ -2,8 +2,10 @@
 //! (`flink_home/bin/flink`) as a child process, with the argv and environment made here (pure,
 //! tested per Flink version), its output appended to the run's log.
 //!
-//! - Flink 1.20 and 2.x: `flink run -t yarn-application`; 1.19 and older: `flink
-//!   run-application -t yarn-application` (2.0 removed `run-application`).
+//! - Flink 2.x: `flink run -t yarn-application`; 1.x: `flink run-application -t
+//!   yarn-application` (2.0 removed `run-application`). The real 1.20.3 CLI runs `run -t
+//!   yarn-application` as a client-side program, which fails with "No ExecutorFactory found to
+//!   execute the application": it deploys an application only through `run-application`.
 //! - `yarn.application.name` is the job, `yarn.tags` carries jobkeeper's tags (job and run,
 //!   [`super::apps::tags`]), `$internal.pipeline.job-id` fixes the Flink job id to the run's
 //!   token, so the run is found by its tag and its Flink job by that id.
@@ -54,7 +56,7 @@ pub struct CliRun<'a> {
 
 /// The argv after `bin/flink` for `run` on the distribution at `version`.
 pub fn argv(s: &YarnSettings, version: &FlinkVersion, run: &CliRun<'_>) -> Vec<String> {
-    let mut out: Vec<String> = if (version.major, version.minor) >= (1, 20) {
+    let mut out: Vec<String> = if version.major >= 2 {
         vec!["run".into(), "-t".into(), "yarn-application".into()]
     } else {
         vec![
@@ -197,7 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn flink_1_20_and_2_run_a_yarn_application_and_1_19_runs_run_application() {
+    fn flink_2_runs_a_yarn_application_and_1_x_runs_run_application() {
         let params = Params {
             main_class: Some("example.Counter".into()),
             args: vec!["--tag".into(), "v1".into()],
@@ -210,7 +212,7 @@ mod tests {
         });
         let v120 = FlinkVersion::parse("1.20.3").unwrap();
         let a = argv(&s, &v120, &run(&params, Some("hdfs:///sp/savepoint-1")));
-        assert_eq!(&a[..3], ["run", "-t", "yarn-application"]);
+        assert_eq!(&a[..3], ["run-application", "-t", "yarn-application"]);
         for want in [
             "-Dyarn.application.name=team-a/clicks",
             "-Dyarn.application.queue=root.stream",
