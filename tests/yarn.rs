@@ -706,3 +706,42 @@ async fn the_real_flink_cli_of_each_version_takes_jobkeeper_s_argv() {
         }
     }
 }
+
+/// A daemon restart adopts the running application by its recorded id: nothing is submitted
+/// again (the CLI ran once), the same run goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_restart_adopts_the_application_and_submits_nothing() {
+    let (flink, lib) = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let rm = StandinRm::start().await;
+    let _cancel = CancelApps(rm.clone());
+    let home = flink_home(tmp.path(), &lib, &rm, &flink);
+    let (git, cfg) = setup(
+        tmp.path(),
+        &[rm.url()],
+        &home,
+        ", auth: simple, user: flink",
+    );
+    git.write("jobs/steady.yaml", &counter(&lib, &["--tag", "st"]));
+    git.commit_push("a job");
+    let mut d = start(tmp.path(), &cfg).await;
+    let (run, app, jid) = running_app(&d, &rm, &flink, "steady", &[]).await;
+    d.stop().await;
+    assert_eq!(
+        rm.app(&app).unwrap().state,
+        "RUNNING",
+        "runs survive the daemon"
+    );
+    let d = start(tmp.path(), &cfg).await;
+    d.sweeps_pass(3, LIMIT).await;
+    assert_eq!(
+        d.live_runs("steady")
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>(),
+        vec![run]
+    );
+    assert_eq!(calls(&home).len(), 1, "submitted once");
+    assert_eq!(flink_state(&flink, &jid).await.as_deref(), Some("RUNNING"));
+    assert_eq!(d.job("steady").unwrap().state, "running");
+}
