@@ -2,8 +2,8 @@
 //! (tests/support/yarn_rm.rs, written from Hadoop's ResourceManagerRest documentation; no
 //! Hadoop runs here) and a counting stand-in JobManager answering `/jobs/{id}/metrics`
 //! (`cargo bench --bench yarn`; `cargo test --benches` runs 1 and 100 once). For 1, 100 and
-//! 1,000 running applications of jobkeeper's, one sweep's status ([`Engine::survey`]) and health figures ([`Engine::health`]): requests to the
-//! RM and to JobManagers, and time, the median of `BENCH_TICKS` (default 5) sweeps. Baseline in
+//! 1,000 running applications of jobkeeper's, one sweep's status ([`Engine::survey`]) and
+//! health figures ([`Engine::health`]): requests to the RM and to JobManagers, and time, the median of `BENCH_TICKS` (default 5) sweeps. Baseline in
 //! the same run: the per-application status a watcher asking `GET /ws/v1/cluster/apps/{id}`
 //! for each application makes (StreamPark's `FlinkAppHttpWatcher` fallback), timed against the
 //! same RM. Prints a markdown table for docs/BENCHMARKS.md.
