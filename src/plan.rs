@@ -832,6 +832,8 @@ mod tests {
         JobSpec {
             sql: None,
             adopt: None,
+            savepoints: Default::default(),
+            restore: None,
             project: Some(Project {
                 repo: "/src/clicks.git".into(),
                 branch: "main".into(),

@@ -16,6 +16,7 @@ mod read;
 mod schema;
 mod sql;
 mod sql_read;
+mod state;
 #[cfg(test)]
 mod tests;
 
@@ -32,6 +33,11 @@ pub use self::placeholders::{
 };
 pub(crate) use self::read::read_restart;
 pub use self::schema::json_schema;
+pub(crate) use self::state::read_savepoints;
+pub use self::state::{
+    DEFAULT_KEEP_AGE, DEFAULT_KEEP_COUNT, RESTORE_SCHEMES, SavepointPolicy, SavepointSchedule,
+    SavepointsOverride, check_restore,
+};
 pub use self::sql::{SqlError, Statement, StatementKind, split as split_sql};
 pub use self::sql_read::{
     DiskFiles, FileReadError, RepoFiles, place_flink_error, resolve_sql_secrets, sibling_path,
@@ -78,6 +84,14 @@ pub struct JobSpec {
     /// take over instead of submitting (a Flink job id or name, a Spark driver id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopt: Option<String>,
+    /// flink: periodic savepoints and how many are kept, as the file sets them (the rest come
+    /// from the env, then the daemon). Not serialized when empty.
+    #[serde(default, skip_serializing_if = "SavepointsOverride::is_empty")]
+    pub savepoints: SavepointsOverride,
+    /// flink: the savepoint or checkpoint a commit that sets or changes this starts the job
+    /// from, once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<String>,
 }
 
 /// The SQL of a SQL job, read and split.
@@ -337,6 +351,8 @@ pub const JOB_FIELDS: &[&str] = &[
     "ready_within",
     "drift",
     "adopt",
+    "savepoints",
+    "restore",
 ];
 /// The fields of `project`.
 pub const PROJECT_FIELDS: &[&str] = &["repo", "branch", "dir", "build", "artifact", "follow"];

@@ -24,6 +24,8 @@ pub(super) fn read_job(c: &mut Checker, root: &Node, src: &str, ctx: Context) ->
         sql: None,
         guard: GuardOverride::default(),
         adopt: None,
+        savepoints: SavepointsOverride::default(),
+        restore: None,
     };
     let Some(f) = c.mapping(root, "", JOB_FIELDS) else {
         return spec;
@@ -74,6 +76,12 @@ pub(super) fn read_job(c: &mut Checker, root: &Node, src: &str, ctx: Context) ->
     }
     if let Some(n) = f.get("adopt") {
         spec.adopt = read_adopt(c, n, engine);
+    }
+    if let Some(n) = f.get("savepoints") {
+        spec.savepoints = read_savepoints(c, n, "savepoints");
+    }
+    if let Some(n) = f.get("restore") {
+        spec.restore = super::state::read_restore(c, n);
     }
 
     if let Some(s) = ctx.settings

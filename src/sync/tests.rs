@@ -11,6 +11,8 @@ fn spec(command: &str) -> JobSpec {
     JobSpec {
         sql: None,
         adopt: None,
+        savepoints: Default::default(),
+        restore: None,
         project: None,
         env: "dev".into(),
         params: Params {
