@@ -5,8 +5,8 @@
 //! Owns the cluster's jars (uploaded once per artifact digest, found again by name after a
 //! daemon restart, uploaded again when the cluster lost them), job submission, the batched
 //! status of all runs (one `GET /jobs/overview` per call), failure reasons from
-//! `/jobs/{id}/exceptions`, stop-with-savepoint, cancel, and the latest retained checkpoint of a
-//! failed job.
+//! `/jobs/{id}/exceptions`, stop-with-savepoint, cancel, the latest retained checkpoint of a
+//! failed job, and savepoints taken or disposed of while jobs run ([`savepoints`]).
 //!
 //! Job ids are chosen by jobkeeper ([`job_id`]): a hash of the daemon's state folder, the job
 //! name and the store's run id. A submit whose answer was lost (timeout, cluster gone) can then
@@ -41,6 +41,7 @@ pub mod answers;
 pub mod identity;
 pub mod origin;
 pub mod output;
+pub mod savepoints;
 pub mod version;
 
 pub use answers::{
@@ -918,6 +919,14 @@ impl Engine for FlinkEngine {
                 r => return r,
             }
         }
+    }
+
+    async fn savepoint(&self, handle: &RunHandle) -> Result<StatePoint, EngineError> {
+        self.take_savepoint(&handle.engine_id).await
+    }
+
+    async fn dispose_savepoint(&self, location: &str) -> Result<(), EngineError> {
+        self.dispose(location).await
     }
 
     async fn restore_point(&self, handle: &RunHandle) -> Result<StateLeft, EngineError> {
