@@ -85,11 +85,16 @@ pub enum EventKind {
     CommitMalformed,
     /// A config commit that removes more jobs than `max_removals` is held.
     CommitHeld,
+    /// A savepoint was taken while the job runs (periodic, or an operator's `jobkeeper
+    /// savepoint`).
+    SavepointTaken,
+    /// A savepoint (periodic, or an operator's) failed; the job keeps running.
+    SavepointFailed,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 34] = [
+    pub const ALL: [EventKind; 36] = [
         EventKind::Deployed,
         EventKind::Started,
         EventKind::Restarted,
@@ -124,11 +129,13 @@ impl EventKind {
         EventKind::CommitMalformed,
         EventKind::CommitHeld,
         EventKind::Test,
+        EventKind::SavepointTaken,
+        EventKind::SavepointFailed,
     ];
 
     /// The kinds an alert channel can ask for (SPEC "Alerts"), in SPEC's order, with
     /// `host_fault` and `commit_held` before the info ones.
-    pub const ALERTS: [EventKind; 17] = [
+    pub const ALERTS: [EventKind; 18] = [
         EventKind::Failed,
         EventKind::Restarted,
         EventKind::GaveUp,
@@ -144,6 +151,7 @@ impl EventKind {
         EventKind::StartedEmpty,
         EventKind::HostFault,
         EventKind::CommitHeld,
+        EventKind::SavepointFailed,
         EventKind::Deployed,
         EventKind::Succeeded,
     ];
@@ -188,6 +196,8 @@ impl EventKind {
             EventKind::Test => "test",
             EventKind::CommitMalformed => "commit_malformed",
             EventKind::CommitHeld => "commit_held",
+            EventKind::SavepointTaken => "savepoint_taken",
+            EventKind::SavepointFailed => "savepoint_failed",
         }
     }
 
@@ -225,6 +235,7 @@ impl EventKind {
                 | EventKind::HostFault
                 | EventKind::CommitMalformed
                 | EventKind::CommitHeld
+                | EventKind::SavepointFailed
         )
     }
 
@@ -435,6 +446,22 @@ pub enum JobEvent {
         /// The `max_removals` setting, as written.
         limit: String,
     },
+    /// A savepoint was taken while the job runs.
+    SavepointTaken {
+        /// Where it is.
+        location: String,
+        /// Why (`periodic`, `manual`).
+        cause: crate::store::SavepointCause,
+        /// Who asked, and how, for an operator's.
+        who: Option<String>,
+    },
+    /// A savepoint failed; the job keeps running.
+    SavepointFailed {
+        /// Why (`periodic`, `manual`).
+        cause: crate::store::SavepointCause,
+        /// What the engine said.
+        reason: String,
+    },
     /// The job was changed outside jobkeeper.
     Drift {
         /// What changed.
@@ -550,6 +577,8 @@ impl JobEvent {
             JobEvent::HostRecovered { .. } => EventKind::HostRecovered,
             JobEvent::CommitMalformed { .. } => EventKind::CommitMalformed,
             JobEvent::CommitHeld { .. } => EventKind::CommitHeld,
+            JobEvent::SavepointTaken { .. } => EventKind::SavepointTaken,
+            JobEvent::SavepointFailed { .. } => EventKind::SavepointFailed,
         }
     }
 
@@ -671,6 +700,17 @@ impl JobEvent {
                 "commit {commit} is malformed ({problem}); its author is read as `{author}` and \
                  its tree is applied as usual (`git fsck` in the config repo shows it)"
             ),
+            JobEvent::SavepointTaken {
+                location,
+                cause,
+                who,
+            } => match who {
+                Some(who) => format!("{cause} savepoint {location}, asked for through {who}"),
+                None => format!("{cause} savepoint {location}"),
+            },
+            JobEvent::SavepointFailed { cause, reason } => {
+                format!("{cause} savepoint failed (the job keeps running): {reason}")
+            }
             JobEvent::CommitHeld {
                 commit,
                 removed,

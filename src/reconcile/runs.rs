@@ -117,6 +117,14 @@ impl Actor {
         };
         if engine.kind().keeps_state() {
             self.started_from = Some((run_id, self.start_point(&deployed.spec, run_id)));
+            if let Some(location) = &self.restore {
+                let store = &self.ctx.store;
+                store.record(
+                    Some(&self.name),
+                    "where the run started from",
+                    store.record_run_start(&self.name, run_id, location),
+                );
+            }
         }
         self.record_handle(run_id, &handle);
         if let Some(version) = engine.version() {
@@ -323,7 +331,12 @@ impl Actor {
                 self.finish_run(live.run_id, end, Some(why));
                 match savepoint {
                     Some(sp) => {
-                        self.keep_savepoint(live.run_id, &sp, SavepointKind::Savepoint);
+                        let cluster = live
+                            .handle
+                            .cluster
+                            .clone()
+                            .or_else(|| live.engine.cluster());
+                        self.keep_savepoint(live.run_id, &sp, cluster.as_deref());
                         let why = format!("stopped with savepoint {sp}: {why}");
                         self.event(Some(live.run_id), &JobEvent::Stopped { why });
                         self.restore = Some(sp);
@@ -360,12 +373,20 @@ impl Actor {
         }
     }
 
-    fn keep_savepoint(&self, run_id: i64, location: &str, kind: SavepointKind) {
+    /// Keeps the savepoint a stop of run `run_id` on `cluster` took, with why it was taken.
+    fn keep_savepoint(&self, run_id: i64, location: &str, cluster: Option<&str>) {
         let store = &self.ctx.store;
+        let new = crate::store::NewSavepoint {
+            run_id: Some(run_id),
+            kind: SavepointKind::Savepoint,
+            cause: self.stop_cause,
+            cluster,
+            time: None,
+        };
         store.record(
             Some(&self.name),
-            kind.as_str(),
-            store.add_savepoint(&self.name, Some(run_id), location, kind),
+            "savepoint",
+            store.add_savepoint_by(&self.name, location, new),
         );
     }
 

@@ -289,7 +289,9 @@ impl Settings {
         env: &str,
         job: &crate::spec::SavepointsOverride,
     ) -> crate::spec::SavepointPolicy {
-        let base = self.savepoints.with(&crate::spec::SavepointPolicy::default());
+        let base = self
+            .savepoints
+            .with(&crate::spec::SavepointPolicy::default());
         let base = match self.envs.get(env) {
             Some(e) => e.savepoints.with(&base),
             None => base,

@@ -33,15 +33,15 @@ pub use self::placeholders::{
 };
 pub(crate) use self::read::read_restart;
 pub use self::schema::json_schema;
-pub(crate) use self::state::read_savepoints;
-pub use self::state::{
-    DEFAULT_KEEP_AGE, DEFAULT_KEEP_COUNT, RESTORE_SCHEMES, SavepointPolicy, SavepointSchedule,
-    SavepointsOverride, check_restore,
-};
 pub use self::sql::{SqlError, Statement, StatementKind, split as split_sql};
 pub use self::sql_read::{
     DiskFiles, FileReadError, RepoFiles, place_flink_error, resolve_sql_secrets, sibling_path,
     sql_field_place,
+};
+pub(crate) use self::state::read_savepoints;
+pub use self::state::{
+    DEFAULT_KEEP_AGE, DEFAULT_KEEP_COUNT, RESTORE_SCHEMES, SavepointPolicy, SavepointSchedule,
+    SavepointsOverride, check_restore,
 };
 use crate::diag::Diagnostic;
 use crate::yaml::{self, Checker};

@@ -9,22 +9,22 @@ pub fn json_schema() -> serde_json::Value {
     });
     let text = serde_json::json!({"type": ["string", "number", "boolean"]});
     let savepoints = serde_json::json!({
-                "description": "flink: periodic savepoints and how many are kept; unset fields come from the env, then the daemon config.",
+        "description": "flink: periodic savepoints and how many are kept; unset fields come from the env, then the daemon config.",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "schedule": {"type": "string", "description": "Crontab expression (five fields, or six with seconds), in the daemon's time zone: when a periodic savepoint is taken. Not with `every`."},
+            "every": {"allOf": [duration], "description": "A periodic savepoint this long after the previous one. Not with `schedule`."},
+            "keep": {
                 "type": "object",
                 "additionalProperties": false,
                 "properties": {
-                    "schedule": {"type": "string", "description": "Crontab expression (five fields, or six with seconds), in the daemon's time zone: when a periodic savepoint is taken. Not with `every`."},
-                    "every": {"allOf": [duration], "description": "A periodic savepoint this long after the previous one. Not with `schedule`."},
-                    "keep": {
-                        "type": "object",
-                        "additionalProperties": false,
-                        "properties": {
-                            "count": {"type": "integer", "minimum": 1, "default": 10, "description": "Savepoints past the newest this many may be disposed of."},
-                            "age": {"allOf": [duration], "default": "1d", "description": "A savepoint younger than this is never disposed of."}
-                        }
-                    }
+                    "count": {"type": "integer", "minimum": 1, "default": 10, "description": "Savepoints past the newest this many may be disposed of."},
+                    "age": {"allOf": [duration], "default": "1d", "description": "A savepoint younger than this is never disposed of."}
                 }
-            });
+            }
+        }
+    });
     serde_json::json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://jobkeeper.dev/schema/job.json",

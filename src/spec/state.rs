@@ -184,7 +184,9 @@ pub fn check_restore(path: &str) -> Result<(), String> {
     match scheme {
         Some(s) if RESTORE_SCHEMES.contains(&s.to_ascii_lowercase().as_str()) => {
             if path.len() <= s.len() + 1 {
-                Err(format!("`restore`: `{path}` names no path after its scheme"))
+                Err(format!(
+                    "`restore`: `{path}` names no path after its scheme"
+                ))
             } else {
                 Ok(())
             }

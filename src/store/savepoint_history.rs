@@ -115,7 +115,12 @@ fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<SavepointEntry>> {
 impl Store {
     /// Records a savepoint (or retained checkpoint) of `job` at `location` with why it was
     /// taken and where.
-    pub fn add_savepoint_by(&self, job: &str, location: &str, new: NewSavepoint<'_>) -> Result<i64> {
+    pub fn add_savepoint_by(
+        &self,
+        job: &str,
+        location: &str,
+        new: NewSavepoint<'_>,
+    ) -> Result<i64> {
         let conn = self.conn();
         conn.execute(
             "INSERT INTO savepoints (job, run_id, location, kind, time, cause, cluster)
@@ -252,7 +257,13 @@ mod tests {
         let s = Store::in_memory().unwrap();
         let old = now_ms() - 3_600_000;
         for i in 1..=5 {
-            sp(&s, "a", &format!("file:/sp/{i}"), SavepointCause::Periodic, old);
+            sp(
+                &s,
+                "a",
+                &format!("file:/sp/{i}"),
+                SavepointCause::Periodic,
+                old,
+            );
         }
         sp(&s, "a", "file:/sp/young", SavepointCause::Manual, now_ms());
         sp(&s, "b", "file:/sp/b1", SavepointCause::Upgrade, old);
@@ -293,7 +304,10 @@ mod tests {
         s.dispose_failed(first, "refused").unwrap();
         let h = s.savepoint_history("a", 10).unwrap();
         let row = h.iter().find(|e| e.id == first).unwrap();
-        assert_eq!((row.dispose_failures, row.dispose_error.as_deref()), (1, Some("refused")));
+        assert_eq!(
+            (row.dispose_failures, row.dispose_error.as_deref()),
+            (1, Some("refused"))
+        );
         s.mark_disposed(first).unwrap();
         let row = s.savepoint_history("a", 10).unwrap();
         let row = row.iter().find(|e| e.id == first).unwrap();

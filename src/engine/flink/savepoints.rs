@@ -151,7 +151,10 @@ mod tests {
         let failed = operation(&json!({"status": {"id": "COMPLETED"},
             "operation": {"failure-cause": {"class": "x",
                 "stack-trace": "java.io.IOException: nope\n\tat a.b(C.java:1)"}}}));
-        assert_eq!(failed, Operation::Failed("java.io.IOException: nope".into()));
+        assert_eq!(
+            failed,
+            Operation::Failed("java.io.IOException: nope".into())
+        );
         assert_eq!(
             trigger_body(Some("file:/sp")),
             json!({"cancel-job": false, "formatType": "CANONICAL", "target-directory": "file:/sp"})
