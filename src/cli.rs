@@ -114,6 +114,26 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Take a savepoint of a job's live run now (audited) and print its location.
+    Savepoint {
+        /// The job's name.
+        job: String,
+        /// Where the daemon is.
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List a job's savepoints: time, kind, cause, run, location, disposed of or kept, and
+    /// the one the current run started from.
+    Savepoints {
+        /// The job's name.
+        job: String,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Where the daemon is.
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Print a run's log (default: the latest run) or the latest build's log.
     Logs {
         /// The job's name.
@@ -210,6 +230,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => client::status(&remote, json, &filter),
         Command::Sync { remote } => client::sync(&remote),
         Command::Restart { job, remote } => client::restart(&remote, &job),
+        Command::Savepoint { job, remote } => client::savepoint(&remote, &job),
+        Command::Savepoints { job, json, remote } => client::savepoints(&remote, &job, json),
         Command::Logs {
             job,
             run,

@@ -207,13 +207,23 @@ fn request(
     method: reqwest::Method,
     path: &str,
 ) -> anyhow::Result<Result<String, ExitCode>> {
+    request_within(t, method, path, TIMEOUT)
+}
+
+/// [`request`], waiting at most `timeout` for the answer.
+fn request_within(
+    t: &Target,
+    method: reqwest::Method,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<Result<String, ExitCode>> {
     let url = format!("{}{path}", t.base);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let client = reqwest::Client::builder()
-            .timeout(TIMEOUT)
+            .timeout(timeout)
             .connect_timeout(Duration::from_secs(3))
             .build()?;
         let mut req = client.request(method, &url);
@@ -531,6 +541,84 @@ pub fn restart(remote: &Remote, job: &str) -> anyhow::Result<ExitCode> {
     ok_or_exit!(request(&t, reqwest::Method::POST, &path));
     println!("restart of `{job}` requested");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long `jobkeeper savepoint` waits for the daemon's answer: longer than the daemon
+/// waits for the savepoint before answering that it is under way.
+const SAVEPOINT_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// `jobkeeper savepoint JOB`: takes a savepoint now and prints its location; 1 when the job
+/// has no live run or the engine could not take it.
+pub fn savepoint(remote: &Remote, job: &str) -> anyhow::Result<ExitCode> {
+    let t = ok_or_exit!(target(remote));
+    let path = format!("/api/v1/jobs/{}/savepoint", encode_name(job));
+    let body = ok_or_exit!(request_within(
+        &t,
+        reqwest::Method::POST,
+        &path,
+        SAVEPOINT_WAIT
+    ));
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    match v["location"].as_str() {
+        Some(location) => println!("{}", printable(location)),
+        None => println!(
+            "{}",
+            printable(v["status"].as_str().unwrap_or("savepoint asked for"))
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `jobkeeper savepoints JOB [--json]`: a job's savepoints, newest first.
+pub fn savepoints(remote: &Remote, job: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let t = ok_or_exit!(target(remote));
+    let path = format!("/api/v1/jobs/{}/savepoints", encode_name(job));
+    let body = ok_or_exit!(request(&t, reqwest::Method::GET, &path));
+    if json {
+        stdout(&body)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let v: crate::http::savepoints::SavepointsView = serde_json::from_str(&body)?;
+    stdout(&savepoints_table(&v))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The text of `jobkeeper savepoints`: one line per savepoint, the current run's start marked.
+pub fn savepoints_table(v: &crate::http::savepoints::SavepointsView) -> String {
+    if v.savepoints.is_empty() {
+        return format!("job `{}` has no savepoints\n", printable(&v.job));
+    }
+    let when = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+            || ms.to_string(),
+            |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+        )
+    };
+    let mut out = format!(
+        "{:<21} {:<10} {:<9} {:>6}  {:<28} LOCATION\n",
+        "TIME", "KIND", "CAUSE", "RUN", "KEPT"
+    );
+    for s in &v.savepoints {
+        let kept = match (s.disposed_at, s.current) {
+            (Some(t), _) => format!("disposed {}", when(t)),
+            (None, true) => "kept, current run's start".to_string(),
+            (None, false) if s.dispose_failures > 0 => {
+                format!("kept ({} failed disposals)", s.dispose_failures)
+            }
+            (None, false) => "kept".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<21} {:<10} {:<9} {:>6}  {:<28} {}",
+            when(s.time),
+            s.kind,
+            s.cause.as_deref().unwrap_or("-"),
+            s.run_id.map_or_else(|| "-".to_string(), |r| r.to_string()),
+            kept,
+            printable(&s.location)
+        );
+    }
+    out
 }
 
 /// `jobkeeper logs JOB [--run ID | --build] [--tail N]`.
