@@ -129,7 +129,10 @@ impl Actor {
         if let Some(why) = self.state_move_refused(&new.spec).await {
             return Err(stalled(EventKind::DeployFailed, why));
         }
-        let keep_state = new.spec.upgrade == Upgrade::Savepoint;
+        // A `restore` the commit set or changed: the new version starts from it, once; the
+        // running version is still stopped with a savepoint, so its state is kept too.
+        let asked = asked_restore(self.applied.as_ref(), &new);
+        let keep_state = new.spec.upgrade == Upgrade::Savepoint || asked.is_some();
         let from = self.live.first().map(|l| l.engine.clone());
         if let Err(err) = self.stop_all("replaced by a new version", keep_state).await {
             let why = "waiting for the cluster to stop the running version";
@@ -142,7 +145,13 @@ impl Actor {
         // A new version tries the env's cluster again, even one that refused the previous.
         self.pinned = None;
         let previous = self.applied.replace(new);
+        // What the previous version would start from again (a rollback, a refused deploy).
         let restore = self.restore.clone();
+        if let Some(path) = asked {
+            tracing::info!(job = %self.name, %path, "restoring from the path the job file names");
+            self.restore = Some(path);
+            self.no_state = None;
+        }
         let submitted = match self.submit(false).await {
             Ok(run_id) => self
                 .confirm_restored(run_id)
@@ -160,6 +169,7 @@ impl Actor {
                 Ok(())
             }
             Err(err) => {
+                self.restore.clone_from(&restore);
                 self.restore_previous(previous, from).await;
                 Err(err.into_step(|reason| stalled(EventKind::DeployFailed, reason)))
             }
@@ -738,4 +748,12 @@ pub(super) enum Refusal {
         /// The engine's reason.
         why: String,
     },
+}
+
+/// The `restore` path the new version `new` asks to start from: set, and not what the
+/// deployed version's file already said (leaving the field in place restores nothing more).
+fn asked_restore(applied: Option<&Deployed>, new: &Deployed) -> Option<String> {
+    let path = new.spec.restore.clone()?;
+    let before = applied.and_then(|a| a.spec.restore.as_deref());
+    (before != Some(path.as_str())).then_some(path)
 }
