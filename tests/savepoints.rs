@@ -1,0 +1,367 @@
+//! A Flink job's state over its life, end to end against the real Flink 2.3.0 and 1.20.3
+//! session clusters of `scripts/test.sh` (`JOBKEEPER_FLINK_URL`, `JOBKEEPER_FLINK_1_20_URL` and
+//! their `_LIB` folders; without them these tests fail, they do not skip): operators'
+//! savepoints (`jobkeeper savepoint`), the listing (`jobkeeper savepoints`, the API, the job
+//! page), retention disposing of savepoints past `keep` (checked on the savepoint folder on
+//! disk), a `restore` commit (checked through Flink's checkpoint statistics), periodic
+//! savepoints across a daemon restart, and a failing one raising `savepoint_failed`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::flink::*;
+use common::*;
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(90);
+const TOKEN: &str = "savepoint-test-token";
+
+/// A config repo with the flink-counter project, a daemon config with a `flink` env on `url`
+/// whose savepoints go to `root/savepoints`, and an API token.
+fn setup(root: &Path, url: &str) -> (Git, String) {
+    let git = Git::new(root, "config");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/flink-counter");
+    for f in ["build.sh", "src/example/Counter.java"] {
+        git.write(
+            &format!("projects/flink-counter/{f}"),
+            &std::fs::read_to_string(src.join(f)).unwrap(),
+        );
+    }
+    std::fs::write(root.join("api_token"), format!("{TOKEN}\n")).unwrap();
+    let extra = format!(
+        "  flink: {{engine: flink, flink: {{url: \"{url}\", savepoint_dir: \"file://{}\"}}}}\n\
+         health: {{interval: 1s}}\napi_token_file: {}\n",
+        root.join("savepoints").display(),
+        root.join("api_token").display()
+    );
+    let cfg = config(root, &git, &extra);
+    (git, cfg)
+}
+
+/// A flink-counter job file built against `lib`, with `extra` lines.
+fn counter(lib: &str, tag: &str, extra: &str) -> String {
+    format!(
+        "project:\n  repo: .\n  dir: projects/flink-counter\n  build: sh build.sh \"{lib}\"\n  artifact: out/flink-counter.jar\n\
+         env: flink\nparams:\n  main_class: example.Counter\n  args: [\"--tag\", \"{tag}\"]\n  parallelism: 1\n\
+         \x20 conf: {{execution.checkpointing.interval: \"500ms\"}}\n{extra}"
+    )
+}
+
+/// Cancels, on drop, every Flink job the test's store knows.
+fn cleanup(url: &str, root: &Path) -> StopRunsOnDrop {
+    StopRunsOnDrop {
+        db: root.join("state/jobkeeper.db"),
+        method: "PATCH",
+        url: format!("{url}/jobs/{{id}}?mode=cancel"),
+    }
+}
+
+/// The folder of a `file:` savepoint location.
+fn folder(location: &str) -> PathBuf {
+    let rest = location.strip_prefix("file:").unwrap();
+    PathBuf::from(rest.strip_prefix("//").unwrap_or(rest))
+}
+
+/// Runs the `jobkeeper` binary; its exit code and stdout.
+fn jobkeeper(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+        .args(args)
+        .env("JOBKEEPER_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), format!("{stdout}{stderr}"))
+}
+
+/// `POST /api/v1/jobs/{job}/savepoint` with the token: the status and body.
+async fn take_savepoint(d: &Daemon, job: &str) -> (u16, Value) {
+    let r = http()
+        .post(format!("http://{}/api/v1/jobs/{job}/savepoint", d.addr))
+        .bearer_auth(TOKEN)
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The job's savepoint listing from the API.
+async fn listing(d: &Daemon, job: &str) -> Value {
+    let (code, body) = d.get(&format!("/api/v1/jobs/{job}/savepoints")).await;
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The listed entry at `location`.
+fn entry<'a>(list: &'a Value, location: &str) -> &'a Value {
+    list["savepoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["location"] == location)
+        .unwrap_or_else(|| panic!("{location} not listed: {list}"))
+}
+
+macro_rules! on_each_version {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn flink_2_3() {
+                super::$name(&need("JOBKEEPER_FLINK_URL"), &need("JOBKEEPER_FLINK_LIB")).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn flink_1_20() {
+                super::$name(
+                    &need("JOBKEEPER_FLINK_1_20_URL"),
+                    &need("JOBKEEPER_FLINK_1_20_LIB"),
+                )
+                .await
+            }
+
+            use super::need;
+        }
+    };
+}
+
+on_each_version!(savepoints_are_taken_listed_restored_from_by_commit_and_disposed_of_past_keep);
+async fn savepoints_are_taken_listed_restored_from_by_commit_and_disposed_of_past_keep(
+    url: &str,
+    lib: &str,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), url);
+    let _cleanup = cleanup(url, tmp.path());
+    // `rollback: true`: the version before the restore commit is a rollback version, whose
+    // savepoint (its upgrade's stop) is never disposed of.
+    let keep = "savepoints: {keep: {count: 2, age: 1s}}\nrollback: true\nready_within: 1h\n";
+    git.write("jobs/counter.yaml", &counter(lib, "v1", keep));
+    git.commit_push("a flink job keeping two savepoints");
+    let mut d = start(tmp.path(), &cfg).await;
+    let (run1, jid1) = running(&d, url, "counter", &[]).await;
+    let daemon_url = format!("http://{}", d.addr);
+
+    // An operator's savepoint: the CLI prints where it is, and the folder is there.
+    let (code, out) = tokio::task::spawn_blocking({
+        let u = daemon_url.clone();
+        move || jobkeeper(&["savepoint", "counter", "--url", &u])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
+    let s1 = out.trim().to_string();
+    assert!(folder(&s1).join("_metadata").is_file(), "{s1}");
+    assert_eq!(flink_state(url, &jid1).await.as_deref(), Some("RUNNING"));
+    assert!(
+        d.events("counter")
+            .iter()
+            .any(|e| e.kind == "savepoint_taken" && e.message.contains(&s1)),
+        "audited with who asked"
+    );
+
+    // A commit naming it: plan says so, and the new run starts from exactly that path.
+    git.write(
+        "jobs/counter.yaml",
+        &counter(lib, "v1", &format!("{keep}restore: \"{s1}\"\n")),
+    );
+    git.commit_push("restore from the operator's savepoint");
+    let work = git.work.display().to_string();
+    let (code, plan) = jobkeeper(&["plan", "--repo", &work, "--from", "HEAD~1", "--to", "HEAD"]);
+    assert_eq!(code, 0, "{plan}");
+    assert!(plan.contains(&format!("restore from {s1}")), "{plan}");
+    let (run2, jid2) = running(&d, url, "counter", std::slice::from_ref(&jid1)).await;
+    let restored = restored_from(url, &jid2).await;
+    assert_eq!(
+        restored["external_path"].as_str(),
+        Some(s1.as_str()),
+        "{restored}"
+    );
+    // The upgrade's stop kept the state the job had, too.
+    let list = listing(&d, "counter").await;
+    let upgrade = list["savepoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["cause"] == "upgrade" && s["run_id"] == run1)
+        .unwrap_or_else(|| panic!("no upgrade savepoint of run {run1}: {list}"))["location"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(list["started_from"].as_str(), Some(s1.as_str()), "{list}");
+    assert_eq!(entry(&list, &s1)["current"], true, "{list}");
+
+    // Three more: past `keep` (two), the oldest unprotected one goes; the one the run started
+    // from and the one a rollback would start from stay.
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        let (code, body) = take_savepoint(&d, "counter").await;
+        assert_eq!(code, 200, "{body}");
+        taken.push(body["location"].as_str().unwrap().to_string());
+    }
+    let s2 = taken[0].clone();
+    let disposed = |d: &Daemon, loc: &str| {
+        d.store
+            .savepoint_history("counter", 50)
+            .unwrap()
+            .iter()
+            .any(|s| s.location == loc && s.disposed_at.is_some())
+    };
+    wait_for(
+        "the oldest unprotected savepoint disposed of",
+        LIMIT,
+        || disposed(&d, &s2),
+    )
+    .await;
+    assert!(!folder(&s2).exists(), "Flink deleted its folder: {s2}");
+    let list = listing(&d, "counter").await;
+    assert!(entry(&list, &s2)["disposed_at"].is_i64(), "{list}");
+    for kept in [&s1, &upgrade, &taken[1], &taken[2]] {
+        assert!(
+            entry(&list, kept)["disposed_at"].is_null(),
+            "{kept}: {list}"
+        );
+        assert!(folder(kept).join("_metadata").is_file(), "{kept}");
+    }
+    let (code, table) = tokio::task::spawn_blocking({
+        let u = daemon_url.clone();
+        move || jobkeeper(&["savepoints", "counter", "--url", &u])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{table}");
+    let line = |loc: &str| {
+        table
+            .lines()
+            .find(|l| l.ends_with(loc))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line(&s1).contains("current run's start"), "{table}");
+    assert!(line(&s2).contains("disposed"), "{table}");
+    assert!(line(&taken[2]).contains("manual"), "{table}");
+    let (_, page) = d.get("/jobs/counter").await;
+    assert!(page.contains("disposed of") && page.contains("the current run started from it"));
+    let (code, json) = tokio::task::spawn_blocking({
+        let u = daemon_url.clone();
+        move || jobkeeper(&["savepoints", "counter", "--json", "--url", &u])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&json).unwrap()["job"],
+        "counter"
+    );
+
+    // A daemon restart adopts the run: nothing is restored again.
+    d.stop().await;
+    let d = start(tmp.path(), &cfg).await;
+    wait_for("the run adopted", LIMIT, || {
+        d.has_event("counter", "adopted")
+    })
+    .await;
+    let live = d.live_runs("counter");
+    assert_eq!(live.iter().map(|r| r.id).collect::<Vec<_>>(), [run2]);
+    assert_eq!(flink_state(url, &jid2).await.as_deref(), Some("RUNNING"));
+
+    // Another change with `restore` left in place: it starts from its own stop's savepoint.
+    git.write(
+        "jobs/counter.yaml",
+        &counter(lib, "v2", &format!("{keep}restore: \"{s1}\"\n")),
+    );
+    git.commit_push("new args, restore left in place");
+    let (_, jid3) = running(&d, url, "counter", &[jid1.clone(), jid2.clone()]).await;
+    let restored = restored_from(url, &jid3).await;
+    let path = restored["external_path"].as_str().unwrap_or_default();
+    assert_ne!(path, s1, "{restored}");
+    assert!(path.contains("/savepoints/savepoint-"), "{restored}");
+}
+
+/// Periodic savepoints: taken on schedule while the job runs, once across a daemon restart
+/// (the next is due after the newest the store holds, not at start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_periodic_savepoint_is_taken_once_across_a_daemon_restart() {
+    let (url, lib) = (need("JOBKEEPER_FLINK_URL"), need("JOBKEEPER_FLINK_LIB"));
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = cleanup(&url, tmp.path());
+    git.write(
+        "jobs/tick.yaml",
+        &counter(&lib, "t", "savepoints: {every: 4s}\n"),
+    );
+    git.commit_push("periodic savepoints");
+    let mut d = start(tmp.path(), &cfg).await;
+    let (run, _) = running(&d, &url, "tick", &[]).await;
+    let periodic = |d: &Daemon| -> Vec<i64> {
+        let mut t: Vec<i64> = d
+            .store
+            .savepoint_history("tick", 50)
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.cause == Some(jobkeeper::store::SavepointCause::Periodic))
+            .map(|s| s.time)
+            .collect();
+        t.sort_unstable();
+        t
+    };
+    wait_for("a periodic savepoint", LIMIT, || !periodic(&d).is_empty()).await;
+    d.stop().await;
+    let first = periodic(&d)[0];
+
+    let d = start(tmp.path(), &cfg).await;
+    wait_for("the run adopted", LIMIT, || d.has_event("tick", "adopted")).await;
+    wait_for("the next periodic savepoint", LIMIT, || {
+        periodic(&d).len() >= 2
+    })
+    .await;
+    let times = periodic(&d);
+    assert!(
+        times[1] - first >= 3_500,
+        "the restart took one again {} ms after the last: {times:?}",
+        times[1] - first
+    );
+    assert_eq!(d.live_runs("tick")[0].id, run, "the job kept running");
+}
+
+/// A periodic savepoint that fails raises `savepoint_failed` and the job keeps running: the
+/// savepoint folder is a regular file, where Flink cannot make a savepoint's folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_periodic_savepoint_raises_savepoint_failed_and_the_job_keeps_running() {
+    let (url, lib) = (
+        need("JOBKEEPER_FLINK_1_20_URL"),
+        need("JOBKEEPER_FLINK_1_20_LIB"),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = cleanup(&url, tmp.path());
+    std::fs::write(tmp.path().join("savepoints"), "not a folder").unwrap();
+    git.write(
+        "jobs/broken.yaml",
+        &counter(&lib, "b", "savepoints: {every: 2s}\n"),
+    );
+    git.commit_push("periodic savepoints that cannot be written");
+    let d = start(tmp.path(), &cfg).await;
+    let (run, jid) = running(&d, &url, "broken", &[]).await;
+    wait_for("savepoint_failed", LIMIT, || {
+        d.has_event("broken", "savepoint_failed")
+    })
+    .await;
+    let e = d
+        .events("broken")
+        .into_iter()
+        .find(|e| e.kind == "savepoint_failed")
+        .unwrap();
+    assert!(
+        e.message.starts_with("periodic savepoint failed"),
+        "{}",
+        e.message
+    );
+    assert_eq!(flink_state(&url, &jid).await.as_deref(), Some("RUNNING"));
+    assert_eq!(d.live_runs("broken")[0].id, run);
+    assert_eq!(d.job("broken").unwrap().state, "running");
+}
