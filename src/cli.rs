@@ -242,6 +242,26 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `upgrade: last-state` in a job whose `params.conf` does not retain checkpoints on
+/// cancellation: every upgrade then takes a savepoint (the checkpoints go with the cancel).
+fn last_state_warning(path: &str, job: &spec::JobSpec) -> Option<diag::Diagnostic> {
+    use crate::engine::flink::{RETENTION_DEFAULT, RETENTION_KEY};
+    if job.upgrade != spec::Upgrade::LastState {
+        return None;
+    }
+    let set = job.params.conf.get(RETENTION_KEY)?;
+    (set != RETENTION_DEFAULT).then(|| {
+        diag::Diagnostic::file(
+            path,
+            format!(
+                "warning: `upgrade: last-state` but `params.conf` sets `{RETENTION_KEY}: {set}`: \
+                 checkpoints are not kept when the job is cancelled, so every upgrade takes a \
+                 savepoint instead; set it to {RETENTION_DEFAULT} (the default jobkeeper submits)"
+            ),
+        )
+    })
+}
+
 /// `jobkeeper import --config FILE --env ENV [--out DIR]`: 0 when every unmanaged job has a
 /// file (written now or before), 1 otherwise or on an error.
 fn import(config: &Path, env: &str, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -503,7 +523,8 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
             Ok(bytes) => match spec::parse_job(&display, &bytes, ctx) {
                 Ok(job) => {
                     warnings.extend(spec::command_secret_warnings(&display, &bytes));
-                    if job.upgrade == spec::Upgrade::Savepoint {
+                    warnings.extend(last_state_warning(&display, &job));
+                    if job.upgrade.keeps_state() {
                         stateful.push((name.to_string(), display.clone(), job.env.clone()));
                     }
                     errors.extend(

@@ -216,6 +216,12 @@ pub fn diff_specs(old: &JobSpec, new: &JobSpec) -> (Action, Vec<Reason>) {
     changed(&mut in_place, "overlap", &old.overlap, &new.overlap);
     changed(&mut in_place, "timeout", &old.timeout, &new.timeout);
     changed(&mut in_place, "upgrade", &old.upgrade, &new.upgrade);
+    changed(
+        &mut in_place,
+        "max_checkpoint_age",
+        &old.max_checkpoint_age,
+        &new.max_checkpoint_age,
+    );
     let (og, ng) = (&old.guard, &new.guard);
     let health = |g: &crate::spec::GuardOverride| (g.checkpoint_age, g.restarts);
     changed(&mut in_place, "health", &health(og), &health(ng));
@@ -490,7 +496,7 @@ pub fn plan(applied: &BTreeMap<String, JobSpec>, changes: &[Change]) -> Plan {
                     hash: Some(crate::spec::spec_hash(
                         &serde_json::to_string(new).unwrap_or_default(),
                     )),
-                    keeps_state: new.upgrade == crate::spec::Upgrade::Savepoint,
+                    keeps_state: new.upgrade.keeps_state(),
                     refused: false,
                 }
             }
@@ -860,6 +866,7 @@ mod tests {
             adopt: None,
             savepoints: Default::default(),
             restore: None,
+            max_checkpoint_age: None,
             project: Some(Project {
                 repo: "/src/clicks.git".into(),
                 branch: "main".into(),

@@ -365,3 +365,71 @@ async fn a_failed_periodic_savepoint_raises_savepoint_failed_and_the_job_keeps_r
     assert_eq!(d.live_runs("broken")[0].id, run);
     assert_eq!(d.job("broken").unwrap().state, "running");
 }
+
+/// Completed checkpoints of a Flink job.
+async fn completed_checkpoints(url: &str, jid: &str) -> u64 {
+    rest(url, &format!("/jobs/{jid}/checkpoints")).await["counts"]["completed"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// `upgrade: last-state`: an upgrade cancels the job keeping its retained checkpoints and the
+/// new run starts from the latest (Flink's checkpoint statistics name the old job's `chk-N`); with
+/// no checkpoint younger than `max_checkpoint_age`, a savepoint is taken instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_state_upgrade_starts_from_the_latest_checkpoint_or_a_savepoint_when_it_is_too_old()
+{
+    let (url, lib) = (need("JOBKEEPER_FLINK_URL"), need("JOBKEEPER_FLINK_LIB"));
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = cleanup(&url, tmp.path());
+    git.write(
+        "jobs/fast.yaml",
+        &counter(&lib, "v1", "upgrade: last-state\n"),
+    );
+    git.commit_push("a last-state job");
+    let d = start(tmp.path(), &cfg).await;
+    let (_, jid1) = running(&d, &url, "fast", &[]).await;
+    wait_for_checkpoints(&url, &jid1).await;
+
+    git.write(
+        "jobs/fast.yaml",
+        &counter(&lib, "v2", "upgrade: last-state\n"),
+    );
+    git.commit_push("new args");
+    let (_, jid2) = running(&d, &url, "fast", std::slice::from_ref(&jid1)).await;
+    assert_eq!(flink_state(&url, &jid1).await.as_deref(), Some("CANCELED"));
+    // Flink counts any path a run is submitted from as a savepoint restore (`is_savepoint`):
+    // the path says it was the old job's checkpoint.
+    let restored = restored_from(&url, &jid2).await;
+    let path = restored["external_path"].as_str().unwrap_or_default();
+    assert!(path.contains(&format!("{jid1}/chk-")), "{restored}");
+    assert!(
+        d.events("fast").iter().any(|e| e.kind == "stopped"
+            && e.message.contains("upgrade: last-state")
+            && e.message.contains(path)),
+        "the stop says which checkpoint the new run starts from"
+    );
+
+    // No checkpoint is that young: a savepoint.
+    wait_for_checkpoints(&url, &jid2).await;
+    git.write(
+        "jobs/fast.yaml",
+        &counter(&lib, "v3", "upgrade: last-state\nmax_checkpoint_age: 1ms\n"),
+    );
+    git.commit_push("new args, checkpoints never young enough");
+    let (_, jid3) = running(&d, &url, "fast", &[jid1.clone(), jid2.clone()]).await;
+    assert_eq!(flink_state(&url, &jid2).await.as_deref(), Some("FINISHED"));
+    let restored = restored_from(&url, &jid3).await;
+    let path = restored["external_path"].as_str().unwrap_or_default();
+    assert!(path.contains("/savepoints/savepoint-"), "{restored}");
+}
+
+/// Waits until a job has completed two checkpoints.
+async fn wait_for_checkpoints(url: &str, jid: &str) {
+    let t0 = std::time::Instant::now();
+    while completed_checkpoints(url, jid).await < 2 {
+        assert!(t0.elapsed() < LIMIT, "no checkpoints of {jid}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -929,6 +929,28 @@ impl Engine for FlinkEngine {
         self.dispose(location).await
     }
 
+    /// The newest completed checkpoint in `GET /jobs/{id}/checkpoints`, when it completed within
+    /// `max_age` and `GET /jobs/{id}/checkpoints/config` says checkpoints outlive a cancel.
+    async fn last_state(
+        &self,
+        handle: &RunHandle,
+        max_age: Duration,
+    ) -> Result<Option<StatePoint>, EngineError> {
+        let jid = &handle.engine_id;
+        if !self.retained_on_cancel(jid).await? {
+            tracing::info!(job = %jid, "checkpoints are not retained on cancellation: a savepoint instead");
+            return Ok(None);
+        }
+        let Some(point) = self.last_state_point(jid).await? else {
+            return Ok(None);
+        };
+        let max_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        let young = point
+            .taken_ms
+            .is_some_and(|t| crate::store::now_ms().saturating_sub(t) <= max_ms);
+        Ok(young.then_some(point))
+    }
+
     async fn restore_point(&self, handle: &RunHandle) -> Result<StateLeft, EngineError> {
         // A FAILED job keeps its checkpoints; a FINISHED one was stopped with a savepoint (by a
         // daemon that may have been killed before recording it); a CANCELED one keeps them when

@@ -346,6 +346,18 @@ pub trait Engine: Send + Sync {
         )))
     }
 
+    /// Where a live run's next run can start from if it is cancelled now (`upgrade:
+    /// last-state`): its latest completed checkpoint, when one completed within `max_age` and
+    /// outlives a cancel (flink: retained on cancellation). `None`: take a savepoint instead
+    /// (the default).
+    async fn last_state(
+        &self,
+        _handle: &RunHandle,
+        _max_age: Duration,
+    ) -> Result<Option<StatePoint>, EngineError> {
+        Ok(None)
+    }
+
     /// Where a run that ended can be resumed from (flink: its newest completed checkpoint or
     /// savepoint, when the cluster kept it), or why nowhere. The default: nowhere.
     async fn restore_point(&self, _handle: &RunHandle) -> Result<StateLeft, EngineError> {

@@ -19,7 +19,7 @@ use crate::condition::{Failure, Stage};
 use crate::engine::{Engine, RunExit, RunHandle};
 use crate::event::{Attempt, EventKind, JobEvent};
 use crate::health::RestartTracker;
-use crate::spec::{JobSpec, Upgrade};
+use crate::spec::JobSpec;
 use crate::store::{JobRow, JobState, RunState, StoreError};
 
 /// First and longest wait before looking again at a cluster that did not answer.
@@ -145,6 +145,9 @@ pub struct Actor {
     /// Why a savepoint taken while stopping runs is taken: a stop of the job (suspended,
     /// removed) while one is under way, else an upgrade.
     pub(super) stop_cause: crate::store::SavepointCause,
+    /// `upgrade: last-state` while an upgrade or a move stops the runs: a checkpoint younger
+    /// than this is started from instead of a new savepoint.
+    pub(super) last_state: Option<std::time::Duration>,
 }
 
 impl Actor {
@@ -181,6 +184,7 @@ impl Actor {
             host_backoff: Backoff::new(super::onhost::HOST_WAIT.0, super::onhost::HOST_WAIT.1),
             periodic: super::savepoint::Periodic::default(),
             stop_cause: crate::store::SavepointCause::Upgrade,
+            last_state: None,
         }
     }
 
@@ -707,10 +711,7 @@ impl Actor {
             // A new version that did not build or deploy is tried again; a suspended job stays so.
             return self.converge().await;
         };
-        let (batch, keep_state) = (
-            applied.is_batch(),
-            applied.spec.upgrade == Upgrade::Savepoint,
-        );
+        let (batch, keep_state) = (applied.is_batch(), applied.spec.upgrade.keeps_state());
         let why = format!("restart asked for by {who}");
         if let Err(err) = self.stop_all(&why, keep_state).await {
             self.on_error(Stall::Nothing, err);

@@ -92,7 +92,18 @@ pub struct JobSpec {
     /// from, once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<String>,
+    /// flink `upgrade: last-state`: a checkpoint older than this is not started from (a
+    /// savepoint is taken instead); `None`: [`DEFAULT_MAX_CHECKPOINT_AGE`].
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_checkpoint_age: Option<Duration>,
 }
+
+/// The default `max_checkpoint_age` of `upgrade: last-state`.
+pub const DEFAULT_MAX_CHECKPOINT_AGE: Duration = Duration::from_secs(600);
 
 /// The SQL of a SQL job, read and split.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +181,10 @@ pub enum Upgrade {
     Savepoint,
     /// Cancel and submit fresh.
     Stateless,
+    /// Cancel keeping the retained checkpoints and start from the latest completed one; a
+    /// savepoint when none is younger than `max_checkpoint_age`.
+    #[serde(rename = "last-state")]
+    LastState,
 }
 
 /// Restart policy fields; unset ones fall back to the env, then the daemon config.
@@ -353,6 +368,7 @@ pub const JOB_FIELDS: &[&str] = &[
     "adopt",
     "savepoints",
     "restore",
+    "max_checkpoint_age",
 ];
 /// The fields of `project`.
 pub const PROJECT_FIELDS: &[&str] = &["repo", "branch", "dir", "build", "artifact", "follow"];
@@ -393,7 +409,13 @@ impl Upgrade {
         match self {
             Upgrade::Savepoint => "savepoint",
             Upgrade::Stateless => "stateless",
+            Upgrade::LastState => "last-state",
         }
+    }
+
+    /// Whether upgrades and moves keep the job's state (a savepoint or a checkpoint).
+    pub fn keeps_state(self) -> bool {
+        self != Upgrade::Stateless
     }
 }
 

@@ -26,6 +26,7 @@ pub(super) fn read_job(c: &mut Checker, root: &Node, src: &str, ctx: Context) ->
         adopt: None,
         savepoints: SavepointsOverride::default(),
         restore: None,
+        max_checkpoint_age: None,
     };
     let Some(f) = c.mapping(root, "", JOB_FIELDS) else {
         return spec;
@@ -139,12 +140,19 @@ fn read_run_fields(c: &mut Checker, f: &Fields<'_>, spec: &mut JobSpec) {
         };
     }
     if let Some(n) = f.get("upgrade")
-        && let Some(v) = one_of(c, n, "upgrade", &["savepoint", "stateless"])
+        && let Some(v) = one_of(c, n, "upgrade", &["savepoint", "stateless", "last-state"])
     {
         spec.upgrade = match v {
             "stateless" => Upgrade::Stateless,
+            "last-state" => Upgrade::LastState,
             _ => Upgrade::Savepoint,
         };
+    }
+    if let Some(n) = f.get("max_checkpoint_age") {
+        spec.max_checkpoint_age = c.duration(n, "max_checkpoint_age");
+        if spec.max_checkpoint_age == Some(Duration::ZERO) {
+            c.error(n, "`max_checkpoint_age`: must be longer than zero");
+        }
     }
     if let Some(n) = f.get("timeout") {
         spec.timeout = c.duration(n, "timeout");

@@ -77,7 +77,8 @@ pub fn json_schema() -> serde_json::Value {
                     "max_backoff": {"allOf": [duration], "description": "Largest delay before a restart."}
                 }
             },
-            "upgrade": {"enum": ["savepoint", "stateless"], "default": "savepoint", "description": "Flink: savepoint (stop with a savepoint, resubmit from it) | stateless."},
+            "upgrade": {"enum": ["savepoint", "stateless", "last-state"], "default": "savepoint", "description": "Flink: savepoint (stop with a savepoint, resubmit from it) | stateless | last-state (cancel keeping retained checkpoints, resubmit from the latest; a savepoint when none is younger than max_checkpoint_age)."},
+            "max_checkpoint_age": {"allOf": [duration], "default": "10m", "description": "flink `upgrade: last-state`: a checkpoint older than this is not started from; a savepoint is taken instead."},
             "alerts": {"type": "array", "items": {"type": "string"}, "description": "Alert channels (default: the env's)."},
             "suspend": {"type": "boolean", "default": false, "description": "true: stop the job but keep its file and history."},
             "sql": {"type": "string", "description": "flink: the job's Flink SQL statements (CREATE, SET 'key' = 'value', INSERT INTO), run as one job instead of params.main_class."},

@@ -13,6 +13,7 @@ fn spec(command: &str) -> JobSpec {
         adopt: None,
         savepoints: Default::default(),
         restore: None,
+        max_checkpoint_age: None,
         project: None,
         env: "dev".into(),
         params: Params {
