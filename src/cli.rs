@@ -691,3 +691,32 @@ fn plan(
         ExitCode::SUCCESS
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_warns_of_last_state_when_checkpoints_go_with_a_cancel() {
+        let parse = |yaml: &str| {
+            spec::parse_job("j.yaml", yaml.as_bytes(), spec::Context::default()).unwrap()
+        };
+        let warn = parse(
+            "env: prod\nupgrade: last-state\nparams: {main_class: A, conf: \
+             {execution.checkpointing.externalized-checkpoint-retention: DELETE_ON_CANCELLATION}}\n",
+        );
+        let d = last_state_warning("j.yaml", &warn).expect("a warning");
+        assert!(
+            d.message.contains("DELETE_ON_CANCELLATION") && d.message.contains("savepoint instead"),
+            "{}",
+            d.message
+        );
+        let fine = parse("env: prod\nupgrade: last-state\nparams: {main_class: A}\n");
+        assert!(last_state_warning("j.yaml", &fine).is_none());
+        let savepoint = parse(
+            "env: prod\nparams: {main_class: A, conf: \
+             {execution.checkpointing.externalized-checkpoint-retention: DELETE_ON_CANCELLATION}}\n",
+        );
+        assert!(last_state_warning("j.yaml", &savepoint).is_none());
+    }
+}

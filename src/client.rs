@@ -644,6 +644,57 @@ pub fn logs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_savepoints_table_marks_the_current_start_and_the_disposed() {
+        use crate::http::savepoints::{SavepointView, SavepointsView};
+        let sp = |id: i64, loc: &str| SavepointView {
+            id,
+            time: 1_796_000_000_000 + id,
+            kind: "savepoint".into(),
+            cause: Some("manual".into()),
+            run_id: Some(7),
+            location: loc.into(),
+            cluster: None,
+            disposed_at: None,
+            dispose_failures: 0,
+            dispose_error: None,
+            current: false,
+        };
+        let mut gone = sp(1, "file:/sp/old");
+        gone.disposed_at = Some(1_796_000_100_000);
+        let mut failing = sp(2, "file:/sp/failing");
+        failing.dispose_failures = 3;
+        let mut current = sp(3, "file:/sp/now\x1b[2J");
+        current.current = true;
+        let v = SavepointsView {
+            job: "a".into(),
+            started_from: Some("file:/sp/now".into()),
+            savepoints: vec![current, failing, gone],
+        };
+        let t = savepoints_table(&v);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(
+            lines[0].starts_with("TIME") && lines[0].ends_with("LOCATION"),
+            "{t}"
+        );
+        assert!(lines[1].contains("kept, current run's start"), "{t}");
+        assert!(
+            lines[1].ends_with("file:/sp/now[2J"),
+            "no escape reaches the terminal: {t}"
+        );
+        assert!(lines[2].contains("kept (3 failed disposals)"), "{t}");
+        assert!(
+            lines[3].contains("disposed 2026-") && lines[3].contains("manual"),
+            "{t}"
+        );
+        let none = SavepointsView {
+            job: "b".into(),
+            started_from: None,
+            savepoints: vec![],
+        };
+        assert_eq!(savepoints_table(&none), "job `b` has no savepoints\n");
+    }
     use crate::condition::Condition;
 
     #[test]

@@ -221,6 +221,42 @@ mod tests {
     }
 
     #[test]
+    fn job_files_name_bad_savepoints_and_restore_fields_where_they_are() {
+        let errors = |yaml: &str| -> Vec<String> {
+            crate::spec::parse_job("j.yaml", yaml.as_bytes(), crate::spec::Context::default())
+                .unwrap_err()
+                .iter()
+                .map(|d| format!("{}:{}: {}", d.line, d.column, d.message))
+                .collect()
+        };
+        assert_eq!(
+            errors("env: prod\nrestore: /sp/savepoint-1\n")[0]
+                .split(" has no scheme")
+                .next()
+                .unwrap(),
+            "2:10: `restore`: `/sp/savepoint-1`"
+        );
+        let e = errors("env: prod\nsavepoints: {schedule: \"0 3 * * *\", every: 1h}\n");
+        assert!(e[0].contains("not both"), "{e:?}");
+        let e = errors("env: prod\nsavepoints: {every: 1h, keep: {count: 0, age: 1d}}\n");
+        assert!(e[0].contains("savepoints.keep.count"), "{e:?}");
+        let e = errors("env: prod\nsavepoints: {schedule: \"61 * * * *\"}\n");
+        assert!(e[0].contains("invalid cron"), "{e:?}");
+        let ok = crate::spec::parse_job(
+            "j.yaml",
+            b"env: prod\nsavepoints: {every: 6h, keep: {count: 3, age: 7d}}\nrestore: s3://b/sp\n",
+            crate::spec::Context::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.savepoints.schedule,
+            Some(SavepointSchedule::Every(Duration::from_secs(6 * 3600)))
+        );
+        assert_eq!(ok.savepoints.keep_count, Some(3));
+        assert_eq!(ok.restore.as_deref(), Some("s3://b/sp"));
+    }
+
+    #[test]
     fn policies_fall_back_level_by_level_and_schedules_tell_the_next_time() {
         let daemon = SavepointsOverride {
             keep_count: Some(3),
