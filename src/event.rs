@@ -802,6 +802,7 @@ mod tests {
                 "started_empty",
                 "host_fault",
                 "commit_held",
+                "savepoint_failed",
                 "deployed",
                 "succeeded"
             ]

@@ -403,6 +403,12 @@ mod tests {
              ALTER TABLE versions DROP COLUMN failed_reason;
              ALTER TABLE jobs DROP COLUMN incidents;
              ALTER TABLE runs DROP COLUMN engine_version;
+             ALTER TABLE savepoints DROP COLUMN cause;
+             ALTER TABLE savepoints DROP COLUMN cluster;
+             ALTER TABLE savepoints DROP COLUMN disposed_at;
+             ALTER TABLE savepoints DROP COLUMN dispose_failures;
+             ALTER TABLE savepoints DROP COLUMN dispose_error;
+             DROP TABLE run_starts;
              PRAGMA user_version = 8;",
         )
         .unwrap();
