@@ -35,7 +35,13 @@ pub struct Disposed {
 /// Runs a pass every [`DISPOSAL_INTERVAL`] until `cancel`.
 pub async fn disposal_loop(ctx: Arc<Context>, cancel: CancellationToken) {
     loop {
-        match pass(&ctx).await {
+        // A pass in flight is dropped at shutdown: a disposal Flink finished but the store did
+        // not record is found gone at the next start (see `dispose`).
+        let done = tokio::select! {
+            () = cancel.cancelled() => return,
+            done = pass(&ctx) => done,
+        };
+        match done {
             Ok(d) if d != Disposed::default() => tracing::info!(
                 disposed = d.disposed,
                 failed = d.failed,
@@ -103,6 +109,10 @@ async fn dispose(ctx: &Context, env: Option<&str>, sp: &SavepointEntry) -> Resul
             Err(EngineError::Unreachable(why)) => {
                 format!("{} does not answer: {why}", engine.location())
             }
+            // Disposed of before (by a pass cut short at shutdown, or by hand): nothing left.
+            Err(_) if local_gone(&sp.location) => {
+                return Ok("its folder on this host was already gone".to_string());
+            }
             Err(e) => return Err(e.to_string()),
         },
         None => "no engine drives the cluster that took it".to_string(),
@@ -112,6 +122,11 @@ async fn dispose(ctx: &Context, env: Option<&str>, sp: &SavepointEntry) -> Resul
         Some(Err(e)) => Err(format!("{refused}; its folder could not be deleted: {e}")),
         None => Err(refused),
     }
+}
+
+/// Whether `location` is a `file:` path on this host that no longer exists.
+fn local_gone(location: &str) -> bool {
+    crate::retention::local_path(location).is_some_and(|p| !p.exists())
 }
 
 /// Deletes a savepoint's folder when `location` is a `file:` path on this host holding a
@@ -144,5 +159,10 @@ mod tests {
         std::fs::create_dir_all(&other).unwrap();
         assert!(delete_local(&format!("file://{}", other.display())).is_none());
         assert!(other.exists());
+        assert!(local_gone(&loc) && !local_gone(&format!("file:{}", other.display())));
+        assert!(
+            !local_gone("s3://bucket/sp/savepoint-1"),
+            "elsewhere: not known gone"
+        );
     }
 }
