@@ -22,6 +22,11 @@ const TOKEN: &str = "savepoint-test-token";
 /// A config repo with the flink-counter project, a daemon config with a `flink` env on `url`
 /// whose savepoints go to `root/savepoints`, and an API token.
 fn setup(root: &Path, url: &str) -> (Git, String) {
+    setup_with(root, url, "")
+}
+
+/// [`setup`] with more fields in the `flink` env (`, savepoints: {...}`).
+fn setup_with(root: &Path, url: &str, env_extra: &str) -> (Git, String) {
     let git = Git::new(root, "config");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/flink-counter");
     for f in ["build.sh", "src/example/Counter.java"] {
@@ -32,7 +37,7 @@ fn setup(root: &Path, url: &str) -> (Git, String) {
     }
     std::fs::write(root.join("api_token"), format!("{TOKEN}\n")).unwrap();
     let extra = format!(
-        "  flink: {{engine: flink, flink: {{url: \"{url}\", savepoint_dir: \"file://{}\"}}}}\n\
+        "  flink: {{engine: flink, flink: {{url: \"{url}\", savepoint_dir: \"file://{}\"}}{env_extra}}}\n\
          health: {{interval: 1s}}\napi_token_file: {}\n",
         root.join("savepoints").display(),
         root.join("api_token").display()
@@ -282,18 +287,16 @@ async fn savepoints_are_taken_listed_restored_from_by_commit_and_disposed_of_pas
     assert!(path.contains("/savepoints/savepoint-"), "{restored}");
 }
 
-/// Periodic savepoints: taken on schedule while the job runs, once across a daemon restart
-/// (the next is due after the newest the store holds, not at start).
+/// Periodic savepoints, asked for by the env (the job file sets none): taken on schedule while
+/// the job runs, once across a daemon restart (the next is due after the newest the store
+/// holds, not at start).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_periodic_savepoint_is_taken_once_across_a_daemon_restart() {
     let (url, lib) = (need("JOBKEEPER_FLINK_URL"), need("JOBKEEPER_FLINK_LIB"));
     let tmp = tempfile::tempdir().unwrap();
-    let (git, cfg) = setup(tmp.path(), &url);
+    let (git, cfg) = setup_with(tmp.path(), &url, ", savepoints: {every: 4s}");
     let _cleanup = cleanup(&url, tmp.path());
-    git.write(
-        "jobs/tick.yaml",
-        &counter(&lib, "t", "savepoints: {every: 4s}\n"),
-    );
+    git.write("jobs/tick.yaml", &counter(&lib, "t", ""));
     git.commit_push("periodic savepoints");
     let mut d = start(tmp.path(), &cfg).await;
     let (run, _) = running(&d, &url, "tick", &[]).await;
@@ -376,10 +379,14 @@ async fn completed_checkpoints(url: &str, jid: &str) -> u64 {
 /// `upgrade: last-state`: an upgrade cancels the job keeping its retained checkpoints and the
 /// new run starts from the latest (Flink's checkpoint statistics name the old job's `chk-N`); with
 /// no checkpoint younger than `max_checkpoint_age`, a savepoint is taken instead.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_last_state_upgrade_starts_from_the_latest_checkpoint_or_a_savepoint_when_it_is_too_old()
-{
-    let (url, lib) = (need("JOBKEEPER_FLINK_URL"), need("JOBKEEPER_FLINK_LIB"));
+on_each_version!(
+    a_last_state_upgrade_starts_from_the_latest_checkpoint_or_a_savepoint_when_it_is_too_old
+);
+async fn a_last_state_upgrade_starts_from_the_latest_checkpoint_or_a_savepoint_when_it_is_too_old(
+    url: &str,
+    lib: &str,
+) {
+    let (url, lib) = (url.to_string(), lib.to_string());
     let tmp = tempfile::tempdir().unwrap();
     let (git, cfg) = setup(tmp.path(), &url);
     let _cleanup = cleanup(&url, tmp.path());
