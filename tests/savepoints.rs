@@ -376,9 +376,9 @@ async fn completed_checkpoints(url: &str, jid: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// `upgrade: last-state`: an upgrade cancels the job keeping its retained checkpoints and the
-/// new run starts from the latest (Flink's checkpoint statistics name the old job's `chk-N`); with
-/// no checkpoint younger than `max_checkpoint_age`, a savepoint is taken instead.
+// `upgrade: last-state`: an upgrade cancels the job keeping its retained checkpoints and the
+// new run starts from the latest (Flink's checkpoint statistics name the old job's `chk-N`); with
+// no checkpoint younger than `max_checkpoint_age`, a savepoint is taken instead.
 on_each_version!(
     a_last_state_upgrade_starts_from_the_latest_checkpoint_or_a_savepoint_when_it_is_too_old
 );
