@@ -545,3 +545,90 @@ async fn measure_savepoint_and_last_state_upgrades_with_100_mb_of_keyed_state() 
         );
     }
 }
+
+/// The cluster that took a job's savepoints is gone (nothing listens at its URL): savepoints
+/// past `keep` that are `file:` folders on this host are deleted here and marked disposed of;
+/// one elsewhere (`s3://`) cannot be, and its disposal is recorded as failed, counted and tried
+/// again at later passes, blocking nothing. Needs no Flink: the cluster is a closed port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_its_cluster_gone_local_savepoints_are_deleted_and_others_retried() {
+    use jobkeeper::store::{NewSavepoint, SavepointCause, SavepointKind};
+    let tmp = tempfile::tempdir().unwrap();
+    let gone = format!("http://127.0.0.1:{}", free_port());
+    let git = Git::new(tmp.path(), "config");
+    git.write("jobs/.keep", "");
+    git.commit_push("no jobs");
+    let extra = format!(
+        "  flink: {{engine: flink, flink: {{url: \"{gone}\"}}}}\n\
+         savepoints: {{keep: {{count: 1, age: 1s}}}}\n"
+    );
+    let cfg = config(tmp.path(), &git, &extra);
+    let d = start(tmp.path(), &cfg).await;
+    let old = jobkeeper::store::now_ms() - 60_000;
+    let mut local = Vec::new();
+    for i in 0..3 {
+        let dir = tmp.path().join(format!("savepoints/savepoint-{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("_metadata"), b"x").unwrap();
+        local.push(format!("file:{}", dir.display()));
+    }
+    let add = |loc: &str, time: i64| {
+        let new = NewSavepoint {
+            run_id: None,
+            kind: SavepointKind::Savepoint,
+            cause: SavepointCause::Periodic,
+            cluster: Some(&gone),
+            time: Some(time),
+        };
+        d.store.add_savepoint_by("old-job", loc, new).unwrap();
+    };
+    add("s3://bucket/savepoints/savepoint-s3", old - 1);
+    for (i, loc) in local.iter().enumerate() {
+        add(loc, old + i as i64);
+    }
+    let row = |loc: &str| {
+        d.store
+            .savepoint_history("old-job", 10)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.location == loc)
+            .unwrap()
+    };
+    wait_for("the two older local savepoints disposed of", LIMIT, || {
+        row(&local[0]).disposed_at.is_some() && row(&local[1]).disposed_at.is_some()
+    })
+    .await;
+    assert!(!folder(&local[0]).exists() && !folder(&local[1]).exists());
+    assert!(
+        folder(&local[2]).join("_metadata").is_file(),
+        "the newest is kept"
+    );
+    assert!(row(&local[2]).disposed_at.is_none());
+    wait_for("the s3 disposal tried again", LIMIT, || {
+        row("s3://bucket/savepoints/savepoint-s3").dispose_failures >= 2
+    })
+    .await;
+    let s3 = row("s3://bucket/savepoints/savepoint-s3");
+    assert!(s3.disposed_at.is_none());
+    assert!(
+        s3.dispose_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("does not answer"),
+        "{s3:?}"
+    );
+    let (_, metrics) = d.get("/metrics").await;
+    assert!(
+        metric(
+            &metrics,
+            "jobkeeper_savepoint_disposals_total{result=\"disposed\"}"
+        ) >= 2.0
+    );
+    assert!(
+        metric(
+            &metrics,
+            "jobkeeper_savepoint_disposals_total{result=\"failed\"}"
+        ) >= 2.0
+    );
+    assert_eq!(d.get("/healthz").await.0, 200);
+}
