@@ -459,6 +459,8 @@ pub enum JobEvent {
     SavepointFailed {
         /// Why (`periodic`, `manual`).
         cause: crate::store::SavepointCause,
+        /// Who asked, and how, for an operator's.
+        who: Option<String>,
         /// What the engine said.
         reason: String,
     },
@@ -708,9 +710,13 @@ impl JobEvent {
                 Some(who) => format!("{cause} savepoint {location}, asked for through {who}"),
                 None => format!("{cause} savepoint {location}"),
             },
-            JobEvent::SavepointFailed { cause, reason } => {
-                format!("{cause} savepoint failed (the job keeps running): {reason}")
-            }
+            JobEvent::SavepointFailed { cause, who, reason } => match who {
+                Some(who) => format!(
+                    "{cause} savepoint asked for through {who} failed (the job keeps running): \
+                     {reason}"
+                ),
+                None => format!("{cause} savepoint failed (the job keeps running): {reason}"),
+            },
             JobEvent::CommitHeld {
                 commit,
                 removed,
@@ -809,6 +815,32 @@ mod tests {
         );
         assert!(EventKind::INFO.iter().all(|k| k.is_alert()));
         assert!(!EventKind::Started.is_alert());
+    }
+
+    #[test]
+    fn savepoint_events_say_why_where_and_who_asked() {
+        use crate::store::SavepointCause;
+        let taken = JobEvent::SavepointTaken {
+            location: "file:/sp/savepoint-1".into(),
+            cause: SavepointCause::Manual,
+            who: Some("the API from 127.0.0.1:5000".into()),
+        };
+        assert_eq!(
+            taken.message(),
+            "manual savepoint file:/sp/savepoint-1, asked for through the API from 127.0.0.1:5000"
+        );
+        assert!(!taken.kind().is_alert() && !taken.is_warning());
+        let failed = JobEvent::SavepointFailed {
+            cause: SavepointCause::Periodic,
+            who: None,
+            reason: "java.io.IOException: nope".into(),
+        };
+        assert_eq!(
+            failed.message(),
+            "periodic savepoint failed (the job keeps running): java.io.IOException: nope"
+        );
+        assert!(failed.kind().is_alert() && failed.is_warning());
+        assert_eq!(failed.kind().as_str(), "savepoint_failed");
     }
 
     #[test]

@@ -169,6 +169,7 @@ impl Actor {
                 let reason = live_mask(self, run_id, &e.to_string());
                 let event = JobEvent::SavepointFailed {
                     cause,
+                    who,
                     reason: reason.clone(),
                 };
                 self.event(Some(run_id), &event);
