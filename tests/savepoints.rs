@@ -632,3 +632,72 @@ async fn with_its_cluster_gone_local_savepoints_are_deleted_and_others_retried()
     );
     assert_eq!(d.get("/healthz").await.0, 200);
 }
+
+/// What `jobkeeper savepoint` and `savepoints` answer for jobs that cannot have one: a local
+/// job (409, exit 1, no `savepoint_failed`), an unknown job (404, exit 1), no token (401), a
+/// daemon that does not answer (exit 3). Needs no Flink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn savepoint_commands_refuse_what_cannot_have_a_savepoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = Git::new(tmp.path(), "config");
+    std::fs::write(tmp.path().join("api_token"), format!("{TOKEN}\n")).unwrap();
+    git.write("jobs/sleepy.yaml", &sleeper(600));
+    git.commit_push("a local job");
+    let extra = format!(
+        "api_token_file: {}\n",
+        tmp.path().join("api_token").display()
+    );
+    let cfg = config(tmp.path(), &git, &extra);
+    let mut d = start(tmp.path(), &cfg).await;
+    wait_for("sleepy running", LIMIT, || {
+        d.job("sleepy").is_some_and(|j| j.state == "running")
+    })
+    .await;
+    let (code, body) = take_savepoint(&d, "sleepy").await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("takes no savepoints"),
+        "{body}"
+    );
+    assert!(!d.has_event("sleepy", "savepoint_failed"));
+    let (code, _) = take_savepoint(&d, "nope").await;
+    assert_eq!(code, 404);
+    let r = http()
+        .post(format!("http://{}/api/v1/jobs/sleepy/savepoint", d.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let list = listing(&d, "sleepy").await;
+    assert_eq!(list["savepoints"], serde_json::json!([]), "{list}");
+    let (code, _) = d.get("/api/v1/jobs/nope/savepoints").await;
+    assert_eq!(code, 404);
+    let url = format!("http://{}", d.addr);
+    let (code, out) = tokio::task::spawn_blocking({
+        let u = url.clone();
+        move || jobkeeper(&["savepoint", "sleepy", "--url", &u])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("takes no savepoints"), "{out}");
+    let (code, out) = tokio::task::spawn_blocking({
+        let u = url.clone();
+        move || jobkeeper(&["savepoints", "sleepy", "--url", &u])
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "job `sleepy` has no savepoints\n")
+    );
+    d.stop().await;
+    let (code, _) =
+        tokio::task::spawn_blocking(move || jobkeeper(&["savepoints", "sleepy", "--url", &url]))
+            .await
+            .unwrap();
+    assert_eq!(code, 3);
+}

@@ -114,7 +114,7 @@ pub async fn list(State(state): State<Arc<ApiState>>, UrlPath(name): UrlPath<Str
 
 /// `POST /api/v1/jobs/{name}/savepoint`: 200 with the savepoint's location; 202 when it is
 /// still under way as the connection would go idle (it is recorded when done); 409 when the job
-/// has no live run; 502 when the engine could not take it (`savepoint_failed` says why).
+/// has no live run or runs on an engine without savepoints; 502 when the engine could not take it (`savepoint_failed` says why).
 pub async fn take(
     State(state): State<Arc<ApiState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -169,7 +169,9 @@ pub async fn take(
 
 fn refusal(r: &SavepointRefused) -> ApiError {
     let status = match r {
-        SavepointRefused::NoRun(_) | SavepointRefused::Gone => StatusCode::CONFLICT,
+        SavepointRefused::NoRun(_)
+        | SavepointRefused::Stateless { .. }
+        | SavepointRefused::Gone => StatusCode::CONFLICT,
         SavepointRefused::Failed(_) => StatusCode::BAD_GATEWAY,
     };
     error(status, &r.to_string())

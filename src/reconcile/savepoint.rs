@@ -22,6 +22,14 @@ pub enum SavepointRefused {
     /// The job has no live run (or none whose submit its cluster confirmed).
     #[error("job {0} has no live run to take a savepoint of")]
     NoRun(String),
+    /// The job runs on an engine that keeps no state (local, spark): which.
+    #[error("job {job} runs on the {engine} engine, which takes no savepoints")]
+    Stateless {
+        /// The job.
+        job: String,
+        /// Its engine.
+        engine: &'static str,
+    },
     /// The engine could not take it: what it said.
     #[error("{0}")]
     Failed(String),
@@ -138,6 +146,12 @@ impl Actor {
             return Err(SavepointRefused::NoRun(self.name.clone()));
         };
         let (engine, handle, run_id) = (live.engine.clone(), live.handle.clone(), live.run_id);
+        if !engine.kind().keeps_state() {
+            return Err(SavepointRefused::Stateless {
+                job: self.name.clone(),
+                engine: engine.kind().as_str(),
+            });
+        }
         match engine.savepoint(&handle).await {
             Ok(point) => {
                 let cluster = handle.cluster.clone().or_else(|| engine.cluster());
