@@ -126,6 +126,26 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Take a savepoint of a job's live run now (audited) and print its location.
+    Savepoint {
+        /// The job's name.
+        job: String,
+        /// Where the daemon is.
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List a job's savepoints: time, kind, cause, run, location, disposed of or kept, and
+    /// the one the current run started from.
+    Savepoints {
+        /// The job's name.
+        job: String,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Where the daemon is.
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Print a run's log (default: the latest run) or the latest build's log.
     Logs {
         /// The job's name.
@@ -234,6 +254,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => client::status(&remote, json, &filter),
         Command::Sync { remote } => client::sync(&remote),
         Command::Restart { job, remote } => client::restart(&remote, &job),
+        Command::Savepoint { job, remote } => client::savepoint(&remote, &job),
+        Command::Savepoints { job, json, remote } => client::savepoints(&remote, &job, json),
         Command::Logs {
             job,
             run,
@@ -242,6 +264,26 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             remote,
         } => client::logs(&remote, &job, run, build, tail),
     }
+}
+
+/// `upgrade: last-state` in a job whose `params.conf` does not retain checkpoints on
+/// cancellation: every upgrade then takes a savepoint (the checkpoints go with the cancel).
+fn last_state_warning(path: &str, job: &spec::JobSpec) -> Option<diag::Diagnostic> {
+    use crate::engine::flink::{RETENTION_DEFAULT, RETENTION_KEY};
+    if job.upgrade != spec::Upgrade::LastState {
+        return None;
+    }
+    let set = job.params.conf.get(RETENTION_KEY)?;
+    (set != RETENTION_DEFAULT).then(|| {
+        diag::Diagnostic::file(
+            path,
+            format!(
+                "warning: `upgrade: last-state` but `params.conf` sets `{RETENTION_KEY}: {set}`: \
+                 checkpoints are not kept when the job is cancelled, so every upgrade takes a \
+                 savepoint instead; set it to {RETENTION_DEFAULT} (the default jobkeeper submits)"
+            ),
+        )
+    })
 }
 
 /// `jobkeeper import --config FILE --env ENV [--out DIR]`: 0 when every unmanaged job has a
@@ -505,7 +547,8 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
             Ok(bytes) => match spec::parse_job(&display, &bytes, ctx) {
                 Ok(job) => {
                     warnings.extend(spec::command_secret_warnings(&display, &bytes));
-                    if job.upgrade == spec::Upgrade::Savepoint {
+                    warnings.extend(last_state_warning(&display, &job));
+                    if job.upgrade.keeps_state() {
                         stateful.push((name.to_string(), display.clone(), job.env.clone()));
                     }
                     errors.extend(
@@ -671,4 +714,33 @@ fn plan(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_warns_of_last_state_when_checkpoints_go_with_a_cancel() {
+        let parse = |yaml: &str| {
+            spec::parse_job("j.yaml", yaml.as_bytes(), spec::Context::default()).unwrap()
+        };
+        let warn = parse(
+            "env: prod\nupgrade: last-state\nparams: {main_class: A, conf: \
+             {execution.checkpointing.externalized-checkpoint-retention: DELETE_ON_CANCELLATION}}\n",
+        );
+        let d = last_state_warning("j.yaml", &warn).expect("a warning");
+        assert!(
+            d.message.contains("DELETE_ON_CANCELLATION") && d.message.contains("savepoint instead"),
+            "{}",
+            d.message
+        );
+        let fine = parse("env: prod\nupgrade: last-state\nparams: {main_class: A}\n");
+        assert!(last_state_warning("j.yaml", &fine).is_none());
+        let savepoint = parse(
+            "env: prod\nparams: {main_class: A, conf: \
+             {execution.checkpointing.externalized-checkpoint-retention: DELETE_ON_CANCELLATION}}\n",
+        );
+        assert!(last_state_warning("j.yaml", &savepoint).is_none());
+    }
 }

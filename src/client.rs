@@ -207,13 +207,23 @@ fn request(
     method: reqwest::Method,
     path: &str,
 ) -> anyhow::Result<Result<String, ExitCode>> {
+    request_within(t, method, path, TIMEOUT)
+}
+
+/// [`request`], waiting at most `timeout` for the answer.
+fn request_within(
+    t: &Target,
+    method: reqwest::Method,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<Result<String, ExitCode>> {
     let url = format!("{}{path}", t.base);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let client = reqwest::Client::builder()
-            .timeout(TIMEOUT)
+            .timeout(timeout)
             .connect_timeout(Duration::from_secs(3))
             .build()?;
         let mut req = client.request(method, &url);
@@ -533,6 +543,84 @@ pub fn restart(remote: &Remote, job: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How long `jobkeeper savepoint` waits for the daemon's answer: longer than the daemon
+/// waits for the savepoint before answering that it is under way.
+const SAVEPOINT_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// `jobkeeper savepoint JOB`: takes a savepoint now and prints its location; 1 when the job
+/// has no live run or the engine could not take it.
+pub fn savepoint(remote: &Remote, job: &str) -> anyhow::Result<ExitCode> {
+    let t = ok_or_exit!(target(remote));
+    let path = format!("/api/v1/jobs/{}/savepoint", encode_name(job));
+    let body = ok_or_exit!(request_within(
+        &t,
+        reqwest::Method::POST,
+        &path,
+        SAVEPOINT_WAIT
+    ));
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    match v["location"].as_str() {
+        Some(location) => println!("{}", printable(location)),
+        None => println!(
+            "{}",
+            printable(v["status"].as_str().unwrap_or("savepoint asked for"))
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `jobkeeper savepoints JOB [--json]`: a job's savepoints, newest first.
+pub fn savepoints(remote: &Remote, job: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let t = ok_or_exit!(target(remote));
+    let path = format!("/api/v1/jobs/{}/savepoints", encode_name(job));
+    let body = ok_or_exit!(request(&t, reqwest::Method::GET, &path));
+    if json {
+        stdout(&body)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let v: crate::http::savepoints::SavepointsView = serde_json::from_str(&body)?;
+    stdout(&savepoints_table(&v))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The text of `jobkeeper savepoints`: one line per savepoint, the current run's start marked.
+pub fn savepoints_table(v: &crate::http::savepoints::SavepointsView) -> String {
+    if v.savepoints.is_empty() {
+        return format!("job `{}` has no savepoints\n", printable(&v.job));
+    }
+    let when = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+            || ms.to_string(),
+            |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+        )
+    };
+    let mut out = format!(
+        "{:<21} {:<10} {:<9} {:>6}  {:<28} LOCATION\n",
+        "TIME", "KIND", "CAUSE", "RUN", "KEPT"
+    );
+    for s in &v.savepoints {
+        let kept = match (s.disposed_at, s.current) {
+            (Some(t), _) => format!("disposed {}", when(t)),
+            (None, true) => "kept, current run's start".to_string(),
+            (None, false) if s.dispose_failures > 0 => {
+                format!("kept ({} failed disposals)", s.dispose_failures)
+            }
+            (None, false) => "kept".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<21} {:<10} {:<9} {:>6}  {:<28} {}",
+            when(s.time),
+            s.kind,
+            s.cause.as_deref().unwrap_or("-"),
+            s.run_id.map_or_else(|| "-".to_string(), |r| r.to_string()),
+            kept,
+            printable(&s.location)
+        );
+    }
+    out
+}
+
 /// `jobkeeper logs JOB [--run ID | --build] [--tail N]`.
 pub fn logs(
     remote: &Remote,
@@ -556,6 +644,57 @@ pub fn logs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_savepoints_table_marks_the_current_start_and_the_disposed() {
+        use crate::http::savepoints::{SavepointView, SavepointsView};
+        let sp = |id: i64, loc: &str| SavepointView {
+            id,
+            time: 1_796_000_000_000 + id,
+            kind: "savepoint".into(),
+            cause: Some("manual".into()),
+            run_id: Some(7),
+            location: loc.into(),
+            cluster: None,
+            disposed_at: None,
+            dispose_failures: 0,
+            dispose_error: None,
+            current: false,
+        };
+        let mut gone = sp(1, "file:/sp/old");
+        gone.disposed_at = Some(1_796_000_100_000);
+        let mut failing = sp(2, "file:/sp/failing");
+        failing.dispose_failures = 3;
+        let mut current = sp(3, "file:/sp/now\x1b[2J");
+        current.current = true;
+        let v = SavepointsView {
+            job: "a".into(),
+            started_from: Some("file:/sp/now".into()),
+            savepoints: vec![current, failing, gone],
+        };
+        let t = savepoints_table(&v);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(
+            lines[0].starts_with("TIME") && lines[0].ends_with("LOCATION"),
+            "{t}"
+        );
+        assert!(lines[1].contains("kept, current run's start"), "{t}");
+        assert!(
+            lines[1].ends_with("file:/sp/now[2J"),
+            "no escape reaches the terminal: {t}"
+        );
+        assert!(lines[2].contains("kept (3 failed disposals)"), "{t}");
+        assert!(
+            lines[3].contains("disposed 2026-") && lines[3].contains("manual"),
+            "{t}"
+        );
+        let none = SavepointsView {
+            job: "b".into(),
+            started_from: None,
+            savepoints: vec![],
+        };
+        assert_eq!(savepoints_table(&none), "job `b` has no savepoints\n");
+    }
     use crate::condition::Condition;
 
     #[test]

@@ -338,6 +338,10 @@ fn start_job_loops(
             }
         });
     }
+    tasks.spawn(crate::reconcile::disposal::disposal_loop(
+        core.ctx.clone(),
+        cancel.clone(),
+    ));
     let (ctx, r, cancel) = (core.ctx.clone(), reconciler.clone(), cancel.clone());
     let interval = started.health.interval;
     tasks.spawn(crate::reconcile::sweep_loop(ctx, r, interval, cancel));

@@ -85,11 +85,16 @@ pub enum EventKind {
     CommitMalformed,
     /// A config commit that removes more jobs than `max_removals` is held.
     CommitHeld,
+    /// A savepoint was taken while the job runs (periodic, or an operator's `jobkeeper
+    /// savepoint`).
+    SavepointTaken,
+    /// A savepoint (periodic, or an operator's) failed; the job keeps running.
+    SavepointFailed,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 34] = [
+    pub const ALL: [EventKind; 36] = [
         EventKind::Deployed,
         EventKind::Started,
         EventKind::Restarted,
@@ -124,11 +129,13 @@ impl EventKind {
         EventKind::CommitMalformed,
         EventKind::CommitHeld,
         EventKind::Test,
+        EventKind::SavepointTaken,
+        EventKind::SavepointFailed,
     ];
 
     /// The kinds an alert channel can ask for (SPEC "Alerts"), in SPEC's order, with
     /// `host_fault` and `commit_held` before the info ones.
-    pub const ALERTS: [EventKind; 17] = [
+    pub const ALERTS: [EventKind; 18] = [
         EventKind::Failed,
         EventKind::Restarted,
         EventKind::GaveUp,
@@ -144,6 +151,7 @@ impl EventKind {
         EventKind::StartedEmpty,
         EventKind::HostFault,
         EventKind::CommitHeld,
+        EventKind::SavepointFailed,
         EventKind::Deployed,
         EventKind::Succeeded,
     ];
@@ -188,6 +196,8 @@ impl EventKind {
             EventKind::Test => "test",
             EventKind::CommitMalformed => "commit_malformed",
             EventKind::CommitHeld => "commit_held",
+            EventKind::SavepointTaken => "savepoint_taken",
+            EventKind::SavepointFailed => "savepoint_failed",
         }
     }
 
@@ -225,6 +235,7 @@ impl EventKind {
                 | EventKind::HostFault
                 | EventKind::CommitMalformed
                 | EventKind::CommitHeld
+                | EventKind::SavepointFailed
         )
     }
 
@@ -435,6 +446,24 @@ pub enum JobEvent {
         /// The `max_removals` setting, as written.
         limit: String,
     },
+    /// A savepoint was taken while the job runs.
+    SavepointTaken {
+        /// Where it is.
+        location: String,
+        /// Why (`periodic`, `manual`).
+        cause: crate::store::SavepointCause,
+        /// Who asked, and how, for an operator's.
+        who: Option<String>,
+    },
+    /// A savepoint failed; the job keeps running.
+    SavepointFailed {
+        /// Why (`periodic`, `manual`).
+        cause: crate::store::SavepointCause,
+        /// Who asked, and how, for an operator's.
+        who: Option<String>,
+        /// What the engine said.
+        reason: String,
+    },
     /// The job was changed outside jobkeeper.
     Drift {
         /// What changed.
@@ -550,6 +579,8 @@ impl JobEvent {
             JobEvent::HostRecovered { .. } => EventKind::HostRecovered,
             JobEvent::CommitMalformed { .. } => EventKind::CommitMalformed,
             JobEvent::CommitHeld { .. } => EventKind::CommitHeld,
+            JobEvent::SavepointTaken { .. } => EventKind::SavepointTaken,
+            JobEvent::SavepointFailed { .. } => EventKind::SavepointFailed,
         }
     }
 
@@ -671,6 +702,21 @@ impl JobEvent {
                 "commit {commit} is malformed ({problem}); its author is read as `{author}` and \
                  its tree is applied as usual (`git fsck` in the config repo shows it)"
             ),
+            JobEvent::SavepointTaken {
+                location,
+                cause,
+                who,
+            } => match who {
+                Some(who) => format!("{cause} savepoint {location}, asked for through {who}"),
+                None => format!("{cause} savepoint {location}"),
+            },
+            JobEvent::SavepointFailed { cause, who, reason } => match who {
+                Some(who) => format!(
+                    "{cause} savepoint asked for through {who} failed (the job keeps running): \
+                     {reason}"
+                ),
+                None => format!("{cause} savepoint failed (the job keeps running): {reason}"),
+            },
             JobEvent::CommitHeld {
                 commit,
                 removed,
@@ -762,12 +808,39 @@ mod tests {
                 "started_empty",
                 "host_fault",
                 "commit_held",
+                "savepoint_failed",
                 "deployed",
                 "succeeded"
             ]
         );
         assert!(EventKind::INFO.iter().all(|k| k.is_alert()));
         assert!(!EventKind::Started.is_alert());
+    }
+
+    #[test]
+    fn savepoint_events_say_why_where_and_who_asked() {
+        use crate::store::SavepointCause;
+        let taken = JobEvent::SavepointTaken {
+            location: "file:/sp/savepoint-1".into(),
+            cause: SavepointCause::Manual,
+            who: Some("the API from 127.0.0.1:5000".into()),
+        };
+        assert_eq!(
+            taken.message(),
+            "manual savepoint file:/sp/savepoint-1, asked for through the API from 127.0.0.1:5000"
+        );
+        assert!(!taken.kind().is_alert() && !taken.is_warning());
+        let failed = JobEvent::SavepointFailed {
+            cause: SavepointCause::Periodic,
+            who: None,
+            reason: "java.io.IOException: nope".into(),
+        };
+        assert_eq!(
+            failed.message(),
+            "periodic savepoint failed (the job keeps running): java.io.IOException: nope"
+        );
+        assert!(failed.kind().is_alert() && failed.is_warning());
+        assert_eq!(failed.kind().as_str(), "savepoint_failed");
     }
 
     #[test]

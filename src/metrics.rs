@@ -77,6 +77,8 @@ pub struct Metrics {
     pruned: Mutex<BTreeMap<&'static str, u64>>,
     /// Health sweeps done (every engine asked, what each said handed to the job actors).
     sweeps: AtomicU64,
+    /// Savepoint disposals, by result (`disposed`, `failed`).
+    disposals: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// What `/metrics` reads from elsewhere when scraped.
@@ -126,6 +128,11 @@ impl Metrics {
         if n > 0 {
             *lock(&self.pruned).entry(what).or_insert(0) += n;
         }
+    }
+
+    /// A savepoint disposal ended: `disposed` or `failed` (it is tried again at a later pass).
+    pub fn disposal(&self, result: &'static str) {
+        bump(&self.disposals, result);
     }
 
     /// A fetch of the config repo starts, for this reason (`webhook`, `poll`, ...).
@@ -379,6 +386,16 @@ impl Metrics {
         for what in ["runs", "events", "files"] {
             let n = lock(&self.pruned).get(what).copied().unwrap_or(0);
             sample(o, "pruned_total", &[("what", what)], n);
+        }
+        family(
+            o,
+            "savepoint_disposals_total",
+            "counter",
+            "Savepoints past their job's `savepoints.keep` disposed of, and disposals that failed (tried again).",
+        );
+        for result in ["disposed", "failed"] {
+            let n = lock(&self.disposals).get(result).copied().unwrap_or(0);
+            sample(o, "savepoint_disposals_total", &[("result", result)], n);
         }
     }
 

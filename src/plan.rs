@@ -216,6 +216,12 @@ pub fn diff_specs(old: &JobSpec, new: &JobSpec) -> (Action, Vec<Reason>) {
     changed(&mut in_place, "overlap", &old.overlap, &new.overlap);
     changed(&mut in_place, "timeout", &old.timeout, &new.timeout);
     changed(&mut in_place, "upgrade", &old.upgrade, &new.upgrade);
+    changed(
+        &mut in_place,
+        "max_checkpoint_age",
+        &old.max_checkpoint_age,
+        &new.max_checkpoint_age,
+    );
     let (og, ng) = (&old.guard, &new.guard);
     let health = |g: &crate::spec::GuardOverride| (g.checkpoint_age, g.restarts);
     changed(&mut in_place, "health", &health(og), &health(ng));
@@ -228,6 +234,17 @@ pub fn diff_specs(old: &JobSpec, new: &JobSpec) -> (Action, Vec<Reason>) {
     );
     changed(&mut in_place, "drift", &og.drift, &ng.drift);
     changed(&mut in_place, "adopt", &old.adopt, &new.adopt);
+    changed(
+        &mut in_place,
+        "savepoints",
+        &old.savepoints,
+        &new.savepoints,
+    );
+    if old.restore.is_some() && new.restore.is_none() {
+        in_place.push(Reason::from(
+            "restore removed (nothing is restored; the job keeps its state)",
+        ));
+    }
 
     let action = if !rebuild.is_empty() {
         Action::Rebuild
@@ -395,6 +412,13 @@ fn deploy_changes(old: &JobSpec, new: &JobSpec) -> Vec<Reason> {
         old.schedule.as_deref(),
         new.schedule.as_deref(),
     );
+    if let Some(path) = new
+        .restore
+        .as_deref()
+        .filter(|p| old.restore.as_deref() != Some(*p))
+    {
+        redeploy.push(Reason::Line(format!("restore from {path}")));
+    }
     if old.suspend != new.suspend {
         redeploy.push(Reason::from(if new.suspend {
             "suspend: false → true (the job is stopped)"
@@ -472,7 +496,7 @@ pub fn plan(applied: &BTreeMap<String, JobSpec>, changes: &[Change]) -> Plan {
                     hash: Some(crate::spec::spec_hash(
                         &serde_json::to_string(new).unwrap_or_default(),
                     )),
-                    keeps_state: new.upgrade == crate::spec::Upgrade::Savepoint,
+                    keeps_state: new.upgrade.keeps_state(),
                     refused: false,
                 }
             }
@@ -514,7 +538,15 @@ fn add_reason(spec: &JobSpec) -> String {
     } else {
         ""
     };
-    format!("new {what} in env `{}`{build}{suspended}", spec.env)
+    let restore = spec
+        .restore
+        .as_deref()
+        .map(|p| format!("; restore from {p}"))
+        .unwrap_or_default();
+    format!(
+        "new {what} in env `{}`{build}{suspended}{restore}",
+        spec.env
+    )
 }
 
 fn summary(plan: &Plan) -> String {
@@ -832,6 +864,9 @@ mod tests {
         JobSpec {
             sql: None,
             adopt: None,
+            savepoints: Default::default(),
+            restore: None,
+            max_checkpoint_age: None,
             project: Some(Project {
                 repo: "/src/clicks.git".into(),
                 branch: "main".into(),
@@ -863,6 +898,33 @@ mod tests {
         let (a, r) = diff_specs(&spec(), &new);
         assert_eq!(a, Action::Rebuild);
         assert_eq!(r, vec![Reason::from("project.branch: `main` → `dev`")]);
+    }
+
+    #[test]
+    fn a_restore_set_or_changed_is_a_redeploy_from_it_and_left_in_place_is_nothing() {
+        let mut set = spec();
+        set.restore = Some("file:///sp/savepoint-1".into());
+        assert_eq!(
+            diff_specs(&spec(), &set),
+            (
+                Action::Redeploy,
+                vec![Reason::from("restore from file:///sp/savepoint-1")]
+            )
+        );
+        let mut changed = set.clone();
+        changed.restore = Some("s3://b/sp/savepoint-2".into());
+        assert_eq!(
+            diff_specs(&set, &changed).1,
+            vec![Reason::from("restore from s3://b/sp/savepoint-2")]
+        );
+        let mut args = set.clone();
+        args.params.args = vec!["--x".into()];
+        assert_eq!(
+            diff_specs(&set, &args).1,
+            vec![Reason::from("params.args changed")],
+            "the field left in place restores nothing more"
+        );
+        assert_eq!(diff_specs(&set, &spec()).0, Action::InPlace);
     }
 
     #[test]

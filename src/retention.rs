@@ -195,7 +195,7 @@ pub fn remove_checkpoint(location: &str) -> u64 {
 }
 
 /// The local path of a `file:` location (`file:/a/b`, `file:///a/b`).
-fn local_path(location: &str) -> Option<PathBuf> {
+pub fn local_path(location: &str) -> Option<PathBuf> {
     let rest = location.strip_prefix("file:")?;
     let rest = rest.strip_prefix("//").map_or(rest, |r| {
         // `file://host/path`: only an empty host or localhost is this host.

@@ -5,8 +5,8 @@
 //! Owns the cluster's jars (uploaded once per artifact digest, found again by name after a
 //! daemon restart, uploaded again when the cluster lost them), job submission, the batched
 //! status of all runs (one `GET /jobs/overview` per call), failure reasons from
-//! `/jobs/{id}/exceptions`, stop-with-savepoint, cancel, and the latest retained checkpoint of a
-//! failed job.
+//! `/jobs/{id}/exceptions`, stop-with-savepoint, cancel, the latest retained checkpoint of a
+//! failed job, and savepoints taken or disposed of while jobs run ([`savepoints`]).
 //!
 //! Job ids are chosen by jobkeeper ([`job_id`]): a hash of the daemon's state folder, the job
 //! name and the store's run id. A submit whose answer was lost (timeout, cluster gone) can then
@@ -41,6 +41,7 @@ pub mod answers;
 pub mod identity;
 pub mod origin;
 pub mod output;
+pub mod savepoints;
 pub mod version;
 
 pub use answers::{
@@ -918,6 +919,36 @@ impl Engine for FlinkEngine {
                 r => return r,
             }
         }
+    }
+
+    async fn savepoint(&self, handle: &RunHandle) -> Result<StatePoint, EngineError> {
+        self.take_savepoint(&handle.engine_id).await
+    }
+
+    async fn dispose_savepoint(&self, location: &str) -> Result<(), EngineError> {
+        self.dispose(location).await
+    }
+
+    /// The newest completed checkpoint in `GET /jobs/{id}/checkpoints`, when it completed within
+    /// `max_age` and `GET /jobs/{id}/checkpoints/config` says checkpoints outlive a cancel.
+    async fn last_state(
+        &self,
+        handle: &RunHandle,
+        max_age: Duration,
+    ) -> Result<Option<StatePoint>, EngineError> {
+        let jid = &handle.engine_id;
+        if !self.retained_on_cancel(jid).await? {
+            tracing::info!(job = %jid, "checkpoints are not retained on cancellation: a savepoint instead");
+            return Ok(None);
+        }
+        let Some(point) = self.last_state_point(jid).await? else {
+            return Ok(None);
+        };
+        let max_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        let young = point
+            .taken_ms
+            .is_some_and(|t| crate::store::now_ms().saturating_sub(t) <= max_ms);
+        Ok(young.then_some(point))
     }
 
     async fn restore_point(&self, handle: &RunHandle) -> Result<StateLeft, EngineError> {

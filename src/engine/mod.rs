@@ -329,6 +329,36 @@ pub trait Engine: Send + Sync {
             .map(|()| StopOutcome::default())
     }
 
+    /// Takes a savepoint of a live run, which keeps running (flink: `POST /jobs/{id}/savepoints`).
+    /// Engines without savepoints refuse (the default).
+    async fn savepoint(&self, _handle: &RunHandle) -> Result<StatePoint, EngineError> {
+        Err(EngineError::Refused(format!(
+            "the {} engine takes no savepoints",
+            self.kind().as_str()
+        )))
+    }
+
+    /// Disposes of a savepoint this engine's cluster took (flink: `POST /savepoint-disposal`).
+    /// Engines without savepoints refuse (the default).
+    async fn dispose_savepoint(&self, location: &str) -> Result<(), EngineError> {
+        Err(EngineError::Refused(format!(
+            "the {} engine cannot dispose of savepoint {location}",
+            self.kind().as_str()
+        )))
+    }
+
+    /// Where a live run's next run can start from if it is cancelled now (`upgrade:
+    /// last-state`): its latest completed checkpoint, when one completed within `max_age` and
+    /// outlives a cancel (flink: retained on cancellation). `None`: take a savepoint instead
+    /// (the default).
+    async fn last_state(
+        &self,
+        _handle: &RunHandle,
+        _max_age: Duration,
+    ) -> Result<Option<StatePoint>, EngineError> {
+        Ok(None)
+    }
+
     /// Where a run that ended can be resumed from (flink: its newest completed checkpoint or
     /// savepoint, when the cluster kept it), or why nowhere. The default: nowhere.
     async fn restore_point(&self, _handle: &RunHandle) -> Result<StateLeft, EngineError> {

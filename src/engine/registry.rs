@@ -271,6 +271,20 @@ impl Engines {
         }
     }
 
+    /// The engine of `kind` driving `cluster` (a cluster an env names, or one a former env
+    /// named, made like the first engine of that kind); `None` when no engine can.
+    pub fn at_cluster(&self, kind: EngineKind, cluster: &str) -> Option<Arc<dyn Engine>> {
+        let engines = self.distinct();
+        if let Some(e) = engines
+            .iter()
+            .find(|e| e.kind() == kind && e.cluster().as_deref() == Some(cluster))
+        {
+            return Some(e.clone());
+        }
+        let like = engines.into_iter().find(|e| e.kind() == kind)?;
+        self.former_at(&like, cluster)
+    }
+
     /// The former engine for cluster `cluster`, made from `like` (the env's engine now) when
     /// none exists yet; `None` when that engine cannot drive another cluster.
     fn former_at(&self, like: &Arc<dyn Engine>, cluster: &str) -> Option<Arc<dyn Engine>> {

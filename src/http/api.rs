@@ -504,7 +504,7 @@ pub struct JobDetail {
     /// Flink savepoints and the checkpoints restarts used, newest first (at most
     /// [`SAVEPOINTS_SHOWN`]).
     #[serde(default)]
-    pub savepoints: Vec<crate::store::SavepointRow>,
+    pub savepoints: Vec<super::savepoints::SavepointView>,
     /// The version that runs (its spec hash) and, after a rollback, the refused one.
     #[serde(default)]
     pub versions: Option<VersionsView>,
@@ -775,7 +775,10 @@ pub fn job_detail(state: &ApiState, name: &str) -> Result<(JobDetail, Option<Job
         .copied()
         .unwrap_or(0);
     let runs = store.runs(name, RUNS_SHOWN).map_err(internal)?;
-    let savepoints = store.savepoints(name, SAVEPOINTS_SHOWN).map_err(internal)?;
+    let mut savepoints = super::savepoints::savepoints_view(store, name)
+        .map_err(internal)?
+        .savepoints;
+    savepoints.truncate(SAVEPOINTS_SHOWN);
     let running = store.running_of(name).map_err(internal)?;
     let list_row = JobListRow::of(&row);
     let v = store.versions(name).map_err(internal)?;
@@ -856,7 +859,13 @@ fn unreadable_detail(state: &ApiState, name: &str, why: &str) -> Result<JobDetai
         errors: None,
         runs: runs.iter().map(RunView::of).collect(),
         events: events.iter().map(EventView::of).collect(),
-        savepoints: store.savepoints(name, SAVEPOINTS_SHOWN).map_err(internal)?,
+        savepoints: {
+            let mut v = super::savepoints::savepoints_view(store, name)
+                .map_err(internal)?
+                .savepoints;
+            v.truncate(SAVEPOINTS_SHOWN);
+            v
+        },
         versions: None,
     })
 }

@@ -332,21 +332,35 @@ fn params_html(h: &mut String, row: Option<&crate::store::JobRow>) {
     h.push_str("</dl>");
 }
 
-/// The savepoints and retained checkpoints the job can start from, newest first.
+/// The savepoints and retained checkpoints the job can start from, newest first: why each
+/// was taken, whether it is kept or was disposed of, and the one the current run started from.
 fn savepoints_html(h: &mut String, d: &api::JobDetail) {
     if d.savepoints.is_empty() {
         return;
     }
     h.push_str(
         "<h2>Savepoints and checkpoints</h2><div class=\"box\"><table id=\"savepoints\"><thead><tr>\
-         <th>Kind</th><th>Location</th><th>Run</th><th>Taken</th></tr></thead><tbody>",
+         <th>Kind</th><th>Cause</th><th>Location</th><th>Run</th><th>Taken</th><th>Kept</th></tr></thead><tbody>",
     );
     for sp in &d.savepoints {
+        let kept = match (sp.disposed_at, sp.current) {
+            (Some(t), _) => format!("disposed of {}", time_html(&api::rfc3339(t))),
+            (None, true) => "kept: the current run started from it".to_string(),
+            (None, false) if sp.dispose_failures > 0 => format!(
+                "kept: disposing of it failed {} times: {}",
+                sp.dispose_failures,
+                escape(sp.dispose_error.as_deref().unwrap_or_default())
+            ),
+            (None, false) => "kept".to_string(),
+        };
         let _ = write!(
             h,
-            "<tr><td data-label=\"Kind\"><div>{}</div></td><td data-label=\"Location\"><div><code>{}</code></div></td>\
-             <td data-label=\"Run\"><div>{}</div></td><td data-label=\"Taken\"><div>{}</div></td></tr>",
-            escape(sp.kind.as_str()),
+            "<tr><td data-label=\"Kind\"><div>{}</div></td><td data-label=\"Cause\"><div>{}</div></td>\
+             <td data-label=\"Location\"><div><code>{}</code></div></td>\
+             <td data-label=\"Run\"><div>{}</div></td><td data-label=\"Taken\"><div>{}</div></td>\
+             <td data-label=\"Kept\"><div>{kept}</div></td></tr>",
+            escape(&sp.kind),
+            escape(sp.cause.as_deref().unwrap_or("–")),
             escape(&sp.location),
             sp.run_id
                 .map_or("–".into(), |r| format!("<a href=\"#run-{r}\">{r}</a>")),

@@ -1,5 +1,5 @@
 //! The HTTP server on `listen` (SPEC "HTTP API"): health and readiness, `/metrics`, the JSON API
-//! ([`api`], [`clusters`], [`unmanaged`]), git webhooks ([`hooks`]), the status page
+//! ([`api`], [`clusters`], [`unmanaged`], [`savepoints`]), git webhooks ([`hooks`]), the status page
 //! ([`page`]), a page per job ([`job_page`]) and the jars spark workers fetch ([`artifacts`]).
 //!
 //! Connections are accepted and driven by [`listener`], within the daemon config's `http:`
@@ -20,6 +20,7 @@ pub mod hooks;
 pub mod job_page;
 pub mod listener;
 pub mod page;
+pub mod savepoints;
 pub mod shown;
 pub mod unmanaged;
 
@@ -92,6 +93,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/jobs/{name}", get(api::job))
         .route("/api/v1/jobs/{name}/logs", get(api::logs))
         .route("/api/v1/jobs/{name}/restart", post(api::restart))
+        .route("/api/v1/jobs/{name}/savepoint", post(savepoints::take))
+        .route("/api/v1/jobs/{name}/savepoints", get(savepoints::list))
         .route("/api/v1/sync", post(api::sync))
         .route(
             "/artifacts/{digest}/{token}/{name}",

@@ -19,7 +19,7 @@ use crate::condition::{Failure, Stage};
 use crate::engine::{Engine, RunExit, RunHandle};
 use crate::event::{Attempt, EventKind, JobEvent};
 use crate::health::RestartTracker;
-use crate::spec::{JobSpec, Upgrade};
+use crate::spec::JobSpec;
 use crate::store::{JobRow, JobState, RunState, StoreError};
 
 /// First and longest wait before looking again at a cluster that did not answer.
@@ -44,6 +44,8 @@ pub enum Msg {
     /// store's run id and the engine's count (flink: the sum of the run's vertices'
     /// parallelism).
     Tasks(Box<(i64, u64)>),
+    /// Take a savepoint the run keeps running through (an operator's `jobkeeper savepoint`).
+    Savepoint(Box<super::savepoint::SavepointAsk>),
 }
 
 const _: () = assert!(std::mem::size_of::<Msg>() <= 16);
@@ -138,6 +140,14 @@ pub struct Actor {
     pub(super) unrecorded: Vec<super::onhost::Unrecorded>,
     /// The wait before trying again what waits on the host.
     pub(super) host_backoff: Backoff,
+    /// The periodic savepoints armed (see [`super::savepoint`]).
+    pub(super) periodic: super::savepoint::Periodic,
+    /// Why a savepoint taken while stopping runs is taken: a stop of the job (suspended,
+    /// removed) while one is under way, else an upgrade.
+    pub(super) stop_cause: crate::store::SavepointCause,
+    /// `upgrade: last-state` while an upgrade or a move stops the runs: a checkpoint younger
+    /// than this is started from instead of a new savepoint.
+    pub(super) last_state: Option<std::time::Duration>,
 }
 
 impl Actor {
@@ -172,6 +182,9 @@ impl Actor {
             host_wait: None,
             unrecorded: Vec::new(),
             host_backoff: Backoff::new(super::onhost::HOST_WAIT.0, super::onhost::HOST_WAIT.1),
+            periodic: super::savepoint::Periodic::default(),
+            stop_cause: crate::store::SavepointCause::Upgrade,
+            last_state: None,
         }
     }
 
@@ -189,6 +202,7 @@ impl Actor {
         // made every job's task 2.3 KB instead of 0.5 KB).
         Box::pin(self.finish_rollback()).await;
         loop {
+            self.arm_savepoints_if_changed();
             let deadline = self.next_deadline();
             let done = tokio::select! {
                 () = self.cancel.cancelled() => {
@@ -211,6 +225,10 @@ impl Actor {
                         Box::pin(self.on_tasks(run_id, tasks)).await;
                         false
                     }
+                    Some(Msg::Savepoint(ask)) => {
+                        Box::pin(self.take_savepoint(*ask)).await;
+                        false
+                    }
                 },
                 () = sleep_until_opt(deadline) => Box::pin(self.on_timer()).await,
             };
@@ -222,11 +240,12 @@ impl Actor {
 
     fn next_deadline(&self) -> Option<Instant> {
         let timeout = self.live.iter().filter_map(|l| l.deadline).min();
-        Timers {
+        let timers = Timers {
             timeout,
             ..self.timers
         }
-        .next()
+        .next();
+        [timers, self.periodic.due].into_iter().flatten().min()
     }
 
     /// [`Actor::init`], tried again after each wait of the engine backoff while the store
@@ -599,10 +618,12 @@ impl Actor {
 
     /// The job file was removed: stop every run (keeping state), keep the history.
     async fn remove(&mut self) -> bool {
-        if let Err(err) = self
+        self.stop_cause = crate::store::SavepointCause::Stop;
+        let stopped = self
             .stop_all("job removed from the config repo", true)
-            .await
-        {
+            .await;
+        self.stop_cause = crate::store::SavepointCause::Upgrade;
+        if let Err(err) = stopped {
             self.on_error(Stall::Nothing, err);
             return false;
         }
@@ -633,7 +654,10 @@ impl Actor {
         set_state: bool,
     ) -> Result<(), StepError> {
         if !self.live.is_empty() {
-            self.stop_all("suspended", true).await?;
+            self.stop_cause = crate::store::SavepointCause::Stop;
+            let stopped = self.stop_all("suspended", true).await;
+            self.stop_cause = crate::store::SavepointCause::Upgrade;
+            stopped?;
         }
         self.timers.fire = None;
         // The build of a project that changed while suspended is not this version's: it is
@@ -687,10 +711,7 @@ impl Actor {
             // A new version that did not build or deploy is tried again; a suspended job stays so.
             return self.converge().await;
         };
-        let (batch, keep_state) = (
-            applied.is_batch(),
-            applied.spec.upgrade == Upgrade::Savepoint,
-        );
+        let (batch, keep_state) = (applied.is_batch(), applied.spec.upgrade.keeps_state());
         let why = format!("restart asked for by {who}");
         if let Err(err) = self.stop_all(&why, keep_state).await {
             self.on_error(Stall::Nothing, err);

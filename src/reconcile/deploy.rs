@@ -14,7 +14,7 @@ use crate::condition::{Failure, Stage};
 use crate::engine::{Engine, EngineError, SubmitRequest};
 use crate::event::{EventKind, JobEvent};
 use crate::plan::{Action, diff_specs};
-use crate::spec::{self, JobSpec, Project, Upgrade};
+use crate::spec::{self, JobSpec, Project};
 use crate::store::{JobState, RunState};
 
 /// How long a new version submitted from a savepoint may take to get its state back before the
@@ -129,9 +129,15 @@ impl Actor {
         if let Some(why) = self.state_move_refused(&new.spec).await {
             return Err(stalled(EventKind::DeployFailed, why));
         }
-        let keep_state = new.spec.upgrade == Upgrade::Savepoint;
+        // A `restore` the commit set or changed: the new version starts from it, once; the
+        // running version is still stopped with a savepoint, so its state is kept too.
+        let asked = asked_restore(self.applied.as_ref(), &new);
+        let keep_state = new.spec.upgrade.keeps_state() || asked.is_some();
         let from = self.live.first().map(|l| l.engine.clone());
-        if let Err(err) = self.stop_all("replaced by a new version", keep_state).await {
+        self.last_state = last_state_age(&new.spec).filter(|_| asked.is_none());
+        let stopped = self.stop_all("replaced by a new version", keep_state).await;
+        self.last_state = None;
+        if let Err(err) = stopped {
             let why = "waiting for the cluster to stop the running version";
             self.set_state(JobState::Deploying, Some(why));
             return Err(err);
@@ -142,7 +148,13 @@ impl Actor {
         // A new version tries the env's cluster again, even one that refused the previous.
         self.pinned = None;
         let previous = self.applied.replace(new);
+        // What the previous version would start from again (a rollback, a refused deploy).
         let restore = self.restore.clone();
+        if let Some(path) = asked {
+            tracing::info!(job = %self.name, %path, "restoring from the path the job file names");
+            self.restore = Some(path);
+            self.no_state = None;
+        }
         let submitted = match self.submit(false).await {
             Ok(run_id) => self
                 .confirm_restored(run_id)
@@ -160,6 +172,7 @@ impl Actor {
                 Ok(())
             }
             Err(err) => {
+                self.restore.clone_from(&restore);
                 self.restore_previous(previous, from).await;
                 Err(err.into_step(|reason| stalled(EventKind::DeployFailed, reason)))
             }
@@ -235,9 +248,12 @@ impl Actor {
             self.set_state(JobState::Running, None);
             return Ok(());
         }
-        let keep_state = applied.spec.upgrade == Upgrade::Savepoint;
+        let keep_state = applied.spec.upgrade.keeps_state();
         let stopping = format!("moved to {}", to.location());
-        if let Err(err) = self.stop_all(&stopping, keep_state).await {
+        self.last_state = last_state_age(&applied.spec);
+        let stopped = self.stop_all(&stopping, keep_state).await;
+        self.last_state = None;
+        if let Err(err) = stopped {
             let why = "waiting for the former cluster to stop the job";
             self.set_state(JobState::Deploying, Some(why));
             return Err(err);
@@ -285,7 +301,7 @@ impl Actor {
     /// that cluster's Flink is older than the one the savepoint would be taken on. Asked before
     /// anything is stopped; `None` when it can (or there is no move, or no version to compare).
     async fn state_move_refused(&self, spec: &JobSpec) -> Option<String> {
-        if spec.upgrade != Upgrade::Savepoint {
+        if !spec.upgrade.keeps_state() {
             return None;
         }
         let to = self.ctx.engines.get(&spec.env)?;
@@ -591,7 +607,7 @@ impl Actor {
             self.preflight(&current.spec, Some(&artifact))
                 .await
                 .map_err(|reason| stalled(EventKind::DeployFailed, reason.to_string()))?;
-            let keep_state = current.spec.upgrade == Upgrade::Savepoint;
+            let keep_state = current.spec.upgrade.keeps_state();
             if self
                 .stop_all("replaced by a new project commit", keep_state)
                 .await
@@ -738,4 +754,20 @@ pub(super) enum Refusal {
         /// The engine's reason.
         why: String,
     },
+}
+
+/// The `restore` path the new version `new` asks to start from: set, and not what the
+/// deployed version's file already said (leaving the field in place restores nothing more).
+fn asked_restore(applied: Option<&Deployed>, new: &Deployed) -> Option<String> {
+    let path = new.spec.restore.clone()?;
+    let before = applied.and_then(|a| a.spec.restore.as_deref());
+    (before != Some(path.as_str())).then_some(path)
+}
+
+/// `upgrade: last-state`: how young a checkpoint must be to start from.
+fn last_state_age(spec: &JobSpec) -> Option<std::time::Duration> {
+    (spec.upgrade == spec::Upgrade::LastState).then(|| {
+        spec.max_checkpoint_age
+            .unwrap_or(spec::DEFAULT_MAX_CHECKPOINT_AGE)
+    })
 }

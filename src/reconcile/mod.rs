@@ -26,7 +26,8 @@
 //! (a RUNNING run the health sweep finds unhealthy), `rescaled` (a run rescaled outside
 //! jobkeeper; [`parallelism`] says which vertices moved), [`recover`] (runs a previous daemon left),
 //! [`sweep`](mod@sweep) (the health loop's status sweep), [`unmanaged`] (live jobs no job file owns), [`takeover`]
-//! (`adopt`: a job started outside jobkeeper taken over), [`emit`] (recording events),
+//! (`adopt`: a job started outside jobkeeper taken over), [`savepoint`] (periodic and
+//! operators' savepoints), [`disposal`] (savepoints past `keep` disposed of), [`emit`] (recording events),
 //! [`outages`], [`hostwait`] (jobs waiting on the host: a full disk, used-up file descriptors or
 //! a store that refuses writes at a run's start or end is waited for with a backoff of its own,
 //! one `host_fault` per episode, and never spends restart attempts).
@@ -34,6 +35,7 @@
 pub mod actor;
 pub mod decide;
 mod deploy;
+pub mod disposal;
 pub mod emit;
 pub mod hostwait;
 pub mod mailbox;
@@ -44,6 +46,7 @@ pub mod recover;
 mod rescaled;
 mod rollback;
 mod runs;
+pub mod savepoint;
 pub mod sweep;
 pub mod takeover;
 #[cfg(test)]
@@ -205,6 +208,23 @@ impl Reconciler {
     /// The health sweep's task count of a RUNNING run.
     pub fn tasks(&self, job: &str, run_id: i64, tasks: u64) {
         self.send(job, Msg::Tasks(Box::new((run_id, tasks))));
+    }
+
+    /// Takes a savepoint of the job's live run now (an operator's, `who` asked): the receiver
+    /// gets its location, or why none was taken. The caller checks the job exists.
+    pub fn savepoint(
+        &self,
+        job: &str,
+        who: &str,
+    ) -> tokio::sync::oneshot::Receiver<Result<String, savepoint::SavepointRefused>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let ask = savepoint::SavepointAsk {
+            cause: crate::store::SavepointCause::Manual,
+            who: Some(who.to_string()),
+            reply: Some(tx),
+        };
+        self.send(job, Msg::Savepoint(Box::new(ask)));
+        rx
     }
 
     /// A run ended.

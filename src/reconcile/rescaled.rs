@@ -13,7 +13,7 @@
 use super::actor::Actor;
 use super::parallelism::{self, Expected, Incident, Verdict};
 use crate::event::JobEvent;
-use crate::spec::{Drift, Upgrade};
+use crate::spec::Drift;
 use crate::store::RunState;
 
 impl Actor {
@@ -170,6 +170,6 @@ impl Actor {
     fn keeps_state(&self) -> bool {
         self.applied
             .as_ref()
-            .is_some_and(|a| a.spec.upgrade == Upgrade::Savepoint)
+            .is_some_and(|a| a.spec.upgrade.keeps_state())
     }
 }

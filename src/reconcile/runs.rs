@@ -117,6 +117,14 @@ impl Actor {
         };
         if engine.kind().keeps_state() {
             self.started_from = Some((run_id, self.start_point(&deployed.spec, run_id)));
+            if let Some(location) = &self.restore {
+                let store = &self.ctx.store;
+                store.record(
+                    Some(&self.name),
+                    "where the run started from",
+                    store.record_run_start(&self.name, run_id, location),
+                );
+            }
         }
         self.record_handle(run_id, &handle);
         if let Some(version) = engine.version() {
@@ -294,6 +302,25 @@ impl Actor {
         keep_state: bool,
     ) -> Result<(), Live> {
         let location = live.engine.location();
+        if keep_state && let Some(max_age) = self.last_state {
+            match self.stop_at_last_state(&live, max_age).await {
+                Ok(true) => {
+                    self.ctx.outages.up(&self.ctx.events, &location);
+                    self.finish_run(live.run_id, end, Some(why));
+                    return Ok(());
+                }
+                Ok(false) => {} // no young checkpoint: a savepoint, below
+                Err(EngineError::Unreachable(e)) => {
+                    self.ctx.outages.down(&self.ctx.events, &location, &e);
+                    return Err(live);
+                }
+                Err(e) => {
+                    let reason = format!("could not cancel run: {e}");
+                    self.event(Some(live.run_id), &JobEvent::Failed { reason });
+                    return Err(live);
+                }
+            }
+        }
         let result = if keep_state {
             match live
                 .engine
@@ -323,7 +350,12 @@ impl Actor {
                 self.finish_run(live.run_id, end, Some(why));
                 match savepoint {
                     Some(sp) => {
-                        self.keep_savepoint(live.run_id, &sp, SavepointKind::Savepoint);
+                        let cluster = live
+                            .handle
+                            .cluster
+                            .clone()
+                            .or_else(|| live.engine.cluster());
+                        self.keep_savepoint(live.run_id, &sp, cluster.as_deref());
                         let why = format!("stopped with savepoint {sp}: {why}");
                         self.event(Some(live.run_id), &JobEvent::Stopped { why });
                         self.restore = Some(sp);
@@ -360,12 +392,48 @@ impl Actor {
         }
     }
 
-    fn keep_savepoint(&self, run_id: i64, location: &str, kind: SavepointKind) {
+    /// `upgrade: last-state`: cancels the run keeping its retained checkpoints when its latest
+    /// completed one is younger than `max_age`, and keeps the newest it left as where the next
+    /// run starts. False when it has none that young (nothing was stopped: a savepoint is taken
+    /// instead).
+    async fn stop_at_last_state(
+        &mut self,
+        live: &Live,
+        max_age: Duration,
+    ) -> Result<bool, EngineError> {
+        let Some(point) = live.engine.last_state(&live.handle, max_age).await? else {
+            tracing::info!(job = %self.name, run = live.run_id, "upgrade: last-state: no checkpoint younger than {}: a savepoint instead", humantime::format_duration(max_age));
+            return Ok(false);
+        };
+        live.engine.stop(&live.handle, STOP_GRACE).await?;
+        // A checkpoint may have completed between the look and the cancel: the newest one.
+        let point = match live.engine.restore_point(&live.handle).await {
+            Ok(StateLeft::Point(p)) if p.taken_ms >= point.taken_ms => p,
+            _ => point,
+        };
+        self.keep_point(live.run_id, &point);
+        let why = format!(
+            "cancelled with its retained checkpoints (upgrade: last-state); starting from {}",
+            point.location
+        );
+        self.event(Some(live.run_id), &JobEvent::Stopped { why });
+        Ok(true)
+    }
+
+    /// Keeps the savepoint a stop of run `run_id` on `cluster` took, with why it was taken.
+    fn keep_savepoint(&self, run_id: i64, location: &str, cluster: Option<&str>) {
         let store = &self.ctx.store;
+        let new = crate::store::NewSavepoint {
+            run_id: Some(run_id),
+            kind: SavepointKind::Savepoint,
+            cause: self.stop_cause,
+            cluster,
+            time: None,
+        };
         store.record(
             Some(&self.name),
-            kind.as_str(),
-            store.add_savepoint(&self.name, Some(run_id), location, kind),
+            "savepoint",
+            store.add_savepoint_by(&self.name, location, new),
         );
     }
 

@@ -58,6 +58,9 @@ impl Actor {
                 self.schedule_next(false);
             }
         }
+        if self.periodic.due.is_some_and(|t| t <= now) {
+            self.periodic_savepoint().await;
+        }
         false
     }
 

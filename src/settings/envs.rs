@@ -22,13 +22,15 @@ pub struct EnvSettings {
     pub restart: RestartOverride,
     /// Env-wide `health`, `rollback`, `ready_within` and `drift`.
     pub guard: GuardOverride,
+    /// Env-wide `savepoints`.
+    pub savepoints: crate::spec::SavepointsOverride,
 }
 
 /// The fields an env may have: `engine`, each engine's block, then its own.
 fn env_fields() -> Vec<&'static str> {
     let mut fields = vec!["engine"];
     fields.extend(EngineConfig::SECTIONS);
-    fields.extend(["vars", "alerts", "restart", "health"]);
+    fields.extend(["vars", "alerts", "restart", "health", "savepoints"]);
     fields.extend(crate::spec::guard_fields());
     fields
 }
@@ -105,7 +107,12 @@ fn read_env(
         read_health(c, v, &format!("{section}.health"), &[], &mut guard);
     }
     read_guard_fields(c, &f, &format!("{section}."), &mut guard);
+    let savepoints = f
+        .get("savepoints")
+        .map(|v| crate::spec::read_savepoints(c, v, &format!("{section}.savepoints")))
+        .unwrap_or_default();
     Some(EnvSettings {
+        savepoints,
         engine: engine?,
         vars,
         alerts,

@@ -58,6 +58,8 @@ pub struct Settings {
     pub http: HttpSettings,
     /// How much history each job keeps.
     pub retention: Retention,
+    /// Daemon-wide `savepoints` (periodic savepoints and how many are kept).
+    pub savepoints: crate::spec::SavepointsOverride,
     /// Daemon-wide restart policy.
     pub restart: RestartPolicy,
     /// Daemon-wide `health` (beyond `interval`), `rollback`, `ready_within` and `drift`.
@@ -278,6 +280,23 @@ impl Settings {
             None => self.restart,
         };
         base.with(job)
+    }
+
+    /// The savepoint policy of a job in `env` with its own `savepoints`: the daemon's, then the
+    /// env's, then the job's.
+    pub fn savepoint_policy(
+        &self,
+        env: &str,
+        job: &crate::spec::SavepointsOverride,
+    ) -> crate::spec::SavepointPolicy {
+        let base = self
+            .savepoints
+            .with(&crate::spec::SavepointPolicy::default());
+        let base = match self.envs.get(env) {
+            Some(e) => e.savepoints.with(&base),
+            None => base,
+        };
+        job.with(&base)
     }
 
     /// The guard (`health`, `rollback`, `ready_within`, `drift`) of a job in `env` with its own

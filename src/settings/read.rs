@@ -35,6 +35,7 @@ const TOP_FIELDS: &[&str] = &[
     "max_removals",
     "external_url",
     "retention",
+    "savepoints",
     "envs",
     "alerts",
 ];
@@ -125,6 +126,10 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
     let logs = read_logs(c, &f);
     let http = read_http(c, &f);
     let retention = read_retention(c, &f);
+    let savepoints = f
+        .get("savepoints")
+        .map(|n| crate::spec::read_savepoints(c, n, "savepoints"))
+        .unwrap_or_default();
     let restart = match f.get("restart") {
         Some(n) => RestartPolicy::default().with(&read_restart(c, n, "restart")),
         None => RestartPolicy::default(),
@@ -165,6 +170,7 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
         logs,
         http,
         retention,
+        savepoints,
         restart,
         guard,
         alerts_throttle,

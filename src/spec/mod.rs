@@ -16,6 +16,7 @@ mod read;
 mod schema;
 mod sql;
 mod sql_read;
+mod state;
 #[cfg(test)]
 mod tests;
 
@@ -36,6 +37,11 @@ pub use self::sql::{SqlError, Statement, StatementKind, split as split_sql};
 pub use self::sql_read::{
     DiskFiles, FileReadError, RepoFiles, place_flink_error, resolve_sql_secrets, sibling_path,
     sql_field_place,
+};
+pub(crate) use self::state::read_savepoints;
+pub use self::state::{
+    DEFAULT_KEEP_AGE, DEFAULT_KEEP_COUNT, RESTORE_SCHEMES, SavepointPolicy, SavepointSchedule,
+    SavepointsOverride, check_restore,
 };
 use crate::diag::Diagnostic;
 use crate::yaml::{self, Checker};
@@ -78,7 +84,26 @@ pub struct JobSpec {
     /// take over instead of submitting (a Flink job id or name, a Spark driver id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopt: Option<String>,
+    /// flink: periodic savepoints and how many are kept, as the file sets them (the rest come
+    /// from the env, then the daemon). Not serialized when empty.
+    #[serde(default, skip_serializing_if = "SavepointsOverride::is_empty")]
+    pub savepoints: SavepointsOverride,
+    /// flink: the savepoint or checkpoint a commit that sets or changes this starts the job
+    /// from, once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<String>,
+    /// flink `upgrade: last-state`: a checkpoint older than this is not started from (a
+    /// savepoint is taken instead); `None`: [`DEFAULT_MAX_CHECKPOINT_AGE`].
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_checkpoint_age: Option<Duration>,
 }
+
+/// The default `max_checkpoint_age` of `upgrade: last-state`.
+pub const DEFAULT_MAX_CHECKPOINT_AGE: Duration = Duration::from_secs(600);
 
 /// The SQL of a SQL job, read and split.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +181,10 @@ pub enum Upgrade {
     Savepoint,
     /// Cancel and submit fresh.
     Stateless,
+    /// Cancel keeping the retained checkpoints and start from the latest completed one; a
+    /// savepoint when none is younger than `max_checkpoint_age`.
+    #[serde(rename = "last-state")]
+    LastState,
 }
 
 /// Restart policy fields; unset ones fall back to the env, then the daemon config.
@@ -337,6 +366,9 @@ pub const JOB_FIELDS: &[&str] = &[
     "ready_within",
     "drift",
     "adopt",
+    "savepoints",
+    "restore",
+    "max_checkpoint_age",
 ];
 /// The fields of `project`.
 pub const PROJECT_FIELDS: &[&str] = &["repo", "branch", "dir", "build", "artifact", "follow"];
@@ -377,7 +409,13 @@ impl Upgrade {
         match self {
             Upgrade::Savepoint => "savepoint",
             Upgrade::Stateless => "stateless",
+            Upgrade::LastState => "last-state",
         }
+    }
+
+    /// Whether upgrades and moves keep the job's state (a savepoint or a checkpoint).
+    pub fn keeps_state(self) -> bool {
+        self != Upgrade::Stateless
     }
 }
 

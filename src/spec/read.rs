@@ -24,6 +24,9 @@ pub(super) fn read_job(c: &mut Checker, root: &Node, src: &str, ctx: Context) ->
         sql: None,
         guard: GuardOverride::default(),
         adopt: None,
+        savepoints: SavepointsOverride::default(),
+        restore: None,
+        max_checkpoint_age: None,
     };
     let Some(f) = c.mapping(root, "", JOB_FIELDS) else {
         return spec;
@@ -74,6 +77,12 @@ pub(super) fn read_job(c: &mut Checker, root: &Node, src: &str, ctx: Context) ->
     }
     if let Some(n) = f.get("adopt") {
         spec.adopt = read_adopt(c, n, engine);
+    }
+    if let Some(n) = f.get("savepoints") {
+        spec.savepoints = read_savepoints(c, n, "savepoints");
+    }
+    if let Some(n) = f.get("restore") {
+        spec.restore = super::state::read_restore(c, n);
     }
 
     if let Some(s) = ctx.settings
@@ -131,12 +140,19 @@ fn read_run_fields(c: &mut Checker, f: &Fields<'_>, spec: &mut JobSpec) {
         };
     }
     if let Some(n) = f.get("upgrade")
-        && let Some(v) = one_of(c, n, "upgrade", &["savepoint", "stateless"])
+        && let Some(v) = one_of(c, n, "upgrade", &["savepoint", "stateless", "last-state"])
     {
         spec.upgrade = match v {
             "stateless" => Upgrade::Stateless,
+            "last-state" => Upgrade::LastState,
             _ => Upgrade::Savepoint,
         };
+    }
+    if let Some(n) = f.get("max_checkpoint_age") {
+        spec.max_checkpoint_age = c.duration(n, "max_checkpoint_age");
+        if spec.max_checkpoint_age == Some(Duration::ZERO) {
+            c.error(n, "`max_checkpoint_age`: must be longer than zero");
+        }
     }
     if let Some(n) = f.get("timeout") {
         spec.timeout = c.duration(n, "timeout");

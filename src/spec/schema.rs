@@ -8,6 +8,23 @@ pub fn json_schema() -> serde_json::Value {
         "description": "A duration such as `90s`, `5m`, `2h` or `1h 30m`."
     });
     let text = serde_json::json!({"type": ["string", "number", "boolean"]});
+    let savepoints = serde_json::json!({
+        "description": "flink: periodic savepoints and how many are kept; unset fields come from the env, then the daemon config.",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "schedule": {"type": "string", "description": "Crontab expression (five fields, or six with seconds), in the daemon's time zone: when a periodic savepoint is taken. Not with `every`."},
+            "every": {"allOf": [duration], "description": "A periodic savepoint this long after the previous one. Not with `schedule`."},
+            "keep": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "count": {"type": "integer", "minimum": 1, "default": 10, "description": "Savepoints past the newest this many may be disposed of."},
+                    "age": {"allOf": [duration], "default": "1d", "description": "A savepoint younger than this is never disposed of."}
+                }
+            }
+        }
+    });
     serde_json::json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://jobkeeper.dev/schema/job.json",
@@ -60,7 +77,8 @@ pub fn json_schema() -> serde_json::Value {
                     "max_backoff": {"allOf": [duration], "description": "Largest delay before a restart."}
                 }
             },
-            "upgrade": {"enum": ["savepoint", "stateless"], "default": "savepoint", "description": "Flink: savepoint (stop with a savepoint, resubmit from it) | stateless."},
+            "upgrade": {"enum": ["savepoint", "stateless", "last-state"], "default": "savepoint", "description": "Flink: savepoint (stop with a savepoint, resubmit from it) | stateless | last-state (cancel keeping retained checkpoints, resubmit from the latest; a savepoint when none is younger than max_checkpoint_age)."},
+            "max_checkpoint_age": {"allOf": [duration], "default": "10m", "description": "flink `upgrade: last-state`: a checkpoint older than this is not started from; a savepoint is taken instead."},
             "alerts": {"type": "array", "items": {"type": "string"}, "description": "Alert channels (default: the env's)."},
             "suspend": {"type": "boolean", "default": false, "description": "true: stop the job but keep its file and history."},
             "sql": {"type": "string", "description": "flink: the job's Flink SQL statements (CREATE, SET 'key' = 'value', INSERT INTO), run as one job instead of params.main_class."},
@@ -85,7 +103,9 @@ pub fn json_schema() -> serde_json::Value {
             "rollback": {"type": "boolean", "default": false, "description": "A new version that fails, gives up or is unhealthy before ready_within is rolled back to the previous one."},
             "ready_within": {"allOf": [duration], "default": "2m", "description": "How long a new version must run before it is trusted."},
             "drift": {"enum": ["correct", "warn"], "default": "correct", "description": "What to do when the job is changed outside jobkeeper."},
-            "adopt": {"type": "string", "minLength": 1, "description": "flink/spark: on the job's first apply, take over this running job (a Flink job id, a Flink job name with exactly one RUNNING match, a Spark driver id) instead of submitting; ignored once the job has runs."}
+            "adopt": {"type": "string", "minLength": 1, "description": "flink/spark: on the job's first apply, take over this running job (a Flink job id, a Flink job name with exactly one RUNNING match, a Spark driver id) instead of submitting; ignored once the job has runs."},
+            "savepoints": savepoints,
+            "restore": {"type": "string", "pattern": "^[A-Za-z0-9]+:.+", "description": "flink: a savepoint or checkpoint (file://, s3://, hdfs://, ...); a commit that sets or changes it redeploys the job from it once."}
         }
     })
 }

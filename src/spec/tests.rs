@@ -175,7 +175,7 @@ fn bad_enums() {
     assert_eq!(
         errors("env: dev\noverlap: skip\nupgrade: savepoints\n"),
         "jobs/a.yaml:2:10: `overlap`: unknown value `skip`; expected one of: forbid, replace, allow\n\
-             jobs/a.yaml:3:10: `upgrade`: unknown value `savepoints`; expected one of: savepoint, stateless\n"
+             jobs/a.yaml:3:10: `upgrade`: unknown value `savepoints`; expected one of: savepoint, stateless, last-state\n"
     );
 }
 

@@ -17,7 +17,7 @@ use crate::event::EventKind;
 type Step = fn(&Connection) -> Result<()>;
 
 /// The steps, in order; step `i` makes version `i + 1`. Add new steps at the end.
-const STEPS: [Step; 9] = [
+const STEPS: [Step; 10] = [
     release_0_1_0,
     typed_events,
     versions,
@@ -27,6 +27,7 @@ const STEPS: [Step; 9] = [
     runs_with_artifacts,
     run_secrets,
     conditions,
+    savepoint_history,
 ];
 
 /// The schema version this build writes.
@@ -237,6 +238,22 @@ fn conditions(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Migration 10: the savepoint history: why each savepoint was taken, on which cluster, when
+/// it was disposed of (and the failures of disposing of it), and where each run started from.
+fn savepoint_history(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "ALTER TABLE savepoints ADD COLUMN cause TEXT;
+         ALTER TABLE savepoints ADD COLUMN cluster TEXT;
+         ALTER TABLE savepoints ADD COLUMN disposed_at INTEGER;
+         ALTER TABLE savepoints ADD COLUMN dispose_failures INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE savepoints ADD COLUMN dispose_error TEXT;
+         CREATE TABLE IF NOT EXISTS run_starts (
+             run_id INTEGER PRIMARY KEY, job TEXT NOT NULL, location TEXT NOT NULL);
+         CREATE INDEX IF NOT EXISTS run_starts_job ON run_starts(job, run_id);",
+    )?;
+    Ok(())
+}
+
 fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
     Ok(conn
         .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
@@ -386,6 +403,12 @@ mod tests {
              ALTER TABLE versions DROP COLUMN failed_reason;
              ALTER TABLE jobs DROP COLUMN incidents;
              ALTER TABLE runs DROP COLUMN engine_version;
+             ALTER TABLE savepoints DROP COLUMN cause;
+             ALTER TABLE savepoints DROP COLUMN cluster;
+             ALTER TABLE savepoints DROP COLUMN disposed_at;
+             ALTER TABLE savepoints DROP COLUMN dispose_failures;
+             ALTER TABLE savepoints DROP COLUMN dispose_error;
+             DROP TABLE run_starts;
              PRAGMA user_version = 8;",
         )
         .unwrap();

@@ -22,7 +22,8 @@
 //! - `runs`: [`RunState`], run rows and their lifecycle.
 //! - `events`: the event history and the sink that forwards events to the alerter.
 //! - `alerts`: the alert deliveries made ([`AlertStatus`]).
-//! - `savepoints`: Flink savepoints and retained checkpoints ([`SavepointKind`]).
+//! - `savepoints`: Flink savepoints and retained checkpoints ([`SavepointKind`]); with
+//!   `savepoint_history`, why each was taken, its disposal, and where runs started from.
 //! - `versions`: each job's previous version (what a rollback starts again), the current
 //!   version's probation, and the version a rollback refused.
 //! - `retention`: deleting old runs and events in small batches; the artifacts still needed.
@@ -74,6 +75,7 @@ mod jobs;
 mod migrations;
 mod retention;
 mod runs;
+mod savepoint_history;
 mod savepoints;
 mod versions;
 
@@ -93,6 +95,7 @@ pub use facts::{Failure, Incident, Incidents, Place, Stage};
 pub use jobs::{Applied, JobListRow, JobQuery, JobRow, JobState};
 pub use retention::{Checkpointer, PruneCandidate, PrunedRun};
 pub use runs::{RunOrigin, RunRow, RunState, Running};
+pub use savepoint_history::{Keep, NewSavepoint, SavepointCause, SavepointEntry};
 pub use savepoints::{SavepointKind, SavepointRow};
 pub use versions::{PreviousVersion, VersionsRow};
 

@@ -11,6 +11,9 @@ fn spec(command: &str) -> JobSpec {
     JobSpec {
         sql: None,
         adopt: None,
+        savepoints: Default::default(),
+        restore: None,
+        max_checkpoint_age: None,
         project: None,
         env: "dev".into(),
         params: Params {

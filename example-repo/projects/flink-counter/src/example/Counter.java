@@ -23,7 +23,10 @@ import org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink;
  *   <li>{@code --mode fail --failAfter N}: throw after N records of this attempt;
  *   <li>{@code --stallAfter N}: after N records of this attempt, each checkpoint of the counter
  *       takes 3 s (longer than a short {@code execution.checkpointing.timeout}, so checkpoints stop
- *       completing while the job keeps running).
+ *       completing while the job keeps running);
+ *   <li>{@code --keys K}: how many keys (default 4);
+ *   <li>{@code --payload B}: with each key's count, keep B bytes per key in keyed state (default
+ *       0), so K keys hold about K × B bytes of state (100,000 keys of 1,024 bytes: ~100 MB).
  * </ul>
  *
  * <p>At start each counter prints whether it was restored from a checkpoint or savepoint
@@ -37,6 +40,8 @@ public class Counter {
         long stallAfter = -1;
         String mode = "run";
         String tag = "";
+        long keys = 4;
+        int payload = 0;
         for (int i = 0; i + 1 < args.length; i += 2) {
             switch (args[i]) {
                 case "--rate": rate = Long.parseLong(args[i + 1]); break;
@@ -44,6 +49,8 @@ public class Counter {
                 case "--stallAfter": stallAfter = Long.parseLong(args[i + 1]); break;
                 case "--mode": mode = args[i + 1]; break;
                 case "--tag": tag = args[i + 1]; break;
+                case "--keys": keys = Long.parseLong(args[i + 1]); break;
+                case "--payload": payload = Integer.parseInt(args[i + 1]); break;
                 default: throw new IllegalArgumentException("unknown argument " + args[i]);
             }
         }
@@ -51,14 +58,15 @@ public class Counter {
             throw new IllegalArgumentException("--mode must be run or fail, not " + mode);
         }
         final long limit = mode.equals("fail") ? Math.max(failAfter, 0) : -1;
+        final long keyCount = Math.max(keys, 1);
 
         StreamExecutionEnvironment env = StreamExecutionEnvironment.getExecutionEnvironment();
         DataGeneratorSource<Long> source =
                 new DataGeneratorSource<>(
                         n -> n, Long.MAX_VALUE, RateLimiterStrategy.perSecond(rate), Types.LONG);
         env.fromSource(source, WatermarkStrategy.noWatermarks(), "numbers")
-                .keyBy(n -> n % 4)
-                .map(new CountPerKey(limit, stallAfter, tag))
+                .keyBy(n -> n % keyCount)
+                .map(new CountPerKey(limit, stallAfter, tag, payload))
                 .name("count")
                 .uid("count")
                 .sinkTo(new DiscardingSink<>());
@@ -73,18 +81,25 @@ public class Counter {
         private final long limit;
         private final long stallAfter;
         private final String tag;
+        private final int payload;
         private transient ValueState<Long> count;
+        private transient ValueState<byte[]> bytes;
         private transient long seen;
 
-        CountPerKey(long limit, long stallAfter, String tag) {
+        CountPerKey(long limit, long stallAfter, String tag, int payload) {
             this.limit = limit;
             this.stallAfter = stallAfter;
             this.tag = tag;
+            this.payload = payload;
         }
 
         @Override
         public void initializeState(FunctionInitializationContext ctx) {
             count = ctx.getKeyedStateStore().getState(new ValueStateDescriptor<>("count", Types.LONG));
+            if (payload > 0) {
+                bytes = ctx.getKeyedStateStore().getState(
+                        new ValueStateDescriptor<>("payload", byte[].class));
+            }
             System.out.println("flink-counter tag=" + tag + " restored=" + ctx.isRestored());
         }
 
@@ -104,6 +119,11 @@ public class Counter {
             }
             long c = count.value() == null ? 1 : count.value() + 1;
             count.update(c);
+            if (payload > 0 && bytes.value() == null) {
+                byte[] b = new byte[payload];
+                java.util.Arrays.fill(b, (byte) (n & 0x7f));
+                bytes.update(b);
+            }
             return c;
         }
     }
