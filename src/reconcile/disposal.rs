@@ -23,23 +23,61 @@ use crate::store::{Keep, SavepointEntry, StoreError};
 /// How often a pass runs.
 pub const DISPOSAL_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The longest wait before a failed disposal is tried again.
+pub const DISPOSAL_BACKOFF_MAX: Duration = Duration::from_secs(3600);
+
+/// When each savepoint whose disposal failed is tried again: after [`DISPOSAL_INTERVAL`]
+/// doubled per failure in a row, up to [`DISPOSAL_BACKOFF_MAX`], so a cluster that is gone
+/// for good costs a warning an hour, not one every pass. Kept in memory: a restarted daemon
+/// tries each once at its first pass.
+#[derive(Debug, Default)]
+pub struct Retries {
+    due: std::collections::HashMap<i64, (u32, tokio::time::Instant)>,
+}
+
+impl Retries {
+    /// Whether savepoint row `id` may be tried now.
+    fn due(&self, id: i64) -> bool {
+        self.due
+            .get(&id)
+            .is_none_or(|(_, at)| *at <= tokio::time::Instant::now())
+    }
+
+    /// Savepoint row `id` failed again: its next try is pushed back.
+    fn failed(&mut self, id: i64) -> Duration {
+        let failures = self.due.get(&id).map_or(0, |(n, _)| *n) + 1;
+        let wait = DISPOSAL_INTERVAL
+            .saturating_mul(1u32 << failures.min(20))
+            .min(DISPOSAL_BACKOFF_MAX);
+        self.due
+            .insert(id, (failures, tokio::time::Instant::now() + wait));
+        wait
+    }
+
+    /// Savepoint row `id` is disposed of: nothing to retry.
+    fn done(&mut self, id: i64) {
+        self.due.remove(&id);
+    }
+}
+
 /// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Disposed {
     /// Savepoints disposed of.
     pub disposed: u64,
-    /// Disposals that failed (tried again at the next pass).
+    /// Disposals that failed (tried again after a backoff, see [`Retries`]).
     pub failed: u64,
 }
 
 /// Runs a pass every [`DISPOSAL_INTERVAL`] until `cancel`.
 pub async fn disposal_loop(ctx: Arc<Context>, cancel: CancellationToken) {
+    let mut retries = Retries::default();
     loop {
         // A pass in flight is dropped at shutdown: a disposal Flink finished but the store did
         // not record is found gone at the next start (see `dispose`).
         let done = tokio::select! {
             () = cancel.cancelled() => return,
-            done = pass(&ctx) => done,
+            done = pass(&ctx, &mut retries) => done,
         };
         match done {
             Ok(d) if d != Disposed::default() => tracing::info!(
@@ -57,8 +95,9 @@ pub async fn disposal_loop(ctx: Arc<Context>, cancel: CancellationToken) {
     }
 }
 
-/// One pass over every job with more than one savepoint kept.
-pub async fn pass(ctx: &Context) -> Result<Disposed, StoreError> {
+/// One pass over every job with more than one savepoint kept; a savepoint whose disposal
+/// failed is tried again only once its backoff in `retries` is over.
+pub async fn pass(ctx: &Context, retries: &mut Retries) -> Result<Disposed, StoreError> {
     let mut out = Disposed::default();
     for job in ctx.store.jobs_with_savepoints_over(1)? {
         let row = ctx.store.job(&job)?;
@@ -76,9 +115,13 @@ pub async fn pass(ctx: &Context) -> Result<Disposed, StoreError> {
             age_ms: i64::try_from(policy.keep_age.as_millis()).unwrap_or(i64::MAX),
         };
         for sp in ctx.store.disposable_savepoints(&job, keep)? {
+            if !retries.due(sp.id) {
+                continue;
+            }
             match dispose(ctx, env.as_deref(), &sp).await {
                 Ok(how) => {
                     ctx.store.mark_disposed(sp.id)?;
+                    retries.done(sp.id);
                     ctx.metrics.disposal("disposed");
                     out.disposed += 1;
                     tracing::info!(job = %job, location = %sp.location, "savepoint disposed of ({how})");
@@ -87,7 +130,8 @@ pub async fn pass(ctx: &Context) -> Result<Disposed, StoreError> {
                     ctx.store.dispose_failed(sp.id, &why)?;
                     ctx.metrics.disposal("failed");
                     out.failed += 1;
-                    tracing::warn!(job = %job, location = %sp.location, "savepoint not disposed of, tried again at the next pass: {why}");
+                    let wait = retries.failed(sp.id);
+                    tracing::warn!(job = %job, location = %sp.location, "savepoint not disposed of, tried again in {}: {why}", humantime::format_duration(wait));
                 }
             }
         }
@@ -97,11 +141,18 @@ pub async fn pass(ctx: &Context) -> Result<Disposed, StoreError> {
 
 /// Disposes of one savepoint: how, or why it could not be.
 async fn dispose(ctx: &Context, env: Option<&str>, sp: &SavepointEntry) -> Result<String, String> {
+    let own = env.and_then(|e| ctx.engines.get(e));
     let engine = match &sp.cluster {
-        Some(c) => ctx.engines.at_cluster(EngineKind::Flink, c),
-        None => env
-            .and_then(|e| ctx.engines.get(e))
-            .filter(|e| e.kind().keeps_state()),
+        // The engine an env names for that cluster (a yarn env's savepoints are recorded with
+        // its RMs as their cluster: it disposes of them through its session, or refuses in
+        // application mode), else a Flink session engine for a cluster no env names any more.
+        Some(c) => ctx
+            .engines
+            .distinct()
+            .into_iter()
+            .find(|e| e.cluster().as_deref() == Some(c.as_str()))
+            .or_else(|| ctx.engines.at_cluster(EngineKind::Flink, c)),
+        None => own.filter(|e| e.kind().keeps_state()),
     };
     let refused = match &engine {
         Some(engine) => match engine.dispose_savepoint(&sp.location).await {
@@ -142,6 +193,23 @@ fn delete_local(location: &str) -> Option<std::io::Result<()>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_disposal_waits_longer_each_time_up_to_an_hour() {
+        let mut r = Retries::default();
+        assert!(r.due(7), "never tried: due");
+        assert_eq!(r.failed(7), Duration::from_secs(10));
+        assert!(!r.due(7) && r.due(8), "only the failed one waits");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(r.due(7));
+        assert_eq!(r.failed(7), Duration::from_secs(20));
+        for _ in 0..30 {
+            r.failed(7);
+        }
+        assert_eq!(r.failed(7), DISPOSAL_BACKOFF_MAX);
+        r.done(7);
+        assert!(r.due(7), "disposed of: forgotten");
+    }
 
     #[test]
     fn only_local_savepoint_folders_are_deleted_here() {

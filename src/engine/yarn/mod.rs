@@ -40,8 +40,8 @@ use super::cluster::{lock, require_jar, run_token, write_log};
 use super::flink::{FlinkEngine, FlinkSettings, FlinkVersion};
 use super::{
     ClusterJob, Engine, EngineError, EngineKind, HealthFacts, JobDetails, NEVER_STARTED,
-    RecordedRun, Recovery, RunExit, RunHandle, RunOutput, RunStatus, StateLeft, StopOutcome,
-    SubmitRequest, Survey, Vertex,
+    RecordedRun, Recovery, RunExit, RunHandle, RunOutput, RunStatus, StateLeft, StatePoint,
+    StopOutcome, SubmitRequest, Survey, Vertex,
 };
 use apps::App;
 use kerberos::Kerberos;
@@ -747,6 +747,48 @@ impl Engine for YarnEngine {
             self.kill(id, KILL_WAIT).await?;
         }
         Ok(outcome)
+    }
+
+    /// A savepoint taken by the run's JobManager (the session's, or the application's own).
+    async fn savepoint(&self, handle: &RunHandle) -> Result<StatePoint, EngineError> {
+        if let Some(name) = &self.settings.session {
+            let jm = self.session(name).await?;
+            return jm.savepoint(&Self::to_session(&jm, handle)).await;
+        }
+        let (jm, fh) = self.on_jm(handle).await?;
+        jm.savepoint(&fh).await
+    }
+
+    /// The run's newest retained checkpoint, from its JobManager.
+    async fn last_state(
+        &self,
+        handle: &RunHandle,
+        max_age: Duration,
+    ) -> Result<Option<StatePoint>, EngineError> {
+        if let Some(name) = &self.settings.session {
+            let jm = self.session(name).await?;
+            return jm.last_state(&Self::to_session(&jm, handle), max_age).await;
+        }
+        let (jm, fh) = self.on_jm(handle).await?;
+        jm.last_state(&fh, max_age).await
+    }
+
+    /// In session mode, the yarn-session's JobManager disposes of it. An application's
+    /// JobManager ends with its application, so in application mode there is none to ask:
+    /// refused (a `file:` savepoint's folder is then deleted by the caller).
+    async fn dispose_savepoint(&self, location: &str) -> Result<(), EngineError> {
+        if let Some(name) = &self.settings.session {
+            let jm = self.session(name).await?;
+            return jm.dispose_savepoint(location).await;
+        }
+        Err(EngineError::Refused(format!(
+            "no JobManager outlives a yarn application to dispose of {location}; remove it \
+             from {} by hand",
+            self.settings
+                .savepoint_dir
+                .as_deref()
+                .unwrap_or("the savepoint folder")
+        )))
     }
 
     async fn restore_point(&self, handle: &RunHandle) -> Result<StateLeft, EngineError> {
