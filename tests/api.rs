@@ -970,6 +970,81 @@ async fn cli_status_filters_by_env_and_folder_and_names_each_jobs_author() {
     d.stop().await;
 }
 
+/// A push of two commits by two authors, each changing another job's file: each job's AUTHOR
+/// (in `status` and in the API) is the author of the newest commit that changed its file, not
+/// the tip's; a job neither changed keeps its own; and what the job's run records names its
+/// own commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_of_two_commits_names_each_jobs_own_author() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let git = Git::new(root, "config");
+    git.write("jobs/web.yaml", &common::sleeper(600))
+        .write("jobs/clicks.yaml", &common::sleeper(600))
+        .write("jobs/report.yaml", &common::sleeper(600));
+    let first = git.commit_push("three jobs");
+    let extra = secrets(root);
+    let mut d = start(root, &config(root, &git, &extra)).await;
+    wait_for("the first commit applied", Duration::from_secs(20), || {
+        d.store.applied_commit().unwrap().as_deref() == Some(first.as_str())
+    })
+    .await;
+    let commit_as = |author: &str, msg: &str| {
+        git.git(&["add", "-A"]);
+        git.git(&["commit", "-q", "--author", author, "-m", msg]);
+        git.git(&["rev-parse", "HEAD"])
+    };
+    git.write("jobs/clicks.yaml", &common::sleeper(601));
+    let carol = commit_as("Carol Coder <carol@example.com>", "clicks: longer");
+    git.write("jobs/report.yaml", &common::sleeper(602));
+    let bob = commit_as("Bob Builder <bob@example.com>", "report: longer");
+    git.push();
+    wait_for("the two commits applied", Duration::from_secs(20), || {
+        d.store.applied_commit().unwrap().as_deref() == Some(bob.as_str())
+    })
+    .await;
+    for job in ["web", "clicks", "report"] {
+        d.running_pid(job).await;
+    }
+    let base = url(&d, "");
+    let (code, out, err) = cli(&["status", "--url", &base], &[]).await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let at = lines[1].find("AUTHOR").expect("an AUTHOR column");
+    let end = lines[1].find("RESTARTS").unwrap();
+    let authors: Vec<(&str, &str)> = lines[2..5]
+        .iter()
+        .map(|l| (l.split_whitespace().next().unwrap(), l[at..end].trim()))
+        .collect();
+    assert_eq!(
+        authors,
+        [
+            ("clicks", "Carol Coder"),
+            ("report", "Bob Builder"),
+            ("web", "Ann Operator"),
+        ],
+        "{out}"
+    );
+    let (code, v) = get_json(&d, "/api/v1/jobs/clicks").await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["commit"]["id"], carol.as_str(), "{v}");
+    assert_eq!(v["commit"]["subject"], "clicks: longer", "{v}");
+    wait_for(
+        "clicks' new run under its own commit",
+        Duration::from_secs(20),
+        || {
+            d.store
+                .runs("clicks", 1)
+                .unwrap()
+                .first()
+                .and_then(|r| r.commit_id.clone())
+                == Some(carol.clone())
+        },
+    )
+    .await;
+    d.stop().await;
+}
+
 /// `logs --build` names the build it shows: its key, project repo and commit, and whether it
 /// succeeded; a second job of the same build, served from the cache, says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,7 @@
 //!   and the decoding shared by the tables.
 //! - `migrations`: the schema, numbered with `PRAGMA user_version`.
 //! - `commits`: config commits and [`Store::apply_commit`], which writes a commit's desired specs.
+//! - `changed_by`: each changed job's own commit after a push of several ([`Store::set_changed_by`]).
 //! - `jobs`: [`JobState`], job rows, their lists and counts.
 //! - `conditions`: the stored facts a job's conditions are derived from ([`ConditionRow`]).
 //! - `runs`: [`RunState`], run rows and their lifecycle.
@@ -66,6 +67,7 @@ macro_rules! words {
 pub(crate) use words;
 
 mod alerts;
+mod changed_by;
 mod commits;
 mod conditions;
 mod events;
