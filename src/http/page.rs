@@ -710,7 +710,7 @@ pub async fn status_page(
         let events = state.store.events(None, RECENT_EVENTS)?;
         let events: Vec<EventView> = events.iter().map(EventView::of).collect();
         let clusters = clusters_html(&super::clusters::clusters_view(&state));
-        let (names, counts) = super::shown::problems(&state)?;
+        let counts = super::counts::counts(&state)?;
         let filters = Filters {
             query: &query,
             envs: settings
@@ -718,10 +718,10 @@ pub async fn status_page(
                 .iter()
                 .map(|(n, e)| (n.clone(), e.engine.as_str().to_string()))
                 .collect(),
-            counts: state.store.job_state_counts()?,
-            problems: counts,
+            counts: counts.states.clone(),
+            problems: counts.conditions.clone(),
         };
-        let problems = Problems::read(&state, &names)?;
+        let problems = Problems::read(&state, &counts.problems)?;
         let html = render(&settings, &view, &events, &filters, &problems);
         let unmanaged = super::unmanaged::unmanaged_html(&super::unmanaged::unmanaged_view(&state));
         // Before the events, near the end: found from there, the jobs' rows not copied again.

@@ -18,6 +18,7 @@
 //! - `migrations`: the schema, numbered with `PRAGMA user_version`.
 //! - `commits`: config commits and [`Store::apply_commit`], which writes a commit's desired specs.
 //! - `changed_by`: each changed job's own commit after a push of several ([`Store::set_changed_by`]).
+//! - `generation`: a number every write moves ([`Store::generation`]), for what readers keep.
 //! - `jobs`: [`JobState`], job rows, their lists and counts.
 //! - `conditions`: the stored facts a job's conditions are derived from ([`ConditionRow`]).
 //! - `runs`: [`RunState`], run rows and their lifecycle.
@@ -72,6 +73,7 @@ mod commits;
 mod conditions;
 mod events;
 mod facts;
+mod generation;
 mod jobs;
 mod migrations;
 mod retention;
