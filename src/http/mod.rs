@@ -1,6 +1,8 @@
 //! The HTTP server on `listen` (SPEC "HTTP API"): health and readiness, `/metrics`, the JSON API
 //! ([`api`], [`clusters`], [`unmanaged`]), git webhooks ([`hooks`]), the status page
 //! ([`page`]), a page per job ([`job_page`]) and the jars spark workers fetch ([`artifacts`]).
+//! The counts over every job that the page and `/metrics` show are kept between changes
+//! ([`counts`]).
 //!
 //! Connections are accepted and driven by [`listener`], within the daemon config's `http:`
 //! limits (connection cap, header and idle timeouts). Every request body is limited to
