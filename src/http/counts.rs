@@ -3,7 +3,7 @@
 //! [`crate::store::Store::problem_rows`]), so the counts are kept between requests while nothing
 //! they are derived from changed ([`Inputs`]): the store's generation
 //! ([`crate::store::Store::generation`], moved by every write of a job, its state, versions,
-//! runs or incidents), where each env runs jobs now and whether its cluster answers
+//! runs or incidents, also by another process), where each env runs jobs now and whether its cluster answers
 //! ([`Envs`]), and the jobs waiting on the host. The inputs are read before counting, so a
 //! change made while counting makes the next request count again: what is shown is never older
 //! than the request that shows it.
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::reconcile::hostwait::Waiting;
-use crate::store::{JobState, StoreError};
+use crate::store::{Generation, JobState, StoreError};
 
 use super::ApiState;
 use super::shown::{self, ConditionCounts, Envs};
@@ -33,7 +33,7 @@ pub struct Counts {
 #[derive(Debug, Clone, PartialEq)]
 struct Inputs {
     /// The store's generation.
-    generation: u64,
+    generation: Generation,
     /// Where each env runs jobs now.
     envs: Envs,
     /// The jobs waiting on the host, by name, and how.
@@ -41,13 +41,13 @@ struct Inputs {
 }
 
 impl Inputs {
-    fn now(state: &ApiState) -> Inputs {
+    fn now(state: &ApiState) -> Result<Inputs, StoreError> {
         // The generation first: a write after it makes these inputs old.
-        let generation = state.store.generation();
+        let generation = state.store.generation()?;
         let host = &state.reconciler.context().host;
         let mut names = host.waiting_jobs();
         names.sort();
-        Inputs {
+        Ok(Inputs {
             generation,
             envs: Envs::now(state),
             waiting: names
@@ -57,7 +57,7 @@ impl Inputs {
                     (n, w)
                 })
                 .collect(),
-        }
+        })
     }
 }
 
@@ -95,7 +95,7 @@ pub struct KeptCounts(Kept<Inputs, Counts>);
 
 /// The counts over every job now: the kept ones while nothing they are derived from changed.
 pub fn counts(state: &ApiState) -> Result<Arc<Counts>, StoreError> {
-    let inputs = Inputs::now(state);
+    let inputs = Inputs::now(state)?;
     let (envs, waiting) = (inputs.envs.clone(), inputs.waiting.clone());
     state.counts.0.get(inputs, || {
         let waiting: Vec<&str> = waiting.iter().map(|(n, _)| n.as_str()).collect();

@@ -94,6 +94,7 @@ pub use commits::{CommitRecord, DesiredUpdate};
 pub use conditions::ConditionRow;
 pub use events::{EventRow, EventSink, NewEvent, UNSTORED};
 pub use facts::{Failure, Incident, Incidents, Place, Stage};
+pub use generation::Generation;
 pub use jobs::{Applied, JobListRow, JobQuery, JobRow, JobState};
 pub use retention::{Checkpointer, PruneCandidate, PrunedRun};
 pub use runs::{RunOrigin, RunRow, RunState, Running};
