@@ -100,12 +100,24 @@ log "cargo test"
 out=$(mktemp)
 trap 'rm -f "$out"; stop_clusters' EXIT
 status=0
+# Only this run's screenshots are kept.
+rm -rf target/screenshots
 # `kerberos`: GSSAPI for YARN's SPNEGO (tests/yarn.rs and tests/yarn_kerberos.rs use the 1.20.3
 # cluster above; tests/support/ has the stand-in ResourceManager and `flink` CLI).
 cargo test --all-targets --locked --features kerberos --no-fail-fast 2>&1 | tee "$out" || status=$?
-# tests/status_page.rs leaves screenshots of the status page at 800 jobs here: CI keeps the
-# folder as artifacts.
-log "status page screenshots: $(ls target/screenshots/*.png 2>/dev/null | tr '\n' ' ')"
+# tests/status_page.rs leaves screenshots of the status page at 800 jobs in target/screenshots/;
+# they are copied to the artifacts folder (JOBKEEPER_ARTIFACTS, default target/artifacts), which
+# CI keeps.
+artifacts="${JOBKEEPER_ARTIFACTS:-target/artifacts}"
+rm -rf "$artifacts/screenshots"
+mkdir -p "$artifacts/screenshots"
+artifacts="$(cd "$artifacts" && pwd)"
+if compgen -G 'target/screenshots/*.png' >/dev/null; then
+  cp target/screenshots/*.png "$artifacts/screenshots/"
+  log "status page screenshots kept in $artifacts/screenshots/: $(cd "$artifacts/screenshots" && ls -- *.png | tr '\n' ' ')"
+else
+  log "no status page screenshots in target/screenshots/ (tests/status_page.rs did not take them); $artifacts/screenshots/ is empty"
+fi
 
 log "fuzzing: each target of fuzz/ for 15 s (scripts/fuzz.sh)"
 fuzz_status=0

@@ -11,6 +11,9 @@ use crate::plan::{Change, Plan, plan};
 use crate::repo::{FileDiff, GitTree, JobFile, JobFileChange, Oid, RepoError, open_existing};
 use crate::spec::{self, Context, JobSpec, MAX_JOB_FILE_BYTES, RepoFiles};
 
+mod last_changed;
+pub use last_changed::last_changed;
+
 /// The files of one commit of a config repo, for the `sql_file`s its job files name.
 #[derive(Debug)]
 pub struct TreeFiles<'a> {

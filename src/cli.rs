@@ -518,15 +518,59 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
         settings: settings.as_ref().map(|s| s as &dyn spec::DaemonConfig),
         files: Some(&spec::DiskFiles),
     };
+    let Checked {
+        mut errors,
+        warnings,
+        stateful,
+    } = check_files(dir, &files, settings.as_ref(), ctx);
+    if let Some(s) = &settings {
+        errors.extend(refused_moves(s, &stateful)?);
+    }
+    stdout(&diag::render(&errors))?;
+    // Warnings leave the exit code as it is.
+    stdout(&diag::render(&warnings))?;
+    let bad: std::collections::BTreeSet<&str> = errors.iter().map(|d| d.path.as_str()).collect();
+    let warned = if warnings.is_empty() {
+        String::new()
+    } else {
+        format!(", {} warning(s)", warnings.len())
+    };
+    eprintln!(
+        "{} job file(s) checked: {} invalid, {} error(s){warned}",
+        files.len(),
+        bad.len(),
+        errors.len()
+    );
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// What [`check_files`] found.
+struct Checked {
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+    /// Jobs that keep their state across moves: (name, file, env).
+    stateful: Vec<(String, String, String)>,
+}
+
+/// Each of `files` (below `dir`) checked as the daemon reads it: its name, one file per job,
+/// its parse against the daemon config when given, and its SQL runner.
+fn check_files(
+    dir: &Path,
+    files: &[String],
+    settings: Option<&crate::settings::Settings>,
+    ctx: spec::Context<'_>,
+) -> Checked {
     let mut errors: Vec<Diagnostic> = Vec::new();
     let mut warnings: Vec<Diagnostic> = Vec::new();
-    let javac = settings
-        .as_ref()
-        .is_some_and(|s| crate::build::sql_runner::javac_in(&s.build.path));
+    let javac = settings.is_some_and(|s| crate::build::sql_runner::javac_in(&s.build.path));
     let mut names = std::collections::BTreeSet::new();
     // Jobs that keep their state across moves: (name, file, env).
     let mut stateful: Vec<(String, String, String)> = Vec::new();
-    for rel in &files {
+    for rel in files {
         let display = dir.join(rel).to_string_lossy().into_owned();
         let name = spec::job_name_of(rel).unwrap_or(rel);
         if let Err(msg) = spec::check_name(name) {
@@ -552,9 +596,7 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
                         stateful.push((name.to_string(), display.clone(), job.env.clone()));
                     }
                     errors.extend(
-                        settings
-                            .as_ref()
-                            .and_then(|s| sql_runner_problem(s, javac, &display, &bytes, &job)),
+                        settings.and_then(|s| sql_runner_problem(s, javac, &display, &bytes, &job)),
                     );
                 }
                 Err(d) => errors.extend(d),
@@ -565,29 +607,11 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
             )),
         }
     }
-    if let Some(s) = &settings {
-        errors.extend(refused_moves(s, &stateful)?);
+    Checked {
+        errors,
+        warnings,
+        stateful,
     }
-    stdout(&diag::render(&errors))?;
-    // Warnings leave the exit code as it is.
-    stdout(&diag::render(&warnings))?;
-    let bad: std::collections::BTreeSet<&str> = errors.iter().map(|d| d.path.as_str()).collect();
-    let warned = if warnings.is_empty() {
-        String::new()
-    } else {
-        format!(", {} warning(s)", warnings.len())
-    };
-    eprintln!(
-        "{} job file(s) checked: {} invalid, {} error(s){warned}",
-        files.len(),
-        bad.len(),
-        errors.len()
-    );
-    Ok(if errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }
 
 /// `validate --config`: each stateful job (`stateful`: name, file, env) whose env differs from

@@ -414,6 +414,66 @@ fn author_name(author: &str) -> String {
     }
 }
 
+/// One job's row of the `status` table, each cell [`printable`].
+fn status_row(j: &crate::http::api::JobView) -> [String; COLUMNS] {
+    let last = j.last_event.as_ref().map_or("-".to_string(), |e| {
+        let msg = e.message.lines().next().unwrap_or("");
+        let msg: String = if msg.chars().count() > 60 {
+            format!("{}…", msg.chars().take(60).collect::<String>())
+        } else {
+            msg.to_string()
+        };
+        format!("{} {} {msg}", e.time.get(..19).unwrap_or(&e.time), e.kind)
+    });
+    [
+        j.name.clone(),
+        match &j.unreadable {
+            Some(_) if j.state == crate::http::api::UNREADABLE => j.state.clone(),
+            Some(_) => format!("{} (unreadable)", j.state),
+            None => state_label(j),
+        },
+        j.env.clone().unwrap_or_else(|| "-".into()),
+        j.engine_label().unwrap_or_else(|| "-".into()),
+        j.running_label().unwrap_or_else(|| "-".into()),
+        j.commit
+            .as_ref()
+            .map_or_else(|| "-".into(), |c| author_name(&c.author)),
+        j.restarts.to_string(),
+        last,
+    ]
+    .map(|cell| printable(&cell))
+}
+
+/// What the `status` table cannot hold on a line: every condition in full, where a job runs
+/// when not where its file asks, and why a row is unreadable.
+fn status_footer(out: &mut String, view: &JobsView) {
+    // Every condition in full: a later event never hides one that still holds.
+    for j in &view.jobs {
+        for c in &j.conditions {
+            let _ = writeln!(
+                out,
+                "{}: {}: {}",
+                printable(&j.name),
+                c.kind().as_str(),
+                printable(&c.phrase())
+            );
+        }
+        if let Some(place) = &j.place {
+            let _ = writeln!(out, "{}: {}", printable(&j.name), printable(place));
+        }
+    }
+    for j in &view.jobs {
+        if let Some(why) = &j.unreadable {
+            let _ = writeln!(
+                out,
+                "unreadable: {}: {}",
+                printable(&j.name),
+                printable(why)
+            );
+        }
+    }
+}
+
 /// The table `jobkeeper status` prints; every field the daemon sent is [`printable`].
 pub fn status_table(view: &JobsView) -> String {
     let mut out = String::new();
@@ -442,38 +502,7 @@ pub fn status_table(view: &JobsView) -> String {
         "RESTARTS",
         "LAST EVENT",
     ];
-    let rows: Vec<[String; COLUMNS]> = view
-        .jobs
-        .iter()
-        .map(|j| {
-            let last = j.last_event.as_ref().map_or("-".to_string(), |e| {
-                let msg = e.message.lines().next().unwrap_or("");
-                let msg: String = if msg.chars().count() > 60 {
-                    format!("{}…", msg.chars().take(60).collect::<String>())
-                } else {
-                    msg.to_string()
-                };
-                format!("{} {} {msg}", e.time.get(..19).unwrap_or(&e.time), e.kind)
-            });
-            [
-                j.name.clone(),
-                match &j.unreadable {
-                    Some(_) if j.state == crate::http::api::UNREADABLE => j.state.clone(),
-                    Some(_) => format!("{} (unreadable)", j.state),
-                    None => state_label(j),
-                },
-                j.env.clone().unwrap_or_else(|| "-".into()),
-                j.engine_label().unwrap_or_else(|| "-".into()),
-                j.running_label().unwrap_or_else(|| "-".into()),
-                j.commit
-                    .as_ref()
-                    .map_or_else(|| "-".into(), |c| author_name(&c.author)),
-                j.restarts.to_string(),
-                last,
-            ]
-            .map(|cell| printable(&cell))
-        })
-        .collect();
+    let rows: Vec<[String; COLUMNS]> = view.jobs.iter().map(status_row).collect();
     let mut widths = header.map(str::len);
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r.iter()).take(COLUMNS - 1) {
@@ -498,31 +527,7 @@ pub fn status_table(view: &JobsView) -> String {
     if rows.is_empty() {
         out.push_str("(no jobs)\n");
     }
-    // Every condition in full: a later event never hides one that still holds.
-    for j in &view.jobs {
-        for c in &j.conditions {
-            let _ = writeln!(
-                out,
-                "{}: {}: {}",
-                printable(&j.name),
-                c.kind().as_str(),
-                printable(&c.phrase())
-            );
-        }
-        if let Some(place) = &j.place {
-            let _ = writeln!(out, "{}: {}", printable(&j.name), printable(place));
-        }
-    }
-    for j in &view.jobs {
-        if let Some(why) = &j.unreadable {
-            let _ = writeln!(
-                out,
-                "unreadable: {}: {}",
-                printable(&j.name),
-                printable(why)
-            );
-        }
-    }
+    status_footer(&mut out, view);
     out
 }
 

@@ -126,6 +126,7 @@ pub async fn run_with(
         trigger: OnceLock::new(),
         shelf,
         hook_buffer: http::body::HookBuffer::new(started.http.hook_buffer),
+        counts: Default::default(),
     });
     let server = {
         let (api, cancel) = (api.clone(), cancel.clone());

@@ -777,50 +777,62 @@ pub fn render_markdown(plan: &Plan, from: &str, to: &str) -> String {
             left.push((action, items.len() - shown));
         }
         if action == Action::Invalid {
-            let errors: Vec<String> = items
-                .iter()
-                .flat_map(|i| &i.errors)
-                .map(Diagnostic::to_string)
-                .collect();
-            if !errors.is_empty() {
-                let intro = "\n**Invalid job files** (these jobs keep their previous version):\n\n";
-                let mut fitting: Vec<String> = Vec::new();
-                // The block's fence and intro, then each line while it fits.
-                let mut size =
-                    out.len() + intro.len() + 2 * (md_fence_len(&errors) + 1) + close.len();
-                for e in &errors {
-                    if size + e.len() + 1 > budget {
-                        break;
-                    }
-                    size += e.len() + 1;
-                    fitting.push(e.clone());
-                }
-                errors_left += errors.len() - fitting.len();
-                if !fitting.is_empty() {
-                    out.push_str(intro);
-                    out.push_str(&md_block(&fitting));
-                }
-            }
+            errors_left += markdown_errors(&mut out, &items, budget - close.len());
         }
         out.push_str(close);
     }
     if !left.is_empty() || errors_left > 0 {
-        let mut parts: Vec<String> = left
-            .iter()
-            .map(|(a, n)| format!("{n} {}", a.as_str()))
-            .collect();
-        if errors_left > 0 {
-            parts.push(format!("{errors_left} error line(s) of invalid files"));
-        }
-        let _ = writeln!(
-            out,
-            "✂️ Cut to fit a comment ({MAX_MARKDOWN} characters): left out {}. The whole plan \
-             is in this pipeline's job log, or run the same `jobkeeper plan` with \
-             `--format text`.",
-            parts.join(", ")
-        );
+        cut_note(&mut out, &left, errors_left);
     }
     out
+}
+
+/// The invalid files' error lines of `items` as one block, each line while `out` stays within
+/// `budget`; how many lines were left out.
+fn markdown_errors(out: &mut String, items: &[&Item], budget: usize) -> usize {
+    let errors: Vec<String> = items
+        .iter()
+        .flat_map(|i| &i.errors)
+        .map(Diagnostic::to_string)
+        .collect();
+    if errors.is_empty() {
+        return 0;
+    }
+    let intro = "\n**Invalid job files** (these jobs keep their previous version):\n\n";
+    let mut fitting: Vec<String> = Vec::new();
+    // The block's fence and intro, then each line while it fits.
+    let mut size = out.len() + intro.len() + 2 * (md_fence_len(&errors) + 1);
+    for e in &errors {
+        if size + e.len() + 1 > budget {
+            break;
+        }
+        size += e.len() + 1;
+        fitting.push(e.clone());
+    }
+    if !fitting.is_empty() {
+        out.push_str(intro);
+        out.push_str(&md_block(&fitting));
+    }
+    errors.len() - fitting.len()
+}
+
+/// The last line of a cut plan: how many rows of each class and error lines were left out, and
+/// where the whole plan is.
+fn cut_note(out: &mut String, left: &[(Action, usize)], errors_left: usize) {
+    let mut parts: Vec<String> = left
+        .iter()
+        .map(|(a, n)| format!("{n} {}", a.as_str()))
+        .collect();
+    if errors_left > 0 {
+        parts.push(format!("{errors_left} error line(s) of invalid files"));
+    }
+    let _ = writeln!(
+        out,
+        "✂️ Cut to fit a comment ({MAX_MARKDOWN} characters): left out {}. The whole plan \
+         is in this pipeline's job log, or run the same `jobkeeper plan` with \
+         `--format text`.",
+        parts.join(", ")
+    );
 }
 
 /// The icon a class is marked with.

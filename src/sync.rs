@@ -241,6 +241,7 @@ pub fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Applied, SyncError>
         info,
         commits,
         jobs,
+        changed_by,
     } = read_changes(repo, ctx, applied.as_deref(), tip)?;
     let removed = changes
         .iter()
@@ -274,6 +275,11 @@ pub fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Applied, SyncError>
         subject: info.subject.clone(),
     };
     ctx.store.apply_commit(&commit, &out.updates, &out.notes)?;
+    // Before the actors are poked, so what they record names each job's own commit. A crash
+    // in between leaves the tip, which holds the same files.
+    if !changed_by.is_empty() {
+        ctx.store.set_changed_by(&changed_by)?;
+    }
     // Stored (and handed to the alerter) with the commit: logged and counted as every event.
     for (job, event) in &out.notes {
         ctx.events
@@ -307,6 +313,8 @@ struct Read {
     commits: Vec<crate::repo::RawCommit>,
     /// The jobs the daemon has before the tip (with a desired state).
     jobs: usize,
+    /// The changed jobs whose file a commit before the tip last changed, with that commit.
+    changed_by: Vec<(String, CommitRecord)>,
 }
 
 /// The changed jobs between the applied commit (when the mirror knows it) and `tip`, parsed,
@@ -359,12 +367,48 @@ fn read_changes(
     }
     let info = tree.commit_info(tip)?;
     let commits = tree.commits_since(from, tip)?;
+    let changed_by = changed_by(&tree, &commits, path, &changes)?;
     Ok(Read {
         changes,
         info,
         commits,
         jobs,
+        changed_by,
     })
+}
+
+/// The changed jobs whose file was last changed by a commit of the range other than the tip
+/// (`commits`, tip first), each with that commit: a push of several commits by several
+/// authors names each job's own.
+fn changed_by(
+    tree: &crate::repo::GitTree,
+    commits: &[crate::repo::RawCommit],
+    path: &str,
+    changes: &[Change],
+) -> Result<Vec<(String, CommitRecord)>, SyncError> {
+    let paths: Vec<&str> = changes
+        .iter()
+        .map(|c| match c {
+            Change::Upsert { path, .. } | Change::Remove { path, .. } => path.as_str(),
+        })
+        .collect();
+    let last = crate::changes::last_changed(tree, commits, path, &paths)?;
+    Ok(changes
+        .iter()
+        .filter_map(|c| {
+            let (Change::Upsert { name, path, .. } | Change::Remove { name, path }) = c;
+            let i = *last.get(path.as_str())?;
+            let commit = commits.get(i).filter(|_| i > 0)?;
+            Some((
+                name.clone(),
+                CommitRecord {
+                    id: commit.id.to_string(),
+                    author: commit.author.clone(),
+                    subject: commit.subject(),
+                },
+            ))
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -970,6 +970,153 @@ async fn cli_status_filters_by_env_and_folder_and_names_each_jobs_author() {
     d.stop().await;
 }
 
+/// A push of two commits by two authors, each changing another job's file: each job's AUTHOR
+/// (in `status` and in the API) is the author of the newest commit that changed its file, not
+/// the tip's; a job neither changed keeps its own; and what the job's run records names its
+/// own commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_of_two_commits_names_each_jobs_own_author() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let git = Git::new(root, "config");
+    git.write("jobs/web.yaml", &common::sleeper(600))
+        .write("jobs/clicks.yaml", &common::sleeper(600))
+        .write("jobs/report.yaml", &common::sleeper(600));
+    let first = git.commit_push("three jobs");
+    let extra = secrets(root);
+    let mut d = start(root, &config(root, &git, &extra)).await;
+    wait_for("the first commit applied", Duration::from_secs(20), || {
+        d.store.applied_commit().unwrap().as_deref() == Some(first.as_str())
+    })
+    .await;
+    let commit_as = |author: &str, msg: &str| {
+        git.git(&["add", "-A"]);
+        git.git(&["commit", "-q", "--author", author, "-m", msg]);
+        git.git(&["rev-parse", "HEAD"])
+    };
+    git.write("jobs/clicks.yaml", &common::sleeper(601));
+    let carol = commit_as("Carol Coder <carol@example.com>", "clicks: longer");
+    git.write("jobs/report.yaml", &common::sleeper(602));
+    let bob = commit_as("Bob Builder <bob@example.com>", "report: longer");
+    git.push();
+    wait_for("the two commits applied", Duration::from_secs(20), || {
+        d.store.applied_commit().unwrap().as_deref() == Some(bob.as_str())
+    })
+    .await;
+    for job in ["web", "clicks", "report"] {
+        d.running_pid(job).await;
+    }
+    let base = url(&d, "");
+    let (code, out, err) = cli(&["status", "--url", &base], &[]).await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let at = lines[1].find("AUTHOR").expect("an AUTHOR column");
+    let end = lines[1].find("RESTARTS").unwrap();
+    let authors: Vec<(&str, &str)> = lines[2..5]
+        .iter()
+        .map(|l| (l.split_whitespace().next().unwrap(), l[at..end].trim()))
+        .collect();
+    assert_eq!(
+        authors,
+        [
+            ("clicks", "Carol Coder"),
+            ("report", "Bob Builder"),
+            ("web", "Ann Operator"),
+        ],
+        "{out}"
+    );
+    let (code, v) = get_json(&d, "/api/v1/jobs/clicks").await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["commit"]["id"], carol.as_str(), "{v}");
+    assert_eq!(v["commit"]["subject"], "clicks: longer", "{v}");
+    wait_for(
+        "clicks' new run under its own commit",
+        Duration::from_secs(20),
+        || {
+            d.store
+                .runs("clicks", 1)
+                .unwrap()
+                .first()
+                .and_then(|r| r.commit_id.clone())
+                == Some(carol.clone())
+        },
+    )
+    .await;
+    d.stop().await;
+}
+
+/// The status page and `/metrics` keep their counts over every job between requests; a change
+/// shows on the next request at once: a file made invalid (a condition: the problems view and
+/// its count), then a job suspended (the state counts), each asked for the moment the store
+/// holds it, after the unchanged page was asked twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_a_change_at_once_though_it_keeps_its_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let git = Git::new(root, "config");
+    git.write("jobs/web.yaml", &common::sleeper(600))
+        .write("jobs/clicks.yaml", &common::sleeper(600));
+    git.commit_push("two jobs");
+    let extra = secrets(root);
+    let mut d = start(root, &config(root, &git, &extra)).await;
+    for job in ["web", "clicks"] {
+        d.running_pid(job).await;
+    }
+    let problems = |page: &str| page.contains("id=\"problems\"");
+    for _ in 0..2 {
+        let (code, page) = get(&d, "/").await;
+        assert_eq!(code, 200);
+        assert!(
+            page.contains("<b>2</b> jobs") && page.contains(">2 running</a>"),
+            "{page}"
+        );
+        assert!(!problems(&page), "{page}");
+        let (_, m) = get(&d, "/metrics").await;
+        assert!(
+            m.contains("jobkeeper_job_problems{problem=\"invalid\"} 0"),
+            "{m}"
+        );
+    }
+    git.write("jobs/clicks.yaml", "env: [dev\n");
+    let broken = git.commit_push("clicks: broken");
+    wait_for("the broken file recorded", Duration::from_secs(20), || {
+        d.store.applied_commit().unwrap().as_deref() == Some(broken.as_str())
+    })
+    .await;
+    let (_, page) = get(&d, "/").await;
+    assert!(problems(&page), "the invalid file shows at once: {page}");
+    assert!(
+        page.contains("href=\"/?state=invalid\">1 invalid</a>"),
+        "{page}"
+    );
+    assert!(page.contains("id=\"problem-jobs\""), "{page}");
+    let (_, m) = get(&d, "/metrics").await;
+    assert!(
+        m.contains("jobkeeper_job_problems{problem=\"invalid\"} 1"),
+        "{m}"
+    );
+    git.write(
+        "jobs/web.yaml",
+        &format!("{}suspend: true\n", common::sleeper(600)),
+    );
+    git.commit_push("web: suspended");
+    wait_for(
+        "web suspended in the store",
+        Duration::from_secs(20),
+        || {
+            d.store.job("web").unwrap().map(|j| j.state)
+                == Some(jobkeeper::store::JobState::Suspended)
+        },
+    )
+    .await;
+    let (_, page) = get(&d, "/").await;
+    assert!(
+        page.contains(">1 suspended</a>") && page.contains(">1 running</a>"),
+        "the suspended job shows at once: {page}"
+    );
+    d.stop().await;
+}
+
 /// `logs --build` names the build it shows: its key, project repo and commit, and whether it
 /// succeeded; a second job of the same build, served from the cache, says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

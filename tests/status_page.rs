@@ -1,7 +1,8 @@
 //! The status page for hundreds of jobs, in a real headless Chromium driven over the DevTools
 //! protocol (`--remote-debugging-pipe`): 800 jobs, one line each at 1400 px with long names cut
 //! by an ellipsis (whole in the title), search by name as you type, sorting by every column,
-//! no horizontal overflow. Screenshots go to `target/screenshots/` (CI keeps them).
+//! no horizontal overflow. Screenshots go to `target/screenshots/`; `scripts/test.sh` copies
+//! them to `$JOBKEEPER_ARTIFACTS/screenshots/` (default `target/artifacts`), which CI keeps.
 
 mod common;
 

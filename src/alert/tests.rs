@@ -4,9 +4,13 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use chrono::{TimeZone, Utc};
+
+use super::dispatch::deliver;
 use super::webhook::{self, Format, check_answer, dingtalk_sign, feishu_sign};
 use super::*;
 use crate::event::Attempt;
+use crate::settings::Settings;
 use crate::store::{CommitRecord, NewEvent};
 
 const CONFIG: &str = r#"

@@ -1,32 +1,33 @@
-//! The JSON API: jobs, one job with its runs and events, logs (secrets masked), and the two
-//! POST endpoints behind `Authorization: Bearer <token>`: sync and restart.
+//! The JSON API: jobs, one job with its runs and events, logs (secrets masked, [`logs`]), and
+//! the two POST endpoints behind `Authorization: Bearer <token>`, sync and restart ([`post`]).
 //!
 //! Every POST is recorded as an event (`api_sync`, `restart_requested`) naming the peer address.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom};
-use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::ApiState;
+
+mod logs;
+mod post;
+
 use super::shown::{Envs, Shown, shown};
 use crate::condition::{Condition, ConditionKind, Place};
-use crate::event::JobEvent;
-use crate::reconcile::Scope;
-use crate::repo::TriggerReason;
 use crate::settings::Settings;
 use crate::store::{
     CommitRecord, EventRow, JobListRow, JobRow, JobState, RunRow, Running, StoreError,
 };
+pub use logs::{
+    LogQuery, RunLog, engine_section, logs, masked_run_log, read_tail, read_tail_masked,
+    run_log_tail,
+};
+pub use post::{authorize, constant_time_eq, restart, sync};
 
 /// Runs listed for one job.
 pub const RUNS_SHOWN: usize = 20;
@@ -870,402 +871,10 @@ fn unreadable_detail(state: &ApiState, name: &str, why: &str) -> Result<JobDetai
     })
 }
 
-/// A run's log as it may be served.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RunLog {
-    /// Its end, with the secrets the run was given masked.
-    Text(String),
-    /// Not served: why, naming the secrets it may hold (never their values).
-    Withheld(String),
-}
-
-/// The last `lines` lines of `run`'s log, masked (before the cut) with the values the run was
-/// given: while the daemon holds them, from memory; once the log was masked in place, as it
-/// is; a run given no secrets, as it is. Any other log is withheld: it is never masked with
-/// what the secret files say today (see [`crate::secrets`]).
-pub fn run_log_tail(state: &ApiState, run: &RunRow, lines: usize) -> std::io::Result<RunLog> {
-    let path = Path::new(&run.log_path);
-    let held = state.reconciler.context().secrets.get(run.id);
-    match (&run.secrets, held) {
-        (_, Some(secrets)) => read_tail_masked(path, lines, |t| secrets.mask(t)).map(RunLog::Text),
-        (Some(names), None) if names.is_empty() || run.log_masked => {
-            read_tail(path, lines).map(RunLog::Text)
-        }
-        (Some(names), None) => {
-            // Withheld only when there is a log to withhold.
-            std::fs::metadata(path)?;
-            let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
-            Ok(RunLog::Withheld(format!(
-                "the log of run {} is withheld: it may hold the values of secret {} it was                  given, which this daemon no longer holds, and the secret files no longer match                  them (changed, removed, or `secrets_dir` moved); it is kept on the host as it                  was written",
-                run.id,
-                names.join(", ")
-            )))
-        }
-        (None, None) => {
-            std::fs::metadata(path)?;
-            Ok(RunLog::Withheld(format!(
-                "the log of run {} is withheld: the run was recorded before jobkeeper kept which                  secrets a run was given, so it cannot be masked; it is kept on the host as it                  was written",
-                run.id
-            )))
-        }
-    }
-}
-
-/// The last `lines` lines of run `run_id`'s log for the job page (a withheld log is its
-/// reason, in brackets); `None` when it has no log (yet, or any more); an error when the store
-/// cannot be read.
-pub fn masked_run_log(
-    state: &ApiState,
-    run_id: i64,
-    lines: usize,
-) -> Result<Option<String>, StoreError> {
-    let Some(run) = state.store.run(run_id)? else {
-        return Ok(None);
-    };
-    Ok(match run_log_tail(state, &run, lines) {
-        Ok(RunLog::Text(t)) => Some(t),
-        Ok(RunLog::Withheld(why)) => Some(format!("[{why}]\n")),
-        Err(_) => None,
-    })
-}
-
 /// `GET /api/v1/jobs/{name}`: the job with its latest runs and events.
 pub async fn job(State(state): State<Arc<ApiState>>, UrlPath(name): UrlPath<String>) -> Response {
     match blocking(move || job_detail(&state, &name).map(|(d, _)| d)).await {
         Ok(v) => Json(v).into_response(),
-        Err(r) => r.into_response(),
-    }
-}
-
-/// The query of `GET /api/v1/jobs/{name}/logs`.
-#[derive(Debug, Deserialize)]
-pub struct LogQuery {
-    /// A run id (default: the latest run).
-    pub run: Option<String>,
-    /// `latest`: the latest build's log instead of a run's.
-    pub build: Option<String>,
-    /// Last lines to return (default [`DEFAULT_TAIL`], at most [`MAX_TAIL`]).
-    pub tail: Option<String>,
-}
-
-/// `GET /api/v1/jobs/{name}/logs?run=ID|build=latest&tail=N`: the end of a log as text, with
-/// the job's secret values masked.
-pub async fn logs(
-    State(state): State<Arc<ApiState>>,
-    UrlPath(name): UrlPath<String>,
-    Query(q): Query<LogQuery>,
-) -> Response {
-    let tail = match q.tail.as_deref().map(str::parse::<usize>) {
-        None => DEFAULT_TAIL,
-        Some(Ok(n)) => n.min(MAX_TAIL),
-        Some(Err(_)) => {
-            return error(StatusCode::BAD_REQUEST, "`tail` must be a number").into_response();
-        }
-    };
-    let state2 = state.clone();
-    let result = blocking(move || {
-        let store = &state.store;
-        let Some(_) = store.job(&name).map_err(internal)? else {
-            return Err(unknown_job(&name));
-        };
-        let path = match (q.build.as_deref(), q.run.as_deref()) {
-            (Some(_), Some(_)) => {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    "ask for `run` or `build`, not both",
-                ));
-            }
-            (Some("latest"), None) => latest_build_log(&state, &name),
-            (Some(_), None) => {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    "`build` takes `latest` only",
-                ));
-            }
-            (None, run) => {
-                let run = requested_run(store, &name, run)?;
-                return match run_log_tail(&state, &run, tail) {
-                    Ok(RunLog::Text(t)) => Ok((t, Some(run))),
-                    Ok(RunLog::Withheld(why)) => Err(error(StatusCode::FORBIDDEN, &why)),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(error(
-                        StatusCode::NOT_FOUND,
-                        &format!("job `{name}` has no such log (yet)"),
-                    )),
-                    Err(e) => Err(internal(e)),
-                };
-            }
-        };
-        // A build log: builds are never given secrets (`${secret:..}` in `project` is an
-        // error), so it is served as it is.
-        let which = path
-            .parent()
-            .and_then(crate::build::LatestBuild::read)
-            .map_or_else(
-                || "the latest build (which build it was is not recorded)".to_string(),
-                |b| b.describe(),
-            );
-        match read_tail(&path, tail) {
-            Ok(t) => Ok((format!("==== {which} ====\n{t}"), None)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(error(
-                StatusCode::NOT_FOUND,
-                &format!("job `{name}` has no such log (yet)"),
-            )),
-            Err(e) => Err(internal(e)),
-        }
-    })
-    .await;
-    let (mut text, run) = match result {
-        Ok(found) => found,
-        Err(r) => return r.into_response(),
-    };
-    if let Some(run) = run
-        && let Some(section) = engine_section(&state2, &run, tail).await
-    {
-        text.push_str(&section);
-    }
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
-}
-
-/// The latest build log of job `name`: in its folder, or, for a job in a folder built before
-/// the one-level layout, where it was.
-fn latest_build_log(state: &ApiState, name: &str) -> std::path::PathBuf {
-    let logs = state.started.state_dir.join("logs");
-    let path = crate::runlogs::job_dir(&logs, name).join("build-latest.log");
-    let before = logs.join(name).join("build-latest.log");
-    if path.exists() || !before.is_file() {
-        path
-    } else {
-        before
-    }
-}
-
-/// The run of job `name` a `logs` request asks for: run `id`, or the latest.
-fn requested_run(
-    store: &crate::store::Store,
-    name: &str,
-    id: Option<&str>,
-) -> Result<crate::store::RunRow, ApiError> {
-    let Some(id) = id else {
-        return store
-            .runs(name, 1)
-            .map_err(internal)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| {
-                error(
-                    StatusCode::NOT_FOUND,
-                    &format!("job `{name}` has no runs yet"),
-                )
-            });
-    };
-    let id: i64 = id
-        .parse()
-        .map_err(|_| error(StatusCode::BAD_REQUEST, "`run` must be a run id (a number)"))?;
-    store
-        .run(id)
-        .map_err(internal)?
-        .filter(|r| r.job == name)
-        .ok_or_else(|| {
-            error(
-                StatusCode::NOT_FOUND,
-                &format!("job `{name}` has no run {id}"),
-            )
-        })
-}
-
-/// What `run`'s engine keeps of its output beyond its log file (a cluster run's log holds only
-/// what the daemon wrote while submitting it), as a section of the `logs` answer after the log:
-/// its last `lines` lines under a line naming where they came from, or why the engine has
-/// none now. `None` for a local run and a run never submitted. The secret values the run was
-/// given are masked in it as in its log; when the daemon no longer holds them, the section is
-/// withheld (it cannot be masked).
-pub async fn engine_section(state: &ApiState, run: &RunRow, lines: usize) -> Option<String> {
-    use crate::engine::RunOutput;
-    let handle = run.handle.as_ref().filter(|h| !h.engine_id.is_empty())?;
-    let engine =
-        state
-            .reconciler
-            .context()
-            .engines
-            .of_run(run.env.as_deref(), run.engine, Some(handle))?;
-    let section = match engine.run_output(handle, lines).await {
-        RunOutput::Nothing => return None,
-        RunOutput::Kept { source, text } => format!("==== {source} ====\n{text}"),
-        RunOutput::Gone(why) => format!("==== the engine no longer has this run's output: {why}\n"),
-        RunOutput::Unavailable(why) => {
-            format!("==== the engine's output of this run cannot be read now: {why}\n")
-        }
-    };
-    let held = state.reconciler.context().secrets.get(run.id);
-    Some(match (&run.secrets, held) {
-        (_, Some(secrets)) => secrets.mask(&section),
-        (Some(names), None) if names.is_empty() => section,
-        _ => format!(
-            "==== the engine's output of run {} is withheld: it may hold the values of the \
-             secrets the run was given, which this daemon no longer holds to mask them\n",
-            run.id
-        ),
-    })
-}
-
-/// The last `lines` lines of a file, reading at most [`MAX_LOG_READ`] bytes from its end.
-pub fn read_tail(path: &Path, lines: usize) -> std::io::Result<String> {
-    read_tail_masked(path, lines, str::to_string)
-}
-
-/// [`read_tail`], with `mask` applied to the whole lines read before they are cut to the last
-/// `lines`: a cut never falls inside a value before it is masked.
-pub fn read_tail_masked(
-    path: &Path,
-    lines: usize,
-    mask: impl Fn(&str) -> String,
-) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len();
-    let start = len.saturating_sub(MAX_LOG_READ);
-    f.seek(SeekFrom::Start(start))?;
-    let mut buf = Vec::with_capacity((len - start) as usize);
-    f.take(MAX_LOG_READ).read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
-    let mut body: &str = &text;
-    if start > 0 {
-        // The read began inside a line: drop that piece.
-        body = body.split_once('\n').map_or("", |(_, rest)| rest);
-    }
-    let masked = mask(body);
-    let trimmed = masked.strip_suffix('\n').unwrap_or(&masked);
-    if lines == 0 || trimmed.is_empty() {
-        return Ok(String::new());
-    }
-    let cut = trimmed
-        .rmatch_indices('\n')
-        .nth(lines - 1)
-        .map_or(0, |(i, _)| i + 1);
-    let mut out = trimmed[cut..].to_string();
-    out.push('\n');
-    Ok(out)
-}
-
-/// Why a POST is refused, or `None` when its bearer token is the configured one. The token
-/// file is read on each request (so it can be rotated); tokens are compared in constant time
-/// (over their SHA-256, which also hides their lengths).
-pub fn authorize(settings: &Settings, headers: &HeaderMap) -> Option<Response> {
-    let unauthorized = |msg: &str| {
-        let mut r = error(StatusCode::UNAUTHORIZED, msg).into_response();
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        Some(r)
-    };
-    let Some(file) = settings.api_token_file.as_deref() else {
-        return unauthorized(
-            "POST endpoints are disabled: the daemon config has no `api_token_file`",
-        );
-    };
-    let expected = match std::fs::read_to_string(file) {
-        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
-        Ok(_) => return unauthorized("POST endpoints are disabled: the API token file is empty"),
-        Err(e) => {
-            tracing::error!(file = %file.display(), "cannot read the API token file: {e}");
-            return unauthorized("POST endpoints are disabled: the API token file cannot be read");
-        }
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(given) = given else {
-        return unauthorized("missing `Authorization: Bearer <token>`");
-    };
-    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        None
-    } else {
-        unauthorized("wrong token")
-    }
-}
-
-/// Equality of two secrets in time that depends on neither (compares their SHA-256).
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let (ha, hb) = (Sha256::digest(a), Sha256::digest(b));
-    bool::from(ha.as_slice().ct_eq(hb.as_slice()))
-}
-
-/// `POST /api/v1/sync`: fetch the config repo and apply its tip now.
-pub async fn sync(
-    State(state): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refused) = authorize(&state.settings.get(), &headers) {
-        tracing::warn!(%peer, "refused POST /api/v1/sync: unauthorized");
-        return refused;
-    }
-    let Some(trigger) = state.trigger.get() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the daemon is still starting",
-        )
-        .into_response();
-    };
-    let queued = trigger.trigger(TriggerReason::Manual);
-    let st = state.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        let who = format!("the API from {peer}");
-        let events = &st.reconciler.context().events;
-        events.emit(Scope::daemon(), &JobEvent::ApiSync { who });
-    })
-    .await;
-    (
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({
-            "status": "sync requested",
-            "queued": queued,
-            "note": if queued { "a fetch starts now" } else { "a fetch was already pending; this request joins it" },
-        })),
-    )
-        .into_response()
-}
-
-/// `POST /api/v1/jobs/{name}/restart`: redeploy one job now, clearing `gave_up`.
-pub async fn restart(
-    State(state): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    UrlPath(name): UrlPath<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refused) = authorize(&state.settings.get(), &headers) {
-        tracing::warn!(%peer, job = %name, "refused POST restart: unauthorized");
-        return refused;
-    }
-    let st = state.clone();
-    let result = blocking(move || {
-        let Some(row) = st.store.job(&name).map_err(internal)? else {
-            return Err(unknown_job(&name));
-        };
-        if row.desired.is_none() {
-            return Err(error(
-                StatusCode::CONFLICT,
-                &format!(
-                    "job `{name}` has no valid version to run (removed, or its file is invalid)"
-                ),
-            ));
-        }
-        let who = format!("the API from {peer}");
-        let event = JobEvent::RestartRequested { who: who.clone() };
-        let events = &st.reconciler.context().events;
-        events.emit(Scope::job(&name, None), &event);
-        st.reconciler.restart(&name, &who);
-        Ok(name)
-    })
-    .await;
-    match result {
-        Ok(name) => (
-            StatusCode::ACCEPTED,
-            Json(serde_json::json!({ "status": "restart requested", "job": name })),
-        )
-            .into_response(),
         Err(r) => r.into_response(),
     }
 }

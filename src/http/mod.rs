@@ -1,6 +1,8 @@
 //! The HTTP server on `listen` (SPEC "HTTP API"): health and readiness, `/metrics`, the JSON API
 //! ([`api`], [`clusters`], [`unmanaged`], [`savepoints`]), git webhooks ([`hooks`]), the status page
 //! ([`page`]), a page per job ([`job_page`]) and the jars spark workers fetch ([`artifacts`]).
+//! The counts over every job that the page and `/metrics` show are kept between changes
+//! ([`counts`]).
 //!
 //! Connections are accepted and driven by [`listener`], within the daemon config's `http:`
 //! limits (connection cap, header and idle timeouts). Every request body is limited to
@@ -16,6 +18,7 @@ pub mod api;
 pub mod artifacts;
 pub mod body;
 pub mod clusters;
+pub mod counts;
 pub mod hooks;
 pub mod job_page;
 pub mod listener;
@@ -76,6 +79,8 @@ pub struct ApiState {
     pub shelf: ServedJars,
     /// The bytes webhook bodies may hold before their signature is checked (`http.hook_buffer`).
     pub hook_buffer: HookBuffer,
+    /// The counts over every job, kept while nothing they come from changed.
+    pub counts: counts::KeptCounts,
 }
 
 /// The router.
@@ -151,8 +156,9 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, &'static str
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     let st = state.clone();
     let snap = tokio::task::spawn_blocking(move || {
+        let counts = counts::counts(&st)?;
         Ok::<_, crate::store::StoreError>(Snapshot {
-            jobs_by_state: st.store.job_state_counts()?,
+            jobs_by_state: counts.states.clone(),
             jobs_unreadable: st.store.unreadable_jobs()?,
             applied_commit: st.store.applied_commit()?,
             store_write_errors: st.store.write_errors(),
@@ -160,7 +166,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
             alerts: st.alerter.as_ref().map(Alerter::stats).unwrap_or_default(),
             ready: st.ready.load(Ordering::Acquire),
             unmanaged: st.reconciler.context().unmanaged.counts(),
-            job_problems: shown::problem_counts(&st)?,
+            job_problems: counts.conditions.clone(),
         })
     })
     .await;

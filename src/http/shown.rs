@@ -28,7 +28,7 @@ pub struct Shown {
 
 /// Where each env runs jobs now, read once per list: its engine, cluster and version, and the
 /// cluster's location when it does not answer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Envs {
     now: HashMap<String, (Place, Option<String>)>,
 }
@@ -166,22 +166,25 @@ pub type ConditionCounts = Vec<(ConditionKind, u64)>;
 
 /// The jobs (still in the config repo) that have a condition, by name (the status page's
 /// problems view), and how many have each condition, every kind listed: one pass over the jobs
-/// that may have one, as [`problem_counts`] reads them.
-pub fn problems(state: &ApiState) -> Result<(Vec<String>, ConditionCounts), StoreError> {
-    let envs = Envs::now(state);
+/// that may have one ([`crate::store::Store::problem_rows`]), with the envs as they are now
+/// (`envs`) and the jobs waiting on the host (`waiting`). See [`super::counts`], which keeps
+/// them between changes.
+pub fn problems(
+    state: &ApiState,
+    envs: &Envs,
+    waiting: &[&str],
+) -> Result<(Vec<String>, ConditionCounts), StoreError> {
     let down: Vec<&str> = envs
         .now
         .iter()
         .filter(|(_, (_, down))| down.is_some())
         .map(|(env, _)| env.as_str())
         .collect();
-    let waiting = state.reconciler.context().host.waiting_jobs();
-    let waiting: Vec<&str> = waiting.iter().map(String::as_str).collect();
     let mut names = Vec::new();
     let mut counts: HashMap<ConditionKind, u64> = HashMap::new();
-    for (name, row) in &state.store.problem_rows(&down, &waiting)? {
+    for (name, row) in &state.store.problem_rows(&down, waiting)? {
         let running = state.store.running_of(name)?;
-        let conditions = shown(state, &envs, name, Some(row), running.as_ref()).conditions;
+        let conditions = shown(state, envs, name, Some(row), running.as_ref()).conditions;
         for c in &conditions {
             *counts.entry(c.kind()).or_default() += 1;
         }
@@ -195,30 +198,4 @@ pub fn problems(state: &ApiState) -> Result<(Vec<String>, ConditionCounts), Stor
         .map(|k| (k, counts.get(&k).copied().unwrap_or(0)))
         .collect();
     Ok((names, counts))
-}
-
-/// How many jobs (still in the config repo) have each condition, every kind listed. Only the
-/// jobs that may have one are read ([`crate::store::Store::problem_rows`]).
-pub fn problem_counts(state: &ApiState) -> Result<Vec<(ConditionKind, u64)>, StoreError> {
-    let envs = Envs::now(state);
-    let down: Vec<&str> = envs
-        .now
-        .iter()
-        .filter(|(_, (_, down))| down.is_some())
-        .map(|(env, _)| env.as_str())
-        .collect();
-    let waiting = state.reconciler.context().host.waiting_jobs();
-    let waiting: Vec<&str> = waiting.iter().map(String::as_str).collect();
-    let rows = state.store.problem_rows(&down, &waiting)?;
-    let mut counts: HashMap<ConditionKind, u64> = HashMap::new();
-    for (name, row) in &rows {
-        let running = state.store.running_of(name)?;
-        for c in shown(state, &envs, name, Some(row), running.as_ref()).conditions {
-            *counts.entry(c.kind()).or_default() += 1;
-        }
-    }
-    Ok(ConditionKind::ALL
-        .into_iter()
-        .map(|k| (k, counts.get(&k).copied().unwrap_or(0)))
-        .collect())
 }

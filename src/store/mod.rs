@@ -17,6 +17,8 @@
 //!   and the decoding shared by the tables.
 //! - `migrations`: the schema, numbered with `PRAGMA user_version`.
 //! - `commits`: config commits and [`Store::apply_commit`], which writes a commit's desired specs.
+//! - `changed_by`: each changed job's own commit after a push of several ([`Store::set_changed_by`]).
+//! - `generation`: a number every write moves ([`Store::generation`]), for what readers keep.
 //! - `jobs`: [`JobState`], job rows, their lists and counts.
 //! - `conditions`: the stored facts a job's conditions are derived from ([`ConditionRow`]).
 //! - `runs`: [`RunState`], run rows and their lifecycle.
@@ -67,10 +69,12 @@ macro_rules! words {
 pub(crate) use words;
 
 mod alerts;
+mod changed_by;
 mod commits;
 mod conditions;
 mod events;
 mod facts;
+mod generation;
 mod jobs;
 mod migrations;
 mod retention;
@@ -92,6 +96,7 @@ pub use commits::{CommitRecord, DesiredUpdate};
 pub use conditions::ConditionRow;
 pub use events::{EventRow, EventSink, NewEvent, UNSTORED};
 pub use facts::{Failure, Incident, Incidents, Place, Stage};
+pub use generation::Generation;
 pub use jobs::{Applied, JobListRow, JobQuery, JobRow, JobState};
 pub use retention::{Checkpointer, PruneCandidate, PrunedRun};
 pub use runs::{RunOrigin, RunRow, RunState, Running};

@@ -1,0 +1,64 @@
+//! The store's generation ([`Generation`]): it changes with every row written, by the daemon
+//! or by anything else that writes the store's file, so a reader that derived something from
+//! the store can tell whether it may still hold ([`Store::generation`]).
+
+use super::{Result, Store};
+
+/// Where the store's writes stand; two equal generations mean no row was written in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generation {
+    /// Rows inserted, updated or deleted through the store's own connection (never goes back).
+    own: u64,
+    /// SQLite's `data_version`: changes when another connection (a second process, an
+    /// operator's `sqlite3`) commits to the file.
+    others: i64,
+}
+
+impl Store {
+    /// Where the store's writes stand now. Read it *before* what is derived from the store,
+    /// so a write made meanwhile makes the next reader derive it again.
+    pub fn generation(&self) -> Result<Generation> {
+        let conn = self.conn();
+        let others = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        Ok(Generation {
+            own: conn.total_changes(),
+            others,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{commit, spec_update};
+    use super::*;
+    use crate::store::JobState;
+
+    #[test]
+    fn every_write_moves_the_generation_and_a_read_does_not() {
+        let s = Store::in_memory().unwrap();
+        let g0 = s.generation().unwrap();
+        s.apply_commit(&commit("c1"), &[spec_update("a", "dev")], &[])
+            .unwrap();
+        let g1 = s.generation().unwrap();
+        assert_ne!(g1, g0);
+        s.job_state_counts().unwrap();
+        assert_eq!(s.generation().unwrap(), g1, "a read writes nothing");
+        s.set_state("a", JobState::Suspended, None).unwrap();
+        assert_ne!(s.generation().unwrap(), g1);
+    }
+
+    #[test]
+    fn a_write_by_another_connection_moves_the_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let s = Store::open(&path).unwrap();
+        s.apply_commit(&commit("c1"), &[spec_update("a", "dev")], &[])
+            .unwrap();
+        let g = s.generation().unwrap();
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other
+            .execute("UPDATE jobs SET state = 'stopped' WHERE name = 'a'", [])
+            .unwrap();
+        assert_ne!(s.generation().unwrap(), g);
+    }
+}
