@@ -165,7 +165,7 @@ pub enum ConditionKind {
     WaitingOnHost,
 }
 
-crate::store::words!(ConditionKind {
+words!(ConditionKind {
     Invalid => "invalid",
     BuildFailed => "build_failed",
     DeployFailed => "deploy_failed",

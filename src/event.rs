@@ -451,14 +451,14 @@ pub enum JobEvent {
         /// Where it is.
         location: String,
         /// Why (`periodic`, `manual`).
-        cause: crate::store::SavepointCause,
+        cause: crate::engine::SavepointCause,
         /// Who asked, and how, for an operator's.
         who: Option<String>,
     },
     /// A savepoint failed; the job keeps running.
     SavepointFailed {
         /// Why (`periodic`, `manual`).
-        cause: crate::store::SavepointCause,
+        cause: crate::engine::SavepointCause,
         /// Who asked, and how, for an operator's.
         who: Option<String>,
         /// What the engine said.
@@ -819,7 +819,7 @@ mod tests {
 
     #[test]
     fn savepoint_events_say_why_where_and_who_asked() {
-        use crate::store::SavepointCause;
+        use crate::engine::SavepointCause;
         let taken = JobEvent::SavepointTaken {
             location: "file:/sp/savepoint-1".into(),
             cause: SavepointCause::Manual,

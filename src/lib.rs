@@ -60,6 +60,8 @@
 //! - [`import`]: `jobkeeper import`: job files for the jobs running unmanaged on a cluster.
 //! - [`cli`]: the command line.
 
+#[macro_use]
+mod words;
 pub mod alert;
 pub mod backoff;
 pub mod build;

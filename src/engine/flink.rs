@@ -947,7 +947,7 @@ impl Engine for FlinkEngine {
         let max_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
         let young = point
             .taken_ms
-            .is_some_and(|t| crate::store::now_ms().saturating_sub(t) <= max_ms);
+            .is_some_and(|t| chrono::Utc::now().timestamp_millis().saturating_sub(t) <= max_ms);
         Ok(young.then_some(point))
     }
 

@@ -122,6 +122,30 @@ pub struct StopOutcome {
     pub savepoint: Option<String>,
 }
 
+/// Why a savepoint was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SavepointCause {
+    /// Stopping the run for a new version, a move or a restore.
+    Upgrade,
+    /// Stopping the job (suspended, removed, the daemon told to stop it).
+    Stop,
+    /// A periodic savepoint (`savepoints.schedule` or `every`).
+    Periodic,
+    /// An operator's `jobkeeper savepoint`.
+    Manual,
+    /// The newest checkpoint a run that ended left.
+    Ended,
+}
+
+words!(SavepointCause {
+    Upgrade => "upgrade",
+    Stop => "stop",
+    Periodic => "periodic",
+    Manual => "manual",
+    Ended => "ended",
+});
+
 /// A completed checkpoint or savepoint a run can start from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatePoint {

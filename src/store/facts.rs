@@ -53,7 +53,7 @@ pub enum Stage {
     Move,
 }
 
-crate::store::words!(Stage {
+words!(Stage {
     Build => "build",
     Deploy => "deploy",
     Move => "move",

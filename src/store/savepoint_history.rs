@@ -7,30 +7,7 @@ use rusqlite::params;
 use serde::Serialize;
 
 use super::{At, Result, SavepointKind, Store, collect, now_ms};
-
-/// Why a savepoint was taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SavepointCause {
-    /// Stopping the run for a new version, a move or a restore.
-    Upgrade,
-    /// Stopping the job (suspended, removed, the daemon told to stop it).
-    Stop,
-    /// A periodic savepoint (`savepoints.schedule` or `every`).
-    Periodic,
-    /// An operator's `jobkeeper savepoint`.
-    Manual,
-    /// The newest checkpoint a run that ended left.
-    Ended,
-}
-
-words!(SavepointCause {
-    Upgrade => "upgrade",
-    Stop => "stop",
-    Periodic => "periodic",
-    Manual => "manual",
-    Ended => "ended",
-});
+pub use crate::engine::SavepointCause;
 
 /// One savepoint (or retained checkpoint) of a job with its history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -72,7 +72,7 @@ impl FlinkEngine {
         match self.wait_operation(&path, SAVEPOINT_TIMEOUT).await? {
             Operation::Done(Some(location)) => Ok(StatePoint {
                 location,
-                taken_ms: Some(crate::store::now_ms()),
+                taken_ms: Some(chrono::Utc::now().timestamp_millis()),
             }),
             Operation::Done(None) => Err(EngineError::Other(format!(
                 "flink took a savepoint of job {jid} but named no location"
