@@ -86,6 +86,20 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Print a job's file merged with its folders' `_defaults.yaml`, each value with its source.
+    Show {
+        /// The job's name (`team-a/clicks`).
+        job: String,
+        /// The config repo (a work tree or bare repo).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        repo: PathBuf,
+        /// The commit to read (branch, tag, commit id).
+        #[arg(long, value_name = "REV", default_value = "HEAD")]
+        rev: String,
+        /// Folder of job files in the repo.
+        #[arg(long, value_name = "PATH", default_value = "jobs")]
+        path: String,
+    },
     /// Print the JSON Schema of the job file.
     Schema,
     /// The jobs of a running daemon: state, env, engine, commit, author, restarts, last event.
@@ -194,6 +208,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             path,
             config,
         } => plan(&repo, &from, &to, format, path, config.as_deref()),
+        Command::Show {
+            job,
+            repo,
+            rev,
+            path,
+        } => show(&repo, &job, &rev, &path),
         Command::Schema => {
             stdout(&format!(
                 "{}\n",
@@ -217,6 +237,26 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             tail,
             remote,
         } => client::logs(&remote, &job, run, build, tail),
+    }
+}
+
+/// `jobkeeper show JOB --repo DIR [--rev REV]`: the merged file on stdout; 1 when the job is
+/// missing or invalid (its problems on stderr).
+fn show(repo: &Path, job: &str, rev: &str, path: &str) -> anyhow::Result<ExitCode> {
+    match crate::show::show(repo, job, rev, path) {
+        Ok(shown) => {
+            stdout(&shown.text)?;
+            if shown.errors.is_empty() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprint!("{}", diag::render(&shown.errors));
+                Ok(ExitCode::from(1))
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(1))
+        }
     }
 }
 
@@ -454,6 +494,18 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
     };
     let mut errors: Vec<Diagnostic> = Vec::new();
     let mut warnings: Vec<Diagnostic> = Vec::new();
+    // A folder's `_defaults.yaml` is checked once on its own, and merged under each job below
+    // it; a problem of its own is reported once, not for every job.
+    let (folder_files, files): (Vec<String>, Vec<String>) =
+        files.into_iter().partition(|rel| spec::is_folder_file(rel));
+    for rel in folder_files.iter().filter(|r| spec::defaults_folder(r).is_some()) {
+        let display = dir.join(rel).to_string_lossy().into_owned();
+        match std::fs::read(dir.join(rel)) {
+            Ok(bytes) => errors.extend(spec::parse_defaults(&display, &bytes).err().unwrap_or_default()),
+            Err(e) => errors.push(Diagnostic::file(&display, format!("cannot read the file: {e}"))),
+        }
+    }
+    let folders = spec::Folders::new(Some(&spec::DiskFiles));
     let javac = settings
         .as_ref()
         .is_some_and(|s| crate::build::sql_runner::javac_in(&s.build.path));
@@ -477,8 +529,11 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
             ));
             continue;
         }
+        let Ok(layers) = folders.layers(&display, rel, name) else {
+            continue; // the defaults file's own problems are reported above
+        };
         match std::fs::read(dir.join(rel)) {
-            Ok(bytes) => match spec::parse_job(&display, &bytes, ctx) {
+            Ok(bytes) => match spec::parse_job_in(&display, Some(name), &bytes, &layers, ctx) {
                 Ok(job) => {
                     warnings.extend(spec::command_secret_warnings(&display, &bytes));
                     if job.upgrade == spec::Upgrade::Savepoint {

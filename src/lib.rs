@@ -56,6 +56,7 @@
 //! - [`daemon`]: wiring only: tasks, triggers, shutdown.
 //! - [`console`]: what the commands share at the terminal: stdout, loading the daemon config.
 //! - [`client`]: the commands that talk to a running daemon (`status`, `sync`, `restart`, `logs`).
+//! - [`show`]: `jobkeeper show`: a job's file merged with its folders' defaults, by source.
 //! - [`import`]: `jobkeeper import`: job files for the jobs running unmanaged on a cluster.
 //! - [`cli`]: the command line.
 
@@ -89,6 +90,7 @@ pub mod runlogs;
 pub mod schedule;
 pub mod secrets;
 pub mod settings;
+pub mod show;
 pub mod spec;
 pub mod store;
 pub mod sync;

@@ -237,10 +237,11 @@ pub fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Applied, SyncError>
         return Ok(Applied::UpToDate);
     }
     let Read {
-        changes,
+        mut changes,
         info,
         commits,
         jobs,
+        defaults,
     } = read_changes(repo, ctx, applied.as_deref(), tip)?;
     let removed = changes
         .iter()
@@ -263,7 +264,8 @@ pub fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Applied, SyncError>
     let names: Vec<&str> = changes.iter().map(Change::name).collect();
     let applied_specs: BTreeMap<String, JobSpec> =
         ctx.store.applied_specs(&names)?.into_iter().collect();
-    let the_plan = plan::plan(&applied_specs, &changes);
+    let mut the_plan = plan::plan(&applied_specs, &changes);
+    defaults.settle(&mut the_plan, &mut changes);
     let out = store_updates(&changes, &the_plan);
     // The parsed files and the plan are in `out` now: freed before the store's transaction,
     // so a commit of 10,000 new jobs does not hold them and the transaction's memory at once.
@@ -307,6 +309,8 @@ struct Read {
     commits: Vec<crate::repo::RawCommit>,
     /// The jobs the daemon has before the tip (with a desired state).
     jobs: usize,
+    /// Which changed `_defaults.yaml` files reach which jobs.
+    defaults: crate::changes::DefaultsCauses,
 }
 
 /// The changed jobs between the applied commit (when the mirror knows it) and `tip`, parsed,
@@ -331,8 +335,11 @@ fn read_changes(
     let from = applied
         .and_then(|a| Oid::from_str(a).ok())
         .filter(|id| tree.has_commit(*id));
-    let diff =
-        crate::changes::with_sql_dependents(&tree, tip, path, tree.diff_files(from, tip, path)?)?;
+    let files = tree.diff_files(from, tip, path)?;
+    let others = files.others.clone();
+    let mut diff = crate::changes::with_sql_dependents(&tree, tip, path, files)?;
+    let defaults =
+        crate::changes::with_defaults_dependents(&tree, from, tip, path, &mut diff, &others)?;
     let mut changes = changes_of(&tree, &diff, sctx);
     let desired = ctx.store.desired_jobs()?;
     let jobs = desired.len();
@@ -364,6 +371,7 @@ fn read_changes(
         info,
         commits,
         jobs,
+        defaults,
     })
 }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 pub use self::channels::{
     AlertChannel, EmailSettings, WEBHOOK_FORMATS, WebhookSettings, alert_event_words,
 };
-pub use self::envs::EnvSettings;
+pub use self::envs::{EnvSettings, JobGlob};
 use crate::diag::Diagnostic;
 use crate::event::EventKind;
 // The engines' own types, where they were found before the engines owned them.
@@ -347,6 +347,13 @@ impl spec::DaemonConfig for Settings {
 
     fn has_secrets_dir(&self) -> bool {
         self.secrets_dir.is_some()
+    }
+
+    fn env_open_to(&self, env: &str, job: &str) -> bool {
+        match self.envs.get(env).and_then(|e| e.folders.as_ref()) {
+            Some(globs) => globs.iter().any(|g| g.matches(job)),
+            None => true,
+        }
     }
 }
 
