@@ -498,11 +498,21 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
     // it; a problem of its own is reported once, not for every job.
     let (folder_files, files): (Vec<String>, Vec<String>) =
         files.into_iter().partition(|rel| spec::is_folder_file(rel));
-    for rel in folder_files.iter().filter(|r| spec::defaults_folder(r).is_some()) {
+    for rel in folder_files
+        .iter()
+        .filter(|r| spec::defaults_folder(r).is_some())
+    {
         let display = dir.join(rel).to_string_lossy().into_owned();
         match std::fs::read(dir.join(rel)) {
-            Ok(bytes) => errors.extend(spec::parse_defaults(&display, &bytes).err().unwrap_or_default()),
-            Err(e) => errors.push(Diagnostic::file(&display, format!("cannot read the file: {e}"))),
+            Ok(bytes) => errors.extend(
+                spec::parse_defaults(&display, &bytes)
+                    .err()
+                    .unwrap_or_default(),
+            ),
+            Err(e) => errors.push(Diagnostic::file(
+                &display,
+                format!("cannot read the file: {e}"),
+            )),
         }
     }
     let folders = spec::Folders::new(Some(&spec::DiskFiles));

@@ -68,7 +68,10 @@ pub(crate) fn read_globs(c: &mut Checker, n: &Node, name: &str) -> Vec<JobGlob> 
             Ok(_) => c.error(n, format!("`{name}[{i}]`: a glob must not be empty")),
             Err(e) => c.error(
                 n,
-                format!("`{name}[{i}]`: `{text}` is not a glob over job names: {}", e.msg),
+                format!(
+                    "`{name}[{i}]`: `{text}` is not a glob over job names: {}",
+                    e.msg
+                ),
             ),
         }
     }

@@ -75,7 +75,21 @@ pub fn parse_defaults(path: &str, bytes: &[u8]) -> Result<DefaultsFile, Vec<Diag
         )]);
     }
     let src = super::utf8(path, bytes)?;
-    let mut root = yaml::parse(path, src)?;
+    // A file of comments only sets nothing (a job file like it is an error).
+    let blank = src.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#') || t == "---"
+    });
+    let mut root = if blank {
+        Node {
+            line: 1,
+            column: 1,
+            value: Value::Map(Vec::new()),
+            origin: 0,
+        }
+    } else {
+        yaml::parse(path, src)?
+    };
     if root.is_null() {
         root.value = Value::Map(Vec::new());
     }
@@ -268,7 +282,11 @@ impl<'a> Folders<'a> {
         };
         let found = match files.read(&path) {
             Ok(None) => None,
-            Ok(Some(bytes)) => Some(parse_defaults(&path, &bytes).map(Arc::new).map_err(Arc::new)),
+            Ok(Some(bytes)) => Some(
+                parse_defaults(&path, &bytes)
+                    .map(Arc::new)
+                    .map_err(Arc::new),
+            ),
             Err(e) => Some(Err(Arc::new(vec![Diagnostic::file(
                 &path,
                 format!("cannot read: {e}"),
@@ -278,5 +296,261 @@ impl<'a> Folders<'a> {
             .borrow_mut()
             .insert(folder.to_string(), found.clone());
         found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::spec::{Context, FileReadError, parse_job_in};
+
+    /// Files of a config repo held in memory: the same lookups as a commit's tree.
+    #[derive(Debug, Default)]
+    struct MemFiles(HashMap<String, String>);
+
+    impl RepoFiles for MemFiles {
+        fn read(&self, path: &str) -> Result<Option<Vec<u8>>, FileReadError> {
+            Ok(self.0.get(path).map(|s| s.as_bytes().to_vec()))
+        }
+    }
+
+    /// A node as JSON (places dropped), for comparing merged trees.
+    fn json(n: &Node) -> serde_json::Value {
+        match &n.value {
+            Value::Scalar(s) => serde_json::Value::String(s.text.clone()),
+            Value::Seq(items) => items.iter().map(json).collect(),
+            Value::Map(entries) => entries
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.scalar().map(|s| s.text.clone()).unwrap_or_default(),
+                        json(v),
+                    )
+                })
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+        }
+    }
+
+    fn tree(files: &[(&str, &str)]) -> MemFiles {
+        MemFiles(
+            files
+                .iter()
+                .map(|(p, t)| ((*p).to_string(), (*t).to_string()))
+                .collect(),
+        )
+    }
+
+    /// The merged tree of `jobs/team/a.yaml` under `jobs/_defaults.yaml` (`top`) and
+    /// `jobs/team/_defaults.yaml` (`team`); `None` leaves a file out.
+    fn merge_of(top: Option<&str>, team: Option<&str>, job: &str) -> serde_json::Value {
+        let mut files = vec![];
+        if let Some(t) = top {
+            files.push(("jobs/_defaults.yaml", t));
+        }
+        if let Some(t) = team {
+            files.push(("jobs/team/_defaults.yaml", t));
+        }
+        let mem = tree(&files);
+        let folders = Folders::new(Some(&mem));
+        let layers = folders
+            .layers("jobs/team/a.yaml", "team/a.yaml", "team/a")
+            .expect("layers");
+        json(&merged(&layers, yaml::parse("a.yaml", job).expect("job")))
+    }
+
+    /// (case, top defaults, team defaults, job file, merged file as JSON)
+    type Case = (
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+        &'static str,
+        &'static str,
+    );
+
+    #[test]
+    fn merge_rules_table() {
+        // (case, top defaults, team defaults, job file, merged file as JSON)
+        let cases: &[Case] = &[
+            (
+                "no defaults: the job file as written",
+                None,
+                None,
+                "env: dev",
+                r#"{"env":"dev"}"#,
+            ),
+            (
+                "a value only the top folder sets is inherited",
+                Some("env: dev\nsuspend: true"),
+                None,
+                "params: {command: [a]}",
+                r#"{"env":"dev","suspend":"true","params":{"command":["a"]}}"#,
+            ),
+            (
+                "the nearest folder wins over the one above",
+                Some("env: dev"),
+                Some("env: prod"),
+                "params: {command: [a]}",
+                r#"{"env":"prod","params":{"command":["a"]}}"#,
+            ),
+            (
+                "the job file wins over all of them",
+                Some("env: dev"),
+                Some("env: prod"),
+                "env: test",
+                r#"{"env":"test"}"#,
+            ),
+            (
+                "mappings merge key by key, at every depth",
+                Some("params: {conf: {a: '1', b: '2'}, parallelism: 2}"),
+                Some("params: {conf: {b: '3'}}"),
+                "params: {conf: {c: '4'}}",
+                r#"{"params":{"conf":{"a":"1","b":"3","c":"4"},"parallelism":"2"}}"#,
+            ),
+            (
+                "lists replace, never append",
+                Some("params: {args: [a, b]}"),
+                Some("params: {args: [c]}"),
+                "params: {args: [d, e]}",
+                r#"{"params":{"args":["d","e"]}}"#,
+            ),
+            (
+                "a list from a folder is kept whole when the job sets none",
+                Some("params: {args: [a, b]}"),
+                None,
+                "env: dev",
+                r#"{"params":{"args":["a","b"]},"env":"dev"}"#,
+            ),
+            (
+                "a scalar replaces a mapping (null drops an inherited value)",
+                Some("restart: {attempts: 3}"),
+                None,
+                "restart: null",
+                r#"{"restart":"null"}"#,
+            ),
+            (
+                "a mapping replaces a scalar",
+                Some("alerts: oncall"),
+                None,
+                "alerts: {x: y}",
+                r#"{"alerts":{"x":"y"}}"#,
+            ),
+            (
+                "an empty defaults file changes nothing",
+                Some(""),
+                Some("# only a comment\n"),
+                "env: dev",
+                r#"{"env":"dev"}"#,
+            ),
+        ];
+        for (case, top, team, job, want) in cases {
+            let want: serde_json::Value = serde_json::from_str(want).expect("json");
+            assert_eq!(merge_of(*top, *team, job), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn the_merged_spec_takes_values_from_every_level() {
+        let mem = tree(&[
+            (
+                "jobs/_defaults.yaml",
+                "env: dev\nrestart: {attempts: 7, backoff: 1s}\nalerts: [ops]\n",
+            ),
+            ("jobs/team/_defaults.yaml", "restart: {backoff: 2s}\n"),
+        ]);
+        let folders = Folders::new(Some(&mem));
+        let layers = folders
+            .layers("jobs/team/a.yaml", "team/a.yaml", "team/a")
+            .unwrap();
+        let spec = parse_job_in(
+            "jobs/team/a.yaml",
+            Some("team/a"),
+            b"params: {command: [sleep, '1']}\nalerts: []\n",
+            &layers,
+            Context::default(),
+        )
+        .unwrap();
+        assert_eq!(spec.env, "dev");
+        assert_eq!(spec.restart.attempts, Some(7));
+        assert_eq!(
+            spec.restart.backoff,
+            Some(std::time::Duration::from_secs(2))
+        );
+        assert_eq!(spec.alerts, Some(vec![]));
+        assert_eq!(spec.params.command, vec!["sleep", "1"]);
+    }
+
+    #[test]
+    fn an_inherited_error_is_placed_in_the_defaults_file_and_names_the_job() {
+        let mem = tree(&[("jobs/team/_defaults.yaml", "env: dev\ntimeout: soon\n")]);
+        let folders = Folders::new(Some(&mem));
+        let layers = folders
+            .layers("jobs/team/a.yaml", "team/a.yaml", "team/a")
+            .unwrap();
+        let errs = parse_job_in(
+            "jobs/team/a.yaml",
+            Some("team/a"),
+            b"params: {command: [x]}\nschedule: nope\n",
+            &layers,
+            Context::default(),
+        )
+        .unwrap_err();
+        let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("jobs/team/a.yaml:2:11: `schedule`: invalid cron `nope`"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[1].starts_with("jobs/team/_defaults.yaml:2:10: job `team/a`: `timeout`"),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn a_broken_defaults_file_fails_every_job_below_it_naming_each() {
+        let mem = tree(&[(
+            "jobs/_defaults.yaml",
+            "env: dev\nsql: 'SELECT 1'\nbogus: 1\n",
+        )]);
+        let folders = Folders::new(Some(&mem));
+        for job in ["a", "team/b"] {
+            let errs = folders
+                .layers(&format!("jobs/{job}.yaml"), &format!("{job}.yaml"), job)
+                .unwrap_err();
+            let text = crate::diag::render(&errs);
+            assert!(
+                text.contains(&format!(
+                    "jobs/_defaults.yaml:2:1: job `{job}`: `sql` cannot be a folder default"
+                )),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!(
+                    "jobs/_defaults.yaml:3:1: job `{job}`: unknown field `bogus`"
+                )),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn folder_files_are_never_jobs() {
+        assert!(is_folder_file("_defaults.yaml"));
+        assert!(is_folder_file("a/b/_defaults.yaml"));
+        assert!(is_folder_file("_freeze.yaml"));
+        assert!(
+            !is_folder_file("a/_freeze.yaml"),
+            "only at the top; elsewhere a bad job name"
+        );
+        assert!(!is_folder_file("a/defaults.yaml"));
+        assert_eq!(defaults_folder("_defaults.yaml"), Some(""));
+        assert_eq!(defaults_folder("a/b/_defaults.yaml"), Some("a/b"));
+        assert_eq!(defaults_folder("a/x_defaults.yaml"), None);
+        assert!(is_below("", "x.yaml"));
+        assert!(is_below("a", "a/x.yaml"));
+        assert!(!is_below("a", "ab/x.yaml"));
     }
 }

@@ -13,7 +13,10 @@ pub fn json_schema() -> serde_json::Value {
         for key in ["$schema", "$id"] {
             d.remove(key);
         }
-        d.insert("title".into(), "jobkeeper folder defaults (`_defaults.yaml`)".into());
+        d.insert(
+            "title".into(),
+            "jobkeeper folder defaults (`_defaults.yaml`)".into(),
+        );
         d.insert(
             "description".into(),
             "A partial job file merged under every job file below its folder: the nearest \

@@ -474,7 +474,11 @@ fn schema_is_closed() {
     assert_eq!(d["additionalProperties"], false);
     for f in JOB_FIELDS {
         let inherited = d["properties"].get(*f).is_some();
-        assert_eq!(inherited, !NOT_DEFAULTS.contains(f), "{f} in the defaults schema");
+        assert_eq!(
+            inherited,
+            !NOT_DEFAULTS.contains(f),
+            "{f} in the defaults schema"
+        );
     }
     assert_eq!(s["properties"]["overlap"]["enum"][1], "replace");
     let props = s["properties"].as_object().expect("object");
