@@ -344,3 +344,108 @@ fn every_bad_defaults_tree_is_refused_by_validate_with_its_expected_errors() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// POSTs `path` with bearer `token`: (status, JSON body).
+async fn post(d: &Daemon, path: &str, token: &str) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .post(format!("http://{}{path}", d.addr))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    (code, serde_json::from_str(&body).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_token_restarts_only_below_its_folders_and_never_syncs_the_repo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let git = Git::new(root, "config");
+    git.write("jobs/payments/ledger.yaml", &sleeper(320))
+        .write("jobs/ads/clicks.yaml", &sleeper(321));
+    git.commit_push("two teams");
+    std::fs::write(root.join("token-all"), "all-jobs-secret\n").unwrap();
+    std::fs::write(root.join("token-payments"), "payments-secret\n").unwrap();
+    let extra = format!(
+        "api_token_file: {}\napi_tokens:\n  - {{file: {}, folders: [\"payments/**\"]}}\n",
+        root.join("token-all").display(),
+        root.join("token-payments").display()
+    );
+    let d = start(root, &config(root, &git, &extra)).await;
+    let ledger = d.running_pid("payments/ledger").await;
+    let clicks = d.running_pid("ads/clicks").await;
+
+    // Inside its folders: restarted, and the audit event names the token's file, not its value.
+    let (code, body) = post(
+        &d,
+        "/api/v1/jobs/payments%2Fledger/restart",
+        "payments-secret",
+    )
+    .await;
+    assert!((200..300).contains(&code), "{code} {body}");
+    wait_for("ledger restarted", Duration::from_secs(15), || {
+        !alive(ledger)
+    })
+    .await;
+    d.running_pid("payments/ledger").await;
+    let asked = d
+        .events("payments/ledger")
+        .into_iter()
+        .find(|e| e.kind == "restart_requested")
+        .expect("restart_requested event");
+    assert!(
+        asked.message.contains("with token `token-payments`"),
+        "{}",
+        asked.message
+    );
+    assert!(!asked.message.contains("payments-secret"));
+
+    // Outside its folders: 403 with a message; the job is not touched.
+    let (code, body) = post(&d, "/api/v1/jobs/ads%2Fclicks/restart", "payments-secret").await;
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(
+        body["error"].as_str().unwrap(),
+        "token `token-payments` may restart only the jobs matching `payments/**`; `ads/clicks` \
+         is not among them"
+    );
+    // The whole-repo sync: 403 too.
+    let (code, body) = post(&d, "/api/v1/sync", "payments-secret").await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("may not call the whole-repo `sync`"),
+        "{body}"
+    );
+    // A token nobody configured: 401; the all-jobs token may do both.
+    assert_eq!(post(&d, "/api/v1/sync", "guess").await.0, 401);
+    let (code, _) = post(&d, "/api/v1/jobs/ads%2Fclicks/restart", "all-jobs-secret").await;
+    assert!((200..300).contains(&code));
+    wait_for(
+        "clicks restarted by the all-jobs token",
+        Duration::from_secs(15),
+        || !alive(clicks),
+    )
+    .await;
+    let (code, _) = post(&d, "/api/v1/sync", "all-jobs-secret").await;
+    assert_eq!(code, 202);
+    wait_for("the sync audited", Duration::from_secs(10), || {
+        events_of(&d.store, "api_sync")
+            .iter()
+            .any(|e| e.message.contains("with token `token-all`"))
+    })
+    .await;
+    assert!(
+        d.events("ads/clicks")
+            .iter()
+            .filter(|e| e.kind == "restart_requested")
+            .all(|e| e.message.contains("with token `token-all`")),
+        "the refused request left no restart event"
+    );
+}

@@ -12,6 +12,7 @@ mod envs;
 mod read;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ pub use self::channels::{
     AlertChannel, EmailSettings, WEBHOOK_FORMATS, WebhookSettings, alert_event_words,
 };
 pub use self::envs::{EnvSettings, JobGlob};
+pub use self::tokens::{ScopedToken, token_name};
 use crate::diag::Diagnostic;
 use crate::event::EventKind;
 // The engines' own types, where they were found before the engines owned them.
@@ -42,8 +44,10 @@ pub struct Settings {
     pub secrets_dir: Option<PathBuf>,
     /// HTTP API address (default `127.0.0.1:7070`).
     pub listen: SocketAddr,
-    /// Bearer token file for POST endpoints.
+    /// Bearer token file for POST endpoints: the all-jobs token.
     pub api_token_file: Option<PathBuf>,
+    /// Scoped tokens (`api_tokens:`): each may restart only the jobs below its folders.
+    pub api_tokens: Vec<ScopedToken>,
     /// Secret for git webhooks.
     pub webhook_secret_file: Option<PathBuf>,
     /// Time zone for schedules (default: the host's).

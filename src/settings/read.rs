@@ -21,6 +21,7 @@ const TOP_FIELDS: &[&str] = &[
     "secrets_dir",
     "listen",
     "api_token_file",
+    "api_tokens",
     "webhook_secret_file",
     "timezone",
     "build",
@@ -106,6 +107,10 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
     };
     let secrets_dir = path_field(c, &f, "secrets_dir", "secrets_dir", base);
     let api_token_file = path_field(c, &f, "api_token_file", "api_token_file", base);
+    let api_tokens = f
+        .get("api_tokens")
+        .map(|n| super::tokens::read_tokens(c, n, base))
+        .unwrap_or_default();
     let webhook_secret_file = path_field(c, &f, "webhook_secret_file", "webhook_secret_file", base);
     let listen = f
         .get("listen")
@@ -158,6 +163,7 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
         secrets_dir,
         listen,
         api_token_file,
+        api_tokens,
         webhook_secret_file,
         timezone,
         build,
