@@ -85,11 +85,15 @@ pub enum EventKind {
     CommitMalformed,
     /// A config commit that removes more jobs than `max_removals` is held.
     CommitHeld,
+    /// A change to a job of a frozen env is held until its freeze window closes.
+    Held,
+    /// A held change is applied (its window closed).
+    Released,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 34] = [
+    pub const ALL: [EventKind; 36] = [
         EventKind::Deployed,
         EventKind::Started,
         EventKind::Restarted,
@@ -123,6 +127,8 @@ impl EventKind {
         EventKind::HostRecovered,
         EventKind::CommitMalformed,
         EventKind::CommitHeld,
+        EventKind::Held,
+        EventKind::Released,
         EventKind::Test,
     ];
 
@@ -188,6 +194,8 @@ impl EventKind {
             EventKind::Test => "test",
             EventKind::CommitMalformed => "commit_malformed",
             EventKind::CommitHeld => "commit_held",
+            EventKind::Held => "held",
+            EventKind::Released => "released",
         }
     }
 
@@ -424,6 +432,18 @@ pub enum JobEvent {
         /// The author as read leniently.
         author: String,
     },
+    /// A change to this job is held while a freeze window of its env is open.
+    Held {
+        /// When the window closes (RFC 3339, in the daemon's time zone).
+        until: String,
+        /// The window's `reason`.
+        reason: String,
+    },
+    /// The change held by a freeze window is applied now.
+    Released {
+        /// The short id of the commit whose change is applied.
+        commit: String,
+    },
     /// A config commit removes more jobs than `max_removals`: nothing of it is applied.
     CommitHeld {
         /// The tip's short id.
@@ -550,6 +570,8 @@ impl JobEvent {
             JobEvent::HostRecovered { .. } => EventKind::HostRecovered,
             JobEvent::CommitMalformed { .. } => EventKind::CommitMalformed,
             JobEvent::CommitHeld { .. } => EventKind::CommitHeld,
+            JobEvent::Held { .. } => EventKind::Held,
+            JobEvent::Released { .. } => EventKind::Released,
         }
     }
 
@@ -681,6 +703,14 @@ impl JobEvent {
                  ({limit}): held, nothing of it is applied and every job keeps running; a \
                  commit with the trailer `Jobkeeper-Allow-Removals: <reason>` applies it"
             ),
+            JobEvent::Held { until, reason } => format!(
+                "held until {until} (freeze: {reason}): the change is applied when the window \
+                 closes; the running version goes on; a commit with the trailer \
+                 `Jobkeeper-Freeze-Override: <reason>` applies it now"
+            ),
+            JobEvent::Released { commit } => {
+                format!("freeze window closed: the change of commit {commit} is applied")
+            }
         }
     }
 

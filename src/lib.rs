@@ -21,6 +21,7 @@
 //! - [`plan`]: applied specs vs changed specs → an action per job, with reasons (pure).
 //! - [`moves`]: what `plan` adds when a change of env moves a job to another cluster.
 //! - [`removals`]: the `max_removals` safety valve: a commit removing too many jobs is held.
+//! - [`freeze`]: freeze windows: when changes to the jobs of some envs are held.
 //! - [`sync`]: fetch the config repo, plan its tip, record each job's desired state.
 //!
 //! Converging what runs to the desired state:
@@ -73,6 +74,7 @@ pub mod daemon;
 pub mod diag;
 pub mod engine;
 pub mod event;
+pub mod freeze;
 pub mod health;
 pub mod host;
 pub mod http;

@@ -48,6 +48,8 @@ pub struct Settings {
     pub api_token_file: Option<PathBuf>,
     /// Scoped tokens (`api_tokens:`): each may restart only the jobs below its folders.
     pub api_tokens: Vec<ScopedToken>,
+    /// Freeze windows (`freeze:`); `<repo.path>/_freeze.yaml` adds more.
+    pub freeze: Vec<crate::freeze::FreezeWindow>,
     /// Secret for git webhooks.
     pub webhook_secret_file: Option<PathBuf>,
     /// Time zone for schedules (default: the host's).

@@ -17,7 +17,7 @@ use crate::event::EventKind;
 type Step = fn(&Connection) -> Result<()>;
 
 /// The steps, in order; step `i` makes version `i + 1`. Add new steps at the end.
-const STEPS: [Step; 9] = [
+const STEPS: [Step; 10] = [
     release_0_1_0,
     typed_events,
     versions,
@@ -27,6 +27,7 @@ const STEPS: [Step; 9] = [
     runs_with_artifacts,
     run_secrets,
     conditions,
+    held_changes,
 ];
 
 /// The schema version this build writes.
@@ -233,6 +234,17 @@ fn conditions(conn: &Connection) -> Result<()> {
              WHERE job IN (SELECT name FROM jobs
                  WHERE reason IN ('build failed', 'deploy failed') AND desired_hash IS NOT NULL
                      AND desired_hash IS NOT applied_hash);",
+    )?;
+    Ok(())
+}
+
+/// Migration 10: changes held by a freeze window until it closes (see [`crate::freeze`]).
+fn held_changes(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS held (
+             job TEXT PRIMARY KEY, path TEXT NOT NULL, spec TEXT, hash TEXT,
+             commit_id TEXT NOT NULL, until_ms INTEGER NOT NULL, until TEXT NOT NULL,
+             reason TEXT NOT NULL);",
     )?;
     Ok(())
 }
