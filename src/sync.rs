@@ -19,6 +19,7 @@ use crate::spec::{self, JobSpec};
 use crate::store::{CommitRecord, DesiredUpdate, StoreError};
 
 mod follow;
+pub mod frozen;
 pub use follow::{Follower, STARTUP_SYNC_WAIT};
 
 /// What one sync did.
@@ -266,7 +267,24 @@ pub fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Applied, SyncError>
         ctx.store.applied_specs(&names)?.into_iter().collect();
     let mut the_plan = plan::plan(&applied_specs, &changes);
     defaults.settle(&mut the_plan, &mut changes);
-    let out = store_updates(&changes, &the_plan);
+    let mut out = store_updates(&changes, &the_plan);
+    let settings = ctx.settings.get();
+    let freeze = frozen::freeze_at(&repo.tree(), tip, &settings);
+    let override_reason = commits
+        .iter()
+        .find_map(|c| c.trailer(crate::freeze::OVERRIDE_TRAILER));
+    let holds = frozen::hold(
+        &mut out,
+        &changes,
+        &applied_specs,
+        &freeze,
+        crate::freeze::now_in(settings.timezone),
+        override_reason.as_deref(),
+        &info.id,
+    );
+    // Held first: a crash before the commit is recorded holds them again on the next sync.
+    let applied_now: Vec<&str> = holds.applied.iter().map(String::as_str).collect();
+    ctx.store.set_held(&holds.held, &applied_now)?;
     // The parsed files and the plan are in `out` now: freed before the store's transaction,
     // so a commit of 10,000 new jobs does not hold them and the transaction's memory at once.
     drop((applied_specs, the_plan, changes));

@@ -28,10 +28,15 @@ impl Store {
     /// Records `held` changes (each replacing any change held for its job before) and drops
     /// the held changes of the `applied` jobs, whose newer change is put in place now.
     pub fn set_held(&self, held: &[HeldChange], applied: &[&str]) -> Result<()> {
-        if held.is_empty() && applied.is_empty() {
-            return Ok(());
-        }
         let mut conn = self.conn();
+        if held.is_empty() {
+            // Nothing held before (the usual case): nothing to drop either.
+            let any: bool =
+                conn.query_row("SELECT EXISTS (SELECT 1 FROM held)", [], |r| r.get(0))?;
+            if !any {
+                return Ok(());
+            }
+        }
         let tx = conn.transaction()?;
         {
             let mut drop = tx.prepare_cached("DELETE FROM held WHERE job = ?1")?;
