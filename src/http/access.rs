@@ -92,7 +92,7 @@ fn read_token(file: &std::path::Path) -> Result<String, &'static str> {
 
 /// The caller of a POST by its bearer token, or the 401 that refuses it. Token files are read
 /// on each request (so they can be rotated) and compared in constant time.
-pub fn caller(settings: &Settings, headers: &HeaderMap) -> Result<Caller, Response> {
+pub fn caller(settings: &Settings, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
     let all = match settings.api_token_file.as_deref() {
         Some(file) => read_token(file).map(|t| (t, token_name(file))),
         None => Err("POST endpoints are disabled: the daemon config has no `api_token_file`"),
@@ -100,7 +100,7 @@ pub fn caller(settings: &Settings, headers: &HeaderMap) -> Result<Caller, Respon
     if let Err(msg) = &all
         && settings.api_tokens.is_empty()
     {
-        return Err(unauthorized(msg));
+        return Err(Box::new(unauthorized(msg)));
     }
     let given = headers
         .get(header::AUTHORIZATION)
@@ -108,7 +108,9 @@ pub fn caller(settings: &Settings, headers: &HeaderMap) -> Result<Caller, Respon
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(given) = given else {
-        return Err(unauthorized("missing `Authorization: Bearer <token>`"));
+        return Err(Box::new(unauthorized(
+            "missing `Authorization: Bearer <token>`",
+        )));
     };
     if let Ok((token, name)) = &all
         && constant_time_eq(given.as_bytes(), token.as_bytes())
@@ -122,5 +124,5 @@ pub fn caller(settings: &Settings, headers: &HeaderMap) -> Result<Caller, Respon
             return Ok(Caller::Scoped(scoped.clone()));
         }
     }
-    Err(unauthorized("wrong token"))
+    Err(Box::new(unauthorized("wrong token")))
 }
