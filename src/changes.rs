@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 mod defaults;
+mod frozen;
 
 pub use self::defaults::{DefaultsCauses, with_defaults_dependents};
+pub use self::frozen::mark_held;
 use crate::diag::Diagnostic;
 use crate::plan::{Change, Plan, plan};
 use crate::repo::{FileDiff, GitTree, JobFile, JobFileChange, Oid, RepoError, open_existing};

@@ -515,6 +515,20 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
             )),
         }
     }
+    if folder_files.iter().any(|r| r == spec::FREEZE_FILE) {
+        let display = dir.join(spec::FREEZE_FILE).to_string_lossy().into_owned();
+        match std::fs::read(dir.join(spec::FREEZE_FILE)) {
+            Ok(bytes) => errors.extend(
+                crate::freeze::parse_freeze_file(&display, &bytes)
+                    .err()
+                    .unwrap_or_default(),
+            ),
+            Err(e) => errors.push(Diagnostic::file(
+                &display,
+                format!("cannot read the file: {e}"),
+            )),
+        }
+    }
     let folders = spec::Folders::new(Some(&spec::DiskFiles));
     let javac = settings
         .as_ref()
@@ -666,6 +680,31 @@ fn plan(
         .map(|s| s.max_removals)
         .unwrap_or_default();
     let mut plan = crate::changes::plan_between(repo, from, to, &path, ctx, max_removals)?;
+    if let Some(s) = &settings {
+        // As the daemon holds them: the config's windows and `_freeze.yaml` at `to`.
+        let tree = crate::repo::open_existing(repo)?;
+        let to_id = tree.resolve_rev(to)?;
+        let from_id = if from == crate::changes::EMPTY_TREE {
+            None
+        } else {
+            Some(tree.resolve_rev(from)?)
+        };
+        let mut at_path = s.clone();
+        at_path.repo.path = path.clone();
+        let freeze = crate::sync::frozen::freeze_at(&tree, to_id, &at_path);
+        let override_reason = tree
+            .commits_since(from_id, to_id)?
+            .iter()
+            .find_map(|c| c.trailer(crate::freeze::OVERRIDE_TRAILER));
+        crate::changes::mark_held(
+            &mut plan,
+            &tree,
+            (from_id, to_id),
+            &freeze,
+            crate::freeze::now_in(s.timezone),
+            override_reason.as_deref(),
+        );
+    }
     let envs = crate::moves::moved_envs(&plan);
     if !envs.is_empty() {
         let clusters = match &settings {

@@ -151,3 +151,74 @@ async fn a_change_in_a_window_is_held_until_it_closes_while_restarts_go_on_and_a
         "{planned:?}"
     );
 }
+
+#[test]
+fn plan_with_the_config_says_which_changes_a_window_open_now_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = Git::new(tmp.path(), "config");
+    git.write("jobs/a.yaml", &sleeper(1)).write(
+        "jobs/b.yaml",
+        "env: prod\nparams: {command: [sleep, \"2\"]}\n",
+    );
+    git.commit("two jobs");
+    // A window open all the time, from the repo's own `_freeze.yaml`, for prod only.
+    git.write(
+        "jobs/_freeze.yaml",
+        "freeze:\n  - {schedule: \"* * * * * *\", duration: 1h, envs: [prod], reason: audit}\n",
+    )
+    .write("jobs/a.yaml", &sleeper(3))
+    .write(
+        "jobs/b.yaml",
+        "env: prod\nparams: {command: [sleep, \"4\"]}\n",
+    );
+    git.commit("freeze prod, change both");
+    std::fs::write(
+        tmp.path().join("config.yaml"),
+        "repo: {url: ./config}\nstate_dir: state\ntimezone: UTC\nenvs:\n  dev: {engine: local}\n  prod: {engine: local}\n",
+    )
+    .unwrap();
+    let plan = |from: &str| {
+        let args = [
+            "plan",
+            "--repo",
+            "config",
+            "--from",
+            from,
+            "--to",
+            "HEAD",
+            "--config",
+            "config.yaml",
+        ];
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
+            .args(&args)
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = plan("HEAD~1");
+    let b = text.split("redeploy  b").nth(1).expect("b planned");
+    assert!(b.contains("- held until 20"), "{text}");
+    assert!(
+        b.contains("(freeze: audit): applied when the window closes"),
+        "{text}"
+    );
+    let a = text.split("redeploy  b").next().unwrap();
+    assert!(!a.contains("held until"), "dev is not frozen: {text}");
+
+    git.git(&[
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "now\n\nJobkeeper-Freeze-Override: audit done",
+    ]);
+    let text = plan("HEAD~2");
+    assert!(
+        text.contains(
+            "freeze `audit` overridden by `Jobkeeper-Freeze-Override: audit done`: applied at once"
+        ),
+        "{text}"
+    );
+}
