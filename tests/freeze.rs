@@ -190,7 +190,7 @@ fn plan_with_the_config_says_which_changes_a_window_open_now_holds() {
             "config.yaml",
         ];
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
-            .args(&args)
+            .args(args)
             .current_dir(tmp.path())
             .output()
             .unwrap();
