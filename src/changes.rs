@@ -49,6 +49,15 @@ pub fn with_sql_dependents(
         others,
     }: FileDiff,
 ) -> Result<Vec<JobFileChange>, RepoError> {
+    // A folder's `_defaults.yaml` (and `_freeze.yaml`) is no job's `sql_file`: its jobs are
+    // found by `with_defaults_dependents`, without reading every job file here.
+    let others: Vec<String> = others
+        .into_iter()
+        .filter(|o| {
+            let base = o.rsplit('/').next().unwrap_or(o);
+            base != spec::DEFAULTS_FILE && base != spec::FREEZE_FILE
+        })
+        .collect();
     if others.is_empty() {
         return Ok(diff);
     }
