@@ -207,28 +207,16 @@ pub fn read_job_in(
     if let Err(msg) = spec::check_name(name) {
         return Err(vec![Diagnostic::file(&file.repo_path, msg.to_string())]);
     }
-    match tree.blob_size(file.blob) {
-        Ok(size) if size > MAX_JOB_FILE_BYTES => {
-            return Err(vec![Diagnostic::file(
-                &file.repo_path,
-                format!(
-                    "job file is {size} bytes; at most {MAX_JOB_FILE_BYTES} (1 MiB) are allowed"
-                ),
-            )]);
-        }
-        Ok(_) => {}
-        Err(e) => {
-            return Err(vec![Diagnostic::file(
-                &file.repo_path,
-                format!("cannot read: {e}"),
-            )]);
-        }
-    }
+    // One look at the object's header: a file over the limit is refused before it is read.
     match tree.read_blob(file.blob) {
         Ok(bytes) => {
             let layers = folders.layers(&file.repo_path, &file.rel_path, name)?;
             spec::parse_job_in(&file.repo_path, Some(name), &bytes, &layers, ctx)
         }
+        Err(RepoError::TooLarge { size, .. }) => Err(vec![Diagnostic::file(
+            &file.repo_path,
+            format!("job file is {size} bytes; at most {MAX_JOB_FILE_BYTES} (1 MiB) are allowed"),
+        )]),
         Err(e) => Err(vec![Diagnostic::file(
             &file.repo_path,
             format!("cannot read: {e}"),

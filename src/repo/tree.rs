@@ -488,8 +488,7 @@ fn is_blob_mode(mode: i32) -> bool {
 
 /// A `.yaml`/`.yml` file that is not a folder's `_defaults.yaml` (which is never a job).
 fn is_job_path(rel: &str) -> bool {
-    crate::spec::job_name_of(rel).is_some()
-        && rel.rsplit('/').next() != Some(crate::spec::DEFAULTS_FILE)
+    crate::spec::job_name_of(rel).is_some() && !crate::spec::is_defaults_path(rel)
 }
 
 fn job_file(dir: &str, rel_path: String, blob: Oid) -> JobFile {

@@ -29,8 +29,13 @@ pub const NOT_DEFAULTS: &[&str] = &["sql", "sql_file", "adopt"];
 /// True for a path below `repo.path` (`team-a/_defaults.yaml`) that is a folder's file and
 /// never a job: a `_defaults.yaml` in any folder, and `_freeze.yaml` at the top.
 pub fn is_folder_file(rel_path: &str) -> bool {
-    let base = rel_path.rsplit('/').next().unwrap_or(rel_path);
-    base == DEFAULTS_FILE || rel_path == FREEZE_FILE
+    is_defaults_path(rel_path) || rel_path == FREEZE_FILE
+}
+
+/// True for a `_defaults.yaml` in any folder (`a/_defaults.yaml`, `_defaults.yaml`).
+pub fn is_defaults_path(path: &str) -> bool {
+    path.strip_suffix(DEFAULTS_FILE)
+        .is_some_and(|head| head.is_empty() || head.ends_with('/'))
 }
 
 /// The folder (below `repo.path`, `""` for the top) whose jobs a defaults file at `rel_path`

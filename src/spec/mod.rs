@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::defaults::{
     DEFAULTS_FILE, DefaultsFile, FREEZE_FILE, Folders, NOT_DEFAULTS, defaults_folder, is_below,
-    is_folder_file, merge_under, merged, parse_defaults, with_origin,
+    is_defaults_path, is_folder_file, merge_under, merged, parse_defaults, with_origin,
 };
 pub use self::guard::{Drift, Guard, GuardOverride, RestartsLimit};
 pub(crate) use self::guard::{guard_fields, read_guard_fields, read_health};
