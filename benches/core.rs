@@ -3,6 +3,8 @@
 //!
 //! - push → local job running: p50/p99 over N pushes, the daemon in-process;
 //! - `jobkeeper plan` for a one-file change in a 10,000-job repo vs `git diff-tree -r`;
+//! - `jobkeeper plan` for one value changed in a `_defaults.yaml` above 5,000 jobs vs
+//!   `git diff-tree -r` (`BENCH_DEFAULTS_JOBS`);
 //! - cold start over 10,000 suspended jobs: time to `/readyz` 200 and peak RSS, first start
 //!   (empty state) and restart (state present);
 //! - kill → restarted on the local engine with backoff 0: p50/p99;
@@ -34,6 +36,7 @@
 //!
 //! Environment: `BENCH_PUSHES` (default 30), `BENCH_JOBS` (default 10000), `BENCH_FLINK`
 //! and `BENCH_SPARK` (default 10), `BENCH_FLEET` (default 2000), `BENCH_ONLY` (`push`, `plan`,
+//! `plan-defaults`,
 //! `prune`, `start`, `restart`, `health`, `api`, `page`, `hook`, `fleet`, `flink`, `flink-rollback`,
 //! `flink-move`, `adopt`, `flink-health`, `spark`, `validate`: run one),
 //! `BENCH_SQL_JOBS` (default 1000), `BENCH_ADOPT` (default 20), `BENCH_HEALTH_JOBS` (default 5
@@ -293,6 +296,67 @@ fn bench_plan(jobs: usize) -> Vec<String> {
     let (o, b) = (percentile(&ours, 0.5), percentile(&base, 0.5));
     vec![format!(
         "| `jobkeeper plan` one-file change, {jobs}-job repo vs `git diff-tree -r` (medians of {runs}) | {} vs {} = **{:.2}×** | ≤ 2× |",
+        ms(o),
+        ms(b),
+        o.as_secs_f64() / b.as_secs_f64()
+    )]
+}
+
+/// `jobkeeper plan` of a commit changing one value of a `_defaults.yaml` above `jobs` job
+/// files (every one of them inherits it, so every one is redeployed) vs `git diff-tree -r`
+/// of the same two commits: medians of 30 runs each, interleaved.
+fn bench_plan_defaults(jobs: usize) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_bare, work) = make_repo(tmp.path(), jobs, |i| {
+        format!("params: {{command: [sleep, \"{i}\"]}}\nrestart: {{attempts: 3}}")
+    });
+    std::fs::write(
+        work.join("jobs/_defaults.yaml"),
+        "env: dev\nparams: {environment: {LEVEL: \"1\"}}\n",
+    )
+    .unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-qm", "defaults"]);
+    std::fs::write(
+        work.join("jobs/_defaults.yaml"),
+        "env: dev\nparams: {environment: {LEVEL: \"2\"}}\n",
+    )
+    .unwrap();
+    git(&work, &["commit", "-qam", "one value of the defaults"]);
+    let plan = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_jobkeeper"));
+        c.args([
+            "plan",
+            "--repo",
+            work.to_str().unwrap(),
+            "--from",
+            "HEAD~1",
+            "--to",
+            "HEAD",
+            "--format",
+            "json",
+        ]);
+        c
+    };
+    let out = plan().output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), jobs, "every job below the defaults is planned");
+    assert!(items.iter().all(|i| i["action"] == "redeploy"));
+    let runs = 30;
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        ours.push(time_cmd(plan()));
+        let mut g = Command::new("git");
+        g.args(["diff-tree", "-r", "HEAD~1", "HEAD"])
+            .current_dir(&work);
+        base.push(time_cmd(g));
+    }
+    ours.sort();
+    base.sort();
+    let (o, b) = (percentile(&ours, 0.5), percentile(&base, 0.5));
+    vec![format!(
+        "| `jobkeeper plan` one value of a `_defaults.yaml` above {jobs} jobs (all redeployed) vs `git diff-tree -r` (medians of {runs}) | {} vs {} = **{:.2}×** | ≤ 2× |",
         ms(o),
         ms(b),
         o.as_secs_f64() / b.as_secs_f64()
@@ -1953,6 +2017,13 @@ fn main() {
     }
     if want("plan") {
         rows.extend(bench_plan(jobs));
+    }
+    if want("plan-defaults") {
+        let n = std::env::var("BENCH_DEFAULTS_JOBS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if smoke { 200 } else { 5000 });
+        rows.extend(bench_plan_defaults(n));
     }
     if want("start") {
         rows.extend(bench_start(jobs));

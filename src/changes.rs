@@ -6,10 +6,15 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+mod defaults;
+mod frozen;
+
+pub use self::defaults::{DefaultsCauses, with_defaults_dependents};
+pub use self::frozen::mark_held;
 use crate::diag::Diagnostic;
 use crate::plan::{Change, Plan, plan};
 use crate::repo::{FileDiff, GitTree, JobFile, JobFileChange, Oid, RepoError, open_existing};
-use crate::spec::{self, Context, JobSpec, MAX_JOB_FILE_BYTES, RepoFiles};
+use crate::spec::{self, Context, Folders, JobSpec, MAX_JOB_FILE_BYTES, RepoFiles};
 
 mod last_changed;
 pub use last_changed::last_changed;
@@ -47,6 +52,15 @@ pub fn with_sql_dependents(
         others,
     }: FileDiff,
 ) -> Result<Vec<JobFileChange>, RepoError> {
+    // A folder's `_defaults.yaml` (and `_freeze.yaml`) is no job's `sql_file`: its jobs are
+    // found by `with_defaults_dependents`, without reading every job file here.
+    let others: Vec<String> = others
+        .into_iter()
+        .filter(|o| {
+            let base = o.rsplit('/').next().unwrap_or(o);
+            base != spec::DEFAULTS_FILE && base != spec::FREEZE_FILE
+        })
+        .collect();
     if others.is_empty() {
         return Ok(diff);
     }
@@ -166,11 +180,23 @@ pub fn followed_folders(
     Ok(items)
 }
 
-/// Parses one job file of a commit (name rules, size, content).
+/// Parses one job file of a commit (name rules, size, content), with its folders' defaults
+/// read through `ctx.files`.
 pub fn read_job(
     tree: &GitTree,
     file: &JobFile,
     ctx: Context<'_>,
+) -> Result<JobSpec, Vec<Diagnostic>> {
+    read_job_in(tree, file, ctx, &Folders::new(ctx.files))
+}
+
+/// [`read_job`] with the defaults files found by `folders` (one per commit, so that each
+/// folder's file is read once for all its jobs).
+pub fn read_job_in(
+    tree: &GitTree,
+    file: &JobFile,
+    ctx: Context<'_>,
+    folders: &Folders<'_>,
 ) -> Result<JobSpec, Vec<Diagnostic>> {
     let name = spec::job_name_of(&file.rel_path).unwrap_or(&file.rel_path);
     if file.rel_path.contains(char::REPLACEMENT_CHARACTER) {
@@ -184,25 +210,16 @@ pub fn read_job(
     if let Err(msg) = spec::check_name(name) {
         return Err(vec![Diagnostic::file(&file.repo_path, msg.to_string())]);
     }
-    match tree.blob_size(file.blob) {
-        Ok(size) if size > MAX_JOB_FILE_BYTES => {
-            return Err(vec![Diagnostic::file(
-                &file.repo_path,
-                format!(
-                    "job file is {size} bytes; at most {MAX_JOB_FILE_BYTES} (1 MiB) are allowed"
-                ),
-            )]);
-        }
-        Ok(_) => {}
-        Err(e) => {
-            return Err(vec![Diagnostic::file(
-                &file.repo_path,
-                format!("cannot read: {e}"),
-            )]);
-        }
-    }
+    // One look at the object's header: a file over the limit is refused before it is read.
     match tree.read_blob(file.blob) {
-        Ok(bytes) => spec::parse_job(&file.repo_path, &bytes, ctx),
+        Ok(bytes) => {
+            let layers = folders.layers(&file.repo_path, &file.rel_path, name)?;
+            spec::parse_job_in(&file.repo_path, Some(name), &bytes, &layers, ctx)
+        }
+        Err(RepoError::TooLarge { size, .. }) => Err(vec![Diagnostic::file(
+            &file.repo_path,
+            format!("job file is {size} bytes; at most {MAX_JOB_FILE_BYTES} (1 MiB) are allowed"),
+        )]),
         Err(e) => Err(vec![Diagnostic::file(
             &file.repo_path,
             format!("cannot read: {e}"),
@@ -232,6 +249,7 @@ pub fn read_changes(
 
 /// Parses the new versions of the files of a diff into changes.
 pub fn changes_of(tree: &GitTree, diff: &[JobFileChange], ctx: Context<'_>) -> Vec<Change> {
+    let folders = Folders::new(ctx.files);
     let mut upserts: BTreeMap<String, Change> = BTreeMap::new();
     let mut removes: BTreeMap<String, Change> = BTreeMap::new();
     for change in diff {
@@ -240,7 +258,7 @@ pub fn changes_of(tree: &GitTree, diff: &[JobFileChange], ctx: Context<'_>) -> V
                 let name = spec::job_name_of(&f.rel_path)
                     .unwrap_or(&f.rel_path)
                     .to_string();
-                let spec = read_job(tree, f, ctx);
+                let spec = read_job_in(tree, f, ctx, &folders);
                 let spec = if upserts.contains_key(&name) {
                     Err(vec![Diagnostic::file(
                         &f.repo_path,
@@ -331,12 +349,13 @@ pub fn plan_between(
         });
     }
     let others = files.others.clone();
-    let diff = with_sql_dependents(&tree, to, path, files)?;
+    let mut diff = with_sql_dependents(&tree, to, path, files)?;
+    let causes = with_defaults_dependents(&tree, from, to, path, &mut diff, &others)?;
     let new_files = TreeFiles {
         tree: &tree,
         commit: to,
     };
-    let changes = changes_of(
+    let mut changes = changes_of(
         &tree,
         &diff,
         Context {
@@ -347,12 +366,17 @@ pub fn plan_between(
     // The old versions of the changed files only: read from the diff, not the whole tree.
     let mut applied = BTreeMap::new();
     if let Some(from) = from {
+        let old_files = TreeFiles {
+            tree: &tree,
+            commit: from,
+        };
+        let old_folders = Folders::new(Some(&old_files));
         for change in &diff {
             let old = match change {
                 JobFileChange::Modified { old, .. } | JobFileChange::Deleted(old) => old,
                 JobFileChange::Added(_) => continue,
             };
-            if let Some(spec) = last_valid(&tree, from, old, ctx) {
+            if let Some(spec) = last_valid(&tree, from, old, ctx, &old_folders) {
                 let name = spec::job_name_of(&old.rel_path)
                     .unwrap_or(&old.rel_path)
                     .to_string();
@@ -361,6 +385,7 @@ pub fn plan_between(
         }
     }
     let mut plan = plan(&applied, &changes);
+    causes.settle(&mut plan, &mut changes);
     plan.items.extend(followed_folders(
         &tree, from, to, path, &diff, &others, ctx,
     )?);
@@ -391,8 +416,15 @@ const LOOK_BACK: usize = 1000;
 
 /// The version of job file `old` the daemon holds after applying `from`: the file at `from`,
 /// or, when it is invalid there, its newest valid version before (an invalid file leaves the
-/// previous version in place), looking back at most [`LOOK_BACK`] commits.
-fn last_valid(tree: &GitTree, from: Oid, old: &JobFile, ctx: Context<'_>) -> Option<JobSpec> {
+/// previous version in place), looking back at most [`LOOK_BACK`] commits. `folders` finds
+/// the defaults files at `from`.
+fn last_valid(
+    tree: &GitTree,
+    from: Oid,
+    old: &JobFile,
+    ctx: Context<'_>,
+    folders: &Folders<'_>,
+) -> Option<JobSpec> {
     let at = |commit: Oid, file: &JobFile| {
         let files = TreeFiles { tree, commit };
         read_job(
@@ -405,7 +437,12 @@ fn last_valid(tree: &GitTree, from: Oid, old: &JobFile, ctx: Context<'_>) -> Opt
         )
         .ok()
     };
-    if let Some(spec) = at(from, old) {
+    let files = TreeFiles { tree, commit: from };
+    let from_ctx = Context {
+        files: Some(&files),
+        ..ctx
+    };
+    if let Ok(spec) = read_job_in(tree, old, from_ctx, folders) {
         return Some(spec);
     }
     let repo = tree.repository();

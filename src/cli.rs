@@ -86,6 +86,20 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Print a job's file merged with its folders' `_defaults.yaml`, each value with its source.
+    Show {
+        /// The job's name (`team-a/clicks`).
+        job: String,
+        /// The config repo (a work tree or bare repo).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        repo: PathBuf,
+        /// The commit to read (branch, tag, commit id).
+        #[arg(long, value_name = "REV", default_value = "HEAD")]
+        rev: String,
+        /// Folder of job files in the repo.
+        #[arg(long, value_name = "PATH", default_value = "jobs")]
+        path: String,
+    },
     /// Print the JSON Schema of the job file.
     Schema,
     /// Internal: print a SPNEGO token for SERVICE as PRINCIPAL, with the credential cache and
@@ -226,6 +240,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             path,
             config,
         } => plan(&repo, &from, &to, format, path, config.as_deref()),
+        Command::Show {
+            job,
+            repo,
+            rev,
+            path,
+        } => show(&repo, &job, &rev, &path),
         Command::Schema => {
             stdout(&format!(
                 "{}\n",
@@ -284,6 +304,26 @@ fn last_state_warning(path: &str, job: &spec::JobSpec) -> Option<diag::Diagnosti
             ),
         )
     })
+}
+
+/// `jobkeeper show JOB --repo DIR [--rev REV]`: the merged file on stdout; 1 when the job is
+/// missing or invalid (its problems on stderr).
+fn show(repo: &Path, job: &str, rev: &str, path: &str) -> anyhow::Result<ExitCode> {
+    match crate::show::show(repo, job, rev, path) {
+        Ok(shown) => {
+            stdout(&shown.text)?;
+            if shown.errors.is_empty() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprint!("{}", diag::render(&shown.errors));
+                Ok(ExitCode::from(1))
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 /// `jobkeeper import --config FILE --env ENV [--out DIR]`: 0 when every unmanaged job has a
@@ -518,11 +558,17 @@ fn validate(dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<ExitCod
         settings: settings.as_ref().map(|s| s as &dyn spec::DaemonConfig),
         files: Some(&spec::DiskFiles),
     };
+    // A folder's `_defaults.yaml` (and the repo's `_freeze.yaml`) is checked once on its own,
+    // and a defaults file is merged under each job below it: a problem of its own is reported
+    // once, not for every job.
+    let (folder_files, files): (Vec<String>, Vec<String>) =
+        files.into_iter().partition(|rel| spec::is_folder_file(rel));
     let Checked {
         mut errors,
         warnings,
         stateful,
     } = check_files(dir, &files, settings.as_ref(), ctx);
+    errors.splice(0..0, check_folder_files(dir, &folder_files));
     if let Some(s) = &settings {
         errors.extend(refused_moves(s, &stateful)?);
     }
@@ -556,8 +602,33 @@ struct Checked {
     stateful: Vec<(String, String, String)>,
 }
 
+/// Each folder file (`_defaults.yaml`, `_freeze.yaml`) below `dir` checked on its own.
+fn check_folder_files(dir: &Path, folder_files: &[String]) -> Vec<Diagnostic> {
+    let mut errors = Vec::new();
+    for rel in folder_files {
+        let display = dir.join(rel).to_string_lossy().into_owned();
+        let parsed = if spec::defaults_folder(rel).is_some() {
+            std::fs::read(dir.join(rel)).map(|b| spec::parse_defaults(&display, &b).err())
+        } else if rel == spec::FREEZE_FILE {
+            std::fs::read(dir.join(rel))
+                .map(|b| crate::freeze::parse_freeze_file(&display, &b).err())
+        } else {
+            continue;
+        };
+        match parsed {
+            Ok(problems) => errors.extend(problems.unwrap_or_default()),
+            Err(e) => errors.push(Diagnostic::file(
+                &display,
+                format!("cannot read the file: {e}"),
+            )),
+        }
+    }
+    errors
+}
+
 /// Each of `files` (below `dir`) checked as the daemon reads it: its name, one file per job,
-/// its parse against the daemon config when given, and its SQL runner.
+/// its parse (merged with its folders' defaults) against the daemon config when given, and its
+/// SQL runner.
 fn check_files(
     dir: &Path,
     files: &[String],
@@ -567,6 +638,7 @@ fn check_files(
     let mut errors: Vec<Diagnostic> = Vec::new();
     let mut warnings: Vec<Diagnostic> = Vec::new();
     let javac = settings.is_some_and(|s| crate::build::sql_runner::javac_in(&s.build.path));
+    let folders = spec::Folders::new(Some(&spec::DiskFiles));
     let mut names = std::collections::BTreeSet::new();
     // Jobs that keep their state across moves: (name, file, env).
     let mut stateful: Vec<(String, String, String)> = Vec::new();
@@ -587,8 +659,11 @@ fn check_files(
             ));
             continue;
         }
+        let Ok(layers) = folders.layers(&display, rel, name) else {
+            continue; // the defaults file's own problems are reported by `check_folder_files`
+        };
         match std::fs::read(dir.join(rel)) {
-            Ok(bytes) => match spec::parse_job(&display, &bytes, ctx) {
+            Ok(bytes) => match spec::parse_job_in(&display, Some(name), &bytes, &layers, ctx) {
                 Ok(job) => {
                     warnings.extend(spec::command_secret_warnings(&display, &bytes));
                     warnings.extend(last_state_warning(&display, &job));
@@ -692,6 +767,31 @@ fn plan(
         .map(|s| s.max_removals)
         .unwrap_or_default();
     let mut plan = crate::changes::plan_between(repo, from, to, &path, ctx, max_removals)?;
+    if let Some(s) = &settings {
+        // As the daemon holds them: the config's windows and `_freeze.yaml` at `to`.
+        let tree = crate::repo::open_existing(repo)?;
+        let to_id = tree.resolve_rev(to)?;
+        let from_id = if from == crate::changes::EMPTY_TREE {
+            None
+        } else {
+            Some(tree.resolve_rev(from)?)
+        };
+        let mut at_path = s.clone();
+        at_path.repo.path = path.clone();
+        let freeze = crate::sync::frozen::freeze_at(&tree, to_id, &at_path);
+        let override_reason = tree
+            .commits_since(from_id, to_id)?
+            .iter()
+            .find_map(|c| c.trailer(crate::freeze::OVERRIDE_TRAILER));
+        crate::changes::mark_held(
+            &mut plan,
+            &tree,
+            (from_id, to_id),
+            &freeze,
+            crate::freeze::now_in(s.timezone),
+            override_reason.as_deref(),
+        );
+    }
     let envs = crate::moves::moved_envs(&plan);
     if !envs.is_empty() {
         let clusters = match &settings {

@@ -367,7 +367,8 @@ pub fn status(remote: &Remote, json: bool, filter: &StatusFilter) -> anyhow::Res
 }
 
 /// A job's state as `status` shows it: beside its state, its conditions (`running (deploy
-/// failed)`), and the refused commit of a `rolled_back` job.
+/// failed)`), the refused commit of a `rolled_back` job, and `held until <time>` while a
+/// freeze window holds a change to it.
 fn state_label(j: &crate::http::api::JobView) -> String {
     let mut words: Vec<String> = j
         .conditions
@@ -377,6 +378,9 @@ fn state_label(j: &crate::http::api::JobView) -> String {
         .collect();
     if let Some(c) = &j.refused_commit {
         words.push(format!("refused {}", c.chars().take(8).collect::<String>()));
+    }
+    if let Some(h) = &j.held {
+        words.push(h.label());
     }
     if words.is_empty() {
         j.state.clone()

@@ -345,6 +345,12 @@ fn start_job_loops(
     ));
     let (ctx, r, cancel) = (core.ctx.clone(), reconciler.clone(), cancel.clone());
     let interval = started.health.interval;
+    // Changes held by a freeze window are put in place when it closes.
+    tasks.spawn(crate::sync::frozen::release_loop(
+        ctx.clone(),
+        r.clone(),
+        cancel.clone(),
+    ));
     tasks.spawn(crate::reconcile::sweep_loop(ctx, r, interval, cancel));
 }
 

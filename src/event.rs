@@ -90,11 +90,15 @@ pub enum EventKind {
     SavepointTaken,
     /// A savepoint (periodic, or an operator's) failed; the job keeps running.
     SavepointFailed,
+    /// A change to a job of a frozen env is held until its freeze window closes.
+    Held,
+    /// A held change is applied (its window closed).
+    Released,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 36] = [
+    pub const ALL: [EventKind; 38] = [
         EventKind::Deployed,
         EventKind::Started,
         EventKind::Restarted,
@@ -128,6 +132,8 @@ impl EventKind {
         EventKind::HostRecovered,
         EventKind::CommitMalformed,
         EventKind::CommitHeld,
+        EventKind::Held,
+        EventKind::Released,
         EventKind::Test,
         EventKind::SavepointTaken,
         EventKind::SavepointFailed,
@@ -198,6 +204,8 @@ impl EventKind {
             EventKind::CommitHeld => "commit_held",
             EventKind::SavepointTaken => "savepoint_taken",
             EventKind::SavepointFailed => "savepoint_failed",
+            EventKind::Held => "held",
+            EventKind::Released => "released",
         }
     }
 
@@ -435,6 +443,18 @@ pub enum JobEvent {
         /// The author as read leniently.
         author: String,
     },
+    /// A change to this job is held while a freeze window of its env is open.
+    Held {
+        /// When the window closes (RFC 3339, in the daemon's time zone).
+        until: String,
+        /// The window's `reason`.
+        reason: String,
+    },
+    /// The change held by a freeze window is applied now.
+    Released {
+        /// The short id of the commit whose change is applied.
+        commit: String,
+    },
     /// A config commit removes more jobs than `max_removals`: nothing of it is applied.
     CommitHeld {
         /// The tip's short id.
@@ -581,6 +601,8 @@ impl JobEvent {
             JobEvent::CommitHeld { .. } => EventKind::CommitHeld,
             JobEvent::SavepointTaken { .. } => EventKind::SavepointTaken,
             JobEvent::SavepointFailed { .. } => EventKind::SavepointFailed,
+            JobEvent::Held { .. } => EventKind::Held,
+            JobEvent::Released { .. } => EventKind::Released,
         }
     }
 
@@ -727,6 +749,14 @@ impl JobEvent {
                  ({limit}): held, nothing of it is applied and every job keeps running; a \
                  commit with the trailer `Jobkeeper-Allow-Removals: <reason>` applies it"
             ),
+            JobEvent::Held { until, reason } => format!(
+                "held until {until} (freeze: {reason}): the change is applied when the window \
+                 closes; the running version goes on; a commit with the trailer \
+                 `Jobkeeper-Freeze-Override: <reason>` applies it now"
+            ),
+            JobEvent::Released { commit } => {
+                format!("freeze window closed: the change of commit {commit} is applied")
+            }
         }
     }
 

@@ -21,6 +21,7 @@
 //! - [`plan`]: applied specs vs changed specs → an action per job, with reasons (pure).
 //! - [`moves`]: what `plan` adds when a change of env moves a job to another cluster.
 //! - [`removals`]: the `max_removals` safety valve: a commit removing too many jobs is held.
+//! - [`freeze`]: freeze windows: when changes to the jobs of some envs are held.
 //! - [`sync`]: fetch the config repo, plan its tip, record each job's desired state.
 //!
 //! Converging what runs to the desired state:
@@ -57,6 +58,7 @@
 //! - [`daemon`]: wiring only: tasks, triggers, shutdown.
 //! - [`console`]: what the commands share at the terminal: stdout, loading the daemon config.
 //! - [`client`]: the commands that talk to a running daemon (`status`, `sync`, `restart`, `logs`).
+//! - [`show`]: `jobkeeper show`: a job's file merged with its folders' defaults, by source.
 //! - [`import`]: `jobkeeper import`: job files for the jobs running unmanaged on a cluster.
 //! - [`cli`]: the command line.
 
@@ -75,6 +77,7 @@ pub mod daemon;
 pub mod diag;
 pub mod engine;
 pub mod event;
+pub mod freeze;
 pub mod health;
 pub mod host;
 pub mod http;
@@ -92,6 +95,7 @@ pub mod runlogs;
 pub mod schedule;
 pub mod secrets;
 pub mod settings;
+pub mod show;
 pub mod spec;
 pub mod store;
 pub mod sync;

@@ -19,6 +19,7 @@ use crate::spec::{self, JobSpec};
 use crate::store::{CommitRecord, DesiredUpdate, StoreError};
 
 mod follow;
+pub mod frozen;
 pub use follow::{Follower, STARTUP_SYNC_WAIT};
 
 /// What one sync did.
@@ -237,11 +238,12 @@ pub fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Applied, SyncError>
         return Ok(Applied::UpToDate);
     }
     let Read {
-        changes,
+        mut changes,
         info,
         commits,
         jobs,
         changed_by,
+        defaults,
     } = read_changes(repo, ctx, applied.as_deref(), tip)?;
     let removed = changes
         .iter()
@@ -264,8 +266,26 @@ pub fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Applied, SyncError>
     let names: Vec<&str> = changes.iter().map(Change::name).collect();
     let applied_specs: BTreeMap<String, JobSpec> =
         ctx.store.applied_specs(&names)?.into_iter().collect();
-    let the_plan = plan::plan(&applied_specs, &changes);
-    let out = store_updates(&changes, &the_plan);
+    let mut the_plan = plan::plan(&applied_specs, &changes);
+    defaults.settle(&mut the_plan, &mut changes);
+    let mut out = store_updates(&changes, &the_plan);
+    let settings = ctx.settings.get();
+    let freeze = frozen::freeze_at(&repo.tree(), tip, &settings);
+    let override_reason = commits
+        .iter()
+        .find_map(|c| c.trailer(crate::freeze::OVERRIDE_TRAILER));
+    let holds = frozen::hold(
+        &mut out,
+        &changes,
+        &applied_specs,
+        &freeze,
+        crate::freeze::now_in(settings.timezone),
+        override_reason.as_deref(),
+        &info.id,
+    );
+    // Held first: a crash before the commit is recorded holds them again on the next sync.
+    let applied_now: Vec<&str> = holds.applied.iter().map(String::as_str).collect();
+    ctx.store.set_held(&holds.held, &applied_now)?;
     // The parsed files and the plan are in `out` now: freed before the store's transaction,
     // so a commit of 10,000 new jobs does not hold them and the transaction's memory at once.
     drop((applied_specs, the_plan, changes));
@@ -315,6 +335,8 @@ struct Read {
     jobs: usize,
     /// The changed jobs whose file a commit before the tip last changed, with that commit.
     changed_by: Vec<(String, CommitRecord)>,
+    /// Which changed `_defaults.yaml` files reach which jobs.
+    defaults: crate::changes::DefaultsCauses,
 }
 
 /// The changed jobs between the applied commit (when the mirror knows it) and `tip`, parsed,
@@ -339,8 +361,11 @@ fn read_changes(
     let from = applied
         .and_then(|a| Oid::from_str(a).ok())
         .filter(|id| tree.has_commit(*id));
-    let diff =
-        crate::changes::with_sql_dependents(&tree, tip, path, tree.diff_files(from, tip, path)?)?;
+    let files = tree.diff_files(from, tip, path)?;
+    let others = files.others.clone();
+    let mut diff = crate::changes::with_sql_dependents(&tree, tip, path, files)?;
+    let defaults =
+        crate::changes::with_defaults_dependents(&tree, from, tip, path, &mut diff, &others)?;
     let mut changes = changes_of(&tree, &diff, sctx);
     let desired = ctx.store.desired_jobs()?;
     let jobs = desired.len();
@@ -374,6 +399,7 @@ fn read_changes(
         commits,
         jobs,
         changed_by,
+        defaults,
     })
 }
 

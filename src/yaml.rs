@@ -35,6 +35,9 @@ pub struct Node {
     pub column: usize,
     /// What the node holds.
     pub value: Value,
+    /// Which file the node was read from: 0 for the file being checked, `n` for the `n`th of
+    /// the [`Checker`]'s other sources (a folder's `_defaults.yaml` merged under a job file).
+    pub origin: u32,
 }
 
 /// The content of a node.
@@ -369,6 +372,7 @@ impl Builder<'_> {
             line,
             column,
             value: Value::Scalar(Scalar { text, quoted, kind }),
+            origin: 0,
         };
         self.finish(node, anchor)
     }
@@ -421,6 +425,7 @@ impl Builder<'_> {
                     line,
                     column,
                     value: Value::Seq(items),
+                    origin: 0,
                 },
                 anchor,
             ),
@@ -435,6 +440,7 @@ impl Builder<'_> {
                     line,
                     column,
                     value: Value::Map(entries),
+                    origin: 0,
                 },
                 anchor,
             ),
@@ -508,6 +514,8 @@ impl<'a> Fields<'a> {
 pub struct Checker {
     path: String,
     diags: Vec<Diagnostic>,
+    /// The files nodes with an `origin` above 0 came from, and the job they are checked for.
+    sources: Option<(Vec<String>, String)>,
 }
 
 impl Checker {
@@ -516,6 +524,16 @@ impl Checker {
         Self {
             path: path.to_string(),
             diags: Vec::new(),
+            sources: None,
+        }
+    }
+
+    /// A checker for job `job` (file `path`) whose tree holds nodes read from other files:
+    /// a node with origin `n` is reported in `sources[n - 1]`, naming the job.
+    pub fn with_sources(path: &str, sources: Vec<String>, job: &str) -> Self {
+        Self {
+            sources: Some((sources, job.to_string())),
+            ..Self::new(path)
         }
     }
 
@@ -526,8 +544,20 @@ impl Checker {
 
     /// Records a problem at a node.
     pub fn error(&mut self, node: &Node, msg: impl Into<String>) {
-        self.diags
-            .push(Diagnostic::new(&self.path, node.line, node.column, msg));
+        let inherited = node.origin.checked_sub(1).and_then(|i| {
+            let (files, job) = self.sources.as_ref()?;
+            Some((files.get(usize::try_from(i).ok()?)?, job))
+        });
+        let d = match inherited {
+            Some((file, job)) => Diagnostic::new(
+                file,
+                node.line,
+                node.column,
+                format!("job `{job}`: {}", msg.into()),
+            ),
+            None => Diagnostic::new(&self.path, node.line, node.column, msg),
+        };
+        self.diags.push(d);
     }
 
     /// Records a problem found elsewhere (another file, a place inside a scalar).
@@ -542,7 +572,14 @@ impl Checker {
 
     /// Every problem, in file order (line, then column, then the order found).
     pub fn finish(mut self) -> Vec<Diagnostic> {
-        self.diags.sort_by_key(|d| (d.line, d.column));
+        if self.sources.is_none() {
+            self.diags.sort_by_key(|d| (d.line, d.column));
+            return self.diags;
+        }
+        let own = self.path.clone();
+        // The job file's own problems first, then each inherited file's, in file order.
+        self.diags
+            .sort_by_key(|d| (d.path != own, d.path.clone(), d.line, d.column));
         self.diags
     }
 

@@ -285,10 +285,40 @@ pub struct JobView {
     /// For a `rolled_back` job: the config commit of the version the rollback refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused_commit: Option<String>,
+    /// A change to the job held by an open freeze window, and until when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<HeldView>,
     /// Why the job's row in the store cannot be read whole (its state is then `unreadable`
     /// when the state itself is what cannot be read); the other jobs are served as usual.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unreadable: Option<String>,
+}
+
+/// A change held by a freeze window.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HeldView {
+    /// When the window closes and the change is applied (RFC 3339).
+    pub until: String,
+    /// The short id of the commit whose change is held.
+    pub commit: String,
+    /// The window's reason.
+    pub reason: String,
+}
+
+impl HeldView {
+    /// The view of a held change.
+    pub fn of(h: &crate::store::HeldChange) -> HeldView {
+        HeldView {
+            until: h.until.clone(),
+            commit: short(&h.commit),
+            reason: h.reason.clone(),
+        }
+    }
+
+    /// `held until <time>`, as `status` and the pages show it.
+    pub fn label(&self) -> String {
+        format!("held until {}", self.until)
+    }
 }
 
 impl JobView {
@@ -590,6 +620,7 @@ fn job_view(settings: &Settings, row: &JobListRow, x: Extra<'_>) -> JobView {
         last_event: x.last.map(EventView::of),
         invalid: row.invalid,
         refused_commit: None,
+        held: None,
         unreadable: row.unreadable.clone(),
     }
 }
@@ -652,6 +683,11 @@ pub fn jobs_view(state: &ApiState, f: &ListFilter) -> Result<JobsView, crate::st
     let running = store.running()?;
     let envs = Envs::now(state);
     let mut commits = HashMap::new();
+    let held: HashMap<String, crate::store::HeldChange> = store
+        .held_changes()?
+        .into_iter()
+        .map(|h| (h.job.clone(), h))
+        .collect();
     let mut jobs = Vec::new();
     let mut after = q.after.clone();
     let mut next = None;
@@ -693,8 +729,9 @@ pub fn jobs_view(state: &ApiState, f: &ListFilter) -> Result<JobsView, crate::st
                     running.get(&row.name),
                 ),
             };
-            let view = with_refused(store, row.state, job_view(&settings, row, extra))
+            let mut view = with_refused(store, row.state, job_view(&settings, row, extra))
                 .map(|v| with_host_wait(state, v))?;
+            view.held = held.get(&row.name).map(HeldView::of);
             if !f.keeps(&view) {
                 continue;
             }
@@ -805,8 +842,15 @@ pub fn job_detail(state: &ApiState, name: &str) -> Result<(JobDetail, Option<Job
     };
     let mut runs: Vec<RunView> = runs.iter().map(RunView::of).collect();
     runs_with_host_wait(state, name, &mut runs);
+    let mut job = with_host_wait(state, job_view(&state.settings.get(), &list_row, extra));
+    job.held = store
+        .held_changes()
+        .map_err(internal)?
+        .iter()
+        .find(|h| h.job == name)
+        .map(HeldView::of);
     let detail = JobDetail {
-        job: with_host_wait(state, job_view(&state.settings.get(), &list_row, extra)),
+        job,
         errors: row.invalid.clone(),
         runs,
         events: events.iter().map(EventView::of).collect(),

@@ -84,6 +84,15 @@ fn render(
             escape(&crate::event::one_line(r))
         );
     }
+    if let Some(held) = &j.held {
+        let _ = write!(
+            h,
+            " · <span class=\"reason held\" title=\"freeze: {}; commit {}\">{}</span>",
+            escape(&held.reason),
+            escape(&held.commit),
+            escape(&held.label())
+        );
+    }
     h.push_str("</div></header><main>");
     if !j.conditions.is_empty() || j.place.is_some() {
         h.push_str("<h2>Problems</h2><ul id=\"conditions\">");

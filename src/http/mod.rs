@@ -10,10 +10,11 @@
 //! handler wants it ([`limit_body`]); the two webhook endpoints take up to [`MAX_HOOK_BODY`],
 //! since GitHub delivers push payloads of up to 25 MB (a 2,048-commit push is 2.2 MB), refuse a
 //! missing or malformed proof before reading the body, and hold the body within the shared
-//! `http.hook_buffer` while its signature is checked ([`body`]). POST endpoints need the API
-//! token ([`api::authorize`]); webhooks are verified with the webhook secret. Neither secret is
+//! `http.hook_buffer` while its signature is checked ([`body`]). POST endpoints need an API
+//! token: the all-jobs one or a scoped one ([`access`]); webhooks are verified with the webhook secret. Neither secret is
 //! ever logged or echoed.
 
+pub mod access;
 pub mod api;
 pub mod artifacts;
 pub mod body;

@@ -589,6 +589,14 @@ fn job_row_html(h: &mut String, settings: &crate::settings::Settings, j: &super:
             escape(&c.chars().take(8).collect::<String>())
         );
     }
+    if let Some(held) = &j.held {
+        let _ = write!(
+            h,
+            "<span class=\"reason held\" title=\"freeze: {}\">{}</span>",
+            escape(&held.reason),
+            escape(&held.label())
+        );
+    }
     let dash = "–".to_string();
     let commit = running_html(j).unwrap_or_else(|| dash.clone());
     let since = j.running.as_ref().map_or("", |r| r.since.as_str());

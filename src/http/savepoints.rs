@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
-use super::api::{ApiError, authorize, error, internal};
+use super::api::{ApiError, error, internal};
 use crate::reconcile::savepoint::SavepointRefused;
 use crate::store::{SavepointEntry, Store, StoreError};
 
@@ -122,8 +122,15 @@ pub async fn take(
     headers: HeaderMap,
 ) -> Response {
     let settings = state.settings.get();
-    if let Some(refused) = authorize(&settings, &headers) {
-        tracing::warn!(%peer, job = %name, "refused POST savepoint: unauthorized");
+    let caller = match crate::http::access::caller(&settings, &headers) {
+        Ok(c) => c,
+        Err(refused) => {
+            tracing::warn!(%peer, job = %name, "refused POST savepoint: unauthorized");
+            return *refused;
+        }
+    };
+    if let Some(refused) = caller.refuse_job(&name, "take a savepoint of") {
+        tracing::warn!(%peer, job = %name, token = %caller.token(), "refused POST savepoint: outside the token's folders");
         return refused;
     }
     let st = state.clone();
@@ -141,7 +148,7 @@ pub async fn take(
         Ok(Err(e)) => return internal(e).into_response(),
         Err(e) => return internal(e).into_response(),
     }
-    let who = format!("the API from {peer}");
+    let who = caller.who(peer);
     tracing::info!(job = %name, %who, "savepoint asked for");
     let answer = state.reconciler.savepoint(&name, &who);
     // Answered before the listener would close the connection as idle.

@@ -34,6 +34,11 @@ pub enum Reason {
         /// What the cluster said of it.
         check: AdoptCheck,
     },
+    /// A folder's `_defaults.yaml` above the job changed, and with it the job's merged file.
+    DefaultsChanged {
+        /// The defaults file (`jobs/team-a/_defaults.yaml`).
+        file: String,
+    },
     /// Any other line, written from typed facts where it is made and never read back.
     Line(String),
 }
@@ -82,6 +87,7 @@ impl std::fmt::Display for Reason {
                     }
                 }
             }
+            Reason::DefaultsChanged { file } => write!(f, "defaults changed: `{file}`"),
             Reason::Line(line) => f.write_str(line),
         }
     }

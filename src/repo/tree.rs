@@ -243,7 +243,7 @@ impl GitTree {
                         .map_err(RepoError::git(format!("cannot read folder `{rel}`")))?;
                     self.collect(&sub, dir, &format!("{rel}/"), out)?;
                 }
-                m if is_blob_mode(m) && is_job_path(&rel) => {
+                m if is_blob_mode(m) && is_job_path(&rel) && !crate::spec::is_folder_file(&rel) => {
                     out.push(job_file(dir, rel, entry.id()));
                 }
                 _ => {}
@@ -263,7 +263,7 @@ impl GitTree {
         path: &str,
     ) -> Result<FileDiff, RepoError> {
         let dir = normalize_dir(path);
-        let (all, others) = self.diff_below(from, to, "")?;
+        let (all, mut others) = self.diff_below(from, to, "")?;
         let prefix = format!("{dir}/");
         let below = |f: &JobFile| {
             let rel = if dir.is_empty() {
@@ -271,8 +271,22 @@ impl GitTree {
             } else {
                 f.repo_path.strip_prefix(&prefix)
             };
-            rel.map(|rel| job_file(&dir, rel.to_string(), f.blob))
+            // `_freeze.yaml` at the top of the jobs folder is not a job: one of the others.
+            rel.filter(|rel| !crate::spec::is_folder_file(rel))
+                .map(|rel| job_file(&dir, rel.to_string(), f.blob))
         };
+        let freeze = if dir.is_empty() {
+            crate::spec::FREEZE_FILE.to_string()
+        } else {
+            format!("{dir}/{}", crate::spec::FREEZE_FILE)
+        };
+        if all.iter().any(|c| match c {
+            JobFileChange::Added(f) | JobFileChange::Deleted(f) => f.repo_path == freeze,
+            JobFileChange::Modified { new, .. } => new.repo_path == freeze,
+        }) {
+            others.push(freeze);
+            others.sort();
+        }
         let mut jobs: Vec<JobFileChange> = all
             .iter()
             .filter_map(|c| match c {
@@ -472,8 +486,9 @@ fn is_blob_mode(mode: i32) -> bool {
         || mode == i32::from(FileMode::BlobGroupWritable)
 }
 
+/// A `.yaml`/`.yml` file that is not a folder's `_defaults.yaml` (which is never a job).
 fn is_job_path(rel: &str) -> bool {
-    crate::spec::job_name_of(rel).is_some()
+    crate::spec::job_name_of(rel).is_some() && !crate::spec::is_defaults_path(rel)
 }
 
 fn job_file(dir: &str, rel_path: String, blob: Oid) -> JobFile {

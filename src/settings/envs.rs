@@ -24,13 +24,74 @@ pub struct EnvSettings {
     pub guard: GuardOverride,
     /// Env-wide `savepoints`.
     pub savepoints: crate::spec::SavepointsOverride,
+    /// `folders`: globs over job names (`payments/**`, `risk/*`) of the jobs this env is open
+    /// to; `None` (no `folders`) is open to all.
+    pub folders: Option<Vec<JobGlob>>,
+}
+
+/// One glob of `envs.NAME.folders`, over job names: `*` stays within a folder, `**` crosses
+/// folders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobGlob {
+    /// As written.
+    pub text: String,
+    pattern: glob::Pattern,
+}
+
+impl JobGlob {
+    /// The glob `text`, or why it is not one.
+    pub fn new(text: &str) -> Result<JobGlob, glob::PatternError> {
+        Ok(JobGlob {
+            text: text.to_string(),
+            pattern: glob::Pattern::new(text)?,
+        })
+    }
+
+    /// True when job `name` matches.
+    pub fn matches(&self, name: &str) -> bool {
+        let opts = glob::MatchOptions {
+            case_sensitive: true,
+            require_literal_separator: true,
+            require_literal_leading_dot: false,
+        };
+        self.pattern.matches_with(name, opts)
+    }
+}
+
+/// Reads a list of job-name globs (`folders` of an env or a scoped token) at `n`.
+pub(crate) fn read_globs(c: &mut Checker, n: &Node, name: &str) -> Vec<JobGlob> {
+    let Some(items) = c.string_list(n, name) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, text) in items.iter().enumerate() {
+        match JobGlob::new(text) {
+            Ok(g) if !text.is_empty() => out.push(g),
+            Ok(_) => c.error(n, format!("`{name}[{i}]`: a glob must not be empty")),
+            Err(e) => c.error(
+                n,
+                format!(
+                    "`{name}[{i}]`: `{text}` is not a glob over job names: {}",
+                    e.msg
+                ),
+            ),
+        }
+    }
+    out
 }
 
 /// The fields an env may have: `engine`, each engine's block, then its own.
 fn env_fields() -> Vec<&'static str> {
     let mut fields = vec!["engine"];
     fields.extend(EngineConfig::SECTIONS);
-    fields.extend(["vars", "alerts", "restart", "health", "savepoints"]);
+    fields.extend([
+        "vars",
+        "alerts",
+        "restart",
+        "health",
+        "savepoints",
+        "folders",
+    ]);
     fields.extend(crate::spec::guard_fields());
     fields
 }
@@ -111,8 +172,12 @@ fn read_env(
         .get("savepoints")
         .map(|v| crate::spec::read_savepoints(c, v, &format!("{section}.savepoints")))
         .unwrap_or_default();
+    let folders = f
+        .get("folders")
+        .map(|v| read_globs(c, v, &format!("{section}.folders")));
     Some(EnvSettings {
         savepoints,
+        folders,
         engine: engine?,
         vars,
         alerts,

@@ -12,6 +12,7 @@ mod envs;
 mod read;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,7 +22,8 @@ use std::time::Duration;
 pub use self::channels::{
     AlertChannel, EmailSettings, WEBHOOK_FORMATS, WebhookSettings, alert_event_words,
 };
-pub use self::envs::EnvSettings;
+pub use self::envs::{EnvSettings, JobGlob};
+pub use self::tokens::{ScopedToken, token_name};
 use crate::diag::Diagnostic;
 use crate::event::EventKind;
 // The engines' own types, where they were found before the engines owned them.
@@ -42,8 +44,12 @@ pub struct Settings {
     pub secrets_dir: Option<PathBuf>,
     /// HTTP API address (default `127.0.0.1:7070`).
     pub listen: SocketAddr,
-    /// Bearer token file for POST endpoints.
+    /// Bearer token file for POST endpoints: the all-jobs token.
     pub api_token_file: Option<PathBuf>,
+    /// Scoped tokens (`api_tokens:`): each may restart only the jobs below its folders.
+    pub api_tokens: Vec<ScopedToken>,
+    /// Freeze windows (`freeze:`); `<repo.path>/_freeze.yaml` adds more.
+    pub freeze: Vec<crate::freeze::FreezeWindow>,
     /// Secret for git webhooks.
     pub webhook_secret_file: Option<PathBuf>,
     /// Time zone for schedules (default: the host's).
@@ -366,6 +372,13 @@ impl spec::DaemonConfig for Settings {
 
     fn has_secrets_dir(&self) -> bool {
         self.secrets_dir.is_some()
+    }
+
+    fn env_open_to(&self, env: &str, job: &str) -> bool {
+        match self.envs.get(env).and_then(|e| e.folders.as_ref()) {
+            Some(globs) => globs.iter().any(|g| g.matches(job)),
+            None => true,
+        }
     }
 }
 

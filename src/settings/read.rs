@@ -21,6 +21,7 @@ const TOP_FIELDS: &[&str] = &[
     "secrets_dir",
     "listen",
     "api_token_file",
+    "api_tokens",
     "webhook_secret_file",
     "timezone",
     "build",
@@ -38,6 +39,7 @@ const TOP_FIELDS: &[&str] = &[
     "savepoints",
     "envs",
     "alerts",
+    "freeze",
 ];
 const REPO_FIELDS: &[&str] = &["url", "branch", "path", "poll", "ssh_key", "token_file"];
 
@@ -107,6 +109,14 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
     };
     let secrets_dir = path_field(c, &f, "secrets_dir", "secrets_dir", base);
     let api_token_file = path_field(c, &f, "api_token_file", "api_token_file", base);
+    let freeze = f
+        .get("freeze")
+        .map(|n| crate::freeze::read_windows(c, n, "freeze"))
+        .unwrap_or_default();
+    let api_tokens = f
+        .get("api_tokens")
+        .map(|n| super::tokens::read_tokens(c, n, base))
+        .unwrap_or_default();
     let webhook_secret_file = path_field(c, &f, "webhook_secret_file", "webhook_secret_file", base);
     let listen = f
         .get("listen")
@@ -163,6 +173,8 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
         secrets_dir,
         listen,
         api_token_file,
+        api_tokens,
+        freeze,
         webhook_secret_file,
         timezone,
         build,

@@ -420,3 +420,45 @@ fn max_removals_is_a_percentage_or_a_count() {
     );
     assert!(errors(&format!("{base}max_removals: -1\n")).contains("`max_removals`"));
 }
+
+#[test]
+fn env_folders_scoped_tokens_and_freeze_windows_are_read_and_checked() {
+    let base = "repo: {url: /r}\nstate_dir: /s\ntimezone: UTC\n";
+    let s = ok(&format!(
+        "{base}envs:\n  prod: {{engine: local, folders: [\"payments/**\", \"risk/*\"]}}\n  dev: {{engine: local}}\n\
+         api_tokens:\n  - {{file: token-payments, folders: [\"payments/**\"]}}\n\
+         freeze:\n  - {{schedule: \"0 18 * * 5\", duration: 62h, envs: [prod], reason: weekend}}\n"
+    ));
+    use crate::spec::DaemonConfig as _;
+    assert!(s.env_open_to("prod", "payments/eu/ledger"));
+    assert!(s.env_open_to("prod", "risk/score"));
+    assert!(
+        !s.env_open_to("prod", "risk/deep/model"),
+        "`*` stays in its folder"
+    );
+    assert!(!s.env_open_to("prod", "ads/clicks"));
+    assert!(
+        s.env_open_to("dev", "ads/clicks"),
+        "no folders: open to all"
+    );
+    assert_eq!(
+        s.api_tokens[0].file,
+        Path::new("/etc/jobkeeper/token-payments")
+    );
+    assert!(s.api_tokens[0].covers("payments/a") && !s.api_tokens[0].covers("ads/a"));
+    assert_eq!(token_name(&s.api_tokens[0].file), "token-payments");
+    assert_eq!(s.freeze.len(), 1);
+
+    let e = errors(&format!(
+        "{base}envs:\n  prod: {{engine: local, folders: [\"[a\"]}}\n\
+         api_tokens:\n  - {{file: t, folders: []}}\n  - {{folders: [a/*]}}\n\
+         freeze:\n  - {{schedule: \"0 18 * * 5\"}}\n"
+    ));
+    assert_eq!(
+        e,
+        "config.yaml:5:34: `envs.prod.folders[0]`: `[a` is not a glob over job names: invalid range pattern\n\
+         config.yaml:7:24: `api_tokens[0].folders`: a scoped token needs at least one glob; the all-jobs token is `api_token_file`\n\
+         config.yaml:8:5: missing required field `file` (the file holding the token)\n\
+         config.yaml:10:5: missing required field `duration` (how long the window stays open, e.g. `62h`)\n"
+    );
+}

@@ -10,6 +10,7 @@
 //! This module also owns job names ([`check_name`]), secret masking ([`mask_secrets`]) and the
 //! job file's JSON Schema ([`json_schema`]).
 
+mod defaults;
 mod guard;
 mod placeholders;
 mod read;
@@ -25,6 +26,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::defaults::{
+    DEFAULTS_FILE, DefaultsFile, FREEZE_FILE, Folders, NOT_DEFAULTS, defaults_folder, is_below,
+    is_defaults_path, is_folder_file, merge_under, merged, parse_defaults, with_origin,
+};
 pub use self::guard::{Drift, Guard, GuardOverride, RestartsLimit};
 pub(crate) use self::guard::{guard_fields, read_guard_fields, read_health};
 pub use self::placeholders::{
@@ -337,6 +342,12 @@ pub trait DaemonConfig: std::fmt::Debug {
     fn check_params(&self, env: &str, params: &Params) -> Result<(), ParamsError>;
     /// Whether a `secrets_dir` is configured (`${secret:..}` needs one).
     fn has_secrets_dir(&self) -> bool;
+    /// Whether env `env` is open to job `job` (its `folders` globs match the name; an env
+    /// without `folders` is open to all).
+    fn env_open_to(&self, env: &str, job: &str) -> bool {
+        let _ = (env, job);
+        true
+    }
 }
 
 /// The job name for a file path relative to `repo.path` (`team-a/clicks.yaml` → `team-a/clicks`),
@@ -424,6 +435,20 @@ impl Upgrade {
 /// `path` is the file as the operator knows it (used in diagnostics). Every problem of the file
 /// is reported, in file order. See [`Context`] for what a daemon config adds.
 pub fn parse_job(path: &str, bytes: &[u8], ctx: Context) -> Result<JobSpec, Vec<Diagnostic>> {
+    parse_job_in(path, None, bytes, &[], ctx)
+}
+
+/// Parses and validates job `job`'s file with its folders' defaults `layers` (outermost
+/// first, see [`Folders::layers`]) merged under it. A problem in an inherited value is reported
+/// at the defaults file's place, naming the job. With a job name and a daemon config, the
+/// job's env must be open to it (`envs.NAME.folders`).
+pub fn parse_job_in(
+    path: &str,
+    job: Option<&str>,
+    bytes: &[u8],
+    layers: &[std::sync::Arc<DefaultsFile>],
+    ctx: Context,
+) -> Result<JobSpec, Vec<Diagnostic>> {
     if bytes.len() > MAX_JOB_FILE_BYTES {
         return Err(vec![Diagnostic::file(
             path,
@@ -439,8 +464,41 @@ pub fn parse_job(path: &str, bytes: &[u8], ctx: Context) -> Result<JobSpec, Vec<
         return Err(todos);
     }
     let root = yaml::parse(path, src)?;
-    let mut c = Checker::new(path);
+    let (root, mut c) = if layers.is_empty() {
+        (root, Checker::new(path))
+    } else {
+        let sources = layers.iter().map(|l| l.path.clone()).collect();
+        let root = if root.is_null() {
+            yaml::Node {
+                value: yaml::Value::Map(Vec::new()),
+                ..root
+            }
+        } else {
+            root
+        };
+        (
+            merged(layers, root),
+            Checker::with_sources(path, sources, job.unwrap_or(path)),
+        )
+    };
     let spec = read::read_job(&mut c, &root, src, ctx);
+    if let (Some(job), Some(settings)) = (job, ctx.settings)
+        && settings.env_vars(&spec.env).is_some()
+        && !settings.env_open_to(&spec.env, job)
+        && let yaml::Value::Map(entries) = &root.value
+        && let Some((_, env)) = entries
+            .iter()
+            .find(|(k, _)| k.scalar().is_some_and(|s| s.text == "env"))
+    {
+        c.error(
+            env,
+            format!(
+                "env `{}` is not open to `{job}`: its `folders` in the daemon config do not \
+                 match this job; run it in another env, or ask for the folder to be added",
+                spec.env
+            ),
+        );
+    }
     let diags = c.finish();
     if diags.is_empty() {
         Ok(spec)

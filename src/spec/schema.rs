@@ -1,7 +1,43 @@
-//! The JSON Schema of a job file (`jobkeeper schema`).
+//! The JSON Schema of a job file (`jobkeeper schema`), and under `$defs.defaults` the schema
+//! of a folder's `_defaults.yaml`.
 
 /// The JSON Schema (draft 2020-12) of a job file, for editors and CI (`jobkeeper schema`).
+///
+/// `env` is required of the merged file, so a job file may leave it to a `_defaults.yaml`
+/// above it: the schema does not require it. `$defs.defaults` is a defaults file's schema:
+/// the job file's fields but `sql`, `sql_file` and `adopt`.
 pub fn json_schema() -> serde_json::Value {
+    let mut job = job_schema();
+    let mut defaults = job.clone();
+    if let Some(d) = defaults.as_object_mut() {
+        for key in ["$schema", "$id"] {
+            d.remove(key);
+        }
+        d.insert(
+            "title".into(),
+            "jobkeeper folder defaults (`_defaults.yaml`)".into(),
+        );
+        d.insert(
+            "description".into(),
+            "A partial job file merged under every job file below its folder: the nearest \
+             folder's file wins, mappings merge key by key, lists and scalars replace, and the \
+             job file wins over all of them."
+                .into(),
+        );
+        if let Some(props) = d.get_mut("properties").and_then(|p| p.as_object_mut()) {
+            for key in super::NOT_DEFAULTS {
+                props.remove(*key);
+            }
+        }
+    }
+    if let Some(j) = job.as_object_mut() {
+        j.insert("$defs".into(), serde_json::json!({ "defaults": defaults }));
+    }
+    job
+}
+
+/// The job file's own schema.
+fn job_schema() -> serde_json::Value {
     let duration = serde_json::json!({
         "type": "string",
         "pattern": "^\\s*([0-9]+\\s*[a-zA-Zµ]+\\s*)+$",
@@ -29,10 +65,9 @@ pub fn json_schema() -> serde_json::Value {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://jobkeeper.dev/schema/job.json",
         "title": "jobkeeper job file",
-        "description": "One job: its project, env and params. The job's name is the file's path below `repo.path` without the extension.",
+        "description": "One job: its project, env and params. The job's name is the file's path below `repo.path` without the extension. Merged over the `_defaults.yaml` files of its folders (see `$defs.defaults`); `env` is required of the merged file.",
         "type": "object",
         "additionalProperties": false,
-        "required": ["env"],
         "properties": {
             "project": {
                 "description": "The git repo and branch (and folder) holding the job's code; optional: a job may run a command with no project.",
@@ -48,7 +83,7 @@ pub fn json_schema() -> serde_json::Value {
                     "follow": {"type": "boolean", "default": false, "description": "true: a new commit on the branch rebuilds and redeploys."}
                 }
             },
-            "env": {"type": "string", "minLength": 1, "description": "Required: an env of the daemon config."},
+            "env": {"type": "string", "minLength": 1, "description": "Required (here or in a `_defaults.yaml` above): an env of the daemon config."},
             "params": {
                 "description": "Engine parameters, checked by the engine. Strings may use `${var:NAME}` (from the env's vars) and `${secret:NAME}` (read from `secrets_dir/NAME` at submit time).",
                 "type": "object",

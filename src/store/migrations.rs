@@ -17,7 +17,7 @@ use crate::event::EventKind;
 type Step = fn(&Connection) -> Result<()>;
 
 /// The steps, in order; step `i` makes version `i + 1`. Add new steps at the end.
-const STEPS: [Step; 10] = [
+const STEPS: [Step; 11] = [
     release_0_1_0,
     typed_events,
     versions,
@@ -28,6 +28,7 @@ const STEPS: [Step; 10] = [
     run_secrets,
     conditions,
     savepoint_history,
+    held_changes,
 ];
 
 /// The schema version this build writes.
@@ -250,6 +251,17 @@ fn savepoint_history(conn: &Connection) -> Result<()> {
          CREATE TABLE IF NOT EXISTS run_starts (
              run_id INTEGER PRIMARY KEY, job TEXT NOT NULL, location TEXT NOT NULL);
          CREATE INDEX IF NOT EXISTS run_starts_job ON run_starts(job, run_id);",
+    )?;
+    Ok(())
+}
+
+/// Migration 11: changes held by a freeze window until it closes (see [`crate::freeze`]).
+fn held_changes(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS held (
+             job TEXT PRIMARY KEY, path TEXT NOT NULL, spec TEXT, hash TEXT,
+             commit_id TEXT NOT NULL, until_ms INTEGER NOT NULL, until TEXT NOT NULL,
+             reason TEXT NOT NULL);",
     )?;
     Ok(())
 }

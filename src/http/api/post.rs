@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Path as UrlPath, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -19,43 +19,12 @@ use crate::reconcile::Scope;
 use crate::repo::TriggerReason;
 use crate::settings::Settings;
 
-/// Why a POST is refused, or `None` when its bearer token is the configured one. The token
-/// file is read on each request (so it can be rotated); tokens are compared in constant time
-/// (over their SHA-256, which also hides their lengths).
+/// Why a POST for the whole repo is refused, or `None` when its bearer token is the all-jobs
+/// token (`api_token_file`): a scoped token is 403 ([`crate::http::access::caller`] says who).
 pub fn authorize(settings: &Settings, headers: &HeaderMap) -> Option<Response> {
-    let unauthorized = |msg: &str| {
-        let mut r = error(StatusCode::UNAUTHORIZED, msg).into_response();
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        Some(r)
-    };
-    let Some(file) = settings.api_token_file.as_deref() else {
-        return unauthorized(
-            "POST endpoints are disabled: the daemon config has no `api_token_file`",
-        );
-    };
-    let expected = match std::fs::read_to_string(file) {
-        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
-        Ok(_) => return unauthorized("POST endpoints are disabled: the API token file is empty"),
-        Err(e) => {
-            tracing::error!(file = %file.display(), "cannot read the API token file: {e}");
-            return unauthorized("POST endpoints are disabled: the API token file cannot be read");
-        }
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(given) = given else {
-        return unauthorized("missing `Authorization: Bearer <token>`");
-    };
-    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        None
-    } else {
-        unauthorized("wrong token")
+    match crate::http::access::caller(settings, headers) {
+        Ok(c) => c.refuse_whole_repo("call this endpoint"),
+        Err(refused) => Some(*refused),
     }
 }
 
@@ -71,8 +40,15 @@ pub async fn sync(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(refused) = authorize(&state.settings.get(), &headers) {
-        tracing::warn!(%peer, "refused POST /api/v1/sync: unauthorized");
+    let caller = match crate::http::access::caller(&state.settings.get(), &headers) {
+        Ok(c) => c,
+        Err(refused) => {
+            tracing::warn!(%peer, "refused POST /api/v1/sync: unauthorized");
+            return *refused;
+        }
+    };
+    if let Some(refused) = caller.refuse_whole_repo("call the whole-repo `sync`") {
+        tracing::warn!(%peer, token = %caller.token(), "refused POST /api/v1/sync: scoped token");
         return refused;
     }
     let Some(trigger) = state.trigger.get() else {
@@ -85,7 +61,7 @@ pub async fn sync(
     let queued = trigger.trigger(TriggerReason::Manual);
     let st = state.clone();
     let _ = tokio::task::spawn_blocking(move || {
-        let who = format!("the API from {peer}");
+        let who = caller.who(peer);
         let events = &st.reconciler.context().events;
         events.emit(Scope::daemon(), &JobEvent::ApiSync { who });
     })
@@ -108,8 +84,15 @@ pub async fn restart(
     UrlPath(name): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(refused) = authorize(&state.settings.get(), &headers) {
-        tracing::warn!(%peer, job = %name, "refused POST restart: unauthorized");
+    let caller = match crate::http::access::caller(&state.settings.get(), &headers) {
+        Ok(c) => c,
+        Err(refused) => {
+            tracing::warn!(%peer, job = %name, "refused POST restart: unauthorized");
+            return *refused;
+        }
+    };
+    if let Some(refused) = caller.refuse_restart(&name) {
+        tracing::warn!(%peer, job = %name, token = %caller.token(), "refused POST restart: outside the token's folders");
         return refused;
     }
     let st = state.clone();
@@ -125,7 +108,7 @@ pub async fn restart(
                 ),
             ));
         }
-        let who = format!("the API from {peer}");
+        let who = caller.who(peer);
         let event = JobEvent::RestartRequested { who: who.clone() };
         let events = &st.reconciler.context().events;
         events.emit(Scope::job(&name, None), &event);
