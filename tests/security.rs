@@ -592,11 +592,15 @@ fn token_and_webhook_checks_compare_in_constant_time() {
     assert!(!github_signature_ok(b"k", b"body2", &sig));
 
     // And the code uses them, not `==`: the API token, GitLab's token and GitHub's HMAC.
-    let eq = function_source("src/http/api.rs", "pub fn constant_time_eq(");
+    let eq = function_source("src/http/api/post.rs", "pub fn constant_time_eq(");
     assert!(eq.contains(".ct_eq("), "{eq}");
-    let authorize = function_source("src/http/api.rs", "pub fn authorize(");
-    assert!(
-        authorize.contains("constant_time_eq(given.as_bytes(), expected.as_bytes())"),
+    // Both the all-jobs token and each scoped token.
+    let authorize = function_source("src/http/access.rs", "pub fn caller(");
+    assert_eq!(
+        authorize
+            .matches("constant_time_eq(given.as_bytes(), token.as_bytes())")
+            .count(),
+        2,
         "{authorize}"
     );
     let github = function_source("src/http/hooks.rs", "pub fn github_signature_ok(");

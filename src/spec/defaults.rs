@@ -108,8 +108,8 @@ pub fn parse_defaults(path: &str, bytes: &[u8]) -> Result<DefaultsFile, Vec<Diag
                 c.error(
                     k,
                     format!(
-                        "`{key}` cannot be a folder default: each job's `sql`, `sql_file` and \
-                         `adopt` are its own; set it in the job file"
+                        "`{key}` cannot be a folder default: each job's `sql`, `sql_file`, `adopt` \
+                         and `restore` are its own; set it in the job file"
                     ),
                 );
             }
