@@ -360,6 +360,7 @@ impl spec::DaemonConfig for Settings {
             name: kind.as_str(),
             runs_on_cluster: kind.runs_on_cluster(),
             runs_sql: kind.runs_sql(),
+            keeps_state: kind.keeps_state(),
         })
     }
 

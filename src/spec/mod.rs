@@ -309,6 +309,8 @@ pub struct EngineFacts {
     pub runs_on_cluster: bool,
     /// It runs SQL jobs (`sql`, `sql_file`); its jobs have one of those or `params.main_class`.
     pub runs_sql: bool,
+    /// Its jobs have state that savepoints and checkpoints keep (`restore` can name one).
+    pub keeps_state: bool,
 }
 
 /// What an env's engine finds wrong with a job's params.

@@ -83,6 +83,17 @@ pub(super) fn read_job(c: &mut Checker, root: &Node, src: &str, ctx: Context) ->
     }
     if let Some(n) = f.get("restore") {
         spec.restore = super::state::read_restore(c, n);
+        if let Some(e) = engine.filter(|e| !e.keeps_state).map(|e| e.name)
+            && spec.restore.is_some()
+        {
+            c.error(
+                n,
+                format!(
+                    "`restore`: the env's engine is {e}, whose jobs have no savepoints or \
+                     checkpoints to start from; only flink and yarn jobs can be restored"
+                ),
+            );
+        }
     }
 
     if let Some(s) = ctx.settings

@@ -592,6 +592,17 @@ fn adopt_names_a_cluster_job_and_is_refused_on_a_local_env_or_empty() {
 }
 
 #[test]
+fn restore_is_refused_on_an_engine_without_state() {
+    assert_eq!(
+        errors_with(
+            "env: dev\nrestore: file:///sp/savepoint-1\nparams: {command: [sleep, \"1\"]}\n"
+        ),
+        "jobs/a.yaml:2:10: `restore`: the env's engine is local, whose jobs have no savepoints \
+         or checkpoints to start from; only flink and yarn jobs can be restored\n"
+    );
+}
+
+#[test]
 fn a_todo_line_left_by_import_makes_the_file_invalid_at_its_place() {
     let src = "adopt: abc\nenv: prod\n# TODO project: the git repo that builds this job's jar\n\
                params:\n  main_class: a.B\n  # TODO args: not known to the cluster\n";
