@@ -33,6 +33,20 @@ fn open_for() -> i64 {
 }
 
 /// Waits (at most a minute) for a window with at least 9 s left.
+/// Waits until no window is open now nor within the next 5 s, so that the daemon's first
+/// apply of a test's jobs is not itself held.
+async fn wait_for_a_closed_window() {
+    wait_for("the freeze window closed", Duration::from_secs(60), || {
+        let now = jobkeeper::freeze::now_in(chrono_tz::UTC);
+        [0, 5].into_iter().all(|ahead| {
+            freeze()
+                .open_for("dev", now + chrono::Duration::seconds(ahead))
+                .is_none()
+        })
+    })
+    .await;
+}
+
 async fn wait_for_a_fresh_window() {
     wait_for("a freeze window opens", Duration::from_secs(60), || {
         open_for() >= 9
@@ -61,9 +75,11 @@ async fn a_change_in_a_window_is_held_until_it_closes_while_restarts_go_on_and_a
         "timezone: UTC\nfreeze:\n  - {{schedule: \"{WINDOW}\", duration: 12s, envs: [dev], reason: test window}}\n"
     );
     // The first commit may land inside a window too: wait for the jobs either way.
+    wait_for_a_closed_window().await;
     let d = start(tmp.path(), &config(tmp.path(), &git, &extra)).await;
     let p = d.running_pid("p").await;
     let q = d.running_pid("q").await;
+    assert!(!d.has_event("p", "held") && !d.has_event("q", "held"));
 
     wait_for_a_fresh_window().await;
     git.write("jobs/p.yaml", &sleeper(331));

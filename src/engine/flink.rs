@@ -69,6 +69,9 @@ const TASKS_WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(100);
 /// Flink's own name for `allowNonRestoredState`, accepted in `params.conf`.
 pub const IGNORE_UNCLAIMED_STATE: &str = "execution.savepoint.ignore-unclaimed-state";
+/// The longest wait for a cluster's cached checkpoint statistics to include a job's end.
+const STATS_SETTLE_MAX: Duration = Duration::from_secs(10);
+
 /// Checkpoint retention, set to [`RETENTION_DEFAULT`] unless `params.conf` says otherwise.
 pub const RETENTION_KEY: &str = "execution.checkpointing.externalized-checkpoint-retention";
 /// Checkpoints are kept when a job fails and when it is cancelled (in Flink's UI, say), so the
@@ -503,6 +506,31 @@ impl FlinkEngine {
             return Ok(None);
         }
         Ok(answers::newest_state_point(&body))
+    }
+
+    /// Waits, when job `jid` ended within the cluster's `refresh-interval` (`GET /config`), until
+    /// that interval has passed since its end: Flink serves checkpoint statistics from a cache
+    /// that old (`rest.cache.checkpoint-statistics.timeout` defaults to it), so a read right
+    /// after a cancel may miss the checkpoint completed last, whose predecessor Flink has then
+    /// already deleted. At most [`STATS_SETTLE_MAX`]; a cluster that does not say is not waited for.
+    async fn wait_stats_settled(&self, jid: &str) {
+        let Ok(Some(job)) = self.overview_job(jid).await else {
+            return;
+        };
+        let Some(ended) = job["end-time"].as_i64().filter(|t| *t > 0) else {
+            return;
+        };
+        let refresh = match self.get("/config").await {
+            Ok(c) => c["refresh-interval"].as_i64().unwrap_or(0),
+            Err(_) => return,
+        };
+        let settled = ended.saturating_add(refresh).saturating_add(100);
+        let wait = settled.saturating_sub(chrono::Utc::now().timestamp_millis());
+        if wait > 0 {
+            let wait = Duration::from_millis(wait.unsigned_abs()).min(STATS_SETTLE_MAX);
+            tracing::debug!(job = %jid, "waiting {wait:?} for flink's checkpoint statistics to settle");
+            tokio::time::sleep(wait).await;
+        }
     }
 
     /// Whether an ended job's checkpoints outlived its cancellation: its checkpoint config says
@@ -972,6 +1000,7 @@ impl Engine for FlinkEngine {
                  as `{RETENTION_KEY}` is not {RETENTION_DEFAULT}"
             )));
         }
+        self.wait_stats_settled(jid).await;
         Ok(match self.last_state_point(jid).await? {
             Some(p) => StateLeft::Point(p),
             None => StateLeft::Nothing(format!(
