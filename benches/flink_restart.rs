@@ -7,6 +7,10 @@
 //! retained checkpoints"; `tests/flink.rs
 //! a_job_cancelled_in_flink_s_ui_comes_back_from_its_newest_checkpoint` asserts the restore.
 //!
+//! `BENCH_ONLY=upgrade cargo bench --bench flink_restart` measures instead the upgrade of a job
+//! with 100 MB of keyed state by `upgrade: savepoint` against `upgrade: last-state` (see
+//! [`upgrades`]; docs/BENCHMARKS.md, "Savepoint and last-state upgrades").
+//!
 //! Needs a Flink 2.3.0 cluster: `JOBKEEPER_FLINK_URL` and `JOBKEEPER_FLINK_LIB` (as
 //! scripts/test.sh exports them); without them it says so and does nothing (with `--bench`, it
 //! fails). `SAMPLES` (default 10; 1 without `--bench`, the smoke run of `cargo test
@@ -18,7 +22,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::flink::{http, need, rest, running};
+use common::flink::{http, need, rest, restored_from, running};
 use common::{Git, StopRunsOnDrop, config, engine_id, start};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -122,6 +126,107 @@ async fn measure(url: &str, lib: &str, samples: usize) -> Vec<(&'static str, Vec
     jobs.into_iter().zip(times).collect()
 }
 
+/// The upgrade paths of a job holding about 100 MB of keyed state (100,000 keys of 1 KiB, heap
+/// state), upgraded by commits that change its args, alternately with `upgrade: savepoint` and
+/// `upgrade: last-state`, in the same sitting: commit → the new run RUNNING with every task
+/// running (its state restored). Before each upgrade the run has completed a checkpoint of at
+/// least 90 MB. `tests/savepoints.rs a_last_state_upgrade…` asserts what each path restores.
+async fn upgrades(url: &str, lib: &str, samples: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), url);
+    let _cleanup = StopRunsOnDrop {
+        db: tmp.path().join("state/jobkeeper.db"),
+        method: "PATCH",
+        url: format!("{url}/jobs/{{id}}?mode=cancel"),
+    };
+    let job = |i: usize, mode: &str| {
+        format!(
+            "project:\n  repo: .\n  dir: projects/flink-counter\n  build: sh build.sh \"{lib}\"\n  artifact: out/flink-counter.jar\n\
+             env: flink\nparams:\n  main_class: example.Counter\n\
+             \x20 args: [\"--tag\", \"s{i}\", \"--keys\", \"100000\", \"--payload\", \"1024\", \"--rate\", \"20000\"]\n\
+             \x20 parallelism: 1\n\
+             \x20 conf: {{execution.checkpointing.interval: \"3s\"}}\nupgrade: {mode}\n"
+        )
+    };
+    git.write("jobs/big.yaml", &job(0, "savepoint"));
+    git.commit_push("a job with 100 MB of state");
+    let d = start(tmp.path(), &cfg).await;
+    let (_, mut jid) = running(&d, url, "big", &[]).await;
+    let mut seen = vec![jid.clone()];
+    let mut times: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    let mut sizes = Vec::new();
+    for i in 1..=samples * 2 {
+        let mode = if i % 2 == 1 {
+            "savepoint"
+        } else {
+            "last-state"
+        };
+        // A young checkpoint holding the whole state.
+        let t = std::time::Instant::now();
+        let size = loop {
+            let c = rest(url, &format!("/jobs/{jid}/checkpoints")).await;
+            let done = &c["latest"]["completed"];
+            let size = done["state_size"].as_u64().unwrap_or(0);
+            let age = done["latest_ack_timestamp"]
+                .as_i64()
+                .map_or(i64::MAX, |at| jobkeeper::store::now_ms() - at);
+            if size >= 90_000_000 && age < 2_000 {
+                break size;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(300),
+                "no 90 MB checkpoint: {c}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        sizes.push(size);
+        git.write("jobs/big.yaml", &job(i, mode));
+        let t0 = std::time::Instant::now();
+        git.commit_push(&format!("upgrade {i} by {mode}"));
+        let new = loop {
+            if let [run] = d.live_runs("big").as_slice() {
+                let id = engine_id(run);
+                if !seen.contains(&id) {
+                    let o = rest(url, "/jobs/overview").await;
+                    let up = o["jobs"].as_array().into_iter().flatten().any(|j| {
+                        j["jid"] == id.as_str()
+                            && j["state"] == "RUNNING"
+                            && j["tasks"]["running"] == j["tasks"]["total"]
+                    });
+                    if up {
+                        break id;
+                    }
+                }
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(300),
+                "upgrade {i} did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let restored = restored_from(url, &new).await;
+        println!(
+            "upgrade {i} by {mode}: {ms:.0} ms, state {:.1} MB, restored from {}",
+            size as f64 / 1e6,
+            restored["external_path"]
+        );
+        times.entry(mode).or_default().push(ms);
+        seen.push(new.clone());
+        jid = new;
+    }
+    for (mode, mut t) in times {
+        t.sort_by(f64::total_cmp);
+        println!(
+            "{mode}: p50 {:.0} ms · min {:.0} ms · max {:.0} ms ({} samples)",
+            t[t.len() / 2],
+            t[0],
+            t[t.len() - 1],
+            t.len()
+        );
+    }
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     if std::env::var("JOBKEEPER_FLINK_URL").is_err()
@@ -146,6 +251,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if full && std::env::var("BENCH_ONLY").is_ok_and(|o| o == "upgrade") {
+        rt.block_on(upgrades(&url, &lib, samples));
+        return;
+    }
     let rows = rt.block_on(measure(&url, &lib, samples));
     println!("| cancelled outside jobkeeper → resubmitted → all tasks RUNNING | p50 | max |");
     println!("|---|---|---|");
