@@ -22,28 +22,15 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::flink::{http, need, rest, restored_from, running};
-use common::{Git, StopRunsOnDrop, config, engine_id, start};
+use common::flink::{counter_repo, http, need, rest, restored_from, running};
+use common::{Git, StopRunsOnDrop, engine_id, start};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
 /// A config repo holding the flink-counter project (copied from example-repo) and a daemon
 /// config with a `flink` env on `url` and a 1 s `health.interval` (as tests/flink.rs makes it).
 fn setup(root: &Path, url: &str) -> (Git, String) {
-    let git = Git::new(root, "config");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/flink-counter");
-    for file in ["build.sh", "src/example/Counter.java"] {
-        git.write(
-            &format!("projects/flink-counter/{file}"),
-            &std::fs::read_to_string(src.join(file)).unwrap(),
-        );
-    }
-    let extra = format!(
-        "  flink: {{engine: flink, flink: {{url: \"{url}\", savepoint_dir: \"file://{}\"}}}}\nhealth: {{interval: 1s}}\n",
-        root.join("savepoints").display()
-    );
-    let cfg = config(root, &git, &extra);
-    (git, cfg)
+    counter_repo(root, url, "", "")
 }
 
 /// A flink-counter job file built against `lib`, a checkpoint every 500 ms, with `extra` lines.

@@ -51,20 +51,7 @@ async fn run_outside(url: &str, jar: &Path, tag: &str) -> String {
 
 /// A config repo holding the flink-counter project and a daemon config with a `flink` env.
 fn setup(root: &Path, url: &str) -> (Git, String) {
-    let git = Git::new(root, "config");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/flink-counter");
-    for f in ["build.sh", "src/example/Counter.java"] {
-        git.write(
-            &format!("projects/flink-counter/{f}"),
-            &std::fs::read_to_string(src.join(f)).unwrap(),
-        );
-    }
-    let extra = format!(
-        "  flink: {{engine: flink, flink: {{url: \"{url}\", savepoint_dir: \"file://{}\"}}}}\nhealth: {{interval: 1s}}\n",
-        root.join("savepoints").display()
-    );
-    let cfg = config(root, &git, &extra);
-    (git, cfg)
+    counter_repo(root, url, "", "")
 }
 
 /// The project block of a flink-counter job file.

@@ -288,21 +288,9 @@ async fn poll_until(what: &str, dump: impl Fn() -> String, mut cond: impl AsyncF
 /// A config repo holding the flink-counter project and the daemon's config (its flink env on
 /// `url`, the proxy) written to `root/config.yaml`; returns the repo and the config's path.
 fn setup(root: &Path, url: &str) -> (Git, PathBuf) {
-    let git = Git::new(root, "config");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/flink-counter");
-    for f in ["build.sh", "src/example/Counter.java"] {
-        git.write(
-            &format!("projects/flink-counter/{f}"),
-            &std::fs::read_to_string(src.join(f)).unwrap(),
-        );
-    }
-    let extra = format!(
-        "  flink: {{engine: flink, flink: {{url: \"{url}\", savepoint_dir: \"file://{}\"}}}}\n\
-         health: {{interval: 1s}}\n",
-        root.join("savepoints").display()
-    );
+    let (git, cfg) = counter_repo(root, url, "", "");
     let path = root.join("config.yaml");
-    std::fs::write(&path, config(root, &git, &extra)).unwrap();
+    std::fs::write(&path, cfg).unwrap();
     (git, path)
 }
 

@@ -81,23 +81,7 @@ fn cleanup(url: &str, root: &Path) -> StopRunsOnDrop {
 /// A config repo holding the flink-counter project (copied from example-repo) and a daemon
 /// config with a `flink` env on `url`.
 fn setup(root: &Path, url: &str) -> (Git, String) {
-    let git = Git::new(root, "config");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/flink-counter");
-    git.write(
-        "projects/flink-counter/build.sh",
-        &std::fs::read_to_string(src.join("build.sh")).unwrap(),
-    );
-    git.write(
-        "projects/flink-counter/src/example/Counter.java",
-        &std::fs::read_to_string(src.join("src/example/Counter.java")).unwrap(),
-    );
-    let savepoints = root.join("savepoints");
-    let extra = format!(
-        "  flink: {{engine: flink, flink: {{url: \"{url}\", savepoint_dir: \"file://{}\"}}}}\nhealth: {{interval: 1s}}\n",
-        savepoints.display()
-    );
-    let cfg = config(root, &git, &extra);
-    (git, cfg)
+    counter_repo(root, url, "", "")
 }
 
 /// A flink-counter job file, built against `lib`.

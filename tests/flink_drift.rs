@@ -211,21 +211,7 @@ fn counter_with(lib: &str, tag: &str, drift: &str, conf: &str) -> String {
 /// A config repo with the flink-counter project, and a daemon config whose env `flink` is the
 /// cluster at `url`.
 fn setup(root: &Path, url: &str) -> (Git, String) {
-    let git = Git::new(root, "config");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/flink-counter");
-    for file in ["build.sh", "src/example/Counter.java"] {
-        git.write(
-            &format!("projects/flink-counter/{file}"),
-            &std::fs::read_to_string(src.join(file)).unwrap(),
-        );
-    }
-    let extra = format!(
-        "  flink: {{engine: flink, flink: {{url: \"{url}\", savepoint_dir: \"file://{}\"}}}}\n\
-         health: {{interval: 1s}}\n",
-        root.join("savepoints").display()
-    );
-    let cfg = config(root, &git, &extra);
-    (git, cfg)
+    counter_repo(root, url, "", "")
 }
 
 fn count(d: &Daemon, job: &str, kind: &str) -> usize {

@@ -17,22 +17,7 @@ use common::flink::*;
 use common::*;
 
 fn setup(root: &Path, url: &str) -> (Git, String) {
-    let git = Git::new(root, "config");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/flink-counter");
-    git.write(
-        "projects/flink-counter/build.sh",
-        &std::fs::read_to_string(src.join("build.sh")).unwrap(),
-    );
-    git.write(
-        "projects/flink-counter/src/example/Counter.java",
-        &std::fs::read_to_string(src.join("src/example/Counter.java")).unwrap(),
-    );
-    let extra = format!(
-        "  flink: {{engine: flink, flink: {{url: \"{url}\", savepoint_dir: \"file://{}\"}}}}\nhealth: {{interval: 1s}}\n",
-        root.join("savepoints").display()
-    );
-    let cfg = config(root, &git, &extra);
-    (git, cfg)
+    counter_repo(root, url, "", "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

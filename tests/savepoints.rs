@@ -27,23 +27,9 @@ fn setup(root: &Path, url: &str) -> (Git, String) {
 
 /// [`setup`] with more fields in the `flink` env (`, savepoints: {...}`).
 fn setup_with(root: &Path, url: &str, env_extra: &str) -> (Git, String) {
-    let git = Git::new(root, "config");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/flink-counter");
-    for f in ["build.sh", "src/example/Counter.java"] {
-        git.write(
-            &format!("projects/flink-counter/{f}"),
-            &std::fs::read_to_string(src.join(f)).unwrap(),
-        );
-    }
     std::fs::write(root.join("api_token"), format!("{TOKEN}\n")).unwrap();
-    let extra = format!(
-        "  flink: {{engine: flink, flink: {{url: \"{url}\", savepoint_dir: \"file://{}\"}}{env_extra}}}\n\
-         health: {{interval: 1s}}\napi_token_file: {}\n",
-        root.join("savepoints").display(),
-        root.join("api_token").display()
-    );
-    let cfg = config(root, &git, &extra);
-    (git, cfg)
+    let token = format!("api_token_file: {}\n", root.join("api_token").display());
+    counter_repo(root, url, env_extra, &token)
 }
 
 /// A flink-counter job file built against `lib`, with `extra` lines.

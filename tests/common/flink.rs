@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{Daemon, engine_id};
+use super::{Daemon, Git, config, engine_id};
 
 /// How long a Flink job may take to reach what a test waits for (a savepoint, a restore).
 pub const FLINK_LIMIT: Duration = Duration::from_secs(120);
@@ -102,6 +102,28 @@ impl Drop for CancelOnDrop {
                 .status();
         }
     }
+}
+
+/// A config repo holding the example's flink-counter project (its build script and source) and
+/// a daemon config with a `flink` env on `url` (savepoints to `root/savepoints`, then
+/// `env_extra` inside the env's mapping: `, savepoints: {...}`), a 1 s `health.interval`, then
+/// the `top_extra` lines.
+pub fn counter_repo(root: &Path, url: &str, env_extra: &str, top_extra: &str) -> (Git, String) {
+    let git = Git::new(root, "config");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo/projects/flink-counter");
+    for f in ["build.sh", "src/example/Counter.java"] {
+        git.write(
+            &format!("projects/flink-counter/{f}"),
+            &std::fs::read_to_string(src.join(f)).unwrap(),
+        );
+    }
+    let extra = format!(
+        "  flink: {{engine: flink, flink: {{url: \"{url}\", savepoint_dir: \"file://{}\"}}{env_extra}}}\n\
+         health: {{interval: 1s}}\n{top_extra}",
+        root.join("savepoints").display()
+    );
+    let cfg = config(root, &git, &extra);
+    (git, cfg)
 }
 
 /// The example's flink-counter jar, built under `root/outside` against the Flink `lib` folder.
