@@ -164,6 +164,9 @@ async fn dispose(ctx: &Context, env: Option<&str>, sp: &SavepointEntry) -> Resul
             Err(_) if local_gone(&sp.location) => {
                 return Ok("its folder on this host was already gone".to_string());
             }
+            // An engine that cannot dispose of it (a yarn application's JobManager ended with
+            // the application): its folder is deleted here when it is one on this host.
+            Err(EngineError::Refused(why)) => format!("{} cannot: {why}", engine.location()),
             Err(e) => return Err(e.to_string()),
         },
         None => "no engine drives the cluster that took it".to_string(),
