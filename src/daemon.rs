@@ -102,7 +102,7 @@ pub async fn run_with(
                 path: e.path,
                 source: e.source,
             })?;
-    let core = Core::open(&live, &cancel, engines)?;
+    let core = Core::open(&live, &cancel, engines).await?;
     crate::engine::registry::probe(&core.ctx.engines.all())
         .await
         .map_err(|r| DaemonError::Engine {
@@ -230,14 +230,14 @@ struct Core {
 impl Core {
     /// Opens the store and builds the alerter, builder and reconcile context around
     /// `engines`.
-    fn open(
+    async fn open(
         live: &Live,
         cancel: &CancellationToken,
         engines: Engines,
     ) -> Result<Core, DaemonError> {
         let settings = live.get();
         let state_dir = &settings.state_dir;
-        let store = Store::open(&state_dir.join("jobkeeper.db"))?;
+        let store = Store::open(&state_dir.join("jobkeeper.db")).await?;
         let key = crate::secrets::Key::load_or_create(state_dir).map_err(|source| {
             DaemonError::StateDir {
                 path: state_dir
@@ -247,7 +247,9 @@ impl Core {
                 source,
             }
         })?;
-        let alerter = Alerter::spawn(live.clone(), store.clone(), cancel.clone()).attach(&store);
+        let alerter = Alerter::spawn(live.clone(), store.clone(), cancel.clone())
+            .await
+            .attach(&store);
         let metrics = Arc::new(Metrics::default());
         let projects = Arc::new(ProjectRepos::new(
             state_dir,
@@ -457,7 +459,7 @@ async fn watchdog_loop(
             _ = tick.tick() => {}
         }
         let s = store.clone();
-        let beat = tokio::time::timeout(period, tokio::task::spawn_blocking(move || s.heartbeat()));
+        let beat = tokio::time::timeout(period, tokio::spawn(async move { s.heartbeat().await }));
         match beat.await {
             Ok(Ok(Ok(()))) => notifier.watchdog(),
             Ok(Ok(Err(e))) => tracing::error!("watchdog: the store takes no writes: {e}"),
@@ -479,13 +481,9 @@ async fn status_loop(store: Store, notifier: Arc<Notifier>, cancel: Cancellation
             _ = tick.tick() => {}
         }
         let s = store.clone();
-        let Ok(read) = tokio::task::spawn_blocking(move || {
-            Ok::<_, StoreError>((s.applied_commit()?, s.job_state_counts()?))
-        })
-        .await
-        else {
-            continue;
-        };
+        let read =
+            async { Ok::<_, StoreError>((s.applied_commit().await?, s.job_state_counts().await?)) }
+                .await;
         let Some((commit, counts)) = store.read_or_log(None, "jobs by state, for systemd", read)
         else {
             continue;

@@ -232,7 +232,7 @@ pub async fn sync(
 /// `commit_malformed` event when the tip is applied.
 pub fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Applied, SyncError> {
     let tip = repo.fetch().map_err(SyncError::Fetch)?;
-    let applied = ctx.store.applied_commit()?;
+    let applied = ctx.store.blocking().applied_commit()?;
     if applied.as_deref() == Some(tip.to_string().as_str()) {
         return Ok(Applied::UpToDate);
     }
@@ -261,8 +261,12 @@ pub fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Applied, SyncError>
         tracing::info!(commit = %info.short, removed, of = jobs, allowed_by = %a.commit, reason = %a.reason, "removals over max_removals allowed by a trailer");
     }
     let names: Vec<&str> = changes.iter().map(Change::name).collect();
-    let applied_specs: BTreeMap<String, JobSpec> =
-        ctx.store.applied_specs(&names)?.into_iter().collect();
+    let applied_specs: BTreeMap<String, JobSpec> = ctx
+        .store
+        .blocking()
+        .applied_specs(&names)?
+        .into_iter()
+        .collect();
     let the_plan = plan::plan(&applied_specs, &changes);
     let out = store_updates(&changes, &the_plan);
     // The parsed files and the plan are in `out` now: freed before the store's transaction,
@@ -273,7 +277,9 @@ pub fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Applied, SyncError>
         author: info.author.clone(),
         subject: info.subject.clone(),
     };
-    ctx.store.apply_commit(&commit, &out.updates, &out.notes)?;
+    ctx.store
+        .blocking()
+        .apply_commit(&commit, &out.updates, &out.notes)?;
     // Stored (and handed to the alerter) with the commit: logged and counted as every event.
     for (job, event) in &out.notes {
         ctx.events
@@ -291,7 +297,7 @@ pub fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Applied, SyncError>
                 commit: Some(&id),
                 ..Scope::daemon()
             };
-            ctx.events.emit(scope, &event);
+            ctx.events.emit_blocking(scope, &event);
         }
     }
     Ok(Applied::Applied(info.short, out.poke))
@@ -334,7 +340,7 @@ fn read_changes(
     let diff =
         crate::changes::with_sql_dependents(&tree, tip, path, tree.diff_files(from, tip, path)?)?;
     let mut changes = changes_of(&tree, &diff, sctx);
-    let desired = ctx.store.desired_jobs()?;
+    let desired = ctx.store.blocking().desired_jobs()?;
     let jobs = desired.len();
     if from.is_none() {
         let present: HashSet<String> = diff

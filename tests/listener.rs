@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Git, metric, sleeper, wait_for};
-use jobkeeper::store::Store;
+use jobkeeper::store::Blocking;
 use receivers::{HttpReceiver, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -498,7 +498,7 @@ struct Flood {
 async fn idle_flood(
     b: &Binary,
     git: &Git,
-    store: &Store,
+    store: &Blocking,
     hook: &HttpReceiver,
     n: usize,
     wait: Duration,
@@ -578,7 +578,7 @@ async fn idle_flood(
 /// A daemon under `prlimit --nofile=1024` with a running job and an alert channel. The test
 /// itself needs a socket per flood connection: its soft open-file limit is raised to its hard
 /// one, which must allow 4,096.
-async fn flood_setup(root: &Path, extra: &str) -> (Git, Binary, Store, HttpReceiver) {
+async fn flood_setup(root: &Path, extra: &str) -> (Git, Binary, Blocking, HttpReceiver) {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
     assert!(
@@ -598,7 +598,7 @@ async fn flood_setup(root: &Path, extra: &str) -> (Git, Binary, Store, HttpRecei
         hook.url()
     );
     let b = Binary::start(root, &config(root, &git, &extra), Some(1024)).await;
-    let store = Store::open(&root.join("state/jobkeeper.db")).unwrap();
+    let store = Blocking::open(&root.join("state/jobkeeper.db")).unwrap();
     wait_for("the first commit", Duration::from_secs(20), || {
         store.applied_commit().ok().flatten().as_deref() == Some(first.as_str())
     })

@@ -323,8 +323,12 @@ pub fn status_link(listen: SocketAddr, job: Option<&str>) -> String {
 /// The spec the job runs or is to run. A store that cannot be read is logged and counted
 /// ([`Store::read_or_log`]), and the job's channels are then unknown: its alert goes to every
 /// channel that wants the event rather than to none.
-fn job_spec(store: &Store, job: &str) -> Option<JobSpec> {
-    let row = store.read_or_log(Some(job), "job, for its alert channels", store.job(job))??;
+async fn job_spec(store: &Store, job: &str) -> Option<JobSpec> {
+    let row = store.read_or_log(
+        Some(job),
+        "job, for its alert channels",
+        store.job(job).await,
+    )??;
     row.desired.or(row.applied)
 }
 
@@ -365,7 +369,7 @@ fn clip_reason(reason: &str) -> String {
 
 /// An alert for a recorded event, with the channels it goes to; `None` when the event is not
 /// an alert event or no channel wants it. Reads the job, run and commit from the store.
-pub fn alert_for(
+pub async fn alert_for(
     settings: &Settings,
     store: &Store,
     ev: &EventRow,
@@ -375,7 +379,10 @@ pub fn alert_for(
     }
     let event = ev.kind;
     let mut attempt = ev.attempt.map(|a| (a.n, a.of));
-    let spec = ev.job.as_deref().and_then(|j| job_spec(store, j));
+    let spec = match ev.job.as_deref() {
+        Some(j) => job_spec(store, j).await,
+        None => None,
+    };
     let channels = if DAEMON_EVENTS.contains(&ev.kind) || ev.job.is_none() {
         route(settings, None, event)
     } else {
@@ -398,7 +405,7 @@ pub fn alert_for(
     let job = ev.job.as_deref();
     if let Some(run_id) = ev.run_id {
         if let Some(run) = store
-            .read_or_log(job, "run, for its alert", store.run(run_id))
+            .read_or_log(job, "run, for its alert", store.run(run_id).await)
             .flatten()
         {
             engine = Some(run.engine.as_str().to_string());
@@ -406,29 +413,30 @@ pub fn alert_for(
         }
         if attempt.is_none() {
             // A failed run: the attempt is the one that started it.
-            let read = store.run_attempt(run_id);
+            let read = store.run_attempt(run_id).await;
             attempt = store
                 .read_or_log(job, "run's attempt, for its alert", read)
                 .flatten()
                 .map(|a| (a.n, a.of));
         }
     }
-    let commit = ev.commit_id.as_deref().map(|id| {
+    let mut commit = None;
+    if let Some(id) = ev.commit_id.as_deref() {
         let (author, subject) = match (&ev.author, &ev.subject) {
             (Some(a), Some(s)) => (a.clone(), s.clone()),
             _ => store
-                .read_or_log(job, "commit, for its alert", store.commit(id))
+                .read_or_log(job, "commit, for its alert", store.commit(id).await)
                 .flatten()
                 .map(|c| (c.author, c.subject))
                 .unwrap_or_default(),
         };
-        AlertCommit {
+        commit = Some(AlertCommit {
             id: id.to_string(),
             short: id.chars().take(8).collect(),
             author,
             subject,
-        }
-    });
+        });
+    }
     let alert = Alert {
         job: ev.job.clone(),
         env,
@@ -568,12 +576,12 @@ impl Alerter {
     /// Starts the dispatcher and one sender task per target; they stop when `cancel` fires.
     /// Events recorded before this call are never alerted. Channels and throttle are read from
     /// `settings` at each event, so a reload (SIGHUP) applies to the next one.
-    pub fn spawn(settings: Live, store: Store, cancel: CancellationToken) -> Alerter {
-        Alerter::spawn_with(settings, store, cancel, AlerterOptions::default())
+    pub async fn spawn(settings: Live, store: Store, cancel: CancellationToken) -> Alerter {
+        Alerter::spawn_with(settings, store, cancel, AlerterOptions::default()).await
     }
 
     /// [`Alerter::spawn`] with explicit options.
-    pub fn spawn_with(
+    pub async fn spawn_with(
         settings: Live,
         store: Store,
         cancel: CancellationToken,
@@ -581,7 +589,7 @@ impl Alerter {
     ) -> Alerter {
         let (tx, rx) = mpsc::channel(opts.queue.max(1));
         let counters = Arc::new(AlertCounters::default());
-        let first_new = store.last_event_id().unwrap_or(0);
+        let first_new = store.last_event_id().await.unwrap_or(0);
         let batches = Batches::default();
         let mut dispatcher = Dispatcher {
             batches: batches.clone(),
@@ -762,15 +770,15 @@ impl Dispatcher {
             tokio::select! {
                 () = cancel.cancelled() => break,
                 ev = rx.recv() => match ev {
-                    Some(Queued::Event(ev)) => self.on_event(&ev),
+                    Some(Queued::Event(ev)) => self.on_event(&ev).await,
                     Some(Queued::Batch(commit)) => {
                         self.batch_due.insert(commit, Instant::now() + FOLD_WINDOW);
                     }
                     None => break,
                 },
                 () = sleep_until_opt(next_due) => {
-                    self.flush_batches();
-                    self.flush_due();
+                    self.flush_batches().await;
+                    self.flush_due().await;
                 }
             }
         }
@@ -787,7 +795,7 @@ impl Dispatcher {
         }
     }
 
-    fn on_event(&mut self, ev: &EventRow) {
+    async fn on_event(&mut self, ev: &EventRow) {
         self.refresh_targets();
         // An event the store could not record (a full disk) has no id to order it by: it is
         // alerted as it comes.
@@ -795,7 +803,7 @@ impl Dispatcher {
         if stored && ev.id <= self.first_new {
             return; // recorded before this alerter started
         }
-        let Some((alert, channels)) = alert_for(&self.settings.get(), &self.store, ev) else {
+        let Some((alert, channels)) = alert_for(&self.settings.get(), &self.store, ev).await else {
             return;
         };
         let key: Key = (ev.job.clone(), ev.kind, ev.commit_id.clone());
@@ -812,7 +820,8 @@ impl Dispatcher {
             // Unread, the key counts as never fired: the alert goes out rather than be folded.
             let read = self
                 .store
-                .alert_last_fired(key.0.as_deref(), key.1, key.2.as_deref());
+                .alert_last_fired(key.0.as_deref(), key.1, key.2.as_deref())
+                .await;
             state.last_fired = self
                 .store
                 .read_or_log(key.0.as_deref(), "when its alert last fired", read)
@@ -841,14 +850,14 @@ impl Dispatcher {
             }
             _ => {
                 state.last_fired = Some(now);
-                self.fire(ev.kind, &alert, &channels);
+                self.fire(ev.kind, &alert, &channels).await;
             }
         }
     }
 
     /// Sends the batches whose window has passed: a batch of one event as that event's alert,
     /// a larger one as one alert per channel naming its jobs.
-    fn flush_batches(&mut self) {
+    async fn flush_batches(&mut self) {
         let now = Instant::now();
         let due: Vec<String> = self
             .batch_due
@@ -866,14 +875,14 @@ impl Dispatcher {
                 continue;
             };
             if rows.len() == 1 && more == 0 {
-                self.on_event(&rows[0]);
+                self.on_event(&rows[0]).await;
                 continue;
             }
             self.refresh_targets();
             let settings = self.settings.get();
             let mut per_channel: BTreeMap<String, Vec<Alert>> = BTreeMap::new();
             for row in rows.iter().filter(|r| r.id > self.first_new) {
-                if let Some((alert, channels)) = alert_for(&settings, &self.store, row) {
+                if let Some((alert, channels)) = alert_for(&settings, &self.store, row).await {
                     for ch in channels {
                         per_channel.entry(ch).or_default().push(alert.clone());
                     }
@@ -882,12 +891,12 @@ impl Dispatcher {
             for (channel, alerts) in per_channel {
                 let alert = folded_invalid(&settings, &alerts, more);
                 tracing::info!(%channel, commit = %commit, jobs = alert.jobs, "invalid job files of one commit folded into one alert");
-                self.fire(EventKind::Invalid, &alert, &[channel]);
+                self.fire(EventKind::Invalid, &alert, &[channel]).await;
             }
         }
     }
 
-    fn flush_due(&mut self) {
+    async fn flush_due(&mut self) {
         let now = Instant::now();
         let mut due = Vec::new();
         for ((_, kind, _), state) in &mut self.keys {
@@ -900,7 +909,7 @@ impl Dispatcher {
         for (kind, p) in due {
             // A job whose file was removed since: its repeats are news of nothing that runs.
             if let Some(job) = p.latest.job.as_deref()
-                && self.job_removed(job)
+                && self.job_removed(job).await
             {
                 tracing::info!(job, event = %p.latest.event, repeats = p.count, "folded repeats dropped: the job was removed");
                 continue;
@@ -910,7 +919,7 @@ impl Dispatcher {
             // the last alert.
             alert.repeats = p.count;
             alert.repeats_since = Some(p.since);
-            self.fire(kind, &alert, &p.channels);
+            self.fire(kind, &alert, &p.channels).await;
         }
         // Forget keys with nothing pending whose throttle has passed.
         let throttle = self.throttle_ms();
@@ -923,10 +932,12 @@ impl Dispatcher {
     /// True when the store knows `job` and its file was removed (no desired version). A store
     /// that cannot be read is logged and counted, and the job counts as not removed: its
     /// repeats are sent rather than dropped.
-    fn job_removed(&self, job: &str) -> bool {
-        let row =
-            self.store
-                .read_or_log(Some(job), "job, for its folded alerts", self.store.job(job));
+    async fn job_removed(&self, job: &str) -> bool {
+        let row = self.store.read_or_log(
+            Some(job),
+            "job, for its folded alerts",
+            self.store.job(job).await,
+        );
         matches!(row, Some(Some(row)) if row.desired.is_none() && row.invalid.is_none())
     }
 
@@ -934,7 +945,7 @@ impl Dispatcher {
     /// A claim or an end that cannot be recorded follows the failed-write rule
     /// ([`Store::record`]); an unrecorded claim sends nothing (it could be a second send),
     /// except for an event the store could not record at all, which has nothing to claim.
-    fn fire(&self, kind: EventKind, alert: &Alert, channels: &[String]) {
+    async fn fire(&self, kind: EventKind, alert: &Alert, channels: &[String]) {
         for ch in channels {
             for (target, tx) in self.targets.get(ch).map(Vec::as_slice).unwrap_or_default() {
                 let claim = NewAlertSent {
@@ -949,7 +960,7 @@ impl Dispatcher {
                 // An event the store could not record cannot be sent again by a later daemon
                 // (it is in no store to be found): it is sent with no claim.
                 if alert.event_id != crate::store::UNSTORED {
-                    let claimed = self.store.claim_alert(&claim);
+                    let claimed = self.store.claim_alert(&claim).await;
                     match self
                         .store
                         .record(job, format_args!("alert claim {target}"), claimed)
@@ -964,9 +975,10 @@ impl Dispatcher {
                     let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                     tracing::warn!(%target, event = %alert.event, job, dropped = n, "alert dropped: the channel's queue is full");
                     let dropped = AlertStatus::Dropped;
-                    let end =
-                        self.store
-                            .finish_alert(alert.event_id, target, dropped, "queue full", 0);
+                    let end = self
+                        .store
+                        .finish_alert(alert.event_id, target, dropped, "queue full", 0)
+                        .await;
                     self.store
                         .record(job, format_args!("alert end {target}"), end);
                 }
@@ -1076,7 +1088,9 @@ async fn deliver(
                 (AlertStatus::Failed, e.to_string())
             }
         };
-        let end = store.finish_alert(alert.event_id, &target, status, &answer, tries);
+        let end = store
+            .finish_alert(alert.event_id, &target, status, &answer, tries)
+            .await;
         store.record(
             alert.job.as_deref(),
             format_args!("alert end {target}"),

@@ -604,7 +604,7 @@ fn with_refused(
     mut view: JobView,
 ) -> Result<JobView, StoreError> {
     if state == Some(JobState::RolledBack) && view.state == JobState::RolledBack.as_str() {
-        view.refused_commit = store.versions(&view.name)?.refused_commit;
+        view.refused_commit = store.blocking().versions(&view.name)?.refused_commit;
     }
     Ok(view)
 }
@@ -647,8 +647,8 @@ pub fn jobs_view(state: &ApiState, f: &ListFilter) -> Result<JobsView, crate::st
     let store = &state.store;
     let settings = state.settings.get();
     let q = &f.query;
-    let applied = store.applied_commit()?;
-    let running = store.running()?;
+    let applied = store.blocking().applied_commit()?;
+    let running = store.blocking().running()?;
     let envs = Envs::now(state);
     let mut commits = HashMap::new();
     let mut jobs = Vec::new();
@@ -661,21 +661,21 @@ pub fn jobs_view(state: &ApiState, f: &ListFilter) -> Result<JobsView, crate::st
         q.limit.saturating_add(1)
     };
     loop {
-        let rows = store.job_page(&crate::store::JobQuery {
+        let rows = store.blocking().job_page(&crate::store::JobQuery {
             limit: batch,
             after: after.clone(),
             ..q.clone()
         })?;
         let ended = rows.len() < batch;
         let ids: Vec<i64> = rows.iter().filter_map(|r| r.last_event_id).collect();
-        let last = store.events_by_ids(&ids)?;
+        let last = store.blocking().events_by_ids(&ids)?;
         let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
-        let facts = store.condition_rows(Some(&names))?;
+        let facts = store.blocking().condition_rows(Some(&names))?;
         for row in &rows {
             after = Some(row.name.clone());
             if let Some(id) = row.desired_commit.as_deref()
                 && !commits.contains_key(id)
-                && let Some(c) = store.commit(id)?
+                && let Some(c) = store.blocking().commit(id)?
             {
                 commits.insert(id.to_string(), c);
             }
@@ -709,7 +709,7 @@ pub fn jobs_view(state: &ApiState, f: &ListFilter) -> Result<JobsView, crate::st
     }
     if let Some(id) = applied.as_deref()
         && !commits.contains_key(id)
-        && let Some(c) = store.commit(id)?
+        && let Some(c) = store.blocking().commit(id)?
     {
         commits.insert(id.to_string(), c);
     }
@@ -752,7 +752,7 @@ fn unknown_job(name: &str) -> ApiError {
 /// with its runs and events, and no row.
 pub fn job_detail(state: &ApiState, name: &str) -> Result<(JobDetail, Option<JobRow>), ApiError> {
     let store = &state.store;
-    let row = match store.job(name) {
+    let row = match store.blocking().job(name) {
         Ok(Some(row)) => row,
         Ok(None) => return Err(unknown_job(name)),
         Err(e @ StoreError::Decode { .. }) => {
@@ -761,31 +761,41 @@ pub fn job_detail(state: &ApiState, name: &str) -> Result<(JobDetail, Option<Job
         Err(e) => return Err(internal(e)),
     };
     let commit = match row.desired_commit.as_deref() {
-        Some(c) => store.commit(c).map_err(internal)?,
+        Some(c) => store.blocking().commit(c).map_err(internal)?,
         None => None,
     };
     let commits = commit
         .map(|c| HashMap::from([(c.id.clone(), c)]))
         .unwrap_or_default();
-    let events = store.events(Some(name), EVENTS_SHOWN).map_err(internal)?;
+    let events = store
+        .blocking()
+        .events(Some(name), EVENTS_SHOWN)
+        .map_err(internal)?;
     let restarts = store
+        .blocking()
         .restart_counts()
         .map_err(internal)?
         .get(name)
         .copied()
         .unwrap_or(0);
-    let runs = store.runs(name, RUNS_SHOWN).map_err(internal)?;
-    let savepoints = store.savepoints(name, SAVEPOINTS_SHOWN).map_err(internal)?;
-    let running = store.running_of(name).map_err(internal)?;
+    let runs = store.blocking().runs(name, RUNS_SHOWN).map_err(internal)?;
+    let savepoints = store
+        .blocking()
+        .savepoints(name, SAVEPOINTS_SHOWN)
+        .map_err(internal)?;
+    let running = store.blocking().running_of(name).map_err(internal)?;
     let list_row = JobListRow::of(&row);
-    let v = store.versions(name).map_err(internal)?;
+    let v = store.blocking().versions(name).map_err(internal)?;
     let versions = Some(VersionsView {
         running_hash: row.applied_hash.clone(),
         refused_hash: v.refused_hash,
         refused_commit: v.refused_commit,
         refused_reason: v.refused_reason,
     });
-    let facts = store.condition_rows(Some(&[name])).map_err(internal)?;
+    let facts = store
+        .blocking()
+        .condition_rows(Some(&[name]))
+        .map_err(internal)?;
     let extra = Extra {
         commits: &commits,
         restarts,
@@ -822,22 +832,29 @@ fn unreadable_detail(state: &ApiState, name: &str, why: &str) -> Result<JobDetai
         limit: 1,
         ..Default::default()
     };
-    let Some(mut list_row) = store.job_page(&q).map_err(internal)?.pop() else {
+    let Some(mut list_row) = store.blocking().job_page(&q).map_err(internal)?.pop() else {
         return Err(unknown_job(name));
     };
     list_row.unreadable = Some(why.to_string());
     let commits = match list_row.desired_commit.as_deref() {
         Some(c) => store
+            .blocking()
             .commit(c)
             .map_err(internal)?
             .map(|c| HashMap::from([(c.id.clone(), c)]))
             .unwrap_or_default(),
         None => HashMap::new(),
     };
-    let events = store.events(Some(name), EVENTS_SHOWN).map_err(internal)?;
-    let runs = store.runs(name, RUNS_SHOWN).map_err(internal)?;
-    let running = store.running_of(name).map_err(internal)?;
-    let facts = store.condition_rows(Some(&[name])).map_err(internal)?;
+    let events = store
+        .blocking()
+        .events(Some(name), EVENTS_SHOWN)
+        .map_err(internal)?;
+    let runs = store.blocking().runs(name, RUNS_SHOWN).map_err(internal)?;
+    let running = store.blocking().running_of(name).map_err(internal)?;
+    let facts = store
+        .blocking()
+        .condition_rows(Some(&[name]))
+        .map_err(internal)?;
     let extra = Extra {
         commits: &commits,
         restarts: list_row.restarts,
@@ -856,7 +873,10 @@ fn unreadable_detail(state: &ApiState, name: &str, why: &str) -> Result<JobDetai
         errors: None,
         runs: runs.iter().map(RunView::of).collect(),
         events: events.iter().map(EventView::of).collect(),
-        savepoints: store.savepoints(name, SAVEPOINTS_SHOWN).map_err(internal)?,
+        savepoints: store
+            .blocking()
+            .savepoints(name, SAVEPOINTS_SHOWN)
+            .map_err(internal)?,
         versions: None,
     })
 }
@@ -910,7 +930,7 @@ pub fn masked_run_log(
     run_id: i64,
     lines: usize,
 ) -> Result<Option<String>, StoreError> {
-    let Some(run) = state.store.run(run_id)? else {
+    let Some(run) = state.store.blocking().run(run_id)? else {
         return Ok(None);
     };
     Ok(match run_log_tail(state, &run, lines) {
@@ -956,7 +976,7 @@ pub async fn logs(
     let state2 = state.clone();
     let result = blocking(move || {
         let store = &state.store;
-        let Some(_) = store.job(&name).map_err(internal)? else {
+        let Some(_) = store.blocking().job(&name).map_err(internal)? else {
             return Err(unknown_job(&name));
         };
         let path = match (q.build.as_deref(), q.run.as_deref()) {
@@ -1038,6 +1058,7 @@ fn requested_run(
 ) -> Result<crate::store::RunRow, ApiError> {
     let Some(id) = id else {
         return store
+            .blocking()
             .runs(name, 1)
             .map_err(internal)?
             .into_iter()
@@ -1053,6 +1074,7 @@ fn requested_run(
         .parse()
         .map_err(|_| error(StatusCode::BAD_REQUEST, "`run` must be a run id (a number)"))?;
     store
+        .blocking()
         .run(id)
         .map_err(internal)?
         .filter(|r| r.job == name)
@@ -1205,7 +1227,7 @@ pub async fn sync(
     let _ = tokio::task::spawn_blocking(move || {
         let who = format!("the API from {peer}");
         let events = &st.reconciler.context().events;
-        events.emit(Scope::daemon(), &JobEvent::ApiSync { who });
+        events.emit_blocking(Scope::daemon(), &JobEvent::ApiSync { who });
     })
     .await;
     (
@@ -1232,7 +1254,7 @@ pub async fn restart(
     }
     let st = state.clone();
     let result = blocking(move || {
-        let Some(row) = st.store.job(&name).map_err(internal)? else {
+        let Some(row) = st.store.blocking().job(&name).map_err(internal)? else {
             return Err(unknown_job(&name));
         };
         if row.desired.is_none() {
@@ -1246,7 +1268,7 @@ pub async fn restart(
         let who = format!("the API from {peer}");
         let event = JobEvent::RestartRequested { who: who.clone() };
         let events = &st.reconciler.context().events;
-        events.emit(Scope::job(&name, None), &event);
+        events.emit_blocking(Scope::job(&name, None), &event);
         st.reconciler.restart(&name, &who);
         Ok(name)
     })

@@ -149,9 +149,9 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     let st = state.clone();
     let snap = tokio::task::spawn_blocking(move || {
         Ok::<_, crate::store::StoreError>(Snapshot {
-            jobs_by_state: st.store.job_state_counts()?,
-            jobs_unreadable: st.store.unreadable_jobs()?,
-            applied_commit: st.store.applied_commit()?,
+            jobs_by_state: st.store.blocking().job_state_counts()?,
+            jobs_unreadable: st.store.blocking().unreadable_jobs()?,
+            applied_commit: st.store.blocking().applied_commit()?,
             store_write_errors: st.store.write_errors(),
             store_read_errors: st.store.read_errors(),
             alerts: st.alerter.as_ref().map(Alerter::stats).unwrap_or_default(),

@@ -707,7 +707,7 @@ pub async fn status_page(
             Err(e) => return Ok(Err(e)),
         };
         let view = jobs_view(&state, &q)?;
-        let events = state.store.events(None, RECENT_EVENTS)?;
+        let events = state.store.blocking().events(None, RECENT_EVENTS)?;
         let events: Vec<EventView> = events.iter().map(EventView::of).collect();
         let clusters = clusters_html(&super::clusters::clusters_view(&state));
         let (names, counts) = super::shown::problems(&state)?;
@@ -718,7 +718,7 @@ pub async fn status_page(
                 .iter()
                 .map(|(n, e)| (n.clone(), e.engine.as_str().to_string()))
                 .collect(),
-            counts: state.store.job_state_counts()?,
+            counts: state.store.blocking().job_state_counts()?,
             problems: counts,
         };
         let problems = Problems::read(&state, &names)?;

@@ -179,8 +179,8 @@ pub fn problems(state: &ApiState) -> Result<(Vec<String>, ConditionCounts), Stor
     let waiting: Vec<&str> = waiting.iter().map(String::as_str).collect();
     let mut names = Vec::new();
     let mut counts: HashMap<ConditionKind, u64> = HashMap::new();
-    for (name, row) in &state.store.problem_rows(&down, &waiting)? {
-        let running = state.store.running_of(name)?;
+    for (name, row) in &state.store.blocking().problem_rows(&down, &waiting)? {
+        let running = state.store.blocking().running_of(name)?;
         let conditions = shown(state, &envs, name, Some(row), running.as_ref()).conditions;
         for c in &conditions {
             *counts.entry(c.kind()).or_default() += 1;
@@ -209,10 +209,10 @@ pub fn problem_counts(state: &ApiState) -> Result<Vec<(ConditionKind, u64)>, Sto
         .collect();
     let waiting = state.reconciler.context().host.waiting_jobs();
     let waiting: Vec<&str> = waiting.iter().map(String::as_str).collect();
-    let rows = state.store.problem_rows(&down, &waiting)?;
+    let rows = state.store.blocking().problem_rows(&down, &waiting)?;
     let mut counts: HashMap<ConditionKind, u64> = HashMap::new();
     for (name, row) in &rows {
-        let running = state.store.running_of(name)?;
+        let running = state.store.blocking().running_of(name)?;
         for c in shown(state, &envs, name, Some(row), running.as_ref()).conditions {
             *counts.entry(c.kind()).or_default() += 1;
         }

@@ -247,7 +247,7 @@ fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
 mod tests {
     use std::path::Path;
 
-    use super::super::{JobState, RunState, Store};
+    use super::super::{Blocking, JobState, RunState};
     use super::*;
 
     const RUNS_0_0: &str = "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -266,9 +266,9 @@ mod tests {
     fn a_new_store_is_at_the_latest_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("new.db");
-        drop(Store::open(&path).unwrap());
+        drop(Blocking::open(&path).unwrap());
         assert_eq!(user_version(&path), LATEST);
-        drop(Store::open(&path).unwrap());
+        drop(Blocking::open(&path).unwrap());
         assert_eq!(user_version(&path), LATEST);
     }
 
@@ -280,7 +280,7 @@ mod tests {
             .unwrap()
             .pragma_update(None, "user_version", LATEST + 1)
             .unwrap();
-        let err = Store::open(&path).err().unwrap();
+        let err = Blocking::open(&path).err().unwrap();
         assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
     }
 
@@ -294,7 +294,7 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-0.1.0.sqlite");
         std::fs::copy(fixture, &path).unwrap();
         assert_eq!(user_version(&path), 0);
-        let s = Store::open(&path).unwrap();
+        let s = Blocking::open(&path).unwrap();
         assert_eq!(user_version(&path), LATEST);
 
         let jobs = s.jobs().unwrap();
@@ -360,7 +360,7 @@ mod tests {
     fn a_version_stalled_before_migration_9_is_carried_over_as_a_typed_failure() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        let s = Store::open(&path).unwrap();
+        let s = Blocking::open(&path).unwrap();
         let update = |name: &str| crate::store::DesiredUpdate::Spec {
             name: name.into(),
             path: format!("jobs/{name}.yaml"),
@@ -390,7 +390,7 @@ mod tests {
         )
         .unwrap();
         drop(conn);
-        let s = Store::open(&path).unwrap();
+        let s = Blocking::open(&path).unwrap();
         assert_eq!(user_version(&path), LATEST);
         let stage = |name: &str| s.versions(name).unwrap().failed.map(|f| (f.hash, f.stage));
         use crate::store::Stage;
@@ -417,7 +417,7 @@ mod tests {
                     let (path, barrier) = (path.clone(), barrier.clone());
                     std::thread::spawn(move || {
                         barrier.wait();
-                        Store::open(&path).map(|_| ())
+                        Blocking::open(&path).map(|_| ())
                     })
                 })
                 .collect();
@@ -440,12 +440,12 @@ mod tests {
                  VALUES ('a', 'h', 'flink', 'running', '', 1);"
             ))
             .unwrap();
-        let store = Store::open(&path).unwrap();
+        let store = Blocking::open(&path).unwrap();
         let runs = store.live_runs().unwrap();
         assert_eq!(runs.len(), 1);
         assert_eq!(runs[0].env, None);
         drop(store);
-        let store = Store::open(&path).unwrap(); // a second open adds nothing twice
+        let store = Blocking::open(&path).unwrap(); // a second open adds nothing twice
         let id = store
             .insert_run(
                 "a",
@@ -486,7 +486,7 @@ mod tests {
             )
             .unwrap();
         }
-        let s = Store::open(&path).unwrap();
+        let s = Blocking::open(&path).unwrap();
         assert_eq!(s.restart_counts().unwrap().get("a"), Some(&1));
         assert_eq!(s.last_events().unwrap()["a"].kind, "failed");
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{At, Result, Store, collect, now_ms};
+use super::{At, Blocking, Result, collect, now_ms};
 use crate::engine::{EngineKind, RunHandle};
 
 /// States of a run.
@@ -95,7 +95,7 @@ pub struct RunRow {
     pub log_masked: bool,
 }
 
-/// Where a run's version comes from (see [`Store::insert_run`]).
+/// Where a run's version comes from (see [`Blocking::insert_run`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOrigin<'a> {
     /// The config commit that deployed the version.
@@ -106,7 +106,7 @@ pub struct RunOrigin<'a> {
     pub artifact_key: Option<&'a str>,
 }
 
-/// What runs now for one job: its newest live run's commits (see [`Store::running`]).
+/// What runs now for one job: its newest live run's commits (see [`Blocking::running`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Running {
     /// The run.
@@ -177,7 +177,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RunRow>> {
     })())
 }
 
-impl Store {
+impl Blocking {
     /// Records a run about to be submitted to `engine` in `env`, of the version `origin` says;
     /// returns its id. Its log is `log_dir/<id>.log`.
     pub fn insert_run(
@@ -307,7 +307,7 @@ impl Store {
         Ok(())
     }
 
-    /// What each vertex of run `id` must run at, as [`Store::set_run_parallelism`] recorded it
+    /// What each vertex of run `id` must run at, as [`Blocking::set_run_parallelism`] recorded it
     /// (empty when nothing was).
     pub fn run_parallelism(&self, id: i64) -> Result<BTreeMap<String, u32>> {
         let text: Option<String> = self
@@ -356,7 +356,7 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// What runs now for one job (see [`Store::running`]).
+    /// What runs now for one job (see [`Blocking::running`]).
     pub fn running_of(&self, job: &str) -> Result<Option<Running>> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(&format!(
@@ -408,7 +408,7 @@ mod tests {
 
     #[test]
     fn runs_live_until_finished_once() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         let id = s
             .insert_run(
                 "a",
@@ -470,7 +470,7 @@ mod tests {
 
     #[test]
     fn a_handle_that_does_not_decode_is_an_error_not_a_dropped_run() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         let id = s
             .insert_run(
                 "a",
