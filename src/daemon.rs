@@ -96,13 +96,20 @@ pub async fn run_with(
     // The config at start: the fields taken only at start are read from it.
     let started = live.get();
     let envs = started.envs.iter().map(|(n, e)| (n, &e.engine));
+    let store = Store::open(&state_dir.join("jobkeeper.db")).await?;
+    // Seeded with what releases before the stored id salted with, so live runs keep their ids.
+    let installation = store
+        .installation_id(&state_dir.display().to_string())
+        .await?;
+    let url = daemon_url(&started, &listener);
     let (engines, shelf) =
-        crate::engine::registry::for_daemon(&state_dir, daemon_url(&started, &listener), envs)
-            .map_err(|e| DaemonError::StateDir {
+        crate::engine::registry::for_daemon(&state_dir, &installation, url, envs).map_err(|e| {
+            DaemonError::StateDir {
                 path: e.path,
                 source: e.source,
-            })?;
-    let core = Core::open(&live, &cancel, engines).await?;
+            }
+        })?;
+    let core = Core::open(&live, &cancel, engines, store).await?;
     crate::engine::registry::probe(&core.ctx.engines.all())
         .await
         .map_err(|r| DaemonError::Engine {
@@ -228,16 +235,16 @@ struct Core {
 }
 
 impl Core {
-    /// Opens the store and builds the alerter, builder and reconcile context around
+    /// Builds the alerter, builder and reconcile context around
     /// `engines`.
     async fn open(
         live: &Live,
         cancel: &CancellationToken,
         engines: Engines,
+        store: Store,
     ) -> Result<Core, DaemonError> {
         let settings = live.get();
         let state_dir = &settings.state_dir;
-        let store = Store::open(&state_dir.join("jobkeeper.db")).await?;
         let key = crate::secrets::Key::load_or_create(state_dir).map_err(|source| {
             DaemonError::StateDir {
                 path: state_dir

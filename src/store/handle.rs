@@ -113,6 +113,12 @@ impl Store {
         self.db.forward_unstored(e)
     }
 
+    /// See [`Blocking::installation_id`].
+    pub async fn installation_id(&self, seed: &str) -> Result<String> {
+        let seed = seed.to_string();
+        self.call(move |db| db.installation_id(&seed)).await
+    }
+
     /// See [`Blocking::heartbeat`].
     pub async fn heartbeat(&self) -> Result<()> {
         self.call(|db| db.heartbeat()).await

@@ -28,6 +28,7 @@
 //! - `savepoints`: Flink savepoints and retained checkpoints ([`SavepointKind`]).
 //! - `versions`: each job's previous version (what a rollback starts again), the current
 //!   version's probation, and the version a rollback refused.
+//! - `install`: the installation id, which salts engine ids and run tokens.
 //! - `retention`: deleting old runs and events in small batches; the artifacts still needed.
 
 /// The words an enum of plain variants is kept as in the store and shown as in output: for
@@ -74,6 +75,7 @@ mod conditions;
 mod events;
 mod facts;
 mod handle;
+mod install;
 mod jobs;
 mod migrations;
 mod retention;
