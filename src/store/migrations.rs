@@ -17,7 +17,7 @@ use crate::event::EventKind;
 type Step = fn(&Connection) -> Result<()>;
 
 /// The steps, in order; step `i` makes version `i + 1`. Add new steps at the end.
-const STEPS: [Step; 9] = [
+const STEPS: [Step; 10] = [
     release_0_1_0,
     typed_events,
     versions,
@@ -27,6 +27,7 @@ const STEPS: [Step; 9] = [
     runs_with_artifacts,
     run_secrets,
     conditions,
+    run_node,
 ];
 
 /// The schema version this build writes.
@@ -243,6 +244,12 @@ fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
         .exists([table, column])?)
 }
 
+/// Each run records the node (host) that started it; runs from before have none.
+fn run_node(conn: &Connection) -> Result<()> {
+    conn.execute_batch("ALTER TABLE runs ADD COLUMN node TEXT;")?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -386,6 +393,7 @@ mod tests {
              ALTER TABLE versions DROP COLUMN failed_reason;
              ALTER TABLE jobs DROP COLUMN incidents;
              ALTER TABLE runs DROP COLUMN engine_version;
+             ALTER TABLE runs DROP COLUMN node;
              PRAGMA user_version = 8;",
         )
         .unwrap();

@@ -161,6 +161,8 @@ pub struct Blocking {
     write_errors: Arc<AtomicU64>,
     /// Reads that failed and were carried on from ([`Blocking::read_or_log`]).
     read_errors: Arc<AtomicU64>,
+    /// This host's name, recorded with each run it starts.
+    node: Arc<str>,
 }
 
 /// Now as Unix milliseconds.
@@ -197,6 +199,7 @@ impl Blocking {
             sink: Arc::default(),
             write_errors: Arc::default(),
             read_errors: Arc::default(),
+            node: node_name().into(),
         })
     }
 
@@ -263,6 +266,15 @@ impl Blocking {
             .conn()
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
     }
+}
+
+/// This host's name (the kernel's, as `hostname` prints it), `unknown` when it cannot be read.
+fn node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|n| n.trim().to_string())
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 /// Which value is being decoded: the table and row, for [`StoreError::Decode`].

@@ -93,6 +93,9 @@ pub struct RunRow {
     pub secrets_mac: Option<String>,
     /// Its log was masked in place after it ended.
     pub log_masked: bool,
+    /// The node (host name) whose daemon started it; `None` for runs recorded before nodes
+    /// were.
+    pub node: Option<String>,
 }
 
 /// Where a run's version comes from (see [`Blocking::insert_run`]).
@@ -146,7 +149,7 @@ fn running_row(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Running> {
 }
 
 const RUN_SELECT: &str = "SELECT id, job, commit_id, spec_hash, engine, handle, state, reason,
-    log_path, started_at, ended_at, env, project_commit, secrets, secrets_mac, log_masked
+    log_path, started_at, ended_at, env, project_commit, secrets, secrets_mac, log_masked, node
     FROM runs";
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RunRow>> {
@@ -173,6 +176,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RunRow>> {
             secrets: at.json("secrets", r.get(13)?)?,
             secrets_mac: r.get(14)?,
             log_masked: r.get(15)?,
+            node: r.get(16)?,
         })
     })())
 }
@@ -192,8 +196,8 @@ impl Blocking {
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO runs (job, commit_id, project_commit, artifact_key, spec_hash, engine,
-                 env, state, log_path, started_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, '', ?8)",
+                 env, state, log_path, started_at, node)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, '', ?8, ?10)",
             params![
                 job,
                 origin.config_commit,
@@ -204,6 +208,7 @@ impl Blocking {
                 env,
                 now_ms(),
                 RunState::Starting.as_str(),
+                &*self.node,
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -260,8 +265,8 @@ impl Blocking {
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO runs (job, commit_id, spec_hash, engine, env, state, log_path, started_at,
-                 secrets)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, '[]')",
+                 secrets, node)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, '[]', ?8)",
             params![
                 job,
                 commit,
@@ -269,7 +274,8 @@ impl Blocking {
                 engine.as_str(),
                 env,
                 RunState::Running.as_str(),
-                now_ms()
+                now_ms(),
+                &*self.node
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -397,6 +403,35 @@ impl Blocking {
 mod tests {
     use super::super::StoreError;
     use super::*;
+
+    #[test]
+    fn each_run_records_the_node_that_started_it() {
+        let s = Blocking::in_memory().unwrap();
+        let dir = Path::new("/tmp");
+        let id = s
+            .insert_run(
+                "a",
+                RunOrigin::default(),
+                "h",
+                (EngineKind::Local, "dev"),
+                dir,
+            )
+            .unwrap();
+        let adopted = s
+            .insert_adopted_run("b", None, "h", (EngineKind::Local, "dev"), dir, ("x", None))
+            .unwrap();
+        let host = super::super::node_name();
+        assert_ne!(host, "unknown");
+        assert_eq!(
+            s.run(id).unwrap().unwrap().node.as_deref(),
+            Some(host.as_str())
+        );
+        let b = s.runs("b", 1).unwrap().remove(0);
+        assert_eq!(
+            (b.node.as_deref(), adopted.engine_id.as_str()),
+            (Some(host.as_str()), "x")
+        );
+    }
 
     #[test]
     fn run_states_round_trip() {
