@@ -901,8 +901,12 @@ fn a_daemon_killed_during_a_local_rollback_starts_the_previous_version_alone() {
         .filter(|&pid| pid != 0 && alive(pid)),
         _ => None,
     };
-    poll_until("v1 running", dump, || live_pid().is_some());
-    let v1_hash = store().unwrap().job("app").unwrap().unwrap().applied_hash;
+    // The applied version is recorded by a write of its own after the run is seen live.
+    let applied = || store().and_then(|s| s.job("app").ok().flatten()?.applied_hash);
+    poll_until("v1 running and applied", dump, || {
+        live_pid().is_some() && applied().is_some()
+    });
+    let v1_hash = applied();
     let v1_pid = live_pid().unwrap();
 
     // v2's run is the next run, v1's run after the rollback the one after it.
