@@ -48,7 +48,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jobkeeper::store::Store;
+use jobkeeper::store::Blocking;
 use tokio_util::sync::CancellationToken;
 
 #[path = "core/adopt.rs"]
@@ -173,7 +173,7 @@ type DaemonTask = tokio::task::JoinHandle<Result<(), jobkeeper::daemon::DaemonEr
 async fn start_in_process(
     root: &Path,
     settings: jobkeeper::settings::Settings,
-) -> (CancellationToken, DaemonTask, Store) {
+) -> (CancellationToken, DaemonTask, Blocking) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let cancel = CancellationToken::new();
     let daemon = tokio::spawn(jobkeeper::daemon::run(settings, listener, cancel.clone()));
@@ -181,7 +181,7 @@ async fn start_in_process(
     while !db.exists() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    (cancel, daemon, Store::open(&db).unwrap())
+    (cancel, daemon, Blocking::open(&db).unwrap())
 }
 
 fn bench_push(pushes: usize) -> Vec<String> {
@@ -197,13 +197,13 @@ fn bench_push(pushes: usize) -> Vec<String> {
     let path = work.join("jobs/team-0/job-00000.yaml");
     let (samples, with_push) = rt.block_on(async {
         let (cancel, daemon, store) = start_in_process(root, settings).await;
-        let live_pid = |store: &Store| -> Option<(i64, u32)> {
+        let live_pid = |store: &Blocking| -> Option<(i64, u32)> {
             let runs = store.runs(job, 1).ok()?;
             let r = runs.first().filter(|r| r.state == "running")?;
             let pid = r.handle.as_ref()?.engine_id.parse().ok()?;
             alive(pid).then_some((r.id, pid))
         };
-        let wait_new = |store: &Store, after: i64| {
+        let wait_new = |store: &Blocking, after: i64| {
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 if let Some((id, _)) = live_pid(store).filter(|(id, _)| *id > after) {
@@ -495,7 +495,7 @@ fn bench_start(jobs: usize) -> Vec<String> {
     out
 }
 
-fn live_pid(store: &Store, job: &str) -> Option<(i64, u32)> {
+fn live_pid(store: &Blocking, job: &str) -> Option<(i64, u32)> {
     let runs = store.runs(job, 1).ok()?;
     let r = runs.first().filter(|r| r.state == "running")?;
     let pid = r.handle.as_ref()?.engine_id.parse().ok()?;
@@ -595,7 +595,7 @@ fn bench_health(jobs: usize, secs: u64) -> Vec<String> {
         while !db.exists() {
             std::thread::sleep(Duration::from_millis(10));
         }
-        let store = Store::open(&db).unwrap();
+        let store = Blocking::open(&db).unwrap();
         let want = n;
         while store
             .live_runs()
@@ -663,8 +663,8 @@ fn bench_fleet(jobs: usize, samples: usize) -> Vec<String> {
     let port = free_port();
     let cfg = config(tmp.path(), &bare, &format!("127.0.0.1:{port}"));
     let daemon = spawn_daemon(&cfg, port);
-    let store = Store::open(&tmp.path().join("state/jobkeeper.db")).unwrap();
-    let running = |store: &Store| {
+    let store = Blocking::open(&tmp.path().join("state/jobkeeper.db")).unwrap();
+    let running = |store: &Blocking| {
         store
             .live_runs()
             .map(|r| r.iter().filter(|r| r.state == "running").count())
@@ -690,7 +690,7 @@ fn bench_fleet(jobs: usize, samples: usize) -> Vec<String> {
             .collect();
         let t = Instant::now();
         fast_commit(&bare, &format!("version {version}"), &files);
-        let up = |store: &Store| {
+        let up = |store: &Blocking| {
             let Ok(runs) = store.live_runs() else {
                 return 0;
             };
@@ -940,7 +940,7 @@ fn bench_page(jobs: usize, samples: usize) -> Vec<String> {
 fn bench_prune(jobs: usize, runs: usize) -> Vec<String> {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("jobkeeper.db");
-    let store = Store::open(&db).unwrap();
+    let store = Blocking::open(&db).unwrap();
     {
         let mut conn = rusqlite::Connection::open(&db).unwrap();
         let tx = conn.transaction().unwrap();
@@ -1006,15 +1006,25 @@ fn bench_prune(jobs: usize, runs: usize) -> Vec<String> {
     let (took, pruned, (worst, busy)) = std::thread::scope(|s| {
         let h = s.spawn(|| writes(&stop));
         let t = Instant::now();
-        let pruned =
-            jobkeeper::retention::prune(&store, tmp.path(), &r, std::thread::yield_now).unwrap();
+        let pruned = jobkeeper::retention::prune(
+            &store.clone().into(),
+            tmp.path(),
+            &r,
+            std::thread::yield_now,
+        )
+        .unwrap();
         let took = t.elapsed();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         (took, pruned, h.join().unwrap())
     });
     let t = Instant::now();
-    let again =
-        jobkeeper::retention::prune(&store, tmp.path(), &r, std::thread::yield_now).unwrap();
+    let again = jobkeeper::retention::prune(
+        &store.clone().into(),
+        tmp.path(),
+        &r,
+        std::thread::yield_now,
+    )
+    .unwrap();
     let idle = t.elapsed();
     vec![
         format!(
@@ -1274,7 +1284,7 @@ fn bench_flink(url: &str, lib: &str, n: usize, sql: bool) -> Vec<String> {
         let (cancel, daemon, store) = start_in_process(root, settings).await;
         let http = reqwest::Client::new();
         // The job id of the live run, once RUNNING on the cluster and not in `old`.
-        let running = |store: Store, old: Vec<String>| {
+        let running = |store: Blocking, old: Vec<String>| {
             let http = http.clone();
             async move {
                 let deadline = Instant::now() + Duration::from_secs(120);
@@ -1459,7 +1469,7 @@ fn bench_flink_rollback(url: &str, lib: &str, n: usize) -> Vec<String> {
         let (cancel, daemon, store) = start_in_process(root, settings).await;
         let http = reqwest::Client::new();
         // The job id of the live run, once RUNNING on the cluster and not in `old`.
-        let running = |store: Store, old: Vec<String>| {
+        let running = |store: Blocking, old: Vec<String>| {
             let http = http.clone();
             async move {
                 let deadline = Instant::now() + Duration::from_secs(120);
@@ -1753,7 +1763,7 @@ async fn spark_launched(http: &reqwest::Client, worker_ui: &str, id: &str) -> In
 }
 
 /// The driver id of the newest run of `job` not in `old`, once recorded.
-async fn spark_new_driver(store: &Store, job: &str, old: &[String]) -> (i64, String) {
+async fn spark_new_driver(store: &Blocking, job: &str, old: &[String]) -> (i64, String) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let found = store
@@ -1816,7 +1826,7 @@ fn bench_spark(c: &SparkCluster, n: usize) -> Vec<String> {
         while !db.exists() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let store = Store::open(&db).unwrap();
+        let store = Blocking::open(&db).unwrap();
         let http = reqwest::Client::new();
         let view: serde_json::Value = http
             .get(format!("{}/json/", c.ui))
@@ -1852,7 +1862,7 @@ fn bench_spark(c: &SparkCluster, n: usize) -> Vec<String> {
         let shelf = jobkeeper::engine::spark::artifacts::Shelf::open(&root.join("state")).unwrap();
         let served = shelf.url(&daemon_url, &artifact.digest, "spark-totals.jar");
         let file = format!("file://{}", artifact.path.display());
-        let stopped = |store: Store| async move {
+        let stopped = |store: Blocking| async move {
             let deadline = Instant::now() + Duration::from_secs(60);
             while store
                 .job("totals")

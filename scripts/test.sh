@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of jobkeeper on a fresh machine: installs what the tests need, checks
-# formatting and lints, starts two local Flink clusters (2.3.0 and 1.20.3) and a Spark standalone
-# cluster (all stopped again on exit, whatever happens), runs unit and end-to-end tests (every
-# test binary, even after a failing one), then fuzzes each parser for 15 s (scripts/fuzz.sh).
+# formatting and lints, starts two local Flink clusters (2.3.0 and 1.20.3), a Spark standalone
+# cluster and a throwaway PostgreSQL server (all stopped again on exit, whatever happens), runs
+# unit and end-to-end tests (every test binary, even after a failing one), then fuzzes each
+# parser for 15 s (scripts/fuzz.sh).
 # Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -84,9 +85,11 @@ export JOBKEEPER_FLINK_1_20_LIB
 log "Spark 4.3.0 standalone cluster for tests/spark.rs (scripts/spark.sh)"
 spark_dir="$(mktemp -d /tmp/jobkeeper-spark.XXXXXX)"
 spark_master_port="$(free_port)" spark_rest_port="$(free_port)" spark_ui_port="$(free_port)" spark_worker_ui_port="$(free_port)"
+pg_dir="$(mktemp -d /tmp/jobkeeper-postgres.XXXXXX)"
 stop_clusters() {
   stop_flink
   scripts/spark.sh stop "$spark_dir" || true; rm -rf "$spark_dir"
+  scripts/postgres.sh stop "$pg_dir" || true; rm -rf "$pg_dir"
 }
 trap stop_clusters EXIT
 scripts/spark.sh start "$spark_dir" "$spark_master_port" "$spark_rest_port" "$spark_ui_port" "$spark_worker_ui_port"
@@ -95,6 +98,10 @@ export JOBKEEPER_SPARK_MASTER="spark://127.0.0.1:$spark_master_port"
 export JOBKEEPER_SPARK_UI="http://127.0.0.1:$spark_ui_port"
 JOBKEEPER_SPARK_JARS="$(scripts/spark.sh jars)"
 export JOBKEEPER_SPARK_JARS
+
+log "PostgreSQL for the store's tests on Postgres (scripts/postgres.sh)"
+JOBKEEPER_TEST_POSTGRES_URL="$(scripts/postgres.sh start "$pg_dir")"
+export JOBKEEPER_TEST_POSTGRES_URL
 
 log "cargo test"
 out=$(mktemp)

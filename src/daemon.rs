@@ -96,13 +96,20 @@ pub async fn run_with(
     // The config at start: the fields taken only at start are read from it.
     let started = live.get();
     let envs = started.envs.iter().map(|(n, e)| (n, &e.engine));
+    let store = Store::open(&state_dir.join("jobkeeper.db")).await?;
+    // Seeded with what releases before the stored id salted with, so live runs keep their ids.
+    let installation = store
+        .installation_id(&state_dir.display().to_string())
+        .await?;
+    let url = daemon_url(&started, &listener);
     let (engines, shelf) =
-        crate::engine::registry::for_daemon(&state_dir, daemon_url(&started, &listener), envs)
-            .map_err(|e| DaemonError::StateDir {
+        crate::engine::registry::for_daemon(&state_dir, &installation, url, envs).map_err(|e| {
+            DaemonError::StateDir {
                 path: e.path,
                 source: e.source,
-            })?;
-    let core = Core::open(&live, &cancel, engines)?;
+            }
+        })?;
+    let core = Core::open(&live, &cancel, engines, store).await?;
     crate::engine::registry::probe(&core.ctx.engines.all())
         .await
         .map_err(|r| DaemonError::Engine {
@@ -229,16 +236,16 @@ struct Core {
 }
 
 impl Core {
-    /// Opens the store and builds the alerter, builder and reconcile context around
+    /// Builds the alerter, builder and reconcile context around
     /// `engines`.
-    fn open(
+    async fn open(
         live: &Live,
         cancel: &CancellationToken,
         engines: Engines,
+        store: Store,
     ) -> Result<Core, DaemonError> {
         let settings = live.get();
         let state_dir = &settings.state_dir;
-        let store = Store::open(&state_dir.join("jobkeeper.db"))?;
         let key = crate::secrets::Key::load_or_create(state_dir).map_err(|source| {
             DaemonError::StateDir {
                 path: state_dir
@@ -248,7 +255,9 @@ impl Core {
                 source,
             }
         })?;
-        let alerter = Alerter::spawn(live.clone(), store.clone(), cancel.clone()).attach(&store);
+        let alerter = Alerter::spawn(live.clone(), store.clone(), cancel.clone())
+            .await
+            .attach(&store);
         let metrics = Arc::new(Metrics::default());
         let projects = Arc::new(ProjectRepos::new(
             state_dir,
@@ -468,7 +477,7 @@ async fn watchdog_loop(
             _ = tick.tick() => {}
         }
         let s = store.clone();
-        let beat = tokio::time::timeout(period, tokio::task::spawn_blocking(move || s.heartbeat()));
+        let beat = tokio::time::timeout(period, tokio::spawn(async move { s.heartbeat().await }));
         match beat.await {
             Ok(Ok(Ok(()))) => notifier.watchdog(),
             Ok(Ok(Err(e))) => tracing::error!("watchdog: the store takes no writes: {e}"),
@@ -490,13 +499,9 @@ async fn status_loop(store: Store, notifier: Arc<Notifier>, cancel: Cancellation
             _ = tick.tick() => {}
         }
         let s = store.clone();
-        let Ok(read) = tokio::task::spawn_blocking(move || {
-            Ok::<_, StoreError>((s.applied_commit()?, s.job_state_counts()?))
-        })
-        .await
-        else {
-            continue;
-        };
+        let read =
+            async { Ok::<_, StoreError>((s.applied_commit().await?, s.job_state_counts().await?)) }
+                .await;
         let Some((commit, counts)) = store.read_or_log(None, "jobs by state, for systemd", read)
         else {
             continue;

@@ -90,7 +90,7 @@ fn managed_ids(settings: &Settings) -> HashSet<String> {
     if !db.exists() {
         return HashSet::new();
     }
-    match crate::store::Store::open(&db).and_then(|s| s.live_runs()) {
+    match crate::store::Blocking::open(&db).and_then(|s| s.live_runs()) {
         Ok(runs) => runs
             .into_iter()
             .filter_map(|r| r.handle.map(|h| h.engine_id))

@@ -45,7 +45,8 @@
 //!
 //! Keeping the record and telling people:
 //! - [`store`]: SQLite, one file per table: applied commit, jobs, runs, events, alerts sent,
-//!   savepoints; numbered migrations.
+//!   savepoints; numbered migrations. Async code calls it through [`store::Store`], which runs
+//!   each operation on a blocking thread.
 //! - [`alert`]: events → email and chat-webhook alerts: routing, throttle, delivery.
 //! - [`condition`]: a job's conditions (invalid file, deploy failed, rolled back, drift, ...),
 //!   derived from what runs and what its file asks, and where it runs.

@@ -87,7 +87,7 @@ async fn reload_once(
                 missing.join("\n")
             );
             let event = JobEvent::ConfigReloadRefused { errors: msg };
-            events.emit(Scope::daemon(), &event);
+            events.emit(Scope::daemon(), &event).await;
             notifier.ready("config reload refused; the running config stays");
         }
         Ok(Ok(new)) => {
@@ -113,7 +113,7 @@ async fn reload_once(
                 message: msg.clone(),
                 needs_restart: restart,
             };
-            events.emit(Scope::daemon(), &event);
+            events.emit(Scope::daemon(), &event).await;
             notifier.ready(&msg);
         }
         Ok(Err(diags)) => {
@@ -126,7 +126,7 @@ async fn reload_once(
                 diag::render(&diags)
             );
             let event = JobEvent::ConfigReloadRefused { errors: msg };
-            events.emit(Scope::daemon(), &event);
+            events.emit(Scope::daemon(), &event).await;
             notifier.ready("config reload refused; the running config stays");
         }
         Err(e) => tracing::error!("config reload failed: {e}"),

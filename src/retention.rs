@@ -61,7 +61,7 @@ pub fn prune(
     r: &Retention,
     mut pause: impl FnMut(),
 ) -> Result<Pruned, StoreError> {
-    let checkpointer = store.checkpointer()?;
+    let checkpointer = store.blocking().checkpointer()?;
     let mut batches = 0;
     let mut pause = || {
         batches += 1;
@@ -76,10 +76,14 @@ pub fn prune(
     let before = now_ms() - i64::try_from(r.age.as_millis()).unwrap_or(i64::MAX);
     let mut after = String::new();
     loop {
-        let page = store.prune_candidates(&after, JOBS_PER_BATCH, r.runs, before)?;
+        let page = store
+            .blocking()
+            .prune_candidates(&after, JOBS_PER_BATCH, r.runs, before)?;
         for job in page.iter().filter(|c| c.runs) {
             loop {
-                let runs = store.prune_runs(&job.job, r.runs, before, ROWS_PER_BATCH)?;
+                let runs = store
+                    .blocking()
+                    .prune_runs(&job.job, r.runs, before, ROWS_PER_BATCH)?;
                 out.runs += runs.len() as u64;
                 for run in &runs {
                     out.files += remove_log(Path::new(&run.log_path));
@@ -92,7 +96,11 @@ pub fn prune(
         }
         for job in page.iter().filter(|c| c.events) {
             out.events += drain(
-                || store.prune_events(Some(&job.job), before, ROWS_PER_BATCH),
+                || {
+                    store
+                        .blocking()
+                        .prune_events(Some(&job.job), before, ROWS_PER_BATCH)
+                },
                 &mut pause,
             )?;
         }
@@ -103,15 +111,15 @@ pub fn prune(
         }
     }
     out.events += drain(
-        || store.prune_events(None, before, ROWS_PER_BATCH),
+        || store.blocking().prune_events(None, before, ROWS_PER_BATCH),
         &mut pause,
     )?;
     out.events += drain(
-        || store.prune_alerts_sent(before, ROWS_PER_BATCH),
+        || store.blocking().prune_alerts_sent(before, ROWS_PER_BATCH),
         &mut pause,
     )?;
     loop {
-        let rows = store.prune_checkpoints(before, ROWS_PER_BATCH)?;
+        let rows = store.blocking().prune_checkpoints(before, ROWS_PER_BATCH)?;
         for row in &rows {
             out.files += remove_checkpoint(&row.location);
         }
@@ -121,7 +129,7 @@ pub fn prune(
         }
     }
     store.record(None, "WAL checkpoint", checkpointer.checkpoint());
-    let needed = store.needed_artifacts()?;
+    let needed = store.blocking().needed_artifacts()?;
     out.files += prune_builds(state_dir, &needed, r.age);
     Ok(out)
 }
@@ -380,10 +388,12 @@ mod tests {
         let old = now_ms() - 3_600_000;
         for (job, loc) in [("a", &a1), ("a", &a2), ("b", &b1)] {
             store
+                .blocking()
                 .add_savepoint_taken(job, None, loc, SavepointKind::Checkpoint, old)
                 .unwrap();
         }
         store
+            .blocking()
             .add_savepoint_taken(
                 "a",
                 None,
@@ -393,6 +403,7 @@ mod tests {
             )
             .unwrap();
         store
+            .blocking()
             .add_savepoint("a", None, "file:/sp/savepoint-1", SavepointKind::Savepoint)
             .unwrap();
         let r = Retention {
@@ -401,6 +412,7 @@ mod tests {
         };
         let pruned = prune(&store, dir.path(), &r, || {}).unwrap();
         let left: Vec<String> = store
+            .blocking()
             .savepoints("a", 10)
             .unwrap()
             .into_iter()
@@ -412,7 +424,7 @@ mod tests {
             "the newest stays"
         );
         assert_eq!(
-            store.savepoints("b", 10).unwrap().len(),
+            store.blocking().savepoints("b", 10).unwrap().len(),
             1,
             "b's only one stays"
         );
@@ -430,8 +442,8 @@ mod tests {
         assert_eq!(local_path("hdfs:///x"), None);
     }
 
-    #[test]
-    fn a_pass_deletes_old_runs_with_their_logs_in_batches() {
+    #[tokio::test]
+    async fn a_pass_deletes_old_runs_with_their_logs_in_batches() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::in_memory().unwrap();
         let logs = dir.path().join("logs/a");
@@ -446,9 +458,11 @@ mod tests {
                     (crate::engine::EngineKind::Local, "dev"),
                     &logs,
                 )
+                .await
                 .unwrap();
             std::fs::write(logs.join(format!("{id}.log")), "x").unwrap();
             s.finish_run(id, crate::store::RunState::Succeeded, None)
+                .await
                 .unwrap();
             ids.push(id);
         }
@@ -461,6 +475,7 @@ mod tests {
                 crate::event::JobEvent::Started { why: "x".into() },
             )],
         )
+        .await
         .unwrap();
         let r = Retention {
             runs: 5,
@@ -476,6 +491,7 @@ mod tests {
             }],
             &[],
         )
+        .await
         .unwrap();
         std::thread::sleep(Duration::from_millis(5));
         let mut pauses = 0;
@@ -483,7 +499,7 @@ mod tests {
         assert_eq!(p.runs, ROWS_PER_BATCH as u64 + 5);
         assert_eq!(p.files, ROWS_PER_BATCH as u64 + 6);
         assert!(pauses >= 2, "{pauses}");
-        assert_eq!(s.runs("a", 1000).unwrap().len(), 5);
+        assert_eq!(s.runs("a", 1000).await.unwrap().len(), 5);
         assert_eq!(std::fs::read_dir(&logs).unwrap().count(), 5);
         assert_eq!(prune(&s, dir.path(), &r, || {}).unwrap(), Pruned::default());
     }

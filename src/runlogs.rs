@@ -68,7 +68,7 @@ pub async fn rotate_loop(store: Store, settings: Live, cancel: CancellationToken
             () = tokio::time::sleep(CHECK_INTERVAL) => {}
         }
         let max = settings.get().logs.max_size;
-        let read = store.live_runs();
+        let read = store.live_runs().await;
         let Some(runs) = store.read_or_log(None, "live runs, for log rotation", read) else {
             continue;
         };

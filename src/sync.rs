@@ -233,7 +233,7 @@ pub async fn sync(
 /// `commit_malformed` event when the tip is applied.
 pub fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Applied, SyncError> {
     let tip = repo.fetch().map_err(SyncError::Fetch)?;
-    let applied = ctx.store.applied_commit()?;
+    let applied = ctx.store.blocking().applied_commit()?;
     if applied.as_deref() == Some(tip.to_string().as_str()) {
         return Ok(Applied::UpToDate);
     }
@@ -264,8 +264,12 @@ pub fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Applied, SyncError>
         tracing::info!(commit = %info.short, removed, of = jobs, allowed_by = %a.commit, reason = %a.reason, "removals over max_removals allowed by a trailer");
     }
     let names: Vec<&str> = changes.iter().map(Change::name).collect();
-    let applied_specs: BTreeMap<String, JobSpec> =
-        ctx.store.applied_specs(&names)?.into_iter().collect();
+    let applied_specs: BTreeMap<String, JobSpec> = ctx
+        .store
+        .blocking()
+        .applied_specs(&names)?
+        .into_iter()
+        .collect();
     let mut the_plan = plan::plan(&applied_specs, &changes);
     defaults.settle(&mut the_plan, &mut changes);
     let mut out = store_updates(&changes, &the_plan);
@@ -285,7 +289,7 @@ pub fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Applied, SyncError>
     );
     // Held first: a crash before the commit is recorded holds them again on the next sync.
     let applied_now: Vec<&str> = holds.applied.iter().map(String::as_str).collect();
-    ctx.store.set_held(&holds.held, &applied_now)?;
+    ctx.store.blocking().set_held(&holds.held, &applied_now)?;
     // The parsed files and the plan are in `out` now: freed before the store's transaction,
     // so a commit of 10,000 new jobs does not hold them and the transaction's memory at once.
     drop((applied_specs, the_plan, changes));
@@ -294,11 +298,13 @@ pub fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Applied, SyncError>
         author: info.author.clone(),
         subject: info.subject.clone(),
     };
-    ctx.store.apply_commit(&commit, &out.updates, &out.notes)?;
+    ctx.store
+        .blocking()
+        .apply_commit(&commit, &out.updates, &out.notes)?;
     // Before the actors are poked, so what they record names each job's own commit. A crash
     // in between leaves the tip, which holds the same files.
     if !changed_by.is_empty() {
-        ctx.store.set_changed_by(&changed_by)?;
+        ctx.store.blocking().set_changed_by(&changed_by)?;
     }
     // Stored (and handed to the alerter) with the commit: logged and counted as every event.
     for (job, event) in &out.notes {
@@ -317,7 +323,7 @@ pub fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Applied, SyncError>
                 commit: Some(&id),
                 ..Scope::daemon()
             };
-            ctx.events.emit(scope, &event);
+            ctx.events.emit_blocking(scope, &event);
         }
     }
     Ok(Applied::Applied(info.short, out.poke))
@@ -367,7 +373,7 @@ fn read_changes(
     let defaults =
         crate::changes::with_defaults_dependents(&tree, from, tip, path, &mut diff, &others)?;
     let mut changes = changes_of(&tree, &diff, sctx);
-    let desired = ctx.store.desired_jobs()?;
+    let desired = ctx.store.blocking().desired_jobs()?;
     let jobs = desired.len();
     if from.is_none() {
         let present: HashSet<String> = diff

@@ -177,7 +177,7 @@ async fn a_daemon_restart_resends_nothing() {
     })
     .await;
     d.stop().await;
-    let failures = |store: &Store| {
+    let failures = |store: &jobkeeper::store::Blocking| {
         store
             .events(Some("clicks"), 1000)
             .unwrap()
@@ -278,12 +278,14 @@ async fn failed_tries_and_sent_alerts_are_counted() {
             ..AlerterOptions::default()
         },
     )
+    .await
     .attach(&store);
     store
         .event(&NewEvent::new(
             EventKind::RepoUnreachable,
             "fetch: connection refused",
         ))
+        .await
         .unwrap();
     wait_for("both deliveries ended", Duration::from_secs(10), || {
         let s = alerter.stats();
@@ -294,7 +296,7 @@ async fn failed_tries_and_sent_alerts_are_counted() {
     assert_eq!((s.sent, s.failed), (1, 1), "{s:?}");
     assert_eq!(s.failed_tries, 2 + 4, "{s:?}");
     assert_eq!(hook.received().len(), 3);
-    let rows = store.alerts_sent(10).unwrap();
+    let rows = store.alerts_sent(10).await.unwrap();
     let email = rows.iter().find(|r| r.target == "oncall/email").unwrap();
     assert_eq!((email.status.as_str(), email.attempts), ("failed", 4));
     assert!(

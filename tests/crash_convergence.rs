@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Git, alive};
-use jobkeeper::store::Store;
+use jobkeeper::store::Blocking;
 
 /// How long one trial may take to converge after the restart.
 const SETTLE: Duration = Duration::from_secs(40);
@@ -400,7 +400,7 @@ impl Harness {
 
     /// Jobs, their latest runs and events, for a failure message.
     fn store_dump(&self) -> String {
-        let Ok(store) = jobkeeper::store::Store::open(&self.db) else {
+        let Ok(store) = jobkeeper::store::Blocking::open(&self.db) else {
             return "(no store)".into();
         };
         let mut out = String::new();
@@ -715,7 +715,7 @@ fn random_sigkills_converge_to_the_tip_and_never_run_a_job_twice() {
         }
         seen_runs = run_ids;
         seen_events = events;
-        let store = Store::open(&h.db).unwrap();
+        let store = Blocking::open(&h.db).unwrap();
         assert_eq!(store.integrity_check().unwrap(), "ok", "{ctx}");
         drop(store);
         println!(
@@ -859,7 +859,7 @@ fn a_daemon_killed_during_a_local_rollback_starts_the_previous_version_alone() {
     );
     git.commit_push("v1");
     let mut daemon = Binary::start(&cfg, &log);
-    let store = || Store::open(&db).ok();
+    let store = || Blocking::open(&db).ok();
     let runs = || {
         store()
             .and_then(|s| s.runs("app", 100).ok())
@@ -901,8 +901,12 @@ fn a_daemon_killed_during_a_local_rollback_starts_the_previous_version_alone() {
         .filter(|&pid| pid != 0 && alive(pid)),
         _ => None,
     };
-    poll_until("v1 running", dump, || live_pid().is_some());
-    let v1_hash = store().unwrap().job("app").unwrap().unwrap().applied_hash;
+    // The applied version is recorded by a write of its own after the run is seen live.
+    let applied = || store().and_then(|s| s.job("app").ok().flatten()?.applied_hash);
+    poll_until("v1 running and applied", dump, || {
+        live_pid().is_some() && applied().is_some()
+    });
+    let v1_hash = applied();
     let v1_pid = live_pid().unwrap();
 
     // v2's run is the next run, v1's run after the rollback the one after it.

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::flink::*;
 use common::*;
-use jobkeeper::store::{EventRow, JobRow, RunRow, Store};
+use jobkeeper::store::{Blocking, EventRow, JobRow, RunRow};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -189,8 +189,11 @@ impl Drop for Binary {
 struct Db(PathBuf);
 
 impl Db {
-    fn store(&self) -> Option<Store> {
-        self.0.exists().then(|| Store::open(&self.0).ok()).flatten()
+    fn store(&self) -> Option<Blocking> {
+        self.0
+            .exists()
+            .then(|| Blocking::open(&self.0).ok())
+            .flatten()
     }
 
     fn job(&self, name: &str) -> Option<JobRow> {

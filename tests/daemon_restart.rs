@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use jobkeeper::store::Store;
+use jobkeeper::store::Blocking;
 
 /// The daemon config (on a free port) and the daemon's log path, under `root`.
 fn write_config(root: &std::path::Path, git: &Git) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -20,10 +20,10 @@ fn write_config(root: &std::path::Path, git: &Git) -> (std::path::PathBuf, std::
 }
 
 /// The store of the daemon under `root`, once it exists.
-async fn open_store(root: &std::path::Path) -> Store {
+async fn open_store(root: &std::path::Path) -> Blocking {
     let db = root.join("state/jobkeeper.db");
     wait_for("store", Duration::from_secs(20), || db.exists()).await;
-    Store::open(&db).unwrap()
+    Blocking::open(&db).unwrap()
 }
 
 fn spawn_daemon(config: &std::path::Path, log: &std::path::Path) -> Child {
@@ -50,7 +50,7 @@ async fn sigkill_then_restart_stops_the_orphan_and_runs_the_job_once() {
     let (cfg_path, log) = write_config(tmp.path(), &git);
     let mut daemon = spawn_daemon(&cfg_path, &log);
     let store = open_store(tmp.path()).await;
-    let live = |store: &Store| -> Vec<u32> {
+    let live = |store: &Blocking| -> Vec<u32> {
         store
             .runs("svc", 50)
             .unwrap()

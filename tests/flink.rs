@@ -1231,7 +1231,7 @@ impl Drop for Binary {
 
 /// The live runs of `job` in the store at `db` (the daemon binary's store).
 fn live_of(db: &Path, job: &str) -> Vec<jobkeeper::store::RunRow> {
-    jobkeeper::store::Store::open(db)
+    jobkeeper::store::Blocking::open(db)
         .and_then(|s| s.live_runs())
         .map(|runs| runs.into_iter().filter(|r| r.job == job).collect())
         .unwrap_or_default()

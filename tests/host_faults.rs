@@ -316,8 +316,8 @@ async fn used_up_file_descriptors_make_a_killed_job_wait_on_the_host_not_give_up
     let daemon = bin.child.id();
     let store_path = root.join("state/jobkeeper.db");
     wait_for("the store", Duration::from_secs(20), || store_path.exists()).await;
-    let store = jobkeeper::store::Store::open(&store_path).unwrap();
-    let live = |store: &jobkeeper::store::Store| -> Vec<jobkeeper::store::RunRow> {
+    let store = jobkeeper::store::Blocking::open(&store_path).unwrap();
+    let live = |store: &jobkeeper::store::Blocking| -> Vec<jobkeeper::store::RunRow> {
         store
             .runs("app", 50)
             .unwrap()

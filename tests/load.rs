@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use hmac::Mac;
-use jobkeeper::store::Store;
+use jobkeeper::store::Blocking;
 
 fn env_or(var: &str, default: u64) -> u64 {
     std::env::var(var)
@@ -160,7 +160,7 @@ fn sleep_job(marker: u64) -> String {
 }
 
 /// Each job's live run: (run id, pid).
-fn live(store: &Store) -> std::collections::HashMap<String, Vec<(i64, u32)>> {
+fn live(store: &Blocking) -> std::collections::HashMap<String, Vec<(i64, u32)>> {
     let mut by_job: std::collections::HashMap<String, Vec<(i64, u32)>> = Default::default();
     for r in store.live_runs().unwrap() {
         if r.state == "running" {
@@ -192,7 +192,7 @@ async fn two_thousand_jobs_then_a_commit_changing_a_quarter_redeploys_exactly_th
     );
     let t = Instant::now();
     let mut b = Binary::start(root, &cfg, Duration::from_secs(60)).await;
-    let store = Store::open(&state.join("jobkeeper.db")).unwrap();
+    let store = Blocking::open(&state.join("jobkeeper.db")).unwrap();
     wait_for("the fleet running", Duration::from_secs(180), || {
         live(&store).len() as u64 == n
     })
@@ -311,7 +311,7 @@ async fn a_hundred_webhooks_a_second_lose_no_push_and_are_coalesced() {
         root.join("hook_secret").display()
     );
     let mut b = Binary::start(root, &cfg, Duration::from_secs(30)).await;
-    let store = Store::open(&state.join("jobkeeper.db")).unwrap();
+    let store = Blocking::open(&state.join("jobkeeper.db")).unwrap();
     wait_for("the first commit", Duration::from_secs(20), || {
         store.applied_commit().unwrap().as_deref() == Some(first.as_str())
     })

@@ -26,6 +26,11 @@ async fn a_push_becomes_a_running_job_and_changes_redeploy_only_what_changed() {
     .await;
     assert_eq!(d.get("/readyz").await.0, 200);
     assert_eq!(d.get("/healthz").await.0, 200);
+    // The event is written after the run's row, by a store call of its own.
+    wait_for("a deployed", Duration::from_secs(5), || {
+        d.has_event("a", "deployed")
+    })
+    .await;
     let ev = d.events("a");
     let deployed = ev
         .iter()

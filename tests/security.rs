@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use hmac::Mac;
-use jobkeeper::store::Store;
+use jobkeeper::store::Blocking;
 use receivers::{HttpReceiver, free_port};
 
 /// The secret's value: distinctive, so any copy of it is found.
@@ -206,7 +206,7 @@ async fn a_secret_never_appears_in_logs_store_api_page_or_alerts() {
         slack_hook.url()
     );
     let mut b = Binary::start(root, &cfg).await;
-    let store = Store::open(&state.join("jobkeeper.db")).unwrap();
+    let store = Blocking::open(&state.join("jobkeeper.db")).unwrap();
     // (A program that is not there is a spec problem: no restarts until a new commit.)
     let t = Instant::now();
     while !(store
@@ -838,7 +838,7 @@ async fn post_raw(
 struct WithSecrets {
     git: Git,
     b: Binary,
-    store: Store,
+    store: Blocking,
     state: PathBuf,
     root: PathBuf,
 }
@@ -871,7 +871,7 @@ impl WithSecrets {
         let cfg = secrets_config(root, &git, "secrets", hook);
         let b = Binary::start(root, &cfg).await;
         let state = root.join("state");
-        let store = Store::open(&state.join("jobkeeper.db")).unwrap();
+        let store = Blocking::open(&state.join("jobkeeper.db")).unwrap();
         WithSecrets {
             git,
             b,

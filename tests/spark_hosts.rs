@@ -585,7 +585,7 @@ async fn a_daemon_killed_between_a_create_and_its_record_never_runs_the_job_twic
     daemon.sigkill();
     proxy.hold.store(false, Ordering::SeqCst);
     let db = tmp.path().join("state/jobkeeper.db");
-    let store = jobkeeper::store::Store::open(&db).unwrap();
+    let store = jobkeeper::store::Blocking::open(&db).unwrap();
     let runs = store.runs("lost", 10).unwrap();
     assert_eq!(runs.len(), 1, "{runs:#?}");
     assert_eq!(

@@ -116,7 +116,7 @@ async fn ready_status_watchdog_and_a_graceful_stop_under_a_notify_socket() {
     );
 
     // SIGTERM: STOPPING=1, the run gets SIGTERM from the daemon, exit 0.
-    let store = jobkeeper::store::Store::open(&tmp.path().join("state/jobkeeper.db")).unwrap();
+    let store = jobkeeper::store::Blocking::open(&tmp.path().join("state/jobkeeper.db")).unwrap();
     let run = store.runs("svc", 1).unwrap().remove(0);
     let t = Instant::now();
     nix::sys::signal::kill(
@@ -169,8 +169,8 @@ async fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
     };
     receive(&sock, Duration::from_secs(20), |m| m.starts_with("READY=1"));
     let db = tmp.path().join("state/jobkeeper.db");
-    let store = jobkeeper::store::Store::open(&db).unwrap();
-    let running = |store: &jobkeeper::store::Store, job: &str| {
+    let store = jobkeeper::store::Blocking::open(&db).unwrap();
+    let running = |store: &jobkeeper::store::Blocking, job: &str| {
         store
             .runs(job, 5)
             .unwrap()

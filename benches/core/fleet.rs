@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use jobkeeper::store::Store;
+use jobkeeper::store::Blocking;
 
 /// Builds the flink-counter example (copied under `root/project`) against `lib`: the project
 /// folder.
@@ -89,7 +89,7 @@ pub async fn all_running(http: &reqwest::Client, url: &str, ids: &[String], limi
 
 /// Waits (≤ `limit`) until each job of `names` is `running` in the store and has an event of
 /// `kind`.
-pub async fn supervised(store: &Store, names: &[String], kind: &str, limit: Duration) {
+pub async fn supervised(store: &Blocking, names: &[String], kind: &str, limit: Duration) {
     let t = Instant::now();
     loop {
         let done = names.iter().all(|n| {
@@ -125,7 +125,7 @@ pub async fn supervised(store: &Store, names: &[String], kind: &str, limit: Dura
 pub async fn cancel_all(
     http: &reqwest::Client,
     url: &str,
-    store: Option<&Store>,
+    store: Option<&Blocking>,
     names: &[String],
     ids: &[String],
 ) {

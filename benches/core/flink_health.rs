@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use jobkeeper::store::Store;
+use jobkeeper::store::Blocking;
 
 use super::counting::{SweepCount, Upstream, counting_proxy, per_sweep, recording_of};
 use super::fleet::{self, cancel_all, counter_job, push, supervised};
@@ -159,7 +159,7 @@ fn latency(url: &str, lib: &str, k: usize, interval: u64) -> Vec<String> {
 }
 
 /// The time (ms) and Flink job id of the first `unhealthy` event of `job`.
-fn first_unhealthy(store: &Store, job: &str) -> Option<(i64, String)> {
+fn first_unhealthy(store: &Blocking, job: &str) -> Option<(i64, String)> {
     let events = store.events(Some(job), 200).ok()?;
     let e = events
         .iter()

@@ -122,15 +122,15 @@ impl Dispatcher {
             tokio::select! {
                 () = cancel.cancelled() => break,
                 ev = rx.recv() => match ev {
-                    Some(Queued::Event(ev)) => self.on_event(&ev),
+                    Some(Queued::Event(ev)) => self.on_event(&ev).await,
                     Some(Queued::Batch(commit)) => {
                         self.batch_due.insert(commit, Instant::now() + FOLD_WINDOW);
                     }
                     None => break,
                 },
                 () = sleep_until_opt(next_due) => {
-                    self.flush_batches();
-                    self.flush_due();
+                    self.flush_batches().await;
+                    self.flush_due().await;
                 }
             }
         }
@@ -147,7 +147,7 @@ impl Dispatcher {
         }
     }
 
-    pub(super) fn on_event(&mut self, ev: &EventRow) {
+    pub(super) async fn on_event(&mut self, ev: &EventRow) {
         self.refresh_targets();
         // An event the store could not record (a full disk) has no id to order it by: it is
         // alerted as it comes.
@@ -155,7 +155,7 @@ impl Dispatcher {
         if stored && ev.id <= self.first_new {
             return; // recorded before this alerter started
         }
-        let Some((alert, channels)) = alert_for(&self.settings.get(), &self.store, ev) else {
+        let Some((alert, channels)) = alert_for(&self.settings.get(), &self.store, ev).await else {
             return;
         };
         let key: Key = (ev.job.clone(), ev.kind, ev.commit_id.clone());
@@ -172,7 +172,8 @@ impl Dispatcher {
             // Unread, the key counts as never fired: the alert goes out rather than be folded.
             let read = self
                 .store
-                .alert_last_fired(key.0.as_deref(), key.1, key.2.as_deref());
+                .alert_last_fired(key.0.as_deref(), key.1, key.2.as_deref())
+                .await;
             state.last_fired = self
                 .store
                 .read_or_log(key.0.as_deref(), "when its alert last fired", read)
@@ -201,14 +202,14 @@ impl Dispatcher {
             }
             _ => {
                 state.last_fired = Some(now);
-                self.fire(ev.kind, &alert, &channels);
+                self.fire(ev.kind, &alert, &channels).await;
             }
         }
     }
 
     /// Sends the batches whose window has passed: a batch of one event as that event's alert,
     /// a larger one as one alert per channel naming its jobs.
-    pub(super) fn flush_batches(&mut self) {
+    pub(super) async fn flush_batches(&mut self) {
         let now = Instant::now();
         let due: Vec<String> = self
             .batch_due
@@ -226,14 +227,14 @@ impl Dispatcher {
                 continue;
             };
             if rows.len() == 1 && more == 0 {
-                self.on_event(&rows[0]);
+                self.on_event(&rows[0]).await;
                 continue;
             }
             self.refresh_targets();
             let settings = self.settings.get();
             let mut per_channel: BTreeMap<String, Vec<Alert>> = BTreeMap::new();
             for row in rows.iter().filter(|r| r.id > self.first_new) {
-                if let Some((alert, channels)) = alert_for(&settings, &self.store, row) {
+                if let Some((alert, channels)) = alert_for(&settings, &self.store, row).await {
                     for ch in channels {
                         per_channel.entry(ch).or_default().push(alert.clone());
                     }
@@ -242,12 +243,12 @@ impl Dispatcher {
             for (channel, alerts) in per_channel {
                 let alert = folded_invalid(&settings, &alerts, more);
                 tracing::info!(%channel, commit = %commit, jobs = alert.jobs, "invalid job files of one commit folded into one alert");
-                self.fire(EventKind::Invalid, &alert, &[channel]);
+                self.fire(EventKind::Invalid, &alert, &[channel]).await;
             }
         }
     }
 
-    pub(super) fn flush_due(&mut self) {
+    pub(super) async fn flush_due(&mut self) {
         let now = Instant::now();
         let mut due = Vec::new();
         for ((_, kind, _), state) in &mut self.keys {
@@ -260,7 +261,7 @@ impl Dispatcher {
         for (kind, p) in due {
             // A job whose file was removed since: its repeats are news of nothing that runs.
             if let Some(job) = p.latest.job.as_deref()
-                && self.job_removed(job)
+                && self.job_removed(job).await
             {
                 tracing::info!(job, event = %p.latest.event, repeats = p.count, "folded repeats dropped: the job was removed");
                 continue;
@@ -270,7 +271,7 @@ impl Dispatcher {
             // the last alert.
             alert.repeats = p.count;
             alert.repeats_since = Some(p.since);
-            self.fire(kind, &alert, &p.channels);
+            self.fire(kind, &alert, &p.channels).await;
         }
         // Forget keys with nothing pending whose throttle has passed.
         let throttle = self.throttle_ms();
@@ -283,10 +284,12 @@ impl Dispatcher {
     /// True when the store knows `job` and its file was removed (no desired version). A store
     /// that cannot be read is logged and counted, and the job counts as not removed: its
     /// repeats are sent rather than dropped.
-    pub(super) fn job_removed(&self, job: &str) -> bool {
-        let row =
-            self.store
-                .read_or_log(Some(job), "job, for its folded alerts", self.store.job(job));
+    pub(super) async fn job_removed(&self, job: &str) -> bool {
+        let row = self.store.read_or_log(
+            Some(job),
+            "job, for its folded alerts",
+            self.store.job(job).await,
+        );
         matches!(row, Some(Some(row)) if row.desired.is_none() && row.invalid.is_none())
     }
 
@@ -294,7 +297,7 @@ impl Dispatcher {
     /// A claim or an end that cannot be recorded follows the failed-write rule
     /// ([`Store::record`]); an unrecorded claim sends nothing (it could be a second send),
     /// except for an event the store could not record at all, which has nothing to claim.
-    pub(super) fn fire(&self, kind: EventKind, alert: &Alert, channels: &[String]) {
+    pub(super) async fn fire(&self, kind: EventKind, alert: &Alert, channels: &[String]) {
         for ch in channels {
             for (target, tx) in self.targets.get(ch).map(Vec::as_slice).unwrap_or_default() {
                 let claim = NewAlertSent {
@@ -309,7 +312,7 @@ impl Dispatcher {
                 // An event the store could not record cannot be sent again by a later daemon
                 // (it is in no store to be found): it is sent with no claim.
                 if alert.event_id != crate::store::UNSTORED {
-                    let claimed = self.store.claim_alert(&claim);
+                    let claimed = self.store.claim_alert(&claim).await;
                     match self
                         .store
                         .record(job, format_args!("alert claim {target}"), claimed)
@@ -324,9 +327,10 @@ impl Dispatcher {
                     let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                     tracing::warn!(%target, event = %alert.event, job, dropped = n, "alert dropped: the channel's queue is full");
                     let dropped = AlertStatus::Dropped;
-                    let end =
-                        self.store
-                            .finish_alert(alert.event_id, target, dropped, "queue full", 0);
+                    let end = self
+                        .store
+                        .finish_alert(alert.event_id, target, dropped, "queue full", 0)
+                        .await;
                     self.store
                         .record(job, format_args!("alert end {target}"), end);
                 }
@@ -436,7 +440,9 @@ pub(super) async fn deliver(
                 (AlertStatus::Failed, e.to_string())
             }
         };
-        let end = store.finish_alert(alert.event_id, &target, status, &answer, tries);
+        let end = store
+            .finish_alert(alert.event_id, &target, status, &answer, tries)
+            .await;
         store.record(
             alert.job.as_deref(),
             format_args!("alert end {target}"),

@@ -255,7 +255,7 @@ pub(super) fn clip_reason(reason: &str) -> String {
 
 /// An alert for a recorded event, with the channels it goes to; `None` when the event is not
 /// an alert event or no channel wants it. Reads the job, run and commit from the store.
-pub fn alert_for(
+pub async fn alert_for(
     settings: &Settings,
     store: &Store,
     ev: &EventRow,
@@ -265,7 +265,10 @@ pub fn alert_for(
     }
     let event = ev.kind;
     let mut attempt = ev.attempt.map(|a| (a.n, a.of));
-    let spec = ev.job.as_deref().and_then(|j| job_spec(store, j));
+    let spec = match ev.job.as_deref() {
+        Some(j) => job_spec(store, j).await,
+        None => None,
+    };
     let channels = if DAEMON_EVENTS.contains(&ev.kind) || ev.job.is_none() {
         route(settings, None, event)
     } else {
@@ -288,7 +291,7 @@ pub fn alert_for(
     let job = ev.job.as_deref();
     if let Some(run_id) = ev.run_id {
         if let Some(run) = store
-            .read_or_log(job, "run, for its alert", store.run(run_id))
+            .read_or_log(job, "run, for its alert", store.run(run_id).await)
             .flatten()
         {
             engine = Some(run.engine.as_str().to_string());
@@ -296,29 +299,30 @@ pub fn alert_for(
         }
         if attempt.is_none() {
             // A failed run: the attempt is the one that started it.
-            let read = store.run_attempt(run_id);
+            let read = store.run_attempt(run_id).await;
             attempt = store
                 .read_or_log(job, "run's attempt, for its alert", read)
                 .flatten()
                 .map(|a| (a.n, a.of));
         }
     }
-    let commit = ev.commit_id.as_deref().map(|id| {
+    let mut commit = None;
+    if let Some(id) = ev.commit_id.as_deref() {
         let (author, subject) = match (&ev.author, &ev.subject) {
             (Some(a), Some(s)) => (a.clone(), s.clone()),
             _ => store
-                .read_or_log(job, "commit, for its alert", store.commit(id))
+                .read_or_log(job, "commit, for its alert", store.commit(id).await)
                 .flatten()
                 .map(|c| (c.author, c.subject))
                 .unwrap_or_default(),
         };
-        AlertCommit {
+        commit = Some(AlertCommit {
             id: id.to_string(),
             short: id.chars().take(8).collect(),
             author,
             subject,
-        }
-    });
+        });
+    }
     let alert = Alert {
         job: ev.job.clone(),
         env,

@@ -213,12 +213,12 @@ impl Alerter {
     /// Starts the dispatcher and one sender task per target; they stop when `cancel` fires.
     /// Events recorded before this call are never alerted. Channels and throttle are read from
     /// `settings` at each event, so a reload (SIGHUP) applies to the next one.
-    pub fn spawn(settings: Live, store: Store, cancel: CancellationToken) -> Alerter {
-        Alerter::spawn_with(settings, store, cancel, AlerterOptions::default())
+    pub async fn spawn(settings: Live, store: Store, cancel: CancellationToken) -> Alerter {
+        Alerter::spawn_with(settings, store, cancel, AlerterOptions::default()).await
     }
 
     /// [`Alerter::spawn`] with explicit options.
-    pub fn spawn_with(
+    pub async fn spawn_with(
         settings: Live,
         store: Store,
         cancel: CancellationToken,
@@ -226,7 +226,7 @@ impl Alerter {
     ) -> Alerter {
         let (tx, rx) = mpsc::channel(opts.queue.max(1));
         let counters = Arc::new(AlertCounters::default());
-        let first_new = store.last_event_id().unwrap_or(0);
+        let first_new = store.last_event_id().await.unwrap_or(0);
         let batches = Batches::default();
         let mut dispatcher = Dispatcher {
             batches: batches.clone(),

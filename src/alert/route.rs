@@ -9,8 +9,12 @@ use crate::store::Store;
 /// The spec the job runs or is to run. A store that cannot be read is logged and counted
 /// ([`Store::read_or_log`]), and the job's channels are then unknown: its alert goes to every
 /// channel that wants the event rather than to none.
-pub(super) fn job_spec(store: &Store, job: &str) -> Option<JobSpec> {
-    let row = store.read_or_log(Some(job), "job, for its alert channels", store.job(job))??;
+pub(super) async fn job_spec(store: &Store, job: &str) -> Option<JobSpec> {
+    let row = store.read_or_log(
+        Some(job),
+        "job, for its alert channels",
+        store.job(job).await,
+    )??;
     row.desired.or(row.applied)
 }
 

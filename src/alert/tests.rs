@@ -86,8 +86,8 @@ fn subject_and_text_carry_every_fact() {
     );
 }
 
-#[test]
-fn a_failed_runs_alert_names_the_attempt_that_started_it() {
+#[tokio::test]
+async fn a_failed_runs_alert_names_the_attempt_that_started_it() {
     let s = settings();
     let store = Store::in_memory().unwrap();
     let run = store
@@ -98,6 +98,7 @@ fn a_failed_runs_alert_names_the_attempt_that_started_it() {
             (crate::engine::EngineKind::Local, "dev"),
             Path::new("/tmp"),
         )
+        .await
         .unwrap();
     let restarted = NewEvent {
         job: Some("j"),
@@ -105,24 +106,27 @@ fn a_failed_runs_alert_names_the_attempt_that_started_it() {
         attempt: Some(Attempt { n: 2, of: 3 }),
         ..NewEvent::new(EventKind::Restarted, "resubmitted (attempt 2/3)")
     };
-    store.event(&restarted).unwrap();
+    store.event(&restarted).await.unwrap();
     let failed = NewEvent {
         job: Some("j"),
         run_id: Some(run),
         ..NewEvent::new(EventKind::Failed, "exit 1")
     };
-    let id = store.event(&failed).unwrap();
-    let ev = store.events(Some("j"), 1).unwrap().remove(0);
+    let id = store.event(&failed).await.unwrap();
+    let ev = store.events(Some("j"), 1).await.unwrap().remove(0);
     assert_eq!(ev.id, id);
-    let (alert, _) = alert_for(&s, &store, &ev).expect("an alert");
+    let (alert, _) = alert_for(&s, &store, &ev).await.expect("an alert");
     assert_eq!(alert.attempt, Some((2, 3)));
     let started = NewEvent {
         job: Some("j"),
         ..NewEvent::new(EventKind::Started, "run submitted")
     };
-    store.event(&started).unwrap();
-    let ev = store.events(Some("j"), 1).unwrap().remove(0);
-    assert!(alert_for(&s, &store, &ev).is_none(), "started is no alert");
+    store.event(&started).await.unwrap();
+    let ev = store.events(Some("j"), 1).await.unwrap().remove(0);
+    assert!(
+        alert_for(&s, &store, &ev).await.is_none(),
+        "started is no alert"
+    );
 }
 
 #[test]
@@ -138,8 +142,8 @@ fn status_links() {
     );
 }
 
-#[test]
-fn alert_links_start_with_external_url() {
+#[tokio::test]
+async fn alert_links_start_with_external_url() {
     let mut s = settings();
     assert_eq!(
         job_link(&s, Some("team/clicks")),
@@ -154,9 +158,10 @@ fn alert_links_start_with_external_url() {
     let store = Store::in_memory().unwrap();
     store
         .event(&NewEvent::new(EventKind::RepoUnreachable, "down"))
+        .await
         .unwrap();
-    let ev = store.events(None, 1).unwrap().remove(0);
-    let (alert, _) = alert_for(&s, &store, &ev).expect("an alert");
+    let ev = store.events(None, 1).await.unwrap().remove(0);
+    let (alert, _) = alert_for(&s, &store, &ev).await.expect("an alert");
     assert_eq!(alert.link, "https://jobkeeper.ops.example.com/");
     s.external_url = Some("https://ops.example.com/jobkeeper/".into());
     assert_eq!(
@@ -165,8 +170,8 @@ fn alert_links_start_with_external_url() {
     );
 }
 
-#[test]
-fn routing_uses_the_job_then_the_env_then_the_on_filter() {
+#[tokio::test]
+async fn routing_uses_the_job_then_the_env_then_the_on_filter() {
     let s = settings();
     let store = Store::in_memory().unwrap();
     let commit = CommitRecord {
@@ -192,9 +197,10 @@ fn routing_uses_the_job_then_the_env_then_the_on_filter() {
             hash: "h".into(),
         });
     }
-    store.apply_commit(&commit, &updates, &[]).unwrap();
+    store.apply_commit(&commit, &updates, &[]).await.unwrap();
     let ev = |job: Option<&str>, kind: &str| {
         let id = store
+            .blocking()
             .event(&NewEvent {
                 job,
                 commit_id: Some("c1"),
@@ -202,43 +208,57 @@ fn routing_uses_the_job_then_the_env_then_the_on_filter() {
             })
             .unwrap();
         store
+            .blocking()
             .events(None, 1)
             .unwrap()
             .into_iter()
             .find(|e| e.id == id)
             .unwrap()
     };
-    let chans =
-        |job: Option<&str>, kind: &str| alert_for(&s, &store, &ev(job, kind)).map(|(_, c)| c);
-    assert_eq!(chans(Some("p"), "failed"), Some(vec!["oncall".to_string()]));
+    let chans = async |job: Option<&str>, kind: &str| {
+        alert_for(&s, &store, &ev(job, kind)).await.map(|(_, c)| c)
+    };
     assert_eq!(
-        chans(Some("p"), "deployed"),
+        chans(Some("p"), "failed").await,
+        Some(vec!["oncall".to_string()])
+    );
+    assert_eq!(
+        chans(Some("p"), "deployed").await,
         None,
         "info events only when listed"
     );
-    assert_eq!(chans(Some("d"), "failed"), None, "dev has no channels");
-    assert_eq!(chans(Some("own"), "failed"), Some(vec!["chat".to_string()]));
     assert_eq!(
-        chans(Some("own"), "deployed"),
+        chans(Some("d"), "failed").await,
+        None,
+        "dev has no channels"
+    );
+    assert_eq!(
+        chans(Some("own"), "failed").await,
         Some(vec!["chat".to_string()])
     );
     assert_eq!(
-        chans(Some("own"), "gave_up"),
+        chans(Some("own"), "deployed").await,
+        Some(vec!["chat".to_string()])
+    );
+    assert_eq!(
+        chans(Some("own"), "gave_up").await,
         None,
         "chat's on: leaves it out"
     );
-    assert_eq!(chans(Some("p"), "planned"), None);
+    assert_eq!(chans(Some("p"), "planned").await, None);
     assert_eq!(
-        chans(None, "repo_unreachable"),
+        chans(None, "repo_unreachable").await,
         Some(vec!["oncall".to_string()]),
         "daemon-wide: every channel that wants it"
     );
     assert_eq!(
-        chans(Some("never-valid"), "invalid"),
+        chans(Some("never-valid"), "invalid").await,
         Some(vec!["oncall".to_string()]),
         "a job with no known spec: every channel that wants the event"
     );
-    let (a, _) = alert_for(&s, &store, &ev(Some("p"), "failed")).unwrap();
+    let (a, _) = alert_for(&s, &store, &ev(Some("p"), "failed"))
+        .await
+        .unwrap();
     assert_eq!(a.env.as_deref(), Some("prod"));
     assert_eq!(a.engine.as_deref(), Some("local"));
     let c = a.commit.unwrap();
@@ -436,7 +456,10 @@ async fn folded_repeats_of_a_removed_job_are_dropped() {
         spec: serde_json::to_string(&spec).unwrap(),
         hash: "h".into(),
     };
-    store.apply_commit(&commit("c1"), &[update], &[]).unwrap();
+    store
+        .apply_commit(&commit("c1"), &[update], &[])
+        .await
+        .unwrap();
     let (mut d, sent, _, cancel) = recording_dispatcher(&store);
     for i in 0..3 {
         let id = store
@@ -445,14 +468,18 @@ async fn folded_repeats_of_a_removed_job_are_dropped() {
                 commit_id: Some("c1"),
                 ..NewEvent::new(EventKind::Failed, &format!("exit {i}"))
             })
+            .await
             .unwrap();
-        let ev = store.events(Some("p"), 5).unwrap();
-        d.on_event(ev.iter().find(|e| e.id == id).unwrap());
+        let ev = store.events(Some("p"), 5).await.unwrap();
+        d.on_event(ev.iter().find(|e| e.id == id).unwrap()).await;
     }
     let removed = crate::store::DesiredUpdate::Removed { name: "p".into() };
-    store.apply_commit(&commit("c2"), &[removed], &[]).unwrap();
+    store
+        .apply_commit(&commit("c2"), &[removed], &[])
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(350)).await;
-    d.flush_due();
+    d.flush_due().await;
     tokio::time::sleep(Duration::from_millis(10)).await;
     let sent = sent.lock().unwrap().clone();
     assert_eq!(sent.len(), 1, "only the first alert: {sent:#?}");
@@ -466,9 +493,11 @@ async fn repeats_within_the_throttle_fold_into_one_later_alert() {
     let (mut d, sent, counters, cancel) = recording_dispatcher(&store);
     let failed = |msg: &str| {
         let id = store
+            .blocking()
             .event(&NewEvent::new(EventKind::RepoUnreachable, msg))
             .unwrap();
         store
+            .blocking()
             .events(None, 1)
             .unwrap()
             .into_iter()
@@ -476,10 +505,10 @@ async fn repeats_within_the_throttle_fold_into_one_later_alert() {
             .unwrap()
     };
     let first = failed("first");
-    d.on_event(&first);
-    d.on_event(&first); // the same event twice is claimed once
+    d.on_event(&first).await;
+    d.on_event(&first).await; // the same event twice is claimed once
     for i in 0..3 {
-        d.on_event(&failed(&format!("again {i}")));
+        d.on_event(&failed(&format!("again {i}"))).await;
     }
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(
@@ -488,10 +517,10 @@ async fn repeats_within_the_throttle_fold_into_one_later_alert() {
         "repeats wait for the throttle"
     );
     assert_eq!(counters.folded.load(Ordering::Relaxed), 3);
-    d.flush_due();
+    d.flush_due().await;
     assert_eq!(sent.lock().unwrap().len(), 1, "not due yet");
     tokio::time::sleep(Duration::from_millis(350)).await;
-    d.flush_due();
+    d.flush_due().await;
     tokio::time::sleep(Duration::from_millis(10)).await;
     let sent = sent.lock().unwrap().clone();
     assert_eq!(sent.len(), 2);
@@ -503,7 +532,7 @@ async fn repeats_within_the_throttle_fold_into_one_later_alert() {
         "{}",
         sent[1].title()
     );
-    assert_eq!(store.alerts_sent(10).unwrap().len(), 2);
+    assert_eq!(store.alerts_sent(10).await.unwrap().len(), 2);
     cancel.cancel();
 }
 
@@ -546,7 +575,7 @@ async fn a_reload_changing_the_channels_and_throttle_applies_at_the_next_event()
         author: None,
         subject: None,
     };
-    d.on_event(&ev); // older than the alerter: not alerted, but the targets follow the config
+    d.on_event(&ev).await; // older than the alerter: not alerted, but the targets follow the config
     assert_eq!(d.targets.keys().collect::<Vec<_>>(), ["oncall"]);
     assert_eq!(d.throttle_ms(), 5_000);
     cancel.cancel();

@@ -82,8 +82,8 @@ pub const RETENTION_DEFAULT: &str = "RETAIN_ON_CANCELLATION";
 const HEALTH_METRICS: &str =
     "numRestarts,lastCheckpointCompletedTimestamp,totalNumberOfCheckpoints";
 
-/// The Flink job id of run `run_id` of `job` for the daemon whose state folder is `salt`:
-/// 32 hex digits.
+/// The Flink job id of run `run_id` of `job` for the installation whose id is `salt`
+/// ([`crate::store::Blocking::installation_id`]): 32 hex digits.
 pub fn job_id(salt: &str, job: &str, run_id: i64) -> String {
     super::cluster::run_token(salt, job, run_id)
 }

@@ -317,12 +317,14 @@ pub struct ServedError {
     pub source: std::io::Error,
 }
 
-/// The engines of a daemon whose state folder is `state_dir` and whose base URL is
-/// `daemon_url`, for its envs `envs` (see [`Engines::build`]), and the files those engines
+/// The engines of a daemon whose state folder is `state_dir`, whose installation id is
+/// `installation` (the salt of engine ids and run tokens, [`crate::store::Blocking::installation_id`])
+/// and whose base URL is `daemon_url`, for its envs `envs` (see [`Engines::build`]), and the files those engines
 /// serve over the daemon's HTTP listener (spark workers fetch jars from
 /// `state_dir/served`, keyed by `state_dir/artifact.key`).
 pub fn for_daemon<'a>(
     state_dir: &Path,
+    installation: &str,
     daemon_url: String,
     envs: impl IntoIterator<Item = (&'a String, &'a EngineConfig)>,
 ) -> Result<(Engines, Shelf), ServedError> {
@@ -351,7 +353,7 @@ pub fn for_daemon<'a>(
             LocalEngine::new()
         }
     };
-    let engines = Engines::build_with(local, &state_dir.display().to_string(), envs, Some(jars));
+    let engines = Engines::build_with(local, installation, envs, Some(jars));
     Ok((engines, shelf))
 }
 

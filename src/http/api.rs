@@ -636,7 +636,7 @@ fn with_refused(
     mut view: JobView,
 ) -> Result<JobView, StoreError> {
     if state == Some(JobState::RolledBack) && view.state == JobState::RolledBack.as_str() {
-        view.refused_commit = store.versions(&view.name)?.refused_commit;
+        view.refused_commit = store.blocking().versions(&view.name)?.refused_commit;
     }
     Ok(view)
 }
@@ -679,11 +679,12 @@ pub fn jobs_view(state: &ApiState, f: &ListFilter) -> Result<JobsView, crate::st
     let store = &state.store;
     let settings = state.settings.get();
     let q = &f.query;
-    let applied = store.applied_commit()?;
-    let running = store.running()?;
+    let applied = store.blocking().applied_commit()?;
+    let running = store.blocking().running()?;
     let envs = Envs::now(state);
     let mut commits = HashMap::new();
     let held: HashMap<String, crate::store::HeldChange> = store
+        .blocking()
         .held_changes()?
         .into_iter()
         .map(|h| (h.job.clone(), h))
@@ -698,21 +699,21 @@ pub fn jobs_view(state: &ApiState, f: &ListFilter) -> Result<JobsView, crate::st
         q.limit.saturating_add(1)
     };
     loop {
-        let rows = store.job_page(&crate::store::JobQuery {
+        let rows = store.blocking().job_page(&crate::store::JobQuery {
             limit: batch,
             after: after.clone(),
             ..q.clone()
         })?;
         let ended = rows.len() < batch;
         let ids: Vec<i64> = rows.iter().filter_map(|r| r.last_event_id).collect();
-        let last = store.events_by_ids(&ids)?;
+        let last = store.blocking().events_by_ids(&ids)?;
         let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
-        let facts = store.condition_rows(Some(&names))?;
+        let facts = store.blocking().condition_rows(Some(&names))?;
         for row in &rows {
             after = Some(row.name.clone());
             if let Some(id) = row.desired_commit.as_deref()
                 && !commits.contains_key(id)
-                && let Some(c) = store.commit(id)?
+                && let Some(c) = store.blocking().commit(id)?
             {
                 commits.insert(id.to_string(), c);
             }
@@ -747,7 +748,7 @@ pub fn jobs_view(state: &ApiState, f: &ListFilter) -> Result<JobsView, crate::st
     }
     if let Some(id) = applied.as_deref()
         && !commits.contains_key(id)
-        && let Some(c) = store.commit(id)?
+        && let Some(c) = store.blocking().commit(id)?
     {
         commits.insert(id.to_string(), c);
     }
@@ -790,7 +791,7 @@ fn unknown_job(name: &str) -> ApiError {
 /// with its runs and events, and no row.
 pub fn job_detail(state: &ApiState, name: &str) -> Result<(JobDetail, Option<JobRow>), ApiError> {
     let store = &state.store;
-    let row = match store.job(name) {
+    let row = match store.blocking().job(name) {
         Ok(Some(row)) => row,
         Ok(None) => return Err(unknown_job(name)),
         Err(e @ StoreError::Decode { .. }) => {
@@ -799,34 +800,41 @@ pub fn job_detail(state: &ApiState, name: &str) -> Result<(JobDetail, Option<Job
         Err(e) => return Err(internal(e)),
     };
     let commit = match row.desired_commit.as_deref() {
-        Some(c) => store.commit(c).map_err(internal)?,
+        Some(c) => store.blocking().commit(c).map_err(internal)?,
         None => None,
     };
     let commits = commit
         .map(|c| HashMap::from([(c.id.clone(), c)]))
         .unwrap_or_default();
-    let events = store.events(Some(name), EVENTS_SHOWN).map_err(internal)?;
+    let events = store
+        .blocking()
+        .events(Some(name), EVENTS_SHOWN)
+        .map_err(internal)?;
     let restarts = store
+        .blocking()
         .restart_counts()
         .map_err(internal)?
         .get(name)
         .copied()
         .unwrap_or(0);
-    let runs = store.runs(name, RUNS_SHOWN).map_err(internal)?;
+    let runs = store.blocking().runs(name, RUNS_SHOWN).map_err(internal)?;
     let mut savepoints = super::savepoints::savepoints_view(store, name)
         .map_err(internal)?
         .savepoints;
     savepoints.truncate(SAVEPOINTS_SHOWN);
-    let running = store.running_of(name).map_err(internal)?;
+    let running = store.blocking().running_of(name).map_err(internal)?;
     let list_row = JobListRow::of(&row);
-    let v = store.versions(name).map_err(internal)?;
+    let v = store.blocking().versions(name).map_err(internal)?;
     let versions = Some(VersionsView {
         running_hash: row.applied_hash.clone(),
         refused_hash: v.refused_hash,
         refused_commit: v.refused_commit,
         refused_reason: v.refused_reason,
     });
-    let facts = store.condition_rows(Some(&[name])).map_err(internal)?;
+    let facts = store
+        .blocking()
+        .condition_rows(Some(&[name]))
+        .map_err(internal)?;
     let extra = Extra {
         commits: &commits,
         restarts,
@@ -844,6 +852,7 @@ pub fn job_detail(state: &ApiState, name: &str) -> Result<(JobDetail, Option<Job
     runs_with_host_wait(state, name, &mut runs);
     let mut job = with_host_wait(state, job_view(&state.settings.get(), &list_row, extra));
     job.held = store
+        .blocking()
         .held_changes()
         .map_err(internal)?
         .iter()
@@ -870,22 +879,29 @@ fn unreadable_detail(state: &ApiState, name: &str, why: &str) -> Result<JobDetai
         limit: 1,
         ..Default::default()
     };
-    let Some(mut list_row) = store.job_page(&q).map_err(internal)?.pop() else {
+    let Some(mut list_row) = store.blocking().job_page(&q).map_err(internal)?.pop() else {
         return Err(unknown_job(name));
     };
     list_row.unreadable = Some(why.to_string());
     let commits = match list_row.desired_commit.as_deref() {
         Some(c) => store
+            .blocking()
             .commit(c)
             .map_err(internal)?
             .map(|c| HashMap::from([(c.id.clone(), c)]))
             .unwrap_or_default(),
         None => HashMap::new(),
     };
-    let events = store.events(Some(name), EVENTS_SHOWN).map_err(internal)?;
-    let runs = store.runs(name, RUNS_SHOWN).map_err(internal)?;
-    let running = store.running_of(name).map_err(internal)?;
-    let facts = store.condition_rows(Some(&[name])).map_err(internal)?;
+    let events = store
+        .blocking()
+        .events(Some(name), EVENTS_SHOWN)
+        .map_err(internal)?;
+    let runs = store.blocking().runs(name, RUNS_SHOWN).map_err(internal)?;
+    let running = store.blocking().running_of(name).map_err(internal)?;
+    let facts = store
+        .blocking()
+        .condition_rows(Some(&[name]))
+        .map_err(internal)?;
     let extra = Extra {
         commits: &commits,
         restarts: list_row.restarts,

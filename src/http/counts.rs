@@ -43,7 +43,7 @@ struct Inputs {
 impl Inputs {
     fn now(state: &ApiState) -> Result<Inputs, StoreError> {
         // The generation first: a write after it makes these inputs old.
-        let generation = state.store.generation()?;
+        let generation = state.store.blocking().generation()?;
         let host = &state.reconciler.context().host;
         let mut names = host.waiting_jobs();
         names.sort();
@@ -101,7 +101,7 @@ pub fn counts(state: &ApiState) -> Result<Arc<Counts>, StoreError> {
         let waiting: Vec<&str> = waiting.iter().map(|(n, _)| n.as_str()).collect();
         let (problems, conditions) = shown::problems(state, &envs, &waiting)?;
         Ok(Counts {
-            states: state.store.job_state_counts()?,
+            states: state.store.blocking().job_state_counts()?,
             problems,
             conditions,
         })

@@ -160,8 +160,8 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         let counts = counts::counts(&st)?;
         Ok::<_, crate::store::StoreError>(Snapshot {
             jobs_by_state: counts.states.clone(),
-            jobs_unreadable: st.store.unreadable_jobs()?,
-            applied_commit: st.store.applied_commit()?,
+            jobs_unreadable: st.store.blocking().unreadable_jobs()?,
+            applied_commit: st.store.blocking().applied_commit()?,
             store_write_errors: st.store.write_errors(),
             store_read_errors: st.store.read_errors(),
             alerts: st.alerter.as_ref().map(Alerter::stats).unwrap_or_default(),

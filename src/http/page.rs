@@ -720,7 +720,7 @@ pub async fn status_page(
             Err(e) => return Ok(Err(e)),
         };
         let view = jobs_view(&state, &q)?;
-        let events = state.store.events(None, RECENT_EVENTS)?;
+        let events = state.store.blocking().events(None, RECENT_EVENTS)?;
         let events: Vec<EventView> = events.iter().map(EventView::of).collect();
         let clusters = clusters_html(&super::clusters::clusters_view(&state));
         let counts = super::counts::counts(&state)?;

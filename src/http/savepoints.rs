@@ -62,11 +62,11 @@ pub struct SavepointsView {
 
 /// The savepoints of `job` (which must be known to the store), newest first.
 pub fn savepoints_view(store: &Store, job: &str) -> Result<SavepointsView, StoreError> {
-    let started_from = match store.running_of(job)? {
-        Some(r) => store.run_start(r.run_id)?,
+    let started_from = match store.blocking().running_of(job)? {
+        Some(r) => store.blocking().run_start(r.run_id)?,
         None => None,
     };
-    let rows = store.savepoint_history(job, LISTED)?;
+    let rows = store.blocking().savepoint_history(job, LISTED)?;
     let view = |e: SavepointEntry| SavepointView {
         id: e.id,
         time: e.time,
@@ -90,7 +90,7 @@ pub fn savepoints_view(store: &Store, job: &str) -> Result<SavepointsView, Store
 /// `GET /api/v1/jobs/{name}/savepoints`; 404 for a job the store does not know.
 pub async fn list(State(state): State<Arc<ApiState>>, UrlPath(name): UrlPath<String>) -> Response {
     let result = tokio::task::spawn_blocking(move || {
-        let known = match state.store.job(&name) {
+        let known = match state.store.blocking().job(&name) {
             Ok(row) => row.is_some(),
             // A row that does not decode whole is still a job with a history.
             Err(StoreError::Decode { .. }) => true,
@@ -135,7 +135,7 @@ pub async fn take(
     }
     let st = state.clone();
     let job = name.clone();
-    let known = tokio::task::spawn_blocking(move || st.store.job(&job)).await;
+    let known = tokio::task::spawn_blocking(move || st.store.blocking().job(&job)).await;
     match known {
         Ok(Ok(Some(row))) if row.desired.is_some() || row.applied.is_some() => {}
         Ok(Ok(_)) => {

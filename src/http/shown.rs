@@ -182,8 +182,8 @@ pub fn problems(
         .collect();
     let mut names = Vec::new();
     let mut counts: HashMap<ConditionKind, u64> = HashMap::new();
-    for (name, row) in &state.store.problem_rows(&down, waiting)? {
-        let running = state.store.running_of(name)?;
+    for (name, row) in &state.store.blocking().problem_rows(&down, waiting)? {
+        let running = state.store.blocking().running_of(name)?;
         let conditions = shown(state, envs, name, Some(row), running.as_ref()).conditions;
         for c in &conditions {
             *counts.entry(c.kind()).or_default() += 1;

@@ -202,7 +202,7 @@ impl Actor {
         // made every job's task 2.3 KB instead of 0.5 KB).
         Box::pin(self.finish_rollback()).await;
         loop {
-            self.arm_savepoints_if_changed();
+            self.arm_savepoints_if_changed().await;
             let deadline = self.next_deadline();
             let done = tokio::select! {
                 () = self.cancel.cancelled() => {
@@ -254,7 +254,7 @@ impl Actor {
     /// daemon stops.
     async fn init_when_read(&mut self) -> bool {
         loop {
-            let read = self.init();
+            let read = self.init().await;
             if let Some(found) = self
                 .ctx
                 .store
@@ -276,8 +276,8 @@ impl Actor {
     /// failed is not retried), the latest savepoint, and the cluster runs it left. False when
     /// the store has no such job; an error when the store cannot be read (nothing was adopted
     /// then, and calling it again starts afresh).
-    fn init(&mut self) -> Result<bool, StoreError> {
-        let Some(row) = self.ctx.store.job(&self.name)? else {
+    async fn init(&mut self) -> Result<bool, StoreError> {
+        let Some(row) = self.ctx.store.job(&self.name).await? else {
             return Ok(false);
         };
         self.commit = row.desired_commit.clone();
@@ -287,7 +287,7 @@ impl Actor {
         if !changed && row.state == JobState::GaveUp {
             self.standing = Standing::GaveUp;
         }
-        self.load_versions(row.desired_hash.as_deref())?;
+        self.load_versions(row.desired_hash.as_deref()).await?;
         // A version whose build or deploy failed is not retried (the typed record says which).
         if let Some(failed) = &self.versions.failed
             && changed
@@ -296,15 +296,15 @@ impl Actor {
         {
             self.stalled = Some(failed.hash.clone());
         }
-        self.resume_restarts()?;
-        self.adopt()?;
+        self.resume_restarts().await?;
+        self.adopt().await?;
         Ok(true)
     }
 
     /// The file asks again for the deployed version (a revert): a failed or rolled back
     /// version is forgotten, so that asking for it again tries it again, and a `rolled_back`
     /// state shows what runs.
-    fn back_to_what_runs(&mut self, state: JobState) {
+    async fn back_to_what_runs(&mut self, state: JobState) {
         self.stalled = None;
         let failed = self
             .versions
@@ -320,33 +320,35 @@ impl Actor {
         self.versions.refused_hash = None;
         self.versions.refused_commit = None;
         self.versions.refused_reason = None;
-        self.save_versions();
+        self.save_versions().await;
         if state == JobState::RolledBack && !self.live.is_empty() {
-            self.set_state(JobState::Running, None);
+            self.set_state(JobState::Running, None).await;
         }
     }
 
     /// Changes the job's open incidents (drift, unhealthy) in the store: `change` edits what
     /// the store holds.
-    pub(super) fn set_incident(&self, change: impl FnOnce(&mut crate::condition::Incidents)) {
+    pub(super) async fn set_incident(&self, change: impl FnOnce(&mut crate::condition::Incidents)) {
         let store = &self.ctx.store;
-        let Some(mut incidents) =
-            store.read_or_log(Some(&self.name), "incidents", store.incidents(&self.name))
-        else {
+        let Some(mut incidents) = store.read_or_log(
+            Some(&self.name),
+            "incidents",
+            store.incidents(&self.name).await,
+        ) else {
             return;
         };
         change(&mut incidents);
         store.record(
             Some(&self.name),
             "incidents",
-            store.set_incidents(&self.name, &incidents),
+            store.set_incidents(&self.name, &incidents).await,
         );
     }
 
     /// Records the version that failed (typed, in the `versions` row).
-    pub(super) fn record_failure(&mut self, failure: Failure) {
+    pub(super) async fn record_failure(&mut self, failure: Failure) {
         self.versions.failed = Some(failure);
-        self.save_versions();
+        self.save_versions().await;
     }
 
     pub(super) fn scope(&self) -> Scope<'_> {
@@ -356,19 +358,19 @@ impl Actor {
     /// Records an event of this job (see [`super::Emitter::emit`]).
     /// Records `event` (of run `run_id`); a start event of the latest submitted run says what
     /// that run started from.
-    pub(super) fn event(&self, run_id: Option<i64>, event: &JobEvent) {
+    pub(super) async fn event(&self, run_id: Option<i64>, event: &JobEvent) {
         match &self.started_from {
             Some((run, from)) if run_id == Some(*run) => {
                 let event = event.with_start(from);
-                self.ctx.events.emit(self.scope().run(run_id), &event);
+                self.ctx.events.emit(self.scope().run(run_id), &event).await;
             }
             _ => {
-                self.ctx.events.emit(self.scope().run(run_id), event);
+                self.ctx.events.emit(self.scope().run(run_id), event).await;
             }
         }
     }
 
-    pub(super) fn set_state(&self, state: JobState, reason: Option<&str>) {
+    pub(super) async fn set_state(&self, state: JobState, reason: Option<&str>) {
         // A job that was rolled back shows it while its previous version runs.
         let (state, reason) = match (&self.versions.refused_reason, state) {
             (Some(why), JobState::Running) => (JobState::RolledBack, Some(why.as_str())),
@@ -378,7 +380,7 @@ impl Actor {
         store.record(
             Some(&self.name),
             "state",
-            store.set_state(&self.name, state, reason),
+            store.set_state(&self.name, state, reason).await,
         );
     }
 
@@ -393,19 +395,20 @@ impl Actor {
     /// The job's row, `None` once the store has no such job. A row that cannot be read is
     /// logged and counted, and the actor converges again after the next wait of the engine
     /// backoff (see [`error_policy`]): `Err(())` then, and the caller does nothing more now.
-    fn load(&mut self, what: &str) -> Result<Option<JobRow>, ()> {
-        let read = self.ctx.store.job(&self.name);
+    async fn load(&mut self, what: &str) -> Result<Option<JobRow>, ()> {
+        let read = self.ctx.store.job(&self.name).await;
         if let Some(row) = self.ctx.store.read_or_log(Some(&self.name), what, read) {
             return Ok(row);
         }
         let after = self.engine_retry.backoff.peek();
-        self.on_error(Stall::Nothing, StepError::Waiting { after });
+        self.on_error(Stall::Nothing, StepError::Waiting { after })
+            .await;
         Err(())
     }
 
     /// Brings the job to its desired state; true when the actor is done (job removed).
     pub(super) async fn converge(&mut self) -> bool {
-        let Ok(row) = self.load("job") else {
+        let Ok(row) = self.load("job").await else {
             return false;
         };
         let Some(row) = row else {
@@ -420,7 +423,7 @@ impl Actor {
         if let Desired::Spec { hash, .. } = want
             && self.applied.as_ref().map(|a| a.hash.as_str()) == Some(hash)
         {
-            self.back_to_what_runs(row.state);
+            self.back_to_what_runs(row.state).await;
         }
         if let Desired::Spec { hash, .. } = want
             && self.applied.as_ref().map(|a| a.hash.as_str()) != Some(hash)
@@ -434,7 +437,7 @@ impl Actor {
             if let Some(w) = &mut self.host_wait {
                 w.start = None;
             }
-            self.new_commit(hash);
+            self.new_commit(hash).await;
         }
         let action = match decide::decide(&want, &self.observed(row.state)) {
             Ok(action) => action,
@@ -446,7 +449,7 @@ impl Actor {
                     Then::RetryAfter(after) if self.restart_within(after) || self.host_within(after)
                 );
                 if !restart_ends_it {
-                    self.on_error(Stall::Nothing, err);
+                    self.on_error(Stall::Nothing, err).await;
                 }
                 return false;
             }
@@ -472,7 +475,7 @@ impl Actor {
                 self.start(JobEvent::Started { why: why.into() }, false)
                     .await;
                 if !self.live.is_empty() {
-                    self.set_state(JobState::Running, None);
+                    self.set_state(JobState::Running, None).await;
                 }
                 Ok(())
             }
@@ -484,16 +487,17 @@ impl Actor {
                 Ok(())
             }
             (Action::Schedule { show_pending }, _) => {
-                self.schedule_next(true);
+                self.schedule_next(true).await;
                 if show_pending {
-                    self.set_state(JobState::Pending, Some("waiting for its schedule"));
+                    self.set_state(JobState::Pending, Some("waiting for its schedule"))
+                        .await;
                 }
                 Ok(())
             }
             (Action::Nothing, _) => Ok(()),
         };
         if let Err(err) = result {
-            self.on_error(Stall::Version(hash), err);
+            self.on_error(Stall::Version(hash), err).await;
         }
         false
     }
@@ -545,7 +549,7 @@ impl Actor {
 
     /// Carries out what [`error_policy`] says of a failed step. `stall` names what a stalled
     /// step holds back: a version (its hash) or a followed project commit.
-    pub(super) fn on_error(&mut self, stall: Stall, err: StepError) {
+    pub(super) async fn on_error(&mut self, stall: Stall, err: StepError) {
         match (error_policy(&err), err) {
             (Then::Stall { stage, .. }, StepError::Stalled { kind, reason }) => {
                 let event = if kind == EventKind::BuildFailed {
@@ -557,7 +561,7 @@ impl Actor {
                         reason: reason.clone(),
                     }
                 };
-                self.event(None, &event);
+                self.event(None, &event).await;
                 match stall {
                     Stall::Version(hash) => {
                         self.stalled = Some(hash.clone());
@@ -566,13 +570,14 @@ impl Actor {
                             commit: self.commit.clone(),
                             stage,
                             reason: reason.clone(),
-                        });
+                        })
+                        .await;
                         // A job whose previous version runs shows `running`; the condition
                         // (`build_failed`, `deploy_failed`) says what was refused.
                         if self.live.is_empty() {
-                            self.set_state(JobState::Failed, Some(&reason));
+                            self.set_state(JobState::Failed, Some(&reason)).await;
                         } else {
-                            self.set_state(JobState::Running, None);
+                            self.set_state(JobState::Running, None).await;
                         }
                     }
                     Stall::Follow(commit) => self.follow_failed = Some(commit),
@@ -580,9 +585,9 @@ impl Actor {
                 }
             }
             (Then::RetryAfter(after), _) => self.retry_after(after),
-            (Then::WaitOnHost, StepError::Host { fault }) => self.wait_on_host(fault, None),
+            (Then::WaitOnHost, StepError::Host { fault }) => self.wait_on_host(fault, None).await,
             (Then::Backoff, StepError::Transient { reason, ran_for }) => {
-                self.schedule_restart(&reason, ran_for);
+                self.schedule_restart(&reason, ran_for).await;
             }
             _ => {}
         }
@@ -624,7 +629,7 @@ impl Actor {
             .await;
         self.stop_cause = crate::store::SavepointCause::Upgrade;
         if let Err(err) = stopped {
-            self.on_error(Stall::Nothing, err);
+            self.on_error(Stall::Nothing, err).await;
             return false;
         }
         self.applied = None;
@@ -632,15 +637,17 @@ impl Actor {
         store.record(
             Some(&self.name),
             "applied spec",
-            store.set_applied(&self.name, None),
+            store.set_applied(&self.name, None).await,
         );
-        self.set_state(JobState::Stopped, Some("job file removed"));
+        self.set_state(JobState::Stopped, Some("job file removed"))
+            .await;
         self.event(
             None,
             &JobEvent::Stopped {
                 why: "job file removed: stopped, history kept".into(),
             },
-        );
+        )
+        .await;
         true
     }
 
@@ -673,11 +680,12 @@ impl Actor {
             artifact,
             commit: self.commit.clone(),
         });
-        self.record_applied();
+        self.record_applied().await;
         if set_state {
-            self.set_state(JobState::Suspended, Some("suspend: true"));
+            self.set_state(JobState::Suspended, Some("suspend: true"))
+                .await;
             if changed {
-                self.event(None, &JobEvent::Suspended);
+                self.event(None, &JobEvent::Suspended).await;
             }
         }
         Ok(())
@@ -696,7 +704,10 @@ impl Actor {
         self.timers.restart = None;
         self.restarts.reset();
         // A row that cannot be read drops the restart: the job converges again later.
-        let Ok(row) = self.load(&format!("job, for a restart asked for by {who}")) else {
+        let Ok(row) = self
+            .load(&format!("job, for a restart asked for by {who}"))
+            .await
+        else {
             return false;
         };
         let desired = row.and_then(|r| r.desired_hash);
@@ -714,19 +725,19 @@ impl Actor {
         let (batch, keep_state) = (applied.is_batch(), applied.spec.upgrade.keeps_state());
         let why = format!("restart asked for by {who}");
         if let Err(err) = self.stop_all(&why, keep_state).await {
-            self.on_error(Stall::Nothing, err);
+            self.on_error(Stall::Nothing, err).await;
             return false;
         }
         // A start of its own: it spends no restart attempt and is not counted as a restart.
         self.start(JobEvent::Started { why }, batch).await;
         if batch && self.timers.fire.is_none() {
-            self.schedule_next(false); // a batch job that gave up is scheduled again
+            self.schedule_next(false).await; // a batch job that gave up is scheduled again
         }
         false
     }
 
     /// Records the deployed version in the store.
-    pub(super) fn record_applied(&self) {
+    pub(super) async fn record_applied(&self) {
         let Some(d) = &self.applied else {
             return;
         };
@@ -740,7 +751,7 @@ impl Actor {
         store.record(
             Some(&self.name),
             "applied spec",
-            store.set_applied(&self.name, Some(applied)),
+            store.set_applied(&self.name, Some(applied)).await,
         );
     }
 
@@ -802,7 +813,7 @@ mod tests {
     use crate::store::{RunRow, Store};
 
     fn live_runs(store: &Store) -> Vec<RunRow> {
-        store.live_runs().unwrap()
+        store.blocking().live_runs().unwrap()
     }
 
     #[tokio::test]
@@ -817,7 +828,7 @@ mod tests {
         reconciler.poke("a");
         wait_for("two failed reads", || ctx.store.read_errors() >= 2).await;
         assert!(
-            ctx.store.runs("a", 5).unwrap().is_empty(),
+            ctx.store.blocking().runs("a", 5).unwrap().is_empty(),
             "nothing started"
         );
         set_desired(dir.path(), &good);
@@ -841,7 +852,10 @@ mod tests {
             hash: "h1".into(),
         };
         let commit = crate::store::CommitRecord::default();
-        ctx.store.apply_commit(&commit, &[update], &[]).unwrap();
+        ctx.store
+            .blocking()
+            .apply_commit(&commit, &[update], &[])
+            .unwrap();
         let cancel = CancellationToken::new();
         let reconciler = super::super::Reconciler::new(ctx.clone(), cancel.clone());
         let mut exits = ctx.engines.take_exits().unwrap();
@@ -851,10 +865,10 @@ mod tests {
                 r.exited(exit);
             }
         });
-        let runs = || ctx.store.runs("b", 10).unwrap();
+        let runs = || ctx.store.blocking().runs("b", 10).unwrap();
         reconciler.poke("b");
         wait_for("the job in backoff", || {
-            ctx.store.job("b").unwrap().unwrap().state == JobState::Backoff
+            ctx.store.blocking().job("b").unwrap().unwrap().state == JobState::Backoff
         })
         .await;
         // Each poke converges: the job waits for its restart, it is not started again now.
@@ -874,6 +888,7 @@ mod tests {
         let restarted: Vec<_> = ctx
             .store
             .events(Some("b"), 50)
+            .await
             .unwrap()
             .into_iter()
             .filter(|e| e.kind == EventKind::Restarted)
@@ -920,9 +935,12 @@ mod tests {
             hash: "h1".into(),
         };
         let commit = crate::store::CommitRecord::default();
-        ctx.store.apply_commit(&commit, &[update], &[]).unwrap();
+        ctx.store
+            .blocking()
+            .apply_commit(&commit, &[update], &[])
+            .unwrap();
         let restarts = |ctx: &Context| -> Vec<Attempt> {
-            let events = ctx.store.events(Some("c"), 100).unwrap();
+            let events = ctx.store.blocking().events(Some("c"), 100).unwrap();
             let mut a: Vec<_> = events
                 .iter()
                 .filter(|e| e.kind == EventKind::Restarted)
@@ -943,7 +961,7 @@ mod tests {
         let (reconciler, cancel, forward) = daemon(&ctx);
         reconciler.poke("c");
         wait_for("gave up", || {
-            ctx.store.job("c").unwrap().unwrap().state == JobState::GaveUp
+            ctx.store.blocking().job("c").unwrap().unwrap().state == JobState::GaveUp
         })
         .await;
         assert_eq!(
@@ -951,7 +969,7 @@ mod tests {
             [Attempt { n: 1, of: 2 }, Attempt { n: 2, of: 2 }],
             "two restarts within the window, across the daemon restart"
         );
-        let events = ctx.store.events(Some("c"), 100).unwrap();
+        let events = ctx.store.blocking().events(Some("c"), 100).unwrap();
         let gave_up = events.iter().find(|e| e.kind == EventKind::GaveUp).unwrap();
         assert!(
             gave_up
@@ -960,7 +978,7 @@ mod tests {
             "{}",
             gave_up.message
         );
-        assert_eq!(ctx.store.restart_counts().unwrap().get("c"), Some(&2));
+        assert_eq!(ctx.store.restart_counts().await.unwrap().get("c"), Some(&2));
         cancel.cancel();
         reconciler.wait().await;
         forward.abort();
@@ -988,9 +1006,12 @@ mod tests {
             id: "c2".into(),
             ..Default::default()
         };
-        ctx.store.apply_commit(&commit, &[update], &[]).unwrap();
+        ctx.store
+            .blocking()
+            .apply_commit(&commit, &[update], &[])
+            .unwrap();
         reconciler.poke("a");
-        let events = || ctx.store.events(Some("a"), 100).unwrap();
+        let events = || ctx.store.blocking().events(Some("a"), 100).unwrap();
         wait_for("deploy_failed", || {
             events().iter().any(|e| e.kind == EventKind::DeployFailed)
         })
@@ -1007,7 +1028,7 @@ mod tests {
             !events.iter().any(|e| e.kind == EventKind::Restarted),
             "{events:#?}"
         );
-        assert_eq!(ctx.store.restart_counts().unwrap().get("a"), None);
+        assert_eq!(ctx.store.restart_counts().await.unwrap().get("a"), None);
         cancel.cancel();
         reconciler.wait().await;
         forward.abort();
@@ -1030,10 +1051,10 @@ mod tests {
         .unwrap();
         let (reconciler, cancel, forward) = daemon(&ctx);
         reconciler.poke("a");
-        let events = || ctx.store.events(Some("a"), 100).unwrap();
+        let events = || ctx.store.blocking().events(Some("a"), 100).unwrap();
         // A host fault is the daemon's event (one per episode, whichever job met it).
         let fault = || {
-            let all = ctx.store.events(None, 100).unwrap();
+            let all = ctx.store.blocking().events(None, 100).unwrap();
             all.into_iter().find(|e| e.kind == EventKind::HostFault)
         };
         wait_for("host_fault", || fault().is_some()).await;
@@ -1059,7 +1080,7 @@ mod tests {
                 "{kind}: {events:#?}"
             );
         }
-        assert_eq!(ctx.store.restart_counts().unwrap().get("a"), None);
+        assert_eq!(ctx.store.restart_counts().await.unwrap().get("a"), None);
         cancel.cancel();
         reconciler.wait().await;
         forward.abort();
@@ -1092,7 +1113,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let live: Vec<i64> = live_runs(&ctx.store).iter().map(|r| r.id).collect();
         assert_eq!(live, [run], "the job runs once, its run kept");
-        let row = ctx.store.job("a").unwrap().unwrap();
+        let row = ctx.store.job("a").await.unwrap().unwrap();
         assert_eq!(row.state, JobState::Running);
         cancel.cancel();
         reconciler.wait().await;

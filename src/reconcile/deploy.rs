@@ -53,17 +53,17 @@ impl Actor {
         };
         if self.applied.is_none() && new.spec.adopt.is_some() && !self.live.is_empty() {
             // Adopted by a daemon that stopped before it recorded the version.
-            self.finish_adoption(new);
+            self.finish_adoption(new).await;
             return Ok(());
         }
-        if self.first_adoption(&new) {
+        if self.first_adoption(&new).await {
             return self.take_over(new).await;
         }
         if matches!(action, Action::InPlace | Action::Unchanged) && same_artifact {
             return self.apply_in_place(new, &reasons).await;
         }
         if new.is_batch() {
-            self.deploy_batch(new, &reasons);
+            self.deploy_batch(new, &reasons).await;
             return Ok(());
         }
         self.deploy_service(new, &reasons).await
@@ -73,11 +73,11 @@ impl Actor {
     async fn apply_in_place(&mut self, new: Deployed, reasons: &str) -> Result<(), StepError> {
         let batch = new.is_batch();
         self.applied = Some(new);
-        self.record_applied();
+        self.record_applied().await;
         let why = format!("applied in place: {reasons}");
-        self.event(None, &JobEvent::Updated { why });
+        self.event(None, &JobEvent::Updated { why }).await;
         if batch && self.timers.fire.is_none() {
-            self.schedule_next(false);
+            self.schedule_next(false).await;
         } else if !batch && self.live.is_empty() {
             // A new commit clears `gave_up` and a pending retry: the job runs again.
             let why = "run submitted after a new commit".to_string();
@@ -88,41 +88,42 @@ impl Actor {
 
     /// A batch job's new version: the next tick runs it; a run in progress finishes as it
     /// started.
-    fn deploy_batch(&mut self, new: Deployed, reasons: &str) {
+    async fn deploy_batch(&mut self, new: Deployed, reasons: &str) {
         self.applied = Some(new);
-        self.record_applied();
+        self.record_applied().await;
         self.timers.fire = None;
-        self.schedule_next(false);
+        self.schedule_next(false).await;
         let next = self
             .fire_at
             .map(|t| t.to_rfc3339())
             .unwrap_or_else(|| "never".into());
         let why = format!("{reasons}; next run at {next}");
-        self.event(None, &JobEvent::Deployed { why });
+        self.event(None, &JobEvent::Deployed { why }).await;
         if self.live.is_empty() {
-            self.set_state(JobState::Pending, Some("waiting for its schedule"));
+            self.set_state(JobState::Pending, Some("waiting for its schedule"))
+                .await;
         }
     }
 
     /// A service job's new version: check it can start, stop the old one, start the new one;
     /// when the new one is refused, the old one starts again.
     async fn deploy_service(&mut self, new: Deployed, reasons: &str) -> Result<(), StepError> {
-        if self.live_runs_are(&new.hash) {
+        if self.live_runs_are(&new.hash).await {
             // A previous daemon submitted this very version and stopped before it recorded the
             // deploy: the run it left (adopted) is the new version; nothing is stopped or
             // submitted again. It is on probation as a deploy recorded now, with the version it
             // replaced (restarted from the savepoint its stop took, the newest the store knows)
             // to roll back to.
             let previous = self.applied.replace(new);
-            self.record_applied();
+            self.record_applied().await;
             let run_id = self.live.first().map(|l| l.run_id);
             let why = format!("{reasons} (its run was submitted before the daemon restarted)");
-            self.event(run_id, &JobEvent::Deployed { why });
-            self.set_state(JobState::Running, None);
-            self.start_probation(previous, self.restore.clone());
+            self.event(run_id, &JobEvent::Deployed { why }).await;
+            self.set_state(JobState::Running, None).await;
+            self.start_probation(previous, self.restore.clone()).await;
             return Ok(());
         }
-        self.set_state(JobState::Deploying, Some(reasons));
+        self.set_state(JobState::Deploying, Some(reasons)).await;
         self.preflight(&new.spec, new.artifact.as_ref())
             .await
             .map_err(|reason| stalled(EventKind::DeployFailed, reason.to_string()))?;
@@ -139,7 +140,7 @@ impl Actor {
         self.last_state = None;
         if let Err(err) = stopped {
             let why = "waiting for the cluster to stop the running version";
-            self.set_state(JobState::Deploying, Some(why));
+            self.set_state(JobState::Deploying, Some(why)).await;
             return Err(err);
         }
         if !keep_state {
@@ -165,10 +166,10 @@ impl Actor {
         };
         match submitted {
             Ok(run_id) => {
-                self.record_applied();
+                self.record_applied().await;
                 let why = reasons.to_string();
-                self.event(Some(run_id), &JobEvent::Deployed { why });
-                self.start_probation(previous, restore);
+                self.event(Some(run_id), &JobEvent::Deployed { why }).await;
+                self.start_probation(previous, restore).await;
                 Ok(())
             }
             Err(err) => {
@@ -209,8 +210,8 @@ impl Actor {
             from.location(),
             to.location()
         );
-        self.set_state(JobState::Deploying, Some(&why));
-        let refused = |actor: &mut Actor, reason: String| {
+        self.set_state(JobState::Deploying, Some(&why)).await;
+        let refused = async |actor: &mut Actor, reason: String| {
             actor.pinned = Some(super::actor::Pinned {
                 refused_by: to.cluster(),
                 engine: from.clone(),
@@ -220,32 +221,36 @@ impl Actor {
                 to.location(),
                 from.location()
             );
-            actor.event(
-                None,
-                &JobEvent::DeployFailed {
-                    reason: reason.clone(),
-                },
-            );
+            actor
+                .event(
+                    None,
+                    &JobEvent::DeployFailed {
+                        reason: reason.clone(),
+                    },
+                )
+                .await;
             // Typed: the condition `deploy_failed` holds while the job runs on the former
             // cluster and its env names this one.
-            actor.record_failure(Failure {
-                hash: applied.hash.clone(),
-                commit: applied.commit.clone(),
-                stage: Stage::Move,
-                reason,
-            });
+            actor
+                .record_failure(Failure {
+                    hash: applied.hash.clone(),
+                    commit: applied.commit.clone(),
+                    stage: Stage::Move,
+                    reason,
+                })
+                .await;
         };
         if let Err(reason) = self
             .preflight(&applied.spec, applied.artifact.as_ref())
             .await
         {
-            refused(self, reason.to_string());
-            self.set_state(JobState::Running, None);
+            refused(self, reason.to_string()).await;
+            self.set_state(JobState::Running, None).await;
             return Ok(());
         }
         if let Some(why) = self.state_move_refused(&applied.spec).await {
-            refused(self, why);
-            self.set_state(JobState::Running, None);
+            refused(self, why).await;
+            self.set_state(JobState::Running, None).await;
             return Ok(());
         }
         let keep_state = applied.spec.upgrade.keeps_state();
@@ -255,7 +260,7 @@ impl Actor {
         self.last_state = None;
         if let Err(err) = stopped {
             let why = "waiting for the former cluster to stop the job";
-            self.set_state(JobState::Deploying, Some(why));
+            self.set_state(JobState::Deploying, Some(why)).await;
             return Err(err);
         }
         if !keep_state {
@@ -271,12 +276,12 @@ impl Actor {
         };
         match submitted {
             Ok(run_id) => {
-                self.event(Some(run_id), &JobEvent::Deployed { why });
+                self.event(Some(run_id), &JobEvent::Deployed { why }).await;
                 Ok(())
             }
             Err(SubmitError::Host(fault)) => Err(StepError::Host { fault }),
             Err(SubmitError::Refused(reason)) => {
-                refused(self, reason);
+                refused(self, reason).await;
                 let from_where = self.restore.clone().unwrap_or_else(|| "its start".into());
                 match self.submit(false).await {
                     Ok(run_id) => {
@@ -284,12 +289,12 @@ impl Actor {
                             "started again on {} from {from_where} after the move was refused",
                             from.location()
                         );
-                        self.event(Some(run_id), &JobEvent::Started { why });
-                        self.set_state(JobState::Running, None);
+                        self.event(Some(run_id), &JobEvent::Started { why }).await;
+                        self.set_state(JobState::Running, None).await;
                     }
-                    Err(SubmitError::Host(fault)) => self.wait_on_host(fault, None),
+                    Err(SubmitError::Host(fault)) => self.wait_on_host(fault, None).await,
                     Err(SubmitError::Refused(reason)) => {
-                        self.event(None, &JobEvent::Failed { reason });
+                        self.event(None, &JobEvent::Failed { reason }).await;
                     }
                 }
                 Ok(())
@@ -328,11 +333,11 @@ impl Actor {
     }
 
     /// Whether the job has live runs and every one runs the version with spec hash `hash`.
-    fn live_runs_are(&self, hash: &str) -> bool {
+    async fn live_runs_are(&self, hash: &str) -> bool {
         if self.live.is_empty() {
             return false;
         }
-        let read = self.ctx.store.runs(&self.name, 16);
+        let read = self.ctx.store.runs(&self.name, 16).await;
         let Some(runs) = self.ctx.store.read_or_log(Some(&self.name), "runs", read) else {
             return false;
         };
@@ -361,7 +366,8 @@ impl Actor {
                 let live = self.live.remove(pos);
                 let why = live.secrets.mask(&why);
                 let refusal = Refusal::NotRestored { savepoint, why };
-                self.finish_run(run_id, RunState::Failed, Some(&refusal.to_string()));
+                self.finish_run(run_id, RunState::Failed, Some(&refusal.to_string()))
+                    .await;
                 Err(refusal)
             }
             // Still starting, or the cluster did not answer: the health sweep follows it.
@@ -391,14 +397,16 @@ impl Actor {
                 engine: from,
             });
         }
-        self.record_applied();
+        self.record_applied().await;
         match self.submit(false).await {
             Ok(run_id) => {
                 let why = "previous version started again after the failed deploy".to_string();
-                self.event(Some(run_id), &JobEvent::Started { why });
+                self.event(Some(run_id), &JobEvent::Started { why }).await;
             }
-            Err(SubmitError::Host(fault)) => self.wait_on_host(fault, None),
-            Err(SubmitError::Refused(reason)) => self.event(None, &JobEvent::Failed { reason }),
+            Err(SubmitError::Host(fault)) => self.wait_on_host(fault, None).await,
+            Err(SubmitError::Refused(reason)) => {
+                self.event(None, &JobEvent::Failed { reason }).await
+            }
         }
     }
 
@@ -426,7 +434,8 @@ impl Actor {
         }
         let built = match &spec.project {
             Some(project) => {
-                self.set_state(self.idle_or_running(JobState::Building), Some("building"));
+                self.set_state(self.idle_or_running(JobState::Building), Some("building"))
+                    .await;
                 let commit = self.resolve_project(project).await?;
                 Some(self.build_at(project, commit).await?)
             }
@@ -514,7 +523,7 @@ impl Actor {
         let built = JobEvent::Built {
             artifact: artifact.path.clone(),
         };
-        self.event(None, &built);
+        self.event(None, &built).await;
         Ok(artifact)
     }
 
@@ -591,7 +600,7 @@ impl Actor {
         };
         match result {
             Ok(()) => self.follow_failed = None,
-            Err(err) => self.on_error(Stall::Follow(commit), err),
+            Err(err) => self.on_error(Stall::Follow(commit), err).await,
         }
     }
 
@@ -623,10 +632,10 @@ impl Actor {
             artifact: Some(artifact),
             ..current
         });
-        self.record_applied();
+        self.record_applied().await;
         if batch {
             let why = format!("{why}; the next run uses it");
-            self.event(None, &JobEvent::Deployed { why });
+            self.event(None, &JobEvent::Deployed { why }).await;
             return Ok(());
         }
         let submitted = match self.submit(false).await {
@@ -640,7 +649,7 @@ impl Actor {
         match submitted {
             Ok(run_id) => {
                 let why = why.to_string();
-                self.event(Some(run_id), &JobEvent::Deployed { why });
+                self.event(Some(run_id), &JobEvent::Deployed { why }).await;
                 Ok(())
             }
             Err(err) => {

@@ -99,8 +99,8 @@ pub async fn disposal_loop(ctx: Arc<Context>, cancel: CancellationToken) {
 /// failed is tried again only once its backoff in `retries` is over.
 pub async fn pass(ctx: &Context, retries: &mut Retries) -> Result<Disposed, StoreError> {
     let mut out = Disposed::default();
-    for job in ctx.store.jobs_with_savepoints_over(1)? {
-        let row = ctx.store.job(&job)?;
+    for job in ctx.store.jobs_with_savepoints_over(1).await? {
+        let row = ctx.store.job(&job).await?;
         let spec = row
             .as_ref()
             .and_then(|r| r.desired.clone().or(r.applied.clone()));
@@ -114,20 +114,20 @@ pub async fn pass(ctx: &Context, retries: &mut Retries) -> Result<Disposed, Stor
             count: policy.keep_count,
             age_ms: i64::try_from(policy.keep_age.as_millis()).unwrap_or(i64::MAX),
         };
-        for sp in ctx.store.disposable_savepoints(&job, keep)? {
+        for sp in ctx.store.disposable_savepoints(&job, keep).await? {
             if !retries.due(sp.id) {
                 continue;
             }
             match dispose(ctx, env.as_deref(), &sp).await {
                 Ok(how) => {
-                    ctx.store.mark_disposed(sp.id)?;
+                    ctx.store.mark_disposed(sp.id).await?;
                     retries.done(sp.id);
                     ctx.metrics.disposal("disposed");
                     out.disposed += 1;
                     tracing::info!(job = %job, location = %sp.location, "savepoint disposed of ({how})");
                 }
                 Err(why) => {
-                    ctx.store.dispose_failed(sp.id, &why)?;
+                    ctx.store.dispose_failed(sp.id, &why).await?;
                     ctx.metrics.disposal("failed");
                     out.failed += 1;
                     let wait = retries.failed(sp.id);

@@ -57,21 +57,44 @@ impl Emitter {
     /// hands it to the alerter. Returns the stored event's id; a failed store write is logged
     /// and counted (see docs/operations.md, "When a store write fails") and gives `None`, and
     /// the event still goes to the alerter (a full disk does not silence alerts).
-    pub fn emit(&self, scope: Scope<'_>, event: &JobEvent) -> Option<i64> {
-        let (kind, message) = (event.kind(), event.message());
+    pub async fn emit(&self, scope: Scope<'_>, event: &JobEvent) -> Option<i64> {
+        let message = event.message();
         self.log_and_count(scope, event, &message);
-        let job = scope.job;
-        let new = NewEvent {
+        let new = self.new_event(scope, event, &message);
+        let stored = self.store.event(&new).await;
+        self.stored(&new, stored)
+    }
+
+    /// [`Emitter::emit`] for a caller already on a blocking thread (the sync that parses a
+    /// commit, an HTTP handler's blocking part); never call it on a runtime worker.
+    pub fn emit_blocking(&self, scope: Scope<'_>, event: &JobEvent) -> Option<i64> {
+        let message = event.message();
+        self.log_and_count(scope, event, &message);
+        let new = self.new_event(scope, event, &message);
+        let stored = self.store.blocking().event(&new);
+        self.stored(&new, stored)
+    }
+
+    /// The row of `event` in `scope`.
+    fn new_event<'a>(&self, scope: Scope<'a>, event: &JobEvent, message: &'a str) -> NewEvent<'a> {
+        NewEvent {
             job: scope.job,
             run_id: scope.run_id,
             commit_id: scope.commit,
             attempt: event.attempt(),
-            ..NewEvent::new(kind, &message)
-        };
-        let stored = self.store.event(&new);
-        let id = self.store.record(job, format_args!("event {kind}"), stored);
+            ..NewEvent::new(event.kind(), message)
+        }
+    }
+
+    /// The failed-write rule for an event's write; an event not stored still goes to the
+    /// alerter.
+    fn stored(&self, new: &NewEvent<'_>, stored: crate::store::StoreResult<i64>) -> Option<i64> {
+        let kind = new.kind;
+        let id = self
+            .store
+            .record(new.job, format_args!("event {kind}"), stored);
         if id.is_none() {
-            self.store.forward_unstored(&new);
+            self.store.forward_unstored(new);
         }
         id
     }
@@ -104,8 +127,8 @@ mod tests {
     use super::*;
     use crate::metrics::Snapshot;
 
-    #[test]
-    fn an_announced_event_is_counted_as_an_emitted_one_and_stored_by_its_own_write() {
+    #[tokio::test]
+    async fn an_announced_event_is_counted_as_an_emitted_one_and_stored_by_its_own_write() {
         let store = Store::in_memory().unwrap();
         let metrics = Arc::new(Metrics::default());
         let events = Emitter::new(store.clone(), metrics.clone());
@@ -114,14 +137,16 @@ mod tests {
         };
         events.announce(Scope::job("a", Some("c1")), &planned);
         assert!(
-            store.events(Some("a"), 10).unwrap().is_empty(),
+            store.events(Some("a"), 10).await.unwrap().is_empty(),
             "stored by the commit's write, not again"
         );
         let failed = JobEvent::Failed {
             reason: "exit 1".into(),
         };
-        let id = events.emit(Scope::job("a", None).run(Some(4)), &failed);
-        let stored = store.events(Some("a"), 10).unwrap();
+        let id = events
+            .emit(Scope::job("a", None).run(Some(4)), &failed)
+            .await;
+        let stored = store.events(Some("a"), 10).await.unwrap();
         assert_eq!(stored.len(), 1);
         assert_eq!(Some(stored[0].id), id);
         assert_eq!(stored[0].run_id, Some(4));

@@ -99,24 +99,24 @@ impl HostWaits {
     }
 
     /// `fault` was met: the first meeting of an episode raises `host_fault`.
-    pub fn fault(&self, events: &Emitter, fault: &HostFault) {
+    pub async fn fault(&self, events: &Emitter, fault: &HostFault) {
         let new = self.lock().down.insert(fault.resource.clone());
         if new {
             let event = JobEvent::HostFault {
                 fault: fault.clone(),
             };
-            events.emit(Scope::daemon(), &event);
+            events.emit(Scope::daemon(), &event).await;
         }
     }
 
     /// `resource` works again: the episode ends with `host_recovered`.
-    pub fn recovered(&self, events: &Emitter, resource: &Resource) {
+    pub async fn recovered(&self, events: &Emitter, resource: &Resource) {
         let was = self.lock().down.remove(resource);
         if was {
             let event = JobEvent::HostRecovered {
                 resource: resource.clone(),
             };
-            events.emit(Scope::daemon(), &event);
+            events.emit(Scope::daemon(), &event).await;
         }
     }
 
@@ -157,8 +157,8 @@ mod tests {
     use crate::event::EventKind;
     use crate::store::Store;
 
-    #[test]
-    fn an_episode_is_one_host_fault_and_one_host_recovered_per_resource() {
+    #[tokio::test]
+    async fn an_episode_is_one_host_fault_and_one_host_recovered_per_resource() {
         let store = Store::in_memory().unwrap();
         let events = Emitter::new(store.clone(), Arc::default());
         let waits = HostWaits::new(Path::new("/srv/state"));
@@ -171,15 +171,16 @@ mod tests {
         let elsewhere = waits.named(HostFault::new(Resource::Disk("/tmp".into()), "full"));
         assert_eq!(elsewhere.resource, Resource::Disk("/tmp".into()));
         for _ in 0..5 {
-            waits.fault(&events, &disk);
+            waits.fault(&events, &disk).await;
         }
         let fds = HostFault::new(Resource::FileDescriptors, "Too many open files");
-        waits.fault(&events, &fds);
-        waits.recovered(&events, &disk.resource);
-        waits.recovered(&events, &disk.resource);
+        waits.fault(&events, &fds).await;
+        waits.recovered(&events, &disk.resource).await;
+        waits.recovered(&events, &disk.resource).await;
         assert_eq!(waits.down(), [Resource::FileDescriptors]);
         let kinds: Vec<EventKind> = store
             .events(None, 10)
+            .await
             .unwrap()
             .into_iter()
             .rev()
@@ -193,7 +194,7 @@ mod tests {
                 EventKind::HostRecovered
             ]
         );
-        let first = &store.events(None, 10).unwrap()[2];
+        let first = &store.events(None, 10).await.unwrap()[2];
         assert!(first.job.is_none(), "a daemon-wide event");
         assert!(
             first.message.contains("the disk of /srv/state is full"),

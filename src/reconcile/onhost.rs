@@ -50,9 +50,9 @@ impl Actor {
 
     /// Records how a run ended; when the store refuses, the end is kept and written again
     /// once it takes writes, and the job waits on the host meanwhile (never shown running).
-    pub(super) fn finish_run(&mut self, run_id: i64, state: RunState, reason: Option<&str>) {
+    pub(super) async fn finish_run(&mut self, run_id: i64, state: RunState, reason: Option<&str>) {
         let store = &self.ctx.store;
-        let result = store.finish_run(run_id, state, reason);
+        let result = store.finish_run(run_id, state, reason).await;
         if let Err(err) = &result {
             let fault = self.store_fault(err);
             store.record(Some(&self.name), "run end", result);
@@ -61,7 +61,7 @@ impl Actor {
                 state,
                 reason: reason.map(str::to_string),
             });
-            self.note_host_fault(fault);
+            self.note_host_fault(fault).await;
         }
         // The log is masked in place with the secrets the run was given, which are then
         // forgotten (kept while that fails).
@@ -69,9 +69,9 @@ impl Actor {
     }
 
     /// Records a started run's handle; when the store refuses, it is kept and written again.
-    pub(super) fn record_handle(&mut self, run_id: i64, handle: &RunHandle) {
+    pub(super) async fn record_handle(&mut self, run_id: i64, handle: &RunHandle) {
         let store = &self.ctx.store;
-        let result = store.set_run_running(run_id, handle);
+        let result = store.set_run_running(run_id, handle).await;
         if let Err(err) = &result {
             let fault = self.store_fault(err);
             store.record(Some(&self.name), "run handle", result);
@@ -79,13 +79,13 @@ impl Actor {
                 run_id,
                 handle: handle.clone(),
             });
-            self.note_host_fault(fault);
+            self.note_host_fault(fault).await;
         }
     }
 
     /// Writes the records the store refused, oldest first; the first refusal stops and is the
     /// error (the records left stay kept).
-    pub(super) fn flush_unrecorded(&mut self) -> Result<(), HostFault> {
+    pub(super) async fn flush_unrecorded(&mut self) -> Result<(), HostFault> {
         while let Some(first) = self.unrecorded.first() {
             let store = &self.ctx.store;
             let result = match first {
@@ -93,8 +93,10 @@ impl Actor {
                     run_id,
                     state,
                     reason,
-                } => store.finish_run(*run_id, *state, reason.as_deref()),
-                Unrecorded::Handle { run_id, handle } => store.set_run_running(*run_id, handle),
+                } => store.finish_run(*run_id, *state, reason.as_deref()).await,
+                Unrecorded::Handle { run_id, handle } => {
+                    store.set_run_running(*run_id, handle).await
+                }
             };
             if let Err(err) = result {
                 let fault = self.store_fault(&err);
@@ -108,8 +110,8 @@ impl Actor {
 
     /// Whether a run may start: the records the store refused are written first, and the
     /// daemon keeps its reserve of file descriptors ([`crate::host::fds_short`]).
-    pub(super) fn host_ready(&mut self) -> Result<(), HostFault> {
-        self.flush_unrecorded()?;
+    pub(super) async fn host_ready(&mut self) -> Result<(), HostFault> {
+        self.flush_unrecorded().await?;
         match crate::host::fds_short() {
             Some(fault) => Err(fault),
             None => Ok(()),
@@ -119,9 +121,9 @@ impl Actor {
     /// The host ran out of something at a run's start or end: the episode's event (once), the
     /// job's condition, and the next try after the host backoff. A fault met again while
     /// waiting moves the backoff on.
-    pub(super) fn note_host_fault(&mut self, fault: HostFault) {
+    pub(super) async fn note_host_fault(&mut self, fault: HostFault) {
         let fault = self.ctx.host.named(fault);
-        self.ctx.host.fault(&self.ctx.events, &fault);
+        self.ctx.host.fault(&self.ctx.events, &fault).await;
         match &mut self.host_wait {
             Some(w) => {
                 tracing::warn!(job = %self.name, resource = %fault.resource, "still waiting on the host: {}", fault.error);
@@ -144,8 +146,8 @@ impl Actor {
 
     /// A run could not start for a host fault: `start` is tried again when the host allows
     /// (see [`Actor::retry_host`]); no restart attempt is spent and nothing is `deploy_failed`.
-    pub(super) fn wait_on_host(&mut self, fault: HostFault, start: Option<(JobEvent, bool)>) {
-        self.note_host_fault(fault);
+    pub(super) async fn wait_on_host(&mut self, fault: HostFault, start: Option<(JobEvent, bool)>) {
+        self.note_host_fault(fault).await;
         if let (Some(w), Some(start)) = (&mut self.host_wait, start) {
             w.start = Some(start);
         }
@@ -153,7 +155,9 @@ impl Actor {
             // Written where the store takes it (a refused descriptor); where it does not, the
             // condition shown above stands in for it.
             let store = &self.ctx.store;
-            let _ = store.set_state(&self.name, w.state(), Some(&w.reason()));
+            let _ = store
+                .set_state(&self.name, w.state(), Some(&w.reason()))
+                .await;
         }
     }
 
@@ -184,8 +188,8 @@ impl Actor {
     /// waited is tried again (or the job converges). When it all goes through, the job's wait
     /// and the episode end. True when the actor is done.
     pub(super) async fn retry_host(&mut self) -> bool {
-        if let Err(fault) = self.flush_unrecorded() {
-            self.note_host_fault(fault);
+        if let Err(fault) = self.flush_unrecorded().await {
+            self.note_host_fault(fault).await;
             return false;
         }
         let Some(wait) = self.host_wait.take() else {
@@ -208,10 +212,13 @@ impl Actor {
             tracing::info!(job = %self.name, resource = %wait.resource, "no longer waiting on the host");
             self.host_backoff.reset();
             self.ctx.host.set_job(&self.name, None);
-            self.ctx.host.recovered(&self.ctx.events, &wait.resource);
+            self.ctx
+                .host
+                .recovered(&self.ctx.events, &wait.resource)
+                .await;
             if self.live.is_empty() && !done {
                 // The condition shown no longer stands: the store's own state is shown again.
-                self.refresh_idle_state();
+                self.refresh_idle_state().await;
             }
         }
         done
@@ -219,16 +226,17 @@ impl Actor {
 
     /// After a wait on the host that ended with nothing live (a batch job between runs, a job
     /// in backoff): the state the store shows is made true again.
-    fn refresh_idle_state(&self) {
+    async fn refresh_idle_state(&self) {
         let shown = self
             .ctx
             .store
             .job(&self.name)
+            .await
             .ok()
             .flatten()
             .map(|r| r.state);
         if shown == Some(JobState::Running) {
-            self.set_state(JobState::Pending, None);
+            self.set_state(JobState::Pending, None).await;
         }
     }
 }

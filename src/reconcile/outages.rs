@@ -21,23 +21,23 @@ impl Outages {
     }
 
     /// `engine` did not answer.
-    pub fn down(&self, events: &Emitter, engine: &str, why: &str) {
+    pub async fn down(&self, events: &Emitter, engine: &str, why: &str) {
         if self.set().insert(engine.to_string()) {
             let event = JobEvent::EngineUnreachable {
                 engine: engine.to_string(),
                 why: why.to_string(),
             };
-            events.emit(Scope::daemon(), &event);
+            events.emit(Scope::daemon(), &event).await;
         }
     }
 
     /// `engine` answered.
-    pub fn up(&self, events: &Emitter, engine: &str) {
+    pub async fn up(&self, events: &Emitter, engine: &str) {
         if self.set().remove(engine) {
             let event = JobEvent::EngineReachable {
                 engine: engine.to_string(),
             };
-            events.emit(Scope::daemon(), &event);
+            events.emit(Scope::daemon(), &event).await;
         }
     }
 
@@ -54,9 +54,10 @@ mod tests {
     use super::*;
     use crate::store::Store;
 
-    fn kinds(store: &Store) -> Vec<String> {
+    async fn kinds(store: &Store) -> Vec<String> {
         let mut k: Vec<String> = store
             .events(None, 100)
+            .await
             .unwrap()
             .into_iter()
             .map(|e| e.kind.as_str().to_string())
@@ -65,23 +66,25 @@ mod tests {
         k
     }
 
-    #[test]
-    fn an_outage_is_one_engine_unreachable_and_one_engine_reachable_per_cluster() {
+    #[tokio::test]
+    async fn an_outage_is_one_engine_unreachable_and_one_engine_reachable_per_cluster() {
         let store = Store::in_memory().unwrap();
         let events = Emitter::new(store.clone(), Arc::default());
         let outages = Outages::default();
-        outages.up(&events, "flink cluster a"); // answering: nothing to say
+        outages.up(&events, "flink cluster a").await; // answering: nothing to say
         for _ in 0..5 {
-            outages.down(&events, "flink cluster a", "connection refused");
+            outages
+                .down(&events, "flink cluster a", "connection refused")
+                .await;
         }
-        outages.down(&events, "flink cluster b", "timeout");
+        outages.down(&events, "flink cluster b", "timeout").await;
         assert!(outages.is_down("flink cluster a"));
-        outages.up(&events, "flink cluster a");
-        outages.up(&events, "flink cluster a");
+        outages.up(&events, "flink cluster a").await;
+        outages.up(&events, "flink cluster a").await;
         assert!(!outages.is_down("flink cluster a"));
-        outages.down(&events, "flink cluster a", "again");
+        outages.down(&events, "flink cluster a", "again").await;
         assert_eq!(
-            kinds(&store),
+            kinds(&store).await,
             [
                 "engine_unreachable",
                 "engine_unreachable",
@@ -89,7 +92,7 @@ mod tests {
                 "engine_unreachable"
             ]
         );
-        let first = &store.events(None, 100).unwrap()[3];
+        let first = &store.events(None, 100).await.unwrap()[3];
         assert!(first.job.is_none(), "a daemon-wide event");
         assert!(
             first.message.contains("flink cluster a") && first.message.contains("refused"),

@@ -18,13 +18,13 @@ use crate::store::{RunRow, RunState, StoreError};
 /// recorded as ended.
 pub async fn recover_live_runs(ctx: &Context) -> Result<usize, StoreError> {
     let mut n = 0;
-    for run in ctx.store.live_runs()? {
+    for run in ctx.store.live_runs().await? {
         let handle = run.handle.clone();
         let note = match ctx.engine_of_run(&run) {
             Some(engine) => {
                 let read = run_params(ctx, &run);
                 let what = format!("job of run {}, to recover it", run.id);
-                let Some(params) = ctx.store.read_or_log(Some(&run.job), what, read) else {
+                let Some(params) = ctx.store.read_or_log(Some(&run.job), what, read.await) else {
                     continue;
                 };
                 let recorded = RecordedRun {
@@ -38,7 +38,7 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, StoreError> {
                 match engine.recover(&recorded).await {
                     Recovery::Adopt(h) => {
                         if handle.as_ref() != Some(&h) {
-                            ctx.store.set_run_running(run.id, &h)?;
+                            ctx.store.set_run_running(run.id, &h).await?;
                         }
                         continue;
                     }
@@ -49,9 +49,12 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, StoreError> {
             None => "lost: its engine is not available".to_string(),
         };
         ctx.store
-            .finish_run(run.id, RunState::Stopped, Some(&note))?;
+            .finish_run(run.id, RunState::Stopped, Some(&note))
+            .await?;
         let scope = Scope::job(&run.job, run.commit_id.as_deref()).run(Some(run.id));
-        ctx.events.emit(scope, &JobEvent::Stopped { why: note });
+        ctx.events
+            .emit(scope, &JobEvent::Stopped { why: note })
+            .await;
         n += 1;
     }
     Ok(n)
@@ -59,8 +62,11 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, StoreError> {
 
 /// The params of the spec a run was made from (its job's applied or desired spec);
 /// `Ok(None)` when the job or that spec is gone.
-fn run_params(ctx: &Context, run: &RunRow) -> Result<Option<crate::spec::Params>, StoreError> {
-    let Some(row) = ctx.store.job(&run.job)? else {
+async fn run_params(
+    ctx: &Context,
+    run: &RunRow,
+) -> Result<Option<crate::spec::Params>, StoreError> {
+    let Some(row) = ctx.store.job(&run.job).await? else {
         return Ok(None);
     };
     let spec = if row.desired_hash.as_deref() == Some(run.spec_hash.as_str()) {
@@ -93,10 +99,11 @@ mod tests {
                 (EngineKind::Local, "dev"),
                 &logs,
             )
+            .await
             .unwrap();
         set_desired(dir.path(), "{\"env\": 1}");
         assert_eq!(recover_live_runs(&ctx).await.unwrap(), 0);
-        let live = ctx.store.live_runs().unwrap();
+        let live = ctx.store.live_runs().await.unwrap();
         assert_eq!(
             (live.len(), live[0].id),
             (1, run),
@@ -105,8 +112,8 @@ mod tests {
         assert_eq!(ctx.store.read_errors(), 1);
         set_desired(dir.path(), &good);
         assert_eq!(recover_live_runs(&ctx).await.unwrap(), 1);
-        assert!(ctx.store.live_runs().unwrap().is_empty());
-        let ended = ctx.store.run(run).unwrap().unwrap();
+        assert!(ctx.store.live_runs().await.unwrap().is_empty());
+        let ended = ctx.store.run(run).await.unwrap().unwrap();
         assert_eq!(ended.state, RunState::Stopped);
     }
 }

@@ -40,7 +40,7 @@ impl Actor {
         if self.expected.run_id != run_id {
             // What a previous daemon learnt of the run (an adopted run), if anything.
             // Unread, the run's parallelism is learnt again from what the cluster says.
-            let read = self.ctx.store.run_parallelism(run_id);
+            let read = self.ctx.store.run_parallelism(run_id).await;
             let vertices = self
                 .ctx
                 .store
@@ -95,16 +95,18 @@ impl Actor {
             store.record(
                 Some(&self.name),
                 "run parallelism",
-                store.set_run_parallelism(run_id, &self.expected.vertices),
+                store
+                    .set_run_parallelism(run_id, &self.expected.vertices)
+                    .await,
             );
         }
         match parallelism::verdict(!moved.is_empty(), self.rescaled, mode) {
             Verdict::Nothing => {}
             Verdict::Recovered => {
                 self.rescaled = None;
-                self.set_incident(|i| i.drift = None);
+                self.set_incident(|i| i.drift = None).await;
                 let why = format!("the parallelism of {run} matches the job file again");
-                self.event(Some(run_id), &JobEvent::Recovered { why });
+                self.event(Some(run_id), &JobEvent::Recovered { why }).await;
             }
             Verdict::Raise { correct } => {
                 let what = parallelism::describe(&run, file, &moved);
@@ -131,8 +133,9 @@ impl Actor {
             run_id,
             what: what.clone(),
         };
-        self.set_incident(|i| i.drift = Some(incident));
-        self.event(Some(run_id), &JobEvent::Drift { what, action });
+        self.set_incident(|i| i.drift = Some(incident)).await;
+        self.event(Some(run_id), &JobEvent::Drift { what, action })
+            .await;
         self.rescaled = Some(Incident { corrected: false });
         if correct {
             self.correct_rescale(pos).await;

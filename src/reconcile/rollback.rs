@@ -19,18 +19,18 @@ use crate::store::{JobState, PreviousVersion, RunState, StoreError, VersionsRow,
 impl Actor {
     /// Reads the job's versions row; a refused version other than the desired one is forgotten
     /// (a commit changed the file while the daemon was down).
-    pub(super) fn load_versions(&mut self, desired: Option<&str>) -> Result<(), StoreError> {
-        self.versions = self.ctx.store.versions(&self.name)?;
+    pub(super) async fn load_versions(&mut self, desired: Option<&str>) -> Result<(), StoreError> {
+        self.versions = self.ctx.store.versions(&self.name).await?;
         if self.versions.refused_hash.is_some() && self.versions.refused_hash.as_deref() != desired
         {
-            self.new_commit(desired.unwrap_or_default());
+            self.new_commit(desired.unwrap_or_default()).await;
         }
         Ok(())
     }
 
     /// A commit changed the job file (to `hash`): a refused version other than it is forgotten,
     /// and so is the probation of the version it replaces.
-    pub(super) fn new_commit(&mut self, hash: &str) {
+    pub(super) async fn new_commit(&mut self, hash: &str) {
         if self.versions.refused_hash.as_deref() == Some(hash)
             || self
                 .versions
@@ -44,22 +44,26 @@ impl Actor {
             return;
         }
         self.versions = VersionsRow::default();
-        self.save_versions();
+        self.save_versions().await;
     }
 
-    pub(super) fn save_versions(&self) {
+    pub(super) async fn save_versions(&self) {
         let store = &self.ctx.store;
         store.record(
             Some(&self.name),
             "versions",
-            store.set_versions(&self.name, &self.versions),
+            store.set_versions(&self.name, &self.versions).await,
         );
     }
 
     /// A new service version deployed by a commit has started: it is on probation for its
     /// `ready_within`, with `previous` (restarted from `restore`) to go back to when its
     /// `rollback` is true.
-    pub(super) fn start_probation(&mut self, previous: Option<Deployed>, restore: Option<String>) {
+    pub(super) async fn start_probation(
+        &mut self,
+        previous: Option<Deployed>,
+        restore: Option<String>,
+    ) {
         let Some(applied) = &self.applied else {
             return;
         };
@@ -83,7 +87,7 @@ impl Actor {
             }),
             ..VersionsRow::default()
         };
-        self.save_versions();
+        self.save_versions().await;
     }
 
     /// Whether a bad run now is rolled back.
@@ -122,7 +126,7 @@ impl Actor {
             // The bad version's state is not kept: the previous version starts from its own.
             let stopping = format!("rolled back: {why}");
             if let Err(err) = self.stop_all_as(RunState::Failed, &stopping, false).await {
-                self.on_error(Stall::Nothing, err);
+                self.on_error(Stall::Nothing, err).await;
                 return;
             }
         }
@@ -142,12 +146,13 @@ impl Actor {
             refused_reason: Some(format!("rolled back: {why}")),
             ..VersionsRow::default()
         };
-        self.record_applied();
-        self.save_versions();
+        self.record_applied().await;
+        self.save_versions().await;
         self.set_state(
             JobState::RolledBack,
             self.versions.refused_reason.as_deref(),
-        );
+        )
+        .await;
         self.standing = Standing::Ok;
         self.timers.restart = None;
         self.timers.recover = None;
@@ -161,23 +166,26 @@ impl Actor {
             why: why.to_string(),
             to,
         };
-        self.event(bad_run, &event);
+        self.event(bad_run, &event).await;
         match self.submit(false).await {
             Ok(_) => {}
-            Err(super::runs::SubmitError::Host(fault)) => self.wait_on_host(fault, None),
+            Err(super::runs::SubmitError::Host(fault)) => self.wait_on_host(fault, None).await,
             Err(super::runs::SubmitError::Refused(reason)) => {
                 self.event(
                     None,
                     &JobEvent::Failed {
                         reason: reason.clone(),
                     },
-                );
+                )
+                .await;
                 let ran_for = Duration::ZERO;
-                self.on_error(Stall::Nothing, StepError::Transient { reason, ran_for });
+                self.on_error(Stall::Nothing, StepError::Transient { reason, ran_for })
+                    .await;
                 self.set_state(
                     JobState::RolledBack,
                     self.versions.refused_reason.as_deref(),
-                );
+                )
+                .await;
             }
         }
     }
@@ -189,7 +197,7 @@ impl Actor {
         let Some(applied) = &self.applied else {
             return;
         };
-        let read = self.ctx.store.runs(&self.name, 1);
+        let read = self.ctx.store.runs(&self.name, 1).await;
         let Some(runs) = self
             .ctx
             .store

@@ -52,7 +52,7 @@ impl Actor {
             return Err(SubmitError::Refused("nothing to submit".into()));
         };
         let engine = self.engine_for(&deployed.spec)?;
-        self.host_ready().map_err(SubmitError::Host)?;
+        self.host_ready().await.map_err(SubmitError::Host)?;
         let log_dir = crate::runlogs::job_dir(&self.ctx.logs_dir, &self.name);
         let run_id = self
             .ctx
@@ -68,6 +68,7 @@ impl Actor {
                 (engine.kind(), &deployed.spec.env),
                 &log_dir,
             )
+            .await
             .map_err(|e| SubmitError::Host(self.store_fault(&e)))?;
         let log_path = log_dir.join(format!("{run_id}.log"));
         let request = self.request(&deployed.spec, deployed.artifact.as_ref(), run_id, log_path);
@@ -75,12 +76,13 @@ impl Actor {
             Ok(r) => r,
             Err(e) => {
                 let reason = e.to_string();
-                self.finish_run(run_id, RunState::Failed, Some(&reason));
+                self.finish_run(run_id, RunState::Failed, Some(&reason))
+                    .await;
                 return Err(SubmitError::Refused(reason));
             }
         };
         let secrets = std::sync::Arc::new(secrets);
-        self.hold_secrets(run_id, &secrets, &req.log_path);
+        self.hold_secrets(run_id, &secrets, &req.log_path).await;
         // A cluster that did not answer: the run is looked up later by the id jobkeeper chose
         // for it (flink), or, when the cluster chooses ids (spark: its engine already looked for
         // a driver the lost answer made), by no id at all: once the cluster answers again it is
@@ -90,9 +92,12 @@ impl Actor {
             Ok(handle) => (handle, true),
             Err(EngineError::Unreachable(why)) => {
                 let location = engine.location();
-                self.ctx.outages.down(&self.ctx.events, &location, &why);
+                self.ctx
+                    .outages
+                    .down(&self.ctx.events, &location, &why)
+                    .await;
                 let why = format!("waiting for {location}, which did not answer the submit");
-                self.set_state(JobState::Deploying, Some(&why));
+                self.set_state(JobState::Deploying, Some(&why)).await;
                 let handle = RunHandle {
                     run_id,
                     engine_id: chosen_id.unwrap_or_default(),
@@ -103,7 +108,7 @@ impl Actor {
             }
             Err(EngineError::Host(fault)) => {
                 let why = format!("not started: waiting on the host: {fault}");
-                self.finish_run(run_id, RunState::Stopped, Some(&why));
+                self.finish_run(run_id, RunState::Stopped, Some(&why)).await;
                 return Err(SubmitError::Host(fault));
             }
             Err(e) => {
@@ -111,28 +116,29 @@ impl Actor {
                 if let Some(placed) = engine.place_refusal(&deployed.spec, &reason) {
                     reason = format!("{placed}\n{reason}");
                 }
-                self.finish_run(run_id, RunState::Failed, Some(&reason));
+                self.finish_run(run_id, RunState::Failed, Some(&reason))
+                    .await;
                 return Err(SubmitError::Refused(reason));
             }
         };
         if engine.kind().keeps_state() {
-            self.started_from = Some((run_id, self.start_point(&deployed.spec, run_id)));
+            self.started_from = Some((run_id, self.start_point(&deployed.spec, run_id).await));
             if let Some(location) = &self.restore {
                 let store = &self.ctx.store;
                 store.record(
                     Some(&self.name),
                     "where the run started from",
-                    store.record_run_start(&self.name, run_id, location),
+                    store.record_run_start(&self.name, run_id, location).await,
                 );
             }
         }
-        self.record_handle(run_id, &handle);
+        self.record_handle(run_id, &handle).await;
         if let Some(version) = engine.version() {
             let store = &self.ctx.store;
             store.record(
                 Some(&self.name),
                 "run engine version",
-                store.set_run_engine_version(run_id, &version),
+                store.set_run_engine_version(run_id, &version).await,
             );
         }
         let deadline = deployed
@@ -150,7 +156,7 @@ impl Actor {
             confirmed,
         });
         if confirmed {
-            self.set_state(JobState::Running, None);
+            self.set_state(JobState::Running, None).await;
         } else {
             self.schedule_retry();
         }
@@ -159,9 +165,9 @@ impl Actor {
 
     /// What run `run_id` of `spec` starts from: [`Actor::restore`] and its age, or no state and
     /// why. A stateful job that ran before and has nothing to start from raises `started_empty`.
-    fn start_point(&self, spec: &spec::JobSpec, run_id: i64) -> StartedFrom {
+    async fn start_point(&self, spec: &spec::JobSpec, run_id: i64) -> StartedFrom {
         if let Some(location) = &self.restore {
-            let read = self.ctx.store.savepoint_time(&self.name, location);
+            let read = self.ctx.store.savepoint_time(&self.name, location).await;
             let taken = self
                 .ctx
                 .store
@@ -176,7 +182,7 @@ impl Actor {
         if spec.upgrade == spec::Upgrade::Stateless {
             return StartedFrom::Nothing("`upgrade: stateless`".into());
         }
-        let read = self.ctx.store.runs(&self.name, 16);
+        let read = self.ctx.store.runs(&self.name, 16).await;
         let ran_before = self
             .ctx
             .store
@@ -191,7 +197,8 @@ impl Actor {
         let why = self.no_state.clone().unwrap_or_else(|| {
             "no savepoint or retained checkpoint of an earlier run is recorded".into()
         });
-        self.event(Some(run_id), &JobEvent::StartedEmpty { why: why.clone() });
+        self.event(Some(run_id), &JobEvent::StartedEmpty { why: why.clone() })
+            .await;
         StartedFrom::Nothing(why)
     }
 
@@ -200,17 +207,19 @@ impl Actor {
     /// the job wait on the host, this start tried again when the host allows.
     pub(super) async fn start(&mut self, event: JobEvent, batch: bool) {
         match self.submit(batch).await {
-            Ok(run_id) => self.event(Some(run_id), &event),
-            Err(SubmitError::Host(fault)) => self.wait_on_host(fault, Some((event, batch))),
+            Ok(run_id) => self.event(Some(run_id), &event).await,
+            Err(SubmitError::Host(fault)) => self.wait_on_host(fault, Some((event, batch))).await,
             Err(SubmitError::Refused(reason)) => {
                 self.event(
                     None,
                     &JobEvent::DeployFailed {
                         reason: reason.clone(),
                     },
-                );
+                )
+                .await;
                 let ran_for = Duration::ZERO;
-                self.on_error(Stall::Nothing, StepError::Transient { reason, ran_for });
+                self.on_error(Stall::Nothing, StepError::Transient { reason, ran_for })
+                    .await;
             }
         }
     }
@@ -218,7 +227,7 @@ impl Actor {
     /// Records which secrets run `run_id` was given (names and keyed fingerprint, never the
     /// values) and holds the values in memory to mask its log (`log`) until it ends. A run
     /// whose record failed has its log withheld once the daemon no longer holds the values.
-    fn hold_secrets(
+    async fn hold_secrets(
         &self,
         run_id: i64,
         secrets: &std::sync::Arc<crate::secrets::RunSecrets>,
@@ -229,7 +238,9 @@ impl Actor {
         store.record(
             Some(&self.name),
             "run secrets",
-            store.set_run_secrets(run_id, &secrets.names(), mac.as_deref()),
+            store
+                .set_run_secrets(run_id, &secrets.names(), mac.as_deref())
+                .await,
         );
         self.ctx
             .secrets
@@ -286,10 +297,11 @@ impl Actor {
             Ok(()) => tracing::info!(job = %self.name, run = live.run_id, "stopped: {why}"),
             Err(err) => {
                 let reason = format!("could not stop run: {err}");
-                self.event(Some(live.run_id), &JobEvent::Failed { reason });
+                self.event(Some(live.run_id), &JobEvent::Failed { reason })
+                    .await;
             }
         }
-        self.finish_run(live.run_id, end, Some(why));
+        self.finish_run(live.run_id, end, Some(why)).await;
         Ok(())
     }
 
@@ -305,18 +317,19 @@ impl Actor {
         if keep_state && let Some(max_age) = self.last_state {
             match self.stop_at_last_state(&live, max_age).await {
                 Ok(true) => {
-                    self.ctx.outages.up(&self.ctx.events, &location);
-                    self.finish_run(live.run_id, end, Some(why));
+                    self.ctx.outages.up(&self.ctx.events, &location).await;
+                    self.finish_run(live.run_id, end, Some(why)).await;
                     return Ok(());
                 }
                 Ok(false) => {} // no young checkpoint: a savepoint, below
                 Err(EngineError::Unreachable(e)) => {
-                    self.ctx.outages.down(&self.ctx.events, &location, &e);
+                    self.ctx.outages.down(&self.ctx.events, &location, &e).await;
                     return Err(live);
                 }
                 Err(e) => {
                     let reason = format!("could not cancel run: {e}");
-                    self.event(Some(live.run_id), &JobEvent::Failed { reason });
+                    self.event(Some(live.run_id), &JobEvent::Failed { reason })
+                        .await;
                     return Err(live);
                 }
             }
@@ -330,7 +343,8 @@ impl Actor {
                 Err(EngineError::Refused(e) | EngineError::Other(e)) => {
                     let reason =
                         format!("could not stop with a savepoint ({e}); cancelling instead");
-                    self.event(Some(live.run_id), &JobEvent::Failed { reason });
+                    self.event(Some(live.run_id), &JobEvent::Failed { reason })
+                        .await;
                     live.engine
                         .stop(&live.handle, STOP_GRACE)
                         .await
@@ -346,8 +360,8 @@ impl Actor {
         };
         match result {
             Ok(savepoint) => {
-                self.ctx.outages.up(&self.ctx.events, &location);
-                self.finish_run(live.run_id, end, Some(why));
+                self.ctx.outages.up(&self.ctx.events, &location).await;
+                self.finish_run(live.run_id, end, Some(why)).await;
                 match savepoint {
                     Some(sp) => {
                         let cluster = live
@@ -355,9 +369,11 @@ impl Actor {
                             .cluster
                             .clone()
                             .or_else(|| live.engine.cluster());
-                        self.keep_savepoint(live.run_id, &sp, cluster.as_deref());
+                        self.keep_savepoint(live.run_id, &sp, cluster.as_deref())
+                            .await;
                         let why = format!("stopped with savepoint {sp}: {why}");
-                        self.event(Some(live.run_id), &JobEvent::Stopped { why });
+                        self.event(Some(live.run_id), &JobEvent::Stopped { why })
+                            .await;
                         self.restore = Some(sp);
                         self.no_state = None;
                     }
@@ -368,12 +384,13 @@ impl Actor {
                         if let Ok(StateLeft::Point(point)) =
                             live.engine.restore_point(&live.handle).await
                         {
-                            self.keep_point(live.run_id, &point);
+                            self.keep_point(live.run_id, &point).await;
                             let why = format!(
                                 "stopped; starting from its latest state {}: {why}",
                                 point.location
                             );
-                            self.event(Some(live.run_id), &JobEvent::Stopped { why });
+                            self.event(Some(live.run_id), &JobEvent::Stopped { why })
+                                .await;
                         }
                     }
                     None => tracing::info!(job = %self.name, run = live.run_id, "stopped: {why}"),
@@ -381,12 +398,13 @@ impl Actor {
                 Ok(())
             }
             Err(EngineError::Unreachable(e)) => {
-                self.ctx.outages.down(&self.ctx.events, &location, &e);
+                self.ctx.outages.down(&self.ctx.events, &location, &e).await;
                 Err(live)
             }
             Err(e) => {
                 let reason = format!("could not stop run: {e}");
-                self.event(Some(live.run_id), &JobEvent::Failed { reason });
+                self.event(Some(live.run_id), &JobEvent::Failed { reason })
+                    .await;
                 Err(live)
             }
         }
@@ -411,17 +429,18 @@ impl Actor {
             Ok(StateLeft::Point(p)) if p.taken_ms >= point.taken_ms => p,
             _ => point,
         };
-        self.keep_point(live.run_id, &point);
+        self.keep_point(live.run_id, &point).await;
         let why = format!(
             "cancelled with its retained checkpoints (upgrade: last-state); starting from {}",
             point.location
         );
-        self.event(Some(live.run_id), &JobEvent::Stopped { why });
+        self.event(Some(live.run_id), &JobEvent::Stopped { why })
+            .await;
         Ok(true)
     }
 
     /// Keeps the savepoint a stop of run `run_id` on `cluster` took, with why it was taken.
-    fn keep_savepoint(&self, run_id: i64, location: &str, cluster: Option<&str>) {
+    async fn keep_savepoint(&self, run_id: i64, location: &str, cluster: Option<&str>) {
         let store = &self.ctx.store;
         let new = crate::store::NewSavepoint {
             run_id: Some(run_id),
@@ -433,7 +452,7 @@ impl Actor {
         store.record(
             Some(&self.name),
             "savepoint",
-            store.add_savepoint_by(&self.name, location, new),
+            store.add_savepoint_by(&self.name, location, new).await,
         );
     }
 
@@ -454,13 +473,16 @@ impl Actor {
             let (engine, handle) = (self.live[i].engine.clone(), self.live[i].handle.clone());
             match engine.status(std::slice::from_ref(&handle)).await {
                 Ok(status) => {
-                    self.ctx.outages.up(&self.ctx.events, &engine.location());
+                    self.ctx
+                        .outages
+                        .up(&self.ctx.events, &engine.location())
+                        .await;
                     if status.first() == Some(&RunStatus::Vanished) {
                         let live = self.live.remove(i);
                         self.not_submitted(live).await;
                     } else {
                         self.live[i].confirmed = true;
-                        self.set_state(JobState::Running, None);
+                        self.set_state(JobState::Running, None).await;
                         tracing::info!(job = %self.name, run = handle.run_id, "the cluster has the run");
                     }
                 }
@@ -468,7 +490,8 @@ impl Actor {
                     if let EngineError::Unreachable(m) = &e {
                         self.ctx
                             .outages
-                            .down(&self.ctx.events, &engine.location(), m);
+                            .down(&self.ctx.events, &engine.location(), m)
+                            .await;
                     }
                     waiting = true;
                 }
@@ -491,7 +514,8 @@ impl Actor {
     /// (not a failure: the restart policy does not count it).
     async fn not_submitted(&mut self, live: Live) {
         let why = "never reached the cluster (its answer to the submit was lost)";
-        self.finish_run(live.run_id, RunState::Stopped, Some(why));
+        self.finish_run(live.run_id, RunState::Stopped, Some(why))
+            .await;
         let batch = self.applied.as_ref().is_some_and(|a| a.is_batch());
         if self.applied.is_some() && self.standing != Standing::GaveUp {
             let why = format!("submitted again: run {} {why}", live.run_id);
@@ -502,9 +526,9 @@ impl Actor {
     /// Takes over the runs a previous daemon left on engines whose runs outlive it (by their
     /// recorded engine ids), and the latest savepoint to start from. A store that cannot be
     /// read is an error, and nothing is taken over.
-    pub(super) fn adopt(&mut self) -> Result<(), StoreError> {
-        let savepoint = self.ctx.store.savepoints(&self.name, 1)?;
-        let runs = self.ctx.store.runs(&self.name, 16)?;
+    pub(super) async fn adopt(&mut self) -> Result<(), StoreError> {
+        let savepoint = self.ctx.store.savepoints(&self.name, 1).await?;
+        let runs = self.ctx.store.runs(&self.name, 16).await?;
         self.restore = savepoint.into_iter().next().map(|s| s.location);
         let dir = self.ctx.settings.get().secrets_dir.clone();
         for run in runs.into_iter().rev() {
@@ -542,7 +566,7 @@ impl Actor {
                 started: Instant::now(),
                 confirmed: true,
             });
-            self.event(Some(run.id), &event);
+            self.event(Some(run.id), &event).await;
         }
         Ok(())
     }
@@ -560,15 +584,16 @@ impl Actor {
         let batch = self.applied.as_ref().is_some_and(|a| a.is_batch());
         match exit.status {
             RunStatus::Running => self.live.push(live),
-            RunStatus::Succeeded if batch => self.succeeded(&live),
+            RunStatus::Succeeded if batch => self.succeeded(&live).await,
             status => return self.failed(live, status).await,
         }
         false
     }
 
     /// A batch run succeeded.
-    fn succeeded(&mut self, live: &Live) {
-        self.finish_run(live.run_id, RunState::Succeeded, None);
+    async fn succeeded(&mut self, live: &Live) {
+        self.finish_run(live.run_id, RunState::Succeeded, None)
+            .await;
         self.restarts.succeeded();
         let how = if live.engine.runs_survive_daemon() {
             "run finished with success on the cluster"
@@ -576,13 +601,15 @@ impl Actor {
             "run finished with exit 0"
         };
         let how = how.to_string();
-        self.event(Some(live.run_id), &JobEvent::Succeeded { how });
+        self.event(Some(live.run_id), &JobEvent::Succeeded { how })
+            .await;
         if std::mem::replace(&mut self.standing, Standing::Ok) != Standing::Ok {
             let why = "a run succeeded after failures".to_string();
-            self.event(Some(live.run_id), &JobEvent::Recovered { why });
+            self.event(Some(live.run_id), &JobEvent::Recovered { why })
+                .await;
         }
         if self.live.is_empty() {
-            self.set_state(JobState::Succeeded, None);
+            self.set_state(JobState::Succeeded, None).await;
         }
     }
 
@@ -599,7 +626,7 @@ impl Actor {
             RunStatus::Vanished => "the run vanished".to_string(),
             _ => "a service job finished with success; it must always run".to_string(),
         };
-        self.finish_run(live.run_id, state, Some(&reason));
+        self.finish_run(live.run_id, state, Some(&reason)).await;
         let event = if drift {
             // Never one of jobkeeper's own stops: those leave the live list before they reach
             // the cluster.
@@ -614,7 +641,7 @@ impl Actor {
                 reason: reason.clone(),
             }
         };
-        self.event(Some(live.run_id), &event);
+        self.event(Some(live.run_id), &event).await;
         if self.standing == Standing::Ok {
             self.standing = Standing::Failing;
         }
@@ -633,7 +660,8 @@ impl Actor {
             return self.converge().await;
         }
         let ran_for = live.started.elapsed();
-        self.on_error(Stall::Nothing, StepError::Transient { reason, ran_for });
+        self.on_error(Stall::Nothing, StepError::Transient { reason, ran_for })
+            .await;
         false
     }
 
@@ -644,7 +672,7 @@ impl Actor {
     async fn keep_checkpoint(&mut self, live: &Live) {
         match live.engine.restore_point(&live.handle).await {
             Ok(StateLeft::Point(p)) => {
-                let read = self.ctx.store.savepoints(&self.name, 1);
+                let read = self.ctx.store.savepoints(&self.name, 1).await;
                 let newer = self
                     .ctx
                     .store
@@ -657,7 +685,7 @@ impl Actor {
                         self.restore = Some(row.location);
                         self.no_state = None;
                     }
-                    None => self.keep_point(live.run_id, &p),
+                    None => self.keep_point(live.run_id, &p).await,
                 }
             }
             Ok(StateLeft::Nothing(why)) => {
@@ -677,19 +705,21 @@ impl Actor {
 
     /// Keeps a checkpoint (or savepoint) a run left, with when it completed, as where the next
     /// run starts from.
-    fn keep_point(&mut self, run_id: i64, p: &StatePoint) {
+    async fn keep_point(&mut self, run_id: i64, p: &StatePoint) {
         let store = &self.ctx.store;
         let taken = p.taken_ms.unwrap_or_else(crate::store::now_ms);
         store.record(
             Some(&self.name),
             "checkpoint",
-            store.add_savepoint_taken(
-                &self.name,
-                Some(run_id),
-                &p.location,
-                SavepointKind::Checkpoint,
-                taken,
-            ),
+            store
+                .add_savepoint_taken(
+                    &self.name,
+                    Some(run_id),
+                    &p.location,
+                    SavepointKind::Checkpoint,
+                    taken,
+                )
+                .await,
         );
         self.restore = Some(p.location.clone());
         self.no_state = None;

@@ -74,24 +74,24 @@ impl Actor {
 
     /// Arms the periodic savepoint timer when the schedule the deployed version asks for is
     /// not the one armed (at start, and after a commit or a reload changed it).
-    pub(super) fn arm_savepoints_if_changed(&mut self) {
+    pub(super) async fn arm_savepoints_if_changed(&mut self) {
         let schedule = self.savepoint_schedule();
         if schedule != self.periodic.schedule {
             self.periodic.schedule = schedule;
-            self.arm_savepoints();
+            self.arm_savepoints().await;
         }
     }
 
     /// Sets when the next periodic savepoint is due: its schedule's next time after the newest
     /// periodic savepoint the store holds (now when none), at once when that time has passed.
-    fn arm_savepoints(&mut self) {
+    async fn arm_savepoints(&mut self) {
         self.periodic.due = None;
         let Some(schedule) = self.periodic.schedule.clone() else {
             return;
         };
         let tz = self.ctx.settings.get().timezone;
         let now = Utc::now().with_timezone(&tz);
-        let read = self.ctx.store.last_periodic_savepoint(&self.name);
+        let read = self.ctx.store.last_periodic_savepoint(&self.name).await;
         let Some(last) =
             self.ctx
                 .store
@@ -166,14 +166,16 @@ impl Actor {
                 store.record(
                     Some(&self.name),
                     "savepoint",
-                    store.add_savepoint_by(&self.name, &point.location, new),
+                    store
+                        .add_savepoint_by(&self.name, &point.location, new)
+                        .await,
                 );
                 let event = JobEvent::SavepointTaken {
                     location: point.location.clone(),
                     cause,
                     who,
                 };
-                self.event(Some(run_id), &event);
+                self.event(Some(run_id), &event).await;
                 // The newest state: a run started after this one ends starts from it.
                 self.restore = Some(point.location.clone());
                 self.no_state = None;
@@ -186,7 +188,7 @@ impl Actor {
                     who,
                     reason: reason.clone(),
                 };
-                self.event(Some(run_id), &event);
+                self.event(Some(run_id), &event).await;
                 Err(SavepointRefused::Failed(reason))
             }
         }

@@ -49,7 +49,7 @@ async fn health(
 ) {
     let settings = ctx.settings.get();
     let names: Vec<&str> = running.iter().map(|(j, _)| j.as_str()).collect();
-    let read = ctx.store.applied_specs(&names);
+    let read = ctx.store.applied_specs(&names).await;
     let Some(specs) = ctx
         .store
         .read_or_log(None, "specs, for the health sweep", read)
@@ -97,7 +97,7 @@ struct Group {
 /// that does not answer reports nothing (its runs are not failed): it raises one
 /// `engine_unreachable` per outage (see [`super::Outages`]).
 pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
-    let read = ctx.store.live_runs();
+    let read = ctx.store.live_runs().await;
     let Some(runs) = ctx
         .store
         .read_or_log(None, "live runs, for the health sweep", read)
@@ -156,7 +156,7 @@ pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
         let engine = &g.engine;
         match result {
             Ok(survey) => {
-                ctx.outages.up(&ctx.events, &engine.location());
+                ctx.outages.up(&ctx.events, &engine.location()).await;
                 let mut running = Vec::new();
                 let tasks = survey.tasks.iter().copied().chain(std::iter::repeat(None));
                 for (((job, handle), status), tasks) in
@@ -176,12 +176,12 @@ pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
                     }
                 }
                 if let Some(live) = &survey.live {
-                    note_unmanaged(ctx, engine.as_ref(), live, &g.managed);
+                    note_unmanaged(ctx, engine.as_ref(), live, &g.managed).await;
                 }
                 health(ctx, reconciler, engine, running, survey.live.as_deref()).await;
             }
             Err(EngineError::Unreachable(e)) => {
-                ctx.outages.down(&ctx.events, &engine.location(), &e);
+                ctx.outages.down(&ctx.events, &engine.location(), &e).await;
             }
             Err(e) => tracing::warn!(engine = %engine.location(), "health: status failed: {e}"),
         }
@@ -191,7 +191,12 @@ pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
 
 /// Puts a cluster's unmanaged jobs in place; a second live copy of a managed job raises
 /// `drift` on that job (once per engine id).
-fn note_unmanaged(ctx: &Context, engine: &dyn Engine, live: &[ClusterJob], managed: &Managed) {
+async fn note_unmanaged(
+    ctx: &Context,
+    engine: &dyn Engine,
+    live: &[ClusterJob],
+    managed: &Managed,
+) {
     let cluster = engine.url().unwrap_or_else(|| engine.location());
     let found = classify(&cluster, engine.kind().as_str(), live, managed);
     for u in &found {
@@ -207,7 +212,8 @@ fn note_unmanaged(ctx: &Context, engine: &dyn Engine, live: &[ClusterJob], manag
         );
         let action = format!("jobkeeper supervises only its own run of `{job}`");
         ctx.events
-            .emit(Scope::job(job, None), &JobEvent::Drift { what, action });
+            .emit(Scope::job(job, None), &JobEvent::Drift { what, action })
+            .await;
     }
     ctx.unmanaged.set(&cluster, found);
 }

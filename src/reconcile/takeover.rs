@@ -146,11 +146,11 @@ fn deploy_failed(reason: String) -> StepError {
 impl Actor {
     /// Whether a new version is the job's first apply with `adopt`: the job has no runs at all.
     /// A job with runs ignores `adopt`.
-    pub(super) fn first_adoption(&self, new: &Deployed) -> bool {
+    pub(super) async fn first_adoption(&self, new: &Deployed) -> bool {
         if self.applied.is_some() || new.spec.adopt.is_none() {
             return false;
         }
-        let read = self.ctx.store.runs(&self.name, 1);
+        let read = self.ctx.store.runs(&self.name, 1).await;
         // Unread, the job counts as one that ran: nothing is taken over.
         self.ctx
             .store
@@ -177,20 +177,21 @@ impl Actor {
                 )));
             }
             Err(EngineError::Unreachable(e)) => {
-                self.ctx.outages.down(&self.ctx.events, &location, &e);
+                self.ctx.outages.down(&self.ctx.events, &location, &e).await;
                 self.set_state(
                     JobState::Deploying,
                     Some("waiting for the cluster to adopt from"),
-                );
+                )
+                .await;
                 return Err(StepError::Waiting {
                     after: self.engine_retry.backoff.peek(),
                 });
             }
             Err(e) => return Err(deploy_failed(format!("adopt: {e}"))),
         };
-        self.ctx.outages.up(&self.ctx.events, &location);
+        self.ctx.outages.up(&self.ctx.events, &location).await;
         // Unread, no run's owner is known: nothing is taken over now, it is tried again.
-        let Some(owners) = self.run_owners() else {
+        let Some(owners) = self.run_owners().await else {
             return Err(StepError::Waiting {
                 after: self.engine_retry.backoff.peek(),
             });
@@ -209,6 +210,7 @@ impl Actor {
                 &log_dir,
                 (&found.engine_id, engine.cluster()),
             )
+            .await
             .map_err(|e| deploy_failed(format!("adopt: could not record the run: {e}")))?;
         let note = format!(
             "taken over on {location} as it ran: job {} (adopt: {target}); not stopped, not \
@@ -225,7 +227,7 @@ impl Actor {
         };
         let batch = new.is_batch();
         self.applied = Some(new);
-        self.record_applied();
+        self.record_applied().await;
         self.live.push(Live {
             run_id,
             handle,
@@ -235,30 +237,30 @@ impl Actor {
             started: Instant::now(),
             confirmed: true,
         });
-        self.set_state(JobState::Running, None);
-        self.event(Some(run_id), &event);
+        self.set_state(JobState::Running, None).await;
+        self.event(Some(run_id), &event).await;
         if batch {
-            self.schedule_next(false);
+            self.schedule_next(false).await;
         }
         Ok(())
     }
 
     /// An adoption a previous daemon recorded the run of but not the version: the version is
     /// recorded now, the run left as it is.
-    pub(super) fn finish_adoption(&mut self, new: Deployed) {
+    pub(super) async fn finish_adoption(&mut self, new: Deployed) {
         let batch = new.is_batch();
         self.applied = Some(new);
-        self.record_applied();
-        self.set_state(JobState::Running, None);
+        self.record_applied().await;
+        self.set_state(JobState::Running, None).await;
         if batch {
-            self.schedule_next(false);
+            self.schedule_next(false).await;
         }
     }
 
     /// Engine id → the job whose live run it is (every job's); `None` when the store cannot
     /// be read (logged and counted).
-    fn run_owners(&self) -> Option<HashMap<String, String>> {
-        let read = self.ctx.store.live_runs();
+    async fn run_owners(&self) -> Option<HashMap<String, String>> {
+        let read = self.ctx.store.live_runs().await;
         let runs =
             self.ctx
                 .store

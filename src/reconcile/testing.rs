@@ -18,7 +18,7 @@ pub(super) fn context(dir: &Path) -> Arc<Context> {
         dir.display()
     );
     let settings = crate::settings::parse("config.yaml", yaml.as_bytes(), dir).unwrap();
-    let store = Store::open(&dir.join("jobkeeper.db")).unwrap();
+    let store = Store::from(crate::store::Blocking::open(&dir.join("jobkeeper.db")).unwrap());
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let engines = crate::engine::Engines::build(
         &dir.display().to_string(),
@@ -57,7 +57,10 @@ pub(super) fn desire_a(store: &Store) {
         spec: serde_json::to_string(&spec).unwrap(),
         hash: "h1".into(),
     };
-    store.apply_commit(&commit, &[update], &[]).unwrap();
+    store
+        .blocking()
+        .apply_commit(&commit, &[update], &[])
+        .unwrap();
 }
 
 /// Sets job `a`'s desired spec text from another connection (a value that does not decode

@@ -45,7 +45,7 @@ impl Actor {
         }
         if due.recover {
             self.timers.recover = None;
-            self.check_recovered();
+            self.check_recovered().await;
         }
         if due.restart {
             self.timers.restart = None;
@@ -55,7 +55,7 @@ impl Actor {
             self.timers.fire = None;
             self.fire().await;
             if self.standing != Standing::GaveUp {
-                self.schedule_next(false);
+                self.schedule_next(false).await;
             }
         }
         if self.periodic.due.is_some_and(|t| t <= now) {
@@ -97,13 +97,14 @@ impl Actor {
                 &JobEvent::Failed {
                     reason: reason.clone(),
                 },
-            );
-            self.schedule_restart(&reason, timeout);
+            )
+            .await;
+            self.schedule_restart(&reason, timeout).await;
         }
     }
 
     /// A restarted service run that is still up has recovered.
-    fn check_recovered(&mut self) {
+    async fn check_recovered(&mut self) {
         if self.standing != Standing::Ok && !self.live.is_empty() {
             self.standing = Standing::Ok;
             let run = self.live.first().map(|l| l.run_id);
@@ -111,7 +112,7 @@ impl Actor {
                 "running again for {} after failures",
                 humantime::format_duration(RECOVERED_AFTER)
             );
-            self.event(run, &JobEvent::Recovered { why });
+            self.event(run, &JobEvent::Recovered { why }).await;
         }
     }
 
@@ -142,7 +143,7 @@ impl Actor {
     /// Takes up the restart attempts a previous daemon spent within the window, from the
     /// restarts the store recorded (see [`crate::store::Store::counted_restarts`]), so a daemon
     /// restart does not give a failing job its attempts again.
-    pub(super) fn resume_restarts(&mut self) -> Result<(), StoreError> {
+    pub(super) async fn resume_restarts(&mut self) -> Result<(), StoreError> {
         let Some(applied) = &self.applied else {
             return Ok(());
         };
@@ -157,7 +158,8 @@ impl Actor {
         let made = self
             .ctx
             .store
-            .counted_restarts(&self.name, since, policy.attempts)?;
+            .counted_restarts(&self.name, since, policy.attempts)
+            .await?;
         let now = Instant::now();
         let at = |t: i64| {
             let age = u64::try_from(now_ms.saturating_sub(t)).unwrap_or(0);
@@ -170,7 +172,7 @@ impl Actor {
     /// Restart policy (see [`crate::health::RestartTracker`]): backoff doubling up to
     /// `max_backoff`; more than `attempts` restarts within `window` gives up until a new commit
     /// or an operator's restart.
-    pub(super) fn schedule_restart(&mut self, reason: &str, ran_for: Duration) {
+    pub(super) async fn schedule_restart(&mut self, reason: &str, ran_for: Duration) {
         let Some(applied) = &self.applied else {
             return;
         };
@@ -191,9 +193,10 @@ impl Actor {
                     window: policy.window,
                     reason: reason.to_string(),
                 };
-                self.event(None, &event);
+                self.event(None, &event).await;
                 if self.live.is_empty() {
-                    self.set_state(JobState::GaveUp, Some(&event.message()));
+                    self.set_state(JobState::GaveUp, Some(&event.message()))
+                        .await;
                 }
             }
             Decision::RestartAfter { delay, attempt, of } => {
@@ -204,7 +207,7 @@ impl Actor {
                         "restart {attempt}/{of} in {}",
                         humantime::format_duration(delay)
                     );
-                    self.set_state(JobState::Backoff, Some(&msg));
+                    self.set_state(JobState::Backoff, Some(&msg)).await;
                 }
             }
         }
@@ -212,7 +215,7 @@ impl Actor {
 
     /// Sets the next cron time of a batch job. With `allow_late`, a tick missed while the
     /// daemon was down starts now, once, if recent enough.
-    pub(super) fn schedule_next(&mut self, allow_late: bool) {
+    pub(super) async fn schedule_next(&mut self, allow_late: bool) {
         self.timers.fire = None;
         self.fire_at = None;
         let Some(expr) = self.applied.as_ref().and_then(|a| a.spec.schedule.clone()) else {
@@ -224,7 +227,7 @@ impl Actor {
         let tz = self.ctx.settings.get().timezone;
         let now = Utc::now().with_timezone(&tz);
         let fire = if allow_late {
-            let read = self.ctx.store.runs(&self.name, 1);
+            let read = self.ctx.store.runs(&self.name, 1).await;
             let what = "latest run, for a missed cron tick";
             match self.ctx.store.read_or_log(Some(&self.name), what, read) {
                 Some(runs) => first_fire(&schedule, now, last_start(&runs)),
@@ -253,14 +256,14 @@ impl Actor {
             match overlap {
                 Overlap::Forbid => {
                     let why = "previous run still live (overlap: forbid)".to_string();
-                    self.event(None, &JobEvent::Skipped { why });
+                    self.event(None, &JobEvent::Skipped { why }).await;
                     return;
                 }
                 Overlap::Replace => {
                     let why = "replaced by the next scheduled run";
                     if self.stop_all(why, false).await.is_err() {
                         let why = "the previous run could not be stopped".to_string();
-                        self.event(None, &JobEvent::Skipped { why });
+                        self.event(None, &JobEvent::Skipped { why }).await;
                         return;
                     }
                 }
@@ -270,16 +273,17 @@ impl Actor {
         match self.submit(true).await {
             Ok(run_id) => {
                 let why = "scheduled run started".to_string();
-                self.event(Some(run_id), &JobEvent::Started { why });
+                self.event(Some(run_id), &JobEvent::Started { why }).await;
             }
             Err(super::runs::SubmitError::Host(fault)) => {
                 let why = "scheduled run started after waiting on the host".to_string();
-                self.wait_on_host(fault, Some((JobEvent::Started { why }, true)));
+                self.wait_on_host(fault, Some((JobEvent::Started { why }, true)))
+                    .await;
             }
             Err(super::runs::SubmitError::Refused(reason)) => {
                 let state = self.idle_or_running(JobState::Failed);
-                self.set_state(state, Some(&reason));
-                self.event(None, &JobEvent::DeployFailed { reason });
+                self.set_state(state, Some(&reason)).await;
+                self.event(None, &JobEvent::DeployFailed { reason }).await;
             }
         }
     }

@@ -65,8 +65,8 @@ impl Actor {
             run_id,
             what: reason.clone(),
         };
-        self.set_incident(|i| i.unhealthy = Some(incident));
-        self.event(Some(run_id), &event);
+        self.set_incident(|i| i.unhealthy = Some(incident)).await;
+        self.event(Some(run_id), &event).await;
         self.health = (None, Vec::new());
         if self.rolls_back() {
             self.roll_back(&format!("unhealthy: {reason}"), Some(run_id))
@@ -84,6 +84,6 @@ impl Actor {
             self.standing = Standing::Failing;
         }
         self.timers.recover = None;
-        self.schedule_restart(&why, ran_for);
+        self.schedule_restart(&why, ran_for).await;
     }
 }

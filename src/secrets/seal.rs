@@ -83,6 +83,7 @@ pub fn seal_log(store: &Store, run_id: i64, log: &Path, secrets: &RunSecrets) ->
         mask_file(&f, secrets)?;
     }
     store
+        .blocking()
         .set_log_masked(run_id)
         .map_err(|e| io::Error::other(e.to_string()))
 }
@@ -109,7 +110,7 @@ pub fn seal_ended(held: &Held, store: &Store, job: &str, run_id: i64) {
 /// At start: masks the logs of ended runs whose log was not masked, when their secrets read
 /// again match the recorded fingerprint; the others stay withheld. Returns (masked, withheld).
 pub fn seal_left_logs(store: &Store, held: &Held, secrets_dir: Option<&Path>) -> (usize, usize) {
-    let runs = store.unmasked_ended_runs();
+    let runs = store.blocking().unmasked_ended_runs();
     let Some(runs) = store.read_or_log(None, "runs whose log is not masked", runs) else {
         return (0, 0);
     };

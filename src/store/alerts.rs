@@ -4,7 +4,7 @@
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{At, Result, Store, collect, now_ms};
+use super::{At, Blocking, Result, collect, now_ms};
 use crate::event::EventKind;
 
 /// Where an alert delivery is.
@@ -72,7 +72,7 @@ pub struct NewAlertSent<'a> {
     pub folded: i64,
 }
 
-impl Store {
+impl Blocking {
     /// Claims the delivery of an alert to one target; false when that event was already
     /// claimed for it (so nothing is ever sent twice, across restarts too).
     pub fn claim_alert(&self, a: &NewAlertSent<'_>) -> Result<bool> {
@@ -164,7 +164,7 @@ mod tests {
 
     #[test]
     fn alert_claims_are_unique_and_their_end_is_kept() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         let claim = NewAlertSent {
             event_id: 7,
             job: Some("a"),

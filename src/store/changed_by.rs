@@ -4,9 +4,9 @@
 
 use rusqlite::params;
 
-use super::{CommitRecord, Result, Store, now_ms};
+use super::{Blocking, CommitRecord, Result, now_ms};
 
-impl Store {
+impl Blocking {
     /// Records each `(job, commit)`: the commit's row, and the commit as the job's
     /// `desired_commit` (the commit that last changed its file), in one transaction. Called
     /// after [`Store::apply_commit`] for the jobs a commit before the tip last changed.
@@ -30,6 +30,14 @@ impl Store {
     }
 }
 
+impl super::Store {
+    /// See [`Blocking::set_changed_by`].
+    pub async fn set_changed_by(&self, changed: &[(String, CommitRecord)]) -> Result<()> {
+        let changed = changed.to_vec();
+        self.call(move |db| db.set_changed_by(&changed)).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{commit, spec_update};
@@ -37,7 +45,7 @@ mod tests {
 
     #[test]
     fn a_job_names_the_commit_that_last_changed_it() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         let tip = commit("c2");
         s.apply_commit(
             &tip,

@@ -1,11 +1,11 @@
-//! Config commits: the `commits` table, the applied commit, and [`Store::apply_commit`], which
+//! Config commits: the `commits` table, the applied commit, and [`Blocking::apply_commit`], which
 //! records a commit's desired specs (on `jobs`) and its plan notes (on `events`) in one
 //! transaction.
 
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{EventRow, JobState, NewEvent, Result, Store, now_ms};
+use super::{Blocking, EventRow, JobState, NewEvent, Result, now_ms};
 use crate::event::JobEvent;
 
 /// A config-repo commit, as recorded with events.
@@ -29,7 +29,7 @@ pub enum DesiredUpdate {
         /// File path.
         path: String,
         /// The spec as `serde_json::to_string` of a [`crate::spec::JobSpec`] writes it: the
-        /// bytes its hash is taken of, read back as a `JobSpec` by [`Store::job`].
+        /// bytes its hash is taken of, read back as a `JobSpec` by [`Blocking::job`].
         spec: String,
         /// Its hash.
         hash: String,
@@ -50,7 +50,7 @@ pub enum DesiredUpdate {
     },
 }
 
-impl Store {
+impl Blocking {
     /// The config commit last applied.
     pub fn applied_commit(&self) -> Result<Option<String>> {
         Ok(self

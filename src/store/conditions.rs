@@ -1,14 +1,14 @@
 //! The stored facts a job's conditions are derived from (see [`crate::condition`]): per job,
 //! its state, invalid file, desired and applied hashes, desired env, open incidents (the
 //! `jobs.incidents` column), the last failed version and the version a rollback refused (the
-//! `versions` table). What runs comes from [`Store::running`].
+//! `versions` table). What runs comes from [`Blocking::running`].
 
 use std::collections::HashMap;
 
 use rusqlite::params;
 
 use super::facts::{Failure, Incidents, Stage};
-use super::{At, JobState, Result, Store, now_ms};
+use super::{At, Blocking, JobState, Result, now_ms};
 
 /// One job's stored facts (see the module doc).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -37,7 +37,7 @@ pub struct ConditionRow {
     pub refused_reason: Option<String>,
 }
 
-impl Store {
+impl Blocking {
     /// The stored facts of the named jobs (`None`: every job still in the config repo), by
     /// name. A column that does not decode leaves that fact out and is logged: the other facts
     /// (and jobs) are still shown.
@@ -185,7 +185,7 @@ mod tests {
 
     #[test]
     fn the_facts_of_a_job_read_back_typed() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         s.apply_commit(
             &commit("c1"),
             &[spec_update("a", "dev"), spec_update("b", "prod")],

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{At, Result, Store, collect, now_ms};
+use super::{At, Blocking, Result, collect, now_ms};
 use crate::event::{Attempt, EventKind};
 
 /// An event in the history.
@@ -70,7 +70,7 @@ impl<'a> NewEvent<'a> {
 }
 
 /// The id of an event handed to the sink although its write failed
-/// ([`Store::forward_unstored`]); recorded events have ids from 1.
+/// ([`Blocking::forward_unstored`]); recorded events have ids from 1.
 pub const UNSTORED: i64 = 0;
 
 /// A callback every recorded event is forwarded to, after its transaction committed. It must
@@ -110,8 +110,8 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<EventRow>> {
     })())
 }
 
-impl Store {
-    /// Sets the callback every later [`Store::event`] and [`Store::apply_commit`] note is
+impl Blocking {
+    /// Sets the callback every later [`Blocking::event`] and [`Blocking::apply_commit`] note is
     /// forwarded to (on every clone of this store).
     pub fn set_event_sink(&self, sink: EventSink) {
         *self.sink.lock() = Some(sink);
@@ -317,7 +317,7 @@ mod tests {
 
     #[test]
     fn events_reach_the_sink_after_they_are_recorded() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen2 = seen.clone();
         s.set_event_sink(Arc::new(move |e: &EventRow| {
@@ -349,7 +349,7 @@ mod tests {
 
     #[test]
     fn each_job_keeps_its_latest_event_and_restart_count() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         s.apply_commit(
             &commit("c1"),
             &[spec_update("a", "dev")],
@@ -379,7 +379,7 @@ mod tests {
 
     #[test]
     fn counted_restarts_are_those_since_the_latest_reset_as_their_attempts_say() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         s.apply_commit(&commit("c1"), &[spec_update("a", "dev")], &[])
             .unwrap();
         let restart = |n| {

@@ -2,7 +2,7 @@
 //! or by anything else that writes the store's file, so a reader that derived something from
 //! the store can tell whether it may still hold ([`Store::generation`]).
 
-use super::{Result, Store};
+use super::{Blocking, Result};
 
 /// Where the store's writes stand; two equal generations mean no row was written in between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,7 +14,7 @@ pub struct Generation {
     others: i64,
 }
 
-impl Store {
+impl Blocking {
     /// Where the store's writes stand now. Read it *before* what is derived from the store,
     /// so a write made meanwhile makes the next reader derive it again.
     pub fn generation(&self) -> Result<Generation> {
@@ -27,6 +27,13 @@ impl Store {
     }
 }
 
+impl super::Store {
+    /// See [`Blocking::generation`].
+    pub async fn generation(&self) -> Result<Generation> {
+        self.call(|db| db.generation()).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{commit, spec_update};
@@ -35,7 +42,7 @@ mod tests {
 
     #[test]
     fn every_write_moves_the_generation_and_a_read_does_not() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         let g0 = s.generation().unwrap();
         s.apply_commit(&commit("c1"), &[spec_update("a", "dev")], &[])
             .unwrap();
@@ -51,7 +58,7 @@ mod tests {
     fn a_write_by_another_connection_moves_the_generation() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
-        let s = Store::open(&path).unwrap();
+        let s = Blocking::open(&path).unwrap();
         s.apply_commit(&commit("c1"), &[spec_update("a", "dev")], &[])
             .unwrap();
         let g = s.generation().unwrap();

@@ -3,7 +3,7 @@
 
 use rusqlite::params;
 
-use super::{JobState, Result, Store};
+use super::{Blocking, JobState, Result};
 
 /// A change held by a freeze window.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub struct HeldChange {
     pub reason: String,
 }
 
-impl Store {
+impl Blocking {
     /// Records `held` changes (each replacing any change held for its job before) and drops
     /// the held changes of the `applied` jobs, whose newer change is put in place now.
     pub fn set_held(&self, held: &[HeldChange], applied: &[&str]) -> Result<()> {
@@ -131,6 +131,29 @@ impl Store {
     }
 }
 
+impl super::Store {
+    /// See [`Blocking::set_held`].
+    pub async fn set_held(&self, held: &[HeldChange], applied: &[&str]) -> Result<()> {
+        let held = held.to_vec();
+        let applied: Vec<String> = applied.iter().map(|s| s.to_string()).collect();
+        self.call(move |db| {
+            let applied: Vec<&str> = applied.iter().map(String::as_str).collect();
+            db.set_held(&held, &applied)
+        })
+        .await
+    }
+
+    /// See [`Blocking::held_changes`].
+    pub async fn held_changes(&self) -> Result<Vec<HeldChange>> {
+        self.call(|db| db.held_changes()).await
+    }
+
+    /// See [`Blocking::release_held`].
+    pub async fn release_held(&self, now_ms: i64) -> Result<Vec<HeldChange>> {
+        self.call(move |db| db.release_held(now_ms)).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,7 +174,7 @@ mod tests {
 
     #[test]
     fn held_changes_are_replaced_dropped_and_released_when_due() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         s.set_held(&[held("a", 10), held("b", 20)], &[]).unwrap();
         s.set_held(&[held("a", 15)], &[]).unwrap();
         assert_eq!(s.held_changes().unwrap()[0].until_ms, 15, "replaced");

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{At, Result, Store, StoreError, collect, now_ms};
+use super::{At, Blocking, Result, StoreError, collect, now_ms};
 use crate::build::Artifact;
 use crate::spec::JobSpec;
 
@@ -57,7 +57,7 @@ words!(JobState {
     RolledBack => "rolled_back",
 });
 
-/// A deployed version as [`Store::set_applied`] records it: a borrowed view of the actor's
+/// A deployed version as [`Blocking::set_applied`] records it: a borrowed view of the actor's
 /// `reconcile::Deployed`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Applied<'a> {
@@ -102,7 +102,7 @@ pub struct JobRow {
     pub updated_at: i64,
 }
 
-/// A job as lists show it (see [`Store::job_list`]).
+/// A job as lists show it (see [`Blocking::job_list`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobListRow {
     /// Job name.
@@ -137,7 +137,7 @@ pub struct JobListRow {
     pub unreadable: Option<String>,
 }
 
-/// Which jobs a list shows (see [`Store::job_page`]).
+/// Which jobs a list shows (see [`Blocking::job_page`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobQuery {
     /// Only jobs in this state.
@@ -242,7 +242,7 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRow>> {
     })())
 }
 
-impl Store {
+impl Blocking {
     /// Every job row, sorted by name.
     pub fn jobs(&self) -> Result<Vec<JobRow>> {
         let conn = self.conn();
@@ -450,7 +450,7 @@ impl Store {
     /// How many jobs are in each state (every state, zeros included). Jobs removed from the
     /// config repo are left out, as the job list leaves them out by default: the count of a
     /// state is the length of the list of that state (`?state=`). A state no [`JobState`] has
-    /// is counted by [`Store::unreadable_jobs`], not here.
+    /// is counted by [`Blocking::unreadable_jobs`], not here.
     pub fn job_state_counts(&self) -> Result<Vec<(JobState, u64)>> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(&format!(
@@ -504,7 +504,7 @@ mod tests {
 
     #[test]
     fn apply_commit_is_atomic_and_keeps_desired_of_invalid_jobs() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         assert_eq!(s.applied_commit().unwrap(), None);
         s.apply_commit(
             &commit("c1"),
@@ -542,7 +542,7 @@ mod tests {
 
     #[test]
     fn applied_specs_and_artifacts_read_back_typed() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         s.apply_commit(&commit("c1"), &[spec_update("a", "prod")], &[])
             .unwrap();
         let spec = s.job("a").unwrap().unwrap().desired.unwrap();
@@ -582,7 +582,7 @@ mod tests {
 
     #[test]
     fn a_value_that_does_not_decode_is_an_error_naming_its_row_and_column() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         s.apply_commit(&commit("c1"), &[spec_update("a", "dev")], &[])
             .unwrap();
         s.conn()
@@ -608,7 +608,7 @@ mod tests {
 
     #[test]
     fn one_row_whose_spec_is_not_json_is_listed_unreadable_beside_the_others() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         let jobs = [
             spec_update("a", "dev"),
             spec_update("b", "dev"),
@@ -640,7 +640,7 @@ mod tests {
 
     #[test]
     fn a_removed_job_is_left_out_of_the_counts_as_out_of_the_list() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         s.apply_commit(
             &commit("c1"),
             &[spec_update("a", "dev"), spec_update("b", "dev")],

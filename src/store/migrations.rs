@@ -17,7 +17,7 @@ use crate::event::EventKind;
 type Step = fn(&Connection) -> Result<()>;
 
 /// The steps, in order; step `i` makes version `i + 1`. Add new steps at the end.
-const STEPS: [Step; 11] = [
+const STEPS: [Step; 12] = [
     release_0_1_0,
     typed_events,
     versions,
@@ -29,6 +29,7 @@ const STEPS: [Step; 11] = [
     conditions,
     savepoint_history,
     held_changes,
+    run_node,
 ];
 
 /// The schema version this build writes.
@@ -272,11 +273,17 @@ fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
         .exists([table, column])?)
 }
 
+/// Each run records the node (host) that started it; runs from before have none.
+fn run_node(conn: &Connection) -> Result<()> {
+    conn.execute_batch("ALTER TABLE runs ADD COLUMN node TEXT;")?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
-    use super::super::{JobState, RunState, Store};
+    use super::super::{Blocking, JobState, RunState};
     use super::*;
 
     const RUNS_0_0: &str = "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -295,9 +302,9 @@ mod tests {
     fn a_new_store_is_at_the_latest_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("new.db");
-        drop(Store::open(&path).unwrap());
+        drop(Blocking::open(&path).unwrap());
         assert_eq!(user_version(&path), LATEST);
-        drop(Store::open(&path).unwrap());
+        drop(Blocking::open(&path).unwrap());
         assert_eq!(user_version(&path), LATEST);
     }
 
@@ -309,7 +316,7 @@ mod tests {
             .unwrap()
             .pragma_update(None, "user_version", LATEST + 1)
             .unwrap();
-        let err = Store::open(&path).err().unwrap();
+        let err = Blocking::open(&path).err().unwrap();
         assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
     }
 
@@ -323,7 +330,7 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-0.1.0.sqlite");
         std::fs::copy(fixture, &path).unwrap();
         assert_eq!(user_version(&path), 0);
-        let s = Store::open(&path).unwrap();
+        let s = Blocking::open(&path).unwrap();
         assert_eq!(user_version(&path), LATEST);
 
         let jobs = s.jobs().unwrap();
@@ -389,7 +396,7 @@ mod tests {
     fn a_version_stalled_before_migration_9_is_carried_over_as_a_typed_failure() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        let s = Store::open(&path).unwrap();
+        let s = Blocking::open(&path).unwrap();
         let update = |name: &str| crate::store::DesiredUpdate::Spec {
             name: name.into(),
             path: format!("jobs/{name}.yaml"),
@@ -421,11 +428,12 @@ mod tests {
              ALTER TABLE savepoints DROP COLUMN dispose_failures;
              ALTER TABLE savepoints DROP COLUMN dispose_error;
              DROP TABLE run_starts;
+             ALTER TABLE runs DROP COLUMN node;
              PRAGMA user_version = 8;",
         )
         .unwrap();
         drop(conn);
-        let s = Store::open(&path).unwrap();
+        let s = Blocking::open(&path).unwrap();
         assert_eq!(user_version(&path), LATEST);
         let stage = |name: &str| s.versions(name).unwrap().failed.map(|f| (f.hash, f.stage));
         use crate::store::Stage;
@@ -452,7 +460,7 @@ mod tests {
                     let (path, barrier) = (path.clone(), barrier.clone());
                     std::thread::spawn(move || {
                         barrier.wait();
-                        Store::open(&path).map(|_| ())
+                        Blocking::open(&path).map(|_| ())
                     })
                 })
                 .collect();
@@ -475,12 +483,12 @@ mod tests {
                  VALUES ('a', 'h', 'flink', 'running', '', 1);"
             ))
             .unwrap();
-        let store = Store::open(&path).unwrap();
+        let store = Blocking::open(&path).unwrap();
         let runs = store.live_runs().unwrap();
         assert_eq!(runs.len(), 1);
         assert_eq!(runs[0].env, None);
         drop(store);
-        let store = Store::open(&path).unwrap(); // a second open adds nothing twice
+        let store = Blocking::open(&path).unwrap(); // a second open adds nothing twice
         let id = store
             .insert_run(
                 "a",
@@ -521,7 +529,7 @@ mod tests {
             )
             .unwrap();
         }
-        let s = Store::open(&path).unwrap();
+        let s = Blocking::open(&path).unwrap();
         assert_eq!(s.restart_counts().unwrap().get("a"), Some(&1));
         assert_eq!(s.last_events().unwrap()["a"].kind, "failed");
     }

@@ -2,8 +2,10 @@
 //! desired and applied spec, artifacts, runs with their engine handles, and the event history.
 //!
 //! Every write that must be atomic (a whole commit's desired specs and the applied commit) is one
-//! transaction, so a crash at any point leaves either the old or the new state. Calls are short
-//! and synchronous; the connection sits behind a mutex. Retention's calls hand the mutex
+//! transaction, so a crash at any point leaves either the old or the new state. The operations
+//! are written once, as short blocking calls on [`Blocking`] (the connection sits behind a
+//! mutex); async code calls them through [`Store`], which runs each on a blocking thread, so no
+//! SQLite call runs on a runtime worker thread (see `handle`). Retention's calls hand the mutex
 //! straight to a waiting caller when they end ([`parking_lot::MutexGuard::unlock_fair`]), and
 //! retention copies the write-ahead log into the database from a connection of its own
 //! ([`Checkpointer`]), so a job's write never waits for more than one small batch.
@@ -13,12 +15,13 @@
 //! never dropped silently.
 //!
 //! # Layout
-//! - this file: the [`Store`] handle, opening, errors, the failed-write rule ([`Store::record`])
+//! - `handle`: [`Store`], the async handle: each operation on a blocking thread.
+//! - this file: the [`Blocking`] operations' handle, opening, errors, the failed-write rule ([`Blocking::record`])
 //!   and the decoding shared by the tables.
 //! - `migrations`: the schema, numbered with `PRAGMA user_version`.
-//! - `commits`: config commits and [`Store::apply_commit`], which writes a commit's desired specs.
 //! - `changed_by`: each changed job's own commit after a push of several ([`Store::set_changed_by`]).
 //! - `generation`: a number every write moves ([`Store::generation`]), for what readers keep.
+//! - `commits`: config commits and [`Blocking::apply_commit`], which writes a commit's desired specs.
 //! - `jobs`: [`JobState`], job rows, their lists and counts.
 //! - `conditions`: the stored facts a job's conditions are derived from ([`ConditionRow`]).
 //! - `runs`: [`RunState`], run rows and their lifecycle.
@@ -28,6 +31,7 @@
 //!   `savepoint_history`, why each was taken, its disposal, and where runs started from.
 //! - `versions`: each job's previous version (what a rollback starts again), the current
 //!   version's probation, and the version a rollback refused.
+//! - `install`: the installation id, which salts engine ids and run tokens.
 //! - `retention`: deleting old runs and events in small batches; the artifacts still needed.
 
 mod alerts;
@@ -37,7 +41,9 @@ mod conditions;
 mod events;
 mod facts;
 mod generation;
+mod handle;
 mod held;
+mod install;
 mod jobs;
 mod migrations;
 mod retention;
@@ -60,6 +66,7 @@ pub use conditions::ConditionRow;
 pub use events::{EventRow, EventSink, NewEvent, UNSTORED};
 pub use facts::{Failure, Incident, Incidents, Place, Stage};
 pub use generation::Generation;
+pub use handle::Store;
 pub use held::HeldChange;
 pub use jobs::{Applied, JobListRow, JobQuery, JobRow, JobState};
 pub use retention::{Checkpointer, PruneCandidate, PrunedRun};
@@ -68,7 +75,7 @@ pub use savepoint_history::{Keep, NewSavepoint, SavepointCause, SavepointEntry};
 pub use savepoints::{SavepointKind, SavepointRow};
 pub use versions::{PreviousVersion, VersionsRow};
 
-/// Store errors.
+/// Blocking errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// SQLite said no.
@@ -102,22 +109,32 @@ pub enum StoreError {
         /// The latest version this build knows.
         known: i64,
     },
+    /// The runtime stopped before the call ran (the daemon is shutting down).
+    #[error("store: the call was dropped while the daemon stopped")]
+    Stopped,
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
 
-/// Handle to the store; cheap to clone.
+/// What a store call answers.
+pub type StoreResult<T> = Result<T>;
+
+/// The store's operations as blocking calls; cheap to clone. Async code calls them through
+/// [`Store`], which runs them on blocking threads; call them directly only from a thread of
+/// your own (a command at the terminal, a test thread), never from a runtime worker.
 #[derive(Clone)]
-pub struct Store {
+pub struct Blocking {
     conn: Arc<Mutex<Connection>>,
     /// The store's file (`None` in memory): retention's [`Checkpointer`] opens it again.
     path: Option<PathBuf>,
-    /// Where recorded events are forwarded (alerts); see [`Store::set_event_sink`].
+    /// Where recorded events are forwarded (alerts); see [`Blocking::set_event_sink`].
     sink: Arc<Mutex<Option<EventSink>>>,
-    /// Writes that failed and were carried on from ([`Store::record`]).
+    /// Writes that failed and were carried on from ([`Blocking::record`]).
     write_errors: Arc<AtomicU64>,
-    /// Reads that failed and were carried on from ([`Store::read_or_log`]).
+    /// Reads that failed and were carried on from ([`Blocking::read_or_log`]).
     read_errors: Arc<AtomicU64>,
+    /// This host's name, recorded with each run it starts.
+    node: Arc<str>,
 }
 
 /// Now as Unix milliseconds.
@@ -125,9 +142,9 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-impl Store {
+impl Blocking {
     /// Opens (creating) the store file, in WAL mode, and brings its schema up to date.
-    pub fn open(path: &Path) -> Result<Store> {
+    pub fn open(path: &Path) -> Result<Blocking> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -138,22 +155,23 @@ impl Store {
         // Reads through a memory map instead of copying pages: lists of 10,000 jobs stay fast.
         conn.pragma_update(None, "mmap_size", 256_i64 * 1024 * 1024)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        Store::with(conn, Some(path.to_path_buf()))
+        Blocking::with(conn, Some(path.to_path_buf()))
     }
 
     /// An in-memory store, for tests.
-    pub fn in_memory() -> Result<Store> {
-        Store::with(Connection::open_in_memory()?, None)
+    pub fn in_memory() -> Result<Blocking> {
+        Blocking::with(Connection::open_in_memory()?, None)
     }
 
-    fn with(conn: Connection, path: Option<PathBuf>) -> Result<Store> {
+    fn with(conn: Connection, path: Option<PathBuf>) -> Result<Blocking> {
         migrations::migrate(&conn)?;
-        Ok(Store {
+        Ok(Blocking {
             conn: Arc::new(Mutex::new(conn)),
             path,
             sink: Arc::default(),
             write_errors: Arc::default(),
             read_errors: Arc::default(),
+            node: node_name().into(),
         })
     }
 
@@ -222,6 +240,15 @@ impl Store {
     }
 }
 
+/// This host's name (the kernel's, as `hostname` prints it), `unknown` when it cannot be read.
+fn node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|n| n.trim().to_string())
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
 /// Which value is being decoded: the table and row, for [`StoreError::Decode`].
 struct At<'a> {
     table: &'static str,
@@ -263,7 +290,7 @@ fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<Result<T>>>) -> Result
 
 /// The value of `result`, or, when it failed, `None` after logging the error at error level
 /// (with the job as a field when there is one) and counting it in `count`: the one shape of
-/// [`Store::record`] and [`Store::read_or_log`].
+/// [`Blocking::record`] and [`Blocking::read_or_log`].
 fn carried_on<T>(
     count: &AtomicU64,
     job: Option<&str>,
@@ -310,7 +337,7 @@ pub(super) mod tests {
 
     #[test]
     fn a_failed_write_is_counted_and_carried_on_from() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         assert_eq!(s.record(Some("a"), "state", Ok(3)), Some(3));
         assert_eq!(s.write_errors(), 0);
         s.conn().execute_batch("DROP TABLE runs").unwrap();
@@ -321,7 +348,7 @@ pub(super) mod tests {
 
     #[test]
     fn a_failed_read_is_counted_apart_from_failed_writes() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         assert_eq!(s.read_or_log(None, "runs", Ok(2)), Some(2));
         s.conn().execute_batch("DROP TABLE runs").unwrap();
         assert_eq!(s.read_or_log(Some("a"), "runs", s.runs("a", 1)), None);

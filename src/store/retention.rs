@@ -15,7 +15,7 @@ use parking_lot::MutexGuard;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::runs::LIVE;
-use super::{Result, SavepointKind, SavepointRow, Store};
+use super::{Blocking, Result, SavepointKind, SavepointRow};
 
 /// A deleted run: its id and its log file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +64,7 @@ fn release(conn: MutexGuard<'_, Connection>) {
     MutexGuard::unlock_fair(conn);
 }
 
-impl Store {
+impl Blocking {
     /// A [`Checkpointer`] on this store's file.
     pub fn checkpointer(&self) -> Result<Checkpointer> {
         let conn = match &self.path {
@@ -306,7 +306,7 @@ mod tests {
     use super::*;
     use crate::event::EventKind;
 
-    fn run(s: &Store, job: &str, key: Option<&str>, started: i64, end: bool) -> i64 {
+    fn run(s: &Blocking, job: &str, key: Option<&str>, started: i64, end: bool) -> i64 {
         let origin = RunOrigin {
             artifact_key: key,
             ..RunOrigin::default()
@@ -334,7 +334,7 @@ mod tests {
 
     #[test]
     fn runs_past_the_latest_and_older_than_the_age_go_live_ones_stay() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         let live = run(&s, "a", None, 1, false);
         let ids: Vec<i64> = (0..10).map(|i| run(&s, "a", None, 10 + i, true)).collect();
         run(&s, "b", None, 1, true);
@@ -361,7 +361,7 @@ mod tests {
 
     #[test]
     fn old_events_go_but_each_jobs_latest_stays() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         s.apply_commit(&commit("c1"), &[spec_update("a", "dev")], &[])
             .unwrap();
         for job in [Some("a"), Some("a"), None, Some("b")] {
@@ -383,7 +383,7 @@ mod tests {
 
     #[test]
     fn candidates_are_the_jobs_with_something_to_delete() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         let names = ["few", "live", "old", "young"];
         let updates: Vec<_> = names.iter().map(|n| spec_update(n, "dev")).collect();
         s.apply_commit(&commit("c1"), &updates, &[]).unwrap();
@@ -440,7 +440,7 @@ mod tests {
     #[test]
     fn the_checkpointer_copies_the_log_into_the_database() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        let s = Blocking::open(&dir.path().join("s.db")).unwrap();
         s.apply_commit(&commit("c1"), &[spec_update("a", "dev")], &[])
             .unwrap();
         s.conn()
@@ -451,13 +451,13 @@ mod tests {
         }
         let (pages, copied) = s.checkpointer().unwrap().checkpoint().unwrap();
         assert!(pages > 0 && copied == pages, "{pages} {copied}");
-        let memory = Store::in_memory().unwrap().checkpointer().unwrap();
+        let memory = Blocking::in_memory().unwrap().checkpointer().unwrap();
         assert_eq!(memory.checkpoint().unwrap(), (0, 0));
     }
 
     #[test]
     fn needed_artifacts_are_the_deployed_live_and_previous_ones() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         s.apply_commit(&commit("c1"), &[spec_update("a", "dev")], &[])
             .unwrap();
         let spec = s.job("a").unwrap().unwrap().desired.unwrap();

@@ -7,7 +7,7 @@ use std::path::Path;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{At, Result, Store, collect, now_ms};
+use super::{At, Blocking, Result, collect, now_ms};
 use crate::engine::{EngineKind, RunHandle};
 
 /// States of a run.
@@ -93,9 +93,12 @@ pub struct RunRow {
     pub secrets_mac: Option<String>,
     /// Its log was masked in place after it ended.
     pub log_masked: bool,
+    /// The node (host name) whose daemon started it; `None` for runs recorded before nodes
+    /// were.
+    pub node: Option<String>,
 }
 
-/// Where a run's version comes from (see [`Store::insert_run`]).
+/// Where a run's version comes from (see [`Blocking::insert_run`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOrigin<'a> {
     /// The config commit that deployed the version.
@@ -106,7 +109,7 @@ pub struct RunOrigin<'a> {
     pub artifact_key: Option<&'a str>,
 }
 
-/// What runs now for one job: its newest live run's commits (see [`Store::running`]).
+/// What runs now for one job: its newest live run's commits (see [`Blocking::running`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Running {
     /// The run.
@@ -146,7 +149,7 @@ fn running_row(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Running> {
 }
 
 const RUN_SELECT: &str = "SELECT id, job, commit_id, spec_hash, engine, handle, state, reason,
-    log_path, started_at, ended_at, env, project_commit, secrets, secrets_mac, log_masked
+    log_path, started_at, ended_at, env, project_commit, secrets, secrets_mac, log_masked, node
     FROM runs";
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RunRow>> {
@@ -173,11 +176,12 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RunRow>> {
             secrets: at.json("secrets", r.get(13)?)?,
             secrets_mac: r.get(14)?,
             log_masked: r.get(15)?,
+            node: r.get(16)?,
         })
     })())
 }
 
-impl Store {
+impl Blocking {
     /// Records a run about to be submitted to `engine` in `env`, of the version `origin` says;
     /// returns its id. Its log is `log_dir/<id>.log`.
     pub fn insert_run(
@@ -192,8 +196,8 @@ impl Store {
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO runs (job, commit_id, project_commit, artifact_key, spec_hash, engine,
-                 env, state, log_path, started_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, '', ?8)",
+                 env, state, log_path, started_at, node)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, '', ?8, ?10)",
             params![
                 job,
                 origin.config_commit,
@@ -204,6 +208,7 @@ impl Store {
                 env,
                 now_ms(),
                 RunState::Starting.as_str(),
+                &*self.node,
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -260,8 +265,8 @@ impl Store {
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO runs (job, commit_id, spec_hash, engine, env, state, log_path, started_at,
-                 secrets)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, '[]')",
+                 secrets, node)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, '[]', ?8)",
             params![
                 job,
                 commit,
@@ -269,7 +274,8 @@ impl Store {
                 engine.as_str(),
                 env,
                 RunState::Running.as_str(),
-                now_ms()
+                now_ms(),
+                &*self.node
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -307,7 +313,7 @@ impl Store {
         Ok(())
     }
 
-    /// What each vertex of run `id` must run at, as [`Store::set_run_parallelism`] recorded it
+    /// What each vertex of run `id` must run at, as [`Blocking::set_run_parallelism`] recorded it
     /// (empty when nothing was).
     pub fn run_parallelism(&self, id: i64) -> Result<BTreeMap<String, u32>> {
         let text: Option<String> = self
@@ -356,7 +362,7 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// What runs now for one job (see [`Store::running`]).
+    /// What runs now for one job (see [`Blocking::running`]).
     pub fn running_of(&self, job: &str) -> Result<Option<Running>> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(&format!(
@@ -399,6 +405,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_run_records_the_node_that_started_it() {
+        let s = Blocking::in_memory().unwrap();
+        let dir = Path::new("/tmp");
+        let id = s
+            .insert_run(
+                "a",
+                RunOrigin::default(),
+                "h",
+                (EngineKind::Local, "dev"),
+                dir,
+            )
+            .unwrap();
+        let adopted = s
+            .insert_adopted_run("b", None, "h", (EngineKind::Local, "dev"), dir, ("x", None))
+            .unwrap();
+        let host = super::super::node_name();
+        assert_ne!(host, "unknown");
+        assert_eq!(
+            s.run(id).unwrap().unwrap().node.as_deref(),
+            Some(host.as_str())
+        );
+        let b = s.runs("b", 1).unwrap().remove(0);
+        assert_eq!(
+            (b.node.as_deref(), adopted.engine_id.as_str()),
+            (Some(host.as_str()), "x")
+        );
+    }
+
+    #[test]
     fn run_states_round_trip() {
         for st in RunState::ALL {
             assert_eq!(RunState::parse(st.as_str()), Some(st));
@@ -408,7 +443,7 @@ mod tests {
 
     #[test]
     fn runs_live_until_finished_once() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         let id = s
             .insert_run(
                 "a",
@@ -470,7 +505,7 @@ mod tests {
 
     #[test]
     fn a_handle_that_does_not_decode_is_an_error_not_a_dropped_run() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         let id = s
             .insert_run(
                 "a",

@@ -6,7 +6,7 @@
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{At, Result, SavepointKind, Store, collect, now_ms};
+use super::{At, Blocking, Result, SavepointKind, collect, now_ms};
 pub use crate::engine::SavepointCause;
 
 /// One savepoint (or retained checkpoint) of a job with its history.
@@ -89,7 +89,7 @@ fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<SavepointEntry>> {
     })())
 }
 
-impl Store {
+impl Blocking {
     /// Records a savepoint (or retained checkpoint) of `job` at `location` with why it was
     /// taken and where.
     pub fn add_savepoint_by(
@@ -214,11 +214,88 @@ impl Store {
     }
 }
 
+impl super::Store {
+    /// See [`Blocking::add_savepoint_by`].
+    pub async fn add_savepoint_by(
+        &self,
+        job: &str,
+        location: &str,
+        new: NewSavepoint<'_>,
+    ) -> Result<i64> {
+        let (job, location) = (job.to_string(), location.to_string());
+        let (run_id, kind, cause, time) = (new.run_id, new.kind, new.cause, new.time);
+        let cluster = new.cluster.map(str::to_string);
+        self.call(move |db| {
+            let new = NewSavepoint {
+                run_id,
+                kind,
+                cause,
+                cluster: cluster.as_deref(),
+                time,
+            };
+            db.add_savepoint_by(&job, &location, new)
+        })
+        .await
+    }
+
+    /// See [`Blocking::savepoint_history`].
+    pub async fn savepoint_history(&self, job: &str, limit: usize) -> Result<Vec<SavepointEntry>> {
+        let job = job.to_string();
+        self.call(move |db| db.savepoint_history(&job, limit)).await
+    }
+
+    /// See [`Blocking::last_periodic_savepoint`].
+    pub async fn last_periodic_savepoint(&self, job: &str) -> Result<Option<i64>> {
+        let job = job.to_string();
+        self.call(move |db| db.last_periodic_savepoint(&job)).await
+    }
+
+    /// See [`Blocking::record_run_start`].
+    pub async fn record_run_start(&self, job: &str, run_id: i64, location: &str) -> Result<()> {
+        let (job, location) = (job.to_string(), location.to_string());
+        self.call(move |db| db.record_run_start(&job, run_id, &location))
+            .await
+    }
+
+    /// See [`Blocking::run_start`].
+    pub async fn run_start(&self, run_id: i64) -> Result<Option<String>> {
+        self.call(move |db| db.run_start(run_id)).await
+    }
+
+    /// See [`Blocking::jobs_with_savepoints_over`].
+    pub async fn jobs_with_savepoints_over(&self, count: u32) -> Result<Vec<String>> {
+        self.call(move |db| db.jobs_with_savepoints_over(count))
+            .await
+    }
+
+    /// See [`Blocking::disposable_savepoints`].
+    pub async fn disposable_savepoints(
+        &self,
+        job: &str,
+        keep: Keep,
+    ) -> Result<Vec<SavepointEntry>> {
+        let job = job.to_string();
+        self.call(move |db| db.disposable_savepoints(&job, keep))
+            .await
+    }
+
+    /// See [`Blocking::mark_disposed`].
+    pub async fn mark_disposed(&self, id: i64) -> Result<()> {
+        self.call(move |db| db.mark_disposed(id)).await
+    }
+
+    /// See [`Blocking::dispose_failed`].
+    pub async fn dispose_failed(&self, id: i64, why: &str) -> Result<()> {
+        let why = why.to_string();
+        self.call(move |db| db.dispose_failed(id, &why)).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sp(s: &Store, job: &str, loc: &str, cause: SavepointCause, time: i64) -> i64 {
+    fn sp(s: &Blocking, job: &str, loc: &str, cause: SavepointCause, time: i64) -> i64 {
         let new = NewSavepoint {
             run_id: None,
             kind: SavepointKind::Savepoint,
@@ -231,7 +308,7 @@ mod tests {
 
     #[test]
     fn keep_lets_go_of_old_savepoints_past_the_count_but_never_the_protected_ones() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         let old = now_ms() - 3_600_000;
         for i in 1..=5 {
             sp(

@@ -4,7 +4,7 @@
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{At, Result, Store, collect, now_ms};
+use super::{At, Blocking, Result, collect, now_ms};
 
 /// What a savepoints row holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
@@ -38,7 +38,7 @@ pub struct SavepointRow {
     pub time: i64,
 }
 
-impl Store {
+impl Blocking {
     /// Records a savepoint (or retained checkpoint) of a job.
     pub fn add_savepoint(
         &self,
@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn savepoints_are_kept_per_job_newest_first() {
-        let s = Store::in_memory().unwrap();
+        let s = Blocking::in_memory().unwrap();
         s.add_savepoint("a", Some(1), "file:/sp/1", SavepointKind::Savepoint)
             .unwrap();
         s.add_savepoint("a", Some(1), "file:/cp/2", SavepointKind::Checkpoint)

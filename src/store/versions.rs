@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::facts::{Failure, Stage};
-use super::{Result, Store, now_ms};
+use super::{Blocking, Result, now_ms};
 use crate::build::Artifact;
 use crate::spec::JobSpec;
 
@@ -46,7 +46,7 @@ pub struct VersionsRow {
     pub failed: Option<Failure>,
 }
 
-impl Store {
+impl Blocking {
     /// The job's row (empty when it has none).
     pub fn versions(&self, job: &str) -> Result<VersionsRow> {
         let conn = self.conn();
@@ -151,7 +151,7 @@ mod tests {
     #[test]
     fn a_row_round_trips_and_a_missing_one_is_empty() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let store = Blocking::open(&dir.path().join("s.db")).unwrap();
         assert_eq!(store.versions("a").unwrap(), VersionsRow::default());
         let spec = crate::spec::parse_job(
             "a.yaml",

@@ -82,16 +82,16 @@ impl Follower {
             match result {
                 Ok(outcome) => {
                     control.fetch_ok();
-                    self.synced(&outcome, &reason, started);
+                    self.synced(&outcome, &reason, started).await;
                 }
                 Err(err) => {
                     control.fetch_failed();
-                    self.failed(&err, &reason, &control);
+                    self.failed(&err, &reason, &control).await;
                 }
             }
             if !self.started_jobs {
                 self.started_jobs = true;
-                for (name, _) in self.ctx.store.desired_jobs()? {
+                for (name, _) in self.ctx.store.desired_jobs().await? {
                     self.reconciler.poke(&name);
                 }
             }
@@ -116,13 +116,13 @@ impl Follower {
         }
     }
 
-    fn synced(&mut self, outcome: &SyncOutcome, reason: &TriggerReason, started: Instant) {
+    async fn synced(&mut self, outcome: &SyncOutcome, reason: &TriggerReason, started: Instant) {
         let store = &self.ctx.store;
         if self.unreachable {
             self.unreachable = false;
             let message = "the config repo answers again".to_string();
             let event = JobEvent::RepoReachable { message };
-            self.ctx.events.emit(Scope::daemon(), &event);
+            self.ctx.events.emit(Scope::daemon(), &event).await;
         }
         match outcome {
             SyncOutcome::Applied { commit, jobs } => {
@@ -135,7 +135,7 @@ impl Follower {
                         commit: Some(commit),
                         ..Scope::daemon()
                     };
-                    self.ctx.events.emit(scope, event);
+                    self.ctx.events.emit(scope, event).await;
                     self.held = Some(commit.clone());
                 } else {
                     tracing::debug!(%commit, "config commit still held for its removals");
@@ -144,7 +144,7 @@ impl Follower {
             SyncOutcome::UpToDate => self.held = None,
         }
         if !self.api.ready.swap(true, Ordering::AcqRel) {
-            let read = store.applied_commit();
+            let read = store.applied_commit().await;
             let applied = store.read_or_log(None, "applied commit", read).flatten();
             let applied = applied.unwrap_or_default();
             tracing::info!(commit = %applied.get(..8).unwrap_or(""), "ready");
@@ -152,7 +152,7 @@ impl Follower {
         self.reconciler.follow_all();
     }
 
-    fn failed(&mut self, err: &SyncError, reason: &TriggerReason, control: &TriggerControl) {
+    async fn failed(&mut self, err: &SyncError, reason: &TriggerReason, control: &TriggerControl) {
         if !err.is_unreachable() {
             tracing::error!(trigger = %reason, "cannot apply the config repo: {err}");
             return;
@@ -162,7 +162,7 @@ impl Follower {
             let event = JobEvent::RepoUnreachable {
                 why: err.to_string(),
             };
-            self.ctx.events.emit(Scope::daemon(), &event);
+            self.ctx.events.emit(Scope::daemon(), &event).await;
         }
         tracing::warn!(trigger = %reason, retry_in = ?control.poll_interval(), "config repo unreachable: {err}");
     }

@@ -166,7 +166,7 @@ pub async fn release_loop(
         }
         let (c, r) = (ctx.clone(), reconciler.clone());
         let _ = tokio::task::spawn_blocking(move || {
-            let released = c.store.release_held(crate::store::now_ms());
+            let released = c.store.blocking().release_held(crate::store::now_ms());
             let Some(released) = c.store.read_or_log(None, "held changes due", released) else {
                 return;
             };
@@ -174,7 +174,8 @@ pub async fn release_loop(
                 let event = JobEvent::Released {
                     commit: h.commit.get(..8).unwrap_or(&h.commit).to_string(),
                 };
-                c.events.emit(Scope::job(&h.job, Some(&h.commit)), &event);
+                c.events
+                    .emit_blocking(Scope::job(&h.job, Some(&h.commit)), &event);
                 r.poke(&h.job);
             }
         })

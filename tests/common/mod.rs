@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use jobkeeper::store::{EventRow, JobRow, RunRow, Store};
+use jobkeeper::store::{Blocking, EventRow, JobRow, RunRow};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -104,7 +104,7 @@ pub struct Daemon {
     pub handle: Option<JoinHandle<Result<(), jobkeeper::daemon::DaemonError>>>,
     pub state_dir: PathBuf,
     pub addr: std::net::SocketAddr,
-    pub store: Store,
+    pub store: Blocking,
 }
 
 /// A daemon config for tests: the bare repo as config repo, state under `root/state`.
@@ -145,7 +145,7 @@ pub async fn start_at(root: &Path, config_text: &str, port: u16) -> Daemon {
     // The daemon may still be setting the store up (WAL mode, migrations): retry briefly.
     let mut store = None;
     wait_for("the store", Duration::from_secs(10), || {
-        store = db.exists().then(|| Store::open(&db).ok()).flatten();
+        store = db.exists().then(|| Blocking::open(&db).ok()).flatten();
         store.is_some()
     })
     .await;
@@ -393,7 +393,7 @@ pub fn metric(text: &str, name: &str) -> f64 {
 }
 
 /// Every event of the daemon (all jobs and none) of this kind.
-pub fn events_of(store: &Store, kind: &str) -> Vec<EventRow> {
+pub fn events_of(store: &Blocking, kind: &str) -> Vec<EventRow> {
     store
         .events(None, 100_000)
         .unwrap()
@@ -430,7 +430,7 @@ pub struct StopRunsOnDrop {
 
 impl Drop for StopRunsOnDrop {
     fn drop(&mut self) {
-        let Ok(store) = Store::open(&self.db) else {
+        let Ok(store) = Blocking::open(&self.db) else {
             return;
         };
         for job in store.jobs().unwrap_or_default() {
@@ -468,7 +468,7 @@ pub async fn start_reloadable(root: &Path, config_text: &str) -> Daemon {
     wait_for("the store", Duration::from_secs(10), || {
         store = db
             .exists()
-            .then(|| jobkeeper::store::Store::open(&db).ok())
+            .then(|| jobkeeper::store::Blocking::open(&db).ok())
             .flatten();
         store.is_some()
     })

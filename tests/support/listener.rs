@@ -11,7 +11,7 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jobkeeper::store::Store;
+use jobkeeper::store::Blocking;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -313,7 +313,7 @@ pub struct Flood {
 pub async fn idle_flood(
     b: &Binary,
     git: &Git,
-    store: &Store,
+    store: &Blocking,
     hook: &HttpReceiver,
     n: usize,
     wait: Duration,
@@ -393,7 +393,7 @@ pub async fn idle_flood(
 /// A daemon under `prlimit --nofile=1024` with a running job and an alert channel. The test
 /// itself needs a socket per flood connection: its soft open-file limit is raised to its hard
 /// one, which must allow 4,096.
-pub async fn flood_setup(root: &Path, extra: &str) -> (Git, Binary, Store, HttpReceiver) {
+pub async fn flood_setup(root: &Path, extra: &str) -> (Git, Binary, Blocking, HttpReceiver) {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
     assert!(
@@ -413,7 +413,7 @@ pub async fn flood_setup(root: &Path, extra: &str) -> (Git, Binary, Store, HttpR
         hook.url()
     );
     let b = Binary::start(root, &config(root, &git, &extra), Some(1024)).await;
-    let store = Store::open(&root.join("state/jobkeeper.db")).unwrap();
+    let store = Blocking::open(&root.join("state/jobkeeper.db")).unwrap();
     wait_for("the first commit", Duration::from_secs(20), || {
         store.applied_commit().ok().flatten().as_deref() == Some(first.as_str())
     })

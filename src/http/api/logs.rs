@@ -66,7 +66,7 @@ pub fn masked_run_log(
     run_id: i64,
     lines: usize,
 ) -> Result<Option<String>, StoreError> {
-    let Some(run) = state.store.run(run_id)? else {
+    let Some(run) = state.store.blocking().run(run_id)? else {
         return Ok(None);
     };
     Ok(match run_log_tail(state, &run, lines) {
@@ -104,7 +104,7 @@ pub async fn logs(
     let state2 = state.clone();
     let result = blocking(move || {
         let store = &state.store;
-        let Some(_) = store.job(&name).map_err(internal)? else {
+        let Some(_) = store.blocking().job(&name).map_err(internal)? else {
             return Err(unknown_job(&name));
         };
         let path = match (q.build.as_deref(), q.run.as_deref()) {
@@ -186,6 +186,7 @@ fn requested_run(
 ) -> Result<crate::store::RunRow, ApiError> {
     let Some(id) = id else {
         return store
+            .blocking()
             .runs(name, 1)
             .map_err(internal)?
             .into_iter()
@@ -201,6 +202,7 @@ fn requested_run(
         .parse()
         .map_err(|_| error(StatusCode::BAD_REQUEST, "`run` must be a run id (a number)"))?;
     store
+        .blocking()
         .run(id)
         .map_err(internal)?
         .filter(|r| r.job == name)

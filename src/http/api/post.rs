@@ -63,7 +63,7 @@ pub async fn sync(
     let _ = tokio::task::spawn_blocking(move || {
         let who = caller.who(peer);
         let events = &st.reconciler.context().events;
-        events.emit(Scope::daemon(), &JobEvent::ApiSync { who });
+        events.emit_blocking(Scope::daemon(), &JobEvent::ApiSync { who });
     })
     .await;
     (
@@ -97,7 +97,7 @@ pub async fn restart(
     }
     let st = state.clone();
     let result = blocking(move || {
-        let Some(row) = st.store.job(&name).map_err(internal)? else {
+        let Some(row) = st.store.blocking().job(&name).map_err(internal)? else {
             return Err(unknown_job(&name));
         };
         if row.desired.is_none() {
@@ -111,7 +111,7 @@ pub async fn restart(
         let who = caller.who(peer);
         let event = JobEvent::RestartRequested { who: who.clone() };
         let events = &st.reconciler.context().events;
-        events.emit(Scope::job(&name, None), &event);
+        events.emit_blocking(Scope::job(&name, None), &event);
         st.reconciler.restart(&name, &who);
         Ok(name)
     })
