@@ -76,7 +76,7 @@ impl Blocking {
     /// Claims the delivery of an alert to one target; false when that event was already
     /// claimed for it (so nothing is ever sent twice, across restarts too).
     pub fn claim_alert(&self, a: &NewAlertSent<'_>) -> Result<bool> {
-        let n = self.conn().execute(
+        let n = self.conn()?.execute(
             "INSERT OR IGNORE INTO alerts_sent
                  (event_id, job, event, commit_id, target, folded, status, sent_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, ?7)",
@@ -103,7 +103,7 @@ impl Blocking {
         answer: &str,
         attempts: u32,
     ) -> Result<()> {
-        self.conn().execute(
+        self.conn()?.execute(
             "UPDATE alerts_sent SET status = ?3, answer = ?4, attempts = ?5
              WHERE event_id = ?1 AND target = ?2",
             params![event_id, target, status.as_str(), answer, attempts],
@@ -118,7 +118,7 @@ impl Blocking {
         event: EventKind,
         commit_id: Option<&str>,
     ) -> Result<Option<i64>> {
-        Ok(self.conn().query_row(
+        Ok(self.conn()?.query_row(
             "SELECT MAX(sent_at) FROM alerts_sent
              WHERE job IS ?1 AND event = ?2 AND commit_id IS ?3",
             params![job, event.as_str(), commit_id],
@@ -128,7 +128,7 @@ impl Blocking {
 
     /// The latest alert deliveries, newest first.
     pub fn alerts_sent(&self, limit: usize) -> Result<Vec<AlertSentRow>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(
             "SELECT id, event_id, job, event, commit_id, target, folded, status, answer, attempts,
                  sent_at FROM alerts_sent ORDER BY id DESC LIMIT ?1",
@@ -195,7 +195,7 @@ mod tests {
         for st in AlertStatus::ALL {
             assert_eq!(AlertStatus::parse(st.as_str()), Some(st));
         }
-        s.conn()
+        s.conn().unwrap()
             .execute_batch("UPDATE alerts_sent SET status = 'lost'")
             .unwrap();
         let err = s.alerts_sent(5).unwrap_err();

@@ -11,7 +11,7 @@ impl Blocking {
     /// `desired_commit` (the commit that last changed its file), in one transaction. Called
     /// after [`Store::apply_commit`] for the jobs a commit before the tip last changed.
     pub fn set_changed_by(&self, changed: &[(String, CommitRecord)]) -> Result<()> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         let now = now_ms();
         {

@@ -54,7 +54,7 @@ impl Blocking {
     /// The config commit last applied.
     pub fn applied_commit(&self) -> Result<Option<String>> {
         Ok(self
-            .conn()
+            .conn()?
             .query_row(
                 "SELECT value FROM meta WHERE key = 'applied_commit'",
                 [],
@@ -73,7 +73,7 @@ impl Blocking {
         notes: &[(String, JobEvent)],
     ) -> Result<()> {
         let mut recorded = Vec::with_capacity(notes.len());
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         let now = now_ms();
         tx.execute(
@@ -163,7 +163,7 @@ impl Blocking {
     /// A commit's author and subject, when seen.
     pub fn commit(&self, id: &str) -> Result<Option<CommitRecord>> {
         Ok(self
-            .conn()
+            .conn()?
             .query_row(
                 "SELECT id, author, subject FROM commits WHERE id = ?1",
                 [id],
@@ -174,7 +174,7 @@ impl Blocking {
 
     /// Every config commit seen, by id.
     pub fn commits(&self) -> Result<std::collections::HashMap<String, CommitRecord>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached("SELECT id, author, subject FROM commits")?;
         let rows = st
             .query_map([], |r| Ok((r.get::<_, String>(0)?, commit_row(r)?)))?

@@ -90,7 +90,7 @@ impl Blocking {
         filter: &str,
         names: Option<String>,
     ) -> Result<HashMap<String, ConditionRow>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(&format!(
             "SELECT j.name, j.state, j.reason, j.invalid, j.desired_hash, j.applied_hash,
                  CASE WHEN json_valid(j.desired) THEN json_extract(j.desired, '$.env') END,
@@ -153,7 +153,7 @@ impl Blocking {
         let json = (incidents != &Incidents::default())
             .then(|| serde_json::to_string(incidents))
             .transpose()?;
-        self.conn().execute(
+        self.conn()?.execute(
             "UPDATE jobs SET incidents = ?2, updated_at = ?3 WHERE name = ?1",
             params![name, json, now_ms()],
         )?;
@@ -162,7 +162,7 @@ impl Blocking {
 
     /// A job's open incidents (none when it has no row).
     pub fn incidents(&self, name: &str) -> Result<Incidents> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached("SELECT incidents FROM jobs WHERE name = ?1")?;
         let mut rows = st.query([name])?;
         let Some(row) = rows.next()? else {

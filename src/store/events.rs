@@ -147,7 +147,7 @@ impl Blocking {
     /// Records an event (and, for a job's event, the job's summary); returns its id.
     pub fn event(&self, e: &NewEvent<'_>) -> Result<i64> {
         let time = now_ms();
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         let id = insert_event(&tx, time, e)?;
         tx.commit()?;
@@ -169,7 +169,7 @@ impl Blocking {
 
     /// The latest events (of one job, or all), newest first.
     pub fn events(&self, job: Option<&str>, limit: usize) -> Result<Vec<EventRow>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events e LEFT JOIN commits c ON c.id = e.commit_id
              {} ORDER BY e.id DESC LIMIT ?2",
@@ -185,7 +185,7 @@ impl Blocking {
 
     /// The latest event of each job that has one, by job.
     pub fn last_events(&self) -> Result<HashMap<String, EventRow>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         // `jobs.last_event_id` is kept by a trigger: one indexed lookup per job.
         let mut st = conn.prepare_cached(&format!(
             "SELECT {EVENT_COLUMNS} FROM jobs j JOIN events e ON e.id = j.last_event_id
@@ -203,7 +203,7 @@ impl Blocking {
 
     /// The events with these ids, by id (the latest events of a page of jobs).
     pub fn events_by_ids(&self, ids: &[i64]) -> Result<HashMap<i64, EventRow>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(&format!(
             "SELECT {EVENT_COLUMNS} FROM events e LEFT JOIN commits c ON c.id = e.commit_id
              WHERE e.id = ?1"
@@ -221,7 +221,7 @@ impl Blocking {
     /// The highest event id recorded so far (0 when none).
     pub fn last_event_id(&self) -> Result<i64> {
         Ok(self
-            .conn()
+            .conn()?
             .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
     }
 
@@ -231,7 +231,7 @@ impl Blocking {
     /// recorded as attempt `n` had `n - 1` counted restarts before it). Unix times (ms), newest
     /// first; at most `most` of them.
     pub fn counted_restarts(&self, job: &str, since_ms: i64, most: u32) -> Result<Vec<i64>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(
             "SELECT time, attempt FROM events
              WHERE job = ?1 AND kind = ?2 AND attempt IS NOT NULL AND time >= ?3
@@ -261,7 +261,7 @@ impl Blocking {
 
     /// The restart attempt that started a run, when the restart policy started it.
     pub fn run_attempt(&self, run_id: i64) -> Result<Option<Attempt>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(
             "SELECT attempt, attempt_of FROM events
              WHERE run_id = ?1 AND attempt IS NOT NULL ORDER BY id LIMIT 1",

@@ -18,7 +18,7 @@ impl Blocking {
     /// Where the store's writes stand now. Read it *before* what is derived from the store,
     /// so a write made meanwhile makes the next reader derive it again.
     pub fn generation(&self) -> Result<Generation> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let others = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
         Ok(Generation {
             own: conn.total_changes(),

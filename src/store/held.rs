@@ -28,7 +28,7 @@ impl Blocking {
     /// Records `held` changes (each replacing any change held for its job before) and drops
     /// the held changes of the `applied` jobs, whose newer change is put in place now.
     pub fn set_held(&self, held: &[HeldChange], applied: &[&str]) -> Result<()> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         if held.is_empty() {
             // Nothing held before (the usual case): nothing to drop either.
             let any: bool =
@@ -62,7 +62,7 @@ impl Blocking {
 
     /// Every held change, by job.
     pub fn held_changes(&self) -> Result<Vec<HeldChange>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
             "SELECT job, path, spec, hash, commit_id, until_ms, until, reason FROM held
              ORDER BY job",
@@ -95,7 +95,7 @@ impl Blocking {
         if due.is_empty() {
             return Ok(due);
         }
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         {
             let mut upsert = tx.prepare_cached(

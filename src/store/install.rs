@@ -6,8 +6,7 @@
 //! its live runs as before and adopts them; from then on the stored id is used wherever the
 //! store is opened.
 
-use rusqlite::{OptionalExtension, params};
-
+use super::sql::p;
 use super::{Blocking, Result};
 
 /// The `meta` key of the installation id.
@@ -17,25 +16,29 @@ impl Blocking {
     /// The installation id; when the store has none yet, `seed` (what the caller salted with
     /// before: the `state_dir` path) is recorded and returned.
     pub fn installation_id(&self, seed: &str) -> Result<String> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO NOTHING",
-            params![KEY, seed],
-        )?;
-        let id: Option<String> = tx
-            .query_row("SELECT value FROM meta WHERE key = ?1", params![KEY], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        tx.commit()?;
-        Ok(id.unwrap_or_else(|| seed.to_string()))
+        self.tx(|db| {
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO NOTHING",
+                p![KEY, seed],
+            )?;
+            let id: Option<String> =
+                db.query_opt("SELECT value FROM meta WHERE key = ?1", p![KEY], |r| r.get(0))?;
+            Ok(id.unwrap_or_else(|| seed.to_string()))
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_seed_is_kept_on_every_backend() {
+        for s in crate::store::tests::stores() {
+            assert_eq!(s.installation_id("/var/lib/jk").unwrap(), "/var/lib/jk");
+            assert_eq!(s.installation_id("/elsewhere").unwrap(), "/var/lib/jk");
+        }
+    }
 
     #[test]
     fn the_first_seed_is_kept_and_moves_with_the_file() {

@@ -245,14 +245,14 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRow>> {
 impl Blocking {
     /// Every job row, sorted by name.
     pub fn jobs(&self) -> Result<Vec<JobRow>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(&format!("{JOB_SELECT} ORDER BY name"))?;
         collect(st.query_map([], job_row)?)
     }
 
     /// One job row.
     pub fn job(&self, name: &str) -> Result<Option<JobRow>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(&format!("{JOB_SELECT} WHERE name = ?1"))?;
         st.query_row([name], job_row).optional()?.transpose()
     }
@@ -260,7 +260,7 @@ impl Blocking {
     /// The jobs the config repo wants (a desired spec is recorded), as `(name, path)`, sorted
     /// by name; no spec is read.
     pub fn desired_jobs(&self) -> Result<Vec<(String, String)>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(
             "SELECT name, path FROM jobs WHERE desired IS NOT NULL ORDER BY name",
         )?;
@@ -272,7 +272,7 @@ impl Blocking {
 
     /// The desired (else applied) specs of the named jobs that have one.
     pub fn applied_specs(&self, names: &[&str]) -> Result<Vec<(String, JobSpec)>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(
             "SELECT name, COALESCE(desired, applied) FROM jobs WHERE name = ?1
              AND COALESCE(desired, applied) IS NOT NULL",
@@ -298,7 +298,7 @@ impl Blocking {
 
     /// Sets a job's state and the reason for it.
     pub fn set_state(&self, name: &str, state: JobState, reason: Option<&str>) -> Result<()> {
-        self.conn().execute(
+        self.conn()?.execute(
             "UPDATE jobs SET state = ?2, reason = ?3, updated_at = ?4 WHERE name = ?1",
             params![name, state.as_str(), reason, now_ms()],
         )?;
@@ -317,7 +317,7 @@ impl Blocking {
             ),
             None => (None, None, None, None),
         };
-        self.conn().execute(
+        self.conn()?.execute(
             "UPDATE jobs SET applied = ?2, applied_hash = ?3, artifact = ?4, applied_commit = ?6,
                  updated_at = ?5
              WHERE name = ?1",
@@ -383,7 +383,7 @@ impl Blocking {
         }
         args.push(i64::try_from(q.limit).unwrap_or(i64::MAX).into());
         let _ = write!(sql, " ORDER BY name LIMIT ?{}", args.len());
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(&sql)?;
         // A row that cannot be read whole is listed with what can be read and why the rest
         // cannot: one bad row never fails the list of every job.
@@ -439,7 +439,7 @@ impl Blocking {
 
     /// How many jobs have a row that cannot be read whole (see [`JobListRow::unreadable`]).
     pub fn unreadable_jobs(&self) -> Result<u64> {
-        let n: i64 = self.conn().query_row(
+        let n: i64 = self.conn()?.query_row(
             &format!("SELECT COUNT(*) FROM jobs WHERE {}", unreadable_sql()),
             [],
             |r| r.get(0),
@@ -452,7 +452,7 @@ impl Blocking {
     /// state is the length of the list of that state (`?state=`). A state no [`JobState`] has
     /// is counted by [`Blocking::unreadable_jobs`], not here.
     pub fn job_state_counts(&self) -> Result<Vec<(JobState, u64)>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(&format!(
             "SELECT state, COUNT(*) FROM jobs WHERE {NOT_REMOVED} GROUP BY state"
         ))?;
@@ -476,7 +476,7 @@ impl Blocking {
 
     /// How many times each job was restarted (its `restarted` events), by job.
     pub fn restart_counts(&self) -> Result<HashMap<String, u64>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         // `jobs.restarts` is kept by a trigger.
         let mut st = conn.prepare_cached("SELECT name, restarts FROM jobs WHERE restarts > 0")?;
         let rows = st
@@ -585,7 +585,7 @@ mod tests {
         let s = Blocking::in_memory().unwrap();
         s.apply_commit(&commit("c1"), &[spec_update("a", "dev")], &[])
             .unwrap();
-        s.conn()
+        s.conn().unwrap()
             .execute_batch("UPDATE jobs SET artifact = '{\"key\": 1}'")
             .unwrap();
         let err = s.job("a").unwrap_err();
@@ -594,7 +594,7 @@ mod tests {
             "{err}"
         );
         assert!(s.jobs().is_err());
-        s.conn()
+        s.conn().unwrap()
             .execute_batch("UPDATE jobs SET artifact = NULL, state = 'sleeping'")
             .unwrap();
         // The list shows the row as unreadable, and the counts leave it to `unreadable_jobs`.
@@ -615,7 +615,7 @@ mod tests {
             spec_update("c", "dev"),
         ];
         s.apply_commit(&commit("c1"), &jobs, &[]).unwrap();
-        s.conn()
+        s.conn().unwrap()
             .execute_batch("UPDATE jobs SET desired = '{\"env\": ' WHERE name = 'b'")
             .unwrap();
         let list = s.job_list().unwrap();

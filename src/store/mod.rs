@@ -50,6 +50,8 @@ mod retention;
 mod runs;
 mod savepoint_history;
 mod savepoints;
+pub mod sql;
+pub mod postgres;
 mod versions;
 
 use std::path::{Path, PathBuf};
@@ -58,6 +60,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
 use rusqlite::{Connection, params};
+use sql::{Lite, Sql};
 use serde::de::DeserializeOwned;
 
 pub use alerts::{AlertSentRow, AlertStatus, NewAlertSent};
@@ -109,6 +112,32 @@ pub enum StoreError {
         /// The latest version this build knows.
         known: i64,
     },
+    /// PostgreSQL said no, or its connection failed.
+    #[error("store: postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// PostgreSQL did not answer in time.
+    #[error("store: postgres: {0}")]
+    Timeout(String),
+    /// Every connection to PostgreSQL stayed busy.
+    #[error("store: postgres: {0}")]
+    Busy(String),
+    /// The TLS settings for PostgreSQL cannot be used.
+    #[error("store: postgres: {0}")]
+    Tls(String),
+    /// A column did not hold the type the store reads from it.
+    #[error("store: column {index}: {detail}")]
+    Column {
+        /// The column's position in the answer.
+        index: usize,
+        /// What was found.
+        detail: String,
+    },
+    /// A query that must answer a row answered none.
+    #[error("store: no row where one was expected")]
+    NoRow,
+    /// The operation exists for one backend only.
+    #[error("store: {0} is not available on this backend")]
+    Unsupported(&'static str),
     /// The runtime stopped before the call ran (the daemon is shutting down).
     #[error("store: the call was dropped while the daemon stopped")]
     Stopped,
@@ -124,7 +153,7 @@ pub type StoreResult<T> = Result<T>;
 /// your own (a command at the terminal, a test thread), never from a runtime worker.
 #[derive(Clone)]
 pub struct Blocking {
-    conn: Arc<Mutex<Connection>>,
+    db: Arc<Db>,
     /// The store's file (`None` in memory): retention's [`Checkpointer`] opens it again.
     path: Option<PathBuf>,
     /// Where recorded events are forwarded (alerts); see [`Blocking::set_event_sink`].
@@ -135,6 +164,14 @@ pub struct Blocking {
     read_errors: Arc<AtomicU64>,
     /// This host's name, recorded with each run it starts.
     node: Arc<str>,
+}
+
+/// The database behind a [`Blocking`].
+enum Db {
+    /// One SQLite connection; SQLite writes one at a time anyway.
+    Sqlite(Mutex<Connection>),
+    /// A pool of PostgreSQL connections.
+    Postgres(postgres::Pool),
 }
 
 /// Now as Unix milliseconds.
@@ -165,20 +202,81 @@ impl Blocking {
 
     fn with(conn: Connection, path: Option<PathBuf>) -> Result<Blocking> {
         migrations::migrate(&conn)?;
-        Ok(Blocking {
-            conn: Arc::new(Mutex::new(conn)),
+        Ok(Blocking::of(Db::Sqlite(Mutex::new(conn)), path))
+    }
+
+    /// Opens the store in the PostgreSQL database `target` names, and brings its schema up to
+    /// date (once, under an advisory lock, when several daemons start at once). Its calls run
+    /// their I/O on `rt`; call it, and the store's operations, from a blocking thread.
+    pub fn open_postgres(target: &postgres::Target, rt: tokio::runtime::Handle) -> Result<Blocking> {
+        let pool = postgres::Pool::connect(target, rt)?;
+        migrations::migrate_postgres(&mut *pool.get()?)?;
+        Ok(Blocking::of(Db::Postgres(pool), None))
+    }
+
+    fn of(db: Db, path: Option<PathBuf>) -> Blocking {
+        Blocking {
+            db: Arc::new(db),
             path,
             sink: Arc::default(),
             write_errors: Arc::default(),
             read_errors: Arc::default(),
             node: node_name().into(),
-        })
+        }
     }
 
-    /// The connection. (A panic while holding the lock cannot leave SQLite inconsistent, and
-    /// this mutex is not poisoned by one.)
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock()
+    /// Which database holds the store.
+    pub fn backend(&self) -> sql::Backend {
+        match &*self.db {
+            Db::Sqlite(_) => sql::Backend::Sqlite,
+            Db::Postgres(_) => sql::Backend::Postgres,
+        }
+    }
+
+    /// The SQLite connection, for what only SQLite has (its pragmas, its file). (A panic while
+    /// holding the lock cannot leave SQLite inconsistent, and this mutex is not poisoned by
+    /// one.)
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>> {
+        match &*self.db {
+            Db::Sqlite(c) => Ok(c.lock()),
+            Db::Postgres(_) => Err(StoreError::Unsupported("a SQLite connection")),
+        }
+    }
+
+    /// Runs `f` on a connection (statements outside a transaction each commit on their own).
+    fn sql<T>(&self, f: impl FnOnce(&mut dyn Sql) -> Result<T>) -> Result<T> {
+        match &*self.db {
+            Db::Sqlite(c) => f(&mut Lite(&c.lock())),
+            Db::Postgres(pool) => f(&mut *pool.get()?),
+        }
+    }
+
+    /// Runs `f` in one transaction: committed when it returns `Ok`, rolled back otherwise.
+    fn tx<T>(&self, f: impl FnOnce(&mut dyn Sql) -> Result<T>) -> Result<T> {
+        match &*self.db {
+            Db::Sqlite(c) => {
+                let mut conn = c.lock();
+                let tx = conn.transaction()?;
+                let out = f(&mut Lite(&tx))?;
+                tx.commit()?;
+                Ok(out)
+            }
+            Db::Postgres(pool) => {
+                let mut conn = pool.get()?;
+                conn.batch("BEGIN")?;
+                match f(&mut *conn) {
+                    Ok(out) => {
+                        conn.batch("COMMIT")?;
+                        Ok(out)
+                    }
+                    Err(e) => {
+                        // A failed rollback leaves the connection broken: it is dropped.
+                        let _ = conn.batch("ROLLBACK");
+                        Err(e)
+                    }
+                }
+            }
+        }
     }
 
     /// The rule for a failed write whose caller carries on (see docs/operations.md, "When a
@@ -224,7 +322,7 @@ impl Blocking {
 
     /// A small write that proves the store takes writes (for the watchdog).
     pub fn heartbeat(&self) -> Result<()> {
-        self.conn().execute(
+        self.conn()?.execute(
             "INSERT INTO meta (key, value) VALUES ('heartbeat', ?1)
              ON CONFLICT(key) DO UPDATE SET value = ?1",
             params![now_ms().to_string()],
@@ -235,7 +333,7 @@ impl Blocking {
     /// SQLite's `PRAGMA integrity_check` answer (`ok` when fine).
     pub fn integrity_check(&self) -> Result<String> {
         Ok(self
-            .conn()
+            .conn()?
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
     }
 }
@@ -314,6 +412,64 @@ fn carried_on<T>(
 pub(super) mod tests {
     use super::*;
 
+    /// The runtime the Postgres stores of the tests run their I/O on.
+    fn runtime() -> &'static tokio::runtime::Runtime {
+        static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+        RT.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap()
+        })
+    }
+
+    /// A new, empty store in its own schema of the PostgreSQL server
+    /// `JOBKEEPER_TEST_POSTGRES_URL` names (scripts/test.sh starts one), or `None` without it.
+    pub(crate) fn postgres_store() -> Option<Blocking> {
+        let url = std::env::var("JOBKEEPER_TEST_POSTGRES_URL").ok()?;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let schema = format!(
+            "t{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let admin = url.clone();
+        let create = schema.clone();
+        runtime().block_on(async move {
+            let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+                .await
+                .expect("JOBKEEPER_TEST_POSTGRES_URL answers");
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {create} CASCADE; CREATE SCHEMA {create}"))
+                .await
+                .unwrap();
+        });
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let target = postgres::Target {
+            url: format!("{url}{sep}options=-csearch_path%3D{schema}"),
+            password: None,
+            tls: postgres::TlsMode::Disable,
+            pool: 4,
+        };
+        Some(Blocking::open_postgres(&target, runtime().handle().clone()).unwrap())
+    }
+
+    /// The stores a contract test runs on: SQLite in memory, and Postgres when the tests are
+    /// given one ([`postgres_store`]).
+    pub(crate) fn stores() -> Vec<Blocking> {
+        let mut out = vec![Blocking::in_memory().unwrap()];
+        match postgres_store() {
+            Some(pg) => out.push(pg),
+            None => eprintln!(
+                "JOBKEEPER_TEST_POSTGRES_URL is not set: this store test ran on SQLite only \
+                 (scripts/test.sh sets it)"
+            ),
+        }
+        out
+    }
+
     /// A commit `id` by Ann.
     pub(crate) fn commit(id: &str) -> CommitRecord {
         CommitRecord {
@@ -340,7 +496,7 @@ pub(super) mod tests {
         let s = Blocking::in_memory().unwrap();
         assert_eq!(s.record(Some("a"), "state", Ok(3)), Some(3));
         assert_eq!(s.write_errors(), 0);
-        s.conn().execute_batch("DROP TABLE runs").unwrap();
+        s.conn().unwrap().execute_batch("DROP TABLE runs").unwrap();
         let failed = s.finish_run(1, RunState::Failed, None);
         assert_eq!(s.record(Some("a"), "run end", failed), None);
         assert_eq!(s.clone().write_errors(), 1);
@@ -350,7 +506,7 @@ pub(super) mod tests {
     fn a_failed_read_is_counted_apart_from_failed_writes() {
         let s = Blocking::in_memory().unwrap();
         assert_eq!(s.read_or_log(None, "runs", Ok(2)), Some(2));
-        s.conn().execute_batch("DROP TABLE runs").unwrap();
+        s.conn().unwrap().execute_batch("DROP TABLE runs").unwrap();
         assert_eq!(s.read_or_log(Some("a"), "runs", s.runs("a", 1)), None);
         assert_eq!((s.clone().read_errors(), s.write_errors()), (1, 0));
     }

@@ -90,7 +90,7 @@ impl Blocking {
         keep: usize,
         before_ms: i64,
     ) -> Result<Vec<PruneCandidate>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let rows = {
             let mut st = conn.prepare_cached(&format!(
                 "SELECT j.name,
@@ -133,7 +133,7 @@ impl Blocking {
         before_ms: i64,
         limit: usize,
     ) -> Result<Vec<PrunedRun>> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         // The newest run that is not among the latest `keep` (run ids grow with time).
         let boundary: Option<i64> = conn
             .prepare_cached(
@@ -178,7 +178,7 @@ impl Blocking {
     /// Deletes at most `limit` events of `job` (`None`: the daemon's own events) older than
     /// `before_ms`, keeping the job's latest event; returns how many went.
     pub fn prune_events(&self, job: Option<&str>, before_ms: i64, limit: usize) -> Result<usize> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let n = conn
             .prepare_cached(
                 "DELETE FROM events WHERE id IN (
@@ -196,7 +196,7 @@ impl Blocking {
     /// checkpoint (where its next run starts), one of a live run, or the one a rollback version
     /// would start from. Returns the rows taken out, for their folders to be deleted.
     pub fn prune_checkpoints(&self, before_ms: i64, limit: usize) -> Result<Vec<SavepointRow>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(&format!(
             "SELECT s.id, s.job, s.run_id, s.location, s.time FROM savepoints s
              WHERE s.kind = 'checkpoint' AND s.time < ?1
@@ -229,7 +229,7 @@ impl Blocking {
 
     /// Deletes at most `limit` alert deliveries recorded before `before_ms`.
     pub fn prune_alerts_sent(&self, before_ms: i64, limit: usize) -> Result<usize> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let n = conn
             .prepare_cached(
                 "DELETE FROM alerts_sent WHERE id IN (
@@ -249,7 +249,7 @@ impl Blocking {
         let mut keys = HashSet::new();
         let mut after = String::new();
         loop {
-            let conn = self.conn();
+            let conn = self.conn()?;
             let page: Vec<(String, Option<String>, Option<String>)> = conn
                 .prepare_cached(
                     "SELECT j.name, json_extract(j.artifact, '$.key'),
@@ -274,7 +274,7 @@ impl Blocking {
                 break;
             }
         }
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(&format!(
             "SELECT json_extract(prev_artifact, '$.key') FROM versions
                  WHERE prev_artifact IS NOT NULL
@@ -290,7 +290,7 @@ impl Blocking {
 
     /// The size of the store's files (database and write-ahead log), in bytes.
     pub fn page_bytes(&self) -> Result<u64> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
         let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         Ok((pages * size) as u64)
@@ -320,7 +320,7 @@ mod tests {
                 Path::new("/logs"),
             )
             .unwrap();
-        s.conn()
+        s.conn().unwrap()
             .execute(
                 "UPDATE runs SET started_at = ?2 WHERE id = ?1",
                 params![id, started],
@@ -443,7 +443,7 @@ mod tests {
         let s = Blocking::open(&dir.path().join("s.db")).unwrap();
         s.apply_commit(&commit("c1"), &[spec_update("a", "dev")], &[])
             .unwrap();
-        s.conn()
+        s.conn().unwrap()
             .pragma_update(None, "wal_autocheckpoint", 0)
             .unwrap();
         for i in 0..20 {

@@ -192,7 +192,7 @@ impl Blocking {
         (engine, env): (EngineKind, &str),
         log_dir: &Path,
     ) -> Result<i64> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO runs (job, commit_id, project_commit, artifact_key, spec_hash, engine,
@@ -224,7 +224,7 @@ impl Blocking {
     /// Records which secrets run `id` was given (`names`) and their keyed fingerprint.
     pub fn set_run_secrets(&self, id: i64, names: &[String], mac: Option<&str>) -> Result<()> {
         let names = serde_json::to_string(names)?;
-        self.conn().execute(
+        self.conn()?.execute(
             "UPDATE runs SET secrets = ?2, secrets_mac = ?3 WHERE id = ?1",
             params![id, names, mac],
         )?;
@@ -233,14 +233,14 @@ impl Blocking {
 
     /// Records that run `id`'s log was masked in place.
     pub fn set_log_masked(&self, id: i64) -> Result<()> {
-        self.conn()
+        self.conn()?
             .execute("UPDATE runs SET log_masked = 1 WHERE id = ?1", params![id])?;
         Ok(())
     }
 
     /// Ended runs given secrets whose log was not masked in place.
     pub fn unmasked_ended_runs(&self) -> Result<Vec<RunRow>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare(&format!(
             "{RUN_SELECT} WHERE log_masked = 0 AND secrets IS NOT NULL AND secrets != '[]'
              AND state NOT IN {} ORDER BY id",
@@ -261,7 +261,7 @@ impl Blocking {
         log_dir: &Path,
         (engine_id, cluster): (&str, Option<String>),
     ) -> Result<RunHandle> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO runs (job, commit_id, spec_hash, engine, env, state, log_path, started_at,
@@ -297,7 +297,7 @@ impl Blocking {
     /// Records the engine's handle of a submitted run; the run is then `running`.
     pub fn set_run_running(&self, id: i64, handle: &RunHandle) -> Result<()> {
         let handle = serde_json::to_string(handle)?;
-        self.conn().execute(
+        self.conn()?.execute(
             "UPDATE runs SET handle = ?2, state = ?3 WHERE id = ?1",
             params![id, handle, RunState::Running.as_str()],
         )?;
@@ -306,7 +306,7 @@ impl Blocking {
 
     /// Records what each vertex of run `id` must run at (vertex id → parallelism).
     pub fn set_run_parallelism(&self, id: i64, vertices: &BTreeMap<String, u32>) -> Result<()> {
-        self.conn().execute(
+        self.conn()?.execute(
             "UPDATE runs SET parallelism = ?2 WHERE id = ?1",
             params![id, serde_json::to_string(vertices)?],
         )?;
@@ -317,7 +317,7 @@ impl Blocking {
     /// (empty when nothing was).
     pub fn run_parallelism(&self, id: i64) -> Result<BTreeMap<String, u32>> {
         let text: Option<String> = self
-            .conn()
+            .conn()?
             .query_row("SELECT parallelism FROM runs WHERE id = ?1", [id], |r| {
                 r.get(0)
             })
@@ -332,7 +332,7 @@ impl Blocking {
 
     /// Records how a run ended (only the first end counts).
     pub fn finish_run(&self, id: i64, state: RunState, reason: Option<&str>) -> Result<()> {
-        self.conn().execute(
+        self.conn()?.execute(
             "UPDATE runs SET state = ?2, reason = ?3, ended_at = ?4
              WHERE id = ?1 AND ended_at IS NULL",
             params![id, state.as_str(), reason, now_ms()],
@@ -342,7 +342,7 @@ impl Blocking {
 
     /// Runs not known to have ended (starting or running), oldest first.
     pub fn live_runs(&self) -> Result<Vec<RunRow>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(&format!(
             "{RUN_SELECT} WHERE state IN {} ORDER BY id",
             *LIVE
@@ -353,7 +353,7 @@ impl Blocking {
     /// What runs now, by job: each job's newest live run. Reads only live runs (an index
     /// holds them), so it costs the number of running jobs, not the history.
     pub fn running(&self) -> Result<HashMap<String, Running>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(&format!(
             "SELECT job, {RUNNING_COLUMNS} FROM runs WHERE state IN {} ORDER BY id",
             *LIVE
@@ -364,7 +364,7 @@ impl Blocking {
 
     /// What runs now for one job (see [`Blocking::running`]).
     pub fn running_of(&self, job: &str) -> Result<Option<Running>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(&format!(
             "SELECT {RUNNING_COLUMNS} FROM runs
              WHERE job = ?1 AND state IN {} ORDER BY id DESC LIMIT 1",
@@ -375,7 +375,7 @@ impl Blocking {
 
     /// Records the version of the cluster run `id` was submitted to.
     pub fn set_run_engine_version(&self, id: i64, version: &str) -> Result<()> {
-        self.conn().execute(
+        self.conn()?.execute(
             "UPDATE runs SET engine_version = ?2 WHERE id = ?1",
             params![id, version],
         )?;
@@ -384,7 +384,7 @@ impl Blocking {
 
     /// The latest runs of a job, newest first.
     pub fn runs(&self, job: &str, limit: usize) -> Result<Vec<RunRow>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(&format!(
             "{RUN_SELECT} WHERE job = ?1 ORDER BY id DESC LIMIT ?2"
         ))?;
@@ -393,7 +393,7 @@ impl Blocking {
 
     /// One run.
     pub fn run(&self, id: i64) -> Result<Option<RunRow>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(&format!("{RUN_SELECT} WHERE id = ?1"))?;
         st.query_row([id], run_row).optional()?.transpose()
     }
@@ -515,7 +515,7 @@ mod tests {
                 Path::new("/l"),
             )
             .unwrap();
-        s.conn()
+        s.conn().unwrap()
             .execute(
                 "UPDATE runs SET handle = '{\"jobid\": 1}', state = 'running'",
                 [],

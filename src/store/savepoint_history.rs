@@ -98,7 +98,7 @@ impl Blocking {
         location: &str,
         new: NewSavepoint<'_>,
     ) -> Result<i64> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         conn.execute(
             "INSERT INTO savepoints (job, run_id, location, kind, time, cause, cluster)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -117,7 +117,7 @@ impl Blocking {
 
     /// A job's savepoints and retained checkpoints with their history, newest first.
     pub fn savepoint_history(&self, job: &str, limit: usize) -> Result<Vec<SavepointEntry>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM savepoints WHERE job = ?1 ORDER BY id DESC LIMIT ?2"
         ))?;
@@ -126,7 +126,7 @@ impl Blocking {
 
     /// When the newest periodic savepoint of `job` completed (ms).
     pub fn last_periodic_savepoint(&self, job: &str) -> Result<Option<i64>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(
             "SELECT MAX(time) FROM savepoints WHERE job = ?1 AND cause = 'periodic'",
         )?;
@@ -135,7 +135,7 @@ impl Blocking {
 
     /// Records that run `run_id` of `job` started from `location`.
     pub fn record_run_start(&self, job: &str, run_id: i64, location: &str) -> Result<()> {
-        self.conn().execute(
+        self.conn()?.execute(
             "INSERT OR REPLACE INTO run_starts (run_id, job, location) VALUES (?1, ?2, ?3)",
             params![run_id, job, location],
         )?;
@@ -144,7 +144,7 @@ impl Blocking {
 
     /// Where run `run_id` started from, when it started from a savepoint or checkpoint.
     pub fn run_start(&self, run_id: i64) -> Result<Option<String>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached("SELECT location FROM run_starts WHERE run_id = ?1")?;
         let mut rows = st.query(params![run_id])?;
         Ok(match rows.next()? {
@@ -156,7 +156,7 @@ impl Blocking {
     /// The jobs with savepoints not disposed of beyond `count` of them (candidates for
     /// disposal, whatever their `keep`), by name.
     pub fn jobs_with_savepoints_over(&self, count: u32) -> Result<Vec<String>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(
             "SELECT job FROM savepoints WHERE kind = 'savepoint' AND disposed_at IS NULL
              GROUP BY job HAVING COUNT(*) > ?1 ORDER BY job",
@@ -171,7 +171,7 @@ impl Blocking {
     /// its file's `restore` names. Only savepoints (never retained checkpoints, which retention
     /// prunes) and only those not disposed of yet.
     pub fn disposable_savepoints(&self, job: &str, keep: Keep) -> Result<Vec<SavepointEntry>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM savepoints s
              WHERE s.job = ?1 AND s.kind = 'savepoint' AND s.disposed_at IS NULL
@@ -196,7 +196,7 @@ impl Blocking {
 
     /// Marks savepoint row `id` as disposed of, now.
     pub fn mark_disposed(&self, id: i64) -> Result<()> {
-        self.conn().execute(
+        self.conn()?.execute(
             "UPDATE savepoints SET disposed_at = ?2, dispose_error = NULL WHERE id = ?1",
             params![id, now_ms()],
         )?;
@@ -205,7 +205,7 @@ impl Blocking {
 
     /// Records that disposing of savepoint row `id` failed, and why.
     pub fn dispose_failed(&self, id: i64, why: &str) -> Result<()> {
-        self.conn().execute(
+        self.conn()?.execute(
             "UPDATE savepoints SET dispose_failures = dispose_failures + 1, dispose_error = ?2
              WHERE id = ?1",
             params![id, why],

@@ -60,7 +60,7 @@ impl Blocking {
         kind: SavepointKind,
         time: i64,
     ) -> Result<i64> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         conn.execute(
             "INSERT INTO savepoints (job, run_id, location, kind, time) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![job, run_id, location, kind.as_str(), time],
@@ -70,7 +70,7 @@ impl Blocking {
 
     /// When the newest row of `job` at `location` completed (ms), `None` when none is kept.
     pub fn savepoint_time(&self, job: &str, location: &str) -> Result<Option<i64>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(
             "SELECT time FROM savepoints WHERE job = ?1 AND location = ?2 ORDER BY id DESC LIMIT 1",
         )?;
@@ -83,7 +83,7 @@ impl Blocking {
 
     /// A job's savepoints and retained checkpoints, newest first.
     pub fn savepoints(&self, job: &str, limit: usize) -> Result<Vec<SavepointRow>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(
             "SELECT id, job, run_id, location, kind, time FROM savepoints WHERE job = ?1
              ORDER BY id DESC LIMIT ?2",
@@ -131,7 +131,7 @@ mod tests {
         for k in SavepointKind::ALL {
             assert_eq!(SavepointKind::parse(k.as_str()), Some(k));
         }
-        s.conn()
+        s.conn().unwrap()
             .execute_batch("UPDATE savepoints SET kind = 'snapshot' WHERE id = 1")
             .unwrap();
         let err = s.savepoints("a", 10).unwrap_err();

@@ -49,7 +49,7 @@ pub struct VersionsRow {
 impl Blocking {
     /// The job's row (empty when it has none).
     pub fn versions(&self, job: &str) -> Result<VersionsRow> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut st = conn.prepare_cached(
             "SELECT prev_spec, prev_hash, prev_artifact, prev_restore, prev_commit,
                     probation_until, refused_hash, refused_commit, refused_reason,
@@ -116,7 +116,7 @@ impl Blocking {
             .and_then(|p| p.artifact.as_ref())
             .map(serde_json::to_string)
             .transpose()?;
-        self.conn().execute(
+        self.conn()?.execute(
             "INSERT OR REPLACE INTO versions (job, prev_spec, prev_hash, prev_artifact,
                  prev_restore, prev_commit, probation_until, refused_hash, refused_commit,
                  refused_reason, updated_at, failed_hash, failed_commit, failed_stage,
