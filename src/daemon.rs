@@ -96,7 +96,7 @@ pub async fn run_with(
     // The config at start: the fields taken only at start are read from it.
     let started = live.get();
     let envs = started.envs.iter().map(|(n, e)| (n, &e.engine));
-    let store = Store::open(&state_dir.join("jobkeeper.db")).await?;
+    let store = crate::store_start::open(&started, &listener, &cancel).await?;
     // Seeded with what releases before the stored id salted with, so live runs keep their ids.
     let installation = store
         .installation_id(&state_dir.display().to_string())

@@ -99,6 +99,7 @@ pub mod settings;
 pub mod show;
 pub mod spec;
 pub mod store;
+pub mod store_start;
 pub mod sync;
 pub mod systemd;
 pub mod yaml;

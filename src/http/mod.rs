@@ -27,6 +27,7 @@ pub mod page;
 pub mod savepoints;
 pub mod shown;
 pub mod unmanaged;
+pub mod waiting;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};

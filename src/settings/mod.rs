@@ -10,6 +10,7 @@
 mod channels;
 mod envs;
 mod read;
+pub mod store;
 #[cfg(test)]
 mod tests;
 mod tokens;
@@ -38,8 +39,10 @@ use crate::yaml::{self, Checker};
 pub struct Settings {
     /// Where job files come from.
     pub repo: RepoSettings,
-    /// SQLite store, repo mirrors, builds, artifacts, logs.
+    /// SQLite store (without `store:`), repo mirrors, builds, artifacts, logs.
     pub state_dir: PathBuf,
+    /// `store.postgres`: the state in PostgreSQL instead of SQLite under `state_dir`.
+    pub store: Option<store::PostgresSettings>,
     /// Folder of `${secret:NAME}` files.
     pub secrets_dir: Option<PathBuf>,
     /// HTTP API address (default `127.0.0.1:7070`).
@@ -262,6 +265,9 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     }
     if old.state_dir != new.state_dir {
         out.push("state_dir");
+    }
+    if old.store != new.store {
+        out.push("store");
     }
     if old.listen != new.listen {
         out.push("listen");

@@ -40,6 +40,7 @@ const TOP_FIELDS: &[&str] = &[
     "envs",
     "alerts",
     "freeze",
+    "store",
 ];
 const REPO_FIELDS: &[&str] = &["url", "branch", "path", "poll", "ssh_key", "token_file"];
 
@@ -107,6 +108,9 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
             None
         }
     };
+    let store = f
+        .get("store")
+        .and_then(|n| super::store::read_store(c, n, base));
     let secrets_dir = path_field(c, &f, "secrets_dir", "secrets_dir", base);
     let api_token_file = path_field(c, &f, "api_token_file", "api_token_file", base);
     let freeze = f
@@ -170,6 +174,7 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
     Some(Settings {
         repo: repo?,
         state_dir: state_dir?,
+        store,
         secrets_dir,
         listen,
         api_token_file,

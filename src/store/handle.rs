@@ -54,6 +54,21 @@ impl Store {
         run(move || Blocking::open(&path)).await.map(Store::from)
     }
 
+    /// Opens the store in PostgreSQL and brings its schema up to date, on a blocking thread;
+    /// its statements' I/O runs on the current runtime.
+    pub async fn open_postgres(target: &super::postgres::Target) -> Result<Store> {
+        let target = target.clone();
+        let rt = tokio::runtime::Handle::current();
+        run(move || Blocking::open_postgres(&target, rt))
+            .await
+            .map(Store::from)
+    }
+
+    /// Which database holds the store.
+    pub fn backend(&self) -> super::sql::Backend {
+        self.db.backend()
+    }
+
     /// An in-memory store, for tests.
     pub fn in_memory() -> Result<Store> {
         Blocking::in_memory().map(Store::from)

@@ -22,7 +22,9 @@ impl Blocking {
                 p![KEY, seed],
             )?;
             let id: Option<String> =
-                db.query_opt("SELECT value FROM meta WHERE key = ?1", p![KEY], |r| r.get(0))?;
+                db.query_opt("SELECT value FROM meta WHERE key = ?1", p![KEY], |r| {
+                    r.get(0)
+                })?;
             Ok(id.unwrap_or_else(|| seed.to_string()))
         })
     }

@@ -585,7 +585,8 @@ mod tests {
         let s = Blocking::in_memory().unwrap();
         s.apply_commit(&commit("c1"), &[spec_update("a", "dev")], &[])
             .unwrap();
-        s.conn().unwrap()
+        s.conn()
+            .unwrap()
             .execute_batch("UPDATE jobs SET artifact = '{\"key\": 1}'")
             .unwrap();
         let err = s.job("a").unwrap_err();
@@ -594,7 +595,8 @@ mod tests {
             "{err}"
         );
         assert!(s.jobs().is_err());
-        s.conn().unwrap()
+        s.conn()
+            .unwrap()
             .execute_batch("UPDATE jobs SET artifact = NULL, state = 'sleeping'")
             .unwrap();
         // The list shows the row as unreadable, and the counts leave it to `unreadable_jobs`.
@@ -615,7 +617,8 @@ mod tests {
             spec_update("c", "dev"),
         ];
         s.apply_commit(&commit("c1"), &jobs, &[]).unwrap();
-        s.conn().unwrap()
+        s.conn()
+            .unwrap()
             .execute_batch("UPDATE jobs SET desired = '{\"env\": ' WHERE name = 'b'")
             .unwrap();
         let list = s.job_list().unwrap();

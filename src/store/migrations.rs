@@ -153,9 +153,8 @@ pub(super) fn migrate_postgres(db: &mut dyn Sql) -> Result<()> {
 fn postgres_steps(db: &mut dyn Sql) -> Result<()> {
     db.execute("SELECT pg_advisory_xact_lock(?1)", p![MIGRATION_LOCK])?;
     db.batch("CREATE TABLE IF NOT EXISTS jobkeeper_schema (version BIGINT NOT NULL)")?;
-    let found: Option<i64> = db.query_opt("SELECT version FROM jobkeeper_schema", p![], |r| {
-        r.get(0)
-    })?;
+    let found: Option<i64> =
+        db.query_opt("SELECT version FROM jobkeeper_schema", p![], |r| r.get(0))?;
     let found = found.unwrap_or(0);
     if found > LATEST {
         return Err(StoreError::TooNew {
@@ -169,7 +168,10 @@ fn postgres_steps(db: &mut dyn Sql) -> Result<()> {
         }
     }
     if found == 0 {
-        db.execute("INSERT INTO jobkeeper_schema (version) VALUES (?1)", p![LATEST])?;
+        db.execute(
+            "INSERT INTO jobkeeper_schema (version) VALUES (?1)",
+            p![LATEST],
+        )?;
     } else if found < LATEST {
         db.execute("UPDATE jobkeeper_schema SET version = ?1", p![LATEST])?;
     }

@@ -46,12 +46,12 @@ mod held;
 mod install;
 mod jobs;
 mod migrations;
+pub mod postgres;
 mod retention;
 mod runs;
 mod savepoint_history;
 mod savepoints;
 pub mod sql;
-pub mod postgres;
 mod versions;
 
 use std::path::{Path, PathBuf};
@@ -59,9 +59,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
-use rusqlite::{Connection, params};
-use sql::{Lite, Sql};
+use rusqlite::Connection;
 use serde::de::DeserializeOwned;
+use sql::{Lite, Sql};
 
 pub use alerts::{AlertSentRow, AlertStatus, NewAlertSent};
 pub use commits::{CommitRecord, DesiredUpdate};
@@ -208,7 +208,10 @@ impl Blocking {
     /// Opens the store in the PostgreSQL database `target` names, and brings its schema up to
     /// date (once, under an advisory lock, when several daemons start at once). Its calls run
     /// their I/O on `rt`; call it, and the store's operations, from a blocking thread.
-    pub fn open_postgres(target: &postgres::Target, rt: tokio::runtime::Handle) -> Result<Blocking> {
+    pub fn open_postgres(
+        target: &postgres::Target,
+        rt: tokio::runtime::Handle,
+    ) -> Result<Blocking> {
         let pool = postgres::Pool::connect(target, rt)?;
         migrations::migrate_postgres(&mut *pool.get()?)?;
         Ok(Blocking::of(Db::Postgres(pool), None))
@@ -322,19 +325,40 @@ impl Blocking {
 
     /// A small write that proves the store takes writes (for the watchdog).
     pub fn heartbeat(&self) -> Result<()> {
-        self.conn()?.execute(
-            "INSERT INTO meta (key, value) VALUES ('heartbeat', ?1)
-             ON CONFLICT(key) DO UPDATE SET value = ?1",
-            params![now_ms().to_string()],
-        )?;
+        let now = now_ms().to_string();
+        self.sql(|db| {
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('heartbeat', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                sql::p![now],
+            )
+        })?;
         Ok(())
     }
 
-    /// SQLite's `PRAGMA integrity_check` answer (`ok` when fine).
+    /// Whether the store is whole: SQLite's `PRAGMA integrity_check` answer (`ok` when fine);
+    /// on PostgreSQL, which checks its own pages, `ok` when the schema is the one this build
+    /// writes.
     pub fn integrity_check(&self) -> Result<String> {
-        Ok(self
-            .conn()?
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+        match self.backend() {
+            sql::Backend::Sqlite => {
+                Ok(self
+                    .conn()?
+                    .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+            }
+            sql::Backend::Postgres => {
+                let v: i64 =
+                    self.sql(|db| db.one("SELECT version FROM jobkeeper_schema", sql::p![]))?;
+                Ok(if v == migrations::LATEST {
+                    "ok".to_string()
+                } else {
+                    format!(
+                        "schema version {v}, this build writes {}",
+                        migrations::LATEST
+                    )
+                })
+            }
+        }
     }
 }
 
@@ -442,7 +466,9 @@ pub(super) mod tests {
                 .expect("JOBKEEPER_TEST_POSTGRES_URL answers");
             tokio::spawn(conn);
             client
-                .batch_execute(&format!("DROP SCHEMA IF EXISTS {create} CASCADE; CREATE SCHEMA {create}"))
+                .batch_execute(&format!(
+                    "DROP SCHEMA IF EXISTS {create} CASCADE; CREATE SCHEMA {create}"
+                ))
                 .await
                 .unwrap();
         });

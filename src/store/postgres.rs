@@ -123,9 +123,9 @@ impl Pool {
     pub fn connect(target: &Target, rt: Handle) -> Result<Pool> {
         let tls = match target.tls {
             TlsMode::Disable => None,
-            mode => Some(tokio_postgres_rustls::MakeRustlsConnect::new(client_config(
-                mode,
-            )?)),
+            mode => Some(tokio_postgres_rustls::MakeRustlsConnect::new(
+                client_config(mode)?,
+            )),
         };
         let pool = Pool {
             config: target.config()?,
@@ -311,13 +311,17 @@ pub struct Lease<'a> {
 impl std::ops::Deref for Lease<'_> {
     type Target = PgConn;
     fn deref(&self) -> &PgConn {
-        self.conn.as_ref().expect("a lease holds its connection until dropped")
+        self.conn
+            .as_ref()
+            .expect("a lease holds its connection until dropped")
     }
 }
 
 impl std::ops::DerefMut for Lease<'_> {
     fn deref_mut(&mut self) -> &mut PgConn {
-        self.conn.as_mut().expect("a lease holds its connection until dropped")
+        self.conn
+            .as_mut()
+            .expect("a lease holds its connection until dropped")
     }
 }
 

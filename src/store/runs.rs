@@ -515,7 +515,8 @@ mod tests {
                 Path::new("/l"),
             )
             .unwrap();
-        s.conn().unwrap()
+        s.conn()
+            .unwrap()
             .execute(
                 "UPDATE runs SET handle = '{\"jobid\": 1}', state = 'running'",
                 [],

@@ -334,12 +334,12 @@ impl RowRef for SqliteRow<'_, '_> {
             SqliteRef::Null => ValueRef::Null,
             SqliteRef::Integer(i) => ValueRef::Int(i),
             SqliteRef::Real(f) => ValueRef::Real(f),
-            SqliteRef::Text(t) => ValueRef::Text(std::str::from_utf8(t).map_err(|e| {
-                StoreError::Column {
+            SqliteRef::Text(t) => {
+                ValueRef::Text(std::str::from_utf8(t).map_err(|e| StoreError::Column {
                     index: i,
                     detail: e.to_string(),
-                }
-            })?),
+                })?)
+            }
             SqliteRef::Blob(b) => ValueRef::Blob(b),
         })
     }
