@@ -102,6 +102,16 @@ pub enum Command {
     },
     /// Print the JSON Schema of the job file.
     Schema,
+    /// Copy a SQLite store (a state folder's `jobkeeper.db`) into the PostgreSQL database the
+    /// config's `store.postgres` names. Refuses a target that holds jobs.
+    MigrateStore {
+        /// The daemon config naming the Postgres store.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The state folder whose `jobkeeper.db` is copied.
+        #[arg(long, value_name = "STATE_DIR")]
+        from: PathBuf,
+    },
     /// Internal: print a SPNEGO token for SERVICE as PRINCIPAL, with the credential cache and
     /// client keytab of the environment (`KRB5CCNAME`, `KRB5_CLIENT_KTNAME`); the daemon runs
     /// it for its YARN envs with `auth: kerberos`.
@@ -246,6 +256,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             rev,
             path,
         } => show(&repo, &job, &rev, &path),
+        Command::MigrateStore { config, from } => migrate_store(&config, &from),
         Command::Schema => {
             stdout(&format!(
                 "{}\n",
@@ -445,6 +456,55 @@ fn run(config: &Path, log_format: LogFormat) -> anyhow::Result<ExitCode> {
         crate::daemon::run_with(settings, listener, cancel, Some(config.to_path_buf())).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `jobkeeper migrate-store --config FILE --from STATE_DIR`: 0 copied (the row counts on
+/// stdout), 1 refused or failed (why on stderr).
+fn migrate_store(config: &Path, from: &Path) -> anyhow::Result<ExitCode> {
+    let settings = match load_settings(config)? {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let Some(pg) = &settings.store else {
+        eprintln!(
+            "{}: no `store.postgres`: migrate-store copies into the PostgreSQL store the config names",
+            config.display()
+        );
+        return Ok(ExitCode::from(1));
+    };
+    let file = from.join("jobkeeper.db");
+    if !file.is_file() {
+        eprintln!("{}: no store there (no jobkeeper.db)", from.display());
+        return Ok(ExitCode::from(1));
+    }
+    let target = pg.target()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let source = crate::store::Blocking::open(&file)
+        .with_context(|| format!("cannot open {}", file.display()))?;
+    let to = match crate::store::Blocking::open_postgres(&target, rt.handle().clone()) {
+        Ok(to) => to,
+        Err(e) => {
+            eprintln!("cannot open {}: {e}", target.shown());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    match source.copy_into(&to) {
+        Ok(copied) => {
+            let mut out = format!("copied {} into {}:\n", file.display(), target.shown());
+            for (table, n) in copied {
+                out.push_str(&format!("  {table:<12} {n}\n"));
+            }
+            stdout(&out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 /// Every `.yaml`/`.yml` file under `dir`, as paths relative to it, sorted.

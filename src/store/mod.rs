@@ -38,6 +38,7 @@ mod alerts;
 mod changed_by;
 mod commits;
 mod conditions;
+mod copy;
 mod events;
 mod facts;
 mod generation;
@@ -66,6 +67,7 @@ use sql::{Lite, Sql};
 pub use alerts::{AlertSentRow, AlertStatus, NewAlertSent};
 pub use commits::{CommitRecord, DesiredUpdate};
 pub use conditions::ConditionRow;
+pub use copy::{Copied, TABLES};
 pub use events::{EventRow, EventSink, NewEvent, UNSTORED};
 pub use facts::{Failure, Incident, Incidents, Place, Stage};
 pub use generation::Generation;
@@ -135,6 +137,14 @@ pub enum StoreError {
     /// A query that must answer a row answered none.
     #[error("store: no row where one was expected")]
     NoRow,
+    /// `migrate-store` into a store that already holds jobs.
+    #[error(
+        "store: the target already holds {jobs} jobs; migrate-store copies into an empty store only"
+    )]
+    TargetNotEmpty {
+        /// How many.
+        jobs: i64,
+    },
     /// The operation exists for one backend only.
     #[error("store: {0} is not available on this backend")]
     Unsupported(&'static str),
