@@ -127,6 +127,10 @@ pub async fn run_with(
         shelf,
         hook_buffer: http::body::HookBuffer::new(started.http.hook_buffer),
         counts: Default::default(),
+        leadership: crate::ha::fixed(crate::ha::Leadership::single(
+            &crate::ha::host_name(),
+            crate::store::now_ms(),
+        )),
     });
     let server = {
         let (api, cancel) = (api.clone(), cancel.clone());
