@@ -21,19 +21,47 @@ use crate::event::JobEvent;
 
 /// Asks each engine about every run the store thinks is live, once per `interval` (one batched
 /// call per engine), and hands runs that ended or vanished to their actors.
+///
+/// The same task pings systemd's watchdog (`watchdog`, every half `WatchdogSec`) between and
+/// during sweeps: a sweep waiting on a slow cluster lets the pings go on, but a loop whose
+/// thread is stuck (a store call that does not return, a lock never released, a frozen
+/// runtime) sends none, and systemd kills the daemon.
 pub async fn sweep_loop(
     ctx: Arc<Context>,
     reconciler: Arc<Reconciler>,
     interval: Duration,
+    watchdog: Option<crate::systemd::Watchdog>,
     cancel: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let period = watchdog
+        .as_ref()
+        .map_or(Duration::from_secs(3600), |w| w.period());
+    let mut ping = tokio::time::interval(period);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut running: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>> = None;
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
-            _ = tick.tick() => sweep(&ctx, &reconciler).await,
+            _ = tick.tick(), if running.is_none() => {
+                running = Some(Box::pin(sweep(&ctx, &reconciler)));
+            }
+            () = finish(&mut running), if running.is_some() => running = None,
+            _ = ping.tick(), if watchdog.is_some() => {
+                if let Some(w) = &watchdog {
+                    w.ping();
+                }
+            }
         }
+    }
+}
+
+/// Drives the sweep in flight to its end.
+async fn finish(running: &mut Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>>) {
+    match running {
+        Some(sweep) => sweep.await,
+        None => std::future::pending().await,
     }
 }
 
