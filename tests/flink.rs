@@ -1610,3 +1610,74 @@ fn build_sql_runner(root: &Path) -> PathBuf {
     );
     dir.join("runner.jar")
 }
+
+/// A run whose submit the store still records as under way (no job id: the daemon stopped
+/// between the submit and its record, or a leader lost its turn there) is looked up by its
+/// job id when a daemon starts, and tracked: the same run, one Flink job. A late submit of
+/// that run (a former daemon's, sent with the same installation salt) is answered
+/// `Duplicate…` and changes nothing: no second job, no failed or new run.
+async fn a_run_left_submitting_is_tracked_and_its_late_repeat_starts_nothing(c: &Cluster) {
+    use jobkeeper::engine::flink::{FlinkEngine, FlinkSettings};
+    use jobkeeper::engine::{Engine, SubmitRequest};
+    let url = c.url.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = cleanup(&url, tmp.path());
+    git.write("jobs/late.yaml", &counter(&c.lib, &["--tag", "late"], ""));
+    git.commit_push("a flink job");
+    let mut d = start(tmp.path(), &cfg).await;
+    let (run, jid) = running(&d, &url, "late", &[]).await;
+    d.stop().await;
+    // The store as a daemon stopped mid-submit leaves it: the run live, no job id recorded.
+    let db = rusqlite::Connection::open(tmp.path().join("state/jobkeeper.db")).unwrap();
+    db.execute("UPDATE runs SET handle = NULL WHERE id = ?1", [run])
+        .unwrap();
+    drop(db);
+
+    let d = start(tmp.path(), &cfg).await;
+    d.sweeps_pass(2, LIMIT).await;
+    let runs = d.runs("late");
+    assert_eq!(runs.len(), 1, "no new run: {runs:#?}");
+    assert_eq!((runs[0].id, runs[0].state.as_str()), (run, "running"));
+    assert_eq!(engine_id(&runs[0]), jid, "tracked by its job id");
+
+    // The late repeat of the run's submit, with this installation's salt.
+    let job = d.job("late").unwrap();
+    let settings = FlinkSettings {
+        url: url.clone(),
+        savepoint_dir: None,
+        sql_runner: None,
+    };
+    let former = FlinkEngine::new(&settings, &d.state_dir.display().to_string()).unwrap();
+    let repeat = former
+        .submit(SubmitRequest {
+            job: "late".into(),
+            run_id: run,
+            params: job.applied.clone().unwrap().params,
+            artifact: Some(job.artifact.clone().unwrap().path),
+            checkout: None,
+            log_path: tmp.path().join("late-repeat.log"),
+            digest: None,
+            restore: None,
+            secrets: Vec::new(),
+        })
+        .await;
+    assert_eq!(
+        repeat.as_ref().map(|h| h.engine_id.as_str()).ok(),
+        Some(jid.as_str()),
+        "the repeat is the run's job: {repeat:?}"
+    );
+    d.sweeps_pass(2, LIMIT).await;
+    let named: Vec<_> = overview_jobs(&url)
+        .await
+        .into_iter()
+        .filter(|(_, name, state)| name.ends_with(" late") && state == "RUNNING")
+        .collect();
+    assert_eq!(named.len(), 1, "one Flink job: {named:?}");
+    assert_eq!(flink_state(&url, &jid).await.as_deref(), Some("RUNNING"));
+    let runs = d.runs("late");
+    assert_eq!(runs.len(), 1, "no new run: {runs:#?}");
+    assert_eq!((runs[0].id, runs[0].state.as_str()), (run, "running"));
+    assert!(!d.has_event("late", "failed") && !d.has_event("late", "deploy_failed"));
+}
+on_each_version!(a_run_left_submitting_is_tracked_and_its_late_repeat_starts_nothing);
