@@ -1,8 +1,8 @@
 //! The daemon: wiring only. [`run_with`] reads as its steps: make and lock the state folder,
 //! open the store and build the shared parts (`Core`), stop runs a previous daemon left,
-//! start the job loops (run exits, health sweep), serve HTTP, start the service loops
-//! (watchdog, status, log rotation, reloads), follow the config repo ([`Follower`], one
-//! [`crate::sync`] per trigger) and shut everything down in order.
+//! start the job loops (run exits, health sweep, whose loop pings systemd's watchdog), serve
+//! HTTP, start the service loops (status, log rotation, reloads), follow the config repo
+//! ([`Follower`], one [`crate::sync`] per trigger) and shut everything down in order.
 //!
 //! [`run`] takes its settings, listener and shutdown token, so tests run the whole daemon
 //! in-process on port 0 against a temporary git repo.
@@ -121,7 +121,8 @@ pub async fn run_with(
 
     let tasks = TaskTracker::new();
     let reconciler = Reconciler::new(core.ctx.clone(), cancel.clone());
-    start_job_loops(&tasks, &core, &reconciler, &started, &cancel);
+    let notifier = Arc::new(Notifier::from_env());
+    start_job_loops(&tasks, &core, &reconciler, (&started, &notifier), &cancel);
     let api = Arc::new(ApiState {
         ready: AtomicBool::new(false),
         settings: live.clone(),
@@ -134,6 +135,10 @@ pub async fn run_with(
         shelf,
         hook_buffer: http::body::HookBuffer::new(started.http.hook_buffer),
         counts: Default::default(),
+        leadership: crate::ha::fixed(crate::ha::Leadership::single(
+            &crate::ha::host_name(),
+            crate::store::now_ms(),
+        )),
     });
     let server = {
         let (api, cancel) = (api.clone(), cancel.clone());
@@ -141,7 +146,6 @@ pub async fn run_with(
     };
 
     // The store is open and the listener serves: systemd may consider the service started.
-    let notifier = Arc::new(Notifier::from_env());
     notifier.ready("started: applying the config repo");
     let reload = config_path.map(|path| (path, started.clone()));
     let loops = ServiceLoops {
@@ -326,12 +330,13 @@ async fn seal_left_logs(ctx: &Arc<Context>) {
     }
 }
 
-/// Run exits the engines report go to their actors; the health sweep looks at every live run.
+/// Run exits the engines report go to their actors; the health sweep looks at every live run
+/// (and pings systemd's watchdog through `notifier`).
 fn start_job_loops(
     tasks: &TaskTracker,
     core: &Core,
     reconciler: &Arc<Reconciler>,
-    started: &Settings,
+    (started, notifier): (&Settings, &Arc<Notifier>),
     cancel: &CancellationToken,
 ) {
     if let Some(mut exits) = core.ctx.engines.take_exits() {
@@ -360,7 +365,11 @@ fn start_job_loops(
         r.clone(),
         cancel.clone(),
     ));
-    tasks.spawn(crate::reconcile::sweep_loop(ctx, r, interval, cancel));
+    // systemd's watchdog is pinged by the sweep's own loop (see `sweep_loop`).
+    let watchdog = crate::systemd::Watchdog::from_env(notifier.clone());
+    tasks.spawn(crate::reconcile::sweep_loop(
+        ctx, r, interval, watchdog, cancel,
+    ));
 }
 
 /// What the service loops share.
@@ -398,14 +407,6 @@ fn start_service_loops(
         metrics.clone(),
         cancel.clone(),
     ));
-    if let Some(interval) = crate::systemd::watchdog_interval() {
-        tasks.spawn(watchdog_loop(
-            store.clone(),
-            notifier.clone(),
-            interval,
-            cancel.clone(),
-        ));
-    }
     tasks.spawn(status_loop(store.clone(), notifier.clone(), cancel.clone()));
     tasks.spawn(crate::runlogs::rotate_loop(
         store.clone(),
@@ -457,34 +458,6 @@ async fn shut_down(
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Sends `WATCHDOG=1` every half interval while the store takes writes within that time; a
-/// stuck store (hung disk, a lock held elsewhere) stops the pings, and systemd restarts the
-/// service after `WatchdogSec`.
-async fn watchdog_loop(
-    store: Store,
-    notifier: Arc<Notifier>,
-    interval: std::time::Duration,
-    cancel: CancellationToken,
-) {
-    let period = interval / 2;
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let s = store.clone();
-        let beat = tokio::time::timeout(period, tokio::spawn(async move { s.heartbeat().await }));
-        match beat.await {
-            Ok(Ok(Ok(()))) => notifier.watchdog(),
-            Ok(Ok(Err(e))) => tracing::error!("watchdog: the store takes no writes: {e}"),
-            Ok(Err(e)) => tracing::error!("watchdog: heartbeat task failed: {e}"),
-            Err(_) => tracing::error!("watchdog: the store did not answer within {period:?}"),
-        }
-    }
 }
 
 /// Keeps systemd's `STATUS=` line current: applied commit and jobs by state.

@@ -94,11 +94,14 @@ pub enum EventKind {
     Held,
     /// A held change is applied (its window closed).
     Released,
+    /// A live cluster run of the job that is not its current run (a submit that arrived after
+    /// its run was given up, a former leader's late submit) was found and killed.
+    StrayKilled,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 38] = [
+    pub const ALL: [EventKind; 39] = [
         EventKind::Deployed,
         EventKind::Started,
         EventKind::Restarted,
@@ -137,11 +140,12 @@ impl EventKind {
         EventKind::Test,
         EventKind::SavepointTaken,
         EventKind::SavepointFailed,
+        EventKind::StrayKilled,
     ];
 
     /// The kinds an alert channel can ask for (SPEC "Alerts"), in SPEC's order, with
     /// `host_fault` and `commit_held` before the info ones.
-    pub const ALERTS: [EventKind; 18] = [
+    pub const ALERTS: [EventKind; 19] = [
         EventKind::Failed,
         EventKind::Restarted,
         EventKind::GaveUp,
@@ -158,6 +162,7 @@ impl EventKind {
         EventKind::HostFault,
         EventKind::CommitHeld,
         EventKind::SavepointFailed,
+        EventKind::StrayKilled,
         EventKind::Deployed,
         EventKind::Succeeded,
     ];
@@ -204,6 +209,7 @@ impl EventKind {
             EventKind::CommitHeld => "commit_held",
             EventKind::SavepointTaken => "savepoint_taken",
             EventKind::SavepointFailed => "savepoint_failed",
+            EventKind::StrayKilled => "stray_killed",
             EventKind::Held => "held",
             EventKind::Released => "released",
         }
@@ -244,6 +250,7 @@ impl EventKind {
                 | EventKind::CommitMalformed
                 | EventKind::CommitHeld
                 | EventKind::SavepointFailed
+                | EventKind::StrayKilled
         )
     }
 
@@ -484,6 +491,11 @@ pub enum JobEvent {
         /// What the engine said.
         reason: String,
     },
+    /// A live cluster run of the job that is not its current run was killed.
+    StrayKilled {
+        /// What was killed and why it was a stray.
+        what: String,
+    },
     /// The job was changed outside jobkeeper.
     Drift {
         /// What changed.
@@ -594,6 +606,7 @@ impl JobEvent {
             JobEvent::Unhealthy { .. } => EventKind::Unhealthy,
             JobEvent::RolledBack { .. } => EventKind::RolledBack,
             JobEvent::Drift { .. } => EventKind::Drift,
+            JobEvent::StrayKilled { .. } => EventKind::StrayKilled,
             JobEvent::StartedEmpty { .. } => EventKind::StartedEmpty,
             JobEvent::HostFault { .. } => EventKind::HostFault,
             JobEvent::HostRecovered { .. } => EventKind::HostRecovered,
@@ -696,6 +709,7 @@ impl JobEvent {
                 format!("version of commit {commit} rolled back: {why}; {to}")
             }
             JobEvent::Drift { what, action } => format!("drift: {what}; {action}"),
+            JobEvent::StrayKilled { what } => format!("stray killed: {what}"),
             JobEvent::StartedEmpty { why } => {
                 format!("started with no state although it ran before: {why}")
             }
@@ -839,6 +853,7 @@ mod tests {
                 "host_fault",
                 "commit_held",
                 "savepoint_failed",
+                "stray_killed",
                 "deployed",
                 "succeeded"
             ]

@@ -54,6 +54,8 @@
 //! - [`http`]: the HTTP API, git webhooks, `/metrics` and the status page.
 //!
 //! Wiring and the command line:
+//! - [`ha`]: who leads: the [`ha::Leadership`] state `GET /leaderz` and `jobkeeper_leader` read
+//!   (without `ha` the only daemon, always leading).
 //! - [`reload`]: SIGHUP: read the config again and put it in place for every reader.
 //! - [`systemd`]: sd_notify (ready, status, watchdog, reload, stop) and journald log lines.
 //! - [`daemon`]: wiring only: tasks, triggers, shutdown.
@@ -79,6 +81,7 @@ pub mod diag;
 pub mod engine;
 pub mod event;
 pub mod freeze;
+pub mod ha;
 pub mod health;
 pub mod host;
 pub mod http;

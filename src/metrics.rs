@@ -102,6 +102,8 @@ pub struct Snapshot {
     pub unmanaged: Vec<(String, u64)>,
     /// Jobs per condition ([`crate::condition`]), every kind listed.
     pub job_problems: Vec<(crate::condition::ConditionKind, u64)>,
+    /// True when this daemon leads ([`crate::ha::Leadership`]).
+    pub leader: bool,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -249,6 +251,14 @@ impl Metrics {
             "1 once the first config commit is applied, else 0",
         );
         sample(o, "up", &[], u64::from(snap.ready));
+
+        family(
+            o,
+            "leader",
+            "gauge",
+            "1 when this daemon leads (always without `ha`), else 0",
+        );
+        sample(o, "leader", &[], u64::from(snap.leader));
 
         family(o, "jobs", "gauge", "Jobs by state.");
         for (state, n) in &snap.jobs_by_state {
@@ -534,11 +544,13 @@ mod tests {
             ready: true,
             unmanaged: vec![("http://127.0.0.1:8081".into(), 2)],
             job_problems: vec![(crate::condition::ConditionKind::Invalid, 3)],
+            leader: true,
         });
         for line in [
             "jobkeeper_job_problems{problem=\"invalid\"} 3",
             "jobkeeper_jobs{state=\"running\"} 2",
             "jobkeeper_jobs_unreadable 1",
+            "jobkeeper_leader 1",
             "jobkeeper_applied_commit_info{commit=\"abc\"} 1",
             "jobkeeper_unmanaged_jobs{cluster=\"http://127.0.0.1:8081\"} 2",
             "jobkeeper_git_fetches_total{result=\"ok\"} 1",

@@ -108,6 +108,37 @@ pub fn watchdog_interval() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec))
 }
 
+/// systemd's watchdog: `WATCHDOG=1` through a [`Notifier`], every half `WatchdogSec`. Pinged by
+/// the loop it vouches for (the health sweep's, see [`crate::reconcile::sweep_loop`]), never by
+/// a thread of its own nor by a store write, so a stuck loop stops the pings.
+#[derive(Debug, Clone)]
+pub struct Watchdog {
+    notifier: std::sync::Arc<Notifier>,
+    period: Duration,
+}
+
+impl Watchdog {
+    /// The watchdog systemd asked for ([`watchdog_interval`]), through `notifier`; `None` when
+    /// there is none or no socket to ping.
+    pub fn from_env(notifier: std::sync::Arc<Notifier>) -> Option<Watchdog> {
+        let interval = watchdog_interval()?;
+        notifier.enabled().then(|| Watchdog {
+            notifier,
+            period: interval / 2,
+        })
+    }
+
+    /// How often to ping: half the interval.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// `WATCHDOG=1`.
+    pub fn ping(&self) {
+        self.notifier.watchdog();
+    }
+}
+
 /// True when stderr goes to journald (`$JOURNAL_STREAM` names it): then log lines carry no
 /// timestamp (journald adds one) and start with a `<N>` priority prefix.
 pub fn logging_to_journal() -> bool {

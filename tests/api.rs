@@ -1238,3 +1238,31 @@ async fn counts_agree_with_lists_and_an_unreadable_row_is_marked_unreadable() {
     assert_eq!(get(&d, "/api/v1/jobs/web").await.0, 200);
     d.stop().await;
 }
+
+/// Without `ha` the daemon is the only one and leads: `GET /leaderz` answers 200 naming this
+/// host and saying why, and `/metrics` has `jobkeeper_leader 1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaderz_is_200_and_jobkeeper_leader_1_on_a_daemon_without_ha() {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = Git::new(tmp.path(), "config");
+    git.write("jobs/web.yaml", &common::sleeper(600));
+    git.commit_push("one job");
+    let d = start(tmp.path(), &config(tmp.path(), &git, "")).await;
+    d.running_pid("web").await;
+    let (code, body) = get(&d, "/leaderz").await;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.starts_with(&format!(
+            "leader: {} (no `ha` configured: this daemon is the only one and always leads), since ",
+            host.trim()
+        )),
+        "{body}"
+    );
+    let (code, metrics) = get(&d, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        metrics.lines().any(|l| l == "jobkeeper_leader 1"),
+        "{metrics}"
+    );
+}

@@ -1471,3 +1471,213 @@ async fn a_refused_move_shows_where_the_job_runs_and_a_revert_of_the_env_clears_
     assert!(!table.contains("deploy failed"), "{table}");
     assert_eq!(view(&d).await["conditions"], serde_json::json!([]));
 }
+
+/// A repeated submit of one run (a daemon that submitted it, then lost or never saw the answer,
+/// or a former leader whose submit arrives late) names the same Flink job id; the cluster answers
+/// 400 `Duplicate…SubmissionException` and the engine tracks the existing job: one Flink job, the
+/// second submit answered with the first's handle. Jar jobs and SQL jobs (the runner's
+/// `executeSql` takes the fixed id too), while the job runs and after it was cancelled.
+async fn a_second_submit_of_a_run_tracks_its_job_and_starts_no_other(c: &Cluster) {
+    use jobkeeper::engine::flink::{FlinkEngine, FlinkSettings};
+    use jobkeeper::engine::{Engine, SubmitRequest};
+    let tmp = tempfile::tempdir().unwrap();
+    let settings = FlinkSettings {
+        url: c.url.clone(),
+        savepoint_dir: None,
+        sql_runner: None,
+    };
+    // A salt of this test's own: its job ids are new to the cluster.
+    let salt = tmp.path().display().to_string();
+    let engine = FlinkEngine::new(&settings, &salt).unwrap();
+    let counter = build_counter_jar(tmp.path(), &c.lib);
+    let runner = build_sql_runner(tmp.path());
+    let sql = "CREATE TABLE src (n BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '5');\n\
+               CREATE TABLE snk (n BIGINT) WITH ('connector' = 'blackhole');\n\
+               INSERT INTO snk SELECT n FROM src;\n";
+    let statements = jobkeeper::spec::split_sql(sql).unwrap();
+    let jar_params = jobkeeper::spec::Params {
+        main_class: Some("example.Counter".into()),
+        args: vec!["--tag".into(), "dup".into()],
+        parallelism: Some(1),
+        ..Default::default()
+    };
+    let sql_params = jobkeeper::spec::Params {
+        main_class: Some(jobkeeper::build::sql_runner::ENTRY_CLASS.into()),
+        args: jobkeeper::build::sql_runner::args("dup-sql", &statements),
+        parallelism: Some(1),
+        ..Default::default()
+    };
+    for (job, jar, params) in [
+        ("dup-jar", counter, jar_params),
+        ("dup-sql", runner, sql_params),
+    ] {
+        let request = || SubmitRequest {
+            job: job.to_string(),
+            run_id: 7,
+            params: params.clone(),
+            artifact: Some(jar.clone()),
+            checkout: None,
+            log_path: tmp.path().join(format!("{job}.log")),
+            digest: None,
+            restore: None,
+            secrets: Vec::new(),
+        };
+        let first = engine.submit(request()).await.unwrap();
+        let jid = first.engine_id.clone();
+        let _cancel = CancelOnDrop(c.url.clone(), jid.clone());
+        poll_until("the first submit's job RUNNING", async || {
+            flink_state(&c.url, &jid).await.as_deref() == Some("RUNNING")
+        })
+        .await;
+        let second = engine.submit(request()).await;
+        assert_eq!(
+            second.as_ref().ok(),
+            Some(&first),
+            "{job}: a repeated submit of the running run tracks its job: {second:?}"
+        );
+        let log = std::fs::read_to_string(tmp.path().join(format!("{job}.log"))).unwrap();
+        assert!(
+            log.contains(&format!("already has job {jid} of this run")),
+            "{log}"
+        );
+        http()
+            .patch(format!("{}/jobs/{jid}?mode=cancel", c.url))
+            .send()
+            .await
+            .unwrap();
+        poll_until("the job CANCELED", async || {
+            flink_state(&c.url, &jid).await.as_deref() == Some("CANCELED")
+        })
+        .await;
+        let third = engine.submit(request()).await;
+        assert_eq!(
+            third.as_ref().ok(),
+            Some(&first),
+            "{job}: a repeated submit of the cancelled run tracks its ended job: {third:?}"
+        );
+        let named: Vec<_> = overview_jobs(&c.url)
+            .await
+            .into_iter()
+            .filter(|(id, _, _)| *id == jid)
+            .collect();
+        assert_eq!(named.len(), 1, "{job}: one Flink job: {named:?}");
+        let statuses = engine.status(std::slice::from_ref(&first)).await.unwrap();
+        assert!(
+            matches!(
+                statuses[0],
+                jobkeeper::engine::RunStatus::CancelledOutside(_)
+            ),
+            "{job}: the tracked run is the cancelled job: {statuses:?}"
+        );
+    }
+}
+on_each_version!(a_second_submit_of_a_run_tracks_its_job_and_starts_no_other);
+
+/// Cancels a Flink job on drop (the test's own, even when it fails).
+struct CancelOnDrop(String, String);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let url = format!("{}/jobs/{}?mode=cancel", self.0, self.1);
+        let _ = std::process::Command::new("curl")
+            .args(["-s", "-m", "5", "-X", "PATCH", &url])
+            .output();
+    }
+}
+
+/// The SQL runner jar, built under `root/runner` from the source the daemon embeds.
+fn build_sql_runner(root: &Path) -> PathBuf {
+    let dir = root.join("runner");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("JobkeeperSqlRunner.java"),
+        jobkeeper::build::sql_runner::SOURCE,
+    )
+    .unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(
+            "mkdir -p classes && javac --release 8 -Xlint:-options -d classes \
+             JobkeeperSqlRunner.java && jar cf runner.jar -C classes .",
+        )
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join("runner.jar")
+}
+
+/// A run whose submit the store still records as under way (no job id: the daemon stopped
+/// between the submit and its record, or a leader lost its turn there) is looked up by its
+/// job id when a daemon starts, and tracked: the same run, one Flink job. A late submit of
+/// that run (a former daemon's, sent with the same installation salt) is answered
+/// `Duplicate…` and changes nothing: no second job, no failed or new run.
+async fn a_run_left_submitting_is_tracked_and_its_late_repeat_starts_nothing(c: &Cluster) {
+    use jobkeeper::engine::flink::{FlinkEngine, FlinkSettings};
+    use jobkeeper::engine::{Engine, SubmitRequest};
+    let url = c.url.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg) = setup(tmp.path(), &url);
+    let _cleanup = cleanup(&url, tmp.path());
+    git.write("jobs/late.yaml", &counter(&c.lib, &["--tag", "late"], ""));
+    git.commit_push("a flink job");
+    let mut d = start(tmp.path(), &cfg).await;
+    let (run, jid) = running(&d, &url, "late", &[]).await;
+    d.stop().await;
+    // The store as a daemon stopped mid-submit leaves it: the run live, no job id recorded.
+    let db = rusqlite::Connection::open(tmp.path().join("state/jobkeeper.db")).unwrap();
+    db.execute("UPDATE runs SET handle = NULL WHERE id = ?1", [run])
+        .unwrap();
+    drop(db);
+
+    let d = start(tmp.path(), &cfg).await;
+    d.sweeps_pass(2, LIMIT).await;
+    let runs = d.runs("late");
+    assert_eq!(runs.len(), 1, "no new run: {runs:#?}");
+    assert_eq!((runs[0].id, runs[0].state.as_str()), (run, "running"));
+    assert_eq!(engine_id(&runs[0]), jid, "tracked by its job id");
+
+    // The late repeat of the run's submit, with this installation's salt.
+    let job = d.job("late").unwrap();
+    let settings = FlinkSettings {
+        url: url.clone(),
+        savepoint_dir: None,
+        sql_runner: None,
+    };
+    let former = FlinkEngine::new(&settings, &d.state_dir.display().to_string()).unwrap();
+    let repeat = former
+        .submit(SubmitRequest {
+            job: "late".into(),
+            run_id: run,
+            params: job.applied.clone().unwrap().params,
+            artifact: Some(job.artifact.clone().unwrap().path),
+            checkout: None,
+            log_path: tmp.path().join("late-repeat.log"),
+            digest: None,
+            restore: None,
+            secrets: Vec::new(),
+        })
+        .await;
+    assert_eq!(
+        repeat.as_ref().map(|h| h.engine_id.as_str()).ok(),
+        Some(jid.as_str()),
+        "the repeat is the run's job: {repeat:?}"
+    );
+    d.sweeps_pass(2, LIMIT).await;
+    let named: Vec<_> = overview_jobs(&url)
+        .await
+        .into_iter()
+        .filter(|(_, name, state)| name.ends_with(" late") && state == "RUNNING")
+        .collect();
+    assert_eq!(named.len(), 1, "one Flink job: {named:?}");
+    assert_eq!(flink_state(&url, &jid).await.as_deref(), Some("RUNNING"));
+    let runs = d.runs("late");
+    assert_eq!(runs.len(), 1, "no new run: {runs:#?}");
+    assert_eq!((runs[0].id, runs[0].state.as_str()), (run, "running"));
+    assert!(!d.has_event("late", "failed") && !d.has_event("late", "deploy_failed"));
+}
+on_each_version!(a_run_left_submitting_is_tracked_and_its_late_repeat_starts_nothing);

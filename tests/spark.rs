@@ -806,3 +806,123 @@ async fn a_driver_started_outside_is_listed_imported_and_adopted_as_it_runs() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// A driver of this installation's job that is not the job's live run (what a create that
+/// arrives late leaves: a former leader's, or one sent just before its run was given up) is
+/// killed by the sweep with a `stray_killed` event naming it; the job's live driver runs on, and
+/// a driver naming the same job and run with another installation's token is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_kills_a_driver_of_a_run_that_is_not_its_jobs_live_run() {
+    let c = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let (git, cfg, _cleanup) = setup(tmp.path(), &c, "");
+    git.write(
+        "jobs/stray.yaml",
+        &totals(&c, &["--n", "100", "--sleep", "600"], ""),
+    );
+    git.commit_push("a long spark driver");
+    let d = start(tmp.path(), &cfg).await;
+    let (live_run, live_id) = running(&d, &c, "stray", &[]).await;
+
+    // An earlier run of the job, given up while its create was on its way.
+    let job = d.job("stray").unwrap();
+    let jar = format!("file://{}", job.artifact.unwrap().path.to_string_lossy());
+    let old_run = d
+        .store
+        .insert_run(
+            "stray",
+            jobkeeper::store::RunOrigin::default(),
+            job.applied_hash.as_deref().unwrap(),
+            (jobkeeper::engine::EngineKind::Spark, "spark"),
+            &d.state_dir.join("logs/stray"),
+        )
+        .unwrap();
+    d.store
+        .finish_run(old_run, RunState::Stopped, Some("test: given up"))
+        .unwrap();
+    let http = reqwest::Client::new();
+    let create = |salt: String| {
+        let (http, jar, c) = (http.clone(), jar.clone(), &c);
+        async move {
+            let token = jobkeeper::engine::cluster::run_token(&salt, "stray", old_run);
+            let body = serde_json::json!({
+                "action": "CreateSubmissionRequest", "appResource": jar, "mainClass": "example.Totals",
+                "appArgs": ["--n", "100", "--sleep", "600"], "clientSparkVersion": "4.3.0",
+                "environmentVariables": {},
+                "sparkProperties": {"spark.master": c.master, "spark.submit.deployMode": "cluster",
+                    "spark.jars": jar, "spark.app.name": "stray", "spark.driver.memory": "512m",
+                    "spark.executor.memory": "512m", "spark.cores.max": "1",
+                    "spark.jobkeeper.run": token, "spark.jobkeeper.job": "stray",
+                    "spark.jobkeeper.run_id": old_run.to_string()}
+            });
+            let made: Value = http
+                .post(format!("{}/v1/submissions/create", c.rest))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            made["submissionId"].as_str().unwrap().to_string()
+        }
+    };
+    // Another installation's driver naming the same job and run: its token is not ours.
+    let foreign = create("/srv/another-jobkeeper".into()).await;
+    let _kill_foreign = KillOnDrop(c.rest.clone(), foreign.clone());
+    wait_for("the other installation's driver running", LIMIT, || {
+        std::process::Command::new("curl")
+            .args(["-s", "-m", "5"])
+            .arg(format!("{}/v1/submissions/status/{foreign}", c.rest))
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("\"RUNNING\""))
+    })
+    .await;
+    let late = create(d.state_dir.display().to_string()).await;
+    let _kill_late = KillOnDrop(c.rest.clone(), late.clone());
+
+    wait_for("stray_killed", LIMIT, || {
+        d.has_event("stray", "stray_killed")
+    })
+    .await;
+    let event = d
+        .events("stray")
+        .into_iter()
+        .find(|e| e.kind == "stray_killed")
+        .unwrap();
+    assert_eq!(event.run_id, Some(old_run), "{event:?}");
+    assert!(
+        event.message.contains(&format!("spark {late} on "))
+            && event.message.contains(&format!("run {old_run} is stopped")),
+        "{event:?}"
+    );
+    wait_for("the late driver killed", LIMIT, || {
+        std::process::Command::new("curl")
+            .args(["-s", "-m", "5"])
+            .arg(format!("{}/v1/submissions/status/{late}", c.rest))
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("\"KILLED\""))
+    })
+    .await;
+    d.sweeps_pass(2, LIMIT).await;
+    assert_eq!(
+        driver_state(&c, &foreign).await.as_deref(),
+        Some("RUNNING"),
+        "another installation's driver is left alone"
+    );
+    assert_eq!(driver_state(&c, &live_id).await.as_deref(), Some("RUNNING"));
+    let live = d.live_runs("stray");
+    assert_eq!(
+        live.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![live_run],
+        "the live run is untouched"
+    );
+    assert_eq!(
+        d.events("stray")
+            .iter()
+            .filter(|e| e.kind == "stray_killed")
+            .count(),
+        1,
+        "one kill, one event"
+    );
+}

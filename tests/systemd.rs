@@ -1,5 +1,6 @@
 //! The daemon under systemd: the unit file verifies, and a test playing systemd receives READY,
-//! STATUS, periodic WATCHDOG (stopping while the store is stuck) and STOPPING over a real
+//! STATUS, periodic WATCHDOG (stopping while the health sweep's loop is stuck, going on while
+//! only the store's write lock is held) and STOPPING over a real
 //! `NOTIFY_SOCKET`, and sees local runs get SIGTERM before the daemon exits 0.
 
 mod common;
@@ -68,7 +69,8 @@ async fn ready_status_watchdog_and_a_graceful_stop_under_a_notify_socket() {
     );
     git.commit_push("svc");
     let cfg = tmp.path().join("config.yaml");
-    std::fs::write(&cfg, config(tmp.path(), &git, "")).unwrap();
+    let extra = "health: {interval: 200ms}\n";
+    std::fs::write(&cfg, config(tmp.path(), &git, extra)).unwrap();
     let sock_path = tmp.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_jobkeeper"))
@@ -99,16 +101,34 @@ async fn ready_status_watchdog_and_a_graceful_stop_under_a_notify_socket() {
         "{got:?}"
     );
 
-    // A stuck store (another process holds its write lock): no more pings.
+    // The sweep's loop stuck: another process holds the store's write lock and a commit is
+    // pushed, so the daemon's write of it waits on the lock (the store's 5 s busy timeout, again
+    // at each poll) while holding the store's one connection, which the sweep's next read of the
+    // live runs then waits for, blocking the loop's thread. The pings come from that loop: none
+    // while it is stuck.
     let db = rusqlite::Connection::open(tmp.path().join("state/jobkeeper.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
     db.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let _ = receive(&sock, Duration::from_millis(600), |_| false); // pings already on their way
+    // The lock alone stops nothing: the pings do not wait on a store write.
+    let mut pings = 0;
+    let locked = receive(&sock, Duration::from_secs(5), |m| {
+        pings += usize::from(m == "WATCHDOG=1");
+        pings >= 5
+    });
+    assert!(
+        pings >= 5,
+        "pings while only the write lock is held: {locked:?}"
+    );
+    git.write("jobs/other.yaml", &common::sleeper(600));
+    git.commit_push("another job, while the store is locked");
+    let _ = receive(&sock, Duration::from_millis(1500), |_| false); // the poll, pings on their way
     let stuck = receive(&sock, Duration::from_millis(1500), |_| false);
     assert!(
         !stuck.iter().any(|m| m == "WATCHDOG=1"),
-        "pings while the store is stuck: {stuck:?}"
+        "pings while the sweep's loop is stuck: {stuck:?}"
     );
     db.execute_batch("ROLLBACK").unwrap();
+    drop(db);
     let again = receive(&sock, Duration::from_secs(10), |m| m == "WATCHDOG=1");
     assert!(
         again.iter().any(|m| m == "WATCHDOG=1"),

@@ -64,7 +64,10 @@ pub async fn write_log(path: &Path, note: &str) {
         .open(path)
         .await
     {
+        // tokio's file hands the bytes to a blocking task: flushed, they are in the file when
+        // this returns (a reader right after would miss them otherwise).
         let _ = f.write_all(note.as_bytes()).await;
+        let _ = f.flush().await;
     }
 }
 

@@ -10,7 +10,10 @@
 //!
 //! Job ids are chosen by jobkeeper ([`job_id`]): a hash of the daemon's state folder, the job
 //! name and the store's run id. A submit whose answer was lost (timeout, cluster gone) can then
-//! be looked up by that id instead of being sent again, so a run is never submitted twice.
+//! be looked up by that id instead of being sent again, so a run is never submitted twice. A
+//! submit that reaches the cluster twice anyway (a late one from a daemon that lost its turn)
+//! is answered 400 `Duplicate…SubmissionException` ([`duplicate_submission`]): the run's job
+//! runs or ran there, and the run is tracked as that job, never failed.
 //!
 //! Each submission also names its jobkeeper job and run in its job config ([`identity`]), so
 //! the cluster's other users can tell jobkeeper's jobs from theirs.
@@ -45,8 +48,8 @@ pub mod savepoints;
 pub mod version;
 
 pub use answers::{
-    REASON_LINES, completed_at, error_text, execution_failure, health_facts, job_vertices,
-    overview_jobs, overview_tasks, requested_parallelism, summarize_trace, tasks_up,
+    REASON_LINES, completed_at, duplicate_submission, error_text, execution_failure, health_facts,
+    job_vertices, overview_jobs, overview_tasks, requested_parallelism, summarize_trace, tasks_up,
 };
 pub use version::FlinkVersion;
 use version::is_live;
@@ -723,7 +726,12 @@ impl Engine for FlinkEngine {
             .timeout(RUN_TIMEOUT)
             .json(&body);
         let (status, answer) = self.call(post).await?;
+        let duplicate = !status.is_success() && duplicate_submission(&answer);
         let note = match (&req.restore, status.is_success()) {
+            _ if duplicate => format!(
+                "{} already has job {jid} of this run (it was submitted before): tracking it\n",
+                self.base
+            ),
             (Some(sp), true) => format!("submitted to {} as job {jid} from {sp}\n", self.base),
             (None, true) => format!("submitted to {} as job {jid}\n", self.base),
             (_, false) => format!(
@@ -737,6 +745,17 @@ impl Engine for FlinkEngine {
             &crate::spec::mask_secrets(&note, &req.secrets),
         )
         .await;
+        if duplicate {
+            // The run's job id is taken: this run's job runs (or ran) there. Tracked as it is,
+            // never as a refusal and never submitted under another id.
+            tracing::info!(job = %req.job, run = req.run_id, id = %jid, "the cluster already has this run's job: tracking it");
+            return Ok(RunHandle {
+                run_id: req.run_id,
+                engine_id: jid,
+                start_ticks: None,
+                cluster: Some(self.base.clone()),
+            });
+        }
         if status == StatusCode::BAD_REQUEST || status == StatusCode::INTERNAL_SERVER_ERROR {
             return Err(EngineError::Refused(format!(
                 "flink refused the job ({status}): {}",
@@ -1275,5 +1294,17 @@ mod tests {
             "org.apache.flink.X: Could not run\nCaused by: java.lang.ClassNotFoundException: nope"
         );
         assert_eq!(error_text(&Value::Null, "plain"), "plain");
+    }
+
+    #[test]
+    fn a_taken_job_id_is_told_from_other_refusals_on_1_20_and_2_3() {
+        // The causes' last lines of the answers 1.20.3 and 2.3.0 gave a repeated `jars/run`.
+        let v1 = "RestHandlerException: Could not execute application.\n\tat x.y(Z.java:1)\nCaused by: org.apache.flink.runtime.client.DuplicateJobSubmissionException: Job has already been submitted.";
+        let v2 = "RestHandlerException: Could not execute application.\nCaused by: org.apache.flink.runtime.client.DuplicateApplicationSubmissionException: Application has already been submitted.";
+        assert!(duplicate_submission(&json!({"errors": [v1]})));
+        assert!(duplicate_submission(&json!({"errors": [v2]})));
+        let other = "Caused by: java.lang.ClassNotFoundException: example.Nope";
+        assert!(!duplicate_submission(&json!({"errors": [other]})));
+        assert!(!duplicate_submission(&Value::Null));
     }
 }

@@ -449,6 +449,15 @@ pub trait Engine: Send + Sync {
         RunOutput::Nothing
     }
 
+    /// The jobkeeper job and run id a live cluster job (one no live run records) was submitted
+    /// as by this installation, when it carries their proof (spark: a driver's launch
+    /// properties, its token checked against the job and run); `None` when it carries none,
+    /// another installation's, or the cluster cannot say now. The sweep kills such a job when
+    /// the run is not its job's live run (`stray_killed`).
+    async fn submitted_as(&self, _job: &ClusterJob) -> Option<(String, i64)> {
+        None
+    }
+
     /// The id the engine will give run `run_id` of `job`, when the engine lets the caller choose
     /// it (flink: the job id). A submit whose answer was lost can then be found, never repeated.
     fn engine_id_for(&self, _job: &str, _run_id: i64) -> Option<String> {

@@ -1,6 +1,6 @@
 //! The HTTP server on `listen` (SPEC "HTTP API"): health and readiness, `/metrics`, the JSON API
 //! ([`api`], [`clusters`], [`unmanaged`], [`savepoints`]), git webhooks ([`hooks`]), the status page
-//! ([`page`]), a page per job ([`job_page`]) and the jars spark workers fetch ([`artifacts`]).
+//! ([`page`]), who leads ([`leaderz`]), a page per job ([`job_page`]) and the jars spark workers fetch ([`artifacts`]).
 //! The counts over every job that the page and `/metrics` show are kept between changes
 //! ([`counts`]).
 //!
@@ -22,6 +22,7 @@ pub mod clusters;
 pub mod counts;
 pub mod hooks;
 pub mod job_page;
+pub mod leaderz;
 pub mod listener;
 pub mod page;
 pub mod savepoints;
@@ -83,6 +84,8 @@ pub struct ApiState {
     pub hook_buffer: HookBuffer,
     /// The counts over every job, kept while nothing they come from changed.
     pub counts: counts::KeptCounts,
+    /// Who leads ([`crate::ha`]): `GET /leaderz` and `jobkeeper_leader`.
+    pub leadership: crate::ha::LeaderWatch,
 }
 
 /// The router.
@@ -93,6 +96,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/jobs/{*name}", get(job_page::job_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/leaderz", get(leaderz::leaderz))
         .route("/metrics", get(metrics))
         .route("/api/v1/jobs", get(api::jobs))
         .route("/api/v1/clusters", get(clusters::clusters))
@@ -169,6 +173,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
             ready: st.ready.load(Ordering::Acquire),
             unmanaged: st.reconciler.context().unmanaged.counts(),
             job_problems: counts.conditions.clone(),
+            leader: st.leadership.borrow().leader,
         })
     })
     .await;

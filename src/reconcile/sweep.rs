@@ -21,19 +21,47 @@ use crate::event::JobEvent;
 
 /// Asks each engine about every run the store thinks is live, once per `interval` (one batched
 /// call per engine), and hands runs that ended or vanished to their actors.
+///
+/// The same task pings systemd's watchdog (`watchdog`, every half `WatchdogSec`) between and
+/// during sweeps: a sweep waiting on a slow cluster lets the pings go on, but a loop whose
+/// thread is stuck (a store call that does not return, a lock never released, a frozen
+/// runtime) sends none, and systemd kills the daemon.
 pub async fn sweep_loop(
     ctx: Arc<Context>,
     reconciler: Arc<Reconciler>,
     interval: Duration,
+    watchdog: Option<crate::systemd::Watchdog>,
     cancel: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let period = watchdog
+        .as_ref()
+        .map_or(Duration::from_secs(3600), |w| w.period());
+    let mut ping = tokio::time::interval(period);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut running: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>> = None;
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
-            _ = tick.tick() => sweep(&ctx, &reconciler).await,
+            _ = tick.tick(), if running.is_none() => {
+                running = Some(Box::pin(sweep(&ctx, &reconciler)));
+            }
+            () = finish(&mut running), if running.is_some() => running = None,
+            _ = ping.tick(), if watchdog.is_some() => {
+                if let Some(w) = &watchdog {
+                    w.ping();
+                }
+            }
         }
+    }
+}
+
+/// Drives the sweep in flight to its end.
+async fn finish(running: &mut Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>>) {
+    match running {
+        Some(sweep) => sweep.await,
+        None => std::future::pending().await,
     }
 }
 
@@ -177,6 +205,7 @@ pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
                 }
                 if let Some(live) = &survey.live {
                     note_unmanaged(ctx, engine.as_ref(), live, &g.managed).await;
+                    kill_strays(ctx, engine, live, &g.managed).await;
                 }
                 health(ctx, reconciler, engine, running, survey.live.as_deref()).await;
             }
@@ -187,6 +216,70 @@ pub async fn sweep(ctx: &Context, reconciler: &Reconciler) {
         }
     }
     ctx.metrics.sweep_done();
+}
+
+/// Kills each live cluster job that no live run records and that this installation submitted
+/// as a run that is not its job's live run ([`Engine::submitted_as`]): a create that arrived
+/// after its run was given up, a former leader's late submit, a second driver of the live run.
+/// A run still submitting (live, no engine id recorded yet) keeps its driver. Each kill is a
+/// `stray_killed` event of the job.
+async fn kill_strays(
+    ctx: &Context,
+    engine: &Arc<dyn Engine>,
+    live: &[ClusterJob],
+    managed: &Managed,
+) {
+    for found in live
+        .iter()
+        .filter(|j| !managed.ids.contains_key(&j.engine_id))
+    {
+        let Some((job, run_id)) = engine.submitted_as(found).await else {
+            continue;
+        };
+        let read = ctx.store.run(run_id).await;
+        let Some(row) = ctx
+            .store
+            .read_or_log(Some(&job), "run, for the stray sweep", read)
+        else {
+            continue;
+        };
+        let row = row.filter(|r| r.job == job);
+        let why = match &row {
+            Some(r) if r.state.is_live() && r.handle.is_none() => continue, // being submitted
+            Some(r) if r.state.is_live() => format!(
+                "run {run_id} is live as {} {}",
+                engine.kind().as_str(),
+                r.handle.as_ref().map_or("", |h| h.engine_id.as_str())
+            ),
+            Some(r) => format!("run {run_id} is {}", r.state.as_str()),
+            None => format!("the store has no run {run_id} of the job"),
+        };
+        let handle = RunHandle {
+            run_id,
+            engine_id: found.engine_id.clone(),
+            start_ticks: None,
+            cluster: engine.cluster(),
+        };
+        let location = engine.location();
+        match engine.stop(&handle, crate::engine::STOP_GRACE).await {
+            Ok(()) => {
+                let what = format!(
+                    "{} {} on {location} was submitted as run {run_id}, which is not the job's live run ({why}): killed",
+                    engine.kind().as_str(),
+                    found.engine_id
+                );
+                tracing::warn!(job = %job, run = run_id, id = %found.engine_id, "{what}");
+                let scope = Scope::job(&job, None).run(row.map(|r| r.id));
+                ctx.events
+                    .emit(scope, &JobEvent::StrayKilled { what })
+                    .await;
+            }
+            Err(e) => tracing::warn!(
+                job = %job, run = run_id, id = %found.engine_id,
+                "a stray of the job on {location} could not be killed: {e}"
+            ),
+        }
+    }
 }
 
 /// Puts a cluster's unmanaged jobs in place; a second live copy of a managed job raises

@@ -162,6 +162,24 @@ pub fn error_text(body: &Value, raw: &str) -> String {
     }
 }
 
+/// The exceptions a Flink cluster answers a submit with when the job id is taken: 1.x
+/// (`DuplicateJobSubmissionException`) and 2.x (`DuplicateApplicationSubmissionException`
+/// for `POST /jars/{id}/run`), while the job runs and after it ended.
+const DUPLICATE_SUBMISSION: [&str; 2] = [
+    "DuplicateJobSubmissionException",
+    "DuplicateApplicationSubmissionException",
+];
+
+/// True when an error answer to a submit says a job with the submitted id exists (running or
+/// ended): the run was submitted before.
+pub fn duplicate_submission(body: &Value) -> bool {
+    let text = |t: &str| DUPLICATE_SUBMISSION.iter().any(|d| t.contains(d));
+    match body.get("errors").and_then(Value::as_array) {
+        Some(errors) => errors.iter().filter_map(Value::as_str).any(text),
+        None => body.as_str().is_some_and(text),
+    }
+}
+
 /// The jobs of a `GET /jobs/overview` answer, in any state.
 pub fn overview_jobs(body: &Value) -> Vec<ClusterJob> {
     body["jobs"]

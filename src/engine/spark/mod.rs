@@ -19,6 +19,10 @@
 //! the workers' web UIs; without them such a create is reported unreachable (and a crashed
 //! daemon's is not found).
 //!
+//! Each create also names its job and run id (`spark.jobkeeper.job`, `spark.jobkeeper.run_id`),
+//! so the sweep can tell, from a live driver no run records, that it is this installation's
+//! driver of a run that is not its job's live run ([`Engine::submitted_as`]) and kill it.
+//!
 //! Every request has a short timeout; a master that does not answer is
 //! [`EngineError::Unreachable`], which callers treat as "wait and retry", never as a failed run.
 
@@ -63,6 +67,12 @@ const STDERR_TAIL: u64 = 64 * 1024;
 const CLOCK_SLACK_MS: u64 = 5_000;
 /// The Spark property carrying a run's token.
 pub const TOKEN_PROPERTY: &str = "spark.jobkeeper.run";
+/// The Spark property naming the jobkeeper job of a driver.
+pub const JOB_PROPERTY: &str = "spark.jobkeeper.job";
+/// The Spark property holding the store's run id of a driver (its token proves it).
+pub const RUN_ID_PROPERTY: &str = "spark.jobkeeper.run_id";
+/// At most this many drivers' identities are kept between sweeps.
+const IDENTITIES_KEPT: usize = 10_000;
 /// How long a lost create's driver may take to be launched (and so to have a stderr to read).
 const LAUNCH_WAIT: Duration = Duration::from_secs(10);
 /// How much of the start of a driver's stderr is read for its launch command.
@@ -178,6 +188,8 @@ const ENGINE_PROPERTIES: &[&str] = &[
     "spark.submit.deployMode",
     "spark.jars",
     TOKEN_PROPERTY,
+    JOB_PROPERTY,
+    RUN_ID_PROPERTY,
 ];
 
 /// What Spark writes in place of a redacted value (`Utils.REDACTION_REPLACEMENT_TEXT`).
@@ -224,6 +236,24 @@ pub fn parse_launch(stderr: &str) -> Option<Launch> {
         redacted,
         jar,
     })
+}
+
+/// The job, run id and token a driver's launch command carries ([`JOB_PROPERTY`],
+/// [`RUN_ID_PROPERTY`], [`TOKEN_PROPERTY`]); `None` when it lacks one of them.
+pub fn launch_identity(stderr: &str) -> Option<(String, i64, String)> {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("Launch Command: "))?;
+    let words = launch_words(line);
+    let wrapper = words.iter().position(|w| w.ends_with(".DriverWrapper"))?;
+    let prop = |key: &str| {
+        words[..wrapper].iter().find_map(|w| {
+            let (k, v) = w.strip_prefix("-D")?.split_once('=')?;
+            (k == key).then(|| v.to_string())
+        })
+    };
+    let run_id = prop(RUN_ID_PROPERTY)?.parse().ok()?;
+    Some((prop(JOB_PROPERTY)?, run_id, prop(TOKEN_PROPERTY)?))
 }
 
 /// The words of a launch command. Spark writes them as `"w1" "w2" ...` without escaping a quote
@@ -314,6 +344,9 @@ pub struct SparkEngine {
     /// Every worker's web UI seen in the master's `/json/` (worker id → URL): a master just
     /// restarted knows none until they register again, and they are asked about its drivers.
     worker_uis: std::sync::Mutex<HashMap<String, String>>,
+    /// What each launched driver the sweep asked about was submitted as ([`launch_identity`],
+    /// checked against this daemon's salt), so a driver's stderr is read once.
+    identities: std::sync::Mutex<HashMap<String, Option<(String, i64)>>>,
 }
 
 /// Where a Spark engine puts jars: the daemon's shelf and its own base URL.
@@ -350,6 +383,7 @@ impl SparkEngine {
             source: settings.artifact_source(&jars.daemon_url),
             shelf: jars.shelf.clone(),
             worker_uis: std::sync::Mutex::new(HashMap::new()),
+            identities: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -405,7 +439,7 @@ impl SparkEngine {
             }
             Seen::Gone => Ok(RunStatus::Vanished),
             Seen::Unknown(why) => Err(EngineError::Unreachable(format!(
-                "spark master {} does not know driver {id} and whether a worker still runs it                  cannot be told: {why}",
+                "spark master {} does not know driver {id} and whether a worker still runs it cannot be told: {why}",
                 self.master
             ))),
         }
@@ -679,6 +713,8 @@ impl SparkEngine {
             TOKEN_PROPERTY.into(),
             json!(run_token(&self.salt, &req.job, req.run_id)),
         );
+        props.insert(JOB_PROPERTY.into(), json!(req.job));
+        props.insert(RUN_ID_PROPERTY.into(), json!(req.run_id.to_string()));
         json!({
             "action": "CreateSubmissionRequest",
             "appResource": jar,
@@ -704,7 +740,7 @@ impl SparkEngine {
                 Seen::Gone => return Ok(()),
                 _ if tokio::time::Instant::now() >= until => {
                     return Err(EngineError::Other(format!(
-                        "spark driver {id} is unknown to the master {} but did not end within                          {}: {}",
+                        "spark driver {id} is unknown to the master {} but did not end within {}: {}",
                         self.master,
                         humantime::format_duration(limit),
                         match seen {
@@ -963,6 +999,31 @@ impl Engine for SparkEngine {
         true
     }
 
+    /// Read from the driver's launch command (its worker's `/log/`, once per driver): the job
+    /// and run id it names, when its token is this daemon's for them.
+    async fn submitted_as(&self, job: &ClusterJob) -> Option<(String, i64)> {
+        let id = &job.engine_id;
+        if let Some(known) = lock(&self.identities).get(id) {
+            return known.clone();
+        }
+        let view = self.master_view().await.ok()??;
+        let driver = view.drivers.get(id)?;
+        let ui = view.worker_uis.get(driver.worker.as_ref()?)?;
+        let head = self.driver_stderr(id, ui, LAUNCH_HEAD, true).await?;
+        if !head.contains("Launch Command") {
+            return None; // not launched yet: asked again at the next sweep
+        }
+        let ours = launch_identity(&head)
+            .filter(|(j, run, token)| *token == run_token(&self.salt, j, *run))
+            .map(|(j, run, _)| (j, run));
+        let mut known = lock(&self.identities);
+        if known.len() >= IDENTITIES_KEPT {
+            known.clear();
+        }
+        known.insert(id.clone(), ours.clone());
+        ours
+    }
+
     /// A recorded driver is adopted. A run whose submit was in flight when the daemon stopped
     /// (the id spark chose was never recorded) is found by the token its submit carried.
     async fn recover(&self, run: &RecordedRun<'_>) -> Recovery {
@@ -1186,5 +1247,19 @@ mod tests {
             run_token("/var/lib/jobkeeper", "reports/totals", 7)
         );
         assert_eq!(engine.rest, "http://127.0.0.1:6066");
+    }
+
+    #[test]
+    fn a_launch_command_gives_the_job_run_and_token_it_was_submitted_as() {
+        let head = "Launch Command: \"/usr/bin/java\" \"-cp\" \"x\" \"-Dspark.jobkeeper.job=team/etl\" \
+                    \"-Dspark.jobkeeper.run=0a1b\" \"-Dspark.jobkeeper.run_id=42\" \
+                    \"org.apache.spark.deploy.worker.DriverWrapper\" \"spark://w\" \"a.jar\" \"Main\"\n";
+        assert_eq!(
+            launch_identity(head),
+            Some(("team/etl".into(), 42, "0a1b".into()))
+        );
+        let only_token = head.replace("\"-Dspark.jobkeeper.run_id=42\" ", "");
+        assert_eq!(launch_identity(&only_token), None);
+        assert_eq!(launch_identity("no launch line"), None);
     }
 }

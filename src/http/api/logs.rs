@@ -43,7 +43,7 @@ pub fn run_log_tail(state: &ApiState, run: &RunRow, lines: usize) -> std::io::Re
             std::fs::metadata(path)?;
             let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
             Ok(RunLog::Withheld(format!(
-                "the log of run {} is withheld: it may hold the values of secret {} it was                  given, which this daemon no longer holds, and the secret files no longer match                  them (changed, removed, or `secrets_dir` moved); it is kept on the host as it                  was written",
+                "the log of run {} is withheld: it may hold the values of secret {} it was given, which this daemon no longer holds, and the secret files no longer match them (changed, removed, or `secrets_dir` moved); it is kept on the host as it was written",
                 run.id,
                 names.join(", ")
             )))
@@ -51,7 +51,7 @@ pub fn run_log_tail(state: &ApiState, run: &RunRow, lines: usize) -> std::io::Re
         (None, None) => {
             std::fs::metadata(path)?;
             Ok(RunLog::Withheld(format!(
-                "the log of run {} is withheld: the run was recorded before jobkeeper kept which                  secrets a run was given, so it cannot be masked; it is kept on the host as it                  was written",
+                "the log of run {} is withheld: the run was recorded before jobkeeper kept which secrets a run was given, so it cannot be masked; it is kept on the host as it was written",
                 run.id
             )))
         }
