@@ -127,6 +127,7 @@ pub async fn run_with(
         shelf,
         hook_buffer: http::body::HookBuffer::new(started.http.hook_buffer),
         counts: Default::default(),
+        pages: Default::default(),
     });
     let server = {
         let (api, cancel) = (api.clone(), cancel.clone());

@@ -22,6 +22,7 @@ pub mod clusters;
 pub mod counts;
 pub mod hooks;
 pub mod job_page;
+pub mod kept_page;
 pub mod listener;
 pub mod page;
 pub mod savepoints;
@@ -82,6 +83,8 @@ pub struct ApiState {
     pub hook_buffer: HookBuffer,
     /// The counts over every job, kept while nothing they come from changed.
     pub counts: counts::KeptCounts,
+    /// The status page's answers, kept while nothing they come from changed.
+    pub pages: kept_page::KeptPages,
 }
 
 /// The router.
