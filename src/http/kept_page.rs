@@ -98,9 +98,12 @@ impl Page {
     }
 }
 
+/// The pages kept for one query each, the query asked for least recently first.
+type ByQuery = Vec<(ListQuery, Arc<Page>)>;
+
 /// The pages kept for the sources `K` (see the module doc); one per daemon, in [`ApiState`].
 pub struct KeptPages<K = Sources> {
-    slot: Mutex<Option<(K, Vec<(ListQuery, Arc<Page>)>)>>,
+    slot: Mutex<Option<(K, ByQuery)>>,
 }
 
 impl<K> Default for KeptPages<K> {
