@@ -139,6 +139,7 @@ pub async fn run_with(
             &crate::ha::host_name(),
             crate::store::now_ms(),
         )),
+        pages: Default::default(),
     });
     let server = {
         let (api, cancel) = (api.clone(), cancel.clone());

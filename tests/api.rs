@@ -1117,6 +1117,83 @@ async fn the_page_shows_a_change_at_once_though_it_keeps_its_counts() {
     d.stop().await;
 }
 
+/// A refresh of the status page with its tag is answered 304 while nothing changed (the page
+/// kept, no job read) and with the changed page and another tag at once after a change: an
+/// event written by another connection to the store's file (as another process would), then a
+/// job suspended by a commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_refresh_is_304_until_a_change_then_its_tag_differs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let git = Git::new(root, "config");
+    git.write("jobs/web.yaml", &common::sleeper(600))
+        .write("jobs/clicks.yaml", &common::sleeper(600));
+    git.commit_push("two jobs");
+    let extra = secrets(root);
+    let mut d = start(root, &config(root, &git, &extra)).await;
+    for job in ["web", "clicks"] {
+        d.running_pid(job).await;
+    }
+    let ask = |tag: Option<String>| {
+        let d = &d;
+        async move {
+            let mut req = client().get(url(d, "/"));
+            if let Some(tag) = tag {
+                req = req.header("If-None-Match", tag);
+            }
+            let r = req.send().await.unwrap();
+            let code = r.status().as_u16();
+            let tag = r.headers()["etag"].to_str().unwrap().to_string();
+            (code, tag, r.text().await.unwrap())
+        }
+    };
+    let (code, first, page) = ask(None).await;
+    assert_eq!(code, 200);
+    assert!(page.contains(">2 running</a>"), "{page}");
+    for _ in 0..2 {
+        let (code, tag, body) = ask(Some(first.clone())).await;
+        assert_eq!(
+            (code, tag.as_str(), body.as_str()),
+            (304, first.as_str(), "")
+        );
+    }
+
+    // A write by another connection to the store's file.
+    d.store
+        .event(&jobkeeper::store::NewEvent::new(
+            jobkeeper::event::EventKind::Test,
+            "written-by-another-process",
+        ))
+        .unwrap();
+    let (code, second, page) = ask(Some(first.clone())).await;
+    assert_eq!(code, 200, "the page changed");
+    assert_ne!(second, first);
+    assert!(page.contains("written-by-another-process"), "{page}");
+    let (code, _, _) = ask(Some(second.clone())).await;
+    assert_eq!(code, 304);
+
+    // A job suspended by a commit.
+    git.write(
+        "jobs/web.yaml",
+        &format!("{}suspend: true\n", common::sleeper(600)),
+    );
+    git.commit_push("web: suspended");
+    wait_for(
+        "web suspended in the store",
+        Duration::from_secs(20),
+        || {
+            d.store.job("web").unwrap().map(|j| j.state)
+                == Some(jobkeeper::store::JobState::Suspended)
+        },
+    )
+    .await;
+    let (code, third, page) = ask(Some(second.clone())).await;
+    assert_eq!(code, 200, "the suspended job shows at once");
+    assert_ne!(third, second);
+    assert!(page.contains(">1 suspended</a>"), "{page}");
+    d.stop().await;
+}
+
 /// `logs --build` names the build it shows: its key, project repo and commit, and whether it
 /// succeeded; a second job of the same build, served from the cache, says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -368,7 +368,7 @@ pub const DEFAULT_PAGE: usize = 1000;
 pub const MAX_PAGE: usize = 10_000;
 
 /// The query of `GET /api/v1/jobs` and of the status page: filters and paging.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct ListQuery {
     /// A job state (`running`, `failed`, ...).
     pub state: Option<String>,

@@ -31,7 +31,7 @@ pub struct Counts {
 
 /// Everything the counts are derived from besides the store's rows.
 #[derive(Debug, Clone, PartialEq)]
-struct Inputs {
+pub(super) struct Inputs {
     /// The store's generation.
     generation: Generation,
     /// Where each env runs jobs now.
@@ -41,7 +41,8 @@ struct Inputs {
 }
 
 impl Inputs {
-    fn now(state: &ApiState) -> Result<Inputs, StoreError> {
+    /// The inputs as they are now, the store's generation read first.
+    pub(super) fn now(state: &ApiState) -> Result<Inputs, StoreError> {
         // The generation first: a write after it makes these inputs old.
         let generation = state.store.blocking().generation()?;
         let host = &state.reconciler.context().host;
@@ -95,7 +96,11 @@ pub struct KeptCounts(Kept<Inputs, Counts>);
 
 /// The counts over every job now: the kept ones while nothing they are derived from changed.
 pub fn counts(state: &ApiState) -> Result<Arc<Counts>, StoreError> {
-    let inputs = Inputs::now(state)?;
+    counts_for(state, Inputs::now(state)?)
+}
+
+/// The counts for `inputs` read before (the kept ones when they are the kept counts' inputs).
+pub(super) fn counts_for(state: &ApiState, inputs: Inputs) -> Result<Arc<Counts>, StoreError> {
     let (envs, waiting) = (inputs.envs.clone(), inputs.waiting.clone());
     state.counts.0.get(inputs, || {
         let waiting: Vec<&str> = waiting.iter().map(|(n, _)| n.as_str()).collect();

@@ -22,6 +22,7 @@ pub mod clusters;
 pub mod counts;
 pub mod hooks;
 pub mod job_page;
+pub mod kept_page;
 pub mod leaderz;
 pub mod listener;
 pub mod page;
@@ -86,6 +87,8 @@ pub struct ApiState {
     pub counts: counts::KeptCounts,
     /// Who leads ([`crate::ha`]): `GET /leaderz` and `jobkeeper_leader`.
     pub leadership: crate::ha::LeaderWatch,
+    /// The status page's answers, kept while nothing they come from changed.
+    pub pages: kept_page::KeptPages,
 }
 
 /// The router.

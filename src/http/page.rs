@@ -144,12 +144,21 @@ pub fn utc_time(rfc3339: &str) -> String {
 /// The next run of a batch job's `schedule` after now (the schedule read in the daemon's
 /// time zone): the RFC 3339 UTC time and the same time in that zone.
 pub fn next_run(settings: &crate::settings::Settings, schedule: &str) -> Option<(String, String)> {
+    next_run_at(settings, schedule).map(|(_, utc, local)| (utc, local))
+}
+
+/// [`next_run`] with the time itself first.
+fn next_run_at(
+    settings: &crate::settings::Settings,
+    schedule: &str,
+) -> Option<(chrono::DateTime<chrono::Utc>, String, String)> {
     let s = crate::schedule::Schedule::parse(schedule).ok()?;
     let now = chrono::Utc::now().with_timezone(&settings.timezone);
     let t = s.next_after(now)?;
+    let utc = t.with_timezone(&chrono::Utc);
     Some((
-        t.with_timezone(&chrono::Utc)
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        utc,
+        utc.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         t.format("%Y-%m-%d %H:%M:%S %Z").to_string(),
     ))
 }
@@ -322,7 +331,8 @@ pub async fn script() -> Response {
 }
 
 /// The page's HTML for a view of the jobs and the recent events, with `before_events` (the
-/// clusters' and unmanaged jobs' tables) between the jobs and the events.
+/// clusters' and unmanaged jobs' tables) between the jobs and the events, and the earliest
+/// next run it shows (the page holds until then).
 pub fn render(
     settings: &crate::settings::Settings,
     view: &JobsView,
@@ -330,7 +340,8 @@ pub fn render(
     filters: &Filters<'_>,
     problems: &Problems,
     before_events: &str,
-) -> String {
+) -> (String, Option<chrono::DateTime<chrono::Utc>>) {
+    let mut until = None;
     // About 1 KB a row: one allocation for the whole page, never copied to grow.
     let rows = view.jobs.len() + problems.jobs.len();
     let mut h = String::with_capacity(8192 + before_events.len() + rows * 1200);
@@ -349,7 +360,7 @@ pub fn render(
         for j in &problems.jobs {
             // The job's row in the list below keeps the `id`.
             let mut row = String::new();
-            job_row_html(&mut row, settings, j);
+            job_row_html(&mut row, settings, j, &mut until);
             h.push_str(&row.replacen(&format!("<tr id=\"{}\" ", escape(&j.name)), "<tr ", 1));
         }
         h.push_str("</tbody></table></div>");
@@ -390,7 +401,7 @@ pub fn render(
         }
         h.push_str("</tr></thead><tbody>");
         for j in &view.jobs {
-            job_row_html(&mut h, settings, j);
+            job_row_html(&mut h, settings, j, &mut until);
         }
         h.push_str("</tbody></table></div>");
     }
@@ -418,7 +429,7 @@ pub fn render(
         h,
         "</div></main><script src=\"{SCRIPT_PATH}\" defer></script></body></html>"
     );
-    h
+    (h, until)
 }
 
 /// The problems view: the jobs with a condition (at most [`PROBLEMS_SHOWN`]) and how many
@@ -538,8 +549,14 @@ fn summary_html(h: &mut String, filters: &Filters<'_>) {
 }
 
 /// One job's row of the jobs table: one line, each cell cut with an ellipsis and whole in its
-/// `title`; `data-v` is what the script sorts by where the text is not.
-fn job_row_html(h: &mut String, settings: &crate::settings::Settings, j: &super::api::JobView) {
+/// `title`; `data-v` is what the script sorts by where the text is not. Its next run, when
+/// earlier, goes into `until`.
+fn job_row_html(
+    h: &mut String,
+    settings: &crate::settings::Settings,
+    j: &super::api::JobView,
+    until: &mut Option<chrono::DateTime<chrono::Utc>>,
+) {
     let name = escape(&j.name);
     let mut state_title = j.state.clone();
     let reason = j.reason.as_deref().map(one_line).filter(|r| !r.is_empty());
@@ -600,8 +617,13 @@ fn job_row_html(h: &mut String, settings: &crate::settings::Settings, j: &super:
     let dash = "–".to_string();
     let commit = running_html(j).unwrap_or_else(|| dash.clone());
     let since = j.running.as_ref().map_or("", |r| r.since.as_str());
-    let (next_v, next) = match j.schedule.as_deref().and_then(|s| next_run(settings, s)) {
-        Some((utc, local)) => (utc.clone(), time_html_with(&utc, Some(&local))),
+    let (next_v, next) = match j.schedule.as_deref().and_then(|s| next_run_at(settings, s)) {
+        Some((at, utc, local)) => {
+            if until.is_none_or(|u| at < u) {
+                *until = Some(at);
+            }
+            (utc.clone(), time_html_with(&utc, Some(&local)))
+        }
         None => (String::new(), dash.clone()),
     };
     let (last_v, last_title, last) = j.last_event.as_ref().map_or_else(
@@ -660,7 +682,7 @@ pub fn clusters_html(view: &super::clusters::ClustersView) -> String {
 }
 
 /// An HTML answer: no scripts, no external assets.
-pub fn html_response(html: String) -> Response {
+pub fn html_response(html: impl Into<axum::body::Body>) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -669,7 +691,7 @@ pub fn html_response(html: String) -> Response {
                 "default-src 'none'; style-src 'unsafe-inline'; script-src 'self'; connect-src 'self'",
             ),
         ],
-        html,
+        html.into(),
     )
         .into_response()
 }
@@ -686,18 +708,28 @@ pub fn etag(html: &str) -> String {
 /// `html` as an answer with its [`etag`], or 304 when `headers` ask `If-None-Match` that tag.
 pub fn conditional(headers: &HeaderMap, html: String) -> Response {
     let tag = etag(&html);
+    answer(headers, &tag, html.into())
+}
+
+/// `body` (HTML) as an answer tagged `tag`, or 304 when `headers` ask `If-None-Match` it.
+fn answer(headers: &HeaderMap, tag: &str, body: axum::body::Bytes) -> Response {
     let matches = headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().trim_start_matches("W/") == tag);
+    let tag = header::HeaderValue::from_str(tag).ok();
     if matches {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response();
+        let mut resp = StatusCode::NOT_MODIFIED.into_response();
+        if let Some(tag) = tag {
+            resp.headers_mut().insert(header::ETAG, tag);
+        }
+        return resp;
     }
-    let mut resp = html_response(html);
-    if let Ok(v) = header::HeaderValue::from_str(&tag) {
-        resp.headers_mut().insert(header::ETAG, v);
+    let mut resp = html_response(body);
+    if let Some(tag) = tag {
+        resp.headers_mut().insert(header::ETAG, tag);
     }
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -707,7 +739,8 @@ pub fn conditional(headers: &HeaderMap, html: String) -> Response {
 }
 
 /// `GET /?q=&state=&env=&engine=&folder=&removed=&after=&limit=&sort=&dir=`; answers 304 to
-/// `If-None-Match` with the page's tag while the page is unchanged.
+/// `If-None-Match` with the page's tag while the page is unchanged. Pages are kept while
+/// nothing they show changed ([`super::kept_page`]): an unchanged refresh reads no job.
 pub async fn status_page(
     State(state): State<Arc<ApiState>>,
     Query(query): Query<ListQuery>,
@@ -719,38 +752,13 @@ pub async fn status_page(
             Ok(q) => q,
             Err(e) => return Ok(Err(e)),
         };
-        let view = jobs_view(&state, &q)?;
-        let events = state.store.blocking().events(None, RECENT_EVENTS)?;
-        let events: Vec<EventView> = events.iter().map(EventView::of).collect();
-        let clusters = clusters_html(&super::clusters::clusters_view(&state));
-        let counts = super::counts::counts(&state)?;
-        let filters = Filters {
-            query: &query,
-            envs: settings
-                .envs
-                .iter()
-                .map(|(n, e)| (n.clone(), e.engine.as_str().to_string()))
-                .collect(),
-            counts: counts.states.clone(),
-            problems: counts.conditions.clone(),
-        };
-        let problems = Problems::read(&state, &counts.problems)?;
-        let unmanaged = super::unmanaged::unmanaged_html(&super::unmanaged::unmanaged_view(&state));
-        let before_events = clusters + &unmanaged;
-        let html = render(
-            &settings,
-            &view,
-            &events,
-            &filters,
-            &problems,
-            &before_events,
-        );
-        Ok::<_, crate::store::StoreError>(Ok::<_, ApiError>(html))
+        super::kept_page::page(&state, &query, |sources| build(&state, &query, &q, sources))
+            .map(Ok::<_, ApiError>)
     })
     .await;
     match result {
         Ok(Ok(Err(e))) => (e.status, format!("{}\n", e.message)).into_response(),
-        Ok(Ok(Ok(html))) => conditional(&headers, html),
+        Ok(Ok(Ok(page))) => answer(&headers, &page.tag, page.html.clone()),
         Ok(Err(e)) => {
             tracing::error!("status page: {e}");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
@@ -760,6 +768,42 @@ pub async fn status_page(
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
         }
     }
+}
+
+/// The page for `query` (the store's query `q`) built from `sources` read before.
+fn build(
+    state: &ApiState,
+    query: &ListQuery,
+    q: &super::api::ListFilter,
+    sources: &super::kept_page::Sources,
+) -> Result<super::kept_page::Page, crate::store::StoreError> {
+    let settings = &sources.settings;
+    let view = jobs_view(state, q)?;
+    let events = state.store.blocking().events(None, RECENT_EVENTS)?;
+    let events: Vec<EventView> = events.iter().map(EventView::of).collect();
+    let counts = super::counts::counts_for(state, sources.inputs.clone())?;
+    let filters = Filters {
+        query,
+        envs: settings
+            .envs
+            .iter()
+            .map(|(n, e)| (n.clone(), e.engine.as_str().to_string()))
+            .collect(),
+        counts: counts.states.clone(),
+        problems: counts.conditions.clone(),
+    };
+    let problems = Problems::read(state, &counts.problems)?;
+    let before_events =
+        clusters_html(&sources.clusters) + &super::unmanaged::unmanaged_html(&sources.unmanaged);
+    let (html, until) = render(
+        settings,
+        &view,
+        &events,
+        &filters,
+        &problems,
+        &before_events,
+    );
+    Ok(super::kept_page::Page::new(html, until))
 }
 
 #[cfg(test)]
