@@ -745,3 +745,79 @@ async fn a_daemon_restart_adopts_the_application_and_submits_nothing() {
     assert_eq!(flink_state(&flink, &jid).await.as_deref(), Some("RUNNING"));
     assert_eq!(d.job("steady").unwrap().state, "running");
 }
+
+/// The application's AM dies (the RM says FAILED, and its JobManager, the only one that knew
+/// its checkpoints, no longer answers): the run is restarted from the newest checkpoint the
+/// sweeps read from that JobManager while it ran, not with no state. (Failed before: the run
+/// restarted with no state, as "its checkpoints are known only to it".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_whose_am_died_restarts_from_the_checkpoint_read_while_it_ran() {
+    let (flink, lib) = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let rm = StandinRm::start().await;
+    let _cancel = CancelApps(rm.clone());
+    let home = flink_home(tmp.path(), &lib, &rm, &flink);
+    let proxy = AmProxy::start(&flink).await;
+    set_am(&home, Some(&proxy.addr()));
+    let (git, cfg) = setup(
+        tmp.path(),
+        &[rm.url()],
+        &home,
+        ", auth: simple, user: flink",
+    );
+    git.write("jobs/lasting.yaml", &counter(&lib, &["--tag", "l"]));
+    git.commit_push("a job");
+    let d = start(tmp.path(), &cfg).await;
+    let (run1, app1, jid1) = running_app(&d, &rm, &flink, "lasting", &[]).await;
+    assert_eq!(
+        rm.app(&app1).unwrap().am_rpc,
+        proxy.addr(),
+        "the JobManager is reached through the AM's address"
+    );
+    // The sweeps keep its newest checkpoint (Flink's metrics refresh every 10 s).
+    let kept = d.state_dir.join(format!("yarn-checkpoints/{app1}.json"));
+    wait_for("a kept checkpoint", LIMIT, || kept.is_file()).await;
+    let first: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&kept).unwrap()).unwrap();
+    assert!(
+        first["location"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{jid1}/chk-")),
+        "{first}"
+    );
+
+    // The AM dies: its JobManager's address stops answering, the job stops, the RM says FAILED.
+    set_am(&home, None);
+    drop(proxy);
+    reqwest::Client::new()
+        .patch(format!("{flink}/jobs/{jid1}?mode=cancel"))
+        .send()
+        .await
+        .unwrap();
+    rm.with(|s| {
+        let a = s.apps.iter_mut().find(|a| a.id == app1).unwrap();
+        a.state = "FAILED".into();
+        a.final_status = "FAILED".into();
+        a.diagnostics = "Application application failed 1 times due to AM Container exited with \
+                         exitCode: 137"
+            .into();
+    });
+    let (run2, app2, jid2) =
+        running_app(&d, &rm, &flink, "lasting", std::slice::from_ref(&app1)).await;
+    assert_ne!((run1, &app1), (run2, &app2));
+    let old = d
+        .runs("lasting")
+        .into_iter()
+        .find(|r| r.id == run1)
+        .unwrap();
+    assert_eq!(old.state, "failed", "{old:?}");
+    let restored = restored_from(&flink, &jid2).await;
+    let path = restored["external_path"].as_str().unwrap_or_default();
+    assert!(path.contains(&format!("{jid1}/chk-")), "{restored}");
+    let argv = calls(&home)[1]["argv"].to_string();
+    assert!(
+        argv.contains(&format!("-Dexecution.state-recovery.path={path}")),
+        "{argv}"
+    );
+}

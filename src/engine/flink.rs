@@ -497,6 +497,26 @@ impl FlinkEngine {
         }
     }
 
+    /// A running job's health figures and its newest externally addressable completed
+    /// checkpoint (or savepoint), from one `GET /jobs/{id}/metrics` (Flink refreshes metrics
+    /// every `metrics.fetcher.update-interval`, 10 s by default). `started_ms` is when it
+    /// started.
+    pub async fn figures(
+        &self,
+        handle: &RunHandle,
+        started_ms: i64,
+    ) -> Result<(HealthFacts, Option<StatePoint>), EngineError> {
+        let path = format!(
+            "/jobs/{}/metrics?get={HEALTH_METRICS},lastCheckpointExternalPath",
+            handle.engine_id
+        );
+        let body = self.get(&path).await?;
+        Ok((
+            health_facts(&body, started_ms),
+            answers::checkpoint_metric(&body),
+        ))
+    }
+
     /// The newest externally addressable checkpoint or savepoint of an ended job: where a run
     /// of it starts from when its own stop or failure was not recorded.
     async fn last_state_point(&self, jid: &str) -> Result<Option<StatePoint>, EngineError> {

@@ -135,3 +135,55 @@ pub async fn running_app(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A TCP proxy on a free loopback port in front of a Flink cluster, standing as one
+/// application's AM: dropping it is the AM dying (its JobManager's address stops answering).
+pub struct AmProxy {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AmProxy {
+    pub async fn start(flink: &str) -> AmProxy {
+        let target = flink.trim_start_matches("http://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                conns.spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        });
+        AmProxy { port, task }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for AmProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Sets (or with `None` removes) the address the stand-in CLI registers as an application's
+/// JobManager.
+pub fn set_am(home: &Path, am: Option<&str>) {
+    let file = home.join("standin.json");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    match am {
+        Some(a) => cfg["am"] = Value::String(a.to_string()),
+        None => {
+            cfg.as_object_mut().unwrap().remove("am");
+        }
+    }
+    std::fs::write(file, cfg.to_string()).unwrap();
+}

@@ -14,12 +14,16 @@
 //!   submitted is the run's token, fixed at submit and carried in its `jk-run-` tag; an
 //!   application adopted without tags has its Flink job found on its JobManager. A submit whose
 //!   answer was lost is recorded as `/TOKEN` and found by its tag.
+//! - **Checkpoints**: each sweep reads every RUNNING application's newest completed checkpoint
+//!   (with its health figures, one request) and keeps it ([`checkpoints`]): a run whose AM died
+//!   restarts from it, its JobManager being gone.
 //! - **Stop**: stop-with-savepoint on the JobManager (the application then finishes), else the
 //!   RM's `PUT /ws/v1/cluster/apps/{id}/state` `{"state":"KILLED"}`, repeated until done.
 //! - A standby RM (307) or one that does not answer is [`EngineError::Unreachable`]: wait,
 //!   never fail.
 
 pub mod apps;
+pub mod checkpoints;
 pub mod gss;
 pub mod kerberos;
 pub mod rm;
@@ -58,6 +62,10 @@ const LISTED_WAIT: Duration = Duration::from_secs(15);
 const KILL_WAIT: Duration = Duration::from_secs(30);
 /// How many lines of the CLI's output a refusal quotes.
 const CLI_LINES: usize = 15;
+/// How long a sweep waits for the JobManagers' figures.
+const FIGURES_WAIT: Duration = Duration::from_secs(5);
+/// How long figures read by a status sweep serve its health call.
+const FIGURES_FRESH: Duration = Duration::from_secs(10);
 
 /// Flink on YARN, for one env's RMs and Flink distribution.
 pub struct YarnEngine {
@@ -74,6 +82,11 @@ pub struct YarnEngine {
     jms: Mutex<HashMap<String, Arc<FlinkEngine>>>,
     /// Session mode: the yarn-session's JobManager, once found.
     session_jm: Mutex<Option<Arc<FlinkEngine>>>,
+    /// The newest completed checkpoint of each RUNNING application, read each sweep.
+    kept: checkpoints::Kept,
+    /// The health figures the latest status sweep read with the checkpoints, by application
+    /// id, for the same sweep's health call (so it asks nothing again).
+    figures: Mutex<HashMap<String, (tokio::time::Instant, HealthFacts)>>,
 }
 
 impl YarnEngine {
@@ -109,6 +122,8 @@ impl YarnEngine {
             apps: Mutex::new(HashMap::new()),
             jms: Mutex::new(HashMap::new()),
             session_jm: Mutex::new(None),
+            kept: checkpoints::Kept::new(&PathBuf::from(salt)),
+            figures: Mutex::new(HashMap::new()),
         })
     }
 
@@ -369,6 +384,58 @@ impl YarnEngine {
             Some(e) if !reason.contains(&e) => format!("{reason}\n{e}"),
             _ => reason,
         })
+    }
+
+    /// Reads each RUNNING application's health figures and newest completed checkpoint from
+    /// its JobManager (one request each, all at once, at most [`FIGURES_WAIT`]); keeps the
+    /// checkpoint ([`checkpoints`]) and the figures for this sweep's health call.
+    async fn read_figures(&self, live: &HashMap<&str, &App>, handles: &[RunHandle]) {
+        let mut calls = tokio::task::JoinSet::new();
+        for h in handles {
+            let id = apps::split_id(&h.engine_id).0;
+            let Some(app) = live.get(id).filter(|a| a.state == "RUNNING") else {
+                continue;
+            };
+            let Ok((jm, fh)) = self.on_jm(h).await else {
+                continue;
+            };
+            let (id, started) = (app.id.clone(), app.started_ms.unwrap_or_default());
+            calls.spawn(async move {
+                let got = tokio::time::timeout(FIGURES_WAIT, jm.figures(&fh, started)).await;
+                (id, got.ok().and_then(Result::ok))
+            });
+        }
+        let mut read = HashMap::new();
+        while let Some(done) = calls.join_next().await {
+            if let Ok((id, Some((facts, point)))) = done {
+                if let Some(p) = point {
+                    self.kept.keep(&id, &p);
+                }
+                read.insert(id, (tokio::time::Instant::now(), facts));
+            }
+        }
+        *lock(&self.figures) = read;
+    }
+
+    /// The figures this sweep's status call read for application `id`, when fresh.
+    fn fresh_figures(&self, id: &str) -> Option<HealthFacts> {
+        lock(&self.figures)
+            .remove(id)
+            .filter(|(at, _)| at.elapsed() < FIGURES_FRESH)
+            .map(|(_, f)| f)
+    }
+
+    /// What run `handle` left when its JobManager cannot tell: the newest checkpoint read
+    /// while it ran, else `why`.
+    fn kept_point(&self, handle: &RunHandle, why: String) -> StateLeft {
+        let id = apps::split_id(&handle.engine_id).0;
+        match self.kept.newest(id) {
+            Some(p) => {
+                tracing::info!(app = %id, checkpoint = %p.location, "its JobManager is gone ({why}); the newest checkpoint read while it ran");
+                StateLeft::Point(p)
+            }
+            None => StateLeft::Nothing(format!("{why}; no checkpoint of it was read while it ran")),
+        }
     }
 
     /// The last lines of the run's log (the CLI's output), secrets masked.
@@ -680,6 +747,7 @@ impl Engine for YarnEngine {
         let live = self.list_live().await?;
         let by_id: HashMap<&str, &App> = live.iter().map(|a| (a.id.as_str(), a)).collect();
         let statuses = self.statuses(&by_id, handles).await;
+        self.read_figures(&by_id, handles).await;
         Ok(Survey {
             statuses,
             live: Some(live.iter().map(App::cluster_job).collect()),
@@ -798,15 +866,17 @@ impl Engine for YarnEngine {
         }
         let (jm, fh) = match self.on_jm(handle).await {
             Ok(x) => x,
-            Err(e) => return Ok(StateLeft::Nothing(e.to_string())),
+            Err(e) => return Ok(self.kept_point(handle, e.to_string())),
         };
         match jm.restore_point(&fh).await {
             Ok(s) => Ok(s),
-            Err(EngineError::Unreachable(e)) => Ok(StateLeft::Nothing(format!(
-                "the JobManager of {} is gone with its application ({e}); its checkpoints are \
-                 known only to it",
-                handle.engine_id
-            ))),
+            Err(EngineError::Unreachable(e)) => Ok(self.kept_point(
+                handle,
+                format!(
+                    "the JobManager of {} is gone with its application ({e})",
+                    handle.engine_id
+                ),
+            )),
             Err(e) => Err(e),
         }
     }
@@ -820,8 +890,8 @@ impl Engine for YarnEngine {
         jm.wait_started(&fh, limit).await
     }
 
-    /// One `GET /jobs/{id}/metrics` per run, at its own JobManager; start times from the RM's
-    /// list (no other request).
+    /// The figures the same sweep's status call read ([`YarnEngine::read_figures`]), else one
+    /// `GET /jobs/{id}/metrics` per run at its own JobManager; start times from the RM's list.
     async fn health(
         &self,
         handles: &[RunHandle],
@@ -833,7 +903,12 @@ impl Engine for YarnEngine {
             return jm.health(&inner, _live).await;
         }
         let mut calls = tokio::task::JoinSet::new();
+        let mut out = vec![None; handles.len()];
         for (i, h) in handles.iter().enumerate() {
+            if let Some(f) = self.fresh_figures(apps::split_id(&h.engine_id).0) {
+                out[i] = Some(f);
+                continue;
+            }
             let Ok((jm, fh)) = self.on_jm(h).await else {
                 continue;
             };
@@ -852,7 +927,6 @@ impl Engine for YarnEngine {
                 (i, facts.ok().and_then(|mut f| f.pop().flatten()))
             });
         }
-        let mut out = vec![None; handles.len()];
         while let Some(done) = calls.join_next().await {
             if let Ok((i, facts)) = done {
                 out[i] = facts;
