@@ -39,6 +39,7 @@ use crate::yaml::{Checker, Node};
 
 pub mod answers;
 pub mod identity;
+pub mod negotiate;
 pub mod origin;
 pub mod output;
 pub mod savepoints;
@@ -169,6 +170,8 @@ pub struct FlinkEngine {
     version: Mutex<Option<FlinkVersion>>,
     /// True until the version is read, and again after the cluster did not answer.
     version_stale: AtomicBool,
+    /// SPNEGO, for a JobManager behind a gateway that demands it ([`negotiate`]).
+    negotiator: Option<std::sync::Arc<negotiate::Negotiator>>,
 }
 
 impl FlinkEngine {
@@ -189,7 +192,27 @@ impl FlinkEngine {
             upload: tokio::sync::Mutex::new(()),
             version: Mutex::new(None),
             version_stale: AtomicBool::new(true),
+            negotiator: None,
         })
+    }
+
+    /// This engine answering a JobManager that demands SPNEGO with tokens from `source`.
+    pub fn with_spnego(mut self, source: std::sync::Arc<dyn negotiate::TokenSource>) -> Self {
+        let host = reqwest::Url::parse(&self.base)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        self.negotiator = Some(std::sync::Arc::new(negotiate::Negotiator::new(
+            source, &host,
+        )));
+        self
+    }
+
+    /// SPNEGO tokens made for this JobManager so far.
+    pub fn handshakes(&self) -> u64 {
+        self.negotiator
+            .as_ref()
+            .map_or(0, |n| n.handshakes.load(Ordering::Relaxed))
     }
 
     fn url(&self, path: &str) -> String {
@@ -198,7 +221,10 @@ impl FlinkEngine {
 
     /// Sends a request; returns the status and the JSON body (`Null` when not JSON).
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<(StatusCode, Value), EngineError> {
-        let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
+        let resp = match &self.negotiator {
+            Some(n) => n.send(req, |e| self.unreachable(e)).await?,
+            None => req.send().await.map_err(|e| self.unreachable(&e))?,
+        };
         let status = resp.status();
         let text = resp.text().await.map_err(|e| self.unreachable(&e))?;
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -1061,15 +1087,24 @@ impl Engine for FlinkEngine {
             let Some(&started_ms) = started.get(h.engine_id.as_str()) else {
                 continue;
             };
-            let (http, url) = (
+            let (http, negotiator, url) = (
                 self.http.clone(),
+                self.negotiator.clone(),
                 self.url(&format!(
                     "/jobs/{}/metrics?get={HEALTH_METRICS}",
                     h.engine_id
                 )),
             );
             calls.spawn(async move {
-                let body: Option<Value> = match http.get(url).send().await {
+                let sent = match &negotiator {
+                    Some(n) => n.send(http.get(url), |e| unreachable("flink", e)).await,
+                    None => http
+                        .get(url)
+                        .send()
+                        .await
+                        .map_err(|e| unreachable("flink", &e)),
+                };
+                let body: Option<Value> = match sent {
                     Ok(r) if r.status().is_success() => r.json().await.ok(),
                     _ => None,
                 };

@@ -226,7 +226,11 @@ impl YarnEngine {
             savepoint_dir: self.settings.savepoint_dir.clone(),
             sql_runner: None,
         };
-        let e = Arc::new(FlinkEngine::new(&settings, &self.salt)?);
+        let mut e = FlinkEngine::new(&settings, &self.salt)?;
+        if let Some(k) = &self.kerberos {
+            e = e.with_spnego(Arc::new(k.clone()));
+        }
+        let e = Arc::new(e);
         jms.insert(url.to_string(), e.clone());
         Ok(e)
     }
