@@ -99,6 +99,7 @@ async fn main() {
             },
             session: None,
             accepted_timeout: Duration::from_secs(60),
+            sql_runner: None,
         };
         let engine = YarnEngine::new(&settings, &tmp.path().display().to_string()).unwrap();
         let handles: Vec<RunHandle> = ids

@@ -674,6 +674,11 @@ impl Engine for YarnEngine {
         format!("yarn {}", self.rm.names())
     }
 
+    /// A SQL job's planner error names the statement and its line: placed in the job file.
+    fn place_refusal(&self, spec: &crate::spec::JobSpec, reason: &str) -> Option<String> {
+        crate::spec::place_flink_error(spec.sql.as_ref()?, reason)
+    }
+
     fn cluster(&self) -> Option<String> {
         Some(format!("yarn {}", self.settings.rm.join(",")))
     }
