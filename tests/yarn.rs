@@ -955,3 +955,129 @@ async fn sql_jobs_run_in_application_mode_and_in_a_yarn_session() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// A Flink 2.3.0 cluster with the adaptive scheduler (which alone rescales a running job in
+/// place), on a free port under `dir`, stopped on drop.
+struct AdaptiveCluster(std::path::PathBuf, String);
+
+impl AdaptiveCluster {
+    fn start(dir: &std::path::Path) -> AdaptiveCluster {
+        let port = free_port();
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/flink.sh");
+        let status = std::process::Command::new("bash")
+            .arg(&script)
+            .args([
+                "start",
+                &dir.display().to_string(),
+                &port.to_string(),
+                "2.3.0",
+            ])
+            .env(
+                "FLINK_EXTRA_CONF",
+                "jobmanager.scheduler: adaptive\n\
+                 jobmanager.adaptive-scheduler.executing.cooldown-after-rescaling: 1s\n\
+                 jobmanager.adaptive-scheduler.executing.resource-stabilization-timeout: 1s\n\
+                 jobmanager.adaptive-scheduler.resource-stabilization-timeout: 1s\n\
+                 jobmanager.adaptive-scheduler.submission.resource-stabilization-timeout: 1s\n\
+                 taskmanager.numberOfTaskSlots: 4",
+            )
+            .status()
+            .unwrap();
+        assert!(status.success(), "the adaptive Flink cluster did not start");
+        AdaptiveCluster(dir.to_path_buf(), format!("http://127.0.0.1:{port}"))
+    }
+}
+
+impl Drop for AdaptiveCluster {
+    fn drop(&mut self) {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/flink.sh");
+        let _ = std::process::Command::new("bash")
+            .arg(&script)
+            .args(["stop", &self.0.display().to_string()])
+            .status();
+    }
+}
+
+/// Each vertex's parallelism of Flink job `jid`.
+async fn vertex_parallelism(url: &str, jid: &str) -> Vec<u64> {
+    rest(url, &format!("/jobs/{jid}")).await["vertices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| v["parallelism"].as_u64().unwrap_or(0))
+        .collect()
+}
+
+/// An application-mode job rescaled outside jobkeeper (its JobManager's
+/// `PUT /jobs/{id}/resource-requirements`, REAL Flink 2.3.0 with the adaptive scheduler as the
+/// application's JobManager): the sweep's task count through the application's own JobManager
+/// sees it, `drift` is raised, and with `drift: correct` the job is stopped with a savepoint and
+/// a new application submitted from it at the file's parallelism, then `recovered`. (Failed
+/// before: application mode reported no task counts, so the rescale went unseen.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_rescaled_outside_is_drift_and_corrected_at_the_file_s_parallelism() {
+    let lib = need("JOBKEEPER_FLINK_LIB");
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = AdaptiveCluster::start(&tmp.path().join("flink"));
+    let flink = cluster.1.clone();
+    let rm = StandinRm::start().await;
+    let _cancel = CancelApps(rm.clone());
+    let home = flink_home(tmp.path(), &lib, &rm, &flink);
+    let (git, cfg) = setup(
+        tmp.path(),
+        &[rm.url()],
+        &home,
+        ", auth: simple, user: flink",
+    );
+    let job = counter(&lib, &["--tag", "r", "--rate", "20"])
+        .replace("parallelism: 1", "parallelism: 2")
+        + "drift: correct\n";
+    git.write("jobs/scaled.yaml", &job);
+    git.commit_push("a job at parallelism 2");
+    let d = start(tmp.path(), &cfg).await;
+    let (run1, app1, jid1) = running_app(&d, &rm, &flink, "scaled", &[]).await;
+    // The first look at the RUNNING run records what it was submitted at.
+    wait_for("the first look at the run", LIMIT, || {
+        d.store.run_parallelism(run1).is_ok_and(|p| !p.is_empty())
+    })
+    .await;
+    let job = rest(&flink, &format!("/jobs/{jid1}")).await;
+    let mut body = serde_json::Map::new();
+    for v in job["vertices"].as_array().unwrap() {
+        body.insert(
+            v["id"].as_str().unwrap().to_string(),
+            serde_json::json!({"parallelism": {"lowerBound": 1, "upperBound": 1}}),
+        );
+    }
+    let answer = reqwest::Client::new()
+        .put(format!("{flink}/jobs/{jid1}/resource-requirements"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{answer:?}");
+
+    let (_, app2, jid2) = running_app(&d, &rm, &flink, "scaled", std::slice::from_ref(&app1)).await;
+    assert_ne!(app1, app2);
+    let drift = d
+        .events("scaled")
+        .into_iter()
+        .find(|e| e.kind == "drift")
+        .unwrap_or_else(|| panic!("no drift: {:#?}", d.events("scaled")));
+    assert!(drift.message.contains("parallelism"), "{}", drift.message);
+    let restored = restored_from(&flink, &jid2).await;
+    assert_eq!(restored["is_savepoint"], true, "{restored}");
+    let start_t = std::time::Instant::now();
+    while vertex_parallelism(&flink, &jid2)
+        .await
+        .iter()
+        .any(|p| *p != 2)
+    {
+        assert!(
+            start_t.elapsed() < LIMIT,
+            "the new application never ran at 2"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    wait_for("recovered", LIMIT, || d.has_event("scaled", "recovered")).await;
+}

@@ -390,12 +390,18 @@ impl YarnEngine {
         })
     }
 
-    /// Reads each RUNNING application's health figures and newest completed checkpoint from
-    /// its JobManager (one request each, all at once, at most [`FIGURES_WAIT`]); keeps the
-    /// checkpoint ([`checkpoints`]) and the figures for this sweep's health call.
-    async fn read_figures(&self, live: &HashMap<&str, &App>, handles: &[RunHandle]) {
+    /// Reads each RUNNING application's health figures and newest completed checkpoint
+    /// (`GET /jobs/{id}/metrics`) and its task count (`GET /jobs/overview`) from its
+    /// JobManager (two requests each, all at once, at most [`FIGURES_WAIT`]); keeps the
+    /// checkpoint ([`checkpoints`]) and the figures for this sweep's health call, and answers
+    /// the task counts, one per handle (a change is a rescale: the drift rules).
+    async fn read_figures(
+        &self,
+        live: &HashMap<&str, &App>,
+        handles: &[RunHandle],
+    ) -> Vec<Option<u64>> {
         let mut calls = tokio::task::JoinSet::new();
-        for h in handles {
+        for (i, h) in handles.iter().enumerate() {
             let id = apps::split_id(&h.engine_id).0;
             let Some(app) = live.get(id).filter(|a| a.state == "RUNNING") else {
                 continue;
@@ -405,13 +411,25 @@ impl YarnEngine {
             };
             let (id, started) = (app.id.clone(), app.started_ms.unwrap_or_default());
             calls.spawn(async move {
-                let got = tokio::time::timeout(FIGURES_WAIT, jm.figures(&fh, started)).await;
-                (id, got.ok().and_then(Result::ok))
+                let (figures, survey) = tokio::join!(
+                    tokio::time::timeout(FIGURES_WAIT, jm.figures(&fh, started)),
+                    tokio::time::timeout(FIGURES_WAIT, jm.survey(std::slice::from_ref(&fh))),
+                );
+                let tasks = survey
+                    .ok()
+                    .and_then(Result::ok)
+                    .and_then(|s| s.tasks.into_iter().next().flatten());
+                (i, id, figures.ok().and_then(Result::ok), tasks)
             });
         }
         let mut read = HashMap::new();
+        let mut tasks = vec![None; handles.len()];
         while let Some(done) = calls.join_next().await {
-            if let Ok((id, Some((facts, point)))) = done {
+            let Ok((i, id, figures, n)) = done else {
+                continue;
+            };
+            tasks[i] = n;
+            if let Some((facts, point)) = figures {
                 if let Some(p) = point {
                     self.kept.keep(&id, &p);
                 }
@@ -419,6 +437,7 @@ impl YarnEngine {
             }
         }
         *lock(&self.figures) = read;
+        tasks
     }
 
     /// The figures this sweep's status call read for application `id`, when fresh.
@@ -756,11 +775,11 @@ impl Engine for YarnEngine {
         let live = self.list_live().await?;
         let by_id: HashMap<&str, &App> = live.iter().map(|a| (a.id.as_str(), a)).collect();
         let statuses = self.statuses(&by_id, handles).await;
-        self.read_figures(&by_id, handles).await;
+        let tasks = self.read_figures(&by_id, handles).await;
         Ok(Survey {
             statuses,
             live: Some(live.iter().map(App::cluster_job).collect()),
-            tasks: Vec::new(),
+            tasks,
         })
     }
 
