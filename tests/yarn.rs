@@ -1081,3 +1081,68 @@ async fn an_application_rescaled_outside_is_drift_and_corrected_at_the_file_s_pa
     }
     wait_for("recovered", LIMIT, || d.has_event("scaled", "recovered")).await;
 }
+
+/// Savepoints past `keep` in application mode: the JobManager that took one ended with its
+/// application, so it is disposed of through the JobManager of an application of jobkeeper's
+/// that runs (its `POST /savepoint-disposal` seen going through that application's address, a
+/// proxy in front of REAL Flink 1.20.3), and Flink deletes it. (Failed before: refused in
+/// application mode, the folder deleted on this host instead, which only a `file:` savepoint
+/// allows.) The savepoints are kept 15 s, so the first becomes disposable after v3's
+/// application runs (before, no application runs between v2's stop and v3's start, and the
+/// folder on this host is deleted instead, as the docs say).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_savepoint_is_disposed_of_by_a_running_application_s_jobmanager() {
+    let (flink, lib) = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let rm = StandinRm::start().await;
+    let _cancel = CancelApps(rm.clone());
+    let home = flink_home(tmp.path(), &lib, &rm, &flink);
+    let proxy = AmProxy::start(&flink).await;
+    set_am(&home, Some(&proxy.addr()));
+    let (git, cfg) = setup(
+        tmp.path(),
+        &[rm.url()],
+        &home,
+        ", auth: simple, user: flink",
+    );
+    let job = |tag: &str| {
+        format!(
+            "{}savepoints: {{keep: {{count: 1, age: 15s}}}}\n",
+            counter(&lib, &["--tag", tag])
+        )
+    };
+    git.write("jobs/kept.yaml", &job("v1"));
+    git.commit_push("a job keeping one savepoint");
+    let d = start(tmp.path(), &cfg).await;
+    let (_, app1, _) = running_app(&d, &rm, &flink, "kept", &[]).await;
+    git.write("jobs/kept.yaml", &job("v2"));
+    git.commit_push("v2");
+    let (_, app2, _) = running_app(&d, &rm, &flink, "kept", std::slice::from_ref(&app1)).await;
+    let first = d.store.savepoints("kept", 10).unwrap()[0].location.clone();
+    git.write("jobs/kept.yaml", &job("v3"));
+    git.commit_push("v3");
+    let (_, app3, _) = running_app(&d, &rm, &flink, "kept", &[app1.clone(), app2.clone()]).await;
+    let row = || {
+        d.store
+            .savepoint_history("kept", 10)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.location == first)
+            .unwrap()
+    };
+    wait_for("the first savepoint disposed of", LIMIT, || {
+        row().disposed_at.is_some()
+    })
+    .await;
+    assert!(row().dispose_error.is_none(), "{:?}", row());
+    assert!(
+        proxy.disposals.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "disposed of through the running application's JobManager, not deleted here"
+    );
+    let folder = first.trim_start_matches("file:").trim_start_matches("//");
+    assert!(
+        !std::path::Path::new(folder).exists(),
+        "Flink deleted {folder}"
+    );
+    assert_eq!(rm.app(&app3).unwrap().state, "RUNNING");
+}

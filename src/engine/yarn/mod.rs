@@ -64,6 +64,8 @@ const KILL_WAIT: Duration = Duration::from_secs(30);
 const CLI_LINES: usize = 15;
 /// How long a sweep waits for the JobManagers' figures.
 const FIGURES_WAIT: Duration = Duration::from_secs(5);
+/// How many running applications' JobManagers a disposal asks at most.
+const DISPOSERS: usize = 3;
 /// How long figures read by a status sweep serve its health call.
 const FIGURES_FRESH: Duration = Duration::from_secs(10);
 
@@ -869,22 +871,53 @@ impl Engine for YarnEngine {
         jm.last_state(&fh, max_age).await
     }
 
-    /// In session mode, the yarn-session's JobManager disposes of it. An application's
-    /// JobManager ends with its application, so in application mode there is none to ask:
-    /// refused (a `file:` savepoint's folder is then deleted by the caller).
+    /// In session mode, the yarn-session's JobManager disposes of it. In application mode the
+    /// JobManager that took it ended with its application, but any JobManager of jobkeeper's
+    /// RUNNING applications on these RMs reads the same savepoint storage as the same user: the
+    /// first of them (at most [`DISPOSERS`]) that answers disposes of it
+    /// (`POST /savepoint-disposal`). With none running it is refused: a `file:` savepoint's
+    /// folder is then deleted by the caller, any other is tried again at a later pass.
     async fn dispose_savepoint(&self, location: &str) -> Result<(), EngineError> {
         if let Some(name) = &self.settings.session {
             let jm = self.session(name).await?;
             return jm.dispose_savepoint(location).await;
         }
-        Err(EngineError::Refused(format!(
-            "no JobManager outlives a yarn application to dispose of {location}; remove it \
-             from {} by hand",
-            self.settings
-                .savepoint_dir
-                .as_deref()
-                .unwrap_or("the savepoint folder")
-        )))
+        let mut running: Vec<App> = self
+            .list_live()
+            .await?
+            .into_iter()
+            .filter(|a| {
+                a.state == "RUNNING"
+                    && a.jobmanager().is_some()
+                    && a.tags.iter().any(|t| t == apps::TAG)
+            })
+            .collect();
+        running.sort_by(|a, b| b.started_ms.cmp(&a.started_ms));
+        let mut tried = Vec::new();
+        for app in running.iter().take(DISPOSERS) {
+            let url = app.jobmanager().unwrap_or_default();
+            match self.jm(&url)?.dispose_savepoint(location).await {
+                Ok(()) => {
+                    tracing::info!(savepoint = %location, app = %app.id, "disposed of by the JobManager of a running application");
+                    return Ok(());
+                }
+                Err(EngineError::Unreachable(e)) => tried.push(format!("{}: {e}", app.id)),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(EngineError::Refused(if tried.is_empty() {
+            format!(
+                "no application of jobkeeper's runs on yarn {} whose JobManager could dispose of \
+                 {location} (the one that took it ended with its application); tried again later",
+                self.rm.names()
+            )
+        } else {
+            format!(
+                "no JobManager of jobkeeper's running applications answered to dispose of \
+                 {location}: {}",
+                tried.join("; ")
+            )
+        }))
     }
 
     async fn restore_point(&self, handle: &RunHandle) -> Result<StateLeft, EngineError> {
