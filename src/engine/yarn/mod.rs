@@ -892,7 +892,7 @@ impl Engine for YarnEngine {
                     && a.tags.iter().any(|t| t == apps::TAG)
             })
             .collect();
-        running.sort_by(|a, b| b.started_ms.cmp(&a.started_ms));
+        running.sort_by_key(|a| std::cmp::Reverse(a.started_ms));
         let mut tried = Vec::new();
         for app in running.iter().take(DISPOSERS) {
             let url = app.jobmanager().unwrap_or_default();
