@@ -263,7 +263,8 @@ async fn a_failing_cli_a_hanging_cli_and_an_html_rm_are_named_and_nothing_runnin
 
 /// With several RMs the active one is found through `cluster/info` (an RM that does not answer
 /// and a standby are passed over); when no RM is active the daemon waits (engine_unreachable),
-/// never failing or resubmitting the running job; a forgotten application is a vanished run.
+/// never failing or resubmitting the running job; a forgotten application is a vanished run,
+/// started again from the newest checkpoint read while it ran.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_active_rm_is_found_no_active_rm_means_waiting_and_a_forgotten_app_vanished() {
     let (flink, lib) = cluster();
@@ -311,17 +312,40 @@ async fn the_active_rm_is_found_no_active_rm_means_waiting_and_a_forgotten_app_v
     );
     assert!(!d.has_event("ha", "failed"));
 
-    // The RM forgets the application (past max-completed-applications): 404, vanished, and
-    // the service job is started again.
+    // The application ends and the RM forgets it (past max-completed-applications): 404,
+    // vanished, and the service job is started again from the newest checkpoint the sweeps
+    // read from its JobManager while it ran (no JobManager can be asked for it any more).
+    let kept = d.state_dir.join(format!("yarn-checkpoints/{app}.json"));
+    wait_for("a kept checkpoint", LIMIT, || kept.is_file()).await;
     let forgotten = active.app(&app).unwrap();
     let _cancel_forgotten = CancelOnDrop(flink.clone(), vec![forgotten.jid.clone()]);
+    // The stand-in AM stops following it; its Flink job ends; the RM forgets it.
+    active.with(|s| {
+        if let Some(a) = s.apps.iter_mut().find(|a| a.id == app) {
+            a.jid.clear();
+        }
+    });
+    reqwest::Client::new()
+        .patch(format!("{flink}/jobs/{}?mode=cancel", forgotten.jid))
+        .send()
+        .await
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while flink_state(&flink, &forgotten.jid).await.as_deref() != Some("CANCELED") {
+        assert!(t0.elapsed() < LIMIT, "the forgotten job never ended");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     active.with(|s| s.apps.retain(|a| a.id != app));
-    wait_for("a new run", LIMIT, || {
-        d.live_runs("ha").iter().any(|r| r.id != run)
-    })
-    .await;
+    let (run2, _, jid2) = running_app(&d, &active, &flink, "ha", std::slice::from_ref(&app)).await;
+    assert_ne!(run2, run);
     let old = d.runs("ha").into_iter().find(|r| r.id == run).unwrap();
     assert_ne!(old.state, "running", "{old:?}");
+    let restored = restored_from(&flink, &jid2).await;
+    let path = restored["external_path"].as_str().unwrap_or_default();
+    assert!(
+        path.contains(&format!("{}/chk-", forgotten.jid)),
+        "{restored}"
+    );
 }
 
 /// Session mode: the env names a yarn-session application (here: the real Flink cluster,

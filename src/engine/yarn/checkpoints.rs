@@ -9,7 +9,8 @@
 //!
 //! A checkpoint kept a sweep ago may have been subsumed since (Flink retains one by default):
 //! for a `file:` location the newest `chk-N` with a `_metadata` in the same folder is taken
-//! instead; other schemes cannot be listed from here, so the kept one is used as it is.
+//! instead (and none when it is gone with nothing newer); other schemes cannot be listed from
+//! here, so the kept one is used as it is.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -71,7 +72,8 @@ impl Kept {
     }
 
     /// The newest checkpoint kept for application `app` (from memory, else its file), moved
-    /// forward to the newest one in its folder when that can be listed.
+    /// forward to the newest one in its folder when that can be listed; `None` for a `file:`
+    /// one that is gone with nothing newer beside it.
     pub fn newest(&self, app: &str) -> Option<StatePoint> {
         let kept = lock(&self.points).get(app).cloned().or_else(|| {
             let text = std::fs::read_to_string(self.file(app)?).ok()?;
@@ -81,8 +83,18 @@ impl Kept {
                 taken_ms: v["taken_ms"].as_i64(),
             })
         })?;
-        Some(newest_in_folder(&kept).unwrap_or(kept))
+        match newest_in_folder(&kept) {
+            Some(newer) => Some(newer),
+            None if local_gone(&kept.location) => None,
+            None => Some(kept),
+        }
     }
+}
+
+/// Whether `location` is a `file:` checkpoint whose `_metadata` is not there.
+fn local_gone(location: &str) -> bool {
+    local_path(location.trim_end_matches('/'))
+        .is_some_and(|p| !Path::new(p).join("_metadata").is_file())
 }
 
 /// The local path of a `file:` location (`file:/a`, `file:///a`).
@@ -176,12 +188,9 @@ mod tests {
         let newest = kept.newest("application_1_0001").unwrap();
         assert_eq!(newest.location, format!("file:{}/chk-9", jid.display()));
         assert!(newest.taken_ms.unwrap() > 70);
-        // Its own folder gone (subsumed and nothing newer): the kept one as it is.
+        // Its folder gone (subsumed, nothing newer): nothing to start from.
         std::fs::remove_dir_all(&jid).unwrap();
-        assert_eq!(
-            kept.newest("application_1_0001").unwrap().location,
-            location
-        );
+        assert_eq!(kept.newest("application_1_0001"), None);
         assert_eq!(local_path("file:///a/b"), Some("/a/b"));
         assert_eq!(local_path("hdfs:///a/b"), None);
     }

@@ -459,7 +459,9 @@ impl YarnEngine {
                 tracing::info!(app = %id, checkpoint = %p.location, "its JobManager is gone ({why}); the newest checkpoint read while it ran");
                 StateLeft::Point(p)
             }
-            None => StateLeft::Nothing(format!("{why}; no checkpoint of it was read while it ran")),
+            None => StateLeft::Nothing(format!(
+                "{why}; no checkpoint read while it ran is still there"
+            )),
         }
     }
 
