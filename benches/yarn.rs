@@ -1,6 +1,6 @@
 //! The yarn engine's health sweep against the stand-in ResourceManager
 //! (tests/support/yarn_rm.rs, written from Hadoop's ResourceManagerRest documentation; no
-//! Hadoop runs here) and a counting stand-in JobManager answering `/jobs/{id}/metrics`
+//! Hadoop runs here) and a counting stand-in JobManager answering `/jobs/{id}/metrics` and `/jobs/overview`
 //! (`cargo bench --bench yarn`; `cargo test --benches` runs 1 and 100 once). For 1, 100 and
 //! 1,000 running applications of jobkeeper's, one sweep's status ([`Engine::survey`]) and
 //! health figures ([`Engine::health`]): requests to the RM and to JobManagers, and time, the median of `BENCH_TICKS` (default 5) sweeps. Baseline in
@@ -42,20 +42,33 @@ async fn main() {
     // A JobManager that answers every job's metrics and counts the requests.
     let jm_requests = Arc::new(AtomicU64::new(0));
     let counter = jm_requests.clone();
-    let jm = Router::new().route(
-        "/jobs/{id}/metrics",
-        get(move || {
-            let c = counter.clone();
-            async move {
-                c.fetch_add(1, Ordering::Relaxed);
-                axum::Json(serde_json::json!([
-                    {"id": "numRestarts", "value": "0"},
-                    {"id": "lastCheckpointCompletedTimestamp", "value": "1796298334442"},
-                    {"id": "totalNumberOfCheckpoints", "value": "3"}
-                ]))
-            }
-        }),
-    );
+    let overview_counter = jm_requests.clone();
+    let jm = Router::new()
+        .route(
+            "/jobs/{id}/metrics",
+            get(move || {
+                let c = counter.clone();
+                async move {
+                    c.fetch_add(1, Ordering::Relaxed);
+                    axum::Json(serde_json::json!([
+                        {"id": "numRestarts", "value": "0"},
+                        {"id": "lastCheckpointCompletedTimestamp", "value": "1796298334442"},
+                        {"id": "totalNumberOfCheckpoints", "value": "3"},
+                        {"id": "lastCheckpointExternalPath", "value": "hdfs:///ck/j/chk-3"}
+                    ]))
+                }
+            }),
+        )
+        .route(
+            "/jobs/overview",
+            get(move || {
+                let c = overview_counter.clone();
+                async move {
+                    c.fetch_add(1, Ordering::Relaxed);
+                    axum::Json(serde_json::json!({"jobs": []}))
+                }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let jm_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, jm).await });
@@ -63,7 +76,7 @@ async fn main() {
     let http = reqwest::Client::new();
 
     println!(
-        "| applications | RM requests per sweep (status) | JobManager requests (health) | status sweep | health sweep | per-app status baseline: requests, time |"
+        "| applications | RM requests per sweep | JobManager requests per sweep (status + health) | status sweep | health sweep | per-app status baseline: requests, time |"
     );
     println!("|---|---|---|---|---|---|");
     for &n in sizes {
@@ -99,6 +112,7 @@ async fn main() {
             },
             session: None,
             accepted_timeout: Duration::from_secs(60),
+            sql_runner: None,
         };
         let engine = YarnEngine::new(&settings, &tmp.path().display().to_string()).unwrap();
         let handles: Vec<RunHandle> = ids
@@ -116,12 +130,12 @@ async fn main() {
         let (mut status_t, mut health_t, mut rm_reqs, mut jm_reqs) = (vec![], vec![], 0, 0);
         for _ in 0..ticks {
             let (before, _) = engine.rm_counts();
+            let jm_before = jm_requests.load(Ordering::Relaxed);
             let t = Instant::now();
             let survey = engine.survey(&handles).await.unwrap();
             status_t.push(t.elapsed());
             assert_eq!(survey.statuses.len(), n);
             rm_reqs = engine.rm_counts().0 - before;
-            let jm_before = jm_requests.load(Ordering::Relaxed);
             let t = Instant::now();
             let facts = engine
                 .health(&handles, survey.live.as_deref())

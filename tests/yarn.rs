@@ -263,7 +263,8 @@ async fn a_failing_cli_a_hanging_cli_and_an_html_rm_are_named_and_nothing_runnin
 
 /// With several RMs the active one is found through `cluster/info` (an RM that does not answer
 /// and a standby are passed over); when no RM is active the daemon waits (engine_unreachable),
-/// never failing or resubmitting the running job; a forgotten application is a vanished run.
+/// never failing or resubmitting the running job; a forgotten application is a vanished run,
+/// started again from the newest checkpoint read while it ran.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_active_rm_is_found_no_active_rm_means_waiting_and_a_forgotten_app_vanished() {
     let (flink, lib) = cluster();
@@ -311,17 +312,40 @@ async fn the_active_rm_is_found_no_active_rm_means_waiting_and_a_forgotten_app_v
     );
     assert!(!d.has_event("ha", "failed"));
 
-    // The RM forgets the application (past max-completed-applications): 404, vanished, and
-    // the service job is started again.
+    // The application ends and the RM forgets it (past max-completed-applications): 404,
+    // vanished, and the service job is started again from the newest checkpoint the sweeps
+    // read from its JobManager while it ran (no JobManager can be asked for it any more).
+    let kept = d.state_dir.join(format!("yarn-checkpoints/{app}.json"));
+    wait_for("a kept checkpoint", LIMIT, || kept.is_file()).await;
     let forgotten = active.app(&app).unwrap();
     let _cancel_forgotten = CancelOnDrop(flink.clone(), vec![forgotten.jid.clone()]);
+    // The stand-in AM stops following it; its Flink job ends; the RM forgets it.
+    active.with(|s| {
+        if let Some(a) = s.apps.iter_mut().find(|a| a.id == app) {
+            a.jid.clear();
+        }
+    });
+    reqwest::Client::new()
+        .patch(format!("{flink}/jobs/{}?mode=cancel", forgotten.jid))
+        .send()
+        .await
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while flink_state(&flink, &forgotten.jid).await.as_deref() != Some("CANCELED") {
+        assert!(t0.elapsed() < LIMIT, "the forgotten job never ended");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     active.with(|s| s.apps.retain(|a| a.id != app));
-    wait_for("a new run", LIMIT, || {
-        d.live_runs("ha").iter().any(|r| r.id != run)
-    })
-    .await;
+    let (run2, _, jid2) = running_app(&d, &active, &flink, "ha", std::slice::from_ref(&app)).await;
+    assert_ne!(run2, run);
     let old = d.runs("ha").into_iter().find(|r| r.id == run).unwrap();
     assert_ne!(old.state, "running", "{old:?}");
+    let restored = restored_from(&flink, &jid2).await;
+    let path = restored["external_path"].as_str().unwrap_or_default();
+    assert!(
+        path.contains(&format!("{}/chk-", forgotten.jid)),
+        "{restored}"
+    );
 }
 
 /// Session mode: the env names a yarn-session application (here: the real Flink cluster,
@@ -652,6 +676,7 @@ async fn the_real_flink_cli_of_each_version_takes_jobkeeper_s_argv() {
             },
             session: None,
             accepted_timeout: std::time::Duration::from_secs(60),
+            sql_runner: None,
         };
         let params = jobkeeper::spec::Params {
             main_class: Some("Main".into()),
@@ -744,4 +769,404 @@ async fn a_daemon_restart_adopts_the_application_and_submits_nothing() {
     assert_eq!(calls(&home).len(), 1, "submitted once");
     assert_eq!(flink_state(&flink, &jid).await.as_deref(), Some("RUNNING"));
     assert_eq!(d.job("steady").unwrap().state, "running");
+}
+
+/// The application's AM dies (the RM says FAILED, and its JobManager, the only one that knew
+/// its checkpoints, no longer answers): the run is restarted from the newest checkpoint the
+/// sweeps read from that JobManager while it ran, not with no state. (Failed before: the run
+/// restarted with no state, as "its checkpoints are known only to it".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_whose_am_died_restarts_from_the_checkpoint_read_while_it_ran() {
+    let (flink, lib) = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let rm = StandinRm::start().await;
+    let _cancel = CancelApps(rm.clone());
+    let home = flink_home(tmp.path(), &lib, &rm, &flink);
+    let proxy = AmProxy::start(&flink).await;
+    set_am(&home, Some(&proxy.addr()));
+    let (git, cfg) = setup(
+        tmp.path(),
+        &[rm.url()],
+        &home,
+        ", auth: simple, user: flink",
+    );
+    git.write("jobs/lasting.yaml", &counter(&lib, &["--tag", "l"]));
+    git.commit_push("a job");
+    let d = start(tmp.path(), &cfg).await;
+    let (run1, app1, jid1) = running_app(&d, &rm, &flink, "lasting", &[]).await;
+    assert_eq!(
+        rm.app(&app1).unwrap().am_rpc,
+        proxy.addr(),
+        "the JobManager is reached through the AM's address"
+    );
+    // The sweeps keep its newest checkpoint (Flink's metrics refresh every 10 s).
+    let kept = d.state_dir.join(format!("yarn-checkpoints/{app1}.json"));
+    wait_for("a kept checkpoint", LIMIT, || kept.is_file()).await;
+    let first: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&kept).unwrap()).unwrap();
+    assert!(
+        first["location"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{jid1}/chk-")),
+        "{first}"
+    );
+
+    // The AM dies: its JobManager's address stops answering, the job stops, the RM says FAILED.
+    set_am(&home, None);
+    drop(proxy);
+    reqwest::Client::new()
+        .patch(format!("{flink}/jobs/{jid1}?mode=cancel"))
+        .send()
+        .await
+        .unwrap();
+    rm.with(|s| {
+        let a = s.apps.iter_mut().find(|a| a.id == app1).unwrap();
+        a.state = "FAILED".into();
+        a.final_status = "FAILED".into();
+        a.diagnostics = "Application application failed 1 times due to AM Container exited with \
+                         exitCode: 137"
+            .into();
+    });
+    let (run2, app2, jid2) =
+        running_app(&d, &rm, &flink, "lasting", std::slice::from_ref(&app1)).await;
+    assert_ne!((run1, &app1), (run2, &app2));
+    let old = d
+        .runs("lasting")
+        .into_iter()
+        .find(|r| r.id == run1)
+        .unwrap();
+    assert_eq!(old.state, "failed", "{old:?}");
+    let restored = restored_from(&flink, &jid2).await;
+    let path = restored["external_path"].as_str().unwrap_or_default();
+    assert!(path.contains(&format!("{jid1}/chk-")), "{restored}");
+    let argv = calls(&home)[1]["argv"].to_string();
+    assert!(
+        argv.contains(&format!("-Dexecution.state-recovery.path={path}")),
+        "{argv}"
+    );
+}
+
+/// SQL jobs on YARN as on a Flink session cluster: in application mode (a `sql_file` job) the
+/// CLI gets the SQL runner jar (built from its source) with its entry class and the statements
+/// as its arguments, and a change to the `.sql` file alone upgrades it through a savepoint; in
+/// session mode (an inline `sql` job) the statements are submitted to the yarn-session's
+/// JobManager. Both run on REAL Flink 1.20.3. (Failed before: `sql` was refused on a yarn env.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_jobs_run_in_application_mode_and_in_a_yarn_session() {
+    let (flink, lib) = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let rm = StandinRm::start().await;
+    let _cancel = CancelApps(rm.clone());
+    let home = flink_home(tmp.path(), &lib, &rm, &flink);
+    let http = reqwest::Client::new();
+    let reg: serde_json::Value = http
+        .post(format!("{}/standin/apps", rm.url()))
+        .json(&serde_json::json!({"name": "sql-session", "tags": "", "queue": "root.stream"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = reg["id"].as_str().unwrap().to_string();
+    http.post(format!("{}/standin/apps", rm.url()))
+        .json(&serde_json::json!({"id": session, "state": "RUNNING",
+            "am_rpc": flink.trim_start_matches("http://")}))
+        .send()
+        .await
+        .unwrap();
+    let (git, cfg) = setup(
+        tmp.path(),
+        &[rm.url()],
+        &home,
+        ", auth: simple, user: flink",
+    );
+    let cfg = cfg.replace(
+        "health: {interval: 1s}\n",
+        &format!(
+            "  ysession:\n    engine: yarn\n    yarn: {{rm: [\"{}\"], flink_home: \"{}\", savepoint_dir: \"file://{}\", session: sql-session}}\nhealth: {{interval: 1s}}\n",
+            rm.url(),
+            home.display(),
+            tmp.path().join("savepoints").display()
+        ),
+    );
+    let _cleanup = StopRunsOnDrop {
+        db: tmp.path().join("state/jobkeeper.db"),
+        method: "PATCH",
+        url: format!("{flink}/jobs/{{id}}?mode=cancel"),
+    };
+    let sql = |rate: u32| {
+        format!(
+            "CREATE TABLE clicks (user_id INT, url STRING) WITH (\n  'connector' = 'datagen',\n  \
+             'rows-per-second' = '{rate}',\n  'fields.user_id.min' = '1',\n  'fields.user_id.max' = '9'\n);\n\
+             CREATE TABLE totals (user_id INT, n BIGINT) WITH ('connector' = 'blackhole');\n\
+             INSERT INTO totals SELECT user_id, COUNT(*) FROM clicks GROUP BY user_id;\n"
+        )
+    };
+    let params =
+        "params:\n  parallelism: 1\n  conf: {execution.checkpointing.interval: \"500ms\"}\n";
+    git.write("jobs/clicks.sql", &sql(5));
+    git.write(
+        "jobs/clicks.yaml",
+        &format!("env: yarn\nsql_file: clicks.sql\n{params}"),
+    );
+    let inline: String = sql(3).lines().map(|l| format!("  {l}\n")).collect();
+    git.write(
+        "jobs/insession.yaml",
+        &format!("env: ysession\nsql: |\n{inline}{params}"),
+    );
+    git.commit_push("two SQL jobs on yarn");
+    let d = start(tmp.path(), &cfg).await;
+
+    // Application mode: the CLI runs the SQL runner.
+    let (_, app1, jid1) = running_app(&d, &rm, &flink, "clicks", &[]).await;
+    let call = calls(&home)
+        .into_iter()
+        .find(|c| {
+            c["argv"]
+                .to_string()
+                .contains("yarn.application.name=clicks")
+        })
+        .unwrap();
+    let argv: Vec<String> = call["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    let c = argv.iter().position(|a| a == "-c").unwrap();
+    assert_eq!(argv[c + 1], "JobkeeperSqlRunner", "{argv:?}");
+    assert!(argv[c + 2].ends_with(".jar"), "{argv:?}");
+    assert_eq!(argv[c + 3], "jobkeeper-sql-v1", "{argv:?}");
+    let overview = common::flink::rest(&flink, "/jobs/overview").await;
+    let name = overview["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["jid"] == jid1.as_str())
+        .map(|j| j["name"].as_str().unwrap().to_string());
+    assert_eq!(name.as_deref(), Some("clicks"));
+
+    // Session mode: the statements are submitted to the session's JobManager, no CLI.
+    let (_, sjid) = running(&d, &flink, "insession", &[]).await;
+    assert!(!sjid.starts_with("application_"), "{sjid}");
+    assert!(
+        !calls(&home)
+            .iter()
+            .any(|c| c["argv"].to_string().contains("insession")),
+        "session mode uses no CLI"
+    );
+
+    // A change to the .sql file alone upgrades the application through a savepoint.
+    git.write("jobs/clicks.sql", &sql(7));
+    git.commit_push("faster clicks");
+    let (_, app2, jid2) = running_app(&d, &rm, &flink, "clicks", std::slice::from_ref(&app1)).await;
+    assert_ne!(app1, app2);
+    let restored = restored_from(&flink, &jid2).await;
+    assert_eq!(restored["is_savepoint"], true, "{restored}");
+    let start_t = std::time::Instant::now();
+    while !d
+        .events("clicks")
+        .iter()
+        .any(|e| e.kind == "deployed" && e.message.starts_with("sql_file changed"))
+    {
+        assert!(
+            start_t.elapsed() < LIMIT,
+            "no deployed: sql_file changed: {:#?}",
+            d.events("clicks")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// A Flink 2.3.0 cluster with the adaptive scheduler (which alone rescales a running job in
+/// place), on a free port under `dir`, stopped on drop.
+struct AdaptiveCluster(std::path::PathBuf, String);
+
+impl AdaptiveCluster {
+    fn start(dir: &std::path::Path) -> AdaptiveCluster {
+        let port = free_port();
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/flink.sh");
+        let status = std::process::Command::new("bash")
+            .arg(&script)
+            .args([
+                "start",
+                &dir.display().to_string(),
+                &port.to_string(),
+                "2.3.0",
+            ])
+            .env(
+                "FLINK_EXTRA_CONF",
+                "jobmanager.scheduler: adaptive\n\
+                 jobmanager.adaptive-scheduler.executing.cooldown-after-rescaling: 1s\n\
+                 jobmanager.adaptive-scheduler.executing.resource-stabilization-timeout: 1s\n\
+                 jobmanager.adaptive-scheduler.resource-stabilization-timeout: 1s\n\
+                 jobmanager.adaptive-scheduler.submission.resource-stabilization-timeout: 1s\n\
+                 taskmanager.numberOfTaskSlots: 4",
+            )
+            .status()
+            .unwrap();
+        assert!(status.success(), "the adaptive Flink cluster did not start");
+        AdaptiveCluster(dir.to_path_buf(), format!("http://127.0.0.1:{port}"))
+    }
+}
+
+impl Drop for AdaptiveCluster {
+    fn drop(&mut self) {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/flink.sh");
+        let _ = std::process::Command::new("bash")
+            .arg(&script)
+            .args(["stop", &self.0.display().to_string()])
+            .status();
+    }
+}
+
+/// Each vertex's parallelism of Flink job `jid`.
+async fn vertex_parallelism(url: &str, jid: &str) -> Vec<u64> {
+    rest(url, &format!("/jobs/{jid}")).await["vertices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| v["parallelism"].as_u64().unwrap_or(0))
+        .collect()
+}
+
+/// An application-mode job rescaled outside jobkeeper (its JobManager's
+/// `PUT /jobs/{id}/resource-requirements`, REAL Flink 2.3.0 with the adaptive scheduler as the
+/// application's JobManager): the sweep's task count through the application's own JobManager
+/// sees it, `drift` is raised, and with `drift: correct` the job is stopped with a savepoint and
+/// a new application submitted from it at the file's parallelism, then `recovered`. (Failed
+/// before: application mode reported no task counts, so the rescale went unseen.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_rescaled_outside_is_drift_and_corrected_at_the_file_s_parallelism() {
+    let lib = need("JOBKEEPER_FLINK_LIB");
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = AdaptiveCluster::start(&tmp.path().join("flink"));
+    let flink = cluster.1.clone();
+    let rm = StandinRm::start().await;
+    let _cancel = CancelApps(rm.clone());
+    let home = flink_home(tmp.path(), &lib, &rm, &flink);
+    let (git, cfg) = setup(
+        tmp.path(),
+        &[rm.url()],
+        &home,
+        ", auth: simple, user: flink",
+    );
+    let job = counter(&lib, &["--tag", "r", "--rate", "20"])
+        .replace("parallelism: 1", "parallelism: 2")
+        + "drift: correct\n";
+    git.write("jobs/scaled.yaml", &job);
+    git.commit_push("a job at parallelism 2");
+    let d = start(tmp.path(), &cfg).await;
+    let (run1, app1, jid1) = running_app(&d, &rm, &flink, "scaled", &[]).await;
+    // The first look at the RUNNING run records what it was submitted at.
+    wait_for("the first look at the run", LIMIT, || {
+        d.store.run_parallelism(run1).is_ok_and(|p| !p.is_empty())
+    })
+    .await;
+    let job = rest(&flink, &format!("/jobs/{jid1}")).await;
+    let mut body = serde_json::Map::new();
+    for v in job["vertices"].as_array().unwrap() {
+        body.insert(
+            v["id"].as_str().unwrap().to_string(),
+            serde_json::json!({"parallelism": {"lowerBound": 1, "upperBound": 1}}),
+        );
+    }
+    let answer = reqwest::Client::new()
+        .put(format!("{flink}/jobs/{jid1}/resource-requirements"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{answer:?}");
+
+    let (_, app2, jid2) = running_app(&d, &rm, &flink, "scaled", std::slice::from_ref(&app1)).await;
+    assert_ne!(app1, app2);
+    let drift = d
+        .events("scaled")
+        .into_iter()
+        .find(|e| e.kind == "drift")
+        .unwrap_or_else(|| panic!("no drift: {:#?}", d.events("scaled")));
+    assert!(drift.message.contains("parallelism"), "{}", drift.message);
+    let restored = restored_from(&flink, &jid2).await;
+    assert_eq!(restored["is_savepoint"], true, "{restored}");
+    let start_t = std::time::Instant::now();
+    while vertex_parallelism(&flink, &jid2)
+        .await
+        .iter()
+        .any(|p| *p != 2)
+    {
+        assert!(
+            start_t.elapsed() < LIMIT,
+            "the new application never ran at 2"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    wait_for("recovered", LIMIT, || d.has_event("scaled", "recovered")).await;
+}
+
+/// Savepoints past `keep` in application mode: the JobManager that took one ended with its
+/// application, so it is disposed of through the JobManager of an application of jobkeeper's
+/// that runs (its `POST /savepoint-disposal` seen going through that application's address, a
+/// proxy in front of REAL Flink 1.20.3), and Flink deletes it. (Failed before: refused in
+/// application mode, the folder deleted on this host instead, which only a `file:` savepoint
+/// allows.) The savepoints are kept 15 s, so the first becomes disposable after v3's
+/// application runs (before, no application runs between v2's stop and v3's start, and the
+/// folder on this host is deleted instead, as the docs say).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_savepoint_is_disposed_of_by_a_running_application_s_jobmanager() {
+    let (flink, lib) = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let rm = StandinRm::start().await;
+    let _cancel = CancelApps(rm.clone());
+    let home = flink_home(tmp.path(), &lib, &rm, &flink);
+    let proxy = AmProxy::start(&flink).await;
+    set_am(&home, Some(&proxy.addr()));
+    let (git, cfg) = setup(
+        tmp.path(),
+        &[rm.url()],
+        &home,
+        ", auth: simple, user: flink",
+    );
+    let job = |tag: &str| {
+        format!(
+            "{}savepoints: {{keep: {{count: 1, age: 15s}}}}\n",
+            counter(&lib, &["--tag", tag])
+        )
+    };
+    git.write("jobs/kept.yaml", &job("v1"));
+    git.commit_push("a job keeping one savepoint");
+    let d = start(tmp.path(), &cfg).await;
+    let (_, app1, _) = running_app(&d, &rm, &flink, "kept", &[]).await;
+    git.write("jobs/kept.yaml", &job("v2"));
+    git.commit_push("v2");
+    let (_, app2, _) = running_app(&d, &rm, &flink, "kept", std::slice::from_ref(&app1)).await;
+    let first = d.store.savepoints("kept", 10).unwrap()[0].location.clone();
+    git.write("jobs/kept.yaml", &job("v3"));
+    git.commit_push("v3");
+    let (_, app3, _) = running_app(&d, &rm, &flink, "kept", &[app1.clone(), app2.clone()]).await;
+    let row = || {
+        d.store
+            .savepoint_history("kept", 10)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.location == first)
+            .unwrap()
+    };
+    wait_for("the first savepoint disposed of", LIMIT, || {
+        row().disposed_at.is_some()
+    })
+    .await;
+    assert!(row().dispose_error.is_none(), "{:?}", row());
+    assert!(
+        proxy.disposals.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "disposed of through the running application's JobManager, not deleted here"
+    );
+    let folder = first.trim_start_matches("file:").trim_start_matches("//");
+    assert!(
+        !std::path::Path::new(folder).exists(),
+        "Flink deleted {folder}"
+    );
+    assert_eq!(rm.app(&app3).unwrap().state, "RUNNING");
 }

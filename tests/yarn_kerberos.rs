@@ -234,3 +234,66 @@ async fn a_missing_keytab_and_a_wrong_principal_are_named_and_nothing_running_st
     assert_eq!(rm.app(&app).unwrap().state, "RUNNING");
     assert!(!d.has_event("good", "failed"));
 }
+
+/// A JobManager that demands SPNEGO (REAL apache2 + `mod_auth_gssapi` in front of the REAL Flink
+/// 1.20.3 REST API, registered as the application's address; the RM behind its own gateway):
+/// the sweeps' figures, the upgrade's stop-with-savepoint and its checkpoints all go through
+/// with tokens from the env's keytab, then with the gateway's session cookie. (Failed before:
+/// every JobManager request got 401 and the upgrade never took its savepoint.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobmanager_demanding_spnego_is_answered_with_the_env_s_tickets() {
+    let (flink, lib) = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let kdc = Kdc::start(&tmp.path().join("kdc"), "1h");
+    let rm = StandinRm::start().await;
+    let _cancel = CancelApps(rm.clone());
+    let rm_gate = Spnego::start(&kdc, rm.port, 3600);
+    let flink_port: u16 = flink.rsplit(':').next().unwrap().parse().unwrap();
+    let jm_gate = Spnego::start(&kdc, flink_port, 3600);
+    let home = flink_home(tmp.path(), &lib, &rm, &flink);
+    set_am(&home, Some(&format!("localhost:{}", jm_gate.port)));
+    let auth = format!(
+        ", auth: kerberos, kerberos: {{principal: \"jobkeeper/ops-1@{REALM}\", keytab: \"{}\", krb5_conf: \"{}\"}}",
+        kdc.client_keytab().display(),
+        kdc.krb5_conf.display()
+    );
+    let (git, cfg) = setup(tmp.path(), &[rm_gate.url()], &home, &auth);
+    git.write("jobs/guarded.yaml", &counter(&lib, &["--tag", "v1"]));
+    git.commit_push("a job whose JobManager demands SPNEGO");
+    let d = start(tmp.path(), &cfg).await;
+    let (_, app1, _) = running_app(&d, &rm, &flink, "guarded", &[]).await;
+    assert_eq!(
+        rm.app(&app1).unwrap().am_rpc,
+        format!("localhost:{}", jm_gate.port)
+    );
+    d.sweeps_pass(3, LIMIT).await;
+
+    git.write("jobs/guarded.yaml", &counter(&lib, &["--tag", "v2"]));
+    git.commit_push("upgrade");
+    let (_, app2, jid2) =
+        running_app(&d, &rm, &flink, "guarded", std::slice::from_ref(&app1)).await;
+    assert_ne!(app1, app2);
+    let restored = common::flink::restored_from(&flink, &jid2).await;
+    assert_eq!(restored["is_savepoint"], true, "{restored}");
+    let sps = d.store.savepoints("guarded", 10).unwrap();
+    assert_eq!(
+        restored["external_path"].as_str(),
+        Some(sps[0].location.as_str())
+    );
+    let (requests, negotiated, refused) = jm_gate.counts();
+    eprintln!(
+        "JobManager gateway: {requests} requests, {negotiated} with a token, {refused} answered 401"
+    );
+    assert!(negotiated >= 1, "{negotiated} tokens");
+    assert!(
+        requests > negotiated + refused,
+        "the session cookie carried requests without a token: {requests} requests, \
+         {negotiated} tokens, {refused} refused"
+    );
+    let log = std::fs::read_to_string(jm_gate.dir.join("access.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("20") && l.contains(" POST /jobs/") && l.contains("/stop ")),
+        "the stop-with-savepoint went through the gateway:\n{log}"
+    );
+}

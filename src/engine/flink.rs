@@ -42,6 +42,7 @@ use crate::yaml::{Checker, Node};
 
 pub mod answers;
 pub mod identity;
+pub mod negotiate;
 pub mod origin;
 pub mod output;
 pub mod savepoints;
@@ -172,6 +173,8 @@ pub struct FlinkEngine {
     version: Mutex<Option<FlinkVersion>>,
     /// True until the version is read, and again after the cluster did not answer.
     version_stale: AtomicBool,
+    /// SPNEGO, for a JobManager behind a gateway that demands it ([`negotiate`]).
+    negotiator: Option<std::sync::Arc<negotiate::Negotiator>>,
 }
 
 impl FlinkEngine {
@@ -192,7 +195,27 @@ impl FlinkEngine {
             upload: tokio::sync::Mutex::new(()),
             version: Mutex::new(None),
             version_stale: AtomicBool::new(true),
+            negotiator: None,
         })
+    }
+
+    /// This engine answering a JobManager that demands SPNEGO with tokens from `source`.
+    pub fn with_spnego(mut self, source: std::sync::Arc<dyn negotiate::TokenSource>) -> Self {
+        let host = reqwest::Url::parse(&self.base)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        self.negotiator = Some(std::sync::Arc::new(negotiate::Negotiator::new(
+            source, &host,
+        )));
+        self
+    }
+
+    /// SPNEGO tokens made for this JobManager so far.
+    pub fn handshakes(&self) -> u64 {
+        self.negotiator
+            .as_ref()
+            .map_or(0, |n| n.handshakes.load(Ordering::Relaxed))
     }
 
     fn url(&self, path: &str) -> String {
@@ -201,7 +224,10 @@ impl FlinkEngine {
 
     /// Sends a request; returns the status and the JSON body (`Null` when not JSON).
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<(StatusCode, Value), EngineError> {
-        let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
+        let resp = match &self.negotiator {
+            Some(n) => n.send(req, |e| self.unreachable(e)).await?,
+            None => req.send().await.map_err(|e| self.unreachable(&e))?,
+        };
         let status = resp.status();
         let text = resp.text().await.map_err(|e| self.unreachable(&e))?;
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -498,6 +524,26 @@ impl FlinkEngine {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// A running job's health figures and its newest externally addressable completed
+    /// checkpoint (or savepoint), from one `GET /jobs/{id}/metrics` (Flink refreshes metrics
+    /// every `metrics.fetcher.update-interval`, 10 s by default). `started_ms` is when it
+    /// started.
+    pub async fn figures(
+        &self,
+        handle: &RunHandle,
+        started_ms: i64,
+    ) -> Result<(HealthFacts, Option<StatePoint>), EngineError> {
+        let path = format!(
+            "/jobs/{}/metrics?get={HEALTH_METRICS},lastCheckpointExternalPath",
+            handle.engine_id
+        );
+        let body = self.get(&path).await?;
+        Ok((
+            health_facts(&body, started_ms),
+            answers::checkpoint_metric(&body),
+        ))
     }
 
     /// The newest externally addressable checkpoint or savepoint of an ended job: where a run
@@ -1060,15 +1106,24 @@ impl Engine for FlinkEngine {
             let Some(&started_ms) = started.get(h.engine_id.as_str()) else {
                 continue;
             };
-            let (http, url) = (
+            let (http, negotiator, url) = (
                 self.http.clone(),
+                self.negotiator.clone(),
                 self.url(&format!(
                     "/jobs/{}/metrics?get={HEALTH_METRICS}",
                     h.engine_id
                 )),
             );
             calls.spawn(async move {
-                let body: Option<Value> = match http.get(url).send().await {
+                let sent = match &negotiator {
+                    Some(n) => n.send(http.get(url), |e| unreachable("flink", e)).await,
+                    None => http
+                        .get(url)
+                        .send()
+                        .await
+                        .map_err(|e| unreachable("flink", &e)),
+                };
+                let body: Option<Value> = match sent {
                     Ok(r) if r.status().is_success() => r.json().await.ok(),
                     _ => None,
                 };

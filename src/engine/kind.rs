@@ -63,7 +63,7 @@ impl EngineKind {
 
     /// Whether the engine runs SQL jobs (`sql`, `sql_file`).
     pub fn runs_sql(self) -> bool {
-        matches!(self, EngineKind::Flink)
+        matches!(self, EngineKind::Flink | EngineKind::Yarn)
     }
 
     /// Whether runs keep state a new run starts from (flink: checkpoints and savepoints).
@@ -113,7 +113,8 @@ impl EngineConfig {
     pub fn sql_runner(&self) -> Option<&std::path::Path> {
         match self {
             EngineConfig::Flink(f) => f.sql_runner.as_deref(),
-            EngineConfig::Local | EngineConfig::Spark(_) | EngineConfig::Yarn(_) => None,
+            EngineConfig::Yarn(y) => y.sql_runner.as_deref(),
+            EngineConfig::Local | EngineConfig::Spark(_) => None,
         }
     }
 
@@ -250,6 +251,7 @@ mod tests {
         assert_eq!(of(EngineKind::Local), (false, false, true));
         assert_eq!(of(EngineKind::Flink), (true, true, false));
         assert_eq!(of(EngineKind::Spark), (true, false, false));
+        assert_eq!(of(EngineKind::Yarn), (true, true, false));
         assert!(EngineKind::Flink.keeps_state());
         assert!(!EngineKind::Local.keeps_state() && !EngineKind::Spark.keeps_state());
         let runner = std::path::PathBuf::from("/opt/jobkeeper/sql-runner.jar");

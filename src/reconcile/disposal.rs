@@ -144,8 +144,8 @@ async fn dispose(ctx: &Context, env: Option<&str>, sp: &SavepointEntry) -> Resul
     let own = env.and_then(|e| ctx.engines.get(e));
     let engine = match &sp.cluster {
         // The engine an env names for that cluster (a yarn env's savepoints are recorded with
-        // its RMs as their cluster: it disposes of them through its session, or refuses in
-        // application mode), else a Flink session engine for a cluster no env names any more.
+        // its RMs as their cluster: it disposes of them through its session, or in application
+        // mode through a running application's JobManager, refusing when none runs), else a Flink session engine for a cluster no env names any more.
         Some(c) => ctx
             .engines
             .distinct()
@@ -164,8 +164,8 @@ async fn dispose(ctx: &Context, env: Option<&str>, sp: &SavepointEntry) -> Resul
             Err(_) if local_gone(&sp.location) => {
                 return Ok("its folder on this host was already gone".to_string());
             }
-            // An engine that cannot dispose of it (a yarn application's JobManager ended with
-            // the application): its folder is deleted here when it is one on this host.
+            // An engine that cannot dispose of it now (no yarn application of jobkeeper's
+            // runs): its folder is deleted here when it is one on this host.
             Err(EngineError::Refused(why)) => format!("{} cannot: {why}", engine.location()),
             Err(e) => return Err(e.to_string()),
         },

@@ -11,7 +11,8 @@ upload, run with the fixed job id `$internal.pipeline.job-id`, restoring from
 `execution.state-recovery.path` or `execution.savepoint.path`), then marks the application
 RUNNING with the JobManager's address, as an application-mode AM would, and exits 0.
 
-FLINK_HOME/standin.json: {"rm": URL, "flink": URL}. FLINK_HOME/mode, when present:
+FLINK_HOME/standin.json: {"rm": URL, "flink": URL, "am": HOST:PORT (optional, the address the
+application registers as its JobManager's; default: the Flink cluster's)}. FLINK_HOME/mode, when present:
 `fail` exits 1 like a refused deployment; `hang` leaves the application ACCEPTED and waits
 forever (a full queue).
 """
@@ -135,6 +136,7 @@ except urllib.error.HTTPError as e:
     register(id=app, state="FINISHED", final_status="FAILED", diagnostics=text[:2000])
     print(f"The program caused an error: {text}", file=sys.stderr)
     sys.exit(1)
-am = flink.split("://", 1)[1]
+# FLINK_HOME/standin.json may name another address for the AM (a proxy or gateway in front).
+am = cfg.get("am") or flink.split("://", 1)[1]
 register(id=app, state="RUNNING", am_rpc=am, flink=flink, jid=jid)
 print(f"Found Web Interface {am} of application '{app}'.", flush=True)

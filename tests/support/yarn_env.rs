@@ -135,3 +135,84 @@ pub async fn running_app(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A TCP proxy on a free loopback port in front of a Flink cluster, standing as one
+/// application's AM: dropping it is the AM dying (its JobManager's address stops answering). It
+/// counts the savepoint disposals (`POST /savepoint-disposal`) sent through it.
+pub struct AmProxy {
+    pub port: u16,
+    pub disposals: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AmProxy {
+    pub async fn start(flink: &str) -> AmProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let target = flink.trim_start_matches("http://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let disposals = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = disposals.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                let counter = counter.clone();
+                conns.spawn(async move {
+                    let Ok(mut out) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (mut ri, mut wi) = inbound.split();
+                    let (mut ro, mut wo) = out.split();
+                    let up = async {
+                        let mut buf = vec![0u8; 65536];
+                        loop {
+                            let n = ri.read(&mut buf).await?;
+                            if n == 0 {
+                                break;
+                            }
+                            let needle = b"POST /savepoint-disposal ";
+                            if buf[..n].windows(needle.len()).any(|w| w == needle) {
+                                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            wo.write_all(&buf[..n]).await?;
+                        }
+                        wo.shutdown().await
+                    };
+                    let down = tokio::io::copy(&mut ro, &mut wi);
+                    let _ = tokio::join!(up, down);
+                });
+            }
+        });
+        AmProxy {
+            port,
+            disposals,
+            task,
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for AmProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Sets (or with `None` removes) the address the stand-in CLI registers as an application's
+/// JobManager.
+pub fn set_am(home: &Path, am: Option<&str>) {
+    let file = home.join("standin.json");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    match am {
+        Some(a) => cfg["am"] = Value::String(a.to_string()),
+        None => {
+            cfg.as_object_mut().unwrap().remove("am");
+        }
+    }
+    std::fs::write(file, cfg.to_string()).unwrap();
+}

@@ -34,6 +34,26 @@ pub fn health_facts(body: &Value, started_ms: i64) -> HealthFacts {
     }
 }
 
+/// The newest externally addressable completed checkpoint (or savepoint) in an answer of
+/// `GET /jobs/{id}/metrics?get=lastCheckpointExternalPath,lastCheckpointCompletedTimestamp`.
+pub fn checkpoint_metric(body: &Value) -> Option<StatePoint> {
+    let metric = |id: &str| -> Option<&str> {
+        body.as_array()?.iter().find(|m| m["id"] == id)?["value"].as_str()
+    };
+    let path = metric("lastCheckpointExternalPath")?;
+    let addressable = !path.is_empty()
+        && path != "n/a"
+        && path != "<checkpoint-not-externally-addressable>"
+        && path.contains(':');
+    addressable.then(|| StatePoint {
+        location: path.to_string(),
+        taken_ms: metric("lastCheckpointCompletedTimestamp")
+            .and_then(|t| t.parse::<f64>().ok())
+            .map(|t| t as i64)
+            .filter(|t| *t > 0),
+    })
+}
+
 /// When the latest completed checkpoint (or savepoint) in an answer of
 /// `GET /jobs/{id}/checkpoints` completed: its last acknowledgement, ms since the epoch.
 pub fn completed_at(body: &Value) -> Option<i64> {

@@ -177,6 +177,17 @@ fn helper_path() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Tokens for a JobManager behind a gateway that demands SPNEGO; a token that cannot be made
+/// means waiting, like an RM that cannot be asked.
+#[async_trait::async_trait]
+impl crate::engine::flink::negotiate::TokenSource for Kerberos {
+    async fn token(&self, host: &str) -> Result<String, crate::engine::EngineError> {
+        Kerberos::token(self, host)
+            .await
+            .map_err(|e| crate::engine::EngineError::Unreachable(e.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

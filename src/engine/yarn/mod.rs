@@ -14,12 +14,16 @@
 //!   submitted is the run's token, fixed at submit and carried in its `jk-run-` tag; an
 //!   application adopted without tags has its Flink job found on its JobManager. A submit whose
 //!   answer was lost is recorded as `/TOKEN` and found by its tag.
+//! - **Checkpoints**: each sweep reads every RUNNING application's newest completed checkpoint
+//!   (with its health figures, one request) and keeps it ([`checkpoints`]): a run whose AM died
+//!   restarts from it, its JobManager being gone.
 //! - **Stop**: stop-with-savepoint on the JobManager (the application then finishes), else the
 //!   RM's `PUT /ws/v1/cluster/apps/{id}/state` `{"state":"KILLED"}`, repeated until done.
 //! - A standby RM (307) or one that does not answer is [`EngineError::Unreachable`]: wait,
 //!   never fail.
 
 pub mod apps;
+pub mod checkpoints;
 pub mod gss;
 pub mod kerberos;
 pub mod rm;
@@ -58,6 +62,12 @@ const LISTED_WAIT: Duration = Duration::from_secs(15);
 const KILL_WAIT: Duration = Duration::from_secs(30);
 /// How many lines of the CLI's output a refusal quotes.
 const CLI_LINES: usize = 15;
+/// How long a sweep waits for the JobManagers' figures.
+const FIGURES_WAIT: Duration = Duration::from_secs(5);
+/// How many running applications' JobManagers a disposal asks at most.
+const DISPOSERS: usize = 3;
+/// How long figures read by a status sweep serve its health call.
+const FIGURES_FRESH: Duration = Duration::from_secs(10);
 
 /// Flink on YARN, for one env's RMs and Flink distribution.
 pub struct YarnEngine {
@@ -74,6 +84,11 @@ pub struct YarnEngine {
     jms: Mutex<HashMap<String, Arc<FlinkEngine>>>,
     /// Session mode: the yarn-session's JobManager, once found.
     session_jm: Mutex<Option<Arc<FlinkEngine>>>,
+    /// The newest completed checkpoint of each RUNNING application, read each sweep.
+    kept: checkpoints::Kept,
+    /// The health figures the latest status sweep read with the checkpoints, by application
+    /// id, for the same sweep's health call (so it asks nothing again).
+    figures: Mutex<HashMap<String, (tokio::time::Instant, HealthFacts)>>,
 }
 
 impl YarnEngine {
@@ -109,6 +124,8 @@ impl YarnEngine {
             apps: Mutex::new(HashMap::new()),
             jms: Mutex::new(HashMap::new()),
             session_jm: Mutex::new(None),
+            kept: checkpoints::Kept::new(&PathBuf::from(salt)),
+            figures: Mutex::new(HashMap::new()),
         })
     }
 
@@ -211,7 +228,11 @@ impl YarnEngine {
             savepoint_dir: self.settings.savepoint_dir.clone(),
             sql_runner: None,
         };
-        let e = Arc::new(FlinkEngine::new(&settings, &self.salt)?);
+        let mut e = FlinkEngine::new(&settings, &self.salt)?;
+        if let Some(k) = &self.kerberos {
+            e = e.with_spnego(Arc::new(k.clone()));
+        }
+        let e = Arc::new(e);
         jms.insert(url.to_string(), e.clone());
         Ok(e)
     }
@@ -369,6 +390,79 @@ impl YarnEngine {
             Some(e) if !reason.contains(&e) => format!("{reason}\n{e}"),
             _ => reason,
         })
+    }
+
+    /// Reads each RUNNING application's health figures and newest completed checkpoint
+    /// (`GET /jobs/{id}/metrics`) and its task count (`GET /jobs/overview`) from its
+    /// JobManager (two requests each, all at once, at most [`FIGURES_WAIT`]); keeps the
+    /// checkpoint ([`checkpoints`]) and the figures for this sweep's health call, and answers
+    /// the task counts, one per handle (a change is a rescale: the drift rules).
+    async fn read_figures(
+        &self,
+        live: &HashMap<&str, &App>,
+        handles: &[RunHandle],
+    ) -> Vec<Option<u64>> {
+        let mut calls = tokio::task::JoinSet::new();
+        for (i, h) in handles.iter().enumerate() {
+            let id = apps::split_id(&h.engine_id).0;
+            let Some(app) = live.get(id).filter(|a| a.state == "RUNNING") else {
+                continue;
+            };
+            let Ok((jm, fh)) = self.on_jm(h).await else {
+                continue;
+            };
+            let (id, started) = (app.id.clone(), app.started_ms.unwrap_or_default());
+            calls.spawn(async move {
+                let (figures, survey) = tokio::join!(
+                    tokio::time::timeout(FIGURES_WAIT, jm.figures(&fh, started)),
+                    tokio::time::timeout(FIGURES_WAIT, jm.survey(std::slice::from_ref(&fh))),
+                );
+                let tasks = survey
+                    .ok()
+                    .and_then(Result::ok)
+                    .and_then(|s| s.tasks.into_iter().next().flatten());
+                (i, id, figures.ok().and_then(Result::ok), tasks)
+            });
+        }
+        let mut read = HashMap::new();
+        let mut tasks = vec![None; handles.len()];
+        while let Some(done) = calls.join_next().await {
+            let Ok((i, id, figures, n)) = done else {
+                continue;
+            };
+            tasks[i] = n;
+            if let Some((facts, point)) = figures {
+                if let Some(p) = point {
+                    self.kept.keep(&id, &p);
+                }
+                read.insert(id, (tokio::time::Instant::now(), facts));
+            }
+        }
+        *lock(&self.figures) = read;
+        tasks
+    }
+
+    /// The figures this sweep's status call read for application `id`, when fresh.
+    fn fresh_figures(&self, id: &str) -> Option<HealthFacts> {
+        lock(&self.figures)
+            .remove(id)
+            .filter(|(at, _)| at.elapsed() < FIGURES_FRESH)
+            .map(|(_, f)| f)
+    }
+
+    /// What run `handle` left when its JobManager cannot tell: the newest checkpoint read
+    /// while it ran, else `why`.
+    fn kept_point(&self, handle: &RunHandle, why: String) -> StateLeft {
+        let id = apps::split_id(&handle.engine_id).0;
+        match self.kept.newest(id) {
+            Some(p) => {
+                tracing::info!(app = %id, checkpoint = %p.location, "its JobManager is gone ({why}); the newest checkpoint read while it ran");
+                StateLeft::Point(p)
+            }
+            None => StateLeft::Nothing(format!(
+                "{why}; no checkpoint read while it ran is still there"
+            )),
+        }
     }
 
     /// The last lines of the run's log (the CLI's output), secrets masked.
@@ -603,6 +697,11 @@ impl Engine for YarnEngine {
         format!("yarn {}", self.rm.names())
     }
 
+    /// A SQL job's planner error names the statement and its line: placed in the job file.
+    fn place_refusal(&self, spec: &crate::spec::JobSpec, reason: &str) -> Option<String> {
+        crate::spec::place_flink_error(spec.sql.as_ref()?, reason)
+    }
+
     fn cluster(&self) -> Option<String> {
         Some(format!("yarn {}", self.settings.rm.join(",")))
     }
@@ -680,10 +779,11 @@ impl Engine for YarnEngine {
         let live = self.list_live().await?;
         let by_id: HashMap<&str, &App> = live.iter().map(|a| (a.id.as_str(), a)).collect();
         let statuses = self.statuses(&by_id, handles).await;
+        let tasks = self.read_figures(&by_id, handles).await;
         Ok(Survey {
             statuses,
             live: Some(live.iter().map(App::cluster_job).collect()),
-            tasks: Vec::new(),
+            tasks,
         })
     }
 
@@ -773,22 +873,53 @@ impl Engine for YarnEngine {
         jm.last_state(&fh, max_age).await
     }
 
-    /// In session mode, the yarn-session's JobManager disposes of it. An application's
-    /// JobManager ends with its application, so in application mode there is none to ask:
-    /// refused (a `file:` savepoint's folder is then deleted by the caller).
+    /// In session mode, the yarn-session's JobManager disposes of it. In application mode the
+    /// JobManager that took it ended with its application, but any JobManager of jobkeeper's
+    /// RUNNING applications on these RMs reads the same savepoint storage as the same user: the
+    /// first of them (at most [`DISPOSERS`]) that answers disposes of it
+    /// (`POST /savepoint-disposal`). With none running it is refused: a `file:` savepoint's
+    /// folder is then deleted by the caller, any other is tried again at a later pass.
     async fn dispose_savepoint(&self, location: &str) -> Result<(), EngineError> {
         if let Some(name) = &self.settings.session {
             let jm = self.session(name).await?;
             return jm.dispose_savepoint(location).await;
         }
-        Err(EngineError::Refused(format!(
-            "no JobManager outlives a yarn application to dispose of {location}; remove it \
-             from {} by hand",
-            self.settings
-                .savepoint_dir
-                .as_deref()
-                .unwrap_or("the savepoint folder")
-        )))
+        let mut running: Vec<App> = self
+            .list_live()
+            .await?
+            .into_iter()
+            .filter(|a| {
+                a.state == "RUNNING"
+                    && a.jobmanager().is_some()
+                    && a.tags.iter().any(|t| t == apps::TAG)
+            })
+            .collect();
+        running.sort_by_key(|a| std::cmp::Reverse(a.started_ms));
+        let mut tried = Vec::new();
+        for app in running.iter().take(DISPOSERS) {
+            let url = app.jobmanager().unwrap_or_default();
+            match self.jm(&url)?.dispose_savepoint(location).await {
+                Ok(()) => {
+                    tracing::info!(savepoint = %location, app = %app.id, "disposed of by the JobManager of a running application");
+                    return Ok(());
+                }
+                Err(EngineError::Unreachable(e)) => tried.push(format!("{}: {e}", app.id)),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(EngineError::Refused(if tried.is_empty() {
+            format!(
+                "no application of jobkeeper's runs on yarn {} whose JobManager could dispose of \
+                 {location} (the one that took it ended with its application); tried again later",
+                self.rm.names()
+            )
+        } else {
+            format!(
+                "no JobManager of jobkeeper's running applications answered to dispose of \
+                 {location}: {}",
+                tried.join("; ")
+            )
+        }))
     }
 
     async fn restore_point(&self, handle: &RunHandle) -> Result<StateLeft, EngineError> {
@@ -798,15 +929,17 @@ impl Engine for YarnEngine {
         }
         let (jm, fh) = match self.on_jm(handle).await {
             Ok(x) => x,
-            Err(e) => return Ok(StateLeft::Nothing(e.to_string())),
+            Err(e) => return Ok(self.kept_point(handle, e.to_string())),
         };
         match jm.restore_point(&fh).await {
             Ok(s) => Ok(s),
-            Err(EngineError::Unreachable(e)) => Ok(StateLeft::Nothing(format!(
-                "the JobManager of {} is gone with its application ({e}); its checkpoints are \
-                 known only to it",
-                handle.engine_id
-            ))),
+            Err(EngineError::Unreachable(e)) => Ok(self.kept_point(
+                handle,
+                format!(
+                    "the JobManager of {} is gone with its application ({e})",
+                    handle.engine_id
+                ),
+            )),
             Err(e) => Err(e),
         }
     }
@@ -820,8 +953,8 @@ impl Engine for YarnEngine {
         jm.wait_started(&fh, limit).await
     }
 
-    /// One `GET /jobs/{id}/metrics` per run, at its own JobManager; start times from the RM's
-    /// list (no other request).
+    /// The figures the same sweep's status call read ([`YarnEngine::read_figures`]), else one
+    /// `GET /jobs/{id}/metrics` per run at its own JobManager; start times from the RM's list.
     async fn health(
         &self,
         handles: &[RunHandle],
@@ -833,7 +966,12 @@ impl Engine for YarnEngine {
             return jm.health(&inner, _live).await;
         }
         let mut calls = tokio::task::JoinSet::new();
+        let mut out = vec![None; handles.len()];
         for (i, h) in handles.iter().enumerate() {
+            if let Some(f) = self.fresh_figures(apps::split_id(&h.engine_id).0) {
+                out[i] = Some(f);
+                continue;
+            }
             let Ok((jm, fh)) = self.on_jm(h).await else {
                 continue;
             };
@@ -852,7 +990,6 @@ impl Engine for YarnEngine {
                 (i, facts.ok().and_then(|mut f| f.pop().flatten()))
             });
         }
-        let mut out = vec![None; handles.len()];
         while let Some(done) = calls.join_next().await {
             if let Ok((i, facts)) = done {
                 out[i] = facts;

@@ -57,6 +57,9 @@ pub struct YarnSettings {
     pub session: Option<String>,
     /// How long an application may stay ACCEPTED while its CLI waits.
     pub accepted_timeout: Duration,
+    /// The pre-built SQL runner jar SQL jobs run (as a flink env's `sql_runner`); `None`: built
+    /// from its source.
+    pub sql_runner: Option<PathBuf>,
 }
 
 /// Reads the `yarn:` block `n` of an env (`section` in messages); problems go to `c`.
@@ -75,6 +78,7 @@ pub fn read_settings(c: &mut Checker, n: &Node, section: &str) -> Option<YarnSet
             "kerberos",
             "session",
             "accepted_timeout",
+            "sql_runner",
         ],
     )?;
     let rm = match f.get("rm") {
@@ -124,6 +128,18 @@ pub fn read_settings(c: &mut Checker, n: &Node, section: &str) -> Option<YarnSet
         );
     }
     let hadoop_conf_dir = path(c, "hadoop_conf_dir");
+    let sql_runner = path(c, "sql_runner");
+    if let (Some(p), Some(v)) = (&sql_runner, f.get("sql_runner"))
+        && p.extension().is_none_or(|e| e != "jar")
+    {
+        c.error(
+            v,
+            format!(
+                "`{section}.sql_runner`: `{}` must be an absolute path to a jar",
+                p.display()
+            ),
+        );
+    }
     let text = |c: &mut Checker, key: &str| {
         f.get(key)
             .filter(|v| !v.is_null())
@@ -170,6 +186,7 @@ pub fn read_settings(c: &mut Checker, n: &Node, section: &str) -> Option<YarnSet
         auth: auth?,
         session,
         accepted_timeout,
+        sql_runner,
     })
 }
 
@@ -282,7 +299,8 @@ mod tests {
         );
         let s = parse(
             "  y:\n    engine: yarn\n    yarn: {rm: [http://rm:8088], flink_home: /opt/flink, auth: simple, \
-             user: flink, session: flink-session, accepted_timeout: 90s}\n",
+             user: flink, session: flink-session, accepted_timeout: 90s, \
+             sql_runner: /opt/jobkeeper/sql-runner.jar}\n",
         )
         .unwrap();
         let EngineConfig::Yarn(y) = &s.envs["y"].engine else {
@@ -296,6 +314,17 @@ mod tests {
         );
         assert_eq!(y.session.as_deref(), Some("flink-session"));
         assert_eq!(y.accepted_timeout, Duration::from_secs(90));
+        assert_eq!(
+            y.sql_runner.as_deref(),
+            Some(std::path::Path::new("/opt/jobkeeper/sql-runner.jar"))
+        );
+        let bad = parse(
+            "  y:\n    engine: yarn\n    yarn: {rm: [http://rm:8088], flink_home: /opt/flink, \
+             sql_runner: /opt/runner.zip}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("must be an absolute path to a jar"), "{bad}");
     }
 
     #[test]

@@ -184,6 +184,7 @@ mod tests {
             auth,
             session: None,
             accepted_timeout: Duration::from_secs(60),
+            sql_runner: None,
         }
     }
 
