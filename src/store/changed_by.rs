@@ -2,8 +2,7 @@
 //! job's `desired_commit` at the commit that last changed its file (not the tip), so its author
 //! is the one shown and recorded.
 
-use rusqlite::params;
-
+use super::sql::p;
 use super::{Blocking, CommitRecord, Result, now_ms};
 
 impl Blocking {
@@ -11,22 +10,21 @@ impl Blocking {
     /// `desired_commit` (the commit that last changed its file), in one transaction. Called
     /// after [`Store::apply_commit`] for the jobs a commit before the tip last changed.
     pub fn set_changed_by(&self, changed: &[(String, CommitRecord)]) -> Result<()> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
         let now = now_ms();
-        {
-            let mut commit = tx.prepare_cached(
-                "INSERT OR IGNORE INTO commits (id, author, subject, seen_at) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            let mut job =
-                tx.prepare_cached("UPDATE jobs SET desired_commit = ?2 WHERE name = ?1")?;
+        self.tx(|db| {
             for (name, c) in changed {
-                commit.execute(params![c.id, c.author, c.subject, now])?;
-                job.execute(params![name, c.id])?;
+                db.execute(
+                    "INSERT INTO commits (id, author, subject, seen_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
+                    p![c.id, c.author, c.subject, now],
+                )?;
+                db.execute(
+                    "UPDATE jobs SET desired_commit = ?2 WHERE name = ?1",
+                    p![name, c.id],
+                )?;
             }
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 }
 
@@ -40,33 +38,47 @@ impl super::Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{commit, spec_update};
+    use super::super::tests::{commit, spec_update, stores};
     use super::*;
 
     #[test]
     fn a_job_names_the_commit_that_last_changed_it() {
-        let s = Blocking::in_memory().unwrap();
-        let tip = commit("c2");
-        s.apply_commit(
-            &tip,
-            &[spec_update("a", "dev"), spec_update("b", "dev")],
-            &[],
-        )
-        .unwrap();
-        let older = CommitRecord {
-            id: "c1".into(),
-            author: "Bob <bob@example.com>".into(),
-            subject: "b: more".into(),
-        };
-        s.set_changed_by(&[("b".into(), older.clone())]).unwrap();
-        assert_eq!(
-            s.job("a").unwrap().unwrap().desired_commit.as_deref(),
-            Some("c2")
-        );
-        assert_eq!(
-            s.job("b").unwrap().unwrap().desired_commit.as_deref(),
-            Some("c1")
-        );
-        assert_eq!(s.commit("c1").unwrap().unwrap(), older);
+        for s in stores() {
+            let tip = commit("c2");
+            s.apply_commit(
+                &tip,
+                &[spec_update("a", "dev"), spec_update("b", "dev")],
+                &[],
+            )
+            .unwrap();
+            let older = CommitRecord {
+                id: "c1".into(),
+                author: "Bob <bob@example.com>".into(),
+                subject: "b: more".into(),
+            };
+            s.set_changed_by(&[("b".into(), older.clone())]).unwrap();
+            assert_eq!(
+                s.job("a").unwrap().unwrap().desired_commit.as_deref(),
+                Some("c2")
+            );
+            assert_eq!(
+                s.job("b").unwrap().unwrap().desired_commit.as_deref(),
+                Some("c1")
+            );
+            assert_eq!(s.commit("c1").unwrap().unwrap(), older);
+            // Seen again, a commit keeps its first row.
+            let again = CommitRecord {
+                subject: "other".into(),
+                ..older.clone()
+            };
+            s.set_changed_by(&[("a".into(), again)]).unwrap();
+            assert_eq!(s.commit("c1").unwrap().unwrap(), older);
+            let all = s.commits().unwrap();
+            assert_eq!((all.len(), &all["c2"]), (2, &tip));
+            assert_eq!(
+                s.job("a").unwrap().unwrap().desired_commit.as_deref(),
+                Some("c1")
+            );
+        }
     }
 }

@@ -2,9 +2,9 @@
 //! records a commit's desired specs (on `jobs`) and its plan notes (on `events`) in one
 //! transaction.
 
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
+use super::sql::{RowRef, Sql, p};
 use super::{Blocking, EventRow, JobState, NewEvent, Result, now_ms};
 use crate::event::JobEvent;
 
@@ -53,14 +53,13 @@ pub enum DesiredUpdate {
 impl Blocking {
     /// The config commit last applied.
     pub fn applied_commit(&self) -> Result<Option<String>> {
-        Ok(self
-            .conn()?
-            .query_row(
+        self.sql(|db| {
+            db.query_opt(
                 "SELECT value FROM meta WHERE key = 'applied_commit'",
-                [],
+                p![],
                 |r| r.get(0),
             )
-            .optional()?)
+        })
     }
 
     /// Records a commit's desired specs and makes it the applied commit, in one transaction.
@@ -72,29 +71,12 @@ impl Blocking {
         updates: &[DesiredUpdate],
         notes: &[(String, JobEvent)],
     ) -> Result<()> {
-        let mut recorded = Vec::with_capacity(notes.len());
-        let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
         let now = now_ms();
-        tx.execute(
-            "INSERT OR IGNORE INTO commits (id, author, subject, seen_at) VALUES (?1, ?2, ?3, ?4)",
-            params![commit.id, commit.author, commit.subject, now],
-        )?;
-        {
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO jobs (name, path, desired, desired_hash, desired_commit, state, invalid, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?7, NULL, ?6)
-                 ON CONFLICT(name) DO UPDATE SET path = ?2, desired = ?3, desired_hash = ?4,
-                     desired_commit = ?5, invalid = NULL, updated_at = ?6",
-            )?;
-            let mut invalid = tx.prepare_cached(
-                "INSERT INTO jobs (name, path, state, invalid, reason, updated_at)
-                 VALUES (?1, ?2, ?5, ?3, 'job file is invalid', ?4)
-                 ON CONFLICT(name) DO UPDATE SET invalid = ?3, updated_at = ?4",
-            )?;
-            let mut removed = tx.prepare_cached(
-                "UPDATE jobs SET desired = NULL, desired_hash = NULL, desired_commit = ?2,
-                     invalid = NULL, updated_at = ?3 WHERE name = ?1",
+        let recorded = self.tx(|db| {
+            db.execute(
+                "INSERT INTO commits (id, author, subject, seen_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT DO NOTHING",
+                p![commit.id, commit.author, commit.subject, now],
             )?;
             for u in updates {
                 match u {
@@ -104,30 +86,43 @@ impl Blocking {
                         spec,
                         hash,
                     } => {
-                        upsert.execute(params![
-                            name,
-                            path,
-                            spec,
-                            hash,
-                            commit.id,
-                            now,
-                            JobState::Pending.as_str()
-                        ])?;
+                        db.execute(
+                            "INSERT INTO jobs (name, path, desired, desired_hash, desired_commit,
+                                 state, invalid, updated_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?7, NULL, ?6)
+                             ON CONFLICT(name) DO UPDATE SET path = ?2, desired = ?3,
+                                 desired_hash = ?4, desired_commit = ?5, invalid = NULL,
+                                 updated_at = ?6",
+                            p![
+                                name,
+                                path,
+                                spec,
+                                hash,
+                                commit.id,
+                                now,
+                                JobState::Pending.as_str()
+                            ],
+                        )?;
                     }
                     DesiredUpdate::Invalid { name, path, errors } => {
-                        invalid.execute(params![
-                            name,
-                            path,
-                            errors,
-                            now,
-                            JobState::Invalid.as_str()
-                        ])?;
+                        db.execute(
+                            "INSERT INTO jobs (name, path, state, invalid, reason, updated_at)
+                             VALUES (?1, ?2, ?5, ?3, 'job file is invalid', ?4)
+                             ON CONFLICT(name) DO UPDATE SET invalid = ?3, updated_at = ?4",
+                            p![name, path, errors, now, JobState::Invalid.as_str()],
+                        )?;
                     }
                     DesiredUpdate::Removed { name } => {
-                        removed.execute(params![name, commit.id, now])?;
+                        db.execute(
+                            "UPDATE jobs SET desired = NULL, desired_hash = NULL,
+                                 desired_commit = ?2, invalid = NULL, updated_at = ?3
+                             WHERE name = ?1",
+                            p![name, commit.id, now],
+                        )?;
                     }
                 }
             }
+            let mut recorded = Vec::with_capacity(notes.len());
             for (job, event) in notes {
                 let (kind, message) = (event.kind(), event.message());
                 let e = NewEvent {
@@ -136,7 +131,7 @@ impl Blocking {
                     ..NewEvent::new(kind, &message)
                 };
                 recorded.push(EventRow {
-                    id: super::events::insert_event(&tx, now, &e)?,
+                    id: insert_note(db, now, &e)?,
                     time: now,
                     job: Some(job.clone()),
                     run_id: None,
@@ -148,42 +143,69 @@ impl Blocking {
                     attempt: None,
                 });
             }
-        }
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('applied_commit', ?1)
-             ON CONFLICT(key) DO UPDATE SET value = ?1",
-            params![commit.id],
-        )?;
-        tx.commit()?;
-        drop(conn);
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('applied_commit', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = ?1",
+                p![commit.id],
+            )?;
+            Ok(recorded)
+        })?;
         self.forward(&recorded);
         Ok(())
     }
 
     /// A commit's author and subject, when seen.
     pub fn commit(&self, id: &str) -> Result<Option<CommitRecord>> {
-        Ok(self
-            .conn()?
-            .query_row(
+        self.sql(|db| {
+            db.query_opt(
                 "SELECT id, author, subject FROM commits WHERE id = ?1",
-                [id],
+                p![id],
                 commit_row,
             )
-            .optional()?)
+        })
     }
 
     /// Every config commit seen, by id.
     pub fn commits(&self) -> Result<std::collections::HashMap<String, CommitRecord>> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached("SELECT id, author, subject FROM commits")?;
-        let rows = st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, commit_row(r)?)))?
-            .collect::<std::result::Result<_, _>>()?;
-        Ok(rows)
+        let rows = self.sql(|db| {
+            db.query_map("SELECT id, author, subject FROM commits", p![], |r| {
+                Ok((r.get::<String>(0)?, commit_row(r)?))
+            })
+        })?;
+        Ok(rows.into_iter().collect())
     }
 }
 
-fn commit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CommitRecord> {
+/// Inserts one event in `db`'s transaction and keeps its job's summary (latest event, restart
+/// count): `events::insert_event` as one statement set for both databases, the id read back
+/// with `RETURNING`.
+fn insert_note(db: &mut dyn Sql, time: i64, e: &NewEvent<'_>) -> Result<i64> {
+    let (attempt, attempt_of) = (e.attempt.map(|a| a.n), e.attempt.map(|a| a.of));
+    let id: i64 = db.query_row(
+        "INSERT INTO events (time, job, run_id, kind, commit_id, message, attempt, attempt_of)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+        p![
+            time,
+            e.job,
+            e.run_id,
+            e.kind.as_str(),
+            e.commit_id,
+            e.message,
+            attempt,
+            attempt_of
+        ],
+        |r| r.get(0),
+    )?;
+    if let Some(job) = e.job {
+        db.execute(
+            "UPDATE jobs SET last_event_id = ?2, restarts = restarts + ?3 WHERE name = ?1",
+            p![job, id, i64::from(e.kind.counts_as_restart())],
+        )?;
+    }
+    Ok(id)
+}
+
+fn commit_row(r: &dyn RowRef) -> Result<CommitRecord> {
     Ok(CommitRecord {
         id: r.get(0)?,
         author: r.get(1)?,

@@ -5,9 +5,8 @@
 
 use std::collections::HashMap;
 
-use rusqlite::params;
-
 use super::facts::{Failure, Incidents, Stage};
+use super::sql::{ToValue, p};
 use super::{At, Blocking, JobState, Result, now_ms};
 
 /// One job's stored facts (see the module doc).
@@ -42,12 +41,14 @@ impl Blocking {
     /// name. A column that does not decode leaves that fact out and is logged: the other facts
     /// (and jobs) are still shown.
     pub fn condition_rows(&self, names: Option<&[&str]>) -> Result<HashMap<String, ConditionRow>> {
-        let filter = match names {
-            Some(_) => "j.name IN (SELECT value FROM json_each(?1))",
-            None => "NOT (j.desired IS NULL AND j.invalid IS NULL) AND ?1 IS NULL",
-        };
-        let names = names.map(serde_json::to_string).transpose()?;
-        self.condition_rows_where(filter, names)
+        match names {
+            Some(names) => {
+                let mut args = Vec::new();
+                let filter = format!("j.name {}", one_of(&mut args, names));
+                self.condition_rows_where(&filter, &args)
+            }
+            None => self.condition_rows_where("NOT (j.desired IS NULL AND j.invalid IS NULL)", &[]),
+        }
     }
 
     /// The stored facts of the jobs (still in the config repo) that may have a condition: an
@@ -67,85 +68,85 @@ impl Blocking {
             "j.incidents IS NOT NULL".into(),
             format!("j.state = '{}'", JobState::GaveUp.as_str()),
         ];
+        let mut args = Vec::new();
         if !names.is_empty() {
-            any.push("j.name IN (SELECT value FROM json_each(?1 ->> '$.names'))".into());
+            any.push(format!("j.name {}", one_of(&mut args, names)));
         }
         if !envs.is_empty() {
-            any.push(
-                "(json_valid(j.desired) AND json_extract(j.desired, '$.env')
-                     IN (SELECT value FROM json_each(?1 ->> '$.envs')))"
-                    .into(),
-            );
+            any.push(format!(
+                "(json_valid(j.desired) = 1 AND json_extract(j.desired, '$.env') {})",
+                one_of(&mut args, envs)
+            ));
         }
         let filter = format!(
-            "NOT (j.desired IS NULL AND j.invalid IS NULL) AND ?1 IS NOT NULL AND ({})",
+            "NOT (j.desired IS NULL AND j.invalid IS NULL) AND ({})",
             any.join(" OR ")
         );
-        let args = serde_json::json!({ "envs": envs, "names": names }).to_string();
-        self.condition_rows_where(&filter, Some(args))
+        self.condition_rows_where(&filter, &args)
     }
 
     fn condition_rows_where(
         &self,
         filter: &str,
-        names: Option<String>,
+        args: &[&str],
     ) -> Result<HashMap<String, ConditionRow>> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached(&format!(
+        let sql = format!(
             "SELECT j.name, j.state, j.reason, j.invalid, j.desired_hash, j.applied_hash,
-                 CASE WHEN json_valid(j.desired) THEN json_extract(j.desired, '$.env') END,
+                 CASE WHEN json_valid(j.desired) = 1 THEN json_extract(j.desired, '$.env') END,
                  j.incidents, v.failed_hash, v.failed_commit, v.failed_stage, v.failed_reason,
                  v.refused_hash, v.refused_commit, v.refused_reason
              FROM jobs j LEFT JOIN versions v ON v.job = j.name WHERE {filter}"
-        ))?;
-        let rows = st.query_map(params![names], |r| {
-            let name: String = r.get(0)?;
-            let at = At {
-                table: "jobs",
-                row: &name,
-            };
-            let state: Option<String> = r.get(1)?;
-            let incidents = at
-                .json::<Incidents>("incidents", r.get(7)?)
-                .unwrap_or_else(|e| {
-                    tracing::warn!(job = %name, "{e}");
-                    None
-                })
-                .unwrap_or_default();
-            let failed = match (
-                r.get::<_, Option<String>>(8)?,
-                r.get::<_, Option<String>>(10)?,
-            ) {
-                (Some(hash), Some(stage)) => match at.word("failed_stage", &stage, Stage::parse) {
-                    Ok(stage) => Some(Failure {
-                        hash,
-                        commit: r.get(9)?,
-                        stage,
-                        reason: r.get::<_, Option<String>>(11)?.unwrap_or_default(),
-                    }),
-                    Err(e) => {
+        );
+        let args: Vec<&dyn ToValue> = args.iter().map(|a| a as &dyn ToValue).collect();
+        let rows = self.sql(|db| {
+            db.query_map(&sql, &args, |r| {
+                let name: String = r.get(0)?;
+                let at = At {
+                    table: "jobs",
+                    row: &name,
+                };
+                let state: Option<String> = r.get(1)?;
+                let incidents = at
+                    .json::<Incidents>("incidents", r.get(7)?)
+                    .unwrap_or_else(|e| {
                         tracing::warn!(job = %name, "{e}");
                         None
+                    })
+                    .unwrap_or_default();
+                let failed = match (r.get::<Option<String>>(8)?, r.get::<Option<String>>(10)?) {
+                    (Some(hash), Some(stage)) => {
+                        match at.word("failed_stage", &stage, Stage::parse) {
+                            Ok(stage) => Some(Failure {
+                                hash,
+                                commit: r.get(9)?,
+                                stage,
+                                reason: r.get::<Option<String>>(11)?.unwrap_or_default(),
+                            }),
+                            Err(e) => {
+                                tracing::warn!(job = %name, "{e}");
+                                None
+                            }
+                        }
                     }
-                },
-                _ => None,
-            };
-            let row = ConditionRow {
-                state: state.as_deref().and_then(JobState::parse),
-                reason: r.get(2)?,
-                invalid: r.get(3)?,
-                desired_hash: r.get(4)?,
-                applied_hash: r.get(5)?,
-                desired_env: r.get(6).ok().flatten(),
-                incidents,
-                failed,
-                refused_hash: r.get(12)?,
-                refused_commit: r.get(13)?,
-                refused_reason: r.get(14)?,
-            };
-            Ok((name, row))
+                    _ => None,
+                };
+                let row = ConditionRow {
+                    state: state.as_deref().and_then(JobState::parse),
+                    reason: r.get(2)?,
+                    invalid: r.get(3)?,
+                    desired_hash: r.get(4)?,
+                    applied_hash: r.get(5)?,
+                    desired_env: r.get(6).ok().flatten(),
+                    incidents,
+                    failed,
+                    refused_hash: r.get(12)?,
+                    refused_commit: r.get(13)?,
+                    refused_reason: r.get(14)?,
+                };
+                Ok((name, row))
+            })
         })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        Ok(rows.into_iter().collect())
     }
 
     /// Replaces a job's open incidents.
@@ -153,81 +154,111 @@ impl Blocking {
         let json = (incidents != &Incidents::default())
             .then(|| serde_json::to_string(incidents))
             .transpose()?;
-        self.conn()?.execute(
-            "UPDATE jobs SET incidents = ?2, updated_at = ?3 WHERE name = ?1",
-            params![name, json, now_ms()],
-        )?;
+        self.sql(|db| {
+            db.execute(
+                "UPDATE jobs SET incidents = ?2, updated_at = ?3 WHERE name = ?1",
+                p![name, json, now_ms()],
+            )
+        })?;
         Ok(())
     }
 
     /// A job's open incidents (none when it has no row).
     pub fn incidents(&self, name: &str) -> Result<Incidents> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached("SELECT incidents FROM jobs WHERE name = ?1")?;
-        let mut rows = st.query([name])?;
-        let Some(row) = rows.next()? else {
-            return Ok(Incidents::default());
-        };
+        let json: Option<Option<String>> = self.sql(|db| {
+            db.query_opt(
+                "SELECT incidents FROM jobs WHERE name = ?1",
+                p![name],
+                |r| r.get(0),
+            )
+        })?;
         let at = At {
             table: "jobs",
             row: &name,
         };
-        Ok(at.json("incidents", row.get(0)?)?.unwrap_or_default())
+        Ok(at.json("incidents", json.flatten())?.unwrap_or_default())
     }
+}
+
+/// `IN (?k, ?k+1, ...)` for `values`, appended to `args` (numbered after those already there);
+/// `IN (NULL)`, which holds for no value, when there are none (Postgres takes no empty list).
+fn one_of<'a>(args: &mut Vec<&'a str>, values: &[&'a str]) -> String {
+    if values.is_empty() {
+        return "IN (NULL)".to_string();
+    }
+    let marks: Vec<String> = values
+        .iter()
+        .map(|v| {
+            args.push(v);
+            format!("?{}", args.len())
+        })
+        .collect();
+    format!("IN ({})", marks.join(", "))
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::VersionsRow;
-    use super::super::tests::{commit, spec_update};
+    use super::super::tests::{commit, spec_update, stores};
     use super::*;
     use crate::store::Incident;
 
     #[test]
     fn the_facts_of_a_job_read_back_typed() {
-        let s = Blocking::in_memory().unwrap();
-        s.apply_commit(
-            &commit("c1"),
-            &[spec_update("a", "dev"), spec_update("b", "prod")],
-            &[],
-        )
-        .unwrap();
-        let failed = Failure {
-            hash: "h9".into(),
-            commit: Some("c1".into()),
-            stage: Stage::Deploy,
-            reason: "refused".into(),
-        };
-        let versions = VersionsRow {
-            failed: Some(failed.clone()),
-            ..VersionsRow::default()
-        };
-        s.set_versions("a", &versions).unwrap();
-        let incidents = Incidents {
-            drift: Some(Incident {
-                run_id: 3,
-                what: "rescaled".into(),
-            }),
-            unhealthy: None,
-        };
-        s.set_incidents("a", &incidents).unwrap();
-        assert_eq!(s.incidents("a").unwrap(), incidents);
-        let rows = s.condition_rows(None).unwrap();
-        assert_eq!(rows.len(), 2);
-        let a = &rows["a"];
-        assert_eq!(a.failed.as_ref(), Some(&failed));
-        assert_eq!(a.incidents, incidents);
-        assert_eq!(a.desired_env.as_deref(), Some("dev"));
-        assert_eq!(a.state, Some(JobState::Pending));
-        let maybe = s.problem_rows(&[], &[]).unwrap();
-        assert_eq!(maybe.keys().collect::<Vec<_>>(), ["a"], "only a has a fact");
-        let maybe = s.problem_rows(&["prod"], &[]).unwrap();
-        assert_eq!(maybe.len(), 2, "b's env does not answer");
-        assert_eq!(s.problem_rows(&[], &["b"]).unwrap().len(), 2);
-        let only_b = s.condition_rows(Some(&["b"])).unwrap();
-        assert_eq!(only_b.keys().collect::<Vec<_>>(), ["b"]);
-        assert_eq!(only_b["b"].failed, None);
-        s.set_incidents("a", &Incidents::default()).unwrap();
-        assert_eq!(s.incidents("a").unwrap(), Incidents::default());
+        for s in stores() {
+            s.apply_commit(
+                &commit("c1"),
+                &[spec_update("a", "dev"), spec_update("b", "prod")],
+                &[],
+            )
+            .unwrap();
+            let failed = Failure {
+                hash: "h9".into(),
+                commit: Some("c1".into()),
+                stage: Stage::Deploy,
+                reason: "refused".into(),
+            };
+            let versions = VersionsRow {
+                failed: Some(failed.clone()),
+                ..VersionsRow::default()
+            };
+            s.set_versions("a", &versions).unwrap();
+            let incidents = Incidents {
+                drift: Some(Incident {
+                    run_id: 3,
+                    what: "rescaled".into(),
+                }),
+                unhealthy: None,
+            };
+            s.set_incidents("a", &incidents).unwrap();
+            assert_eq!(s.incidents("a").unwrap(), incidents);
+            let rows = s.condition_rows(None).unwrap();
+            assert_eq!(rows.len(), 2);
+            let a = &rows["a"];
+            assert_eq!(a.failed.as_ref(), Some(&failed));
+            assert_eq!(a.incidents, incidents);
+            assert_eq!(a.desired_env.as_deref(), Some("dev"));
+            assert_eq!(a.state, Some(JobState::Pending));
+            let maybe = s.problem_rows(&[], &[]).unwrap();
+            assert_eq!(maybe.keys().collect::<Vec<_>>(), ["a"], "only a has a fact");
+            let maybe = s.problem_rows(&["prod"], &[]).unwrap();
+            assert_eq!(maybe.len(), 2, "b's env does not answer");
+            assert_eq!(s.problem_rows(&[], &["b"]).unwrap().len(), 2);
+            let only_b = s.condition_rows(Some(&["b"])).unwrap();
+            assert_eq!(only_b.keys().collect::<Vec<_>>(), ["b"]);
+            assert_eq!(only_b["b"].failed, None);
+            s.set_incidents("a", &Incidents::default()).unwrap();
+            assert_eq!(s.incidents("a").unwrap(), Incidents::default());
+            assert_eq!(s.incidents("nobody").unwrap(), Incidents::default());
+            assert!(s.condition_rows(Some(&[])).unwrap().is_empty());
+            let both = s.problem_rows(&["dev"], &["b"]).unwrap();
+            assert_eq!(both.len(), 2, "a by its env, b by its name");
+            s.set_state("b", JobState::GaveUp, Some("too many restarts"))
+                .unwrap();
+            let b = &s.problem_rows(&[], &[]).unwrap()["b"];
+            assert_eq!(b.state, Some(JobState::GaveUp));
+            assert_eq!(b.reason.as_deref(), Some("too many restarts"));
+            assert_eq!(b.desired_env.as_deref(), Some("prod"));
+        }
     }
 }

@@ -4,10 +4,10 @@
 //! refused by a rollback (its hash, config commit and why), which is not tried again until a
 //! commit changes the job file.
 
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::facts::{Failure, Stage};
+use super::sql::p;
 use super::{Blocking, Result, now_ms};
 use crate::build::Artifact;
 use crate::spec::JobSpec;
@@ -49,38 +49,38 @@ pub struct VersionsRow {
 impl Blocking {
     /// The job's row (empty when it has none).
     pub fn versions(&self, job: &str) -> Result<VersionsRow> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached(
-            "SELECT prev_spec, prev_hash, prev_artifact, prev_restore, prev_commit,
-                    probation_until, refused_hash, refused_commit, refused_reason,
-                    failed_hash, failed_commit, failed_stage, failed_reason
-             FROM versions WHERE job = ?1",
-        )?;
-        let row = st
-            .query_row([job], |r| {
-                Ok((
-                    r.get::<_, Option<String>>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    VersionsRow {
-                        previous: None,
-                        probation_until: r.get(5)?,
-                        refused_hash: r.get(6)?,
-                        refused_commit: r.get(7)?,
-                        refused_reason: r.get(8)?,
-                        failed: None,
-                    },
-                    (
-                        r.get::<_, Option<String>>(9)?,
-                        r.get::<_, Option<String>>(10)?,
-                        r.get::<_, Option<String>>(11)?,
-                        r.get::<_, Option<String>>(12)?,
-                    ),
-                ))
-            })
-            .optional()?;
+        let row = self.sql(|db| {
+            db.query_opt(
+                "SELECT prev_spec, prev_hash, prev_artifact, prev_restore, prev_commit,
+                        probation_until, refused_hash, refused_commit, refused_reason,
+                        failed_hash, failed_commit, failed_stage, failed_reason
+                 FROM versions WHERE job = ?1",
+                p![job],
+                |r| {
+                    Ok((
+                        r.get::<Option<String>>(0)?,
+                        r.get::<Option<String>>(1)?,
+                        r.get::<Option<String>>(2)?,
+                        r.get::<Option<String>>(3)?,
+                        r.get::<Option<String>>(4)?,
+                        VersionsRow {
+                            previous: None,
+                            probation_until: r.get(5)?,
+                            refused_hash: r.get(6)?,
+                            refused_commit: r.get(7)?,
+                            refused_reason: r.get(8)?,
+                            failed: None,
+                        },
+                        (
+                            r.get::<Option<String>>(9)?,
+                            r.get::<Option<String>>(10)?,
+                            r.get::<Option<String>>(11)?,
+                            r.get::<Option<String>>(12)?,
+                        ),
+                    ))
+                },
+            )
+        })?;
         let Some((spec, hash, artifact, restore, commit, mut out, failed)) = row else {
             return Ok(VersionsRow::default());
         };
@@ -116,30 +116,41 @@ impl Blocking {
             .and_then(|p| p.artifact.as_ref())
             .map(serde_json::to_string)
             .transpose()?;
-        self.conn()?.execute(
-            "INSERT OR REPLACE INTO versions (job, prev_spec, prev_hash, prev_artifact,
+        // Every column is set: the row is replaced whole.
+        self.sql(|db| {
+            db.execute(
+                "INSERT INTO versions (job, prev_spec, prev_hash, prev_artifact,
                  prev_restore, prev_commit, probation_until, refused_hash, refused_commit,
                  refused_reason, updated_at, failed_hash, failed_commit, failed_stage,
                  failed_reason)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            params![
-                job,
-                spec,
-                prev.map(|p| p.hash.as_str()),
-                artifact,
-                prev.and_then(|p| p.restore.as_deref()),
-                prev.and_then(|p| p.commit.as_deref()),
-                row.probation_until,
-                row.refused_hash,
-                row.refused_commit,
-                row.refused_reason,
-                now_ms(),
-                row.failed.as_ref().map(|f| f.hash.as_str()),
-                row.failed.as_ref().and_then(|f| f.commit.as_deref()),
-                row.failed.as_ref().map(|f| f.stage.as_str()),
-                row.failed.as_ref().map(|f| f.reason.as_str()),
-            ],
-        )?;
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+             ON CONFLICT (job) DO UPDATE SET prev_spec = excluded.prev_spec,
+                 prev_hash = excluded.prev_hash, prev_artifact = excluded.prev_artifact,
+                 prev_restore = excluded.prev_restore, prev_commit = excluded.prev_commit,
+                 probation_until = excluded.probation_until,
+                 refused_hash = excluded.refused_hash, refused_commit = excluded.refused_commit,
+                 refused_reason = excluded.refused_reason, updated_at = excluded.updated_at,
+                 failed_hash = excluded.failed_hash, failed_commit = excluded.failed_commit,
+                 failed_stage = excluded.failed_stage, failed_reason = excluded.failed_reason",
+                p![
+                    job,
+                    spec,
+                    prev.map(|p| p.hash.as_str()),
+                    artifact,
+                    prev.and_then(|p| p.restore.as_deref()),
+                    prev.and_then(|p| p.commit.as_deref()),
+                    row.probation_until,
+                    row.refused_hash,
+                    row.refused_commit,
+                    row.refused_reason,
+                    now_ms(),
+                    row.failed.as_ref().map(|f| f.hash.as_str()),
+                    row.failed.as_ref().and_then(|f| f.commit.as_deref()),
+                    row.failed.as_ref().map(|f| f.stage.as_str()),
+                    row.failed.as_ref().map(|f| f.reason.as_str()),
+                ],
+            )
+        })?;
         Ok(())
     }
 }
@@ -150,37 +161,38 @@ mod tests {
 
     #[test]
     fn a_row_round_trips_and_a_missing_one_is_empty() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Blocking::open(&dir.path().join("s.db")).unwrap();
-        assert_eq!(store.versions("a").unwrap(), VersionsRow::default());
-        let spec = crate::spec::parse_job(
-            "a.yaml",
-            b"env: dev\nparams: {command: [x]}\n",
-            crate::spec::Context::default(),
-        )
-        .unwrap();
-        let row = VersionsRow {
-            previous: Some(Box::new(PreviousVersion {
-                spec,
-                hash: "h1".into(),
-                artifact: None,
-                restore: Some("file:/sp/1".into()),
-                commit: Some("abc".into()),
-            })),
-            probation_until: Some(42),
-            refused_hash: Some("h2".into()),
-            refused_commit: Some("def".into()),
-            refused_reason: Some("exit 1".into()),
-            failed: Some(Failure {
-                hash: "h3".into(),
-                commit: Some("ghi".into()),
-                stage: Stage::Move,
-                reason: "refused".into(),
-            }),
-        };
-        store.set_versions("a", &row).unwrap();
-        assert_eq!(store.versions("a").unwrap(), row);
-        store.set_versions("a", &VersionsRow::default()).unwrap();
-        assert_eq!(store.versions("a").unwrap(), VersionsRow::default());
+        for store in crate::store::tests::stores() {
+            assert_eq!(store.versions("a").unwrap(), VersionsRow::default());
+            let spec = crate::spec::parse_job(
+                "a.yaml",
+                b"env: dev\nparams: {command: [x]}\n",
+                crate::spec::Context::default(),
+            )
+            .unwrap();
+            let row = VersionsRow {
+                previous: Some(Box::new(PreviousVersion {
+                    spec,
+                    hash: "h1".into(),
+                    artifact: None,
+                    restore: Some("file:/sp/1".into()),
+                    commit: Some("abc".into()),
+                })),
+                probation_until: Some(42),
+                refused_hash: Some("h2".into()),
+                refused_commit: Some("def".into()),
+                refused_reason: Some("exit 1".into()),
+                failed: Some(Failure {
+                    hash: "h3".into(),
+                    commit: Some("ghi".into()),
+                    stage: Stage::Move,
+                    reason: "refused".into(),
+                }),
+            };
+            store.set_versions("a", &row).unwrap();
+            assert_eq!(store.versions("a").unwrap(), row);
+            store.set_versions("a", &VersionsRow::default()).unwrap();
+            assert_eq!(store.versions("a").unwrap(), VersionsRow::default());
+            assert_eq!(store.versions("b").unwrap(), VersionsRow::default());
+        }
     }
 }
