@@ -195,7 +195,8 @@ mod tests {
         for st in AlertStatus::ALL {
             assert_eq!(AlertStatus::parse(st.as_str()), Some(st));
         }
-        s.conn().unwrap()
+        s.conn()
+            .unwrap()
             .execute_batch("UPDATE alerts_sent SET status = 'lost'")
             .unwrap();
         let err = s.alerts_sent(5).unwrap_err();

@@ -320,7 +320,8 @@ mod tests {
                 Path::new("/logs"),
             )
             .unwrap();
-        s.conn().unwrap()
+        s.conn()
+            .unwrap()
             .execute(
                 "UPDATE runs SET started_at = ?2 WHERE id = ?1",
                 params![id, started],
@@ -443,7 +444,8 @@ mod tests {
         let s = Blocking::open(&dir.path().join("s.db")).unwrap();
         s.apply_commit(&commit("c1"), &[spec_update("a", "dev")], &[])
             .unwrap();
-        s.conn().unwrap()
+        s.conn()
+            .unwrap()
             .pragma_update(None, "wal_autocheckpoint", 0)
             .unwrap();
         for i in 0..20 {

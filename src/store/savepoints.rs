@@ -131,7 +131,8 @@ mod tests {
         for k in SavepointKind::ALL {
             assert_eq!(SavepointKind::parse(k.as_str()), Some(k));
         }
-        s.conn().unwrap()
+        s.conn()
+            .unwrap()
             .execute_batch("UPDATE savepoints SET kind = 'snapshot' WHERE id = 1")
             .unwrap();
         let err = s.savepoints("a", 10).unwrap_err();
