@@ -122,14 +122,21 @@ impl Blocking {
         event: EventKind,
         commit_id: Option<&str>,
     ) -> Result<Option<i64>> {
-        self.sql(|db| {
-            db.one(
-                "SELECT MAX(sent_at) FROM alerts_sent
-                 WHERE job IS NOT DISTINCT FROM ?1 AND event = ?2
-                   AND commit_id IS NOT DISTINCT FROM ?3",
-                p![job, event.as_str(), commit_id],
-            )
-        })
+        // `= ?1` or `IS NULL` rather than `IS NOT DISTINCT FROM ?1`, which PostgreSQL cannot
+        // look up in an index.
+        let is = |column: &str, n: u8, some: bool| {
+            if some {
+                format!("{column} = ?{n}")
+            } else {
+                format!("{column} IS NULL AND CAST(?{n} AS TEXT) IS NULL")
+            }
+        };
+        let sql = format!(
+            "SELECT MAX(sent_at) FROM alerts_sent WHERE {} AND event = ?2 AND {}",
+            is("job", 1, job.is_some()),
+            is("commit_id", 3, commit_id.is_some())
+        );
+        self.sql(|db| db.one(&sql, p![job, event.as_str(), commit_id]))
     }
 
     /// The latest alert deliveries, newest first.

@@ -203,16 +203,20 @@ impl Blocking {
     /// Deletes at most `limit` events of `job` (`None`: the daemon's own events) older than
     /// `before_ms`, keeping the job's latest event; returns how many went.
     pub fn prune_events(&self, job: Option<&str>, before_ms: i64, limit: usize) -> Result<usize> {
-        self.handing_on(|db| {
-            db.execute(
-                "DELETE FROM events WHERE id IN (
-                     SELECT id FROM events WHERE job IS NOT DISTINCT FROM ?1 AND time < ?2
-                     AND id < COALESCE((SELECT MAX(id) FROM events
-                                        WHERE job IS NOT DISTINCT FROM ?1), 0)
-                     ORDER BY time LIMIT ?3)",
-                p![job, before_ms, limit as i64],
-            )
-        })
+        // `job = ?1` rather than `job IS NOT DISTINCT FROM ?1`, which PostgreSQL cannot look
+        // up in an index.
+        let of_job = if job.is_some() {
+            "job = ?1"
+        } else {
+            "job IS NULL AND CAST(?1 AS TEXT) IS NULL"
+        };
+        let sql = format!(
+            "DELETE FROM events WHERE id IN (
+                 SELECT id FROM events WHERE {of_job} AND time < ?2
+                 AND id < COALESCE((SELECT MAX(id) FROM events WHERE {of_job}), 0)
+                 ORDER BY time LIMIT ?3)"
+        );
+        self.handing_on(|db| db.execute(&sql, p![job, before_ms, limit as i64]))
     }
 
     /// Takes out of the store at most `limit` retained checkpoints of ended runs recorded
@@ -428,6 +432,20 @@ mod tests {
         assert_eq!(s.prune_events(Some("a"), 0, 100).unwrap(), 0);
         assert_eq!(s.events(Some("a"), 10).unwrap().len(), 1);
         assert_eq!(s.last_events().unwrap()["a"].kind, EventKind::Started);
+        // The daemon's own events: the older ones go, the latest stays.
+        for _ in 0..2 {
+            s.event(&NewEvent::new(EventKind::RepoUnreachable, "x"))
+                .unwrap();
+        }
+        assert_eq!(s.prune_events(None, far, 100).unwrap(), 2);
+        assert_eq!(s.prune_events(None, far, 100).unwrap(), 0);
+        let left: Vec<_> = s
+            .events(None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.job)
+            .collect();
+        assert_eq!(left, [None, Some("b".to_string()), Some("a".to_string())]);
     }
 
     #[test]
