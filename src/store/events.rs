@@ -260,14 +260,14 @@ impl Blocking {
     }
 }
 
-/// Where [`insert_event`] writes: an operation's transaction as [`Sql`] (`&mut *db`), or a
-/// SQLite transaction of a caller still written against `rusqlite`.
+/// Where [`insert_event`] writes: an operation's transaction as [`Sql`] (`&mut *db` to go on
+/// using `db`), or a SQLite transaction of a caller still written against `rusqlite`.
 pub(super) trait EventTx {
     /// Runs `f` on it.
     fn with<T>(self, f: impl FnOnce(&mut dyn Sql) -> Result<T>) -> Result<T>;
 }
 
-impl EventTx for &mut dyn Sql {
+impl EventTx for &mut (dyn Sql + '_) {
     fn with<T>(self, f: impl FnOnce(&mut dyn Sql) -> Result<T>) -> Result<T> {
         f(self)
     }
@@ -450,6 +450,34 @@ pub(super) mod tests {
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[1], (id, EventKind::Failed));
         assert_eq!(s.last_event_id().unwrap(), id);
+    }
+
+    #[test]
+    fn events_written_in_an_operations_transaction_are_all_kept() {
+        for s in crate::store::tests::stores() {
+            add_jobs(&s, &["a"]);
+            let ids = s
+                .tx(|db| {
+                    let mut ids = Vec::new();
+                    for kind in [EventKind::Restarted, EventKind::Failed] {
+                        let e = NewEvent {
+                            job: Some("a"),
+                            ..NewEvent::new(kind, "m")
+                        };
+                        ids.push(insert_event(&mut *db, 5, &e)?);
+                    }
+                    Ok(ids)
+                })
+                .unwrap();
+            let stored: Vec<i64> = s
+                .events(Some("a"), 10)
+                .unwrap()
+                .iter()
+                .map(|e| e.id)
+                .collect();
+            assert_eq!(stored, [ids[1], ids[0]]);
+            assert_eq!(s.last_events().unwrap()["a"].id, ids[1]);
+        }
     }
 
     #[test]
