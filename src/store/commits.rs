@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::sql::{RowRef, Sql, p};
+use super::sql::{RowRef, p};
 use super::{Blocking, EventRow, JobState, NewEvent, Result, now_ms};
 use crate::event::JobEvent;
 
@@ -131,7 +131,7 @@ impl Blocking {
                     ..NewEvent::new(kind, &message)
                 };
                 recorded.push(EventRow {
-                    id: insert_note(db, now, &e)?,
+                    id: super::events::insert_event(&mut *db, now, &e)?,
                     time: now,
                     job: Some(job.clone()),
                     run_id: None,
@@ -174,35 +174,6 @@ impl Blocking {
         })?;
         Ok(rows.into_iter().collect())
     }
-}
-
-/// Inserts one event in `db`'s transaction and keeps its job's summary (latest event, restart
-/// count): `events::insert_event` as one statement set for both databases, the id read back
-/// with `RETURNING`.
-fn insert_note(db: &mut dyn Sql, time: i64, e: &NewEvent<'_>) -> Result<i64> {
-    let (attempt, attempt_of) = (e.attempt.map(|a| a.n), e.attempt.map(|a| a.of));
-    let id: i64 = db.query_row(
-        "INSERT INTO events (time, job, run_id, kind, commit_id, message, attempt, attempt_of)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
-        p![
-            time,
-            e.job,
-            e.run_id,
-            e.kind.as_str(),
-            e.commit_id,
-            e.message,
-            attempt,
-            attempt_of
-        ],
-        |r| r.get(0),
-    )?;
-    if let Some(job) = e.job {
-        db.execute(
-            "UPDATE jobs SET last_event_id = ?2, restarts = restarts + ?3 WHERE name = ?1",
-            p![job, id, i64::from(e.kind.counts_as_restart())],
-        )?;
-    }
-    Ok(id)
 }
 
 fn commit_row(r: &dyn RowRef) -> Result<CommitRecord> {

@@ -7,10 +7,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{At, Blocking, Result, collect, now_ms};
+use super::sql::{RowRef, Sql, p};
+use super::{At, Blocking, Result, now_ms};
 use crate::event::{Attempt, EventKind};
 
 /// An event in the history.
@@ -81,33 +81,31 @@ pub type EventSink = Arc<dyn Fn(&EventRow) + Send + Sync>;
 const EVENT_COLUMNS: &str = "e.id, e.time, e.job, e.run_id, e.kind, e.commit_id, c.author, \
      c.subject, e.message, e.attempt, e.attempt_of";
 
-fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<EventRow>> {
-    Ok((|| {
-        let id: i64 = r.get(0)?;
-        let at = At {
-            table: "events",
-            row: &id,
-        };
-        let word: String = r.get(4)?;
-        let kind = EventKind::parse(&word)
-            .ok_or_else(|| at.error("kind", format!("unknown event kind `{word}`")))?;
-        let attempt = match (r.get::<_, Option<u32>>(9)?, r.get::<_, Option<u32>>(10)?) {
-            (Some(n), Some(of)) => Some(Attempt { n, of }),
-            _ => None,
-        };
-        Ok(EventRow {
-            id,
-            time: r.get(1)?,
-            job: r.get(2)?,
-            run_id: r.get(3)?,
-            kind,
-            commit_id: r.get(5)?,
-            author: r.get(6)?,
-            subject: r.get(7)?,
-            message: r.get(8)?,
-            attempt,
-        })
-    })())
+fn event_row(r: &dyn RowRef) -> Result<EventRow> {
+    let id: i64 = r.get(0)?;
+    let at = At {
+        table: "events",
+        row: &id,
+    };
+    let word: String = r.get(4)?;
+    let kind = EventKind::parse(&word)
+        .ok_or_else(|| at.error("kind", format!("unknown event kind `{word}`")))?;
+    let attempt = match (r.get::<Option<u32>>(9)?, r.get::<Option<u32>>(10)?) {
+        (Some(n), Some(of)) => Some(Attempt { n, of }),
+        _ => None,
+    };
+    Ok(EventRow {
+        id,
+        time: r.get(1)?,
+        job: r.get(2)?,
+        run_id: r.get(3)?,
+        kind,
+        commit_id: r.get(5)?,
+        author: r.get(6)?,
+        subject: r.get(7)?,
+        message: r.get(8)?,
+        attempt,
+    })
 }
 
 impl Blocking {
@@ -147,11 +145,7 @@ impl Blocking {
     /// Records an event (and, for a job's event, the job's summary); returns its id.
     pub fn event(&self, e: &NewEvent<'_>) -> Result<i64> {
         let time = now_ms();
-        let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
-        let id = insert_event(&tx, time, e)?;
-        tx.commit()?;
-        drop(conn);
+        let id = self.tx(|db| insert_event(db, time, e))?;
         self.forward(&[EventRow {
             id,
             time,
@@ -169,60 +163,52 @@ impl Blocking {
 
     /// The latest events (of one job, or all), newest first.
     pub fn events(&self, job: Option<&str>, limit: usize) -> Result<Vec<EventRow>> {
-        let conn = self.conn()?;
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events e LEFT JOIN commits c ON c.id = e.commit_id
              {} ORDER BY e.id DESC LIMIT ?2",
             if job.is_some() {
                 "WHERE e.job = ?1"
             } else {
-                "WHERE ?1 IS NULL"
+                "WHERE CAST(?1 AS TEXT) IS NULL"
             }
         );
-        let mut st = conn.prepare_cached(&sql)?;
-        collect(st.query_map(params![job, limit as i64], event_row)?)
+        self.sql(|db| db.query_map(&sql, p![job, limit as i64], event_row))
     }
 
     /// The latest event of each job that has one, by job.
     pub fn last_events(&self) -> Result<HashMap<String, EventRow>> {
-        let conn = self.conn()?;
-        // `jobs.last_event_id` is kept by a trigger: one indexed lookup per job.
-        let mut st = conn.prepare_cached(&format!(
+        // `jobs.last_event_id` is kept by the event writes: one indexed lookup per job.
+        let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM jobs j JOIN events e ON e.id = j.last_event_id
              LEFT JOIN commits c ON c.id = e.commit_id"
-        ))?;
-        let mut out = HashMap::new();
-        for row in st.query_map([], event_row)? {
-            let e = row??;
-            if let Some(job) = e.job.clone() {
-                out.insert(job, e);
-            }
-        }
-        Ok(out)
+        );
+        let rows = self.sql(|db| db.query_map(&sql, p![], event_row))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|e| Some((e.job.clone()?, e)))
+            .collect())
     }
 
     /// The events with these ids, by id (the latest events of a page of jobs).
     pub fn events_by_ids(&self, ids: &[i64]) -> Result<HashMap<i64, EventRow>> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached(&format!(
+        let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events e LEFT JOIN commits c ON c.id = e.commit_id
              WHERE e.id = ?1"
-        ))?;
-        let mut out = HashMap::with_capacity(ids.len());
-        for id in ids {
-            if let Some(e) = st.query_row([id], event_row).optional()? {
-                let e = e?;
-                out.insert(e.id, e);
+        );
+        self.sql(|db| {
+            let mut out = HashMap::with_capacity(ids.len());
+            for id in ids {
+                if let Some(e) = db.query_opt(&sql, p![id], event_row)? {
+                    out.insert(e.id, e);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// The highest event id recorded so far (0 when none).
     pub fn last_event_id(&self) -> Result<i64> {
-        Ok(self
-            .conn()?
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
+        self.sql(|db| db.one("SELECT COALESCE(MAX(id), 0) FROM events", p![]))
     }
 
     /// The restart policy's restarts of `job` still counted at `now_ms` (Unix ms): those since
@@ -231,17 +217,14 @@ impl Blocking {
     /// recorded as attempt `n` had `n - 1` counted restarts before it). Unix times (ms), newest
     /// first; at most `most` of them.
     pub fn counted_restarts(&self, job: &str, since_ms: i64, most: u32) -> Result<Vec<i64>> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached(
-            "SELECT time, attempt FROM events
-             WHERE job = ?1 AND kind = ?2 AND attempt IS NOT NULL AND time >= ?3
-               AND id > (SELECT COALESCE(MAX(id), 0) FROM events
-                         WHERE job = ?1 AND kind IN (?4, ?5, ?6))
-             ORDER BY id DESC LIMIT ?7",
-        )?;
-        let rows: Vec<(i64, u32)> = st
-            .query_map(
-                params![
+        let rows: Vec<(i64, u32)> = self.sql(|db| {
+            db.query_map(
+                "SELECT time, attempt FROM events
+                 WHERE job = ?1 AND kind = ?2 AND attempt IS NOT NULL AND time >= ?3
+                   AND id > (SELECT COALESCE(MAX(id), 0) FROM events
+                             WHERE job = ?1 AND kind IN (?4, ?5, ?6))
+                 ORDER BY id DESC LIMIT ?7",
+                p![
                     job,
                     EventKind::Restarted.as_str(),
                     since_ms,
@@ -251,8 +234,8 @@ impl Blocking {
                     i64::from(most)
                 ],
                 |r| Ok((r.get(0)?, r.get(1)?)),
-            )?
-            .collect::<std::result::Result<_, _>>()?;
+            )
+        })?;
         // The newest restart counted `n - 1` before it: older ones were forgotten (a new
         // version that did not deploy, or they left the window then).
         let counted = rows.first().map_or(0, |(_, n)| *n as usize);
@@ -261,59 +244,160 @@ impl Blocking {
 
     /// The restart attempt that started a run, when the restart policy started it.
     pub fn run_attempt(&self, run_id: i64) -> Result<Option<Attempt>> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached(
-            "SELECT attempt, attempt_of FROM events
-             WHERE run_id = ?1 AND attempt IS NOT NULL ORDER BY id LIMIT 1",
-        )?;
-        let mut rows = st.query([run_id])?;
-        let Some(row) = rows.next()? else {
-            return Ok(None);
-        };
-        Ok(Some(Attempt {
-            n: row.get(0)?,
-            of: row.get(1)?,
-        }))
+        self.sql(|db| {
+            db.query_opt(
+                "SELECT attempt, attempt_of FROM events
+                 WHERE run_id = ?1 AND attempt IS NOT NULL ORDER BY id LIMIT 1",
+                p![run_id],
+                |r| {
+                    Ok(Attempt {
+                        n: r.get(0)?,
+                        of: r.get(1)?,
+                    })
+                },
+            )
+        })
     }
 }
 
-/// Inserts one event inside `tx` and keeps its job's summary (latest event, restart count).
-pub(super) fn insert_event(
-    tx: &rusqlite::Transaction<'_>,
-    time: i64,
-    e: &NewEvent<'_>,
-) -> Result<i64> {
+/// Inserts one event inside a transaction and keeps its job's summary (latest event, restart
+/// count).
+pub(super) fn insert_event(db: &mut dyn Sql, time: i64, e: &NewEvent<'_>) -> Result<i64> {
     let (attempt, attempt_of) = (e.attempt.map(|a| a.n), e.attempt.map(|a| a.of));
-    tx.prepare_cached(
+    let id: i64 = db.one(
         "INSERT INTO events (time, job, run_id, kind, commit_id, message, attempt, attempt_of)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![
-        time,
-        e.job,
-        e.run_id,
-        e.kind.as_str(),
-        e.commit_id,
-        e.message,
-        attempt,
-        attempt_of
-    ])?;
-    let id = tx.last_insert_rowid();
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+        p![
+            time,
+            e.job,
+            e.run_id,
+            e.kind.as_str(),
+            e.commit_id,
+            e.message,
+            attempt,
+            attempt_of
+        ],
+    )?;
     if let Some(job) = e.job {
-        tx.prepare_cached(
+        db.execute(
             "UPDATE jobs SET last_event_id = ?2, restarts = restarts + ?3 WHERE name = ?1",
-        )?
-        .execute(params![job, id, i64::from(e.kind.counts_as_restart())])?;
+            p![job, id, i64::from(e.kind.counts_as_restart())],
+        )?;
     }
     Ok(id)
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Mutex;
 
     use super::super::tests::{commit, spec_update};
     use super::*;
+
+    /// Rows for jobs `names` (pending, no spec), written straight into `jobs` so the tests of
+    /// this part of the store need none of the job operations.
+    pub(crate) fn add_jobs(s: &Blocking, names: &[&str]) {
+        s.sql(|db| {
+            for name in names {
+                db.execute(
+                    "INSERT INTO jobs (name, path, state, updated_at) VALUES (?1, ?2, ?3, 0)",
+                    p![name, format!("jobs/{name}.yaml"), "pending"],
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// A commit row, written straight into `commits`.
+    pub(crate) fn add_commit(s: &Blocking, id: &str) {
+        s.sql(|db| {
+            db.execute(
+                "INSERT INTO commits (id, author, subject, seen_at) VALUES (?1, ?2, ?3, 0)",
+                p![id, "Ann <ann@example.com>", "s"],
+            )
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn events_are_recorded_read_back_and_forwarded_on_every_backend() {
+        for s in crate::store::tests::stores() {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let seen2 = seen.clone();
+            s.set_event_sink(Arc::new(move |e: &EventRow| {
+                seen2.lock().unwrap().push((e.id, e.kind));
+            }));
+            add_jobs(&s, &["a", "b"]);
+            add_commit(&s, "c1");
+            assert_eq!(s.last_event_id().unwrap(), 0);
+            let failed = s
+                .event(&NewEvent {
+                    job: Some("a"),
+                    commit_id: Some("c1"),
+                    ..NewEvent::new(EventKind::Failed, "exit 1")
+                })
+                .unwrap();
+            let restarted = s
+                .event(&NewEvent {
+                    job: Some("a"),
+                    run_id: Some(7),
+                    attempt: Some(Attempt { n: 2, of: 3 }),
+                    ..NewEvent::new(EventKind::Restarted, "resubmitted")
+                })
+                .unwrap();
+            let daemon = s
+                .event(&NewEvent::new(EventKind::RepoUnreachable, "x"))
+                .unwrap();
+            assert_eq!(
+                *seen.lock().unwrap(),
+                [
+                    (failed, EventKind::Failed),
+                    (restarted, EventKind::Restarted),
+                    (daemon, EventKind::RepoUnreachable)
+                ]
+            );
+            assert_eq!(s.last_event_id().unwrap(), daemon);
+            let all = s.events(None, 10).unwrap();
+            assert_eq!(
+                all.iter().map(|e| e.id).collect::<Vec<_>>(),
+                [daemon, restarted, failed]
+            );
+            let of_a = s.events(Some("a"), 1).unwrap();
+            assert_eq!(
+                (of_a.len(), of_a[0].attempt, of_a[0].run_id),
+                (1, Some(Attempt { n: 2, of: 3 }), Some(7))
+            );
+            let by_id = s.events_by_ids(&[failed, daemon, daemon + 100]).unwrap();
+            assert_eq!(by_id.len(), 2);
+            let f = &by_id[&failed];
+            assert_eq!(
+                (
+                    f.commit_id.as_deref(),
+                    f.author.as_deref(),
+                    f.message.as_str()
+                ),
+                (Some("c1"), Some("Ann <ann@example.com>"), "exit 1")
+            );
+            assert_eq!(s.run_attempt(7).unwrap(), Some(Attempt { n: 2, of: 3 }));
+            assert_eq!(s.run_attempt(8).unwrap(), None);
+            let last = s.last_events().unwrap();
+            assert_eq!(
+                (last.len(), last["a"].id, last.contains_key("b")),
+                (1, restarted, false)
+            );
+            // A kind this build does not know is an error naming the row.
+            s.sql(|db| {
+                db.execute(
+                    "UPDATE events SET kind = 'exploded' WHERE id = ?1",
+                    p![daemon],
+                )
+            })
+            .unwrap();
+            let err = s.events(None, 10).unwrap_err();
+            assert!(err.to_string().contains("`exploded`"), "{err}");
+        }
+    }
 
     #[test]
     fn events_reach_the_sink_after_they_are_recorded() {
@@ -348,7 +432,61 @@ mod tests {
     }
 
     #[test]
+    fn events_written_in_an_operations_transaction_are_all_kept() {
+        for s in crate::store::tests::stores() {
+            add_jobs(&s, &["a"]);
+            let ids = s
+                .tx(|db| {
+                    let mut ids = Vec::new();
+                    for kind in [EventKind::Restarted, EventKind::Failed] {
+                        let e = NewEvent {
+                            job: Some("a"),
+                            ..NewEvent::new(kind, "m")
+                        };
+                        ids.push(insert_event(&mut *db, 5, &e)?);
+                    }
+                    Ok(ids)
+                })
+                .unwrap();
+            let stored: Vec<i64> = s
+                .events(Some("a"), 10)
+                .unwrap()
+                .iter()
+                .map(|e| e.id)
+                .collect();
+            assert_eq!(stored, [ids[1], ids[0]]);
+            assert_eq!(s.last_events().unwrap()["a"].id, ids[1]);
+        }
+    }
+
+    #[test]
     fn each_job_keeps_its_latest_event_and_restart_count() {
+        for s in crate::store::tests::stores() {
+            add_jobs(&s, &["a"]);
+            for kind in [
+                EventKind::Restarted,
+                EventKind::Failed,
+                EventKind::Restarted,
+            ] {
+                s.event(&NewEvent {
+                    job: Some("a"),
+                    ..NewEvent::new(kind, "m")
+                })
+                .unwrap();
+            }
+            s.event(&NewEvent::new(EventKind::RepoUnreachable, "x"))
+                .unwrap();
+            let restarts: i64 = s
+                .sql(|db| db.one("SELECT restarts FROM jobs WHERE name = ?1", p!["a"]))
+                .unwrap();
+            assert_eq!(restarts, 2);
+            assert_eq!(s.last_events().unwrap()["a"].kind, "restarted");
+            assert_eq!(s.last_events().unwrap().len(), 1);
+        }
+    }
+
+    #[test]
+    fn each_job_keeps_its_restart_count_through_a_commit() {
         let s = Blocking::in_memory().unwrap();
         s.apply_commit(
             &commit("c1"),
@@ -359,29 +497,24 @@ mod tests {
             )],
         )
         .unwrap();
-        for kind in [
-            EventKind::Restarted,
-            EventKind::Failed,
-            EventKind::Restarted,
-        ] {
-            s.event(&NewEvent {
-                job: Some("a"),
-                ..NewEvent::new(kind, "m")
-            })
-            .unwrap();
-        }
-        s.event(&NewEvent::new(EventKind::RepoUnreachable, "x"))
-            .unwrap();
-        assert_eq!(s.restart_counts().unwrap().get("a"), Some(&2));
+        s.event(&NewEvent {
+            job: Some("a"),
+            ..NewEvent::new(EventKind::Restarted, "m")
+        })
+        .unwrap();
+        assert_eq!(s.restart_counts().unwrap().get("a"), Some(&1));
         assert_eq!(s.last_events().unwrap()["a"].kind, "restarted");
-        assert_eq!(s.last_events().unwrap().len(), 1);
     }
 
     #[test]
     fn counted_restarts_are_those_since_the_latest_reset_as_their_attempts_say() {
-        let s = Blocking::in_memory().unwrap();
-        s.apply_commit(&commit("c1"), &[spec_update("a", "dev")], &[])
-            .unwrap();
+        for s in crate::store::tests::stores() {
+            counted_restarts_on(&s);
+        }
+    }
+
+    fn counted_restarts_on(s: &Blocking) {
+        add_jobs(s, &["a"]);
         let restart = |n| {
             s.event(&NewEvent {
                 job: Some("a"),

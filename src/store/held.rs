@@ -1,8 +1,7 @@
 //! Changes held by a freeze window (the `held` table): the desired state a commit set for a
 //! job of a frozen env, kept aside until the window closes, then put in place.
 
-use rusqlite::params;
-
+use super::sql::p;
 use super::{Blocking, JobState, Result};
 
 /// A change held by a freeze window.
@@ -28,59 +27,58 @@ impl Blocking {
     /// Records `held` changes (each replacing any change held for its job before) and drops
     /// the held changes of the `applied` jobs, whose newer change is put in place now.
     pub fn set_held(&self, held: &[HeldChange], applied: &[&str]) -> Result<()> {
-        let mut conn = self.conn()?;
         if held.is_empty() {
             // Nothing held before (the usual case): nothing to drop either.
-            let any: bool =
-                conn.query_row("SELECT EXISTS (SELECT 1 FROM held)", [], |r| r.get(0))?;
+            let any: bool = self.sql(|db| db.one("SELECT EXISTS (SELECT 1 FROM held)", p![]))?;
             if !any {
                 return Ok(());
             }
         }
-        let tx = conn.transaction()?;
-        {
-            let mut drop = tx.prepare_cached("DELETE FROM held WHERE job = ?1")?;
+        self.tx(|db| {
             for job in applied {
-                drop.execute([job])?;
+                db.execute("DELETE FROM held WHERE job = ?1", p![job])?;
             }
-            let mut put = tx.prepare_cached(
-                "INSERT INTO held (job, path, spec, hash, commit_id, until_ms, until, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT(job) DO UPDATE SET path = ?2, spec = ?3, hash = ?4,
-                     commit_id = ?5, until_ms = ?6, until = ?7, reason = ?8",
-            )?;
             for h in held {
                 let (spec, hash) = h.spec.clone().unzip();
-                put.execute(params![
-                    h.job, h.path, spec, hash, h.commit, h.until_ms, h.until, h.reason
-                ])?;
+                db.execute(
+                    "INSERT INTO held (job, path, spec, hash, commit_id, until_ms, until, reason)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT(job) DO UPDATE SET path = ?2, spec = ?3, hash = ?4,
+                         commit_id = ?5, until_ms = ?6, until = ?7, reason = ?8",
+                    p![
+                        h.job, h.path, spec, hash, h.commit, h.until_ms, h.until, h.reason
+                    ],
+                )?;
             }
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Every held change, by job.
     pub fn held_changes(&self) -> Result<Vec<HeldChange>> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT job, path, spec, hash, commit_id, until_ms, until, reason FROM held
-             ORDER BY job",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            let spec: Option<String> = r.get(2)?;
-            let hash: Option<String> = r.get(3)?;
-            Ok(HeldChange {
-                job: r.get(0)?,
-                path: r.get(1)?,
-                spec: spec.zip(hash),
-                commit: r.get(4)?,
-                until_ms: r.get(5)?,
-                until: r.get(6)?,
-                reason: r.get(7)?,
-            })
+        let mut rows = self.sql(|db| {
+            db.query_map(
+                "SELECT job, path, spec, hash, commit_id, until_ms, until, reason FROM held
+                 ORDER BY job",
+                p![],
+                |r| {
+                    let spec: Option<String> = r.get(2)?;
+                    let hash: Option<String> = r.get(3)?;
+                    Ok(HeldChange {
+                        job: r.get(0)?,
+                        path: r.get(1)?,
+                        spec: spec.zip(hash),
+                        commit: r.get(4)?,
+                        until_ms: r.get(5)?,
+                        until: r.get(6)?,
+                        reason: r.get(7)?,
+                    })
+                },
+            )
         })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        // By name as bytes order them (SQLite's order), whatever a Postgres collation says.
+        rows.sort_by(|a, b| a.job.cmp(&b.job));
+        Ok(rows)
     }
 
     /// Puts in place, in one transaction, every held change whose window closed by `now_ms`:
@@ -95,38 +93,37 @@ impl Blocking {
         if due.is_empty() {
             return Ok(due);
         }
-        let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
-        {
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO jobs (name, path, desired, desired_hash, desired_commit, state, invalid, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?7, NULL, ?6)
-                 ON CONFLICT(name) DO UPDATE SET path = ?2, desired = ?3, desired_hash = ?4,
-                     desired_commit = ?5, invalid = NULL, updated_at = ?6",
-            )?;
-            let mut removed = tx.prepare_cached(
-                "UPDATE jobs SET desired = NULL, desired_hash = NULL, desired_commit = ?2,
-                     invalid = NULL, updated_at = ?3 WHERE name = ?1",
-            )?;
-            let mut drop = tx.prepare_cached("DELETE FROM held WHERE job = ?1")?;
+        self.tx(|db| {
             let now = super::now_ms();
             for h in &due {
                 match &h.spec {
-                    Some((spec, hash)) => upsert.execute(params![
-                        h.job,
-                        h.path,
-                        spec,
-                        hash,
-                        h.commit,
-                        now,
-                        JobState::Pending.as_str()
-                    ])?,
-                    None => removed.execute(params![h.job, h.commit, now])?,
+                    Some((spec, hash)) => db.execute(
+                        "INSERT INTO jobs (name, path, desired, desired_hash, desired_commit,
+                             state, invalid, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?7, NULL, ?6)
+                         ON CONFLICT(name) DO UPDATE SET path = ?2, desired = ?3,
+                             desired_hash = ?4, desired_commit = ?5, invalid = NULL,
+                             updated_at = ?6",
+                        p![
+                            h.job,
+                            h.path,
+                            spec,
+                            hash,
+                            h.commit,
+                            now,
+                            JobState::Pending.as_str()
+                        ],
+                    )?,
+                    None => db.execute(
+                        "UPDATE jobs SET desired = NULL, desired_hash = NULL, desired_commit = ?2,
+                             invalid = NULL, updated_at = ?3 WHERE name = ?1",
+                        p![h.job, h.commit, now],
+                    )?,
                 };
-                drop.execute([&h.job])?;
+                db.execute("DELETE FROM held WHERE job = ?1", p![h.job])?;
             }
-        }
-        tx.commit()?;
+            Ok(())
+        })?;
         Ok(due)
     }
 }
@@ -174,23 +171,68 @@ mod tests {
 
     #[test]
     fn held_changes_are_replaced_dropped_and_released_when_due() {
+        for s in crate::store::tests::stores() {
+            s.set_held(&[], &[]).unwrap();
+            s.set_held(&[held("a", 10), held("b", 20)], &[]).unwrap();
+            s.set_held(&[held("a", 15)], &[]).unwrap();
+            assert_eq!(s.held_changes().unwrap()[0].until_ms, 15, "replaced");
+            assert_eq!(s.release_held(14).unwrap(), vec![]);
+            let out = s.release_held(15).unwrap();
+            assert_eq!(
+                out.iter().map(|h| h.job.as_str()).collect::<Vec<_>>(),
+                ["a"]
+            );
+            let desired = |job: &str| -> (Option<String>, Option<String>, String) {
+                s.sql(|db| {
+                    db.query_row(
+                        "SELECT desired_hash, desired_commit, state FROM jobs WHERE name = ?1",
+                        p![job],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                })
+                .unwrap()
+            };
+            let c = "c".repeat(40);
+            assert_eq!(
+                desired("a"),
+                (Some("hash-a".into()), Some(c.clone()), "pending".into())
+            );
+            // A held removal takes the job's desired state away.
+            let removal = HeldChange {
+                spec: None,
+                ..held("a", 30)
+            };
+            s.set_held(&[removal], &[]).unwrap();
+            let out = s.release_held(30).unwrap();
+            assert_eq!(
+                out.iter().map(|h| h.job.as_str()).collect::<Vec<_>>(),
+                ["a", "b"]
+            );
+            assert_eq!(desired("a"), (None, Some(c), "pending".into()));
+            s.set_held(&[], &["b"]).unwrap();
+            assert!(
+                s.held_changes().unwrap().is_empty(),
+                "b's newer change was applied"
+            );
+            // Jobs by name as bytes order them, whatever the database's collation.
+            s.set_held(&[held("a", 40), held("B", 40)], &[]).unwrap();
+            let jobs: Vec<String> = s
+                .held_changes()
+                .unwrap()
+                .into_iter()
+                .map(|h| h.job)
+                .collect();
+            assert_eq!(jobs, ["B", "a"]);
+        }
+    }
+
+    #[test]
+    fn a_released_change_is_the_jobs_desired_state() {
         let s = Blocking::in_memory().unwrap();
-        s.set_held(&[held("a", 10), held("b", 20)], &[]).unwrap();
-        s.set_held(&[held("a", 15)], &[]).unwrap();
-        assert_eq!(s.held_changes().unwrap()[0].until_ms, 15, "replaced");
-        assert_eq!(s.release_held(14).unwrap(), vec![]);
-        let out = s.release_held(15).unwrap();
-        assert_eq!(
-            out.iter().map(|h| h.job.as_str()).collect::<Vec<_>>(),
-            ["a"]
-        );
+        s.set_held(&[held("a", 10)], &[]).unwrap();
+        s.release_held(10).unwrap();
         let a = s.job("a").unwrap().unwrap();
         assert_eq!(a.desired_hash.as_deref(), Some("hash-a"));
         assert_eq!(a.desired_commit.as_deref(), Some("c".repeat(40).as_str()));
-        s.set_held(&[], &["b"]).unwrap();
-        assert!(
-            s.held_changes().unwrap().is_empty(),
-            "b's newer change was applied"
-        );
     }
 }

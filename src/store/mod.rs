@@ -181,7 +181,7 @@ enum Db {
     /// One SQLite connection; SQLite writes one at a time anyway.
     Sqlite(Mutex<Connection>),
     /// A pool of PostgreSQL connections.
-    Postgres(postgres::Pool),
+    Postgres(Box<postgres::Pool>),
 }
 
 /// Now as Unix milliseconds.
@@ -224,7 +224,7 @@ impl Blocking {
     ) -> Result<Blocking> {
         let pool = postgres::Pool::connect(target, rt)?;
         migrations::migrate_postgres(&mut *pool.get()?)?;
-        Ok(Blocking::of(Db::Postgres(pool), None))
+        Ok(Blocking::of(Db::Postgres(Box::new(pool)), None))
     }
 
     fn of(db: Db, path: Option<PathBuf>) -> Blocking {
@@ -412,12 +412,6 @@ impl At<'_> {
     fn word<T>(&self, column: &'static str, word: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
         parse(word).ok_or_else(|| self.error(column, format!("unknown {column} `{word}`")))
     }
-}
-
-/// Collects rows mapped to `rusqlite::Result<Result<T>>` (SQLite errors outside, decode errors
-/// inside).
-fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<Result<T>>>) -> Result<Vec<T>> {
-    rows.map(|r| r?).collect()
 }
 
 /// The value of `result`, or, when it failed, `None` after logging the error at error level

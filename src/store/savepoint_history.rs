@@ -3,10 +3,10 @@
 //! disposing of it), where each run started from (`run_starts`), and which savepoints a
 //! job's `keep` lets go ([`Store::disposable_savepoints`]).
 
-use rusqlite::params;
 use serde::Serialize;
 
-use super::{At, Blocking, Result, SavepointKind, collect, now_ms};
+use super::sql::{Backend, RowRef, p};
+use super::{At, Blocking, Result, SavepointKind, now_ms};
 pub use crate::engine::SavepointCause;
 
 /// One savepoint (or retained checkpoint) of a job with its history.
@@ -63,30 +63,28 @@ pub struct Keep {
 const COLUMNS: &str = "id, job, run_id, location, kind, cause, cluster, time, disposed_at, \
                        dispose_failures, dispose_error";
 
-fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<SavepointEntry>> {
-    Ok((|| {
-        let id: i64 = r.get(0)?;
-        let at = At {
-            table: "savepoints",
-            row: &id,
-        };
-        let cause: Option<String> = r.get(5)?;
-        Ok(SavepointEntry {
-            id,
-            job: r.get(1)?,
-            run_id: r.get(2)?,
-            location: r.get(3)?,
-            kind: at.word("kind", &r.get::<_, String>(4)?, SavepointKind::parse)?,
-            cause: cause
-                .map(|c| at.word("cause", &c, SavepointCause::parse))
-                .transpose()?,
-            cluster: r.get(6)?,
-            time: r.get(7)?,
-            disposed_at: r.get(8)?,
-            dispose_failures: r.get(9)?,
-            dispose_error: r.get(10)?,
-        })
-    })())
+fn entry(r: &dyn RowRef) -> Result<SavepointEntry> {
+    let id: i64 = r.get(0)?;
+    let at = At {
+        table: "savepoints",
+        row: &id,
+    };
+    let cause: Option<String> = r.get(5)?;
+    Ok(SavepointEntry {
+        id,
+        job: r.get(1)?,
+        run_id: r.get(2)?,
+        location: r.get(3)?,
+        kind: at.word("kind", &r.get::<String>(4)?, SavepointKind::parse)?,
+        cause: cause
+            .map(|c| at.word("cause", &c, SavepointCause::parse))
+            .transpose()?,
+        cluster: r.get(6)?,
+        time: r.get(7)?,
+        disposed_at: r.get(8)?,
+        dispose_failures: r.get(9)?,
+        dispose_error: r.get(10)?,
+    })
 }
 
 impl Blocking {
@@ -98,71 +96,80 @@ impl Blocking {
         location: &str,
         new: NewSavepoint<'_>,
     ) -> Result<i64> {
-        let conn = self.conn()?;
-        conn.execute(
-            "INSERT INTO savepoints (job, run_id, location, kind, time, cause, cluster)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                job,
-                new.run_id,
-                location,
-                new.kind.as_str(),
-                new.time.unwrap_or_else(now_ms),
-                new.cause.as_str(),
-                new.cluster
-            ],
-        )?;
-        Ok(conn.last_insert_rowid())
+        self.sql(|db| {
+            db.one(
+                "INSERT INTO savepoints (job, run_id, location, kind, time, cause, cluster)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+                p![
+                    job,
+                    new.run_id,
+                    location,
+                    new.kind.as_str(),
+                    new.time.unwrap_or_else(now_ms),
+                    new.cause.as_str(),
+                    new.cluster
+                ],
+            )
+        })
     }
 
     /// A job's savepoints and retained checkpoints with their history, newest first.
     pub fn savepoint_history(&self, job: &str, limit: usize) -> Result<Vec<SavepointEntry>> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM savepoints WHERE job = ?1 ORDER BY id DESC LIMIT ?2"
-        ))?;
-        collect(st.query_map(params![job, limit as i64], entry)?)
+        let sql =
+            format!("SELECT {COLUMNS} FROM savepoints WHERE job = ?1 ORDER BY id DESC LIMIT ?2");
+        self.sql(|db| db.query_map(&sql, p![job, limit as i64], entry))
     }
 
     /// When the newest periodic savepoint of `job` completed (ms).
     pub fn last_periodic_savepoint(&self, job: &str) -> Result<Option<i64>> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached(
-            "SELECT MAX(time) FROM savepoints WHERE job = ?1 AND cause = 'periodic'",
-        )?;
-        Ok(st.query_row(params![job], |r| r.get(0))?)
+        self.sql(|db| {
+            db.one(
+                "SELECT MAX(time) FROM savepoints WHERE job = ?1 AND cause = 'periodic'",
+                p![job],
+            )
+        })
     }
 
     /// Records that run `run_id` of `job` started from `location`.
     pub fn record_run_start(&self, job: &str, run_id: i64, location: &str) -> Result<()> {
-        self.conn()?.execute(
-            "INSERT OR REPLACE INTO run_starts (run_id, job, location) VALUES (?1, ?2, ?3)",
-            params![run_id, job, location],
-        )?;
+        self.sql(|db| {
+            db.execute(
+                "INSERT INTO run_starts (run_id, job, location) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (run_id) DO UPDATE SET job = excluded.job,
+                     location = excluded.location",
+                p![run_id, job, location],
+            )
+        })?;
         Ok(())
     }
 
     /// Where run `run_id` started from, when it started from a savepoint or checkpoint.
     pub fn run_start(&self, run_id: i64) -> Result<Option<String>> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached("SELECT location FROM run_starts WHERE run_id = ?1")?;
-        let mut rows = st.query(params![run_id])?;
-        Ok(match rows.next()? {
-            Some(r) => Some(r.get(0)?),
-            None => None,
+        self.sql(|db| {
+            db.query_opt(
+                "SELECT location FROM run_starts WHERE run_id = ?1",
+                p![run_id],
+                |r| r.get(0),
+            )
         })
     }
 
     /// The jobs with savepoints not disposed of beyond `count` of them (candidates for
     /// disposal, whatever their `keep`), by name.
     pub fn jobs_with_savepoints_over(&self, count: u32) -> Result<Vec<String>> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached(
-            "SELECT job FROM savepoints WHERE kind = 'savepoint' AND disposed_at IS NULL
-             GROUP BY job HAVING COUNT(*) > ?1 ORDER BY job",
-        )?;
-        let rows = st.query_map(params![count], |r| r.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        let mut jobs: Vec<String> = self.sql(|db| {
+            db.query_map(
+                "SELECT job FROM savepoints WHERE kind = 'savepoint' AND disposed_at IS NULL
+                 GROUP BY job HAVING COUNT(*) > ?1 ORDER BY job",
+                p![i64::from(count)],
+                |r| r.get(0),
+            )
+        })?;
+        if self.backend() == Backend::Postgres {
+            // By name as SQLite orders them (bytes), whatever the database's collation.
+            jobs.sort_unstable();
+        }
+        Ok(jobs)
     }
 
     /// The savepoints of `job` that `keep` lets go, oldest first: kept are the newest
@@ -171,8 +178,7 @@ impl Blocking {
     /// its file's `restore` names. Only savepoints (never retained checkpoints, which retention
     /// prunes) and only those not disposed of yet.
     pub fn disposable_savepoints(&self, job: &str, keep: Keep) -> Result<Vec<SavepointEntry>> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached(&format!(
+        let sql = format!(
             "SELECT {COLUMNS} FROM savepoints s
              WHERE s.job = ?1 AND s.kind = 'savepoint' AND s.disposed_at IS NULL
                AND s.time < ?2
@@ -189,27 +195,32 @@ impl Blocking {
                                     OR json_extract(j.applied, '$.restore') = s.location))
              ORDER BY s.id",
             *super::runs::LIVE
-        ))?;
+        );
         let before = now_ms().saturating_sub(keep.age_ms);
-        collect(st.query_map(params![job, before, keep.count.max(1)], entry)?)
+        let count = i64::from(keep.count.max(1));
+        self.sql(|db| db.query_map(&sql, p![job, before, count], entry))
     }
 
     /// Marks savepoint row `id` as disposed of, now.
     pub fn mark_disposed(&self, id: i64) -> Result<()> {
-        self.conn()?.execute(
-            "UPDATE savepoints SET disposed_at = ?2, dispose_error = NULL WHERE id = ?1",
-            params![id, now_ms()],
-        )?;
+        self.sql(|db| {
+            db.execute(
+                "UPDATE savepoints SET disposed_at = ?2, dispose_error = NULL WHERE id = ?1",
+                p![id, now_ms()],
+            )
+        })?;
         Ok(())
     }
 
     /// Records that disposing of savepoint row `id` failed, and why.
     pub fn dispose_failed(&self, id: i64, why: &str) -> Result<()> {
-        self.conn()?.execute(
-            "UPDATE savepoints SET dispose_failures = dispose_failures + 1, dispose_error = ?2
-             WHERE id = ?1",
-            params![id, why],
-        )?;
+        self.sql(|db| {
+            db.execute(
+                "UPDATE savepoints SET dispose_failures = dispose_failures + 1,
+                     dispose_error = ?2 WHERE id = ?1",
+                p![id, why],
+            )
+        })?;
         Ok(())
     }
 }
@@ -308,19 +319,24 @@ mod tests {
 
     #[test]
     fn keep_lets_go_of_old_savepoints_past_the_count_but_never_the_protected_ones() {
-        let s = Blocking::in_memory().unwrap();
+        for s in crate::store::tests::stores() {
+            keep_lets_go_on(&s);
+        }
+    }
+
+    fn keep_lets_go_on(s: &Blocking) {
         let old = now_ms() - 3_600_000;
         for i in 1..=5 {
             sp(
-                &s,
+                s,
                 "a",
                 &format!("file:/sp/{i}"),
                 SavepointCause::Periodic,
                 old,
             );
         }
-        sp(&s, "a", "file:/sp/young", SavepointCause::Manual, now_ms());
-        sp(&s, "b", "file:/sp/b1", SavepointCause::Upgrade, old);
+        sp(s, "a", "file:/sp/young", SavepointCause::Manual, now_ms());
+        sp(s, "b", "file:/sp/b1", SavepointCause::Upgrade, old);
         let keep = Keep {
             count: 2,
             age_ms: 60_000,
@@ -368,6 +384,35 @@ mod tests {
         assert!(row.disposed_at.is_some() && row.dispose_error.is_none());
         assert_eq!(s.disposable_savepoints("a", keep).unwrap().len(), 2);
         assert_eq!(s.jobs_with_savepoints_over(2).unwrap(), ["a"]);
+        // The savepoint the job's file restores from, and its rollback version's, stay.
+        s.sql(|db| {
+            db.execute(
+                "INSERT INTO jobs (name, path, desired, state, updated_at)
+                 VALUES ('a', 'jobs/a.yaml', ?1, 'pending', 0)",
+                p![r#"{"restore": "file:/sp/3"}"#],
+            )?;
+            db.execute(
+                "INSERT INTO versions (job, prev_restore, updated_at) VALUES ('a', ?1, 0)",
+                p!["file:/sp/4"],
+            )
+        })
+        .unwrap();
+        assert!(s.disposable_savepoints("a", keep).unwrap().is_empty());
+        // A run started again records where it started from last.
+        s.record_run_start("a", run, "file:/sp/young").unwrap();
+        assert_eq!(s.run_start(run).unwrap().as_deref(), Some("file:/sp/young"));
+        assert_eq!(s.run_start(run + 1).unwrap(), None);
+        // Jobs by name as bytes order them, whatever the database's collation.
+        for i in 0..3 {
+            sp(
+                s,
+                "B",
+                &format!("file:/sp/B{i}"),
+                SavepointCause::Manual,
+                old,
+            );
+        }
+        assert_eq!(s.jobs_with_savepoints_over(2).unwrap(), ["B", "a"]);
         assert_eq!(s.last_periodic_savepoint("a").unwrap(), Some(old));
         assert_eq!(s.last_periodic_savepoint("b").unwrap(), None);
         assert_eq!(h[0].cause, Some(SavepointCause::Manual));

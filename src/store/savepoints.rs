@@ -1,10 +1,10 @@
 //! The `savepoints` table: Flink savepoints taken when stopping, and the retained checkpoints
 //! restarts started from.
 
-use rusqlite::params;
 use serde::Serialize;
 
-use super::{At, Blocking, Result, collect, now_ms};
+use super::sql::p;
+use super::{At, Blocking, Result, now_ms};
 
 /// What a savepoints row holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
@@ -60,51 +60,51 @@ impl Blocking {
         kind: SavepointKind,
         time: i64,
     ) -> Result<i64> {
-        let conn = self.conn()?;
-        conn.execute(
-            "INSERT INTO savepoints (job, run_id, location, kind, time) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![job, run_id, location, kind.as_str(), time],
-        )?;
-        Ok(conn.last_insert_rowid())
+        self.sql(|db| {
+            db.one(
+                "INSERT INTO savepoints (job, run_id, location, kind, time)
+                 VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+                p![job, run_id, location, kind.as_str(), time],
+            )
+        })
     }
 
     /// When the newest row of `job` at `location` completed (ms), `None` when none is kept.
     pub fn savepoint_time(&self, job: &str, location: &str) -> Result<Option<i64>> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached(
-            "SELECT time FROM savepoints WHERE job = ?1 AND location = ?2 ORDER BY id DESC LIMIT 1",
-        )?;
-        let mut rows = st.query(params![job, location])?;
-        Ok(match rows.next()? {
-            Some(r) => Some(r.get(0)?),
-            None => None,
+        self.sql(|db| {
+            db.query_opt(
+                "SELECT time FROM savepoints WHERE job = ?1 AND location = ?2
+                 ORDER BY id DESC LIMIT 1",
+                p![job, location],
+                |r| r.get(0),
+            )
         })
     }
 
     /// A job's savepoints and retained checkpoints, newest first.
     pub fn savepoints(&self, job: &str, limit: usize) -> Result<Vec<SavepointRow>> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached(
-            "SELECT id, job, run_id, location, kind, time FROM savepoints WHERE job = ?1
-             ORDER BY id DESC LIMIT ?2",
-        )?;
-        collect(st.query_map(params![job, limit as i64], |r| {
-            Ok((|| {
-                let id: i64 = r.get(0)?;
-                let at = At {
-                    table: "savepoints",
-                    row: &id,
-                };
-                Ok(SavepointRow {
-                    id,
-                    job: r.get(1)?,
-                    run_id: r.get(2)?,
-                    location: r.get(3)?,
-                    kind: at.word("kind", &r.get::<_, String>(4)?, SavepointKind::parse)?,
-                    time: r.get(5)?,
-                })
-            })())
-        })?)
+        self.sql(|db| {
+            db.query_map(
+                "SELECT id, job, run_id, location, kind, time FROM savepoints WHERE job = ?1
+                 ORDER BY id DESC LIMIT ?2",
+                p![job, limit as i64],
+                |r| {
+                    let id: i64 = r.get(0)?;
+                    let at = At {
+                        table: "savepoints",
+                        row: &id,
+                    };
+                    Ok(SavepointRow {
+                        id,
+                        job: r.get(1)?,
+                        run_id: r.get(2)?,
+                        location: r.get(3)?,
+                        kind: at.word("kind", &r.get::<String>(4)?, SavepointKind::parse)?,
+                        time: r.get(5)?,
+                    })
+                },
+            )
+        })
     }
 }
 
@@ -114,28 +114,36 @@ mod tests {
 
     #[test]
     fn savepoints_are_kept_per_job_newest_first() {
-        let s = Blocking::in_memory().unwrap();
-        s.add_savepoint("a", Some(1), "file:/sp/1", SavepointKind::Savepoint)
+        for s in crate::store::tests::stores() {
+            let first = s
+                .add_savepoint("a", Some(1), "file:/sp/1", SavepointKind::Savepoint)
+                .unwrap();
+            let second = s
+                .add_savepoint("a", Some(1), "file:/cp/2", SavepointKind::Checkpoint)
+                .unwrap();
+            assert!(second > first);
+            let sps = s.savepoints("a", 10).unwrap();
+            assert_eq!(sps.len(), 2);
+            assert_eq!(sps[0].location, "file:/cp/2");
+            assert_eq!((sps[1].id, sps[1].kind), (first, SavepointKind::Savepoint));
+            assert!(s.savepoints("b", 10).unwrap().is_empty());
+            s.add_savepoint_taken("a", Some(2), "file:/cp/3", SavepointKind::Checkpoint, 1234)
+                .unwrap();
+            assert_eq!(s.savepoint_time("a", "file:/cp/3").unwrap(), Some(1234));
+            assert_eq!(s.savepoint_time("a", "file:/cp/9").unwrap(), None);
+            for k in SavepointKind::ALL {
+                assert_eq!(SavepointKind::parse(k.as_str()), Some(k));
+            }
+            // A row damaged on purpose.
+            s.sql(|db| {
+                db.execute(
+                    "UPDATE savepoints SET kind = 'snapshot' WHERE id = ?1",
+                    p![first],
+                )
+            })
             .unwrap();
-        s.add_savepoint("a", Some(1), "file:/cp/2", SavepointKind::Checkpoint)
-            .unwrap();
-        let sps = s.savepoints("a", 10).unwrap();
-        assert_eq!(sps.len(), 2);
-        assert_eq!(sps[0].location, "file:/cp/2");
-        assert_eq!(sps[1].kind, SavepointKind::Savepoint);
-        assert!(s.savepoints("b", 10).unwrap().is_empty());
-        s.add_savepoint_taken("a", Some(2), "file:/cp/3", SavepointKind::Checkpoint, 1234)
-            .unwrap();
-        assert_eq!(s.savepoint_time("a", "file:/cp/3").unwrap(), Some(1234));
-        assert_eq!(s.savepoint_time("a", "file:/cp/9").unwrap(), None);
-        for k in SavepointKind::ALL {
-            assert_eq!(SavepointKind::parse(k.as_str()), Some(k));
+            let err = s.savepoints("a", 10).unwrap_err();
+            assert!(err.to_string().contains("`snapshot`"), "{err}");
         }
-        s.conn()
-            .unwrap()
-            .execute_batch("UPDATE savepoints SET kind = 'snapshot' WHERE id = 1")
-            .unwrap();
-        let err = s.savepoints("a", 10).unwrap_err();
-        assert!(err.to_string().contains("`snapshot`"), "{err}");
     }
 }
