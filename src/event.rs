@@ -97,11 +97,15 @@ pub enum EventKind {
     /// A live cluster run of the job that is not its current run (a submit that arrived after
     /// its run was given up, a former leader's late submit) was found and killed.
     StrayKilled,
+    /// The store (PostgreSQL) did not answer; recorded once it answers again.
+    StoreUnreachable,
+    /// The store answers again.
+    StoreReachable,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 39] = [
+    pub const ALL: [EventKind; 41] = [
         EventKind::Deployed,
         EventKind::Started,
         EventKind::Restarted,
@@ -141,11 +145,13 @@ impl EventKind {
         EventKind::SavepointTaken,
         EventKind::SavepointFailed,
         EventKind::StrayKilled,
+        EventKind::StoreUnreachable,
+        EventKind::StoreReachable,
     ];
 
     /// The kinds an alert channel can ask for (SPEC "Alerts"), in SPEC's order, with
     /// `host_fault` and `commit_held` before the info ones.
-    pub const ALERTS: [EventKind; 19] = [
+    pub const ALERTS: [EventKind; 20] = [
         EventKind::Failed,
         EventKind::Restarted,
         EventKind::GaveUp,
@@ -163,6 +169,7 @@ impl EventKind {
         EventKind::CommitHeld,
         EventKind::SavepointFailed,
         EventKind::StrayKilled,
+        EventKind::StoreUnreachable,
         EventKind::Deployed,
         EventKind::Succeeded,
     ];
@@ -210,6 +217,8 @@ impl EventKind {
             EventKind::SavepointTaken => "savepoint_taken",
             EventKind::SavepointFailed => "savepoint_failed",
             EventKind::StrayKilled => "stray_killed",
+            EventKind::StoreUnreachable => "store_unreachable",
+            EventKind::StoreReachable => "store_reachable",
             EventKind::Held => "held",
             EventKind::Released => "released",
         }
@@ -251,6 +260,7 @@ impl EventKind {
                 | EventKind::CommitHeld
                 | EventKind::SavepointFailed
                 | EventKind::StrayKilled
+                | EventKind::StoreUnreachable
         )
     }
 
@@ -491,6 +501,22 @@ pub enum JobEvent {
         /// What the engine said.
         reason: String,
     },
+    /// The store did not answer from `since` until it was recorded (when it answered again).
+    StoreUnreachable {
+        /// The store (no password).
+        store: String,
+        /// When the first failed call was (ms).
+        since: i64,
+        /// The first error.
+        why: String,
+        /// Calls that failed meanwhile.
+        failed: u64,
+    },
+    /// The store answers again.
+    StoreReachable {
+        /// The store.
+        store: String,
+    },
     /// A live cluster run of the job that is not its current run was killed.
     StrayKilled {
         /// What was killed and why it was a stray.
@@ -607,6 +633,8 @@ impl JobEvent {
             JobEvent::RolledBack { .. } => EventKind::RolledBack,
             JobEvent::Drift { .. } => EventKind::Drift,
             JobEvent::StrayKilled { .. } => EventKind::StrayKilled,
+            JobEvent::StoreUnreachable { .. } => EventKind::StoreUnreachable,
+            JobEvent::StoreReachable { .. } => EventKind::StoreReachable,
             JobEvent::StartedEmpty { .. } => EventKind::StartedEmpty,
             JobEvent::HostFault { .. } => EventKind::HostFault,
             JobEvent::HostRecovered { .. } => EventKind::HostRecovered,
@@ -710,6 +738,21 @@ impl JobEvent {
             }
             JobEvent::Drift { what, action } => format!("drift: {what}; {action}"),
             JobEvent::StrayKilled { what } => format!("stray killed: {what}"),
+            JobEvent::StoreUnreachable {
+                store,
+                since,
+                why,
+                failed,
+            } => {
+                let since = chrono::DateTime::from_timestamp_millis(*since)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                    .unwrap_or_default();
+                format!(
+                    "the store {store} did not answer from {since} ({failed} calls failed; \
+                     nothing was submitted that could not be recorded): {why}"
+                )
+            }
+            JobEvent::StoreReachable { store } => format!("the store {store} answers again"),
             JobEvent::StartedEmpty { why } => {
                 format!("started with no state although it ran before: {why}")
             }
@@ -854,6 +897,7 @@ mod tests {
                 "commit_held",
                 "savepoint_failed",
                 "stray_killed",
+                "store_unreachable",
                 "deployed",
                 "succeeded"
             ]

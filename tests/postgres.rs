@@ -334,3 +334,93 @@ impl Drop for CancelJobsNamed {
         }
     }
 }
+
+/// The `kind`s and messages of the store events in `schema_url`'s schema, in order.
+async fn store_events(schema_url: &str) -> Vec<(String, String)> {
+    let Ok((client, conn)) = tokio_postgres::connect(schema_url, tokio_postgres::NoTls).await
+    else {
+        return Vec::new();
+    };
+    tokio::spawn(conn);
+    client
+        .query(
+            "SELECT kind, message FROM events WHERE kind LIKE 'store_%' ORDER BY id",
+            &[],
+        )
+        .await
+        .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_stops_no_job_and_is_one_store_unreachable_then_store_reachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let cfg: tokio_postgres::Config = pg_url().parse().unwrap();
+    let upstream = format!("127.0.0.1:{}", cfg.get_ports()[0]);
+    let proxy = TcpProxy::start(0, upstream, Mode::Pass).await;
+    let url = schema("outage", Some(proxy.port)).await;
+    let direct = url.replace(
+        &format!(":{}/", proxy.port),
+        &format!(":{}/", cfg.get_ports()[0]),
+    );
+    let git = Git::new(root, "config");
+    git.write(
+        "jobs/sleeper.yaml",
+        &format!("env: dev\nparams:\n  command: {}\n", sleeper(600)),
+    );
+    git.commit_push("a sleeper");
+    let extra = format!("health: {{interval: 1s}}\n{}", store_block(&url));
+    let mut d = PgDaemon::start(root, &config(root, &git, &extra)).await;
+    let j = d.running("sleeper", Duration::from_secs(30)).await;
+    let pid: u32 = j["runs"][0]["engine_id"].as_str().unwrap().parse().unwrap();
+    let run = j["runs"][0]["id"].as_i64().unwrap();
+
+    // The link is cut: store calls fail (GET /metrics, which reads the store, answers 500).
+    proxy.set(Mode::Cut);
+    let start = Instant::now();
+    loop {
+        let (code, _) = d.get("/metrics").await;
+        if code == 500 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the outage was never seen"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A few health sweeps on a store that does not answer.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(alive(pid), "the job keeps running through the outage");
+    assert!(
+        store_events(&direct).await.is_empty(),
+        "nothing recorded while down"
+    );
+
+    proxy.set(Mode::Pass);
+    let start = Instant::now();
+    let events = loop {
+        let events = store_events(&direct).await;
+        if events.len() >= 2 {
+            break events;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no store events after the outage: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(events[0].0, "store_unreachable", "{events:?}");
+    assert!(events[0].1.contains("did not answer from"), "{events:?}");
+    assert_eq!(events[1].0, "store_reachable", "{events:?}");
+    assert_eq!(events.len(), 2, "one episode: {events:?}");
+    let j = d.running("sleeper", Duration::from_secs(30)).await;
+    assert_eq!(
+        j["runs"][0]["id"].as_i64(),
+        Some(run),
+        "the same run: {j:#}"
+    );
+    assert!(alive(pid));
+    d.stop().await;
+}

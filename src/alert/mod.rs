@@ -43,8 +43,9 @@ use crate::settings::{AlertChannel, Live};
 use crate::store::{EventRow, Store};
 
 /// Events sent about the whole daemon rather than one job.
-pub const DAEMON_EVENTS: [EventKind; 4] = [
+pub const DAEMON_EVENTS: [EventKind; 5] = [
     EventKind::RepoUnreachable,
+    EventKind::StoreUnreachable,
     EventKind::EngineUnreachable,
     EventKind::HostFault,
     EventKind::CommitHeld,

@@ -48,6 +48,7 @@ mod install;
 mod jobs;
 mod migrations;
 pub mod postgres;
+mod reach;
 mod retention;
 mod runs;
 mod savepoint_history;
@@ -174,6 +175,8 @@ pub struct Blocking {
     read_errors: Arc<AtomicU64>,
     /// This host's name, recorded with each run it starts.
     node: Arc<str>,
+    /// Whether the store answers ([`reach`]).
+    reach: Arc<reach::Reach>,
 }
 
 /// The database behind a [`Blocking`].
@@ -235,6 +238,7 @@ impl Blocking {
             write_errors: Arc::default(),
             read_errors: Arc::default(),
             node: node_name().into(),
+            reach: Arc::default(),
         }
     }
 
@@ -260,7 +264,22 @@ impl Blocking {
     fn sql<T>(&self, f: impl FnOnce(&mut dyn Sql) -> Result<T>) -> Result<T> {
         match &*self.db {
             Db::Sqlite(c) => f(&mut Lite(&c.lock())),
-            Db::Postgres(pool) => f(&mut *pool.get()?),
+            Db::Postgres(pool) => {
+                let out = pool.get().and_then(|mut conn| f(&mut *conn));
+                self.note_reach(&out);
+                out
+            }
+        }
+    }
+
+    /// The store, for logs and events: the SQLite file, or the Postgres URL without password.
+    pub fn shown(&self) -> String {
+        match &*self.db {
+            Db::Sqlite(_) => self
+                .path
+                .as_ref()
+                .map_or_else(|| "(in memory)".to_string(), |p| p.display().to_string()),
+            Db::Postgres(pool) => pool.shown().to_string(),
         }
     }
 
@@ -275,19 +294,22 @@ impl Blocking {
                 Ok(out)
             }
             Db::Postgres(pool) => {
-                let mut conn = pool.get()?;
-                conn.batch("BEGIN")?;
-                match f(&mut *conn) {
-                    Ok(out) => {
-                        conn.batch("COMMIT")?;
-                        Ok(out)
+                let out = pool.get().and_then(|mut conn| {
+                    conn.batch("BEGIN")?;
+                    match f(&mut *conn) {
+                        Ok(out) => {
+                            conn.batch("COMMIT")?;
+                            Ok(out)
+                        }
+                        Err(e) => {
+                            // A failed rollback leaves the connection broken: it is dropped.
+                            let _ = conn.batch("ROLLBACK");
+                            Err(e)
+                        }
                     }
-                    Err(e) => {
-                        // A failed rollback leaves the connection broken: it is dropped.
-                        let _ = conn.batch("ROLLBACK");
-                        Err(e)
-                    }
-                }
+                });
+                self.note_reach(&out);
+                out
             }
         }
     }
