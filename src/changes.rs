@@ -3,7 +3,7 @@
 //! `jobkeeper plan` (on the user's own clone). Only changed files are read, so the cost grows with
 //! the change, not with the number of jobs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 mod defaults;
@@ -250,33 +250,27 @@ pub fn read_changes(
 
 /// Parses the new versions of the files of a diff into changes.
 pub fn changes_of(tree: &GitTree, diff: &[JobFileChange], ctx: Context<'_>) -> Vec<Change> {
-    changes_known(
-        tree,
-        diff,
-        ctx,
-        &Folders::new(ctx.files),
-        &mut HashMap::new(),
-    )
+    changes_known(tree, diff, ctx, &Folders::new(ctx.files), &mut [])
 }
 
 /// [`changes_of`], with the defaults files found by `folders` and the specs already read in
-/// `known` (by the file's path below the jobs folder) taken from it as they are.
+/// `known` (one for each change of `diff`, or none) taken from it as they are.
 fn changes_known(
     tree: &GitTree,
     diff: &[JobFileChange],
     ctx: Context<'_>,
     folders: &Folders<'_>,
-    known: &mut HashMap<String, JobSpec>,
+    known: &mut [inherited::Inherited],
 ) -> Vec<Change> {
     let mut upserts: BTreeMap<String, Change> = BTreeMap::new();
     let mut removes: BTreeMap<String, Change> = BTreeMap::new();
-    for change in diff {
+    for (i, change) in diff.iter().enumerate() {
         match change {
             JobFileChange::Added(f) | JobFileChange::Modified { new: f, .. } => {
                 let name = spec::job_name_of(&f.rel_path)
                     .unwrap_or(&f.rel_path)
                     .to_string();
-                let spec = match known.remove(&f.rel_path) {
+                let spec = match known.get_mut(i).and_then(|k| k.new.take()) {
                     Some(spec) => Ok(spec),
                     None => read_job_in(tree, f, ctx, folders),
                 };
@@ -398,11 +392,11 @@ pub fn plan_between(
         (new_ctx, &new_folders),
         (old_ctx, &old_folders),
     );
-    let mut changes = changes_known(&tree, &diff, new_ctx, &new_folders, &mut inherited.new);
+    let mut changes = changes_known(&tree, &diff, new_ctx, &new_folders, &mut inherited);
     // The old versions of the changed files only: read from the diff, not the whole tree.
     let mut applied = BTreeMap::new();
     if let Some(from) = from {
-        for change in &diff {
+        for (change, known) in diff.iter().zip(&mut inherited) {
             let old = match change {
                 JobFileChange::Modified { old, .. } | JobFileChange::Deleted(old) => old,
                 JobFileChange::Added(_) => continue,
@@ -410,10 +404,7 @@ pub fn plan_between(
             let name = spec::job_name_of(&old.rel_path)
                 .unwrap_or(&old.rel_path)
                 .to_string();
-            let known = match change {
-                JobFileChange::Modified { .. } => inherited.old.remove(&old.rel_path),
-                _ => None,
-            };
+            let known = known.old.take();
             let spec = match known {
                 Some(spec) => Some(spec),
                 _ => last_valid(&tree, from, old, ctx, &old_folders),

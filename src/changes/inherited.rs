@@ -6,36 +6,37 @@
 //! file, a defaults file with problems, a `sql_file`) is left to the ordinary reads, so the plan
 //! is the same as reading every file at both commits.
 
-use std::collections::HashMap;
-
 use super::DefaultsCauses;
 use crate::repo::{GitTree, JobFileChange};
 use crate::spec::{self, Context, Folders, JobSpec, JobText};
 use crate::yaml::{Node, Value};
 
-/// The specs read once for both commits, by the job file's path below the jobs folder.
+/// The specs of one change of a diff read once for both commits.
 #[derive(Debug, Default)]
 pub struct Inherited {
-    /// The job's spec at the new commit (only valid ones).
-    pub new: HashMap<String, JobSpec>,
+    /// The job's spec at the new commit (only a valid one).
+    pub new: Option<JobSpec>,
     /// The job's spec at the old commit, when valid there.
-    pub old: HashMap<String, JobSpec>,
+    pub old: Option<JobSpec>,
 }
 
-/// Reads the jobs of `diff` that `causes` brought in only through their defaults: `to` and
-/// `from` are each commit's context (its files) and defaults files.
+/// Reads the jobs of `diff` that `causes` brought in only through their defaults, one item
+/// per change of `diff` (empty for the others): `to` and `from` are each commit's context (its
+/// files) and defaults files.
 pub fn inherited_specs(
     tree: &GitTree,
     diff: &[JobFileChange],
     causes: &DefaultsCauses,
     (to, to_folders): (Context<'_>, &Folders<'_>),
     (from, from_folders): (Context<'_>, &Folders<'_>),
-) -> Inherited {
-    let mut out = Inherited::default();
+) -> Vec<Inherited> {
+    let mut out: Vec<Inherited> = std::iter::repeat_with(Inherited::default)
+        .take(diff.len())
+        .collect();
     if causes.only.is_empty() {
         return out;
     }
-    for change in diff {
+    for (change, out) in diff.iter().zip(&mut out) {
         let JobFileChange::Modified { old, new } = change else {
             continue;
         };
@@ -77,10 +78,8 @@ pub fn inherited_specs(
         } else {
             text.spec(Some(name), &old_root, &old_layers, from).ok()
         };
-        if let Some(old_spec) = old_spec {
-            out.old.insert(new.rel_path.clone(), old_spec);
-        }
-        out.new.insert(new.rel_path.clone(), new_spec);
+        out.old = old_spec;
+        out.new = Some(new_spec);
     }
     out
 }
