@@ -8,6 +8,7 @@ use std::path::Path;
 
 mod defaults;
 mod frozen;
+mod inherited;
 
 pub use self::defaults::{DefaultsCauses, with_defaults_dependents};
 pub use self::frozen::mark_held;
@@ -249,16 +250,30 @@ pub fn read_changes(
 
 /// Parses the new versions of the files of a diff into changes.
 pub fn changes_of(tree: &GitTree, diff: &[JobFileChange], ctx: Context<'_>) -> Vec<Change> {
-    let folders = Folders::new(ctx.files);
+    changes_known(tree, diff, ctx, &Folders::new(ctx.files), &mut [])
+}
+
+/// [`changes_of`], with the defaults files found by `folders` and the specs already read in
+/// `known` (one for each change of `diff`, or none) taken from it as they are.
+fn changes_known(
+    tree: &GitTree,
+    diff: &[JobFileChange],
+    ctx: Context<'_>,
+    folders: &Folders<'_>,
+    known: &mut [inherited::Inherited],
+) -> Vec<Change> {
     let mut upserts: BTreeMap<String, Change> = BTreeMap::new();
     let mut removes: BTreeMap<String, Change> = BTreeMap::new();
-    for change in diff {
+    for (i, change) in diff.iter().enumerate() {
         match change {
             JobFileChange::Added(f) | JobFileChange::Modified { new: f, .. } => {
                 let name = spec::job_name_of(&f.rel_path)
                     .unwrap_or(&f.rel_path)
                     .to_string();
-                let spec = read_job_in(tree, f, ctx, &folders);
+                let spec = match known.get_mut(i).and_then(|k| k.new.take()) {
+                    Some(spec) => Ok(spec),
+                    None => read_job_in(tree, f, ctx, folders),
+                };
                 let spec = if upserts.contains_key(&name) {
                     Err(vec![Diagnostic::file(
                         &f.repo_path,
@@ -355,31 +370,46 @@ pub fn plan_between(
         tree: &tree,
         commit: to,
     };
-    let mut changes = changes_of(
+    let new_ctx = Context {
+        files: Some(&new_files),
+        ..ctx
+    };
+    let new_folders = Folders::new(new_ctx.files);
+    let old_files = from.map(|commit| TreeFiles {
+        tree: &tree,
+        commit,
+    });
+    let old_ctx = Context {
+        files: old_files.as_ref().map(|f| f as &dyn RepoFiles),
+        ..ctx
+    };
+    let old_folders = Folders::new(old_ctx.files);
+    // The jobs changed only by their defaults: each file read once for both commits.
+    let mut inherited = inherited::inherited_specs(
         &tree,
         &diff,
-        Context {
-            files: Some(&new_files),
-            ..ctx
-        },
+        &causes,
+        (new_ctx, &new_folders),
+        (old_ctx, &old_folders),
     );
+    let mut changes = changes_known(&tree, &diff, new_ctx, &new_folders, &mut inherited);
     // The old versions of the changed files only: read from the diff, not the whole tree.
     let mut applied = BTreeMap::new();
     if let Some(from) = from {
-        let old_files = TreeFiles {
-            tree: &tree,
-            commit: from,
-        };
-        let old_folders = Folders::new(Some(&old_files));
-        for change in &diff {
+        for (change, known) in diff.iter().zip(&mut inherited) {
             let old = match change {
                 JobFileChange::Modified { old, .. } | JobFileChange::Deleted(old) => old,
                 JobFileChange::Added(_) => continue,
             };
-            if let Some(spec) = last_valid(&tree, from, old, ctx, &old_folders) {
-                let name = spec::job_name_of(&old.rel_path)
-                    .unwrap_or(&old.rel_path)
-                    .to_string();
+            let name = spec::job_name_of(&old.rel_path)
+                .unwrap_or(&old.rel_path)
+                .to_string();
+            let known = known.old.take();
+            let spec = match known {
+                Some(spec) => Some(spec),
+                _ => last_valid(&tree, from, old, ctx, &old_folders),
+            };
+            if let Some(spec) = spec {
                 applied.insert(name, spec);
             }
         }

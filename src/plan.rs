@@ -854,16 +854,54 @@ fn md_fence_len(lines: &[String]) -> usize {
     (longest + 1).max(3)
 }
 
-/// JSON for programs: `{"from", "to", "items": [...], "invalid": bool}`.
+/// JSON for programs: `{"from", "to", "items": [...], "invalid": bool}`, keys in
+/// alphabetical order.
 pub fn render_json(plan: &Plan, from: &str, to: &str) -> String {
-    let v = serde_json::json!({
-        "from": from,
-        "to": to,
-        "items": plan.items,
-        "invalid": plan.has_invalid(),
-        "removals": plan.removals,
-        "held": plan.removals.as_ref().is_some_and(crate::removals::Removals::held),
-    });
+    /// An item as JSON: its fields in alphabetical order, written straight from the plan.
+    #[derive(Serialize)]
+    struct JsonItem<'a> {
+        action: Action,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        errors: Vec<serde_json::Value>,
+        job: &'a str,
+        path: &'a str,
+        reasons: &'a [Reason],
+    }
+    /// The plan as JSON, its fields in alphabetical order.
+    #[derive(Serialize)]
+    struct JsonPlan<'a> {
+        from: &'a str,
+        held: bool,
+        invalid: bool,
+        items: Vec<JsonItem<'a>>,
+        removals: serde_json::Value,
+        to: &'a str,
+    }
+    let v = JsonPlan {
+        from,
+        held: plan
+            .removals
+            .as_ref()
+            .is_some_and(crate::removals::Removals::held),
+        invalid: plan.has_invalid(),
+        items: plan
+            .items
+            .iter()
+            .map(|i| JsonItem {
+                action: i.action,
+                errors: i
+                    .errors
+                    .iter()
+                    .map(|e| serde_json::to_value(e).unwrap_or_default())
+                    .collect(),
+                job: &i.job,
+                path: &i.path,
+                reasons: &i.reasons,
+            })
+            .collect(),
+        removals: serde_json::to_value(&plan.removals).unwrap_or_default(),
+        to,
+    };
     serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
 }
 
@@ -871,6 +909,61 @@ pub fn render_json(plan: &Plan, from: &str, to: &str) -> String {
 mod tests {
     use super::*;
     use crate::spec::{Overlap, Params, Project, RestartOverride, Upgrade};
+
+    /// The JSON as it was made before: the whole plan turned into a tree of values (whose
+    /// mappings sort their keys), then written.
+    fn json_through_values(plan: &Plan, from: &str, to: &str) -> String {
+        let v = serde_json::json!({
+            "from": from,
+            "to": to,
+            "items": plan.items,
+            "invalid": plan.has_invalid(),
+            "removals": plan.removals,
+            "held": plan.removals.as_ref().is_some_and(crate::removals::Removals::held),
+        });
+        serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+    }
+
+    #[test]
+    fn json_is_written_straight_from_the_plan_as_through_a_tree_of_values() {
+        let mut p = plan(
+            &BTreeMap::from([("a".to_string(), spec()), ("gone".to_string(), spec())]),
+            &[
+                Change::Upsert {
+                    name: "a".into(),
+                    path: "jobs/a.yaml".into(),
+                    spec: Ok(JobSpec {
+                        env: "prod".into(),
+                        ..spec()
+                    }),
+                },
+                Change::Upsert {
+                    name: "bad".into(),
+                    path: "jobs/bad.yaml".into(),
+                    spec: Err(vec![Diagnostic::file("jobs/bad.yaml", "broken \"here\"")]),
+                },
+                Change::Remove {
+                    name: "gone".into(),
+                    path: "jobs/gone.yaml".into(),
+                },
+            ],
+        );
+        assert_eq!(
+            render_json(&p, "HEAD~1", "HEAD"),
+            json_through_values(&p, "HEAD~1", "HEAD")
+        );
+        p.removals = Some(crate::removals::check(
+            crate::settings::MaxRemovals::default(),
+            1,
+            3,
+            &[],
+        ));
+        assert_eq!(render_json(&p, "a", "b"), json_through_values(&p, "a", "b"));
+        assert_eq!(
+            render_json(&Plan::default(), "a", "b"),
+            json_through_values(&Plan::default(), "a", "b")
+        );
+    }
 
     fn spec() -> JobSpec {
         JobSpec {

@@ -281,6 +281,111 @@ fn plan_lists_exactly_the_jobs_a_defaults_change_reaches_with_the_file_as_reason
     assert_eq!(items[2].1, "in-place");
 }
 
+/// The jobs of `plan --format json` of the last commit: (job, action, reasons).
+fn planned_jobs(work: &Path) -> Vec<(String, String, Vec<String>)> {
+    let (code, json, err) = jobkeeper(
+        work,
+        &[
+            "plan", "--from", "HEAD~1", "--to", "HEAD", "--format", "json",
+        ],
+    );
+    assert_eq!(code, 0, "{json}{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["job"].as_str().unwrap().to_string(),
+                j["action"].as_str().unwrap().to_string(),
+                j["reasons"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn plan_of_a_defaults_value_every_job_overrides_redeploys_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = Git::new(tmp.path(), "config");
+    git.write(
+        "jobs/_defaults.yaml",
+        "env: dev\nparams:\n  environment: {LEVEL: \"1\"}\n",
+    );
+    for (job, level) in [("a", "7"), ("team/b", "8"), ("team/deep/c", "9")] {
+        git.write(
+            &format!("jobs/{job}.yaml"),
+            &format!("params:\n  command: [sleep, \"1\"]\n  environment: {{LEVEL: \"{level}\"}}\n"),
+        );
+    }
+    git.commit("first");
+    git.write(
+        "jobs/_defaults.yaml",
+        "env: dev\nparams:\n  environment: {LEVEL: \"2\"}\n",
+    );
+    git.commit("level 2, which every job overrides");
+    assert_eq!(planned_jobs(&git.work), []);
+    let (code, out, err) = jobkeeper(&git.work, &["plan", "--from", "HEAD~1", "--to", "HEAD"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("redeploy"), "{out}");
+}
+
+#[test]
+fn plan_of_a_defaults_value_a_nearer_defaults_file_overrides_leaves_the_jobs_below_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = Git::new(tmp.path(), "config");
+    git.write(
+        "jobs/_defaults.yaml",
+        "env: dev\nparams:\n  environment: {LEVEL: \"1\"}\n",
+    )
+    .write(
+        "jobs/team/_defaults.yaml",
+        "params:\n  environment: {LEVEL: \"team\"}\n",
+    )
+    .write("jobs/team/a.yaml", &bare_sleeper(1))
+    .write("jobs/team/deep/b.yaml", &bare_sleeper(2))
+    .write("jobs/top.yaml", &bare_sleeper(3));
+    git.commit("first");
+    git.write(
+        "jobs/_defaults.yaml",
+        "env: dev\nparams:\n  environment: {LEVEL: \"2\"}\n",
+    );
+    git.commit("level 2 for all but the team");
+    assert_eq!(
+        planned_jobs(&git.work),
+        [(
+            "top".to_string(),
+            "redeploy".to_string(),
+            vec![
+                "defaults changed: `jobs/_defaults.yaml`".to_string(),
+                "params.environment changed".to_string()
+            ]
+        )]
+    );
+    // The team's file stops overriding it: its jobs take the top value, naming their file.
+    git.write("jobs/team/_defaults.yaml", "alerts: [ops]\n");
+    git.commit("the team takes the top level");
+    let planned = planned_jobs(&git.work);
+    let jobs: Vec<(&str, &str, &str)> = planned
+        .iter()
+        .map(|(j, a, r)| (j.as_str(), a.as_str(), r[0].as_str()))
+        .collect();
+    let team = "defaults changed: `jobs/team/_defaults.yaml`";
+    assert_eq!(
+        jobs,
+        [
+            ("team/a", "redeploy", team),
+            ("team/deep/b", "redeploy", team)
+        ]
+    );
+}
+
 #[test]
 fn show_prints_the_merged_file_with_each_values_source() {
     let tmp = tempfile::tempdir().unwrap();

@@ -451,39 +451,91 @@ pub fn parse_job_in(
     layers: &[std::sync::Arc<DefaultsFile>],
     ctx: Context,
 ) -> Result<JobSpec, Vec<Diagnostic>> {
-    if bytes.len() > MAX_JOB_FILE_BYTES {
-        return Err(vec![Diagnostic::file(
-            path,
-            format!(
-                "file is {} bytes; a job file may be at most {MAX_JOB_FILE_BYTES} bytes (1 MiB)",
-                bytes.len()
-            ),
-        )]);
+    let JobText { path, src, root } = JobText::parse(path, bytes)?;
+    let root = merged_root(root, layers);
+    build_job(path, src, job, &root, layers, ctx)
+}
+
+/// A job file's text, checked (size, UTF-8, no TODO markers) and parsed once, so that it can be
+/// merged with the defaults of more than one commit ([`JobText::merged`], [`JobText::spec`])
+/// with the same results as [`parse_job_in`].
+#[derive(Debug, Clone)]
+pub struct JobText<'a> {
+    path: &'a str,
+    src: &'a str,
+    root: yaml::Node,
+}
+
+impl<'a> JobText<'a> {
+    /// Checks and parses the job file at `path`; its problems as [`parse_job_in`] reports them.
+    pub fn parse(path: &'a str, bytes: &'a [u8]) -> Result<Self, Vec<Diagnostic>> {
+        if bytes.len() > MAX_JOB_FILE_BYTES {
+            return Err(vec![Diagnostic::file(
+                path,
+                format!(
+                    "file is {} bytes; a job file may be at most {MAX_JOB_FILE_BYTES} bytes (1 MiB)",
+                    bytes.len()
+                ),
+            )]);
+        }
+        let src = utf8(path, bytes)?;
+        let todos = todo_markers(path, src);
+        if !todos.is_empty() {
+            return Err(todos);
+        }
+        let root = yaml::parse(path, src)?;
+        Ok(Self { path, src, root })
     }
-    let src = utf8(path, bytes)?;
-    let todos = todo_markers(path, src);
-    if !todos.is_empty() {
-        return Err(todos);
+
+    /// The file's tree with `layers` (outermost first) merged under it.
+    pub fn merged(&self, layers: &[std::sync::Arc<DefaultsFile>]) -> yaml::Node {
+        merged_root(self.root.clone(), layers)
     }
-    let root = yaml::parse(path, src)?;
-    let (root, mut c) = if layers.is_empty() {
-        (root, Checker::new(path))
+
+    /// Job `job`'s spec from `root`, the file merged with `layers` ([`JobText::merged`]).
+    pub fn spec(
+        &self,
+        job: Option<&str>,
+        root: &yaml::Node,
+        layers: &[std::sync::Arc<DefaultsFile>],
+        ctx: Context,
+    ) -> Result<JobSpec, Vec<Diagnostic>> {
+        build_job(self.path, self.src, job, root, layers, ctx)
+    }
+}
+
+/// A job file's tree `root` with `layers` merged under it (none: the tree itself).
+fn merged_root(root: yaml::Node, layers: &[std::sync::Arc<DefaultsFile>]) -> yaml::Node {
+    if layers.is_empty() {
+        return root;
+    }
+    let root = if root.is_null() {
+        yaml::Node {
+            value: yaml::Value::Map(Vec::new()),
+            ..root
+        }
+    } else {
+        root
+    };
+    merged(layers, root)
+}
+
+/// Reads and validates a job from its merged tree `root` (`src`: the job file's text).
+fn build_job(
+    path: &str,
+    src: &str,
+    job: Option<&str>,
+    root: &yaml::Node,
+    layers: &[std::sync::Arc<DefaultsFile>],
+    ctx: Context,
+) -> Result<JobSpec, Vec<Diagnostic>> {
+    let mut c = if layers.is_empty() {
+        Checker::new(path)
     } else {
         let sources = layers.iter().map(|l| l.path.clone()).collect();
-        let root = if root.is_null() {
-            yaml::Node {
-                value: yaml::Value::Map(Vec::new()),
-                ..root
-            }
-        } else {
-            root
-        };
-        (
-            merged(layers, root),
-            Checker::with_sources(path, sources, job.unwrap_or(path)),
-        )
+        Checker::with_sources(path, sources, job.unwrap_or(path))
     };
-    let spec = read::read_job(&mut c, &root, src, ctx);
+    let spec = read::read_job(&mut c, root, src, ctx);
     if let (Some(job), Some(settings)) = (job, ctx.settings)
         && settings.env_vars(&spec.env).is_some()
         && !settings.env_open_to(&spec.env, job)
