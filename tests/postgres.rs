@@ -117,7 +117,7 @@ impl PgDaemon {
         let start = Instant::now();
         loop {
             let j = self.job(name).await;
-            if j["job"]["state"] == "running"
+            if j["state"] == "running"
                 && j["runs"].as_array().is_some_and(|r| {
                     r.first()
                         .is_some_and(|r| r["state"] == "running" && r["engine_id"].is_string())
@@ -140,10 +140,7 @@ async fn a_daemon_on_postgres_runs_a_job_and_its_history_outlives_the_daemon() {
     let root = dir.path();
     let url = schema("outlives", None).await;
     let git = Git::new(root, "config");
-    git.write(
-        "jobs/sleeper.yaml",
-        &format!("env: dev\nparams:\n  command: {}\n", sleeper(600)),
-    );
+    git.write("jobs/sleeper.yaml", &sleeper(600));
     git.commit_push("a sleeper");
     let cfg = config(root, &git, &store_block(&url));
     let mut d = PgDaemon::start(root, &cfg).await;
@@ -186,10 +183,7 @@ async fn a_postgres_that_does_not_answer_at_start_is_tried_again_while_readyz_sa
     let proxy = TcpProxy::start(0, upstream, Mode::Cut).await;
     let url = schema("retried", Some(proxy.port)).await;
     let git = Git::new(root, "config");
-    git.write(
-        "jobs/sleeper.yaml",
-        &format!("env: dev\nparams:\n  command: {}\n", sleeper(600)),
-    );
+    git.write("jobs/sleeper.yaml", &sleeper(600));
     git.commit_push("a sleeper");
     let mut d = PgDaemon::start(root, &config(root, &git, &store_block(&url))).await;
     let start = Instant::now();
@@ -365,10 +359,7 @@ async fn a_postgres_outage_stops_no_job_and_is_one_store_unreachable_then_store_
         &format!(":{}/", cfg.get_ports()[0]),
     );
     let git = Git::new(root, "config");
-    git.write(
-        "jobs/sleeper.yaml",
-        &format!("env: dev\nparams:\n  command: {}\n", sleeper(600)),
-    );
+    git.write("jobs/sleeper.yaml", &sleeper(600));
     git.commit_push("a sleeper");
     let extra = format!("health: {{interval: 1s}}\n{}", store_block(&url));
     let mut d = PgDaemon::start(root, &config(root, &git, &extra)).await;
