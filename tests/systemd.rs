@@ -101,38 +101,40 @@ async fn ready_status_watchdog_and_a_graceful_stop_under_a_notify_socket() {
         "{got:?}"
     );
 
-    // The sweep's loop stuck: another process holds the store's write lock and a commit is
-    // pushed, so the daemon's write of it waits on the lock (the store's 5 s busy timeout, again
-    // at each poll) while holding the store's one connection, which the sweep's next read of the
-    // live runs then waits for, blocking the loop's thread. The pings come from that loop: none
-    // while it is stuck.
+    // The store locked by another process and a commit pushed: the daemon's write of it waits
+    // on the lock, on a blocking thread. The pings do not wait on the store: they go on.
     let db = rusqlite::Connection::open(tmp.path().join("state/jobkeeper.db")).unwrap();
     db.busy_timeout(Duration::from_secs(10)).unwrap();
     db.execute_batch("BEGIN IMMEDIATE").unwrap();
-    // The lock alone stops nothing: the pings do not wait on a store write.
+    git.write("jobs/other.yaml", &common::sleeper(600));
+    git.commit_push("another job, while the store is locked");
     let mut pings = 0;
-    let locked = receive(&sock, Duration::from_secs(5), |m| {
+    let locked = receive(&sock, Duration::from_secs(4), |m| {
         pings += usize::from(m == "WATCHDOG=1");
         pings >= 5
     });
     assert!(
         pings >= 5,
-        "pings while only the write lock is held: {locked:?}"
-    );
-    git.write("jobs/other.yaml", &common::sleeper(600));
-    git.commit_push("another job, while the store is locked");
-    let _ = receive(&sock, Duration::from_millis(1500), |_| false); // the poll, pings on their way
-    let stuck = receive(&sock, Duration::from_millis(1500), |_| false);
-    assert!(
-        !stuck.iter().any(|m| m == "WATCHDOG=1"),
-        "pings while the sweep's loop is stuck: {stuck:?}"
+        "pings while a store write waits on the lock: {locked:?}"
     );
     db.execute_batch("ROLLBACK").unwrap();
     drop(db);
+
+    // A frozen process (what a stuck runtime looks like to systemd) sends none, and pings
+    // again once it runs.
+    let pid = nix::unistd::Pid::from_raw(daemon.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let _ = receive(&sock, Duration::from_millis(300), |_| false); // pings sent before the stop
+    let stuck = receive(&sock, Duration::from_millis(1500), |_| false);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(
+        !stuck.iter().any(|m| m == "WATCHDOG=1"),
+        "pings while the process is stopped: {stuck:?}"
+    );
     let again = receive(&sock, Duration::from_secs(10), |m| m == "WATCHDOG=1");
     assert!(
         again.iter().any(|m| m == "WATCHDOG=1"),
-        "pings again once the store answers: {again:?}"
+        "pings again once it runs: {again:?}"
     );
 
     // SIGTERM: STOPPING=1, the run gets SIGTERM from the daemon, exit 0.

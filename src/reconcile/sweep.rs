@@ -23,9 +23,9 @@ use crate::event::JobEvent;
 /// call per engine), and hands runs that ended or vanished to their actors.
 ///
 /// The same task pings systemd's watchdog (`watchdog`, every half `WatchdogSec`) between and
-/// during sweeps: a sweep waiting on a slow cluster lets the pings go on, but a loop whose
-/// thread is stuck (a store call that does not return, a lock never released, a frozen
-/// runtime) sends none, and systemd kills the daemon.
+/// during sweeps: a sweep waiting on a slow cluster or store lets the pings go on, but a loop
+/// whose thread is stuck (a frozen runtime, code blocking its worker) sends none, and systemd
+/// kills the daemon.
 pub async fn sweep_loop(
     ctx: Arc<Context>,
     reconciler: Arc<Reconciler>,
