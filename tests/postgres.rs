@@ -415,3 +415,61 @@ async fn a_postgres_outage_stops_no_job_and_is_one_store_unreachable_then_store_
     assert!(alive(pid));
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_link_to_postgres_fails_calls_in_time_and_stops_no_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let cfg: tokio_postgres::Config = pg_url().parse().unwrap();
+    let upstream = format!("127.0.0.1:{}", cfg.get_ports()[0]);
+    let proxy = TcpProxy::start(0, upstream, Mode::Pass).await;
+    let url = schema("frozen", Some(proxy.port)).await;
+    let direct = url.replace(
+        &format!(":{}/", proxy.port),
+        &format!(":{}/", cfg.get_ports()[0]),
+    );
+    let git = Git::new(root, "config");
+    git.write("jobs/sleeper.yaml", &sleeper(600));
+    git.commit_push("a sleeper");
+    let extra = format!("health: {{interval: 1s}}\n{}", store_block(&url));
+    let mut d = PgDaemon::start(root, &config(root, &git, &extra)).await;
+    let j = d.running("sleeper", Duration::from_secs(30)).await;
+    let pid: u32 = j["runs"][0]["engine_id"].as_str().unwrap().parse().unwrap();
+
+    // Bytes held both ways: connections stay open, nothing answers. A call waits at most the
+    // store's 15 s statement limit, then fails (its connection dropped).
+    proxy.set(Mode::Freeze);
+    let frozen = Instant::now();
+    let (code, _) = d.get("/metrics").await;
+    let waited = frozen.elapsed();
+    assert_eq!(code, 500, "a store read on a frozen link fails");
+    assert!(
+        waited < Duration::from_secs(40),
+        "the call failed in time: {waited:?}"
+    );
+    assert!(alive(pid), "the job keeps running while the link is frozen");
+    assert!(
+        d.handle.as_ref().is_some_and(|h| !h.is_finished()),
+        "the daemon runs on"
+    );
+
+    proxy.set(Mode::Pass);
+    let start = Instant::now();
+    let events = loop {
+        let events = store_events(&direct).await;
+        if events.len() >= 2 {
+            break events;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no store events after the freeze: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(events[0].0, "store_unreachable", "{events:?}");
+    assert!(events[0].1.contains("did not answer within"), "{events:?}");
+    assert_eq!(events[1].0, "store_reachable", "{events:?}");
+    d.running("sleeper", Duration::from_secs(30)).await;
+    assert!(alive(pid));
+    d.stop().await;
+}

@@ -140,3 +140,41 @@ fn check_url(c: &mut Checker, n: &Node, url: String) -> Option<String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    fn read(text: &str) -> Result<super::PostgresSettings, String> {
+        let yaml = format!("repo: {{url: /r}}\nstate_dir: /s\n{text}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        match crate::settings::load(&path) {
+            Ok(s) => s.store.ok_or_else(|| "no store".to_string()),
+            Err(d) => Err(crate::diag::render(&d)),
+        }
+    }
+
+    #[test]
+    fn the_block_is_checked_and_its_defaults_filled() {
+        let s = read("store:\n  postgres:\n    url: postgres://jk@db1:5432,db2/jk\n").unwrap();
+        assert_eq!(s.pool, super::DEFAULT_POOL);
+        assert_eq!(s.tls, crate::store::postgres::TlsMode::Require);
+        let err = read("store:\n  postgres:\n    url: postgres://jk:secret@db1/jk\n").unwrap_err();
+        assert!(err.contains("holds a password"), "{err}");
+        assert!(
+            !err.contains("secret"),
+            "the password is never shown: {err}"
+        );
+        let err = read("store:\n  postgres:\n    url: postgres://jk@db1/jk\n    tls: maybe\n")
+            .unwrap_err();
+        assert!(
+            err.contains("`disable`, `require` or `verify-full`"),
+            "{err}"
+        );
+        let err =
+            read("store:\n  postgres:\n    url: postgres://jk@db1/jk\n    pool: 0\n").unwrap_err();
+        assert!(err.contains("store.postgres.pool"), "{err}");
+        let err = read("store:\n  postgres: {}\n").unwrap_err();
+        assert!(err.contains("missing required field `url`"), "{err}");
+    }
+}
