@@ -104,12 +104,13 @@ async fn a_git_revert_of_a_refused_version_clears_deploy_failed() {
         d.has_event("app", "deploy_failed")
     })
     .await;
-    let pid = d.running_pid("app").await;
-    assert!(
-        cmdline(pid).contains("sleep 61"),
-        "v1 runs: {}",
-        cmdline(pid)
-    );
+    // v1 runs again (the run stopped for the upgrade may still be recorded live for a moment
+    // after its process ended: it is not the one looked for).
+    wait_for("v1 running again", LIMIT, || {
+        let live = d.live_runs("app");
+        live.len() == 1 && cmdline(pid_of(&live[0])).contains("sleep 61")
+    })
+    .await;
     let j = view(&d, "app").await;
     assert_eq!(j["state"], "running", "{j}");
     assert_eq!(kinds(&j), ["deploy_failed"], "{j}");
