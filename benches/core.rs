@@ -148,15 +148,86 @@ fn make_repo(root: &Path, jobs: usize, job: impl Fn(usize) -> String) -> (PathBu
 }
 
 fn config(root: &Path, bare: &Path, listen: &str) -> PathBuf {
-    let text = format!(
+    let mut text = format!(
         "repo: {{url: {}, branch: main, path: jobs, poll: 60s}}\nstate_dir: {}\nlisten: {listen}\n\
          envs:\n  dev: {{engine: local}}\n",
         bare.display(),
         root.join("state").display()
     );
+    if let Some(url) = postgres_schema(root) {
+        text.push_str(&format!(
+            "store:\n  postgres: {{url: \"{url}\", tls: disable, pool: 8}}\n"
+        ));
+    }
     let p = root.join("config.yaml");
     std::fs::write(&p, text).unwrap();
     p
+}
+
+/// `BENCH_STORE=postgres`: the daemon's store in a new schema of `JOBKEEPER_TEST_POSTGRES_URL`
+/// (one per `root`), for the benches that compare the backends (`start`, `fleet`); its URL.
+fn postgres_schema(root: &Path) -> Option<String> {
+    if std::env::var("BENCH_STORE").ok().as_deref() != Some("postgres") {
+        return None;
+    }
+    let url = std::env::var("JOBKEEPER_TEST_POSTGRES_URL")
+        .expect("BENCH_STORE=postgres needs JOBKEEPER_TEST_POSTGRES_URL");
+    let schema = format!(
+        "bench_{:x}",
+        root.to_string_lossy()
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+    );
+    let (admin, s) = (url.clone(), schema.clone());
+    bench_rt().block_on(async move {
+        let (c, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {s}"))
+            .await
+            .unwrap();
+    });
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Some(format!("{url}{sep}options=-csearch_path%3D{schema}"))
+}
+
+/// The runtime the bench's own Postgres calls run their I/O on.
+fn bench_rt() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+/// The store the daemon under `root` writes: its SQLite file, or (`BENCH_STORE=postgres`) its
+/// Postgres schema; `None` until it can be opened.
+fn daemon_store(root: &Path) -> Option<Blocking> {
+    match postgres_schema(root) {
+        Some(url) => Blocking::open_postgres(
+            &jobkeeper::store::postgres::Target {
+                url,
+                password: None,
+                tls: jobkeeper::store::postgres::TlsMode::Disable,
+                pool: 2,
+            },
+            bench_rt().handle().clone(),
+        )
+        .ok(),
+        None => Blocking::open(&root.join("state/jobkeeper.db")).ok(),
+    }
+}
+
+/// `sqlite` or `postgres`, for the rows of the benches that compare them.
+fn backend() -> &'static str {
+    match std::env::var("BENCH_STORE").ok().as_deref() {
+        Some("postgres") => "postgres",
+        _ => "sqlite",
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -488,7 +559,8 @@ fn bench_start(jobs: usize) -> Vec<String> {
             .status();
         let _ = child.wait();
         out.push(format!(
-            "| cold start over {jobs} suspended jobs, {label} | ready in {} · peak RSS {rss:.1} MB (then {anon:.1} MB anonymous, {file:.1} MB mapped files) | ≤ 1 s, ≤ 64 MB |",
+            "| cold start over {jobs} suspended jobs, {label} ({}) | ready in {} · peak RSS {rss:.1} MB (then {anon:.1} MB anonymous, {file:.1} MB mapped files) | ≤ 1 s, ≤ 64 MB |",
+            backend(),
             ms(took),
         ));
     }
@@ -663,7 +735,7 @@ fn bench_fleet(jobs: usize, samples: usize) -> Vec<String> {
     let port = free_port();
     let cfg = config(tmp.path(), &bare, &format!("127.0.0.1:{port}"));
     let daemon = spawn_daemon(&cfg, port);
-    let store = Blocking::open(&tmp.path().join("state/jobkeeper.db")).unwrap();
+    let store = daemon_store(tmp.path()).expect("the daemon's store opens");
     let running = |store: &Blocking| {
         store
             .live_runs()
@@ -726,12 +798,14 @@ fn bench_fleet(jobs: usize, samples: usize) -> Vec<String> {
     times.sort();
     vec![
         format!(
-            "| {jobs} running local jobs, one commit changing {} of them: commit → every new run up ({samples} commits) | {} | |",
+            "| {jobs} running local jobs, one commit changing {} of them: commit → every new run up ({samples} commits; {}) | {} | |",
             changed.len(),
+            backend(),
             p50_p99(&times)
         ),
         format!(
-            "| same: {jobs} jobs from an empty state to all running; daemon peak RSS | {:.1} s · {:.1} MB | |",
+            "| same: {jobs} jobs from an empty state to all running; daemon peak RSS ({}) | {:.1} s · {:.1} MB | |",
+            backend(),
             all_up.as_secs_f64(),
             hwm as f64 / 1024.0
         ),
