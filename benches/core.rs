@@ -750,6 +750,24 @@ fn bench_fleet(jobs: usize, samples: usize) -> Vec<String> {
     let all_up = t.elapsed();
     let changed: Vec<usize> = (0..jobs).filter(|i| i % 4 == 0).collect();
     let mut times = Vec::new();
+    // `GET /api/v1/jobs` (its first page) asked every 50 ms while the commits are applied: the
+    // API must not wait behind the store's writers.
+    let asking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let api = {
+        let asking = asking.clone();
+        std::thread::spawn(move || {
+            let mut took = Vec::new();
+            while asking.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                let (code, _) = http(port, "GET", "/api/v1/jobs", &[], b"");
+                if code == 200 {
+                    took.push(t.elapsed());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            took
+        })
+    };
     for version in 2..2 + samples {
         let files: Vec<(String, String)> = changed
             .iter()
@@ -793,10 +811,19 @@ fn bench_fleet(jobs: usize, samples: usize) -> Vec<String> {
         }
         times.push(t.elapsed());
     }
+    asking.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut api_took = api.join().unwrap();
+    api_took.sort();
     let hwm = status_kb(daemon.id(), "VmHWM");
     stop_daemon(daemon);
     times.sort();
     vec![
+        format!(
+            "| `GET /api/v1/jobs` (first page) every 50 ms during those commits ({} requests; {}) | {} | ≤ 50 ms p99 |",
+            api_took.len(),
+            backend(),
+            p50_p99(&api_took)
+        ),
         format!(
             "| {jobs} running local jobs, one commit changing {} of them: commit → every new run up ({samples} commits; {}) | {} | |",
             changed.len(),
