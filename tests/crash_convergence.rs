@@ -172,7 +172,7 @@ struct Harness {
     git: Git,
     cfg: PathBuf,
     log: PathBuf,
-    db: PathBuf,
+    db: StoreAt,
     daemon: Option<Child>,
     markers: Markers,
     base: u64,
@@ -188,11 +188,17 @@ struct Harness {
 }
 
 impl Harness {
-    fn new() -> Harness {
+    /// A harness whose daemon keeps its store in SQLite, or (`postgres`) in a new schema of
+    /// `JOBKEEPER_TEST_POSTGRES_URL`.
+    fn new(postgres: bool) -> Harness {
         let root = tempfile::tempdir().unwrap();
         let git = Git::new(root.path(), "config");
         let cfg = root.path().join("config.yaml");
-        let text = format!(
+        let db = match postgres {
+            true => StoreAt::postgres(),
+            false => StoreAt::Sqlite(root.path().join("state/jobkeeper.db")),
+        };
+        let mut text = format!(
             "repo:\n  url: {}\n  branch: main\n  path: jobs\n  poll: 1s\nstate_dir: {}\n\
              listen: 127.0.0.1:0\ntimezone: UTC\nhealth: {{interval: 1s}}\n\
              restart: {{attempts: 3, window: 1h, backoff: 200ms, max_backoff: 1s}}\n\
@@ -201,10 +207,14 @@ impl Harness {
             git.bare.display(),
             root.path().join("state").display()
         );
+        if let StoreAt::Postgres(url) = &db {
+            text.push_str(&format!(
+                "store:\n  postgres: {{url: \"{url}\", tls: disable, pool: 4}}\n"
+            ));
+        }
         // The model removes any share of its few jobs in one push: no commit is held.
         std::fs::write(&cfg, text).unwrap();
         let log = root.path().join("daemon.log");
-        let db = root.path().join("state/jobkeeper.db");
         let mut slots = Vec::new();
         for (i, kind) in [
             Kind::Service,
@@ -400,7 +410,7 @@ impl Harness {
 
     /// Jobs, their latest runs and events, for a failure message.
     fn store_dump(&self) -> String {
-        let Ok(store) = jobkeeper::store::Blocking::open(&self.db) else {
+        let Some(store) = self.db.open() else {
             return "(no store)".into();
         };
         let mut out = String::new();
@@ -442,61 +452,23 @@ impl Harness {
         lines[lines.len().saturating_sub(60)..].join("\n")
     }
 
-    fn conn(&self) -> rusqlite::Connection {
-        let c = rusqlite::Connection::open_with_flags(
-            &self.db,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
-        )
-        .unwrap();
-        c.busy_timeout(Duration::from_secs(5)).unwrap();
-        c
-    }
-
     fn runs(&self) -> Vec<Run> {
         self.try_runs().expect("runs readable")
     }
 
     fn try_runs(&self) -> Option<Vec<Run>> {
-        let c = self.conn();
-        let mut st = c
-            .prepare("SELECT id, job, state, handle, ended_at FROM runs ORDER BY id")
-            .ok()?;
-        st.query_map([], |r| {
-            let handle: Option<String> = r.get(3)?;
-            let ended: Option<i64> = r.get(4)?;
-            Ok(Run {
-                id: r.get(0)?,
-                job: r.get(1)?,
-                state: r.get(2)?,
-                pid: handle_pid(handle.as_deref()),
-                ended: ended.is_some(),
-            })
-        })
-        .ok()?
-        .collect::<Result<_, _>>()
-        .ok()
+        self.db.runs()
     }
 
     fn event_ids(&self) -> BTreeSet<i64> {
-        let c = self.conn();
-        let mut st = c.prepare("SELECT id FROM events").unwrap();
-        st.query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
+        self.db.event_ids().expect("events readable")
     }
 
     fn applied_commit(&self) -> Option<String> {
         if !self.db.exists() {
             return None;
         }
-        self.conn()
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'applied_commit'",
-                [],
-                |r| r.get(0),
-            )
-            .ok()
+        self.db.applied_commit()
     }
 
     /// Whether what runs equals what the tip wants; the first difference otherwise.
@@ -639,16 +611,29 @@ fn env_u64(name: &str) -> Option<u64> {
 
 #[test]
 fn random_sigkills_converge_to_the_tip_and_never_run_a_job_twice() {
+    chaos(false, env_u64("JOBKEEPER_CHAOS_TRIALS").unwrap_or(50));
+}
+
+/// The same harness with the daemon's store in PostgreSQL (`JOBKEEPER_TEST_POSTGRES_URL`):
+/// `JOBKEEPER_CHAOS_PG_TRIALS` trials (default 12).
+#[test]
+fn random_sigkills_on_a_postgres_store_converge_and_never_run_a_job_twice() {
+    chaos(true, env_u64("JOBKEEPER_CHAOS_PG_TRIALS").unwrap_or(12));
+}
+
+fn chaos(postgres: bool, trials: u64) {
     let seed = env_u64("JOBKEEPER_CHAOS_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis() as u64
     });
-    let trials = env_u64("JOBKEEPER_CHAOS_TRIALS").unwrap_or(50);
-    println!("crash_convergence: seed {seed}, {trials} trials (JOBKEEPER_CHAOS_SEED={seed})");
+    let backend = if postgres { "postgres" } else { "sqlite" };
+    println!(
+        "crash_convergence ({backend}): seed {seed}, {trials} trials (JOBKEEPER_CHAOS_SEED={seed})"
+    );
     let mut rng = Rng::new(seed);
-    let mut h = Harness::new();
+    let mut h = Harness::new(postgres);
     let started = Instant::now();
 
     // A first commit with every job, applied by a first daemon.
@@ -715,7 +700,7 @@ fn random_sigkills_converge_to_the_tip_and_never_run_a_job_twice() {
         }
         seen_runs = run_ids;
         seen_events = events;
-        let store = Blocking::open(&h.db).unwrap();
+        let store = h.db.open().expect("the store opens");
         assert_eq!(store.integrity_check().unwrap(), "ok", "{ctx}");
         drop(store);
         println!(
@@ -735,12 +720,163 @@ fn random_sigkills_converge_to_the_tip_and_never_run_a_job_twice() {
     h.assert_no_violation();
     let samples = *h.samples.lock().unwrap();
     println!(
-        "crash_convergence summary: trials={trials} kills={kills} commits={commits} \
+        "crash_convergence summary ({backend}): trials={trials} kills={kills} commits={commits} \
          runs={} events={} samples={samples} lost=0 duplicated=0 seed={seed} ({:.0}s)",
         seen_runs.len(),
         seen_events.len(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Where the daemon's store is, read by the harness on its own threads.
+enum StoreAt {
+    /// The SQLite file.
+    Sqlite(PathBuf),
+    /// A Postgres schema's URL.
+    Postgres(String),
+}
+
+/// The runtime the harness's own Postgres reads run on.
+fn pg_rt() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+impl StoreAt {
+    /// A new empty schema of `JOBKEEPER_TEST_POSTGRES_URL`.
+    fn postgres() -> StoreAt {
+        let url = std::env::var("JOBKEEPER_TEST_POSTGRES_URL").expect(
+            "JOBKEEPER_TEST_POSTGRES_URL is not set: this test needs a PostgreSQL server \
+             (scripts/test.sh starts one; or scripts/postgres.sh start DIR)",
+        );
+        let schema = format!("chaos_{}", std::process::id());
+        let admin = url.clone();
+        let s = schema.clone();
+        pg_rt().block_on(async move {
+            let (c, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            c.batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}"
+            ))
+            .await
+            .unwrap();
+        });
+        let sep = if url.contains('?') { '&' } else { '?' };
+        StoreAt::Postgres(format!("{url}{sep}options=-csearch_path%3D{schema}"))
+    }
+
+    /// Whether the daemon made its store yet.
+    fn exists(&self) -> bool {
+        match self {
+            StoreAt::Sqlite(p) => p.exists(),
+            StoreAt::Postgres(_) => self.pg_rows("SELECT id FROM runs LIMIT 1").is_some(),
+        }
+    }
+
+    /// The store through jobkeeper's own operations.
+    fn open(&self) -> Option<Blocking> {
+        match self {
+            StoreAt::Sqlite(p) => Blocking::open(p).ok(),
+            StoreAt::Postgres(url) => Blocking::open_postgres(
+                &jobkeeper::store::postgres::Target {
+                    url: url.clone(),
+                    password: None,
+                    tls: jobkeeper::store::postgres::TlsMode::Disable,
+                    pool: 1,
+                },
+                pg_rt().handle().clone(),
+            )
+            .ok(),
+        }
+    }
+
+    fn sqlite(p: &std::path::Path) -> Option<rusqlite::Connection> {
+        let c =
+            rusqlite::Connection::open_with_flags(p, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+                .ok()?;
+        c.busy_timeout(Duration::from_secs(5)).ok()?;
+        Some(c)
+    }
+
+    /// The rows of `sql` on the Postgres store; `None` when it cannot be read.
+    fn pg_rows(&self, sql: &str) -> Option<Vec<tokio_postgres::Row>> {
+        let StoreAt::Postgres(url) = self else {
+            return None;
+        };
+        let (url, sql) = (url.clone(), sql.to_string());
+        pg_rt().block_on(async move {
+            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .ok()?;
+            tokio::spawn(conn);
+            c.query(&sql, &[]).await.ok()
+        })
+    }
+
+    const RUNS: &str = "SELECT id, job, state, handle, ended_at FROM runs ORDER BY id";
+
+    fn runs(&self) -> Option<Vec<Run>> {
+        let run = |id, job, state, handle: Option<String>, ended: Option<i64>| Run {
+            id,
+            job,
+            state,
+            pid: handle_pid(handle.as_deref()),
+            ended: ended.is_some(),
+        };
+        match self {
+            StoreAt::Sqlite(p) => {
+                let c = Self::sqlite(p)?;
+                let mut st = c.prepare(Self::RUNS).ok()?;
+                st.query_map([], |r| {
+                    Ok(run(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .ok()?
+                .collect::<Result<_, _>>()
+                .ok()
+            }
+            StoreAt::Postgres(_) => Some(
+                self.pg_rows(Self::RUNS)?
+                    .iter()
+                    .map(|r| run(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn event_ids(&self) -> Option<BTreeSet<i64>> {
+        match self {
+            StoreAt::Sqlite(p) => {
+                let c = Self::sqlite(p)?;
+                let mut st = c.prepare("SELECT id FROM events").ok()?;
+                st.query_map([], |r| r.get(0))
+                    .ok()?
+                    .collect::<Result<_, _>>()
+                    .ok()
+            }
+            StoreAt::Postgres(_) => Some(
+                self.pg_rows("SELECT id FROM events")?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn applied_commit(&self) -> Option<String> {
+        const SQL: &str = "SELECT value FROM meta WHERE key = 'applied_commit'";
+        match self {
+            StoreAt::Sqlite(p) => Self::sqlite(p)?.query_row(SQL, [], |r| r.get(0)).ok(),
+            StoreAt::Postgres(_) => self.pg_rows(SQL)?.first().map(|r| r.get(0)),
+        }
+    }
 }
 
 /// The daemon binary, killed with SIGKILL on drop.
