@@ -239,3 +239,70 @@ async fn a_second_daemon_on_the_same_state_folder_names_the_first_before_trying_
         .status();
     let _ = first.wait();
 }
+
+/// A local run recorded live by another node (a store shared with, or moved from, another
+/// host) names a process of that host: this node never adopts, stops or signals a pid of its
+/// own that happens to match. The run is ended with why, and the job runs again here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_run_of_another_node_is_never_adopted_or_stopped_here() {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = Git::new(tmp.path(), "config");
+    git.write("jobs/svc.yaml", &sleeper(600));
+    git.commit_push("svc");
+    let cfg = config(tmp.path(), &git, "");
+    let mut d = start(tmp.path(), &cfg).await;
+    d.running_pid("svc").await;
+    d.stop().await;
+
+    // A process of this host with the same pid and start time as the run's record says: as if
+    // the other host's pid had been recycled here. The store says the run is still live there.
+    let mut here = Command::new("sleep").arg("600").spawn().unwrap();
+    let pid = here.id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let ticks: u64 = after_comm.split(' ').nth(19).unwrap().parse().unwrap();
+    let run = d.runs("svc").remove(0);
+    let db = rusqlite::Connection::open(tmp.path().join("state/jobkeeper.db")).unwrap();
+    db.execute(
+        "UPDATE runs SET state = 'running', ended_at = NULL, node = 'other-host', handle = ?2
+         WHERE id = ?1",
+        rusqlite::params![
+            run.id,
+            format!(
+                r#"{{"run_id":{},"engine_id":"{pid}","start_ticks":{ticks}}}"#,
+                run.id
+            )
+        ],
+    )
+    .unwrap();
+    drop(db);
+
+    let mut d = start(tmp.path(), &cfg).await;
+    wait_for(
+        "the other node's run ended",
+        Duration::from_secs(20),
+        || {
+            d.runs("svc")
+                .iter()
+                .any(|r| r.id == run.id && r.state != "running")
+        },
+    )
+    .await;
+    let new_pid = d.running_pid("svc").await;
+    assert_ne!(new_pid, pid, "a run of its own here");
+    let old = d.runs("svc").into_iter().find(|r| r.id == run.id).unwrap();
+    assert_eq!(old.state, "stopped", "{old:?}");
+    assert!(
+        old.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("a local run of node `other-host`")),
+        "{old:?}"
+    );
+    assert!(
+        here.try_wait().unwrap().is_none(),
+        "the process with the other node's pid was not signalled"
+    );
+    d.stop().await;
+    here.kill().unwrap();
+    let _ = here.wait();
+}

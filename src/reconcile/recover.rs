@@ -10,7 +10,7 @@
 
 use super::Context;
 use super::emit::Scope;
-use crate::engine::{NEVER_STARTED, RecordedRun, Recovery};
+use crate::engine::{EngineKind, NEVER_STARTED, RecordedRun, Recovery};
 use crate::event::JobEvent;
 use crate::store::{RunRow, RunState, StoreError};
 
@@ -20,7 +20,18 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, StoreError> {
     let mut n = 0;
     for run in ctx.store.live_runs().await? {
         let handle = run.handle.clone();
+        let elsewhere = run
+            .node
+            .as_deref()
+            .filter(|n| run.engine == EngineKind::Local && *n != ctx.store.node());
+        // A local run is a process of the host that started it: its pid means nothing here
+        // (another process may have it), so it is never looked for, adopted or stopped from
+        // this node. Its own node stopped it when its daemon stopped or stepped down.
         let note = match ctx.engine_of_run(&run) {
+            _ if let Some(node) = elsewhere => format!(
+                "a local run of node `{node}`: not looked for from node `{}`; the job runs again here",
+                ctx.store.node()
+            ),
             Some(engine) => {
                 let read = run_params(ctx, &run);
                 let what = format!("job of run {}, to recover it", run.id);

@@ -64,6 +64,11 @@ impl Store {
             .map(Store::from)
     }
 
+    /// This host's name, as the runs it starts record it.
+    pub fn node(&self) -> &str {
+        self.db.node()
+    }
+
     /// Which database holds the store.
     pub fn backend(&self) -> super::sql::Backend {
         self.db.backend()

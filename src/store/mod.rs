@@ -242,6 +242,11 @@ impl Blocking {
         }
     }
 
+    /// This host's name, as the runs it starts record it.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// Which database holds the store.
     pub fn backend(&self) -> sql::Backend {
         match &*self.db {
