@@ -13,12 +13,16 @@ use jobkeeper::event::EventKind;
 use jobkeeper::store::postgres::{Target, TlsMode};
 use jobkeeper::store::{Blocking, CommitRecord, DesiredUpdate, NewEvent};
 
-const JOBS: usize = 10_000;
-const EVENTS: usize = 2_000;
-const SAMPLES: usize = 15;
+/// The sizes: the full run (`cargo bench`), or a smoke run under `cargo test`.
+#[derive(Clone, Copy)]
+struct Size {
+    jobs: usize,
+    events: usize,
+    samples: usize,
+}
 
-fn updates() -> Vec<DesiredUpdate> {
-    (0..JOBS)
+fn updates(jobs: usize) -> Vec<DesiredUpdate> {
+    (0..jobs)
         .map(|i| {
             let name = format!("team-{}/job-{i:05}", i % 40);
             let yaml = format!("env: dev\nparams:\n  command: [\"sleep\", \"{i}\"]\n");
@@ -47,14 +51,19 @@ fn p50(mut v: Vec<Duration>) -> Duration {
 }
 
 /// Runs the measures on the store `open` opens (fresh and empty the first time).
-fn measure(open: &dyn Fn() -> Blocking) -> Figures {
+fn measure(open: &dyn Fn() -> Blocking, size: Size) -> Figures {
+    let Size {
+        jobs,
+        events,
+        samples,
+    } = size;
     let store = open();
     let commit = CommitRecord {
         id: "c1".into(),
         author: "Bench <b@example.com>".into(),
         subject: "10,000 jobs".into(),
     };
-    let ups = updates();
+    let ups = updates(jobs);
     let t = Instant::now();
     store.apply_commit(&commit, &ups, &[]).unwrap();
     let apply = t.elapsed();
@@ -64,9 +73,9 @@ fn measure(open: &dyn Fn() -> Blocking) -> Figures {
     let store = open();
     let list = store.job_list().unwrap();
     let reopen_list = t.elapsed();
-    assert_eq!(list.len(), JOBS);
+    assert_eq!(list.len(), jobs);
 
-    let counts: Vec<Duration> = (0..SAMPLES)
+    let counts: Vec<Duration> = (0..samples)
         .map(|_| {
             let t = Instant::now();
             store.job_state_counts().unwrap();
@@ -75,7 +84,7 @@ fn measure(open: &dyn Fn() -> Blocking) -> Figures {
         .collect();
 
     let t = Instant::now();
-    for i in 0..EVENTS {
+    for i in 0..events {
         let job = format!("team-{}/job-{:05}", i % 40, i);
         let message = format!("event {i}");
         store
@@ -85,7 +94,7 @@ fn measure(open: &dyn Fn() -> Blocking) -> Figures {
             })
             .unwrap();
     }
-    let events_per_s = EVENTS as f64 / t.elapsed().as_secs_f64();
+    let events_per_s = events as f64 / t.elapsed().as_secs_f64();
     Figures {
         apply,
         reopen_list,
@@ -95,6 +104,25 @@ fn measure(open: &dyn Fn() -> Blocking) -> Figures {
 }
 
 fn main() {
+    let size = if std::env::args().any(|a| a == "--bench") {
+        Size {
+            jobs: 10_000,
+            events: 2_000,
+            samples: 15,
+        }
+    } else {
+        // `cargo test` runs benches once: a smoke run.
+        Size {
+            jobs: 200,
+            events: 50,
+            samples: 3,
+        }
+    };
+    let Size {
+        jobs,
+        events,
+        samples,
+    } = size;
     let Ok(url) = std::env::var("JOBKEEPER_TEST_POSTGRES_URL") else {
         eprintln!(
             "JOBKEEPER_TEST_POSTGRES_URL is not set: this bench compares SQLite with a real \
@@ -104,7 +132,7 @@ fn main() {
     };
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("jobkeeper.db");
-    let sqlite = measure(&|| Blocking::open(&file).unwrap());
+    let sqlite = measure(&|| Blocking::open(&file).unwrap(), size);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -133,14 +161,17 @@ fn main() {
         pool: 8,
     };
     let handle = rt.handle().clone();
-    let pg = measure(&|| Blocking::open_postgres(&target, handle.clone()).unwrap());
+    let pg = measure(
+        &|| Blocking::open_postgres(&target, handle.clone()).unwrap(),
+        size,
+    );
 
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
     let ratio = |a: f64, b: f64| format!("{:.2}×", a / b);
-    println!("| store, {JOBS} jobs | SQLite | PostgreSQL | Postgres / SQLite |");
+    println!("| store, {jobs} jobs | SQLite | PostgreSQL | Postgres / SQLite |");
     println!("|---|---|---|---|");
     println!(
-        "| one commit applying {JOBS} new jobs | {} | {} | {} |",
+        "| one commit applying {jobs} new jobs | {} | {} | {} |",
         ms(sqlite.apply),
         ms(pg.apply),
         ratio(pg.apply.as_secs_f64(), sqlite.apply.as_secs_f64())
@@ -155,13 +186,13 @@ fn main() {
         )
     );
     println!(
-        "| job counts by state, p50 of {SAMPLES} | {} | {} | {} |",
+        "| job counts by state, p50 of {samples} | {} | {} | {} |",
         ms(sqlite.counts_p50),
         ms(pg.counts_p50),
         ratio(pg.counts_p50.as_secs_f64(), sqlite.counts_p50.as_secs_f64())
     );
     println!(
-        "| event writes, one transaction each ({EVENTS}) | {:.0}/s | {:.0}/s | {} |",
+        "| event writes, one transaction each ({events}) | {:.0}/s | {:.0}/s | {} |",
         sqlite.events_per_s,
         pg.events_per_s,
         ratio(pg.events_per_s, sqlite.events_per_s)
