@@ -195,14 +195,16 @@ impl Daemon {
         self.events(name).iter().any(|e| e.kind == kind)
     }
 
-    /// Waits until the job has exactly one live run and returns its pid.
+    /// Waits until the job has exactly one live run whose process runs, and returns its pid.
     pub async fn running_pid(&self, name: &str) -> u32 {
         let mut pid = 0;
         wait_for(&format!("{name} running"), Duration::from_secs(20), || {
             let live = self.live_runs(name);
             if live.len() == 1 {
                 pid = pid_of(&live[0]);
-                pid != 0 && alive(pid)
+                // Not a process that ended and waits to be reaped (its run not recorded ended
+                // yet): a zombie has no command line.
+                pid != 0 && alive(pid) && !cmdline(pid).is_empty()
             } else {
                 false
             }
