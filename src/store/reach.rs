@@ -29,11 +29,20 @@ pub(super) struct Reach {
 pub(super) fn unreachable(e: &StoreError) -> bool {
     match e {
         StoreError::Timeout(_) | StoreError::Busy(_) => true,
-        StoreError::Postgres(e) => match e.code() {
-            None => true,
-            Some(code) => {
-                let c = code.code();
+        StoreError::Postgres(e) => match e.as_db_error() {
+            // The server answered: only its "cannot serve you now" classes count.
+            Some(db) => {
+                let c = db.code().code();
                 c.starts_with("08") || c.starts_with("57P") || c == "53300"
+            }
+            // No answer: the link failed (an I/O error under it, a closed connection, a
+            // connect timeout). A value that could not be converted (a bug, not an outage)
+            // carries its own, non-I/O, error.
+            None => {
+                let source = std::error::Error::source(e);
+                e.is_closed()
+                    || source.is_none()
+                    || source.is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())
             }
         },
         _ => false,
