@@ -96,7 +96,15 @@ pub async fn run_with(
     // The config at start: the fields taken only at start are read from it.
     let started = live.get();
     let envs = started.envs.iter().map(|(n, e)| (n, &e.engine));
-    let store = crate::store_start::open(&started, &listener, &cancel).await?;
+    let store = match crate::store_start::open(&started, &listener, &cancel).await {
+        Ok(store) => store,
+        // Stopped (SIGTERM) while the store was being tried again: a clean stop.
+        Err(StoreError::Stopped) if cancel.is_cancelled() => {
+            tracing::info!("stopped while waiting for the store");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     // Seeded with what releases before the stored id salted with, so live runs keep their ids.
     let installation = store
         .installation_id(&state_dir.display().to_string())

@@ -206,6 +206,23 @@ async fn a_postgres_that_does_not_answer_at_start_is_tried_again_while_readyz_sa
         d.handle.as_ref().is_some_and(|h| !h.is_finished()),
         "the daemon waits, it does not exit"
     );
+    // A stop while it waits is a clean stop (SIGTERM under systemd: not a failed unit).
+    let other = tempfile::tempdir().unwrap();
+    let git2 = Git::new(other.path(), "config");
+    git2.write("jobs/sleeper.yaml", &sleeper(600));
+    git2.commit_push("a sleeper");
+    let mut waiting = PgDaemon::start(
+        other.path(),
+        &config(other.path(), &git2, &store_block(&url)),
+    )
+    .await;
+    let start = Instant::now();
+    while waiting.get("/readyz").await.0 != 503 {
+        assert!(start.elapsed() < Duration::from_secs(30), "never waited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    waiting.stop().await;
+
     // The database answers: the daemon opens the store and runs the job.
     proxy.set(Mode::Pass);
     d.running("sleeper", Duration::from_secs(60)).await;
