@@ -885,15 +885,18 @@ mod tests {
             "restarted {} ms after the failure, before its 2 s backoff",
             second.started_at - ended
         );
-        let restarted: Vec<_> = ctx
-            .store
-            .events(Some("b"), 50)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.kind == EventKind::Restarted)
-            .collect();
-        assert_eq!(restarted[0].attempt, Some(Attempt { n: 1, of: 5 }));
+        // The `restarted` event is recorded as the run starts: waited for, not assumed.
+        let restarted = || -> Vec<_> {
+            ctx.store
+                .blocking()
+                .events(Some("b"), 50)
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.kind == EventKind::Restarted)
+                .collect()
+        };
+        wait_for("the restarted event", || !restarted().is_empty()).await;
+        assert_eq!(restarted()[0].attempt, Some(Attempt { n: 1, of: 5 }));
         cancel.cancel();
         reconciler.wait().await;
         forward.abort();
