@@ -621,7 +621,12 @@ fn random_sigkills_on_a_postgres_store_converge_and_never_run_a_job_twice() {
     chaos(true, env_u64("JOBKEEPER_CHAOS_PG_TRIALS").unwrap_or(12));
 }
 
+/// The two harnesses of this file, one at a time: each watches every marked process on the
+/// host, and both mark their jobs alike.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 fn chaos(postgres: bool, trials: u64) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let seed = env_u64("JOBKEEPER_CHAOS_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
