@@ -363,23 +363,43 @@ async fn store_events(schema_url: &str) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_postgres_outage_stops_no_job_and_is_one_store_unreachable_then_store_reachable() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+/// A daemon under `root` whose store (a new schema named `name`) is reached through a proxy
+/// the test controls, running one sleeper job; with the store's direct URL (for the test's
+/// own reads, which no outage of the proxy touches).
+async fn behind_a_proxy(root: &Path, name: &str) -> (TcpProxy, String, PgDaemon) {
     let cfg: tokio_postgres::Config = pg_url().parse().unwrap();
-    let upstream = format!("127.0.0.1:{}", cfg.get_ports()[0]);
-    let proxy = TcpProxy::start(0, upstream, Mode::Pass).await;
-    let url = schema("outage", Some(proxy.port)).await;
-    let direct = url.replace(
-        &format!(":{}/", proxy.port),
-        &format!(":{}/", cfg.get_ports()[0]),
-    );
+    let port = cfg.get_ports()[0];
+    let proxy = TcpProxy::start(0, format!("127.0.0.1:{port}"), Mode::Pass).await;
+    let url = schema(name, Some(proxy.port)).await;
+    let direct = url.replace(&format!(":{}/", proxy.port), &format!(":{port}/"));
     let git = Git::new(root, "config");
     git.write("jobs/sleeper.yaml", &sleeper(600));
     git.commit_push("a sleeper");
     let extra = format!("health: {{interval: 1s}}\n{}", store_block(&url));
-    let mut d = PgDaemon::start(root, &config(root, &git, &extra)).await;
+    let d = PgDaemon::start(root, &config(root, &git, &extra)).await;
+    (proxy, direct, d)
+}
+
+/// The store events once an outage's episode is recorded (at least two), within 60 s.
+async fn episode(direct: &str) -> Vec<(String, String)> {
+    let start = Instant::now();
+    loop {
+        let events = store_events(direct).await;
+        if events.len() >= 2 {
+            return events;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no store events after the outage: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_stops_no_job_and_is_one_store_unreachable_then_store_reachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, direct, mut d) = behind_a_proxy(dir.path(), "outage").await;
     let j = d.running("sleeper", Duration::from_secs(30)).await;
     let pid: u32 = j["runs"][0]["engine_id"].as_str().unwrap().parse().unwrap();
     let run = j["runs"][0]["id"].as_i64().unwrap();
@@ -407,18 +427,7 @@ async fn a_postgres_outage_stops_no_job_and_is_one_store_unreachable_then_store_
     );
 
     proxy.set(Mode::Pass);
-    let start = Instant::now();
-    let events = loop {
-        let events = store_events(&direct).await;
-        if events.len() >= 2 {
-            break events;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no store events after the outage: {events:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let events = episode(&direct).await;
     assert_eq!(events[0].0, "store_unreachable", "{events:?}");
     assert!(events[0].1.contains("did not answer from"), "{events:?}");
     assert_eq!(events[1].0, "store_reachable", "{events:?}");
@@ -436,20 +445,7 @@ async fn a_postgres_outage_stops_no_job_and_is_one_store_unreachable_then_store_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_link_to_postgres_fails_calls_in_time_and_stops_no_job() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let cfg: tokio_postgres::Config = pg_url().parse().unwrap();
-    let upstream = format!("127.0.0.1:{}", cfg.get_ports()[0]);
-    let proxy = TcpProxy::start(0, upstream, Mode::Pass).await;
-    let url = schema("frozen", Some(proxy.port)).await;
-    let direct = url.replace(
-        &format!(":{}/", proxy.port),
-        &format!(":{}/", cfg.get_ports()[0]),
-    );
-    let git = Git::new(root, "config");
-    git.write("jobs/sleeper.yaml", &sleeper(600));
-    git.commit_push("a sleeper");
-    let extra = format!("health: {{interval: 1s}}\n{}", store_block(&url));
-    let mut d = PgDaemon::start(root, &config(root, &git, &extra)).await;
+    let (proxy, direct, mut d) = behind_a_proxy(dir.path(), "frozen").await;
     let j = d.running("sleeper", Duration::from_secs(30)).await;
     let pid: u32 = j["runs"][0]["engine_id"].as_str().unwrap().parse().unwrap();
 
@@ -471,18 +467,7 @@ async fn a_frozen_link_to_postgres_fails_calls_in_time_and_stops_no_job() {
     );
 
     proxy.set(Mode::Pass);
-    let start = Instant::now();
-    let events = loop {
-        let events = store_events(&direct).await;
-        if events.len() >= 2 {
-            break events;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no store events after the freeze: {events:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let events = episode(&direct).await;
     assert_eq!(events[0].0, "store_unreachable", "{events:?}");
     assert!(events[0].1.contains("did not answer within"), "{events:?}");
     assert_eq!(events[1].0, "store_reachable", "{events:?}");
