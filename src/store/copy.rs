@@ -1,8 +1,9 @@
 //! Moving an installation: every table of a SQLite store copied into an empty PostgreSQL one
 //! (`jobkeeper migrate-store`), in one transaction on the target, ids kept (runs, events,
 //! savepoints and alert deliveries keep their numbers, and the id sequences continue after
-//! them). The installation id moves with `meta`, so the daemon started on the copy computes the
-//! same Flink job ids and run tokens and adopts the same live runs.
+//! them). The installation id moves with `meta`, replacing one a daemon started on the empty
+//! target wrote, so the daemon started on the copy computes the same Flink job ids and run
+//! tokens and adopts the same live runs.
 
 use super::sql::{Backend, Sql, ToValue, Value, p};
 use super::{Blocking, Result, StoreError};
@@ -36,9 +37,13 @@ impl Blocking {
                 "copying a store other than SQLite into PostgreSQL",
             ));
         }
-        let jobs: i64 = to.sql(|db| db.one("SELECT COUNT(*) FROM jobs", p![]))?;
-        if jobs > 0 {
-            return Err(StoreError::TargetNotEmpty { jobs });
+        // A daemon started on the empty target first may have written `meta` (its own
+        // installation id: the copy's replaces it), never jobs, runs or events worth keeping.
+        for table in ["jobs", "runs", "events"] {
+            let count: i64 = to.sql(|db| db.one(&format!("SELECT COUNT(*) FROM {table}"), p![]))?;
+            if count > 0 {
+                return Err(StoreError::TargetNotEmpty { count, table });
+            }
         }
         let source = self.conn()?;
         let mut from = super::sql::Lite(&source);
@@ -101,7 +106,37 @@ fn copy_table(from: &mut dyn Sql, to: &mut dyn Sql, table: &str) -> Result<u64> 
             }
             sql.push(')');
         }
+        if table == "meta" {
+            // The source's installation id wins over one a daemon wrote on the empty target.
+            sql.push_str(" ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+        }
         to.execute(&sql, &params)?;
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{commit, postgres_store, spec_update};
+    use super::*;
+
+    #[test]
+    fn the_copy_keeps_the_sources_installation_id_and_refuses_a_used_target() {
+        let to = postgres_store().expect(
+            "JOBKEEPER_TEST_POSTGRES_URL is not set: copying a store needs a PostgreSQL server \
+             (scripts/test.sh starts one; or scripts/postgres.sh start DIR)",
+        );
+        let from = Blocking::in_memory().unwrap();
+        assert_eq!(from.installation_id("/var/lib/a").unwrap(), "/var/lib/a");
+        from.apply_commit(&commit("c1"), &[spec_update("a", "dev")], &[])
+            .unwrap();
+        // A daemon started on the empty target first wrote its own id.
+        assert_eq!(to.installation_id("/elsewhere").unwrap(), "/elsewhere");
+        let copied = from.copy_into(&to).unwrap();
+        assert!(copied.contains(&("jobs", 1)), "{copied:?}");
+        assert_eq!(to.installation_id("/elsewhere").unwrap(), "/var/lib/a");
+        assert!(to.job("a").unwrap().is_some());
+        let err = from.copy_into(&to).unwrap_err();
+        assert!(err.to_string().contains("already holds 1 jobs"), "{err}");
+    }
 }

@@ -140,11 +140,13 @@ pub enum StoreError {
     NoRow,
     /// `migrate-store` into a store that already holds jobs.
     #[error(
-        "store: the target already holds {jobs} jobs; migrate-store copies into an empty store only"
+        "store: the target already holds {count} {table}; migrate-store copies into an empty store only"
     )]
     TargetNotEmpty {
-        /// How many.
-        jobs: i64,
+        /// How many rows.
+        count: i64,
+        /// Of which table.
+        table: &'static str,
     },
     /// The operation exists for one backend only.
     #[error("store: {0} is not available on this backend")]
