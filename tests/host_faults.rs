@@ -392,7 +392,11 @@ async fn used_up_file_descriptors_make_a_killed_job_wait_on_the_host_not_give_up
     );
     let job = store.job("app").unwrap().unwrap();
     assert_eq!(job.state, "running", "{job:?}");
-    assert!(!events_of(&store, "host_recovered").is_empty());
+    // The episode ends once the start that waited went through: just after the run is live.
+    wait_for("the host_recovered event", Duration::from_secs(10), || {
+        !events_of(&store, "host_recovered").is_empty()
+    })
+    .await;
     for kind in ["gave_up", "deploy_failed"] {
         assert!(events_of(&store, kind).is_empty(), "a {kind} event");
         assert!(alerts_of(&hook, kind).is_empty(), "a {kind} alert");
