@@ -162,6 +162,15 @@ pub async fn run_with(
 
     // The store is open and the listener serves: systemd may consider the service started.
     notifier.ready("started: applying the config repo");
+    // Until the health sweep pings it: while a standby waits and while the runs are recovered.
+    let early_pings = crate::systemd::Watchdog::from_env(notifier.clone()).map(|w| {
+        tokio::spawn(async move {
+            loop {
+                w.ping();
+                tokio::time::sleep(w.period()).await;
+            }
+        })
+    });
     // With `ha`: a standby serving reads until this daemon takes the lease.
     let (term, lease_stop) = match keeper {
         Some((mut keeper, _)) => match crate::ha::term::take(&mut keeper, &api, &cancel).await {
@@ -172,6 +181,9 @@ pub async fn run_with(
                 (Some((taken.epoch, tokio::spawn(kept))), stop)
             }
             None => {
+                if let Some(p) = early_pings {
+                    p.abort();
+                }
                 tracing::info!("stopped as a standby");
                 return shut_down(&notifier, &reconciler, tasks, server).await;
             }
@@ -182,6 +194,9 @@ pub async fn run_with(
     recover(&core.ctx).await?;
     seal_left_logs(&core.ctx).await;
     start_job_loops(&tasks, &core, &reconciler, (&started, &notifier), &cancel);
+    if let Some(p) = early_pings {
+        p.abort();
+    }
     let reload = config_path.map(|path| (path, started.clone()));
     let loops = ServiceLoops {
         store: &core.store,
