@@ -417,10 +417,14 @@ impl YarnEngine {
         live: &HashMap<&str, &App>,
         handles: &[RunHandle],
     ) -> Vec<Option<u64>> {
+        if handles.is_empty() {
+            return Vec::new();
+        }
         let sweep = self.sweeps.fetch_add(1, Ordering::Relaxed) + 1;
         let now_ms = chrono::Utc::now().timestamp_millis();
         let running = |id: &str| live.get(id).filter(|a| a.state == "RUNNING").copied();
         lock(&self.watches).retain(|id, _| running(id).is_some());
+        lock(&self.jids).retain(|id, _| running(id).is_some());
         let mut calls = tokio::task::JoinSet::new();
         for (i, h) in handles.iter().enumerate() {
             let Some(app) = running(apps::split_id(&h.engine_id).0) else {
@@ -861,6 +865,16 @@ impl Engine for YarnEngine {
             live: Some(live.iter().map(App::cluster_job).collect()),
             tasks,
         })
+    }
+
+    /// The RM's list alone (one request): no JobManager is asked, and the status sweeps'
+    /// schedule ([`reads`]) is not moved on.
+    async fn live_jobs(&self) -> Result<Option<Vec<ClusterJob>>, EngineError> {
+        if self.settings.session.is_some() {
+            return Ok(self.survey(&[]).await?.live);
+        }
+        let live = self.list_live().await?;
+        Ok(Some(live.iter().map(App::cluster_job).collect()))
     }
 
     async fn describe(&self, job: &ClusterJob) -> Result<JobDetails, EngineError> {

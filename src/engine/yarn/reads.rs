@@ -108,7 +108,7 @@ pub fn plan(w: &Watch, sweep: u64, now_ms: i64, followable: bool) -> Option<Read
     if w.asked == Some(sweep) {
         return None;
     }
-    if w.tasks.is_none() || (sweep + w.phase) % TASKS_EVERY == 0 {
+    if w.tasks.is_none() || (sweep + w.phase).is_multiple_of(TASKS_EVERY) {
         return Some(Read::Tasks);
     }
     if w.checks_health(sweep) {
