@@ -1,6 +1,7 @@
 //! A standby kept warm: its config repo mirror fetched, and the artifacts of the applied
 //! versions built into its own build cache, so a takeover never waits for a fetch or a build.
-//! It acts on nothing: it fetches, builds, and reads the store.
+//! It acts on nothing: it fetches, builds, and reads the store (the applied commit each round,
+//! the applied versions only when that commit moved).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,8 @@ const MIN_ROUND: Duration = Duration::from_secs(5);
 /// `cancel` fires.
 pub async fn keep_warm(ctx: Arc<Context>, cancel: CancellationToken) {
     let mut mirror: Option<Arc<ConfigRepo>> = None;
+    // The applied commit the last prebuild saw: the versions are read again only when it moved.
+    let mut seen: Option<Option<String>> = None;
     loop {
         let settings = ctx.settings.get();
         if mirror.is_none() {
@@ -35,7 +38,14 @@ pub async fn keep_warm(ctx: Arc<Context>, cancel: CancellationToken) {
                 Err(e) => tracing::warn!("standby: the config repo was not fetched: {e}"),
             }
         }
-        prebuild(&ctx, &cancel).await;
+        match ctx.store.applied_commit().await {
+            Ok(applied) if seen.as_ref() != Some(&applied) => {
+                prebuild(&ctx, &cancel).await;
+                seen = Some(applied);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("standby: the applied commit could not be read: {e}"),
+        }
         let round = settings.repo.poll.max(MIN_ROUND);
         tokio::select! {
             () = cancel.cancelled() => return,
