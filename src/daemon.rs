@@ -133,6 +133,10 @@ pub async fn run_with(
     let reconciler = Reconciler::new(core.ctx.clone(), cancel.clone());
     let notifier = Arc::new(Notifier::from_env());
     let keeper = lease_keeper(&started, &url, &notifier)?;
+    if keeper.is_none() {
+        // The only daemon: the runs a previous one left are handled before anything answers.
+        take_over(&core).await?;
+    }
     let leadership = match &keeper {
         Some((_, watch)) => watch.clone(),
         None => crate::ha::fixed(crate::ha::Leadership::single(
@@ -190,9 +194,9 @@ pub async fn run_with(
         },
         None => (None, CancellationToken::new()),
     };
-    core.alerter.clone().attach(&core.store);
-    recover(&core.ctx).await?;
-    seal_left_logs(&core.ctx).await;
+    if term.is_some() {
+        take_over(&core).await?;
+    }
     start_job_loops(&tasks, &core, &reconciler, (&started, &notifier), &cancel);
     if let Some(p) = early_pings {
         p.abort();
@@ -373,6 +377,15 @@ impl Core {
             ctx,
         })
     }
+}
+
+/// Once this daemon leads (at start without `ha`): its events are alerted, and the runs a
+/// previous leader left are handled.
+async fn take_over(core: &Core) -> Result<(), DaemonError> {
+    core.alerter.clone().attach(&core.store);
+    recover(&core.ctx).await?;
+    seal_left_logs(&core.ctx).await;
+    Ok(())
 }
 
 /// Before anything starts: the runs a previous daemon left behind are handed to their engines,

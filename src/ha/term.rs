@@ -119,6 +119,13 @@ async fn step_down(api: &ApiState, why: &str) -> ! {
 
 /// Carries out the requests standbys recorded, when one is announced and every few seconds.
 async fn carry_out_requests(api: Arc<ApiState>, note: Arc<Notify>, cancel: CancellationToken) {
+    // Not before the runs a former leader left are handled and the config repo is followed.
+    while api.trigger.get().is_none() {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
     loop {
         match api.store.take_requests().await {
             Ok(requests) => {
