@@ -148,6 +148,8 @@ pub struct JobQuery {
     pub folder: Option<String>,
     /// Only the job of this name.
     pub name: Option<String>,
+    /// Only the jobs of these names (`None`: any name; empty: none).
+    pub names: Option<Vec<String>>,
     /// Only jobs whose name holds this text, in any case (the status page's search).
     pub name_contains: Option<String>,
     /// Removed jobs too (hidden by default).
@@ -427,6 +429,18 @@ impl Blocking {
             if let Some(name) = &q.name {
                 args.push(Box::new(name.clone()));
                 let _ = write!(sql, " AND name = ?{}", args.len());
+            }
+            if let Some(names) = &q.names {
+                let mut marks = Vec::new();
+                for n in names {
+                    args.push(Box::new(n.clone()));
+                    marks.push(format!("?{}", args.len()));
+                }
+                if marks.is_empty() {
+                    sql.push_str(" AND 1 = 0");
+                } else {
+                    let _ = write!(sql, " AND name IN ({})", marks.join(", "));
+                }
             }
             if let Some(text) = q.name_contains.as_deref().filter(|t| !t.is_empty()) {
                 args.push(Box::new(text.to_lowercase()));
