@@ -214,7 +214,9 @@ fn bad_json(at: &At<'_>, valid: [(&'static str, Option<bool>); 3]) -> Option<Str
 
 /// The SQL test of a job still in the config repo: a removed job has neither a desired spec
 /// nor an invalid file. Lists hide the others by default, and counts leave them out.
-const NOT_REMOVED: &str = "NOT (desired IS NULL AND invalid IS NULL)";
+/// Jobs still in the config repo; [`Blocking::job_state_counts`] walks the partial index of
+/// this condition (`jobs_counted`, migration 14), so keep the two the same text.
+pub(super) const NOT_REMOVED: &str = "NOT (desired IS NULL AND invalid IS NULL)";
 
 const JOB_SELECT: &str = "SELECT name, path, desired, desired_hash, desired_commit, applied,
     applied_hash, artifact, state, reason, invalid, updated_at, applied_commit FROM jobs";
