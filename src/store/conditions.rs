@@ -270,4 +270,69 @@ mod tests {
             assert_eq!(b.desired_env.as_deref(), Some("prod"));
         }
     }
+
+    #[test]
+    fn each_fact_alone_makes_a_problem_row_and_counting_walks_indexes() {
+        for s in stores() {
+            let names = ["a", "b", "c", "d", "e"];
+            let updates: Vec<_> = names.iter().map(|n| spec_update(n, "dev")).collect();
+            s.apply_commit(&commit("c1"), &updates, &[]).unwrap();
+            let drift = Incidents {
+                drift: Some(Incident {
+                    run_id: 1,
+                    what: "rescaled".into(),
+                }),
+                unhealthy: None,
+            };
+            s.set_incidents("a", &drift).unwrap();
+            let refused = VersionsRow {
+                refused_hash: Some("h2".into()),
+                refused_commit: Some("c2".into()),
+                refused_reason: Some("rolled back".into()),
+                ..VersionsRow::default()
+            };
+            s.set_versions("b", &refused).unwrap();
+            s.set_state("c", JobState::GaveUp, Some("too many restarts"))
+                .unwrap();
+            let rows = s.problem_rows(&[], &[]).unwrap();
+            let mut found: Vec<&str> = rows.keys().map(String::as_str).collect();
+            found.sort();
+            assert_eq!(found, ["a", "b", "c"], "d and e have no fact");
+            assert_eq!(rows["b"].refused_hash.as_deref(), Some("h2"));
+            assert_eq!(rows["a"].incidents, drift);
+            let counts = s.job_state_counts().unwrap();
+            let n = |st: JobState| counts.iter().find(|(s, _)| *s == st).unwrap().1;
+            assert_eq!((n(JobState::GaveUp), n(JobState::Pending)), (1, 4));
+        }
+        // On SQLite the counts read the partial indexes of migration 14, not every job's row.
+        let s = Blocking::in_memory().unwrap();
+        let plan = |sql: &str| -> String {
+            s.sql(|db| {
+                db.query_map(&format!("EXPLAIN QUERY PLAN {sql}"), p![], |r| {
+                    r.get::<String>(3)
+                })
+            })
+            .unwrap()
+            .join("; ")
+        };
+        let states = plan(&format!(
+            "SELECT state, COUNT(*) FROM jobs WHERE {} GROUP BY state",
+            super::super::jobs::NOT_REMOVED
+        ));
+        assert!(states.contains("USING INDEX jobs_counted"), "{states}");
+        for index in [
+            "jobs_invalid",
+            "jobs_incidents",
+            "versions_failed",
+            "versions_refused",
+        ] {
+            let sql = match index {
+                "jobs_invalid" => "SELECT name FROM jobs WHERE invalid IS NOT NULL",
+                "jobs_incidents" => "SELECT name FROM jobs WHERE incidents IS NOT NULL",
+                "versions_failed" => "SELECT job FROM versions WHERE failed_hash IS NOT NULL",
+                _ => "SELECT job FROM versions WHERE refused_hash IS NOT NULL",
+            };
+            assert!(plan(sql).contains(index), "{sql}: {}", plan(sql));
+        }
+    }
 }
