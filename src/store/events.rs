@@ -416,6 +416,27 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn more_ids_than_one_statement_takes_are_all_read() {
+        for s in crate::store::tests::stores() {
+            add_jobs(&s, &["a"]);
+            let ids: Vec<i64> = (0..IDS_AT_ONCE + 7)
+                .map(|i| {
+                    s.event(&NewEvent {
+                        job: Some("a"),
+                        ..NewEvent::new(EventKind::Failed, &format!("exit {i}"))
+                    })
+                    .unwrap()
+                })
+                .collect();
+            let by_id = s.events_by_ids(&ids).unwrap();
+            assert_eq!(by_id.len(), ids.len());
+            let last = ids[ids.len() - 1];
+            assert_eq!(by_id[&last].message, format!("exit {}", IDS_AT_ONCE + 6));
+            assert!(s.events_by_ids(&[]).unwrap().is_empty());
+        }
+    }
+
+    #[test]
     fn events_reach_the_sink_after_they_are_recorded() {
         let s = Blocking::in_memory().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
