@@ -540,6 +540,7 @@ impl ListQuery {
                 envs,
                 folder: given(&self.folder).map(|f| f.trim_matches('/').to_string()),
                 name: None,
+                names: None,
                 name_contains: given(&self.q).map(str::to_string),
                 removed,
                 after: given(&self.after).map(str::to_string),

@@ -108,12 +108,16 @@ type ByQuery = Vec<(ListQuery, Arc<Page>)>;
 /// The pages kept for the sources `K` (see the module doc); one per daemon, in [`ApiState`].
 pub struct KeptPages<K = Sources> {
     slot: Mutex<Option<(K, ByQuery)>>,
+    /// The rows of the pages built, kept while their jobs are unchanged: a page built after
+    /// a write renders only the rows that write changed.
+    pub rows: super::kept_rows::KeptRows,
 }
 
 impl<K> Default for KeptPages<K> {
     fn default() -> Self {
         KeptPages {
             slot: Mutex::new(None),
+            rows: Default::default(),
         }
     }
 }

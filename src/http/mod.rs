@@ -23,6 +23,7 @@ pub mod counts;
 pub mod hooks;
 pub mod job_page;
 pub mod kept_page;
+pub mod kept_rows;
 pub mod leaderz;
 pub mod listener;
 pub mod page;

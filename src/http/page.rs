@@ -332,9 +332,10 @@ pub async fn script() -> Response {
 
 /// The page's HTML for a view of the jobs and the recent events, with `before_events` (the
 /// clusters' and unmanaged jobs' tables) between the jobs and the events, and the earliest
-/// next run it shows (the page holds until then).
+/// next run it shows (the page holds until then). Each job's row is taken from `rows` while
+/// its job is unchanged ([`super::kept_rows`]).
 pub fn render(
-    settings: &crate::settings::Settings,
+    rows: &mut super::kept_rows::Build<'_>,
     view: &JobsView,
     events: &[EventView],
     filters: &Filters<'_>,
@@ -343,8 +344,8 @@ pub fn render(
 ) -> (String, Option<chrono::DateTime<chrono::Utc>>) {
     let mut until = None;
     // About 1 KB a row: one allocation for the whole page, never copied to grow.
-    let rows = view.jobs.len() + problems.jobs.len();
-    let mut h = String::with_capacity(8192 + before_events.len() + rows * 1200);
+    let n = view.jobs.len() + problems.jobs.len();
+    let mut h = String::with_capacity(8192 + before_events.len() + n * 1200);
     header_html(&mut h, view);
     h.push_str("<div id=\"summary\">");
     summary_html(&mut h, filters);
@@ -360,7 +361,9 @@ pub fn render(
         for j in &problems.jobs {
             // The job's row in the list below keeps the `id`.
             let mut row = String::new();
-            job_row_html(&mut row, settings, j, &mut until);
+            rows.row(&mut row, j, &mut until, |settings, out| {
+                job_row_html(out, settings, j)
+            });
             h.push_str(&row.replacen(&format!("<tr id=\"{}\" ", escape(&j.name)), "<tr ", 1));
         }
         h.push_str("</tbody></table></div>");
@@ -401,7 +404,9 @@ pub fn render(
         }
         h.push_str("</tr></thead><tbody>");
         for j in &view.jobs {
-            job_row_html(&mut h, settings, j, &mut until);
+            rows.row(&mut h, j, &mut until, |settings, out| {
+                job_row_html(out, settings, j)
+            });
         }
         h.push_str("</tbody></table></div>");
     }
@@ -446,20 +451,21 @@ pub struct Problems {
 pub const PROBLEMS_SHOWN: usize = 100;
 
 impl Problems {
-    /// The views of `names`, the jobs with a condition now ([`super::shown::problems`]).
+    /// The views of `names`, the jobs with a condition now ([`super::shown::problems`]): the
+    /// first [`PROBLEMS_SHOWN`] read in one list read.
     pub fn read(state: &ApiState, names: &[String]) -> Result<Problems, crate::store::StoreError> {
-        let mut jobs = Vec::new();
-        for name in names.iter().take(PROBLEMS_SHOWN) {
-            let q = crate::store::JobQuery {
-                name: Some(name.clone()),
-                limit: 1,
-                ..Default::default()
-            };
-            let view = jobs_view(state, &super::api::ListFilter::all(q))?;
-            jobs.extend(view.jobs.into_iter().filter(|j| j.problem));
+        if names.is_empty() {
+            return Ok(Problems::default());
         }
+        let shown: Vec<String> = names.iter().take(PROBLEMS_SHOWN).cloned().collect();
+        let q = crate::store::JobQuery {
+            limit: shown.len(),
+            names: Some(shown),
+            ..Default::default()
+        };
+        let view = jobs_view(state, &super::api::ListFilter::all(q))?;
         Ok(Problems {
-            jobs,
+            jobs: view.jobs.into_iter().filter(|j| j.problem).collect(),
             total: names.len(),
         })
     }
@@ -566,14 +572,13 @@ fn summary_html(h: &mut String, filters: &Filters<'_>) {
 }
 
 /// One job's row of the jobs table: one line, each cell cut with an ellipsis and whole in its
-/// `title`; `data-v` is what the script sorts by where the text is not. Its next run, when
-/// earlier, goes into `until`.
+/// `title`; `data-v` is what the script sorts by where the text is not. Gives its next run.
 fn job_row_html(
     h: &mut String,
     settings: &crate::settings::Settings,
     j: &super::api::JobView,
-    until: &mut Option<chrono::DateTime<chrono::Utc>>,
-) {
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let mut until = None;
     let name = escape(&j.name);
     let mut state_title = j.state.clone();
     let reason = j.reason.as_deref().map(one_line).filter(|r| !r.is_empty());
@@ -636,9 +641,7 @@ fn job_row_html(
     let since = j.running.as_ref().map_or("", |r| r.since.as_str());
     let (next_v, next) = match j.schedule.as_deref().and_then(|s| next_run_at(settings, s)) {
         Some((at, utc, local)) => {
-            if until.is_none_or(|u| at < u) {
-                *until = Some(at);
-            }
+            until = Some(at);
             (utc.clone(), time_html_with(&utc, Some(&local)))
         }
         None => (String::new(), dash.clone()),
@@ -667,6 +670,7 @@ fn job_row_html(
         escape(&last_v),
         escape(&last_title),
     );
+    until
 }
 
 /// The heading of the page's events; the clusters and unmanaged jobs go before it.
@@ -812,8 +816,9 @@ fn build(
     let problems = Problems::read(state, &counts.problems)?;
     let before_events =
         clusters_html(&sources.clusters) + &super::unmanaged::unmanaged_html(&sources.unmanaged);
+    let mut rows = state.pages.rows.build(settings, chrono::Utc::now());
     let (html, until) = render(
-        settings,
+        &mut rows,
         &view,
         &events,
         &filters,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::sql::{RowRef, Sql, p};
+use super::sql::{RowRef, Sql, ToValue, p};
 use super::{At, Blocking, Result, now_ms};
 use crate::event::{Attempt, EventKind};
 
@@ -78,6 +78,9 @@ pub const UNSTORED: i64 = 0;
 pub type EventSink = Arc<dyn Fn(&EventRow) + Send + Sync>;
 
 /// The columns of an [`EventRow`], with its commit's author and subject.
+/// Event ids one statement of [`Blocking::events_by_ids`] asks for.
+pub const IDS_AT_ONCE: usize = 500;
+
 const EVENT_COLUMNS: &str = "e.id, e.time, e.job, e.run_id, e.kind, e.commit_id, c.author, \
      c.subject, e.message, e.attempt, e.attempt_of";
 
@@ -190,16 +193,20 @@ impl Blocking {
             .collect())
     }
 
-    /// The events with these ids, by id (the latest events of a page of jobs).
+    /// The events with these ids, by id (the latest events of a page of jobs): one statement
+    /// per [`IDS_AT_ONCE`] ids.
     pub fn events_by_ids(&self, ids: &[i64]) -> Result<HashMap<i64, EventRow>> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events e LEFT JOIN commits c ON c.id = e.commit_id
-             WHERE e.id = ?1"
-        );
         self.sql(|db| {
             let mut out = HashMap::with_capacity(ids.len());
-            for id in ids {
-                if let Some(e) = db.query_opt(&sql, p![id], event_row)? {
+            for chunk in ids.chunks(IDS_AT_ONCE) {
+                let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("?{i}")).collect();
+                let sql = format!(
+                    "SELECT {EVENT_COLUMNS} FROM events e LEFT JOIN commits c ON c.id = e.commit_id
+                     WHERE e.id IN ({})",
+                    marks.join(", ")
+                );
+                let args: Vec<&dyn ToValue> = chunk.iter().map(|id| id as &dyn ToValue).collect();
+                for e in db.query_map(&sql, &args, event_row)? {
                     out.insert(e.id, e);
                 }
             }
@@ -405,6 +412,27 @@ pub(super) mod tests {
             .unwrap();
             let err = s.events(None, 10).unwrap_err();
             assert!(err.to_string().contains("`exploded`"), "{err}");
+        }
+    }
+
+    #[test]
+    fn more_ids_than_one_statement_takes_are_all_read() {
+        for s in crate::store::tests::stores() {
+            add_jobs(&s, &["a"]);
+            let ids: Vec<i64> = (0..IDS_AT_ONCE + 7)
+                .map(|i| {
+                    s.event(&NewEvent {
+                        job: Some("a"),
+                        ..NewEvent::new(EventKind::Failed, &format!("exit {i}"))
+                    })
+                    .unwrap()
+                })
+                .collect();
+            let by_id = s.events_by_ids(&ids).unwrap();
+            assert_eq!(by_id.len(), ids.len());
+            let last = ids[ids.len() - 1];
+            assert_eq!(by_id[&last].message, format!("exit {}", IDS_AT_ONCE + 6));
+            assert!(s.events_by_ids(&[]).unwrap().is_empty());
         }
     }
 

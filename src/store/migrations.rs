@@ -18,7 +18,7 @@ use crate::event::EventKind;
 type Step = fn(&Connection) -> Result<()>;
 
 /// The steps, in order; step `i` makes version `i + 1`. Add new steps at the end.
-const STEPS: [Step; 13] = [
+const STEPS: [Step; 14] = [
     release_0_1_0,
     typed_events,
     versions,
@@ -32,6 +32,7 @@ const STEPS: [Step; 13] = [
     held_changes,
     run_node,
     leader_lease,
+    count_indexes,
 ];
 
 /// The schema version this build writes.
@@ -54,6 +55,7 @@ const POSTGRES_STEPS: [&str; STEPS.len()] = [
     "",
     "",
     POSTGRES_LEADER,
+    COUNT_INDEXES,
 ];
 
 /// The schema as of version 12 on PostgreSQL: SQLite's columns, integers as `BIGINT`, ids from
@@ -466,6 +468,25 @@ fn leader_lease(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Step 14, the same on both backends: partial indexes over what the counts over every job
+/// read (`http::counts`): jobs per state of the jobs still in the config repo, and the jobs
+/// that may have a condition ([`super::Blocking::problem_rows`]). Counting then walks small
+/// indexes instead of every job's row, and the status page counts again after every write.
+const COUNT_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS jobs_counted ON jobs(state)
+    WHERE NOT (desired IS NULL AND invalid IS NULL);
+CREATE INDEX IF NOT EXISTS jobs_invalid ON jobs(name) WHERE invalid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_incidents ON jobs(name) WHERE incidents IS NOT NULL;
+CREATE INDEX IF NOT EXISTS versions_failed ON versions(job) WHERE failed_hash IS NOT NULL;
+CREATE INDEX IF NOT EXISTS versions_refused ON versions(job) WHERE refused_hash IS NOT NULL;
+";
+
+/// See [`COUNT_INDEXES`].
+fn count_indexes(conn: &Connection) -> Result<()> {
+    conn.execute_batch(COUNT_INDEXES)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -600,7 +621,12 @@ mod tests {
         // A store as migration 8 left it: the stall only in the state's reason.
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(
-            "UPDATE jobs SET applied_hash = 'h1', state = 'running';
+            "DROP INDEX jobs_counted;
+             DROP INDEX jobs_invalid;
+             DROP INDEX jobs_incidents;
+             DROP INDEX versions_failed;
+             DROP INDEX versions_refused;
+             UPDATE jobs SET applied_hash = 'h1', state = 'running';
              UPDATE jobs SET reason = 'deploy failed' WHERE name = 'a';
              UPDATE jobs SET reason = 'build failed' WHERE name = 'b';
              ALTER TABLE versions DROP COLUMN failed_hash;
