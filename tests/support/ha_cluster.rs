@@ -495,6 +495,18 @@ struct Unit {
     stop: AtomicBool,
 }
 
+/// How the harness starts a daemon, as systemd would: the shell joins the daemon's cgroup
+/// (`$1`, or `-`), then, when given a hosts file (`$2`), enters a mount namespace of its own
+/// where that file is `/etc/hosts`; every step `exec`s, so the daemon keeps the shell's pid and
+/// nothing it starts is ever outside its cgroup.
+const LAUNCH: &str = r#"cg="$1"; hosts="$2"; shift 2
+[ "$cg" = - ] || echo $$ > "$cg" || exit 1
+if [ "$hosts" != - ]; then
+  exec unshare -m --propagation private /bin/sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$hosts" "$@"
+fi
+exec "$@"
+"#;
+
 /// One daemon: its folder, port, proxies and process.
 pub struct Node {
     pub name: String,
@@ -508,6 +520,9 @@ pub struct Node {
     unit: Arc<Unit>,
     /// This daemon's cgroup (v2), when the host has a writable hierarchy.
     pub cgroup: Option<PathBuf>,
+    /// The `/etc/hosts` the daemon sees (bind-mounted in a mount namespace of its own), where
+    /// `jk-flink` is this node's Flink proxy.
+    hosts: Option<PathBuf>,
     watchdog_thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -520,10 +535,17 @@ impl Node {
         flink: Option<TcpProxy>,
         port: u16,
         cgroup_name: &str,
+        hosts: Option<String>,
     ) -> Node {
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = dir.join("config.yaml");
         std::fs::write(&cfg, config).unwrap();
+        std::fs::write(dir.join("launch.sh"), LAUNCH).unwrap();
+        let hosts = hosts.map(|text| {
+            let p = dir.join("hosts");
+            std::fs::write(&p, text).unwrap();
+            p
+        });
         let cgroup = cgroup2_root().and_then(|root| {
             let p = root.join(cgroup_name);
             std::fs::create_dir_all(&p).ok()?;
@@ -550,6 +572,7 @@ impl Node {
             child: None,
             unit,
             cgroup,
+            hosts,
             watchdog_thread: Some(thread),
         }
     }
@@ -570,19 +593,17 @@ impl Node {
             .open(&self.log)
             .unwrap();
         let bin = env!("CARGO_BIN_EXE_jobkeeper");
-        let mut cmd = match &self.cgroup {
-            // The shell joins the cgroup and execs the daemon (same pid), so nothing the daemon
-            // starts is ever outside it.
-            Some(cg) => {
-                let mut c = Command::new("/bin/sh");
-                c.arg("-c")
-                    .arg("echo $$ > \"$0\" && exec \"$@\"")
-                    .arg(cg.join("cgroup.procs"))
-                    .arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg(self.dir.join("launch.sh"))
+            .arg(match &self.cgroup {
+                Some(cg) => cg.join("cgroup.procs"),
+                None => PathBuf::from("-"),
+            })
+            .arg(match &self.hosts {
+                Some(h) => h.clone(),
+                None => PathBuf::from("-"),
+            })
+            .arg(bin);
         cmd.args(["run", "--config", self.cfg.to_str().unwrap()])
             .env("NOTIFY_SOCKET", self.dir.join("notify.sock"))
             .env("WATCHDOG_USEC", WATCHDOG.as_micros().to_string())
@@ -865,8 +886,31 @@ fn get_json_blocking(host_port: &str, path: &str) -> serde_json::Value {
     if s.write_all(req.as_bytes()).is_err() {
         return serde_json::Value::Null;
     }
+    // Read until the body is complete (the server may keep the connection open).
     let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len = head.lines().find_map(|l| {
+                l.strip_prefix("content-length:")
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+            });
+            match len {
+                Some(len) if buf.len() >= end + 4 + len => break,
+                None if head.contains("transfer-encoding: chunked")
+                    && buf.ends_with(b"0\r\n\r\n") =>
+                {
+                    break;
+                }
+                _ => {}
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
     let text = String::from_utf8_lossy(&buf);
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
         return serde_json::Value::Null;
@@ -1304,6 +1348,13 @@ impl Cluster {
         git.commit_push("the fleet");
         let token = format!("ha-token-{}", std::process::id());
         std::fs::write(root.path().join("api_token"), format!("{token}\n")).unwrap();
+        // Every daemon names the Flink cluster alike (`http://jk-flink:PORT`, as daemons sharing
+        // one config do); each resolves the name to its own proxy, on 127.0.0.2-4.
+        let flink_port = std::net::TcpListener::bind("127.0.0.2:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut nodes = Vec::new();
         for i in 1..=3 {
             let name = format!("n{i}");
@@ -1311,8 +1362,9 @@ impl Cluster {
             let pg_proxy = TcpProxy::start(0, pg.addr(), Mode::Pass).await;
             let flink_proxy = match &flink {
                 Some(f) => Some(
-                    TcpProxy::start(
-                        0,
+                    TcpProxy::start_on(
+                        &format!("127.0.0.{}", i + 1),
+                        flink_port,
                         f.url.trim_start_matches("http://").to_string(),
                         Mode::Pass,
                     )
@@ -1333,7 +1385,7 @@ impl Cluster {
             );
             if let (Some(_), Some(p)) = (&flink, &flink_proxy) {
                 text.push_str(&format!(
-                    "  flink: {{engine: flink, flink: {{url: \"http://127.0.0.1:{}\", savepoint_dir: \"file://{}\"}}}}\n",
+                    "  flink: {{engine: flink, flink: {{url: \"http://jk-flink:{}\", savepoint_dir: \"file://{}\"}}}}\n",
                     p.port,
                     root.path().join("savepoints").display()
                 ));
@@ -1346,6 +1398,9 @@ impl Cluster {
                 RENEW_DEADLINE.as_millis()
             ));
             let cgroup_name = format!("jk-ha-{}-{}-{name}", std::process::id(), opts.name);
+            let hosts = flink_proxy
+                .as_ref()
+                .map(|_| format!("127.0.0.1 localhost\n127.0.0.{} jk-flink\n", i + 1));
             nodes.push(Node::new(
                 &name,
                 dir,
@@ -1354,6 +1409,7 @@ impl Cluster {
                 flink_proxy,
                 port,
                 &cgroup_name,
+                hosts,
             ));
         }
         let sampler = Sampler::start(jobs.clone(), flink.as_ref().map(|f| f.url.clone()));
@@ -1430,7 +1486,13 @@ impl Cluster {
                     seen_ms: now_ms(),
                 };
             }
-            if start.elapsed() > limit {
+            let up = self
+                .nodes
+                .iter_mut()
+                .map(|n| n.running())
+                .filter(|r| *r)
+                .count();
+            if start.elapsed() > limit || up == 0 {
                 panic!(
                     "no new leader within {limit:?} (leaders now: {leaders:?}, not {not:?})\n{}",
                     self.dump().await
@@ -1492,7 +1554,12 @@ impl Cluster {
         let [leader] = leaders.as_slice() else {
             return Err(format!("leaders: {leaders:?}"));
         };
-        let leader_name = self.nodes[*leader].name.clone();
+        // The leader's node as it names itself (`ha.node`).
+        let leader_name = self
+            .leaderz(*leader)
+            .await
+            .leader_node()
+            .unwrap_or_else(|| self.nodes[*leader].name.clone());
         let runs = self.store.runs().await;
         for job in &self.jobs {
             let live: Vec<&Run> = runs

@@ -66,7 +66,13 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// A proxy on `port` (0: a free one) to `upstream` (`host:port`), starting in `mode`.
     pub async fn start(port: u16, upstream: String, mode: Mode) -> TcpProxy {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        TcpProxy::start_on("127.0.0.1", port, upstream, mode).await
+    }
+
+    /// [`TcpProxy::start`] on another loopback address (`127.0.0.2`, ...): proxies on one
+    /// port of different addresses, for clients that must all use one URL.
+    pub async fn start_on(ip: &str, port: u16, upstream: String, mode: Mode) -> TcpProxy {
+        let listener = TcpListener::bind((ip, port)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = watch::channel(mode);
         let (release, release_rx) = watch::channel(0u64);
