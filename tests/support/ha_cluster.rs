@@ -527,6 +527,7 @@ pub struct Node {
 }
 
 impl Node {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         name: &str,
         dir: PathBuf,
