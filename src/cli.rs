@@ -54,6 +54,9 @@ pub enum Command {
         /// Log format on stderr.
         #[arg(long, value_enum, default_value = "human")]
         log_format: LogFormat,
+        /// Set by the daemon itself when it re-executes as a standby: why it stepped down.
+        #[arg(long, hide = true, value_name = "WHY")]
+        stepped_down: Option<String>,
     },
     /// Check every job file in DIR; one `path:line:col: message` per error.
     Validate {
@@ -240,7 +243,11 @@ fn error_chain(err: &anyhow::Error) -> String {
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { config, log_format } => run(&config, log_format),
+        Command::Run {
+            config,
+            log_format,
+            stepped_down,
+        } => run(&config, log_format, stepped_down),
         Command::Validate { dir, config } => validate(dir.as_deref(), config.as_deref()),
         Command::Plan {
             repo,
@@ -436,12 +443,19 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-fn run(config: &Path, log_format: LogFormat) -> anyhow::Result<ExitCode> {
+fn run(
+    config: &Path,
+    log_format: LogFormat,
+    stepped_down: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let settings = match load_settings(config)? {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
     init_tracing(log_format);
+    if let Some(why) = stepped_down {
+        tracing::warn!("stepped down: {why}; starting again as a standby");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

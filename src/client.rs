@@ -493,6 +493,25 @@ pub fn status_table(view: &JobsView) -> String {
         }
         None => out.push_str("no config commit applied yet\n"),
     }
+    if let Some(l) = view.leader.as_ref().filter(|l| l.ha) {
+        let _ = match (l.node.as_str(), l.this_daemon) {
+            ("", _) => writeln!(out, "leader: none holds the lease now (epoch {})", l.epoch),
+            (node, true) => writeln!(
+                out,
+                "leader: {} (the daemon asked), epoch {}, since {}",
+                printable(node),
+                l.epoch,
+                printable(&l.since)
+            ),
+            (node, false) => writeln!(
+                out,
+                "leader: {} (the daemon asked is a standby), epoch {}, since {}",
+                printable(node),
+                l.epoch,
+                printable(&l.since)
+            ),
+        };
+    }
     if !view.ready {
         out.push_str("the daemon is starting (not ready)\n");
     }

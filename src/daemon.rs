@@ -106,17 +106,22 @@ pub async fn run_with(
         Err(e) => return Err(e.into()),
     };
     // Seeded with what releases before the stored id salted with, so live runs keep their ids.
+    // With `ha`, the runs this daemon starts record its `ha.node`.
+    let store = match &started.ha {
+        Some(ha) => store.with_node(&ha.node),
+        None => store,
+    };
     let installation = store
         .installation_id(&state_dir.display().to_string())
         .await?;
     let url = daemon_url(&started, &listener);
     let (engines, shelf) =
-        crate::engine::registry::for_daemon(&state_dir, &installation, url, envs).map_err(|e| {
-            DaemonError::StateDir {
+        crate::engine::registry::for_daemon(&state_dir, &installation, url.clone(), envs).map_err(
+            |e| DaemonError::StateDir {
                 path: e.path,
                 source: e.source,
-            }
-        })?;
+            },
+        )?;
     let core = Core::open(&live, &cancel, engines, store).await?;
     crate::engine::registry::probe(&core.ctx.engines.all())
         .await
@@ -124,13 +129,17 @@ pub async fn run_with(
             env: r.env,
             message: r.message,
         })?;
-    recover(&core.ctx).await?;
-    seal_left_logs(&core.ctx).await;
-
     let tasks = TaskTracker::new();
     let reconciler = Reconciler::new(core.ctx.clone(), cancel.clone());
     let notifier = Arc::new(Notifier::from_env());
-    start_job_loops(&tasks, &core, &reconciler, (&started, &notifier), &cancel);
+    let keeper = lease_keeper(&started, &url, &notifier)?;
+    let leadership = match &keeper {
+        Some((_, watch)) => watch.clone(),
+        None => crate::ha::fixed(crate::ha::Leadership::single(
+            &crate::ha::host_name(),
+            crate::store::now_ms(),
+        )),
+    };
     let api = Arc::new(ApiState {
         ready: AtomicBool::new(false),
         settings: live.clone(),
@@ -143,10 +152,7 @@ pub async fn run_with(
         shelf,
         hook_buffer: http::body::HookBuffer::new(started.http.hook_buffer),
         counts: Default::default(),
-        leadership: crate::ha::fixed(crate::ha::Leadership::single(
-            &crate::ha::host_name(),
-            crate::store::now_ms(),
-        )),
+        leadership,
         pages: Default::default(),
     });
     let server = {
@@ -156,6 +162,26 @@ pub async fn run_with(
 
     // The store is open and the listener serves: systemd may consider the service started.
     notifier.ready("started: applying the config repo");
+    // With `ha`: a standby serving reads until this daemon takes the lease.
+    let (term, lease_stop) = match keeper {
+        Some((mut keeper, _)) => match crate::ha::term::take(&mut keeper, &api, &cancel).await {
+            Some((taken, fenced)) => {
+                let stop = CancellationToken::new();
+                let kept =
+                    crate::ha::term::keep(keeper, taken.epoch, api.clone(), fenced, stop.clone());
+                (Some((taken.epoch, tokio::spawn(kept))), stop)
+            }
+            None => {
+                tracing::info!("stopped as a standby");
+                return shut_down(&notifier, &reconciler, tasks, server).await;
+            }
+        },
+        None => (None, CancellationToken::new()),
+    };
+    core.alerter.clone().attach(&core.store);
+    recover(&core.ctx).await?;
+    seal_left_logs(&core.ctx).await;
+    start_job_loops(&tasks, &core, &reconciler, (&started, &notifier), &cancel);
     let reload = config_path.map(|path| (path, started.clone()));
     let loops = ServiceLoops {
         store: &core.store,
@@ -172,7 +198,36 @@ pub async fn run_with(
         cancel.cancel();
     }
     let stopped = shut_down(&notifier, &reconciler, tasks, server).await;
+    // The runs are handled: the lease goes to a standby at once.
+    lease_stop.cancel();
+    if let Some((epoch, kept)) = term
+        && let Ok(mut keeper) = kept.await
+    {
+        keeper.release(epoch).await;
+    }
     followed.and(stopped)
+}
+
+/// With `ha`: the lease's keeper (this daemon answering at `url`) and the watch it writes.
+fn lease_keeper(
+    started: &Settings,
+    url: &str,
+    notifier: &Arc<Notifier>,
+) -> Result<Option<(crate::ha::keeper::Keeper, crate::ha::LeaderWatch)>, DaemonError> {
+    let (Some(ha), Some(pg)) = (&started.ha, &started.store) else {
+        return Ok(None);
+    };
+    let target = pg.target().map_err(|source| DaemonError::StateDir {
+        path: "store.postgres.password_file".into(),
+        source,
+    })?;
+    let watchdog = crate::systemd::Watchdog::from_env(notifier.clone());
+    Ok(Some(crate::ha::keeper::Keeper::new(
+        target,
+        ha.clone(),
+        url.to_string(),
+        watchdog,
+    )))
 }
 
 /// Opens the config repo and follows it until `cancel` fires; an error ends the daemon, whose
@@ -268,9 +323,8 @@ impl Core {
                 source,
             }
         })?;
-        let alerter = Alerter::spawn(live.clone(), store.clone(), cancel.clone())
-            .await
-            .attach(&store);
+        // Attached to the store once this daemon leads: a standby sends no alerts.
+        let alerter = Alerter::spawn(live.clone(), store.clone(), cancel.clone()).await;
         let metrics = Arc::new(Metrics::default());
         let projects = Arc::new(ProjectRepos::new(
             state_dir,

@@ -101,11 +101,13 @@ pub enum EventKind {
     StoreUnreachable,
     /// The store answers again.
     StoreReachable,
+    /// Another daemon took the leader lease (`ha`).
+    LeaderChanged,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 41] = [
+    pub const ALL: [EventKind; 42] = [
         EventKind::Deployed,
         EventKind::Started,
         EventKind::Restarted,
@@ -147,11 +149,12 @@ impl EventKind {
         EventKind::StrayKilled,
         EventKind::StoreUnreachable,
         EventKind::StoreReachable,
+        EventKind::LeaderChanged,
     ];
 
     /// The kinds an alert channel can ask for (SPEC "Alerts"), in SPEC's order, with
     /// `host_fault` and `commit_held` before the info ones.
-    pub const ALERTS: [EventKind; 20] = [
+    pub const ALERTS: [EventKind; 21] = [
         EventKind::Failed,
         EventKind::Restarted,
         EventKind::GaveUp,
@@ -170,6 +173,7 @@ impl EventKind {
         EventKind::SavepointFailed,
         EventKind::StrayKilled,
         EventKind::StoreUnreachable,
+        EventKind::LeaderChanged,
         EventKind::Deployed,
         EventKind::Succeeded,
     ];
@@ -219,6 +223,7 @@ impl EventKind {
             EventKind::StrayKilled => "stray_killed",
             EventKind::StoreUnreachable => "store_unreachable",
             EventKind::StoreReachable => "store_reachable",
+            EventKind::LeaderChanged => "leader_changed",
             EventKind::Held => "held",
             EventKind::Released => "released",
         }
@@ -517,6 +522,17 @@ pub enum JobEvent {
         /// The store.
         store: String,
     },
+    /// This daemon took the leader lease (`ha`).
+    LeaderChanged {
+        /// The node that held it before (empty when none ever did).
+        from: String,
+        /// This daemon's node.
+        to: String,
+        /// The new epoch.
+        epoch: i64,
+        /// Whether the former holder released it (a switchover) rather than letting it expire.
+        released: bool,
+    },
     /// A live cluster run of the job that is not its current run was killed.
     StrayKilled {
         /// What was killed and why it was a stray.
@@ -635,6 +651,7 @@ impl JobEvent {
             JobEvent::StrayKilled { .. } => EventKind::StrayKilled,
             JobEvent::StoreUnreachable { .. } => EventKind::StoreUnreachable,
             JobEvent::StoreReachable { .. } => EventKind::StoreReachable,
+            JobEvent::LeaderChanged { .. } => EventKind::LeaderChanged,
             JobEvent::StartedEmpty { .. } => EventKind::StartedEmpty,
             JobEvent::HostFault { .. } => EventKind::HostFault,
             JobEvent::HostRecovered { .. } => EventKind::HostRecovered,
@@ -753,6 +770,23 @@ impl JobEvent {
                 )
             }
             JobEvent::StoreReachable { store } => format!("the store {store} answers again"),
+            JobEvent::LeaderChanged {
+                from,
+                to,
+                epoch,
+                released,
+            } => match (from.as_str(), released) {
+                ("", _) => format!("{to} leads (epoch {epoch}): the first leader of this store"),
+                (from, true) => {
+                    format!(
+                        "{to} leads (epoch {epoch}), taking over from {from}, which released the lease"
+                    )
+                }
+                (from, false) => format!(
+                    "{to} leads (epoch {epoch}), taking over from {from}, whose lease expired \
+                     (it stopped renewing: stopped, cut off, or frozen)"
+                ),
+            },
             JobEvent::StartedEmpty { why } => {
                 format!("started with no state although it ran before: {why}")
             }

@@ -49,6 +49,8 @@ impl Histogram {
 /// The daemon's counters. Create one with [`Metrics::default`] and share it in an `Arc`.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Times this daemon took the lease (`ha`).
+    takeovers: AtomicU64,
     /// Config-repo fetches that succeeded.
     fetches_ok: AtomicU64,
     /// Config-repo fetches that failed.
@@ -104,6 +106,8 @@ pub struct Snapshot {
     pub job_problems: Vec<(crate::condition::ConditionKind, u64)>,
     /// True when this daemon leads ([`crate::ha::Leadership`]).
     pub leader: bool,
+    /// The lease's epoch as this daemon last saw it (0 without `ha`).
+    pub lease_epoch: i64,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -191,6 +195,11 @@ impl Metrics {
         bump(&self.http_closed, reason);
     }
 
+    /// This daemon took the lease (`jobkeeper_takeovers_total`).
+    pub fn took_over(&self) {
+        self.takeovers.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Config-repo fetches so far, `(ok, failed)`.
     pub fn fetches(&self) -> (u64, u64) {
         (
@@ -259,6 +268,30 @@ impl Metrics {
             "1 when this daemon leads (always without `ha`), else 0",
         );
         sample(o, "leader", &[], u64::from(snap.leader));
+        family(
+            o,
+            "lease_epoch",
+            "gauge",
+            "The leader lease's epoch as this daemon last saw it (0 without `ha`)",
+        );
+        sample(
+            o,
+            "lease_epoch",
+            &[],
+            u64::try_from(snap.lease_epoch).unwrap_or(0),
+        );
+        family(
+            o,
+            "takeovers_total",
+            "counter",
+            "Times this daemon took the leader lease",
+        );
+        sample(
+            o,
+            "takeovers_total",
+            &[],
+            self.takeovers.load(Ordering::Relaxed),
+        );
 
         family(o, "jobs", "gauge", "Jobs by state.");
         for (state, n) in &snap.jobs_by_state {
@@ -545,12 +578,15 @@ mod tests {
             unmanaged: vec![("http://127.0.0.1:8081".into(), 2)],
             job_problems: vec![(crate::condition::ConditionKind::Invalid, 3)],
             leader: true,
+            lease_epoch: 3,
         });
         for line in [
             "jobkeeper_job_problems{problem=\"invalid\"} 3",
             "jobkeeper_jobs{state=\"running\"} 2",
             "jobkeeper_jobs_unreadable 1",
             "jobkeeper_leader 1",
+            "jobkeeper_lease_epoch 3",
+            "jobkeeper_takeovers_total 0",
             "jobkeeper_applied_commit_info{commit=\"abc\"} 1",
             "jobkeeper_unmanaged_jobs{cluster=\"http://127.0.0.1:8081\"} 2",
             "jobkeeper_git_fetches_total{result=\"ok\"} 1",

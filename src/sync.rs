@@ -43,6 +43,17 @@ pub enum SyncOutcome {
     },
 }
 
+/// Whether `tip` descends from the commit `applied` (false when the mirror does not hold it).
+fn descends(repo: &ConfigRepo, tip: Oid, applied: &str) -> bool {
+    let Ok(applied) = Oid::from_str(applied) else {
+        return false;
+    };
+    repo.tree()
+        .repository()
+        .graph_descendant_of(tip, applied)
+        .unwrap_or(false)
+}
+
 /// What [`apply_tip`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
@@ -69,6 +80,19 @@ pub enum SyncError {
     /// The blocking task died.
     #[error("sync task failed: {0}")]
     Task(String),
+    /// With `ha`: the tip does not descend from the applied commit (a mirror that lags behind
+    /// what another daemon applied, or a rewritten branch); it is not applied.
+    #[error(
+        "the tip {tip} does not descend from the applied commit {applied}: not applied, so a \
+         lagging mirror never rolls jobs back (with `ha`, move the branch forward, e.g. with a \
+         revert commit, instead of rewriting it)"
+    )]
+    NotDescendant {
+        /// The fetched tip (short).
+        tip: String,
+        /// The applied commit (short).
+        applied: String,
+    },
 }
 
 impl SyncError {
@@ -236,6 +260,15 @@ pub fn apply_tip(repo: &ConfigRepo, ctx: &Context) -> Result<Applied, SyncError>
     let applied = ctx.store.blocking().applied_commit()?;
     if applied.as_deref() == Some(tip.to_string().as_str()) {
         return Ok(Applied::UpToDate);
+    }
+    if ctx.settings.get().ha.is_some()
+        && let Some(applied) = applied.as_deref()
+        && !descends(repo, tip, applied)
+    {
+        return Err(SyncError::NotDescendant {
+            tip: tip.to_string()[..12].to_string(),
+            applied: applied.get(..12).unwrap_or(applied).to_string(),
+        });
     }
     let Read {
         mut changes,

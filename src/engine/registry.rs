@@ -121,6 +121,24 @@ impl Engines {
         engines
     }
 
+    /// Ends every local run this daemon started, each given `grace` after SIGTERM (a leader
+    /// stepping down: the new leader starts those jobs on its own node); returns how many.
+    pub async fn end_local_runs(&self, grace: std::time::Duration) -> usize {
+        let runs = self.local.running();
+        let n = runs.len();
+        let mut stops = tokio::task::JoinSet::new();
+        for h in runs {
+            let local = self.local.clone();
+            stops.spawn(async move {
+                if let Err(e) = local.stop(&h, grace).await {
+                    tracing::warn!(run = h.run_id, "local run not stopped: {e}");
+                }
+            });
+        }
+        stops.join_all().await;
+        n
+    }
+
     /// Takes over the exit notifications of the engines that send them (local children's
     /// exits are seen at once); `None` after the first call.
     pub fn take_exits(&self) -> Option<mpsc::UnboundedReceiver<RunExit>> {

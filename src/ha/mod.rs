@@ -5,6 +5,11 @@
 //! ([`Leadership::single`]): its watch never changes. With `ha`, the lease (held in the store)
 //! is the one writer of the watch's sender; readers only ever see its latest value.
 
+pub mod keeper;
+pub mod lease;
+pub mod stepdown;
+pub mod term;
+
 use tokio::sync::watch;
 
 /// Who leads, as this daemon knows it.

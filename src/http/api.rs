@@ -355,6 +355,37 @@ pub struct JobsView {
     /// When more jobs follow: the `after` of the next page.
     #[serde(default)]
     pub next: Option<String>,
+    /// Who leads ([`crate::ha`]), as the daemon that answered knows it.
+    #[serde(default)]
+    pub leader: Option<LeaderView>,
+}
+
+/// Who leads, in `GET /api/v1/jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LeaderView {
+    /// The leading node (empty when no daemon holds the lease).
+    pub node: String,
+    /// The lease's epoch (0 without `ha`).
+    pub epoch: i64,
+    /// Since when that node leads (RFC 3339).
+    pub since: String,
+    /// True when the daemon that answered leads.
+    pub this_daemon: bool,
+    /// False without `ha`: the only daemon, leading always.
+    pub ha: bool,
+}
+
+impl LeaderView {
+    /// The view of `l`.
+    pub fn of(l: &crate::ha::Leadership) -> LeaderView {
+        LeaderView {
+            node: l.node.clone(),
+            epoch: l.epoch,
+            since: rfc3339(l.since_ms),
+            this_daemon: l.leader,
+            ha: l.ha,
+        }
+    }
 }
 
 /// A query parameter's value, `None` when missing or empty.
@@ -760,6 +791,7 @@ pub fn jobs_view(state: &ApiState, f: &ListFilter) -> Result<JobsView, crate::st
             .map(CommitView::of),
         jobs,
         next,
+        leader: Some(LeaderView::of(&state.leadership.borrow())),
     })
 }
 

@@ -289,6 +289,29 @@ fn push(state: &ApiState, source: &'static str, body: &[u8]) -> Response {
             return fail(StatusCode::BAD_REQUEST, &why);
         }
     };
+    if let Some(leader) = crate::http::standby::leader_elsewhere(state) {
+        // Recorded for the leader, which fetches; the answer does not wait for the store.
+        let store = state.store.clone();
+        tokio::spawn(async move {
+            let who = format!("{source} webhook");
+            if let Err(e) = store
+                .record_request(crate::store::RequestKind::Sync, &who)
+                .await
+            {
+                tracing::warn!("a standby could not record a {who} for the leader: {e}");
+            }
+        });
+        state.metrics.webhook(source, "fetch");
+        return (
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({
+                "status": "recorded for the leader",
+                "leader": leader,
+                "note": "this daemon is a standby: the leader fetches",
+            })),
+        )
+            .into_response();
+    }
     let Some(trigger) = state.trigger.get() else {
         return fail(
             StatusCode::SERVICE_UNAVAILABLE,

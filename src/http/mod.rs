@@ -28,6 +28,7 @@ pub mod listener;
 pub mod page;
 pub mod savepoints;
 pub mod shown;
+pub mod standby;
 pub mod unmanaged;
 pub mod waiting;
 
@@ -152,6 +153,10 @@ pub fn body_refused(e: &BodyError) -> api::ApiError {
 async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, &'static str) {
     if state.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n")
+    } else if standby::leader_elsewhere(&state).is_some() {
+        // A standby serves reads from the store: ready for them (`/leaderz` says it does not
+        // lead).
+        (StatusCode::OK, "ready: a standby, serving reads\n")
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -177,6 +182,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
             unmanaged: st.reconciler.context().unmanaged.counts(),
             job_problems: counts.conditions.clone(),
             leader: st.leadership.borrow().leader,
+            lease_epoch: st.leadership.borrow().epoch,
         })
     })
     .await;

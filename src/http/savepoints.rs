@@ -148,6 +148,9 @@ pub async fn take(
         Ok(Err(e)) => return internal(e).into_response(),
         Err(e) => return internal(e).into_response(),
     }
+    if let Some(leader) = crate::http::standby::leader_elsewhere(&state) {
+        return crate::http::standby::refuse("a savepoint", &leader);
+    }
     let who = caller.who(peer);
     tracing::info!(job = %name, %who, "savepoint asked for");
     let answer = state.reconciler.savepoint(&name, &who);

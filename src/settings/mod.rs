@@ -9,6 +9,7 @@
 
 mod channels;
 mod envs;
+pub mod ha;
 mod read;
 pub mod store;
 #[cfg(test)]
@@ -43,6 +44,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// `store.postgres`: the state in PostgreSQL instead of SQLite under `state_dir`.
     pub store: Option<store::PostgresSettings>,
+    /// `ha`: one of several daemons on that store, leading by a lease.
+    pub ha: Option<ha::HaSettings>,
     /// Folder of `${secret:NAME}` files.
     pub secrets_dir: Option<PathBuf>,
     /// HTTP API address (default `127.0.0.1:7070`).
@@ -268,6 +271,9 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     }
     if old.store != new.store {
         out.push("store");
+    }
+    if old.ha != new.ha {
+        out.push("ha");
     }
     if old.listen != new.listen {
         out.push("listen");

@@ -41,6 +41,7 @@ const TOP_FIELDS: &[&str] = &[
     "alerts",
     "freeze",
     "store",
+    "ha",
 ];
 const REPO_FIELDS: &[&str] = &["url", "branch", "path", "poll", "ssh_key", "token_file"];
 
@@ -111,6 +112,9 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
     let store = f
         .get("store")
         .and_then(|n| super::store::read_store(c, n, base));
+    let ha = f
+        .get("ha")
+        .and_then(|n| super::ha::read_ha(c, n, f.get("store").is_some()));
     let secrets_dir = path_field(c, &f, "secrets_dir", "secrets_dir", base);
     let api_token_file = path_field(c, &f, "api_token_file", "api_token_file", base);
     let freeze = f
@@ -175,6 +179,7 @@ pub(super) fn read_settings(c: &mut Checker, root: &Node, base: &Path) -> Option
         repo: repo?,
         state_dir: state_dir?,
         store,
+        ha,
         secrets_dir,
         listen,
         api_token_file,

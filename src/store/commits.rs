@@ -72,6 +72,7 @@ impl Blocking {
         notes: &[(String, JobEvent)],
     ) -> Result<()> {
         let now = now_ms();
+        let epoch = self.epoch();
         let recorded = self.tx(|db| {
             db.execute(
                 "INSERT INTO commits (id, author, subject, seen_at) VALUES (?1, ?2, ?3, ?4)
@@ -140,7 +141,7 @@ impl Blocking {
                     ..NewEvent::new(kind, &message)
                 };
                 recorded.push(EventRow {
-                    id: super::events::insert_event(&mut *db, now, &e)?,
+                    id: super::events::insert_event(&mut *db, now, &e, epoch)?,
                     time: now,
                     job: Some(job.clone()),
                     run_id: None,

@@ -145,7 +145,8 @@ impl Blocking {
     /// Records an event (and, for a job's event, the job's summary); returns its id.
     pub fn event(&self, e: &NewEvent<'_>) -> Result<i64> {
         let time = now_ms();
-        let id = self.tx(|db| insert_event(db, time, e))?;
+        let epoch = self.epoch();
+        let id = self.tx(|db| insert_event(db, time, e, epoch))?;
         self.forward(&[EventRow {
             id,
             time,
@@ -262,11 +263,18 @@ impl Blocking {
 
 /// Inserts one event inside a transaction and keeps its job's summary (latest event, restart
 /// count).
-pub(super) fn insert_event(db: &mut dyn Sql, time: i64, e: &NewEvent<'_>) -> Result<i64> {
+/// `epoch` is the lease's under which it is written (`ha`), `None` without one.
+pub(super) fn insert_event(
+    db: &mut dyn Sql,
+    time: i64,
+    e: &NewEvent<'_>,
+    epoch: Option<i64>,
+) -> Result<i64> {
     let (attempt, attempt_of) = (e.attempt.map(|a| a.n), e.attempt.map(|a| a.of));
     let id: i64 = db.one(
-        "INSERT INTO events (time, job, run_id, kind, commit_id, message, attempt, attempt_of)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+        "INSERT INTO events (time, job, run_id, kind, commit_id, message, attempt, attempt_of,
+             epoch)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
         p![
             time,
             e.job,
@@ -275,7 +283,8 @@ pub(super) fn insert_event(db: &mut dyn Sql, time: i64, e: &NewEvent<'_>) -> Res
             e.commit_id,
             e.message,
             attempt,
-            attempt_of
+            attempt_of,
+            epoch
         ],
     )?;
     if let Some(job) = e.job {
@@ -443,7 +452,7 @@ pub(super) mod tests {
                             job: Some("a"),
                             ..NewEvent::new(kind, "m")
                         };
-                        ids.push(insert_event(&mut *db, 5, &e)?);
+                        ids.push(insert_event(&mut *db, 5, &e, None)?);
                     }
                     Ok(ids)
                 })

@@ -69,6 +69,28 @@ impl Store {
         self.db.node()
     }
 
+    /// This store, recording `node` with the runs it starts (see [`Blocking::with_node`]).
+    pub fn with_node(self, node: &str) -> Store {
+        Store {
+            db: self.db.with_node(node),
+        }
+    }
+
+    /// Fences every later write (see [`Blocking::set_fence`]).
+    pub fn set_fence(&self, fence: super::Fence) {
+        self.db.set_fence(fence);
+    }
+
+    /// Refuses every later write (see [`Blocking::depose`]).
+    pub fn depose(&self) {
+        self.db.depose();
+    }
+
+    /// `f` hears of each fenced write (see [`Blocking::on_fenced`]).
+    pub fn on_fenced(&self, f: super::OnFenced) {
+        self.db.on_fenced(f);
+    }
+
     /// Which database holds the store.
     pub fn backend(&self) -> super::sql::Backend {
         self.db.backend()
@@ -137,6 +159,17 @@ impl Store {
     pub async fn installation_id(&self, seed: &str) -> Result<String> {
         let seed = seed.to_string();
         self.call(move |db| db.installation_id(&seed)).await
+    }
+
+    /// See [`Blocking::record_request`].
+    pub async fn record_request(&self, kind: super::RequestKind, who: &str) -> Result<i64> {
+        let who = who.to_string();
+        self.call(move |db| db.record_request(&kind, &who)).await
+    }
+
+    /// See [`Blocking::take_requests`].
+    pub async fn take_requests(&self) -> Result<Vec<super::Request>> {
+        self.call(|db| db.take_requests()).await
     }
 
     /// See [`Blocking::heartbeat`].

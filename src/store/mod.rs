@@ -41,6 +41,7 @@ mod conditions;
 mod copy;
 mod events;
 mod facts;
+mod fence;
 mod generation;
 mod handle;
 mod held;
@@ -49,6 +50,7 @@ mod jobs;
 mod migrations;
 pub mod postgres;
 mod reach;
+mod requests;
 mod retention;
 mod runs;
 mod savepoint_history;
@@ -71,10 +73,12 @@ pub use conditions::ConditionRow;
 pub use copy::{Copied, TABLES};
 pub use events::{EventRow, EventSink, NewEvent, UNSTORED};
 pub use facts::{Failure, Incident, Incidents, Place, Stage};
+pub use fence::{Fence, OnFenced};
 pub use generation::Generation;
 pub use handle::Store;
 pub use held::HeldChange;
 pub use jobs::{Applied, JobListRow, JobQuery, JobRow, JobState};
+pub use requests::{Request, RequestKind};
 pub use retention::{Checkpointer, PruneCandidate, PrunedRun};
 pub use runs::{RunOrigin, RunRow, RunState, Running};
 pub use savepoint_history::{Keep, NewSavepoint, SavepointCause, SavepointEntry};
@@ -135,6 +139,15 @@ pub enum StoreError {
         /// What was found.
         detail: String,
     },
+    /// Another daemon took the lease: this write was not made.
+    #[error(
+        "store: this daemon no longer holds the lease (its epoch {epoch} is stale: another \
+         daemon took over); the write was not made"
+    )]
+    Fenced {
+        /// The stale epoch.
+        epoch: i64,
+    },
     /// A query that must answer a row answered none.
     #[error("store: no row where one was expected")]
     NoRow,
@@ -179,6 +192,8 @@ pub struct Blocking {
     node: Arc<str>,
     /// Whether the store answers ([`reach`]).
     reach: Arc<reach::Reach>,
+    /// The lease writes are checked against, with `ha` ([`fence`]).
+    fences: Arc<fence::Fences>,
 }
 
 /// The database behind a [`Blocking`].
@@ -241,12 +256,41 @@ impl Blocking {
             read_errors: Arc::default(),
             node: node_name().into(),
             reach: Arc::default(),
+            fences: Arc::default(),
         }
     }
 
     /// This host's name, as the runs it starts record it.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// This store, recording `node` (`ha.node`) with the runs it starts; call it before the
+    /// store is cloned.
+    pub fn with_node(mut self, node: &str) -> Blocking {
+        self.node = node.into();
+        self
+    }
+
+    /// From now on every write through this store and its clones commits only while `fence`
+    /// holds the lease (PostgreSQL; see [`fence`]).
+    pub fn set_fence(&self, fence: Fence) {
+        self.fences.set(fence);
+    }
+
+    /// Refuses every write from now on, without asking the database: this daemon steps down.
+    pub fn depose(&self) {
+        self.fences.depose();
+    }
+
+    /// The lease's epoch this daemon writes under (`ha`), recorded with its runs and events.
+    fn epoch(&self) -> Option<i64> {
+        self.fences.current().map(|f| f.epoch)
+    }
+
+    /// `f` hears of each write refused because another daemon took the lease.
+    pub fn on_fenced(&self, f: OnFenced) {
+        self.fences.on_fenced(f);
     }
 
     /// Which database holds the store.
@@ -272,7 +316,16 @@ impl Blocking {
         match &*self.db {
             Db::Sqlite(c) => f(&mut Lite(&c.lock())),
             Db::Postgres(pool) => {
-                let out = pool.get().and_then(|mut conn| f(&mut *conn));
+                let fence = self.fences.current();
+                let out = pool.get().and_then(|mut conn| match &fence {
+                    Some(fence) => {
+                        let mut fenced = fence::FencedSql::new(&mut *conn, fence, &self.fences);
+                        let out = f(&mut fenced);
+                        fenced.finish(out)
+                    }
+                    None => f(&mut *conn),
+                });
+                self.fences.note(&out);
                 self.note_reach(&out);
                 out
             }
@@ -301,9 +354,17 @@ impl Blocking {
                 Ok(out)
             }
             Db::Postgres(pool) => {
+                let fence = self.fences.current();
                 let out = pool.get().and_then(|mut conn| {
                     conn.batch("BEGIN")?;
-                    match f(&mut *conn) {
+                    let checked = match &fence {
+                        Some(fence) => self
+                            .fences
+                            .refused()
+                            .and_then(|()| fence::check(&mut *conn, fence)),
+                        None => Ok(()),
+                    };
+                    match checked.and_then(|()| f(&mut *conn)) {
                         Ok(out) => {
                             conn.batch("COMMIT")?;
                             Ok(out)
@@ -315,6 +376,7 @@ impl Blocking {
                         }
                     }
                 });
+                self.fences.note(&out);
                 self.note_reach(&out);
                 out
             }

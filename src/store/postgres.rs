@@ -101,6 +101,47 @@ impl Target {
     }
 }
 
+impl Target {
+    /// One connection of its own, outside the pool (the lease's, which must not wait behind
+    /// the store's calls), whose `NOTIFY`s arrive on the receiver as their channel names.
+    /// Async: call it on the runtime.
+    pub async fn connect_listening(
+        &self,
+    ) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<String>)> {
+        let config = self.config()?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let client = match self.tls {
+            TlsMode::Disable => {
+                let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
+                tokio::spawn(forward_notifications(conn, tx));
+                client
+            }
+            mode => {
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_config(mode)?);
+                let (client, conn) = config.connect(tls).await?;
+                tokio::spawn(forward_notifications(conn, tx));
+                client
+            }
+        };
+        Ok((client, rx))
+    }
+}
+
+/// Drives `conn` until it closes, sending each notification's channel to `tx`.
+async fn forward_notifications<S, T>(
+    mut conn: tokio_postgres::Connection<S, T>,
+    tx: tokio::sync::mpsc::UnboundedSender<String>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    while let Some(Ok(message)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+        if let tokio_postgres::AsyncMessage::Notification(n) = message {
+            let _ = tx.send(n.channel().to_string());
+        }
+    }
+}
+
 /// The connections of one store.
 pub struct Pool {
     config: tokio_postgres::Config,

@@ -190,11 +190,12 @@ impl Blocking {
         (engine, env): (EngineKind, &str),
         log_dir: &Path,
     ) -> Result<i64> {
+        let epoch = self.epoch();
         self.tx(|db| {
             let id: i64 = db.one(
                 "INSERT INTO runs (job, commit_id, project_commit, artifact_key, spec_hash, engine,
-                     env, state, log_path, started_at, node)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, '', ?8, ?10) RETURNING id",
+                     env, state, log_path, started_at, node, epoch)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, '', ?8, ?10, ?11) RETURNING id",
                 p![
                     job,
                     origin.config_commit,
@@ -206,6 +207,7 @@ impl Blocking {
                     now_ms(),
                     RunState::Starting.as_str(),
                     &*self.node,
+                    epoch,
                 ],
             )?;
             let log = log_dir.join(format!("{id}.log"));
@@ -257,11 +259,12 @@ impl Blocking {
         log_dir: &Path,
         (engine_id, cluster): (&str, Option<String>),
     ) -> Result<RunHandle> {
+        let epoch = self.epoch();
         self.tx(|db| {
             let id: i64 = db.one(
                 "INSERT INTO runs (job, commit_id, spec_hash, engine, env, state, log_path,
-                     started_at, secrets, node)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, '[]', ?8) RETURNING id",
+                     started_at, secrets, node, epoch)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, '[]', ?8, ?9) RETURNING id",
                 p![
                     job,
                     commit,
@@ -270,7 +273,8 @@ impl Blocking {
                     env,
                     RunState::Running.as_str(),
                     now_ms(),
-                    &*self.node
+                    &*self.node,
+                    epoch
                 ],
             )?;
             let log = log_dir.join(format!("{id}.log"));

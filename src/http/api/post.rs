@@ -18,6 +18,7 @@ use crate::event::JobEvent;
 use crate::reconcile::Scope;
 use crate::repo::TriggerReason;
 use crate::settings::Settings;
+use crate::store::RequestKind;
 
 /// Why a POST for the whole repo is refused, or `None` when its bearer token is the all-jobs
 /// token (`api_token_file`): a scoped token is 403 ([`crate::http::access::caller`] says who).
@@ -50,6 +51,10 @@ pub async fn sync(
     if let Some(refused) = caller.refuse_whole_repo("call the whole-repo `sync`") {
         tracing::warn!(%peer, token = %caller.token(), "refused POST /api/v1/sync: scoped token");
         return refused;
+    }
+    if let Some(leader) = crate::http::standby::leader_elsewhere(&state) {
+        let who = caller.who(peer);
+        return crate::http::standby::record(&state, RequestKind::Sync, &who, &leader).await;
     }
     let Some(trigger) = state.trigger.get() else {
         return error(
@@ -112,12 +117,17 @@ pub async fn restart(
         let event = JobEvent::RestartRequested { who: who.clone() };
         let events = &st.reconciler.context().events;
         events.emit_blocking(Scope::job(&name, None), &event);
-        st.reconciler.restart(&name, &who);
-        Ok(name)
+        if crate::http::standby::leader_elsewhere(&st).is_none() {
+            st.reconciler.restart(&name, &who);
+        }
+        Ok((name, who))
     })
     .await;
     match result {
-        Ok(name) => (
+        Ok((name, who)) if let Some(leader) = crate::http::standby::leader_elsewhere(&state) => {
+            crate::http::standby::record(&state, RequestKind::Restart(name), &who, &leader).await
+        }
+        Ok((name, _)) => (
             StatusCode::ACCEPTED,
             Json(serde_json::json!({ "status": "restart requested", "job": name })),
         )
