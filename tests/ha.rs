@@ -299,8 +299,12 @@ async fn sigkill_of_the_leader_hands_over_within_the_lease_and_restarts_no_flink
         t.seen - fault.at
     );
     same_flink_job(&c, &before).await;
-    // Local jobs run again on the new node: their live runs record it.
+    // Local jobs run again on the new node: their live runs record it (the Flink job's run is
+    // the one n1 started, adopted).
     for (job, r) in c.live_runs().await {
+        if job == "counter" {
+            continue;
+        }
         assert_eq!(
             r.node.as_deref(),
             Some(c.nodes[t.new].name.as_str()),

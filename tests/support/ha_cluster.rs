@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -609,13 +610,18 @@ impl Node {
             .env("NOTIFY_SOCKET", self.dir.join("notify.sock"))
             .env("WATCHDOG_USEC", WATCHDOG.as_micros().to_string())
             .env("RUST_BACKTRACE", "1")
+            // A group of its own, as under systemd: a kill of its groups never reaches the test.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
         let child = cmd.spawn().unwrap();
         *self.unit.last_ping.lock().unwrap() = None;
         self.unit.pid.store(child.id(), Ordering::SeqCst);
-        self.unit.watchdog.store(true, Ordering::SeqCst);
+        // `JOBKEEPER_HA_WATCHDOG=0` turns the harness's watchdog off (to look at what a daemon
+        // does past a missed ping); the scenarios expect it on.
+        let on = std::env::var("JOBKEEPER_HA_WATCHDOG").map_or(true, |v| v != "0");
+        self.unit.watchdog.store(on, Ordering::SeqCst);
         self.child = Some(child);
     }
 
@@ -771,8 +777,11 @@ fn kill_all(pid: u32, cgroup: Option<&Path>) {
     if pid != 0 {
         // The processes below it first, so none is left without a parent to find it by.
         signal(pid, nix::sys::signal::Signal::SIGSTOP);
+        let own = stat(std::process::id()).map(|(_, _, g)| g);
         for p in descendants(pid) {
-            if let Some((_, _, pgrp)) = stat(p) {
+            if let Some((_, _, pgrp)) = stat(p)
+                && Some(pgrp) != own
+            {
                 let _ = nix::sys::signal::killpg(
                     nix::unistd::Pid::from_raw(pgrp as i32),
                     nix::sys::signal::Signal::SIGKILL,
@@ -1784,8 +1793,19 @@ impl Cluster {
                     body: "(not running)".into(),
                 }
             };
+            let kills: Vec<String> = self.nodes[i]
+                .watchdog_kills()
+                .iter()
+                .map(|(at, gap)| {
+                    format!(
+                        "{} ms ago after {} ms without a ping",
+                        at.elapsed().as_millis(),
+                        gap.as_millis()
+                    )
+                })
+                .collect();
             out.push_str(&format!(
-                "{}: {} {}\n",
+                "{}: {} {} (pid {pid}; watchdog kills: {kills:?})\n",
                 self.nodes[i].name,
                 z.code,
                 z.body.trim()
