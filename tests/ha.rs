@@ -159,7 +159,13 @@ async fn takeover_after(c: &mut Cluster, kind: Kind) -> (Fault, Takeover) {
             c.nodes[old].signal(Signal::SIGTERM);
             t = c.wait_leader(&[old], SETTLE).await;
             figure("SIGTERM -> a standby leads", t.seen - fault.at);
-            let st = c.nodes[old].wait_exit(Duration::from_secs(30));
+            let Some(st) = c.nodes[old].wait_exit(Duration::from_secs(30)).await else {
+                panic!(
+                    "{} did not exit within 30 s of its SIGTERM\n{}",
+                    c.nodes[old].name,
+                    c.dump().await
+                );
+            };
             assert!(st.success(), "a stopped leader exits 0: {st:?}");
         }
         Kind::PgOutage => {
