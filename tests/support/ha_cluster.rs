@@ -131,25 +131,32 @@ impl Pg {
 
     fn pg_ctl(&self, args: &[&str]) {
         let dir = self.dir.as_ref().expect("a private server");
-        let out = Command::new("runuser")
+        // The server pg_ctl starts keeps the descriptors it was given: a file, never a pipe
+        // this test would wait on.
+        let out_path = dir.join("pg_ctl.out");
+        let out = std::fs::File::create(&out_path).unwrap();
+        let status = Command::new("runuser")
             .args(["-u", "postgres", "--"])
             .arg(pg_bin().join("pg_ctl"))
             .arg("-D")
             .arg(dir.join("data"))
             .args(args)
-            .output()
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .status()
             .unwrap();
         assert!(
-            out.status.success(),
-            "pg_ctl {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            status.success(),
+            "pg_ctl {args:?}: {}",
+            std::fs::read_to_string(&out_path).unwrap_or_default()
         );
     }
 
     /// `pg_ctl restart -m immediate` (a crash and crash recovery), waiting until it serves.
     pub fn restart_immediate(&self) {
-        self.pg_ctl(&["-m", "immediate", "-w", "restart"]);
+        let log = self.dir.as_ref().unwrap().join("server.log");
+        self.pg_ctl(&["-m", "immediate", "-l", log.to_str().unwrap(), "-w", "restart"]);
     }
 
     /// `pg_ctl stop -m immediate`: the server is gone until [`Pg::start_again`].
