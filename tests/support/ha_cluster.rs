@@ -525,6 +525,8 @@ pub struct Node {
     pub log: PathBuf,
     cfg: PathBuf,
     child: Option<Child>,
+    /// How the daemon's last process ended, once reaped.
+    exited: Option<std::process::ExitStatus>,
     unit: Arc<Unit>,
     /// This daemon's cgroup (v2), when the host has a writable hierarchy.
     pub cgroup: Option<PathBuf>,
@@ -579,6 +581,7 @@ impl Node {
             flink,
             cfg,
             child: None,
+            exited: None,
             unit,
             cgroup,
             hosts,
@@ -623,6 +626,7 @@ impl Node {
             .stdout(Stdio::null())
             .stderr(log);
         let child = cmd.spawn().unwrap();
+        self.exited = None;
         *self.unit.last_ping.lock().unwrap() = None;
         self.unit.pid.store(child.id(), Ordering::SeqCst);
         // `JOBKEEPER_HA_WATCHDOG=0` turns the harness's watchdog off (to look at what a daemon
@@ -645,9 +649,10 @@ impl Node {
 
     fn reap(&mut self) {
         if let Some(c) = &mut self.child
-            && c.try_wait().ok().flatten().is_some()
+            && let Some(st) = c.try_wait().ok().flatten()
         {
             self.child = None;
+            self.exited = Some(st);
             self.unit.pid.store(0, Ordering::SeqCst);
         }
     }
@@ -687,12 +692,9 @@ impl Node {
     pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let start = Instant::now();
         loop {
-            if let Some(c) = &mut self.child
-                && let Ok(Some(st)) = c.try_wait()
-            {
-                self.child = None;
-                self.unit.pid.store(0, Ordering::SeqCst);
-                return Some(st);
+            self.reap();
+            if self.child.is_none() {
+                return self.exited.take();
             }
             if start.elapsed() > limit {
                 return None;
