@@ -156,7 +156,14 @@ impl Pg {
     /// `pg_ctl restart -m immediate` (a crash and crash recovery), waiting until it serves.
     pub fn restart_immediate(&self) {
         let log = self.dir.as_ref().unwrap().join("server.log");
-        self.pg_ctl(&["-m", "immediate", "-l", log.to_str().unwrap(), "-w", "restart"]);
+        self.pg_ctl(&[
+            "-m",
+            "immediate",
+            "-l",
+            log.to_str().unwrap(),
+            "-w",
+            "restart",
+        ]);
     }
 
     /// `pg_ctl stop -m immediate`: the server is gone until [`Pg::start_again`].
