@@ -512,7 +512,8 @@ pub fn status_table(view: &JobsView) -> String {
             ),
         };
     }
-    if !view.ready {
+    let standby = view.leader.as_ref().is_some_and(|l| l.ha && !l.this_daemon);
+    if !view.ready && !standby {
         out.push_str("the daemon is starting (not ready)\n");
     }
     let header = [
@@ -810,5 +811,56 @@ mod tests {
             state_label(&job("rolled_back", vec![rolled], Some("0123456789ab"))),
             "rolled_back (refused 01234567)"
         );
+    }
+}
+
+#[cfg(test)]
+mod leader_tests {
+    use super::*;
+    use crate::http::api::LeaderView;
+
+    fn view(leader: Option<LeaderView>) -> JobsView {
+        JobsView {
+            ready: false,
+            applied_commit: None,
+            jobs: vec![],
+            next: None,
+            leader,
+        }
+    }
+
+    #[test]
+    fn status_names_the_leader_with_ha_and_a_standby_is_not_starting() {
+        let standby = LeaderView {
+            node: "ops-1".into(),
+            epoch: 4,
+            since: "2026-12-08T00:00:00Z".into(),
+            this_daemon: false,
+            ha: true,
+        };
+        let out = status_table(&view(Some(standby.clone())));
+        assert!(
+            out.contains(
+                "leader: ops-1 (the daemon asked is a standby), epoch 4, since 2026-12-08T00:00:00Z"
+            ),
+            "{out}"
+        );
+        assert!(!out.contains("starting"), "{out}");
+        let leading = LeaderView {
+            this_daemon: true,
+            ..standby.clone()
+        };
+        let out = status_table(&view(Some(leading)));
+        assert!(
+            out.contains("leader: ops-1 (the daemon asked), epoch 4"),
+            "{out}"
+        );
+        assert!(out.contains("starting"), "{out}");
+        let single = LeaderView {
+            ha: false,
+            this_daemon: true,
+            ..standby
+        };
+        assert!(!status_table(&view(Some(single))).contains("leader:"));
     }
 }

@@ -133,6 +133,10 @@ pub async fn run_with(
     let reconciler = Reconciler::new(core.ctx.clone(), cancel.clone());
     let notifier = Arc::new(Notifier::from_env());
     let keeper = lease_keeper(&started, &url, &notifier)?;
+    if keeper.is_none() {
+        // The only daemon: the runs a previous one left are handled before anything answers.
+        take_over(&core).await?;
+    }
     let leadership = match &keeper {
         Some((_, watch)) => watch.clone(),
         None => crate::ha::fixed(crate::ha::Leadership::single(
@@ -162,6 +166,15 @@ pub async fn run_with(
 
     // The store is open and the listener serves: systemd may consider the service started.
     notifier.ready("started: applying the config repo");
+    // Until the health sweep pings it: while a standby waits and while the runs are recovered.
+    let early_pings = crate::systemd::Watchdog::from_env(notifier.clone()).map(|w| {
+        tokio::spawn(async move {
+            loop {
+                w.ping();
+                tokio::time::sleep(w.period()).await;
+            }
+        })
+    });
     // With `ha`: a standby serving reads until this daemon takes the lease.
     let (term, lease_stop) = match keeper {
         Some((mut keeper, _)) => match crate::ha::term::take(&mut keeper, &api, &cancel).await {
@@ -172,16 +185,22 @@ pub async fn run_with(
                 (Some((taken.epoch, tokio::spawn(kept))), stop)
             }
             None => {
+                if let Some(p) = early_pings {
+                    p.abort();
+                }
                 tracing::info!("stopped as a standby");
                 return shut_down(&notifier, &reconciler, tasks, server).await;
             }
         },
         None => (None, CancellationToken::new()),
     };
-    core.alerter.clone().attach(&core.store);
-    recover(&core.ctx).await?;
-    seal_left_logs(&core.ctx).await;
+    if term.is_some() {
+        take_over(&core).await?;
+    }
     start_job_loops(&tasks, &core, &reconciler, (&started, &notifier), &cancel);
+    if let Some(p) = early_pings {
+        p.abort();
+    }
     let reload = config_path.map(|path| (path, started.clone()));
     let loops = ServiceLoops {
         store: &core.store,
@@ -358,6 +377,15 @@ impl Core {
             ctx,
         })
     }
+}
+
+/// Once this daemon leads (at start without `ha`): its events are alerted, and the runs a
+/// previous leader left are handled.
+async fn take_over(core: &Core) -> Result<(), DaemonError> {
+    core.alerter.clone().attach(&core.store);
+    recover(&core.ctx).await?;
+    seal_left_logs(&core.ctx).await;
+    Ok(())
 }
 
 /// Before anything starts: the runs a previous daemon left behind are handed to their engines,

@@ -812,6 +812,45 @@ async fn an_application_whose_am_died_restarts_from_the_checkpoint_read_while_it
         "{first}"
     );
 
+    // The kept one is not read again (its folder is listed at the restart): a newer completed
+    // checkpoint than it is what the restart must find.
+    let chk = |loc: &str| -> u64 {
+        loc.trim_end_matches('/')
+            .rsplit_once("/chk-")
+            .and_then(|(_, n)| n.parse().ok())
+            .unwrap_or_else(|| panic!("no chk-N in {loc}"))
+    };
+    let first_loc = first["location"].as_str().unwrap().to_string();
+    let folder = std::path::PathBuf::from(
+        first_loc
+            .trim_start_matches("file:")
+            .trim_start_matches("//")
+            .rsplit_once("/chk-")
+            .unwrap()
+            .0,
+    );
+    let newest_done = || {
+        std::fs::read_dir(&folder)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join("_metadata").is_file())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_prefix("chk-")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    wait_for("a checkpoint newer than the kept one", LIMIT, || {
+        newest_done() > chk(&first_loc)
+    })
+    .await;
+    let newer = newest_done();
+
     // The AM dies: its JobManager's address stops answering, the job stops, the RM says FAILED.
     set_am(&home, None);
     drop(proxy);
@@ -840,11 +879,31 @@ async fn an_application_whose_am_died_restarts_from_the_checkpoint_read_while_it
     let restored = restored_from(&flink, &jid2).await;
     let path = restored["external_path"].as_str().unwrap_or_default();
     assert!(path.contains(&format!("{jid1}/chk-")), "{restored}");
+    assert!(
+        chk(path) >= newer && chk(path) > chk(&first_loc),
+        "restored from {path}, kept {first_loc}, chk-{newer} completed before the AM died"
+    );
     let argv = calls(&home)[1]["argv"].to_string();
     assert!(
         argv.contains(&format!("-Dexecution.state-recovery.path={path}")),
         "{argv}"
     );
+
+    // Its run replaced, the dead application's kept checkpoint is gone; the job removed, so is
+    // the new application's. (Failed before: the files stayed for ever.)
+    assert!(!kept.exists(), "{} still there", kept.display());
+    let kept2 = d.state_dir.join(format!("yarn-checkpoints/{app2}.json"));
+    wait_for("a kept checkpoint of the new application", LIMIT, || {
+        kept2.is_file()
+    })
+    .await;
+    git.remove("jobs/lasting.yaml");
+    git.commit_push("remove it");
+    wait_for("lasting stopped", LIMIT, || {
+        d.job("lasting").is_some_and(|j| j.state == "stopped")
+    })
+    .await;
+    assert!(!kept2.exists(), "{} still there", kept2.display());
 }
 
 /// SQL jobs on YARN as on a Flink session cluster: in application mode (a `sql_file` job) the

@@ -546,6 +546,33 @@ impl FlinkEngine {
         ))
     }
 
+    /// A job's task count (`tasks.total` of its `GET /jobs/overview` entry; one request):
+    /// `None` when the JobManager does not list it.
+    pub async fn job_tasks(&self, jid: &str) -> Result<Option<u64>, EngineError> {
+        let body = self.get("/jobs/overview").await?;
+        Ok(overview_tasks(&body).get(jid).copied())
+    }
+
+    /// A job's checkpoint statistics (one `GET /jobs/{id}/checkpoints`).
+    pub async fn checkpoint_stats(&self, jid: &str) -> Result<Value, EngineError> {
+        self.get(&format!("/jobs/{jid}/checkpoints")).await
+    }
+
+    /// A job's checkpoint configuration (one `GET /jobs/{id}/checkpoints/config`): `None` when
+    /// Flink answers 404 (checkpointing is not enabled for it).
+    pub async fn checkpoint_config(&self, jid: &str) -> Result<Option<Value>, EngineError> {
+        let path = format!("/jobs/{jid}/checkpoints/config");
+        let (status, body) = self.call(self.http.get(self.url(&path))).await?;
+        match status {
+            s if s.is_success() => Ok(Some(body)),
+            StatusCode::NOT_FOUND => Ok(None),
+            s => Err(EngineError::Unreachable(format!(
+                "flink {}: GET {path} answered {s}",
+                self.base
+            ))),
+        }
+    }
+
     /// The newest externally addressable checkpoint or savepoint of an ended job: where a run
     /// of it starts from when its own stop or failure was not recorded.
     async fn last_state_point(&self, jid: &str) -> Result<Option<StatePoint>, EngineError> {

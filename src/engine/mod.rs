@@ -526,4 +526,9 @@ pub trait Engine: Send + Sync {
     /// Takes over the exit notifications of this engine (local: child exits are seen at once).
     /// Returns `None` after the first call and for engines that only answer `status`.
     fn take_exits(&self) -> Option<mpsc::UnboundedReceiver<RunExit>>;
+
+    /// The job was removed from the config repo and its runs were stopped: whatever the engine
+    /// keeps to restart its runs goes (yarn: the checkpoints kept for its applications). The
+    /// default: nothing is kept.
+    async fn forget_job(&self, _job: &str) {}
 }

@@ -68,6 +68,8 @@ pub struct Keeper {
     tx: watch::Sender<Leadership>,
     /// Pinged on each try as a standby (the leader's sweep pings it then).
     watchdog: Option<crate::systemd::Watchdog>,
+    /// When the take that won the lease was sent: the first renewal's stand-in.
+    taken_at: Option<Instant>,
 }
 
 /// A fresh holder id: 16 random bytes in hex.
@@ -113,6 +115,7 @@ impl Keeper {
             db: None,
             tx,
             watchdog,
+            taken_at: None,
         };
         (keeper, rx)
     }
@@ -171,6 +174,7 @@ impl Keeper {
                 w.ping();
             }
             let me = self.me.clone();
+            let sent = Instant::now();
             let tried = match self.db().await {
                 Some(db) => {
                     let tried = tokio::time::timeout(retry, async {
@@ -198,6 +202,7 @@ impl Keeper {
             };
             match tried {
                 Some(Ok(taken)) => {
+                    self.taken_at = Some(sent);
                     let _ = self.tx.send(Leadership {
                         leader: true,
                         node: self.me.node.clone(),
@@ -244,8 +249,9 @@ impl Keeper {
             self.settings.retry,
             self.settings.renew_deadline,
         );
-        // The take's send time stands for the first renewal.
-        let mut last_good = Instant::now();
+        // The take's send time stands for the first renewal: the deadline counts from there,
+        // whatever the daemon did since (recording `leader_changed`).
+        let mut last_good = self.taken_at.unwrap_or_else(Instant::now);
         let mut tick = tokio::time::interval_at(Instant::now() + retry, retry);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -310,5 +316,94 @@ impl Keeper {
             Ok(Err(e)) => tracing::warn!("ha: the lease was not released: {e}"),
             Err(_) => tracing::warn!("ha: the lease was not released in time"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(node: &str) -> HaSettings {
+        HaSettings {
+            lease_ttl: Duration::from_millis(1500),
+            renew_deadline: Duration::from_millis(1000),
+            retry: Duration::from_millis(200),
+            node: node.into(),
+        }
+    }
+
+    #[test]
+    fn one_leader_at_a_time_a_release_hands_over_at_once_and_a_lost_lease_is_seen() {
+        let Some(target) = crate::store::tests::postgres_target() else {
+            eprintln!("JOBKEEPER_TEST_POSTGRES_URL is not set: the lease needs PostgreSQL");
+            return;
+        };
+        // The schema (and its lease row) as a daemon's start makes it.
+        let store = crate::store::tests::postgres_store_at(&target);
+        drop(store);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let cancel = CancellationToken::new();
+            let (mut a, wa) = Keeper::new(target.clone(), settings("ops-1"), "a".into(), None);
+            let (mut b, wb) = Keeper::new(target.clone(), settings("ops-2"), "b".into(), None);
+            let first = a.wait_for_lease(&cancel).await.unwrap();
+            assert_eq!((first.epoch, first.previous.as_str()), (1, ""));
+            assert!(wa.borrow().leader);
+
+            // b waits while a leads and renews; a's release hands over at once (NOTIFY).
+            let (requests, (_ftx, mut frx)) = (Arc::new(Notify::new()), mpsc::unbounded_channel());
+            let stop = CancellationToken::new();
+            let waiting = tokio::spawn(async move {
+                let t = b.wait_for_lease(&CancellationToken::new()).await;
+                (b, t, Instant::now())
+            });
+            let lead = {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let ended = a.lead(first.epoch, &stop, &requests, &mut frx).await;
+                    (a, ended)
+                })
+            };
+            // Past the TTL: b still waits, a renewed.
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            assert!(!waiting.is_finished(), "b took a renewed lease");
+            assert_eq!(wb.borrow().node, "ops-1", "b shows who leads");
+            stop.cancel();
+            let (mut a, ended) = lead.await.unwrap();
+            assert_eq!(ended, Ended::Stopping);
+            let released = Instant::now();
+            a.release(first.epoch).await;
+            let (mut b, taken, at) = waiting.await.unwrap();
+            let taken = taken.unwrap();
+            assert_eq!(
+                (taken.epoch, taken.previous.as_str(), taken.released),
+                (2, "ops-1", true)
+            );
+            assert!(
+                at - released < Duration::from_millis(150),
+                "taken {:?} after the release, not at the next retry",
+                at - released
+            );
+
+            // b does not renew (as if paused): a, a standby now, takes the lease only once it
+            // expired on the database's clock, and b then finds it lost.
+            let (requests, (_ftx, mut frx)) = (Arc::new(Notify::new()), mpsc::unbounded_channel());
+            let t = a.wait_for_lease(&CancellationToken::new()).await.unwrap();
+            let waited = at.elapsed();
+            assert!(
+                waited >= Duration::from_millis(1300),
+                "a took the lease {waited:?} after b did, before its 1.5 s expiry"
+            );
+            assert_eq!(
+                (t.epoch, t.previous.as_str(), t.released),
+                (3, "ops-2", false)
+            );
+            let ended = b
+                .lead(taken.epoch, &CancellationToken::new(), &requests, &mut frx)
+                .await;
+            assert!(matches!(ended, Ended::Lost(_)), "{ended:?}");
+            assert!(!wb.borrow().leader);
+            let _ = cancel;
+        });
     }
 }

@@ -9,6 +9,7 @@ pub mod keeper;
 pub mod lease;
 pub mod stepdown;
 pub mod term;
+pub mod warm;
 
 use tokio::sync::watch;
 

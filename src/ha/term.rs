@@ -27,7 +27,16 @@ pub async fn take(
     cancel: &CancellationToken,
 ) -> Option<(Taken, mpsc::UnboundedReceiver<i64>)> {
     tracing::info!(node = %keeper.node(), "ha: standby, waiting for the leader lease");
-    let taken = keeper.wait_for_lease(cancel).await?;
+    let warm_stop = cancel.child_token();
+    let warm = tokio::spawn(super::warm::keep_warm(
+        api.reconciler.context().clone(),
+        warm_stop.clone(),
+    ));
+    let taken = keeper.wait_for_lease(cancel).await;
+    warm_stop.cancel();
+    // A fetch in flight ends first (the follower then opens the same mirror), within bounds.
+    let _ = tokio::time::timeout(Duration::from_secs(2), warm).await;
+    let taken = taken?;
     let store = &api.store;
     store.set_fence(Fence {
         epoch: taken.epoch,
@@ -110,6 +119,13 @@ async fn step_down(api: &ApiState, why: &str) -> ! {
 
 /// Carries out the requests standbys recorded, when one is announced and every few seconds.
 async fn carry_out_requests(api: Arc<ApiState>, note: Arc<Notify>, cancel: CancellationToken) {
+    // Not before the runs a former leader left are handled and the config repo is followed.
+    while api.trigger.get().is_none() {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
     loop {
         match api.store.take_requests().await {
             Ok(requests) => {

@@ -38,6 +38,8 @@ pub struct Sources {
     pub(super) inputs: Inputs,
     /// Whether the daemon finished its first reconcile.
     ready: bool,
+    /// Who leads (`ha`): shown in the header.
+    leader: crate::ha::Leadership,
     /// The daemon config (compared by identity: a reload puts a new one in place).
     pub settings: Arc<Settings>,
     /// The clusters' table.
@@ -50,6 +52,7 @@ impl PartialEq for Sources {
     fn eq(&self, other: &Self) -> bool {
         self.inputs == other.inputs
             && self.ready == other.ready
+            && self.leader == other.leader
             && Arc::ptr_eq(&self.settings, &other.settings)
             && self.clusters == other.clusters
             && self.unmanaged == other.unmanaged
@@ -64,6 +67,7 @@ impl Sources {
         Ok(Sources {
             inputs,
             ready: state.ready.load(Ordering::Acquire),
+            leader: state.leadership.borrow().clone(),
             settings,
             clusters: clusters_view(state),
             unmanaged: unmanaged_view(state),

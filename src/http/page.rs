@@ -509,7 +509,24 @@ fn header_html(h: &mut String, view: &JobsView) {
         }
         None => h.push_str("<span class=\"muted\">no config commit applied yet</span>"),
     }
-    if !view.ready {
+    if let Some(l) = view.leader.as_ref().filter(|l| l.ha) {
+        let _ = match (l.node.as_str(), l.this_daemon) {
+            ("", _) => write!(
+                h,
+                " <span class=\"chip\">no leader now (epoch {})</span>",
+                l.epoch
+            ),
+            (node, this) => write!(
+                h,
+                " <span class=\"chip\" title=\"since {}\">{} {}, epoch {}</span>",
+                escape(&l.since),
+                if this { "leading:" } else { "standby; leader:" },
+                escape(node),
+                l.epoch
+            ),
+        };
+    }
+    if !view.ready && view.leader.as_ref().is_none_or(|l| !l.ha || l.this_daemon) {
         h.push_str(" <span class=\"chip\">starting</span>");
     }
     h.push_str("</div></header><main>");

@@ -632,6 +632,9 @@ impl Actor {
             self.on_error(Stall::Nothing, err).await;
             return false;
         }
+        for engine in self.ctx.engines.distinct() {
+            engine.forget_job(&self.name).await;
+        }
         self.applied = None;
         let store = &self.ctx.store;
         store.record(

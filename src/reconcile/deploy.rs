@@ -428,9 +428,15 @@ impl Actor {
         if reuse
             && same_kind
             && let Some(a) = self.applied.as_ref().and_then(|a| a.artifact.as_ref())
-            && a.path.exists()
         {
-            return Ok(Some(a.clone()));
+            if a.path.exists() {
+                return Ok(Some(a.clone()));
+            }
+            // Built by another daemon (`ha`) into its own state folder: this host's build of the
+            // same key, when it has one (a standby builds ahead of a takeover).
+            if let Some(here) = self.ctx.builder.cached(&a.key) {
+                return Ok(Some(here));
+            }
         }
         let built = match &spec.project {
             Some(project) => {

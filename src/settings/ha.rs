@@ -101,3 +101,60 @@ pub(super) fn read_ha(c: &mut Checker, n: &Node, postgres: bool) -> Option<HaSet
         node,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STORE: &str = "store: {postgres: {url: postgres://jk@db1/jk}}\n";
+
+    fn read(text: &str) -> Result<HaSettings, String> {
+        let yaml = format!("repo: {{url: /r}}\nstate_dir: /s\n{text}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        match crate::settings::load(&path) {
+            Ok(s) => s.ha.ok_or_else(|| "no ha".to_string()),
+            Err(d) => Err(crate::diag::render(&d)),
+        }
+    }
+
+    #[test]
+    fn defaults_are_filled_and_the_node_is_the_host_by_default() {
+        let ha = read(&format!("{STORE}ha: {{}}\n")).unwrap();
+        assert_eq!(
+            (ha.lease_ttl, ha.renew_deadline, ha.retry),
+            (DEFAULT_LEASE_TTL, DEFAULT_RENEW_DEADLINE, DEFAULT_RETRY)
+        );
+        assert_eq!(ha.node, crate::ha::host_name());
+        let ha = read(&format!(
+            "{STORE}ha: {{lease_ttl: 3s, renew_deadline: 2s, retry: 500ms, node: ops-2}}\n"
+        ))
+        .unwrap();
+        assert_eq!(ha.renew_deadline, Duration::from_secs(2));
+        assert_eq!(ha.node, "ops-2");
+    }
+
+    #[test]
+    fn ha_needs_postgres_and_deadlines_in_order() {
+        let err = read("ha: {node: ops-1}\n").unwrap_err();
+        assert!(err.contains("`ha` needs `store: {postgres"), "{err}");
+        let err = read(&format!(
+            "{STORE}ha: {{lease_ttl: 10s, renew_deadline: 10s}}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("`ha.renew_deadline` (10s) must be shorter than `ha.lease_ttl` (10s)"),
+            "{err}"
+        );
+        let err = read(&format!("{STORE}ha: {{retry: 12s}}\n")).unwrap_err();
+        assert!(err.contains("`ha.retry` (12s) must be shorter"), "{err}");
+        let err = read(&format!("{STORE}ha: {{lease_ttl: 0s}}\n")).unwrap_err();
+        assert!(
+            err.contains("`ha.lease_ttl`: must be longer than zero"),
+            "{err}"
+        );
+        let err = read(&format!("{STORE}ha: {{node: \"\"}}\n")).unwrap_err();
+        assert!(err.contains("`ha.node`"), "{err}");
+    }
+}

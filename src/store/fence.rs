@@ -181,6 +181,74 @@ impl Sql for FencedSql<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sql::p;
+
+    fn lease(s: &crate::store::Blocking, epoch: i64, holder: &str) {
+        s.sql(|db| {
+            db.execute(
+                "UPDATE leader SET epoch = ?1, holder = ?2,
+                     expires_at = now() + interval '1 hour' WHERE id = 1",
+                p![epoch, holder],
+            )
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_takeover_refuses_the_former_leaders_writes_and_keeps_its_reads() {
+        let Some(s) = crate::store::tests::postgres_store() else {
+            eprintln!("JOBKEEPER_TEST_POSTGRES_URL is not set: the fence needs PostgreSQL");
+            return;
+        };
+        lease(&s, 1, "me");
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let h = heard.clone();
+        s.on_fenced(Arc::new(move |e| h.lock().push(e)));
+        s.set_fence(Fence {
+            epoch: 1,
+            holder: "me".into(),
+        });
+        // Holding the lease: writes in and out of transactions commit, with the epoch.
+        s.event(&crate::store::NewEvent::new(
+            crate::event::EventKind::Deployed,
+            "one",
+        ))
+        .unwrap();
+        let applied = s.heartbeat();
+        assert!(applied.is_ok(), "{applied:?}");
+        let epoch: Option<i64> = s
+            .sql(|db| db.query_row("SELECT MAX(epoch) FROM events", p![], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(epoch, Some(1));
+
+        // Another daemon takes over.
+        lease(&s, 2, "other");
+        let refused = s.event(&crate::store::NewEvent::new(
+            crate::event::EventKind::Deployed,
+            "two",
+        ));
+        assert!(
+            matches!(refused, Err(StoreError::Fenced { epoch: 1 })),
+            "{refused:?}"
+        );
+        let refused = s.heartbeat();
+        assert!(
+            matches!(refused, Err(StoreError::Fenced { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(*heard.lock(), [1, 1], "each refusal is heard");
+        // Nothing of the refused writes committed; reads go on.
+        let events = s.events(None, 10).unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+
+        // Deposed: refused here, before the database is asked.
+        s.depose();
+        let refused = s.event(&crate::store::NewEvent::new(
+            crate::event::EventKind::Deployed,
+            "three",
+        ));
+        assert!(matches!(refused, Err(StoreError::Fenced { .. })));
+    }
 
     #[test]
     fn only_queries_are_reads() {

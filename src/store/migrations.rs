@@ -616,6 +616,10 @@ mod tests {
              ALTER TABLE savepoints DROP COLUMN dispose_error;
              DROP TABLE run_starts;
              ALTER TABLE runs DROP COLUMN node;
+             DROP TABLE leader;
+             DROP TABLE requests;
+             ALTER TABLE runs DROP COLUMN epoch;
+             ALTER TABLE events DROP COLUMN epoch;
              PRAGMA user_version = 8;",
         )
         .unwrap();

@@ -546,6 +546,16 @@ pub(super) mod tests {
     /// A new, empty store in its own schema of the PostgreSQL server
     /// `JOBKEEPER_TEST_POSTGRES_URL` names (scripts/test.sh starts one), or `None` without it.
     pub(crate) fn postgres_store() -> Option<Blocking> {
+        Some(postgres_store_at(&postgres_target()?))
+    }
+
+    /// The store in `target` (made by [`postgres_target`]), opened and migrated.
+    pub(crate) fn postgres_store_at(target: &postgres::Target) -> Blocking {
+        Blocking::open_postgres(target, runtime().handle().clone()).unwrap()
+    }
+
+    /// A fresh schema of the test server, as a target (the store not yet opened in it).
+    pub(crate) fn postgres_target() -> Option<postgres::Target> {
         let url = std::env::var("JOBKEEPER_TEST_POSTGRES_URL").ok()?;
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let schema = format!(
@@ -574,7 +584,7 @@ pub(super) mod tests {
             tls: postgres::TlsMode::Disable,
             pool: 4,
         };
-        Some(Blocking::open_postgres(&target, runtime().handle().clone()).unwrap())
+        Some(target)
     }
 
     /// The stores a contract test runs on: SQLite in memory, and Postgres when the tests are

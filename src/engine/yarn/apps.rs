@@ -71,6 +71,14 @@ impl App {
         })
     }
 
+    /// The tag naming its jobkeeper job ([`job_tag`]), when it has one.
+    pub fn job_tag(&self) -> Option<&str> {
+        self.tags
+            .iter()
+            .map(String::as_str)
+            .find(|t| t.starts_with(JOB_TAG))
+    }
+
     /// The run token of a jobkeeper submission (its `jk-run-` tag), also its Flink job id.
     pub fn run_token(&self) -> Option<&str> {
         self.tags.iter().find_map(|t| t.strip_prefix(RUN_TAG))
@@ -161,14 +169,21 @@ pub fn short(body: &Value) -> String {
     text.chars().take(200).collect()
 }
 
+/// The tag naming `job`: [`JOB_TAG`] and 16 hex digits of its name's sha256.
+pub fn job_tag(job: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!(
+        "{JOB_TAG}{}",
+        hex::encode(&Sha256::digest(job.as_bytes())[..8])
+    )
+}
+
 /// The tags of run `token` of `job`: jobkeeper's own, the job's and the run's (lowercase, no
 /// commas, each at most 100 characters, as YARN keeps them).
 pub fn tags(job: &str, token: &str) -> Vec<String> {
-    use sha2::{Digest, Sha256};
-    let h = hex::encode(&Sha256::digest(job.as_bytes())[..8]);
     vec![
         TAG.to_string(),
-        format!("{JOB_TAG}{h}"),
+        job_tag(job),
         format!("{RUN_TAG}{}", token.to_ascii_lowercase()),
     ]
 }

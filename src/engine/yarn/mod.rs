@@ -6,7 +6,10 @@
 //! - **Tracking**: one `GET /ws/v1/cluster/apps?states=…&applicationTypes=Apache Flink` to the
 //!   active RM per sweep lists every live Flink application ([`rm`], [`apps`]); a recorded
 //!   application missing from that list is asked for by its id once (`…/apps/{id}`), and one
-//!   the RM has forgotten (404) is a vanished run.
+//!   the RM has forgotten (404) is a vanished run. A RUNNING application's JobManager gets at
+//!   most one request per sweep, and none when its job needs nothing from it then ([`reads`]:
+//!   health figures for jobs with health rules, the task count once every few sweeps, the
+//!   newest checkpoint when a newer one can exist).
 //! - **The JobManager** of an application is reached at its own address (`amRPCAddress`), not
 //!   through the RM proxy (which refuses POST): savepoints, checkpoints, exceptions and health
 //!   figures go there through the session engine's own code, with the run's Flink job id.
@@ -14,9 +17,9 @@
 //!   submitted is the run's token, fixed at submit and carried in its `jk-run-` tag; an
 //!   application adopted without tags has its Flink job found on its JobManager. A submit whose
 //!   answer was lost is recorded as `/TOKEN` and found by its tag.
-//! - **Checkpoints**: each sweep reads every RUNNING application's newest completed checkpoint
-//!   (with its health figures, one request) and keeps it ([`checkpoints`]): a run whose AM died
-//!   restarts from it, its JobManager being gone.
+//! - **Checkpoints**: a RUNNING application's newest completed checkpoint is read when a newer
+//!   one can exist (with its health figures when its job has health rules) and kept
+//!   ([`checkpoints`]): a run whose AM died restarts from it, its JobManager being gone.
 //! - **Stop**: stop-with-savepoint on the JobManager (the application then finishes), else the
 //!   RM's `PUT /ws/v1/cluster/apps/{id}/state` `{"state":"KILLED"}`, repeated until done.
 //! - A standby RM (307) or one that does not answer is [`EngineError::Unreachable`]: wait,
@@ -26,6 +29,7 @@ pub mod apps;
 pub mod checkpoints;
 pub mod gss;
 pub mod kerberos;
+pub mod reads;
 pub mod rm;
 mod session;
 pub mod settings;
@@ -33,6 +37,7 @@ pub mod submit;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,6 +54,7 @@ use super::{
 };
 use apps::App;
 use kerberos::Kerberos;
+use reads::{Read, Watch};
 use rm::{RmAuth, RmClient, RmError};
 pub use settings::{MISSING, SECTION, YarnAuth, YarnSettings, read_settings};
 
@@ -62,12 +68,10 @@ const LISTED_WAIT: Duration = Duration::from_secs(15);
 const KILL_WAIT: Duration = Duration::from_secs(30);
 /// How many lines of the CLI's output a refusal quotes.
 const CLI_LINES: usize = 15;
-/// How long a sweep waits for the JobManagers' figures.
+/// How long a sweep waits for the JobManagers' answers.
 const FIGURES_WAIT: Duration = Duration::from_secs(5);
 /// How many running applications' JobManagers a disposal asks at most.
 const DISPOSERS: usize = 3;
-/// How long figures read by a status sweep serve its health call.
-const FIGURES_FRESH: Duration = Duration::from_secs(10);
 
 /// Flink on YARN, for one env's RMs and Flink distribution.
 pub struct YarnEngine {
@@ -84,11 +88,15 @@ pub struct YarnEngine {
     jms: Mutex<HashMap<String, Arc<FlinkEngine>>>,
     /// Session mode: the yarn-session's JobManager, once found.
     session_jm: Mutex<Option<Arc<FlinkEngine>>>,
-    /// The newest completed checkpoint of each RUNNING application, read each sweep.
+    /// The newest completed checkpoint of each RUNNING application, read when a newer one can
+    /// exist.
     kept: checkpoints::Kept,
-    /// The health figures the latest status sweep read with the checkpoints, by application
-    /// id, for the same sweep's health call (so it asks nothing again).
-    figures: Mutex<HashMap<String, (tokio::time::Instant, HealthFacts)>>,
+    /// The status sweeps so far (a sweep's number orders its JobManager reads).
+    sweeps: AtomicU64,
+    /// What each RUNNING application's JobManager was asked, by application id.
+    watches: Mutex<HashMap<String, Watch>>,
+    /// The Flink job of an application adopted without tags, once found on its JobManager.
+    jids: Mutex<HashMap<String, String>>,
 }
 
 impl YarnEngine {
@@ -125,16 +133,17 @@ impl YarnEngine {
             jms: Mutex::new(HashMap::new()),
             session_jm: Mutex::new(None),
             kept: checkpoints::Kept::new(&PathBuf::from(salt)),
-            figures: Mutex::new(HashMap::new()),
+            sweeps: AtomicU64::new(0),
+            watches: Mutex::new(HashMap::new()),
+            jids: Mutex::new(HashMap::new()),
         })
     }
 
     /// What the RM client sent so far: (requests, SPNEGO handshakes).
     pub fn rm_counts(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
         (
-            self.rm.counts.requests.load(Relaxed),
-            self.rm.counts.handshakes.load(Relaxed),
+            self.rm.counts.requests.load(Ordering::Relaxed),
+            self.rm.counts.handshakes.load(Ordering::Relaxed),
         )
     }
 
@@ -271,9 +280,17 @@ impl YarnEngine {
             ))
         })?;
         let jm = self.jm(&url)?;
+        let found = lock(&self.jids).get(&app.id).cloned();
         let jid = match apps::split_id(&handle.engine_id).1.or(app.run_token()) {
             Some(j) => j.to_string(),
-            None => only_job(&jm, &app).await?,
+            None => match found {
+                Some(j) => j,
+                None => {
+                    let j = only_job(&jm, &app).await?;
+                    lock(&self.jids).insert(app.id.clone(), j.clone());
+                    j
+                }
+            },
         };
         let h = RunHandle {
             run_id: handle.run_id,
@@ -392,62 +409,108 @@ impl YarnEngine {
         })
     }
 
-    /// Reads each RUNNING application's health figures and newest completed checkpoint
-    /// (`GET /jobs/{id}/metrics`) and its task count (`GET /jobs/overview`) from its
-    /// JobManager (two requests each, all at once, at most [`FIGURES_WAIT`]); keeps the
-    /// checkpoint ([`checkpoints`]) and the figures for this sweep's health call, and answers
-    /// the task counts, one per handle (a change is a rescale: the drift rules).
-    async fn read_figures(
+    /// Makes this sweep's JobManager reads ([`reads::plan`]: at most one per RUNNING
+    /// application, all at once, each at most [`FIGURES_WAIT`]), keeps what they read, and
+    /// answers the task counts read, one per handle (a change is a rescale: the drift rules).
+    async fn read_jobmanagers(
         &self,
         live: &HashMap<&str, &App>,
         handles: &[RunHandle],
     ) -> Vec<Option<u64>> {
+        if handles.is_empty() {
+            return Vec::new();
+        }
+        let sweep = self.sweeps.fetch_add(1, Ordering::Relaxed) + 1;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let running = |id: &str| live.get(id).filter(|a| a.state == "RUNNING").copied();
+        lock(&self.watches).retain(|id, _| running(id).is_some());
+        lock(&self.jids).retain(|id, _| running(id).is_some());
         let mut calls = tokio::task::JoinSet::new();
         for (i, h) in handles.iter().enumerate() {
-            let id = apps::split_id(&h.engine_id).0;
-            let Some(app) = live.get(id).filter(|a| a.state == "RUNNING") else {
+            let Some(app) = running(apps::split_id(&h.engine_id).0) else {
+                continue;
+            };
+            let followable = self.kept.followable(&app.id);
+            let read = {
+                let mut watches = lock(&self.watches);
+                let w = watches
+                    .entry(app.id.clone())
+                    .or_insert_with(|| Watch::new(&app.id));
+                reads::plan(w, sweep, now_ms, followable)
+            };
+            let Some(read) = read else {
                 continue;
             };
             let Ok((jm, fh)) = self.on_jm(h).await else {
                 continue;
             };
-            let (id, started) = (app.id.clone(), app.started_ms.unwrap_or_default());
+            if let Some(w) = lock(&self.watches).get_mut(&app.id) {
+                w.asked = Some(sweep);
+            }
+            let id = app.id.clone();
             calls.spawn(async move {
-                let (figures, survey) = tokio::join!(
-                    tokio::time::timeout(FIGURES_WAIT, jm.figures(&fh, started)),
-                    tokio::time::timeout(FIGURES_WAIT, jm.survey(std::slice::from_ref(&fh))),
-                );
-                let tasks = survey
-                    .ok()
-                    .and_then(Result::ok)
-                    .and_then(|s| s.tasks.into_iter().next().flatten());
-                (i, id, figures.ok().and_then(Result::ok), tasks)
+                let jid = fh.engine_id.as_str();
+                let got = match read {
+                    Read::Tasks => Got::Tasks(
+                        tokio::time::timeout(FIGURES_WAIT, jm.job_tasks(jid))
+                            .await
+                            .ok()
+                            .and_then(Result::ok),
+                    ),
+                    Read::Checkpoint => Got::Checkpoint(
+                        tokio::time::timeout(FIGURES_WAIT, jm.checkpoint_stats(jid))
+                            .await
+                            .ok()
+                            .and_then(Result::ok),
+                    ),
+                    Read::Interval => Got::Interval(
+                        tokio::time::timeout(FIGURES_WAIT, jm.checkpoint_config(jid))
+                            .await
+                            .ok()
+                            .and_then(Result::ok),
+                    ),
+                };
+                (i, id, got)
             });
         }
-        let mut read = HashMap::new();
         let mut tasks = vec![None; handles.len()];
         while let Some(done) = calls.join_next().await {
-            let Ok((i, id, figures, n)) = done else {
+            let Ok((i, id, got)) = done else {
                 continue;
             };
-            tasks[i] = n;
-            if let Some((facts, point)) = figures {
-                if let Some(p) = point {
-                    self.kept.keep(&id, &p);
+            let point = match &got {
+                Got::Checkpoint(Some(stats)) => super::flink::answers::newest_state_point(stats),
+                _ => None,
+            };
+            if let Some(p) = point {
+                self.kept.keep(&id, self.job_tag(&id).as_deref(), &p);
+            }
+            let mut watches = lock(&self.watches);
+            let Some(w) = watches.get_mut(&id) else {
+                continue;
+            };
+            match got {
+                Got::Tasks(Some(n)) => {
+                    w.tasks = Some(sweep);
+                    tasks[i] = n;
                 }
-                read.insert(id, (tokio::time::Instant::now(), facts));
+                Got::Checkpoint(Some(stats)) => {
+                    w.checked = Some(reads::checked_of(&stats, now_ms));
+                }
+                Got::Interval(Some(config)) => w.interval = reads::interval_of(config.as_ref()),
+                // No answer: asked again when the plan says so (at the latest next sweep).
+                Got::Tasks(None) | Got::Checkpoint(None) | Got::Interval(None) => {}
             }
         }
-        *lock(&self.figures) = read;
         tasks
     }
 
-    /// The figures this sweep's status call read for application `id`, when fresh.
-    fn fresh_figures(&self, id: &str) -> Option<HealthFacts> {
-        lock(&self.figures)
-            .remove(id)
-            .filter(|(at, _)| at.elapsed() < FIGURES_FRESH)
-            .map(|(_, f)| f)
+    /// The `jk-job-` tag of application `id`, as the RM listed it.
+    fn job_tag(&self, id: &str) -> Option<String> {
+        lock(&self.apps)
+            .get(id)
+            .and_then(App::job_tag)
+            .map(str::to_string)
     }
 
     /// What run `handle` left when its JobManager cannot tell: the newest checkpoint read
@@ -565,6 +628,7 @@ impl YarnEngine {
                         a.jobmanager().unwrap_or_default()
                     );
                     write_log(&req.log_path, &note).await;
+                    self.kept.prune_job(&apps::job_tag(&req.job), Some(&a.id));
                     return Ok(RunHandle {
                         run_id: req.run_id,
                         engine_id: a.id.clone(),
@@ -649,6 +713,16 @@ impl YarnEngine {
             }
         }
     }
+}
+
+/// What one JobManager read of a sweep got (`None`: no answer).
+enum Got {
+    /// The job's task count, when its JobManager lists it RUNNING.
+    Tasks(Option<Option<u64>>),
+    /// The checkpoint statistics.
+    Checkpoint(Option<serde_json::Value>),
+    /// The checkpoint configuration (`None` inside: checkpointing not enabled).
+    Interval(Option<Option<serde_json::Value>>),
 }
 
 /// The one live Flink job of an application's JobManager (an application adopted without
@@ -762,8 +836,14 @@ impl Engine for YarnEngine {
         self.submit_application(&req).await
     }
 
+    /// The statuses alone: the RM's list, no JobManager read.
     async fn status(&self, handles: &[RunHandle]) -> Result<Vec<RunStatus>, EngineError> {
-        Ok(self.survey(handles).await?.statuses)
+        if self.settings.session.is_some() {
+            return Ok(self.survey(handles).await?.statuses);
+        }
+        let live = self.list_live().await?;
+        let by_id: HashMap<&str, &App> = live.iter().map(|a| (a.id.as_str(), a)).collect();
+        Ok(self.statuses(&by_id, handles).await)
     }
 
     async fn survey(&self, handles: &[RunHandle]) -> Result<Survey, EngineError> {
@@ -779,12 +859,22 @@ impl Engine for YarnEngine {
         let live = self.list_live().await?;
         let by_id: HashMap<&str, &App> = live.iter().map(|a| (a.id.as_str(), a)).collect();
         let statuses = self.statuses(&by_id, handles).await;
-        let tasks = self.read_figures(&by_id, handles).await;
+        let tasks = self.read_jobmanagers(&by_id, handles).await;
         Ok(Survey {
             statuses,
             live: Some(live.iter().map(App::cluster_job).collect()),
             tasks,
         })
+    }
+
+    /// The RM's list alone (one request): no JobManager is asked, and the status sweeps'
+    /// schedule ([`reads`]) is not moved on.
+    async fn live_jobs(&self) -> Result<Option<Vec<ClusterJob>>, EngineError> {
+        if self.settings.session.is_some() {
+            return Ok(self.survey(&[]).await?.live);
+        }
+        let live = self.list_live().await?;
+        Ok(Some(live.iter().map(App::cluster_job).collect()))
     }
 
     async fn describe(&self, job: &ClusterJob) -> Result<JobDetails, EngineError> {
@@ -870,7 +960,12 @@ impl Engine for YarnEngine {
             return jm.last_state(&Self::to_session(&jm, handle), max_age).await;
         }
         let (jm, fh) = self.on_jm(handle).await?;
-        jm.last_state(&fh, max_age).await
+        let point = jm.last_state(&fh, max_age).await?;
+        if let Some(p) = &point {
+            let id = apps::split_id(&handle.engine_id).0;
+            self.kept.keep(id, self.job_tag(id).as_deref(), p);
+        }
+        Ok(point)
     }
 
     /// In session mode, the yarn-session's JobManager disposes of it. In application mode the
@@ -953,8 +1048,10 @@ impl Engine for YarnEngine {
         jm.wait_started(&fh, limit).await
     }
 
-    /// The figures the same sweep's status call read ([`YarnEngine::read_figures`]), else one
-    /// `GET /jobs/{id}/metrics` per run at its own JobManager; start times from the RM's list.
+    /// One `GET /jobs/{id}/metrics` per run at its own JobManager (health figures and the
+    /// newest checkpoint, which is kept), all at once; start times from the RM's list. A run
+    /// whose JobManager this sweep's status call asked already (its task count) has no figures
+    /// this sweep: at most one request per application per sweep.
     async fn health(
         &self,
         handles: &[RunHandle],
@@ -965,35 +1062,55 @@ impl Engine for YarnEngine {
             let inner: Vec<RunHandle> = handles.iter().map(|h| Self::to_session(&jm, h)).collect();
             return jm.health(&inner, _live).await;
         }
+        let sweep = self.sweeps.load(Ordering::Relaxed);
         let mut calls = tokio::task::JoinSet::new();
         let mut out = vec![None; handles.len()];
         for (i, h) in handles.iter().enumerate() {
-            if let Some(f) = self.fresh_figures(apps::split_id(&h.engine_id).0) {
-                out[i] = Some(f);
+            let id = apps::split_id(&h.engine_id).0;
+            let asked = {
+                let mut watches = lock(&self.watches);
+                let w = watches
+                    .entry(id.to_string())
+                    .or_insert_with(|| Watch::new(id));
+                w.health = Some(sweep);
+                w.asked == Some(sweep)
+            };
+            if asked {
                 continue;
             }
             let Ok((jm, fh)) = self.on_jm(h).await else {
                 continue;
             };
+            if let Some(w) = lock(&self.watches).get_mut(id) {
+                w.asked = Some(sweep);
+            }
             let started = lock(&self.apps)
-                .get(apps::split_id(&h.engine_id).0)
+                .get(id)
                 .and_then(|a| a.started_ms)
                 .unwrap_or_default();
+            let id = id.to_string();
             calls.spawn(async move {
-                let live = [ClusterJob {
-                    engine_id: fh.engine_id.clone(),
-                    name: String::new(),
-                    state: "RUNNING".into(),
-                    since_ms: Some(started),
-                }];
-                let facts = jm.health(std::slice::from_ref(&fh), Some(&live)).await;
-                (i, facts.ok().and_then(|mut f| f.pop().flatten()))
+                let read = tokio::time::timeout(FIGURES_WAIT, jm.figures(&fh, started)).await;
+                (i, id, read.ok().and_then(Result::ok))
             });
         }
+        let now_ms = chrono::Utc::now().timestamp_millis();
         while let Some(done) = calls.join_next().await {
-            if let Ok((i, facts)) = done {
-                out[i] = facts;
+            let Ok((i, id, Some((facts, point)))) = done else {
+                continue;
+            };
+            if let Some(p) = point {
+                self.kept.keep(&id, self.job_tag(&id).as_deref(), &p);
             }
+            if let Some(w) = lock(&self.watches).get_mut(&id) {
+                // The figures say which checkpoint completed last, not when the next can come.
+                w.checked = Some(reads::Checked {
+                    at_ms: now_ms,
+                    last_trigger_ms: None,
+                    open: true,
+                });
+            }
+            out[i] = Some(facts);
         }
         Ok(out)
     }
@@ -1109,5 +1226,12 @@ impl Engine for YarnEngine {
 
     fn take_exits(&self) -> Option<mpsc::UnboundedReceiver<RunExit>> {
         None
+    }
+
+    /// The checkpoints kept for the job's applications go.
+    async fn forget_job(&self, job: &str) {
+        if self.settings.session.is_none() {
+            self.kept.prune_job(&apps::job_tag(job), None);
+        }
     }
 }
