@@ -1850,6 +1850,10 @@ impl Cluster {
         }
         for n in &self.nodes {
             if let Some(p) = &n.flink {
+                let held = p.held();
+                if !held.is_empty() {
+                    out.push_str(&format!("{} -> flink, held now: {held:?}\n", n.name));
+                }
                 for r in p.requests().iter().filter(|r| r.mutating()) {
                     out.push_str(&format!(
                         "{} -> flink at {}: {}\n",

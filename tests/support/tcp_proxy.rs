@@ -134,18 +134,27 @@ impl Drop for TcpProxy {
     }
 }
 
-/// The HTTP request lines starting in `bytes` (one per request; a body that happens to hold such
-/// a line would be counted too, which the tests' bodies do not).
-fn request_lines(bytes: &[u8]) -> Vec<String> {
+/// The HTTP request lines that end in `bytes`, given `carry` (the unfinished last line of the
+/// bytes before, which is updated): a line split across two reads is found in the second. (A
+/// body that happens to hold such a line would be counted too, which the tests' bodies do not.)
+fn request_lines(carry: &mut Vec<u8>, bytes: &[u8]) -> Vec<String> {
     const METHODS: [&str; 7] = [
         "GET ", "POST ", "PUT ", "PATCH ", "DELETE ", "HEAD ", "OPTIONS ",
     ];
-    let text = String::from_utf8_lossy(bytes);
+    carry.extend_from_slice(bytes);
     let mut out = Vec::new();
-    for line in text.split("\r\n") {
+    let mut start = 0;
+    while let Some(end) = carry[start..].windows(2).position(|w| w == b"\r\n") {
+        let line = String::from_utf8_lossy(&carry[start..start + end]);
         if METHODS.iter().any(|m| line.starts_with(m)) && line.contains(" HTTP/1.") {
-            out.push(line.to_string());
+            out.push(line.into_owned());
         }
+        start += end + 2;
+    }
+    carry.drain(..start);
+    // Only a line's first bytes matter; a long unfinished one (a body) is dropped.
+    if carry.len() > 8 * 1024 {
+        carry.clear();
     }
     out
 }
@@ -168,6 +177,7 @@ async fn relay(
     let (mut cr, mut cw) = client.split();
     let (mut sr, mut sw) = server.split();
     let (mut a, mut b) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    let mut carry = Vec::new();
     loop {
         // Held while frozen; closed when cut.
         while *mode.borrow() == Mode::Freeze {
@@ -182,7 +192,7 @@ async fn relay(
             r = cr.read(&mut a) => match r {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
-                    let lines = request_lines(&a[..n]);
+                    let lines = request_lines(&mut carry, &a[..n]);
                     let hold = shared.hold.lock().unwrap().clone();
                     let held: Vec<String> = match &hold {
                         Some(text) => lines.iter().filter(|l| l.contains(text.as_str())).cloned().collect(),
