@@ -12,6 +12,8 @@
 //! submit held in the proxy and released after a takeover; a SIGTERM switchover (and POSTs to a
 //! standby); randomized trials (`JOBKEEPER_HA_SEED`, `JOBKEEPER_HA_TRIALS`, default 6):
 //! `JOBKEEPER_HA_TRIALS=50 cargo test --release --test ha randomized -- --nocapture`.
+//! `JOBKEEPER_HA_WATCHDOG=0` turns the harness's watchdog off, to see what a daemon does past a
+//! missed ping (the SIGSTOP scenario expects it on).
 //!
 //! After each: sampled every 100 ms, no job ever had two live runs (local processes by their
 //! marker, Flink jobs by name); every job runs exactly once; one `leader_changed` names the old
@@ -469,9 +471,10 @@ async fn postgres_restarts_shorter_than_renew_deadline_keep_the_leader_and_longe
     takeover_after(&mut c, Kind::PgOutage).await;
 }
 
-/// The leader's submit of the Flink job is held in its proxy; its database link freezes, it
-/// steps down, a standby takes over and runs the job; then the held submit reaches Flink, late.
-/// Flink refuses it as a duplicate of the run's job id: the job runs once, never restarted.
+/// The leader's submit of the Flink job is held in its proxy and its links to Flink and to the
+/// database freeze: it steps down, a standby takes over and runs the job; then the held submit
+/// reaches Flink, late. Flink must refuse it as a duplicate of the run's job id (the new leader
+/// carries the same run on): the job runs once, never restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flink_submit_held_past_a_takeover_never_runs_the_job_twice() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -495,6 +498,9 @@ async fn a_flink_submit_held_past_a_takeover_never_runs_the_job_twice() {
     }
     let held = c.nodes[0].flink.as_ref().unwrap().held();
     println!("held in n1's Flink proxy: {held:?}");
+    // n1's link to Flink freezes too (a partition): nothing of n1's reaches Flink until the
+    // test lets the held submit go.
+    c.nodes[0].flink.as_ref().unwrap().set(Mode::Freeze);
 
     // n1 is cut off from the database: it steps down; a standby takes over.
     let fault = c.fault(0, "database link frozen", RENEW_DEADLINE);
@@ -506,6 +512,7 @@ async fn a_flink_submit_held_past_a_takeover_never_runs_the_job_twice() {
     // The held submit arrives now.
     let released = now_ms();
     c.nodes[0].flink.as_ref().unwrap().release();
+    c.nodes[0].flink.as_ref().unwrap().set(Mode::Pass);
     // The positive marker that it was answered: the proxy holds nothing and the cluster lists
     // the job once; then three sweeps of the leader.
     let start = Instant::now();
@@ -521,6 +528,7 @@ async fn a_flink_submit_held_past_a_takeover_never_runs_the_job_twice() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     c.sampler.pass(5).await;
+    c.check_never_twice().await;
     c.converge(SETTLE).await;
     same_flink_job(&c, &before).await;
     let runs: Vec<Run> = c
