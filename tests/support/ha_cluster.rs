@@ -1298,7 +1298,6 @@ pub struct Takeover {
 
 /// Three daemons, the store, the repo, the sampler.
 pub struct Cluster {
-    pub root: tempfile::TempDir,
     pub git: Git,
     pub pg: Pg,
     pub store: StoreReader,
@@ -1308,6 +1307,8 @@ pub struct Cluster {
     pub sampler: Sampler,
     pub token: String,
     pub name: String,
+    /// Dropped last: the private server (in it) is stopped first.
+    pub root: tempfile::TempDir,
 }
 
 /// The tests of this file, one at a time: each samples every marked process of the host and
