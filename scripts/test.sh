@@ -99,6 +99,9 @@ export JOBKEEPER_SPARK_UI="http://127.0.0.1:$spark_ui_port"
 JOBKEEPER_SPARK_JARS="$(scripts/spark.sh jars)"
 export JOBKEEPER_SPARK_JARS
 
+# tests/ha.rs (three daemons, one leader) uses this server, the 2.3.0 cluster above, and a
+# PostgreSQL server of its own for the restarts it makes (scripts/postgres.sh again); it needs
+# root for cgroups, unshare and runuser.
 log "PostgreSQL for the store's tests on Postgres (scripts/postgres.sh)"
 JOBKEEPER_TEST_POSTGRES_URL="$(scripts/postgres.sh start "$pg_dir")"
 export JOBKEEPER_TEST_POSTGRES_URL
