@@ -2,7 +2,9 @@
 //! `store.postgres` names. A Postgres that does not answer is tried again with a backoff (1 s
 //! doubling to 30 s), each failure logged, while the daemon's address answers `/readyz` with why
 //! ([`crate::http::waiting`]): never a crash loop. A schema newer than this build and TLS
-//! settings that cannot work are refused at once: waiting would not change them.
+//! settings that cannot work are refused at once: waiting would not change them. From the first
+//! try on, the address answers (`/healthz` 200, the rest 503 with why) and systemd's watchdog
+//! is pinged.
 
 use std::os::fd::AsFd;
 use std::time::Duration;
@@ -33,7 +35,24 @@ pub async fn open(
     let target = pg.target()?;
     let shown = target.shown();
     let mut backoff = FIRST_BACKOFF;
-    let mut waiting: Option<(watch::Sender<String>, CancellationToken)> = None;
+    // The address answers, and systemd's watchdog is pinged, from the first try on: a try can
+    // take seconds (a link that holds its bytes), and a daemon that starts again as a standby
+    // must not look hung meanwhile.
+    let mut waiting = Some(serve_waiting(
+        listener,
+        format!("opening the store ({shown})"),
+    )?);
+    let pings = crate::systemd::Watchdog::from_env(std::sync::Arc::new(
+        crate::systemd::Notifier::from_env(),
+    ))
+    .map(|w| {
+        tokio::spawn(async move {
+            loop {
+                w.ping();
+                tokio::time::sleep(w.period()).await;
+            }
+        })
+    });
     let mut tries = 0_u32;
     let opened = loop {
         tries += 1;
@@ -61,6 +80,9 @@ pub async fn open(
     };
     if let Some((_, stop)) = waiting {
         stop.cancel();
+    }
+    if let Some(p) = pings {
+        p.abort();
     }
     if opened.is_ok() {
         tracing::info!(store = %shown, tries, "store opened (PostgreSQL)");

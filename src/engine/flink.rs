@@ -34,9 +34,8 @@ use tokio::sync::mpsc;
 
 use super::cluster::{lock, require_jar, unreachable, write_log};
 use super::{
-    ClusterJob, Engine, EngineError, HealthFacts, JobDetails, NEVER_STARTED, RecordedRun, Recovery,
-    RunExit, RunHandle, RunStatus, StateLeft, StatePoint, StopOutcome, SubmitRequest, Survey,
-    Vertex,
+    ClusterJob, Engine, EngineError, HealthFacts, JobDetails, RecordedRun, Recovery, RunExit,
+    RunHandle, RunStatus, StateLeft, StatePoint, StopOutcome, SubmitRequest, Survey, Vertex,
 };
 use crate::yaml::{Checker, Node};
 
@@ -1204,11 +1203,11 @@ impl Engine for FlinkEngine {
             start_ticks: None,
             cluster: Some(self.base.clone()),
         };
+        // Not there yet (or not known): a submit held on its way may still arrive, so the run
+        // is submitted again under its own id, never as a new run.
         match self.status(std::slice::from_ref(&h)).await {
-            Ok(st) if st.first() == Some(&RunStatus::Vanished) => {
-                Recovery::NeverStarted(NEVER_STARTED.to_string())
-            }
-            _ => Recovery::Adopt(h),
+            Ok(st) if st.first().is_some_and(|s| *s != RunStatus::Vanished) => Recovery::Adopt(h),
+            _ => Recovery::Unconfirmed,
         }
     }
 

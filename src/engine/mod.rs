@@ -194,6 +194,11 @@ pub enum Recovery {
     Stopped(String),
     /// It never started: the daemon stopped while submitting it.
     NeverStarted(String),
+    /// The daemon stopped while submitting it, and the engine takes the run's id from
+    /// jobkeeper: the run stays as recorded, and its job's actor looks for it by that id and
+    /// submits it again under the same id when the cluster does not have it, so a submit that
+    /// arrives late meets a duplicate.
+    Unconfirmed,
 }
 
 /// The note of a run that never started because the daemon stopped while submitting it.

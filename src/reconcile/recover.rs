@@ -53,6 +53,8 @@ pub async fn recover_live_runs(ctx: &Context) -> Result<usize, StoreError> {
                         }
                         continue;
                     }
+                    // Left as recorded: its actor looks for it by its id.
+                    Recovery::Unconfirmed => continue,
                     Recovery::Stopped(note) | Recovery::NeverStarted(note) => note,
                 }
             }

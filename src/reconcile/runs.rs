@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::actor::{Actor, Live, Stall, Standing};
+use super::decide::Deployed;
 use super::decide::StepError;
 use crate::engine::{
     EngineError, RunExit, RunHandle, RunStatus, STOP_GRACE, StateLeft, StatePoint,
@@ -70,6 +71,19 @@ impl Actor {
             )
             .await
             .map_err(|e| SubmitError::Host(self.store_fault(&e)))?;
+        self.submit_run(run_id, &deployed, engine, batch).await
+    }
+
+    /// Submits run `run_id` (recorded) of `deployed` to `engine`; the body of [`Self::submit`],
+    /// also used to submit a run again under its own id ([`Self::not_submitted`]).
+    async fn submit_run(
+        &mut self,
+        run_id: i64,
+        deployed: &Deployed,
+        engine: std::sync::Arc<dyn crate::engine::Engine>,
+        batch: bool,
+    ) -> Result<i64, SubmitError> {
+        let log_dir = crate::runlogs::job_dir(&self.ctx.logs_dir, &self.name);
         let log_path = log_dir.join(format!("{run_id}.log"));
         let request = self.request(&deployed.spec, deployed.artifact.as_ref(), run_id, log_path);
         let (req, secrets) = match request {
@@ -510,9 +524,37 @@ impl Actor {
         false
     }
 
-    /// A run whose submit never reached its cluster: recorded as such and submitted again
-    /// (not a failure: the restart policy does not count it).
+    /// A run whose submit never reached its cluster: submitted again (not a failure: the
+    /// restart policy does not count it). On an engine that takes the run's id from jobkeeper
+    /// (Flink), the same run is submitted again under the same id, so a first submit that
+    /// arrives late (held in the network, or sent by a former leader) meets a duplicate and
+    /// never starts the job twice; elsewhere the run is recorded as never submitted and a new
+    /// one starts.
     async fn not_submitted(&mut self, live: Live) {
+        if live.engine.engine_id_for(&self.name, live.run_id).is_some()
+            && self.standing != Standing::GaveUp
+            && let Some(deployed) = self.applied.clone()
+        {
+            let batch = deployed.is_batch();
+            tracing::info!(job = %self.name, run = live.run_id, "the cluster does not have the run: submitted again under its own id");
+            match self
+                .submit_run(live.run_id, &deployed, live.engine.clone(), batch)
+                .await
+            {
+                Ok(run_id) => {
+                    let why = format!(
+                        "submitted again as the same run {run_id}: its first submit's answer was lost, \
+                         and its cluster does not have it"
+                    );
+                    self.event(Some(run_id), &JobEvent::Started { why }).await;
+                }
+                Err(SubmitError::Host(fault)) => self.wait_on_host(fault, None).await,
+                Err(SubmitError::Refused(reason)) => {
+                    self.event(None, &JobEvent::Failed { reason }).await;
+                }
+            }
+            return;
+        }
         let why = "never reached the cluster (its answer to the submit was lost)";
         self.finish_run(live.run_id, RunState::Stopped, Some(why))
             .await;
@@ -532,6 +574,10 @@ impl Actor {
         self.restore = savepoint.into_iter().next().map(|s| s.location);
         let dir = self.ctx.settings.get().secrets_dir.clone();
         for run in runs.into_iter().rev() {
+            if run.state == RunState::Starting && run.handle.is_none() {
+                self.adopt_unconfirmed(&run);
+                continue;
+            }
             if run.state != RunState::Running {
                 continue;
             }
@@ -569,6 +615,38 @@ impl Actor {
             self.event(Some(run.id), &event).await;
         }
         Ok(())
+    }
+
+    /// A run a previous daemon (or leader) was submitting when it stopped, on an engine that
+    /// takes the run's id from jobkeeper: looked for by that id, and submitted again under it
+    /// when the cluster does not have it ([`Self::retry`]). Other engines' runs of that kind
+    /// were ended by [`super::recover`].
+    fn adopt_unconfirmed(&mut self, run: &crate::store::RunRow) {
+        let Some(engine) = self.ctx.engine_of_run(run) else {
+            return;
+        };
+        let Some(engine_id) = engine
+            .engine_id_for(&self.name, run.id)
+            .filter(|_| engine.runs_survive_daemon())
+        else {
+            return;
+        };
+        tracing::info!(job = %self.name, run = run.id, %engine_id, "a run whose submit was not answered: looked for by its id");
+        self.live.push(Live {
+            run_id: run.id,
+            handle: RunHandle {
+                run_id: run.id,
+                engine_id,
+                start_ticks: None,
+                cluster: engine.cluster(),
+            },
+            engine,
+            secrets: Default::default(),
+            deadline: None,
+            started: Instant::now(),
+            confirmed: false,
+        });
+        self.schedule_retry();
     }
 
     /// A run ended; true when the actor is done.
