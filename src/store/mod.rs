@@ -115,9 +115,10 @@ pub enum StoreError {
         /// The latest version this build knows.
         known: i64,
     },
-    /// PostgreSQL said no, or its connection failed.
-    #[error("store: postgres: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
+    /// PostgreSQL said no, or its connection failed; shown with its causes (the server's
+    /// message, or why the link failed), which are therefore not its `source`.
+    #[error("store: postgres: {}", postgres::said(.0))]
+    Postgres(tokio_postgres::Error),
     /// PostgreSQL did not answer in time.
     #[error("store: postgres: {0}")]
     Timeout(String),
@@ -440,6 +441,12 @@ impl At<'_> {
     /// `None` for a word it does not know, an error naming the column (`unknown state `x``).
     fn word<T>(&self, column: &'static str, word: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
         parse(word).ok_or_else(|| self.error(column, format!("unknown {column} `{word}`")))
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> StoreError {
+        StoreError::Postgres(e)
     }
 }
 
