@@ -1984,7 +1984,9 @@ fn bench_spark(c: &SparkCluster, n: usize) -> Vec<String> {
         // The job's jar, as the daemon serves it (published by the warm-up's submit) and as a
         // file the worker reads.
         let artifact = store.job("totals").unwrap().unwrap().artifact.unwrap();
-        let shelf = jobkeeper::engine::spark::artifacts::Shelf::open(&root.join("state")).unwrap();
+        // The installation's key, as the daemon recorded it in the store.
+        let key = store.artifact_key(&[0; 32]).unwrap();
+        let shelf = jobkeeper::engine::spark::artifacts::Shelf::new(&root.join("state"), key);
         let served = shelf.url(&daemon_url, &artifact.digest, "spark-totals.jar");
         let file = format!("file://{}", artifact.path.display());
         let stopped = |store: Blocking| async move {

@@ -139,6 +139,11 @@ impl Store {
         self.call(move |db| db.installation_id(&seed)).await
     }
 
+    /// See [`Blocking::artifact_key`].
+    pub async fn artifact_key(&self, seed: [u8; 32]) -> Result<[u8; 32]> {
+        self.call(move |db| db.artifact_key(&seed)).await
+    }
+
     /// See [`Blocking::heartbeat`].
     pub async fn heartbeat(&self) -> Result<()> {
         self.call(|db| db.heartbeat()).await

@@ -491,6 +491,13 @@ pub(super) mod tests {
     /// A new, empty store in its own schema of the PostgreSQL server
     /// `JOBKEEPER_TEST_POSTGRES_URL` names (scripts/test.sh starts one), or `None` without it.
     pub(crate) fn postgres_store() -> Option<Blocking> {
+        let target = postgres_target()?;
+        Some(Blocking::open_postgres(&target, runtime().handle().clone()).unwrap())
+    }
+
+    /// Where a new, empty store is: its own schema of the PostgreSQL server
+    /// `JOBKEEPER_TEST_POSTGRES_URL` names, or `None` without it.
+    pub(crate) fn postgres_target() -> Option<postgres::Target> {
         let url = std::env::var("JOBKEEPER_TEST_POSTGRES_URL").ok()?;
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let schema = format!(
@@ -513,13 +520,12 @@ pub(super) mod tests {
                 .unwrap();
         });
         let sep = if url.contains('?') { '&' } else { '?' };
-        let target = postgres::Target {
+        Some(postgres::Target {
             url: format!("{url}{sep}options=-csearch_path%3D{schema}"),
             password: None,
             tls: postgres::TlsMode::Disable,
             pool: 4,
-        };
-        Some(Blocking::open_postgres(&target, runtime().handle().clone()).unwrap())
+        })
     }
 
     /// The stores a contract test runs on: SQLite in memory, and Postgres when the tests are
