@@ -498,7 +498,7 @@ fn bench_validate(n: usize, runs: usize) -> Vec<String> {
 }
 
 /// A `/proc/<pid>/status` figure in kB (`VmHWM`: the peak resident set; `RssAnon`, `RssFile`:
-/// the resident set's anonymous memory and mapped files now).
+/// the resident set's anonymous memory and mapped files now), or a count (`Threads`).
 fn status_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -546,12 +546,19 @@ fn bench_start(jobs: usize) -> Vec<String> {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // The most threads seen while starting (blocking threads each hold a stack).
+        let mut threads = 0;
         while !ready(port) {
             assert!(t.elapsed() < Duration::from_secs(120), "not ready");
+            threads = threads.max(status_kb(child.id(), "Threads"));
             std::thread::sleep(Duration::from_millis(2));
         }
         let took = t.elapsed();
-        std::thread::sleep(Duration::from_millis(300));
+        let after = Instant::now();
+        while after.elapsed() < Duration::from_millis(300) {
+            threads = threads.max(status_kb(child.id(), "Threads"));
+            std::thread::sleep(Duration::from_millis(2));
+        }
         let mb = |field| status_kb(child.id(), field) as f64 / 1024.0;
         let (rss, anon, file) = (mb("VmHWM"), mb("RssAnon"), mb("RssFile"));
         let _ = Command::new("kill")
@@ -559,7 +566,7 @@ fn bench_start(jobs: usize) -> Vec<String> {
             .status();
         let _ = child.wait();
         out.push(format!(
-            "| cold start over {jobs} suspended jobs, {label} ({}) | ready in {} · peak RSS {rss:.1} MB (then {anon:.1} MB anonymous, {file:.1} MB mapped files) | ≤ 1 s, ≤ 64 MB |",
+            "| cold start over {jobs} suspended jobs, {label} ({}) | ready in {} · peak RSS {rss:.1} MB (then {anon:.1} MB anonymous, {file:.1} MB mapped files; at most {threads} threads) | ≤ 1 s, ≤ 64 MB |",
             backend(),
             ms(took),
         ));

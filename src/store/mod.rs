@@ -258,6 +258,15 @@ impl Blocking {
         }
     }
 
+    /// How many calls can use the database at once: SQLite's one connection, or the Postgres
+    /// pool's size.
+    pub(super) fn connections(&self) -> usize {
+        match &*self.db {
+            Db::Sqlite(_) => 1,
+            Db::Postgres(pool) => pool.size(),
+        }
+    }
+
     /// The SQLite connection, for what only SQLite has (its pragmas, its file). (A panic while
     /// holding the lock cannot leave SQLite inconsistent, and this mutex is not poisoned by
     /// one.)

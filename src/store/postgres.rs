@@ -157,6 +157,11 @@ impl Pool {
         Ok(pool)
     }
 
+    /// The most connections open at once (`store.postgres.pool`).
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
     /// The database, for logs (no password).
     pub fn shown(&self) -> &str {
         &self.shown
