@@ -148,6 +148,9 @@ pub struct Actor {
     /// `upgrade: last-state` while an upgrade or a move stops the runs: a checkpoint younger
     /// than this is started from instead of a new savepoint.
     pub(super) last_state: Option<std::time::Duration>,
+    /// The turns of actors taking over their job, shared by the reconciler's actors (see
+    /// [`super::STARTING_AT_ONCE`]); `None`: no wait for a turn.
+    pub(super) starting: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Actor {
@@ -185,6 +188,7 @@ impl Actor {
             periodic: super::savepoint::Periodic::default(),
             stop_cause: crate::store::SavepointCause::Upgrade,
             last_state: None,
+            starting: None,
         }
     }
 
@@ -254,7 +258,13 @@ impl Actor {
     /// daemon stops.
     async fn init_when_read(&mut self) -> bool {
         loop {
+            // A turn among the actors starting (never closed; without one, no wait).
+            let turn = match &self.starting {
+                Some(turns) => turns.clone().acquire_owned().await.ok(),
+                None => None,
+            };
             let read = self.init().await;
+            drop(turn);
             if let Some(found) = self
                 .ctx
                 .store

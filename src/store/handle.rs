@@ -107,19 +107,15 @@ impl Store {
         f: impl FnOnce(&Blocking) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let db = self.db.clone();
-        // Held until the blocking work ends, even when the caller stops waiting.
-        let permit = self
+        // Given back once the blocking thread is done with the call, so the next call finds
+        // it idle (given back on that thread, the next call often found none idle and the pool
+        // made another). A caller that stops waiting gives it back at once.
+        let _permit = self
             .permits
-            .clone()
-            .acquire_owned()
+            .acquire()
             .await
             .map_err(|_| StoreError::Stopped)?;
-        run(move || {
-            let answer = f(&db);
-            drop(permit);
-            answer
-        })
-        .await
+        run(move || f(&db)).await
     }
 
     /// See [`Blocking::record`].
