@@ -110,11 +110,26 @@ impl Store {
         // Given back once the blocking thread is done with the call, so the next call finds
         // it idle (given back on that thread, the next call often found none idle and the pool
         // made another). A caller that stops waiting gives it back at once.
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Stopped)?;
+        // On Postgres a call fails within the statement limit when the database does not
+        // answer: the wait for a permit is bounded the same way (the calls holding them are
+        // each waiting at most that long). SQLite's calls wait for the one connection, as
+        // before.
+        let acquire = self.permits.acquire();
+        let permit = if self.db.backend() == super::sql::Backend::Postgres {
+            let limit = super::postgres::QUERY_TIMEOUT;
+            match tokio::time::timeout(limit, acquire).await {
+                Ok(permit) => permit,
+                Err(_) => {
+                    return Err(StoreError::Busy(format!(
+                        "every store call stayed busy for {}s",
+                        limit.as_secs()
+                    )));
+                }
+            }
+        } else {
+            acquire.await
+        };
+        let _permit = permit.map_err(|_| StoreError::Stopped)?;
         run(move || f(&db)).await
     }
 
@@ -768,5 +783,52 @@ mod tests {
             ticked >= 20,
             "the runtime ran other tasks while the write waited: {ticked}"
         );
+    }
+    /// On Postgres a call waiting for a permit behind calls that do not end fails within the
+    /// statement limit, as a call on a database that does not answer does; it does not wait
+    /// for them (a frozen link held every permit 15 s each, and the calls behind waited in
+    /// turn).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_postgres_call_behind_stuck_calls_fails_within_the_statement_limit() {
+        let limit = crate::store::postgres::QUERY_TIMEOUT;
+        let target = tokio::task::spawn_blocking(crate::store::tests::postgres_target)
+            .await
+            .unwrap()
+            .expect(
+                "JOBKEEPER_TEST_POSTGRES_URL is not set: this test needs a PostgreSQL server \
+                 (scripts/postgres.sh start DIR prints one)",
+            );
+        let store = Store::open_postgres(&super::super::postgres::Target { pool: 1, ..target })
+            .await
+            .unwrap();
+        // Calls that hold every permit past the limit (as calls on a frozen link do).
+        let stuck: Vec<_> = (0..1 + SPARE_PERMITS)
+            .map(|_| {
+                let s = store.clone();
+                tokio::spawn(async move {
+                    s.call(move |_| {
+                        std::thread::sleep(limit + Duration::from_secs(3));
+                        Ok(())
+                    })
+                    .await
+                })
+            })
+            .collect();
+        let start = std::time::Instant::now();
+        while store.permits.available_permits() > 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the calls never started"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let asked = std::time::Instant::now();
+        let answer = store.job("a").await;
+        let waited = asked.elapsed();
+        assert!(matches!(answer, Err(StoreError::Busy(_))), "{answer:?}");
+        assert!(waited < limit + Duration::from_secs(2), "{waited:?}");
+        for s in stuck {
+            s.await.unwrap().unwrap();
+        }
     }
 }
