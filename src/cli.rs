@@ -505,6 +505,15 @@ fn migrate_store(config: &Path, from: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
+    // The key of Spark jar URLs moves with the store: releases before kept it in the state
+    // folder, and running drivers fetch their jars with it.
+    if from
+        .join(crate::engine::spark::artifacts::KEY_FILE)
+        .is_file()
+    {
+        let key = crate::engine::spark::artifacts::Shelf::first_key(from)?;
+        source.artifact_key(&key)?;
+    }
     match source.copy_into(&to) {
         Ok(copied) => {
             let mut out = format!("copied {} into {}:\n", file.display(), target.shown());

@@ -115,13 +115,21 @@ pub async fn run_with(
         .installation_id(&state_dir.display().to_string())
         .await?;
     let url = daemon_url(&started, &listener);
-    let (engines, shelf) =
-        crate::engine::registry::for_daemon(&state_dir, &installation, url.clone(), envs).map_err(
-            |e| DaemonError::StateDir {
-                path: e.path,
-                source: e.source,
-            },
-        )?;
+    let artifact_key = crate::engine::registry::artifact_key(&store, &state_dir)
+        .await
+        .map_err(|e| match e {
+            crate::engine::registry::ServedError::File { path, source } => {
+                DaemonError::StateDir { path, source }
+            }
+            crate::engine::registry::ServedError::Store(e) => DaemonError::Store(e),
+        })?;
+    let (engines, shelf) = crate::engine::registry::for_daemon(
+        &state_dir,
+        &installation,
+        artifact_key,
+        url.clone(),
+        envs,
+    );
     let core = Core::open(&live, &cancel, engines, store).await?;
     crate::engine::registry::probe(&core.ctx.engines.all())
         .await

@@ -4,7 +4,8 @@
 //! running installation off SQLite with no restart of its Flink job (real Flink 2.3.0).
 //!
 //! Each test gets its own schema of the server's `jobkeeper` database. Assertions read the
-//! daemon's API (a test thread never calls the Postgres store itself).
+//! daemon's API; only the migration tests open the store themselves (two opens at once, and a
+//! schema from a newer jobkeeper).
 
 mod common;
 #[path = "support/tcp_proxy.rs"]
@@ -474,4 +475,104 @@ async fn a_frozen_link_to_postgres_fails_calls_in_time_and_stops_no_job() {
     d.running("sleeper", Duration::from_secs(30)).await;
     assert!(alive(pid));
     d.stop().await;
+}
+
+/// A store target for `url` (a schema's URL from [`schema`]), with no TLS.
+fn target(url: &str) -> jobkeeper::store::postgres::Target {
+    jobkeeper::store::postgres::Target {
+        url: url.to_string(),
+        password: None,
+        tls: jobkeeper::store::postgres::TlsMode::Disable,
+        pool: 2,
+    }
+}
+
+/// The schema version recorded in `url`'s schema.
+async fn schema_version(url: &str) -> i64 {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let rows = client
+        .query("SELECT version FROM jobkeeper_schema", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "one schema version row");
+    rows[0].get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_opening_one_empty_postgres_at_once_migrate_it_once() {
+    // Both opens connect, then migrate at the same moment. Without the advisory lock the second
+    // migration fails ("relation ... already exists" or a duplicate key in the catalog) or
+    // records the version twice. The opens here call the store directly: a daemon retries a
+    // failed open, which would hide the race.
+    let mut latest = None;
+    for round in 0..10 {
+        let url = schema(&format!("migrate_once_{round}"), None).await;
+        let t = target(&url);
+        let (a, b) = tokio::join!(
+            jobkeeper::store::Store::open_postgres(&t),
+            jobkeeper::store::Store::open_postgres(&t)
+        );
+        let (a, b) = (
+            a.unwrap_or_else(|e| panic!("round {round}, first open: {e}")),
+            b.unwrap_or_else(|e| panic!("round {round}, second open: {e}")),
+        );
+        let version = schema_version(&url).await;
+        assert_eq!(*latest.get_or_insert(version), version, "round {round}");
+        // Both work on the one schema: what one writes, the other reads.
+        let kind = jobkeeper::event::EventKind::RepoReachable;
+        a.event(&jobkeeper::store::NewEvent::new(kind, "from a"))
+            .await
+            .unwrap();
+        let seen = b.events(None, 10).await.unwrap();
+        assert!(seen.iter().any(|e| e.message == "from a"), "{seen:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_refuses_a_postgres_schema_newer_than_it_knows_naming_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let url = schema("too_new", None).await;
+    drop(
+        jobkeeper::store::Store::open_postgres(&target(&url))
+            .await
+            .unwrap(),
+    );
+    let known = schema_version(&url).await;
+    let newer = known + 1;
+    {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .execute("UPDATE jobkeeper_schema SET version = $1", &[&newer])
+            .await
+            .unwrap();
+    }
+    let git = Git::new(root, "config");
+    git.write("jobs/sleeper.yaml", &sleeper(600));
+    git.commit_push("a sleeper");
+    let mut d = PgDaemon::start(root, &config(root, &git, &store_block(&url))).await;
+    // Refused at once, not tried again with a backoff.
+    let ended = tokio::time::timeout(Duration::from_secs(30), d.handle.take().unwrap())
+        .await
+        .expect("the daemon refuses the store within 30 s")
+        .unwrap();
+    let err = ended.expect_err("a schema newer than the daemon knows is refused");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("schema version {newer}"))
+            && text.contains(&format!("({known})"))
+            && text.contains("upgrade jobkeeper"),
+        "the error names both versions: {text}"
+    );
+    assert_eq!(
+        schema_version(&url).await,
+        newer,
+        "the schema is left as it was"
+    );
 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -148,6 +149,9 @@ pub struct Actor {
     /// `upgrade: last-state` while an upgrade or a move stops the runs: a checkpoint younger
     /// than this is started from instead of a new savepoint.
     pub(super) last_state: Option<std::time::Duration>,
+    /// The turns of actors taking over their job, shared by the reconciler's actors (see
+    /// [`super::STARTING_AT_ONCE`]); `None`: no wait for a turn.
+    pub(super) starting: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Actor {
@@ -185,6 +189,7 @@ impl Actor {
             periodic: super::savepoint::Periodic::default(),
             stop_cause: crate::store::SavepointCause::Upgrade,
             last_state: None,
+            starting: None,
         }
     }
 
@@ -194,7 +199,10 @@ impl Actor {
     /// The actor comes boxed: an `async fn` keeps its arguments and the locals made from them
     /// both in its future, so an actor passed by value would sit twice in every job's task.
     pub async fn run(mut self: Box<Self>, mut rx: super::mailbox::Receiver<Msg>) {
-        if !Box::pin(self.init_when_read()).await {
+        // The turn is taken before the take-over's future is made: 10,000 actors waiting for
+        // theirs then hold this small loop each, not that future (some 5 KB).
+        let turn = self.turn().await;
+        if !Box::pin(self.init_when_read(turn)).await {
             return;
         }
         // The work futures are boxed: an idle actor (most of them, most of the time) then
@@ -251,10 +259,17 @@ impl Actor {
     /// [`Actor::init`], tried again after each wait of the engine backoff while the store
     /// cannot be read: a job whose row cannot be read is neither dropped nor started, it waits
     /// (each failed read is logged and counted). False when the store has no such job or the
-    /// daemon stops.
-    async fn init_when_read(&mut self) -> bool {
+    /// daemon stops. Each try holds a turn among the actors starting (`first`: the one taken
+    /// for the first try); none is held while waiting.
+    async fn init_when_read(&mut self, first: Option<OwnedSemaphorePermit>) -> bool {
+        let mut first = first;
         loop {
+            let turn = match first.take() {
+                Some(turn) => Some(turn),
+                None => self.turn().await,
+            };
             let read = self.init().await;
+            drop(turn);
             if let Some(found) = self
                 .ctx
                 .store
@@ -268,6 +283,15 @@ impl Actor {
                 () = self.cancel.cancelled() => return false,
                 () = tokio::time::sleep(wait) => {}
             }
+        }
+    }
+
+    /// A turn among the actors taking over their jobs (see [`super::STARTING_AT_ONCE`]);
+    /// `None` when this actor waits for none. The turns are never closed.
+    async fn turn(&self) -> Option<OwnedSemaphorePermit> {
+        match &self.starting {
+            Some(turns) => turns.clone().acquire_owned().await.ok(),
+            None => None,
         }
     }
 

@@ -116,12 +116,20 @@ impl Context {
     }
 }
 
+/// How many actors take over their job at once ([`actor::Actor::run`]'s first step: reading
+/// what the store holds of it). At a start over 10,000 jobs every actor is made at once; each
+/// one's store calls wait in line behind the others', so without a bound all of them held
+/// their half-read state together (a first start peaked at 260 MB).
+pub const STARTING_AT_ONCE: usize = 32;
+
 /// Routes work to the job actors, creating them on first use.
 pub struct Reconciler {
     ctx: Arc<Context>,
     actors: Mutex<HashMap<String, mailbox::Sender<Msg>>>,
     tracker: TaskTracker,
     cancel: CancellationToken,
+    /// The turns of actors taking over their job ([`STARTING_AT_ONCE`]).
+    starting: Arc<tokio::sync::Semaphore>,
 }
 
 impl Reconciler {
@@ -132,6 +140,7 @@ impl Reconciler {
             actors: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             cancel,
+            starting: Arc::new(tokio::sync::Semaphore::new(STARTING_AT_ONCE)),
         })
     }
 
@@ -159,7 +168,8 @@ impl Reconciler {
         // The receiver is alive: it was just made.
         let _ = tx.send(msg);
         actors.insert(job.to_string(), tx);
-        let actor = actor::Actor::new(job.to_string(), self.ctx.clone(), self.cancel.clone());
+        let mut actor = actor::Actor::new(job.to_string(), self.ctx.clone(), self.cancel.clone());
+        actor.starting = Some(self.starting.clone());
         self.tracker.spawn(Box::new(actor).run(rx));
     }
 

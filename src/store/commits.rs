@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::sql::{Backend, RowRef, Sql, ToValue, p};
 use super::{Blocking, EventRow, JobState, NewEvent, Result, now_ms};
-use crate::event::JobEvent;
+use crate::event::{EventKind, JobEvent};
 
 /// A config-repo commit, as recorded with events.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -132,16 +132,25 @@ impl Blocking {
                     }
                 }
             }
-            let mut recorded = Vec::with_capacity(notes.len());
-            for (job, event) in notes {
-                let (kind, message) = (event.kind(), event.message());
-                let e = NewEvent {
+            let lines: Vec<(&String, EventKind, String)> = notes
+                .iter()
+                .map(|(job, event)| (job, event.kind(), event.message()))
+                .collect();
+            let events: Vec<NewEvent<'_>> = lines
+                .iter()
+                .map(|(job, kind, message)| NewEvent {
                     job: Some(job),
                     commit_id: Some(&commit.id),
-                    ..NewEvent::new(kind, &message)
-                };
-                recorded.push(EventRow {
-                    id: super::events::insert_event(&mut *db, now, &e, epoch)?,
+                    ..NewEvent::new(*kind, message)
+                })
+                .collect();
+            let ids = super::events::insert_events(&mut *db, now, &events, epoch)?;
+            drop(events);
+            let recorded: Vec<EventRow> = lines
+                .into_iter()
+                .zip(ids)
+                .map(|((job, kind, message), id)| EventRow {
+                    id,
                     time: now,
                     job: Some(job.clone()),
                     run_id: None,
@@ -151,8 +160,8 @@ impl Blocking {
                     subject: Some(commit.subject.clone()),
                     message,
                     attempt: None,
-                });
-            }
+                })
+                .collect();
             db.execute(
                 "INSERT INTO meta (key, value) VALUES ('applied_commit', ?1)
                  ON CONFLICT(key) DO UPDATE SET value = ?1",

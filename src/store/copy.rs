@@ -1,9 +1,9 @@
 //! Moving an installation: every table of a SQLite store copied into an empty PostgreSQL one
 //! (`jobkeeper migrate-store`), in one transaction on the target, ids kept (runs, events,
 //! savepoints and alert deliveries keep their numbers, and the id sequences continue after
-//! them). The installation id moves with `meta`, replacing one a daemon started on the empty
-//! target wrote, so the daemon started on the copy computes the same Flink job ids and run
-//! tokens and adopts the same live runs.
+//! them). The installation id and the key of Spark jar URLs move with `meta`, replacing what a
+//! daemon started on the empty target wrote, so the daemon started on the copy computes the
+//! same Flink job ids, run tokens and jar URLs, and adopts the same live runs.
 
 use super::sql::{Backend, Sql, ToValue, Value, p};
 use super::{Blocking, Result, StoreError};
@@ -121,20 +121,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_copy_keeps_the_sources_installation_id_and_refuses_a_used_target() {
+    fn the_copy_keeps_the_sources_installation_id_and_artifact_key_and_refuses_a_used_target() {
         let to = postgres_store().expect(
             "JOBKEEPER_TEST_POSTGRES_URL is not set: copying a store needs a PostgreSQL server \
              (scripts/test.sh starts one; or scripts/postgres.sh start DIR)",
         );
         let from = Blocking::in_memory().unwrap();
         assert_eq!(from.installation_id("/var/lib/a").unwrap(), "/var/lib/a");
+        assert_eq!(from.artifact_key(&[5; 32]).unwrap(), [5; 32]);
         from.apply_commit(&commit("c1"), &[spec_update("a", "dev")], &[])
             .unwrap();
         // A daemon started on the empty target first wrote its own id.
         assert_eq!(to.installation_id("/elsewhere").unwrap(), "/elsewhere");
+        assert_eq!(to.artifact_key(&[9; 32]).unwrap(), [9; 32]);
         let copied = from.copy_into(&to).unwrap();
         assert!(copied.contains(&("jobs", 1)), "{copied:?}");
         assert_eq!(to.installation_id("/elsewhere").unwrap(), "/var/lib/a");
+        assert_eq!(to.artifact_key(&[9; 32]).unwrap(), [5; 32]);
         assert!(to.job("a").unwrap().is_some());
         let err = from.copy_into(&to).unwrap_err();
         assert!(err.to_string().contains("already holds 1 jobs"), "{err}");

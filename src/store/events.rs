@@ -4,13 +4,13 @@
 //! text. Recording a job's event also updates the job's summary (its latest event and restart
 //! count) in the same transaction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::sql::{RowRef, Sql, ToValue, p};
-use super::{At, Blocking, Result, now_ms};
+use super::sql::{Backend, RowRef, Sql, ToValue, p};
+use super::{At, Blocking, Result, StoreError, now_ms};
 use crate::event::{Attempt, EventKind};
 
 /// An event in the history.
@@ -303,6 +303,101 @@ pub(super) fn insert_event(
     Ok(id)
 }
 
+/// Events per statement in [`insert_events`] (8 parameters each).
+const EVENT_BATCH: usize = 500;
+
+/// Inserts `events`, all at `time`, as [`insert_event`] does each, and keeps each job's
+/// summary; their ids, in order. On Postgres every statement is a round trip, so the events go
+/// in multi-row statements and the summaries in one update per batch: a first commit of 10,000
+/// jobs records its 10,000 plan lines in 40 statements, not 20,000.
+pub(super) fn insert_events(
+    db: &mut dyn Sql,
+    time: i64,
+    events: &[NewEvent<'_>],
+    epoch: Option<i64>,
+) -> Result<Vec<i64>> {
+    if db.backend() != Backend::Postgres {
+        return events
+            .iter()
+            .map(|e| insert_event(db, time, e, epoch))
+            .collect();
+    }
+    let mut ids = Vec::with_capacity(events.len());
+    for chunk in events.chunks(EVENT_BATCH) {
+        let cols: Vec<(&str, Option<u32>, Option<u32>)> = chunk
+            .iter()
+            .map(|e| {
+                let (n, of) = (e.attempt.map(|a| a.n), e.attempt.map(|a| a.of));
+                (e.kind.as_str(), n, of)
+            })
+            .collect();
+        let mut sql = String::from(
+            "INSERT INTO events (time, job, run_id, kind, commit_id, message, attempt, \
+             attempt_of, epoch) VALUES ",
+        );
+        let mut params: Vec<&dyn ToValue> = Vec::with_capacity(chunk.len() * 9);
+        for (i, (e, (kind, n, of))) in chunk.iter().zip(&cols).enumerate() {
+            let at = params.len();
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let marks: Vec<String> = (1..=9).map(|k| format!("?{}", at + k)).collect();
+            sql.push_str(&format!("({})", marks.join(", ")));
+            params.extend([
+                &time as &dyn ToValue,
+                &e.job,
+                &e.run_id,
+                kind,
+                &e.commit_id,
+                &e.message,
+                n,
+                of,
+                &epoch,
+            ]);
+        }
+        sql.push_str(" RETURNING id");
+        let mut made: Vec<i64> = db.query_map(&sql, &params, |r| r.get(0))?;
+        if made.len() != chunk.len() {
+            return Err(StoreError::NoRow);
+        }
+        // Identity values are drawn row by row in the order of the VALUES list.
+        made.sort_unstable();
+        ids.extend(made);
+    }
+    // Each job's latest event and the restarts among them, one row a job.
+    let mut summary: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for (e, id) in events.iter().zip(&ids) {
+        if let Some(job) = e.job {
+            let s = summary.entry(job).or_insert((*id, 0));
+            s.0 = s.0.max(*id);
+            s.1 += i64::from(e.kind.counts_as_restart());
+        }
+    }
+    let rows: Vec<(&str, i64, i64)> = summary.into_iter().map(|(j, (id, r))| (j, id, r)).collect();
+    for chunk in rows.chunks(EVENT_BATCH) {
+        let mut sql = String::from(
+            "UPDATE jobs SET last_event_id = v.id, restarts = jobs.restarts + v.r FROM (VALUES ",
+        );
+        let mut params: Vec<&dyn ToValue> = Vec::with_capacity(chunk.len() * 3);
+        for (i, (job, id, r)) in chunk.iter().enumerate() {
+            let at = params.len();
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(?{}::text, ?{}::bigint, ?{}::bigint)",
+                at + 1,
+                at + 2,
+                at + 3
+            ));
+            params.extend([job as &dyn ToValue, id, r]);
+        }
+        sql.push_str(") AS v(name, id, r) WHERE jobs.name = v.name");
+        db.execute(&sql, &params)?;
+    }
+    Ok(ids)
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use std::sync::Mutex;
@@ -334,6 +429,58 @@ pub(super) mod tests {
             )
         })
         .unwrap();
+    }
+
+    #[test]
+    fn events_inserted_together_keep_their_order_and_each_jobs_summary() {
+        for s in crate::store::tests::stores() {
+            add_jobs(&s, &["a", "b", "c"]);
+            // More than one batch; every seventh a restart; one daemon event.
+            let messages: Vec<String> = (0..1_203).map(|i| format!("line {i}")).collect();
+            let jobs = ["a", "b", "c"];
+            let mut events: Vec<NewEvent<'_>> = messages
+                .iter()
+                .enumerate()
+                .map(|(i, m)| NewEvent {
+                    job: Some(jobs[i % 3]),
+                    ..NewEvent::new(
+                        if i % 7 == 0 {
+                            EventKind::Restarted
+                        } else {
+                            EventKind::Failed
+                        },
+                        m,
+                    )
+                })
+                .collect();
+            events.push(NewEvent::new(EventKind::RepoReachable, "daemon"));
+            let ids = s.sql(|db| insert_events(db, 5, &events, None)).unwrap();
+            assert_eq!(ids.len(), events.len(), "{:?}", s.backend());
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "{:?}", s.backend());
+            let stored: HashMap<i64, EventRow> = s
+                .events(None, 2_000)
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.id, e))
+                .collect();
+            for (e, id) in events.iter().zip(&ids) {
+                let row = &stored[id];
+                assert_eq!(
+                    (row.job.as_deref(), row.message.as_str()),
+                    (e.job, e.message)
+                );
+                assert_eq!(row.kind, e.kind);
+            }
+            let last = s.last_events().unwrap();
+            assert_eq!(last["a"].message, "line 1200", "{:?}", s.backend());
+            assert_eq!(last["b"].message, "line 1201");
+            assert_eq!(last["c"].message, "line 1202");
+            let restarts = s.restart_counts().unwrap();
+            let want = |r: usize| (0..1_203).filter(|i| i % 3 == r && i % 7 == 0).count() as u64;
+            assert_eq!(restarts.get("a"), Some(&want(0)), "{:?}", s.backend());
+            assert_eq!(restarts.get("b"), Some(&want(1)));
+            assert_eq!(restarts.get("c"), Some(&want(2)));
+        }
     }
 
     #[test]

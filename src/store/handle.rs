@@ -10,9 +10,19 @@
 //! cannot be async (a command at the terminal, a test thread) calls [`Blocking`] directly. The
 //! arguments are copied into the call (the blocking thread outlives no borrow), which costs a
 //! few small allocations per call next to a disk write.
+//!
+//! A call takes a blocking thread only once one of a few permits is free ([`Store::call`]):
+//! as many as the database serves at once, plus [`SPARE_PERMITS`]. Without them, 10,000 job
+//! actors starting at once each handed a call to the pool, which made a thread for each
+//! waiting call (up to tokio's 512), each blocked on the one SQLite connection and each
+//! holding its stack: a first start over 10,000 jobs peaked at 479 threads and took some 40 MB
+//! more than before the store moved here. The calls now wait as tasks, in order.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
 
 use super::{
     AlertSentRow, AlertStatus, Applied, Blocking, Checkpointer, CommitRecord, ConditionRow,
@@ -30,11 +40,18 @@ use crate::spec::JobSpec;
 #[derive(Clone)]
 pub struct Store {
     db: Blocking,
+    /// The calls that may hold a blocking thread at once.
+    permits: Arc<Semaphore>,
 }
+
+/// Calls on blocking threads beyond the database's connections: they wait on a connection
+/// while another call ends, so the next one starts without waiting for a thread.
+pub const SPARE_PERMITS: usize = 2;
 
 impl From<Blocking> for Store {
     fn from(db: Blocking) -> Store {
-        Store { db }
+        let permits = Arc::new(Semaphore::new(db.connections() + SPARE_PERMITS));
+        Store { db, permits }
     }
 }
 
@@ -73,6 +90,7 @@ impl Store {
     pub fn with_node(self, node: &str) -> Store {
         Store {
             db: self.db.with_node(node),
+            permits: self.permits,
         }
     }
 
@@ -112,6 +130,29 @@ impl Store {
         f: impl FnOnce(&Blocking) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let db = self.db.clone();
+        // Given back once the blocking thread is done with the call, so the next call finds
+        // it idle (given back on that thread, the next call often found none idle and the pool
+        // made another). A caller that stops waiting gives it back at once.
+        // On Postgres a call fails within the statement limit when the database does not
+        // answer: the wait for a permit is bounded the same way (the calls holding them are
+        // each waiting at most that long). SQLite's calls wait for the one connection, as
+        // before.
+        let acquire = self.permits.acquire();
+        let permit = if self.db.backend() == super::sql::Backend::Postgres {
+            let limit = super::postgres::QUERY_TIMEOUT;
+            match tokio::time::timeout(limit, acquire).await {
+                Ok(permit) => permit,
+                Err(_) => {
+                    return Err(StoreError::Busy(format!(
+                        "every store call stayed busy for {}s",
+                        limit.as_secs()
+                    )));
+                }
+            }
+        } else {
+            acquire.await
+        };
+        let _permit = permit.map_err(|_| StoreError::Stopped)?;
         run(move || f(&db)).await
     }
 
@@ -170,6 +211,11 @@ impl Store {
     /// See [`Blocking::take_requests`].
     pub async fn take_requests(&self) -> Result<Vec<super::Request>> {
         self.call(|db| db.take_requests()).await
+    }
+
+    /// See [`Blocking::artifact_key`].
+    pub async fn artifact_key(&self, seed: [u8; 32]) -> Result<[u8; 32]> {
+        self.call(move |db| db.artifact_key(&seed)).await
     }
 
     /// See [`Blocking::heartbeat`].
@@ -771,5 +817,52 @@ mod tests {
             ticked >= 20,
             "the runtime ran other tasks while the write waited: {ticked}"
         );
+    }
+    /// On Postgres a call waiting for a permit behind calls that do not end fails within the
+    /// statement limit, as a call on a database that does not answer does; it does not wait
+    /// for them (a frozen link held every permit 15 s each, and the calls behind waited in
+    /// turn).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_postgres_call_behind_stuck_calls_fails_within_the_statement_limit() {
+        let limit = crate::store::postgres::QUERY_TIMEOUT;
+        let target = tokio::task::spawn_blocking(crate::store::tests::postgres_target)
+            .await
+            .unwrap()
+            .expect(
+                "JOBKEEPER_TEST_POSTGRES_URL is not set: this test needs a PostgreSQL server \
+                 (scripts/postgres.sh start DIR prints one)",
+            );
+        let store = Store::open_postgres(&super::super::postgres::Target { pool: 1, ..target })
+            .await
+            .unwrap();
+        // Calls that hold every permit past the limit (as calls on a frozen link do).
+        let stuck: Vec<_> = (0..1 + SPARE_PERMITS)
+            .map(|_| {
+                let s = store.clone();
+                tokio::spawn(async move {
+                    s.call(move |_| {
+                        std::thread::sleep(limit + Duration::from_secs(3));
+                        Ok(())
+                    })
+                    .await
+                })
+            })
+            .collect();
+        let start = std::time::Instant::now();
+        while store.permits.available_permits() > 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the calls never started"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let asked = std::time::Instant::now();
+        let answer = store.job("a").await;
+        let waited = asked.elapsed();
+        assert!(matches!(answer, Err(StoreError::Busy(_))), "{answer:?}");
+        assert!(waited < limit + Duration::from_secs(2), "{waited:?}");
+        for s in stuck {
+            s.await.unwrap().unwrap();
+        }
     }
 }

@@ -333,6 +333,34 @@ impl Blocking {
     pub fn applied_specs(&self, names: &[&str]) -> Result<Vec<(String, JobSpec)>> {
         let found = self.sql(|db| {
             let mut found = Vec::with_capacity(names.len());
+            if db.backend() == super::sql::Backend::Postgres {
+                // Every statement is a round trip: the names go 500 to a statement (a first
+                // start over 10,000 jobs asked 10,000 times), answered in their order.
+                let mut by_name: HashMap<String, String> = HashMap::new();
+                for chunk in names.chunks(500) {
+                    let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("?{i}")).collect();
+                    let params: Vec<&dyn super::sql::ToValue> = chunk
+                        .iter()
+                        .map(|n| n as &dyn super::sql::ToValue)
+                        .collect();
+                    let sql = format!(
+                        "SELECT name, COALESCE(desired, applied) FROM jobs WHERE name IN ({})
+                         AND COALESCE(desired, applied) IS NOT NULL",
+                        marks.join(", ")
+                    );
+                    for (name, json) in db.query_map(&sql, &params, |r| {
+                        Ok((r.get::<String>(0)?, r.get::<String>(1)?))
+                    })? {
+                        by_name.insert(name, json);
+                    }
+                }
+                for n in names {
+                    if let Some(json) = by_name.remove(*n) {
+                        found.push((n.to_string(), json));
+                    }
+                }
+                return Ok(found);
+            }
             for n in names {
                 found.extend(db.query_opt(
                     "SELECT name, COALESCE(desired, applied) FROM jobs WHERE name = ?1
@@ -583,6 +611,30 @@ mod tests {
             )
             .unwrap();
             assert_eq!(s.job("a").unwrap().unwrap().desired, None);
+        }
+    }
+
+    #[test]
+    fn applied_specs_of_many_names_come_in_the_order_asked() {
+        for s in stores() {
+            let names: Vec<String> = (0..601).map(|i| format!("j{i:03}")).collect();
+            let updates: Vec<DesiredUpdate> = names.iter().map(|n| spec_update(n, "dev")).collect();
+            s.apply_commit(&commit("c1"), &updates, &[]).unwrap();
+            // Backwards, with names the store does not have among them.
+            let mut asked: Vec<&str> = names.iter().rev().map(String::as_str).collect();
+            asked.insert(3, "nope");
+            asked.push("also-nope");
+            let got: Vec<String> = s
+                .applied_specs(&asked)
+                .unwrap()
+                .into_iter()
+                .map(|(n, spec)| {
+                    assert_eq!(spec.env, "dev");
+                    n
+                })
+                .collect();
+            let want: Vec<String> = names.iter().rev().cloned().collect();
+            assert_eq!(got, want, "{:?}", s.backend());
         }
     }
 

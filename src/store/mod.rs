@@ -119,9 +119,10 @@ pub enum StoreError {
         /// The latest version this build knows.
         known: i64,
     },
-    /// PostgreSQL said no, or its connection failed.
-    #[error("store: postgres: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
+    /// PostgreSQL said no, or its connection failed; shown with its causes (the server's
+    /// message, or why the link failed), which are therefore not its `source`.
+    #[error("store: postgres: {}", postgres::said(.0))]
+    Postgres(tokio_postgres::Error),
     /// PostgreSQL did not answer in time.
     #[error("store: postgres: {0}")]
     Timeout(String),
@@ -298,6 +299,15 @@ impl Blocking {
         match &*self.db {
             Db::Sqlite(_) => sql::Backend::Sqlite,
             Db::Postgres(_) => sql::Backend::Postgres,
+        }
+    }
+
+    /// How many calls can use the database at once: SQLite's one connection, or the Postgres
+    /// pool's size.
+    pub(super) fn connections(&self) -> usize {
+        match &*self.db {
+            Db::Sqlite(_) => 1,
+            Db::Postgres(pool) => pool.size(),
         }
     }
 
@@ -505,6 +515,12 @@ impl At<'_> {
     }
 }
 
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> StoreError {
+        StoreError::Postgres(e)
+    }
+}
+
 /// The value of `result`, or, when it failed, `None` after logging the error at error level
 /// (with the job as a field when there is one) and counting it in `count`: the one shape of
 /// [`Blocking::record`] and [`Blocking::read_or_log`].
@@ -578,13 +594,12 @@ pub(super) mod tests {
                 .unwrap();
         });
         let sep = if url.contains('?') { '&' } else { '?' };
-        let target = postgres::Target {
+        Some(postgres::Target {
             url: format!("{url}{sep}options=-csearch_path%3D{schema}"),
             password: None,
             tls: postgres::TlsMode::Disable,
             pool: 4,
-        };
-        Some(target)
+        })
     }
 
     /// The stores a contract test runs on: SQLite in memory, and Postgres when the tests are

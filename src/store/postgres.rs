@@ -26,6 +26,22 @@ use tokio_postgres::{Client, Statement};
 use super::sql::{Backend, RowRef, Sql, ToValue, ValueRef};
 use super::{Result, StoreError};
 
+/// What `e` says with its causes (`db error: ERROR: relation "x" does not exist`, `error
+/// connecting to server: Connection refused`), on one line: `tokio_postgres` shows only its kind.
+pub fn said(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let more = c.to_string().replace('\n', "; ");
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// How long one statement may take before the call fails and its connection is dropped.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -180,6 +196,11 @@ impl Pool {
         let first = pool.get()?;
         drop(first);
         Ok(pool)
+    }
+
+    /// The most connections open at once (`store.postgres.pool`).
+    pub fn size(&self) -> usize {
+        self.size
     }
 
     /// The database, for logs (no password).
@@ -614,6 +635,66 @@ mod tests {
         assert_eq!(numbered("a = ?1 AND b = ?12"), "a = $1 AND b = $12");
         assert_eq!(numbered("a = ? AND b = ?"), "a = $1 AND b = $2");
         assert_eq!(numbered("x = '?1' AND y = ?2"), "x = '?1' AND y = $2");
+    }
+
+    fn test_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_failed_connection_says_why() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let rt = test_runtime();
+        let t = Target {
+            url: format!("postgres://jk@127.0.0.1:{port}/jobkeeper"),
+            password: None,
+            tls: TlsMode::Disable,
+            pool: 1,
+        };
+        let err = Pool::connect(&t, rt.handle().clone()).err().unwrap();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("store: postgres: error connecting to server: ")
+                && text.to_lowercase().contains("refused"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_statement_the_server_refuses_is_shown_with_the_servers_message() {
+        let Some(url) = std::env::var("JOBKEEPER_TEST_POSTGRES_URL").ok() else {
+            panic!(
+                "JOBKEEPER_TEST_POSTGRES_URL is not set: this test needs a PostgreSQL server \
+                 (scripts/postgres.sh start DIR prints one)"
+            );
+        };
+        let rt = test_runtime();
+        let t = Target {
+            url,
+            password: None,
+            tls: TlsMode::Disable,
+            pool: 1,
+        };
+        let pool = Pool::connect(&t, rt.handle().clone()).unwrap();
+        let err = pool
+            .get()
+            .unwrap()
+            .batch("SELECT * FROM no_such_table_here")
+            .err()
+            .unwrap();
+        let text = err.to_string();
+        assert!(
+            text.contains("db error: ERROR: relation \"no_such_table_here\" does not exist"),
+            "{text}"
+        );
     }
 
     #[test]

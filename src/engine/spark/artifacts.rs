@@ -4,18 +4,20 @@
 //! The shelf is `state_dir/served/<digest>`, one hard link (or copy) per artifact digest, so it
 //! outlives the build cache's folders and a daemon restart. A jar is served at
 //! `<base>/artifacts/<digest>/<token>/<file name>` (see `http::artifacts`): the token is an
-//! HMAC-SHA256 of the digest under a random key kept in `state_dir/artifact.key` (mode 0600),
-//! so it is unguessable, differs per artifact, and stays the same across restarts (a driver
-//! relaunched later, or an executor started later, fetches the same URL). Nothing is ever
+//! HMAC-SHA256 of the digest under the installation's random key, kept in the store (where
+//! releases before kept it in `state_dir/artifact.key`, the first start records that key), so
+//! it is unguessable, differs per artifact, and stays the same across restarts and on every
+//! daemon of one store (a driver relaunched later, or an executor started later, or one
+//! started by another daemon that took over, fetches the same URL). Nothing is ever
 //! listed: a request that does not name a digest and its token gets 404, as does a wrong token.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// The file under `state_dir` holding the key of artifact tokens.
+/// The file under `state_dir` where releases before kept the key of artifact tokens; read once,
+/// when the store has no key yet.
 pub const KEY_FILE: &str = "artifact.key";
 /// The folder under `state_dir` holding the jars served over HTTP.
 pub const SERVED_DIR: &str = "served";
@@ -39,12 +41,24 @@ impl std::fmt::Debug for Shelf {
 }
 
 impl Shelf {
-    /// The shelf of the daemon whose state folder is `state_dir`: reads its key, or makes one
-    /// (32 bytes of `/dev/urandom`, written with mode 0600) on first use. Blocking.
-    pub fn open(state_dir: &Path) -> std::io::Result<Shelf> {
+    /// The shelf of the daemon whose state folder is `state_dir`, its tokens made with `key`:
+    /// the installation's key, kept in the store ([`crate::store::Blocking::artifact_key`]), so
+    /// every daemon on one store hands out and accepts the same URLs.
+    pub fn new(state_dir: &Path, key: [u8; 32]) -> Shelf {
+        Shelf {
+            dir: state_dir.join(SERVED_DIR),
+            key,
+        }
+    }
+
+    /// What the installation's key starts as when its store has none: the key of
+    /// `state_dir/artifact.key` that releases before kept there (so the URLs handed to running
+    /// drivers keep working), else 32 new bytes of `/dev/urandom`. Blocking.
+    pub fn first_key(state_dir: &Path) -> std::io::Result<[u8; 32]> {
         let path = state_dir.join(KEY_FILE);
-        let key = match std::fs::read(&path) {
-            Ok(bytes) if bytes.len() == 32 => bytes,
+        let mut key = [0u8; 32];
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.len() == 32 => key.copy_from_slice(&bytes),
             Ok(_) => {
                 return Err(std::io::Error::other(format!(
                     "{} is not 32 bytes long; remove it and a new key is made (artifact URLs \
@@ -52,15 +66,13 @@ impl Shelf {
                     path.display()
                 )));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => new_key(&path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                use std::io::Read;
+                std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+            }
             Err(e) => return Err(e),
-        };
-        let mut k = [0u8; 32];
-        k.copy_from_slice(&key);
-        Ok(Shelf {
-            dir: state_dir.join(SERVED_DIR),
-            key: k,
-        })
+        }
+        Ok(key)
     }
 
     /// A shelf that serves nothing (its key is all zeros and nothing is written): for tools
@@ -184,25 +196,6 @@ fn url_safe_name(name: &str) -> String {
     s
 }
 
-/// Writes a new random key to `path` (mode 0600).
-fn new_key(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut key = vec![0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(&key)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(key)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,29 +203,41 @@ mod tests {
     const DIGEST: &str = "3a7bd3e2360a3d29eea436fcfb7e44c735d117c42d1c1835420b6b9942dd4f1b";
 
     #[test]
-    fn tokens_are_per_artifact_and_kept_across_opens() {
+    fn tokens_are_per_artifact_and_per_key() {
         let tmp = tempfile::tempdir().unwrap();
-        let shelf = Shelf::open(tmp.path()).unwrap();
+        let shelf = Shelf::new(tmp.path(), [1; 32]);
         let t = shelf.token(DIGEST);
         assert_eq!(t.len(), 64);
         assert_ne!(t, shelf.token(&DIGEST.replace('3', "4")));
-        assert_eq!(Shelf::open(tmp.path()).unwrap().token(DIGEST), t);
-        let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(tmp.path().join(KEY_FILE))
-                .unwrap()
-                .permissions(),
-        );
-        assert_eq!(mode & 0o777, 0o600);
-        // Another daemon's key gives other tokens.
+        // Another state folder, the same key (another daemon of the installation): the same.
         let other = tempfile::tempdir().unwrap();
-        assert_ne!(Shelf::open(other.path()).unwrap().token(DIGEST), t);
+        assert_eq!(Shelf::new(other.path(), [1; 32]).token(DIGEST), t);
+        // Another key gives other tokens.
+        assert_ne!(Shelf::new(tmp.path(), [2; 32]).token(DIGEST), t);
         assert!(!format!("{shelf:?}").contains("key"));
+    }
+
+    #[test]
+    fn the_first_key_is_the_old_files_else_random() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = Shelf::first_key(tmp.path()).unwrap();
+        assert_ne!(
+            a,
+            Shelf::first_key(tmp.path()).unwrap(),
+            "random, nothing written"
+        );
+        assert!(!tmp.path().join(KEY_FILE).exists());
+        std::fs::write(tmp.path().join(KEY_FILE), [5u8; 32]).unwrap();
+        assert_eq!(Shelf::first_key(tmp.path()).unwrap(), [5; 32]);
+        std::fs::write(tmp.path().join(KEY_FILE), [5u8; 31]).unwrap();
+        let err = Shelf::first_key(tmp.path()).err().unwrap();
+        assert!(err.to_string().contains("not 32 bytes long"), "{err}");
     }
 
     #[test]
     fn a_published_jar_is_found_with_its_token_only() {
         let tmp = tempfile::tempdir().unwrap();
-        let shelf = Shelf::open(tmp.path()).unwrap();
+        let shelf = Shelf::new(tmp.path(), [3; 32]);
         let jar = tmp.path().join("app.jar");
         std::fs::write(&jar, b"PK jar").unwrap();
         let token = shelf.token(DIGEST);

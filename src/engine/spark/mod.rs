@@ -1200,7 +1200,7 @@ mod tests {
             },
             "/var/lib/jobkeeper",
             &JarShelf {
-                shelf: Shelf::open(tmp.path()).unwrap(),
+                shelf: Shelf::new(tmp.path(), [1; 32]),
                 daemon_url: "http://127.0.0.1:7070".into(),
             },
         )
