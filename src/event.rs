@@ -932,6 +932,7 @@ mod tests {
                 "savepoint_failed",
                 "stray_killed",
                 "store_unreachable",
+                "leader_changed",
                 "deployed",
                 "succeeded"
             ]

@@ -245,7 +245,7 @@ alerts:
              config.yaml:12:10: alert channel `empty` has neither `email` nor `webhook`; expected at least one\n\
              config.yaml:13:46: `alerts.hook.webhook.format`: unknown format `teams`; expected one of: slack, dingtalk, feishu, wecom, json\n\
              config.yaml:13:67: unknown event `faild`, did you mean `failed`?\n\
-             config.yaml:13:74: unknown event `exploded`; expected one of: failed, restarted, gave_up, recovered, build_failed, deploy_failed, invalid, repo_unreachable, engine_unreachable, unhealthy, rolled_back, drift, started_empty, host_fault, commit_held, savepoint_failed, stray_killed, store_unreachable, deployed, succeeded\n"
+             config.yaml:13:74: unknown event `exploded`; expected one of: failed, restarted, gave_up, recovered, build_failed, deploy_failed, invalid, repo_unreachable, engine_unreachable, unhealthy, rolled_back, drift, started_empty, host_fault, commit_held, savepoint_failed, stray_killed, store_unreachable, leader_changed, deployed, succeeded\n"
     );
 }
 
