@@ -115,13 +115,13 @@ pub async fn run_with(
         .installation_id(&state_dir.display().to_string())
         .await?;
     let url = daemon_url(&started, &listener);
-    let artifact_key = crate::engine::registry::artifact_key(&store, &state_dir)
+    let artifact_key = crate::served_key::artifact_key(&store, &state_dir)
         .await
         .map_err(|e| match e {
-            crate::engine::registry::ServedError::File { path, source } => {
+            crate::served_key::ServedError::File { path, source } => {
                 DaemonError::StateDir { path, source }
             }
-            crate::engine::registry::ServedError::Store(e) => DaemonError::Store(e),
+            crate::served_key::ServedError::Store(e) => DaemonError::Store(e),
         })?;
     let (engines, shelf) = crate::engine::registry::for_daemon(
         &state_dir,
@@ -185,11 +185,11 @@ pub async fn run_with(
     });
     // With `ha`: a standby serving reads until this daemon takes the lease.
     let (term, lease_stop) = match keeper {
-        Some((mut keeper, _)) => match crate::ha::term::take(&mut keeper, &api, &cancel).await {
+        Some((mut keeper, _)) => match crate::lead::take(&mut keeper, &api, &cancel).await {
             Some((taken, fenced)) => {
                 let stop = CancellationToken::new();
                 let kept =
-                    crate::ha::term::keep(keeper, taken.epoch, api.clone(), fenced, stop.clone());
+                    crate::lead::keep(keeper, taken.epoch, api.clone(), fenced, stop.clone());
                 (Some((taken.epoch, tokio::spawn(kept))), stop)
             }
             None => {

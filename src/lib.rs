@@ -44,9 +44,11 @@
 //! - [`retention`]: deleting old runs, events, logs, artifacts and builds.
 //!
 //! Keeping the record and telling people:
-//! - [`store`]: SQLite, one file per table: applied commit, jobs, runs, events, alerts sent,
-//!   savepoints; numbered migrations. Async code calls it through [`store::Store`], which runs
-//!   each operation on a blocking thread.
+//! - [`store`]: SQLite or PostgreSQL, one file per table: applied commit, jobs, runs, events,
+//!   alerts sent, savepoints, the leader lease's fence; numbered migrations. Async code calls it
+//!   through [`store::Store`], which runs each operation on a blocking thread.
+//! - [`store_start`]: opening the store at start, a Postgres that does not answer tried again.
+//! - [`served_key`]: the installation's key of the jar URLs Spark workers fetch, in the store.
 //! - [`alert`]: events → email and chat-webhook alerts: routing, throttle, delivery.
 //! - [`condition`]: a job's conditions (invalid file, deploy failed, rolled back, drift, ...),
 //!   derived from what runs and what its file asks, and where it runs.
@@ -54,8 +56,11 @@
 //! - [`http`]: the HTTP API, git webhooks, `/metrics` and the status page.
 //!
 //! Wiring and the command line:
-//! - [`ha`]: who leads: the [`ha::Leadership`] state `GET /leaderz` and `jobkeeper_leader` read
-//!   (without `ha` the only daemon, always leading).
+//! - [`ha`]: who leads: the lease in PostgreSQL (taken, renewed, released on the database's
+//!   clock), stepping down, a standby kept warm, and the [`ha::Leadership`] state `GET /leaderz`
+//!   and `jobkeeper_leader` read (without `ha` the only daemon, always leading).
+//! - [`lead`]: a leader's term as the daemon lives it: standby until the lease is taken, the
+//!   standbys' requests carried out, the lease released or the daemon stepping down.
 //! - [`reload`]: SIGHUP: read the config again and put it in place for every reader.
 //! - [`systemd`]: sd_notify (ready, status, watchdog, reload, stop) and journald log lines.
 //! - [`daemon`]: wiring only: tasks, triggers, shutdown.
@@ -86,6 +91,7 @@ pub mod health;
 pub mod host;
 pub mod http;
 pub mod import;
+pub mod lead;
 pub mod metrics;
 pub mod moves;
 pub mod plan;
@@ -98,6 +104,7 @@ pub mod retention;
 pub mod runlogs;
 pub mod schedule;
 pub mod secrets;
+pub mod served_key;
 pub mod settings;
 pub mod show;
 pub mod spec;

@@ -8,7 +8,6 @@
 pub mod keeper;
 pub mod lease;
 pub mod stepdown;
-pub mod term;
 pub mod warm;
 
 use tokio::sync::watch;
@@ -49,14 +48,7 @@ pub fn fixed(state: Leadership) -> LeaderWatch {
     watch::channel(state).1
 }
 
-/// This host's name (`/proc/sys/kernel/hostname`), `localhost` when it cannot be read.
-pub fn host_name() -> String {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    match name.trim() {
-        "" => "localhost".to_string(),
-        n => n.to_string(),
-    }
-}
+pub use crate::settings::ha::host_name;
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,5 @@
 //! What a standby (`ha`) answers to a POST that acts: a restart, a sync or a git webhook is
-//! recorded in the store for the leader, which carries it out ([`crate::ha::term`]), and the
+//! recorded in the store for the leader, which carries it out ([`crate::lead`]), and the
 //! answer (202) says so and names the leader. A savepoint, whose answer is the savepoint
 //! itself, is refused (503) with the leader to ask instead.
 

@@ -27,6 +27,15 @@ pub struct HaSettings {
     pub node: String,
 }
 
+/// This host's name (`/proc/sys/kernel/hostname`), `localhost` when it cannot be read.
+pub fn host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    match name.trim() {
+        "" => "localhost".to_string(),
+        n => n.to_string(),
+    }
+}
+
 /// Reads `ha:`; `None` when it is absent or wrong (the problem is recorded). `postgres` says
 /// whether `store.postgres` is set, which `ha` needs.
 pub(super) fn read_ha(c: &mut Checker, n: &Node, postgres: bool) -> Option<HaSettings> {
@@ -59,7 +68,7 @@ pub(super) fn read_ha(c: &mut Checker, n: &Node, postgres: bool) -> Option<HaSet
             }
             s.trim().to_string()
         }
-        None => crate::ha::host_name(),
+        None => host_name(),
     };
     let (lease_ttl, renew_deadline, retry) = (lease_ttl?, renew_deadline?, retry?);
     if !postgres {
@@ -126,7 +135,7 @@ mod tests {
             (ha.lease_ttl, ha.renew_deadline, ha.retry),
             (DEFAULT_LEASE_TTL, DEFAULT_RENEW_DEADLINE, DEFAULT_RETRY)
         );
-        assert_eq!(ha.node, crate::ha::host_name());
+        assert_eq!(ha.node, host_name());
         let ha = read(&format!(
             "{STORE}ha: {{lease_ttl: 3s, renew_deadline: 2s, retry: 500ms, node: ops-2}}\n"
         ))

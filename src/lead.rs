@@ -1,6 +1,8 @@
 //! A leader's term, as the daemon lives it: taking the lease (a standby until then), then
 //! keeping it while the daemon acts, carrying out the requests standbys recorded, and at its
-//! end either releasing it (SIGTERM) or stepping down (lost: [`super::stepdown`]).
+//! end either releasing it (SIGTERM) or stepping down (lost: [`crate::ha::stepdown`]). The
+//! lease itself is [`crate::ha`]'s; this module joins it to the daemon's parts (the API state,
+//! the reconciler, the engines).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,9 +10,9 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::keeper::{Ended, Keeper};
-use super::lease::Taken;
 use crate::event::JobEvent;
+use crate::ha::keeper::{Ended, Keeper};
+use crate::ha::lease::Taken;
 use crate::http::ApiState;
 use crate::reconcile::Scope;
 use crate::repo::trigger::TriggerReason;
@@ -28,7 +30,7 @@ pub async fn take(
 ) -> Option<(Taken, mpsc::UnboundedReceiver<i64>)> {
     tracing::info!(node = %keeper.node(), "ha: standby, waiting for the leader lease");
     let warm_stop = cancel.child_token();
-    let warm = tokio::spawn(super::warm::keep_warm(
+    let warm = tokio::spawn(crate::ha::warm::keep_warm(
         api.reconciler.context().clone(),
         warm_stop.clone(),
     ));
@@ -112,7 +114,7 @@ async fn step_down(api: &ApiState, why: &str) -> ! {
         local_runs = ended + late,
         "ha: stepped down; local runs ended, starting again as a standby"
     );
-    let err = super::stepdown::reexec(why);
+    let err = crate::ha::stepdown::reexec(why);
     tracing::error!("ha: could not start again as a standby: {err}; exiting");
     std::process::exit(75)
 }
