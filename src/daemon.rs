@@ -95,7 +95,6 @@ pub async fn run_with(
     let live = Live::new(settings);
     // The config at start: the fields taken only at start are read from it.
     let started = live.get();
-    let envs = started.envs.iter().map(|(n, e)| (n, &e.engine));
     let store = match crate::store_start::open(&started, &listener, &cancel).await {
         Ok(store) => store,
         // Stopped (SIGTERM) while the store was being tried again: a clean stop.
@@ -105,31 +104,12 @@ pub async fn run_with(
         }
         Err(e) => return Err(e.into()),
     };
-    // Seeded with what releases before the stored id salted with, so live runs keep their ids.
     // With `ha`, the runs this daemon starts record its `ha.node`.
     let store = match &started.ha {
         Some(ha) => store.with_node(&ha.node),
         None => store,
     };
-    let installation = store
-        .installation_id(&state_dir.display().to_string())
-        .await?;
-    let url = daemon_url(&started, &listener);
-    let artifact_key = crate::served_key::artifact_key(&store, &state_dir)
-        .await
-        .map_err(|e| match e {
-            crate::served_key::ServedError::File { path, source } => {
-                DaemonError::StateDir { path, source }
-            }
-            crate::served_key::ServedError::Store(e) => DaemonError::Store(e),
-        })?;
-    let (engines, shelf) = crate::engine::registry::for_daemon(
-        &state_dir,
-        &installation,
-        artifact_key,
-        url.clone(),
-        envs,
-    );
+    let (engines, shelf, url) = engines_of(&started, &store, &listener).await?;
     let core = Core::open(&live, &cancel, engines, store).await?;
     crate::engine::registry::probe(&core.ctx.engines.all())
         .await
@@ -152,21 +132,7 @@ pub async fn run_with(
             crate::store::now_ms(),
         )),
     };
-    let api = Arc::new(ApiState {
-        ready: AtomicBool::new(false),
-        settings: live.clone(),
-        started: started.clone(),
-        store: core.store.clone(),
-        metrics: core.metrics.clone(),
-        reconciler: reconciler.clone(),
-        alerter: Some(core.alerter.clone()),
-        trigger: OnceLock::new(),
-        shelf,
-        hook_buffer: http::body::HookBuffer::new(started.http.hook_buffer),
-        counts: Default::default(),
-        leadership,
-        pages: Default::default(),
-    });
+    let api = api_state(&live, &core, &reconciler, shelf, leadership);
     let server = {
         let (api, cancel) = (api.clone(), cancel.clone());
         tasks.spawn(async move { http::serve(listener, api, cancel).await })
@@ -175,34 +141,16 @@ pub async fn run_with(
     // The store is open and the listener serves: systemd may consider the service started.
     notifier.ready("started: applying the config repo");
     // Until the health sweep pings it: while a standby waits and while the runs are recovered.
-    let early_pings = crate::systemd::Watchdog::from_env(notifier.clone()).map(|w| {
-        tokio::spawn(async move {
-            loop {
-                w.ping();
-                tokio::time::sleep(w.period()).await;
-            }
-        })
-    });
+    let early_pings = ping_until_the_sweep(&notifier);
     // With `ha`: a standby serving reads until this daemon takes the lease.
-    let (term, lease_stop) = match keeper {
-        Some((mut keeper, _)) => match crate::lead::take(&mut keeper, &api, &cancel).await {
-            Some((taken, fenced)) => {
-                let stop = CancellationToken::new();
-                let kept =
-                    crate::lead::keep(keeper, taken.epoch, api.clone(), fenced, stop.clone());
-                (Some((taken.epoch, tokio::spawn(kept))), stop)
-            }
-            None => {
-                if let Some(p) = early_pings {
-                    p.abort();
-                }
-                tracing::info!("stopped as a standby");
-                return shut_down(&notifier, &reconciler, tasks, server).await;
-            }
-        },
-        None => (None, CancellationToken::new()),
+    let Some(term) = wait_to_lead(keeper, &api, &cancel).await else {
+        if let Some(p) = early_pings {
+            p.abort();
+        }
+        tracing::info!("stopped as a standby");
+        return shut_down(&notifier, &reconciler, tasks, server).await;
     };
-    if term.is_some() {
+    if term.kept.is_some() {
         take_over(&core).await?;
     }
     start_job_loops(&tasks, &core, &reconciler, (&started, &notifier), &cancel);
@@ -226,13 +174,116 @@ pub async fn run_with(
     }
     let stopped = shut_down(&notifier, &reconciler, tasks, server).await;
     // The runs are handled: the lease goes to a standby at once.
-    lease_stop.cancel();
-    if let Some((epoch, kept)) = term
-        && let Ok(mut keeper) = kept.await
-    {
-        keeper.release(epoch).await;
-    }
+    term.release().await;
     followed.and(stopped)
+}
+
+/// What the HTTP API reads and acts through.
+fn api_state(
+    live: &Live,
+    core: &Core,
+    reconciler: &Arc<Reconciler>,
+    shelf: crate::engine::spark::artifacts::Shelf,
+    leadership: crate::ha::LeaderWatch,
+) -> Arc<ApiState> {
+    let started = live.get();
+    Arc::new(ApiState {
+        ready: AtomicBool::new(false),
+        settings: live.clone(),
+        hook_buffer: http::body::HookBuffer::new(started.http.hook_buffer),
+        started,
+        store: core.store.clone(),
+        metrics: core.metrics.clone(),
+        reconciler: reconciler.clone(),
+        alerter: Some(core.alerter.clone()),
+        trigger: OnceLock::new(),
+        shelf,
+        counts: Default::default(),
+        leadership,
+        pages: Default::default(),
+    })
+}
+
+/// The engines of this daemon (their ids salted with the installation's id, Spark jar URLs
+/// made with its key), the jars they serve, and the daemon's own URL.
+async fn engines_of(
+    started: &Settings,
+    store: &Store,
+    listener: &TcpListener,
+) -> Result<(Engines, crate::engine::spark::artifacts::Shelf, String), DaemonError> {
+    let state_dir = &started.state_dir;
+    // Seeded with what releases before the stored id salted with, so live runs keep their ids.
+    let installation = store
+        .installation_id(&state_dir.display().to_string())
+        .await?;
+    let url = daemon_url(started, listener);
+    let artifact_key = crate::served_key::artifact_key(store, state_dir)
+        .await
+        .map_err(|e| match e {
+            crate::served_key::ServedError::File { path, source } => {
+                DaemonError::StateDir { path, source }
+            }
+            crate::served_key::ServedError::Store(e) => DaemonError::Store(e),
+        })?;
+    let envs = started.envs.iter().map(|(n, e)| (n, &e.engine));
+    let (engines, shelf) = crate::engine::registry::for_daemon(
+        state_dir,
+        &installation,
+        artifact_key,
+        url.clone(),
+        envs,
+    );
+    Ok((engines, shelf, url))
+}
+
+/// Pings systemd's watchdog from a task of its own until the health sweep takes over.
+fn ping_until_the_sweep(notifier: &Arc<Notifier>) -> Option<tokio::task::JoinHandle<()>> {
+    crate::systemd::Watchdog::from_env(notifier.clone()).map(|w| {
+        tokio::spawn(async move {
+            loop {
+                w.ping();
+                tokio::time::sleep(w.period()).await;
+            }
+        })
+    })
+}
+
+/// This daemon's term as the leader: with `ha`, the task keeping the lease (with its epoch),
+/// and what stops it; without, nothing to keep.
+struct Term {
+    kept: Option<(i64, tokio::task::JoinHandle<crate::ha::keeper::Keeper>)>,
+    stop: CancellationToken,
+}
+
+impl Term {
+    /// Stops keeping the lease and releases it (the daemon's runs are handled).
+    async fn release(self) {
+        self.stop.cancel();
+        if let Some((epoch, kept)) = self.kept
+            && let Ok(mut keeper) = kept.await
+        {
+            keeper.release(epoch).await;
+        }
+    }
+}
+
+/// With `ha`, waits as a standby until this daemon takes the lease, then keeps it in a task of
+/// its own; `None` when `cancel` fired first. Without `ha`, the term at once.
+async fn wait_to_lead(
+    keeper: Option<(crate::ha::keeper::Keeper, crate::ha::LeaderWatch)>,
+    api: &Arc<ApiState>,
+    cancel: &CancellationToken,
+) -> Option<Term> {
+    let stop = CancellationToken::new();
+    let Some((mut keeper, _)) = keeper else {
+        return Some(Term { kept: None, stop });
+    };
+    let (taken, fenced) = crate::lead::take(&mut keeper, api, cancel).await?;
+    let kept = crate::lead::keep(keeper, taken.epoch, api.clone(), fenced, stop.clone());
+    Some(Term {
+        kept: Some((taken.epoch, tokio::spawn(kept))),
+        stop,
+    })
 }
 
 /// With `ha`: the lease's keeper (this daemon answering at `url`) and the watch it writes.
