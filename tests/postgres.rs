@@ -470,7 +470,13 @@ async fn a_frozen_link_to_postgres_fails_calls_in_time_and_stops_no_job() {
     proxy.set(Mode::Pass);
     let events = episode(&direct).await;
     assert_eq!(events[0].0, "store_unreachable", "{events:?}");
-    assert!(events[0].1.contains("did not answer within"), "{events:?}");
+    // The first call to fail is one waiting on a frozen connection ("did not answer within"),
+    // or, on a busy machine, one that found every connection held by such calls ("stayed
+    // busy"): both say the link stopped answering.
+    assert!(
+        events[0].1.contains("did not answer within") || events[0].1.contains("stayed busy"),
+        "{events:?}"
+    );
     assert_eq!(events[1].0, "store_reachable", "{events:?}");
     d.running("sleeper", Duration::from_secs(30)).await;
     assert!(alive(pid));
