@@ -269,6 +269,12 @@ impl EventKind {
         )
     }
 
+    /// True for the kinds whose repeats within `alerts_throttle` are folded into one alert: all
+    /// but `leader_changed`, whose every takeover is news (a new node, a new epoch).
+    pub fn folds(self) -> bool {
+        self != EventKind::LeaderChanged
+    }
+
     /// True for the kinds a job's restart count counts: the restart policy's restarts after
     /// failures, not an operator's restart nor a version started again after a failed deploy.
     pub fn counts_as_restart(self) -> bool {

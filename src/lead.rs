@@ -54,6 +54,10 @@ pub async fn take(
         from = %taken.previous,
         "ha: this daemon leads"
     );
+    // Alerts from here on (a standby sends none): `leader_changed` is the first.
+    if let Some(alerter) = &api.alerter {
+        alerter.clone().attach(store);
+    }
     let event = JobEvent::LeaderChanged {
         from: taken.previous.clone(),
         to: keeper.node().to_string(),

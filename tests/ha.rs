@@ -25,6 +25,8 @@
 mod common;
 #[path = "support/ha_cluster.rs"]
 mod ha_cluster;
+#[path = "support/receivers.rs"]
+mod receivers;
 #[path = "support/tcp_proxy.rs"]
 mod tcp_proxy;
 
@@ -318,6 +320,25 @@ async fn sigkill_of_the_leader_hands_over_within_the_lease_and_restarts_no_flink
             Some(c.nodes[t.new].name.as_str()),
             "{job}"
         );
+    }
+    // The takeover is alerted (the first leader's too): the last alert names the new node.
+    let new = c.nodes[t.new].name.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got: Vec<serde_json::Value> = c.alerts.received().iter().map(|r| r.json()).collect();
+        if got.iter().any(|a| {
+            a["event"] == "leader_changed"
+                && a["reason"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(&format!("{new} leads")))
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no leader_changed alert naming {new}: {got:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

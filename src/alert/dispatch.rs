@@ -180,7 +180,7 @@ impl Dispatcher {
                 .flatten();
         }
         match state.last_fired {
-            Some(last) if now - last < throttle => {
+            Some(last) if now - last < throttle && ev.kind.folds() => {
                 self.counters.folded.fetch_add(1, Ordering::Relaxed);
                 let wait = Duration::from_millis(u64::try_from(last + throttle - now).unwrap_or(0));
                 match &mut state.pending {

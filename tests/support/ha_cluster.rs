@@ -1307,6 +1307,8 @@ pub struct Cluster {
     pub sampler: Sampler,
     pub token: String,
     pub name: String,
+    /// The webhook every daemon sends its `leader_changed` alerts to.
+    pub alerts: crate::receivers::HttpReceiver,
     /// Dropped last: the private server (in it) is stopped first.
     pub root: tempfile::TempDir,
 }
@@ -1380,6 +1382,7 @@ impl Cluster {
             .local_addr()
             .unwrap()
             .port();
+        let alerts = crate::receivers::HttpReceiver::start().await;
         let mut nodes = Vec::new();
         for i in 1..=3 {
             let name = format!("n{i}");
@@ -1403,10 +1406,12 @@ impl Cluster {
                  listen: 127.0.0.1:{port}\ntimezone: UTC\nhealth: {{interval: 1s}}\n\
                  restart: {{attempts: 10, window: 1h, backoff: 200ms, max_backoff: 1s}}\n\
                  api_token_file: {}\n\
+                 alerts: {{ops: {{webhook: {{url: \"{}\", format: json}}, on: [leader_changed]}}}}\n\
                  envs:\n  dev: {{engine: local}}\n",
                 git.bare.display(),
                 dir.join("state").display(),
                 root.path().join("api_token").display(),
+                alerts.url(),
             );
             if let (Some(_), Some(p)) = (&flink, &flink_proxy) {
                 text.push_str(&format!(
@@ -1449,6 +1454,7 @@ impl Cluster {
             sampler,
             token,
             name: opts.name,
+            alerts,
         }
     }
 
